@@ -1,0 +1,44 @@
+# VeloZ: `make run` and `make test` do all the set-up on a fresh machine (Python >= 3.11 on PATH).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run run-single test test-core lint bench lock clean
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: the trading engine with a simulated market, driven by the stdio protocol (see README).
+run: install
+	$(BIN)/veloz start --local $(ARGS)
+
+run-single: install
+	$(BIN)/veloz start --local --single-process $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-core: install
+	$(BIN)/python -m pytest tests/core tests/backtest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check veloz_actors tests scripts
+	$(BIN)/mypy veloz_actors
+
+bench: install
+	$(BIN)/python scripts/bench_core.py
+
+# Re-pin the full dependency set after changing pyproject.toml.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -q -e '.[dev]' && .lockenv/bin/pip freeze --exclude-editable > requirements.lock
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

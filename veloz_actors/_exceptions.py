@@ -1,0 +1,69 @@
+"""The one exception hierarchy of VeloZ.
+
+Expected business outcomes (a risk rejection, a duplicate client order id, an order that expired) are *events*, not
+exceptions. Exceptions are for input that cannot become a message, for broken invariants and for infrastructure
+failures::
+
+    VelozError
+    ├── InvalidInput            bad input from outside: a malformed command, a NaN price, an unknown symbol
+    │   └── ConfigError         a config file or config value that does not validate
+    ├── DataError               a market-data file or payload that is corrupt (unsorted, duplicate, negative, ...)
+    ├── SequenceGap             an L2 book saw an update-id gap and must be resynchronised from a snapshot
+    ├── IllegalTransition       an order state transition the transition table forbids (a bug, raised at once)
+    ├── JournalError            a journal that cannot be written, read, or does not match its engine
+    └── EngineUnavailable       the engine (local or on a cluster) cannot be reached or is not running
+
+Foreign errors (OSError, orjson.JSONDecodeError, pydantic.ValidationError, Ray errors) are translated once, at the
+boundary that sees them, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "EngineUnavailable",
+    "IllegalTransition",
+    "InvalidInput",
+    "JournalError",
+    "SequenceGap",
+    "VelozError",
+]
+
+
+class VelozError(Exception):
+    """Base class of every error VeloZ raises on purpose."""
+
+
+class InvalidInput(VelozError, ValueError):
+    """Input from outside (a person, a file, an HTTP body) that cannot become a message."""
+
+
+class ConfigError(InvalidInput):
+    """A configuration file or value that does not validate."""
+
+
+class DataError(VelozError, ValueError):
+    """Market data that is corrupt: unsorted or duplicate times, non-positive prices, high below low, bad JSON."""
+
+
+class SequenceGap(VelozError):
+    """An order book missed updates; it must be rebuilt from a fresh snapshot before it can be trusted."""
+
+    def __init__(self, symbol: str, expected: int, got: int) -> None:
+        super().__init__(f"{symbol}: depth update gap, expected update id {expected}, got {got}; resync needed")
+        self.symbol = symbol
+        self.expected = expected
+        self.got = got
+
+
+class IllegalTransition(VelozError):
+    """An order state change that the transition table does not allow."""
+
+
+class JournalError(VelozError):
+    """A journal that cannot be written or read, or that belongs to a different engine configuration."""
+
+
+class EngineUnavailable(VelozError):
+    """The engine cannot be reached, or is not running at the given address."""

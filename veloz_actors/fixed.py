@@ -1,0 +1,87 @@
+"""Exact money: every price, quantity, balance and fee inside VeloZ is an integer in units of 1e-8.
+
+Binance writes every price and quantity as a decimal string with at most 8 fractional digits, and every spot balance
+has 8 decimals, so one fixed scale represents all of them exactly (NautilusTrader does the same with a 1e-9 raw
+int64). An instrument's tick and lot are then integers in the same unit, and "on tick" is ``price % tick == 0``.
+
+Floats never enter: decimal strings are parsed digit by digit and formatted back without rounding.
+
+>>> parse_decimal("61837.63")
+6183763000000
+>>> format_decimal(6183763000000)
+'61837.63'
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._exceptions import InvalidInput
+
+__all__ = ["DECIMALS", "SCALE", "format_decimal", "parse_decimal", "parse_rate"]
+
+DECIMALS = 8
+SCALE = 10**DECIMALS
+# Larger than any sane price, quantity or balance (1e12 units), and small enough that products stay exact in int64
+# where the hot paths use numpy.
+MAX_ABS = 10**12 * SCALE
+
+_DECIMAL = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
+
+
+def parse_decimal(text: str | int, what: str = "value", *, allow_negative: bool = False, allow_zero: bool = True) -> int:
+    """Parse a decimal string into 1e-8 units, exactly; reject anything that would need rounding.
+
+    Raises :class:`InvalidInput` naming ``what`` for NaN, infinities, exponents, more than 8 decimals, a negative
+    number (unless allowed), zero (unless allowed) and absurdly large values.
+    """
+    if isinstance(text, bool):
+        raise InvalidInput(f"{what}: expected a decimal number, got {text!r}")
+    if isinstance(text, int):
+        raw = str(text)
+    elif isinstance(text, str):
+        raw = text.strip()
+    else:
+        raise InvalidInput(f"{what}: expected a decimal string, got {type(text).__name__} {text!r}")
+    match = _DECIMAL.match(raw)
+    if match is None or (not match.group(2) and not match.group(3)):
+        raise InvalidInput(f"{what}: {raw!r} is not a decimal number")
+    sign, whole, frac = match.group(1), match.group(2) or "0", match.group(3) or ""
+    frac = frac.rstrip("0")
+    if len(frac) > DECIMALS:
+        raise InvalidInput(f"{what}: {raw!r} has more than {DECIMALS} decimal places")
+    if len(whole) > 24:
+        raise InvalidInput(f"{what}: {raw!r} is too large")
+    value = int(whole) * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
+    if sign == "-":
+        value = -value
+    if abs(value) > MAX_ABS:
+        raise InvalidInput(f"{what}: {raw!r} is too large (limit {MAX_ABS // SCALE})")
+    if value < 0 and not allow_negative:
+        raise InvalidInput(f"{what}: {raw!r} must not be negative")
+    if value == 0 and not allow_zero:
+        raise InvalidInput(f"{what}: must be greater than zero, got {raw!r}")
+    return value
+
+
+def format_decimal(value: int) -> str:
+    """Format 1e-8 units as the shortest exact decimal string ("61837.63", "0.00001", "-3")."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), SCALE)
+    if frac == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{str(frac).rjust(DECIMALS, '0').rstrip('0')}"
+
+
+def parse_rate(text: str | float | int, what: str = "rate") -> int:
+    """Parse a non-negative fraction such as a fee rate ("0.001") into 1e-8 units (0.001 -> 100000).
+
+    Floats are accepted only when their shortest repr is an exact decimal with at most 8 places (0.001 is, 1/3 is not).
+    """
+    if isinstance(text, float):
+        if text != text or text in (float("inf"), float("-inf")):
+            raise InvalidInput(f"{what}: {text!r} is not a number")
+        text = repr(text)
+        if "e" in text or "E" in text:
+            text = f"{float(text):.8f}" if abs(float(text)) >= 1e-8 or float(text) == 0 else text
+    return parse_decimal(text, what)

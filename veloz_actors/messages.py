@@ -1,0 +1,529 @@
+"""Messages: the immutable values that travel between VeloZ components, and their one JSON codec.
+
+Every message is a frozen, slotted, keyword-only dataclass. Prices, quantities, balances and fees are integers in
+1e-8 units (see :mod:`veloz_actors.fixed`); timestamps are integer nanoseconds since the Unix epoch. Market events
+carry both the exchange time (``ts_event``) and the local receive time (``ts_recv``) so latency can be measured.
+
+Commands are imperative (:class:`PlaceOrder`, :class:`CancelOrder`); events are past tense (:class:`OrderAccepted`,
+:class:`OrderRejected`, :class:`OrderFilled`, ...). A business rejection is an event with a :class:`RejectReason`,
+never an exception.
+
+The codec (:func:`encode` / :func:`decode`) writes one JSON object per message with a ``"type"`` tag; every message
+round-trips exactly::
+
+    >>> m = PlaceOrder(client_order_id="c1", symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.LIMIT,
+    ...                qty=100000, price=6000000000000, ts=1)
+    >>> decode(encode(m)) == m
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+import orjson
+
+from ._exceptions import InvalidInput
+
+__all__ = [
+    "AccountUpdated",
+    "Balance",
+    "BookDelta",
+    "BookTop",
+    "CancelOrder",
+    "CircuitBreakerTripped",
+    "Command",
+    "Error",
+    "Event",
+    "FundingRate",
+    "Kline",
+    "Liquidity",
+    "MarkPrice",
+    "MarketEvent",
+    "Message",
+    "OrderAccepted",
+    "OrderCancelled",
+    "OrderEvent",
+    "OrderExpired",
+    "OrderFilled",
+    "OrderRejected",
+    "OrderStatus",
+    "OrderType",
+    "PlaceOrder",
+    "PositionUpdated",
+    "RejectReason",
+    "ResetCircuitBreaker",
+    "Side",
+    "Tick",
+    "Ticker",
+    "TimeInForce",
+    "Trade",
+    "decode",
+    "encode",
+    "from_dict",
+    "to_dict",
+]
+
+
+class Side(enum.StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(enum.StrEnum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(enum.StrEnum):
+    GTC = "GTC"  # good till cancelled: rests on the book
+    IOC = "IOC"  # immediate or cancel: fills what it can now, the rest expires
+    FOK = "FOK"  # fill or kill: fills completely now, or not at all
+    POST_ONLY = "POST_ONLY"  # maker only: rejected if it would take liquidity (Binance LIMIT_MAKER / GTX)
+
+
+class OrderStatus(enum.StrEnum):
+    NEW = "NEW"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def is_open(self) -> bool:
+        return self is OrderStatus.ACCEPTED or self is OrderStatus.PARTIALLY_FILLED
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+class Liquidity(enum.StrEnum):
+    MAKER = "MAKER"
+    TAKER = "TAKER"
+
+
+class RejectReason(enum.StrEnum):
+    """Why an order was rejected, cancelled or expired. Stable codes: tests, metrics and clients key on them."""
+
+    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    INVALID_PRICE = "INVALID_PRICE"
+    PRICE_NOT_ON_TICK = "PRICE_NOT_ON_TICK"
+    QUANTITY_NOT_ON_STEP = "QUANTITY_NOT_ON_STEP"
+    QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM"
+    NOTIONAL_BELOW_MINIMUM = "NOTIONAL_BELOW_MINIMUM"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    MAX_ORDER_QUANTITY = "MAX_ORDER_QUANTITY"
+    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    MAX_POSITION = "MAX_POSITION"
+    MAX_LEVERAGE = "MAX_LEVERAGE"
+    PRICE_BAND = "PRICE_BAND"
+    NO_REFERENCE_PRICE = "NO_REFERENCE_PRICE"
+    RATE_LIMIT = "RATE_LIMIT"
+    CIRCUIT_BREAKER = "CIRCUIT_BREAKER"
+    WOULD_TAKE_LIQUIDITY = "WOULD_TAKE_LIQUIDITY"
+    FOK_NOT_FILLABLE = "FOK_NOT_FILLABLE"
+    IOC_UNFILLED = "IOC_UNFILLED"
+    NO_LIQUIDITY = "NO_LIQUIDITY"
+    SELF_TRADE_PREVENTED = "SELF_TRADE_PREVENTED"
+    STOP_LOSS = "STOP_LOSS"
+    USER_CANCEL = "USER_CANCEL"
+    OVERLOADED = "OVERLOADED"
+    SHUTDOWN = "SHUTDOWN"
+
+
+_FROZEN = {"frozen": True, "slots": True, "kw_only": True}
+
+
+# ---------------------------------------------------------------------------------------------------- market events
+
+
+@dataclass(**_FROZEN)
+class Trade:
+    """A public trade. ``aggressor`` is the taker's side (Binance ``m`` = buyer is maker means a SELL aggressor)."""
+
+    TYPE: ClassVar[str] = "Trade"
+    symbol: str
+    trade_id: int
+    price: int
+    qty: int
+    aggressor: Side
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class BookTop:
+    """Best bid and ask (Binance ``bookTicker``). A side with no orders has price and qty 0."""
+
+    TYPE: ClassVar[str] = "BookTop"
+    symbol: str
+    bid_price: int
+    bid_qty: int
+    ask_price: int
+    ask_qty: int
+    update_id: int
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class BookDelta:
+    """L2 level changes (qty 0 deletes a level), or a full snapshot when ``is_snapshot``.
+
+    ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``; ``prev_update_id`` is the futures ``pu`` (-1 on
+    spot, where continuity is ``U == previous u + 1``). A snapshot has ``first_update_id == last_update_id ==
+    lastUpdateId``. Levels are ``(price, qty)`` tuples.
+    """
+
+    TYPE: ClassVar[str] = "BookDelta"
+    symbol: str
+    first_update_id: int
+    last_update_id: int
+    prev_update_id: int = -1
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    is_snapshot: bool = False
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class Kline:
+    """A candle: ``open_time`` is the bar's open (ns), ``interval_ns`` its length; ``closed`` once it is final."""
+
+    TYPE: ClassVar[str] = "Kline"
+    symbol: str
+    interval_ns: int
+    open_time: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    closed: bool = True
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class Ticker:
+    """A rolling 24 h ticker."""
+
+    TYPE: ClassVar[str] = "Ticker"
+    symbol: str
+    last_price: int
+    open_price: int
+    high_price: int
+    low_price: int
+    volume: int
+    quote_volume: int
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class FundingRate:
+    """A perpetual's funding rate (a fraction in 1e-8 units: 0.0001 -> 10000) settled at ``funding_time`` (ns)."""
+
+    TYPE: ClassVar[str] = "FundingRate"
+    symbol: str
+    rate: int
+    funding_time: int
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(**_FROZEN)
+class MarkPrice:
+    """A perpetual's mark and index price, with the current funding rate and the next funding time."""
+
+    TYPE: ClassVar[str] = "MarkPrice"
+    symbol: str
+    mark_price: int
+    index_price: int
+    funding_rate: int
+    next_funding_time: int
+    ts_event: int
+    ts_recv: int
+
+
+# --------------------------------------------------------------------------------------------------------- commands
+
+
+@dataclass(**_FROZEN)
+class PlaceOrder:
+    """Place an order. ``price`` is None for a market order; ``client_order_id`` makes the command idempotent."""
+
+    TYPE: ClassVar[str] = "PlaceOrder"
+    client_order_id: str
+    account_id: str = "main"
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: int
+    price: int | None = None
+    tif: TimeInForce = TimeInForce.GTC
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class CancelOrder:
+    """Cancel an open order by its client order id."""
+
+    TYPE: ClassVar[str] = "CancelOrder"
+    client_order_id: str
+    account_id: str = "main"
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class ResetCircuitBreaker:
+    """Re-arm trading after the loss circuit breaker tripped (a deliberate, journaled human decision)."""
+
+    TYPE: ClassVar[str] = "ResetCircuitBreaker"
+    account_id: str = "main"
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class Tick:
+    """Advance the simulated market to ``ts`` (one step of its seeded price process)."""
+
+    TYPE: ClassVar[str] = "Tick"
+    ts: int
+
+
+# ----------------------------------------------------------------------------------------------------------- events
+
+
+@dataclass(**_FROZEN)
+class OrderAccepted:
+    TYPE: ClassVar[str] = "OrderAccepted"
+    client_order_id: str
+    order_id: int
+    account_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int | None
+    qty: int
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class OrderRejected:
+    TYPE: ClassVar[str] = "OrderRejected"
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: Side | None = None
+    order_type: OrderType | None = None
+    price: int | None = None
+    qty: int = 0
+    reason: RejectReason
+    detail: str = ""
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class OrderFilled:
+    """A fill (partial or final) of one order. ``fee`` is in ``fee_asset`` units of 1e-8."""
+
+    TYPE: ClassVar[str] = "OrderFilled"
+    client_order_id: str
+    order_id: int
+    account_id: str
+    symbol: str
+    side: Side
+    trade_id: int
+    price: int
+    qty: int
+    fee: int
+    fee_asset: str
+    liquidity: Liquidity
+    cum_qty: int
+    leaves_qty: int
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class OrderCancelled:
+    TYPE: ClassVar[str] = "OrderCancelled"
+    client_order_id: str
+    order_id: int
+    account_id: str
+    symbol: str
+    filled_qty: int
+    reason: RejectReason = RejectReason.USER_CANCEL
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class OrderExpired:
+    """An IOC/FOK/market remainder, a self-trade prevention, or a post-only order that would have taken liquidity."""
+
+    TYPE: ClassVar[str] = "OrderExpired"
+    client_order_id: str
+    order_id: int
+    account_id: str
+    symbol: str
+    filled_qty: int
+    reason: RejectReason
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class Balance:
+    asset: str
+    free: int
+    locked: int
+
+
+@dataclass(**_FROZEN)
+class AccountUpdated:
+    """Every asset's free and locked balance of one account after a change."""
+
+    TYPE: ClassVar[str] = "AccountUpdated"
+    account_id: str
+    balances: tuple[Balance, ...]
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class PositionUpdated:
+    """A position after a fill or a mark: ``cost`` is the quote paid for ``qty`` (average entry = cost / qty)."""
+
+    TYPE: ClassVar[str] = "PositionUpdated"
+    account_id: str
+    symbol: str
+    qty: int
+    avg_entry_price: int
+    cost: int
+    realized_pnl: int
+    unrealized_pnl: int
+    mark_price: int
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class CircuitBreakerTripped:
+    """New risk-increasing orders are halted for ``account_id`` until a :class:`ResetCircuitBreaker`."""
+
+    TYPE: ClassVar[str] = "CircuitBreakerTripped"
+    account_id: str
+    reason: str
+    equity: int
+    peak_equity: int
+    ts: int
+
+
+@dataclass(**_FROZEN)
+class Error:
+    """Something that went wrong and is reported rather than raised: a malformed command, an invariant alarm."""
+
+    TYPE: ClassVar[str] = "Error"
+    code: str
+    message: str
+    ts: int
+
+
+MarketEvent = Union[Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice]
+Command = Union[PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick]
+OrderEvent = Union[OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired]
+Event = Union[OrderEvent, AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error]
+Message = Union[MarketEvent, Command, Event]
+
+_TYPES: dict[str, type] = {
+    cls.TYPE: cls
+    for cls in (
+        Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice,
+        PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick,
+        OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired,
+        AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error,
+    )
+}  # fmt: skip
+
+# Fields that need converting back from their JSON form, per message type: name -> converter.
+_ENUM_FIELDS = {
+    "side": Side,
+    "aggressor": Side,
+    "order_type": OrderType,
+    "tif": TimeInForce,
+    "liquidity": Liquidity,
+    "reason": RejectReason,
+}
+
+
+def _field_converters(cls: type) -> dict[str, Any]:
+    converters: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _ENUM_FIELDS and not (cls is CircuitBreakerTripped and f.name == "reason"):
+            enum_cls = _ENUM_FIELDS[f.name]
+            converters[f.name] = lambda v, e=enum_cls: None if v is None else e(v)
+        elif f.name in ("bids", "asks"):
+            converters[f.name] = lambda v: tuple((int(p), int(q)) for p, q in v)
+        elif f.name == "balances":
+            converters[f.name] = lambda v: tuple(Balance(**b) for b in v)
+    return converters
+
+
+_CONVERTERS = {name: _field_converters(cls) for name, cls in _TYPES.items()}
+_PREFIX = {name: b'{"type":"' + name.encode() + b'",' for name in _TYPES}
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """The JSON-ready form of a message: its fields plus the ``type`` tag."""
+    data = {"type": message.TYPE}
+    data.update(orjson.loads(orjson.dumps(message)))
+    return data
+
+
+def encode(message: Message) -> bytes:
+    """One JSON object, ``{"type": ..., <fields>}``, as bytes (no trailing newline)."""
+    return _PREFIX[message.TYPE] + orjson.dumps(message)[1:]
+
+
+def from_dict(data: dict[str, Any]) -> Message:
+    """Rebuild a message from its JSON-ready form; unknown types and fields raise :class:`InvalidInput`."""
+    try:
+        kind = data["type"]
+        cls = _TYPES[kind]
+    except (KeyError, TypeError) as exc:
+        raise InvalidInput(f"unknown or missing message type in {data!r:.200}") from exc
+    fields = {k: v for k, v in data.items() if k != "type"}
+    for name, convert in _CONVERTERS[kind].items():
+        if name in fields:
+            fields[name] = convert(fields[name])
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{kind}: {exc}") from exc
+
+
+def decode(raw: bytes | str) -> Message:
+    """Parse one encoded message."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"expected a JSON object, got {type(data).__name__}")
+    return from_dict(data)
