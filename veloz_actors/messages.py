@@ -269,7 +269,11 @@ class MarkPrice:
 
 @dataclass(**_FROZEN)
 class PlaceOrder:
-    """Place an order. ``price`` is None for a market order; ``client_order_id`` makes the command idempotent."""
+    """Place an order. ``client_order_id`` makes the command idempotent.
+
+    ``price`` is None for a market order. A market BUY may give ``quote_qty`` instead of ``qty`` (Binance's
+    ``quoteOrderQty``): it spends at most that much quote, fees included, buying whole quantity steps.
+    """
 
     TYPE: ClassVar[str] = "PlaceOrder"
     client_order_id: str
@@ -277,8 +281,9 @@ class PlaceOrder:
     symbol: str
     side: Side
     order_type: OrderType
-    qty: int
+    qty: int = 0
     price: int | None = None
+    quote_qty: int | None = None
     tif: TimeInForce = TimeInForce.GTC
     ts: int
 

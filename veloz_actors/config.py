@@ -1,0 +1,223 @@
+"""Configuration files: pydantic models for what comes from outside, converted into the core's plain values.
+
+Money in config files is written as decimal strings (``"0.01"``, ``"100000"``) and converted exactly; a value that
+does not validate raises :class:`ConfigError` naming the file and the field.
+
+>>> cfg = load_engine_config("configs/engine.yaml")   # doctest: +SKIP
+>>> engine = Engine(cfg.engine_config())              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._exceptions import ConfigError, InvalidInput
+from .core.engine import EngineConfig
+from .core.instruments import Instrument
+from .core.risk import RiskLimits
+from .core.simmarket import SimSymbol
+from .fixed import parse_decimal
+
+__all__ = ["EngineFileConfig", "load_engine_config", "load_yaml"]
+
+Decimal = str | int | float
+
+
+def _dec(value: Decimal, what: str) -> int:
+    if isinstance(value, float):
+        value = repr(value)
+    return parse_decimal(value, what)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstrumentModel(_Model):
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    tick_size: Decimal
+    step_size: Decimal
+    min_qty: Decimal
+    max_qty: Decimal
+    min_notional: Decimal
+    min_price: Decimal = "0"
+    max_price: Decimal = "0"
+    maker_fee_rate: Decimal = "0.001"
+    taker_fee_rate: Decimal = "0.001"
+
+    def build(self) -> Instrument:
+        w = f"instruments.{self.symbol}"
+        return Instrument(
+            symbol=self.symbol,
+            base_asset=self.base_asset,
+            quote_asset=self.quote_asset,
+            price_tick=_dec(self.tick_size, f"{w}.tick_size"),
+            qty_step=_dec(self.step_size, f"{w}.step_size"),
+            min_qty=_dec(self.min_qty, f"{w}.min_qty"),
+            max_qty=_dec(self.max_qty, f"{w}.max_qty"),
+            min_notional=_dec(self.min_notional, f"{w}.min_notional"),
+            min_price=_dec(self.min_price, f"{w}.min_price"),
+            max_price=_dec(self.max_price, f"{w}.max_price"),
+            maker_fee_rate=_dec(self.maker_fee_rate, f"{w}.maker_fee_rate"),
+            taker_fee_rate=_dec(self.taker_fee_rate, f"{w}.taker_fee_rate"),
+        )
+
+
+class RiskModel(_Model):
+    max_order_qty: dict[str, Decimal] = Field(default_factory=dict)
+    max_order_notional: Decimal = "0"
+    max_position: dict[str, Decimal] = Field(default_factory=dict)
+    max_leverage: Decimal = "0"
+    price_band: Decimal = "0.05"
+    orders_per_second: int = Field(default=0, ge=0)
+    burst: int = Field(default=50, ge=1)
+    max_drawdown: Decimal = "0"
+    max_loss: Decimal = "0"
+    stop_loss: Decimal = "0"
+
+    def build(self) -> RiskLimits:
+        return RiskLimits(
+            max_order_qty={k: _dec(v, f"risk.max_order_qty.{k}") for k, v in self.max_order_qty.items()},
+            max_order_notional=_dec(self.max_order_notional, "risk.max_order_notional"),
+            max_position={k: _dec(v, f"risk.max_position.{k}") for k, v in self.max_position.items()},
+            max_leverage=_dec(self.max_leverage, "risk.max_leverage"),
+            price_band=_dec(self.price_band, "risk.price_band"),
+            orders_per_second=self.orders_per_second,
+            burst=self.burst,
+            max_drawdown=_dec(self.max_drawdown, "risk.max_drawdown"),
+            max_loss=_dec(self.max_loss, "risk.max_loss"),
+            stop_loss=_dec(self.stop_loss, "risk.stop_loss"),
+        )
+
+
+class SimSymbolModel(_Model):
+    symbol: str
+    initial_mid: Decimal
+    drift_ppb: int = 0
+    volatility_ppb: int = Field(default=1_000, ge=0)
+    spread_ticks: int = Field(default=2, ge=1)
+    levels: int = Field(default=5, ge=1, le=100)
+    level_spacing_ticks: int = Field(default=1, ge=1)
+    level_qty: Decimal = "0.1"
+
+    def build(self) -> SimSymbol:
+        w = f"sim.symbols.{self.symbol}"
+        return SimSymbol(
+            symbol=self.symbol,
+            initial_mid=_dec(self.initial_mid, f"{w}.initial_mid"),
+            drift_ppb=self.drift_ppb,
+            volatility_ppb=self.volatility_ppb,
+            spread_ticks=self.spread_ticks,
+            levels=self.levels,
+            level_spacing_ticks=self.level_spacing_ticks,
+            level_qty=_dec(self.level_qty, f"{w}.level_qty"),
+        )
+
+
+class SimModel(_Model):
+    seed: int = 7
+    tick_ms: int = Field(default=250, ge=1)
+    symbols: list[SimSymbolModel] = Field(default_factory=list)
+    market_maker_balances: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class JournalModel(_Model):
+    path: str | None = "runs/engine.journal"
+    durability: Literal["always", "group", "none"] = "group"
+    group_ms: float = Field(default=5.0, gt=0, le=1000)
+    snapshot_every: int = Field(default=10_000, ge=1)
+
+
+class MetricsModel(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class EngineFileConfig(_Model):
+    """The engine section of a config file (``configs/engine.yaml``)."""
+
+    instruments: list[InstrumentModel]
+    balances: dict[str, dict[str, Decimal]]
+    risk: RiskModel = Field(default_factory=RiskModel)
+    valuation_asset: str = "USDT"
+    sim: SimModel = Field(default_factory=SimModel)
+    journal: JournalModel = Field(default_factory=JournalModel)
+    metrics: MetricsModel = Field(default_factory=MetricsModel)
+    actors: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("instruments")
+    @classmethod
+    def _unique_symbols(cls, value: list[InstrumentModel]) -> list[InstrumentModel]:
+        symbols = [i.symbol for i in value]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"duplicate instrument symbols in {symbols}")
+        if not symbols:
+            raise ValueError("at least one instrument is required")
+        return value
+
+    def engine_config(self) -> EngineConfig:
+        try:
+            instruments = tuple(i.build() for i in self.instruments)
+            symbols = {i.symbol for i in instruments}
+            for s in self.sim.symbols:
+                if s.symbol not in symbols:
+                    raise ConfigError(f"sim.symbols: {s.symbol} is not a configured instrument")
+            return EngineConfig(
+                instruments=instruments,
+                balances={
+                    account: {asset: _dec(v, f"balances.{account}.{asset}") for asset, v in assets.items()}
+                    for account, assets in self.balances.items()
+                },
+                risk=self.risk.build(),
+                valuation_asset=self.valuation_asset,
+                sim_symbols=tuple(s.build() for s in self.sim.symbols),
+                seed=self.sim.seed,
+                market_maker_balances={
+                    a: _dec(v, f"sim.market_maker_balances.{a}") for a, v in self.sim.market_maker_balances.items()
+                },
+                snapshot_every=self.journal.snapshot_every,
+            )
+        except ConfigError:
+            raise
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from exc
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def load_engine_config(path: str | Path) -> EngineFileConfig:
+    """Read and validate an engine config file; errors name the file and the field."""
+    data = load_yaml(path)
+    data = data.get("engine", data)
+    return parse_engine_config(data, source=str(path))
+
+
+def parse_engine_config(data: dict[str, Any], source: str = "config") -> EngineFileConfig:
+    try:
+        config = EngineFileConfig.model_validate(data)
+        config.engine_config()  # validate the money values now, not at first use
+        return config
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc

@@ -1,0 +1,214 @@
+"""The account ledger: free and locked balances per account and asset, fees collected, and positions.
+
+Every change is a transfer between named buckets, so money is conserved by construction and a test can assert it
+exactly: for each asset, the sum over accounts of free + locked, plus the fees collected, equals what was deposited.
+
+Funds move like this:
+
+- ``reserve``: free -> locked, atomically, or not at all (insufficient funds is a result, not an exception);
+- ``release``: locked -> free (a cancel, an expiry, or the unused part of a reservation after a fill);
+- ``settle``: for a fill, the buyer's locked quote pays the seller and the fee; the seller's locked base goes to the
+  buyer's free base; the fee goes to the venue's fee bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._exceptions import InvalidInput
+from ..fixed import SCALE, format_decimal
+from ..messages import AccountUpdated, Balance, PositionUpdated
+
+__all__ = ["Ledger", "Position"]
+
+
+@dataclass(slots=True)
+class Position:
+    """A position in one symbol built from fills.
+
+    ``qty`` is signed (base, 1e-8); ``cost`` is the absolute quote notional of the open quantity (average entry =
+    cost / |qty|); ``realized_pnl`` is net of every fee paid on the symbol.
+    """
+
+    account_id: str
+    symbol: str
+    qty: int = 0
+    cost: int = 0
+    realized_pnl: int = 0
+    mark_price: int = 0
+
+    @property
+    def avg_entry_price(self) -> int:
+        return self.cost * SCALE // abs(self.qty) if self.qty else 0
+
+    @property
+    def unrealized_pnl(self) -> int:
+        if not self.qty or not self.mark_price:
+            return 0
+        value = self.mark_price * abs(self.qty) // SCALE
+        return value - self.cost if self.qty > 0 else self.cost - value
+
+    def apply_fill(self, signed_qty: int, notional: int, fee: int) -> None:
+        """Fold a fill of ``signed_qty`` (+ buy, - sell) for ``notional`` quote into the position."""
+        self.realized_pnl -= fee
+        qty = self.qty
+        if qty == 0 or (qty > 0) == (signed_qty > 0):
+            self.qty = qty + signed_qty
+            self.cost += notional
+            return
+        size = abs(signed_qty)
+        closing = min(size, abs(qty))
+        cost_closed = self.cost * closing // abs(qty)
+        notional_closed = notional * closing // size
+        self.realized_pnl += notional_closed - cost_closed if qty > 0 else cost_closed - notional_closed
+        self.cost -= cost_closed
+        sign = 1 if signed_qty > 0 else -1
+        self.qty = qty + sign * closing
+        opening = size - closing
+        if opening:
+            self.qty += sign * opening
+            self.cost = notional - notional_closed
+
+    def to_event(self, ts: int) -> PositionUpdated:
+        return PositionUpdated(
+            account_id=self.account_id,
+            symbol=self.symbol,
+            qty=self.qty,
+            avg_entry_price=self.avg_entry_price,
+            cost=self.cost,
+            realized_pnl=self.realized_pnl,
+            unrealized_pnl=self.unrealized_pnl,
+            mark_price=self.mark_price,
+            ts=ts,
+        )
+
+
+class Ledger:
+    """Balances of every account plus the venue's fee buckets. Amounts are int 1e-8 units."""
+
+    __slots__ = ("_accounts", "fees_collected", "deposited", "positions")
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, dict[str, list[int]]] = {}
+        self.fees_collected: dict[str, int] = {}
+        self.deposited: dict[str, int] = {}
+        self.positions: dict[tuple[str, str], Position] = {}
+
+    # ----------------------------------------------------------------------------------------------------- funding
+
+    def deposit(self, account_id: str, asset: str, amount: int) -> None:
+        if amount < 0:
+            raise InvalidInput(f"deposit of {format_decimal(amount)} {asset} must not be negative")
+        bucket = self._accounts.setdefault(account_id, {}).setdefault(asset, [0, 0])
+        bucket[0] += amount
+        self.deposited[asset] = self.deposited.get(asset, 0) + amount
+
+    def has_account(self, account_id: str) -> bool:
+        return account_id in self._accounts
+
+    def account_ids(self) -> list[str]:
+        return list(self._accounts)
+
+    # ------------------------------------------------------------------------------------------------------ queries
+
+    def free(self, account_id: str, asset: str) -> int:
+        bucket = self._accounts.get(account_id, {}).get(asset)
+        return bucket[0] if bucket else 0
+
+    def locked(self, account_id: str, asset: str) -> int:
+        bucket = self._accounts.get(account_id, {}).get(asset)
+        return bucket[1] if bucket else 0
+
+    def balances(self, account_id: str) -> dict[str, tuple[int, int]]:
+        return {asset: (b[0], b[1]) for asset, b in sorted(self._accounts.get(account_id, {}).items())}
+
+    def totals(self) -> dict[str, int]:
+        """For each asset: free + locked over every account, plus fees collected."""
+        out: dict[str, int] = dict(self.fees_collected)
+        for assets in self._accounts.values():
+            for asset, (free, locked) in assets.items():
+                out[asset] = out.get(asset, 0) + free + locked
+        return out
+
+    def account_event(self, account_id: str, ts: int) -> AccountUpdated:
+        return AccountUpdated(
+            account_id=account_id,
+            balances=tuple(
+                Balance(asset=asset, free=b[0], locked=b[1]) for asset, b in sorted(self._accounts[account_id].items())
+            ),
+            ts=ts,
+        )
+
+    def position(self, account_id: str, symbol: str) -> Position:
+        key = (account_id, symbol)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position(account_id, symbol)
+        return pos
+
+    # ---------------------------------------------------------------------------------------------------- transfers
+
+    def reserve(self, account_id: str, asset: str, amount: int) -> bool:
+        """Move ``amount`` from free to locked if it is all there; otherwise change nothing and return False."""
+        bucket = self._accounts.get(account_id, {}).get(asset)
+        if bucket is None or bucket[0] < amount or amount < 0:
+            return False
+        bucket[0] -= amount
+        bucket[1] += amount
+        return True
+
+    def release(self, account_id: str, asset: str, amount: int) -> None:
+        bucket = self._accounts[account_id][asset]
+        if amount < 0 or bucket[1] < amount:
+            raise AssertionError(f"release of {amount} {asset} exceeds {account_id}'s locked {bucket[1]}")
+        bucket[1] -= amount
+        bucket[0] += amount
+
+    def settle(
+        self,
+        *,
+        buyer: str,
+        seller: str,
+        base: str,
+        quote: str,
+        qty: int,
+        notional: int,
+        buyer_fee: int,
+        seller_fee: int,
+    ) -> None:
+        """Exchange ``qty`` base for ``notional`` quote out of both parties' locked funds; fees are paid in quote."""
+        accounts = self._accounts
+        buyer_quote = accounts[buyer][quote]
+        seller_base = accounts[seller][base]
+        paid = notional + buyer_fee
+        if buyer_quote[1] < paid or seller_base[1] < qty:
+            raise AssertionError(f"settlement exceeds locked funds: buyer {buyer} or seller {seller}")
+        buyer_quote[1] -= paid
+        seller_base[1] -= qty
+        accounts[buyer].setdefault(base, [0, 0])[0] += qty
+        accounts[seller].setdefault(quote, [0, 0])[0] += notional - seller_fee
+        fees = buyer_fee + seller_fee
+        if fees:
+            self.fees_collected[quote] = self.fees_collected.get(quote, 0) + fees
+
+    def export(self) -> dict[str, object]:
+        """A JSON-ready picture of every balance, fee bucket and position."""
+        return {
+            "accounts": {
+                acc: {asset: {"free": b[0], "locked": b[1]} for asset, b in sorted(assets.items())}
+                for acc, assets in sorted(self._accounts.items())
+            },
+            "fees_collected": dict(sorted(self.fees_collected.items())),
+            "deposited": dict(sorted(self.deposited.items())),
+            "positions": [
+                {
+                    "account_id": p.account_id,
+                    "symbol": p.symbol,
+                    "qty": p.qty,
+                    "cost": p.cost,
+                    "realized_pnl": p.realized_pnl,
+                    "mark_price": p.mark_price,
+                }
+                for _, p in sorted(self.positions.items())
+            ],
+        }

@@ -1,0 +1,121 @@
+"""Instruments and their trading filters, with exact notional and fee arithmetic.
+
+The filters mean what Binance's do (``binance-api/official-spot-docs/filters.md``): ``PRICE_FILTER`` (min/max price,
+tick size), ``LOT_SIZE`` (min/max quantity, step size) and ``NOTIONAL``/``MIN_NOTIONAL`` (price x quantity at least
+``min_notional``). An order that breaks one is rejected with a reason; nothing is ever rounded silently.
+
+All values are integers in 1e-8 units. ``price_tick * qty_step`` must be a whole multiple of 1e8 so that every
+notional ``price * qty / 1e8`` is an exact integer of the quote asset's 1e-8 units; an instrument that breaks this is a
+configuration error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._exceptions import ConfigError
+from ..fixed import SCALE, format_decimal
+from ..messages import RejectReason
+
+__all__ = ["Instrument", "ceil_div"]
+
+
+def ceil_div(a: int, b: int) -> int:
+    """Exact ceiling of a / b for b > 0."""
+    return -(-a // b)
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A tradable symbol: assets, filters, and fee rates (fractions in 1e-8 units: 0.001 -> 100_000)."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    price_tick: int
+    qty_step: int
+    min_qty: int
+    max_qty: int
+    min_notional: int
+    min_price: int = 0
+    max_price: int = 0  # 0: no maximum
+    maker_fee_rate: int = 100_000
+    taker_fee_rate: int = 100_000
+
+    def __post_init__(self) -> None:
+        what = f"instrument {self.symbol}"
+        if self.price_tick <= 0 or self.qty_step <= 0:
+            raise ConfigError(f"{what}: price_tick and qty_step must be positive")
+        if (self.price_tick * self.qty_step) % SCALE:
+            raise ConfigError(
+                f"{what}: price_tick x qty_step ({format_decimal(self.price_tick)} x {format_decimal(self.qty_step)})"
+                " is finer than 1e-8 of the quote asset, so notionals would not be exact"
+            )
+        if self.min_qty < 0 or self.max_qty <= 0 or self.min_qty > self.max_qty:
+            raise ConfigError(f"{what}: need 0 <= min_qty <= max_qty and max_qty > 0")
+        if self.min_notional < 0:
+            raise ConfigError(f"{what}: min_notional must not be negative")
+        for name in ("maker_fee_rate", "taker_fee_rate"):
+            rate = getattr(self, name)
+            if not 0 <= rate < SCALE:
+                raise ConfigError(f"{what}: {name} must be in [0, 1)")
+
+    @property
+    def max_fee_rate(self) -> int:
+        return max(self.maker_fee_rate, self.taker_fee_rate)
+
+    def notional(self, price: int, qty: int) -> int:
+        """price x qty in 1e-8 units of the quote asset (exact for on-tick, on-step values)."""
+        return price * qty // SCALE
+
+    def round_price_up(self, price: int) -> int:
+        return ceil_div(price, self.price_tick) * self.price_tick
+
+    def round_price_down(self, price: int) -> int:
+        return price // self.price_tick * self.price_tick
+
+    def check_price(self, price: int) -> tuple[RejectReason, str] | None:
+        if price <= 0:
+            return RejectReason.INVALID_PRICE, f"price {format_decimal(price)} must be positive"
+        if price % self.price_tick:
+            return (
+                RejectReason.PRICE_NOT_ON_TICK,
+                f"price {format_decimal(price)} is not a multiple of the tick {format_decimal(self.price_tick)}",
+            )
+        if price < self.min_price or (self.max_price and price > self.max_price):
+            return (
+                RejectReason.INVALID_PRICE,
+                f"price {format_decimal(price)} outside [{format_decimal(self.min_price)}, "
+                f"{format_decimal(self.max_price)}]",
+            )
+        return None
+
+    def check_qty(self, qty: int) -> tuple[RejectReason, str] | None:
+        if qty <= 0:
+            return RejectReason.INVALID_QUANTITY, f"quantity {format_decimal(qty)} must be positive"
+        if qty % self.qty_step:
+            return (
+                RejectReason.QUANTITY_NOT_ON_STEP,
+                f"quantity {format_decimal(qty)} is not a multiple of the step {format_decimal(self.qty_step)}",
+            )
+        if qty < self.min_qty:
+            return (
+                RejectReason.QUANTITY_BELOW_MINIMUM,
+                f"quantity {format_decimal(qty)} is below the minimum {format_decimal(self.min_qty)}",
+            )
+        if qty > self.max_qty:
+            return (
+                RejectReason.MAX_ORDER_QUANTITY,
+                f"quantity {format_decimal(qty)} is above the instrument maximum {format_decimal(self.max_qty)}",
+            )
+        return None
+
+    def check_notional(self, price: int, qty: int) -> tuple[RejectReason, str] | None:
+        notional = self.notional(price, qty)
+        if notional < self.min_notional:
+            return (
+                RejectReason.NOTIONAL_BELOW_MINIMUM,
+                f"notional {format_decimal(notional)} {self.quote_asset} is below the minimum "
+                f"{format_decimal(self.min_notional)}",
+            )
+        return None

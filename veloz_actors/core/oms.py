@@ -1,0 +1,159 @@
+"""The order management system: each order's state machine, its history, and the indexes to query orders.
+
+The lifecycle is a transition table; :meth:`Order.transition` raises :class:`IllegalTransition` at once for anything
+the table does not allow (NautilusTrader ``model/orders/base.pyx``)::
+
+    NEW ──> ACCEPTED ──> PARTIALLY_FILLED ──> FILLED
+     │         │                │
+     │         ├──> FILLED      ├──> CANCELLED
+     │         ├──> CANCELLED   └──> EXPIRED
+     │         └──> EXPIRED
+     └──> REJECTED
+
+FILLED, CANCELLED, REJECTED and EXPIRED are terminal: nothing leaves them.
+"""
+
+from __future__ import annotations
+
+from .._exceptions import IllegalTransition
+from ..messages import OrderStatus, OrderType, PlaceOrder, Side, TimeInForce
+
+__all__ = ["OMS", "TRANSITIONS", "Order"]
+
+_S = OrderStatus
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    _S.NEW: frozenset({_S.ACCEPTED, _S.REJECTED}),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.FILLED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.REJECTED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+
+
+class Order:
+    """One order's mutable state inside the core (never sent anywhere: events carry its changes).
+
+    ``reserved`` is what the account still holds locked for this order; ``fee_numerator`` accumulates
+    ``rate x notional`` exactly so that the fees charged over all fills are ``ceil(total / 1e8)``, never more.
+    """
+
+    __slots__ = (
+        "client_order_id", "order_id", "account_id", "symbol", "side", "order_type", "tif", "price", "qty",
+        "quote_qty", "filled", "status", "reserved", "reserve_asset", "fee_numerator", "fees_paid", "notional_filled",
+        "history", "resting", "command", "protect_price", "seq",
+    )  # fmt: skip
+
+    def __init__(self, command: PlaceOrder, order_id: int) -> None:
+        self.client_order_id = command.client_order_id
+        self.order_id = order_id
+        self.account_id = command.account_id
+        self.symbol = command.symbol
+        self.side: Side = command.side
+        self.order_type: OrderType = command.order_type
+        self.tif: TimeInForce = command.tif
+        self.price: int | None = command.price
+        self.qty: int = command.qty
+        self.quote_qty: int | None = command.quote_qty
+        self.filled = 0
+        self.status = OrderStatus.NEW
+        self.reserved = 0
+        self.reserve_asset = ""
+        self.fee_numerator = 0
+        self.fees_paid = 0
+        self.notional_filled = 0
+        self.history: list[tuple[OrderStatus, int]] = [(OrderStatus.NEW, command.ts)]
+        self.resting = False
+        self.command = command
+        self.protect_price: int | None = None
+        self.seq = order_id
+
+    @property
+    def leaves(self) -> int:
+        return self.qty - self.filled
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is OrderStatus.ACCEPTED or self.status is OrderStatus.PARTIALLY_FILLED
+
+    def transition(self, to: OrderStatus, ts: int) -> None:
+        if to not in TRANSITIONS[self.status]:
+            raise IllegalTransition(f"order {self.client_order_id}: {self.status} -> {to} is not allowed")
+        self.status = to
+        self.history.append((to, ts))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "client_order_id": self.client_order_id,
+            "order_id": self.order_id,
+            "account_id": self.account_id,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "order_type": self.order_type.value,
+            "tif": self.tif.value,
+            "price": self.price,
+            "qty": self.qty,
+            "quote_qty": self.quote_qty,
+            "filled_qty": self.filled,
+            "status": self.status.value,
+            "fees_paid": self.fees_paid,
+            "notional_filled": self.notional_filled,
+            "history": [(status.value, ts) for status, ts in self.history],
+        }
+
+
+class OMS:
+    """Every order the engine has seen, by (account, client order id), with open-order and per-symbol indexes."""
+
+    __slots__ = ("_orders", "_open", "_by_id", "_next_id")
+
+    def __init__(self) -> None:
+        self._orders: dict[tuple[str, str], Order] = {}
+        self._open: dict[int, Order] = {}
+        self._by_id: dict[int, Order] = {}
+        self._next_id = 1
+
+    def get(self, account_id: str, client_order_id: str) -> Order | None:
+        return self._orders.get((account_id, client_order_id))
+
+    def by_order_id(self, order_id: int) -> Order | None:
+        return self._by_id.get(order_id)
+
+    def create(self, command: PlaceOrder) -> Order:
+        order = Order(command, self._next_id)
+        self._next_id += 1
+        self._orders[(command.account_id, command.client_order_id)] = order
+        self._by_id[order.order_id] = order
+        return order
+
+    def mark_open(self, order: Order) -> None:
+        self._open[order.order_id] = order
+
+    def mark_closed(self, order: Order) -> None:
+        self._open.pop(order.order_id, None)
+
+    def open_orders(self, account_id: str | None = None, symbol: str | None = None) -> list[Order]:
+        return [
+            o
+            for o in self._open.values()
+            if (account_id is None or o.account_id == account_id) and (symbol is None or o.symbol == symbol)
+        ]
+
+    def orders(
+        self, *, account_id: str | None = None, status: OrderStatus | None = None, symbol: str | None = None
+    ) -> list[Order]:
+        return [
+            o
+            for o in self._orders.values()
+            if (account_id is None or o.account_id == account_id)
+            and (status is None or o.status is status)
+            and (symbol is None or o.symbol == symbol)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def export(self, account_id: str | None = None) -> list[dict[str, object]]:
+        """Every order (optionally of one account) as JSON-ready dicts, oldest first."""
+        return [o.to_dict() for o in self._orders.values() if account_id is None or o.account_id == account_id]

@@ -1,0 +1,212 @@
+"""Risk: pre-trade checks on every order, post-trade limits, a loss circuit breaker and per-position stop-losses.
+
+Every check that fails gives a :class:`~veloz_actors.messages.RejectReason` and a human-readable detail; the engine
+turns it into an ``OrderRejected`` event. Time comes from the messages (``ts``), never from a wall clock, so a replay
+takes exactly the same decisions.
+
+Pre-trade, in order: circuit breaker (risk-increasing orders only), order rate (token bucket per account),
+instrument filters (tick, step, min/max quantity, min notional), max order quantity and notional, price band around
+the reference price, max position (including open orders on the same side), max leverage. Available funds are
+checked last, by the account's atomic reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..fixed import SCALE, format_decimal
+from ..messages import OrderType, PlaceOrder, RejectReason, Side
+from .instruments import Instrument
+
+__all__ = ["RiskEngine", "RiskLimits", "TokenBucket"]
+
+Rejection = tuple[RejectReason, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """Limits in 1e-8 units (quantities in base, notionals and losses in the valuation asset, fractions as 1e-8).
+
+    A zero limit means "no limit" for the max_* fields.
+    """
+
+    max_order_qty: dict[str, int] = field(default_factory=dict)  # per symbol
+    max_order_notional: int = 0
+    max_position: dict[str, int] = field(default_factory=dict)  # per symbol, absolute base quantity
+    max_leverage: int = 0  # gross position value / equity, 1e-8 units (1x -> 100_000_000)
+    price_band: int = 5_000_000  # 5 %: limit prices within reference x (1 +/- band); market orders protected at the edge
+    orders_per_second: int = 0  # token refill rate; 0 = unlimited
+    burst: int = 50
+    max_drawdown: int = 0  # fraction of peak equity that trips the breaker
+    max_loss: int = 0  # absolute loss from the starting equity that trips the breaker
+    stop_loss: int = 0  # per-position fraction below average entry that closes a long (above, for a short)
+    exempt_accounts: frozenset[str] = frozenset()  # e.g. the simulated market maker
+
+
+class TokenBucket:
+    """A token bucket on message time: ``rate`` tokens per second, at most ``burst`` stored."""
+
+    __slots__ = ("rate", "burst", "tokens", "ts")
+
+    def __init__(self, rate: int, burst: int, ts: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        # tokens are kept in units of 1e-9 of a token so refills on nanosecond clocks stay exact integers
+        self.tokens = burst * 1_000_000_000
+        self.ts = ts
+
+    def take(self, ts: int) -> bool:
+        if ts > self.ts:
+            self.tokens = min(self.burst * 1_000_000_000, self.tokens + (ts - self.ts) * self.rate)
+            self.ts = ts
+        if self.tokens >= 1_000_000_000:
+            self.tokens -= 1_000_000_000
+            return True
+        return False
+
+
+class RiskEngine:
+    """Holds the limits and the risk state (rate buckets, breaker) of every account."""
+
+    __slots__ = ("limits", "_buckets", "tripped", "peak_equity", "start_equity")
+
+    def __init__(self, limits: RiskLimits) -> None:
+        self.limits = limits
+        self._buckets: dict[str, TokenBucket] = {}
+        self.tripped: dict[str, str] = {}
+        self.peak_equity: dict[str, int] = {}
+        self.start_equity: dict[str, int] = {}
+
+    def pre_trade(
+        self,
+        cmd: PlaceOrder,
+        inst: Instrument,
+        *,
+        reference_price: int | None,
+        position_qty: int,
+        open_qty_same_side: int,
+        gross_exposure: int,
+        equity: int,
+    ) -> Rejection | None:
+        limits = self.limits
+        account = cmd.account_id
+        exempt = account in limits.exempt_accounts
+        increases = (cmd.side is Side.BUY and position_qty >= 0) or (cmd.side is Side.SELL and position_qty <= 0)
+        if increases and account in self.tripped and not exempt:
+            return RejectReason.CIRCUIT_BREAKER, f"trading halted: {self.tripped[account]}; send a reset to resume"
+        if limits.orders_per_second and not exempt:
+            bucket = self._buckets.get(account)
+            if bucket is None:
+                bucket = self._buckets[account] = TokenBucket(limits.orders_per_second, limits.burst, cmd.ts)
+            if not bucket.take(cmd.ts):
+                return RejectReason.RATE_LIMIT, f"more than {limits.orders_per_second} orders/s (burst {limits.burst})"
+
+        price = cmd.price
+        if cmd.order_type is OrderType.LIMIT:
+            if price is None:
+                return RejectReason.INVALID_PRICE, "a limit order needs a price"
+            rejection = inst.check_price(price)
+            if rejection:
+                return rejection
+        elif price is not None:
+            return RejectReason.INVALID_PRICE, "a market order takes no price"
+        if cmd.quote_qty is not None:
+            if cmd.order_type is not OrderType.MARKET or cmd.side is not Side.BUY:
+                return RejectReason.INVALID_QUANTITY, "quote_qty is only for market buys"
+            if cmd.quote_qty <= 0:
+                return RejectReason.INVALID_QUANTITY, "quote_qty must be positive"
+        else:
+            rejection = inst.check_qty(cmd.qty)
+            if rejection:
+                return rejection
+        effective = price if price is not None else reference_price
+        if effective is None:
+            return RejectReason.NO_REFERENCE_PRICE, f"no reference price for {cmd.symbol} yet; market orders need one"
+        if cmd.quote_qty is None:
+            rejection = inst.check_notional(effective, cmd.qty)
+            if rejection:
+                return rejection
+        max_qty = limits.max_order_qty.get(cmd.symbol, 0)
+        if max_qty and cmd.qty > max_qty and not exempt:
+            return RejectReason.MAX_ORDER_QUANTITY, (
+                f"quantity {format_decimal(cmd.qty)} above the risk limit {format_decimal(max_qty)}"
+            )
+        notional = cmd.quote_qty if cmd.quote_qty is not None else inst.notional(effective, cmd.qty)
+        if limits.max_order_notional and notional > limits.max_order_notional and not exempt:
+            return RejectReason.MAX_ORDER_NOTIONAL, (
+                f"notional {format_decimal(notional)} above the limit {format_decimal(limits.max_order_notional)}"
+            )
+        if price is not None and reference_price and limits.price_band and not exempt:
+            low, high = self.band(reference_price)
+            if not low <= price <= high:
+                return RejectReason.PRICE_BAND, (
+                    f"price {format_decimal(price)} outside the band [{format_decimal(low)}, {format_decimal(high)}]"
+                    f" around the reference {format_decimal(reference_price)}"
+                )
+        max_pos = limits.max_position.get(cmd.symbol, 0)
+        if max_pos and not exempt and increases:
+            qty = cmd.qty if cmd.quote_qty is None else cmd.quote_qty * SCALE // effective
+            after = abs(position_qty) + open_qty_same_side + qty
+            if after > max_pos:
+                return RejectReason.MAX_POSITION, (
+                    f"position would reach {format_decimal(after)}, above the limit {format_decimal(max_pos)}"
+                )
+        if limits.max_leverage and not exempt and increases:
+            if equity <= 0:
+                return RejectReason.MAX_LEVERAGE, "no positive equity to trade against"
+            leverage = (gross_exposure + notional) * SCALE // equity
+            if leverage > limits.max_leverage:
+                return RejectReason.MAX_LEVERAGE, (
+                    f"leverage would reach {format_decimal(leverage)}x, above {format_decimal(limits.max_leverage)}x"
+                )
+        return None
+
+    def band(self, reference_price: int) -> tuple[int, int]:
+        band = self.limits.price_band
+        return reference_price * (SCALE - band) // SCALE, reference_price * (SCALE + band) // SCALE
+
+    def protect_price(self, side: Side, reference_price: int, inst: Instrument) -> int:
+        """How far a market order may walk the book: the edge of the price band, on tick."""
+        low, high = self.band(reference_price)
+        if side is Side.BUY:
+            return inst.round_price_down(high)
+        return max(inst.round_price_up(low), inst.price_tick)
+
+    def post_trade(self, account: str, equity: int) -> str | None:
+        """Track peak equity; return a reason when the breaker trips now (and not when it already was)."""
+        limits = self.limits
+        if account in limits.exempt_accounts:
+            return None
+        start = self.start_equity.setdefault(account, equity)
+        peak = self.peak_equity.get(account, equity)
+        if equity > peak:
+            peak = self.peak_equity[account] = equity
+        else:
+            self.peak_equity.setdefault(account, peak)
+        if account in self.tripped:
+            return None
+        reason = None
+        if limits.max_drawdown and peak > 0 and (peak - equity) * SCALE > limits.max_drawdown * peak:
+            reason = (
+                f"drawdown {format_decimal((peak - equity) * SCALE // peak)} from peak equity "
+                f"{format_decimal(peak)} exceeds {format_decimal(limits.max_drawdown)}"
+            )
+        elif limits.max_loss and start - equity > limits.max_loss:
+            reason = f"loss {format_decimal(start - equity)} exceeds {format_decimal(limits.max_loss)}"
+        if reason:
+            self.tripped[account] = reason
+        return reason
+
+    def reset(self, account: str, equity: int) -> bool:
+        was = self.tripped.pop(account, None) is not None
+        self.peak_equity[account] = equity
+        self.start_equity[account] = equity
+        return was
+
+    def stop_hit(self, qty: int, avg_entry: int, mark: int) -> bool:
+        stop = self.limits.stop_loss
+        if not stop or not qty or not mark:
+            return False
+        if qty > 0:
+            return mark * SCALE < avg_entry * (SCALE - stop)
+        return mark * SCALE > avg_entry * (SCALE + stop)

@@ -1,0 +1,168 @@
+"""The ``veloz`` command line.
+
+Every command reports a bad input as one line on stderr (``error: ...``) and exits non-zero, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+
+from .._exceptions import VelozError
+from ..config import load_engine_config
+
+app = typer.Typer(
+    name="veloz",
+    help="VeloZ: a crypto quant trading framework on Ray actors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+DEFAULT_CONFIG = Path("configs/engine.yaml")
+
+
+def _default_config() -> Path:
+    if DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    packaged = Path(__file__).resolve().parents[2] / "configs" / "engine.yaml"
+    return packaged
+
+
+START_HELP = """Start a trading engine with a simulated market and talk to it over stdin/stdout.
+
+\b
+Commands, one per line:
+  ORDER <BUY|SELL> <SYMBOL> <QTY> <PRICE|MARKET> [tif=GTC|IOC|FOK|POST_ONLY] [cid=<id>]
+  CANCEL <cid>          QUERY <cid>|OPEN      BALANCE     POSITIONS
+  STATUS                RESET                 HELP        QUIT
+Output: one JSON object per line, "type" in market, order_update, fill, order_state, account,
+position, status, error; "ts" in nanoseconds; prices, quantities and balances as exact decimal strings.
+"""
+
+
+@app.command("start", help=START_HELP)
+def start(
+    local: Annotated[bool, typer.Option("--local", help="Run on this machine (a private local runtime).")] = False,
+    single_process: Annotated[
+        bool, typer.Option("--single-process", help="Run the deterministic engine in this process, without Ray.")
+    ] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Engine config (YAML).")] = None,
+    journal: Annotated[Optional[Path], typer.Option(help="Journal path (default: from the config).")] = None,
+    no_journal: Annotated[bool, typer.Option("--no-journal", help="Do not journal inputs.")] = False,
+    durability: Annotated[Optional[str], typer.Option(help="Journal durability: always, group or none.")] = None,
+    market: Annotated[bool, typer.Option("--market/--no-market", help="Print simulated market quotes.")] = True,
+    tick_ms: Annotated[Optional[int], typer.Option(help="Simulated market step in milliseconds.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
+    detached: Annotated[bool, typer.Option("--detached", help="Leave the engine running on the cluster.")] = False,
+) -> None:
+    file_config = load_engine_config(config or _default_config())
+    tick = tick_ms if tick_ms is not None else file_config.sim.tick_ms
+    if tick <= 0:
+        raise VelozError("--tick-ms must be positive")
+    journal_path = None if no_journal else (journal or file_config.journal.path)
+    mode = durability or file_config.journal.durability
+    if single_process:
+        from ..core.engine import Engine
+        from .local import LocalBackend, run_session
+        from .stdio import Session
+
+        engine_config = file_config.engine_config()
+        if journal_path is not None:
+            # an existing journal is recovered (snapshot + tail); a new one starts empty
+            engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
+        else:
+            engine = Engine(engine_config)
+        backend = LocalBackend(engine)
+        session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
+        tick_fn = backend.tick if engine.sim is not None else None
+        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick))
+    from ..actors import launch  # the actor engine (imports ray)
+
+    raise typer.Exit(
+        launch.start_command(
+            file_config,
+            local=local,
+            address=address,
+            detached=detached,
+            journal_dir=None if no_journal else journal_path,
+            durability=mode,
+            market=market,
+            tick_ms=tick,
+        )
+    )
+
+
+@app.command("replay")
+def replay_command(
+    journal: Annotated[Path, typer.Argument(help="A journal written by the engine.")],
+    events: Annotated[bool, typer.Option("--events/--summary", help="Print every event, or only a summary.")] = True,
+    from_snapshot: Annotated[
+        bool, typer.Option("--from-snapshot", help="Start from the journal's snapshot and apply only the tail.")
+    ] = False,
+) -> None:
+    """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
+    from ..core.engine import Engine, EngineConfig, replay
+    from ..core.journal import read_journal
+    from ..messages import encode
+
+    if from_snapshot:
+        header, _ = read_journal(journal)
+        config = EngineConfig.from_json(header["config"])
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / journal.name
+            shutil.copy(journal, copy)
+            snap = Path(str(journal) + ".snapshot")
+            if snap.exists():
+                shutil.copy(snap, Path(str(copy) + ".snapshot"))
+            engine, produced = Engine.recover(config, copy, durability="none")
+            engine.close()
+    else:
+        engine, produced = replay(journal)
+    out = sys.stdout.buffer
+    if events:
+        out.write(b"".join(encode(e) + b"\n" for e in produced))
+    summary = {"type": "replay_summary", "events": len(produced), **engine.status()}
+    summary["journal"] = str(journal)
+    out.write(orjson.dumps(summary) + b"\n")
+    out.flush()
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (backtests, searches, cluster engines)."""
+    import importlib
+
+    for module in ("backtest_cli", "search_cli", "cluster_cli"):
+        try:
+            mod = importlib.import_module(f"veloz_actors.interfaces.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"veloz_actors.interfaces.{module}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except VelozError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The single-process engine behind the stdio protocol: ``veloz start --local --single-process``.
+
+A reader thread feeds stdin lines into a bounded queue; the main thread owns the engine, applies commands in arrival
+order and drives the simulated market with a :class:`~veloz_actors.messages.Tick` every ``tick_ms``. Shutdown on
+EOF, QUIT, SIGINT or SIGTERM flushes and closes the journal.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from ..core.engine import Engine
+from ..messages import Tick
+from .stdio import Session, dumps
+
+__all__ = ["LocalBackend", "run_session"]
+
+_EOF = object()
+
+
+class LocalBackend:
+    """:class:`~veloz_actors.interfaces.stdio.Backend` over an in-process :class:`Engine`."""
+
+    def __init__(self, engine: Engine, account_id: str = "main") -> None:
+        self.engine = engine
+        self.account_id = account_id
+
+    def submit(self, command: Any) -> list[Any]:
+        return self.engine.apply(command)
+
+    def tick(self, ts: int) -> list[Any]:
+        return self.engine.apply(Tick(ts=ts))
+
+    def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
+        oms = self.engine.oms
+        if client_order_id is None:
+            return [o.to_dict() for o in oms.open_orders(self.account_id)]
+        order = oms.get(self.account_id, client_order_id)
+        return [order.to_dict()] if order is not None else []
+
+    def balances(self) -> dict[str, tuple[int, int]]:
+        return self.engine.ledger.balances(self.account_id)
+
+    def positions(self) -> list[Any]:
+        return [p for (acc, _), p in sorted(self.engine.ledger.positions.items()) if acc == self.account_id]
+
+    def status(self) -> dict[str, Any]:
+        return {"engine": "single-process", "state": "running", **self.engine.status()}
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def run_session(
+    session: Session,
+    tick: Callable[[int], list[Any]] | None,
+    *,
+    tick_ms: int,
+    stdin: IO[str] = sys.stdin,
+    stdout: IO[bytes] | None = None,
+    clock: Callable[[], int] = time.time_ns,
+) -> int:
+    """Run the protocol until EOF, QUIT or a signal; return the process exit code."""
+    out = stdout if stdout is not None else sys.stdout.buffer
+    lines: queue.Queue[object] = queue.Queue(maxsize=1024)  # bounded: a flood of input waits for the engine
+    stop = threading.Event()
+
+    def read() -> None:
+        for line in stdin:
+            lines.put(line)
+            if stop.is_set():
+                return
+        lines.put(_EOF)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    threading.Thread(target=read, name="veloz-stdin", daemon=True).start()
+
+    def emit(objects: list[dict[str, Any]]) -> None:
+        if objects:
+            out.write(b"".join(dumps(o) + b"\n" for o in objects))
+            out.flush()
+
+    interval = tick_ms * 1_000_000
+    next_tick = clock() if tick is not None else None
+    try:
+        emit([{"type": "status", "ts": session.now(), **session.backend.status(), "state": "started"}])
+        while not stop.is_set() and not session.closed:
+            if next_tick is not None and clock() >= next_tick:
+                emit(session.events(tick(session.now())))  # type: ignore[misc]
+                next_tick += interval
+                continue
+            timeout = 0.25 if next_tick is None else max(0.0, (next_tick - clock()) / 1e9)
+            try:
+                item = lines.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            if item is _EOF:
+                break
+            emit(session.handle_line(item))  # type: ignore[arg-type]
+    except BrokenPipeError:
+        pass
+    finally:
+        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        close = getattr(session.backend, "close", None)
+        if close is not None:
+            close()
+        try:
+            emit([{"type": "status", "ts": session.now(), "state": "stopped"}])
+        except (BrokenPipeError, ValueError):
+            pass
+    return 0
