@@ -1,0 +1,8 @@
+"""The backtest pieces a search runs: the bar loader and the vectorised kernel (imported in one place)."""
+
+from __future__ import annotations
+
+from ..backtest import kernel
+from ..backtest.loaders import load_bars
+
+__all__ = ["kernel", "load_bars"]

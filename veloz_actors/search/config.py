@@ -1,0 +1,285 @@
+"""Search configuration: what a person writes in ``configs/search/*.yaml`` or types as flags, validated by pydantic.
+
+A config names the data file, the strategy, the parameter space (lists and inclusive ranges), constraints between
+parameters (``fast < slow``), the metric to rank by, the backtest settings, and optionally a random-search budget or a
+walk-forward schedule::
+
+    data: ../shared/data/ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz
+    strategy: sma_cross
+    grid:
+      fast: {start: 5, stop: 20, step: 1}     # inclusive stop; also "5:20:1" or [5, 10, 15]
+      slow: "30:60:2"
+    constraints: ["fast < slow"]
+    metric: sharpe                            # ranked descending (max_drawdown ascending) unless `mode` says otherwise
+    settings: {initial_cash: "10000", fee_rate: "0.001", slippage_bps: 0}
+
+Everything here is pure (no Ray): it is shared by the CLI, the Python API and the job a cluster runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .._exceptions import ConfigError
+from ..backtest.bars import BacktestSettings
+from ..fixed import parse_decimal, parse_rate
+
+__all__ = [
+    "METRICS",
+    "RandomSearch",
+    "Range",
+    "SearchConfig",
+    "SettingsConfig",
+    "WalkForward",
+    "load_config",
+    "parse_grid_flag",
+]
+
+# The metric columns of every result row, in the order results.csv writes them.
+METRICS = ("final_equity", "total_return", "max_drawdown", "n_trades", "win_rate", "sharpe")
+# Metrics where smaller is better when ranking; every other metric is ranked largest first.
+_MINIMISED = frozenset({"max_drawdown"})
+
+Scalar = int | float | str
+_RANGE_TEXT = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """An inclusive arithmetic range of parameter values: ``start, start + step, ... <= stop``."""
+
+    start: int | float
+    stop: int | float
+    step: int | float = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.stop < self.start:
+            raise ValueError(f"stop {self.stop} is below start {self.start}: the range is empty")
+        return self
+
+    def values(self) -> tuple[int | float, ...]:
+        if all(isinstance(v, int) for v in (self.start, self.stop, self.step)):
+            return tuple(range(int(self.start), int(self.stop) + 1, int(self.step)))
+        # Float ranges: count the steps once and round to 12 significant digits so 0.1 + 0.2 does not leak in.
+        count = int((self.stop - self.start) / self.step + 1e-9) + 1
+        return tuple(float(f"{self.start + i * self.step:.12g}") for i in range(count))
+
+
+class SettingsConfig(_Strict):
+    """Backtest settings as a person writes them (decimal strings or numbers); see :class:`BacktestSettings`."""
+
+    initial_cash: str | int | float = "10000"
+    fee_rate: str | float | int = "0.001"
+    slippage_bps: str | float | int = 0
+    qty_step: str | float = "0.00001"
+    price_tick: str | float | None = None
+
+    def to_settings(self) -> BacktestSettings:
+        return BacktestSettings(
+            initial_cash=parse_decimal(_text(self.initial_cash), "settings.initial_cash", allow_zero=False),
+            fee_rate=parse_rate(self.fee_rate, "settings.fee_rate"),
+            slippage_rate=parse_rate(self.slippage_bps, "settings.slippage_bps") // 10_000,
+            qty_step=parse_decimal(_text(self.qty_step), "settings.qty_step", allow_zero=False),
+            price_tick=None
+            if self.price_tick is None
+            else parse_decimal(_text(self.price_tick), "settings.price_tick", allow_zero=False),
+        )
+
+
+class RandomSearch(_Strict):
+    """Sample ``budget`` distinct parameter sets from the space (after constraints), reproducibly from ``seed``."""
+
+    budget: int = Field(gt=0)
+    seed: int = 0
+
+
+class WalkForward(_Strict):
+    """Optimise on ``train_bars``, evaluate the winner on the next ``test_bars``, move on by ``step_bars``, repeat."""
+
+    train_bars: int = Field(gt=1)
+    test_bars: int = Field(gt=1)
+    step_bars: int | None = Field(default=None, gt=0)
+
+    @property
+    def step(self) -> int:
+        return self.step_bars if self.step_bars is not None else self.test_bars
+
+
+class SearchConfig(_Strict):
+    """One parameter search, fully described. Build it with :func:`load_config` or ``SearchConfig.model_validate``."""
+
+    data: Path
+    strategy: str
+    grid: dict[str, Range | list[Scalar]]
+    constraints: list[str] = Field(default_factory=list)
+    metric: str = "sharpe"
+    mode: Literal["max", "min"] | None = None
+    settings: SettingsConfig = Field(default_factory=SettingsConfig)
+    random: RandomSearch | None = None
+    walk_forward: WalkForward | None = None
+    chunk_size: int | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, gt=0)
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _ranges_from_text(cls, grid: Any) -> Any:
+        if not isinstance(grid, dict):
+            return grid
+        return {name: _parse_values(value) for name, value in grid.items()}
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_not_empty(cls, grid: dict[str, Range | list[Scalar]]) -> dict[str, Range | list[Scalar]]:
+        if not grid:
+            raise ValueError("the grid is empty: give at least one parameter, e.g. fast: 5:20:1")
+        for name, values in grid.items():
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r} is not a parameter name")
+            if isinstance(values, list) and not values:
+                raise ValueError(f"parameter {name!r} has no values")
+        return grid
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        return metric
+
+    @property
+    def maximise(self) -> bool:
+        """True when a larger ``metric`` ranks higher."""
+        if self.mode is not None:
+            return self.mode == "max"
+        return self.metric not in _MINIMISED
+
+    def parameter_values(self) -> dict[str, tuple[Scalar, ...]]:
+        """Each parameter's candidate values, in the order the config gives them (duplicates removed)."""
+        out: dict[str, tuple[Scalar, ...]] = {}
+        for name, values in self.grid.items():
+            seq = values.values() if isinstance(values, Range) else tuple(values)
+            if any(isinstance(v, float) for v in seq) and all(isinstance(v, int | float) for v in seq):
+                seq = tuple(float(v) for v in seq)  # one type per column, so results.csv reads back exactly
+            out[name] = tuple(dict.fromkeys(seq))
+        return out
+
+
+def _text(value: str | int | float) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _scalar(text: str) -> Scalar:
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_values(value: Any) -> Any:
+    """``"5:20:1"`` -> Range, ``"5,10,15"`` -> list, a single scalar -> a one-element list; others unchanged."""
+    if isinstance(value, str):
+        match = _RANGE_TEXT.match(value)
+        if match:
+            start, stop, step = (_scalar(part) for part in match.groups())
+            return {"start": start, "stop": stop, "step": step}
+        return [_scalar(part) for part in value.split(",") if part.strip()]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+def parse_grid_flag(text: str) -> tuple[str, Range | list[Scalar]]:
+    """Parse one ``--grid`` flag: ``NAME=START:STOP:STEP`` (stop inclusive) or ``NAME=V1,V2,...``."""
+    name, sep, spec = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not spec.strip():
+        raise ConfigError(f"--grid {text!r}: expected NAME=START:STOP:STEP or NAME=V1,V2,...")
+    parsed = _parse_values(spec)
+    try:
+        return name, Range.model_validate(parsed) if isinstance(parsed, dict) else parsed
+    except ValidationError as exc:
+        raise ConfigError(f"--grid {text!r}: {_first_error(exc)}") from exc
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | SearchConfig | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    base_dir: Path | None = None,
+) -> SearchConfig:
+    """Read and validate a search config from a YAML file, a dict or a ready model; apply flag ``overrides``.
+
+    ``overrides`` replace top-level keys, except ``grid``, whose parameters are merged into the config's grid. A relative
+    ``data`` path is looked up from the current directory, then from the config file's directory.
+
+    Raises :class:`ConfigError` with one readable line for anything invalid.
+    """
+    raw: dict[str, Any]
+    if isinstance(source, SearchConfig):
+        raw = source.model_dump(exclude_unset=True)
+    elif isinstance(source, dict):
+        raw = dict(source)
+    elif source is None:
+        raw = {}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys (data, strategy, grid, ...)")
+        raw = loaded
+        base_dir = base_dir or path.resolve().parent
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "grid":
+            raw["grid"] = {**(raw.get("grid") or {}), **value}
+        else:
+            raw[key] = value
+    if "grid" in raw and raw["grid"] is None:
+        raw["grid"] = {}
+    try:
+        config = SearchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from exc
+    return config.model_copy(update={"data": _resolve_data(config.data, base_dir)})
+
+
+def _resolve_data(data: Path, base_dir: Path | None) -> Path:
+    data = data.expanduser()
+    if data.is_absolute():
+        return data
+    if data.exists() or base_dir is None:
+        return data.resolve()
+    beside = (base_dir / data).resolve()
+    return beside if beside.exists() else data.resolve()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"] if not str(part).startswith(("function-", "list[", "union[")))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"missing required key {where!r} in the search config"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r} in the search config"
+    return f"{where}: {message}" if where else message

@@ -1,0 +1,158 @@
+"""Turning a validated config into a search plan, checked end to end before any work starts. Pure, no Ray.
+
+:func:`make_plan` loads the bars, expands the space, applies constraints and asks the kernel to validate every
+parameter set on a few bars, so an empty grid, an unknown parameter, a bad value, a missing data file or a constraint
+that leaves nothing all fail here with one :class:`~veloz_actors.ConfigError` / :class:`~veloz_actors.DataError`
+line, before a runtime is started. :func:`execute_chunk` is what a Ray task runs: the kernel over one chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._exceptions import ConfigError, InvalidInput
+from ..backtest.bars import BacktestSettings, BarSeries
+from ..fixed import format_decimal
+from .config import METRICS, SearchConfig
+from .space import ParameterSpace, Window, walk_forward_windows
+
+__all__ = ["SearchPlan", "execute_chunk", "fingerprint", "make_plan", "slice_bars"]
+
+# Sets validated up front; beyond this a huge grid is checked on its first sets only (the rest fail in their chunk).
+_VALIDATE_MAX_SETS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPlan:
+    """Everything a search needs, validated: bars, settings, the space, and (random search) the drawn sets."""
+
+    config: SearchConfig
+    bars: BarSeries
+    settings: BacktestSettings
+    space: ParameterSpace
+    sampled: tuple[dict[str, Any], ...] | None
+    windows: tuple[Window, ...]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return self.space.names
+
+    def param_sets(self) -> Iterator[dict[str, Any]]:
+        """The sets to evaluate, in a fixed order: the random sample, or the constrained grid lazily."""
+        return iter(self.sampled) if self.sampled is not None else iter(self.space)
+
+    def count(self) -> int:
+        return len(self.sampled) if self.sampled is not None else len(self.space)
+
+
+def make_plan(config: SearchConfig) -> SearchPlan:
+    """Load and validate everything a search needs. Raises ``ConfigError``/``DataError`` (one line) on bad input."""
+    from ._backend import load_bars
+
+    values = config.parameter_values()
+    space = ParameterSpace(values, config.constraints)
+    settings = config.settings.to_settings()
+    if not config.data.is_file():
+        raise ConfigError(f"data file not found: {config.data}")
+    bars = load_bars(config.data)
+    if len(bars) < 2:
+        raise ConfigError(f"{config.data}: {len(bars)} bars is too few to backtest")
+    sampled = None
+    if config.random is not None:
+        sampled = tuple(space.sample(config.random.budget, config.random.seed))
+        count = len(sampled)
+    else:
+        count = len(space)
+    if count == 0:
+        raise ConfigError(
+            f"no parameter set satisfies the constraints ({'; '.join(config.constraints)}) "
+            f"over the {space.product_size} combinations of the grid"
+        )
+    windows: tuple[Window, ...] = ()
+    if config.walk_forward is not None:
+        wf = config.walk_forward
+        windows = tuple(walk_forward_windows(len(bars), wf.train_bars, wf.test_bars, wf.step))
+    plan = SearchPlan(config, bars, settings, space, sampled, windows)
+    validate_parameters(plan)
+    return plan
+
+
+def validate_parameters(plan: SearchPlan) -> None:
+    """Check every parameter set with the kernel's own validation (names, types, fast < slow, ...) before any work.
+
+    The kernel is the one authority on what a strategy accepts, so the search asks it rather than keeping a second
+    list that could drift. Checking is pure Python over the sets (microseconds each), no backtest runs.
+    """
+    from ._backend import kernel
+
+    strategy = plan.config.strategy
+    if strategy not in kernel.VALID_STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(kernel.VALID_STRATEGIES)}")
+    expected = kernel.VALID_STRATEGIES[strategy]
+    unknown = [name for name in plan.param_names if name not in expected]
+    if unknown:
+        raise ConfigError(
+            f"{strategy} has no parameter {', '.join(map(repr, unknown))}; its parameters are {', '.join(expected)}"
+        )
+    missing = [name for name in expected if name not in plan.param_names]
+    if missing:
+        raise ConfigError(f"the grid does not give {strategy}'s parameter(s) {', '.join(missing)}")
+    for params in itertools.islice(plan.param_sets(), _VALIDATE_MAX_SETS):
+        try:
+            kernel.validate_params(strategy, params)
+        except InvalidInput as exc:
+            hint = "; add a constraint such as 'fast < slow'" if "must be smaller" in str(exc) else ""
+            raise ConfigError(f"parameter set {_describe(params)}: {exc}{hint}") from exc
+
+
+def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order)."""
+    from ._backend import kernel
+
+    results = kernel.run_many(prepared, [dict(p) for p in param_sets])
+    if len(results) != len(param_sets):
+        raise InvalidInput(f"kernel returned {len(results)} results for {len(param_sets)} parameter sets")
+    return [{m: _metric(result[m]) for m in METRICS} for result in results]
+
+
+def _metric(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def slice_bars(bars: BarSeries, start: int, stop: int) -> BarSeries:
+    """Bars ``[start, stop)`` as their own series (a view, no copy), with the gaps that fall inside."""
+    data = bars.data[start:stop]
+    if len(data) == 0:
+        return dataclasses.replace(bars, data=data, gaps=())
+    first, last = int(data["open_time"][0]), int(data["open_time"][-1])
+    gaps = tuple(g for g in bars.gaps if first <= g.after_open_time < last)
+    return dataclasses.replace(bars, data=data, gaps=gaps)
+
+
+def fingerprint(config: SearchConfig) -> dict[str, Any]:
+    """What results depend on, recorded in ``search.json`` so ``--resume`` refuses a different search."""
+    settings = config.settings.to_settings()
+    return {
+        "data": str(config.data),
+        "strategy": config.strategy,
+        "settings": {
+            "initial_cash": format_decimal(settings.initial_cash),
+            "fee_rate": format_decimal(settings.fee_rate),
+            "slippage_rate": format_decimal(settings.slippage_rate),
+            "qty_step": format_decimal(settings.qty_step),
+            "price_tick": None if settings.price_tick is None else format_decimal(settings.price_tick),
+        },
+        "grid": {name: list(values) for name, values in config.parameter_values().items()},
+        "constraints": list(config.constraints),
+        "random": None if config.random is None else config.random.model_dump(),
+    }
+
+
+def _describe(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())

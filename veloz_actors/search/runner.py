@@ -1,0 +1,312 @@
+"""The Ray side of a search: data into the object store once, chunks of parameter sets out, results streamed back.
+
+The loop (Ray's "limit pending tasks" pattern): at most ``max_in_flight`` chunk tasks are pending; ``ray.wait``
+returns whichever finishes first; its rows go to the store (and to disk) at once and a new chunk is submitted. Tasks
+are scheduled ``SPREAD`` so a cluster's nodes share the work, and each row records the node that ran it. A chunk whose
+worker or node dies is retried by Ray (``max_retries``) and, if Ray gives up, re-submitted here; only an error raised
+by the kernel itself (bad input) stops the search.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from ray.exceptions import RayTaskError
+
+from .._exceptions import VelozError
+from .config import METRICS, SearchConfig
+from .plan import SearchPlan, execute_chunk, fingerprint, make_plan, slice_bars
+from .progress import ProgressBar, SearchProgress
+from .runtime import Runtime, connect, probe_address
+from .store import ResultStore, TopK
+
+__all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
+
+# Chunks per worker the automatic chunk size aims for (tail balance vs per-task cost), and its bounds.
+_CHUNKS_PER_WORKER = 8
+_MAX_CHUNK = 256
+# Re-submissions of one chunk after Ray's own retries are exhausted (a worker or node lost again and again).
+_MAX_RESUBMITS = 3
+_TASK_RETRIES = 3
+
+ProgressCallback = Callable[[SearchProgress], None]
+
+
+@ray.remote(num_cpus=1, max_retries=_TASK_RETRIES)
+def _run_chunk(prepared: Any, param_sets: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    return ray.get_runtime_context().get_node_id(), execute_chunk(prepared, param_sets)
+
+
+class SearchOutcome:
+    """What a finished search reports: the top rows, counts and timing; the whole table is read only when asked for."""
+
+    def __init__(
+        self,
+        table: pa.Table | Callable[[], pa.Table],
+        progress: SearchProgress,
+        runtime: Runtime,
+        top: list[dict[str, Any]],
+    ) -> None:
+        self._table = table
+        self.progress = progress
+        self.runtime = runtime
+        self.top = top
+
+    @property
+    def table(self) -> pa.Table:
+        if callable(self._table):
+            self._table = self._table()
+        return self._table
+
+
+def run_plan(
+    config: SearchConfig,
+    *,
+    address: str | None = None,
+    max_workers: int | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    top: int = 10,
+    progress: bool | ProgressBar = True,
+    on_progress: ProgressCallback | None = None,
+) -> SearchOutcome:
+    """Validate, connect, run every missing parameter set, and return the whole results table (see ``grid_search``)."""
+    probe_address(address)
+    plan = make_plan(config)
+    if config.walk_forward is not None:
+        return run_walk_forward(
+            plan, address=address, max_workers=max_workers, out=out, progress=progress, on_progress=on_progress
+        )
+    bar = _bar(progress)
+    values = {n: v for n, v in zip(plan.space.names, plan.space.values, strict=True)}
+    with ResultStore(out, plan.param_names, values, resume=resume, fingerprint=fingerprint(config)) as store:
+        total = plan.count()
+        todo = (p for p in plan.param_sets() if not store.is_done(p))
+        resumed = sum(1 for p in plan.param_sets() if store.is_done(p))
+        ranking = TopK(top, config.metric, config.maximise)
+        ranking.add(store.take_resumed_rows())
+        with connect(address, max_workers) as runtime:
+            chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers)
+            in_flight = config.max_in_flight or (
+                runtime.workers if max_workers and not runtime.started_here else 2 * runtime.workers
+            )
+            prepared = ray.put(_prepare(plan, plan.bars))
+            started = time.monotonic()
+            state = SearchProgress(resumed, total, resumed, 0, 0.0)
+
+            def finished(params: list[dict[str, Any]], node: str, metrics: list[dict[str, Any]]) -> None:
+                nonlocal state
+                rows = [{**p, **m, "node": node} for p, m in zip(params, metrics, strict=True)]
+                store.append(rows)
+                ranking.add(rows)
+                state = SearchProgress(
+                    state.done + len(rows),
+                    total,
+                    resumed,
+                    state.computed + len(rows),
+                    time.monotonic() - started,
+                    state.failed_chunks,
+                )
+                _report(bar, on_progress, state)
+
+            def retried() -> None:
+                nonlocal state
+                state = SearchProgress(
+                    state.done, total, resumed, state.computed, time.monotonic() - started, state.failed_chunks + 1
+                )
+
+            _report(bar, on_progress, state)
+            _drive(
+                ((prepared, c) for c in _chunks(todo, chunk)),
+                limit=in_flight,
+                on_result=lambda args, result: finished(args[1], *result),
+                on_retry=retried,
+            )
+            state = SearchProgress(
+                state.done, total, resumed, state.computed, time.monotonic() - started, state.failed_chunks
+            )
+            if bar is not None:
+                bar.update(state, final=True)
+    return SearchOutcome(store.table, state, runtime, ranking.rows())
+
+
+def _prepare(plan: SearchPlan, bars: Any) -> Any:
+    from ._backend import kernel
+
+    return kernel.prepare(bars, plan.config.strategy, plan.settings)
+
+
+def _drive(
+    tasks: Iterable[tuple[Any, list[dict[str, Any]]]],
+    *,
+    limit: int,
+    on_result: Callable[[tuple[Any, list[dict[str, Any]]], Any], None],
+    on_retry: Callable[[], None],
+) -> None:
+    """Keep at most ``limit`` chunk tasks pending; hand each result over as soon as it is ready.
+
+    On any exit (done, a kernel error, Ctrl-C) the tasks still pending are cancelled.
+    """
+    pending: dict[ray.ObjectRef, tuple[tuple[Any, list[dict[str, Any]]], int]] = {}
+    source = iter(tasks)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < limit:
+                args = next(source, None)
+                if args is None:
+                    exhausted = True
+                    break
+                pending[_submit(args)] = (args, 0)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                args, attempts = pending.pop(ref)
+                try:
+                    result = ray.get(ref, timeout=60)
+                except RayTaskError as exc:
+                    cause = exc.cause
+                    if isinstance(cause, VelozError):
+                        raise cause from None
+                    raise
+                except ray.exceptions.RayError:
+                    # Worker or node lost beyond Ray's own retries, object lost, ...: the chunk runs again.
+                    if attempts >= _MAX_RESUBMITS:
+                        raise
+                    on_retry()
+                    pending[_submit(args)] = (args, attempts + 1)
+                    continue
+                on_result(args, result)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+
+
+def _submit(args: tuple[Any, list[dict[str, Any]]]) -> ray.ObjectRef:
+    return _run_chunk.options(scheduling_strategy="SPREAD").remote(*args)
+
+
+def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _auto_chunk(todo: int, workers: int) -> int:
+    return max(1, min(_MAX_CHUNK, math.ceil(todo / (workers * _CHUNKS_PER_WORKER))))
+
+
+def _bar(progress: bool | ProgressBar) -> ProgressBar | None:
+    if isinstance(progress, ProgressBar):
+        return progress
+    return ProgressBar() if progress else None
+
+
+def _report(bar: ProgressBar | None, callback: ProgressCallback | None, state: SearchProgress) -> None:
+    if bar is not None:
+        bar.update(state)
+    if callback is not None:
+        callback(state)
+
+
+# -- walk-forward --------------------------------------------------------------------------------------------------
+
+
+def run_walk_forward(
+    plan: SearchPlan,
+    *,
+    address: str | None,
+    max_workers: int | None,
+    out: Path | None,
+    progress: bool | ProgressBar,
+    on_progress: ProgressCallback | None,
+) -> SearchOutcome:
+    """Per fold: search the training window, then run the best set on the following test window.
+
+    Every fold's training chunks go through the one bounded loop together, so folds overlap on the cluster. The
+    table has one row per fold: ``fold, train_start_ms, test_start_ms, test_end_ms``, the chosen parameters, the
+    in-sample value of the ranking metric (``train_<metric>``), the out-of-sample metrics and ``node``. Indicators
+    warm up inside each window (a test window does not see the training bars).
+    """
+    config = plan.config
+    bar = _bar(progress)
+    sets = list(plan.param_sets())
+    total = len(sets) * len(plan.windows)
+    best = {w.fold: TopK(1, config.metric, config.maximise) for w in plan.windows}
+    times = plan.bars.data["open_time"]
+    with connect(address, max_workers) as runtime:
+        chunk = config.chunk_size or _auto_chunk(total, runtime.workers)
+        in_flight = config.max_in_flight or 2 * runtime.workers
+        train_refs = {
+            w.fold: ray.put(_prepare(plan, slice_bars(plan.bars, w.train_start, w.train_stop))) for w in plan.windows
+        }
+        started = time.monotonic()
+        state = SearchProgress(0, total, 0, 0, 0.0)
+        fold_of = {ref: fold for fold, ref in train_refs.items()}
+
+        def finished(args: tuple[Any, list[dict[str, Any]]], result: tuple[str, list[dict[str, Any]]]) -> None:
+            nonlocal state
+            ref, params = args
+            _, metrics = result
+            best[fold_of[ref]].add({**p, **m} for p, m in zip(params, metrics, strict=True))
+            state = SearchProgress(
+                state.done + len(params), total, 0, state.computed + len(params), time.monotonic() - started
+            )
+            _report(bar, on_progress, state)
+
+        _drive(
+            ((train_refs[w.fold], c) for w in plan.windows for c in _chunks(iter(sets), chunk)),
+            limit=in_flight,
+            on_result=finished,
+            on_retry=lambda: None,
+        )
+        winners = {fold: topk.rows()[0] for fold, topk in best.items()}
+        test_refs = [
+            _submit(
+                (
+                    ray.put(_prepare(plan, slice_bars(plan.bars, w.train_stop, w.test_stop))),
+                    [{n: winners[w.fold][n] for n in plan.param_names}],
+                )
+            )
+            for w in plan.windows
+        ]
+        tested = ray.get(test_refs, timeout=600)
+        if bar is not None:
+            bar.update(state, final=True)
+    rows = []
+    for w, (node, (metrics,)) in zip(plan.windows, tested, strict=True):
+        win = winners[w.fold]
+        last = min(w.test_stop, len(times) - 1)
+        rows.append(
+            {
+                "fold": w.fold,
+                "train_start_ms": int(times[w.train_start]) // 1_000_000,
+                "test_start_ms": int(times[w.train_stop]) // 1_000_000,
+                "test_end_ms": int(times[last]) // 1_000_000,
+                **{n: win[n] for n in plan.param_names},
+                f"train_{config.metric}": win[config.metric],
+                **{m: metrics[m] for m in METRICS},
+                "node": node,
+            }
+        )
+    table = pa.Table.from_pylist(rows)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, out / "walk_forward.csv")
+        pq.write_table(table, out / "walk_forward.parquet")
+    return SearchOutcome(table, state, runtime, rows)

@@ -1,0 +1,89 @@
+"""Finding or starting the Ray runtime a search runs on, with a clear error, quickly, when it cannot be reached.
+
+``address``:
+
+- ``None``: reuse the runtime this process already has (``ray.init`` called before), otherwise start a private local
+  one (``address="local"``, ``num_cpus`` = ``max_workers`` or every core) and stop it afterwards;
+- ``"auto"``: the cluster already running on this machine (``ray start --head``);
+- ``"HOST:PORT"``: a cluster's GCS address; ``"ray://HOST:PORT"``: a Ray Client server.
+
+Token authentication (Ray >= 2.52) is left to Ray's own environment variables (``RAY_AUTH_MODE``,
+``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``), which must match the cluster's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import ray
+
+from .._exceptions import ConfigError, EngineUnavailable
+
+__all__ = ["Runtime", "connect", "probe_address"]
+
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The runtime a search uses: how many CPUs it may fill, and whether this process started it."""
+
+    address: str
+    workers: int
+    started_here: bool
+
+
+def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Fail fast (``EngineUnavailable``) when ``HOST:PORT`` / ``ray://HOST:PORT`` does not accept a TCP connection."""
+    if address is None or address in ("auto", "local"):
+        return
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--address {address}: that is a dashboard (Jobs) address; use `veloz submit` for it, "
+            "or give the cluster address HOST:6379 / ray://HOST:10001"
+        )
+    hostport = address.removeprefix("ray://")
+    host, sep, port_text = hostport.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({reason} after <= {timeout:g} s)") from exc
+
+
+@contextlib.contextmanager
+def connect(address: str | None, max_workers: int | None = None) -> Iterator[Runtime]:
+    """Yield the runtime for ``address``; stop it on exit only if it was started here."""
+    if max_workers is not None and max_workers < 1:
+        raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
+    if ray.is_initialized() and address is None:
+        yield Runtime("existing", _workers(max_workers), started_here=False)
+        return
+    probe_address(address)
+    kwargs: dict[str, object] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None:
+        kwargs.update(address="local", num_cpus=max_workers or os.cpu_count() or 1, include_dashboard=False)
+    else:
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = "a private local runtime" if address is None else address
+        raise EngineUnavailable(f"cannot start or join Ray at {where}: {str(exc).splitlines()[0]}") from exc
+    try:
+        yield Runtime(address or "local", _workers(max_workers), started_here=True)
+    finally:
+        ray.shutdown()
+
+
+def _workers(max_workers: int | None) -> int:
+    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    return min(cpus, max_workers) if max_workers else cpus

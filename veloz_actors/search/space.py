@@ -1,0 +1,179 @@
+"""The parameter space: grid expansion, constraints, random sampling and walk-forward windows. Pure, no Ray.
+
+A :class:`ParameterSpace` is the cartesian product of each parameter's values, filtered by constraints such as
+``fast < slow``. Parameter sets come out in a fixed order (the product order of the config), so a search, its resume
+and a random sample with the same seed always see the same sets.
+
+>>> space = ParameterSpace({"fast": (5, 10), "slow": (8, 20)}, ["fast < slow"])
+>>> list(space)
+[{'fast': 5, 'slow': 8}, {'fast': 5, 'slow': 20}, {'fast': 10, 'slow': 20}]
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._exceptions import ConfigError
+
+__all__ = ["Constraint", "ParameterSpace", "Window", "parameter_key", "walk_forward_windows"]
+
+Value = int | float | str
+ParamSet = dict[str, Value]
+
+_OPERATORS: dict[str, Callable[[object, object], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_CONSTRAINT = re.compile(
+    r"^\s*([A-Za-z_]\w*|[-+]?\d+(?:\.\d+)?)\s*(<=|>=|==|!=|<|>)\s*([A-Za-z_]\w*|[-+]?\d+(?:\.\d+)?)\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """``left OP right`` where each side is a parameter name or a number, e.g. ``fast < slow`` or ``period >= 2``."""
+
+    text: str
+    left: str | float
+    op: str
+    right: str | float
+
+    @classmethod
+    def parse(cls, text: str, names: Sequence[str]) -> Constraint:
+        match = _CONSTRAINT.match(text)
+        if match is None:
+            raise ConfigError(
+                f"constraint {text!r}: expected NAME OP NAME or NAME OP NUMBER with OP one of < <= > >= == !="
+            )
+        left, op, right = (_operand(match.group(1)), match.group(2), _operand(match.group(3)))
+        for side in (left, right):
+            if isinstance(side, str) and side not in names:
+                raise ConfigError(f"constraint {text!r}: {side!r} is not a parameter of the grid ({', '.join(names)})")
+        if not isinstance(left, str) and not isinstance(right, str):
+            raise ConfigError(f"constraint {text!r}: compares two numbers; name at least one parameter")
+        return cls(text=text.strip(), left=left, op=op, right=right)
+
+    def holds(self, params: Mapping[str, Value]) -> bool:
+        left = params[self.left] if isinstance(self.left, str) else self.left
+        right = params[self.right] if isinstance(self.right, str) else self.right
+        try:
+            return _OPERATORS[self.op](left, right)
+        except TypeError as exc:
+            raise ConfigError(f"constraint {self.text!r}: cannot compare {left!r} with {right!r}") from exc
+
+
+def _operand(text: str) -> str | float:
+    if text[0].isalpha() or text[0] == "_":
+        return text
+    number = float(text)
+    return int(number) if number.is_integer() else number
+
+
+class ParameterSpace:
+    """Every parameter set of a grid that satisfies the constraints, in product order; iterable, never materialised."""
+
+    def __init__(self, values: Mapping[str, Sequence[Value]], constraints: Sequence[str] = ()) -> None:
+        if not values:
+            raise ConfigError("the grid is empty: give at least one parameter")
+        self.names: tuple[str, ...] = tuple(values)
+        self.values: tuple[tuple[Value, ...], ...] = tuple(tuple(v) for v in values.values())
+        for name, vals in zip(self.names, self.values, strict=True):
+            if not vals:
+                raise ConfigError(f"parameter {name!r} has no values")
+        self.constraints = tuple(Constraint.parse(text, self.names) for text in constraints)
+        self._size: int | None = None
+
+    @property
+    def product_size(self) -> int:
+        """Number of combinations before constraints."""
+        return int(np.prod([len(v) for v in self.values], dtype=object))
+
+    def __iter__(self) -> Iterator[ParamSet]:
+        for combo in itertools.product(*self.values):
+            params = dict(zip(self.names, combo, strict=True))
+            if all(c.holds(params) for c in self.constraints):
+                yield params
+
+    def __len__(self) -> int:
+        if self._size is None:
+            self._size = sum(1 for _ in self)
+        return self._size
+
+    def sample(self, budget: int, seed: int) -> list[ParamSet]:
+        """``budget`` distinct sets drawn uniformly from the constrained space (all of it if smaller), reproducibly.
+
+        Indices into the product are drawn with a seeded generator and decoded mixed-radix, so a huge space is never
+        expanded; the draws come back in product order.
+        """
+        total = self.product_size
+        if total <= max(4 * budget, 100_000):
+            allowed = list(self)
+            if budget >= len(allowed):
+                return allowed
+            picks = np.random.default_rng(seed).choice(len(allowed), size=budget, replace=False)
+            return [allowed[i] for i in sorted(picks.tolist())]
+        rng = np.random.default_rng(seed)
+        chosen: dict[int, ParamSet] = {}
+        attempts = 0
+        while len(chosen) < budget and attempts < 100 * budget:
+            attempts += 1
+            index = int(rng.integers(total))
+            if index in chosen:
+                continue
+            params = self._decode(index)
+            if all(c.holds(params) for c in self.constraints):
+                chosen[index] = params
+        return [chosen[i] for i in sorted(chosen)]
+
+    def _decode(self, index: int) -> ParamSet:
+        out: list[Value] = []
+        for vals in reversed(self.values):
+            index, digit = divmod(index, len(vals))
+            out.append(vals[digit])
+        return dict(zip(self.names, reversed(out), strict=True))
+
+
+def parameter_key(params: Mapping[str, Value], names: Sequence[str]) -> tuple[str, ...]:
+    """A parameter set as the exact text results.csv stores, so a resumed search recognises what it has done."""
+    return tuple(format_value(params[name]) for name in names)
+
+
+def format_value(value: object) -> str:
+    """Exact, round-trippable text for a CSV cell (``repr`` for floats, so 0.1 stays 0.1)."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One walk-forward fold: bars ``[train_start, train_stop)`` to optimise on, ``[train_stop, test_stop)`` to test."""
+
+    fold: int
+    train_start: int
+    train_stop: int
+    test_stop: int
+
+
+def walk_forward_windows(n_bars: int, train_bars: int, test_bars: int, step_bars: int) -> list[Window]:
+    """Rolling folds over ``n_bars``; the last fold's test window must fit entirely."""
+    if train_bars + test_bars > n_bars:
+        raise ConfigError(
+            f"walk-forward needs train_bars + test_bars <= the {n_bars} bars of the data, got {train_bars} + {test_bars}"
+        )
+    windows = []
+    start = 0
+    while start + train_bars + test_bars <= n_bars:
+        windows.append(Window(len(windows), start, start + train_bars, start + train_bars + test_bars))
+        start += step_bars
+    return windows

@@ -1,0 +1,272 @@
+"""The results store: one row per parameter set, streamed to ``results.csv`` and ``results.parquet`` as results arrive.
+
+``results.csv`` is the source of truth: a row is appended and flushed as soon as its chunk comes back, so whatever
+finished before Ctrl-C, a killed driver or a lost node is on disk. ``--resume`` reads it back (dropping a torn last
+line), and the search runs only the parameter sets that are not there. ``results.parquet`` is written alongside in row
+groups; it is complete once the search ends (a file from a killed driver lacks its footer and is rebuilt from the CSV on
+resume). ``search.json`` records what the results depend on (data, strategy, settings) so a resume against a different
+search is refused instead of mixing results.
+
+Columns: the parameters (config order), then ``final_equity, total_return, max_drawdown, n_trades, win_rate, sharpe``,
+then ``node`` (the Ray node id that ran the set). Pure: no Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._exceptions import ConfigError
+from .config import METRICS
+from .space import format_value, parameter_key
+
+__all__ = ["ResultStore", "TopK", "format_table"]
+
+CSV_NAME = "results.csv"
+PARQUET_NAME = "results.parquet"
+META_NAME = "search.json"
+_INT_METRICS = frozenset({"n_trades"})
+_PARQUET_FLUSH_ROWS = 2048
+
+
+class ResultStore:
+    """Results of one search: appended in chunks, on disk when ``out_dir`` is given, in memory otherwise.
+
+    >>> store = ResultStore(None, ["fast", "slow"], {"fast": (5,), "slow": (30,)})
+    >>> store.append([{"fast": 5, "slow": 30, "final_equity": 1.0, "total_return": 0.0, "max_drawdown": 0.0,
+    ...               "n_trades": 0, "win_rate": 0.0, "sharpe": 0.0, "node": "n1"}])
+    >>> store.table().num_rows
+    1
+    """
+
+    def __init__(
+        self,
+        out_dir: Path | None,
+        param_names: Sequence[str],
+        param_values: Mapping[str, Sequence[Any]],
+        *,
+        resume: bool = False,
+        fingerprint: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.param_names = tuple(param_names)
+        self.columns = (*self.param_names, *METRICS, "node")
+        self.schema = pa.schema(
+            [(name, _arrow_type(param_values[name])) for name in self.param_names]
+            + [(m, pa.int64() if m in _INT_METRICS else pa.float64()) for m in METRICS]
+            + [("node", pa.string())]
+        )
+        self.out_dir = out_dir
+        self._done: set[tuple[str, ...]] = set()
+        self._memory: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._csv: io.TextIOWrapper | None = None
+        self._writer: csv.writer | None = None  # type: ignore[valid-type]
+        self._parquet: pq.ParquetWriter | None = None
+        self.resumed_rows = 0
+        self._resumed: list[dict[str, Any]] = []
+        if out_dir is not None:
+            self._open(out_dir, resume, dict(fingerprint or {}))
+
+    # -- set-up ------------------------------------------------------------------------------------------------------
+
+    def _open(self, out_dir: Path, resume: bool, fingerprint: dict[str, Any]) -> None:
+        csv_path = out_dir / CSV_NAME
+        meta_path = out_dir / META_NAME
+        if csv_path.exists() and not resume:
+            raise ConfigError(
+                f"{csv_path} already exists: pass --resume to continue that search, or choose another --out"
+            )
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --out directory {out_dir}: {exc.strerror}") from exc
+        old_rows: list[dict[str, str]] = []
+        if resume and csv_path.exists():
+            if meta_path.exists():
+                previous = json.loads(meta_path.read_text())
+                for key in ("data", "strategy", "settings"):
+                    if key in fingerprint and previous.get(key) != fingerprint[key]:
+                        raise ConfigError(
+                            f"--resume: {out_dir} holds a search with a different {key} "
+                            f"({previous.get(key)!r}, now {fingerprint[key]!r}); choose another --out"
+                        )
+            old_rows = self._read_csv(csv_path)
+        meta_path.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        # Rewrite the CSV without any torn last line, then reopen it for appending.
+        tmp = csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.columns)
+            for row in old_rows:
+                writer.writerow([row[c] for c in self.columns])
+        os.replace(tmp, csv_path)
+        self._csv = csv_path.open("a", newline="")
+        self._writer = csv.writer(self._csv)
+        self._parquet = pq.ParquetWriter(out_dir / PARQUET_NAME, self.schema)
+        typed = [self._typed(row) for row in old_rows]
+        for row in typed:
+            self._done.add(parameter_key(row, self.param_names))
+        self.resumed_rows = len(typed)
+        self._resumed = typed
+        if typed:
+            self._parquet.write_table(pa.Table.from_pylist(typed, schema=self.schema))
+
+    def _read_csv(self, path: Path) -> list[dict[str, str]]:
+        with path.open(newline="") as handle:
+            text = handle.read()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # torn write from a killed driver
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if header is None:
+            return []
+        if tuple(header) != self.columns:
+            raise ConfigError(
+                f"--resume: {path} has columns {','.join(header)}, this search writes {','.join(self.columns)}; "
+                "choose another --out"
+            )
+        rows: dict[tuple[str, ...], dict[str, str]] = {}
+        for cells in reader:
+            if len(cells) != len(self.columns):
+                continue
+            row = dict(zip(self.columns, cells, strict=True))
+            rows[tuple(row[n] for n in self.param_names)] = row
+        return list(rows.values())
+
+    def _typed(self, row: Mapping[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field in self.schema:
+            text = row[field.name]
+            if pa.types.is_integer(field.type):
+                out[field.name] = int(text)
+            elif pa.types.is_floating(field.type):
+                out[field.name] = float(text)
+            else:
+                out[field.name] = text
+        return out
+
+    # -- use ---------------------------------------------------------------------------------------------------------
+
+    def take_resumed_rows(self) -> list[dict[str, Any]]:
+        """The rows read back by ``--resume`` (once; the store then forgets them so memory stays flat)."""
+        rows, self._resumed = self._resumed, []
+        return rows
+
+    def is_done(self, params: Mapping[str, Any]) -> bool:
+        return parameter_key(params, self.param_names) in self._done
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record finished rows: written and flushed to the CSV at once, batched into Parquet row groups."""
+        batch = [{c: _normalise(c, row[c]) for c in self.columns} for row in rows]
+        for row in batch:
+            self._done.add(parameter_key(row, self.param_names))
+        if self._writer is None:
+            self._memory.extend(batch)
+            return
+        self._writer.writerows([format_value(row[c]) for c in self.columns] for row in batch)
+        assert self._csv is not None
+        self._csv.flush()
+        self._pending.extend(batch)
+        if len(self._pending) >= _PARQUET_FLUSH_ROWS:
+            self._flush_parquet()
+
+    def _flush_parquet(self) -> None:
+        if self._pending and self._parquet is not None:
+            self._parquet.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+        self._pending = []
+
+    def close(self) -> None:
+        """Flush and close both files; idempotent. Called on success and on interruption alike."""
+        self._flush_parquet()
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+        if self._csv is not None:
+            self._csv.close()
+            self._csv = None
+            self._writer = None
+
+    def table(self) -> pa.Table:
+        """Every row of the search (resumed ones included), as a pyarrow Table in the order rows were recorded."""
+        if self.out_dir is None:
+            return pa.Table.from_pylist(self._memory, schema=self.schema)
+        self.close()  # a reader needs the footer
+        return pq.read_table(self.out_dir / PARQUET_NAME, schema=self.schema)
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _arrow_type(values: Sequence[Any]) -> pa.DataType:
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return pa.int64()
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return pa.float64()
+    return pa.string()
+
+
+def _normalise(column: str, value: Any) -> Any:
+    if column in _INT_METRICS:
+        return int(value)
+    if column in METRICS:
+        return float(value)
+    return value
+
+
+class TopK:
+    """The best ``k`` rows by one metric, kept in a bounded heap while results stream (NaN ranks last)."""
+
+    def __init__(self, k: int, metric: str, maximise: bool) -> None:
+        self.k = k
+        self.metric = metric
+        self.sign = 1.0 if maximise else -1.0
+        self._heap: list[tuple[float, int, dict[str, Any]]] = []
+        self._seq = 0
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            value = float(row[self.metric])
+            score = -math.inf if math.isnan(value) else self.sign * value
+            self._seq += 1
+            item = (score, -self._seq, dict(row))
+            if len(self._heap) < self.k:
+                heapq.heappush(self._heap, item)
+            elif item > self._heap[0]:
+                heapq.heapreplace(self._heap, item)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [row for _, _, row in sorted(self._heap, reverse=True)]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain fixed-width text table (floats to 4 significant places, node ids shortened)."""
+
+    def cell(column: str, value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.2f}"
+        if column == "node" and isinstance(value, str) and len(value) > 12:
+            return value[:12]
+        return str(value)
+
+    cells = [[cell(c, row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
