@@ -1,1 +1,1 @@
-
+"""Exchange adapters: each parses its venue's raw payloads into VeloZ messages at the edge."""
