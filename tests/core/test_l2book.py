@@ -236,8 +236,9 @@ def test_empty_side_gives_none_for_best_mid_and_spread() -> None:
 
 
 def test_bench_depth_counts_the_diffs_and_levels_it_applied(shared_data: Path) -> None:
-    result = bench_depth(shared_data / "ticks_l2" / SPOT, repeat=1)
-    deltas = _deltas(_capture(shared_data, SPOT))
+    events = _capture(shared_data, SPOT)
+    result = bench_depth(shared_data / "ticks_l2" / SPOT, repeat=1, events=events)
+    deltas = _deltas(events)
     book, diffs = _synced_book(deltas, "spot")
     replayed = book.diffs_applied
     assert result["diffs"] == replayed + len(diffs)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from heapq import heapify, heappop, heappush, nlargest, nsmallest
 from typing import Any
 
@@ -291,7 +292,7 @@ def _market_of(path: Any) -> str:
     return "spot" if "_spot_" in name or name.startswith("spot") else "futures"
 
 
-def bench_depth(path: Any, repeat: int = 5) -> dict[str, Any]:
+def bench_depth(path: Any, repeat: int = 5, events: Sequence[Any] | None = None) -> dict[str, Any]:
     """Measure how fast :class:`L2Book` applies a real capture's depth stream (``binance_{spot,usdm,cm}_*`` files).
 
     The capture is parsed first (:func:`veloz_actors.backtest.loaders.load_market_events`); only the book taking the
@@ -301,10 +302,13 @@ def bench_depth(path: Any, repeat: int = 5) -> dict[str, Any]:
          "level_updates_per_second", "diffs_per_second", "last_update_id"}
 
     ``diffs``/``level_updates`` count what the book applied (diffs already contained in the snapshot are not counted).
+    ``events`` skips loading when the caller already holds ``load_market_events(path)``.
     """
-    from ..backtest.loaders import load_market_events
+    if events is None:
+        from ..backtest.loaders import load_market_events
 
-    deltas = [e for e in load_market_events(path) if isinstance(e, BookDelta)]
+        events = load_market_events(path)
+    deltas = [e for e in events if isinstance(e, BookDelta)]
     if not any(d.is_snapshot for d in deltas):
         raise InvalidInput(f"{path}: the capture has no depth snapshot to build a book from")
     market = _market_of(path)
