@@ -91,6 +91,8 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
         if close_times is not None:  # privet1x: only the close time is written
             step = _most_common_step(close_times, path) or _given_or_named_interval(interval, name_interval, path)
             times = close_times + _MS - step
+    if len(times) == 0:
+        raise DataError(f"{path}: no bars in the file")
     step = _given_or_named_interval(interval, None, path) if interval is not None else None
     inferred = _most_common_step(times, path)
     if inferred is None:
