@@ -26,7 +26,7 @@ SCALE = 10**DECIMALS
 # where the hot paths use numpy.
 MAX_ABS = 10**12 * SCALE
 
-_DECIMAL = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
+_DECIMAL = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
 
 
 def parse_decimal(text: str | int, what: str = "value", *, allow_negative: bool = False, allow_zero: bool = True) -> int:

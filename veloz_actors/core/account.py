@@ -86,10 +86,13 @@ class Position:
 class Ledger:
     """Balances of every account plus the venue's fee buckets. Amounts are int 1e-8 units."""
 
-    __slots__ = ("_accounts", "fees_collected", "deposited", "positions")
+    __slots__ = ("_accounts", "_events", "fees_collected", "deposited", "positions")
 
     def __init__(self) -> None:
         self._accounts: dict[str, dict[str, list[int]]] = {}
+        # account -> asset -> the Balance value last reported; an entry is dropped when that balance changes, so an
+        # AccountUpdated rebuilds only what moved (balances are reported after almost every order)
+        self._events: dict[str, dict[str, Balance]] = {}
         self.fees_collected: dict[str, int] = {}
         self.deposited: dict[str, int] = {}
         self.positions: dict[tuple[str, str], Position] = {}
@@ -99,9 +102,21 @@ class Ledger:
     def deposit(self, account_id: str, asset: str, amount: int) -> None:
         if amount < 0:
             raise InvalidInput(f"deposit of {format_decimal(amount)} {asset} must not be negative")
-        bucket = self._accounts.setdefault(account_id, {}).setdefault(asset, [0, 0])
+        bucket = self._bucket(account_id, asset)
         bucket[0] += amount
+        self._events[account_id].pop(asset, None)
         self.deposited[asset] = self.deposited.get(asset, 0) + amount
+
+    def _bucket(self, account_id: str, asset: str) -> list[int]:
+        assets = self._accounts.get(account_id)
+        if assets is None:
+            assets = self._accounts[account_id] = {}
+            self._events[account_id] = {}
+        bucket = assets.get(asset)
+        if bucket is None:
+            bucket = assets[asset] = [0, 0]
+            self._accounts[account_id] = dict(sorted(assets.items()))  # keep assets sorted for reports
+        return bucket
 
     def has_account(self, account_id: str) -> bool:
         return account_id in self._accounts
@@ -120,7 +135,7 @@ class Ledger:
         return bucket[1] if bucket else 0
 
     def balances(self, account_id: str) -> dict[str, tuple[int, int]]:
-        return {asset: (b[0], b[1]) for asset, b in sorted(self._accounts.get(account_id, {}).items())}
+        return {asset: (b[0], b[1]) for asset, b in self._accounts.get(account_id, {}).items()}
 
     def totals(self) -> dict[str, int]:
         """For each asset: free + locked over every account, plus fees collected."""
@@ -131,13 +146,14 @@ class Ledger:
         return out
 
     def account_event(self, account_id: str, ts: int) -> AccountUpdated:
-        return AccountUpdated(
-            account_id=account_id,
-            balances=tuple(
-                Balance(asset=asset, free=b[0], locked=b[1]) for asset, b in sorted(self._accounts[account_id].items())
-            ),
-            ts=ts,
-        )
+        cache = self._events[account_id]
+        balances = []
+        for asset, bucket in self._accounts[account_id].items():
+            balance = cache.get(asset)
+            if balance is None:
+                balance = cache[asset] = Balance(asset=asset, free=bucket[0], locked=bucket[1])
+            balances.append(balance)
+        return AccountUpdated(account_id=account_id, balances=tuple(balances), ts=ts)
 
     def position(self, account_id: str, symbol: str) -> Position:
         key = (account_id, symbol)
@@ -155,6 +171,7 @@ class Ledger:
             return False
         bucket[0] -= amount
         bucket[1] += amount
+        self._events[account_id].pop(asset, None)
         return True
 
     def release(self, account_id: str, asset: str, amount: int) -> None:
@@ -163,6 +180,7 @@ class Ledger:
             raise AssertionError(f"release of {amount} {asset} exceeds {account_id}'s locked {bucket[1]}")
         bucket[1] -= amount
         bucket[0] += amount
+        self._events[account_id].pop(asset, None)
 
     def settle(
         self,
@@ -185,8 +203,13 @@ class Ledger:
             raise AssertionError(f"settlement exceeds locked funds: buyer {buyer} or seller {seller}")
         buyer_quote[1] -= paid
         seller_base[1] -= qty
-        accounts[buyer].setdefault(base, [0, 0])[0] += qty
-        accounts[seller].setdefault(quote, [0, 0])[0] += notional - seller_fee
+        self._bucket(buyer, base)[0] += qty
+        self._bucket(seller, quote)[0] += notional - seller_fee
+        events = self._events
+        events[buyer].pop(quote, None)
+        events[buyer].pop(base, None)
+        events[seller].pop(base, None)
+        events[seller].pop(quote, None)
         fees = buyer_fee + seller_fee
         if fees:
             self.fees_collected[quote] = self.fees_collected.get(quote, 0) + fees

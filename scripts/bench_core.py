@@ -1,0 +1,155 @@
+"""Benchmark the pure core, single core, in-process.
+
+    .venv/bin/python scripts/bench_core.py [--orders 200000] [--json out.json]
+
+Reports:
+- resting limit orders and cancels per second through risk + OMS + matching + account, with the journal on
+  (group fsync every 5 ms), and the same with the journal off, to show its cost;
+- aggressive (crossing) orders per second: each one fills against a resting maker;
+- L2 depth updates applied per second on a real Binance capture (snapshot + diffs);
+- peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from veloz_actors.core.engine import Engine, EngineConfig  # noqa: E402
+from veloz_actors.core.instruments import Instrument  # noqa: E402
+from veloz_actors.core.risk import RiskLimits  # noqa: E402
+from veloz_actors.fixed import SCALE  # noqa: E402
+from veloz_actors.messages import BookTop, CancelOrder, OrderType, PlaceOrder, Side  # noqa: E402
+
+BTC = Instrument(
+    symbol="BTCUSDT", base_asset="BTC", quote_asset="USDT", price_tick=1_000_000, qty_step=1_000,
+    min_qty=1_000, max_qty=9000 * SCALE, min_notional=10 * SCALE,
+)  # fmt: skip
+
+
+def _config() -> EngineConfig:
+    return EngineConfig(
+        instruments=(BTC,),
+        balances={"main": {"USDT": 10**9 * SCALE, "BTC": 10**5 * SCALE}, "taker": {"USDT": 10**9 * SCALE}},
+        risk=RiskLimits(max_order_notional=10**7 * SCALE, price_band=10_000_000, orders_per_second=0),
+        emit_account_updates=True,
+        snapshot_every=10**9,
+    )
+
+
+def _commands(n: int) -> tuple[list[PlaceOrder], list[CancelOrder]]:
+    places, cancels = [], []
+    for i in range(n):
+        price = (59_000 + (i % 500)) * SCALE  # resting bids below the 60,000 reference, 500 levels
+        places.append(
+            PlaceOrder(
+                client_order_id=f"o{i}", symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.LIMIT,
+                qty=1_000_000, price=price, ts=2 + i,
+            )  # fmt: skip
+        )
+        cancels.append(CancelOrder(client_order_id=f"o{i}", ts=2 + n + i))
+    return places, cancels
+
+
+def _reference(engine: Engine) -> None:
+    engine.apply(
+        BookTop(symbol="BTCUSDT", bid_price=60_000 * SCALE, bid_qty=SCALE, ask_price=60_000 * SCALE + 1_000_000,
+                ask_qty=SCALE, update_id=1, ts_event=1, ts_recv=1)
+    )  # fmt: skip
+
+
+def bench_rest_cancel(n: int, journal: str | None) -> dict[str, float]:
+    places, cancels = _commands(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = None if journal is None else Path(tmp) / "bench.journal"
+        engine = Engine(_config(), journal_path=path, durability=journal or "none")
+        _reference(engine)
+        gc.collect()
+        apply = engine.apply
+        t0 = time.perf_counter()
+        for cmd in places:
+            apply(cmd)
+        t1 = time.perf_counter()
+        for cmd in cancels:
+            apply(cmd)
+        t2 = time.perf_counter()
+        engine.close()
+        assert len(engine.oms.open_orders()) == 0
+        assert engine.ledger.totals() == engine.ledger.deposited
+    return {
+        "orders": n,
+        "place_per_s": n / (t1 - t0),
+        "cancel_per_s": n / (t2 - t1),
+        "place_and_cancel_per_s": 2 * n / (t2 - t0),
+    }
+
+
+def bench_crossing(n: int) -> dict[str, float]:
+    engine = Engine(_config())
+    _reference(engine)
+    makers = [
+        PlaceOrder(client_order_id=f"m{i}", account_id="main", symbol="BTCUSDT", side=Side.SELL,
+                   order_type=OrderType.LIMIT, qty=1_000_000, price=60_010 * SCALE, ts=2 + i)
+        for i in range(n)
+    ]  # fmt: skip
+    takers = [
+        PlaceOrder(client_order_id=f"t{i}", account_id="taker", symbol="BTCUSDT", side=Side.BUY,
+                   order_type=OrderType.LIMIT, qty=1_000_000, price=60_010 * SCALE, ts=2 + n + i)
+        for i in range(n)
+    ]  # fmt: skip
+    for cmd in makers:
+        engine.apply(cmd)
+    gc.collect()
+    t0 = time.perf_counter()
+    for cmd in takers:
+        engine.apply(cmd)
+    elapsed = time.perf_counter() - t0
+    assert engine.ledger.totals() == engine.ledger.deposited
+    return {"orders": n, "filled_orders_per_s": n / elapsed}
+
+
+def bench_depth_updates() -> dict[str, float]:
+    try:
+        from veloz_actors.core.l2book import bench_depth
+    except ImportError:
+        return {"skipped": "veloz_actors.core.l2book.bench_depth not available"}  # type: ignore[dict-item]
+    path = ROOT.parent / "shared" / "data" / "ticks_l2" / "binance_usdm_btcusdt_20240808_ws.txt.gz"
+    return bench_depth(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=200_000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = {
+        "rest_cancel_journal_group": bench_rest_cancel(args.orders, "group"),
+        "rest_cancel_journal_off": bench_rest_cancel(args.orders, None),
+        "crossing": bench_crossing(args.orders // 4),
+        "l2_depth": bench_depth_updates(),
+    }
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{'benchmark':44s} {'result':>16s}")
+    for name, row in results.items():
+        if isinstance(row, dict):
+            for key, value in row.items():
+                text = f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
+                print(f"{name + '.' + key:44s} {text:>16s}")
+        else:
+            print(f"{name:44s} {row:>16,.1f}")
+    if args.json:
+        args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main()

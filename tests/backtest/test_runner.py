@@ -1,0 +1,124 @@
+"""The event-driven bar backtest over the core engine: fills at the next open, exact money, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from veloz_actors import InvalidInput
+from veloz_actors.backtest.bars import BAR_DTYPE, BacktestSettings, BarSeries
+from veloz_actors.backtest.loaders import load_bars
+from veloz_actors.backtest.metrics import trades_to_records
+from veloz_actors.backtest.report import write_outputs
+from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
+from veloz_actors.backtest.strategies import SmaCross, make_strategy
+from veloz_actors.backtest.strategy import Strategy
+from veloz_actors.fixed import SCALE
+
+
+def _bars(closes: list[float], opens: list[float] | None = None) -> BarSeries:
+    data = np.zeros(len(closes), dtype=BAR_DTYPE)
+    data["open_time"] = np.arange(len(closes)) * 60_000_000_000
+    c = np.array([round(x * 100) * 1_000_000 for x in closes], dtype=np.int64)
+    o = np.array([round(x * 100) * 1_000_000 for x in (opens or closes)], dtype=np.int64)
+    data["open"], data["close"] = o, c
+    data["high"], data["low"] = np.maximum(o, c), np.minimum(o, c)
+    data["volume"] = SCALE
+    return BarSeries("BTCUSDT", 60_000_000_000, data, 1_000_000, "synthetic")
+
+
+class _BuyOnce(Strategy):
+    """Buys with all cash on bar ``at`` and sells on bar ``sell``."""
+
+    def __init__(self, at: int, sell: int | None = None) -> None:
+        self.at, self.sell = at, sell
+        self.events = []
+
+    def on_bar(self, bar):
+        if bar.index == self.at:
+            self.ctx.buy_market(bar.symbol, quote_qty=self.ctx.free("USDT"))
+        if bar.index == self.sell:
+            self.ctx.sell_market(bar.symbol, qty=self.ctx.position(bar.symbol))
+
+    def on_order_event(self, event):
+        self.events.append(type(event).__name__)
+
+
+def test_signal_fills_at_next_bar_open_with_exact_quantity_and_fee():
+    bars = _bars([100, 100, 100, 100], opens=[100, 100, 101.37, 99])
+    result = run_bar_backtest(bars, _BuyOnce(at=1, sell=2), BacktestSettings())
+    buy, sell = trades_to_records(result.trades)
+    assert buy["side"] == "BUY" and buy["price"] == "101.37" and buy["ts"] == 120_000
+    # floor(10000 / (101.37 * 1.001) / 0.00001) * 0.00001 = 98.54996 (computed with fractions)
+    assert buy["qty"] == "98.54996"
+    # 0.001 * 101.37 * 98.54996 = 9.9900094452, rounded up to 1e-8
+    assert buy["fee"] == "9.99000945"
+    assert sell["side"] == "SELL" and sell["price"] == "99" and sell["qty"] == buy["qty"]
+
+
+def test_signal_on_last_bar_is_dropped():
+    result = run_bar_backtest(_bars([100, 101, 102]), _BuyOnce(at=2), BacktestSettings())
+    assert len(result.trades) == 0
+    assert result.metrics["final_equity"] == 10_000.0
+
+
+def test_strategy_receives_its_order_events():
+    strategy = _BuyOnce(at=0)
+    run_bar_backtest(_bars([100, 100, 100]), strategy, BacktestSettings())
+    assert strategy.events == ["OrderAccepted", "OrderFilled", "PositionUpdated"]
+
+
+def test_slippage_moves_the_fill_against_the_trader_on_tick():
+    result = run_bar_backtest(
+        _bars([100, 100, 100, 100]), _BuyOnce(at=0, sell=1), BacktestSettings(slippage_rate=123_456)
+    )
+    buy, sell = trades_to_records(result.trades)
+    assert buy["price"] == "100.13"  # 100 * 1.00123456 = 100.123456 -> up to 100.13
+    assert sell["price"] == "99.87"  # 100 * 0.99876544 -> down to 99.87
+
+
+def test_too_little_cash_means_no_trade():
+    result = run_bar_backtest(_bars([100, 100, 100]), _BuyOnce(at=0), BacktestSettings(initial_cash=10))
+    assert len(result.trades) == 0
+
+
+def test_flat_market_gives_no_float_noise_cross():
+    closes = [100.1] * 300
+    result = run_bar_backtest(_bars(closes), SmaCross(3, 7), BacktestSettings())
+    assert len(result.trades) == 0
+
+
+def test_same_data_and_config_give_byte_identical_trades_file(shared_data, tmp_path):
+    bars = load_bars(shared_data / "ohlcv" / "binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz")
+    outputs = []
+    for run in ("a", "b"):
+        result = run_bar_backtest(bars, make_strategy("sma_cross", {"fast": 12, "slow": 26}), BacktestSettings())
+        files = write_outputs(tmp_path / run, bars, result.trades, result.equity, result.metrics, {"strategy": "x"})
+        outputs.append((tmp_path / run / "trades.csv").read_bytes())
+        assert set(files) == {"trades", "equity", "metrics", "report"}
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") > 100
+
+
+def test_report_is_self_contained_html_with_both_plots(shared_data, tmp_path):
+    bars = load_bars(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+    result = run_bar_backtest(bars, make_strategy("rsi_reversion", {"period": 14, "lower": 30, "upper": 70}))
+    write_outputs(tmp_path, bars, result.trades, result.equity, result.metrics, {"strategy": "rsi_reversion"})
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<svg") == 2 and "drawdown" in page and "<script" not in page and "http" not in page
+    equity_rows = (tmp_path / "equity.csv").read_text().splitlines()
+    assert len(equity_rows) == len(bars) + 1
+
+
+def test_unknown_parameter_and_bad_values_are_rejected():
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        make_strategy("sma_cross", {"fast": 3, "slow": 10, "foo": 1})
+    with pytest.raises(InvalidInput, match="smaller than slow"):
+        make_strategy("sma_cross", {"fast": 10, "slow": 10})
+    with pytest.raises(InvalidInput, match="unknown strategy"):
+        make_strategy("macd", {})
+
+
+def test_symbol_split_knows_binance_quotes():
+    assert split_symbol("BTCUSDT") == ("BTC", "USDT")
+    assert split_symbol("ADABTC") == ("ADA", "BTC")

@@ -1,0 +1,101 @@
+"""The strategy interface: the same object runs in a backtest and, later, against a live or simulated engine.
+
+A strategy overrides the callbacks it needs and acts through the :class:`StrategyContext` it receives in
+:meth:`Strategy.on_start`::
+
+    class Momentum(Strategy):
+        def on_start(self, ctx):
+            self.ctx = ctx
+
+        def on_bar(self, bar):
+            if bar.close > bar.open and self.ctx.position(bar.symbol) == 0:
+                self.ctx.buy_market(bar.symbol, quote_qty=self.ctx.free(self.ctx.quote_asset(bar.symbol)))
+
+Callbacks receive the core's frozen messages (``Trade``, ``BookTop``/``BookDelta``, order events), except
+:meth:`Strategy.on_bar`, which receives a :class:`Bar` *view*: the driver reuses one object per symbol and updates it
+in place for every bar, so a backtest does not allocate per bar. A strategy that keeps a bar must copy what it needs.
+
+Orders placed from a callback are commands like any other: in a bar backtest they reach the venue at the next bar's
+open (the next moment the market trades); against an engine they go through risk and the OMS at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..messages import OrderType, Side, TimeInForce
+
+__all__ = ["Bar", "Strategy", "StrategyContext"]
+
+
+class Bar:
+    """A candle as a reusable view (ints in 1e-8 units, ``open_time`` in ns, ``index`` = position in the series)."""
+
+    __slots__ = ("symbol", "index", "open_time", "open", "high", "low", "close", "volume")
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.index = -1
+        self.open_time = 0
+        self.open = 0
+        self.high = 0
+        self.low = 0
+        self.close = 0
+        self.volume = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Bar({self.symbol} #{self.index} t={self.open_time} o={self.open} h={self.high} l={self.low} "
+            f"c={self.close} v={self.volume})"
+        )
+
+
+class StrategyContext(Protocol):
+    """What a strategy can see and do. Amounts are ints in 1e-8 units; ids are client order ids."""
+
+    def now(self) -> int: ...
+    def position(self, symbol: str) -> int: ...
+    def free(self, asset: str) -> int: ...
+    def locked(self, asset: str) -> int: ...
+    def base_asset(self, symbol: str) -> str: ...
+    def quote_asset(self, symbol: str) -> str: ...
+    def place_order(
+        self,
+        symbol: str,
+        side: Side,
+        *,
+        qty: int = 0,
+        price: int | None = None,
+        order_type: OrderType = OrderType.MARKET,
+        tif: TimeInForce = TimeInForce.GTC,
+        quote_qty: int | None = None,
+        client_order_id: str | None = None,
+    ) -> str: ...
+    def cancel_order(self, client_order_id: str) -> None: ...
+    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str: ...
+    def sell_market(self, symbol: str, *, qty: int) -> str: ...
+
+
+class Strategy:
+    """Base class of strategies; every callback is optional."""
+
+    #: parameter names and their types, for validation by the CLI and searches (subclasses fill it in)
+    PARAMETERS: dict[str, type] = {}
+
+    def on_start(self, ctx: StrategyContext) -> None:
+        self.ctx = ctx
+
+    def on_bar(self, bar: Bar) -> None:
+        pass
+
+    def on_trade(self, trade: Any) -> None:
+        pass
+
+    def on_book(self, book: Any) -> None:
+        pass
+
+    def on_order_event(self, event: Any) -> None:
+        pass
+
+    def on_stop(self) -> None:
+        pass
