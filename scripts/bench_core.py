@@ -25,7 +25,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from veloz_actors.core.engine import Engine, EngineConfig  # noqa: E402
+from veloz_actors.core.engine import Engine, EngineConfig, tune_gc  # noqa: E402
 from veloz_actors.core.instruments import Instrument  # noqa: E402
 from veloz_actors.core.risk import RiskLimits  # noqa: E402
 from veloz_actors.fixed import SCALE  # noqa: E402
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    tune_gc()  # as the engine's entry points do
     results = {
         "rest_cancel_journal_group": bench_rest_cancel(args.orders, "group"),
         "rest_cancel_journal_off": bench_rest_cancel(args.orders, None),

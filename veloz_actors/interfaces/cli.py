@@ -68,11 +68,12 @@ def start(
     journal_path = None if no_journal else (journal or file_config.journal.path)
     mode = durability or file_config.journal.durability
     if single_process:
-        from ..core.engine import Engine
+        from ..core.engine import Engine, tune_gc
         from .local import LocalBackend, run_session
         from .stdio import Session
 
         engine_config = file_config.engine_config()
+        tune_gc()
         if journal_path is not None:
             # an existing journal is recovered (snapshot + tail); a new one starts empty
             engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
