@@ -547,6 +547,8 @@ def _walk_kernel(
             new_steps = (cash * a1) // (price * b1)
             if new_steps <= 0:
                 continue
+            if float(new_steps) * float(step) >= limit:
+                return -1
             if float(price) * float(new_steps) * float(max(a2, a3) + 1) >= limit or float(b2) + float(b3) >= limit:
                 return -1
             base = price * new_steps
