@@ -22,9 +22,9 @@ __all__ = ["DECIMALS", "SCALE", "format_decimal", "parse_decimal", "parse_rate"]
 
 DECIMALS = 8
 SCALE = 10**DECIMALS
-# Larger than any sane price, quantity or balance (1e12 units), and small enough that products stay exact in int64
-# where the hot paths use numpy.
-MAX_ABS = 10**12 * SCALE
+# Larger than any sane price, quantity or balance (1e10 whole units), and small enough that every value fits the
+# int64 that the JSON codec (orjson) and the numpy hot paths hold: 1e18 < 2**63 (1e12 whole units would be 1e20).
+MAX_ABS = 10**10 * SCALE
 
 _DECIMAL = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
 
