@@ -514,10 +514,10 @@ def from_dict(data: dict[str, Any]) -> Message:
     except (KeyError, TypeError) as exc:
         raise InvalidInput(f"unknown or missing message type in {data!r:.200}") from exc
     fields = {k: v for k, v in data.items() if k != "type"}
-    for name, convert in _CONVERTERS[kind].items():
-        if name in fields:
-            fields[name] = convert(fields[name])
     try:
+        for name, convert in _CONVERTERS[kind].items():
+            if name in fields:
+                fields[name] = convert(fields[name])
         return cls(**fields)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{kind}: {exc}") from exc

@@ -1,0 +1,144 @@
+"""Messages: frozen values, and the one JSON codec that round-trips every one of them exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from veloz_actors import InvalidInput
+from veloz_actors import messages as m
+from veloz_actors.messages import decode, encode, from_dict, to_dict
+
+ints = st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1)
+units = st.integers(min_value=0, max_value=2**63 - 1)
+ts = st.integers(min_value=0, max_value=2**63 - 1)
+text = st.text(max_size=20)
+symbols = st.sampled_from(["BTCUSDT", "ETHUSDT", "BNBBTC"])
+levels = st.lists(st.tuples(units, units), max_size=4).map(tuple)
+balances = st.lists(st.builds(m.Balance, asset=symbols, free=units, locked=units), max_size=3).map(tuple)
+optional_price = st.none() | units
+
+
+def _enum(cls: type) -> st.SearchStrategy:
+    return st.sampled_from(list(cls))
+
+
+STRATEGIES: dict[type, st.SearchStrategy] = {
+    m.Trade: st.builds(m.Trade, symbol=symbols, trade_id=ints, price=units, qty=units, aggressor=_enum(m.Side),
+                       ts_event=ts, ts_recv=ts),
+    m.BookTop: st.builds(m.BookTop, symbol=symbols, bid_price=units, bid_qty=units, ask_price=units, ask_qty=units,
+                         update_id=ints, ts_event=ts, ts_recv=ts),
+    m.BookDelta: st.builds(m.BookDelta, symbol=symbols, first_update_id=ints, last_update_id=ints,
+                           prev_update_id=ints, bids=levels, asks=levels, is_snapshot=st.booleans(), ts_event=ts,
+                           ts_recv=ts),
+    m.Kline: st.builds(m.Kline, symbol=symbols, interval_ns=units, open_time=ts, open=units, high=units, low=units,
+                       close=units, volume=units, closed=st.booleans(), ts_event=ts, ts_recv=ts),
+    m.Ticker: st.builds(m.Ticker, symbol=symbols, last_price=units, open_price=units, high_price=units,
+                        low_price=units, volume=units, quote_volume=units, ts_event=ts, ts_recv=ts),
+    m.FundingRate: st.builds(m.FundingRate, symbol=symbols, rate=ints, funding_time=ts, ts_event=ts, ts_recv=ts),
+    m.MarkPrice: st.builds(m.MarkPrice, symbol=symbols, mark_price=units, index_price=units, funding_rate=ints,
+                           next_funding_time=ts, ts_event=ts, ts_recv=ts),
+    m.PlaceOrder: st.builds(m.PlaceOrder, client_order_id=text, account_id=text, symbol=symbols,
+                            side=_enum(m.Side), order_type=_enum(m.OrderType), qty=units, price=optional_price,
+                            quote_qty=optional_price, tif=_enum(m.TimeInForce), ts=ts),
+    m.CancelOrder: st.builds(m.CancelOrder, client_order_id=text, account_id=text, ts=ts),
+    m.ResetCircuitBreaker: st.builds(m.ResetCircuitBreaker, account_id=text, ts=ts),
+    m.Tick: st.builds(m.Tick, ts=ts),
+    m.OrderAccepted: st.builds(m.OrderAccepted, client_order_id=text, order_id=units, account_id=text,
+                               symbol=symbols, side=_enum(m.Side), order_type=_enum(m.OrderType),
+                               tif=_enum(m.TimeInForce), price=optional_price, qty=units, ts=ts),
+    m.OrderRejected: st.builds(m.OrderRejected, client_order_id=text, account_id=text, symbol=symbols,
+                               side=st.none() | _enum(m.Side), order_type=st.none() | _enum(m.OrderType),
+                               price=optional_price, qty=units, reason=_enum(m.RejectReason), detail=text, ts=ts),
+    m.OrderFilled: st.builds(m.OrderFilled, client_order_id=text, order_id=units, account_id=text, symbol=symbols,
+                             side=_enum(m.Side), trade_id=units, price=units, qty=units, fee=units, fee_asset=symbols,
+                             liquidity=_enum(m.Liquidity), cum_qty=units, leaves_qty=units, ts=ts),
+    m.OrderCancelled: st.builds(m.OrderCancelled, client_order_id=text, order_id=units, account_id=text,
+                                symbol=symbols, filled_qty=units, reason=_enum(m.RejectReason), ts=ts),
+    m.OrderExpired: st.builds(m.OrderExpired, client_order_id=text, order_id=units, account_id=text,
+                              symbol=symbols, filled_qty=units, reason=_enum(m.RejectReason), ts=ts),
+    m.AccountUpdated: st.builds(m.AccountUpdated, account_id=text, balances=balances, ts=ts),
+    m.PositionUpdated: st.builds(m.PositionUpdated, account_id=text, symbol=symbols, qty=ints,
+                                 avg_entry_price=units, cost=ints, realized_pnl=ints, unrealized_pnl=ints,
+                                 mark_price=units, ts=ts),
+    m.CircuitBreakerTripped: st.builds(m.CircuitBreakerTripped, account_id=text, reason=text, equity=ints,
+                                       peak_equity=ints, ts=ts),
+    m.Error: st.builds(m.Error, code=text, message=text, ts=ts),
+}  # fmt: skip
+
+ALL_TYPES = sorted(m._TYPES.values(), key=lambda cls: cls.TYPE)
+
+
+def test_every_message_type_has_a_strategy() -> None:
+    assert set(STRATEGIES) == set(ALL_TYPES)
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.TYPE)
+def test_message_round_trips_through_encode_and_decode(cls: type) -> None:
+    @settings(max_examples=40, deadline=None)
+    @given(STRATEGIES[cls])
+    def check(message: m.Message) -> None:
+        raw = encode(message)
+        back = decode(raw)
+        assert back == message
+        assert type(back) is cls
+        assert encode(back) == raw
+
+    check()
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.TYPE)
+def test_message_round_trips_through_to_dict_and_from_dict(cls: type) -> None:
+    @settings(max_examples=20, deadline=None)
+    @given(STRATEGIES[cls])
+    def check(message: m.Message) -> None:
+        data = to_dict(message)
+        assert data["type"] == cls.TYPE
+        assert from_dict(data) == message
+        assert orjson.loads(encode(message)) == data
+
+    check()
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.TYPE)
+def test_message_is_frozen_and_slotted(cls: type) -> None:
+    assert dataclasses.is_dataclass(cls)
+    assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert "__slots__" in cls.__dict__
+
+
+def test_message_fields_cannot_be_assigned() -> None:
+    tick = m.Tick(ts=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tick.ts = 2  # type: ignore[misc]
+
+
+def test_decoded_enums_are_enum_members_not_strings() -> None:
+    order = m.PlaceOrder(client_order_id="c", symbol="BTCUSDT", side=m.Side.SELL, order_type=m.OrderType.LIMIT,
+                         qty=1, price=2, tif=m.TimeInForce.FOK, ts=3)  # fmt: skip
+    back = decode(encode(order))
+    assert back.side is m.Side.SELL and back.tif is m.TimeInForce.FOK
+
+
+def test_circuit_breaker_reason_stays_free_text() -> None:
+    event = m.CircuitBreakerTripped(account_id="a", reason="drawdown 0.3", equity=1, peak_equity=2, ts=3)
+    assert decode(encode(event)).reason == "drawdown 0.3"
+
+
+def test_encode_starts_with_the_type_tag() -> None:
+    assert encode(m.Tick(ts=5)) == b'{"type":"Tick","ts":5}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[1, 2]", b'{"type": "Nope", "ts": 1}', b'{"ts": 1}', b'{"type": "Tick"}',
+     b'{"type": "Tick", "ts": 1, "extra": 2}', b'{"type": "PlaceOrder", "client_order_id": "c", "symbol": "X", '
+     b'"side": "UP", "order_type": "LIMIT", "ts": 1}'],
+)  # fmt: skip
+def test_decode_rejects_bad_payloads_with_invalid_input(raw: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        decode(raw)
