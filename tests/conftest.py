@@ -42,3 +42,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared market data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+# The shared session-scoped Ray runtime (`ray_runtime`) for tests/actors and tests/search.
+pytest_plugins = ["tests.ray_fixtures"]

@@ -73,7 +73,8 @@ def grid_search(
     finish and ``resume=True`` runs only the sets missing from ``results.csv``. The progress line goes to stderr;
     ``on_progress`` is called with a :class:`SearchProgress` after every chunk.
 
-    Columns: the parameters, ``final_equity, total_return, max_drawdown, n_trades, win_rate, sharpe``, ``node``. With a
+    Rows are sorted by the parameter columns (``results.csv`` keeps the order in which they finished). Columns: the
+    parameters, ``final_equity, total_return, max_drawdown, n_trades, win_rate, sharpe``, ``node``. With a
     ``walk_forward`` section the table has one row per fold instead (see ``runner.run_walk_forward``).
 
     Raises :class:`~veloz_actors.ConfigError` (bad config, empty grid, unknown parameter, missing data file) and

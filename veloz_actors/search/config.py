@@ -197,6 +197,8 @@ def _parse_values(value: Any) -> Any:
         if match:
             start, stop, step = (_scalar(part) for part in match.groups())
             return {"start": start, "stop": stop, "step": step}
+        if ":" in value:
+            raise ValueError(f"{value!r}: expected START:STOP:STEP (stop inclusive) or V1,V2,...")
         return [_scalar(part) for part in value.split(",") if part.strip()]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return [value]
@@ -209,11 +211,13 @@ def parse_grid_flag(text: str) -> tuple[str, Range | list[Scalar]]:
     name = name.strip()
     if not sep or not name or not spec.strip():
         raise ConfigError(f"--grid {text!r}: expected NAME=START:STOP:STEP or NAME=V1,V2,...")
-    parsed = _parse_values(spec)
     try:
+        parsed = _parse_values(spec)
         return name, Range.model_validate(parsed) if isinstance(parsed, dict) else parsed
     except ValidationError as exc:
         raise ConfigError(f"--grid {text!r}: {_first_error(exc)}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"--grid {text!r}: expected NAME=START:STOP:STEP (stop inclusive) or NAME=V1,V2,...") from exc
 
 
 def load_config(

@@ -134,7 +134,8 @@ def run_plan(
             )
             if bar is not None:
                 bar.update(state, final=True)
-    return SearchOutcome(store.table, state, runtime, ranking.rows())
+    names = [(n, "ascending") for n in plan.param_names]
+    return SearchOutcome(lambda: store.table().sort_by(names), state, runtime, ranking.rows())
 
 
 def _prepare(plan: SearchPlan, bars: Any) -> Any:

@@ -77,7 +77,13 @@ def connect(address: str | None, max_workers: int | None = None) -> Iterator[Run
         ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = "a private local runtime" if address is None else address
-        raise EngineUnavailable(f"cannot start or join Ray at {where}: {str(exc).splitlines()[0]}") from exc
+        hint = (
+            f" (RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE', 'unset')}; a cluster with token authentication needs "
+            "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+            if address is not None
+            else ""
+        )
+        raise EngineUnavailable(f"cannot start or join Ray at {where}: {str(exc).splitlines()[0]}{hint}") from exc
     try:
         yield Runtime(address or "local", _workers(max_workers), started_here=True)
     finally:

@@ -241,6 +241,8 @@ class TopK:
         self._seq = 0
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        if self.k <= 0:
+            return
         for row in rows:
             value = float(row[self.metric])
             score = -math.inf if math.isnan(value) else self.sign * value

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Stop the local cluster that start-local.sh recorded in STATE_DIR: terminate each node's process group (the
+# `ray start --block` session and everything it spawned), escalate to SIGKILL after a grace period, then remove the
+# cluster's files. Never `ray stop`: other Ray clusters on this machine are left alone.
+#
+#   cluster/stop-local.sh [STATE_DIR]        # default STATE_DIR: .veloz/cluster
+set -uo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+STATE="${1:-$ROOT/.veloz/cluster}"
+if [[ ! -f "$STATE/pids" ]]; then
+  echo "no cluster recorded in $STATE (no pids file)" >&2
+  exit 0
+fi
+STATE="$(cd "$STATE" && pwd)"
+
+# Worker first, then the head.
+mapfile -t PGIDS < <(tac "$STATE/pids" | awk '{print $2}')
+
+alive() { kill -0 -- "-$1" 2>/dev/null; }
+
+for pgid in "${PGIDS[@]}"; do
+  alive "$pgid" && kill -TERM -- "-$pgid" 2>/dev/null
+done
+deadline=$((SECONDS + 3))  # ray start --block does not always exit on TERM; SIGKILL is safe for a throwaway cluster
+for pgid in "${PGIDS[@]}"; do
+  while alive "$pgid" && (( SECONDS < deadline )); do sleep 0.2; done
+  if alive "$pgid"; then kill -KILL -- "-$pgid" 2>/dev/null; fi
+done
+
+# Anything of this cluster that left its process group (it runs with --temp-dir/--session-dir under STATE).
+for proc in /proc/[0-9]*; do
+  if tr '\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -qF -- "$STATE/tmp"; then
+    kill -KILL "${proc#/proc/}" 2>/dev/null
+  fi
+done
+
+rm -rf "$STATE/tmp" "$STATE/pids" "$STATE/env.sh" "$STATE/auth_token"
+echo "stopped the cluster in $STATE"

@@ -1,0 +1,59 @@
+"""The search commands through a tiny typer app (the main CLI registers the same commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.search.helpers import DATA_NAME
+from veloz_actors.interfaces.search_cli import register
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def _flags(shared_data: Path, *extra: str) -> list[str]:
+    return ["grid-search", "--data", str(shared_data / DATA_NAME), "--strategy", "sma_cross", *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--grid", "fast=5,10", "--grid", "slow=30", "--grid", "medium=3"], "no parameter 'medium'"),
+        (["--grid", "fast=5:20"], "expected NAME=START:STOP:STEP"),
+        (["--grid", "fast=5,10", "--grid", "slow=30", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),
+        (["--grid", "fast=5,10", "--grid", "slow=30", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_input_is_one_error_line(app: typer.Typer, shared_data: Path, extra: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, _flags(shared_data, *extra))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip().removeprefix('error: ')}"]
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_data_file_is_one_error_line(app: typer.Typer) -> None:
+    result = CliRunner().invoke(
+        app, ["grid-search", "--data", "/nope.csv", "--strategy", "sma_cross", "--grid", "fast=5"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: data file not found: /nope.csv"
+
+
+@pytest.mark.ray
+def test_grid_search_prints_the_top_k(app: typer.Typer, ray_runtime, shared_data: Path, tmp_path: Path) -> None:
+    flags = _flags(shared_data, "--grid", "fast=5:15:5", "--grid", "slow=30,40", "--top", "2", "--out", str(tmp_path))
+    result = CliRunner().invoke(app, flags)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["fast", "slow", "final_equity"]
+    assert len(lines) == 3
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 7

@@ -1,0 +1,141 @@
+"""The search on the shared local Ray runtime: exact results, resume, clear errors before work, a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.search.helpers import (
+    BIG_DATA_NAME,
+    DATA_NAME,
+    by_params,
+    command_line,
+    descendant_pids,
+    serial_results,
+    small_config,
+)
+from veloz_actors import ConfigError, EngineUnavailable
+from veloz_actors.backtest.loaders import load_bars
+from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, walk_forward_windows
+
+pytestmark = pytest.mark.ray
+
+
+def _sets(config: dict) -> list[dict]:
+    cfg = load_config(config)
+    return list(ParameterSpace(cfg.parameter_values(), cfg.constraints))
+
+
+def test_small_grid_equals_serial_kernel_runs(ray_runtime, shared_data: Path) -> None:
+    config = small_config(shared_data, chunk_size=2)
+    table = grid_search(config, progress=False)
+    expected = serial_results(shared_data, _sets(config))
+    assert table.num_rows == len(expected) == 15
+    assert by_params(table.to_pylist()) == expected
+    assert set(table.column("node").to_pylist()) == {ray_runtime.node_id}
+
+
+def test_results_stream_to_csv_and_parquet(ray_runtime, shared_data: Path, tmp_path: Path) -> None:
+    table = grid_search(small_config(shared_data), out=tmp_path, progress=False)
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header == "fast,slow,final_equity,total_return,max_drawdown,n_trades,win_rate,sharpe,node"
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == table.num_rows + 1
+    import pyarrow.parquet as pq
+
+    assert (
+        pq.read_table(tmp_path / "results.parquet")
+        .sort_by([("fast", "ascending"), ("slow", "ascending")])
+        .equals(table)
+    )
+
+
+def test_resume_after_interruption_computes_only_missing_sets(ray_runtime, shared_data: Path, tmp_path: Path) -> None:
+    config = small_config(shared_data, chunk_size=2, max_in_flight=1)
+
+    def interrupt(state: SearchProgress) -> None:
+        if state.computed >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        grid_search(config, out=tmp_path, progress=False, on_progress=interrupt)
+    saved = len((tmp_path / "results.csv").read_text().splitlines()) - 1
+    assert 4 <= saved < 15
+    seen: list[SearchProgress] = []
+    table = grid_search(config, out=tmp_path, resume=True, progress=False, on_progress=seen.append)
+    assert seen[-1].resumed == saved
+    assert seen[-1].computed == 15 - saved
+    assert by_params(table.to_pylist()) == serial_results(shared_data, _sets(config))
+
+
+def test_random_search_runs_its_budget_reproducibly(ray_runtime, shared_data: Path) -> None:
+    config = small_config(shared_data, random={"budget": 4, "seed": 3})
+    first = grid_search(config, progress=False)
+    again = grid_search(config, progress=False)
+    assert first.num_rows == 4
+    assert first.drop(["node"]).equals(again.drop(["node"]))
+
+
+def test_walk_forward_gives_one_row_per_fold(ray_runtime, shared_data: Path) -> None:
+    config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 1500})
+    table = grid_search(config, progress=False)
+    n_bars = len(load_bars(shared_data / DATA_NAME))
+    assert table.column("fold").to_pylist() == [w.fold for w in walk_forward_windows(n_bars, 3000, 1500, 1500)]
+    assert table.num_rows >= 2
+    assert all(f < s for f, s in zip(table.column("fast").to_pylist(), table.column("slow").to_pylist(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"grid": {"fast": [], "slow": [30]}}, ConfigError, "no values"),
+        ({"grid": {"fast": [5], "slow": [30], "medium": [7]}}, ConfigError, "no parameter 'medium'"),
+        ({"data": "/nonexistent/bars.csv.gz"}, ConfigError, "data file not found"),
+        ({"constraints": ["fast > slow"]}, ConfigError, "no parameter set satisfies"),
+        ({"constraints": []}, ConfigError, "must be smaller than slow"),
+    ],
+)
+def test_bad_input_fails_before_any_work(
+    shared_data: Path, tmp_path: Path, change: dict, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        grid_search({**small_config(shared_data), **change}, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_address_fails_fast_before_work(shared_data: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        grid_search(small_config(shared_data), address="127.0.0.1:1", out=tmp_path / "out", progress=False)
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "out").exists()
+
+
+def test_killed_worker_does_not_lose_the_search(ray_runtime, shared_data: Path) -> None:
+    config = small_config(
+        shared_data,
+        data=str(shared_data / BIG_DATA_NAME),
+        grid={"fast": "2:41:1", "slow": [60, 80, 100, 120, 140, 160]},
+        chunk_size=30,
+        max_in_flight=2,
+    )
+    outcome: dict[str, object] = {}
+    search = threading.Thread(target=lambda: outcome.update(table=grid_search(config, progress=False)), daemon=True)
+    search.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and search.is_alive() and time.monotonic() < deadline:
+        for pid in descendant_pids(os.getpid()):
+            if command_line(pid).startswith("ray::_run_chunk"):
+                os.kill(pid, signal.SIGKILL)  # a worker of this session's own runtime, mid-chunk
+                killed = pid
+                break
+    search.join(timeout=120)
+    assert killed is not None, "no chunk task was seen running"
+    table = outcome["table"]
+    assert table.num_rows == 240
+    assert by_params(table.to_pylist()) == serial_results(shared_data, _sets(config), BIG_DATA_NAME)
