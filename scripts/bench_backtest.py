@@ -1,7 +1,8 @@
-"""Backtest speed, side by side: VeloZ's kernel vs vectorbt (numba and Rust engines) vs backtrader, same data, same SMA.
+"""Backtest speed, side by side: VeloZ's event-driven backtest and kernel vs vectorbt (numba and Rust engines) vs
+backtrader, same data, same SMA.
 
-Every engine runs sma_cross(10, 30) long-only on the same real Binance bars (fee 0.001, 10,000 quote, fill at the next
-bar's open), on the 140,614-bar BTCUSDT 5m file and on a ~1M-bar series (that file tiled end to end with shifted
+Every engine runs sma_cross(10, 30) long-only on the same real Binance bars (fee 0.0001, 10,000 quote, fill at the
+next bar's open), on the 140,614-bar BTCUSDT 5m file and on a ~1M-bar series (that file tiled end to end with shifted
 open times). Engine time is measured with the data already loaded and converted to each engine's input type
 (BarSeries for VeloZ, float64 pandas Series for vectorbt, a pandas feed for backtrader); it covers signals,
 simulation and metrics. The first call is timed separately (numba compile or cache load, vectorbt's JIT), then the
@@ -40,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 from veloz_actors.backtest import kernel  # noqa: E402
 from veloz_actors.backtest.bars import BacktestSettings, BarSeries  # noqa: E402
 from veloz_actors.backtest.loaders import load_bars  # noqa: E402
+from veloz_actors.backtest.runner import run_bar_backtest  # noqa: E402
+from veloz_actors.backtest.strategies import SmaCross  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ohlcv" / "binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz"
 FAST, SLOW = 10, 30
@@ -55,14 +58,16 @@ def _veloz_kernel(bars: BarSeries) -> dict[str, Any]:
     return metrics
 
 
-# ============================================================================================ HOOK: VeloZ engines
-# name -> callable(bars: BarSeries) -> metrics dict (kernel.sma_cross's keys). Each is timed as called, with the bars
-# already loaded. Add the event-driven backtest here, e.g.
-#     ENGINES["veloz event-driven"] = lambda bars: event_backtest(bars, "sma_cross", {"fast": 10, "slow": 30})[1]
+def _veloz_event(bars: BarSeries) -> dict[str, Any]:
+    """The event-driven backtest: the SmaCross strategy object bar by bar, orders through the core engine."""
+    return run_bar_backtest(bars, SmaCross(FAST, SLOW), SETTINGS).metrics
+
+
+# VeloZ engines: name -> callable(bars: BarSeries) -> metrics dict. Each is timed as called, with the bars loaded.
 ENGINES: dict[str, Callable[[BarSeries], dict[str, Any]]] = {
     "veloz kernel": _veloz_kernel,
+    "veloz event-driven": _veloz_event,
 }
-# ============================================================================================ end of hook
 
 
 # -------------------------------------------------------------------------------------------- peers
