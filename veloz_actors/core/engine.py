@@ -340,11 +340,12 @@ class Engine:
                     ts=cmd.ts,
                 )
             )
-        if cmd.tif is TimeInForce.FOK and not book.fillable(cmd.side, cmd.price, cmd.qty, account):
+        limit = cmd.price if cmd.price is not None else order.protect_price
+        # a market FOK can only fill up to its protect price, so that is its limit here too
+        if cmd.tif is TimeInForce.FOK and not book.fillable(cmd.side, limit, cmd.qty, account):
             self._finish(order, OrderStatus.EXPIRED, RejectReason.FOK_NOT_FILLABLE, cmd.ts, events)
             self._account_events({account}, cmd.ts, events)
             return events
-        limit = cmd.price if cmd.price is not None else order.protect_price
         if cmd.tif is TimeInForce.POST_ONLY or not book.would_cross(cmd.side, limit):  # type: ignore[arg-type]
             fills, self_trade = [], False
         else:
