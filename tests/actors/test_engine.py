@@ -1,0 +1,177 @@
+"""The actor engine through its Python handle: orders, queries, subscriptions, health, bad input, backpressure."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from veloz_actors import InvalidInput
+from veloz_actors.actors.api import start_local
+from veloz_actors.actors.backpressure import InFlightWindow
+from veloz_actors.fixed import format_decimal
+from veloz_actors.messages import (
+    BookTop,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    RejectReason,
+    Side,
+)
+
+from .helpers import file_config, wait_for
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")
+
+
+@pytest.fixture(scope="module")
+def engine(ray_runtime):
+    handle = start_local(file_config(subscriber_queue=100_000), name="test-engine")
+    handle.tick()  # the simulated market maker quotes: liquidity and reference prices
+    yield handle
+    handle.shutdown()
+
+
+def _below_mid(engine, percent: int, symbol: str = "BTCUSDT") -> str:
+    """A decimal price ``percent`` under the reference price, on the 0.01 tick."""
+    mid = engine.status()["reference_prices"][symbol]
+    return format_decimal(mid * (100 - percent) // 100 // 1_000_000 * 1_000_000)
+
+
+def test_limit_order_rests_then_cancels_and_unlocks_funds(engine):
+    price = _below_mid(engine, 2)
+    before = engine.balances()["USDT"]
+    events = engine.place_order("BTCUSDT", "BUY", "0.01", price, client_order_id="rest-1")
+    assert [type(e) for e in events][0] is OrderAccepted
+    assert engine.query("rest-1")[0]["status"] == "ACCEPTED"
+    assert engine.balances()["USDT"][1] > before[1]
+    events = engine.cancel_order("rest-1")
+    assert any(type(e) is OrderCancelled for e in events)
+    assert engine.query("rest-1")[0]["status"] == "CANCELLED"
+    assert engine.balances()["USDT"] == before
+
+
+def test_market_order_fills_and_the_account_actor_follows(engine):
+    events = engine.place_order("BTCUSDT", Side.BUY, Decimal("0.01"), client_order_id="mkt-1")
+    fills = [e for e in events if type(e) is OrderFilled]
+    assert fills and sum(f.qty for f in fills) == 1_000_000
+    assert engine.query("mkt-1")[0]["status"] == "FILLED"
+    truth = engine.balances()
+    wait_for(lambda: engine.account_view() == truth, what="the account actor to catch up with the OMS")
+    assert any(p.symbol == "BTCUSDT" and p.qty > 0 for p in engine.positions())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"symbol": "DOGEUSDT", "side": "BUY", "qty": "1"}, "unknown symbol"),
+        ({"symbol": "BTCUSDT", "side": "HOLD", "qty": "1"}, "side"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "nan"}, "quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "-1"}, "quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "0"}, "quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "1e400"}, "quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": True}, "quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "price": "abc"}, "price"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "tif": "GTX"}, "tif"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "client_order_id": "x" * 99}, "client order id"),
+    ],
+)
+def test_bad_input_raises_a_clear_error_and_changes_nothing(engine, kwargs, named):
+    before = engine.balances()
+    with pytest.raises(InvalidInput, match=named):
+        engine.place_order(**kwargs)
+    assert engine.balances() == before
+    assert engine.status()["actors"]["oms"]["alive"]
+
+
+def test_business_rejections_are_events_with_a_reason(engine):
+    events = engine.place_order("BTCUSDT", "BUY", "0.0000001", client_order_id="tiny-1")  # off the 0.00001 step
+    assert [e.reason for e in events] == [RejectReason.QUANTITY_NOT_ON_STEP]
+    events = engine.cancel_order("never-placed")
+    assert [e.reason for e in events] == [RejectReason.UNKNOWN_ORDER]
+
+
+def test_subscription_yields_the_events_of_new_orders(engine):
+    subscription = engine.subscribe(kinds=["OrderAccepted", "OrderFilled"], timeout=10.0)
+    engine.place_order("ETHUSDT", "BUY", "0.01", client_order_id="sub-1")
+    seen = []
+    for event in subscription:
+        seen.append(event)
+        if type(event) is OrderFilled:
+            break
+    subscription.close()
+    assert [type(e) for e in seen][0] is OrderAccepted
+    assert {e.client_order_id for e in seen} == {"sub-1"}
+
+
+def test_status_reports_every_actor_alive_with_depth_and_sequence(engine):
+    status = engine.status()
+    assert status["engine"] == "actors"
+    assert set(status["actors"]) == {"oms", "account", "bus", "feed", "book:BTCUSDT", "book:ETHUSDT"}
+    for name, actor in status["actors"].items():
+        assert actor["alive"], name
+        assert actor["inbox_depth"] >= 0 and actor["last_seq"] is not None
+    assert status["actors"]["oms"]["last_seq"] >= 1
+
+
+def test_market_batches_flow_from_feed_through_books_to_a_subscriber(engine):
+    subscription = engine.subscribe(kinds=["BookTop"], max_queue=50_000)
+    count = engine_feed_synthetic(engine, 20_000)
+    assert count >= 20_000
+    received = wait_for(lambda: _drain(subscription, 20_000), what="20 000 book updates at the subscriber")
+    assert all(type(e) is BookTop for e in received[:100])
+    subscription.close()
+
+
+def engine_feed_synthetic(engine, count: int) -> int:
+    import ray
+
+    feed = engine.actor("feed")
+    return ray.get(feed.synthetic.remote(count, 1000), timeout=60)
+
+
+_drained: dict[int, list] = {}
+
+
+def _drain(subscription, want: int):
+    got = _drained.setdefault(subscription.id, [])
+    got.extend(subscription.poll())
+    return got if len(got) >= want else None
+
+
+def test_a_flood_of_orders_is_refused_with_depth_and_limit_and_none_is_lost(engine):
+    slow = engine.subscribe(max_queue=50)  # never read during the flood
+    window, engine.window = engine.window, InFlightWindow(64)
+    try:
+        price = _below_mid(engine, 3)
+        accepted_refs, commands, refused = [], {}, []
+        for wave in range(4):
+            for i in range(400):
+                command = engine.order_command("BTCUSDT", "BUY", "0.0001", price, client_order_id=f"flood-{wave}-{i}")
+                commands[command.client_order_id] = command
+                outcome = engine.submit_async(command)
+                if type(outcome) is OrderRejected:
+                    refused.append(outcome)
+                else:
+                    accepted_refs.append(outcome)
+            engine.complete(accepted_refs[-64:] if len(accepted_refs) >= 64 else accepted_refs)
+        results = engine.complete([r for r in accepted_refs[:-64]]) if len(accepted_refs) > 64 else []
+        assert engine.window.depth == 0
+    finally:
+        engine.window = window
+    assert refused and all(r.reason is RejectReason.OVERLOADED for r in refused)
+    assert "depth 64 at limit 64" in refused[0].detail
+    refused_ids = {r.client_order_id for r in refused}
+    assert len(refused_ids) + len(accepted_refs) == len(commands)
+    for cid in commands:  # every order in exactly one place: refused at the door, or known to the OMS once
+        known = engine.query(cid)
+        assert len(known) == (0 if cid in refused_ids else 1), cid
+    del results
+    status = engine.status()
+    queue = status["subscribers"][str(slow.id)]
+    assert queue["queued"] <= queue["limit"] == 50
+    assert queue["dropped"] > 0
+    for order in engine.query(None):  # tidy up: cancel what rests
+        engine.cancel_order(order["client_order_id"])
+    slow.close()

@@ -1,0 +1,421 @@
+"""The Python API of the actor engine: ``vz.start_local(config)`` and ``vz.connect(address)`` return an
+:class:`EngineHandle`.
+
+Example::
+
+    import veloz_actors as vz
+
+    engine = vz.start_local("configs/engine.yaml")
+    events = engine.place_order("BTCUSDT", "BUY", "0.01")            # a market order; events of the core
+    engine.place_order("BTCUSDT", "SELL", "0.01", price="70000", client_order_id="ask-1")
+    engine.cancel_order("ask-1")
+    for event in engine.subscribe(max_events=10, timeout=5.0):      # its own bounded queue
+        print(event)
+    print(engine.balances(), engine.status()["actors"]["oms"])
+    engine.shutdown()
+
+Amounts are given as exact decimal strings (or ``Decimal``/``int``, never rounded); a bad value raises
+:class:`~veloz_actors.InvalidInput` naming it and the engine goes on. Business outcomes (risk rejections, an
+overloaded inbox) are events (``OrderRejected`` with a reason), not exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
+from ..config import EngineFileConfig, load_engine_config
+from ..fixed import parse_decimal
+from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
+from .backpressure import InFlightWindow
+from .nodes import EngineSpec
+from .supervisor import Supervisor, supervisor_name
+
+__all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
+
+NAMESPACE = "veloz"
+_CALL_TIMEOUT = 30.0
+_RETRY_SECONDS = 60.0
+
+
+def build_spec(
+    file_config: EngineFileConfig,
+    *,
+    name: str = "default",
+    journal_dir: str | Path | None = None,
+    durability: str | None = None,
+    run_clock: bool = False,
+    tick_ms: int | None = None,
+) -> EngineSpec:
+    """The actor layout of an engine from its config file (``actors:`` section: ``shards``, queue limits)."""
+    engine_config = file_config.engine_config()
+    actors = dict(file_config.actors or {})
+    symbols = [i.symbol for i in engine_config.instruments]
+    shards_cfg = actors.get("shards")
+    if shards_cfg:
+        shards = {str(k): tuple(str(s) for s in v) for k, v in dict(shards_cfg).items()}
+        placed = [s for v in shards.values() for s in v]
+        unknown = sorted(set(placed) - set(symbols))
+        if unknown or len(placed) != len(set(placed)):
+            raise ConfigError(f"actors.shards: unknown or repeated symbols {unknown or placed}")
+        for symbol in symbols:
+            if symbol not in placed:
+                shards[symbol] = (symbol,)
+    else:
+        shards = {symbol: (symbol,) for symbol in symbols}  # one book actor per symbol
+    try:
+        return EngineSpec(
+            name=name,
+            engine_config=engine_config.to_json(),
+            journal_dir=None if journal_dir is None else str(journal_dir),
+            durability=durability or file_config.journal.durability,
+            group_ms=file_config.journal.group_ms,
+            shards=shards,
+            subscriber_queue=int(actors.get("subscriber_queue", 10_000)),
+            order_inbox=int(actors.get("order_inbox", 1_000)),
+            peer_window=int(actors.get("peer_window", 64)),
+            tick_ms=tick_ms or file_config.sim.tick_ms,
+            run_clock=run_clock,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"actors: {exc}") from exc
+
+
+def _amount(value: Any, what: str, *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
+        raise InvalidInput(f"{what} must be a decimal string, got {type(value).__name__}")
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, Decimal):
+        text = format(value, "f") if value.is_finite() else str(value)
+    else:
+        text = str(value)
+    return parse_decimal(text, what, allow_zero=allow_zero)
+
+
+class Subscription:
+    """An iterator over engine events with its own bounded queue on the event bus (drop-oldest, counted)."""
+
+    def __init__(self, bus: Any, sid: int, *, max_events: int | None, timeout: float | None) -> None:
+        self._bus = bus
+        self.id = sid
+        self.max_events = max_events
+        self.timeout = timeout
+        self.dropped = 0
+        self._buffer: list[Any] = []
+        self._seen = 0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def poll(self) -> list[Any]:
+        """Whatever is queued now (possibly nothing)."""
+        events, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
+        if dropped >= 0:
+            self.dropped = dropped
+        return events
+
+    def __next__(self) -> Any:
+        if self._closed or (self.max_events is not None and self._seen >= self.max_events):
+            self.close()
+            raise StopIteration
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        pause = 0.001
+        while not self._buffer:
+            self._buffer = self.poll()
+            if self._buffer:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                self.close()
+                raise StopIteration
+            time.sleep(pause)  # poll with a short back-off: the bus never blocks on a subscriber
+            pause = min(pause * 2, 0.05)
+        self._seen += 1
+        return self._buffer.pop(0)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):  # the engine is gone already
+                self._bus.unsubscribe.remote(self.id)
+
+
+class EngineHandle:
+    """A running actor engine, local or on a cluster. Every method is synchronous and safe to call after errors."""
+
+    def __init__(self, supervisor: Any, *, name: str, owned: bool, account_id: str = "main") -> None:
+        self._supervisor = supervisor
+        self.name = name
+        self.account_id = account_id
+        self._owned = owned
+        handles = ray.get(supervisor.handles.remote(), timeout=_CALL_TIMEOUT)
+        spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
+        self.spec = spec
+        self._oms = handles["oms"]
+        self._account = handles["account"]
+        self._bus = handles["bus"]
+        self._feed = handles["feed"]
+        self._books = handles["books"]
+        self.window = InFlightWindow(spec.order_inbox)
+        self.symbols = frozenset(ray.get(self._oms.symbols.remote(), timeout=_CALL_TIMEOUT))
+        self._cid = 0
+        self._closed = False
+
+    # --------------------------------------------------------------------------------------------------- orders
+
+    def place_order(
+        self,
+        symbol: str,
+        side: str | Side,
+        qty: str | Decimal | int,
+        price: str | Decimal | int | None = None,
+        *,
+        tif: str | TimeInForce = TimeInForce.GTC,
+        client_order_id: str | None = None,
+    ) -> list[Any]:
+        """Place an order (a limit order when ``price`` is given, else a market order); returns its events."""
+        return self.submit(self.order_command(symbol, side, qty, price, tif=tif, client_order_id=client_order_id))
+
+    def order_command(
+        self,
+        symbol: str,
+        side: str | Side,
+        qty: str | Decimal | int,
+        price: str | Decimal | int | None = None,
+        *,
+        tif: str | TimeInForce = TimeInForce.GTC,
+        client_order_id: str | None = None,
+    ) -> PlaceOrder:
+        """Validate the arguments into a :class:`PlaceOrder` (raises :class:`InvalidInput` naming the problem)."""
+        if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
+            raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
+        try:
+            side_value = side if isinstance(side, Side) else Side(str(side).upper())
+        except ValueError:
+            raise InvalidInput(f"side must be BUY or SELL, got {side!r}") from None
+        try:
+            tif_value = tif if isinstance(tif, TimeInForce) else TimeInForce(str(tif).upper())
+        except ValueError:
+            raise InvalidInput(f"tif must be GTC, IOC, FOK or POST_ONLY, got {tif!r}") from None
+        qty_value = _amount(qty, "quantity")
+        price_value = None if price is None else _amount(price, "price")
+        if price_value is None and tif_value is TimeInForce.POST_ONLY:
+            raise InvalidInput("a MARKET order cannot be POST_ONLY")
+        if client_order_id is None:
+            self._cid += 1
+            client_order_id = f"py-{os.getpid()}-{time.time_ns()}-{self._cid}"
+        elif not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= 36:
+            raise InvalidInput(f"client order id must be 1-36 characters, got {client_order_id!r}")
+        return PlaceOrder(
+            client_order_id=client_order_id,
+            account_id=self.account_id,
+            symbol=symbol.upper(),
+            side=side_value,
+            order_type=OrderType.LIMIT if price_value is not None else OrderType.MARKET,
+            qty=qty_value,
+            price=price_value,
+            tif=tif_value,
+            ts=time.time_ns(),
+        )
+
+    def cancel_order(self, client_order_id: str) -> list[Any]:
+        """Cancel an open order by client order id; returns its events (a rejection if it is not open)."""
+        if not isinstance(client_order_id, str) or not client_order_id:
+            raise InvalidInput(f"client order id must be a non-empty string, got {client_order_id!r}")
+        return self.submit(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
+
+    def submit(self, command: Any) -> list[Any]:
+        """Send one command through the OMS and return its events.
+
+        If the OMS dies during the call, the very same command is sent again once Ray has restarted it: the OMS
+        recovered from its journal, and an identical command applied twice has no second effect.
+        """
+        if not self.window.admit():
+            return [self._overloaded(command)]
+        try:
+            return self._call(lambda: self._oms.submit.remote(command))
+        finally:
+            self.window.done()
+
+    def submit_async(self, command: Any) -> Any:
+        """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when
+        this client's inbox window is full. Complete each ref with :meth:`complete`."""
+        if not self.window.admit():
+            return self._overloaded(command)
+        return self._oms.submit.remote(command)
+
+    def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
+        try:
+            return ray.get(list(refs), timeout=timeout)
+        finally:
+            self.window.done(len(refs))
+
+    def _overloaded(self, command: Any) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=command.client_order_id,
+            account_id=command.account_id,
+            symbol=getattr(command, "symbol", ""),
+            side=getattr(command, "side", None),
+            order_type=getattr(command, "order_type", None),
+            price=getattr(command, "price", None),
+            qty=getattr(command, "qty", 0),
+            reason=RejectReason.OVERLOADED,
+            detail=self.window.refusal(),
+            ts=command.ts,
+        )
+
+    def _call(self, make_ref: Any) -> Any:
+        deadline = time.monotonic() + _RETRY_SECONDS
+        while True:
+            try:
+                return ray.get(make_ref(), timeout=_CALL_TIMEOUT)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                if time.monotonic() >= deadline:
+                    raise EngineUnavailable(f"engine {self.name!r} did not come back: {exc}") from exc
+                time.sleep(0.05)
+            except ray.exceptions.GetTimeoutError as exc:
+                raise EngineUnavailable(f"engine {self.name!r} did not answer in {_CALL_TIMEOUT} s") from exc
+
+    # -------------------------------------------------------------------------------------------------- queries
+
+    def query(self, client_order_id: str | None = None) -> list[dict[str, Any]]:
+        """One order by client order id (empty list if unknown), or every open order when ``None``."""
+        return self._call(lambda: self._oms.query.remote(self.account_id, client_order_id))
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order of this account, in any state."""
+        return self._call(lambda: self._oms.all_orders.remote(self.account_id))
+
+    def balances(self) -> dict[str, tuple[int, int]]:
+        """Asset -> (free, locked) in 1e-8 units, from the OMS's ledger (the source of truth)."""
+        return self._call(lambda: self._oms.balances.remote(self.account_id))
+
+    def account_view(self) -> dict[str, tuple[int, int]]:
+        """The same balances as the account actor holds them (it follows the OMS asynchronously)."""
+        return self._call(lambda: self._account.balances.remote(self.account_id))
+
+    def positions(self) -> list[Any]:
+        """``PositionUpdated`` snapshots of this account's positions."""
+        return self._call(lambda: self._oms.positions.remote(self.account_id))
+
+    def totals(self) -> dict[str, int]:
+        """Per asset: every account's balance plus fees collected (equal to the deposits when nothing is lost)."""
+        return self._call(lambda: self._oms.totals.remote())
+
+    def tick(self, ts: int | None = None) -> list[Any]:
+        """Advance the simulated market one step (``veloz start --local`` ticks from its driver)."""
+        return self._call(lambda: self._oms.tick.remote(ts if ts is not None else time.time_ns()))
+
+    def subscribe(
+        self,
+        *,
+        max_queue: int | None = None,
+        kinds: Sequence[str] | None = None,
+        max_events: int | None = None,
+        timeout: float | None = None,
+    ) -> Subscription:
+        """Events from now on (optionally only some message types by name), through a bounded drop-oldest queue."""
+        sid = ray.get(self._bus.subscribe.remote(max_queue, list(kinds) if kinds else None), timeout=_CALL_TIMEOUT)
+        return Subscription(self._bus, sid, max_events=max_events, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        """Health: every actor alive, its inbox depth, last sequence number and restarts; order counters."""
+        status = self._call(lambda: self._supervisor.status.remote())
+        status["actors"]["oms"]["inbox_depth"] += self.window.depth
+        return status
+
+    def actor(self, name: str) -> Any:
+        """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``book:<shard>``) -- for tests."""
+        if name.startswith("book:"):
+            return self._books[name.split(":", 1)[1]]
+        return {"oms": self._oms, "account": self._account, "bus": self._bus, "feed": self._feed}[name]
+
+    def shutdown(self) -> None:
+        """Flush the journals and stop every actor of the engine (also a detached one). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):  # already gone
+            ray.get(self._supervisor.shutdown.remote(), timeout=60.0)
+        ray.kill(self._supervisor, no_restart=True)
+
+    def __enter__(self) -> EngineHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _config(config: str | Path | EngineFileConfig | None) -> EngineFileConfig:
+    if config is None:
+        from ..interfaces.cli import _default_config
+
+        return load_engine_config(_default_config())
+    if isinstance(config, EngineFileConfig):
+        return config
+    return load_engine_config(config)
+
+
+def _ensure_ray(address: str | None, namespace: str) -> None:
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address or "local",
+        namespace=namespace,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        **({"num_cpus": os.cpu_count() or 2} if address in (None, "local") else {}),
+    )
+
+
+def start_local(
+    config: str | Path | EngineFileConfig | None = None,
+    *,
+    name: str = "default",
+    journal_dir: str | Path | None = None,
+    durability: str | None = None,
+    run_clock: bool = False,
+    address: str | None = None,
+    detached: bool = False,
+) -> EngineHandle:
+    """Start an engine's actors (a private local Ray runtime unless Ray is already initialised or ``address`` is
+    given) and return its handle. ``run_clock`` lets the feed actor drive the simulated market by itself."""
+    file_config = _config(config)
+    spec = build_spec(file_config, name=name, journal_dir=journal_dir, durability=durability, run_clock=run_clock)
+    _ensure_ray(address, NAMESPACE)
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "name": supervisor_name(name)}
+    if detached:
+        options["lifetime"] = "detached"
+    try:
+        ray.get_actor(supervisor_name(name))
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
+    supervisor = ray.remote(Supervisor).options(**options).remote(spec)
+    return EngineHandle(supervisor, name=name, owned=not detached)
+
+
+def _namespace() -> str:
+    return ray.get_runtime_context().namespace
+
+
+def connect(address: str | None = "auto", *, name: str = "default", namespace: str = NAMESPACE) -> EngineHandle:
+    """Connect to an engine already running (``veloz start --address ADDR --detached``) and return its handle."""
+    _ensure_ray(address, namespace)
+    try:
+        supervisor = ray.get_actor(supervisor_name(name), namespace=namespace)
+    except ValueError as exc:
+        raise EngineUnavailable(f"no engine named {name!r} in namespace {namespace!r} at {address}") from exc
+    return EngineHandle(supervisor, name=name, owned=False)

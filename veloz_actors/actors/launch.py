@@ -1,0 +1,140 @@
+"""``veloz start`` on the actor engine: a private local Ray runtime (or a cluster), the actors, the stdio protocol.
+
+``start_command`` is what the CLI calls for ``veloz start --local`` (without ``--single-process``) and for
+``veloz start --address ADDR [--detached]``. Locally the driver speaks the same protocol as the single-process
+engine (:class:`~veloz_actors.interfaces.stdio.Session` over :class:`ActorBackend`) and ticks the simulated market
+through the OMS; on SIGINT, SIGTERM, EOF or QUIT it flushes the journals, stops the actors and shuts the private
+runtime down, so no Ray process is left behind. A detached engine's feed actor ticks the market itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..config import EngineFileConfig
+from .api import EngineHandle, connect, start_local
+
+__all__ = ["ActorBackend", "attach_command", "start_command"]
+
+
+class ActorBackend:
+    """:class:`~veloz_actors.interfaces.stdio.Backend` over an :class:`EngineHandle`."""
+
+    def __init__(self, engine: EngineHandle, *, owned: bool = True) -> None:
+        self.engine = engine
+        self.owned = owned
+
+    def submit(self, command: Any) -> list[Any]:
+        return self.engine.submit(command)
+
+    def tick(self, ts: int) -> list[Any]:
+        return self.engine.tick(ts)
+
+    def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
+        return self.engine.query(client_order_id)
+
+    def balances(self) -> dict[str, tuple[int, int]]:
+        return self.engine.balances()
+
+    def positions(self) -> list[Any]:
+        return self.engine.positions()
+
+    def status(self) -> dict[str, Any]:
+        return self.engine.status()
+
+    def close(self) -> None:
+        if self.owned:
+            self.engine.shutdown()
+
+
+def _journal_dir(journal: str | Path | None) -> Path | None:
+    """The actors' journals live in one directory beside the configured journal path (``<path>.actors/``)."""
+    if journal is None:
+        return None
+    path = Path(journal)
+    return path if path.is_dir() else Path(str(path) + ".actors")
+
+
+def _print(obj: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def start_command(
+    file_config: EngineFileConfig,
+    *,
+    local: bool,
+    address: str | None,
+    detached: bool,
+    journal_dir: str | Path | None,
+    durability: str,
+    market: bool,
+    tick_ms: int,
+    name: str = "default",
+) -> int:
+    """Run ``veloz start`` on actors; returns the process exit code."""
+    import ray
+
+    from .._exceptions import VelozError
+
+    if detached and address is None:
+        raise VelozError("--detached needs --address ADDR (a Ray cluster that outlives this process)")
+    if local and address is not None:
+        raise VelozError("use either --local (a private runtime) or --address ADDR (a cluster), not both")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    engine = start_local(
+        file_config,
+        name=name,
+        journal_dir=_journal_dir(journal_dir),
+        durability=durability,
+        run_clock=detached,
+        address=address,
+        detached=detached,
+    )
+    if detached:
+        _print(
+            {
+                "type": "status",
+                "ts": time.time_ns(),
+                "state": "started",
+                "detached": True,
+                "name": name,
+                "address": address,
+                "namespace": "veloz",
+            }
+        )
+        ray.shutdown()
+        return 0
+    try:
+        return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True)
+    finally:
+        engine.shutdown()
+        ray.shutdown()
+
+
+def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool) -> int:
+    from ..interfaces.local import run_session
+    from ..interfaces.stdio import Session
+
+    backend = ActorBackend(engine, owned=owned)
+    session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
+    has_sim = engine.spec.engine_config.get("sim_symbols")
+    tick_fn = backend.tick if (ticking and has_sim) else None
+    return run_session(session, tick_fn, tick_ms=tick_ms)
+
+
+def attach_command(address: str, *, name: str = "default", market: bool = True) -> int:
+    """``veloz attach``: the same command session, to an engine already running on a cluster."""
+    import ray
+
+    engine = connect(address, name=name)
+    try:
+        return _session(engine, market=market, tick_ms=1000, owned=False, ticking=False)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,166 @@
+"""The engine supervisor: starts the actor graph, watches it, and stops it.
+
+One supervisor per engine, named ``veloz-engine:<name>`` in the driver's namespace (``veloz`` for engines on a
+cluster). It creates the actors (event bus, book shards, account, OMS, market feed), each synchronous (calls from one
+sender run in order), ``max_task_retries=0`` (a retried call could reorder an ordered stream) and
+``max_restarts=-1`` (Ray restarts a dead actor; the actor rebuilds itself from snapshot + journal). Its health loop
+never dies: it pings every actor, counts restarts (a new process id), and after the account actor restarted asks
+the OMS to push the account state again. ``status()`` reports each actor alive, its inbox depth and its last
+sequence number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+
+from .nodes import AccountNode, BookNode, BusNode, EngineSpec, FeedNode, OmsNode
+
+__all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
+
+SUPERVISOR_PREFIX = "veloz-engine:"
+_ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
+
+
+def supervisor_name(name: str) -> str:
+    return SUPERVISOR_PREFIX + name
+
+
+class Supervisor:
+    """Owns one engine's actors (so with a detached supervisor they all outlive the driver)."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self.bus = ray.remote(BusNode).options(**_ORDERED).remote(spec)
+        self.books = {
+            shard: ray.remote(BookNode).options(**_ORDERED).remote(spec, shard, symbols, self.bus)
+            for shard, symbols in spec.shards.items()
+        }
+        self.account = ray.remote(AccountNode).options(**_ORDERED).remote(spec)
+        self.oms = ray.remote(OmsNode).options(**_ORDERED).remote(spec, self.account, self.bus, self.books)
+        self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books)
+        self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
+        self.actors.update({f"book:{shard}": handle for shard, handle in self.books.items()})
+        # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
+        pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
+        self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
+        self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
+        self.alive = dict.fromkeys(self.actors, True)
+        self.restarts = dict.fromkeys(self.actors, 0)
+        self.started_ns = time.time_ns()
+        self.state = "running"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
+
+    def handles(self) -> dict[str, Any]:
+        """The actor handles, for an engine handle in another process (``vz.connect``)."""
+        return {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed, "books": self.books}
+
+    def spec_data(self) -> EngineSpec:
+        return self.spec
+
+    # ------------------------------------------------------------------------------------------------------ watch
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            with contextlib.suppress(Exception):  # the health loop never dies
+                self.check()
+
+    def check(self) -> dict[str, bool]:
+        """Ping every actor once; count restarts; resync the account after it restarted."""
+        names = list(self.actors)
+        refs = [self.actors[n].ping.remote() for n in names]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
+        done = set(ready)
+        with self._lock:
+            for name, ref in zip(names, refs, strict=True):
+                if ref not in done:
+                    self.alive[name] = False
+                    continue
+                try:
+                    pid, seq = ray.get(ref, timeout=1.0)
+                except Exception:  # noqa: BLE001 - died (Ray is restarting it)
+                    self.alive[name] = False
+                    continue
+                if pid != self.pids[name]:
+                    self.restarts[name] += 1
+                    self.pids[name] = pid
+                    if name == "account" and self.state == "running":
+                        self.oms.resync_account.remote()
+                self.alive[name] = True
+                self.seqs[name] = seq
+            return dict(self.alive)
+
+    def status(self) -> dict[str, Any]:
+        """Health of every actor: alive, inbox depth, last sequence number, restarts; and the engine summary."""
+        names = list(self.actors)
+        refs = [self.actors[n].status.remote() for n in names]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5.0)
+        done = set(ready)
+        detail: dict[str, Any] = {}
+        for name, ref in zip(names, refs, strict=True):
+            try:
+                detail[name] = ray.get(ref, timeout=1.0) if ref in done else None
+            except Exception:  # noqa: BLE001 - reported as not alive
+                detail[name] = None
+        oms = detail.get("oms") or {}
+        depth: dict[str, int] = {name: 0 for name in names}
+        for peer, info in (oms.get("peers") or {}).items():
+            depth[peer] = depth.get(peer, 0) + info.get("inbox_depth", 0)
+        for name in names:
+            if name.startswith("book:") and detail.get(name):
+                depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
+        with self._lock:
+            actors = {
+                name: {
+                    "alive": detail[name] is not None,
+                    "inbox_depth": depth.get(name, 0),
+                    "last_seq": detail[name]["last_seq"] if detail[name] else self.seqs.get(name),
+                    "restarts": self.restarts[name],
+                }
+                for name in names
+            }
+        bus = detail.get("bus") or {}
+        return {
+            "engine": "actors",
+            "name": self.spec.name,
+            "state": self.state,
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "supervisor_pid": os.getpid(),
+            "uptime_seconds": round((time.time_ns() - self.started_ns) / 1e9, 3),
+            "actors": actors,
+            "seq": oms.get("seq"),
+            "orders": oms.get("orders", 0),
+            "open_orders": oms.get("open_orders", 0),
+            "rejections": oms.get("rejections", {}),
+            "latency_counts": oms.get("latency_counts", []),
+            "latency_sum": oms.get("latency_sum", 0.0),
+            "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("book:")),
+            "subscribers": bus.get("subscribers", {}),
+            "journal": oms.get("journal"),
+            "journal_lines": oms.get("journal_lines", 0),
+            "reference_prices": oms.get("reference_prices", {}),
+        }
+
+    # --------------------------------------------------------------------------------------------------- shutdown
+
+    def shutdown(self) -> bool:
+        """Stop the feed, flush and close every journal, then end the actors. Idempotent."""
+        if self.state == "stopped":
+            return True
+        self.state = "stopping"
+        self._stop.set()
+        order = ["feed", *[n for n in self.actors if n.startswith("book:")], "oms", "account", "bus"]
+        for name in order:
+            with contextlib.suppress(Exception):  # a dead actor has nothing left to flush
+                ray.get(self.actors[name].close.remote(), timeout=10.0)
+        for name in order:
+            ray.kill(self.actors[name], no_restart=True)
+        self.state = "stopped"
+        return True
