@@ -53,6 +53,8 @@ class Journal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
+            if not fresh:
+                _drop_torn_tail(self.path)
             self._file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - lives as long as the journal
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
@@ -112,6 +114,25 @@ class Journal:
                         return
                     self._sync()
                     self._dirty = False
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own.
+
+    Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file.
+    """
+    with open(path, "r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            newline = f.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                if start + newline + 1 < end:
+                    f.truncate(start + newline + 1)
+                return
+            pos = start
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int]:
