@@ -1,0 +1,236 @@
+"""The deterministic engine: idempotency, journaling, replay and recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from veloz_actors import JournalError
+from veloz_actors.core.engine import Engine, EngineConfig, replay
+from veloz_actors.core.journal import read_journal
+from veloz_actors.messages import (
+    AccountUpdated,
+    BookTop,
+    Error,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    RejectReason,
+    ResetCircuitBreaker,
+    Tick,
+)
+from veloz_actors.testing import cancel, d, encoded, engine_config, engine_state, place, trade
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _session(n: int = 30) -> list:
+    """A mixed, deterministic input sequence on the simulated market: ticks, orders, cancels, a reset."""
+    messages: list = []
+    for i in range(n):
+        ts = T0 + i * 250_000_000
+        messages.append(Tick(ts=ts))
+        side = "BUY" if i % 2 else "SELL"
+        account = "main" if i % 3 else "other"
+        messages.append(place(f"c{i}", side, "0.01", None, account=account, ts=ts + 1))
+        messages.append(place(f"l{i}", side, "0.02", "59990" if side == "BUY" else "60010", account=account, ts=ts + 2))
+        if i % 4 == 0:
+            messages.append(cancel(f"l{i}", account=account, ts=ts + 3))
+    messages.append(ResetCircuitBreaker(account_id="main", ts=T0 + n * 250_000_000))
+    return messages
+
+
+def _sim_config(**kwargs) -> EngineConfig:
+    return engine_config(sim=True, **kwargs)
+
+
+def test_same_inputs_give_the_same_events_byte_for_byte() -> None:
+    first = Engine(_sim_config()).apply_many(_session())
+    second = Engine(_sim_config()).apply_many(_session())
+    assert encoded(first) == encoded(second)
+    assert any(type(e).__name__ == "OrderFilled" for e in first)
+
+
+def test_duplicate_client_order_id_with_other_content_is_rejected() -> None:
+    engine = Engine(engine_config())
+    engine.apply(place("c1", "BUY", "0.01", "60000"))
+    before = engine_state(engine)
+    [rejected] = engine.apply(place("c1", "BUY", "0.02", "60000"))
+    assert rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+    assert engine_state(engine) == before
+
+
+def test_same_client_order_id_in_another_account_is_a_new_order() -> None:
+    engine = Engine(engine_config())
+    engine.apply(place("c1", "BUY", "0.01", "60000"))
+    events = engine.apply(place("c1", "BUY", "0.01", "60000", account="other"))
+    assert [type(e) for e in events] == [OrderAccepted, AccountUpdated]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [place("c1", "BUY", "0.01", "60000"), place("bad", "BUY", "0.01", "60000.001"), Tick(ts=T0 + 1)],
+    ids=["accepted-order", "rejected-order", "tick"],
+)
+def test_the_very_same_message_twice_has_no_second_effect(message) -> None:
+    engine = Engine(_sim_config())
+    assert engine.apply(message)
+    state = engine_state(engine)
+    assert engine.apply(message) == []
+    assert engine_state(engine) == state
+
+
+def test_the_very_same_cancel_twice_has_no_second_effect() -> None:
+    engine = Engine(engine_config())
+    engine.apply(place("c1", "BUY", "0.01", "60000"))
+    message = cancel("c1", ts=T0 + 1)
+    assert [type(e) for e in engine.apply(message)] == [OrderCancelled, AccountUpdated]
+    state = engine_state(engine)
+    assert engine.apply(message) == []
+    assert engine_state(engine) == state
+
+
+def test_a_new_cancel_of_a_cancelled_order_is_rejected_as_not_open() -> None:
+    engine = Engine(engine_config())
+    engine.apply(place("c1", "BUY", "0.01", "60000"))
+    engine.apply(cancel("c1", ts=T0 + 1))
+    [rejected] = engine.apply(cancel("c1", ts=T0 + 2))
+    assert rejected.reason is RejectReason.ORDER_NOT_OPEN
+
+
+def test_cancel_of_an_unknown_order_is_rejected() -> None:
+    [rejected] = Engine(engine_config()).apply(cancel("nope"))
+    assert (rejected.reason, rejected.symbol) == (RejectReason.UNKNOWN_ORDER, "")
+
+
+def test_an_older_tick_changes_nothing() -> None:
+    engine = Engine(_sim_config())
+    engine.apply(Tick(ts=T0 + 10))
+    state = engine_state(engine)
+    assert engine.apply(Tick(ts=T0 + 5)) == []
+    assert engine_state(engine) == state
+
+
+def test_tick_moves_the_simulated_market_and_reports_its_top() -> None:
+    engine = Engine(_sim_config())
+    events = engine.apply(Tick(ts=T0))
+    tops = [e for e in events if type(e) is BookTop]
+    assert [t.symbol for t in tops] == ["BTCUSDT", "ETHUSDT"]
+    assert all(0 < t.bid_price < t.ask_price for t in tops)
+    assert not any(getattr(e, "account_id", "") == "sim-mm" for e in events)  # the market maker is quiet
+
+
+def test_message_the_engine_does_not_apply_gives_an_error_event() -> None:
+    [error] = Engine(engine_config()).apply(AccountUpdated(account_id="main", balances=(), ts=1))
+    assert type(error) is Error and error.code == "UNSUPPORTED_MESSAGE"
+
+
+def test_market_event_for_an_unknown_symbol_is_ignored() -> None:
+    engine = Engine(engine_config())
+    assert engine.apply(trade("1", symbol="DOGEUSDT")) == []
+    assert engine.reference == {}
+
+
+def test_config_survives_its_json_form() -> None:
+    config = _sim_config()
+    data = orjson.loads(orjson.dumps(config.to_json()))
+    assert EngineConfig.from_json(data) == config
+    assert data == config.to_json()  # what a journal header holds compares equal to the live config
+
+
+def test_journal_holds_every_input_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    engine = Engine(_sim_config(), journal_path=path, durability="none")
+    messages = _session(5)
+    engine.apply_many(messages)
+    engine.close()
+    assert read_journal(path)[1] == messages
+
+
+def test_replay_gives_the_same_events_and_state(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    engine = Engine(_sim_config(), journal_path=path, durability="group")
+    events = engine.apply_many(_session())
+    engine.close()
+    replayed, replay_events = replay(path)
+    assert encoded(replay_events) == encoded(events)
+    assert engine_state(replayed) == engine_state(engine)
+
+
+def test_replay_with_another_config_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    Engine(_sim_config(), journal_path=path, durability="none").close()
+    with pytest.raises(JournalError, match="different configuration"):
+        replay(path, _sim_config(seed=8))
+
+
+def test_recover_continues_an_existing_journal(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    messages = _session(10)
+    engine = Engine(_sim_config(), journal_path=path, durability="none")
+    engine.apply_many(messages[:15])
+    engine.close()
+    recovered, _ = Engine.recover(_sim_config(), path, durability="none")
+    recovered.apply_many(messages[15:])
+    recovered.close()
+    full = Engine(_sim_config())
+    full.apply_many(messages)
+    assert engine_state(recovered) == engine_state(full)
+    assert read_journal(path)[1] == messages
+
+
+def test_snapshot_plus_journal_tail_equals_full_replay(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    config = _sim_config(snapshot_every=7)
+    engine = Engine(config, journal_path=path, durability="none")
+    messages = _session(12)
+    events = engine.apply_many(messages)
+    engine.close()
+    snapshot_lines = int.from_bytes(Path(str(path) + ".snapshot").read_bytes()[:8], "little")
+    assert 0 < snapshot_lines < len(messages)  # a real tail is left to apply
+    recovered, tail_events = Engine.recover(config, path, durability="none")
+    recovered.close()
+    replayed, _ = replay(path)
+    assert engine_state(recovered) == engine_state(replayed) == engine_state(engine)
+    assert encoded(tail_events) == encoded(events[len(events) - len(tail_events) :])
+    assert _internals(recovered) == _internals(replayed)
+
+
+def _internals(engine: Engine) -> tuple:
+    """Engine state beyond balances and orders: books, prices, counters and the simulated market's generator."""
+    assert engine.sim is not None
+    return (
+        {s: b.depth(100) for s, b in engine.books.items()},
+        engine.reference,
+        engine.trade_ids,
+        engine.seq,
+        engine.last_tick,
+        engine.internal_orders,
+        engine.sim.mids,
+        engine.sim.rng.bit_generator.state,
+    )
+
+
+def test_recover_without_a_journal_starts_fresh(tmp_path: Path) -> None:
+    engine, events = Engine.recover(engine_config(), tmp_path / "new.journal", durability="none")
+    engine.close()
+    assert events == [] and engine.seq == 0
+    assert engine.ledger.balances("main")["USDT"] == (d("100000"), 0)
+
+
+def test_recover_with_another_config_is_a_journal_error(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    Engine(engine_config(), journal_path=path, durability="none").close()
+    with pytest.raises(JournalError):
+        Engine.recover(_sim_config(), path, durability="none")
+
+
+def test_rejected_orders_are_journaled_too(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    engine = Engine(engine_config(), journal_path=path, durability="none")
+    bad = place("bad", "BUY", "0.01", "-5")
+    assert type(engine.apply(bad)[0]) is OrderRejected
+    engine.close()
+    assert read_journal(path)[1] == [bad]
