@@ -63,3 +63,13 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_tick_capture_runs_the_l2_backtest_with_an_l2_strategy():
+    capture = "../shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+    proc = _veloz("backtest", "--data", capture, "--strategy", "book_imbalance", "--param", "threshold=0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = orjson.loads(proc.stdout)
+    assert result["metrics"]["n_fills"] == len(result["trades"]) > 0
+    bar_strategy = _veloz("backtest", "--data", capture, "--strategy", "sma_cross")
+    assert bar_strategy.returncode != 0 and "unknown L2 strategy" in bar_strategy.stderr

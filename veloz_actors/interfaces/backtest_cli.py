@@ -154,10 +154,12 @@ def _run_l2(cfg: BacktestConfig, path: Path, l2: Any) -> dict[str, Any]:
     from ..backtest.l2_strategies import make_l2_strategy
 
     strategy = make_l2_strategy(cfg.strategy, cfg.params)
+    bar_settings = _settings(cfg)
     settings = l2.L2Settings.for_events(
         events,
-        fee_rate=parse_rate(cfg.fee_rate, "fee_rate"),
-        initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
+        fee_rate=bar_settings.fee_rate,
+        slippage_rate=bar_settings.slippage_rate,
+        initial_cash=bar_settings.initial_cash,
     )
     started = time.perf_counter()
     result = l2.run_l2_backtest(events, strategy, settings)
