@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .._exceptions import JournalError
 from ..fixed import SCALE
 from ..messages import (
@@ -88,7 +90,8 @@ class EngineConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["risk"]["exempt_accounts"] = sorted(self.risk.exempt_accounts)
-        return data
+        # JSON-normal form (lists, not tuples): it is compared with the header read back from a journal
+        return orjson.loads(orjson.dumps(data))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineConfig:
