@@ -139,6 +139,7 @@ class Engine:
         self.seq = 0
         self.last_tick = -1
         self.last_cancel: dict[tuple[str, str], CancelOrder] = {}
+        self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}  # the last PlaceOrder rejected as a duplicate
         self.internal_orders = 0
         self.quiet_accounts = frozenset({MM_ACCOUNT})
         self.sim: SimMarket | None = None
@@ -257,8 +258,10 @@ class Engine:
     def _place(self, cmd: PlaceOrder, *, checked: bool = True) -> list[Any]:
         existing = self.oms.get(cmd.account_id, cmd.client_order_id)
         if existing is not None:
-            if existing.command == cmd:
-                return []
+            key = (cmd.account_id, cmd.client_order_id)
+            if existing.command == cmd or self.last_duplicate.get(key) == cmd:
+                return []  # a retry of a message already applied: no second effect, not even a second rejection
+            self.last_duplicate[key] = cmd
             return [
                 self._reject(
                     cmd, RejectReason.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cmd.client_order_id!r} already used"
@@ -515,13 +518,13 @@ class Engine:
     def _cancel(self, cmd: CancelOrder) -> list[Any]:
         key = (cmd.account_id, cmd.client_order_id)
         if self.last_cancel.get(key) == cmd:
-            return []
+            return []  # a retry: it was cancelled or rejected already
+        self.last_cancel[key] = cmd
         order = self.oms.get(cmd.account_id, cmd.client_order_id)
         if order is None:
             return [self._cancel_rejected(cmd, RejectReason.UNKNOWN_ORDER, "no order with that client order id")]
         if not order.is_open:
             return [self._cancel_rejected(cmd, RejectReason.ORDER_NOT_OPEN, f"order is {order.status.value}", order)]
-        self.last_cancel[key] = cmd
         events: list[Any] = []
         self._finish(order, OrderStatus.CANCELLED, RejectReason.USER_CANCEL, cmd.ts, events)
         self._account_events({cmd.account_id}, cmd.ts, events)
@@ -582,7 +585,7 @@ class Engine:
                     bid_qty=bid_qty,
                     ask_price=ask,
                     ask_qty=ask_qty,
-                    update_id=self.seq,
+                    update_id=ts,  # ticks strictly increase; self.seq would also count retried duplicates
                     ts_event=ts,
                     ts_recv=ts,
                 )
