@@ -63,12 +63,13 @@ class _Context:
         self.instrument = instrument
         # (client order id, side, qty, quote_qty): the command is built when the order reaches the venue
         self.pending: list[tuple[str, Side, int, int | None]] = []
-        self.ts = 0
+        self.bar: Bar | None = None
         self._ids = 0
         self._positions = engine.ledger.positions
 
     def now(self) -> int:
-        return self.ts
+        """The open time of the bar being processed (orders placed now reach the venue at the next open)."""
+        return self.bar.open_time if self.bar is not None else 0
 
     def position(self, symbol: str) -> int:
         pos = self._positions.get((TRADER, symbol))
@@ -109,7 +110,7 @@ class _Context:
         return client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
-        self.pending = [p for p in self.pending if p[0] != client_order_id]
+        self.pending[:] = [p for p in self.pending if p[0] != client_order_id]
 
     def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str:
         return self.place_order(symbol, Side.BUY, qty=qty, quote_qty=quote_qty)
@@ -178,28 +179,30 @@ def run_bar_backtest(
     closes = data["close"].tolist()
     volumes = data["volume"].tolist()
     n = len(open_times)
-    bar = Bar(bars.symbol)
+    bar = ctx.bar = Bar(bars.symbol)
     on_bar = strategy.on_bar
-    pending = ctx.pending
+    pending = ctx.pending  # the same list for the whole run: orders are appended and drained in place
     rows: list[tuple[int, ...]] = []
     events = 0
-    step = max(1, n // 100)
-    for i in range(n):
-        bar.index = i
-        bar.open_time = open_times[i]
-        bar.open = opens[i]
-        bar.high = highs[i]
-        bar.low = lows[i]
-        bar.close = closes[i]
-        bar.volume = volumes[i]
-        if pending:
-            events += _execute(ctx, strategy, instrument, settings, i, open_times[i], opens[i], rows)
-            pending = ctx.pending
-        ctx.ts = open_times[i]
-        on_bar(bar)
-        pending = ctx.pending
-        if progress is not None and i % step == 0:
-            progress(i, n)
+    chunk = max(1, n) if progress is None else max(1, n // 100)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        for i, t, o, h, lo, c, v in zip(
+            range(start, stop), open_times[start:stop], opens[start:stop], highs[start:stop], lows[start:stop],
+            closes[start:stop], volumes[start:stop],
+        ):  # fmt: skip
+            bar.index = i
+            bar.open_time = t
+            bar.open = o
+            bar.high = h
+            bar.low = lo
+            bar.close = c
+            bar.volume = v
+            if pending:
+                events += _execute(ctx, strategy, instrument, settings, i, t, o, rows)
+            on_bar(bar)
+        if progress is not None:
+            progress(stop, n)
     ctx.pending.clear()  # orders signalled on the last bar are dropped
     strategy.on_stop()
     run_seconds = time.perf_counter() - started
@@ -228,7 +231,8 @@ def _execute(
 ) -> int:
     """Fill the pending market orders at this bar's open through the engine; record the trader's fills."""
     engine = ctx.engine
-    orders, ctx.pending = ctx.pending, []
+    orders = list(ctx.pending)
+    ctx.pending.clear()
     tick = instrument.price_tick
     slip = settings.slippage_rate
     quote = instrument.quote_asset
