@@ -1,0 +1,169 @@
+"""The stdio protocol through a Session over the in-process engine: commands, output shapes, and bad input.
+
+Bad input is typed as a new user would; every line must give a clear ``error`` (or an ``order_update`` REJECTED with
+the right reason), never raise, and never change a balance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from veloz_actors.core.engine import Engine
+from veloz_actors.interfaces.local import LocalBackend
+from veloz_actors.interfaces.stdio import Session, parse_command
+from veloz_actors.messages import Tick
+from veloz_actors.testing import FakeClock, engine_config
+
+OUTPUT_TYPES = {"market", "order_update", "fill", "order_state", "account", "position", "status", "error"}
+
+
+@pytest.fixture
+def session() -> Session:
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))  # the market maker quotes around 60000 / 2500
+    return Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+
+
+def _balances(session: Session) -> dict[str, Any]:
+    return session.handle_line("BALANCE")[0]["balances"]
+
+
+def test_every_output_has_a_known_type_and_an_integer_ts(session: Session) -> None:
+    lines = ["ORDER BUY BTCUSDT 0.01 MARKET", "ORDER SELL BTCUSDT 0.01 70000", "QUERY OPEN", "BALANCE", "POSITIONS",
+             "STATUS", "HELP", "nonsense"]  # fmt: skip
+    for line in lines:
+        for out in session.handle_line(line):
+            assert out["type"] in OUTPUT_TYPES and isinstance(out["ts"], int)
+
+
+def test_market_order_reports_accept_fill_position_and_account(session: Session) -> None:
+    out = session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=m1")
+    assert [o["type"] for o in out] == ["order_update", "fill", "order_update", "position", "account"]
+    fill = out[1]
+    assert (fill["cid"], fill["qty"], fill["liquidity"], fill["fee_asset"]) == ("m1", "0.01", "TAKER", "USDT")
+    assert out[2]["status"] == "FILLED" and out[2]["filled_qty"] == "0.01"
+    assert out[4]["balances"]["BTC"] == {"free": "2.01", "locked": "0"}
+
+
+def test_limit_order_rests_and_can_be_queried_and_cancelled(session: Session) -> None:
+    [accepted, _account] = session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=l1")
+    assert (accepted["status"], accepted["price"], accepted["qty"]) == ("ACCEPTED", "59000", "0.01")
+    [state] = session.handle_line("QUERY l1")
+    assert state["orders"][0]["status"] == "ACCEPTED"
+    cancelled = session.handle_line("CANCEL l1")[0]
+    assert (cancelled["status"], cancelled["reason"]) == ("CANCELLED", "USER_CANCEL")
+    assert session.handle_line("QUERY OPEN")[0]["orders"] == []
+
+
+def test_generated_client_order_ids_are_unique(session: Session) -> None:
+    first = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")[0]["cid"]
+    second = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")[0]["cid"]
+    assert first != second
+
+
+def test_commands_are_case_insensitive(session: Session) -> None:
+    assert session.handle_line("order buy btcusdt 0.01 market tif=ioc")[0]["status"] == "ACCEPTED"
+
+
+def test_quit_closes_the_session(session: Session) -> None:
+    assert session.handle_line("QUIT") == [] and session.closed
+
+
+@pytest.mark.parametrize("line", ["", "   ", "\t", "# a comment"])
+def test_blank_lines_and_comments_are_ignored(session: Session, line: str) -> None:
+    before = _balances(session)
+    assert session.handle_line(line) == []
+    assert _balances(session) == before and not session.closed
+
+
+BAD_COMMANDS = {
+    "nan-qty": "ORDER BUY BTCUSDT nan MARKET",
+    "nan-price": "ORDER BUY BTCUSDT 0.01 NaN",
+    "inf-price": "ORDER BUY BTCUSDT 0.01 inf",
+    "negative-qty": "ORDER BUY BTCUSDT -0.01 60000",
+    "negative-price": "ORDER SELL BTCUSDT 0.01 -60000",
+    "zero-qty": "ORDER BUY BTCUSDT 0 MARKET",
+    "zero-price": "ORDER BUY BTCUSDT 0.01 0",
+    "exponent": "ORDER BUY BTCUSDT 1e30 MARKET",
+    "huge-qty": "ORDER BUY BTCUSDT 100000000000000000000000000 MARKET",
+    "huge-price": "ORDER BUY BTCUSDT 0.01 999999999999999",
+    "too-many-decimals": "ORDER BUY BTCUSDT 0.000000001 60000",
+    "unknown-symbol": "ORDER BUY DOGEUSDT 1 MARKET",
+    "bad-side": "ORDER HOLD BTCUSDT 0.01 MARKET",
+    "bad-tif": "ORDER BUY BTCUSDT 0.01 60000 tif=GTX",
+    "unknown-option": "ORDER BUY BTCUSDT 0.01 60000 leverage=10",
+    "post-only-market": "ORDER BUY BTCUSDT 0.01 MARKET tif=POST_ONLY",
+    "missing-args": "ORDER BUY BTCUSDT",
+    "no-args": "ORDER",
+    "extra-args": "ORDER BUY BTCUSDT 0.01 60000 now",
+    "bad-cid": "ORDER BUY BTCUSDT 0.01 60000 cid=a/b",
+    "long-cid": "ORDER BUY BTCUSDT 0.01 60000 cid=" + "x" * 37,
+    "cancel-without-cid": "CANCEL",
+    "query-two-args": "QUERY a b",
+    "balance-with-args": "BALANCE main",
+    "garbage": "hello world",
+    "unbalanced-quote": 'ORDER BUY "BTCUSDT 0.01 MARKET',
+    "binary": "\x00\x01\x02",
+    "sql": "'; DROP TABLE orders; --",
+    "unicode-digits": "ORDER BUY BTCUSDT ١ MARKET",
+}
+
+
+@pytest.mark.parametrize("line", list(BAD_COMMANDS.values()), ids=list(BAD_COMMANDS))
+def test_malformed_line_gets_an_error_and_changes_nothing(session: Session, line: str) -> None:
+    before = _balances(session)
+    [error] = session.handle_line(line)
+    assert error["type"] == "error" and error["code"] == "BAD_COMMAND"
+    assert error["message"] and error["line"] == line.strip()[:200]
+    assert _balances(session) == before
+
+
+REJECTED = {
+    "off-tick": ("ORDER BUY BTCUSDT 0.01 60000.001", "PRICE_NOT_ON_TICK"),
+    "off-step": ("ORDER BUY BTCUSDT 0.000015 60000", "QUANTITY_NOT_ON_STEP"),
+    "min-notional": ("ORDER BUY BTCUSDT 0.0001 60000", "NOTIONAL_BELOW_MINIMUM"),
+    "eth-off-step": ("ORDER SELL ETHUSDT 0.00001 2500", "QUANTITY_NOT_ON_STEP"),
+    "above-max-qty": ("ORDER SELL BTCUSDT 9001 60000", "MAX_ORDER_QUANTITY"),
+    "above-max-price": ("ORDER SELL BTCUSDT 0.01 1000000.01", "INVALID_PRICE"),
+    "price-band": ("ORDER BUY BTCUSDT 0.01 70000", "PRICE_BAND"),
+    "funds": ("ORDER BUY BTCUSDT 1.9 MARKET", "INSUFFICIENT_FUNDS"),
+    "post-only-crossing": ("ORDER BUY BTCUSDT 0.01 60100 tif=POST_ONLY", "WOULD_TAKE_LIQUIDITY"),
+}
+
+
+@pytest.mark.parametrize(("line", "reason"), list(REJECTED.values()), ids=list(REJECTED))
+def test_order_breaking_a_rule_is_rejected_with_its_reason(session: Session, line: str, reason: str) -> None:
+    before = _balances(session)
+    [update] = session.handle_line(line)
+    assert (update["type"], update["status"], update["reason"]) == ("order_update", "REJECTED", reason)
+    assert update["detail"]
+    assert _balances(session) == before
+
+
+def test_cancel_of_unknown_cid_is_rejected_as_unknown_order(session: Session) -> None:
+    before = _balances(session)
+    [update] = session.handle_line("CANCEL nope")
+    assert (update["status"], update["reason"]) == ("CANCEL_REJECTED", "UNKNOWN_ORDER")
+    assert _balances(session) == before
+
+
+def test_query_of_unknown_cid_is_an_error(session: Session) -> None:
+    [error] = session.handle_line("QUERY nope")
+    assert (error["type"], error["code"]) == ("error", "UNKNOWN_ORDER")
+
+
+def test_reused_cid_is_rejected_as_duplicate(session: Session) -> None:
+    session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=dup")
+    before = _balances(session)
+    [update] = session.handle_line("ORDER BUY BTCUSDT 0.02 59000 cid=dup")
+    assert (update["status"], update["reason"]) == ("REJECTED", "DUPLICATE_CLIENT_ORDER_ID")
+    assert _balances(session) == before
+
+
+def test_parse_command_names_the_bad_field() -> None:
+    from veloz_actors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="^quantity: "):
+        parse_command("ORDER BUY BTCUSDT abc MARKET", symbols={"BTCUSDT"}, ts=1)
