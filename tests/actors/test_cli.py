@@ -1,0 +1,136 @@
+"""``veloz start --local`` on actors: the same protocol as ``--single-process``, and a clean shutdown.
+
+Each run is a real subprocess with its own private Ray runtime. Every process it starts inherits a marker in its
+environment, so the test can prove that nothing of that runtime is left behind after EOF, QUIT or a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .helpers import ROOT, wait_for
+
+VELOZ = [sys.executable, "-m", "veloz_actors.interfaces.cli"]
+COMMON = ["start", "--local", "--no-market", "--no-journal", "--tick-ms", "600000"]
+
+SCRIPT = """\
+ORDER BUY BTCUSDT 0.01 MARKET cid=m1
+ORDER SELL BTCUSDT 0.005 MARKET
+ORDER BUY BTCUSDT 0.01 59000 cid=l1
+ORDER BUY BTCUSDT 0.01 59000 cid=l1
+ORDER SELL ETHUSDT 0.5 2600 tif=POST_ONLY cid=p1
+QUERY l1
+QUERY OPEN
+CANCEL l1
+CANCEL l1
+CANCEL nope
+ORDER BUY BTCUSDT nan MARKET
+ORDER BUY BTCUSDT 0.01 59000.001
+ORDER BUY DOGEUSDT 1 MARKET
+ORDER BUY BTCUSDT -1 MARKET
+ORDER FLY BTCUSDT 1 MARKET
+this is not a command
+ORDER BUY BTCUSDT 0.000001 MARKET
+ORDER BUY BTCUSDT 99999 MARKET
+ORDER BUY ETHUSDT 0.2 MARKET tif=FOK
+BALANCE
+POSITIONS
+"""
+
+
+def _env(marker: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["RAY_AUTH_MODE"] = "disabled"
+    env["VELOZ_TEST_MARKER"] = marker
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker`` (the veloz process and every Ray process it started)."""
+    needle = f"VELOZ_TEST_MARKER={marker}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _comparable(lines: list[bytes]) -> list[dict]:
+    """Order, fill, account, position, query and error events without their timestamps."""
+    out = []
+    for line in lines:
+        obj = orjson.loads(line)
+        if obj["type"] in ("status", "market"):
+            continue
+        obj.pop("ts", None)
+        for order in obj.get("orders", ()):
+            order.pop("history", None)
+        out.append(obj)
+    return out
+
+
+def _run(args: list[str], script: str, marker: str) -> list[bytes]:
+    done = subprocess.run(
+        [*VELOZ, *args], input=script.encode(), capture_output=True, cwd=ROOT, env=_env(marker), timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return done.stdout.splitlines()
+
+
+def test_actor_engine_gives_the_same_events_as_the_single_process_engine():
+    marker = uuid.uuid4().hex
+    single = _run([*COMMON, "--single-process"], SCRIPT, marker)
+    actors = _run(COMMON, SCRIPT, marker)  # ends at EOF, without QUIT
+    assert orjson.loads(actors[0])["engine"] == "actors"
+    expected = _comparable(single)
+    assert len(expected) > 20
+    assert {e["type"] for e in expected} >= {"order_update", "fill", "account", "position", "order_state", "error"}
+    assert _comparable(actors) == expected
+    assert orjson.loads(actors[-1])["state"] == "stopped"
+    wait_for(lambda: not _marked(marker), timeout=20, what="every Ray process of the run to exit")
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "QUIT"])
+def test_shutdown_leaves_no_ray_process_behind(how):
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [*VELOZ, *COMMON],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=_env(marker),
+    )
+    try:
+        first = proc.stdout.readline()  # the "started" status: the actors are up
+        assert orjson.loads(first)["state"] == "started", proc.stderr.read().decode()[-2000:]
+        proc.stdin.write(b"ORDER BUY BTCUSDT 0.01 MARKET cid=s1\nSTATUS\n")
+        if how == "QUIT":
+            proc.stdin.write(b"QUIT\n")
+        proc.stdin.flush()
+        lines = [proc.stdout.readline() for _ in range(6)]  # accepted, fill, filled, position, account, status
+        status = orjson.loads(lines[-1])
+        assert status["type"] == "status" and all(a["alive"] for a in status["actors"].values())
+        if how != "QUIT":
+            proc.send_signal(getattr(signal, how))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert orjson.loads(out.splitlines()[-1])["state"] == "stopped"
+    wait_for(lambda: not _marked(marker), timeout=20, what=f"every Ray process to exit after {how}")
