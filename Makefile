@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The main job: the trading engine with a simulated market, driven by the stdio protocol (see README).
 run: install
-	$(BIN)/veloz start --local --single-process $(ARGS)
+	$(BIN)/veloz start --local $(ARGS)
 
 run-single: install
 	$(BIN)/veloz start --local --single-process $(ARGS)
