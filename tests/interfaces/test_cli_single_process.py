@@ -1,0 +1,163 @@
+"""``veloz start --local --single-process`` and ``veloz replay`` as real subprocesses.
+
+A session with a journal is driven through stdin; bad input must never print a traceback or move a balance; EOF and
+QUIT stop cleanly with the journal complete; ``veloz replay`` prints the same event stream byte for byte every time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from veloz_actors.core.engine import replay
+from veloz_actors.core.journal import read_journal
+from veloz_actors.interfaces.stdio import EventFormatter
+from veloz_actors.messages import CancelOrder, PlaceOrder, encode
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "engine.yaml"
+
+
+def _veloz(*args: str, stdin: str = "") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", *args],
+        input=stdin.encode(),
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+
+def _start(journal: Path, stdin: str) -> tuple[subprocess.CompletedProcess[bytes], list[dict]]:
+    result = _veloz("start", "--local", "--single-process", "--no-market", "--config", str(CONFIG),
+                    "--journal", str(journal), "--durability", "group", stdin=stdin)  # fmt: skip
+    return result, [orjson.loads(line) for line in result.stdout.splitlines()]
+
+
+BAD_LINES = [
+    "ORDER BUY BTCUSDT nan MARKET",
+    "ORDER BUY BTCUSDT 0.01 inf",
+    "ORDER BUY BTCUSDT -1 60000",
+    "ORDER BUY BTCUSDT 0 MARKET",
+    "ORDER BUY BTCUSDT 0.01 60000.001",
+    "ORDER BUY BTCUSDT 0.000015 60000",
+    "ORDER BUY BTCUSDT 0.0001 60000",
+    "ORDER BUY DOGEUSDT 1 MARKET",
+    "CANCEL no-such-cid",
+    "QUERY no-such-cid",
+    "this is not a command",
+    "ORDER BUY BTCUSDT 1e30 MARKET",
+    "ORDER BUY BTCUSDT 999999999999 1",
+    "ORDER SELL BTCUSDT 9999 1000000",
+    "ORDER BUY BTCUSDT 0.000000001 60000",
+    "ORDER BUY BTCUSDT 0.01 60000 tif=NEVER",
+    "ORDER BUY BTCUSDT",
+    'ORDER "BUY',
+]
+
+
+@pytest.fixture(scope="module")
+def bad_session(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[bytes], list[dict]]:
+    journal = tmp_path_factory.mktemp("bad") / "engine.journal"
+    return _start(journal, "BALANCE\n" + "\n".join(BAD_LINES) + "\n\nBALANCE\nQUIT\n")
+
+
+def test_bad_input_never_prints_a_traceback(bad_session) -> None:
+    result, _ = bad_session
+    assert result.returncode == 0
+    assert result.stderr == b""
+
+
+def test_every_bad_line_gets_an_error_or_a_rejection(bad_session) -> None:
+    _, out = bad_session
+    answers = [o for o in out if o["type"] == "error" or o.get("status") in ("REJECTED", "CANCEL_REJECTED")]
+    assert len(answers) == len(BAD_LINES)
+    assert all(a.get("message") or a.get("reason") for a in answers)
+
+
+def test_bad_input_never_changes_a_balance(bad_session) -> None:
+    _, out = bad_session
+    balances = [o["balances"] for o in out if o["type"] == "account"]
+    assert len(balances) == 2 and balances[0] == balances[1]
+
+
+def test_bad_session_stops_cleanly(bad_session) -> None:
+    _, out = bad_session
+    assert out[0]["state"] == "started" and out[-1] == {"type": "status", "ts": out[-1]["ts"], "state": "stopped"}
+
+
+ORDERS = [
+    "ORDER BUY BTCUSDT 0.01 MARKET cid=a1",
+    "ORDER SELL BTCUSDT 0.005 MARKET cid=a2",
+    "ORDER BUY ETHUSDT 0.5 2400 cid=a3",
+    "ORDER BUY ETHUSDT 0.2 MARKET tif=IOC cid=a4",
+    "CANCEL a3",
+]
+
+
+@pytest.mark.parametrize("ending", ["QUIT\n", ""], ids=["quit", "eof"])
+def test_shutdown_flushes_the_complete_journal(tmp_path: Path, ending: str) -> None:
+    journal = tmp_path / "engine.journal"
+    result, out = _start(journal, "\n".join(ORDERS) + "\n" + ending)
+    assert result.returncode == 0 and result.stderr == b""
+    assert out[-1]["state"] == "stopped"
+    commands = [m for m in read_journal(journal)[1] if type(m) in (PlaceOrder, CancelOrder)]
+    assert [m.client_order_id for m in commands] == ["a1", "a2", "a3", "a4", "a3"]
+    assert journal.read_bytes().endswith(b"\n")
+
+
+def test_restart_recovers_the_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "engine.journal"
+    _start(journal, "ORDER BUY BTCUSDT 0.01 MARKET cid=first\nQUIT\n")
+    result, out = _start(journal, "QUERY first\nQUIT\n")
+    assert result.returncode == 0 and result.stderr == b""
+    [state] = [o for o in out if o["type"] == "order_state"]
+    assert state["orders"][0]["status"] == "FILLED"
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    journal = tmp_path_factory.mktemp("replay") / "engine.journal"
+    result, out = _start(journal, "\n".join(ORDERS) + "\nQUIT\n")
+    assert result.returncode == 0
+    return journal, out
+
+
+def _replay_lines(journal: Path) -> list[bytes]:
+    result = _veloz("replay", str(journal))
+    assert result.returncode == 0 and result.stderr == b""
+    lines = result.stdout.splitlines()
+    assert orjson.loads(lines[-1])["type"] == "replay_summary"
+    return lines[:-1]
+
+
+def test_replay_cli_prints_the_in_process_replay_events_byte_for_byte(recorded) -> None:
+    journal, _ = recorded
+    _, events = replay(journal)
+    assert _replay_lines(journal) == [encode(e) for e in events]
+
+
+def test_replay_cli_is_identical_every_time(recorded) -> None:
+    journal, _ = recorded
+    assert _replay_lines(journal) == _replay_lines(journal)
+
+
+def test_replay_reproduces_what_the_session_printed(recorded) -> None:
+    journal, out = recorded
+    _, events = replay(journal)
+    formatter = EventFormatter("main", market=False)
+    reprinted = [orjson.dumps(o) for e in events for o in formatter.format(e)]
+    printed = [orjson.dumps(o) for o in out[1:-1]]  # between the started and stopped status lines
+    assert reprinted == printed
+    assert any(o["type"] == "fill" for o in out)
+
+
+def test_replay_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None:
+    result = _veloz("replay", str(tmp_path / "missing.journal"))
+    assert result.returncode != 0
+    assert result.stderr.decode().startswith("error: ") and b"Traceback" not in result.stderr
