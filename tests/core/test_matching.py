@@ -40,7 +40,10 @@ def test_taker_trades_best_price_first() -> None:
     worse = _resting(book, "SELL", "1", "101")
     better = _resting(book, "SELL", "1", "100")
     fills, _ = book.match(_taker("BUY", "1.5"), None)
-    assert [(maker, price, qty) for maker, price, qty in fills] == [(better, d("100"), d("1")), (worse, d("101"), d("0.5"))]
+    assert [(maker, price, qty) for maker, price, qty in fills] == [
+        (better, d("100"), d("1")),
+        (worse, d("101"), d("0.5")),
+    ]
 
 
 def test_oldest_order_at_a_price_trades_first() -> None:

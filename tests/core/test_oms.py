@@ -62,7 +62,13 @@ def test_illegal_transition_leaves_history_untouched() -> None:
 
 def test_history_records_every_status_with_its_time() -> None:
     order = _order((S.ACCEPTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED, S.FILLED))
-    assert order.history == [(S.NEW, 1), (S.ACCEPTED, 2), (S.PARTIALLY_FILLED, 3), (S.PARTIALLY_FILLED, 4), (S.FILLED, 5)]
+    assert order.history == [
+        (S.NEW, 1),
+        (S.ACCEPTED, 2),
+        (S.PARTIALLY_FILLED, 3),
+        (S.PARTIALLY_FILLED, 4),
+        (S.FILLED, 5),
+    ]
 
 
 def _oms() -> OMS:
