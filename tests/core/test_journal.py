@@ -45,7 +45,7 @@ def test_always_durability_has_the_line_on_disk_before_append_returns(tmp_path: 
 
 def test_group_durability_writes_everything_on_flush(tmp_path: Path) -> None:
     path = tmp_path / "j"
-    journal = Journal(path, CONFIG, durability="group", group_ms=1000)
+    journal = Journal(path, CONFIG, durability="group", group_ms=50)
     for ts in range(5):
         journal.append(Tick(ts=ts))
     journal.flush()
