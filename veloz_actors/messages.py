@@ -383,7 +383,10 @@ class OrderCancelled:
 
 @dataclass(**_FROZEN)
 class OrderExpired:
-    """An IOC/FOK/market remainder, a self-trade prevention, or a post-only order that would have taken liquidity."""
+    """An IOC/FOK/market remainder that could not fill, or a taker stopped by self-trade prevention.
+
+    (A post-only order that would take liquidity is *rejected* before it is accepted, as Binance's LIMIT_MAKER is.)
+    """
 
     TYPE: ClassVar[str] = "OrderExpired"
     client_order_id: str

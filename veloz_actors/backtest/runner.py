@@ -23,7 +23,7 @@ from .._exceptions import ConfigError, InvalidInput
 from ..core.engine import Engine, EngineConfig
 from ..core.instruments import Instrument, ceil_div
 from ..core.risk import RiskLimits
-from ..fixed import SCALE
+from ..fixed import MAX_ABS, SCALE
 from ..messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, equity_and_metrics
@@ -33,6 +33,7 @@ __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
 
 VENUE = "venue"
 TRADER = "main"
+_VENUE_FUNDS = MAX_ABS  # the venue's side of every fill; within what the codec and the metrics can represent
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "USD")
 
 
@@ -131,17 +132,19 @@ def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, In
             price_tick=tick,
             qty_step=settings.qty_step,
             min_qty=settings.qty_step,
-            max_qty=10**12 * SCALE // max(top, 1) * SCALE // settings.qty_step * settings.qty_step or settings.qty_step,
+            max_qty=max(_VENUE_FUNDS // max(top, 1) * SCALE // settings.qty_step * settings.qty_step, settings.qty_step),
             min_notional=0,
             maker_fee_rate=settings.fee_rate,
             taker_fee_rate=settings.fee_rate,
         )
     except ConfigError as exc:
         raise InvalidInput(f"backtest settings do not fit {bars.symbol}: {exc}") from exc
-    venue_base = instrument.max_qty * 4
     config = EngineConfig(
         instruments=(instrument,),
-        balances={TRADER: {quote: settings.initial_cash, base: 0}, VENUE: {quote: 10**12 * SCALE, base: venue_base}},
+        balances={
+            TRADER: {quote: settings.initial_cash, base: 0},
+            VENUE: {quote: _VENUE_FUNDS, base: instrument.max_qty},
+        },
         risk=RiskLimits(price_band=int(SCALE * 0.5), exempt_accounts=frozenset({VENUE})),
         valuation_asset=quote,
         emit_account_updates=False,

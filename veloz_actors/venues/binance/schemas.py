@@ -54,7 +54,7 @@ __all__ = [
 
 _MS = 1_000_000  # nanoseconds per millisecond
 _POW10 = tuple(10 ** (DECIMALS - n) for n in range(DECIMALS + 1))
-_MAX_WHOLE_DIGITS = 12  # MAX_ABS is 10**12 whole units
+_MAX_WHOLE_DIGITS = 10  # below fixed.MAX_ABS (10**10 whole units), so every value fits int64
 
 _INTERVAL = re.compile(r"^(\d+)([smhdwM])$")
 _INTERVAL_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
