@@ -175,3 +175,30 @@ def test_a_flood_of_orders_is_refused_with_depth_and_limit_and_none_is_lost(engi
     for order in engine.query(None):  # tidy up: cancel what rests
         engine.cancel_order(order["client_order_id"])
     slow.close()
+
+
+def test_prometheus_endpoint_exports_orders_latency_depths_rejections_and_drops(engine):
+    import urllib.request
+
+    from veloz_actors.interfaces.metrics import serve_metrics
+
+    engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="metrics-1")
+    engine.place_order("BTCUSDT", "BUY", "0.0000001", client_order_id="metrics-2")
+    server = serve_metrics(engine.status, port=0, round_trip=engine.round_trip)
+    try:
+        assert server.host == "127.0.0.1"
+        text = urllib.request.urlopen(server.url, timeout=10).read().decode()
+    finally:
+        server.close()
+    for needle in (
+        'veloz_actor_up{actor="oms"} 1.0',
+        'veloz_inbox_depth{actor="bus"}',
+        'veloz_actor_restarts_total{actor="account"} 0.0',
+        'veloz_order_rejections_total{reason="QUANTITY_NOT_ON_STEP"}',
+        "veloz_orders_total ",
+        "veloz_market_events_total ",
+        'veloz_order_round_trip_seconds_bucket{le="0.01"}',
+        "veloz_order_processing_seconds_count ",
+    ):
+        assert needle in text, needle
+    assert "veloz_subscriber_dropped_total" in text

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +38,7 @@ from ..config import EngineFileConfig, load_engine_config
 from ..fixed import parse_decimal
 from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
 from .backpressure import InFlightWindow
-from .nodes import EngineSpec
+from .nodes import LATENCY_BUCKETS, EngineSpec
 from .supervisor import Supervisor, supervisor_name
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
@@ -170,6 +171,8 @@ class EngineHandle:
         self.symbols = frozenset(ray.get(self._oms.symbols.remote(), timeout=_CALL_TIMEOUT))
         self._cid = 0
         self._closed = False
+        self.round_trip_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.round_trip_sum = 0.0
 
     # --------------------------------------------------------------------------------------------------- orders
 
@@ -242,10 +245,21 @@ class EngineHandle:
         """
         if not self.window.admit():
             return [self._overloaded(command)]
+        start = time.perf_counter()
         try:
             return self._call(lambda: self._oms.submit.remote(command))
         finally:
             self.window.done()
+            self._record(time.perf_counter() - start)
+
+    def _record(self, seconds: float) -> None:
+        i = bisect_left(LATENCY_BUCKETS, seconds)
+        self.round_trip_counts[i] += 1
+        self.round_trip_sum += seconds
+
+    def round_trip(self) -> tuple[list[int], float]:
+        """This client's order round-trip histogram: counts per ``LATENCY_BUCKETS`` bound (+Inf last), sum."""
+        return list(self.round_trip_counts), self.round_trip_sum
 
     def submit_async(self, command: Any) -> Any:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when

@@ -57,7 +57,7 @@ def _journal_dir(journal: str | Path | None) -> Path | None:
     """The actors' journals live in one directory beside the configured journal path (``<path>.actors/``)."""
     if journal is None:
         return None
-    path = Path(journal)
+    path = Path(journal).resolve()  # actors may run in another working directory
     return path if path.is_dir() else Path(str(path) + ".actors")
 
 
@@ -111,11 +111,28 @@ def start_command(
         )
         ray.shutdown()
         return 0
+    metrics = _metrics(file_config, engine)
     try:
         return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True)
     finally:
+        if metrics is not None:
+            metrics.close()
         engine.shutdown()
         ray.shutdown()
+
+
+def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:
+    """The Prometheus exporter of this engine (host and port from the config), or None when disabled."""
+    settings = file_config.metrics
+    if not settings.enabled:
+        return None
+    from ..interfaces.metrics import serve_metrics
+
+    try:
+        return serve_metrics(engine.status, host=settings.host, port=settings.port, round_trip=engine.round_trip)
+    except OSError as exc:  # a busy port must not stop trading: say so on stderr and go on
+        print(f"warning: metrics not served on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return None
 
 
 def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool) -> int:

@@ -1,0 +1,58 @@
+"""``veloz attach``, ``veloz status`` and ``veloz stop``: talk to an engine running on a Ray cluster.
+
+An engine started with ``veloz start --address ADDR --detached`` lives in the ``veloz`` namespace of that cluster
+under a name (``default`` unless ``--name`` is given); these commands find it there from any process or machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import orjson
+import typer
+
+__all__ = ["register"]
+
+_ADDRESS = typer.Option("--address", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto).")
+_NAME = typer.Option("--name", help="The engine's name on the cluster.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("attach")
+    def attach(
+        address: Annotated[str, _ADDRESS] = "auto",
+        name: Annotated[str, _NAME] = "default",
+        market: Annotated[bool, typer.Option("--market/--no-market", help="Print market quotes.")] = False,
+    ) -> None:
+        """Open the stdio command session (same commands, same JSON events) to an engine running on a cluster."""
+        from ..actors.launch import attach_command
+
+        raise typer.Exit(attach_command(address, name=name, market=market))
+
+    @app.command("status")
+    def status(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
+        """Print an engine's health as one JSON line: every actor alive, its inbox depth and last sequence number."""
+        import ray
+
+        from ..actors.api import connect
+
+        engine = connect(address, name=name)
+        try:
+            sys.stdout.buffer.write(orjson.dumps({"type": "status", **engine.status()}) + b"\n")
+        finally:
+            ray.shutdown()
+
+    @app.command("stop")
+    def stop(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
+        """Stop an engine on a cluster: journals flushed, every actor ended."""
+        import ray
+
+        from ..actors.api import connect
+
+        engine = connect(address, name=name)
+        try:
+            engine.shutdown()
+            sys.stdout.buffer.write(orjson.dumps({"type": "status", "name": name, "state": "stopped"}) + b"\n")
+        finally:
+            ray.shutdown()
