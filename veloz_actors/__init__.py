@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import (
     ConfigError,
     DataError,
@@ -16,16 +18,35 @@ from ._exceptions import (
     VelozError,
 )
 
+if TYPE_CHECKING:
+    from .actors.api import EngineHandle, Subscription, connect, start_local
+
 __version__ = "0.1.0"
+
+# The actor engine's API imports Ray, so it is loaded on first use: ``import veloz_actors`` stays light.
+_ACTOR_API = {"EngineHandle", "Subscription", "connect", "start_local"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ACTOR_API:
+        from .actors import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'veloz_actors' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "EngineHandle",
     "EngineUnavailable",
     "IllegalTransition",
     "InvalidInput",
     "JournalError",
     "SequenceGap",
+    "Subscription",
     "VelozError",
     "__version__",
+    "connect",
+    "start_local",
 ]
