@@ -1,0 +1,264 @@
+"""Benchmark the actor engine side by side with the single-process engine, in one run.
+
+    .venv/bin/python scripts/bench_actors.py [--orders 3000] [--events 1000000] [--batch 1000] [--json out.json]
+
+Measures, for both engines where it applies:
+
+- order round trip: place a resting limit order and wait for its events, one at a time (p50 / p99);
+- sustained orders/s: limit orders and their cancels, pipelined (actors: 64 calls in flight) and batched
+  (``submit_many``, 500 commands per call);
+- market events/s through feed -> book -> subscriber, in batches (actors: feed actor -> book actor -> event bus ->
+  a subscriber polling from this process; single process: the same classes called in-process);
+- memory: resident set of the engine (actors: every actor process; single process: this process's growth).
+
+Journals are on (``group`` durability, in a temporary directory) for both engines; the risk rate limit is lifted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this process only
+
+from veloz_actors.config import load_engine_config  # noqa: E402
+from veloz_actors.core.engine import Engine  # noqa: E402
+from veloz_actors.messages import BookTop, CancelOrder, OrderType, PlaceOrder, Side, Tick  # noqa: E402
+
+
+def _rss_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _config():
+    config = load_engine_config(ROOT / "configs" / "engine.yaml")
+    risk = config.risk.model_copy(update={"orders_per_second": 10_000_000, "burst": 10_000_000})
+    metrics = config.metrics.model_copy(update={"enabled": False})
+    return config.model_copy(update={"risk": risk, "metrics": metrics, "actors": {"subscriber_queue": 2_000_000}})
+
+
+def _limit(i: int, price: int, prefix: str) -> PlaceOrder:
+    return PlaceOrder(
+        client_order_id=f"{prefix}-{i}",
+        account_id="main",
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        qty=10_000,  # 0.0001 BTC
+        price=price,
+        ts=time.time_ns(),
+    )
+
+
+def _cancel(i: int, prefix: str) -> CancelOrder:
+    return CancelOrder(client_order_id=f"{prefix}-{i}", account_id="main", ts=time.time_ns())
+
+
+def _synthetic_tops(count: int) -> list[BookTop]:
+    now = time.time_ns()
+    return [
+        BookTop(
+            symbol="BTCUSDT" if i % 2 else "ETHUSDT",
+            bid_price=6_000_000_000_000 - 1_000_000,
+            bid_qty=50_000_000,
+            ask_price=6_000_000_000_000 + 1_000_000,
+            ask_qty=50_000_000,
+            update_id=i,
+            ts_event=now,
+            ts_recv=now,
+        )
+        for i in range(count)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- single process
+
+
+def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dict[str, Any]:
+    from veloz_actors.actors.backpressure import DropOldestQueue
+
+    gc.collect()
+    base = _rss_mib()
+    config = _config().engine_config()
+    engine = Engine(config, journal_path=journal_dir / "single.journal", durability="group")
+    engine.apply(Tick(ts=time.time_ns()))
+    price = engine.reference["BTCUSDT"] * 97 // 100 // 1_000_000 * 1_000_000
+    latencies = []
+    for i in range(orders):
+        start = time.perf_counter()
+        engine.apply(_limit(i, price, "lat"))
+        latencies.append(time.perf_counter() - start)
+        engine.apply(_cancel(i, "lat"))
+    start = time.perf_counter()
+    for i in range(orders):
+        engine.apply(_limit(i, price, "thr"))
+        engine.apply(_cancel(i, "thr"))
+    sustained = 2 * orders / (time.perf_counter() - start)
+    # feed -> book -> subscriber, in-process: the same book update and bounded queue, no Ray between them
+    tops: dict[str, BookTop] = {}
+    queue = DropOldestQueue(2_000_000)
+    stream = _synthetic_tops(events)
+    received = 0
+    start = time.perf_counter()
+    for offset in range(0, events, batch):
+        chunk = stream[offset : offset + batch]
+        for event in chunk:
+            tops[event.symbol] = event
+        queue.put_many(chunk)
+        received += len(queue.take(batch))
+    market = received / (time.perf_counter() - start)
+    memory = _rss_mib() - base
+    engine.close()
+    return {
+        "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
+        "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
+        "orders_per_second_pipelined": sustained,
+        "orders_per_second_batched": sustained,
+        "market_events_per_second": market,
+        "memory_mib": memory,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------- actors
+
+
+def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dict[str, Any]:
+    import ray
+
+    from veloz_actors.actors.api import start_local
+
+    started = time.perf_counter()
+    engine = start_local(_config(), name="bench", journal_dir=journal_dir / "actors", durability="group")
+    startup = time.perf_counter() - started
+    try:
+        engine.tick()
+        mid = engine.status()["reference_prices"]["BTCUSDT"]
+        price = mid * 97 // 100 // 1_000_000 * 1_000_000
+        for i in range(200):  # warm-up
+            engine.submit(_limit(i, price, "warm"))
+            engine.submit(_cancel(i, "warm"))
+        latencies = []
+        for i in range(orders):
+            command = _limit(i, price, "lat")
+            start = time.perf_counter()
+            engine.submit(command)
+            latencies.append(time.perf_counter() - start)
+            engine.submit(_cancel(i, "lat"))
+        # pipelined: 64 calls in flight from this client
+        oms = engine.actor("oms")
+        start = time.perf_counter()
+        inflight: list[Any] = []
+        for i in range(orders):
+            inflight.append(oms.submit.remote(_limit(i, price, "pipe")))
+            inflight.append(oms.submit.remote(_cancel(i, "pipe")))
+            if len(inflight) >= 64:
+                ray.get(inflight[:32], timeout=60)
+                del inflight[:32]
+        ray.get(inflight, timeout=60)
+        pipelined = 2 * orders / (time.perf_counter() - start)
+        # batched: 500 commands per call
+        commands = []
+        for i in range(orders):
+            commands += [_limit(i, price, "batch"), _cancel(i, "batch")]
+        start = time.perf_counter()
+        refs = [oms.submit_many.remote(commands[k : k + 500]) for k in range(0, len(commands), 500)]
+        ray.get(refs, timeout=120)
+        batched = len(commands) / (time.perf_counter() - start)
+        # feed -> book -> bus -> subscriber (this process), batches of `batch`
+        subscription = engine.subscribe(kinds=["BookTop"], max_queue=2_000_000)
+        feed = engine.actor("feed")
+        start = time.perf_counter()
+        sent = feed.synthetic.remote(events, batch)
+        received = 0
+        deadline = time.monotonic() + 300
+        while received < events and time.monotonic() < deadline:
+            got = subscription.poll()
+            received += len(got)
+            if not got:
+                time.sleep(0.002)
+        elapsed = time.perf_counter() - start
+        ray.get(sent, timeout=60)
+        market = received / elapsed
+        dropped = subscription.dropped
+        subscription.close()
+        status = engine.status()
+        pids = {}
+        for name in status["actors"]:
+            info = ray.get(engine.actor(name).status.remote(), timeout=30)
+            pids[name] = info["pid"]
+        pids["supervisor"] = status["supervisor_pid"]
+        memory = {name: _rss_mib(pid) for name, pid in pids.items()}
+    finally:
+        engine.shutdown()
+        ray.shutdown()
+    return {
+        "startup_seconds": startup,
+        "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
+        "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
+        "orders_per_second_pipelined": pipelined,
+        "orders_per_second_batched": batched,
+        "market_events_per_second": market,
+        "market_events_received": received,
+        "market_events_dropped": dropped,
+        "memory_mib": sum(memory.values()),
+        "memory_mib_by_actor": memory,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        single = bench_single(args.orders, args.events, args.batch, Path(tmp))
+        actors = bench_actors(args.orders, args.events, args.batch, Path(tmp))
+    rows = [
+        ("order round trip p50 (ms)", "order_round_trip_p50_ms", "{:.3f}"),
+        ("order round trip p99 (ms)", "order_round_trip_p99_ms", "{:.3f}"),
+        ("orders/s, one per call, pipelined", "orders_per_second_pipelined", "{:,.0f}"),
+        ("orders/s, batched 500 per call", "orders_per_second_batched", "{:,.0f}"),
+        ("market events/s feed->book->subscriber", "market_events_per_second", "{:,.0f}"),
+        ("memory of the engine (MiB RSS)", "memory_mib", "{:.0f}"),
+    ]
+    print(f"{'':42} {'single-process':>16} {'actors':>14} {'actors/single':>14}")
+    for label, key, fmt in rows:
+        ratio = actors[key] / single[key] if single[key] else float("nan")
+        print(f"{label:42} {fmt.format(single[key]):>16} {fmt.format(actors[key]):>14} {ratio:>14.2f}")
+    print(
+        f"actor engine start-up: {actors['startup_seconds']:.1f} s; market events received "
+        f"{actors['market_events_received']:,} (dropped {actors['market_events_dropped']:,}); "
+        f"batch {args.batch}; {os.cpu_count()} cores"
+    )
+    if args.json is not None:
+        args.json.write_bytes(
+            orjson.dumps(
+                {"single_process": single, "actors": actors, "args": vars(args) | {"json": str(args.json)}},
+                option=orjson.OPT_INDENT_2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
