@@ -38,6 +38,7 @@ from ..config import EngineFileConfig, load_engine_config
 from ..fixed import parse_decimal
 from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
 from .backpressure import InFlightWindow
+from .batches import BookTopBatch
 from .nodes import LATENCY_BUCKETS, EngineSpec
 from .supervisor import Supervisor, supervisor_name
 
@@ -119,12 +120,22 @@ class Subscription:
     def __iter__(self) -> Iterator[Any]:
         return self
 
-    def poll(self) -> list[Any]:
-        """Whatever is queued now (possibly nothing)."""
-        events, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
+    def poll_raw(self) -> list[Any]:
+        """Whatever is queued now, market data still in columnar :class:`BookTopBatch` items."""
+        items, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
         if dropped >= 0:
             self.dropped = dropped
-        return events
+        return items
+
+    def poll(self) -> list[Any]:
+        """Whatever is queued now (possibly nothing), as the core's messages."""
+        out: list[Any] = []
+        for item in self.poll_raw():
+            if type(item) is BookTopBatch:
+                out.extend(item.events())
+            else:
+                out.append(item)
+        return out
 
     def __next__(self) -> Any:
         if self._closed or (self.max_events is not None and self._seen >= self.max_events):
@@ -260,6 +271,18 @@ class EngineHandle:
     def round_trip(self) -> tuple[list[int], float]:
         """This client's order round-trip histogram: counts per ``LATENCY_BUCKETS`` bound (+Inf last), sum."""
         return list(self.round_trip_counts), self.round_trip_sum
+
+    def submit_many(self, commands: Sequence[Any]) -> list[list[Any]]:
+        """Send a batch of commands in one call (the OMS applies them in order); one list of events per command.
+
+        Batching pays Ray's per-call cost once per batch: the way to sustain thousands of orders per second.
+        """
+        if not self.window.admit():
+            return [[self._overloaded(c)] for c in commands]
+        try:
+            return self._call(lambda: self._oms.submit_many.remote(list(commands)))
+        finally:
+            self.window.done()
 
     def submit_async(self, command: Any) -> Any:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when

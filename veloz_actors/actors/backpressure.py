@@ -19,37 +19,58 @@ __all__ = ["DropOldestQueue", "InFlightWindow"]
 
 
 class DropOldestQueue:
-    """A FIFO of at most ``maxlen`` items; a put into a full queue evicts the oldest item and counts it."""
+    """A FIFO of at most ``maxlen`` events; a put into a full queue evicts the oldest and counts what it evicted.
 
-    __slots__ = ("_items", "maxlen", "dropped", "delivered")
+    An item may stand for several events (a columnar batch of market data): :meth:`put` takes its ``weight``, and
+    the limit and the counters are in events, so a batch is kept or dropped whole.
+    """
+
+    __slots__ = ("_items", "maxlen", "size", "dropped", "delivered")
 
     def __init__(self, maxlen: int) -> None:
         if maxlen <= 0:
             raise ValueError(f"queue length must be positive, got {maxlen}")
         self.maxlen = maxlen
-        self._items: deque[Any] = deque(maxlen=maxlen)
+        self._items: deque[tuple[Any, int]] = deque()
+        self.size = 0
         self.dropped = 0
         self.delivered = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self.size
+
+    def put(self, item: Any, weight: int = 1) -> None:
+        self._items.append((item, weight))
+        self.size += weight
+        self._evict()
 
     def put_many(self, items: Iterable[Any]) -> None:
-        batch = items if isinstance(items, (list, tuple)) else list(items)
-        overflow = len(self._items) + len(batch) - self.maxlen
-        if overflow > 0:
-            self.dropped += overflow
-        self._items.extend(batch)
+        append = self._items.append
+        count = 0
+        for item in items:
+            append((item, 1))
+            count += 1
+        self.size += count
+        self._evict()
+
+    def _evict(self) -> None:
+        items = self._items
+        while self.size > self.maxlen and items:
+            _, weight = items.popleft()
+            self.size -= weight
+            self.dropped += weight
 
     def take(self, limit: int) -> list[Any]:
+        """The oldest items, up to ``limit`` events (at least one item when any is queued)."""
         items = self._items
-        count = min(limit, len(items))
-        if count == len(items):
-            out = list(items)
-            items.clear()
-        else:
-            out = [items.popleft() for _ in range(count)]
-        self.delivered += len(out)
+        out = []
+        taken = 0
+        while items and (taken < limit or not out):
+            item, weight = items.popleft()
+            out.append(item)
+            taken += weight
+        self.size -= taken
+        self.delivered += taken
         return out
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 
 from ..core.engine import Engine, EngineConfig
@@ -46,10 +47,14 @@ from ..messages import (
     Trade,
 )
 from .backpressure import DropOldestQueue
+from .batches import TOP_DTYPE, BookTopBatch
 
 __all__ = ["AccountNode", "BookNode", "BusNode", "EngineSpec", "FeedNode", "OmsNode", "LATENCY_BUCKETS"]
 
 # order processing time inside the OMS (seconds): the histogram's upper bounds
+_FLUSH_SECONDS = 0.005  # the fan-out period: events reach the bus and the account within ~5 ms, coalesced
+_ACCOUNT_OUTBOX = 100_000
+
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
 
@@ -115,6 +120,9 @@ class _Window:
                 self.refs = deque(r for r in refs if r not in done)
         return len(self.refs)
 
+    def room(self) -> bool:
+        return len(self.refs) < self.limit or self.depth() < self.limit
+
     def send(self, method: Any, *args: Any, drop: bool = False) -> bool:
         if len(self.refs) >= self.limit and self.depth() >= self.limit:
             if drop:
@@ -154,8 +162,15 @@ class OmsNode:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.started_ns = time.time_ns()
-        if self.restarted:
-            self.resync_account()
+        self.bus_dropped = 0
+        self._lock = threading.Lock()
+        self._account_out: list[Any] = []
+        self._account_seq = self.engine.seq
+        self._account_resync = self.restarted  # after a restart the account gets the full state first
+        self._bus_out: list[Any] = []
+        self._book_out: dict[str, list[Any]] = {}
+        self._stop = threading.Event()
+        threading.Thread(target=self._flush_loop, name="veloz-oms-fan-out", daemon=True).start()
 
     # -------------------------------------------------------------------------------------------- the order path
 
@@ -215,28 +230,58 @@ class OmsNode:
         self.latency_sum += seconds
 
     def _fan_out(self, events: list[Any]) -> None:
+        """Queue the events for the peers; the flusher thread sends them, coalesced, off the order path."""
         if not events:
             return
-        seq = self.engine.seq
-        accounting = [e for e in events if type(e) in _ACCOUNT_TYPES]
-        if accounting:
-            self.windows["account"].send(self.account.apply, seq, accounting)
-        tops: dict[str, list[Any]] = {}
-        for event in events:
-            if type(event) is BookTop:
-                shard = self.shard_of.get(event.symbol)
-                if shard is not None:
-                    tops.setdefault(shard, []).append(event)
-        for shard, batch in tops.items():
-            self.windows[f"book:{shard}"].send(self.books[shard].apply, batch, drop=True)
-        orders = [e for e in events if type(e) is not BookTop]
-        if orders:
-            self.windows["bus"].send(self.bus.publish, orders)
+        with self._lock:
+            self._account_seq = self.engine.seq
+            for event in events:
+                kind = type(event)
+                if kind is BookTop:
+                    shard = self.shard_of.get(event.symbol)
+                    if shard is not None:
+                        self._book_out.setdefault(shard, []).append(event)
+                    continue
+                if kind in _ACCOUNT_TYPES:
+                    self._account_out.append(event)
+                self._bus_out.append(event)
+            if len(self._account_out) > _ACCOUNT_OUTBOX:  # a stuck account actor: drop, resync it when it is back
+                self._account_out.clear()
+                self._account_resync = True
+            if len(self._bus_out) > self.spec.subscriber_queue:  # a stuck bus: oldest first, counted
+                excess = len(self._bus_out) - self.spec.subscriber_queue
+                del self._bus_out[:excess]
+                self.bus_dropped += excess
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(_FLUSH_SECONDS):
+            with contextlib.suppress(Exception):  # a dead peer: Ray restarts it, it resyncs
+                self.flush()
+
+    def flush(self) -> None:
+        """Send what is queued for each peer whose window has room (one call per peer per flush)."""
+        with self._lock:
+            window = self.windows["account"]
+            if self._account_resync and window.room():
+                self._account_resync = False
+                seq, accounts, positions = self.account_state()
+                window.send(self.account.reset, seq, accounts, positions)
+            if self._account_out and window.room():
+                batch, self._account_out = self._account_out, []
+                window.send(self.account.apply, self._account_seq, batch)
+            window = self.windows["bus"]
+            if self._bus_out and window.room():
+                batch, self._bus_out = self._bus_out, []
+                window.send(self.bus.publish, batch)
+            if self._book_out:
+                for shard, batch in self._book_out.items():
+                    self.windows[f"book:{shard}"].send(self.books[shard].apply, batch, drop=True)
+                self._book_out = {}
 
     def resync_account(self) -> None:
         """Push every account's full state to the account actor (after either of them restarted)."""
-        seq, accounts, positions = self.account_state()
-        self.windows["account"].send(self.account.reset, seq, accounts, positions)
+        with self._lock:
+            self._account_resync = True
 
     # ----------------------------------------------------------------------------------------------------- queries
 
@@ -292,12 +337,16 @@ class OmsNode:
                 for name, w in self.windows.items()
             },
         )
+        status["peers"]["bus"]["dropped"] += self.bus_dropped
         return status
 
     def ping(self) -> tuple[int, int]:
         return os.getpid(), self.engine.seq
 
     def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.flush()
         self.engine.close()
 
 
@@ -420,12 +469,15 @@ class BookNode:
     def apply(self, batch: Sequence[Any]) -> int:
         """Apply a batch of market events and forward it to the bus; returns how many were applied."""
         tops = self.tops
-        for event in batch:
-            kind = type(event)
-            if kind is BookTop:
-                tops[event.symbol] = event
-            elif kind is Trade:
-                self.last_trade[event.symbol] = event
+        if type(batch) is BookTopBatch:
+            tops.update(batch.latest())
+        else:
+            for event in batch:
+                kind = type(event)
+                if kind is BookTop:
+                    tops[event.symbol] = event
+                elif kind is Trade:
+                    self.last_trade[event.symbol] = event
         self.events += len(batch)
         self.batches += 1
         self.seq += 1
@@ -502,11 +554,14 @@ class FeedNode:
 
     def publish(self, batch: Sequence[Any]) -> int:
         """Send one batch of market events to the book shards of their symbols (waiting when a shard lags)."""
-        by_shard: dict[str, list[Any]] = {}
-        for event in batch:
-            shard = self.shard_of.get(event.symbol)
-            if shard is not None:
-                by_shard.setdefault(shard, []).append(event)
+        by_shard: dict[str, Any] = {}
+        if type(batch) is BookTopBatch:
+            by_shard = batch.split(self.shard_of)
+        else:
+            for event in batch:
+                shard = self.shard_of.get(event.symbol)
+                if shard is not None:
+                    by_shard.setdefault(shard, []).append(event)
         for shard, events in by_shard.items():
             self.windows[shard].send(self.books[shard].apply, events)
         self.sent += len(batch)
@@ -522,33 +577,23 @@ class FeedNode:
         return self.flush()
 
     def synthetic(self, count: int, batch_size: int = 1000, seed: int = 7) -> int:
-        """Generate ``count`` top-of-book events from a seeded walk and publish them in batches (benchmarks)."""
-        import random
-
-        rng = random.Random(seed)
-        symbols = sorted(self.shard_of)
-        mids = {s: 6_000_000_000_000 for s in symbols}
+        """Publish ``count`` top-of-book updates of a seeded random walk in columnar batches (benchmarks, tests)."""
+        rng = np.random.default_rng(seed)
+        symbols = tuple(sorted(self.shard_of))
         sent = 0
+        mid = 6_000_000_000_000
         while sent < count:
             n = min(batch_size, count - sent)
-            batch = []
-            now = time.time_ns()
-            for i in range(n):
-                symbol = symbols[i % len(symbols)]
-                mid = mids[symbol] = mids[symbol] + rng.randint(-2, 2) * 1_000_000
-                batch.append(
-                    BookTop(
-                        symbol=symbol,
-                        bid_price=mid - 1_000_000,
-                        bid_qty=50_000_000,
-                        ask_price=mid + 1_000_000,
-                        ask_qty=50_000_000,
-                        update_id=sent + i,
-                        ts_event=now,
-                        ts_recv=now,
-                    )
-                )
-            self.publish(batch)
+            rows = np.empty(n, dtype=TOP_DTYPE)
+            rows["symbol"] = np.arange(sent, sent + n) % len(symbols)
+            walk = mid + np.cumsum(rng.integers(-2, 3, n)) * 1_000_000
+            mid = int(walk[-1])
+            rows["bid_price"] = walk - 1_000_000
+            rows["ask_price"] = walk + 1_000_000
+            rows["bid_qty"] = rows["ask_qty"] = 50_000_000
+            rows["update_id"] = np.arange(sent, sent + n)
+            rows["ts_event"] = rows["ts_recv"] = time.time_ns()
+            self.publish(BookTopBatch(symbols, rows))
             sent += n
         return self.flush()
 
@@ -586,9 +631,16 @@ class BusNode:
         self.published = 0
         self.batches = 0
 
-    def publish(self, events: Sequence[Any]) -> int:
+    def publish(self, events: Sequence[Any] | BookTopBatch) -> int:
+        """Queue ``events`` (a list of messages, or a columnar batch kept whole) for every subscriber."""
         self.published += len(events)
         self.batches += 1
+        if type(events) is BookTopBatch:
+            for sid, queue in self.queues.items():
+                kinds = self.filters[sid]
+                if kinds is None or "BookTop" in kinds:
+                    queue.put(events, len(events))
+            return len(events)
         for sid, queue in self.queues.items():
             kinds = self.filters[sid]
             if kinds is None:

@@ -1,0 +1,75 @@
+"""Backpressure primitives and columnar market batches: pure code, no Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from veloz_actors.actors.backpressure import DropOldestQueue, InFlightWindow
+from veloz_actors.actors.batches import TOP_DTYPE, BookTopBatch
+from veloz_actors.messages import BookTop
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_them():
+    queue = DropOldestQueue(3)
+    queue.put_many(range(5))
+    assert len(queue) == 3 and queue.dropped == 2
+    assert queue.take(10) == [2, 3, 4]
+    assert queue.delivered == 3 and len(queue) == 0
+
+
+def test_a_batch_counts_as_its_events_and_is_dropped_whole():
+    queue = DropOldestQueue(10)
+    queue.put("batch-a", 6)
+    queue.put("batch-b", 6)
+    assert queue.take(100) == ["batch-b"]
+    assert queue.dropped == 6 and queue.delivered == 6
+
+
+def test_take_returns_at_most_the_limit_of_single_events():
+    queue = DropOldestQueue(100)
+    queue.put_many(range(10))
+    assert queue.take(4) == [0, 1, 2, 3]
+    assert len(queue) == 6
+
+
+def test_a_full_window_refuses_with_depth_and_limit():
+    window = InFlightWindow(2)
+    assert window.admit() and window.admit()
+    assert not window.admit()
+    assert window.refusal() == "order inbox full: depth 2 at limit 2"
+    assert window.rejected == 1
+    window.done()
+    assert window.admit()
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_limits_must_be_positive(bad):
+    with pytest.raises(ValueError, match="positive"):
+        DropOldestQueue(bad)
+    with pytest.raises(ValueError, match="positive"):
+        InFlightWindow(bad)
+
+
+def _top(symbol: str, update_id: int) -> BookTop:
+    return BookTop(
+        symbol=symbol, bid_price=100, bid_qty=1, ask_price=101, ask_qty=2, update_id=update_id, ts_event=5, ts_recv=6
+    )
+
+
+def test_a_batch_round_trips_the_core_messages_and_splits_by_shard():
+    events = [_top("BTCUSDT", 1), _top("ETHUSDT", 2), _top("BTCUSDT", 3)]
+    batch = BookTopBatch.from_events(events)
+    assert batch.events() == events
+    assert batch.latest() == {"BTCUSDT": events[2], "ETHUSDT": events[1]}
+    shards = batch.split({"BTCUSDT": "a", "ETHUSDT": "b"})
+    assert shards["a"].events() == [events[0], events[2]] and shards["b"].events() == [events[1]]
+
+
+def test_a_batch_refuses_rows_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="dtype"):
+        BookTopBatch(("BTCUSDT",), np.zeros(2, dtype="i8"))
+    rows = np.zeros(1, dtype=TOP_DTYPE)
+    rows["symbol"] = 3
+    with pytest.raises(ValueError, match="symbol table"):
+        BookTopBatch(("BTCUSDT",), rows)
