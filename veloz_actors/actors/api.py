@@ -74,6 +74,7 @@ def build_spec(
                 shards[symbol] = (symbol,)
     else:
         shards = {symbol: (symbol,) for symbol in symbols}  # one book actor per symbol
+    strategies = tuple(_strategy_settings(s, symbols) for s in actors.get("strategies") or ())
     try:
         return EngineSpec(
             name=name,
@@ -87,9 +88,28 @@ def build_spec(
             peer_window=int(actors.get("peer_window", 64)),
             tick_ms=tick_ms or file_config.sim.tick_ms,
             run_clock=run_clock,
+            strategies=strategies,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"actors: {exc}") from exc
+
+
+def _strategy_settings(settings: Any, symbols: list[str]) -> dict[str, Any]:
+    """Validate one ``actors.strategies`` entry now, so a bad one is a clear config error, not a dead actor."""
+    from ..backtest.strategies import make_strategy
+
+    if not isinstance(settings, dict) or "strategy" not in settings or "symbol" not in settings:
+        raise ConfigError(f"actors.strategies: each entry needs 'strategy' and 'symbol', got {settings!r}")
+    if settings["symbol"] not in symbols:
+        raise ConfigError(f"actors.strategies: unknown symbol {settings['symbol']!r}; configured: {symbols}")
+    try:
+        make_strategy(str(settings["strategy"]), dict(settings.get("params") or {}))
+        bar_ms = int(settings.get("bar_ms", 1000))
+    except (InvalidInput, TypeError, ValueError) as exc:
+        raise ConfigError(f"actors.strategies: {exc}") from exc
+    if bar_ms <= 0:
+        raise ConfigError("actors.strategies: bar_ms must be positive")
+    return dict(settings)
 
 
 def _amount(value: Any, what: str, *, allow_zero: bool = False) -> int:

@@ -73,8 +73,7 @@ class EngineSpec:
     peer_window: int = 64  # fire-and-forget calls in flight to one peer before the sender waits or drops
     tick_ms: int = 250
     run_clock: bool = False  # the feed ticks the simulated market (engines without a driver, e.g. detached)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = None
+    strategies: tuple[dict[str, Any], ...] = ()  # live strategies (see strategy_node.py)
 
     def journal_path(self, actor: str) -> Path | None:
         return None if self.journal_dir is None else Path(self.journal_dir) / f"{actor}.journal"

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from .nodes import AccountNode, BookNode, BusNode, EngineSpec, FeedNode, OmsNode
+from .strategy_node import StrategyNode
 
 __all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
 
@@ -46,6 +47,10 @@ class Supervisor:
         self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books)
         self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
         self.actors.update({f"book:{shard}": handle for shard, handle in self.books.items()})
+        instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
+        for i, settings in enumerate(spec.strategies):
+            node = ray.remote(StrategyNode).options(**_ORDERED)
+            self.actors[f"strategy:{i}:{settings['strategy']}"] = node.remote(settings, self.oms, self.bus, instruments)
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
         self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
@@ -143,6 +148,7 @@ class Supervisor:
             "latency_sum": oms.get("latency_sum", 0.0),
             "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("book:")),
             "subscribers": bus.get("subscribers", {}),
+            "strategies": {n: detail[n] for n in names if n.startswith("strategy:")},
             "journal": oms.get("journal"),
             "journal_lines": oms.get("journal_lines", 0),
             "reference_prices": oms.get("reference_prices", {}),
@@ -156,7 +162,14 @@ class Supervisor:
             return True
         self.state = "stopping"
         self._stop.set()
-        order = ["feed", *[n for n in self.actors if n.startswith("book:")], "oms", "account", "bus"]
+        order = [
+            *[n for n in self.actors if n.startswith("strategy:")],
+            "feed",
+            *[n for n in self.actors if n.startswith("book:")],
+            "oms",
+            "account",
+            "bus",
+        ]
         for name in order:
             with contextlib.suppress(Exception):  # a dead actor has nothing left to flush
                 ray.get(self.actors[name].close.remote(), timeout=10.0)

@@ -1,0 +1,48 @@
+"""A backtest strategy (the built-in SMA cross) runs unchanged on the actor engine, from the config."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from veloz_actors import ConfigError
+from veloz_actors.actors.api import build_spec, start_local
+
+from .helpers import file_config, wait_for
+
+SMA = {"strategy": "sma_cross", "params": {"fast": 2, "slow": 4}, "symbol": "BTCUSDT", "bar_ms": 1000}
+
+
+def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runtime):
+    engine = start_local(file_config(strategies=[SMA]), name="strategy-live")
+    try:
+        base = time.time_ns()
+        for k in range(240):  # one simulated-market step per one-second bar
+            engine.tick(base + k * 1_000_000_000)
+        name = "strategy:0:sma_cross"
+        status = wait_for(
+            lambda: (s := engine.status()["strategies"].get(name)) and s["bars"] >= 200 and s["orders"] >= 1 and s,
+            what="the strategy to see 200 bars and trade",
+        )
+        assert status["errors"] == 0, status["last_error"]
+        orders = [o for o in engine.orders() if o["client_order_id"].startswith("sma_cross-")]
+        assert len(orders) == status["orders"]
+        assert any(o["status"] == "FILLED" for o in orders)
+        assert all(o["status"] in ("FILLED", "EXPIRED", "REJECTED", "ACCEPTED") for o in orders)
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ({"strategy": "moon", "symbol": "BTCUSDT"}, "unknown strategy"),
+        ({"strategy": "sma_cross", "symbol": "DOGEUSDT", "params": {"fast": 2, "slow": 4}}, "unknown symbol"),
+        ({"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 9, "slow": 4}}, "fast"),
+        ({"symbol": "BTCUSDT"}, "needs 'strategy'"),
+    ],
+)
+def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):
+    with pytest.raises(ConfigError, match=named):
+        build_spec(file_config(strategies=[entry]))
