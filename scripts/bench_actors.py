@@ -9,7 +9,8 @@ Measures, for both engines where it applies:
   (``submit_many``, 500 commands per call);
 - market events/s through feed -> book -> subscriber, in batches (actors: feed actor -> book actor -> event bus ->
   a subscriber polling from this process; single process: the same classes called in-process);
-- memory: resident set of the engine (actors: every actor process; single process: this process's growth).
+- memory: resident set of the engine (actors: every actor process incl. the supervisor; single process: this
+  process's growth from building the engine and running the order tests).
 
 Journals are on (``group`` durability, in a temporary directory) for both engines; the risk rate limit is lifted.
 """
@@ -113,6 +114,7 @@ def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         engine.apply(_limit(i, price, "thr"))
         engine.apply(_cancel(i, "thr"))
     sustained = 2 * orders / (time.perf_counter() - start)
+    memory = _rss_mib() - base  # the engine after its order work (before the market test's input data)
     # feed -> book -> subscriber, in-process: the same book update and bounded queue, no Ray between them
     tops: dict[str, BookTop] = {}
     queue = DropOldestQueue(2_000_000)
@@ -126,7 +128,6 @@ def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         queue.put_many(chunk)
         received += len(queue.take(batch))
     market = received / (time.perf_counter() - start)
-    memory = _rss_mib() - base
     engine.close()
     return {
         "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
