@@ -309,7 +309,11 @@ class EngineHandle:
         this client's inbox window is full. Complete each ref with :meth:`complete`."""
         if not self.window.admit():
             return self._overloaded(command)
-        return self._oms.submit.remote(command)
+        try:
+            return self._oms.submit.remote(command)
+        except ray.exceptions.PendingCallsLimitExceeded:
+            self.window.done()
+            return self._overloaded(command)
 
     def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
         try:

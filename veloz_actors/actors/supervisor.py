@@ -43,7 +43,12 @@ class Supervisor:
             for shard, symbols in spec.shards.items()
         }
         self.account = ray.remote(AccountNode).options(**_ORDERED).remote(spec)
-        self.oms = ray.remote(OmsNode).options(**_ORDERED).remote(spec, self.account, self.bus, self.books)
+        # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
+        self.oms = (
+            ray.remote(OmsNode)
+            .options(**_ORDERED, max_pending_calls=spec.order_inbox)
+            .remote(spec, self.account, self.bus, self.books)
+        )
         self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books)
         self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
         self.actors.update({f"book:{shard}": handle for shard, handle in self.books.items()})
