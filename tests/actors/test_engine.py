@@ -202,3 +202,19 @@ def test_prometheus_endpoint_exports_orders_latency_depths_rejections_and_drops(
     ):
         assert needle in text, needle
     assert "veloz_subscriber_dropped_total" in text
+
+
+def test_a_recorded_binance_capture_replays_through_feed_books_and_bus(engine, shared_data):
+    from veloz_actors.backtest.loaders import load_market_events
+    from veloz_actors.messages import Trade
+
+    events = load_market_events(shared_data / "ticks_l2" / "binance_spot_btcusdt_20230405_ws.txt.gz")
+    wanted = [e for e in events if type(e) in (BookTop, Trade) and e.symbol == "BTCUSDT"]
+    assert len(wanted) > 1000
+    subscription = engine.subscribe(kinds=["BookTop", "Trade"], max_queue=len(wanted) + 10)
+    engine.replay_market(events, batch_size=500)
+    received = wait_for(lambda: _drain(subscription, len(wanted)), what="every recorded top and trade")
+    subscription.close()
+    assert received == wanted  # in order, nothing lost, nothing added
+    last_top = [e for e in wanted if type(e) is BookTop][-1]
+    assert engine.top("BTCUSDT") == last_top

@@ -377,6 +377,19 @@ class EngineHandle:
         """Advance the simulated market one step (``veloz start --local`` ticks from its driver)."""
         return self._call(lambda: self._oms.tick.remote(ts if ts is not None else time.time_ns()))
 
+    def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
+        """Replay recorded market events (e.g. ``backtest.loaders.load_market_events``) through the feed actor to
+        the book actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
+        ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
+        return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
+
+    def top(self, symbol: str) -> Any:
+        """The latest top of book the book actor of ``symbol`` holds (a ``BookTop``), or None."""
+        shard = self.spec.shard_of().get(symbol)
+        if shard is None:
+            raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
+        return self._call(lambda: self._books[shard].top.remote(symbol))
+
     def subscribe(
         self,
         *,
