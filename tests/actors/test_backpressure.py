@@ -73,3 +73,13 @@ def test_a_batch_refuses_rows_of_the_wrong_shape():
     rows["symbol"] = 3
     with pytest.raises(ValueError, match="symbol table"):
         BookTopBatch(("BTCUSDT",), rows)
+
+
+def test_symbols_can_be_sharded_into_one_book_actor_by_config():
+    from veloz_actors.actors.api import build_spec
+
+    from .helpers import file_config
+
+    spec = build_spec(file_config(shards={"majors": ["BTCUSDT", "ETHUSDT"]}))
+    assert spec.shards == {"majors": ("BTCUSDT", "ETHUSDT")}
+    assert build_spec(file_config()).shards == {"BTCUSDT": ("BTCUSDT",), "ETHUSDT": ("ETHUSDT",)}

@@ -218,3 +218,27 @@ def test_a_recorded_binance_capture_replays_through_feed_books_and_bus(engine, s
     assert received == wanted  # in order, nothing lost, nothing added
     last_top = [e for e in wanted if type(e) is BookTop][-1]
     assert engine.top("BTCUSDT") == last_top
+
+
+def test_concurrent_orders_can_never_spend_the_same_balance(engine):
+    from veloz_actors.fixed import SCALE, parse_decimal
+
+    free, locked = engine.balances()["USDT"]
+    price_text = _below_mid(engine, 3)
+    price = parse_decimal(price_text)
+    qty = (free * 4 // 10) * SCALE // price // 1000 * 1000  # each order wants ~40 % of the free USDT
+    commands = [
+        engine.order_command("BTCUSDT", "BUY", format_decimal(qty), price_text, client_order_id=f"race-{i}")
+        for i in range(6)
+    ]
+    refs = [engine.submit_async(c) for c in commands]  # all in flight at once
+    results = engine.complete(refs)
+    accepted = [c for c, events in zip(commands, results, strict=True) if type(events[0]) is OrderAccepted]
+    refused = [events[0] for events in results if type(events[0]) is OrderRejected]
+    assert len(accepted) == 2 and len(refused) == 4
+    assert {r.reason for r in refused} == {RejectReason.INSUFFICIENT_FUNDS}
+    now_free, now_locked = engine.balances()["USDT"]
+    assert now_free >= 0 and now_free + now_locked == free + locked
+    for command in accepted:
+        engine.cancel_order(command.client_order_id)
+    assert engine.balances()["USDT"] == (free, locked)
