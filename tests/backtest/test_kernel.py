@@ -479,3 +479,19 @@ def test_run_many_validates_every_set_before_running(btc_1h: BarSeries) -> None:
         kernel.prepare(btc_1h, "buy_and_hold")
     with pytest.raises(InvalidInput, match="slippage_rate"):
         kernel.prepare(btc_1h, "sma_cross", BacktestSettings(slippage_rate=-1))
+
+
+def test_shared_inputs_give_the_same_results_and_are_computed_once(shared_data):
+    from veloz_actors.backtest.loaders import load_bars
+
+    bars = load_bars(shared_data / "ohlcv" / "binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz")
+    sets = [{"fast": f, "slow": s} for f in (5, 8) for s in (20, 30)]
+    prepared = kernel.prepare(bars, "sma_cross", BacktestSettings())
+    shared = kernel.share(prepared, sets)
+    assert set(shared.shared) == {("sum", 5), ("sum", 8), ("sum", 20), ("sum", 30)}
+    assert all(not array.flags.writeable for array in shared.shared.values())
+    assert kernel.run_many(shared, sets) == kernel.run_many(prepared, sets)
+    rsi_sets = [{"period": 14, "lower": 30, "upper": u} for u in (60, 70)]
+    rsi = kernel.share(kernel.prepare(bars, "rsi_reversion", BacktestSettings()), rsi_sets)
+    assert set(rsi.shared) == {("rsi", 14)}
+    assert kernel.run_many(rsi, rsi_sets) == [kernel.run(rsi, p)[1] for p in rsi_sets]

@@ -54,9 +54,11 @@ walk is kept and used whenever numba is missing or a bound would be exceeded, an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from math import gcd
 from typing import Any
 
@@ -80,6 +82,7 @@ __all__ = [
     "rsi_reversion",
     "run",
     "run_many",
+    "share",
     "sma_cross",
     "validate_params",
 ]
@@ -176,6 +179,8 @@ class Prepared:
     losses: np.ndarray | None
     # the int64 walk's reduced constants, or None when they do not fit (the exact Python walk is used then).
     walk_constants: tuple[int, int, int, int, int, int] | None
+    # per-search work shared by every parameter set: ("sum", window) -> rolling sums, ("rsi", period) -> RSI series
+    shared: Mapping[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.close)
@@ -326,8 +331,7 @@ def rsi_reversion(
 def run(prepared: Prepared, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, float | int]]:
     """One parameter set on prepared inputs: ``(trades, metrics)``."""
     params = validate_params(prepared.strategy, params)
-    cache: dict[Any, np.ndarray] = {}
-    fills = _fills(prepared, params, cache)
+    fills = _fills(prepared, params, dict(prepared.shared))
     signal, side, price_ticks, qty, fee, cash = fills
     trades = np.empty(len(signal), dtype=TRADE_DTYPE)
     trades["signal_index"] = signal
@@ -348,8 +352,35 @@ def run_many(prepared: Prepared, param_sets: list[dict[str, Any]]) -> list[dict[
     once per call and reused across the sets that need them.
     """
     validated = [validate_params(prepared.strategy, params) for params in param_sets]
-    cache: dict[Any, np.ndarray] = {}
+    cache: dict[Any, np.ndarray] = dict(prepared.shared)
     return [_metrics(prepared, _fills(prepared, params, cache)) for params in validated]
+
+
+def share(prepared: Prepared, param_sets: Iterable[dict[str, Any]], max_bytes: int = 1 << 30) -> Prepared:
+    """``prepared`` plus the per-window rolling sums (or per-period RSI series) that ``param_sets`` need.
+
+    A search calls this once and ships the result to every worker, so each window's moving average is computed once
+    per search, not once per chunk or per combination. Stops adding series past ``max_bytes`` (the rest are then
+    computed per :func:`run_many` call, as without sharing).
+    """
+    keys: set[tuple[str, int]] = set()
+    for params in param_sets:
+        if prepared.strategy == "sma_cross":
+            keys.update((("sum", int(params["fast"])), ("sum", int(params["slow"]))))
+        else:
+            keys.add(("rsi", int(params["period"])))
+    cache: dict[Any, np.ndarray] = dict(prepared.shared)
+    budget = max_bytes
+    for kind, value in sorted(keys):
+        if (kind, value) in cache or value >= len(prepared):
+            continue
+        array = _rolling_sum(prepared, value, cache) if kind == "sum" else wilder_rsi(prepared, value)
+        cache[(kind, value)] = array
+        array.setflags(write=False)
+        budget -= array.nbytes
+        if budget <= 0:
+            break
+    return dataclasses.replace(prepared, shared=cache)
 
 
 def _metrics(prepared: Prepared, fills: tuple[np.ndarray, ...]) -> dict[str, float | int]:

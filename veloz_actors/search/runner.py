@@ -139,9 +139,10 @@ def run_plan(
 
 
 def _prepare(plan: SearchPlan, bars: Any) -> Any:
+    """The kernel's inputs plus every window's rolling sums (or period's RSI), computed once for the whole search."""
     from ._backend import kernel
 
-    return kernel.prepare(bars, plan.config.strategy, plan.settings)
+    return kernel.share(kernel.prepare(bars, plan.config.strategy, plan.settings), plan.param_sets())
 
 
 def _drive(
