@@ -449,7 +449,7 @@ def _ensure_ray(address: str | None, namespace: str) -> None:
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=False,
-        **({"num_cpus": os.cpu_count() or 2} if address in (None, "local") else {}),
+        num_cpus=(os.cpu_count() or 2) if address in (None, "local") else None,
     )
 
 

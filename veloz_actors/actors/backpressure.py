@@ -63,7 +63,7 @@ class DropOldestQueue:
     def take(self, limit: int) -> list[Any]:
         """The oldest items, up to ``limit`` events (at least one item when any is queued)."""
         items = self._items
-        out = []
+        out: list[Any] = []
         taken = 0
         while items and (taken < limit or not out):
             item, weight = items.popleft()

@@ -551,10 +551,10 @@ class FeedNode:
                 self.ticks += 1
             self._stop.wait(interval)
 
-    def publish(self, batch: Sequence[Any]) -> int:
+    def publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
         """Send one batch of market events to the book shards of their symbols (waiting when a shard lags)."""
         by_shard: dict[str, Any] = {}
-        if type(batch) is BookTopBatch:
+        if isinstance(batch, BookTopBatch):
             by_shard = batch.split(self.shard_of)
         else:
             for event in batch:
@@ -643,9 +643,9 @@ class BusNode:
         for sid, queue in self.queues.items():
             kinds = self.filters[sid]
             if kinds is None:
-                queue.put_many(events)
+                queue.put_many(events)  # type: ignore[arg-type]
             else:
-                queue.put_many([e for e in events if type(e).__name__ in kinds])
+                queue.put_many([e for e in events if type(e).__name__ in kinds])  # type: ignore[union-attr]
         return len(events)
 
     def subscribe(self, maxlen: int | None = None, kinds: Sequence[str] | None = None) -> int:

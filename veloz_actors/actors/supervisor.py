@@ -102,7 +102,7 @@ class Supervisor:
                     self.restarts[name] += 1
                     self.pids[name] = pid
                     if name == "account" and self.state == "running":
-                        self.oms.resync_account.remote()
+                        self.oms.resync_account.remote()  # type: ignore[attr-defined]
                 self.alive[name] = True
                 self.seqs[name] = seq
             return dict(self.alive)

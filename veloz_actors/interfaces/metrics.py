@@ -102,7 +102,8 @@ class MetricsServer:
     def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
         self._server = server
         self._thread = thread
-        self.host, self.port = server.server_address[:2]
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
 
     @property
     def url(self) -> str:
