@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -65,6 +66,23 @@ def test_detached_engine_outlives_its_driver_and_is_attached_stopped_by_address(
     second = _lines(_veloz("attach", "--address", cluster_address, stdin="QUERY c1\nBALANCE\nQUIT\n"))
     (state,) = [e for e in second if e["type"] == "order_state"]
     assert state["orders"][0]["status"] == "FILLED"
+
+    # its Prometheus metrics, served from another process on loopback
+    exporter = subprocess.Popen(
+        [*VELOZ, "metrics", "--address", cluster_address, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT)),
+    )
+    try:
+        url = orjson.loads(exporter.stdout.readline())["metrics"]
+        assert url.startswith("http://127.0.0.1:")
+        text = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert 'veloz_actor_up{actor="oms"} 1.0' in text and "veloz_orders_total 1.0" in text
+    finally:
+        exporter.terminate()
+        assert exporter.wait(timeout=30) == 0
 
     stopped = _lines(_veloz("stop", "--address", cluster_address))
     assert stopped[-1]["state"] == "stopped"

@@ -242,3 +242,13 @@ def test_concurrent_orders_can_never_spend_the_same_balance(engine):
     for command in accepted:
         engine.cancel_order(command.client_order_id)
     assert engine.balances()["USDT"] == (free, locked)
+
+
+def test_connect_finds_a_running_engine_by_name_and_refuses_an_unknown_one(engine):
+    import veloz_actors as vz
+
+    other = vz.connect(None, name="test-engine", namespace="veloz-tests")
+    assert other.query("rest-1")[0]["status"] == "CANCELLED"
+    assert other.balances() == engine.balances()
+    with pytest.raises(vz.EngineUnavailable, match="no engine named 'nope'"):
+        vz.connect(None, name="nope", namespace="veloz-tests")

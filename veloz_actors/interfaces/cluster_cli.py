@@ -43,6 +43,37 @@ def register(app: typer.Typer) -> None:
         finally:
             ray.shutdown()
 
+    @app.command("metrics")
+    def metrics(
+        address: Annotated[str, _ADDRESS] = "auto",
+        name: Annotated[str, _NAME] = "default",
+        host: Annotated[
+            str, typer.Option(help="Interface to bind (loopback unless you mean to expose it).")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port of the /metrics endpoint.")] = 9464,
+    ) -> None:
+        """Serve an engine's Prometheus metrics (``/metrics``) from this process until interrupted."""
+        import signal
+        import threading
+
+        import ray
+
+        from ..actors.api import connect
+        from .metrics import serve_metrics
+
+        engine = connect(address, name=name)
+        server = serve_metrics(engine.status, host=host, port=port)
+        sys.stdout.buffer.write(orjson.dumps({"type": "status", "metrics": server.url, "name": name}) + b"\n")
+        sys.stdout.buffer.flush()
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        try:
+            done.wait()
+        finally:
+            server.close()
+            ray.shutdown()
+
     @app.command("stop")
     def stop(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
         """Stop an engine on a cluster: journals flushed, every actor ended."""
