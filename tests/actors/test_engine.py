@@ -252,3 +252,16 @@ def test_connect_finds_a_running_engine_by_name_and_refuses_an_unknown_one(engin
     assert other.balances() == engine.balances()
     with pytest.raises(vz.EngineUnavailable, match="no engine named 'nope'"):
         vz.connect(None, name="nope", namespace="veloz-tests")
+
+
+def test_a_subscription_survives_a_bus_restart_and_counts_the_gap(engine):
+    import ray
+
+    subscription = engine.subscribe(kinds=["OrderAccepted"])
+    ray.kill(engine.actor("bus"), no_restart=False)
+    wait_for(lambda: subscription.poll() == [] and subscription.gaps == 1, what="the subscription to re-subscribe")
+    engine.place_order("BTCUSDT", "BUY", "0.001", _below_mid(engine, 3), client_order_id="after-bus")
+    events = wait_for(lambda: subscription.poll(), what="an event after the bus restart")
+    assert [e.client_order_id for e in events] == ["after-bus"]
+    engine.cancel_order("after-bus")
+    subscription.close()

@@ -127,12 +127,24 @@ def _amount(value: Any, what: str, *, allow_zero: bool = False) -> int:
 class Subscription:
     """An iterator over engine events with its own bounded queue on the event bus (drop-oldest, counted)."""
 
-    def __init__(self, bus: Any, sid: int, *, max_events: int | None, timeout: float | None) -> None:
+    def __init__(
+        self,
+        bus: Any,
+        sid: int,
+        *,
+        max_events: int | None,
+        timeout: float | None,
+        max_queue: int | None = None,
+        kinds: list[str] | None = None,
+    ) -> None:
         self._bus = bus
         self.id = sid
         self.max_events = max_events
         self.timeout = timeout
         self.dropped = 0
+        self.gaps = 0  # times the bus restarted under this subscription (events in between are missing)
+        self._max_queue = max_queue
+        self._kinds = kinds
         self._buffer: list[Any] = []
         self._seen = 0
         self._closed = False
@@ -142,9 +154,15 @@ class Subscription:
 
     def poll_raw(self) -> list[Any]:
         """Whatever is queued now, market data still in columnar :class:`BookTopBatch` items."""
-        items, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
-        if dropped >= 0:
-            self.dropped = dropped
+        try:
+            items, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            return []  # the bus is restarting
+        if dropped < 0:  # the bus restarted and lost this queue: subscribe again, count the gap
+            self.id = ray.get(self._bus.subscribe.remote(self._max_queue, self._kinds), timeout=_CALL_TIMEOUT)
+            self.gaps += 1
+            return []
+        self.dropped = dropped
         return items
 
     def poll(self) -> list[Any]:
@@ -399,8 +417,9 @@ class EngineHandle:
         timeout: float | None = None,
     ) -> Subscription:
         """Events from now on (optionally only some message types by name), through a bounded drop-oldest queue."""
-        sid = ray.get(self._bus.subscribe.remote(max_queue, list(kinds) if kinds else None), timeout=_CALL_TIMEOUT)
-        return Subscription(self._bus, sid, max_events=max_events, timeout=timeout)
+        names = list(kinds) if kinds else None
+        sid = ray.get(self._bus.subscribe.remote(max_queue, names), timeout=_CALL_TIMEOUT)
+        return Subscription(self._bus, sid, max_events=max_events, timeout=timeout, max_queue=max_queue, kinds=names)
 
     def status(self) -> dict[str, Any]:
         """Health: every actor alive, its inbox depth, last sequence number and restarts; order counters."""

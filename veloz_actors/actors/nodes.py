@@ -54,6 +54,7 @@ __all__ = ["AccountNode", "BookNode", "BusNode", "EngineSpec", "FeedNode", "OmsN
 # order processing time inside the OMS (seconds): the histogram's upper bounds
 _FLUSH_SECONDS = 0.005  # the fan-out period: events reach the bus and the account within ~5 ms, coalesced
 _ACCOUNT_OUTBOX = 100_000
+_ACCOUNT_SNAPSHOT_EVERY = 10_000  # account batches between snapshots
 
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
@@ -364,6 +365,7 @@ class AccountNode:
         self.positions: dict[tuple[str, str], PositionUpdated] = {}
         self.fills = 0
         self.fees: Counter[str] = Counter()
+        self.applied = 0
         self.restarted = _reconstructed()
         self.path = spec.journal_path("account")
         self.journal: Journal | None = None
@@ -407,6 +409,9 @@ class AccountNode:
             journal.append(Tick(ts=seq))
             _to_os(journal)
         self.seq = seq
+        self.applied += 1
+        if journal is not None and self.applied % _ACCOUNT_SNAPSHOT_EVERY == 0:
+            self._snapshot()
         return seq
 
     def reset(self, seq: int, accounts: Sequence[AccountUpdated], positions: Sequence[PositionUpdated]) -> int:
@@ -416,11 +421,15 @@ class AccountNode:
         self.accounts = {a.account_id: a for a in accounts}
         self.positions = {(p.account_id, p.symbol): p for p in positions}
         self.seq = seq
+        self._snapshot()
+        return seq
+
+    def _snapshot(self) -> None:
+        """State + the number of journal lines it covers: recovery applies only the lines after it."""
         if self.journal is not None and self.path is not None:
             state = pickle.dumps((self.seq, self.accounts, self.positions, self.fills, self.fees))
             self.journal.flush()
             write_snapshot(str(self.path) + ".snapshot", self.journal.count, state)
-        return seq
 
     def balances(self, account_id: str) -> dict[str, tuple[int, int]]:
         event = self.accounts.get(account_id)

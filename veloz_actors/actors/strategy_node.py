@@ -16,6 +16,7 @@ Configured in the ``actors:`` section of the engine config::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -124,7 +125,8 @@ class StrategyNode:
         self.strategy = make_strategy(name, dict(settings.get("params", {})))
         self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, prefix=f"{name}-{os.getpid()}")
         self.bus = bus
-        self.sid = ray.get(bus.subscribe.remote(int(settings.get("queue", 10_000)), ["BookTop", "Trade"]), timeout=30)
+        self.queue = int(settings.get("queue", 10_000))
+        self.sid = ray.get(bus.subscribe.remote(self.queue, ["BookTop", "Trade"]), timeout=30)
         self.bar = Bar(self.symbol)
         self.bar_start = -1
         self.bars = 0
@@ -156,6 +158,10 @@ class StrategyNode:
             try:
                 items, dropped = ray.get(self.bus.poll.remote(self.sid), timeout=30)
             except Exception:  # noqa: BLE001 - the bus is restarting: poll again
+                continue
+            if dropped < 0:  # the bus restarted: subscribe again (bars resume with the next update)
+                with contextlib.suppress(Exception):
+                    self.sid = ray.get(self.bus.subscribe.remote(self.queue, ["BookTop", "Trade"]), timeout=30)
                 continue
             self.dropped = max(self.dropped, dropped)
             for item in items:
