@@ -200,3 +200,13 @@ def test_stop_loss_closes_a_long_position() -> None:
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
     stop = [o for o in engine.oms.orders(account_id="main") if o.client_order_id.startswith("stop-")]
     assert [o.status for o in stop] == [OrderStatus.FILLED]
+
+
+def test_breaker_lets_the_account_sell_deposited_base() -> None:
+    """A spot SELL of base that was deposited (not bought here) reduces risk: the halted account may still sell it."""
+    engine = _engine(BREAKER, {"main": {"USDT": d("100"), "BTC": d("9")}, "other": {"USDT": d("1000")}})
+    engine.apply(trade("100"))
+    tripped = [e for e in engine.apply(trade("50", ts=2)) if type(e) is CircuitBreakerTripped]
+    assert tripped and engine.ledger.positions.get(("main", "BTCUSDT")) is None
+    assert _reason(engine.apply(place("buy", "BUY", "0.5", "50", ts=3))) is R.CIRCUIT_BREAKER
+    assert _reason(engine.apply(place("sell", "SELL", "9", "50", ts=4))) is None

@@ -91,7 +91,9 @@ class RiskEngine:
         limits = self.limits
         account = cmd.account_id
         exempt = account in limits.exempt_accounts
-        increases = (cmd.side is Side.BUY and position_qty >= 0) or (cmd.side is Side.SELL and position_qty <= 0)
+        # Spot: a BUY adds exposure; a SELL can only sell base the account holds (its reservation guarantees that,
+        # whether the base was bought here or deposited), so it always reduces exposure.
+        increases = cmd.side is Side.BUY
         if increases and account in self.tripped and not exempt:
             return RejectReason.CIRCUIT_BREAKER, f"trading halted: {self.tripped[account]}; send a reset to resume"
         if limits.orders_per_second and not exempt:
