@@ -17,6 +17,9 @@ EXPECTED = {
     "VelozError",
     "__version__",
     "connect",
+    "grid_search",
+    "load_bars",
+    "run_backtest",
     "start_local",
 }
 

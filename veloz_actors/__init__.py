@@ -20,18 +20,30 @@ from ._exceptions import (
 
 if TYPE_CHECKING:
     from .actors.api import EngineHandle, Subscription, connect, start_local
+    from .backtest.api import run_backtest
+    from .backtest.loaders import load_bars
+    from .search import grid_search
 
 __version__ = "0.1.0"
 
-# The actor engine's API imports Ray, so it is loaded on first use: ``import veloz_actors`` stays light.
-_ACTOR_API = {"EngineHandle", "Subscription", "connect", "start_local"}
+# Loaded on first use, so ``import veloz_actors`` stays light (the actor engine and searches import Ray).
+_LAZY = {
+    "EngineHandle": "veloz_actors.actors.api",
+    "Subscription": "veloz_actors.actors.api",
+    "connect": "veloz_actors.actors.api",
+    "start_local": "veloz_actors.actors.api",
+    "run_backtest": "veloz_actors.backtest.api",
+    "load_bars": "veloz_actors.backtest.loaders",
+    "grid_search": "veloz_actors.search",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ACTOR_API:
-        from .actors import api
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'veloz_actors' has no attribute {name!r}")
 
 
@@ -48,5 +60,8 @@ __all__ = [
     "VelozError",
     "__version__",
     "connect",
+    "grid_search",
+    "load_bars",
+    "run_backtest",
     "start_local",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import orjson
 
@@ -453,11 +453,11 @@ class Error:
     ts: int
 
 
-MarketEvent = Union[Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice]
-Command = Union[PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick]
-OrderEvent = Union[OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired]
-Event = Union[OrderEvent, AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error]
-Message = Union[MarketEvent, Command, Event]
+MarketEvent = Trade | BookTop | BookDelta | Kline | Ticker | FundingRate | MarkPrice
+Command = PlaceOrder | CancelOrder | ResetCircuitBreaker | Tick
+OrderEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCancelled | OrderExpired
+Event = OrderEvent | AccountUpdated | PositionUpdated | CircuitBreakerTripped | Error
+Message = MarketEvent | Command | Event
 
 _TYPES: dict[str, type] = {
     cls.TYPE: cls

@@ -122,3 +122,16 @@ def test_unknown_parameter_and_bad_values_are_rejected():
 def test_symbol_split_knows_binance_quotes():
     assert split_symbol("BTCUSDT") == ("BTC", "USDT")
     assert split_symbol("ADABTC") == ("ADA", "BTC")
+
+
+def test_python_api_backtest_matches_the_cli_contract(shared_data):
+    import veloz_actors as vz
+
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+    params = {"period": 14, "lower": 30, "upper": 70}
+    event = vz.run_backtest(data=data, strategy="rsi_reversion", params=params)
+    kernel = vz.run_backtest({"data": data, "strategy": "rsi_reversion", "params": params}, engine="kernel")
+    assert event["trades"] == kernel["trades"] and event["metrics"] == kernel["metrics"]
+    assert event["metrics"]["n_trades"] > 10
+    with pytest.raises(InvalidInput, match="unknown strategy"):
+        vz.run_backtest(data=data, strategy="nope")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from .._exceptions import ConfigError, InvalidInput
@@ -192,7 +193,7 @@ def run_bar_backtest(
         stop = min(n, start + chunk)
         for i, t, o, h, lo, c, v in zip(
             range(start, stop), open_times[start:stop], opens[start:stop], highs[start:stop], lows[start:stop],
-            closes[start:stop], volumes[start:stop],
+            closes[start:stop], volumes[start:stop], strict=True,
         ):  # fmt: skip
             bar.index = i
             bar.open_time = t

@@ -625,7 +625,7 @@ class Engine:
         return events
 
     def _mark(self, symbol: str, price: int) -> None:
-        for (account, sym), pos in self.ledger.positions.items():
+        for (_, sym), pos in self.ledger.positions.items():
             if sym == symbol:
                 pos.mark_price = price
 

@@ -136,13 +136,8 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int]:
-    header: dict[str, Any] | None = None
-    count = 0
-    for header, _ in _iter(path):
-        count += 1
-    if header is None:
-        header = _header(path)
-    return header, count
+    count = sum(1 for _ in _iter(path))
+    return _header(path), count
 
 
 def _header(path: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -52,13 +52,13 @@ def start(
     single_process: Annotated[
         bool, typer.Option("--single-process", help="Run the deterministic engine in this process, without Ray.")
     ] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Engine config (YAML).")] = None,
-    journal: Annotated[Optional[Path], typer.Option(help="Journal path (default: from the config).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Engine config (YAML).")] = None,
+    journal: Annotated[Path | None, typer.Option(help="Journal path (default: from the config).")] = None,
     no_journal: Annotated[bool, typer.Option("--no-journal", help="Do not journal inputs.")] = False,
-    durability: Annotated[Optional[str], typer.Option(help="Journal durability: always, group or none.")] = None,
+    durability: Annotated[str | None, typer.Option(help="Journal durability: always, group or none.")] = None,
     market: Annotated[bool, typer.Option("--market/--no-market", help="Print simulated market quotes.")] = True,
-    tick_ms: Annotated[Optional[int], typer.Option(help="Simulated market step in milliseconds.")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
+    tick_ms: Annotated[int | None, typer.Option(help="Simulated market step in milliseconds.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
     detached: Annotated[bool, typer.Option("--detached", help="Leave the engine running on the cluster.")] = False,
 ) -> None:
     file_config = load_engine_config(config or _default_config())

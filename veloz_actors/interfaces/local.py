@@ -7,6 +7,7 @@ EOF, QUIT, SIGINT or SIGTERM flushes and closes the journal.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import sys
@@ -118,8 +119,6 @@ def run_session(
         close = getattr(session.backend, "close", None)
         if close is not None:
             close()
-        try:
+        with contextlib.suppress(BrokenPipeError, ValueError):
             emit([{"type": "status", "ts": session.now(), "state": "stopped"}])
-        except (BrokenPipeError, ValueError):
-            pass
     return 0

@@ -1,0 +1,211 @@
+"""Backtests from Python: ``vz.run_backtest(...)`` runs one deterministic backtest from a config file, a dict or keywords.
+
+>>> import veloz_actors as vz
+>>> result = vz.run_backtest(data="../shared/data/ohlcv/binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz",
+...                      strategy="rsi_reversion", params={"period": 14, "lower": 30, "upper": 70})  # doctest: +SKIP
+>>> result["metrics"]["sharpe"], len(result["trades"])                                           # doctest: +SKIP
+
+Bars (``.csv``, ``.csv.gz``, ``.feather``, Binance kline CSV) run the bar backtest (``engine="event"``, the default:
+the strategy object driven bar by bar with its orders through the core engine; ``engine="kernel"``: the vectorised
+twin); a recorded Binance WebSocket capture runs the L2 backtest with an L2 strategy. The ``veloz backtest`` command
+is a thin layer over :func:`execute`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._exceptions import ConfigError, InvalidInput
+from ..config import load_yaml
+from ..fixed import parse_decimal, parse_rate
+
+__all__ = ["BacktestConfig", "execute", "parse_config", "run_backtest"]
+
+
+class BacktestConfig(BaseModel):
+    """A backtest config file (``configs/backtest/*.yaml``); every field can be overridden by a flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = None
+    strategy: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    fee_rate: str | float = "0.001"
+    slippage_bps: str | float = "0"
+    initial_cash: str | float = "10000"
+    qty_step: str = "0.00001"
+    price_tick: str | None = None
+    engine: Literal["event", "kernel"] = "event"
+    out: str | None = None
+
+
+def _settings(cfg: BacktestConfig) -> Any:
+    from ..backtest.bars import BacktestSettings
+
+    slippage_bps = parse_rate(cfg.slippage_bps, "slippage_bps")  # bps in 1e-8 units
+    return BacktestSettings(
+        initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
+        fee_rate=parse_rate(cfg.fee_rate, "fee_rate"),
+        slippage_rate=slippage_bps // 10_000 if slippage_bps % 10_000 == 0 else _bps_error(cfg.slippage_bps),
+        qty_step=parse_decimal(cfg.qty_step, "qty_step", allow_zero=False),
+        price_tick=parse_decimal(cfg.price_tick, "price_tick", allow_zero=False) if cfg.price_tick else None,
+    )
+
+
+def _text(value: str | float) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _bps_error(value: Any) -> int:
+    raise InvalidInput(f"slippage_bps {value!r} is finer than 1e-4 bps")
+
+
+def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run one backtest as configured; returns ``{"metrics", "trades", "timing", ...}`` and writes ``cfg.out``."""
+    from ..backtest import kernel
+    from ..backtest.loaders import load_bars
+    from ..backtest.metrics import trades_to_records
+    from ..backtest.runner import run_bar_backtest
+    from ..backtest.strategies import make_strategy
+
+    if not cfg.data:
+        raise InvalidInput("no data: give --data PATH (or `data:` in the config)")
+    if not cfg.strategy:
+        raise InvalidInput("no strategy: give --strategy NAME (sma_cross or rsi_reversion)")
+    path = Path(cfg.data)
+    if not path.exists():
+        raise InvalidInput(f"data file {path} does not exist")
+    settings = _settings(cfg)
+    l2 = _l2_module()
+    if l2 is not None and l2.is_tick_capture(path):
+        return _run_l2(cfg, path, l2)
+    kernel.validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
+    strategy = make_strategy(cfg.strategy, cfg.params) if cfg.engine == "event" else None
+    started = time.perf_counter()
+    bars = load_bars(path)
+    load_seconds = time.perf_counter() - started
+    bar_progress = _progress_bar(len(bars)) if progress and len(bars) >= 200_000 else None
+    started = time.perf_counter()
+    if cfg.engine == "kernel":
+        trades, metrics = kernel.backtest(bars, cfg.strategy, cfg.params, settings)
+        from ..backtest.metrics import equity_and_metrics
+
+        run_seconds = time.perf_counter() - started
+        equity, _ = equity_and_metrics(bars, settings, trades) if cfg.out else (None, None)
+    else:
+        result = run_bar_backtest(bars, strategy, settings, progress=bar_progress)  # type: ignore[arg-type]
+        run_seconds = time.perf_counter() - started
+        trades, metrics, equity = result.trades, result.metrics, result.equity
+    if bar_progress is not None:
+        bar_progress(len(bars), len(bars))
+        sys.stderr.write("\n")
+    timing = {"load_seconds": load_seconds, "run_seconds": run_seconds}
+    meta = {
+        "strategy": cfg.strategy,
+        "params": cfg.params,
+        "engine": cfg.engine,
+        "data": str(path),
+        "bars": len(bars),
+        "gaps": len(bars.gaps),
+        "fee_rate": _text(cfg.fee_rate),
+        "slippage_bps": _text(cfg.slippage_bps),
+        "initial_cash": _text(cfg.initial_cash),
+    }
+    output: dict[str, Any] = {"metrics": metrics, "trades": trades_to_records(trades), "timing": timing}
+    if cfg.out:
+        from ..backtest.report import write_outputs
+
+        output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
+    output["run"] = meta
+    return output
+
+
+def _l2_module() -> Any:
+    try:
+        from ..backtest import l2
+    except ImportError:
+        return None
+    return l2
+
+
+def _run_l2(cfg: BacktestConfig, path: Path, l2: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    from ..backtest.loaders import load_market_events
+
+    events = load_market_events(path)
+    load_seconds = time.perf_counter() - started
+    from ..backtest.l2_strategies import make_l2_strategy
+
+    strategy = make_l2_strategy(cfg.strategy, cfg.params)
+    bar_settings = _settings(cfg)
+    settings = l2.L2Settings.for_events(
+        events,
+        fee_rate=bar_settings.fee_rate,
+        slippage_rate=bar_settings.slippage_rate,
+        initial_cash=bar_settings.initial_cash,
+    )
+    started = time.perf_counter()
+    result = l2.run_l2_backtest(events, strategy, settings)
+    run_seconds = time.perf_counter() - started
+    output = {
+        "metrics": result.metrics,
+        "trades": result.records(),
+        "timing": {"load_seconds": load_seconds, "run_seconds": run_seconds},
+        "run": {"strategy": cfg.strategy, "params": cfg.params, "data": str(path), "events": len(events)},
+    }
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        l2.write_trades_csv(result, out / "trades.csv")
+        (out / "metrics.json").write_bytes(orjson.dumps(output["metrics"], option=orjson.OPT_INDENT_2))
+    return output
+
+
+def _progress_bar(total: int) -> Any:
+    started = time.perf_counter()
+
+    def show(done: int, total_: int) -> None:
+        elapsed = time.perf_counter() - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total_ - done) / rate if rate > 0 else 0.0
+        filled = int(30 * done / max(total_, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total_:,} bars {rate:,.0f}/s ETA {eta:.0f}s")
+        sys.stderr.flush()
+
+    return show
+
+
+
+def parse_config(raw: dict[str, Any]) -> BacktestConfig:
+    """Validate a backtest config mapping; a bad field is one :class:`ConfigError` naming it."""
+    raw = raw.get("backtest", raw)
+    try:
+        return BacktestConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+
+
+def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Run one backtest; ``config`` is a YAML path or a dict, ``overrides`` are config fields (``data``,
+    ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``engine``, ``out``).
+
+    Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
+    "run": {...}}`` (and ``"files"`` when ``out`` is given).
+    """
+    raw: dict[str, Any]
+    if config is None:
+        raw = {}
+    elif isinstance(config, dict):
+        raw = dict(config.get("backtest", config))
+    else:
+        raw = dict(load_yaml(config))
+        raw = dict(raw.get("backtest", raw))
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return execute(parse_config(raw))
