@@ -63,6 +63,7 @@ __all__ = [
     "Trade",
     "decode",
     "encode",
+    "encode_line",
     "from_dict",
     "to_dict",
 ]
@@ -494,19 +495,35 @@ def _field_converters(cls: type) -> dict[str, Any]:
 
 
 _CONVERTERS = {name: _field_converters(cls) for name, cls in _TYPES.items()}
-_PREFIX = {name: b'{"type":"' + name.encode() + b'",' for name in _TYPES}
+
+
+def _tagged_dict_maker(cls: type) -> Any:
+    """A function ``message -> {"type": TYPE, <field>: <value>, ...}`` for one message class.
+
+    Generated, like a dataclass ``__init__``, because orjson serializes a dict about twice as fast as a slotted
+    dataclass, and encoding is on the engine's hot path (every input is journaled). Values stay Python objects:
+    orjson writes enums as their values and nested dataclasses (``Balance``) as objects.
+    """
+    items = ", ".join(f"{f.name!r}: m.{f.name}" for f in dataclasses.fields(cls))
+    return eval(f"lambda m: {{'type': {cls.TYPE!r}, {items}}}")  # noqa: S307 - field names are identifiers
+
+
+_TAGGED = {name: _tagged_dict_maker(cls) for name, cls in _TYPES.items()}
 
 
 def to_dict(message: Message) -> dict[str, Any]:
     """The JSON-ready form of a message: its fields plus the ``type`` tag."""
-    data = {"type": message.TYPE}
-    data.update(orjson.loads(orjson.dumps(message)))
-    return data
+    return orjson.loads(encode(message))  # type: ignore[no-any-return]
 
 
 def encode(message: Message) -> bytes:
     """One JSON object, ``{"type": ..., <fields>}``, as bytes (no trailing newline)."""
-    return _PREFIX[message.TYPE] + orjson.dumps(message)[1:]
+    return orjson.dumps(_TAGGED[message.TYPE](message))
+
+
+def encode_line(message: Message) -> bytes:
+    """:func:`encode` plus a newline: one line of a journal or of the stdio protocol."""
+    return orjson.dumps(_TAGGED[message.TYPE](message), option=orjson.OPT_APPEND_NEWLINE)
 
 
 def from_dict(data: dict[str, Any]) -> Message:

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from .._exceptions import JournalError
-from ..messages import Message, decode, encode
+from ..messages import Message, decode, encode_line
 
 __all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "write_snapshot"]
 
@@ -37,7 +37,7 @@ _VERSION = 1
 
 
 class Journal:
-    """Appends encoded messages to a file under a durability policy. Thread-safe for one writer plus the flusher."""
+    """Appends encoded messages to a file under a durability policy. One writer thread, plus the flusher."""
 
     def __init__(
         self, path: str | Path, config: dict[str, Any], *, durability: Durability = "group", group_ms: float = 5.0
@@ -46,6 +46,7 @@ class Journal:
             raise JournalError(f"unknown durability {durability!r}: use always, group or none")
         self.path = Path(path)
         self.durability = durability
+        self._always = durability == "always"
         self.group_seconds = group_ms / 1000.0
         self.count = 0
         self._lock = threading.Lock()
@@ -74,16 +75,16 @@ class Journal:
             self._flusher.start()
 
     def append(self, message: Message) -> None:
-        line = encode(message) + b"\n"
-        with self._lock:
-            if self._closed:
-                raise JournalError(f"journal {self.path} is closed")
-            self._file.write(line)
-            self.count += 1
-            if self.durability == "always":
-                self._sync()
-            else:
-                self._dirty = True
+        # No lock on the hot path: the buffered file has its own, and the flusher clears ``_dirty`` *before* it
+        # flushes, so a line written while it flushes is either in that flush or marks the journal dirty again.
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        self._file.write(encode_line(message))
+        self.count += 1
+        if self._always:
+            self._sync()
+        else:
+            self._dirty = True
 
     def flush(self) -> None:
         with self._lock:
@@ -117,8 +118,8 @@ class Journal:
             with self._lock:
                 if self._closed:
                     return
-                self._file.flush()
                 self._dirty = False
+                self._file.flush()
             with contextlib.suppress(OSError):  # closed under us: close() synced everything itself
                 os.fsync(fd)
 

@@ -110,7 +110,7 @@ def replay_command(
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
     from ..core.engine import Engine, EngineConfig, replay
     from ..core.journal import read_journal
-    from ..messages import encode
+    from ..messages import encode_line
 
     if from_snapshot:
         header, _ = read_journal(journal)
@@ -130,7 +130,7 @@ def replay_command(
         engine, produced = replay(journal)
     out = sys.stdout.buffer
     if events:
-        out.write(b"".join(encode(e) + b"\n" for e in produced))
+        out.write(b"".join(encode_line(e) for e in produced))
     summary = {"type": "replay_summary", "events": len(produced), **engine.status()}
     summary["journal"] = str(journal)
     out.write(orjson.dumps(summary) + b"\n")
