@@ -352,6 +352,7 @@ class Engine:
             self._finish(order, OrderStatus.EXPIRED, RejectReason.FOK_NOT_FILLABLE, cmd.ts, events)
             self._account_events({account}, cmd.ts, events)
             return events
+        fills: list[Any]
         if cmd.tif is TimeInForce.POST_ONLY or not book.would_cross(cmd.side, limit):  # type: ignore[arg-type]
             fills, self_trade = [], False
         else:

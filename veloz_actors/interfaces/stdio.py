@@ -186,6 +186,7 @@ class EventFormatter:
 
     def format(self, event: Any) -> list[dict[str, Any]]:
         kind = type(event)
+        view: dict[str, Any] | None
         account = getattr(event, "account_id", None)
         if account is not None and account != self.account_id and kind is not OrderRejected:
             return []
