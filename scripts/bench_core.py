@@ -53,8 +53,13 @@ def _commands(n: int) -> tuple[list[PlaceOrder], list[CancelOrder]]:
         price = (59_000 + (i % 500)) * SCALE  # resting bids below the 60,000 reference, 500 levels
         places.append(
             PlaceOrder(
-                client_order_id=f"o{i}", symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.LIMIT,
-                qty=1_000_000, price=price, ts=2 + i,
+                client_order_id=f"o{i}",
+                symbol="BTCUSDT",
+                side=Side.BUY,
+                order_type=OrderType.LIMIT,
+                qty=1_000_000,
+                price=price,
+                ts=2 + i,
             )  # fmt: skip
         )
         cancels.append(CancelOrder(client_order_id=f"o{i}", ts=2 + n + i))

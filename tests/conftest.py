@@ -43,5 +43,6 @@ def shared_data() -> Path:
         pytest.fail(f"shared market data not found at {SHARED_DATA}")
     return SHARED_DATA
 
+
 # The shared session-scoped Ray runtime (`ray_runtime`) for tests/actors and tests/search.
 pytest_plugins = ["tests.ray_fixtures"]

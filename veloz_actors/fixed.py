@@ -29,7 +29,9 @@ MAX_ABS = 10**10 * SCALE
 _DECIMAL = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
 
 
-def parse_decimal(text: str | int, what: str = "value", *, allow_negative: bool = False, allow_zero: bool = True) -> int:
+def parse_decimal(
+    text: str | int, what: str = "value", *, allow_negative: bool = False, allow_zero: bool = True
+) -> int:
     """Parse a decimal string into 1e-8 units, exactly; reject anything that would need rounding.
 
     Raises :class:`InvalidInput` naming ``what`` for NaN, infinities, exponents, more than 8 decimals, a negative

@@ -605,7 +605,9 @@ class Engine:
             if not event.bid_price or not event.ask_price:
                 return []
             price = (event.bid_price + event.ask_price) // 2
-            price = self.instruments[event.symbol].round_price_down(price) if event.symbol in self.instruments else price
+            price = (
+                self.instruments[event.symbol].round_price_down(price) if event.symbol in self.instruments else price
+            )
         elif kind is Kline:
             price = event.close
         elif kind is MarkPrice:

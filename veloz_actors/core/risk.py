@@ -34,7 +34,9 @@ class RiskLimits:
     max_order_notional: int = 0
     max_position: dict[str, int] = field(default_factory=dict)  # per symbol, absolute base quantity
     max_leverage: int = 0  # gross position value / equity, 1e-8 units (1x -> 100_000_000)
-    price_band: int = 5_000_000  # 5 %: limit prices within reference x (1 +/- band); market orders protected at the edge
+    price_band: int = (
+        5_000_000  # 5 %: limit prices within reference x (1 +/- band); market orders protected at the edge
+    )
     orders_per_second: int = 0  # token refill rate; 0 = unlimited
     burst: int = 50
     max_drawdown: int = 0  # fraction of peak equity that trips the breaker

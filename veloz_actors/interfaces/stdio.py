@@ -358,7 +358,9 @@ def order_state(order: dict[str, Any]) -> dict[str, Any]:
 class Session:
     """One protocol session over a backend. ``handle_line`` returns the JSON objects to print, in order."""
 
-    def __init__(self, backend: Backend, *, symbols: set[str], clock: Any, account_id: str = "main", market: bool = True):
+    def __init__(
+        self, backend: Backend, *, symbols: set[str], clock: Any, account_id: str = "main", market: bool = True
+    ):
         self.backend = backend
         self.symbols = frozenset(symbols)
         self.clock = clock
