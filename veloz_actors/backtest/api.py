@@ -84,7 +84,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     settings = _settings(cfg)
     l2 = _l2_module()
     if l2 is not None and l2.is_tick_capture(path):
-        return _run_l2(cfg, path, l2)
+        return _run_l2(cfg, cfg.strategy, path, l2)
     kernel.validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
     strategy = make_strategy(cfg.strategy, cfg.params) if cfg.engine == "event" else None
     started = time.perf_counter()
@@ -121,6 +121,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if cfg.out:
         from ..backtest.report import write_outputs
 
+        assert equity is not None  # both engines compute the equity curve whenever cfg.out is set
         output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
     output["run"] = meta
     return output
@@ -134,7 +135,7 @@ def _l2_module() -> Any:
     return l2
 
 
-def _run_l2(cfg: BacktestConfig, path: Path, l2: Any) -> dict[str, Any]:
+def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dict[str, Any]:
     started = time.perf_counter()
     from ..backtest.loaders import load_market_events
 
@@ -142,7 +143,7 @@ def _run_l2(cfg: BacktestConfig, path: Path, l2: Any) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
     from ..backtest.l2_strategies import make_l2_strategy
 
-    strategy = make_l2_strategy(cfg.strategy, cfg.params)
+    strategy = make_l2_strategy(strategy_name, cfg.params)
     bar_settings = _settings(cfg)
     settings = l2.L2Settings.for_events(
         events,
@@ -175,11 +176,12 @@ def _progress_bar(total: int) -> Any:
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total_ - done) / rate if rate > 0 else 0.0
         filled = int(30 * done / max(total_, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total_:,} bars {rate:,.0f}/s ETA {eta:.0f}s")
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total_:,} bars {rate:,.0f}/s ETA {eta:.0f}s"
+        )
         sys.stderr.flush()
 
     return show
-
 
 
 def parse_config(raw: dict[str, Any]) -> BacktestConfig:

@@ -60,6 +60,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from math import gcd
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,7 @@ from ..fixed import SCALE
 from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, bars_per_year, close_scaled, evaluate
 
+_numba: ModuleType | None
 try:  # numba is a pinned dependency; the exact pure-Python paths keep the kernel correct without it.
     import numba as _numba
 except ImportError:  # pragma: no cover - exercised only where numba is not installed

@@ -213,7 +213,7 @@ class L2Settings:
         for Binance spot BTCUSDT.
         """
         symbol, market, tick, step = _infer(events)
-        base = {"symbol": symbol, "market": market, "price_tick": tick, "qty_step": step}
+        base: dict[str, Any] = {"symbol": symbol, "market": market, "price_tick": tick, "qty_step": step}
         unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
         if unknown:
             raise InvalidInput(f"unknown L2 setting(s): {', '.join(unknown)}")
@@ -236,11 +236,10 @@ def _infer(events: Sequence[MarketEvent]) -> tuple[str, str, int, int]:
     for event in events:
         if symbol is None:
             symbol = getattr(event, "symbol", None)
-        typ = type(event)
-        if typ is Trade:
+        if type(event) is Trade:
             price_zeros = min(price_zeros, _trailing_zeros(event.price))
             qty_zeros = min(qty_zeros, _trailing_zeros(event.qty))
-        elif typ is BookDelta:
+        elif type(event) is BookDelta:
             if not event.is_snapshot and event.prev_update_id != -1:
                 market = "futures"
             for levels in (event.bids, event.asks):
@@ -332,9 +331,11 @@ def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
     """Write the fills as CSV with exact decimals and ``\\n`` line ends: byte-identical for identical runs."""
     names = result.client_order_ids
     trades = result.trades
+    columns = L2_TRADE_DTYPE.names
+    assert columns is not None  # a structured dtype always has field names (numpy's stubs say Optional)
     lines = [_CSV_HEADER]
     for ts, order_id, side, price, qty, fee, maker, cash, base in zip(
-        *(trades[name].tolist() for name in L2_TRADE_DTYPE.names), strict=True
+        *(trades[name].tolist() for name in columns), strict=True
     ):
         lines.append(
             f"{ts},{names.get(order_id, order_id)},{order_id},{'BUY' if side > 0 else 'SELL'},{format_decimal(price)},"
@@ -428,10 +429,11 @@ class L2Context:
 
 
 class _Resting:
-    __slots__ = ("order", "queue_ahead")
+    __slots__ = ("order", "price", "queue_ahead")
 
-    def __init__(self, order: Order, queue_ahead: int) -> None:
+    def __init__(self, order: Order, price: int, queue_ahead: int) -> None:
         self.order = order
+        self.price = price  # the order's limit price: only limit orders rest
         self.queue_ahead = queue_ahead
 
 
@@ -623,7 +625,10 @@ class _Simulation:
         elif order.quote_qty is not None:
             asset, amount = self.quote, order.quote_qty
         else:
-            limit = order.price if order.price is not None else self.slippage.adjust(True, order.protect_price, tick)
+            limit = order.price
+            if limit is None:  # a market buy: _check let it through without a price, its protect_price is set above
+                assert order.protect_price is not None
+                limit = self.slippage.adjust(True, order.protect_price, tick)
             notional = limit * order.qty // SCALE
             asset, amount = self.quote, notional + self.fees.max_fee(notional)
         if not self.ledger.reserve(TRADER, asset, amount):
@@ -674,6 +679,7 @@ class _Simulation:
         book = self.book
         synced = not book.needs_resync
         if order.order_type is OrderType.MARKET:
+            assert order.protect_price is not None  # _reserve sets it on every market order it lets through
             if synced:
                 self._take(order, order.protect_price, market=True)
             if order.quote_qty is not None and order.filled:
@@ -682,6 +688,7 @@ class _Simulation:
                 self._finish(order, OrderStatus.EXPIRED, RejectReason.NO_LIQUIDITY)
             return
         price = order.price
+        assert price is not None  # a limit order: _check rejected it without a price
         buy = order.side is Side.BUY
         best = (book.best_ask() if buy else book.best_bid()) if synced else None
         crosses = best is not None and (best[0] <= price if buy else best[0] >= price)
@@ -700,7 +707,7 @@ class _Simulation:
             return
         level = book.level_qty(order.side, price) if synced else 0
         order.resting = True
-        self.resting.append(_Resting(order, self.queue.on_arrival(level)))
+        self.resting.append(_Resting(order, price, self.queue.on_arrival(level)))
 
     def _levels(self, buy: bool, depth: int) -> tuple[tuple[int, int], ...]:
         """The best ``depth`` recorded levels of the side a buy (sell) takes from; the best one is O(1)."""
@@ -889,7 +896,7 @@ class _Simulation:
             if buy != sell_aggressor:
                 continue  # a trade by an aggressor on our own side never reaches our order
             leaves = order.qty - order.filled
-            limit = order.price
+            limit = resting.price
             if (price < limit) if buy else (price > limit):
                 self._fill(order, limit, leaves, maker=True)  # traded through our price: all of it
             elif price == limit:
@@ -905,7 +912,7 @@ class _Simulation:
         on_level = self.queue.on_level
         for resting in self.resting:
             order = resting.order
-            resting.queue_ahead = on_level(resting.queue_ahead, level_qty(order.side, order.price))
+            resting.queue_ahead = on_level(resting.queue_ahead, level_qty(order.side, resting.price))
 
     def drain(self) -> None:
         """Deliver the order events waiting in the outbox (the strategy may add more while handling them)."""
@@ -983,8 +990,7 @@ def run_l2_backtest(
         if arrivals and arrivals[0][0] < ts:
             sim.arrive(ts, False)
         sim.clock = ts
-        typ = type(event)
-        if typ is BookDelta:
+        if type(event) is BookDelta:  # exact-type checks (no subclasses), which also narrow the event for mypy
             if event.symbol != symbol:
                 raise InvalidInput(f"event of {event.symbol} in a {symbol} backtest")
             try:
@@ -1002,7 +1008,7 @@ def run_l2_backtest(
                 if outbox:
                     sim.drain()
                 on_book(book)
-        elif typ is Trade:
+        elif type(event) is Trade:
             if event.symbol != symbol:
                 raise InvalidInput(f"event of {event.symbol} in a {symbol} backtest")
             sim.last_trade_price = event.price

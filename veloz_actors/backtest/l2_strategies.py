@@ -24,7 +24,7 @@ decimals such as quantities are exact (``"0.001"``, or a float whose shortest re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidInput
 from ..fixed import SCALE, parse_decimal, parse_rate
@@ -39,6 +39,9 @@ from ..messages import (
     TimeInForce,
 )
 from .strategy import Strategy
+
+if TYPE_CHECKING:
+    from .l2 import L2Context
 
 __all__ = ["L2_STRATEGIES", "BookImbalance", "PassiveMaker", "make_l2_strategy"]
 
@@ -119,6 +122,7 @@ class BookImbalance(Strategy):
     }
     PARAMETERS = {"threshold": float, "levels": int, "qty": float, "hold_ms": int, "take_profit_bps": float,
                   "stop_loss_bps": float, "cooldown_ms": int}  # fmt: skip
+    ctx: L2Context  # set by on_start; the L2 backtest passes its own context (book(), order(), symbol)
 
     def __init__(self, **params: Any) -> None:
         p = _validate(self.NAME, self.SPEC, params)
@@ -216,6 +220,7 @@ class PassiveMaker(Strategy):
         "requote_ticks": (_integer(0), 1),
     }
     PARAMETERS = {"qty": float, "max_inventory": float, "requote_ticks": int}
+    ctx: L2Context  # set by on_start
 
     def __init__(self, **params: Any) -> None:
         p = _validate(self.NAME, self.SPEC, params)
@@ -270,7 +275,8 @@ class PassiveMaker(Strategy):
             self.symbol, side, qty=qty, price=price, order_type=OrderType.LIMIT, tif=TimeInForce.POST_ONLY
         )
         self.quotes += 1
-        if self.ctx.order(cid) is not None and not self.ctx.order(cid).status.is_terminal:
+        order = self.ctx.order(cid)
+        if order is not None and not order.status.is_terminal:
             self.live[cid] = [side, price, qty, False]
 
     def on_order_event(self, event: Any) -> None:

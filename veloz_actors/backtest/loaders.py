@@ -89,8 +89,8 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
     else:
         times, columns, first_line, close_times = _read_csv_bars(path)
         if close_times is not None:  # privet1x: only the close time is written
-            step = _most_common_step(close_times, path) or _given_or_named_interval(interval, name_interval, path)
-            times = close_times + _MS - step
+            close_step = _most_common_step(close_times, path) or _given_or_named_interval(interval, name_interval, path)
+            times = close_times + _MS - close_step
     if len(times) == 0:
         raise DataError(f"{path}: no bars in the file")
     step = _given_or_named_interval(interval, None, path) if interval is not None else None
@@ -470,7 +470,9 @@ def _most_common_step(times: np.ndarray, path: Path) -> int | None:
 
 
 def _given_or_named_interval(interval: str | int | None, named: str | None, path: Path) -> int:
-    if isinstance(interval, int) and not isinstance(interval, bool):
+    if isinstance(interval, bool):
+        raise DataError(f"{path}: interval must be text such as '5m' or a number of nanoseconds, got {interval!r}")
+    if isinstance(interval, int):
         if interval <= 0:
             raise DataError(f"{path}: interval must be positive, got {interval}")
         return interval

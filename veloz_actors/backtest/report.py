@@ -57,7 +57,9 @@ def _path(xs: np.ndarray, ys: np.ndarray, lo: float, hi: float, top: float, heig
     return "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in zip(px.tolist(), py.tolist(), strict=True))
 
 
-def _html(bars: BarSeries, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]) -> str:
+def _html(
+    bars: BarSeries, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
+) -> str:
     n = len(equity)
     idx = _sample(n)
     xs = idx / max(n - 1, 1)
@@ -80,9 +82,7 @@ def _html(bars: BarSeries, trades: np.ndarray, equity: np.ndarray, metrics: dict
             f'<text x="{x:.1f}" y="{y:.1f}" fill="{colour}" font-size="10" text-anchor="middle">{shape}'
             f"<title>{html.escape(title)}</title></text>"
         )
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in metrics.items()
-    )
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in metrics.items())
     info = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in meta.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>VeloZ backtest: {html.escape(bars.symbol)}</title>

@@ -133,7 +133,9 @@ def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, In
             price_tick=tick,
             qty_step=settings.qty_step,
             min_qty=settings.qty_step,
-            max_qty=max(_VENUE_FUNDS // max(top, 1) * SCALE // settings.qty_step * settings.qty_step, settings.qty_step),
+            max_qty=max(
+                _VENUE_FUNDS // max(top, 1) * SCALE // settings.qty_step * settings.qty_step, settings.qty_step
+            ),
             min_notional=0,
             maker_fee_rate=settings.fee_rate,
             taker_fee_rate=settings.fee_rate,
@@ -256,7 +258,9 @@ def _execute(
         if qty <= 0 or price <= 0:
             continue  # nothing the trader can afford: no trade, the strategy stays flat
         # the market at this open: the reference price, then the liquidity the fill model allows
-        engine.apply(Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts))
+        engine.apply(
+            Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
+        )
         offer = PlaceOrder(
             client_order_id=f"venue-{index}-{cid}",
             account_id=VENUE,
@@ -285,11 +289,9 @@ def _execute(
                 strategy.on_order_event(event)
             if type(event) is OrderFilled and event.account_id == TRADER:
                 cash = engine.ledger.free(TRADER, quote) + engine.ledger.locked(TRADER, quote)
-                side = 1 if event.side is Side.BUY else -1
-                rows.append((index - 1, index, ts, side, event.price, event.qty, event.fee, cash))
+                sign = 1 if event.side is Side.BUY else -1
+                rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
         leftover = engine.oms.get(VENUE, offer.client_order_id)
         if leftover is not None and leftover.is_open:
             engine.apply(CancelOrder(client_order_id=offer.client_order_id, account_id=VENUE, ts=ts))
     return produced
-
-

@@ -81,4 +81,3 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  load {timing['load_seconds']:.3f}s, run {timing['run_seconds']:.3f}s")
         if "files" in result:
             typer.echo(f"  wrote {', '.join(result['files'].values())}")
-

@@ -196,7 +196,7 @@ def _levels(raw: Any, key: str, kind: str) -> tuple[tuple[int, int], ...]:
     if type(raw) is not list:
         raise DataError(f"{kind}: field {key!r} must be a list of [price, qty], got {_preview(raw)}")
     get = _UNITS_CACHE.get
-    out = []
+    out: list[tuple[int, int]] = []
     append = out.append
     try:
         for price_text, qty_text in raw:
