@@ -125,16 +125,18 @@ def serial_kernel() -> dict[str, Any]:
     from veloz_actors.backtest.bars import BacktestSettings
     from veloz_actors.backtest.loaders import load_bars
     from veloz_actors.search import ParameterSpace, load_config
+    from veloz_actors.search.plan import execute_chunk
 
     t0 = time.perf_counter()
     bars = load_bars(DATA)
     load_seconds = time.perf_counter() - t0
     cfg = load_config(_config(GRID_256))
     sets = list(ParameterSpace(cfg.parameter_values(), cfg.constraints))
-    prepared = kernel.prepare(bars, "sma_cross", BacktestSettings())
-    kernel.run_many(prepared, sets[:1])  # numba load
+    # exactly what a search worker does with a chunk: shared rolling sums, tuned allocator, execute_chunk
+    prepared = kernel.share(kernel.prepare(bars, "sma_cross", BacktestSettings()), sets)
+    execute_chunk(prepared, sets[:1])  # numba load
     t0 = time.perf_counter()
-    kernel.run_many(prepared, sets)
+    execute_chunk(prepared, sets)
     seconds = time.perf_counter() - t0
     return {
         "bars": len(bars),

@@ -111,7 +111,10 @@ def validate_parameters(plan: SearchPlan) -> None:
 
 def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order)."""
+    from .._allocator import tune_allocator
     from ._backend import kernel
+
+    tune_allocator()  # a fresh worker would otherwise page-fault through every array (see _allocator)
 
     results = kernel.run_many(prepared, [dict(p) for p in param_sets])
     if len(results) != len(param_sets):
