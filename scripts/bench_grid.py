@@ -147,13 +147,19 @@ def serial_kernel() -> dict[str, Any]:
     }
 
 
-def vectorbt_bench() -> dict[str, Any]:
+def vectorbt_bench(engine: str = "numba") -> dict[str, Any]:
+    """vectorbt's broadcasting over the 256 grid with its ``numba`` or ``rust`` (vectorbt-rust) engine."""
     try:
         import numpy as np
         import pandas as pd
         import vectorbt as vbt
     except ImportError as exc:
-        return {"skipped": f"vectorbt not importable ({exc.name}); pip install vectorbt to compare"}
+        return {"skipped": f"vectorbt not importable ({exc.name}); pip install vectorbt==1.2.0 to compare"}
+    if engine == "rust":
+        from vectorbt._engine import is_rust_available
+
+        if not is_rust_available():
+            return {"skipped": "vectorbt-rust not installed; pip install vectorbt-rust==1.2.0 to compare"}
     from veloz_actors.backtest.loaders import load_bars
 
     bars = load_bars(DATA)
@@ -171,7 +177,12 @@ def vectorbt_bench() -> dict[str, Any]:
         exits = (f[1:] < s[1:]) & (f[:-1] >= s[:-1])
         pad = np.zeros((1, f.shape[1]), dtype=bool)
         pf = vbt.Portfolio.from_signals(
-            opens.shift(-1).ffill(), np.vstack([pad, entries]), np.vstack([pad, exits]), fees=0.001, init_cash=10_000
+            opens.shift(-1).ffill(),
+            np.vstack([pad, entries]),
+            np.vstack([pad, exits]),
+            fees=0.001,
+            init_cash=10_000,
+            engine=engine,
         )
         pf.total_return()
         return f.shape[1]
@@ -257,7 +268,8 @@ def main() -> None:
     results["speedup_1_to_2_warm"] = two["warm_combinations_per_second"] / one["warm_combinations_per_second"]
     results["parallel_efficiency_warm"] = results["speedup_1_to_2_warm"] / 2
     results["end_to_end_4096_2_workers"] = _run_child("e2e", "2")
-    results["vectorbt_256"] = vectorbt_bench()
+    results["vectorbt_256"] = vectorbt_bench("numba")
+    results["vectorbt_rust_256"] = vectorbt_bench("rust")
     results["backtrader_optstrategy"] = backtrader_bench()
 
     rows = [
@@ -274,7 +286,8 @@ def main() -> None:
         ),
     ]
     for name, key in (
-        ("vectorbt (from_signals, broadcast)", "vectorbt_256"),
+        ("vectorbt numba (from_signals, broadcast)", "vectorbt_256"),
+        ("vectorbt rust (from_signals, broadcast)", "vectorbt_rust_256"),
         ("backtrader optstrategy", "backtrader_optstrategy"),
     ):
         res = results[key]
@@ -290,9 +303,11 @@ def main() -> None:
         f"speed-up 1 -> 2 workers (warm): {results['speedup_1_to_2_warm']:.2f}x "
         f"(parallel efficiency {results['parallel_efficiency_warm']:.0%})"
     )
-    if "combinations_per_second" in results["vectorbt_256"]:
-        ratio = two["warm_combinations_per_second"] / results["vectorbt_256"]["combinations_per_second"]
-        print(f"2 workers vs vectorbt: {ratio:.1f}x")
+    for label, key in (("numba", "vectorbt_256"), ("rust", "vectorbt_rust_256")):
+        if "combinations_per_second" in results[key]:
+            ratio = two["warm_combinations_per_second"] / results[key]["combinations_per_second"]
+            results[f"ratio_2_workers_vs_vectorbt_{label}"] = ratio
+            print(f"2 workers vs vectorbt {label}: {ratio:.1f}x")
     e2e = results["end_to_end_4096_2_workers"]
     print(
         f"\n4,096 combinations end to end (imports + load + runtime start + search + stop), 2 workers: "

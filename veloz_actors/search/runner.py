@@ -29,8 +29,11 @@ from .store import ResultStore, TopK
 
 __all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
 
-# Chunks per worker the automatic chunk size aims for (tail balance vs per-task cost), and its bounds.
-_CHUNKS_PER_WORKER = 8
+# The automatic chunk size: about this many chunks per worker (tail balance), but never a chunk so small that the
+# per-task cost (~3 ms of scheduling and result handling, measured) shows: a chunk carries at least this many
+# bar-steps (parameter sets x bars; 4M is ~0.1 s of kernel time), and at most _MAX_CHUNK sets (progress, retries).
+_CHUNKS_PER_WORKER = 4
+_MIN_CHUNK_BAR_STEPS = 4_000_000
 _MAX_CHUNK = 256
 # Re-submissions of one chunk after Ray's own retries are exhausted (a worker or node lost again and again).
 _MAX_RESUBMITS = 3
@@ -93,7 +96,7 @@ def run_plan(
         ranking = TopK(top, config.metric, config.maximise)
         ranking.add(store.take_resumed_rows())
         with connect(address, max_workers) as runtime:
-            chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers)
+            chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers, len(plan.bars))
             in_flight = config.max_in_flight or (
                 runtime.workers if max_workers and not runtime.started_here else 2 * runtime.workers
             )
@@ -207,8 +210,10 @@ def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
         yield chunk
 
 
-def _auto_chunk(todo: int, workers: int) -> int:
-    return max(1, min(_MAX_CHUNK, math.ceil(todo / (workers * _CHUNKS_PER_WORKER))))
+def _auto_chunk(todo: int, workers: int, bars: int) -> int:
+    balanced = math.ceil(todo / (workers * _CHUNKS_PER_WORKER))
+    worth_a_task = math.ceil(_MIN_CHUNK_BAR_STEPS / max(bars, 1))
+    return max(1, min(_MAX_CHUNK, max(balanced, worth_a_task)))
 
 
 def _bar(progress: bool | ProgressBar) -> ProgressBar | None:
@@ -250,7 +255,9 @@ def run_walk_forward(
     best = {w.fold: TopK(1, config.metric, config.maximise) for w in plan.windows}
     times = plan.bars.data["open_time"]
     with connect(address, max_workers) as runtime:
-        chunk = config.chunk_size or _auto_chunk(total, runtime.workers)
+        chunk = config.chunk_size or _auto_chunk(
+            total, runtime.workers, max(w.train_stop - w.train_start for w in plan.windows)
+        )
         in_flight = config.max_in_flight or 2 * runtime.workers
         train_refs = {
             w.fold: ray.put(_prepare(plan, slice_bars(plan.bars, w.train_start, w.train_stop))) for w in plan.windows
