@@ -298,7 +298,7 @@ def main() -> None:
     print(f"\n256 combinations, sma_cross, {results['serial_kernel_256']['bars']:,} bars")
     print(f"{'engine':<42} {'combos/s':>10}  note")
     for name, rate, note in rows:
-        print(f"{name:<42} {'-' if rate is None else f'{rate:,.0f}':>10}  {note}")
+        print(f"{name:<42} {'-' if rate is None else (f'{rate:,.0f}' if rate >= 10 else f'{rate:.2f}'):>10}  {note}")
     print(
         f"speed-up 1 -> 2 workers (warm): {results['speedup_1_to_2_warm']:.2f}x "
         f"(parallel efficiency {results['parallel_efficiency_warm']:.0%})"

@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -68,7 +69,7 @@ def connect(address: str | None, max_workers: int | None = None) -> Iterator[Run
         yield Runtime("existing", _workers(max_workers), started_here=False)
         return
     probe_address(address)
-    kwargs: dict[str, object] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address is None:
         kwargs.update(address="local", num_cpus=max_workers or os.cpu_count() or 1, include_dashboard=False)
     else:

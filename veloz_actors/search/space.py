@@ -16,6 +16,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ __all__ = ["Constraint", "ParameterSpace", "Window", "parameter_key", "walk_forw
 Value = int | float | str
 ParamSet = dict[str, Value]
 
-_OPERATORS: dict[str, Callable[[object, object], bool]] = {
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "<=": operator.le,
     ">=": operator.ge,
     "==": operator.eq,
@@ -171,7 +172,7 @@ def walk_forward_windows(n_bars: int, train_bars: int, test_bars: int, step_bars
         raise ConfigError(
             f"walk-forward needs train_bars + test_bars <= the {n_bars} bars of the data, got {train_bars} + {test_bars}"
         )
-    windows = []
+    windows: list[Window] = []
     start = 0
     while start + train_bars + test_bars <= n_bars:
         windows.append(Window(len(windows), start, start + train_bars, start + train_bars + test_bars))
