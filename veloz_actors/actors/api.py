@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -145,7 +146,7 @@ class Subscription:
         self.gaps = 0  # times the bus restarted under this subscription (events in between are missing)
         self._max_queue = max_queue
         self._kinds = kinds
-        self._buffer: list[Any] = []
+        self._buffer: deque[Any] = deque()
         self._seen = 0
         self._closed = False
 
@@ -182,7 +183,7 @@ class Subscription:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         pause = 0.001
         while not self._buffer:
-            self._buffer = self.poll()
+            self._buffer = deque(self.poll())
             if self._buffer:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -191,7 +192,7 @@ class Subscription:
             time.sleep(pause)  # poll with a short back-off: the bus never blocks on a subscriber
             pause = min(pause * 2, 0.05)
         self._seen += 1
-        return self._buffer.pop(0)
+        return self._buffer.popleft()  # a deque: a poll can return a whole batch
 
     def close(self) -> None:
         if not self._closed:
