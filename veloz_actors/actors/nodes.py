@@ -94,9 +94,7 @@ def _to_os(journal: Journal | None) -> None:
     """Hand the journal's buffered lines to the OS before answering: a killed actor process then loses nothing it
     acknowledged (fsync for power loss stays the journal's durability policy)."""
     if journal is not None:
-        with journal._lock:  # noqa: SLF001 - the core journal has no OS-only flush; this is that, minimally
-            if not journal._closed:  # noqa: SLF001
-                journal._file.flush()  # noqa: SLF001
+        journal.hand_to_os()
 
 
 class _Window:
