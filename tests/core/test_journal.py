@@ -168,3 +168,27 @@ def test_truncated_snapshot_is_a_journal_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x01\x02")
     with pytest.raises(JournalError, match="truncated"):
         read_snapshot(path)
+
+
+def test_hand_to_os_puts_every_line_in_the_file_without_waiting_for_the_flusher(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="group", group_ms=60_000)  # the flusher will not run in this test
+    for ts in range(100):
+        journal.append(Tick(ts=ts))
+    assert read_journal(path)[1] == []  # still in the journal's buffer: group commit writes from the flusher
+    journal.hand_to_os()
+    assert read_journal(path)[1] == [Tick(ts=ts) for ts in range(100)]  # what a killed process leaves behind
+    journal.close()
+
+
+def test_group_flusher_writes_lines_within_its_window(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="group", group_ms=5)
+    journal.append(Tick(ts=1))
+    deadline = time.monotonic() + 5.0
+    while read_journal(path)[1] != [Tick(ts=1)]:
+        assert time.monotonic() < deadline, "the flusher never wrote the line"
+        time.sleep(0.005)
+    journal.close()

@@ -142,3 +142,27 @@ def test_encode_starts_with_the_type_tag() -> None:
 def test_decode_rejects_bad_payloads_with_invalid_input(raw: bytes) -> None:
     with pytest.raises(InvalidInput):
         decode(raw)
+
+
+def test_constructor_takes_keywords_only_with_defaults_and_no_strangers() -> None:
+    order = m.PlaceOrder(client_order_id="c", symbol="BTCUSDT", side=m.Side.BUY, order_type=m.OrderType.MARKET, ts=1)
+    assert (order.account_id, order.qty, order.price, order.tif) == ("main", 0, None, m.TimeInForce.GTC)
+    with pytest.raises(TypeError):
+        m.Tick(1)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="colour"):
+        m.Tick(ts=1, colour="red")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="ts"):
+        m.Tick()  # type: ignore[call-arg]
+
+
+def test_messages_replace_pickle_and_hash_as_dataclasses() -> None:
+    import pickle
+
+    balance = m.Balance(asset="USDT", free=5, locked=1)
+    event = m.AccountUpdated(account_id="a", balances=(balance,), ts=3)
+    assert dataclasses.replace(event, ts=4) == m.AccountUpdated(account_id="a", balances=(balance,), ts=4)
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert hash(event) == hash(m.AccountUpdated(account_id="a", balances=(m.Balance(asset="USDT", free=5, locked=1),),
+                                                ts=3))  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        balance.free = 6  # type: ignore[misc]

@@ -139,3 +139,12 @@ def test_killed_worker_does_not_lose_the_search(ray_runtime, shared_data: Path) 
     table = outcome["table"]
     assert table.num_rows == 240
     assert by_params(table.to_pylist()) == serial_results(shared_data, _sets(config), BIG_DATA_NAME)
+
+
+def test_automatic_chunks_balance_the_workers_but_stay_worth_a_task() -> None:
+    from veloz_actors.search.runner import _auto_chunk
+
+    assert _auto_chunk(256, 2, 140_614) == 32  # 4 chunks per worker, each ~4.5M bar-steps
+    assert _auto_chunk(256, 2, 1_000) == 256  # tiny data: one task per 4,000 sets would be all overhead; capped
+    assert _auto_chunk(4096, 2, 140_614) == 256  # capped, for progress and cheap retries
+    assert _auto_chunk(3, 8, 10**7) == 1
