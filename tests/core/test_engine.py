@@ -198,6 +198,30 @@ def test_snapshot_plus_journal_tail_equals_full_replay(tmp_path: Path) -> None:
     assert _internals(recovered) == _internals(replayed)
 
 
+def test_a_snapshot_ahead_of_a_journal_that_lost_its_tail_is_never_used(tmp_path: Path) -> None:
+    """A crash can leave a snapshot covering lines the journal never got to disk (durability ``none``, or a power loss
+    within the group window). Recovery must replay the journal alone, now and after new lines grow it again."""
+    path = tmp_path / "engine.journal"
+    config = _sim_config(snapshot_every=7)
+    messages = _session(12)
+    engine = Engine(config, journal_path=path, durability="none")
+    engine.apply_many(messages[:21])  # snapshots after 7, 14 and 21 lines
+    engine.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[: 1 + 17]))  # header + 17 lines: the last 4 never reached the disk
+    recovered, _ = Engine.recover(config, path, durability="none")
+    assert not Path(str(path) + ".snapshot").exists()
+    survivors = messages[:17] + messages[21:30]  # the lost 4 are gone; the engine goes on with the next inputs
+    recovered.apply_many(messages[21:30])
+    recovered.close()
+    again, _ = Engine.recover(config, path, durability="none")
+    again.close()
+    expected = Engine(config)
+    expected.apply_many(survivors)
+    assert engine_state(again) == engine_state(expected)
+    assert _internals(again) == _internals(expected)
+
+
 def _internals(engine: Engine) -> tuple:
     """Engine state beyond balances and orders: books, prices, counters and the simulated market's generator."""
     assert engine.sim is not None
