@@ -73,9 +73,6 @@ from ..messages import (
     Liquidity,
     MarketEvent,
     OrderAccepted,
-    OrderCancelled,
-    OrderExpired,
-    OrderFilled,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -823,20 +820,13 @@ class _Simulation:
             (ts, order.order_id, 1 if signed > 0 else -1, price, qty, fee, 1 if maker else 0, cash, base_total)
         )
         self.outbox.append(
-            OrderFilled(
-                client_order_id=order.client_order_id,
-                order_id=order.order_id,
-                account_id=TRADER,
-                symbol=order.symbol,
-                side=order.side,
+            order.fill_event(
                 trade_id=self.fill_count,
                 price=price,
                 qty=qty,
                 fee=fee,
                 fee_asset=quote,
                 liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
-                cum_qty=order.filled,
-                leaves_qty=0 if by_quote else order.qty - order.filled,
                 ts=ts,
             )
         )
@@ -853,32 +843,10 @@ class _Simulation:
         if order.resting:
             order.resting = False
             self.resting = [r for r in self.resting if r.order is not order]
-        if status is OrderStatus.CANCELLED:
-            self.counts["cancelled"] += 1
-            self.outbox.append(
-                OrderCancelled(
-                    client_order_id=order.client_order_id,
-                    order_id=order.order_id,
-                    account_id=TRADER,
-                    symbol=order.symbol,
-                    filled_qty=order.filled,
-                    reason=reason or RejectReason.USER_CANCEL,
-                    ts=ts,
-                )
-            )
-        elif status is OrderStatus.EXPIRED:
-            self.counts["expired"] += 1
-            self.outbox.append(
-                OrderExpired(
-                    client_order_id=order.client_order_id,
-                    order_id=order.order_id,
-                    account_id=TRADER,
-                    symbol=order.symbol,
-                    filled_qty=order.filled,
-                    reason=reason or RejectReason.IOC_UNFILLED,
-                    ts=ts,
-                )
-            )
+        event = order.closed_event(reason, ts)
+        if event is not None:
+            self.counts["cancelled" if status is OrderStatus.CANCELLED else "expired"] += 1
+            self.outbox.append(event)
 
     # --------------------------------------------------------------------------------------------- market events
 

@@ -36,9 +36,6 @@ from ..messages import (
     MarkPrice,
     Message,
     OrderAccepted,
-    OrderCancelled,
-    OrderExpired,
-    OrderFilled,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -433,21 +430,8 @@ class Engine:
                 if order.account_id in quiet_accounts:
                     continue
                 events.append(
-                    OrderFilled(
-                        client_order_id=order.client_order_id,
-                        order_id=order.order_id,
-                        account_id=order.account_id,
-                        symbol=symbol,
-                        side=order.side,
-                        trade_id=trade_id,
-                        price=price,
-                        qty=qty,
-                        fee=fee,
-                        fee_asset=quote,
-                        liquidity=liquidity,
-                        cum_qty=order.filled,
-                        leaves_qty=order.qty - order.filled if order.quote_qty is None else 0,
-                        ts=ts,
+                    order.fill_event(
+                        trade_id=trade_id, price=price, qty=qty, fee=fee, fee_asset=quote, liquidity=liquidity, ts=ts
                     )
                 )
                 events.append(pos.to_event(ts))
@@ -498,30 +482,9 @@ class Engine:
             order.reserved = 0
         if order.account_id in self.quiet_accounts:
             return
-        if status is OrderStatus.CANCELLED:
-            events.append(
-                OrderCancelled(
-                    client_order_id=order.client_order_id,
-                    order_id=order.order_id,
-                    account_id=order.account_id,
-                    symbol=order.symbol,
-                    filled_qty=order.filled,
-                    reason=reason or RejectReason.USER_CANCEL,
-                    ts=ts,
-                )
-            )
-        elif status is OrderStatus.EXPIRED:
-            events.append(
-                OrderExpired(
-                    client_order_id=order.client_order_id,
-                    order_id=order.order_id,
-                    account_id=order.account_id,
-                    symbol=order.symbol,
-                    filled_qty=order.filled,
-                    reason=reason or RejectReason.IOC_UNFILLED,
-                    ts=ts,
-                )
-            )
+        event = order.closed_event(reason, ts)
+        if event is not None:
+            events.append(event)
 
     def _cancel(self, cmd: CancelOrder) -> list[Any]:
         key = (cmd.account_id, cmd.client_order_id)

@@ -16,7 +16,18 @@ FILLED, CANCELLED, REJECTED and EXPIRED are terminal: nothing leaves them.
 from __future__ import annotations
 
 from .._exceptions import IllegalTransition
-from ..messages import OrderStatus, OrderType, PlaceOrder, Side, TimeInForce
+from ..messages import (
+    Liquidity,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderStatus,
+    OrderType,
+    PlaceOrder,
+    RejectReason,
+    Side,
+    TimeInForce,
+)
 
 __all__ = ["OMS", "TRANSITIONS", "Order"]
 
@@ -82,6 +93,51 @@ class Order:
             raise IllegalTransition(f"order {self.client_order_id}: {self.status} -> {to} is not allowed")
         self.status = to
         self.history.append((to, ts))
+
+    def fill_event(
+        self, *, trade_id: int, price: int, qty: int, fee: int, fee_asset: str, liquidity: Liquidity, ts: int
+    ) -> OrderFilled:
+        """The event of a fill already counted in ``filled`` (an order by quote amount has no quantity left)."""
+        return OrderFilled(
+            client_order_id=self.client_order_id,
+            order_id=self.order_id,
+            account_id=self.account_id,
+            symbol=self.symbol,
+            side=self.side,
+            trade_id=trade_id,
+            price=price,
+            qty=qty,
+            fee=fee,
+            fee_asset=fee_asset,
+            liquidity=liquidity,
+            cum_qty=self.filled,
+            leaves_qty=self.qty - self.filled if self.quote_qty is None else 0,
+            ts=ts,
+        )
+
+    def closed_event(self, reason: RejectReason | None, ts: int) -> OrderCancelled | OrderExpired | None:
+        """The event of an order that just became CANCELLED or EXPIRED (None for the other states)."""
+        if self.status is OrderStatus.CANCELLED:
+            return OrderCancelled(
+                client_order_id=self.client_order_id,
+                order_id=self.order_id,
+                account_id=self.account_id,
+                symbol=self.symbol,
+                filled_qty=self.filled,
+                reason=reason or RejectReason.USER_CANCEL,
+                ts=ts,
+            )
+        if self.status is OrderStatus.EXPIRED:
+            return OrderExpired(
+                client_order_id=self.client_order_id,
+                order_id=self.order_id,
+                account_id=self.account_id,
+                symbol=self.symbol,
+                filled_qty=self.filled,
+                reason=reason or RejectReason.IOC_UNFILLED,
+                ts=ts,
+            )
+        return None
 
     def to_dict(self) -> dict[str, object]:
         return {
