@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from ..backtest.strategies import make_strategy
-from ..backtest.strategy import Bar
+from ..backtest.strategy import Bar, StrategyContext
 from ..messages import BookTop, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from .batches import BookTopBatch
 
@@ -37,7 +37,7 @@ _ORDER_EVENT_TYPES = frozenset(
 )  # fmt: skip
 
 
-class LiveContext:
+class LiveContext(StrategyContext):
     """:class:`~veloz_actors.backtest.strategy.StrategyContext` over the OMS actor (one account)."""
 
     def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], prefix: str) -> None:
@@ -106,12 +106,6 @@ class LiveContext:
 
         command = CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns())
         self.events.extend(ray.get(self.oms.submit.remote(command), timeout=30))
-
-    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str:
-        return self.place_order(symbol, Side.BUY, qty=qty, quote_qty=quote_qty)
-
-    def sell_market(self, symbol: str, *, qty: int) -> str:
-        return self.place_order(symbol, Side.SELL, qty=qty)
 
 
 class StrategyNode:

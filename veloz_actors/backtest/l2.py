@@ -94,7 +94,7 @@ from .fill_models import (
     UniformLatency,
 )
 from .runner import split_symbol
-from .strategy import Strategy
+from .strategy import Strategy, StrategyContext
 
 __all__ = [
     "EQUITY_DTYPE",
@@ -345,7 +345,7 @@ def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
 # ---------------------------------------------------------------------------------------------------------- context
 
 
-class L2Context:
+class L2Context(StrategyContext):
     """The :class:`~veloz_actors.backtest.strategy.StrategyContext` of an L2 backtest, plus the recorded book.
 
     Amounts are ints in 1e-8 units. :meth:`book` is the recorded :class:`L2Book` (read it, never change it).
@@ -408,12 +408,6 @@ class L2Context:
 
     def cancel_order(self, client_order_id: str) -> None:
         self._sim.cancel(client_order_id)
-
-    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str:
-        return self.place_order(symbol, Side.BUY, qty=qty, quote_qty=quote_qty)
-
-    def sell_market(self, symbol: str, *, qty: int) -> str:
-        return self.place_order(symbol, Side.SELL, qty=qty)
 
     def buy_limit(self, symbol: str, *, qty: int, price: int, tif: TimeInForce = TimeInForce.GTC) -> str:
         return self.place_order(symbol, Side.BUY, qty=qty, price=price, order_type=OrderType.LIMIT, tif=tif)

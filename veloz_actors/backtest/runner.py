@@ -28,7 +28,7 @@ from ..fixed import MAX_ABS, SCALE
 from ..messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, equity_and_metrics
-from .strategy import Bar, Strategy
+from .strategy import Bar, Strategy, StrategyContext
 
 __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
 
@@ -57,7 +57,7 @@ class BacktestResult:
     events: int = 0
 
 
-class _Context:
+class _Context(StrategyContext):
     """The :class:`~veloz_actors.backtest.strategy.StrategyContext` of a bar backtest."""
 
     def __init__(self, engine: Engine, instrument: Instrument) -> None:
@@ -113,12 +113,6 @@ class _Context:
 
     def cancel_order(self, client_order_id: str) -> None:
         self.pending[:] = [p for p in self.pending if p[0] != client_order_id]
-
-    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str:
-        return self.place_order(symbol, Side.BUY, qty=qty, quote_qty=quote_qty)
-
-    def sell_market(self, symbol: str, *, qty: int) -> str:
-        return self.place_order(symbol, Side.SELL, qty=qty)
 
 
 def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, Instrument]:

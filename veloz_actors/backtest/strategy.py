@@ -72,8 +72,13 @@ class StrategyContext(Protocol):
         client_order_id: str | None = None,
     ) -> str: ...
     def cancel_order(self, client_order_id: str) -> None: ...
-    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str: ...
-    def sell_market(self, symbol: str, *, qty: int) -> str: ...
+
+    # Shortcuts over place_order, inherited by the contexts that subclass this protocol.
+    def buy_market(self, symbol: str, *, qty: int = 0, quote_qty: int | None = None) -> str:
+        return self.place_order(symbol, Side.BUY, qty=qty, quote_qty=quote_qty)
+
+    def sell_market(self, symbol: str, *, qty: int) -> str:
+        return self.place_order(symbol, Side.SELL, qty=qty)
 
 
 class Strategy:
