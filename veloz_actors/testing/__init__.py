@@ -76,33 +76,22 @@ class FakeClock:
 
 def btcusdt(**overrides: Any) -> Instrument:
     """BTCUSDT with Binance spot's real filters (tick 0.01, step 0.00001, min notional 10) and 0.1 % fees."""
-    values: dict[str, Any] = dict(
-        symbol="BTCUSDT",
-        base_asset="BTC",
-        quote_asset="USDT",
-        price_tick=d("0.01"),
-        qty_step=d("0.00001"),
-        min_qty=d("0.00001"),
-        max_qty=d("9000"),
-        min_notional=d("10"),
-        min_price=d("0.01"),
-        max_price=d("1000000"),
-        maker_fee_rate=d("0.001"),
-        taker_fee_rate=d("0.001"),
-    )
-    values.update(overrides)
-    return Instrument(**values)
+    return _binance_spot("BTCUSDT", "BTC", "0.00001", overrides)
 
 
 def ethusdt(**overrides: Any) -> Instrument:
     """ETHUSDT with Binance spot's real filters (tick 0.01, step 0.0001, min notional 10) and 0.1 % fees."""
+    return _binance_spot("ETHUSDT", "ETH", "0.0001", overrides)
+
+
+def _binance_spot(symbol: str, base_asset: str, step: str, overrides: dict[str, Any]) -> Instrument:
     values: dict[str, Any] = dict(
-        symbol="ETHUSDT",
-        base_asset="ETH",
+        symbol=symbol,
+        base_asset=base_asset,
         quote_asset="USDT",
         price_tick=d("0.01"),
-        qty_step=d("0.0001"),
-        min_qty=d("0.0001"),
+        qty_step=d(step),
+        min_qty=d(step),
         max_qty=d("9000"),
         min_notional=d("10"),
         min_price=d("0.01"),
