@@ -36,6 +36,15 @@ def _refuse_ray_in_pure_tests(request: pytest.FixtureRequest, monkeypatch: pytes
     monkeypatch.setattr(ray, "init", _refuse)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Many tests read the real data by its ../shared/data path: without it, say so once instead of 160 failures.
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(
+            f"VeloZ's tests read the real Binance data in ../shared/data, not found at {SHARED_DATA}: "
+            "clone the repository beside the shared/ folder"
+        )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real Binance data shipped beside the repository (``../shared/data``)."""
