@@ -22,7 +22,7 @@ from .core.risk import RiskLimits
 from .core.simmarket import SimSymbol
 from .fixed import parse_decimal
 
-__all__ = ["EngineFileConfig", "load_engine_config", "load_yaml"]
+__all__ = ["EngineFileConfig", "ReplayModel", "load_engine_config", "load_yaml"]
 
 Decimal = str | int | float
 
@@ -138,6 +138,15 @@ class MetricsModel(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+
+
+class ReplayModel(_Model):
+    """``actors.replay``: a recorded WebSocket capture (``../shared/data/ticks_l2``) the feed actor replays."""
+
+    path: str
+    speed: float = Field(default=1.0, ge=0, description="1 = as recorded, 10 = ten times faster, 0 = at once")
+    batch: int = Field(default=1000, ge=1, le=100_000)
+    reference_prices: bool = False  # its trades and tops also move the OMS's reference prices (risk price band)
 
 
 class EngineFileConfig(_Model):

@@ -134,3 +134,43 @@ def test_shutdown_leaves_no_ray_process_behind(how):
     assert proc.returncode == 0, err.decode()[-2000:]
     assert orjson.loads(out.splitlines()[-1])["state"] == "stopped"
     wait_for(lambda: not _marked(marker), timeout=20, what=f"every Ray process to exit after {how}")
+
+
+def test_a_replaying_session_prints_the_recorded_market_and_still_trades(shared_data):
+    from veloz_actors.backtest.loaders import load_market_events
+    from veloz_actors.messages import BookTop, Trade
+
+    capture = shared_data / "ticks_l2" / "binance_spot_btcusdt_20230405_ws.txt.gz"
+    events = load_market_events(capture)
+    recorded = [e for e in events if type(e) in (BookTop, Trade)]
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [*VELOZ, *COMMON[:2], "--no-journal", "--tick-ms", "600000", "--replay", str(capture), "--replay-speed", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=_env(marker),
+    )
+    try:
+        assert orjson.loads(proc.stdout.readline())["state"] == "started", proc.stderr.read().decode()[-2000:]
+        printed: list[dict] = []
+        while len(printed) < len(recorded):  # the simulated market's quotes come through too: keep the recorded ones
+            obj = orjson.loads(proc.stdout.readline())
+            if obj["type"] == "market" and obj["ts"] <= recorded[-1].ts_recv:
+                printed.append(obj)
+        proc.stdin.write(b"ORDER BUY BTCUSDT 0.01 MARKET cid=r1\nSTATUS\nQUIT\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert [(p["kind"], p["ts"]) for p in printed] == [
+        ("book_top" if type(e) is BookTop else "trade", e.ts_recv) for e in recorded
+    ]
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert any(o["type"] == "fill" and o["cid"] == "r1" for o in lines)
+    status = next(o for o in lines if o["type"] == "status" and "replay" in o)
+    assert status["replay"]["path"] == str(capture) and status["replay"]["total"] == len(events)
+    wait_for(lambda: not _marked(marker), timeout=20, what="every Ray process of the run to exit")

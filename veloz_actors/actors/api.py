@@ -76,6 +76,7 @@ def build_spec(
     else:
         shards = {symbol: (symbol,) for symbol in symbols}  # one book actor per symbol
     strategies = tuple(_strategy_settings(s, symbols) for s in actors.get("strategies") or ())
+    replay = _replay_settings(actors["replay"]) if actors.get("replay") else None
     try:
         return EngineSpec(
             name=name,
@@ -90,9 +91,29 @@ def build_spec(
             tick_ms=tick_ms or file_config.sim.tick_ms,
             run_clock=run_clock,
             strategies=strategies,
+            replay=replay,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"actors: {exc}") from exc
+
+
+def _replay_settings(settings: Any) -> dict[str, Any]:
+    """Validate ``actors.replay`` now: a missing file or a bad speed is a clear config error, not a silent feed."""
+    from pydantic import ValidationError
+
+    from ..config import ReplayModel
+
+    if isinstance(settings, (str, Path)):
+        settings = {"path": str(settings)}
+    try:
+        replay = ReplayModel.model_validate(settings)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"actors.replay: {problems}") from None
+    path = Path(replay.path).expanduser().resolve()  # the feed actor may run in another working directory
+    if not path.is_file():
+        raise ConfigError(f"actors.replay.path: no such file: {replay.path}")
+    return {**replay.model_dump(), "path": str(path)}
 
 
 def _strategy_settings(settings: Any, symbols: list[str]) -> dict[str, Any]:

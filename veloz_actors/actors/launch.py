@@ -140,10 +140,35 @@ def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, t
     from ..interfaces.stdio import Session
 
     backend = ActorBackend(engine, owned=owned)
-    session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
+    replaying = market and engine.spec.replay is not None
+    # a replayed market reaches the session through the bus, with the simulated one: each quote printed once
+    session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market and not replaying)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None
-    return run_session(session, tick_fn, tick_ms=tick_ms)
+    if not replaying:
+        return run_session(session, tick_fn, tick_ms=tick_ms)
+    subscription = engine.subscribe(kinds=["BookTop", "Trade", "Error"], max_queue=100_000)
+    try:
+        return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=_market_printer(subscription))
+    finally:
+        subscription.close()
+
+
+def _market_printer(subscription: Any) -> Any:
+    """What a replaying session prints besides its own results: quotes, trades and replay errors from the bus."""
+    from ..interfaces.stdio import EventFormatter
+    from ..messages import Error
+
+    formatter = EventFormatter(market=True)
+
+    def poll() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for event in subscription.poll():
+            if type(event) is not Error or event.code == "REPLAY_FAILED":  # other errors answer commands already
+                out.extend(formatter.format(event))
+        return out
+
+    return poll
 
 
 def attach_command(address: str, *, name: str = "default", market: bool = True) -> int:

@@ -13,7 +13,8 @@ Each class is short delegation code over the core; none of them decides anything
   simulated venue's top of book, or a recorded feed), keeps the latest book per symbol and forwards the batch to the
   bus, with a bounded window of calls in flight.
 - :class:`FeedNode` is the market feed of one venue: the simulated market's clock (a :class:`Tick` every
-  ``tick_ms`` for engines without a driver) or a recorded file replayed in batches.
+  ``tick_ms`` for engines without a driver) and/or a recorded file replayed in batches (``actors.replay``: paced by
+  its recorded receive times at ``speed``, resuming where it was after a restart).
 - :class:`BusNode` fans events out to subscribers, each with its own bounded drop-oldest queue and drop counter.
 """
 
@@ -39,6 +40,7 @@ from ..messages import (
     AccountUpdated,
     BookTop,
     CancelOrder,
+    Error,
     OrderFilled,
     OrderRejected,
     PlaceOrder,
@@ -74,6 +76,7 @@ class EngineSpec:
     peer_window: int = 64  # fire-and-forget calls in flight to one peer before the sender waits or drops
     tick_ms: int = 250
     run_clock: bool = False  # the feed ticks the simulated market (engines without a driver, e.g. detached)
+    replay: dict[str, Any] | None = None  # a recorded file the feed replays: path, speed, batch, reference_prices
     strategies: tuple[dict[str, Any], ...] = ()  # live strategies (see strategy_node.py)
 
     def journal_path(self, actor: str) -> Path | None:
@@ -530,18 +533,28 @@ class BookNode:
 class FeedNode:
     """The market feed of one venue: the simulated market's clock, or a recorded stream replayed in batches."""
 
-    def __init__(self, spec: EngineSpec, oms: Any, books: dict[str, Any]) -> None:
+    def __init__(self, spec: EngineSpec, oms: Any, books: dict[str, Any], bus: Any = None) -> None:
         self.spec = spec
         self.oms = oms
         self.books = books
+        self.bus = bus
         self.shard_of = spec.shard_of()
         self.windows = {name: _Window(spec.peer_window) for name in books}
         self.sent = 0
         self.ticks = 0
         self._stop = threading.Event()
+        self._publishing = threading.Lock()  # the replay thread and direct calls share the windows
         self._clock: threading.Thread | None = None
         if spec.run_clock:
             self.start_clock(spec.tick_ms)
+        self.replay_state: dict[str, Any] | None = None
+        self._replayer: threading.Thread | None = None
+        if spec.replay is not None:
+            self.replay_state = {"path": spec.replay["path"], "sent": 0, "total": None, "done": False, "error": None}
+            self._replayer = threading.Thread(
+                target=self._run_replay, args=(spec.replay,), name="veloz-replay", daemon=True
+            )
+            self._replayer.start()
 
     def start_clock(self, tick_ms: int) -> bool:
         if self._clock is not None:
@@ -558,8 +571,98 @@ class FeedNode:
                 self.ticks += 1
             self._stop.wait(interval)
 
+    # ---------------------------------------------------------------------------------------------- recorded file
+
+    def _offset_path(self) -> Path | None:
+        path = self.spec.journal_path("feed")
+        return None if path is None else path.with_suffix(".replay-offset")
+
+    def _run_replay(self, settings: dict[str, Any]) -> None:
+        """Replay a recorded capture: batches of up to ``batch`` events, paced by their receive times divided by
+        ``speed`` (0: as fast as the books take them). The offset reached is kept next to the journals, so a feed
+        that Ray restarted resumes after the last batch its books took instead of sending the file again; a new
+        engine replays the file from its start."""
+        from ..backtest.loaders import load_market_events  # the loaders are only needed by a replaying feed
+
+        state = self.replay_state
+        assert state is not None
+        try:
+            events = load_market_events(settings["path"])
+            mine = [e for e in events if e.symbol in self.shard_of]
+            if not mine:
+                found = sorted({e.symbol for e in events})
+                raise ValueError(f"no events for the configured symbols {sorted(self.shard_of)} (the file has {found})")
+        except Exception as exc:  # noqa: BLE001 - a bad file is reported (status and bus), the engine runs on
+            state["error"] = f"replay of {settings['path']} failed: {exc}"
+            if self.bus is not None:
+                self.bus.publish.remote([Error(code="REPLAY_FAILED", message=state["error"], ts=time.time_ns())])
+            return
+        del events
+        state["total"] = len(mine)
+        offset_path = self._offset_path()
+        start = 0
+        if offset_path is not None and offset_path.exists() and _reconstructed():  # a fresh engine starts over
+            with contextlib.suppress(ValueError, OSError):
+                start = min(int(offset_path.read_text()), len(mine))
+        state["sent"] = start
+        speed = float(settings.get("speed", 1.0))
+        batch_size = int(settings.get("batch", 1000))
+        to_oms = bool(settings.get("reference_prices", False))
+        origin_ts = mine[start].ts_recv if start < len(mine) else 0
+        origin_wall = time.monotonic()
+        i = start
+        while i < len(mine) and not self._stop.is_set():
+            if speed > 0:  # wait for the next event's time, then take every event that is due by now
+                wait = origin_wall + (mine[i].ts_recv - origin_ts) / 1e9 / speed - time.monotonic()
+                if wait > 0 and self._stop.wait(min(wait, 0.25)):
+                    break
+                if wait > 0.25:
+                    continue
+                due_ts = origin_ts + (time.monotonic() - origin_wall) * 1e9 * speed
+                end = i + 1
+                while end < len(mine) and end - i < batch_size and mine[end].ts_recv <= due_ts:
+                    end += 1
+            else:
+                end = min(i + batch_size, len(mine))
+            batch = mine[i:end]
+            if not self._deliver(batch):
+                break
+            if to_oms:
+                with contextlib.suppress(Exception):  # the OMS is restarting: reference prices move on the next batch
+                    ray.get(self.oms.market.remote(batch), timeout=30.0)
+            i = end
+            state["sent"] = i
+            if offset_path is not None:
+                tmp = offset_path.with_suffix(".tmp")
+                tmp.write_text(str(i))
+                os.replace(tmp, offset_path)
+        state["done"] = i >= len(mine)
+
+    def _deliver(self, batch: list[Any]) -> bool:
+        """Hand one replayed batch to its book shards and wait until each took it, sending it again to a shard that
+        is restarting; so a restart of a book (or of this feed, which resumes at the offset after the last batch
+        delivered) loses nothing and repeats at most one batch. False when the feed is stopping."""
+        pending: dict[str, list[Any]] = {}
+        for event in batch:
+            pending.setdefault(self.shard_of[event.symbol], []).append(event)
+        while pending:
+            refs = {shard: self.books[shard].apply.remote(events) for shard, events in pending.items()}
+            for shard, ref in refs.items():
+                with contextlib.suppress(Exception):  # the book actor is restarting: it gets the batch again
+                    ray.get(ref, timeout=30.0)
+                    del pending[shard]
+            if pending and self._stop.wait(0.2):
+                return False
+        with self._publishing:
+            self.sent += len(batch)
+        return True
+
     def publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
         """Send one batch of market events to the book shards of their symbols (waiting when a shard lags)."""
+        with self._publishing:
+            return self._publish(batch)
+
+    def _publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
         by_shard: dict[str, Any] = {}
         if isinstance(batch, BookTopBatch):
             by_shard = batch.split(self.shard_of)
@@ -604,23 +707,33 @@ class FeedNode:
         return self.flush()
 
     def flush(self) -> int:
-        for window in self.windows.values():
-            refs = list(window.refs)
-            if refs:
-                ray.wait(refs, num_returns=len(refs), timeout=60.0, fetch_local=False)
-            window.refs.clear()
-        return self.sent
+        with self._publishing:
+            for window in self.windows.values():
+                refs = list(window.refs)
+                if refs:
+                    ray.wait(refs, num_returns=len(refs), timeout=60.0, fetch_local=False)
+                window.refs.clear()
+            return self.sent
 
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "last_seq": self.ticks, "sent": self.sent, "clock": self._clock is not None}
+        status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "last_seq": self.ticks,
+            "sent": self.sent,
+            "clock": self._clock is not None,
+        }
+        if self.replay_state is not None:
+            status["replay"] = dict(self.replay_state)
+        return status
 
     def ping(self) -> tuple[int, int]:
         return os.getpid(), self.ticks
 
     def close(self) -> None:
         self._stop.set()
-        if self._clock is not None:
-            self._clock.join(timeout=2.0)
+        for thread in (self._clock, self._replayer):
+            if thread is not None:
+                thread.join(timeout=2.0)
 
 
 # ------------------------------------------------------------------------------------------------------------- bus

@@ -49,7 +49,7 @@ class Supervisor:
             .options(**_ORDERED, max_pending_calls=spec.order_inbox)
             .remote(spec, self.account, self.bus, self.books)
         )
-        self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books)
+        self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books, self.bus)
         self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
         self.actors.update({f"book:{shard}": handle for shard, handle in self.books.items()})
         instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
@@ -157,6 +157,7 @@ class Supervisor:
             "journal": oms.get("journal"),
             "journal_lines": oms.get("journal_lines", 0),
             "reference_prices": oms.get("reference_prices", {}),
+            "replay": (detail.get("feed") or {}).get("replay"),
         }
 
     # --------------------------------------------------------------------------------------------------- shutdown

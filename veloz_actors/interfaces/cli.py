@@ -60,8 +60,25 @@ def start(
     tick_ms: Annotated[int | None, typer.Option(help="Simulated market step in milliseconds.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
     detached: Annotated[bool, typer.Option("--detached", help="Leave the engine running on the cluster.")] = False,
+    replay: Annotated[
+        Path | None, typer.Option(help="Replay a recorded capture (e.g. ../shared/data/ticks_l2/*_ws.txt.gz).")
+    ] = None,
+    replay_speed: Annotated[
+        float | None, typer.Option(help="Replay pace: 1 = as recorded, 10 = ten times faster, 0 = at once.")
+    ] = None,
 ) -> None:
     file_config = load_engine_config(config or _default_config())
+    if replay is not None or replay_speed is not None:
+        if single_process:
+            raise VelozError("--replay runs on the actor engine: use --local or --address, not --single-process")
+        settings = dict(file_config.actors.get("replay") or {})
+        if replay is not None:
+            settings["path"] = str(replay)
+        if replay_speed is not None:
+            settings["speed"] = replay_speed
+        if "path" not in settings:
+            raise VelozError("--replay-speed needs a file to replay: --replay PATH (or actors.replay in the config)")
+        file_config = file_config.model_copy(update={"actors": {**file_config.actors, "replay": settings}})
     tick = tick_ms if tick_ms is not None else file_config.sim.tick_ms
     if tick <= 0:
         raise VelozError("--tick-ms must be positive")

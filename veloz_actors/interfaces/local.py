@@ -23,6 +23,7 @@ from .stdio import Session, dumps
 __all__ = ["LocalBackend", "run_session"]
 
 _EOF = object()
+_SIDE_FEED_SECONDS = 0.05  # how often a side feed is polled while no command comes in
 
 
 class LocalBackend:
@@ -66,8 +67,10 @@ def run_session(
     stdin: IO[str] = sys.stdin,
     stdout: IO[bytes] | None = None,
     clock: Callable[[], int] = time.time_ns,
+    side_feed: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> int:
-    """Run the protocol until EOF, QUIT or a signal; return the process exit code."""
+    """Run the protocol until EOF, QUIT or a signal; return the process exit code. ``side_feed`` (polled between
+    commands, e.g. a replayed market on the event bus) returns more objects to print."""
     out = stdout if stdout is not None else sys.stdout.buffer
     lines: queue.Queue[object] = queue.Queue(maxsize=1024)  # bounded: a flood of input waits for the engine
     stop = threading.Event()
@@ -103,6 +106,9 @@ def run_session(
                 next_tick += interval
                 continue
             timeout = 0.25 if next_tick is None else max(0.0, (next_tick - clock()) / 1e9)
+            if side_feed is not None:
+                emit(side_feed())
+                timeout = min(timeout, _SIDE_FEED_SECONDS)
             try:
                 item = lines.get(timeout=timeout)
             except queue.Empty:

@@ -1,0 +1,118 @@
+"""The feed actor replaying a recorded Binance capture (``actors.replay`` / ``veloz start --replay``)."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from veloz_actors import ConfigError
+from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.backtest.loaders import load_market_events
+from veloz_actors.messages import BookDelta, BookTop, Trade
+
+from .helpers import file_config, wait_for
+
+CAPTURE = "ticks_l2/binance_spot_btcusdt_20230405_ws.txt.gz"  # 15,088 BTCUSDT events over 415 s
+_MARKET = (BookTop, BookDelta, Trade)
+
+
+def test_replay_settings_are_checked_before_any_actor_starts(shared_data, tmp_path):
+    spec = build_spec(file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "batch": 250}))
+    assert spec.replay == {"path": str(shared_data / CAPTURE), "speed": 0.0, "batch": 250, "reference_prices": False}
+    assert build_spec(file_config(replay=str(shared_data / CAPTURE))).replay["speed"] == 1.0  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"actors\.replay\.path: no such file: .*missing\.txt\.gz"):
+        build_spec(file_config(replay={"path": str(tmp_path / "missing.txt.gz")}))
+    with pytest.raises(ConfigError, match=r"actors\.replay: speed: Input should be greater than or equal to 0"):
+        build_spec(file_config(replay={"path": str(shared_data / CAPTURE), "speed": -1}))
+    with pytest.raises(ConfigError, match=r"actors\.replay: pace: Extra inputs are not permitted"):
+        build_spec(file_config(replay={"path": str(shared_data / CAPTURE), "pace": 2}))
+
+
+def _market(subscription) -> list:
+    return [e for e in subscription.poll() if isinstance(e, _MARKET)]
+
+
+def _rewinds(received: list, wanted: list, batch: int) -> int:
+    """How many times ``received`` steps back (a batch sent again after a restart); fails on a gap or a reorder."""
+    expected = wanted.index(received[0])
+    rewinds = 0
+    for event in received:
+        if event != wanted[expected]:
+            back = wanted.index(event, max(0, expected - batch), expected)  # ValueError: lost or out of order
+            assert expected - back <= batch, "stepped back by more than one batch"
+            rewinds += 1
+            expected = back
+        expected += 1
+    assert expected == len(wanted), "the replay stopped before the end of the file"
+    return rewinds
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_killed_feed_resumes_its_replay_where_it_was(shared_data, tmp_path):
+    wanted = [e for e in load_market_events(shared_data / CAPTURE) if isinstance(e, _MARKET)]
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 100, "batch": 200})
+    engine = start_local(config, name="test-replay", journal_dir=tmp_path)
+    try:
+        subscription = engine.subscribe(max_queue=len(wanted) * 2)
+        received: list = []
+        wait_for(lambda: engine.status()["replay"]["sent"] > 3000, timeout=60, what="a third of the replay")
+        ray.kill(engine.actor("feed"), no_restart=False)
+        status = wait_for(
+            lambda: (s := engine.status())["replay"] and s["replay"]["done"] and s,
+            timeout=90,
+            what="the restarted feed to finish the file",
+        )
+        assert status["actors"]["feed"]["restarts"] == 1
+        assert status["replay"] == {
+            "path": str(shared_data / CAPTURE),
+            "sent": len(wanted),
+            "total": len(wanted),
+            "done": True,
+            "error": None,
+        }
+
+        def _all() -> bool:
+            received.extend(_market(subscription))
+            return bool(received) and received[-1] == wanted[-1]
+
+        wait_for(_all, timeout=30, what="the last recorded event at the subscriber")
+        subscription.close()
+        assert _rewinds(received, wanted, batch=200) <= 1  # nothing lost, at most one batch repeated
+        assert engine.top("BTCUSDT") == [e for e in wanted if type(e) is BookTop][-1]
+    finally:
+        engine.shutdown()
+    # a new engine on the same journals replays the file from its start (only a restarted feed resumes)
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "batch": 1000})
+    with start_local(config, name="test-replay-again", journal_dir=tmp_path) as again:
+        wait_for(lambda: again.status()["replay"]["done"], timeout=60, what="the second replay")
+        assert again.status()["market_events"] == len(wanted)
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_file_that_is_not_a_capture_is_reported_and_the_engine_trades_on(tmp_path):
+    bad = tmp_path / "bars.csv"
+    bad.write_text("open_time,open,high,low,close\n1,2,3,4,5\n")
+    engine = start_local(file_config(replay={"path": str(bad), "speed": 0}), name="test-replay-bad")
+    try:
+        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=30, what="the replay error")
+        assert (
+            replay.startswith(f"replay of {bad} failed: ") and "line 1: expected '<local timestamp> <JSON>'" in replay
+        )
+        engine.tick()
+        events = engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="after-bad-replay")
+        assert any(type(e).__name__ == "OrderFilled" for e in events)
+        assert all(info["alive"] for info in engine.status()["actors"].values())
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_capture_of_another_symbol_names_what_the_file_has(shared_data):
+    other = shared_data / "ticks_l2" / "binance_cm_btcusd_perp_20240808_ws.txt.gz"
+    engine = start_local(file_config(replay={"path": str(other), "speed": 0}), name="test-replay-other")
+    try:
+        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=30, what="the replay error")
+        assert "no events for the configured symbols ['BTCUSDT', 'ETHUSDT'] (the file has ['BTCUSD_PERP'])" in replay
+        assert engine.status()["replay"]["total"] is None
+    finally:
+        engine.shutdown()
