@@ -91,6 +91,17 @@ def _run(args: list[str], script: str, marker: str) -> list[bytes]:
     return done.stdout.splitlines()
 
 
+def _start(args: list[str], marker: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*VELOZ, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=_env(marker),
+    )
+
+
 def test_actor_engine_gives_the_same_events_as_the_single_process_engine():
     marker = uuid.uuid4().hex
     single = _run([*COMMON, "--single-process"], SCRIPT, marker)
@@ -107,14 +118,7 @@ def test_actor_engine_gives_the_same_events_as_the_single_process_engine():
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "QUIT"])
 def test_shutdown_leaves_no_ray_process_behind(how):
     marker = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [*VELOZ, *COMMON],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=_env(marker),
-    )
+    proc = _start(COMMON, marker)
     try:
         first = proc.stdout.readline()  # the "started" status: the actors are up
         assert orjson.loads(first)["state"] == "started", proc.stderr.read().decode()[-2000:]
@@ -144,14 +148,8 @@ def test_a_replaying_session_prints_the_recorded_market_and_still_trades(shared_
     events = load_market_events(capture)
     recorded = [e for e in events if type(e) in (BookTop, Trade)]
     marker = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [*VELOZ, *COMMON[:2], "--no-journal", "--tick-ms", "600000", "--replay", str(capture), "--replay-speed", "0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=_env(marker),
-    )
+    replaying = [arg for arg in COMMON if arg != "--no-market"] + ["--replay", str(capture), "--replay-speed", "0"]
+    proc = _start(replaying, marker)
     try:
         assert orjson.loads(proc.stdout.readline())["state"] == "started", proc.stderr.read().decode()[-2000:]
         printed: list[dict] = []
