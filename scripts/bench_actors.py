@@ -9,6 +9,7 @@ Measures, for both engines where it applies:
   (``submit_many``, 500 commands per call);
 - market events/s through feed -> book -> subscriber, in batches (actors: feed actor -> book actor -> event bus ->
   a subscriber polling from this process; single process: the same classes called in-process);
+- a recorded Binance capture (``--capture``) replayed by the feed actor as fast as its book actors take it;
 - memory: resident set of the engine (actors: every actor process incl. the supervisor; single process: this
   process's growth from building the engine and running the order tests).
 
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
+CAPTURE = ROOT.parent / "shared" / "data" / "ticks_l2" / "binance_spot_btcusdt_20240808_ws.txt.gz"
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this process only
 
@@ -239,16 +241,40 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
     }
 
 
+def bench_replay(capture: Path, batch: int) -> dict[str, Any]:
+    """The feed actor replaying a recorded Binance capture at speed 0: each batch acknowledged by its book actor."""
+    import ray
+
+    from veloz_actors.actors.api import start_local
+
+    config = _config()
+    config = config.model_copy(
+        update={"actors": {**config.actors, "replay": {"path": str(capture), "speed": 0, "batch": batch}}}
+    )
+    with start_local(config, name="bench-replay") as engine:
+        deadline = time.monotonic() + 300
+        while not (replay := engine.status()["replay"])["done"] and not replay["error"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay of {capture} not done after 300 s: {replay}")
+            time.sleep(0.05)
+    ray.shutdown()
+    if replay["error"]:
+        raise RuntimeError(replay["error"])
+    return replay
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--capture", type=Path, default=CAPTURE, help="recorded capture the feed actor replays")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         single = bench_single(args.orders, args.events, args.batch, Path(tmp))
         actors = bench_actors(args.orders, args.events, args.batch, Path(tmp))
+    replay = bench_replay(args.capture, args.batch)
     rows = [
         ("order round trip p50 (ms)", "order_round_trip_p50_ms", "{:.3f}"),
         ("order round trip p99 (ms)", "order_round_trip_p99_ms", "{:.3f}"),
@@ -267,6 +293,12 @@ def main() -> None:
         f"{actors['market_events_received']:,} (dropped {actors['market_events_dropped']:,}); "
         f"batch {args.batch}; {os.cpu_count()} cores"
     )
+    print(
+        f"recorded capture replayed by the feed actor ({args.capture.name}, speed 0): {replay['total']:,} events, "
+        f"load {replay['load_seconds']:.2f} s, replay {replay['replay_seconds']:.2f} s = "
+        f"{replay['total'] / replay['replay_seconds']:,.0f} events/s (every batch acknowledged by its book actor)"
+    )
+    actors["replay"] = replay
     if args.json is not None:
         args.json.write_bytes(
             orjson.dumps(

@@ -586,6 +586,7 @@ class FeedNode:
 
         state = self.replay_state
         assert state is not None
+        began = time.perf_counter()
         try:
             events = load_market_events(settings["path"])
             mine = [e for e in events if e.symbol in self.shard_of]
@@ -599,6 +600,8 @@ class FeedNode:
             return
         del events
         state["total"] = len(mine)
+        state["load_seconds"] = round(time.perf_counter() - began, 3)
+        began = time.perf_counter()
         offset_path = self._offset_path()
         start = 0
         if offset_path is not None and offset_path.exists() and _reconstructed():  # a fresh engine starts over
@@ -637,6 +640,7 @@ class FeedNode:
                 tmp.write_text(str(i))
                 os.replace(tmp, offset_path)
         state["done"] = i >= len(mine)
+        state["replay_seconds"] = round(time.perf_counter() - began, 3)
 
     def _deliver(self, batch: list[Any]) -> bool:
         """Hand one replayed batch to its book shards and wait until each took it, sending it again to a shard that
