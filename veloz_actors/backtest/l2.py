@@ -72,7 +72,6 @@ from ..messages import (
     BookDelta,
     Liquidity,
     MarketEvent,
-    OrderAccepted,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -653,20 +652,7 @@ class _Simulation:
         ts = self.clock
         order.transition(OrderStatus.ACCEPTED, ts)
         self.oms.mark_open(order)
-        self.outbox.append(
-            OrderAccepted(
-                client_order_id=order.client_order_id,
-                order_id=order.order_id,
-                account_id=TRADER,
-                symbol=order.symbol,
-                side=order.side,
-                order_type=order.order_type,
-                tif=order.tif,
-                price=order.price,
-                qty=order.qty,
-                ts=ts,
-            )
-        )
+        self.outbox.append(order.accepted_event(ts))
         book = self.book
         synced = not book.needs_resync
         if order.order_type is OrderType.MARKET:

@@ -35,7 +35,6 @@ from ..messages import (
     Liquidity,
     MarkPrice,
     Message,
-    OrderAccepted,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -336,20 +335,7 @@ class Engine:
         events: list[Any] = []
         quiet = account in self.quiet_accounts
         if not quiet:
-            events.append(
-                OrderAccepted(
-                    client_order_id=cmd.client_order_id,
-                    order_id=order.order_id,
-                    account_id=account,
-                    symbol=cmd.symbol,
-                    side=cmd.side,
-                    order_type=cmd.order_type,
-                    tif=cmd.tif,
-                    price=cmd.price,
-                    qty=cmd.qty,
-                    ts=cmd.ts,
-                )
-            )
+            events.append(order.accepted_event(cmd.ts))
         limit = cmd.price if cmd.price is not None else order.protect_price
         # a market FOK can only fill up to its protect price, so that is its limit here too
         if cmd.tif is TimeInForce.FOK and not book.fillable(cmd.side, limit, cmd.qty, account):

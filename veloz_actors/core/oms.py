@@ -18,6 +18,7 @@ from __future__ import annotations
 from .._exceptions import IllegalTransition
 from ..messages import (
     Liquidity,
+    OrderAccepted,
     OrderCancelled,
     OrderExpired,
     OrderFilled,
@@ -93,6 +94,22 @@ class Order:
             raise IllegalTransition(f"order {self.client_order_id}: {self.status} -> {to} is not allowed")
         self.status = to
         self.history.append((to, ts))
+
+    def accepted_event(self, ts: int) -> OrderAccepted:
+        """The event of an order the venue just accepted, with the quantity and price as ordered."""
+        command = self.command
+        return OrderAccepted(
+            client_order_id=self.client_order_id,
+            order_id=self.order_id,
+            account_id=self.account_id,
+            symbol=self.symbol,
+            side=self.side,
+            order_type=self.order_type,
+            tif=self.tif,
+            price=command.price,
+            qty=command.qty,
+            ts=ts,
+        )
 
     def fill_event(
         self, *, trade_id: int, price: int, qty: int, fee: int, fee_asset: str, liquidity: Liquidity, ts: int
