@@ -98,6 +98,7 @@ def run_session(
 
     interval = tick_ms * 1_000_000
     next_tick = clock() if tick is not None else None
+    next_side_poll = 0.0
     try:
         emit([{"type": "status", "ts": session.now(), **session.backend.status(), "state": "started"}])
         while not stop.is_set() and not session.closed:
@@ -107,8 +108,11 @@ def run_session(
                 continue
             timeout = 0.25 if next_tick is None else max(0.0, (next_tick - clock()) / 1e9)
             if side_feed is not None:
-                emit(side_feed())
-                timeout = min(timeout, _SIDE_FEED_SECONDS)
+                now = time.monotonic()
+                if now >= next_side_poll:  # at most one poll per period, however fast commands come in
+                    emit(side_feed())
+                    next_side_poll = now + _SIDE_FEED_SECONDS
+                timeout = min(timeout, max(0.0, next_side_poll - now))
             try:
                 item = lines.get(timeout=timeout)
             except queue.Empty:
