@@ -10,7 +10,7 @@ from veloz_actors.backtest import kernel
 from veloz_actors.backtest.bars import BacktestSettings, BarSeries
 from veloz_actors.backtest.loaders import load_bars
 from veloz_actors.backtest.runner import run_bar_backtest
-from veloz_actors.backtest.strategies import make_strategy
+from veloz_actors.strategies.bar_strategies import make_strategy
 
 
 @pytest.fixture(scope="module")

@@ -449,26 +449,6 @@ def test_trades_to_records_gives_exact_decimal_strings(btc_1h: BarSeries) -> Non
 # ------------------------------------------------------------------------------------------------ validation
 
 
-@pytest.mark.parametrize(
-    ("strategy", "params", "message"),
-    [
-        ("sma_cross", {"fast": 30, "slow": 30}, "fast .30. must be smaller than slow"),
-        ("sma_cross", {"fast": 0, "slow": 30}, "fast must be >= 1"),
-        ("sma_cross", {"fast": 5.5, "slow": 30}, "fast must be an integer"),
-        ("sma_cross", {"fast": 5, "slow": 30, "signal": 9}, "unknown parameter.*signal"),
-        ("sma_cross", {"fast": 5}, "missing parameter.*slow"),
-        ("rsi_reversion", {"period": -3, "lower": 30, "upper": 70}, "period must be >= 1"),
-        ("rsi_reversion", {"period": 14, "lower": 70, "upper": 30}, "lower .70. must be below upper"),
-        ("rsi_reversion", {"period": 14, "lower": 30, "upper": 101}, "upper must be within 0..100"),
-        ("rsi_reversion", {"period": True, "lower": 30, "upper": 70}, "period must be an integer"),
-        ("macd", {"fast": 1}, "unknown strategy 'macd'"),
-    ],
-)
-def test_invalid_parameters_are_rejected_with_a_clear_error(strategy: str, params: dict, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
-        kernel.validate_params(strategy, params)
-
-
 def test_run_many_validates_every_set_before_running(btc_1h: BarSeries) -> None:
     prepared = kernel.prepare(btc_1h, "sma_cross")
     with pytest.raises(InvalidInput, match="fast .40. must be smaller than slow .30."):

@@ -19,9 +19,7 @@ from veloz_actors.backtest.l2 import (
     run_l2_backtest,
     write_trades_csv,
 )
-from veloz_actors.backtest.l2_strategies import L2_STRATEGIES, make_l2_strategy
 from veloz_actors.backtest.loaders import load_market_events
-from veloz_actors.backtest.strategy import Strategy
 from veloz_actors.core.instruments import ceil_div
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.fixed import SCALE
@@ -38,6 +36,8 @@ from veloz_actors.messages import (
     TimeInForce,
     Trade,
 )
+from veloz_actors.strategies.base import Strategy
+from veloz_actors.strategies.l2_strategies import L2_STRATEGIES, make_l2_strategy
 
 CAPTURE = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
 CASH = 1_000_000 * SCALE

@@ -11,9 +11,9 @@ from veloz_actors.backtest.loaders import load_bars
 from veloz_actors.backtest.metrics import trades_to_records
 from veloz_actors.backtest.report import write_outputs
 from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
-from veloz_actors.backtest.strategies import SmaCross, make_strategy
-from veloz_actors.backtest.strategy import Strategy
 from veloz_actors.fixed import SCALE
+from veloz_actors.strategies.bar_strategies import SmaCross, make_strategy
+from veloz_actors.strategies.base import Strategy
 
 
 def _bars(closes: list[float], opens: list[float] | None = None) -> BarSeries:

@@ -118,7 +118,7 @@ def _replay_settings(settings: Any) -> dict[str, Any]:
 
 def _strategy_settings(settings: Any, symbols: list[str]) -> dict[str, Any]:
     """Validate one ``actors.strategies`` entry now, so a bad one is a clear config error, not a dead actor."""
-    from ..backtest.strategies import make_strategy
+    from ..strategies.bar_strategies import make_strategy
 
     if not isinstance(settings, dict) or "strategy" not in settings or "symbol" not in settings:
         raise ConfigError(f"actors.strategies: each entry needs 'strategy' and 'symbol', got {settings!r}")

@@ -1,10 +1,10 @@
-"""Strategies live: a strategy written for backtests (:class:`~veloz_actors.backtest.strategy.Strategy`) runs
+"""Strategies live: a strategy written for backtests (:class:`~veloz_actors.strategies.base.Strategy`) runs
 unchanged against the actor engine.
 
 A :class:`StrategyNode` actor subscribes to the event bus (its own bounded queue), turns top-of-book updates into
 bars of ``bar_ms`` (mid price; a bar is delivered when the first update of the next bar arrives), calls the
 strategy's callbacks, and sends its orders through the OMS (risk, funds reservation, matching) with a
-:class:`LiveContext` that implements the backtest's :class:`~veloz_actors.backtest.strategy.StrategyContext`.
+:class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`.
 An exception in strategy code is counted and reported in ``status()``; the engine goes on.
 
 Configured in the ``actors:`` section of the engine config::
@@ -24,9 +24,9 @@ from typing import Any
 
 import ray
 
-from ..backtest.strategies import make_strategy
-from ..backtest.strategy import Bar, StrategyContext
 from ..messages import BookTop, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..strategies.bar_strategies import make_strategy
+from ..strategies.base import Bar, StrategyContext
 from .batches import BookTopBatch
 
 __all__ = ["LiveContext", "StrategyNode"]
@@ -38,7 +38,7 @@ _ORDER_EVENT_TYPES = frozenset(
 
 
 class LiveContext(StrategyContext):
-    """:class:`~veloz_actors.backtest.strategy.StrategyContext` over the OMS actor (one account)."""
+    """:class:`~veloz_actors.strategies.base.StrategyContext` over the OMS actor (one account)."""
 
     def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], prefix: str) -> None:
         self.oms = oms

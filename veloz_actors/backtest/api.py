@@ -72,7 +72,8 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     from ..backtest.loaders import load_bars
     from ..backtest.metrics import trades_to_records
     from ..backtest.runner import run_bar_backtest
-    from ..backtest.strategies import make_strategy
+    from ..strategies.bar_strategies import make_strategy
+    from ..strategies.params import validate_params
 
     if not cfg.data:
         raise InvalidInput("no data: give --data PATH (or `data:` in the config)")
@@ -85,7 +86,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     l2 = _l2_module()
     if l2 is not None and l2.is_tick_capture(path):
         return _run_l2(cfg, cfg.strategy, path, l2)
-    kernel.validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
+    validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
     strategy = make_strategy(cfg.strategy, cfg.params) if cfg.engine == "event" else None
     started = time.perf_counter()
     bars = load_bars(path)
@@ -141,7 +142,7 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
 
     events = load_market_events(path)
     load_seconds = time.perf_counter() - started
-    from ..backtest.l2_strategies import make_l2_strategy
+    from ..strategies.l2_strategies import make_l2_strategy
 
     strategy = make_l2_strategy(strategy_name, cfg.params)
     bar_settings = _settings(cfg)

@@ -55,7 +55,6 @@ walk is kept and used whenever numba is missing or a bound would be exceeded, an
 from __future__ import annotations
 
 import dataclasses
-import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ import numpy as np
 
 from .._exceptions import DataError, InvalidInput
 from ..fixed import SCALE
+from ..strategies.params import VALID_STRATEGIES, validate_params
 from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, bars_per_year, close_scaled, evaluate
 
@@ -77,7 +77,6 @@ except ImportError:  # pragma: no cover - exercised only where numba is not inst
     _numba = None
 
 __all__ = [
-    "VALID_STRATEGIES",
     "Prepared",
     "backtest",
     "prepare",
@@ -86,71 +85,12 @@ __all__ = [
     "run_many",
     "share",
     "sma_cross",
-    "validate_params",
 ]
-
-# strategy name -> its parameter names, in order.
-VALID_STRATEGIES: dict[str, tuple[str, ...]] = {
-    "sma_cross": ("fast", "slow"),
-    "rsi_reversion": ("period", "lower", "upper"),
-}
 
 _INT64_MAX = 2**63 - 1
 # Products inside the compiled walk must stay below this (checked in float64, which is exact enough at this margin).
 _WALK_LIMIT = 2.0**62
 _USE_NUMBA = _numba is not None
-
-
-# ------------------------------------------------------------------------------------------------ parameters
-
-
-def validate_params(strategy: str, params: dict[str, Any]) -> dict[str, int | float]:
-    """Check a parameter set for ``strategy`` and return it normalised; raise :class:`InvalidInput` otherwise.
-
-    >>> validate_params("sma_cross", {"fast": 10, "slow": 30})
-    {'fast': 10, 'slow': 30}
-    """
-    if strategy not in VALID_STRATEGIES:
-        raise InvalidInput(f"unknown strategy {strategy!r}; valid strategies: {', '.join(VALID_STRATEGIES)}")
-    if not isinstance(params, dict):
-        raise InvalidInput(f"{strategy}: parameters must be a dict, got {type(params).__name__}")
-    names = VALID_STRATEGIES[strategy]
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise InvalidInput(
-            f"{strategy}: unknown parameter(s) {', '.join(map(str, unknown))}; expected {', '.join(names)}"
-        )
-    missing = [name for name in names if name not in params]
-    if missing:
-        raise InvalidInput(f"{strategy}: missing parameter(s) {', '.join(missing)}")
-    if strategy == "sma_cross":
-        fast = _window(strategy, "fast", params["fast"])
-        slow = _window(strategy, "slow", params["slow"])
-        if fast >= slow:
-            raise InvalidInput(f"sma_cross: fast ({fast}) must be smaller than slow ({slow})")
-        return {"fast": fast, "slow": slow}
-    period = _window(strategy, "period", params["period"])
-    lower = _level(strategy, "lower", params["lower"])
-    upper = _level(strategy, "upper", params["upper"])
-    if not lower < upper:
-        raise InvalidInput(f"rsi_reversion: lower ({lower}) must be below upper ({upper})")
-    return {"period": period, "lower": lower, "upper": upper}
-
-
-def _window(strategy: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInput(f"{strategy}: {name} must be an integer, got {value!r}")
-    if value < 1:
-        raise InvalidInput(f"{strategy}: {name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _level(strategy: str, name: str, value: Any) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise InvalidInput(f"{strategy}: {name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and 0 <= value <= 100):
-        raise InvalidInput(f"{strategy}: {name} must be within 0..100, got {value!r}")
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # ------------------------------------------------------------------------------------------------ prepared inputs

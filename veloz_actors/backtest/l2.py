@@ -81,6 +81,7 @@ from ..messages import (
     TimeInForce,
     Trade,
 )
+from ..strategies.base import Strategy, StrategyContext
 from .fill_models import (
     ConservativeQueue,
     ConstantLatency,
@@ -93,7 +94,6 @@ from .fill_models import (
     UniformLatency,
 )
 from .runner import split_symbol
-from .strategy import Strategy, StrategyContext
 
 __all__ = [
     "EQUITY_DTYPE",

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._exceptions import ConfigError, InvalidInput
-from ..core.engine import Engine, EngineConfig
+from ..venues.engine import Engine, EngineConfig
 from ..core.instruments import Instrument, ceil_div
 from ..core.risk import RiskLimits
 from ..fixed import MAX_ABS, SCALE
 from ..messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..strategies.base import Bar, Strategy, StrategyContext
 from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, equity_and_metrics
-from .strategy import Bar, Strategy, StrategyContext
 
 __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
 

@@ -1,6 +1,6 @@
 """Turning a validated config into a search plan, checked end to end before any work starts. Pure, no Ray.
 
-:func:`make_plan` loads the bars, expands the space, applies constraints and asks the kernel to validate every
+:func:`make_plan` loads the bars, expands the space, applies constraints and validates every
 parameter set on a few bars, so an empty grid, an unknown parameter, a bad value, a missing data file or a constraint
 that leaves nothing all fail here with one :class:`~veloz_actors.ConfigError` / :class:`~veloz_actors.DataError`
 line, before a runtime is started. :func:`execute_chunk` is what a Ray task runs: the kernel over one chunk.
@@ -17,6 +17,7 @@ from typing import Any
 from .._exceptions import ConfigError, InvalidInput
 from ..backtest.bars import BacktestSettings, BarSeries
 from ..fixed import format_decimal
+from ..strategies.params import VALID_STRATEGIES, validate_params
 from .config import METRICS, SearchConfig
 from .space import ParameterSpace, Window, walk_forward_windows
 
@@ -82,17 +83,16 @@ def make_plan(config: SearchConfig) -> SearchPlan:
 
 
 def validate_parameters(plan: SearchPlan) -> None:
-    """Check every parameter set with the kernel's own validation (names, types, fast < slow, ...) before any work.
+    """Check every parameter set with the strategies' own rules (names, types, fast < slow, ...) before any work.
 
-    The kernel is the one authority on what a strategy accepts, so the search asks it rather than keeping a second
-    list that could drift. Checking is pure Python over the sets (microseconds each), no backtest runs.
+    :mod:`veloz_actors.strategies.params` is the one authority on what a strategy accepts (the kernel asks it too), so
+    the search asks it rather than keeping a second list that could drift. Checking is pure Python over the sets
+    (microseconds each), no backtest runs.
     """
-    from ._backend import kernel
-
     strategy = plan.config.strategy
-    if strategy not in kernel.VALID_STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(kernel.VALID_STRATEGIES)}")
-    expected = kernel.VALID_STRATEGIES[strategy]
+    if strategy not in VALID_STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}; valid strategies: {', '.join(VALID_STRATEGIES)}")
+    expected = VALID_STRATEGIES[strategy]
     unknown = [name for name in plan.param_names if name not in expected]
     if unknown:
         raise ConfigError(
@@ -103,7 +103,7 @@ def validate_parameters(plan: SearchPlan) -> None:
         raise ConfigError(f"the grid does not give {strategy}'s parameter(s) {', '.join(missing)}")
     for params in itertools.islice(plan.param_sets(), _VALIDATE_MAX_SETS):
         try:
-            kernel.validate_params(strategy, params)
+            validate_params(strategy, params)
         except InvalidInput as exc:
             hint = "; add a constraint such as 'fast < slow'" if "must be smaller" in str(exc) else ""
             raise ConfigError(f"parameter set {_describe(params)}: {exc}{hint}") from exc

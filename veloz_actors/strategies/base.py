@@ -21,11 +21,16 @@ open (the next moment the market trades); against an engine they go through risk
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..messages import OrderType, Side, TimeInForce
 
-__all__ = ["Bar", "Strategy", "StrategyContext"]
+if TYPE_CHECKING:
+    from ..core.instruments import Instrument
+    from ..core.l2book import L2Book
+    from ..core.oms import Order
+
+__all__ = ["Bar", "L2StrategyContext", "Strategy", "StrategyContext"]
 
 
 class Bar:
@@ -79,6 +84,19 @@ class StrategyContext(Protocol):
 
     def sell_market(self, symbol: str, *, qty: int) -> str:
         return self.place_order(symbol, Side.SELL, qty=qty)
+
+
+class L2StrategyContext(StrategyContext, Protocol):
+    """What an L2 (tick) strategy sees besides :class:`StrategyContext`: the one symbol traded, its recorded book and
+    the state of its own orders. The L2 backtest's context provides it (``backtest.l2.L2Context``)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def instrument(self) -> Instrument: ...
+    def book(self, symbol: str | None = None) -> L2Book: ...
+    def order(self, client_order_id: str) -> Order | None: ...
+    def open_orders(self) -> list[Order]: ...
 
 
 class Strategy:

@@ -1,7 +1,7 @@
 """The built-in strategies, event-driven: ``sma_cross`` and ``rsi_reversion``.
 
-Their rules are exactly those of :mod:`veloz_actors.backtest.kernel` (see its docstring); the kernel is the vectorised
-twin used for sweeps, and ``tests/backtest/test_engine_agreement.py`` proves both give the same trades on real data.
+Their rules are exactly those of :mod:`veloz_actors.backtest.kernel` (see its docstring), their parameters those of
+:mod:`veloz_actors.strategies.params`; the kernel is the vectorised twin used for sweeps, and ``tests/backtest/test_engine_agreement.py`` proves both give the same trades on real data.
 Here each rule is applied bar by bar with exact integer state, the way a live engine will drive them.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._exceptions import InvalidInput
-from .kernel import validate_params
-from .strategy import Bar, Strategy
+from .base import Bar, Strategy
+from .params import validate_params
 
 __all__ = ["STRATEGIES", "RsiReversion", "SmaCross", "make_strategy"]
 

@@ -1,8 +1,9 @@
 """Built-in strategies for the tick/L2 backtest: ``book_imbalance`` (taker) and ``passive_maker`` (maker).
 
-Both are plain :class:`~veloz_actors.backtest.strategy.Strategy` objects driven by
-:func:`~veloz_actors.backtest.l2.run_l2_backtest`; they read the recorded book through ``ctx.book()`` and act only on
-what they have been told (order events), never on what they hope happened. Parameters are validated by
+Both are plain :class:`~veloz_actors.strategies.base.Strategy` objects driven by
+:func:`~veloz_actors.backtest.l2.run_l2_backtest` through an :class:`~veloz_actors.strategies.base.L2StrategyContext`;
+they read the recorded book through ``ctx.book()`` and act only on what they have been told (order events), never on
+what they hope happened. Parameters are validated by
 :func:`make_l2_strategy` (unknown names, wrong types and out-of-range values are one clear :class:`InvalidInput`);
 decimals such as quantities are exact (``"0.001"``, or a float whose shortest repr is that decimal).
 
@@ -24,7 +25,7 @@ decimals such as quantities are exact (``"0.001"``, or a float whose shortest re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._exceptions import InvalidInput
 from ..fixed import SCALE, parse_decimal, parse_rate
@@ -38,10 +39,7 @@ from ..messages import (
     Side,
     TimeInForce,
 )
-from .strategy import Strategy
-
-if TYPE_CHECKING:
-    from .l2 import L2Context
+from .base import L2StrategyContext, Strategy
 
 __all__ = ["L2_STRATEGIES", "BookImbalance", "PassiveMaker", "make_l2_strategy"]
 
@@ -122,7 +120,7 @@ class BookImbalance(Strategy):
     }
     PARAMETERS = {"threshold": float, "levels": int, "qty": float, "hold_ms": int, "take_profit_bps": float,
                   "stop_loss_bps": float, "cooldown_ms": int}  # fmt: skip
-    ctx: L2Context  # set by on_start; the L2 backtest passes its own context (book(), order(), symbol)
+    ctx: L2StrategyContext  # set by on_start: book(), order(), symbol besides the StrategyContext
 
     def __init__(self, **params: Any) -> None:
         p = _validate(self.NAME, self.SPEC, params)
@@ -220,7 +218,7 @@ class PassiveMaker(Strategy):
         "requote_ticks": (_integer(0), 1),
     }
     PARAMETERS = {"qty": float, "max_inventory": float, "requote_ticks": int}
-    ctx: L2Context  # set by on_start
+    ctx: L2StrategyContext  # set by on_start
 
     def __init__(self, **params: Any) -> None:
         p = _validate(self.NAME, self.SPEC, params)
