@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this process only
 
 from veloz_actors.config import load_engine_config  # noqa: E402
-from veloz_actors.core.engine import Engine  # noqa: E402
+from veloz_actors.venues.engine import Engine  # noqa: E402
 from veloz_actors.messages import BookTop, CancelOrder, OrderType, PlaceOrder, Side, Tick  # noqa: E402
 
 

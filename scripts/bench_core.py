@@ -25,7 +25,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from veloz_actors.core.engine import Engine, EngineConfig, tune_gc  # noqa: E402
+from veloz_actors.venues.engine import Engine, EngineConfig, tune_gc  # noqa: E402
 from veloz_actors.core.instruments import Instrument  # noqa: E402
 from veloz_actors.core.risk import RiskLimits  # noqa: E402
 from veloz_actors.fixed import SCALE  # noqa: E402

@@ -16,10 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._exceptions import ConfigError, InvalidInput
-from .core.engine import EngineConfig
+from .venues.engine import EngineConfig
 from .core.instruments import Instrument
 from .core.risk import RiskLimits
-from .core.simmarket import SimSymbol
+from .venues.simmarket import SimSymbol
 from .fixed import parse_decimal
 
 __all__ = ["EngineFileConfig", "ReplayModel", "load_engine_config", "load_yaml"]

@@ -30,6 +30,19 @@ from ._exceptions import InvalidInput
 
 __all__ = [
     "AccountUpdated",
+    "CancelAllOrders",
+    "ExecutionReport",
+    "HaltTrading",
+    "SubmitCancel",
+    "SubmitOrder",
+    "VenueCancelRejected",
+    "VenueOrderAccepted",
+    "VenueOrderCancelled",
+    "VenueOrderExpired",
+    "VenueOrderFilled",
+    "VenueOrderRejected",
+    "VenueOrderStatusUnknown",
+    "VenueRequest",
     "Balance",
     "BookDelta",
     "BookTop",
@@ -91,13 +104,23 @@ class TimeInForce(enum.StrEnum):
 
 
 class OrderStatus(enum.StrEnum):
+    """An order's state in the trading kernel (the transition table is :data:`veloz_actors.core.oms.TRANSITIONS`).
+
+    ``SUBMITTED``: risk passed, funds reserved, sent to the venue, not yet acknowledged by it. ``PENDING_CANCEL``: a
+    cancel was sent and the venue has not answered. ``UNKNOWN``: the venue's answer was lost (a timeout, a dropped
+    connection); the funds stay reserved until a report or a query settles it.
+    """
+
     NEW = "NEW"
+    SUBMITTED = "SUBMITTED"
     ACCEPTED = "ACCEPTED"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
     CANCELLED = "CANCELLED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    PENDING_CANCEL = "PENDING_CANCEL"
+    UNKNOWN = "UNKNOWN"
 
     @property
     def is_terminal(self) -> bool:
@@ -105,10 +128,20 @@ class OrderStatus(enum.StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self is OrderStatus.ACCEPTED or self is OrderStatus.PARTIALLY_FILLED
+        """Working at the venue, or possibly so: its funds stay reserved."""
+        return self in _OPEN
 
 
 _TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+_OPEN = frozenset(
+    {
+        OrderStatus.SUBMITTED,
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.PENDING_CANCEL,
+        OrderStatus.UNKNOWN,
+    }
+)
 
 
 class Liquidity(enum.StrEnum):
@@ -147,6 +180,9 @@ class RejectReason(enum.StrEnum):
     USER_CANCEL = "USER_CANCEL"
     OVERLOADED = "OVERLOADED"
     SHUTDOWN = "SHUTDOWN"
+    CANCEL_PENDING = "CANCEL_PENDING"
+    HALTED = "HALTED"
+    VENUE_REJECTED = "VENUE_REJECTED"
 
 
 _T = TypeVar("_T")
@@ -344,6 +380,168 @@ class Tick:
     ts: int
 
 
+@_message
+class HaltTrading:
+    """Trip the circuit breaker of ``account_id`` (``"*"``: every account) from outside the kernel: the risk actor's
+    halt. Risk-increasing orders are rejected with reason ``CIRCUIT_BREAKER`` until a :class:`ResetCircuitBreaker`."""
+
+    TYPE: ClassVar[str] = "HaltTrading"
+    account_id: str = "*"
+    reason: str
+    ts: int
+
+
+@_message
+class CancelAllOrders:
+    """Cancel every open order of ``account_id`` (``"*"``: every account); with a halt, the kill switch."""
+
+    TYPE: ClassVar[str] = "CancelAllOrders"
+    account_id: str = "*"
+    ts: int
+
+
+# ---------------------------------------------------------------------------------------- requests to a venue
+
+
+@_message
+class SubmitOrder:
+    """The kernel's order, risk-checked and funded, on its way to a venue.
+
+    ``limit`` is the price the venue may trade up to: the order's price, or for a market order the protect price the
+    kernel reserved funds for. ``quote_qty`` (market BUY only) spends at most that much quote, fees included.
+    """
+
+    TYPE: ClassVar[str] = "SubmitOrder"
+    client_order_id: str
+    account_id: str
+    order_id: int
+    symbol: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    qty: int
+    price: int | None = None
+    limit: int | None = None
+    quote_qty: int | None = None
+    ts: int
+
+
+@_message
+class SubmitCancel:
+    """The kernel asks a venue to cancel one of its orders."""
+
+    TYPE: ClassVar[str] = "SubmitCancel"
+    client_order_id: str
+    account_id: str
+    symbol: str
+    ts: int
+
+
+# ------------------------------------------------------------------------------------ execution reports from a venue
+# Each carries the venue's name and its own ids; the kernel journals them before applying them, and applying one
+# twice has no second effect (a fill is known by venue, symbol, trade id and order).
+
+
+@_message
+class VenueOrderAccepted:
+    """The venue took the order (it rests, or is about to trade)."""
+
+    TYPE: ClassVar[str] = "VenueOrderAccepted"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    venue_order_id: str
+    ts: int
+
+
+@_message
+class VenueOrderRejected:
+    """The venue refused the order (a post-only order that would take liquidity, an exchange filter, ...)."""
+
+    TYPE: ClassVar[str] = "VenueOrderRejected"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    reason: RejectReason
+    detail: str = ""
+    ts: int
+
+
+@_message
+class VenueOrderFilled:
+    """One trade of the order at the venue. ``fee`` is in ``fee_asset``; ``leaves_qty`` is what the venue still works
+    (0 on the last fill of an order sized by quote amount)."""
+
+    TYPE: ClassVar[str] = "VenueOrderFilled"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    venue_order_id: str
+    trade_id: int
+    price: int
+    qty: int
+    fee: int
+    fee_asset: str
+    liquidity: Liquidity
+    leaves_qty: int
+    ts: int
+
+
+@_message
+class VenueOrderCancelled:
+    TYPE: ClassVar[str] = "VenueOrderCancelled"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    reason: RejectReason = RejectReason.USER_CANCEL
+    ts: int
+
+
+@_message
+class VenueOrderExpired:
+    """The venue ended the order without filling the rest (IOC / FOK / market remainder, self-trade prevention)."""
+
+    TYPE: ClassVar[str] = "VenueOrderExpired"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    reason: RejectReason
+    ts: int
+
+
+@_message
+class VenueCancelRejected:
+    """The venue refused a cancel (the order had already filled or gone); the order stays as it is."""
+
+    TYPE: ClassVar[str] = "VenueCancelRejected"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    reason: RejectReason
+    detail: str = ""
+    ts: int
+
+
+@_message
+class VenueOrderStatusUnknown:
+    """The venue's answer was lost (timeout, dropped connection): the order's outcome is unknown until a report or a
+    status query settles it; its funds stay reserved."""
+
+    TYPE: ClassVar[str] = "VenueOrderStatusUnknown"
+    venue: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    detail: str = ""
+    ts: int
+
+
 # ----------------------------------------------------------------------------------------------------------- events
 
 
@@ -483,16 +681,28 @@ class Error:
 
 
 MarketEvent = Trade | BookTop | BookDelta | Kline | Ticker | FundingRate | MarkPrice
-Command = PlaceOrder | CancelOrder | ResetCircuitBreaker | Tick
+Command = PlaceOrder | CancelOrder | ResetCircuitBreaker | Tick | HaltTrading | CancelAllOrders
+VenueRequest = SubmitOrder | SubmitCancel
+ExecutionReport = (
+    VenueOrderAccepted
+    | VenueOrderRejected
+    | VenueOrderFilled
+    | VenueOrderCancelled
+    | VenueOrderExpired
+    | VenueCancelRejected
+    | VenueOrderStatusUnknown
+)
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCancelled | OrderExpired
 Event = OrderEvent | AccountUpdated | PositionUpdated | CircuitBreakerTripped | Error
-Message = MarketEvent | Command | Event
+Message = MarketEvent | Command | VenueRequest | ExecutionReport | Event
 
 _TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
         Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice,
-        PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick,
+        PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick, HaltTrading, CancelAllOrders, SubmitOrder, SubmitCancel,
+        VenueOrderAccepted, VenueOrderRejected, VenueOrderFilled, VenueOrderCancelled, VenueOrderExpired,
+        VenueCancelRejected, VenueOrderStatusUnknown,
         OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired,
         AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error,
     )
@@ -512,7 +722,7 @@ _ENUM_FIELDS = {
 def _field_converters(cls: type) -> dict[str, Any]:
     converters: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in _ENUM_FIELDS and not (cls is CircuitBreakerTripped and f.name == "reason"):
+        if f.name in _ENUM_FIELDS and not (cls in (CircuitBreakerTripped, HaltTrading) and f.name == "reason"):
             enum_cls = _ENUM_FIELDS[f.name]
             converters[f.name] = lambda v, e=enum_cls: None if v is None else e(v)
         elif f.name in ("bids", "asks"):

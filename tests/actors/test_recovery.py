@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from veloz_actors.actors.api import start_local
-from veloz_actors.core.engine import replay
+from veloz_actors.venues.engine import replay
 from veloz_actors.fixed import SCALE, format_decimal
 from veloz_actors.messages import OrderFilled, Side
 

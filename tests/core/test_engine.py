@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.engine import Engine, EngineConfig, replay
+from veloz_actors.venues.engine import Engine, EngineConfig, replay
 from veloz_actors.core.journal import read_journal
 from veloz_actors.messages import (
     AccountUpdated,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from veloz_actors import InvalidInput, SequenceGap
-from veloz_actors.backtest.loaders import load_market_events
 from veloz_actors.core.l2book import L2Book, bench_depth
+from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import BookDelta, BookTop, Side
 
 SPOT = "binance_spot_btcusdt_20240808_ws.txt.gz"

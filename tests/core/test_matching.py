@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from veloz_actors.core.engine import Engine
-from veloz_actors.core.matching import OrderBook
+from veloz_actors.venues.engine import Engine
+from veloz_actors.venues.matching import OrderBook
 from veloz_actors.core.oms import Order
 from veloz_actors.messages import (
     Liquidity,

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from veloz_actors.core.engine import Engine, replay
+from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.core.oms import TRANSITIONS, Order
 from veloz_actors.messages import BookTop, Message, OrderType, PlaceOrder, Side, Tick, TimeInForce, Trade
 from veloz_actors.testing import ACCOUNTS, cancel, encoded, engine_config, engine_state

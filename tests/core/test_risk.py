@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from veloz_actors.core.engine import Engine
+from veloz_actors.venues.engine import Engine
 from veloz_actors.core.risk import RiskEngine, RiskLimits, TokenBucket
 from veloz_actors.messages import (
     CircuitBreakerTripped,

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from veloz_actors.core.engine import replay
+from veloz_actors.venues.engine import replay
 from veloz_actors.core.journal import read_journal
 from veloz_actors.interfaces.stdio import EventFormatter
 from veloz_actors.messages import CancelOrder, PlaceOrder, encode

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from veloz_actors.core.engine import Engine
+from veloz_actors.venues.engine import Engine
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.stdio import Session, parse_command
 from veloz_actors.messages import Tick

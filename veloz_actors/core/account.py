@@ -7,8 +7,12 @@ Funds move like this:
 
 - ``reserve``: free -> locked, atomically, or not at all (insufficient funds is a result, not an exception);
 - ``release``: locked -> free (a cancel, an expiry, or the unused part of a reservation after a fill);
-- ``settle``: for a fill, the buyer's locked quote pays the seller and the fee; the seller's locked base goes to the
-  buyer's free base; the fee goes to the venue's fee bucket.
+- ``settle``: for a fill between two accounts of this ledger, the buyer's locked quote pays the seller and the fee; the
+  seller's locked base goes to the buyer's free base; the fee goes to the venue's fee bucket;
+- ``trade``: for a fill with a counterparty outside this ledger (the kernel's orders at a venue), the account pays out
+  of its locked funds and receives into its free funds; ``counterparty`` counts what left for the venue (negative for
+  what came in), so ``totals() + counterparty == deposited`` still holds exactly, and joined with the venue's own
+  books it is the same conservation law across both sides.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class Position:
 class Ledger:
     """Balances of every account plus the venue's fee buckets. Amounts are int 1e-8 units."""
 
-    __slots__ = ("_accounts", "_events", "fees_collected", "deposited", "positions")
+    __slots__ = ("_accounts", "_events", "fees_collected", "deposited", "positions", "counterparty")
 
     def __init__(self) -> None:
         self._accounts: dict[str, dict[str, list[int]]] = {}
@@ -96,6 +100,7 @@ class Ledger:
         self.fees_collected: dict[str, int] = {}
         self.deposited: dict[str, int] = {}
         self.positions: dict[tuple[str, str], Position] = {}
+        self.counterparty: dict[str, int] = {}
 
     # ----------------------------------------------------------------------------------------------------- funding
 
@@ -213,6 +218,55 @@ class Ledger:
         fees = buyer_fee + seller_fee
         if fees:
             self.fees_collected[quote] = self.fees_collected.get(quote, 0) + fees
+
+    def trade(
+        self,
+        account_id: str,
+        *,
+        pay_asset: str,
+        pay: int,
+        receive_asset: str,
+        receive: int,
+        fee_asset: str,
+        fee: int,
+        locked_available: int,
+    ) -> int:
+        """Book one fill with a counterparty outside this ledger; returns how much came out of the locked funds.
+
+        ``pay`` (plus ``fee`` when it is in ``pay_asset``) comes out of the account's locked ``pay_asset`` up to
+        ``locked_available`` (what the order still holds), any rest out of its free balance; ``receive`` goes to its
+        free ``receive_asset``; a fee in another asset comes out of that free balance (after what was just received).
+        Balances may go negative only if a venue reports more than the order could pay: the caller reports that.
+        """
+        from_locked = pay + fee if fee_asset == pay_asset else pay
+        if from_locked > locked_available:
+            from_locked = locked_available
+        pay_bucket = self._bucket(account_id, pay_asset)
+        pay_bucket[1] -= from_locked
+        total_pay = pay + fee if fee_asset == pay_asset else pay
+        pay_bucket[0] -= total_pay - from_locked
+        receive_bucket = self._bucket(account_id, receive_asset)
+        receive_bucket[0] += receive
+        events = self._events[account_id]
+        events.pop(pay_asset, None)
+        events.pop(receive_asset, None)
+        if fee_asset != pay_asset and fee:
+            self._bucket(account_id, fee_asset)[0] -= fee
+            events.pop(fee_asset, None)
+        if fee:
+            self.fees_collected[fee_asset] = self.fees_collected.get(fee_asset, 0) + fee
+        counterparty = self.counterparty
+        counterparty[pay_asset] = counterparty.get(pay_asset, 0) + pay
+        counterparty[receive_asset] = counterparty.get(receive_asset, 0) - receive
+        return from_locked
+
+    def conserved(self) -> bool:
+        """For every asset: balances + fees collected + what went to counterparties == what was deposited."""
+        totals = self.totals()
+        for asset, amount in self.counterparty.items():
+            totals[asset] = totals.get(asset, 0) + amount
+        assets = set(totals) | set(self.deposited)
+        return all(totals.get(a, 0) == self.deposited.get(a, 0) for a in assets)
 
     def export(self) -> dict[str, object]:
         """A JSON-ready picture of every balance, fee bucket and position."""

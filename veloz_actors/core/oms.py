@@ -1,14 +1,16 @@
 """The order management system: each order's state machine, its history, and the indexes to query orders.
 
 The lifecycle is a transition table; :meth:`Order.transition` raises :class:`IllegalTransition` at once for anything
-the table does not allow (NautilusTrader ``model/orders/base.pyx``)::
+the table does not allow (NautilusTrader ``model/orders/base.pyx``). The kernel moves an order to SUBMITTED when it
+passes risk and its funds are reserved; from there the venue's execution reports drive it::
 
-    NEW ──> ACCEPTED ──> PARTIALLY_FILLED ──> FILLED
-     │         │                │
-     │         ├──> FILLED      ├──> CANCELLED
-     │         ├──> CANCELLED   └──> EXPIRED
-     │         └──> EXPIRED
-     └──> REJECTED
+    NEW ──> SUBMITTED ──> ACCEPTED ──> PARTIALLY_FILLED ──> FILLED
+     │         │  │          │               │
+     │         │  │          └───────────────┴──> PENDING_CANCEL ──> CANCELLED
+     │         │  │                                  (a fill or a cancel rejection may still come)
+     │         │  └──> UNKNOWN (the venue's answer was lost) ──> any state a report then says
+     │         └──> REJECTED / FILLED / CANCELLED / EXPIRED (the venue answered at once)
+     └──> REJECTED (risk, funds)
 
 FILLED, CANCELLED, REJECTED and EXPIRED are terminal: nothing leaves them.
 """
@@ -33,10 +35,19 @@ from ..messages import (
 __all__ = ["OMS", "TRANSITIONS", "Order"]
 
 _S = OrderStatus
+_WORKING = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL, _S.UNKNOWN})
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    _S.NEW: frozenset({_S.ACCEPTED, _S.REJECTED}),
-    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
-    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.NEW: frozenset({_S.SUBMITTED, _S.REJECTED}),
+    _S.SUBMITTED: _WORKING | {_S.ACCEPTED, _S.REJECTED},
+    _S.ACCEPTED: _WORKING,
+    _S.PARTIALLY_FILLED: _WORKING,
+    # a cancel in flight: fills may still arrive, and a rejected cancel puts the order back where it was
+    _S.PENDING_CANCEL: frozenset(
+        {_S.PENDING_CANCEL, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}
+    ),
+    _S.UNKNOWN: frozenset(
+        {_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED, _S.PENDING_CANCEL}
+    ),
     _S.FILLED: frozenset(),
     _S.CANCELLED: frozenset(),
     _S.REJECTED: frozenset(),
@@ -54,7 +65,7 @@ class Order:
     __slots__ = (
         "client_order_id", "order_id", "account_id", "symbol", "side", "order_type", "tif", "price", "qty",
         "quote_qty", "filled", "status", "reserved", "reserve_asset", "fee_numerator", "fees_paid", "notional_filled",
-        "history", "resting", "command", "protect_price", "seq",
+        "history", "resting", "command", "protect_price", "seq", "venue_order_id", "closed_ts", "trade_keys",
     )  # fmt: skip
 
     def __init__(self, command: PlaceOrder, order_id: int) -> None:
@@ -80,6 +91,9 @@ class Order:
         self.command = command
         self.protect_price: int | None = None
         self.seq = order_id
+        self.venue_order_id = ""
+        self.closed_ts = 0
+        self.trade_keys: set[tuple[str, int]] | None = None  # the venue fills booked (venue, trade id)
 
     @property
     def leaves(self) -> int:
@@ -87,7 +101,8 @@ class Order:
 
     @property
     def is_open(self) -> bool:
-        return self.status is OrderStatus.ACCEPTED or self.status is OrderStatus.PARTIALLY_FILLED
+        """Working at the venue, or possibly so (its funds are still reserved)."""
+        return self.status.is_open
 
     def transition(self, to: OrderStatus, ts: int) -> None:
         if to not in TRANSITIONS[self.status]:
@@ -204,6 +219,12 @@ class OMS:
         self._open[order.order_id] = order
 
     def mark_closed(self, order: Order) -> None:
+        self._open.pop(order.order_id, None)
+
+    def forget(self, order: Order) -> None:
+        """Drop a closed order from memory (the kernel wrote it to the order history file)."""
+        self._orders.pop((order.account_id, order.client_order_id), None)
+        self._by_id.pop(order.order_id, None)
         self._open.pop(order.order_id, None)
 
     def open_orders(self, account_id: str | None = None, symbol: str | None = None) -> list[Order]:

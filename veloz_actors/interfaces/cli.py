@@ -85,7 +85,7 @@ def start(
     journal_path = None if no_journal else (journal or file_config.journal.path)
     mode = durability or file_config.journal.durability
     if single_process:
-        from ..core.engine import Engine, tune_gc
+        from ..venues.engine import Engine, tune_gc
         from .local import LocalBackend, run_session
         from .stdio import Session
 
@@ -125,7 +125,7 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
-    from ..core.engine import Engine, EngineConfig, replay
+    from ..venues.engine import Engine, EngineConfig, replay
     from ..core.journal import read_journal
     from ..messages import encode_line
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..core.engine import Engine
+from ..venues.engine import Engine
 from ..messages import Tick
 from .stdio import Session, dumps
 

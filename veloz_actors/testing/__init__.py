@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.engine import Engine, EngineConfig
+from ..venues.engine import Engine, EngineConfig
 from ..core.instruments import Instrument
 from ..core.risk import RiskLimits
-from ..core.simmarket import SimSymbol
+from ..venues.simmarket import SimSymbol
 from ..fixed import parse_decimal
 from ..messages import (
     BookTop,

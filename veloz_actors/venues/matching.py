@@ -1,7 +1,8 @@
 """Price-time priority matching for the simulated venue, one book per symbol.
 
-The book holds references to the OMS's :class:`~veloz_actors.core.oms.Order` objects; matching only moves quantity
-(``filled``) and says who traded with whom. Settlement, fees and events are the engine's job.
+The book holds the venue's own :class:`VenueOrder` objects (the trader's orders as the venue sees them, and the
+simulated market maker's); matching only moves quantity (``filled``) and says who traded with whom. Fees and
+execution reports are the venue's job (:mod:`veloz_actors.venues.sim`).
 
 Rules:
 
@@ -21,13 +22,84 @@ from bisect import bisect_left, insort
 from collections import deque
 
 from ..fixed import SCALE
-from ..messages import Side
-from .oms import Order
+from ..messages import OrderType, Side, SubmitOrder, TimeInForce
 
-__all__ = ["Fill", "OrderBook"]
+__all__ = ["Fill", "OrderBook", "VenueOrder"]
+
+
+class VenueOrder:
+    """One order as the venue works it: what is left, where it rests, and the fees it has paid so far.
+
+    ``fee_numerator`` accumulates ``rate x notional`` exactly so that the fees over all fills are ``ceil(total/1e8)``.
+    """
+
+    __slots__ = (
+        "client_order_id", "account_id", "order_id", "side", "order_type", "tif", "price", "qty", "quote_qty",
+        "filled", "resting", "fee_numerator", "fees_paid", "venue_order_id", "internal", "reserved",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        client_order_id: str,
+        account_id: str,
+        side: Side,
+        price: int | None,
+        qty: int,
+        order_id: int = 0,
+        order_type: OrderType = OrderType.LIMIT,
+        tif: TimeInForce = TimeInForce.GTC,
+        quote_qty: int | None = None,
+        venue_order_id: str = "",
+        internal: bool = False,
+    ) -> None:
+        self.client_order_id = client_order_id
+        self.account_id = account_id
+        self.order_id = order_id
+        self.side = side
+        self.order_type = order_type
+        self.tif = tif
+        self.price = price
+        self.qty = qty
+        self.quote_qty = quote_qty
+        self.filled = 0
+        self.resting = False
+        self.fee_numerator = 0
+        self.fees_paid = 0
+        self.venue_order_id = venue_order_id
+        self.internal = internal  # the venue's own liquidity (market maker): no reports for it
+        self.reserved = 0  # what an internal order still holds locked in the venue's own ledger
+
+    @classmethod
+    def from_request(cls, request: SubmitOrder, venue_order_id: str, max_qty: int) -> VenueOrder:
+        return cls(
+            client_order_id=request.client_order_id,
+            account_id=request.account_id,
+            order_id=request.order_id,
+            side=request.side,
+            price=request.price,
+            qty=request.qty if request.quote_qty is None else max_qty,
+            order_type=request.order_type,
+            tif=request.tif,
+            quote_qty=request.quote_qty,
+            venue_order_id=venue_order_id,
+        )
+
+    @property
+    def leaves(self) -> int:
+        return self.qty - self.filled
+
+    def charge(self, notional: int, rate: int) -> int:
+        """Fee for this fill: the order's total fee is ceil(sum(rate x notional)), charged as it accrues."""
+        self.fee_numerator += notional * rate
+        fee = -(-self.fee_numerator // SCALE) - self.fees_paid
+        self.fees_paid += fee
+        return fee
+
 
 # (maker order, price, qty)
-Fill = tuple[Order, int, int]
+Fill = tuple[VenueOrder, int, int]
+
 
 
 class _Level:
@@ -36,7 +108,7 @@ class _Level:
     def __init__(self) -> None:
         self.qty = 0
         self.live = 0
-        self.orders: deque[Order] = deque()
+        self.orders: deque[VenueOrder] = deque()
 
 
 class OrderBook:
@@ -70,7 +142,7 @@ class OrderBook:
         asks = tuple((-k, self._asks[-k].qty) for k in reversed(self._ask_keys[-levels:]))
         return bids, asks
 
-    def orders_at(self, side: Side, price: int) -> list[Order]:
+    def orders_at(self, side: Side, price: int) -> list[VenueOrder]:
         level = (self._bids if side is Side.BUY else self._asks).get(price)
         return [o for o in level.orders if o.resting] if level else []
 
@@ -102,7 +174,7 @@ class OrderBook:
 
     # ---------------------------------------------------------------------------------------------------- mutations
 
-    def rest(self, order: Order) -> None:
+    def rest(self, order: VenueOrder) -> None:
         """Put an order (with a price and quantity left) at the back of its price level."""
         price = order.price
         assert price is not None
@@ -123,7 +195,7 @@ class OrderBook:
         level.live += 1
         order.resting = True
 
-    def remove(self, order: Order) -> None:
+    def remove(self, order: VenueOrder) -> None:
         """Take a resting order off the book (cancel or expiry)."""
         if not order.resting:
             return
@@ -156,7 +228,7 @@ class OrderBook:
 
     def match(
         self,
-        taker: Order,
+        taker: VenueOrder,
         limit: int | None,
         *,
         budget: int | None = None,

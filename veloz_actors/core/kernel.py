@@ -1,0 +1,896 @@
+"""The trading kernel: the trader's side of every order, whatever venue it trades on.
+
+The kernel owns the OMS state machine, pre-trade risk, the ledger that reserves funds atomically, fees, positions and
+PnL, and post-trade risk (the loss circuit breaker, per-position stop-losses). It never matches an order: it decides
+each command in one step (risk, reservation, state) and leaves what must reach a venue in :attr:`TradingKernel.outbox`
+(:class:`~veloz_actors.messages.SubmitOrder`, :class:`~veloz_actors.messages.SubmitCancel`); the venue answers with
+execution reports (``VenueOrderAccepted``, ``VenueOrderFilled``, ...), which the kernel applies like any other input.
+
+``apply(message) -> list[event]`` is the whole interface: commands, execution reports and market events. With a
+journal attached every input is journaled *before* it is applied, so :func:`replay_kernel` over the journal gives
+the same events byte for byte, and :meth:`TradingKernel.recover` rebuilds the state from snapshot + journal.
+
+Idempotency:
+
+- the very same command applied twice has no second effect (a retry); a new command reusing a client order id is
+  rejected as a duplicate;
+- a fill is known by (venue, symbol, trade id, order): applying it twice books it once; an acceptance, cancel or
+  expiry of an order already past that state is ignored; so a venue may re-send its reports after a restart;
+- a report for an order the kernel does not know is an ``Error`` event, never a crash, and changes no balance.
+
+Long runs: with ``retain_closed_ns`` set, orders closed longer ago than that leave memory (with their fill keys) and go
+to an order history file beside the journal, which :meth:`TradingKernel.order_history` reads.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .._exceptions import JournalError
+from ..fixed import SCALE
+from ..messages import (
+    BookDelta,
+    BookTop,
+    CancelAllOrders,
+    CancelOrder,
+    CircuitBreakerTripped,
+    Error,
+    FundingRate,
+    HaltTrading,
+    Kline,
+    Liquidity,
+    MarkPrice,
+    Message,
+    OrderRejected,
+    OrderStatus,
+    OrderType,
+    PlaceOrder,
+    RejectReason,
+    ResetCircuitBreaker,
+    Side,
+    SubmitCancel,
+    SubmitOrder,
+    Ticker,
+    TimeInForce,
+    Trade,
+    VenueCancelRejected,
+    VenueOrderAccepted,
+    VenueOrderCancelled,
+    VenueOrderExpired,
+    VenueOrderFilled,
+    VenueOrderRejected,
+    VenueOrderStatusUnknown,
+)
+from .account import Ledger
+from .instruments import Instrument, ceil_div
+from .journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from .oms import OMS, Order
+from .risk import RiskEngine, RiskLimits
+
+__all__ = ["KernelConfig", "TradingKernel", "replay_kernel", "tune_gc"]
+
+_S = OrderStatus
+
+
+def tune_gc() -> None:
+    """Collect the young generation less often: a kernel holds ~10^5 live orders, and CPython's default threshold
+    (700 allocations) re-scans them thousands of times a second. Called by the process entry points, never on
+    import."""
+    import gc
+
+    gc.set_threshold(50_000, 20, 100)
+
+
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """Everything that determines the kernel's decisions (and so must match between a journal and its replay)."""
+
+    instruments: tuple[Instrument, ...]
+    balances: dict[str, dict[str, int]]  # account -> asset -> initial free balance
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    valuation_asset: str = "USDT"
+    snapshot_every: int = 10_000
+    emit_account_updates: bool = True
+    retain_closed_ns: int = 0  # closed orders older than this leave memory (0: keep them all)
+    reference_prices: dict[str, int] = field(default_factory=dict)  # symbol -> price before any market data
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["risk"]["exempt_accounts"] = sorted(self.risk.exempt_accounts)
+        return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KernelConfig:
+        try:
+            risk = dict(data["risk"])
+            risk["exempt_accounts"] = frozenset(risk.get("exempt_accounts", ()))
+            return cls(
+                instruments=tuple(Instrument(**i) for i in data["instruments"]),
+                balances={a: dict(b) for a, b in data["balances"].items()},
+                risk=RiskLimits(**risk),
+                valuation_asset=data["valuation_asset"],
+                snapshot_every=data["snapshot_every"],
+                emit_account_updates=data["emit_account_updates"],
+                retain_closed_ns=data.get("retain_closed_ns", 0),
+                reference_prices=dict(data.get("reference_prices", {})),
+            )
+        except (KeyError, TypeError) as exc:
+            raise JournalError(f"journal header has an unusable kernel config: {exc}") from exc
+
+
+_MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})
+_EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
+
+
+class TradingKernel:
+    """The trader's side in one process. Not thread-safe: one caller applies messages in order."""
+
+    def __init__(self, config: KernelConfig, *, journal_path: str | Path | None = None, **journal: Any) -> None:
+        self.config = config
+        self.instruments = {i.symbol: i for i in config.instruments}
+        self.oms = OMS()
+        self.ledger = Ledger()
+        self.risk = RiskEngine(config.risk)
+        self.reference: dict[str, int] = dict(config.reference_prices)
+        self.seq = 0
+        self.last_cancel: dict[tuple[str, str], CancelOrder] = {}
+        self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}
+        self.internal_orders = 0
+        self.quiet_accounts: frozenset[str] = frozenset()
+        self.outbox: list[SubmitOrder | SubmitCancel] = []
+        self.closed: deque[Order] = deque()  # closed orders, oldest first (for eviction)
+        self.evicted = 0
+        self.now = 0
+        self._touched: set[str] = set()
+        self._filled = False
+        for account, assets in sorted(config.balances.items()):
+            for asset, amount in sorted(assets.items()):
+                self.ledger.deposit(account, asset, amount)
+        self.journal: Journal | None = None
+        self.snapshot_path: Path | None = None
+        self.history_path: Path | None = None
+        if journal_path is not None:
+            self.attach_journal(journal_path, **journal)
+        self._handlers = self._dispatch()
+
+    def _dispatch(self) -> dict[type, Any]:
+        handlers: dict[type, Any] = {
+            PlaceOrder: self._place,
+            CancelOrder: self._cancel,
+            ResetCircuitBreaker: self._reset,
+            HaltTrading: self._halt,
+            CancelAllOrders: self._cancel_all,
+            VenueOrderAccepted: self._on_accepted,
+            VenueOrderRejected: self._on_rejected,
+            VenueOrderFilled: self._on_filled,
+            VenueOrderCancelled: self._on_closed,
+            VenueOrderExpired: self._on_closed,
+            VenueCancelRejected: self._on_cancel_rejected,
+            VenueOrderStatusUnknown: self._on_unknown,
+        }
+        for kind in _MARKET_TYPES:
+            handlers[kind] = self._market
+        return handlers
+
+    # ------------------------------------------------------------------------------------------------- persistence
+
+    def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
+        self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
+        self.snapshot_path = Path(str(path) + ".snapshot")
+        self.history_path = Path(str(path) + ".orders")
+
+    def close(self) -> None:
+        """Flush and close the journal (idempotent)."""
+        if self.journal is not None:
+            self.journal.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("journal", "_handlers")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.journal = None
+        self._handlers = self._dispatch()
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (the journal handle excluded)."""
+        return pickle.dumps(self.__getstate__(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, state: bytes) -> None:
+        keep = {k: self.__dict__[k] for k in ("journal", "snapshot_path", "history_path", "_handlers")}
+        self.__dict__.update(pickle.loads(state))
+        self.__dict__.update(keep)
+
+    @classmethod
+    def recover(
+        cls, config: KernelConfig, journal_path: str | Path, *, durability: Durability = "group"
+    ) -> tuple[TradingKernel, list[Any]]:
+        """Rebuild a kernel from its snapshot and journal; returns it (journal attached) and the replayed events.
+
+        What the replayed steps left in the outbox is kept: the caller decides what still has to reach a venue.
+        """
+        journal_path = Path(journal_path)
+        kernel = cls(config)
+        kernel.history_path = Path(str(journal_path) + ".orders")
+        events: list[Any] = []
+        if journal_path.exists():
+            header, messages = read_journal(journal_path)
+            if header.get("config") != config.to_json():
+                raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+            start = 0
+            snapshot_path = Path(str(journal_path) + ".snapshot")
+            snap = read_snapshot(snapshot_path)
+            if snap is not None and snap[0] <= len(messages):
+                start, state = snap
+                kernel.restore(state)
+            elif snap is not None:
+                snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
+            for message in messages[start:]:
+                events.extend(kernel.apply(message))
+        kernel.attach_journal(journal_path, durability=durability)
+        return kernel, events
+
+    # -------------------------------------------------------------------------------------------------------- apply
+
+    def apply(self, message: Message) -> list[Any]:
+        """Journal ``message`` (if a journal is attached), apply it as one step, and return the events it caused."""
+        events: list[Any] = []
+        self.feed(message, events)
+        self.end_step(events)
+        return events
+
+    def apply_many(self, messages: Iterable[Message]) -> list[Any]:
+        """Apply several messages, each as its own step."""
+        events: list[Any] = []
+        for message in messages:
+            self.feed(message, events)
+            self.end_step(events)
+        return events
+
+    def feed(self, message: Message, events: list[Any]) -> None:
+        """Journal and apply one message; :meth:`end_step` closes the step (``apply`` does both).
+
+        Every journaled message is one step, so a replay takes the same steps and gives the same events."""
+        journal = self.journal
+        if journal is not None:
+            journal.append(message)
+        self.seq += 1
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            events.append(
+                Error(code="UNSUPPORTED_MESSAGE", message=f"kernel does not apply {type(message).__name__}", ts=0)
+            )
+        else:
+            handler(message, events)
+
+    def end_step(self, events: list[Any]) -> None:
+        """Report every balance the step touched, run post-trade risk after fills, snapshot and evict when due."""
+        touched = self._touched
+        if touched:
+            if self._filled:
+                self._post_trade(touched, self.now, events)
+                self._filled = False
+            self._account_events(touched, self.now, events)
+            touched.clear()
+        seq = self.seq
+        journal = self.journal
+        if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
+            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
+            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
+        if self.closed and seq % _EVICT_EVERY == 0:
+            self.evict(self.now - self.config.retain_closed_ns)
+
+    def take_outbox(self) -> list[SubmitOrder | SubmitCancel]:
+        """What the steps so far must send to venues, in order; the outbox is empty afterwards."""
+        out = self.outbox
+        if out:
+            self.outbox = []
+        return out
+
+    # ------------------------------------------------------------------------------------------------------ orders
+
+    def _reject(
+        self, cmd: PlaceOrder, reason: RejectReason, detail: str, order: Order | None, events: list[Any]
+    ) -> None:
+        if order is not None:
+            order.transition(_S.REJECTED, cmd.ts)
+            self._closed(order, cmd.ts)
+        events.append(
+            OrderRejected(
+                client_order_id=cmd.client_order_id,
+                account_id=cmd.account_id,
+                symbol=cmd.symbol,
+                side=cmd.side,
+                order_type=cmd.order_type,
+                price=cmd.price,
+                qty=cmd.qty,
+                reason=reason,
+                detail=detail,
+                ts=cmd.ts,
+            )
+        )
+
+    def _place(self, cmd: PlaceOrder, events: list[Any], *, checked: bool = True) -> None:
+        self.now = cmd.ts
+        key = (cmd.account_id, cmd.client_order_id)
+        existing = self.oms.get(cmd.account_id, cmd.client_order_id)
+        if existing is not None:
+            if existing.command == cmd or self.last_duplicate.get(key) == cmd:
+                return  # a retry of a message already applied: no second effect, not even a second rejection
+            self.last_duplicate[key] = cmd
+            detail = f"client order id {cmd.client_order_id!r} already used"
+            self._reject(cmd, RejectReason.DUPLICATE_CLIENT_ORDER_ID, detail, None, events)
+            return
+        inst = self.instruments.get(cmd.symbol)
+        order = self.oms.create(cmd)
+        if inst is None:
+            self._reject(cmd, RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {cmd.symbol!r}", order, events)
+            return
+        account = cmd.account_id
+        ledger = self.ledger
+        reference = self.reference.get(cmd.symbol)
+        if checked:
+            pos = ledger.positions.get((account, cmd.symbol))
+            limits = self.risk.limits
+            needs_exposure = limits.max_position or limits.max_leverage
+            rejection = self.risk.pre_trade(
+                cmd,
+                inst,
+                reference_price=reference,
+                position_qty=pos.qty if pos is not None else 0,
+                open_qty_same_side=self._open_qty(account, cmd.symbol, cmd.side) if needs_exposure else 0,
+                gross_exposure=self._gross_exposure(account) if limits.max_leverage else 0,
+                equity=self.equity(account) if limits.max_leverage else 0,
+            )
+            if rejection is not None:
+                self._reject(cmd, rejection[0], rejection[1], order, events)
+                return
+        if cmd.tif is TimeInForce.POST_ONLY and cmd.order_type is not OrderType.LIMIT:
+            self._reject(cmd, RejectReason.INVALID_PRICE, "post-only orders must be limit orders", order, events)
+            return
+        # reserve funds atomically: the order reaches the venue only if the account can pay for all of it
+        if cmd.order_type is OrderType.MARKET:
+            if reference is None:
+                self._reject(cmd, RejectReason.NO_REFERENCE_PRICE, "no reference price", order, events)
+                return
+            order.protect_price = self.risk.protect_price(cmd.side, reference, inst)
+        if cmd.side is Side.BUY:
+            asset = inst.quote_asset
+            if cmd.quote_qty is not None:
+                amount = cmd.quote_qty
+            else:
+                limit = cmd.price if cmd.price is not None else order.protect_price
+                notional = limit * cmd.qty // SCALE  # type: ignore[operator]
+                amount = notional + ceil_div(notional * inst.max_fee_rate, SCALE)
+        else:
+            asset = inst.base_asset
+            amount = cmd.qty
+        if not ledger.reserve(account, asset, amount):
+            detail = f"needs {amount / SCALE:.8f} {asset}, free {ledger.free(account, asset) / SCALE:.8f}"
+            self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS, detail, order, events)
+            return
+        order.reserved = amount
+        order.reserve_asset = asset
+        if cmd.quote_qty is not None:
+            order.qty = inst.max_qty
+        order.transition(_S.SUBMITTED, cmd.ts)
+        self.oms.mark_open(order)
+        if account not in self.quiet_accounts:
+            events.append(order.accepted_event(cmd.ts))
+        self._touched.add(account)
+        self.outbox.append(
+            SubmitOrder(
+                client_order_id=cmd.client_order_id,
+                account_id=account,
+                order_id=order.order_id,
+                symbol=cmd.symbol,
+                side=cmd.side,
+                order_type=cmd.order_type,
+                tif=cmd.tif,
+                qty=cmd.qty,
+                price=cmd.price,
+                limit=cmd.price if cmd.price is not None else order.protect_price,
+                quote_qty=cmd.quote_qty,
+                ts=cmd.ts,
+            )
+        )
+
+    def _cancel(self, cmd: CancelOrder, events: list[Any]) -> None:
+        self.now = cmd.ts
+        key = (cmd.account_id, cmd.client_order_id)
+        if self.last_cancel.get(key) == cmd:
+            return  # a retry: it was sent or rejected already
+        self.last_cancel[key] = cmd
+        order = self.oms.get(cmd.account_id, cmd.client_order_id)
+        if order is None:
+            events.append(_cancel_rejected(cmd, RejectReason.UNKNOWN_ORDER, "no order with that client order id"))
+            return
+        if order.status is _S.PENDING_CANCEL:
+            events.append(_cancel_rejected(cmd, RejectReason.CANCEL_PENDING, "a cancel is already on its way", order))
+            return
+        if not order.is_open:
+            events.append(_cancel_rejected(cmd, RejectReason.ORDER_NOT_OPEN, f"order is {order.status.value}", order))
+            return
+        self._request_cancel(order, cmd.ts)
+
+    def _request_cancel(self, order: Order, ts: int) -> None:
+        order.transition(_S.PENDING_CANCEL, ts)
+        self.outbox.append(
+            SubmitCancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts)
+        )
+
+    def _cancel_all(self, cmd: CancelAllOrders, events: list[Any]) -> None:
+        self.now = cmd.ts
+        account = None if cmd.account_id == "*" else cmd.account_id
+        for order in sorted(self.oms.open_orders(account), key=lambda o: o.order_id):
+            if order.status is not _S.PENDING_CANCEL and order.account_id not in self.quiet_accounts:
+                self._request_cancel(order, cmd.ts)
+
+    # ------------------------------------------------------------------------------------------ execution reports
+
+    def _order_of(self, report: Any, events: list[Any]) -> Order | None:
+        order = self.oms.get(report.account_id, report.client_order_id)
+        if order is None:
+            events.append(
+                Error(
+                    code="UNKNOWN_ORDER_REPORT",
+                    message=f"{report.venue}: {type(report).__name__} for unknown order "
+                    f"{report.account_id}/{report.client_order_id} ({report.symbol}); ignored",
+                    ts=report.ts,
+                )
+            )
+        return order
+
+    def _on_accepted(self, report: VenueOrderAccepted, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None:
+            return
+        order.venue_order_id = report.venue_order_id
+        if order.status is _S.SUBMITTED or order.status is _S.UNKNOWN:
+            order.transition(_S.ACCEPTED, report.ts)
+
+    def _on_rejected(self, report: VenueOrderRejected, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None or order.status.is_terminal:
+            return
+        self.now = report.ts
+        if order.filled:  # a venue cannot refuse an order it already traded: treat as the end of the order
+            self._finish(order, _S.EXPIRED, report.reason, report.ts, events)
+            return
+        order.transition(_S.REJECTED, report.ts)
+        self._release_all(order)
+        self._closed(order, report.ts)
+        if order.account_id not in self.quiet_accounts:
+            command = order.command
+            events.append(
+                OrderRejected(
+                    client_order_id=order.client_order_id,
+                    account_id=order.account_id,
+                    symbol=order.symbol,
+                    side=order.side,
+                    order_type=order.order_type,
+                    price=command.price,
+                    qty=command.qty,
+                    reason=report.reason,
+                    detail=report.detail,
+                    ts=report.ts,
+                )
+            )
+
+    def _on_filled(self, report: VenueOrderFilled, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None:
+            return
+        key = (report.venue, report.trade_id)
+        trade_keys = order.trade_keys
+        if trade_keys is None:
+            trade_keys = order.trade_keys = set()
+        elif key in trade_keys:
+            return  # a re-sent fill: booked once already
+        ts = report.ts
+        self.now = ts
+        if order.status.is_terminal:
+            events.append(
+                Error(
+                    code="FILL_AFTER_CLOSE",
+                    message=f"{report.venue}: fill {report.trade_id} for {order.client_order_id}, which is "
+                    f"{order.status.value}; booked",
+                    ts=ts,
+                )
+            )
+        trade_keys.add(key)
+        inst = self.instruments[order.symbol]
+        price, qty, fee, fee_asset = report.price, report.qty, report.fee, report.fee_asset
+        notional = price * qty // SCALE
+        account = order.account_id
+        rate = inst.maker_fee_rate if report.liquidity is Liquidity.MAKER else inst.taker_fee_rate
+        order.notional_filled += notional
+        order.fee_numerator += notional * rate
+        if order.side is Side.BUY:
+            from_locked = self.ledger.trade(
+                account,
+                pay_asset=inst.quote_asset,
+                pay=notional,
+                receive_asset=inst.base_asset,
+                receive=qty,
+                fee_asset=fee_asset,
+                fee=fee,
+                locked_available=order.reserved,
+            )
+            sign = 1
+        else:
+            from_locked = self.ledger.trade(
+                account,
+                pay_asset=inst.base_asset,
+                pay=qty,
+                receive_asset=inst.quote_asset,
+                receive=notional,
+                fee_asset=fee_asset,
+                fee=fee,
+                locked_available=order.reserved,
+            )
+            sign = -1
+        position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
+        order.reserved -= from_locked
+        if fee_asset == inst.quote_asset:
+            order.fees_paid += fee
+        order.filled += qty
+        self.reference[order.symbol] = price
+        pos = self.ledger.position(account, order.symbol)
+        pos.apply_fill(sign * qty, notional, position_fee)
+        pos.mark_price = price
+        self._touched.add(account)
+        self._filled = True
+        if account not in self.quiet_accounts:
+            events.append(
+                order.fill_event(
+                    trade_id=report.trade_id,
+                    price=price,
+                    qty=qty,
+                    fee=fee,
+                    fee_asset=fee_asset,
+                    liquidity=report.liquidity,
+                    ts=ts,
+                )
+            )
+            events.append(pos.to_event(ts))
+        if order.status.is_terminal:
+            return
+        done = order.filled >= order.qty if order.quote_qty is None else report.leaves_qty == 0
+        if done:
+            if order.quote_qty is not None:
+                order.qty = order.filled
+            self._finish(order, _S.FILLED, None, ts, events)
+        else:
+            if order.status is not _S.PENDING_CANCEL:
+                order.transition(_S.PARTIALLY_FILLED, ts)
+            self._release_excess(order, inst)
+
+    def _on_closed(self, report: VenueOrderCancelled | VenueOrderExpired, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None or order.status.is_terminal:
+            return
+        self.now = report.ts
+        status = _S.CANCELLED if type(report) is VenueOrderCancelled else _S.EXPIRED
+        if order.quote_qty is not None and order.filled:
+            order.qty = order.filled  # an order by quote amount that spent what it could is filled
+            self._finish(order, _S.FILLED, None, report.ts, events)
+            return
+        self._finish(order, status, report.reason, report.ts, events)
+
+    def _on_cancel_rejected(self, report: VenueCancelRejected, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None:
+            return
+        if order.status is _S.PENDING_CANCEL:
+            order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
+        if order.account_id in self.quiet_accounts:
+            return
+        events.append(
+            OrderRejected(
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=order.symbol,
+                reason=report.reason,
+                detail=f"cancel rejected: {report.detail}",
+                ts=report.ts,
+            )
+        )
+
+    def _on_unknown(self, report: VenueOrderStatusUnknown, events: list[Any]) -> None:
+        order = self._order_of(report, events)
+        if order is None or not order.is_open or order.status is _S.UNKNOWN:
+            return
+        order.transition(_S.UNKNOWN, report.ts)
+        events.append(
+            Error(
+                code="ORDER_STATUS_UNKNOWN",
+                message=f"{report.venue}: outcome of {order.client_order_id} unknown ({report.detail}); "
+                "its funds stay reserved until the venue answers",
+                ts=report.ts,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------------ settlement
+
+    def _release_excess(self, order: Order, inst: Instrument) -> None:
+        """After a partial fill, unlock what the rest of the order can no longer need."""
+        if order.quote_qty is not None:
+            return  # spends up to its budget until the venue says it is done
+        if order.side is Side.SELL:
+            need = order.qty - order.filled
+        else:
+            limit = order.price if order.price is not None else order.protect_price
+            rest = limit * (order.qty - order.filled) // SCALE  # type: ignore[operator]
+            need = rest + max(0, ceil_div(order.fee_numerator + rest * inst.max_fee_rate, SCALE) - order.fees_paid)
+        excess = order.reserved - need
+        if excess > 0:
+            self.ledger.release(order.account_id, order.reserve_asset, excess)
+            order.reserved = need
+
+    def _release_all(self, order: Order) -> None:
+        if order.reserved > 0:
+            self.ledger.release(order.account_id, order.reserve_asset, order.reserved)
+        order.reserved = 0
+        self._touched.add(order.account_id)
+
+    def _finish(
+        self, order: Order, status: OrderStatus, reason: RejectReason | None, ts: int, events: list[Any]
+    ) -> None:
+        """Move an order to a terminal state and release what it still holds."""
+        order.transition(status, ts)
+        self._release_all(order)
+        self._closed(order, ts)
+        if order.account_id in self.quiet_accounts:
+            return
+        event = order.closed_event(reason, ts)
+        if event is not None:
+            events.append(event)
+
+    def _closed(self, order: Order, ts: int) -> None:
+        self.oms.mark_closed(order)
+        order.closed_ts = ts
+        if self.config.retain_closed_ns:
+            self.closed.append(order)
+
+    def evict(self, before_ts: int) -> int:
+        """Move orders closed before ``before_ts`` out of memory into the order history file; returns how many.
+
+        Their fill keys go with them, and so do the duplicate and cancel retry records older than that. A report
+        that still arrives for an evicted order is reported as an ``Error`` and changes nothing.
+        """
+        closed = self.closed
+        gone: list[Order] = []
+        while closed and closed[0].closed_ts < before_ts:
+            gone.append(closed.popleft())
+        if not gone:
+            return 0
+        if self.history_path is not None:
+            with open(self.history_path, "ab") as out:
+                out.write(b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone))
+        for order in gone:
+            self.oms.forget(order)
+        for retries in (self.last_cancel, self.last_duplicate):
+            for key in [k for k, cmd in retries.items() if cmd.ts < before_ts]:
+                del retries[key]
+        self.evicted += len(gone)
+        return len(gone)
+
+    def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
+        """Evicted orders from the history file (oldest first), optionally of one account and client order id."""
+        if self.history_path is None or not self.history_path.exists():
+            return []
+        out = []
+        with open(self.history_path, "rb") as lines:
+            for line in lines:
+                data = orjson.loads(line)
+                if account_id is not None and data["account_id"] != account_id:
+                    continue
+                if client_order_id is not None and data["client_order_id"] != client_order_id:
+                    continue
+                out.append(data)
+        return out
+
+    # ----------------------------------------------------------------------------------------- market and risk
+
+    def _market(self, event: Any, events: list[Any]) -> None:
+        """Market data: update reference prices and marks, then run post-trade risk and stop-losses."""
+        kind = type(event)
+        if kind is Trade:
+            price = event.price
+        elif kind is BookTop:
+            if not event.bid_price or not event.ask_price:
+                return
+            price = (event.bid_price + event.ask_price) // 2
+            inst = self.instruments.get(event.symbol)
+            price = inst.round_price_down(price) if inst is not None else price
+        elif kind is Kline:
+            price = event.close
+        elif kind is MarkPrice:
+            price = event.mark_price
+        elif kind is Ticker:
+            price = event.last_price
+        else:  # BookDelta, FundingRate: no price of their own here
+            return
+        symbol = event.symbol
+        if symbol not in self.instruments:
+            return
+        ts = event.ts_event
+        self.now = ts
+        self.reference[symbol] = price
+        self._mark(symbol, price)
+        limits = self.risk.limits
+        if limits.max_drawdown or limits.max_loss:
+            self._post_trade(self._risk_accounts(), ts, events)
+        if limits.stop_loss:
+            self._stop_losses(ts, events)
+
+    def _mark(self, symbol: str, price: int) -> None:
+        for (_, sym), pos in self.ledger.positions.items():
+            if sym == symbol:
+                pos.mark_price = price
+
+    def _risk_accounts(self) -> set[str]:
+        exempt = self.risk.limits.exempt_accounts
+        return {a for a in self.ledger.account_ids() if a not in exempt and a not in self.quiet_accounts}
+
+    def _post_trade(self, accounts: Iterable[str], ts: int, events: list[Any]) -> None:
+        limits = self.risk.limits
+        if not (limits.max_drawdown or limits.max_loss):
+            return
+        for account in sorted(accounts):
+            if account in limits.exempt_accounts or account in self.quiet_accounts:
+                continue
+            equity = self.equity(account)
+            reason = self.risk.post_trade(account, equity)
+            if reason:
+                events.append(
+                    CircuitBreakerTripped(
+                        account_id=account,
+                        reason=reason,
+                        equity=equity,
+                        peak_equity=self.risk.peak_equity.get(account, equity),
+                        ts=ts,
+                    )
+                )
+
+    def _stop_losses(self, ts: int, events: list[Any]) -> None:
+        for (account, symbol), pos in sorted(self.ledger.positions.items()):
+            if account in self.risk.limits.exempt_accounts or not pos.qty or account in self.quiet_accounts:
+                continue
+            if not self.risk.stop_hit(pos.qty, pos.avg_entry_price, pos.mark_price):
+                continue
+            if any(o.client_order_id.startswith(f"stop-{symbol}-") for o in self.oms.open_orders(account, symbol)):
+                continue  # a stop order for this position is already working
+            inst = self.instruments[symbol]
+            qty = abs(pos.qty) // inst.qty_step * inst.qty_step
+            if pos.qty > 0:
+                qty = min(qty, self.ledger.free(account, inst.base_asset) // inst.qty_step * inst.qty_step)
+            if qty <= 0:
+                continue
+            self.internal_orders += 1
+            cmd = PlaceOrder(
+                client_order_id=f"stop-{symbol}-{self.internal_orders}",
+                account_id=account,
+                symbol=symbol,
+                side=Side.SELL if pos.qty > 0 else Side.BUY,
+                order_type=OrderType.MARKET,
+                qty=qty,
+                ts=ts,
+            )
+            events.append(Error(code="STOP_LOSS", message=f"{account} {symbol}: stop-loss closes the position", ts=ts))
+            self._place(cmd, events, checked=False)
+
+    def _reset(self, cmd: ResetCircuitBreaker, events: list[Any]) -> None:
+        self.now = cmd.ts
+        self.risk.reset(cmd.account_id, self.equity(cmd.account_id))
+        if self.ledger.has_account(cmd.account_id):
+            events.append(self.ledger.account_event(cmd.account_id, cmd.ts))
+
+    def _halt(self, cmd: HaltTrading, events: list[Any]) -> None:
+        self.now = cmd.ts
+        accounts = sorted(self._risk_accounts()) if cmd.account_id == "*" else [cmd.account_id]
+        for account in accounts:
+            if account in self.risk.tripped:
+                continue
+            self.risk.tripped[account] = cmd.reason
+            equity = self.equity(account)
+            events.append(
+                CircuitBreakerTripped(
+                    account_id=account,
+                    reason=cmd.reason,
+                    equity=equity,
+                    peak_equity=self.risk.peak_equity.get(account, equity),
+                    ts=cmd.ts,
+                )
+            )
+
+    # --------------------------------------------------------------------------------------------------- queries
+
+    def _account_events(self, accounts: set[str], ts: int, events: list[Any]) -> None:
+        if not self.config.emit_account_updates:
+            return
+        for account in sorted(accounts) if len(accounts) > 1 else accounts:
+            if account not in self.quiet_accounts and self.ledger.has_account(account):
+                events.append(self.ledger.account_event(account, ts))
+
+    def _open_qty(self, account: str, symbol: str, side: Side) -> int:
+        return sum(o.leaves for o in self.oms.open_orders(account, symbol) if o.side is side)
+
+    def _gross_exposure(self, account: str) -> int:
+        total = 0
+        for (acc, symbol), pos in self.ledger.positions.items():
+            if acc == account and pos.qty:
+                price = self.reference.get(symbol, pos.mark_price)
+                total += abs(pos.qty) * price // SCALE
+        return total
+
+    def equity(self, account: str) -> int:
+        """Every balance of ``account`` valued in the valuation asset at the reference prices."""
+        value = 0
+        valuation = self.config.valuation_asset
+        for asset, (free, locked) in self.ledger.balances(account).items():
+            amount = free + locked
+            if asset == valuation:
+                value += amount
+                continue
+            for inst in self.config.instruments:
+                if inst.base_asset == asset and inst.quote_asset == valuation and inst.symbol in self.reference:
+                    value += amount * self.reference[inst.symbol] // SCALE
+                    break
+        return value
+
+    def exposure(self) -> dict[str, dict[str, int]]:
+        """Per account: every asset's balance (free + locked) and every symbol's position quantity."""
+        out: dict[str, dict[str, int]] = {}
+        for account in sorted(self.ledger.account_ids()):
+            if account in self.quiet_accounts:
+                continue
+            row = {asset: free + locked for asset, (free, locked) in self.ledger.balances(account).items()}
+            for (acc, symbol), pos in sorted(self.ledger.positions.items()):
+                if acc == account:
+                    row[symbol] = pos.qty
+            out[account] = row
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "orders": len(self.oms),
+            "open_orders": len(self.oms.open_orders()),
+            "evicted_orders": self.evicted,
+            "accounts": sorted(a for a in self.ledger.account_ids() if a not in self.quiet_accounts),
+            "circuit_breaker": dict(self.risk.tripped),
+            "journal": str(self.journal.path) if self.journal else None,
+            "journal_lines": self.journal.count if self.journal else 0,
+            "reference_prices": dict(sorted(self.reference.items())),
+        }
+
+
+def _cancel_rejected(cmd: CancelOrder, reason: RejectReason, detail: str, order: Order | None = None) -> Any:
+    return OrderRejected(
+        client_order_id=cmd.client_order_id,
+        account_id=cmd.account_id,
+        symbol=order.symbol if order is not None else "",
+        reason=reason,
+        detail=f"cancel rejected: {detail}",
+        ts=cmd.ts,
+    )
+
+
+def replay_kernel(journal_path: str | Path, config: KernelConfig | None = None) -> tuple[TradingKernel, list[Any]]:
+    """Apply a kernel journal from its first line through a fresh kernel; return it and the events."""
+    header, messages = read_journal(journal_path)
+    if config is None:
+        config = KernelConfig.from_json(header["config"])
+    elif header.get("config") != config.to_json():
+        raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+    kernel = TradingKernel(config)
+    return kernel, kernel.apply_many(messages)

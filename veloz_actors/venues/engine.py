@@ -1,0 +1,304 @@
+"""The single-process engine: the trading kernel driving in-process simulated venues, one per symbol.
+
+``Engine.apply(message) -> list[event]`` is the whole interface, as for the kernel. A command goes to the kernel,
+whose step (risk, reservation, state) leaves venue requests in its outbox; the engine hands each to the symbol's
+:class:`~veloz_actors.venues.sim.SimVenue` at once and applies the execution reports it answers, each as a kernel
+step, before the next input. A :class:`~veloz_actors.messages.Tick` steps every venue's simulated market (sorted by
+symbol) and applies what it produced: fills of resting orders, then the new top of book.
+
+The engine reads no clock: every timestamp comes from its inputs, so the same inputs give the same events, byte for
+byte. With a journal attached every input is appended *before* it is applied and a snapshot of kernel and venues is
+written every ``snapshot_every`` inputs; :meth:`Engine.recover` rebuilds from snapshot + journal and :func:`replay`
+re-runs a journal from the start. The venues' reports are not journaled here: they follow from the journaled inputs
+exactly (the actor engine, whose venues live in other processes, journals them in the OMS).
+
+``veloz start --local --single-process``, ``veloz replay`` and the bar backtest run this class; the L2 backtest runs
+the same kernel against :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .._exceptions import JournalError
+from ..core.instruments import Instrument
+from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from ..core.kernel import KernelConfig, TradingKernel, tune_gc
+from ..core.risk import RiskLimits
+from ..messages import BookTop, Message, SubmitCancel, SubmitOrder, Tick
+from .sim import MM_ACCOUNT, SimVenue
+from .simmarket import SimSymbol
+
+__all__ = ["MM_ACCOUNT", "Engine", "EngineConfig", "replay", "tune_gc"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything that determines an engine's behaviour (and so must match between a journal and its replay).
+
+    ``market_maker_balances`` funds each symbol's market maker with the amounts of that symbol's two assets.
+    """
+
+    instruments: tuple[Instrument, ...]
+    balances: dict[str, dict[str, int]]  # account -> asset -> initial free balance
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    valuation_asset: str = "USDT"
+    sim_symbols: tuple[SimSymbol, ...] = ()
+    seed: int = 7
+    market_maker_balances: dict[str, int] = field(default_factory=dict)
+    snapshot_every: int = 10_000
+    emit_account_updates: bool = True
+    retain_closed_ns: int = 0
+
+    def kernel_config(self) -> KernelConfig:
+        """The trader's side of this config: the kernel starts from the simulated market's first prices."""
+        return KernelConfig(
+            instruments=self.instruments,
+            balances=self.balances,
+            risk=self.risk,
+            valuation_asset=self.valuation_asset,
+            snapshot_every=self.snapshot_every,
+            emit_account_updates=self.emit_account_updates,
+            retain_closed_ns=self.retain_closed_ns,
+            reference_prices={s.symbol: s.initial_mid for s in self.sim_symbols},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["risk"]["exempt_accounts"] = sorted(self.risk.exempt_accounts)
+        # JSON-normal form (lists, not tuples): it is compared with the header read back from a journal
+        return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineConfig:
+        """Inverse of :meth:`to_json` (used to rebuild the engine of a journal from its header)."""
+        try:
+            risk = dict(data["risk"])
+            risk["exempt_accounts"] = frozenset(risk.get("exempt_accounts", ()))
+            return cls(
+                instruments=tuple(Instrument(**i) for i in data["instruments"]),
+                balances={a: dict(b) for a, b in data["balances"].items()},
+                risk=RiskLimits(**risk),
+                valuation_asset=data["valuation_asset"],
+                sim_symbols=tuple(SimSymbol(**s) for s in data["sim_symbols"]),
+                seed=data["seed"],
+                market_maker_balances=dict(data["market_maker_balances"]),
+                snapshot_every=data["snapshot_every"],
+                emit_account_updates=data["emit_account_updates"],
+                retain_closed_ns=data.get("retain_closed_ns", 0),
+            )
+        except (KeyError, TypeError) as exc:
+            raise JournalError(f"journal header has an unusable engine config: {exc}") from exc
+
+    def venues(self) -> dict[str, SimVenue]:
+        """One simulated venue per instrument, with its market maker where the config simulates that symbol."""
+        sims = {s.symbol: s for s in self.sim_symbols}
+        known = {i.symbol for i in self.instruments}
+        unknown = sorted(set(sims) - known)
+        if unknown:
+            raise JournalError(f"simulated symbols without an instrument: {unknown}")
+        return {
+            inst.symbol: SimVenue(
+                inst, market=sims.get(inst.symbol), seed=self.seed, maker_balances=self.market_maker_balances
+            )
+            for inst in self.instruments
+        }
+
+
+class Engine:
+    """Kernel + in-process venues in one process. Not thread-safe: one caller applies messages in order."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        journal_path: str | Path | None = None,
+        durability: Durability = "group",
+        group_ms: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.venues = config.venues()
+        self.kernel = TradingKernel(config.kernel_config())
+        self.seq = 0
+        self.last_tick = -1
+        self.journal: Journal | None = None
+        self.snapshot_path: Path | None = None
+        if journal_path is not None:
+            self.attach_journal(journal_path, durability=durability, group_ms=group_ms)
+
+    # the kernel's state, as the interfaces and tests read it
+    @property
+    def ledger(self) -> Any:
+        return self.kernel.ledger
+
+    @property
+    def oms(self) -> Any:
+        return self.kernel.oms
+
+    @property
+    def risk(self) -> Any:
+        return self.kernel.risk
+
+    @property
+    def instruments(self) -> dict[str, Instrument]:
+        return self.kernel.instruments
+
+    @property
+    def reference(self) -> dict[str, int]:
+        return self.kernel.reference
+
+    def equity(self, account: str) -> int:
+        return self.kernel.equity(account)
+
+    # ------------------------------------------------------------------------------------------------- persistence
+
+    def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
+        self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
+        self.snapshot_path = Path(str(path) + ".snapshot")
+        self.kernel.history_path = Path(str(path) + ".orders")
+
+    def close(self) -> None:
+        """Flush and close the journal (idempotent)."""
+        if self.journal is not None:
+            self.journal.close()
+
+    def snapshot(self) -> bytes:
+        """Kernel and venues as bytes (the journal handle excluded)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "journal"}
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _restore(self, state: bytes) -> None:
+        journal, snapshot_path = self.journal, self.snapshot_path
+        self.__dict__.update(pickle.loads(state))
+        self.journal, self.snapshot_path = journal, snapshot_path
+
+    @classmethod
+    def recover(
+        cls, config: EngineConfig, journal_path: str | Path, *, durability: Durability = "group"
+    ) -> tuple[Engine, list[Any]]:
+        """Rebuild an engine from its snapshot and journal; returns it (journal attached) and the replayed events."""
+        journal_path = Path(journal_path)
+        engine = cls(config)
+        events: list[Any] = []
+        if journal_path.exists():
+            header, messages = read_journal(journal_path)
+            if header.get("config") != config.to_json():
+                raise JournalError(f"{journal_path} was written by an engine with a different configuration")
+            start = 0
+            snapshot_path = Path(str(journal_path) + ".snapshot")
+            snap = read_snapshot(snapshot_path)
+            if snap is not None and snap[0] <= len(messages):
+                start, state = snap
+                engine._restore(state)
+            elif snap is not None:
+                # The snapshot covers lines the journal lost (a crash inside the durability window of an engine
+                # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
+                # go, or once new lines grow the journal past its count it would skip them.
+                snapshot_path.unlink()
+            for message in messages[start:]:
+                events.extend(engine.apply(message))
+        engine.attach_journal(journal_path, durability=durability)
+        return engine, events
+
+    # -------------------------------------------------------------------------------------------------------- apply
+
+    def apply(self, message: Message) -> list[Any]:
+        """Journal ``message`` (if a journal is attached), apply it, and return the events it caused."""
+        journal = self.journal
+        if journal is not None:
+            journal.append(message)
+        self.seq += 1
+        if type(message) is Tick:
+            events = self._tick(message)  # type: ignore[arg-type]
+        else:
+            kernel = self.kernel
+            events = kernel.apply(message)
+            if kernel.outbox:
+                self._route(events)
+        if journal is not None and self.snapshot_path is not None and self.seq % self.config.snapshot_every == 0:
+            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
+            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
+        return events
+
+    def apply_many(self, messages: Iterable[Message]) -> list[Any]:
+        events: list[Any] = []
+        for message in messages:
+            events.extend(self.apply(message))
+        return events
+
+    def _route(self, events: list[Any]) -> None:
+        """Hand the kernel's requests to their venues and apply the reports, until nothing is left to send."""
+        kernel = self.kernel
+        venues = self.venues
+        while kernel.outbox:
+            for request in kernel.take_outbox():
+                venue = venues[request.symbol]  # the kernel only sends orders for its instruments
+                if type(request) is SubmitOrder:
+                    reports = venue.submit(request)
+                else:
+                    assert type(request) is SubmitCancel
+                    reports = venue.cancel(request)
+                for report in reports:
+                    events.extend(kernel.apply(report))
+
+    def _tick(self, tick: Tick) -> list[Any]:
+        if tick.ts <= self.last_tick:
+            return []
+        self.last_tick = tick.ts
+        events: list[Any] = []
+        kernel = self.kernel
+        for symbol in sorted(self.venues):
+            for output in self.venues[symbol].on_clock(tick.ts):
+                if type(output) is BookTop:
+                    events.append(output)  # the market the venue now shows is an event of the engine too
+                events.extend(kernel.apply(output))
+                if kernel.outbox:
+                    self._route(events)
+        return events
+
+    # --------------------------------------------------------------------------------------------------- queries
+
+    def totals(self) -> dict[str, int]:
+        """For each asset: the kernel's accounts and fees plus every venue's own money, which trading conserves."""
+        out = self.kernel.ledger.totals()
+        for venue in self.venues.values():
+            for asset, amount in venue.maker.totals().items():
+                out[asset] = out.get(asset, 0) + amount
+        return out
+
+    def deposited(self) -> dict[str, int]:
+        """For each asset: what the kernel's accounts and the venues' market makers started with."""
+        out = dict(self.kernel.ledger.deposited)
+        for venue in self.venues.values():
+            for asset, amount in venue.maker.deposited.items():
+                out[asset] = out.get(asset, 0) + amount
+        return out
+
+    def status(self) -> dict[str, Any]:
+        status = self.kernel.status()
+        status["seq"] = self.seq
+        status["journal"] = str(self.journal.path) if self.journal else None
+        status["journal_lines"] = self.journal.count if self.journal else 0
+        status["last_tick"] = self.last_tick
+        status["venues"] = {s: v.status() for s, v in sorted(self.venues.items())}
+        return status
+
+
+def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tuple[Engine, list[Any]]:
+    """Apply a journal from its first line through a fresh engine (no journal attached); return it and the events.
+
+    The engine is built from the config in the journal's header unless ``config`` is given (then they must match).
+    """
+    header, messages = read_journal(journal_path)
+    if config is None:
+        config = EngineConfig.from_json(header["config"])
+    elif header.get("config") != config.to_json():
+        raise JournalError(f"{journal_path} was written by an engine with a different configuration")
+    engine = Engine(config)
+    return engine, engine.apply_many(messages)

@@ -1,0 +1,360 @@
+"""The simulated exchange: one symbol's matching engine and its seeded market maker, behind the venue protocol.
+
+:class:`SimVenue` is the exchange's side of :class:`~veloz_actors.core.kernel.TradingKernel`: it takes the kernel's
+:class:`~veloz_actors.messages.SubmitOrder` and :class:`~veloz_actors.messages.SubmitCancel` requests and answers
+with execution reports, as Binance does for a spot symbol:
+
+- price-time priority; limit, market (up to the kernel's protect price), IOC, FOK and post-only (Binance
+  ``LIMIT_MAKER``: rejected if it would trade at once); partial fills; trades at the maker's price;
+- self-trade prevention ``EXPIRE_TAKER``: a taker never trades with an order of its own account, its rest expires;
+- fees: maker or taker rate of the instrument, each order's total ``ceil(sum(rate x notional))`` charged as it
+  accrues, in the quote asset;
+- the seeded market maker (:class:`~veloz_actors.venues.simmarket.SimMarket`) quotes a ladder around a price process
+  on every clock step (:meth:`SimVenue.on_clock`); its quotes are real orders of the venue's own ``sim-mm`` account,
+  funded from its own ledger, so money is conserved across the kernel and the venue together, exactly.
+
+The venue is deterministic: the same requests and clock steps give the same reports, byte for byte. Its market maker
+draws from a generator seeded by (seed, symbol), so prices do not depend on how symbols are sharded over actors.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from typing import Any
+
+from ..core.account import Ledger
+from ..core.instruments import Instrument, ceil_div
+from ..fixed import SCALE
+from ..messages import (
+    BookTop,
+    Liquidity,
+    OrderType,
+    RejectReason,
+    Side,
+    SubmitCancel,
+    SubmitOrder,
+    TimeInForce,
+    VenueCancelRejected,
+    VenueOrderAccepted,
+    VenueOrderCancelled,
+    VenueOrderExpired,
+    VenueOrderFilled,
+    VenueOrderRejected,
+)
+from .matching import Fill, OrderBook, VenueOrder
+from .simmarket import SimMarket, SimSymbol
+
+__all__ = ["MM_ACCOUNT", "SimVenue"]
+
+MM_ACCOUNT = "sim-mm"
+_SEEN_LIMIT = 1_000_000  # re-sent requests are recognised among this many latest orders
+
+
+class SimVenue:
+    """One symbol's simulated exchange. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        *,
+        market: SimSymbol | None = None,
+        seed: int = 7,
+        maker_balances: dict[str, int] | None = None,
+        name: str = "SIM",
+    ) -> None:
+        self.name = name
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.book = OrderBook(instrument.symbol)
+        self.orders: dict[tuple[str, str], VenueOrder] = {}  # the trader's resting orders
+        self.seen: dict[tuple[str, str], None] = {}  # (account, client order id) submitted, the latest _SEEN_LIMIT
+        self.trade_id = 0
+        self.next_order_id = 0
+        self.last_clock = -1
+        self.market = SimMarket((market,), _symbol_seed(seed, instrument.symbol)) if market is not None else None
+        self.maker = Ledger()  # the market maker's (and a backtest's liquidity provider's) own money
+        self.maker_orders: list[VenueOrder] = []
+        for asset, amount in sorted((maker_balances or {}).items()):
+            if asset in (instrument.base_asset, instrument.quote_asset):
+                self.maker.deposit(MM_ACCOUNT, asset, amount)
+
+    # ----------------------------------------------------------------------------------------- the venue protocol
+
+    @property
+    def mid(self) -> int | None:
+        """The market maker's current mid price (None without a simulated market)."""
+        return self.market.mids[self.symbol] if self.market is not None else None
+
+    def submit(self, request: SubmitOrder) -> list[Any]:
+        """Take one order; return its execution reports (accepted or rejected, fills, expiry) in order."""
+        key = (request.account_id, request.client_order_id)
+        if key in self.seen:
+            return []  # a re-sent request: the venue has it, and its reports were already given
+        if request.symbol != self.symbol:
+            return [self._rejected(request, RejectReason.UNKNOWN_SYMBOL, f"this venue trades {self.symbol}")]
+        seen = self.seen
+        seen[key] = None
+        if len(seen) > _SEEN_LIMIT:
+            del seen[next(iter(seen))]
+        inst = self.instrument
+        book = self.book
+        side = request.side
+        limit = request.limit
+        if request.tif is TimeInForce.POST_ONLY and book.would_cross(side, request.price):  # type: ignore[arg-type]
+            return [self._rejected(request, RejectReason.WOULD_TAKE_LIQUIDITY, "post-only order would trade at once")]
+        self.next_order_id += 1
+        venue_order_id = str(self.next_order_id)
+        order = VenueOrder.from_request(request, venue_order_id, inst.max_qty)
+        ts = request.ts
+        reports: list[Any] = [
+            VenueOrderAccepted(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                venue_order_id=venue_order_id,
+                ts=ts,
+            )
+        ]
+        tif = request.tif
+        if tif is TimeInForce.FOK and not book.fillable(side, limit, request.qty, order.account_id):
+            reports.append(self._expired(order, RejectReason.FOK_NOT_FILLABLE, ts))
+            return reports
+        if tif is TimeInForce.POST_ONLY or limit is None or not book.would_cross(side, limit):
+            fills: list[Fill] = []
+            self_trade = False
+        else:
+            fills, self_trade = book.match(
+                order, limit, budget=order.quote_qty, fee_rate=inst.taker_fee_rate, qty_step=inst.qty_step
+            )
+        if fills:
+            self._settle(order, fills, ts, reports)
+        if order.quote_qty is not None:
+            if order.filled:
+                last = max(i for i, r in enumerate(reports) if type(r) is VenueOrderFilled and r.liquidity is
+                           Liquidity.TAKER)  # fmt: skip
+                reports[last] = replace(reports[last], leaves_qty=0)  # the order is done: it spent what it could
+            else:
+                reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
+        elif order.leaves == 0:
+            pass
+        elif self_trade:
+            reports.append(self._expired(order, RejectReason.SELF_TRADE_PREVENTED, ts))
+        elif request.order_type is OrderType.MARKET:
+            reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
+        elif tif is TimeInForce.IOC or tif is TimeInForce.FOK:
+            reports.append(self._expired(order, RejectReason.IOC_UNFILLED, ts))
+        else:
+            self.orders[key] = order
+            book.rest(order)
+        return reports
+
+    def cancel(self, request: SubmitCancel) -> list[Any]:
+        """Cancel one resting order; a cancel for an order the venue no longer works is rejected."""
+        order = self.orders.pop((request.account_id, request.client_order_id), None)
+        if order is None:
+            known = (request.account_id, request.client_order_id) in self.seen
+            return [
+                VenueCancelRejected(
+                    venue=self.name,
+                    client_order_id=request.client_order_id,
+                    account_id=request.account_id,
+                    symbol=request.symbol,
+                    reason=RejectReason.ORDER_NOT_OPEN if known else RejectReason.UNKNOWN_ORDER,
+                    detail="the order is no longer working" if known else "the venue has no such order",
+                    ts=request.ts,
+                )
+            ]
+        self.book.remove(order)
+        return [
+            VenueOrderCancelled(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                reason=RejectReason.USER_CANCEL,
+                ts=request.ts,
+            )
+        ]
+
+    def on_market(self, event: Any) -> list[Any]:
+        """Market data from a feed: the simulated venue matches only against its own book, so nothing changes."""
+        return []
+
+    def on_clock(self, ts: int) -> list[Any]:
+        """One step of the simulated market: the maker re-quotes around the new mid (which may fill resting orders);
+        returns those fills' reports, then the new top of book. A step at or before the last one does nothing."""
+        market = self.market
+        if market is None or ts <= self.last_clock:
+            return []
+        self.last_clock = ts
+        inst = self.instrument
+        symbol = self.symbol
+        tick = inst.price_tick
+        market.step({symbol: tick})
+        reports: list[Any] = []
+        self.withdraw()
+        bids, asks = market.ladder(symbol, tick)
+        qty = market.symbols[symbol].level_qty
+        for side, prices in ((Side.BUY, bids), (Side.SELL, asks)):
+            for price in prices:
+                self.offer(side, price, qty, ts, reports)
+        bid, bid_qty, ask, ask_qty = self.book.top()
+        reports.append(
+            BookTop(
+                symbol=symbol,
+                bid_price=bid,
+                bid_qty=bid_qty,
+                ask_price=ask,
+                ask_qty=ask_qty,
+                update_id=ts,
+                ts_event=ts,
+                ts_recv=ts,
+            )
+        )
+        return reports
+
+    # ------------------------------------------------------------------------------------------ the venue's money
+
+    def offer(self, side: Side, price: int, qty: int, ts: int, reports: list[Any]) -> bool:
+        """Put the venue's own liquidity on the book (a market-maker quote): it trades with resting orders it
+        crosses (their reports go to ``reports``) and rests otherwise. False if the maker cannot fund it."""
+        inst = self.instrument
+        if side is Side.BUY:
+            notional = price * qty // SCALE
+            asset, amount = inst.quote_asset, notional + ceil_div(notional * inst.max_fee_rate, SCALE)
+        else:
+            asset, amount = inst.base_asset, qty
+        if not self.maker.reserve(MM_ACCOUNT, asset, amount):
+            return False
+        self.next_order_id += 1
+        order = VenueOrder(
+            client_order_id=f"mm-{self.next_order_id}",
+            account_id=MM_ACCOUNT,
+            side=side,
+            price=price,
+            qty=qty,
+            venue_order_id=str(self.next_order_id),
+            internal=True,
+        )
+        order.reserved = amount
+        book = self.book
+        if book.would_cross(side, price):
+            fills, _ = book.match(order, price)
+            if fills:
+                self._settle(order, fills, ts, reports)
+        if order.leaves:
+            book.rest(order)
+            self.maker_orders.append(order)
+        else:
+            self._release_maker(order)
+        return True
+
+    def withdraw(self) -> None:
+        """Take every one of the venue's own quotes off the book and unlock what they reserved."""
+        book = self.book
+        for order in self.maker_orders:
+            if order.resting:
+                book.remove(order)
+            self._release_maker(order)
+        self.maker_orders.clear()
+
+    def _release_maker(self, order: VenueOrder) -> None:
+        if order.reserved > 0:
+            inst = self.instrument
+            asset = inst.quote_asset if order.side is Side.BUY else inst.base_asset
+            self.maker.release(MM_ACCOUNT, asset, order.reserved)
+            order.reserved = 0
+
+    def _settle(self, taker: VenueOrder, fills: list[Fill], ts: int, reports: list[Any]) -> None:
+        """Fees for both sides of every fill; reports for the trader's orders, the maker's ledger for its own."""
+        inst = self.instrument
+        name = self.name
+        symbol = self.symbol
+        quote = inst.quote_asset
+        taker_rate = inst.taker_fee_rate
+        maker_rate = inst.maker_fee_rate
+        orders = self.orders
+        for maker, price, qty in fills:
+            notional = price * qty // SCALE
+            self.trade_id += 1
+            trade_id = self.trade_id
+            for order, rate, liquidity in ((taker, taker_rate, Liquidity.TAKER), (maker, maker_rate, Liquidity.MAKER)):
+                fee = order.charge(notional, rate)
+                if order.internal:
+                    self._maker_trade(order, price, qty, notional, fee)
+                    continue
+                reports.append(
+                    VenueOrderFilled(
+                        venue=name,
+                        client_order_id=order.client_order_id,
+                        account_id=order.account_id,
+                        symbol=symbol,
+                        venue_order_id=order.venue_order_id,
+                        trade_id=trade_id,
+                        price=price,
+                        qty=qty,
+                        fee=fee,
+                        fee_asset=quote,
+                        liquidity=liquidity,
+                        leaves_qty=order.qty - order.filled,
+                        ts=ts,
+                    )
+                )
+            if maker.filled == maker.qty and not maker.internal:
+                orders.pop((maker.account_id, maker.client_order_id), None)
+
+    def _maker_trade(self, order: VenueOrder, price: int, qty: int, notional: int, fee: int) -> None:
+        inst = self.instrument
+        if order.side is Side.BUY:
+            used = self.maker.trade(
+                MM_ACCOUNT, pay_asset=inst.quote_asset, pay=notional, receive_asset=inst.base_asset, receive=qty,
+                fee_asset=inst.quote_asset, fee=fee, locked_available=order.reserved,
+            )  # fmt: skip
+        else:
+            used = self.maker.trade(
+                MM_ACCOUNT, pay_asset=inst.base_asset, pay=qty, receive_asset=inst.quote_asset, receive=notional,
+                fee_asset=inst.quote_asset, fee=fee, locked_available=order.reserved,
+            )  # fmt: skip
+        order.reserved -= used
+
+    # ------------------------------------------------------------------------------------------------- reports
+
+    def _rejected(self, request: SubmitOrder, reason: RejectReason, detail: str) -> VenueOrderRejected:
+        return VenueOrderRejected(
+            venue=self.name,
+            client_order_id=request.client_order_id,
+            account_id=request.account_id,
+            symbol=request.symbol,
+            reason=reason,
+            detail=detail,
+            ts=request.ts,
+        )
+
+    def _expired(self, order: VenueOrder, reason: RejectReason, ts: int) -> VenueOrderExpired:
+        return VenueOrderExpired(
+            venue=self.name,
+            client_order_id=order.client_order_id,
+            account_id=order.account_id,
+            symbol=self.symbol,
+            reason=reason,
+            ts=ts,
+        )
+
+    def status(self) -> dict[str, Any]:
+        bid, bid_qty, ask, ask_qty = self.book.top()
+        return {
+            "venue": self.name,
+            "symbol": self.symbol,
+            "resting_orders": len(self.orders),
+            "trades": self.trade_id,
+            "best_bid": bid,
+            "best_ask": ask,
+            "mid": self.mid,
+        }
+
+
+def _symbol_seed(seed: int, symbol: str) -> list[int]:
+    """The market maker's generator seed for one symbol: the engine's seed and the symbol, stable across machines."""
+    return [seed, zlib.crc32(symbol.encode())]
