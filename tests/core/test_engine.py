@@ -224,16 +224,18 @@ def test_a_snapshot_ahead_of_a_journal_that_lost_its_tail_is_never_used(tmp_path
 
 def _internals(engine: Engine) -> tuple:
     """Engine state beyond balances and orders: books, prices, counters and the simulated market's generator."""
-    assert engine.sim is not None
+    venues = engine.venues
+    assert all(v.market is not None for v in venues.values())
     return (
-        {s: b.depth(100) for s, b in engine.books.items()},
+        {s: v.book.depth(100) for s, v in venues.items()},
         engine.reference,
-        engine.trade_ids,
+        {s: v.trade_id for s, v in venues.items()},
         engine.seq,
         engine.last_tick,
-        engine.internal_orders,
-        engine.sim.mids,
-        engine.sim.rng.bit_generator.state,
+        engine.kernel.internal_orders,
+        {s: v.market.mids for s, v in venues.items()},  # type: ignore[union-attr]
+        {s: v.market.rng.bit_generator.state for s, v in venues.items()},  # type: ignore[union-attr]
+        {s: v.maker.export() for s, v in venues.items()},
     )
 
 

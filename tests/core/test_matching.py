@@ -9,7 +9,7 @@ from typing import Any
 
 from veloz_actors.venues.engine import Engine
 from veloz_actors.venues.matching import OrderBook
-from veloz_actors.core.oms import Order
+from veloz_actors.venues.matching import VenueOrder
 from veloz_actors.messages import (
     Liquidity,
     OrderAccepted,
@@ -25,14 +25,19 @@ from veloz_actors.testing import d, engine_config, place, trade
 _ids = iter(range(1, 10**6))
 
 
-def _resting(book: OrderBook, side: str, qty: str, price: str, account: str = "maker") -> Order:
-    order = Order(place(f"m{next(_ids)}", side, qty, price, account=account), order_id=next(_ids))
+def _order(cid: str, side: str, qty: str, price: str | None, account: str) -> VenueOrder:
+    return VenueOrder(client_order_id=cid, account_id=account, side=Side(side), price=None if price is None else d(price),
+                      qty=d(qty), order_id=next(_ids))  # fmt: skip
+
+
+def _resting(book: OrderBook, side: str, qty: str, price: str, account: str = "maker") -> VenueOrder:
+    order = _order(f"m{next(_ids)}", side, qty, price, account)
     book.rest(order)
     return order
 
 
-def _taker(side: str, qty: str, account: str = "taker") -> Order:
-    return Order(place(f"t{next(_ids)}", side, qty, None, account=account), order_id=next(_ids))
+def _taker(side: str, qty: str, account: str = "taker") -> VenueOrder:
+    return _order(f"t{next(_ids)}", side, qty, None, account)
 
 
 def test_taker_trades_best_price_first() -> None:
@@ -150,7 +155,7 @@ def test_partially_filled_limit_rests_its_remainder() -> None:
     engine.apply(place("bid", "BUY", "1", "100"))
     order = engine.oms.get("main", "bid")
     assert order.status is OrderStatus.PARTIALLY_FILLED and order.filled == d("0.4")
-    assert engine.books["BTCUSDT"].top()[:2] == (d("100"), d("0.6"))
+    assert engine.venues["BTCUSDT"].book.top()[:2] == (d("100"), d("0.6"))
 
 
 def test_ioc_remainder_expires() -> None:
@@ -159,7 +164,7 @@ def test_ioc_remainder_expires() -> None:
     events = engine.apply(place("ioc", "BUY", "1", "100", tif="IOC"))
     [expired] = _of(events, OrderExpired)
     assert (expired.reason, expired.filled_qty) == (RejectReason.IOC_UNFILLED, d("0.4"))
-    assert engine.books["BTCUSDT"].best_bid() is None
+    assert engine.venues["BTCUSDT"].book.best_bid() is None
 
 
 def test_fok_that_cannot_fill_completely_trades_nothing() -> None:
@@ -194,8 +199,12 @@ def test_market_fok_never_fills_partially_beyond_its_protect_price() -> None:
 def test_post_only_that_would_take_is_rejected() -> None:
     engine = _engine()
     engine.apply(place("ask", "SELL", "1", "100", account="other"))
-    [rejected] = engine.apply(place("po", "BUY", "1", "100", tif="POST_ONLY"))
+    events = engine.apply(place("po", "BUY", "1", "100", tif="POST_ONLY"))
+    # the kernel accepts (risk passed, funds reserved); the venue, which sees the book, rejects it
+    [rejected] = _of(events, OrderRejected)
     assert rejected.reason is RejectReason.WOULD_TAKE_LIQUIDITY
+    assert engine.oms.get("main", "po").status is OrderStatus.REJECTED
+    assert engine.ledger.locked("main", "USDT") == 0
     assert engine.oms.get("other", "ask").filled == 0
 
 
@@ -203,7 +212,7 @@ def test_post_only_that_does_not_cross_rests() -> None:
     engine = _engine()
     engine.apply(place("ask", "SELL", "1", "100", account="other"))
     events = engine.apply(place("po", "BUY", "1", "99.99", tif="POST_ONLY"))
-    assert _of(events, OrderAccepted) and engine.books["BTCUSDT"].best_bid() == d("99.99")
+    assert _of(events, OrderAccepted) and engine.venues["BTCUSDT"].book.best_bid() == d("99.99")
 
 
 def test_market_order_walks_no_further_than_its_protect_price() -> None:

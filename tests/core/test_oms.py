@@ -23,12 +23,15 @@ def _order(status_path: tuple[OrderStatus, ...] = ()) -> Order:
 
 LEGAL_PATHS = {
     S.NEW: (),
-    S.ACCEPTED: (S.ACCEPTED,),
-    S.PARTIALLY_FILLED: (S.ACCEPTED, S.PARTIALLY_FILLED),
-    S.FILLED: (S.ACCEPTED, S.FILLED),
-    S.CANCELLED: (S.ACCEPTED, S.CANCELLED),
+    S.SUBMITTED: (S.SUBMITTED,),
+    S.ACCEPTED: (S.SUBMITTED, S.ACCEPTED),
+    S.PARTIALLY_FILLED: (S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED),
+    S.FILLED: (S.SUBMITTED, S.ACCEPTED, S.FILLED),
+    S.CANCELLED: (S.SUBMITTED, S.ACCEPTED, S.CANCELLED),
     S.REJECTED: (S.REJECTED,),
-    S.EXPIRED: (S.ACCEPTED, S.EXPIRED),
+    S.EXPIRED: (S.SUBMITTED, S.ACCEPTED, S.EXPIRED),
+    S.PENDING_CANCEL: (S.SUBMITTED, S.ACCEPTED, S.PENDING_CANCEL),
+    S.UNKNOWN: (S.SUBMITTED, S.UNKNOWN),
 }
 
 
@@ -54,27 +57,45 @@ def test_transition_follows_the_table(start: OrderStatus, to: OrderStatus) -> No
 
 
 def test_illegal_transition_leaves_history_untouched() -> None:
-    order = _order((S.ACCEPTED, S.FILLED))
+    order = _order((S.SUBMITTED, S.ACCEPTED, S.FILLED))
     with pytest.raises(IllegalTransition):
         order.transition(S.CANCELLED, 10)
-    assert order.history == [(S.NEW, 1), (S.ACCEPTED, 2), (S.FILLED, 3)]
+    assert order.history == [(S.NEW, 1), (S.SUBMITTED, 2), (S.ACCEPTED, 3), (S.FILLED, 4)]
 
 
 def test_history_records_every_status_with_its_time() -> None:
-    order = _order((S.ACCEPTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED, S.FILLED))
+    order = _order((S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED, S.PARTIALLY_FILLED, S.FILLED))
     assert order.history == [
         (S.NEW, 1),
-        (S.ACCEPTED, 2),
-        (S.PARTIALLY_FILLED, 3),
+        (S.SUBMITTED, 2),
+        (S.ACCEPTED, 3),
         (S.PARTIALLY_FILLED, 4),
-        (S.FILLED, 5),
+        (S.PARTIALLY_FILLED, 5),
+        (S.FILLED, 6),
     ]
+
+
+def test_a_cancel_in_flight_still_takes_fills_and_a_rejected_cancel_restores_the_state() -> None:
+    order = _order((S.SUBMITTED, S.ACCEPTED, S.PENDING_CANCEL, S.PENDING_CANCEL, S.PARTIALLY_FILLED))
+    assert order.is_open
+    order.transition(S.PENDING_CANCEL, 10)
+    order.transition(S.CANCELLED, 11)
+    assert not order.is_open
+
+
+def test_an_unknown_outcome_keeps_the_order_open_until_a_report_settles_it() -> None:
+    for outcome in (S.REJECTED, S.FILLED, S.CANCELLED, S.ACCEPTED):
+        order = _order((S.SUBMITTED, S.UNKNOWN))
+        assert order.is_open
+        order.transition(outcome, 9)
+        assert order.status is outcome
 
 
 def _oms() -> OMS:
     oms = OMS()
     for cid, account, symbol in [("a", "main", "BTCUSDT"), ("b", "main", "ETHUSDT"), ("a", "other", "BTCUSDT")]:
         order = oms.create(place(cid, "BUY", "0.01", "100", symbol=symbol, account=account, ts=1))
+        order.transition(S.SUBMITTED, 1)
         order.transition(S.ACCEPTED, 1)
         oms.mark_open(order)
     return oms
@@ -107,7 +128,7 @@ def test_export_lists_every_order_oldest_first_as_plain_data() -> None:
     exported = _oms().export()
     assert [(o["client_order_id"], o["account_id"]) for o in exported] == [("a", "main"), ("b", "main"), ("a", "other")]
     assert exported[0]["status"] == "ACCEPTED"
-    assert exported[0]["history"] == [("NEW", 1), ("ACCEPTED", 1)]
+    assert exported[0]["history"] == [("NEW", 1), ("SUBMITTED", 1), ("ACCEPTED", 1)]
 
 
 def test_export_can_be_limited_to_one_account() -> None:

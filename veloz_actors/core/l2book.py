@@ -295,7 +295,7 @@ def _market_of(path: Any) -> str:
 def bench_depth(path: Any, repeat: int = 5, events: Sequence[Any] | None = None) -> dict[str, Any]:
     """Measure how fast :class:`L2Book` applies a real capture's depth stream (``binance_{spot,usdm,cm}_*`` files).
 
-    The capture is parsed first (:func:`veloz_actors.backtest.loaders.load_market_events`); only the book taking the
+    The capture is parsed first (:func:`veloz_actors.data.loaders.load_market_events`); only the book taking the
     diffs and the snapshot, in file order, is timed. The best of ``repeat`` runs is reported::
 
         {"path", "market", "diffs", "level_updates", "seconds",
@@ -305,7 +305,7 @@ def bench_depth(path: Any, repeat: int = 5, events: Sequence[Any] | None = None)
     ``events`` skips loading when the caller already holds ``load_market_events(path)``.
     """
     if events is None:
-        from ..backtest.loaders import load_market_events
+        from ..data.loaders import load_market_events
 
         events = load_market_events(path)
     deltas = [e for e in events if isinstance(e, BookDelta)]
