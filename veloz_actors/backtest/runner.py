@@ -2,10 +2,11 @@
 
 One process, no Ray. Each bar updates a reused :class:`~veloz_actors.backtest.strategy.Bar` view and calls
 ``strategy.on_bar``; nothing else happens on a bar without orders, so the per-bar path allocates nothing. Orders the
-strategy places during bar ``t`` reach the venue at bar ``t + 1``'s open: the backtest venue (a real account,
-``venue``, exempt from risk) offers exactly the liquidity the fill model allows at the modelled price (the open, moved
-against the trader by the slippage and rounded to the tick against the trader), and the strategy's market order then
-goes through the core's risk checks, OMS, funds reservation, matching and settlement like any other order. An order
+strategy places during bar ``t`` reach the venue at bar ``t + 1``'s open: the simulated venue
+(:class:`~veloz_actors.venues.sim.SimVenue`, its own money in its own ledger) offers exactly the liquidity the fill
+model allows at the modelled price (the open, moved against the trader by the slippage and rounded to the tick
+against the trader), and the strategy's market order then goes through the trading kernel's risk checks, OMS and
+funds reservation, the venue's matching, and the kernel's settlement, like any other order. An order
 still pending after the last bar is dropped.
 
 Money is exact and conserved (the test suite checks the ledger after every run); the trade list and the metrics come
@@ -21,18 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._exceptions import ConfigError, InvalidInput
-from ..venues.engine import Engine, EngineConfig
 from ..core.instruments import Instrument, ceil_div
 from ..core.risk import RiskLimits
+from ..data.bars import BarSeries
 from ..fixed import MAX_ABS, SCALE
-from ..messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..messages import OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from ..strategies.base import Bar, Strategy, StrategyContext
-from .bars import BacktestSettings, BarSeries
+from ..venues.engine import Engine, EngineConfig
 from .metrics import TRADE_DTYPE, equity_and_metrics
+from .settings import BacktestSettings
 
 __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
 
-VENUE = "venue"
 TRADER = "main"
 _VENUE_FUNDS = MAX_ABS  # the venue's side of every fill; within what the codec and the metrics can represent
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "USD")
@@ -138,18 +139,14 @@ def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, In
         raise InvalidInput(f"backtest settings do not fit {bars.symbol}: {exc}") from exc
     config = EngineConfig(
         instruments=(instrument,),
-        balances={
-            TRADER: {quote: settings.initial_cash, base: 0},
-            VENUE: {quote: _VENUE_FUNDS, base: instrument.max_qty},
-        },
-        risk=RiskLimits(price_band=int(SCALE * 0.5), exempt_accounts=frozenset({VENUE})),
+        balances={TRADER: {quote: settings.initial_cash, base: 0}},
+        risk=RiskLimits(price_band=int(SCALE * 0.5)),
         valuation_asset=quote,
+        market_maker_balances={quote: _VENUE_FUNDS, base: instrument.max_qty},  # the venue's side of every fill
         emit_account_updates=False,
         snapshot_every=10**12,
     )
-    engine = Engine(config)
-    engine.quiet_accounts = engine.quiet_accounts | {VENUE}  # the venue's own order events are not the trader's
-    return engine, instrument
+    return Engine(config), instrument
 
 
 def run_bar_backtest(
@@ -206,7 +203,7 @@ def run_bar_backtest(
     ctx.pending.clear()  # orders signalled on the last bar are dropped
     strategy.on_stop()
     run_seconds = time.perf_counter() - started
-    if engine.ledger.totals() != engine.ledger.deposited:
+    if engine.totals() != engine.deposited() or not engine.ledger.conserved():
         raise AssertionError("backtest ledger does not balance: money was created or destroyed")
     trades = np.array(rows, dtype=TRADE_DTYPE) if rows else np.zeros(0, dtype=TRADE_DTYPE)
     equity, metrics = equity_and_metrics(bars, settings, trades)
@@ -238,6 +235,7 @@ def _execute(
     quote = instrument.quote_asset
     produced = 0
     symbol = instrument.symbol
+    venue = engine.venues[symbol]
     for cid, side, order_qty, quote_qty in orders:
         if side is Side.BUY:
             price = ceil_div(open_price * (SCALE + slip), SCALE * tick) * tick
@@ -255,17 +253,7 @@ def _execute(
         engine.apply(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
         )
-        offer = PlaceOrder(
-            client_order_id=f"venue-{index}-{cid}",
-            account_id=VENUE,
-            symbol=symbol,
-            side=side.opposite,
-            order_type=OrderType.LIMIT,
-            qty=qty,
-            price=price,
-            ts=ts,
-        )
-        engine.apply(offer)
+        venue.offer(side.opposite, price, qty, ts, [])  # the trader has nothing resting that it could fill
         command = PlaceOrder(
             client_order_id=cid,
             account_id=TRADER,
@@ -285,7 +273,5 @@ def _execute(
                 cash = engine.ledger.free(TRADER, quote) + engine.ledger.locked(TRADER, quote)
                 sign = 1 if event.side is Side.BUY else -1
                 rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
-        leftover = engine.oms.get(VENUE, offer.client_order_id)
-        if leftover is not None and leftover.is_open:
-            engine.apply(CancelOrder(client_order_id=offer.client_order_id, account_id=VENUE, ts=ts))
+        venue.withdraw()
     return produced
