@@ -40,11 +40,13 @@ def test_every_output_has_a_known_type_and_an_integer_ts(session: Session) -> No
 
 def test_market_order_reports_accept_fill_position_and_account(session: Session) -> None:
     out = session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=m1")
-    assert [o["type"] for o in out] == ["order_update", "fill", "order_update", "position", "account"]
-    fill = out[1]
+    # the kernel's step (accepted, funds reserved), then the venue's fill as the kernel books it
+    assert [o["type"] for o in out] == ["order_update", "account", "fill", "order_update", "position", "account"]
+    assert out[1]["balances"]["USDT"]["locked"] != "0"
+    fill = out[2]
     assert (fill["cid"], fill["qty"], fill["liquidity"], fill["fee_asset"]) == ("m1", "0.01", "TAKER", "USDT")
-    assert out[2]["status"] == "FILLED" and out[2]["filled_qty"] == "0.01"
-    assert out[4]["balances"]["BTC"] == {"free": "2.01", "locked": "0"}
+    assert out[3]["status"] == "FILLED" and out[3]["filled_qty"] == "0.01"
+    assert out[5]["balances"]["BTC"] == {"free": "2.01", "locked": "0"}
 
 
 def test_limit_order_rests_and_can_be_queried_and_cancelled(session: Session) -> None:
@@ -129,8 +131,16 @@ REJECTED = {
     "above-max-price": ("ORDER SELL BTCUSDT 0.01 1000000.01", "INVALID_PRICE"),
     "price-band": ("ORDER BUY BTCUSDT 0.01 70000", "PRICE_BAND"),
     "funds": ("ORDER BUY BTCUSDT 1.9 MARKET", "INSUFFICIENT_FUNDS"),
-    "post-only-crossing": ("ORDER BUY BTCUSDT 0.01 60100 tif=POST_ONLY", "WOULD_TAKE_LIQUIDITY"),
 }
+
+
+def test_post_only_that_would_cross_is_accepted_by_the_kernel_then_rejected_by_the_venue(session: Session) -> None:
+    before = _balances(session)
+    out = session.handle_line("ORDER BUY BTCUSDT 0.01 60100 tif=POST_ONLY cid=p1")
+    updates = [o for o in out if o["type"] == "order_update"]
+    assert [u["status"] for u in updates] == ["ACCEPTED", "REJECTED"]
+    assert updates[1]["reason"] == "WOULD_TAKE_LIQUIDITY" and updates[1]["detail"]
+    assert _balances(session) == before
 
 
 @pytest.mark.parametrize(("line", "reason"), list(REJECTED.values()), ids=list(REJECTED))

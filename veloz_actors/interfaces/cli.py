@@ -98,7 +98,7 @@ def start(
             engine = Engine(engine_config)
         backend = LocalBackend(engine)
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
-        tick_fn = backend.tick if engine.sim is not None else None
+        tick_fn = backend.tick if engine.config.sim_symbols else None
         raise typer.Exit(run_session(session, tick_fn, tick_ms=tick))
     from ..actors import launch  # the actor engine (imports ray)
 
