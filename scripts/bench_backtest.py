@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from veloz_actors.backtest import kernel  # noqa: E402
-from veloz_actors.backtest.bars import BacktestSettings, BarSeries  # noqa: E402
-from veloz_actors.backtest.loaders import load_bars  # noqa: E402
 from veloz_actors.backtest.runner import run_bar_backtest  # noqa: E402
+from veloz_actors.backtest.settings import BacktestSettings  # noqa: E402
+from veloz_actors.data.bars import BarSeries  # noqa: E402
+from veloz_actors.data.loaders import load_bars  # noqa: E402
 from veloz_actors.strategies.bar_strategies import SmaCross  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ohlcv" / "binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz"

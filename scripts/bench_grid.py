@@ -122,8 +122,8 @@ def _run_child(*args: str) -> dict[str, Any]:
 
 def serial_kernel() -> dict[str, Any]:
     from veloz_actors.backtest import kernel
-    from veloz_actors.backtest.bars import BacktestSettings
-    from veloz_actors.backtest.loaders import load_bars
+    from veloz_actors.backtest.settings import BacktestSettings
+    from veloz_actors.data.loaders import load_bars
     from veloz_actors.search import ParameterSpace, load_config
     from veloz_actors.search.plan import execute_chunk
 
@@ -160,7 +160,7 @@ def vectorbt_bench(engine: str = "numba") -> dict[str, Any]:
 
         if not is_rust_available():
             return {"skipped": "vectorbt-rust not installed; pip install vectorbt-rust==1.2.0 to compare"}
-    from veloz_actors.backtest.loaders import load_bars
+    from veloz_actors.data.loaders import load_bars
 
     bars = load_bars(DATA)
     close = pd.Series(bars.data["close"] / 1e8)
@@ -206,7 +206,7 @@ def backtrader_bench() -> dict[str, Any]:
         return {"skipped": f"backtrader not importable ({exc.name}); pip install backtrader to compare"}
     import datetime as dt
 
-    from veloz_actors.backtest.loaders import load_bars
+    from veloz_actors.data.loaders import load_bars
 
     bars = load_bars(DATA)
 

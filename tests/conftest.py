@@ -1,8 +1,8 @@
 """Shared test set-up.
 
-Core, strategy and backtest tests must never start Ray: ``ray.init`` is replaced by a function that fails the test (the
-pattern of Ray Serve's ``serve/tests/unit/conftest.py``). Tests of the actor layer use the one session-scoped Ray
-runtime from ``tests/actors/conftest.py``.
+Core, data, strategy and backtest tests must never start Ray: ``ray.init`` is replaced by a function that fails the
+test (the pattern of Ray Serve's ``serve/tests/unit/conftest.py``). Tests of the actor layer use the one
+session-scoped Ray runtime from ``tests/actors/conftest.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-_PURE_DIRS = ("core", "strategies", "backtest")
+_PURE_DIRS = ("core", "data", "strategies", "backtest")
 
 
 @pytest.fixture(autouse=True)

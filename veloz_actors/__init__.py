@@ -21,7 +21,7 @@ from ._exceptions import (
 if TYPE_CHECKING:
     from .actors.api import EngineHandle, Subscription, connect, start_local
     from .backtest.api import run_backtest
-    from .backtest.loaders import load_bars
+    from .data.loaders import load_bars
     from .search import grid_search
 
 __version__ = "0.1.0"
@@ -33,7 +33,7 @@ _LAZY = {
     "connect": "veloz_actors.actors.api",
     "start_local": "veloz_actors.actors.api",
     "run_backtest": "veloz_actors.backtest.api",
-    "load_bars": "veloz_actors.backtest.loaders",
+    "load_bars": "veloz_actors.data.loaders",
     "grid_search": "veloz_actors.search",
 }
 

@@ -141,7 +141,7 @@ def test_shutdown_leaves_no_ray_process_behind(how):
 
 
 def test_a_replaying_session_prints_the_recorded_market_and_still_trades(shared_data):
-    from veloz_actors.backtest.loaders import load_market_events
+    from veloz_actors.data.loaders import load_market_events
     from veloz_actors.messages import BookTop, Trade
 
     capture = shared_data / "ticks_l2" / "binance_spot_btcusdt_20230405_ws.txt.gz"

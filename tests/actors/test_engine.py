@@ -205,7 +205,7 @@ def test_prometheus_endpoint_exports_orders_latency_depths_rejections_and_drops(
 
 
 def test_a_recorded_binance_capture_replays_through_feed_books_and_bus(engine, shared_data):
-    from veloz_actors.backtest.loaders import load_market_events
+    from veloz_actors.data.loaders import load_market_events
     from veloz_actors.messages import Trade
 
     events = load_market_events(shared_data / "ticks_l2" / "binance_spot_btcusdt_20230405_ws.txt.gz")

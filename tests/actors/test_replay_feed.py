@@ -7,7 +7,7 @@ import ray
 
 from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
-from veloz_actors.backtest.loaders import load_market_events
+from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import BookDelta, BookTop, Trade
 
 from .helpers import file_config, wait_for

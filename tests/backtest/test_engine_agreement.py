@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from veloz_actors.backtest import kernel
-from veloz_actors.backtest.bars import BacktestSettings, BarSeries
-from veloz_actors.backtest.loaders import load_bars
 from veloz_actors.backtest.runner import run_bar_backtest
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.bars import BarSeries
+from veloz_actors.data.loaders import load_bars
 from veloz_actors.strategies.bar_strategies import make_strategy
 
 

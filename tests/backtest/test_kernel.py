@@ -19,9 +19,10 @@ import pytest
 
 from veloz_actors import InvalidInput
 from veloz_actors.backtest import kernel
-from veloz_actors.backtest.bars import BAR_DTYPE, BacktestSettings, BarSeries
-from veloz_actors.backtest.loaders import load_bars
 from veloz_actors.backtest.metrics import TRADE_DTYPE, equity_and_metrics, trades_to_records
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.bars import BAR_DTYPE, BarSeries
+from veloz_actors.data.loaders import load_bars
 
 E8 = 10**8
 MINUTE_NS = 60_000_000_000
@@ -462,7 +463,7 @@ def test_run_many_validates_every_set_before_running(btc_1h: BarSeries) -> None:
 
 
 def test_shared_inputs_give_the_same_results_and_are_computed_once(shared_data):
-    from veloz_actors.backtest.loaders import load_bars
+    from veloz_actors.data.loaders import load_bars
 
     bars = load_bars(shared_data / "ohlcv" / "binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz")
     sets = [{"fast": f, "slow": s} for f in (5, 8) for s in (20, 30)]

@@ -19,9 +19,9 @@ from veloz_actors.backtest.l2 import (
     run_l2_backtest,
     write_trades_csv,
 )
-from veloz_actors.backtest.loaders import load_market_events
 from veloz_actors.core.instruments import ceil_div
 from veloz_actors.core.l2book import L2Book
+from veloz_actors.data.loaders import load_market_events
 from veloz_actors.fixed import SCALE
 from veloz_actors.messages import (
     BookDelta,

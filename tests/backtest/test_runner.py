@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from veloz_actors import InvalidInput
-from veloz_actors.backtest.bars import BAR_DTYPE, BacktestSettings, BarSeries
-from veloz_actors.backtest.loaders import load_bars
 from veloz_actors.backtest.metrics import trades_to_records
 from veloz_actors.backtest.report import write_outputs
 from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.bars import BAR_DTYPE, BarSeries
+from veloz_actors.data.loaders import load_bars
 from veloz_actors.fixed import SCALE
 from veloz_actors.strategies.bar_strategies import SmaCross, make_strategy
 from veloz_actors.strategies.base import Strategy

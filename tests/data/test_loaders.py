@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from veloz_actors import DataError
-from veloz_actors.backtest.bars import BarGap
-from veloz_actors.backtest.loaders import load_bars, load_funding_rates, load_market_events
+from veloz_actors.data.bars import BarGap
+from veloz_actors.data.loaders import load_bars, load_funding_rates, load_market_events
 from veloz_actors.fixed import format_decimal
 from veloz_actors.messages import BookDelta, BookTop, MarkPrice, Trade
 

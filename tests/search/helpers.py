@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from veloz_actors.backtest import kernel
-from veloz_actors.backtest.bars import BacktestSettings
-from veloz_actors.backtest.loaders import load_bars
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.loaders import load_bars
 
 DATA_NAME = "ohlcv/binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz"  # ~8.9k real 1h bars: quick to load and run
 BIG_DATA_NAME = "ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz"  # 140k bars: chunks long enough to catch

@@ -20,7 +20,7 @@ from tests.search.helpers import (
     small_config,
 )
 from veloz_actors import ConfigError, EngineUnavailable
-from veloz_actors.backtest.loaders import load_bars
+from veloz_actors.data.loaders import load_bars
 from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, walk_forward_windows
 
 pytestmark = pytest.mark.ray

@@ -418,7 +418,7 @@ class EngineHandle:
         return self._call(lambda: self._oms.tick.remote(ts if ts is not None else time.time_ns()))
 
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
-        """Replay recorded market events (e.g. ``backtest.loaders.load_market_events``) through the feed actor to
+        """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
         the book actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
         return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))

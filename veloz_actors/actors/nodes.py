@@ -582,7 +582,7 @@ class FeedNode:
         ``speed`` (0: as fast as the books take them). The offset reached is kept next to the journals, so a feed
         that Ray restarted resumes after the last batch its books took instead of sending the file again; a new
         engine replays the file from its start."""
-        from ..backtest.loaders import load_market_events  # the loaders are only needed by a replaying feed
+        from ..data.loaders import load_market_events  # the loaders are only needed by a replaying feed
 
         state = self.replay_state
         assert state is not None

@@ -46,7 +46,7 @@ class BacktestConfig(BaseModel):
 
 
 def _settings(cfg: BacktestConfig) -> Any:
-    from ..backtest.bars import BacktestSettings
+    from ..backtest.settings import BacktestSettings
 
     slippage_bps = parse_rate(cfg.slippage_bps, "slippage_bps")  # bps in 1e-8 units
     return BacktestSettings(
@@ -69,9 +69,9 @@ def _bps_error(value: Any) -> int:
 def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     """Run one backtest as configured; returns ``{"metrics", "trades", "timing", ...}`` and writes ``cfg.out``."""
     from ..backtest import kernel
-    from ..backtest.loaders import load_bars
     from ..backtest.metrics import trades_to_records
     from ..backtest.runner import run_bar_backtest
+    from ..data.loaders import load_bars
     from ..strategies.bar_strategies import make_strategy
     from ..strategies.params import validate_params
 
@@ -138,7 +138,7 @@ def _l2_module() -> Any:
 
 def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    from ..backtest.loaders import load_market_events
+    from ..data.loaders import load_market_events
 
     events = load_market_events(path)
     load_seconds = time.perf_counter() - started

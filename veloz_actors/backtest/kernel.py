@@ -45,7 +45,7 @@ second. The walk and Wilder's recursion are therefore compiled with ``numba.njit
 machine, then loaded from ``__pycache__``), working in int64 with every product bound-checked; the exact Python-int
 walk is kept and used whenever numba is missing or a bound would be exceeded, and the tests pin both to the reference.
 
->>> from veloz_actors.backtest.loaders import load_bars  # doctest: +SKIP
+>>> from veloz_actors.data.loaders import load_bars  # doctest: +SKIP
 >>> bars = load_bars("../shared/data/ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz")  # doctest: +SKIP
 >>> trades, metrics = sma_cross(bars, 10, 30)  # doctest: +SKIP
 >>> prepared = prepare(bars, "sma_cross", BacktestSettings())  # doctest: +SKIP
@@ -65,10 +65,11 @@ from typing import Any
 import numpy as np
 
 from .._exceptions import DataError, InvalidInput
+from ..data.bars import BarSeries
 from ..fixed import SCALE
 from ..strategies.params import VALID_STRATEGIES, validate_params
-from .bars import BacktestSettings, BarSeries
 from .metrics import TRADE_DTYPE, bars_per_year, close_scaled, evaluate
+from .settings import BacktestSettings
 
 _numba: ModuleType | None
 try:  # numba is a pinned dependency; the exact pure-Python paths keep the kernel correct without it.

@@ -28,7 +28,8 @@ The semantics (shared with the kernel and the event-driven backtest):
   ``bar_minutes = interval_ns / 60e9``; 0.0 when there are fewer than two returns or their standard deviation is 0.
 
 >>> import numpy as np
->>> from veloz_actors.backtest.bars import BAR_DTYPE, BacktestSettings, BarSeries
+>>> from veloz_actors.data.bars import BAR_DTYPE, BarSeries
+>>> from veloz_actors.backtest.settings import BacktestSettings
 >>> data = np.zeros(3, dtype=BAR_DTYPE)
 >>> data["open_time"] = [0, 60_000_000_000, 120_000_000_000]
 >>> data["open"] = data["close"] = [100 * 10**8, 100 * 10**8, 110 * 10**8]
@@ -46,8 +47,9 @@ import math
 import numpy as np
 
 from .._exceptions import InvalidInput
+from ..data.bars import BarSeries
 from ..fixed import SCALE, format_decimal
-from .bars import BacktestSettings, BarSeries
+from .settings import BacktestSettings
 
 __all__ = ["METRIC_NAMES", "TRADE_DTYPE", "bars_per_year", "equity_and_metrics", "trades_to_records"]
 

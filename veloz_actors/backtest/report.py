@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..data.bars import BarSeries
 from ..fixed import SCALE, format_decimal
-from .bars import BarSeries
 from .metrics import trades_to_records
 
 __all__ = ["write_outputs"]

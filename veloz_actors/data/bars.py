@@ -1,9 +1,9 @@
-"""Bars as numpy structured arrays, and the settings every bar backtest shares.
+"""Bars as numpy structured arrays.
 
 A :class:`BarSeries` holds candles ordered by open time. Times are int64 nanoseconds (the bar's *open* time); prices
 and volume are int64 in 1e-8 units (see :mod:`veloz_actors.fixed`), exactly the decimals written in the source file.
-The event-driven backtest and the vectorised kernel both read this one type, and both take a
-:class:`BacktestSettings`, so "same data + same settings" means the same thing to both.
+The loaders (:mod:`veloz_actors.data.loaders`) produce it; the event-driven backtest, the vectorised kernel and
+searches all read this one type.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fixed import SCALE, format_decimal
+from ..fixed import format_decimal
 
-__all__ = ["BAR_DTYPE", "BacktestSettings", "BarGap", "BarSeries"]
+__all__ = ["BAR_DTYPE", "BarGap", "BarSeries"]
 
 BAR_DTYPE = np.dtype(
     [
@@ -63,21 +63,3 @@ class BarSeries:
             f"{self.symbol} {self.interval_minutes:g}m bars={len(self)} tick={format_decimal(self.price_tick)} "
             f"gaps={len(self.gaps)} source={self.source}"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestSettings:
-    """What a bar backtest needs besides data and strategy parameters. All money fields in 1e-8 units.
-
-    Defaults follow the backtest issue: quantity step 0.00001, price tick from the data, 10,000 quote of cash,
-    fee 0.001 of notional, no slippage.
-    """
-
-    initial_cash: int = 10_000 * SCALE
-    fee_rate: int = 100_000  # 0.001 as a fraction in 1e-8 units
-    slippage_rate: int = 0  # bps / 10_000 as a fraction in 1e-8 units (1 bp -> 10_000)
-    qty_step: int = 1_000  # 0.00001
-    price_tick: int | None = None  # None: the BarSeries' own tick
-
-    def tick_for(self, bars: BarSeries) -> int:
-        return self.price_tick if self.price_tick is not None else bars.price_tick

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ..backtest import kernel
-from ..backtest.loaders import load_bars
+from ..data.loaders import load_bars
 
 __all__ = ["kernel", "load_bars"]

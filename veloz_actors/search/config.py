@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._exceptions import ConfigError
-from ..backtest.bars import BacktestSettings
+from ..backtest.settings import BacktestSettings
 from ..fixed import parse_decimal, parse_rate
 
 __all__ = [

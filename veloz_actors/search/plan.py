@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._exceptions import ConfigError, InvalidInput
-from ..backtest.bars import BacktestSettings, BarSeries
+from ..backtest.settings import BacktestSettings
+from ..data.bars import BarSeries
 from ..fixed import format_decimal
 from ..strategies.params import VALID_STRATEGIES, validate_params
 from .config import METRICS, SearchConfig
