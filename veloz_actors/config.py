@@ -19,6 +19,7 @@ from ._exceptions import ConfigError, InvalidInput
 from .venues.engine import EngineConfig
 from .core.instruments import Instrument
 from .core.risk import RiskLimits
+from .core.risk_monitor import EngineRiskLimits
 from .venues.simmarket import SimSymbol
 from .fixed import parse_decimal
 
@@ -96,6 +97,33 @@ class RiskModel(_Model):
         )
 
 
+class EngineRiskModel(_Model):
+    """``engine_risk``: engine-wide limits the risk actor watches (post-trade, off the order path); "0" or a symbol
+    or asset left out means no limit. Crossing one halts trading (the kernel's circuit breaker) until a reset."""
+
+    max_symbol_exposure: dict[str, Decimal] = Field(default_factory=dict)  # symbol -> sum of |position| (base)
+    max_asset_exposure: dict[str, Decimal] = Field(default_factory=dict)  # asset -> sum of |balance|
+    max_gross_exposure: Decimal = "0"  # sum of |position| x mark, in the valuation asset
+    max_drawdown: Decimal = "0"  # fraction of peak engine equity ("0.2" = 20 %)
+    max_loss: Decimal = "0"  # fall from the starting engine equity, in the valuation asset
+
+    def build(self) -> EngineRiskLimits:
+        try:
+            return EngineRiskLimits(
+                max_symbol_exposure={
+                    k: _dec(v, f"engine_risk.max_symbol_exposure.{k}") for k, v in self.max_symbol_exposure.items()
+                },
+                max_asset_exposure={
+                    k: _dec(v, f"engine_risk.max_asset_exposure.{k}") for k, v in self.max_asset_exposure.items()
+                },
+                max_gross_exposure=_dec(self.max_gross_exposure, "engine_risk.max_gross_exposure"),
+                max_drawdown=_dec(self.max_drawdown, "engine_risk.max_drawdown"),
+                max_loss=_dec(self.max_loss, "engine_risk.max_loss"),
+            )
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from exc
+
+
 class SimSymbolModel(_Model):
     symbol: str
     initial_mid: Decimal
@@ -155,6 +183,7 @@ class EngineFileConfig(_Model):
     instruments: list[InstrumentModel]
     balances: dict[str, dict[str, Decimal]]
     risk: RiskModel = Field(default_factory=RiskModel)
+    engine_risk: EngineRiskModel = Field(default_factory=EngineRiskModel)
     valuation_asset: str = "USDT"
     sim: SimModel = Field(default_factory=SimModel)
     journal: JournalModel = Field(default_factory=JournalModel)
@@ -223,6 +252,7 @@ def parse_engine_config(data: dict[str, Any], source: str = "config") -> EngineF
     try:
         config = EngineFileConfig.model_validate(data)
         config.engine_config()  # validate the money values now, not at first use
+        config.engine_risk.build()
         return config
     except ValidationError as exc:
         first = exc.errors()[0]
