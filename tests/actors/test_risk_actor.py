@@ -1,0 +1,124 @@
+"""The risk actor: a crossed limit reaches the OMS as a halt, the kill switch as cancel-all then halt, and a restarted
+actor recovers its exposure from its journal."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from tests.ray_fixtures import RayRuntime
+from veloz_actors.actors.risk import start_risk_actor
+from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitorConfig
+from veloz_actors.messages import CancelAllOrders, HaltTrading, Liquidity, OrderFilled, Side
+from veloz_actors.testing import START_NS, d, instruments, trade
+
+
+@ray.remote(num_cpus=0)
+class RecordingOms:
+    """A stand-in OMS that records every batch of commands it is sent (the risk actor's only peer)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def submit_many(self, commands: list[Any]) -> int:
+        self.batches.append(list(commands))
+        return len(commands)
+
+    def received(self) -> list[list[Any]]:
+        return self.batches
+
+
+def _config() -> RiskMonitorConfig:
+    return RiskMonitorConfig(
+        instruments=instruments(),
+        balances={"main": {"USDT": d("100000"), "BTC": d("2")}},
+        limits=EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("1")}, max_drawdown=d("0.5")),
+        reference_prices={"BTCUSDT": d("60000")},
+        snapshot_every=3,
+    )
+
+
+def _fill(trade_id: int, qty: str = "0.4") -> OrderFilled:
+    return OrderFilled(
+        client_order_id=f"c{trade_id}", order_id=trade_id, account_id="main", symbol="BTCUSDT", side=Side.BUY,
+        trade_id=trade_id, price=d("60000"), qty=d(qty), fee=d("1"), fee_asset="USDT", liquidity=Liquidity.TAKER,
+        cum_qty=d(qty), leaves_qty=0, ts=START_NS + trade_id,
+    )  # fmt: skip
+
+
+def _wait_for(oms: Any, count: int) -> list[list[Any]]:
+    deadline = time.monotonic() + 30.0
+    while True:
+        batches = ray.get(oms.received.remote(), timeout=10.0)
+        if len(batches) >= count or time.monotonic() > deadline:
+            return batches
+        time.sleep(0.02)
+
+
+def test_a_crossed_limit_sends_one_halt_to_the_oms(ray_runtime: RayRuntime, tmp_path: Path) -> None:
+    oms = RecordingOms.remote()
+    risk = start_risk_actor(_config(), oms, journal_path=tmp_path / "risk.journal", durability="none")
+    assert ray.get(risk.apply.remote([_fill(1), _fill(2)]), timeout=30.0) == []
+    (halt,) = ray.get(risk.apply.remote([_fill(3), trade("59000", ts=START_NS + 4)]), timeout=30.0)
+    assert halt.reason == "risk monitor: engine exposure in BTCUSDT 1.2 above the limit 1"
+    assert ray.get(risk.apply.remote([_fill(4, "0.1")]), timeout=30.0) == []  # still crossed: no second halt
+    assert _wait_for(oms, 1) == [[halt]]
+    status = ray.get(risk.status.remote(), timeout=30.0)
+    assert status["halted"] is True and status["commands_sent"] == 1
+    assert ray.get(risk.gauges.remote(), timeout=30.0)["symbol_exposure:BTCUSDT"] == pytest.approx(1.3)
+    ray.get(risk.close.remote(), timeout=30.0)
+    ray.kill(risk, no_restart=True)
+    ray.kill(oms, no_restart=True)
+
+
+def test_the_kill_switch_cancels_every_order_then_halts(ray_runtime: RayRuntime) -> None:
+    oms = RecordingOms.remote()
+    risk = start_risk_actor(_config(), oms, clock=lambda: START_NS + 50)
+    sent = ray.get(risk.kill_switch.remote(), timeout=30.0)
+    assert sent == [
+        CancelAllOrders(account_id="*", ts=START_NS + 50),
+        HaltTrading(account_id="*", reason="kill switch", ts=START_NS + 50),
+    ]
+    assert _wait_for(oms, 1) == [sent]
+    (reset,) = ray.get(risk.reset.remote(), timeout=30.0)
+    assert reset.account_id == "main"
+    assert _wait_for(oms, 2)[1] == [reset]
+    ray.kill(risk, no_restart=True)
+    ray.kill(oms, no_restart=True)
+
+
+def test_a_killed_risk_actor_recovers_its_exposure(ray_runtime: RayRuntime, tmp_path: Path) -> None:
+    oms = RecordingOms.remote()
+    risk = start_risk_actor(_config(), oms, journal_path=tmp_path / "risk.journal", durability="none")
+    ray.get(risk.apply.remote([_fill(1), trade("61000", ts=START_NS + 2), _fill(3)]), timeout=30.0)
+    ray.get(risk.apply.remote([_fill(4), _fill(5, "0.1")]), timeout=30.0)  # crosses: a halt is in force
+    before = ray.get(risk.exposure.remote(), timeout=30.0)
+    pid_before, seq_before = ray.get(risk.ping.remote(), timeout=30.0)
+    assert _wait_for(oms, 1)[0][0].reason.startswith("risk monitor: engine exposure in BTCUSDT")
+
+    ray.kill(risk, no_restart=False)
+    deadline = time.monotonic() + 60.0
+    while True:  # until the restarted process answers (the kill is asynchronous: the old one may answer first)
+        try:
+            pid_after, seq_after = ray.get(risk.ping.remote(), timeout=10.0)
+            if pid_after != pid_before:
+                break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass
+        assert time.monotonic() < deadline, "the risk actor did not come back"
+        time.sleep(0.05)
+    assert seq_after == seq_before
+    assert ray.get(risk.exposure.remote(), timeout=30.0) == before
+    status = ray.get(risk.status.remote(), timeout=30.0)
+    assert status["restarted"] is True and status["resumed"] is True and status["halted"] is True
+    # the halt in force is sent again after the restart (the kernel ignores a halt for an account already halted)
+    assert [type(c) for c in _wait_for(oms, 2)[1]] == [HaltTrading]
+    assert ray.get(risk.apply.remote([_fill(5, "0.1")]), timeout=30.0) == []  # a re-sent fill: booked once
+    assert ray.get(risk.exposure.remote(), timeout=30.0) == before
+    ray.get(risk.close.remote(), timeout=30.0)
+    ray.kill(risk, no_restart=True)
+    ray.kill(oms, no_restart=True)
