@@ -13,6 +13,21 @@ scrapes. Metrics (full words, unit suffixes)::
     veloz_order_rejections_total{reason}       counter    rejections by reason code
     veloz_subscriber_dropped_total{subscriber} counter    events dropped by a subscriber's drop-oldest queue
     veloz_subscriber_queued{subscriber}        gauge      events waiting in a subscriber's queue
+
+The risk actor's gauges, when the engine's status carries them under ``risk_gauges`` (``RiskActor.gauges()``);
+amounts are in the valuation asset (label ``asset``), quantities in the symbol's base asset::
+
+    veloz_risk_equity_amount{asset}                       gauge    engine equity
+    veloz_risk_peak_equity_amount{asset}                  gauge    highest engine equity since start or reset
+    veloz_risk_loss_amount{asset}                         gauge    fall from the starting equity
+    veloz_risk_drawdown_ratio                             gauge    fall from the peak, as a fraction of the peak
+    veloz_risk_gross_exposure_amount{asset}               gauge    sum of |position| x mark over accounts
+    veloz_risk_symbol_exposure_base_quantity{symbol}      gauge    sum of |position| over accounts
+    veloz_risk_asset_exposure_amount{asset}               gauge    sum of |balance| over accounts
+    veloz_risk_limit_use_ratio{limit,subject}             gauge    measure / limit (1 = at the limit)
+    veloz_risk_halted                                     gauge    1 while the risk actor's halt is in force
+    veloz_risk_fills_total                                counter  fills applied by the risk actor
+    veloz_risk_duplicate_fills_total                      counter  re-sent fills it ignored
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["EngineCollector", "MetricsServer", "serve_metrics"]
+__all__ = ["EngineCollector", "MetricsServer", "risk_metric_families", "serve_metrics"]
 
 
 def _histogram(name: str, doc: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> Metric:
@@ -89,6 +104,55 @@ class EngineCollector:
             dropped.add_metric([sid], sub.get("dropped", 0))
             queued.add_metric([sid], sub.get("queued", 0))
         yield from (dropped, queued)
+        risk = status.get("risk_gauges")
+        if risk:
+            yield from risk_metric_families(risk, status.get("valuation_asset", "USDT"))
+
+
+def risk_metric_families(gauges: dict[str, float], valuation_asset: str = "USDT") -> Iterator[Metric]:
+    """The risk actor's gauges (``RiskMonitor.gauges()``: ``equity``, ``symbol_exposure:BTCUSDT``, ...) as metric
+    families with full-word names, unit suffixes and labels."""
+    amounts = {
+        "equity": ("veloz_risk_equity_amount", "Engine equity in the valuation asset"),
+        "peak_equity": ("veloz_risk_peak_equity_amount", "Highest engine equity since start or reset"),
+        "loss": ("veloz_risk_loss_amount", "Fall of engine equity from its starting value"),
+        "gross_exposure": ("veloz_risk_gross_exposure_amount", "Sum of |position| x mark over accounts"),
+    }
+    for key, (name, doc) in amounts.items():
+        family = GaugeMetricFamily(name, doc, labels=["asset"])
+        family.add_metric([valuation_asset], gauges.get(key, 0.0))
+        yield family
+    yield GaugeMetricFamily(
+        "veloz_risk_drawdown_ratio",
+        "Fall of engine equity from its peak, as a fraction",
+        value=gauges.get("drawdown", 0.0),
+    )
+    yield GaugeMetricFamily(
+        "veloz_risk_halted", "1 while the risk actor's halt is in force", value=gauges.get("halted", 0.0)
+    )
+    yield CounterMetricFamily("veloz_risk_fills", "Fills applied by the risk actor", value=gauges.get("fills", 0.0))
+    yield CounterMetricFamily(
+        "veloz_risk_duplicate_fills", "Re-sent fills the risk actor ignored", value=gauges.get("duplicate_fills", 0.0)
+    )
+    symbols = GaugeMetricFamily(
+        "veloz_risk_symbol_exposure_base_quantity", "Sum of |position| over accounts", labels=["symbol"]
+    )
+    assets = GaugeMetricFamily("veloz_risk_asset_exposure_amount", "Sum of |balance| over accounts", labels=["asset"])
+    use = GaugeMetricFamily(
+        "veloz_risk_limit_use_ratio",
+        "Engine risk measure over its limit (1 = at the limit)",
+        labels=["limit", "subject"],
+    )
+    for key, value in sorted(gauges.items()):
+        kind, _, rest = key.partition(":")
+        if kind == "symbol_exposure":
+            symbols.add_metric([rest], value)
+        elif kind == "asset_exposure":
+            assets.add_metric([rest], value)
+        elif kind == "limit_use":
+            limit, _, subject = rest.partition(":")
+            use.add_metric([limit, subject], value)
+    yield from (symbols, assets, use)
 
 
 class _QuietHandler(WSGIRequestHandler):
