@@ -338,6 +338,11 @@ class PlaceOrder:
 
     ``price`` is None for a market order. A market BUY may give ``quote_qty`` instead of ``qty`` (Binance's
     ``quoteOrderQty``): it spends at most that much quote, fees included, buying whole quantity steps.
+
+    ``protect_price`` is a market order's worst fill price when the sender fixes it itself (the L2 backtest takes it
+    from the recorded book the strategy saw), 0 when that sender has no price to protect it with (the order is then
+    rejected, ``NO_REFERENCE_PRICE``); None, as for every other sender, leaves it to the kernel: the edge of the risk
+    price band around its reference price.
     """
 
     TYPE: ClassVar[str] = "PlaceOrder"
@@ -350,6 +355,7 @@ class PlaceOrder:
     price: int | None = None
     quote_qty: int | None = None
     tif: TimeInForce = TimeInForce.GTC
+    protect_price: int | None = None
     ts: int
 
 
@@ -405,25 +411,54 @@ class CancelAllOrders:
 
 @_message
 class SubmitOrder:
-    """The kernel's order, risk-checked and funded, on its way to a venue.
-
-    ``limit`` is the price the venue may trade up to: the order's price, or for a market order the protect price the
-    kernel reserved funds for. ``quote_qty`` (market BUY only) spends at most that much quote, fees included.
-    """
+    """The kernel's order, risk-checked and funded, on its way to a venue: the trader's command as given, the
+    kernel's order id, and ``limit``, the price the venue may trade up to (the order's price, or for a market order
+    the protect price the kernel reserved funds for)."""
 
     TYPE: ClassVar[str] = "SubmitOrder"
-    client_order_id: str
-    account_id: str
+    command: PlaceOrder
     order_id: int
-    symbol: str
-    side: Side
-    order_type: OrderType
-    tif: TimeInForce
-    qty: int
-    price: int | None = None
     limit: int | None = None
-    quote_qty: int | None = None
-    ts: int
+
+    @property
+    def symbol(self) -> str:
+        return self.command.symbol
+
+    @property
+    def account_id(self) -> str:
+        return self.command.account_id
+
+    @property
+    def client_order_id(self) -> str:
+        return self.command.client_order_id
+
+    @property
+    def ts(self) -> int:
+        return self.command.ts
+
+    @property
+    def side(self) -> Side:
+        return self.command.side
+
+    @property
+    def order_type(self) -> OrderType:
+        return self.command.order_type
+
+    @property
+    def tif(self) -> TimeInForce:
+        return self.command.tif
+
+    @property
+    def qty(self) -> int:
+        return self.command.qty
+
+    @property
+    def price(self) -> int | None:
+        return self.command.price
+
+    @property
+    def quote_qty(self) -> int | None:
+        return self.command.quote_qty
 
 
 @_message
@@ -727,6 +762,8 @@ def _field_converters(cls: type) -> dict[str, Any]:
             converters[f.name] = lambda v, e=enum_cls: None if v is None else e(v)
         elif f.name in ("bids", "asks"):
             converters[f.name] = lambda v: tuple((int(p), int(q)) for p, q in v)
+        elif f.name == "command":
+            converters[f.name] = lambda v: from_dict({"type": "PlaceOrder", **v})
         elif f.name == "balances":
             converters[f.name] = lambda v: tuple(Balance(**b) for b in v)
     return converters

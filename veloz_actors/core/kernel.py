@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ class TradingKernel:
         self.now = 0
         self._touched: set[str] = set()
         self._filled = False
+        self._next_check = min(config.snapshot_every, _EVICT_EVERY)
         for account, assets in sorted(config.balances.items()):
             for asset, amount in sorted(assets.items()):
                 self.ledger.deposit(account, asset, amount)
@@ -240,28 +241,16 @@ class TradingKernel:
     # -------------------------------------------------------------------------------------------------------- apply
 
     def apply(self, message: Message) -> list[Any]:
-        """Journal ``message`` (if a journal is attached), apply it as one step, and return the events it caused."""
-        events: list[Any] = []
-        self.feed(message, events)
-        self.end_step(events)
-        return events
+        """Journal ``message`` (if a journal is attached), apply it as one step, and return the events it caused.
 
-    def apply_many(self, messages: Iterable[Message]) -> list[Any]:
-        """Apply several messages, each as its own step."""
-        events: list[Any] = []
-        for message in messages:
-            self.feed(message, events)
-            self.end_step(events)
-        return events
-
-    def feed(self, message: Message, events: list[Any]) -> None:
-        """Journal and apply one message; :meth:`end_step` closes the step (``apply`` does both).
-
-        Every journaled message is one step, so a replay takes the same steps and gives the same events."""
+        Every journaled message is one step, so a replay takes the same steps and gives the same events. At the end
+        of a step the kernel reports every balance it touched, runs post-trade risk after fills, and snapshots and
+        evicts when due."""
         journal = self.journal
         if journal is not None:
             journal.append(message)
         self.seq += 1
+        events: list[Any] = []
         handler = self._handlers.get(type(message))
         if handler is None:
             events.append(
@@ -269,16 +258,27 @@ class TradingKernel:
             )
         else:
             handler(message, events)
-
-    def end_step(self, events: list[Any]) -> None:
-        """Report every balance the step touched, run post-trade risk after fills, snapshot and evict when due."""
         touched = self._touched
         if touched:
             if self._filled:
                 self._post_trade(touched, self.now, events)
                 self._filled = False
-            self._account_events(touched, self.now, events)
+            if self.config.emit_account_updates:
+                self._account_events(touched, self.now, events)
             touched.clear()
+        if self.seq >= self._next_check:
+            self._periodic()
+        return events
+
+    def apply_many(self, messages: Iterable[Message]) -> list[Any]:
+        """Apply several messages, each as its own step."""
+        events: list[Any] = []
+        for message in messages:
+            events.extend(self.apply(message))
+        return events
+
+    def _periodic(self) -> None:
+        """Snapshot and evict when due (checked at the end of a step, never inside one)."""
         seq = self.seq
         journal = self.journal
         if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
@@ -286,6 +286,7 @@ class TradingKernel:
             write_snapshot(self.snapshot_path, journal.count, self.snapshot())
         if self.closed and seq % _EVICT_EVERY == 0:
             self.evict(self.now - self.config.retain_closed_ns)
+        self._next_check = min(_next_multiple(seq, self.config.snapshot_every), _next_multiple(seq, _EVICT_EVERY))
 
     def take_outbox(self) -> list[SubmitOrder | SubmitCancel]:
         """What the steps so far must send to venues, in order; the outbox is empty afterwards."""
@@ -319,9 +320,9 @@ class TradingKernel:
 
     def _place(self, cmd: PlaceOrder, events: list[Any], *, checked: bool = True) -> None:
         self.now = cmd.ts
-        key = (cmd.account_id, cmd.client_order_id)
         existing = self.oms.get(cmd.account_id, cmd.client_order_id)
         if existing is not None:
+            key = (cmd.account_id, cmd.client_order_id)
             if existing.command == cmd or self.last_duplicate.get(key) == cmd:
                 return  # a retry of a message already applied: no second effect, not even a second rejection
             self.last_duplicate[key] = cmd
@@ -336,6 +337,9 @@ class TradingKernel:
         account = cmd.account_id
         ledger = self.ledger
         reference = self.reference.get(cmd.symbol)
+        protect = cmd.protect_price if cmd.order_type is OrderType.MARKET else None
+        if protect is not None:  # the sender fixed the market order's worst price: value the order there
+            reference = protect if protect > 0 else None  # 0: the sender had no price to protect it with
         if checked:
             pos = ledger.positions.get((account, cmd.symbol))
             limits = self.risk.limits
@@ -360,7 +364,7 @@ class TradingKernel:
             if reference is None:
                 self._reject(cmd, RejectReason.NO_REFERENCE_PRICE, "no reference price", order, events)
                 return
-            order.protect_price = self.risk.protect_price(cmd.side, reference, inst)
+            order.protect_price = reference if protect else self.risk.protect_price(cmd.side, reference, inst)
         if cmd.side is Side.BUY:
             asset = inst.quote_asset
             if cmd.quote_qty is not None:
@@ -385,22 +389,7 @@ class TradingKernel:
         if account not in self.quiet_accounts:
             events.append(order.accepted_event(cmd.ts))
         self._touched.add(account)
-        self.outbox.append(
-            SubmitOrder(
-                client_order_id=cmd.client_order_id,
-                account_id=account,
-                order_id=order.order_id,
-                symbol=cmd.symbol,
-                side=cmd.side,
-                order_type=cmd.order_type,
-                tif=cmd.tif,
-                qty=cmd.qty,
-                price=cmd.price,
-                limit=cmd.price if cmd.price is not None else order.protect_price,
-                quote_qty=cmd.quote_qty,
-                ts=cmd.ts,
-            )
-        )
+        self.outbox.append(_submit_request(order))
 
     def _cancel(self, cmd: CancelOrder, events: list[Any]) -> None:
         self.now = cmd.ts
@@ -425,6 +414,30 @@ class TradingKernel:
         self.outbox.append(
             SubmitCancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts)
         )
+
+    def pending_requests(self, symbols: Collection[str] | None = None) -> list[SubmitOrder | SubmitCancel]:
+        """The requests a venue may not have received, for a driver to send again after either side restarted.
+
+        An order still SUBMITTED (or PENDING_CANCEL before the venue ever acknowledged it) gets its ``SubmitOrder``
+        again, a PENDING_CANCEL order its ``SubmitCancel``; in order id order, optionally only for ``symbols``. A venue
+        ignores an order it has seen, and a cancel of an order it no longer works comes back as a cancel rejection the
+        kernel keeps silent once the order has closed.
+        """
+        out: list[SubmitOrder | SubmitCancel] = []
+        for order in sorted(self.oms.open_orders(), key=lambda o: o.order_id):
+            if symbols is not None and order.symbol not in symbols:
+                continue
+            status = order.status
+            if status is _S.SUBMITTED or (status is _S.PENDING_CANCEL and not order.venue_order_id):
+                out.append(_submit_request(order))
+            if status is _S.PENDING_CANCEL:
+                ts = order.history[-1][1] if order.history else order.command.ts
+                out.append(
+                    SubmitCancel(
+                        client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts
+                    )
+                )
+        return out
 
     def _cancel_all(self, cmd: CancelAllOrders, events: list[Any]) -> None:
         self.now = cmd.ts
@@ -587,10 +600,9 @@ class TradingKernel:
 
     def _on_cancel_rejected(self, report: VenueCancelRejected, events: list[Any]) -> None:
         order = self._order_of(report, events)
-        if order is None:
-            return
-        if order.status is _S.PENDING_CANCEL:
-            order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
+        if order is None or order.status is not _S.PENDING_CANCEL:
+            return  # no cancel on its way (closed meanwhile, or a re-sent cancel's answer): nothing to say
+        order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
         if order.account_id in self.quiet_accounts:
             return
         events.append(
@@ -815,8 +827,6 @@ class TradingKernel:
     # --------------------------------------------------------------------------------------------------- queries
 
     def _account_events(self, accounts: set[str], ts: int, events: list[Any]) -> None:
-        if not self.config.emit_account_updates:
-            return
         for account in sorted(accounts) if len(accounts) > 1 else accounts:
             if account not in self.quiet_accounts and self.ledger.has_account(account):
                 events.append(self.ledger.account_event(account, ts))
@@ -872,6 +882,17 @@ class TradingKernel:
             "journal_lines": self.journal.count if self.journal else 0,
             "reference_prices": dict(sorted(self.reference.items())),
         }
+
+
+def _submit_request(order: Order) -> SubmitOrder:
+    """The venue request of a funded order (built from its command, so a re-send is the same message)."""
+    cmd = order.command
+    return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
+                       order.protect_price)  # fmt: skip
+
+
+def _next_multiple(seq: int, every: int) -> int:
+    return (seq // every + 1) * every
 
 
 def _cancel_rejected(cmd: CancelOrder, reason: RejectReason, detail: str, order: Order | None = None) -> Any:

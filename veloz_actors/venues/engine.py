@@ -31,7 +31,7 @@ from ..core.instruments import Instrument
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
 from ..core.kernel import KernelConfig, TradingKernel, tune_gc
 from ..core.risk import RiskLimits
-from ..messages import BookTop, Message, SubmitCancel, SubmitOrder, Tick
+from ..messages import BookTop, Message, SubmitOrder, Tick
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
 
@@ -236,16 +236,13 @@ class Engine:
         """Hand the kernel's requests to their venues and apply the reports, until nothing is left to send."""
         kernel = self.kernel
         venues = self.venues
+        apply = kernel.apply
         while kernel.outbox:
             for request in kernel.take_outbox():
                 venue = venues[request.symbol]  # the kernel only sends orders for its instruments
-                if type(request) is SubmitOrder:
-                    reports = venue.submit(request)
-                else:
-                    assert type(request) is SubmitCancel
-                    reports = venue.cancel(request)
+                reports = venue.submit(request) if type(request) is SubmitOrder else venue.cancel(request)  # type: ignore[arg-type]
                 for report in reports:
-                    events.extend(kernel.apply(report))
+                    events += apply(report)
 
     def _tick(self, tick: Tick) -> list[Any]:
         if tick.ts <= self.last_tick:

@@ -72,18 +72,22 @@ class VenueOrder:
 
     @classmethod
     def from_request(cls, request: SubmitOrder, venue_order_id: str, max_qty: int) -> VenueOrder:
-        return cls(
-            client_order_id=request.client_order_id,
-            account_id=request.account_id,
-            order_id=request.order_id,
-            side=request.side,
-            price=request.price,
-            qty=request.qty if request.quote_qty is None else max_qty,
-            order_type=request.order_type,
-            tif=request.tif,
-            quote_qty=request.quote_qty,
-            venue_order_id=venue_order_id,
-        )
+        """The venue's order for a kernel request (an order by quote amount works up to ``max_qty``)."""
+        command = request.command
+        order = cls.__new__(cls)
+        order.client_order_id = command.client_order_id
+        order.account_id = command.account_id
+        order.order_id = request.order_id
+        order.side = command.side
+        order.order_type = command.order_type
+        order.tif = command.tif
+        order.price = command.price
+        quote_qty = order.quote_qty = command.quote_qty
+        order.qty = command.qty if quote_qty is None else max_qty
+        order.filled = order.fee_numerator = order.fees_paid = order.reserved = 0
+        order.resting = order.internal = False
+        order.venue_order_id = venue_order_id
+        return order
 
     @property
     def leaves(self) -> int:

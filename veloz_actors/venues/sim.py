@@ -48,7 +48,7 @@ from .simmarket import SimMarket, SimSymbol
 __all__ = ["MM_ACCOUNT", "SimVenue"]
 
 MM_ACCOUNT = "sim-mm"
-_SEEN_LIMIT = 1_000_000  # re-sent requests are recognised among this many latest orders
+_SEEN_LIMIT = 200_000  # re-sent requests are recognised among this many latest orders
 
 
 class SimVenue:
@@ -88,37 +88,38 @@ class SimVenue:
 
     def submit(self, request: SubmitOrder) -> list[Any]:
         """Take one order; return its execution reports (accepted or rejected, fills, expiry) in order."""
-        key = (request.account_id, request.client_order_id)
-        if key in self.seen:
-            return []  # a re-sent request: the venue has it, and its reports were already given
-        if request.symbol != self.symbol:
-            return [self._rejected(request, RejectReason.UNKNOWN_SYMBOL, f"this venue trades {self.symbol}")]
+        command = request.command
+        key = (command.account_id, command.client_order_id)
         seen = self.seen
+        if key in seen:
+            return []  # a re-sent request: the venue has it, and its reports were already given
+        if command.symbol != self.symbol:
+            return [self._rejected(request, RejectReason.UNKNOWN_SYMBOL, f"this venue trades {self.symbol}")]
         seen[key] = None
         if len(seen) > _SEEN_LIMIT:
             del seen[next(iter(seen))]
-        inst = self.instrument
         book = self.book
-        side = request.side
-        limit = request.limit
-        if request.tif is TimeInForce.POST_ONLY and book.would_cross(side, request.price):  # type: ignore[arg-type]
+        side = command.side
+        tif = command.tif
+        if tif is TimeInForce.POST_ONLY and book.would_cross(side, command.price):  # type: ignore[arg-type]
             return [self._rejected(request, RejectReason.WOULD_TAKE_LIQUIDITY, "post-only order would trade at once")]
         self.next_order_id += 1
         venue_order_id = str(self.next_order_id)
+        inst = self.instrument
         order = VenueOrder.from_request(request, venue_order_id, inst.max_qty)
-        ts = request.ts
+        ts = command.ts
         reports: list[Any] = [
             VenueOrderAccepted(
                 venue=self.name,
-                client_order_id=order.client_order_id,
-                account_id=order.account_id,
+                client_order_id=command.client_order_id,
+                account_id=command.account_id,
                 symbol=self.symbol,
                 venue_order_id=venue_order_id,
                 ts=ts,
             )
         ]
-        tif = request.tif
-        if tif is TimeInForce.FOK and not book.fillable(side, limit, request.qty, order.account_id):
+        limit = request.limit
+        if tif is TimeInForce.FOK and not book.fillable(side, limit, command.qty, order.account_id):
             reports.append(self._expired(order, RejectReason.FOK_NOT_FILLABLE, ts))
             return reports
         if tif is TimeInForce.POST_ONLY or limit is None or not book.would_cross(side, limit):
@@ -141,7 +142,7 @@ class SimVenue:
             pass
         elif self_trade:
             reports.append(self._expired(order, RejectReason.SELF_TRADE_PREVENTED, ts))
-        elif request.order_type is OrderType.MARKET:
+        elif command.order_type is OrderType.MARKET:
             reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
         elif tif is TimeInForce.IOC or tif is TimeInForce.FOK:
             reports.append(self._expired(order, RejectReason.IOC_UNFILLED, ts))
@@ -322,14 +323,15 @@ class SimVenue:
     # ------------------------------------------------------------------------------------------------- reports
 
     def _rejected(self, request: SubmitOrder, reason: RejectReason, detail: str) -> VenueOrderRejected:
+        command = request.command
         return VenueOrderRejected(
             venue=self.name,
-            client_order_id=request.client_order_id,
-            account_id=request.account_id,
-            symbol=request.symbol,
+            client_order_id=command.client_order_id,
+            account_id=command.account_id,
+            symbol=command.symbol,
             reason=reason,
             detail=detail,
-            ts=request.ts,
+            ts=command.ts,
         )
 
     def _expired(self, order: VenueOrder, reason: RejectReason, ts: int) -> VenueOrderExpired:
