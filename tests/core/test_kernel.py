@@ -1,0 +1,224 @@
+"""The trading kernel on its own: commands in, venue requests out, execution reports applied exactly once.
+
+These tests play the venue by hand (the reports a remote venue could send, in any order, twice, late or for orders
+the kernel never sent), which the in-process SimVenue never does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
+from veloz_actors.messages import (
+    AccountUpdated,
+    CancelAllOrders,
+    CircuitBreakerTripped,
+    Error,
+    HaltTrading,
+    Liquidity,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    RejectReason,
+    ResetCircuitBreaker,
+    SubmitCancel,
+    SubmitOrder,
+    VenueCancelRejected,
+    VenueOrderAccepted,
+    VenueOrderCancelled,
+    VenueOrderFilled,
+    VenueOrderRejected,
+    VenueOrderStatusUnknown,
+)
+from veloz_actors.testing import cancel, d, engine_config, place
+
+T0 = 1_700_000_000_000_000_000
+S = OrderStatus
+
+
+def _kernel(**kwargs) -> TradingKernel:
+    config = engine_config(**kwargs).kernel_config()
+    return TradingKernel(KernelConfig(**{**_fields(config), "reference_prices": {"BTCUSDT": d("60000")}}))
+
+
+def _fields(config: KernelConfig) -> dict:
+    return {f: getattr(config, f) for f in KernelConfig.__dataclass_fields__}
+
+
+def _accepted(cid: str, account: str = "main", ts: int = T0) -> VenueOrderAccepted:
+    return VenueOrderAccepted(venue="X", client_order_id=cid, account_id=account, symbol="BTCUSDT",
+                              venue_order_id=f"v-{cid}", ts=ts)  # fmt: skip
+
+
+def _fill(cid: str, trade_id: int, qty: str, price: str = "60000", fee: str = "0.6", leaves: str = "0",
+          account: str = "main", ts: int = T0) -> VenueOrderFilled:  # fmt: skip
+    return VenueOrderFilled(venue="X", client_order_id=cid, account_id=account, symbol="BTCUSDT",
+                            venue_order_id=f"v-{cid}", trade_id=trade_id, price=d(price), qty=d(qty), fee=d(fee),
+                            fee_asset="USDT", liquidity=Liquidity.MAKER, leaves_qty=d(leaves), ts=ts)  # fmt: skip
+
+
+def test_a_placed_order_is_submitted_funded_and_sent_to_the_venue_once() -> None:
+    kernel = _kernel()
+    events = kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    assert [type(e) for e in events] == [OrderAccepted, AccountUpdated]
+    assert kernel.oms.get("main", "b1").status is S.SUBMITTED
+    [request] = kernel.take_outbox()
+    assert type(request) is SubmitOrder and request.command.client_order_id == "b1"
+    assert request.limit == d("60000")
+    assert kernel.take_outbox() == []
+    assert kernel.ledger.locked("main", "USDT") == d("600") + d("0.6")  # notional + the maximum fee
+
+
+def test_reports_drive_the_order_to_filled_and_settle_exactly() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    assert kernel.apply(_accepted("b1")) == []
+    assert kernel.oms.get("main", "b1").status is S.ACCEPTED
+    events = kernel.apply(_fill("b1", 1, "0.004", fee="0.24", leaves="0.006"))
+    assert [type(e) for e in events][:1] == [OrderFilled]
+    assert kernel.oms.get("main", "b1").status is S.PARTIALLY_FILLED
+    kernel.apply(_fill("b1", 2, "0.006", fee="0.36"))
+    order = kernel.oms.get("main", "b1")
+    assert order.status is S.FILLED and order.filled == d("0.01") and order.reserved == 0
+    assert kernel.ledger.balances("main")["USDT"] == (d("100000") - d("600") - d("0.6"), 0)
+    assert kernel.ledger.balances("main")["BTC"] == (d("2.01"), 0)
+    assert kernel.ledger.conserved()
+
+
+def test_a_fill_sent_twice_is_booked_once() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("b1"))
+    first = kernel.apply(_fill("b1", 7, "0.004", leaves="0.006"))
+    before = (kernel.ledger.export(), kernel.oms.export())
+    assert first and kernel.apply(_fill("b1", 7, "0.004", leaves="0.006")) == []
+    assert (kernel.ledger.export(), kernel.oms.export()) == before
+
+
+def test_a_fill_may_arrive_before_the_acceptance() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_fill("b1", 1, "0.01"))
+    assert kernel.oms.get("main", "b1").status is S.FILLED
+    assert kernel.apply(_accepted("b1")) == []  # late: nothing changes
+    assert kernel.oms.get("main", "b1").status is S.FILLED
+
+
+def test_a_report_for_an_unknown_order_is_an_error_event_and_changes_nothing() -> None:
+    kernel = _kernel()
+    before = kernel.ledger.export()
+    for report in (_accepted("ghost"), _fill("ghost", 1, "0.01")):
+        [error] = kernel.apply(report)
+        assert type(error) is Error and error.code == "UNKNOWN_ORDER_REPORT" and "ghost" in error.message
+    assert kernel.ledger.export() == before
+
+
+def test_a_venue_rejection_releases_the_funds() -> None:
+    kernel = _kernel()
+    kernel.apply(place("p1", "BUY", "0.01", "60000", tif="POST_ONLY"))
+    events = kernel.apply(VenueOrderRejected(venue="X", client_order_id="p1", account_id="main", symbol="BTCUSDT",
+                                             reason=RejectReason.WOULD_TAKE_LIQUIDITY, detail="crosses", ts=T0))  # fmt: skip
+    [rejected] = [e for e in events if type(e) is OrderRejected]
+    assert rejected.reason is RejectReason.WOULD_TAKE_LIQUIDITY
+    assert kernel.oms.get("main", "p1").status is S.REJECTED
+    assert kernel.ledger.locked("main", "USDT") == 0
+
+
+def test_cancel_goes_through_pending_cancel_and_a_fill_in_between_still_counts() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.take_outbox()
+    kernel.apply(_accepted("b1"))
+    assert kernel.apply(cancel("b1")) == []
+    assert kernel.oms.get("main", "b1").status is S.PENDING_CANCEL
+    [request] = kernel.take_outbox()
+    assert type(request) is SubmitCancel
+    [again] = kernel.apply(cancel("b1", ts=T0 + 1))
+    assert again.reason is RejectReason.CANCEL_PENDING
+    kernel.apply(_fill("b1", 1, "0.004", leaves="0.006"))
+    assert kernel.oms.get("main", "b1").status is S.PENDING_CANCEL
+    events = kernel.apply(VenueOrderCancelled(venue="X", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                              ts=T0 + 2))  # fmt: skip
+    [cancelled] = [e for e in events if type(e) is OrderCancelled]
+    assert cancelled.filled_qty == d("0.004")
+    assert kernel.ledger.locked("main", "USDT") == 0
+    assert kernel.ledger.conserved()
+
+
+def test_a_rejected_cancel_puts_the_order_back_where_it_was() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("b1"))
+    kernel.apply(_fill("b1", 1, "0.004", leaves="0.006"))
+    kernel.apply(cancel("b1"))
+    kernel.apply(VenueCancelRejected(venue="X", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                     reason=RejectReason.UNKNOWN_ORDER, detail="busy", ts=T0))  # fmt: skip
+    assert kernel.oms.get("main", "b1").status is S.PARTIALLY_FILLED
+
+
+def test_an_unknown_outcome_keeps_the_funds_until_a_report_settles_it() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    [error] = kernel.apply(VenueOrderStatusUnknown(venue="X", client_order_id="b1", account_id="main",
+                                                   symbol="BTCUSDT", detail="timeout", ts=T0))  # fmt: skip
+    assert error.code == "ORDER_STATUS_UNKNOWN"
+    assert kernel.oms.get("main", "b1").status is S.UNKNOWN
+    assert kernel.ledger.locked("main", "USDT") > 0
+    kernel.apply(_fill("b1", 1, "0.01"))
+    assert kernel.oms.get("main", "b1").status is S.FILLED and kernel.ledger.locked("main", "USDT") == 0
+
+
+def test_halt_rejects_risk_increasing_orders_until_reset_and_cancel_all_cancels_every_open_order() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "59000"))
+    kernel.apply(place("b2", "BUY", "0.01", "59000", account="other"))
+    kernel.take_outbox()
+    [tripped, *_] = kernel.apply(HaltTrading(reason="risk monitor: drawdown", ts=T0))
+    assert type(tripped) is CircuitBreakerTripped
+    [rejected] = kernel.apply(place("b3", "BUY", "0.01", "59000", ts=T0 + 1))
+    assert rejected.reason is RejectReason.CIRCUIT_BREAKER
+    kernel.apply(CancelAllOrders(ts=T0 + 2))
+    assert sorted(r.client_order_id for r in kernel.take_outbox()) == ["b1", "b2"]
+    kernel.apply(ResetCircuitBreaker(account_id="main", ts=T0 + 3))
+    assert type(kernel.apply(place("b4", "BUY", "0.01", "59000", ts=T0 + 4))[0]) is OrderAccepted
+
+
+def test_closed_orders_leave_memory_for_the_history_file_and_queries_still_find_them(tmp_path: Path) -> None:
+    config = KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": 10**9})
+    kernel = TradingKernel(config, journal_path=tmp_path / "k.journal", durability="none")
+    for i in range(3):
+        kernel.apply(place(f"c{i}", "BUY", "0.01", "59000", ts=T0 + i))
+        kernel.apply(cancel(f"c{i}", ts=T0 + i))
+        kernel.apply(VenueOrderCancelled(venue="X", client_order_id=f"c{i}", account_id="main", symbol="BTCUSDT",
+                                         ts=T0 + i))  # fmt: skip
+    assert kernel.evict(T0 + 10_000) == 3
+    assert kernel.oms.get("main", "c0") is None and len(kernel.oms) == 0
+    history = kernel.order_history("main", "c1")
+    assert [h["status"] for h in history] == ["CANCELLED"]
+    [late] = kernel.apply(_fill("c1", 9, "0.01"))  # a report for an evicted order: reported, not booked
+    assert late.code == "UNKNOWN_ORDER_REPORT"
+    kernel.close()
+
+
+def test_the_journal_replays_commands_and_reports_byte_for_byte(tmp_path: Path) -> None:
+    kernel = _kernel()
+    kernel.attach_journal(tmp_path / "k.journal", durability="none")
+    events = []
+    events += kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    events += kernel.apply(_accepted("b1"))
+    events += kernel.apply(_fill("b1", 1, "0.004", leaves="0.006"))
+    events += kernel.apply(_fill("b1", 1, "0.004", leaves="0.006"))
+    events += kernel.apply(cancel("b1"))
+    events += kernel.apply(VenueOrderCancelled(venue="X", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                               ts=T0))  # fmt: skip
+    kernel.close()
+    replayed, again = replay_kernel(tmp_path / "k.journal")
+    from veloz_actors.testing import encoded
+
+    assert encoded(again) == encoded(events)
+    assert replayed.ledger.export() == kernel.ledger.export()
+    recovered, _ = TradingKernel.recover(kernel.config, tmp_path / "k.journal", durability="none")
+    recovered.close()
+    assert recovered.oms.export() == kernel.oms.export()
