@@ -124,12 +124,9 @@ def bench_crossing(n: int) -> dict[str, float]:
 
 
 def bench_depth_updates() -> dict[str, float]:
-    try:
-        from veloz_actors.core.l2book import bench_depth
-    except ImportError:
-        return {"skipped": "veloz_actors.core.l2book.bench_depth not available"}  # type: ignore[dict-item]
-    path = ROOT.parent / "shared" / "data" / "ticks_l2" / "binance_usdm_btcusdt_20240808_ws.txt.gz"
-    return bench_depth(path)
+    from bench_l2book import DEFAULT_CAPTURE, bench_depth  # scripts/bench_l2book.py, beside this script
+
+    return bench_depth(DEFAULT_CAPTURE)
 
 
 def main() -> None:

@@ -16,14 +16,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._exceptions import ConfigError, InvalidInput
-from .venues.engine import EngineConfig
 from .core.instruments import Instrument
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
-from .venues.simmarket import SimSymbol
 from .fixed import parse_decimal
+from .venues.engine import EngineConfig
+from .venues.simmarket import SimSymbol
 
-__all__ = ["EngineFileConfig", "ReplayModel", "load_engine_config", "load_yaml"]
+__all__ = [
+    "DEFAULT_ENGINE_CONFIG",
+    "EngineFileConfig",
+    "ReplayModel",
+    "default_engine_config",
+    "load_engine_config",
+    "load_yaml",
+]
+
+#: where ``veloz start`` and ``vz.start_local()`` look for the engine config first (relative to the working directory)
+DEFAULT_ENGINE_CONFIG = Path("configs/engine.yaml")
 
 Decimal = str | int | float
 
@@ -226,6 +236,13 @@ class EngineFileConfig(_Model):
             raise
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from exc
+
+
+def default_engine_config() -> Path:
+    """``configs/engine.yaml`` in the working directory if there is one, else the one shipped beside the package."""
+    if DEFAULT_ENGINE_CONFIG.is_file():
+        return DEFAULT_ENGINE_CONFIG
+    return Path(__file__).resolve().parents[1] / DEFAULT_ENGINE_CONFIG
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

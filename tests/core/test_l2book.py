@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from veloz_actors import InvalidInput, SequenceGap
-from veloz_actors.core.l2book import L2Book, bench_depth
+from veloz_actors.core.l2book import L2Book
 from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import BookDelta, BookTop, Side
 
@@ -233,14 +233,3 @@ def test_empty_side_gives_none_for_best_mid_and_spread() -> None:
     book = L2Book("BTCUSDT", "spot")
     book.apply_snapshot(_snapshot(1, bids=((100, 5),), asks=()))
     assert book.best_ask() is None and book.mid() is None and book.spread() is None
-
-
-def test_bench_depth_counts_the_diffs_and_levels_it_applied(shared_data: Path) -> None:
-    events = _capture(shared_data, SPOT)
-    result = bench_depth(shared_data / "ticks_l2" / SPOT, repeat=1, events=events)
-    deltas = _deltas(events)
-    book, diffs = _synced_book(deltas, "spot")
-    replayed = book.diffs_applied
-    assert result["diffs"] == replayed + len(diffs)
-    assert result["level_updates"] == book.levels_applied + sum(len(d.bids) + len(d.asks) for d in diffs)
-    assert result["level_updates_per_second"] > 0 and result["last_update_id"] == diffs[-1].last_update_id

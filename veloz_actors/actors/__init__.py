@@ -7,5 +7,6 @@ This package is the only one that imports ``ray``. Its pieces:
 - :mod:`.nodes`: the actor classes (OMS sequencer, account, order-book shards, market feed, event bus) as plain
   classes delegating to the core; ``ray.remote`` is applied at the edge in :mod:`.supervisor`;
 - :mod:`.supervisor`: starts the graph, watches it (liveness, restarts) and stops it;
-- :mod:`.api`: the Python handle (``vz.start_local``, ``vz.connect``); :mod:`.launch`: ``veloz start --local``.
+- :mod:`.api`: the Python handle (``vz.start_local``, ``vz.connect``); the command line that drives it
+  (``veloz start --local``, ``veloz attach``) is :mod:`veloz_actors.interfaces.engine_cli`, never imported from here.
 """

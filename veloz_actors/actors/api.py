@@ -35,7 +35,7 @@ from typing import Any
 import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
-from ..config import EngineFileConfig, load_engine_config
+from ..config import EngineFileConfig, default_engine_config, load_engine_config
 from ..fixed import parse_decimal
 from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
 from .backpressure import InFlightWindow
@@ -473,9 +473,7 @@ class EngineHandle:
 
 def _config(config: str | Path | EngineFileConfig | None) -> EngineFileConfig:
     if config is None:
-        from ..interfaces.cli import _default_config
-
-        return load_engine_config(_default_config())
+        return load_engine_config(default_engine_config())
     if isinstance(config, EngineFileConfig):
         return config
     return load_engine_config(config)

@@ -17,7 +17,7 @@ Binance's procedure, when the next snapshot arrives.
 Levels are two plain dicts of price -> qty (1e-8 units). The best price of each side is kept in a heap with lazy
 deletion, so applying a level is a dict write (plus a heap push for a new price) and reading the best is O(1)
 amortised. Measured on the real captures: several million level updates per second on one core
-(:func:`bench_depth`).
+(``scripts/bench_l2book.py``).
 
 >>> from veloz_actors.messages import BookDelta
 >>> book = L2Book("BTCUSDT")
@@ -32,16 +32,13 @@ True
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Sequence
 from heapq import heapify, heappop, heappush, nlargest, nsmallest
-from typing import Any
 
 from .._exceptions import InvalidInput, SequenceGap
 from ..messages import BookDelta, Side
 
-__all__ = ["L2Book", "bench_depth"]
+__all__ = ["L2Book"]
 
 _MARKETS = ("spot", "futures")
 _BID_SIDES = frozenset({Side.BUY, "BUY", "bid", "bids", "b"})
@@ -285,54 +282,3 @@ class L2Book:
     def __repr__(self) -> str:
         state = "needs resync" if self.needs_resync else f"update {self._last_update_id}"
         return f"L2Book({self.symbol!r}, {self.market}, bids={len(self._bids)}, asks={len(self._asks)}, {state})"
-
-
-def _market_of(path: Any) -> str:
-    name = str(path).rsplit("/", 1)[-1]
-    return "spot" if "_spot_" in name or name.startswith("spot") else "futures"
-
-
-def bench_depth(path: Any, repeat: int = 5, events: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Measure how fast :class:`L2Book` applies a real capture's depth stream (``binance_{spot,usdm,cm}_*`` files).
-
-    The capture is parsed first (:func:`veloz_actors.data.loaders.load_market_events`); only the book taking the
-    diffs and the snapshot, in file order, is timed. The best of ``repeat`` runs is reported::
-
-        {"path", "market", "diffs", "level_updates", "seconds",
-         "level_updates_per_second", "diffs_per_second", "last_update_id"}
-
-    ``diffs``/``level_updates`` count what the book applied (diffs already contained in the snapshot are not counted).
-    ``events`` skips loading when the caller already holds ``load_market_events(path)``.
-    """
-    if events is None:
-        from ..data.loaders import load_market_events
-
-        events = load_market_events(path)
-    deltas = [e for e in events if isinstance(e, BookDelta)]
-    if not any(d.is_snapshot for d in deltas):
-        raise InvalidInput(f"{path}: the capture has no depth snapshot to build a book from")
-    market = _market_of(path)
-    symbol = deltas[0].symbol
-    best = float("inf")
-    book = L2Book(symbol, market)
-    for _ in range(max(1, repeat)):
-        book = L2Book(symbol, market, buffer_limit=len(deltas) + 1)
-        apply = book.apply
-        apply_snapshot = book.apply_snapshot
-        start = time.perf_counter()
-        for delta in deltas:
-            if delta.is_snapshot:
-                apply_snapshot(delta)
-            else:
-                apply(delta)
-        best = min(best, time.perf_counter() - start)
-    return {
-        "path": str(path),
-        "market": market,
-        "diffs": book.diffs_applied,
-        "level_updates": book.levels_applied,
-        "seconds": best,
-        "level_updates_per_second": book.levels_applied / best,
-        "diffs_per_second": book.diffs_applied / best,
-        "last_update_id": book.last_update_id,
-    }

@@ -14,7 +14,7 @@ import orjson
 import typer
 
 from .._exceptions import VelozError
-from ..config import load_engine_config
+from ..config import default_engine_config, load_engine_config
 
 app = typer.Typer(
     name="veloz",
@@ -23,16 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-DEFAULT_CONFIG = Path("configs/engine.yaml")
-
-
-def _default_config() -> Path:
-    if DEFAULT_CONFIG.is_file():
-        return DEFAULT_CONFIG
-    packaged = Path(__file__).resolve().parents[2] / "configs" / "engine.yaml"
-    return packaged
-
 
 START_HELP = """Start a trading engine with a simulated market and talk to it over stdin/stdout.
 
@@ -67,7 +57,7 @@ def start(
         float | None, typer.Option(help="Replay pace: 1 = as recorded, 10 = ten times faster, 0 = at once.")
     ] = None,
 ) -> None:
-    file_config = load_engine_config(config or _default_config())
+    file_config = load_engine_config(config or default_engine_config())
     if replay is not None or replay_speed is not None:
         if single_process:
             raise VelozError("--replay runs on the actor engine: use --local or --address, not --single-process")
@@ -100,10 +90,10 @@ def start(
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
         tick_fn = backend.tick if engine.config.sim_symbols else None
         raise typer.Exit(run_session(session, tick_fn, tick_ms=tick))
-    from ..actors import launch  # the actor engine (imports ray)
+    from . import engine_cli  # the actor engine (imports ray)
 
     raise typer.Exit(
-        launch.start_command(
+        engine_cli.start_command(
             file_config,
             local=local,
             address=address,
@@ -125,9 +115,9 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
-    from ..venues.engine import Engine, EngineConfig, replay
     from ..core.journal import read_journal
     from ..messages import encode_line
+    from ..venues.engine import Engine, EngineConfig, replay
 
     if from_snapshot:
         header, _ = read_journal(journal)

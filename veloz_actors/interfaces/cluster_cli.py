@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         market: Annotated[bool, typer.Option("--market/--no-market", help="Print market quotes.")] = False,
     ) -> None:
         """Open the stdio command session (same commands, same JSON events) to an engine running on a cluster."""
-        from ..actors.launch import attach_command
+        from .engine_cli import attach_command
 
         raise typer.Exit(attach_command(address, name=name, market=market))
 

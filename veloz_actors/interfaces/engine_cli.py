@@ -1,4 +1,5 @@
-"""``veloz start`` on the actor engine: a private local Ray runtime (or a cluster), the actors, the stdio protocol.
+"""``veloz start`` and ``veloz attach`` on the actor engine: a private local Ray runtime (or a cluster), the actors,
+the stdio protocol.
 
 ``start_command`` is what the CLI calls for ``veloz start --local`` (without ``--single-process``) and for
 ``veloz start --address ADDR [--detached]``. Locally the driver speaks the same protocol as the single-process
@@ -17,8 +18,13 @@ from typing import Any
 
 import orjson
 
+from .._exceptions import VelozError
+from ..actors.api import EngineHandle, connect, start_local
 from ..config import EngineFileConfig
-from .api import EngineHandle, connect, start_local
+from ..messages import Error
+from .local import run_session
+from .metrics import serve_metrics
+from .stdio import EventFormatter, Session
 
 __all__ = ["ActorBackend", "attach_command", "start_command"]
 
@@ -81,8 +87,6 @@ def start_command(
     """Run ``veloz start`` on actors; returns the process exit code."""
     import ray
 
-    from .._exceptions import VelozError
-
     if detached and address is None:
         raise VelozError("--detached needs --address ADDR (a Ray cluster that outlives this process)")
     if local and address is not None:
@@ -126,8 +130,6 @@ def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:
     settings = file_config.metrics
     if not settings.enabled:
         return None
-    from ..interfaces.metrics import serve_metrics
-
     try:
         return serve_metrics(engine.status, host=settings.host, port=settings.port, round_trip=engine.round_trip)
     except OSError as exc:  # a busy port must not stop trading: say so on stderr and go on
@@ -136,9 +138,6 @@ def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:
 
 
 def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool) -> int:
-    from ..interfaces.local import run_session
-    from ..interfaces.stdio import Session
-
     backend = ActorBackend(engine, owned=owned)
     replaying = market and engine.spec.replay is not None
     # a replayed market reaches the session through the bus, with the simulated one: each quote printed once
@@ -156,9 +155,6 @@ def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, t
 
 def _market_printer(subscription: Any) -> Any:
     """What a replaying session prints besides its own results: quotes, trades and replay errors from the bus."""
-    from ..interfaces.stdio import EventFormatter
-    from ..messages import Error
-
     formatter = EventFormatter(market=True)
 
     def poll() -> list[dict[str, Any]]:
