@@ -126,8 +126,11 @@ def test_shutdown_leaves_no_ray_process_behind(how):
         if how == "QUIT":
             proc.stdin.write(b"QUIT\n")
         proc.stdin.flush()
-        lines = [proc.stdout.readline() for _ in range(6)]  # accepted, fill, filled, position, account, status
-        status = orjson.loads(lines[-1])
+        lines = [orjson.loads(proc.stdout.readline())]  # accepted, account, fill, filled, position, account, status
+        while lines[-1]["type"] != "status" and len(lines) < 20:
+            lines.append(orjson.loads(proc.stdout.readline()))
+        assert any(line["type"] == "fill" and line["cid"] == "s1" for line in lines)
+        status = lines[-1]
         assert status["type"] == "status" and all(a["alive"] for a in status["actors"].values())
         if how != "QUIT":
             proc.send_signal(getattr(signal, how))

@@ -43,18 +43,27 @@ def test_limit_order_rests_then_cancels_and_unlocks_funds(engine):
     price = _below_mid(engine, 2)
     before = engine.balances()["USDT"]
     events = engine.place_order("BTCUSDT", "BUY", "0.01", price, client_order_id="rest-1")
-    assert [type(e) for e in events][0] is OrderAccepted
-    assert engine.query("rest-1")[0]["status"] == "ACCEPTED"
+    assert [type(e) for e in events][0] is OrderAccepted  # the kernel's step: risk passed, funds reserved
     assert engine.balances()["USDT"][1] > before[1]
-    events = engine.cancel_order("rest-1")
-    assert any(type(e) is OrderCancelled for e in events)
+    assert engine.settle()
+    assert engine.query("rest-1")[0]["status"] == "ACCEPTED"  # the venue took it: it rests
+    subscription = engine.subscribe(kinds=["OrderCancelled"], timeout=10.0, max_events=1)
+    assert engine.cancel_order("rest-1") == []  # on its way to the venue (PENDING_CANCEL)
+    assert [e.client_order_id for e in subscription] == ["rest-1"]  # the venue's answer, on the bus
     assert engine.query("rest-1")[0]["status"] == "CANCELLED"
     assert engine.balances()["USDT"] == before
 
 
 def test_market_order_fills_and_the_account_actor_follows(engine):
+    subscription = engine.subscribe(kinds=["OrderFilled"])
     events = engine.place_order("BTCUSDT", Side.BUY, Decimal("0.01"), client_order_id="mkt-1")
-    fills = [e for e in events if type(e) is OrderFilled]
+    assert type(events[0]) is OrderAccepted and not any(type(e) is OrderFilled for e in events)
+    fills = []
+    wait_for(
+        lambda: fills.extend(subscription.poll()) or sum(f.qty for f in fills) >= 1_000_000,
+        what="the market order's fills on the bus",
+    )
+    subscription.close()
     assert fills and sum(f.qty for f in fills) == 1_000_000
     assert engine.query("mkt-1")[0]["status"] == "FILLED"
     truth = engine.balances()
@@ -108,7 +117,7 @@ def test_subscription_yields_the_events_of_new_orders(engine):
 def test_status_reports_every_actor_alive_with_depth_and_sequence(engine):
     status = engine.status()
     assert status["engine"] == "actors"
-    assert set(status["actors"]) == {"oms", "account", "bus", "feed", "book:BTCUSDT", "book:ETHUSDT"}
+    assert set(status["actors"]) == {"oms", "account", "bus", "feed", "venue:BTCUSDT", "venue:ETHUSDT"}
     for name, actor in status["actors"].items():
         assert actor["alive"], name
         assert actor["inbox_depth"] >= 0 and actor["last_seq"] is not None
@@ -241,6 +250,7 @@ def test_concurrent_orders_can_never_spend_the_same_balance(engine):
     assert now_free >= 0 and now_free + now_locked == free + locked
     for command in accepted:
         engine.cancel_order(command.client_order_id)
+    assert engine.settle()
     assert engine.balances()["USDT"] == (free, locked)
 
 

@@ -1,4 +1,6 @@
-"""Kill the OMS, the account and a book actor in the middle of a stream of orders: nothing is lost or doubled."""
+"""Kill the OMS, a venue actor and the account view in the middle of a stream of orders, one at a time and together:
+every order ends in exactly one state the venue agrees with, no fill is lost or doubled, balances are exactly what
+the fills say, and no money is created or destroyed."""
 
 from __future__ import annotations
 
@@ -8,20 +10,23 @@ import pytest
 import ray
 
 from veloz_actors.actors.api import start_local
-from veloz_actors.venues.engine import replay
+from veloz_actors.core.journal import read_journal
+from veloz_actors.core.kernel import replay_kernel
 from veloz_actors.fixed import SCALE, format_decimal
-from veloz_actors.messages import OrderFilled, Side
+from veloz_actors.messages import OrderFilled, Side, SubmitCancel, SubmitOrder, Tick, VenueOrderFilled
 
 from .helpers import file_config, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_runtime")
 
 TERMINAL = {"FILLED", "CANCELLED", "REJECTED", "EXPIRED"}
+RESTING = {"ACCEPTED", "PARTIALLY_FILLED"}
 
 
 def _commands(engine, count: int):
-    """A deterministic mix: market buys and sells, resting limits, and cancels of those limits."""
+    """A deterministic mix: market buys and sells, resting limits near the market (the clock fills some), far ones."""
     mid = engine.status()["reference_prices"]["BTCUSDT"]
+    near = format_decimal(mid * 9995 // 10000 // 1_000_000 * 1_000_000)
     low = format_decimal(mid * 97 // 100 // 1_000_000 * 1_000_000)
     out = []
     for i in range(count):
@@ -31,81 +36,115 @@ def _commands(engine, count: int):
         elif kind == 1:
             out.append(engine.order_command("BTCUSDT", "SELL", "0.0005", client_order_id=f"r-{i}"))
         elif kind == 2:
-            out.append(engine.order_command("BTCUSDT", "BUY", "0.001", low, client_order_id=f"r-{i}"))
+            out.append(engine.order_command("BTCUSDT", "BUY", "0.001", near, client_order_id=f"r-{i}"))
         else:
             out.append(engine.order_command("BTCUSDT", "BUY", "0.001", low, client_order_id=f"r-{i}"))
     return out
 
 
-def _drive(engine, commands, kill_at: dict[int, str]) -> list:
-    """Send commands 20 at a time without waiting; kill an actor mid-batch; re-drive what failed, unchanged."""
-    seen: list = []
+def _drive(engine, commands, kill_at: int, victims: tuple[str, ...]) -> None:
+    """Send commands 20 at a time without waiting, step the clock, cancel some limits; kill the victims mid-batch
+    and drive again, unchanged, what failed (an identical command applied twice has no second effect)."""
     for start in range(0, len(commands), 20):
         batch = commands[start : start + 20]
         refs = [engine.submit_async(c) for c in batch]
-        victim = kill_at.get(start)
-        if victim is not None:
-            ray.kill(engine.actor(victim), no_restart=False)
+        if start == kill_at:
+            for victim in victims:
+                ray.kill(engine.actor(victim), no_restart=False)
         for command, ref in zip(batch, refs, strict=True):
             try:
-                seen.extend(ray.get(ref, timeout=60))
+                ray.get(ref, timeout=60)
             except ray.exceptions.RayError:
-                seen.extend(engine.submit(command))  # the very same message: applied at most once
+                engine.submit(command)
             finally:
                 engine.window.done()
         if start % 40 == 0:
-            seen.extend(engine.tick())
-        cancels = [c for c in batch if c.client_order_id.endswith(("3", "7"))]
-        for c in cancels:
-            seen.extend(engine.cancel_order(c.client_order_id))
-    return seen
+            engine.tick()
+        for c in batch:
+            if c.client_order_id.endswith(("3", "7")):
+                engine.cancel_order(c.client_order_id)
 
 
-def test_killing_oms_account_and_a_book_mid_stream_loses_and_doubles_nothing(tmp_path):
+def _venue_fills(journal) -> dict[tuple[int, str], VenueOrderFilled]:
+    """Every fill the venue made for the trader, rebuilt from the venue actor's own journal of inputs."""
+    from veloz_actors.venues.engine import EngineConfig
+
+    header, lines = read_journal(journal)
+    config = EngineConfig.from_json(header["config"]["config"])
+    venue = config.venues()["BTCUSDT"]
+    fills = {}
+    for message in lines:
+        if type(message) is SubmitOrder:
+            reports = venue.submit(message)
+        elif type(message) is SubmitCancel:
+            reports = venue.cancel(message)
+        else:
+            assert type(message) is Tick
+            reports = venue.on_clock(message.ts)
+        for r in reports:
+            if type(r) is VenueOrderFilled:
+                fills[(r.trade_id, r.client_order_id)] = r
+    return fills, venue
+
+
+@pytest.mark.parametrize(
+    "victims",
+    [("oms",), ("venue:BTCUSDT",), ("account",), ("oms", "venue:BTCUSDT", "account")],
+    ids=["oms", "venue", "account", "together"],
+)
+def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
     config = file_config()
-    engine = start_local(config, name="recovery", journal_dir=tmp_path, durability="group")
+    engine = start_local(config, name=f"recovery-{'-'.join(v.replace(':', '') for v in victims)}", journal_dir=tmp_path)
     try:
         engine.tick()
         commands = _commands(engine, 240)
-        seen = _drive(engine, commands, {40: "oms", 100: "account", 160: "book:BTCUSDT"})
-        killed = ("oms", "account", "book:BTCUSDT")
+        _drive(engine, commands, 100, victims)
         wait_for(
             lambda: (
                 (s := engine.status()["actors"])
                 and all(a["alive"] for a in s.values())
-                and all(s[name]["restarts"] >= 1 for name in killed)
+                and all(s[name]["restarts"] >= 1 for name in victims)
             ),
             what="the killed actors restarted (counted) and every actor alive",
         )
+        engine.tick()
+        assert engine.settle(), "the venues answered every request"
         orders = {o["client_order_id"]: o for o in engine.orders()}
         balances = engine.balances()
         totals = engine.totals()
-        wait_for(lambda: engine.account_view() == balances, what="the account actor to match the OMS")
+        status = engine.status()
+        wait_for(lambda: engine.account_view() == balances, what="the account view to match the OMS")
     finally:
         engine.shutdown()
 
-    # every order in exactly one, consistent state
-    for command in commands:
-        order = orders[command.client_order_id]
+    # every order in exactly one, settled state
+    assert set(orders) == {c.client_order_id for c in commands}
+    for order in orders.values():
         if order["status"] == "FILLED":
             assert order["filled_qty"] == order["qty"]
-        elif order["status"] in ("ACCEPTED", "PARTIALLY_FILLED"):
+        elif order["status"] in RESTING:
             assert order["filled_qty"] < order["qty"]
         else:
-            assert order["status"] in TERMINAL
-    # the journal replayed from the start gives the authoritative fill stream: no fill doubled ...
-    _, events = replay(tmp_path / "oms.journal")
+            assert order["status"] in TERMINAL, order
+    # the kernel's fills, from its journal replayed from the start: none doubled ...
+    _, events = replay_kernel(tmp_path / "oms.journal")
     fills = [e for e in events if type(e) is OrderFilled and e.account_id == "main"]
-    keys = Counter((f.symbol, f.trade_id, f.client_order_id) for f in fills)
-    assert max(keys.values()) == 1
-    # ... none lost: every fill the client saw is in it, and each order's fills add up to its filled quantity
-    seen_fills = {(f.symbol, f.trade_id, f.client_order_id) for f in seen if type(f) is OrderFilled}
-    assert seen_fills <= set(keys)
+    keys = Counter((f.trade_id, f.client_order_id) for f in fills)
+    assert fills and max(keys.values()) == 1
+    # ... and none lost: exactly the fills the venue made, rebuilt from the venue's own journal
+    venue_fills, venue = _venue_fills(tmp_path / "venue-BTCUSDT.journal")
+    assert set(keys) == set(venue_fills)
+    for f in fills:
+        made = venue_fills[(f.trade_id, f.client_order_id)]
+        assert (f.price, f.qty, f.fee) == (made.price, made.qty, made.fee)
     filled = Counter()
     for f in fills:
         filled[f.client_order_id] += f.qty
     for cid, order in orders.items():
         assert filled[cid] == order["filled_qty"], cid
+    # the orders resting in the kernel are exactly those resting at the venue
+    resting = {cid for cid, o in orders.items() if o["status"] in RESTING}
+    assert resting == {cid for (_, cid) in venue.orders}
     # balances are exactly what the fills say
     exact = config.engine_config()
     initial = dict(exact.balances["main"])
@@ -120,9 +159,12 @@ def test_killing_oms_account_and_a_book_mid_stream_loses_and_doubles_nothing(tmp
             btc -= f.qty
     assert sum(balances["USDT"]) == usdt
     assert sum(balances["BTC"]) == btc
-    # and no money is created or destroyed: balances + fees == deposits, for every asset
+    # and no money is created or destroyed: balances + fees + the market makers' money == deposits, for every asset
     deposits = Counter()
-    for assets in (*exact.balances.values(), exact.market_maker_balances):
+    for assets in exact.balances.values():
         for asset, amount in assets.items():
             deposits[asset] += amount
+    for inst in exact.instruments:  # each symbol's market maker is funded with its two assets
+        for asset in (inst.base_asset, inst.quote_asset):
+            deposits[asset] += exact.market_maker_balances.get(asset, 0)
     assert totals == dict(deposits)

@@ -40,7 +40,7 @@ from ..fixed import parse_decimal
 from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
 from .backpressure import InFlightWindow
 from .batches import BookTopBatch
-from .nodes import LATENCY_BUCKETS, EngineSpec
+from .spec import LATENCY_BUCKETS, EngineSpec
 from .supervisor import Supervisor, supervisor_name
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
@@ -74,7 +74,7 @@ def build_spec(
             if symbol not in placed:
                 shards[symbol] = (symbol,)
     else:
-        shards = {symbol: (symbol,) for symbol in symbols}  # one book actor per symbol
+        shards = {symbol: (symbol,) for symbol in symbols}  # one venue actor per symbol
     strategies = tuple(_strategy_settings(s, symbols) for s in actors.get("strategies") or ())
     replay = _replay_settings(actors["replay"]) if actors.get("replay") else None
     try:
@@ -92,6 +92,7 @@ def build_spec(
             run_clock=run_clock,
             strategies=strategies,
             replay=replay,
+            risk=dict(actors["risk"]) if actors.get("risk") else None,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"actors: {exc}") from exc
@@ -237,7 +238,8 @@ class EngineHandle:
         self._account = handles["account"]
         self._bus = handles["bus"]
         self._feed = handles["feed"]
-        self._books = handles["books"]
+        self._venues = handles["venues"]
+        self._risk = handles.get("risk")
         self.window = InFlightWindow(spec.order_inbox)
         self.symbols = frozenset(ray.get(self._oms.symbols.remote(), timeout=_CALL_TIMEOUT))
         self._cid = 0
@@ -257,7 +259,9 @@ class EngineHandle:
         tif: str | TimeInForce = TimeInForce.GTC,
         client_order_id: str | None = None,
     ) -> list[Any]:
-        """Place an order (a limit order when ``price`` is given, else a market order); returns its events."""
+        """Place an order (a limit order when ``price`` is given, else a market order); returns the kernel step's
+        events (its acceptance or rejection, the reservation). Fills follow on the event bus (:meth:`subscribe`);
+        :meth:`settle` waits until the venues answered every request sent so far."""
         return self.submit(self.order_command(symbol, side, qty, price, tif=tif, client_order_id=client_order_id))
 
     def order_command(
@@ -410,25 +414,61 @@ class EngineHandle:
         return self._call(lambda: self._oms.positions.remote(self.account_id))
 
     def totals(self) -> dict[str, int]:
-        """Per asset: every account's balance plus fees collected (equal to the deposits when nothing is lost)."""
-        return self._call(lambda: self._oms.totals.remote())
+        """Per asset: every account's balance plus fees collected, plus what the venues' market makers hold (equal
+        to the deposits of both when nothing is lost)."""
+        out = dict(self._call(lambda: self._oms.totals.remote()))
+        for venue in self._venues.values():
+            for asset, amount in self._call(lambda v=venue: v.maker_totals.remote()).items():
+                out[asset] = out.get(asset, 0) + amount
+        return out
 
-    def tick(self, ts: int | None = None) -> list[Any]:
-        """Advance the simulated market one step (``veloz start --local`` ticks from its driver)."""
-        return self._call(lambda: self._oms.tick.remote(ts if ts is not None else time.time_ns()))
+    def tick(self, ts: int | None = None, *, timeout: float = _CALL_TIMEOUT) -> list[Any]:
+        """Advance the simulated market one step (``veloz start --local`` ticks from its driver) and wait until the
+        OMS applied what it caused (fills of resting orders, the new reference prices). The events themselves go to
+        the bus; the list returned is empty."""
+        marks = self._call(lambda: self._feed.tick.remote(ts if ts is not None else time.time_ns()))
+        if marks:
+            deadline = time.monotonic() + timeout
+            pause = 0.0005
+            while True:
+                applied = self._call(lambda: self._oms.applied_batches.remote())
+                if all((applied.get(shard) or 0) >= mark for shard, mark in marks.items()):
+                    break
+                if time.monotonic() >= deadline:
+                    raise EngineUnavailable(f"engine {self.name!r}: the clock step was not applied in {timeout} s")
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        return []
+
+    def settle(self, timeout: float = _CALL_TIMEOUT) -> bool:
+        """Wait until every venue answered every request the OMS sent so far (fills, cancels and expiries applied);
+        False if that did not happen within ``timeout`` seconds (a venue restarting)."""
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while not self._call(lambda: self._oms.settled.remote()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return True
+
+    def barrier(self, subscriber: int, token: int) -> None:
+        """Ask the OMS to put a :class:`~veloz_actors.actors.bus.Settled` marker for ``subscriber`` on the bus once
+        the venues answered every request sent so far (the stdio session prints a command's outcome this way)."""
+        self._call(lambda: self._oms.barrier.remote(subscriber, token))
 
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
-        the book actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
+        the venue actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
         return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
 
     def top(self, symbol: str) -> Any:
-        """The latest top of book the book actor of ``symbol`` holds (a ``BookTop``), or None."""
+        """The latest top of book the venue actor of ``symbol`` holds (a ``BookTop``), or None."""
         shard = self.spec.shard_of().get(symbol)
         if shard is None:
             raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
-        return self._call(lambda: self._books[shard].top.remote(symbol))
+        return self._call(lambda: self._venues[shard].top.remote(symbol))
 
     def subscribe(
         self,
@@ -450,10 +490,12 @@ class EngineHandle:
         return status
 
     def actor(self, name: str) -> Any:
-        """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``book:<shard>``) -- for tests."""
-        if name.startswith("book:"):
-            return self._books[name.split(":", 1)[1]]
-        return {"oms": self._oms, "account": self._account, "bus": self._bus, "feed": self._feed}[name]
+        """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``venue:<shard>``, ``risk``) -- for
+        tests."""
+        if name.startswith("venue:"):
+            return self._venues[name.split(":", 1)[1]]
+        handles = {"oms": self._oms, "account": self._account, "bus": self._bus, "feed": self._feed, "risk": self._risk}
+        return handles[name]
 
     def shutdown(self) -> None:
         """Flush the journals and stop every actor of the engine (also a detached one). Idempotent."""

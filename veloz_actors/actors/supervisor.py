@@ -1,12 +1,14 @@
 """The engine supervisor: starts the actor graph, watches it, and stops it.
 
 One supervisor per engine, named ``veloz-engine:<name>`` in the driver's namespace (``veloz`` for engines on a
-cluster). It creates the actors (event bus, book shards, account, OMS, market feed), each synchronous (calls from one
-sender run in order), ``max_task_retries=0`` (a retried call could reorder an ordered stream) and
-``max_restarts=-1`` (Ray restarts a dead actor; the actor rebuilds itself from snapshot + journal). Its health loop
-never dies: it pings every actor, counts restarts (a new process id), and after the account actor restarted asks
-the OMS to push the account state again. ``status()`` reports each actor alive, its inbox depth and its last
-sequence number.
+cluster). It creates the actors: the event bus, the account view, the OMS (:mod:`.oms`), one venue actor per symbol
+shard (:mod:`.venue`, registered by name so a restarted OMS finds them), the market feed (:mod:`.feed`), the live
+strategies and, when configured, the risk actor. Each is a plain synchronous actor (calls from one sender run in
+order), ``max_task_retries=0`` (a retried call could reorder an ordered stream) and ``max_restarts=-1`` (Ray restarts
+a dead actor; it rebuilds itself from snapshot + journal, and the OMS and the venues resync their report streams).
+Its health loop never dies: it pings every actor, counts restarts (a new process id), and after the account view
+restarted asks the OMS to push the account state again. ``status()`` reports each actor alive, its inbox depth and
+its last sequence number.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from typing import Any
 
 import ray
 
-from .nodes import AccountNode, BookNode, BusNode, EngineSpec, FeedNode, OmsNode
+from .account import AccountViewActor
+from .bus import EventBusActor
+from .feed import MarketFeedActor
+from .oms import OmsActor
+from .spec import EngineSpec, venue_actor_name
 from .strategy_node import StrategyNode
+from .venue import VenueActor
 
 __all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
 
@@ -37,21 +44,27 @@ class Supervisor:
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
-        self.bus = ray.remote(BusNode).options(**_ORDERED).remote(spec)
-        self.books = {
-            shard: ray.remote(BookNode).options(**_ORDERED).remote(spec, shard, symbols, self.bus)
-            for shard, symbols in spec.shards.items()
-        }
-        self.account = ray.remote(AccountNode).options(**_ORDERED).remote(spec)
+        self.bus = ray.remote(EventBusActor).options(**_ORDERED).remote(spec.subscriber_queue)
+        self.account = ray.remote(AccountViewActor).options(**_ORDERED).remote(spec)
         # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
         self.oms = (
-            ray.remote(OmsNode)
+            ray.remote(OmsActor)
             .options(**_ORDERED, max_pending_calls=spec.order_inbox)
-            .remote(spec, self.account, self.bus, self.books)
+            .remote(spec, self.account, self.bus)
         )
-        self.feed = ray.remote(FeedNode).options(**_ORDERED).remote(spec, self.oms, self.books, self.bus)
+        self.venues = {
+            shard: ray.remote(VenueActor)
+            .options(**_ORDERED, name=venue_actor_name(spec.name, shard))
+            .remote(spec, shard, symbols, self.oms, self.bus)
+            for shard, symbols in spec.shards.items()
+        }
+        ray.get(self.oms.attach_venues.remote(self.venues), timeout=120)
+        self.feed = ray.remote(MarketFeedActor).options(**_ORDERED).remote(spec, self.oms, self.venues, self.bus)
         self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
-        self.actors.update({f"book:{shard}": handle for shard, handle in self.books.items()})
+        self.actors.update({f"venue:{shard}": handle for shard, handle in self.venues.items()})
+        self.risk = self._start_risk()
+        if self.risk is not None:
+            self.actors["risk"] = self.risk
         instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
         for i, settings in enumerate(spec.strategies):
             node = ray.remote(StrategyNode).options(**_ORDERED)
@@ -68,9 +81,26 @@ class Supervisor:
         self._lock = threading.Lock()
         threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
 
+    def _start_risk(self) -> Any:
+        """The engine-wide risk actor, off the order path: it follows fills and marks on the bus and sends the OMS
+        ``HaltTrading`` / ``CancelAllOrders`` one-way. Started when the spec configures it (``actors.risk``) and
+        :mod:`.risk` provides ``RiskActor(spec, oms, bus)``; its status joins ``STATUS`` as actor ``risk``."""
+        if self.spec.risk is None:
+            return None
+        from . import risk  # type: ignore[attr-defined]
+
+        return ray.remote(risk.RiskActor).options(**_ORDERED).remote(self.spec, self.oms, self.bus)
+
     def handles(self) -> dict[str, Any]:
         """The actor handles, for an engine handle in another process (``vz.connect``)."""
-        return {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed, "books": self.books}
+        return {
+            "oms": self.oms,
+            "account": self.account,
+            "bus": self.bus,
+            "feed": self.feed,
+            "venues": self.venues,
+            "risk": self.risk,
+        }
 
     def spec_data(self) -> EngineSpec:
         return self.spec
@@ -83,7 +113,7 @@ class Supervisor:
                 self.check()
 
     def check(self) -> dict[str, bool]:
-        """Ping every actor once; count restarts; resync the account after it restarted."""
+        """Ping every actor once; count restarts; resync the account view after it restarted."""
         names = list(self.actors)
         refs = [self.actors[n].ping.remote() for n in names]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
@@ -124,7 +154,7 @@ class Supervisor:
         for peer, info in (oms.get("peers") or {}).items():
             depth[peer] = depth.get(peer, 0) + info.get("inbox_depth", 0)
         for name in names:
-            if name.startswith("book:") and detail.get(name):
+            if name.startswith("venue:") and detail.get(name):
                 depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
         with self._lock:
             actors = {
@@ -151,12 +181,15 @@ class Supervisor:
             "rejections": oms.get("rejections", {}),
             "latency_counts": oms.get("latency_counts", []),
             "latency_sum": oms.get("latency_sum", 0.0),
-            "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("book:")),
+            "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("venue:")),
             "subscribers": bus.get("subscribers", {}),
             "strategies": {n: detail[n] for n in names if n.startswith("strategy:")},
+            "risk": detail.get("risk"),
+            "venues": {n.split(":", 1)[1]: detail[n] for n in names if n.startswith("venue:")},
             "journal": oms.get("journal"),
             "journal_lines": oms.get("journal_lines", 0),
             "reference_prices": oms.get("reference_prices", {}),
+            "circuit_breaker": oms.get("circuit_breaker", {}),
             "replay": (detail.get("feed") or {}).get("replay"),
         }
 
@@ -170,9 +203,10 @@ class Supervisor:
         self._stop.set()
         order = [
             *[n for n in self.actors if n.startswith("strategy:")],
+            *(["risk"] if "risk" in self.actors else []),
             "feed",
-            *[n for n in self.actors if n.startswith("book:")],
             "oms",
+            *[n for n in self.actors if n.startswith("venue:")],
             "account",
             "bus",
         ]

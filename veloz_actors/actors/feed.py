@@ -1,0 +1,243 @@
+"""The market feed actor of one venue: the simulated market's clock and recorded market data, to the venue actors.
+
+- The clock: a step (:meth:`MarketFeedActor.tick`) goes to every venue actor's ``clock``; their market makers
+  requote, the fills of resting orders go to the OMS as execution reports and the new tops of book to the bus and the
+  OMS. A driver (``veloz start --local``, the Python handle) steps it; an engine without one (detached on a cluster)
+  lets the feed step it every ``tick_ms`` (``run_clock``), one-way.
+- A recorded capture (``actors.replay``), paced by :class:`~veloz_actors.data.replay.ReplayPacer` at its recorded
+  receive times and ``speed``, in batches each venue actor acknowledges; the offset reached is kept beside the
+  journals, so a feed that Ray restarted resumes after the last batch delivered. Optionally the OMS takes the
+  recorded prices as reference prices.
+- Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from ..messages import Error
+from .batches import TOP_DTYPE, BookTopBatch
+from .spec import CallWindow, EngineSpec, reconstructed
+
+__all__ = ["MarketFeedActor"]
+
+
+class MarketFeedActor:
+    """The market feed of one venue (see the module docstring)."""
+
+    def __init__(self, spec: EngineSpec, oms: Any, venues: dict[str, Any], bus: Any = None) -> None:
+        self.spec = spec
+        self.oms = oms
+        self.venues = venues
+        self.bus = bus
+        self.shard_of = spec.shard_of()
+        self.windows = {name: CallWindow(spec.peer_window) for name in venues}
+        self.clock_windows = {name: CallWindow(spec.peer_window) for name in venues}
+        self.sent = 0
+        self.ticks = 0
+        self.last_tick = 0
+        self._stop = threading.Event()
+        self._publishing = threading.Lock()  # the replay and clock threads and direct calls share the windows
+        self._clock: threading.Thread | None = None
+        if spec.run_clock:
+            self.start_clock(spec.tick_ms)
+        self.replay_state: dict[str, Any] | None = None
+        self._replayer: threading.Thread | None = None
+        if spec.replay is not None:
+            self.replay_state = {"path": spec.replay["path"], "sent": 0, "total": None, "done": False, "error": None}
+            self._replayer = threading.Thread(
+                target=self._run_replay, args=(spec.replay,), name="veloz-replay", daemon=True
+            )
+            self._replayer.start()
+
+    # ------------------------------------------------------------------------------------------------------ clock
+
+    def tick(self, ts: int) -> dict[str, int]:
+        """One step of the simulated market on every venue actor; returns each shard's report batch number (0: none),
+        which the OMS's :meth:`~veloz_actors.actors.oms.OmsActor.applied_batches` reaches once it applied it."""
+        if ts <= self.last_tick:
+            return {}
+        self.last_tick = ts
+        refs = {shard: venue.clock.remote(ts) for shard, venue in self.venues.items()}
+        self.ticks += 1
+        marks: dict[str, int] = {}
+        for shard, ref in refs.items():
+            with contextlib.suppress(Exception):  # a venue restarting: it misses this step, the next one comes
+                marks[shard] = ray.get(ref, timeout=30.0)
+        return marks
+
+    def start_clock(self, tick_ms: int) -> bool:
+        if self._clock is not None:
+            return False
+        self._clock = threading.Thread(target=self._run_clock, args=(tick_ms,), name="veloz-sim-clock", daemon=True)
+        self._clock.start()
+        return True
+
+    def _run_clock(self, tick_ms: int) -> None:
+        interval = tick_ms / 1000.0
+        while not self._stop.is_set():
+            ts = time.time_ns()
+            with self._publishing:
+                if ts > self.last_tick:
+                    self.last_tick = ts
+                    for shard, venue in self.venues.items():
+                        self.clock_windows[shard].send(venue.clock, ts)
+                    self.ticks += 1
+            self._stop.wait(interval)
+
+    # ---------------------------------------------------------------------------------------------- recorded file
+
+    def _offset_path(self) -> Path | None:
+        path = self.spec.journal_path("feed")
+        return None if path is None else path.with_suffix(".replay-offset")
+
+    def _run_replay(self, settings: dict[str, Any]) -> None:
+        """Replay a recorded capture paced by its receive times (see the module docstring)."""
+        from ..data.loaders import load_market_events  # the loaders are only needed by a replaying feed
+        from ..data.replay import ReplayPacer
+
+        state = self.replay_state
+        assert state is not None
+        began = time.perf_counter()
+        try:
+            events = load_market_events(settings["path"])
+            mine = [e for e in events if e.symbol in self.shard_of]
+            if not mine:
+                found = sorted({e.symbol for e in events})
+                raise ValueError(f"no events for the configured symbols {sorted(self.shard_of)} (the file has {found})")
+        except Exception as exc:  # noqa: BLE001 - a bad file is reported (status and bus), the engine runs on
+            state["error"] = f"replay of {settings['path']} failed: {exc}"
+            if self.bus is not None:
+                self.bus.publish.remote([Error(code="REPLAY_FAILED", message=state["error"], ts=time.time_ns())])
+            return
+        del events
+        state["total"] = len(mine)
+        state["load_seconds"] = round(time.perf_counter() - began, 3)
+        began = time.perf_counter()
+        offset_path = self._offset_path()
+        start = 0
+        if offset_path is not None and offset_path.exists() and reconstructed():  # a fresh engine starts over
+            with contextlib.suppress(ValueError, OSError):
+                start = min(int(offset_path.read_text()), len(mine))
+        state["sent"] = start
+        pacer = ReplayPacer(
+            mine, speed=float(settings.get("speed", 1.0)), batch=int(settings.get("batch", 1000)), start=start
+        )
+        to_oms = bool(settings.get("reference_prices", False))
+        i = start
+        for batch in pacer.batches(self._stop.wait):
+            if not self._deliver(list(batch)):
+                break
+            if to_oms:
+                with contextlib.suppress(Exception):  # the OMS is restarting: reference prices move on the next batch
+                    ray.get(self.oms.market.remote(list(batch)), timeout=30.0)
+            i += len(batch)
+            state["sent"] = i
+            if offset_path is not None:
+                tmp = offset_path.with_suffix(".tmp")
+                tmp.write_text(str(i))
+                os.replace(tmp, offset_path)
+        state["done"] = i >= len(mine)
+        state["replay_seconds"] = round(time.perf_counter() - began, 3)
+
+    def _deliver(self, batch: list[Any]) -> bool:
+        """Hand one replayed batch to its venue shards and wait until each took it, sending it again to a shard that
+        is restarting; so a restart of a venue actor (or of this feed, which resumes at the offset after the last
+        batch delivered) loses nothing and repeats at most one batch. False when the feed is stopping."""
+        pending: dict[str, list[Any]] = {}
+        for event in batch:
+            pending.setdefault(self.shard_of[event.symbol], []).append(event)
+        while pending:
+            refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
+            for shard, ref in refs.items():
+                with contextlib.suppress(Exception):  # the venue actor is restarting: it gets the batch again
+                    ray.get(ref, timeout=30.0)
+                    del pending[shard]
+            if pending and self._stop.wait(0.2):
+                return False
+        with self._publishing:
+            self.sent += len(batch)
+        return True
+
+    # ------------------------------------------------------------------------------------- client-driven market data
+
+    def publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
+        """Send one batch of market events to the venue shards of their symbols (waiting when a shard lags)."""
+        with self._publishing:
+            by_shard: dict[str, Any] = {}
+            if isinstance(batch, BookTopBatch):
+                by_shard = batch.split(self.shard_of)
+            else:
+                for event in batch:
+                    shard = self.shard_of.get(event.symbol)
+                    if shard is not None:
+                        by_shard.setdefault(shard, []).append(event)
+            for shard, events in by_shard.items():
+                self.windows[shard].send(self.venues[shard].apply, events)
+            self.sent += len(batch)
+            return len(batch)
+
+    def replay(self, events: Sequence[Any], batch_size: int = 1000, *, to_oms: bool = False) -> int:
+        """Replay recorded market events in batches of ``batch_size`` (optionally also as reference prices)."""
+        for start in range(0, len(events), batch_size):
+            batch = events[start : start + batch_size]
+            self.publish(batch)
+            if to_oms:
+                ray.get(self.oms.market.remote(batch), timeout=60.0)
+        return self.flush()
+
+    def synthetic(self, count: int, batch_size: int = 1000, seed: int = 7) -> int:
+        """Publish ``count`` top-of-book updates of a seeded random walk in columnar batches (benchmarks, tests)."""
+        rng = np.random.default_rng(seed)
+        symbols = tuple(sorted(self.shard_of))
+        sent = 0
+        mid = 6_000_000_000_000
+        while sent < count:
+            n = min(batch_size, count - sent)
+            rows = np.empty(n, dtype=TOP_DTYPE)
+            rows["symbol"] = np.arange(sent, sent + n) % len(symbols)
+            walk = mid + np.cumsum(rng.integers(-2, 3, n)) * 1_000_000
+            mid = int(walk[-1])
+            rows["bid_price"] = walk - 1_000_000
+            rows["ask_price"] = walk + 1_000_000
+            rows["bid_qty"] = rows["ask_qty"] = 50_000_000
+            rows["update_id"] = np.arange(sent, sent + n)
+            rows["ts_event"] = rows["ts_recv"] = time.time_ns()
+            self.publish(BookTopBatch(symbols, rows))
+            sent += n
+        return self.flush()
+
+    def flush(self) -> int:
+        with self._publishing:
+            for window in self.windows.values():
+                window.wait_all(60.0)
+            return self.sent
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "last_seq": self.ticks,
+            "sent": self.sent,
+            "clock": self._clock is not None,
+        }
+        if self.replay_state is not None:
+            status["replay"] = dict(self.replay_state)
+        return status
+
+    def ping(self) -> tuple[int, int]:
+        return os.getpid(), self.ticks
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in (self._clock, self._replayer):
+            if thread is not None:
+                thread.join(timeout=2.0)

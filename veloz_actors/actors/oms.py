@@ -1,0 +1,390 @@
+"""The OMS actor: the order path's one sequencer, a thin shell over :class:`~veloz_actors.core.kernel.TradingKernel`.
+
+A command (``PlaceOrder``, ``CancelOrder``, a halt or a kill switch) is one kernel step: risk, reservation and the
+order's state change, journaled before it is applied; its events are the client's answer (one Ray hop). The step's
+venue requests go one-way to the venue actor of the symbol's shard. Venue actors send their execution reports back
+one-way as numbered batches (:meth:`OmsActor.reports`); the OMS applies each batch once, in order (the kernel
+journals every report before applying it), acknowledges one-way, and fans the events out to the event bus and the
+account view. Neither side ever waits for the other (two actors calling each other with ``ray.get`` deadlock).
+
+Recovery: a restarted OMS rebuilds its kernel from snapshot + journal, finds its venue actors by name and asks each to
+send again what it has not acknowledged; after a venue's resync it sends that venue again the requests of orders still
+SUBMITTED or PENDING_CANCEL (:meth:`~veloz_actors.core.kernel.TradingKernel.pending_requests`). Reports are idempotent
+in the kernel, so a batch applied twice has no second effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from ..core.kernel import TradingKernel
+from ..messages import (
+    AccountUpdated,
+    CancelOrder,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    PositionUpdated,
+    SubmitCancel,
+    SubmitOrder,
+)
+from ..venues.engine import EngineConfig
+from .bus import Settled
+from .spec import LATENCY_BUCKETS, CallWindow, EngineSpec, hand_to_os, reconstructed, venue_actor_name
+
+__all__ = ["OmsActor"]
+
+_FLUSH_SECONDS = 0.005  # the flusher sends what a full window held back within ~5 ms
+_RESYNC_AGAIN_SECONDS = 1.0  # a venue's resync not come after this long is asked for again
+_ACCOUNT_OUTBOX = 100_000
+_ACCOUNT_TYPES = frozenset({AccountUpdated, PositionUpdated, OrderFilled})
+
+
+class OmsActor:
+    """The order path's sequencer over the trading kernel (see the module docstring)."""
+
+    def __init__(self, spec: EngineSpec, account: Any, bus: Any, venues: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        config = EngineConfig.from_json(spec.engine_config).kernel_config()
+        path = spec.journal_path("oms")
+        self.restarted = reconstructed()
+        if path is not None:
+            self.kernel, _ = TradingKernel.recover(config, path, durability=spec.durability)  # type: ignore[arg-type]
+        else:
+            self.kernel = TradingKernel(config)
+        self.kernel.take_outbox()  # what the replay left behind: pending_requests() says what is still owed
+        self.account, self.bus = account, bus
+        self.shard_of = spec.shard_of()
+        self.symbols_of = {shard: frozenset(symbols) for shard, symbols in spec.shards.items()}
+        self.venues: dict[str, Any] = {}
+        self.applied: dict[str, int | None] = dict.fromkeys(spec.shards)  # None: until the venue's resync
+        self.resyncs = Counter[str]()
+        self.resync_asked: dict[str, float] = {}
+        self.incarnation = time.time_ns()
+        self.calls = 0
+        self.sent_token: dict[str, tuple[int, int]] = {}
+        self.answered: dict[str, Any] = {}
+        self.barriers: list[Settled] = []
+        self.windows = {"account": CallWindow(spec.peer_window), "bus": CallWindow(spec.peer_window)}
+        self.windows.update({f"venue:{shard}": CallWindow(spec.peer_window) for shard in spec.shards})
+        self.orders = 0
+        self.cancels = 0
+        self.reports_applied = 0
+        self.rejections: Counter[str] = Counter()
+        self.market_events = 0
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.bus_dropped = 0
+        self._lock = threading.RLock()  # the fan-out thread shares the windows with the actor's calls
+        self._account_out: list[Any] = []
+        self._account_seq = self.kernel.seq
+        self._account_resync = self.restarted  # after a restart the account view gets the full state first
+        self._bus_out: list[Any] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._flush_loop, name="veloz-oms-fan-out", daemon=True).start()
+        if venues is not None:
+            self.attach_venues(venues)
+        elif self.restarted:
+            self._find_venues()
+
+    # --------------------------------------------------------------------------------------------------- venues
+
+    def attach_venues(self, venues: dict[str, Any]) -> int:
+        """The venue actors by shard (the supervisor's first start); each sends its unacknowledged reports."""
+        self.venues = dict(venues)
+        for shard in self.venues:
+            if self.applied.get(shard) is None:
+                self._request_resync(shard)
+        return len(self.venues)
+
+    def _find_venues(self) -> None:
+        for shard in self.spec.shards:
+            with contextlib.suppress(ValueError):  # not there yet: its own start sends a resync
+                self.venues[shard] = ray.get_actor(venue_actor_name(self.spec.name, shard))
+                self._request_resync(shard)
+
+    def _request_resync(self, shard: str) -> None:
+        venue = self.venues.get(shard)
+        if venue is not None:
+            with self._lock:
+                self.resyncs[shard] += 1
+                self.resync_asked[shard] = time.monotonic()
+                self.windows[f"venue:{shard}"].send(venue.resync)
+
+    def _chase_resyncs(self) -> None:
+        """Ask again a venue whose resync has not come (both sides restarted at once: either call may be lost)."""
+        now = time.monotonic()
+        for shard, applied in list(self.applied.items()):
+            if applied is None and now - self.resync_asked.get(shard, 0.0) > _RESYNC_AGAIN_SECONDS:
+                if shard not in self.venues:
+                    with contextlib.suppress(ValueError):
+                        self.venues[shard] = ray.get_actor(venue_actor_name(self.spec.name, shard))
+                self._request_resync(shard)
+
+    def _route(self, requests: list[SubmitOrder | SubmitCancel]) -> None:
+        """One-way, one call per venue shard; the token lets :meth:`settled` tell when the venue has answered."""
+        by_shard: dict[str, list[Any]] = {}
+        for request in requests:
+            by_shard.setdefault(self.shard_of[request.symbol], []).append(request)
+        for shard, batch in by_shard.items():
+            venue = self.venues.get(shard)
+            if venue is None:
+                continue  # the venue's resync re-sends what is pending once it is known
+            self.calls += 1
+            token = (self.incarnation, self.calls)
+            self.sent_token[shard] = token
+            with self._lock:
+                self.windows[f"venue:{shard}"].send(venue.requests, batch, token)
+
+    def reports(
+        self, shard: str, batches: Sequence[tuple[int, list[Any]]], token: Any = None, resync: int | None = None
+    ) -> int:
+        """Apply a venue's numbered report batches once each, in order; acknowledge them one-way.
+
+        ``resync`` (the last batch the venue saw acknowledged) marks a venue's full re-send: after a restart of
+        either side. Batches from a venue whose resync has not come yet are ignored (the resync brings them again);
+        a gap in the numbering asks the venue for a resync.
+        """
+        if resync is not None:
+            self.applied[shard] = resync
+        applied = self.applied.get(shard)
+        if applied is None:
+            if time.monotonic() - self.resync_asked.get(shard, 0.0) > _RESYNC_AGAIN_SECONDS:
+                self._request_resync(shard)
+            return 0
+        kernel = self.kernel
+        events: list[Any] = []
+        for seq, reports in batches:
+            if seq <= applied:
+                continue
+            if seq != applied + 1:
+                self._request_resync(shard)
+                break
+            for report in reports:
+                events.extend(kernel.apply(report))
+            self.reports_applied += len(reports)
+            applied = seq
+        self.applied[shard] = applied
+        if token is not None:
+            self.answered[shard] = token
+        hand_to_os(kernel.journal)
+        venue = self.venues.get(shard)
+        if venue is not None:
+            with self._lock:
+                self.windows[f"venue:{shard}"].send(venue.ack, applied)
+        out = kernel.take_outbox()  # orders of the kernel's own (stop-losses) caused by these reports
+        if resync is not None:
+            out.extend(kernel.pending_requests(self.symbols_of.get(shard, frozenset())))
+        if out:
+            self._route(out)
+        self._publish(events)
+        return applied
+
+    def applied_batches(self) -> dict[str, int | None]:
+        """The last report batch applied from each venue shard (clients wait on it after a clock step)."""
+        return dict(self.applied)
+
+    def settled(self) -> bool:
+        """Every venue has answered every request sent so far in this incarnation, and its resync came."""
+        return all(
+            self.applied.get(shard) is not None
+            and (shard not in self.sent_token or self.answered.get(shard) == self.sent_token[shard])
+            for shard in self.spec.shards
+        )
+
+    def barrier(self, subscriber: int, token: int) -> bool:
+        """Put a :class:`Settled` marker for ``subscriber`` on the bus once every request sent so far is answered,
+        after the events before it: a client reading the bus then knows it has seen everything up to now."""
+        with self._lock:
+            self.barriers.append(Settled(subscriber=subscriber, token=token))
+        self._publish([])
+        return True
+
+    # -------------------------------------------------------------------------------------------- the order path
+
+    def submit(self, command: Any) -> list[Any]:
+        """Apply one command (journaled first) and return its events; a retried identical command is a no-op."""
+        start = time.perf_counter()
+        kernel = self.kernel
+        events = kernel.apply(command)
+        hand_to_os(kernel.journal)
+        out = kernel.take_outbox()
+        if out:
+            self._route(out)
+        self._count(command, events, time.perf_counter() - start)
+        self._publish(events)
+        return events
+
+    def submit_many(self, commands: Sequence[Any]) -> list[list[Any]]:
+        """Apply a batch of commands in order; one list of events per command."""
+        results = []
+        everything: list[Any] = []
+        kernel = self.kernel
+        for command in commands:
+            start = time.perf_counter()
+            events = kernel.apply(command)
+            self._count(command, events, time.perf_counter() - start)
+            results.append(events)
+            everything.extend(events)
+        hand_to_os(kernel.journal)
+        out = kernel.take_outbox()
+        if out:
+            self._route(out)
+        self._publish(everything)
+        return results
+
+    def market(self, batch: Sequence[Any]) -> int:
+        """Reference prices and marks from a recorded feed (matching stays on the simulated venues)."""
+        events: list[Any] = []
+        kernel = self.kernel
+        for event in batch:
+            events.extend(kernel.apply(event))
+        self.market_events += len(batch)
+        out = kernel.take_outbox()
+        if out:
+            self._route(out)
+        self._publish(events)
+        return len(batch)
+
+    def _count(self, command: Any, events: list[Any], seconds: float) -> None:
+        kind = type(command)
+        if kind is PlaceOrder:
+            self.orders += 1
+        elif kind is CancelOrder:
+            self.cancels += 1
+        for event in events:
+            if type(event) is OrderRejected:
+                self.rejections[event.reason.value] += 1
+        i = 0
+        while i < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[i]:
+            i += 1
+        self.latency_counts[i] += 1
+        self.latency_sum += seconds
+
+    # ----------------------------------------------------------------------------------------------- fan-out
+
+    def _publish(self, events: list[Any]) -> None:
+        """Queue the events for the bus and the account view and send at once what the windows have room for."""
+        with self._lock:
+            if events:
+                self._account_seq = self.kernel.seq
+                self._bus_out.extend(events)
+                self._account_out.extend(e for e in events if type(e) in _ACCOUNT_TYPES)
+                if len(self._account_out) > _ACCOUNT_OUTBOX:  # a stuck account view: drop, resync it when back
+                    self._account_out.clear()
+                    self._account_resync = True
+                excess = len(self._bus_out) - self.spec.subscriber_queue
+                if excess > 0:  # a stuck bus: oldest first, counted
+                    del self._bus_out[:excess]
+                    self.bus_dropped += excess
+            if self.barriers and self.settled():
+                self._bus_out.extend(self.barriers)
+                self.barriers = []
+            self._flush_locked()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(_FLUSH_SECONDS):
+            with contextlib.suppress(Exception):  # a dead peer: Ray restarts it, it resyncs
+                self.flush()
+                self._chase_resyncs()
+
+    def flush(self) -> None:
+        """Send what is queued for each peer whose window has room (one call per peer per flush)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        window = self.windows["account"]
+        if self._account_resync and window.room():
+            self._account_resync = False
+            seq, accounts, positions = self.account_state()
+            window.send(self.account.reset, seq, accounts, positions)
+        if self._account_out and window.room():
+            batch, self._account_out = self._account_out, []
+            window.send(self.account.apply, self._account_seq, batch)
+        window = self.windows["bus"]
+        if self._bus_out and window.room():
+            batch, self._bus_out = self._bus_out, []
+            window.send(self.bus.publish, batch)
+
+    def resync_account(self) -> None:
+        """Push every account's full state to the account view (after either of them restarted)."""
+        with self._lock:
+            self._account_resync = True
+
+    # ----------------------------------------------------------------------------------------------------- queries
+
+    def account_state(self) -> tuple[int, list[AccountUpdated], list[PositionUpdated]]:
+        kernel = self.kernel
+        ledger = kernel.ledger
+        quiet = kernel.quiet_accounts
+        ts = max(kernel.now, 0)
+        accounts = [ledger.account_event(a, ts) for a in ledger.account_ids() if a not in quiet]
+        positions = [p.to_event(ts) for (a, _), p in sorted(ledger.positions.items()) if a not in quiet]
+        return kernel.seq, accounts, positions
+
+    def query(self, account_id: str, client_order_id: str | None) -> list[dict[str, Any]]:
+        oms = self.kernel.oms
+        if client_order_id is None:
+            return [o.to_dict() for o in oms.open_orders(account_id)]
+        order = oms.get(account_id, client_order_id)
+        return [order.to_dict()] if order is not None else []
+
+    def all_orders(self, account_id: str) -> list[dict[str, Any]]:
+        return self.kernel.oms.export(account_id)  # type: ignore[return-value]
+
+    def balances(self, account_id: str) -> dict[str, tuple[int, int]]:
+        return self.kernel.ledger.balances(account_id)
+
+    def positions(self, account_id: str) -> list[PositionUpdated]:
+        ts = max(self.kernel.now, 0)
+        return [p.to_event(ts) for (a, _), p in sorted(self.kernel.ledger.positions.items()) if a == account_id]
+
+    def totals(self) -> dict[str, int]:
+        """For each asset, every account's balance plus the fees collected (the venues' makers hold the rest)."""
+        return self.kernel.ledger.totals()
+
+    def symbols(self) -> list[str]:
+        return sorted(self.kernel.instruments)
+
+    def status(self) -> dict[str, Any]:
+        status = self.kernel.status()
+        status.update(
+            pid=os.getpid(),
+            restarted=self.restarted,
+            last_seq=self.kernel.seq,
+            orders=self.orders,
+            cancels=self.cancels,
+            reports=self.reports_applied,
+            rejections=dict(self.rejections),
+            market_events=self.market_events,
+            latency_counts=list(self.latency_counts),
+            latency_sum=self.latency_sum,
+            applied_batches=dict(self.applied),
+            venue_resyncs=dict(self.resyncs),
+            peers={
+                name: {"inbox_depth": w.depth(), "sent": w.sent, "dropped": w.dropped}
+                for name, w in self.windows.items()
+            },
+        )
+        status["peers"]["bus"]["dropped"] += self.bus_dropped
+        return status
+
+    def ping(self) -> tuple[int, int]:
+        return os.getpid(), self.kernel.seq
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.flush()
+            for window in self.windows.values():
+                window.wait_all(5.0)
+        self.kernel.close()

@@ -1,0 +1,188 @@
+"""The exchange side of one venue actor, as a plain class: its simulated venues, the journal of its inputs, and the
+numbered report batches it keeps until the OMS acknowledges them. No Ray here (the actor in :mod:`.venue` is the
+shell that moves the batches).
+
+Every input is journaled before it is applied: a request from the OMS (``SubmitOrder``, ``SubmitCancel``) or a step
+of the simulated clock (``Tick``). Each input gives exactly one numbered batch (its execution reports, and for a clock
+step the fills it caused and the new top of book of every symbol), possibly empty, so replaying the journal numbers
+the batches the same way. Acknowledgements go to a second journal (``<journal>.acks``, one ``Tick`` per ack whose
+``ts`` is the batch number acknowledged): after a restart the shard rebuilds every batch from its inputs and keeps
+those after the last acknowledged one, to send again. A snapshot (``<journal>.snapshot``) every ``snapshot_every``
+inputs bounds the replay.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from ..messages import BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, VenueOrderRejected
+from ..venues.sim import SimVenue
+
+__all__ = ["Batch", "VenueShard"]
+
+Batch = tuple[int, list[Any]]  # (batch number, execution reports and tops of book)
+
+
+class VenueShard:
+    """One shard's simulated venues (one per symbol) with journaled inputs and acknowledged report batches."""
+
+    def __init__(
+        self,
+        shard: str,
+        venues: dict[str, SimVenue],
+        *,
+        journal_path: str | Path | None = None,
+        header: dict[str, Any] | None = None,
+        durability: Durability = "group",
+        group_ms: float = 5.0,
+        snapshot_every: int = 10_000,
+    ) -> None:
+        self.shard = shard
+        self.venues = dict(sorted(venues.items()))
+        self.seq = 0  # the number of the last batch made
+        self.acked = 0  # the last batch the OMS acknowledged
+        self.unacked: deque[Batch] = deque()
+        self.inputs = 0
+        self.last_clock = -1
+        self.tops: dict[str, BookTop] = {}
+        self.snapshot_every = snapshot_every
+        self.journal: Journal | None = None
+        self.acks: Journal | None = None
+        self.path = None if journal_path is None else Path(journal_path)
+        if self.path is not None:
+            self._recover(self.path)
+            head = {"venue_shard": shard, "config": header or {}}
+            self.journal = Journal(self.path, head, durability=durability, group_ms=group_ms)
+            self.acks = Journal(str(self.path) + ".acks", head, durability=durability, group_ms=group_ms)
+
+    # ------------------------------------------------------------------------------------------------ recovery
+
+    def _state(self) -> bytes:
+        return pickle.dumps((self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops))
+
+    def _recover(self, path: Path) -> None:
+        start = 0
+        snap = read_snapshot(str(path) + ".snapshot")
+        lines: list[Any] = []
+        if path.exists():
+            _, lines = read_journal(path)
+        if snap is not None and snap[0] <= len(lines):
+            start, state = snap
+            self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(state)
+        elif snap is not None:
+            Path(str(path) + ".snapshot").unlink()  # it covers lines the journal lost: the journal alone is exact
+        for message in lines[start:]:
+            self._apply(message)
+        acks = Path(str(path) + ".acks")
+        if acks.exists():
+            _, marks = read_journal(acks)
+            if marks:
+                self._prune(max(m.ts for m in marks))
+
+    # ------------------------------------------------------------------------------------------------- inputs
+
+    def request(self, request: SubmitOrder | SubmitCancel) -> Batch:
+        """Journal and apply one request of the OMS; returns its batch."""
+        if self.journal is not None:
+            self.journal.append(request)
+        return self._apply(request)
+
+    def clock(self, ts: int) -> Batch | None:
+        """Journal and apply one step of the simulated market; None for a step at or before the last one."""
+        if ts <= self.last_clock:
+            return None
+        tick = Tick(ts=ts)
+        if self.journal is not None:
+            self.journal.append(tick)
+        return self._apply(tick)
+
+    def _apply(self, message: Any) -> Batch:
+        kind = type(message)
+        reports: list[Any]
+        if kind is Tick:
+            self.last_clock = message.ts
+            reports = []
+            for venue in self.venues.values():
+                for output in venue.on_clock(message.ts):
+                    reports.append(output)
+                    if type(output) is BookTop:
+                        self.tops[output.symbol] = output
+        else:
+            venue = self.venues.get(message.symbol)
+            if venue is None:
+                reports = [
+                    VenueOrderRejected(
+                        venue="SIM", client_order_id=message.client_order_id, account_id=message.account_id,
+                        symbol=message.symbol, reason=RejectReason.UNKNOWN_SYMBOL,
+                        detail=f"venue shard {self.shard!r} trades {sorted(self.venues)}", ts=message.ts,
+                    )  # fmt: skip
+                ]
+            elif kind is SubmitOrder:
+                reports = venue.submit(message)
+            else:
+                reports = venue.cancel(message)
+        self.inputs += 1
+        self.seq += 1
+        batch = (self.seq, reports)
+        self.unacked.append(batch)
+        if self.journal is not None and self.inputs % self.snapshot_every == 0:
+            self.snapshot()
+        return batch
+
+    def ack(self, seq: int) -> None:
+        """The OMS applied (and journaled) every batch up to ``seq``: forget them."""
+        if seq <= self.acked:
+            return
+        if self.acks is not None:
+            self.acks.append(Tick(ts=seq))
+        self._prune(seq)
+
+    def _prune(self, seq: int) -> None:
+        seq = min(seq, self.seq)
+        self.acked = max(self.acked, seq)
+        unacked = self.unacked
+        while unacked and unacked[0][0] <= self.acked:
+            unacked.popleft()
+
+    def after(self, seq: int) -> list[Batch]:
+        """The batches kept after ``seq`` (all unacknowledged ones when ``seq`` is at or below the last ack)."""
+        return [b for b in self.unacked if b[0] > seq]
+
+    # ------------------------------------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> None:
+        if self.journal is not None and self.path is not None:
+            self.journal.flush()  # a snapshot never covers a line that is not yet on disk itself
+            write_snapshot(str(self.path) + ".snapshot", self.journal.count, self._state())
+
+    def hand_to_os(self) -> None:
+        for journal in (self.journal, self.acks):
+            if journal is not None:
+                journal.hand_to_os()
+
+    def close(self) -> None:
+        for journal in (self.journal, self.acks):
+            if journal is not None:
+                journal.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "batches": self.seq,
+            "acked": self.acked,
+            "unacked": len(self.unacked),
+            "inputs": self.inputs,
+            "last_clock": self.last_clock,
+            "venues": {symbol: venue.status() for symbol, venue in self.venues.items()},
+        }
+
+    def maker_totals(self) -> dict[str, int]:
+        """Per asset: what the venues' market makers hold (with the kernel's totals, the engine's whole money)."""
+        out: dict[str, int] = {}
+        for venue in self.venues.values():
+            for asset, amount in venue.maker.totals().items():
+                out[asset] = out.get(asset, 0) + amount
+        return out
