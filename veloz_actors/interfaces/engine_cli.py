@@ -4,7 +4,7 @@ the stdio protocol.
 ``start_command`` is what the CLI calls for ``veloz start --local`` (without ``--single-process``) and for
 ``veloz start --address ADDR [--detached]``. Locally the driver speaks the same protocol as the single-process
 engine (:class:`~veloz_actors.interfaces.stdio.Session` over :class:`ActorBackend`) and ticks the simulated market
-through the OMS; on SIGINT, SIGTERM, EOF or QUIT it flushes the journals, stops the actors and shuts the private
+through the feed; on SIGINT, SIGTERM, EOF or QUIT it flushes the journals, stops the actors and shuts the private
 runtime down, so no Ray process is left behind. A detached engine's feed actor ticks the market itself.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +21,86 @@ import orjson
 
 from .._exceptions import VelozError
 from ..actors.api import EngineHandle, connect, start_local
+from ..actors.bus import Settled
 from ..config import EngineFileConfig
-from ..messages import Error
 from .local import run_session
 from .metrics import serve_metrics
-from .stdio import EventFormatter, Session
+from .stdio import Session
+
+_SETTLE_SECONDS = 5.0  # the longest a session waits for a command's outcome (a venue restarting)
 
 __all__ = ["ActorBackend", "attach_command", "start_command"]
 
 
 class ActorBackend:
-    """:class:`~veloz_actors.interfaces.stdio.Backend` over an :class:`EngineHandle`."""
+    """:class:`~veloz_actors.interfaces.stdio.Backend` over an :class:`EngineHandle`.
 
-    def __init__(self, engine: EngineHandle, *, owned: bool = True) -> None:
+    A command's answer is the kernel step's events (the OMS's reply) followed by what the venues' answers caused
+    (fills, cancels, expiries, account updates), read from the event bus up to a :class:`Settled` marker, so a session
+    prints each command's whole outcome before the next command, in the order the single-process engine gives. The
+    bus also carries the step's own events to every subscriber: those are recognised and printed once.
+    :meth:`poll` returns whatever else arrived meanwhile (market data, fills of resting orders, strategies' orders).
+    """
+
+    _ORDER_KINDS = (
+        "OrderAccepted", "OrderRejected", "OrderFilled", "OrderCancelled", "OrderExpired", "AccountUpdated",
+        "PositionUpdated", "CircuitBreakerTripped", "Error", "Settled",
+    )  # fmt: skip
+    _ECHO_LIMIT = 100_000
+
+    def __init__(self, engine: EngineHandle, *, owned: bool = True, market: bool = False) -> None:
         self.engine = engine
         self.owned = owned
+        kinds = [*self._ORDER_KINDS, *(("BookTop", "Trade") if market else ())]
+        self.subscription = engine.subscribe(kinds=kinds, max_queue=100_000)
+        self._echo: Counter[Any] = Counter()
+        self._token = 0
 
     def submit(self, command: Any) -> list[Any]:
-        return self.engine.submit(command)
+        events = self.engine.submit(command)
+        if len(self._echo) > self._ECHO_LIMIT:  # echoes the bus dropped never come: forget them
+            self._echo.clear()
+        self._echo.update(events)
+        return events + self.settle()
+
+    def settle(self, timeout: float = _SETTLE_SECONDS) -> list[Any]:
+        """Events from the bus up to a marker the OMS sends once the venues answered every request so far."""
+        self._token += 1
+        token = self._token
+        self.engine.barrier(self.subscription.id, token)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        pause = 0.0002
+        while True:
+            for event in self.subscription.poll():
+                if type(event) is Settled:
+                    if event.token == token:
+                        return out
+                    continue
+                if not self._is_echo(event):
+                    out.append(event)
+            if time.monotonic() >= deadline:
+                return out  # a venue restarting: what follows comes with the next poll
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    def _is_echo(self, event: Any) -> bool:
+        echo = self._echo
+        try:
+            count = echo.get(event, 0)
+        except TypeError:  # an unhashable event cannot be an echo
+            return False
+        if count:
+            if count == 1:
+                del echo[event]
+            else:
+                echo[event] = count - 1
+            return True
+        return False
+
+    def poll(self) -> list[Any]:
+        """Events that arrived on the bus since the last look (echoes of answered commands left out)."""
+        return [e for e in self.subscription.poll() if type(e) is not Settled and not self._is_echo(e)]
 
     def tick(self, ts: int) -> list[Any]:
         return self.engine.tick(ts)
@@ -55,6 +118,7 @@ class ActorBackend:
         return self.engine.status()
 
     def close(self) -> None:
+        self.subscription.close()
         if self.owned:
             self.engine.shutdown()
 
@@ -138,33 +202,12 @@ def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:
 
 
 def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool) -> int:
-    backend = ActorBackend(engine, owned=owned)
-    replaying = market and engine.spec.replay is not None
-    # a replayed market reaches the session through the bus, with the simulated one: each quote printed once
-    session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market and not replaying)
+    backend = ActorBackend(engine, owned=owned, market=market)
+    session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None
-    if not replaying:
-        return run_session(session, tick_fn, tick_ms=tick_ms)
-    subscription = engine.subscribe(kinds=["BookTop", "Trade", "Error"], max_queue=100_000)
-    try:
-        return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=_market_printer(subscription))
-    finally:
-        subscription.close()
-
-
-def _market_printer(subscription: Any) -> Any:
-    """What a replaying session prints besides its own results: quotes, trades and replay errors from the bus."""
-    formatter = EventFormatter(market=True)
-
-    def poll() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for event in subscription.poll():
-            if type(event) is not Error or event.code == "REPLAY_FAILED":  # other errors answer commands already
-                out.extend(formatter.format(event))
-        return out
-
-    return poll
+    # quotes, trades, replay errors and fills of resting orders reach the session through the bus, each printed once
+    return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=lambda: session.events(backend.poll()))
 
 
 def attach_command(address: str, *, name: str = "default", market: bool = True) -> int:

@@ -61,7 +61,7 @@ class EngineCollector:
         self._round_trip = round_trip
 
     def collect(self) -> Iterator[Metric]:
-        from ..actors.nodes import LATENCY_BUCKETS
+        from ..actors.spec import LATENCY_BUCKETS
 
         try:
             status = self._status()
