@@ -1,10 +1,12 @@
-"""Benchmark the pure core, single core, in-process.
+"""Benchmark the pure core, single core, in-process: the trading kernel with its in-process SimVenue.
 
     .venv/bin/python scripts/bench_core.py [--orders 200000] [--json out.json]
+    .venv/bin/python scripts/bench_core.py --soak 2000000      # memory over a long run, RSS every 100,000 orders
 
 Reports:
-- resting limit orders and cancels per second through risk + OMS + matching + account, with the journal on
-  (group fsync every 5 ms), and the same with the journal off, to show its cost;
+- resting limit orders and cancels per second through the kernel (risk + OMS + funds reservation), the venue
+  (matching) and back (execution reports settled by the kernel), with the journal on (group fsync every 5 ms), and
+  the same with the journal off, to show its cost;
 - aggressive (crossing) orders per second: each one fills against a resting maker;
 - L2 depth updates applied per second on a real Binance capture (snapshot + diffs);
 - peak resident memory of the process.
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -90,7 +94,7 @@ def bench_rest_cancel(n: int, journal: str | None) -> dict[str, float]:
         t2 = time.perf_counter()
         engine.close()
         assert len(engine.oms.open_orders()) == 0
-        assert engine.ledger.totals() == engine.ledger.deposited
+        assert engine.totals() == engine.deposited() and engine.ledger.conserved()
     return {
         "orders": n,
         "place_per_s": n / (t1 - t0),
@@ -119,7 +123,7 @@ def bench_crossing(n: int) -> dict[str, float]:
     for cmd in takers:
         engine.apply(cmd)
     elapsed = time.perf_counter() - t0
-    assert engine.ledger.totals() == engine.ledger.deposited
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
     return {"orders": n, "filled_orders_per_s": n / elapsed}
 
 
@@ -129,12 +133,64 @@ def bench_depth_updates() -> dict[str, float]:
     return bench_depth(DEFAULT_CAPTURE)
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def bench_soak(n: int, every: int = 100_000, open_orders: int = 1_000) -> dict[str, float]:
+    """A long run: ``n`` orders and their cancels through kernel + SimVenue with the journal on (group), ``open_orders``
+    resting at any time, closed orders older than 10 ms of message time leaving memory for the order history file.
+    Prints the RSS every ``every`` orders; memory must stay flat after warm-up."""
+    config = replace(_config(), retain_closed_ns=10_000_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(config, journal_path=Path(tmp) / "soak.journal", durability="group")
+        _reference(engine)
+        apply = engine.apply
+        gc.collect()
+        samples: list[tuple[int, float]] = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            ts = 10 + i * 1_000  # one order per microsecond of message time
+            price = (59_000 + (i % 500)) * SCALE
+            apply(PlaceOrder(client_order_id=f"s{i}", symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.LIMIT,
+                             qty=1_000_000, price=price, ts=ts))  # fmt: skip
+            if i >= open_orders:
+                apply(CancelOrder(client_order_id=f"s{i - open_orders}", ts=ts + 1))
+            if (i + 1) % every == 0:
+                samples.append((i + 1, _rss_mib()))
+                print(f"soak: {i + 1:>10,} orders  rss {samples[-1][1]:7.1f} MiB  in memory "
+                      f"{len(engine.oms):>7,} orders  evicted {engine.kernel.evicted:>10,}", flush=True)  # fmt: skip
+        elapsed = time.perf_counter() - t0
+        engine.close()
+        assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+        history = (Path(tmp) / "soak.journal.orders").stat().st_size
+    warm = [rss for count, rss in samples if count >= n // 4] or [samples[-1][1]]
+    return {
+        "orders": n,
+        "orders_and_cancels_per_s": (2 * n - open_orders) / elapsed,
+        "rss_first_mib": samples[0][1],
+        "rss_after_warmup_min_mib": min(warm),
+        "rss_after_warmup_max_mib": max(warm),
+        "rss_last_mib": samples[-1][1],
+        "order_history_mib": history / 2**20,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--soak", type=int, default=0, metavar="N", help="only the soak: N orders and cancels")
     args = parser.parse_args()
     tune_gc()  # as the engine's entry points do
+    if args.soak:
+        results: dict = {"soak": bench_soak(args.soak)}
+        for key, value in results["soak"].items():
+            print(f"soak.{key:40s} {value:>16,.1f}")
+        if args.json:
+            args.json.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+        return
     results = {
         "rest_cancel_journal_group": bench_rest_cancel(args.orders, "group"),
         "rest_cancel_journal_off": bench_rest_cancel(args.orders, None),
