@@ -1,49 +1,38 @@
 """The event-driven tick/L2 backtest: a strategy trading against a recorded Binance book, in one process, exactly.
 
-The market is a recorded WebSocket capture (:func:`~veloz_actors.backtest.loaders.load_market_events`): depth snapshot
-and diffs rebuild an :class:`~veloz_actors.core.l2book.L2Book` (Binance's update-id rules), public trades drive the
-queues. The simulation clock is the capture's local receive time (``ts_recv``), which is also when the strategy sees
-each event. Every rule below is deterministic; randomness only enters through a seeded latency model.
+It runs the same trading kernel as every other engine against the recorded market as a venue::
 
-**Orders.** The strategy sends commands through a :class:`StrategyContext`. Funds are reserved at once in a
-:class:`~veloz_actors.core.account.Ledger` (a BUY locks notional plus the largest possible fee; a SELL locks the base;
-too little money is an :class:`OrderRejected` event, not an exception), then the command travels to the venue and
-arrives ``LatencyModel.entry_ns()`` later. Commands arrive in the order they were sent (one connection: a later command
-never overtakes an earlier one). An event recorded at the same nanosecond as an arrival is applied first.
+    strategy --PlaceOrder / CancelOrder--> TradingKernel --SubmitOrder / SubmitCancel--> L2ReplayVenue
+    strategy <--order events------------- TradingKernel <--execution reports----------- L2ReplayVenue
 
-**At arrival** (the book is the recorded book as of the arrival time):
+The kernel (:class:`~veloz_actors.core.kernel.TradingKernel`) is the trader's side: risk, the atomic reservation of
+funds (a BUY locks notional plus the largest possible fee; a SELL locks the base; too little money is an
+:class:`OrderRejected` event, not an exception), fees as the venue reports them, positions. The venue
+(:class:`~veloz_actors.venues.l2replay.L2ReplayVenue`, see its docstring for every fill rule) is the exchange's side:
+the recorded book rebuilt from the capture (:func:`~veloz_actors.data.loaders.load_market_events`), order-entry
+latency, queue position, matching against the recorded levels, fees. There is no other order path.
 
-* a market order walks the opposite side of the recorded book level by level, best first, each fill at the level's
-  price (moved against the trader by the :class:`SlippageModel`), up to its *protect price* -- fixed when it was sent
-  as the best opposite price moved ``market_protect_rate`` (default 5 %) against the trader, like Binance's market
-  order price protection. Whatever is left when the protect price or the book is reached expires (``NO_LIQUIDITY``).
-  A market BUY may give ``quote_qty`` instead of ``qty``: it spends at most that much, fees included.
-* a limit order that crosses takes liquidity the same way up to its limit price (no slippage: a limit fills at its
-  price or better); ``POST_ONLY`` expires instead (``WOULD_TAKE_LIQUIDITY``), ``FOK`` expires unless the book can fill
-  all of it, ``IOC`` expires its remainder; a ``GTC``/``POST_ONLY`` remainder rests.
-* our fills consume level quantity only *virtually, for that order*: the recorded book is never altered by our trading
-  (the next order sees the recorded book again). This is the standard assumption of L2 replay -- our orders are small
-  against the market -- and the reason to keep order sizes realistic.
+**Time.** The clock is the capture's local receive time (``ts_recv``), which is also when the strategy sees each
+event. A request reaches the venue ``LatencyModel.entry_ns()`` after the kernel sent it, in the order sent; an event
+recorded at the same nanosecond as an arrival is applied first. The strategy hears of each arrival's outcome before
+the next request arrives, and of fills before the callback of the event that caused them.
 
-**Resting orders** fill under the :class:`QueueModel` (default :class:`ConservativeQueue`): on arrival the whole
-recorded quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side
-eat that queue first and only what is beyond it fills the order; a recorded level that shrinks below the queue ahead
-shrinks it. A recorded trade *through* the price (a SELL aggressor below our bid, a BUY aggressor above our ask) fills
-the whole remaining order at its price. Resting fills are MAKER fills at the order's price. A recorded book that
-crosses a resting order without a trade does not fill it (conservative). Cancels take effect when they arrive, after
-the same latency; a cancel that finds its order already closed does nothing (counted in ``cancels_too_late``).
+**Order events.** The strategy receives the kernel's order events: ``OrderAccepted`` when the kernel accepted and
+funded the order (the moment it is sent; the venue's acceptance shows in the order's state history), then fills,
+cancels, expiries. A market order's protect price is fixed when it is sent: the best recorded opposite price moved
+``market_protect_rate`` (default 5 %) against the trader (:meth:`L2ReplayVenue.protect_price`).
 
-**Money.** Every fill settles through the ledger between the trader (``main``) and a counterparty account (``venue``)
-that holds the other side; fees go to the ledger's fee bucket. At the end ``ledger.totals() == ledger.deposited`` is
-asserted: no money created or destroyed. The position (:meth:`StrategyContext.position`) is the net quantity bought
-by this run's fills; balances include ``initial_base``.
+**Money.** The kernel's ledger books every fill against the venue; at the end ``ledger.conserved()`` is asserted (no
+money created or destroyed) and the kernel's counterparty flows and fees must equal what the venue reported. The
+position (:meth:`StrategyContext.position`) is the net quantity bought by this run's fills; balances include
+``initial_base``.
 
 **Results.** :class:`L2Result` holds the trader's fills (:data:`L2_TRADE_DTYPE`), equity samples
 (:data:`EQUITY_DTYPE`, every ``equity_interval_ns`` of recorded time, marked at the mid), metrics and timings.
 :func:`write_trades_csv` writes the fills with exact decimals: same data + settings + seed -> the same bytes.
 
->>> from veloz_actors.backtest.loaders import load_market_events          # doctest: +SKIP
->>> from veloz_actors.backtest.l2_strategies import make_l2_strategy       # doctest: +SKIP
+>>> from veloz_actors.data.loaders import load_market_events              # doctest: +SKIP
+>>> from veloz_actors.strategies.l2_strategies import make_l2_strategy    # doctest: +SKIP
 >>> events = load_market_events("../shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz")  # doctest: +SKIP
 >>> result = run_l2_backtest(events, make_l2_strategy("book_imbalance", {}), L2Settings.for_events(events))  # doctest: +SKIP
 """
@@ -62,27 +51,34 @@ from typing import Any
 
 import numpy as np
 
-from .._exceptions import ConfigError, DataError, InvalidInput, SequenceGap
+from .._exceptions import ConfigError, InvalidInput
 from ..core.account import Ledger
-from ..core.instruments import Instrument, ceil_div
+from ..core.instruments import Instrument
+from ..core.kernel import KernelConfig, TradingKernel
 from ..core.l2book import L2Book
-from ..core.oms import OMS, Order
+from ..core.oms import Order
+from ..core.risk import RiskLimits
 from ..fixed import SCALE, format_decimal
 from ..messages import (
     BookDelta,
+    CancelOrder,
     Liquidity,
     MarketEvent,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
     OrderRejected,
-    OrderStatus,
     OrderType,
     PlaceOrder,
     RejectReason,
     Side,
+    SubmitOrder,
     TimeInForce,
     Trade,
 )
 from ..strategies.base import Strategy, StrategyContext
-from .fill_models import (
+from ..venues.fill_models import (
     ConservativeQueue,
     ConstantLatency,
     FeeModel,
@@ -93,6 +89,7 @@ from .fill_models import (
     SlippageModel,
     UniformLatency,
 )
+from ..venues.l2replay import L2ReplayVenue
 from .runner import split_symbol
 
 __all__ = [
@@ -107,7 +104,6 @@ __all__ = [
     "write_trades_csv",
 ]
 
-VENUE = "venue"
 TRADER = "main"
 
 L2_TRADE_DTYPE = np.dtype(
@@ -275,8 +271,9 @@ def is_tick_capture(path: str | os.PathLike[str]) -> bool:
 class L2Result:
     """Fills (:data:`L2_TRADE_DTYPE`), equity samples (:data:`EQUITY_DTYPE`), metrics, timings and the final state.
 
-    ``client_order_ids[order_id]`` names each order; ``ledger`` is the run's ledger (balances, fees, positions);
-    ``orders`` every order the strategy sent (JSON-ready dicts with their state history).
+    ``client_order_ids[order_id]`` names each order; ``ledger`` is the kernel's ledger (balances, fees, positions,
+    what went to the venue); ``orders`` every order the strategy sent (JSON-ready dicts with their state history);
+    ``kernel`` and ``venue`` the run's trading kernel and :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`.
     """
 
     trades: np.ndarray
@@ -289,6 +286,8 @@ class L2Result:
     client_order_ids: dict[int, str] = field(default_factory=dict)
     orders: list[dict[str, object]] = field(default_factory=list)
     ledger: Ledger | None = None
+    kernel: TradingKernel | None = None
+    venue: L2ReplayVenue | None = None
 
     def records(self) -> list[dict[str, int | str]]:
         """The fills as JSON-ready dicts with exact decimal strings (see :func:`l2_trades_to_records`)."""
@@ -345,51 +344,53 @@ def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
 
 
 class L2Context(StrategyContext):
-    """The :class:`~veloz_actors.backtest.strategy.StrategyContext` of an L2 backtest, plus the recorded book.
+    """The :class:`~veloz_actors.strategies.base.StrategyContext` of an L2 backtest, plus the recorded book.
 
-    Amounts are ints in 1e-8 units. :meth:`book` is the recorded :class:`L2Book` (read it, never change it).
+    Amounts are ints in 1e-8 units. Orders and cancels go to the run's trading kernel as commands; :meth:`order` and
+    :meth:`open_orders` read the kernel's orders. :meth:`book` is the venue's recorded :class:`L2Book` (read it,
+    never change it).
     """
 
-    def __init__(self, sim: _Simulation) -> None:
-        self._sim = sim
+    def __init__(self, run: _Run) -> None:
+        self._run = run
 
     @property
     def symbol(self) -> str:
-        return self._sim.instrument.symbol
+        return self._run.instrument.symbol
 
     @property
     def instrument(self) -> Instrument:
-        return self._sim.instrument
+        return self._run.instrument
 
     def now(self) -> int:
-        return self._sim.clock
+        return self._run.clock
 
     def book(self, symbol: str | None = None) -> L2Book:
-        return self._sim.book
+        return self._run.venue.book
 
     def position(self, symbol: str) -> int:
-        pos = self._sim.ledger.positions.get((TRADER, symbol))
+        pos = self._run.kernel.ledger.positions.get((TRADER, symbol))
         return pos.qty if pos is not None else 0
 
     def free(self, asset: str) -> int:
-        return self._sim.ledger.free(TRADER, asset)
+        return self._run.kernel.ledger.free(TRADER, asset)
 
     def locked(self, asset: str) -> int:
-        return self._sim.ledger.locked(TRADER, asset)
+        return self._run.kernel.ledger.locked(TRADER, asset)
 
     def base_asset(self, symbol: str) -> str:
-        return self._sim.instrument.base_asset
+        return self._run.instrument.base_asset
 
     def quote_asset(self, symbol: str) -> str:
-        return self._sim.instrument.quote_asset
+        return self._run.instrument.quote_asset
 
     def order(self, client_order_id: str) -> Order | None:
-        """The backtest's state of one of the strategy's orders (status, filled, price ...), or None."""
-        return self._sim.oms.get(TRADER, client_order_id)
+        """The kernel's state of one of the strategy's orders (status, filled, price ...), or None."""
+        return self._run.kernel.oms.get(TRADER, client_order_id)
 
     def open_orders(self) -> list[Order]:
-        """Orders the venue has accepted and not yet closed (orders still travelling to it are not included)."""
-        return self._sim.oms.open_orders(TRADER)
+        """Orders the kernel sent and that are not closed yet (those still travelling to the venue included)."""
+        return self._run.kernel.oms.open_orders(TRADER)
 
     def place_order(
         self,
@@ -403,10 +404,10 @@ class L2Context(StrategyContext):
         quote_qty: int | None = None,
         client_order_id: str | None = None,
     ) -> str:
-        return self._sim.place(symbol, side, qty, price, order_type, tif, quote_qty, client_order_id)
+        return self._run.place(symbol, side, qty, price, order_type, tif, quote_qty, client_order_id)
 
     def cancel_order(self, client_order_id: str) -> None:
-        self._sim.cancel(client_order_id)
+        self._run.cancel(client_order_id)
 
     def buy_limit(self, symbol: str, *, qty: int, price: int, tif: TimeInForce = TimeInForce.GTC) -> str:
         return self.place_order(symbol, Side.BUY, qty=qty, price=price, order_type=OrderType.LIMIT, tif=tif)
@@ -415,72 +416,35 @@ class L2Context(StrategyContext):
         return self.place_order(symbol, Side.SELL, qty=qty, price=price, order_type=OrderType.LIMIT, tif=tif)
 
 
-# ------------------------------------------------------------------------------------------------------- simulation
+# -------------------------------------------------------------------------------------------------------------- run
+
+_ORDER_EVENTS = frozenset({OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired})
+_CANCEL_TOO_LATE = frozenset({RejectReason.ORDER_NOT_OPEN, RejectReason.CANCEL_PENDING})
 
 
-class _Resting:
-    __slots__ = ("order", "price", "queue_ahead")
+class _Run:
+    """One backtest's kernel, venue and strategy outbox: commands into the kernel, its requests to the venue, the
+    venue's reports back into the kernel, the kernel's order events to the strategy (private: see the module doc)."""
 
-    def __init__(self, order: Order, price: int, queue_ahead: int) -> None:
-        self.order = order
-        self.price = price  # the order's limit price: only limit orders rest
-        self.queue_ahead = queue_ahead
-
-
-class _Simulation:
-    """The venue, the trader's account and the strategy's outbox of one run (private: see the module docstring)."""
-
-    def __init__(
-        self,
-        settings: L2Settings,
-        strategy: Strategy,
-        fees: FeeModel,
-        slippage: SlippageModel,
-        latency: LatencyModel,
-        queue: QueueModel,
-    ) -> None:
-        base, quote = split_symbol(settings.symbol)
-        try:
-            self.instrument = Instrument(
-                symbol=settings.symbol,
-                base_asset=base,
-                quote_asset=quote,
-                price_tick=settings.price_tick,
-                qty_step=settings.qty_step,
-                min_qty=settings.qty_step,
-                max_qty=10**6 * SCALE,
-                min_notional=0,
-                maker_fee_rate=fees.maker_rate,
-                taker_fee_rate=fees.taker_rate,
-            )
-        except ConfigError as exc:
-            raise InvalidInput(f"L2 settings do not fit {settings.symbol}: {exc}") from exc
+    def __init__(self, settings: L2Settings, strategy: Strategy, venue: L2ReplayVenue) -> None:
+        inst = venue.instrument
         self.settings = settings
         self.strategy = strategy
-        self.fees = fees
-        self.slippage = slippage
-        self.latency = latency
-        self.queue = queue
-        self.base = base
-        self.quote = quote
-        self.book = L2Book(settings.symbol, settings.market, buffer_limit=100_000)
-        self.ledger = Ledger()
-        self.ledger.deposit(TRADER, quote, settings.initial_cash)
-        self.ledger.deposit(TRADER, base, settings.initial_base)
-        # the counterparty of every fill: deep enough for any order the trader can afford
-        self.ledger.deposit(VENUE, quote, 10**13 * SCALE)
-        self.ledger.deposit(VENUE, base, 10**7 * SCALE)
-        self.position = self.ledger.position(TRADER, settings.symbol)
-        self.oms = OMS()
+        self.venue = venue
+        self.instrument = inst
+        self.kernel = TradingKernel(
+            KernelConfig(
+                instruments=(inst,),
+                balances={TRADER: {inst.quote_asset: settings.initial_cash, inst.base_asset: settings.initial_base}},
+                risk=RiskLimits(price_band=0),  # limit prices unchecked; market orders carry their protect price
+                valuation_asset=inst.quote_asset,
+                emit_account_updates=False,
+            )
+        )
         self.clock = 0
-        self.last_trade_price = 0
-        self.arrivals: deque[tuple[int, bool, Order]] = deque()  # (arrival ns, is_cancel, order), FIFO
-        self.last_arrival = 0
-        self.resting: list[_Resting] = []
-        self.outbox: deque[Any] = deque()
+        self.outbox: deque[Any] = deque()  # order events waiting for the strategy
         self.rows: list[tuple[int, ...]] = []
-        self.fill_count = 0
-        self.counts = {"rejected": 0, "cancelled": 0, "expired": 0, "cancels_too_late": 0, "sequence_gaps": 0}
+        self.counts = {"rejected": 0, "cancelled": 0, "expired": 0, "cancels_too_late": 0}
         self._ids = 0
 
     # ------------------------------------------------------------------------------------------- strategy commands
@@ -496,371 +460,88 @@ class _Simulation:
         quote_qty: int | None,
         client_order_id: str | None,
     ) -> str:
-        inst = self.instrument
-        if symbol != inst.symbol:
-            raise InvalidInput(f"this backtest trades {inst.symbol}, not {symbol!r}")
+        if symbol != self.instrument.symbol:
+            raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
         if client_order_id is None:
             self._ids += 1
             client_order_id = f"l2-{self._ids}"
-        ts = self.clock
-        if self.oms.get(TRADER, client_order_id) is not None:
-            self._reject_unknown(client_order_id, side, order_type, price, qty, RejectReason.DUPLICATE_CLIENT_ORDER_ID)
-            return client_order_id
-        command = PlaceOrder(
-            client_order_id=client_order_id,
-            account_id=TRADER,
-            symbol=symbol,
-            side=side,
-            order_type=order_type,
-            qty=qty,
-            price=price,
-            quote_qty=quote_qty,
-            tif=tif,
-            ts=ts,
-        )
-        order = self.oms.create(command)
-        problem = self._check(order)
-        if problem is None:
-            problem = self._reserve(order)
-        if problem is not None:
-            order.transition(OrderStatus.REJECTED, ts)
-            self.counts["rejected"] += 1
-            self.outbox.append(
-                OrderRejected(
-                    client_order_id=client_order_id,
-                    account_id=TRADER,
-                    symbol=symbol,
-                    side=side,
-                    order_type=order_type,
-                    price=price,
-                    qty=qty,
-                    reason=problem[0],
-                    detail=problem[1],
-                    ts=ts,
-                )
-            )
-            return client_order_id
-        self._send(order, False)
-        return client_order_id
-
-    def cancel(self, client_order_id: str) -> None:
-        order = self.oms.get(TRADER, client_order_id)
-        if order is None:
-            raise InvalidInput(f"cancel of unknown order {client_order_id!r}")
-        if order.status.is_terminal:
-            self.counts["cancels_too_late"] += 1
-            return
-        self._send(order, True)
-
-    def _send(self, order: Order, is_cancel: bool) -> None:
-        arrival = self.clock + self.latency.entry_ns()
-        if arrival < self.last_arrival:
-            arrival = self.last_arrival  # one connection: commands arrive in the order they were sent
-        self.last_arrival = arrival
-        self.arrivals.append((arrival, is_cancel, order))
-
-    def _reject_unknown(
-        self, cid: str, side: Side, order_type: OrderType, price: int | None, qty: int, reason: RejectReason
-    ) -> None:
-        self.counts["rejected"] += 1
-        self.outbox.append(
-            OrderRejected(
-                client_order_id=cid,
+        protect = None
+        if order_type is OrderType.MARKET:
+            protect = self.venue.protect_price(side, self.settings.market_protect_rate)
+        self._command(
+            PlaceOrder(
+                client_order_id=client_order_id,
                 account_id=TRADER,
-                symbol=self.instrument.symbol,
+                symbol=symbol,
                 side=side,
                 order_type=order_type,
-                price=price,
                 qty=qty,
-                reason=reason,
+                price=price,
+                quote_qty=quote_qty,
+                tif=tif,
+                protect_price=protect,
                 ts=self.clock,
             )
         )
+        return client_order_id
 
-    def _check(self, order: Order) -> tuple[RejectReason, str] | None:
-        inst = self.instrument
-        if order.order_type is OrderType.LIMIT:
-            if order.price is None:
-                return RejectReason.INVALID_PRICE, "a limit order needs a price"
-            if order.quote_qty is not None:
-                return RejectReason.INVALID_QUANTITY, "quote_qty is for market buys only"
-            return inst.check_price(order.price) or inst.check_qty(order.qty)
-        if order.price is not None:
-            return RejectReason.INVALID_PRICE, "a market order takes no price"
-        if order.quote_qty is not None:
-            if order.side is not Side.BUY or order.qty:
-                return RejectReason.INVALID_QUANTITY, "quote_qty is for market buys, instead of qty"
-            if order.quote_qty <= 0:
-                return RejectReason.INVALID_QUANTITY, "quote_qty must be positive"
-            return None
-        return inst.check_qty(order.qty)
+    def cancel(self, client_order_id: str) -> None:
+        if self.kernel.oms.get(TRADER, client_order_id) is None:
+            raise InvalidInput(f"cancel of unknown order {client_order_id!r}")
+        self._command(CancelOrder(client_order_id=client_order_id, account_id=TRADER, ts=self.clock))
 
-    def _reserve(self, order: Order) -> tuple[RejectReason, str] | None:
-        inst = self.instrument
-        tick = inst.price_tick
-        if order.order_type is OrderType.MARKET:
-            protect = self.settings.market_protect_rate
-            if order.side is Side.BUY:
-                best = self.book.best_ask() if not self.book.needs_resync else None
-                if best is None:
-                    return RejectReason.NO_REFERENCE_PRICE, "no recorded ask to protect a market buy"
-                order.protect_price = ceil_div(best[0] * (SCALE + protect), SCALE * tick) * tick
-            else:
-                best = self.book.best_bid() if not self.book.needs_resync else None
-                if best is None:
-                    return RejectReason.NO_REFERENCE_PRICE, "no recorded bid to protect a market sell"
-                order.protect_price = max(tick, best[0] * (SCALE - protect) // (SCALE * tick) * tick)
-        if order.side is Side.SELL:
-            asset, amount = self.base, order.qty
-        elif order.quote_qty is not None:
-            asset, amount = self.quote, order.quote_qty
-        else:
-            limit = order.price
-            if limit is None:  # a market buy: _check let it through without a price, its protect_price is set above
-                assert order.protect_price is not None
-                limit = self.slippage.adjust(True, order.protect_price, tick)
-            notional = limit * order.qty // SCALE
-            asset, amount = self.quote, notional + self.fees.max_fee(notional)
-        if not self.ledger.reserve(TRADER, asset, amount):
-            free = self.ledger.free(TRADER, asset)
-            return (
-                RejectReason.INSUFFICIENT_FUNDS,
-                f"needs {format_decimal(amount)} {asset}, {format_decimal(free)} free",
-            )
-        order.reserved = amount
-        order.reserve_asset = asset
-        return None
+    def _command(self, command: PlaceOrder | CancelOrder) -> None:
+        """One kernel step, then its requests to the venue (which holds them in flight: no report comes back yet
+        but a refusal)."""
+        kernel = self.kernel
+        self._take(kernel.apply(command))
+        if kernel.outbox:
+            venue = self.venue
+            for request in kernel.take_outbox():
+                self._apply(venue.submit(request) if type(request) is SubmitOrder else venue.cancel(request))
 
-    # ----------------------------------------------------------------------------------------------------- venue
+    # ---------------------------------------------------------------------------------------------------- reports
+
+    def _apply(self, reports: list[Any]) -> None:
+        """Apply the venue's execution reports to the kernel, each as its own step."""
+        apply = self.kernel.apply
+        for report in reports:
+            self._take(apply(report))
+
+    def _take(self, events: list[Any]) -> None:
+        """Keep the kernel's order events for the strategy; count them; record each fill with the balances after it."""
+        for event in events:
+            kind = type(event)
+            if kind not in _ORDER_EVENTS:
+                continue
+            self.outbox.append(event)
+            if kind is OrderFilled:
+                ledger = self.kernel.ledger
+                inst = self.instrument
+                cash = ledger.free(TRADER, inst.quote_asset) + ledger.locked(TRADER, inst.quote_asset)
+                base = ledger.free(TRADER, inst.base_asset) + ledger.locked(TRADER, inst.base_asset)
+                buy = event.side is Side.BUY
+                self.rows.append(
+                    (event.ts, event.order_id, 1 if buy else -1, event.price, event.qty, event.fee,
+                     1 if event.liquidity is Liquidity.MAKER else 0, cash, base)
+                )  # fmt: skip
+            elif kind is OrderRejected:
+                cancel = event.detail.startswith("cancel rejected") and event.reason in _CANCEL_TOO_LATE
+                self.counts["cancels_too_late" if cancel else "rejected"] += 1
+            elif kind is OrderCancelled:
+                self.counts["cancelled"] += 1
+            elif kind is OrderExpired:
+                self.counts["expired"] += 1
 
     def arrive(self, until: int, inclusive: bool) -> None:
-        """Let the commands that reach the venue before ``until`` (or at it, if ``inclusive``) take effect."""
-        arrivals = self.arrivals
-        while arrivals and (arrivals[0][0] < until or (inclusive and arrivals[0][0] == until)):
-            ts, is_cancel, order = arrivals.popleft()
-            self.clock = ts
-            if is_cancel:
-                if order.is_open:
-                    self._finish(order, OrderStatus.CANCELLED, RejectReason.USER_CANCEL)
-                else:
-                    self.counts["cancels_too_late"] += 1
-            else:
-                self._accept(order)
+        """Let the requests that reach the venue before ``until`` (or at it, if ``inclusive``) take effect, one at a
+        time; the strategy hears of each (and may send more) before the next."""
+        venue = self.venue
+        in_flight = venue.in_flight
+        while in_flight and (in_flight[0][0] < until or (inclusive and in_flight[0][0] == until)):
+            self.clock = in_flight[0][0]
+            self._apply(venue.arrive_next())
             self.drain()
-
-    def _accept(self, order: Order) -> None:
-        ts = self.clock
-        order.transition(OrderStatus.ACCEPTED, ts)
-        self.oms.mark_open(order)
-        self.outbox.append(order.accepted_event(ts))
-        book = self.book
-        synced = not book.needs_resync
-        if order.order_type is OrderType.MARKET:
-            assert order.protect_price is not None  # _reserve sets it on every market order it lets through
-            if synced:
-                self._take(order, order.protect_price, market=True)
-            if order.quote_qty is not None and order.filled:
-                self._finish(order, OrderStatus.FILLED, None)
-            elif order.is_open:
-                self._finish(order, OrderStatus.EXPIRED, RejectReason.NO_LIQUIDITY)
-            return
-        price = order.price
-        assert price is not None  # a limit order: _check rejected it without a price
-        buy = order.side is Side.BUY
-        best = (book.best_ask() if buy else book.best_bid()) if synced else None
-        crosses = best is not None and (best[0] <= price if buy else best[0] >= price)
-        if crosses:
-            if order.tif is TimeInForce.POST_ONLY:
-                self._finish(order, OrderStatus.EXPIRED, RejectReason.WOULD_TAKE_LIQUIDITY)
-                return
-            if order.tif is TimeInForce.FOK and self._available(buy, price, order.qty) < order.qty:
-                self._finish(order, OrderStatus.EXPIRED, RejectReason.FOK_NOT_FILLABLE)
-                return
-            self._take(order, price, market=False)
-        if not order.is_open:
-            return
-        if order.tif is TimeInForce.IOC or order.tif is TimeInForce.FOK:
-            self._finish(order, OrderStatus.EXPIRED, RejectReason.IOC_UNFILLED)
-            return
-        level = book.level_qty(order.side, price) if synced else 0
-        order.resting = True
-        self.resting.append(_Resting(order, price, self.queue.on_arrival(level)))
-
-    def _levels(self, buy: bool, depth: int) -> tuple[tuple[int, int], ...]:
-        """The best ``depth`` recorded levels of the side a buy (sell) takes from; the best one is O(1)."""
-        if depth == 1:
-            best = self.book.best_ask() if buy else self.book.best_bid()
-            return () if best is None else (best,)
-        bids, asks = self.book.depth(depth)
-        return asks if buy else bids
-
-    def _available(self, buy: bool, limit: int, wanted: int) -> int:
-        depth = 32
-        while True:
-            levels = self._levels(buy, depth)
-            total = 0
-            for price, qty in levels:
-                if (price > limit) if buy else (price < limit):
-                    return total
-                total += qty
-                if total >= wanted:
-                    return total
-            if len(levels) < depth:
-                return total
-            depth *= 4
-
-    def _take(self, order: Order, limit: int, *, market: bool) -> None:
-        """Walk the recorded opposite side, best first, up to ``limit``; the book itself is not changed."""
-        buy = order.side is Side.BUY
-        tick = self.instrument.price_tick
-        step = self.instrument.qty_step
-        adjust = self.slippage.adjust
-        by_quote = order.quote_qty is not None
-        depth = 1  # most orders fill within the best level: look deeper only when they do not
-        seen = 0
-        while True:
-            levels = self._levels(buy, depth)
-            for price, level_qty in levels[seen:]:
-                if (price > limit) if buy else (price < limit):
-                    return
-                fill_price = adjust(buy, price, tick) if market else price
-                if fill_price <= 0:
-                    return
-                if by_quote:
-                    qty = self._affordable(order, fill_price, level_qty, step)
-                    if qty <= 0:
-                        return
-                else:
-                    qty = min(level_qty, order.qty - order.filled)
-                self._fill(order, fill_price, qty, maker=False)
-                if not by_quote and order.filled == order.qty:
-                    return
-            if len(levels) < depth:
-                return
-            seen = len(levels)
-            depth = 32 if depth == 1 else depth * 4
-
-    def _affordable(self, order: Order, price: int, level_qty: int, step: int) -> int:
-        """The most whole steps of ``level_qty`` a quote-qty buy can still pay for at ``price``, fee included."""
-        budget = order.reserved
-        rate = self.fees.taker_rate
-        qty = budget * SCALE * SCALE // (price * (SCALE + rate)) // step * step
-        qty = min(qty, level_qty // step * step)
-        while qty > 0:
-            notional = price * qty // SCALE
-            fee = ceil_div(order.fee_numerator + notional * rate, SCALE) - order.fees_paid
-            if notional + fee <= budget:
-                return qty
-            qty -= step
-        return 0
-
-    def _fill(self, order: Order, price: int, qty: int, *, maker: bool) -> None:
-        notional, remainder = divmod(price * qty, SCALE)
-        if remainder:
-            raise DataError(
-                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the capture's "
-                "quantities are finer than price_tick x qty_step allows"
-            )
-        fee, order.fee_numerator = self.fees.fee(order.fee_numerator, order.fees_paid, notional, maker)
-        order.fees_paid += fee
-        order.notional_filled += notional
-        order.filled += qty
-        ledger = self.ledger
-        base, quote = self.base, self.quote
-        if order.side is Side.BUY:
-            if not ledger.reserve(VENUE, base, qty):
-                raise AssertionError("the backtest venue ran out of base")
-            ledger.settle(
-                buyer=TRADER, seller=VENUE, base=base, quote=quote, qty=qty, notional=notional, buyer_fee=fee,
-                seller_fee=0,
-            )  # fmt: skip
-            order.reserved -= notional + fee
-            signed = qty
-        else:
-            if not ledger.reserve(VENUE, quote, notional):
-                raise AssertionError("the backtest venue ran out of quote")
-            ledger.settle(
-                buyer=VENUE, seller=TRADER, base=base, quote=quote, qty=qty, notional=notional, buyer_fee=0,
-                seller_fee=fee,
-            )  # fmt: skip
-            order.reserved -= qty
-            signed = -qty
-        if order.reserved < 0:
-            raise AssertionError(f"order {order.client_order_id} spent more than it reserved")
-        self.position.apply_fill(signed, notional, fee)
-        ts = self.clock
-        by_quote = order.quote_qty is not None
-        done = not by_quote and order.filled == order.qty
-        if not done and order.status is not OrderStatus.PARTIALLY_FILLED:
-            order.transition(OrderStatus.PARTIALLY_FILLED, ts)
-        self.fill_count += 1
-        cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
-        base_total = ledger.free(TRADER, base) + ledger.locked(TRADER, base)
-        self.rows.append(
-            (ts, order.order_id, 1 if signed > 0 else -1, price, qty, fee, 1 if maker else 0, cash, base_total)
-        )
-        self.outbox.append(
-            order.fill_event(
-                trade_id=self.fill_count,
-                price=price,
-                qty=qty,
-                fee=fee,
-                fee_asset=quote,
-                liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
-                ts=ts,
-            )
-        )
-        if done:
-            self._finish(order, OrderStatus.FILLED, None)
-
-    def _finish(self, order: Order, status: OrderStatus, reason: RejectReason | None) -> None:
-        ts = self.clock
-        order.transition(status, ts)
-        self.oms.mark_closed(order)
-        if order.reserved:
-            self.ledger.release(TRADER, order.reserve_asset, order.reserved)
-            order.reserved = 0
-        if order.resting:
-            order.resting = False
-            self.resting = [r for r in self.resting if r.order is not order]
-        event = order.closed_event(reason, ts)
-        if event is not None:
-            self.counts["cancelled" if status is OrderStatus.CANCELLED else "expired"] += 1
-            self.outbox.append(event)
-
-    # --------------------------------------------------------------------------------------------- market events
-
-    def on_trade(self, trade: Trade) -> None:
-        """A recorded trade: advance the queues of resting orders at its price, fill what it reaches or trades through."""
-        price = trade.price
-        sell_aggressor = trade.aggressor is Side.SELL
-        available = trade.qty  # what the trade can give our orders resting exactly at its price
-        on_trade = self.queue.on_trade
-        for resting in list(self.resting):
-            order = resting.order
-            if not order.is_open:
-                continue
-            buy = order.side is Side.BUY
-            if buy != sell_aggressor:
-                continue  # a trade by an aggressor on our own side never reaches our order
-            leaves = order.qty - order.filled
-            limit = resting.price
-            if (price < limit) if buy else (price > limit):
-                self._fill(order, limit, leaves, maker=True)  # traded through our price: all of it
-            elif price == limit:
-                resting.queue_ahead, reach = on_trade(resting.queue_ahead, trade.qty)
-                qty = min(reach, leaves, available)
-                if qty > 0:
-                    available -= qty
-                    self._fill(order, limit, qty, maker=True)
-
-    def on_levels(self) -> None:
-        """After a depth update: a level that shrank below an order's queue ahead shrinks that queue."""
-        level_qty = self.book.level_qty
-        on_level = self.queue.on_level
-        for resting in self.resting:
-            order = resting.order
-            resting.queue_ahead = on_level(resting.queue_ahead, level_qty(order.side, resting.price))
 
     def drain(self) -> None:
         """Deliver the order events waiting in the outbox (the strategy may add more while handling them)."""
@@ -869,23 +550,32 @@ class _Simulation:
         while outbox:
             on_order_event(outbox.popleft())
 
-    def mark(self) -> int:
-        book = self.book
-        if not book.needs_resync:
-            mid = book.mid()
-            if mid is not None:
-                return mid
-        return self.last_trade_price
-
     def balances(self) -> tuple[int, int]:
-        ledger = self.ledger
+        ledger = self.kernel.ledger
+        inst = self.instrument
         return (
-            ledger.free(TRADER, self.quote) + ledger.locked(TRADER, self.quote),
-            ledger.free(TRADER, self.base) + ledger.locked(TRADER, self.base),
+            ledger.free(TRADER, inst.quote_asset) + ledger.locked(TRADER, inst.quote_asset),
+            ledger.free(TRADER, inst.base_asset) + ledger.locked(TRADER, inst.base_asset),
         )
 
 
-# -------------------------------------------------------------------------------------------------------------- run
+def _instrument(settings: L2Settings, fees: FeeModel) -> Instrument:
+    base, quote = split_symbol(settings.symbol)
+    try:
+        return Instrument(
+            symbol=settings.symbol,
+            base_asset=base,
+            quote_asset=quote,
+            price_tick=settings.price_tick,
+            qty_step=settings.qty_step,
+            min_qty=settings.qty_step,
+            max_qty=10**6 * SCALE,
+            min_notional=0,
+            maker_fee_rate=fees.maker_rate,
+            taker_fee_rate=fees.taker_rate,
+        )
+    except ConfigError as exc:
+        raise InvalidInput(f"L2 settings do not fit {settings.symbol}: {exc}") from exc
 
 
 def run_l2_backtest(
@@ -917,16 +607,26 @@ def run_l2_backtest(
             latency_model = UniformLatency(settings.latency_ns, settings.latency_ns + settings.latency_jitter_ns, seed)
         else:
             latency_model = ConstantLatency(settings.latency_ns)
-    sim = _Simulation(settings, strategy, fees, slippage, latency_model, queue_model or ConservativeQueue())
+    venue = L2ReplayVenue(
+        _instrument(settings, fees),
+        market=settings.market,
+        fees=fees,
+        slippage=slippage,
+        latency=latency_model,
+        queue=queue_model or ConservativeQueue(),
+    )
+    run = _Run(settings, strategy, venue)
     symbol = settings.symbol
     started = time.perf_counter()
-    ctx = L2Context(sim)
-    strategy.on_start(ctx)
+    strategy.on_start(L2Context(run))
     on_trade = strategy.on_trade
     on_book = strategy.on_book
-    book = sim.book
-    arrivals = sim.arrivals
-    outbox = sim.outbox
+    book = venue.book
+    apply_depth = venue.apply_depth
+    venue_trade = venue.on_trade
+    apply_reports = run._apply
+    in_flight = venue.in_flight
+    outbox = run.outbox
     interval = settings.equity_interval_ns
     samples: list[tuple[int, int, int, int, int]] = []
     next_sample = 0
@@ -935,67 +635,61 @@ def run_l2_backtest(
     step = max(1, n // 100)
     for index, event in enumerate(events):
         ts = event.ts_recv
-        if arrivals and arrivals[0][0] < ts:
-            sim.arrive(ts, False)
-        sim.clock = ts
+        if in_flight and in_flight[0][0] < ts:
+            run.arrive(ts, False)
+        run.clock = ts
         if type(event) is BookDelta:  # exact-type checks (no subclasses), which also narrow the event for mypy
             if event.symbol != symbol:
                 raise InvalidInput(f"event of {event.symbol} in a {symbol} backtest")
-            try:
-                if event.is_snapshot:
-                    book.apply_snapshot(event)
-                    applied = True
-                else:
-                    applied = book.apply(event)
-            except SequenceGap:
-                sim.counts["sequence_gaps"] += 1
-                applied = False
-            if applied:
-                if sim.resting:
-                    sim.on_levels()
+            if apply_depth(event):
                 if outbox:
-                    sim.drain()
+                    run.drain()
                 on_book(book)
         elif type(event) is Trade:
             if event.symbol != symbol:
                 raise InvalidInput(f"event of {event.symbol} in a {symbol} backtest")
-            sim.last_trade_price = event.price
-            if sim.resting:
-                sim.on_trade(event)
-                if outbox:
-                    sim.drain()
+            reports = venue_trade(event)
+            if reports:
+                apply_reports(reports)
+            if outbox:
+                run.drain()
             on_trade(event)
         if outbox:
-            sim.drain()
-        if arrivals and arrivals[0][0] <= ts:
-            sim.arrive(ts, True)
-            sim.clock = ts
+            run.drain()
+        if in_flight and in_flight[0][0] <= ts:
+            run.arrive(ts, True)
+            run.clock = ts
         if ts >= next_sample:
-            mark = sim.mark()
+            mark = venue.mark()
             if mark:
                 if not initial_mark:
                     initial_mark = mark
-                cash, base = sim.balances()
+                cash, base = run.balances()
                 samples.append((ts, mark, cash, base, cash + base * mark // SCALE))
                 next_sample = ts - ts % interval + interval
         if progress is not None and index % step == 0:
             progress(index, n)
     strategy.on_stop()
-    sim.drain()
+    run.drain()
     run_seconds = time.perf_counter() - started
-    ledger = sim.ledger
-    if ledger.totals() != ledger.deposited:
+    ledger = run.kernel.ledger
+    if not ledger.conserved():
         raise AssertionError("L2 backtest ledger does not balance: money was created or destroyed")
+    if {a: v for a, v in ledger.counterparty.items() if v} != {a: v for a, v in venue.received.items() if v} or {
+        a: v for a, v in ledger.fees_collected.items() if v
+    } != venue.fees_charged:
+        raise AssertionError("L2 backtest: the kernel booked other trades or fees than the venue reported")
     if n:
-        mark = sim.mark()
-        cash, base = sim.balances()
+        mark = venue.mark()
+        cash, base = run.balances()
         last_ts = events[-1].ts_recv
         if mark and (not samples or samples[-1][0] != last_ts):
             samples.append((last_ts, mark, cash, base, cash + base * mark // SCALE))
-    trades = np.array(sim.rows, dtype=L2_TRADE_DTYPE) if sim.rows else np.zeros(0, dtype=L2_TRADE_DTYPE)
+    trades = np.array(run.rows, dtype=L2_TRADE_DTYPE) if run.rows else np.zeros(0, dtype=L2_TRADE_DTYPE)
     equity = np.array(samples, dtype=EQUITY_DTYPE) if samples else np.zeros(0, dtype=EQUITY_DTYPE)
-    metrics = _metrics(sim, trades, equity, initial_mark, n)
-    client_ids = {order.order_id: order.client_order_id for order in sim.oms.orders(account_id=TRADER)}
+    metrics = _metrics(run, trades, equity, initial_mark, n)
+    oms = run.kernel.oms
+    client_ids = {order.order_id: order.client_order_id for order in oms.orders(account_id=TRADER)}
     return L2Result(
         trades=trades,
         equity=equity,
@@ -1005,16 +699,18 @@ def run_l2_backtest(
         timing={"run_seconds": run_seconds, "events_per_second": n / run_seconds if run_seconds > 0 else 0.0},
         events=n,
         client_order_ids=client_ids,
-        orders=sim.oms.export(TRADER),
+        orders=oms.export(TRADER),
         ledger=ledger,
+        kernel=run.kernel,
+        venue=venue,
     )
 
 
 def _metrics(
-    sim: _Simulation, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int
+    run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int
 ) -> dict[str, float | int]:
     """Final equity, return, drawdown, PnL and execution counts; money as floats in quote units (display only)."""
-    settings = sim.settings
+    settings = run.settings
     initial = settings.initial_cash + settings.initial_base * initial_mark // SCALE
     final = int(equity["equity"][-1]) if len(equity) else initial
     max_drawdown = 0.0
@@ -1027,9 +723,10 @@ def _metrics(
     maker = int(trades["maker"].sum()) if len(trades) else 0
     notional = int((trades["price"].astype(object) * trades["qty"].astype(object)).sum()) // SCALE if len(trades) else 0
     fees = int(trades["fee"].sum()) if len(trades) else 0
-    position = sim.position
-    position.mark_price = sim.mark()
-    orders = sim.oms.orders(account_id=TRADER)
+    venue = run.venue
+    position = run.kernel.ledger.position(TRADER, settings.symbol)
+    position.mark_price = venue.mark()
+    orders = run.kernel.oms.orders(account_id=TRADER)
     return {
         "initial_equity": initial / SCALE,
         "final_equity": final / SCALE,
@@ -1045,12 +742,12 @@ def _metrics(
         "volume_quote": notional / SCALE,
         "final_position": position.qty / SCALE,
         "n_orders": len(orders),
-        "n_rejected": sim.counts["rejected"],
-        "n_cancelled": sim.counts["cancelled"],
-        "n_expired": sim.counts["expired"],
-        "cancels_too_late": sim.counts["cancels_too_late"],
+        "n_rejected": run.counts["rejected"],
+        "n_cancelled": run.counts["cancelled"],
+        "n_expired": run.counts["expired"],
+        "cancels_too_late": run.counts["cancels_too_late"] + venue.cancels_too_late,
         "open_orders_at_end": sum(1 for o in orders if o.is_open),
-        "unsent_at_end": len(sim.arrivals),
-        "sequence_gaps": sim.counts["sequence_gaps"],
+        "unsent_at_end": len(venue.in_flight),
+        "sequence_gaps": venue.sequence_gaps,
         "events": n_events,
     }

@@ -1,0 +1,519 @@
+"""The recorded market as a venue: a Binance L2 capture's book, with queue-position and latency models.
+
+:class:`L2ReplayVenue` is the exchange's side of the tick-level backtest, behind the venue protocol: it takes the
+kernel's :class:`~veloz_actors.messages.SubmitOrder` / :class:`~veloz_actors.messages.SubmitCancel` requests and
+answers with execution reports, while the capture's depth diffs and public trades (:meth:`L2ReplayVenue.on_market`)
+rebuild the recorded :class:`~veloz_actors.core.l2book.L2Book` and move its queues. Every rule is deterministic;
+randomness only enters through a seeded latency model.
+
+**Latency.** A request is *sent* when the venue receives it (the kernel's step) and *arrives*
+``LatencyModel.entry_ns()`` later, one draw per request in the order they are sent; requests arrive in the order they
+were sent (one connection: a later one never overtakes an earlier one). Until then the venue holds it in flight and
+returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has arrived by a time;
+:meth:`L2ReplayVenue.arrive_next` releases one request, for a driver that lets the strategy react between two.
+
+**At arrival** (the book is the recorded book as of the arrival time):
+
+* a market order walks the opposite side of the recorded book level by level, best first, each fill at the level's
+  price moved against the trader by the :class:`~veloz_actors.venues.fill_models.SlippageModel`, while that fill price
+  is no worse than the request's ``limit`` (the order's protect price: see :meth:`L2ReplayVenue.protect_price`).
+  What is left when the limit or the book is reached expires (``NO_LIQUIDITY``). A market BUY by ``quote_qty`` spends
+  at most that much, fees included, in whole quantity steps.
+* a limit order that crosses takes liquidity the same way up to its price (no slippage); ``POST_ONLY`` expires instead
+  (``WOULD_TAKE_LIQUIDITY``), ``FOK`` expires unless the book can fill all of it, ``IOC`` expires its remainder; a
+  ``GTC`` / ``POST_ONLY`` remainder rests.
+* our fills consume level quantity only virtually, for that order: the recorded book is never altered by our trading.
+  This is the standard assumption of L2 replay (our orders are small against the market).
+
+**Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
+quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
+that queue first and only what is beyond it fills the order; a recorded level that shrinks below the queue ahead
+shrinks it. A recorded trade *through* the price fills the whole remaining order at its price. Resting fills are
+MAKER fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel
+that arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
+
+**Fees** are the :class:`~veloz_actors.venues.fill_models.FeeModel`'s, in the quote asset: each order's total is
+``ceil(sum(rate x notional) / 1e8)`` over its fills, charged as it accrues. The kernel books the fee reported.
+
+**Money.** The venue is every fill's counterparty. :attr:`L2ReplayVenue.received` is what it took in, net, per asset
+(its side of the kernel ledger's ``counterparty``) and :attr:`L2ReplayVenue.fees_charged` what it charged, so after a
+run ``venue.received == kernel.ledger.counterparty`` and ``venue.fees_charged == kernel.ledger.fees_collected``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from .._exceptions import DataError, InvalidInput, SequenceGap
+from ..core.instruments import Instrument, ceil_div
+from ..core.l2book import L2Book
+from ..fixed import SCALE, format_decimal
+from ..messages import (
+    BookDelta,
+    Liquidity,
+    OrderType,
+    RejectReason,
+    Side,
+    SubmitCancel,
+    SubmitOrder,
+    TimeInForce,
+    Trade,
+    VenueCancelRejected,
+    VenueOrderAccepted,
+    VenueOrderCancelled,
+    VenueOrderExpired,
+    VenueOrderFilled,
+    VenueOrderRejected,
+)
+from .fill_models import (
+    ConservativeQueue,
+    ConstantLatency,
+    FeeModel,
+    LatencyModel,
+    NoSlippage,
+    QueueModel,
+    SlippageModel,
+)
+
+__all__ = ["L2ReplayVenue"]
+
+_BUY = Side.BUY
+_MARKET = OrderType.MARKET
+
+
+class _Order:
+    """One order as the venue works it (its own record: the kernel's order is the trader's)."""
+
+    __slots__ = (
+        "request", "client_order_id", "account_id", "venue_order_id", "side", "price", "qty", "by_quote", "budget",
+        "filled", "fee_numerator", "fees_paid", "open", "queue_ahead",
+    )  # fmt: skip
+
+    def __init__(self, request: SubmitOrder, venue_order_id: str, max_qty: int) -> None:
+        command = request.command
+        self.request = request
+        self.client_order_id = command.client_order_id
+        self.account_id = command.account_id
+        self.venue_order_id = venue_order_id
+        self.side = command.side
+        self.price = command.price
+        self.by_quote = command.quote_qty is not None
+        self.qty = max_qty if self.by_quote else command.qty
+        self.budget = command.quote_qty or 0  # what an order by quote amount may still spend, fees included
+        self.filled = 0
+        self.fee_numerator = 0
+        self.fees_paid = 0
+        self.open = True
+        self.queue_ahead = 0
+
+
+class L2ReplayVenue:
+    """One symbol's recorded market. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        *,
+        market: str = "spot",
+        fees: FeeModel | None = None,
+        slippage: SlippageModel | None = None,
+        latency: LatencyModel | None = None,
+        queue: QueueModel | None = None,
+        name: str = "L2REPLAY",
+        buffer_limit: int = 100_000,
+    ) -> None:
+        self.name = name
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.fees = fees or FeeModel(instrument.maker_fee_rate, instrument.taker_fee_rate)
+        self.slippage: SlippageModel = slippage or NoSlippage()
+        self.latency: LatencyModel = latency or ConstantLatency(0)
+        self.queue: QueueModel = queue or ConservativeQueue()
+        self.book = L2Book(instrument.symbol, market, buffer_limit=buffer_limit)
+        self.last_trade_price = 0
+        self.in_flight: deque[tuple[int, SubmitOrder | SubmitCancel]] = deque()  # (arrival ns, request), FIFO
+        self.last_arrival = 0
+        self.orders: dict[tuple[str, str], _Order] = {}  # working orders (arrived, not closed)
+        self.resting: list[_Order] = []  # those on the book, in arrival order
+        self.next_order_id = 0
+        self.trade_id = 0
+        self.received: dict[str, int] = {}  # net amount per asset the venue took in from traders
+        self.fees_charged: dict[str, int] = {}
+        self.cancels_too_late = 0
+        self.sequence_gaps = 0
+
+    # ----------------------------------------------------------------------------------------- the venue protocol
+
+    @property
+    def next_arrival(self) -> int | None:
+        """When the earliest request in flight reaches the venue (None if none is travelling)."""
+        return self.in_flight[0][0] if self.in_flight else None
+
+    def submit(self, request: SubmitOrder) -> list[Any]:
+        """Send an order: it arrives after the latency model's delay; nothing is known before (an order for another
+        symbol is rejected at once)."""
+        if request.symbol != self.symbol:
+            return [
+                VenueOrderRejected(
+                    venue=self.name,
+                    client_order_id=request.client_order_id,
+                    account_id=request.account_id,
+                    symbol=request.symbol,
+                    reason=RejectReason.UNKNOWN_SYMBOL,
+                    detail=f"this venue trades {self.symbol}",
+                    ts=request.ts,
+                )
+            ]
+        self._send(request)
+        return []
+
+    def cancel(self, request: SubmitCancel) -> list[Any]:
+        """Send a cancel: it takes effect when it arrives, after the same kind of delay as an order."""
+        self._send(request)
+        return []
+
+    def on_market(self, event: Any) -> list[Any]:
+        """A recorded market event: a depth diff or snapshot moves the book and its queues, a public trade fills the
+        resting orders it reaches; returns those fills' reports. Requests in flight are not released here."""
+        kind = type(event)
+        if kind is BookDelta:
+            self.apply_depth(event)
+            return []
+        if kind is Trade:
+            return self.on_trade(event)
+        return []
+
+    def on_clock(self, ts: int) -> list[Any]:
+        """Release every request that has arrived by ``ts`` (inclusive), in arrival order; returns their reports."""
+        reports: list[Any] = []
+        in_flight = self.in_flight
+        while in_flight and in_flight[0][0] <= ts:
+            reports.extend(self.arrive_next())
+        return reports
+
+    def arrive_next(self) -> list[Any]:
+        """The earliest request in flight reaches the venue and takes effect; returns its reports (timestamped at its
+        arrival)."""
+        ts, request = self.in_flight.popleft()
+        if type(request) is SubmitCancel:
+            return self._cancel_now(request, ts)
+        return self._accept(request, ts)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------------------ the recorded market
+
+    def apply_depth(self, delta: BookDelta) -> bool:
+        """Apply a recorded depth snapshot or diff; True if the book changed (a diff may be stale or refused while
+        the book waits for a snapshot; a break in the update-id chain is counted in ``sequence_gaps``)."""
+        if delta.symbol != self.symbol:
+            raise InvalidInput(f"event of {delta.symbol} on the {self.symbol} venue")
+        book = self.book
+        try:
+            if delta.is_snapshot:
+                book.apply_snapshot(delta)
+                applied = True
+            else:
+                applied = book.apply(delta)
+        except SequenceGap:
+            self.sequence_gaps += 1
+            return False
+        if applied and self.resting:
+            level_qty = book.level_qty
+            on_level = self.queue.on_level
+            for order in self.resting:
+                order.queue_ahead = on_level(order.queue_ahead, level_qty(order.side, order.price))
+        return applied
+
+    def on_trade(self, trade: Trade) -> list[Any]:
+        """A recorded trade: advance the queues of resting orders at its price, fill what it reaches or trades
+        through; returns the fills' reports."""
+        if trade.symbol != self.symbol:
+            raise InvalidInput(f"event of {trade.symbol} on the {self.symbol} venue")
+        self.last_trade_price = trade.price
+        if not self.resting:
+            return []
+        reports: list[Any] = []
+        price = trade.price
+        ts = trade.ts_recv
+        sell_aggressor = trade.aggressor is Side.SELL
+        available = trade.qty  # what the trade can give our orders resting exactly at its price
+        on_trade = self.queue.on_trade
+        for order in list(self.resting):
+            if not order.open:
+                continue
+            buy = order.side is _BUY
+            if buy != sell_aggressor:
+                continue  # a trade by an aggressor on our own side never reaches our order
+            leaves = order.qty - order.filled
+            limit = order.price
+            if (price < limit) if buy else (price > limit):
+                self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
+            elif price == limit:
+                order.queue_ahead, reach = on_trade(order.queue_ahead, trade.qty)
+                qty = min(reach, leaves, available)
+                if qty > 0:
+                    available -= qty
+                    self._fill(order, limit, qty, True, ts, reports)
+        return reports
+
+    def protect_price(self, side: Side, rate: int) -> int:
+        """The worst fill price for a market order sent now: the best recorded opposite price moved ``rate``
+        (fraction, 1e-8 units) against the trader, on tick, then slipped like a fill at that level would be.
+
+        It is fixed when the order is sent, from the book the trader saw (like Binance's market order price
+        protection). 0 when the book shows no opposite price (before the first snapshot, or while it resyncs).
+        """
+        book = self.book
+        if book.needs_resync:
+            return 0
+        tick = self.instrument.price_tick
+        if side is _BUY:
+            best = book.best_ask()
+            if best is None:
+                return 0
+            protect = ceil_div(best[0] * (SCALE + rate), SCALE * tick) * tick
+        else:
+            best = book.best_bid()
+            if best is None:
+                return 0
+            protect = max(tick, best[0] * (SCALE - rate) // (SCALE * tick) * tick)
+        return self.slippage.adjust(side is _BUY, protect, tick)
+
+    def mark(self) -> int:
+        """The recorded mid price, or the last recorded trade price while the book is not synced (0 before any)."""
+        book = self.book
+        if not book.needs_resync:
+            mid = book.mid()
+            if mid is not None:
+                return mid
+        return self.last_trade_price
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "venue": self.name,
+            "symbol": self.symbol,
+            "in_flight": len(self.in_flight),
+            "working_orders": len(self.orders),
+            "trades": self.trade_id,
+            "cancels_too_late": self.cancels_too_late,
+            "sequence_gaps": self.sequence_gaps,
+            "synced": not self.book.needs_resync,
+        }
+
+    # ------------------------------------------------------------------------------------------------- arrivals
+
+    def _send(self, request: SubmitOrder | SubmitCancel) -> None:
+        arrival = request.ts + self.latency.entry_ns()
+        if arrival < self.last_arrival:
+            arrival = self.last_arrival  # one connection: requests arrive in the order they were sent
+        self.last_arrival = arrival
+        self.in_flight.append((arrival, request))
+
+    def _cancel_now(self, request: SubmitCancel, ts: int) -> list[Any]:
+        order = self.orders.pop((request.account_id, request.client_order_id), None)
+        if order is None:
+            self.cancels_too_late += 1
+            return [
+                VenueCancelRejected(
+                    venue=self.name,
+                    client_order_id=request.client_order_id,
+                    account_id=request.account_id,
+                    symbol=request.symbol,
+                    reason=RejectReason.ORDER_NOT_OPEN,
+                    detail="the order is no longer working",
+                    ts=ts,
+                )
+            ]
+        self._close(order)
+        return [
+            VenueOrderCancelled(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                reason=RejectReason.USER_CANCEL,
+                ts=ts,
+            )
+        ]
+
+    def _accept(self, request: SubmitOrder, ts: int) -> list[Any]:
+        self.next_order_id += 1
+        order = _Order(request, str(self.next_order_id), self.instrument.max_qty)
+        reports: list[Any] = [
+            VenueOrderAccepted(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                venue_order_id=order.venue_order_id,
+                ts=ts,
+            )
+        ]
+        self.orders[(order.account_id, order.client_order_id)] = order
+        book = self.book
+        synced = not book.needs_resync
+        command = request.command
+        if command.order_type is _MARKET:
+            if synced:
+                self._take(order, request.limit, True, ts, reports)  # type: ignore[arg-type]
+            if order.by_quote and order.filled:
+                last = max(i for i, r in enumerate(reports) if type(r) is VenueOrderFilled)
+                reports[last] = replace(reports[last], leaves_qty=0)  # it spent what it could: done
+                self._close(order)
+            elif order.open:
+                self._expire(order, RejectReason.NO_LIQUIDITY, ts, reports)
+            return reports
+        price = order.price
+        assert price is not None  # the kernel sends limit orders with their price
+        buy = order.side is _BUY
+        best = (book.best_ask() if buy else book.best_bid()) if synced else None
+        if best is not None and (best[0] <= price if buy else best[0] >= price):
+            tif = command.tif
+            if tif is TimeInForce.POST_ONLY:
+                self._expire(order, RejectReason.WOULD_TAKE_LIQUIDITY, ts, reports)
+                return reports
+            if tif is TimeInForce.FOK and self._available(buy, price, order.qty) < order.qty:
+                self._expire(order, RejectReason.FOK_NOT_FILLABLE, ts, reports)
+                return reports
+            self._take(order, price, False, ts, reports)
+        if not order.open:
+            return reports
+        if command.tif is TimeInForce.IOC or command.tif is TimeInForce.FOK:
+            self._expire(order, RejectReason.IOC_UNFILLED, ts, reports)
+            return reports
+        order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price) if synced else 0)
+        self.resting.append(order)
+        return reports
+
+    def _levels(self, buy: bool, depth: int) -> tuple[tuple[int, int], ...]:
+        """The best ``depth`` recorded levels of the side a buy (sell) takes from; the best one is O(1)."""
+        if depth == 1:
+            best = self.book.best_ask() if buy else self.book.best_bid()
+            return () if best is None else (best,)
+        bids, asks = self.book.depth(depth)
+        return asks if buy else bids
+
+    def _available(self, buy: bool, limit: int, wanted: int) -> int:
+        depth = 32
+        while True:
+            levels = self._levels(buy, depth)
+            total = 0
+            for price, qty in levels:
+                if (price > limit) if buy else (price < limit):
+                    return total
+                total += qty
+                if total >= wanted:
+                    return total
+            if len(levels) < depth:
+                return total
+            depth *= 4
+
+    def _take(self, order: _Order, limit: int, market: bool, ts: int, reports: list[Any]) -> None:
+        """Walk the recorded opposite side, best first, while the fill price is within ``limit``; the book itself
+        is not changed."""
+        buy = order.side is _BUY
+        tick = self.instrument.price_tick
+        step = self.instrument.qty_step
+        adjust = self.slippage.adjust
+        by_quote = order.by_quote
+        depth = 1  # most orders fill within the best level: look deeper only when they do not
+        seen = 0
+        while True:
+            levels = self._levels(buy, depth)
+            for price, level_qty in levels[seen:]:
+                fill_price = adjust(buy, price, tick) if market else price
+                if fill_price <= 0 or ((fill_price > limit) if buy else (fill_price < limit)):
+                    return
+                if by_quote:
+                    qty = self._affordable(order, fill_price, level_qty, step)
+                    if qty <= 0:
+                        return
+                else:
+                    qty = min(level_qty, order.qty - order.filled)
+                self._fill(order, fill_price, qty, False, ts, reports)
+                if not order.open:
+                    return
+            if len(levels) < depth:
+                return
+            seen = len(levels)
+            depth = 32 if depth == 1 else depth * 4
+
+    def _affordable(self, order: _Order, price: int, level_qty: int, step: int) -> int:
+        """The most whole steps of ``level_qty`` an order by quote amount can still pay for at ``price``, fee
+        included."""
+        budget = order.budget
+        rate = self.fees.taker_rate
+        qty = budget * SCALE * SCALE // (price * (SCALE + rate)) // step * step
+        qty = min(qty, level_qty // step * step)
+        while qty > 0:
+            notional = price * qty // SCALE
+            fee = ceil_div(order.fee_numerator + notional * rate, SCALE) - order.fees_paid
+            if notional + fee <= budget:
+                return qty
+            qty -= step
+        return 0
+
+    def _fill(self, order: _Order, price: int, qty: int, maker: bool, ts: int, reports: list[Any]) -> None:
+        notional, remainder = divmod(price * qty, SCALE)
+        if remainder:
+            raise DataError(
+                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the capture's "
+                "quantities are finer than price_tick x qty_step allows"
+            )
+        fee, order.fee_numerator = self.fees.fee(order.fee_numerator, order.fees_paid, notional, maker)
+        order.fees_paid += fee
+        order.filled += qty
+        inst = self.instrument
+        base, quote = inst.base_asset, inst.quote_asset
+        received = self.received
+        if order.side is _BUY:
+            received[quote] = received.get(quote, 0) + notional
+            received[base] = received.get(base, 0) - qty
+        else:
+            received[base] = received.get(base, 0) + qty
+            received[quote] = received.get(quote, 0) - notional
+        if fee:
+            self.fees_charged[quote] = self.fees_charged.get(quote, 0) + fee
+        if order.by_quote:
+            order.budget -= notional + fee
+        self.trade_id += 1
+        reports.append(
+            VenueOrderFilled(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                venue_order_id=order.venue_order_id,
+                trade_id=self.trade_id,
+                price=price,
+                qty=qty,
+                fee=fee,
+                fee_asset=quote,
+                liquidity=Liquidity.MAKER if maker else Liquidity.TAKER,
+                leaves_qty=order.qty - order.filled,
+                ts=ts,
+            )
+        )
+        if not order.by_quote and order.filled == order.qty:
+            self._close(order)
+
+    def _expire(self, order: _Order, reason: RejectReason, ts: int, reports: list[Any]) -> None:
+        self._close(order)
+        reports.append(
+            VenueOrderExpired(
+                venue=self.name,
+                client_order_id=order.client_order_id,
+                account_id=order.account_id,
+                symbol=self.symbol,
+                reason=reason,
+                ts=ts,
+            )
+        )
+
+    def _close(self, order: _Order) -> None:
+        self.orders.pop((order.account_id, order.client_order_id), None)
+        if order.open:
+            order.open = False
+            if order in self.resting:
+                self.resting = [o for o in self.resting if o is not order]
