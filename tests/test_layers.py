@@ -2,7 +2,7 @@
 
 Layers, inner to outer (README "Layout")::
 
-    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py)
+    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py, orders.py)
     core      venues    data    strategies    backtest    search    actors    interfaces
 
 ``config.py`` turns config files into core values: it may import up to ``venues`` and nothing above. ``testing/`` is
@@ -34,6 +34,7 @@ PLACED = {
     "fixed": "messages",
     "_exceptions": "messages",
     "_allocator": "messages",
+    "orders": "messages",  # the PlaceOrder builder: messages, fixed and _exceptions only
     "config": "venues",  # may import core and venues, nothing above
 }
 TESTING_RANK = RANK["actors"] - 0.5  # the test kit: anything below actors
@@ -178,7 +179,7 @@ def test_ray_below_search_is_reported_and_allowed_above() -> None:
         ("veloz_actors.core.kernel", "veloz_actors.testing", False),
         ("veloz_actors.actors.api", "veloz_actors.interfaces.cli", False),
         ("veloz_actors.interfaces.cli", "veloz_actors.actors.api", True),
-        ("veloz_actors.fixed", "veloz_actors.core.oms", False),
+        ("veloz_actors.orders", "veloz_actors.core.oms", False),
         ("veloz_actors", "veloz_actors.actors.api", True),
         ("veloz_actors.interfaces.cli", "veloz_actors", False),
     ],

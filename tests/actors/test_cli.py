@@ -7,6 +7,7 @@ environment, so the test can prove that nothing of that runtime is left behind a
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,16 +70,22 @@ def _marked(marker: str) -> list[int]:
     return pids
 
 
+_SESSION_CID = re.compile(r"^cli-[0-9a-z]+-(\d+)$")  # a generated id: cli-<session start, base 36>-<n>
+
+
 def _comparable(lines: list[bytes]) -> list[dict]:
-    """Order, fill, account, position, query and error events without their timestamps."""
+    """Order, fill, account, position, query and error events without their timestamps (the start time in the
+    session's generated client order ids included)."""
     out = []
     for line in lines:
         obj = orjson.loads(line)
         if obj["type"] in ("status", "market"):
             continue
         obj.pop("ts", None)
-        for order in obj.get("orders", ()):
+        for order in (obj, *obj.get("orders", ())):
             order.pop("history", None)
+            if isinstance(order.get("cid"), str):
+                order["cid"] = _SESSION_CID.sub(r"cli-\1", order["cid"])
         out.append(obj)
     return out
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from veloz_actors.venues.engine import Engine
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.stdio import Session, parse_command
 from veloz_actors.messages import Tick
 from veloz_actors.testing import FakeClock, engine_config
+from veloz_actors.venues.engine import Engine
 
 OUTPUT_TYPES = {"market", "order_update", "fill", "order_state", "account", "position", "status", "error"}
 
@@ -63,6 +63,23 @@ def test_generated_client_order_ids_are_unique(session: Session) -> None:
     first = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")[0]["cid"]
     second = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")[0]["cid"]
     assert first != second
+
+
+def test_a_generated_client_order_id_costs_no_question_to_the_engine(session: Session) -> None:
+    backend = session.backend
+    asked: list[str | None] = []
+    query = backend.query
+    backend.query = lambda cid: asked.append(cid) or query(cid)  # type: ignore[method-assign]
+    [accepted, _account] = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")
+    assert accepted["status"] == "ACCEPTED" and accepted["cid"].startswith("cli-") and accepted["cid"].endswith("-1")
+    assert asked == []
+
+
+def test_a_new_session_never_reuses_the_ids_an_earlier_one_left_in_the_engine(session: Session) -> None:
+    earlier = session.handle_line("ORDER BUY BTCUSDT 0.01 59000")[0]["cid"]
+    again = Session(session.backend, symbols=set(session.symbols), clock=session.clock, market=False)
+    [accepted, _account] = again.handle_line("ORDER BUY BTCUSDT 0.01 59000")
+    assert accepted["status"] == "ACCEPTED" and accepted["cid"] != earlier
 
 
 def test_commands_are_case_insensitive(session: Session) -> None:

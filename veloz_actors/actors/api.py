@@ -36,8 +36,8 @@ import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
 from ..config import EngineFileConfig, default_engine_config, load_engine_config
-from ..fixed import parse_decimal
-from ..messages import CancelOrder, OrderRejected, OrderType, PlaceOrder, RejectReason, Side, TimeInForce
+from ..messages import CancelOrder, OrderRejected, PlaceOrder, RejectReason, Side, TimeInForce
+from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from .backpressure import InFlightWindow
 from .batches import BookTopBatch
 from .spec import LATENCY_BUCKETS, EngineSpec
@@ -135,18 +135,6 @@ def _strategy_settings(settings: Any, symbols: list[str]) -> dict[str, Any]:
     return dict(settings)
 
 
-def _amount(value: Any, what: str, *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal, float)):
-        raise InvalidInput(f"{what} must be a decimal string, got {type(value).__name__}")
-    if isinstance(value, float):
-        text = repr(value)
-    elif isinstance(value, Decimal):
-        text = format(value, "f") if value.is_finite() else str(value)
-    else:
-        text = str(value)
-    return parse_decimal(text, what, allow_zero=allow_zero)
-
-
 class Subscription:
     """An iterator over engine events with its own bounded queue on the event bus (drop-oldest, counted)."""
 
@@ -242,7 +230,7 @@ class EngineHandle:
         self._risk = handles.get("risk")
         self.window = InFlightWindow(spec.order_inbox)
         self.symbols = frozenset(ray.get(self._oms.symbols.remote(), timeout=_CALL_TIMEOUT))
-        self._cid = 0
+        self._ids = ClientOrderIds.for_session("py")  # this handle's client order ids, made locally
         self._closed = False
         self.round_trip_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.round_trip_sum = 0.0
@@ -274,43 +262,26 @@ class EngineHandle:
         tif: str | TimeInForce = TimeInForce.GTC,
         client_order_id: str | None = None,
     ) -> PlaceOrder:
-        """Validate the arguments into a :class:`PlaceOrder` (raises :class:`InvalidInput` naming the problem)."""
-        if not isinstance(symbol, str) or symbol.upper() not in self.symbols:
-            raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
-        try:
-            side_value = side if isinstance(side, Side) else Side(str(side).upper())
-        except ValueError:
-            raise InvalidInput(f"side must be BUY or SELL, got {side!r}") from None
-        try:
-            tif_value = tif if isinstance(tif, TimeInForce) else TimeInForce(str(tif).upper())
-        except ValueError:
-            raise InvalidInput(f"tif must be GTC, IOC, FOK or POST_ONLY, got {tif!r}") from None
-        qty_value = _amount(qty, "quantity")
-        price_value = None if price is None else _amount(price, "price")
-        if price_value is None and tif_value is TimeInForce.POST_ONLY:
-            raise InvalidInput("a MARKET order cannot be POST_ONLY")
-        if client_order_id is None:
-            self._cid += 1
-            client_order_id = f"py-{os.getpid()}-{time.time_ns()}-{self._cid}"
-        elif not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= 36:
-            raise InvalidInput(f"client order id must be 1-36 characters, got {client_order_id!r}")
-        return PlaceOrder(
+        """Validate the arguments into a :class:`PlaceOrder` (raises :class:`InvalidInput` naming the problem), with
+        the builder and client-order-id rule every client uses (:mod:`veloz_actors.orders`); a missing id is made
+        locally, without asking the engine."""
+        return build_place_order(
+            symbol,
+            side,
+            qty=parse_amount(qty, "quantity"),
+            price=None if price is None else parse_amount(price, "price"),
+            tif=tif,
             client_order_id=client_order_id,
+            ids=self._ids,
             account_id=self.account_id,
-            symbol=symbol.upper(),
-            side=side_value,
-            order_type=OrderType.LIMIT if price_value is not None else OrderType.MARKET,
-            qty=qty_value,
-            price=price_value,
-            tif=tif_value,
             ts=time.time_ns(),
+            symbols=self.symbols,
         )
 
     def cancel_order(self, client_order_id: str) -> list[Any]:
         """Cancel an open order by client order id; returns its events (a rejection if it is not open)."""
-        if not isinstance(client_order_id, str) or not client_order_id:
-            raise InvalidInput(f"client order id must be a non-empty string, got {client_order_id!r}")
-        return self.submit(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
+        cid = check_client_order_id(client_order_id)
+        return self.submit(CancelOrder(client_order_id=cid, account_id=self.account_id, ts=time.time_ns()))
 
     def submit(self, command: Any) -> list[Any]:
         """Send one command through the OMS and return its events.

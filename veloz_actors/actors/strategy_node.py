@@ -24,7 +24,8 @@ from typing import Any
 
 import ray
 
-from ..messages import BookTop, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..messages import BookTop, OrderType, Side, TimeInForce, Trade
+from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
 from .batches import BookTopBatch
@@ -40,11 +41,13 @@ _ORDER_EVENT_TYPES = frozenset(
 class LiveContext(StrategyContext):
     """:class:`~veloz_actors.strategies.base.StrategyContext` over the OMS actor (one account)."""
 
-    def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], prefix: str) -> None:
+    def __init__(
+        self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], ids: ClientOrderIds
+    ) -> None:
         self.oms = oms
         self.account_id = account_id
         self.instruments = instruments  # symbol -> (base, quote)
-        self.prefix = prefix
+        self.ids = ids  # where the orders' client order ids come from, made locally
         self.ts = 0
         self.orders = 0
         self.events: list[Any] = []
@@ -83,23 +86,22 @@ class LiveContext(StrategyContext):
         quote_qty: int | None = None,
         client_order_id: str | None = None,
     ) -> str:
-        if client_order_id is None:
-            self.orders += 1
-            client_order_id = f"{self.prefix}-{self.orders}"
-        command = PlaceOrder(
-            client_order_id=client_order_id,
-            account_id=self.account_id,
-            symbol=symbol,
-            side=side,
-            order_type=order_type,
+        command = build_place_order(
+            symbol,
+            side,
             qty=qty,
             price=price,
+            order_type=order_type,
             tif=tif,
             quote_qty=quote_qty,
+            client_order_id=client_order_id,
+            ids=self.ids,
+            account_id=self.account_id,
             ts=max(self.ts, time.time_ns()),
         )
+        self.orders += 1
         self.events.extend(ray.get(self.oms.submit.remote(command), timeout=30))
-        return client_order_id
+        return command.client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
         from ..messages import CancelOrder
@@ -117,7 +119,8 @@ class StrategyNode:
         self.bar_ns = int(settings.get("bar_ms", 1000)) * 1_000_000
         name = str(settings["strategy"])
         self.strategy = make_strategy(name, dict(settings.get("params", {})))
-        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, prefix=f"{name}-{os.getpid()}")
+        ids = ClientOrderIds.for_session(name[:14])  # the strategy's name, then this session's stamp
+        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids)
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
         self.sid = ray.get(bus.subscribe.remote(self.queue, ["BookTop", "Trade"]), timeout=30)

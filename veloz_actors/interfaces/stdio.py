@@ -25,6 +25,9 @@ as exact decimal strings:
 
 The protocol is the same for the single-process engine and the actor engine: :class:`Session` talks to a
 :class:`Backend`, and both engines provide one.
+
+A cid is 1-36 letters, digits and ``- _ . :``. Without ``cid=`` the session makes one, ``cli-<start>-<n>`` (its start
+time in base 36, then a count), locally, with the builder every client uses (:mod:`veloz_actors.orders`).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Protocol
 import orjson
 
 from .._exceptions import InvalidInput
-from ..fixed import format_decimal, parse_decimal
+from ..fixed import format_decimal
 from ..messages import (
     AccountUpdated,
     BookTop,
@@ -50,23 +53,18 @@ from ..messages import (
     OrderFilled,
     OrderRejected,
     OrderStatus,
-    OrderType,
     PlaceOrder,
     PositionUpdated,
     ResetCircuitBreaker,
-    Side,
-    TimeInForce,
     Trade,
 )
+from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
 __all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command"]
 
 HELP = __doc__.split("Commands (case-insensitive keywords; quantities and prices are exact decimals)::")[1].split(
     "Output:"
 )[0]
-
-_CID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-
 
 class Backend(Protocol):
     """What a session needs from an engine (single-process or actors)."""
@@ -78,18 +76,18 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-def _cid(value: str) -> str:
-    if not value or len(value) > 36 or not set(value) <= _CID_CHARS:
-        raise InvalidInput(f"client order id {value!r} must be 1-36 characters of letters, digits, - _ . :")
-    return value
-
-
 def parse_command(
-    line: str, *, symbols: frozenset[str] | set[str], ts: int, account_id: str = "main", next_cid: Any = None
+    line: str,
+    *,
+    symbols: frozenset[str] | set[str],
+    ts: int,
+    account_id: str = "main",
+    ids: ClientOrderIds | None = None,
 ) -> Any:
     """Turn one protocol line into a command message, or a (keyword, argument) request for queries.
 
-    Raises :class:`InvalidInput` naming what is wrong.
+    An ORDER without ``cid=`` takes its client order id from ``ids``. Raises :class:`InvalidInput` naming what is
+    wrong.
     """
     try:
         words = shlex.split(line)
@@ -100,15 +98,15 @@ def parse_command(
     keyword = words[0].upper()
     args = words[1:]
     if keyword == "ORDER":
-        return _parse_order(args, symbols=symbols, ts=ts, account_id=account_id, next_cid=next_cid)
+        return _parse_order(args, symbols=symbols, ts=ts, account_id=account_id, ids=ids)
     if keyword == "CANCEL":
         if len(args) != 1:
             raise InvalidInput("usage: CANCEL <cid>")
-        return CancelOrder(client_order_id=_cid(args[0]), account_id=account_id, ts=ts)
+        return CancelOrder(client_order_id=check_client_order_id(args[0]), account_id=account_id, ts=ts)
     if keyword == "QUERY":
         if len(args) != 1:
             raise InvalidInput("usage: QUERY <cid>|OPEN")
-        return ("QUERY", None if args[0].upper() == "OPEN" else _cid(args[0]))
+        return ("QUERY", None if args[0].upper() == "OPEN" else check_client_order_id(args[0]))
     if keyword == "RESET":
         return ResetCircuitBreaker(account_id=account_id, ts=ts)
     if keyword in ("BALANCE", "POSITIONS", "STATUS", "QUIT", "EXIT", "HELP"):
@@ -121,54 +119,33 @@ def parse_command(
 
 
 def _parse_order(
-    args: list[str], *, symbols: frozenset[str] | set[str], ts: int, account_id: str, next_cid: Any
+    args: list[str], *, symbols: frozenset[str] | set[str], ts: int, account_id: str, ids: ClientOrderIds | None
 ) -> PlaceOrder:
+    """The ORDER line's words -> :func:`~veloz_actors.orders.build_place_order`, the builder every client uses."""
     usage = "usage: ORDER <BUY|SELL> <SYMBOL> <QTY> <PRICE|MARKET> [tif=GTC|IOC|FOK|POST_ONLY] [cid=<id>]"
     positional = [a for a in args if "=" not in a]
     options = [a for a in args if "=" in a]
     if len(positional) != 4:
         raise InvalidInput(f"ORDER needs 4 arguments, got {len(positional)}; {usage}")
-    side_text, symbol, qty_text, price_text = positional
-    try:
-        side = Side(side_text.upper())
-    except ValueError:
-        raise InvalidInput(f"side must be BUY or SELL, got {side_text!r}") from None
-    symbol = symbol.upper()
-    if symbol not in symbols:
-        raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(symbols))}")
-    qty = parse_decimal(qty_text, "quantity", allow_zero=False)
-    if price_text.upper() == "MARKET":
-        order_type, price = OrderType.MARKET, None
-    else:
-        order_type, price = OrderType.LIMIT, parse_decimal(price_text, "price", allow_zero=False)
-    tif = TimeInForce.GTC
-    cid = None
+    side, symbol, qty_text, price_text = positional
+    chosen: dict[str, str] = {}
     for option in options:
         key, _, value = option.partition("=")
         key = key.lower()
-        if key == "tif":
-            try:
-                tif = TimeInForce(value.upper())
-            except ValueError:
-                raise InvalidInput(f"tif must be GTC, IOC, FOK or POST_ONLY, got {value!r}") from None
-        elif key == "cid":
-            cid = _cid(value)
-        else:
+        if key not in ("tif", "cid"):
             raise InvalidInput(f"unknown option {key!r}; expected tif= or cid=")
-    if order_type is OrderType.MARKET and tif is TimeInForce.POST_ONLY:
-        raise InvalidInput("a MARKET order cannot be POST_ONLY")
-    if cid is None:
-        cid = next_cid() if next_cid is not None else f"cli-{ts}"
-    return PlaceOrder(
-        client_order_id=cid,
+        chosen[key] = value
+    return build_place_order(
+        symbol,
+        side,
+        qty=parse_amount(qty_text, "quantity"),
+        price=None if price_text.upper() == "MARKET" else parse_amount(price_text, "price"),
+        tif=chosen.get("tif", "GTC"),
+        client_order_id=chosen.get("cid"),
+        ids=ids,
         account_id=account_id,
-        symbol=symbol,
-        side=side,
-        order_type=order_type,
-        qty=qty,
-        price=price,
-        tif=tif,
         ts=ts,
+        symbols=symbols,
     )
 
 
@@ -368,19 +345,13 @@ class Session:
         self.formatter = EventFormatter(account_id, market=market)
         self.closed = False
         self._last_ts = 0
-        self._cid_counter = 0
+        # client order ids of this session: counted here, no engine query (see veloz_actors.orders)
+        self.ids = ClientOrderIds.for_session("cli", clock=clock)
 
     def now(self) -> int:
         ts = max(self.clock(), self._last_ts + 1)
         self._last_ts = ts
         return ts
-
-    def _next_cid(self) -> str:
-        while True:
-            self._cid_counter += 1
-            cid = f"cli-{self._cid_counter}"
-            if not self.backend.query(cid):
-                return cid
 
     def events(self, events: list[Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -394,9 +365,7 @@ class Session:
             return []
         ts = self.now()
         try:
-            command = parse_command(
-                line, symbols=self.symbols, ts=ts, account_id=self.account_id, next_cid=self._next_cid
-            )
+            command = parse_command(line, symbols=self.symbols, ts=ts, account_id=self.account_id, ids=self.ids)
         except InvalidInput as exc:
             return [{"type": "error", "ts": ts, "code": "BAD_COMMAND", "message": str(exc), "line": line[:200]}]
         if isinstance(command, tuple):
