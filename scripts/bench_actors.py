@@ -56,7 +56,7 @@ def _config():
     config = load_engine_config(ROOT / "configs" / "engine.yaml")
     risk = config.risk.model_copy(update={"orders_per_second": 10_000_000, "burst": 10_000_000})
     metrics = config.metrics.model_copy(update={"enabled": False})
-    return config.model_copy(update={"risk": risk, "metrics": metrics, "actors": {"subscriber_queue": 2_000_000}})
+    return config.model_copy(update={"risk": risk, "metrics": metrics}).with_actors(subscriber_queue=2_000_000)
 
 
 def _limit(i: int, price: int, prefix: str) -> PlaceOrder:
@@ -248,9 +248,7 @@ def bench_replay(capture: Path, batch: int) -> dict[str, Any]:
     from veloz_actors.actors.api import start_local
 
     config = _config()
-    config = config.model_copy(
-        update={"actors": {**config.actors, "replay": {"path": str(capture), "speed": 0, "batch": batch}}}
-    )
+    config = config.with_actors(replay={"path": str(capture), "speed": 0, "batch": batch})
     with start_local(config, name="bench-replay") as engine:
         deadline = time.monotonic() + 300
         while not (replay := engine.status()["replay"])["done"] and not replay["error"]:

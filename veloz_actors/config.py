@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._exceptions import ConfigError, InvalidInput
 from .core.instruments import Instrument
@@ -25,8 +25,10 @@ from .venues.simmarket import SimSymbol
 
 __all__ = [
     "DEFAULT_ENGINE_CONFIG",
+    "ActorsModel",
     "EngineFileConfig",
     "ReplayModel",
+    "StrategyEntryModel",
     "default_engine_config",
     "load_engine_config",
     "load_yaml",
@@ -186,6 +188,77 @@ class ReplayModel(_Model):
     batch: int = Field(default=1000, ge=1, le=100_000)
     reference_prices: bool = False  # its trades and tops also move the OMS's reference prices (risk price band)
 
+    def resolved(self) -> dict[str, Any]:
+        """The settings the feed actor gets, the path made absolute (the actor may run in another working directory);
+        a missing file is a :class:`ConfigError` now rather than a silent feed later."""
+        path = Path(self.path).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"actors.replay.path: no such file: {self.path}")
+        return {**self.model_dump(), "path": str(path)}
+
+
+class StrategyEntryModel(_Model):
+    """One ``actors.strategies`` entry: a built-in bar strategy trading one symbol on the actor engine.
+
+    Its ``params`` are the strategy's own to check (the actor layer asks the strategy when it builds the engine).
+    """
+
+    strategy: str
+    symbol: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    bar_ms: int = Field(default=1000, gt=0)  # bars of this many milliseconds, from the book's mid price
+    account: str = "main"
+    queue: int = Field(default=10_000, ge=1)  # the strategy's bounded queue on the event bus
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "strategy" not in value or "symbol" not in value:
+            raise ValueError(f"each entry needs 'strategy' and 'symbol', got {value!r}")
+        return value
+
+
+class ActorsModel(_Model):
+    """``actors:``: the actor engine's layout and limits (see ``configs/engine.yaml``)."""
+
+    shards: dict[str, list[str]] = Field(default_factory=dict)  # venue actor -> its symbols (default: one each)
+    subscriber_queue: int = Field(default=10_000, ge=1)  # events a subscriber may lag before its oldest drop
+    order_inbox: int = Field(default=1_000, ge=1)  # orders in flight before new ones are rejected OVERLOADED
+    peer_window: int = Field(default=64, ge=1)  # one-way calls in flight to one peer actor
+    replay: ReplayModel | None = None  # a recorded capture the feed replays (a bare path is accepted)
+    strategies: list[StrategyEntryModel] = Field(default_factory=list)
+    risk: dict[str, Any] | None = None  # the risk actor's settings (None: no risk actor); the risk actor reads them
+
+    @field_validator("replay", mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return {"path": str(value)} if isinstance(value, str | Path) else value
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _no_strategies(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def shard_map(self, symbols: list[str]) -> dict[str, tuple[str, ...]]:
+        """Venue actor -> its symbols: the configured shards, then one actor for each symbol no shard names."""
+        shards = {name: tuple(members) for name, members in self.shards.items()}
+        placed = {s for members in shards.values() for s in members}
+        shards.update({symbol: (symbol,) for symbol in symbols if symbol not in placed})
+        return shards
+
+
+def parse_actors(data: Any) -> ActorsModel:
+    """Validate an ``actors:`` mapping; :class:`ConfigError` names each bad field (``actors.replay: speed: ...``)."""
+    try:
+        return ActorsModel.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            section, *rest = [str(p) for p in error["loc"]] or ["value"]
+            where = f"actors.{section}: {'.'.join(rest)}" if rest else f"actors.{section}"
+            problems.append(f"{where}: {error['msg']}")
+        raise ConfigError("; ".join(problems)) from None
+
 
 class EngineFileConfig(_Model):
     """The engine section of a config file (``configs/engine.yaml``)."""
@@ -198,7 +271,7 @@ class EngineFileConfig(_Model):
     sim: SimModel = Field(default_factory=SimModel)
     journal: JournalModel = Field(default_factory=JournalModel)
     metrics: MetricsModel = Field(default_factory=MetricsModel)
-    actors: dict[str, Any] = Field(default_factory=dict)
+    actors: ActorsModel = Field(default_factory=ActorsModel)
 
     @field_validator("instruments")
     @classmethod
@@ -237,6 +310,29 @@ class EngineFileConfig(_Model):
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from exc
 
+    def actor_settings(self) -> ActorsModel:
+        """The ``actors:`` section, checked against the instruments: shards and strategies name configured symbols,
+        each symbol in one shard at most. (A config copied with ``model_copy(update={"actors": {...}})`` skips
+        pydantic; its mapping is validated here. :meth:`with_actors` is the checked way to change the section.)"""
+        actors = self.actors if isinstance(self.actors, ActorsModel) else parse_actors(self.actors)
+        symbols = [i.symbol for i in self.instruments]
+        placed = [s for members in actors.shards.values() for s in members]
+        unknown = sorted(set(placed) - set(symbols))
+        if unknown or len(placed) != len(set(placed)):
+            raise ConfigError(f"actors.shards: unknown or repeated symbols {unknown or placed}")
+        for entry in actors.strategies:
+            if entry.symbol not in symbols:
+                raise ConfigError(f"actors.strategies: unknown symbol {entry.symbol!r}; configured: {symbols}")
+        return actors
+
+    def with_actors(self, **changes: Any) -> EngineFileConfig:
+        """This config with some ``actors:`` fields replaced (``with_actors(replay={"path": ..., "speed": 0})``),
+        validated like the file: :class:`ConfigError` names a bad field."""
+        actors = parse_actors({**self.actor_settings().model_dump(), **changes})
+        config = self.model_copy(update={"actors": actors})
+        config.actor_settings()
+        return config
+
 
 def default_engine_config() -> Path:
     """``configs/engine.yaml`` in the working directory if there is one, else the one shipped beside the package."""
@@ -270,6 +366,7 @@ def parse_engine_config(data: dict[str, Any], source: str = "config") -> EngineF
         config = EngineFileConfig.model_validate(data)
         config.engine_config()  # validate the money values now, not at first use
         config.engine_risk.build()
+        config.actor_settings()
         return config
     except ValidationError as exc:
         first = exc.errors()[0]

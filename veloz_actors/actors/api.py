@@ -35,9 +35,10 @@ from typing import Any
 import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
-from ..config import EngineFileConfig, default_engine_config, load_engine_config
+from ..config import EngineFileConfig, StrategyEntryModel, default_engine_config, load_engine_config
 from ..messages import CancelOrder, OrderRejected, PlaceOrder, RejectReason, Side, TimeInForce
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
+from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import BookTopBatch
 from .spec import LATENCY_BUCKETS, EngineSpec
@@ -59,80 +60,39 @@ def build_spec(
     run_clock: bool = False,
     tick_ms: int | None = None,
 ) -> EngineSpec:
-    """The actor layout of an engine from its config file (``actors:`` section: ``shards``, queue limits)."""
+    """The actor layout of an engine from its config file (the ``actors:`` section, typed in
+    :class:`~veloz_actors.config.ActorsModel`: shards, queue limits, a replayed capture, live strategies).
+
+    Everything is checked before any actor starts: a bad field, a missing replay file or a strategy's bad parameter
+    is a :class:`ConfigError` now, not a dead actor later.
+    """
     engine_config = file_config.engine_config()
-    actors = dict(file_config.actors or {})
-    symbols = [i.symbol for i in engine_config.instruments]
-    shards_cfg = actors.get("shards")
-    if shards_cfg:
-        shards = {str(k): tuple(str(s) for s in v) for k, v in dict(shards_cfg).items()}
-        placed = [s for v in shards.values() for s in v]
-        unknown = sorted(set(placed) - set(symbols))
-        if unknown or len(placed) != len(set(placed)):
-            raise ConfigError(f"actors.shards: unknown or repeated symbols {unknown or placed}")
-        for symbol in symbols:
-            if symbol not in placed:
-                shards[symbol] = (symbol,)
-    else:
-        shards = {symbol: (symbol,) for symbol in symbols}  # one venue actor per symbol
-    strategies = tuple(_strategy_settings(s, symbols) for s in actors.get("strategies") or ())
-    replay = _replay_settings(actors["replay"]) if actors.get("replay") else None
+    actors = file_config.actor_settings()
+    return EngineSpec(
+        name=name,
+        engine_config=engine_config.to_json(),
+        journal_dir=None if journal_dir is None else str(journal_dir),
+        durability=durability or file_config.journal.durability,
+        group_ms=file_config.journal.group_ms,
+        shards=actors.shard_map([i.symbol for i in engine_config.instruments]),
+        subscriber_queue=actors.subscriber_queue,
+        order_inbox=actors.order_inbox,
+        peer_window=actors.peer_window,
+        tick_ms=tick_ms or file_config.sim.tick_ms,
+        run_clock=run_clock,
+        strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
+        replay=None if actors.replay is None else actors.replay.resolved(),
+        risk=actors.risk,
+    )
+
+
+def _strategy_settings(entry: StrategyEntryModel) -> dict[str, Any]:
+    """One live strategy's settings, its parameters checked by the strategy itself now."""
     try:
-        return EngineSpec(
-            name=name,
-            engine_config=engine_config.to_json(),
-            journal_dir=None if journal_dir is None else str(journal_dir),
-            durability=durability or file_config.journal.durability,
-            group_ms=file_config.journal.group_ms,
-            shards=shards,
-            subscriber_queue=int(actors.get("subscriber_queue", 10_000)),
-            order_inbox=int(actors.get("order_inbox", 1_000)),
-            peer_window=int(actors.get("peer_window", 64)),
-            tick_ms=tick_ms or file_config.sim.tick_ms,
-            run_clock=run_clock,
-            strategies=strategies,
-            replay=replay,
-            risk=dict(actors["risk"]) if actors.get("risk") else None,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"actors: {exc}") from exc
-
-
-def _replay_settings(settings: Any) -> dict[str, Any]:
-    """Validate ``actors.replay`` now: a missing file or a bad speed is a clear config error, not a silent feed."""
-    from pydantic import ValidationError
-
-    from ..config import ReplayModel
-
-    if isinstance(settings, (str, Path)):
-        settings = {"path": str(settings)}
-    try:
-        replay = ReplayModel.model_validate(settings)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"actors.replay: {problems}") from None
-    path = Path(replay.path).expanduser().resolve()  # the feed actor may run in another working directory
-    if not path.is_file():
-        raise ConfigError(f"actors.replay.path: no such file: {replay.path}")
-    return {**replay.model_dump(), "path": str(path)}
-
-
-def _strategy_settings(settings: Any, symbols: list[str]) -> dict[str, Any]:
-    """Validate one ``actors.strategies`` entry now, so a bad one is a clear config error, not a dead actor."""
-    from ..strategies.bar_strategies import make_strategy
-
-    if not isinstance(settings, dict) or "strategy" not in settings or "symbol" not in settings:
-        raise ConfigError(f"actors.strategies: each entry needs 'strategy' and 'symbol', got {settings!r}")
-    if settings["symbol"] not in symbols:
-        raise ConfigError(f"actors.strategies: unknown symbol {settings['symbol']!r}; configured: {symbols}")
-    try:
-        make_strategy(str(settings["strategy"]), dict(settings.get("params") or {}))
-        bar_ms = int(settings.get("bar_ms", 1000))
-    except (InvalidInput, TypeError, ValueError) as exc:
+        make_strategy(entry.strategy, dict(entry.params))
+    except InvalidInput as exc:
         raise ConfigError(f"actors.strategies: {exc}") from exc
-    if bar_ms <= 0:
-        raise ConfigError("actors.strategies: bar_ms must be positive")
-    return dict(settings)
+    return entry.model_dump()
 
 
 class Subscription:

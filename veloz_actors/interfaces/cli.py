@@ -61,14 +61,15 @@ def start(
     if replay is not None or replay_speed is not None:
         if single_process:
             raise VelozError("--replay runs on the actor engine: use --local or --address, not --single-process")
-        settings = dict(file_config.actors.get("replay") or {})
+        configured = file_config.actor_settings().replay
+        settings = configured.model_dump() if configured is not None else {}
         if replay is not None:
             settings["path"] = str(replay)
         if replay_speed is not None:
             settings["speed"] = replay_speed
         if "path" not in settings:
             raise VelozError("--replay-speed needs a file to replay: --replay PATH (or actors.replay in the config)")
-        file_config = file_config.model_copy(update={"actors": {**file_config.actors, "replay": settings}})
+        file_config = file_config.with_actors(replay=settings)
     tick = tick_ms if tick_ms is not None else file_config.sim.tick_ms
     if tick <= 0:
         raise VelozError("--tick-ms must be positive")
