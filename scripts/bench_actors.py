@@ -4,10 +4,14 @@
 
 Measures, for both engines where it applies:
 
-- order round trip: place a resting limit order and wait for its events, one at a time (p50 / p99);
+- order acknowledgement: place a resting limit order and wait for the kernel step's events (risk, reservation,
+  state), one at a time (p50 / p99);
+- fill to subscriber: place a market order and wait until its ``OrderFilled`` reaches a subscriber of the event bus
+  (actors: OMS -> venue actor -> OMS -> bus -> a subscriber polling from this process; single process: the engine's
+  step and an in-process bounded queue), one at a time (p50 / p99);
 - sustained orders/s: limit orders and their cancels, pipelined (actors: 64 calls in flight) and batched
   (``submit_many``, 500 commands per call);
-- market events/s through feed -> book -> subscriber, in batches (actors: feed actor -> book actor -> event bus ->
+- market events/s through feed -> venue -> subscriber, in batches (actors: feed actor -> venue actor -> event bus ->
   a subscriber polling from this process; single process: the same classes called in-process);
 - a recorded Binance capture (``--capture``) replayed by the feed actor as fast as its book actors take it;
 - memory: resident set of the engine (actors: every actor process incl. the supervisor; single process: this
@@ -37,7 +41,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this 
 
 from veloz_actors.config import load_engine_config  # noqa: E402
 from veloz_actors.venues.engine import Engine  # noqa: E402
-from veloz_actors.messages import BookTop, CancelOrder, OrderType, PlaceOrder, Side, Tick  # noqa: E402
+from veloz_actors.messages import BookTop, CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, Tick  # noqa: E402
 
 
 def _rss_mib(pid: int | str = "self") -> float:
@@ -68,6 +72,19 @@ def _limit(i: int, price: int, prefix: str) -> PlaceOrder:
         order_type=OrderType.LIMIT,
         qty=10_000,  # 0.0001 BTC
         price=price,
+        ts=time.time_ns(),
+    )
+
+
+def _market(i: int, prefix: str) -> PlaceOrder:
+    """A small market order, buying and selling in turn (the simulated market maker is on both sides)."""
+    return PlaceOrder(
+        client_order_id=f"{prefix}-{i}",
+        account_id="main",
+        symbol="BTCUSDT",
+        side=Side.BUY if i % 2 == 0 else Side.SELL,
+        order_type=OrderType.MARKET,
+        qty=10_000,
         ts=time.time_ns(),
     )
 
@@ -116,6 +133,17 @@ def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         engine.apply(_limit(i, price, "thr"))
         engine.apply(_cancel(i, "thr"))
     sustained = 2 * orders / (time.perf_counter() - start)
+    fill_queue = DropOldestQueue(100_000)
+    fill_latencies = []
+    for i in range(orders):
+        if i % 200 == 0:
+            engine.apply(Tick(ts=time.time_ns()))
+        command = _market(i, "fill")
+        start = time.perf_counter()
+        fill_queue.put_many(engine.apply(command))
+        got = fill_queue.take(100_000)
+        assert any(type(e) is OrderFilled and e.client_order_id == command.client_order_id for e in got)
+        fill_latencies.append(time.perf_counter() - start)
     memory = _rss_mib() - base  # the engine after its order work (before the market test's input data)
     # feed -> book -> subscriber, in-process: the same book update and bounded queue, no Ray between them
     tops: dict[str, BookTop] = {}
@@ -134,6 +162,8 @@ def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dic
     return {
         "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
         "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
+        "fill_to_subscriber_p50_ms": statistics.median(fill_latencies) * 1e3,
+        "fill_to_subscriber_p99_ms": _pct(fill_latencies, 0.99) * 1e3,
         "orders_per_second_pipelined": sustained,
         "orders_per_second_batched": sustained,
         "market_events_per_second": market,
@@ -167,6 +197,19 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
             engine.submit(command)
             latencies.append(time.perf_counter() - start)
             engine.submit(_cancel(i, "lat"))
+        # a market order's fill event reaching a subscriber of the bus
+        fills = engine.subscribe(kinds=["OrderFilled"], max_queue=100_000)
+        fill_latencies = []
+        for i in range(orders):
+            if i % 200 == 0:
+                engine.tick()
+            command = _market(i, "fill")
+            start = time.perf_counter()
+            engine.submit(command)
+            while not any(type(e) is OrderFilled and e.client_order_id == command.client_order_id for e in fills.poll()):
+                pass
+            fill_latencies.append(time.perf_counter() - start)
+        fills.close()
         # pipelined: 64 calls in flight from this client
         oms = engine.actor("oms")
         start = time.perf_counter()
@@ -230,6 +273,8 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         "startup_seconds": startup,
         "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
         "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
+        "fill_to_subscriber_p50_ms": statistics.median(fill_latencies) * 1e3,
+        "fill_to_subscriber_p99_ms": _pct(fill_latencies, 0.99) * 1e3,
         "orders_per_second_pipelined": pipelined,
         "orders_per_second_batched": batched,
         "market_events_per_second": market,
@@ -242,7 +287,7 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
 
 
 def bench_replay(capture: Path, batch: int) -> dict[str, Any]:
-    """The feed actor replaying a recorded Binance capture at speed 0: each batch acknowledged by its book actor."""
+    """The feed actor replaying a recorded Binance capture at speed 0: each batch acknowledged by its venue actor."""
     import ray
 
     from veloz_actors.actors.api import start_local
@@ -274,11 +319,13 @@ def main() -> None:
         actors = bench_actors(args.orders, args.events, args.batch, Path(tmp))
     replay = bench_replay(args.capture, args.batch)
     rows = [
-        ("order round trip p50 (ms)", "order_round_trip_p50_ms", "{:.3f}"),
-        ("order round trip p99 (ms)", "order_round_trip_p99_ms", "{:.3f}"),
+        ("order acknowledgement p50 (ms)", "order_round_trip_p50_ms", "{:.3f}"),
+        ("order acknowledgement p99 (ms)", "order_round_trip_p99_ms", "{:.3f}"),
+        ("market order fill to subscriber p50 (ms)", "fill_to_subscriber_p50_ms", "{:.3f}"),
+        ("market order fill to subscriber p99 (ms)", "fill_to_subscriber_p99_ms", "{:.3f}"),
         ("orders/s, one per call, pipelined", "orders_per_second_pipelined", "{:,.0f}"),
         ("orders/s, batched 500 per call", "orders_per_second_batched", "{:,.0f}"),
-        ("market events/s feed->book->subscriber", "market_events_per_second", "{:,.0f}"),
+        ("market events/s feed->venue->subscriber", "market_events_per_second", "{:,.0f}"),
         ("  ... subscriber builds BookTop messages", "market_events_per_second_as_messages", "{:,.0f}"),
         ("memory of the engine (MiB RSS)", "memory_mib", "{:.0f}"),
     ]
@@ -294,7 +341,7 @@ def main() -> None:
     print(
         f"recorded capture replayed by the feed actor ({args.capture.name}, speed 0): {replay['total']:,} events, "
         f"load {replay['load_seconds']:.2f} s, replay {replay['replay_seconds']:.2f} s = "
-        f"{replay['total'] / replay['replay_seconds']:,.0f} events/s (every batch acknowledged by its book actor)"
+        f"{replay['total'] / replay['replay_seconds']:,.0f} events/s (every batch acknowledged by its venue actor)"
     )
     actors["replay"] = replay
     if args.json is not None:

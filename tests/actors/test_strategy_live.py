@@ -31,6 +31,8 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
             return (status, orders) if len(orders) == status["orders"] else None
 
         status, orders = wait_for(settled, what="the strategy to see every bar and its orders to reach the OMS")
+        assert engine.settle()  # the venue answered every order (none still SUBMITTED)
+        orders = [o for o in engine.orders() if o["client_order_id"].startswith("sma_cross-")]
         assert status["errors"] == 0, status["last_error"]
         assert status["orders"] >= 1
         assert any(o["status"] == "FILLED" for o in orders)

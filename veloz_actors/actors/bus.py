@@ -10,6 +10,7 @@ from typing import Any
 
 from .backpressure import DropOldestQueue
 from .batches import BookTopBatch
+from .spec import CallWindow
 
 __all__ = ["EventBusActor", "Settled"]
 
@@ -33,10 +34,30 @@ class EventBusActor:
         self.next_id = 0
         self.published = 0
         self.batches = 0
+        self.forwards: list[tuple[Any, frozenset[str], CallWindow]] = []
+
+    def forward(self, actor: Any, kinds: Sequence[str], window: int = 64) -> int:
+        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, losslessly (the sender waits when
+        ``window`` calls are in flight): an actor that must see every fill, like the risk actor. Of a columnar batch
+        of tops only each symbol's latest is pushed. Replaces an earlier forward to the same actor."""
+        self.forwards = [f for f in self.forwards if f[0] != actor]
+        self.forwards.append((actor, frozenset(kinds), CallWindow(window)))
+        return len(self.forwards)
+
+    def _forward(self, events: Sequence[Any] | BookTopBatch) -> None:
+        for actor, kinds, window in self.forwards:
+            if type(events) is BookTopBatch:
+                chosen: list[Any] = list(events.latest().values()) if "BookTop" in kinds else []
+            else:
+                chosen = [e for e in events if type(e).__name__ in kinds]
+            if chosen:
+                window.send(actor.apply, chosen)
 
     def publish(self, events: Sequence[Any] | BookTopBatch) -> int:
         """Queue ``events`` (a list of messages, or a columnar batch kept whole) for every subscriber."""
         self.batches += 1
+        if self.forwards:
+            self._forward(events)
         if type(events) is BookTopBatch:
             self.published += len(events)
             for sid, queue in self.queues.items():

@@ -32,6 +32,7 @@ from .venue import VenueActor
 __all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
+_RISK_KINDS = ("OrderFilled", "BookTop", "Trade", "MarkPrice", "Kline", "Ticker")
 _ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
 
 
@@ -82,14 +83,29 @@ class Supervisor:
         threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
 
     def _start_risk(self) -> Any:
-        """The engine-wide risk actor, off the order path: it follows fills and marks on the bus and sends the OMS
-        ``HaltTrading`` / ``CancelAllOrders`` one-way. Started when the spec configures it (``actors.risk``) and
-        :mod:`.risk` provides ``RiskActor(spec, oms, bus)``; its status joins ``STATUS`` as actor ``risk``."""
+        """The engine-wide risk actor (:mod:`.risk`), off the order path, when the spec configures it
+        (``actors.risk``: the limits of :class:`~veloz_actors.core.risk_monitor.EngineRiskLimits`, in 1e-8 units): the
+        bus pushes it every fill and mark, and it sends the OMS ``HaltTrading`` / ``CancelAllOrders`` one-way."""
         if self.spec.risk is None:
             return None
-        from . import risk  # type: ignore[attr-defined]
+        from ..core.risk_monitor import EngineRiskLimits, RiskMonitorConfig
+        from ..venues.engine import EngineConfig
+        from .risk import RiskActor
 
-        return ray.remote(risk.RiskActor).options(**_ORDERED).remote(self.spec, self.oms, self.bus)
+        settings = dict(self.spec.risk)
+        limits = EngineRiskLimits(**dict(settings.get("limits", settings)))
+        kernel_config = EngineConfig.from_json(self.spec.engine_config).kernel_config()
+        config = RiskMonitorConfig.from_kernel(kernel_config, limits)
+        risk = (
+            ray.remote(RiskActor)
+            .options(**_ORDERED)
+            .remote(config, self.oms, journal_path=self.spec.journal_path("risk"), durability=self.spec.durability)
+        )
+        self._follow(risk)
+        return risk
+
+    def _follow(self, risk: Any) -> None:
+        ray.get(self.bus.forward.remote(risk, _RISK_KINDS), timeout=60)
 
     def handles(self) -> dict[str, Any]:
         """The actor handles, for an engine handle in another process (``vz.connect``)."""
@@ -133,6 +149,8 @@ class Supervisor:
                     self.pids[name] = pid
                     if name == "account" and self.state == "running":
                         self.oms.resync_account.remote()  # type: ignore[attr-defined]
+                    if name == "bus" and self.risk is not None and self.state == "running":
+                        self.bus.forward.remote(self.risk, _RISK_KINDS)  # a restarted bus forgot its forwards
                 self.alive[name] = True
                 self.seqs[name] = seq
             return dict(self.alive)
