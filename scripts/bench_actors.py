@@ -41,7 +41,16 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this 
 
 from veloz_actors.config import load_engine_config  # noqa: E402
 from veloz_actors.venues.engine import Engine  # noqa: E402
-from veloz_actors.messages import BookTop, CancelOrder, OrderFilled, OrderType, PlaceOrder, Side, Tick  # noqa: E402
+from veloz_actors.messages import (  # noqa: E402
+    BookTop,
+    CancelOrder,
+    OrderAccepted,
+    OrderFilled,
+    OrderType,
+    PlaceOrder,
+    Side,
+    Tick,
+)
 
 
 def _rss_mib(pid: int | str = "self") -> float:
@@ -84,7 +93,7 @@ def _market(i: int, prefix: str) -> PlaceOrder:
         symbol="BTCUSDT",
         side=Side.BUY if i % 2 == 0 else Side.SELL,
         order_type=OrderType.MARKET,
-        qty=10_000,
+        qty=100_000,  # 0.001 BTC: above the minimum notional
         ts=time.time_ns(),
     )
 
@@ -205,9 +214,11 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
                 engine.tick()
             command = _market(i, "fill")
             start = time.perf_counter()
-            engine.submit(command)
+            answer = engine.submit(command)
+            if type(answer[0]) is not OrderAccepted:
+                raise RuntimeError(f"the market order was not accepted: {answer[0]}")
             while not any(type(e) is OrderFilled and e.client_order_id == command.client_order_id for e in fills.poll()):
-                pass
+                time.sleep(0.0002)  # poll as a subscriber would, without starving the actors of the 2 cores
             fill_latencies.append(time.perf_counter() - start)
         fills.close()
         # pipelined: 64 calls in flight from this client
