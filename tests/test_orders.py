@@ -120,9 +120,13 @@ def test_a_given_client_order_id_is_used_and_checked() -> None:
         build_place_order("BTCUSDT", "SELL", qty=1, ts=1)
 
 
-def test_a_market_buy_may_give_a_quote_quantity() -> None:
-    order = build_place_order("BTCUSDT", Side.BUY, quote_qty=50_000_000_000, client_order_id="q-1", ts=1)
+def test_a_market_buy_may_give_a_quote_quantity_and_a_protect_price() -> None:
+    order = build_place_order(
+        "BTCUSDT", Side.BUY, quote_qty=50_000_000_000, protect_price=6_100_000_000_000, client_order_id="q-1", ts=1
+    )
     assert (order.qty, order.quote_qty, order.order_type) == (0, 50_000_000_000, OrderType.MARKET)
+    assert order.protect_price == 6_100_000_000_000
+    assert build_place_order("BTCUSDT", Side.BUY, qty=1, client_order_id="q-2", ts=1).protect_price is None
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,7 @@ def build_place_order(
     qty: int = 0,
     price: int | None = None,
     quote_qty: int | None = None,
+    protect_price: int | None = None,
     order_type: OrderType | str | None = None,
     tif: TimeInForce | str = TimeInForce.GTC,
     client_order_id: str | None = None,
@@ -170,8 +171,9 @@ def build_place_order(
 ) -> PlaceOrder:
     """A checked :class:`PlaceOrder` (see the module docstring); :class:`InvalidInput` names what is wrong.
 
-    ``qty``, ``price`` and ``quote_qty`` are ints in 1e-8 units (:func:`parse_amount` for typed text). A missing
-    ``client_order_id`` is taken from ``ids``. ``symbols``, when given, is the set of tradable symbols.
+    ``qty``, ``price``, ``quote_qty`` and ``protect_price`` (a market order's worst fill price, when the sender fixes
+    it) are ints in 1e-8 units (:func:`parse_amount` for typed text). A missing ``client_order_id`` is taken from
+    ``ids``. ``symbols``, when given, is the set of tradable symbols.
     """
     if not isinstance(symbol, str) or (symbols is not None and symbol.upper() not in symbols):
         known = f"; configured: {', '.join(sorted(symbols))}" if symbols is not None else ""
@@ -199,5 +201,6 @@ def build_place_order(
         price=price_value,
         quote_qty=None if quote_qty is None else _units(quote_qty, "quote quantity"),
         tif=tif_value,
+        protect_price=None if protect_price is None else _units(protect_price, "protect price"),
         ts=ts,
     )
