@@ -20,6 +20,7 @@ draws from a generator seeded by (seed, symbol), so prices do not depend on how 
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -68,7 +69,9 @@ class SimVenue:
         self.symbol = instrument.symbol
         self.book = OrderBook(instrument.symbol)
         self.orders: dict[tuple[str, str], VenueOrder] = {}  # the trader's resting orders
-        self.seen: dict[tuple[str, str], None] = {}  # (account, client order id) submitted, the latest _SEEN_LIMIT
+        # (account, client order id) of the latest _SEEN_LIMIT orders submitted, and their order of arrival
+        self.seen: set[tuple[str, str]] = set()
+        self.seen_order: deque[tuple[str, str]] = deque()
         self.trade_id = 0
         self.next_order_id = 0
         self.last_clock = -1
@@ -95,9 +98,11 @@ class SimVenue:
             return []  # a re-sent request: the venue has it, and its reports were already given
         if command.symbol != self.symbol:
             return [self._rejected(request, RejectReason.UNKNOWN_SYMBOL, f"this venue trades {self.symbol}")]
-        seen[key] = None
-        if len(seen) > _SEEN_LIMIT:
-            del seen[next(iter(seen))]
+        seen.add(key)
+        seen_order = self.seen_order
+        seen_order.append(key)
+        if len(seen_order) > _SEEN_LIMIT:
+            seen.discard(seen_order.popleft())
         book = self.book
         side = command.side
         tif = command.tif
