@@ -53,3 +53,38 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
 def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):
     with pytest.raises(ConfigError, match=named):
         build_spec(file_config(strategies=[entry]))
+
+
+class _RecordingOms:
+    """Stands in for the OMS actor handle: records what a context sends (``oms.submit.remote(command)``)."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+        self.submit = self
+
+    def remote(self, command):
+        import ray
+
+        self.sent.append(command)
+        return ray.put([])
+
+
+def test_the_live_context_reads_its_account_from_events_and_sends_orders_without_waiting(ray_runtime):
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.messages import AccountUpdated, Balance, PositionUpdated, Side
+    from veloz_actors.orders import ClientOrderIds
+
+    oms = _RecordingOms()
+    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"))
+    ctx.load({"USDT": (100, 0)}, [])
+    assert (ctx.free("USDT"), ctx.position("BTCUSDT")) == (100, 0)
+    ctx.observe(AccountUpdated(account_id="main", balances=(Balance(asset="USDT", free=40, locked=60),), ts=1))
+    ctx.observe(PositionUpdated(account_id="main", symbol="BTCUSDT", qty=7, avg_entry_price=1, cost=7,
+                                realized_pnl=0, unrealized_pnl=0, mark_price=1, ts=1))  # fmt: skip
+    assert (ctx.free("USDT"), ctx.locked("USDT"), ctx.position("BTCUSDT")) == (40, 60, 7)
+    cid = ctx.buy_market("BTCUSDT", qty=1_000_000)
+    ctx.cancel_order(cid)
+    assert [c.client_order_id for c in oms.sent] == [cid, cid]
+    assert [type(c).__name__ for c in oms.sent] == ["PlaceOrder", "CancelOrder"]
+    ctx.reap()
+    assert ctx.send_errors == 0 and not ctx.in_flight

@@ -3,8 +3,10 @@ unchanged against the actor engine.
 
 A :class:`StrategyNode` actor subscribes to the event bus (its own bounded queue), turns top-of-book updates into
 bars of ``bar_ms`` (mid price; a bar is delivered when the first update of the next bar arrives), calls the
-strategy's callbacks, and sends its orders through the OMS (risk, funds reservation, matching) with a
-:class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`.
+strategy's callbacks, and sends its orders through the OMS (risk, funds reservation, then the venue) with a
+:class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`. The
+context reads a local view of the account kept current from the bus and sends orders one-way: a strategy callback
+never blocks on another actor. The strategy's order events (``on_order_event``) come from the bus too.
 An exception in strategy code is counted and reported in ``status()``; the engine goes on.
 
 Configured in the ``actors:`` section of the engine config::
@@ -20,11 +22,27 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import ray
 
-from ..messages import BookTop, OrderType, Side, TimeInForce, Trade
+from ..messages import (
+    AccountUpdated,
+    BookTop,
+    CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderType,
+    PositionUpdated,
+    Side,
+    TimeInForce,
+    Trade,
+)
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
@@ -33,40 +51,59 @@ from .batches import BookTopBatch
 __all__ = ["LiveContext", "StrategyNode"]
 
 _POLL_SECONDS = 0.01
-_ORDER_EVENT_TYPES = frozenset(
-    {"OrderAccepted", "OrderRejected", "OrderFilled", "OrderCancelled", "OrderExpired"}
-)  # fmt: skip
+_IN_FLIGHT = 1_000  # command references kept to notice failed sends
+_ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
+_VIEW_EVENTS = (AccountUpdated, PositionUpdated)
+_KINDS = ["BookTop", "Trade", *(cls.TYPE for cls in _ORDER_EVENTS + _VIEW_EVENTS)]
 
 
 class LiveContext(StrategyContext):
-    """:class:`~veloz_actors.strategies.base.StrategyContext` over the OMS actor (one account)."""
+    """:class:`~veloz_actors.strategies.base.StrategyContext` over the OMS actor (one account), never blocking.
 
-    def __init__(
-        self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], ids: ClientOrderIds
-    ) -> None:
+    Balances and positions are a local view, filled once when the node starts and then kept current from the
+    account's ``AccountUpdated`` and ``PositionUpdated`` events on the bus; orders and cancels go to the OMS one-way,
+    and their outcome (accepted, rejected, filled, ...) comes back as events on the bus. So a strategy callback never
+    waits on another actor. The view lags the OMS by the bus's delivery (a millisecond or so): a strategy that
+    places two orders in one callback sees its funds before either; the kernel still rejects what is not funded.
+    """
+
+    def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], ids: ClientOrderIds) -> None:
         self.oms = oms
         self.account_id = account_id
         self.instruments = instruments  # symbol -> (base, quote)
         self.ids = ids  # where the orders' client order ids come from, made locally
         self.ts = 0
         self.orders = 0
-        self.events: list[Any] = []
+        self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
+        self.positions: dict[str, int] = {}  # symbol -> signed quantity
+        self.in_flight: deque[Any] = deque()  # object refs of commands sent, checked without waiting
+        self.send_errors = 0
+        self.last_send_error: str | None = None
+
+    def load(self, balances: dict[str, tuple[int, int]], positions: Sequence[PositionUpdated]) -> None:
+        """Replace the view (at start, and after the bus dropped events the view depends on)."""
+        self.balances = dict(balances)
+        self.positions = {p.symbol: p.qty for p in positions}
+
+    def observe(self, event: Any) -> None:
+        """Keep the view current from one of the account's events."""
+        kind = type(event)
+        if kind is AccountUpdated:
+            self.balances = {b.asset: (b.free, b.locked) for b in event.balances}
+        elif kind is PositionUpdated:
+            self.positions[event.symbol] = event.qty
 
     def now(self) -> int:
         return self.ts
 
     def position(self, symbol: str) -> int:
-        positions = ray.get(self.oms.positions.remote(self.account_id), timeout=30)
-        return next((p.qty for p in positions if p.symbol == symbol), 0)
-
-    def _balance(self, asset: str) -> tuple[int, int]:
-        return ray.get(self.oms.balances.remote(self.account_id), timeout=30).get(asset, (0, 0))
+        return self.positions.get(symbol, 0)
 
     def free(self, asset: str) -> int:
-        return self._balance(asset)[0]
+        return self.balances.get(asset, (0, 0))[0]
 
     def locked(self, asset: str) -> int:
-        return self._balance(asset)[1]
+        return self.balances.get(asset, (0, 0))[1]
 
     def base_asset(self, symbol: str) -> str:
         return self.instruments[symbol][0]
@@ -100,14 +137,30 @@ class LiveContext(StrategyContext):
             ts=max(self.ts, time.time_ns()),
         )
         self.orders += 1
-        self.events.extend(ray.get(self.oms.submit.remote(command), timeout=30))
+        self._send(command)
         return command.client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
-        from ..messages import CancelOrder
+        self._send(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
 
-        command = CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns())
-        self.events.extend(ray.get(self.oms.submit.remote(command), timeout=30))
+    def _send(self, command: Any) -> None:
+        """One-way to the OMS; the reference is kept (at most ``_IN_FLIGHT``) only to notice a call that failed."""
+        if len(self.in_flight) >= _IN_FLIGHT:
+            self.in_flight.popleft()
+        self.in_flight.append(self.oms.submit.remote(command))
+
+    def reap(self) -> None:
+        """Look, without waiting, at the commands sent: count those whose call failed (the OMS was restarting)."""
+        if not self.in_flight:
+            return
+        done, pending = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref, timeout=0)
+            except Exception as exc:  # noqa: BLE001 - an OMS restart: the strategy sees no order event for it
+                self.send_errors += 1
+                self.last_send_error = f"{type(exc).__name__}: {exc}"
+        self.in_flight = deque(pending)
 
 
 class StrategyNode:
@@ -121,9 +174,11 @@ class StrategyNode:
         self.strategy = make_strategy(name, dict(settings.get("params", {})))
         ids = ClientOrderIds.for_session(name[:14])  # the strategy's name, then this session's stamp
         self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids)
+        self.oms = oms
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
-        self.sid = ray.get(bus.subscribe.remote(self.queue, ["BookTop", "Trade"]), timeout=30)
+        self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
+        self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
         self.bar_start = -1
         self.bars = 0
@@ -141,14 +196,15 @@ class StrategyNode:
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-        if self.ctx.events:
-            events, self.ctx.events = self.ctx.events, []
-            for event in events:
-                if (
-                    type(event).__name__ in _ORDER_EVENT_TYPES
-                    and getattr(event, "account_id", None) == self.ctx.account_id
-                ):
-                    self._guard(self.strategy.on_order_event, event)
+
+    def _load_view(self) -> None:
+        """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
+        every strategy callback: this is the node's own loop)."""
+        account = self.ctx.account_id
+        balances, positions = ray.get(
+            [self.oms.balances.remote(account), self.oms.positions.remote(account)], timeout=30
+        )
+        self.ctx.load(balances, positions)
 
     def _run(self) -> None:
         while not self._stop.wait(_POLL_SECONDS):
@@ -158,17 +214,33 @@ class StrategyNode:
                 continue
             if dropped < 0:  # the bus restarted: subscribe again (bars resume with the next update)
                 with contextlib.suppress(Exception):
-                    self.sid = ray.get(self.bus.subscribe.remote(self.queue, ["BookTop", "Trade"]), timeout=30)
+                    self.sid = ray.get(self.bus.subscribe.remote(self.queue, _KINDS), timeout=30)
+                    self._load_view()
                 continue
-            self.dropped = max(self.dropped, dropped)
-            for item in items:
-                for event in item.events() if type(item) is BookTopBatch else (item,):
-                    if event.symbol != self.symbol:
-                        continue
-                    if type(event) is BookTop:
+            if dropped > self.dropped:  # a slow strategy lost events: its view of the account may be stale
+                self.dropped = dropped
+                with contextlib.suppress(Exception):
+                    self._load_view()
+            self._deliver(items)
+            self.ctx.reap()
+
+    def _deliver(self, items: Sequence[Any]) -> None:
+        account = self.ctx.account_id
+        for item in items:
+            for event in item.events() if type(item) is BookTopBatch else (item,):
+                kind = type(event)
+                if kind is BookTop:
+                    if event.symbol == self.symbol:
                         self._on_top(event)
-                    elif type(event) is Trade:
+                elif kind is Trade:
+                    if event.symbol == self.symbol:
                         self._guard(self.strategy.on_trade, event)
+                elif getattr(event, "account_id", None) != account:
+                    continue
+                elif kind in _VIEW_EVENTS:
+                    self.ctx.observe(event)
+                elif kind in _ORDER_EVENTS:
+                    self._guard(self.strategy.on_order_event, event)
 
     def _on_top(self, top: BookTop) -> None:
         if not top.bid_price or not top.ask_price:
@@ -200,6 +272,7 @@ class StrategyNode:
             "symbol": self.symbol,
             "bars": self.bars,
             "orders": self.ctx.orders,
+            "send_errors": self.ctx.send_errors,
             "errors": self.errors,
             "last_error": self.last_error,
             "dropped": self.dropped,
