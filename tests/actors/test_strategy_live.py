@@ -71,7 +71,7 @@ class _RecordingOms:
 
 def test_the_live_context_reads_its_account_from_events_and_sends_orders_without_waiting(ray_runtime):
     from veloz_actors.actors.strategy_node import LiveContext
-    from veloz_actors.messages import AccountUpdated, Balance, PositionUpdated, Side
+    from veloz_actors.messages import AccountUpdated, Balance, PositionUpdated
     from veloz_actors.orders import ClientOrderIds
 
     oms = _RecordingOms()
