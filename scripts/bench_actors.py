@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this process only
 
 from veloz_actors.config import load_engine_config  # noqa: E402
-from veloz_actors.venues.engine import Engine  # noqa: E402
 from veloz_actors.messages import (  # noqa: E402
     BookTop,
     CancelOrder,
@@ -51,6 +50,7 @@ from veloz_actors.messages import (  # noqa: E402
     Side,
     Tick,
 )
+from veloz_actors.venues.engine import Engine  # noqa: E402
 
 
 def _rss_mib(pid: int | str = "self") -> float:

@@ -29,11 +29,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from veloz_actors.venues.engine import Engine, EngineConfig, tune_gc  # noqa: E402
 from veloz_actors.core.instruments import Instrument  # noqa: E402
 from veloz_actors.core.risk import RiskLimits  # noqa: E402
 from veloz_actors.fixed import SCALE  # noqa: E402
 from veloz_actors.messages import BookTop, CancelOrder, OrderType, PlaceOrder, Side  # noqa: E402
+from veloz_actors.venues.engine import Engine, EngineConfig, tune_gc  # noqa: E402
 
 BTC = Instrument(
     symbol="BTCUSDT", base_asset="BTC", quote_asset="USDT", price_tick=1_000_000, qty_step=1_000,

@@ -13,7 +13,6 @@ from veloz_actors.fixed import format_decimal
 from veloz_actors.messages import (
     BookTop,
     OrderAccepted,
-    OrderCancelled,
     OrderFilled,
     OrderRejected,
     RejectReason,

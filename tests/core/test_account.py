@@ -6,9 +6,9 @@ import pytest
 
 from veloz_actors import InvalidInput
 from veloz_actors.core.account import Ledger, Position
-from veloz_actors.venues.engine import Engine
 from veloz_actors.messages import Balance
 from veloz_actors.testing import cancel, d, engine_config, place
+from veloz_actors.venues.engine import Engine
 
 
 def _ledger() -> Ledger:

@@ -8,7 +8,6 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.venues.engine import Engine, EngineConfig, replay
 from veloz_actors.core.journal import read_journal
 from veloz_actors.messages import (
     AccountUpdated,
@@ -22,6 +21,7 @@ from veloz_actors.messages import (
     Tick,
 )
 from veloz_actors.testing import cancel, d, encoded, engine_config, engine_state, place, trade
+from veloz_actors.venues.engine import Engine, EngineConfig, replay
 
 T0 = 1_700_000_000_000_000_000
 

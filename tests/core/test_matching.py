@@ -7,9 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from veloz_actors.venues.engine import Engine
-from veloz_actors.venues.matching import OrderBook
-from veloz_actors.venues.matching import VenueOrder
 from veloz_actors.messages import (
     Liquidity,
     OrderAccepted,
@@ -21,6 +18,8 @@ from veloz_actors.messages import (
     Side,
 )
 from veloz_actors.testing import d, engine_config, place, trade
+from veloz_actors.venues.engine import Engine
+from veloz_actors.venues.matching import OrderBook, VenueOrder
 
 _ids = iter(range(1, 10**6))
 

@@ -18,7 +18,6 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.core.oms import TRANSITIONS
 from veloz_actors.messages import (
     BookTop,
@@ -32,8 +31,9 @@ from veloz_actors.messages import (
     TimeInForce,
     Trade,
 )
-from veloz_actors.venues.matching import VenueOrder
 from veloz_actors.testing import ACCOUNTS, cancel, encoded, engine_config, engine_state
+from veloz_actors.venues.engine import Engine, replay
+from veloz_actors.venues.matching import VenueOrder
 
 T0 = 1_700_000_000_000_000_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

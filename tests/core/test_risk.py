@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from veloz_actors.venues.engine import Engine
 from veloz_actors.core.risk import RiskEngine, RiskLimits, TokenBucket
 from veloz_actors.messages import (
     CircuitBreakerTripped,
@@ -20,6 +19,7 @@ from veloz_actors.messages import (
     Side,
 )
 from veloz_actors.testing import d, engine_config, place, trade
+from veloz_actors.venues.engine import Engine
 
 SECOND = 1_000_000_000
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from veloz_actors.venues.engine import replay
 from veloz_actors.core.journal import read_journal
 from veloz_actors.interfaces.stdio import EventFormatter
 from veloz_actors.messages import CancelOrder, PlaceOrder, encode
+from veloz_actors.venues.engine import replay
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"

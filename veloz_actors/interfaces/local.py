@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..venues.engine import Engine
 from ..messages import Tick
+from ..venues.engine import Engine
 from .stdio import Session, dumps
 
 __all__ = ["LocalBackend", "run_session"]

@@ -14,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..venues.engine import Engine, EngineConfig
 from ..core.instruments import Instrument
 from ..core.risk import RiskLimits
-from ..venues.simmarket import SimSymbol
 from ..fixed import parse_decimal
 from ..messages import (
     BookTop,
@@ -29,6 +27,8 @@ from ..messages import (
     Trade,
     encode,
 )
+from ..venues.engine import Engine, EngineConfig
+from ..venues.simmarket import SimSymbol
 
 __all__ = [
     "ACCOUNTS",
