@@ -77,6 +77,7 @@ from ..messages import (
     TimeInForce,
     Trade,
 )
+from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Strategy, StrategyContext
 from ..venues.fill_models import (
     ConservativeQueue,
@@ -445,7 +446,7 @@ class _Run:
         self.outbox: deque[Any] = deque()  # order events waiting for the strategy
         self.rows: list[tuple[int, ...]] = []
         self.counts = {"rejected": 0, "cancelled": 0, "expired": 0, "cancels_too_late": 0}
-        self._ids = 0
+        self._ids = ClientOrderIds("l2")  # a fixed prefix: the same ids every run
 
     # ------------------------------------------------------------------------------------------- strategy commands
 
@@ -462,28 +463,14 @@ class _Run:
     ) -> str:
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
-        if client_order_id is None:
-            self._ids += 1
-            client_order_id = f"l2-{self._ids}"
         protect = None
         if order_type is OrderType.MARKET:
             protect = self.venue.protect_price(side, self.settings.market_protect_rate)
-        self._command(
-            PlaceOrder(
-                client_order_id=client_order_id,
-                account_id=TRADER,
-                symbol=symbol,
-                side=side,
-                order_type=order_type,
-                qty=qty,
-                price=price,
-                quote_qty=quote_qty,
-                tif=tif,
-                protect_price=protect,
-                ts=self.clock,
-            )
-        )
-        return client_order_id
+        order = build_place_order(symbol, side, qty=qty, price=price, quote_qty=quote_qty, protect_price=protect,
+                                  order_type=order_type, tif=tif, client_order_id=client_order_id, ids=self._ids,
+                                  account_id=TRADER, ts=self.clock)  # fmt: skip
+        self._command(order)
+        return order.client_order_id
 
     def cancel(self, client_order_id: str) -> None:
         if self.kernel.oms.get(TRADER, client_order_id) is None:

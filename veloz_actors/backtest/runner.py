@@ -1,6 +1,6 @@
 """The event-driven bar backtest: a strategy driven bar by bar, its orders going through the core engine.
 
-One process, no Ray. Each bar updates a reused :class:`~veloz_actors.backtest.strategy.Bar` view and calls
+One process, no Ray. Each bar updates a reused :class:`~veloz_actors.strategies.base.Bar` view and calls
 ``strategy.on_bar``; nothing else happens on a bar without orders, so the per-bar path allocates nothing. Orders the
 strategy places during bar ``t`` reach the venue at bar ``t + 1``'s open: the simulated venue
 (:class:`~veloz_actors.venues.sim.SimVenue`, its own money in its own ledger) offers exactly the liquidity the fill
@@ -27,6 +27,7 @@ from ..core.risk import RiskLimits
 from ..data.bars import BarSeries
 from ..fixed import MAX_ABS, SCALE
 from ..messages import OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Bar, Strategy, StrategyContext
 from ..venues.engine import Engine, EngineConfig
 from .metrics import TRADE_DTYPE, equity_and_metrics
@@ -59,7 +60,7 @@ class BacktestResult:
 
 
 class _Context(StrategyContext):
-    """The :class:`~veloz_actors.backtest.strategy.StrategyContext` of a bar backtest."""
+    """The :class:`~veloz_actors.strategies.base.StrategyContext` of a bar backtest."""
 
     def __init__(self, engine: Engine, instrument: Instrument) -> None:
         self.engine = engine
@@ -67,7 +68,7 @@ class _Context(StrategyContext):
         # (client order id, side, qty, quote_qty): the command is built when the order reaches the venue
         self.pending: list[tuple[str, Side, int, int | None]] = []
         self.bar: Bar | None = None
-        self._ids = 0
+        self._ids = ClientOrderIds("bt")  # a fixed prefix: the same ids every run
         self._positions = engine.ledger.positions
 
     def now(self) -> int:
@@ -104,13 +105,12 @@ class _Context(StrategyContext):
     ) -> str:
         if order_type is not OrderType.MARKET:
             raise InvalidInput("the bar backtest fills market orders at the next open; use the L2 backtest for limits")
-        if client_order_id is None:
-            self._ids += 1
-            client_order_id = f"bt-{self._ids}"
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
-        self.pending.append((client_order_id, side, qty, quote_qty))
-        return client_order_id
+        order = build_place_order(symbol, side, qty=qty, quote_qty=quote_qty, tif=tif, client_order_id=client_order_id,
+                                  ids=self._ids, account_id=TRADER, ts=self.now())  # fmt: skip
+        self.pending.append((order.client_order_id, order.side, order.qty, order.quote_qty))
+        return order.client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
         self.pending[:] = [p for p in self.pending if p[0] != client_order_id]
