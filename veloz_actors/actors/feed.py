@@ -135,11 +135,13 @@ class MarketFeedActor:
         to_oms = bool(settings.get("reference_prices", False))
         i = start
         for batch in pacer.batches(self._stop.wait):
-            if not self._deliver(list(batch)):
+            if self._stop.is_set():  # at speed 0 the pacer never waits, so it never sees a stop itself
+                break
+            if not self._deliver(batch):
                 break
             if to_oms:
                 with contextlib.suppress(Exception):  # the OMS is restarting: reference prices move on the next batch
-                    ray.get(self.oms.market.remote(list(batch)), timeout=30.0)
+                    ray.get(self.oms.market.remote(batch), timeout=30.0)
             i += len(batch)
             state["sent"] = i
             if offset_path is not None:
