@@ -217,7 +217,9 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
             answer = engine.submit(command)
             if type(answer[0]) is not OrderAccepted:
                 raise RuntimeError(f"the market order was not accepted: {answer[0]}")
-            while not any(type(e) is OrderFilled and e.client_order_id == command.client_order_id for e in fills.poll()):
+            while not any(
+                type(e) is OrderFilled and e.client_order_id == command.client_order_id for e in fills.poll()
+            ):
                 time.sleep(0.0002)  # poll as a subscriber would, without starving the actors of the 2 cores
             fill_latencies.append(time.perf_counter() - start)
         fills.close()

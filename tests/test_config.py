@@ -30,8 +30,16 @@ def shipped() -> EngineFileConfig:
 def _engine_data(**actors: Any) -> dict[str, Any]:
     return {
         "instruments": [
-            {"symbol": "BTCUSDT", "base_asset": "BTC", "quote_asset": "USDT", "tick_size": "0.01",
-             "step_size": "0.00001", "min_qty": "0.00001", "max_qty": "9000", "min_notional": "5"},
+            {
+                "symbol": "BTCUSDT",
+                "base_asset": "BTC",
+                "quote_asset": "USDT",
+                "tick_size": "0.01",
+                "step_size": "0.00001",
+                "min_qty": "0.00001",
+                "max_qty": "9000",
+                "min_notional": "5",
+            },
         ],  # fmt: skip
         "balances": {"main": {"USDT": "1000"}},
         "actors": actors,

@@ -127,9 +127,7 @@ def violations(graph: dict[str, list[Import]]) -> list[str]:
             if target_layer is None:
                 problems.append(f"{module}:{imp.line} imports {imp.target}, which is not in the layer map")
             elif rank_of(target_layer) > rank_of(layer):
-                problems.append(
-                    f"{module}:{imp.line} ({layer}) imports {imp.target} ({target_layer}), an outer layer"
-                )
+                problems.append(f"{module}:{imp.line} ({layer}) imports {imp.target} ({target_layer}), an outer layer")
     return problems
 
 

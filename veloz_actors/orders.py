@@ -114,7 +114,9 @@ class ClientOrderIds:
         cid = f"{self.prefix}-{self.count}"
         if len(cid) > CLIENT_ORDER_ID_MAX_LENGTH:
             if self._clock is None:
-                raise InvalidInput(f"client order ids {self.prefix}-<n> outgrew {CLIENT_ORDER_ID_MAX_LENGTH} characters")
+                raise InvalidInput(
+                    f"client order ids {self.prefix}-<n> outgrew {CLIENT_ORDER_ID_MAX_LENGTH} characters"
+                )
             self.prefix = f"{self.kind}-{_session_stamp(self._clock)}"
             self.count = 1
             cid = f"{self.prefix}-1"

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import veloz_actors
 
-PURE_PACKAGES = ("veloz_actors.core", "veloz_actors.venues", "veloz_actors.data", "veloz_actors.strategies", "veloz_actors.backtest")
+PURE_PACKAGES = (
+    "veloz_actors.core",
+    "veloz_actors.venues",
+    "veloz_actors.data",
+    "veloz_actors.strategies",
+    "veloz_actors.backtest",
+)
 PURE_MODULES = ("veloz_actors.messages", "veloz_actors.fixed", "veloz_actors._exceptions", "veloz_actors.testing")
 
 
@@ -26,7 +32,12 @@ def _pure_modules() -> list[str]:
 
 def test_the_module_list_covers_the_core() -> None:
     modules = _pure_modules()
-    assert {"veloz_actors.core.kernel", "veloz_actors.venues.engine", "veloz_actors.venues.sim", "veloz_actors.core.risk"} <= set(modules)
+    assert {
+        "veloz_actors.core.kernel",
+        "veloz_actors.venues.engine",
+        "veloz_actors.venues.sim",
+        "veloz_actors.core.risk",
+    } <= set(modules)
 
 
 def test_importing_the_pure_core_does_not_import_ray() -> None:

@@ -72,7 +72,9 @@ class VenueShard:
             _, lines = read_journal(path)
         if snap is not None and snap[0] <= len(lines):
             start, state = snap
-            self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(state)
+            self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(
+                state
+            )
         elif snap is not None:
             Path(str(path) + ".snapshot").unlink()  # it covers lines the journal lost: the journal alone is exact
         for message in lines[start:]:
@@ -81,7 +83,7 @@ class VenueShard:
         if acks.exists():
             _, marks = read_journal(acks)
             if marks:
-                self._prune(max(m.ts for m in marks))
+                self._prune(max(m.ts for m in marks))  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------------------------- inputs
 
@@ -106,8 +108,8 @@ class VenueShard:
         if kind is Tick:
             self.last_clock = message.ts
             reports = []
-            for venue in self.venues.values():
-                for output in venue.on_clock(message.ts):
+            for sim in self.venues.values():
+                for output in sim.on_clock(message.ts):
                     reports.append(output)
                     if type(output) is BookTop:
                         self.tops[output.symbol] = output
@@ -116,9 +118,13 @@ class VenueShard:
             if venue is None:
                 reports = [
                     VenueOrderRejected(
-                        venue="SIM", client_order_id=message.client_order_id, account_id=message.account_id,
-                        symbol=message.symbol, reason=RejectReason.UNKNOWN_SYMBOL,
-                        detail=f"venue shard {self.shard!r} trades {sorted(self.venues)}", ts=message.ts,
+                        venue="SIM",
+                        client_order_id=message.client_order_id,
+                        account_id=message.account_id,
+                        symbol=message.symbol,
+                        reason=RejectReason.UNKNOWN_SYMBOL,
+                        detail=f"venue shard {self.shard!r} trades {sorted(self.venues)}",
+                        ts=message.ts,
                     )  # fmt: skip
                 ]
             elif kind is SubmitOrder:

@@ -485,7 +485,7 @@ class _Run:
         if kernel.outbox:
             venue = self.venue
             for request in kernel.take_outbox():
-                self._apply(venue.submit(request) if type(request) is SubmitOrder else venue.cancel(request))
+                self._apply(venue.submit(request) if type(request) is SubmitOrder else venue.cancel(request))  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------------------------------------------- reports
 

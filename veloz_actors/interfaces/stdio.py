@@ -66,6 +66,7 @@ HELP = __doc__.split("Commands (case-insensitive keywords; quantities and prices
     "Output:"
 )[0]
 
+
 class Backend(Protocol):
     """What a session needs from an engine (single-process or actors)."""
 

@@ -222,7 +222,7 @@ class L2ReplayVenue:
             level_qty = book.level_qty
             on_level = self.queue.on_level
             for order in self.resting:
-                order.queue_ahead = on_level(order.queue_ahead, level_qty(order.side, order.price))
+                order.queue_ahead = on_level(order.queue_ahead, level_qty(order.side, order.price))  # type: ignore[arg-type]
         return applied
 
     def on_trade(self, trade: Trade) -> list[Any]:
@@ -247,6 +247,7 @@ class L2ReplayVenue:
                 continue  # a trade by an aggressor on our own side never reaches our order
             leaves = order.qty - order.filled
             limit = order.price
+            assert limit is not None  # only limit orders rest
             if (price < limit) if buy else (price > limit):
                 self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
             elif price == limit:

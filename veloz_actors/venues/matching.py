@@ -105,7 +105,6 @@ class VenueOrder:
 Fill = tuple[VenueOrder, int, int]
 
 
-
 class _Level:
     __slots__ = ("live", "orders", "qty")
 

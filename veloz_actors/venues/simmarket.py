@@ -35,7 +35,7 @@ class SimMarket:
 
     __slots__ = ("symbols", "mids", "rng")
 
-    def __init__(self, symbols: tuple[SimSymbol, ...], seed: int) -> None:
+    def __init__(self, symbols: tuple[SimSymbol, ...], seed: int | list[int]) -> None:
         self.symbols = {s.symbol: s for s in symbols}
         self.mids = {s.symbol: s.initial_mid for s in symbols}
         self.rng = np.random.Generator(np.random.PCG64(seed))
