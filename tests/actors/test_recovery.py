@@ -1,6 +1,6 @@
-"""Kill the OMS, a venue actor and the account view in the middle of a stream of orders, one at a time and together:
-every order ends in exactly one state the venue agrees with, no fill is lost or doubled, balances are exactly what
-the fills say, and no money is created or destroyed."""
+"""Kill the OMS, a venue actor, the account view and the risk actor in the middle of a stream of orders, one at a time
+and together: every order ends in exactly one state the venue agrees with, no fill is lost or doubled, balances are
+exactly what the fills say, no money is created or destroyed, and the risk actor's exposure equals the ledger's."""
 
 from __future__ import annotations
 
@@ -89,11 +89,11 @@ def _venue_fills(journal) -> dict[tuple[int, str], VenueOrderFilled]:
 
 @pytest.mark.parametrize(
     "victims",
-    [("oms",), ("venue:BTCUSDT",), ("account",), ("oms", "venue:BTCUSDT", "account")],
-    ids=["oms", "venue", "account", "together"],
+    [("oms",), ("venue:BTCUSDT",), ("account",), ("risk",), ("oms", "venue:BTCUSDT", "account", "risk")],
+    ids=["oms", "venue", "account", "risk", "together"],
 )
 def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
-    config = file_config()
+    config = file_config(risk={"limits": {}})  # a risk actor that follows every fill, with no limit to halt on
     engine = start_local(config, name=f"recovery-{'-'.join(v.replace(':', '') for v in victims)}", journal_dir=tmp_path)
     try:
         engine.tick()
@@ -112,8 +112,18 @@ def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
         orders = {o["client_order_id"]: o for o in engine.orders()}
         balances = engine.balances()
         totals = engine.totals()
-        status = engine.status()
         wait_for(lambda: engine.account_view() == balances, what="the account view to match the OMS")
+        ledger = ray.get(engine.actor("oms").exposure.remote(), timeout=60)
+        wait_for(
+            lambda: ray.get(engine.actor("risk").exposure.remote(), timeout=60) == ledger,
+            what="the risk actor's exposure to equal the ledger's",
+        )
+        risk = wait_for(
+            lambda: (
+                (s := engine.status()) and (f := s["risk_forwarding"]["fills"])["acknowledged"] == f["position"] and s
+            ),
+            what="the risk actor to acknowledge the whole fill stream",
+        )
     finally:
         engine.shutdown()
 
@@ -142,6 +152,13 @@ def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
         filled[f.client_order_id] += f.qty
     for cid, order in orders.items():
         assert filled[cid] == order["filled_qty"], cid
+    # the risk actor followed them all: none lost or doubled (an OMS restart re-bases it on the ledger instead)
+    forwarding = risk["risk_forwarding"]["fills"]
+    assert forwarding["fills_dropped"] == 0 and forwarding["fills_kept"] == 0
+    if "oms" not in victims:
+        assert risk["risk"]["fills"] == len(fills) and risk["risk"]["stream"]["rebases"] == 0
+    if "risk" in victims:
+        assert risk["risk"]["restarted"] and risk["risk"]["resumed"]
     # the orders resting in the kernel are exactly those resting at the venue
     resting = {cid for cid, o in orders.items() if o["status"] in RESTING}
     assert resting == {cid for (_, cid) in venue.orders}

@@ -122,3 +122,39 @@ def test_a_killed_risk_actor_recovers_its_exposure(ray_runtime: RayRuntime, tmp_
     ray.get(risk.close.remote(), timeout=30.0)
     ray.kill(risk, no_restart=True)
     ray.kill(oms, no_restart=True)
+
+
+def test_an_engine_reports_the_risk_stream_in_status_and_its_gauges_to_prometheus(
+    ray_runtime: RayRuntime, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from veloz_actors.actors.api import start_local
+    from veloz_actors.interfaces.metrics import EngineCollector
+
+    from .helpers import file_config, wait_for
+
+    engine = start_local(file_config(risk={"limits": {}}), name="risk-metrics", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", client_order_id="m-1"))
+        assert engine.settle(), "the venue answered"
+        status = wait_for(
+            lambda: (
+                (s := engine.status())["risk_gauges"]["fills"] >= 1
+                and (f := s["risk_forwarding"]["fills"])["acknowledged"] == f["position"]
+                and s
+            ),
+            what="the risk actor to acknowledge the fill",
+        )
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(EngineCollector(engine.status, None))  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+    finally:
+        engine.shutdown()
+    fills = status["risk_forwarding"]["fills"]
+    assert fills["fills_sent"] == 1 and fills["fills_dropped"] == 0 and fills["fills_kept"] == 0
+    assert status["actors"]["risk"]["alive"] and status["risk"]["stream"]["position"] == fills["position"]
+    assert 'veloz_risk_symbol_exposure_base_quantity{symbol="BTCUSDT"} 0.001' in text
+    assert "veloz_risk_fills_total 1.0" in text
+    assert 'veloz_risk_equity_amount{asset="USDT"}' in text

@@ -1,5 +1,9 @@
 """The event bus actor: fans events out to subscribers, each with its own bounded drop-oldest queue and drop counter,
-so a slow viewer never slows trading."""
+so a slow viewer never slows trading; and pushes chosen kinds to actors that follow them (:meth:`EventBusActor.forward`:
+the risk actor's marks), dropping what a slow follower has no room for, counted, and never waiting on it.
+
+What must arrive whole does not go through the bus: an OMS that died never published its last events, and a restarted
+bus starts empty. The risk actor's fills come from the OMS, numbered and acknowledged (:class:`.risk.RiskFeed`)."""
 
 from __future__ import annotations
 
@@ -34,24 +38,25 @@ class EventBusActor:
         self.next_id = 0
         self.published = 0
         self.batches = 0
-        self.forwards: list[tuple[Any, frozenset[str], CallWindow]] = []
+        self.forwards: list[tuple[str, Any, frozenset[str], CallWindow]] = []
 
-    def forward(self, actor: Any, kinds: Sequence[str], window: int = 64) -> int:
-        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, losslessly (the sender waits when
-        ``window`` calls are in flight): an actor that must see every fill, like the risk actor. Of a columnar batch
-        of tops only each symbol's latest is pushed. Replaces an earlier forward to the same actor."""
-        self.forwards = [f for f in self.forwards if f[0] != actor]
-        self.forwards.append((actor, frozenset(kinds), CallWindow(window)))
+    def forward(self, actor: Any, kinds: Sequence[str], window: int = 64, name: str = "forward") -> int:
+        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, at most ``window`` calls in flight; a
+        batch with no room is dropped and counted (``status()["forwards"][name]``): for events a newer one
+        supersedes, like the risk actor's marks. Of a columnar batch of tops only each symbol's latest is pushed.
+        Replaces an earlier forward to the same actor."""
+        self.forwards = [f for f in self.forwards if f[1] != actor]
+        self.forwards.append((name, actor, frozenset(kinds), CallWindow(window)))
         return len(self.forwards)
 
     def _forward(self, events: Sequence[Any] | BookTopBatch) -> None:
-        for actor, kinds, window in self.forwards:
+        for _, actor, kinds, window in self.forwards:
             if type(events) is BookTopBatch:
                 chosen: list[Any] = list(events.latest().values()) if "BookTop" in kinds else []
             else:
                 chosen = [e for e in events if type(e).__name__ in kinds]
             if chosen:
-                window.send(actor.apply, chosen)
+                window.send(actor.apply, chosen, drop=True)
 
     def publish(self, events: Sequence[Any] | BookTopBatch) -> int:
         """Queue ``events`` (a list of messages, or a columnar batch kept whole) for every subscriber."""
@@ -106,6 +111,10 @@ class EventBusActor:
             "subscribers": {
                 str(sid): {"queued": len(q), "limit": q.maxlen, "dropped": q.dropped, "delivered": q.delivered}
                 for sid, q in self.queues.items()
+            },
+            "forwards": {
+                name: {"kinds": sorted(kinds), "sent": w.sent, "dropped": w.dropped, "in_flight": w.depth()}
+                for name, _, kinds, w in self.forwards
             },
         }
 

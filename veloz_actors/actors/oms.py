@@ -11,6 +11,10 @@ Recovery: a restarted OMS rebuilds its kernel from snapshot + journal, finds its
 send again what it has not acknowledged; after a venue's resync it sends that venue again the requests of orders still
 SUBMITTED or PENDING_CANCEL (:meth:`~veloz_actors.core.kernel.TradingKernel.pending_requests`). Reports are idempotent
 in the kernel, so a batch applied twice has no second effect.
+
+With a risk actor, the OMS is also the source of its fills, numbered by kernel step and kept until acknowledged
+(:class:`~veloz_actors.actors.risk.RiskFeed`; :meth:`OmsActor.follow_fills`); a restarted OMS finds the risk actor
+by name and probes it, and the risk actor asks for what it lacks.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..messages import (
 )
 from ..venues.engine import EngineConfig
 from .bus import Settled
+from .risk import RiskFeed, risk_actor_name
 from .spec import LATENCY_BUCKETS, CallWindow, EngineSpec, hand_to_os, reconstructed, venue_actor_name
 
 __all__ = ["OmsActor"]
@@ -88,6 +93,10 @@ class OmsActor:
         self._account_seq = self.kernel.seq
         self._account_resync = self.restarted  # after a restart the account view gets the full state first
         self._bus_out: list[Any] = []
+        self.risk_feed = None if spec.risk is None else RiskFeed(self.kernel.seq, window=spec.peer_window)
+        if self.risk_feed is not None and self.restarted:
+            with contextlib.suppress(ValueError):  # not there: its own start asks to follow
+                self.risk_feed.follower = ray.get_actor(risk_actor_name(spec.name))
         self._stop = threading.Event()
         threading.Thread(target=self._flush_loop, name="veloz-oms-fan-out", daemon=True).start()
         if venues is not None:
@@ -278,6 +287,8 @@ class OmsActor:
                 self._account_seq = self.kernel.seq
                 self._bus_out.extend(events)
                 self._account_out.extend(e for e in events if type(e) in _ACCOUNT_TYPES)
+                if self.risk_feed is not None:
+                    self.risk_feed.publish(self.kernel.seq, [e for e in events if type(e) is OrderFilled])
                 if len(self._account_out) > _ACCOUNT_OUTBOX:  # a stuck account view: drop, resync it when back
                     self._account_out.clear()
                     self._account_resync = True
@@ -314,11 +325,26 @@ class OmsActor:
         if self._bus_out and window.room():
             batch, self._bus_out = self._bus_out, []
             window.send(self.bus.publish, batch)
+        if self.risk_feed is not None:
+            self.risk_feed.flush()
 
     def resync_account(self) -> None:
         """Push every account's full state to the account view (after either of them restarted)."""
         with self._lock:
             self._account_resync = True
+
+    def follow_fills(self, risk: Any, cursor: int) -> int:
+        """The risk actor has every fill up to kernel step ``cursor`` and asks for the rest (one-way, at its start
+        and after a gap): the kept tail goes again, or this ledger when the tail is gone. Returns the stream's
+        position."""
+        feed = self.risk_feed
+        if feed is None:
+            return 0
+        with self._lock:
+            if not feed.follow(risk, cursor):
+                feed.rebase(*self.account_state())
+            feed.flush()
+            return feed.position
 
     # ----------------------------------------------------------------------------------------------------- queries
 
@@ -348,6 +374,10 @@ class OmsActor:
         ts = max(self.kernel.now, 0)
         return [p.to_event(ts) for (a, _), p in sorted(self.kernel.ledger.positions.items()) if a == account_id]
 
+    def exposure(self) -> dict[str, dict[str, int]]:
+        """Per account: balances and position quantities (what the risk actor's ``exposure()`` must equal)."""
+        return self.kernel.exposure()
+
     def totals(self) -> dict[str, int]:
         """For each asset, every account's balance plus the fees collected (the venues' makers hold the rest)."""
         return self.kernel.ledger.totals()
@@ -370,6 +400,7 @@ class OmsActor:
             latency_sum=self.latency_sum,
             applied_batches=dict(self.applied),
             venue_resyncs=dict(self.resyncs),
+            risk_feed=None if self.risk_feed is None else self.risk_feed.status(),
             peers={
                 name: {"inbox_depth": w.depth(), "sent": w.sent, "dropped": w.dropped}
                 for name, w in self.windows.items()

@@ -1,8 +1,27 @@
 """The risk actor: engine-wide post-trade risk off the order path, a thin shell over
-:class:`~veloz_actors.core.risk_monitor.RiskMonitor`.
+:class:`~veloz_actors.core.risk_monitor.RiskMonitor`; and :class:`RiskFeed`, the OMS's side of its fill stream.
 
-It is fed batches of bus events (fills and market prices; anything else is ignored) and sends the commands the
-monitor returns -- a ``HaltTrading(account_id="*")`` when an engine-wide limit is crossed, ``CancelAllOrders`` then
+Its inputs, in an engine:
+
+- **fills, lossless, from the OMS** (:meth:`RiskActor.fills`): the OMS cuts its kernel's steps into a numbered stream
+  (a segment is ``(first, last, fills)``: every fill of the kernel steps after ``first`` up to ``last``, the kernel's
+  sequence numbers, the same across an OMS restart because they are its journal's line numbers). The risk actor
+  applies a segment only when ``first`` is the position it has reached, journals the new position, and answers it:
+  the answer is the acknowledgement. The OMS keeps every segment until it is acknowledged (at most
+  :data:`FEED_LIMIT` fills; past that the oldest are dropped and counted). A segment that does not follow on is a
+  gap: the risk actor asks the OMS one-way to follow from its position (:meth:`OmsActor.follow_fills`, also at every
+  start of the risk actor); the OMS sends again the kept tail, or, when that tail is gone (an OMS restart, an
+  overflow, a risk actor that lost journal lines), its ledger at its current position (:meth:`RiskActor.rebase`),
+  which the monitor takes in place of its own. While the risk actor has not acknowledged what was sent, the OMS
+  probes it about once a second with an empty segment, so a request lost while both sides restarted is made again.
+  The bus plays no part: fills an OMS made just before it died never reached the bus, and a restarted bus forgets.
+- **marks from the bus** (:meth:`RiskActor.apply`): tops of book, trades, mark prices; a newer mark supersedes an
+  older one, so the bus drops them when the risk actor is slow (counted) and never waits on it.
+
+Both directions are one-way (the OMS never waits on the risk actor, the risk actor never waits on the OMS), so the
+two can never deadlock. Used alone (tests, tools), ``apply`` also takes fills (deduplicated by the monitor).
+
+It sends the commands the monitor returns -- a ``HaltTrading(account_id="*")`` when an engine-wide limit is crossed, ``CancelAllOrders`` then
 ``HaltTrading`` for the kill switch, ``ResetCircuitBreaker`` per account after a reset -- to the OMS actor one-way::
 
     oms.<oms_method>.remote([command, ...])          # default: oms.submit_many.remote(commands)
@@ -25,6 +44,7 @@ Use :func:`start_risk_actor` (``ray.remote`` applied here, at the edge), or ``ra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections import deque
@@ -36,12 +56,22 @@ import ray
 
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
+from ..messages import AccountUpdated, OrderFilled, PositionUpdated
 
-__all__ = ["RISK_ACTOR_OPTIONS", "RiskActor", "start_risk_actor"]
+__all__ = ["FEED_LIMIT", "RISK_ACTOR_OPTIONS", "RiskActor", "RiskFeed", "risk_actor_name", "start_risk_actor"]
+
+FEED_LIMIT = 100_000  # fills the OMS keeps for the risk actor until acknowledged; past it the oldest are dropped
+_PROBE_SECONDS = 1.0  # the OMS probes a risk actor that has not acknowledged what was sent for this long
+_ASK_AGAIN_SECONDS = 0.5  # the risk actor asks the OMS to follow from its position at most this often
 
 # A plain synchronous actor: calls from one sender run in order, a retried call could reorder them, and Ray restarts
 # it when it dies (it recovers from its journal).
 RISK_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
+
+
+def risk_actor_name(engine: str) -> str:
+    """The name the risk actor is registered under, so a restarted OMS finds it again."""
+    return f"veloz-risk:{engine}"
 
 
 def _reconstructed() -> bool:
@@ -63,6 +93,7 @@ class RiskActor:
         journal_path: str | Path | None = None,
         durability: Durability = "group",
         oms_method: str = "submit_many",
+        follow_method: str | None = None,
         resume: bool | None = None,
         window: int = 64,
         clock: Callable[[], int] = time.time_ns,
@@ -77,6 +108,12 @@ class RiskActor:
         self.sent = 0
         self.resent = 0
         self.send_failures = 0
+        self.follow_method = follow_method
+        self.segments = 0
+        self.stale_segments = 0
+        self.gaps = 0
+        self.asks = 0
+        self._asked = -math.inf
         pending: list[Any] = []
         if journal_path is None:
             self.monitor = RiskMonitor(config)
@@ -91,11 +128,53 @@ class RiskActor:
                         old.replace(str(old) + ".previous")
                 self.monitor = RiskMonitor(config, journal_path=path, durability=durability)
         self._send(pending)
+        self._ask()  # at every start: the OMS sends the fills after the position recovered
+
+    # ------------------------------------------------------------------------------------------- the fill stream
+
+    def fills(self, first: int, last: int, fills: Sequence[OrderFilled]) -> int:
+        """One segment of the OMS's fill stream (see the module docstring); returns the position reached, which
+        acknowledges it."""
+        monitor = self.monitor
+        if first == monitor.cursor:
+            commands = monitor.apply_segment(last, fills)
+            monitor.hand_to_os()
+            self._send(commands)
+            self.segments += 1
+        elif last <= monitor.cursor:
+            self.stale_segments += 1  # sent again, applied already
+        else:
+            self.gaps += 1
+            self._ask()
+        return monitor.cursor
+
+    def rebase(self, position: int, accounts: Sequence[AccountUpdated], positions: Sequence[PositionUpdated]) -> int:
+        """The OMS's ledger at ``position``, in place of the monitor's (the tail before it is gone); returns the
+        position reached."""
+        commands = self.monitor.rebase(position, accounts, positions)
+        self.monitor.hand_to_os()
+        self._send(commands)
+        return self.monitor.cursor
+
+    def _ask(self) -> None:
+        """Ask the OMS one-way to follow from the position reached (at most every ``_ASK_AGAIN_SECONDS``: the OMS's
+        probes bring the next chance)."""
+        if self.follow_method is None:
+            return
+        now = time.monotonic()
+        if now - self._asked < _ASK_AGAIN_SECONDS:
+            return
+        self._asked = now
+        self.asks += 1
+        with contextlib.suppress(Exception):  # a dead OMS: its restart probes this actor, which asks again
+            me = ray.get_runtime_context().current_actor
+            getattr(self.oms, self.follow_method).remote(me, self.monitor.cursor)
 
     # ----------------------------------------------------------------------------------------------------- inputs
 
     def apply(self, events: Sequence[Any]) -> list[Any]:
-        """Apply a batch of bus events in order; returns the commands it sent to the OMS (usually none)."""
+        """Apply a batch of bus events in order (marks; fills too when used alone, outside the fill stream); returns
+        the commands it sent to the OMS (usually none)."""
         commands = self.monitor.apply_many(events)
         self.monitor.hand_to_os()
         self._send(commands)
@@ -186,6 +265,15 @@ class RiskActor:
             send_failures=self.send_failures,
             commands_in_flight=len(self._in_flight),
             oms_method=self.oms_method,
+            stream={
+                "position": self.monitor.cursor,
+                "segments": self.segments,
+                "stale_segments": self.stale_segments,
+                "gaps": self.gaps,
+                "asks": self.asks,
+                "rebases": self.monitor.rebases,
+            },
+            gauges=self.gauges(),
         )
         return status
 
@@ -195,6 +283,138 @@ class RiskActor:
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
         self.monitor.close()
+
+
+class RiskFeed:
+    """The OMS's side of the risk actor's fill stream (see the module docstring): segments kept until acknowledged,
+    at most ``limit`` fills (the oldest dropped past it, counted: the risk actor then gets a rebase), at most
+    ``window`` calls in flight (what does not fit waits here; the OMS never waits on the risk actor).
+
+    Plain state plus one-way calls; the OMS calls it under its lock (from its actor thread and its flush thread).
+    ``publish`` and ``follow`` (with ``rebase``) run in the actor thread, beside the kernel; ``flush`` anywhere.
+    """
+
+    def __init__(self, position: int, *, window: int = 64, limit: int = FEED_LIMIT) -> None:
+        self.follower: Any = None
+        self.position = position  # the last kernel step the stream has reached
+        self.base = position  # the kept segments follow on from here
+        self.sent_to = position  # sent up to here
+        self.acknowledged: int | None = None  # the position the risk actor last answered (None: not heard yet)
+        self.segments: deque[tuple[int, int, list[OrderFilled]]] = deque()
+        self.kept = 0
+        self.window = window
+        self.limit = limit
+        self.fills_sent = 0
+        self.fills_resent = 0
+        self.fills_dropped = 0
+        self.rebases = 0
+        self.probes = 0
+        self.failures = 0
+        self._calls: deque[Any] = deque()
+        self._rebase: tuple[int, list[AccountUpdated], list[PositionUpdated]] | None = None
+        self._heard = -math.inf
+
+    def publish(self, position: int, fills: list[OrderFilled]) -> None:
+        """The fills of the kernel steps after the stream's position up to ``position`` (their journal is handed
+        to the OS already)."""
+        if not fills:
+            return  # the steps without fills fold into the next segment
+        self.segments.append((self.position, position, fills))
+        self.position = position
+        self.kept += len(fills)
+        while self.kept > self.limit:
+            _, last, dropped = self.segments.popleft()
+            self.kept -= len(dropped)
+            self.fills_dropped += len(dropped)
+            self.base = last
+            self.sent_to = max(self.sent_to, last)  # unsent and gone: the risk actor sees a gap, gets a rebase
+
+    def follow(self, follower: Any, cursor: int) -> bool:
+        """The risk actor has every fill up to ``cursor`` and wants the rest: True when the kept tail starts there
+        (it goes again), False when it is gone (call :meth:`rebase`)."""
+        self.follower = follower
+        self.acknowledged = cursor
+        self._heard = time.monotonic()
+        if cursor != self.base and all(last != cursor for _, last, _ in self.segments):
+            return False
+        self._trim(cursor)
+        self.fills_resent += sum(len(f) for _, last, f in self.segments if last <= self.sent_to)
+        self.sent_to = cursor
+        return True
+
+    def rebase(self, position: int, accounts: list[AccountUpdated], positions: list[PositionUpdated]) -> None:
+        """Send the ledger at ``position`` (the kernel's sequence now) in place of the tail that is gone."""
+        self.segments.clear()
+        self.kept = 0
+        self.position = self.base = self.sent_to = position
+        self._rebase = (position, accounts, positions)
+        self.rebases += 1
+
+    def _trim(self, cursor: int) -> None:
+        segments = self.segments
+        while segments and segments[0][1] <= cursor:
+            _, self.base, fills = segments.popleft()
+            self.kept -= len(fills)
+
+    def flush(self) -> None:
+        """Take the risk actor's answers, then send what the window has room for (or a probe when due)."""
+        follower = self.follower
+        if follower is None:
+            return
+        self._poll()
+        if len(self._calls) >= self.window:
+            return
+        if self._rebase is not None:
+            position, accounts, positions = self._rebase
+            self._rebase = None
+            self._calls.append(follower.rebase.remote(position, accounts, positions))
+        if self.sent_to < self.position:
+            first, sent_to = self.sent_to, self.sent_to
+            fills = [f for _, last, batch in self.segments if last > sent_to for f in batch]
+            self._calls.append(follower.fills.remote(first, self.position, fills))
+            self.fills_sent += len(fills)
+            self.sent_to = self.position
+        elif not self._calls and self.acknowledged != self.sent_to and time.monotonic() - self._heard > _PROBE_SECONDS:
+            self._heard = time.monotonic()
+            self.probes += 1
+            self._calls.append(follower.fills.remote(self.sent_to, self.sent_to, []))
+
+    def _poll(self) -> None:
+        calls = self._calls
+        if not calls:
+            return
+        ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0, fetch_local=True)
+        if not ready:
+            return
+        done = set(ready)
+        for ref in [r for r in calls if r in done]:
+            try:
+                cursor = ray.get(ref, timeout=0)  # ready already: this only raises the call's error
+            except Exception:  # noqa: BLE001 - the risk actor died with it: it asks again when back
+                self.failures += 1
+                continue
+            self.acknowledged = cursor
+            self._heard = time.monotonic()
+            self._trim(cursor)
+        self._calls = deque(r for r in calls if r not in done)
+
+    def status(self) -> dict[str, Any]:
+        """What ``STATUS`` shows of the stream: positions, fills sent, sent again, dropped and kept, and calls."""
+        return {
+            "follower": self.follower is not None,
+            "position": self.position,
+            "sent_to": self.sent_to,
+            "acknowledged": self.acknowledged,
+            "fills_sent": self.fills_sent,
+            "fills_resent": self.fills_resent,
+            "fills_dropped": self.fills_dropped,
+            "fills_kept": self.kept,
+            "limit": self.limit,
+            "rebases": self.rebases,
+            "probes": self.probes,
+            "call_failures": self.failures,
+            "calls_in_flight": len(self._calls),
+        }
 
 
 def start_risk_actor(config: RiskMonitorConfig, oms: Any, *, name: str | None = None, **options: Any) -> Any:

@@ -32,7 +32,7 @@ from .venue import VenueActor
 __all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
-_RISK_KINDS = ("OrderFilled", "BookTop", "Trade", "MarkPrice", "Kline", "Ticker")
+_RISK_MARKS = ("BookTop", "Trade", "MarkPrice", "Kline", "Ticker")  # the risk actor's fills come from the OMS
 _ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
 
 
@@ -85,12 +85,13 @@ class Supervisor:
     def _start_risk(self) -> Any:
         """The engine-wide risk actor (:mod:`.risk`), off the order path, when the spec configures it
         (``actors.risk``: the limits of :class:`~veloz_actors.core.risk_monitor.EngineRiskLimits`, in 1e-8 units): the
-        bus pushes it every fill and mark, and it sends the OMS ``HaltTrading`` / ``CancelAllOrders`` one-way."""
+        OMS streams it every fill (numbered, kept until acknowledged), the bus pushes it marks, and it sends the OMS
+        ``HaltTrading`` / ``CancelAllOrders`` one-way."""
         if self.spec.risk is None:
             return None
         from ..core.risk_monitor import EngineRiskLimits, RiskMonitorConfig
         from ..venues.engine import EngineConfig
-        from .risk import RiskActor
+        from .risk import RiskActor, risk_actor_name
 
         settings = dict(self.spec.risk)
         limits = EngineRiskLimits(**dict(settings.get("limits", settings)))
@@ -98,14 +99,20 @@ class Supervisor:
         config = RiskMonitorConfig.from_kernel(kernel_config, limits)
         risk = (
             ray.remote(RiskActor)
-            .options(**_ORDERED)
-            .remote(config, self.oms, journal_path=self.spec.journal_path("risk"), durability=self.spec.durability)
+            .options(**_ORDERED, name=risk_actor_name(self.spec.name))
+            .remote(
+                config,
+                self.oms,
+                journal_path=self.spec.journal_path("risk"),
+                durability=self.spec.durability,
+                follow_method="follow_fills",
+            )
         )
         self._follow(risk)
         return risk
 
     def _follow(self, risk: Any) -> None:
-        ray.get(self.bus.forward.remote(risk, _RISK_KINDS), timeout=60)
+        ray.get(self.bus.forward.remote(risk, _RISK_MARKS, name="risk"), timeout=60)
 
     def handles(self) -> dict[str, Any]:
         """The actor handles, for an engine handle in another process (``vz.connect``)."""
@@ -150,7 +157,8 @@ class Supervisor:
                     if name == "account" and self.state == "running":
                         self.oms.resync_account.remote()  # type: ignore[attr-defined]
                     if name == "bus" and self.risk is not None and self.state == "running":
-                        self.bus.forward.remote(self.risk, _RISK_KINDS)  # a restarted bus forgot its forwards
+                        # a restarted bus forgot its forwards
+                        self.bus.forward.remote(self.risk, _RISK_MARKS, name="risk")
                 self.alive[name] = True
                 self.seqs[name] = seq
             return dict(self.alive)
@@ -185,6 +193,8 @@ class Supervisor:
                 for name in names
             }
         bus = detail.get("bus") or {}
+        risk = detail.get("risk")
+        risk_gauges = risk.pop("gauges", None) if risk else None
         return {
             "engine": "actors",
             "name": self.spec.name,
@@ -202,7 +212,15 @@ class Supervisor:
             "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("venue:")),
             "subscribers": bus.get("subscribers", {}),
             "strategies": {n: detail[n] for n in names if n.startswith("strategy:")},
-            "risk": detail.get("risk"),
+            "risk": risk,
+            "risk_gauges": risk_gauges,  # interfaces/metrics.py exports them
+            "valuation_asset": risk["valuation_asset"] if risk else None,
+            "risk_forwarding": {  # the risk actor's inputs: fills from the OMS (lossless), marks from the bus
+                "fills": oms.get("risk_feed"),
+                "marks": (bus.get("forwards") or {}).get("risk"),
+            }
+            if "risk" in self.actors
+            else None,
             "venues": {n.split(":", 1)[1]: detail[n] for n in names if n.startswith("venue:")},
             "journal": oms.get("journal"),
             "journal_lines": oms.get("journal_lines", 0),

@@ -34,6 +34,12 @@ Guarantees:
   crossed; once back under its limit it is armed again. :meth:`RiskMonitor.reset` re-arms every limit and measures
   drawdown and loss afresh from the current equity; a limit still crossed then halts again on the next event;
 - the kill switch (:meth:`RiskMonitor.kill_switch`) cancels every open order, then halts;
+- fed from a numbered stream (:meth:`RiskMonitor.apply_segment`: the fills of the OMS's kernel steps after
+  :attr:`RiskMonitor.cursor` up to a new position), the monitor records the position it reached in its journal (a
+  ``Tick`` line whose ``ts`` is the position), so after a restart it asks for exactly what follows. When the sender
+  no longer has that tail it sends its ledger instead (:meth:`RiskMonitor.rebase`: every account's balances and
+  positions at a position, journaled as ``AccountUpdated`` / ``PositionUpdated`` lines closed by the ``Tick``; a
+  rebase cut short by a crash is never applied);
 - with a journal, every event that changes the state (a new fill, a mark that moved, a kill switch, a reset) is
   journaled before it is applied, and a snapshot is written every ``snapshot_every`` lines, so
   :meth:`RiskMonitor.recover` rebuilds the same state after a restart. Events that change nothing (a duplicate
@@ -57,14 +63,17 @@ import orjson
 from .._exceptions import InvalidInput, JournalError
 from ..fixed import SCALE, format_decimal
 from ..messages import (
+    AccountUpdated,
     BookTop,
     CancelAllOrders,
     HaltTrading,
     Kline,
     MarkPrice,
     OrderFilled,
+    PositionUpdated,
     ResetCircuitBreaker,
     Side,
+    Tick,
     Ticker,
     Trade,
 )
@@ -225,6 +234,9 @@ class RiskMonitor:
         self.kill_switches = 0
         self.now = 0
         self.seq = 0  # state-changing inputs applied (journal lines, when journaled)
+        self.cursor = 0  # the position reached in the sender's numbered stream (apply_segment, rebase)
+        self.rebases = 0
+        self._rebase: list[AccountUpdated | PositionUpdated] | None = None  # a rebase's lines until its Tick
         self._values: dict[tuple[str, str], int] = {}  # (account, asset) -> value in the valuation asset
         self._unpriced: set[tuple[str, str]] = set()  # held balances whose asset has no mark yet
         self._equity = 0
@@ -340,6 +352,49 @@ class RiskMonitor:
             self._feed(event, commands)
         return commands
 
+    def apply_segment(self, position: int, fills: Iterable[OrderFilled]) -> list[Command]:
+        """Apply the fills of one stretch of a numbered stream and record ``position`` as reached (journaled after
+        the fills: a crash in between leaves the old position, the stretch comes again and its fills are known)."""
+        commands = self.apply_many(fills)
+        if position != self.cursor:
+            self._journal(Tick(ts=position))
+            self._step(Tick(ts=position), commands)
+            self._maybe_snapshot()
+        return commands
+
+    def rebase(
+        self, position: int, accounts: Iterable[AccountUpdated], positions: Iterable[PositionUpdated]
+    ) -> list[Command]:
+        """Take the sender's ledger at ``position`` (every account's balances, every position) in place of this
+        monitor's, when the stream's tail before it is gone; marks, peaks and limits stay. Returns a halt when the
+        new exposure crosses a limit."""
+        lines: list[Any] = [*accounts, *positions, Tick(ts=position)]
+        commands: list[Command] = []
+        for line in lines:
+            self._journal(line)
+            self._step(line, commands)
+        self._maybe_snapshot()
+        return commands
+
+    def _apply_rebase(self, lines: list[AccountUpdated | PositionUpdated], commands: list[Command]) -> None:
+        balances: dict[str, dict[str, int]] = {}
+        positions: dict[tuple[str, str], int] = {}
+        for line in lines:
+            if type(line) is AccountUpdated:
+                balances[line.account_id] = dict(sorted((b.asset, b.free + b.locked) for b in line.balances))
+            else:
+                positions[(line.account_id, line.symbol)] = line.qty  # type: ignore[union-attr]
+        self.balances = dict(sorted(balances.items()))
+        self.positions = positions
+        self._values.clear()
+        self._unpriced.clear()
+        self._equity = 0
+        for account, assets in self.balances.items():
+            for asset in assets:
+                self._revalue(account, asset)
+        self.rebases += 1
+        self._check(self.now, commands, _ALL_LIMITS)
+
     def _feed(self, event: Any, commands: list[Command]) -> None:
         kind = type(event)
         if kind is OrderFilled:
@@ -370,6 +425,15 @@ class RiskMonitor:
             self._kill(message.ts, out)
         elif kind is ResetCircuitBreaker:
             self._reset(message.ts, out)
+        elif kind is Tick:  # a position reached in the numbered stream; it closes a rebase
+            self.cursor = message.ts
+            if self._rebase is not None:
+                lines, self._rebase = self._rebase, None
+                self._apply_rebase(lines, out)
+        elif kind is AccountUpdated or kind is PositionUpdated:
+            if self._rebase is None:
+                self._rebase = []
+            self._rebase.append(message)
         else:
             self.marks[message.symbol] = self._mark_of(message)  # type: ignore[assignment]
             self._revalue_symbol(message.symbol)
@@ -719,6 +783,8 @@ class RiskMonitor:
             "unknown_symbol_fills": self.unknown_symbol_fills,
             "halts_sent": self.halts_sent,
             "kill_switches": self.kill_switches,
+            "rebases": self.rebases,
+            "cursor": self.cursor,
             "seq": self.seq,
             "last_ts": self.now,
             "journal": str(self.journal.path) if self.journal is not None else None,
