@@ -3,12 +3,19 @@
 # `ray start --block` session and everything it spawned), escalate to SIGKILL after a grace period, then remove the
 # cluster's files. Never `ray stop`: other Ray clusters on this machine are left alone.
 #
-#   cluster/stop-local.sh [STATE_DIR]        # default STATE_DIR: .veloz/cluster
+#   cluster/stop-local.sh [STATE_DIR]          # default STATE_DIR: .veloz/cluster
+#   cluster/stop-local.sh STATE_DIR worker     # stop only the worker node (the head and its GCS keep running):
+#                                              # the cluster loses a node, as when a machine goes away
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
 STATE="${1:-$ROOT/.veloz/cluster}"
+ONLY="${2:-}"
+if [[ -n "$ONLY" && "$ONLY" != "worker" ]]; then
+  echo "error: the second argument may only be 'worker' (stopping the head stops the whole cluster: omit it)" >&2
+  exit 2
+fi
 if [[ ! -f "$STATE/pids" ]]; then
   echo "no cluster recorded in $STATE (no pids file)" >&2
   exit 0
@@ -16,7 +23,11 @@ fi
 STATE="$(cd "$STATE" && pwd)"
 
 # Worker first, then the head.
-mapfile -t PGIDS < <(tac "$STATE/pids" | awk '{print $2}')
+if [[ -n "$ONLY" ]]; then
+  mapfile -t PGIDS < <(awk -v role="$ONLY" '$1 == role {print $2}' "$STATE/pids")
+else
+  mapfile -t PGIDS < <(tac "$STATE/pids" | awk '{print $2}')
+fi
 
 alive() { kill -0 -- "-$1" 2>/dev/null; }
 
@@ -28,6 +39,13 @@ for pgid in "${PGIDS[@]}"; do
   while alive "$pgid" && (( SECONDS < deadline )); do sleep 0.2; done
   if alive "$pgid"; then kill -KILL -- "-$pgid" 2>/dev/null; fi
 done
+
+if [[ -n "$ONLY" ]]; then
+  # the node's own processes are gone; its actors' workers (they left the process group) are killed by their raylet
+  awk -v role="$ONLY" '$1 != role' "$STATE/pids" > "$STATE/pids.tmp" && mv "$STATE/pids.tmp" "$STATE/pids"
+  echo "stopped the $ONLY node of the cluster in $STATE"
+  exit 0
+fi
 
 # Anything of this cluster that left its process group (it runs with --temp-dir/--session-dir under STATE).
 for proc in /proc/[0-9]*; do

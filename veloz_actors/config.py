@@ -228,6 +228,18 @@ class ActorsModel(_Model):
     replay: ReplayModel | None = None  # a recorded capture the feed replays (a bare path is accepted)
     strategies: list[StrategyEntryModel] = Field(default_factory=list)
     risk: dict[str, Any] | None = None  # the risk actor's settings (None: no risk actor); the risk actor reads them
+    journal_mode: Literal["shared", "node-local"] = Field(
+        default="shared",
+        description=(
+            "Where the stateful actors' journals (OMS, venue actors, account view, risk actor, feed offsets; in the "
+            "directory beside journal.path, <path>.actors/) live on a multi-node cluster. 'shared': a filesystem "
+            "every node reaches (NFS, EFS, a mounted volume; one machine is trivially this case), so an actor Ray "
+            "restarts on any node recovers from it. 'node-local': the journals stay on the disk of the node that "
+            "started the engine, each stateful actor is pinned there (Ray's NodeAffinitySchedulingStrategy, "
+            "soft=False); if that node is gone the actor cannot come back and STATUS names it, its node and what to "
+            "do."
+        ),
+    )
 
     @field_validator("replay", mode="before")
     @classmethod

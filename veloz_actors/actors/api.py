@@ -22,17 +22,19 @@ overloaded inbox) are events (``OrderRejected`` with a reason), not exceptions.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
 from ..config import EngineFileConfig, StrategyEntryModel, default_engine_config, load_engine_config
@@ -41,7 +43,7 @@ from ..orders import ClientOrderIds, build_place_order, check_client_order_id, p
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import BookTopBatch
-from .spec import LATENCY_BUCKETS, EngineSpec
+from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
 from .supervisor import Supervisor, supervisor_name
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
@@ -83,6 +85,7 @@ def build_spec(
         strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
         replay=None if actors.replay is None else actors.replay.resolved(),
         risk=actors.risk,
+        journal_mode=actors.journal_mode,
     )
 
 
@@ -189,7 +192,8 @@ class EngineHandle:
         self._venues = handles["venues"]
         self._risk = handles.get("risk")
         self.window = InFlightWindow(spec.order_inbox)
-        self.symbols = frozenset(ray.get(self._oms.symbols.remote(), timeout=_CALL_TIMEOUT))
+        # from the spec, not the OMS: a handle (and STATUS) works while the OMS cannot
+        self.symbols = frozenset(i["symbol"] for i in spec.engine_config["instruments"])
         self._ids = ClientOrderIds.for_session("py")  # this handle's client order ids, made locally
         self._closed = False
         self.round_trip_counts = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -315,12 +319,27 @@ class EngineHandle:
         while True:
             try:
                 return ray.get(make_ref(), timeout=_CALL_TIMEOUT)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            except (
+                ray.exceptions.RayActorError,
+                ray.exceptions.ActorUnavailableError,
+                ray.exceptions.ActorUnschedulableError,
+            ) as exc:
+                self._raise_if_stranded(exc)
                 if time.monotonic() >= deadline:
                     raise EngineUnavailable(f"engine {self.name!r} did not come back: {exc}") from exc
                 time.sleep(0.05)
             except ray.exceptions.GetTimeoutError as exc:
                 raise EngineUnavailable(f"engine {self.name!r} did not answer in {_CALL_TIMEOUT} s") from exc
+
+    def _raise_if_stranded(self, exc: Exception) -> None:
+        """An actor pinned to a node that is gone (node-local journals) never comes back: say so now, clearly."""
+        if not self.spec.pinned_nodes():
+            return
+        with contextlib.suppress(Exception):  # the GCS unreachable: fall back to waiting
+            stranded = stranded_actors(self.spec)
+        if stranded:
+            messages = [stranded_message(self.spec, actor, node) for actor, node in stranded.items()]
+            raise EngineUnavailable(" ".join(messages)) from exc
 
     # -------------------------------------------------------------------------------------------------- queries
 
@@ -474,13 +493,22 @@ def start_local(
     run_clock: bool = False,
     address: str | None = None,
     detached: bool = False,
+    nodes: Mapping[str, str] | None = None,
 ) -> EngineHandle:
     """Start an engine's actors (a private local Ray runtime unless Ray is already initialised or ``address`` is
-    given) and return its handle. ``run_clock`` lets the feed actor drive the simulated market by itself."""
+    given) and return its handle. ``run_clock`` lets the feed actor drive the simulated market by itself.
+
+    ``nodes`` pins actors to cluster nodes by STATUS name (``{"bus": node_id, "supervisor": node_id}``): such an actor
+    cannot come back when its node is gone (STATUS says so). With ``actors.journal_mode: node-local`` every journaled
+    actor is pinned, by default to the node this driver runs on (where ``journal_dir`` is)."""
     file_config = _config(config)
     spec = build_spec(file_config, name=name, journal_dir=journal_dir, durability=durability, run_clock=run_clock)
     _ensure_ray(address, NAMESPACE)
+    journal_node = ray.get_runtime_context().get_node_id() if spec.journal_mode == "node-local" else None
+    spec = dataclasses.replace(spec, journal_node=journal_node, nodes=dict(nodes or {}))
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "name": supervisor_name(name)}
+    if spec.nodes.get("supervisor"):
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.nodes["supervisor"], soft=False)
     if detached:
         options["lifetime"] = "detached"
     try:

@@ -1,5 +1,16 @@
 """What every actor of one engine shares: its layout (:class:`EngineSpec`), the bounded window of one-way calls to a
-peer (:class:`CallWindow`), actor names, and the two small facts an actor asks Ray about itself."""
+peer (:class:`CallWindow`), actor names, where the stateful actors may run (:meth:`EngineSpec.placement`,
+:func:`stranded_actors`), and the two small facts an actor asks Ray about itself.
+
+Journal modes (``actors.journal_mode``) on a multi-node cluster: ``shared`` -- ``journal_dir`` is on a filesystem
+every node reaches, so Ray may restart a stateful actor on any node and it recovers from snapshot + journal there;
+``node-local`` -- the journals stay on one node's disk (``journal_node``, the node of the driver that started the
+engine, unless ``nodes`` names another for an actor), and each stateful actor is pinned to its node with
+``NodeAffinitySchedulingStrategy(soft=False)``. ``nodes`` pins any actor (``supervisor`` included) the same way, in
+either mode: pins are hard because Ray's soft node affinity is only a hint for actors that need no CPU (they land on
+either node). A pinned actor whose node is gone cannot come back: Ray marks it unschedulable, and
+:func:`stranded_actors` / :func:`stranded_message` say which actor, which node and what to do.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +24,20 @@ import ray
 
 from ..core.journal import Journal
 
-__all__ = ["LATENCY_BUCKETS", "CallWindow", "EngineSpec", "hand_to_os", "reconstructed", "venue_actor_name"]
+__all__ = [
+    "JOURNAL_MODES",
+    "LATENCY_BUCKETS",
+    "CallWindow",
+    "EngineSpec",
+    "hand_to_os",
+    "live_nodes",
+    "reconstructed",
+    "stranded_actors",
+    "stranded_message",
+    "venue_actor_name",
+]
+
+JOURNAL_MODES = ("shared", "node-local")
 
 # order processing time inside the OMS and client round trips (seconds): the histograms' upper bounds
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
@@ -37,9 +61,39 @@ class EngineSpec:
     replay: dict[str, Any] | None = None  # a recorded file the feed replays: path, speed, batch, reference_prices
     strategies: tuple[dict[str, Any], ...] = ()  # live strategies (see strategy_node.py)
     risk: dict[str, Any] | None = None  # the risk actor's settings (None: no risk actor)
+    journal_mode: str = "shared"  # "shared" or "node-local" (see the module docstring)
+    journal_node: str | None = None  # node-local: the node whose disk holds journal_dir
+    nodes: dict[str, str] = field(default_factory=dict)  # actor ("oms", "venue:BTCUSDT", "supervisor") -> pinned node
+
+    def __post_init__(self) -> None:
+        if self.journal_mode not in JOURNAL_MODES:
+            raise ValueError(f"journal_mode must be one of {JOURNAL_MODES}, got {self.journal_mode!r}")
 
     def journal_path(self, actor: str) -> Path | None:
         return None if self.journal_dir is None else Path(self.journal_dir) / f"{actor}.journal"
+
+    def stateful_actors(self) -> tuple[str, ...]:
+        """The actors that keep a journal, by their STATUS names."""
+        names = ["oms", "account", "feed", *(f"venue:{shard}" for shard in self.shards)]
+        return (*names, "risk") if self.risk is not None else tuple(names)
+
+    def placement(self, actor: str) -> str | None:
+        """The node ``actor`` is pinned to, or None (wherever Ray puts it, and restarts it).
+
+        ``nodes[actor]`` if given; else, in ``node-local`` mode, a journaled actor's ``journal_node``."""
+        node = self.nodes.get(actor)
+        if node is None and self.node_local_journals() and actor in self.stateful_actors():
+            node = self.journal_node
+        return node
+
+    def node_local_journals(self) -> bool:
+        return self.journal_mode == "node-local" and self.journal_dir is not None
+
+    def pinned_nodes(self) -> dict[str, str]:
+        """Actor -> the node it is pinned to (the journaled actors in ``node-local`` mode, and ``nodes``)."""
+        out = {actor: node for actor in self.stateful_actors() if (node := self.placement(actor)) is not None}
+        out.update(self.nodes)
+        return out
 
     def shard_of(self) -> dict[str, str]:
         return {symbol: shard for shard, symbols in self.shards.items() for symbol in symbols}
@@ -48,6 +102,38 @@ class EngineSpec:
 def venue_actor_name(engine: str, shard: str) -> str:
     """The name a venue actor is registered under, so a restarted OMS finds its venues again."""
     return f"veloz-venue:{engine}:{shard}"
+
+
+def live_nodes() -> set[str]:
+    """The ids of the cluster's nodes that are alive now (one call to the GCS)."""
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def stranded_actors(spec: EngineSpec, alive: set[str] | None = None) -> dict[str, str]:
+    """Pinned actor -> its node, for each actor pinned (``node-local``) to a node that is no longer alive: Ray cannot
+    restart those anywhere else."""
+    pinned = spec.pinned_nodes()
+    if not pinned:
+        return {}
+    alive = live_nodes() if alive is None else alive
+    return {actor: node for actor, node in pinned.items() if node not in alive}
+
+
+def stranded_message(spec: EngineSpec, actor: str, node: str) -> str:
+    """What a person needs to know about an actor stranded on a node that is gone: which, where, what to do."""
+    if spec.node_local_journals() and actor in spec.stateful_actors():
+        return (
+            f"engine {spec.name!r}: actor {actor!r} cannot run: actors.journal_mode is node-local and its journal "
+            f"({spec.journal_dir}) is on node {node}, which has left the cluster, so Ray will not restart it "
+            f"elsewhere. To recover, copy {spec.journal_dir} from that machine to a live node (or put it on a "
+            f"filesystem every node reaches and set actors.journal_mode: shared), then `veloz stop --name {spec.name}`"
+            f" and start the engine again with --journal pointing at it: every actor recovers from its journal."
+        )
+    return (
+        f"engine {spec.name!r}: actor {actor!r} cannot run: it is pinned to node {node}, which has left the cluster, "
+        f"so Ray will not restart it elsewhere. `veloz stop --name {spec.name}` and start the engine again (its "
+        f"actors recover from their journals) without pinning it to that node."
+    )
 
 
 def reconstructed() -> bool:

@@ -9,6 +9,14 @@ a dead actor; it rebuilds itself from snapshot + journal, and the OMS and the ve
 Its health loop never dies: it pings every actor, counts restarts (a new process id), and after the account view
 restarted asks the OMS to push the account state again. ``status()`` reports each actor alive, its inbox depth and
 its last sequence number.
+
+Placement (:meth:`EngineSpec.placement`): with ``actors.journal_mode: shared`` every actor goes wherever Ray puts it
+and a restarted one recovers on any node from the shared journal directory. With ``node-local`` each journaled actor
+is created pinned (``NodeAffinitySchedulingStrategy(soft=False)``) to the node holding its journal (as is any actor
+``spec.nodes`` names, in either mode); the supervisor records those nodes, and when one is gone STATUS lists the
+stranded actors in ``problems`` (which actor, which node, what to do) instead of waiting for a restart that cannot
+happen. A supervisor started (or restarted by Ray) while a pinned node is already
+gone starts no actor and reports the same.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from .._exceptions import EngineUnavailable
 from .account import AccountViewActor
 from .bus import EventBusActor
 from .feed import MarketFeedActor
 from .oms import OmsActor
-from .spec import EngineSpec, venue_actor_name
+from .spec import EngineSpec, live_nodes, stranded_actors, stranded_message, venue_actor_name
 from .strategy_node import StrategyNode
 from .venue import VenueActor
 
@@ -45,42 +55,65 @@ class Supervisor:
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
-        self.bus = ray.remote(EventBusActor).options(**_ORDERED).remote(spec.subscriber_queue)
-        self.account = ray.remote(AccountViewActor).options(**_ORDERED).remote(spec)
+        self.started_ns = time.time_ns()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.actors: dict[str, Any] = {}
+        self.pids: dict[str, int] = {}
+        self.seqs: dict[str, int] = {}
+        self.alive: dict[str, bool] = {}
+        self.restarts: dict[str, int] = {}
+        self.risk: Any = None
+        self.pinned = spec.pinned_nodes()  # actor -> the node it is pinned to (node-local journals, spec.nodes)
+        stranded = stranded_actors(spec)
+        if stranded:  # restarted after a pinned node left: no actor could start, say so instead of hanging
+            self.state = "stranded"
+            self.stranded_at_start = stranded
+            return
+        self.stranded_at_start = {}
+        self.bus = ray.remote(EventBusActor).options(**self._options("bus")).remote(spec.subscriber_queue)
+        self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
         self.oms = (
             ray.remote(OmsActor)
-            .options(**_ORDERED, max_pending_calls=spec.order_inbox)
+            .options(**self._options("oms"), max_pending_calls=spec.order_inbox)
             .remote(spec, self.account, self.bus)
         )
         self.venues = {
             shard: ray.remote(VenueActor)
-            .options(**_ORDERED, name=venue_actor_name(spec.name, shard))
+            .options(**self._options(f"venue:{shard}"), name=venue_actor_name(spec.name, shard))
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()
         }
         ray.get(self.oms.attach_venues.remote(self.venues), timeout=120)
-        self.feed = ray.remote(MarketFeedActor).options(**_ORDERED).remote(spec, self.oms, self.venues, self.bus)
-        self.actors: dict[str, Any] = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
+        feed = ray.remote(MarketFeedActor).options(**self._options("feed"))
+        self.feed = feed.remote(spec, self.oms, self.venues, self.bus)
+        self.actors = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
         self.actors.update({f"venue:{shard}": handle for shard, handle in self.venues.items()})
         self.risk = self._start_risk()
         if self.risk is not None:
             self.actors["risk"] = self.risk
         instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
         for i, settings in enumerate(spec.strategies):
-            node = ray.remote(StrategyNode).options(**_ORDERED)
-            self.actors[f"strategy:{i}:{settings['strategy']}"] = node.remote(settings, self.oms, self.bus, instruments)
+            name = f"strategy:{i}:{settings['strategy']}"
+            node = ray.remote(StrategyNode).options(**self._options(name))
+            self.actors[name] = node.remote(settings, self.oms, self.bus, instruments)
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
         self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
         self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
-        self.started_ns = time.time_ns()
         self.state = "running"
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
+
+    def _options(self, name: str) -> dict[str, Any]:
+        """Ray options of one actor: ordered, restartable, and pinned where :meth:`EngineSpec.placement` says (the
+        node holding its journal in node-local mode, or a node ``spec.nodes`` names)."""
+        node = self.spec.placement(name)
+        if node is None:
+            return dict(_ORDERED)
+        return {**_ORDERED, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
 
     def _start_risk(self) -> Any:
         """The engine-wide risk actor (:mod:`.risk`), off the order path, when the spec configures it
@@ -99,7 +132,7 @@ class Supervisor:
         config = RiskMonitorConfig.from_kernel(kernel_config, limits)
         risk = (
             ray.remote(RiskActor)
-            .options(**_ORDERED, name=risk_actor_name(self.spec.name))
+            .options(**self._options("risk"), name=risk_actor_name(self.spec.name))
             .remote(
                 config,
                 self.oms,
@@ -116,6 +149,8 @@ class Supervisor:
 
     def handles(self) -> dict[str, Any]:
         """The actor handles, for an engine handle in another process (``vz.connect``)."""
+        if self.state == "stranded":
+            raise EngineUnavailable(" ".join(self.problems()))
         return {
             "oms": self.oms,
             "account": self.account,
@@ -127,6 +162,25 @@ class Supervisor:
 
     def spec_data(self) -> EngineSpec:
         return self.spec
+
+    def problems(self, alive_nodes: set[str] | None = None) -> list[str]:
+        """What keeps actors from running that Ray cannot fix by itself: each actor pinned to a node that is gone."""
+        stranded = self.stranded_at_start or stranded_actors(self.spec, alive_nodes)
+        return [stranded_message(self.spec, actor, node) for actor, node in stranded.items()]
+
+    def _nodes_now(self) -> dict[str, str | None]:
+        """Actor -> the node it runs on now (None while Ray restarts it, or if its node is gone), from the GCS."""
+        from ray._private.state import actors as actor_table  # the one place Ray keeps each actor's address
+
+        out: dict[str, str | None] = {}
+        for name, handle in self.actors.items():
+            try:
+                info = actor_table(handle._actor_id.hex())
+                alive = info.get("State") == "ALIVE"
+                out[name] = (info.get("Address") or {}).get("NodeID") if alive else None
+            except Exception:  # noqa: BLE001 - placement is informative; never fail STATUS over it
+                out[name] = None
+        return out
 
     # ------------------------------------------------------------------------------------------------------ watch
 
@@ -182,6 +236,9 @@ class Supervisor:
         for name in names:
             if name.startswith("venue:") and detail.get(name):
                 depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
+        nodes_now = self._nodes_now()
+        alive_nodes = live_nodes()
+        problems = self.problems(alive_nodes)
         with self._lock:
             actors = {
                 name: {
@@ -189,9 +246,16 @@ class Supervisor:
                     "inbox_depth": depth.get(name, 0),
                     "last_seq": detail[name]["last_seq"] if detail[name] else self.seqs.get(name),
                     "restarts": self.restarts[name],
+                    "node_id": nodes_now.get(name),
                 }
                 for name in names
             }
+        for name, node in self.pinned.items():
+            if name == "supervisor":
+                continue
+            entry = actors.setdefault(name, {"alive": False, "inbox_depth": 0, "last_seq": None, "restarts": 0})
+            entry["pinned_node"] = node
+            entry["node_alive"] = node in alive_nodes
         bus = detail.get("bus") or {}
         risk = detail.get("risk")
         risk_gauges = risk.pop("gauges", None) if risk else None
@@ -223,6 +287,12 @@ class Supervisor:
             else None,
             "venues": {n.split(":", 1)[1]: detail[n] for n in names if n.startswith("venue:")},
             "journal": oms.get("journal"),
+            "journals": {
+                "mode": self.spec.journal_mode,
+                "dir": self.spec.journal_dir,
+                "node_id": self.spec.journal_node if self.spec.journal_mode == "node-local" else None,
+            },
+            "problems": problems,
             "journal_lines": oms.get("journal_lines", 0),
             "reference_prices": oms.get("reference_prices", {}),
             "circuit_breaker": oms.get("circuit_breaker", {}),
@@ -246,6 +316,7 @@ class Supervisor:
             "account",
             "bus",
         ]
+        order = [name for name in order if name in self.actors]  # none when stranded at start
         for name in order:
             with contextlib.suppress(Exception):  # a dead actor has nothing left to flush
                 ray.get(self.actors[name].close.remote(), timeout=10.0)

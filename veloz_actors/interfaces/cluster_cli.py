@@ -32,16 +32,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     def status(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
-        """Print an engine's health as one JSON line: every actor alive, its inbox depth and last sequence number."""
+        """Print an engine's health as one JSON line: every actor alive, its inbox depth and last sequence number,
+        the node it runs on. Exit status 1 when an actor cannot come back (its pinned node is gone), each such
+        problem also on stderr."""
         import ray
 
         from ..actors.api import connect
 
         engine = connect(address, name=name)
         try:
-            sys.stdout.buffer.write(orjson.dumps({"type": "status", **engine.status()}) + b"\n")
+            status = engine.status()
+            sys.stdout.buffer.write(orjson.dumps({"type": "status", **status}) + b"\n")
         finally:
             ray.shutdown()
+        for problem in status.get("problems") or ():
+            print(f"error: {problem}", file=sys.stderr)
+        if status.get("problems"):
+            raise typer.Exit(1)
 
     @app.command("metrics")
     def metrics(
