@@ -158,6 +158,20 @@ def _scenario(name: str, address: str, state: Path, journal_dir: Path) -> dict:
     return orjson.loads(done.stdout.splitlines()[-1])
 
 
+def test_a_restarted_actor_refuses_a_journal_directory_without_its_engine_marker(tmp_path):
+    """An actor Ray restarts on a node that does not see the shared journal directory must not start empty."""
+    from veloz_actors import JournalError
+    from veloz_actors.actors.spec import JOURNAL_MARKER, EngineSpec, mark_journal_dir, require_journal_dir
+
+    spec = EngineSpec(name="marked", engine_config={}, journal_dir=str(tmp_path / "journals"))
+    with pytest.raises(JournalError, match=r"actor 'oms' was restarted on .* does not see its journal directory"):
+        require_journal_dir(spec.journal_dir, "oms", spec.name)
+    mark_journal_dir(spec)
+    assert (tmp_path / "journals" / JOURNAL_MARKER).read_text().strip() == "marked"
+    require_journal_dir(spec.journal_dir, "oms", spec.name)  # the engine's own directory: no error
+    require_journal_dir(None, "oms")  # no journals at all: nothing to check
+
+
 def test_detached_engine_oms_moved_to_the_other_node_recovers_every_order(losable_cluster, tmp_path):
     address, state = losable_cluster
     result = _scenario("shared", address, state, tmp_path / "journals")

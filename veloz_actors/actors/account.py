@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.journal import Journal, read_journal, read_snapshot, write_snapshot
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
-from .spec import EngineSpec, hand_to_os, reconstructed
+from .spec import EngineSpec, hand_to_os, reconstructed, require_journal_dir
 
 __all__ = ["AccountViewActor"]
 
@@ -31,6 +31,8 @@ class AccountViewActor:
         self.fees: Counter[str] = Counter()
         self.applied = 0
         self.restarted = reconstructed()
+        if self.restarted:
+            require_journal_dir(spec.journal_dir, "account", spec.name)
         self.path = spec.journal_path("account")
         self.journal: Journal | None = None
         if self.path is not None:

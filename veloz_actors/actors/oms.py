@@ -43,7 +43,15 @@ from ..messages import (
 from ..venues.engine import EngineConfig
 from .bus import Settled
 from .risk import RiskFeed, risk_actor_name
-from .spec import LATENCY_BUCKETS, CallWindow, EngineSpec, hand_to_os, reconstructed, venue_actor_name
+from .spec import (
+    LATENCY_BUCKETS,
+    CallWindow,
+    EngineSpec,
+    hand_to_os,
+    reconstructed,
+    require_journal_dir,
+    venue_actor_name,
+)
 
 __all__ = ["OmsActor"]
 
@@ -61,6 +69,8 @@ class OmsActor:
         config = EngineConfig.from_json(spec.engine_config).kernel_config()
         path = spec.journal_path("oms")
         self.restarted = reconstructed()
+        if self.restarted:
+            require_journal_dir(spec.journal_dir, "oms", spec.name)
         if path is not None:
             self.kernel, _ = TradingKernel.recover(config, path, durability=spec.durability)  # type: ignore[arg-type]
         else:

@@ -57,6 +57,7 @@ import ray
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
+from .spec import require_journal_dir
 
 __all__ = ["FEED_LIMIT", "RISK_ACTOR_OPTIONS", "RiskActor", "RiskFeed", "risk_actor_name", "start_risk_actor"]
 
@@ -97,12 +98,15 @@ class RiskActor:
         resume: bool | None = None,
         window: int = 64,
         clock: Callable[[], int] = time.time_ns,
+        engine: str | None = None,
     ) -> None:
         self.oms = oms
         self.oms_method = oms_method
         self.clock = clock
         self.window = window
         self.restarted = _reconstructed()
+        if self.restarted and journal_path is not None and engine is not None:  # an engine's: its marker is there
+            require_journal_dir(Path(journal_path).parent, "risk", engine)
         self.resumed = False
         self._in_flight: deque[tuple[Any, list[Any]]] = deque()
         self.sent = 0

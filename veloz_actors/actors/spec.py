@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from .._exceptions import JournalError
 from ..core.journal import Journal
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "EngineSpec",
     "hand_to_os",
     "live_nodes",
+    "mark_journal_dir",
+    "require_journal_dir",
     "reconstructed",
     "stranded_actors",
     "stranded_message",
@@ -133,6 +136,40 @@ def stranded_message(spec: EngineSpec, actor: str, node: str) -> str:
         f"engine {spec.name!r}: actor {actor!r} cannot run: it is pinned to node {node}, which has left the cluster, "
         f"so Ray will not restart it elsewhere. `veloz stop --name {spec.name}` and start the engine again (its "
         f"actors recover from their journals) without pinning it to that node."
+    )
+
+
+JOURNAL_MARKER = ".veloz-engine"  # written into the journal directory when an engine starts
+
+
+def mark_journal_dir(spec: EngineSpec) -> None:
+    """Write the engine's marker into its journal directory (at the engine's first start): a stateful actor that Ray
+    restarts later checks it is there (:func:`require_journal_dir`), so a directory that is not in fact shared is
+    caught instead of recovering from nothing."""
+    if spec.journal_dir is None:
+        return
+    directory = Path(spec.journal_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / JOURNAL_MARKER).write_text(f"{spec.name}\n")
+
+
+def require_journal_dir(directory: str | Path | None, actor: str, engine: str = "") -> None:
+    """Before a restarted stateful actor recovers from ``directory``: raise :class:`JournalError` naming the actor,
+    the directory and this node when the engine's marker is not there, i.e. this node does not see the journals
+    (``actors.journal_mode: shared`` on a directory that is not on a filesystem every node reaches). Recovering from
+    an empty directory would silently forget every order."""
+    if directory is None or (Path(directory) / JOURNAL_MARKER).exists():
+        return
+    node = "this node"
+    if ray.is_initialized():  # (asking the runtime context outside Ray would start Ray)
+        with contextlib.suppress(Exception):
+            node = ray.get_runtime_context().get_node_id()
+    raise JournalError(
+        f"engine {engine or '?'}: actor {actor!r} was restarted on node {node}, which does not see its journal "
+        f"directory {directory} (the engine's marker {JOURNAL_MARKER} is missing there). With actors.journal_mode "
+        "shared the directory must be on a filesystem every node reaches; otherwise use journal_mode node-local, "
+        "which pins each journaled actor to the node holding its journal. The actor refuses to start empty rather "
+        "than forget its orders."
     )
 
 

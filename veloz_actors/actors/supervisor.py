@@ -35,7 +35,16 @@ from .account import AccountViewActor
 from .bus import EventBusActor
 from .feed import MarketFeedActor
 from .oms import OmsActor
-from .spec import EngineSpec, live_nodes, stranded_actors, stranded_message, venue_actor_name
+from .spec import (
+    EngineSpec,
+    live_nodes,
+    mark_journal_dir,
+    reconstructed,
+    require_journal_dir,
+    stranded_actors,
+    stranded_message,
+    venue_actor_name,
+)
 from .strategy_node import StrategyNode
 from .venue import VenueActor
 
@@ -71,6 +80,10 @@ class Supervisor:
             self.stranded_at_start = stranded
             return
         self.stranded_at_start = {}
+        if reconstructed():
+            require_journal_dir(spec.journal_dir, "supervisor", spec.name)
+        else:
+            mark_journal_dir(spec)
         self.bus = ray.remote(EventBusActor).options(**self._options("bus")).remote(spec.subscriber_queue)
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
@@ -139,6 +152,7 @@ class Supervisor:
                 journal_path=self.spec.journal_path("risk"),
                 durability=self.spec.durability,
                 follow_method="follow_fills",
+                engine=self.spec.name,
             )
         )
         self._follow(risk)

@@ -19,7 +19,7 @@ from typing import Any
 from ..messages import BookTop, Trade
 from ..venues.engine import EngineConfig
 from .batches import BookTopBatch
-from .spec import CallWindow, EngineSpec, reconstructed
+from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir
 from .venue_shard import Batch, VenueShard
 
 __all__ = ["VenueActor"]
@@ -36,6 +36,8 @@ class VenueActor:
         self.oms = oms
         self.bus = bus
         self.restarted = reconstructed()
+        if self.restarted:
+            require_journal_dir(spec.journal_dir, f"venue:{shard}", spec.name)
         config = EngineConfig.from_json(spec.engine_config)
         venues = {symbol: venue for symbol, venue in config.venues().items() if symbol in self.symbols}
         self.state = VenueShard(
