@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
 from ..core.account import Ledger
@@ -134,14 +133,12 @@ class SimVenue:
             fills, self_trade = book.match(
                 order, limit, budget=order.quote_qty, fee_rate=inst.taker_fee_rate, qty_step=inst.qty_step
             )
+        by_quote = order.quote_qty is not None
         if fills:
-            self._settle(order, fills, ts, reports)
-        if order.quote_qty is not None:
-            if order.filled:
-                last = max(i for i, r in enumerate(reports) if type(r) is VenueOrderFilled and r.liquidity is
-                           Liquidity.TAKER)  # fmt: skip
-                reports[last] = replace(reports[last], leaves_qty=0)  # the order is done: it spent what it could
-            else:
+            # an order by quote amount is done when matching stops: its last fill says so (nothing left to work)
+            self._settle(order, fills, ts, reports, last_done=by_quote)
+        if by_quote:
+            if not order.filled:
                 reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
         elif order.leaves == 0:
             pass
@@ -273,8 +270,12 @@ class SimVenue:
             self.maker.release(MM_ACCOUNT, asset, order.reserved)
             order.reserved = 0
 
-    def _settle(self, taker: VenueOrder, fills: list[Fill], ts: int, reports: list[Any]) -> None:
-        """Fees for both sides of every fill; reports for the trader's orders, the maker's ledger for its own."""
+    def _settle(
+        self, taker: VenueOrder, fills: list[Fill], ts: int, reports: list[Any], *, last_done: bool = False
+    ) -> None:
+        """Fees for both sides of every fill; reports for the trader's orders, the maker's ledger for its own.
+        ``last_done``: the taker's last fill reports nothing left to work (an order by quote amount)."""
+        last_maker = fills[-1][0] if last_done else None
         inst = self.instrument
         name = self.name
         symbol = self.symbol
@@ -304,7 +305,7 @@ class SimVenue:
                         fee=fee,
                         fee_asset=quote,
                         liquidity=liquidity,
-                        leaves_qty=order.qty - order.filled,
+                        leaves_qty=0 if order is taker and maker is last_maker else order.qty - order.filled,
                         ts=ts,
                     )
                 )
