@@ -227,7 +227,7 @@ class ActorsModel(_Model):
     peer_window: int = Field(default=64, ge=1)  # one-way calls in flight to one peer actor
     replay: ReplayModel | None = None  # a recorded capture the feed replays (a bare path is accepted)
     strategies: list[StrategyEntryModel] = Field(default_factory=list)
-    risk: dict[str, Any] | None = None  # the risk actor's settings (None: no risk actor); the risk actor reads them
+    risk: bool = False  # run the risk actor (engine-wide post-trade risk); its limits are the engine_risk section
     journal_mode: Literal["shared", "node-local"] = Field(
         default="shared",
         description=(

@@ -93,7 +93,7 @@ def _venue_fills(journal) -> dict[tuple[int, str], VenueOrderFilled]:
     ids=["oms", "venue", "account", "risk", "together"],
 )
 def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
-    config = file_config(risk={"limits": {}})  # a risk actor that follows every fill, with no limit to halt on
+    config = file_config(risk=True)  # a risk actor that follows every fill, with no limit to halt on
     engine = start_local(config, name=f"recovery-{'-'.join(v.replace(':', '') for v in victims)}", journal_dir=tmp_path)
     try:
         engine.tick()

@@ -134,7 +134,7 @@ def test_an_engine_reports_the_risk_stream_in_status_and_its_gauges_to_prometheu
 
     from .helpers import file_config, wait_for
 
-    engine = start_local(file_config(risk={"limits": {}}), name="risk-metrics", journal_dir=tmp_path)
+    engine = start_local(file_config(risk=True), name="risk-metrics", journal_dir=tmp_path)
     try:
         engine.tick()
         engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", client_order_id="m-1"))

@@ -29,6 +29,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def build_spec(
         run_clock=run_clock,
         strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
         replay=None if actors.replay is None else actors.replay.resolved(),
-        risk=actors.risk,
+        risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
         journal_mode=actors.journal_mode,
     )
 
