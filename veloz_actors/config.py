@@ -172,6 +172,9 @@ class JournalModel(_Model):
     durability: Literal["always", "group", "none"] = "group"
     group_ms: float = Field(default=5.0, gt=0, le=1000)
     snapshot_every: int = Field(default=10_000, ge=1)
+    # closed orders older than this (seconds of message time) leave the kernel's memory for the order history file
+    # beside the journal, which queries still read; 0 keeps every order in memory (a backtest, a short session)
+    retain_closed_seconds: float = Field(default=0, ge=0)
 
 
 class MetricsModel(_Model):
@@ -316,6 +319,7 @@ class EngineFileConfig(_Model):
                     a: _dec(v, f"sim.market_maker_balances.{a}") for a, v in self.sim.market_maker_balances.items()
                 },
                 snapshot_every=self.journal.snapshot_every,
+                retain_closed_ns=int(self.journal.retain_closed_seconds * 1_000_000_000),
             )
         except ConfigError:
             raise

@@ -194,3 +194,20 @@ def test_parse_command_names_the_bad_field() -> None:
 
     with pytest.raises(InvalidInput, match="^quantity: "):
         parse_command("ORDER BUY BTCUSDT abc MARKET", symbols={"BTCUSDT"}, ts=1)
+
+
+def test_query_finds_an_order_evicted_from_memory_in_the_order_history_file(tmp_path) -> None:
+    from dataclasses import replace
+
+    engine = Engine(replace(engine_config(sim=True), retain_closed_ns=1), journal_path=tmp_path / "e.journal",
+                    durability="none")  # fmt: skip
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=old")
+    session.handle_line("CANCEL old")
+    assert engine.kernel.evict(before_ts=2**62) == 1
+    assert engine.oms.get("main", "old") is None  # out of memory
+    [state] = session.handle_line("QUERY old")
+    [order] = state["orders"]
+    assert (order["cid"], order["status"]) == ("old", "CANCELLED")
+    engine.close()

@@ -695,6 +695,14 @@ class TradingKernel:
         self.evicted += len(gone)
         return len(gone)
 
+    def order_record(self, account_id: str, client_order_id: str) -> dict[str, Any] | None:
+        """One order as a JSON-ready dict: from memory, or from the order history file once evicted."""
+        order = self.oms.get(account_id, client_order_id)
+        if order is not None:
+            return order.to_dict()
+        found = self.order_history(account_id, client_order_id)
+        return found[-1] if found else None
+
     def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
         """Evicted orders from the history file (oldest first), optionally of one account and client order id."""
         if self.history_path is None or not self.history_path.exists():

@@ -43,8 +43,8 @@ class LocalBackend:
         oms = self.engine.oms
         if client_order_id is None:
             return [o.to_dict() for o in oms.open_orders(self.account_id)]
-        order = oms.get(self.account_id, client_order_id)
-        return [order.to_dict()] if order is not None else []
+        record = self.engine.kernel.order_record(self.account_id, client_order_id)  # evicted: the history file
+        return [record] if record is not None else []
 
     def balances(self) -> dict[str, tuple[int, int]]:
         return self.engine.ledger.balances(self.account_id)
