@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from veloz_actors._exceptions import ConfigError, InvalidInput, JournalError
 from veloz_actors.config import parse_engine_config
+from veloz_actors.core.journal import read_journal
 from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitor, RiskMonitorConfig
 from veloz_actors.messages import (
+    AccountUpdated,
+    Balance,
     CancelAllOrders,
     HaltTrading,
     Liquidity,
@@ -23,6 +26,7 @@ from veloz_actors.messages import (
     OrderRejected,
     OrderType,
     PlaceOrder,
+    PositionUpdated,
     RejectReason,
     ResetCircuitBreaker,
     Side,
@@ -451,3 +455,189 @@ def test_the_config_file_section_names_a_bad_value() -> None:
         parse_engine_config(_engine_file({"max_drawdown": "-0.1"}))
     with pytest.raises(ConfigError, match="max_leverage"):
         parse_engine_config(_engine_file({"max_leverage": "2"}))
+
+
+# ------------------------------------------------------------------------------------------ the numbered stream
+
+
+def _ledger(
+    position: int, usdt: str, btc: str, btcusdt: str
+) -> tuple[int, list[AccountUpdated], list[PositionUpdated]]:
+    """What an OMS sends in a rebase: one account's balances and its BTCUSDT position at ``position``."""
+    account = AccountUpdated(
+        account_id="main", balances=(Balance(asset="BTC", free=d(btc), locked=0),
+                                     Balance(asset="USDT", free=d(usdt) - d("100"), locked=d("100"))), ts=START_NS,
+    )  # fmt: skip
+    position_line = PositionUpdated(
+        account_id="main", symbol="BTCUSDT", qty=d(btcusdt), avg_entry_price=d("60000"), cost=0, realized_pnl=0,
+        unrealized_pnl=0, mark_price=d("60000"), ts=START_NS,
+    )  # fmt: skip
+    return position, [account], [position_line]
+
+
+def _journal_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_a_segment_moves_the_position_after_its_fills_and_journals_it_as_a_tick() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(_config(), journal_path=path, durability="none")
+        assert monitor.cursor == 0
+        assert monitor.apply_segment(7, [_fill("0.5", "60000", trade_id=1), _fill("0.1", "60000", trade_id=2)]) == []
+        monitor.close()
+        _, lines = read_journal(path)
+    assert monitor.cursor == 7
+    assert monitor.exposure()["main"]["BTCUSDT"] == d("0.6")
+    assert [type(line) for line in lines] == [OrderFilled, OrderFilled, Tick]  # the position after the fills
+    assert lines[-1] == Tick(ts=7)
+    assert monitor.status()["cursor"] == 7
+
+
+def test_a_resent_segment_books_nothing_twice_and_journals_nothing() -> None:
+    monitor = RiskMonitor(_config())
+    segment = [_fill("0.5", "60000", trade_id=1), _fill("0.1", "60000", trade_id=2)]
+    monitor.apply_segment(7, segment)
+    once, lines = monitor.exposure(), monitor.seq
+    assert monitor.apply_segment(7, segment) == []
+    assert monitor.exposure() == once
+    assert (monitor.cursor, monitor.seq) == (7, lines)  # no fill, no position line
+    assert (monitor.fills, monitor.duplicate_fills) == (2, 2)
+
+
+def test_a_segment_cut_short_by_a_crash_before_its_position_comes_again_and_books_once() -> None:
+    """The fills are journaled before the position: a crash in between leaves the old position, and the segment
+    sent again adds only the position."""
+    config = _config()
+    segment = [_fill("0.5", "60000", trade_id=1), _fill("0.1", "60000", trade_id=2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(config, journal_path=path, durability="none")
+        monitor.apply_segment(3, [_fill("0.2", "60000", trade_id=9)])
+        monitor.apply_segment(7, segment)
+        monitor.close()
+        path.write_bytes(b"".join(_journal_lines(path)[:-1]))  # the Tick(7) never reached the disk
+        recovered, _ = RiskMonitor.recover(config, path, durability="none")
+        assert recovered.cursor == 3
+        assert recovered.exposure() == monitor.exposure()  # the fills did reach it
+        recovered.apply_segment(7, segment)
+        recovered.close()
+    assert recovered.cursor == 7
+    assert recovered.exposure() == monitor.exposure()
+    assert recovered.fills == 3
+
+
+def test_an_empty_segment_at_the_position_changes_nothing() -> None:
+    monitor = RiskMonitor(_config())
+    monitor.apply_segment(4, [_fill("0.5", "60000")])
+    seq = monitor.seq
+    assert monitor.apply_segment(4, []) == []  # the OMS's probe
+    assert (monitor.cursor, monitor.seq) == (4, seq)
+
+
+def test_a_rebase_replaces_balances_and_positions_with_the_ledger_at_its_position() -> None:
+    monitor = RiskMonitor(_config())
+    monitor.apply_segment(3, [_fill("0.5", "60000", trade_id=1)])
+    monitor.apply(trade("61000", ts=START_NS + 1))
+    assert monitor.rebase(*_ledger(40, usdt="50000", btc="3", btcusdt="1")) == []
+    assert monitor.cursor == 40
+    assert monitor.exposure() == {"main": {"BTC": d("3"), "USDT": d("50000"), "BTCUSDT": d("1")}}
+    assert monitor.equity() == (d("50000") + 3 * d("61000"), True)  # valued at the marks it had
+    assert monitor.rebases == 1
+    assert monitor.apply_segment(41, [_fill("0.5", "60000", trade_id=1)]) == []  # known before the rebase
+    assert monitor.exposure()["main"]["BTCUSDT"] == d("1")
+
+
+def test_a_rebase_drops_what_the_ledger_does_not_hold() -> None:
+    monitor = RiskMonitor(_config())
+    monitor.apply_segment(2, [_fill("0.5", "60000", account="other", symbol="BTCUSDT", trade_id=1)])
+    assert "other" in monitor.exposure()
+    monitor.rebase(*_ledger(9, usdt="1000", btc="0", btcusdt="0"))
+    assert monitor.exposure() == {"main": {"BTC": 0, "USDT": d("1000"), "BTCUSDT": 0}}
+    assert monitor.symbol_exposure() == {"BTCUSDT": 0}
+
+
+def test_a_rebase_crossing_a_limit_halts() -> None:
+    monitor = RiskMonitor(_config(EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("2")})))
+    (halt,) = monitor.rebase(*_ledger(5, usdt="1000", btc="3", btcusdt="3"))
+    assert halt.reason == "risk monitor: engine exposure in BTCUSDT 3 above the limit 2"
+
+
+def test_exposure_and_equity_after_a_rebase_equal_the_kernels_ledger() -> None:
+    ops = [
+        ("order", "main", "BTCUSDT", Side.BUY, "market", 5, 0),
+        ("order", "other", "ETHUSDT", Side.SELL, "market", 30, 0),
+        ("order", "other", "BTCUSDT", Side.BUY, "quote", 3, 0),
+        ("trade", "BTCUSDT", -5),
+        ("order", "main", "ETHUSDT", Side.BUY, "market", 7, 0),
+        ("book_top", "ETHUSDT", 4),
+    ]
+    engine, bus = _session(ops)
+    kernel = engine.kernel
+    ledger = kernel.ledger
+    accounts = [ledger.account_event(a, kernel.now) for a in ledger.account_ids()]
+    positions = [p.to_event(kernel.now) for _, p in sorted(ledger.positions.items())]
+    monitor = RiskMonitor(RiskMonitorConfig.from_kernel(kernel.config, EngineRiskLimits()))
+    monitor.apply_many([e for e in bus if type(e) is not OrderFilled])  # the marks, none of the fills
+    assert monitor.exposure() != kernel.exposure()
+    monitor.rebase(kernel.seq, accounts, positions)
+    assert monitor.exposure() == kernel.exposure()
+    assert monitor.equity() == (_kernel_equity(engine), True)
+    assert monitor.cursor == kernel.seq
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 1000])
+def test_recovery_after_a_complete_rebase_gives_the_rebased_state(snapshot_every: int) -> None:
+    config = _config(snapshot_every=snapshot_every)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(config, journal_path=path, durability="none")
+        monitor.apply_segment(3, [_fill("0.5", "60000", trade_id=1)])
+        monitor.rebase(*_ledger(40, usdt="50000", btc="3", btcusdt="1"))
+        monitor.apply_segment(44, [_fill("0.1", "60000", trade_id=2)])
+        monitor.close()
+        recovered, commands = RiskMonitor.recover(config, path, durability="none")
+        recovered.close()
+    assert commands == []
+    assert recovered.exposure() == monitor.exposure()
+    assert recovered.exposure()["main"]["BTCUSDT"] == d("1.1")
+    assert (recovered.cursor, recovered.rebases, recovered.seq) == (44, 1, monitor.seq)
+
+
+@pytest.mark.parametrize("cut", ["position line", "position and account lines", "torn position line"])
+def test_a_rebase_cut_short_in_the_journal_is_never_applied(cut: str) -> None:
+    """A crash between a rebase's ledger lines and the position line that closes it: recovery keeps the state before
+    the rebase, and what comes after (the tail sent again, or another rebase) does not apply the cut lines either."""
+    config = _config()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(config, journal_path=path, durability="none")
+        monitor.apply_segment(3, [_fill("0.5", "60000", trade_id=1)])
+        before = monitor.exposure()
+        monitor.rebase(*_ledger(40, usdt="50000", btc="3", btcusdt="1"))
+        monitor.close()
+        lines = _journal_lines(path)
+        assert [type(m) for m in read_journal(path)[1][-3:]] == [AccountUpdated, PositionUpdated, Tick]
+        kept = {"position line": lines[:-1], "position and account lines": lines[:-2],
+                "torn position line": [*lines[:-1], lines[-1][:-5]]}[cut]  # fmt: skip
+        path.write_bytes(b"".join(kept))
+
+        recovered, commands = RiskMonitor.recover(config, path, durability="none")
+        assert commands == []
+        assert (recovered.cursor, recovered.rebases) == (3, 0)
+        assert recovered.exposure() == before
+        recovered.apply_segment(5, [_fill("0.1", "60000", trade_id=2)])  # the tail after 3, sent again
+        assert recovered.exposure()["main"]["BTCUSDT"] == d("0.6")
+        assert recovered.exposure()["main"]["BTC"] == d("2.6")
+        after = recovered.exposure()
+        recovered.close()
+
+        again, _ = RiskMonitor.recover(config, path, durability="none")  # the journal says the same
+        assert (again.exposure(), again.cursor, again.rebases) == (after, 5, 0)
+        again.rebase(*_ledger(60, usdt="7000", btc="1", btcusdt="0.25"))  # a new rebase: only its own lines
+        again.close()
+        last, _ = RiskMonitor.recover(config, path, durability="none")
+        last.close()
+    assert again.exposure() == {"main": {"BTC": d("1"), "USDT": d("7000"), "BTCUSDT": d("0.25")}}
+    assert last.exposure() == again.exposure()
+    assert (last.cursor, last.rebases) == (60, 1)

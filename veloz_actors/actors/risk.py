@@ -372,7 +372,7 @@ class RiskFeed:
             position, accounts, positions = self._rebase
             self._rebase = None
             self._calls.append(follower.rebase.remote(position, accounts, positions))
-        if self.sent_to < self.position:
+        if self.sent_to < self.position and len(self._calls) < self.window:  # a rebase sent may have filled it
             first, sent_to = self.sent_to, self.sent_to
             fills = [f for _, last, batch in self.segments if last > sent_to for f in batch]
             self._calls.append(follower.fills.remote(first, self.position, fills))

@@ -51,6 +51,7 @@ The monitor never reads a clock: every timestamp comes from the events (or the c
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections import deque
 from collections.abc import Iterable
@@ -315,6 +316,10 @@ class RiskMonitor:
             for message in messages[start:]:
                 monitor.seq += 1
                 monitor._step(message)
+            if monitor._rebase is not None:  # a rebase cut short: its lines end the journal; cut them, never apply
+                _drop_last_lines(journal_path, len(monitor._rebase))
+                monitor.seq -= len(monitor._rebase)
+                monitor._rebase = None
         monitor.attach_journal(journal_path, durability=durability)
         commands: list[Command] = []
         if monitor.halted is not None:
@@ -790,6 +795,18 @@ class RiskMonitor:
             "journal": str(self.journal.path) if self.journal is not None else None,
             "journal_lines": self.journal.count if self.journal is not None else 0,
         }
+
+
+def _drop_last_lines(path: Path, count: int) -> None:
+    """Cut the last ``count`` complete lines of a journal (and a torn line after them), on disk."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    for _ in range(count):
+        end = data.rfind(b"\n", 0, end - 1) + 1
+    with open(path, "r+b") as f:
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 _MARK_TYPES = frozenset({Trade, BookTop, MarkPrice, Kline, Ticker})
