@@ -194,7 +194,8 @@ class OmsActor:
         self.applied[shard] = applied
         if token is not None:
             self.answered[shard] = token
-        hand_to_os(kernel.journal)
+        hand_to_os(kernel.journal)  # before anything leaves: the events, the acknowledgement
+        self._publish(events)  # the fills reach the bus first: the acknowledgement and the rest follow
         venue = self.venues.get(shard)
         if venue is not None:
             with self._lock:
@@ -204,7 +205,6 @@ class OmsActor:
             out.extend(kernel.pending_requests(self.symbols_of.get(shard, frozenset())))
         if out:
             self._route(out)
-        self._publish(events)
         return applied
 
     def applied_batches(self) -> dict[str, int | None]:
@@ -323,6 +323,10 @@ class OmsActor:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        window = self.windows["bus"]  # first: subscribers wait for it
+        if self._bus_out and window.room():
+            batch, self._bus_out = self._bus_out, []
+            window.send(self.bus.publish, batch)
         window = self.windows["account"]
         if self._account_resync and window.room():
             self._account_resync = False
@@ -331,10 +335,6 @@ class OmsActor:
         if self._account_out and window.room():
             batch, self._account_out = self._account_out, []
             window.send(self.account.apply, self._account_seq, batch)
-        window = self.windows["bus"]
-        if self._bus_out and window.room():
-            batch, self._bus_out = self._bus_out, []
-            window.send(self.bus.publish, batch)
         if self.risk_feed is not None:
             self.risk_feed.flush()
 
