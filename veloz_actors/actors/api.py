@@ -52,6 +52,7 @@ __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local
 NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
 _RETRY_SECONDS = 60.0
+_POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 
 
 def build_spec(
@@ -127,10 +128,12 @@ class Subscription:
     def __iter__(self) -> Iterator[Any]:
         return self
 
-    def poll_raw(self) -> list[Any]:
-        """Whatever is queued now, market data still in columnar :class:`BookTopBatch` items."""
+    def poll_raw(self, wait: float = 0.0) -> list[Any]:
+        """Whatever is queued now, market data still in columnar :class:`BookTopBatch` items; with ``wait``
+        (seconds, at most 0.25) and nothing queued, the bus answers as soon as events come, or after ``wait``."""
         try:
-            items, dropped = ray.get(self._bus.poll.remote(self.id), timeout=_CALL_TIMEOUT)
+            ref = self._bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else self._bus.poll.remote(self.id)
+            items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             return []  # the bus is restarting
         if dropped < 0:  # the bus restarted and lost this queue: subscribe again, count the gap
@@ -140,10 +143,10 @@ class Subscription:
         self.dropped = dropped
         return items
 
-    def poll(self) -> list[Any]:
-        """Whatever is queued now (possibly nothing), as the core's messages."""
+    def poll(self, wait: float = 0.0) -> list[Any]:
+        """Whatever is queued now (possibly nothing), as the core's messages; ``wait`` as in :meth:`poll_raw`."""
         out: list[Any] = []
-        for item in self.poll_raw():
+        for item in self.poll_raw(wait):
             if type(item) is BookTopBatch:
                 out.extend(item.events())
             else:
@@ -155,16 +158,15 @@ class Subscription:
             self.close()
             raise StopIteration
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        pause = 0.001
         while not self._buffer:
-            self._buffer = deque(self.poll())
+            wait = _POLL_WAIT if deadline is None else min(_POLL_WAIT, max(0.0, deadline - time.monotonic()))
+            self._buffer = deque(self.poll(wait))  # the bus answers as soon as events come (it never blocks on us)
             if self._buffer:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 self.close()
                 raise StopIteration
-            time.sleep(pause)  # poll with a short back-off: the bus never blocks on a subscriber
-            pause = min(pause * 2, 0.05)
+            time.sleep(0.001)  # (a bus restarting answers at once)
         self._seen += 1
         return self._buffer.popleft()  # a deque: a poll can return a whole batch
 

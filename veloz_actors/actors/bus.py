@@ -8,15 +8,25 @@ bus starts empty. The risk actor's fills come from the OMS, numbered and acknowl
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import ray
 
 from .backpressure import DropOldestQueue
 from .batches import BookTopBatch
 from .spec import CallWindow
 
-__all__ = ["EventBusActor", "Settled"]
+__all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
+
+# ``poll_wait`` runs in a concurrency group of its own, so a subscriber's poll may wait for new events without holding
+# up publishing. Every other method (``poll`` too) stays in the default group: one thread, so the publishes of each
+# caller run in the order they were sent (Ray keeps per-caller order for an actor whose default group has one thread
+# and that does not allow out-of-order execution).
+BUS_CONCURRENCY_GROUPS = {"poll": 8}
+_MAX_POLL_WAIT = 0.25  # seconds a poll may wait for events
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,7 @@ class EventBusActor:
         self.published = 0
         self.batches = 0
         self.forwards: list[tuple[str, Any, frozenset[str], CallWindow]] = []
+        self._cond = threading.Condition()  # the queues, shared by the default thread and the poll threads
 
     def forward(self, actor: Any, kinds: Sequence[str], window: int = 64, name: str = "forward") -> int:
         """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, at most ``window`` calls in flight; a
@@ -63,6 +74,12 @@ class EventBusActor:
         self.batches += 1
         if self.forwards:
             self._forward(events)
+        with self._cond:
+            count = self._queue(events)
+            self._cond.notify_all()
+        return count
+
+    def _queue(self, events: Sequence[Any] | BookTopBatch) -> int:
         if type(events) is BookTopBatch:
             self.published += len(events)
             for sid, queue in self.queues.items():
@@ -87,23 +104,42 @@ class EventBusActor:
         return len(events)
 
     def subscribe(self, maxlen: int | None = None, kinds: Sequence[str] | None = None) -> int:
-        self.next_id += 1
-        self.queues[self.next_id] = DropOldestQueue(maxlen or self.default_queue)
-        self.filters[self.next_id] = frozenset(kinds) if kinds else None
-        return self.next_id
+        with self._cond:
+            self.next_id += 1
+            self.queues[self.next_id] = DropOldestQueue(maxlen or self.default_queue)
+            self.filters[self.next_id] = frozenset(kinds) if kinds else None
+            return self.next_id
 
     def unsubscribe(self, sid: int) -> None:
-        self.queues.pop(sid, None)
-        self.filters.pop(sid, None)
+        with self._cond:
+            self.queues.pop(sid, None)
+            self.filters.pop(sid, None)
 
     def poll(self, sid: int, limit: int = 10_000) -> tuple[list[Any], int]:
         """Up to ``limit`` queued events of subscriber ``sid`` and how many it has dropped so far."""
-        queue = self.queues.get(sid)
-        if queue is None:
-            return [], -1
-        return queue.take(limit), queue.dropped
+        with self._cond:
+            queue = self.queues.get(sid)
+            if queue is None:
+                return [], -1
+            return queue.take(limit), queue.dropped
+
+    @ray.method(concurrency_group="poll")
+    def poll_wait(self, sid: int, limit: int = 10_000, wait: float = 0.05) -> tuple[list[Any], int]:
+        """:meth:`poll`, but with nothing queued it waits up to ``wait`` seconds (at most 0.25) for events first and
+        answers as soon as they are queued (it runs beside the publishes, in the ``poll`` group)."""
+        with self._cond:
+            queue = self.queues.get(sid)
+            if queue is None:
+                return [], -1
+            if not len(queue):
+                self._cond.wait_for(lambda: len(queue) > 0 or sid not in self.queues, min(wait, _MAX_POLL_WAIT))
+            return queue.take(limit), queue.dropped
 
     def status(self) -> dict[str, Any]:
+        with self._cond:
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "last_seq": self.batches,
@@ -122,4 +158,6 @@ class EventBusActor:
         return os.getpid(), self.batches
 
     def close(self) -> None:
-        self.queues.clear()
+        with self._cond:
+            self.queues.clear()
+            self._cond.notify_all()

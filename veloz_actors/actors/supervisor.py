@@ -32,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import EngineUnavailable
 from .account import AccountViewActor
-from .bus import EventBusActor
+from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
 from .oms import OmsActor
 from .spec import (
@@ -84,7 +84,13 @@ class Supervisor:
             require_journal_dir(spec.journal_dir, "supervisor", spec.name)
         else:
             mark_journal_dir(spec)
-        self.bus = ray.remote(EventBusActor).options(**self._options("bus")).remote(spec.subscriber_queue)
+        # the bus's poll_wait has a concurrency group of its own (a subscriber may wait for events); publishes stay
+        # in the one-thread default group, executed in each sender's order
+        self.bus = (
+            ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)
+            .options(**self._options("bus"), allow_out_of_order_execution=False)
+            .remote(spec.subscriber_queue)
+        )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
         self.oms = (
