@@ -371,8 +371,8 @@ class OmsActor:
         oms = self.kernel.oms
         if client_order_id is None:
             return [o.to_dict() for o in oms.open_orders(account_id)]
-        order = oms.get(account_id, client_order_id)
-        return [order.to_dict()] if order is not None else []
+        record = self.kernel.order_record(account_id, client_order_id)  # evicted: the order history file
+        return [record] if record is not None else []
 
     def all_orders(self, account_id: str) -> list[dict[str, Any]]:
         return self.kernel.oms.export(account_id)  # type: ignore[return-value]

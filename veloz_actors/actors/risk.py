@@ -57,7 +57,7 @@ import ray
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
-from .spec import require_journal_dir
+from .spec import reconstructed, require_journal_dir
 
 __all__ = ["FEED_LIMIT", "RISK_ACTOR_OPTIONS", "RiskActor", "RiskFeed", "risk_actor_name", "start_risk_actor"]
 
@@ -73,14 +73,6 @@ RISK_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_ta
 def risk_actor_name(engine: str) -> str:
     """The name the risk actor is registered under, so a restarted OMS finds it again."""
     return f"veloz-risk:{engine}"
-
-
-def _reconstructed() -> bool:
-    """True when Ray restarted this actor (the same check as the engine's other actors)."""
-    try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:  # noqa: BLE001 - outside an actor (unit use): a fresh start
-        return False
 
 
 class RiskActor:
@@ -104,7 +96,7 @@ class RiskActor:
         self.oms_method = oms_method
         self.clock = clock
         self.window = window
-        self.restarted = _reconstructed()
+        self.restarted = reconstructed()
         if self.restarted and journal_path is not None and engine is not None:  # an engine's: its marker is there
             require_journal_dir(Path(journal_path).parent, "risk", engine)
         self.resumed = False

@@ -175,6 +175,8 @@ def require_journal_dir(directory: str | Path | None, actor: str, engine: str = 
 
 def reconstructed() -> bool:
     """True in an actor Ray restarted after a crash (False at its first start, and outside an actor)."""
+    if not ray.is_initialized():  # (asking for the runtime context outside Ray would start Ray)
+        return False
     try:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # noqa: BLE001 - outside an actor (unit use): a fresh start
