@@ -222,3 +222,18 @@ def test_the_journal_replays_commands_and_reports_byte_for_byte(tmp_path: Path) 
     recovered, _ = TradingKernel.recover(kernel.config, tmp_path / "k.journal", durability="none")
     recovered.close()
     assert recovered.oms.export() == kernel.oms.export()
+
+
+def test_a_cancel_that_overtook_its_order_leaves_it_submitted_and_sends_the_order_again() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.take_outbox()
+    kernel.apply(cancel("b1"))
+    kernel.take_outbox()
+    [rejected] = kernel.apply(VenueCancelRejected(venue="X", client_order_id="b1", account_id="main",
+                                                  symbol="BTCUSDT", reason=RejectReason.UNKNOWN_ORDER,
+                                                  detail="the venue has no such order", ts=T0))  # fmt: skip
+    assert rejected.reason is RejectReason.UNKNOWN_ORDER
+    assert kernel.oms.get("main", "b1").status is S.SUBMITTED  # not ACCEPTED: the venue never acknowledged it
+    [again] = kernel.take_outbox()
+    assert type(again) is SubmitOrder and again.command.client_order_id == "b1"

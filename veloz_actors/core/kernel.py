@@ -602,7 +602,16 @@ class TradingKernel:
         order = self._order_of(report, events)
         if order is None or order.status is not _S.PENDING_CANCEL:
             return  # no cancel on its way (closed meanwhile, or a re-sent cancel's answer): nothing to say
-        order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
+        if order.filled:
+            order.transition(_S.PARTIALLY_FILLED, report.ts)
+        elif order.venue_order_id:
+            order.transition(_S.ACCEPTED, report.ts)
+        else:
+            # the cancel overtook the order itself (both sent again after a restart, in a race): the venue has not
+            # acknowledged the order, so it is SUBMITTED again and its request goes out again (a venue ignores an
+            # order it has seen), never silently ACCEPTED while the venue does not work it
+            order.transition(_S.SUBMITTED, report.ts)
+            self.outbox.append(_submit_request(order))
         if order.account_id in self.quiet_accounts:
             return
         events.append(

@@ -43,7 +43,16 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.PARTIALLY_FILLED: _WORKING,
     # a cancel in flight: fills may still arrive, and a rejected cancel puts the order back where it was
     _S.PENDING_CANCEL: frozenset(
-        {_S.PENDING_CANCEL, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}
+        {
+            _S.PENDING_CANCEL,
+            _S.SUBMITTED,
+            _S.ACCEPTED,
+            _S.PARTIALLY_FILLED,
+            _S.FILLED,
+            _S.CANCELLED,
+            _S.EXPIRED,
+            _S.UNKNOWN,
+        }
     ),
     _S.UNKNOWN: frozenset(
         {_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.REJECTED, _S.PENDING_CANCEL}
