@@ -65,7 +65,7 @@ class EventBusActor:
             if type(events) is BookTopBatch:
                 chosen: list[Any] = list(events.latest().values()) if "BookTop" in kinds else []
             else:
-                chosen = [e for e in events if type(e).__name__ in kinds]
+                chosen = [e for e in events if type(e).__name__ in kinds]  # type: ignore[union-attr]
             if chosen:
                 window.send(actor.apply, chosen, drop=True)
 
@@ -87,9 +87,9 @@ class EventBusActor:
                 if kinds is None or "BookTop" in kinds:
                     queue.put(events, len(events))
             return len(events)
-        markers = [e for e in events if type(e) is Settled]
+        markers = [e for e in events if type(e) is Settled]  # type: ignore[union-attr]
         if markers:
-            events = [e for e in events if type(e) is not Settled]
+            events = [e for e in events if type(e) is not Settled]  # type: ignore[union-attr]
         self.published += len(events)
         for sid, queue in self.queues.items():
             kinds = self.filters[sid]
@@ -98,9 +98,9 @@ class EventBusActor:
             else:
                 queue.put_many([e for e in events if type(e).__name__ in kinds])  # type: ignore[union-attr]
         for marker in markers:  # a marker goes to its own subscriber only
-            queue = self.queues.get(marker.subscriber)
-            if queue is not None:
-                queue.put(marker)
+            own = self.queues.get(marker.subscriber)
+            if own is not None:
+                own.put(marker)
         return len(events)
 
     def subscribe(self, maxlen: int | None = None, kinds: Sequence[str] | None = None) -> int:

@@ -87,7 +87,7 @@ class Supervisor:
         # the bus's poll_wait has a concurrency group of its own (a subscriber may wait for events); publishes stay
         # in the one-thread default group, executed in each sender's order
         self.bus = (
-            ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)
+            ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
             .remote(spec.subscriber_queue)
         )
@@ -104,7 +104,7 @@ class Supervisor:
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()
         }
-        ray.get(self.oms.attach_venues.remote(self.venues), timeout=120)
+        ray.get(self.oms.attach_venues.remote(self.venues), timeout=120)  # type: ignore[attr-defined]
         feed = ray.remote(MarketFeedActor).options(**self._options("feed"))
         self.feed = feed.remote(spec, self.oms, self.venues, self.bus)
         self.actors = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
