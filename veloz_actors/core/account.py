@@ -260,6 +260,36 @@ class Ledger:
         counterparty[receive_asset] = counterparty.get(receive_asset, 0) - receive
         return from_locked
 
+    def fill(
+        self,
+        account_id: str,
+        *,
+        buy: bool,
+        base: str,
+        quote: str,
+        qty: int,
+        notional: int,
+        fee_asset: str,
+        fee: int,
+        locked_available: int,
+    ) -> int:
+        """:meth:`trade` for one fill of a spot order: a buy pays ``notional`` quote for ``qty`` base, a sell the
+        other way round. Returns how much came out of the order's locked funds."""
+        if buy:
+            pay_asset, pay, receive_asset, receive = quote, notional, base, qty
+        else:
+            pay_asset, pay, receive_asset, receive = base, qty, quote, notional
+        return self.trade(
+            account_id,
+            pay_asset=pay_asset,
+            pay=pay,
+            receive_asset=receive_asset,
+            receive=receive,
+            fee_asset=fee_asset,
+            fee=fee,
+            locked_available=locked_available,
+        )
+
     def conserved(self) -> bool:
         """For every asset: balances + fees collected + what went to counterparties == what was deposited."""
         totals = self.totals()

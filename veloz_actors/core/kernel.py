@@ -526,30 +526,19 @@ class TradingKernel:
         rate = inst.maker_fee_rate if report.liquidity is Liquidity.MAKER else inst.taker_fee_rate
         order.notional_filled += notional
         order.fee_numerator += notional * rate
-        if order.side is Side.BUY:
-            from_locked = self.ledger.trade(
-                account,
-                pay_asset=inst.quote_asset,
-                pay=notional,
-                receive_asset=inst.base_asset,
-                receive=qty,
-                fee_asset=fee_asset,
-                fee=fee,
-                locked_available=order.reserved,
-            )
-            sign = 1
-        else:
-            from_locked = self.ledger.trade(
-                account,
-                pay_asset=inst.base_asset,
-                pay=qty,
-                receive_asset=inst.quote_asset,
-                receive=notional,
-                fee_asset=fee_asset,
-                fee=fee,
-                locked_available=order.reserved,
-            )
-            sign = -1
+        buy = order.side is Side.BUY
+        from_locked = self.ledger.fill(
+            account,
+            buy=buy,
+            base=inst.base_asset,
+            quote=inst.quote_asset,
+            qty=qty,
+            notional=notional,
+            fee_asset=fee_asset,
+            fee=fee,
+            locked_available=order.reserved,
+        )
+        sign = 1 if buy else -1
         position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
         order.reserved -= from_locked
         if fee_asset == inst.quote_asset:

@@ -74,7 +74,7 @@ class Order:
     __slots__ = (
         "client_order_id", "order_id", "account_id", "symbol", "side", "order_type", "tif", "price", "qty",
         "quote_qty", "filled", "status", "reserved", "reserve_asset", "fee_numerator", "fees_paid", "notional_filled",
-        "history", "resting", "command", "protect_price", "seq", "venue_order_id", "closed_ts", "trade_keys",
+        "history", "command", "protect_price", "venue_order_id", "closed_ts", "trade_keys",
     )  # fmt: skip
 
     def __init__(self, command: PlaceOrder, order_id: int) -> None:
@@ -96,10 +96,8 @@ class Order:
         self.fees_paid = 0
         self.notional_filled = 0
         self.history: list[tuple[OrderStatus, int]] = [(OrderStatus.NEW, command.ts)]
-        self.resting = False
         self.command = command
         self.protect_price: int | None = None
-        self.seq = order_id
         self.venue_order_id = ""
         self.closed_ts = 0
         self.trade_keys: set[tuple[str, int]] | None = None  # the venue fills booked (venue, trade id)

@@ -290,7 +290,7 @@ class SimVenue:
             for order, rate, liquidity in ((taker, taker_rate, Liquidity.TAKER), (maker, maker_rate, Liquidity.MAKER)):
                 fee = order.charge(notional, rate)
                 if order.internal:
-                    self._maker_trade(order, price, qty, notional, fee)
+                    self._maker_trade(order, qty, notional, fee)
                     continue
                 reports.append(
                     VenueOrderFilled(
@@ -312,19 +312,12 @@ class SimVenue:
             if maker.filled == maker.qty and not maker.internal:
                 orders.pop((maker.account_id, maker.client_order_id), None)
 
-    def _maker_trade(self, order: VenueOrder, price: int, qty: int, notional: int, fee: int) -> None:
+    def _maker_trade(self, order: VenueOrder, qty: int, notional: int, fee: int) -> None:
         inst = self.instrument
-        if order.side is Side.BUY:
-            used = self.maker.trade(
-                MM_ACCOUNT, pay_asset=inst.quote_asset, pay=notional, receive_asset=inst.base_asset, receive=qty,
-                fee_asset=inst.quote_asset, fee=fee, locked_available=order.reserved,
-            )  # fmt: skip
-        else:
-            used = self.maker.trade(
-                MM_ACCOUNT, pay_asset=inst.base_asset, pay=qty, receive_asset=inst.quote_asset, receive=notional,
-                fee_asset=inst.quote_asset, fee=fee, locked_available=order.reserved,
-            )  # fmt: skip
-        order.reserved -= used
+        order.reserved -= self.maker.fill(
+            MM_ACCOUNT, buy=order.side is Side.BUY, base=inst.base_asset, quote=inst.quote_asset, qty=qty,
+            notional=notional, fee_asset=inst.quote_asset, fee=fee, locked_available=order.reserved,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------- reports
 
