@@ -102,9 +102,7 @@ class KernelConfig:
     reference_prices: dict[str, int] = field(default_factory=dict)  # symbol -> price before any market data
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["risk"]["exempt_accounts"] = sorted(self.risk.exempt_accounts)
-        return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]
+        return json_normal(asdict(self), self.risk)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> KernelConfig:
@@ -123,6 +121,12 @@ class KernelConfig:
             )
         except (KeyError, TypeError) as exc:
             raise JournalError(f"journal header has an unusable kernel config: {exc}") from exc
+
+
+def json_normal(data: dict[str, Any], risk: RiskLimits) -> dict[str, Any]:
+    """A config's ``asdict`` in JSON-normal form (lists, not tuples or sets), as a journal header reads back."""
+    data["risk"]["exempt_accounts"] = sorted(risk.exempt_accounts)
+    return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]
 
 
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})

@@ -24,12 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .._exceptions import JournalError
 from ..core.instruments import Instrument
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
-from ..core.kernel import KernelConfig, TradingKernel, tune_gc
+from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookTop, Message, SubmitOrder, Tick
 from .sim import MM_ACCOUNT, SimVenue
@@ -70,28 +68,26 @@ class EngineConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["risk"]["exempt_accounts"] = sorted(self.risk.exempt_accounts)
-        # JSON-normal form (lists, not tuples): it is compared with the header read back from a journal
-        return orjson.loads(orjson.dumps(data))  # type: ignore[no-any-return]
+        """JSON-normal form (lists, not tuples): it is compared with the header read back from a journal."""
+        return json_normal(asdict(self), self.risk)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EngineConfig:
-        """Inverse of :meth:`to_json` (used to rebuild the engine of a journal from its header)."""
+        """Inverse of :meth:`to_json` (used to rebuild the engine of a journal from its header): the trader's side
+        is read as the kernel reads its own header, then the simulated market."""
+        kernel = KernelConfig.from_json(data)
         try:
-            risk = dict(data["risk"])
-            risk["exempt_accounts"] = frozenset(risk.get("exempt_accounts", ()))
             return cls(
-                instruments=tuple(Instrument(**i) for i in data["instruments"]),
-                balances={a: dict(b) for a, b in data["balances"].items()},
-                risk=RiskLimits(**risk),
-                valuation_asset=data["valuation_asset"],
+                instruments=kernel.instruments,
+                balances=kernel.balances,
+                risk=kernel.risk,
+                valuation_asset=kernel.valuation_asset,
                 sim_symbols=tuple(SimSymbol(**s) for s in data["sim_symbols"]),
                 seed=data["seed"],
                 market_maker_balances=dict(data["market_maker_balances"]),
-                snapshot_every=data["snapshot_every"],
-                emit_account_updates=data["emit_account_updates"],
-                retain_closed_ns=data.get("retain_closed_ns", 0),
+                snapshot_every=kernel.snapshot_every,
+                emit_account_updates=kernel.emit_account_updates,
+                retain_closed_ns=kernel.retain_closed_ns,
             )
         except (KeyError, TypeError) as exc:
             raise JournalError(f"journal header has an unusable engine config: {exc}") from exc
