@@ -36,6 +36,7 @@ __all__ = [
     "SubmitCancel",
     "SubmitOrder",
     "VenueCancelRejected",
+    "VenueConnection",
     "VenueOrderAccepted",
     "VenueOrderCancelled",
     "VenueOrderExpired",
@@ -715,6 +716,26 @@ class Error:
     ts: int
 
 
+@_message
+class VenueConnection:
+    """A change of a venue connection's state, reported on the bus and in ``STATUS``.
+
+    ``state`` is ``connected``, ``disconnected`` (``detail`` says why; a reconnect follows), ``resynced`` (``symbol``'s
+    book was rebuilt from a new snapshot: at every (re)connect and after a gap) or ``closed`` (the engine stopped it).
+    ``reconnects`` counts the connections opened after the first; ``resyncs`` the book rebuilds of ``symbol`` (or
+    of all symbols when ``symbol`` is empty).
+    """
+
+    TYPE: ClassVar[str] = "VenueConnection"
+    venue: str
+    state: str
+    detail: str = ""
+    symbol: str = ""
+    reconnects: int = 0
+    resyncs: int = 0
+    ts: int
+
+
 MarketEvent = Trade | BookTop | BookDelta | Kline | Ticker | FundingRate | MarkPrice
 Command = PlaceOrder | CancelOrder | ResetCircuitBreaker | Tick | HaltTrading | CancelAllOrders
 VenueRequest = SubmitOrder | SubmitCancel
@@ -728,7 +749,7 @@ ExecutionReport = (
     | VenueOrderStatusUnknown
 )
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCancelled | OrderExpired
-Event = OrderEvent | AccountUpdated | PositionUpdated | CircuitBreakerTripped | Error
+Event = OrderEvent | AccountUpdated | PositionUpdated | CircuitBreakerTripped | Error | VenueConnection
 Message = MarketEvent | Command | VenueRequest | ExecutionReport | Event
 
 _TYPES: dict[str, type] = {
@@ -739,7 +760,7 @@ _TYPES: dict[str, type] = {
         VenueOrderAccepted, VenueOrderRejected, VenueOrderFilled, VenueOrderCancelled, VenueOrderExpired,
         VenueCancelRejected, VenueOrderStatusUnknown,
         OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired,
-        AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error,
+        AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error, VenueConnection,
     )
 }  # fmt: skip
 
