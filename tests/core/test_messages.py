@@ -68,6 +68,8 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
     m.CircuitBreakerTripped: st.builds(m.CircuitBreakerTripped, account_id=text, reason=text, equity=ints,
                                        peak_equity=ints, ts=ts),
     m.Error: st.builds(m.Error, code=text, message=text, ts=ts),
+    m.VenueConnection: st.builds(m.VenueConnection, venue=text, state=text, detail=text, symbol=text, reconnects=ints,
+                                 resyncs=ints, ts=ts),
     m.HaltTrading: st.builds(m.HaltTrading, account_id=text, reason=text, ts=ts),
     m.CancelAllOrders: st.builds(m.CancelAllOrders, account_id=text, ts=ts),
     m.SubmitOrder: st.builds(m.SubmitOrder, command=st.builds(m.PlaceOrder, client_order_id=text, account_id=text,
