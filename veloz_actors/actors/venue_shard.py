@@ -189,6 +189,6 @@ class VenueShard:
         """Per asset: what the venues' market makers hold (with the kernel's totals, the engine's whole money)."""
         out: dict[str, int] = {}
         for venue in self.venues.values():
-            for asset, amount in venue.maker.totals().items():
+            for asset, amount in venue.totals().items():
                 out[asset] = out.get(asset, 0) + amount
         return out

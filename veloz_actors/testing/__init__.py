@@ -123,11 +123,12 @@ def engine_config(
     snapshot_every: int = 10_000,
     seed: int = 7,
     levels: int = 3,
+    venue_kind: str = "sim",
 ) -> EngineConfig:
     """Two funded accounts (``main`` and ``other``: 100000 USDT, 2 BTC, 20 ETH each) on BTCUSDT and ETHUSDT.
 
     ``sim=True`` adds the seeded simulated market and its market maker; ``risk`` defaults to no limits at all except
-    the default 5 % price band.
+    the default 5 % price band. ``venue_kind="paper"`` trades in a paper venue against market data handed in.
     """
     if balances is None:
         balances = {account: {"USDT": d("100000"), "BTC": d("2"), "ETH": d("20")} for account in ACCOUNTS}
@@ -139,6 +140,7 @@ def engine_config(
         seed=seed,
         market_maker_balances={"USDT": d("100000000"), "BTC": d("10000"), "ETH": d("100000")} if sim else {},
         snapshot_every=snapshot_every,
+        venue_kind=venue_kind,
     )
 
 

@@ -24,16 +24,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import JournalError
+from .._exceptions import ConfigError, JournalError
 from ..core.instruments import Instrument
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
-from ..messages import BookTop, Message, SubmitOrder, Tick
+from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
+from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
 
-__all__ = ["MM_ACCOUNT", "Engine", "EngineConfig", "replay", "tune_gc"]
+__all__ = ["MM_ACCOUNT", "VENUE_KINDS", "Engine", "EngineConfig", "replay", "tune_gc"]
+
+VENUE_KINDS = ("sim", "paper")
+_MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,13 @@ class EngineConfig:
     snapshot_every: int = 10_000
     emit_account_updates: bool = True
     retain_closed_ns: int = 0
+    venue_kind: str = "sim"  # "sim": SimVenue per symbol; "paper": PaperVenue per symbol over live market data
+
+    def __post_init__(self) -> None:
+        if self.venue_kind not in VENUE_KINDS:
+            raise ConfigError(f"venue kind must be one of {VENUE_KINDS}, got {self.venue_kind!r}")
+        if self.venue_kind == "paper" and self.sim_symbols:
+            raise ConfigError("a paper venue trades against live market data: no sim.symbols with it")
 
     def kernel_config(self) -> KernelConfig:
         """The trader's side of this config: the kernel starts from the simulated market's first prices."""
@@ -88,12 +99,16 @@ class EngineConfig:
                 snapshot_every=kernel.snapshot_every,
                 emit_account_updates=kernel.emit_account_updates,
                 retain_closed_ns=kernel.retain_closed_ns,
+                venue_kind=data.get("venue_kind", "sim"),  # journals written before paper trading are "sim"
             )
         except (KeyError, TypeError) as exc:
             raise JournalError(f"journal header has an unusable engine config: {exc}") from exc
 
-    def venues(self) -> dict[str, SimVenue]:
-        """One simulated venue per instrument, with its market maker where the config simulates that symbol."""
+    def venues(self) -> dict[str, Any]:
+        """One venue per instrument: a :class:`SimVenue` (with its market maker where the config simulates that
+        symbol), or a :class:`PaperVenue` for paper trading."""
+        if self.venue_kind == "paper":
+            return {inst.symbol: PaperVenue(inst) for inst in self.instruments}
         sims = {s.symbol: s for s in self.sim_symbols}
         known = {i.symbol for i in self.instruments}
         unknown = sorted(set(sims) - known)
@@ -210,8 +225,11 @@ class Engine:
         if journal is not None:
             journal.append(message)
         self.seq += 1
-        if type(message) is Tick:
+        kind = type(message)
+        if kind is Tick:
             events = self._tick(message)  # type: ignore[arg-type]
+        elif kind in _MARKET_TYPES:
+            events = self._market(message)
         else:
             kernel = self.kernel
             events = kernel.apply(message)
@@ -240,6 +258,20 @@ class Engine:
                 for report in reports:
                     events += apply(report)
 
+    def _market(self, event: Any) -> list[Any]:
+        """Market data: a venue trading against it (paper) moves its book and fills what it reaches, then the kernel
+        takes the event (reference prices, marks, post-trade risk)."""
+        kernel = self.kernel
+        events: list[Any] = []
+        venue = self.venues.get(event.symbol)
+        if venue is not None and getattr(venue, "consumes_market", False):
+            for report in venue.on_market(event):
+                events += kernel.apply(report)
+        events += kernel.apply(event)
+        if kernel.outbox:
+            self._route(events)
+        return events
+
     def _tick(self, tick: Tick) -> list[Any]:
         if tick.ts <= self.last_tick:
             return []
@@ -261,7 +293,7 @@ class Engine:
         """For each asset: the kernel's accounts and fees plus every venue's own money, which trading conserves."""
         out = self.kernel.ledger.totals()
         for venue in self.venues.values():
-            for asset, amount in venue.maker.totals().items():
+            for asset, amount in venue.totals().items():
                 out[asset] = out.get(asset, 0) + amount
         return out
 
@@ -269,7 +301,7 @@ class Engine:
         """For each asset: what the kernel's accounts and the venues' market makers started with."""
         out = dict(self.kernel.ledger.deposited)
         for venue in self.venues.values():
-            for asset, amount in venue.maker.deposited.items():
+            for asset, amount in venue.deposited.items():
                 out[asset] = out.get(asset, 0) + amount
         return out
 

@@ -343,6 +343,15 @@ class SimVenue:
             ts=ts,
         )
 
+    def totals(self) -> dict[str, int]:
+        """Per asset: what the venue's own side (its market maker) holds now."""
+        return self.maker.totals()
+
+    @property
+    def deposited(self) -> dict[str, int]:
+        """Per asset: what the venue's market maker was given."""
+        return dict(self.maker.deposited)
+
     def status(self) -> dict[str, Any]:
         bid, bid_qty, ask, ask_qty = self.book.top()
         return {

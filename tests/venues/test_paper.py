@@ -1,0 +1,135 @@
+"""Paper trading in process: the kernel with PaperVenues fed the recorded Binance capture as live market data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from veloz_actors.data.loaders import load_market_events
+from veloz_actors.messages import (
+    BookDelta,
+    CancelOrder,
+    Liquidity,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    RejectReason,
+    Trade,
+)
+from veloz_actors.testing import d, engine_config, place
+from veloz_actors.venues.engine import Engine
+from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
+
+CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="shared captures not present")
+
+
+@pytest.fixture(scope="module")
+def events() -> list:
+    return load_market_events(CAPTURE)  # diffs before the snapshot line are buffered by the book, as Binance says
+
+
+def paper_engine() -> Engine:
+    return Engine(engine_config(venue_kind="paper"))
+
+
+def feed(engine: Engine, events: list) -> list:
+    out: list = []
+    for event in events:
+        out += engine.apply(event)
+    return out
+
+
+def test_paper_engine_builds_paper_venues() -> None:
+    engine = paper_engine()
+    assert all(type(v) is PaperVenue for v in engine.venues.values())
+    assert sorted(engine.venues) == ["BTCUSDT", "ETHUSDT"]
+
+
+def test_market_order_walks_the_live_book_and_money_is_conserved(events: list) -> None:
+    engine = paper_engine()
+    feed(engine, events[:2000])
+    venue = engine.venues["BTCUSDT"]
+    best_ask = venue.book.best_ask()
+    assert best_ask is not None
+    ts = events[1999].ts_recv + 1
+    out = engine.apply(place("m1", "BUY", "0.5", ts=ts))
+    fills = [e for e in out if type(e) is OrderFilled]
+    assert fills, out
+    assert sum(f.qty for f in fills) == d("0.5")
+    assert fills[0].price == best_ask[0]  # the first fill is at the live best ask
+    assert all(f.liquidity is Liquidity.TAKER for f in fills)
+    # money: the kernel's accounts plus what the paper venue took in are exactly what the accounts were given
+    assert engine.totals() == engine.deposited()
+    assert venue.totals()["BTC"] == -d("0.5")
+
+
+def test_resting_limit_order_fills_from_public_trades_under_the_queue_model(events: list) -> None:
+    engine = paper_engine()
+    feed(engine, events[:500])
+    venue = engine.venues["BTCUSDT"]
+    bid = venue.book.best_bid()
+    assert bid is not None
+    ts = events[499].ts_recv + 1
+    out = engine.apply(place("l1", "BUY", "0.001", str(bid[0] / 10**8), ts=ts))
+    assert any(type(e) is OrderAccepted for e in out)
+    assert not any(type(e) is OrderFilled for e in out)  # it rests behind the queue at the best bid
+    later = feed(engine, events[500:])
+    fills = [e for e in later if type(e) is OrderFilled and e.client_order_id == "l1"]
+    trades_at_or_through = [
+        e for e in events[500:] if type(e) is Trade and e.price <= bid[0]
+    ]
+    assert trades_at_or_through, "the capture trades at or below the bid later"
+    assert fills and all(f.liquidity is Liquidity.MAKER for f in fills)
+    assert sum(f.qty for f in fills) == d("0.001")
+    assert engine.totals() == engine.deposited()
+
+
+def test_no_fill_without_a_reference_or_against_a_book_that_lost_sync(events: list) -> None:
+    engine = paper_engine()
+    out = engine.apply(place("m0", "BUY", "0.01", ts=events[0].ts_recv))
+    assert [e.reason for e in out if type(e) is OrderRejected] == [RejectReason.NO_REFERENCE_PRICE]
+    feed(engine, events[:300])
+    venue = engine.venues["BTCUSDT"]
+    last = venue.book.last_update_id
+    gap = BookDelta(symbol="BTCUSDT", first_update_id=last + 5, last_update_id=last + 6, bids=(), asks=(),
+                    ts_event=events[299].ts_event, ts_recv=events[299].ts_recv)  # fmt: skip
+    engine.apply(gap)
+    assert venue.book.needs_resync and venue.sequence_gaps == 1
+    out = engine.apply(place("m1", "BUY", "0.01", ts=events[299].ts_recv + 1))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+    assert not any(type(e) is OrderFilled for e in out)
+    assert engine.totals() == engine.deposited()
+
+
+def test_cancel_a_resting_order(events: list) -> None:
+    engine = paper_engine()
+    feed(engine, events[:300])
+    ask = engine.venues["BTCUSDT"].book.best_ask()
+    assert ask is not None
+    ts = events[299].ts_recv + 1
+    engine.apply(place("r1", "SELL", "0.01", str((ask[0] + 10**8) / 10**8), ts=ts))
+    assert engine.venues["BTCUSDT"].status()["working_orders"] == 1
+    out = engine.apply(CancelOrder(client_order_id="r1", account_id="main", ts=ts + 1))
+    assert any(type(e) is OrderCancelled for e in out)
+    assert engine.venues["BTCUSDT"].status()["working_orders"] == 0
+    fresh = Engine(engine_config(venue_kind="paper")).ledger
+    assert engine.ledger.balances("main") == fresh.balances("main")  # the reservation was released, nothing else moved
+
+
+def test_replay_of_the_journal_is_identical(tmp_path: Path, events: list) -> None:
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    feed(engine, events[:400])
+    ts = events[399].ts_recv + 1
+    first = engine.apply(place("m1", "SELL", "0.2", ts=ts))
+    feed(engine, events[400:900])
+    engine.close()
+    recovered, _ = Engine.recover(engine_config(venue_kind="paper"), journal)
+    assert recovered.ledger.balances == engine.ledger.balances
+    assert recovered.venues["BTCUSDT"].totals() == engine.venues["BTCUSDT"].totals()
+    assert any(type(e) is OrderFilled and e.liquidity is Liquidity.TAKER for e in first)
+    assert engine.venues["BTCUSDT"].name == PAPER_VENUE

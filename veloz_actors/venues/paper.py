@@ -1,0 +1,74 @@
+"""Paper trading: orders fill in simulation against a live exchange's book.
+
+:class:`PaperVenue` is the recorded-market venue (:class:`~veloz_actors.venues.l2replay.L2ReplayVenue`) fed with
+live market data instead of a file: the market-data client (:mod:`veloz_actors.venues.binance.market_data`) hands
+it the depth snapshot of every (re)sync and each diff the client's book applied after it, and the public trades, so
+its book is the live book. The rules are the L2 backtest's, so a strategy paper-trades exactly as it backtests:
+
+* a market order walks the live opposite side level by level within its protect price;
+* a limit order that crosses takes liquidity up to its price; a ``GTC`` / ``POST_ONLY`` remainder rests, behind the
+  quantity the book showed at its price, and fills under the conservative queue model (public trades at its price
+  eat the queue ahead first; a trade through its price fills it whole);
+* our fills never change the live book (our orders are small against the market).
+
+Unlike the backtest there is no modelled latency: a request takes effect at its own timestamp, the moment the
+kernel sends it. While the book resyncs (after a gap or a reconnect) market orders expire ``NO_LIQUIDITY`` and
+limit orders rest without taking: an order never fills against a book that may be wrong.
+
+The venue is every fill's counterparty: :meth:`PaperVenue.totals` is what it took in, net, per asset, so the
+kernel's accounts plus the venue hold exactly what the accounts were given (:meth:`PaperVenue.deposited` is empty).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.instruments import Instrument
+from ..messages import BookDelta, SubmitCancel, SubmitOrder, Trade
+from .fill_models import FeeModel
+from .l2replay import L2ReplayVenue
+
+__all__ = ["PAPER_VENUE", "PaperVenue"]
+
+PAPER_VENUE = "BINANCE-PAPER"
+
+
+class PaperVenue(L2ReplayVenue):
+    """One symbol's paper venue over live market data. Not thread-safe: one caller at a time."""
+
+    def __init__(self, instrument: Instrument, *, name: str = PAPER_VENUE, fees: FeeModel | None = None) -> None:
+        super().__init__(instrument, market="spot", fees=fees, name=name)
+        self.market_events = 0
+
+    def submit(self, request: SubmitOrder) -> list[Any]:
+        """Take an order: it works at once, against the book as it is now."""
+        reports = super().submit(request)
+        return reports or self.on_clock(request.ts)
+
+    def cancel(self, request: SubmitCancel) -> list[Any]:
+        super().cancel(request)
+        return self.on_clock(request.ts)
+
+    consumes_market = True  # its drivers hand it the live market data
+
+    def on_market(self, event: Any) -> list[Any]:
+        """A live depth snapshot or diff, or a public trade: returns the fills it causes."""
+        kind = type(event)
+        if kind is BookDelta or kind is Trade:
+            self.market_events += 1
+            return super().on_market(event)
+        return []
+
+    def totals(self) -> dict[str, int]:
+        """Per asset: the net amount the venue took in from the traders (its side of every fill)."""
+        return dict(self.received)
+
+    @property
+    def deposited(self) -> dict[str, int]:
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        status["market_events"] = self.market_events
+        status["last_update_id"] = self.book.last_update_id
+        return status
