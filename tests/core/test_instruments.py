@@ -8,7 +8,7 @@ import pytest
 
 from veloz_actors import ConfigError
 from veloz_actors.config import load_engine_config
-from veloz_actors.core.instruments import Instrument, ceil_div
+from veloz_actors.core.instruments import Instrument, ceil_div, exact_qty_step
 from veloz_actors.messages import RejectReason
 from veloz_actors.testing import btcusdt, d, ethusdt
 
@@ -103,3 +103,61 @@ def test_price_rounding_helpers_stay_on_tick() -> None:
 @pytest.mark.parametrize(("a", "b", "out"), [(10, 3, 4), (9, 3, 3), (0, 5, 0), (1, 10**8, 1)])
 def test_ceil_div_rounds_up_exactly(a: int, b: int, out: int) -> None:
     assert ceil_div(a, b) == out
+
+
+def test_market_lot_size_binds_market_orders_only() -> None:
+    inst = btcusdt(market_min_qty=d("0.001"), market_max_qty=d("112.2110882"))
+    assert inst.check_qty(d("0.0001")) is None  # a limit order only needs LOT_SIZE
+    assert inst.check_qty(d("0.0001"), market=True)[0] is RejectReason.QUANTITY_BELOW_MINIMUM
+    assert inst.check_qty(d("112.21108"), market=True) is None
+    reason, text = inst.check_qty(d("112.21109"), market=True)
+    assert reason is RejectReason.MAX_ORDER_QUANTITY and "market-order maximum 112.2110882" in text
+    assert inst.check_qty(d("112.21109")) is None
+
+
+def test_zero_market_lot_size_means_the_lot_size_bounds() -> None:
+    inst = btcusdt()  # market_min_qty = market_max_qty = 0
+    assert inst.check_qty(d("9000"), market=True) is None
+    assert inst.check_qty(d("9000.00001"), market=True)[0] is RejectReason.MAX_ORDER_QUANTITY
+    assert inst.check_qty(d("0.000001"), market=True)[0] is RejectReason.QUANTITY_NOT_ON_STEP
+
+
+def test_notional_bounds_apply_to_market_orders_as_flagged() -> None:
+    inst = btcusdt(max_notional=d("9000000"), min_notional_market=False, max_notional_market=True)
+    assert inst.check_notional(d("100"), d("0.05"))[0] is RejectReason.NOTIONAL_BELOW_MINIMUM
+    assert inst.check_notional(d("100"), d("0.05"), market=True) is None  # applyMinToMarket = false
+    assert inst.check_notional(d("1000000"), d("9"), market=True) is None  # exactly the maximum
+    reason, text = inst.check_notional(d("1000000"), d("9.00001"), market=True)
+    assert reason is RejectReason.MAX_ORDER_NOTIONAL and "above the instrument maximum 9000000" in text
+    no_max_on_market = btcusdt(max_notional=d("9000000"))
+    assert no_max_on_market.check_notional(d("1000000"), d("9.00001"), market=True) is None
+    assert no_max_on_market.check_notional(d("1000000"), d("9.00001"))[0] is RejectReason.MAX_ORDER_NOTIONAL
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"market_max_qty": -1}, {"market_min_qty": d("2"), "market_max_qty": d("1")}, {"max_notional": d("5")},
+     {"base_precision": -1}],
+    ids=["negative-market-max", "market-min-above-max", "max-notional-below-min", "negative-precision"],
+)  # fmt: skip
+def test_inconsistent_market_and_notional_filters_are_config_errors(overrides: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        btcusdt(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("tick", "step", "exact"),
+    [
+        ("0.01", "0.00001", "0.00001"),  # BTCUSDT: already exact
+        ("0.0000001", "0.01", "0.1"),  # the next power of ten
+        ("0.00000001", "0.01", "1"),
+        ("0.0001", "0.00001", "0.0001"),
+        ("0.0005", "0.00001", "0.00002"),  # a multiple of the step, not necessarily a power of ten
+        ("1", "0.00000001", "0.00000001"),
+    ],
+)
+def test_exact_qty_step_is_the_smallest_exact_multiple_of_the_step(tick: str, step: str, exact: str) -> None:
+    result = exact_qty_step(d(tick), d(step))
+    assert result == d(exact)
+    assert result % d(step) == 0 and d(tick) * result % 10**8 == 0
+    assert all(d(tick) * k * d(step) % 10**8 for k in range(1, result // d(step)))

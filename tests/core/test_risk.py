@@ -210,3 +210,20 @@ def test_breaker_lets_the_account_sell_deposited_base() -> None:
     assert tripped and engine.ledger.positions.get(("main", "BTCUSDT")) is None
     assert _reason(engine.apply(place("buy", "BUY", "0.5", "50", ts=3))) is R.CIRCUIT_BREAKER
     assert _reason(engine.apply(place("sell", "SELL", "9", "50", ts=4))) is None
+
+
+def test_market_lot_size_and_notional_flags_reach_the_pre_trade_check() -> None:
+    from veloz_actors.testing import btcusdt
+
+    inst = btcusdt(market_max_qty=d("2"), min_notional_market=False)
+    risk = RiskEngine(RiskLimits())
+
+    def check(order: PlaceOrder) -> RejectReason | None:
+        found = risk.pre_trade(order, inst, reference_price=d("100"), position_qty=0, open_qty_same_side=0,
+                               gross_exposure=0, equity=d("1000000"))  # fmt: skip
+        return found[0] if found else None
+
+    assert check(place("m", "BUY", "2.1", None)) is R.MAX_ORDER_QUANTITY  # MARKET_LOT_SIZE maxQty
+    assert check(place("l", "BUY", "2.1", "100")) is None  # a limit order is bound by LOT_SIZE only
+    assert check(place("m", "BUY", "0.01", None)) is None  # notional 1 < 10, but applyMinToMarket is false
+    assert check(place("l", "BUY", "0.01", "100")) is R.NOTIONAL_BELOW_MINIMUM

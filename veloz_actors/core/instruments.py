@@ -1,28 +1,45 @@
 """Instruments and their trading filters, with exact notional and fee arithmetic.
 
 The filters mean what Binance's do (``binance-api/official-spot-docs/filters.md``): ``PRICE_FILTER`` (min/max price,
-tick size), ``LOT_SIZE`` (min/max quantity, step size) and ``NOTIONAL``/``MIN_NOTIONAL`` (price x quantity at least
-``min_notional``). An order that breaks one is rejected with a reason; nothing is ever rounded silently.
+tick size), ``LOT_SIZE`` (min/max quantity, step size), ``MARKET_LOT_SIZE`` (min/max quantity of market orders, on top
+of ``LOT_SIZE``) and ``NOTIONAL``/``MIN_NOTIONAL`` (price x quantity within ``[min_notional, max_notional]``, each bound
+applying to market orders or not). An order that breaks one is rejected with a reason; nothing is ever rounded
+silently.
 
 All values are integers in 1e-8 units. ``price_tick * qty_step`` must be a whole multiple of 1e8 so that every
 notional ``price * qty / 1e8`` is an exact integer of the quote asset's 1e-8 units; an instrument that breaks this is a
-configuration error.
+configuration error (:func:`exact_qty_step` gives the smallest step that keeps it).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .._exceptions import ConfigError
 from ..fixed import SCALE, format_decimal
 from ..messages import RejectReason
 
-__all__ = ["Instrument", "ceil_div"]
+__all__ = ["Instrument", "ceil_div", "exact_qty_step"]
 
 
 def ceil_div(a: int, b: int) -> int:
     """Exact ceiling of a / b for b > 0."""
     return -(-a // b)
+
+
+def exact_qty_step(price_tick: int, qty_step: int) -> int:
+    """The smallest multiple of ``qty_step`` whose product with ``price_tick`` is a whole multiple of 1e8 (exact
+    notionals); ``qty_step`` itself when it already is. For power-of-ten values it is the next power of ten:
+
+    >>> exact_qty_step(10, 1_000_000)  # tick 0.0000001 x step 0.01 -> step 0.1
+    10000000
+    >>> exact_qty_step(1_000_000, 1_000)  # tick 0.01 x step 0.00001 is already exact
+    1000
+    """
+    if price_tick <= 0 or qty_step <= 0:
+        raise ConfigError("price_tick and qty_step must be positive")
+    return math.lcm(qty_step, SCALE // math.gcd(price_tick, SCALE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,14 @@ class Instrument:
     max_price: int = 0  # 0: no maximum
     maker_fee_rate: int = 100_000
     taker_fee_rate: int = 100_000
+    # MARKET_LOT_SIZE: market orders must also stay within these (0: no bound beyond min_qty / max_qty)
+    market_min_qty: int = 0
+    market_max_qty: int = 0
+    max_notional: int = 0  # NOTIONAL maxNotional; 0: no maximum
+    min_notional_market: bool = True  # NOTIONAL applyMinToMarket (MIN_NOTIONAL applyToMarket)
+    max_notional_market: bool = False  # NOTIONAL applyMaxToMarket
+    base_precision: int = 8  # decimals of the base asset (Binance baseAssetPrecision); informative
+    quote_precision: int = 8  # decimals of the quote asset (Binance quoteAssetPrecision); informative
 
     def __post_init__(self) -> None:
         what = f"instrument {self.symbol}"
@@ -55,6 +80,14 @@ class Instrument:
             raise ConfigError(f"{what}: need 0 <= min_qty <= max_qty and max_qty > 0")
         if self.min_notional < 0:
             raise ConfigError(f"{what}: min_notional must not be negative")
+        if self.max_notional < 0 or (self.max_notional and self.max_notional < self.min_notional):
+            raise ConfigError(f"{what}: need max_notional = 0 (no maximum) or max_notional >= min_notional")
+        if self.market_min_qty < 0 or self.market_max_qty < 0:
+            raise ConfigError(f"{what}: market_min_qty and market_max_qty must not be negative (0: no bound)")
+        if self.market_max_qty and self.market_min_qty > self.market_max_qty:
+            raise ConfigError(f"{what}: need market_min_qty <= market_max_qty")
+        if self.base_precision < 0 or self.quote_precision < 0:
+            raise ConfigError(f"{what}: base_precision and quote_precision must not be negative")
         for name in ("maker_fee_rate", "taker_fee_rate"):
             rate = getattr(self, name)
             if not 0 <= rate < SCALE:
@@ -90,7 +123,8 @@ class Instrument:
             )
         return None
 
-    def check_qty(self, qty: int) -> tuple[RejectReason, str] | None:
+    def check_qty(self, qty: int, *, market: bool = False) -> tuple[RejectReason, str] | None:
+        """``LOT_SIZE`` for every order; ``market`` orders must also pass ``MARKET_LOT_SIZE``."""
         if qty <= 0:
             return RejectReason.INVALID_QUANTITY, f"quantity {format_decimal(qty)} must be positive"
         if qty % self.qty_step:
@@ -108,14 +142,32 @@ class Instrument:
                 RejectReason.MAX_ORDER_QUANTITY,
                 f"quantity {format_decimal(qty)} is above the instrument maximum {format_decimal(self.max_qty)}",
             )
+        if market and qty < self.market_min_qty:
+            return (
+                RejectReason.QUANTITY_BELOW_MINIMUM,
+                f"quantity {format_decimal(qty)} is below the market-order minimum {format_decimal(self.market_min_qty)}",
+            )
+        if market and self.market_max_qty and qty > self.market_max_qty:
+            return (
+                RejectReason.MAX_ORDER_QUANTITY,
+                f"quantity {format_decimal(qty)} is above the market-order maximum {format_decimal(self.market_max_qty)}",
+            )
         return None
 
-    def check_notional(self, price: int, qty: int) -> tuple[RejectReason, str] | None:
+    def check_notional(self, price: int, qty: int, *, market: bool = False) -> tuple[RejectReason, str] | None:
+        """``NOTIONAL``: at least ``min_notional`` and at most ``max_notional`` (if set); for ``market`` orders (priced
+        at the reference) each bound applies only when its ``*_market`` flag says so."""
         notional = self.notional(price, qty)
-        if notional < self.min_notional:
+        if notional < self.min_notional and (self.min_notional_market or not market):
             return (
                 RejectReason.NOTIONAL_BELOW_MINIMUM,
                 f"notional {format_decimal(notional)} {self.quote_asset} is below the minimum "
                 f"{format_decimal(self.min_notional)}",
+            )
+        if self.max_notional and notional > self.max_notional and (self.max_notional_market or not market):
+            return (
+                RejectReason.MAX_ORDER_NOTIONAL,
+                f"notional {format_decimal(notional)} {self.quote_asset} is above the instrument maximum "
+                f"{format_decimal(self.max_notional)}",
             )
         return None

@@ -120,14 +120,14 @@ class RiskEngine:
             if cmd.quote_qty <= 0:
                 return RejectReason.INVALID_QUANTITY, "quote_qty must be positive"
         else:
-            rejection = inst.check_qty(cmd.qty)
+            rejection = inst.check_qty(cmd.qty, market=cmd.order_type is OrderType.MARKET)
             if rejection:
                 return rejection
         effective = price if price is not None else reference_price
         if effective is None:
             return RejectReason.NO_REFERENCE_PRICE, f"no reference price for {cmd.symbol} yet; market orders need one"
         if cmd.quote_qty is None:
-            rejection = inst.check_notional(effective, cmd.qty)
+            rejection = inst.check_notional(effective, cmd.qty, market=cmd.order_type is OrderType.MARKET)
             if rejection:
                 return rejection
         max_qty = limits.max_order_qty.get(cmd.symbol, 0)
