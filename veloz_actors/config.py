@@ -27,11 +27,15 @@ __all__ = [
     "DEFAULT_ENGINE_CONFIG",
     "ActorsModel",
     "EngineFileConfig",
+    "BINANCE_PRESETS",
     "ReplayModel",
+    "VenueModel",
     "StrategyEntryModel",
     "default_engine_config",
     "load_engine_config",
     "load_yaml",
+    "resolve_venue_instruments",
+    "with_venue",
 ]
 
 #: where ``veloz start`` and ``vz.start_local()`` look for the engine config first (relative to the working directory)
@@ -177,6 +181,80 @@ class JournalModel(_Model):
     retain_closed_seconds: float = Field(default=0, ge=0)
 
 
+#: Binance's spot endpoints (``venue.preset``): REST, market streams, WebSocket API
+BINANCE_PRESETS: dict[str, dict[str, str]] = {
+    "live": {
+        "rest_url": "https://api.binance.com",
+        "stream_url": "wss://stream.binance.com:9443",
+        "ws_api_url": "wss://ws-api.binance.com:443/ws-api/v3",
+    },
+    "testnet": {
+        "rest_url": "https://testnet.binance.vision",
+        "stream_url": "wss://stream.testnet.binance.vision",
+        "ws_api_url": "wss://ws-api.testnet.binance.vision/ws-api/v3",
+    },
+}
+
+
+class VenueModel(_Model):
+    """``venue:``: where orders go. ``sim`` (default): the seeded simulated market. ``binance``: Binance's live
+    market data, with ``mode: paper`` filling orders in simulation against the live book. The URLs default to the
+    ``preset``'s endpoints; giving them points the engine at another server (the tests' local Binance server)."""
+
+    kind: Literal["sim", "binance"] = "sim"
+    mode: Literal["paper", "live"] = "paper"
+    preset: Literal["live", "testnet"] = "live"
+    symbols: list[str] = Field(default_factory=list)
+    rest_url: str | None = None
+    stream_url: str | None = None
+    ws_api_url: str | None = None
+    kline_interval: str | None = "1m"
+    snapshot_limit: int = Field(default=5000, ge=5, le=5000)
+    refresh_instruments: bool = False  # fetch exchangeInfo again instead of the copy cached in the run folder
+    maker_fee_rate: Decimal = "0.001"
+    taker_fee_rate: Decimal = "0.001"
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper_unique(cls, value: list[str]) -> list[str]:
+        upper = [s.strip().upper() for s in value]
+        if any(not s.isalnum() for s in upper):
+            raise ValueError(f"symbols must be Binance symbols like BTCUSDT, got {value}")
+        if len(set(upper)) != len(upper):
+            raise ValueError(f"repeated symbols in {value}")
+        return upper
+
+    @model_validator(mode="after")
+    def _usable(self) -> VenueModel:
+        if self.kind == "binance":
+            if self.mode == "live":
+                raise ValueError("mode live (real orders on Binance) is not available yet: use mode paper")
+            if not self.symbols:
+                raise ValueError("a binance venue needs symbols (venue.symbols or --symbols BTCUSDT,ETHUSDT)")
+        for name in ("rest_url", "stream_url", "ws_api_url"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
+                raise ValueError(f"{name} must be an http(s):// or ws(s):// URL, got {url!r}")
+        return self
+
+    def urls(self) -> dict[str, str]:
+        """The endpoints in use: the preset's, with any URL given here instead."""
+        preset = BINANCE_PRESETS[self.preset]
+        return {name: getattr(self, name) or preset[name] for name in ("rest_url", "stream_url", "ws_api_url")}
+
+    def market_data(self) -> dict[str, Any]:
+        """The settings of the market-data client (:class:`~veloz_actors.venues.binance.market_data.MarketDataSettings`)."""
+        urls = self.urls()
+        return {
+            "venue": "binance",
+            "rest_url": urls["rest_url"].rstrip("/"),
+            "stream_url": urls["stream_url"].rstrip("/"),
+            "symbols": tuple(self.symbols),
+            "kline_interval": self.kline_interval,
+            "snapshot_limit": self.snapshot_limit,
+        }
+
+
 class MetricsModel(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -287,6 +365,7 @@ class EngineFileConfig(_Model):
     journal: JournalModel = Field(default_factory=JournalModel)
     metrics: MetricsModel = Field(default_factory=MetricsModel)
     actors: ActorsModel = Field(default_factory=ActorsModel)
+    venue: VenueModel = Field(default_factory=VenueModel)
 
     @field_validator("instruments")
     @classmethod
@@ -294,13 +373,35 @@ class EngineFileConfig(_Model):
         symbols = [i.symbol for i in value]
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"duplicate instrument symbols in {symbols}")
-        if not symbols:
-            raise ValueError("at least one instrument is required")
         return value
 
-    def engine_config(self) -> EngineConfig:
+    @model_validator(mode="after")
+    def _some_instruments(self) -> EngineFileConfig:
+        if not self.instruments and self.venue.kind == "sim":
+            raise ValueError("at least one instrument is required (or a binance venue, whose instruments come from it)")
+        return self
+
+    def symbols(self) -> list[str]:
+        """The symbols this engine trades: the venue's for Binance, else the configured instruments'."""
+        if self.venue.kind == "binance":
+            return list(self.venue.symbols)
+        return [i.symbol for i in self.instruments]
+
+    def engine_config(self, venue_instruments: dict[str, Instrument] | None = None) -> EngineConfig:
+        """The engine's config. With a Binance venue the instruments are the venue's (``venue_instruments``, from its
+        exchangeInfo: :func:`resolve_venue_instruments`); without them the configured ones stand in, which only
+        validates the rest of the file."""
+        paper = self.venue.kind == "binance"
         try:
-            instruments = tuple(i.build() for i in self.instruments)
+            if paper and venue_instruments is not None:
+                missing = sorted(set(self.venue.symbols) - set(venue_instruments))
+                if missing:
+                    raise ConfigError(f"venue.symbols: no instrument for {missing} in the venue's exchangeInfo")
+                instruments = tuple(venue_instruments[s] for s in self.venue.symbols)
+            else:
+                instruments = tuple(i.build() for i in self.instruments)
+            if paper and self.sim.symbols:
+                raise ConfigError("sim.symbols: a binance venue trades the live market, not the simulated one")
             symbols = {i.symbol for i in instruments}
             for s in self.sim.symbols:
                 if s.symbol not in symbols:
@@ -320,6 +421,7 @@ class EngineFileConfig(_Model):
                 },
                 snapshot_every=self.journal.snapshot_every,
                 retain_closed_ns=int(self.journal.retain_closed_seconds * 1_000_000_000),
+                venue_kind="paper" if paper else "sim",
             )
         except ConfigError:
             raise
@@ -331,7 +433,7 @@ class EngineFileConfig(_Model):
         each symbol in one shard at most. (A config copied with ``model_copy(update={"actors": {...}})`` skips
         pydantic; its mapping is validated here. :meth:`with_actors` is the checked way to change the section.)"""
         actors = self.actors if isinstance(self.actors, ActorsModel) else parse_actors(self.actors)
-        symbols = [i.symbol for i in self.instruments]
+        symbols = self.symbols()
         placed = [s for members in actors.shards.values() for s in members]
         unknown = sorted(set(placed) - set(symbols))
         if unknown or len(placed) != len(set(placed)):
@@ -348,6 +450,50 @@ class EngineFileConfig(_Model):
         config = self.model_copy(update={"actors": actors})
         config.actor_settings()
         return config
+
+
+def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:
+    """``config`` with some ``venue:`` fields replaced (the CLI's ``--venue``, ``--symbols``, URLs), validated like the
+    file. Switching to Binance leaves the simulated market (``sim.symbols``) out: the live market replaces it."""
+    venue = {**config.venue.model_dump(exclude_unset=True), **{k: v for k, v in changes.items() if v is not None}}
+    try:
+        model = VenueModel.model_validate(venue)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"venue{'.' + where if where else ''}: {first['msg']}") from None
+    update: dict[str, Any] = {"venue": model}
+    if model.kind == "binance":
+        update["sim"] = config.sim.model_copy(update={"symbols": []})
+    data = {**config.model_dump(), **{k: v.model_dump() for k, v in update.items()}}
+    return parse_engine_config(data, source="config")
+
+
+def resolve_venue_instruments(
+    config: EngineFileConfig, run_dir: str | Path | None, *, refresh: bool | None = None
+) -> tuple[dict[str, Instrument] | None, dict[str, Any]]:
+    """The Binance venue's instruments for ``config.venue.symbols``, from its exchangeInfo (cached as
+    ``exchange-info.json`` in ``run_dir``, the folder that holds the journal; fetched again when ``refresh``), with
+    the configured fee rates. ``(None, {})`` for the simulated venue."""
+    venue = config.venue
+    if venue.kind != "binance":
+        return None, {}
+    from dataclasses import replace
+
+    from .venues.binance.instruments import load_instruments
+
+    maker = _dec(venue.maker_fee_rate, "venue.maker_fee_rate")
+    taker = _dec(venue.taker_fee_rate, "venue.taker_fee_rate")
+    try:
+        found, info = load_instruments(
+            venue.urls()["rest_url"].rstrip("/"),
+            venue.symbols,
+            cache_dir=None if run_dir is None else Path(run_dir),
+            refresh=venue.refresh_instruments if refresh is None else refresh,
+        )
+        return {s: replace(i, maker_fee_rate=maker, taker_fee_rate=taker) for s, i in found.items()}, info
+    except InvalidInput as exc:
+        raise ConfigError(f"venue: {exc}") from exc
 
 
 def default_engine_config() -> Path:

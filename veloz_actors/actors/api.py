@@ -38,7 +38,13 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
-from ..config import EngineFileConfig, StrategyEntryModel, default_engine_config, load_engine_config
+from ..config import (
+    EngineFileConfig,
+    StrategyEntryModel,
+    default_engine_config,
+    load_engine_config,
+    resolve_venue_instruments,
+)
 from ..messages import CancelOrder, OrderRejected, PlaceOrder, RejectReason, Side, TimeInForce
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..strategies.bar_strategies import make_strategy
@@ -70,7 +76,9 @@ def build_spec(
     Everything is checked before any actor starts: a bad field, a missing replay file or a strategy's bad parameter
     is a :class:`ConfigError` now, not a dead actor later.
     """
-    engine_config = file_config.engine_config()
+    run_dir = None if journal_dir is None else Path(journal_dir).parent
+    venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+    engine_config = file_config.engine_config(venue_instruments)
     actors = file_config.actor_settings()
     return EngineSpec(
         name=name,
@@ -86,6 +94,7 @@ def build_spec(
         run_clock=run_clock,
         strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
         replay=None if actors.replay is None else actors.replay.resolved(),
+        market_data=file_config.venue.market_data() if file_config.venue.kind == "binance" else None,
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
         journal_mode=actors.journal_mode,
     )

@@ -8,6 +8,12 @@
   receive times and ``speed``, in batches each venue actor acknowledges; the offset reached is kept beside the
   journals, so a feed that Ray restarted resumes after the last batch delivered. Optionally the OMS takes the
   recorded prices as reference prices.
+- Live market data from an exchange (``spec.market_data``: Binance): the market-data client runs on its own event
+  loop thread (:class:`~veloz_actors.venues.binance.market_data.MarketDataThread`) and hands each batch it read to a
+  bounded queue; a delivery thread takes them in order to the venue actors exactly as a replayed batch (each shard
+  acknowledges, a restarting shard gets it again), the latest top of book of each symbol to the OMS as its reference
+  prices, and connection changes (:class:`~veloz_actors.messages.VenueConnection`) to the bus. A full queue blocks
+  the client's reads (TCP pushes back on the exchange); nothing is dropped.
 - Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -24,11 +31,13 @@ from typing import Any
 import numpy as np
 import ray
 
-from ..messages import Error
+from ..messages import BookTop, Error, Trade, VenueConnection
 from .batches import TOP_DTYPE, BookTopBatch
 from .spec import CallWindow, EngineSpec, reconstructed
 
 __all__ = ["MarketFeedActor"]
+
+_LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered, before the client's reads wait
 
 
 class MarketFeedActor:
@@ -58,6 +67,15 @@ class MarketFeedActor:
                 target=self._run_replay, args=(spec.replay,), name="veloz-replay", daemon=True
             )
             self._replayer.start()
+        self.live: Any = None  # the market-data client's thread
+        self.live_queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=_LIVE_QUEUE)
+        self.live_batches = 0
+        self.live_error: str | None = None
+        self.oms_window = CallWindow(spec.peer_window)
+        self.bus_window = CallWindow(spec.peer_window)
+        self._deliverer: threading.Thread | None = None
+        if spec.market_data is not None:
+            self._start_live(spec.market_data)
 
     # ------------------------------------------------------------------------------------------------------ clock
 
@@ -170,6 +188,60 @@ class MarketFeedActor:
             self.sent += len(batch)
         return True
 
+    # -------------------------------------------------------------------------------------------- live market data
+
+    def _start_live(self, settings: dict[str, Any]) -> None:
+        from ..venues.binance.market_data import MarketDataSettings, MarketDataThread
+
+        self._deliverer = threading.Thread(target=self._run_live_delivery, name="veloz-live-delivery", daemon=True)
+        self._deliverer.start()
+        self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live).start()
+
+    def _on_live(self, batch: list[Any]) -> None:
+        """The client's sink (its loop thread): queue the batch in order; wait while the queue is full."""
+        while not self._stop.is_set():
+            try:
+                self.live_queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _run_live_delivery(self) -> None:
+        get = self.live_queue.get
+        while not self._stop.is_set():
+            try:
+                batch = get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if batch is None:
+                return
+            try:
+                self._deliver_live(batch)
+            except Exception as exc:  # noqa: BLE001 - reported; the feed goes on with the next batch
+                self.live_error = f"{type(exc).__name__}: {exc}"
+
+    def _deliver_live(self, batch: list[Any]) -> None:
+        market: list[Any] = []
+        notices: list[Any] = []
+        tops: dict[str, Any] = {}
+        for event in batch:
+            kind = type(event)
+            if kind is VenueConnection:
+                notices.append(event)
+                continue
+            if event.symbol not in self.shard_of:
+                continue  # a symbol unsubscribed a moment ago
+            market.append(event)
+            if kind is BookTop or kind is Trade:
+                tops[event.symbol] = event
+        if market and not self._deliver(market):
+            return
+        self.live_batches += 1
+        if tops:  # the OMS's reference prices (risk price band, marks) follow the live market
+            self.oms_window.send(self.oms.market, list(tops.values()), drop=True)
+        if notices and self.bus is not None:
+            self.bus_window.send(self.bus.publish, notices)
+
     # ------------------------------------------------------------------------------------- client-driven market data
 
     def publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
@@ -233,6 +305,13 @@ class MarketFeedActor:
         }
         if self.replay_state is not None:
             status["replay"] = dict(self.replay_state)
+        if self.live is not None:
+            status["market_data"] = {
+                **self.live.status(),
+                "delivered_batches": self.live_batches,
+                "queued_batches": self.live_queue.qsize(),
+                "delivery_error": self.live_error,
+            }
         return status
 
     def ping(self) -> tuple[int, int]:
@@ -240,6 +319,8 @@ class MarketFeedActor:
 
     def close(self) -> None:
         self._stop.set()
-        for thread in (self._clock, self._replayer):
+        if self.live is not None:
+            self.live.close()
+        for thread in (self._clock, self._replayer, self._deliverer):
             if thread is not None:
                 thread.join(timeout=2.0)

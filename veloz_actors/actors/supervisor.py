@@ -317,6 +317,7 @@ class Supervisor:
             "reference_prices": oms.get("reference_prices", {}),
             "circuit_breaker": oms.get("circuit_breaker", {}),
             "replay": (detail.get("feed") or {}).get("replay"),
+            "market_data": (detail.get("feed") or {}).get("market_data"),
         }
 
     # --------------------------------------------------------------------------------------------------- shutdown

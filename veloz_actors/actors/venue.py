@@ -117,7 +117,12 @@ class VenueActor:
     # ------------------------------------------------------------------------------------------------ market data
 
     def apply(self, batch: Sequence[Any]) -> int:
-        """Apply a batch of recorded market events and forward it to the bus; returns how many were applied."""
+        """Apply a batch of market events (recorded, or live) and forward it to the bus; returns how many were
+        applied. Venues that trade against live market data (paper) take it first, journaled; the fills it causes go
+        to the OMS like any report."""
+        if type(batch) is not BookTopBatch and self.state.market_venues and self.state.market(batch):
+            self.state.hand_to_os()
+            self._send()
         tops = self.tops
         if type(batch) is BookTopBatch:
             tops.update(batch.latest())

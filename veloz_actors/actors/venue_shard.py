@@ -2,10 +2,11 @@
 numbered report batches it keeps until the OMS acknowledges them. No Ray here (the actor in :mod:`.venue` is the
 shell that moves the batches).
 
-Every input is journaled before it is applied: a request from the OMS (``SubmitOrder``, ``SubmitCancel``) or a step
-of the simulated clock (``Tick``). Each input gives exactly one numbered batch (its execution reports, and for a clock
-step the fills it caused and the new top of book of every symbol), possibly empty, so replaying the journal numbers
-the batches the same way. Acknowledgements go to a second journal (``<journal>.acks``, one ``Tick`` per ack whose
+Every input is journaled before it is applied: a request from the OMS (``SubmitOrder``, ``SubmitCancel``), a step
+of the simulated clock (``Tick``), or, for venues that trade against live market data (paper trading), a depth diff
+or snapshot or a public trade. A request or a clock step gives exactly one numbered batch (its execution reports, and
+for a clock step the fills it caused and the new top of book of every symbol), possibly empty; a market event gives a
+batch only when it filled something. Either way replaying the journal numbers the batches the same way. Acknowledgements go to a second journal (``<journal>.acks``, one ``Tick`` per ack whose
 ``ts`` is the batch number acknowledged): after a restart the shard rebuilds every batch from its inputs and keeps
 those after the last acknowledged one, to send again. A snapshot (``<journal>.snapshot``) every ``snapshot_every``
 inputs bounds the replay.
@@ -19,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
-from ..messages import BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, VenueOrderRejected
-from ..venues.sim import SimVenue
+from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 
 __all__ = ["Batch", "VenueShard"]
 
 Batch = tuple[int, list[Any]]  # (batch number, execution reports and tops of book)
+_MARKET_INPUTS = (BookDelta, Trade)
 
 
 class VenueShard:
@@ -33,7 +34,7 @@ class VenueShard:
     def __init__(
         self,
         shard: str,
-        venues: dict[str, SimVenue],
+        venues: dict[str, Any],
         *,
         journal_path: str | Path | None = None,
         header: dict[str, Any] | None = None,
@@ -43,6 +44,7 @@ class VenueShard:
     ) -> None:
         self.shard = shard
         self.venues = dict(sorted(venues.items()))
+        self.market_venues = {s: v for s, v in self.venues.items() if getattr(v, "consumes_market", False)}
         self.seq = 0  # the number of the last batch made
         self.acked = 0  # the last batch the OMS acknowledged
         self.unacked: deque[Batch] = deque()
@@ -78,7 +80,10 @@ class VenueShard:
         elif snap is not None:
             Path(str(path) + ".snapshot").unlink()  # it covers lines the journal lost: the journal alone is exact
         for message in lines[start:]:
-            self._apply(message)
+            if type(message) in _MARKET_INPUTS:
+                self._apply_market(message)
+            else:
+                self._apply(message)
         acks = Path(str(path) + ".acks")
         if acks.exists():
             _, marks = read_journal(acks)
@@ -101,6 +106,36 @@ class VenueShard:
         if self.journal is not None:
             self.journal.append(tick)
         return self._apply(tick)
+
+    def market(self, events: Any) -> list[Batch]:
+        """Journal and apply the live market events of the venues that trade against them (paper trading); returns
+        the batches of the fills they caused. Other events, and every event of a shard of simulated venues, only pass
+        by (nothing to journal: they change nothing here)."""
+        venues = self.market_venues
+        if not venues:
+            return []
+        journal = self.journal
+        made: list[Batch] = []
+        for event in events:
+            if type(event) in _MARKET_INPUTS and event.symbol in venues:
+                if journal is not None:
+                    journal.append(event)
+                batch = self._apply_market(event)
+                if batch is not None:
+                    made.append(batch)
+        return made
+
+    def _apply_market(self, event: Any) -> Batch | None:
+        reports = self.market_venues[event.symbol].on_market(event)
+        self.inputs += 1
+        batch = None
+        if reports:
+            self.seq += 1
+            batch = (self.seq, reports)
+            self.unacked.append(batch)
+        if self.journal is not None and self.inputs % self.snapshot_every == 0:
+            self.snapshot()
+        return batch
 
     def _apply(self, message: Any) -> Batch:
         kind = type(message)

@@ -14,7 +14,7 @@ import orjson
 import typer
 
 from .._exceptions import VelozError
-from ..config import default_engine_config, load_engine_config
+from ..config import default_engine_config, load_engine_config, resolve_venue_instruments, with_venue
 
 app = typer.Typer(
     name="veloz",
@@ -56,8 +56,40 @@ def start(
     replay_speed: Annotated[
         float | None, typer.Option(help="Replay pace: 1 = as recorded, 10 = ten times faster, 0 = at once.")
     ] = None,
+    venue: Annotated[
+        str | None, typer.Option(help="Where orders go: sim (the simulated market) or binance (live market data).")
+    ] = None,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="With --venue binance: fill orders in simulation against the live book.")
+    ] = False,
+    symbols: Annotated[str | None, typer.Option(help="The venue's symbols, e.g. BTCUSDT,ETHUSDT.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Binance endpoints: live or testnet.")] = None,
+    rest_url: Annotated[str | None, typer.Option(help="Binance REST base URL (default: the preset's).")] = None,
+    stream_url: Annotated[str | None, typer.Option(help="Binance market streams URL (default: the preset's).")] = None,
+    ws_api_url: Annotated[str | None, typer.Option(help="Binance WebSocket API URL (default: the preset's).")] = None,
+    refresh_instruments: Annotated[
+        bool, typer.Option("--refresh-instruments", help="Fetch exchangeInfo again instead of the cached copy.")
+    ] = False,
 ) -> None:
     file_config = load_engine_config(config or default_engine_config())
+    venue_flags = (symbols, preset, rest_url, stream_url, ws_api_url)
+    if venue is not None or paper or refresh_instruments or any(f is not None for f in venue_flags):
+        kind = venue or file_config.venue.kind
+        if kind == "binance" and not paper and file_config.venue.kind != "binance":
+            raise VelozError("--venue binance trades on paper for now: add --paper")
+        if kind != "binance" and (paper or any(f is not None for f in venue_flags)):
+            raise VelozError("--paper, --symbols and the URLs are for --venue binance")
+        file_config = with_venue(
+            file_config,
+            kind=kind,
+            mode="paper" if paper else None,
+            symbols=None if symbols is None else [s for s in symbols.split(",") if s.strip()],
+            preset=preset,
+            rest_url=rest_url,
+            stream_url=stream_url,
+            ws_api_url=ws_api_url,
+            refresh_instruments=True if refresh_instruments else None,
+        )
     if replay is not None or replay_speed is not None:
         if single_process:
             raise VelozError("--replay runs on the actor engine: use --local or --address, not --single-process")
@@ -77,20 +109,26 @@ def start(
     mode = durability or file_config.journal.durability
     if single_process:
         from ..venues.engine import Engine, tune_gc
-        from .local import LocalBackend, run_session
+        from .local import LiveMarket, LocalBackend, run_session
         from .stdio import Session
 
-        engine_config = file_config.engine_config()
+        run_dir = Path(journal_path).resolve().parent if journal_path is not None else None
+        venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+        engine_config = file_config.engine_config(venue_instruments)
         tune_gc()
         if journal_path is not None:
             # an existing journal is recovered (snapshot + tail); a new one starts empty
             engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
         else:
             engine = Engine(engine_config)
-        backend = LocalBackend(engine)
+        live = None
+        if file_config.venue.kind == "binance":
+            live = LiveMarket(engine, file_config.venue.market_data())
+        backend = LocalBackend(engine, live=live)
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
         tick_fn = backend.tick if engine.config.sim_symbols else None
-        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick))
+        side_feed = None if live is None else (lambda: session.events(live.drain()))
+        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed))
     from . import engine_cli  # the actor engine (imports ray)
 
     raise typer.Exit(

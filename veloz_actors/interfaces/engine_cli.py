@@ -44,7 +44,7 @@ class ActorBackend:
 
     _ORDER_KINDS = (
         "OrderAccepted", "OrderRejected", "OrderFilled", "OrderCancelled", "OrderExpired", "AccountUpdated",
-        "PositionUpdated", "CircuitBreakerTripped", "Error", "Settled",
+        "PositionUpdated", "CircuitBreakerTripped", "Error", "Settled", "VenueConnection",
     )  # fmt: skip
     _ECHO_LIMIT = 100_000
 

@@ -3,6 +3,11 @@
 A reader thread feeds stdin lines into a bounded queue; the main thread owns the engine, applies commands in arrival
 order and drives the simulated market with a :class:`~veloz_actors.messages.Tick` every ``tick_ms``. Shutdown on
 EOF, QUIT, SIGINT or SIGTERM flushes and closes the journal.
+
+Paper trading on Binance (``--venue binance --paper``): :class:`LiveMarket` runs the market-data client on its own
+event loop thread; the batches it reads wait in a bounded queue and the main thread applies them to the engine in
+order between commands (the paper venues' books and fills, the kernel's reference prices), so the engine stays
+single-threaded.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..messages import Tick
+from ..messages import Tick, VenueConnection
 from ..venues.engine import Engine
 from .stdio import Session, dumps
 
-__all__ = ["LocalBackend", "run_session"]
+__all__ = ["LiveMarket", "LocalBackend", "run_session"]
 
 _EOF = object()
 _SIDE_FEED_SECONDS = 0.05  # how often a side feed is polled while no command comes in
@@ -29,9 +34,10 @@ _SIDE_FEED_SECONDS = 0.05  # how often a side feed is polled while no command co
 class LocalBackend:
     """:class:`~veloz_actors.interfaces.stdio.Backend` over an in-process :class:`Engine`."""
 
-    def __init__(self, engine: Engine, account_id: str = "main") -> None:
+    def __init__(self, engine: Engine, account_id: str = "main", live: LiveMarket | None = None) -> None:
         self.engine = engine
         self.account_id = account_id
+        self.live = live
 
     def submit(self, command: Any) -> list[Any]:
         return self.engine.apply(command)
@@ -53,10 +59,58 @@ class LocalBackend:
         return [p for (acc, _), p in sorted(self.engine.ledger.positions.items()) if acc == self.account_id]
 
     def status(self) -> dict[str, Any]:
-        return {"engine": "single-process", "state": "running", **self.engine.status()}
+        status = {"engine": "single-process", "state": "running", **self.engine.status()}
+        if self.live is not None:
+            status["market_data"] = self.live.status()
+        return status
 
     def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
         self.engine.close()
+
+
+class LiveMarket:
+    """Live market data for an in-process engine (see the module docstring)."""
+
+    def __init__(self, engine: Engine, settings: dict[str, Any], *, max_batches: int = 10_000) -> None:
+        from ..venues.binance.market_data import MarketDataSettings, MarketDataThread
+
+        self.engine = engine
+        self.batches: queue.Queue[list[Any]] = queue.Queue(maxsize=max_batches)
+        self._closed = threading.Event()
+        self.applied = 0
+        self.thread = MarketDataThread(MarketDataSettings(**settings), self._sink).start()
+
+    def _sink(self, batch: list[Any]) -> None:
+        while not self._closed.is_set():  # a full queue makes the client's reads wait: nothing is dropped
+            try:
+                self.batches.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def drain(self) -> list[Any]:
+        """Apply every batch read so far to the engine; returns the market events and the events they caused."""
+        out: list[Any] = []
+        apply = self.engine.apply
+        while True:
+            try:
+                batch = self.batches.get_nowait()
+            except queue.Empty:
+                return out
+            for event in batch:
+                out.append(event)
+                if type(event) is not VenueConnection:
+                    out.extend(apply(event))
+            self.applied += len(batch)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.thread.status(), "applied_events": self.applied, "queued_batches": self.batches.qsize()}
+
+    def close(self) -> None:
+        self._closed.set()
+        self.thread.close()
 
 
 def run_session(

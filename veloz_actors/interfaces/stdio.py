@@ -57,6 +57,7 @@ from ..messages import (
     PositionUpdated,
     ResetCircuitBreaker,
     Trade,
+    VenueConnection,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
@@ -263,6 +264,13 @@ class EventFormatter:
             ]
         if kind is Error:
             return [{"type": "error", "ts": event.ts, "code": event.code, "message": event.message}]
+        if kind is VenueConnection:
+            out = {"type": "status", "ts": event.ts, "event": "venue_" + event.state, "venue": event.venue}
+            for name in ("symbol", "detail"):
+                if getattr(event, name):
+                    out[name] = getattr(event, name)
+            out["reconnects"], out["resyncs"] = event.reconnects, event.resyncs
+            return [out]
         if not self.market:
             return []
         if kind is BookTop:
