@@ -432,6 +432,14 @@ class EngineHandle:
             raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
         return self._call(lambda: self._venues[shard].top.remote(symbol))
 
+    def depth(self, symbol: str, levels: int = 20) -> dict[str, Any] | None:
+        """The live book a paper venue of ``symbol`` trades against: ``{"synced", "last_update_id", "bids",
+        "asks"}`` (levels best first, 1e-8 units), or None on the simulated venue."""
+        shard = self.spec.shard_of().get(symbol)
+        if shard is None:
+            raise InvalidInput(f"unknown symbol {symbol!r}; configured: {', '.join(sorted(self.symbols))}")
+        return self._call(lambda: self._venues[shard].depth.remote(symbol, levels))
+
     def subscribe(
         self,
         *,
