@@ -1,0 +1,1307 @@
+"""Live Binance spot market data: one combined-stream WebSocket, books kept in sync by Binance's documented procedure.
+
+:class:`BinanceMarketData` opens one combined stream (``<stream_url>/stream?streams=...``) carrying, per symbol,
+``<sym>@depth@100ms``, ``<sym>@bookTicker``, ``<sym>@trade`` and ``<sym>@kline_<interval>``, parses every frame at
+the edge with :mod:`.schemas`, keeps one :class:`~veloz_actors.core.l2book.L2Book` per symbol and hands what it
+produces to ``sink(batch)`` (a list of messages), always from the event-loop thread and in order.
+
+**Book sync** ("How to manage a local order book correctly"): diffs are buffered by the book itself while it is
+unsynced (:class:`L2Book` refuses and buffers them); the sync task waits for the first buffered diff (at most
+``snapshot_wait`` s), fetches ``GET /api/v3/depth?symbol=&limit=snapshot_limit``, and applies it: the book drops the
+buffered diffs the snapshot already covers and replays the rest in update-id order. A snapshot older than the first
+buffered diff (the book raises :class:`SequenceGap` while replaying) is counted as ``stale_snapshot`` and fetched
+again. A live gap (``U`` beyond the last ``u + 1``) is detected by the book on the first diff after it; the book
+discards its levels and a new snapshot is fetched at once. While a book is unsynced no diff of its symbol is emitted.
+
+**Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
+then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
+the book applied (never one it refused or dropped as stale). A downstream :class:`L2Book` fed this sequence alone
+rebuilds exactly this client's book. ``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
+``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced`` and ``closed``.
+A batch is what the reader had read from the socket when the loop got to it (split at ``batch_max``): nothing is held
+back waiting for more.
+
+**Connections**: exponential backoff with full jitter (``uniform(0, min(backoff_max, backoff_initial * 2**n))``, the
+attempt count reset once a connection delivered data); server pings are answered by aiohttp's ``autoping`` (the pong
+echoes the ping's payload, inside ``receive()``: the reader task never stops reading); a connection reaching
+``max_connection_seconds`` (before Binance's 24 h cut) and a ``serverShutdown`` event both close the connection and
+reconnect at once, without backoff (*reconnect*, not make-before-break: every reconnect resyncs every book anyway,
+and a fresh snapshot after a switch costs one REST call per symbol). No frame for ``idle_timeout`` s counts as a dead
+connection. Every reconnect resyncs every book and is reported.
+
+**REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds); no REST request of this client is
+sent before it has passed. ``GET /api/v3/time`` is sampled ``clock_samples`` times at each connect: the sample with the
+smallest round trip gives ``clock_offset_ms = serverTime - midpoint``.
+
+**Bad input** (malformed JSON, unknown events, payloads the schemas reject, stale snapshots, out-of-order or missing
+update ids) is counted by kind in :meth:`BinanceMarketData.status`, logged (logger ``veloz.binance``, at most
+``_LOG_BURST`` lines per kind per minute, payloads truncated) and, where the book is concerned, resynced. It never
+raises out of :meth:`BinanceMarketData.run` and never leaves a wrong book.
+
+**Latency**: exchange -> receive (``ts_recv - ts_event``, ms) per stream kind over the last ``latency_reservoir``
+samples (spot ``bookTicker`` carries no exchange time, so it has none); receive -> publish is recorded by whoever
+publishes the batches: call :meth:`BinanceMarketData.record_publish` with the batch (or its ``ts_recv`` values) once
+it is published. Both appear under ``status()["latency_ms"]``.
+
+:class:`MarketDataThread` runs one client on its own event loop in a daemon thread, for actors and the
+single-process engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import yarl
+
+from ..._exceptions import DataError, InvalidInput, SequenceGap
+from ...core.l2book import L2Book
+from ...messages import BookDelta, VenueConnection
+from .schemas import parse_book_ticker, parse_depth_snapshot, parse_depth_update, parse_kline, parse_trade, unwrap
+
+__all__ = [
+    "Backoff",
+    "BinanceMarketData",
+    "BookSync",
+    "LatencyStats",
+    "MarketDataSettings",
+    "MarketDataThread",
+]
+
+log = logging.getLogger("veloz.binance")
+
+_MAX_STREAMS = 1024  # streams one connection may carry
+_INTERVAL = re.compile(r"^[1-9]\d*[smhdwM]$")
+_DEPTH_STREAMS = ("depth", "depth@100ms", "depth@1000ms")
+_LOG_BURST = 5  # log lines per kind per window; the rest are counted and summarised
+_LOG_WINDOW_S = 60.0
+_PREVIEW = 160  # characters of a bad payload that may be logged
+
+
+# ----------------------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class MarketDataSettings:
+    """Where and what to stream. Symbols are normalised to upper case (duplicates dropped, order kept).
+
+    The fields after ``venue`` are tuning knobs with production defaults: ``snapshot_wait`` (s to wait for the first
+    buffered diff before fetching a snapshot anyway), ``idle_timeout`` (s without any frame before the connection is
+    considered dead; None: never), ``request_timeout`` (REST and SUBSCRIBE replies), ``clock_samples`` (``/time``
+    samples per connect, 0: none), ``buffer_limit`` (diffs an unsynced book keeps), ``control_interval`` (s between two
+    JSON control messages: Binance allows 5 incoming messages per second, pongs included), ``latency_reservoir``
+    (samples kept per latency series).
+    """
+
+    rest_url: str
+    stream_url: str
+    symbols: tuple[str, ...]
+    kline_interval: str | None = "1m"
+    depth_stream: str = "depth@100ms"
+    snapshot_limit: int = 5000
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_connection_seconds: float = 23.5 * 3600
+    batch_max: int = 1000
+    venue: str = "binance"
+    snapshot_wait: float = 1.0
+    idle_timeout: float | None = 30.0
+    request_timeout: float = 10.0
+    clock_samples: int = 3
+    buffer_limit: int = 10_000
+    control_interval: float = 0.25
+    latency_reservoir: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("rest_url", "stream_url", "venue"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+        if not self.rest_url.startswith(("http://", "https://")):
+            raise InvalidInput(f"rest_url must be an http(s) URL, got {self.rest_url!r}")
+        if not self.stream_url.startswith(("ws://", "wss://")):
+            raise InvalidInput(f"stream_url must be a ws(s) URL, got {self.stream_url!r}")
+        object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
+        object.__setattr__(self, "stream_url", self.stream_url.rstrip("/"))
+        object.__setattr__(self, "symbols", normalise_symbols(self.symbols))
+        if self.kline_interval is not None and not (
+            isinstance(self.kline_interval, str) and _INTERVAL.match(self.kline_interval)
+        ):
+            raise InvalidInput(
+                f"kline_interval must be a Binance interval such as '1m' or None, got {self.kline_interval!r}"
+            )
+        if self.depth_stream not in _DEPTH_STREAMS:
+            raise InvalidInput(f"depth_stream must be one of {_DEPTH_STREAMS}, got {self.depth_stream!r}")
+        if not 1 <= self.snapshot_limit <= 5000:
+            raise InvalidInput(f"snapshot_limit must be 1..5000, got {self.snapshot_limit}")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise InvalidInput(
+                f"need 0 < backoff_initial <= backoff_max, got {self.backoff_initial} and {self.backoff_max}"
+            )
+        positive = ("max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("snapshot_wait", "control_interval", "clock_samples"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise InvalidInput(f"idle_timeout must be positive or None, got {self.idle_timeout}")
+        if len(self.symbols) * self.streams_per_symbol > _MAX_STREAMS:
+            raise InvalidInput(f"{len(self.symbols)} symbols need more than the {_MAX_STREAMS} streams of a connection")
+
+    @property
+    def streams_per_symbol(self) -> int:
+        return 3 + (self.kline_interval is not None)
+
+    def streams(self, symbol: str) -> list[str]:
+        """The stream names of one symbol: depth diffs, book ticker, trades and (if set) klines."""
+        sym = symbol.lower()
+        names = [f"{sym}@{self.depth_stream}", f"{sym}@bookTicker", f"{sym}@trade"]
+        if self.kline_interval is not None:
+            names.append(f"{sym}@kline_{self.kline_interval}")
+        return names
+
+
+def normalise_symbols(symbols: Iterable[str] | str) -> tuple[str, ...]:
+    """Upper-case symbol names, duplicates dropped, order kept; :class:`InvalidInput` for anything but plain names."""
+    if isinstance(symbols, str):
+        symbols = (symbols,)
+    out: list[str] = []
+    for symbol in symbols:
+        if not isinstance(symbol, str) or not symbol.isascii() or not symbol.isalnum():
+            raise InvalidInput(f"symbol must be a plain name such as 'BTCUSDT', got {symbol!r}")
+        upper = symbol.upper()
+        if upper not in out:
+            out.append(upper)
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------------------ pure helpers
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` (from 0) waits ``uniform(0, min(maximum, initial * 2**n))``.
+
+    >>> backoff = Backoff(0.5, 30.0, random.Random(1))
+    >>> [backoff.ceiling(n) for n in range(8)]
+    [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    """
+
+    __slots__ = ("initial", "maximum", "attempt", "_rng")
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rng = rng
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay attempt ``attempt`` may wait."""
+        if attempt >= 64:  # 2**64 * anything positive is beyond every sane maximum
+            return self.maximum
+        return min(self.maximum, self.initial * (1 << attempt))
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (and count the attempt)."""
+        delay = self._rng.uniform(0.0, self.ceiling(self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        """Back to the first attempt (after a connection that worked)."""
+        self.attempt = 0
+
+
+class LatencyStats:
+    """Latency samples (ns in, ms out): the total count and the max since start; p50/p99 over the last ``size``.
+
+    Thread-safe: samples may be added from another thread (:meth:`BinanceMarketData.record_publish`).
+
+    >>> stats = LatencyStats(size=100)
+    >>> for ms in range(1, 101):
+    ...     stats.add(ms * 1_000_000)
+    >>> stats.summary()
+    {'count': 100, 'p50': 50.0, 'p99': 99.0, 'max': 100.0}
+    """
+
+    __slots__ = ("count", "max_ns", "_samples", "_lock")
+
+    def __init__(self, size: int = 4096) -> None:
+        self.count = 0
+        self.max_ns: int | None = None
+        self._samples: deque[int] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, ns: int) -> None:
+        with self._lock:
+            self.count += 1
+            self._samples.append(ns)
+            if self.max_ns is None or ns > self.max_ns:
+                self.max_ns = ns
+
+    def summary(self) -> dict[str, Any]:
+        """``{"count", "p50", "p99", "max"}`` in ms (None while there are no samples); nearest-rank percentiles."""
+        with self._lock:
+            samples = sorted(self._samples)
+            count = self.count
+            max_ns = self.max_ns
+        if not samples:
+            return {"count": count, "p50": None, "p99": None, "max": None}
+        return {
+            "count": count,
+            "p50": _ms(_nearest_rank(samples, 50)),
+            "p99": _ms(_nearest_rank(samples, 99)),
+            "max": _ms(max_ns if max_ns is not None else samples[-1]),
+        }
+
+
+def _nearest_rank(ordered: list[int], percent: int) -> int:
+    rank = -(-percent * len(ordered) // 100)  # ceil(p/100 * n), 1-based
+    return ordered[max(rank, 1) - 1]
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 3)
+
+
+class _RecordingBook(L2Book):
+    """An :class:`L2Book` that can list the diffs it applies (the ones :meth:`L2Book.apply_snapshot` replays from its
+    buffer), so exactly those are emitted after the snapshot."""
+
+    __slots__ = ("recording",)
+
+    def __init__(self, symbol: str, *, buffer_limit: int) -> None:
+        super().__init__(symbol, "spot", buffer_limit=buffer_limit)
+        self.recording: list[BookDelta] | None = None
+
+    def apply(self, delta: BookDelta) -> bool:
+        applied = super().apply(delta)
+        if applied and self.recording is not None:
+            self.recording.append(delta)
+        return applied
+
+
+# outcomes of BookSync.on_diff
+APPLIED = "applied"  # in the book: emit it
+BUFFERED = "buffered"  # the book is unsynced: kept for the next snapshot, not emitted
+STALE = "stale"  # already covered by the snapshot (u <= lastUpdateId): normal right after a sync
+OUT_OF_ORDER = "out_of_order"  # at or below the book's update id after the chain had started: a late or repeated diff
+GAP = "gap"  # U beyond the book's u + 1: the book discarded its levels and needs a new snapshot
+
+
+class BookSync:
+    """Binance's local-book procedure for one symbol, free of I/O: feed it parsed diffs and snapshots, emit what it
+    returns. The :class:`L2Book` does the buffering and the update-id rules; this adds which diffs to emit.
+
+    >>> sync = BookSync("BTCUSDT")
+    >>> diff = BookDelta(symbol="BTCUSDT", first_update_id=11, last_update_id=12, bids=((100, 1),), asks=(),
+    ...                  ts_event=0, ts_recv=0)
+    >>> sync.on_diff(diff)
+    'buffered'
+    >>> snapshot = BookDelta(symbol="BTCUSDT", first_update_id=10, last_update_id=10, bids=((99, 2),), asks=(),
+    ...                      is_snapshot=True, ts_event=0, ts_recv=0)
+    >>> [d.last_update_id for d in sync.on_snapshot(snapshot)]
+    [10, 12]
+    """
+
+    __slots__ = ("symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "out_of_order", "_bridged")
+
+    def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
+        self.symbol = symbol
+        self.buffer_limit = buffer_limit
+        self.book = _RecordingBook(symbol, buffer_limit=buffer_limit)
+        self.resyncs = 0  # snapshots applied
+        self.gaps = 0  # live gaps detected
+        self.stale_snapshots = 0  # snapshots refused as older than the buffered diffs (or over a buffer hole)
+        self.out_of_order = 0
+        self._bridged = False  # a diff has been applied since the last snapshot
+
+    @property
+    def synced(self) -> bool:
+        return not self.book.needs_resync
+
+    def reset(self) -> None:
+        """Forget the book (a new connection): unsynced, empty buffer; counters are kept."""
+        self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
+        self._bridged = False
+
+    def on_diff(self, delta: BookDelta) -> str:
+        """Apply (or buffer) one diff; the outcome says whether to emit it (``APPLIED``) or resync (``GAP``)."""
+        book = self.book
+        if book.needs_resync:
+            book.apply(delta)
+            return BUFFERED
+        try:
+            applied = book.apply(delta)
+        except SequenceGap:
+            self.gaps += 1
+            self._bridged = False
+            return GAP
+        if applied:
+            self._bridged = True
+            return APPLIED
+        if self._bridged:
+            self.out_of_order += 1
+            return OUT_OF_ORDER
+        return STALE
+
+    def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
+        """Apply a REST snapshot: ``[snapshot, *replayed diffs]`` to emit, or None if it does not connect to the
+        buffered diffs (the book stays unsynced and keeps them; fetch a newer snapshot)."""
+        book = self.book
+        replayed: list[BookDelta] = []
+        book.recording = replayed
+        try:
+            book.apply_snapshot(snapshot)
+        except SequenceGap:
+            if replayed:
+                self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
+            else:
+                self.stale_snapshots += 1
+            self._bridged = False
+            return None
+        finally:
+            book.recording = None
+        self._bridged = bool(replayed)
+        self.resyncs += 1
+        return [snapshot, *replayed]
+
+
+class _LogLimiter:
+    """At most ``burst`` log lines per kind per ``window`` seconds; the rest are counted and summarised."""
+
+    __slots__ = ("burst", "window", "_state")
+
+    def __init__(self, burst: int = _LOG_BURST, window: float = _LOG_WINDOW_S) -> None:
+        self.burst = burst
+        self.window = window
+        self._state: dict[str, list[float]] = {}  # kind -> [window start, lines logged, lines suppressed]
+
+    def __call__(self, level: int, kind: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        state = self._state.get(kind)
+        if state is None or now - state[0] >= self.window:
+            if state is not None and state[2]:
+                log.log(level, "%s: %d similar messages suppressed in the last %.0f s", kind, state[2], self.window)
+            state = self._state[kind] = [now, 0, 0]
+        if state[1] < self.burst:
+            state[1] += 1
+            log.log(level, msg, *args)
+        else:
+            state[2] += 1
+
+
+def _preview(raw: Any) -> str:
+    if isinstance(raw, bytes | bytearray):
+        raw = bytes(raw[: _PREVIEW * 2]).decode("utf-8", "replace")
+    return f"{raw!r:.{_PREVIEW}}"
+
+
+# ------------------------------------------------------------------------------------------------------------ client
+
+
+class _RestError(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+
+
+class _Closed:
+    """The reader's last word: the socket is closed (``reason`` says how)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_WAKE = object()  # queued by close() and friends so a waiting processor looks at its flags
+
+_KIND_OF_EVENT = {"depthUpdate": "depth", "trade": "trade", "kline": "kline"}
+
+
+class BinanceMarketData:
+    """One live Binance spot market data connection (see the module docstring). Not thread-safe: call its coroutines
+    on the loop that runs :meth:`run` (or use :class:`MarketDataThread`); :meth:`record_publish` is the exception."""
+
+    def __init__(
+        self,
+        settings: MarketDataSettings,
+        sink: Callable[[list[Any]], None],
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._sink = sink
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rng)
+        self._feeds: dict[str, BookSync] = {
+            s: BookSync(s, buffer_limit=settings.buffer_limit) for s in settings.symbols
+        }
+        self._pending: list[Any] = []
+        self._log = _LogLimiter()
+        # state
+        self._state = "disconnected"
+        self._running = False
+        self._closing = False
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._conn_id = 0
+        self._connected_at: float | None = None  # monotonic
+        self._reconnect_reason: str | None = None
+        self._queue: asyncio.Queue[Any] | None = None
+        self._symbols_changed: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._first_diff: dict[str, asyncio.Event] = {}
+        self._sync_tasks: dict[str, asyncio.Task[None]] = {}
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self._control_waiters: dict[int, asyncio.Future[Any]] = {}
+        self._control_lock: asyncio.Lock | None = None
+        self._control_id = 0
+        self._last_control = 0.0
+        self._connection_streams: set[str] = set()
+        # counters
+        self._connects = 0
+        self._connect_errors = 0
+        self._disconnects: dict[str, int] = {}
+        self._last_disconnect = ""
+        self._got_data = False
+        self._bad_input: dict[str, int] = {}
+        self._rest_errors = 0
+        self._rest_requests = 0
+        self._rate_limited = 0
+        self._rate_limited_until: float = 0.0  # monotonic
+        self._rate_limited_until_ns: int | None = None  # the same moment on ``clock``
+        self._server_shutdowns = 0
+        self._planned_reconnects = 0
+        self._sink_errors = 0
+        self._internal_errors = 0
+        self._events_out = 0
+        self._batches_out = 0
+        self._clock_offset_ms: float | None = None
+        self._clock_rtt_ms: float | None = None
+        self._last_frame: dict[str, int] = {}  # stream name -> ts_recv of its last frame
+        self._latency: dict[str, LatencyStats] = {
+            kind: LatencyStats(settings.latency_reservoir) for kind in ("depth", "bookTicker", "trade", "kline")
+        }
+        self._publish_latency = LatencyStats(settings.latency_reservoir)
+
+    # -------------------------------------------------------------------------------------------------- public
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._feeds)
+
+    def book(self, symbol: str) -> L2Book:
+        """The client's book of ``symbol`` (live: read it on the loop thread; unsynced while ``needs_resync``)."""
+        feed = self._feeds.get(symbol.upper())
+        if feed is None:
+            raise InvalidInput(f"{symbol!r} is not subscribed (symbols: {list(self._feeds)})")
+        return feed.book
+
+    def synced(self) -> bool:
+        """True when connected and every symbol's book is synced."""
+        return self._state == "connected" and all(feed.synced for feed in self._feeds.values())
+
+    def record_publish(self, batch: Iterable[Any], now: int | None = None) -> None:
+        """Record receive -> publish latency for a batch the sink handed over, once it has been published.
+
+        ``batch`` is the batch itself (events without ``ts_recv``, such as ``VenueConnection``, are skipped) or the
+        ``ts_recv`` values; ``now`` defaults to ``clock()``. Thread-safe.
+        """
+        now = self._clock() if now is None else now
+        add = self._publish_latency.add
+        for item in batch:
+            ts_recv = item if type(item) is int else getattr(item, "ts_recv", None)
+            if ts_recv is not None:
+                add(now - ts_recv)
+
+    async def run(self) -> None:
+        """Connect, sync the books and stream until :meth:`close`; reconnects on every wire problem, never raises
+        for one."""
+        if self._running:
+            raise InvalidInput("run() is already running")
+        self._running = True
+        self._queue = asyncio.Queue(maxsize=max(4 * self.settings.batch_max, 1024))
+        self._symbols_changed = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._control_lock = asyncio.Lock()
+        timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                self._session = session
+                while not self._closing:
+                    if not self._feeds:
+                        self._state = "disconnected"
+                        self._symbols_changed.clear()
+                        await self._symbols_changed.wait()
+                        continue
+                    try:
+                        reason, at_once = await self._connection(session)
+                    except Exception as exc:  # a bug, not the wire: log it, keep the feed alive
+                        self._internal_errors += 1
+                        log.exception("market data connection failed unexpectedly: %r", exc)
+                        reason, at_once = f"internal error: {exc!r}", False
+                    if self._closing:
+                        break
+                    if self._got_data:
+                        self._backoff.reset()
+                    delay = 0.0 if at_once else self._backoff.next_delay()
+                    self._log(
+                        logging.WARNING,
+                        "reconnect",
+                        "%s: %s; reconnecting in %.2f s",
+                        self.settings.venue,
+                        reason,
+                        delay,
+                    )
+                    if delay:
+                        await self._sleep(delay)
+        finally:
+            self._session = None
+            self._state = "closed"
+            self._emit(VenueConnection(venue=self.settings.venue, state="closed", detail="closed", **self._counts()))
+            self._flush()
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop: close the connection, emit ``VenueConnection(closed)`` and return once :meth:`run` has ended."""
+        self._closing = True
+        self._wake()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if self._running and self._stopped is not None:
+            await self._stopped.wait()
+        elif self._state != "closed":
+            self._state = "closed"
+
+    async def subscribe(self, symbols: Iterable[str] | str) -> None:
+        """Add symbols live (``SUBSCRIBE`` over the open connection, answered before this returns); their books are
+        synced as for a new connection. Without an open connection they join the next one."""
+        new = [s for s in normalise_symbols(symbols) if s not in self._feeds]
+        if not new:
+            return
+        total = (len(self._feeds) + len(new)) * self.settings.streams_per_symbol
+        if total > _MAX_STREAMS:
+            raise InvalidInput(f"{total} streams exceed the {_MAX_STREAMS} a connection may carry")
+        for symbol in new:
+            self._feeds[symbol] = BookSync(symbol, buffer_limit=self.settings.buffer_limit)
+        if self._symbols_changed is not None:
+            self._symbols_changed.set()
+        streams = [name for symbol in new for name in self.settings.streams(symbol)]
+        if self._ws is not None and self._state == "connected":
+            conn = self._conn_id
+            self._connection_streams.update(streams)
+            for symbol in new:
+                self._start_sync(symbol)
+            try:
+                await self._control("SUBSCRIBE", streams)
+            except InvalidInput:
+                if self._conn_id == conn:
+                    await self.unsubscribe(new)
+                raise
+
+    async def unsubscribe(self, symbols: Iterable[str] | str) -> None:
+        """Drop symbols live (``UNSUBSCRIBE``): their books, sync tasks and stream state go; late frames are
+        ignored."""
+        gone = [s for s in normalise_symbols(symbols) if s in self._feeds]
+        if not gone:
+            return
+        streams = [name for symbol in gone for name in self.settings.streams(symbol)]
+        for symbol in gone:
+            del self._feeds[symbol]
+            task = self._sync_tasks.pop(symbol, None)
+            if task is not None:
+                task.cancel()
+            self._first_diff.pop(symbol, None)
+        for name in streams:
+            self._last_frame.pop(name, None)
+        if self._ws is not None and self._state == "connected":
+            self._connection_streams.difference_update(streams)
+            await self._control("UNSUBSCRIBE", streams)
+
+    def status(self) -> dict[str, Any]:
+        """The connection's health as plain JSON-serialisable values (call on the loop thread, or through
+        :meth:`MarketDataThread.status`)."""
+        now = self._clock()
+        feeds = self._feeds
+        streams = [name for symbol in feeds for name in self.settings.streams(symbol)]
+        ages = {}
+        for name in streams:
+            last = self._last_frame.get(name)
+            ages[name] = None if last is None else _ms(now - last)
+        latency = {kind: stats.summary() for kind, stats in self._latency.items()}
+        latency["publish"] = self._publish_latency.summary()
+        limited = self._rate_limited_until > time.monotonic()
+        return {
+            "venue": self.settings.venue,
+            "state": self._state,
+            "url": self.settings.stream_url,
+            "rest_url": self.settings.rest_url,
+            "connects": self._connects,
+            "reconnects": max(self._connects - 1, 0),
+            "connect_errors": self._connect_errors,
+            "disconnects": dict(self._disconnects),
+            "last_disconnect": self._last_disconnect,
+            "server_shutdowns": self._server_shutdowns,
+            "planned_reconnects": self._planned_reconnects,
+            "resyncs": {"total": self._resyncs_total(), "by_symbol": {s: f.resyncs for s, f in feeds.items()}},
+            "last_event_age_ms": ages,
+            "clock_offset_ms": self._clock_offset_ms,
+            "clock_rtt_ms": self._clock_rtt_ms,
+            "latency_ms": latency,
+            "bad_input": dict(self._bad_input),
+            "rate_limited": {
+                "count": self._rate_limited,
+                "until_ms": self._rate_limited_until_ns // 1_000_000
+                if limited and self._rate_limited_until_ns is not None
+                else None,
+            },
+            "rest_requests": self._rest_requests,
+            "rest_errors": self._rest_errors,
+            "sink_errors": self._sink_errors,
+            "internal_errors": self._internal_errors,
+            "events_out": self._events_out,
+            "batches_out": self._batches_out,
+            "symbols": {
+                s: {
+                    "synced": f.synced,
+                    "last_update_id": f.book.last_update_id,
+                    "buffered": f.book.buffered,
+                    "resyncs": f.resyncs,
+                    "gaps": f.gaps,
+                }
+                for s, f in feeds.items()
+            },
+            "connection_age_s": None
+            if self._connected_at is None or self._state != "connected"
+            else round(time.monotonic() - self._connected_at, 3),
+        }
+
+    # ---------------------------------------------------------------------------------------------- connection
+
+    def _stream_url(self, streams: list[str]) -> yarl.URL:
+        return yarl.URL(f"{self.settings.stream_url}/stream?streams={'/'.join(streams)}", encoded=True)
+
+    async def _connection(self, session: aiohttp.ClientSession) -> tuple[str, bool]:
+        """One connection from open to close: ``(why it ended, reconnect at once)``."""
+        assert self._queue is not None
+        self._state = "connecting"
+        self._got_data = False
+        symbols = list(self._feeds)
+        streams = [name for symbol in symbols for name in self.settings.streams(symbol)]
+        url = self._stream_url(streams)
+        try:
+            ws = await session.ws_connect(
+                url,
+                autoping=True,  # answers every server ping with its payload, inside receive()
+                decode_text=False,  # bytes straight to orjson
+                max_msg_size=16 * 1024 * 1024,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            self._connect_errors += 1
+            self._state = "disconnected"
+            return f"connect to {self.settings.stream_url} failed: {exc!r}", False
+        if self._closing:
+            await ws.close()
+            return "closed", True
+        self._conn_id += 1
+        conn = self._conn_id
+        self._connects += 1
+        self._connected_at = time.monotonic()
+        self._reconnect_reason = None
+        self._ws = ws
+        self._connection_streams = set(streams)
+        self._state = "connected"
+        queue = self._queue
+        while not queue.empty():  # leftovers of the previous connection
+            queue.get_nowait()
+        for feed in self._feeds.values():
+            feed.reset()
+        self._emit(VenueConnection(venue=self.settings.venue, state="connected", detail=str(url), **self._counts()))
+        self._flush()
+        log.info("%s: connected to %s (%d streams)", self.settings.venue, self.settings.stream_url, len(streams))
+        reason, at_once = "connection ended", False
+        try:
+            self._spawn(self._reader(ws, queue))
+            if self.settings.clock_samples:
+                self._spawn(self._sample_clock(conn))
+            for symbol in self._feeds:
+                self._start_sync(symbol)
+            if set(self._feeds) != set(symbols):  # (un)subscribed while connecting
+                self._spawn(self._catch_up_subscriptions(conn))
+            reason, at_once = await self._process(queue, conn)
+            return reason, at_once
+        finally:
+            self._ws = None
+            self._state = "disconnected" if not self._closing else "closed"
+            self._conn_id += 1  # whatever still runs for this connection sees it is over
+            for task in list(self._sync_tasks.values()) + list(self._conn_tasks):
+                task.cancel()
+            self._sync_tasks.clear()
+            self._conn_tasks.clear()
+            for waiter in self._control_waiters.values():
+                if not waiter.done():
+                    waiter.set_result(None)  # the next connection subscribes to every symbol anyway
+            self._control_waiters.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+            for feed in self._feeds.values():
+                feed.reset()
+            if not self._closing:
+                self._disconnects[reason.split(":")[0]] = self._disconnects.get(reason.split(":")[0], 0) + 1
+                self._last_disconnect = reason
+                self._emit(
+                    VenueConnection(venue=self.settings.venue, state="disconnected", detail=reason, **self._counts())
+                )
+            self._flush()
+
+    async def _reader(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Any]) -> None:
+        """Read frames as they come, stamp each with ``clock()`` and queue it; pings are answered by ``receive``."""
+        clock = self._clock
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        try:
+            while True:
+                msg = await ws.receive()
+                ts_recv = clock()
+                kind = msg.type
+                if kind is text or kind is binary:
+                    await queue.put((ts_recv, msg.data))
+                    continue
+                if kind is aiohttp.WSMsgType.ERROR:
+                    reason = f"read error: {ws.exception()!r}"
+                elif kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    reason = f"closed by the server: code {ws.close_code}"
+                else:
+                    continue
+                await queue.put((ts_recv, _Closed(reason)))
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await queue.put((clock(), _Closed(f"read failed: {exc!r}")))
+
+    async def _process(self, queue: asyncio.Queue[Any], conn: int) -> tuple[str, bool]:
+        """Handle what the reader queued, all that is there at once, until the connection must end."""
+        settings = self.settings
+        idle = settings.idle_timeout
+        assert self._connected_at is not None
+        last_frame = time.monotonic()
+        while True:
+            if self._closing:
+                return "closed", True
+            if self._reconnect_reason is not None:
+                return self._reconnect_reason, True
+            now = time.monotonic()
+            remaining = settings.max_connection_seconds - (now - self._connected_at)
+            if remaining <= 0:
+                self._planned_reconnects += 1
+                return f"planned reconnect: connection is {now - self._connected_at:.1f} s old", True
+            if queue.empty():
+                timeout = remaining if idle is None else min(remaining, idle - (now - last_frame))
+                if timeout <= 0:
+                    return f"idle: no frame for {now - last_frame:.1f} s", False
+                try:
+                    first = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    continue
+            else:
+                first = queue.get_nowait()
+            items = [first]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            last_frame = time.monotonic()
+            batch_max = settings.batch_max
+            pending = self._pending
+            for ts_recv, raw in items:
+                if raw is _WAKE:
+                    continue
+                if type(raw) is _Closed:
+                    return raw.reason, False
+                self._got_data = True
+                self._frame(raw, ts_recv)
+                if len(pending) >= batch_max:
+                    self._flush()
+                    pending = self._pending
+            self._flush()
+
+    # ------------------------------------------------------------------------------------------------- frames
+
+    def _frame(self, raw: bytes, ts_recv: int) -> None:
+        """One text frame: a control reply, a market event, or ``serverShutdown``. Bad input is counted, never raised."""
+        try:
+            stream, data = unwrap(raw)
+        except DataError as exc:
+            self._bad("json", "%s: malformed frame (%s): %s", self.settings.venue, exc, _preview(raw))
+            return
+        if not isinstance(data, dict):
+            self._bad("not_object", "%s: frame payload is not an object: %s", self.settings.venue, _preview(raw))
+            return
+        if stream is None and "id" in data and ("result" in data or "code" in data):
+            self._control_reply(data)
+            return
+        if stream is not None:
+            self._last_frame[stream] = ts_recv
+        event = data.get("e")
+        try:
+            if event == "depthUpdate":
+                self._depth(parse_depth_update(data, ts_recv))
+                self._latency_sample("depth", data, ts_recv)
+            elif event is None and "u" in data and "b" in data and "a" in data and "B" in data:
+                top = parse_book_ticker(data, ts_recv)
+                if top.symbol in self._feeds:
+                    self._pending.append(top)
+                    if "E" in data:
+                        self._latency["bookTicker"].add(ts_recv - top.ts_event)
+            elif event == "trade":
+                trade = parse_trade(data, ts_recv)
+                if trade.symbol in self._feeds:
+                    self._pending.append(trade)
+                    self._latency["trade"].add(ts_recv - trade.ts_event)
+            elif event == "kline":
+                kline = parse_kline(data, ts_recv)
+                if kline.symbol in self._feeds:
+                    self._pending.append(kline)
+                    self._latency["kline"].add(ts_recv - kline.ts_event)
+            elif event == "serverShutdown" or stream == "!serverShutdown":
+                self._server_shutdowns += 1
+                self._reconnect_reason = "serverShutdown: the server is about to close the connection"
+                log.warning("%s: serverShutdown received; reconnecting at once", self.settings.venue)
+            else:
+                self._bad(
+                    "unknown_event",
+                    "%s: unknown event %r on stream %r: %s",
+                    self.settings.venue,
+                    event,
+                    stream,
+                    _preview(raw),
+                )
+        except DataError as exc:
+            self._bad("invalid_payload", "%s: rejected payload on %r: %s", self.settings.venue, stream, exc)
+
+    def _latency_sample(self, kind: str, data: dict, ts_recv: int) -> None:
+        event_ms = data.get("E")
+        if type(event_ms) is int:
+            self._latency[kind].add(ts_recv - event_ms * 1_000_000)
+
+    def _depth(self, delta: BookDelta) -> None:
+        feed = self._feeds.get(delta.symbol)
+        if feed is None:
+            return  # unsubscribed: a late frame
+        outcome = feed.on_diff(delta)
+        if outcome is APPLIED:
+            self._pending.append(delta)
+        elif outcome is BUFFERED:
+            event = self._first_diff.get(delta.symbol)
+            if event is not None:
+                event.set()
+        elif outcome is GAP:
+            self._bad(
+                "sequence_gap",
+                "%s %s: depth update gap (U=%d after u=%d); resyncing from a new snapshot",
+                self.settings.venue,
+                delta.symbol,
+                delta.first_update_id,
+                feed.book.last_update_id,
+            )
+            self._start_sync(delta.symbol, wait_first=False)
+        elif outcome is OUT_OF_ORDER:
+            self._bad(
+                "out_of_order",
+                "%s %s: diff U=%d u=%d is at or below the book's update id; ignored",
+                self.settings.venue,
+                delta.symbol,
+                delta.first_update_id,
+                delta.last_update_id,
+            )
+
+    def _bad(self, kind: str, msg: str, *args: Any) -> None:
+        self._bad_input[kind] = self._bad_input.get(kind, 0) + 1
+        self._log(logging.WARNING, kind, msg, *args)
+
+    # ------------------------------------------------------------------------------------------------ book sync
+
+    def _start_sync(self, symbol: str, *, wait_first: bool = True) -> None:
+        task = self._sync_tasks.get(symbol)
+        if task is not None and not task.done():
+            return
+        if wait_first:
+            self._first_diff[symbol] = asyncio.Event()
+        self._sync_tasks[symbol] = asyncio.get_running_loop().create_task(
+            self._sync(symbol, self._conn_id, wait_first), name=f"veloz-binance-sync-{symbol}"
+        )
+
+    async def _sync(self, symbol: str, conn: int, wait_first: bool) -> None:
+        """Fetch snapshots until ``symbol``'s book is synced (or the connection or subscription is gone)."""
+        feed = self._feeds.get(symbol)
+        if feed is None:
+            return
+        first = self._first_diff.get(symbol)
+        if wait_first and first is not None and not feed.book.buffered and self.settings.snapshot_wait:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(first.wait(), self.settings.snapshot_wait)
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
+        params = {"symbol": symbol, "limit": str(self.settings.snapshot_limit)}
+        while self._conn_id == conn and self._feeds.get(symbol) is feed and not feed.synced:
+            try:
+                body = await self._rest("/api/v3/depth", params)
+                snapshot = parse_depth_snapshot(body, self._clock(), symbol)
+            except DataError as exc:
+                self._bad("invalid_snapshot", "%s %s: rejected depth snapshot: %s", self.settings.venue, symbol, exc)
+                await self._sleep(backoff.next_delay())
+                continue
+            except (TimeoutError, _RestError, aiohttp.ClientError, OSError) as exc:
+                self._rest_errors += 1
+                self._log(logging.WARNING, "rest", "%s %s: depth snapshot failed: %r", self.settings.venue, symbol, exc)
+                await self._sleep(backoff.next_delay())
+                continue
+            if self._conn_id != conn or self._feeds.get(symbol) is not feed or feed.synced:
+                return
+            stale_before = feed.stale_snapshots
+            emitted = feed.on_snapshot(snapshot)
+            if emitted is None:
+                self._bad(
+                    "stale_snapshot" if feed.stale_snapshots > stale_before else "sequence_gap",
+                    "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again",
+                    self.settings.venue,
+                    symbol,
+                    snapshot.last_update_id,
+                )
+                await self._sleep(backoff.next_delay())
+                continue
+            self._pending.extend(emitted)
+            self._emit(
+                VenueConnection(
+                    venue=self.settings.venue,
+                    state="resynced",
+                    detail=f"snapshot {snapshot.last_update_id}, {len(emitted) - 1} buffered diffs applied",
+                    symbol=symbol,
+                    reconnects=max(self._connects - 1, 0),
+                    resyncs=feed.resyncs,
+                    ts=self._clock(),
+                )
+            )
+            self._flush()
+            return
+
+    # ----------------------------------------------------------------------------------------------------- REST
+
+    async def _rest(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """GET ``rest_url + path`` as JSON. Waits out any 429/418 ``Retry-After`` first and records new ones."""
+        session = self._session
+        if session is None:
+            raise _RestError(0, "no HTTP session (run() is not running)")
+        while True:
+            wait = self._rate_limited_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._rest_requests += 1
+            async with session.get(self.settings.rest_url + path, params=params) as resp:
+                if resp.status in (418, 429):
+                    self._note_rate_limit(resp.status, resp.headers.get("Retry-After"), path)
+                    continue
+                body = await resp.read()
+                if resp.status != 200:
+                    raise _RestError(resp.status, body[:200].decode("utf-8", "replace"))
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise DataError(f"GET {path}: response is not JSON: {exc}: {_preview(body)}") from exc
+
+    def _note_rate_limit(self, status: int, retry_after: str | None, path: str) -> None:
+        try:
+            seconds = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            seconds = None
+        if seconds is None or not seconds >= 0:
+            seconds = self._backoff.ceiling(self._rate_limited)  # no usable header: back off on our own
+        self._rate_limited += 1
+        until = time.monotonic() + seconds
+        if until > self._rate_limited_until:
+            self._rate_limited_until = until
+            self._rate_limited_until_ns = self._clock() + int(seconds * 1e9)
+        self._log(
+            logging.WARNING,
+            "rate_limited",
+            "%s: HTTP %d on GET %s; no REST request for %.1f s (Retry-After %r)",
+            self.settings.venue,
+            status,
+            path,
+            seconds,
+            retry_after,
+        )
+
+    async def _sample_clock(self, conn: int) -> None:
+        """Offset of the server clock: ``serverTime - midpoint`` of the sample with the smallest round trip."""
+        best: tuple[int, float] | None = None
+        for _ in range(self.settings.clock_samples):
+            if self._conn_id != conn:
+                return
+            try:
+                start = self._clock()
+                body = await self._rest("/api/v3/time")
+                end = self._clock()
+                server_ms = body["serverTime"]
+                if type(server_ms) is not int:
+                    raise TypeError(f"serverTime is {server_ms!r}")
+            except (TimeoutError, _RestError, aiohttp.ClientError, OSError, DataError) as exc:
+                self._rest_errors += 1
+                self._log(logging.WARNING, "rest", "%s: GET /api/v3/time failed: %r", self.settings.venue, exc)
+                continue
+            except (KeyError, TypeError) as exc:
+                self._bad("invalid_time", "%s: GET /api/v3/time gave %r", self.settings.venue, exc)
+                continue
+            rtt = end - start
+            offset = server_ms - (start + end) / 2e6
+            if best is None or rtt < best[0]:
+                best = (rtt, offset)
+        if best is not None:
+            self._clock_rtt_ms = _ms(best[0])
+            self._clock_offset_ms = round(best[1], 3)
+
+    # ------------------------------------------------------------------------------------------ control messages
+
+    async def _control(self, method: str, params: list[str]) -> Any:
+        """Send a JSON control message (SUBSCRIBE/UNSUBSCRIBE) and wait for its reply; spaced ``control_interval``
+        apart. An error reply raises :class:`InvalidInput`; a lost connection or no reply in time returns None
+        (the next connection subscribes to the current symbols)."""
+        ws = self._ws
+        if ws is None or self._control_lock is None:
+            return None
+        loop = asyncio.get_running_loop()
+        async with self._control_lock:
+            wait = self._last_control + self.settings.control_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._ws is not ws:
+                return None
+            self._control_id += 1
+            request_id = self._control_id
+            waiter = self._control_waiters[request_id] = loop.create_future()
+            try:
+                await ws.send_str(orjson.dumps({"method": method, "params": params, "id": request_id}).decode())
+            except (aiohttp.ClientError, OSError, ConnectionError) as exc:
+                self._control_waiters.pop(request_id, None)
+                self._log(logging.WARNING, "control", "%s: %s not sent: %r", self.settings.venue, method, exc)
+                return None
+            self._last_control = time.monotonic()
+        try:
+            reply = await asyncio.wait_for(waiter, self.settings.request_timeout)
+        except TimeoutError:
+            self._bad("control_timeout", "%s: no reply to %s id %d", self.settings.venue, method, request_id)
+            return None
+        finally:
+            self._control_waiters.pop(request_id, None)
+        if isinstance(reply, dict) and "code" in reply:
+            raise InvalidInput(f"{method} {params} refused: {reply.get('code')} {reply.get('msg')!r}")
+        return None if reply is None else reply.get("result")
+
+    def _control_reply(self, data: dict) -> None:
+        waiter = self._control_waiters.get(data.get("id"))  # type: ignore[arg-type]
+        if waiter is None:
+            self._bad("unexpected_reply", "%s: reply to no pending request: %s", self.settings.venue, _preview(data))
+        elif not waiter.done():
+            waiter.set_result(data)
+
+    async def _catch_up_subscriptions(self, conn: int) -> None:
+        """Symbols (un)subscribed while the connection was being opened: tell the server now."""
+        wanted = {name for symbol in self._feeds for name in self.settings.streams(symbol)}
+        add = sorted(wanted - self._connection_streams)
+        drop = sorted(self._connection_streams - wanted)
+        self._connection_streams = wanted
+        with contextlib.suppress(InvalidInput):
+            if add and self._conn_id == conn:
+                await self._control("SUBSCRIBE", add)
+            if drop and self._conn_id == conn:
+                await self._control("UNSUBSCRIBE", drop)
+
+    # -------------------------------------------------------------------------------------------------- helpers
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._conn_tasks.add(task)
+        task.add_done_callback(self._conn_tasks.discard)
+
+    def _wake(self) -> None:
+        if self._queue is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait((0, _WAKE))
+        if self._symbols_changed is not None:
+            self._symbols_changed.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, cut short by close()."""
+        if seconds <= 0 or self._closing:
+            return
+        if self._symbols_changed is None:
+            await asyncio.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    def _counts(self) -> dict[str, Any]:
+        return {"reconnects": max(self._connects - 1, 0), "resyncs": self._resyncs_total(), "ts": self._clock()}
+
+    def _resyncs_total(self) -> int:
+        return sum(feed.resyncs for feed in self._feeds.values())
+
+    def _emit(self, event: Any) -> None:
+        self._pending.append(event)
+
+    def _flush(self) -> None:
+        """Hand the pending events to the sink (in ``batch_max`` pieces). A sink that raises loses its batch: every
+        book is then resynced so that a downstream book rebuilt from the output is never wrong."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        batch_max = self.settings.batch_max
+        for start in range(0, len(pending), batch_max):
+            batch = pending[start : start + batch_max] if len(pending) > batch_max else pending
+            try:
+                self._sink(batch)
+            except Exception as exc:
+                self._sink_errors += 1
+                self._log(logging.ERROR, "sink", "%s: sink raised %r; resyncing every book", self.settings.venue, exc)
+                self._resync_all()
+                return
+            self._events_out += len(batch)
+            self._batches_out += 1
+
+    def _resync_all(self) -> None:
+        if self._ws is None:
+            return
+        for symbol, feed in self._feeds.items():
+            feed.reset()
+            task = self._sync_tasks.pop(symbol, None)
+            if task is not None:
+                task.cancel()
+            self._start_sync(symbol, wait_first=True)
+
+
+# ------------------------------------------------------------------------------------------------------------ thread
+
+
+class MarketDataThread:
+    """One :class:`BinanceMarketData` on its own event loop in a daemon thread. ``sink`` is called from that thread.
+
+    >>> feed = MarketDataThread(settings, sink).start()        # doctest: +SKIP
+    >>> feed.wait_synced(10.0)                                 # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, settings: MarketDataSettings, sink: Callable[[list[Any]], None], **kw: Any) -> None:
+        self.client = BinanceMarketData(settings, sink, **kw)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> MarketDataThread:
+        if self._thread is not None:
+            raise InvalidInput("MarketDataThread.start() called twice")
+        loop = self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._main, args=(loop,), name=f"veloz-{self.client.settings.venue}-market-data", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.client.run())
+        except BaseException as exc:  # run() only ends by close(); anything else is a bug worth keeping
+            self.error = exc
+            log.exception("market data thread ended with an error")
+        finally:
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._done.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        if not self.running or self._loop is None:
+            coro.close()
+            raise InvalidInput("the market data thread is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def subscribe(self, symbols: Iterable[str] | str, timeout: float = 10.0) -> None:
+        """Subscribe live; returns once the server acknowledged (books sync in the background: :meth:`wait_synced`)."""
+        self._call(self.client.subscribe(symbols), timeout)
+
+    def unsubscribe(self, symbols: Iterable[str] | str, timeout: float = 10.0) -> None:
+        self._call(self.client.unsubscribe(symbols), timeout)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """:meth:`BinanceMarketData.status`, read on the loop thread (directly once the thread has ended)."""
+        if not self.running:
+            return self.client.status()
+
+        async def read() -> dict[str, Any]:
+            return self.client.status()
+
+        return self._call(read(), timeout)
+
+    def record_publish(self, batch: Iterable[Any], now: int | None = None) -> None:
+        self.client.record_publish(batch, now)
+
+    def synced(self, timeout: float = 5.0) -> bool:
+        if not self.running:
+            return False
+
+        async def read() -> bool:
+            return self.client.synced()
+
+        return self._call(read(), timeout)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait until connected with every symbol's book synced; False if that did not happen within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.synced(timeout=max(deadline - time.monotonic(), 0.1)):
+                return True
+            if time.monotonic() >= deadline or not self.running:
+                return False
+            time.sleep(0.01)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the client (it emits ``VenueConnection(closed)``) and join the thread."""
+        if self.running and self._loop is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> MarketDataThread:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
