@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .instruments import ExchangeInstruments, load_instruments, parse_exchange_info
 from .schemas import (
     decimal_units,
     interval_ns,
@@ -20,12 +21,15 @@ from .schemas import (
 )
 
 __all__ = [
+    "ExchangeInstruments",
     "decimal_units",
     "interval_ns",
+    "load_instruments",
     "parse_agg_trade",
     "parse_book_ticker",
     "parse_depth_snapshot",
     "parse_depth_update",
+    "parse_exchange_info",
     "parse_funding_rates",
     "parse_kline",
     "parse_mark_price_update",

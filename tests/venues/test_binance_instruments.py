@@ -1,0 +1,404 @@
+"""Binance exchangeInfo -> Instrument: the recorded payload, hand-edited variants, and load_instruments against a real
+local HTTP server (127.0.0.1, a real socket, no internet) for the cache, refresh and fallback rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from veloz_actors import DataError, InvalidInput
+from veloz_actors.messages import RejectReason
+from veloz_actors.testing import d
+from veloz_actors.venues.binance import ExchangeInstruments, load_instruments, parse_exchange_info
+
+E8 = 10**8
+
+
+@pytest.fixture(scope="module")
+def raw(shared_data: Path) -> bytes:
+    return (shared_data / "binance-api" / "examples-nautilus" / "http_spot_market_exchange_info.json").read_bytes()
+
+
+@pytest.fixture
+def payload(raw: bytes) -> dict[str, Any]:
+    return json.loads(raw)
+
+
+def _symbol(payload: dict[str, Any], symbol: str) -> dict[str, Any]:
+    return next(row for row in payload["symbols"] if row["symbol"] == symbol)
+
+
+def _filter(payload: dict[str, Any], symbol: str, filter_type: str) -> dict[str, Any]:
+    return next(f for f in _symbol(payload, symbol)["filters"] if f["filterType"] == filter_type)
+
+
+def _with_symbol(payload: dict[str, Any], symbol: str, tick: str, step: str, **row: Any) -> dict[str, Any]:
+    """``payload`` plus a copy of ETHUSDT renamed ``symbol`` with the given tick and step."""
+    extra = copy.deepcopy(_symbol(payload, "ETHUSDT"))
+    extra.update(symbol=symbol, baseAsset=symbol.removesuffix("USDT"), **row)
+    for f in extra["filters"]:
+        if f["filterType"] == "PRICE_FILTER":
+            f.update(tickSize=tick, minPrice=tick)
+        elif f["filterType"] == "LOT_SIZE":
+            f.update(stepSize=step, minQty=step)
+    payload["symbols"].append(extra)
+    return payload
+
+
+# --------------------------------------------------------------------------------------------- the recorded payload
+
+
+def test_recorded_payload_gives_binance_filters_exactly(raw: bytes) -> None:
+    instruments = parse_exchange_info(raw, ["BTCUSDT", "ETHUSDT"])
+    assert isinstance(instruments, ExchangeInstruments) and list(instruments) == ["BTCUSDT", "ETHUSDT"]
+    btc = instruments["BTCUSDT"]
+    assert (btc.base_asset, btc.quote_asset) == ("BTC", "USDT")
+    assert (btc.price_tick, btc.min_price, btc.max_price) == (d("0.01"), d("0.01"), d("1000000"))
+    assert (btc.qty_step, btc.min_qty, btc.max_qty) == (d("0.00001"), d("0.00001"), d("9000"))
+    assert (btc.market_min_qty, btc.market_max_qty) == (0, d("112.2110882"))  # MARKET_LOT_SIZE kept
+    assert (btc.min_notional, btc.min_notional_market, btc.max_notional) == (d("10"), True, 0)  # legacy MIN_NOTIONAL
+    assert (btc.base_precision, btc.quote_precision) == (8, 8)
+    assert (btc.maker_fee_rate, btc.taker_fee_rate) == (100_000, 100_000)
+    eth = instruments["ETHUSDT"]
+    assert (eth.price_tick, eth.qty_step, eth.market_max_qty) == (d("0.01"), d("0.0001"), d("1630.44517663"))
+    assert instruments.notes == [] and instruments.coarsened == {} and instruments.server_time_ms == 1634942465856
+
+
+def test_market_lot_size_is_enforced_on_market_orders(raw: bytes) -> None:
+    btc = parse_exchange_info(raw, ["BTCUSDT"])["BTCUSDT"]
+    assert btc.check_qty(d("112.2111")) is None
+    assert btc.check_qty(d("112.2111"), market=True)[0] is RejectReason.MAX_ORDER_QUANTITY
+
+
+def test_no_symbols_means_every_trading_symbol_and_fees_are_passed_through(payload: dict[str, Any]) -> None:
+    instruments = parse_exchange_info(payload, maker_fee_rate=75_000, taker_fee_rate=90_000)
+    assert sorted(instruments) == ["BTCUSDT", "ETHUSDT"]
+    assert {(i.maker_fee_rate, i.taker_fee_rate) for i in instruments.values()} == {(75_000, 90_000)}
+
+
+def test_symbols_are_matched_case_insensitively_and_once(raw: bytes) -> None:
+    assert list(parse_exchange_info(raw, ["ethusdt", "ETHUSDT", " btcusdt "])) == ["ETHUSDT", "BTCUSDT"]
+
+
+def test_notional_filter_carries_max_notional_and_its_market_flags(payload: dict[str, Any]) -> None:
+    filters = _symbol(payload, "BTCUSDT")["filters"]
+    filters[:] = [f for f in filters if f["filterType"] != "MIN_NOTIONAL"]
+    filters.append({"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": False,
+                    "maxNotional": "9000000.00000000", "applyMaxToMarket": True, "avgPriceMins": 5})  # fmt: skip
+    btc = parse_exchange_info(payload, ["BTCUSDT"])["BTCUSDT"]
+    assert (btc.min_notional, btc.max_notional) == (d("5"), d("9000000"))
+    assert (btc.min_notional_market, btc.max_notional_market) == (False, True)
+
+
+def test_precisions_come_from_the_payload(payload: dict[str, Any]) -> None:
+    row = _symbol(payload, "ETHUSDT")
+    row["baseAssetPrecision"] = 6
+    row["quoteAssetPrecision"] = 2
+    eth = parse_exchange_info(payload, ["ETHUSDT"])["ETHUSDT"]
+    assert (eth.base_precision, eth.quote_precision) == (6, 2)
+
+
+def test_a_maximum_beyond_what_veloz_represents_is_capped_not_refused(payload: dict[str, Any]) -> None:
+    _filter(payload, "BTCUSDT", "LOT_SIZE")["maxQty"] = "46116860414.00000000"
+    btc = parse_exchange_info(payload, ["BTCUSDT"])["BTCUSDT"]
+    assert btc.max_qty == 10**10 * E8
+
+
+# ------------------------------------------------------------------------------------------------ tradability
+
+
+def test_requested_symbol_that_is_not_trading_is_an_error_naming_it(payload: dict[str, Any]) -> None:
+    _symbol(payload, "ETHUSDT")["status"] = "BREAK"
+    with pytest.raises(InvalidInput, match="ETHUSDT is not tradable on Binance: its status is BREAK"):
+        parse_exchange_info(payload, ["BTCUSDT", "ETHUSDT"])
+    assert list(parse_exchange_info(payload, ["BTCUSDT"])) == ["BTCUSDT"]
+
+
+def test_not_trading_symbols_are_skipped_and_counted_when_all_are_asked_for(payload: dict[str, Any]) -> None:
+    _symbol(payload, "ETHUSDT")["status"] = "HALT"
+    instruments = parse_exchange_info(payload)
+    assert list(instruments) == ["BTCUSDT"]
+    assert instruments.skipped == {"ETHUSDT": "status HALT"}
+    assert instruments.notes == ["1 symbol(s) not TRADING skipped"]
+
+
+def test_requested_symbol_missing_from_the_payload_is_an_error_naming_it(raw: bytes) -> None:
+    with pytest.raises(InvalidInput, match="exchangeInfo has no symbol ALGOUSDT, DOGEUSDT"):
+        parse_exchange_info(raw, ["BTCUSDT", "ALGOUSDT", "DOGEUSDT"])
+
+
+# ----------------------------------------------------------------------------------------------- broken payloads
+
+
+def test_missing_price_filter_is_a_data_error_naming_symbol_and_filter(payload: dict[str, Any]) -> None:
+    filters = _symbol(payload, "BTCUSDT")["filters"]
+    filters[:] = [f for f in filters if f["filterType"] != "PRICE_FILTER"]
+    with pytest.raises(DataError, match="exchangeInfo BTCUSDT: no PRICE_FILTER filter"):
+        parse_exchange_info(payload, ["BTCUSDT"])
+
+
+def test_missing_lot_size_is_a_data_error(payload: dict[str, Any]) -> None:
+    filters = _symbol(payload, "ETHUSDT")["filters"]
+    filters[:] = [f for f in filters if f["filterType"] != "LOT_SIZE"]
+    with pytest.raises(DataError, match="exchangeInfo ETHUSDT: no LOT_SIZE filter"):
+        parse_exchange_info(payload, ["ETHUSDT"])
+
+
+def test_missing_notional_filters_mean_no_minimum_and_say_so(payload: dict[str, Any]) -> None:
+    filters = _symbol(payload, "BTCUSDT")["filters"]
+    filters[:] = [f for f in filters if f["filterType"] != "MIN_NOTIONAL"]
+    instruments = parse_exchange_info(payload, ["BTCUSDT"])
+    assert instruments["BTCUSDT"].min_notional == 0
+    assert instruments.notes == ["BTCUSDT: no NOTIONAL or MIN_NOTIONAL filter: no minimum notional"]
+
+
+@pytest.mark.parametrize("bad", ["0.01.0", "1e-2", "-0.01", "0.000000001", "", "abc", 0.01])
+def test_bad_decimal_is_a_data_error_naming_the_field(payload: dict[str, Any], bad: Any) -> None:
+    _filter(payload, "BTCUSDT", "PRICE_FILTER")["tickSize"] = bad
+    with pytest.raises(DataError, match=r"exchangeInfo BTCUSDT PRICE_FILTER\.tickSize"):
+        parse_exchange_info(payload, ["BTCUSDT"])
+
+
+def test_zero_step_is_a_data_error(payload: dict[str, Any]) -> None:
+    _filter(payload, "BTCUSDT", "LOT_SIZE")["stepSize"] = "0.00000000"
+    with pytest.raises(DataError, match="LOT_SIZE stepSize must be positive"):
+        parse_exchange_info(payload, ["BTCUSDT"])
+
+
+def test_inconsistent_filters_are_a_data_error_not_a_config_error(payload: dict[str, Any]) -> None:
+    _filter(payload, "BTCUSDT", "LOT_SIZE")["minQty"] = "10000.00000000"  # above maxQty 9000
+    with pytest.raises(DataError, match="exchangeInfo BTCUSDT: filters VeloZ cannot use"):
+        parse_exchange_info(payload, ["BTCUSDT"])
+
+
+def test_a_broken_symbol_is_skipped_with_a_note_when_all_are_asked_for(payload: dict[str, Any]) -> None:
+    _filter(payload, "ETHUSDT", "LOT_SIZE")["stepSize"] = "nan"
+    instruments = parse_exchange_info(payload)
+    assert list(instruments) == ["BTCUSDT"]
+    assert "LOT_SIZE.stepSize" in instruments.skipped["ETHUSDT"]
+    assert instruments.notes[0].startswith("ETHUSDT: skipped: ")
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"code": -1121, "msg": "Invalid symbol."}', b"not json", b"[]", b'{"timezone": "UTC"}']
+)
+def test_a_body_that_is_not_an_exchange_info_is_a_data_error(body: bytes) -> None:
+    with pytest.raises(DataError, match="-1121: Invalid symbol|not valid JSON|exchangeInfo"):
+        parse_exchange_info(body, ["BTCUSDT"])
+
+
+# ---------------------------------------------------------------------------------------------------- coarsening
+
+
+@pytest.mark.parametrize(
+    ("tick", "step", "used"),
+    [
+        ("0.00000010", "0.01000000", "0.1"),  # tick 1e-7 x step 0.01 = 1e-9 -> step 0.1
+        ("0.00000001", "0.01000000", "1"),  # tick 1e-8 (a coin at 0.00000123) -> step 1
+        ("0.00010000", "0.00001000", "0.0001"),
+    ],
+)
+def test_a_step_too_fine_for_exact_notionals_is_coarsened_and_said(
+    payload: dict[str, Any], tick: str, step: str, used: str
+) -> None:
+    instruments = parse_exchange_info(_with_symbol(payload, "TINYUSDT", tick, step), ["BTCUSDT", "TINYUSDT"])
+    tiny = instruments["TINYUSDT"]
+    assert (tiny.price_tick, tiny.qty_step, tiny.min_qty) == (d(tick), d(used), d(step))
+    assert instruments.coarsened == {"TINYUSDT": (d(step), d(used))}
+    assert len(instruments.notes) == 1
+    note = instruments.notes[0]
+    assert note.startswith("TINYUSDT: Binance's tick ") and f"quantities use step {used} " in note
+    assert tiny.qty_step % d(step) == 0  # still valid on Binance
+    assert tiny.price_tick * tiny.qty_step % E8 == 0  # and every notional is exact
+    assert instruments["BTCUSDT"].qty_step == d("0.00001")  # the others are untouched
+
+
+def test_an_exact_step_is_left_alone(payload: dict[str, Any]) -> None:
+    instruments = parse_exchange_info(_with_symbol(payload, "ALGOUSDT", "0.00010000", "1.00000000"), ["ALGOUSDT"])
+    assert instruments["ALGOUSDT"].qty_step == d("1") and instruments.coarsened == {} and instruments.notes == []
+
+
+def test_a_disabled_tick_uses_the_finest_tick_and_an_exact_step(payload: dict[str, Any]) -> None:
+    instruments = parse_exchange_info(_with_symbol(payload, "ODDUSDT", "0.00000000", "0.00100000"), ["ODDUSDT"])
+    odd = instruments["ODDUSDT"]
+    assert (odd.price_tick, odd.qty_step) == (1, d("1"))
+    assert instruments.coarsened == {"ODDUSDT": (d("0.001"), d("1"))}
+    assert (
+        instruments.notes[0] == "ODDUSDT: PRICE_FILTER tickSize is 0 (disabled): prices use the finest tick 0.00000001"
+    )
+
+
+def test_a_market_step_the_lot_step_is_not_a_multiple_of_is_folded_in(payload: dict[str, Any]) -> None:
+    _filter(payload, "BTCUSDT", "MARKET_LOT_SIZE")["stepSize"] = "0.00100000"
+    instruments = parse_exchange_info(payload, ["BTCUSDT"])
+    assert instruments["BTCUSDT"].qty_step == d("0.001")
+    assert "MARKET_LOT_SIZE stepSize 0.001 differs from LOT_SIZE stepSize 0.00001" in instruments.notes[0]
+
+
+# ------------------------------------------------------------------------------------------- load_instruments
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 answering every GET with ``status`` and ``body``; records the paths asked."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.status = 200
+        self.delay = 0.0
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                server.paths.append(self.path)
+                time.sleep(server.delay)
+                self.send_response(server.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.thread.join(timeout=5)
+            self.running = False
+
+
+@pytest.fixture
+def server(raw: bytes) -> Iterator[_Server]:
+    srv = _Server(raw)
+    yield srv
+    srv.stop()
+
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+
+
+def test_fetches_the_symbols_and_caches_the_raw_payload_with_the_fetch_time(
+    server: _Server, raw: bytes, tmp_path: Path
+) -> None:
+    before = time.time_ns() // 1_000_000
+    instruments, info = load_instruments(server.url + "/", SYMBOLS, cache_dir=tmp_path)
+    assert instruments["BTCUSDT"].price_tick == d("0.01") and sorted(instruments) == SYMBOLS
+    assert len(server.paths) == 1
+    path, _, query = server.paths[0].partition("?")
+    assert path == "/api/v3/exchangeInfo"
+    assert json.loads(urllib.parse.parse_qs(query)["symbols"][0]) == SYMBOLS
+    cache = orjson.loads((tmp_path / "exchange-info.json").read_bytes())
+    assert cache["payload"] == json.loads(raw)
+    assert raw.strip() in (tmp_path / "exchange-info.json").read_bytes()  # Binance's bytes, unchanged
+    assert before <= cache["fetched_at_ms"] <= time.time_ns() // 1_000_000
+    assert info["source"] == "rest" and info["fetched_at"] == cache["fetched_at"]
+    assert info["path"] == str(tmp_path / "exchange-info.json") and info["url"] == server.url + server.paths[0]
+    assert info["notes"] == [] and info["coarsened"] == {} and "fallback" not in info
+
+
+def test_a_present_cache_is_used_without_asking_binance(server: _Server, tmp_path: Path) -> None:
+    first, first_info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    again, info = load_instruments(server.url, ["ETHUSDT"], cache_dir=tmp_path)
+    assert len(server.paths) == 1
+    assert info["source"] == "cache" and info["fetched_at"] == first_info["fetched_at"]
+    assert again["ETHUSDT"] == first["ETHUSDT"]
+
+
+def test_refresh_fetches_again_and_rewrites_the_cache(server: _Server, raw: bytes, tmp_path: Path) -> None:
+    _, first = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    edited = json.loads(raw)
+    _filter(edited, "BTCUSDT", "LOT_SIZE")["maxQty"] = "100.00000000"
+    server.body = json.dumps(edited).encode()
+    time.sleep(0.002)
+    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True)
+    assert len(server.paths) == 2 and info["source"] == "rest" and info["fetched_at"] > first["fetched_at"]
+    assert instruments["BTCUSDT"].max_qty == d("100")
+    cached, _ = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    assert cached["BTCUSDT"].max_qty == d("100") and len(server.paths) == 2
+
+
+def test_a_cache_without_a_requested_symbol_is_fetched_again(server: _Server, raw: bytes, tmp_path: Path) -> None:
+    only_btc = json.loads(raw)
+    only_btc["symbols"] = [_symbol(only_btc, "BTCUSDT")]
+    (tmp_path / "exchange-info.json").write_bytes(orjson.dumps(only_btc))  # a bare payload, written by hand
+    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    assert info["source"] == "rest" and info["refetched"] == "the cache has no ETHUSDT" and len(server.paths) == 1
+    assert sorted(instruments) == SYMBOLS
+
+
+def test_a_hand_written_bare_cache_is_used_with_an_unknown_fetch_time(raw: bytes, tmp_path: Path) -> None:
+    (tmp_path / "exchange-info.json").write_bytes(raw)
+    instruments, info = load_instruments("http://127.0.0.1:9", SYMBOLS, cache_dir=tmp_path)
+    assert info["source"] == "cache" and info["fetched_at"] is None and sorted(instruments) == SYMBOLS
+
+
+@pytest.mark.parametrize("failure", ["http-503", "refused", "timeout", "not-json"])
+def test_a_failed_fetch_falls_back_to_the_cache_and_says_so(server: _Server, tmp_path: Path, failure: str) -> None:
+    _, first = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    expected = {"http-503": "HTTP 503", "refused": "Connection refused", "timeout": "timed out", "not-json": "JSON"}
+    if failure == "http-503":
+        server.status = 503
+    elif failure == "refused":
+        server.stop()
+    elif failure == "timeout":
+        server.delay = 1.0
+    else:
+        server.body = b"<html>maintenance</html>"
+    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True, timeout=0.2)
+    assert info["source"] == "cache" and info["fetched_at"] == first["fetched_at"]
+    assert info["fallback"].startswith(f"GET {server.url}/api/v3/exchangeInfo")
+    assert expected[failure] in info["fallback"] and f"fetched at {first['fetched_at']}" in info["fallback"]
+    assert instruments["BTCUSDT"].qty_step == d("0.00001")
+
+
+def test_a_failed_fetch_without_a_cache_is_a_clear_error(server: _Server, tmp_path: Path) -> None:
+    server.status = 500
+    with pytest.raises(InvalidInput, match=r"cannot load instruments: GET http://127\.0\.0\.1:\d+/api/v3/exchangeInfo"
+                       r"\?symbols=\S+ failed \(HTTP 500 .*\) and there is no cache at .*exchange-info\.json"):  # fmt: skip
+        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    assert not (tmp_path / "exchange-info.json").exists()
+    with pytest.raises(InvalidInput, match="no cache_dir to fall back to"):
+        load_instruments(server.url, SYMBOLS, cache_dir=None)
+
+
+def test_binance_refusing_the_request_is_an_error_not_a_fallback(server: _Server, tmp_path: Path) -> None:
+    load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    server.status = 400
+    server.body = b'{"code":-1121,"msg":"Invalid symbol."}'
+    with pytest.raises(InvalidInput, match=r"Binance refused GET .* error -1121: Invalid symbol\."):
+        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True)
+
+
+def test_a_fetched_symbol_that_is_not_trading_is_an_error(server: _Server, raw: bytes, tmp_path: Path) -> None:
+    halted = json.loads(raw)
+    _symbol(halted, "ETHUSDT")["status"] = "HALT"
+    server.body = json.dumps(halted).encode()
+    with pytest.raises(InvalidInput, match="ETHUSDT is not tradable on Binance: its status is HALT"):
+        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+
+
+def test_coarsened_steps_reach_the_info(server: _Server, raw: bytes, tmp_path: Path) -> None:
+    server.body = json.dumps(_with_symbol(json.loads(raw), "TINYUSDT", "0.00000010", "0.01000000")).encode()
+    instruments, info = load_instruments(server.url, ["TINYUSDT"], cache_dir=tmp_path)
+    assert instruments["TINYUSDT"].qty_step == d("0.1")
+    assert info["coarsened"] == {"TINYUSDT": {"exchange_step": "0.01", "step": "0.1"}}
+    assert info["notes"] == instruments.notes and len(info["notes"]) == 1

@@ -1,0 +1,420 @@
+"""Binance spot ``GET /api/v3/exchangeInfo`` -> :class:`~veloz_actors.core.instruments.Instrument`, exactly.
+
+:func:`parse_exchange_info` maps each symbol's filters (``binance-api/official-spot-docs/filters.md``):
+
+* ``PRICE_FILTER`` -> ``min_price``, ``max_price``, ``price_tick`` (required; a ``tickSize`` of 0, "disabled", becomes
+  the finest representable tick 0.00000001, and says so in the notes)
+* ``LOT_SIZE`` -> ``min_qty``, ``max_qty``, ``qty_step`` (required)
+* ``MARKET_LOT_SIZE`` -> ``market_min_qty``, ``market_max_qty`` (0: no bound beyond ``LOT_SIZE``); a non-zero market
+  ``stepSize`` that the lot step is not a multiple of makes the step their least common multiple (noted)
+* ``NOTIONAL`` -> ``min_notional``, ``max_notional``, ``applyMinToMarket``/``applyMaxToMarket``; or the legacy
+  ``MIN_NOTIONAL`` -> ``min_notional`` and ``applyToMarket`` (neither: no minimum, noted)
+* ``baseAssetPrecision`` and ``quoteAssetPrecision`` (``quotePrecision`` in older payloads) -> the precisions
+* ``status``: only ``TRADING`` symbols become instruments; a requested symbol that is missing or not ``TRADING`` is an
+  :class:`InvalidInput` naming it
+
+Every decimal string is parsed exactly (:func:`~veloz_actors.venues.binance.schemas.decimal_units`); one that cannot be
+is a :class:`DataError` naming the symbol, the filter and the field. A maximum above what VeloZ represents
+(``fixed.MAX_ABS``, 1e10 whole units; Binance writes e.g. ``maxQty`` 46116860414 for some coins) is capped there, which
+bounds nothing any balance could reach.
+
+**Exact notionals.** VeloZ keeps every amount in 1e-8 units, so ``price_tick x qty_step`` must be a multiple of 1e-8
+of the quote asset. Binance has symbols where it is not (tick 0.0000001 x step 0.01 = 1e-9): their step is coarsened to
+the smallest multiple of Binance's step that is exact (for Binance's power-of-ten filters: the next power of ten, here
+0.1), so every order VeloZ sends is still valid on Binance. Never silently: the result's ``coarsened`` maps each such
+symbol to ``(Binance's step, the step used)`` and its ``notes`` say it in words, for the engine to log.
+
+:func:`load_instruments` fetches the payload once at start-up with the standard library and caches it as
+``exchange-info.json`` in the run folder; see its docstring for the cache and fallback rules.
+
+>>> import pathlib
+>>> raw = pathlib.Path("../shared/data/binance-api/examples-nautilus/http_spot_market_exchange_info.json")
+>>> btc = parse_exchange_info(raw.read_bytes(), ["BTCUSDT"])["BTCUSDT"]  # doctest: +SKIP
+>>> btc.price_tick, btc.qty_step, btc.min_notional, btc.market_max_qty  # doctest: +SKIP
+(1000000, 1000, 1000000000, 11221108820)
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..._exceptions import ConfigError, DataError, InvalidInput
+from ...core.instruments import Instrument, exact_qty_step
+from ...fixed import MAX_ABS, format_decimal
+from .schemas import _bool, _field, _loads, _preview, _str, decimal_units
+
+__all__ = ["CACHE_NAME", "ExchangeInstruments", "load_instruments", "parse_exchange_info"]
+
+CACHE_NAME = "exchange-info.json"
+TRADING = "TRADING"
+_DEFAULT_FEE_RATE = 100_000  # 0.001: Binance spot's base rate (exchangeInfo carries no fees)
+_TOO_LARGE = re.compile(r"^\d{11,}(\.\d*)?$")  # 1e10 whole units or more: beyond fixed.MAX_ABS
+
+
+class ExchangeInstruments(dict[str, Instrument]):
+    """``symbol -> Instrument`` as parsed from one exchangeInfo payload, with what the parse had to adjust.
+
+    ``coarsened``: symbol -> ``(Binance's qty step, the exact step used)`` for the symbols whose step was coarsened.
+    ``notes``: one line per adjustment or skipped symbol, each naming the symbol (for the engine's log).
+    ``skipped``: symbol -> why it is not here (not ``TRADING``, or filters VeloZ cannot use), when no symbols were
+    requested; a requested symbol is never skipped, it is an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coarsened: dict[str, tuple[int, int]] = {}
+        self.notes: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.server_time_ms: int | None = None
+
+
+def parse_exchange_info(
+    payload: dict[str, Any] | bytes | str,
+    symbols: Iterable[str] | None = None,
+    *,
+    maker_fee_rate: int = _DEFAULT_FEE_RATE,
+    taker_fee_rate: int = _DEFAULT_FEE_RATE,
+) -> ExchangeInstruments:
+    """The instruments of ``symbols`` (all ``TRADING`` symbols when None) in a ``GET /api/v3/exchangeInfo`` payload.
+
+    Fee rates are fractions in 1e-8 units (0.001 -> 100_000); exchangeInfo has none, so they are given here. Raises
+    :class:`InvalidInput` for a requested symbol that the payload lacks or that is not ``TRADING``, and
+    :class:`DataError` for a payload that is not an exchangeInfo (a Binance error body included) or a requested
+    symbol whose filters cannot be parsed exactly.
+    """
+    data = _loads(payload)
+    if isinstance(data, dict) and "code" in data and "msg" in data and "symbols" not in data:
+        raise DataError(f"exchangeInfo: Binance answered error {data['code']}: {data['msg']}")
+    rows = _field(data, "symbols", "exchangeInfo")
+    if type(rows) is not list:
+        raise DataError(f"exchangeInfo: field 'symbols' must be a list, got {_preview(rows)}")
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_symbol[_str(row, "symbol", "exchangeInfo symbol")] = row
+    out = ExchangeInstruments()
+    server_time = data.get("serverTime")
+    out.server_time_ms = server_time if type(server_time) is int else None
+    if symbols is None:
+        for symbol, row in by_symbol.items():
+            status = row.get("status")
+            if status != TRADING:
+                out.skipped[symbol] = f"status {status}"
+                continue
+            try:
+                out[symbol] = _instrument(symbol, row, maker_fee_rate, taker_fee_rate, out)
+            except (DataError, InvalidInput) as exc:
+                out.skipped[symbol] = str(exc)
+                out.notes.append(f"{symbol}: skipped: {exc}")
+        if out.skipped:
+            others = sum(1 for reason in out.skipped.values() if reason.startswith("status "))
+            if others:
+                out.notes.append(f"{others} symbol(s) not {TRADING} skipped")
+        return out
+    wanted = _wanted(symbols)
+    missing = [s for s in wanted if s not in by_symbol]
+    if missing:
+        raise InvalidInput(f"exchangeInfo has no symbol {', '.join(missing)}: check the symbol name(s)")
+    for symbol in wanted:
+        status = by_symbol[symbol].get("status")
+        if status != TRADING:
+            raise InvalidInput(f"{symbol} is not tradable on Binance: its status is {status}, not {TRADING}")
+    for symbol in wanted:
+        out[symbol] = _instrument(symbol, by_symbol[symbol], maker_fee_rate, taker_fee_rate, out)
+    return out
+
+
+def _wanted(symbols: Iterable[str]) -> list[str]:
+    if isinstance(symbols, str):
+        symbols = [symbols]
+    wanted: list[str] = []
+    for symbol in symbols:
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise InvalidInput(f"symbols: expected non-empty symbol names, got {symbol!r}")
+        name = symbol.strip().upper()
+        if name not in wanted:
+            wanted.append(name)
+    if not wanted:
+        raise InvalidInput("symbols: no symbol requested (give None for every TRADING symbol)")
+    return wanted
+
+
+def _instrument(symbol: str, row: dict[str, Any], maker: int, taker: int, out: ExchangeInstruments) -> Instrument:
+    kind = f"exchangeInfo {symbol}"
+    raw_filters = _field(row, "filters", kind)
+    if type(raw_filters) is not list:
+        raise DataError(f"{kind}: field 'filters' must be a list, got {_preview(raw_filters)}")
+    filters: dict[str, Any] = {}
+    for f in raw_filters:
+        filters[_str(f, "filterType", f"{kind} filter")] = f
+    for name in ("PRICE_FILTER", "LOT_SIZE"):
+        if name not in filters:
+            raise DataError(
+                f"{kind}: no {name} filter, so its {'tick' if name == 'PRICE_FILTER' else 'step'} is unknown"
+            )
+
+    price = filters["PRICE_FILTER"]
+    tick = _dec(price, "tickSize", symbol, "PRICE_FILTER")
+    if tick == 0:
+        tick = 1
+        out.notes.append(f"{symbol}: PRICE_FILTER tickSize is 0 (disabled): prices use the finest tick 0.00000001")
+    lot = filters["LOT_SIZE"]
+    step = exchange_step = _dec(lot, "stepSize", symbol, "LOT_SIZE")
+    if step == 0:
+        raise DataError(f"{kind}: LOT_SIZE stepSize must be positive, got {lot.get('stepSize')!r}")
+    market_min = market_max = 0
+    market = filters.get("MARKET_LOT_SIZE")
+    if market is not None:
+        market_min = _dec(market, "minQty", symbol, "MARKET_LOT_SIZE")
+        market_max = _dec(market, "maxQty", symbol, "MARKET_LOT_SIZE", cap=True)
+        market_step = _dec(market, "stepSize", symbol, "MARKET_LOT_SIZE")
+        if market_step and step % market_step:
+            joint = math.lcm(step, market_step)
+            out.notes.append(
+                f"{symbol}: MARKET_LOT_SIZE stepSize {format_decimal(market_step)} differs from LOT_SIZE stepSize "
+                f"{format_decimal(step)}: quantities use {format_decimal(joint)}, valid for both"
+            )
+            step = joint
+    exact = exact_qty_step(tick, step)
+    if exact != step:
+        out.coarsened[symbol] = (exchange_step, exact)
+        out.notes.append(
+            f"{symbol}: Binance's tick {format_decimal(tick)} x step {format_decimal(step)} is finer than 1e-8 "
+            f"of the quote asset, so notionals would not be exact: quantities use step {format_decimal(exact)} "
+            "(a multiple of Binance's step)"
+        )
+    min_notional, max_notional, min_on_market, max_on_market = _notional(filters, symbol, out)
+    try:
+        return Instrument(
+            symbol=symbol,
+            base_asset=_str(row, "baseAsset", kind),
+            quote_asset=_str(row, "quoteAsset", kind),
+            price_tick=tick,
+            qty_step=exact,
+            min_qty=_dec(lot, "minQty", symbol, "LOT_SIZE"),
+            max_qty=_dec(lot, "maxQty", symbol, "LOT_SIZE", cap=True),
+            min_notional=min_notional,
+            min_price=_dec(price, "minPrice", symbol, "PRICE_FILTER"),
+            max_price=_dec(price, "maxPrice", symbol, "PRICE_FILTER", cap=True),
+            maker_fee_rate=maker,
+            taker_fee_rate=taker,
+            market_min_qty=market_min,
+            market_max_qty=market_max,
+            max_notional=max_notional,
+            min_notional_market=min_on_market,
+            max_notional_market=max_on_market,
+            base_precision=_precision(row, ("baseAssetPrecision",), kind),
+            quote_precision=_precision(row, ("quoteAssetPrecision", "quotePrecision"), kind),
+        )
+    except ConfigError as exc:
+        raise DataError(f"{kind}: filters VeloZ cannot use: {exc}") from exc
+
+
+def _notional(filters: dict[str, Any], symbol: str, out: ExchangeInstruments) -> tuple[int, int, bool, bool]:
+    notional = filters.get("NOTIONAL")
+    kind = f"exchangeInfo {symbol}"
+    if notional is not None:
+        return (
+            _dec(notional, "minNotional", symbol, "NOTIONAL"),
+            _dec(notional, "maxNotional", symbol, "NOTIONAL", cap=True) if "maxNotional" in notional else 0,
+            _bool(notional, "applyMinToMarket", f"{kind} NOTIONAL") if "applyMinToMarket" in notional else True,
+            _bool(notional, "applyMaxToMarket", f"{kind} NOTIONAL") if "applyMaxToMarket" in notional else False,
+        )
+    legacy = filters.get("MIN_NOTIONAL")
+    if legacy is not None:
+        on_market = _bool(legacy, "applyToMarket", f"{kind} MIN_NOTIONAL") if "applyToMarket" in legacy else True
+        return _dec(legacy, "minNotional", symbol, "MIN_NOTIONAL"), 0, on_market, False
+    out.notes.append(f"{symbol}: no NOTIONAL or MIN_NOTIONAL filter: no minimum notional")
+    return 0, 0, True, False
+
+
+def _dec(f: Any, key: str, symbol: str, filter_type: str, *, cap: bool = False) -> int:
+    what = f"exchangeInfo {symbol} {filter_type}.{key}"
+    text = _field(f, key, f"exchangeInfo {symbol} {filter_type}")
+    if cap and isinstance(text, str) and _TOO_LARGE.match(text.strip()):
+        return MAX_ABS
+    return decimal_units(text, what)
+
+
+def _precision(row: dict[str, Any], keys: tuple[str, ...], kind: str) -> int:
+    for key in keys:
+        if key in row:
+            value = row[key]
+            if type(value) is not int or value < 0:
+                raise DataError(f"{kind}: field {key!r} must be a non-negative integer, got {value!r}")
+            return value
+    return 8
+
+
+# ------------------------------------------------------------------------------------------------------- loading
+
+
+def load_instruments(
+    rest_url: str,
+    symbols: Iterable[str] | None,
+    *,
+    cache_dir: Path | None,
+    refresh: bool = False,
+    timeout: float = 10.0,
+    maker_fee_rate: int = _DEFAULT_FEE_RATE,
+    taker_fee_rate: int = _DEFAULT_FEE_RATE,
+) -> tuple[ExchangeInstruments, dict[str, Any]]:
+    """The instruments of ``symbols`` from ``GET {rest_url}/api/v3/exchangeInfo?symbols=[...]`` (once, at start-up).
+
+    The payload is cached as ``exchange-info.json`` in ``cache_dir`` (the run folder), with the fetch time. A cached
+    file is used unless ``refresh`` is set, it is missing, or it lacks a requested symbol. A fetch that fails (network,
+    timeout, HTTP 5xx or 429, a body that is not an exchangeInfo) falls back to the cache when there is one, and says
+    so in the info; with no cache it is an :class:`InvalidInput` naming the URL and the failure. Binance refusing the
+    request itself (HTTP 4xx with an error code, e.g. -1121 invalid symbol) is an error, never a fallback.
+
+    Returns ``(instruments, info)``; ``info`` has ``source`` ("rest" or "cache"), ``fetched_at`` (ISO UTC, None for a
+    cache written by hand), ``url``, ``path`` (the cache file or None), ``notes`` and ``coarsened`` (symbol ->
+    ``{"exchange_step", "step"}``), and ``fallback`` (why the cache was used after a failed fetch) when it was.
+    """
+    wanted = _wanted(symbols) if symbols is not None else None
+    url = _url(rest_url, wanted)
+    path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
+    cached = _read_cache(path) if path is not None and path.exists() else None
+    info: dict[str, Any] = {"url": url, "path": str(path) if path is not None else None}
+    if cached is not None and not refresh:
+        lacking = _lacking(cached[0], wanted)
+        if not lacking:
+            return _parsed(cached, "cache", info, wanted, maker_fee_rate, taker_fee_rate)
+        info["refetched"] = f"the cache has no {', '.join(lacking)}"
+    try:
+        body = _fetch(url, timeout)
+        payload = _loads(body)
+        _field(payload, "symbols", "exchangeInfo")
+    except (_FetchFailed, DataError) as exc:
+        failure = (
+            f"GET {url} failed ({exc})" if isinstance(exc, _FetchFailed) else f"GET {url} gave no usable body ({exc})"
+        )
+        if cached is None:
+            where = f"no cache at {path}" if path is not None else "no cache_dir to fall back to"
+            raise InvalidInput(f"cannot load instruments: {failure} and there is {where}") from exc
+        lacking = _lacking(cached[0], wanted)
+        if lacking:
+            raise InvalidInput(
+                f"cannot load instruments: {failure} and the cache {path} has no {', '.join(lacking)}"
+            ) from exc
+        info["fallback"] = f"{failure}; using the cache fetched at {cached[1] or 'an unknown time'}"
+        return _parsed(cached, "cache", info, wanted, maker_fee_rate, taker_fee_rate)
+    now_ms = time.time_ns() // 1_000_000
+    fetched_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    if path is not None:
+        _write_cache(path, body, url, fetched_at, now_ms)
+    return _parsed((payload, fetched_at), "rest", info, wanted, maker_fee_rate, taker_fee_rate)
+
+
+class _FetchFailed(Exception):
+    """The request did not produce an exchangeInfo body (network, timeout, HTTP error that is not Binance's no)."""
+
+
+def _url(rest_url: str, wanted: list[str] | None) -> str:
+    if not isinstance(rest_url, str) or not rest_url.strip():
+        raise InvalidInput(f"rest_url: expected an http(s) URL, got {rest_url!r}")
+    url = f"{rest_url.strip().rstrip('/')}/api/v3/exchangeInfo"
+    if wanted:
+        url += "?symbols=" + urllib.parse.quote(json.dumps(wanted, separators=(",", ":")), safe="")
+    return url
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "veloz-actors"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - an http(s) URL from config
+            return response.read()  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        body = exc.read() if exc.fp is not None else b""
+        refusal = _binance_refusal(exc.code, body)
+        if refusal:
+            raise InvalidInput(f"Binance refused GET {url}: {refusal}") from exc
+        raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _FetchFailed(f"{type(exc).__name__}: {reason}") from exc
+
+
+def _binance_refusal(status: int, body: bytes) -> str | None:
+    """Binance's own "no" to the request (4xx with ``{"code", "msg"}``), except rate limits (429, 418), or None."""
+    if not 400 <= status < 500 or status in (418, 429):
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and "code" in data and "msg" in data:
+        return f"error {data['code']}: {data['msg']}"
+    return None
+
+
+def _read_cache(path: Path) -> tuple[Any, str | None] | None:
+    """``(payload, fetched_at)`` from the cache; a file holding a bare exchangeInfo payload (written by hand) works
+    too, with an unknown fetch time. An unreadable cache is ignored (as if missing)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and "payload" in data:
+        fetched_at = data.get("fetched_at")
+        return data["payload"], fetched_at if isinstance(fetched_at, str) else None
+    if isinstance(data, dict) and "symbols" in data:
+        return data, None
+    return None
+
+
+def _write_cache(path: Path, body: bytes, url: str, fetched_at: str, fetched_at_ms: int) -> None:
+    """``{"fetched_at", "fetched_at_ms", "url", "payload": <Binance's bytes, unchanged>}``, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "fetched_at": fetched_at,
+        "fetched_at_ms": fetched_at_ms,
+        "url": url,
+        "payload": orjson.Fragment(body),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(record))
+    os.replace(tmp, path)
+
+
+def _lacking(payload: Any, wanted: list[str] | None) -> list[str]:
+    if wanted is None:
+        return []
+    rows = payload.get("symbols") if isinstance(payload, dict) else None
+    have = {row.get("symbol") for row in rows if isinstance(row, dict)} if isinstance(rows, list) else set()
+    return [s for s in wanted if s not in have]
+
+
+def _parsed(
+    cached: tuple[Any, str | None],
+    source: str,
+    info: dict[str, Any],
+    wanted: list[str] | None,
+    maker: int,
+    taker: int,
+) -> tuple[ExchangeInstruments, dict[str, Any]]:
+    payload, fetched_at = cached
+    instruments = parse_exchange_info(payload, wanted, maker_fee_rate=maker, taker_fee_rate=taker)
+    info.update(
+        source=source,
+        fetched_at=fetched_at,
+        notes=list(instruments.notes),
+        coarsened={
+            symbol: {"exchange_step": format_decimal(before), "step": format_decimal(after)}
+            for symbol, (before, after) in instruments.coarsened.items()
+        },
+    )
+    return instruments, info
