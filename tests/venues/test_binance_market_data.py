@@ -9,7 +9,13 @@ reconnects and the status fields. Nothing here reaches the internet or starts Ra
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import random
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +23,8 @@ import pytest
 from veloz_actors import InvalidInput
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.data.loaders import load_market_events
-from veloz_actors.messages import BookDelta
+from veloz_actors.messages import BookDelta, VenueConnection
+from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.market_data import (
     APPLIED,
     BUFFERED,
@@ -25,9 +32,11 @@ from veloz_actors.venues.binance.market_data import (
     OUT_OF_ORDER,
     STALE,
     Backoff,
+    BinanceMarketData,
     BookSync,
     LatencyStats,
     MarketDataSettings,
+    MarketDataThread,
 )
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ticks_l2"
@@ -243,3 +252,385 @@ def test_book_sync_stale_snapshot_gap_and_out_of_order():
     fresh = BookSync(symbol)
     fresh.on_snapshot(snapshot_of(probe))
     assert fresh.on_diff(live[10]) == STALE and fresh.on_diff(live[16]) == APPLIED
+
+
+# --------------------------------------------------------------------------------------------- over real sockets
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+CAPTURES = {"BTCUSDT": BTC_CAPTURE, "ETHUSDT": ETH_CAPTURE}
+
+
+class Offline:
+    """The offline book of one capture, advanced on demand to a given update id (the reference for the client)."""
+
+    def __init__(self, symbol: str) -> None:
+        events = capture(CAPTURES[symbol])
+        snapshot, diffs = split(events)
+        self.book = L2Book(symbol)
+        at = events.index(snapshot)
+        for event in events[:at]:  # diffs before the snapshot: buffered, replayed by the snapshot
+            if isinstance(event, BookDelta):
+                self.book.apply(event)
+        self.book.apply_snapshot(snapshot)
+        self._rest = iter([d for d in diffs if d.last_update_id > self.book.last_update_id])
+
+    def advance(self, update_id: int) -> L2Book:
+        while self.book.last_update_id < update_id:
+            self.book.apply(next(self._rest))
+        assert self.book.last_update_id == update_id, "the client's update id is not on the capture's chain"
+        return self.book
+
+
+class Sink:
+    """Collects every batch the client hands over (called from the client's thread)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list) -> None:
+        with self.lock:
+            self.batches.append(list(batch))
+
+    @property
+    def events(self) -> list:
+        with self.lock:
+            return [event for batch in self.batches for event in batch]
+
+    def connections(self, state: str | None = None) -> list[VenueConnection]:
+        return [e for e in self.events if isinstance(e, VenueConnection) and (state is None or e.state == state)]
+
+
+def settings_for(server: BinanceTestServer, symbols=SYMBOLS, **overrides) -> MarketDataSettings:
+    values = dict(backoff_initial=0.02, backoff_max=0.2, snapshot_wait=0.05, request_timeout=5.0)
+    values.update(overrides)
+    return MarketDataSettings(server.rest_url, server.stream_url, tuple(symbols), **values)
+
+
+@contextmanager
+def live(server: BinanceTestServer, symbols=SYMBOLS, seed: int = 1, **overrides):
+    sink = Sink()
+    feed = MarketDataThread(settings_for(server, symbols, **overrides), sink, rng=random.Random(seed)).start()
+    try:
+        yield feed, sink
+    finally:
+        feed.close()
+        assert not feed.running and feed.error is None
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def caught_up(feed: MarketDataThread, server: BinanceTestServer, symbols=SYMBOLS, timeout: float = 10.0) -> None:
+    """Wait until the client's books are synced at the server's current update ids (the server is paused)."""
+    targets = {s: server.book(s)[0] for s in symbols}
+
+    def done() -> bool:
+        states = feed.status()["symbols"]
+        return all(states[s]["synced"] and states[s]["last_update_id"] == targets[s] for s in symbols)
+
+    wait_for(done, timeout, f"the client to reach {targets}")
+
+
+def assert_same_as_server(feed: MarketDataThread, server: BinanceTestServer, offline: dict[str, Offline]) -> None:
+    """The client's book equals the server's whole book and the offline book at the same update id (paused)."""
+    for symbol in offline:
+        last, bids, asks = server.book(symbol)
+        book = feed.client.book(symbol)
+        assert book.last_update_id == last
+        assert levels(book) == (dict(bids), dict(asks))
+        assert book.best_bid() == bids[0] and book.best_ask() == asks[0]
+        assert same_book(book, offline[symbol].advance(last))
+
+
+def assert_output_rebuilds(sink: Sink, symbols=SYMBOLS) -> None:
+    """A downstream book fed the client's output alone equals the offline book after every emitted diff."""
+    events = sink.events
+    for symbol in symbols:
+        reference = Offline(symbol)
+        downstream = L2Book(symbol)
+        diffs = 0
+        for event in events:
+            if not isinstance(event, BookDelta) or event.symbol != symbol:
+                continue
+            if event.is_snapshot:
+                downstream.apply_snapshot(event)
+            else:
+                assert downstream.apply(event), "the client emitted a diff a book refuses"
+                diffs += 1
+            assert same_book(downstream, reference.advance(downstream.last_update_id))
+        assert diffs > 0
+
+
+def test_client_book_equals_the_offline_book_after_every_applied_diff():
+    """Paused server, published in random steps: after each step the client's book equals the server's and the
+    offline book (full depth); the client's output rebuilds the offline book after every single diff."""
+    rng = random.Random(11)
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            offline = {s: Offline(s) for s in SYMBOLS}
+            assert_same_as_server(feed, server, offline)
+            steps = 0
+            while not server.done:
+                server.publish(rng.choice((1, 2, 7, 50, 400, 2500)))
+                caught_up(feed, server)
+                assert_same_as_server(feed, server, offline)
+                steps += 1
+            status = feed.status()
+        assert steps > 40
+        assert status["connects"] == 1 and status["bad_input"] == {} and status["resyncs"]["total"] == 2
+        assert_output_rebuilds(sink)
+        # the output per symbol: connected, then the snapshot, then diffs only; resynced once per symbol
+        kinds = [e.state for e in sink.connections()]
+        assert kinds[0] == "connected" and kinds.count("resynced") == 2 and kinds[-1] == "closed"
+        for symbol in SYMBOLS:
+            book_events = [e for e in sink.events if isinstance(e, BookDelta) and e.symbol == symbol]
+            assert book_events[0].is_snapshot and not any(e.is_snapshot for e in book_events[1:])
+            assert len(book_events[0].bids) > 500  # the whole REST snapshot, not a top-of-book
+
+
+def test_dropped_connections_and_a_gap_are_detected_resynced_and_never_leave_a_wrong_book():
+    rng = random.Random(5)
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server, seed=5) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            offline = {s: Offline(s) for s in SYMBOLS}
+            cuts = sorted(rng.sample(range(100, server.total - 2000), 22))
+            gap_after = 9  # inject the gap after this many drops
+            for number, cut in enumerate(cuts):
+                server.publish(max(cut - server.published, 1))
+                caught_up(feed, server)
+                assert_same_as_server(feed, server, offline)
+                connects = feed.status()["connects"]
+                if number == 15:
+                    server.faults.restart(0.3)  # listener down for 0.3 s: connects fail, then succeed
+                else:
+                    assert server.faults.drop_connections() == 1
+                wait_for(lambda c=connects: feed.status()["connects"] > c, what="a reconnect")
+                assert feed.wait_synced(10.0)
+                caught_up(feed, server)
+                assert_same_as_server(feed, server, offline)
+                if number == gap_after:
+                    check_gap(feed, server, sink, offline)
+            status = feed.status()
+        assert status["connects"] == 23 and status["reconnects"] == 22
+        assert status["disconnects"].get("closed by the server", 0) + status["disconnects"].get("read error", 0) >= 1
+        assert status["bad_input"] == {"sequence_gap": 1}
+        # every reconnect resynced every book, and the gap resynced BTCUSDT once more
+        assert status["resyncs"]["by_symbol"] == {"BTCUSDT": 24, "ETHUSDT": 23}
+        assert len(sink.connections("disconnected")) == 22 and len(sink.connections("resynced")) == 47
+        assert_output_rebuilds(sink)
+
+
+def check_gap(feed: MarketDataThread, server: BinanceTestServer, sink: Sink, offline: dict[str, Offline]) -> None:
+    """Skip one BTCUSDT diff; the next diff is the gap: detected on that message, never emitted, resynced."""
+    before = server.book("BTCUSDT")[0]
+    emitted_before = len(sink.events)
+    server.faults.skip_update_ids("BTCUSDT", 1)
+    ids = [before]
+    while len(ids) < 3:  # publish one event at a time until the skipped diff and the one after it are out
+        server.publish(1)
+        last = server.book("BTCUSDT")[0]
+        if last != ids[-1]:
+            ids.append(last)
+    skipped_u, gap_u = ids[1], ids[2]
+    wait_for(lambda: feed.status()["bad_input"].get("sequence_gap") == 1, what="the gap to be detected")
+    assert feed.wait_synced(10.0)
+    caught_up(feed, server)
+    assert_same_as_server(feed, server, offline)
+    after = [e for e in sink.events[emitted_before:] if isinstance(e, BookDelta) and e.symbol == "BTCUSDT"]
+    # nothing past the hole was emitted before the new snapshot, which is at or past the diff that showed the gap
+    assert after and after[0].is_snapshot and after[0].last_update_id >= gap_u > skipped_u
+    resynced = [e for e in sink.connections("resynced") if e.symbol == "BTCUSDT"]
+    assert resynced[-1].ts >= after[0].ts_recv
+
+
+def test_bad_input_is_counted_and_never_crashes_or_corrupts_a_book(caplog):
+    caplog.set_level(logging.WARNING, logger="veloz.binance")
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server, snapshot_wait=5.0) as (feed, sink):
+            assert server.wait_connections(1)
+            server.publish(300)  # diffs for both symbols: the books sync from the first buffered diff on
+            assert feed.wait_synced(10.0)
+            offline = {s: Offline(s) for s in SYMBOLS}
+            caught_up(feed, server)
+            for kind in ("json", "unknown_event", "absurd_price", "out_of_order"):
+                assert server.faults.malformed(kind, 3) == 3
+            server.publish(500)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, offline)
+            status = feed.status()
+            assert status["bad_input"] == {"json": 3, "unknown_event": 3, "invalid_payload": 3, "out_of_order": 3}
+            assert status["connects"] == 1 and status["resyncs"]["total"] == 2  # no reconnect, no resync needed
+
+            # stale snapshots: the first answer after a reconnect is older than the buffered diffs
+            server.faults.stale_snapshot(2)
+            assert server.faults.drop_connections() == 1
+            wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, offline)
+            assert server.faults.counts["stale_snapshot"] == 2
+            assert feed.status()["bad_input"]["stale_snapshot"] == 2
+
+            # 429 and 418 with Retry-After: nothing is sent before it has passed
+            for status_code in (429, 418):
+                server.faults.rate_limit(status_code, retry_after=1, count=1)
+                limited_before = feed.status()["rate_limited"]["count"]
+                connects = feed.status()["connects"]
+                start = time.monotonic()
+                assert server.faults.drop_connections() == 1
+                wait_for(lambda c=connects: feed.status()["connects"] > c, what="a reconnect")
+                server.publish(200)
+                wait_for(lambda n=limited_before: feed.status()["rate_limited"]["count"] == n + 1, what="a 429")
+                status = feed.status()
+                assert status["rate_limited"]["until_ms"] is not None
+                requests = status["rest_requests"]
+                time.sleep(0.6)
+                assert feed.status()["rest_requests"] == requests  # silent while Retry-After runs
+                assert feed.wait_synced(10.0)
+                assert time.monotonic() - start >= 1.0
+                caught_up(feed, server)
+                assert_same_as_server(feed, server, offline)
+            final = feed.status()
+        assert final["rate_limited"]["count"] == 2 and server.faults.counts["rate_limit"] == 2
+    assert_output_rebuilds(sink)
+    logged = [r for r in caplog.records if r.name == "veloz.binance"]
+    assert logged and all(len(r.getMessage()) < 1000 for r in logged)
+
+
+def test_subscribe_and_unsubscribe_live_over_the_open_connection():
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, symbols=("BTCUSDT",)) as (feed, sink),
+    ):
+        assert feed.wait_synced(10.0)
+        offline = {s: Offline(s) for s in SYMBOLS}
+        server.publish(1000)
+        caught_up(feed, server, ("BTCUSDT",))
+        assert not any(getattr(e, "symbol", "") == "ETHUSDT" for e in sink.events)
+
+        feed.subscribe(["ethusdt"])  # lower case is fine
+        assert feed.wait_synced(10.0)
+        server.publish(1000)
+        caught_up(feed, server)
+        assert_same_as_server(feed, server, offline)
+        assert any(isinstance(e, BookDelta) and e.symbol == "ETHUSDT" and not e.is_snapshot for e in sink.events)
+
+        feed.unsubscribe("BTCUSDT")
+        mark = len(sink.events)
+        server.publish(2000)
+        caught_up(feed, server, ("ETHUSDT",))
+        assert_same_as_server(feed, server, {"ETHUSDT": offline["ETHUSDT"]})
+        assert not any(getattr(e, "symbol", "") == "BTCUSDT" for e in sink.events[mark:])
+        status = feed.status()
+        assert list(status["symbols"]) == ["ETHUSDT"] and status["connects"] == 1
+        assert all(name.startswith("ethusdt@") for name in status["last_event_age_ms"])
+        with pytest.raises(InvalidInput):
+            feed.client.book("BTCUSDT")
+        feed.subscribe(["BTCUSDT"])  # and back again, still on the same connection
+        assert feed.wait_synced(10.0)
+        server.publish(500)
+        caught_up(feed, server)
+        assert_same_as_server(feed, server, {"BTCUSDT": Offline("BTCUSDT")} | {"ETHUSDT": offline["ETHUSDT"]})
+        assert feed.status()["connects"] == 1
+
+
+def test_planned_reconnect_server_shutdown_and_pings():
+    with BinanceTestServer(
+        [BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True, ping_interval=0.05, pong_timeout=0.3
+    ) as server:
+        with live(server, max_connection_seconds=0.5) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            wait_for(lambda: feed.status()["connects"] >= 4, what="planned reconnects")
+            status = feed.status()
+            assert status["planned_reconnects"] >= 3 and status["pings"] > 5
+            assert server.faults.counts["pong_timeout"] == 0  # every ping was answered in time
+            planned = [e for e in sink.connections("disconnected") if e.detail.startswith("planned reconnect")]
+            assert len(planned) >= 3
+        with live(server) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            server.publish(300)
+            caught_up(feed, server)
+            assert server.faults.server_shutdown() == 1
+            wait_for(lambda: feed.status()["connects"] == 2, what="the reconnect after serverShutdown")
+            assert feed.wait_synced(10.0)
+            status = feed.status()
+            assert status["server_shutdowns"] == 1 and status["last_disconnect"].startswith("serverShutdown")
+            assert status["resyncs"]["by_symbol"] == {"BTCUSDT": 2, "ETHUSDT": 2}
+            server.publish(300)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
+
+
+def test_status_fields_latency_and_clock_offset():
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server) as (feed, sink),
+    ):
+        assert feed.wait_synced(10.0)
+        for _ in range(20):
+            server.publish(50)
+        caught_up(feed, server)
+        published = [e for e in sink.events if hasattr(e, "ts_recv")]
+        feed.record_publish(published)
+        wait_for(lambda: feed.status()["clock_offset_ms"] is not None, what="the clock offset")
+        status = feed.status()
+    json.dumps(status)  # plain values only
+    assert status["venue"] == "binance" and status["state"] == "connected"
+    assert status["url"] == server.stream_url and status["connects"] == 1 and status["reconnects"] == 0
+    assert status["resyncs"] == {"total": 2, "by_symbol": {"BTCUSDT": 1, "ETHUSDT": 1}}
+    streams = [name for s in ("btcusdt", "ethusdt") for name in (f"{s}@depth@100ms", f"{s}@bookTicker", f"{s}@trade")]
+    assert set(streams) <= set(status["last_event_age_ms"])
+    assert all(status["last_event_age_ms"][name] >= 0 for name in streams)
+    assert abs(status["clock_offset_ms"]) < 50  # the server's clock is this machine's
+    for kind in ("depth", "trade", "kline"):
+        assert status["latency_ms"][kind]["count"] > 0
+        assert set(status["latency_ms"][kind]) == {"count", "p50", "p99", "max"}
+    assert status["latency_ms"]["bookTicker"]["count"] == 0  # spot bookTicker carries no exchange time
+    assert status["latency_ms"]["publish"]["count"] == len(published) and status["latency_ms"]["publish"]["p50"] >= 0
+    assert status["bad_input"] == {} and status["rate_limited"] == {"count": 0, "until_ms": None}
+    assert status["symbols"]["BTCUSDT"]["synced"] and status["symbols"]["BTCUSDT"]["last_update_id"] > 0
+    assert status["connection_age_s"] > 0
+    closed = feed.status()
+    assert closed["state"] == "closed" and closed["connection_age_s"] is None
+    assert sink.events[-1] == VenueConnection(
+        venue="binance", state="closed", detail="closed", reconnects=0, resyncs=2, ts=sink.events[-1].ts
+    )
+    kinds = {type(e).__name__ for e in sink.events}
+    assert kinds == {"VenueConnection", "BookDelta", "BookTop", "Trade", "Kline"}
+    assert all(e.ts_event > 0 and e.ts_recv > 0 for e in sink.events if hasattr(e, "ts_recv"))
+
+
+def test_run_never_raises_without_a_server_and_close_ends_it():
+    """The coroutine API on a plain event loop: nothing listens, so connects fail and back off until close()."""
+
+    async def scenario() -> dict:
+        sink = Sink()
+        client = BinanceMarketData(
+            MarketDataSettings("http://127.0.0.1:9", "ws://127.0.0.1:9", ("BTCUSDT",), backoff_initial=0.01),
+            sink,
+            rng=random.Random(2),
+        )
+        task = asyncio.create_task(client.run())
+        await asyncio.sleep(0.3)
+        status = client.status()
+        await client.close()
+        await asyncio.wait_for(task, 2.0)
+        assert client.status()["state"] == "closed"
+        assert [e.state for e in sink.events] == ["closed"]
+        return status
+
+    status = asyncio.run(scenario())
+    assert status["state"] in ("connecting", "disconnected") and status["connect_errors"] >= 2
+    assert status["connects"] == 0

@@ -22,12 +22,12 @@ A batch is what the reader had read from the socket when the loop got to it (spl
 back waiting for more.
 
 **Connections**: exponential backoff with full jitter (``uniform(0, min(backoff_max, backoff_initial * 2**n))``, the
-attempt count reset once a connection delivered data); server pings are answered by aiohttp's ``autoping`` (the pong
-echoes the ping's payload, inside ``receive()``: the reader task never stops reading); a connection reaching
+attempt count reset once a connection delivered data); every server ping is answered at once by the reader task
+with a pong carrying the ping's payload (and counted: ``status()["pings"]``); a connection reaching
 ``max_connection_seconds`` (before Binance's 24 h cut) and a ``serverShutdown`` event both close the connection and
 reconnect at once, without backoff (*reconnect*, not make-before-break: every reconnect resyncs every book anyway,
-and a fresh snapshot after a switch costs one REST call per symbol). No frame for ``idle_timeout`` s counts as a dead
-connection. Every reconnect resyncs every book and is reported.
+and a fresh snapshot after a switch costs one REST call per symbol). No frame at all (data or ping; Binance pings
+every 20 s) for ``idle_timeout`` s counts as a dead connection. Every reconnect resyncs every book and is reported.
 
 **REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds); no REST request of this client is
 sent before it has passed. ``GET /api/v3/time`` is sampled ``clock_samples`` times at each connect: the sample with the
@@ -297,7 +297,7 @@ class _RecordingBook(L2Book):
 APPLIED = "applied"  # in the book: emit it
 BUFFERED = "buffered"  # the book is unsynced: kept for the next snapshot, not emitted
 STALE = "stale"  # already covered by the snapshot (u <= lastUpdateId): normal right after a sync
-OUT_OF_ORDER = "out_of_order"  # at or below the book's update id after the chain had started: a late or repeated diff
+OUT_OF_ORDER = "out_of_order"  # u at or below one already received on this stream: a late or repeated diff, dropped
 GAP = "gap"  # U beyond the book's u + 1: the book discarded its levels and needs a new snapshot
 
 
@@ -316,7 +316,7 @@ class BookSync:
     [10, 12]
     """
 
-    __slots__ = ("symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "out_of_order", "_bridged")
+    __slots__ = ("symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "out_of_order", "last_seen")
 
     def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
         self.symbol = symbol
@@ -326,7 +326,7 @@ class BookSync:
         self.gaps = 0  # live gaps detected
         self.stale_snapshots = 0  # snapshots refused as older than the buffered diffs (or over a buffer hole)
         self.out_of_order = 0
-        self._bridged = False  # a diff has been applied since the last snapshot
+        self.last_seen = -1  # the highest ``u`` received on this connection: a correct stream only goes up
 
     @property
     def synced(self) -> bool:
@@ -335,10 +335,18 @@ class BookSync:
     def reset(self) -> None:
         """Forget the book (a new connection): unsynced, empty buffer; counters are kept."""
         self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
-        self._bridged = False
+        self.last_seen = -1
 
     def on_diff(self, delta: BookDelta) -> str:
-        """Apply (or buffer) one diff; the outcome says whether to emit it (``APPLIED``) or resync (``GAP``)."""
+        """Apply (or buffer) one diff; the outcome says whether to emit it (``APPLIED``) or resync (``GAP``).
+
+        A diff whose ``u`` is not above every ``u`` received before is out of order (a repeat or a late one): it is
+        counted and dropped before it reaches the book (which could only drop it as stale, or buffer it).
+        """
+        if delta.last_update_id <= self.last_seen:
+            self.out_of_order += 1
+            return OUT_OF_ORDER
+        self.last_seen = delta.last_update_id
         book = self.book
         if book.needs_resync:
             book.apply(delta)
@@ -347,15 +355,8 @@ class BookSync:
             applied = book.apply(delta)
         except SequenceGap:
             self.gaps += 1
-            self._bridged = False
             return GAP
-        if applied:
-            self._bridged = True
-            return APPLIED
-        if self._bridged:
-            self.out_of_order += 1
-            return OUT_OF_ORDER
-        return STALE
+        return APPLIED if applied else STALE
 
     def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
         """Apply a REST snapshot: ``[snapshot, *replayed diffs]`` to emit, or None if it does not connect to the
@@ -370,11 +371,9 @@ class BookSync:
                 self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
             else:
                 self.stale_snapshots += 1
-            self._bridged = False
             return None
         finally:
             book.recording = None
-        self._bridged = bool(replayed)
         self.resyncs += 1
         return [snapshot, *replayed]
 
@@ -495,6 +494,8 @@ class BinanceMarketData:
         self._clock_offset_ms: float | None = None
         self._clock_rtt_ms: float | None = None
         self._last_frame: dict[str, int] = {}  # stream name -> ts_recv of its last frame
+        self._last_alive = 0.0  # monotonic time of the last frame of any kind (pings included)
+        self._pings = 0
         self._latency: dict[str, LatencyStats] = {
             kind: LatencyStats(settings.latency_reservoir) for kind in ("depth", "bookTicker", "trade", "kline")
         }
@@ -594,7 +595,8 @@ class BinanceMarketData:
 
     async def subscribe(self, symbols: Iterable[str] | str) -> None:
         """Add symbols live (``SUBSCRIBE`` over the open connection, answered before this returns); their books are
-        synced as for a new connection. Without an open connection they join the next one."""
+        synced as for a new connection. Without an open connection they join the next one. A refused SUBSCRIBE
+        raises :class:`InvalidInput` and leaves the symbols out."""
         new = [s for s in normalise_symbols(symbols) if s not in self._feeds]
         if not new:
             return
@@ -607,35 +609,40 @@ class BinanceMarketData:
             self._symbols_changed.set()
         streams = [name for symbol in new for name in self.settings.streams(symbol)]
         if self._ws is not None and self._state == "connected":
-            conn = self._conn_id
             self._connection_streams.update(streams)
             for symbol in new:
                 self._start_sync(symbol)
             try:
                 await self._control("SUBSCRIBE", streams)
-            except InvalidInput:
-                if self._conn_id == conn:
-                    await self.unsubscribe(new)
+            except InvalidInput:  # refused as a whole: nothing was subscribed, forget the symbols again
+                self._drop(new)
+                self._connection_streams.difference_update(streams)
                 raise
 
     async def unsubscribe(self, symbols: Iterable[str] | str) -> None:
         """Drop symbols live (``UNSUBSCRIBE``): their books, sync tasks and stream state go; late frames are
-        ignored."""
+        ignored. A refused UNSUBSCRIBE is counted (``bad_input["control_error"]``), not raised."""
         gone = [s for s in normalise_symbols(symbols) if s in self._feeds]
         if not gone:
             return
         streams = [name for symbol in gone for name in self.settings.streams(symbol)]
-        for symbol in gone:
-            del self._feeds[symbol]
+        self._drop(gone)
+        if self._ws is not None and self._state == "connected":
+            self._connection_streams.difference_update(streams)
+            try:
+                await self._control("UNSUBSCRIBE", streams)
+            except InvalidInput as exc:  # the symbols are gone here anyway; their late frames are ignored
+                self._bad("control_error", "%s: %s", self.settings.venue, exc)
+
+    def _drop(self, symbols: list[str]) -> None:
+        for symbol in symbols:
+            self._feeds.pop(symbol, None)
             task = self._sync_tasks.pop(symbol, None)
             if task is not None:
                 task.cancel()
             self._first_diff.pop(symbol, None)
-        for name in streams:
-            self._last_frame.pop(name, None)
-        if self._ws is not None and self._state == "connected":
-            self._connection_streams.difference_update(streams)
-            await self._control("UNSUBSCRIBE", streams)
+            for name in self.settings.streams(symbol):
+                self._last_frame.pop(name, None)
 
     def status(self) -> dict[str, Any]:
         """The connection's health as plain JSON-serialisable values (call on the loop thread, or through
@@ -661,6 +668,7 @@ class BinanceMarketData:
             "disconnects": dict(self._disconnects),
             "last_disconnect": self._last_disconnect,
             "server_shutdowns": self._server_shutdowns,
+            "pings": self._pings,
             "planned_reconnects": self._planned_reconnects,
             "resyncs": {"total": self._resyncs_total(), "by_symbol": {s: f.resyncs for s, f in feeds.items()}},
             "last_event_age_ms": ages,
@@ -711,7 +719,7 @@ class BinanceMarketData:
         try:
             ws = await session.ws_connect(
                 url,
-                autoping=True,  # answers every server ping with its payload, inside receive()
+                autoping=False,  # the reader answers pings itself, so that they count as signs of life
                 decode_text=False,  # bytes straight to orjson
                 max_msg_size=16 * 1024 * 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
@@ -719,7 +727,7 @@ class BinanceMarketData:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self._connect_errors += 1
             self._state = "disconnected"
-            return f"connect to {self.settings.stream_url} failed: {exc!r}", False
+            return f"connect to {self.settings.stream_url} failed: {type(exc).__name__}: {exc}", False
         if self._closing:
             await ws.close()
             return "closed", True
@@ -775,16 +783,26 @@ class BinanceMarketData:
             self._flush()
 
     async def _reader(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Any]) -> None:
-        """Read frames as they come, stamp each with ``clock()`` and queue it; pings are answered by ``receive``."""
+        """Read frames as they come, stamp each with ``clock()`` and queue it; answer pings (pong = the ping's
+        payload) on the spot."""
         clock = self._clock
+        monotonic = time.monotonic
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        ping, pong = aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
         try:
             while True:
                 msg = await ws.receive()
                 ts_recv = clock()
+                self._last_alive = monotonic()
                 kind = msg.type
                 if kind is text or kind is binary:
                     await queue.put((ts_recv, msg.data))
+                    continue
+                if kind is ping:
+                    self._pings += 1
+                    await ws.pong(msg.data)
+                    continue
+                if kind is pong:
                     continue
                 if kind is aiohttp.WSMsgType.ERROR:
                     reason = f"read error: {ws.exception()!r}"
@@ -804,7 +822,7 @@ class BinanceMarketData:
         settings = self.settings
         idle = settings.idle_timeout
         assert self._connected_at is not None
-        last_frame = time.monotonic()
+        self._last_alive = time.monotonic()
         while True:
             if self._closing:
                 return "closed", True
@@ -816,9 +834,10 @@ class BinanceMarketData:
                 self._planned_reconnects += 1
                 return f"planned reconnect: connection is {now - self._connected_at:.1f} s old", True
             if queue.empty():
-                timeout = remaining if idle is None else min(remaining, idle - (now - last_frame))
+                quiet = now - self._last_alive
+                timeout = remaining if idle is None else min(remaining, idle - quiet)
                 if timeout <= 0:
-                    return f"idle: no frame for {now - last_frame:.1f} s", False
+                    return f"idle: no frame or ping for {quiet:.1f} s", False
                 try:
                     first = await asyncio.wait_for(queue.get(), timeout)
                 except TimeoutError:
@@ -828,13 +847,14 @@ class BinanceMarketData:
             items = [first]
             while not queue.empty():
                 items.append(queue.get_nowait())
-            last_frame = time.monotonic()
             batch_max = settings.batch_max
             pending = self._pending
             for ts_recv, raw in items:
                 if raw is _WAKE:
                     continue
                 if type(raw) is _Closed:
+                    if self._reconnect_reason is not None:  # serverShutdown, then the server's close
+                        return self._reconnect_reason, True
                     return raw.reason, False
                 self._got_data = True
                 self._frame(raw, ts_recv)
@@ -855,7 +875,7 @@ class BinanceMarketData:
         if not isinstance(data, dict):
             self._bad("not_object", "%s: frame payload is not an object: %s", self.settings.venue, _preview(raw))
             return
-        if stream is None and "id" in data and ("result" in data or "code" in data):
+        if stream is None and ("result" in data or "error" in data or ("code" in data and "msg" in data)):
             self._control_reply(data)
             return
         if stream is not None:
@@ -926,7 +946,7 @@ class BinanceMarketData:
         elif outcome is OUT_OF_ORDER:
             self._bad(
                 "out_of_order",
-                "%s %s: diff U=%d u=%d is at or below the book's update id; ignored",
+                "%s %s: diff U=%d u=%d is not after the diffs already received; ignored",
                 self.settings.venue,
                 delta.symbol,
                 delta.first_update_id,
@@ -999,6 +1019,7 @@ class BinanceMarketData:
                     ts=self._clock(),
                 )
             )
+            self._got_data = True  # the connection works: the next reconnect starts from the first backoff step
             self._flush()
             return
 
@@ -1111,11 +1132,14 @@ class BinanceMarketData:
             return None
         finally:
             self._control_waiters.pop(request_id, None)
-        if isinstance(reply, dict) and "code" in reply:
-            raise InvalidInput(f"{method} {params} refused: {reply.get('code')} {reply.get('msg')!r}")
+        if isinstance(reply, dict) and ("error" in reply or "code" in reply):
+            error = reply.get("error", reply)
+            raise InvalidInput(f"{method} {params} refused: {error!r:.200}")
         return None if reply is None else reply.get("result")
 
     def _control_reply(self, data: dict) -> None:
+        """A reply to a control message: ``{"result": ..., "id": n}`` or an error (Binance writes ``{"error": {"code",
+        "msg"}, "id"}``; the docs also show ``{"code", "msg", "id"}``)."""
         waiter = self._control_waiters.get(data.get("id"))  # type: ignore[arg-type]
         if waiter is None:
             self._bad("unexpected_reply", "%s: reply to no pending request: %s", self.settings.venue, _preview(data))
