@@ -431,6 +431,34 @@ def test_dropped_connections_and_a_gap_are_detected_resynced_and_never_leave_a_w
         assert_output_rebuilds(sink)
 
 
+def test_drops_and_a_gap_while_the_market_streams():
+    """The same faults while the server publishes at 50x real time: every resync happens with diffs flowing, and
+    the output still rebuilds the offline book after every diff."""
+    rng = random.Random(8)
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=50, paused=True) as server:
+        with live(server, seed=8) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            server.resume()
+            for number in range(8):
+                time.sleep(rng.uniform(0.05, 0.3))
+                if number == 4:
+                    gaps = feed.status()["bad_input"].get("sequence_gap", 0)
+                    server.faults.skip_update_ids(rng.choice(SYMBOLS), 2)
+                    wait_for(lambda g=gaps: feed.status()["bad_input"].get("sequence_gap", 0) > g, what="a gap")
+                else:
+                    connects = feed.status()["connects"]
+                    server.faults.drop_connections()
+                    wait_for(lambda c=connects: feed.status()["connects"] > c, what="a reconnect")
+                assert feed.wait_synced(10.0)
+            server.pause()
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
+            status = feed.status()
+        assert status["connects"] == 8 and status["bad_input"] == {"sequence_gap": 1}
+        assert server.published > 5000
+        assert_output_rebuilds(sink)
+
+
 def check_gap(feed: MarketDataThread, server: BinanceTestServer, sink: Sink, offline: dict[str, Offline]) -> None:
     """Skip one BTCUSDT diff; the next diff is the gap: detected on that message, never emitted, resynced."""
     before = server.book("BTCUSDT")[0]
@@ -610,6 +638,41 @@ def test_status_fields_latency_and_clock_offset():
     kinds = {type(e).__name__ for e in sink.events}
     assert kinds == {"VenueConnection", "BookDelta", "BookTop", "Trade", "Kline"}
     assert all(e.ts_event > 0 and e.ts_recv > 0 for e in sink.events if hasattr(e, "ts_recv"))
+
+
+class FlakySink(Sink):
+    """Raises instead of taking the ``fail_at``-th batch (which is then lost)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def __call__(self, batch: list) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("downstream is unhappy")
+        super().__call__(batch)
+
+
+def test_a_sink_that_raises_costs_a_resync_never_a_wrong_downstream_book():
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        sink = FlakySink(fail_at=6)
+        feed = MarketDataThread(settings_for(server), sink, rng=random.Random(3)).start()
+        try:
+            assert feed.wait_synced(10.0)
+            for _ in range(10):
+                server.publish(100)
+            wait_for(lambda: feed.status()["sink_errors"] == 1, what="the sink error")
+            assert feed.wait_synced(10.0)
+            server.publish(1000)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
+            status = feed.status()
+        finally:
+            feed.close()
+    assert status["connects"] == 1 and status["resyncs"]["total"] == 4  # every book rebuilt once more
+    assert_output_rebuilds(sink)  # what reached the sink is still a consistent sequence
 
 
 def test_run_never_raises_without_a_server_and_close_ends_it():

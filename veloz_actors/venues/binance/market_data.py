@@ -428,12 +428,15 @@ class _Closed:
 
 _WAKE = object()  # queued by close() and friends so a waiting processor looks at its flags
 
-_KIND_OF_EVENT = {"depthUpdate": "depth", "trade": "trade", "kline": "kline"}
-
 
 class BinanceMarketData:
     """One live Binance spot market data connection (see the module docstring). Not thread-safe: call its coroutines
-    on the loop that runs :meth:`run` (or use :class:`MarketDataThread`); :meth:`record_publish` is the exception."""
+    on the loop that runs :meth:`run` (or use :class:`MarketDataThread`); :meth:`record_publish` is the exception.
+
+    ``sink(batch)`` runs on the loop: it must return quickly (hand the batch to a queue or a bus), since pings are
+    answered and frames read on that same loop. A sink that raises loses that batch; the client counts it
+    (``sink_errors``) and resyncs every book, so what follows starts again from snapshots.
+    """
 
     def __init__(
         self,
@@ -475,6 +478,7 @@ class BinanceMarketData:
         self._connection_streams: set[str] = set()
         # counters
         self._connects = 0
+        self._resyncs = 0  # book rebuilds from a snapshot, every symbol, since start
         self._connect_errors = 0
         self._disconnects: dict[str, int] = {}
         self._last_disconnect = ""
@@ -1007,6 +1011,7 @@ class BinanceMarketData:
                 )
                 await self._sleep(backoff.next_delay())
                 continue
+            self._resyncs += 1
             self._pending.extend(emitted)
             self._emit(
                 VenueConnection(
@@ -1190,7 +1195,7 @@ class BinanceMarketData:
         return {"reconnects": max(self._connects - 1, 0), "resyncs": self._resyncs_total(), "ts": self._clock()}
 
     def _resyncs_total(self) -> int:
-        return sum(feed.resyncs for feed in self._feeds.values())
+        return self._resyncs
 
     def _emit(self, event: Any) -> None:
         self._pending.append(event)
