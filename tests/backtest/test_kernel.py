@@ -32,6 +32,7 @@ MINUTE_NS = 60_000_000_000
 
 def reference_backtest(bars: BarSeries, settings: BacktestSettings, strategy: str, params: dict) -> tuple[list, dict]:
     """Bar-by-bar backtest from the written rules: returns (trades as tuples, metrics)."""
+    settings = settings.for_bars(bars)  # the tick and the step of the rules (the data's tick, the default step rule)
     data = bars.data
     n = len(data)
     opens = [Fraction(int(v), E8) for v in data["open"]]
@@ -194,8 +195,10 @@ def synthetic(closes: list[str | int], opens: list[str | int] | None = None, tic
 DEFAULT = BacktestSettings()
 SLIPPY = BacktestSettings(fee_rate=75_000, slippage_rate=50_000)  # fee 0.075 %, slippage 5 bp
 NO_FEE = BacktestSettings(fee_rate=0, slippage_rate=100_000)  # slippage 10 bp
-ODD = BacktestSettings(initial_cash=12_345 * E8 + 6789, fee_rate=123_457, slippage_rate=12_345, qty_step=1)
-COARSE_TICK = BacktestSettings(slippage_rate=20_000, price_tick=E8, qty_step=100_000)  # tick 1.00, step 0.001
+# qty_step 0.000001: the finest step whose notionals stay exact at a 0.01 tick
+ODD = BacktestSettings(initial_cash=12_345 * E8 + 6789, fee_rate=123_457, slippage_rate=12_345, qty_step=100)
+# a finer tick than the data's (every price is on it) with a coarser step: fills rounded to 0.0001, step 0.001
+FINE_TICK = BacktestSettings(slippage_rate=20_000, price_tick=10_000, qty_step=100_000)
 TINY_FEE = BacktestSettings(fee_rate=1)  # int64 walk bounds exceeded: the exact Python walk takes over
 
 SMA_CASES = [
@@ -203,7 +206,7 @@ SMA_CASES = [
     ({"fast": 2, "slow": 3}, SLIPPY),
     ({"fast": 5, "slow": 20}, NO_FEE),
     ({"fast": 3, "slow": 50}, ODD),
-    ({"fast": 20, "slow": 21}, COARSE_TICK),
+    ({"fast": 20, "slow": 21}, FINE_TICK),
     ({"fast": 7, "slow": 40}, TINY_FEE),
 ]
 RSI_CASES = [
@@ -211,7 +214,7 @@ RSI_CASES = [
     ({"period": 2, "lower": 10, "upper": 90}, SLIPPY),
     ({"period": 7, "lower": 25.5, "upper": 60}, NO_FEE),
     ({"period": 30, "lower": 45, "upper": 55}, ODD),
-    ({"period": 1, "lower": 20, "upper": 80}, COARSE_TICK),
+    ({"period": 1, "lower": 20, "upper": 80}, FINE_TICK),
     ({"period": 14, "lower": 35, "upper": 65}, TINY_FEE),
 ]
 

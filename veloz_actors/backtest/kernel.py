@@ -10,16 +10,18 @@ The semantics (exact; the event-driven backtest implements the same):
 * Bars are ordered by open time. A signal is evaluated at bar ``t``'s close and becomes a market order filled at bar
   ``t + 1``'s open; a signal on the last bar is dropped. Long only, one position at a time. The position "at bar
   ``t``'s close" is the one after every fill at an open ``<= t`` (a BUY signalled at ``t`` is not yet held at ``t``).
-* Fill price (``tick = settings.tick_for(bars)``): BUY ``open * (1 + slippage)`` rounded UP to the tick, SELL
+* Tick and step: ``settings.for_bars(bars)`` (the data's tick and the default step rule unless overridden; see
+  :mod:`~veloz_actors.backtest.settings`). Fill price: BUY ``open * (1 + slippage)`` rounded UP to the tick, SELL
   ``open * (1 - slippage)`` rounded DOWN to the tick, in exact integers.
 * BUY quantity ``floor(cash / (price * (1 + fee_rate)) / step) * step``, exactly:
   ``floor(cash * 1e16 / (price * (1e8 + fee_rate) * step)) * step`` in 1e-8 units. If it is 0 (or less) there is no
   trade and the strategy stays flat. A SELL closes the whole position.
 * Fee ``ceil(fee_rate * price * qty)`` in 1e-8 quote units (``ceil(fee_rate * price * qty / 1e16)`` on the raw ints).
-  Notional ``price * qty / 1e8``; when that is not a whole 1e-8 unit (it always is for tick 0.01 and step 0.00001),
-  a BUY's cost is rounded UP and a SELL's proceeds DOWN, against the trader. BUY: ``cash -= cost + fee``; SELL:
-  ``cash += proceeds - fee``. (With both rounded up, a BUY that spends everything can leave cash at most 2e-8 below
-  zero; that is what the rules say, and a later BUY with cash <= 0 simply gets quantity 0.)
+  Notional ``price * qty / 1e8``; when that is not a whole 1e-8 unit (it always is: ``for_bars`` refuses a tick and a
+  step whose product is finer than 1e-8), a BUY's cost is rounded UP and a SELL's proceeds DOWN, against the
+  trader. BUY: ``cash -= cost + fee``; SELL: ``cash += proceeds - fee``. (With both rounded up, a BUY that spends
+  everything can leave cash at most 2e-8 below zero; that is what the rules say, and a later BUY with cash <= 0 simply
+  gets quantity 0.)
 * ``sma_cross(fast, slow)``, ``1 <= fast < slow``: ``SMA_n[t]`` is the mean of the ``n`` closes ending at bar ``t``.
   Evaluated for ``t >= slow``. BUY when flat and ``fast[t-1] <= slow[t-1]`` and ``fast[t] > slow[t]``; SELL when long
   and ``fast[t-1] >= slow[t-1]`` and ``fast[t] < slow[t]``. Compared exactly as ``slow * sum_fast`` against
@@ -141,7 +143,7 @@ def prepare(bars: BarSeries, strategy: str, settings: BacktestSettings | None = 
     """
     if strategy not in VALID_STRATEGIES:
         raise InvalidInput(f"unknown strategy {strategy!r}; valid strategies: {', '.join(VALID_STRATEGIES)}")
-    settings = settings if settings is not None else BacktestSettings()
+    settings = (settings if settings is not None else BacktestSettings()).for_bars(bars)  # tick and step fixed
     tick = settings.tick_for(bars)
     _check_settings(settings, tick)
     data = bars.data
@@ -207,7 +209,7 @@ def _check_settings(settings: BacktestSettings, tick: int) -> None:
         raise InvalidInput(
             f"settings.slippage_rate must be within [0, 1e8) (a fraction below 1), got {settings.slippage_rate}"
         )
-    if settings.qty_step <= 0:
+    if settings.qty_step is None or settings.qty_step <= 0:  # for_bars has fixed it
         raise InvalidInput(f"settings.qty_step must be positive, got {settings.qty_step}")
 
 
@@ -238,6 +240,7 @@ def _walk_constants(settings: BacktestSettings, tick: int) -> tuple[int, int, in
     steps = floor(cash * A / (p * B)); notional = p * steps * a2 / b2; fee = ceil(p * steps * a3 / b3).
     """
     s, f, step = SCALE, settings.fee_rate, settings.qty_step
+    assert step is not None  # fixed by for_bars in prepare()
     num, den = s * s, tick * (s + f) * step
     g = gcd(num, den)
     g2 = gcd(tick * step, s)
@@ -463,6 +466,7 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
     """The exact walk in Python ints, straight from the rules (any magnitude)."""
     settings = prepared.settings
     s, fee_rate, step, tick = SCALE, settings.fee_rate, settings.qty_step, prepared.tick
+    assert step is not None  # fixed by for_bars in prepare()
     n = len(prepared)
     buy_list, sell_list = buy.tolist(), sell.tolist()
     cash, qty, last = settings.initial_cash, 0, -1

@@ -40,11 +40,12 @@ position (:meth:`StrategyContext.position`) is the net quantity bought by this r
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from ..core.kernel import KernelConfig, TradingKernel
 from ..core.l2book import L2Book
 from ..core.oms import Order
 from ..core.risk import RiskLimits
-from ..fixed import SCALE, format_decimal
+from ..fixed import MAX_ABS, SCALE, format_decimal
 from ..messages import (
     BookDelta,
     CancelOrder,
@@ -203,7 +204,9 @@ class L2Settings:
         ``overrides`` (any field, e.g. ``fee_rate=100_000, initial_cash=10_000 * SCALE``) applied.
 
         The tick (step) is the finest decimal step the capture's prices (quantities) are written in: 0.01 and 0.00001
-        for Binance spot BTCUSDT.
+        for Binance spot BTCUSDT, 0.0001 and 1 for ALGOUSDT, so no default step rule is needed here (unlike the bar
+        backtest, whose bars carry no quantities). A ``price_tick`` or ``qty_step`` override is checked against the
+        capture: every recorded price must be on the tick, and ``price_tick x qty_step`` must be a multiple of 1e-8.
         """
         symbol, market, tick, step = _infer(events)
         base: dict[str, Any] = {"symbol": symbol, "market": market, "price_tick": tick, "qty_step": step}
@@ -211,7 +214,9 @@ class L2Settings:
         if unknown:
             raise InvalidInput(f"unknown L2 setting(s): {', '.join(unknown)}")
         base.update({k: v for k, v in overrides.items() if v is not None or k == "maker_fee_rate"})
-        return cls(**base)
+        settings = cls(**base)
+        _check_tick_and_step(events, settings, tick, step)
+        return settings
 
     @property
     def taker_rate(self) -> int:
@@ -243,6 +248,42 @@ def _infer(events: Sequence[MarketEvent]) -> tuple[str, str, int, int]:
     if symbol is None:
         raise InvalidInput("the capture has no market events to infer the symbol from")
     return symbol, market, 10**price_zeros, 10**qty_zeros
+
+
+def _check_tick_and_step(events: Sequence[MarketEvent], settings: L2Settings, data_tick: int, data_step: int) -> None:
+    """The clear error for a tick and step that cannot replay the capture exactly (see :meth:`L2Settings.for_events`)."""
+    symbol, tick, step = settings.symbol, settings.price_tick, settings.qty_step
+    if data_tick * data_step % SCALE:
+        raise InvalidInput(
+            f"{symbol}: the capture's prices (tick {format_decimal(data_tick)}) and quantities (step "
+            f"{format_decimal(data_step)}) are together finer than 1e-8 of the quote asset: fills against the recorded "
+            "book would not have exact notionals, so the L2 backtest cannot replay this capture"
+        )
+    if data_tick % tick:
+        for price in _recorded_prices(events):
+            if price % tick:
+                raise InvalidInput(
+                    f"{symbol}: price_tick (--price-tick) {format_decimal(tick)} does not fit the capture: the "
+                    f"recorded price {format_decimal(price)} is not a multiple of it (the capture's prices are written "
+                    f"in steps of {format_decimal(data_tick)})"
+                )
+    if tick * step % SCALE:
+        tick_text = "the capture's price tick" if tick == data_tick else "price_tick (--price-tick)"
+        raise InvalidInput(
+            f"{symbol}: qty_step (--qty-step) {format_decimal(step)} x {tick_text} {format_decimal(tick)} is finer "
+            f"than 1e-8 of the quote asset, so notionals would not be exact: use a qty_step that is a multiple of "
+            f"{format_decimal(SCALE // math.gcd(tick, SCALE))}"
+        )
+
+
+def _recorded_prices(events: Sequence[MarketEvent]) -> Iterator[int]:
+    for event in events:
+        if type(event) is Trade:
+            yield event.price
+        elif type(event) is BookDelta:
+            for levels in (event.bids, event.asks):
+                for price, _ in levels:
+                    yield price
 
 
 def _trailing_zeros(value: int) -> int:
@@ -556,7 +597,7 @@ def _instrument(settings: L2Settings, fees: FeeModel) -> Instrument:
             price_tick=settings.price_tick,
             qty_step=settings.qty_step,
             min_qty=settings.qty_step,
-            max_qty=10**6 * SCALE,
+            max_qty=MAX_ABS // settings.qty_step * settings.qty_step,  # no cap short of what VeloZ represents
             min_notional=0,
             maker_fee_rate=fees.maker_rate,
             taker_fee_rate=fees.taker_rate,

@@ -9,13 +9,16 @@ The semantics (shared with the kernel and the event-driven backtest):
 * A trade is filled at the *open* of bar ``fill_index``; the position and cash it leaves are held from that bar on, so
   the equity at bar ``t``'s close uses the state after every fill at an open ``<= t``. Long only, one position at a
   time: trades alternate BUY, SELL, BUY, ... starting with a BUY; a SELL closes the whole position.
-* Equity at each bar close, in quote units, computed in float64 from exact integer components (1e-8 units, each exact
-  as a float64 below 2**53, i.e. below 90 million quote)::
+* Equity at each bar close, in quote units, computed in float64 from exact integer components (1e-8 units; cash must
+  stay below 2**53, i.e. 90 million quote, where every value is exact as a float64)::
 
       equity[t] = (float(cash[t]) + float(qty[t]) * (float(close[t]) / 1e8)) / 1e8
 
   where ``cash[t]``/``qty[t]`` are the trade list's ``cash_after``/position after the last fill at a bar ``<= t``
   (``initial_cash``/0 before the first fill). An open position at the end is marked at the last close, not closed.
+  A position may exceed 2**53 units (90 million of a base asset, as when 10,000 USDT buys billions of a coin priced
+  at 0.00000123), up to ``fixed.MAX_ABS``; ``float(qty)`` then rounds by at most 2**-53 relative, the same order as
+  ``close / 1e8``'s own rounding.
 * ``final_equity`` = ``equity[-1]`` (quote units); ``total_return`` = ``final_equity / initial - 1`` with
   ``initial = initial_cash / 1e8``.
 * ``max_drawdown`` = ``max((peak - equity) / peak)`` with ``peak`` the running maximum of bar-close equity: a positive
@@ -48,7 +51,7 @@ import numpy as np
 
 from .._exceptions import InvalidInput
 from ..data.bars import BarSeries
-from ..fixed import SCALE, format_decimal
+from ..fixed import MAX_ABS, SCALE, format_decimal
 from .settings import BacktestSettings
 
 __all__ = ["METRIC_NAMES", "TRADE_DTYPE", "bars_per_year", "equity_and_metrics", "trades_to_records"]
@@ -136,10 +139,12 @@ def evaluate(
     """
     n = len(close_factor)
     m = len(fill_index)
-    if initial_cash >= _FLOAT_EXACT or (
-        m and (int(cash_after.max()) >= _FLOAT_EXACT or int(position_after.max()) >= _FLOAT_EXACT)
-    ):
-        raise InvalidInput("cash or position above 2**53 units (90 million) cannot be valued exactly in float64")
+    if initial_cash >= _FLOAT_EXACT or (m and int(cash_after.max()) >= _FLOAT_EXACT):
+        raise InvalidInput("cash above 2**53 units (90 million) cannot be valued exactly in float64")
+    if m and int(position_after.max()) > MAX_ABS:
+        raise InvalidInput(
+            f"a position above {MAX_ABS // SCALE} whole units is beyond what VeloZ represents: lower the initial cash"
+        )
     bounds = np.empty(m + 2, dtype=np.int64)
     bounds[0] = 0
     bounds[1 : m + 1] = fill_index

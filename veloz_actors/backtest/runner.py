@@ -25,7 +25,7 @@ from .._exceptions import ConfigError, InvalidInput
 from ..core.instruments import Instrument, ceil_div
 from ..core.risk import RiskLimits
 from ..data.bars import BarSeries
-from ..fixed import MAX_ABS, SCALE
+from ..fixed import MAX_ABS, SCALE, format_decimal
 from ..messages import OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Bar, Strategy, StrategyContext
@@ -50,13 +50,15 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 
 @dataclass
 class BacktestResult:
-    """Trades (``TRADE_DTYPE``), the equity curve at every bar close, the metrics, and timings."""
+    """Trades (``TRADE_DTYPE``), the equity curve at every bar close, the metrics, timings, and the instrument traded
+    (its tick and step as :meth:`BacktestSettings.for_bars` fixed them)."""
 
     trades: np.ndarray
     equity: np.ndarray
     metrics: dict[str, float | int]
     timing: dict[str, float] = field(default_factory=dict)
     events: int = 0
+    instrument: Instrument | None = None
 
 
 class _Context(StrategyContext):
@@ -117,8 +119,9 @@ class _Context(StrategyContext):
 
 
 def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, Instrument]:
+    """The engine and instrument for ``settings`` already fixed by :meth:`BacktestSettings.for_bars`."""
     base, quote = split_symbol(bars.symbol)
-    tick = settings.tick_for(bars)
+    tick, step = settings.tick_for(bars), settings.step_for(bars)
     top = int(bars.data["high"].max()) if len(bars) else SCALE
     try:
         instrument = Instrument(
@@ -126,11 +129,10 @@ def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, In
             base_asset=base,
             quote_asset=quote,
             price_tick=tick,
-            qty_step=settings.qty_step,
-            min_qty=settings.qty_step,
-            max_qty=max(
-                _VENUE_FUNDS // max(top, 1) * SCALE // settings.qty_step * settings.qty_step, settings.qty_step
-            ),
+            qty_step=step,
+            min_qty=step,
+            # what the venue's funds buy at the highest price, within what VeloZ represents (fixed.MAX_ABS)
+            max_qty=max(min(_VENUE_FUNDS // max(top, 1) * SCALE, MAX_ABS) // step * step, step),
             min_notional=0,
             maker_fee_rate=settings.fee_rate,
             taker_fee_rate=settings.fee_rate,
@@ -164,6 +166,7 @@ def run_bar_backtest(
         raise InvalidInput("fee rate must be within [0, 1)")
     if settings.initial_cash <= 0:
         raise InvalidInput("initial cash must be positive")
+    settings = settings.for_bars(bars)  # the tick and the step for this series, checked
     started = time.perf_counter()
     engine, instrument = _engine_for(bars, settings)
     ctx = _Context(engine, instrument)
@@ -213,6 +216,14 @@ def run_bar_backtest(
         metrics=metrics,
         timing={"run_seconds": run_seconds},
         events=events,
+        instrument=instrument,
+    )
+
+
+def _too_large(symbol: str, qty: int, price: int) -> str:
+    return (
+        f"{symbol}: buying {format_decimal(qty)} at {format_decimal(price)} would hold more than {MAX_ABS // SCALE} "
+        "whole units, beyond what VeloZ represents: lower the initial cash"
     )
 
 
@@ -242,6 +253,8 @@ def _execute(
             if quote_qty is not None:
                 qty = quote_qty * SCALE * SCALE // (price * (SCALE + instrument.taker_fee_rate))
                 qty = qty // instrument.qty_step * instrument.qty_step
+                if qty > MAX_ABS:
+                    raise InvalidInput(_too_large(symbol, qty, price))
             else:
                 qty = order_qty
         else:

@@ -83,15 +83,17 @@ class SettingsConfig(_Strict):
     initial_cash: str | int | float = "10000"
     fee_rate: str | float | int = "0.001"
     slippage_bps: str | float | int = 0
-    qty_step: str | float = "0.00001"
-    price_tick: str | float | None = None
+    qty_step: str | float | None = None  # None: 0.00001, or coarser when the price tick needs it (backtest.settings)
+    price_tick: str | float | None = None  # None: the data's own tick
 
     def to_settings(self) -> BacktestSettings:
         return BacktestSettings(
             initial_cash=parse_decimal(_text(self.initial_cash), "settings.initial_cash", allow_zero=False),
             fee_rate=parse_rate(self.fee_rate, "settings.fee_rate"),
             slippage_rate=parse_rate(self.slippage_bps, "settings.slippage_bps") // 10_000,
-            qty_step=parse_decimal(_text(self.qty_step), "settings.qty_step", allow_zero=False),
+            qty_step=None
+            if self.qty_step is None
+            else parse_decimal(_text(self.qty_step), "settings.qty_step", allow_zero=False),
             price_tick=None
             if self.price_tick is None
             else parse_decimal(_text(self.price_tick), "settings.price_tick", allow_zero=False),

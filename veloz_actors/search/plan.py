@@ -63,6 +63,10 @@ def make_plan(config: SearchConfig) -> SearchPlan:
     bars = load_bars(config.data)
     if len(bars) < 2:
         raise ConfigError(f"{config.data}: {len(bars)} bars is too few to backtest")
+    try:
+        settings = settings.for_bars(bars, flags=False)  # the tick and the step every backtest of the search uses
+    except InvalidInput as exc:
+        raise ConfigError(f"settings: {exc}") from exc
     sampled = None
     if config.random is not None:
         sampled = tuple(space.sample(config.random.budget, config.random.seed))
@@ -149,7 +153,7 @@ def fingerprint(config: SearchConfig) -> dict[str, Any]:
             "initial_cash": format_decimal(settings.initial_cash),
             "fee_rate": format_decimal(settings.fee_rate),
             "slippage_rate": format_decimal(settings.slippage_rate),
-            "qty_step": format_decimal(settings.qty_step),
+            "qty_step": None if settings.qty_step is None else format_decimal(settings.qty_step),
             "price_tick": None if settings.price_tick is None else format_decimal(settings.price_tick),
         },
         "grid": {name: list(values) for name, values in config.parameter_values().items()},
