@@ -9,6 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.backtest.synthetic_bars import ALGO, write_bars
+from veloz_actors.fixed import parse_decimal
+
 ROOT = Path(__file__).resolve().parents[2]
 VELOZ = [sys.executable, "-m", "veloz_actors.interfaces.cli"]
 ETH_1H = "../shared/data/ohlcv/binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz"
@@ -80,8 +83,23 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
             "fee_rate",
         ),
         (["--data", "pyproject.toml", "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9"], ""),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--qty-step",
+             "0.0000001"],
+            "qty_step (--qty-step) 0.0000001 x the data's price tick 0.01 is finer than 1e-8 of the quote asset",
+        ),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--price-tick",
+             "0.1"],
+            "ETHUSDT: price_tick (--price-tick) 0.1 is off the data",
+        ),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--price-tick",
+             "0.0o1"],
+            "price_tick (--price-tick): '0.0o1' is not a decimal number",
+        ),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
     proc = _veloz("backtest", *args)
     assert proc.returncode != 0
@@ -99,3 +117,66 @@ def test_tick_capture_runs_the_l2_backtest_with_an_l2_strategy():
     assert result["metrics"]["n_fills"] == len(result["trades"]) > 0
     bar_strategy = _veloz("backtest", "--data", capture, "--strategy", "sma_cross")
     assert bar_strategy.returncode != 0 and "unknown L2 strategy" in bar_strategy.stderr
+
+
+def test_a_0_0001_tick_coin_backtests_out_of_the_box_and_reports_its_instrument(tmp_path):
+    data = write_bars(tmp_path, ALGO)
+    out = tmp_path / "run"
+    proc = _veloz("backtest", "--data", str(data), "--strategy", "sma_cross", "--param", "fast=3", "--param",
+                  "slow=8", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "ALGOUSDT: price tick 0.0001 (data), quantity step 0.0001 (default)" in proc.stdout
+    run = orjson.loads((out / "metrics.json").read_bytes())
+    assert (run["symbol"], run["price_tick"], run["qty_step"]) == ("ALGOUSDT", "0.0001", "0.0001")
+    assert (run["price_tick_from"], run["qty_step_from"]) == ("data", "default")
+    assert run["metrics"]["n_trades"] >= 20
+    trades = (out / "trades.csv").read_text().splitlines()[1:]
+    assert len(trades) >= 40
+    for line in trades:
+        _, _, price, qty, _ = line.split(",")
+        assert _units(price) % 10_000 == 0 and _units(qty) % 10_000 == 0  # on the tick and the step
+
+
+def test_flags_override_tick_and_step(tmp_path):
+    data = write_bars(tmp_path, ALGO)
+    proc = _veloz("backtest", "--data", str(data), "--strategy", "sma_cross", "--param", "fast=3", "--param",
+                  "slow=8", "--qty-step", "1", "--price-tick", "0.00005", "--slippage-bps", "3", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    trades = orjson.loads(proc.stdout)["trades"]
+    assert len(trades) >= 40
+    assert all(_units(t["qty"]) % 10**8 == 0 for t in trades)  # whole ALGO
+    assert all(_units(t["price"]) % 5_000 == 0 for t in trades)
+    assert any(_units(t["price"]) % 10_000 for t in trades)  # a fill between the data's 0.0001 ticks
+
+
+def test_config_keys_override_tick_and_step_and_a_bad_one_is_named(tmp_path):
+    data = write_bars(tmp_path, ALGO)
+    config = tmp_path / "algo.yaml"
+    config.write_text(
+        f"backtest:\n  data: {data}\n  strategy: sma_cross\n  params: {{fast: 3, slow: 8}}\n"
+        '  price_tick: "0.00001"\n  qty_step: "0.01"\n'
+    )
+    out = tmp_path / "run"
+    proc = _veloz("backtest", str(config), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    run = orjson.loads((out / "metrics.json").read_bytes())
+    assert (run["price_tick"], run["price_tick_from"], run["qty_step"], run["qty_step_from"]) == (
+        "0.00001", "config", "0.01", "config")  # fmt: skip
+    bad = _veloz("backtest", str(config), "--qty-step", "0.0001")  # the flag wins over the file
+    assert bad.returncode != 0
+    assert bad.stderr.strip() == (
+        "error: ALGOUSDT: qty_step (--qty-step) 0.0001 x price_tick (--price-tick) 0.00001 is finer than 1e-8 of the "
+        "quote asset, so notionals would not be exact: use a qty_step that is a multiple of 0.001, or leave it out "
+        "for the default 0.001"
+    )
+
+
+def test_l2_capture_takes_the_tick_and_step_flags_too():
+    capture = "../shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+    proc = _veloz("backtest", "--data", capture, "--strategy", "book_imbalance", "--qty-step", "0.00000001")
+    assert proc.returncode != 0
+    assert "qty_step (--qty-step) 0.00000001 x the capture's price tick 0.01 is finer than 1e-8" in proc.stderr
+
+
+def _units(text: str) -> int:
+    return parse_decimal(text)

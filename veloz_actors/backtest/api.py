@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .._exceptions import ConfigError, InvalidInput
 from ..config import load_yaml
-from ..fixed import parse_decimal, parse_rate
+from ..fixed import format_decimal, parse_decimal, parse_rate
 
 __all__ = ["BacktestConfig", "execute", "parse_config", "run_backtest"]
 
@@ -39,8 +39,8 @@ class BacktestConfig(BaseModel):
     fee_rate: str | float = "0.001"
     slippage_bps: str | float = "0"
     initial_cash: str | float = "10000"
-    qty_step: str = "0.00001"
-    price_tick: str | None = None
+    qty_step: str | None = None  # None: 0.00001, coarser when the price tick needs it (see backtest.settings)
+    price_tick: str | None = None  # None: the data's own tick
     engine: Literal["event", "kernel"] = "event"
     out: str | None = None
 
@@ -53,8 +53,10 @@ def _settings(cfg: BacktestConfig) -> Any:
         initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
         fee_rate=parse_rate(cfg.fee_rate, "fee_rate"),
         slippage_rate=slippage_bps // 10_000 if slippage_bps % 10_000 == 0 else _bps_error(cfg.slippage_bps),
-        qty_step=parse_decimal(cfg.qty_step, "qty_step", allow_zero=False),
-        price_tick=parse_decimal(cfg.price_tick, "price_tick", allow_zero=False) if cfg.price_tick else None,
+        qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
+        price_tick=parse_decimal(cfg.price_tick, "price_tick (--price-tick)", allow_zero=False)
+        if cfg.price_tick
+        else None,
     )
 
 
@@ -91,6 +93,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     bars = load_bars(path)
     load_seconds = time.perf_counter() - started
+    settings = settings.for_bars(bars)  # the tick and the step for this data, checked before anything runs
     bar_progress = _progress_bar(len(bars)) if progress and len(bars) >= 200_000 else None
     started = time.perf_counter()
     if cfg.engine == "kernel":
@@ -117,6 +120,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         "fee_rate": _text(cfg.fee_rate),
         "slippage_bps": _text(cfg.slippage_bps),
         "initial_cash": _text(cfg.initial_cash),
+        **_instrument_meta(bars.symbol, settings.price_tick, settings.qty_step, cfg),
     }
     output: dict[str, Any] = {"metrics": metrics, "trades": trades_to_records(trades), "timing": timing}
     if cfg.out:
@@ -126,6 +130,21 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
     output["run"] = meta
     return output
+
+
+def _instrument_meta(
+    symbol: str, tick: int | None, step: int | None, cfg: BacktestConfig, *, step_from: str = "default"
+) -> dict[str, Any]:
+    """The instrument the run traded: its tick and step, and where each came from ("config" when given; else the
+    data's tick, and the default step rule or, for a capture, the capture's step)."""
+    assert tick is not None and step is not None  # fixed by for_bars / for_events
+    return {
+        "symbol": symbol,
+        "price_tick": format_decimal(tick),
+        "price_tick_from": "config" if cfg.price_tick else "data",
+        "qty_step": format_decimal(step),
+        "qty_step_from": "config" if cfg.qty_step else step_from,
+    }
 
 
 def _l2_module() -> Any:
@@ -151,6 +170,8 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
         fee_rate=bar_settings.fee_rate,
         slippage_rate=bar_settings.slippage_rate,
         initial_cash=bar_settings.initial_cash,
+        price_tick=bar_settings.price_tick,  # None: the capture's
+        qty_step=bar_settings.qty_step,  # None: the capture's
     )
     started = time.perf_counter()
     result = l2.run_l2_backtest(events, strategy, settings)
@@ -159,7 +180,13 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
         "metrics": result.metrics,
         "trades": result.records(),
         "timing": {"load_seconds": load_seconds, "run_seconds": run_seconds},
-        "run": {"strategy": cfg.strategy, "params": cfg.params, "data": str(path), "events": len(events)},
+        "run": {
+            "strategy": cfg.strategy,
+            "params": cfg.params,
+            "data": str(path),
+            "events": len(events),
+            **_instrument_meta(settings.symbol, settings.price_tick, settings.qty_step, cfg, step_from="data"),
+        },
     }
     if cfg.out:
         out = Path(cfg.out)
@@ -197,7 +224,8 @@ def parse_config(raw: dict[str, Any]) -> BacktestConfig:
 
 def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Run one backtest; ``config`` is a YAML path or a dict, ``overrides`` are config fields (``data``,
-    ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``engine``, ``out``).
+    ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``price_tick``,
+    ``engine``, ``out``).
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "run": {...}}`` (and ``"files"`` when ``out`` is given).

@@ -1,9 +1,11 @@
 """``veloz backtest``: one deterministic backtest, from a config file and/or flags.
 
     veloz backtest [CONFIG] --data PATH --strategy NAME --param k=v ... [--fee-rate F] [--slippage-bps B]
-                   [--initial-cash C] [--engine event|kernel] [--out DIR] [--json]
+                   [--initial-cash C] [--price-tick T] [--qty-step S] [--engine event|kernel] [--out DIR] [--json]
 
-Flags override the config (``configs/backtest/*.yaml``). ``--json`` prints one JSON object:
+Flags override the config (``configs/backtest/*.yaml``). The price tick is the data's own and the quantity step
+0.00001, or the coarser power of ten that keeps tick x step at 1e-8 or above (``--price-tick`` / ``--qty-step`` and
+the ``price_tick`` / ``qty_step`` config keys override them). ``--json`` prints one JSON object:
 ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {"load_seconds",
 "run_seconds"}}``. A bad input is one line on stderr and a non-zero exit.
 """
@@ -47,6 +49,13 @@ def register(app: typer.Typer) -> None:
         fee_rate: Annotated[str | None, typer.Option(help="Fee as a fraction of notional (0.001).")] = None,
         slippage_bps: Annotated[str | None, typer.Option(help="Adverse slippage in basis points.")] = None,
         initial_cash: Annotated[str | None, typer.Option(help="Starting quote balance (10000).")] = None,
+        price_tick: Annotated[
+            str | None, typer.Option(help="Price tick (default: the finest decimal step the data is written in).")
+        ] = None,
+        qty_step: Annotated[
+            str | None,
+            typer.Option(help="Quantity step (default: 0.00001, coarser if tick x step would be below 1e-8)."),
+        ] = None,
         engine: Annotated[str | None, typer.Option(help="event (default) or kernel.")] = None,
         out: Annotated[Path | None, typer.Option(help="Write trades, equity, metrics and an HTML report here.")] = None,
         json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
@@ -60,6 +69,8 @@ def register(app: typer.Typer) -> None:
             "fee_rate": fee_rate,
             "slippage_bps": slippage_bps,
             "initial_cash": initial_cash,
+            "price_tick": price_tick,
+            "qty_step": qty_step,
             "engine": engine,
             "out": str(out) if out else None,
         }
@@ -75,6 +86,11 @@ def register(app: typer.Typer) -> None:
             return
         metrics = result["metrics"]
         typer.echo(f"{cfg.strategy} {cfg.params} on {cfg.data} ({cfg.engine} engine)")
+        run = result["run"]
+        typer.echo(
+            f"  {run['symbol']}: price tick {run['price_tick']} ({run['price_tick_from']}), "
+            f"quantity step {run['qty_step']} ({run['qty_step_from']})"
+        )
         for key, value in metrics.items():
             typer.echo(f"  {key:14s} {value:.6g}" if isinstance(value, float) else f"  {key:14s} {value}")
         timing = result["timing"]
