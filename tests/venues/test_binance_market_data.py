@@ -17,6 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -302,7 +303,7 @@ class Sink:
 
 
 def settings_for(server: BinanceTestServer, symbols=SYMBOLS, **overrides) -> MarketDataSettings:
-    values = dict(backoff_initial=0.02, backoff_max=0.2, snapshot_wait=0.05, request_timeout=5.0)
+    values: dict[str, Any] = dict(backoff_initial=0.02, backoff_max=0.2, snapshot_wait=0.05, request_timeout=5.0)
     values.update(overrides)
     return MarketDataSettings(server.rest_url, server.stream_url, tuple(symbols), **values)
 

@@ -59,7 +59,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -460,7 +460,7 @@ class BinanceMarketData:
         self._state = "disconnected"
         self._running = False
         self._closing = False
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None  # frames as bytes
         self._session: aiohttp.ClientSession | None = None
         self._conn_id = 0
         self._connected_at: float | None = None  # monotonic
@@ -748,7 +748,14 @@ class BinanceMarketData:
             queue.get_nowait()
         for feed in self._feeds.values():
             feed.reset()
-        self._emit(VenueConnection(venue=self.settings.venue, state="connected", detail=str(url), **self._counts()))
+        self._emit(
+            VenueConnection(
+                venue=self.settings.venue,
+                state="connected",
+                detail=f"{self.settings.stream_url} ({len(streams)} streams)",
+                **self._counts(),
+            )
+        )
         self._flush()
         log.info("%s: connected to %s (%d streams)", self.settings.venue, self.settings.stream_url, len(streams))
         reason, at_once = "connection ended", False
@@ -786,7 +793,7 @@ class BinanceMarketData:
                 )
             self._flush()
 
-    async def _reader(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[Any]) -> None:
+    async def _reader(self, ws: aiohttp.ClientWebSocketResponse[Literal[False]], queue: asyncio.Queue[Any]) -> None:
         """Read frames as they come, stamp each with ``clock()`` and queue it; answer pings (pong = the ping's
         payload) on the spot."""
         clock = self._clock
