@@ -465,7 +465,11 @@ def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:
     update: dict[str, Any] = {"venue": model}
     if model.kind == "binance":
         update["sim"] = config.sim.model_copy(update={"symbols": []})
-    data = {**config.model_dump(), **{k: v.model_dump() for k, v in update.items()}}
+    data = {
+        **config.model_dump(exclude={"actors"}),
+        "actors": config.actor_settings().model_dump(exclude_unset=True),
+        **{k: v.model_dump(exclude_unset=True) for k, v in update.items()},
+    }
     return parse_engine_config(data, source="config")
 
 

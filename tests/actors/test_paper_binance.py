@@ -1,0 +1,146 @@
+"""Paper trading on the actor engine against the local Binance server: live market data in, orders filling against
+the served book, money conserved exactly, the venue's connection on STATUS and the bus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.config import with_venue
+from veloz_actors.core.l2book import L2Book
+from veloz_actors.data.loaders import load_market_events
+from veloz_actors.fixed import format_decimal
+from veloz_actors.messages import BookDelta, OrderAccepted, OrderFilled, VenueConnection
+from veloz_actors.testing.binance_server import BinanceTestServer
+
+from .helpers import file_config, wait_for
+
+BTC = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+ETH = "ticks_l2/binance_spot_ethusdt_20240808_ws.txt.gz"
+
+
+@pytest.fixture
+def server(shared_data):
+    with BinanceTestServer([shared_data / BTC, shared_data / ETH], paused=True) as running:
+        yield running
+
+
+def paper_config(server: BinanceTestServer):
+    return with_venue(
+        file_config(),
+        kind="binance",
+        mode="paper",
+        symbols=["BTCUSDT", "ETHUSDT"],
+        rest_url=server.rest_url,
+        stream_url=server.stream_url,
+    )
+
+
+def deposited(config) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for assets in config.engine_config().balances.values():
+        for asset, amount in assets.items():
+            out[asset] = out.get(asset, 0) + amount
+    return out
+
+
+def offline_book(shared_data: Path, upto: int) -> L2Book:
+    """The L2 book built from the file itself, through the last depth diff with ``u <= upto``."""
+    book = L2Book("BTCUSDT")
+    for event in load_market_events(shared_data / BTC):
+        if type(event) is BookDelta:
+            if event.is_snapshot:
+                book.apply_snapshot(event)
+            elif event.last_update_id <= upto:
+                book.apply(event)
+    return book
+
+
+def test_instruments_come_from_the_venue_and_are_cached_in_the_run_folder(server, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    spec = build_spec(paper_config(server), journal_dir=run / "engine.actors")
+    instruments = {i["symbol"]: i for i in spec.engine_config["instruments"]}
+    assert sorted(instruments) == ["BTCUSDT", "ETHUSDT"]
+    assert spec.engine_config["venue_kind"] == "paper"
+    assert spec.engine_config["sim_symbols"] == []
+    assert format_decimal(instruments["BTCUSDT"]["price_tick"]) == "0.01"
+    assert (run / "exchange-info.json").is_file()
+    assert spec.market_data is not None and spec.market_data["rest_url"] == server.rest_url
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_paper_trading_end_to_end(server, shared_data, tmp_path):
+    config = paper_config(server)
+    engine = start_local(config, name="test-paper", journal_dir=tmp_path / "engine.actors")
+    try:
+        events = engine.subscribe(kinds=["OrderFilled", "OrderAccepted", "VenueConnection"], max_queue=100_000)
+        assert server.wait_connections(1, timeout=30)
+        seen: list = []
+        # the engine's paper venue keeps the served book exactly, diff after diff
+        for _ in range(5):
+            server.publish(400)
+            last_id, bids, asks = server.book("BTCUSDT")
+            depth = wait_for(
+                lambda last_id=last_id: (d := engine.depth("BTCUSDT", 50)) and d["last_update_id"] == last_id and d,
+                timeout=30,
+                what="the paper venue's book to reach the server's",
+            )
+            assert depth["synced"]
+            assert depth["bids"] == tuple(bids[:50]) and depth["asks"] == tuple(asks[:50])
+        offline = offline_book(shared_data, depth["last_update_id"])
+        assert depth["bids"] == offline.depth(50)[0] and depth["asks"] == offline.depth(50)[1]
+
+        status = engine.status()
+        market = status["market_data"]
+        assert market["state"] == "connected" and market["resyncs"]["total"] >= 2
+        assert set(market["symbols"]) == {"BTCUSDT", "ETHUSDT"} and market["symbols"]["BTCUSDT"]["synced"]
+        assert "clock_offset_ms" in market and market["last_event_age_ms"]
+
+        # a market order walks the served asks
+        best_ask = asks[0][0]
+        out = engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="paper-m1")
+        assert any(type(e) is OrderAccepted for e in out), out
+        assert engine.settle()
+        seen += events.poll()
+        fills = [e for e in seen if type(e) is OrderFilled and e.client_order_id == "paper-m1"]
+        assert fills and fills[0].price == best_ask and sum(f.qty for f in fills) == 1_000_000
+        # a resting limit order at the best bid fills from later public trades (queue model), as a maker
+        bid = bids[0][0]
+        out = engine.place_order("BTCUSDT", "BUY", "0.001", format_decimal(bid), client_order_id="paper-l1")
+        assert any(type(e) is OrderAccepted for e in out), out
+        server.publish(20_000)
+        wait_for(
+            lambda: (seen.extend(events.poll()) or True)
+            and any(type(e) is OrderFilled and e.client_order_id == "paper-l1" for e in seen),
+            timeout=60,
+            what="the resting order to fill from the live trades",
+        )
+        assert engine.settle()
+        # a dropped connection: reported on the bus and STATUS, the books resynced and exact again
+        assert server.faults.drop_connections() == 1
+        wait_for(
+            lambda: (seen.extend(events.poll()) or True)
+            and any(type(e) is VenueConnection and e.state == "disconnected" for e in seen)
+            and any(type(e) is VenueConnection and e.state == "connected" for e in seen),
+            timeout=60,
+            what="the disconnect and the reconnect on the bus",
+        )
+        server.publish(300)
+        last_id, bids, asks = server.book("BTCUSDT")
+        depth = wait_for(
+            lambda: (d := engine.depth("BTCUSDT", 50)) and d["last_update_id"] == last_id and d,
+            timeout=30,
+            what="the paper venue's book after the reconnect",
+        )
+        assert depth["bids"] == tuple(bids[:50]) and depth["asks"] == tuple(asks[:50])
+        assert engine.status()["market_data"]["reconnects"] >= 1
+        # money: every account plus what the paper venue took in equals what was deposited, exactly
+        totals, given = engine.totals(), deposited(config)
+        assert totals["BTC"] != 0
+        for asset in set(totals) | set(given):
+            assert totals.get(asset, 0) == given.get(asset, 0), asset
+    finally:
+        engine.shutdown()
