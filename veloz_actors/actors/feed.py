@@ -12,8 +12,9 @@
   loop thread (:class:`~veloz_actors.venues.binance.market_data.MarketDataThread`) and hands each batch it read to a
   bounded queue; a delivery thread takes them in order to the venue actors exactly as a replayed batch (each shard
   acknowledges, a restarting shard gets it again), the latest top of book of each symbol to the OMS as its reference
-  prices, and connection changes (:class:`~veloz_actors.messages.VenueConnection`) to the bus. A full queue blocks
-  the client's reads (TCP pushes back on the exchange); nothing is dropped.
+  prices, and connection changes (:class:`~veloz_actors.messages.VenueConnection`) to the bus. A queue that stays
+  full for seconds makes the client drop that batch and resync every book (counted in its status): a book
+  downstream is never wrong, though trades in the dropped batch never reach the paper venues.
 - Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
 """
 
@@ -37,7 +38,8 @@ from .spec import CallWindow, EngineSpec, reconstructed
 
 __all__ = ["MarketFeedActor"]
 
-_LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered, before the client's reads wait
+_LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered
+_SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (pongs stop meanwhile)
 
 
 class MarketFeedActor:
@@ -198,13 +200,11 @@ class MarketFeedActor:
         self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live).start()
 
     def _on_live(self, batch: list[Any]) -> None:
-        """The client's sink (its loop thread): queue the batch in order; wait while the queue is full."""
-        while not self._stop.is_set():
-            try:
-                self.live_queue.put(batch, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        """The client's sink (its loop thread): queue the batch in order. A queue still full after a few seconds
+        (venue actors far behind) is an error: the client drops the batch, counts it and resyncs every book, so no
+        book downstream is ever wrong."""
+        if not self._stop.is_set():
+            self.live_queue.put(batch, timeout=_SINK_WAIT_SECONDS)
 
     def _run_live_delivery(self) -> None:
         get = self.live_queue.get

@@ -28,7 +28,8 @@ from .stdio import Session, dumps
 __all__ = ["LiveMarket", "LocalBackend", "run_session"]
 
 _EOF = object()
-_SIDE_FEED_SECONDS = 0.05  # how often a side feed is polled while no command comes in
+_SIDE_FEED_SECONDS = 0.05
+_SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (it answers pings meanwhile)  # how often a side feed is polled while no command comes in
 
 
 class LocalBackend:
@@ -83,12 +84,10 @@ class LiveMarket:
         self.thread = MarketDataThread(MarketDataSettings(**settings), self._sink).start()
 
     def _sink(self, batch: list[Any]) -> None:
-        while not self._closed.is_set():  # a full queue makes the client's reads wait: nothing is dropped
-            try:
-                self.batches.put(batch, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        """The client's sink (its loop thread). A queue still full after a few seconds (the engine far behind) is an
+        error: the client drops the batch, counts it and resyncs every book, so no book is ever wrong downstream."""
+        if not self._closed.is_set():
+            self.batches.put(batch, timeout=_SINK_WAIT_SECONDS)
 
     def drain(self) -> list[Any]:
         """Apply every batch read so far to the engine; returns the market events and the events they caused."""
