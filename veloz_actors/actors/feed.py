@@ -39,6 +39,7 @@ from .spec import CallWindow, EngineSpec, reconstructed
 __all__ = ["MarketFeedActor"]
 
 _LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered
+_LIVE_COALESCE = 5_000  # events per delivery at most, when batches queued up
 _SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (pongs stop meanwhile)
 
 
@@ -70,7 +71,7 @@ class MarketFeedActor:
             )
             self._replayer.start()
         self.live: Any = None  # the market-data client's thread
-        self.live_queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=_LIVE_QUEUE)
+        self.live_queue: queue.Queue[list[Any]] = queue.Queue(maxsize=_LIVE_QUEUE)
         self.live_batches = 0
         self.live_error: str | None = None
         self.oms_window = CallWindow(spec.peer_window)
@@ -207,14 +208,19 @@ class MarketFeedActor:
             self.live_queue.put(batch, timeout=_SINK_WAIT_SECONDS)
 
     def _run_live_delivery(self) -> None:
-        get = self.live_queue.get
+        """Deliver what the client read, in order; the batches that queued up meanwhile go together in one delivery,
+        so the cost of a round trip to the venue actors is shared by more events the more the feed lags."""
+        live_queue = self.live_queue
         while not self._stop.is_set():
             try:
-                batch = get(timeout=0.5)
+                batch = live_queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if batch is None:
-                return
+            while len(batch) < _LIVE_COALESCE:
+                try:
+                    batch = batch + live_queue.get_nowait()
+                except queue.Empty:
+                    break
             try:
                 self._deliver_live(batch)
             except Exception as exc:  # noqa: BLE001 - reported; the feed goes on with the next batch
@@ -234,8 +240,11 @@ class MarketFeedActor:
             market.append(event)
             if kind is BookTop or kind is Trade:
                 tops[event.symbol] = event
-        if market and not self._deliver(market):
-            return
+        if market:
+            if not self._deliver(market):
+                return
+            # receive -> publish (the venue actors took it, and forwarded it to the bus), oldest and newest of the batch
+            self.live.record_publish((market[0].ts_recv, market[-1].ts_recv))
         self.live_batches += 1
         if tops:  # the OMS's reference prices (risk price band, marks) follow the live market
             self.oms_window.send(self.oms.market, list(tops.values()), drop=True)

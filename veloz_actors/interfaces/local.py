@@ -98,11 +98,14 @@ class LiveMarket:
                 batch = self.batches.get_nowait()
             except queue.Empty:
                 return out
+            received = [event.ts_recv for event in batch if type(event) is not VenueConnection]
             for event in batch:
                 out.append(event)
                 if type(event) is not VenueConnection:
                     out.extend(apply(event))
             self.applied += len(batch)
+            if received:  # receive -> applied to the engine, oldest and newest of the batch
+                self.thread.record_publish((received[0], received[-1]))
 
     def status(self) -> dict[str, Any]:
         return {**self.thread.status(), "applied_events": self.applied, "queued_batches": self.batches.qsize()}
