@@ -28,6 +28,17 @@ amounts are in the valuation asset (label ``asset``), quantities in the symbol's
     veloz_risk_halted                                     gauge    1 while the risk actor's halt is in force
     veloz_risk_fills_total                                counter  fills applied by the risk actor
     veloz_risk_duplicate_fills_total                      counter  re-sent fills it ignored
+
+Live market data, when the engine streams it (``market_data`` in its status; label ``venue``)::
+
+    veloz_market_data_connected{venue}                    gauge      1 while the stream connection is open
+    veloz_market_data_reconnects_total{venue}             counter    connections opened after the first
+    veloz_market_data_resyncs_total{venue,symbol}         counter    book rebuilds from a new snapshot
+    veloz_market_data_last_event_age_seconds{venue,stream} gauge     time since the stream's last event
+    veloz_market_data_clock_offset_seconds{venue}         gauge      exchange clock minus ours
+    veloz_market_data_latency_seconds{venue,stage,quantile} gauge    exchange -> receive per stream kind, and
+                                                                     receive -> publish (stage ``publish``); p50, p99
+    veloz_market_data_bad_input_total{venue,kind}         counter    bad frames by kind (malformed, gap, ...)
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["EngineCollector", "MetricsServer", "risk_metric_families", "serve_metrics"]
+__all__ = ["EngineCollector", "MetricsServer", "market_data_metric_families", "risk_metric_families", "serve_metrics"]
 
 
 def _histogram(name: str, doc: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> Metric:
@@ -107,6 +118,59 @@ class EngineCollector:
         risk = status.get("risk_gauges")
         if risk:
             yield from risk_metric_families(risk, status.get("valuation_asset", "USDT"))
+        market = status.get("market_data")
+        if market:
+            yield from market_data_metric_families(market)
+
+
+def market_data_metric_families(market: dict[str, Any]) -> Iterator[Metric]:
+    """The live market-data client's status (``BinanceMarketData.status()``) as metric families."""
+    venue = str(market.get("venue", "binance"))
+    connected = GaugeMetricFamily(
+        "veloz_market_data_connected", "1 while the market-data stream connection is open", labels=["venue"]
+    )
+    connected.add_metric([venue], 1 if market.get("state") == "connected" else 0)
+    yield connected
+    reconnects = CounterMetricFamily(
+        "veloz_market_data_reconnects", "Stream connections after the first", labels=["venue"]
+    )
+    reconnects.add_metric([venue], market.get("reconnects", 0))
+    yield reconnects
+    resyncs = CounterMetricFamily(
+        "veloz_market_data_resyncs", "Book rebuilds from a new snapshot", labels=["venue", "symbol"]
+    )
+    for symbol, count in sorted((market.get("resyncs") or {}).get("by_symbol", {}).items()):
+        resyncs.add_metric([venue, symbol], count)
+    yield resyncs
+    age = GaugeMetricFamily(
+        "veloz_market_data_last_event_age_seconds", "Time since the stream's last event", labels=["venue", "stream"]
+    )
+    for stream, ms in sorted((market.get("last_event_age_ms") or {}).items()):
+        if ms is not None:
+            age.add_metric([venue, stream], ms / 1000)
+    yield age
+    offset = market.get("clock_offset_ms")
+    clock = GaugeMetricFamily(
+        "veloz_market_data_clock_offset_seconds", "Exchange clock minus this engine's", labels=["venue"]
+    )
+    if offset is not None:
+        clock.add_metric([venue], offset / 1000)
+    yield clock
+    latency = GaugeMetricFamily(
+        "veloz_market_data_latency_seconds",
+        "Exchange -> receive per stream kind, receive -> publish (stage publish)",
+        labels=["venue", "stage", "quantile"],
+    )
+    for stage, stats in sorted((market.get("latency_ms") or {}).items()):
+        for quantile in ("p50", "p99"):
+            value = (stats or {}).get(quantile)
+            if value is not None:
+                latency.add_metric([venue, stage, "0." + quantile[1:]], value / 1000)
+    yield latency
+    bad = CounterMetricFamily("veloz_market_data_bad_input", "Bad frames by kind", labels=["venue", "kind"])
+    for kind, count in sorted((market.get("bad_input") or {}).items()):
+        bad.add_metric([venue, kind], count)
+    yield bad
 
 
 def risk_metric_families(gauges: dict[str, float], valuation_asset: str = "USDT") -> Iterator[Metric]:
