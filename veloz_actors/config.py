@@ -9,6 +9,7 @@ does not validate raises :class:`ConfigError` naming the file and the field.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -482,22 +483,25 @@ def resolve_venue_instruments(
     venue = config.venue
     if venue.kind != "binance":
         return None, {}
-    from dataclasses import replace
-
     from .venues.binance.instruments import load_instruments
 
-    maker = _dec(venue.maker_fee_rate, "venue.maker_fee_rate")
-    taker = _dec(venue.taker_fee_rate, "venue.taker_fee_rate")
     try:
         found, info = load_instruments(
             venue.urls()["rest_url"].rstrip("/"),
             venue.symbols,
             cache_dir=None if run_dir is None else Path(run_dir),
             refresh=venue.refresh_instruments if refresh is None else refresh,
+            maker_fee_rate=_dec(venue.maker_fee_rate, "venue.maker_fee_rate"),
+            taker_fee_rate=_dec(venue.taker_fee_rate, "venue.taker_fee_rate"),
         )
-        return {s: replace(i, maker_fee_rate=maker, taker_fee_rate=taker) for s, i in found.items()}, info
     except InvalidInput as exc:
         raise ConfigError(f"venue: {exc}") from exc
+    log = logging.getLogger("veloz.binance")
+    for note in info.get("notes", ()):
+        log.warning("instruments: %s", note)  # e.g. a quantity step coarsened so notionals stay exact
+    if info.get("fallback"):
+        log.warning("instruments: %s", info["fallback"])
+    return dict(found), info
 
 
 def default_engine_config() -> Path:
