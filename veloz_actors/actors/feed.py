@@ -216,11 +216,13 @@ class MarketFeedActor:
                 batch = live_queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            while len(batch) < _LIVE_COALESCE:
-                try:
-                    batch = batch + live_queue.get_nowait()
-                except queue.Empty:
-                    break
+            if len(batch) < _LIVE_COALESCE and not live_queue.empty():
+                batch = list(batch)  # the client's list stays the client's
+                while len(batch) < _LIVE_COALESCE:
+                    try:
+                        batch.extend(live_queue.get_nowait())
+                    except queue.Empty:
+                        break
             try:
                 self._deliver_live(batch)
             except Exception as exc:  # noqa: BLE001 - reported; the feed goes on with the next batch

@@ -67,7 +67,7 @@ import yarl
 
 from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
-from ...messages import BookDelta, VenueConnection
+from ...messages import BookDelta, Kline, VenueConnection
 from .schemas import parse_book_ticker, parse_depth_snapshot, parse_depth_update, parse_kline, parse_trade, unwrap
 
 __all__ = [
@@ -492,6 +492,9 @@ class BinanceMarketData:
         self._server_shutdowns = 0
         self._planned_reconnects = 0
         self._sink_errors = 0
+        self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> index of its open update in _pending
+        self._klines_superseded = 0
+        self._holes = False  # a superseded kline left a None in _pending
         self._internal_errors = 0
         self._events_out = 0
         self._batches_out = 0
@@ -689,6 +692,7 @@ class BinanceMarketData:
             "rest_requests": self._rest_requests,
             "rest_errors": self._rest_errors,
             "sink_errors": self._sink_errors,
+            "klines_superseded": self._klines_superseded,
             "internal_errors": self._internal_errors,
             "events_out": self._events_out,
             "batches_out": self._batches_out,
@@ -910,7 +914,7 @@ class BinanceMarketData:
             elif event == "kline":
                 kline = parse_kline(data, ts_recv)
                 if kline.symbol in self._feeds:
-                    self._pending.append(kline)
+                    self._pending_kline(kline)
                     self._latency["kline"].add(ts_recv - kline.ts_event)
             elif event == "serverShutdown" or stream == "!serverShutdown":
                 self._server_shutdowns += 1
@@ -1207,11 +1211,34 @@ class BinanceMarketData:
     def _emit(self, event: Any) -> None:
         self._pending.append(event)
 
+    def _pending_kline(self, kline: Kline) -> None:
+        """Queue a kline update. Binance sends one per trade while the candle is open, each superseding the last: a
+        later update of the same open candle in the same batch replaces the earlier one (which leaves the batch),
+        so a batch carries at most one open update per candle, at the place of its latest; a closed one always
+        stays."""
+        key = (kline.symbol, kline.interval_ns)
+        pending = self._pending
+        last = self._open_klines.get(key)
+        if last is not None and pending[last].open_time == kline.open_time:
+            pending[last] = None
+            self._klines_superseded += 1
+            self._holes = True
+        if kline.closed:
+            self._open_klines.pop(key, None)
+        else:
+            self._open_klines[key] = len(pending)
+        pending.append(kline)
+
     def _flush(self) -> None:
         """Hand the pending events to the sink (in ``batch_max`` pieces). A sink that raises loses its batch: every
         book is then resynced so that a downstream book rebuilt from the output is never wrong."""
         pending = self._pending
+        self._open_klines.clear()
+        if self._holes:
+            self._holes = False
+            pending = [event for event in pending if event is not None]
         if not pending:
+            self._pending = []
             return
         self._pending = []
         batch_max = self.settings.batch_max
