@@ -127,9 +127,14 @@ class VenueShard:
 
     def _apply_market(self, event: Any) -> Batch | None:
         reports = self.market_venues[event.symbol].on_market(event)
+        return self._made(reports or None)
+
+    def _made(self, reports: list[Any] | None) -> Batch | None:
+        """Count one input applied; number its reports as the next batch (none for a market event that filled
+        nothing); snapshot every ``snapshot_every`` inputs."""
         self.inputs += 1
         batch = None
-        if reports:
+        if reports is not None:
             self.seq += 1
             batch = (self.seq, reports)
             self.unacked.append(batch)
@@ -166,12 +171,8 @@ class VenueShard:
                 reports = venue.submit(message)
             else:
                 reports = venue.cancel(message)
-        self.inputs += 1
-        self.seq += 1
-        batch = (self.seq, reports)
-        self.unacked.append(batch)
-        if self.journal is not None and self.inputs % self.snapshot_every == 0:
-            self.snapshot()
+        batch = self._made(reports)
+        assert batch is not None
         return batch
 
     def ack(self, seq: int) -> None:
