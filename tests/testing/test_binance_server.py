@@ -171,7 +171,7 @@ async def texts(ws: aiohttp.ClientWebSocketResponse, n: int, timeout: float = 5.
     return out
 
 
-async def until_quiet(ws: aiohttp.ClientWebSocketResponse, quiet: float = 0.3) -> list[str]:
+async def until_quiet(ws: aiohttp.ClientWebSocketResponse, quiet: float = 0.15) -> list[str]:
     """Every text frame until none came for ``quiet`` seconds."""
     out: list[str] = []
     while True:
