@@ -36,6 +36,9 @@ __all__ = [
     "SubmitCancel",
     "SubmitOrder",
     "VenueCancelRejected",
+    "VenueAccountReport",
+    "VenueBalance",
+    "VenueBalanceDelta",
     "VenueConnection",
     "VenueOrderAccepted",
     "VenueOrderCancelled",
@@ -751,6 +754,33 @@ class VenueConnection:
     ts: int
 
 
+@_message
+class VenueBalance:
+    """One asset's balance as the venue reports it (Binance ``outboundAccountPosition``, account information), to
+    reconcile the kernel's ledger with; ``ts`` is the venue's time of the account update."""
+
+    TYPE: ClassVar[str] = "VenueBalance"
+    venue: str
+    account_id: str
+    asset: str
+    free: int
+    locked: int
+    ts: int
+
+
+@_message
+class VenueBalanceDelta:
+    """A balance change at the venue that no trade caused (Binance ``balanceUpdate``: a deposit, a withdrawal, a
+    transfer between wallets); ``delta`` is signed."""
+
+    TYPE: ClassVar[str] = "VenueBalanceDelta"
+    venue: str
+    account_id: str
+    asset: str
+    delta: int
+    ts: int
+
+
 MarketEvent = Trade | BookTop | BookDelta | Kline | Ticker | FundingRate | MarkPrice
 Command = PlaceOrder | CancelOrder | ResetCircuitBreaker | Tick | HaltTrading | CancelAllOrders
 VenueRequest = SubmitOrder | SubmitCancel
@@ -763,9 +793,10 @@ ExecutionReport = (
     | VenueCancelRejected
     | VenueOrderStatusUnknown
 )
+VenueAccountReport = VenueBalance | VenueBalanceDelta
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCancelled | OrderExpired
 Event = OrderEvent | AccountUpdated | PositionUpdated | CircuitBreakerTripped | Error | VenueConnection
-Message = MarketEvent | Command | VenueRequest | ExecutionReport | Event
+Message = MarketEvent | Command | VenueRequest | ExecutionReport | VenueAccountReport | Event
 
 _TYPES: dict[str, type] = {
     cls.TYPE: cls
@@ -773,7 +804,7 @@ _TYPES: dict[str, type] = {
         Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice,
         PlaceOrder, CancelOrder, ResetCircuitBreaker, Tick, HaltTrading, CancelAllOrders, SubmitOrder, SubmitCancel,
         VenueOrderAccepted, VenueOrderRejected, VenueOrderFilled, VenueOrderCancelled, VenueOrderExpired,
-        VenueCancelRejected, VenueOrderStatusUnknown,
+        VenueCancelRejected, VenueOrderStatusUnknown, VenueBalance, VenueBalanceDelta,
         OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired,
         AccountUpdated, PositionUpdated, CircuitBreakerTripped, Error, VenueConnection,
     )

@@ -92,6 +92,9 @@ STRATEGIES: dict[type, st.SearchStrategy] = {
                                      symbol=symbols, reason=_enum(m.RejectReason), detail=text, ts=ts),
     m.VenueOrderStatusUnknown: st.builds(m.VenueOrderStatusUnknown, venue=text, client_order_id=text,
                                          account_id=text, symbol=symbols, detail=text, ts=ts),
+    m.VenueBalance: st.builds(m.VenueBalance, venue=text, account_id=text, asset=symbols, free=units, locked=units,
+                              ts=ts),
+    m.VenueBalanceDelta: st.builds(m.VenueBalanceDelta, venue=text, account_id=text, asset=symbols, delta=ints, ts=ts),
 }  # fmt: skip
 
 ALL_TYPES = sorted(m._TYPES.values(), key=lambda cls: cls.TYPE)
