@@ -726,9 +726,27 @@ class _Hub:
         self.close(conn)
 
     async def flush(self, timeout: float) -> None:
-        conns = [conn for conn in self.conns if not conn.closed]
-        if conns:
-            await asyncio.wait_for(asyncio.gather(*(conn.flush() for conn in conns)), timeout)
+        """Wait until every connection handed its queue to the socket. One that makes no progress for
+        ``slow_timeout`` is dropped as too slow; TimeoutError if ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = {asyncio.ensure_future(conn.flush()): conn for conn in self.conns if not conn.closed}
+        sent = {conn: conn.sent for conn in pending.values()}
+        while pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                for future in pending:
+                    future.cancel()
+                raise TimeoutError(f"{len(pending)} connection(s) did not take the published frames in {timeout} s")
+            done, _ = await asyncio.wait(pending, timeout=min(self.slow_timeout, remaining))
+            for future in done:
+                del pending[future]
+            for future, conn in list(pending.items()):
+                if conn.sent == sent[conn] and loop.time() < deadline:  # no progress for slow_timeout
+                    self.overflow(conn)
+                    future.cancel()
+                    del pending[future]
+                sent[conn] = conn.sent
 
     # ----------------------------------------------------------------------------------------------- handlers
 
