@@ -1,12 +1,18 @@
 """The Binance adapter: payload schemas (:mod:`.schemas`) turning raw Binance JSON into VeloZ messages, and the live
 spot market data client (:mod:`.market_data`, imported on first use: it pulls in aiohttp, which parsing recorded data
-does not need)."""
+does not need).
+
+Trading building blocks, all pure (no I/O): request signing and credentials (:mod:`.auth`, imported on first use: it
+pulls in ``cryptography``), rate limits (:mod:`.limits`), error codes (:mod:`.errors`) and the user data stream and
+trading answers (:mod:`.user_data`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .errors import Outcome, classify
 from .instruments import ExchangeInstruments, load_instruments, parse_exchange_info
+from .limits import RateLimit, RateLimits, parse_rate_limits
 from .schemas import (
     decimal_units,
     interval_ns,
@@ -23,8 +29,24 @@ from .schemas import (
     parse_trade,
     unwrap,
 )
+from .user_data import (
+    AccountTrade,
+    OrderState,
+    StreamTerminated,
+    parse_account_balances,
+    parse_balance_update,
+    parse_cancel_response,
+    parse_execution_report,
+    parse_my_trades,
+    parse_open_orders,
+    parse_order_response,
+    parse_order_state,
+    parse_outbound_account_position,
+    parse_user_event,
+)
 
 if TYPE_CHECKING:
+    from .auth import Credentials, CredentialsRef, Verifier
     from .market_data import (
         Backoff,
         BinanceMarketData,
@@ -37,6 +59,7 @@ if TYPE_CHECKING:
 _MARKET_DATA = frozenset(
     {"Backoff", "BinanceMarketData", "BookSync", "LatencyStats", "MarketDataSettings", "MarketDataThread"}
 )
+_AUTH = frozenset({"Credentials", "CredentialsRef", "Verifier"})
 
 
 def __getattr__(name: str) -> Any:
@@ -44,31 +67,56 @@ def __getattr__(name: str) -> Any:
         from . import market_data
 
         return getattr(market_data, name)
+    if name in _AUTH:
+        from . import auth
+
+        return getattr(auth, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "AccountTrade",
     "Backoff",
     "BinanceMarketData",
     "BookSync",
+    "Credentials",
+    "CredentialsRef",
     "ExchangeInstruments",
     "LatencyStats",
     "MarketDataSettings",
     "MarketDataThread",
+    "OrderState",
+    "Outcome",
+    "RateLimit",
+    "RateLimits",
+    "StreamTerminated",
+    "Verifier",
+    "classify",
     "decimal_units",
     "interval_ns",
     "load_instruments",
+    "parse_account_balances",
     "parse_agg_trade",
+    "parse_balance_update",
     "parse_book_ticker",
+    "parse_cancel_response",
     "parse_depth_snapshot",
     "parse_depth_update",
     "parse_exchange_info",
+    "parse_execution_report",
     "parse_funding_rates",
     "parse_kline",
     "parse_mark_price_update",
     "parse_message",
+    "parse_my_trades",
+    "parse_open_orders",
+    "parse_order_response",
+    "parse_order_state",
+    "parse_outbound_account_position",
     "parse_premium_index",
+    "parse_rate_limits",
     "parse_rest_klines",
     "parse_trade",
+    "parse_user_event",
     "unwrap",
 ]
