@@ -32,6 +32,7 @@ from veloz_actors.venues.binance.auth import (
     signed_params,
     split_signature,
     timestamp_ok,
+    verify_signature,
     ws_payload,
     ws_signed_params,
 )
@@ -474,3 +475,20 @@ def test_to_secret_dict_is_an_explicit_round_trip(tmp_path: Path) -> None:
     assert set(_hmac().to_secret_dict()) == {"kind", "api_key", "api_secret"}
     with pytest.raises(ConfigError, match="kind"):
         Credentials.from_secret_dict({"kind": "DSA"})
+
+
+def test_verify_signature_takes_a_secret_or_a_public_key() -> None:
+    payload = (
+        "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
+    )
+    assert verify_signature(
+        payload, "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71", secret=DOC_SECRET
+    )
+    assert not verify_signature(payload + "0", "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71",
+                                secret=DOC_SECRET)  # fmt: skip
+    rfc_sig = base64.b64encode(bytes.fromhex(RFC8032[1][3])).decode()
+    assert verify_signature("r", rfc_sig, public_key=bytes.fromhex(RFC8032[1][1]))
+    with pytest.raises(InvalidInput, match="either"):
+        verify_signature("a", "b")
+    with pytest.raises(InvalidInput, match="either"):
+        verify_signature("a", "b", secret=DOC_SECRET, public_key=bytes.fromhex(RFC8032[1][1]))

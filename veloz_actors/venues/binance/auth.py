@@ -77,6 +77,7 @@ __all__ = [
     "signed_params",
     "split_signature",
     "timestamp_ok",
+    "verify_signature",
     "ws_payload",
     "ws_signed_params",
 ]
@@ -702,3 +703,18 @@ def ws_signed_params(
 ) -> dict[str, Any]:
     """:meth:`Credentials.ws_signed_params` as a function."""
     return credentials.ws_signed_params(params, timestamp_ms=timestamp_ms, recv_window_ms=recv_window_ms)
+
+
+def verify_signature(
+    payload: str,
+    signature: str,
+    *,
+    secret: str | None = None,
+    public_key: str | bytes | ed25519.Ed25519PublicKey | rsa.RSAPublicKey | None = None,
+) -> bool:
+    """Whether ``signature`` signs ``payload``: with the HMAC ``secret``, or with the Ed25519 / RSA ``public_key``
+    (exactly one of them). A one-off :class:`Verifier`; a server checking many requests keeps one instead."""
+    if (secret is None) == (public_key is None):
+        raise InvalidInput("verify_signature: give either secret (HMAC) or public_key (Ed25519 or RSA)")
+    verifier = Verifier.from_hmac(secret) if secret is not None else Verifier.from_public_key(public_key)  # type: ignore[arg-type]
+    return verifier.verify(payload, signature)
