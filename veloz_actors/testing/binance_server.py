@@ -917,8 +917,6 @@ class _Market:
         hub = self.hub
         assert hub is not None
         kind = ev.kind
-        if state.candles and ev.event_ms is not None:
-            self._close_candles(state, ev.event_ms + self.shift_ms)
         if kind == _DEPTH:
             delta = ev.delta
             assert delta is not None
@@ -941,6 +939,10 @@ class _Market:
             assert trade is not None
             trade_id, price, qty, price_text, qty_text, t_ms, buyer_maker, best = trade
             t_ms += self.shift_ms
+            if state.candles:
+                # candles close on trade time: a depth event stamped after a trade can arrive before it (the
+                # capture has them so), and closing on it would split that trade's candle in two
+                self._close_candles(state, t_ms)
             state.trades.append((t_ms, trade_id, price, qty, price_text, qty_text, buyer_maker, best))
             hub.fanout(state.trade_name, payload)
             e_ms = ev.event_ms + self.shift_ms if ev.event_ms is not None else t_ms
