@@ -360,8 +360,9 @@ def main() -> None:
     if args.json is not None:
         args.json.write_bytes(
             orjson.dumps(
-                {"single_process": single, "actors": actors, "args": vars(args) | {"json": str(args.json)}},
+                {"single_process": single, "actors": actors, "args": vars(args)},
                 option=orjson.OPT_INDENT_2,
+                default=str,  # paths
             )
         )
 
