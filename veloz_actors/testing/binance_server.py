@@ -42,6 +42,12 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
 skipped update ids, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
 
+**Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
+matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
+``myTrades``, ``account``), the WebSocket API at ``/ws-api/v3`` with the user data stream, rate limits shared with
+the market data endpoints (``X-MBX-USED-WEIGHT-*``; a trading side's IP ban refuses market data too) and trading
+faults (``server.trading_faults``). Nothing of it costs the market data path until the first order arrives.
+
 Run by hand (benchmarks)::
 
     python -m veloz_actors.testing.binance_server --capture FILE [--capture FILE] [--speed X] [--port P]
@@ -76,6 +82,7 @@ from .._exceptions import DataError, SequenceGap
 from ..core.l2book import L2Book
 from ..messages import BookDelta
 from ..venues.binance.schemas import decimal_units, parse_depth_snapshot, parse_depth_update
+from .binance_trading import Trading
 
 __all__ = ["BinanceTestServer", "Faults", "build_app", "main"]
 
@@ -891,6 +898,8 @@ class _Market:
         self.hub: _Hub | None = None
         self.faults: Faults | None = None
         self.agg_ids: dict[str, int] = {}
+        # the trading side's matching engine: sees every depth diff applied to the book and every trade published
+        self.on_event: Callable[[str, _Event], None] | None = None
 
     def first_event_ms(self) -> int | None:
         return next((ev.event_ms for ev in self.events if ev.event_ms is not None), None)
@@ -921,6 +930,8 @@ class _Market:
             delta = ev.delta
             assert delta is not None
             state.book.apply(delta)
+            if self.on_event is not None:
+                self.on_event(ev.symbol, ev)
             if state.skip:
                 state.skip -= 1
                 assert self.faults is not None
@@ -969,6 +980,8 @@ class _Market:
                 )
             if state.candles:
                 self._trade_candles(state, trade_id, price, qty, buyer_maker, t_ms, e_ms)
+            if self.on_event is not None:
+                self.on_event(ev.symbol, ev)
 
     def _partials(self, state: _SymbolState, ev: _Event) -> None:
         hub = self.hub
@@ -1071,16 +1084,6 @@ class _Rest:
     def __init__(self, server: BinanceTestServer) -> None:
         self.server = server
         self.market = server._market
-        self.minute = 0
-        self.used = 0
-
-    def use_weight(self, weight: int) -> int:
-        minute = int(time.time() // 60)
-        if minute != self.minute:
-            self.minute = minute
-            self.used = 0
-        self.used += weight
-        return self.used
 
     @web.middleware
     async def middleware(
@@ -1089,10 +1092,15 @@ class _Rest:
         weigh = WEIGHTS.get(request.path)
         if weigh is None:
             return await handler(request)
-        used = self.use_weight(weigh(request.query))
+        # the request weight is the trading side's (one IP: market and trading requests share it), and an IP ban
+        # it started refuses market data too
+        banned, weight_headers = self.server.trading.admit_market(weigh(request.query))
         faulty = self.server._faulty
         response: web.StreamResponse
-        if faulty.rate_limited > 0:
+        if banned is not None:
+            response = _json({"code": banned.code, "msg": banned.msg}, status=banned.status)
+            response.headers["Retry-After"] = str(banned.retry_after)
+        elif faulty.rate_limited > 0:
             faulty.rate_limited -= 1
             self.server.faults._count("rate_limit")
             if faulty.rate_status == 418:
@@ -1108,7 +1116,7 @@ class _Rest:
                 response = await handler(request)
             except _ApiError as exc:
                 response = _json({"code": exc.code, "msg": exc.msg}, status=exc.status)
-        response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+        response.headers.update(weight_headers)
         return response
 
     # ------------------------------------------------------------------------------------------------ params
@@ -1305,6 +1313,7 @@ def build_app(server: BinanceTestServer) -> web.Application:
     routes.add_get("/ws", hub.handle)
     routes.add_get("/ws/{streams:.*}", hub.handle)
     routes.add_get("/stream", hub.handle)
+    server.trading.install(app)  # the SIGNED REST endpoints and the WebSocket API (binance_trading.py)
     return app
 
 
@@ -1537,6 +1546,8 @@ class BinanceTestServer:
         self.faults = Faults(self)
         self._market.hub = self._hub
         self._market.faults = self.faults
+        self.trading = Trading(self)  # the trading side: accounts, matching, SIGNED REST, WebSocket API
+        self.trading_faults = self.trading.faults
         self._paused = paused
         self._reanchor = True
         self._clock_offset_ms = 0
@@ -1589,6 +1600,51 @@ class BinanceTestServer:
             return state.book.last_update_id, bids, asks
 
         return self._call(run)
+
+    # ---------------------------------------------------------------------------------------- trading side
+
+    def add_account(
+        self,
+        api_key: str,
+        *,
+        hmac_secret: str | None = None,
+        ed25519_public_key_pem: str | bytes | None = None,
+        balances: Mapping[str, str | int] | None = None,
+        maker_rate: str | int = "0.001",
+        taker_rate: str | int = "0.001",
+    ) -> None:
+        """An API key that may trade (see :meth:`Trading.add_account <.binance_trading.Trading.add_account>`)."""
+        self.trading.add_account(
+            api_key,
+            hmac_secret=hmac_secret,
+            ed25519_public_key_pem=ed25519_public_key_pem,
+            balances=balances,
+            maker_rate=maker_rate,
+            taker_rate=taker_rate,
+        )
+
+    def deposit(self, api_key: str, asset: str, amount: str | int) -> None:
+        """A deposit (negative: a withdrawal): ``balanceUpdate`` and ``outboundAccountPosition`` on its streams."""
+        self.trading.deposit(api_key, asset, amount)
+
+    def orders(self, api_key: str) -> list[dict[str, Any]]:
+        """The account's orders, oldest first, as ``GET /api/v3/order`` states them (the server's truth)."""
+        return self.trading.orders(api_key)
+
+    def trades(self, api_key: str) -> list[dict[str, Any]]:
+        """The account's trades, oldest first, as ``GET /api/v3/myTrades`` states them."""
+        return self.trading.trades(api_key)
+
+    def balances(self, api_key: str) -> dict[str, tuple[int, int]]:
+        """The account's balances: ``asset -> (free, locked)`` in 1e-8 units."""
+        return self.trading.balances(api_key)
+
+    def set_rate_limits(
+        self, rows: Iterable[Mapping[str, Any]] | None = None, *, ban_seconds: int | None = None
+    ) -> None:
+        """Replace the ``REQUEST_WEIGHT`` / ``ORDERS`` rate limits (exchangeInfo rows) and/or the IP ban length;
+        counters and bans start over (no rows: just start over)."""
+        self.trading.set_rate_limits(rows, ban_seconds=ban_seconds)
 
     def server_time_ms(self) -> int:
         """The server's clock: the wall clock (with ``shift_times=False``: moved back to the capture's clock)."""
@@ -1748,6 +1804,7 @@ class BinanceTestServer:
         for conn in list(hub.conns):
             conn.abort()
             hub.close(conn)
+        self.trading.close_connections()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
