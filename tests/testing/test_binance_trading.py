@@ -524,6 +524,15 @@ def test_ioc_and_fok_orders_expire_with_their_reasons(server: Any) -> None:
             assert reasons == ["IOC_UNFILLED", "FOK_NOT_FILLABLE"]
             parsed = parse_order_response(ioc.body, "main")
             assert isinstance(parsed[-1], VenueOrderExpired)
+            below = {**LIMIT_BUY, "quantity": "0.01", "price": "60000"}  # crosses nothing: nothing fills
+            for tif, reason in (("IOC", "UNFILLED_IOC_QUANTITY_EXPIRED"), ("FOK", "UNFILLED_FOK_ORDER_EXPIRED")):
+                answer = await c.rest("POST", "/api/v3/order", {**below, "timeInForce": tif})
+                assert (answer.body["status"], answer.body["expiryReason"], answer.body["fills"]) == (
+                    "EXPIRED",
+                    reason,
+                    [],
+                )
+            assert server.balances(HMAC.api_key)["USDT"] == (d("1000000") - paid, 0)
 
     run(server, scenario)
 

@@ -80,6 +80,7 @@ placed, the connection closed without an answer), ``duplicate_reports``, ``reord
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -137,15 +138,12 @@ _DEFAULT_LIMITS = (
     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
     {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
 )
-_EXPIRY = {
-    "IOC_UNFILLED": "UNFILLED_IOC_QUANTITY_EXPIRED",
-    "FOK_NOT_FILLABLE": "UNFILLED_FOK_ORDER_EXPIRED",
-    "NO_LIQUIDITY": "INSUFFICIENT_LIQUIDITY",
-}
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 _BIG_PRICE = 1 << 62
 _TIMEOUT_MSG = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
 _INSUFFICIENT = "Account has insufficient balance for requested action."
+_UNKNOWN_MSG = "An unknown error occurred while processing the request."
+_log = logging.getLogger(__name__)
 
 
 def _fmt(units: int) -> str:
@@ -1158,7 +1156,11 @@ class Trading:
             elif kind is VenueOrderFilled:
                 self._fill(order, report, now, placing is order)
             elif kind is VenueOrderExpired:
-                self._expire(order, _EXPIRY.get(str(report.reason), "INSUFFICIENT_LIQUIDITY"), now)
+                # Binance's expiryReason follows the order (the venue expires a FOK that does not cross as IOC)
+                reason = "INSUFFICIENT_LIQUIDITY"
+                if order.type != "MARKET":
+                    reason = "UNFILLED_FOK_ORDER_EXPIRED" if order.tif == "FOK" else "UNFILLED_IOC_QUANTITY_EXPIRED"
+                self._expire(order, reason, now)
             elif kind is VenueOrderCancelled:
                 order.status = "CANCELED"
                 self._close(order)
@@ -1764,6 +1766,9 @@ class Trading:
                 status = refusal.status
                 if refusal.retry_after is not None:
                     headers["Retry-After"] = str(refusal.retry_after)
+            except Exception:  # a bug of this server: Binance's answer to an internal error, and the traceback
+                _log.exception("binance test server: %s %s failed", request.method, request.path)
+                body_out, status = {"code": -1000, "msg": _UNKNOWN_MSG}, 500
             headers.update(self._weight_headers(now))
             response = web.Response(body=orjson.dumps(body_out), status=status, content_type="application/json")
             response.headers.update(headers)
@@ -1846,6 +1851,8 @@ class Trading:
             return
         return_limits = raw_params.get("returnRateLimits")
         show_limits = conn.rate_limits if type(return_limits) is not bool else return_limits
+        if method.startswith(("userDataStream.", "session.")):
+            show_limits = False  # the docs' answers to the subscription methods carry no rateLimits
         params = {k: _param_text(v) for k, v in raw_params.items() if k != "returnRateLimits" and v is not None}
         spec = _WS_METHODS.get(method)
         self._deferred = []
@@ -1869,6 +1876,9 @@ class Trading:
             self._ws_answer(conn, request_id, refusal, now if show_limits else None, None)
             if refusal.status == 418:
                 conn.push(1008)  # a banned IP is disconnected
+        except Exception:  # a bug of this server: Binance's answer to an internal error, and the traceback
+            _log.exception("binance test server: WebSocket API %s failed", method)
+            self._ws_answer(conn, request_id, Refusal(-1000, _UNKNOWN_MSG, 500), None, None)
         finally:
             deferred, self._deferred = self._deferred, None
             for target, frame in deferred or ():
