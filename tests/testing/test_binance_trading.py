@@ -52,6 +52,7 @@ from veloz_actors.venues.binance.user_data import (
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 BTC = SHARED / "ticks_l2" / "binance_spot_btcusdt_20240808_ws.txt.gz"
+EXCHANGE_INFO = SHARED / "binance-api" / "examples-nautilus" / "http_spot_market_exchange_info.json"
 SCALE = 100_000_000
 RATE = 100_000  # 0.001
 HMAC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
@@ -646,6 +647,47 @@ def test_order_refusals_answer_binances_codes_and_messages(server: Any) -> None:
     run(server, scenario)
 
 
+def test_notional_and_max_num_orders_filters_of_a_newer_exchange_info(capture: Path, tmp_path: Path) -> None:
+    """An exchangeInfo with Binance's current NOTIONAL filter (min and max, both applied to market orders) and a
+    small MAX_NUM_ORDERS: the server applies what it serves."""
+    info = orjson.loads(EXCHANGE_INFO.read_bytes())
+    btc = next(entry for entry in info["symbols"] if entry["symbol"] == "BTCUSDT")
+    filters = [f for f in btc["filters"] if f["filterType"] not in ("MIN_NOTIONAL", "MAX_NUM_ORDERS")]
+    filters.append(
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": "10.00000000",
+            "applyMinToMarket": True,
+            "maxNotional": "1000.00000000",
+            "applyMaxToMarket": True,
+            "avgPriceMins": 5,
+        }
+    )
+    filters.append({"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 2})
+    btc["filters"] = filters
+    path = tmp_path / "exchange_info.json"
+    path.write_bytes(orjson.dumps(info))
+    srv = BinanceTestServer([capture], speed=0, paused=True, exchange_info=path)
+    srv.add_account(HMAC.api_key, hmac_secret=HMAC_SECRET, balances=BALANCES)
+
+    async def scenario(c: Client) -> None:
+        notional_failure = {"code": -1013, "msg": "Filter failure: NOTIONAL"}
+        for quantity in ("0.02", "0.0001"):  # 1200 and 6 USDT
+            answer = await c.rest("POST", "/api/v3/order", {**LIMIT_BUY, "quantity": quantity, "price": "60000"})
+            assert answer.body == notional_failure, quantity
+        market = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET"}
+        assert (await c.rest("POST", "/api/v3/order", {**market, "quantity": "0.02"})).body == notional_failure
+        assert (await c.rest("POST", "/api/v3/order", {**market, "quoteOrderQty": "2000"})).body == notional_failure
+        for _ in range(2):
+            placed = await c.rest("POST", "/api/v3/order", {**LIMIT_BUY, "quantity": "0.01", "price": "60000"})
+            assert placed.status == 200, placed.body
+        third = await c.rest("POST", "/api/v3/order", {**LIMIT_BUY, "quantity": "0.01", "price": "60000"})
+        assert third.body == {"code": -1013, "msg": "Filter failure: MAX_NUM_ORDERS"}
+
+    with srv:
+        run(srv, scenario)
+
+
 def test_signed_request_security(server: Any) -> None:
     """Key, signature (HMAC and Ed25519, in the query or the form body) and timing, as Binance checks them."""
 
@@ -856,6 +898,22 @@ def test_websocket_api_methods(server: Any) -> None:
             assert "rateLimits" in await api.call("ping", {"returnRateLimits": True}, creds=None)
 
     run(server, scenario)
+
+
+def test_websocket_api_pings(capture: Path) -> None:
+    async def scenario(c: Client) -> None:
+        ws = await c.session.ws_connect(f"{c.server.stream_url}/ws-api/v3", autoping=False)
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.PING
+        await ws.pong(msg.data)
+        silent = await ws.receive(timeout=5)  # the next ping; not answered, the server closes the connection
+        assert silent.type is aiohttp.WSMsgType.PING
+        closed = await ws.receive(timeout=5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        await ws.close()
+
+    with BinanceTestServer([capture], speed=0, paused=True, ping_interval=0.2) as srv:
+        run(srv, scenario)
 
 
 def test_user_data_for_both_key_types_on_one_connection(server: Any) -> None:

@@ -56,10 +56,12 @@ and ``REJECTED`` never occur: our orders never meet each other, and Binance answ
 per account per connection, -2035 otherwise; ids count from 0 per connection), ``userDataStream.unsubscribe`` (one
 ``subscriptionId`` or all; each ends with ``eventStreamTerminated``), ``session.subscriptions``, ``order.place``,
 ``order.test``, ``order.cancel``, ``order.status``, ``openOrders.status``, ``openOrders.cancelAll``,
-``account.status``, ``myTrades``. A subscription receives its account's events as ``{"subscriptionId": n, "event":
+``account.status``, ``myTrades`` (the subscription methods answer without ``rateLimits``, as the docs show them).
+A subscription receives its account's events as ``{"subscriptionId": n, "event":
 {...}}``: ``executionReport`` (every unconditional field, ``W`` while the order is on the book, ``eR`` once expired),
 ``outboundAccountPosition`` after every balance change, ``balanceUpdate`` (:meth:`Trading.deposit`),
-``eventStreamTerminated``. A request's own events go out after its answer on the same connection.
+``eventStreamTerminated``. A request's own events go out after its answer on the same connection. The server pings
+every ``ping_interval`` s and closes a connection that does not answer within half of it (aiohttp's heartbeat).
 
 **Rate limits** from the served ``exchangeInfo`` ``rateLimits`` (``REQUEST_WEIGHT`` per IP, shared with the market
 data endpoints; ``ORDERS`` per account), windows aligned to the clock, configurable with
@@ -116,7 +118,7 @@ from ..venues.paper import PaperVenue
 if TYPE_CHECKING:
     from .binance_server import BinanceTestServer
 
-__all__ = ["DEFAULT_BALANCES", "DEFAULT_FEE_RATE", "Trading", "TradingFaults"]
+__all__ = ["DEFAULT_BALANCES", "DEFAULT_FEE_RATE", "Refusal", "Trading", "TradingFaults"]
 
 SCALE = 100_000_000
 DEFAULT_FEE_RATE = "0.001"
@@ -1796,7 +1798,8 @@ class Trading:
             )
             response.headers["Retry-After"] = str(refusal.retry_after)
             return response
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        # pings every ping_interval s (aiohttp's heartbeat: a connection that does not pong within half of it is closed)
+        ws = web.WebSocketResponse(autoping=True, heartbeat=self.server.ping_interval, max_msg_size=1 << 20)
         await ws.prepare(request)
         conn = _ApiConn(ws, request.transport, request.query.get("returnRateLimits", "true") != "false")
         self.conns.add(conn)
