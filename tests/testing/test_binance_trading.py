@@ -12,6 +12,7 @@ The server serves the first 3000 lines of the 2024 BTCUSDT capture, paused. No R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -221,20 +222,12 @@ class WsApi:
             if remaining <= 0:
                 raise AssertionError(f"{len(self.events(kind))} {kind} events of {n} after {timeout} s: {self.frames}")
             self.arrived.clear()
-            with _suppress_timeout():
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
         return self.events(kind)
 
     async def quiet(self, seconds: float = 0.15) -> None:
         await asyncio.sleep(seconds)
-
-
-class _suppress_timeout:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, *rest: Any) -> bool:
-        return kind is TimeoutError
 
 
 async def publish(server: BinanceTestServer, n: int) -> None:
