@@ -87,7 +87,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
@@ -115,8 +115,19 @@ from ..venues.binance.instruments import parse_exchange_info
 from ..venues.fill_models import FeeModel
 from ..venues.paper import PaperVenue
 
-if TYPE_CHECKING:
-    from .binance_server import BinanceTestServer
+
+class _Server(Protocol):
+    """What the trading side uses of the :class:`~veloz_actors.testing.binance_server.BinanceTestServer` that owns
+    it (a protocol, so this module does not import the server's: the server imports this one)."""
+
+    ping_interval: float
+    _exchange_info: dict[str, Any]
+    _market: Any
+
+    def _call(self, fn: Callable[[], Any]) -> Any: ...
+
+    def server_time_ms(self) -> int: ...
+
 
 __all__ = ["DEFAULT_BALANCES", "DEFAULT_FEE_RATE", "Refusal", "Trading", "TradingFaults"]
 
@@ -734,7 +745,7 @@ class Trading:
     """The trading side of a :class:`~veloz_actors.testing.binance_server.BinanceTestServer` (see the module
     docstring). The server builds it; tests reach it through the server's methods."""
 
-    def __init__(self, server: BinanceTestServer) -> None:
+    def __init__(self, server: _Server) -> None:
         self.server = server
         self.accounts: dict[str, _Account] = {}
         self.orders_by_id: dict[int, _Order] = {}
