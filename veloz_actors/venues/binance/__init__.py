@@ -4,7 +4,10 @@ does not need).
 
 Trading building blocks, all pure (no I/O): request signing and credentials (:mod:`.auth`, imported on first use: it
 pulls in ``cryptography``), rate limits (:mod:`.limits`), error codes (:mod:`.errors`) and the user data stream and
-trading answers (:mod:`.user_data`)."""
+trading answers (:mod:`.user_data`), and the reconciliation's comparison (:mod:`.reconcile`).
+
+The trading adapter (:mod:`.venue`: :class:`BinanceVenue` behind the venue protocol, :class:`VenueThread` running it on
+its own loop thread) is imported on first use, like the market data client."""
 
 from __future__ import annotations
 
@@ -13,6 +16,15 @@ from typing import TYPE_CHECKING, Any
 from .errors import Outcome, classify
 from .instruments import ExchangeInstruments, load_instruments, parse_exchange_info
 from .limits import RateLimit, RateLimits, parse_rate_limits
+from .reconcile import (
+    BalanceDifference,
+    ExternalOrder,
+    KernelView,
+    KnownOrder,
+    ReconcileReport,
+    build_reconciliation,
+    kernel_view,
+)
 from .schemas import (
     decimal_units,
     interval_ns,
@@ -55,11 +67,13 @@ if TYPE_CHECKING:
         MarketDataSettings,
         MarketDataThread,
     )
+    from .venue import BinanceVenue, BinanceVenueSettings, VenueThread
 
 _MARKET_DATA = frozenset(
     {"Backoff", "BinanceMarketData", "BookSync", "LatencyStats", "MarketDataSettings", "MarketDataThread"}
 )
 _AUTH = frozenset({"Credentials", "CredentialsRef", "Verifier"})
+_VENUE = frozenset({"BinanceVenue", "BinanceVenueSettings", "VenueThread"})
 
 
 def __getattr__(name: str) -> Any:
@@ -71,17 +85,27 @@ def __getattr__(name: str) -> Any:
         from . import auth
 
         return getattr(auth, name)
+    if name in _VENUE:
+        from . import venue
+
+        return getattr(venue, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "AccountTrade",
     "Backoff",
+    "BalanceDifference",
     "BinanceMarketData",
+    "BinanceVenue",
+    "BinanceVenueSettings",
     "BookSync",
     "Credentials",
     "CredentialsRef",
     "ExchangeInstruments",
+    "ExternalOrder",
+    "KernelView",
+    "KnownOrder",
     "LatencyStats",
     "MarketDataSettings",
     "MarketDataThread",
@@ -89,11 +113,15 @@ __all__ = [
     "Outcome",
     "RateLimit",
     "RateLimits",
+    "ReconcileReport",
     "StreamTerminated",
+    "VenueThread",
     "Verifier",
+    "build_reconciliation",
     "classify",
     "decimal_units",
     "interval_ns",
+    "kernel_view",
     "load_instruments",
     "parse_account_balances",
     "parse_agg_trade",

@@ -1,0 +1,920 @@
+"""The Binance trading adapter (:mod:`veloz_actors.venues.binance.venue`), against the local Binance server over real
+sockets, in the kernel's terms.
+
+Each server test starts :class:`~veloz_actors.testing.binance_server.BinanceTestServer` (the first 3000 lines of the
+2024 BTCUSDT capture, paused: the market moves only when a test publishes) with an HMAC and an Ed25519 account, and a
+:class:`VenueThread` whose reports are applied to a real :class:`~veloz_actors.core.kernel.TradingKernel` built from the
+served exchangeInfo; after every step the kernel's orders (status, filled quantity) and balances must equal the
+server's truth (``server.orders`` / ``server.balances``). Prices used: the book opens with its best ask at 61837.64;
+the first 150 events trade down through 61835, the first 500 through 61826.
+
+The pure parts (order parameters, filters, the clock offset, the reconciliation's comparison, an end held for its
+late fill) are tested without a server. No Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import json
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from veloz_actors.core.kernel import KernelConfig, TradingKernel
+from veloz_actors.core.oms import Order
+from veloz_actors.messages import (
+    Error,
+    OrderRejected,
+    OrderStatus,
+    OrderType,
+    PlaceOrder,
+    RejectReason,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    VenueBalance,
+    VenueBalanceDelta,
+    VenueCancelRejected,
+    VenueConnection,
+    VenueOrderAccepted,
+    VenueOrderCancelled,
+    VenueOrderExpired,
+    VenueOrderFilled,
+    VenueOrderRejected,
+    VenueOrderStatusUnknown,
+)
+from veloz_actors.testing import d
+from veloz_actors.testing.binance_server import BinanceTestServer
+from veloz_actors.venues.base import Venue
+from veloz_actors.venues.binance.auth import Credentials
+from veloz_actors.venues.binance.instruments import load_instruments
+from veloz_actors.venues.binance.reconcile import (
+    NEVER_PLACED,
+    ExternalOrder,
+    KernelView,
+    KnownOrder,
+    ReconcileReport,
+    VenueSnapshot,
+    build_reconciliation,
+    kernel_view,
+)
+from veloz_actors.venues.binance.user_data import parse_my_trades, parse_open_orders, parse_order_state
+from veloz_actors.venues.binance.venue import (
+    BinanceVenue,
+    BinanceVenueSettings,
+    VenueThread,
+    check_filters,
+    clock_offset,
+    order_params,
+)
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+BTC = SHARED / "ticks_l2" / "binance_spot_btcusdt_20240808_ws.txt.gz"
+SYMBOL = "BTCUSDT"
+HMAC_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+HMAC = Credentials.from_hmac("vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A", HMAC_SECRET)
+ED_PEM = ed25519.Ed25519PrivateKey.generate().private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+)
+ED = Credentials.from_private_key("edKey7Gs1yN1vWpXbqoZ3dGiFs9vmpNdV7e3FxkABstzbezDKwObcijvk", ED_PEM)
+BALANCES = {"USDT": "1000000", "BTC": "10"}
+STATUS_OF = {
+    "NEW": OrderStatus.ACCEPTED,
+    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELED": OrderStatus.CANCELLED,
+    "EXPIRED": OrderStatus.EXPIRED,
+}
+_EXECUTION = (
+    VenueOrderAccepted,
+    VenueOrderRejected,
+    VenueOrderExpired,
+    VenueOrderFilled,
+    VenueOrderCancelled,
+    VenueCancelRejected,
+    VenueOrderStatusUnknown,
+)
+
+
+# ----------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("venue") / "btcusdt_small.txt.gz"
+    lines = gzip.decompress(BTC.read_bytes()).splitlines(keepends=True)[:3000]
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    return path
+
+
+@pytest.fixture
+def server(capture: Path) -> Iterator[BinanceTestServer]:
+    srv = BinanceTestServer([capture], speed=0, paused=True)
+    srv.add_account(HMAC.api_key, hmac_secret=HMAC_SECRET, balances=BALANCES)
+    srv.add_account(ED.api_key, ed25519_public_key_pem=ED.public_key_pem(), balances=BALANCES)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def publish(server: BinanceTestServer, n: int) -> None:
+    assert server.publish(n) == n
+
+
+class Harness:
+    """A kernel, the adapter on its thread, and the server: the kernel's requests go to the adapter, its reports
+    back into the kernel (on the test thread)."""
+
+    def __init__(
+        self,
+        server: BinanceTestServer,
+        creds: Credentials = HMAC,
+        *,
+        start: bool = True,
+        instruments: dict[str, Any] | None = None,
+        venue_kw: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.server = server
+        self.creds = creds
+        loaded, _ = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
+        self.instruments = instruments or dict(loaded)
+        _, bids, asks = server.book(SYMBOL)
+        self.ask, self.ask_qty = asks[0]
+        reference = (bids[0][0] + asks[0][0]) // 2 // 1_000_000 * 1_000_000
+        config = KernelConfig(
+            instruments=tuple(self.instruments.values()),
+            balances={"main": {asset: d(amount) for asset, amount in BALANCES.items()}},
+            reference_prices={SYMBOL: reference},
+        )
+        self.kernel = TradingKernel(config)
+        self.reports: queue.Queue[list[Any]] = queue.Queue()
+        self.events: list[Any] = []
+        self.kernel_events: list[Any] = []
+        self.account_messages: list[Any] = []
+        self.seen: list[Any] = []
+        settings.setdefault("request_timeout", 3.0)
+        settings.setdefault("backoff_initial", 0.05)
+        settings.setdefault("backoff_max", 0.5)
+        self.settings = BinanceVenueSettings(
+            rest_url=server.rest_url, ws_api_url=server.stream_url + "/ws-api/v3", **settings
+        )
+        self.venue = VenueThread(
+            self.settings, creds, self.instruments, self.reports.put, events=self.events.append, **(venue_kw or {})
+        )
+        self.n = 0
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self.venue.start()
+        assert self.venue.wait_ready(10.0), self.venue.status()
+        self.pump()
+
+    def close(self) -> None:
+        self.venue.close()
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------- kernel side
+
+    def place(
+        self,
+        side: Side,
+        qty: int = 0,
+        price: int | None = None,
+        *,
+        tif: TimeInForce = TimeInForce.GTC,
+        quote_qty: int | None = None,
+        coid: str | None = None,
+    ) -> str:
+        self.n += 1
+        coid = coid or f"t{self.n}"
+        cmd = PlaceOrder(
+            client_order_id=coid,
+            symbol=SYMBOL,
+            side=side,
+            order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+            qty=qty,
+            price=price,
+            quote_qty=quote_qty,
+            tif=tif,
+            ts=time.time_ns(),
+        )
+        self.kernel_events += self.kernel.apply(cmd)
+        self._flush()
+        return coid
+
+    def cancel(self, coid: str) -> None:
+        from veloz_actors.messages import CancelOrder
+
+        self.kernel_events += self.kernel.apply(CancelOrder(client_order_id=coid, ts=time.time_ns()))
+        self._flush()
+
+    def _flush(self) -> None:
+        for request in self.kernel.take_outbox():
+            if isinstance(request, SubmitOrder):
+                self.venue.submit(request)
+            else:
+                self.venue.cancel(request)
+
+    def order(self, coid: str) -> Order:
+        order = self.kernel.oms.get("main", coid)
+        assert order is not None, coid
+        return order
+
+    def pump(self, until: Callable[[], bool] | None = None, timeout: float = 5.0, quiet: float = 0.15) -> None:
+        """Apply the reports as they come until ``until()`` holds (then for ``quiet`` s more), or, without
+        ``until``, until nothing came for ``quiet`` s."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        done_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if until is not None and done_at is None and until():
+                done_at = now
+            if done_at is not None and now - done_at >= quiet:
+                return
+            if until is None and now - last >= quiet:
+                return
+            if now >= deadline:
+                assert until is None or until(), f"timed out; status {self.venue.status()}"
+                return
+            try:
+                batch = self.reports.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            last = time.monotonic()
+            for message in batch:
+                self.seen.append(message)
+                if isinstance(message, _EXECUTION):
+                    self.kernel_events += self.kernel.apply(message)
+                    self._flush()
+                else:
+                    self.account_messages.append(message)
+
+    def wait(self, coid: str, status: OrderStatus, timeout: float = 5.0) -> Order:
+        self.pump(lambda: self.order(coid).status is status, timeout)
+        return self.order(coid)
+
+    def rejection(self, coid: str) -> OrderRejected:
+        found = [e for e in self.kernel_events if isinstance(e, OrderRejected) and e.client_order_id == coid]
+        assert found, coid
+        return found[-1]
+
+    def errors(self) -> list[str]:
+        return [e.code for e in self.kernel_events if isinstance(e, Error)]
+
+    # ------------------------------------------------------------------------------------------------ truth
+
+    def assert_matches_server(self) -> None:
+        """Every order and every balance of the kernel equals the server's."""
+        truth = {o["clientOrderId"]: o for o in self.server.orders(self.creds.api_key)}
+        ours = self.kernel.oms.orders(account_id="main")
+        for order in ours:
+            row = truth.get(order.client_order_id)
+            if order.status is OrderStatus.REJECTED:
+                assert row is None, f"{order.client_order_id} rejected by the kernel but placed: {row}"
+                continue
+            assert row is not None, f"{order.client_order_id} ({order.status}) is not on the server"
+            assert order.status is STATUS_OF[row["status"]], (order.client_order_id, order.status, row["status"])
+            assert order.filled == d(row["executedQty"]), (order.client_order_id, order.filled, row["executedQty"])
+        kernel = self.kernel.ledger.balances("main")
+        venue = self.server.balances(self.creds.api_key)
+        totals = {a: f + lo for a, (f, lo) in kernel.items() if f + lo}
+        assert totals == {a: f + lo for a, (f, lo) in venue.items() if f + lo}
+        if not self.kernel.oms.open_orders("main"):
+            assert {a: b for a, b in kernel.items() if any(b)} == {a: b for a, b in venue.items() if any(b)}
+        bad = {"FILL_AFTER_CLOSE", "UNKNOWN_ORDER_REPORT", "UNSUPPORTED_MESSAGE"}
+        assert not bad & set(self.errors()), self.errors()
+
+
+def text(units: int) -> str:
+    return f"{units // 100_000_000}.{units % 100_000_000:08d}"
+
+
+# ------------------------------------------------------------------------------------------------------ pure parts
+
+
+def _instrument() -> Any:
+    from veloz_actors.core.instruments import Instrument
+
+    return Instrument(
+        symbol=SYMBOL,
+        base_asset="BTC",
+        quote_asset="USDT",
+        price_tick=d("0.01"),
+        qty_step=d("0.00001"),
+        min_qty=d("0.00001"),
+        max_qty=d("9000"),
+        min_notional=d("5"),
+        max_price=d("1000000"),
+        min_price=d("0.01"),
+        market_max_qty=d("100"),
+    )
+
+
+def _submit(coid: str = "c1", **kw: Any) -> SubmitOrder:
+    fields: dict[str, Any] = {
+        "client_order_id": coid,
+        "symbol": SYMBOL,
+        "side": Side.BUY,
+        "order_type": OrderType.LIMIT,
+        "qty": d("0.01"),
+        "price": d("60000"),
+        "ts": 1,
+    }
+    fields.update(kw)
+    cmd = PlaceOrder(**fields)
+    return SubmitOrder(command=cmd, order_id=1, limit=cmd.price if cmd.price is not None else d("60000"))
+
+
+def test_order_parameters_per_type() -> None:
+    assert order_params(_submit()) == {
+        "symbol": SYMBOL,
+        "side": "BUY",
+        "newClientOrderId": "c1",
+        "newOrderRespType": "FULL",
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "price": "60000",
+        "quantity": "0.01",
+    }
+    maker = order_params(_submit(tif=TimeInForce.POST_ONLY))
+    assert maker["type"] == "LIMIT_MAKER" and "timeInForce" not in maker
+    assert order_params(_submit(tif=TimeInForce.FOK))["timeInForce"] == "FOK"
+    market = order_params(_submit(order_type=OrderType.MARKET, price=None, side=Side.SELL))
+    assert (market["type"], market["quantity"], "price" in market) == ("MARKET", "0.01", False)
+    by_quote = order_params(_submit(order_type=OrderType.MARKET, price=None, qty=0, quote_qty=d("100.5")))
+    assert (by_quote["quoteOrderQty"], "quantity" in by_quote) == ("100.5", False)
+
+
+def test_filters_are_checked_before_sending_and_named() -> None:
+    inst = _instrument()
+    assert check_filters(inst, _submit()) is None
+    reason, detail = check_filters(inst, _submit(price=d("60000.005"))) or (None, "")
+    assert reason is RejectReason.PRICE_NOT_ON_TICK and detail.startswith("PRICE_FILTER:")
+    reason, detail = check_filters(inst, _submit(qty=d("0.000015"))) or (None, "")
+    assert reason is RejectReason.QUANTITY_NOT_ON_STEP and detail.startswith("LOT_SIZE:")
+    reason, detail = check_filters(inst, _submit(qty=d("0.00001"))) or (None, "")
+    assert reason is RejectReason.NOTIONAL_BELOW_MINIMUM and detail.startswith("NOTIONAL:")
+    market = _submit(order_type=OrderType.MARKET, price=None, qty=d("101"))
+    reason, detail = check_filters(inst, market) or (None, "")
+    assert reason is RejectReason.MAX_ORDER_QUANTITY and detail.startswith("MARKET_LOT_SIZE:")
+    small_quote = _submit(order_type=OrderType.MARKET, price=None, qty=0, quote_qty=d("4"))
+    assert (check_filters(inst, small_quote) or (None,))[0] is RejectReason.NOTIONAL_BELOW_MINIMUM
+
+
+def test_clock_offset_takes_the_sample_with_the_smallest_round_trip() -> None:
+    ms = 1_000_000
+    samples = [(0, 5_000, 40 * ms), (100 * ms, 5_101, 102 * ms), (200 * ms, 5_250, 230 * ms)]
+    assert clock_offset(samples) == (5_000.0, 2.0)
+    assert clock_offset([]) is None
+
+
+def test_settings_are_validated() -> None:
+    from veloz_actors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="order_path"):
+        BinanceVenueSettings(rest_url="http://x", ws_api_url="ws://x", order_path="fix")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="recv_window_ms"):
+        BinanceVenueSettings(rest_url="http://x", ws_api_url="ws://x", recv_window_ms=70_000)
+    with pytest.raises(InvalidInput, match="ws_api_url"):
+        BinanceVenueSettings(rest_url="http://x", ws_api_url="http://x")
+
+
+def _state(coid: str, vid: int, status: str, executed: str, *, qty: str = "0.02", time_ms: int = 1000) -> Any:
+    return parse_order_state(
+        {
+            "symbol": SYMBOL, "orderId": vid, "clientOrderId": coid, "price": "60000", "origQty": qty,
+            "executedQty": executed, "cummulativeQuoteQty": "0", "status": status, "timeInForce": "GTC",
+            "type": "LIMIT", "side": "BUY", "time": time_ms, "updateTime": time_ms + 5,
+        }
+    )  # fmt: skip
+
+
+def _trade(tid: int, vid: int, qty: str, *, buyer: bool = True) -> Any:
+    return parse_my_trades(
+        [
+            {
+                "symbol": SYMBOL, "id": tid, "orderId": vid, "price": "60000", "qty": qty, "quoteQty": "0",
+                "commission": "0.6", "commissionAsset": "USDT", "time": 2000 + tid, "isBuyer": buyer,
+                "isMaker": True,
+            }
+        ]
+    )[0]  # fmt: skip
+
+
+def test_the_reconciliation_comparison_is_deterministic_and_complete() -> None:
+    """Missing fills (then the end) of a known order, a never-placed one, an external order, a deposit."""
+    inst = _instrument()
+    view = KernelView(
+        orders=(
+            KnownOrder("k1", SYMBOL, filled_qty=d("0.01"), venue_order_id="11", trade_ids=frozenset({5})),
+            KnownOrder("k2", SYMBOL),
+            KnownOrder("k3", SYMBOL, venue_order_id="13"),
+        ),
+        last_trade_ids={SYMBOL: 5},
+        balances={"USDT": d("1000"), "BTC": d("1")},
+    )
+    snap = VenueSnapshot(
+        balances=[
+            VenueBalance(venue="BINANCE", account_id="main", asset="USDT", free=d("1500"), locked=0, ts=0),
+            VenueBalance(venue="BINANCE", account_id="main", asset="BTC", free=d("1.01"), locked=0, ts=0),
+        ],
+        account_ts=7,
+        open_orders=parse_open_orders(
+            [
+                {
+                    "symbol": SYMBOL,
+                    "orderId": 13,
+                    "clientOrderId": "k3",
+                    "price": "60000",
+                    "origQty": "0.01",
+                    "executedQty": "0",
+                    "cummulativeQuoteQty": "0",
+                    "status": "NEW",
+                    "timeInForce": "GTC",
+                    "type": "LIMIT",
+                    "side": "BUY",
+                    "time": 900,
+                    "updateTime": 900,
+                },
+                {
+                    "symbol": SYMBOL,
+                    "orderId": 14,
+                    "clientOrderId": "web_1",
+                    "price": "50000",
+                    "origQty": "0.5",
+                    "executedQty": "0",
+                    "cummulativeQuoteQty": "0",
+                    "status": "NEW",
+                    "timeInForce": "GTC",
+                    "type": "LIMIT",
+                    "side": "BUY",
+                    "time": 950,
+                    "updateTime": 950,
+                },
+            ]
+        ),  # fmt: skip
+        states={"k1": _state("k1", 11, "CANCELED", "0.02"), "k2": NEVER_PLACED},
+        trades={SYMBOL: [_trade(6, 11, "0.01")]},
+        now=99,
+    )
+    report = build_reconciliation(view, snap, {SYMBOL: inst}, account_id="main")
+    kinds = [(type(r).__name__, r.client_order_id) for r in report.reports]
+    assert kinds == [  # oldest first: k2 has no exchange time (ts 0)
+        ("VenueOrderRejected", "k2"),
+        ("VenueOrderFilled", "k1"),
+        ("VenueOrderCancelled", "k1"),
+    ]
+    fill = report.reports[1]
+    assert isinstance(fill, VenueOrderFilled) and fill.trade_id == 6 and fill.leaves_qty == 0  # the end follows
+    assert "never reached Binance" in report.reports[0].detail  # type: ignore[union-attr]
+    [external] = report.external_orders
+    assert external.id == "BINANCE:main:order:BTCUSDT:14" and external.client_order_id == "web_1"
+    # the new fill moved USDT by -600.6 and BTC by +0.01; the rest of the USDT difference is a deposit
+    [diff] = report.balance_differences
+    assert (diff.asset, diff.delta, diff.id) == ("USDT", d("1100.6"), "BINANCE:main:balance:USDT:+1100.6")
+    assert report.summary["fills_new"] == 1 and report.summary["never_placed"] == ["k2"]
+    again = build_reconciliation(view, snap, {SYMBOL: inst}, account_id="main")
+    assert again == report
+
+
+def test_an_end_reported_before_its_fill_waits_for_the_fill() -> None:
+    """A CANCELED event whose ``z`` is ahead of the fills reported is held; the late TRADE arrives within the
+    catch-up delay, goes first, and only then the end."""
+    out: list[Any] = []
+    settings = BinanceVenueSettings(rest_url="http://127.0.0.1:9", ws_api_url="ws://127.0.0.1:9", catch_up_delay=0.05)
+    venue = BinanceVenue(settings, HMAC, {SYMBOL: _instrument()}, out.extend)
+
+    def event(x: str, status: str, z: str, **extra: Any) -> dict[str, Any]:
+        base = {
+            "e": "executionReport", "E": 1, "s": SYMBOL, "c": "c1", "S": "BUY", "o": "LIMIT", "f": "GTC",
+            "q": "0.02", "p": "60000", "x": x, "X": status, "r": "NONE", "i": 7, "l": "0", "z": z, "L": "0",
+            "n": "0", "N": None, "T": 2, "t": -1, "m": False, "C": "",
+        }  # fmt: skip
+        base.update(extra)
+        return base
+
+    async def scenario() -> None:
+        venue._loop = asyncio.get_running_loop()
+        venue._register("c1", SYMBOL, _submit(qty=d("0.02")))
+        venue._on_event(event("NEW", "NEW", "0"))
+        venue._on_event(event("CANCELED", "CANCELED", "0.01", C="c1", c="cancel-1"))
+        assert [type(m) for m in out] == [VenueOrderAccepted]  # the end waits
+        await asyncio.sleep(0.01)
+        venue._on_event(event("TRADE", "PARTIALLY_FILLED", "0.01", l="0.01", L="60000", t=3, n="0.6", N="USDT"))
+        await asyncio.sleep(0.2)
+        venue._on_event(event("CANCELED", "CANCELED", "0.01", C="c1", c="cancel-1"))  # a repeat: dropped
+
+    asyncio.run(scenario())
+    assert [type(m) for m in out] == [VenueOrderAccepted, VenueOrderFilled, VenueOrderCancelled]
+
+
+# ------------------------------------------------------------------------------------------------- the lifecycle
+
+
+def test_order_lifecycle_in_the_kernels_terms(server: BinanceTestServer) -> None:
+    """HMAC key, orders over the WebSocket API: rest, partial fill, cancel, fill, market by quantity and by quote
+    amount; the kernel equals the server after every step."""
+    with Harness(server) as h:
+        assert isinstance(h.venue, Venue) and h.venue.name == "BINANCE"
+        resting = h.place(Side.BUY, d("0.01"), d("61835"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        h.assert_matches_server()
+        partial = h.place(Side.BUY, h.ask_qty + d("0.5"), h.ask)
+        order = h.wait(partial, OrderStatus.PARTIALLY_FILLED)
+        assert order.filled == h.ask_qty and order.venue_order_id
+        h.assert_matches_server()
+        h.cancel(partial)
+        assert h.wait(partial, OrderStatus.CANCELLED).filled == h.ask_qty
+        h.assert_matches_server()
+        publish(server, 150)
+        h.wait(resting, OrderStatus.FILLED)
+        h.assert_matches_server()
+        sold = h.place(Side.SELL, d("0.5"))
+        h.wait(sold, OrderStatus.FILLED)
+        bought = h.place(Side.BUY, quote_qty=d("1000"))
+        h.wait(bought, OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server()
+        status = h.venue.status()
+        assert status["ready"] and status["counts"]["sent.order.place"] == 4
+        assert status["api_key"] == HMAC.masked_api_key
+        assert any(isinstance(m, VenueBalance) for m in h.account_messages)
+
+
+def test_each_binance_reject_post_only_and_ioc_fok_expiry(server: BinanceTestServer) -> None:
+    with Harness(server) as h:
+        maker = h.place(Side.BUY, d("0.01"), h.ask, tif=TimeInForce.POST_ONLY)
+        h.wait(maker, OrderStatus.REJECTED)
+        assert h.rejection(maker).reason is RejectReason.WOULD_TAKE_LIQUIDITY
+        ioc = h.place(Side.BUY, h.ask_qty + d("1"), h.ask, tif=TimeInForce.IOC)
+        assert h.wait(ioc, OrderStatus.EXPIRED).filled == h.ask_qty
+        fok = h.place(Side.BUY, h.ask_qty + d("1"), h.ask, tif=TimeInForce.FOK)
+        assert h.wait(fok, OrderStatus.EXPIRED).filled == 0
+        h.pump()
+        h.assert_matches_server()
+        # insufficient funds at Binance (funds locked by an order placed elsewhere, which the kernel cannot know)
+        server.trading_faults.place_outside(HMAC.api_key, SYMBOL, "BUY", "14", "61000", client_order_id="web-1")
+        poor = h.place(Side.BUY, d("1"), d("61000"))
+        h.wait(poor, OrderStatus.REJECTED)
+        assert h.rejection(poor).reason is RejectReason.INSUFFICIENT_FUNDS
+        # a server-side filter failure: the adapter and the kernel were given a finer tick than Binance's
+        assert any(isinstance(e, ExternalOrder) and e.client_order_id == "web-1" for e in h.events)
+    loaded, _ = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
+    fine = {SYMBOL: dataclasses.replace(loaded[SYMBOL], price_tick=d("0.001"))}
+    with Harness(server, ED, instruments=fine) as h:
+        off_tick = h.place(Side.BUY, d("0.01"), d("61000.005"))
+        h.wait(off_tick, OrderStatus.REJECTED)
+        rejected = h.rejection(off_tick)
+        assert rejected.reason is RejectReason.INVALID_PRICE and "PRICE_FILTER" in rejected.detail
+        assert server.orders(ED.api_key) == []
+
+
+def test_local_rejections_name_the_filter_and_send_nothing(server: BinanceTestServer) -> None:
+    with Harness(server) as h:
+        raw: list[Any] = []
+        for coid, kw in (
+            ("tick", {"price": d("61000.001")}),
+            ("step", {"qty": d("0.000001")}),
+            ("notional", {"qty": d("0.00001"), "price": d("100")}),
+            ("bad id!", {}),
+        ):
+            h.venue.submit(_submit(coid, **kw))
+        deadline = time.monotonic() + 5
+        while len(raw) < 4 and time.monotonic() < deadline:
+            try:
+                raw += h.reports.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        got = {r.client_order_id: r for r in raw}
+        assert got["tick"].reason is RejectReason.PRICE_NOT_ON_TICK and "PRICE_FILTER" in got["tick"].detail
+        assert got["step"].reason is RejectReason.QUANTITY_NOT_ON_STEP and "LOT_SIZE" in got["step"].detail
+        assert got["notional"].reason is RejectReason.NOTIONAL_BELOW_MINIMUM and "NOTIONAL" in got["notional"].detail
+        assert "client order id" in got["bad id!"].detail
+        assert server.orders(HMAC.api_key) == []
+        assert h.venue.status()["orders"]["rejected_locally"]["PRICE_NOT_ON_TICK"] == 1
+
+
+def test_not_ready_rejects_orders_and_says_why(server: BinanceTestServer) -> None:
+    settings = BinanceVenueSettings(
+        rest_url=server.rest_url, ws_api_url=server.stream_url + "/no-such-path", backoff_initial=0.05, backoff_max=0.2
+    )
+    got: queue.Queue[list[Any]] = queue.Queue()
+    venue = VenueThread(settings, HMAC, {SYMBOL: _instrument()}, got.put).start()
+    try:
+        assert not venue.wait_ready(0.5)
+        status = venue.status()
+        assert not status["ready"] and "cannot connect" in status["not_ready"]
+        venue.submit(_submit())
+        [rejected] = got.get(timeout=5)
+        assert rejected.reason is RejectReason.HALTED and "not ready" in rejected.detail
+        assert "cannot connect" in rejected.detail
+    finally:
+        venue.close()
+
+
+def test_ed25519_key_over_rest_with_a_skewed_local_clock(server: BinanceTestServer) -> None:
+    """The REST order path and an Ed25519 key; the local clock is 7 s ahead, the measured offset takes it back."""
+    skewed = {"clock": lambda: time.time_ns() + 7_000_000_000}
+    with Harness(server, ED, order_path="rest", venue_kw=skewed) as h:
+        assert -7_100 < h.venue.status()["clock"]["offset_ms"] < -6_900
+        resting = h.place(Side.BUY, d("0.02"), d("61826"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        bought = h.place(Side.BUY, d("0.3"))
+        h.wait(bought, OrderStatus.FILLED)
+        publish(server, 500)
+        h.wait(resting, OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server()
+        assert h.venue.status()["key_type"] == "ED25519"
+
+
+# ------------------------------------------------------------------------------------------------------ faults
+
+
+def test_a_timestamp_error_resyncs_the_clock_and_sends_once_more(server: BinanceTestServer) -> None:
+    with Harness(server) as h:
+        server.trading_faults.timestamp_error(1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(coid, OrderStatus.ACCEPTED)
+        assert server.trading_faults.counts["timestamp_error"] == 1
+        assert len(server.orders(HMAC.api_key)) == 1
+        assert h.venue.status()["clock"]["resyncs"] == 1
+        h.assert_matches_server()
+
+
+@pytest.mark.parametrize("path", ["ws", "rest"])
+def test_minus_1007_on_a_placed_order_is_unknown_then_the_servers_truth(server: BinanceTestServer, path: str) -> None:
+    """-1007 (HTTP 503) on orders Binance did place: a resting one whose NEW event is also lost goes UNKNOWN in
+    the kernel and is resolved by ``order.status``; a crossing one is resolved with its fill (when the stream
+    reported it before the answer was read, its outcome was never unknown). Neither is sent twice."""
+    with Harness(server, order_path=path) as h:
+        faults = server.trading_faults
+        faults.timeout_after_placing(1)
+        faults.miss_report(1)
+        resting = h.place(Side.BUY, d("0.01"), d("61835"))
+        order = h.wait(resting, OrderStatus.ACCEPTED)
+        assert OrderStatus.UNKNOWN in [s for s, _ in order.history]
+        assert "ORDER_STATUS_UNKNOWN" in h.errors()
+        faults.timeout_after_placing(1)
+        crossing = h.place(Side.BUY, h.ask_qty + d("0.5"), h.ask)
+        assert h.wait(crossing, OrderStatus.PARTIALLY_FILLED).filled == h.ask_qty
+        assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [resting, crossing]  # never sent again
+        counts = h.venue.status()["counts"]
+        assert counts["unknown_outcomes"] == 2 and counts["resolved"] == 2
+        assert faults.counts["timeout_after_placing"] == 2
+        h.assert_matches_server()
+        publish(server, 150)
+        h.wait(resting, OrderStatus.FILLED)
+        h.assert_matches_server()
+
+
+@pytest.mark.parametrize("path", ["ws", "rest"])
+def test_a_connection_dropped_before_the_answer(server: BinanceTestServer, path: str) -> None:
+    with Harness(server, order_path=path) as h:
+        server.trading_faults.drop_before_answer(1)
+        coid = h.place(Side.BUY, d("0.01"), d("61835"))
+        h.pump(lambda: h.venue.status()["counts"].get("resolved") == 1)
+        h.wait(coid, OrderStatus.ACCEPTED)
+        if path == "ws":
+            assert "ORDER_STATUS_UNKNOWN" in h.errors()
+        assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [coid]
+        h.pump(lambda: h.venue.ready)
+        publish(server, 150)
+        h.wait(coid, OrderStatus.FILLED)
+        h.assert_matches_server()
+        if path == "ws":
+            assert h.venue.status()["reconnects"] == 1
+
+
+def test_a_cancel_never_overtakes_its_order_and_an_order_is_never_sent_twice(server: BinanceTestServer) -> None:
+    """The order's answer is lost (-1007): the cancel waits for its resolution, then cancels it; the kernel's
+    request sent again (as after a restart) is not placed a second time."""
+    with Harness(server) as h:
+        server.trading_faults.timeout_after_placing(1)
+        server.trading_faults.miss_report(1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.cancel(coid)  # at once: the place answer (-1007) and the resolution come first
+        order = h.wait(coid, OrderStatus.CANCELLED)
+        assert OrderStatus.UNKNOWN in [s for s, _ in order.history]
+        request = SubmitOrder(command=order.command, order_id=order.order_id, limit=order.command.price)
+        h.venue.submit(request)
+        h.pump()
+        assert [(o["clientOrderId"], o["status"]) for o in server.orders(HMAC.api_key)] == [(coid, "CANCELED")]
+        assert h.venue.status()["counts"]["repeat_submits"] == 1
+        h.assert_matches_server()
+
+
+def test_the_connection_is_renewed_before_its_age_limit(server: BinanceTestServer) -> None:
+    with Harness(server, max_connection_seconds=0.4) as h:
+        h.pump(lambda: h.venue.status()["reconnects"] >= 1 and h.venue.ready, timeout=5)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(coid, OrderStatus.ACCEPTED)
+        status = h.venue.status()
+        assert status["counts"]["planned_reconnects"] >= 1 and status["reconcile"]["count"] >= 2
+        h.assert_matches_server()
+
+
+def test_duplicated_reordered_and_missed_reports(server: BinanceTestServer) -> None:
+    """Every execution report doubled for a while, one held back behind the next, one never sent: the kernel
+    still equals the server; the missed fill is found when the cancel of the (already filled) order is refused."""
+    with Harness(server) as h:
+        faults = server.trading_faults
+        faults.duplicate_reports(2)
+        faults.reorder_reports(2)
+        partial = h.place(Side.BUY, h.ask_qty + d("0.5"), h.ask)
+        resting = h.place(Side.BUY, d("0.01"), d("61835"))
+        h.wait(partial, OrderStatus.PARTIALLY_FILLED)
+        h.wait(resting, OrderStatus.ACCEPTED)
+        h.cancel(partial)
+        h.wait(partial, OrderStatus.CANCELLED)
+        h.pump()
+        assert faults.counts["duplicate_reports"] == 2 and faults.counts["reorder_reports"] == 2
+        faults.miss_report(1)
+        publish(server, 150)  # the resting order fills; its TRADE event is never sent
+        h.pump()
+        assert faults.counts["miss_report"] == 1 and h.order(resting).status is OrderStatus.ACCEPTED
+        h.cancel(resting)  # -2011: the adapter looks the order up and reports its fill
+        h.wait(resting, OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server()
+        assert h.venue.status()["counts"]["duplicates_dropped"] >= 2
+
+
+def test_stream_terminated_and_server_shutdown_resubscribe_and_reconcile(server: BinanceTestServer) -> None:
+    """A fill missed while the stream is away is recovered by the reconciliation after the resubscription
+    (``eventStreamTerminated``) or the reconnection (``serverShutdown``)."""
+    with Harness(server) as h:
+        faults = server.trading_faults
+        first = h.place(Side.BUY, d("0.01"), d("61835"))
+        second = h.place(Side.BUY, d("0.01"), d("61826"))
+        h.wait(first, OrderStatus.ACCEPTED)
+        h.wait(second, OrderStatus.ACCEPTED)
+        faults.miss_report(1)
+        publish(server, 150)
+        h.pump()
+        assert h.order(first).status is OrderStatus.ACCEPTED  # its fill was missed
+        assert faults.terminate_stream(HMAC.api_key) == 1
+        h.wait(first, OrderStatus.FILLED)
+        status = h.venue.status()
+        assert status["counts"]["resubscribes"] == 1 and status["reconcile"]["fills"] == 1
+        h.assert_matches_server()
+        faults.miss_report(1)
+        publish(server, 350)
+        h.pump()
+        assert h.order(second).status is OrderStatus.ACCEPTED
+        assert faults.ws_server_shutdown(0.2) == 1
+        h.wait(second, OrderStatus.FILLED)
+        h.pump(lambda: h.venue.ready)
+        status = h.venue.status()
+        assert status["reconnects"] == 1 and status["counts"]["stream.serverShutdown"] == 1
+        assert status["reconcile"]["count"] == 3
+        h.assert_matches_server()
+        states = [e.state for e in h.events if isinstance(e, VenueConnection)]
+        assert states == ["connected", "disconnected", "connected"]
+
+
+def test_429_sends_nothing_until_retry_after_and_never_earns_a_418(server: BinanceTestServer) -> None:
+    with Harness(server, max_rate_limit_wait=5.0) as h:
+        faults = server.trading_faults
+        faults.rate_limit(429, retry_after=2)
+        refused = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(refused, OrderStatus.REJECTED)
+        assert h.rejection(refused).reason is RejectReason.RATE_LIMIT
+        started = time.monotonic()
+        waited = h.place(Side.BUY, d("0.01"), d("61001"))
+        h.wait(waited, OrderStatus.ACCEPTED, timeout=8)
+        assert time.monotonic() - started >= 1.5  # it waited for the block (from the 429, a moment earlier)
+        # a block longer than the trader may wait: rejected at once, not sent
+        faults.rate_limit(429, retry_after=30)
+        refused_again = h.place(Side.BUY, d("0.01"), d("61002"))
+        h.wait(refused_again, OrderStatus.REJECTED)
+        impatient = h.place(Side.BUY, d("0.01"), d("61003"))
+        h.wait(impatient, OrderStatus.REJECTED, timeout=2)
+        assert "rate limited" in h.rejection(impatient).detail
+        counts = faults.counts
+        assert counts["rate_limit"] == 2
+        assert counts["early_requests"] == 0 and counts["requests_during_ban"] == 0 and counts["ip_ban"] == 0
+        assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [waited]
+        limits = h.venue.status()["rate_limits"]
+        assert limits["blocked"] and limits["too_many_requests"] == 2 and limits["bans"] == 0
+
+
+def test_an_order_beyond_the_order_count_is_rejected_locally(server: BinanceTestServer) -> None:
+    server.set_rate_limits(
+        [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 2},
+        ]
+    )
+    with Harness(server) as h:
+        coids = [h.place(Side.BUY, d("0.01"), d("61000") + i * d("1")) for i in range(3)]
+        h.wait(coids[1], OrderStatus.ACCEPTED)
+        h.wait(coids[2], OrderStatus.REJECTED)
+        rejected = h.rejection(coids[2])
+        assert rejected.reason is RejectReason.RATE_LIMIT and "ORDERS" in rejected.detail
+        assert server.trading_faults.counts["too_many_orders"] == 0  # it was never sent
+        assert len(server.orders(HMAC.api_key)) == 2
+        h.assert_matches_server()
+
+
+def test_an_outside_order_and_a_deposit_give_reconciliation_events_with_stable_ids(server: BinanceTestServer) -> None:
+    before = server.trading_faults.place_outside(HMAC.api_key, SYMBOL, "SELL", "0.5", "62000", client_order_id="app-1")
+    with Harness(server) as h:
+        first = next(e for e in h.events if isinstance(e, ReconcileReport))
+        assert first.summary["external_orders"] == [f"BINANCE:main:order:BTCUSDT:{before['orderId']}"]
+        mine = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(mine, OrderStatus.ACCEPTED)
+        outside = server.trading_faults.place_outside(HMAC.api_key, SYMBOL, "BUY", "0.02", "60000")
+        server.deposit(HMAC.api_key, "USDT", "100")
+        h.pump(lambda: any(isinstance(m, VenueBalanceDelta) for m in h.account_messages))
+        delta = next(m for m in h.account_messages if isinstance(m, VenueBalanceDelta))
+        assert (delta.asset, delta.delta) == ("USDT", d("100"))
+        streamed = [e.id for e in h.events if isinstance(e, ExternalOrder)]
+        assert f"BINANCE:main:order:BTCUSDT:{outside['orderId']}" in streamed
+        reports = [h.venue.reconcile(view=kernel_view(h.kernel)) for _ in range(2)]
+        h.pump()
+        for report in reports:
+            assert [e.id for e in report.external_orders] == [
+                f"BINANCE:main:order:BTCUSDT:{before['orderId']}",
+                f"BINANCE:main:order:BTCUSDT:{outside['orderId']}",
+            ]
+            assert [e.id for e in report.balance_differences] == ["BINANCE:main:balance:USDT:+100"]
+            assert report.reports == ()
+        assert reports[0].events == reports[1].events
+        assert h.order(mine).status is OrderStatus.ACCEPTED
+
+
+# ------------------------------------------------------------------------------------------------------ secrets
+
+
+def test_no_secret_in_any_log_line_status_or_report(server: BinanceTestServer) -> None:
+    """A session with errors, a reconnect, an unknown outcome and a rate limit, for both key types: every log record
+    (any logger, DEBUG) and every status payload and report is searched for the secrets."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    statuses: list[Any] = []
+    seen: list[Any] = []
+    try:
+        for creds, path in ((HMAC, "ws"), (ED, "rest")):
+            with Harness(server, creds, order_path=path, recv_window_ms=2000) as h:
+                statuses.append(h.venue.status())
+                faults = server.trading_faults
+                faults.timestamp_error(1)
+                h.wait(h.place(Side.BUY, d("0.01"), d("61000")), OrderStatus.ACCEPTED)
+                faults.timeout_after_placing(1)
+                h.wait(h.place(Side.BUY, d("0.01"), d("61001")), OrderStatus.ACCEPTED)
+                faults.drop_before_answer(1)
+                h.wait(h.place(Side.BUY, d("0.01"), d("61002")), OrderStatus.ACCEPTED)
+                h.pump(lambda: h.venue.ready)
+                faults.rate_limit(429, retry_after=1)
+                h.wait(h.place(Side.BUY, d("0.01"), d("61003")), OrderStatus.REJECTED)
+                statuses.append(h.venue.status())
+                h.venue.reconcile(view=kernel_view(h.kernel, "main"))
+                h.pump()
+                statuses.append(h.venue.status())
+                seen += h.seen + h.events + h.kernel_events
+            statuses.append(h.venue.status())
+            server.set_rate_limits()  # the 429 window starts over for the next key
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert records and statuses
+    pem_body = "".join(line for line in ED_PEM.decode().splitlines() if "-----" not in line)
+    secrets = [HMAC_SECRET, HMAC.api_key, ED.api_key, ED_PEM.decode(), pem_body, pem_body[:40]]
+    texts = []
+    for record in records:
+        texts.append(record.getMessage())
+        if record.exc_info:
+            texts.append(logging.Formatter().formatException(record.exc_info))
+    texts.append(json.dumps(statuses, default=str))
+    texts += [repr(m) for m in seen]
+    for secret in secrets:
+        assert not any(secret in t for t in texts), f"a secret leaked ({secret[:4]}…)"
