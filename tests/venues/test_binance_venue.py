@@ -622,11 +622,11 @@ def test_not_ready_rejects_orders_and_says_why(server: BinanceTestServer) -> Non
     try:
         assert not venue.wait_ready(0.5)
         status = venue.status()
-        assert not status["ready"] and "cannot connect" in status["not_ready"]
+        assert not status["ready"] and "refused the connection (HTTP 404)" in status["not_ready"]
         venue.submit(_submit())
         [rejected] = got.get(timeout=5)
         assert rejected.reason is RejectReason.HALTED and "not ready" in rejected.detail
-        assert "cannot connect" in rejected.detail
+        assert "HTTP 404" in rejected.detail
     finally:
         venue.close()
 
@@ -861,6 +861,29 @@ def test_an_outside_order_and_a_deposit_give_reconciliation_events_with_stable_i
             assert report.reports == ()
         assert reports[0].events == reports[1].events
         assert h.order(mine).status is OrderStatus.ACCEPTED
+
+
+def test_an_order_that_never_reached_binance_is_rejected_and_its_funds_released(server: BinanceTestServer) -> None:
+    """The kernel funded an order whose request never left (a crash before sending): Binance answers -2013; once a
+    request signed then could no longer arrive (its recvWindow passed) the reconciliation rejects it."""
+    with Harness(server, recv_window_ms=500, never_placed_margin_ms=200) as h:
+        h.n += 1
+        lost = f"t{h.n}"
+        cmd = PlaceOrder(
+            client_order_id=lost, symbol=SYMBOL, side=Side.BUY, order_type=OrderType.LIMIT, qty=d("1"),
+            price=d("61000"), ts=time.time_ns(),
+        )  # fmt: skip
+        h.kernel_events += h.kernel.apply(cmd)
+        assert h.kernel.take_outbox()  # never sent
+        assert h.kernel.ledger.locked("main", "USDT") > 0
+        started = time.monotonic()
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        assert time.monotonic() - started >= 0.5  # it waited until the request could no longer arrive
+        assert report.summary["never_placed"] == [lost]
+        h.wait(lost, OrderStatus.REJECTED)
+        assert "never reached Binance" in h.rejection(lost).detail
+        assert h.kernel.ledger.locked("main", "USDT") == 0
+        h.assert_matches_server()
 
 
 # ------------------------------------------------------------------------------------------------------ secrets

@@ -96,7 +96,7 @@ import aiohttp
 import orjson
 import yarl
 
-from ..._exceptions import DataError, InvalidInput
+from ..._exceptions import DataError, InvalidInput, VelozError
 from ...core.instruments import Instrument
 from ...fixed import format_decimal
 from ...messages import (
@@ -148,7 +148,15 @@ from .user_data import (
     parse_user_event,
 )
 
-__all__ = ["BinanceVenue", "BinanceVenueSettings", "VenueThread", "check_filters", "clock_offset", "order_params"]
+__all__ = [
+    "BinanceVenue",
+    "BinanceVenueSettings",
+    "VenueThread",
+    "VenueUnavailable",
+    "check_filters",
+    "clock_offset",
+    "order_params",
+]
 
 log = logging.getLogger("veloz.binance")
 
@@ -290,7 +298,9 @@ def order_params(request: SubmitOrder) -> dict[str, Any]:
 
 def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason, str] | None:
     """The exchange filters an order must pass, checked before it is sent: ``(reason, detail naming the filter)``
-    for the first one it breaks, else None."""
+    for the first one it breaks, else None. ``PRICE_FILTER`` and ``LOT_SIZE`` always, ``MARKET_LOT_SIZE`` for market
+    orders, ``NOTIONAL`` for limit orders and for a market order's quote amount; a market order's notional by
+    quantity is left to Binance, which values it at its own average price."""
     cmd = request.command
     market = cmd.order_type is OrderType.MARKET
     if not market:
@@ -325,9 +335,9 @@ def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason,
     if bad is not None:
         name = "MARKET_LOT_SIZE" if "market-order" in bad[1] else "LOT_SIZE"
         return bad[0], f"{name}: {bad[1]}"
-    price = cmd.price if not market else request.limit
-    if price:
-        bad = inst.check_notional(price, cmd.qty, market=market)
+    if not market:  # a market order's notional is Binance's to judge, at its average price
+        assert cmd.price is not None
+        bad = inst.check_notional(cmd.price, cmd.qty)
         if bad is not None:
             return bad[0], f"NOTIONAL: {bad[1]}"
     return None
@@ -377,6 +387,11 @@ class _LogLimiter:
             log.log(level, msg, *args, stacklevel=2)
         else:
             state[2] += 1
+
+
+class VenueUnavailable(VelozError):
+    """A request of the caller's (a reconciliation) could not be completed: the exchange could not be reached, did
+    not answer in time, or answered with an error (the message says which; it never holds a secret)."""
 
 
 class _NotSent(Exception):
@@ -584,7 +599,10 @@ class BinanceVenue:
             view = KernelView.of(known_orders or (), last_trade_ids, balances)
         if view is None:
             view = self._current_view()
-        return await self._reconcile(view, hold=True)
+        try:
+            return await self._reconcile(view, hold=True)
+        except (_NotSent, _NoAnswer, _Refused, DataError) as exc:
+            raise VenueUnavailable(f"{self.name}: reconciliation failed: {_why(exc)}") from None
 
     async def run(self) -> None:
         """Start (clock, rate limits), connect, subscribe, reconcile and trade until :meth:`close`; reconnects on every
@@ -743,6 +761,14 @@ class BinanceVenue:
             )
         except _NotSent as exc:
             return exc.detail, False
+        except aiohttp.WSServerHandshakeError as exc:
+            self._count("connect_errors")
+            self._state = "disconnected"
+            if exc.status in (418, 429):  # the IP is rate limited or banned: no attempt before Retry-After
+                self.limits.on_response(exc.status, exc.headers or {}, self._server_ms())
+                self._rate_limited(exc.status)
+            self._not_ready = f"the WebSocket API refused the connection (HTTP {exc.status})"
+            return f"connect refused: HTTP {exc.status}", False
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self._count("connect_errors")
             self._state = "disconnected"
@@ -1042,7 +1068,7 @@ class BinanceVenue:
                 body = await resp.read()
                 status = resp.status
                 self.limits.on_response(status, resp.headers, self._server_ms())
-        except aiohttp.ClientConnectorError as exc:  # no connection was made: nothing was sent
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # no connection: nothing sent
             raise _NotSent(_R.HALTED, f"cannot reach the Binance REST API ({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _NoAnswer(f"{verb} {path}: connection lost ({type(exc).__name__})") from None
