@@ -67,13 +67,13 @@ if TYPE_CHECKING:
         MarketDataSettings,
         MarketDataThread,
     )
-    from .venue import BinanceVenue, BinanceVenueSettings, VenueThread
+    from .venue import BinanceVenue, BinanceVenueSettings, VenueThread, VenueUnavailable
 
 _MARKET_DATA = frozenset(
     {"Backoff", "BinanceMarketData", "BookSync", "LatencyStats", "MarketDataSettings", "MarketDataThread"}
 )
 _AUTH = frozenset({"Credentials", "CredentialsRef", "Verifier"})
-_VENUE = frozenset({"BinanceVenue", "BinanceVenueSettings", "VenueThread"})
+_VENUE = frozenset({"BinanceVenue", "BinanceVenueSettings", "VenueThread", "VenueUnavailable"})
 
 
 def __getattr__(name: str) -> Any:
@@ -116,6 +116,7 @@ __all__ = [
     "ReconcileReport",
     "StreamTerminated",
     "VenueThread",
+    "VenueUnavailable",
     "Verifier",
     "build_reconciliation",
     "classify",
