@@ -170,6 +170,21 @@ def test_an_unknown_outcome_keeps_the_funds_until_a_report_settles_it() -> None:
     assert kernel.oms.get("main", "b1").status is S.FILLED and kernel.ledger.locked("main", "USDT") == 0
 
 
+def test_an_order_known_again_after_an_unknown_outcome_keeps_its_fills() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("b1"))
+    kernel.apply(_fill("b1", 1, "0.004", leaves="0.006"))
+    kernel.apply(VenueOrderStatusUnknown(venue="X", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                         detail="answer lost", ts=T0 + 1))  # fmt: skip
+    assert kernel.oms.get("main", "b1").status is S.UNKNOWN
+    kernel.apply(_accepted("b1", ts=T0 + 2))  # the venue says it is still working
+    order = kernel.oms.get("main", "b1")
+    assert order.status is S.PARTIALLY_FILLED and order.filled == d("0.004")
+    kernel.apply(_fill("b1", 2, "0.006"))
+    assert kernel.oms.get("main", "b1").status is S.FILLED and kernel.ledger.locked("main", "USDT") == 0
+
+
 def test_halt_rejects_risk_increasing_orders_until_reset_and_cancel_all_cancels_every_open_order() -> None:
     kernel = _kernel()
     kernel.apply(place("b1", "BUY", "0.01", "59000"))

@@ -471,7 +471,8 @@ class TradingKernel:
             return
         order.venue_order_id = report.venue_order_id
         if order.status is _S.SUBMITTED or order.status is _S.UNKNOWN:
-            order.transition(_S.ACCEPTED, report.ts)
+            # an order whose outcome was unknown may have traded before (or while) it was: it is working, with fills
+            order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
 
     def _on_rejected(self, report: VenueOrderRejected, events: list[Any]) -> None:
         order = self._order_of(report, events)
