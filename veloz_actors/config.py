@@ -229,7 +229,10 @@ class VenueModel(_Model):
     def _usable(self) -> VenueModel:
         if self.kind == "binance":
             if self.mode == "live":
-                raise ValueError("mode live (real orders on Binance) is not available yet: use mode paper")
+                raise ValueError(
+                    "mode live (real orders on Binance) is not available yet: the trading adapter is built "
+                    "(venues/binance/venue.py) but not yet wired into the engine; use mode paper"
+                )
             if not self.symbols:
                 raise ValueError("a binance venue needs symbols (venue.symbols or --symbols BTCUSDT,ETHUSDT)")
         for name in ("rest_url", "stream_url", "ws_api_url"):
