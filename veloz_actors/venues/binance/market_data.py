@@ -92,6 +92,20 @@ _PREVIEW = 160  # characters of a bad payload that may be logged
 # ----------------------------------------------------------------------------------------------------------- settings
 
 
+def check_endpoints(settings: Any, *, rest: str, ws: str) -> None:
+    """Check a frozen settings object's ``venue`` name and its REST (http/https) and WebSocket (ws/wss) URLs, each
+    named in the error, and strip their trailing slashes (shared by the market-data and trading settings)."""
+    for name in (rest, ws, "venue"):
+        value = getattr(settings, name)
+        if not isinstance(value, str) or not value:
+            raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+    for name, schemes, what in ((rest, ("http://", "https://"), "an http(s)"), (ws, ("ws://", "wss://"), "a ws(s)")):
+        value = getattr(settings, name)
+        if not value.startswith(schemes):
+            raise InvalidInput(f"{name} must be {what} URL, got {value!r}")
+        object.__setattr__(settings, name, value.rstrip("/"))
+
+
 @dataclass(frozen=True, slots=True)
 class MarketDataSettings:
     """Where and what to stream. Symbols are normalised to upper case (duplicates dropped, order kept).
@@ -124,16 +138,7 @@ class MarketDataSettings:
     latency_reservoir: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("rest_url", "stream_url", "venue"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
-        if not self.rest_url.startswith(("http://", "https://")):
-            raise InvalidInput(f"rest_url must be an http(s) URL, got {self.rest_url!r}")
-        if not self.stream_url.startswith(("ws://", "wss://")):
-            raise InvalidInput(f"stream_url must be a ws(s) URL, got {self.stream_url!r}")
-        object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
-        object.__setattr__(self, "stream_url", self.stream_url.rstrip("/"))
+        check_endpoints(self, rest="rest_url", ws="stream_url")
         object.__setattr__(self, "symbols", normalise_symbols(self.symbols))
         if self.kline_interval is not None and not (
             isinstance(self.kline_interval, str) and _INTERVAL.match(self.kline_interval)

@@ -120,7 +120,7 @@ from ...messages import (
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
 from .limits import RateLimits, parse_rate_limits
-from .market_data import Backoff
+from .market_data import Backoff, check_endpoints
 from .reconcile import (
     ARCHIVED,
     NEVER_PLACED,
@@ -224,15 +224,7 @@ class BinanceVenueSettings:
     max_closed_orders: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("rest_url", "ws_api_url", "venue"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
-        if not self.rest_url.startswith(("http://", "https://")):
-            raise InvalidInput(f"rest_url must be an http(s) URL, got {self.rest_url!r}")
-        if not self.ws_api_url.startswith(("ws://", "wss://")):
-            raise InvalidInput(f"ws_api_url must be a ws(s) URL, got {self.ws_api_url!r}")
-        object.__setattr__(self, "rest_url", self.rest_url.rstrip("/"))
+        check_endpoints(self, rest="rest_url", ws="ws_api_url")
         if self.order_path not in ("ws", "rest"):
             raise InvalidInput(f"order_path must be 'ws' or 'rest', got {self.order_path!r}")
         if type(self.recv_window_ms) is not int or not 0 < self.recv_window_ms <= 60_000:
@@ -1370,30 +1362,22 @@ class BinanceVenue:
 
     def _local_reject(self, request: SubmitOrder, reason: RejectReason, detail: str) -> None:
         self._local_rejects[reason.value] = self._local_rejects.get(reason.value, 0) + 1
-        self._emit(
-            [
-                VenueOrderRejected(
-                    venue=self.name,
-                    client_order_id=request.client_order_id,
-                    account_id=request.account_id,
-                    symbol=request.symbol,
-                    reason=reason,
-                    detail=detail,
-                    ts=self._now_ns(),
-                )
-            ],
-            dedup=False,
-        )
+        self._emit_rejected(request.client_order_id, request.account_id, request.symbol, reason, detail)
 
     def _reject(self, rec: _Order, reason: RejectReason, detail: str) -> None:
         self._close(rec)
+        self._emit_rejected(rec.client_order_id, self.account_id, rec.symbol, reason, detail)
+
+    def _emit_rejected(
+        self, client_order_id: str, account_id: str, symbol: str, reason: RejectReason, detail: str
+    ) -> None:
         self._emit(
             [
                 VenueOrderRejected(
                     venue=self.name,
-                    client_order_id=rec.client_order_id,
-                    account_id=self.account_id,
-                    symbol=rec.symbol,
+                    client_order_id=client_order_id,
+                    account_id=account_id,
+                    symbol=symbol,
                     reason=reason,
                     detail=detail,
                     ts=self._now_ns(),
