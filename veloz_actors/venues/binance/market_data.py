@@ -383,8 +383,9 @@ class BookSync:
         return [snapshot, *replayed]
 
 
-class _LogLimiter:
-    """At most ``burst`` log lines per kind per ``window`` seconds; the rest are counted and summarised."""
+class LogLimiter:
+    """At most ``burst`` log lines per kind per ``window`` seconds; the rest are counted and summarised (the
+    market-data client and the trading adapter log through one each)."""
 
     __slots__ = ("burst", "window", "_state")
 
@@ -402,7 +403,7 @@ class _LogLimiter:
             state = self._state[kind] = [now, 0, 0]
         if state[1] < self.burst:
             state[1] += 1
-            log.log(level, msg, *args)
+            log.log(level, msg, *args, stacklevel=2)
         else:
             state[2] += 1
 
@@ -460,7 +461,7 @@ class BinanceMarketData:
             s: BookSync(s, buffer_limit=settings.buffer_limit) for s in settings.symbols
         }
         self._pending: list[Any] = []
-        self._log = _LogLimiter()
+        self._log = LogLimiter()
         # state
         self._state = "disconnected"
         self._running = False

@@ -120,7 +120,7 @@ from ...messages import (
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
 from .limits import RateLimits, parse_rate_limits
-from .market_data import Backoff, check_endpoints
+from .market_data import Backoff, LogLimiter, check_endpoints
 from .reconcile import (
     ARCHIVED,
     NEVER_PLACED,
@@ -356,31 +356,6 @@ def clock_offset(samples: Iterable[tuple[int, int, int]]) -> tuple[float, float]
 # ----------------------------------------------------------------------------------------------------- internals
 
 
-class _LogLimiter:
-    """At most ``burst`` log lines per kind per ``window`` seconds; the rest are counted and summarised (as the
-    market data client does)."""
-
-    __slots__ = ("burst", "window", "_state")
-
-    def __init__(self, burst: int = 5, window: float = 60.0) -> None:
-        self.burst = burst
-        self.window = window
-        self._state: dict[str, list[float]] = {}  # kind -> [window start, lines logged, lines suppressed]
-
-    def __call__(self, level: int, kind: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        state = self._state.get(kind)
-        if state is None or now - state[0] >= self.window:
-            if state is not None and state[2]:
-                log.log(level, "%s: %d similar messages suppressed in the last %.0f s", kind, state[2], self.window)
-            state = self._state[kind] = [now, 0, 0]
-        if state[1] < self.burst:
-            state[1] += 1
-            log.log(level, msg, *args, stacklevel=2)
-        else:
-            state[2] += 1
-
-
 class VenueUnavailable(VelozError):
     """A request of the caller's (a reconciliation) could not be completed: the exchange could not be reached, did
     not answer in time, or answered with an error (the message says which; it never holds a secret)."""
@@ -488,7 +463,7 @@ class BinanceVenue:
         self._view = view
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._log = _LogLimiter()
+        self._log = LogLimiter(burst=5, window=60.0)
         self.limits = RateLimits()
         # orders
         self._orders: dict[str, _Order] = {}
