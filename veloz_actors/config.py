@@ -199,7 +199,8 @@ BINANCE_PRESETS: dict[str, dict[str, str]] = {
 
 class VenueModel(_Model):
     """``venue:``: where orders go. ``sim`` (default): the seeded simulated market. ``binance``: Binance's live
-    market data, with ``mode: paper`` filling orders in simulation against the live book. The URLs default to the
+    market data, with ``mode: paper`` filling orders in simulation against the live book, or ``mode: live`` sending
+    real orders (which also needs the ``--live`` flag, keys and risk limits: ``veloz start``). The URLs default to the
     ``preset``'s endpoints; giving them points the engine at another server (the tests' local Binance server)."""
 
     kind: Literal["sim", "binance"] = "sim"
@@ -227,14 +228,8 @@ class VenueModel(_Model):
 
     @model_validator(mode="after")
     def _usable(self) -> VenueModel:
-        if self.kind == "binance":
-            if self.mode == "live":
-                raise ValueError(
-                    "mode live (real orders on Binance) is not available yet: the trading adapter is built "
-                    "(venues/binance/venue.py) but not yet wired into the engine; use mode paper"
-                )
-            if not self.symbols:
-                raise ValueError("a binance venue needs symbols (venue.symbols or --symbols BTCUSDT,ETHUSDT)")
+        if self.kind == "binance" and not self.symbols:
+            raise ValueError("a binance venue needs symbols (venue.symbols or --symbols BTCUSDT,ETHUSDT)")
         for name in ("rest_url", "stream_url", "ws_api_url"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
@@ -396,6 +391,7 @@ class EngineFileConfig(_Model):
         exchangeInfo: :func:`resolve_venue_instruments`); without them the configured ones stand in, which only
         validates the rest of the file."""
         paper = self.venue.kind == "binance"
+        kind = "sim" if not paper else ("live" if self.venue.mode == "live" else "paper")
         try:
             if paper and venue_instruments is not None:
                 missing = sorted(set(self.venue.symbols) - set(venue_instruments))
@@ -425,7 +421,7 @@ class EngineFileConfig(_Model):
                 },
                 snapshot_every=self.journal.snapshot_every,
                 retain_closed_ns=int(self.journal.retain_closed_seconds * 1_000_000_000),
-                venue_kind="paper" if paper else "sim",
+                venue_kind=kind,
             )
         except ConfigError:
             raise

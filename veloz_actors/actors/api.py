@@ -76,6 +76,11 @@ def build_spec(
     Everything is checked before any actor starts: a bad field, a missing replay file or a strategy's bad parameter
     is a :class:`ConfigError` now, not a dead actor later.
     """
+    if file_config.venue.kind == "binance" and file_config.venue.mode == "live":
+        raise ConfigError(
+            "venue: live trading on Binance runs on the single-process engine for now "
+            "(veloz start --local --single-process --venue binance --live); the actor engine's live venue is not built"
+        )
     run_dir = None if journal_dir is None else Path(journal_dir).parent
     venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
     engine_config = file_config.engine_config(venue_instruments)

@@ -70,19 +70,29 @@ def start(
     refresh_instruments: Annotated[
         bool, typer.Option("--refresh-instruments", help="Fetch exchangeInfo again instead of the cached copy.")
     ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="With --venue binance: send REAL orders (keys from BINANCE_API_KEY and "
+            "BINANCE_API_SECRET or BINANCE_PRIVATE_KEY_FILE).",
+        ),
+    ] = False,
 ) -> None:
     file_config = load_engine_config(config or default_engine_config())
     venue_flags = (symbols, preset, rest_url, stream_url, ws_api_url)
-    if venue is not None or paper or refresh_instruments or any(f is not None for f in venue_flags):
+    if paper and live:
+        raise VelozError("choose --paper (simulated fills) or --live (real orders), not both")
+    if venue is not None or paper or live or refresh_instruments or any(f is not None for f in venue_flags):
         kind = venue or file_config.venue.kind
-        if kind == "binance" and not paper and file_config.venue.kind != "binance":
-            raise VelozError("--venue binance trades on paper for now: add --paper")
-        if kind != "binance" and (paper or any(f is not None for f in venue_flags)):
-            raise VelozError("--paper, --symbols and the URLs are for --venue binance")
+        if kind == "binance" and not (paper or live) and file_config.venue.kind != "binance":
+            raise VelozError("--venue binance needs --paper (simulated fills) or --live (real orders)")
+        if kind != "binance" and (paper or live or any(f is not None for f in venue_flags)):
+            raise VelozError("--paper, --live, --symbols and the URLs are for --venue binance")
         file_config = with_venue(
             file_config,
             kind=kind,
-            mode="paper" if paper else None,
+            mode="paper" if paper else ("live" if live else None),
             symbols=None if symbols is None else [s for s in symbols.split(",") if s.strip()],
             preset=preset,
             rest_url=rest_url,
@@ -107,6 +117,23 @@ def start(
         raise VelozError("--tick-ms must be positive")
     journal_path = None if no_journal else (journal or file_config.journal.path)
     mode = durability or file_config.journal.durability
+    trading_live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
+    if trading_live:
+        if not live:
+            raise VelozError("the config says venue.mode: live (real orders): confirm with --live")
+        if not single_process:
+            raise VelozError("live trading on Binance runs on the single-process engine for now: add --single-process")
+        if journal_path is None:
+            raise VelozError(
+                "live trading needs a journal (recovery and reconciliation start from it): drop --no-journal"
+            )
+        from .live import check_live_risk
+
+        check_live_risk(file_config)
+    if single_process and trading_live and journal_path is not None:
+        from .live import run_live
+
+        raise typer.Exit(run_live(file_config, journal_path=Path(journal_path), durability=mode, market=market))
     if single_process:
         from ..venues.engine import Engine, tune_gc
         from .local import LiveMarket, LocalBackend, run_session
@@ -121,13 +148,13 @@ def start(
             engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
         else:
             engine = Engine(engine_config)
-        live = None
+        live_market = None
         if file_config.venue.kind == "binance":
-            live = LiveMarket(engine, file_config.venue.market_data())
-        backend = LocalBackend(engine, live=live)
+            live_market = LiveMarket(engine, file_config.venue.market_data())
+        backend = LocalBackend(engine, live=live_market)
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
         tick_fn = backend.tick if engine.config.sim_symbols else None
-        side_feed = None if live is None else (lambda: session.events(live.drain()))
+        side_feed = None if live_market is None else (lambda: session.events(live_market.drain()))
         raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed))
     from . import engine_cli  # the actor engine (imports ray)
 

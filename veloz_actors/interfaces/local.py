@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ..messages import Tick, VenueConnection
+from ..messages import Error, Tick, VenueBalance, VenueBalanceDelta, VenueConnection
 from ..venues.engine import Engine
 from .stdio import Session, dumps
 
-__all__ = ["LiveMarket", "LocalBackend", "run_session"]
+__all__ = ["LiveMarket", "LiveVenue", "LocalBackend", "run_session"]
 
 _EOF = object()
 _SIDE_FEED_SECONDS = 0.05
@@ -35,12 +35,21 @@ _SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full 
 class LocalBackend:
     """:class:`~veloz_actors.interfaces.stdio.Backend` over an in-process :class:`Engine`."""
 
-    def __init__(self, engine: Engine, account_id: str = "main", live: LiveMarket | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        account_id: str = "main",
+        live: LiveMarket | None = None,
+        trading: LiveVenue | None = None,
+    ) -> None:
         self.engine = engine
         self.account_id = account_id
         self.live = live
+        self.trading = trading
 
     def submit(self, command: Any) -> list[Any]:
+        if self.trading is not None:
+            return self.trading.apply(command)
         return self.engine.apply(command)
 
     def tick(self, ts: int) -> list[Any]:
@@ -63,21 +72,191 @@ class LocalBackend:
         status = {"engine": "single-process", "state": "running", **self.engine.status()}
         if self.live is not None:
             status["market_data"] = self.live.status()
+        if self.trading is not None:
+            status["trading"] = self.trading.status()
         return status
 
     def close(self) -> None:
+        if self.trading is not None:
+            self.trading.close()
         if self.live is not None:
             self.live.close()
         self.engine.close()
 
 
+class _Attached:
+    """One symbol's place in the engine's venues for the shared Binance adapter: orders and cancels go to it; the
+    money on the exchange is the account's own, so the venue holds none of it."""
+
+    consumes_market = False
+
+    def __init__(self, adapter: Any, symbol: str) -> None:
+        self.adapter = adapter
+        self.symbol = symbol
+        self.name = adapter.name
+
+    def submit(self, request: Any) -> list[Any]:
+        return self.adapter.submit(request)  # type: ignore[no-any-return]
+
+    def cancel(self, request: Any) -> list[Any]:
+        return self.adapter.cancel(request)  # type: ignore[no-any-return]
+
+    def totals(self) -> dict[str, int]:
+        return {}
+
+    @property
+    def deposited(self) -> dict[str, int]:
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        return {"venue": self.name, "symbol": self.symbol, "attached": True}
+
+
+class LiveVenue:
+    """Real orders on Binance for an in-process engine (``--venue binance --live --single-process``).
+
+    The trading adapter (:class:`~veloz_actors.venues.binance.venue.VenueThread`) runs on its own event-loop thread
+    and is attached as every symbol's venue; its reports wait in a queue and the main thread applies them (journaled)
+    between commands, like the live market data. The kernel's view the adapter reconciles against is read under
+    :attr:`lock`, which every application holds, so the two threads never see each other half-way.
+
+    At start the adapter subscribes to the user data stream and reconciles the recovered kernel with the exchange
+    (balances, open orders, trades since the last one booked); until that has finished every order is rejected with
+    a reason that says so. The exchange's balance reports (``VenueBalance`` / ``VenueBalanceDelta``) are compared
+    with the ledger: differences are kept for STATUS (:meth:`status`) and printed, never applied silently.
+    """
+
+    def __init__(self, engine: Engine, settings: Any, credentials: Any, *, account_id: str = "main") -> None:
+        from ..venues.binance.reconcile import kernel_view
+        from ..venues.binance.venue import VenueThread
+
+        self.engine = engine
+        self.account_id = account_id
+        self.lock = threading.RLock()
+        self.reports: queue.Queue[list[Any]] = queue.Queue()
+        self.notices: queue.Queue[Any] = queue.Queue()
+        self.exchange_balances: dict[str, tuple[int, int]] = {}
+        self.balance_deltas: list[Any] = []
+        self.applied = 0
+
+        def view() -> Any:
+            with self.lock:
+                return kernel_view(engine.kernel, account_id)
+
+        self.thread = VenueThread(
+            settings,
+            credentials,
+            engine.instruments,
+            self.reports.put,
+            account_id=account_id,
+            events=self.notices.put,
+            view=view,
+            initial_view=view(),
+        )
+        held = sum(getattr(v, "held", 0) for v in engine.venues.values())
+        self.replayed_requests = held  # sent by the run that wrote the journal: never sent again
+        engine.venues = {symbol: _Attached(self.thread, symbol) for symbol in engine.instruments}
+        self.thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.thread.wait_ready(timeout)
+
+    def apply(self, message: Any) -> list[Any]:
+        """Apply one command or report to the engine, under the lock."""
+        with self.lock:
+            return self.engine.apply(message)
+
+    def drain(self) -> list[Any]:
+        """Apply the reports that arrived; returns the events they caused and the adapter's notices."""
+        out: list[Any] = []
+        while True:
+            try:
+                batch = self.reports.get_nowait()
+            except queue.Empty:
+                break
+            for report in batch:
+                kind = type(report)
+                if kind is VenueBalance:
+                    self.exchange_balances[report.asset] = (report.free, report.locked)
+                elif kind is VenueBalanceDelta:
+                    self.balance_deltas.append(report)
+                else:
+                    out.extend(self.apply(report))
+                    self.applied += 1
+        while True:
+            try:
+                notice = self.notices.get_nowait()
+            except queue.Empty:
+                return out
+            out.extend(_notice_events(notice))
+
+    def balance_differences(self) -> dict[str, dict[str, str]]:
+        """Assets whose exchange balance (the last reported) differs from the ledger's free + locked."""
+        from ..fixed import format_decimal
+
+        with self.lock:
+            ledger = self.engine.ledger.balances(self.account_id)
+        out = {}
+        for asset, (free, locked) in sorted(self.exchange_balances.items()):
+            mine = sum(ledger.get(asset, (0, 0)))
+            if mine != free + locked:
+                out[asset] = {"exchange": format_decimal(free + locked), "ledger": format_decimal(mine)}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        status = self.thread.status()
+        status["applied_reports"] = self.applied
+        status["replayed_requests_not_resent"] = self.replayed_requests
+        status["balance_differences"] = self.balance_differences()
+        status["balance_changes_outside_trading"] = len(self.balance_deltas)
+        return status
+
+    def close(self) -> None:
+        self.thread.close()
+
+
+def _notice_events(notice: Any) -> list[Any]:
+    """The trading adapter's notices as bus/stdio events: connection changes as they are; a finished
+    reconciliation as a ``reconciled`` connection state with its summary; each order placed outside VeloZ and each
+    balance moved outside trading as an ``Error`` event naming it (with the reconciliation's stable id)."""
+    from ..venues.binance.reconcile import BalanceDifference, ExternalOrder, ReconcileReport
+
+    kind = type(notice)
+    now = time.time_ns()
+    if kind is VenueConnection:
+        return [notice]
+    if kind is ReconcileReport:
+        summary = notice.summary
+        detail = (
+            f"{summary.get('reports', 0)} reports, {summary.get('fills_new', 0)} new fills, "
+            f"{len(summary.get('external_orders', []))} outside orders, balance differences "
+            f"{summary.get('balance_differences') or 'none'}"
+        )
+        return [VenueConnection(venue="BINANCE", state="reconciled", detail=detail, ts=now)]
+    if kind is ExternalOrder:
+        info = notice.to_dict()
+        return [Error(code="VENUE_EXTERNAL_ORDER", message=f"an order VeloZ did not place: {info}", ts=now)]
+    if kind is BalanceDifference:
+        info = notice.to_dict()
+        return [Error(code="VENUE_BALANCE_DIFFERENCE", message=f"moved outside trading: {info}", ts=now)]
+    return [Error(code="VENUE_NOTICE", message=f"{kind.__name__}", ts=now)]
+
+
 class LiveMarket:
     """Live market data for an in-process engine (see the module docstring)."""
 
-    def __init__(self, engine: Engine, settings: dict[str, Any], *, max_batches: int = 10_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: dict[str, Any],
+        *,
+        max_batches: int = 10_000,
+        apply: Callable[[Any], list[Any]] | None = None,
+    ) -> None:
         from ..venues.binance.market_data import MarketDataSettings, MarketDataThread
 
         self.engine = engine
+        self._apply = apply or engine.apply  # live trading: under the trading adapter's lock
         self.batches: queue.Queue[list[Any]] = queue.Queue(maxsize=max_batches)
         self._closed = threading.Event()
         self.applied = 0
@@ -92,7 +271,7 @@ class LiveMarket:
     def drain(self) -> list[Any]:
         """Apply every batch read so far to the engine; returns the market events and the events they caused."""
         out: list[Any] = []
-        apply = self.engine.apply
+        apply = self._apply
         while True:
             try:
                 batch = self.batches.get_nowait()

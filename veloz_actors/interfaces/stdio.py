@@ -265,12 +265,12 @@ class EventFormatter:
         if kind is Error:
             return [{"type": "error", "ts": event.ts, "code": event.code, "message": event.message}]
         if kind is VenueConnection:
-            out = {"type": "status", "ts": event.ts, "event": "venue_" + event.state, "venue": event.venue}
+            line = {"type": "status", "ts": event.ts, "event": "venue_" + event.state, "venue": event.venue}
             for name in ("symbol", "detail"):
                 if getattr(event, name):
-                    out[name] = getattr(event, name)
-            out["reconnects"], out["resyncs"] = event.reconnects, event.resyncs
-            return [out]
+                    line[name] = getattr(event, name)
+            line["reconnects"], line["resyncs"] = event.reconnects, event.resyncs
+            return [line]
         if not self.market:
             return []
         if kind is BookTop:

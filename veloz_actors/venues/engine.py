@@ -34,9 +34,9 @@ from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
 
-__all__ = ["MM_ACCOUNT", "VENUE_KINDS", "Engine", "EngineConfig", "replay", "tune_gc"]
+__all__ = ["MM_ACCOUNT", "VENUE_KINDS", "Engine", "EngineConfig", "UnattachedVenue", "replay", "tune_gc"]
 
-VENUE_KINDS = ("sim", "paper")
+VENUE_KINDS = ("sim", "paper", "live")
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline})
 
 
@@ -57,13 +57,13 @@ class EngineConfig:
     snapshot_every: int = 10_000
     emit_account_updates: bool = True
     retain_closed_ns: int = 0
-    venue_kind: str = "sim"  # "sim": SimVenue per symbol; "paper": PaperVenue per symbol over live market data
+    venue_kind: str = "sim"  # "sim": SimVenue per symbol; "paper": PaperVenue over live market data; "live": Binance
 
     def __post_init__(self) -> None:
         if self.venue_kind not in VENUE_KINDS:
             raise ConfigError(f"venue kind must be one of {VENUE_KINDS}, got {self.venue_kind!r}")
-        if self.venue_kind == "paper" and self.sim_symbols:
-            raise ConfigError("a paper venue trades against live market data: no sim.symbols with it")
+        if self.venue_kind != "sim" and self.sim_symbols:
+            raise ConfigError(f"a {self.venue_kind} venue trades the live market: no sim.symbols with it")
 
     def kernel_config(self) -> KernelConfig:
         """The trader's side of this config: the kernel starts from the simulated market's first prices."""
@@ -109,6 +109,8 @@ class EngineConfig:
         symbol), or a :class:`PaperVenue` for paper trading."""
         if self.venue_kind == "paper":
             return {inst.symbol: PaperVenue(inst) for inst in self.instruments}
+        if self.venue_kind == "live":
+            return {inst.symbol: UnattachedVenue(inst.symbol) for inst in self.instruments}
         sims = {s.symbol: s for s in self.sim_symbols}
         known = {i.symbol for i in self.instruments}
         unknown = sorted(set(sims) - known)
@@ -120,6 +122,38 @@ class EngineConfig:
             )
             for inst in self.instruments
         }
+
+
+class UnattachedVenue:
+    """A live venue's place until its adapter is attached (``engine.venues[symbol] = adapter``).
+
+    A journal replayed at recovery re-issues the requests the kernel made in the run that wrote it; they were sent
+    then, and must never be sent again: this venue keeps only their count (``held``). The exchange's reconciliation,
+    once the adapter is attached, settles every order they concern.
+    """
+
+    consumes_market = False
+
+    def __init__(self, symbol: str, name: str = "UNATTACHED") -> None:
+        self.symbol = symbol
+        self.name = name
+        self.held = 0
+
+    def submit(self, request: Any) -> list[Any]:
+        self.held += 1
+        return []
+
+    cancel = submit
+
+    def totals(self) -> dict[str, int]:
+        return {}
+
+    @property
+    def deposited(self) -> dict[str, int]:
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        return {"venue": self.name, "symbol": self.symbol, "attached": False, "held_requests": self.held}
 
 
 class Engine:

@@ -2013,3 +2013,53 @@ class VenueThread:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------- account at start-up
+
+
+def fetch_account_balances(
+    rest_url: str,
+    credentials: Credentials,
+    *,
+    account_id: str = "main",
+    recv_window_ms: int = 5000,
+    timeout: float = 10.0,
+) -> list[VenueBalance]:
+    """The account's balances now (``GET /api/v3/account``, signed), once, synchronously: what a new live engine's
+    ledger starts from, so the kernel and the exchange agree before the first order. The clock offset comes from one
+    ``GET /api/v3/time``. Raises :class:`VenueUnavailable` naming the endpoint and Binance's code and message (never
+    the request's parameters or the key)."""
+    import urllib.error
+    import urllib.request
+
+    base = rest_url.rstrip("/")
+
+    def get(path: str, headers: dict[str, str]) -> Any:
+        request = urllib.request.Request(base + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - a configured URL
+                return orjson.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                body = orjson.loads(exc.read())
+                outcome = classify(exc.code, body.get("code"), str(body.get("msg", "")))
+                detail = outcome.detail
+            except Exception:  # noqa: BLE001 - not Binance's error form: the status says enough
+                detail = f"HTTP {exc.code}"
+            raise VenueUnavailable(f"{path.split('?')[0]}: {detail}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise VenueUnavailable(f"{path.split('?')[0]}: {type(exc).__name__}: {exc}") from None
+
+    began = time.time_ns() // _MS
+    server = get("/api/v3/time", {})
+    ended = time.time_ns() // _MS
+    try:
+        offset = int(server["serverTime"]) - (began + ended) // 2
+    except (KeyError, TypeError, ValueError):
+        raise VenueUnavailable("/api/v3/time: the answer has no serverTime") from None
+    query = credentials.signed_params(
+        {"omitZeroBalances": "false"}, timestamp_ms=time.time_ns() // _MS + offset, recv_window_ms=recv_window_ms
+    )
+    data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
+    return parse_account_balances(data, account_id)

@@ -1,0 +1,109 @@
+"""``veloz start --local --single-process --venue binance --live`` as a real subprocess against the local Binance
+server: what it refuses to start without, a session with real (local) orders, a restart that reconciles a fill made
+while it was away, and no secret anywhere in what the session wrote (stdout, stderr, journal, order history)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from veloz_actors.testing.binance_server import BinanceTestServer
+
+from .test_paper_cli import CONFIG, ROOT, Session
+
+BTC = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+KEY = "cliLive" + "Q" * 57
+SECRET = "cli-live-secret-" + "Z" * 48
+
+
+def _flags(server: BinanceTestServer, journal: Path) -> list[str]:
+    return ["--single-process", "--venue", "binance", "--live", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
+            "--stream-url", server.stream_url, "--ws-api-url", server.stream_url + "/ws-api/v3", "--no-market",
+            "--config", str(CONFIG), "--journal", str(journal)]  # fmt: skip
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", *args],
+        input="QUIT\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def server(shared_data):
+    with BinanceTestServer([shared_data / BTC], paused=True) as running:
+        running.add_account(KEY, hmac_secret=SECRET, balances={"USDT": "100000", "BTC": "1"})
+        yield running
+
+
+def test_live_refuses_without_flag_keys_journal_or_single_process(server, tmp_path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_")}
+    keys = {**base, "BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
+    journal = tmp_path / "run" / "live.journal"
+    no_keys = _run(_flags(server, journal), base)
+    assert (
+        no_keys.returncode != 0 and "live trading needs keys" in no_keys.stderr and "BINANCE_API_KEY" in no_keys.stderr
+    )
+    actors = _run([f for f in _flags(server, journal) if f != "--single-process"], keys)
+    assert actors.returncode != 0 and "add --single-process" in actors.stderr
+    no_journal = _run([*_flags(server, journal)[:-2], "--no-journal"], keys)
+    assert no_journal.returncode != 0 and "needs a journal" in no_journal.stderr
+    both = _run([*_flags(server, journal), "--paper"], keys)
+    assert both.returncode != 0 and "not both" in both.stderr
+    for result in (no_keys, actors, no_journal, both):
+        assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not journal.exists()
+
+
+def test_live_session_restart_and_no_secret_anywhere(server, tmp_path) -> None:
+    journal = tmp_path / "run" / "live.journal"
+    written: list[str] = []
+    # first session: a market order and a resting one (the keys come from the environment, as a user's shell gives them)
+    os.environ.update({"BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET})
+    try:
+        session = Session(*_flags(server, journal))
+        try:
+            session.wait(lambda o: o.get("state") == "started", timeout=120, what="the start line")
+            assert server.wait_connections(1, timeout=60)
+            server.publish(200)
+            for event in (
+                "venue_resynced",
+                "venue_reconciled",
+            ):  # the book's sync (a reference price), the reconciliation
+                if not any(o.get("event") == event for o in session.seen):
+                    session.wait(lambda o, event=event: o.get("event") == event, what=event)
+            session.send("ORDER BUY BTCUSDT 0.01 MARKET cid=l1")
+            fill = session.wait(lambda o: o.get("type") == "fill" and o.get("cid") == "l1", what="the fill")
+            assert fill["liquidity"] == "TAKER"
+            _, bids, _ = server.book("BTCUSDT")
+            session.send(f"ORDER BUY BTCUSDT 0.01 {(bids[0][0] - 2_000_000) / 10**8:.2f} cid=l2")
+            session.wait(lambda o: o.get("cid") == "l2" and o.get("status") == "ACCEPTED", what="l2 accepted")
+            session.send("STATUS")
+            status = session.wait(lambda o: o.get("type") == "status" and "trading" in o, what="STATUS")
+            assert status["trading"]["ready"] is True or status["trading"].get("not_ready") in (None, "")
+        finally:
+            assert session.close() == 0
+            written += [str(session.seen), session.proc.stderr.read().decode() if session.proc.stderr else ""]
+        # while it is away the market trades through l2's price
+        server.publish(1500)
+        session = Session(*_flags(server, journal))
+        try:
+            session.wait(lambda o: o.get("state") == "started", timeout=120, what="the restart")
+            session.send("QUERY l2")
+            state = session.wait(lambda o: o.get("type") == "order_state", what="l2's state")
+            assert state["orders"][0]["status"] == "FILLED", state
+            truth = {o["clientOrderId"]: o["status"] for o in server.orders(KEY)}
+            assert truth == {"l1": "FILLED", "l2": "FILLED"}  # nothing sent twice
+        finally:
+            assert session.close() == 0
+            written += [str(session.seen), session.proc.stderr.read().decode() if session.proc.stderr else ""]
+    finally:
+        for name in ("BINANCE_API_KEY", "BINANCE_API_SECRET"):
+            os.environ.pop(name, None)
+    for path in journal.parent.iterdir():
+        written.append(path.read_bytes().decode(errors="replace"))
+    assert len(written) >= 5 and all(SECRET not in text for text in written)

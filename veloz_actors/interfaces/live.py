@@ -1,0 +1,104 @@
+"""``veloz start --local --single-process --venue binance --live``: real orders on Binance from one process.
+
+What it refuses to start without, each with an error that names what is missing:
+
+- the ``--live`` flag (a config saying ``venue.mode: live`` is not enough), a journal, and the single-process engine
+  (the actor engine's live venue is not built yet);
+- keys: ``BINANCE_API_KEY`` with ``BINANCE_API_SECRET`` (HMAC) or ``BINANCE_PRIVATE_KEY_FILE`` (Ed25519 PEM);
+- risk limits for every traded symbol (``risk.max_order_qty`` and ``risk.max_position``) and
+  ``risk.max_order_notional`` (:func:`check_live_risk`).
+
+A new journal starts the ledger from the account's balances on the exchange (``GET /api/v3/account``); an existing
+one is recovered with the config it was written with (its header), its replayed requests never sent again. Then the
+trading adapter subscribes to the user data stream and reconciles the kernel with the exchange; until that has
+finished every order is rejected with a reason that says so (and stderr says why it is waiting). Live market data
+(the same client as paper trading) gives the kernel its reference prices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import ConfigError, VelozError
+from ..config import EngineFileConfig, resolve_venue_instruments
+from ..core.journal import read_journal
+from ..venues.engine import Engine, EngineConfig, tune_gc
+from .local import LiveMarket, LiveVenue, LocalBackend, run_session
+from .stdio import Session
+
+__all__ = ["check_live_risk", "run_live"]
+
+_READY_SECONDS = 60.0
+
+
+def check_live_risk(config: EngineFileConfig) -> None:
+    """Live trading needs the risk limits that bound a mistake: per symbol a maximum order quantity and position, and
+    a maximum order notional. Raises :class:`ConfigError` naming each one missing."""
+    risk = config.risk
+    missing = []
+    for symbol in config.venue.symbols:
+        for name in ("max_order_qty", "max_position"):
+            value = getattr(risk, name).get(symbol)
+            if value is None or str(value) in ("0", "0.0"):
+                missing.append(f"risk.{name}.{symbol}")
+    if str(risk.max_order_notional) in ("0", "0.0"):
+        missing.append("risk.max_order_notional")
+    if missing:
+        raise ConfigError(f"live trading needs these risk limits configured (non-zero): {', '.join(missing)}")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_live(file_config: EngineFileConfig, *, journal_path: Path, durability: str, market: bool) -> int:
+    """Run the stdio session over a live single-process engine (see the module docstring); returns the exit code."""
+    from ..venues.binance.auth import Credentials
+    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
+
+    try:
+        credentials = Credentials.from_env()
+    except (ConfigError, VelozError) as exc:
+        raise VelozError(f"live trading needs keys: {exc}") from None
+    journal_path = journal_path.resolve()
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    urls = file_config.venue.urls()
+    tune_gc()
+    if journal_path.exists():
+        header, _ = read_journal(journal_path)
+        config = EngineConfig.from_json(header["config"])
+        if config.venue_kind != "live":
+            raise VelozError(f"{journal_path} was written by a {config.venue_kind} engine: give a new journal path")
+        engine, _ = Engine.recover(config, journal_path, durability=durability)  # type: ignore[arg-type]
+        _say(f"live: recovered {journal_path} ({engine.seq} inputs)")
+    else:
+        instruments, _ = resolve_venue_instruments(file_config, journal_path.parent)
+        try:
+            balances = fetch_account_balances(urls["rest_url"], credentials)
+        except VenueUnavailable as exc:
+            raise VelozError(f"live trading: cannot read the account's balances: {exc}") from None
+        config = dataclasses.replace(
+            file_config.engine_config(instruments),
+            balances={"main": {b.asset: b.free + b.locked for b in balances if b.free or b.locked}},
+        )
+        engine = Engine(config, journal_path=journal_path, durability=durability)  # type: ignore[arg-type]
+        _say(f"live: new journal {journal_path}, ledger from the account's balances on {urls['rest_url']}")
+    settings = BinanceVenueSettings(rest_url=urls["rest_url"], ws_api_url=urls["ws_api_url"])
+    trading = LiveVenue(engine, settings, credentials)
+    live_market = LiveMarket(engine, file_config.venue.market_data(), apply=trading.apply)
+    _say("live: reconciling with the exchange; orders are refused until it has finished")
+    began = time.monotonic()
+    if trading.wait_ready(_READY_SECONDS):
+        summary: dict[str, Any] = trading.status().get("reconcile") or {}
+        _say(f"live: reconciled in {time.monotonic() - began:.1f} s: {summary}")
+    else:
+        _say(f"live: not reconciled after {_READY_SECONDS:.0f} s ({trading.status().get('not_ready')}); still trying")
+    backend = LocalBackend(engine, live=live_market, trading=trading)
+    session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
+    return run_session(
+        session, None, tick_ms=250, side_feed=lambda: session.events(live_market.drain() + trading.drain())
+    )
