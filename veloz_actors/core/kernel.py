@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from .._exceptions import JournalError
+from .._exceptions import IllegalTransition, JournalError
 from ..fixed import SCALE
 from ..messages import (
     BookDelta,
@@ -261,7 +261,10 @@ class TradingKernel:
                 Error(code="UNSUPPORTED_MESSAGE", message=f"kernel does not apply {type(message).__name__}", ts=0)
             )
         else:
-            handler(message, events)
+            try:
+                handler(message, events)
+            except IllegalTransition as exc:  # a venue's report the order's state cannot take: said, never a crash
+                events.append(Error(code="ILLEGAL_REPORT", message=f"{type(message).__name__}: {exc}", ts=self.now))
         touched = self._touched
         if touched:
             if self._filled:

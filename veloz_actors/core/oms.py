@@ -41,10 +41,12 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.SUBMITTED: _WORKING | {_S.ACCEPTED, _S.REJECTED},
     _S.ACCEPTED: _WORKING,
     _S.PARTIALLY_FILLED: _WORKING,
-    # a cancel in flight: fills may still arrive, and a rejected cancel puts the order back where it was
+    # a cancel in flight: fills may still arrive, and a rejected cancel puts the order back where it was; the order
+    # itself may still be refused by the venue (it was cancelled before the venue's answer to it came)
     _S.PENDING_CANCEL: frozenset(
         {
             _S.PENDING_CANCEL,
+            _S.REJECTED,
             _S.SUBMITTED,
             _S.ACCEPTED,
             _S.PARTIALLY_FILLED,
