@@ -185,6 +185,32 @@ def test_an_order_known_again_after_an_unknown_outcome_keeps_its_fills() -> None
     assert kernel.oms.get("main", "b1").status is S.FILLED and kernel.ledger.locked("main", "USDT") == 0
 
 
+def test_a_venue_may_refuse_an_order_whose_cancel_is_pending() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(cancel("b1"))  # sent before the venue answered the order
+    assert kernel.oms.get("main", "b1").status is S.PENDING_CANCEL
+    events = kernel.apply(VenueOrderRejected(venue="X", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                             reason=RejectReason.VENUE_REJECTED, detail="refused", ts=T0 + 1))  # fmt: skip
+    assert [type(e) for e in events if type(e) is OrderRejected] == [OrderRejected]
+    assert kernel.oms.get("main", "b1").status is S.REJECTED and kernel.ledger.locked("main", "USDT") == 0
+
+
+def test_a_report_the_order_state_cannot_take_is_an_error_never_a_crash() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    order = kernel.oms.get("main", "b1")
+    before = kernel.ledger.export()
+
+    def illegal(report, events):  # the safety net: whatever a report's handler cannot do is said, not raised
+        order.transition(S.FILLED, report.ts)  # SUBMITTED -> FILLED without a fill: not in the table
+
+    kernel._handlers[VenueOrderAccepted] = illegal
+    [error] = kernel.apply(_accepted("b1"))
+    assert error.code == "ILLEGAL_REPORT" and "b1" in error.message
+    assert order.status is S.SUBMITTED and kernel.ledger.export() == before
+
+
 def test_halt_rejects_risk_increasing_orders_until_reset_and_cancel_all_cancels_every_open_order() -> None:
     kernel = _kernel()
     kernel.apply(place("b1", "BUY", "0.01", "59000"))
