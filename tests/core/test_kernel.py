@@ -203,7 +203,7 @@ def test_a_report_the_order_state_cannot_take_is_an_error_never_a_crash() -> Non
     before = kernel.ledger.export()
 
     def illegal(report, events):  # the safety net: whatever a report's handler cannot do is said, not raised
-        order.transition(S.FILLED, report.ts)  # SUBMITTED -> FILLED without a fill: not in the table
+        order.transition(S.NEW, report.ts)  # SUBMITTED -> NEW: not in the table
 
     kernel._handlers[VenueOrderAccepted] = illegal
     [error] = kernel.apply(_accepted("b1"))
