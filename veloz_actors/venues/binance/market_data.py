@@ -1274,39 +1274,39 @@ class BinanceMarketData:
 # ------------------------------------------------------------------------------------------------------------ thread
 
 
-class MarketDataThread:
-    """One :class:`BinanceMarketData` on its own event loop in a daemon thread. ``sink`` is called from that thread.
+class LoopThread:
+    """An async client (``run()`` until ``close()``, and ``status()``) on its own event loop in a daemon thread: the
+    market-data client and the trading adapter each run in one, for an actor or the single-process engine."""
 
-    >>> feed = MarketDataThread(settings, sink).start()        # doctest: +SKIP
-    >>> feed.wait_synced(10.0)                                 # doctest: +SKIP
-    True
-    """
-
-    def __init__(self, settings: MarketDataSettings, sink: Callable[[list[Any]], None], **kw: Any) -> None:
-        self.client = BinanceMarketData(settings, sink, **kw)
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._started = threading.Event()
         self.error: BaseException | None = None
 
-    def start(self) -> MarketDataThread:
+    def start(self) -> Any:
         if self._thread is not None:
-            raise InvalidInput("MarketDataThread.start() called twice")
+            raise InvalidInput(f"{type(self).__name__}.start() called twice")
         loop = self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._main, args=(loop,), name=f"veloz-{self.client.settings.venue}-market-data", daemon=True
-        )
+        self._thread = threading.Thread(target=self._main, args=(loop,), name=self._name, daemon=True)
         self._thread.start()
+        self._started.wait(5.0)
         return self
 
     def _main(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self.client.run())
+            task = loop.create_task(self.client.run())
+            loop.call_soon(self._started.set)
+            loop.run_until_complete(task)
         except BaseException as exc:  # run() only ends by close(); anything else is a bug worth keeping
             self.error = exc
-            log.exception("market data thread ended with an error")
+            log.exception("%s ended with an error", self._name)
         finally:
+            self._started.set()
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
@@ -1319,8 +1319,47 @@ class MarketDataThread:
     def _call(self, coro: Any, timeout: float) -> Any:
         if not self.running or self._loop is None:
             coro.close()
-            raise InvalidInput("the market data thread is not running")
+            raise InvalidInput(f"the {self._name} thread is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The client's ``status()``, read on the loop thread (directly once the thread has ended)."""
+        if not self.running:
+            return self.client.status()  # type: ignore[no-any-return]
+
+        async def read() -> dict[str, Any]:
+            return self.client.status()  # type: ignore[no-any-return]
+
+        return self._call(read(), timeout)  # type: ignore[no-any-return]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the client and join the thread."""
+        if self.running and self._loop is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Any:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MarketDataThread(LoopThread):
+    """One :class:`BinanceMarketData` on its own event loop in a daemon thread. ``sink`` is called from that thread;
+    ``close()`` makes the client emit ``VenueConnection(closed)``.
+
+    >>> feed = MarketDataThread(settings, sink).start()        # doctest: +SKIP
+    >>> feed.wait_synced(10.0)                                 # doctest: +SKIP
+    True
+    """
+
+    client: BinanceMarketData
+
+    def __init__(self, settings: MarketDataSettings, sink: Callable[[list[Any]], None], **kw: Any) -> None:
+        super().__init__(BinanceMarketData(settings, sink, **kw), f"veloz-{settings.venue}-market-data")
 
     def subscribe(self, symbols: Iterable[str] | str, timeout: float = 10.0) -> None:
         """Subscribe live; returns once the server acknowledged (books sync in the background: :meth:`wait_synced`)."""
@@ -1328,16 +1367,6 @@ class MarketDataThread:
 
     def unsubscribe(self, symbols: Iterable[str] | str, timeout: float = 10.0) -> None:
         self._call(self.client.unsubscribe(symbols), timeout)
-
-    def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        """:meth:`BinanceMarketData.status`, read on the loop thread (directly once the thread has ended)."""
-        if not self.running:
-            return self.client.status()
-
-        async def read() -> dict[str, Any]:
-            return self.client.status()
-
-        return self._call(read(), timeout)
 
     def record_publish(self, batch: Iterable[Any], now: int | None = None) -> None:
         self.client.record_publish(batch, now)
@@ -1349,7 +1378,7 @@ class MarketDataThread:
         async def read() -> bool:
             return self.client.synced()
 
-        return self._call(read(), timeout)
+        return self._call(read(), timeout)  # type: ignore[no-any-return]
 
     def wait_synced(self, timeout: float) -> bool:
         """Wait until connected with every symbol's book synced; False if that did not happen within ``timeout``."""
@@ -1360,17 +1389,3 @@ class MarketDataThread:
             if time.monotonic() >= deadline or not self.running:
                 return False
             time.sleep(0.01)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the client (it emits ``VenueConnection(closed)``) and join the thread."""
-        if self.running and self._loop is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> MarketDataThread:
-        return self.start() if self._thread is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

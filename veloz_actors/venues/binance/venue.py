@@ -85,7 +85,6 @@ import contextlib
 import logging
 import random
 import re
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -120,7 +119,7 @@ from ...messages import (
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
 from .limits import RateLimits, parse_rate_limits
-from .market_data import Backoff, LogLimiter, check_endpoints
+from .market_data import Backoff, LogLimiter, LoopThread, check_endpoints
 from .reconcile import (
     ARCHIVED,
     NEVER_PLACED,
@@ -1883,7 +1882,7 @@ def _why(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------------------------------ thread
 
 
-class VenueThread:
+class VenueThread(LoopThread):
     """One :class:`BinanceVenue` on its own event loop in a daemon thread: the venue protocol for an actor or the
     single-process engine. ``submit`` and ``cancel`` are thread-safe, queue the request and return ``[]``; the
     reports arrive through ``reports(batch)``, called from the venue's thread.
@@ -1893,6 +1892,8 @@ class VenueThread:
     True
     """
 
+    client: BinanceVenue
+
     def __init__(
         self,
         settings: BinanceVenueSettings,
@@ -1901,47 +1902,17 @@ class VenueThread:
         reports: Callable[[list[Any]], None],
         **kw: Any,
     ) -> None:
-        self.venue = BinanceVenue(settings, credentials, instruments, reports, **kw)
-        self.name = self.venue.name
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._done = threading.Event()
-        self._started = threading.Event()
-        self.error: BaseException | None = None
-
-    def start(self) -> VenueThread:
-        if self._thread is not None:
-            raise InvalidInput("VenueThread.start() called twice")
-        loop = self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._main, args=(loop,), name=f"veloz-{self.name}-trading",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
-        self._started.wait(5.0)
-        return self
-
-    def _main(self, loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            task = loop.create_task(self.venue.run())
-            loop.call_soon(self._started.set)
-            loop.run_until_complete(task)
-        except BaseException as exc:  # run() only ends by close(); anything else is a bug worth keeping
-            self.error = exc
-            log.exception("trading thread ended with an error")
-        finally:
-            self._started.set()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._done.set()
+        venue = BinanceVenue(settings, credentials, instruments, reports, **kw)
+        super().__init__(venue, f"veloz-{venue.name}-trading")
+        self.name = venue.name
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and not self._done.is_set()
+    def venue(self) -> BinanceVenue:
+        return self.client
 
     @property
     def ready(self) -> bool:
-        return self.venue.ready
+        return self.client.ready
 
     def _post(self, fn: Callable[[Any], Any], arg: Any) -> None:
         if not self.running or self._loop is None:
@@ -1950,29 +1921,13 @@ class VenueThread:
 
     def submit(self, request: SubmitOrder) -> list[Any]:
         """Queue an order; its reports come through ``reports``."""
-        self._post(self.venue.submit, request)
+        self._post(self.client.submit, request)
         return []
 
     def cancel(self, request: SubmitCancel) -> list[Any]:
         """Queue a cancel; its reports come through ``reports``."""
-        self._post(self.venue.cancel, request)
+        self._post(self.client.cancel, request)
         return []
-
-    def _call(self, coro: Any, timeout: float) -> Any:
-        if not self.running or self._loop is None:
-            coro.close()
-            raise InvalidInput("the Binance trading thread is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def status(self, timeout: float = 5.0) -> dict[str, Any]:
-        """:meth:`BinanceVenue.status`, read on the loop thread (directly once the thread has ended)."""
-        if not self.running:
-            return self.venue.status()
-
-        async def read() -> dict[str, Any]:
-            return self.venue.status()
-
-        return self._call(read(), timeout)  # type: ignore[no-any-return]
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the stream is subscribed and the first reconciliation is done; False if not within
@@ -1981,10 +1936,10 @@ class VenueThread:
         while time.monotonic() < deadline:
             if not self.running:
                 return False
-            if self.venue.ready:
+            if self.client.ready:
                 return True
             time.sleep(0.01)
-        return self.venue.ready
+        return self.client.ready
 
     def reconcile(
         self,
@@ -1997,22 +1952,12 @@ class VenueThread:
     ) -> ReconcileReport:
         """:meth:`BinanceVenue.reconcile` from any thread (blocks until it is done)."""
         return self._call(  # type: ignore[no-any-return]
-            self.venue.reconcile(known_orders, last_trade_ids, balances, view=view), timeout
+            self.client.reconcile(known_orders, last_trade_ids, balances, view=view), timeout
         )
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the adapter and join the thread."""
-        if self.running and self._loop is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.venue.close(), self._loop).result(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> VenueThread:
-        return self.start() if self._thread is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close(timeout)
 
 
 # --------------------------------------------------------------------------------------------- account at start-up
