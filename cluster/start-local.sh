@@ -36,7 +36,10 @@ if [[ -f "$STATE/pids" ]]; then
 fi
 mkdir -p "$STATE/tmp" "$STATE/logs"
 
-# Free loopback ports, chosen by the kernel (bind to port 0), so this cluster never collides with another.
+# One attempt: free loopback ports, the head, then the worker. The ports are chosen by the kernel (bind to port 0),
+# so this cluster never collides with another; another process may still take one between that choice and Ray's
+# bind, so a failed attempt is stopped and tried again with new ports (3 attempts).
+start_cluster() {
 read -r GCS_PORT DASH_PORT CLIENT_PORT HEAD_AGENT WORKER_AGENT HEAD_METRICS WORKER_METRICS HEAD_RTE WORKER_RTE HEAD_NM WORKER_NM HEAD_OM WORKER_OM < <(
   "$PYTHON" - <<'PY'
 import socket
@@ -110,7 +113,7 @@ if ! wait_nodes 1 "$HEAD_PID"; then
   echo "error: the head node did not start; see $STATE/logs/head.log" >&2
   tail -n 20 "$STATE/logs/head.log" >&2 || true
   "$HERE/stop-local.sh" "$STATE" >/dev/null 2>&1 || true
-  exit 1
+  return 1
 fi
 
 setsid "$RAY" start "${common[@]}" "${worker_args[@]}" > "$STATE/logs/worker.log" 2>&1 < /dev/null &
@@ -120,8 +123,20 @@ if ! wait_nodes 2 "$WORKER_PID"; then
   echo "error: the worker node did not join; see $STATE/logs/worker.log" >&2
   tail -n 20 "$STATE/logs/worker.log" >&2 || true
   "$HERE/stop-local.sh" "$STATE" >/dev/null 2>&1 || true
-  exit 1
+  return 1
 fi
+
+}
+
+for attempt in 1 2 3; do
+  if start_cluster; then
+    break
+  fi
+  if (( attempt == 3 )); then
+    exit 1
+  fi
+  echo "retrying with other ports (attempt $((attempt + 1)) of 3)" >&2
+done
 
 {
   echo "export RAY_AUTH_MODE=$RAY_AUTH_MODE"
