@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from veloz_actors.testing.binance_server import BinanceTestServer
 
@@ -54,7 +55,15 @@ def test_live_refuses_without_flag_keys_journal_or_single_process(server, tmp_pa
     assert no_journal.returncode != 0 and "needs a journal" in no_journal.stderr
     both = _run([*_flags(server, journal), "--paper"], keys)
     assert both.returncode != 0 and "not both" in both.stderr
-    for result in (no_keys, actors, no_journal, both):
+    data = yaml.safe_load(CONFIG.read_text())
+    data["engine"]["risk"]["max_position"]["BTCUSDT"] = "0.00"  # written as a decimal, still no limit
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(yaml.safe_dump(data))
+    flags = _flags(server, journal)
+    flags[flags.index(str(CONFIG))] = str(loose)
+    no_limits = _run(flags, keys)
+    assert no_limits.returncode != 0 and "risk.max_position.BTCUSDT" in no_limits.stderr
+    for result in (no_keys, actors, no_journal, both, no_limits):
         assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert not journal.exists()
 

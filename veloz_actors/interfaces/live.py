@@ -38,14 +38,14 @@ _READY_SECONDS = 60.0
 def check_live_risk(config: EngineFileConfig) -> None:
     """Live trading needs the risk limits that bound a mistake: per symbol a maximum order quantity and position, and
     a maximum order notional. Raises :class:`ConfigError` naming each one missing."""
-    risk = config.risk
-    missing = []
-    for symbol in config.venue.symbols:
-        for name in ("max_order_qty", "max_position"):
-            value = getattr(risk, name).get(symbol)
-            if value is None or str(value) in ("0", "0.0"):
-                missing.append(f"risk.{name}.{symbol}")
-    if str(risk.max_order_notional) in ("0", "0.0"):
+    risk = config.risk.build()  # exact integers: "0.00" is as unset as "0"
+    missing = [
+        f"risk.{name}.{symbol}"
+        for symbol in config.venue.symbols
+        for name in ("max_order_qty", "max_position")
+        if getattr(risk, name).get(symbol, 0) <= 0
+    ]
+    if risk.max_order_notional <= 0:
         missing.append("risk.max_order_notional")
     if missing:
         raise ConfigError(f"live trading needs these risk limits configured (non-zero): {', '.join(missing)}")
