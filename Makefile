@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run run-single test test-core lint bench lock clean
+.PHONY: install browser run run-single test test-core lint bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# The browser tests drive Debian's chromium through its chromedriver: installed from the system package manager
+# (as root, or with sudo), never downloaded by a test tool.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+
 # The main job: the trading engine with a simulated market, driven by the stdio protocol (see README).
 run: install
 	$(BIN)/veloz start --local $(ARGS)
@@ -21,7 +29,7 @@ run: install
 run-single: install
 	$(BIN)/veloz start --local --single-process $(ARGS)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-core: install
