@@ -2,7 +2,7 @@
 
 Layers, inner to outer (README "Layout")::
 
-    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py, orders.py)
+    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py, orders.py, logs.py)
     core      venues    data    strategies    backtest    search    actors    interfaces
 
 ``config.py`` turns config files into core values: it may import up to ``venues`` and nothing above. ``testing/`` is
@@ -35,6 +35,7 @@ PLACED = {
     "_exceptions": "messages",
     "_allocator": "messages",
     "orders": "messages",  # the PlaceOrder builder: messages, fixed and _exceptions only
+    "logs": "messages",  # the one logging set-up (CLI, engine, actors): messages, fixed and _exceptions only
     "config": "venues",  # may import core and venues, nothing above
 }
 TESTING_RANK = RANK["actors"] - 0.5  # the test kit: anything below actors

@@ -21,6 +21,7 @@ from .core.instruments import Instrument
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import parse_decimal
+from .logs import LogSettings, parse_format, parse_level
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
 
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_ENGINE_CONFIG",
     "ActorsModel",
     "EngineFileConfig",
+    "LoggingModel",
     "BINANCE_PRESETS",
     "ReplayModel",
     "VenueModel",
@@ -36,6 +38,7 @@ __all__ = [
     "load_engine_config",
     "load_yaml",
     "resolve_venue_instruments",
+    "with_logging",
     "with_venue",
 ]
 
@@ -260,6 +263,50 @@ class MetricsModel(_Model):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class LoggingModel(_Model):
+    """``logging:``: the structured logs of the CLI, the engine and every actor (:mod:`veloz_actors.logs`).
+
+    ``file``: true (default) writes ``veloz.log`` in the run folder (the journal's folder; none without a journal),
+    a path writes that file (actors beside it: ``veloz-oms.log``, ...) even without a journal, false only stderr.
+    ``stderr_level`` unset: WARNING while a file is written, else ``level``. ``--log-format`` and ``--log-level``
+    override ``format`` and ``level``."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stderr_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    file: bool | str = True
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # rotate when the file would grow past this
+    backups: int = Field(default=5, ge=1, le=1000)  # rotated files kept (veloz.log.1 ... veloz.log.<backups>)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("level", "stderr_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    def settings(self, run_dir: str | Path | None) -> LogSettings:
+        """The plain settings for :func:`~veloz_actors.logs.configure_logging`, the file made absolute (actors may
+        run in another working directory): ``<run_dir>/veloz.log``, the configured path, or none."""
+        if isinstance(self.file, str):
+            file: Path | None = Path(self.file).expanduser().resolve()
+        elif self.file and run_dir is not None:
+            file = Path(run_dir).expanduser().resolve() / "veloz.log"
+        else:
+            file = None
+        return LogSettings(
+            format=self.format,
+            level=self.level,
+            stderr_level=self.stderr_level,
+            file=None if file is None else str(file),
+            max_bytes=self.max_bytes,
+            backups=self.backups,
+        )
+
+
 class ReplayModel(_Model):
     """``actors.replay``: a recorded WebSocket capture (``../shared/data/ticks_l2``) the feed actor replays."""
 
@@ -363,6 +410,7 @@ class EngineFileConfig(_Model):
     sim: SimModel = Field(default_factory=SimModel)
     journal: JournalModel = Field(default_factory=JournalModel)
     metrics: MetricsModel = Field(default_factory=MetricsModel)
+    logging: LoggingModel = Field(default_factory=LoggingModel)
     actors: ActorsModel = Field(default_factory=ActorsModel)
     venue: VenueModel = Field(default_factory=VenueModel)
 
@@ -471,6 +519,22 @@ def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:
         **{k: v.model_dump(exclude_unset=True) for k, v in update.items()},
     }
     return parse_engine_config(data, source="config")
+
+
+def with_logging(config: EngineFileConfig, *, format: str | None = None, level: str | None = None) -> EngineFileConfig:
+    """``config`` with the CLI's ``--log-format`` / ``--log-level`` (when given) in its ``logging:`` section; a bad
+    value is a :class:`ConfigError` naming the option."""
+    changes: dict[str, str] = {}
+    try:
+        if format is not None:
+            changes["format"] = parse_format(format, "--log-format")
+        if level is not None:
+            changes["level"] = parse_level(level, "--log-level")
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+    if not changes:
+        return config
+    return config.model_copy(update={"logging": config.logging.model_copy(update=changes)})
 
 
 def resolve_venue_instruments(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.journal import Journal, read_journal, read_snapshot, write_snapshot
+from ..logs import configure_logging
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
 from .spec import EngineSpec, hand_to_os, reconstructed, require_journal_dir
 
@@ -24,6 +25,7 @@ class AccountViewActor:
     """Balances and positions per account (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec) -> None:
+        configure_logging(spec.logging, actor="account")
         self.seq = 0
         self.accounts: dict[str, AccountUpdated] = {}
         self.positions: dict[tuple[str, str], PositionUpdated] = {}

@@ -102,6 +102,7 @@ def build_spec(
         market_data=file_config.venue.market_data() if file_config.venue.kind == "binance" else None,
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
         journal_mode=actors.journal_mode,
+        logging=file_config.logging.settings(run_dir),
     )
 
 

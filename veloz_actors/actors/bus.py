@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from ..logs import LogSettings, configure_logging
 from .backpressure import DropOldestQueue
 from .batches import BookTopBatch
 from .spec import CallWindow
@@ -41,7 +42,8 @@ class Settled:
 class EventBusActor:
     """Fans events out to subscribers (see the module docstring)."""
 
-    def __init__(self, subscriber_queue: int) -> None:
+    def __init__(self, subscriber_queue: int, log_settings: LogSettings | None = None) -> None:
+        configure_logging(log_settings, actor="bus")
         self.default_queue = subscriber_queue
         self.queues: dict[int, DropOldestQueue] = {}
         self.filters: dict[int, frozenset[str] | None] = {}

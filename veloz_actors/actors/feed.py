@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from ..logs import configure_logging
 from ..messages import BookTop, Error, Trade, VenueConnection
 from .batches import TOP_DTYPE, BookTopBatch
 from .spec import CallWindow, EngineSpec, reconstructed
@@ -47,6 +48,7 @@ class MarketFeedActor:
     """The market feed of one venue (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, oms: Any, venues: dict[str, Any], bus: Any = None) -> None:
+        configure_logging(spec.logging, actor="feed")
         self.spec = spec
         self.oms = oms
         self.venues = venues

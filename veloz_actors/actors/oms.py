@@ -20,6 +20,7 @@ by name and probes it, and the risk actor asks for what it lacks.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import Any
 import ray
 
 from ..core.kernel import TradingKernel
+from ..logs import configure_logging, log_events
 from ..messages import (
     AccountUpdated,
     CancelOrder,
@@ -59,12 +61,14 @@ _FLUSH_SECONDS = 0.005  # the flusher sends what a full window held back within 
 _RESYNC_AGAIN_SECONDS = 1.0  # a venue's resync not come after this long is asked for again
 _ACCOUNT_OUTBOX = 100_000
 _ACCOUNT_TYPES = frozenset({AccountUpdated, PositionUpdated, OrderFilled})
+_log = logging.getLogger("veloz.oms")
 
 
 class OmsActor:
     """The order path's sequencer over the trading kernel (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, account: Any, bus: Any, venues: dict[str, Any] | None = None) -> None:
+        configure_logging(spec.logging, actor="oms")
         self.spec = spec
         config = EngineConfig.from_json(spec.engine_config).kernel_config()
         path = spec.journal_path("oms")
@@ -292,6 +296,7 @@ class OmsActor:
 
     def _publish(self, events: list[Any]) -> None:
         """Queue the events for the bus and the account view and send at once what the windows have room for."""
+        log_events(_log, events)  # every step's events pass here: the order lifecycle, logged once
         with self._lock:
             if events:
                 self._account_seq = self.kernel.seq

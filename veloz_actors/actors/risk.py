@@ -56,6 +56,7 @@ import ray
 
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
+from ..logs import LogSettings, configure_logging
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
 from .spec import reconstructed, require_journal_dir
 
@@ -91,7 +92,9 @@ class RiskActor:
         window: int = 64,
         clock: Callable[[], int] = time.time_ns,
         engine: str | None = None,
+        log_settings: LogSettings | None = None,
     ) -> None:
+        configure_logging(log_settings, actor="risk")
         self.oms = oms
         self.oms_method = oms_method
         self.clock = clock

@@ -24,6 +24,7 @@ import ray
 
 from .._exceptions import JournalError
 from ..core.journal import Journal
+from ..logs import LogSettings
 
 __all__ = [
     "JOURNAL_MODES",
@@ -68,6 +69,7 @@ class EngineSpec:
     journal_mode: str = "shared"  # "shared" or "node-local" (see the module docstring)
     journal_node: str | None = None  # node-local: the node whose disk holds journal_dir
     nodes: dict[str, str] = field(default_factory=dict)  # actor ("oms", "venue:BTCUSDT", "supervisor") -> pinned node
+    logging: LogSettings | None = None  # each actor's log set-up (veloz_actors.logs; None: leave logging alone)
 
     def __post_init__(self) -> None:
         if self.journal_mode not in JOURNAL_MODES:

@@ -28,6 +28,7 @@ from typing import Any
 
 import ray
 
+from ..logs import LogSettings, configure_logging
 from ..messages import (
     AccountUpdated,
     BookTop,
@@ -166,7 +167,17 @@ class LiveContext(StrategyContext):
 class StrategyNode:
     """Runs one configured strategy on one symbol's bars (see the module docstring)."""
 
-    def __init__(self, settings: dict[str, Any], oms: Any, bus: Any, instruments: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        oms: Any,
+        bus: Any,
+        instruments: dict[str, tuple[str, str]],
+        *,
+        log_settings: LogSettings | None = None,
+        log_name: str = "strategy",
+    ) -> None:
+        configure_logging(log_settings, actor=log_name)
         self.settings = dict(settings)
         self.symbol = str(settings["symbol"])
         self.bar_ns = int(settings.get("bar_ms", 1000)) * 1_000_000

@@ -31,6 +31,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import EngineUnavailable
+from ..logs import configure_logging
 from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
@@ -63,6 +64,7 @@ class Supervisor:
     """Owns one engine's actors (so with a detached supervisor they all outlive the driver)."""
 
     def __init__(self, spec: EngineSpec) -> None:
+        configure_logging(spec.logging, actor="supervisor")
         self.spec = spec
         self.started_ns = time.time_ns()
         self._stop = threading.Event()
@@ -89,7 +91,7 @@ class Supervisor:
         self.bus = (
             ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
-            .remote(spec.subscriber_queue)
+            .remote(spec.subscriber_queue, log_settings=spec.logging)
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
@@ -116,7 +118,9 @@ class Supervisor:
         for i, settings in enumerate(spec.strategies):
             name = f"strategy:{i}:{settings['strategy']}"
             node = ray.remote(StrategyNode).options(**self._options(name))
-            self.actors[name] = node.remote(settings, self.oms, self.bus, instruments)
+            self.actors[name] = node.remote(
+                settings, self.oms, self.bus, instruments, log_settings=spec.logging, log_name=name
+            )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
         self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
@@ -159,6 +163,7 @@ class Supervisor:
                 durability=self.spec.durability,
                 follow_method="follow_fills",
                 engine=self.spec.name,
+                log_settings=self.spec.logging,
             )
         )
         self._follow(risk)

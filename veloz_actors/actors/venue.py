@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..logs import configure_logging
 from ..messages import BookTop, Trade
 from ..venues.engine import EngineConfig
 from .batches import BookTopBatch
@@ -31,6 +32,7 @@ class VenueActor:
     """One venue shard (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, shard: str, symbols: Sequence[str], oms: Any, bus: Any) -> None:
+        configure_logging(spec.logging, actor=f"venue:{shard}")
         self.shard = shard
         self.symbols = frozenset(symbols)
         self.oms = oms

@@ -14,7 +14,8 @@ import orjson
 import typer
 
 from .._exceptions import VelozError
-from ..config import default_engine_config, load_engine_config, resolve_venue_instruments, with_venue
+from ..config import default_engine_config, load_engine_config, resolve_venue_instruments, with_logging, with_venue
+from ..logs import configure_logging
 
 app = typer.Typer(
     name="veloz",
@@ -48,6 +49,10 @@ def start(
     durability: Annotated[str | None, typer.Option(help="Journal durability: always, group or none.")] = None,
     market: Annotated[bool, typer.Option("--market/--no-market", help="Print simulated market quotes.")] = True,
     tick_ms: Annotated[int | None, typer.Option(help="Simulated market step in milliseconds.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="Log lines: text or json (default: logging.format).")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="Log level: DEBUG, INFO, WARNING or ERROR (default: logging.level).")
+    ] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
     detached: Annotated[bool, typer.Option("--detached", help="Leave the engine running on the cluster.")] = False,
     replay: Annotated[
@@ -80,6 +85,7 @@ def start(
     ] = False,
 ) -> None:
     file_config = load_engine_config(config or default_engine_config())
+    file_config = with_logging(file_config, format=log_format, level=log_level)  # --log-format, --log-level
     venue_flags = (symbols, preset, rest_url, stream_url, ws_api_url)
     if paper and live:
         raise VelozError("choose --paper (simulated fills) or --live (real orders), not both")
@@ -117,6 +123,8 @@ def start(
         raise VelozError("--tick-ms must be positive")
     journal_path = None if no_journal else (journal or file_config.journal.path)
     mode = durability or file_config.journal.durability
+    log_dir = None if journal_path is None else Path(journal_path).resolve().parent  # logs: in the run folder
+    configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
     trading_live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
     if trading_live:
         if not live:

@@ -13,6 +13,7 @@ single-threaded.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import signal
 import sys
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from ..logs import log_events
 from ..messages import Error, Tick, VenueBalance, VenueBalanceDelta, VenueConnection
 from ..venues.engine import Engine
 from .stdio import Session, dumps
@@ -30,6 +32,7 @@ __all__ = ["LiveMarket", "LiveVenue", "LocalBackend", "run_session"]
 _EOF = object()
 _SIDE_FEED_SECONDS = 0.05
 _SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (it answers pings meanwhile)  # how often a side feed is polled while no command comes in
+_log = logging.getLogger("veloz.engine")  # the one-process engine's order lifecycle (veloz_actors.logs)
 
 
 class LocalBackend:
@@ -48,12 +51,14 @@ class LocalBackend:
         self.trading = trading
 
     def submit(self, command: Any) -> list[Any]:
-        if self.trading is not None:
-            return self.trading.apply(command)
-        return self.engine.apply(command)
+        events = self.trading.apply(command) if self.trading is not None else self.engine.apply(command)
+        log_events(_log, events)
+        return events
 
     def tick(self, ts: int) -> list[Any]:
-        return self.engine.apply(Tick(ts=ts))
+        events = self.engine.apply(Tick(ts=ts))
+        log_events(_log, events)  # fills of resting orders (quotes are never logged)
+        return events
 
     def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
         oms = self.engine.oms
@@ -219,6 +224,7 @@ class LiveVenue:
             try:
                 notice = self.notices.get_nowait()
             except queue.Empty:
+                log_events(_log, out)
                 return out
             out.extend(_notice_events(notice))
 
@@ -314,6 +320,7 @@ class LiveMarket:
             try:
                 batch = self.batches.get_nowait()
             except queue.Empty:
+                log_events(_log, out)  # paper fills, connection changes (market events are never logged)
                 return out
             received = [event.ts_recv for event in batch if type(event) is not VenueConnection]
             for event in batch:

@@ -578,10 +578,11 @@ class BinanceMarketData:
                     self._log(
                         logging.WARNING,
                         "reconnect",
-                        "%s: %s; reconnecting in %.2f s",
+                        "%s: %s; reconnecting in %.2f s (attempt %d without data)",
                         self.settings.venue,
                         reason,
                         delay,
+                        self._backoff.attempt,
                     )
                     if delay:
                         await self._sleep(delay)

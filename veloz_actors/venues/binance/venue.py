@@ -609,7 +609,8 @@ class BinanceVenue:
                         backoff.reset()
                     else:
                         delay = backoff.next_delay()
-                    self._log(logging.WARNING, "reconnect", "%s: %s; reconnecting in %.2f s", self.name, reason, delay)
+                    self._log(logging.WARNING, "reconnect", "%s: %s; reconnecting in %.2f s (attempt %d)", self.name,
+                              reason, delay, backoff.attempt)  # fmt: skip
                     await self._sleep(delay)
         finally:
             self._ready = False

@@ -1,0 +1,44 @@
+"""Structured logs on the actor engine: every actor process writes its own file in the run folder, and the OMS actor
+logs the order lifecycle with the order's numbers (``veloz_actors/logs.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from veloz_actors.actors.api import start_local
+from veloz_actors.config import with_logging
+
+from .helpers import file_config, wait_for
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")
+
+
+def _lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_each_actor_logs_to_a_file_of_its_own_and_the_oms_logs_the_fill(tmp_path: Path) -> None:
+    config = with_logging(file_config(), format="json", level="INFO")
+    engine = start_local(config, name="test-logging", journal_dir=tmp_path / "engine.journal.actors")
+    try:
+        assert engine.spec.logging is not None and engine.spec.logging.file == str(tmp_path / "veloz.log")
+        engine.tick()  # the market maker quotes
+        engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="actor-log-1")
+        oms_log = tmp_path / "veloz-oms.log"
+        fill = wait_for(
+            lambda: next((x for x in _lines(oms_log) if x["msg"] == "order filled"), None),
+            what="the OMS actor's line for the fill",
+        )
+        assert fill["level"] == "INFO" and fill["actor"] == "oms" and fill["logger"] == "veloz.oms"
+        assert fill["cid"] == "actor-log-1" and fill["qty"] == "0.01" and fill["symbol"] == "BTCUSDT"
+        accepted = [x for x in _lines(oms_log) if x["msg"] == "order accepted"]
+        assert [x["cid"] for x in accepted] == ["actor-log-1"]
+        expected = {"veloz-oms.log", "veloz-supervisor.log", "veloz-feed.log", "veloz-bus.log", "veloz-account.log"}
+        expected |= {f"veloz-venue-{symbol}.log" for symbol in ("BTCUSDT", "ETHUSDT")}
+        assert expected <= {p.name for p in tmp_path.glob("veloz-*.log")}
+        assert not (tmp_path / "veloz.log").exists()  # the driver's file is the CLI's: this driver is a test
+    finally:
+        engine.shutdown()

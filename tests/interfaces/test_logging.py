@@ -1,0 +1,307 @@
+"""Structured logs (``veloz_actors/logs.py``): formats, levels, the rotating file in the run folder, the actor field,
+secrets redacted, the order lifecycle logged cheaply, and ``veloz start --single-process --log-format json`` writing an
+INFO line for an order's fill."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import timeit
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from veloz_actors._exceptions import ConfigError, InvalidInput
+from veloz_actors.config import load_engine_config, parse_engine_config, with_logging
+from veloz_actors.logs import LogSettings, configure_logging, log_events, redact
+from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
+from veloz_actors.venues.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "engine.yaml"
+KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"  # Binance's documented example key
+SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"  # and its example secret
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Each test configures the ``veloz`` logger of this process; put it back as it was afterwards."""
+    logger = logging.getLogger("veloz")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+def _json_lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_text().splitlines()]
+
+
+def _order(cid: str, qty: int = 1_000_000) -> PlaceOrder:
+    return PlaceOrder(
+        client_order_id=cid, account_id="main", symbol="BTCUSDT", side=Side.BUY, order_type=OrderType.MARKET,
+        tif=TimeInForce.GTC, price=None, qty=qty, ts=2,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------ formats
+
+
+def test_json_lines_carry_ts_level_logger_actor_msg_and_the_extra_fields(tmp_path: Path) -> None:
+    path = configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    logging.getLogger("veloz.test").info("order filled", extra={"cid": "a1", "qty": "0.01"})
+    [line] = _json_lines(tmp_path / "veloz.log")
+    assert path == tmp_path / "veloz.log"
+    assert line["level"] == "INFO" and line["logger"] == "veloz.test" and line["actor"] == "cli"
+    assert line["msg"] == "order filled" and line["cid"] == "a1" and line["qty"] == "0.01"
+    # ISO-8601 UTC with milliseconds: 2024-05-01T12:00:00.123Z
+    assert len(line["ts"]) == 24 and line["ts"][10] == "T" and line["ts"][19] == "." and line["ts"].endswith("Z")
+
+
+def test_a_call_may_name_another_actor_and_a_traceback_travels_as_exc(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("from elsewhere", extra={"actor": "engine"})
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("failed")
+    first, second = _json_lines(tmp_path / "veloz.log")
+    assert first["actor"] == "engine"
+    assert second["level"] == "ERROR" and "RuntimeError: boom" in second["exc"]
+
+
+def test_text_lines_name_level_actor_logger_and_fields(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="text", file=str(tmp_path / "veloz.log")), actor="oms")
+    logging.getLogger("veloz.oms").info("order accepted", extra={"cid": "b2", "detail": "two words"})
+    [line] = (tmp_path / "veloz-oms.log").read_text().splitlines()
+    ts, level, actor, logger, *rest = line.split()
+    assert (level, actor, logger) == ("INFO", "oms", "veloz.oms:")
+    assert ts.endswith("Z") and " cid=b2 " in line and line.endswith('detail="two words"')
+
+
+# ------------------------------------------------------------------------------------------------------- levels
+
+
+def test_the_level_filters_the_file(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", level="WARNING", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.debug("debug")
+    log.info("info")
+    log.warning("warning")
+    log.error("error")
+    assert [line["msg"] for line in _json_lines(tmp_path / "veloz.log")] == ["warning", "error"]
+
+
+def test_debug_reaches_the_file_at_level_debug(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", level="DEBUG", file=str(tmp_path / "veloz.log")), actor="cli")
+    logging.getLogger("veloz.test").debug("details")
+    assert [line["level"] for line in _json_lines(tmp_path / "veloz.log")] == ["DEBUG"]
+
+
+def test_stderr_shows_warnings_only_while_a_file_has_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.info("routine")
+    log.warning("attention")
+    err = capsys.readouterr().err
+    assert [orjson.loads(line)["msg"] for line in err.splitlines()] == ["attention"]
+    assert [line["msg"] for line in _json_lines(tmp_path / "veloz.log")] == ["routine", "attention"]
+
+
+def test_without_a_run_folder_stderr_takes_the_level(capsys: pytest.CaptureFixture) -> None:
+    assert configure_logging(LogSettings(format="json", level="INFO"), actor="cli") is None
+    logging.getLogger("veloz.test").info("routine")
+    assert [orjson.loads(line)["msg"] for line in capsys.readouterr().err.splitlines()] == ["routine"]
+
+
+def test_configuring_again_replaces_the_handlers(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "a.log")), actor="cli")
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "b.log")), actor="cli")
+    logging.getLogger("veloz.test").info("once")
+    assert (tmp_path / "a.log").read_text() == ""
+    assert len(_json_lines(tmp_path / "b.log")) == 1
+
+
+# --------------------------------------------------------------------------------------------------------- files
+
+
+def test_the_file_rotates_at_max_bytes_and_keeps_backups(tmp_path: Path) -> None:
+    settings = LogSettings(format="json", file=str(tmp_path / "veloz.log"), max_bytes=2048, backups=2)
+    configure_logging(settings, actor="cli")
+    log = logging.getLogger("veloz.test")
+    for i in range(200):
+        log.info("line", extra={"n": i})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["veloz.log", "veloz.log.1", "veloz.log.2"]
+    assert all((tmp_path / name).stat().st_size <= 2048 for name in files)
+    assert _json_lines(tmp_path / "veloz.log")[-1]["n"] == 199  # the newest lines are in the current file
+
+
+def test_each_actor_process_writes_a_file_of_its_own_beside_the_drivers(tmp_path: Path) -> None:
+    settings = LogSettings(format="json", file=str(tmp_path / "veloz.log"))
+    assert settings.file_for(None) == tmp_path / "veloz.log"
+    assert settings.file_for("venue:BTCUSDT") == tmp_path / "veloz-venue-BTCUSDT.log"
+    assert configure_logging(settings, actor="venue:BTCUSDT") == tmp_path / "veloz-venue-BTCUSDT.log"
+    logging.getLogger("veloz.venue").warning("book resynced", extra={"symbol": "BTCUSDT"})
+    [line] = _json_lines(tmp_path / "veloz-venue-BTCUSDT.log")
+    assert line["actor"] == "venue-BTCUSDT" and not (tmp_path / "veloz.log").exists()
+
+
+def test_the_config_places_the_file_in_the_run_folder_or_where_it_says(tmp_path: Path) -> None:
+    config = load_engine_config(CONFIG)
+    assert config.logging.settings(tmp_path).file == str(tmp_path / "veloz.log")
+    assert config.logging.settings(None).file is None  # --no-journal: no run folder, stderr only
+    named = config.logging.model_copy(update={"file": str(tmp_path / "logs" / "engine.log")})
+    assert named.settings(None).file == str(tmp_path / "logs" / "engine.log")
+    assert config.logging.model_copy(update={"file": False}).settings(tmp_path).file is None
+
+
+# -------------------------------------------------------------------------------------------------------- config
+
+
+def test_the_logging_section_validates_and_names_a_bad_field() -> None:
+    data = load_engine_config(CONFIG).model_dump()
+    data["logging"] = {"format": "JSON", "level": "debug", "max_bytes": 4096, "backups": 3}
+    settings = parse_engine_config(data).logging.settings(None)
+    assert (settings.format, settings.level, settings.max_bytes, settings.backups) == ("json", "DEBUG", 4096, 3)
+    data["logging"] = {"format": "xml"}
+    with pytest.raises(ConfigError, match="logging.format"):
+        parse_engine_config(data)
+    data["logging"] = {"backups": 0}
+    with pytest.raises(ConfigError, match="logging.backups"):
+        parse_engine_config(data)
+
+
+def test_the_cli_options_override_the_config_and_bad_values_name_the_option() -> None:
+    config = with_logging(load_engine_config(CONFIG), format="json", level="warning")
+    assert (config.logging.format, config.logging.level) == ("json", "WARNING")
+    with pytest.raises(ConfigError, match="--log-level: expected one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"):
+        with_logging(config, level="LOUD")
+    with pytest.raises(ConfigError, match="--log-format: expected one of text, json, got 'xml'"):
+        with_logging(config, format="xml")
+    with pytest.raises(InvalidInput, match="logging.max_bytes"):
+        LogSettings(max_bytes=10)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--log-level", "LOUD"), ("--log-format", "xml")])
+def test_veloz_start_refuses_a_bad_log_option_in_one_line(option: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", option, value],
+        input=b"QUIT\n", capture_output=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.startswith(f"error: {option}: expected one of") and len(err.splitlines()) == 1
+    assert result.stdout == b""
+
+
+# ------------------------------------------------------------------------------------------------------- secrets
+
+
+def test_secrets_never_reach_stderr_or_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "Zy9" * 10  # a secret that has no key-like shape: known only from the environment
+    monkeypatch.setenv("BINANCE_API_KEY", KEY)
+    monkeypatch.setenv("BINANCE_API_SECRET", other)
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.binance")
+    log.warning("GET /api/v3/order?symbol=BTCUSDT&timestamp=1&signature=%s failed", "c8db5" * 8)
+    log.warning("headers %s", {"X-MBX-APIKEY": KEY, "Accept": "application/json"})
+    log.warning("signing with %s", other, extra={"params": {"apiKey": KEY, "secret": SECRET}, "raw": SECRET})
+    try:
+        raise ValueError(f"bad key {KEY}")
+    except ValueError:
+        log.exception("request failed")
+    err = capsys.readouterr().err
+    written = (tmp_path / "veloz.log").read_text()
+    for text in (err, written):
+        assert len(text.splitlines()) == 4
+        for secret in (KEY, SECRET, other, "c8db5" * 8):
+            assert secret not in text
+        assert "signature=***" in text and "***" in text
+    assert "symbol=BTCUSDT" in written and "application/json" in written  # what is not a secret stays
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    text = "order filled cid=a1 symbol=BTCUSDT qty=0.01 price=60025.18 trade_id=123456789"
+    assert redact(text) == text
+    assert redact(f"key {KEY}.") == "key ***."
+
+
+# ------------------------------------------------------------------------------------------------- order events
+
+
+def _engine_events() -> list:
+    engine = Engine(load_engine_config(CONFIG).engine_config())
+    engine.apply(Tick(ts=1))  # the market maker quotes
+    events = engine.apply(_order("f1"))
+    events += engine.apply(_order("r1", qty=10**20))  # far beyond max_order_qty: rejected
+    return events
+
+
+def test_log_events_logs_the_order_lifecycle_with_its_numbers(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="engine")
+    events = _engine_events()
+    log_events(logging.getLogger("veloz.engine"), events)
+    lines = _json_lines(tmp_path / "veloz.log")
+    by_msg = {(line["msg"], line["cid"]): line for line in lines}
+    fill = by_msg[("order filled", "f1")]
+    assert fill["level"] == "INFO" and fill["actor"] == "engine" and fill["symbol"] == "BTCUSDT"
+    assert fill["side"] == "BUY" and fill["qty"] == "0.01" and float(fill["price"]) > 0
+    assert by_msg[("order accepted", "f1")]["qty"] == "0.01"
+    rejected = by_msg[("order rejected", "r1")]
+    assert rejected["reason"] and rejected["level"] == "INFO"
+    kinds = {type(e).__name__ for e in events}
+    assert {"AccountUpdated", "PositionUpdated"} <= kinds  # in the step, never logged
+    assert len(lines) == sum(type(e).__name__.startswith("Order") for e in events)
+
+
+def test_market_data_is_never_logged(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", level="DEBUG", file=str(tmp_path / "veloz.log")), actor="engine")
+    engine = Engine(load_engine_config(CONFIG).engine_config())
+
+    ticks = [e for ts in range(1, 20) for e in engine.apply(Tick(ts=ts * 250_000_000))]
+    assert any(type(e).__name__ == "BookTop" for e in ticks)
+    log_events(logging.getLogger("veloz.engine"), ticks)
+    assert not any(line["msg"].startswith(("book", "trade")) for line in _json_lines(tmp_path / "veloz.log"))
+    assert all(line["msg"].startswith("order") for line in _json_lines(tmp_path / "veloz.log"))
+
+
+def test_a_filtered_step_costs_a_few_microseconds_at_most() -> None:
+    """With the level above INFO an order step's logging is one level check (a fraction of a microsecond here;
+    README "Logs"); the bound leaves room for a loaded machine."""
+    configure_logging(LogSettings(format="json", level="ERROR"), actor="engine")
+    logger = logging.getLogger("veloz.engine")
+    events = _engine_events()
+    assert not logger.isEnabledFor(logging.WARNING)
+    best = min(timeit.repeat(lambda: log_events(logger, events), number=2_000, repeat=5)) / 2_000
+    assert best < 3e-6, f"{best * 1e6:.2f} us per filtered step"
+
+
+# ----------------------------------------------------------------------------------------------------- the CLI
+
+
+def test_a_single_process_session_logs_the_fill_of_its_order_as_a_json_line(tmp_path: Path) -> None:
+    journal = tmp_path / "run" / "engine.journal"
+    result = subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", "--no-market",
+         "--config", str(CONFIG), "--journal", str(journal), "--log-format", "json"],
+        input=b"ORDER BUY BTCUSDT 0.01 MARKET cid=logged-1\nQUIT\n", capture_output=True, cwd=ROOT, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()[-2000:]
+    printed = [orjson.loads(line) for line in result.stdout.splitlines()]  # stdout: the protocol, nothing else
+    assert printed[0]["state"] == "started" and printed[-1]["state"] == "stopped"
+    assert any(o["type"] == "fill" and o["cid"] == "logged-1" for o in printed)
+    lines = _json_lines(tmp_path / "run" / "veloz.log")
+    [fill] = [line for line in lines if line["msg"] == "order filled"]
+    assert fill["level"] == "INFO" and fill["cid"] == "logged-1" and fill["actor"] == "engine"
+    assert fill["logger"] == "veloz.engine" and fill["qty"] == "0.01" and fill["side"] == "BUY"

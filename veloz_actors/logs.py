@@ -1,0 +1,422 @@
+"""Structured logs: one set-up for the CLI, the engine and every actor.
+
+:func:`configure_logging` gives the ``veloz`` logger (and so every ``veloz.*`` logger: ``veloz.binance``,
+``veloz.engine``, ``veloz.oms``, ...) two handlers:
+
+- **stderr**, at ``stderr_level`` (default: WARNING when a file is written, else ``level``). stdout is the stdio
+  protocol and is never written here; stderr stays quiet in normal operation so a program that drives the engine over
+  pipes and does not read stderr can never block on it.
+- **a rotating file** (:class:`logging.handlers.RotatingFileHandler`, ``max_bytes`` x ``backups``, 10 MiB x 5 by
+  default) at ``level``, in the run folder: the folder that holds the journal (``runs/veloz.log`` beside
+  ``runs/engine.journal``), or the file ``logging.file`` names. Without a journal and without a configured file
+  (``--no-journal``) there is no run folder: stderr only, at ``level``.
+
+**One file per process.** A rotating file is safe with one writer only: two processes rotating one file rename it
+under each other and lose or duplicate lines. Ray runs every actor in a process of its own (and the engine starts Ray
+with ``log_to_driver=False``, so an actor's stderr lands in Ray's worker logs, not on the terminal), so each process
+writes a file of its own beside the driver's and rotates it alone: the driver ``veloz.log``, the actors
+``veloz-oms.log``, ``veloz-venue-BTCUSDT.log``, ``veloz-feed.log``, ``veloz-risk.log``, ``veloz-supervisor.log``...
+(:meth:`LogSettings.file_for`). The settings reach the actors inside their :class:`~veloz_actors.actors.spec.EngineSpec`
+and each actor calls :func:`configure_logging` first thing in its constructor (so a restarted actor appends to its
+file again).
+
+**Every line names its actor**: the ``actor`` field is the process's actor (``configure_logging(..., actor="oms")``)
+unless the call gives one (``extra={"actor": ...}``). Formats (``--log-format``, ``logging.format``):
+
+- ``text``: ``2024-05-01T12:00:00.123Z INFO    engine veloz.engine: order filled cid=a1 symbol=BTCUSDT ...``
+- ``json``: one object per line with ``ts`` (ISO-8601 UTC, milliseconds), ``level``, ``logger``, ``actor``, ``msg``,
+  every field passed with ``extra=`` (``cid``, ``symbol``, ``side``, ``qty``, ``price``, ``reason``, ...) and ``exc``
+  (the traceback) when there is one.
+
+**Secrets are never written**: :class:`RedactSecrets` sits on both handlers (so it sees every record of every
+``veloz`` logger) and replaces the values of ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``, ``signature=...``,
+``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields and any 64-character alphanumeric token (the
+shape of a Binance key, secret or HMAC signature) with ``***``, in the message, the extra fields and the traceback.
+
+**What is logged where**: :func:`log_events` logs the order lifecycle (accepted, rejected, filled, cancelled, expired)
+and venue connection changes at INFO, circuit breakers, errors and lost connections at WARNING, each with its numbers;
+market data is never logged per event. The single-process engine calls it on every step's events
+(``interfaces/local.py``), the actor engine in the OMS actor (``actors/oms.py``); the Binance clients log their
+reconnects (attempt, backoff), gaps, resyncs and rate limits themselves (``veloz.binance``). With the level above INFO
+a step costs one ``isEnabledFor`` check (a fraction of a microsecond; README "Logs").
+
+>>> configure_logging(LogSettings(format="json", level="INFO", file="runs/veloz.log"), actor="cli")  # doctest: +SKIP
+>>> logging.getLogger("veloz.cli").info("started", extra={"journal": "runs/engine.journal"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._exceptions import InvalidInput
+from .fixed import format_decimal
+from .messages import (
+    CircuitBreakerTripped,
+    Error,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    VenueConnection,
+)
+
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "LogSettings",
+    "RedactSecrets",
+    "configure_logging",
+    "log_events",
+    "parse_format",
+    "parse_level",
+    "redact",
+]
+
+FORMATS = ("text", "json")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ROOT_LOGGER = "veloz"
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_BACKUPS = 5
+SECRET_ENV = ("BINANCE_API_KEY", "BINANCE_API_SECRET")
+REDACTED = "***"
+DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
+
+_process_actor = "veloz"  # the actor field of lines that name none (configure_logging sets it)
+
+
+def parse_level(value: str, what: str = "level") -> str:
+    """``value`` as one of :data:`LEVELS` (any case); :class:`InvalidInput` naming ``what`` otherwise."""
+    level = str(value).strip().upper()
+    if level not in LEVELS:
+        raise InvalidInput(f"{what}: expected one of {', '.join(LEVELS)}, got {value!r}")
+    return level
+
+
+def parse_format(value: str, what: str = "format") -> str:
+    """``value`` as one of :data:`FORMATS` (any case); :class:`InvalidInput` naming ``what`` otherwise."""
+    fmt = str(value).strip().lower()
+    if fmt not in FORMATS:
+        raise InvalidInput(f"{what}: expected one of {', '.join(FORMATS)}, got {value!r}")
+    return fmt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    """Where and how one engine logs (plain data: the actors get it in their spec).
+
+    ``file`` is the driver's log file, absolute (``None``: stderr only); each actor writes beside it
+    (:meth:`file_for`). ``stderr_level`` ``None`` means WARNING when there is a file, else ``level``.
+    """
+
+    format: str = "text"
+    level: str = "INFO"
+    stderr_level: str | None = None
+    file: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    backups: int = DEFAULT_BACKUPS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", parse_format(self.format, "logging.format"))
+        object.__setattr__(self, "level", parse_level(self.level, "logging.level"))
+        if self.stderr_level is not None:
+            object.__setattr__(self, "stderr_level", parse_level(self.stderr_level, "logging.stderr_level"))
+        if self.max_bytes < 1024:
+            raise InvalidInput(f"logging.max_bytes: at least 1024, got {self.max_bytes}")
+        if self.backups < 1:
+            raise InvalidInput(f"logging.backups: at least 1, got {self.backups}")
+
+    def file_for(self, actor: str | None) -> Path | None:
+        """The file one process writes: the driver's (``actor`` None) or an actor's beside it
+        (``runs/veloz.log`` -> ``runs/veloz-venue-BTCUSDT.log`` for ``venue:BTCUSDT``)."""
+        if self.file is None:
+            return None
+        path = Path(self.file)
+        if actor is None:
+            return path
+        return path.with_name(f"{path.stem}-{actor_label(actor)}{path.suffix}")
+
+    def stderr_threshold(self) -> str:
+        if self.stderr_level is not None:
+            return max(self.stderr_level, self.level, key=LEVELS.index)
+        return max("WARNING", self.level, key=LEVELS.index) if self.file is not None else self.level
+
+
+def actor_label(actor: str) -> str:
+    """An actor's STATUS name as it appears in log lines and file names (``venue:BTCUSDT`` -> ``venue-BTCUSDT``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", actor)
+
+
+# ------------------------------------------------------------------------------------------------------ secrets
+
+_PATTERNS = (
+    re.compile(r"(?i)(signature=)[^&\s\"',;)]+"),
+    re.compile(r"(?i)(x-mbx-apikey[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;})]+"),
+    re.compile(r"(?i)([\"']?(?:api_?key|api_?secret|secret|signature)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9+/=_-]{8,}"),
+    re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])"),  # a Binance key, secret or HMAC signature
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with ``secrets`` and anything shaped like a Binance credential or signature replaced by ``***``."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """A handler filter that removes secrets from a record's message, extra fields and traceback (it never drops a
+    record). ``secrets``: exact values to remove besides the patterns; default the values of :data:`SECRET_ENV`."""
+
+    def __init__(self, secrets: Iterable[str] | None = None) -> None:
+        super().__init__()
+        values = [os.environ.get(name, "") for name in SECRET_ENV] if secrets is None else list(secrets)
+        self.secrets = tuple(sorted({v for v in values if len(v) >= 6}, key=len, reverse=True))
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, self.secrets)
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if type(value) in (list, tuple):
+            return type(value)(self._scrub(v) for v in value)
+        return value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_veloz_clean", False):  # the other handler's filter did it
+            return True
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = None
+        for key in _extra_keys(record):
+            record.__dict__[key] = self._scrub(record.__dict__[key])
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        record._veloz_clean = True
+        return True
+
+
+class _ActorField(logging.Filter):
+    """Gives every record an ``actor`` (the process's, unless the call named one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "actor" not in record.__dict__:
+            record.actor = _process_actor
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------- formats
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "actor"}
+
+
+def _extra_keys(record: logging.LogRecord) -> list[str]:
+    return [k for k in record.__dict__ if k not in _STANDARD and not k.startswith("_")]
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def _traceback(record: logging.LogRecord) -> str:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    return record.exc_text or ""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, actor, msg, the extra fields, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "actor": record.__dict__.get("actor", _process_actor),
+            "msg": record.getMessage(),
+        }
+        for key in _extra_keys(record):
+            line.setdefault(key, record.__dict__[key])
+        exc = _traceback(record)
+        if exc:
+            line["exc"] = exc
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = "".join(f" {key}={_text_value(record.__dict__[key])}" for key in _extra_keys(record))
+        actor = record.__dict__.get("actor", _process_actor)
+        text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {record.getMessage()}{fields}"
+        exc = _traceback(record)
+        if exc:
+            text += "\n" + exc
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        return text
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    return orjson.dumps(text).decode() if (not text or any(c.isspace() or c in '"=' for c in text)) else text
+
+
+# ---------------------------------------------------------------------------------------------------- set-up
+
+
+def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path | None:
+    """Set this process's ``veloz`` logging up (see the module docstring); returns the file written, if any.
+
+    Idempotent: the handlers of an earlier call are closed and replaced. ``settings`` None leaves logging alone
+    (an engine started without logging settings). ``actor`` is the ``actor`` field of the process's lines: ``cli``,
+    ``engine`` (the single-process engine), or an actor's STATUS name (``oms``, ``venue:BTCUSDT``, ``supervisor``),
+    which also names its file.
+    """
+    global _process_actor
+    if settings is None:
+        return None
+    _process_actor = actor_label(actor)
+    logger = logging.getLogger(ROOT_LOGGER)
+    for handler in [h for h in logger.handlers if getattr(h, "_veloz", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
+    filters = (_ActorField(), RedactSecrets())
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(settings.stderr_threshold())
+    handlers: list[logging.Handler] = [stderr]
+    path = settings.file_for(None if actor in DRIVERS else actor)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
+        )
+        file.setLevel(settings.level)
+        handlers.append(file)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        for f in filters:
+            handler.addFilter(f)
+        handler._veloz = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(min((h.level for h in handlers), default=logging.WARNING))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- events
+
+
+def _order_fields(event: Any) -> dict[str, Any]:
+    return {"cid": event.client_order_id, "account": event.account_id, "symbol": event.symbol}
+
+
+def _price(value: int | None) -> str | None:
+    return None if value is None else format_decimal(value)
+
+
+def _accepted(e: OrderAccepted) -> tuple[int, str, dict[str, Any]]:
+    return logging.INFO, "order accepted", {
+        **_order_fields(e), "order_id": e.order_id, "side": e.side.value, "order_type": e.order_type.value,
+        "tif": e.tif.value, "qty": format_decimal(e.qty), "price": _price(e.price),
+    }  # fmt: skip
+
+
+def _rejected(e: OrderRejected) -> tuple[int, str, dict[str, Any]]:
+    return logging.INFO, "order rejected", {
+        **_order_fields(e), "side": None if e.side is None else e.side.value, "qty": format_decimal(e.qty),
+        "price": _price(e.price), "reason": e.reason.value, "detail": e.detail,
+    }  # fmt: skip
+
+
+def _filled(e: OrderFilled) -> tuple[int, str, dict[str, Any]]:
+    return logging.INFO, "order filled", {
+        **_order_fields(e), "order_id": e.order_id, "side": e.side.value, "qty": format_decimal(e.qty),
+        "price": format_decimal(e.price), "fee": format_decimal(e.fee), "fee_asset": e.fee_asset,
+        "liquidity": e.liquidity.value, "trade_id": e.trade_id, "cum_qty": format_decimal(e.cum_qty),
+        "leaves_qty": format_decimal(e.leaves_qty),
+    }  # fmt: skip
+
+
+def _cancelled(e: OrderCancelled) -> tuple[int, str, dict[str, Any]]:
+    return logging.INFO, "order cancelled", {
+        **_order_fields(e), "order_id": e.order_id, "filled_qty": format_decimal(e.filled_qty), "reason": e.reason.value
+    }  # fmt: skip
+
+
+def _expired(e: OrderExpired) -> tuple[int, str, dict[str, Any]]:
+    return logging.INFO, "order expired", {
+        **_order_fields(e), "order_id": e.order_id, "filled_qty": format_decimal(e.filled_qty), "reason": e.reason.value
+    }  # fmt: skip
+
+
+def _breaker(e: CircuitBreakerTripped) -> tuple[int, str, dict[str, Any]]:
+    return logging.WARNING, "circuit breaker tripped: trading halted", {
+        "account": e.account_id, "reason": e.reason, "equity": format_decimal(e.equity),
+        "peak_equity": format_decimal(e.peak_equity),
+    }  # fmt: skip
+
+
+def _error(e: Error) -> tuple[int, str, dict[str, Any]]:
+    return logging.WARNING, f"error: {e.message}", {"code": e.code}
+
+
+def _connection(e: VenueConnection) -> tuple[int, str, dict[str, Any]]:
+    level = logging.WARNING if e.state == "disconnected" else logging.INFO
+    fields = {"venue": e.venue, "state": e.state, "detail": e.detail, "reconnects": e.reconnects}
+    if e.symbol:
+        fields.update(symbol=e.symbol, resyncs=e.resyncs)
+    return level, f"venue {e.state}", fields
+
+
+_DESCRIBE: dict[type, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
+    OrderAccepted: _accepted,
+    OrderRejected: _rejected,
+    OrderFilled: _filled,
+    OrderCancelled: _cancelled,
+    OrderExpired: _expired,
+    CircuitBreakerTripped: _breaker,
+    Error: _error,
+    VenueConnection: _connection,
+}
+
+_MAY_WARN: dict[type, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
+    kind: _DESCRIBE[kind] for kind in (CircuitBreakerTripped, Error, VenueConnection)
+}
+
+
+def log_events(logger: logging.Logger, events: Iterable[Any]) -> None:
+    """Log the order lifecycle and venue events among ``events`` (one step's output); market data and account
+    updates are skipped. Cheap when nothing would be written: one level check for the whole step."""
+    if logger.isEnabledFor(logging.INFO):
+        describers = _DESCRIBE
+    elif logger.isEnabledFor(logging.WARNING):
+        describers = _MAY_WARN  # only these can give a WARNING line
+    else:
+        return
+    for event in events:
+        describe = describers.get(type(event))
+        if describe is not None:
+            level, msg, fields = describe(event)
+            if logger.isEnabledFor(level):
+                logger.log(level, msg, extra=fields)
