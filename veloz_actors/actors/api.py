@@ -45,7 +45,18 @@ from ..config import (
     load_engine_config,
     resolve_venue_instruments,
 )
-from ..messages import CancelOrder, OrderRejected, PlaceOrder, RejectReason, Side, TimeInForce
+from ..core.risk_monitor import KILL_SWITCH_REASON
+from ..messages import (
+    CancelAllOrders,
+    CancelOrder,
+    HaltTrading,
+    OrderRejected,
+    PlaceOrder,
+    RejectReason,
+    ResetCircuitBreaker,
+    Side,
+    TimeInForce,
+)
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
@@ -464,6 +475,28 @@ class EngineHandle:
         status = self._call(lambda: self._supervisor.status.remote())
         status["actors"]["oms"]["inbox_depth"] += self.window.depth
         return status
+
+    def kill_switch(self) -> list[Any]:
+        """Cancel every open order, then halt risk-increasing orders on every account: through the risk actor when
+        the engine has one (so its reset lifts the halt), else straight to the OMS. Returns the kernel's events (the
+        risk actor's commands reach the OMS one-way: their events follow on the bus)."""
+        if self._risk is not None:
+            self._call(lambda: self._risk.kill_switch.remote())
+            return []
+        ts = time.time_ns()
+        return self.submit(CancelAllOrders(account_id="*", ts=ts)) + self.submit(
+            HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts)
+        )
+
+    def reset(self) -> list[Any]:
+        """Lift the kill switch or a tripped breaker: the risk actor's reset, and every account's breaker reset."""
+        if self._risk is not None:
+            self._call(lambda: self._risk.reset.remote())
+        ts = time.time_ns()
+        events: list[Any] = []
+        for account in self.status().get("circuit_breaker") or {}:
+            events += self.submit(ResetCircuitBreaker(account_id=account, ts=ts))
+        return events
 
     def actor(self, name: str) -> Any:
         """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``venue:<shard>``, ``risk``) -- for

@@ -83,6 +83,17 @@ def start(
             "BINANCE_API_SECRET or BINANCE_PRIVATE_KEY_FILE).",
         ),
     ] = False,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="[HOST:]PORT",
+            help="Serve the HTTP/WebSocket API and the monitoring page (e.g. 8080 or 127.0.0.1:8080).",
+        ),
+    ] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="The JSON protocol on stdout even when it is a terminal.")
+    ] = False,
 ) -> None:
     file_config = load_engine_config(config or default_engine_config())
     file_config = with_logging(file_config, format=log_format, level=log_level)  # --log-format, --log-level
@@ -138,10 +149,20 @@ def start(
         from .live import check_live_risk
 
         check_live_risk(file_config)
+    from .local import Frontends
+
+    frontends = Frontends(
+        http=http,
+        view="json" if json_lines or not _terminal_view_available() else "tty",
+        run_dir=_run_dir(journal_path),
+        market=market,
+    )
     if single_process and trading_live and journal_path is not None:
         from .live import run_live
 
-        raise typer.Exit(run_live(file_config, journal_path=Path(journal_path), durability=mode, market=market))
+        raise typer.Exit(
+            run_live(file_config, journal_path=Path(journal_path), durability=mode, market=market, frontends=frontends)
+        )
     if single_process:
         from ..venues.engine import Engine, tune_gc
         from .local import LiveMarket, LocalBackend, run_session
@@ -162,8 +183,11 @@ def start(
         backend = LocalBackend(engine, live=live_market)
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
         tick_fn = backend.tick if engine.config.sim_symbols else None
-        side_feed = None if live_market is None else (lambda: session.events(live_market.drain()))
-        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed))
+        side_feed = None if live_market is None else live_market.drain
+        mode_name = "sim" if file_config.venue.kind != "binance" else "paper"
+        raise typer.Exit(
+            run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed, frontends=frontends, mode=mode_name)
+        )
     from . import engine_cli  # the actor engine (imports ray)
 
     raise typer.Exit(
@@ -176,8 +200,25 @@ def start(
             durability=mode,
             market=market,
             tick_ms=tick,
+            frontends=frontends,
         )
     )
+
+
+def _run_dir(journal_path: str | Path | None) -> Path:
+    """The run folder: the folder holding the journal (the API token, reports and logs live there)."""
+    if journal_path is None:
+        return Path("runs").resolve()
+    return Path(journal_path).resolve().parent
+
+
+def _terminal_view_available() -> bool:
+    """The terminal view when stdout is a terminal (a person typing); JSON lines for a pipe or a file."""
+    if not sys.stdout.isatty():
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("veloz_actors.interfaces.tty") is not None
 
 
 @app.command("replay")

@@ -23,8 +23,9 @@ from .._exceptions import VelozError
 from ..actors.api import EngineHandle, connect, start_local
 from ..actors.bus import Settled
 from ..config import EngineFileConfig
-from .local import run_session
+from .local import Frontends, run_session
 from .metrics import serve_metrics
+from .service import Valuation
 from .stdio import Session
 
 _SETTLE_SECONDS = 5.0  # the longest a session waits for a command's outcome (a venue restarting)
@@ -105,6 +106,17 @@ class ActorBackend:
     def tick(self, ts: int) -> list[Any]:
         return self.engine.tick(ts)
 
+    def halt(self) -> list[Any]:
+        return self.engine.kill_switch()
+
+    def resume(self) -> list[Any]:
+        return self.engine.reset()
+
+    def valuation(self) -> Valuation:
+        config = self.engine.spec.engine_config
+        symbols = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in config["instruments"]}
+        return Valuation(config.get("valuation_asset", "USDT"), symbols)
+
     def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
         return self.engine.query(client_order_id)
 
@@ -147,6 +159,7 @@ def start_command(
     market: bool,
     tick_ms: int,
     name: str = "default",
+    frontends: Frontends | None = None,
 ) -> int:
     """Run ``veloz start`` on actors; returns the process exit code."""
     import ray
@@ -181,7 +194,7 @@ def start_command(
         return 0
     metrics = _metrics(file_config, engine)
     try:
-        return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True)
+        return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True, frontends=frontends)
     finally:
         if metrics is not None:
             metrics.close()
@@ -201,13 +214,17 @@ def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:
         return None
 
 
-def _session(engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool) -> int:
-    backend = ActorBackend(engine, owned=owned, market=market)
+def _session(
+    engine: EngineHandle, *, market: bool, tick_ms: int, owned: bool, ticking: bool, frontends: Frontends | None = None
+) -> int:
+    frontends = frontends or Frontends(market=market)
+    backend = ActorBackend(engine, owned=owned, market=market or frontends.watchers)
     session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None
+    mode = engine.spec.engine_config.get("venue_kind", "sim")
     # quotes, trades, replay errors and fills of resting orders reach the session through the bus, each printed once
-    return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=lambda: session.events(backend.poll()))
+    return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=backend.poll, frontends=frontends, mode=mode)
 
 
 def attach_command(address: str, *, name: str = "default", market: bool = True) -> int:

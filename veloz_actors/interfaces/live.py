@@ -27,7 +27,7 @@ from .._exceptions import ConfigError, VelozError
 from ..config import EngineFileConfig, resolve_venue_instruments
 from ..core.journal import read_journal
 from ..venues.engine import Engine, EngineConfig, tune_gc
-from .local import LiveMarket, LiveVenue, LocalBackend, run_session
+from .local import Frontends, LiveMarket, LiveVenue, LocalBackend, run_session
 from .stdio import Session
 
 __all__ = ["check_live_risk", "run_live"]
@@ -55,7 +55,14 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_live(file_config: EngineFileConfig, *, journal_path: Path, durability: str, market: bool) -> int:
+def run_live(
+    file_config: EngineFileConfig,
+    *,
+    journal_path: Path,
+    durability: str,
+    market: bool,
+    frontends: Frontends | None = None,
+) -> int:
     """Run the stdio session over a live single-process engine (see the module docstring); returns the exit code."""
     from ..venues.binance.auth import Credentials
     from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
@@ -100,5 +107,6 @@ def run_live(file_config: EngineFileConfig, *, journal_path: Path, durability: s
     backend = LocalBackend(engine, live=live_market, trading=trading)
     session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
     return run_session(
-        session, None, tick_ms=250, side_feed=lambda: session.events(live_market.drain() + trading.drain())
-    )
+        session, None, tick_ms=250, side_feed=lambda: live_market.drain() + trading.drain(), frontends=frontends,
+        mode="live",
+    )  # fmt: skip

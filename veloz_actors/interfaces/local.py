@@ -15,23 +15,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
+from ..core.risk_monitor import KILL_SWITCH_REASON
 from ..logs import log_events
-from ..messages import Error, Tick, VenueBalance, VenueBalanceDelta, VenueConnection
+from ..messages import (
+    CancelAllOrders,
+    Error,
+    HaltTrading,
+    ResetCircuitBreaker,
+    Tick,
+    VenueBalance,
+    VenueBalanceDelta,
+    VenueConnection,
+)
 from ..venues.engine import Engine
-from .stdio import Session, dumps
+from .service import EngineService, JsonLines, Valuation, read_lines
+from .stdio import Session
 
-__all__ = ["LiveMarket", "LiveVenue", "LocalBackend", "run_session"]
+__all__ = ["Frontends", "LiveMarket", "LiveVenue", "LocalBackend", "run_session"]
 
-_EOF = object()
-_SIDE_FEED_SECONDS = 0.05
-_SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (it answers pings meanwhile)  # how often a side feed is polled while no command comes in
+_SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (it answers pings meanwhile)
 _log = logging.getLogger("veloz.engine")  # the one-process engine's order lifecycle (veloz_actors.logs)
 
 
@@ -59,6 +69,26 @@ class LocalBackend:
         events = self.engine.apply(Tick(ts=ts))
         log_events(_log, events)  # fills of resting orders (quotes are never logged)
         return events
+
+    def halt(self) -> list[Any]:
+        """The kill switch: cancel every open order, then halt risk-increasing orders (every account)."""
+        ts = time.time_ns()
+        return self.submit(CancelAllOrders(account_id="*", ts=ts)) + self.submit(
+            HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts)
+        )
+
+    def resume(self) -> list[Any]:
+        """Lift a halt (the kill switch's or a tripped breaker's) on every account."""
+        ts = time.time_ns()
+        events: list[Any] = []
+        for account in self.engine.kernel.status()["accounts"]:
+            events += self.submit(ResetCircuitBreaker(account_id=account, ts=ts))
+        return events
+
+    def valuation(self) -> Valuation:
+        instruments = self.engine.instruments
+        symbols = {s: (i.base_asset, i.quote_asset) for s, i in instruments.items()}
+        return Valuation(self.engine.kernel.config.valuation_asset, symbols)
 
     def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
         oms = self.engine.oms
@@ -339,6 +369,22 @@ class LiveMarket:
         self.thread.close()
 
 
+@dataclass(frozen=True)
+class Frontends:
+    """What ``veloz start`` serves beside the engine: the stdio view and, optionally, the HTTP/WebSocket API."""
+
+    http: str | None = None  # "[HOST:]PORT", or None for no API
+    view: str = "json"  # json: the JSON protocol on stdout; tty: the terminal view
+    run_dir: Path | None = None  # the folder holding the journal: api-token, reports
+    token: str | None = None  # the API token (default: VELOZ_API_TOKEN, else generated into run_dir/api-token)
+    market: bool = True  # market lines in the JSON protocol
+
+    @property
+    def watchers(self) -> bool:
+        """Whether anything besides the JSON lines watches the events (they then include the market)."""
+        return self.http is not None or self.view == "tty"
+
+
 def run_session(
     session: Session,
     tick: Callable[[int], list[Any]] | None,
@@ -347,68 +393,46 @@ def run_session(
     stdin: IO[str] = sys.stdin,
     stdout: IO[bytes] | None = None,
     clock: Callable[[], int] = time.time_ns,
-    side_feed: Callable[[], list[dict[str, Any]]] | None = None,
+    side_feed: Callable[[], list[Any]] | None = None,
+    frontends: Frontends | None = None,
+    mode: str = "sim",
 ) -> int:
-    """Run the protocol until EOF, QUIT or a signal; return the process exit code. ``side_feed`` (polled between
-    commands, e.g. a replayed market on the event bus) returns more objects to print."""
+    """Run the engine's front ends until end of input, QUIT or a signal; return the process exit code.
+
+    ``side_feed`` (polled between commands: the actor engine's bus, a live market's batches) returns more engine
+    events (messages, formatted by the session). ``mode`` (sim, paper, live) is shown by the API and the page. The JSON
+    protocol on ``stdout`` is the default front end; ``frontends`` adds the API and the terminal view.
+    """
+    frontends = frontends or Frontends(market=session.formatter.market)
+    if frontends.watchers:
+        session.formatter.market = True  # the API and the terminal view show quotes; the JSON lines filter them
+    backend = session.backend
+    valuation = backend.valuation() if hasattr(backend, "valuation") else None
+    service = EngineService(
+        session, tick=tick, tick_ms=tick_ms, side_feed=side_feed, clock=clock, valuation=valuation,
+        halt=getattr(backend, "halt", None), resume=getattr(backend, "resume", None), mode=mode,
+    )  # fmt: skip
     out = stdout if stdout is not None else sys.stdout.buffer
-    lines: queue.Queue[object] = queue.Queue(maxsize=1024)  # bounded: a flood of input waits for the engine
-    stop = threading.Event()
+    closers: list[Callable[[], None]] = []
+    if frontends.view == "tty":
+        from .tty import TerminalView
 
-    def read() -> None:
-        for line in stdin:
-            lines.put(line)
-            if stop.is_set():
-                return
-        lines.put(_EOF)
+        view = TerminalView(service, stdin=stdin, out=sys.stdout)
+        service.sink = view
+        closers.append(view.close)
+    else:
+        service.sink = JsonLines(out, market=frontends.market)
+        read_lines(service, stdin)
+    if frontends.http is not None:
+        from .http_api import serve_api
 
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    threading.Thread(target=read, name="veloz-stdin", daemon=True).start()
-
-    def emit(objects: list[dict[str, Any]]) -> None:
-        if objects:
-            out.write(b"".join(dumps(o) + b"\n" for o in objects))
-            out.flush()
-
-    interval = tick_ms * 1_000_000
-    next_tick = clock() if tick is not None else None
-    next_side_poll = 0.0
+        server = serve_api(service, frontends.http, run_dir=frontends.run_dir, token=frontends.token)
+        closers.append(server.close)
+    if frontends.view == "tty":
+        view.start()
     try:
-        emit([{"type": "status", "ts": session.now(), **session.backend.status(), "state": "started"}])
-        while not stop.is_set() and not session.closed:
-            if next_tick is not None and clock() >= next_tick:
-                emit(session.events(tick(session.now())))  # type: ignore[misc]
-                next_tick += interval
-                continue
-            timeout = 0.25 if next_tick is None else max(0.0, (next_tick - clock()) / 1e9)
-            if side_feed is not None:
-                now = time.monotonic()
-                if now >= next_side_poll:  # at most one poll per period, however fast commands come in
-                    emit(side_feed())
-                    next_side_poll = now + _SIDE_FEED_SECONDS
-                timeout = min(timeout, max(0.0, next_side_poll - now))
-            try:
-                item = lines.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            if item is _EOF:
-                break
-            emit(session.handle_line(item))  # type: ignore[arg-type]
-    except BrokenPipeError:
-        pass
+        return service.run()
     finally:
-        stop.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        close = getattr(session.backend, "close", None)
-        if close is not None:
-            close()
-        with contextlib.suppress(BrokenPipeError, ValueError):
-            emit([{"type": "status", "ts": session.now(), "state": "stopped"}])
-    return 0
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                close()

@@ -369,17 +369,22 @@ class Session:
         return out
 
     def handle_line(self, line: str) -> list[dict[str, Any]]:
+        return self.handle(line)[0]
+
+    def handle(self, line: str) -> tuple[list[dict[str, Any]], bool]:
+        """The objects answering ``line``, and whether they are engine events (a command's outcome, which every
+        watcher sees) rather than an answer for this session alone (a query, a malformed line)."""
         line = line.strip()
         if not line or line.startswith("#"):
-            return []
+            return [], False
         ts = self.now()
         try:
             command = parse_command(line, symbols=self.symbols, ts=ts, account_id=self.account_id, ids=self.ids)
         except InvalidInput as exc:
-            return [{"type": "error", "ts": ts, "code": "BAD_COMMAND", "message": str(exc), "line": line[:200]}]
+            return [{"type": "error", "ts": ts, "code": "BAD_COMMAND", "message": str(exc), "line": line[:200]}], False
         if isinstance(command, tuple):
-            return self._request(command[0], command[1], ts)
-        return self.events(self.backend.submit(command))
+            return self._request(command[0], command[1], ts), False
+        return self.events(self.backend.submit(command)), True
 
     def _request(self, keyword: str, argument: str | None, ts: int) -> list[dict[str, Any]]:
         if keyword == "QUERY":

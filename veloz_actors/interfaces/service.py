@@ -1,0 +1,564 @@
+"""The running engine as every interface sees it: one command loop, one numbered event stream.
+
+``veloz start`` has several front ends at once -- the stdio protocol (JSON lines, or the terminal view), the
+HTTP/WebSocket API and the monitoring page -- and one engine. :class:`EngineService` keeps the engine
+single-threaded: every front end hands its work to one queue, and the loop (the process's main thread) applies it in
+arrival order between the simulated market's ticks and the live feed's batches, exactly as the stdio session did
+alone::
+
+    stdin / prompt --line--> +--------------+  events --> EventHub --> stdout (JSON lines or the terminal view)
+    HTTP handlers --call---> | EngineService|                    \\--> WS clients (bounded, drop-oldest each)
+    ticks, live feed ------> +--------------+                     \\--> Tracker (fills, orders, equity, rejections)
+
+Every object the engine emits gets the next sequence number in :class:`EventHub`. A subscriber (a WebSocket client)
+has a bounded queue that drops its oldest entries when full and counts them, so a slow client never slows trading:
+it learns how many it missed and takes a fresh snapshot. Answers to queries (BALANCE, QUERY, STATUS) go only to who
+asked.
+
+:class:`Tracker` keeps what the API serves beyond the engine's own queries, all built from the same events: fills
+(paged), finished orders (paged by time), the equity and drawdown series (balances valued at the last marks) and
+recent rejections.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from .._exceptions import EngineUnavailable
+from ..fixed import SCALE, format_decimal, parse_decimal
+from .stdio import Session, dumps
+
+__all__ = [
+    "EngineService",
+    "EventHub",
+    "JsonLines",
+    "Sink",
+    "Subscriber",
+    "Tracker",
+    "Valuation",
+]
+
+_EOF = object()
+_STOP = object()
+_SIDE_FEED_SECONDS = 0.05  # how often a side feed (the bus, a live market) is polled while no command comes in
+_EQUITY_SECONDS = 1.0  # the equity series' sampling period (and on every account change)
+
+
+class Sink(Protocol):
+    """Where the stdio session's output goes: JSON lines on stdout, or the terminal view."""
+
+    def write(self, objects: list[dict[str, Any]], *, reply: bool) -> None:
+        """``objects`` in order; ``reply`` is True for the answer to a line this session typed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class JsonLines:
+    """The JSON protocol on a byte stream, byte for byte what the stdio session always printed."""
+
+    def __init__(self, out: IO[bytes], *, market: bool = True) -> None:
+        self.out = out
+        self.market = market
+
+    def write(self, objects: list[dict[str, Any]], *, reply: bool) -> None:
+        if not self.market:
+            objects = [o for o in objects if o.get("type") != "market"]
+        if objects:
+            self.out.write(b"".join(dumps(o) + b"\n" for o in objects))
+            self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------- the hub
+
+
+class Subscriber:
+    """One reader of the event stream: a bounded queue that drops its oldest entries when full and counts them.
+
+    ``notify`` (called on the engine thread after each batch) wakes the reader; it must not block.
+    """
+
+    def __init__(self, hub: EventHub, maxsize: int, notify: Callable[[], None] | None) -> None:
+        if maxsize < 1:
+            raise ValueError(f"a subscriber's queue holds at least one event, got {maxsize}")
+        self.hub = hub
+        self.maxsize = maxsize
+        self.notify = notify
+        self._items: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+        self._lock = threading.Lock()
+        self.dropped = 0  # since the reader last looked
+        self.dropped_total = 0
+        self.delivered = 0
+
+    def _offer(self, items: list[tuple[int, dict[str, Any]]]) -> None:
+        with self._lock:
+            queue_ = self._items
+            over = len(queue_) + len(items) - self.maxsize
+            if over > 0:
+                if over >= len(queue_):
+                    lost = len(queue_) + (len(items) - self.maxsize)
+                    queue_.clear()
+                    items = items[-self.maxsize :]
+                else:
+                    lost = over
+                    for _ in range(over):
+                        queue_.popleft()
+                self.dropped += lost
+                self.dropped_total += lost
+            queue_.extend(items)
+        if self.notify is not None:
+            self.notify()
+
+    def take(self, limit: int = 10_000) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+        """The queued (seq, event) pairs (at most ``limit``) and how many were dropped since the last take."""
+        with self._lock:
+            n = min(limit, len(self._items))
+            items = [self._items.popleft() for _ in range(n)]
+            dropped, self.dropped = self.dropped, 0
+        self.delivered += len(items)
+        return items, dropped
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class EventHub:
+    """Numbers every event and hands it to each subscriber. ``publish`` runs on the engine thread only."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self._subscribers: list[Subscriber] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, maxsize: int = 10_000, notify: Callable[[], None] | None = None) -> Subscriber:
+        sub = Subscriber(self, maxsize, notify)
+        with self._lock:
+            self._subscribers = [*self._subscribers, sub]
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        with self._lock:
+            self._subscribers = [s for s in self._subscribers if s is not sub]
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        return self._subscribers
+
+    def publish(self, objects: list[dict[str, Any]]) -> None:
+        if not objects:
+            return
+        first = self.seq + 1
+        self.seq += len(objects)
+        numbered = list(zip(range(first, self.seq + 1), objects, strict=True))
+        for sub in self._subscribers:  # a copy-on-write list: no lock on the hot path
+            sub._offer(numbered)
+
+
+# ------------------------------------------------------------------------------------------------ the tracker
+
+
+@dataclass
+class Valuation:
+    """How balances become equity: each symbol's base and quote asset, and the asset equity is counted in."""
+
+    asset: str
+    symbols: dict[str, tuple[str, str]]  # symbol -> (base, quote)
+
+    def equity(self, balances: dict[str, tuple[int, int]], marks: dict[str, int]) -> tuple[int, bool]:
+        """Every balance valued at the marks; the flag is False when an asset had no mark (left out)."""
+        value, complete = 0, True
+        for asset, (free, locked) in balances.items():
+            amount = free + locked
+            if asset == self.asset:
+                value += amount
+                continue
+            for symbol, (base, quote) in self.symbols.items():
+                if base == asset and quote == self.asset and symbol in marks:
+                    value += amount * marks[symbol] // SCALE
+                    break
+            else:
+                if amount:
+                    complete = False
+        return value, complete
+
+
+@dataclass
+class Tracker:
+    """What the API serves beyond the engine's queries, built from the emitted events (engine thread only)."""
+
+    valuation: Valuation
+    max_fills: int = 1_000_000
+    max_orders: int = 1_000_000
+    max_points: int = 100_000
+    max_rejections: int = 200
+    fills: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    orders: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)  # finished, by time
+    rejections: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    equity: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)  # (ts, equity)
+    balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+    marks: dict[str, int] = field(default_factory=dict)
+    peak: int = 0
+    last_event_ts: int = 0
+    counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    _dirty: bool = False
+    _last_sample: int = 0
+
+    def start(self, balances: dict[str, tuple[int, int]], marks: dict[str, int], ts: int) -> None:
+        self.balances = dict(balances)
+        self.marks.update({s: p for s, p in marks.items() if p})
+        self.sample(ts, force=True)
+
+    def observe(self, objects: Iterable[dict[str, Any]]) -> None:
+        for obj in objects:
+            kind = obj.get("type")
+            self.counts[kind] += 1
+            ts = obj.get("ts") or 0
+            if ts > self.last_event_ts:
+                self.last_event_ts = ts
+            if kind == "market":
+                if obj.get("kind") == "book_top":
+                    bid, ask = obj.get("bid"), obj.get("ask")
+                    if bid and ask and bid != "0" and ask != "0":
+                        self.marks[obj["symbol"]] = (parse_decimal(bid) + parse_decimal(ask)) // 2
+                elif obj.get("kind") == "trade":
+                    self.marks[obj["symbol"]] = parse_decimal(obj["price"])
+            elif kind == "fill":
+                _push(self.fills, obj, self.max_fills)
+                self.marks.setdefault(obj["symbol"], parse_decimal(obj["price"]))
+            elif kind == "order_update":
+                status = obj.get("status")
+                if status in ("FILLED", "CANCELLED", "EXPIRED", "REJECTED"):
+                    _push(self.orders, obj, self.max_orders)
+                if status in ("REJECTED", "CANCEL_REJECTED"):
+                    _push(self.rejections, obj, self.max_rejections)
+            elif kind == "account":
+                self.balances = {
+                    asset: (parse_decimal(b["free"]), parse_decimal(b["locked"]))
+                    for asset, b in obj["balances"].items()
+                }
+                self._dirty = True
+            elif kind == "position":
+                mark = obj.get("mark_price")
+                if mark and mark != "0" and obj.get("symbol"):
+                    self.marks[obj["symbol"]] = parse_decimal(mark)
+
+    def sample(self, ts: int, *, force: bool = False) -> None:
+        """Add an equity point when balances changed, or once a period (marks move)."""
+        if not (force or self._dirty or ts - self._last_sample >= _EQUITY_SECONDS * 1e9):
+            return
+        value, _ = self.valuation.equity(self.balances, self.marks)
+        if self.equity and self.equity[-1][1] == value and not self._dirty and not force:
+            self._last_sample = ts
+            return
+        self.peak = max(self.peak, value)
+        _push(self.equity, (ts, value), self.max_points)
+        self._dirty = False
+        self._last_sample = ts
+
+    def equity_now(self) -> dict[str, Any]:
+        value, complete = self.valuation.equity(self.balances, self.marks)
+        peak = max(self.peak, value)
+        return {
+            "asset": self.valuation.asset,
+            "equity": format_decimal(value),
+            "peak": format_decimal(peak),
+            "drawdown": _drawdown(value, peak),
+            "complete": complete,
+        }
+
+    def series(self, since: int = 0, limit: int = 5_000) -> list[dict[str, Any]]:
+        """The equity and drawdown series from ``since`` (ns), evenly thinned to at most ``limit`` points."""
+        points = [p for p in self.equity if p[0] >= since]
+        if len(points) > limit > 1:
+            step = (len(points) - 1) / (limit - 1)
+            points = [points[round(i * step)] for i in range(limit)]
+        out, peak = [], 0
+        for ts, value in points:
+            peak = max(peak, value)
+            out.append({"ts": ts, "equity": format_decimal(value), "drawdown": _drawdown(value, peak)})
+        return out
+
+
+def _push(store: collections.deque[Any], item: Any, limit: int) -> None:
+    store.append(item)
+    if len(store) > limit:
+        store.popleft()
+
+
+def _drawdown(value: int, peak: int) -> str:
+    """The fall from the peak as a fraction (exact decimal string, 8 places)."""
+    if peak <= 0 or value >= peak:
+        return "0"
+    return format_decimal((peak - value) * SCALE // peak)
+
+
+def page(items: Iterable[dict[str, Any]], *, since: int = 0, until: int | None = None, limit: int = 100,
+         newest_first: bool = True) -> dict[str, Any]:  # fmt: skip
+    """One page of time-ordered items: those with ``since <= ts < until``, newest first by default, and the cursor
+    (``next_until``) that asks for the page after it."""
+    if limit < 1 or limit > 10_000:
+        raise ValueError(f"limit must be 1..10000, got {limit}")
+    chosen = [o for o in items if o["ts"] >= since and (until is None or o["ts"] < until)]
+    if newest_first:
+        chosen.reverse()
+    rows = chosen[:limit]
+    more = len(chosen) > limit
+    return {
+        "items": rows,
+        "count": len(rows),
+        "more": more,
+        "next_until": rows[-1]["ts"] if more and newest_first and rows else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the service
+
+
+class EngineService:
+    """One engine, many front ends. :meth:`run` is the engine loop (on the calling thread, usually the main one);
+    :meth:`call` runs a function on it from any other thread and returns its result.
+
+    ``tick`` drives the simulated market every ``tick_ms``; ``side_feed`` (polled between commands) returns more
+    engine events (the bus of the actor engine, a live market's batches). Both go through the session's formatter.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        tick: Callable[[int], list[Any]] | None = None,
+        tick_ms: int = 250,
+        side_feed: Callable[[], list[Any]] | None = None,
+        valuation: Valuation | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        halt: Callable[[], list[Any]] | None = None,
+        resume: Callable[[], list[Any]] | None = None,
+        mode: str = "sim",
+    ) -> None:
+        self.session = session
+        self.tick = tick
+        self.tick_ms = tick_ms
+        self.side_feed = side_feed
+        self.clock = clock
+        self.hub = EventHub()
+        self.tracker = Tracker(valuation or Valuation("USDT", {}))
+        self.sink: Sink | None = None
+        self.mode = mode
+        self.started_ns = 0
+        self.urls: dict[str, str] = {}
+        self._halt = halt
+        self._resume = resume
+        self._inbox: queue.Queue[Any] = queue.Queue(maxsize=4096)  # bounded: a flood of input waits for the engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    # ---------------------------------------------------------------------------------- from other threads
+
+    def submit_line(self, line: str) -> None:
+        """A line typed at the stdio session (its answer goes to the sink). Blocks while the inbox is full."""
+        while not self._stop.is_set():
+            try:
+                self._inbox.put(("line", line), timeout=0.25)
+                return
+            except queue.Full:
+                continue
+
+    def end_of_input(self) -> None:
+        """The stdio session's input ended: stop once the lines before it are applied."""
+        with contextlib.suppress(queue.Full):
+            self._inbox.put(_EOF, timeout=5.0)
+
+    def call(self, fn: Callable[[EngineService], Any], timeout: float = 30.0) -> Any:
+        """Run ``fn(service)`` on the engine thread and return its result (or raise its exception)."""
+        future = self.call_async(fn)
+        return future.result(timeout=timeout)
+
+    def call_async(self, fn: Callable[[EngineService], Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._stop.is_set():
+            future.set_exception(EngineUnavailable("the engine is stopping"))
+            return future
+        try:
+            self._inbox.put(("call", fn, future), timeout=5.0)
+        except queue.Full:
+            future.set_exception(EngineUnavailable("the engine's inbox is full: try again"))
+        return future
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._inbox.put_nowait(_STOP)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------------------- on the engine thread
+
+    def emit(self, objects: list[dict[str, Any]], *, reply: list[dict[str, Any]] | None = None) -> None:
+        """Publish engine events (numbered, to every subscriber and the sink); ``reply`` objects (the answer to a
+        stdio line, which may include that line's events) go to the sink only."""
+        if objects:
+            self.tracker.observe(objects)
+            self.hub.publish(objects)
+        sink = self.sink
+        if sink is None:
+            return
+        if reply is not None:
+            sink.write(reply, reply=True)
+        elif objects:
+            sink.write(objects, reply=False)
+
+    def apply(self, command: Any) -> list[dict[str, Any]]:
+        """Apply one command message (the session's formatter turns its events into objects); publish them."""
+        objects = self.session.events(self.session.backend.submit(command))
+        self.emit(objects)
+        return objects
+
+    def now(self) -> int:
+        return self.session.now()
+
+    def halt(self) -> list[dict[str, Any]]:
+        """The kill switch: cancel every open order, then halt risk-increasing orders until :meth:`resume`."""
+        if self._halt is None:
+            raise EngineUnavailable("this engine has no kill switch")
+        objects = self.session.events(self._halt())
+        self.emit(objects)
+        return objects
+
+    def resume(self) -> list[dict[str, Any]]:
+        if self._resume is None:
+            raise EngineUnavailable("this engine has no kill switch to reset")
+        objects = self.session.events(self._resume())
+        self.emit(objects)
+        return objects
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a new watcher needs, as of event number ``seq``: the next event it sees is ``seq + 1``."""
+        backend = self.session.backend
+        session = self.session
+        ts = session.now()
+        balances = backend.balances()
+        return {
+            "type": "snapshot",
+            "seq": self.hub.seq,
+            "ts": ts,
+            "mode": self.mode,
+            "balances": {
+                a: {"free": format_decimal(f), "locked": format_decimal(lk)} for a, (f, lk) in balances.items()
+            },
+            "positions": [p for p in session._request("POSITIONS", None, ts) if p.get("symbol")],
+            "open_orders": session._request("QUERY", None, ts)[0]["orders"],
+            "fills": list(self.tracker.fills)[-50:],
+            "rejections": list(self.tracker.rejections)[-20:],
+            "equity": self.tracker.equity_now(),
+            "marks": {s: format_decimal(p) for s, p in sorted(self.tracker.marks.items())},
+        }
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM. Returns the exit code."""
+        previous = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
+        self._thread = threading.current_thread()
+        session = self.session
+        interval = self.tick_ms * 1_000_000
+        next_tick = self.clock() if self.tick is not None else None
+        next_side_poll = 0.0
+        self.started_ns = self.clock()
+        status = session.backend.status()
+        self.tracker.start(session.backend.balances(), status.get("reference_prices") or {}, self.started_ns)
+        try:
+            self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
+            while not self._stop.is_set() and not session.closed:
+                if next_tick is not None and self.clock() >= next_tick:
+                    self.emit(session.events(self.tick(session.now())))  # type: ignore[misc]
+                    next_tick += interval
+                    continue
+                timeout = 0.25 if next_tick is None else max(0.0, (next_tick - self.clock()) / 1e9)
+                if self.side_feed is not None:
+                    now = time.monotonic()
+                    if now >= next_side_poll:  # at most one poll per period, however fast commands come in
+                        self.emit(session.events(self.side_feed()))
+                        next_side_poll = now + _SIDE_FEED_SECONDS
+                    timeout = min(timeout, max(0.0, next_side_poll - now))
+                self.tracker.sample(self.clock())
+                try:
+                    item = self._inbox.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                if item is _EOF or item is _STOP:
+                    break
+                self._handle(item)
+        except BrokenPipeError:
+            pass
+        finally:
+            self._stop.set()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._drain_calls()
+            close = getattr(session.backend, "close", None)
+            if close is not None:
+                close()
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                if self.sink is not None:
+                    self.sink.write([{"type": "status", "ts": session.now(), "state": "stopped"}], reply=True)
+        return 0
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        if item[0] == "line":
+            objects, events = self.session.handle(item[1])
+            self.emit(objects if events else [], reply=objects)
+            return
+        _, fn, future = item
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(self))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, the engine goes on
+            self.errors += 1
+            future.set_exception(exc)
+
+    def _drain_calls(self) -> None:
+        """Calls still queued when the loop ends are answered: the engine is stopping."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, tuple) and item[0] == "call":
+                future = item[2]
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(EngineUnavailable("the engine stopped"))
+
+
+def read_lines(service: EngineService, stdin: IO[str]) -> threading.Thread:
+    """Feed ``stdin``'s lines to the service on a daemon thread; end of input stops it."""
+
+    def read() -> None:
+        for line in stdin:
+            if service.stopping:
+                return
+            service.submit_line(line)
+        service.end_of_input()
+
+    thread = threading.Thread(target=read, name="veloz-stdin", daemon=True)
+    thread.start()
+    return thread
