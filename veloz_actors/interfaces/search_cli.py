@@ -59,10 +59,19 @@ def _overrides(
     seed: int,
     walk_forward: str | None,
     chunk_size: int | None,
+    report_params: str | None = None,
+    report_curves: int | None = None,
 ) -> dict[str, Any]:
     from ..search.config import parse_grid_flag
 
-    out: dict[str, Any] = {"data": data, "strategy": strategy, "metric": metric, "chunk_size": chunk_size}
+    out: dict[str, Any] = {
+        "data": data,
+        "strategy": strategy,
+        "metric": metric,
+        "chunk_size": chunk_size,
+        "report_params": report_params,
+        "report_curves": report_curves,
+    }
     if grid:
         out["grid"] = dict(_grid_entry(parse_grid_flag(text)) for text in grid)
     if random is not None:
@@ -114,7 +123,20 @@ ChunkOpt = Annotated[int | None, typer.Option("--chunk-size", help="Parameter se
 WorkersOpt = Annotated[
     int | None, typer.Option("--max-workers", help="CPUs to use (default: every core / the cluster).")
 ]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory for results.csv / results.parquet.")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Directory for results.csv / results.parquet and report.html.")
+]
+ReportParamsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--report-params",
+        help="A,B: the two parameters of report.html's heatmap (default: the first two that vary).",
+    ),
+]
+ReportCurvesOpt = Annotated[
+    int | None,
+    typer.Option("--report-curves", help="Equity curves of the best sets drawn in report.html (default 5, max 20)."),
+]
 
 
 def grid_search_command(
@@ -134,6 +156,8 @@ def grid_search_command(
     seed: SeedOpt = 0,
     walk_forward: WalkOpt = None,
     chunk_size: ChunkOpt = None,
+    report_params: ReportParamsOpt = None,
+    report_curves: ReportCurvesOpt = None,
 ) -> None:
     """Run a parameter search over Ray workers (locally or on a cluster); print the best K parameter sets."""
     from ..search.config import load_config
@@ -150,7 +174,9 @@ def grid_search_command(
     try:
         cfg = load_config(
             _config_source(config),
-            overrides=_overrides(data, strategy, grid, metric, random, seed, walk_forward, chunk_size),
+            overrides=_overrides(
+                data, strategy, grid, metric, random, seed, walk_forward, chunk_size, report_params, report_curves
+            ),
         )
         from ..search.runner import run_plan
 
@@ -169,7 +195,7 @@ def grid_search_command(
     typer.echo(
         f"{p.done} parameter sets ({p.computed} computed, {p.resumed} resumed) in {p.elapsed_seconds:.2f} s "
         f"({p.rate_per_second:,.1f} sets/s) on {outcome.runtime.workers} workers"
-        + (f"; results in {out}" if out is not None else ""),
+        + (f"; results and report.html in {out}" if out is not None else ""),
         err=True,
     )
     if top and outcome.top:
@@ -194,6 +220,8 @@ def submit_command(
     seed: SeedOpt = 0,
     walk_forward: WalkOpt = None,
     chunk_size: ChunkOpt = None,
+    report_params: ReportParamsOpt = None,
+    report_curves: ReportCurvesOpt = None,
     pip: Annotated[
         bool, typer.Option("--pip/--no-pip", help="Install veloz's dependencies in the job (clusters without them).")
     ] = False,
@@ -205,7 +233,9 @@ def submit_command(
     try:
         cfg = load_config(
             _config_source(config),
-            overrides=_overrides(data, strategy, grid, metric, random, seed, walk_forward, chunk_size),
+            overrides=_overrides(
+                data, strategy, grid, metric, random, seed, walk_forward, chunk_size, report_params, report_curves
+            ),
         )
         inline = cfg.model_dump(mode="json", exclude_none=True)
         args = ["python", "-m", "veloz_actors.interfaces.search_cli", "grid-search", json.dumps(inline)]

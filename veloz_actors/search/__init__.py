@@ -70,7 +70,8 @@ def grid_search(
     ``config`` is a YAML path, a dict or a :class:`SearchConfig`. ``address``: ``None`` (this process's Ray runtime if
     it has one, else a private local one with ``max_workers`` CPUs), ``"auto"``, ``"HOST:PORT"`` or
     ``"ray://HOST:PORT"``. With ``out``, rows stream to ``out/results.csv`` and ``out/results.parquet`` as they
-    finish and ``resume=True`` runs only the sets missing from ``results.csv``. The progress line goes to stderr;
+    finish, ``out/report.html`` is written at the end (:mod:`.report`), and ``resume=True`` runs only the sets missing
+    from ``results.csv``. The progress line goes to stderr;
     ``on_progress`` is called with a :class:`SearchProgress` after every chunk.
 
     Rows are sorted by the parameter columns (``results.csv`` keeps the order in which they finished). Columns: the

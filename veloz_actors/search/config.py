@@ -12,6 +12,8 @@ walk-forward schedule::
     constraints: ["fast < slow"]
     metric: sharpe                            # ranked descending (max_drawdown ascending) unless `mode` says otherwise
     settings: {initial_cash: "10000", fee_rate: "0.001", slippage_bps: 0}
+    report_params: fast,slow                  # report.html's heatmap axes (default: the first two varying params)
+    report_curves: 5                          # equity curves of the best sets drawn in report.html (0..20)
 
 Everything here is pure (no Ray): it is shared by the CLI, the Python API and the job a cluster runs.
 """
@@ -30,6 +32,7 @@ from ..backtest.settings import BacktestSettings
 from ..fixed import parse_decimal, parse_rate
 
 __all__ = [
+    "MAX_REPORT_CURVES",
     "METRICS",
     "RandomSearch",
     "Range",
@@ -44,6 +47,8 @@ __all__ = [
 METRICS = ("final_equity", "total_return", "max_drawdown", "n_trades", "win_rate", "sharpe")
 # Metrics where smaller is better when ranking; every other metric is ranked largest first.
 _MINIMISED = frozenset({"max_drawdown"})
+# The most equity curves a search report re-runs and draws (each is one backtest in the driver).
+MAX_REPORT_CURVES = 20
 
 Scalar = int | float | str
 _RANGE_TEXT = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
@@ -133,6 +138,32 @@ class SearchConfig(_Strict):
     walk_forward: WalkForward | None = None
     chunk_size: int | None = Field(default=None, gt=0)
     max_in_flight: int | None = Field(default=None, gt=0)
+    # report.html (written beside the results): the heatmap's one or two parameters (default: the first two that vary)
+    # and how many of the best sets get their equity curve drawn (each is one more backtest after the search).
+    report_params: list[str] | None = None
+    report_curves: int = Field(default=5, ge=0, le=MAX_REPORT_CURVES)
+
+    @field_validator("report_params", mode="before")
+    @classmethod
+    def _report_params_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        return value
+
+    @model_validator(mode="after")
+    def _report_params_in_grid(self) -> SearchConfig:
+        names = self.report_params
+        if names is None:
+            return self
+        if not 1 <= len(names) <= 2 or len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"report_params: expected one or two distinct parameter names (a,b), got {names}")
+        unknown = [name for name in names if name not in self.grid]
+        if unknown:
+            raise ValueError(
+                f"report_params: {', '.join(map(repr, unknown))} is not a parameter of the grid; "
+                f"the grid's parameters are {', '.join(self.grid)}"
+            )
+        return self
 
     @field_validator("grid", mode="before")
     @classmethod

@@ -80,7 +80,10 @@ def run_plan(
     progress: bool | ProgressBar = True,
     on_progress: ProgressCallback | None = None,
 ) -> SearchOutcome:
-    """Validate, connect, run every missing parameter set, and return the whole results table (see ``grid_search``)."""
+    """Validate, connect, run every missing parameter set, and return the whole results table (see ``grid_search``).
+
+    With ``out``, ``report.html`` is written there at the end (:mod:`.report`: the metric's heatmap, the top sets and
+    their equity curves, re-run in this process)."""
     probe_address(address)
     plan = make_plan(config)
     if config.walk_forward is not None:
@@ -138,7 +141,12 @@ def run_plan(
             if bar is not None:
                 bar.update(state, final=True)
     names = [(n, "ascending") for n in plan.param_names]
-    return SearchOutcome(lambda: store.table().sort_by(names), state, runtime, ranking.rows())
+    outcome = SearchOutcome(lambda: store.table().sort_by(names), state, runtime, ranking.rows())
+    if out is not None:
+        from .report import write_search_report
+
+        write_search_report(out, plan, outcome.table)
+    return outcome
 
 
 def _prepare(plan: SearchPlan, bars: Any) -> Any:

@@ -1,0 +1,144 @@
+"""A search's ``report.html``: the metric's heatmap over two parameters, the top sets, their equity curves."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import typer
+from plotly.offline import get_plotlyjs
+from typer.testing import CliRunner
+
+from tests.search.helpers import DATA_NAME, METRIC_COLUMNS, small_config
+from veloz_actors import ConfigError
+from veloz_actors.backtest import kernel
+from veloz_actors.interfaces.search_cli import register
+from veloz_actors.search import grid_search, load_config
+from veloz_actors.search.plan import make_plan
+from veloz_actors.search.report import (
+    build_search_report,
+    heatmap_params,
+    metric_grid,
+    ranked_rows,
+    write_search_report,
+)
+
+
+def _serial_table(config: dict[str, Any]) -> tuple[Any, pa.Table]:
+    """The plan and its results table computed serially in this process (what a search stores), no Ray."""
+    plan = make_plan(load_config(config))
+    sets = list(plan.param_sets())
+    prepared = kernel.prepare(plan.bars, plan.config.strategy, plan.settings)
+    rows = [
+        {**p, **{m: r[m] for m in METRIC_COLUMNS}, "node": "n"}
+        for p, r in zip(sets, kernel.run_many(prepared, sets), strict=True)
+    ]
+    return plan, pa.Table.from_pylist(rows)
+
+
+def _rsi_config(shared_data: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "data": str(shared_data / DATA_NAME),
+        "strategy": "rsi_reversion",
+        "grid": {"period": [7, 14], "lower": [20, 30], "upper": [70, 75, 80]},
+        **extra,
+    }
+
+
+def test_the_heatmap_holds_each_sets_metric(shared_data: Path) -> None:
+    plan, table = _serial_table(small_config(shared_data))
+    grid = metric_grid(table, heatmap_params(plan.config), "sharpe", maximise=True)
+    assert (grid.x_name, grid.y_name, grid.over) == ("fast", "slow", ())
+    assert grid.x_values == (5, 10, 15, 20) and grid.y_values == (20, 30, 45, 60)
+    expected = {(r["fast"], r["slow"]): r["sharpe"] for r in table.to_pylist()}
+    for i, slow in enumerate(grid.y_values):
+        for j, fast in enumerate(grid.x_values):
+            assert grid.z[i][j] == expected.get((fast, slow))  # None where fast < slow excludes the pair
+    assert grid.z[0][3] is None and grid.z[0][0] is not None
+    assert grid.title == "sharpe over slow x fast"
+
+
+def test_a_third_varying_parameter_is_folded_by_its_best_value(shared_data: Path) -> None:
+    plan, table = _serial_table(_rsi_config(shared_data))
+    assert heatmap_params(plan.config) == ("period", "lower")
+    rows = table.to_pylist()
+    for metric, maximise, best in (("sharpe", True, max), ("max_drawdown", False, min)):
+        grid = metric_grid(table, ("period", "lower"), metric, maximise)
+        assert grid.over == ("upper",) and grid.title.endswith(f"({'max' if maximise else 'min'} over upper)")
+        for i, lower in enumerate(grid.y_values):
+            for j, period in enumerate(grid.x_values):
+                values = [r[metric] for r in rows if r["period"] == period and r["lower"] == lower]
+                assert len(values) == 3 and grid.z[i][j] == best(values)
+
+
+def test_report_params_choose_the_axes_and_a_single_valued_parameter_is_skipped(shared_data: Path) -> None:
+    config = load_config(_rsi_config(shared_data, report_params="upper,period"))
+    assert heatmap_params(config) == ("upper", "period")
+    config = load_config({**_rsi_config(shared_data), "grid": {"period": [14], "lower": [20, 30], "upper": [70, 80]}})
+    assert heatmap_params(config) == ("lower", "upper")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("fast,bogus", "report_params: 'bogus' is not a parameter of the grid; the grid's parameters are fast, slow"),
+        ("fast,fast", "expected one or two distinct parameter names"),
+        ("fast,slow,fast", "expected one or two distinct parameter names"),
+    ],
+)
+def test_bad_report_params_are_named(shared_data: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(small_config(shared_data, report_params=value))
+
+
+def test_the_cli_refuses_an_unknown_report_parameter_before_any_work(shared_data: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    flags = ["grid-search", "--data", str(shared_data / DATA_NAME), "--strategy", "sma_cross"]
+    flags += ["--grid", "fast=5,10", "--grid", "slow=30", "--report-params", "fast,medium"]
+    result = CliRunner().invoke(app, flags)
+    assert result.exit_code == 2
+    assert "report_params: 'medium' is not a parameter of the grid" in result.stderr
+
+
+def test_the_top_rows_are_ranked_and_their_curves_end_at_their_final_equity(shared_data: Path) -> None:
+    plan, table = _serial_table(small_config(shared_data, report_curves=3))
+    report = build_search_report(plan, table)
+    by_sharpe = sorted(table.to_pylist(), key=lambda r: -r["sharpe"])
+    assert [r["sharpe"] for r in report.top] == [r["sharpe"] for r in by_sharpe]  # 15 rows, fewer than 20
+    assert len(report.curves) == len(report.equity_figure.data) - 1 == 3  # plus buy and hold
+    for row, curve, trace in zip(report.top, report.curves, report.equity_figure.data, strict=False):
+        assert len(curve) == len(plan.bars) and curve[-1] == row["final_equity"]  # the kernel, exactly
+        assert trace.y[-1] == row["final_equity"]  # the sampled line keeps the last point
+        assert trace.name.startswith(f"#{report.top.index(row) + 1} fast={row['fast']} slow={row['slow']}")
+    assert report.equity_figure.layout.xaxis.type == "date"
+    assert ranked_rows(table, "max_drawdown", False, 1)[0]["max_drawdown"] == min(
+        table.column("max_drawdown").to_pylist()
+    )
+
+
+def test_the_page_is_self_contained(shared_data: Path, tmp_path: Path) -> None:
+    plan, table = _serial_table(small_config(shared_data, report_curves=2))
+    page = write_search_report(tmp_path, plan, table).read_text()
+    assert page.count(get_plotlyjs()) == 1
+    ours = page.replace(get_plotlyjs(), "")
+    assert "://" not in ours and all("src" not in tag for tag in re.findall(r"<script[^>]*>", ours))
+    assert 'id="metric-heatmap"' in ours and 'id="top-equity"' in ours and 'id="top"' in ours
+
+
+@pytest.mark.ray
+def test_a_search_with_out_writes_the_report(ray_runtime, shared_data: Path, tmp_path: Path) -> None:
+    table = grid_search(small_config(shared_data, report_curves=2), out=tmp_path, progress=False)
+    page = (tmp_path / "report.html").read_text()
+    match = re.search(r'Plotly\.newPlot\(\s*"metric-heatmap",\s*(\[.*?\]),\s*\{', page, re.S)
+    assert match is not None
+    (heatmap,) = json.loads(match.group(1))
+    expected = {(r["fast"], r["slow"]): r["sharpe"] for r in table.to_pylist()}
+    assert heatmap["x"] == [5, 10, 15, 20] and heatmap["y"] == [20, 30, 45, 60]
+    for slow, row in zip(heatmap["y"], heatmap["z"], strict=True):
+        assert row == [expected.get((fast, slow)) for fast in heatmap["x"]]
+    assert page.count('"name":"#') == 2  # two equity curves
