@@ -160,12 +160,14 @@ def actor_label(actor: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------ secrets
 
-_PATTERNS = (
-    re.compile(r"(?i)(signature=)[^&\s\"',;)]+"),
-    re.compile(r"(?i)(x-mbx-apikey[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;})]+"),
-    re.compile(r"(?i)([\"']?(?:api_?key|api_?secret|secret|signature)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9+/=_-]{8,}"),
-    re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])"),  # a Binance key, secret or HMAC signature
+_SECRET_SHAPES = (
+    r"(signature=)[^&\s\"',;)]+",
+    r"(x-mbx-apikey[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;})]+",
+    r"([\"']?(?:api_?key|api_?secret|secret|signature)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9+/=_-]{8,}",
+    r"()(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])",  # a Binance key, secret or HMAC signature
 )
+_PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
+_ANY_SHAPE = re.compile("|".join(f"(?:{shape})" for shape in _SECRET_SHAPES), re.IGNORECASE)  # one scan: clean?
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -173,8 +175,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if _ANY_SHAPE.search(text) is None:  # the common case: one scan, nothing to replace
+        return text
     for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
 
 
@@ -188,6 +192,8 @@ class RedactSecrets(logging.Filter):
         self.secrets = tuple(sorted({v for v in values if len(v) >= 6}, key=len, reverse=True))
 
     def _scrub(self, value: Any) -> Any:
+        if value is None or type(value) in (int, float, bool):
+            return value
         if isinstance(value, str):
             return redact(value, self.secrets)
         if isinstance(value, dict):
@@ -241,10 +247,25 @@ def _traceback(record: logging.LogRecord) -> str:
     return record.exc_text or ""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, actor, msg, the extra fields, exc."""
+class _Cached(logging.Formatter):
+    """Formats a record once per formatter (a rotating file asks twice: to decide on rollover, then to write)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_veloz_line")
+        if cached is not None and cached[0] is self:
+            return cached[1]  # type: ignore[no-any-return]
+        text = self.render(record)
+        record._veloz_line = (self, text)
+        return text
+
+    def render(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(_Cached):
+    """One JSON object per line: ts, level, logger, actor, msg, the extra fields, exc."""
+
+    def render(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname,
@@ -262,10 +283,10 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_Cached):
     """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def render(self, record: logging.LogRecord) -> str:
         fields = "".join(f" {key}={_text_value(record.__dict__[key])}" for key in _extra_keys(record))
         actor = record.__dict__.get("actor", _process_actor)
         text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {record.getMessage()}{fields}"
