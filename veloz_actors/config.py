@@ -28,6 +28,7 @@ from .venues.simmarket import SimSymbol
 __all__ = [
     "DEFAULT_ENGINE_CONFIG",
     "ActorsModel",
+    "ApiModel",
     "EngineFileConfig",
     "LoggingModel",
     "BINANCE_PRESETS",
@@ -263,6 +264,49 @@ class MetricsModel(_Model):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class ApiModel(_Model):
+    """``api:``: the HTTP/WebSocket API and the monitoring page of ``veloz start`` (:mod:`veloz_actors.interfaces.http_api`).
+
+    ``enabled`` serves it on ``host:port`` (``--http [HOST:]PORT`` overrides both and serves it whatever ``enabled``
+    says). ``token`` unset: ``VELOZ_API_TOKEN``, else the run folder's ``api-token`` file, else a new one written
+    there (mode 0600). ``queue``: events a WebSocket client may fall behind before its oldest are dropped (counted, and
+    the client gets a gap message and a fresh snapshot). ``cors_origins``: origins allowed to call the API from a
+    browser page served elsewhere (none by default: the monitoring page is served by the API itself)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
+    queue: int = Field(default=10_000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=16_384, ge=256, le=16 * 1024 * 1024)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        host = value.strip().strip("[]")
+        if not host or any(c.isspace() or c in "/?#@" for c in host):
+            raise ValueError(f"host must be an IP address or a host name, got {value!r}")
+        return host
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2:
+                raise ValueError(f"cors_origins take origins like https://example.com, got {origin!r}")
+        return [origin.rstrip("/") for origin in value]
+
+    def address(self) -> str:
+        """``HOST:PORT`` as ``--http`` takes it (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options of :func:`~veloz_actors.interfaces.http_api.serve_api` this section sets."""
+        return {"queue": self.queue, "max_body_bytes": self.max_body_bytes, "cors_origins": tuple(self.cors_origins)}
+
+
 class LoggingModel(_Model):
     """``logging:``: the structured logs of the CLI, the engine and every actor (:mod:`veloz_actors.logs`).
 
@@ -410,6 +454,7 @@ class EngineFileConfig(_Model):
     sim: SimModel = Field(default_factory=SimModel)
     journal: JournalModel = Field(default_factory=JournalModel)
     metrics: MetricsModel = Field(default_factory=MetricsModel)
+    api: ApiModel = Field(default_factory=ApiModel)
     logging: LoggingModel = Field(default_factory=LoggingModel)
     actors: ActorsModel = Field(default_factory=ActorsModel)
     venue: VenueModel = Field(default_factory=VenueModel)

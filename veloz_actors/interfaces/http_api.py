@@ -1,0 +1,1015 @@
+"""The HTTP/WebSocket API of a running engine, and the monitoring page: ``veloz start --http [HOST:]PORT``.
+
+FastAPI on uvicorn, on a daemon thread with its own asyncio loop. Every engine call goes through
+:meth:`EngineService.call_async <veloz_actors.interfaces.service.EngineService.call_async>` (awaited with
+``asyncio.wrap_future``), so the engine stays single-threaded and uvicorn's loop never blocks on it; the WebSocket
+clients read the service's numbered event stream through bounded drop-oldest queues, so a slow client never slows
+trading::
+
+    browser / curl --HTTP--> uvicorn thread --call_async--> engine thread (EngineService) --publish--> EventHub
+                   <--WS----  sender task per client  <--------- bounded queue per client (drops counted) <--/
+
+:func:`serve_api` starts it and prints ONE line on stderr, the only place the token is ever printed::
+
+    api: http://127.0.0.1:8080/?token=TOKEN (docs: http://127.0.0.1:8080/docs)
+
+**Token.** The ``token`` argument, else ``VELOZ_API_TOKEN``, else the content of ``<run_dir>/api-token``, else a new
+``secrets.token_urlsafe(32)`` written there (mode 0600). Every endpoint except ``GET /api/v1/health``, ``GET /`` and
+``/static/*`` needs ``Authorization: Bearer <token>``; the WebSocket and ``GET /reports/*`` (opened as a link, where a
+browser sends no header) also take ``?token=``. Missing or wrong: 401 ``{"detail": "missing or wrong API token"}``
+with ``WWW-Authenticate: Bearer``; on the WebSocket the server accepts and closes with code 4401. Tokens are compared
+with :func:`hmac.compare_digest` and never logged (uvicorn's access log is off; its other lines are redacted).
+
+**Limits.** Request bodies are capped (``max_body_bytes``, default 16 KiB): 413. At most ``max_in_flight`` engine
+calls wait at once (1024): 503 beyond, as when the engine is stopping. No CORS middleware unless ``cors_origins``.
+
+**Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
+objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
+
+- ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds"}``; 503 ``"stopping"``.
+- ``GET /api/v1/status``: the engine's STATUS object plus ``"mode"`` and ``"api": {"clients", "dropped"}``
+  (``dropped``: events dropped for slow WebSocket clients since the API started, over every client).
+- ``GET /api/v1/balances``: ``{"account", "balances": {asset: {"free", "locked"}}, "equity": {"asset", "equity",
+  "peak", "drawdown", "complete"}}``.
+- ``GET /api/v1/positions``: ``{"positions": [position objects]}``.
+- ``GET /api/v1/orders?state=open`` (default): ``{"items": [order_state objects], "count"}``;
+  ``?state=closed&since=NS&until=NS&limit=N``: finished orders (order_update objects), newest first, ``{"items",
+  "count", "more", "next_until"}`` (ask for the next page with ``until=next_until``).
+- ``GET /api/v1/orders/{cid}``: one order_state object, or 404.
+- ``GET /api/v1/fills?since=&until=&limit=``: fill objects, paged as closed orders.
+- ``GET /api/v1/pnl?since=&limit=``: ``{"equity": {...}, "series": [{"ts", "equity", "drawdown"}]}``, oldest first.
+- ``GET /api/v1/actors``: ``{"engine": "actors"|"single-process", "actors": {name: {"alive", "inbox_depth",
+  "restarts", "last_error"}}}``.
+- ``GET /api/v1/risk``: ``{"limits": {...}, "use": {"open_orders", "positions": {symbol: {"qty", "max_position",
+  "used"}}, "circuit_breaker", "halted"}, "rejections": [order_update objects, newest first]}``. Money and fractions
+  in ``limits`` are decimal strings; ``orders_per_second`` and ``burst`` are counts (integers).
+- ``GET /api/v1/venue``: ``{"mode", "venues", "market_data", "trading"}`` from STATUS.
+- ``POST /api/v1/orders`` ``{"symbol", "side": "BUY"|"SELL", "qty": "0.01", "price": "60000"|null (MARKET),
+  "tif": "GTC"|"IOC"|"FOK"|"POST_ONLY", "cid": str|null}`` (no other field): built with the stdio protocol's builder
+  on the engine thread. 201 ``{"cid", "accepted": true, "events"}`` when the engine took it, 409 with
+  ``"accepted": false`` when it rejected it (the order_update carries ``reason`` and ``detail``: RATE_LIMIT,
+  INSUFFICIENT_BALANCE, DUPLICATE_CLIENT_ORDER_ID, CIRCUIT_BREAKER, ...), 422 for a bad body, naming the field
+  (``{"detail": [{"loc": ["body", field], "msg": ...}]}``). Without ``cid`` the API makes one (``api-<stamp>-<n>``).
+- ``DELETE /api/v1/orders/{cid}``: ``{"cid", "cancelled", "events"}``: 200 cancelled, 202 when the cancel is on its
+  way (the actor engine's venue has not answered within the settle time), 404 unknown cid, 409 the cancel was
+  rejected (already filled, ...).
+- ``POST /api/v1/halt``: the kill switch (cancel every open order, then halt): ``{"halted": true, "events"}``;
+  ``POST /api/v1/resume``: ``{"halted": false, "events"}``.
+- ``GET /api/v1/reports``: ``{"reports": [{"path", "size", "mtime"}]}``, every ``report.html`` under the run folder
+  (depth <= 4); ``GET /reports/{path}`` serves one (``.html`` files under the run folder only; anything else 404).
+- ``GET /`` and ``/static/*``: the monitoring page (``interfaces/web/``); 503 "monitoring page not installed"
+  without it. ``/docs`` and ``/openapi.json``: FastAPI's.
+
+**The stream**, ``WS /api/v1/stream?token=T[&queue=N]`` (``queue`` 1..100000, default 10,000): every message is one
+JSON text message:
+
+1. first ``{"type": "snapshot", "seq": S, ...}`` (:meth:`EngineService.snapshot`): the next event is ``S + 1``;
+2. then the events, each ``{"seq": n, ...event object}``, ``n`` increasing by one. **A message holds one event
+   object, or a JSON array of event objects when several were ready at once** (in order, at most 1,000): a reader
+   handles both (``Array.isArray``). Snapshots and gap messages are always single objects.
+3. When this client fell behind and its queue dropped events: ``{"type": "gap", "missed": n, "last_seq": L}``
+   (``n`` events were dropped since the last message; ``L`` the last seq this client got), then a fresh snapshot,
+   then the events after that snapshot's seq. Over a connection, the sum of ``missed`` is the number of events
+   dropped for it (the server's ``api.dropped`` counts the same drops).
+
+A bad ``queue`` closes with 4400 (and the reason). When the engine or the API stops, the socket closes with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._exceptions import EngineUnavailable, InvalidInput
+from ..fixed import SCALE, format_decimal
+from ..logs import redact
+from ..messages import CancelOrder
+from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
+from .service import EngineService, Subscriber, page
+from .stdio import order_state
+
+__all__ = ["ApiServer", "OrderBody", "build_app", "parse_address", "resolve_token", "serve_api"]
+
+TOKEN_ENV = "VELOZ_API_TOKEN"
+TOKEN_FILE = "api-token"
+WEB_DIR = Path(__file__).resolve().parent / "web"
+DEFAULT_QUEUE = 10_000
+MAX_QUEUE = 100_000
+DEFAULT_MAX_BODY = 16 * 1024
+MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
+CALL_TIMEOUT_SECONDS = 30.0
+MAX_BATCH = 1000  # events in one WebSocket message
+REPORT_DEPTH = 4
+_UNAUTHORIZED = "missing or wrong API token"
+_WS_UNAUTHORIZED = 4401
+_WS_BAD_REQUEST = 4400
+_WS_GOING_AWAY = 1001
+_log = logging.getLogger("veloz.api")
+
+
+# ------------------------------------------------------------------------------------------------------ set-up
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"[HOST:]PORT"`` -> (host, port); the host defaults to 127.0.0.1 and an IPv6 host is written in brackets
+    (``[::1]:8080``). :class:`InvalidInput` names what is wrong."""
+    text = str(address).strip()
+    host, port_text = "127.0.0.1", text
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise InvalidInput(f"--http {address!r}: expected [HOST:]PORT, e.g. 8080, 127.0.0.1:8080 or [::1]:8080")
+        host, port_text = text[1:end], text[end + 2 :]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise InvalidInput(f"--http {address!r}: the port must be a number 0..65535 (0 picks a free port)")
+    if not host or any(c.isspace() or c in "/?#@[]" for c in host):
+        raise InvalidInput(f"--http {address!r}: bad host {host!r}")
+    return host, int(port_text)
+
+
+def resolve_token(token: str | None, run_dir: Path | None) -> str:
+    """The API token: ``token``, else ``VELOZ_API_TOKEN``, else ``<run_dir>/api-token``, else a new one written there
+    (mode 0600; the folder is created). Without a run folder a new token lives only in this process."""
+    for given, where in ((token, "the token"), (os.environ.get(TOKEN_ENV), TOKEN_ENV)):
+        if given is not None and given.strip():
+            value = given.strip()
+            if len(value) < 16:
+                raise InvalidInput(f"{where} must be at least 16 characters")
+            return value
+    if run_dir is None:
+        return secrets.token_urlsafe(32)
+    path = Path(run_dir) / TOKEN_FILE
+    if path.is_file():
+        value = path.read_text().strip()
+        if value:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+                _log.warning("api: %s was readable by others; now mode 0600", path)
+            if len(value) < 16:
+                raise InvalidInput(f"{path} must hold a token of at least 16 characters")
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (value + "\n").encode())
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return value
+
+
+class _RedactToken(logging.Filter):
+    """uvicorn's own lines (a WebSocket's path, an error) without the token."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        cleaned = re.sub(r"(token=)[^&\s\"']+", r"\1***", redact(text, (self.token,)))
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+# --------------------------------------------------------------------------------------------------- the body
+
+
+class OrderBody(BaseModel):
+    """``POST /api/v1/orders``: quantities and prices as decimal strings (exact); no other field is accepted."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    symbol: str
+    side: Literal["BUY", "SELL"]
+    qty: str
+    price: str | None = None
+    tif: Literal["GTC", "IOC", "FOK", "POST_ONLY"] = "GTC"
+    cid: str | None = None
+
+
+def _invalid(field: str, message: str, status: int = 422) -> JSONResponse:
+    loc = ["body", field] if field else ["body"]
+    return JSONResponse({"detail": [{"loc": loc, "msg": message, "type": "value_error"}]}, status_code=status)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------------- the body limit
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is answered 413 (by its Content-Length before it
+    is read, or as it arrives when chunked)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = limit + 1
+                if length > limit:
+                    await _too_large(send, limit)
+                    return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking)
+        except _TooLarge:
+            if not started:
+                await _too_large(send, limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = orjson.dumps({"detail": f"request body too large: the limit is {limit} bytes"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ------------------------------------------------------------------------------------------------- the app
+
+
+class _Api:
+    """The endpoints' state: the service, the token, the WebSocket clients and their drop counts."""
+
+    def __init__(self, service: EngineService, token: str, run_dir: Path | None, *, queue: int,
+                 max_in_flight: int) -> None:  # fmt: skip
+        self.service = service
+        self.token = token.encode()
+        self.run_dir = None if run_dir is None else Path(run_dir).resolve()
+        self.queue = queue
+        self.clients: set[Subscriber] = set()
+        self.dropped_closed = 0  # drops of clients that left
+        self.in_flight = 0
+        self.max_in_flight = max_in_flight
+        self.ids = ClientOrderIds.for_session("api")  # used on the engine thread only
+        self.started = time.monotonic()
+        self.closing: asyncio.Event | None = None  # set by ApiServer.close on the server's loop
+
+    # ---------------------------------------------------------------------------------------------- helpers
+
+    def authorized(self, header: str | None, query: str | None = None) -> bool:
+        given = None
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() == "bearer":
+                given = value.strip()
+        if given is None:
+            given = query
+        if not given:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.token)
+
+    def dropped(self) -> int:
+        return self.dropped_closed + sum(c.dropped_total for c in list(self.clients))
+
+    async def call(self, fn: Callable[[EngineService], Any]) -> Any:
+        """Run ``fn(service)`` on the engine thread and await its result without blocking this loop."""
+        service = self.service
+        if service.stopping:
+            raise EngineUnavailable("the engine is stopping")
+        if self.in_flight >= self.max_in_flight:
+            raise EngineUnavailable(f"too many requests in flight ({self.in_flight}, limit {self.max_in_flight})")
+        self.in_flight += 1
+        try:
+            inbox = getattr(service, "_inbox", None)
+            if inbox is not None and inbox.full():  # call_async would wait for room: not on this loop
+                future = await asyncio.to_thread(service.call_async, fn)
+            else:
+                future = service.call_async(fn)
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=CALL_TIMEOUT_SECONDS)
+        finally:
+            self.in_flight -= 1
+
+
+def _fmt(value: Any) -> Any:
+    return None if value is None else format_decimal(value)
+
+
+def _limits_dict(service: EngineService) -> dict[str, Any]:
+    """The kernel's RiskLimits (1e-8 units) as the API shows them: decimal strings, counts as integers."""
+    backend = service.session.backend
+    engine = getattr(backend, "engine", None)
+    limits: Any = None
+    kernel = getattr(engine, "kernel", None)
+    if kernel is not None:
+        limits = kernel.risk.limits
+        raw = {name: getattr(limits, name) for name in limits.__dataclass_fields__}
+    else:
+        spec = getattr(engine, "spec", None)
+        raw = dict((getattr(spec, "engine_config", None) or {}).get("risk") or {})
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in ("orders_per_second", "burst"):
+            out[name] = value
+        elif name == "exempt_accounts":
+            out[name] = sorted(value)
+        elif isinstance(value, dict):
+            out[name] = {k: format_decimal(v) for k, v in sorted(value.items())}
+        else:
+            out[name] = format_decimal(value)
+    return out
+
+
+def _problems_by_actor(problems: Iterable[str], names: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for problem in problems:
+        for name in names:
+            if f"actor {name!r}" in problem:
+                out[name] = problem
+    return out
+
+
+def build_app(
+    service: EngineService,
+    token: str,
+    *,
+    run_dir: Path | None = None,
+    queue: int = DEFAULT_QUEUE,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    cors_origins: Iterable[str] = (),
+    max_in_flight: int = MAX_IN_FLIGHT,
+    web_dir: Path = WEB_DIR,
+) -> FastAPI:
+    """The ASGI app over ``service`` (see the module docstring); :func:`serve_api` runs it."""
+    if not 1 <= queue <= MAX_QUEUE:
+        raise InvalidInput(f"api queue must be 1..{MAX_QUEUE}, got {queue}")
+    api = _Api(service, token, run_dir, queue=queue, max_in_flight=max_in_flight)
+    app = FastAPI(
+        title="VeloZ engine API",
+        version="1",
+        description="The running engine: balances, positions, orders, fills, PnL, risk, actors; orders, cancels, "
+        "kill switch; a WebSocket stream of every event. Authorize with the token `veloz start` printed.",
+    )
+    app.state.api = api
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    origins = list(cors_origins)
+    if origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )  # fmt: skip
+
+    open_paths = ("/api/v1/health", "/", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/favicon.ico")
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if request.method != "OPTIONS" and not (path in open_paths or path.startswith("/static/")):
+            query = request.query_params.get("token") if path.startswith("/reports/") else None
+            if not api.authorized(request.headers.get("authorization"), query):
+                return JSONResponse({"detail": _UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(EngineUnavailable)
+    async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(TimeoutError)
+    async def _timeout(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"the engine did not answer within {CALL_TIMEOUT_SECONDS:g} s"}, status_code=504)
+
+    # ------------------------------------------------------------------------------------------- reads
+
+    @app.get("/api/v1/health", tags=["engine"])
+    async def health() -> JSONResponse:
+        """Liveness, without a token: the mode, the last event number and the uptime."""
+        stopping = service.stopping
+        started = service.started_ns
+        body = {
+            "status": "stopping" if stopping else "ok",
+            "mode": service.mode,
+            "seq": service.hub.seq,
+            "uptime_seconds": round((time.time_ns() - started) / 1e9, 3) if started else 0.0,
+        }
+        return JSONResponse(body, status_code=503 if stopping else 200)
+
+    @app.get("/api/v1/status", tags=["engine"])
+    async def status() -> dict[str, Any]:
+        """The engine's STATUS object, its mode and the API's clients and dropped events."""
+        result = await api.call(lambda s: s.session.backend.status())
+        result = {**result, "mode": service.mode, "api": {"clients": len(api.clients), "dropped": api.dropped()}}
+        return result
+
+    @app.get("/api/v1/balances", tags=["account"])
+    async def balances() -> dict[str, Any]:
+        """Every asset's free and locked balance, and the equity (balances valued at the last marks)."""
+
+        def read(s: EngineService) -> dict[str, Any]:
+            return {
+                "account": s.session.account_id,
+                "balances": {
+                    a: {"free": format_decimal(f), "locked": format_decimal(lk)}
+                    for a, (f, lk) in s.session.backend.balances().items()
+                },
+                "equity": s.tracker.equity_now(),
+            }
+
+        return await api.call(read)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/positions", tags=["account"])
+    async def positions() -> dict[str, Any]:
+        """Every position (position objects)."""
+
+        def read(s: EngineService) -> dict[str, Any]:
+            objects = s.session._request("POSITIONS", None, s.session.now())
+            return {"positions": [o for o in objects if o.get("symbol")]}
+
+        return await api.call(read)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/orders", tags=["orders"])
+    async def orders(
+        state: Literal["open", "closed"] = "open",
+        since: int = Query(0, ge=0),
+        until: int | None = Query(None, ge=0),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """Open orders (order_state objects), or a page of finished ones (order_update objects, newest first)."""
+        if state == "open":
+
+            def read_open(s: EngineService) -> dict[str, Any]:
+                items = s.session._request("QUERY", None, s.session.now())[0]["orders"]
+                return {"items": items, "count": len(items)}
+
+            return await api.call(read_open)  # type: ignore[no-any-return]
+        return await api.call(lambda s: page(s.tracker.orders, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/orders/{cid}", tags=["orders"])
+    async def order(cid: str) -> dict[str, Any]:
+        """One order (order_state object with its history), or 404."""
+        _check_cid_or_404(cid)
+        found = await api.call(lambda s: s.session.backend.query(cid))
+        if not found:
+            raise HTTPException(404, f"no order with cid {cid!r}")
+        return order_state(found[0])
+
+    @app.get("/api/v1/fills", tags=["orders"])
+    async def fills(
+        since: int = Query(0, ge=0), until: int | None = Query(None, ge=0), limit: int = Query(100, ge=1, le=10_000)
+    ) -> dict[str, Any]:
+        """A page of fills, newest first."""
+        return await api.call(lambda s: page(s.tracker.fills, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/pnl", tags=["account"])
+    async def pnl(since: int = Query(0, ge=0), limit: int = Query(5_000, ge=2, le=100_000)) -> dict[str, Any]:
+        """The equity now and its series (equity and drawdown), oldest first, thinned to ``limit`` points."""
+        return await api.call(lambda s: {"equity": s.tracker.equity_now(), "series": s.tracker.series(since, limit)})  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/actors", tags=["engine"])
+    async def actors() -> dict[str, Any]:
+        """Each actor's health (the single-process engine: one entry, ``engine``)."""
+
+        def read(s: EngineService) -> dict[str, Any]:
+            st = s.session.backend.status()
+            if st.get("engine") != "actors":
+                inbox = getattr(s, "_inbox", None)
+                entry = {
+                    "alive": not s.stopping,
+                    "inbox_depth": inbox.qsize() if inbox is not None else 0,
+                    "restarts": 0,
+                    "last_error": None,
+                }
+                return {"engine": st.get("engine", "single-process"), "actors": {"engine": entry}}
+            found = st.get("actors") or {}
+            problems = _problems_by_actor(st.get("problems") or [], found)
+            return {
+                "engine": "actors",
+                "actors": {
+                    name: {
+                        "alive": bool(info.get("alive")),
+                        "inbox_depth": int(info.get("inbox_depth") or 0),
+                        "restarts": int(info.get("restarts") or 0),
+                        "last_error": problems.get(name),
+                    }
+                    for name, info in found.items()
+                },
+            }
+
+        return await api.call(read)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/risk", tags=["engine"])
+    async def risk() -> dict[str, Any]:
+        """The risk limits, their use (open orders, each position against its limit, the breaker) and recent
+        rejections."""
+
+        def read(s: EngineService) -> dict[str, Any]:
+            backend = s.session.backend
+            limits = _limits_dict(s)
+            st = backend.status()
+            held = {}
+            for p in backend.positions():
+                held[p.symbol] = p.qty
+            max_position = limits.get("max_position") or {}
+            use_positions = {}
+            for symbol in sorted(s.session.symbols):
+                qty = held.get(symbol, 0)
+                limit_text = max_position.get(symbol)
+                limit = None if not limit_text or limit_text == "0" else int(_parse(limit_text))
+                use_positions[symbol] = {
+                    "qty": format_decimal(qty),
+                    "max_position": None if limit is None else format_decimal(limit),
+                    "used": None if limit is None else format_decimal(abs(qty) * SCALE // limit),
+                }
+            breaker = st.get("circuit_breaker") or {}
+            return {
+                "limits": limits,
+                "use": {
+                    "open_orders": len(backend.query(None)),
+                    "positions": use_positions,
+                    "circuit_breaker": breaker,
+                    "halted": bool(breaker),
+                },
+                "rejections": list(reversed(s.tracker.rejections)),
+            }
+
+        return await api.call(read)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/venue", tags=["engine"])
+    async def venue() -> dict[str, Any]:
+        """Where orders go: each venue's state, the live market data and trading connections when there are."""
+        st = await api.call(lambda s: s.session.backend.status())
+        return {
+            "mode": service.mode,
+            "venues": st.get("venues"),
+            "market_data": st.get("market_data"),
+            "trading": st.get("trading"),
+        }
+
+    # ------------------------------------------------------------------------------------------ writes
+
+    @app.post("/api/v1/orders", tags=["orders"], status_code=201)
+    async def place(body: OrderBody) -> JSONResponse:
+        """Place an order; 201 when the engine took it, 409 when it rejected it (the order_update says why)."""
+        try:
+            qty = _amount(body.qty, "qty")
+            price = None if body.price is None else _amount(body.price, "price")
+            if body.cid is not None:
+                _field(lambda: check_client_order_id(body.cid), "cid")
+        except _FieldError as exc:
+            return _invalid(exc.field, exc.message)
+
+        def submit(s: EngineService) -> _FieldError | tuple[str, list[dict[str, Any]]]:
+            session = s.session
+            symbol = body.symbol.upper()
+            if symbol not in session.symbols:
+                known = ", ".join(sorted(session.symbols))
+                return _FieldError("symbol", f"unknown symbol {body.symbol[:40]!r}; configured: {known}")
+            try:
+                command = build_place_order(
+                    symbol, body.side, qty=qty, price=price, tif=body.tif, client_order_id=body.cid,
+                    ids=api.ids, account_id=session.account_id, ts=session.now(), symbols=session.symbols,
+                )  # fmt: skip
+            except InvalidInput as exc:
+                return _FieldError("tif" if "POST_ONLY" in str(exc) else "", str(exc))
+            return command.client_order_id, s.apply(command)
+
+        outcome = await api.call(submit)
+        if isinstance(outcome, _FieldError):
+            return _invalid(outcome.field, outcome.message)
+        cid, events = outcome
+        updates = [e for e in events if e.get("type") == "order_update" and e.get("cid") == cid]
+        accepted = bool(updates) and updates[0].get("status") != "REJECTED"
+        return JSONResponse({"cid": cid, "accepted": accepted, "events": events}, status_code=201 if accepted else 409)
+
+    @app.delete("/api/v1/orders/{cid}", tags=["orders"])
+    async def cancel(cid: str) -> JSONResponse:
+        """Cancel an order: 200 cancelled, 202 on its way, 404 unknown cid, 409 the cancel was rejected."""
+        _check_cid_or_404(cid)
+
+        def submit(s: EngineService) -> list[dict[str, Any]] | None:
+            session = s.session
+            if not session.backend.query(cid):
+                return None
+            command = CancelOrder(client_order_id=cid, account_id=session.account_id, ts=session.now())
+            return s.apply(command)
+
+        events = await api.call(submit)
+        if events is None:
+            raise HTTPException(404, f"no order with cid {cid!r}")
+        statuses = [e.get("status") for e in events if e.get("type") == "order_update" and e.get("cid") == cid]
+        if "CANCELLED" in statuses:
+            code, cancelled = 200, True
+        elif any(st in ("CANCEL_REJECTED", "REJECTED") for st in statuses):
+            code, cancelled = 409, False
+        else:
+            code, cancelled = 202, False
+        return JSONResponse({"cid": cid, "cancelled": cancelled, "events": events}, status_code=code)
+
+    @app.post("/api/v1/halt", tags=["engine"])
+    async def halt() -> dict[str, Any]:
+        """The kill switch: cancel every open order, then halt risk-increasing orders until resume."""
+        events = await api.call(lambda s: s.halt())
+        return {"halted": True, "events": events}
+
+    @app.post("/api/v1/resume", tags=["engine"])
+    async def resume() -> dict[str, Any]:
+        """Lift the kill switch (or a tripped circuit breaker)."""
+        events = await api.call(lambda s: s.resume())
+        return {"halted": False, "events": events}
+
+    # ---------------------------------------------------------------------------------------- reports
+
+    @app.get("/api/v1/reports", tags=["reports"])
+    async def reports() -> dict[str, Any]:
+        """Every ``report.html`` under the run folder (backtests, searches), newest first."""
+        return {"reports": await asyncio.to_thread(_find_reports, api.run_dir)}
+
+    @app.get("/reports/{path:path}", tags=["reports"], response_model=None)
+    async def report(path: str) -> FileResponse:
+        """One report page (an ``.html`` file under the run folder)."""
+        found = _report_file(api.run_dir, path)
+        if found is None:
+            raise HTTPException(404, "no such report")
+        return FileResponse(found, media_type="text/html")
+
+    # ------------------------------------------------------------------------------------------- page
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def index() -> Response:
+        page_file = web_dir / "index.html"
+        if not page_file.is_file():
+            return PlainTextResponse("monitoring page not installed", status_code=503)
+        return FileResponse(page_file, media_type="text/html")
+
+    @app.get("/static/{path:path}", include_in_schema=False, response_model=None)
+    async def static(path: str) -> Response:
+        found = _file_under(web_dir, path)
+        if found is None:
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(found)
+
+    # ----------------------------------------------------------------------------------------- stream
+
+    @app.websocket("/api/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        if not api.authorized(ws.headers.get("authorization"), ws.query_params.get("token")):
+            await ws.close(code=_WS_UNAUTHORIZED, reason=_UNAUTHORIZED)
+            return
+        text = ws.query_params.get("queue")
+        size = api.queue
+        if text is not None:
+            if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUE:
+                await ws.close(code=_WS_BAD_REQUEST, reason=f"queue must be 1..{MAX_QUEUE}, got {text[:20]!r}")
+                return
+            size = int(text)
+        await _Stream(api, ws, size).run()
+
+    return app
+
+
+def _parse(text: str) -> int:
+    from ..fixed import parse_decimal
+
+    return parse_decimal(text, "limit")
+
+
+def _field(fn: Callable[[], Any], field: str) -> Any:
+    try:
+        return fn()
+    except InvalidInput as exc:
+        raise _FieldError(field, str(exc)) from None
+
+
+def _amount(text: str, field: str) -> int:
+    return _field(lambda: parse_amount(text, field), field)  # type: ignore[no-any-return]
+
+
+def _check_cid_or_404(cid: str) -> None:
+    try:
+        check_client_order_id(cid)
+    except InvalidInput:
+        raise HTTPException(404, "no order with that cid (a cid is 1-36 letters, digits and - _ . :)") from None
+
+
+def _file_under(root: Path, relative: str) -> Path | None:
+    """``root/relative`` if it is a file inside ``root`` (no ``..``, no symlink out of it)."""
+    try:
+        base = root.resolve()
+        found = (base / relative).resolve()
+    except (OSError, ValueError):
+        return None
+    if not found.is_relative_to(base) or not found.is_file():
+        return None
+    return found
+
+
+def _find_reports(run_dir: Path | None) -> list[dict[str, Any]]:
+    if run_dir is None or not run_dir.is_dir():
+        return []
+    out: list[dict[str, Any]] = []
+    for depth in range(REPORT_DEPTH + 1):
+        pattern = "/".join(["*"] * depth + ["report.html"])
+        for path in run_dir.glob(pattern):
+            if path.is_file() and path.resolve().is_relative_to(run_dir):
+                st = path.stat()
+                out.append({"path": path.relative_to(run_dir).as_posix(), "size": st.st_size, "mtime": st.st_mtime_ns})
+    out.sort(key=lambda r: int(r["mtime"]), reverse=True)
+    return out
+
+
+def _report_file(run_dir: Path | None, relative: str) -> Path | None:
+    if run_dir is None or not relative.endswith(".html") or len(Path(relative).parts) > REPORT_DEPTH + 1:
+        return None
+    return _file_under(run_dir, relative)
+
+
+# ---------------------------------------------------------------------------------------------- the stream
+
+
+class _Stream:
+    """One WebSocket client: its subscriber queue drained to the socket (see the module docstring)."""
+
+    def __init__(self, api: _Api, ws: WebSocket, size: int) -> None:
+        self.api = api
+        self.ws = ws
+        self.size = size
+        self.loop = asyncio.get_running_loop()
+        self.wake = asyncio.Event()
+        self.armed = False  # a wake-up is scheduled (read and written across threads: plain bools, under the GIL)
+
+    def notify(self) -> None:  # the engine thread, after each batch: never blocks
+        if not self.armed:
+            self.armed = True
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def send(self, obj: Any) -> None:
+        await self.ws.send_text(orjson.dumps(obj).decode())
+
+    async def run(self) -> None:
+        api = self.api
+        size, notify = self.size, self.notify
+
+        def subscribe(s: EngineService) -> tuple[Subscriber, dict[str, Any]]:
+            sub = s.hub.subscribe(size, notify)
+            try:
+                return sub, s.snapshot()
+            except BaseException:
+                sub.close()
+                raise
+
+        try:
+            sub, snap = await api.call(subscribe)
+        except (EngineUnavailable, TimeoutError) as exc:
+            await self.ws.close(code=_WS_GOING_AWAY, reason=str(exc)[:120])
+            return
+        api.clients.add(sub)
+        reader = asyncio.ensure_future(self._read())
+        closing = api.closing
+        try:
+            await self.send(snap)
+            last = snap["seq"]
+            while True:
+                self.armed = False
+                self.wake.clear()
+                items, dropped = sub.take(MAX_BATCH)
+                if dropped:
+                    await self.send({"type": "gap", "missed": dropped, "last_seq": last})
+                    snap = await api.call(lambda s: s.snapshot())
+                    await self.send(snap)
+                    last = snap["seq"]
+                if items and items[0][0] <= last:
+                    items = [item for item in items if item[0] > last]
+                if items:
+                    if len(items) == 1:
+                        seq, event = items[0]
+                        await self.send({"seq": seq, **event})
+                    else:
+                        await self.send([{"seq": seq, **event} for seq, event in items])
+                    last = items[-1][0]
+                    continue
+                if reader.done() or (closing is not None and closing.is_set()):
+                    break
+                waits = [asyncio.ensure_future(self.wake.wait())]
+                others = [reader] + ([asyncio.ensure_future(closing.wait())] if closing is not None else [])
+                done, _ = await asyncio.wait(waits + others, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits + others[1:]:
+                    if not task.done():
+                        task.cancel()
+                if reader.done() or (closing is not None and closing.is_set()):
+                    break
+        except (WebSocketDisconnect, EngineUnavailable, TimeoutError, RuntimeError, OSError):
+            pass
+        finally:
+            sub.close()
+            api.clients.discard(sub)
+            api.dropped_closed += sub.dropped_total
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=_WS_GOING_AWAY)
+
+    async def _read(self) -> None:
+        """Read (and ignore) what the client sends until it disconnects."""
+        with contextlib.suppress(Exception):
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+
+
+# ---------------------------------------------------------------------------------------------- the server
+
+
+class ApiServer:
+    """A running API (:func:`serve_api`): ``url``, ``port``, ``token``; :meth:`close` stops it (idempotent)."""
+
+    def __init__(self, server: Any, thread: threading.Thread, api: _Api, host: str, port: int, token: str) -> None:
+        self._server = server
+        self._thread = thread
+        self._api = api
+        self.host = host
+        self.port = port
+        self.token = token
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+        self._closed = False
+
+    def __repr__(self) -> str:  # never the token
+        return f"ApiServer(url={self.url!r})"
+
+    @property
+    def clients(self) -> int:
+        return len(self._api.clients)
+
+    @property
+    def dropped(self) -> int:
+        return self._api.dropped()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close the WebSocket clients (1001), finish the requests in progress and stop the server."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = getattr(self._server, "_veloz_loop", None)
+        closing = self._api.closing
+        if loop is not None and closing is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(closing.set)
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+
+def serve_api(
+    service: EngineService,
+    address: str,
+    *,
+    run_dir: Path | None,
+    token: str | None,
+    queue: int = DEFAULT_QUEUE,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    cors_origins: Iterable[str] = (),
+    web_dir: Path = WEB_DIR,
+    announce: Callable[[str], None] | None = None,
+) -> ApiServer:
+    """Start the API on ``address`` (``"[HOST:]PORT"``; port 0 picks a free one) on a daemon thread, wait until it
+    listens, print the ``api: ...`` line on stderr (or give it to ``announce``) and return the :class:`ApiServer`.
+
+    :class:`InvalidInput` for a bad address or token; :class:`~veloz_actors.VelozError` when the port cannot be bound.
+    """
+    import uvicorn
+
+    from .._exceptions import VelozError
+
+    host, port = parse_address(address)
+    value = resolve_token(token, run_dir)
+    app = build_app(
+        service, value, run_dir=run_dir, queue=queue, max_body_bytes=max_body_bytes, cors_origins=cors_origins,
+        web_dir=web_dir,
+    )  # fmt: skip
+    api: _Api = app.state.api
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+    except (OSError, UnicodeError) as exc:
+        raise VelozError(f"--http {address}: cannot listen on {host}:{port}: {exc}") from None
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logging.getLogger(name).addFilter(_RedactToken(value))
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+        ws_max_size=1 << 20, server_header=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    async def serve() -> None:
+        server._veloz_loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+        api.closing = asyncio.Event()
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            started.set()
+
+    def run() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by serve_api or logged
+            failure.append(exc)
+            _log.error("api: the server stopped: %s", exc)
+        finally:
+            started.set()
+            sock.close()
+
+    thread = threading.Thread(target=run, name="veloz-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15.0
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        started.wait(0.01)
+    if not server.started:
+        server.should_exit = True
+        raise VelozError(f"--http {address}: the API did not start: {failure[0] if failure else 'timed out'}")
+    result = ApiServer(server, thread, api, host, port, value)
+    line = f"api: {result.url}/?token={value} (docs: {result.url}/docs)"
+    if announce is not None:
+        announce(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    if not _loopback(host):
+        _log.warning("api: listening on %s, beyond this machine, without TLS: the token travels in clear", host)
+    _log.info("api: serving %s", result.url)
+    return result
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
