@@ -378,6 +378,7 @@ class Frontends:
     run_dir: Path | None = None  # the folder holding the journal: api-token, reports
     token: str | None = None  # the API token (default: VELOZ_API_TOKEN, else generated into run_dir/api-token)
     market: bool = True  # market lines in the JSON protocol
+    api: dict[str, Any] | None = None  # serve_api's other options (queue, max_body_bytes, cors_origins): config api:
 
     @property
     def watchers(self) -> bool:
@@ -426,7 +427,9 @@ def run_session(
     if frontends.http is not None:
         from .http_api import serve_api
 
-        server = serve_api(service, frontends.http, run_dir=frontends.run_dir, token=frontends.token)
+        server = serve_api(
+            service, frontends.http, run_dir=frontends.run_dir, token=frontends.token, **(frontends.api or {})
+        )
         closers.append(server.close)
     if frontends.view == "tty":
         view.start()
