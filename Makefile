@@ -22,9 +22,10 @@ browser:
 	  $$SUDO apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
 
-# The main job: the trading engine with a simulated market, driven by the stdio protocol (see README).
+# The main job: the trading engine with a simulated market, driven by the stdio protocol (see README), with the
+# HTTP/WebSocket API and the monitoring page on 127.0.0.1:8080 (the URL with its token is printed on stderr).
 run: install
-	$(BIN)/veloz start --local $(ARGS)
+	$(BIN)/veloz start --local --http 127.0.0.1:8080 $(ARGS)
 
 run-single: install
 	$(BIN)/veloz start --local --single-process $(ARGS)

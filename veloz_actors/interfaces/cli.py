@@ -151,12 +151,19 @@ def start(
         check_live_risk(file_config)
     from .local import Frontends
 
+    api = file_config.api  # --http overrides the config's api: host and port (and serves even when not enabled)
     frontends = Frontends(
-        http=http,
+        http=http if http is not None else (api.address() if api.enabled else None),
         view="json" if json_lines or not _terminal_view_available() else "tty",
         run_dir=_run_dir(journal_path),
+        token=api.token,
         market=market,
+        api=api.options(),
     )
+    if frontends.http is not None:
+        from .http_api import parse_address
+
+        parse_address(frontends.http)  # a bad --http is an error now, before any engine starts
     if single_process and trading_live and journal_path is not None:
         from .live import run_live
 
