@@ -1,0 +1,333 @@
+"""The monitoring page (``veloz_actors/interfaces/web/``) in headless Chromium against a real engine.
+
+``veloz start --local --single-process --no-journal --http 127.0.0.1:0`` runs as a subprocess (its stdin a pipe kept
+open); the test reads the address it prints on stderr (``api: http://HOST:PORT/?token=TOKEN``) and opens it. The page
+then trades only through its own controls (the order form, a Cancel button, HALT and Resume), and every outcome is
+checked twice: in the page's DOM and in the API's answers.
+
+The tests of this module run in file order on one engine and one browser: each starts from the state the previous one
+left (a fill, then a cancelled order, then a halt). Screenshots go to the pytest tmp dir and to
+``test-artifacts/`` under the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import chromium, console_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "engine.yaml"
+WEB = ROOT / "veloz_actors" / "interfaces" / "web"
+ARTIFACTS = ROOT / "test-artifacts"
+API_LINE = re.compile(r"api: (http://[^/\s]+)/\?token=(\S+) \(docs: ")
+WAIT_SECONDS = 30
+
+
+@dataclass
+class Engine:
+    process: subprocess.Popen[bytes]
+    base: str  # http://HOST:PORT
+    token: str
+    stderr: list[str] = field(default_factory=list)
+
+    @property
+    def page(self) -> str:
+        return f"{self.base}/?token={self.token}"
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """One API call with the token: (HTTP status, JSON answer)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def get(self, path: str) -> Any:
+        status, answer = self.api("GET", path)
+        assert status == 200, f"GET {path}: HTTP {status} {answer}"
+        return answer
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """The engine with its API, in a folder of its own (the API token file goes to its runs/)."""
+    run = tmp_path_factory.mktemp("monitor-engine")
+    env = {k: v for k, v in os.environ.items() if k != "VELOZ_API_TOKEN"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    command = [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process",
+               "--no-journal", "--no-market", "--json", "--config", str(CONFIG), "--http", "127.0.0.1:0"]  # fmt: skip
+    with (run / "stdout.jsonl").open("wb") as stdout:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE, cwd=run,
+                                   env=env)  # fmt: skip
+    lines: list[str] = []
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def drain() -> None:  # stderr is read to its end, so the engine never blocks on a full pipe
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            lines.append(line)
+            match = API_LINE.search(line)
+            if match and not found:
+                found.update(base=match.group(1), token=match.group(2))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=drain, name="engine-stderr", daemon=True).start()
+    try:
+        ready.wait(timeout=90)
+        if not found:
+            text = "\n".join(lines[-40:])
+            raise AssertionError(f"the engine printed no `api: http://...` line on stderr within 90 s:\n{text}")
+        yield Engine(process, found["base"], found["token"], lines)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()  # end of input: the engine stops cleanly
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def driver(engine: Engine) -> Iterator[Any]:
+    """One laptop-sized browser on the page; tall, so the screenshot shows most of it."""
+    with chromium(width=1280, height=2000) as browser:
+        browser.get(engine.page)
+        yield browser
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+
+
+def _wait(browser: Any, predicate: Any, what: str, timeout: float = WAIT_SECONDS) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(
+        browser, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(lambda b: predicate(b), message=f"waited {timeout} s for {what}")
+
+
+def _text(browser: Any, selector: str) -> str | None:
+    """The text of the first element matching ``selector`` (None when there is none)."""
+    from selenium.webdriver.common.by import By
+
+    found = browser.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else None
+
+
+def _usdt_free(browser: Any) -> str | None:
+    return _text(browser, '#balances tr[data-asset="USDT"] td[data-field="free"]')
+
+
+def _has_row(browser: Any, table: str, cid: str) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return bool(browser.find_elements(By.CSS_SELECTOR, f'#{table} tbody tr[data-cid="{cid}"]'))
+
+
+def _place(browser: Any, *, symbol: str, side: str, qty: str, price: str | None, cid: str) -> None:
+    """Fill in the order form and submit it, as a person would."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _wait(browser, lambda b: symbol in [o.text for o in Select(b.find_element(By.ID, "order-symbol")).options],
+          f"{symbol} in the form's symbols")  # fmt: skip
+    Select(browser.find_element(By.ID, "order-symbol")).select_by_visible_text(symbol)
+    Select(browser.find_element(By.ID, "order-side")).select_by_visible_text(side)
+    Select(browser.find_element(By.ID, "order-type")).select_by_value("MARKET" if price is None else "LIMIT")
+    for field_id, value in (("order-qty", qty), ("order-price", price or ""), ("order-cid", cid)):
+        box = browser.find_element(By.ID, field_id)
+        if box.is_enabled():
+            box.clear()
+            box.send_keys(value)
+    browser.execute_script("document.getElementById('order-result').textContent = ''")
+    browser.find_element(By.ID, "order-submit").click()
+    _wait(browser, lambda b: (_text(b, "#order-result") or "").strip() not in ("", "sending…"), f"the answer to {cid}")
+
+
+def _save_screenshot(browser: Any, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    browser.save_screenshot(str(shot))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / name)
+    return shot
+
+
+# --------------------------------------------------------------------------------------------------------- tests
+
+
+def test_the_page_loads_clean_and_takes_the_token_out_of_the_address(engine: Engine, driver: Any) -> None:
+    _wait(driver, lambda b: _usdt_free(b), "the USDT balance on the page")
+    assert console_errors(driver) == []
+    assert "token" not in driver.current_url
+    assert driver.execute_script("return sessionStorage.getItem('veloz.apiToken')") == engine.token
+    # Everything the page loaded came from the engine itself: no CDN, no web font.
+    loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded, "the page loaded no resource at all"
+    assert [url for url in loaded if not url.startswith(engine.base + "/")] == []
+    _wait(driver, lambda b: _text(b, "#stream-state") == "stream live", "the event stream to be live")
+    assert _text(driver, "#mode") == engine.get("/api/v1/health")["mode"] == "sim"
+
+
+def test_the_page_shows_the_balances_the_api_serves(engine: Engine, driver: Any) -> None:
+    balances = engine.get("/api/v1/balances")["balances"]
+    for asset, balance in balances.items():
+        cell = f'#balances tr[data-asset="{asset}"] td[data-field="free"]'
+        _wait(driver, lambda b, c=cell, f=balance["free"]: _text(b, c) == f, f"{asset} free = {balance['free']}")
+    assert _usdt_free(driver) == balances["USDT"]["free"]
+
+
+def test_a_market_buy_from_the_form_fills_and_moves_the_balance(engine: Engine, driver: Any) -> None:
+    before = _usdt_free(driver)
+    assert before == engine.get("/api/v1/balances")["balances"]["USDT"]["free"]
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=None, cid="page-buy-1")
+    assert (_text(driver, "#order-result") or "").startswith("Accepted"), _text(driver, "#order-result")
+    _wait(driver, lambda b: _has_row(b, "fills", "page-buy-1"), "the buy's fill row")
+    _wait(driver, lambda b: _usdt_free(b) not in (None, before), "the USDT free balance to change")
+    fills = engine.get("/api/v1/fills?limit=10")["items"]
+    assert [f["cid"] for f in fills] == ["page-buy-1"]
+    shown = Decimal(_wait(driver, lambda b: _usdt_free(b) if _usdt_free(b) == _api_usdt_free(engine) else None,
+                          "the page's USDT free balance to equal the API's"))  # fmt: skip
+    paid = Decimal(fills[0]["price"]) * Decimal(fills[0]["qty"]) + Decimal(fills[0]["fee"])
+    assert shown == Decimal(before) - paid  # the fee is in USDT (the quote asset) on a buy
+    assert _text(driver, '#positions tbody tr[data-symbol="BTCUSDT"] td:nth-child(2)') == "0.001"
+
+
+def _api_usdt_free(engine: Engine) -> str:
+    return str(engine.get("/api/v1/balances")["balances"]["USDT"]["free"])
+
+
+def test_a_resting_limit_leaves_the_open_orders_with_its_cancel_button(engine: Engine, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    price = _far_bid(engine)
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=price, cid="page-rest-1")
+    _wait(driver, lambda b: _has_row(b, "open-orders", "page-rest-1"), "the resting order in the open orders")
+    assert [o["cid"] for o in engine.get("/api/v1/orders?state=open")["items"]] == ["page-rest-1"]
+    driver.find_element(By.CSS_SELECTOR, '#open-orders tr[data-cid="page-rest-1"] button').click()
+    _wait(driver, lambda b: not _has_row(b, "open-orders", "page-rest-1"), "the cancelled order to leave the table")
+    assert engine.get("/api/v1/orders?state=open")["items"] == []
+    closed = engine.get("/api/v1/orders?state=closed&limit=10")["items"]
+    assert {(o["cid"], o["status"]) for o in closed} >= {("page-rest-1", "CANCELLED")}
+    assert console_errors(driver) == []
+
+
+def _far_bid(engine: Engine) -> str:
+    """A bid 3 % under the last fill (inside the 5 % price band, far below the simulated market's asks)."""
+    last = Decimal(engine.get("/api/v1/fills?limit=1")["items"][0]["price"])
+    return str(math.floor(last * Decimal("0.97")))
+
+
+def test_halt_cancels_open_orders_and_refuses_new_ones_until_resume(
+    engine: Engine, driver: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=_far_bid(engine), cid="page-rest-2")
+    _wait(driver, lambda b: _has_row(b, "open-orders", "page-rest-2"), "the second resting order")
+    halt = driver.find_element(By.ID, "halt-button")
+    halt.click()  # arms it
+    assert halt.text == "Confirm HALT"
+    assert engine.get("/api/v1/risk")["use"]["halted"] is False
+    halt.click()
+    _wait(driver, lambda b: b.find_element(By.ID, "halt-state").is_displayed(), "the HALTED badge")
+    _wait(driver, lambda b: not _has_row(b, "open-orders", "page-rest-2"), "HALT to cancel the resting order")
+    assert engine.get("/api/v1/risk")["use"]["halted"] is True
+    assert engine.get("/api/v1/orders?state=open")["items"] == []
+
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=None, cid="page-halted-1")
+    answer = _text(driver, "#order-result") or ""
+    assert answer.startswith("Rejected") and "CIRCUIT_BREAKER" in answer, answer
+    _wait(driver, lambda b: _has_row(b, "rejections", "page-halted-1"), "the rejection in the risk panel")
+    assert [f["cid"] for f in engine.get("/api/v1/fills?limit=10")["items"]] == ["page-buy-1"]
+    shot = _save_screenshot(driver, tmp_path, "monitor-page.png")
+    assert shot.stat().st_size > 20_000
+
+    driver.find_element(By.ID, "resume-button").click()
+    _wait(driver, lambda b: not b.find_element(By.ID, "halt-state").is_displayed(), "Resume to clear the halt")
+    assert engine.get("/api/v1/risk")["use"]["halted"] is False
+    # The only console error: the browser's own line for the 409 that answered the refused order.
+    unexpected = [e for e in console_errors(driver) if not ("/api/v1/orders" in e["message"] and "409" in e["message"])]
+    assert unexpected == []
+
+
+def test_a_wrong_token_is_forgotten_and_asked_for_again(engine: Engine) -> None:
+    from selenium.webdriver.common.by import By
+
+    with chromium() as browser:
+        browser.get(f"{engine.base}/?token=not-the-token")
+        _wait(browser, lambda b: b.find_element(By.ID, "login").is_displayed(), "the token field")
+        assert browser.execute_script("return sessionStorage.getItem('veloz.apiToken')") is None
+        assert "not-the-token" not in browser.current_url
+        assert not browser.find_element(By.ID, "dashboard").is_displayed()
+        browser.find_element(By.ID, "login-token").send_keys(engine.token)
+        browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+        _wait(browser, lambda b: _usdt_free(b) == _api_usdt_free(engine), "the balances after typing the token")
+
+
+def test_a_phone_wide_viewport_has_no_horizontal_overflow(engine: Engine, tmp_path: Path) -> None:
+    with chromium(width=375, height=800) as browser:
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {"width": 375, "height": 800, "deviceScaleFactor": 2, "mobile": True}
+        )
+        browser.get(engine.page)
+        _wait(browser, lambda b: _usdt_free(b), "the USDT balance on a phone")
+        _wait(browser, lambda b: b.execute_script("return document.querySelectorAll('#chart svg').length"), "the chart")
+        assert browser.execute_script("return window.innerWidth") == 375
+        width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1] + 1, f"the page is {width[0]} px wide in a {width[1]} px viewport"
+        assert console_errors(browser) == []
+        _save_screenshot(browser, tmp_path, "monitor-page-375.png")
+
+
+def test_the_page_puts_engine_text_into_the_dom_as_text_only() -> None:
+    script = (WEB / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, f"app.js uses {sink}"
+    html = (WEB / "index.html").read_text()
+    outside = re.findall(r"""(?:src|href)\s*=\s*["']((?:https?:)?//[^"']*)""", html)
+    assert outside == [], f"index.html loads {outside}"
+
+
+def test_a_page_that_falls_behind_resyncs_from_the_fresh_snapshot(engine: Engine) -> None:
+    """With a one-event queue (``/?queue=1`` is passed on to the stream) the server drops events all the time; each
+    gap is followed by a snapshot, and the page must still end up showing exactly what the engine holds."""
+    from selenium.webdriver.common.by import By
+
+    with chromium() as browser:
+        browser.get(f"{engine.page}&queue=1")
+        _wait(browser, lambda b: "fell behind" in b.find_element(By.ID, "messages").text, "a gap message")
+        _place(browser, symbol="ETHUSDT", side="BUY", qty="0.01", price=None, cid="page-behind-1")
+        assert (_text(browser, "#order-result") or "").startswith("Accepted"), _text(browser, "#order-result")
+        eth = lambda b: _text(b, '#balances tr[data-asset="ETH"] td[data-field="free"]')  # noqa: E731
+        _wait(browser, lambda b: eth(b) == engine.get("/api/v1/balances")["balances"]["ETH"]["free"] == "10.01",
+              "the ETH balance after the buy")  # fmt: skip
+        _wait(browser, lambda b: _usdt_free(b) == _api_usdt_free(engine), "the USDT balance after the buy")
+        assert browser.execute_script("return window.location.search") == "?queue=1"
+        assert console_errors(browser) == []
