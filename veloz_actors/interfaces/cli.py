@@ -220,12 +220,8 @@ def _run_dir(journal_path: str | Path | None) -> Path:
 
 
 def _terminal_view_available() -> bool:
-    """The terminal view when stdout is a terminal (a person typing); JSON lines for a pipe or a file."""
-    if not sys.stdout.isatty():
-        return False
-    import importlib.util
-
-    return importlib.util.find_spec("veloz_actors.interfaces.tty") is not None
+    """The terminal view when stdin and stdout are a terminal (a person typing); JSON lines for a pipe or a file."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 @app.command("replay")
