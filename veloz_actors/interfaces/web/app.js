@@ -324,10 +324,7 @@
     if (status.mode) setMode(status.mode);
     const symbols = new Set(state.symbols);
     for (const name of Object.keys(status.reference_prices || {})) symbols.add(name);
-    for (const [key, venue] of Object.entries(status.venues || {})) {
-      if (venue && typeof venue === "object" && venue.symbol) symbols.add(venue.symbol);
-      else if (/^[A-Z0-9]{5,}$/.test(key)) symbols.add(key);
-    }
+    for (const venue of venueRows(status.venues)) symbols.add(venue.symbol);
     for (const name of status.symbols || []) symbols.add(name);
     setSymbols([...symbols]);
     const breaker = status.circuit_breaker || {};
@@ -847,19 +844,18 @@
       container.append(list);
     }
 
-    const venues = data.venues || {};
     const table = el("table");
     const head = el("tr");
-    for (const title of ["Symbol", "Venue", "State", "Resting"]) head.append(el("th", title));
+    for (const title of ["Symbol", "Venue", "State", "Resting", "Trades"]) head.append(el("th", title));
     table.append(el("thead"), el("tbody"));
     table.tHead.append(head);
     const names = new Set();
-    for (const [key, venue] of Object.entries(venues).sort(([a], [b]) => a.localeCompare(b))) {
-      if (!venue || typeof venue !== "object") continue;
-      names.add(venue.venue || key);
+    for (const venue of venueRows(data.venues)) {
+      names.add(venue.venue);
       const row = el("tr");
-      const venueState = venue.state || (venue.attached ? "attached" : venue.venue === "SIM" ? "simulated" : "—");
-      row.append(cell(venue.symbol || key), cell(venue.venue), cell(venueState), cell(venue.resting_orders, "num"));
+      row.dataset.symbol = venue.symbol;
+      row.append(cell(venue.symbol), cell(venue.venue), cell(venue.state, venue.bad ? "down" : ""),
+        cell(venue.resting, "num"), cell(venue.trades, "num"));
       table.tBodies[0].append(row);
     }
     if (table.tBodies[0].rows.length) {
@@ -868,7 +864,7 @@
       container.append(wrap);
     }
     if (!connections.length && names.size) {
-      connections.push([...names].join(", ") + (names.has("SIM") ? " (in process)" : ""));
+      connections.push([...names].join(", ") + (names.has("SIM") ? " simulated" : ""));
     }
     const text = connections.join(" · ") || "no venue";
     const bad = /disconnect|closed|error|stale|down|connecting/i.test(text) || (trading && trading.ready === false);
@@ -876,6 +872,40 @@
     const clock = $("clock-offset");
     clock.hidden = offset === null; // a simulated venue has no clock of its own
     clock.textContent = offset === null ? "" : "clock offset " + offset + " ms";
+  }
+
+  // STATUS "venues" as one row per symbol: the single-process engine keys them by symbol; the actor engine by venue
+  // actor, each with its symbols' venues inside ("venues") and the actor's own state (restarted, unacknowledged).
+  function venueRows(venues) {
+    const rows = [];
+    const add = (key, venue, actor) => {
+      let state = venue.state || (venue.attached ? "attached" : venue.venue === "SIM" ? "simulated" : "—");
+      let bad = false;
+      if (actor && actor.restarted) {
+        state += ", actor restarted";
+        bad = true;
+      }
+      if (actor && actor.unacked) state += ", " + actor.unacked + " batches unacknowledged";
+      rows.push({
+        symbol: venue.symbol || key,
+        venue: venue.venue || "—",
+        state,
+        bad,
+        resting: venue.resting_orders,
+        trades: venue.trades,
+      });
+    };
+    for (const [key, venue] of Object.entries(venues || {})) {
+      if (!venue || typeof venue !== "object") continue;
+      if (venue.venues && typeof venue.venues === "object") {
+        for (const [inner, one] of Object.entries(venue.venues)) {
+          if (one && typeof one === "object") add(inner, one, venue);
+        }
+      } else {
+        add(key, venue, null);
+      }
+    }
+    return rows.sort((a, b) => a.symbol.localeCompare(b.symbol));
   }
 
   function setHalted(halted, reason) {
