@@ -95,6 +95,7 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -104,7 +105,7 @@ from ..fixed import SCALE, format_decimal
 from ..logs import redact
 from ..messages import CancelOrder
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
-from .service import EngineService, Subscriber, page
+from .service import EngineService, Subscriber
 from .stdio import order_state
 
 __all__ = ["ApiServer", "OrderBody", "build_app", "parse_address", "resolve_token", "serve_api"]
@@ -250,33 +251,25 @@ class _BodyLimit:
                 if length > limit:
                     await _too_large(send, limit)
                     return
+        # read the body here (chunked bodies have no length to check first), at most ``limit`` bytes, then hand it on
+        chunks: list[Message] = []
         seen = 0
-        started = False
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except _TooLarge:
-            if not started:
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > limit:
                 await _too_large(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
 
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
 
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -427,6 +420,15 @@ def build_app(
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def _unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 shape without echoing the input (it may be huge, or a float JSON cannot write)."""
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
@@ -498,7 +500,7 @@ def build_app(
                 return {"items": items, "count": len(items)}
 
             return await api.call(read_open)  # type: ignore[no-any-return]
-        return await api.call(lambda s: page(s.tracker.orders, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
+        return await api.call(lambda s: _page(s.tracker.orders, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/orders/{cid}", tags=["orders"])
     async def order(cid: str) -> dict[str, Any]:
@@ -514,7 +516,7 @@ def build_app(
         since: int = Query(0, ge=0), until: int | None = Query(None, ge=0), limit: int = Query(100, ge=1, le=10_000)
     ) -> dict[str, Any]:
         """A page of fills, newest first."""
-        return await api.call(lambda s: page(s.tracker.fills, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
+        return await api.call(lambda s: _page(s.tracker.fills, since=since, until=until, limit=limit))  # type: ignore[no-any-return]
 
     @app.get("/api/v1/pnl", tags=["account"])
     async def pnl(since: int = Query(0, ge=0), limit: int = Query(5_000, ge=2, le=100_000)) -> dict[str, Any]:
@@ -722,6 +724,25 @@ def build_app(
         await _Stream(api, ws, size).run()
 
     return app
+
+
+def _page(store: Iterable[dict[str, Any]], *, since: int, until: int | None, limit: int) -> dict[str, Any]:
+    """A page of time-ordered ``store`` (oldest first): rows with ``since <= ts < until``, newest first, at most
+    ``limit`` -- except that rows sharing the last row's ``ts`` (the fills of one order) are never split over two
+    pages, since the next page asks for ``ts < next_until``. Stops reading once the page is full."""
+    rows: list[dict[str, Any]] = []
+    more = False
+    for row in reversed(store):  # type: ignore[call-overload]
+        ts = row["ts"]
+        if until is not None and ts >= until:
+            continue
+        if ts < since:
+            continue  # not break: the actor engine's fills may arrive slightly out of time order
+        if len(rows) >= limit and ts != rows[-1]["ts"]:
+            more = True
+            break
+        rows.append(row)
+    return {"items": rows, "count": len(rows), "more": more, "next_until": rows[-1]["ts"] if more else None}
 
 
 def _parse(text: str) -> int:
@@ -962,7 +983,7 @@ def serve_api(
         logging.getLogger(name).addFilter(_RedactToken(value))
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-        ws_max_size=1 << 20, server_header=False,
+        ws="websockets-sansio", ws_max_size=1 << 20, server_header=False,
     )  # fmt: skip
     server = uvicorn.Server(config)
     started = threading.Event()
