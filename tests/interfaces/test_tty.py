@@ -401,8 +401,11 @@ def test_panel_figures_come_from_the_events() -> None:
     for obj in (MARKET, {**FILLED, "status": "ACCEPTED", "cid": "o2"}, FILL, {**FILLED, "cid": "o2"}, ACCOUNT):
         state.observe(obj)
     state.last_event = 10.0
-    bar, markets, balances = (text for _, text in state.panel(200, 12.5, mode="sim", urls={"api": "http://h:1"}))
+    bar, markets, balances = (
+        text for _, text in state.panel(200, 12.5, mode="sim", urls={"api": "http://h:1/?token=secret"})
+    )
     assert "open orders 1" in bar and "fills 1" in bar and "last event 2.5s ago" in bar and "API http://h:1" in bar
+    assert "secret" not in bar
     assert markets == "BTCUSDT 60010.1 / 60012.5    ETHUSDT mark 2500"
     assert balances == "balances  BTC 1.01   USDT 99369.1055358 (630.8944642 locked)"
 

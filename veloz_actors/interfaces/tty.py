@@ -427,7 +427,7 @@ class ViewState:
         age = "no events yet" if self.last_event is None else f"last event {_age(max(0.0, now - self.last_event))} ago"
         words = ["VeloZ", mode.upper(), self.engine, f"open orders {len(self.open_orders)}", f"fills {self.fills}", age]
         if urls.get("api"):
-            words.append(f"API {urls['api']}")
+            words.append(f"API {urls['api'].partition('?')[0]}")  # never a ?token=... on the screen
         bar = " " + "  ".join(w for w in words if w)
         markets = []
         for symbol in sorted(set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions)):
