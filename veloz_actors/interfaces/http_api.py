@@ -28,7 +28,7 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 
 - ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds"}``; 503 ``"stopping"``.
 - ``GET /api/v1/status``: the engine's STATUS object plus ``"mode"`` and ``"api": {"clients", "dropped"}``
-  (``dropped``: events dropped for slow WebSocket clients since the API started, over every client).
+  (``dropped``: events slow WebSocket clients never got since the API started, the sum of their gaps' ``missed``).
 - ``GET /api/v1/balances``: ``{"account", "balances": {asset: {"free", "locked"}}, "equity": {"asset", "equity",
   "peak", "drawdown", "complete"}}``.
 - ``GET /api/v1/positions``: ``{"positions": [position objects]}``.
@@ -68,9 +68,9 @@ JSON text message:
    object, or a JSON array of event objects when several were ready at once** (in order, at most 1,000): a reader
    handles both (``Array.isArray``). Snapshots and gap messages are always single objects.
 3. When this client fell behind and its queue dropped events: ``{"type": "gap", "missed": n, "last_seq": L}``
-   (``n`` events were dropped since the last message; ``L`` the last seq this client got), then a fresh snapshot,
-   then the events after that snapshot's seq. Over a connection, the sum of ``missed`` is the number of events
-   dropped for it (the server's ``api.dropped`` counts the same drops).
+   (it never got events ``L + 1 .. L + n``; ``L`` is the last seq it got), then a fresh snapshot (its ``seq`` is at
+   least ``L + n``), then the events after that snapshot's seq. Drops of events a snapshot already covered are not
+   missed and cause no gap message. The server's ``api.dropped`` is the sum of every client's ``missed``.
 
 A bad ``queue`` closes with 4400 (and the reason). When the engine or the API stops, the socket closes with 1001.
 """
@@ -292,7 +292,7 @@ class _Api:
         self.run_dir = None if run_dir is None else Path(run_dir).resolve()
         self.queue = queue
         self.clients: set[Subscriber] = set()
-        self.dropped_closed = 0  # drops of clients that left
+        self.missed = 0  # events WebSocket clients never got (the sum of their gap messages' ``missed``)
         self.in_flight = 0
         self.max_in_flight = max_in_flight
         self.ids = ClientOrderIds.for_session("api")  # used on the engine thread only
@@ -314,7 +314,7 @@ class _Api:
         return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.token)
 
     def dropped(self) -> int:
-        return self.dropped_closed + sum(c.dropped_total for c in list(self.clients))
+        return self.missed
 
     async def call(self, fn: Callable[[EngineService], Any]) -> Any:
         """Run ``fn(service)`` on the engine thread and await its result without blocking this loop."""
@@ -852,10 +852,16 @@ class _Stream:
                 self.wake.clear()
                 items, dropped = sub.take(MAX_BATCH)
                 if dropped:
-                    await self.send({"type": "gap", "missed": dropped, "last_seq": last})
-                    snap = await api.call(lambda s: s.snapshot())
-                    await self.send(snap)
-                    last = snap["seq"]
+                    # the queue holds a contiguous run of the sequence: what this client never got is what lies
+                    # between the last event it got and the first one still queued (drops of events a fresh
+                    # snapshot already covered are not missed)
+                    missed = items[0][0] - 1 - last if items else dropped
+                    if missed > 0:
+                        api.missed += missed
+                        await self.send({"type": "gap", "missed": missed, "last_seq": last})
+                        snap = await api.call(lambda s: s.snapshot())
+                        await self.send(snap)
+                        last = snap["seq"]
                 if items and items[0][0] <= last:
                     items = [item for item in items if item[0] > last]
                 if items:
@@ -881,7 +887,6 @@ class _Stream:
         finally:
             sub.close()
             api.clients.discard(sub)
-            api.dropped_closed += sub.dropped_total
             if not reader.done():
                 reader.cancel()
             with contextlib.suppress(Exception):
