@@ -17,12 +17,15 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -331,3 +334,83 @@ def test_a_page_that_falls_behind_resyncs_from_the_fresh_snapshot(engine: Engine
         _wait(browser, lambda b: _usdt_free(b) == _api_usdt_free(engine), "the USDT balance after the buy")
         assert browser.execute_script("return window.location.search") == "?queue=1"
         assert console_errors(browser) == []
+
+
+class _Proxy:
+    """A TCP forwarder between the browser and the API whose connections the test can cut: a dropped network."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.refusing = False
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.refusing:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), name="proxy-pipe", daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self, *, refuse: bool) -> None:
+        """Drop every connection; with ``refuse`` new ones are closed at once until :meth:`restore`."""
+        self.refusing = refuse
+        with self.lock:
+            dropped, self.sockets = self.sockets, []
+        for end in dropped:
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def restore(self) -> None:
+        self.refusing = False
+
+    def close(self) -> None:
+        self.cut(refuse=True)
+        self.server.close()
+
+
+def test_a_dropped_stream_reconnects_and_shows_what_happened_meanwhile(engine: Engine) -> None:
+    """The connection drops (and new ones fail for a moment) while an order fills elsewhere: the page reconnects by
+    itself and its fresh snapshot shows the fill and the balance it missed."""
+    address = urllib.parse.urlsplit(engine.base)
+    proxy = _Proxy((address.hostname or "127.0.0.1", address.port or 80))
+    try:
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{proxy.port}/?token={engine.token}")
+            _wait(browser, lambda b: _text(b, "#stream-state") == "stream live", "the stream through the proxy")
+            _wait(browser, lambda b: _usdt_free(b) == _api_usdt_free(engine), "the balances through the proxy")
+            proxy.cut(refuse=True)
+            _wait(browser, lambda b: _text(b, "#stream-state") == "stream reconnecting", "the page to see the drop")
+            body = {"symbol": "BTCUSDT", "side": "SELL", "qty": "0.001", "price": None, "cid": "while-away-1"}
+            status, answer = engine.api("POST", "/api/v1/orders", body)
+            assert status == 201, answer
+            assert not _has_row(browser, "fills", "while-away-1")
+            proxy.restore()
+            _wait(browser, lambda b: _text(b, "#stream-state") == "stream live", "the page to reconnect")
+            _wait(browser, lambda b: _has_row(b, "fills", "while-away-1"), "the fill made while away")
+            _wait(browser, lambda b: _usdt_free(b) == _api_usdt_free(engine), "the balance made while away")
+            # Failed requests while the proxy refused are the browser's network lines; no script error.
+            assert [e for e in console_errors(browser) if e.get("source") != "network"] == []
+    finally:
+        proxy.close()
