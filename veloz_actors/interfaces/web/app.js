@@ -417,7 +417,7 @@
       }
       const items = Array.isArray(data) ? data : [data];
       for (const item of items) receive(item);
-      renderAfterEvents();
+      scheduleRender(); // once a frame however fast events come
     };
     socket.onclose = (event) => {
       if (state.socket !== socket) return; // closed on purpose
@@ -566,6 +566,15 @@
       setStreamState("engine stopped", "bad");
       addMessage("the engine stopped", "bad", event.ts);
     }
+  }
+
+  function scheduleRender() {
+    if (state.renderQueued) return;
+    state.renderQueued = true;
+    window.requestAnimationFrame(() => {
+      state.renderQueued = false;
+      renderAfterEvents();
+    });
   }
 
   function renderAfterEvents() {
