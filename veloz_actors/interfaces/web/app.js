@@ -5,7 +5,9 @@
 // as {"seq": n, ...the stdio protocol's object}, one per message or several in a JSON array (both are handled). A
 // "gap" message (the page fell behind and the server dropped events) is followed by a fresh snapshot, which
 // replaces everything the page held. What the stream does not carry (the equity series, risk use, actor health, the
-// venues' connection state) is polled every few seconds and after the events that change it.
+// venues' connection state) is polled every few seconds and after the events that change it. When the socket drops,
+// the page reconnects with a growing delay (0.5 s doubling to 15 s) and polls the REST endpoints meanwhile. The
+// page's own address may carry ?queue=N, passed on to the stream (this client's queue size; a test uses 1).
 //
 // The token comes from the address the engine prints (/?token=...) or from the login field; it is kept in
 // sessionStorage (this tab only) and removed from the address bar. Any 401 forgets it and asks again.
