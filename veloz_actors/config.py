@@ -217,6 +217,11 @@ class VenueModel(_Model):
     kline_interval: str | None = "1m"
     snapshot_limit: int = Field(default=5000, ge=5, le=5000)
     refresh_instruments: bool = False  # fetch exchangeInfo again instead of the copy cached in the run folder
+    # live: a 0600 KEY=VALUE file with BINANCE_API_KEY and BINANCE_API_SECRET / BINANCE_PRIVATE_KEY_FILE, read over
+    # the environment by every process that trades (the actor engine's venue actor, also after a restart)
+    credentials_file: str | None = None
+    # live: the trading adapter's settings (BinanceVenueSettings: order_path, request_timeout, recv_window_ms, ...)
+    trading: dict[str, Any] = Field(default_factory=dict)
     maker_fee_rate: Decimal = "0.001"
     taker_fee_rate: Decimal = "0.001"
 

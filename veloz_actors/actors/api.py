@@ -87,22 +87,24 @@ def build_spec(
     Everything is checked before any actor starts: a bad field, a missing replay file or a strategy's bad parameter
     is a :class:`ConfigError` now, not a dead actor later.
     """
-    if file_config.venue.kind == "binance" and file_config.venue.mode == "live":
-        raise ConfigError(
-            "venue: live trading on Binance runs on the single-process engine for now "
-            "(veloz start --local --single-process --venue binance --live); the actor engine's live venue is not built"
-        )
+    live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
     run_dir = None if journal_dir is None else Path(journal_dir).parent
-    venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
-    engine_config = file_config.engine_config(venue_instruments)
     actors = file_config.actor_settings()
+    if live:
+        engine_config, live_settings = _live_engine(file_config, journal_dir)
+        shards = {"binance": tuple(i.symbol for i in engine_config.instruments)}  # one account, one user stream
+    else:
+        venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+        engine_config = file_config.engine_config(venue_instruments)
+        live_settings = None
+        shards = actors.shard_map([i.symbol for i in engine_config.instruments])
     return EngineSpec(
         name=name,
         engine_config=engine_config.to_json(),
         journal_dir=None if journal_dir is None else str(journal_dir),
         durability=durability or file_config.journal.durability,
         group_ms=file_config.journal.group_ms,
-        shards=actors.shard_map([i.symbol for i in engine_config.instruments]),
+        shards=shards,
         subscriber_queue=actors.subscriber_queue,
         order_inbox=actors.order_inbox,
         peer_window=actors.peer_window,
@@ -114,7 +116,60 @@ def build_spec(
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
         journal_mode=actors.journal_mode,
         logging=file_config.logging.settings(run_dir),
+        live=live_settings,
     )
+
+
+def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
+    """The engine config and the venue actor's settings of a live engine. A journal that exists is recovered with
+    the config in its header; a new one starts its ledger from the account's balances on the exchange. The settings
+    name where the credentials are (environment variables, ``venue.credentials_file``), never the keys."""
+    from ..core.journal import read_journal
+    from ..core.kernel import KernelConfig
+    from ..venues.binance.auth import CredentialsRef
+    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
+    from ..venues.engine import EngineConfig
+
+    if journal_dir is None:
+        raise ConfigError("live trading needs a journal (recovery and reconciliation start from it): drop --no-journal")
+    urls = file_config.venue.urls()
+    settings = {**file_config.venue.trading, "rest_url": urls["rest_url"], "ws_api_url": urls["ws_api_url"]}
+    try:
+        BinanceVenueSettings(**settings)  # checked here, before any actor starts
+    except TypeError as exc:
+        raise ConfigError(f"venue.trading: {exc}") from None
+    ref = CredentialsRef(env_file=file_config.venue.credentials_file)
+    credentials = ref.load()  # the keys are usable here, or the error names the variable
+    oms_journal = Path(journal_dir) / "oms.journal"
+    if oms_journal.exists():
+        simulated = sorted(p.name for p in Path(journal_dir).glob("venue-*.journal"))
+        if simulated:  # a live engine's venue keeps no journal: the exchange is its record
+            raise ConfigError(f"{journal_dir} was written by a simulated or paper engine ({simulated[0]}): give a "
+                              "new journal")  # fmt: skip
+        header, _ = read_journal(oms_journal)
+        kernel = KernelConfig.from_json(header["config"])
+        engine_config = EngineConfig(
+            instruments=kernel.instruments, balances=kernel.balances, risk=kernel.risk,
+            valuation_asset=kernel.valuation_asset, snapshot_every=kernel.snapshot_every,
+            emit_account_updates=kernel.emit_account_updates, retain_closed_ns=kernel.retain_closed_ns,
+            venue_kind="live",
+        )  # fmt: skip
+    else:
+        venue_instruments, _ = resolve_venue_instruments(file_config, Path(journal_dir).parent)
+        try:
+            balances = fetch_account_balances(urls["rest_url"], credentials)
+        except VenueUnavailable as exc:
+            raise ConfigError(f"live trading: cannot read the account's balances: {exc}") from None
+        engine_config = dataclasses.replace(
+            file_config.engine_config(venue_instruments),
+            balances={"main": {b.asset: b.free + b.locked for b in balances if b.free or b.locked}},
+        )
+    live = {
+        "settings": settings,
+        "credentials": dataclasses.asdict(ref),
+        "account_id": "main",
+    }
+    return engine_config, live
 
 
 def _strategy_settings(entry: StrategyEntryModel) -> dict[str, Any]:

@@ -379,6 +379,15 @@ class OmsActor:
         record = self.kernel.order_record(account_id, client_order_id)  # evicted: the order history file
         return [record] if record is not None else []
 
+    def kernel_view(self, account_id: str, venue: str) -> Any:
+        """What a live venue reconciles against: the kernel's open orders at ``venue`` (filled quantity, venue order
+        id, trade ids booked), the last trade id booked per symbol, and the balances
+        (:func:`~veloz_actors.venues.binance.reconcile.kernel_view`). The venue's threads ask; the OMS never waits on
+        a venue, so the call cannot deadlock."""
+        from ..venues.binance.reconcile import kernel_view
+
+        return kernel_view(self.kernel, account_id, venue=venue)
+
     def all_orders(self, account_id: str) -> list[dict[str, Any]]:
         return self.kernel.oms.export(account_id)  # type: ignore[return-value]
 

@@ -70,6 +70,7 @@ class EngineSpec:
     journal_node: str | None = None  # node-local: the node whose disk holds journal_dir
     nodes: dict[str, str] = field(default_factory=dict)  # actor ("oms", "venue:BTCUSDT", "supervisor") -> pinned node
     logging: LogSettings | None = None  # each actor's log set-up (veloz_actors.logs; None: leave logging alone)
+    live: dict[str, Any] | None = None  # real orders on Binance (live_venue.py): settings, credentials ref, account
 
     def __post_init__(self) -> None:
         if self.journal_mode not in JOURNAL_MODES:

@@ -35,6 +35,7 @@ from ..logs import configure_logging
 from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
+from .live_venue import LiveVenueActor
 from .oms import OmsActor
 from .spec import (
     EngineSpec,
@@ -100,8 +101,9 @@ class Supervisor:
             .options(**self._options("oms"), max_pending_calls=spec.order_inbox)
             .remote(spec, self.account, self.bus)
         )
+        venue_class = VenueActor if spec.live is None else LiveVenueActor
         self.venues = {
-            shard: ray.remote(VenueActor)
+            shard: ray.remote(venue_class)
             .options(**self._options(f"venue:{shard}"), name=venue_actor_name(spec.name, shard))
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()

@@ -140,8 +140,6 @@ def start(
     if trading_live:
         if not live:
             raise VelozError("the config says venue.mode: live (real orders): confirm with --live")
-        if not single_process:
-            raise VelozError("live trading on Binance runs on the single-process engine for now: add --single-process")
         if journal_path is None:
             raise VelozError(
                 "live trading needs a journal (recovery and reconciliation start from it): drop --no-journal"

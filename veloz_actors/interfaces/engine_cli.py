@@ -29,6 +29,7 @@ from .service import Valuation
 from .stdio import Session
 
 _SETTLE_SECONDS = 5.0  # the longest a session waits for a command's outcome (a venue restarting)
+_READY_SECONDS = 60.0  # the longest ``veloz start`` waits for a live venue's first reconciliation before the session
 
 __all__ = ["ActorBackend", "attach_command", "start_command"]
 
@@ -192,6 +193,8 @@ def start_command(
         )
         ray.shutdown()
         return 0
+    if engine.spec.live is not None:
+        _wait_reconciled(engine)
     metrics = _metrics(file_config, engine)
     try:
         return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True, frontends=frontends)
@@ -200,6 +203,22 @@ def start_command(
             metrics.close()
         engine.shutdown()
         ray.shutdown()
+
+
+def _wait_reconciled(engine: EngineHandle, timeout: float = _READY_SECONDS) -> bool:
+    """Say on stderr that orders wait for the live venue's reconciliation with the exchange, and how it went."""
+    import ray
+
+    print("live: reconciling with the exchange; orders are refused until it has finished", file=sys.stderr, flush=True)
+    venues = [engine.actor(f"venue:{shard}") for shard in engine.spec.shards]
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if all(ray.get([v.ready.remote() for v in venues], timeout=30)):
+            print(f"live: reconciled in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
+            return True
+        time.sleep(0.1)
+    print(f"live: not reconciled after {timeout:.0f} s; still trying (STATUS says why)", file=sys.stderr, flush=True)
+    return False
 
 
 def _metrics(file_config: EngineFileConfig, engine: EngineHandle) -> Any:

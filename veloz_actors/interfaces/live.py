@@ -1,10 +1,12 @@
-"""``veloz start --local --single-process --venue binance --live``: real orders on Binance from one process.
+"""``veloz start --local --single-process --venue binance --live``: real orders on Binance from one process. (Without
+``--single-process`` the actor engine trades through its live venue actor, :mod:`veloz_actors.actors.live_venue`,
+with the same checks.)
 
 What it refuses to start without, each with an error that names what is missing:
 
-- the ``--live`` flag (a config saying ``venue.mode: live`` is not enough), a journal, and the single-process engine
-  (the actor engine's live venue is not built yet);
-- keys: ``BINANCE_API_KEY`` with ``BINANCE_API_SECRET`` (HMAC) or ``BINANCE_PRIVATE_KEY_FILE`` (Ed25519 PEM);
+- the ``--live`` flag (a config saying ``venue.mode: live`` is not enough) and a journal;
+- keys: ``BINANCE_API_KEY`` with ``BINANCE_API_SECRET`` (HMAC) or ``BINANCE_PRIVATE_KEY_FILE`` (Ed25519 PEM), from the
+  environment or ``venue.credentials_file`` (a 0600 ``KEY=VALUE`` file);
 - risk limits for every traded symbol (``risk.max_order_qty`` and ``risk.max_position``) and
   ``risk.max_order_notional`` (:func:`check_live_risk`).
 
@@ -64,11 +66,11 @@ def run_live(
     frontends: Frontends | None = None,
 ) -> int:
     """Run the stdio session over a live single-process engine (see the module docstring); returns the exit code."""
-    from ..venues.binance.auth import Credentials
+    from ..venues.binance.auth import CredentialsRef
     from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
 
     try:
-        credentials = Credentials.from_env()
+        credentials = CredentialsRef(env_file=file_config.venue.credentials_file).load()
     except (ConfigError, VelozError) as exc:
         raise VelozError(f"live trading needs keys: {exc}") from None
     journal_path = journal_path.resolve()

@@ -27,7 +27,6 @@ from ..core.risk_monitor import KILL_SWITCH_REASON
 from ..logs import log_events
 from ..messages import (
     CancelAllOrders,
-    Error,
     HaltTrading,
     ResetCircuitBreaker,
     Tick,
@@ -235,6 +234,8 @@ class LiveVenue:
 
     def drain(self) -> list[Any]:
         """Apply the reports that arrived; returns the events they caused and the adapter's notices."""
+        from ..venues.binance.reconcile import notice_events
+
         out: list[Any] = []
         while True:
             try:
@@ -256,7 +257,7 @@ class LiveVenue:
             except queue.Empty:
                 log_events(_log, out)
                 return out
-            out.extend(_notice_events(notice))
+            out.extend(notice_events(notice))
 
     def balance_differences(self) -> dict[str, dict[str, str]]:
         """Assets whose exchange balance (the last reported) differs from the ledger's free + locked."""
@@ -287,33 +288,6 @@ class LiveVenue:
     def close(self) -> None:
         self._stop.set()
         self.thread.close()
-
-
-def _notice_events(notice: Any) -> list[Any]:
-    """The trading adapter's notices as bus/stdio events: connection changes as they are; a finished
-    reconciliation as a ``reconciled`` connection state with its summary; each order placed outside VeloZ and each
-    balance moved outside trading as an ``Error`` event naming it (with the reconciliation's stable id)."""
-    from ..venues.binance.reconcile import BalanceDifference, ExternalOrder, ReconcileReport
-
-    kind = type(notice)
-    now = time.time_ns()
-    if kind is VenueConnection:
-        return [notice]
-    if kind is ReconcileReport:
-        summary = notice.summary
-        detail = (
-            f"{summary.get('reports', 0)} reports, {summary.get('fills_new', 0)} new fills, "
-            f"{len(summary.get('external_orders', []))} outside orders, balance differences "
-            f"{summary.get('balance_differences') or 'none'}"
-        )
-        return [VenueConnection(venue="BINANCE", state="reconciled", detail=detail, ts=now)]
-    if kind is ExternalOrder:
-        info = notice.to_dict()
-        return [Error(code="VENUE_EXTERNAL_ORDER", message=f"an order VeloZ did not place: {info}", ts=now)]
-    if kind is BalanceDifference:
-        info = notice.to_dict()
-        return [Error(code="VENUE_BALANCE_DIFFERENCE", message=f"moved outside trading: {info}", ts=now)]
-    return [Error(code="VENUE_NOTICE", message=f"{kind.__name__}", ts=now)]
 
 
 class LiveMarket:

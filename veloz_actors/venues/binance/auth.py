@@ -70,6 +70,7 @@ __all__ = [
     "MAX_RECV_WINDOW_MS",
     "Credentials",
     "CredentialsRef",
+    "read_env_file",
     "KeyKind",
     "Verifier",
     "query_string",
@@ -584,10 +585,42 @@ class CredentialsRef:
     private_key_file: str | None = None  # a path (not a secret); when set, the file variable is not read
     private_key_file_env: str = ENV_PRIVATE_KEY_FILE
     private_key_password_env: str = ENV_PRIVATE_KEY_PASSWORD
+    env_file: str | None = None  # a KEY=VALUE file (mode 0600) read over the environment: for processes that do not
+    # inherit the driver's environment (Ray actors on another node, a runtime started before the keys were set)
 
     def load(self, environ: Mapping[str, str] | None = None) -> Credentials:
-        """Read the credentials in this process (``os.environ`` unless given)."""
-        return Credentials.from_env(environ, ref=self)
+        """Read the credentials in this process (``os.environ`` unless given; ``env_file``'s lines win)."""
+        env = dict(os.environ if environ is None else environ)
+        if self.env_file is not None:
+            env.update(read_env_file(self.env_file))
+        return Credentials.from_env(env, ref=self)
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments, blank lines and ``export`` allowed; values may be quoted). The file must
+    not be readable by others (like ssh keys). Errors name the file and the line number, never a value."""
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"credentials file {file}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ConfigError(f"credentials file {file} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+    out: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"credentials file {file}, line {number}: expected KEY=VALUE")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- verifier

@@ -29,15 +29,18 @@ thread that owns the kernel).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...fixed import SCALE, format_decimal
 from ...messages import (
+    Error,
     RejectReason,
     Side,
     VenueBalance,
+    VenueConnection,
     VenueOrderAccepted,
     VenueOrderExpired,
     VenueOrderFilled,
@@ -57,6 +60,7 @@ __all__ = [
     "ReconcileReport",
     "VenueSnapshot",
     "balance_effects",
+    "notice_events",
     "build_reconciliation",
     "kernel_view",
     "leaves_after",
@@ -476,3 +480,28 @@ def build_reconciliation(
         balance_differences=tuple(differences),
         summary=summary,
     )
+
+
+def notice_events(notice: Any) -> list[Any]:
+    """The trading adapter's notices as bus/stdio events: connection changes as they are; a finished
+    reconciliation as a ``reconciled`` connection state with its summary; each order placed outside VeloZ and each
+    balance moved outside trading as an ``Error`` event naming it (with the reconciliation's stable id)."""
+    kind = type(notice)
+    now = time.time_ns()
+    if kind is VenueConnection:
+        return [notice]
+    if kind is ReconcileReport:
+        summary = notice.summary
+        detail = (
+            f"{summary.get('reports', 0)} reports, {summary.get('fills_new', 0)} new fills, "
+            f"{len(summary.get('external_orders', []))} outside orders, balance differences "
+            f"{summary.get('balance_differences') or 'none'}"
+        )
+        return [VenueConnection(venue="BINANCE", state="reconciled", detail=detail, ts=now)]
+    if kind is ExternalOrder:
+        info = notice.to_dict()
+        return [Error(code="VENUE_EXTERNAL_ORDER", message=f"an order VeloZ did not place: {info}", ts=now)]
+    if kind is BalanceDifference:
+        info = notice.to_dict()
+        return [Error(code="VENUE_BALANCE_DIFFERENCE", message=f"moved outside trading: {info}", ts=now)]
+    return [Error(code="VENUE_NOTICE", message=f"{kind.__name__}", ts=now)]
