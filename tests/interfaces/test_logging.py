@@ -16,7 +16,7 @@ import pytest
 
 from veloz_actors._exceptions import ConfigError, InvalidInput
 from veloz_actors.config import load_engine_config, parse_engine_config, with_logging
-from veloz_actors.logs import LogSettings, configure_logging, log_events, redact
+from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_events, redact
 from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
 
@@ -41,6 +41,7 @@ def restore_logging() -> Iterator[None]:
 
 
 def _json_lines(path: Path) -> list[dict]:
+    flush_logs()  # the writer thread works behind the callers
     return [orjson.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -81,6 +82,7 @@ def test_a_call_may_name_another_actor_and_a_traceback_travels_as_exc(tmp_path: 
 def test_text_lines_name_level_actor_logger_and_fields(tmp_path: Path) -> None:
     configure_logging(LogSettings(format="text", file=str(tmp_path / "veloz.log")), actor="oms")
     logging.getLogger("veloz.oms").info("order accepted", extra={"cid": "b2", "detail": "two words"})
+    flush_logs()
     [line] = (tmp_path / "veloz-oms.log").read_text().splitlines()
     ts, level, actor, logger, *rest = line.split()
     assert (level, actor, logger) == ("INFO", "oms", "veloz.oms:")
@@ -111,6 +113,7 @@ def test_stderr_shows_warnings_only_while_a_file_has_the_rest(tmp_path: Path, ca
     log = logging.getLogger("veloz.test")
     log.info("routine")
     log.warning("attention")
+    flush_logs()
     err = capsys.readouterr().err
     assert [orjson.loads(line)["msg"] for line in err.splitlines()] == ["attention"]
     assert [line["msg"] for line in _json_lines(tmp_path / "veloz.log")] == ["routine", "attention"]
@@ -119,6 +122,7 @@ def test_stderr_shows_warnings_only_while_a_file_has_the_rest(tmp_path: Path, ca
 def test_without_a_run_folder_stderr_takes_the_level(capsys: pytest.CaptureFixture) -> None:
     assert configure_logging(LogSettings(format="json", level="INFO"), actor="cli") is None
     logging.getLogger("veloz.test").info("routine")
+    flush_logs()
     assert [orjson.loads(line)["msg"] for line in capsys.readouterr().err.splitlines()] == ["routine"]
 
 
@@ -126,6 +130,7 @@ def test_configuring_again_replaces_the_handlers(tmp_path: Path) -> None:
     configure_logging(LogSettings(format="json", file=str(tmp_path / "a.log")), actor="cli")
     configure_logging(LogSettings(format="json", file=str(tmp_path / "b.log")), actor="cli")
     logging.getLogger("veloz.test").info("once")
+    flush_logs()
     assert (tmp_path / "a.log").read_text() == ""
     assert len(_json_lines(tmp_path / "b.log")) == 1
 
@@ -139,6 +144,7 @@ def test_the_file_rotates_at_max_bytes_and_keeps_backups(tmp_path: Path) -> None
     log = logging.getLogger("veloz.test")
     for i in range(200):
         log.info("line", extra={"n": i})
+    flush_logs()
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["veloz.log", "veloz.log.1", "veloz.log.2"]
     assert all((tmp_path / name).stat().st_size <= 2048 for name in files)
@@ -220,6 +226,7 @@ def test_secrets_never_reach_stderr_or_the_file(
         raise ValueError(f"bad key {KEY}")
     except ValueError:
         log.exception("request failed")
+    flush_logs()
     err = capsys.readouterr().err
     written = (tmp_path / "veloz.log").read_text()
     for text in (err, written):
