@@ -405,6 +405,7 @@ def run_session(
             service, frontends.http, run_dir=frontends.run_dir, token=frontends.token, **(frontends.api or {})
         )
         closers.append(server.close)
+        service.urls["api"] = server.url  # the terminal view shows it (never with the token)
     if frontends.view == "tty":
         view.start()
     try:
