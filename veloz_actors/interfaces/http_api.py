@@ -1024,7 +1024,7 @@ def serve_api(
         logging.getLogger(name).addFilter(_RedactToken(value))
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-        ws="websockets-sansio", ws_max_size=1 << 20, server_header=False,
+        ws="websockets-sansio", ws_max_size=1 << 20, ws_per_message_deflate=False, server_header=False,
     )  # fmt: skip
     server = uvicorn.Server(config)
     started = threading.Event()
