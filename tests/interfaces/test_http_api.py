@@ -243,6 +243,15 @@ def test_no_token_in_any_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert not [line for line in lines if token in line or token[:-1] in line]
 
 
+def test_the_openapi_schema_declares_the_token_on_protected_paths(api: RunningApi) -> None:
+    schema = Client(api.server.url, None).get("/openapi.json")
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schema["paths"]["/api/v1/orders"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in schema["paths"]["/api/v1/health"]["get"]
+    assert set(schema["components"]["schemas"]["OrderBody"]["properties"]) == {"symbol", "side", "qty", "price",
+                                                                              "tif", "cid"}  # fmt: skip
+
+
 # -------------------------------------------------------------------------------------------- reads
 
 
@@ -415,6 +424,14 @@ def test_a_bad_order_body_is_422_naming_the_field(client: Client, body: dict[str
     assert ["body", field] in locations, answer
     assert all(d["msg"] for d in answer["detail"])
     assert _balances(client) == before
+
+
+@pytest.mark.parametrize("kind", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; b=x"])
+def test_a_body_that_is_not_sent_as_json_is_415_naming_the_header(client: Client, kind: str) -> None:
+    body = b'{"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01"}'
+    status, answer, _ = client.request("POST", "/api/v1/orders", raw=body, headers={"Content-Type": kind})
+    assert status == 415 and "Content-Type: application/json" in answer["detail"]
+    assert kind.split(";")[0] in answer["detail"]
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"BUY"', b"{"])

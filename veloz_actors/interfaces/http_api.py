@@ -20,7 +20,8 @@ browser sends no header) also take ``?token=``. Missing or wrong: 401 ``{"detail
 with ``WWW-Authenticate: Bearer``; on the WebSocket the server accepts and closes with code 4401. Tokens are compared
 with :func:`hmac.compare_digest` and never logged (uvicorn's access log is off; its other lines are redacted).
 
-**Limits.** Request bodies are capped (``max_body_bytes``, default 16 KiB): 413. At most ``max_in_flight`` engine
+**Limits.** Request bodies are JSON (415 for another Content-Type, e.g. ``curl -d`` without
+``-H 'Content-Type: application/json'``) and capped (``max_body_bytes``, default 16 KiB): 413. At most ``max_in_flight`` engine
 calls wait at once (1024): 503 beyond, as when the engine is stopping. No CORS middleware unless ``cors_origins``.
 
 **Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
@@ -247,7 +248,7 @@ _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy
 
 class _Guard:
     """Pure ASGI middleware in front of every HTTP request: the token (401), then the body cap (413: by its
-    Content-Length before it is read, or as it arrives when chunked), then the app, whose answers get
+    Content-Length before it is read, or as it arrives when chunked) and its type (415 unless JSON), then the app, whose answers get
     ``Cache-Control: no-store`` (unless they set one), ``nosniff`` and ``no-referrer`` (a token may be in the URL)."""
 
     def __init__(self, app: ASGIApp, api: _Api, limit: int) -> None:
@@ -268,6 +269,8 @@ class _Guard:
                 await _plain_json(send, 401, {"detail": _UNAUTHORIZED}, [(b"www-authenticate", b"Bearer")])
                 return
         limit = self.limit
+        length = 0
+        kind = b""
         for name, value in headers:
             if name == b"content-length":
                 try:
@@ -277,6 +280,13 @@ class _Guard:
                 if length > limit:
                     await _too_large(send, limit)
                     return
+            elif name == b"content-type":
+                kind = value.split(b";")[0].strip().lower()
+        if kind and kind != b"application/json" and not kind.endswith(b"+json") and length != 0:
+            shown = kind.decode("latin-1")[:60]
+            detail = f"the body must be JSON: send Content-Type: application/json (got {shown!r})"
+            await _plain_json(send, 415, {"detail": detail})
+            return
         # read the body here (chunked bodies have no length to check first), at most ``limit`` bytes, then hand it on
         chunks: list[Message] = []
         seen = 0
@@ -440,6 +450,22 @@ def build_app(
         "kill switch; a WebSocket stream of every event. Authorize with the token `veloz start` printed.",
     )
     app.state.api = api
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the bearer token declared on every protected path (``/docs`` can then authorize)."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, operations in schema.get("paths", {}).items():
+                if path not in _OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(_Guard, api=api, limit=max_body_bytes)
     origins = list(cors_origins)
     if origins:
