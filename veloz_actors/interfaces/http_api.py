@@ -82,6 +82,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -120,6 +121,7 @@ DEFAULT_MAX_BODY = 16 * 1024
 MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
 CALL_TIMEOUT_SECONDS = 30.0
 MAX_BATCH = 1000  # events in one WebSocket message
+_FRAGMENTS = 20_000  # encoded events kept for the other clients
 REPORT_DEPTH = 4
 _UNAUTHORIZED = "missing or wrong API token"
 _WS_UNAUTHORIZED = 4401
@@ -352,7 +354,11 @@ class _Api:
         self.max_in_flight = max_in_flight
         self.ids = ClientOrderIds.for_session("api")  # used on the engine thread only
         self.started = time.monotonic()
-        self.closing: asyncio.Event | None = None  # set by ApiServer.close on the server's loop
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs
+        self.closed = False  # ApiServer.close: the streams end (1001)
+        self.streams: set[_Stream] = set()
+        self.armed = False  # a wake-up of the streams is scheduled (set on the engine thread, reset on the loop)
+        self._fragments: dict[int, str] = {}  # seq -> the event's JSON with its seq, encoded once for every client
 
     # ---------------------------------------------------------------------------------------------- helpers
 
@@ -370,6 +376,41 @@ class _Api:
 
     def dropped(self) -> int:
         return self.missed
+
+    # ----------------------------------------------------------------------------------------- the streams
+
+    def attach(self, stream: _Stream) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.streams.add(stream)
+
+    def notify(self) -> None:
+        """Every subscriber's ``notify`` (the engine thread, after each batch; never blocks): one wake-up of the
+        loop per batch, however many clients -- each call_soon_threadsafe is a write to the loop's self-pipe."""
+        if not self.armed and self.loop is not None:
+            self.armed = True
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                self.loop.call_soon_threadsafe(self.wake_all)
+
+    def wake_all(self) -> None:
+        self.armed = False  # before the streams take: a batch published from now on schedules another wake-up
+        for stream in self.streams:
+            stream.wake.set()
+
+    def close_streams(self) -> None:
+        self.closed = True
+        self.wake_all()
+
+    def fragment(self, seq: int, event: dict[str, Any]) -> str:
+        """``{"seq": seq, ...event}`` as JSON text, encoded once for every client (the last 20,000 kept)."""
+        text = self._fragments.get(seq)
+        if text is None:
+            text = orjson.dumps({"seq": seq, **event}).decode()
+            fragments = self._fragments
+            fragments[seq] = text
+            if len(fragments) > _FRAGMENTS:
+                for old in list(itertools.islice(fragments, len(fragments) - _FRAGMENTS)):
+                    del fragments[old]
+        return text
 
     async def call(self, fn: Callable[[EngineService], Any]) -> Any:
         """Run ``fn(service)`` on the engine thread and await its result without blocking this loop."""
@@ -871,22 +912,15 @@ class _Stream:
         self.api = api
         self.ws = ws
         self.size = size
-        self.loop = asyncio.get_running_loop()
-        self.wake = asyncio.Event()
-        self.armed = False  # a wake-up is scheduled (read and written across threads: plain bools, under the GIL)
-
-    def notify(self) -> None:  # the engine thread, after each batch: never blocks
-        if not self.armed:
-            self.armed = True
-            with contextlib.suppress(RuntimeError):  # the loop closed
-                self.loop.call_soon_threadsafe(self.wake.set)
+        self.wake = asyncio.Event()  # set by the API's wake-up (events queued), the reader (gone) and close
+        self.gone = False
 
     async def send(self, obj: Any) -> None:
         await self.ws.send_text(orjson.dumps(obj).decode())
 
     async def run(self) -> None:
         api = self.api
-        size, notify = self.size, self.notify
+        size, notify = self.size, api.notify
 
         def subscribe(s: EngineService) -> tuple[Subscriber, dict[str, Any]]:
             sub = s.hub.subscribe(size, notify)
@@ -896,19 +930,20 @@ class _Stream:
                 sub.close()
                 raise
 
+        api.attach(self)
         try:
             sub, snap = await api.call(subscribe)
         except (EngineUnavailable, TimeoutError) as exc:
+            api.streams.discard(self)
             await self.ws.close(code=_WS_GOING_AWAY, reason=str(exc)[:120])
             return
         api.clients.add(sub)
         reader = asyncio.ensure_future(self._read())
-        closing = api.closing
+        fragment = api.fragment
         try:
             await self.send(snap)
             last = snap["seq"]
-            while True:
-                self.armed = False
+            while not (self.gone or api.closed):
                 self.wake.clear()
                 items, dropped = sub.take(MAX_BATCH)
                 if dropped:
@@ -926,27 +961,18 @@ class _Stream:
                     items = [item for item in items if item[0] > last]
                 if items:
                     if len(items) == 1:
-                        seq, event = items[0]
-                        await self.send({"seq": seq, **event})
+                        await self.ws.send_text(fragment(*items[0]))
                     else:
-                        await self.send([{"seq": seq, **event} for seq, event in items])
+                        await self.ws.send_text("[" + ",".join([fragment(seq, e) for seq, e in items]) + "]")
                     last = items[-1][0]
                     continue
-                if reader.done() or (closing is not None and closing.is_set()):
-                    break
-                waits = [asyncio.ensure_future(self.wake.wait())]
-                others = [reader] + ([asyncio.ensure_future(closing.wait())] if closing is not None else [])
-                done, _ = await asyncio.wait(waits + others, return_when=asyncio.FIRST_COMPLETED)
-                for task in waits + others[1:]:
-                    if not task.done():
-                        task.cancel()
-                if reader.done() or (closing is not None and closing.is_set()):
-                    break
+                await self.wake.wait()
         except (WebSocketDisconnect, EngineUnavailable, TimeoutError, RuntimeError, OSError):
             pass
         finally:
             sub.close()
             api.clients.discard(sub)
+            api.streams.discard(self)
             if not reader.done():
                 reader.cancel()
             with contextlib.suppress(Exception):
@@ -958,7 +984,9 @@ class _Stream:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
-                    return
+                    break
+        self.gone = True
+        self.wake.set()
 
 
 # ---------------------------------------------------------------------------------------------- the server
@@ -995,10 +1023,9 @@ class ApiServer:
             return
         self._closed = True
         loop = getattr(self._server, "_veloz_loop", None)
-        closing = self._api.closing
-        if loop is not None and closing is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(closing.set)
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(self._api.close_streams)
         self._server.should_exit = True
         self._thread.join(timeout)
 
@@ -1057,8 +1084,7 @@ def serve_api(
     failure: list[BaseException] = []
 
     async def serve() -> None:
-        server._veloz_loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
-        api.closing = asyncio.Event()
+        server._veloz_loop = api.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
         try:
             await server.serve(sockets=[sock])
         finally:
