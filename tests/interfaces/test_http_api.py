@@ -709,37 +709,88 @@ def test_an_engine_that_stopped_answers_503(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- the CLI
 
 
+class _Veloz:
+    """``veloz start --local --single-process --no-journal`` as a subprocess in ``folder``, stdin a pipe kept open,
+    stderr read by a thread; :meth:`api_line` waits for the ``api:`` line."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        env.pop("VELOZ_API_TOKEN", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process",
+             "--no-journal", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=folder, env=env,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        self.lines.extend(line.decode() for line in self.process.stderr)
+
+    def api_line(self) -> tuple[str, str, str]:
+        """(the line, the URL, the token)."""
+        line = wait_for(lambda: next((x for x in self.lines if x.startswith("api: ")), None), what="the api: line")
+        return line, line.split()[1].split("/?token=")[0], line.split("/?token=")[1].split()[0]
+
+    def stop(self) -> tuple[int, str]:
+        """Close stdin; the exit code and stdout."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+        self.reader.join(10)
+        return code, self.process.stdout.read().decode()
+
+
 def test_veloz_start_serves_the_api_until_stdin_closes(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("VELOZ_API_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", "--no-journal",
-         "--config", str(CONFIG), "--http", "127.0.0.1:0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in process.stderr), daemon=True)
-    reader.start()
+    veloz = _Veloz(tmp_path, "--config", str(CONFIG), "--http", "127.0.0.1:0")
     try:
-        line = wait_for(lambda: next((x for x in lines if x.startswith("api: ")), None), what="the api: line")
-        url = line.split()[1].split("/?token=")[0]
-        token = line.split("/?token=")[1].split()[0]
+        line, url, token = veloz.api_line()
         assert line.strip() == f"api: {url}/?token={token} (docs: {url}/docs)"
         assert (tmp_path / "runs" / "api-token").read_text().strip() == token
         assert Client(url, None).get("/api/v1/health")["status"] == "ok"
         balances = Client(url, token).get("/api/v1/balances")
         assert balances["balances"]["USDT"] == {"free": "100000", "locked": "0"}
-        process.stdin.close()
-        assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-    reader.join(10)
-    stdout = process.stdout.read().decode()
+        code, stdout = veloz.stop()
+    assert code == 0
     assert json.loads(stdout.splitlines()[-1])["state"] == "stopped"
     assert token not in stdout
-    assert [x for x in lines if token in x] == [line]
+    assert [x for x in veloz.lines if token in x] == [line]
+
+
+def test_the_config_api_section_serves_without_the_flag(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(CONFIG.read_text())
+    data["engine"]["api"] = {"enabled": True, "port": 0, "token": "token-from-the-config-0123", "queue": 7}
+    config = tmp_path / "engine.yaml"
+    config.write_text(yaml.safe_dump(data))
+    veloz = _Veloz(tmp_path, "--config", str(config))
+    try:
+        _, url, token = veloz.api_line()
+        assert token == "token-from-the-config-0123" and url.startswith("http://127.0.0.1:")
+        assert not (tmp_path / "runs" / "api-token").exists()  # a given token is never written
+        watcher = Watcher(url.replace("http://", "ws://") + f"/api/v1/stream?token={token}")
+        assert watcher.next()["type"] == "snapshot"
+        watcher.close()
+    finally:
+        assert veloz.stop()[0] == 0
+
+
+def test_a_bad_http_address_fails_before_the_engine_starts(tmp_path: Path) -> None:
+    veloz = _Veloz(tmp_path, "--config", str(CONFIG), "--http", "localhost:99999")
+    code, stdout = veloz.stop()
+    assert code == 2 and stdout == ""
+    assert veloz.lines == [
+        "error: --http 'localhost:99999': the port must be a number 0..65535 (0 picks a free port)\n"
+    ]
 
 
 # ------------------------------------------------------------------------------------------ the actor engine
