@@ -127,7 +127,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     from ..core.journal import read_journal
     from ..core.kernel import KernelConfig
     from ..venues.binance.auth import CredentialsRef
-    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
+    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, account_ledger
     from ..venues.engine import EngineConfig
 
     if journal_dir is None:
@@ -157,13 +157,10 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     else:
         venue_instruments, _ = resolve_venue_instruments(file_config, Path(journal_dir).parent)
         try:
-            balances = fetch_account_balances(urls["rest_url"], credentials)
+            ledger = account_ledger(urls["rest_url"], credentials)
         except VenueUnavailable as exc:
             raise ConfigError(f"live trading: cannot read the account's balances: {exc}") from None
-        engine_config = dataclasses.replace(
-            file_config.engine_config(venue_instruments),
-            balances={"main": {b.asset: b.free + b.locked for b in balances if b.free or b.locked}},
-        )
+        engine_config = dataclasses.replace(file_config.engine_config(venue_instruments), balances={"main": ledger})
     live = {
         "settings": settings,
         "credentials": dataclasses.asdict(ref),

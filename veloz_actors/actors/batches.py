@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..messages import BookTop
+from ..messages import BookTop, Trade
 
-__all__ = ["TOP_DTYPE", "BookTopBatch"]
+__all__ = ["TOP_DTYPE", "BookTopBatch", "remember_market"]
 
 TOP_DTYPE = np.dtype(
     [
@@ -112,3 +112,17 @@ class BookTopBatch:
         return {
             shard: BookTopBatch(self.symbols, self.rows[np.isin(codes_col, codes)]) for shard, codes in shards.items()
         }
+
+
+def remember_market(batch: Sequence[object], tops: dict[str, BookTop], last_trade: dict[str, Trade]) -> None:
+    """Keep the latest top of book and public trade per symbol from a batch of market events (a venue actor's
+    answers to ``top``)."""
+    if type(batch) is BookTopBatch:
+        tops.update(batch.latest())
+        return
+    for event in batch:
+        kind = type(event)
+        if kind is BookTop:
+            tops[event.symbol] = event  # type: ignore[attr-defined]
+        elif kind is Trade:
+            last_trade[event.symbol] = event  # type: ignore[attr-defined]

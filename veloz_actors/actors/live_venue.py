@@ -43,7 +43,7 @@ import ray
 from ..logs import configure_logging
 from ..messages import BookTop, SubmitOrder, Trade, VenueBalance, VenueBalanceDelta
 from ..venues.engine import EngineConfig
-from .batches import BookTopBatch
+from .batches import remember_market
 from .spec import CallWindow, EngineSpec, reconstructed
 
 __all__ = ["LiveVenueActor"]
@@ -221,16 +221,7 @@ class LiveVenueActor:
 
     def apply(self, batch: Sequence[Any]) -> int:
         """Forward a batch of live market events to the bus, keeping the latest top of book."""
-        tops = self.tops
-        if type(batch) is BookTopBatch:
-            tops.update(batch.latest())
-        else:
-            for event in batch:
-                kind = type(event)
-                if kind is BookTop:
-                    tops[event.symbol] = event
-                elif kind is Trade:
-                    self.last_trade[event.symbol] = event
+        remember_market(batch, self.tops, self.last_trade)
         self.events += len(batch)
         self.batches += 1
         self.window.send(self.bus.publish, batch)

@@ -19,7 +19,7 @@ from typing import Any
 from ..logs import configure_logging
 from ..messages import BookTop, Trade
 from ..venues.engine import EngineConfig
-from .batches import BookTopBatch
+from .batches import BookTopBatch, remember_market
 from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir
 from .venue_shard import Batch, VenueShard
 
@@ -125,16 +125,7 @@ class VenueActor:
         if type(batch) is not BookTopBatch and self.state.market_venues and self.state.market(batch):
             self.state.hand_to_os()
             self._send()
-        tops = self.tops
-        if type(batch) is BookTopBatch:
-            tops.update(batch.latest())
-        else:
-            for event in batch:
-                kind = type(event)
-                if kind is BookTop:
-                    tops[event.symbol] = event
-                elif kind is Trade:
-                    self.last_trade[event.symbol] = event
+        remember_market(batch, self.tops, self.last_trade)
         self.events += len(batch)
         self.batches += 1
         self.window.send(self.bus.publish, batch)

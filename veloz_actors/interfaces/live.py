@@ -67,7 +67,7 @@ def run_live(
 ) -> int:
     """Run the stdio session over a live single-process engine (see the module docstring); returns the exit code."""
     from ..venues.binance.auth import CredentialsRef
-    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, fetch_account_balances
+    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, account_ledger
 
     try:
         credentials = CredentialsRef(env_file=file_config.venue.credentials_file).load()
@@ -87,13 +87,10 @@ def run_live(
     else:
         instruments, _ = resolve_venue_instruments(file_config, journal_path.parent)
         try:
-            balances = fetch_account_balances(urls["rest_url"], credentials)
+            ledger = account_ledger(urls["rest_url"], credentials)
         except VenueUnavailable as exc:
             raise VelozError(f"live trading: cannot read the account's balances: {exc}") from None
-        config = dataclasses.replace(
-            file_config.engine_config(instruments),
-            balances={"main": {b.asset: b.free + b.locked for b in balances if b.free or b.locked}},
-        )
+        config = dataclasses.replace(file_config.engine_config(instruments), balances={"main": ledger})
         engine = Engine(config, journal_path=journal_path, durability=durability)  # type: ignore[arg-type]
         _say(f"live: new journal {journal_path}, ledger from the account's balances on {urls['rest_url']}")
     settings = BinanceVenueSettings(rest_url=urls["rest_url"], ws_api_url=urls["ws_api_url"])

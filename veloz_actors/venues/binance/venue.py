@@ -152,6 +152,7 @@ __all__ = [
     "BinanceVenueSettings",
     "VenueThread",
     "VenueUnavailable",
+    "account_ledger",
     "check_filters",
     "clock_offset",
     "order_params",
@@ -1962,6 +1963,11 @@ class VenueThread(LoopThread):
 
 
 # --------------------------------------------------------------------------------------------- account at start-up
+
+
+def account_ledger(rest_url: str, credentials: Credentials) -> dict[str, int]:
+    """A new live engine's opening ledger: every asset the account holds now, free + locked (1e-8 units)."""
+    return {b.asset: b.free + b.locked for b in fetch_account_balances(rest_url, credentials) if b.free or b.locked}
 
 
 def fetch_account_balances(
