@@ -51,6 +51,8 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
   ``"accepted": false`` when it rejected it (the order_update carries ``reason`` and ``detail``: RATE_LIMIT,
   INSUFFICIENT_BALANCE, DUPLICATE_CLIENT_ORDER_ID, CIRCUIT_BREAKER, ...), 422 for a bad body, naming the field
   (``{"detail": [{"loc": ["body", field], "msg": ...}]}``). Without ``cid`` the API makes one (``api-<stamp>-<n>``).
+  504 when the engine did not answer within 30 s: the order may or may not have been placed, so a client that may
+  retry sends its own ``cid`` and asks ``GET /api/v1/orders/{cid}`` (a repeated cid is rejected, never placed twice).
 - ``DELETE /api/v1/orders/{cid}``: ``{"cid", "cancelled", "events"}``: 200 cancelled, 202 when the cancel is on its
   way (the actor engine's venue has not answered within the settle time), 404 unknown cid, 409 the cancel was
   rejected (already filled, ...).
@@ -103,7 +105,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import EngineUnavailable, InvalidInput
-from ..fixed import SCALE, format_decimal
+from ..fixed import SCALE, format_decimal, parse_decimal
 from ..logs import redact
 from ..messages import CancelOrder
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
@@ -353,7 +355,6 @@ class _Api:
         self.in_flight = 0
         self.max_in_flight = max_in_flight
         self.ids = ClientOrderIds.for_session("api")  # used on the engine thread only
-        self.started = time.monotonic()
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs
         self.closed = False  # ApiServer.close: the streams end (1001)
         self.streams: set[_Stream] = set()
@@ -429,10 +430,6 @@ class _Api:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout=CALL_TIMEOUT_SECONDS)
         finally:
             self.in_flight -= 1
-
-
-def _fmt(value: Any) -> Any:
-    return None if value is None else format_decimal(value)
 
 
 def _limits_dict(service: EngineService) -> dict[str, Any]:
@@ -671,7 +668,7 @@ def build_app(
             for symbol in sorted(s.session.symbols):
                 qty = held.get(symbol, 0)
                 limit_text = max_position.get(symbol)
-                limit = None if not limit_text or limit_text == "0" else int(_parse(limit_text))
+                limit = None if not limit_text or limit_text == "0" else parse_decimal(limit_text, "max_position")
                 use_positions[symbol] = {
                     "qty": format_decimal(qty),
                     "max_position": None if limit is None else format_decimal(limit),
@@ -844,12 +841,6 @@ def _page(store: Iterable[dict[str, Any]], *, since: int, until: int | None, lim
             break
         rows.append(row)
     return {"items": rows, "count": len(rows), "more": more, "next_until": rows[-1]["ts"] if more else None}
-
-
-def _parse(text: str) -> int:
-    from ..fixed import parse_decimal
-
-    return parse_decimal(text, "limit")
 
 
 def _field(fn: Callable[[], Any], field: str) -> Any:
