@@ -806,7 +806,7 @@ def test_the_api_over_the_actor_engine(ray_runtime, tmp_path: Path) -> None:
 
     from ..actors.helpers import file_config
 
-    engine = start_local(file_config(subscriber_queue=100_000), name="api-test-engine")
+    engine = start_local(file_config(subscriber_queue=100_000, risk=True), name="api-test-engine")  # halts one-way
     backend = ActorBackend(engine, owned=True, market=True)
     session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns)
     service = EngineService(
@@ -832,13 +832,14 @@ def test_the_api_over_the_actor_engine(ray_runtime, tmp_path: Path) -> None:
                  what="the fill")  # fmt: skip
         assert client.get("/api/v1/orders/actor-mkt-1")["status"] == "FILLED"
         assert client.get("/api/v1/risk")["limits"]["max_position"]["BTCUSDT"] == "20"
-        assert client.request("POST", "/api/v1/halt")[0] == 200
-        wait_for(lambda: client.get("/api/v1/risk")["use"]["halted"], what="the halt")
+        status, halted, _ = client.request("POST", "/api/v1/halt")  # through the risk actor: answered once in force
+        assert (status, halted["halted"]) == (200, True)
+        assert client.get("/api/v1/risk")["use"]["halted"] is True
         status, body = client.order(symbol="BTCUSDT", side="BUY", qty="0.01")
         assert status == 409
         assert [e["reason"] for e in body["events"] if e["type"] == "order_update"] == ["CIRCUIT_BREAKER"]
-        assert client.request("POST", "/api/v1/resume")[0] == 200
-        wait_for(lambda: not client.get("/api/v1/risk")["use"]["halted"], what="the resume")
+        status, resumed, _ = client.request("POST", "/api/v1/resume")
+        assert (status, resumed["halted"]) == (200, False)
         assert client.order(symbol="BTCUSDT", side="BUY", qty="0.01")[0] == 201
     finally:
         client.close()

@@ -57,7 +57,8 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
   way (the actor engine's venue has not answered within the settle time), 404 unknown cid, 409 the cancel was
   rejected (already filled, ...).
 - ``POST /api/v1/halt``: the kill switch (cancel every open order, then halt): ``{"halted": true, "events"}``;
-  ``POST /api/v1/resume``: ``{"halted": false, "events"}``.
+  ``POST /api/v1/resume``: ``{"halted": false, "events"}``. Both answer once the engine's STATUS confirms the
+  state (the actor engine's risk actor halts the OMS one-way); 202 with the state as it stands after 5 s.
 - ``GET /api/v1/reports``: ``{"reports": [{"path", "size", "mtime"}]}``, every ``report.html`` under the run folder
   (depth <= 4); ``GET /reports/{path}`` serves one (``.html`` files under the run folder only; anything else 404).
 - ``GET /`` and ``/static/*``: the monitoring page (``interfaces/web/``); 503 "monitoring page not installed"
@@ -122,6 +123,7 @@ MAX_QUEUE = 100_000
 DEFAULT_MAX_BODY = 16 * 1024
 MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
 CALL_TIMEOUT_SECONDS = 30.0
+HALT_CONFIRM_SECONDS = 5.0  # how long halt and resume wait for the engine to say it is (not) halted
 MAX_BATCH = 1000  # events in one WebSocket message
 _FRAGMENTS = 20_000  # encoded events kept for the other clients
 REPORT_DEPTH = 4
@@ -761,17 +763,30 @@ def build_app(
             code, cancelled = 202, False
         return _Json({"cid": cid, "cancelled": cancelled, "events": events}, status_code=code)
 
+    async def settled_halt(wanted: bool) -> bool:
+        """Whether trading is halted, once it is ``wanted`` or after :data:`HALT_CONFIRM_SECONDS`: the actor
+        engine's risk actor halts the OMS one-way, so the answer waits until the OMS says so."""
+        deadline = time.monotonic() + HALT_CONFIRM_SECONDS
+        while True:
+            halted = await api.call(lambda s: bool(s.session.backend.status().get("circuit_breaker")))
+            if halted == wanted or time.monotonic() >= deadline:
+                return halted
+            await asyncio.sleep(0.05)
+
     @app.post("/api/v1/halt", tags=["engine"])
     async def halt() -> Response:
-        """The kill switch: cancel every open order, then halt risk-increasing orders until resume."""
+        """The kill switch: cancel every open order, then halt risk-increasing orders until resume. 200 once the
+        engine is halted; 202 if it did not say so within 5 s (``halted`` is what it says)."""
         events = await api.call(lambda s: s.halt())
-        return _ok({"halted": True, "events": events})
+        halted = await settled_halt(True)
+        return _ok({"halted": halted, "events": events}, 200 if halted else 202)
 
     @app.post("/api/v1/resume", tags=["engine"])
     async def resume() -> Response:
-        """Lift the kill switch (or a tripped circuit breaker)."""
+        """Lift the kill switch (or a tripped circuit breaker); 200 once trading is back, 202 if not within 5 s."""
         events = await api.call(lambda s: s.resume())
-        return _ok({"halted": False, "events": events})
+        halted = await settled_halt(False)
+        return _ok({"halted": halted, "events": events}, 202 if halted else 200)
 
     # ---------------------------------------------------------------------------------------- reports
 
