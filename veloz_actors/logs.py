@@ -81,6 +81,7 @@ __all__ = [
     "RedactSecrets",
     "configure_logging",
     "flush_logs",
+    "output_handlers",
     "log_events",
     "parse_format",
     "parse_level",
@@ -349,6 +350,15 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     logger.addHandler(front)
     logger.setLevel(level)
     return path
+
+
+def output_handlers() -> list[logging.Handler]:
+    """The handlers that write the ``veloz`` lines (stderr, the file), behind the queue of the writer thread: the
+    terminal view redirects the stderr one while it owns the screen."""
+    out: list[logging.Handler] = []
+    for handler in logging.getLogger(ROOT_LOGGER).handlers:
+        out.extend(getattr(handler, "handlers", None) or [handler])
+    return out
 
 
 def flush_logs() -> None:

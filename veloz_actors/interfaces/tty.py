@@ -47,6 +47,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .._exceptions import InvalidInput
 from ..fixed import format_decimal, parse_decimal
+from ..logs import output_handlers
 
 if TYPE_CHECKING:
     from .service import EngineService
@@ -658,7 +659,7 @@ class TerminalView:
         above the panel instead of breaking it; restored by :meth:`close`."""
         if self.plain:
             return
-        for handler in logging.getLogger("veloz").handlers:
+        for handler in output_handlers():
             if type(handler) is logging.StreamHandler and handler.stream is sys.stderr and sys.stderr.isatty():
                 self._log_handlers.append((handler, handler.stream, handler.level))
                 handler.setStream(_LogLines(self))  # type: ignore[arg-type]
