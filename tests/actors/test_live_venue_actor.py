@@ -1,6 +1,7 @@
-"""Live trading on the actor engine against the local Binance server: the live venue actor and the OMS are killed
-while orders flow and faults are injected, and afterwards every order's state, every fill and every balance in the
-kernel equal the server's exactly (nothing lost, nothing counted twice, no order sent twice)."""
+"""Live trading on the actor engine against the local Binance server: 1,000 orders while faults are injected, the
+live venue actor and the OMS are killed and the whole engine is restarted twice; afterwards every order's state, every
+fill and every balance in the kernel equal the server's exactly (nothing lost, nothing counted twice, no order sent
+twice)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,18 @@ LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 10_000},
     {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 1_000_000},
 ]
+ORDERS = 1000
 FAULTS = (
+    lambda f: f.timestamp_error(1),
     lambda f: f.timeout_after_placing(1),
     lambda f: f.drop_before_answer(1),
     lambda f: f.duplicate_reports(3),
     lambda f: f.reorder_reports(2),
     lambda f: f.miss_report(1),
     lambda f: f.terminate_stream(),
-)
+    lambda f: f.ws_server_shutdown(),
+)  # 429s have their own tests (tests/venues/test_binance_venue.py): orders in flight when one is answered reach the
+#    local server inside its Retry-After, which it punishes with a ban (stricter than Binance)
 
 
 @pytest.fixture
@@ -155,27 +160,40 @@ def _settle(engine: EngineHandle, server: BinanceTestServer, timeout: float = 12
         time.sleep(0.1)
 
 
+def _start(config, journal_dir: Path, server: BinanceTestServer) -> EngineHandle:
+    engine = start_local(config, name="test-live-actors", journal_dir=journal_dir)
+    wait_for(lambda: _ready(engine), timeout=60, what="the live venue's reconciliation")
+    assert server.wait_connections(1, timeout=30)
+    server.publish(100)  # the feed gives the kernel its reference prices (and the market moves)
+    wait_for(lambda: len(engine.status()["reference_prices"]) == 2, timeout=30, what="reference prices")
+    return engine
+
+
 @pytest.mark.usefixtures("ray_runtime")
-def test_orders_through_faults_and_kills_of_the_venue_actor_and_the_oms(server, tmp_path):
+def test_a_thousand_orders_through_faults_actor_kills_and_two_engine_restarts(server, tmp_path):
+    """The issue's chaos test on the actor engine: faults at random, the venue actor and the OMS actor killed (Ray
+    restarts them) three times each, and the whole engine stopped and started again on its journals twice."""
     rng = random.Random(5)
     config = live_config(server, tmp_path)
-    engine = start_local(config, name="test-live-actors", journal_dir=tmp_path / "engine.actors")
+    journal_dir = tmp_path / "engine.actors"
+    engine = _start(config, journal_dir, server)
     try:
-        wait_for(lambda: _ready(engine), timeout=60, what="the live venue's first reconciliation")
-        assert server.wait_connections(1, timeout=30)
-        server.publish(200)  # the feed gives the kernel its reference prices
-        wait_for(lambda: len(engine.status()["reference_prices"]) == 2, timeout=30, what="reference prices")
         faults = server.trading_faults
         instruments = {i["symbol"]: i for i in engine.spec.engine_config["instruments"]}
-        kills = {100: "venue:binance", 200: "oms", 300: "venue:binance"}
+        kills = {120: "venue:binance", 250: "oms", 420: "venue:binance", 560: "oms", 760: "venue:binance", 900: "oms"}
+        restarts = {333, 666}
         open_cids: list[str] = []
         tops = _tops(server)
-        budget = time.monotonic() + 240  # ~40 s when healthy: a stalled order path fails here, not at CI's limit
-        for n in range(400):
-            assert time.monotonic() < budget, f"400 orders took over 240 s; at {n}: {engine.status()['venues']}"
+        budget = time.monotonic() + 600  # ~2 min when healthy: a stalled order path fails here, not at CI's limit
+        for n in range(ORDERS):
+            assert time.monotonic() < budget, f"{ORDERS} orders took over 600 s; at {n}: {engine.status()['venues']}"
             if n in kills:
-                victim = kills[n]
-                ray.kill(engine.actor(victim), no_restart=False)  # Ray restarts it; recovery is the engine's
+                ray.kill(engine.actor(kills[n]), no_restart=False)  # Ray restarts it; recovery is the engine's
+            if n in restarts:
+                engine.shutdown()
+                server.publish(200)  # the market moves while the engine is away: resting orders may fill
+                engine = _start(config, journal_dir, server)
+                tops = _tops(server)
             if rng.random() < 0.03:
                 rng.choice(FAULTS)(faults)
             symbol = rng.choice(SYMBOLS)
@@ -198,19 +216,19 @@ def test_orders_through_faults_and_kills_of_the_venue_actor_and_the_oms(server, 
                 server.publish(60)  # trades reach some resting orders
                 tops = _tops(server)
         _settle(engine, server)
-        status = engine.status()
-        assert status["actors"]["venue:binance"]["restarts"] >= 1 or status["actors"]["venue:binance"]["alive"]
         venue = ray.get(engine.actor("venue:binance").status.remote(), timeout=30)
         assert venue["restarted"], "the venue actor was killed: the one answering now is its restart"
         oms = ray.get(engine.actor("oms").status.remote(), timeout=30)
         assert oms["restarted"]
         orders = engine.orders()
-        assert sum(o["status"] in ("FILLED", "PARTIALLY_FILLED") for o in orders) > 20
-        assert sum(o["status"] == "CANCELLED" for o in orders) > 10
+        assert len(orders) >= ORDERS * 0.8  # every order the kernel took, across both engine restarts
+        assert sum(o["status"] in ("FILLED", "PARTIALLY_FILLED") for o in orders) > 50
+        assert sum(o["status"] == "CANCELLED" for o in orders) >= 20
         # nothing was sent twice: every order on the server is one the kernel placed, once
         cids = [o["clientOrderId"] for o in server.orders(KEY)]
         assert len(cids) == len(set(cids))
         counts = dict(faults.counts)
-        assert sum(v for k, v in counts.items() if k not in ("requests_during_ban", "early_requests")) >= 3, counts
+        injected = {k: v for k, v in counts.items() if v and k not in ("requests_during_ban", "early_requests")}
+        assert len(injected) >= 5, injected  # most kinds of fault really happened
     finally:
         engine.shutdown()
