@@ -307,25 +307,6 @@ def _drawdown(value: int, peak: int) -> str:
     return format_decimal((peak - value) * SCALE // peak)
 
 
-def page(items: Iterable[dict[str, Any]], *, since: int = 0, until: int | None = None, limit: int = 100,
-         newest_first: bool = True) -> dict[str, Any]:  # fmt: skip
-    """One page of time-ordered items: those with ``since <= ts < until``, newest first by default, and the cursor
-    (``next_until``) that asks for the page after it."""
-    if limit < 1 or limit > 10_000:
-        raise ValueError(f"limit must be 1..10000, got {limit}")
-    chosen = [o for o in items if o["ts"] >= since and (until is None or o["ts"] < until)]
-    if newest_first:
-        chosen.reverse()
-    rows = chosen[:limit]
-    more = len(chosen) > limit
-    return {
-        "items": rows,
-        "count": len(rows),
-        "more": more,
-        "next_until": rows[-1]["ts"] if more and newest_first and rows else None,
-    }
-
-
 # ---------------------------------------------------------------------------------------------- the service
 
 
