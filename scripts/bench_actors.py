@@ -65,11 +65,17 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+LOG_LEVEL: str | None = None
+
+
 def _config():
     config = load_engine_config(ROOT / "configs" / "engine.yaml")
     risk = config.risk.model_copy(update={"orders_per_second": 10_000_000, "burst": 10_000_000})
     metrics = config.metrics.model_copy(update={"enabled": False})
-    return config.model_copy(update={"risk": risk, "metrics": metrics}).with_actors(subscriber_queue=2_000_000)
+    update: dict[str, Any] = {"risk": risk, "metrics": metrics}
+    if LOG_LEVEL is not None:
+        update["logging"] = config.logging.model_copy(update={"level": LOG_LEVEL})
+    return config.model_copy(update=update).with_actors(subscriber_queue=2_000_000)
 
 
 def _limit(i: int, price: int, prefix: str) -> PlaceOrder:
@@ -325,8 +331,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--log-level", default=None, help="the engine's log level (default: the config's, INFO)")
     parser.add_argument("--capture", type=Path, default=CAPTURE, help="recorded capture the feed actor replays")
     args = parser.parse_args()
+    global LOG_LEVEL
+    LOG_LEVEL = args.log_level
     with tempfile.TemporaryDirectory() as tmp:
         single = bench_single(args.orders, args.events, args.batch, Path(tmp))
         actors = bench_actors(args.orders, args.events, args.batch, Path(tmp))
