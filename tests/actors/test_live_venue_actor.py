@@ -18,6 +18,7 @@ from veloz_actors.config import with_venue
 from veloz_actors.testing import cancel, d, place
 from veloz_actors.testing.binance_server import BinanceTestServer
 
+from ..interfaces.test_live_chaos import FAULTS  # the same faults as the single-process chaos test
 from .helpers import file_config, wait_for
 
 CAPTURES = ("ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz", "ticks_l2/binance_spot_ethusdt_20240808_ws.txt.gz")
@@ -32,17 +33,6 @@ LIMITS = [
     {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 1_000_000},
 ]
 ORDERS = 1000
-FAULTS = (
-    lambda f: f.timestamp_error(1),
-    lambda f: f.timeout_after_placing(1),
-    lambda f: f.drop_before_answer(1),
-    lambda f: f.duplicate_reports(3),
-    lambda f: f.reorder_reports(2),
-    lambda f: f.miss_report(1),
-    lambda f: f.terminate_stream(),
-    lambda f: f.ws_server_shutdown(),
-)  # 429s have their own tests (tests/venues/test_binance_venue.py): orders in flight when one is answered reach the
-#    local server inside its Retry-After, which it punishes with a ban (stricter than Binance)
 
 
 @pytest.fixture

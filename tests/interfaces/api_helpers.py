@@ -30,6 +30,8 @@ from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session
 from veloz_actors.venues.engine import Engine
 
+from ..actors.helpers import wait_for  # noqa: F401 - the tests import it from here too
+
 T = TypeVar("T")
 HOUR_MS = 3_600_000  # the market's tick period in these tests: one tick at start, then only on request
 
@@ -85,20 +87,6 @@ def running_api(run_dir: Path, *, tick_ms: int = HOUR_MS, config: Any = None, **
         service.stop()
         thread.join(30)
         assert not thread.is_alive(), "the engine loop did not stop"
-
-
-def wait_for(predicate: Callable[[], T], *, timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy, with a deadline and a short back-off."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
 
 
 class Client:

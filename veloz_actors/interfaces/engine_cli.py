@@ -57,6 +57,7 @@ class ActorBackend:
         self.subscription = engine.subscribe(kinds=kinds, max_queue=100_000)
         self._echo: Counter[Any] = Counter()
         self._token = 0
+        self._later: list[Any] = []  # events that followed a settle's marker in the same poll
 
     def submit(self, command: Any) -> list[Any]:
         events = self.engine.submit(command)
@@ -74,9 +75,11 @@ class ActorBackend:
         deadline = time.monotonic() + timeout
         pause = 0.0002
         while True:
-            for event in self.subscription.poll():
+            events = self._take()
+            for i, event in enumerate(events):
                 if type(event) is Settled:
                     if event.token == token:
+                        self._later = events[i + 1 :]  # what came after the marker: the next poll's
                         return out
                     continue
                 if not self._is_echo(event):
@@ -100,9 +103,14 @@ class ActorBackend:
             return True
         return False
 
+    def _take(self) -> list[Any]:
+        """What the bus has for this session, after anything a settle left for later."""
+        later, self._later = self._later, []
+        return later + self.subscription.poll() if later else self.subscription.poll()
+
     def poll(self) -> list[Any]:
         """Events that arrived on the bus since the last look (echoes of answered commands left out)."""
-        return [e for e in self.subscription.poll() if type(e) is not Settled and not self._is_echo(e)]
+        return [e for e in self._take() if type(e) is not Settled and not self._is_echo(e)]
 
     def tick(self, ts: int) -> list[Any]:
         return self.engine.tick(ts)
