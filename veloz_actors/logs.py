@@ -328,7 +328,7 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
         logger.removeHandler(handler)
         handler.close()
     formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
-    filters = (_ActorField(), RedactSecrets())
+    filters = (_EventFields(), _ActorField(), RedactSecrets())
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(settings.stderr_threshold())
     handlers: list[logging.Handler] = [stderr]
@@ -512,18 +512,49 @@ _MAY_WARN: dict[type, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
 }
 
 
+def _head(event: Any) -> tuple[int, str]:
+    """An event's level and message without its fields (the caller's part; the writer thread adds the fields)."""
+    kind = type(event)
+    if kind is VenueConnection:
+        return (logging.WARNING if event.state == "disconnected" else logging.INFO), f"venue {event.state}"
+    if kind is Error:
+        return logging.WARNING, f"error: {event.message}"
+    return _HEADS[kind]
+
+
+_HEADS: dict[type, tuple[int, str]] = {
+    OrderAccepted: (logging.INFO, "order accepted"),
+    OrderRejected: (logging.INFO, "order rejected"),
+    OrderFilled: (logging.INFO, "order filled"),
+    OrderCancelled: (logging.INFO, "order cancelled"),
+    OrderExpired: (logging.INFO, "order expired"),
+    CircuitBreakerTripped: (logging.WARNING, "circuit breaker tripped: trading halted"),
+}
+
+
+class _EventFields(logging.Filter):
+    """Adds a logged event's fields to its record where it is written (the writer thread): the caller of
+    :func:`log_events` only builds the record, so the order path does not pay for formatting a dozen decimals."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = record.__dict__.pop("_event", None)
+        if event is not None:
+            record.__dict__.update(_DESCRIBE[type(event)](event)[2])
+        return True
+
+
 def log_events(logger: logging.Logger, events: Iterable[Any]) -> None:
     """Log the order lifecycle and venue events among ``events`` (one step's output); market data and account
-    updates are skipped. Cheap when nothing would be written: one level check for the whole step."""
+    updates are skipped. Cheap when nothing would be written: one level check for the whole step; and when a line is
+    written, its fields are formatted by the writer thread, not here."""
     if logger.isEnabledFor(logging.INFO):
-        describers = _DESCRIBE
+        kinds = _DESCRIBE
     elif logger.isEnabledFor(logging.WARNING):
-        describers = _MAY_WARN  # only these can give a WARNING line
+        kinds = _MAY_WARN  # only these can give a WARNING line
     else:
         return
     for event in events:
-        describe = describers.get(type(event))
-        if describe is not None:
-            level, msg, fields = describe(event)
+        if type(event) in kinds:
+            level, msg = _head(event)
             if logger.isEnabledFor(level):
-                logger.log(level, msg, extra=fields)
+                logger.log(level, msg, extra={"_event": event})
