@@ -45,11 +45,9 @@ from ..config import (
     load_engine_config,
     resolve_venue_instruments,
 )
-from ..core.risk_monitor import KILL_SWITCH_REASON
+from ..core.risk_monitor import kill_switch_commands
 from ..messages import (
-    CancelAllOrders,
     CancelOrder,
-    HaltTrading,
     OrderRejected,
     PlaceOrder,
     RejectReason,
@@ -535,10 +533,7 @@ class EngineHandle:
         if self._risk is not None:
             self._call(lambda: self._risk.kill_switch.remote())
             return []
-        ts = time.time_ns()
-        return self.submit(CancelAllOrders(account_id="*", ts=ts)) + self.submit(
-            HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts)
-        )
+        return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
 
     def reset(self) -> list[Any]:
         """Lift the kill switch or a tripped breaker: the risk actor's reset, and every account's breaker reset."""

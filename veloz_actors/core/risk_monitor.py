@@ -81,12 +81,17 @@ from ..messages import (
 from .instruments import Instrument
 from .journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
 
-__all__ = ["EngineRiskLimits", "RiskMonitor", "RiskMonitorConfig"]
+__all__ = ["EngineRiskLimits", "RiskMonitor", "RiskMonitorConfig", "kill_switch_commands"]
 
 KILL_SWITCH_REASON = "kill switch"
 
 Command = HaltTrading | CancelAllOrders | ResetCircuitBreaker
 FillKey = tuple[str, str, str, int]  # symbol (one venue per symbol), account, client order id, trade id
+
+
+def kill_switch_commands(ts: int) -> list[Command]:
+    """The kill switch as the kernel takes it: cancel every open order of every account, then halt them all."""
+    return [CancelAllOrders(account_id="*", ts=ts), HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,8 +666,7 @@ class RiskMonitor:
         self.halted = KILL_SWITCH_REASON
         self.kill_switches += 1
         self.halts_sent += 1
-        commands.append(CancelAllOrders(account_id="*", ts=ts))
-        commands.append(HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts))
+        commands.extend(kill_switch_commands(ts))
 
     def reset(self, ts: int) -> list[Command]:
         """Re-arm every limit and measure drawdown and loss from the current equity.
