@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..messages import BookTop, Trade
+from ..messages import BookTop
 
 __all__ = ["TOP_DTYPE", "BookTopBatch", "remember_market"]
 
@@ -114,15 +114,11 @@ class BookTopBatch:
         }
 
 
-def remember_market(batch: Sequence[object], tops: dict[str, BookTop], last_trade: dict[str, Trade]) -> None:
-    """Keep the latest top of book and public trade per symbol from a batch of market events (a venue actor's
-    answers to ``top``)."""
+def remember_market(batch: Sequence[object], tops: dict[str, BookTop]) -> None:
+    """Keep the latest top of book per symbol from a batch of market events (a venue actor's answer to ``top``)."""
     if type(batch) is BookTopBatch:
         tops.update(batch.latest())
         return
     for event in batch:
-        kind = type(event)
-        if kind is BookTop:
+        if type(event) is BookTop:
             tops[event.symbol] = event  # type: ignore[attr-defined]
-        elif kind is Trade:
-            last_trade[event.symbol] = event  # type: ignore[attr-defined]

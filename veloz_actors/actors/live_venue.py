@@ -33,7 +33,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from typing import Any
 import ray
 
 from ..logs import configure_logging
-from ..messages import BookTop, SubmitOrder, Trade, VenueBalance, VenueBalanceDelta
+from ..messages import BookTop, SubmitOrder, VenueBalance, VenueBalanceDelta
 from ..venues.engine import EngineConfig
 from .batches import remember_market
 from .spec import CallWindow, EngineSpec, reconstructed
@@ -78,14 +77,11 @@ class LiveVenueActor:
         self.unacked: deque[tuple[int, list[Any]]] = deque()
         self.exchange_balances: dict[str, tuple[int, int]] = {}
         self.balance_deltas = 0
-        self.notices = 0
         self.skipped_resends = 0
         self.requests_taken = 0
         self.events = 0
-        self.batches = 0
         self.resyncs = 0
         self.tops: dict[str, BookTop] = {}
-        self.last_trade: dict[str, Trade] = {}
         self.window = CallWindow(spec.peer_window)  # market data and notices to the bus
         self._lock = threading.Lock()
         self._out: queue.Queue[Any] = queue.Queue()
@@ -155,7 +151,6 @@ class LiveVenueActor:
         """Connection changes, reconciliation summaries, orders placed outside VeloZ: to the bus as events."""
         from ..venues.binance.reconcile import notice_events
 
-        self.notices += 1
         events = notice_events(notice)
         if events:
             self.window.send(self.bus.publish, events)
@@ -221,9 +216,8 @@ class LiveVenueActor:
 
     def apply(self, batch: Sequence[Any]) -> int:
         """Forward a batch of live market events to the bus, keeping the latest top of book."""
-        remember_market(batch, self.tops, self.last_trade)
+        remember_market(batch, self.tops)
         self.events += len(batch)
-        self.batches += 1
         self.window.send(self.bus.publish, batch)
         return len(batch)
 
@@ -277,4 +271,3 @@ class LiveVenueActor:
             self.thread.close()
         self._out.put(_STOP)
         self.window.wait_all(5.0)
-        time.sleep(0)  # let the sender hand over its last calls

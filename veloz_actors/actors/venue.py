@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..logs import configure_logging
-from ..messages import BookTop, Trade
+from ..messages import BookTop
 from ..venues.engine import EngineConfig
 from .batches import BookTopBatch, remember_market
 from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir
@@ -56,9 +56,7 @@ class VenueActor:
         self.sent = 0  # the last batch number sent to the OMS
         self.token: Any = None  # the OMS's token of the last requests call taken
         self.tops: dict[str, BookTop] = dict(self.state.tops)
-        self.last_trade: dict[str, Trade] = {}
         self.events = 0
-        self.batches = 0
         self.resyncs = 0
         self.resync()  # at every start: the OMS learns where this venue is and gets what it has not acknowledged
 
@@ -125,9 +123,8 @@ class VenueActor:
         if type(batch) is not BookTopBatch and self.state.market_venues and self.state.market(batch):
             self.state.hand_to_os()
             self._send()
-        remember_market(batch, self.tops, self.last_trade)
+        remember_market(batch, self.tops)
         self.events += len(batch)
-        self.batches += 1
         self.window.send(self.bus.publish, batch)
         return len(batch)
 
