@@ -60,8 +60,6 @@ class Sink(Protocol):
         """``objects`` in order; ``reply`` is True for the answer to a line this session typed."""
         ...
 
-    def close(self) -> None: ...
-
 
 class JsonLines:
     """The JSON protocol on a byte stream, byte for byte what the stdio session always printed."""
@@ -76,9 +74,6 @@ class JsonLines:
         if objects:
             self.out.write(b"".join(dumps(o) + b"\n" for o in objects))
             self.out.flush()
-
-    def close(self) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------- the hub
@@ -130,9 +125,6 @@ class Subscriber:
         self.delivered += len(items)
         return items, dropped
 
-    def pending(self) -> int:
-        return len(self._items)
-
     def close(self) -> None:
         self.hub.unsubscribe(self)
 
@@ -154,10 +146,6 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
             self._subscribers = [s for s in self._subscribers if s is not sub]
-
-    @property
-    def subscribers(self) -> list[Subscriber]:
-        return self._subscribers
 
     def publish(self, objects: list[dict[str, Any]]) -> None:
         if not objects:
@@ -213,8 +201,6 @@ class Tracker:
     balances: dict[str, tuple[int, int]] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
     peak: int = 0
-    last_event_ts: int = 0
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
     _dirty: bool = False
     _last_sample: int = 0
 
@@ -226,10 +212,6 @@ class Tracker:
     def observe(self, objects: Iterable[dict[str, Any]]) -> None:
         for obj in objects:
             kind = obj.get("type")
-            self.counts[kind] += 1
-            ts = obj.get("ts") or 0
-            if ts > self.last_event_ts:
-                self.last_event_ts = ts
             if kind == "market":
                 if obj.get("kind") == "book_top":
                     bid, ask = obj.get("bid"), obj.get("ask")
@@ -346,8 +328,6 @@ class EngineService:
         self._resume = resume
         self._inbox: queue.Queue[Any] = queue.Queue(maxsize=4096)  # bounded: a flood of input waits for the engine
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
 
     # ---------------------------------------------------------------------------------- from other threads
 
@@ -412,9 +392,6 @@ class EngineService:
         self.emit(objects)
         return objects
 
-    def now(self) -> int:
-        return self.session.now()
-
     def halt(self) -> list[dict[str, Any]]:
         """The kill switch: cancel every open order, then halt risk-increasing orders until :meth:`resume`."""
         if self._halt is None:
@@ -458,7 +435,6 @@ class EngineService:
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
-        self._thread = threading.current_thread()
         session = self.session
         interval = self.tick_ms * 1_000_000
         next_tick = self.clock() if self.tick is not None else None
@@ -514,7 +490,6 @@ class EngineService:
         try:
             future.set_result(fn(self))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, the engine goes on
-            self.errors += 1
             future.set_exception(exc)
 
     def _drain_calls(self) -> None:
