@@ -189,10 +189,7 @@ def start(
         session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
         tick_fn = backend.tick if engine.config.sim_symbols else None
         side_feed = None if live_market is None else live_market.drain
-        mode_name = "sim" if file_config.venue.kind != "binance" else "paper"
-        raise typer.Exit(
-            run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed, frontends=frontends, mode=mode_name)
-        )
+        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed, frontends=frontends))
     from . import engine_cli  # the actor engine (imports ray)
 
     raise typer.Exit(

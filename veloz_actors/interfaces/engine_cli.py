@@ -58,6 +58,7 @@ class ActorBackend:
         self._echo: Counter[Any] = Counter()
         self._token = 0
         self._later: list[Any] = []  # events that followed a settle's marker in the same poll
+        self.mode = engine.spec.engine_config.get("venue_kind", "sim")  # sim, paper or live
 
     def submit(self, command: Any) -> list[Any]:
         events = self.engine.submit(command)
@@ -249,9 +250,8 @@ def _session(
     session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None
-    mode = engine.spec.engine_config.get("venue_kind", "sim")
     # quotes, trades, replay errors and fills of resting orders reach the session through the bus, each printed once
-    return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=backend.poll, frontends=frontends, mode=mode)
+    return run_session(session, tick_fn, tick_ms=tick_ms, side_feed=backend.poll, frontends=frontends)
 
 
 def attach_command(address: str, *, name: str = "default", market: bool = True) -> int:

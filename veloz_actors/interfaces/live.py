@@ -106,6 +106,5 @@ def run_live(
     backend = LocalBackend(engine, live=live_market, trading=trading)
     session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
     return run_session(
-        session, None, tick_ms=250, side_feed=lambda: live_market.drain() + trading.drain(), frontends=frontends,
-        mode="live",
-    )  # fmt: skip
+        session, None, tick_ms=250, side_feed=lambda: live_market.drain() + trading.drain(), frontends=frontends
+    )

@@ -23,18 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..core.risk_monitor import KILL_SWITCH_REASON
+from ..core.risk_monitor import kill_switch_commands
 from ..logs import log_events
 from ..messages import (
-    CancelAllOrders,
-    HaltTrading,
     ResetCircuitBreaker,
     Tick,
     VenueBalance,
     VenueBalanceDelta,
     VenueConnection,
 )
-from ..venues.engine import Engine
+from ..venues.engine import Engine, UnattachedVenue
 from .service import EngineService, JsonLines, Valuation, read_lines
 from .stdio import Session
 
@@ -58,6 +56,7 @@ class LocalBackend:
         self.account_id = account_id
         self.live = live
         self.trading = trading
+        self.mode = engine.config.venue_kind  # sim, paper or live
 
     def submit(self, command: Any) -> list[Any]:
         events = self.trading.apply(command) if self.trading is not None else self.engine.apply(command)
@@ -71,10 +70,7 @@ class LocalBackend:
 
     def halt(self) -> list[Any]:
         """The kill switch: cancel every open order, then halt risk-increasing orders (every account)."""
-        ts = time.time_ns()
-        return self.submit(CancelAllOrders(account_id="*", ts=ts)) + self.submit(
-            HaltTrading(account_id="*", reason=KILL_SWITCH_REASON, ts=ts)
-        )
+        return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
 
     def resume(self) -> list[Any]:
         """Lift a halt (the kill switch's or a tripped breaker's) on every account."""
@@ -118,29 +114,19 @@ class LocalBackend:
         self.engine.close()
 
 
-class _Attached:
+class _Attached(UnattachedVenue):
     """One symbol's place in the engine's venues for the shared Binance adapter: orders and cancels go to it; the
-    money on the exchange is the account's own, so the venue holds none of it."""
-
-    consumes_market = False
+    money on the exchange is the account's own, so the venue holds none of it (as while unattached)."""
 
     def __init__(self, adapter: Any, symbol: str) -> None:
+        super().__init__(symbol, adapter.name)
         self.adapter = adapter
-        self.symbol = symbol
-        self.name = adapter.name
 
     def submit(self, request: Any) -> list[Any]:
         return self.adapter.submit(request)  # type: ignore[no-any-return]
 
     def cancel(self, request: Any) -> list[Any]:
         return self.adapter.cancel(request)  # type: ignore[no-any-return]
-
-    def totals(self) -> dict[str, int]:
-        return {}
-
-    @property
-    def deposited(self) -> dict[str, int]:
-        return {}
 
     def status(self) -> dict[str, Any]:
         return {"venue": self.name, "symbol": self.symbol, "attached": True}
@@ -370,13 +356,12 @@ def run_session(
     clock: Callable[[], int] = time.time_ns,
     side_feed: Callable[[], list[Any]] | None = None,
     frontends: Frontends | None = None,
-    mode: str = "sim",
 ) -> int:
     """Run the engine's front ends until end of input, QUIT or a signal; return the process exit code.
 
     ``side_feed`` (polled between commands: the actor engine's bus, a live market's batches) returns more engine
-    events (messages, formatted by the session). ``mode`` (sim, paper, live) is shown by the API and the page. The JSON
-    protocol on ``stdout`` is the default front end; ``frontends`` adds the API and the terminal view.
+    events (messages, formatted by the session). The backend's ``mode`` (sim, paper, live) is shown by the API and the
+    page. The JSON protocol on ``stdout`` is the default front end; ``frontends`` adds the API and the terminal view.
     """
     frontends = frontends or Frontends(market=session.formatter.market)
     if frontends.watchers:
@@ -385,7 +370,8 @@ def run_session(
     valuation = backend.valuation() if hasattr(backend, "valuation") else None
     service = EngineService(
         session, tick=tick, tick_ms=tick_ms, side_feed=side_feed, clock=clock, valuation=valuation,
-        halt=getattr(backend, "halt", None), resume=getattr(backend, "resume", None), mode=mode,
+        halt=getattr(backend, "halt", None), resume=getattr(backend, "resume", None),
+        mode=getattr(backend, "mode", "sim"),
     )  # fmt: skip
     out = stdout if stdout is not None else sys.stdout.buffer
     closers: list[Callable[[], None]] = []
