@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import queue
 import signal
 import threading
@@ -197,7 +198,7 @@ class Tracker:
     fills: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
     orders: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)  # finished, by time
     rejections: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
-    equity: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)  # (ts, equity)
+    equity: collections.deque[tuple[int, int, int]] = field(default_factory=collections.deque)  # (ts, equity, peak)
     balances: dict[str, tuple[int, int]] = field(default_factory=dict)
     marks: dict[str, int] = field(default_factory=dict)
     peak: int = 0
@@ -248,7 +249,7 @@ class Tracker:
             self._last_sample = ts
             return
         self.peak = max(self.peak, value)
-        _push(self.equity, (ts, value), self.max_points)
+        _push(self.equity, (ts, value, self.peak), self.max_points)
         self._dirty = False
         self._last_sample = ts
 
@@ -264,16 +265,20 @@ class Tracker:
         }
 
     def series(self, since: int = 0, limit: int = 5_000) -> list[dict[str, Any]]:
-        """The equity and drawdown series from ``since`` (ns), evenly thinned to at most ``limit`` points."""
+        """The equity and drawdown series from ``since`` (ns), evenly thinned to at most ``limit`` points; each
+        point's drawdown is from the peak the engine had reached when it was sampled (not the window's own)."""
         points = [p for p in self.equity if p[0] >= since]
         if len(points) > limit > 1:
             step = (len(points) - 1) / (limit - 1)
             points = [points[round(i * step)] for i in range(limit)]
-        out, peak = [], 0
-        for ts, value in points:
-            peak = max(peak, value)
-            out.append({"ts": ts, "equity": format_decimal(value), "drawdown": _drawdown(value, peak)})
-        return out
+        return [
+            {"ts": ts, "equity": format_decimal(value), "drawdown": _drawdown(value, peak)} for ts, value, peak in points
+        ]
+
+
+def _last(store: collections.deque[Any], n: int) -> list[Any]:
+    """The newest ``n`` items, oldest first, without copying the whole store."""
+    return list(itertools.islice(reversed(store), n))[::-1]
 
 
 def _push(store: collections.deque[Any], item: Any, limit: int) -> None:
@@ -423,8 +428,8 @@ class EngineService:
             },
             "positions": [p for p in session._request("POSITIONS", None, ts) if p.get("symbol")],
             "open_orders": session._request("QUERY", None, ts)[0]["orders"],
-            "fills": list(self.tracker.fills)[-50:],
-            "rejections": list(self.tracker.rejections)[-20:],
+            "fills": _last(self.tracker.fills, 50),
+            "rejections": _last(self.tracker.rejections, 20),
             "equity": self.tracker.equity_now(),
             "marks": {s: format_decimal(p) for s, p in sorted(self.tracker.marks.items())},
         }
