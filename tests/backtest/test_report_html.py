@@ -77,7 +77,7 @@ def test_every_fill_is_one_marker_at_its_time_and_price(shared_data: Path, tmp_p
     assert len(buy.x) == sum(1 for f in fills if f["side"] == "BUY")
     bought = [f for f in fills if f["side"] == "BUY"]
     assert [float(f["price"]) for f in bought] == pytest.approx(list(buy.y))
-    assert [datetime.fromisoformat(x).timestamp() * 1000 for x in buy.x] == [int(f["ts_ms"]) for f in bought]
+    assert [datetime.fromisoformat(x + "+00:00").timestamp() * 1000 for x in buy.x] == [int(f["ts_ms"]) for f in bought]
 
 
 def test_thousands_of_fills_are_all_drawn_with_webgl(shared_data: Path) -> None:
@@ -103,7 +103,7 @@ def test_the_time_axes_carry_dates(shared_data: Path) -> None:
     axes = [fig.layout[name] for name in fig.layout if name.startswith("xaxis")]
     assert len(axes) == 4 and all(axis.type == "date" for axis in axes)
     (candles,) = [t for t in fig.data if t.type == "candlestick"]
-    first = datetime.fromisoformat(candles.x[0])
+    first = datetime.fromisoformat(candles.x[0] + "+00:00")
     assert first.timestamp() * 1e9 == bars.data["open_time"][0]
     assert first.year == 2023 and first.month == 1
 
@@ -138,7 +138,7 @@ def test_rsi_reversion_draws_wilders_rsi_and_its_bands(shared_data: Path) -> Non
         avg_gain = (avg_gain * (period - 1) + gains[t - 1]) / period
         avg_loss = (avg_loss * (period - 1) + losses[t - 1]) / period
         expected[t] = 100.0 if avg_loss == 0 else 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
-    index = {int(datetime.fromisoformat(x).timestamp() * 1e9): i for i, x in enumerate(rsi.x)}
+    index = {int(datetime.fromisoformat(x + "+00:00").timestamp() * 1e9): i for i, x in enumerate(rsi.x)}
     times = bars.data["open_time"].tolist()
     checked = 0
     for t, value in expected.items():
