@@ -421,6 +421,7 @@ class _BackgroundHandler(logging.Handler):
             handler.flush()
 
     def close(self) -> None:
+        atexit.unregister(self.close)  # a replaced set-up is not kept alive until the interpreter exits
         if not self._stop.is_set():
             self._stop.set()
             self._wake.set()
@@ -442,22 +443,22 @@ def _price(value: int | None) -> str | None:
     return None if value is None else format_decimal(value)
 
 
-def _accepted(e: OrderAccepted) -> tuple[int, str, dict[str, Any]]:
-    return logging.INFO, "order accepted", {
+def _accepted(e: OrderAccepted) -> dict[str, Any]:
+    return {
         **_order_fields(e), "order_id": e.order_id, "side": e.side.value, "order_type": e.order_type.value,
         "tif": e.tif.value, "qty": format_decimal(e.qty), "price": _price(e.price),
     }  # fmt: skip
 
 
-def _rejected(e: OrderRejected) -> tuple[int, str, dict[str, Any]]:
-    return logging.INFO, "order rejected", {
+def _rejected(e: OrderRejected) -> dict[str, Any]:
+    return {
         **_order_fields(e), "side": None if e.side is None else e.side.value, "qty": format_decimal(e.qty),
         "price": _price(e.price), "reason": e.reason.value, "detail": e.detail,
     }  # fmt: skip
 
 
-def _filled(e: OrderFilled) -> tuple[int, str, dict[str, Any]]:
-    return logging.INFO, "order filled", {
+def _filled(e: OrderFilled) -> dict[str, Any]:
+    return {
         **_order_fields(e), "order_id": e.order_id, "side": e.side.value, "qty": format_decimal(e.qty),
         "price": format_decimal(e.price), "fee": format_decimal(e.fee), "fee_asset": e.fee_asset,
         "liquidity": e.liquidity.value, "trade_id": e.trade_id, "cum_qty": format_decimal(e.cum_qty),
@@ -465,51 +466,42 @@ def _filled(e: OrderFilled) -> tuple[int, str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def _cancelled(e: OrderCancelled) -> tuple[int, str, dict[str, Any]]:
-    return logging.INFO, "order cancelled", {
+def _closed(e: OrderCancelled | OrderExpired) -> dict[str, Any]:
+    return {
         **_order_fields(e), "order_id": e.order_id, "filled_qty": format_decimal(e.filled_qty), "reason": e.reason.value
     }  # fmt: skip
 
 
-def _expired(e: OrderExpired) -> tuple[int, str, dict[str, Any]]:
-    return logging.INFO, "order expired", {
-        **_order_fields(e), "order_id": e.order_id, "filled_qty": format_decimal(e.filled_qty), "reason": e.reason.value
-    }  # fmt: skip
-
-
-def _breaker(e: CircuitBreakerTripped) -> tuple[int, str, dict[str, Any]]:
-    return logging.WARNING, "circuit breaker tripped: trading halted", {
+def _breaker(e: CircuitBreakerTripped) -> dict[str, Any]:
+    return {
         "account": e.account_id, "reason": e.reason, "equity": format_decimal(e.equity),
         "peak_equity": format_decimal(e.peak_equity),
     }  # fmt: skip
 
 
-def _error(e: Error) -> tuple[int, str, dict[str, Any]]:
-    return logging.WARNING, f"error: {e.message}", {"code": e.code}
+def _error(e: Error) -> dict[str, Any]:
+    return {"code": e.code}
 
 
-def _connection(e: VenueConnection) -> tuple[int, str, dict[str, Any]]:
-    level = logging.WARNING if e.state == "disconnected" else logging.INFO
+def _connection(e: VenueConnection) -> dict[str, Any]:
     fields = {"venue": e.venue, "state": e.state, "detail": e.detail, "reconnects": e.reconnects}
     if e.symbol:
         fields.update(symbol=e.symbol, resyncs=e.resyncs)
-    return level, f"venue {e.state}", fields
+    return fields
 
 
-_DESCRIBE: dict[type, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
+# each logged event's fields, formatted by the writer thread (_EventFields)
+_FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     OrderAccepted: _accepted,
     OrderRejected: _rejected,
     OrderFilled: _filled,
-    OrderCancelled: _cancelled,
-    OrderExpired: _expired,
+    OrderCancelled: _closed,
+    OrderExpired: _closed,
     CircuitBreakerTripped: _breaker,
     Error: _error,
     VenueConnection: _connection,
 }
-
-_MAY_WARN: dict[type, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
-    kind: _DESCRIBE[kind] for kind in (CircuitBreakerTripped, Error, VenueConnection)
-}
+_MAY_WARN = frozenset({CircuitBreakerTripped, Error, VenueConnection})  # the only kinds that can give a WARNING
 
 
 def _head(event: Any) -> tuple[int, str]:
@@ -539,7 +531,7 @@ class _EventFields(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         event = record.__dict__.pop("_event", None)
         if event is not None:
-            record.__dict__.update(_DESCRIBE[type(event)](event)[2])
+            record.__dict__.update(_FIELDS[type(event)](event))
         return True
 
 
@@ -548,7 +540,7 @@ def log_events(logger: logging.Logger, events: Iterable[Any]) -> None:
     updates are skipped. Cheap when nothing would be written: one level check for the whole step; and when a line is
     written, its fields are formatted by the writer thread, not here."""
     if logger.isEnabledFor(logging.INFO):
-        kinds = _DESCRIBE
+        kinds: Iterable[type] = _FIELDS
     elif logger.isEnabledFor(logging.WARNING):
         kinds = _MAY_WARN  # only these can give a WARNING line
     else:
