@@ -110,7 +110,7 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
             session.send("STATUS")
             status = session.wait(lambda o: o.get("type") == "status" and "venues" in o, what="STATUS")
             trading = status["trading"] if engine == "single-process" else status["venues"]["binance"]["trading"]
-            assert trading["ready"] is True or trading.get("not_ready") in (None, "")
+            assert trading["ready"] is True and trading.get("not_ready") in (None, "")
         finally:
             assert session.close() == 0
             written += [str(session.seen), session.proc.stderr.read().decode() if session.proc.stderr else ""]

@@ -1909,10 +1909,6 @@ class VenueThread(LoopThread):
         self.name = venue.name
 
     @property
-    def venue(self) -> BinanceVenue:
-        return self.client
-
-    @property
     def ready(self) -> bool:
         return self.client.ready
 
