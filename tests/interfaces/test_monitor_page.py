@@ -242,9 +242,10 @@ def test_a_resting_limit_leaves_the_open_orders_with_its_cancel_button(engine: E
 
 
 def _far_bid(engine: Engine) -> str:
-    """A bid 3 % under the last fill (inside the 5 % price band, far below the simulated market's asks)."""
-    last = Decimal(engine.get("/api/v1/fills?limit=1")["items"][0]["price"])
-    return str(math.floor(last * Decimal("0.97")))
+    """A bid 3 % under the engine's reference price (inside the 5 % price band, far below the simulated market's
+    asks): from STATUS, so a test run alone needs no earlier test's fill."""
+    reference = engine.get("/api/v1/status")["reference_prices"]["BTCUSDT"]  # 1e-8 units
+    return str(math.floor(Decimal(reference) / 10**8 * Decimal("0.97")))
 
 
 def test_halt_cancels_open_orders_and_refuses_new_ones_until_resume(
@@ -264,11 +265,12 @@ def test_halt_cancels_open_orders_and_refuses_new_ones_until_resume(
     assert engine.get("/api/v1/risk")["use"]["halted"] is True
     assert engine.get("/api/v1/orders?state=open")["items"] == []
 
+    fills_before = [f["cid"] for f in engine.get("/api/v1/fills?limit=10")["items"]]
     _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=None, cid="page-halted-1")
     answer = _text(driver, "#order-result") or ""
     assert answer.startswith("Rejected") and "CIRCUIT_BREAKER" in answer, answer
     _wait(driver, lambda b: _has_row(b, "rejections", "page-halted-1"), "the rejection in the risk panel")
-    assert [f["cid"] for f in engine.get("/api/v1/fills?limit=10")["items"]] == ["page-buy-1"]
+    assert [f["cid"] for f in engine.get("/api/v1/fills?limit=10")["items"]] == fills_before  # the halted order: none
     shot = _save_screenshot(driver, tmp_path, "monitor-page.png")
     assert shot.stat().st_size > 20_000
 

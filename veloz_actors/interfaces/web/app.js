@@ -328,10 +328,7 @@
     for (const name of Object.keys(status.reference_prices || {})) symbols.add(name);
     for (const venue of venueRows(status.venues)) symbols.add(venue.symbol);
     for (const name of status.symbols || []) symbols.add(name);
-    setSymbols([...symbols]);
-    const breaker = status.circuit_breaker || {};
-    const reasons = Object.values(breaker);
-    setHalted(reasons.length > 0, reasons.join(", "));
+    setSymbols([...symbols]);  // the halted state comes from /api/v1/risk alone (use.halted)
     const info = $("api-info");
     info.replaceChildren();
     const apiStats = status.api || {};
@@ -1111,11 +1108,14 @@
     button.disabled = false;
     if (answer.ok) {
       const cancelled = (answer.data.events || []).filter((e) => e.type === "order_update" && e.status === "CANCELLED");
-      setHalted(true, "kill switch");
+      const halted = Boolean(answer.data.halted);  // a 202: the engine had not confirmed the halt yet
+      setHalted(halted, "kill switch");
       for (const update of cancelled) state.orders.delete(update.cid);
       renderOrders();
-      const text = "Trading halted: " + cancelled.length + " open orders cancelled; risk-increasing orders are refused";
-      showNotice(text + " until Resume.", "bad");
+      const text = halted
+        ? "Trading halted: " + cancelled.length + " open orders cancelled; risk-increasing orders are refused until Resume."
+        : "HALT sent; the engine has not confirmed it yet.";
+      showNotice(text, "bad");
     } else if (answer.status !== 401) {
       showNotice(failure("HALT", answer), "bad");
     }
@@ -1135,8 +1135,9 @@
     const answer = await api("POST", "/api/v1/resume");
     button.disabled = false;
     if (answer.ok) {
-      setHalted(false, "");
-      showNotice("Trading resumed.", "ok");
+      const halted = Boolean(answer.data.halted);  // a 202: the engine had not confirmed the resume yet
+      setHalted(halted, halted ? "kill switch" : "");
+      showNotice(halted ? "Resume sent; the engine has not confirmed it yet." : "Trading resumed.", halted ? "bad" : "ok");
     } else if (answer.status !== 401) {
       showNotice(failure("Resume", answer), "bad");
     }
