@@ -126,7 +126,7 @@ def test_health_the_page_and_the_docs_need_no_token(api: RunningApi, path: str) 
     client = Client(api.server.url, None)
     status, _, _ = client.request("GET", path)
     client.close()
-    assert status != 401
+    assert status == 200
 
 
 @pytest.mark.parametrize("query", ["", "?token=wrong-token-0123456789", "?token="])
@@ -281,11 +281,12 @@ def test_balances_and_equity(client: Client) -> None:
 
 def test_actors_of_the_single_process_engine(client: Client) -> None:
     body = client.get("/api/v1/actors")
+    depth = body["actors"]["engine"]["inbox_depth"]
+    assert type(depth) is int and depth >= 0
     assert body == {
         "engine": "single-process",
-        "actors": {"engine": {"alive": True, "inbox_depth": body["actors"]["engine"]["inbox_depth"], "restarts": 0,
-                              "last_error": None}},
-    }  # fmt: skip
+        "actors": {"engine": {"alive": True, "inbox_depth": depth, "restarts": 0, "last_error": None}},
+    }
 
 
 def test_risk_shows_the_limits_as_decimal_strings(client: Client) -> None:
@@ -369,7 +370,7 @@ def test_the_page_is_served_from_the_web_folder(tmp_path: Path) -> None:
         assert anonymous.request("GET", "/")[:2] == (200, "<html>page</html>")
         status, text, headers = anonymous.request("GET", "/static/app.js")
         assert (status, text) == (200, "console.log(1)") and "javascript" in headers["content-type"]
-        assert anonymous.request("GET", "/static/../web/app.js")[0] in (200, 404)  # normalised by the client
+        assert anonymous.request("GET", "/static/../web/app.js")[:2] == (200, "console.log(1)")  # still inside web/
         assert anonymous.request("GET", "/static/%2e%2e/api-token")[0] == 404
         anonymous.close()
 

@@ -998,6 +998,9 @@ class _Stream:
 # ---------------------------------------------------------------------------------------------- the server
 
 
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
 class ApiServer:
     """A running API (:func:`serve_api`): ``url``, ``port``, ``token``; :meth:`close` stops it (idempotent)."""
 
@@ -1011,6 +1014,7 @@ class ApiServer:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
         self._closed = False
+        self._redact: logging.Filter | None = None  # the token's filter on uvicorn's loggers, removed at close
 
     def __repr__(self) -> str:  # never the token
         return f"ApiServer(url={self.url!r})"
@@ -1028,12 +1032,15 @@ class ApiServer:
         if self._closed:
             return
         self._closed = True
-        loop = getattr(self._server, "_veloz_loop", None)
+        loop = self._api.loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(self._api.close_streams)
         self._server.should_exit = True
         self._thread.join(timeout)
+        if self._redact is not None:
+            for name in _UVICORN_LOGGERS:
+                logging.getLogger(name).removeFilter(self._redact)
 
 
 def serve_api(
@@ -1079,8 +1086,9 @@ def serve_api(
         raise VelozError(f"--http {address}: cannot listen on {host}:{port}: {exc}") from None
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
-        logging.getLogger(name).addFilter(_RedactToken(value))
+    redact = _RedactToken(value)
+    for name in _UVICORN_LOGGERS:
+        logging.getLogger(name).addFilter(redact)
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ws="websockets-sansio", ws_max_size=1 << 20, ws_per_message_deflate=False, server_header=False,
@@ -1090,7 +1098,7 @@ def serve_api(
     failure: list[BaseException] = []
 
     async def serve() -> None:
-        server._veloz_loop = api.loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+        api.loop = asyncio.get_running_loop()
         try:
             await server.serve(sockets=[sock])
         finally:
@@ -1113,8 +1121,11 @@ def serve_api(
         started.wait(0.01)
     if not server.started:
         server.should_exit = True
+        for name in _UVICORN_LOGGERS:
+            logging.getLogger(name).removeFilter(redact)
         raise VelozError(f"--http {address}: the API did not start: {failure[0] if failure else 'timed out'}")
     result = ApiServer(server, thread, api, host, port, value)
+    result._redact = redact
     line = f"api: {result.url}/?token={value} (docs: {result.url}/docs)"
     if announce is not None:
         announce(line)
