@@ -58,7 +58,6 @@ class ActorBackend:
         self._echo: Counter[Any] = Counter()
         self._token = 0
         self._later: list[Any] = []  # events that followed a settle's marker in the same poll
-        self.mode = engine.spec.engine_config.get("venue_kind", "sim")  # sim, paper or live
 
     def submit(self, command: Any) -> list[Any]:
         events = self.engine.submit(command)
@@ -103,6 +102,11 @@ class ActorBackend:
                 echo[event] = count - 1
             return True
         return False
+
+    @property
+    def mode(self) -> str:
+        """sim, paper or live: the engine config's venue kind."""
+        return str(self.engine.spec.engine_config.get("venue_kind", "sim"))
 
     def _take(self) -> list[Any]:
         """What the bus has for this session, after anything a settle left for later."""
