@@ -1,13 +1,10 @@
-"""Backpressure primitives and columnar market batches: pure code, no Ray."""
+"""Backpressure primitives: pure code, no Ray (columnar market batches: ``tests/core/test_market_batch.py``)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from veloz_actors.actors.backpressure import DropOldestQueue, InFlightWindow
-from veloz_actors.actors.batches import TOP_DTYPE, BookTopBatch
-from veloz_actors.messages import BookTop
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_them():
@@ -49,30 +46,6 @@ def test_limits_must_be_positive(bad):
         DropOldestQueue(bad)
     with pytest.raises(ValueError, match="positive"):
         InFlightWindow(bad)
-
-
-def _top(symbol: str, update_id: int) -> BookTop:
-    return BookTop(
-        symbol=symbol, bid_price=100, bid_qty=1, ask_price=101, ask_qty=2, update_id=update_id, ts_event=5, ts_recv=6
-    )
-
-
-def test_a_batch_round_trips_the_core_messages_and_splits_by_shard():
-    events = [_top("BTCUSDT", 1), _top("ETHUSDT", 2), _top("BTCUSDT", 3)]
-    batch = BookTopBatch.from_events(events)
-    assert batch.events() == events
-    assert batch.latest() == {"BTCUSDT": events[2], "ETHUSDT": events[1]}
-    shards = batch.split({"BTCUSDT": "a", "ETHUSDT": "b"})
-    assert shards["a"].events() == [events[0], events[2]] and shards["b"].events() == [events[1]]
-
-
-def test_a_batch_refuses_rows_of_the_wrong_shape():
-    with pytest.raises(ValueError, match="dtype"):
-        BookTopBatch(("BTCUSDT",), np.zeros(2, dtype="i8"))
-    rows = np.zeros(1, dtype=TOP_DTYPE)
-    rows["symbol"] = 3
-    with pytest.raises(ValueError, match="symbol table"):
-        BookTopBatch(("BTCUSDT",), rows)
 
 
 def test_symbols_can_be_sharded_into_one_book_actor_by_config():

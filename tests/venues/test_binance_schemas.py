@@ -14,6 +14,7 @@ from veloz_actors.messages import BookDelta, BookTop, FundingRate, Kline, MarkPr
 from veloz_actors.venues.binance import (
     interval_ns,
     parse_agg_trade,
+    parse_book_ticker,
     parse_depth_snapshot,
     parse_depth_update,
     parse_funding_rates,
@@ -21,8 +22,10 @@ from veloz_actors.venues.binance import (
     parse_message,
     parse_premium_index,
     parse_rest_klines,
+    parse_trade,
     unwrap,
 )
+from veloz_actors.venues.binance.schemas import book_ticker_fields, trade_fields
 
 MS = 1_000_000
 RECV = 1_700_000_000_000_000_000
@@ -250,3 +253,67 @@ def test_invalid_json_is_a_data_error() -> None:
 def test_unsupported_event_type_is_named() -> None:
     with pytest.raises(DataError, match="unsupported event type 'executionReport'"):
         parse_message({"e": "executionReport", "E": 1}, RECV)
+
+
+# ------------------------------------------------------------------------------------------- the feed's fast path
+
+
+def _fields_of(message: BookTop | Trade) -> tuple:
+    if type(message) is BookTop:
+        m = message
+        return (m.symbol, m.bid_price, m.bid_qty, m.ask_price, m.ask_qty, m.update_id, m.ts_event)
+    t = message
+    return (t.symbol, t.trade_id, t.price, t.qty, t.aggressor is Side.SELL, t.ts_event)  # type: ignore[union-attr]
+
+
+def test_fast_field_readers_agree_with_the_parsers_on_every_recorded_payload(shared_data: Path) -> None:
+    seen = {"bookTicker": 0, "trade": 0}
+    for name in ("binance_spot_btcusdt_20240808_ws.txt.gz", "binance_spot_ethusdt_20240808_ws.txt.gz"):
+        with gzip.open(shared_data / "ticks_l2" / name, "rb") as f:
+            for line in f:
+                head, _, body = line.partition(b" ")
+                _, data = unwrap(body)
+                if "@bookTicker" in body[:60].decode(errors="replace"):
+                    assert book_ticker_fields(data, int(head)) == _fields_of(parse_book_ticker(data, int(head)))
+                    seen["bookTicker"] += 1
+                elif data.get("e") == "trade":
+                    assert trade_fields(data, int(head)) == _fields_of(parse_trade(data, int(head)))
+                    seen["trade"] += 1
+    assert seen["bookTicker"] > 10_000 and seen["trade"] > 1_000
+    futures = _example(shared_data, "ws_futures_book_ticker.json")  # has "E": the checked path, same answer
+    assert book_ticker_fields(futures, RECV) == _fields_of(parse_book_ticker(futures, RECV))
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"u": 1, "s": "BTCUSDT", "b": "1.0", "B": "x", "a": "2.0", "A": "1"}, "field 'B'"),
+        ({"u": 1, "s": "BTCUSDT", "b": "-1.0", "B": "1", "a": "2.0", "A": "1"}, "field 'b'"),
+        ({"u": "1", "s": "BTCUSDT", "b": "1.0", "B": "1", "a": "2.0", "A": "1"}, "field 'u'"),
+        ({"u": 1, "s": "", "b": "1.0", "B": "1", "a": "2.0", "A": "1"}, "field 's'"),
+        ({"u": 1, "b": "1.0", "B": "1", "a": "2.0", "A": "1"}, "missing field 's'"),
+        ({"u": 1, "s": "BTCUSDT", "b": [], "B": "1", "a": "2.0", "A": "1"}, "field 'b'"),
+    ],
+)
+def test_fast_book_ticker_reader_names_what_is_wrong(payload: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        book_ticker_fields(payload, RECV)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"p": "0.00000000"}, "field 'p'"),
+        ({"q": "0"}, "field 'q'"),
+        ({"m": 1}, "field 'm'"),
+        ({"E": -5}, "field 'E'"),
+        ({"t": 1.5}, "field 't'"),
+        ({"p": "1e5"}, "field 'p'"),
+        ({"q": None}, "field 'q'"),
+    ],
+)
+def test_fast_trade_reader_names_what_is_wrong(change: dict, message: str) -> None:
+    good = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "100.5", "q": "0.25", "T": 5, "m": True, "M": True}
+    assert trade_fields(good, RECV) == ("BTCUSDT", 7, 10_050_000_000, 25_000_000, True, 5 * MS)
+    with pytest.raises(DataError, match=message):
+        trade_fields({**good, **change}, RECV)

@@ -58,7 +58,7 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
-from .batches import BookTopBatch
+from .batches import as_events
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
 from .supervisor import Supervisor, supervisor_name
 
@@ -205,7 +205,8 @@ class Subscription:
         return self
 
     def poll_raw(self, wait: float = 0.0) -> list[Any]:
-        """Whatever is queued now, market data still in columnar :class:`BookTopBatch` items; with ``wait``
+        """Whatever is queued now, market data still in columnar
+        :class:`~veloz_actors.core.market_batch.MarketBatch` items; with ``wait``
         (seconds, at most 0.25) and nothing queued, the bus answers as soon as events come, or after ``wait``."""
         try:
             ref = self._bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else self._bus.poll.remote(self.id)
@@ -221,13 +222,7 @@ class Subscription:
 
     def poll(self, wait: float = 0.0) -> list[Any]:
         """Whatever is queued now (possibly nothing), as the core's messages; ``wait`` as in :meth:`poll_raw`."""
-        out: list[Any] = []
-        for item in self.poll_raw(wait):
-            if type(item) is BookTopBatch:
-                out.extend(item.events())
-            else:
-                out.append(item)
-        return out
+        return as_events(self.poll_raw(wait))
 
     def __next__(self) -> Any:
         if self._closed or (self.max_events is not None and self._seen >= self.max_events):

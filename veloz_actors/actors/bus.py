@@ -17,7 +17,7 @@ import ray
 
 from ..logs import LogSettings, configure_logging
 from .backpressure import DropOldestQueue
-from .batches import BookTopBatch
+from .batches import MarketBatch
 from .spec import CallWindow
 
 __all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
@@ -28,6 +28,7 @@ __all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
 # and that does not allow out-of-order execution).
 BUS_CONCURRENCY_GROUPS = {"poll": 8}
 _MAX_POLL_WAIT = 0.25  # seconds a poll may wait for events
+_TOPS = frozenset({"BookTop"})  # a forward takes only each symbol's latest top of a columnar batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +57,24 @@ class EventBusActor:
     def forward(self, actor: Any, kinds: Sequence[str], window: int = 64, name: str = "forward") -> int:
         """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, at most ``window`` calls in flight; a
         batch with no room is dropped and counted (``status()["forwards"][name]``): for events a newer one
-        supersedes, like the risk actor's marks. Of a columnar batch of tops only each symbol's latest is pushed.
+        supersedes, like the risk actor's marks. Of a columnar batch's tops only each symbol's latest is pushed.
         Replaces an earlier forward to the same actor."""
         self.forwards = [f for f in self.forwards if f[1] != actor]
         self.forwards.append((name, actor, frozenset(kinds), CallWindow(window)))
         return len(self.forwards)
 
-    def _forward(self, events: Sequence[Any] | BookTopBatch) -> None:
+    def _forward(self, events: Sequence[Any] | MarketBatch) -> None:
         for _, actor, kinds, window in self.forwards:
-            if type(events) is BookTopBatch:
-                chosen: list[Any] = list(events.latest().values()) if "BookTop" in kinds else []
+            if type(events) is MarketBatch:
+                chosen: list[Any] = events.select(kinds - _TOPS).events() if kinds - _TOPS else []
+                if "BookTop" in kinds:
+                    chosen.extend(events.latest().values())
             else:
                 chosen = [e for e in events if type(e).__name__ in kinds]  # type: ignore[union-attr]
             if chosen:
                 window.send(actor.apply, chosen, drop=True)
 
-    def publish(self, events: Sequence[Any] | BookTopBatch) -> int:
+    def publish(self, events: Sequence[Any] | MarketBatch) -> int:
         """Queue ``events`` (a list of messages, or a columnar batch kept whole) for every subscriber."""
         self.batches += 1
         if self.forwards:
@@ -81,13 +84,14 @@ class EventBusActor:
             self._cond.notify_all()
         return count
 
-    def _queue(self, events: Sequence[Any] | BookTopBatch) -> int:
-        if type(events) is BookTopBatch:
+    def _queue(self, events: Sequence[Any] | MarketBatch) -> int:
+        if type(events) is MarketBatch:
             self.published += len(events)
             for sid, queue in self.queues.items():
                 kinds = self.filters[sid]
-                if kinds is None or "BookTop" in kinds:
-                    queue.put(events, len(events))
+                chosen = events if kinds is None else events.select(kinds)
+                if len(chosen):
+                    queue.put(chosen, len(chosen))
             return len(events)
         markers = [e for e in events if type(e) is Settled]  # type: ignore[union-attr]
         if markers:

@@ -33,14 +33,16 @@ import numpy as np
 import ray
 
 from ..logs import configure_logging
-from ..messages import BookTop, Error, Trade, VenueConnection
-from .batches import TOP_DTYPE, BookTopBatch
+from ..messages import Error
+from .batches import MarketBatch
 from .spec import CallWindow, EngineSpec, reconstructed
 
 __all__ = ["MarketFeedActor"]
 
 _LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered
 _LIVE_COALESCE = 5_000  # events per delivery at most, when batches queued up
+_NOTICES = ("VenueConnection",)
+_PRICE_KINDS = ("BookTop", "Trade")  # the OMS's reference prices follow the latest of either
 _SINK_WAIT_SECONDS = 5.0  # the longest the market-data client waits for a full queue (pongs stop meanwhile)
 
 
@@ -73,7 +75,7 @@ class MarketFeedActor:
             )
             self._replayer.start()
         self.live: Any = None  # the market-data client's thread
-        self.live_queue: queue.Queue[list[Any]] = queue.Queue(maxsize=_LIVE_QUEUE)
+        self.live_queue: queue.Queue[MarketBatch] = queue.Queue(maxsize=_LIVE_QUEUE)
         self.live_batches = 0
         self.live_error: str | None = None
         self.oms_window = CallWindow(spec.peer_window)
@@ -160,7 +162,7 @@ class MarketFeedActor:
         for batch in pacer.batches(self._stop.wait):
             if self._stop.is_set():  # at speed 0 the pacer never waits, so it never sees a stop itself
                 break
-            if not self._deliver(batch):
+            if not self._deliver(MarketBatch.from_events(batch)):
                 break
             if to_oms:
                 with contextlib.suppress(Exception):  # the OMS is restarting: reference prices move on the next batch
@@ -174,13 +176,11 @@ class MarketFeedActor:
         state["done"] = i >= len(mine)
         state["replay_seconds"] = round(time.perf_counter() - began, 3)
 
-    def _deliver(self, batch: list[Any]) -> bool:
-        """Hand one replayed batch to its venue shards and wait until each took it, sending it again to a shard that
+    def _deliver(self, batch: MarketBatch) -> bool:
+        """Hand one columnar batch to its venue shards and wait until each took it, sending it again to a shard that
         is restarting; so a restart of a venue actor (or of this feed, which resumes at the offset after the last
         batch delivered) loses nothing and repeats at most one batch. False when the feed is stopping."""
-        pending: dict[str, list[Any]] = {}
-        for event in batch:
-            pending.setdefault(self.shard_of[event.symbol], []).append(event)
+        pending = batch.split(self.shard_of)
         while pending:
             refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
             for shard, ref in refs.items():
@@ -200,9 +200,9 @@ class MarketFeedActor:
 
         self._deliverer = threading.Thread(target=self._run_live_delivery, name="veloz-live-delivery", daemon=True)
         self._deliverer.start()
-        self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live).start()
+        self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live, columnar=True).start()
 
-    def _on_live(self, batch: list[Any]) -> None:
+    def _on_live(self, batch: MarketBatch) -> None:
         """The client's sink (its loop thread): queue the batch in order. A queue still full after a few seconds
         (venue actors far behind) is an error: the client drops the batch, counts it and resyncs every book, so no
         book downstream is ever wrong."""
@@ -219,37 +219,32 @@ class MarketFeedActor:
             except queue.Empty:
                 continue
             if len(batch) < _LIVE_COALESCE and not live_queue.empty():
-                batch = list(batch)  # the client's list stays the client's
-                while len(batch) < _LIVE_COALESCE:
+                parts, size = [batch], len(batch)
+                while size < _LIVE_COALESCE:
                     try:
-                        batch.extend(live_queue.get_nowait())
+                        parts.append(live_queue.get_nowait())
                     except queue.Empty:
                         break
+                    size += len(parts[-1])
+                batch = MarketBatch.concat(parts)
             try:
                 self._deliver_live(batch)
             except Exception as exc:  # noqa: BLE001 - reported; the feed goes on with the next batch
                 self.live_error = f"{type(exc).__name__}: {exc}"
 
-    def _deliver_live(self, batch: list[Any]) -> None:
-        market: list[Any] = []
-        notices: list[Any] = []
-        tops: dict[str, Any] = {}
-        for event in batch:
-            kind = type(event)
-            if kind is VenueConnection:
-                notices.append(event)
-                continue
-            if event.symbol not in self.shard_of:
-                continue  # a symbol unsubscribed a moment ago
-            market.append(event)
-            if kind is BookTop or kind is Trade:
-                tops[event.symbol] = event
-        if market:
-            if not self._deliver(market):
+    def _deliver_live(self, events: MarketBatch) -> None:
+        """One delivery of live events: the market events to the venue shards (a kline rides along at its place; a
+        symbol unsubscribed a moment ago is left out), connection notices to the bus."""
+        notices = events.select(_NOTICES).events() if events.objects else []
+        batch = events.select(_NOTICES, exclude=True) if notices else events
+        if len(batch):
+            if not self._deliver(batch):
                 return
-            # receive -> publish (the venue actors took it, and forwarded it to the bus), oldest and newest of the batch
-            self.live.record_publish((market[0].ts_recv, market[-1].ts_recv))
+            times = batch.times()
+            if times is not None:  # receive -> publish (the venue actors took it and forwarded it to the bus)
+                self.live.record_publish(times)
         self.live_batches += 1
+        tops = batch.latest(_PRICE_KINDS)
         if tops:  # the OMS's reference prices (risk price band, marks) follow the live market
             self.oms_window.send(self.oms.market, list(tops.values()), drop=True)
         if notices and self.bus is not None:
@@ -257,18 +252,12 @@ class MarketFeedActor:
 
     # ------------------------------------------------------------------------------------- client-driven market data
 
-    def publish(self, batch: Sequence[Any] | BookTopBatch) -> int:
+    def publish(self, batch: Sequence[Any] | MarketBatch) -> int:
         """Send one batch of market events to the venue shards of their symbols (waiting when a shard lags)."""
         with self._publishing:
-            by_shard: dict[str, Any] = {}
-            if isinstance(batch, BookTopBatch):
-                by_shard = batch.split(self.shard_of)
-            else:
-                for event in batch:
-                    shard = self.shard_of.get(event.symbol)
-                    if shard is not None:
-                        by_shard.setdefault(shard, []).append(event)
-            for shard, events in by_shard.items():
+            if type(batch) is not MarketBatch:
+                batch = MarketBatch.from_events(batch)
+            for shard, events in batch.split(self.shard_of).items():
                 self.windows[shard].send(self.venues[shard].apply, events)
             self.sent += len(batch)
             return len(batch)
@@ -290,16 +279,20 @@ class MarketFeedActor:
         mid = 6_000_000_000_000
         while sent < count:
             n = min(batch_size, count - sent)
-            rows = np.empty(n, dtype=TOP_DTYPE)
-            rows["symbol"] = np.arange(sent, sent + n) % len(symbols)
             walk = mid + np.cumsum(rng.integers(-2, 3, n)) * 1_000_000
             mid = int(walk[-1])
-            rows["bid_price"] = walk - 1_000_000
-            rows["ask_price"] = walk + 1_000_000
-            rows["bid_qty"] = rows["ask_qty"] = 50_000_000
-            rows["update_id"] = np.arange(sent, sent + n)
-            rows["ts_event"] = rows["ts_recv"] = time.time_ns()
-            self.publish(BookTopBatch(symbols, rows))
+            now = time.time_ns()
+            columns = {
+                "symbol": np.arange(sent, sent + n) % len(symbols),
+                "bid_price": walk - 1_000_000,
+                "ask_price": walk + 1_000_000,
+                "bid_qty": 50_000_000,
+                "ask_qty": 50_000_000,
+                "update_id": np.arange(sent, sent + n),
+                "ts_event": now,
+                "ts_recv": now,
+            }
+            self.publish(MarketBatch.of_tops(symbols, columns))
             sent += n
         return self.flush()
 

@@ -47,7 +47,7 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
-from .batches import BookTopBatch
+from .batches import as_events
 
 __all__ = ["LiveContext", "StrategyNode"]
 
@@ -237,21 +237,20 @@ class StrategyNode:
 
     def _deliver(self, items: Sequence[Any]) -> None:
         account = self.ctx.account_id
-        for item in items:
-            for event in item.events() if type(item) is BookTopBatch else (item,):
-                kind = type(event)
-                if kind is BookTop:
-                    if event.symbol == self.symbol:
-                        self._on_top(event)
-                elif kind is Trade:
-                    if event.symbol == self.symbol:
-                        self._guard(self.strategy.on_trade, event)
-                elif getattr(event, "account_id", None) != account:
-                    continue
-                elif kind in _VIEW_EVENTS:
-                    self.ctx.observe(event)
-                elif kind in _ORDER_EVENTS:
-                    self._guard(self.strategy.on_order_event, event)
+        for event in as_events(items):
+            kind = type(event)
+            if kind is BookTop:
+                if event.symbol == self.symbol:
+                    self._on_top(event)
+            elif kind is Trade:
+                if event.symbol == self.symbol:
+                    self._guard(self.strategy.on_trade, event)
+            elif getattr(event, "account_id", None) != account:
+                continue
+            elif kind in _VIEW_EVENTS:
+                self.ctx.observe(event)
+            elif kind in _ORDER_EVENTS:
+                self._guard(self.strategy.on_order_event, event)
 
     def _on_top(self, top: BookTop) -> None:
         if not top.bid_price or not top.ask_price:

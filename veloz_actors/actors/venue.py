@@ -19,7 +19,7 @@ from typing import Any
 from ..logs import configure_logging
 from ..messages import BookTop
 from ..venues.engine import EngineConfig
-from .batches import BookTopBatch, remember_market
+from .batches import MarketBatch, remember_market
 from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir
 from .venue_shard import Batch, VenueShard
 
@@ -116,11 +116,11 @@ class VenueActor:
 
     # ------------------------------------------------------------------------------------------------ market data
 
-    def apply(self, batch: Sequence[Any]) -> int:
-        """Apply a batch of market events (recorded, or live) and forward it to the bus; returns how many were
-        applied. Venues that trade against live market data (paper) take it first, journaled; the fills it causes go
-        to the OMS like any report."""
-        if type(batch) is not BookTopBatch and self.state.market_venues and self.state.market(batch):
+    def apply(self, batch: Sequence[Any] | MarketBatch) -> int:
+        """Apply a batch of market events (recorded, or live; columnar or a list) and forward it to the bus as it
+        came; returns how many were applied. Venues that trade against live market data (paper) take their symbols'
+        diffs and trades first, journaled; the fills they cause go to the OMS like any report."""
+        if self.state.market_venues and self.state.market(batch):
             self.state.hand_to_os()
             self._send()
         remember_market(batch, self.tops)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 
 __all__ = ["Batch", "VenueShard"]
@@ -114,6 +115,8 @@ class VenueShard:
         venues = self.market_venues
         if not venues:
             return []
+        if type(events) is MarketBatch:
+            events = events.market_inputs(venues)
         journal = self.journal
         made: list[Batch] = []
         for event in events:

@@ -386,7 +386,7 @@ class ViewState:
     def observe(self, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
         if kind == "market":
-            symbol = obj.get("symbol")
+            symbol = str(obj.get("symbol"))
             if obj.get("kind") == "book_top":
                 self.books[symbol] = (obj.get("bid") or "0", obj.get("ask") or "0")
             elif obj.get("kind") == "trade":

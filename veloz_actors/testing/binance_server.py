@@ -25,8 +25,10 @@ payload is cut at load time into a template around those numbers, so shifting co
 ``kline`` and ``aggTrade`` payloads are built from the published trades.
 
 **Streams**: ``<symbol>@depth@100ms`` / ``@depth`` / ``@depth@1000ms`` (the same diffs), ``@depth<5|10|20>[@100ms]``
-(partial book), ``@bookTicker``, ``@trade``, ``@aggTrade`` (one per trade), ``@kline_<interval>`` (sent on each trade
-of the open candle and once more with ``x: true`` when the next event's time passes its close). Raw streams at
+(partial book), ``@bookTicker``, ``@trade``, ``@aggTrade`` (one per trade), ``@kline_<interval>`` (at Binance's
+update speed: on the first trade of a candle, then on a trade at least 1000 ms (``1s`` candles) or 2000 ms (other
+intervals) of event time after the last update sent, and once more with ``x: true`` when the next event's time passes
+its close). Raw streams at
 ``/ws/<stream>[/<stream>...]``, combined at ``/stream?streams=a/b``. ``SUBSCRIBE``, ``UNSUBSCRIBE``,
 ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``/``GET_PROPERTY`` (``combined``) as documented; a well-formed stream name of
 an unknown symbol or kind is accepted and never sends anything (as Binance does). The server pings every
@@ -104,6 +106,9 @@ _WS_ID = re.compile(r"^[A-Za-z0-9\-_]{1,36}$")
 _SYMBOLS_RANGE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _DAY_MS = 86_400_000
+# a kline stream's update speed (web-socket-streams.md): 1000 ms for ``1s`` candles, 2000 ms for the other intervals
+_KLINE_UPDATE_MS_1S = 1000
+_KLINE_UPDATE_MS = 2000
 # Binance's kline intervals; None = calendar month. Weekly candles open on Monday 00:00 UTC (epoch day 4).
 INTERVALS: dict[str, int | None] = {
     "1s": 1_000,
@@ -442,6 +447,7 @@ class _SymbolState:
         self.skip = 0
         self.sent_diffs: deque[tuple[int, bytes]] = deque(maxlen=4)  # (u, payload) of the last diffs sent
         self.last_partial_ms: dict[str, int] = {}
+        self.last_kline_ms: dict[str, int] = {}  # kline stream -> event time of its last open-candle update
         lower = self.lower
         self.depth_names = (f"{lower}@depth@100ms", f"{lower}@depth", f"{lower}@depth@1000ms")
         self.ticker_name = f"{lower}@bookTicker"
@@ -1021,12 +1027,18 @@ class _Market:
         hub = self.hub
         assert hub is not None
         for interval, candle in state.candles.items():
-            if candle is None or t_ms >= candle.next_ms:
+            opened = candle is None or t_ms >= candle.next_ms
+            if opened:
                 open_ms, next_ms = _bucket(interval, t_ms)
                 candle = state.candles[interval] = _Candle(open_ms, next_ms, trade_id, price)
+            assert candle is not None
             candle.add(trade_id, price, qty, buyer_maker)
             name = state.kline_names[interval]
-            if name in hub.subs:
+            if name not in hub.subs:
+                continue
+            period = _KLINE_UPDATE_MS_1S if interval == "1s" else _KLINE_UPDATE_MS
+            if opened or e_ms - state.last_kline_ms.get(name, e_ms - period) >= period:
+                state.last_kline_ms[name] = e_ms
                 hub.fanout(name, candle.stream_payload(state.symbol, interval, e_ms, False))
 
 

@@ -3,7 +3,9 @@
 :class:`BinanceMarketData` opens one combined stream (``<stream_url>/stream?streams=...``) carrying, per symbol,
 ``<sym>@depth@100ms``, ``<sym>@bookTicker``, ``<sym>@trade`` and ``<sym>@kline_<interval>``, parses every frame at
 the edge with :mod:`.schemas`, keeps one :class:`~veloz_actors.core.l2book.L2Book` per symbol and hands what it
-produces to ``sink(batch)`` (a list of messages), always from the event-loop thread and in order.
+produces to ``sink(batch)`` (a list of messages; with ``columnar=True`` one
+:class:`~veloz_actors.core.market_batch.MarketBatch`: no message is made for a top of book or a trade), always from
+the event-loop thread and in order.
 
 **Book sync** ("How to manage a local order book correctly"): diffs are buffered by the book itself while it is
 unsynced (:class:`L2Book` refuses and buffers them); the sync task waits for the first buffered diff (at most
@@ -67,8 +69,9 @@ import yarl
 
 from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
+from ...core.market_batch import MarketBatch, MarketBatchBuilder
 from ...messages import BookDelta, Kline, VenueConnection
-from .schemas import parse_book_ticker, parse_depth_snapshot, parse_depth_update, parse_kline, parse_trade, unwrap
+from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
 
 __all__ = [
     "Backoff",
@@ -441,26 +444,29 @@ class BinanceMarketData:
 
     ``sink(batch)`` runs on the loop: it must return quickly (hand the batch to a queue or a bus), since pings are
     answered and frames read on that same loop. A sink that raises loses that batch; the client counts it
-    (``sink_errors``) and resyncs every book, so what follows starts again from snapshots.
+    (``sink_errors``) and resyncs every book, so what follows starts again from snapshots. ``columnar``: the sink
+    takes each batch as one :class:`MarketBatch` (what crosses to another process) instead of a list of messages.
     """
 
     def __init__(
         self,
         settings: MarketDataSettings,
-        sink: Callable[[list[Any]], None],
+        sink: Callable[[Any], None],
         *,
         clock: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
+        columnar: bool = False,
     ) -> None:
         self.settings = settings
         self._sink = sink
+        self._columnar = columnar
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rng)
         self._feeds: dict[str, BookSync] = {
             s: BookSync(s, buffer_limit=settings.buffer_limit) for s in settings.symbols
         }
-        self._pending: list[Any] = []
+        self._pending = MarketBatchBuilder()
         self._log = LogLimiter()
         # state
         self._state = "disconnected"
@@ -498,9 +504,8 @@ class BinanceMarketData:
         self._server_shutdowns = 0
         self._planned_reconnects = 0
         self._sink_errors = 0
-        self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> index of its open update in _pending
+        self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> row of its open update in _pending
         self._klines_superseded = 0
-        self._holes = False  # a superseded kline left a None in _pending
         self._internal_errors = 0
         self._events_out = 0
         self._batches_out = 0
@@ -904,20 +909,20 @@ class BinanceMarketData:
             self._last_frame[stream] = ts_recv
         event = data.get("e")
         try:
-            if event == "depthUpdate":
+            if event is None and "u" in data and "b" in data and "a" in data and "B" in data:
+                symbol, bid, bid_qty, ask, ask_qty, update_id, ts_event = book_ticker_fields(data, ts_recv)
+                if symbol in self._feeds:
+                    self._pending.top(symbol, bid, bid_qty, ask, ask_qty, update_id, ts_event, ts_recv)
+                    if "E" in data:
+                        self._latency["bookTicker"].add(ts_recv - ts_event)
+            elif event == "trade":
+                symbol, trade_id, price, qty, sold, ts_event = trade_fields(data, ts_recv)
+                if symbol in self._feeds:
+                    self._pending.trade(symbol, trade_id, price, qty, sold, ts_event, ts_recv)
+                    self._latency["trade"].add(ts_recv - ts_event)
+            elif event == "depthUpdate":
                 self._depth(parse_depth_update(data, ts_recv))
                 self._latency_sample("depth", data, ts_recv)
-            elif event is None and "u" in data and "b" in data and "a" in data and "B" in data:
-                top = parse_book_ticker(data, ts_recv)
-                if top.symbol in self._feeds:
-                    self._pending.append(top)
-                    if "E" in data:
-                        self._latency["bookTicker"].add(ts_recv - top.ts_event)
-            elif event == "trade":
-                trade = parse_trade(data, ts_recv)
-                if trade.symbol in self._feeds:
-                    self._pending.append(trade)
-                    self._latency["trade"].add(ts_recv - trade.ts_event)
             elif event == "kline":
                 kline = parse_kline(data, ts_recv)
                 if kline.symbol in self._feeds:
@@ -950,7 +955,7 @@ class BinanceMarketData:
             return  # unsubscribed: a late frame
         outcome = feed.on_diff(delta)
         if outcome is APPLIED:
-            self._pending.append(delta)
+            self._pending.add(delta)
         elif outcome is BUFFERED:
             event = self._first_diff.get(delta.symbol)
             if event is not None:
@@ -1030,7 +1035,8 @@ class BinanceMarketData:
                 await self._sleep(backoff.next_delay())
                 continue
             self._resyncs += 1
-            self._pending.extend(emitted)
+            for event in emitted:
+                self._pending.add(event)
             self._emit(
                 VenueConnection(
                     venue=self.settings.venue,
@@ -1216,7 +1222,7 @@ class BinanceMarketData:
         return self._resyncs
 
     def _emit(self, event: Any) -> None:
-        self._pending.append(event)
+        self._pending.add(event)
 
     def _pending_kline(self, kline: Kline) -> None:
         """Queue a kline update. Binance sends one per trade while the candle is open, each superseding the last: a
@@ -1226,31 +1232,30 @@ class BinanceMarketData:
         key = (kline.symbol, kline.interval_ns)
         pending = self._pending
         last = self._open_klines.get(key)
-        if last is not None and pending[last].open_time == kline.open_time:
-            pending[last] = None
-            self._klines_superseded += 1
-            self._holes = True
+        if last is not None:
+            earlier = pending.object_at(last)
+            if earlier is not None and earlier.open_time == kline.open_time:
+                pending.drop(last)
+                self._klines_superseded += 1
+        row = pending.add(kline)
         if kline.closed:
             self._open_klines.pop(key, None)
         else:
-            self._open_klines[key] = len(pending)
-        pending.append(kline)
+            self._open_klines[key] = row
 
     def _flush(self) -> None:
         """Hand the pending events to the sink (in ``batch_max`` pieces). A sink that raises loses its batch: every
         book is then resynced so that a downstream book rebuilt from the output is never wrong."""
-        pending = self._pending
-        self._open_klines.clear()
-        if self._holes:
-            self._holes = False
-            pending = [event for event in pending if event is not None]
-        if not pending:
-            self._pending = []
+        if not len(self._pending):
             return
-        self._pending = []
+        whole = self._pending.build()
+        self._pending = MarketBatchBuilder()
+        self._open_klines.clear()
         batch_max = self.settings.batch_max
-        for start in range(0, len(pending), batch_max):
-            batch = pending[start : start + batch_max] if len(pending) > batch_max else pending
+        for start in range(0, len(whole), batch_max):
+            batch: MarketBatch | list[Any] = whole[start : start + batch_max] if len(whole) > batch_max else whole
+            if not self._columnar:
+                batch = batch.events()  # type: ignore[union-attr]
             try:
                 self._sink(batch)
             except Exception as exc:
@@ -1359,7 +1364,7 @@ class MarketDataThread(LoopThread):
 
     client: BinanceMarketData
 
-    def __init__(self, settings: MarketDataSettings, sink: Callable[[list[Any]], None], **kw: Any) -> None:
+    def __init__(self, settings: MarketDataSettings, sink: Callable[[Any], None], **kw: Any) -> None:
         super().__init__(BinanceMarketData(settings, sink, **kw), f"veloz-{settings.venue}-market-data")
 
     def subscribe(self, symbols: Iterable[str] | str, timeout: float = 10.0) -> None:

@@ -49,6 +49,8 @@ __all__ = [
     "parse_premium_index",
     "parse_rest_klines",
     "parse_trade",
+    "book_ticker_fields",
+    "trade_fields",
     "unwrap",
 ]
 
@@ -326,6 +328,52 @@ def parse_trade(data: dict, ts_recv: int) -> Trade:
         ts_event=_ms(data, "E", kind),
         ts_recv=ts_recv,
     )
+
+
+def _units(text: Any) -> int:
+    """The plain decimal fast path: cached, or parsed by :func:`_plain_units`; raises for anything irregular."""
+    value = _UNITS_CACHE.get(text)
+    return _plain_units(text) if value is None else value
+
+
+def book_ticker_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, int, int, int]:
+    """A ``bookTicker``'s fields as :func:`parse_book_ticker` reads them, without making the message: ``(symbol, bid,
+    bid qty, ask, ask qty, update id, ts_event)``. The hot path of a live feed (most of its events); a payload the
+    fast path does not take (a missing or mistyped field, an irregular number) goes through :func:`parse_book_ticker`,
+    so the answers and the errors are the same."""
+    try:
+        symbol = data["s"]
+        update_id = data["u"]
+        if type(symbol) is str and symbol and type(update_id) is int and "E" not in data:
+            return (
+                symbol, _units(data["b"]), _units(data["B"]), _units(data["a"]), _units(data["A"]), update_id, ts_recv
+            )  # fmt: skip
+    except (KeyError, TypeError, AttributeError, ValueError, _NotPlain):
+        pass
+    top = parse_book_ticker(data, ts_recv)
+    return top.symbol, top.bid_price, top.bid_qty, top.ask_price, top.ask_qty, top.update_id, top.ts_event
+
+
+def trade_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, bool, int]:
+    """A ``trade``'s fields as :func:`parse_trade` reads them, without making the message: ``(symbol, trade id,
+    price, qty, aggressor sold, ts_event)``; irregular payloads go through :func:`parse_trade` (same answers and
+    errors)."""
+    try:
+        symbol = data["s"]
+        trade_id = data["t"]
+        maker = data["m"]
+        event_ms = data["E"]
+        price = _units(data["p"])
+        qty = _units(data["q"])
+        if (
+            type(symbol) is str and symbol and type(trade_id) is int and type(maker) is bool
+            and type(event_ms) is int and event_ms >= 0 and price and qty
+        ):  # fmt: skip
+            return symbol, trade_id, price, qty, maker, event_ms * _MS
+    except (KeyError, TypeError, AttributeError, ValueError, _NotPlain):
+        pass
+    trade = parse_trade(data, ts_recv)
+    return trade.symbol, trade.trade_id, trade.price, trade.qty, trade.aggressor is Side.SELL, trade.ts_event
 
 
 def parse_agg_trade(data: dict, ts_recv: int, symbol: str | None = None) -> Trade:
