@@ -45,6 +45,7 @@ import ray  # noqa: E402
 
 from veloz_actors.actors.api import start_local  # noqa: E402
 from veloz_actors.config import load_engine_config, with_venue  # noqa: E402
+from veloz_actors.core.kernel import tune_gc  # noqa: E402
 from veloz_actors.messages import BookDelta, BookTop, Trade  # noqa: E402
 from veloz_actors.testing import binance_server  # noqa: E402
 from veloz_actors.testing.binance_server import BinanceTestServer  # noqa: E402
@@ -274,6 +275,7 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    tune_gc()  # as every engine process does: this one holds the server's captures and makes the subscriber's events
     ray.init(address="local", include_dashboard=False, logging_level="ERROR", namespace="veloz")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="veloz-bench-feed-") as tmp:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.journal import Journal, read_journal, read_snapshot, write_snapshot
-from ..logs import configure_logging
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
-from .spec import EngineSpec, hand_to_os, reconstructed, require_journal_dir
+from .spec import EngineSpec, hand_to_os, reconstructed, require_journal_dir, start_actor_process
 
 __all__ = ["AccountViewActor"]
 
@@ -25,7 +24,7 @@ class AccountViewActor:
     """Balances and positions per account (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec) -> None:
-        configure_logging(spec.logging, actor="account")
+        start_actor_process(spec.logging, "account")
         self.seq = 0
         self.accounts: dict[str, AccountUpdated] = {}
         self.positions: dict[tuple[str, str], PositionUpdated] = {}

@@ -15,10 +15,10 @@ from typing import Any
 
 import ray
 
-from ..logs import LogSettings, configure_logging
+from ..logs import LogSettings
 from .backpressure import DropOldestQueue
 from .batches import MarketBatch
-from .spec import CallWindow
+from .spec import CallWindow, start_actor_process
 
 __all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
 
@@ -44,7 +44,7 @@ class EventBusActor:
     """Fans events out to subscribers (see the module docstring)."""
 
     def __init__(self, subscriber_queue: int, log_settings: LogSettings | None = None) -> None:
-        configure_logging(log_settings, actor="bus")
+        start_actor_process(log_settings, "bus")
         self.default_queue = subscriber_queue
         self.queues: dict[int, DropOldestQueue] = {}
         self.filters: dict[int, frozenset[str] | None] = {}

@@ -32,10 +32,9 @@ from typing import Any
 import numpy as np
 import ray
 
-from ..logs import configure_logging
 from ..messages import Error
 from .batches import MarketBatch
-from .spec import CallWindow, EngineSpec, reconstructed
+from .spec import CallWindow, EngineSpec, reconstructed, start_actor_process
 
 __all__ = ["MarketFeedActor"]
 
@@ -50,7 +49,7 @@ class MarketFeedActor:
     """The market feed of one venue (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, oms: Any, venues: dict[str, Any], bus: Any = None) -> None:
-        configure_logging(spec.logging, actor="feed")
+        start_actor_process(spec.logging, "feed")
         self.spec = spec
         self.oms = oms
         self.venues = venues

@@ -39,11 +39,10 @@ from typing import Any
 
 import ray
 
-from ..logs import configure_logging
 from ..messages import BookTop, SubmitOrder, VenueBalance, VenueBalanceDelta
 from ..venues.engine import EngineConfig
 from .batches import remember_market
-from .spec import CallWindow, EngineSpec, reconstructed
+from .spec import CallWindow, EngineSpec, reconstructed, start_actor_process
 
 __all__ = ["LiveVenueActor"]
 
@@ -59,7 +58,7 @@ class LiveVenueActor:
         from ..venues.binance.auth import CredentialsRef
         from ..venues.binance.venue import BinanceVenueSettings, VenueThread
 
-        configure_logging(spec.logging, actor=f"venue:{shard}")
+        start_actor_process(spec.logging, f"venue:{shard}")
         live = dict(spec.live or {})
         self.shard = shard
         self.symbols = frozenset(symbols)

@@ -31,7 +31,7 @@ from typing import Any
 import ray
 
 from ..core.kernel import TradingKernel
-from ..logs import configure_logging, log_events
+from ..logs import log_events
 from ..messages import (
     AccountUpdated,
     CancelOrder,
@@ -52,6 +52,7 @@ from .spec import (
     hand_to_os,
     reconstructed,
     require_journal_dir,
+    start_actor_process,
     venue_actor_name,
 )
 
@@ -68,7 +69,7 @@ class OmsActor:
     """The order path's sequencer over the trading kernel (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, account: Any, bus: Any, venues: dict[str, Any] | None = None) -> None:
-        configure_logging(spec.logging, actor="oms")
+        start_actor_process(spec.logging, "oms")
         self.spec = spec
         config = EngineConfig.from_json(spec.engine_config).kernel_config()
         path = spec.journal_path("oms")

@@ -56,9 +56,9 @@ import ray
 
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
-from ..logs import LogSettings, configure_logging
+from ..logs import LogSettings
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
-from .spec import reconstructed, require_journal_dir
+from .spec import reconstructed, require_journal_dir, start_actor_process
 
 __all__ = ["FEED_LIMIT", "RISK_ACTOR_OPTIONS", "RiskActor", "RiskFeed", "risk_actor_name", "start_risk_actor"]
 
@@ -94,7 +94,7 @@ class RiskActor:
         engine: str | None = None,
         log_settings: LogSettings | None = None,
     ) -> None:
-        configure_logging(log_settings, actor="risk")
+        start_actor_process(log_settings, "risk")
         self.oms = oms
         self.oms_method = oms_method
         self.clock = clock

@@ -24,7 +24,8 @@ import ray
 
 from .._exceptions import JournalError
 from ..core.journal import Journal
-from ..logs import LogSettings
+from ..core.kernel import tune_gc
+from ..logs import LogSettings, configure_logging
 
 __all__ = [
     "JOURNAL_MODES",
@@ -175,6 +176,14 @@ def require_journal_dir(directory: str | Path | None, actor: str, engine: str = 
         "which pins each journaled actor to the node holding its journal. The actor refuses to start empty rather "
         "than forget its orders."
     )
+
+
+def start_actor_process(settings: LogSettings | None, actor: str) -> None:
+    """What an actor does first in its process: its logging (``actor`` is its STATUS name), and the collector tuned
+    as in every engine process (:func:`~veloz_actors.core.kernel.tune_gc`): an OMS holds its kernel's live orders, a
+    venue its books, and every actor turns batches into many short-lived messages."""
+    configure_logging(settings, actor=actor)
+    tune_gc()
 
 
 def reconstructed() -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 import ray
 
-from ..logs import LogSettings, configure_logging
+from ..logs import LogSettings
 from ..messages import (
     AccountUpdated,
     BookTop,
@@ -48,6 +48,7 @@ from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
 from .batches import as_events
+from .spec import start_actor_process
 
 __all__ = ["LiveContext", "StrategyNode"]
 
@@ -177,7 +178,7 @@ class StrategyNode:
         log_settings: LogSettings | None = None,
         log_name: str = "strategy",
     ) -> None:
-        configure_logging(log_settings, actor=log_name)
+        start_actor_process(log_settings, log_name)
         self.settings = dict(settings)
         self.symbol = str(settings["symbol"])
         self.bar_ns = int(settings.get("bar_ms", 1000)) * 1_000_000

@@ -31,7 +31,6 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import EngineUnavailable
-from ..logs import configure_logging
 from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
@@ -43,6 +42,7 @@ from .spec import (
     mark_journal_dir,
     reconstructed,
     require_journal_dir,
+    start_actor_process,
     stranded_actors,
     stranded_message,
     venue_actor_name,
@@ -65,7 +65,7 @@ class Supervisor:
     """Owns one engine's actors (so with a detached supervisor they all outlive the driver)."""
 
     def __init__(self, spec: EngineSpec) -> None:
-        configure_logging(spec.logging, actor="supervisor")
+        start_actor_process(spec.logging, "supervisor")
         self.spec = spec
         self.started_ns = time.time_ns()
         self._stop = threading.Event()

@@ -16,11 +16,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..logs import configure_logging
 from ..messages import BookTop
 from ..venues.engine import EngineConfig
 from .batches import MarketBatch, remember_market
-from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir
+from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir, start_actor_process
 from .venue_shard import Batch, VenueShard
 
 __all__ = ["VenueActor"]
@@ -32,7 +31,7 @@ class VenueActor:
     """One venue shard (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, shard: str, symbols: Sequence[str], oms: Any, bus: Any) -> None:
-        configure_logging(spec.logging, actor=f"venue:{shard}")
+        start_actor_process(spec.logging, f"venue:{shard}")
         self.shard = shard
         self.symbols = frozenset(symbols)
         self.oms = oms
