@@ -244,7 +244,7 @@ class OmsActor:
         if out:
             self._route(out)
         self._count(command, events, time.perf_counter() - start)
-        self._publish(events)
+        self._publish(events, send=False)  # the answer carries them; the bus and the account view within ~5 ms
         return events
 
     def submit_many(self, commands: Sequence[Any]) -> list[list[Any]]:
@@ -262,7 +262,7 @@ class OmsActor:
         out = kernel.take_outbox()
         if out:
             self._route(out)
-        self._publish(everything)
+        self._publish(everything, send=False)
         return results
 
     def market(self, batch: Sequence[Any]) -> int:
@@ -295,8 +295,11 @@ class OmsActor:
 
     # ----------------------------------------------------------------------------------------------- fan-out
 
-    def _publish(self, events: list[Any]) -> None:
-        """Queue the events for the bus and the account view and send at once what the windows have room for."""
+    def _publish(self, events: list[Any], *, send: bool = True) -> None:
+        """Queue the events for the bus and the account view and send at once what the windows have room for; with
+        ``send=False`` the fan-out thread sends them within ``_FLUSH_SECONDS``, together with what else came by then
+        (a command's answer carries its events: a one-way call costs the caller 0.25 - 1 ms it need not wait for,
+        while the fills that venues report go out at once)."""
         log_events(_log, events)  # every step's events pass here: the order lifecycle, logged once
         with self._lock:
             if events:
@@ -315,7 +318,8 @@ class OmsActor:
             if self.barriers and self.settled():
                 self._bus_out.extend(self.barriers)
                 self.barriers = []
-            self._flush_locked()
+            if send:
+                self._flush_locked()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(_FLUSH_SECONDS):
