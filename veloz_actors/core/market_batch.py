@@ -160,7 +160,7 @@ class MarketBatch:
         kind = rows[:, KIND]
         mask = (kind == TRADE) | (kind == DELTA)
         if len(codes) < len(self.symbols):
-            mask &= np.isin(rows[:, SYMBOL], codes)
+            mask &= _among(rows[:, SYMBOL], codes)
         return self._materialise(rows[mask].tolist())
 
     def latest(self, kinds: Collection[str] = ("BookTop",)) -> dict[str, Any]:
@@ -169,13 +169,16 @@ class MarketBatch:
         rows = self.rows
         if not codes or not len(rows):
             return {}
-        picked = np.flatnonzero(np.isin(rows[:, KIND], codes))
-        if not len(picked):
+        chosen = _among(rows[:, KIND], codes)
+        sym = rows[:, SYMBOL]
+        last = []
+        for code in range(len(self.symbols)):  # a batch holds a few symbols: one pass over the column each
+            hits = np.flatnonzero(chosen & (sym == code))
+            if len(hits):
+                last.append(hits[-1])
+        if not last:
             return {}
-        syms = rows[picked, SYMBOL]
-        # the last row of each symbol: the first occurrence in the reversed order
-        _, first_from_end = np.unique(syms[::-1], return_index=True)
-        last = np.sort(picked[len(picked) - 1 - first_from_end])
+        last.sort()
         return {event.symbol: event for event in self._materialise(rows[last].tolist())}
 
     # ---------------------------------------------------------------------------------------------- selections
@@ -224,7 +227,7 @@ class MarketBatch:
         if not len(rows):
             return self
         kind = rows[:, KIND]
-        mask = np.isin(kind, [_CODE_OF_NAME[k] for k in kinds if k in _CODE_OF_NAME])
+        mask = _among(kind, [_CODE_OF_NAME[k] for k in kinds if k in _CODE_OF_NAME])
         if self.objects:
             others = np.flatnonzero(kind == OTHER)
             wanted = [type(self.objects[i]).__name__ in kinds for i in rows[others, 2].tolist()]
@@ -250,7 +253,7 @@ class MarketBatch:
                 return {shard: self}
         out: dict[str, MarketBatch] = {}
         for shard, codes in shards.items():
-            mask = np.isin(rows[:, SYMBOL], codes)
+            mask = _among(rows[:, SYMBOL], codes)
             if mask.any():
                 out[shard] = self._subset(mask)
         return out
@@ -262,6 +265,16 @@ class MarketBatch:
         if not len(market):
             return None
         return int(market[0, TS_RECV]), int(market[-1, TS_RECV])
+
+
+def _among(column: np.ndarray, codes: list[int]) -> np.ndarray:
+    """``column``'s rows whose value is one of ``codes`` (a few kinds or symbols: comparisons beat ``np.isin``)."""
+    if len(codes) > 4:
+        return np.isin(column, codes)
+    mask = np.zeros(len(column), dtype=bool)
+    for code in codes:
+        mask |= column == code
+    return mask
 
 
 def _rebuild(symbols: tuple[str, ...], rows: np.ndarray, levels: np.ndarray, objects: tuple[Any, ...]) -> MarketBatch:
