@@ -7,10 +7,13 @@ environment, so the test can prove that nothing of that runtime is left behind a
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -160,20 +163,50 @@ def test_a_replaying_session_prints_the_recorded_market_and_still_trades(shared_
     marker = uuid.uuid4().hex
     replaying = [arg for arg in COMMON if arg != "--no-market"] + ["--replay", str(capture), "--replay-speed", "0"]
     proc = _start(replaying, marker)
+    # stdout and stderr are read on threads, so an event that never comes fails the test instead of hanging it
+    stdout: queue.Queue[bytes | None] = queue.Queue()
+    errors: list[bytes] = []
+
+    def read_stdout() -> None:
+        for line in proc.stdout:
+            stdout.put(line)
+        stdout.put(None)
+
+    readers = [
+        threading.Thread(target=read_stdout, daemon=True),
+        threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        assert orjson.loads(proc.stdout.readline())["state"] == "started", proc.stderr.read().decode()[-2000:]
+        first = stdout.get(timeout=120)
+        assert first is not None and orjson.loads(first)["state"] == "started"
         printed: list[dict] = []
+        deadline = time.monotonic() + 120
         while len(printed) < len(recorded):  # the simulated market's quotes come through too: keep the recorded ones
-            obj = orjson.loads(proc.stdout.readline())
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{len(printed)} of the {len(recorded)} recorded tops and trades printed in 120 s"
+            try:
+                line = stdout.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the session ended after {len(printed)} of {len(recorded)} recorded events"
+            obj = orjson.loads(line)
             if obj["type"] == "market" and obj["ts"] <= recorded[-1].ts_recv:
                 printed.append(obj)
         proc.stdin.write(b"ORDER BUY BTCUSDT 0.01 MARKET cid=r1\nSTATUS\nQUIT\n")
         proc.stdin.flush()
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        for reader in readers:
+            reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err.decode()[-2000:]
+    assert proc.returncode == 0, b"".join(errors).decode()[-2000:]
+    rest: list[bytes] = []
+    while (line := stdout.get_nowait()) is not None:
+        rest.append(line)
+    out = b"".join(rest)
     assert [(p["kind"], p["ts"]) for p in printed] == [
         ("book_top" if type(e) is BookTop else "trade", e.ts_recv) for e in recorded
     ]
