@@ -103,10 +103,15 @@ def test_paper_trading_end_to_end(server, shared_data, tmp_path):
         best_ask = asks[0][0]
         out = engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="paper-m1")
         assert any(type(e) is OrderAccepted for e in out), out
-        assert engine.settle()
-        seen += events.poll()
+        assert engine.settle()  # the venue answered; its fills reach the bus a moment later
+        wait_for(
+            lambda: (seen.extend(events.poll()) or True)
+            and sum(e.qty for e in seen if type(e) is OrderFilled and e.client_order_id == "paper-m1") >= 1_000_000,
+            timeout=30,
+            what="the market order's fills on the bus",
+        )
         fills = [e for e in seen if type(e) is OrderFilled and e.client_order_id == "paper-m1"]
-        assert fills and fills[0].price == best_ask and sum(f.qty for f in fills) == 1_000_000
+        assert fills[0].price == best_ask and sum(f.qty for f in fills) == 1_000_000
         # a resting limit order at the best bid fills from later public trades (queue model), as a maker
         bid = bids[0][0]
         out = engine.place_order("BTCUSDT", "BUY", "0.001", format_decimal(bid), client_order_id="paper-l1")

@@ -243,9 +243,9 @@ class MarketFeedActor:
             if times is not None:  # receive -> publish (the venue actors took it and forwarded it to the bus)
                 self.live.record_publish(times)
         self.live_batches += 1
-        tops = batch.latest(_PRICE_KINDS)
+        tops = [top for symbol, top in batch.latest(_PRICE_KINDS).items() if symbol in self.shard_of]
         if tops:  # the OMS's reference prices (risk price band, marks) follow the live market
-            self.oms_window.send(self.oms.market, list(tops.values()), drop=True)
+            self.oms_window.send(self.oms.market, tops, drop=True)
         if notices and self.bus is not None:
             self.bus_window.send(self.bus.publish, notices)
 
