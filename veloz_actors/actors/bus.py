@@ -66,7 +66,8 @@ class EventBusActor:
     def _forward(self, events: Sequence[Any] | MarketBatch) -> None:
         for _, actor, kinds, window in self.forwards:
             if type(events) is MarketBatch:
-                chosen: list[Any] = events.select(kinds - _TOPS).events() if kinds - _TOPS else []
+                others = kinds - _TOPS
+                chosen: list[Any] = events.select(others).events() if others else []
                 if "BookTop" in kinds:
                     chosen.extend(events.latest().values())
             else:

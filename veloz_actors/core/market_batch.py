@@ -322,13 +322,9 @@ class MarketBatchBuilder:
         kind = _KIND_OF.get(type(e), OTHER)
         rows = self._rows
         if kind == TOP:
-            rows.append(
-                (TOP, self._code(e.symbol), e.bid_price, e.bid_qty, e.ask_price, e.ask_qty, e.update_id, 0, 0,
-                 e.ts_event, e.ts_recv)
-            )  # fmt: skip
+            self.top(e.symbol, e.bid_price, e.bid_qty, e.ask_price, e.ask_qty, e.update_id, e.ts_event, e.ts_recv)
         elif kind == TRADE:
-            sell = _SELL if e.aggressor is Side.SELL else 0
-            rows.append((TRADE, self._code(e.symbol), e.trade_id, e.price, e.qty, sell, 0, 0, 0, e.ts_event, e.ts_recv))
+            self.trade(e.symbol, e.trade_id, e.price, e.qty, e.aggressor is Side.SELL, e.ts_event, e.ts_recv)
         elif kind == DELTA:
             levels = self._levels
             at = len(levels)
