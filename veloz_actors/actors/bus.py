@@ -1,14 +1,16 @@
 """The event bus actor: fans events out to subscribers, each with its own bounded drop-oldest queue and drop counter,
 so a slow viewer never slows trading; and pushes chosen kinds to actors that follow them (:meth:`EventBusActor.forward`:
-the risk actor's marks), dropping what a slow follower has no room for, counted, and never waiting on it.
+the risk actor's marks), one call in flight per follower, merging what comes meanwhile, and never waiting on it.
 
 What must arrive whole does not go through the bus: an OMS that died never published its last events, and a restarted
 bus starts empty. The risk actor's fills come from the OMS, numbered and acknowledged (:class:`.risk.RiskFeed`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +18,10 @@ from typing import Any
 import ray
 
 from ..logs import LogSettings
+from ..messages import BookTop
 from .backpressure import DropOldestQueue
 from .batches import MarketBatch
-from .spec import CallWindow, start_actor_process
+from .spec import start_actor_process
 
 __all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
 
@@ -29,6 +32,8 @@ __all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
 BUS_CONCURRENCY_GROUPS = {"poll": 8}
 _MAX_POLL_WAIT = 0.25  # seconds a poll may wait for events
 _TOPS = frozenset({"BookTop"})  # a forward takes only each symbol's latest top of a columnar batch
+_FORWARD_PENDING = 10_000  # events a forward keeps while its call is in flight (beyond: the oldest go, counted)
+_FORWARD_FLUSH_SECONDS = 0.005  # what waited for a call in flight goes within ~5 ms of its return
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,78 @@ class Settled:
 
     subscriber: int
     token: int
+
+
+def _latest_tops(events: list[Any]) -> list[Any]:
+    """``events`` with each symbol's top of book kept only where it last comes (everything else as it was)."""
+    seen: set[str] = set()
+    kept = []
+    for event in reversed(events):
+        if type(event) is BookTop:
+            if event.symbol in seen:
+                continue
+            seen.add(event.symbol)
+        kept.append(event)
+    kept.reverse()
+    return kept
+
+
+class Forward:
+    """The chosen kinds of every publish, pushed to one follower's ``apply`` one-way with at most one call in flight.
+
+    What comes while a call is in flight waits and goes with the next one, a symbol's tops of book merged into the
+    latest (a follower of marks needs the newest, not each one), so under load a follower costs one call per round
+    trip instead of one per publish, and idle, a publish goes at once. A follower that stops answering never holds
+    the bus up: past ``_FORWARD_PENDING`` waiting events the oldest are dropped, counted."""
+
+    __slots__ = ("name", "actor", "kinds", "others", "pending", "in_flight", "sent", "dropped")
+
+    def __init__(self, name: str, actor: Any, kinds: Sequence[str]) -> None:
+        self.name, self.actor, self.kinds = name, actor, frozenset(kinds)
+        self.others = self.kinds - _TOPS
+        self.pending: list[Any] = []
+        self.in_flight: Any = None
+        self.sent = 0
+        self.dropped = 0
+
+    def add(self, events: Sequence[Any] | MarketBatch) -> None:
+        pending = self.pending
+        if type(events) is MarketBatch:
+            if self.others:
+                pending.extend(events.select(self.others).events())
+            if "BookTop" in self.kinds:
+                pending.extend(events.latest().values())
+        else:
+            kinds = self.kinds
+            pending.extend(e for e in events if type(e).__name__ in kinds)  # type: ignore[union-attr]
+        if len(pending) > _FORWARD_PENDING:
+            self.pending = pending = _latest_tops(pending)
+            excess = len(pending) - _FORWARD_PENDING
+            if excess > 0:
+                del pending[:excess]
+                self.dropped += excess
+
+    def send(self) -> None:
+        """Send what waits, unless the last call is still in flight."""
+        if not self.pending:
+            return
+        if self.in_flight is not None:
+            ready, _ = ray.wait([self.in_flight], timeout=0, fetch_local=False)
+            if not ready:
+                return
+        batch, self.pending = _latest_tops(self.pending), []
+        self.in_flight = self.actor.apply.remote(batch)
+        self.sent += 1
+
+    def status(self) -> dict[str, Any]:
+        in_flight = self.in_flight is not None and not ray.wait([self.in_flight], timeout=0, fetch_local=False)[0]
+        return {
+            "kinds": sorted(self.kinds),
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "in_flight": int(in_flight),
+            "pending": len(self.pending),
+        }
 
 
 class EventBusActor:
@@ -51,35 +128,39 @@ class EventBusActor:
         self.next_id = 0
         self.published = 0
         self.batches = 0
-        self.forwards: list[tuple[str, Any, frozenset[str], CallWindow]] = []
+        self.forwards: list[Forward] = []
         self._cond = threading.Condition()  # the queues, shared by the default thread and the poll threads
+        self._forwarding = threading.Lock()  # the forwards, shared by the default thread and the forward flusher
+        self._flusher: threading.Thread | None = None
 
-    def forward(self, actor: Any, kinds: Sequence[str], window: int = 64, name: str = "forward") -> int:
-        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way, at most ``window`` calls in flight; a
-        batch with no room is dropped and counted (``status()["forwards"][name]``): for events a newer one
-        supersedes, like the risk actor's marks. Of a columnar batch's tops only each symbol's latest is pushed.
-        Replaces an earlier forward to the same actor."""
-        self.forwards = [f for f in self.forwards if f[1] != actor]
-        self.forwards.append((name, actor, frozenset(kinds), CallWindow(window)))
-        return len(self.forwards)
+    def forward(self, actor: Any, kinds: Sequence[str], name: str = "forward") -> int:
+        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way (:class:`Forward`: one call in flight,
+        what comes meanwhile merged, for events a newer one supersedes, like the risk actor's marks; counted in
+        ``status()["forwards"][name]``). Replaces an earlier forward to the same actor."""
+        with self._forwarding:
+            self.forwards = [f for f in self.forwards if f.actor != actor]
+            self.forwards.append(Forward(name, actor, kinds))
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forwards, name="veloz-bus-forwards", daemon=True)
+                self._flusher.start()
+            return len(self.forwards)
 
-    def _forward(self, events: Sequence[Any] | MarketBatch) -> None:
-        for _, actor, kinds, window in self.forwards:
-            if type(events) is MarketBatch:
-                others = kinds - _TOPS
-                chosen: list[Any] = events.select(others).events() if others else []
-                if "BookTop" in kinds:
-                    chosen.extend(events.latest().values())
-            else:
-                chosen = [e for e in events if type(e).__name__ in kinds]  # type: ignore[union-attr]
-            if chosen:
-                window.send(actor.apply, chosen, drop=True)
+    def _flush_forwards(self) -> None:
+        while True:
+            time.sleep(_FORWARD_FLUSH_SECONDS)
+            with self._forwarding:
+                for forward in self.forwards:
+                    with contextlib.suppress(Exception):  # a dead follower: Ray restarts it
+                        forward.send()
 
     def publish(self, events: Sequence[Any] | MarketBatch) -> int:
         """Queue ``events`` (a list of messages, or a columnar batch kept whole) for every subscriber."""
         self.batches += 1
         if self.forwards:
-            self._forward(events)
+            with self._forwarding:
+                for forward in self.forwards:
+                    forward.add(events)
+                    forward.send()
         with self._cond:
             count = self._queue(events)
             self._cond.notify_all()
@@ -155,10 +236,7 @@ class EventBusActor:
                 str(sid): {"queued": len(q), "limit": q.maxlen, "dropped": q.dropped, "delivered": q.delivered}
                 for sid, q in self.queues.items()
             },
-            "forwards": {
-                name: {"kinds": sorted(kinds), "sent": w.sent, "dropped": w.dropped, "in_flight": w.depth()}
-                for name, _, kinds, w in self.forwards
-            },
+            "forwards": {f.name: f.status() for f in self.forwards},
         }
 
     def ping(self) -> tuple[int, int]:
