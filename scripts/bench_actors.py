@@ -14,6 +14,8 @@ Measures, for both engines where it applies:
 - market events/s through feed -> venue -> subscriber, in batches (actors: feed actor -> venue actor -> event bus ->
   a subscriber polling from this process; single process: the same classes called in-process);
 - a recorded Binance capture (``--capture``) replayed by the feed actor as fast as its book actors take it;
+- Ray's floor for the same hops (``bench_floor``): actors that only pass the calls on, so each actor figure can be
+  read against what Ray itself costs on this machine;
 - memory: resident set of the engine (actors: every actor process incl. the supervisor; single process: this
   process's growth from building the engine and running the order tests).
 
@@ -305,6 +307,130 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
     }
 
 
+def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
+    """Ray's own floor for the same paths on this machine: the actor engine's hops made by actors that do nothing
+    else. Order acknowledgement: a call to an actor that sends one one-way call on (the OMS routes the order to its
+    venue) and answers. Fill to subscriber: then venue -> OMS -> bus one-way and the bus answering a waiting poll.
+    Market events: a prebuilt int64 matrix of ``batch`` rows (what a MarketBatch carries) sent feed -> venue -> bus
+    with the engine's call windows and polled from this process."""
+    import threading
+
+    import numpy as np
+    import ray
+
+    from veloz_actors.actors.spec import CallWindow
+
+    @ray.remote(num_cpus=0, max_task_retries=0, concurrency_groups={"poll": 2})
+    class Bus:
+        def __init__(self) -> None:
+            self.queue: list[Any] = []
+            self.cond = threading.Condition()
+
+        def publish(self, items: Any) -> None:
+            with self.cond:
+                self.queue.append(items)
+                self.cond.notify_all()
+
+        def poll(self) -> list[Any]:
+            with self.cond:
+                out, self.queue = self.queue, []
+                return out
+
+        @ray.method(concurrency_group="poll")
+        def poll_wait(self, wait: float) -> list[Any]:
+            with self.cond:
+                if not self.queue:
+                    self.cond.wait_for(lambda: bool(self.queue), wait)
+                out, self.queue = self.queue, []
+                return out
+
+    @ray.remote(num_cpus=0, max_task_retries=0)
+    class Oms:
+        def __init__(self, bus: Any) -> None:
+            self.bus, self.venue = bus, None
+
+        def attach(self, venue: Any) -> None:
+            self.venue = venue
+
+        def submit(self, command: Any) -> list[Any]:
+            self.venue.requests.remote([command])
+            return [command]
+
+        def reports(self, reports: list[Any]) -> None:
+            self.bus.publish.remote(reports)
+
+    @ray.remote(num_cpus=0, max_task_retries=0)
+    class Venue:
+        def __init__(self, oms: Any, bus: Any) -> None:
+            self.oms, self.bus, self.window = oms, bus, CallWindow(64)
+
+        def requests(self, requests: list[Any]) -> None:
+            self.oms.reports.remote(requests)
+
+        def apply(self, rows: Any) -> int:
+            self.window.send(self.bus.publish, rows)
+            return len(rows)
+
+        def flush(self) -> None:
+            self.window.wait_all(60.0)
+
+    @ray.remote(num_cpus=0, max_task_retries=0)
+    class Feed:
+        def __init__(self, venue: Any) -> None:
+            self.venue, self.window = venue, CallWindow(64)
+
+        def run(self, count: int, rows: Any) -> int:
+            sent = 0
+            while sent < count:
+                self.window.send(self.venue.apply, rows)
+                sent += len(rows)
+            self.window.wait_all(60.0)
+            return sent
+
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
+    try:
+        bus = Bus.remote()
+        oms = Oms.remote(bus)
+        venue = Venue.remote(oms, bus)
+        feed = Feed.remote(venue)
+        ray.get([oms.attach.remote(venue), bus.poll.remote()], timeout=60)
+        command = _market(0, "floor")
+        for _ in range(200):  # warm-up
+            ray.get(oms.submit.remote(command), timeout=30)
+            while not ray.get(bus.poll_wait.remote(0.05), timeout=30):
+                pass
+        acks, fills = [], []
+        for i in range(orders):
+            command = _market(i, "floor")
+            start = time.perf_counter()
+            ray.get(oms.submit.remote(command), timeout=30)
+            acks.append(time.perf_counter() - start)
+            while not ray.get(bus.poll_wait.remote(0.05), timeout=30):
+                pass
+            fills.append(time.perf_counter() - start)
+        rows = np.zeros((batch, 11), dtype=np.int64)
+        start = time.perf_counter()
+        sent = feed.run.remote(events, rows)
+        received = 0
+        deadline = time.monotonic() + 300
+        while received < events and time.monotonic() < deadline:
+            got = ray.get(bus.poll.remote(), timeout=30)
+            received += sum(len(item) for item in got)
+            if not got:
+                time.sleep(0.002)
+        market = received / (time.perf_counter() - start)
+        ray.get(sent, timeout=60)
+    finally:
+        ray.shutdown()
+    return {
+        "order_round_trip_p50_ms": statistics.median(acks) * 1e3,
+        "order_round_trip_p99_ms": _pct(acks, 0.99) * 1e3,
+        "fill_to_subscriber_p50_ms": statistics.median(fills) * 1e3,
+        "fill_to_subscriber_p99_ms": _pct(fills, 0.99) * 1e3,
+        "market_events_per_second": market,
+    }
+
+
 def bench_replay(capture: Path, batch: int) -> dict[str, Any]:
     """The feed actor replaying a recorded Binance capture at speed 0: each batch acknowledged by its venue actor."""
     import ray
@@ -339,6 +465,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         single = bench_single(args.orders, args.events, args.batch, Path(tmp))
         actors = bench_actors(args.orders, args.events, args.batch, Path(tmp))
+    floor = bench_floor(args.orders, args.events, args.batch)
     replay = bench_replay(args.capture, args.batch)
     rows = [
         ("order acknowledgement p50 (ms)", "order_round_trip_p50_ms", "{:.3f}"),
@@ -351,10 +478,13 @@ def main() -> None:
         ("  ... subscriber builds BookTop messages", "market_events_per_second_as_messages", "{:,.0f}"),
         ("memory of the engine (MiB RSS)", "memory_mib", "{:.0f}"),
     ]
-    print(f"{'':42} {'single-process':>16} {'actors':>14} {'actors/single':>14}")
+    print(f"{'':42} {'single-process':>16} {'actors':>14} {'actors/single':>14} {'Ray floor':>10} {'actors/floor':>13}")
     for label, key, fmt in rows:
         ratio = actors[key] / single[key] if single[key] else float("nan")
-        print(f"{label:42} {fmt.format(single[key]):>16} {fmt.format(actors[key]):>14} {ratio:>14.2f}")
+        line = f"{label:42} {fmt.format(single[key]):>16} {fmt.format(actors[key]):>14} {ratio:>14.2f}"
+        if key in floor:
+            line += f" {fmt.format(floor[key]):>10} {actors[key] / floor[key]:>13.2f}"
+        print(line)
     print(
         f"actor engine start-up: {actors['startup_seconds']:.1f} s; market events received "
         f"{actors['market_events_received']:,} (dropped {actors['market_events_dropped']:,}); "
@@ -365,7 +495,12 @@ def main() -> None:
         f"load {replay['load_seconds']:.2f} s, replay {replay['replay_seconds']:.2f} s = "
         f"{replay['total'] / replay['replay_seconds']:,.0f} events/s (every batch acknowledged by its venue actor)"
     )
+    print(
+        "Ray floor: the same hops between actors that do nothing else, in a private runtime on this machine (the "
+        "actor engine's latency cannot go below it; see bench_floor)"
+    )
     actors["replay"] = replay
+    actors["ray_floor"] = floor
     if args.json is not None:
         args.json.write_bytes(
             orjson.dumps(
