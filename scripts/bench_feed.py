@@ -17,6 +17,8 @@ actors (each paper venue's book journaled and kept), the event bus, and a subscr
   queue building up); each event's send time is taken inside the server (same process, same clock) and matched to
   its receipt by (symbol, update id / trade id). Also the client's own exchange -> receive and receive -> publish
   latencies from STATUS.
+- **Floor**: a bare reader in another process (aiohttp + orjson, nothing else) on the same stream from the same server:
+  what Python's socket and JSON handling alone cost here, the ceiling of any feed that parses in one process.
 - **Memory**: resident set of every actor process of the engine at the end of a live run.
 
 Journals are on (``group`` durability, in a temporary directory); the risk actor is off (no orders here).
@@ -192,6 +194,71 @@ def live_rate(captures: list[Path], symbols: list[str], journal_root: Path) -> d
             engine.shutdown()
 
 
+_FLOOR_READER = """
+import asyncio, sys, time
+import aiohttp, orjson
+
+count, last = 0, 0
+
+async def read(ws, expected):
+    global count, last
+    while count < expected:
+        msg = await ws.receive()
+        if msg.type is aiohttp.WSMsgType.PING:
+            await ws.pong(msg.data)
+            continue
+        if msg.type is not aiohttp.WSMsgType.TEXT and msg.type is not aiohttp.WSMsgType.BINARY:
+            break
+        frame = orjson.loads(msg.data)
+        if "@kline" not in frame["stream"]:
+            count += 1
+            last = time.time_ns()
+
+async def main(url, expected):
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(url, autoping=False, decode_text=False, max_msg_size=16 * 1024 * 1024)
+        print("connected", flush=True)
+        try:
+            await asyncio.wait_for(read(ws, expected), 300)
+        except TimeoutError:
+            pass
+    print(orjson.dumps({"count": count, "last": last}).decode(), flush=True)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def reader_floor(captures: list[Path], symbols: list[str]) -> dict[str, Any]:
+    """The floor of the live path's first process: another process reading the same combined stream from the same
+    server with aiohttp and decoding each frame with orjson, and nothing else (no book, no batches, no Ray)."""
+    import subprocess
+
+    streams = [f"{s.lower()}@{name}" for s in symbols for name in ("depth@100ms", "bookTicker", "trade", "kline_1m")]
+    with SendClock() as clock, BinanceTestServer(captures, speed=0, paused=True) as server:
+        url = f"{server.stream_url}/stream?streams={'/'.join(streams)}"
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _FLOOR_READER, url, str(server.total)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert reader.stdout is not None
+            if reader.stdout.readline().strip() != "connected" or not server.wait_connections(1, timeout=60):
+                raise RuntimeError("the floor reader did not connect to the local server")
+            cpu_before = _cpu_seconds(reader.pid)
+            server.resume()
+            result = orjson.loads(reader.stdout.readline())
+            cpu = _cpu_seconds(reader.pid) - cpu_before
+        finally:
+            reader.wait(timeout=60)
+        seconds = (result["last"] - min(clock.sent.values())) / 1e9
+        return {
+            "events": result["count"],
+            "served": server.total,
+            "seconds": round(seconds, 3),
+            "events_per_second": round(result["count"] / seconds),
+            "reader_cpu_us_per_event": round(cpu / max(1, result["count"]) * 1e6, 2),
+        }
+
+
 def replay_rate(capture: Path, journal_root: Path) -> dict[str, Any]:
     config = load_engine_config(ROOT / "configs" / "engine.yaml")
     config = config.model_copy(
@@ -289,6 +356,9 @@ def main() -> int:
         replays = [replay_rate(CAPTURES[0], root / f"replay{i}.actors") for i in range(args.repeat)]
         results["replay_btcusdt"] = sorted(replays, key=lambda r: r["events_per_second"] or 0)[len(replays) // 2]
         results["replay_btcusdt"]["all_runs"] = [r["events_per_second"] for r in replays]
+        floors = [reader_floor(CAPTURES, ["BTCUSDT", "ETHUSDT"]) for _ in range(args.repeat)]
+        results["reader_floor"] = sorted(floors, key=lambda r: r["events_per_second"])[len(floors) // 2]
+        results["reader_floor"]["all_runs"] = [r["events_per_second"] for r in floors]
         results["latency"] = latency(
             CAPTURES, ["BTCUSDT", "ETHUSDT"], args.latency_speed, args.latency_seconds, root / "lat.actors"
         )
@@ -305,6 +375,13 @@ def main() -> int:
     print(f"{'recorded replay, BTCUSDT: market events/s':58} {replay['events_per_second']:>14,}")
     ratio = one["events_per_second"] / replay["events_per_second"]
     print(f"{'live / replay (BTCUSDT)':58} {ratio:>14.2f}")
+    floor = results["reader_floor"]
+    print(f"{'floor: aiohttp + orjson reader alone, 2 symbols: events/s':58} {floor['events_per_second']:>14,}")
+    print(f"{'  its CPU per event (us)':58} {floor['reader_cpu_us_per_event']:>14}")
+    print(f"{'live (2 symbols) / floor':58} {live['events_per_second'] / floor['events_per_second']:>14.2f}")
+    events = live["events"] or 1
+    total_cpu = sum(live["cpu_seconds"].values())
+    print(f"{'live: engine + server CPU per event, all processes (us)':58} {total_cpu / events * 1e6:>14.1f}")
     print(f"{'latency server send -> subscriber p50 (ms)':58} {lat['p50_ms']:>14}")
     print(f"{'latency server send -> subscriber p99 (ms)':58} {lat['p99_ms']:>14}")
     print(f"{'  (at events/s)':58} {lat['events_per_second']:>14,}")
