@@ -11,7 +11,7 @@ import numpy as np
 import ray
 
 from tests.ray_fixtures import RayRuntime
-from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+from veloz_actors.actors.bus import _FORWARD_EVERY, BUS_CONCURRENCY_GROUPS, EventBusActor
 from veloz_actors.core.market_batch import MarketBatch
 from veloz_actors.messages import BookTop, Side, Trade
 
@@ -20,13 +20,14 @@ _SLOW_SECONDS = 0.3
 
 @ray.remote(num_cpus=0, max_task_retries=0)
 class _SlowFollower:
-    """Records every ``apply`` call, taking ``_SLOW_SECONDS`` over each."""
+    """Records every ``apply`` call, taking ``seconds`` over each."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = _SLOW_SECONDS) -> None:
+        self.seconds = seconds
         self.calls: list[list[Any]] = []
 
     def apply(self, events: list[Any]) -> int:
-        time.sleep(_SLOW_SECONDS)
+        time.sleep(self.seconds)
         self.calls.append(list(events))
         return len(events)
 
@@ -101,3 +102,20 @@ def test_a_columnar_batch_forwards_each_symbols_latest_top(ray_runtime: RayRunti
     ray.get(bus.publish.remote(MarketBatch.of_tops(("BTCUSDT", "ETHUSDT"), columns)), timeout=30)
     calls = _wait_for(follower, lambda calls: len(calls) == 1)
     assert sorted(calls[0], key=lambda e: e.symbol) == [_top("BTCUSDT", 8), _top("ETHUSDT", 9)]
+
+
+def test_a_quick_follower_gets_at_most_one_call_per_interval(ray_runtime: RayRuntime) -> None:
+    bus, follower = _bus(), _SlowFollower.remote(0.0)
+    ray.get(bus.forward.remote(follower, ["BookTop", "Trade"], name="marks"), timeout=30)
+    ray.get(bus.publish.remote([_trade(0)]), timeout=30)  # after a quiet spell: at once
+    assert _wait_for(follower, lambda calls: len(calls) == 1, timeout=5.0) == [[_trade(0)]]
+    time.sleep(2 * _FORWARD_EVERY)
+    started = time.monotonic()
+    for i in range(1, 200):
+        ray.get(bus.publish.remote([_top("BTCUSDT", i), _trade(i)]), timeout=30)
+    elapsed = time.monotonic() - started
+    calls = _wait_for(follower, lambda calls: any(_trade(199) in call for call in calls))
+    bound = 1 + elapsed / _FORWARD_EVERY + 2  # the first call, one per interval while publishing, the rest
+    assert len(calls) <= bound, f"{len(calls)} calls for 200 publishes over {elapsed:.3f} s (at most {bound:.0f})"
+    assert [e for call in calls for e in call if type(e) is Trade] == [_trade(i) for i in range(200)]
+    assert calls[-1][-2:] == [_top("BTCUSDT", 199), _trade(199)]
