@@ -70,6 +70,16 @@ def _pct(samples: list[float], q: float) -> float:
 LOG_LEVEL: str | None = None
 
 
+def _latency_figures(acks: list[float], fills: list[float]) -> dict[str, float]:
+    """p50 and p99 in ms of the order acknowledgements and of the fills reaching a subscriber."""
+    return {
+        "order_round_trip_p50_ms": statistics.median(acks) * 1e3,
+        "order_round_trip_p99_ms": _pct(acks, 0.99) * 1e3,
+        "fill_to_subscriber_p50_ms": statistics.median(fills) * 1e3,
+        "fill_to_subscriber_p99_ms": _pct(fills, 0.99) * 1e3,
+    }
+
+
 def _config():
     config = load_engine_config(ROOT / "configs" / "engine.yaml")
     risk = config.risk.model_copy(update={"orders_per_second": 10_000_000, "burst": 10_000_000})
@@ -177,10 +187,7 @@ def bench_single(orders: int, events: int, batch: int, journal_dir: Path) -> dic
     market = received / (time.perf_counter() - start)
     engine.close()
     return {
-        "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
-        "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
-        "fill_to_subscriber_p50_ms": statistics.median(fill_latencies) * 1e3,
-        "fill_to_subscriber_p99_ms": _pct(fill_latencies, 0.99) * 1e3,
+        **_latency_figures(latencies, fill_latencies),
         "orders_per_second_pipelined": sustained,
         "orders_per_second_batched": sustained,
         "market_events_per_second": market,
@@ -292,10 +299,7 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         ray.shutdown()
     return {
         "startup_seconds": startup,
-        "order_round_trip_p50_ms": statistics.median(latencies) * 1e3,
-        "order_round_trip_p99_ms": _pct(latencies, 0.99) * 1e3,
-        "fill_to_subscriber_p50_ms": statistics.median(fill_latencies) * 1e3,
-        "fill_to_subscriber_p99_ms": _pct(fill_latencies, 0.99) * 1e3,
+        **_latency_figures(latencies, fill_latencies),
         "orders_per_second_pipelined": pipelined,
         "orders_per_second_batched": batched,
         "market_events_per_second": market,
@@ -423,10 +427,7 @@ def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
     finally:
         ray.shutdown()
     return {
-        "order_round_trip_p50_ms": statistics.median(acks) * 1e3,
-        "order_round_trip_p99_ms": _pct(acks, 0.99) * 1e3,
-        "fill_to_subscriber_p50_ms": statistics.median(fills) * 1e3,
-        "fill_to_subscriber_p99_ms": _pct(fills, 0.99) * 1e3,
+        **_latency_figures(acks, fills),
         "market_events_per_second": market,
     }
 
