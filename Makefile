@@ -38,6 +38,7 @@ test-core: install
 
 lint: install
 	$(BIN)/ruff check veloz_actors tests scripts
+	$(BIN)/ruff format --check veloz_actors tests scripts
 	$(BIN)/mypy veloz_actors
 
 bench: install

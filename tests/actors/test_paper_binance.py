@@ -105,8 +105,10 @@ def test_paper_trading_end_to_end(server, shared_data, tmp_path):
         assert any(type(e) is OrderAccepted for e in out), out
         assert engine.settle()  # the venue answered; its fills reach the bus a moment later
         wait_for(
-            lambda: (seen.extend(events.poll()) or True)
-            and sum(e.qty for e in seen if type(e) is OrderFilled and e.client_order_id == "paper-m1") >= 1_000_000,
+            lambda: (
+                (seen.extend(events.poll()) or True)
+                and sum(e.qty for e in seen if type(e) is OrderFilled and e.client_order_id == "paper-m1") >= 1_000_000
+            ),
             timeout=30,
             what="the market order's fills on the bus",
         )
@@ -118,8 +120,10 @@ def test_paper_trading_end_to_end(server, shared_data, tmp_path):
         assert any(type(e) is OrderAccepted for e in out), out
         server.publish(20_000)
         wait_for(
-            lambda: (seen.extend(events.poll()) or True)
-            and any(type(e) is OrderFilled and e.client_order_id == "paper-l1" for e in seen),
+            lambda: (
+                (seen.extend(events.poll()) or True)
+                and any(type(e) is OrderFilled and e.client_order_id == "paper-l1" for e in seen)
+            ),
             timeout=60,
             what="the resting order to fill from the live trades",
         )
@@ -127,9 +131,11 @@ def test_paper_trading_end_to_end(server, shared_data, tmp_path):
         # a dropped connection: reported on the bus and STATUS, the books resynced and exact again
         assert server.faults.drop_connections() == 1
         wait_for(
-            lambda: (seen.extend(events.poll()) or True)
-            and any(type(e) is VenueConnection and e.state == "disconnected" for e in seen)
-            and any(type(e) is VenueConnection and e.state == "connected" for e in seen),
+            lambda: (
+                (seen.extend(events.poll()) or True)
+                and any(type(e) is VenueConnection and e.state == "disconnected" for e in seen)
+                and any(type(e) is VenueConnection and e.state == "connected" for e in seen)
+            ),
             timeout=60,
             what="the disconnect and the reconnect on the bus",
         )

@@ -79,9 +79,7 @@ def test_resting_limit_order_fills_from_public_trades_under_the_queue_model(even
     assert not any(type(e) is OrderFilled for e in out)  # it rests behind the queue at the best bid
     later = feed(engine, events[500:])
     fills = [e for e in later if type(e) is OrderFilled and e.client_order_id == "l1"]
-    trades_at_or_through = [
-        e for e in events[500:] if type(e) is Trade and e.price <= bid[0]
-    ]
+    trades_at_or_through = [e for e in events[500:] if type(e) is Trade and e.price <= bid[0]]
     assert trades_at_or_through, "the capture trades at or below the bid later"
     assert fills and all(f.liquidity is Liquidity.MAKER for f in fills)
     assert sum(f.qty for f in fills) == d("0.001")

@@ -272,7 +272,8 @@ class Tracker:
             step = (len(points) - 1) / (limit - 1)
             points = [points[round(i * step)] for i in range(limit)]
         return [
-            {"ts": ts, "equity": format_decimal(value), "drawdown": _drawdown(value, peak)} for ts, value, peak in points
+            {"ts": ts, "equity": format_decimal(value), "drawdown": _drawdown(value, peak)}
+            for ts, value, peak in points
         ]
 
 
