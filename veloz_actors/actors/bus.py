@@ -1,6 +1,7 @@
 """The event bus actor: fans events out to subscribers, each with its own bounded drop-oldest queue and drop counter,
 so a slow viewer never slows trading; and pushes chosen kinds to actors that follow them (:meth:`EventBusActor.forward`:
-the risk actor's marks), one call in flight per follower, merging what comes meanwhile, and never waiting on it.
+the risk actor's marks), one call in flight per follower and at most one per 10 ms, merging what comes meanwhile,
+and never waiting on it.
 
 What must arrive whole does not go through the bus: an OMS that died never published its last events, and a restarted
 bus starts empty. The risk actor's fills come from the OMS, numbered and acknowledged (:class:`.risk.RiskFeed`)."""
@@ -141,9 +142,9 @@ class EventBusActor:
         self._flusher: threading.Thread | None = None
 
     def forward(self, actor: Any, kinds: Sequence[str], name: str = "forward") -> int:
-        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way (:class:`Forward`: one call in flight,
-        what comes meanwhile merged, for events a newer one supersedes, like the risk actor's marks; counted in
-        ``status()["forwards"][name]``). Replaces an earlier forward to the same actor."""
+        """Push every event of ``kinds`` to ``actor.apply(events)`` one-way (:class:`Forward`: one call in flight and
+        at most one per 10 ms, what comes meanwhile merged, for events a newer one supersedes, like the risk actor's
+        marks; counted in ``status()["forwards"][name]``). Replaces an earlier forward to the same actor."""
         with self._forwarding:
             self.forwards = [f for f in self.forwards if f.actor != actor]
             self.forwards.append(Forward(name, actor, kinds))
@@ -167,7 +168,8 @@ class EventBusActor:
             with self._forwarding:
                 for forward in self.forwards:
                     forward.add(events)
-                    forward.send()
+                    with contextlib.suppress(Exception):  # a dead follower never fails a publish: Ray restarts it
+                        forward.send()
         with self._cond:
             count = self._queue(events)
             self._cond.notify_all()
