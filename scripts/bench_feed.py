@@ -9,7 +9,9 @@ actors (each paper venue's book journaled and kept), the event bus, and a subscr
 
 - **Live, events/s**: the server publishes as fast as the engine takes them (speed 0, with TCP backpressure); the
   rate is the market events the subscriber received (depth diffs, tops, trades) over the time from the server's first
-  send to the subscriber's last receipt. Median of ``--repeat`` runs, each on a fresh engine and server.
+  send to the subscriber's last receipt. Median of ``--repeat`` runs, each on a fresh engine and server. The
+  subscriber makes every event's message; a second set of runs has it take the columnar batches as they come
+  (``poll_raw``, the API a columnar consumer uses), counting their rows.
 - **Recorded replay, events/s**: the same BTCUSDT capture replayed by the feed actor (``actors.replay``, speed 0,
   batches of 1,000) through the same venue actors, bus and subscriber: the path a recorded file takes. The live rate
   over one symbol is measured too, so the two compare like for like.
@@ -48,6 +50,7 @@ import ray  # noqa: E402
 from veloz_actors.actors.api import start_local  # noqa: E402
 from veloz_actors.config import load_engine_config, with_venue  # noqa: E402
 from veloz_actors.core.kernel import tune_gc  # noqa: E402
+from veloz_actors.core.market_batch import DELTA, KIND, TOP, TRADE, MarketBatch  # noqa: E402
 from veloz_actors.messages import BookDelta, BookTop, Trade  # noqa: E402
 from veloz_actors.testing import binance_server  # noqa: E402
 from veloz_actors.testing.binance_server import BinanceTestServer  # noqa: E402
@@ -136,6 +139,31 @@ def _drain(subscription: Any, expected: int, idle: float = 5.0) -> tuple[int, in
     return count, last, got
 
 
+def _drain_columnar(subscription: Any, expected: int, idle: float = 5.0) -> tuple[int, int]:
+    """:func:`_drain` for a subscriber that takes the columnar batches as they come (``poll_raw``) and counts their
+    market rows (tops, trades, diffs other than snapshots) without making messages; returns (count, last receipt
+    ns)."""
+    count = 0
+    last = time.time_ns()
+    quiet_since = time.monotonic()
+    while count < expected:
+        items = subscription.poll_raw(wait=0.05)
+        now = time.time_ns()
+        if items:
+            quiet_since = time.monotonic()
+            for item in items:
+                if type(item) is MarketBatch:
+                    rows = item.rows
+                    kind = rows[:, KIND]
+                    count += int(((kind == TOP) | (kind == TRADE) | ((kind == DELTA) & (rows[:, 5] == 0))).sum())
+                elif _key(item) is not None:
+                    count += 1
+            last = now
+        elif time.monotonic() - quiet_since > idle:
+            break
+    return count, last
+
+
 def _actor_pids(engine: Any) -> dict[str, int]:
     pids = {}
     for name in ("feed", "bus", "oms", "account", *[f"venue:{s}" for s in engine.spec.shards]):
@@ -156,7 +184,11 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def live_rate(captures: list[Path], symbols: list[str], journal_root: Path) -> dict[str, Any]:
+def live_rate(
+    captures: list[Path], symbols: list[str], journal_root: Path, *, columnar: bool = False
+) -> dict[str, Any]:
+    """Market events per second from the server's first send to the subscriber's last receipt; ``columnar``: the
+    subscriber takes the batches as they come instead of making every event's message."""
     with SendClock() as clock, BinanceTestServer(captures, speed=0, paused=True) as server:
         engine = start_local(_config(server, symbols), name=f"bench-live-{len(symbols)}", journal_dir=journal_root)
         try:
@@ -174,7 +206,10 @@ def live_rate(captures: list[Path], symbols: list[str], journal_root: Path) -> d
             pids = _actor_pids(engine)
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             server.resume()
-            count, last, _ = _drain(subscription, server.total)
+            if columnar:
+                count, last = _drain_columnar(subscription, server.total)
+            else:
+                count, last, _ = _drain(subscription, server.total)
             cpu = {name: round(_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
             first = min(clock.sent.values())
             seconds = (last - first) / 1e9
@@ -350,6 +385,12 @@ def main() -> int:
         runs = [live_rate(CAPTURES, ["BTCUSDT", "ETHUSDT"], root / f"live{i}.actors") for i in range(args.repeat)]
         results["live_two_symbols"] = sorted(runs, key=lambda r: r["events_per_second"])[len(runs) // 2]
         results["live_two_symbols"]["all_runs"] = [r["events_per_second"] for r in runs]
+        raw = [
+            live_rate(CAPTURES, ["BTCUSDT", "ETHUSDT"], root / f"raw{i}.actors", columnar=True)
+            for i in range(args.repeat)
+        ]
+        results["live_two_symbols_columnar"] = sorted(raw, key=lambda r: r["events_per_second"])[len(raw) // 2]
+        results["live_two_symbols_columnar"]["all_runs"] = [r["events_per_second"] for r in raw]
         one = [live_rate(CAPTURES[:1], ["BTCUSDT"], root / f"one{i}.actors") for i in range(args.repeat)]
         results["live_btcusdt"] = sorted(one, key=lambda r: r["events_per_second"])[len(one) // 2]
         results["live_btcusdt"]["all_runs"] = [r["events_per_second"] for r in one]
@@ -371,6 +412,8 @@ def main() -> int:
     )
     print(f"{'measure':58} {'value':>14}")
     print(f"{'live, 2 symbols: market events/s to a subscriber':58} {live['events_per_second']:>14,}")
+    columnar = results["live_two_symbols_columnar"]
+    print(f"{'  ... a subscriber taking the columnar batches (poll_raw)':58} {columnar['events_per_second']:>14,}")
     print(f"{'live, BTCUSDT: market events/s':58} {one['events_per_second']:>14,}")
     print(f"{'recorded replay, BTCUSDT: market events/s':58} {replay['events_per_second']:>14,}")
     ratio = one["events_per_second"] / replay["events_per_second"]
