@@ -187,3 +187,18 @@ def test_a_builder_takes_fields_or_messages_and_can_drop_a_pending_row():
     builder.drop(3)
     assert builder.object_at(3) is None
     assert builder.build().events() == events[:3] + events[4:]
+
+
+def test_latest_agrees_with_the_messages_for_few_and_many_symbols():
+    rng = np.random.default_rng(3)
+    for n_symbols in (2, 40):  # a shard's few symbols, and a live feed's whole batch
+        symbols = [f"S{i}USDT" for i in range(n_symbols)]
+        events: list = []
+        for i in range(600):
+            symbol = symbols[int(rng.integers(n_symbols))]
+            events.append(_top(symbol, i) if rng.random() < 0.7 else _trade(symbol, i))
+        batch = MarketBatch.from_events(events)
+        for kinds in (("BookTop",), ("Trade",), ("BookTop", "Trade")):
+            expected = {e.symbol: e for e in events if type(e).__name__ in kinds}
+            got = batch.latest(kinds)
+            assert got == expected and list(got) == sorted(expected, key=lambda s: events.index(expected[s]))

@@ -171,14 +171,19 @@ class MarketBatch:
             return {}
         chosen = _among(rows[:, KIND], codes)
         sym = rows[:, SYMBOL]
-        last = []
-        for code in range(len(self.symbols)):  # a batch holds a few symbols: one pass over the column each
-            hits = np.flatnonzero(chosen & (sym == code))
-            if len(hits):
-                last.append(hits[-1])
+        if len(self.symbols) <= _FEW:  # one pass over the column per symbol
+            last = []
+            for code in range(len(self.symbols)):
+                hits = np.flatnonzero(chosen & (sym == code))
+                if len(hits):
+                    last.append(hits[-1])
+            last.sort()
+        else:  # many symbols (a live feed's whole batch): each symbol's first row from the end, in one sort
+            picked = np.flatnonzero(chosen)
+            _, first_from_end = np.unique(sym[picked][::-1], return_index=True)
+            last = np.sort(picked[len(picked) - 1 - first_from_end]).tolist()
         if not last:
             return {}
-        last.sort()
         return {event.symbol: event for event in self._materialise(rows[last].tolist())}
 
     # ---------------------------------------------------------------------------------------------- selections
@@ -267,9 +272,12 @@ class MarketBatch:
         return int(market[0, TS_RECV]), int(market[-1, TS_RECV])
 
 
+_FEW = 4  # up to this many kinds or symbols, a comparison per value beats numpy's set operations
+
+
 def _among(column: np.ndarray, codes: list[int]) -> np.ndarray:
     """``column``'s rows whose value is one of ``codes`` (a few kinds or symbols: comparisons beat ``np.isin``)."""
-    if len(codes) > 4:
+    if len(codes) > _FEW:
         return np.isin(column, codes)
     mask = np.zeros(len(column), dtype=bool)
     for code in codes:
