@@ -322,9 +322,10 @@ def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
     import numpy as np
     import ray
 
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS
     from veloz_actors.actors.spec import CallWindow
 
-    @ray.remote(num_cpus=0, max_task_retries=0, concurrency_groups={"poll": 2})
+    @ray.remote(num_cpus=0, max_task_retries=0, concurrency_groups=BUS_CONCURRENCY_GROUPS)  # as the engine's bus
     class Bus:
         def __init__(self) -> None:
             self.queue: list[Any] = []

@@ -54,6 +54,7 @@ from veloz_actors.core.market_batch import DELTA, KIND, TOP, TRADE, MarketBatch 
 from veloz_actors.messages import BookDelta, BookTop, Trade  # noqa: E402
 from veloz_actors.testing import binance_server  # noqa: E402
 from veloz_actors.testing.binance_server import BinanceTestServer  # noqa: E402
+from veloz_actors.venues.binance.market_data import MarketDataSettings  # noqa: E402
 
 _KINDS = ["BookDelta", "BookTop", "Trade"]
 
@@ -117,51 +118,42 @@ def _config(server: BinanceTestServer, symbols: list[str], **actors: Any) -> Any
     )
 
 
-def _drain(subscription: Any, expected: int, idle: float = 5.0) -> tuple[int, int, list[tuple[Any, int]]]:
+_SNAPSHOT = 5  # a DELTA row's snapshot flag (the row layout of veloz_actors/core/market_batch.py)
+
+
+def _market_rows(batch: MarketBatch) -> int:
+    """A columnar batch's market events as :func:`_key` counts them: tops, trades, and diffs other than snapshots."""
+    rows = batch.rows
+    kind = rows[:, KIND]
+    return int(((kind == TOP) | (kind == TRADE) | ((kind == DELTA) & (rows[:, _SNAPSHOT] == 0))).sum())
+
+
+def _drain(
+    subscription: Any, expected: int, idle: float = 5.0, *, columnar: bool = False
+) -> tuple[int, int, list[tuple[Any, int]]]:
     """Poll until ``expected`` market events arrived (or nothing came for ``idle`` s); returns (count, last receipt ns,
-    [(event, receipt ns)])."""
+    [(event, receipt ns)]). ``columnar``: take the batches as they come (``poll_raw``) and count their rows, making
+    no message (nothing is listed then)."""
     got: list[tuple[Any, int]] = []
     count = 0
     last = time.time_ns()
     quiet_since = time.monotonic()
     while count < expected:
-        batch = subscription.poll(wait=0.05)
-        now = time.time_ns()
-        if batch:
-            quiet_since = time.monotonic()
-            for event in batch:
-                if _key(event) is not None:
-                    got.append((event, now))
-                    count += 1
-            last = now
-        elif time.monotonic() - quiet_since > idle:
-            break
-    return count, last, got
-
-
-def _drain_columnar(subscription: Any, expected: int, idle: float = 5.0) -> tuple[int, int]:
-    """:func:`_drain` for a subscriber that takes the columnar batches as they come (``poll_raw``) and counts their
-    market rows (tops, trades, diffs other than snapshots) without making messages; returns (count, last receipt
-    ns)."""
-    count = 0
-    last = time.time_ns()
-    quiet_since = time.monotonic()
-    while count < expected:
-        items = subscription.poll_raw(wait=0.05)
+        items = subscription.poll_raw(wait=0.05) if columnar else subscription.poll(wait=0.05)
         now = time.time_ns()
         if items:
             quiet_since = time.monotonic()
             for item in items:
                 if type(item) is MarketBatch:
-                    rows = item.rows
-                    kind = rows[:, KIND]
-                    count += int(((kind == TOP) | (kind == TRADE) | ((kind == DELTA) & (rows[:, 5] == 0))).sum())
+                    count += _market_rows(item)
                 elif _key(item) is not None:
+                    if not columnar:
+                        got.append((item, now))
                     count += 1
             last = now
         elif time.monotonic() - quiet_since > idle:
             break
-    return count, last
+    return count, last, got
 
 
 def _actor_pids(engine: Any) -> dict[str, int]:
@@ -206,10 +198,7 @@ def live_rate(
             pids = _actor_pids(engine)
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             server.resume()
-            if columnar:
-                count, last = _drain_columnar(subscription, server.total)
-            else:
-                count, last, _ = _drain(subscription, server.total)
+            count, last, _ = _drain(subscription, server.total, columnar=columnar)
             cpu = {name: round(_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
             first = min(clock.sent.values())
             seconds = (last - first) / 1e9
@@ -268,8 +257,9 @@ def reader_floor(captures: list[Path], symbols: list[str]) -> dict[str, Any]:
     server with aiohttp and decoding each frame with orjson, and nothing else (no book, no batches, no Ray)."""
     import subprocess
 
-    streams = [f"{s.lower()}@{name}" for s in symbols for name in ("depth@100ms", "bookTicker", "trade", "kline_1m")]
     with SendClock() as clock, BinanceTestServer(captures, speed=0, paused=True) as server:
+        settings = MarketDataSettings(rest_url=server.rest_url, stream_url=server.stream_url, symbols=tuple(symbols))
+        streams = [name for symbol in settings.symbols for name in settings.streams(symbol)]  # the client's streams
         url = f"{server.stream_url}/stream?streams={'/'.join(streams)}"
         reader = subprocess.Popen(
             [sys.executable, "-c", _FLOOR_READER, url, str(server.total)], stdout=subprocess.PIPE, text=True
@@ -370,6 +360,13 @@ def latency(captures: list[Path], symbols: list[str], speed: float, seconds: flo
             engine.shutdown()
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, with every run's rate under ``all_runs``."""
+    median = dict(sorted(runs, key=lambda r: r["events_per_second"] or 0)[len(runs) // 2])
+    median["all_runs"] = [r["events_per_second"] for r in runs]
+    return median
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -382,24 +379,17 @@ def main() -> int:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="veloz-bench-feed-") as tmp:
         root = Path(tmp)
-        runs = [live_rate(CAPTURES, ["BTCUSDT", "ETHUSDT"], root / f"live{i}.actors") for i in range(args.repeat)]
-        results["live_two_symbols"] = sorted(runs, key=lambda r: r["events_per_second"])[len(runs) // 2]
-        results["live_two_symbols"]["all_runs"] = [r["events_per_second"] for r in runs]
-        raw = [
-            live_rate(CAPTURES, ["BTCUSDT", "ETHUSDT"], root / f"raw{i}.actors", columnar=True)
-            for i in range(args.repeat)
-        ]
-        results["live_two_symbols_columnar"] = sorted(raw, key=lambda r: r["events_per_second"])[len(raw) // 2]
-        results["live_two_symbols_columnar"]["all_runs"] = [r["events_per_second"] for r in raw]
-        one = [live_rate(CAPTURES[:1], ["BTCUSDT"], root / f"one{i}.actors") for i in range(args.repeat)]
-        results["live_btcusdt"] = sorted(one, key=lambda r: r["events_per_second"])[len(one) // 2]
-        results["live_btcusdt"]["all_runs"] = [r["events_per_second"] for r in one]
-        replays = [replay_rate(CAPTURES[0], root / f"replay{i}.actors") for i in range(args.repeat)]
-        results["replay_btcusdt"] = sorted(replays, key=lambda r: r["events_per_second"] or 0)[len(replays) // 2]
-        results["replay_btcusdt"]["all_runs"] = [r["events_per_second"] for r in replays]
-        floors = [reader_floor(CAPTURES, ["BTCUSDT", "ETHUSDT"]) for _ in range(args.repeat)]
-        results["reader_floor"] = sorted(floors, key=lambda r: r["events_per_second"])[len(floors) // 2]
-        results["reader_floor"]["all_runs"] = [r["events_per_second"] for r in floors]
+        two = ["BTCUSDT", "ETHUSDT"]
+        repeat = range(args.repeat)
+        results["live_two_symbols"] = _median_run([live_rate(CAPTURES, two, root / f"live{i}.actors") for i in repeat])
+        results["live_two_symbols_columnar"] = _median_run(
+            [live_rate(CAPTURES, two, root / f"raw{i}.actors", columnar=True) for i in repeat]
+        )
+        results["live_btcusdt"] = _median_run(
+            [live_rate(CAPTURES[:1], ["BTCUSDT"], root / f"one{i}.actors") for i in repeat]
+        )
+        results["replay_btcusdt"] = _median_run([replay_rate(CAPTURES[0], root / f"replay{i}.actors") for i in repeat])
+        results["reader_floor"] = _median_run([reader_floor(CAPTURES, two) for _ in repeat])
         results["latency"] = latency(
             CAPTURES, ["BTCUSDT", "ETHUSDT"], args.latency_speed, args.latency_seconds, root / "lat.actors"
         )
