@@ -34,8 +34,8 @@ BUS_CONCURRENCY_GROUPS = {"poll": 8}
 _MAX_POLL_WAIT = 0.25  # seconds a poll may wait for events
 _TOPS = frozenset({"BookTop"})  # a forward takes only each symbol's latest top of a columnar batch
 _FORWARD_PENDING = 10_000  # events a forward keeps while its call is in flight (beyond: the oldest go, counted)
-_FORWARD_FLUSH_SECONDS = 0.005  # what waited for a call in flight goes within ~5 ms of its return
 _FORWARD_EVERY = 0.01  # a follower gets at most one call per 10 ms (what comes meanwhile merges into it)
+_FORWARD_FLUSH_SECONDS = _FORWARD_EVERY / 2  # the flusher's look at what waits: it goes at most ~5 ms late
 
 
 @dataclass(frozen=True, slots=True)
