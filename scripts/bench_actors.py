@@ -258,6 +258,7 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
         refs = [oms.submit_many.remote(commands[k : k + 500]) for k in range(0, len(commands), 500)]
         ray.get(refs, timeout=120)
         batched = len(commands) / (time.perf_counter() - start)
+        time.sleep(1.0)  # the OMS's log writer formats the orders above meanwhile: the market run starts on it idle
         # feed -> book -> bus -> subscriber (this process), batches of `batch`
         subscription = engine.subscribe(kinds=["BookTop"], max_queue=2_000_000)
         feed = engine.actor("feed")
@@ -315,15 +316,17 @@ def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
     """Ray's own floor for the same paths on this machine: the actor engine's hops made by actors that do nothing
     else. Order acknowledgement: a call to an actor that sends one one-way call on (the OMS routes the order to its
     venue) and answers. Fill to subscriber: then venue -> OMS -> bus one-way and the bus answering a waiting poll.
-    Market events: a prebuilt int64 matrix of ``batch`` rows (what a MarketBatch carries) sent feed -> venue -> bus
-    with the engine's call windows and polled from this process."""
+    Market events: a prebuilt MarketBatch of ``batch`` tops sent feed -> venue -> bus with the engine's call windows
+    (the feed's merging a busy venue's batches into one call, as the engine's feed does) and polled from this
+    process."""
     import threading
 
     import numpy as np
     import ray
 
+    from veloz_actors.actors.batches import MarketBatch
     from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS
-    from veloz_actors.actors.spec import CallWindow
+    from veloz_actors.actors.spec import CallWindow, MergingWindow
 
     @ray.remote(num_cpus=0, max_task_retries=0, concurrency_groups=BUS_CONCURRENCY_GROUPS)  # as the engine's bus
     class Bus:
@@ -382,12 +385,12 @@ def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
     @ray.remote(num_cpus=0, max_task_retries=0)
     class Feed:
         def __init__(self, venue: Any) -> None:
-            self.venue, self.window = venue, CallWindow(64)
+            self.venue, self.window = venue, MergingWindow(64, venue.apply)
 
         def run(self, count: int, rows: Any) -> int:
             sent = 0
             while sent < count:
-                self.window.send(self.venue.apply, rows)
+                self.window.send(rows)
                 sent += len(rows)
             self.window.wait_all(60.0)
             return sent
@@ -413,7 +416,9 @@ def bench_floor(orders: int, events: int, batch: int) -> dict[str, Any]:
             while not ray.get(bus.poll_wait.remote(0.05), timeout=30):
                 pass
             fills.append(time.perf_counter() - start)
-        rows = np.zeros((batch, 11), dtype=np.int64)
+        rows = MarketBatch.of_tops(("BTCUSDT",), {"symbol": np.zeros(batch, dtype=np.int64), "bid_price": 1,
+                                                  "bid_qty": 1, "ask_price": 2, "ask_qty": 1, "update_id": 1,
+                                                  "ts_event": 1, "ts_recv": 1})  # fmt: skip
         start = time.perf_counter()
         sent = feed.run.remote(events, rows)
         received = 0

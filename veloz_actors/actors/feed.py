@@ -34,7 +34,7 @@ import ray
 
 from ..messages import Error
 from .batches import MarketBatch
-from .spec import CallWindow, EngineSpec, reconstructed, start_actor_process
+from .spec import CallWindow, EngineSpec, MergingWindow, reconstructed, start_actor_process
 
 __all__ = ["MarketFeedActor"]
 
@@ -55,7 +55,8 @@ class MarketFeedActor:
         self.venues = venues
         self.bus = bus
         self.shard_of = spec.shard_of()
-        self.windows = {name: CallWindow(spec.peer_window) for name in venues}
+        # a client's market data to each shard, merged into fewer calls while the shard is busy (:meth:`publish`)
+        self.windows = {name: MergingWindow(spec.peer_window, venue.apply) for name, venue in venues.items()}
         self.clock_windows = {name: CallWindow(spec.peer_window) for name in venues}
         self.sent = 0
         self.ticks = 0
@@ -91,6 +92,8 @@ class MarketFeedActor:
         if ts <= self.last_tick:
             return {}
         self.last_tick = ts
+        with self._publishing:
+            self._send_merged()  # the step comes after the market data published before it
         refs = {shard: venue.clock.remote(ts) for shard, venue in self.venues.items()}
         self.ticks += 1
         marks: dict[str, int] = {}
@@ -113,6 +116,7 @@ class MarketFeedActor:
             with self._publishing:
                 if ts > self.last_tick:
                     self.last_tick = ts
+                    self._send_merged()
                     for shard, venue in self.venues.items():
                         self.clock_windows[shard].send(venue.clock, ts)
                     self.ticks += 1
@@ -253,19 +257,32 @@ class MarketFeedActor:
 
     def publish(self, batch: Sequence[Any] | MarketBatch) -> int:
         """Send one batch of market events to the venue shards of their symbols (waiting when a shard lags)."""
+        count = self._publish(batch)
+        with self._publishing:
+            self._send_merged()
+        return count
+
+    def _publish(self, batch: Sequence[Any] | MarketBatch) -> int:
+        """:meth:`publish` within a stream of batches: a busy shard gets this one with the next (in one call), so
+        the stream must end with :meth:`flush` (or a clock step, which sends what waits first)."""
         with self._publishing:
             if type(batch) is not MarketBatch:
                 batch = MarketBatch.from_events(batch)
             for shard, events in batch.split(self.shard_of).items():
-                self.windows[shard].send(self.venues[shard].apply, events)
+                self.windows[shard].send(events)
             self.sent += len(batch)
             return len(batch)
+
+    def _send_merged(self) -> None:
+        """Send every shard what waits to be merged (the caller holds ``_publishing``)."""
+        for window in self.windows.values():
+            window.flush()
 
     def replay(self, events: Sequence[Any], batch_size: int = 1000, *, to_oms: bool = False) -> int:
         """Replay recorded market events in batches of ``batch_size`` (optionally also as reference prices)."""
         for start in range(0, len(events), batch_size):
             batch = events[start : start + batch_size]
-            self.publish(batch)
+            self._publish(batch)
             if to_oms:
                 ray.get(self.oms.market.remote(batch), timeout=60.0)
         return self.flush()
@@ -291,7 +308,7 @@ class MarketFeedActor:
                 "ts_event": now,
                 "ts_recv": now,
             }
-            self.publish(MarketBatch.of_tops(symbols, columns))
+            self._publish(MarketBatch.of_tops(symbols, columns))
             sent += n
         return self.flush()
 
@@ -306,6 +323,7 @@ class MarketFeedActor:
             "pid": os.getpid(),
             "last_seq": self.ticks,
             "sent": self.sent,
+            "merged_batches": sum(window.merged for window in self.windows.values()),
             "clock": self._clock is not None,
         }
         if self.replay_state is not None:
