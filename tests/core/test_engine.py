@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -15,12 +16,14 @@ from veloz_actors.messages import (
     Error,
     OrderAccepted,
     OrderCancelled,
+    OrderFilled,
     OrderRejected,
+    OrderStatus,
     RejectReason,
     ResetCircuitBreaker,
     Tick,
 )
-from veloz_actors.testing import cancel, d, encoded, engine_config, engine_state, place, trade
+from veloz_actors.testing import btcusdt, cancel, d, encoded, engine_config, engine_state, ethusdt, place, trade
 from veloz_actors.venues.engine import Engine, EngineConfig, replay
 
 T0 = 1_700_000_000_000_000_000
@@ -103,6 +106,32 @@ def test_a_new_cancel_of_a_cancelled_order_is_rejected_as_not_open() -> None:
 def test_cancel_of_an_unknown_order_is_rejected() -> None:
     [rejected] = Engine(engine_config()).apply(cancel("nope"))
     assert (rejected.reason, rejected.symbol) == (RejectReason.UNKNOWN_ORDER, "")
+
+
+def test_each_fill_of_a_taker_says_what_was_left_after_it() -> None:
+    """One order taking several resting orders: every fill report carries the remainder after its own fill. (They
+    all carried the last one, which closed an order by quote amount at its first fill, the rest booked as errors.)"""
+    engine = Engine(replace(engine_config(), instruments=(btcusdt(max_qty=d("1")), ethusdt())))
+    engine.apply(trade("100"))
+    for i, price in enumerate(("100", "100.01", "100.02")):
+        engine.apply(place(f"ask{i}", "SELL", "0.5", price, account="other"))
+    reports: list = []
+    venue = engine.venues["BTCUSDT"]
+    submit = venue.submit
+    venue.submit = lambda request: _keep(submit(request), reports)  # type: ignore[method-assign]
+    events = engine.apply(place("q", "BUY", None, None, quote_qty="1000"))
+    taker = [r for r in reports if r.client_order_id == "q" and hasattr(r, "leaves_qty")]
+    assert [(r.qty, r.leaves_qty) for r in taker] == [(d("0.5"), d("0.5")), (d("0.5"), 0)]
+    assert not [e for e in events if type(e) is Error]
+    assert [e.qty for e in events if type(e) is OrderFilled and e.account_id == "main"] == [d("0.5"), d("0.5")]
+    order = engine.oms.get("main", "q")
+    assert order.status is OrderStatus.FILLED and order.filled == order.qty == d("1")
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+
+
+def _keep(reports: list, into: list) -> list:
+    into.extend(reports)
+    return reports
 
 
 def test_an_older_tick_changes_nothing() -> None:

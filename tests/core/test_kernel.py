@@ -6,6 +6,7 @@ the kernel never sent), which the in-process SimVenue never does.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
@@ -241,6 +242,41 @@ def test_closed_orders_leave_memory_for_the_history_file_and_queries_still_find_
     [late] = kernel.apply(_fill("c1", 9, "0.01"))  # a report for an evicted order: reported, not booked
     assert late.code == "UNKNOWN_ORDER_REPORT"
     kernel.close()
+
+
+def test_an_evicted_orders_client_order_id_stays_taken(tmp_path: Path) -> None:
+    """A retry (or a reused id) after the order left memory is a duplicate, as before: never a second order, and
+    never one a venue that still remembers the id would ignore, leaving its funds locked."""
+    config = KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": 10**9})
+    kernel = TradingKernel(config, journal_path=tmp_path / "k.journal", durability="none")
+    first = place("c1", "BUY", "0.01", "59000", ts=T0)
+    kernel.apply(first)
+    kernel.apply(cancel("c1", ts=T0))
+    kernel.apply(VenueOrderCancelled(venue="X", client_order_id="c1", account_id="main", symbol="BTCUSDT", ts=T0))
+    kernel.take_outbox()
+    assert kernel.evict(T0 + 10_000) == 1 and kernel.oms.get("main", "c1") is None
+    for again in (first, place("c1", "BUY", "0.02", "58000", ts=T0 + 20_000)):
+        [rejected] = kernel.apply(again)
+        assert type(rejected) is OrderRejected and rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        assert "closed earlier" in rejected.detail
+    assert kernel.take_outbox() == [] and kernel.ledger.locked("main", "USDT") == 0
+    assert type(kernel.apply(place("c1", "BUY", "0.01", "59000", account="other", ts=T0 + 30_000))[0]) is OrderAccepted
+    kernel.close()
+
+
+def test_a_report_for_an_order_the_kernel_rejected_itself_is_an_error_and_books_nothing() -> None:
+    kernel = _kernel()
+    [rejected] = kernel.apply(place("big", "BUY", "1000", "60000"))  # more than the account holds: never sent
+    assert rejected.reason is RejectReason.INSUFFICIENT_FUNDS and kernel.take_outbox() == []
+    before = kernel.ledger.export()
+    for report in (_fill("big", 1, "0.01", leaves="999.99"), _accepted("big")):
+        [error] = kernel.apply(report)
+        assert type(error) is Error and error.code == "UNKNOWN_ORDER_REPORT" and "never sent" in error.message
+    assert kernel.ledger.export() == before and kernel.oms.get("main", "big").status is S.REJECTED
+    [unknown] = kernel.apply(place("foo", "BUY", "1", "1", symbol="FOOUSDT"))
+    assert unknown.reason is RejectReason.UNKNOWN_SYMBOL
+    [error] = kernel.apply(replace(_fill("foo", 2, "1", price="1", fee="0"), symbol="FOOUSDT"))  # no KeyError
+    assert error.code == "UNKNOWN_ORDER_REPORT" and kernel.ledger.export() == before
 
 
 def test_the_journal_replays_commands_and_reports_byte_for_byte(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 from veloz_actors.core.risk import RiskEngine, RiskLimits, TokenBucket
 from veloz_actors.messages import (
     CircuitBreakerTripped,
+    HaltTrading,
+    OrderAccepted,
     OrderFilled,
     OrderRejected,
     OrderStatus,
@@ -53,6 +55,14 @@ PRE_TRADE = [
     ("max-notional", RiskLimits(max_order_notional=d("50")), place("c", "BUY", "0.6", "100"), R.MAX_ORDER_NOTIONAL),
     ("price-band", RiskLimits(), place("c", "BUY", "1", "105.01"), R.PRICE_BAND),
     ("max-position", RiskLimits(max_position={"BTCUSDT": d("1")}), place("c", "BUY", "1.1", "100"), R.MAX_POSITION),
+    # an order by quote amount: the quantity it may buy at the low end of the band around the kernel's own price
+    # (100 -> 95), whatever protect price its sender gave it
+    ("risk-max-qty-by-quote", RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}),
+     place("c", "BUY", None, None, quote_qty="50"), R.MAX_ORDER_QUANTITY),
+    ("risk-max-qty-by-quote-protected", RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}),
+     replace(place("c", "BUY", None, None, quote_qty="50"), protect_price=d("1000")), R.MAX_ORDER_QUANTITY),
+    ("max-position-by-quote-protected", RiskLimits(max_position={"BTCUSDT": d("1")}),
+     replace(place("c", "BUY", None, None, quote_qty="100"), protect_price=d("100000")), R.MAX_POSITION),
     ("max-leverage", RiskLimits(max_leverage=d("1")), place("c", "BUY", "1003", "100"), R.MAX_LEVERAGE),
     ("funds", RiskLimits(), place("c", "BUY", "1000", "100"), R.INSUFFICIENT_FUNDS),
 ]  # fmt: skip
@@ -200,6 +210,34 @@ def test_stop_loss_closes_a_long_position() -> None:
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
     stop = [o for o in engine.oms.orders(account_id="main") if o.client_order_id.startswith("stop-")]
     assert [o.status for o in stop] == [OrderStatus.FILLED]
+
+
+def test_an_order_by_quote_amount_within_the_limits_goes() -> None:
+    engine = _engine(RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}, max_position={"BTCUSDT": d("0.5")}))
+    engine.apply(trade("100"))
+    assert _reason(engine.apply(place("c", "BUY", None, None, quote_qty="47"))) is None  # 47 / 95 < 0.5
+
+
+def test_a_halted_account_places_no_stop_loss_that_buys() -> None:
+    """Covering a spot short buys, which adds exposure: while the account is halted the kernel's own stop-loss does
+    not place it either; after the reset it does."""
+    engine = _engine(RiskLimits(stop_loss=d("0.01"), price_band=d("0.2")),
+                     {"main": {"USDT": d("1000"), "BTC": d("1")}, "other": {"BTC": d("10"), "USDT": d("1000")}})  # fmt: skip
+    engine.apply(trade("100"))
+    engine.apply(place("bid", "BUY", "1", "100", account="other"))
+    engine.apply(place("s1", "SELL", "1", "100"))  # sells the deposited coin: a position of -1
+    assert engine.ledger.positions[("main", "BTCUSDT")].qty == -d("1")
+    engine.apply(HaltTrading(account_id="main", reason="kill switch", ts=2))
+    engine.apply(place("ask", "SELL", "2", "102", account="other"))  # what a stop's buy would take
+    events = engine.apply(trade("102", ts=3))  # 2 % above the entry: the stop is hit
+    assert not [e for e in events if type(e) in (OrderAccepted, OrderFilled) and e.account_id == "main"]
+    assert engine.ledger.positions[("main", "BTCUSDT")].qty == -d("1")
+    engine.apply(ResetCircuitBreaker(account_id="main", ts=4))
+    events = engine.apply(trade("102", ts=5))
+    assert [(e.side, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"] == [
+        (Side.BUY, d("1"))
+    ]
+    assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
 
 
 def test_breaker_lets_the_account_sell_deposited_base() -> None:

@@ -6,6 +6,7 @@ Every expected number is written out here from the book each test builds, never 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from veloz_actors.core.instruments import Instrument, ceil_div
@@ -157,6 +158,14 @@ def test_market_buy_by_quote_amount_spends_at_most_that_much_with_fees() -> None
     assert spent <= budget
     assert budget - spent < 10_002 * TICK * STEP // SCALE * 2  # not one more step could have been bought
     assert [f.leaves_qty == 0 for f in fills] == [False] * (len(fills) - 1) + [True]
+
+
+def test_market_buy_by_quote_amount_buys_no_more_than_the_instruments_maximum() -> None:
+    venue = L2ReplayVenue(replace(_instrument(), max_qty=P), fees=FeeModel(MAKER, TAKER), latency=ConstantLatency(0))
+    venue.apply_depth(_snapshot(((100 * P, P),), ((10_001 * TICK, P // 2), (10_002 * TICK, P))))
+    venue.submit(_order("q", Side.BUY, 0, limit=101 * P, quote_qty=1_000 * P))  # the budget would buy 1.5
+    fills = _fills(venue.on_clock(0))
+    assert [f.qty for f in fills] == [P // 2, P // 2] and fills[-1].leaves_qty == 0
 
 
 def test_post_only_that_would_cross_expires_and_one_that_does_not_rests() -> None:

@@ -131,6 +131,9 @@ def json_normal(data: dict[str, Any], risk: RiskLimits) -> dict[str, Any]:
 
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})
 _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
+# client order ids of evicted orders still refused as duplicates: a venue recognises re-sent requests among its latest
+# orders (the simulated venue's 200,000), so the kernel must not take an id it would still ignore for a new order
+_EVICTED_IDS = 250_000
 
 
 class TradingKernel:
@@ -151,6 +154,8 @@ class TradingKernel:
         self.outbox: list[SubmitOrder | SubmitCancel] = []
         self.closed: deque[Order] = deque()  # closed orders, oldest first (for eviction)
         self.evicted = 0
+        self.evicted_ids: set[str] = set()  # account and client order id of the latest _EVICTED_IDS evicted orders
+        self.evicted_order: deque[str] = deque()
         self.now = 0
         self._touched: set[str] = set()
         self._filled = False
@@ -336,6 +341,10 @@ class TradingKernel:
             detail = f"client order id {cmd.client_order_id!r} already used"
             self._reject(cmd, RejectReason.DUPLICATE_CLIENT_ORDER_ID, detail, None, events)
             return
+        if self.evicted_ids and _evicted_id(cmd.account_id, cmd.client_order_id) in self.evicted_ids:
+            detail = f"client order id {cmd.client_order_id!r} already used by an order closed earlier (order history)"
+            self._reject(cmd, RejectReason.DUPLICATE_CLIENT_ORDER_ID, detail, None, events)
+            return
         inst = self.instruments.get(cmd.symbol)
         order = self.oms.create(cmd)
         if inst is None:
@@ -359,6 +368,7 @@ class TradingKernel:
                 open_qty_same_side=self._open_qty(account, cmd.symbol, cmd.side) if needs_exposure else 0,
                 gross_exposure=self._gross_exposure(account) if limits.max_leverage else 0,
                 equity=self.equity(account) if limits.max_leverage else 0,
+                market_price=self.reference.get(cmd.symbol),
             )
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)
@@ -456,16 +466,20 @@ class TradingKernel:
     # ------------------------------------------------------------------------------------------ execution reports
 
     def _order_of(self, report: Any, events: list[Any]) -> Order | None:
+        """The order a venue's report is about; None, said in an ``Error`` event, for an order the kernel does not know
+        or never sent (one it rejected itself: no venue has it, so whatever the report says did not happen to it)."""
         order = self.oms.get(report.account_id, report.client_order_id)
-        if order is None:
+        if order is None or not order.sent:
+            what = "an unknown order" if order is None else "an order the kernel rejected and never sent"
             events.append(
                 Error(
                     code="UNKNOWN_ORDER_REPORT",
-                    message=f"{report.venue}: {type(report).__name__} for unknown order "
-                    f"{report.account_id}/{report.client_order_id} ({report.symbol}); ignored",
+                    message=f"{report.venue}: {type(report).__name__} for {report.account_id}/"
+                    f"{report.client_order_id} ({report.symbol}), {what}; ignored",
                     ts=report.ts,
                 )
             )
+            return None
         return order
 
     def _on_accepted(self, report: VenueOrderAccepted, events: list[Any]) -> None:
@@ -682,7 +696,9 @@ class TradingKernel:
         """Move orders closed before ``before_ts`` out of memory into the order history file; returns how many.
 
         Their fill keys go with them, and so do the duplicate and cancel retry records older than that. A report
-        that still arrives for an evicted order is reported as an ``Error`` and changes nothing.
+        that still arrives for an evicted order is reported as an ``Error`` and changes nothing. Their client order ids
+        stay taken (the latest ``_EVICTED_IDS``): a new order with one is rejected as a duplicate, as it is while the
+        order is in memory.
         """
         closed = self.closed
         gone: list[Order] = []
@@ -693,8 +709,14 @@ class TradingKernel:
         if self.history_path is not None:
             with open(self.history_path, "ab") as out:
                 out.write(b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone))
+        ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
+            key = _evicted_id(order.account_id, order.client_order_id)
+            ids.add(key)
+            oldest_first.append(key)
+        while len(oldest_first) > _EVICTED_IDS:
+            ids.discard(oldest_first.popleft())
         for retries in (self.last_cancel, self.last_duplicate):
             for key in [k for k, cmd in retries.items() if cmd.ts < before_ts]:
                 del retries[key]
@@ -793,6 +815,8 @@ class TradingKernel:
                 continue
             if not self.risk.stop_hit(pos.qty, pos.avg_entry_price, pos.mark_price):
                 continue
+            if pos.qty < 0 and account in self.risk.tripped:
+                continue  # covering a (spot) short buys, which adds exposure: a halted account places no such order
             if any(o.client_order_id.startswith(f"stop-{symbol}-") for o in self.oms.open_orders(account, symbol)):
                 continue  # a stop order for this position is already working
             inst = self.instruments[symbol]
@@ -903,6 +927,10 @@ def _submit_request(order: Order) -> SubmitOrder:
     cmd = order.command
     return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
+
+
+def _evicted_id(account_id: str, client_order_id: str) -> str:
+    return f"{len(account_id)}:{account_id}{client_order_id}"  # the length prefix keeps any two pairs apart
 
 
 def _next_multiple(seq: int, every: int) -> int:

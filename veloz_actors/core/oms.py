@@ -113,6 +113,12 @@ class Order:
         """Working at the venue, or possibly so (its funds are still reserved)."""
         return self.status.is_open
 
+    @property
+    def sent(self) -> bool:
+        """Sent to its venue (the kernel's own rejections never are): only such an order can have venue reports."""
+        history = self.history
+        return len(history) > 1 and history[1][0] is OrderStatus.SUBMITTED
+
     def transition(self, to: OrderStatus, ts: int) -> None:
         if to not in TRANSITIONS[self.status]:
             raise IllegalTransition(f"order {self.client_order_id}: {self.status} -> {to} is not allowed")

@@ -89,7 +89,11 @@ class RiskEngine:
         open_qty_same_side: int,
         gross_exposure: int,
         equity: int,
+        market_price: int | None = None,
     ) -> Rejection | None:
+        """The pre-trade checks of one order; ``reference_price`` values it (a market order's protect price when its
+        sender fixed one), ``market_price`` is the kernel's own last price (default: ``reference_price``), which alone
+        bounds how much an order by quote amount may buy."""
         limits = self.limits
         account = cmd.account_id
         exempt = account in limits.exempt_accounts
@@ -131,9 +135,23 @@ class RiskEngine:
             if rejection:
                 return rejection
         max_qty = limits.max_order_qty.get(cmd.symbol, 0)
-        if max_qty and cmd.qty > max_qty and not exempt:
+        max_pos = limits.max_position.get(cmd.symbol, 0)
+        qty, what = cmd.qty, "quantity"
+        if cmd.quote_qty is not None and (max_qty or max_pos) and not exempt:
+            # what a quote amount buys at the lowest price the kernel expects it to trade at (never the sender's own
+            # protect price, which could make the quantity look as small as the sender likes)
+            market = reference_price if market_price is None else market_price
+            if market is None:
+                return RejectReason.NO_REFERENCE_PRICE, (
+                    f"no reference price for {cmd.symbol} yet: an order by quote amount needs one to be held to the "
+                    "quantity limits"
+                )
+            low = self.band(market)[0] if limits.price_band else market
+            qty = cmd.quote_qty * SCALE // max(low, 1)
+            what = f"quantity (the quote amount at {format_decimal(low)}, the low end of the price band)"
+        if max_qty and qty > max_qty and not exempt:
             return RejectReason.MAX_ORDER_QUANTITY, (
-                f"quantity {format_decimal(cmd.qty)} above the risk limit {format_decimal(max_qty)}"
+                f"{what} {format_decimal(qty)} above the risk limit {format_decimal(max_qty)}"
             )
         notional = cmd.quote_qty if cmd.quote_qty is not None else inst.notional(effective, cmd.qty)
         if limits.max_order_notional and notional > limits.max_order_notional and not exempt:
@@ -147,9 +165,7 @@ class RiskEngine:
                     f"price {format_decimal(price)} outside the band [{format_decimal(low)}, {format_decimal(high)}]"
                     f" around the reference {format_decimal(reference_price)}"
                 )
-        max_pos = limits.max_position.get(cmd.symbol, 0)
         if max_pos and not exempt and increases:
-            qty = cmd.qty if cmd.quote_qty is None else cmd.quote_qty * SCALE // effective
             after = abs(position_qty) + open_qty_same_side + qty
             if after > max_pos:
                 return RejectReason.MAX_POSITION, (

@@ -442,11 +442,11 @@ class L2ReplayVenue:
 
     def _affordable(self, order: _Order, price: int, level_qty: int, step: int) -> int:
         """The most whole steps of ``level_qty`` an order by quote amount can still pay for at ``price``, fee
-        included."""
+        included, and no more than the instrument lets one order buy."""
         budget = order.budget
         rate = self.fees.taker_rate
         qty = budget * SCALE * SCALE // (price * (SCALE + rate)) // step * step
-        qty = min(qty, level_qty // step * step)
+        qty = min(qty, level_qty // step * step, (order.qty - order.filled) // step * step)
         while qty > 0:
             notional = price * qty // SCALE
             fee = ceil_div(order.fee_numerator + notional * rate, SCALE) - order.fees_paid

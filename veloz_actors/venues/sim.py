@@ -283,15 +283,22 @@ class SimVenue:
         taker_rate = inst.taker_fee_rate
         maker_rate = inst.maker_fee_rate
         orders = self.orders
+        # matching has applied every fill to the taker already: each report says what was left after its own fill
+        taker_filled = taker.filled - sum(qty for _, _, qty in fills)
         for maker, price, qty in fills:
             notional = price * qty // SCALE
             self.trade_id += 1
             trade_id = self.trade_id
+            taker_filled += qty
             for order, rate, liquidity in ((taker, taker_rate, Liquidity.TAKER), (maker, maker_rate, Liquidity.MAKER)):
                 fee = order.charge(notional, rate)
                 if order.internal:
                     self._maker_trade(order, qty, notional, fee)
                     continue
+                if order is taker:
+                    leaves = 0 if maker is last_maker else order.qty - taker_filled
+                else:
+                    leaves = order.qty - order.filled  # a maker takes one fill per match
                 reports.append(
                     VenueOrderFilled(
                         venue=name,
@@ -305,7 +312,7 @@ class SimVenue:
                         fee=fee,
                         fee_asset=quote,
                         liquidity=liquidity,
-                        leaves_qty=0 if order is taker and maker is last_maker else order.qty - order.filled,
+                        leaves_qty=leaves,
                         ts=ts,
                     )
                 )
