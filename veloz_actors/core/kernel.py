@@ -712,9 +712,9 @@ class TradingKernel:
         ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
-            key = _evicted_id(order.account_id, order.client_order_id)
-            ids.add(key)
-            oldest_first.append(key)
+            taken = _evicted_id(order.account_id, order.client_order_id)
+            ids.add(taken)
+            oldest_first.append(taken)
         while len(oldest_first) > _EVICTED_IDS:
             ids.discard(oldest_first.popleft())
         for retries in (self.last_cancel, self.last_duplicate):
