@@ -4,7 +4,9 @@ Pure parts first (no sockets): the backoff schedule, latency statistics, and the
 parsed events of a real capture. Then the client over real sockets against the local Binance-speaking test server
 (:mod:`veloz_actors.testing.binance_server`): its book equals the offline book after every applied diff, drops and
 gaps are detected and resynced, bad input is counted and never corrupts a book, live (un)subscribe, planned
-reconnects and the status fields. Nothing here reaches the internet or starts Ray.
+reconnects and the status fields. Last, input at the edges (integers beyond int64, frames that raise, odd
+``Retry-After`` values, a corrupt diff, stale snapshots) and the book resets a paper venue stops filling on. Nothing
+here reaches the internet or starts Ray.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import pytest
 
 from veloz_actors import InvalidInput
 from veloz_actors.core.l2book import L2Book
+from veloz_actors.core.market_batch import MarketBatch
 from veloz_actors.data.loaders import load_market_events
-from veloz_actors.messages import BookDelta, VenueConnection
+from veloz_actors.messages import BookDelta, OrderExpired, OrderFilled, RejectReason, VenueConnection
+from veloz_actors.testing import engine_config, place
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.market_data import (
     APPLIED,
@@ -39,6 +43,7 @@ from veloz_actors.venues.binance.market_data import (
     MarketDataSettings,
     MarketDataThread,
 )
+from veloz_actors.venues.engine import Engine
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ticks_l2"
 BTC_CAPTURE = SHARED / "binance_spot_btcusdt_20240808_ws.txt.gz"
@@ -89,12 +94,19 @@ def snapshot_of(book: L2Book) -> BookDelta:
     )
 
 
+def is_book_reset(event: Any) -> bool:
+    """The client's word that a symbol's book is unknown until its next snapshot."""
+    return isinstance(event, BookDelta) and event.is_snapshot and event.last_update_id == -1
+
+
 def rebuild(events: list, symbol: str) -> L2Book:
     """What a downstream consumer rebuilds from the client's output alone."""
     book = L2Book(symbol)
     for event in events:
         if isinstance(event, BookDelta) and event.symbol == symbol:
-            if event.is_snapshot:
+            if is_book_reset(event):
+                book = L2Book(symbol)
+            elif event.is_snapshot:
                 book.apply_snapshot(event)
             else:
                 assert book.apply(event), f"the client emitted a diff the book refuses: {event.first_update_id}"
@@ -214,7 +226,7 @@ def test_book_sync_stale_snapshot_gap_and_out_of_order():
     for delta in live[:5]:
         assert sync.on_diff(delta) == BUFFERED
         offline.apply(delta)
-    # a snapshot older than the first buffered diff cannot be used: refused, counted, the buffer kept
+    # a snapshot older than the first buffered diff cannot be used: refused, counted, and the sync starts over
     old = BookDelta(
         symbol=symbol,
         first_update_id=live[0].first_update_id - 10,
@@ -226,7 +238,8 @@ def test_book_sync_stale_snapshot_gap_and_out_of_order():
         ts_recv=0,
     )
     assert sync.on_snapshot(old) is None and sync.stale_snapshots == 1 and not sync.synced
-    assert sync.book.buffered == 5
+    assert sync.book.buffered == 0  # from fresh diffs: the same ones again here, no longer out of order
+    assert [sync.on_diff(delta) for delta in live[:5]] == [BUFFERED] * 5 and sync.out_of_order == 0
     # the right snapshot replays the 5 buffered diffs and emits exactly them after itself
     out = sync.on_snapshot(snapshot)
     assert out is not None and [d.last_update_id for d in out] == [snapshot.last_update_id] + [
@@ -362,6 +375,10 @@ def assert_output_rebuilds(sink: Sink, symbols=SYMBOLS) -> None:
         for event in events:
             if not isinstance(event, BookDelta) or event.symbol != symbol:
                 continue
+            if is_book_reset(event):
+                assert not event.bids and not event.asks
+                downstream = L2Book(symbol)
+                continue
             if event.is_snapshot:
                 downstream.apply_snapshot(event)
             else:
@@ -395,6 +412,8 @@ def test_client_book_equals_the_offline_book_after_every_applied_diff():
         assert kinds[0] == "connected" and kinds.count("resynced") == 2 and kinds[-1] == "closed"
         for symbol in SYMBOLS:
             book_events = [e for e in sink.events if isinstance(e, BookDelta) and e.symbol == symbol]
+            assert is_book_reset(book_events[-1])  # the stream closed: the book is no longer kept
+            book_events.pop()
             assert book_events[0].is_snapshot and not any(e.is_snapshot for e in book_events[1:])
             assert len(book_events[0].bids) > 500  # the whole REST snapshot, not a top-of-book
 
@@ -477,10 +496,12 @@ def check_gap(feed: MarketDataThread, server: BinanceTestServer, sink: Sink, off
     caught_up(feed, server)
     assert_same_as_server(feed, server, offline)
     after = [e for e in sink.events[emitted_before:] if isinstance(e, BookDelta) and e.symbol == "BTCUSDT"]
-    # nothing past the hole was emitted before the new snapshot, which is at or past the diff that showed the gap
-    assert after and after[0].is_snapshot and after[0].last_update_id >= gap_u > skipped_u
+    # nothing past the hole was emitted: first the word that the book is unknown, then the new snapshot, which is at
+    # or past the diff that showed the gap
+    assert len(after) >= 2 and is_book_reset(after[0])
+    assert after[1].is_snapshot and after[1].last_update_id >= gap_u > skipped_u
     resynced = [e for e in sink.connections("resynced") if e.symbol == "BTCUSDT"]
-    assert resynced[-1].ts >= after[0].ts_recv
+    assert resynced[-1].ts >= after[1].ts_recv
 
 
 def test_bad_input_is_counted_and_never_crashes_or_corrupts_a_book(caplog):
@@ -501,10 +522,14 @@ def test_bad_input_is_counted_and_never_crashes_or_corrupts_a_book(caplog):
             assert status["bad_input"] == {"json": 3, "unknown_event": 3, "invalid_payload": 3, "out_of_order": 3}
             assert status["connects"] == 1 and status["resyncs"]["total"] == 2  # no reconnect, no resync needed
 
-            # stale snapshots: the first answer after a reconnect is older than the buffered diffs
+            # stale snapshots: the first answer after a reconnect is older than the buffered diffs; the client starts
+            # over and fetches again once fresh diffs come
             server.faults.stale_snapshot(2)
             assert server.faults.drop_connections() == 1
             wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
+            server.publish(300)
+            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == 2, what="the stale snapshots")
+            assert not feed.synced()
             server.publish(300)
             assert feed.wait_synced(10.0)
             caught_up(feed, server)
@@ -698,3 +723,218 @@ def test_run_never_raises_without_a_server_and_close_ends_it():
     status = asyncio.run(scenario())
     assert status["state"] in ("connecting", "disconnected") and status["connect_errors"] >= 2
     assert status["connects"] == 0
+
+
+# ------------------------------------------------------------------------------------------ bad input, the edges
+
+
+def offline_client(**overrides: Any) -> tuple[BinanceMarketData, list]:
+    """A client that is not running (no socket): frames are handed to it directly; its sink collects the batches."""
+    out: list = []
+    settings = MarketDataSettings("http://h", "ws://h", SYMBOLS, **overrides)
+    return BinanceMarketData(settings, out.append, clock=lambda: 1_800_000_000_000_000_000), out
+
+
+def frame(stream: str, data: dict) -> bytes:
+    return json.dumps({"stream": stream, "data": data}).encode()
+
+
+TRADE = {"e": "trade", "E": 1_700_000_000_000, "s": "BTCUSDT", "t": 1, "p": "100.0", "q": "1.0", "m": True}
+
+
+def test_settings_refuse_a_month_kline_interval():
+    """A month has no fixed length: a Kline's interval is a number of nanoseconds."""
+    for interval in ("1M", "3M"):
+        with pytest.raises(InvalidInput, match="kline_interval .*months have no fixed length"):
+            MarketDataSettings("http://h", "ws://h", ("BTCUSDT",), kline_interval=interval)
+    assert MarketDataSettings("http://h", "ws://h", ("BTCUSDT",), kline_interval="1w").streams("BTCUSDT")[-1] == (
+        "btcusdt@kline_1w"
+    )
+
+
+def test_an_integer_beyond_int64_is_bad_input_and_never_reaches_the_output():
+    client, out = offline_client()
+    client._frame(frame("btcusdt@trade", {**TRADE, "E": 10**13}), 1)  # its nanoseconds overflow an int64
+    client._frame(frame("btcusdt@trade", {**TRADE, "t": 2**64}), 2)
+    client._frame(frame("btcusdt@bookTicker", {"u": 2**63, "s": "BTCUSDT", "b": "1", "B": "1", "a": "2", "A": "1"}), 3)
+    assert client.status()["bad_input"] == {"invalid_payload": 3}
+    client._frame(frame("btcusdt@trade", TRADE), 4)
+    client._flush()
+    assert [type(e).__name__ for batch in out for e in batch] == ["Trade"]
+
+
+def test_a_batch_that_cannot_be_built_is_dropped_and_every_book_reset_downstream():
+    """The second guard: should a value the schemas let through fail the int64 columns, the batch is lost (counted,
+    logged, every book resynced and said to be unknown downstream) and the output goes on."""
+    client, out = offline_client()
+    client._pending.trade("BTCUSDT", 1, 1, 1, False, 2**64, 0)  # what no schema lets through any more
+    client._flush()
+    assert client.status()["internal_errors"] == 1 and out == []
+    client._frame(frame("btcusdt@trade", TRADE), 5)
+    client._flush()
+    (batch,) = out
+    assert [e.symbol for e in batch if is_book_reset(e)] == list(SYMBOLS)
+    assert [type(e).__name__ for e in batch if not is_book_reset(e)] == ["Trade"]
+
+
+def test_a_frame_that_raises_anything_is_counted_and_never_ends_the_connection(monkeypatch):
+    client, out = offline_client()
+    client._frame(b'{"result": null, "id": [1]}', 1)  # a control reply whose id is not an int
+    client._frame(b'{"result": null, "id": {"a": 1}}', 2)
+    kline = {"t": 0, "T": 59_999, "i": "1M", "o": "1", "c": "1", "h": "1", "l": "1", "v": "1", "x": False}
+    client._frame(frame("btcusdt@kline_1m", {"e": "kline", "E": 1, "s": "BTCUSDT", "k": kline}), 3)
+    assert client.status()["bad_input"] == {"unexpected_reply": 2, "invalid_payload": 1}
+
+    def broken(delta: BookDelta) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client, "_depth", broken)
+    diff = {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 5, "u": 6, "b": [], "a": []}
+    client._frame(frame("btcusdt@depth@100ms", diff), 4)
+    assert client.status()["bad_input"]["unexpected_error"] == 1
+    client._flush()  # the diff may have reached a book unemitted: every book is said to be unknown
+    assert [e.symbol for batch in out for e in batch if is_book_reset(e)] == list(SYMBOLS)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("259200", 259_200.0),  # Binance's longest ban, 3 days
+        ("inf", 60.0),  # the rest: not a real answer, the client's own backoff
+        ("-inf", 60.0),
+        ("nan", 60.0),
+        ("1e400", 60.0),
+        ("259201", 60.0),
+        ("-1", 60.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 60.0),
+        (None, 60.0),
+    ],
+)
+def test_retry_after_is_taken_only_within_0_to_3_days(header, seconds):
+    client, _ = offline_client(backoff_initial=60.0, backoff_max=60.0)
+    client._note_rate_limit(429, header, "/api/v3/depth")
+    status = client.status()
+    assert status["rate_limited"]["count"] == 1
+    assert status["rate_limited"]["until_ms"] == 1_800_000_000_000 + seconds * 1000
+
+
+def test_a_corrupt_diff_cannot_block_the_resync():
+    """A diff with a huge U and u: a gap, and every real diff after it looks out of order; the next snapshot is stale
+    against it. The sync starts over from fresh diffs, and the snapshot after that connects."""
+    events = capture(BTC_CAPTURE)
+    snapshot, diffs = split(events)
+    symbol = snapshot.symbol
+    live = [d for d in diffs if d.last_update_id > snapshot.last_update_id]
+    offline = L2Book(symbol)
+    offline.apply_snapshot(snapshot)
+    sync = BookSync(symbol)
+    assert sync.on_snapshot(snapshot) is not None
+    for delta in live[:5]:
+        assert sync.on_diff(delta) == APPLIED
+        offline.apply(delta)
+    corrupt = BookDelta(
+        symbol=symbol, first_update_id=10**15, last_update_id=10**15, bids=((1, 1),), asks=(), ts_event=0, ts_recv=0
+    )
+    assert sync.on_diff(corrupt) == GAP
+    assert sync.on_diff(live[5]) == OUT_OF_ORDER  # below the corrupt u
+    for delta in live[5:10]:
+        offline.apply(delta)
+    assert sync.on_snapshot(snapshot_of(offline)) is None and sync.stale_snapshots == 1  # the corrupt diff heads it
+    for delta in live[10:20]:
+        assert sync.on_diff(delta) == BUFFERED  # fresh diffs, no longer judged against the corrupt u
+        offline.apply(delta)
+    probe = L2Book(symbol)
+    probe.apply_snapshot(snapshot_of(offline))
+    out = sync.on_snapshot(snapshot_of(probe))
+    assert out is not None and sync.synced and same_book(sync.book, offline)
+
+
+def test_after_a_stale_snapshot_the_next_is_fetched_only_over_fresh_diffs(monkeypatch):
+    """Binance's step 4 needs buffered diffs to judge a snapshot by: after a stale one the client waits for a fresh
+    diff (however long), never takes a snapshot over an empty buffer."""
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        # no backoff to speak of: a refetch, if there were one, would come at once
+        settings = settings_for(server, snapshot_wait=5.0, backoff_initial=1e-6, backoff_max=1e-6)
+        feed = MarketDataThread(settings, Sink(), rng=random.Random(6))
+        client = feed.client
+        fetched: list[int] = []  # diffs buffered when a snapshot was requested
+        rest = client._rest
+
+        async def recording(path: str, params: dict | None = None) -> Any:
+            if path == "/api/v3/depth" and params is not None:
+                fetched.append(client.book(params["symbol"]).buffered)
+            return await rest(path, params)
+
+        monkeypatch.setattr(client, "_rest", recording)
+        feed.start()
+        try:
+            assert server.wait_connections(1)
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            server.faults.stale_snapshot(2)
+            assert server.faults.drop_connections() == 1
+            wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
+            mark = len(fetched)
+            server.publish(300)
+            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == 2, what="the stale snapshots")
+            assert not feed.synced()
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
+            assert len(fetched) - mark == 4 and all(fetched[mark:])  # two stale, two good, each over fresh diffs
+        finally:
+            feed.close()
+
+
+class BatchSink(Sink):
+    """Keeps the columnar batches as they came, besides their events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.columns: list[MarketBatch] = []
+
+    def __call__(self, batch: MarketBatch) -> None:  # type: ignore[override]
+        with self.lock:
+            self.columns.append(batch)
+        super().__call__(batch)  # type: ignore[arg-type]
+
+
+def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapshot():
+    """The client says when it stops knowing a book; a paper venue fed its columnar output (the depth messages and
+    trades of MarketBatch.market_inputs, what a venue actor journals) fills nothing from then to the next snapshot."""
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        sink = BatchSink()
+        feed = MarketDataThread(settings_for(server), sink, rng=random.Random(4), columnar=True).start()
+        try:
+            assert feed.wait_synced(10.0)
+            offline = {s: Offline(s) for s in SYMBOLS}
+            server.publish(1000)
+            caught_up(feed, server)
+            check_gap(feed, server, sink, offline)  # BTCUSDT
+            connects = feed.status()["connects"]
+            assert server.faults.drop_connections() == 1  # both
+            wait_for(lambda: feed.status()["connects"] > connects, what="a reconnect")
+            assert feed.wait_synced(10.0)
+            server.publish(1000)
+            caught_up(feed, server)
+        finally:
+            feed.close()  # the end of the stream: both
+    engine = Engine(engine_config(venue_kind="paper"))
+    resets = dict.fromkeys(SYMBOLS, 0)
+    for batch in sink.columns:
+        for event in batch.market_inputs(SYMBOLS):
+            venue = engine.venues[event.symbol]
+            synced = not venue.book.needs_resync
+            engine.apply(event)
+            if not is_book_reset(event):
+                continue
+            resets[event.symbol] += 1
+            assert synced and venue.book.needs_resync and len(venue.book) == 0  # the reset is what unsynced it
+            order = place(f"m{sum(resets.values())}", "BUY", "0.01", symbol=event.symbol, ts=event.ts_recv)
+            out = engine.apply(order)
+            assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+            assert not any(type(e) is OrderFilled for e in out)
+    assert resets == {"BTCUSDT": 3, "ETHUSDT": 2}
+    assert engine.totals() == engine.deposited()

@@ -204,6 +204,21 @@ def test_kline_event_with_low_above_open_is_rejected() -> None:
         parse_kline(payload, RECV)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"i": "1M"}, "field 'i': .*'1M' is not a fixed-length"),  # a month: no fixed number of nanoseconds
+        ({"i": "0m"}, "field 'i'"),
+        ({"i": 5}, "field 'i'"),
+        ({"T": 1672515779999}, "close time 'T' .* is before open time 't'"),
+        ({"t": 10**13}, "field 't' must be a time in ms"),
+    ],
+)
+def test_a_kline_the_parser_cannot_take_is_a_data_error(change: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_kline({**_DOC_KLINE, "k": {**_DOC_KLINE["k"], **change}}, RECV)
+
+
 # ---------------------------------------------------------------------------------------------------- bad payloads
 
 
@@ -238,6 +253,45 @@ def test_more_than_eight_decimals_is_rejected_not_rounded() -> None:
 def test_update_ids_out_of_order_are_rejected() -> None:
     with pytest.raises(DataError, match="below first update id"):
         parse_message({"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 5, "u": 4, "b": [], "a": []}, RECV)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        # ms times whose nanoseconds do not fit an int64 (this one is year 2286)
+        ({"e": "trade", "E": 10**13, "s": "X", "t": 1, "p": "1", "q": "1", "m": False}, "field 'E' must be a time"),
+        ({"e": "depthUpdate", "E": 2**63, "s": "X", "U": 1, "u": 2, "b": [], "a": []}, "field 'E'"),
+        ({"e": "aggTrade", "s": "X", "a": 1, "p": "1", "q": "1", "T": -1, "m": False}, "field 'T' must be a time"),
+        # ids beyond int64, or negative (-1 is the client's "book unknown", never a real update id)
+        ({"e": "trade", "E": 1, "s": "X", "t": 2**63, "p": "1", "q": "1", "m": False}, "field 't' is out of the 64"),
+        ({"e": "depthUpdate", "E": 1, "s": "X", "U": 1, "u": 2**63, "b": [], "a": []}, "field 'u' is out of the 64"),
+        ({"e": "depthUpdate", "E": 1, "s": "X", "U": -1, "u": 2, "b": [], "a": []}, "field 'U' must be a non-negative"),
+        ({"lastUpdateId": -1, "bids": [], "asks": [], "symbol": "X"}, "field 'lastUpdateId' must be a non-negative"),
+        ({"lastUpdateId": 2**64, "bids": [], "asks": [], "symbol": "X"}, "field 'lastUpdateId' is out of the 64"),
+        ({"u": 2**63, "s": "X", "b": "1", "B": "1", "a": "2", "A": "1"}, "field 'u' is out of the 64"),
+    ],
+)
+def test_integers_beyond_int64_or_negative_ids_are_rejected(payload: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_message(payload, RECV)
+
+
+def test_the_fast_readers_reject_what_does_not_fit_an_int64() -> None:
+    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "100.5", "q": "0.25", "m": True}
+    for change, message in (({"E": 10**13}, "field 'E'"), ({"t": 2**63}, "field 't'"), ({"t": -1}, "field 't'")):
+        with pytest.raises(DataError, match=message):
+            trade_fields({**trade, **change}, RECV)
+    top = {"u": 1, "s": "BTCUSDT", "b": "1.0", "B": "1", "a": "2.0", "A": "1"}
+    for update_id in (2**63, -1):
+        with pytest.raises(DataError, match="field 'u'"):
+            book_ticker_fields({**top, "u": update_id}, RECV)
+    assert trade_fields({**trade, "E": 9_223_372_036_854, "t": 2**63 - 1}, RECV)[-1] == 9_223_372_036_854 * MS
+
+
+def test_rest_klines_times_must_fit_an_int64() -> None:
+    row = [10**13, "1", "1", "1", "1", "1", 10**13 + 59_999, "1", 1, "1", "1", "0"]
+    with pytest.raises(DataError, match="open/close times"):
+        parse_rest_klines([row], "BTCUSDT", RECV)
 
 
 def test_snapshot_without_symbol_needs_one() -> None:

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from veloz_actors.actors.venue_shard import VenueShard
+from veloz_actors.core.l2book import L2Book
+from veloz_actors.core.market_batch import MarketBatch
 from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import (
     BookDelta,
@@ -132,3 +135,73 @@ def test_replay_of_the_journal_is_identical(tmp_path: Path, events: list) -> Non
     assert recovered.venues["BTCUSDT"].totals() == engine.venues["BTCUSDT"].totals()
     assert any(type(e) is OrderFilled and e.liquidity is Liquidity.TAKER for e in first)
     assert engine.venues["BTCUSDT"].name == PAPER_VENUE
+
+
+def book_reset(symbol: str, ts: int) -> BookDelta:
+    """The market-data client's word that ``symbol``'s book is unknown until its next snapshot."""
+    return BookDelta(symbol=symbol, first_update_id=-1, last_update_id=-1, bids=(), asks=(), is_snapshot=True,
+                     ts_event=ts, ts_recv=ts)  # fmt: skip
+
+
+def snapshot_of(book: L2Book, ts: int) -> BookDelta:
+    bids, asks = book.depth(len(book))
+    return BookDelta(symbol=book.symbol, first_update_id=book.last_update_id, last_update_id=book.last_update_id,
+                     bids=bids, asks=asks, is_snapshot=True, ts_event=ts, ts_recv=ts)  # fmt: skip
+
+
+def test_a_book_reset_unsyncs_the_book_until_the_next_snapshot(events: list) -> None:
+    engine = paper_engine()
+    feed(engine, events[:2000])
+    venue = engine.venues["BTCUSDT"]
+    assert not venue.book.needs_resync
+    live = L2Book("BTCUSDT")  # the live book, which the venue no longer knows after the reset
+    for event in events[:2000]:
+        if type(event) is BookDelta:
+            (live.apply_snapshot if event.is_snapshot else live.apply)(event)
+    ts = events[1999].ts_recv
+    engine.apply(book_reset("BTCUSDT", ts))
+    assert venue.book.needs_resync and len(venue.book) == 0 and venue.status()["book_resets"] == 1
+    out = engine.apply(place("m1", "BUY", "0.01", ts=ts + 1))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+    ask = live.best_ask()
+    assert ask is not None
+    out = engine.apply(place("l1", "BUY", "0.01", str((ask[0] + 100 * 10**8) / 10**8), ts=ts + 2))  # would cross
+    assert any(type(e) is OrderAccepted for e in out) and not any(type(e) is OrderFilled for e in out)
+    engine.apply(CancelOrder(client_order_id="l1", account_id="main", ts=ts + 3))
+    # the next snapshot: the book is live again, and so is trading
+    engine.apply(snapshot_of(live, ts + 4))
+    assert not venue.book.needs_resync and venue.book.best_ask() == ask
+    feed(engine, events[2000:2500])
+    out = engine.apply(place("m2", "BUY", "0.01", ts=events[2499].ts_recv + 1))
+    assert any(type(e) is OrderFilled for e in out)
+    assert engine.totals() == engine.deposited()
+
+
+def test_a_book_reset_is_journaled_and_replayed(tmp_path: Path, events: list) -> None:
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    feed(engine, events[:1000])
+    engine.apply(book_reset("BTCUSDT", events[999].ts_recv))
+    out = engine.apply(place("m1", "BUY", "0.01", ts=events[999].ts_recv + 1))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+    engine.close()
+    recovered, _ = Engine.recover(engine_config(venue_kind="paper"), journal)
+    venue = recovered.venues["BTCUSDT"]
+    assert venue.book.needs_resync and venue.status() == engine.venues["BTCUSDT"].status()
+    assert recovered.ledger.balances("main") == engine.ledger.balances("main")
+
+
+def test_a_venue_shard_takes_a_book_reset_from_a_columnar_batch(tmp_path: Path, events: list) -> None:
+    """The venue actor's path: MarketBatch.market_inputs hands the reset over with the diffs, the shard journals it,
+    and a shard recovered from its journal has the same unsynced book."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    batch = MarketBatch.from_events([*events[:1000], book_reset("BTCUSDT", events[999].ts_recv)])
+    shard.market(batch)
+    venue = shard.venues["BTCUSDT"]
+    assert venue.book.needs_resync and venue.status()["book_resets"] == 1
+    shard.close()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    assert again.venues["BTCUSDT"].status() == venue.status()
+    again.close()

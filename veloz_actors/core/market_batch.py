@@ -152,7 +152,8 @@ class MarketBatch:
         return out
 
     def market_inputs(self, symbols: Collection[str]) -> list[Any]:
-        """The depth diffs and public trades of ``symbols``, in order, as messages: what a paper venue consumes."""
+        """The depth messages (snapshots, diffs, book resets) and public trades of ``symbols``, in order, as messages:
+        what a paper venue consumes."""
         codes = [i for i, s in enumerate(self.symbols) if s in symbols]
         if not codes or not len(self.rows):
             return []

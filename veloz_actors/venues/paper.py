@@ -13,7 +13,10 @@ its book is the live book. The rules are the L2 backtest's, so a strategy paper-
 
 Unlike the backtest there is no modelled latency: a request takes effect at its own timestamp, the moment the
 kernel sends it. While the book resyncs (after a gap or a reconnect) market orders expire ``NO_LIQUIDITY`` and
-limit orders rest without taking: an order never fills against a book that may be wrong.
+limit orders rest without taking: an order never fills against a book that may be wrong. The client says when its
+book became unknown with a *book reset* (``BookDelta(is_snapshot=True, last_update_id=-1)``, no levels; a real update
+id is never negative): the venue's book is then unsynced until the next snapshot. The reset is a market input like
+any diff, journaled and replayed with them.
 
 The venue is every fill's counterparty: :meth:`PaperVenue.totals` is what it took in, net, per asset, so the
 kernel's accounts plus the venue hold exactly what the accounts were given (:meth:`PaperVenue.deposited` is empty).
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._exceptions import InvalidInput
 from ..core.instruments import Instrument
+from ..core.l2book import L2Book
 from ..messages import BookDelta, SubmitCancel, SubmitOrder, Trade
 from .fill_models import FeeModel
 from .l2replay import L2ReplayVenue
@@ -50,10 +55,19 @@ class PaperVenue(L2ReplayVenue):
         return self.on_clock(request.ts)
 
     consumes_market = True  # its drivers hand it the live market data
+    book_resets = 0  # a class default: a venue pickled (a journal snapshot) before this counter existed still works
 
     def on_market(self, event: Any) -> list[Any]:
-        """A live depth snapshot or diff, or a public trade: returns the fills it causes."""
+        """A live depth snapshot, diff or book reset, or a public trade: returns the fills it causes."""
         kind = type(event)
+        if kind is BookDelta and event.last_update_id < 0 and event.is_snapshot:
+            if event.symbol != self.symbol:
+                raise InvalidInput(f"event of {event.symbol} on the {self.symbol} venue")
+            self.market_events += 1
+            self.book_resets += 1
+            book = self.book
+            self.book = L2Book(self.symbol, book.market, buffer_limit=book.buffer_limit)  # unsynced until a snapshot
+            return []
         if kind is BookDelta or kind is Trade:
             self.market_events += 1
             return super().on_market(event)
@@ -70,5 +84,6 @@ class PaperVenue(L2ReplayVenue):
     def status(self) -> dict[str, Any]:
         status = super().status()
         status["market_events"] = self.market_events
+        status["book_resets"] = self.book_resets
         status["last_update_id"] = self.book.last_update_id
         return status

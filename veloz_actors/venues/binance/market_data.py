@@ -11,14 +11,20 @@ the event-loop thread and in order.
 unsynced (:class:`L2Book` refuses and buffers them); the sync task waits for the first buffered diff (at most
 ``snapshot_wait`` s), fetches ``GET /api/v3/depth?symbol=&limit=snapshot_limit``, and applies it: the book drops the
 buffered diffs the snapshot already covers and replays the rest in update-id order. A snapshot older than the first
-buffered diff (the book raises :class:`SequenceGap` while replaying) is counted as ``stale_snapshot`` and fetched
-again. A live gap (``U`` beyond the last ``u + 1``) is detected by the book on the first diff after it; the book
-discards its levels and a new snapshot is fetched at once. While a book is unsynced no diff of its symbol is emitted.
+buffered diff (the book raises :class:`SequenceGap` while replaying) is counted as ``stale_snapshot``; the symbol then
+starts over (its buffer and the highest ``u`` seen are forgotten, so one corrupt diff cannot refuse every snapshot)
+and the next snapshot is fetched once a fresh diff is buffered. A live gap (``U`` beyond the last ``u + 1``) is
+detected by the book on the first diff after it; the book discards its levels and a new snapshot is fetched at once.
+While a book is unsynced no diff of its symbol is emitted.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
-the book applied (never one it refused or dropped as stale). A downstream :class:`L2Book` fed this sequence alone
-rebuilds exactly this client's book. ``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
+the book applied (never one it refused or dropped as stale). Whenever the client stops knowing a symbol's book (a
+gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its way to the sink) it says so first with a
+*book reset*: ``BookDelta(is_snapshot=True, first_update_id=last_update_id=-1)`` without levels (a real update id is
+never negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then.
+A downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
+``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
 ``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced`` and ``closed``.
 A batch is what the reader had read from the socket when the loop got to it (split at ``batch_max``): nothing is held
 back waiting for more.
@@ -31,14 +37,16 @@ reconnect at once, without backoff (*reconnect*, not make-before-break: every re
 and a fresh snapshot after a switch costs one REST call per symbol). No frame at all (data or ping; Binance pings
 every 20 s) for ``idle_timeout`` s counts as a dead connection. Every reconnect resyncs every book and is reported.
 
-**REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds); no REST request of this client is
-sent before it has passed. ``GET /api/v3/time`` is sampled ``clock_samples`` times at each connect: the sample with the
-smallest round trip gives ``clock_offset_ms = serverTime - midpoint``.
+**REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds, 0 to 3 days, Binance's longest ban;
+anything else falls back to the backoff); no REST request of this client is sent before it has passed.
+``GET /api/v3/time`` is sampled ``clock_samples`` times at each connect: the sample with the smallest round trip gives
+``clock_offset_ms = serverTime - midpoint``.
 
 **Bad input** (malformed JSON, unknown events, payloads the schemas reject, stale snapshots, out-of-order or missing
-update ids) is counted by kind in :meth:`BinanceMarketData.status`, logged (logger ``veloz.binance``, at most
-``_LOG_BURST`` lines per kind per minute, payloads truncated) and, where the book is concerned, resynced. It never
-raises out of :meth:`BinanceMarketData.run` and never leaves a wrong book.
+update ids, and a frame that raised anything else: ``unexpected_error``) is counted by kind in
+:meth:`BinanceMarketData.status`, logged (logger ``veloz.binance``, at most ``_LOG_BURST`` lines per kind per minute,
+payloads truncated) and, where the book is concerned, resynced. It never raises out of :meth:`BinanceMarketData.run`
+and never leaves a wrong book.
 
 **Latency**: exchange -> receive (``ts_recv - ts_event``, ms) per stream kind over the last ``latency_reservoir``
 samples (spot ``bookTicker`` carries no exchange time, so it has none); receive -> publish is recorded by whoever
@@ -85,11 +93,12 @@ __all__ = [
 log = logging.getLogger("veloz.binance")
 
 _MAX_STREAMS = 1024  # streams one connection may carry
-_INTERVAL = re.compile(r"^[1-9]\d*[smhdwM]$")
+_INTERVAL = re.compile(r"^[1-9]\d*[smhdw]$")  # no months ("1M"): a Kline's interval is a fixed number of ns
 _DEPTH_STREAMS = ("depth", "depth@100ms", "depth@1000ms")
 _LOG_BURST = 5  # log lines per kind per window; the rest are counted and summarised
 _LOG_WINDOW_S = 60.0
 _PREVIEW = 160  # characters of a bad payload that may be logged
+_MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -147,7 +156,8 @@ class MarketDataSettings:
             isinstance(self.kline_interval, str) and _INTERVAL.match(self.kline_interval)
         ):
             raise InvalidInput(
-                f"kline_interval must be a Binance interval such as '1m' or None, got {self.kline_interval!r}"
+                "kline_interval must be a fixed-length Binance interval such as '1m', '1h' or '1d', or None (months "
+                f"have no fixed length), got {self.kline_interval!r}"
             )
         if self.depth_stream not in _DEPTH_STREAMS:
             raise InvalidInput(f"depth_stream must be one of {_DEPTH_STREAMS}, got {self.depth_stream!r}")
@@ -368,7 +378,9 @@ class BookSync:
 
     def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
         """Apply a REST snapshot: ``[snapshot, *replayed diffs]`` to emit, or None if it does not connect to the
-        buffered diffs (the book stays unsynced and keeps them; fetch a newer snapshot)."""
+        buffered diffs (the book stays unsynced; fetch a newer snapshot). A snapshot older than the first buffered diff
+        also forgets the buffer and the highest ``u`` seen (counted in ``stale_snapshots``): buffer fresh diffs first;
+        after a hole inside the buffer the diffs past the hole are kept."""
         book = self.book
         replayed: list[BookDelta] = []
         book.recording = replayed
@@ -378,7 +390,11 @@ class BookSync:
             if replayed:
                 self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
             else:
+                # Older than the first buffered diff. Fetching again with this buffer is Binance's step 4, but a
+                # corrupt diff (a huge U at the buffer's head, or a huge u in last_seen that drops every real diff
+                # since) would refuse every snapshot: start over from step 2, fresh diffs, before the next fetch.
                 self.stale_snapshots += 1
+                self.reset()
             return None
         finally:
             book.recording = None
@@ -646,6 +662,9 @@ class BinanceMarketData:
             return
         streams = [name for symbol in gone for name in self.settings.streams(symbol)]
         self._drop(gone)
+        for symbol in gone:
+            self._book_lost(symbol)  # nothing keeps their books downstream up to date any more
+        self._flush()
         if self._ws is not None and self._state == "connected":
             self._connection_streams.difference_update(streams)
             try:
@@ -799,8 +818,9 @@ class BinanceMarketData:
             self._control_waiters.clear()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
-            for feed in self._feeds.values():
+            for symbol, feed in self._feeds.items():
                 feed.reset()
+                self._book_lost(symbol)
             if not self._closing:
                 self._disconnects[reason.split(":")[0]] = self._disconnects.get(reason.split(":")[0], 0) + 1
                 self._last_disconnect = reason
@@ -893,7 +913,8 @@ class BinanceMarketData:
     # ------------------------------------------------------------------------------------------------- frames
 
     def _frame(self, raw: bytes, ts_recv: int) -> None:
-        """One text frame: a control reply, a market event, or ``serverShutdown``. Bad input is counted, never raised."""
+        """One text frame: a control reply, a market event, or ``serverShutdown``. Bad input is counted, never raised;
+        so is any other exception (input no check foresaw, or a bug): one frame never costs the connection."""
         try:
             stream, data = unwrap(raw)
         except DataError as exc:
@@ -902,13 +923,13 @@ class BinanceMarketData:
         if not isinstance(data, dict):
             self._bad("not_object", "%s: frame payload is not an object: %s", self.settings.venue, _preview(raw))
             return
-        if stream is None and ("result" in data or "error" in data or ("code" in data and "msg" in data)):
-            self._control_reply(data)
-            return
-        if stream is not None:
-            self._last_frame[stream] = ts_recv
         event = data.get("e")
         try:
+            if stream is None and ("result" in data or "error" in data or ("code" in data and "msg" in data)):
+                self._control_reply(data)
+                return
+            if stream is not None:
+                self._last_frame[stream] = ts_recv
             if event is None and "u" in data and "b" in data and "a" in data and "B" in data:
                 symbol, bid, bid_qty, ask, ask_qty, update_id, ts_event = book_ticker_fields(data, ts_recv)
                 if symbol in self._feeds:
@@ -943,6 +964,12 @@ class BinanceMarketData:
                 )
         except DataError as exc:
             self._bad("invalid_payload", "%s: rejected payload on %r: %s", self.settings.venue, stream, exc)
+        except Exception as exc:
+            self._bad(
+                "unexpected_error", "%s: frame on %r raised %r: %s", self.settings.venue, stream, exc, _preview(raw)
+            )
+            if event == "depthUpdate":
+                self._resync_all()  # the diff may have reached a book without being emitted: trust none downstream
 
     def _latency_sample(self, kind: str, data: dict, ts_recv: int) -> None:
         event_ms = data.get("E")
@@ -969,6 +996,7 @@ class BinanceMarketData:
                 delta.first_update_id,
                 feed.book.last_update_id,
             )
+            self._book_lost(delta.symbol)
             self._start_sync(delta.symbol, wait_first=False)
         elif outcome is OUT_OF_ORDER:
             self._bad(
@@ -1001,13 +1029,18 @@ class BinanceMarketData:
         feed = self._feeds.get(symbol)
         if feed is None:
             return
-        first = self._first_diff.get(symbol)
-        if wait_first and first is not None and not feed.book.buffered and self.settings.snapshot_wait:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(first.wait(), self.settings.snapshot_wait)
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
         params = {"symbol": symbol, "limit": str(self.settings.snapshot_limit)}
+        # how long to wait for a buffered diff before fetching (None: no limit): snapshot_wait at first; no wait after
+        # a gap (its diff is buffered); no limit after a stale snapshot, which proved the market moved past it
+        wait: float | None = self.settings.snapshot_wait if wait_first else 0.0
         while self._conn_id == conn and self._feeds.get(symbol) is feed and not feed.synced:
+            first = self._first_diff.get(symbol)
+            if wait != 0.0 and first is not None and not feed.book.buffered:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(first.wait(), wait)
+                wait = 0.0
+                continue  # the connection, the subscription or the book may have changed meanwhile
             try:
                 body = await self._rest("/api/v3/depth", params)
                 snapshot = parse_depth_snapshot(body, self._clock(), symbol)
@@ -1025,13 +1058,18 @@ class BinanceMarketData:
             stale_before = feed.stale_snapshots
             emitted = feed.on_snapshot(snapshot)
             if emitted is None:
+                stale = feed.stale_snapshots > stale_before
                 self._bad(
-                    "stale_snapshot" if feed.stale_snapshots > stale_before else "sequence_gap",
-                    "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again",
+                    "stale_snapshot" if stale else "sequence_gap",
+                    "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again%s",
                     self.settings.venue,
                     symbol,
                     snapshot.last_update_id,
+                    " after fresh diffs" if stale else "",
                 )
+                if stale:  # the feed started over (BookSync.on_snapshot): a fresh diff first, then the next fetch
+                    self._first_diff[symbol] = asyncio.Event()
+                    wait = None
                 await self._sleep(backoff.next_delay())
                 continue
             self._resyncs += 1
@@ -1082,7 +1120,7 @@ class BinanceMarketData:
             seconds = float(retry_after) if retry_after is not None else None
         except ValueError:
             seconds = None
-        if seconds is None or not seconds >= 0:
+        if seconds is None or not 0 <= seconds <= _MAX_RETRY_AFTER_S:  # NaN, inf, negative or beyond any real ban
             seconds = self._backoff.ceiling(self._rate_limited)  # no usable header: back off on our own
         self._rate_limited += 1
         until = time.monotonic() + seconds
@@ -1169,7 +1207,8 @@ class BinanceMarketData:
     def _control_reply(self, data: dict) -> None:
         """A reply to a control message: ``{"result": ..., "id": n}`` or an error (Binance writes ``{"error": {"code",
         "msg"}, "id"}``; the docs also show ``{"code", "msg", "id"}``)."""
-        waiter = self._control_waiters.get(data.get("id"))  # type: ignore[arg-type]
+        request_id = data.get("id")
+        waiter = self._control_waiters.get(request_id) if type(request_id) is int else None
         if waiter is None:
             self._bad("unexpected_reply", "%s: reply to no pending request: %s", self.settings.venue, _preview(data))
         elif not waiter.done():
@@ -1244,13 +1283,26 @@ class BinanceMarketData:
             self._open_klines[key] = row
 
     def _flush(self) -> None:
-        """Hand the pending events to the sink (in ``batch_max`` pieces). A sink that raises loses its batch: every
-        book is then resynced so that a downstream book rebuilt from the output is never wrong."""
+        """Hand the pending events to the sink (in ``batch_max`` pieces). A sink that raises, or a batch that cannot be
+        built, loses the batch: every book is then reset downstream and resynced, so that none there is ever wrong."""
         if not len(self._pending):
             return
-        whole = self._pending.build()
-        self._pending = MarketBatchBuilder()
+        pending, self._pending = self._pending, MarketBatchBuilder()  # nothing that fails to build stays queued
         self._open_klines.clear()
+        try:
+            whole = pending.build()
+        except Exception as exc:  # a value the schemas let through (a bug): the batch is lost, never the client
+            self._internal_errors += 1
+            self._log(
+                logging.ERROR,
+                "batch",
+                "%s: a batch of %d events cannot be built (%r); dropped, every book resynced",
+                self.settings.venue,
+                len(pending),
+                exc,
+            )
+            self._resync_all()
+            return
         batch_max = self.settings.batch_max
         for start in range(0, len(whole), batch_max):
             batch: MarketBatch | list[Any] = whole[start : start + batch_max] if len(whole) > batch_max else whole
@@ -1267,14 +1319,33 @@ class BinanceMarketData:
             self._batches_out += 1
 
     def _resync_all(self) -> None:
-        if self._ws is None:
-            return
+        """Events were lost on their way downstream: no book there can be trusted. Say so, and resync every book
+        (when connected; otherwise the next connection does)."""
         for symbol, feed in self._feeds.items():
+            self._book_lost(symbol)
+            if self._ws is None:
+                continue
             feed.reset()
             task = self._sync_tasks.pop(symbol, None)
             if task is not None:
                 task.cancel()
             self._start_sync(symbol, wait_first=True)
+
+    def _book_lost(self, symbol: str) -> None:
+        """Tell downstream that ``symbol``'s book is unknown until its next snapshot (see the module docstring)."""
+        now = self._clock()
+        self._emit(
+            BookDelta(
+                symbol=symbol,
+                first_update_id=-1,
+                last_update_id=-1,
+                bids=(),
+                asks=(),
+                is_snapshot=True,
+                ts_event=now,
+                ts_recv=now,
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------------------------ thread

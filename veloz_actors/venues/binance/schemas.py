@@ -2,8 +2,9 @@
 
 Raw Binance JSON (already decoded into dicts and lists, or given as bytes/str) is parsed here and nowhere else.
 Every price and quantity string is parsed exactly into 1e-8 units; every millisecond time becomes nanoseconds.
-A payload that cannot become a message raises :class:`~veloz_actors.DataError` naming the payload kind and the
-field, so a bad message is rejected at the edge and never travels through the system.
+Market-data ids and times are non-negative and, like every integer, fit an int64 (times in nanoseconds included):
+downstream they are int64 columns. A payload that cannot become a message raises :class:`~veloz_actors.DataError`
+naming the payload kind and the field, so a bad message is rejected at the edge and never travels through the system.
 
 Covered payloads (spot, USD-M and COIN-M where they differ):
 
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 _MS = 1_000_000  # nanoseconds per millisecond
+_INT64 = 1 << 63  # ids and times (ns) become int64 columns downstream (MarketBatch): every integer stays below this
+_MAX_MS = (_INT64 - 1) // _MS  # the last millisecond whose nanoseconds still fit (year 2262)
 _POW10 = tuple(10 ** (DECIMALS - n) for n in range(DECIMALS + 1))
 _MAX_WHOLE_DIGITS = 10  # below fixed.MAX_ABS (10**10 whole units), so every value fits int64
 
@@ -135,16 +138,28 @@ def _field(data: Any, key: str, kind: str) -> Any:
 
 
 def _int(data: Any, key: str, kind: str) -> int:
+    """Any int64. The sign is the caller's business: market-data ids use :func:`_uint`, the user-data parsers check
+    theirs with their own messages."""
     value = _field(data, key, kind)
     if type(value) is not int:
         raise DataError(f"{kind}: field {key!r} must be an integer, got {value!r}")
+    if not -_INT64 <= value < _INT64:
+        raise DataError(f"{kind}: field {key!r} is out of the 64-bit integer range, got {value}")
+    return value
+
+
+def _uint(data: Any, key: str, kind: str) -> int:
+    """An update id, trade id or count: 0 <= value < 2**63."""
+    value = _int(data, key, kind)
+    if value < 0:
+        raise DataError(f"{kind}: field {key!r} must be a non-negative integer, got {value}")
     return value
 
 
 def _ms(data: Any, key: str, kind: str) -> int:
     value = _int(data, key, kind)
-    if value < 0:
-        raise DataError(f"{kind}: field {key!r} must be a non-negative time in ms, got {value}")
+    if not 0 <= value <= _MAX_MS:
+        raise DataError(f"{kind}: field {key!r} must be a time in ms in 0..{_MAX_MS}, got {value}")
     return value * _MS
 
 
@@ -260,8 +275,8 @@ def unwrap(raw: bytes | str | dict) -> tuple[str | None, Any]:
 def parse_depth_update(data: dict, ts_recv: int) -> BookDelta:
     """A ``depthUpdate`` diff. Futures diffs carry ``pu`` (-> ``prev_update_id``); spot ones do not (-1)."""
     kind = "depthUpdate"
-    first = _int(data, "U", kind)
-    last = _int(data, "u", kind)
+    first = _uint(data, "U", kind)
+    last = _uint(data, "u", kind)
     if last < first:
         raise DataError(f"{kind}: last update id 'u' {last} is below first update id 'U' {first}")
     prev = _int(data, "pu", kind) if "pu" in data else -1
@@ -284,7 +299,7 @@ def parse_depth_snapshot(data: dict, ts_recv: int, symbol: str | None = None) ->
     futures ``E`` when present, else ``ts_recv``.
     """
     kind = "depth snapshot"
-    update_id = _int(data, "lastUpdateId", kind)
+    update_id = _uint(data, "lastUpdateId", kind)
     if symbol is None:
         symbol = _str(data, "symbol", kind) if "symbol" in data else None
     if not symbol:
@@ -310,7 +325,7 @@ def parse_book_ticker(data: dict, ts_recv: int) -> BookTop:
         bid_qty=_dec(data, "B", kind),
         ask_price=_dec(data, "a", kind),
         ask_qty=_dec(data, "A", kind),
-        update_id=_int(data, "u", kind),
+        update_id=_uint(data, "u", kind),
         ts_event=_ms(data, "E", kind) if "E" in data else ts_recv,
         ts_recv=ts_recv,
     )
@@ -321,7 +336,7 @@ def parse_trade(data: dict, ts_recv: int) -> Trade:
     kind = "trade"
     return Trade(
         symbol=_str(data, "s", kind),
-        trade_id=_int(data, "t", kind),
+        trade_id=_uint(data, "t", kind),
         price=_dec(data, "p", kind, allow_zero=False),
         qty=_dec(data, "q", kind, allow_zero=False),
         aggressor=Side.SELL if _bool(data, "m", kind) else Side.BUY,
@@ -344,7 +359,7 @@ def book_ticker_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, in
     try:
         symbol = data["s"]
         update_id = data["u"]
-        if type(symbol) is str and symbol and type(update_id) is int and "E" not in data:
+        if type(symbol) is str and symbol and type(update_id) is int and 0 <= update_id < _INT64 and "E" not in data:
             return (
                 symbol, _units(data["b"]), _units(data["B"]), _units(data["a"]), _units(data["A"]), update_id, ts_recv
             )  # fmt: skip
@@ -366,8 +381,8 @@ def trade_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, bool, in
         price = _units(data["p"])
         qty = _units(data["q"])
         if (
-            type(symbol) is str and symbol and type(trade_id) is int and type(maker) is bool
-            and type(event_ms) is int and event_ms >= 0 and price and qty
+            type(symbol) is str and symbol and type(trade_id) is int and 0 <= trade_id < _INT64
+            and type(maker) is bool and type(event_ms) is int and 0 <= event_ms <= _MAX_MS and price and qty
         ):  # fmt: skip
             return symbol, trade_id, price, qty, maker, event_ms * _MS
     except (KeyError, TypeError, AttributeError, ValueError, _NotPlain):
@@ -382,7 +397,7 @@ def parse_agg_trade(data: dict, ts_recv: int, symbol: str | None = None) -> Trad
     kind = "aggTrade"
     return Trade(
         symbol=symbol if symbol is not None else _str(data, "s", kind),
-        trade_id=_int(data, "a", kind),
+        trade_id=_uint(data, "a", kind),
         price=_dec(data, "p", kind, allow_zero=False),
         qty=_dec(data, "q", kind, allow_zero=False),
         aggressor=Side.SELL if _bool(data, "m", kind) else Side.BUY,
@@ -451,7 +466,15 @@ def parse_kline(data: dict, ts_recv: int) -> Kline:
     k = _field(data, "k", kind)
     open_time = _ms(k, "t", kind)
     close_time = _ms(k, "T", kind)
-    interval = interval_ns(_str(k, "i", kind)) if "i" in k else close_time + _MS - open_time
+    if close_time < open_time:
+        raise DataError(f"{kind}: close time 'T' {close_time // _MS} is before open time 't' {open_time // _MS}")
+    if "i" in k:
+        try:
+            interval = interval_ns(_str(k, "i", kind))
+        except InvalidInput as exc:  # a month ("1M") or anything else without a fixed length
+            raise DataError(f"{kind}: field 'i': {exc}") from exc
+    else:
+        interval = close_time + _MS - open_time
     open_, high, low, close = (_dec(k, key, kind, allow_zero=False) for key in ("o", "h", "l", "c"))
     _check_ohlc(kind, open_, high, low, close)
     return Kline(
@@ -486,9 +509,10 @@ def parse_rest_klines(rows: list, symbol: str, ts_recv: int, interval: str | Non
         if type(row) is not list or len(row) < 7:
             raise DataError(f"{what}: expected an array of at least 7 fields, got {_preview(row)}")
         open_ms, close_ms = row[0], row[6]
-        if type(open_ms) is not int or type(close_ms) is not int or close_ms < open_ms:
+        if type(open_ms) is not int or type(close_ms) is not int or not 0 <= open_ms <= close_ms < _MAX_MS:
             raise DataError(
-                f"{what}: open/close times must be integers with close >= open, got {open_ms!r}, {close_ms!r}"
+                f"{what}: open/close times must be integers in 0..{_MAX_MS - 1} ms with close >= open, got "
+                f"{open_ms!r}, {close_ms!r}"
             )
         open_, high, low, close = (
             decimal_units(row[j], f"{what} field {name!r}", allow_zero=False)
