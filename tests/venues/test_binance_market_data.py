@@ -31,6 +31,7 @@ from veloz_actors.messages import BookDelta, OrderExpired, OrderFilled, RejectRe
 from veloz_actors.testing import engine_config, place
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.market_data import (
+    _STALE_BEFORE_RESTART,
     APPLIED,
     BUFFERED,
     GAP,
@@ -226,7 +227,7 @@ def test_book_sync_stale_snapshot_gap_and_out_of_order():
     for delta in live[:5]:
         assert sync.on_diff(delta) == BUFFERED
         offline.apply(delta)
-    # a snapshot older than the first buffered diff cannot be used: refused, counted, and the sync starts over
+    # a snapshot older than the first buffered diff cannot be used: refused, counted, the buffer kept
     old = BookDelta(
         symbol=symbol,
         first_update_id=live[0].first_update_id - 10,
@@ -238,8 +239,7 @@ def test_book_sync_stale_snapshot_gap_and_out_of_order():
         ts_recv=0,
     )
     assert sync.on_snapshot(old) is None and sync.stale_snapshots == 1 and not sync.synced
-    assert sync.book.buffered == 0  # from fresh diffs: the same ones again here, no longer out of order
-    assert [sync.on_diff(delta) for delta in live[:5]] == [BUFFERED] * 5 and sync.out_of_order == 0
+    assert sync.book.buffered == 5
     # the right snapshot replays the 5 buffered diffs and emits exactly them after itself
     out = sync.on_snapshot(snapshot)
     assert out is not None and [d.last_update_id for d in out] == [snapshot.last_update_id] + [
@@ -522,14 +522,10 @@ def test_bad_input_is_counted_and_never_crashes_or_corrupts_a_book(caplog):
             assert status["bad_input"] == {"json": 3, "unknown_event": 3, "invalid_payload": 3, "out_of_order": 3}
             assert status["connects"] == 1 and status["resyncs"]["total"] == 2  # no reconnect, no resync needed
 
-            # stale snapshots: the first answer after a reconnect is older than the buffered diffs; the client starts
-            # over and fetches again once fresh diffs come
+            # stale snapshots: the first answer after a reconnect is older than the buffered diffs
             server.faults.stale_snapshot(2)
             assert server.faults.drop_connections() == 1
             wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
-            server.publish(300)
-            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == 2, what="the stale snapshots")
-            assert not feed.synced()
             server.publish(300)
             assert feed.wait_synced(10.0)
             caught_up(feed, server)
@@ -821,7 +817,8 @@ def test_retry_after_is_taken_only_within_0_to_3_days(header, seconds):
 
 def test_a_corrupt_diff_cannot_block_the_resync():
     """A diff with a huge U and u: a gap, and every real diff after it looks out of order; the next snapshot is stale
-    against it. The sync starts over from fresh diffs, and the snapshot after that connects."""
+    against it, and so is every later one. After a few in a row the sync starts over from fresh diffs, and the snapshot
+    after that connects."""
     events = capture(BTC_CAPTURE)
     snapshot, diffs = split(events)
     symbol = snapshot.symbol
@@ -840,7 +837,9 @@ def test_a_corrupt_diff_cannot_block_the_resync():
     assert sync.on_diff(live[5]) == OUT_OF_ORDER  # below the corrupt u
     for delta in live[5:10]:
         offline.apply(delta)
-    assert sync.on_snapshot(snapshot_of(offline)) is None and sync.stale_snapshots == 1  # the corrupt diff heads it
+    for tries in range(1, _STALE_BEFORE_RESTART + 1):  # the corrupt diff heads the buffer: each snapshot is stale
+        assert sync.on_snapshot(snapshot_of(offline)) is None and sync.stale_snapshots == tries
+        assert sync.book.buffered == (0 if tries == _STALE_BEFORE_RESTART else 1)  # then the sync starts over
     for delta in live[10:20]:
         assert sync.on_diff(delta) == BUFFERED  # fresh diffs, no longer judged against the corrupt u
         offline.apply(delta)
@@ -850,12 +849,13 @@ def test_a_corrupt_diff_cannot_block_the_resync():
     assert out is not None and sync.synced and same_book(sync.book, offline)
 
 
-def test_after_a_stale_snapshot_the_next_is_fetched_only_over_fresh_diffs(monkeypatch):
-    """Binance's step 4 needs buffered diffs to judge a snapshot by: after a stale one the client waits for a fresh
-    diff (however long), never takes a snapshot over an empty buffer."""
-    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
-        # no backoff to speak of: a refetch, if there were one, would come at once
-        settings = settings_for(server, snapshot_wait=5.0, backoff_initial=1e-6, backoff_max=1e-6)
+def test_after_the_sync_starts_over_the_next_snapshot_is_fetched_only_over_fresh_diffs(monkeypatch):
+    """Binance's step 4 needs buffered diffs to judge a snapshot by: stale snapshots are fetched again over the same
+    buffer, and once the sync has started over (``_STALE_BEFORE_RESTART`` in a row) the client waits for a fresh diff
+    (however long), never taking a snapshot over an empty buffer."""
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        # no backoff to speak of: a refetch over an empty buffer, if there were one, would come at once
+        settings = settings_for(server, ("BTCUSDT",), snapshot_wait=5.0, backoff_initial=1e-6, backoff_max=1e-6)
         feed = MarketDataThread(settings, Sink(), rng=random.Random(6))
         client = feed.client
         fetched: list[int] = []  # diffs buffered when a snapshot was requested
@@ -872,18 +872,18 @@ def test_after_a_stale_snapshot_the_next_is_fetched_only_over_fresh_diffs(monkey
             assert server.wait_connections(1)
             server.publish(300)
             assert feed.wait_synced(10.0)
-            server.faults.stale_snapshot(2)
+            server.faults.stale_snapshot(_STALE_BEFORE_RESTART)
             assert server.faults.drop_connections() == 1
             wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
             mark = len(fetched)
             server.publish(300)
-            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == 2, what="the stale snapshots")
-            assert not feed.synced()
+            stale = _STALE_BEFORE_RESTART
+            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == stale, what="the stale snapshots")
             server.publish(300)
             assert feed.wait_synced(10.0)
-            caught_up(feed, server)
-            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
-            assert len(fetched) - mark == 4 and all(fetched[mark:])  # two stale, two good, each over fresh diffs
+            caught_up(feed, server, ("BTCUSDT",))
+            assert_same_as_server(feed, server, {"BTCUSDT": Offline("BTCUSDT")})
+            assert len(fetched) - mark == stale + 1 and all(fetched[mark:])  # each fetch over buffered diffs
         finally:
             feed.close()
 

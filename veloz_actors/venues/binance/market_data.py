@@ -11,7 +11,8 @@ the event-loop thread and in order.
 unsynced (:class:`L2Book` refuses and buffers them); the sync task waits for the first buffered diff (at most
 ``snapshot_wait`` s), fetches ``GET /api/v3/depth?symbol=&limit=snapshot_limit``, and applies it: the book drops the
 buffered diffs the snapshot already covers and replays the rest in update-id order. A snapshot older than the first
-buffered diff (the book raises :class:`SequenceGap` while replaying) is counted as ``stale_snapshot``; the symbol then
+buffered diff (the book raises :class:`SequenceGap` while replaying) is counted as ``stale_snapshot`` and fetched
+again over the same buffer (Binance's procedure); after ``_STALE_BEFORE_RESTART`` stale snapshots in a row the symbol
 starts over (its buffer and the highest ``u`` seen are forgotten, so one corrupt diff cannot refuse every snapshot)
 and the next snapshot is fetched once a fresh diff is buffered. A live gap (``U`` beyond the last ``u + 1``) is
 detected by the book on the first diff after it; the book discards its levels and a new snapshot is fetched at once.
@@ -98,6 +99,7 @@ _DEPTH_STREAMS = ("depth", "depth@100ms", "depth@1000ms")
 _LOG_BURST = 5  # log lines per kind per window; the rest are counted and summarised
 _LOG_WINDOW_S = 60.0
 _PREVIEW = 160  # characters of a bad payload that may be logged
+_STALE_BEFORE_RESTART = 3  # stale snapshots in a row after which a symbol's sync starts over from fresh diffs
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
 
 
@@ -334,7 +336,10 @@ class BookSync:
     [10, 12]
     """
 
-    __slots__ = ("symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "out_of_order", "last_seen")
+    __slots__ = (
+        "symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "stale_in_row", "out_of_order",
+        "last_seen",
+    )  # fmt: skip
 
     def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
         self.symbol = symbol
@@ -343,6 +348,7 @@ class BookSync:
         self.resyncs = 0  # snapshots applied
         self.gaps = 0  # live gaps detected
         self.stale_snapshots = 0  # snapshots refused as older than the buffered diffs (or over a buffer hole)
+        self.stale_in_row = 0  # of them, since the last snapshot applied or the last start over
         self.out_of_order = 0
         self.last_seen = -1  # the highest ``u`` received on this connection: a correct stream only goes up
 
@@ -354,6 +360,7 @@ class BookSync:
         """Forget the book (a new connection): unsynced, empty buffer; counters are kept."""
         self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
         self.last_seen = -1
+        self.stale_in_row = 0
 
     def on_diff(self, delta: BookDelta) -> str:
         """Apply (or buffer) one diff; the outcome says whether to emit it (``APPLIED``) or resync (``GAP``).
@@ -379,8 +386,9 @@ class BookSync:
     def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
         """Apply a REST snapshot: ``[snapshot, *replayed diffs]`` to emit, or None if it does not connect to the
         buffered diffs (the book stays unsynced; fetch a newer snapshot). A snapshot older than the first buffered diff
-        also forgets the buffer and the highest ``u`` seen (counted in ``stale_snapshots``): buffer fresh diffs first;
-        after a hole inside the buffer the diffs past the hole are kept."""
+        is counted in ``stale_snapshots`` and the buffer kept; the ``_STALE_BEFORE_RESTART``-th in a row also forgets
+        the buffer and the highest ``u`` seen (buffer fresh diffs before the next fetch). After a hole inside the
+        buffer the diffs past the hole are kept."""
         book = self.book
         replayed: list[BookDelta] = []
         book.recording = replayed
@@ -390,15 +398,18 @@ class BookSync:
             if replayed:
                 self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
             else:
-                # Older than the first buffered diff. Fetching again with this buffer is Binance's step 4, but a
-                # corrupt diff (a huge U at the buffer's head, or a huge u in last_seen that drops every real diff
-                # since) would refuse every snapshot: start over from step 2, fresh diffs, before the next fetch.
+                # Older than the first buffered diff: fetch again over this buffer (Binance's step 4). But a corrupt
+                # diff (a huge U at the buffer's head, or a huge u in last_seen that drops every real diff since)
+                # would refuse every snapshot: after a few in a row, start over from step 2 with fresh diffs.
                 self.stale_snapshots += 1
-                self.reset()
+                self.stale_in_row += 1
+                if self.stale_in_row >= _STALE_BEFORE_RESTART:
+                    self.reset()
             return None
         finally:
             book.recording = None
         self.resyncs += 1
+        self.stale_in_row = 0
         return [snapshot, *replayed]
 
 
@@ -1032,7 +1043,8 @@ class BinanceMarketData:
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
         params = {"symbol": symbol, "limit": str(self.settings.snapshot_limit)}
         # how long to wait for a buffered diff before fetching (None: no limit): snapshot_wait at first; no wait after
-        # a gap (its diff is buffered); no limit after a stale snapshot, which proved the market moved past it
+        # a gap (its diff is buffered); no limit after the sync started over from stale snapshots (they proved the
+        # market moved past them: diffs will come)
         wait: float | None = self.settings.snapshot_wait if wait_first else 0.0
         while self._conn_id == conn and self._feeds.get(symbol) is feed and not feed.synced:
             first = self._first_diff.get(symbol)
@@ -1059,15 +1071,16 @@ class BinanceMarketData:
             emitted = feed.on_snapshot(snapshot)
             if emitted is None:
                 stale = feed.stale_snapshots > stale_before
+                restarted = stale and not feed.book.buffered  # BookSync.on_snapshot started the symbol over
                 self._bad(
                     "stale_snapshot" if stale else "sequence_gap",
                     "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again%s",
                     self.settings.venue,
                     symbol,
                     snapshot.last_update_id,
-                    " after fresh diffs" if stale else "",
+                    " over fresh diffs" if restarted else "",
                 )
-                if stale:  # the feed started over (BookSync.on_snapshot): a fresh diff first, then the next fetch
+                if restarted:  # a fresh diff first, then the next fetch
                     self._first_diff[symbol] = asyncio.Event()
                     wait = None
                 await self._sleep(backoff.next_delay())
