@@ -589,7 +589,7 @@ def test_order_refusals_answer_binances_codes_and_messages(server: Any) -> None:
             (
                 {"newClientOrderId": "bad id!"},
                 -1100,
-                "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[a-zA-Z0-9-_]{1,36}$'.",
+                "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
             ),  # fmt: skip
         ]
         for params, code, msg in cases:

@@ -31,7 +31,7 @@ R = RejectReason
         (400, -1013, "Filter failure: LOT_SIZE", R.INVALID_QUANTITY),
         (400, -1013, "Filter failure: MARKET_LOT_SIZE", R.INVALID_QUANTITY),
         (400, -1013, "Filter failure: MIN_NOTIONAL", R.NOTIONAL_BELOW_MINIMUM),
-        (400, -1013, "Filter failure: NOTIONAL", R.VENUE_REJECTED),  # below the minimum or above the maximum
+        (400, -1013, "Filter failure: NOTIONAL", R.NOTIONAL_BELOW_MINIMUM),  # the maximum is checked before sending
         (400, -1013, "Filter failure: MAX_NUM_ORDERS", R.VENUE_REJECTED),
         (400, -1013, "Filter failure: MAX_POSITION", R.MAX_POSITION),
         (400, -1111, "Parameter 'price' has too much precision.", R.INVALID_PRICE),
@@ -115,6 +115,23 @@ def test_bad_credentials_and_disabled_trading_are_fatal(http: int, code: int, ms
 def test_rate_limits_reject_rate_limit(http: int, code: int | None, msg: str | None) -> None:
     outcome = classify(http, code, msg)
     assert outcome.rate_limited and outcome.reject_reason is R.RATE_LIMIT and not outcome.fatal
+
+
+@pytest.mark.parametrize(
+    ("http", "code", "order_count"),
+    [
+        (429, -1015, True),  # "Too many new orders": the account's unfilled-order count
+        (400, -1015, True),
+        (429, -1003, False),  # the IP's request weight
+        (418, -1003, False),
+        (429, None, False),  # no code: cannot be told apart, so it counts as the IP's
+        (429, -1034, False),
+    ],
+)
+def test_only_the_unfilled_order_count_limits_new_orders_alone(http: int, code: int | None, order_count: bool) -> None:
+    outcome = classify(http, code, "Too many new orders; current limit is 100 orders per 10 SECOND.")
+    assert outcome.rate_limited and outcome.reject_reason is R.RATE_LIMIT
+    assert outcome.order_count_limited is order_count
 
 
 def test_detail_names_code_and_message_and_never_echoes_secrets_or_long_tokens() -> None:

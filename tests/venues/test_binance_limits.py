@@ -152,6 +152,28 @@ def test_nothing_is_allowed_between_a_429_or_418_and_its_retry_after(status: int
     assert limits.status(T0 + 1_000)["blocked_until_ms"] == until and limits.status(until)["blocked_until_ms"] is None
 
 
+def test_an_order_count_429_holds_back_new_orders_only() -> None:
+    """-1015 "Too many new orders" is the account's unfilled-order count, not the IP's weight: cancels and queries
+    go on until its Retry-After, new orders do not."""
+    limits = _limits()
+    limits.on_response(429, {"Retry-After": "8"}, T0 + 1_000, orders_only=True)
+    until = T0 + 9_000
+    assert limits.orders_blocked_until_ms == until and limits.blocked_until_ms == 0
+    for t in (T0 + 1_000, until - 1):
+        assert not limits.blocked(t) and limits.orders_blocked(t)
+        assert limits.allow_request(1, t) and limits.wait_for(t, weight=1) == 0.0
+        assert not limits.allow_order(t) and limits.wait_for(t, weight=1, order=True) == (until - t) / 1000
+    assert limits.allow_order(until) and limits.wait_for(until, order=True) == 0.0
+    status = limits.status(T0 + 1_000)
+    assert status["orders_blocked_until_ms"] == until and status["blocked_until_ms"] is None
+    assert (status["too_many_requests"], status["too_many_orders"]) == (1, 1)
+    # the WebSocket API's retryAfter (epoch ms); a 418 is the IP's ban whatever it says
+    limits.on_response(429, {}, T0 + 10_000, retry_after_ms=T0 + 20_000, orders_only=True)
+    assert limits.orders_blocked(T0 + 19_999) and not limits.blocked(T0 + 19_999)
+    limits.on_response(418, {"Retry-After": "5"}, T0 + 10_000, orders_only=True)
+    assert limits.blocked(T0 + 14_999) and not limits.allow_request(1, T0 + 14_999)
+
+
 def test_a_later_block_is_never_shortened_and_missing_retry_after_backs_off() -> None:
     limits = _limits(default_backoff_ms=10_000, ban_backoff_ms=120_000)
     limits.on_response(429, {}, T0)

@@ -190,6 +190,45 @@ def test_expiries_carry_the_reason_that_can_be_derived(changes: dict[str, Any], 
     )
 
 
+# ---------------------------------------------------------------------------------------- self-trade prevention
+
+# stp_faq.md Scenario G: a resting BUY 6 @ 2 meets a DECREMENT taker of 2: 2 are prevented, the order works on (NEW)
+STP_KEEPS_WORKING = _report(
+    x="TRADE_PREVENTION", X="NEW", q="6.00000000", p="2.00000000", l="0.00000000", z="0.00000000", L="0.00000000",
+    V="DECREMENT", v=4, A="2.00000000", B="2.00000000", pl="2.00000000", pL="2.00000000", pY="4.00000000",
+)  # fmt: skip
+
+
+def test_a_trade_prevention_that_leaves_the_order_working_ends_nothing() -> None:
+    assert parse_execution_report(STP_KEEPS_WORKING, ACCOUNT) is None
+    assert parse_user_event({"subscriptionId": 0, "event": STP_KEEPS_WORKING}, ACCOUNT) == []
+    partly = {**STP_KEEPS_WORKING, "X": "PARTIALLY_FILLED", "z": "1.00000000"}
+    assert parse_user_event(partly, ACCOUNT) == []
+    # once nothing is left the order ended (EXPIRE_* modes, or DECREMENT taking the rest)
+    [end] = parse_user_event({**STP_KEEPS_WORKING, "X": "EXPIRED_IN_MATCH", "A": "6.00000000"}, ACCOUNT)
+    assert isinstance(end, VenueOrderExpired) and end.reason is R.SELF_TRADE_PREVENTED
+
+
+def test_fills_leave_what_self_trade_prevention_did_not_take_and_a_short_fill_ends_the_order() -> None:
+    common = {"x": "TRADE", "q": "6.00000000", "L": "2.00000000", "n": "0", "N": None, "A": "2.00000000"}
+    working = parse_execution_report(_report(**common, X="PARTIALLY_FILLED", z="1.00000000", l="1.00000000", t=9),
+                                     ACCOUNT)  # fmt: skip
+    assert isinstance(working, VenueOrderFilled) and working.leaves_qty == d("3")  # 6 - 1 filled - 2 prevented
+    # the last 3 fill it: Binance says FILLED with 4 of 6 executed; the kernel closes an order by quantity only when
+    # every unit is filled, so the fill comes with the order's end
+    fill, end = parse_user_event(_report(**common, X="FILLED", z="4.00000000", l="3.00000000", t=10), ACCOUNT)
+    assert isinstance(fill, VenueOrderFilled) and fill.leaves_qty == 0 and fill.qty == d("3")
+    assert isinstance(end, VenueOrderExpired) and end.reason is R.SELF_TRADE_PREVENTED and end.ts == fill.ts
+    [alone] = parse_user_event(_report(**{**common, "A": None}, X="FILLED", z="6.00000000", l="3.00000000", t=10),
+                               ACCOUNT)  # fmt: skip
+    assert isinstance(alone, VenueOrderFilled)
+    # the same in an order query: FILLED short of its quantity needs its end too
+    short = parse_order_state({**QUERY, "status": "FILLED", "executedQty": "0.4", "preventedQuantity": "0.6"})
+    assert short.prevented_qty == d("0.6") and short.needs_end
+    assert short.report(ACCOUNT).reason is R.SELF_TRADE_PREVENTED  # type: ignore[union-attr]
+    assert not parse_order_state({**QUERY, "status": "FILLED", "executedQty": "1"}).needs_end
+
+
 @pytest.mark.parametrize(
     ("r", "reason"),
     [

@@ -33,6 +33,7 @@ from veloz_actors.core.kernel import KernelConfig, TradingKernel
 from veloz_actors.core.oms import Order
 from veloz_actors.messages import (
     Error,
+    OrderExpired,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -93,6 +94,7 @@ STATUS_OF = {
     "FILLED": OrderStatus.FILLED,
     "CANCELED": OrderStatus.CANCELLED,
     "EXPIRED": OrderStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
 }
 _EXECUTION = (
     VenueOrderAccepted,
@@ -144,6 +146,7 @@ class Harness:
         start: bool = True,
         instruments: dict[str, Any] | None = None,
         venue_kw: dict[str, Any] | None = None,
+        balances: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
         self.server = server
@@ -155,7 +158,7 @@ class Harness:
         reference = (bids[0][0] + asks[0][0]) // 2 // 1_000_000 * 1_000_000
         config = KernelConfig(
             instruments=tuple(self.instruments.values()),
-            balances={"main": {asset: d(amount) for asset, amount in BALANCES.items()}},
+            balances={"main": {asset: d(amount) for asset, amount in (balances or BALANCES).items()}},
             reference_prices={SYMBOL: reference},
         )
         self.kernel = TradingKernel(config)
@@ -220,6 +223,16 @@ class Harness:
         self._flush()
         return coid
 
+    def fund_unsent(self, coid: str, side: Side, qty: int, price: int, ts: int | None = None) -> None:
+        """An order the kernel funded whose request never left (a crash before sending)."""
+        cmd = PlaceOrder(
+            client_order_id=coid, symbol=SYMBOL, side=side, order_type=OrderType.LIMIT, qty=qty, price=price,
+            ts=time.time_ns() if ts is None else ts,
+        )  # fmt: skip
+        self.kernel_events += self.kernel.apply(cmd)
+        assert self.kernel.take_outbox()  # never sent
+        assert self.order(coid).status is OrderStatus.SUBMITTED
+
     def cancel(self, coid: str) -> None:
         from veloz_actors.messages import CancelOrder
 
@@ -282,11 +295,14 @@ class Harness:
 
     # ------------------------------------------------------------------------------------------------ truth
 
-    def assert_matches_server(self) -> None:
-        """Every order and every balance of the kernel equals the server's."""
+    def assert_matches_server(self, *, skip: frozenset[str] = frozenset()) -> None:
+        """Every order (but those in ``skip``, which a test checks itself) and every balance of the kernel equals the
+        server's."""
         truth = {o["clientOrderId"]: o for o in self.server.orders(self.creds.api_key)}
         ours = self.kernel.oms.orders(account_id="main")
         for order in ours:
+            if order.client_order_id in skip:
+                continue
             row = truth.get(order.client_order_id)
             if order.status is OrderStatus.REJECTED:
                 assert row is None, f"{order.client_order_id} rejected by the kernel but placed: {row}"
@@ -883,6 +899,201 @@ def test_an_order_that_never_reached_binance_is_rejected_and_its_funds_released(
         h.wait(lost, OrderStatus.REJECTED)
         assert "never reached Binance" in h.rejection(lost).detail
         assert h.kernel.ledger.locked("main", "USDT") == 0
+        h.assert_matches_server()
+
+
+# ------------------------------------------------------------------------------------------ a client id used again
+
+REUSED = "stop-BTCUSDT-1"  # the kernel's stop-loss ids start from 1 again in every run
+EARLIER_SESSION = 3 * 86_400.0  # seconds: an order the previous run placed
+
+
+def _earlier_order(server: BinanceTestServer, side: str, *, age_seconds: float) -> dict[str, Any]:
+    """A FILLED order, placed outside this session, with the client id the kernel is about to use again."""
+    _, bids, asks = server.book(SYMBOL)
+    price = asks[0][0] if side == "BUY" else bids[0][0]
+    row = server.trading_faults.place_outside(
+        HMAC.api_key, SYMBOL, side, "0.01", text(price), client_order_id=REUSED, age_seconds=age_seconds
+    )
+    assert row["status"] == "FILLED"
+    return row
+
+
+def _server_balances(server: BinanceTestServer) -> dict[str, str]:
+    """The account's balances now, for a kernel that starts from them (no order open)."""
+    balances = server.balances(HMAC.api_key)
+    assert not any(locked for _, locked in balances.values())
+    return {asset: text(free) for asset, (free, _) in balances.items() if free}
+
+
+@pytest.mark.parametrize(("path", "earlier"), [("ws", "session"), ("rest", "session"), ("ws", "sell")])
+def test_an_unknown_outcome_is_never_settled_with_an_earlier_order_of_its_client_id(
+    server: BinanceTestServer, path: str, earlier: str
+) -> None:
+    """Binance needs a client id to be unique among open orders only (rest-api.md ``newClientOrderId``), and
+    ``order.status`` by ``origClientOrderId`` finds the latest order that had it. The kernel uses the id of an
+    earlier FILLED order again (of an earlier session, same side and size; or of a moment ago, a SELL) and the new
+    order's request is lost on its way: the earlier order is not this one, so the new order is rejected as never
+    placed, and none of the earlier order's fills is booked."""
+    if earlier == "session":
+        before = _earlier_order(server, "BUY", age_seconds=EARLIER_SESSION)
+    else:
+        before = _earlier_order(server, "SELL", age_seconds=0.0)
+    balances = _server_balances(server)
+    with Harness(server, order_path=path, balances=balances, recv_window_ms=1000, never_placed_margin_ms=200) as h:
+        server.trading_faults.lose_order_request(1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"), coid=REUSED)
+        h.wait(coid, OrderStatus.REJECTED)
+        assert "never reached Binance" in h.rejection(coid).detail
+        assert OrderStatus.UNKNOWN in [s for s, _ in h.order(coid).history]
+        assert not [m for m in h.seen if isinstance(m, VenueOrderFilled) and m.client_order_id == REUSED]
+        same_id = [o["orderId"] for o in server.orders(HMAC.api_key) if o["clientOrderId"] == REUSED]
+        assert same_id == [before["orderId"]]  # the lost request was never placed
+        assert server.trading_faults.counts["lose_order_request"] == 1
+        assert h.venue.status()["counts"]["other_order_with_client_id"] >= 1
+        h.assert_matches_server(skip=frozenset({REUSED}))
+
+
+def test_the_reconciliation_never_takes_an_earlier_order_of_the_same_client_id(server: BinanceTestServer) -> None:
+    """The kernel funded an order with the id of an earlier session's FILLED order and stopped before sending it:
+    the reconciliation finds only the earlier order, which is not this one, and rejects the kernel's as never
+    placed (its funds released, no fill booked)."""
+    _earlier_order(server, "BUY", age_seconds=EARLIER_SESSION)
+    with Harness(server, balances=_server_balances(server), recv_window_ms=500, never_placed_margin_ms=200) as h:
+        h.fund_unsent(REUSED, Side.BUY, d("0.01"), d("61000"))
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        assert report.summary["never_placed"] == [REUSED] and report.summary["fills"] == 0
+        h.wait(REUSED, OrderStatus.REJECTED)
+        assert h.order(REUSED).filled == 0 and h.kernel.ledger.locked("main", "USDT") == 0
+        h.assert_matches_server(skip=frozenset({REUSED}))
+
+
+def test_never_placed_is_judged_on_binances_clock_whatever_the_local_one(server: BinanceTestServer) -> None:
+    """The local clock is 7 s behind Binance's, and the kernel's command time is read from it: the never-placed check
+    moves it by the measured offset. Looked at on Binance's clock the order is 7 s old and its request could no
+    longer arrive; on its own clock it is new, so "no such order" is only believed after its recvWindow passed and a
+    second ``order.status`` says so again."""
+    behind = 7_000_000_000
+    with Harness(server, recv_window_ms=500, never_placed_margin_ms=200,
+                 venue_kw={"clock": lambda: time.time_ns() - behind}) as h:  # fmt: skip
+        assert 6_900 < h.venue.status()["clock"]["offset_ms"] < 7_100
+        h.fund_unsent("lost-1", Side.BUY, d("0.01"), d("61000"), ts=time.time_ns() - behind)
+        asked = h.venue.status()["counts"].get("sent.order.status", 0)
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        assert report.summary["never_placed"] == ["lost-1"]
+        assert h.venue.status()["counts"]["sent.order.status"] - asked == 2
+        h.wait("lost-1", OrderStatus.REJECTED)
+        h.assert_matches_server()
+
+
+# -------------------------------------------------------------------------------------------- orders and their trades
+
+
+def test_an_order_with_more_trades_than_a_page_is_settled_with_all_of_them(server: BinanceTestServer) -> None:
+    """A limit BUY through the whole ask side makes over 1000 trades; its answer and every stream event are lost
+    with the WebSocket API connection. The adapter settles it from ``order.status`` and ``myTrades`` by
+    ``orderId``, which Binance serves 500 rows at a time by default and 1000 at most: every page is read and
+    every fill booked once."""
+    _, _, asks = server.book(SYMBOL)
+    qty = sum(level_qty for _, level_qty in asks)
+    server.deposit(HMAC.api_key, "USDT", "8000000")
+    with Harness(server, balances={"USDT": "9000000", "BTC": "10"}) as h:
+        server.trading_faults.drop_before_answer(1)
+        coid = h.place(Side.BUY, qty, asks[-1][0])
+        order = h.wait(coid, OrderStatus.FILLED, timeout=30)
+        trades = server.trades(HMAC.api_key)
+        assert len(trades) == len(asks) > 1000
+        assert order.filled == qty and len(order.trade_keys or ()) == len(trades)
+        assert h.venue.status()["counts"]["sent.myTrades"] >= 2
+        h.assert_matches_server()
+
+
+def test_self_trade_prevention_ends_an_order_only_when_nothing_is_left(server: BinanceTestServer) -> None:
+    """STP ``DECREMENT`` (``stp_faq.md`` Scenario G) takes quantity off an order that keeps working: the kernel's
+    order stays open and its cancel reaches Binance. An order whose whole remainder is prevented ends
+    (``EXPIRED_IN_MATCH``); one that fills what prevention left is FILLED at Binance short of its quantity, and
+    ends ``SELF_TRADE_PREVENTED`` in the kernel with every fill booked."""
+    with Harness(server) as h:
+        faults = server.trading_faults
+        resting = h.place(Side.BUY, d("0.03"), d("61000"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        assert faults.prevent_match(HMAC.api_key, resting, "0.01")["status"] == "NEW"
+        h.pump(lambda: h.venue.status()["counts"].get("trade_preventions") == 1 or not h.order(resting).is_open)
+        assert h.order(resting).status is OrderStatus.ACCEPTED
+        h.cancel(resting)
+        h.wait(resting, OrderStatus.CANCELLED)
+        h.assert_matches_server()  # CANCELED at Binance too: the cancel was sent
+
+        gone = h.place(Side.BUY, d("0.02"), d("61000"))
+        h.wait(gone, OrderStatus.ACCEPTED)
+        assert faults.prevent_match(HMAC.api_key, gone, "0.005")["status"] == "NEW"
+        assert faults.prevent_match(HMAC.api_key, gone, "0.015")["status"] == "EXPIRED_IN_MATCH"
+        h.wait(gone, OrderStatus.EXPIRED)
+        [expired] = [e for e in h.kernel_events if isinstance(e, OrderExpired) and e.client_order_id == gone]
+        assert expired.reason is RejectReason.SELF_TRADE_PREVENTED
+        h.assert_matches_server()
+
+        short = h.place(Side.BUY, h.ask_qty + d("0.5"), h.ask)
+        h.wait(short, OrderStatus.PARTIALLY_FILLED)
+        assert faults.prevent_match(HMAC.api_key, short, "0.3")["status"] == "PARTIALLY_FILLED"
+        h.pump(lambda: h.venue.status()["counts"].get("trade_preventions") == 3 or not h.order(short).is_open)
+        assert h.order(short).status is OrderStatus.PARTIALLY_FILLED
+        publish(server, 150)  # trades through its price: the 0.2 prevention left fills
+        order = h.wait(short, OrderStatus.EXPIRED)
+        row = next(o for o in server.orders(HMAC.api_key) if o["clientOrderId"] == short)
+        assert row["status"] == "FILLED" and order.filled == d(row["executedQty"]) == h.ask_qty + d("0.2")
+        h.assert_matches_server(skip=frozenset({short}))  # balances too: nothing stays reserved
+
+
+# ------------------------------------------------------------------------------------------- the order count's 429
+
+
+@pytest.mark.parametrize("path", ["ws", "rest"])
+def test_an_order_count_429_holds_back_new_orders_but_not_cancels(server: BinanceTestServer, path: str) -> None:
+    """-1015 "Too many new orders" (a 429 with Retry-After) is the account's unfilled-order count, not the IP's
+    weight: new orders are held back until Retry-After (rejected ``RATE_LIMIT`` when that is longer than they may
+    wait, without being sent), while cancels and queries go on."""
+    server.set_rate_limits(
+        [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 3},
+        ]
+    )
+    with Harness(server, order_path=path) as h:
+        first = h.place(Side.BUY, d("0.01"), d("61000"))
+        second = h.place(Side.BUY, d("0.01"), d("61001"))
+        h.wait(first, OrderStatus.ACCEPTED)
+        h.wait(second, OrderStatus.ACCEPTED)
+        server.trading_faults.place_outside(HMAC.api_key, SYMBOL, "BUY", "0.01", "60000")  # the day's third order
+        refused = h.place(Side.BUY, d("0.01"), d("61002"))
+        h.wait(refused, OrderStatus.REJECTED)
+        assert h.rejection(refused).reason is RejectReason.RATE_LIMIT and "-1015" in h.rejection(refused).detail
+        h.cancel(first)
+        h.wait(first, OrderStatus.CANCELLED)  # the cancel went out at once
+        held = h.place(Side.BUY, d("0.01"), d("61003"))
+        h.wait(held, OrderStatus.REJECTED)
+        assert h.rejection(held).reason is RejectReason.RATE_LIMIT
+        report = h.venue.reconcile(view=kernel_view(h.kernel))  # and so do queries
+        assert report.summary["known_open_orders"] == 1
+        counts = server.trading_faults.counts
+        assert counts["too_many_orders"] == 1  # the held order was never sent
+        assert counts["early_requests"] == 0 and counts["ip_ban"] == 0 and counts["requests_during_ban"] == 0
+        limits = h.venue.status()["rate_limits"]
+        assert not limits["blocked"] and limits["orders_blocked_until_ms"] is not None
+        assert limits["too_many_orders"] == 1
+        h.assert_matches_server()
+
+
+@pytest.mark.parametrize("path", ["ws", "rest"])
+def test_client_ids_may_use_every_character_binance_allows(server: BinanceTestServer, path: str) -> None:
+    """``newClientOrderId`` may hold ``. : / _ -`` besides letters and digits: such an order is placed and
+    cancelled by its id."""
+    with Harness(server, order_path=path) as h:
+        coid = h.place(Side.BUY, d("0.01"), d("61000"), coid="grid:btc.1-a_b")
+        h.wait(coid, OrderStatus.ACCEPTED)
+        h.cancel(coid)
+        h.wait(coid, OrderStatus.CANCELLED)
+        assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [coid]
         h.assert_matches_server()
 
 

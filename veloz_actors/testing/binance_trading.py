@@ -24,9 +24,9 @@ snapshot of the server's book taken when the first order arrives: a market order
 order takes up to its price, a resting limit order fills under the conservative queue model from the published
 trades (a trade through its price fills it whole; at its price, the queue ahead is eaten first). Our fills never
 change the served book. The venue's reports become Binance's order states (``NEW``, ``PARTIALLY_FILLED``, ``FILLED``,
-``CANCELED``, ``EXPIRED`` with ``expiryReason``) and execution reports; ``EXPIRED_IN_MATCH`` (self-trade prevention)
-and ``REJECTED`` never occur: our orders never meet each other, and Binance answers a refused placement with an error
-(no order exists).
+``CANCELED``, ``EXPIRED`` with ``expiryReason``) and execution reports; ``REJECTED`` never occurs (Binance answers a
+refused placement with an error: no order exists), and self-trade prevention only when a test makes it happen
+(:meth:`TradingFaults.prevent_match`: our orders never meet each other otherwise).
 
 * ``LIMIT`` (``GTC``, ``IOC``, ``FOK``), ``LIMIT_MAKER`` (-2010 "Order would immediately match and take." when it
   would cross: no order, no event), ``MARKET`` by ``quantity`` or ``quoteOrderQty`` (a BUY spends at most that much,
@@ -34,8 +34,9 @@ and ``REJECTED`` never occur: our orders never meet each other, and Binance answ
   (stop, take-profit, order lists, SOR, amend, cancel-replace) answer -1116 "Invalid orderType." (not served).
 * Filters of the served ``exchangeInfo``: ``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``MIN_NOTIONAL`` /
   ``NOTIONAL`` (market orders: at the last trade price, else the mid), ``MAX_NUM_ORDERS``: -1013 "Filter failure: X".
-* ``newClientOrderId`` kept (generated when absent); another open order of the account on the symbol with it:
-  -2010 "Duplicate order sent.". Lookups by ``origClientOrderId`` find the newest order with that id (a cancel's own
+* ``newClientOrderId`` (1-36 of ``A-Z a-z 0-9 . : / _ -``) kept (generated when absent); another open order of the
+  account on the symbol with it: -2010 "Duplicate order sent." (an id is unique among open orders only: a closed
+  order's may be used again). Lookups by ``origClientOrderId`` find the newest order with that id (a cancel's own
   ``newClientOrderId`` names the cancel in its answer and execution report ``c``, the order keeps its id here).
 * **Balances**: a BUY locks ``price x qty`` plus the most commission it can pay (``max(maker, taker) x notional``,
   rounded up), a SELL locks its quantity; a market order locks what it will spend for the moment it trades. Commission
@@ -48,7 +49,9 @@ and ``REJECTED`` never occur: our orders never meet each other, and Binance answ
 ``MARKET``, ``ACK`` otherwise), ``POST /api/v3/order/test`` (``computeCommissionRates``), ``DELETE /api/v3/order``
 (``cancelRestrictions``; -2011 "Unknown order sent."), ``GET /api/v3/order`` (-2013 "Order does not exist."),
 ``GET`` / ``DELETE /api/v3/openOrders``, ``GET /api/v3/myTrades`` (``orderId``, ``fromId``, ``startTime`` /
-``endTime``, ``limit``), ``GET /api/v3/account`` (``omitZeroBalances``).
+``endTime``, ``limit``: default 500, at most 1000; the combinations ``rest-api.md`` lists: with ``orderId`` only
+``fromId``, never a time; without ``fromId`` or a time, the most recent trades), ``GET /api/v3/account``
+(``omitZeroBalances``).
 
 **WebSocket API** at ``/ws-api/v3``: ``{"id", "method", "params"}`` requests, ``{"id", "status", "result" | "error",
 "rateLimits"}`` answers (``returnRateLimits`` per request or in the URL). Methods: ``ping``, ``time``,
@@ -75,8 +78,10 @@ keeps both at 0. Market data requests count weight but are never refused for it 
 
 **Faults** (:class:`TradingFaults`, ``server.trading_faults``, callable from any thread): ``timestamp_error``,
 ``timeout_after_placing`` (-1007, HTTP 503, the order placed), ``rate_limit``, ``drop_before_answer`` (the order
-placed, the connection closed without an answer), ``duplicate_reports``, ``reorder_reports``, ``miss_report``,
-``terminate_stream``, ``ws_server_shutdown``, ``place_outside``; each counted in :attr:`TradingFaults.counts`.
+placed, the connection closed without an answer), ``lose_order_request`` (the order not placed, the connection closed
+without an answer), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``terminate_stream``,
+``ws_server_shutdown``, ``place_outside`` (optionally dated back, as an earlier session's order), ``prevent_match``
+(self-trade prevention, mode ``DECREMENT``); each counted in :attr:`TradingFaults.counts`.
 """
 
 from __future__ import annotations
@@ -139,8 +144,8 @@ VENUE_NAME = "BINANCE-TEST"
 
 _DECIMAL = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _DECIMAL_RANGE = "^([0-9]{1,20})(\\.[0-9]{1,20})?$"
-_CLIENT_ID = re.compile(r"^[a-zA-Z0-9\-_]{1,36}$")
-_CLIENT_ID_RANGE = "^[a-zA-Z0-9-_]{1,36}$"
+_CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+_CLIENT_ID_RANGE = "^[\\.A-Z\\:/a-z0-9_-]{1,36}$"
 _SYMBOL = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
 _INT = re.compile(r"^-?[0-9]{1,20}$")
 _WS_ID = re.compile(r"^[A-Za-z0-9\-_]{1,36}$")
@@ -249,7 +254,7 @@ class _Order:
     __slots__ = (
         "account", "symbol", "order_id", "client_order_id", "side", "type", "tif", "price", "orig_qty", "quote_qty",
         "executed", "cum_quote", "status", "time", "update", "expiry", "reserve_asset", "reserved", "vcid", "venue",
-        "fills", "on_book", "base", "quote",
+        "fills", "on_book", "base", "quote", "prevented",
     )  # fmt: skip
 
     def __init__(self, account: _Account, symbol: str, order_id: int, client_order_id: str, spec: _Spec) -> None:
@@ -277,6 +282,7 @@ class _Order:
         self.on_book = False
         self.base = spec.base
         self.quote = spec.quote
+        self.prevented = 0  # taken off by self-trade prevention (``preventedQuantity``)
 
     @property
     def open(self) -> bool:
@@ -344,6 +350,9 @@ class _Order:
         }
         if self.expiry is not None:
             out["expiryReason"] = self.expiry
+        if self.prevented:
+            out["preventedMatchId"] = 0
+            out["preventedQuantity"] = _fmt(self.prevented)
         return out
 
     def cancelled(self, cancel_id: str, now: int) -> dict[str, Any]:
@@ -610,6 +619,7 @@ class _FaultState:
         self.rate_status = 429
         self.retry_after = 2
         self.drops = 0
+        self.losses = 0
         self.duplicates = 0
         self.reorders = 0
         self.misses = 0
@@ -633,12 +643,14 @@ class TradingFaults:
                 "timeout_after_placing",
                 "rate_limit",
                 "drop_before_answer",
+                "lose_order_request",
                 "duplicate_reports",
                 "reorder_reports",
                 "miss_report",
                 "terminate_stream",
                 "ws_server_shutdown",
                 "place_outside",
+                "prevent_match",
                 "too_many_requests",
                 "too_many_orders",
                 "ip_ban",
@@ -689,6 +701,11 @@ class TradingFaults:
         before the answer is sent."""
         self._set(drops=count)
 
+    def lose_order_request(self, count: int = 1) -> None:
+        """The next ``count`` order placements are lost on their way: not placed, and their connection (REST or
+        WebSocket API) is closed without an answer, so the client cannot know whether they were."""
+        self._set(losses=count)
+
     def duplicate_reports(self, count: int = 1) -> None:
         """The next ``count`` execution reports are sent twice."""
         self._set(duplicates=count)
@@ -714,11 +731,20 @@ class TradingFaults:
         return trading._call(lambda: trading._ws_shutdown(close_after))
 
     def place_outside(
-        self, api_key: str, symbol: str, side: str, qty: str, price: str, *, client_order_id: str | None = None
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        qty: str,
+        price: str,
+        *,
+        client_order_id: str | None = None,
+        age_seconds: float = 0.0,
     ) -> dict[str, Any]:
-        """Place a ``LIMIT`` ``GTC`` order on the account as someone else would (another program, the web UI): it
-        reserves, rests, fills and streams like any order; returns it as ``GET /api/v3/order`` states it. A refusal
-        raises :class:`Refusal`."""
+        """Place a ``LIMIT`` ``GTC`` order on the account as someone else would (another program, the web UI, an
+        earlier session): it reserves, rests, fills and streams like any order; returns it as ``GET /api/v3/order``
+        states it. ``age_seconds``: its ``time`` / ``updateTime`` and those of the trades it made on arrival are
+        dated that far back, as an order an earlier session placed. A refusal raises :class:`Refusal`."""
         trading = self._trading
 
         def run() -> dict[str, Any]:
@@ -728,7 +754,41 @@ class TradingFaults:
             if client_order_id is not None:
                 params["newClientOrderId"] = client_order_id
             order = trading._place(account, params)
+            if age_seconds:
+                back = round(age_seconds * 1000)
+                order.time -= back
+                order.update -= back
+                for row in trading.account_trades[account.api_key]:
+                    if row["orderId"] == order.order_id:
+                        row["time"] -= back
             self._count("place_outside")
+            return order.query()
+
+        return trading._call(run)
+
+    def prevent_match(self, api_key: str, client_order_id: str, qty: str) -> dict[str, Any]:
+        """Self-trade prevention in mode ``DECREMENT`` on the account's open order ``client_order_id`` (the newest
+        with that id), as when another order of the account would have matched it for ``qty`` (``stp_faq.md``
+        Scenario G): its prevented quantity grows by ``qty``, which it can no longer fill (its reservation for it is
+        released); it keeps working (``NEW`` / ``PARTIALLY_FILLED``) while some quantity is left, else it ends
+        ``EXPIRED_IN_MATCH``. Sends the ``TRADE_PREVENTION`` execution report; returns the order as ``GET
+        /api/v3/order`` states it. ``qty`` must be positive and at most what the order has left (ValueError)."""
+        trading = self._trading
+
+        def run() -> dict[str, Any]:
+            account = trading._account(api_key)
+            order = next(
+                (o for o in reversed(trading.account_orders[account.api_key]) if o.client_order_id == client_order_id),
+                None,
+            )
+            if order is None or not order.open or order.type == "MARKET":
+                raise ValueError(f"no open limit order {client_order_id!r} on this account")
+            amount = _decimal(qty, "qty")
+            left = order.orig_qty - order.executed - order.prevented
+            if not 0 < amount <= left:
+                raise ValueError(f"qty must be in (0, {_fmt(left)}], got {qty}")
+            trading._prevent(order, amount)
+            self._count("prevent_match")
             return order.query()
 
         return trading._call(run)
@@ -757,6 +817,7 @@ class Trading:
         self.next_order_id = 1
         self.next_trade_id: dict[str, int] = {}
         self.next_exec_id = 1
+        self.next_prevented_match_id = 0
         self.next_client_id = 1
         self.conns: set[_ApiConn] = set()
         self.subscribers: dict[str, dict[tuple[_ApiConn, int], None]] = {}
@@ -1259,6 +1320,40 @@ class Trading:
         order.account.update_ms = self._now()
         self.by_vcid.pop(order.vcid, None)
 
+    def _prevent(self, order: _Order, qty: int) -> None:
+        """Self-trade prevention (``DECREMENT``) took ``qty`` off ``order``: the venue's order works that much less
+        (or is withdrawn when nothing is left: ``EXPIRED_IN_MATCH``), the reservation for it is released, and the
+        ``TRADE_PREVENTION`` execution report goes out."""
+        venue = order.venue
+        assert venue is not None
+        account = order.account
+        now = self._now()
+        order.prevented += qty
+        order.update = now
+        self.next_prevented_match_id += 1
+        if order.orig_qty - order.executed - order.prevented == 0:
+            order.status = "EXPIRED_IN_MATCH"
+            self._close(order)  # first: the venue's cancel reports below then belong to no order
+            venue.cancel(
+                SubmitCancel(
+                    client_order_id=order.vcid, account_id=account.name, symbol=order.symbol, ts=time.time_ns()
+                )
+            )
+        else:
+            working = venue.orders.get((account.name, order.vcid))
+            if working is not None:
+                working.qty -= qty
+            # a BUY releases the notional of what it can no longer buy (its fee reserve goes when it ends), a SELL
+            # the quantity
+            release = min(order.reserved, order.price * qty // SCALE if order.side == "BUY" else qty)
+            row = account.balance(order.reserve_asset)
+            row[1] -= release
+            row[0] += release
+            order.reserved -= release
+            account.update_ms = now
+        self._report(order, "TRADE_PREVENTION", now, prevented=qty)
+        self._position(account, (order.base, order.quote), now)
+
     def _cancel(self, order: _Order, cancel_id: str, now: int) -> dict[str, Any]:
         venue = order.venue
         assert venue is not None
@@ -1290,6 +1385,7 @@ class Trading:
         maker: bool = False,
         client_id: str | None = None,
         original: str = "",
+        prevented: int = 0,
     ) -> None:
         exec_id = self.next_exec_id
         self.next_exec_id += 1
@@ -1332,6 +1428,17 @@ class Trading:
         if order.on_book:
             event["W"] = order.time
         event["V"] = "NONE"
+        if order.prevented:  # self-trade prevention: the order's cumulative prevented quantity
+            event["A"] = _fmt(order.prevented)
+        if exec_type == "TRADE_PREVENTION":
+            event.update(
+                V="DECREMENT",
+                v=self.next_prevented_match_id,
+                B=_fmt(prevented),
+                pl=_fmt(prevented),
+                pL=_fmt(order.price),
+                pY=_fmt(order.price * prevented // SCALE),
+            )
         if order.expiry is not None:
             event["eR"] = order.expiry
         self._send_report(order.account, event)
@@ -1592,6 +1699,10 @@ class Trading:
 
     def new_order(self, account: _Account, params: _Params) -> Any:
         faulty = self._faulty
+        if faulty.losses > 0:
+            faulty.losses -= 1
+            self.faults._count("lose_order_request")
+            raise _Dropped
         order = self._place(account, params)
         if faulty.drops > 0:
             faulty.drops -= 1
@@ -1680,7 +1791,8 @@ class Trading:
             raise Refusal(-1130, "Data sent for parameter 'limit' is not valid.")
         limit = min(limit, 1000)
         start, end, from_id = values["startTime"], values["endTime"], values["fromId"]
-        if from_id is not None and (start is not None or end is not None):
+        timed = start is not None or end is not None
+        if timed and (from_id is not None or values["orderId"] is not None):
             raise Refusal(-1128, "Combination of optional parameters invalid.")
         if start is not None and end is not None:
             if start > end:

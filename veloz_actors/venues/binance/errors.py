@@ -11,8 +11,10 @@
 * ``retry_after_clock_sync``: -1021, the timestamp fell outside ``recvWindow`` (or was over 1 s ahead): the request was
   refused before the matching engine, so resynchronise the clock offset and send it **once** more; if that fails too,
   reject with ``reject_reason``.
-* ``rate_limited``: 429 / 418 / -1003 / -1015 / -1034: every request waits (see :mod:`.limits`); the order is rejected
-  ``RATE_LIMIT``, not retried behind the trader's back.
+* ``rate_limited``: 429 / 418 / -1003 / -1015 / -1034: the order is rejected ``RATE_LIMIT``, not retried behind the
+  trader's back. A request limit (-1003, -1034, any 429/418 but -1015's) makes every request wait (see
+  :mod:`.limits`); ``order_count_limited`` (-1015 TOO_MANY_ORDERS: the account's unfilled-order count) makes only
+  new orders wait: cancels and queries do not add to that count and go on.
 * ``fatal``: the credentials or the account cannot trade (-1002, -1022 bad signature, -2014, -2015, "This account may
   not place or cancel orders.", trading disabled for the API): halt trading on this venue and tell a human; retrying
   cannot help.
@@ -97,6 +99,7 @@ class Outcome:
     unknown_outcome: bool = False
     retry_after_clock_sync: bool = False
     rate_limited: bool = False
+    order_count_limited: bool = False
     fatal: bool = False
     detail: str = ""
 
@@ -105,6 +108,7 @@ class Outcome:
 
 _UNKNOWN_CODES = frozenset({-1000, -1001, -1006, -1007})  # the request may have been executed
 _RATE_LIMIT_CODES = frozenset({-1003, -1015, -1034})
+_TOO_MANY_ORDERS = -1015  # "Too many new orders": the account's unfilled-order count, not the IP's request weight
 _FATAL_CODES = frozenset({-1002, -1022, -2014, -2015})  # the key, its signature or its permissions
 
 # "Filter failure: <FILTER>" (errors.md "Filter failures"); a failure that names no single cause maps to the reason
@@ -116,6 +120,9 @@ _FILTERS: dict[str, RejectReason] = {
     "LOT_SIZE": _R.INVALID_QUANTITY,  # too high, too low or off the step
     "MARKET_LOT_SIZE": _R.INVALID_QUANTITY,
     "MIN_NOTIONAL": _R.NOTIONAL_BELOW_MINIMUM,
+    # NOTIONAL (which replaced MIN_NOTIONAL) also has a maximum, but VeloZ checks the maximum before sending
+    # (check_filters) and Binance's answer names the filter only: below the minimum is the failure that gets through
+    "NOTIONAL": _R.NOTIONAL_BELOW_MINIMUM,
     "MAX_POSITION": _R.MAX_POSITION,
 }
 
@@ -186,6 +193,8 @@ def classify(http_status: int | None, code: int | None, msg: str | None) -> Outc
 
     if code in _UNKNOWN_CODES or (http_status is not None and http_status >= 500):
         return Outcome(None, unknown_outcome=True, detail=detail)
+    if code == _TOO_MANY_ORDERS:  # the unfilled-order count: new orders only, whatever the status
+        return Outcome(_R.RATE_LIMIT, rate_limited=True, order_count_limited=True, detail=detail)
     if http_status in (418, 429) or code in _RATE_LIMIT_CODES:
         return Outcome(_R.RATE_LIMIT, rate_limited=True, detail=detail)
     if code in _FATAL_CODES or msg in _FATAL_MESSAGES:

@@ -16,8 +16,12 @@
 * **429 / 418**: ``Retry-After`` (seconds; the WebSocket API's ``retryAfter`` is an epoch time in ms) blocks *every*
   request until then: :attr:`RateLimits.blocked_until_ms`, :meth:`RateLimits.wait_for`. Without a usable header the
   block is ``default_backoff_ms`` after a 429 and ``ban_backoff_ms`` (Binance's shortest ban, 2 minutes) after a 418.
+  A 429 for the account's unfilled-order count (-1015 "Too many new orders", ``on_response(..., orders_only=True)``)
+  is not an IP limit: it blocks new orders only (:attr:`RateLimits.orders_blocked_until_ms`,
+  ``wait_for(..., order=True)``), so cancels and queries go on.
 * **Pre-checks**: :meth:`RateLimits.allow_request` (a request of known weight: every weight window and the raw
-  request count must have room) and :meth:`RateLimits.allow_order` (also one more order in every ``ORDERS`` window).
+  request count must have room) and :meth:`RateLimits.allow_order` (also no order-count block, and one more order in
+  every ``ORDERS`` window).
   The caller rejects an order refused here with reason ``RATE_LIMIT`` instead of sending it.
 * A malformed header is counted (``status()["bad_headers"]``) and otherwise ignored: it must not lose the response
   it came with.
@@ -143,7 +147,9 @@ class RateLimits:
         self._limits: dict[tuple[str, int], int] = {}
         self._counters: dict[tuple[str, int], _Counter] = {}
         self.blocked_until_ms = 0
-        self.too_many_requests = 0  # 429s seen
+        self.orders_blocked_until_ms = 0  # a -1015 429: new orders only
+        self.too_many_requests = 0  # 429s seen (-1015's included)
+        self.too_many_orders = 0  # of which for the unfilled-order count
         self.bans = 0  # 418s seen
         self.refused_requests = 0
         self.refused_orders = 0
@@ -249,18 +255,28 @@ class RateLimits:
     # ----------------------------------------------------------------------------------------------- 429 and 418
 
     def on_response(
-        self, status: int, headers: Mapping[str, Any], now_ms: int, *, retry_after_ms: int | None = None
+        self,
+        status: int,
+        headers: Mapping[str, Any],
+        now_ms: int,
+        *,
+        retry_after_ms: int | None = None,
+        orders_only: bool = False,
     ) -> None:
         """Everything a response says about limits: its count headers and, for a 429 or 418, the block until
         ``Retry-After`` seconds from now (or ``retry_after_ms``, an epoch time in ms, as the WebSocket API's error
-        ``data.retryAfter`` gives it)."""
+        ``data.retryAfter`` gives it). ``orders_only``: the 429 is for the unfilled-order count (-1015), so the block
+        holds back new orders only."""
         self.on_headers(headers, now_ms)
         if status not in (418, 429):
             return
         if status == 429:
             self.too_many_requests += 1
+            if orders_only:
+                self.too_many_orders += 1
         else:
             self.bans += 1
+            orders_only = False  # a ban is the IP's: nothing goes
         until: int | None = retry_after_ms
         if until is None:
             seconds = _header(headers, "retry-after")
@@ -275,15 +291,28 @@ class RateLimits:
                     self.bad_headers += 1
         if until is None:
             until = now_ms + (self.ban_backoff_ms if status == 418 else self.default_backoff_ms)
-        self.block_until(until)
+        if orders_only:
+            self.block_orders_until(until)
+        else:
+            self.block_until(until)
 
     def block_until(self, until_ms: int) -> None:
         """Allow nothing before ``until_ms`` (a later block already in force stays)."""
         if until_ms > self.blocked_until_ms:
             self.blocked_until_ms = until_ms
 
+    def block_orders_until(self, until_ms: int) -> None:
+        """Allow no new order before ``until_ms`` (the unfilled-order count's ``Retry-After``); other requests go on.
+        A later block already in force stays."""
+        if until_ms > self.orders_blocked_until_ms:
+            self.orders_blocked_until_ms = until_ms
+
     def blocked(self, now_ms: int) -> bool:
         return now_ms < self.blocked_until_ms
+
+    def orders_blocked(self, now_ms: int) -> bool:
+        """Whether new orders are held back now (by any block: the IP's or the order count's)."""
+        return now_ms < max(self.blocked_until_ms, self.orders_blocked_until_ms)
 
     # ------------------------------------------------------------------------------------------------ pre-checks
 
@@ -309,15 +338,18 @@ class RateLimits:
     def allow_order(self, now_ms: int, weight: int = 1) -> bool:
         """Whether an order may go now: as :meth:`allow_request`, and room for one more order in every ``ORDERS``
         window. Refused: the caller rejects the order with ``RATE_LIMIT``. Does not count it (:meth:`note_order`)."""
-        if self.blocked(now_ms) or self._full(ORDERS, 1, now_ms) or not self._request_room(weight, now_ms):
+        if self.orders_blocked(now_ms) or self._full(ORDERS, 1, now_ms) or not self._request_room(weight, now_ms):
             self.refused_orders += 1
             return False
         return True
 
-    def wait_for(self, now_ms: int, weight: int = 1) -> float:
+    def wait_for(self, now_ms: int, weight: int = 1, *, order: bool = False) -> float:
         """Seconds until a request of ``weight`` would be allowed: the rest of a 429/418 block, or of every full
-        weight or raw-request window (0.0: now)."""
+        weight or raw-request window (0.0: now). ``order``: the request is a new order, which also waits out an
+        order-count block."""
         until = self.blocked_until_ms
+        if order:
+            until = max(until, self.orders_blocked_until_ms)
         for kind, amount in ((REQUEST_WEIGHT, weight), (RAW_REQUESTS, 1)):
             for interval, _ in self._full(kind, amount, now_ms):
                 until = max(until, now_ms - now_ms % interval + interval)
@@ -340,8 +372,10 @@ class RateLimits:
         return {
             "blocked": self.blocked(now_ms),
             "blocked_until_ms": self.blocked_until_ms if self.blocked(now_ms) else None,
+            "orders_blocked_until_ms": self.orders_blocked_until_ms if now_ms < self.orders_blocked_until_ms else None,
             "windows": windows,
             "too_many_requests": self.too_many_requests,
+            "too_many_orders": self.too_many_orders,
             "bans": self.bans,
             "refused_requests": self.refused_requests,
             "refused_orders": self.refused_orders,

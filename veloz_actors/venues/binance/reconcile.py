@@ -8,7 +8,8 @@ symbol, the balances) and returns a :class:`ReconcileReport`:
 
 * ``reports``: the execution reports the kernel lacks, in the order to apply them: per order (oldest first) an
   acceptance when the kernel has no venue order id yet, its fills by trade id, then its end (cancelled, expired,
-  rejected) once the order is final and not FILLED. A kernel order the exchange has never heard of (``order.status``
+  rejected) once the order is final and not FILLED (or FILLED short of its quantity because self-trade prevention
+  took the rest: expired ``SELF_TRADE_PREVENTED``). A kernel order the exchange has never heard of (``order.status``
   -2013 once its ``recvWindow`` has passed) is rejected: it was never placed, so its funds are released. The kernel
   applies every report idempotently (fills are known by trade id), so a repeat reconciliation is harmless.
 * ``external_orders``: orders of the account that VeloZ did not place (open at the exchange, or trades of an order
@@ -249,10 +250,13 @@ def _signed(units: int) -> str:
 
 def leaves_after(state: OrderState | None, orig_qty: int, cum: int, last_of_final: bool) -> int:
     """What an order still works after a fill that brought it to ``cum``: 0 on the last fill of a final order,
-    ``orig - cum`` while it works, and at least 1 while an order sized by quote amount (no base quantity) works."""
+    ``orig - prevented - cum`` while it works (``prevented``: what self-trade prevention took off it), and at least 1
+    while an order sized by quote amount (no base quantity) works."""
     if last_of_final:
         return 0
     orig = state.orig_qty if state is not None and state.orig_qty else orig_qty
+    if orig and state is not None and state.prevented_qty:
+        orig = max(orig - state.prevented_qty, 1)
     if orig and cum < orig:
         return orig - cum
     return 1
@@ -386,7 +390,7 @@ def build_reconciliation(
                 if inst is not None:
                     for asset, amount in balance_effects(t, state.side, inst).items():
                         effects[asset] = effects.get(asset, 0) + amount
-        if state.is_final and state.status != "FILLED":
+        if state.needs_end:
             closed += 1
             reports.append(state.report(account_id, venue=venue))
 

@@ -13,13 +13,18 @@ or in a combined-stream ``{"stream", "data"}`` envelope):
 
   - ``NEW`` -> :class:`VenueOrderAccepted` (``c`` is the order's client id, ``i`` the venue's order id);
   - ``TRADE`` -> :class:`VenueOrderFilled`: trade id ``t``, price ``L``, quantity ``l``, commission ``n`` in ``N``,
-    ``m`` (maker side) -> ``liquidity``, ``leaves_qty`` = ``q - z`` while the order works and 0 once its status ``X``
-    is final. An order sized by quote amount (``Q``) whose ``q`` Binance leaves at 0 has no base quantity left to
-    state: while it still works, ``leaves_qty`` is the unspent quote at the last price (at least 1 unit), an estimate
-    that is only ever compared with 0;
+    ``m`` (maker side) -> ``liquidity``, ``leaves_qty`` = ``q - z - A`` while the order works (``A``: the quantity
+    self-trade prevention took off it, ``stp_faq.md``) and 0 once its status ``X`` is final. An order sized by quote
+    amount (``Q``) whose ``q`` Binance leaves at 0 has no base quantity left to state: while it still works,
+    ``leaves_qty`` is the unspent quote at the last price (at least 1 unit), an estimate that is only ever compared
+    with 0;
   - ``CANCELED`` -> :class:`VenueOrderCancelled`; the client id is ``C`` ("the ID of the order being canceled") when
     set, since ``c`` is then the cancel request's own id, else ``c``;
-  - ``EXPIRED`` / ``TRADE_PREVENTION`` -> :class:`VenueOrderExpired`, the reason from (in order) self-trade prevention
+  - ``TRADE_PREVENTION`` while the status ``X`` is not final (``NEW`` / ``PARTIALLY_FILLED``: STP modes
+    ``DECREMENT`` and ``TRANSFER`` take the prevented quantity off an order that keeps working, ``stp_faq.md``
+    Scenario G) -> nothing (None): the order works on, with less quantity left;
+  - ``EXPIRED``, and ``TRADE_PREVENTION`` with a final ``X`` -> :class:`VenueOrderExpired`, the reason from (in order)
+    self-trade prevention
     (``X`` = ``EXPIRED_IN_MATCH`` or ``x`` = ``TRADE_PREVENTION``: ``SELF_TRADE_PREVENTED``), a ``LIMIT_MAKER`` (post-only)
     order (``WOULD_TAKE_LIQUIDITY``), the expiry reason ``eR`` (``UNFILLED_IOC_QUANTITY_EXPIRED`` -> ``IOC_UNFILLED``,
     ``UNFILLED_FOK_ORDER_EXPIRED`` -> ``FOK_NOT_FILLABLE``, ``INSUFFICIENT_LIQUIDITY`` -> ``NO_LIQUIDITY``,
@@ -32,6 +37,9 @@ or in a combined-stream ``{"stream", "data"}`` envelope):
   - ``REPLACED`` (an amendment, which VeloZ never sends) and unknown types raise :class:`DataError`.
 
   ``ts`` is the transaction time ``T`` (the event time ``E`` when ``T`` is missing).
+  :func:`parse_execution_reports` gives every report one event means: none, one, or a ``TRADE`` that left the order
+  ``FILLED`` short of its quantity because self-trade prevention took the rest (``A`` > 0) followed by its expiry
+  (``SELF_TRADE_PREVENTED``), since the kernel closes an order by quantity only when every unit is filled.
 * ``outboundAccountPosition`` -> one :class:`VenueBalance` per asset (``ts`` = ``u``, the time of the account update);
 * ``balanceUpdate`` -> :class:`VenueBalanceDelta` (``ts`` = ``T``, the clear time);
 * ``eventStreamTerminated``, ``listenKeyExpired`` (the retired listen-key streams) and ``serverShutdown`` ->
@@ -91,6 +99,7 @@ __all__ = [
     "parse_balance_update",
     "parse_cancel_response",
     "parse_execution_report",
+    "parse_execution_reports",
     "parse_my_trades",
     "parse_open_orders",
     "parse_order_response",
@@ -230,8 +239,16 @@ def _ts(data: Any, kind: str) -> int:
 # ------------------------------------------------------------------------------------------------ stream events
 
 
-def parse_execution_report(data: dict, account_id: str, *, venue: str = VENUE) -> OrderReport:
-    """One ``executionReport`` as the kernel's execution report (see the module docstring for the rules)."""
+def _prevented(data: Any, kind: str) -> int:
+    """``A``: the quantity self-trade prevention took off the order over its life (0 when absent)."""
+    if data.get("A") is None:
+        return 0
+    return _dec(data, "A", kind)
+
+
+def parse_execution_report(data: dict, account_id: str, *, venue: str = VENUE) -> OrderReport | None:
+    """One ``executionReport`` as the kernel's execution report (see the module docstring for the rules); None for
+    a self-trade prevention that leaves the order working (``x`` ``TRADE_PREVENTION``, ``X`` not final)."""
     kind = "executionReport"
     exec_type = _str(data, "x", kind)
     status = _status(data, "X", kind)
@@ -251,6 +268,9 @@ def parse_execution_report(data: dict, account_id: str, *, venue: str = VENUE) -
         price = _dec(data, "L", kind, allow_zero=False)
         orig_qty = _dec(data, "q", kind)
         cum_qty = _dec(data, "z", kind)
+        prevented = _prevented(data, kind)
+        if orig_qty and prevented:  # what the order can still fill: q - z - A (never below what it filled)
+            orig_qty = max(orig_qty - prevented, cum_qty)
         quote_left = 0
         if not orig_qty and "Q" in data:
             quote_left = _dec(data, "Q", kind) - _dec(data, "Z", kind)
@@ -283,6 +303,8 @@ def parse_execution_report(data: dict, account_id: str, *, venue: str = VENUE) -
             reason=_R.USER_CANCEL,
             ts=ts,
         )
+    if exec_type == "TRADE_PREVENTION" and status not in _FINAL:
+        return None  # DECREMENT / TRANSFER: the prevented quantity is gone, the rest keeps working
     if exec_type in ("EXPIRED", "TRADE_PREVENTION"):
         return VenueOrderExpired(
             venue=venue,
@@ -310,6 +332,29 @@ def parse_execution_report(data: dict, account_id: str, *, venue: str = VENUE) -
             ts=ts,
         )
     raise DataError(f"{kind}: unsupported execution type 'x' {exec_type!r}")
+
+
+def parse_execution_reports(data: dict, account_id: str, *, venue: str = VENUE) -> list[OrderReport]:
+    """Every report one ``executionReport`` means (see the module docstring): none for a self-trade prevention that
+    leaves the order working; a fill then the order's expiry (``SELF_TRADE_PREVENTED``) when the fill left it
+    ``FILLED`` with part of its quantity prevented (the kernel would otherwise wait for the rest); else the one
+    report of :func:`parse_execution_report`."""
+    report = parse_execution_report(data, account_id, venue=venue)
+    if report is None:
+        return []
+    if type(report) is VenueOrderFilled and data.get("X") == "FILLED" and _prevented(data, "executionReport"):
+        by_quote = not _dec(data, "q", "executionReport") and "Q" in data and _dec(data, "Q", "executionReport")
+        if not by_quote:  # an order by quote amount ends with its last fill (leaves 0) already
+            end = VenueOrderExpired(
+                venue=venue,
+                client_order_id=report.client_order_id,
+                account_id=account_id,
+                symbol=report.symbol,
+                reason=_R.SELF_TRADE_PREVENTED,
+                ts=report.ts,
+            )
+            return [report, end]
+    return [report]
 
 
 def parse_outbound_account_position(data: dict, account_id: str, *, venue: str = VENUE) -> list[VenueBalance]:
@@ -367,7 +412,7 @@ def parse_user_event(raw: bytes | str | dict, account_id: str, *, venue: str = V
         raise DataError(f"user data: expected a JSON object event, got {_preview(data)}")
     event = data.get("e")
     if event == "executionReport":
-        return [parse_execution_report(data, account_id, venue=venue)]
+        return list(parse_execution_reports(data, account_id, venue=venue))
     if event == "outboundAccountPosition":
         return list(parse_outbound_account_position(data, account_id, venue=venue))
     if event == "balanceUpdate":
@@ -405,6 +450,7 @@ class OrderState:
     time: int
     update_time: int
     is_working: bool | None
+    prevented_qty: int = 0  # ``preventedQuantity``: taken off by self-trade prevention over the order's life
 
     @property
     def order_status(self) -> OrderStatus:
@@ -414,6 +460,15 @@ class OrderState:
     @property
     def is_final(self) -> bool:
         return self.status in _FINAL
+
+    @property
+    def needs_end(self) -> bool:
+        """Whether the kernel needs an end report besides the fills: the order ended not FILLED, or FILLED short of
+        its quantity because self-trade prevention took the rest (an order by quantity: the kernel closes it as
+        filled only once every unit is)."""
+        if not self.is_final:
+            return False
+        return self.status != "FILLED" or (self.prevented_qty > 0 and not self.orig_quote_qty)
 
     def report(self, account_id: str, *, venue: str = VENUE) -> OrderReport:
         """The execution report this state implies, fills aside: accepted while it works (or once FILLED: its fills
@@ -425,6 +480,8 @@ class OrderState:
         if self.status in ("EXPIRED", "EXPIRED_IN_MATCH"):
             reason = _expiry(self.status, "", self.order_type, self.time_in_force, self.expiry_reason)
             return VenueOrderExpired(**common, symbol=self.symbol, reason=reason, ts=ts)
+        if self.needs_end:  # FILLED, with the rest taken off by self-trade prevention
+            return VenueOrderExpired(**common, symbol=self.symbol, reason=_R.SELF_TRADE_PREVENTED, ts=ts)
         if self.status == "REJECTED":
             return VenueOrderRejected(
                 **common, symbol=self.symbol, reason=_R.VENUE_REJECTED, detail="Binance order status REJECTED", ts=ts
@@ -464,6 +521,7 @@ def parse_order_state(data: dict, *, kind: str = "order") -> OrderState:
         time=placed,
         update_time=_ms(data, "updateTime", kind) if "updateTime" in data else placed,
         is_working=working,
+        prevented_qty=_dec(data, "preventedQuantity", kind) if data.get("preventedQuantity") is not None else 0,
     )
 
 
@@ -535,7 +593,7 @@ def parse_order_response(data: dict, account_id: str, *, venue: str = VENUE) -> 
         )
     if cum > state.executed_qty:
         raise DataError(f"{kind}: fills add up to {cum}, more than executedQty {state.executed_qty} (1e-8 units)")
-    if state.is_final and state.status != "FILLED" and cum == state.executed_qty:
+    if state.needs_end and cum == state.executed_qty:
         reports.append(state.report(account_id, venue=venue))
     return reports
 

@@ -23,7 +23,9 @@ gives ``offset = serverTime - midpoint``; every signed request carries ``timesta
 answer (REST ``X-MBX-*`` headers, WS ``rateLimits``). Requests leave in the order they were made, one gate for all;
 while a 429/418 ``Retry-After`` block (or a full weight window) lasts nothing is sent: requests wait in order, and a
 trader's order or cancel that would wait longer than ``max_rate_limit_wait`` is rejected ``RATE_LIMIT`` instead (the
-adapter's own queries wait as long as it takes). An order beyond the ``ORDERS`` count is rejected locally
+adapter's own queries wait as long as it takes). A 429 for the account's unfilled-order count (-1015 "Too many new
+orders") is not the IP's: it holds back new orders only until its ``Retry-After`` (they wait outside the gate, so
+cancels and queries go on). An order beyond the ``ORDERS`` count is rejected locally
 (``VenueOrderRejected(reason=RATE_LIMIT)``) without being sent.
 
 **Orders.** ``LIMIT`` (``GTC``/``IOC``/``FOK``), ``LIMIT_MAKER`` for ``POST_ONLY``, ``MARKET`` by ``quantity`` or
@@ -33,11 +35,16 @@ books a trade id once anyway). The instrument's filters are checked first: a vio
 ``VenueOrderRejected`` whose detail names the filter (``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``,
 ``NOTIONAL``). Error answers go through :func:`~.errors.classify`. A timeout, a dropped connection, an unknown-outcome
 error (-1000/-1001/-1006/-1007, any 5xx) or Binance's "Duplicate order sent." make the order's outcome unknown:
-``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known. An order
-Binance does not know (-2013) once the request's ``timestamp + recvWindow`` (+ a margin) has passed on Binance's clock
-can never arrive: it is rejected (never placed, so the kernel releases its funds; the detail says so). Otherwise its
-state and its trades (``myTrades`` by ``orderId``) become the reports. **An order is never sent twice**: a repeated
-``SubmitOrder`` for a client id already sent is ignored (its acceptance is repeated when known).
+``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known. Binance
+needs a client id to be unique among open orders only, so that query may find an earlier, closed order that had the
+id (the kernel's ids restart in a new run): one created before this request could have arrived (its ``time`` before
+the send time less ``max(recvWindow, 1 s)`` and the margin), or whose side, type or quantity differ, is not this order
+and counts as "no such order" (logged; ``orderId`` is sent too once it is known, and then Binance answers for that
+order only). An order Binance does not know (-2013) once the request's ``timestamp + recvWindow`` (+ a margin) has
+passed on Binance's clock can never arrive: it is rejected (never placed, so the kernel releases its funds; the detail
+says so). Otherwise its state and its trades become the reports: ``myTrades`` by ``orderId`` from ``fromId`` 0 in
+pages of 1000, until a short page (an order can trade more often than one page holds). **An order is never sent
+twice**: a repeated ``SubmitOrder`` for a client id already sent is ignored (its acceptance is repeated when known).
 
 **Fills before ends.** Every report that states an order's cumulative filled quantity (the stream's ``z``, an
 answer's ``executedQty``) is compared with the fills already reported: when fills are missing (a missed or late
@@ -52,6 +59,7 @@ cancel whose answer is lost is settled by querying the order (still open: ``Venu
 
 **User data.** ``executionReport`` -> execution reports (exact duplicates and repeated fills dropped, bounded;
 reports of client ids VeloZ never used are not passed on but raised as :class:`~.reconcile.ExternalOrder` events);
+a ``TRADE_PREVENTION`` that leaves the order working (STP ``DECREMENT`` / ``TRANSFER``) ends nothing;
 ``outboundAccountPosition`` / ``balanceUpdate`` -> ``VenueBalance`` / ``VenueBalanceDelta`` in the same report
 stream. ``eventStreamTerminated`` -> subscribe again and reconcile; ``serverShutdown`` and the connection reaching
 ``max_connection_seconds`` (before Binance's 24-hour cut) -> let the answers in flight arrive, reconnect, subscribe,
@@ -139,7 +147,7 @@ from .user_data import (
     OrderState,
     parse_account_balances,
     parse_cancel_response,
-    parse_execution_report,
+    parse_execution_reports,
     parse_my_trades,
     parse_open_orders,
     parse_order_response,
@@ -164,7 +172,7 @@ OrderPath = Literal["ws", "rest"]
 
 _R = RejectReason
 _MS = 1_000_000
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9\-_]{1,36}$")  # Binance's newClientOrderId rule
+_CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's newClientOrderId rule
 _TERMINAL = (VenueOrderCancelled, VenueOrderExpired, VenueOrderRejected)
 _TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
 _REST = {
@@ -961,11 +969,34 @@ class BinanceVenue:
             self._count("rate_limit_waits")
             await self._sleep(wait + 0.001)
         if order:
+            if self.limits.orders_blocked(now):  # a -1015 block that came while this order waited for the lock
+                raise _NotSent(_R.RATE_LIMIT, self._orders_blocked_detail(now))
             if not self.limits.allow_order(now, weight):
                 raise _NotSent(_R.RATE_LIMIT, "the ORDERS rate limit is reached: not sent")
             self.limits.note_order(now, weight)
         else:
             self.limits.note_request(now, weight)
+
+    def _orders_blocked_detail(self, now: int) -> str:
+        wait = max(self.limits.orders_blocked_until_ms - now, 0) / 1000
+        return f"Binance's unfilled-order count limit (-1015): new orders may go again in {wait:.1f} s"
+
+    async def _wait_order_block(self, max_wait: float | None) -> None:
+        """Wait out a block of new orders (the unfilled-order count's 429, -1015) before queueing for the send lock,
+        so the cancels and queries behind this order are not held up by it; refuse when it lasts beyond
+        ``max_wait``."""
+        deadline = None if max_wait is None else time.monotonic() + max_wait
+        while True:
+            if self._closing:
+                raise _NotSent(_R.SHUTDOWN, "the adapter is closing")
+            now = self._server_ms()
+            wait = max(self.limits.orders_blocked_until_ms - now, 0) / 1000
+            if wait <= 0:
+                return
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise _NotSent(_R.RATE_LIMIT, self._orders_blocked_detail(now))
+            self._count("order_count_waits")
+            await self._sleep(wait + 0.001)
 
     async def _send(
         self,
@@ -983,6 +1014,8 @@ class BinanceVenue:
             wait = self.limits.wait_for(self._server_ms(), weight)
             if wait > max_wait:
                 raise _NotSent(_R.RATE_LIMIT, f"rate limited: requests may go again in {wait:.1f} s")
+        if order:
+            await self._wait_order_block(max_wait)
         async with self._send_lock:
             await self._gate(weight, max_wait, order=order)
             ts = self._server_ms()
@@ -1035,27 +1068,35 @@ class BinanceVenue:
             async with session.request(verb, url, headers=headers) as resp:
                 body = await resp.read()
                 status = resp.status
-                self.limits.on_response(status, resp.headers, self._server_ms())
+                resp_headers = resp.headers.copy()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # no connection: nothing sent
             raise _NotSent(_R.HALTED, f"cannot reach the Binance REST API ({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _NoAnswer(f"{verb} {path}: connection lost ({type(exc).__name__})") from None
-        if status in (418, 429):
-            self._rate_limited(status)
         try:
             data = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             data = None
+        orders_only = status == 429 and isinstance(data, dict) and _order_count_limited(status, data)
+        self.limits.on_response(status, resp_headers, self._server_ms(), orders_only=orders_only)
+        if status in (418, 429):
+            self._rate_limited(status, orders_only=orders_only)
         if status == 200 and data is not None:
             return {"status": 200, "result": data}
         if isinstance(data, dict) and "code" in data:
             return {"status": status, "error": data}
         return {"status": status, "error": {"code": None, "msg": ""}}
 
-    def _rate_limited(self, status: int) -> None:
+    def _rate_limited(self, status: int, *, orders_only: bool = False) -> None:
         # a margin over Binance's own time (our estimate of its clock is off by up to a round trip): a request a
         # moment too early would turn the 429 into an IP ban
         margin = self.settings.rate_limit_margin_ms + int(self._rtt_ms or 0)
+        if orders_only:  # the account's unfilled-order count: cancels and queries go on
+            self.limits.block_orders_until(self.limits.orders_blocked_until_ms + margin)
+            self._log(logging.WARNING, "order_count_limited", "%s: HTTP %d -1015 (unfilled-order count): no new order "
+                      "until %d (Binance time, ms); cancels and queries go on", self.name, status,
+                      self.limits.orders_blocked_until_ms)  # fmt: skip
+            return
         self.limits.block_until(self.limits.blocked_until_ms + margin)
         until = self.limits.blocked_until_ms
         self._log(logging.WARNING, "rate_limited", "%s: HTTP %d: no request until %d (Binance time, ms)", self.name,
@@ -1093,8 +1134,11 @@ class BinanceVenue:
             error = data.get("error")
             extra = error.get("data") if isinstance(error, dict) else None
             retry = extra.get("retryAfter") if isinstance(extra, dict) else None
-            self.limits.on_response(status, {}, now, retry_after_ms=retry if type(retry) is int else None)
-            self._rate_limited(status)
+            orders_only = status == 429 and isinstance(error, dict) and _order_count_limited(status, error)
+            self.limits.on_response(
+                status, {}, now, retry_after_ms=retry if type(retry) is int else None, orders_only=orders_only
+            )
+            self._rate_limited(status, orders_only=orders_only)
         fut = self._waiters.pop(str(data.get("id")), None)
         if fut is None:
             self._bad("unexpected_answer", "%s: an answer to no pending request (id %r)", self.name, data.get("id"))
@@ -1116,8 +1160,18 @@ class BinanceVenue:
             return
         try:
             if kind == "executionReport":
-                report = parse_execution_report(event, self.account_id, venue=self.name)
+                reports = parse_execution_reports(event, self.account_id, venue=self.name)
                 cum = decimal_units(event.get("z"), "executionReport: field 'z'")
+                if not reports:  # self-trade prevention took quantity off an order that keeps working
+                    self._count("trade_preventions")
+                    coid = event.get("c")
+                    self._log(logging.INFO, "stp", "%s: self-trade prevention (%s) took %s off order %s, which keeps "
+                              "working (status %s)", self.name, event.get("V"), event.get("B"), coid,
+                              event.get("X"))  # fmt: skip
+                    if isinstance(coid, str) and coid in self._orders:
+                        self._apply([], source="stream", cum={coid: cum})
+                    return
+                report = reports[0]
                 rec = self._orders.get(report.client_order_id)
                 if rec is None:
                     self._external_report(event, report)
@@ -1126,7 +1180,7 @@ class BinanceVenue:
                     rec.side = Side(event["S"])
                 if event.get("X") in ("FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"):
                     rec.final = True
-                self._apply([report], source="stream", cum={report.client_order_id: cum})
+                self._apply(reports, source="stream", cum={report.client_order_id: cum})
                 return
             messages = parse_user_event(event, self.account_id, venue=self.name)
         except DataError as exc:
@@ -1333,7 +1387,7 @@ class BinanceVenue:
         if inst is None:
             return _R.UNKNOWN_SYMBOL, f"{request.symbol} is not an instrument of this venue"
         if not _CLIENT_ID.match(request.client_order_id):
-            return _R.VENUE_REJECTED, "client order id must be 1-36 characters of A-Z a-z 0-9 - _ for Binance"
+            return _R.VENUE_REJECTED, "client order id must be 1-36 characters of A-Z a-z 0-9 . : / _ - for Binance"
         return check_filters(inst, request)
 
     def _local_reject(self, request: SubmitOrder, reason: RejectReason, detail: str) -> None:
@@ -1437,23 +1491,21 @@ class BinanceVenue:
             while not self._closing:
                 await self._sleep(backoff.next_delay())
                 try:
-                    row = await self._request("order.status", {"symbol": rec.symbol, "origClientOrderId": coid},
-                                              weight=4)  # fmt: skip
-                    state = parse_order_state(row)
-                    trades = await self._order_trades(rec.symbol, state.venue_order_id) if state.executed_qty else []
-                except _Refused as exc:
-                    if exc.code == -2013:
-                        deadline = rec.sent_ms + settings.recv_window_ms + settings.never_placed_margin_ms
+                    state = await self._order_status(rec)
+                    if state is None:  # no such order (-2013), or only an earlier order that had this client id
+                        deadline = self._sent_ms(rec) + settings.recv_window_ms + settings.never_placed_margin_ms
                         left = deadline - self._server_ms()
                         if left <= 0:
                             self._count("never_placed")
                             self._reject(rec, _R.VENUE_REJECTED, "never reached Binance: it has no order with this "
-                                         "client id after the request's recvWindow passed, so the order was not placed "
-                                         "and its funds are released")  # fmt: skip
+                                         "client id placed by this request after the request's recvWindow passed, so "
+                                         "the order was not placed and its funds are released")  # fmt: skip
                             return
                         await self._sleep(left / 1000)
                         backoff.reset()
                         continue
+                    trades = await self._order_trades(rec.symbol, state.venue_order_id) if state.executed_qty else []
+                except _Refused as exc:
                     self._log(logging.WARNING, "resolve", "%s: order.status for %s refused (%s); trying again",
                               self.name, coid, exc.outcome.detail)  # fmt: skip
                     continue
@@ -1477,7 +1529,7 @@ class BinanceVenue:
             rec.final = True
         reports: list[Any] = [self._accepted(rec, state.time)] if state.status != "REJECTED" else []
         reports += self._fills(rec, state, trades)
-        if state.is_final and state.status != "FILLED":
+        if state.needs_end:
             reports.append(state.report(self.account_id, venue=self.name))
         self._apply(reports, source=source, cum={rec.client_order_id: state.executed_qty})
 
@@ -1501,21 +1553,119 @@ class BinanceVenue:
         return out
 
     async def _order_trades(self, symbol: str, venue_order_id: str) -> list[AccountTrade]:
-        rows = await self._request("myTrades", {"symbol": symbol, "orderId": int(venue_order_id)}, weight=5)
-        return parse_my_trades(rows)
+        """Every trade of one order, oldest first: ``myTrades`` by ``orderId`` pages of ``limit`` 1000 (Binance's
+        most; its default is 500) from ``fromId`` 0, each next page from the last trade id + 1, until a short page.
+        (``symbol`` + ``orderId`` + ``fromId`` is a combination Binance serves; without ``fromId`` it returns the
+        most recent trades, which cannot be paged back from.)"""
+        trades: dict[int, AccountTrade] = {}
+        from_id = 0
+        while True:
+            params = {"symbol": symbol, "orderId": int(venue_order_id), "fromId": from_id, "limit": _MY_TRADES_LIMIT}
+            page = parse_my_trades(await self._request("myTrades", params, weight=5))
+            for t in page:
+                trades[t.trade_id] = t
+            if len(page) < _MY_TRADES_LIMIT:
+                return [trades[k] for k in sorted(trades)]
+            last = max(t.trade_id for t in page)
+            if last < from_id:
+                raise DataError(f"myTrades: a page from trade id {from_id} ends at trade id {last}")
+            from_id = last + 1
+
+    def _sent_ms(self, rec: _Order | None, ts: int = 0) -> int:
+        """When the order's place request was sent, on Binance's clock (ms): the record's own send time, else the
+        kernel's command time (local clock, ns) moved by the measured clock offset; 0: unknown (long ago)."""
+        if rec is not None:
+            if rec.sent_ms:
+                return rec.sent_ms
+            ts = ts or rec.ts
+        if ts <= 0:
+            return 0
+        return int(ts // _MS + self._offset_ms)
+
+    def _other_order(self, state: OrderState, rec: _Order | None, sent_ms: int, venue_order_id: str) -> str | None:
+        """Why the order Binance returned for a client id is not the one asked about, or None when it may be.
+
+        Binance needs a ``newClientOrderId`` to be unique among *open* orders only: once an order is no longer
+        open its id may be used again (the kernel's ids restart in a new run), and a query by
+        ``origClientOrderId`` returns the latest order that had it. An order this request placed cannot have been
+        created before the request was signed (Binance refuses a timestamp over 1 s ahead of its clock), so one
+        created earlier than the send time less ``max(recvWindow, 1 s)`` and the margin is another order; so is one
+        whose side, type or quantity differ from the request's. When the order's Binance id is known the query names
+        it too, and Binance answers for that order only."""
+        if venue_order_id:  # asked by order id as well: Binance answered for that very order, or refused
+            if state.venue_order_id != venue_order_id:
+                return f"its order id is {state.venue_order_id}, this order's is {venue_order_id}"
+            return None
+        if sent_ms > 0:
+            settings = self.settings
+            earliest = sent_ms - max(settings.recv_window_ms, 1000) - settings.never_placed_margin_ms
+            placed = state.time // _MS
+            if placed < earliest:
+                return (
+                    f"it was placed at {placed} (Binance ms), before this order's request, sent at {sent_ms}, could "
+                    "have arrived"
+                )
+        request = rec.request if rec is not None else None
+        if request is None:
+            return None
+        expected = order_params(request)
+        if state.side.value != expected["side"]:
+            return f"it is a {state.side.value} order, this one a {expected['side']}"
+        if state.order_type != expected["type"]:
+            return f"it is a {state.order_type} order, this one a {expected['type']}"
+        cmd = request.command
+        if "quantity" in expected and state.orig_qty != cmd.qty:
+            return f"its quantity is {format_decimal(state.orig_qty)}, this order's {expected['quantity']}"
+        if "quoteOrderQty" in expected and cmd.quote_qty is not None and state.orig_quote_qty not in (0, cmd.quote_qty):
+            return (
+                f"its quote amount is {format_decimal(state.orig_quote_qty)}, this order's {expected['quoteOrderQty']}"
+            )
+        return None
+
+    async def _order_status(self, rec: _Order | None, known: KnownOrder | None = None) -> OrderState | None:
+        """``order.status`` of one of our orders (by ``origClientOrderId``, and ``orderId`` when known): its state, or
+        None when Binance has no such order (-2013) or answers with another order that had the same client id (see
+        :meth:`_other_order`; logged). Any other error answer raises :class:`_Refused`."""
+        if known is not None:
+            coid, symbol, vid = known.client_order_id, known.symbol, known.venue_order_id
+            sent_ms = self._sent_ms(rec, known.ts)
+        else:
+            assert rec is not None
+            coid, symbol, vid = rec.client_order_id, rec.symbol, rec.venue_order_id
+            sent_ms = self._sent_ms(rec)
+        vid = vid or (rec.venue_order_id if rec is not None else "")
+        params: dict[str, Any] = {"symbol": symbol, "origClientOrderId": coid}
+        if vid:
+            params["orderId"] = int(vid)
+        try:
+            row = await self._request("order.status", params, weight=4)
+        except _Refused as exc:
+            if exc.code == -2013:
+                return None
+            raise
+        state = parse_order_state(row)
+        why = self._other_order(state, rec, sent_ms, vid)
+        if why is None:
+            return state
+        self._count("other_order_with_client_id")
+        self._log(logging.WARNING, "reused_id", "%s: order.status for client id %s returned Binance order %s (%s, "
+                  "status %s), not this order: %s; taken as no such order (-2013)", self.name, coid,
+                  state.venue_order_id, state.side.value, state.status, why)  # fmt: skip
+        return None
 
     async def _fetch_order(self, rec: _Order) -> tuple[OrderState, list[AccountTrade]] | None:
-        """The order's state and trades, retried with backoff; None when Binance does not know it or on close."""
+        """The order's state and trades, retried with backoff; None when Binance does not know it (or only an
+        earlier order with its client id) or on close."""
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
         while not self._closing:
             try:
-                row = await self._request("order.status", {"symbol": rec.symbol,
-                                                           "origClientOrderId": rec.client_order_id}, weight=4)  # fmt: skip
-                state = parse_order_state(row)
+                state = await self._order_status(rec)
+                if state is None:
+                    return None
                 trades = await self._order_trades(rec.symbol, state.venue_order_id) if state.executed_qty else []
                 return state, trades
             except _Refused as exc:
-                if exc.code in (-2013, -2026):
+                if exc.code == -2026:
                     return None
                 why = exc.outcome.detail
             except (_NotSent, _NoAnswer, DataError) as exc:
@@ -1732,35 +1882,30 @@ class BinanceVenue:
         open_coids = {r.client_order_id for r in open_rows}
         states: dict[str, OrderState | str | None] = {}
         young: list[KnownOrder] = []
+        window_ms = settings.recv_window_ms + settings.never_placed_margin_ms
         for o in known:
             if o.client_order_id in open_coids:
                 continue
+            rec = self._orders.get(o.client_order_id)
             try:
-                row = await self._request("order.status", {"symbol": o.symbol, "origClientOrderId": o.client_order_id},
-                                          weight=4)  # fmt: skip
-                states[o.client_order_id] = parse_order_state(row)
+                found = await self._order_status(rec, o)
             except _Refused as exc:
-                if exc.code == -2026:
-                    states[o.client_order_id] = ARCHIVED
-                elif exc.code == -2013:
-                    if self._server_ms() - o.ts // _MS < settings.recv_window_ms + settings.never_placed_margin_ms:
-                        young.append(o)
-                    else:
-                        states[o.client_order_id] = NEVER_PLACED
-                else:
+                if exc.code != -2026:
                     raise
+                states[o.client_order_id] = ARCHIVED
+                continue
+            if found is not None:
+                states[o.client_order_id] = found
+            elif self._server_ms() - self._sent_ms(rec, o.ts) < window_ms:
+                young.append(o)
+            else:
+                states[o.client_order_id] = NEVER_PLACED
         if young:  # "no such order" means "never placed" only once a request for it can no longer arrive
-            wait_ms = max(o.ts // _MS + settings.recv_window_ms + settings.never_placed_margin_ms for o in young)
+            wait_ms = max(self._sent_ms(self._orders.get(o.client_order_id), o.ts) + window_ms for o in young)
             await self._sleep(max(wait_ms - self._server_ms(), 0) / 1000)
             for o in young:
-                try:
-                    row = await self._request("order.status", {"symbol": o.symbol,
-                                                               "origClientOrderId": o.client_order_id}, weight=4)  # fmt: skip
-                    states[o.client_order_id] = parse_order_state(row)
-                except _Refused as exc:
-                    if exc.code != -2013:
-                        raise
-                    states[o.client_order_id] = NEVER_PLACED
+                found = await self._order_status(self._orders.get(o.client_order_id), o)
+                states[o.client_order_id] = found if found is not None else NEVER_PLACED
         # trades
         trades: dict[str, list[AccountTrade]] = {}
         watermarks: dict[str, int] = {}
@@ -1869,6 +2014,15 @@ class BinanceVenue:
 
     def _conn_counts(self) -> dict[str, Any]:
         return {"reconnects": max(self._n.get("connects", 0) - 1, 0), "ts": self._now_ns()}
+
+
+def _order_count_limited(status: int, error: Mapping[str, Any]) -> bool:
+    """Whether an error answer is the unfilled-order count's (-1015), which holds back new orders only."""
+    code = error.get("code")
+    msg = error.get("msg")
+    return classify(
+        status, code if type(code) is int else None, msg if isinstance(msg, str) else ""
+    ).order_count_limited
 
 
 def _why(exc: BaseException) -> str:
