@@ -15,6 +15,7 @@ Floats never enter: decimal strings are parsed digit by digit and formatted back
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from ._exceptions import InvalidInput
 
@@ -84,6 +85,6 @@ def parse_rate(text: str | float | int, what: str = "rate") -> int:
         if text != text or text in (float("inf"), float("-inf")):
             raise InvalidInput(f"{what}: {text!r} is not a number")
         text = repr(text)
-        if "e" in text or "E" in text:
-            text = f"{float(text):.8f}" if abs(float(text)) >= 1e-8 or float(text) == 0 else text
+        if "e" in text or "E" in text:  # 1.2345e-05: the same digits written out, never rounded (parse_decimal
+            text = format(Decimal(text), "f")  # then refuses more than 8 places, as for any string)
     return parse_decimal(text, what)

@@ -96,13 +96,14 @@ def test_parse_then_format_gives_the_canonical_text(whole: int, frac: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("rate", "units"), [("0.001", 100_000), (0.001, 100_000), (0.00075, 75_000), (0, 0), (1e-8, 1)]
+    ("rate", "units"),
+    [("0.001", 100_000), (0.001, 100_000), (0.00075, 75_000), (0, 0), (1e-8, 1), (2.5e-05, 2_500), (1.2e-07, 12)],
 )
 def test_parse_rate_accepts_exact_rates(rate: str | float, units: int) -> None:
     assert parse_rate(rate) == units
 
 
-@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 1 / 3, -0.001])
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 1 / 3, -0.001, 1.2345e-05, 1.5e-08])
 def test_parse_rate_rejects_inexact_or_negative_rates(rate: float) -> None:
     with pytest.raises(InvalidInput):
         parse_rate(rate)

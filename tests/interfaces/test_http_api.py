@@ -121,8 +121,8 @@ def test_the_bearer_scheme_is_case_insensitive(api: RunningApi) -> None:
     assert status == 200
 
 
-@pytest.mark.parametrize("path", ["/api/v1/health", "/", "/static/app.js", "/docs", "/openapi.json"])
-def test_health_the_page_and_the_docs_need_no_token(api: RunningApi, path: str) -> None:
+@pytest.mark.parametrize("path", ["/api/v1/health", "/", "/static/app.js", "/openapi.json"])
+def test_health_the_page_and_the_schema_need_no_token(api: RunningApi, path: str) -> None:
     client = Client(api.server.url, None)
     status, _, _ = client.request("GET", path)
     client.close()
@@ -161,7 +161,7 @@ class _closed:
         return None
 
 
-@pytest.mark.parametrize("queue", ["0", "100001", "abc", "-1"])
+@pytest.mark.parametrize("queue", ["0", "100001", "abc", "-1", "%C2%B2", "9" * 5000])
 def test_a_bad_queue_size_closes_4400_naming_it(api: RunningApi, queue: str) -> None:
     with _closed(api.ws_url(queue=queue)) as closed:
         pass
@@ -237,7 +237,7 @@ def test_no_token_in_any_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         with _closed(running.server.url.replace("http://", "ws://") + "/api/v1/stream?token=" + token[:-1]):
             pass
         client.close()
-    assert announced == [f"api: {running.server.url}/?token={token} (docs: {running.server.url}/docs)"]
+    assert announced == [f"api: {running.server.url}/?token={token} (schema: {running.server.url}/openapi.json)"]
     lines = [r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client")]  # the test's own
     assert any("WebSocket" in line for line in lines)  # uvicorn did log the stream's path: redacted
     assert not [line for line in lines if token in line or token[:-1] in line]
@@ -433,6 +433,24 @@ def test_a_body_that_is_not_sent_as_json_is_415_naming_the_header(client: Client
     status, answer, _ = client.request("POST", "/api/v1/orders", raw=body, headers={"Content-Type": kind})
     assert status == 415 and "Content-Type: application/json" in answer["detail"]
     assert kind.split(";")[0] in answer["detail"]
+
+
+def test_a_chunked_body_that_is_not_json_is_415_too(api: RunningApi) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", int(api.server.url.rsplit(":", 1)[1]), timeout=30)
+    body = iter([b'{"symbol": "BTCUSDT", ', b'"side": "BUY", "qty": "0.01"}'])
+    headers = {"Authorization": f"Bearer {api.token}", "Content-Type": "text/plain", "Transfer-Encoding": "chunked"}
+    conn.request("POST", "/api/v1/orders", body=body, headers=headers, encode_chunked=True)
+    response = conn.getresponse()
+    answer = json.loads(response.read())
+    conn.close()
+    assert response.status == 415 and "text/plain" in answer["detail"]
+
+
+def test_there_is_no_swagger_page_to_run_a_cdns_script_beside_the_token(api: RunningApi) -> None:
+    client = Client(api.server.url, api.token)
+    status, _, _ = client.request("GET", "/docs")
+    client.close()
+    assert status == 404
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"BUY"', b"{"])
@@ -753,7 +771,7 @@ def test_veloz_start_serves_the_api_until_stdin_closes(tmp_path: Path) -> None:
     veloz = _Veloz(tmp_path, "--config", str(CONFIG), "--http", "127.0.0.1:0")
     try:
         line, url, token = veloz.api_line()
-        assert line.strip() == f"api: {url}/?token={token} (docs: {url}/docs)"
+        assert line.strip() == f"api: {url}/?token={token} (schema: {url}/openapi.json)"
         assert (tmp_path / "runs" / "api-token").read_text().strip() == token
         assert Client(url, None).get("/api/v1/health")["status"] == "ok"
         balances = Client(url, token).get("/api/v1/balances")

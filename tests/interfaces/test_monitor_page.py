@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
 WEB = ROOT / "veloz_actors" / "interfaces" / "web"
 ARTIFACTS = ROOT / "test-artifacts"
-API_LINE = re.compile(r"api: (http://[^/\s]+)/\?token=(\S+) \(docs: ")
+API_LINE = re.compile(r"api: (http://[^/\s]+)/\?token=(\S+) \(schema: ")
 WAIT_SECONDS = 30
 
 

@@ -6,15 +6,20 @@ the right reason), never raise, and never change a balance.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
+from veloz_actors import EngineUnavailable
 from veloz_actors.interfaces.local import LocalBackend
+from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session, parse_command
 from veloz_actors.messages import Tick
 from veloz_actors.testing import FakeClock, engine_config
 from veloz_actors.venues.engine import Engine
+
+from ..actors.helpers import wait_for
 
 OUTPUT_TYPES = {"market", "order_update", "fill", "order_state", "account", "position", "status", "error"}
 
@@ -211,3 +216,58 @@ def test_query_finds_an_order_evicted_from_memory_in_the_order_history_file(tmp_
     [order] = state["orders"]
     assert (order["cid"], order["status"]) == ("old", "CANCELLED")
     engine.close()
+
+
+class _Restarting(LocalBackend):
+    """An actor engine whose OMS is restarting: every call to it fails, as the Python handle's do."""
+
+    def submit(self, command: Any) -> list[Any]:
+        raise EngineUnavailable("the OMS actor is restarting; try again")
+
+    def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
+        raise TimeoutError("the OMS did not answer within 30 s")
+
+
+def test_an_engine_that_does_not_answer_is_an_error_and_the_session_goes_on() -> None:
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))
+    session = Session(_Restarting(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    for line in ("ORDER BUY BTCUSDT 0.01 MARKET", "QUERY OPEN"):
+        [error] = session.handle_line(line)
+        assert error["type"] == "error" and error["code"] == "ENGINE_UNAVAILABLE" and error["line"] == line
+        assert "outcome is unknown" in error["message"]
+    assert not session.closed and session.handle_line("BALANCE")[0]["type"] == "account"
+
+
+def test_a_step_or_feed_poll_that_finds_the_engine_restarting_is_an_error_and_the_loop_goes_on() -> None:
+    engine = Engine(engine_config(sim=True))
+    backend = LocalBackend(engine)
+    session = Session(backend, symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    calls = {"tick": 0, "feed": 0}
+
+    def tick(ts: int) -> list[Any]:
+        calls["tick"] += 1
+        if calls["tick"] == 1:
+            raise EngineUnavailable("the feed actor is restarting")
+        return backend.tick(ts)
+
+    def side_feed() -> list[Any]:
+        calls["feed"] += 1
+        if calls["feed"] == 1:
+            raise TimeoutError("the bus did not answer")
+        return []
+
+    service = EngineService(session, tick=tick, tick_ms=10, side_feed=side_feed)
+    seen: list[dict[str, Any]] = []
+    service.hub.publish = seen.extend  # type: ignore[method-assign] - every engine event, in order
+    thread = threading.Thread(target=service.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: calls["tick"] >= 3 and calls["feed"] >= 2, what="steps and polls after the failures")
+    finally:
+        service.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    errors = [o for o in seen if o.get("type") == "error"]
+    assert [e["code"] for e in errors] == ["ENGINE_UNAVAILABLE", "ENGINE_UNAVAILABLE"]
+    assert {e["message"].split("(")[1].split(":")[0] for e in errors} == {"EngineUnavailable", "TimeoutError"}

@@ -11,7 +11,7 @@ trading::
 
 :func:`serve_api` starts it and prints ONE line on stderr, the only place the token is ever printed::
 
-    api: http://127.0.0.1:8080/?token=TOKEN (docs: http://127.0.0.1:8080/docs)
+    api: http://127.0.0.1:8080/?token=TOKEN (schema: http://127.0.0.1:8080/openapi.json)
 
 **Token.** The ``token`` argument, else ``VELOZ_API_TOKEN``, else the content of ``<run_dir>/api-token``, else a new
 ``secrets.token_urlsafe(32)`` written there (mode 0600). Every endpoint except ``GET /api/v1/health``, ``GET /`` and
@@ -62,7 +62,8 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 - ``GET /api/v1/reports``: ``{"reports": [{"path", "size", "mtime"}]}``, every ``report.html`` under the run folder
   (depth <= 4); ``GET /reports/{path}`` serves one (``.html`` files under the run folder only; anything else 404).
 - ``GET /`` and ``/static/*``: the monitoring page (``interfaces/web/``); 503 "monitoring page not installed"
-  without it. ``/docs`` and ``/openapi.json``: FastAPI's.
+  without it. ``/openapi.json``: FastAPI's schema. No ``/docs``: FastAPI's Swagger page loads its script from a
+  CDN, and a script from elsewhere on this origin could read the page's token.
 
 **The stream**, ``WS /api/v1/stream?token=T[&queue=N]`` (``queue`` 1..100000, default 10,000): every message is one
 JSON text message:
@@ -149,7 +150,7 @@ def parse_address(address: str) -> tuple[str, int]:
         host, port_text = text[1:end], text[end + 2 :]
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not 0 <= int(port_text) <= 65535:
         raise InvalidInput(f"--http {address!r}: the port must be a number 0..65535 (0 picks a free port)")
     if not host or any(c.isspace() or c in "/?#@[]" for c in host):
         raise InvalidInput(f"--http {address!r}: bad host {host!r}")
@@ -248,7 +249,7 @@ class _FieldError(Exception):
 # ------------------------------------------------------------------------------------------- the body limit
 
 
-_OPEN_PATHS = frozenset({"/api/v1/health", "/", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/favicon.ico"})
+_OPEN_PATHS = frozenset({"/api/v1/health", "/", "/openapi.json", "/favicon.ico"})
 _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
 
@@ -275,7 +276,7 @@ class _Guard:
                 await _plain_json(send, 401, {"detail": _UNAUTHORIZED}, [(b"www-authenticate", b"Bearer")])
                 return
         limit = self.limit
-        length = 0
+        length: int | None = None  # no Content-Length: a chunked body, or none
         kind = b""
         for name, value in headers:
             if name == b"content-length":
@@ -488,11 +489,14 @@ def build_app(
         version="1",
         description="The running engine: balances, positions, orders, fills, PnL, risk, actors; orders, cancels, "
         "kill switch; a WebSocket stream of every event. Authorize with the token `veloz start` printed.",
+        docs_url=None,  # Swagger's page runs a CDN's script on the origin that holds the token (module docstring)
+        redoc_url=None,
     )
     app.state.api = api
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's schema, with the bearer token declared on every protected path (``/docs`` can then authorize)."""
+        """FastAPI's schema, with the bearer token declared on every protected path (a client generated from it, or an
+        OpenAPI viewer, can then authorize)."""
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
@@ -830,7 +834,7 @@ def build_app(
         text = ws.query_params.get("queue")
         size = api.queue
         if text is not None:
-            if not text.isdigit() or not 1 <= int(text) <= MAX_QUEUE:
+            if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= MAX_QUEUE:
                 await ws.close(code=_WS_BAD_REQUEST, reason=f"queue must be 1..{MAX_QUEUE}, got {text[:20]!r}")
                 return
             size = int(text)
@@ -1126,7 +1130,7 @@ def serve_api(
         raise VelozError(f"--http {address}: the API did not start: {failure[0] if failure else 'timed out'}")
     result = ApiServer(server, thread, api, host, port, value)
     result._redact = redact
-    line = f"api: {result.url}/?token={value} (docs: {result.url}/docs)"
+    line = f"api: {result.url}/?token={value} (schema: {result.url}/openapi.json)"
     if announce is not None:
         announce(line)
     else:

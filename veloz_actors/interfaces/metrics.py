@@ -44,7 +44,8 @@ Live market data, when the engine streams it (``market_data`` in its status; lab
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -224,6 +225,30 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape: a client that connects and never sends does not hold up the others."""
+
+    daemon_threads = True
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _loopback_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """An exporter bound to the loopback answers only requests naming a loopback host: a web page elsewhere cannot
+    read the engine's figures through a DNS name rebound to 127.0.0.1."""
+
+    def checked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST", "")
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1 : host.find("]")]
+        if name not in _LOOPBACK:
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"host {host[:100]!r} not allowed: this exporter answers on the loopback only\n".encode()]
+        return app(environ, start_response)
+
+    return checked
+
+
 class MetricsServer:
     """A running exporter: ``.port`` is the bound port (useful with port 0); ``close()`` stops it."""
 
@@ -253,7 +278,10 @@ def serve_metrics(
     """Serve ``/metrics`` for an engine on ``host:port`` (127.0.0.1 unless configured otherwise) in a thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(status, round_trip))  # type: ignore[arg-type]
-    server = make_server(host, port, make_wsgi_app(registry), handler_class=_QuietHandler)
+    app = make_wsgi_app(registry)
+    if host in _LOOPBACK:
+        app = _loopback_only(app)
+    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="veloz-metrics", daemon=True)
     thread.start()
     return MetricsServer(server, thread)

@@ -22,6 +22,7 @@ recent rejections.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import concurrent.futures
 import contextlib
@@ -36,7 +37,7 @@ from typing import IO, Any, Protocol
 
 from .._exceptions import EngineUnavailable
 from ..fixed import SCALE, format_decimal, parse_decimal
-from .stdio import Session, dumps
+from .stdio import Session, dumps, unavailable
 
 __all__ = [
     "EngineService",
@@ -221,12 +222,12 @@ class Tracker:
                 elif obj.get("kind") == "trade":
                     self.marks[obj["symbol"]] = parse_decimal(obj["price"])
             elif kind == "fill":
-                _push(self.fills, obj, self.max_fills)
+                _push_in_time(self.fills, obj, self.max_fills)
                 self.marks.setdefault(obj["symbol"], parse_decimal(obj["price"]))
             elif kind == "order_update":
                 status = obj.get("status")
                 if status in ("FILLED", "CANCELLED", "EXPIRED", "REJECTED"):
-                    _push(self.orders, obj, self.max_orders)
+                    _push_in_time(self.orders, obj, self.max_orders)
                 if status in ("REJECTED", "CANCEL_REJECTED"):
                     _push(self.rejections, obj, self.max_rejections)
             elif kind == "account":
@@ -286,6 +287,22 @@ def _push(store: collections.deque[Any], item: Any, limit: int) -> None:
     store.append(item)
     if len(store) > limit:
         store.popleft()
+
+
+def _push_in_time(store: collections.deque[dict[str, Any]], item: dict[str, Any], limit: int) -> None:
+    """:func:`_push`, keeping ``store`` in time order: the actor engine's fills may arrive slightly out of it, and the
+    API pages these stores by time (a row out of order would be skipped or served twice)."""
+    ts = item["ts"]
+    if store and store[-1]["ts"] > ts:
+        store.insert(bisect.bisect_right(store, ts, key=_ts), item)
+    else:
+        store.append(item)
+    if len(store) > limit:
+        store.popleft()
+
+
+def _ts(row: dict[str, Any]) -> int:
+    return row["ts"]  # type: ignore[no-any-return]
 
 
 def _drawdown(value: int, peak: int) -> str:
@@ -452,15 +469,21 @@ class EngineService:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
             while not self._stop.is_set() and not session.closed:
                 if next_tick is not None and self.clock() >= next_tick:
-                    self.emit(session.events(self.tick(session.now())))  # type: ignore[misc]
                     next_tick += interval
+                    try:
+                        self.emit(session.events(self.tick(session.now())))  # type: ignore[misc]
+                    except (EngineUnavailable, TimeoutError) as exc:  # an actor restarting: the next step comes
+                        self.emit([unavailable(exc, session.now())])
                     continue
                 timeout = 0.25 if next_tick is None else max(0.0, (next_tick - self.clock()) / 1e9)
                 if self.side_feed is not None:
                     now = time.monotonic()
                     if now >= next_side_poll:  # at most one poll per period, however fast commands come in
-                        self.emit(session.events(self.side_feed()))
                         next_side_poll = now + _SIDE_FEED_SECONDS
+                        try:
+                            self.emit(session.events(self.side_feed()))
+                        except (EngineUnavailable, TimeoutError) as exc:
+                            self.emit([unavailable(exc, session.now())])
                     timeout = min(timeout, max(0.0, next_side_poll - now))
                 self.tracker.sample(self.clock())
                 try:

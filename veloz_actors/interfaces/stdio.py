@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .._exceptions import InvalidInput
+from .._exceptions import EngineUnavailable, InvalidInput
 from ..fixed import format_decimal
 from ..messages import (
     AccountUpdated,
@@ -61,7 +61,7 @@ from ..messages import (
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
-__all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command"]
+__all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command", "unavailable"]
 
 HELP = __doc__.split("Commands (case-insensitive keywords; quantities and prices are exact decimals)::")[1].split(
     "Output:"
@@ -341,6 +341,21 @@ def order_state(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def unavailable(exc: BaseException, ts: int, line: str | None = None) -> dict[str, Any]:
+    """The error object for an engine that did not answer (an actor restarting, a timeout): a command's outcome is then
+    unknown until it is queried."""
+    out: dict[str, Any] = {
+        "type": "error",
+        "ts": ts,
+        "code": "ENGINE_UNAVAILABLE",
+        "message": f"the engine did not answer ({type(exc).__name__}: {exc}); a command's outcome is unknown until "
+        "QUERY shows it",
+    }
+    if line is not None:
+        out["line"] = line[:200]
+    return out
+
+
 class Session:
     """One protocol session over a backend. ``handle_line`` returns the JSON objects to print, in order."""
 
@@ -382,9 +397,12 @@ class Session:
             command = parse_command(line, symbols=self.symbols, ts=ts, account_id=self.account_id, ids=self.ids)
         except InvalidInput as exc:
             return [{"type": "error", "ts": ts, "code": "BAD_COMMAND", "message": str(exc), "line": line[:200]}], False
-        if isinstance(command, tuple):
-            return self._request(command[0], command[1], ts), False
-        return self.events(self.backend.submit(command)), True
+        try:
+            if isinstance(command, tuple):
+                return self._request(command[0], command[1], ts), False
+            return self.events(self.backend.submit(command)), True
+        except (EngineUnavailable, TimeoutError) as exc:  # the actor engine did not answer: said, the session goes on
+            return [unavailable(exc, ts, line)], False
 
     def _request(self, keyword: str, argument: str | None, ts: int) -> list[dict[str, Any]]:
         if keyword == "QUERY":
