@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from veloz_actors._exceptions import ConfigError, InvalidInput, JournalError
 from veloz_actors.config import parse_engine_config
 from veloz_actors.core.journal import read_journal
-from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitor, RiskMonitorConfig
+from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitor, RiskMonitorConfig, kill_switch_commands
 from veloz_actors.messages import (
     AccountUpdated,
     Balance,
@@ -409,6 +409,21 @@ def test_recover_after_a_reset_sends_nothing_and_refuses_other_balances() -> Non
         other = RiskMonitorConfig(instruments=instruments(), balances={"main": {"USDT": d("1")}})
         with pytest.raises(JournalError, match="different instruments, balances"):
             RiskMonitor.recover(other, path, durability="none")
+
+
+def test_recover_after_a_kill_switch_sends_its_cancel_all_again_then_the_halt() -> None:
+    """The OMS may never have had the kill switch's commands (it was restarting when they went): a restarted monitor
+    sends both again, not only the halt."""
+    config = _config(EngineRiskLimits(max_drawdown=d("0.1")))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(config, journal_path=path, durability="none")
+        monitor.kill_switch(START_NS + 4)
+        monitor.close()
+        recovered, commands = RiskMonitor.recover(config, path, durability="none")
+        recovered.close()
+    assert commands == kill_switch_commands(recovered.now)
+    assert [type(c) for c in commands] == [CancelAllOrders, HaltTrading]
 
 
 def test_a_restart_with_new_limits_keeps_the_state_and_applies_them() -> None:

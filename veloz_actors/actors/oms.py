@@ -122,11 +122,12 @@ class OmsActor:
     # --------------------------------------------------------------------------------------------------- venues
 
     def attach_venues(self, venues: dict[str, Any]) -> int:
-        """The venue actors by shard (the supervisor's first start); each sends its unacknowledged reports."""
+        """The venue actors by shard (the supervisor's first start); each sends its unacknowledged reports, and then
+        gets the requests it may not have had. Asked of every shard, even one whose resync already came: that one
+        may have come before its venue was known here, when the requests it should have brought back could not go."""
         self.venues = dict(venues)
         for shard in self.venues:
-            if self.applied.get(shard) is None:
-                self._request_resync(shard)
+            self._request_resync(shard)
         return len(self.venues)
 
     def _find_venues(self) -> None:
@@ -272,6 +273,7 @@ class OmsActor:
         for event in batch:
             events.extend(kernel.apply(event))
         self.market_events += len(batch)
+        hand_to_os(kernel.journal)  # a stop-loss these prices placed is on its way out: its step first
         out = kernel.take_outbox()
         if out:
             self._route(out)

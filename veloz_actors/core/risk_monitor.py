@@ -299,7 +299,7 @@ class RiskMonitor:
         The commands the replayed lines caused were sent before the restart and are not returned again, except the
         halt in force: a monitor that had halted trading (and was not reset) returns its halt once more, in case the
         restart came between journaling an event and sending the halt it caused (the kernel ignores a halt for an
-        account that is halted already).
+        account that is halted already); after a kill switch, the cancel of every open order before it.
         """
         journal_path = Path(journal_path)
         monitor = cls(config)
@@ -327,7 +327,9 @@ class RiskMonitor:
                 monitor._rebase = None
         monitor.attach_journal(journal_path, durability=durability)
         commands: list[Command] = []
-        if monitor.halted is not None:
+        if monitor.halted == KILL_SWITCH_REASON:  # its cancel-all too: the OMS may never have had it
+            commands += kill_switch_commands(monitor.now)
+        elif monitor.halted is not None:
             commands.append(HaltTrading(account_id="*", reason=monitor.halted, ts=monitor.now))
         return monitor, commands
 
