@@ -66,6 +66,14 @@ def split(events: list) -> tuple[BookDelta, list[BookDelta]]:
     return snapshot, diffs
 
 
+def after_snapshot(path: Path) -> tuple[BookDelta, list[BookDelta], L2Book]:
+    """The capture's REST snapshot, the diffs after it, and an offline book at the snapshot."""
+    snapshot, diffs = split(capture(path))
+    offline = L2Book(snapshot.symbol)
+    offline.apply_snapshot(snapshot)
+    return snapshot, [d for d in diffs if d.last_update_id > snapshot.last_update_id], offline
+
+
 def levels(book: L2Book) -> tuple[dict[int, int], dict[int, int]]:
     """Every level of both sides (the full depth, not just the best)."""
     return dict(book._bids), dict(book._asks)
@@ -216,12 +224,8 @@ def test_book_sync_on_a_capture_emits_what_rebuilds_the_offline_book(path):
 
 
 def test_book_sync_stale_snapshot_gap_and_out_of_order():
-    events = capture(BTC_CAPTURE)
-    snapshot, diffs = split(events)
+    snapshot, live, offline = after_snapshot(BTC_CAPTURE)
     symbol = snapshot.symbol
-    live = [d for d in diffs if d.last_update_id > snapshot.last_update_id]
-    offline = L2Book(symbol)
-    offline.apply_snapshot(snapshot)
 
     sync = BookSync(symbol)
     for delta in live[:5]:
@@ -819,12 +823,8 @@ def test_a_corrupt_diff_cannot_block_the_resync():
     """A diff with a huge U and u: a gap, and every real diff after it looks out of order; the next snapshot is stale
     against it, and so is every later one. After a few in a row the sync starts over from fresh diffs, and the snapshot
     after that connects."""
-    events = capture(BTC_CAPTURE)
-    snapshot, diffs = split(events)
+    snapshot, live, offline = after_snapshot(BTC_CAPTURE)
     symbol = snapshot.symbol
-    live = [d for d in diffs if d.last_update_id > snapshot.last_update_id]
-    offline = L2Book(symbol)
-    offline.apply_snapshot(snapshot)
     sync = BookSync(symbol)
     assert sync.on_snapshot(snapshot) is not None
     for delta in live[:5]:
