@@ -233,3 +233,14 @@ def test_empty_side_gives_none_for_best_mid_and_spread() -> None:
     book = L2Book("BTCUSDT", "spot")
     book.apply_snapshot(_snapshot(1, bids=((100, 5),), asks=()))
     assert book.best_ask() is None and book.mid() is None and book.spread() is None
+
+
+def test_a_book_reset_empties_the_book_until_the_next_snapshot() -> None:
+    book = L2Book("BTCUSDT")
+    book.apply_snapshot(_snapshot(10))
+    assert book.apply(_delta(11, 11, ((100, 6),), ()))
+    book.apply_snapshot(_snapshot(-1, bids=(), asks=()))  # the live client no longer knows the book
+    assert book.needs_resync and len(book) == 0 and book.best_bid() is None and book.last_update_id == -1
+    assert not book.apply(_delta(12, 12, ((100, 1),), ()))  # refused (buffered) while unsynced
+    book.apply_snapshot(_snapshot(11))
+    assert not book.needs_resync and book.last_update_id == 12 and book.best_bid() == (100, 1)

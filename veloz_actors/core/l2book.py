@@ -118,11 +118,20 @@ class L2Book:
         Raises :class:`SequenceGap` if the buffered diffs do not connect to the snapshot (the snapshot is older than
         the first buffered diff, or the buffer has a hole); the book then stays unsynced and keeps the diffs after the
         break, so a newer snapshot can still use them.
+
+        A *book reset* (a snapshot with update id -1 and no levels: a live client saying it no longer knows the book)
+        empties the book and leaves it unsynced, as before its first snapshot.
         """
         if not snapshot.is_snapshot:
             raise InvalidInput(f"{self.symbol}: apply_snapshot needs a snapshot, got a diff")
         if snapshot.symbol != self.symbol:
             raise InvalidInput(f"{self.symbol}: snapshot is for {snapshot.symbol}")
+        if snapshot.last_update_id < 0:
+            self._bids, self._asks, self._bid_heap, self._ask_heap = {}, {}, [], []
+            self._last_update_id = -1
+            self._synced = self._bridged = False
+            self._buffer = deque(maxlen=self.buffer_limit)
+            return
         self._bids = {p: q for p, q in snapshot.bids if q}
         self._asks = {p: q for p, q in snapshot.asks if q}
         self._bid_heap = [-p for p in self._bids]

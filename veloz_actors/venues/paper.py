@@ -28,7 +28,6 @@ from typing import Any
 
 from .._exceptions import InvalidInput
 from ..core.instruments import Instrument
-from ..core.l2book import L2Book
 from ..messages import BookDelta, SubmitCancel, SubmitOrder, Trade
 from .fill_models import FeeModel
 from .l2replay import L2ReplayVenue
@@ -65,8 +64,7 @@ class PaperVenue(L2ReplayVenue):
                 raise InvalidInput(f"event of {event.symbol} on the {self.symbol} venue")
             self.market_events += 1
             self.book_resets += 1
-            book = self.book
-            self.book = L2Book(self.symbol, book.market, buffer_limit=book.buffer_limit)  # unsynced until a snapshot
+            self.book.apply_snapshot(event)  # unsynced until a snapshot; not apply_depth: the queues ahead stay
             return []
         if kind is BookDelta or kind is Trade:
             self.market_events += 1
