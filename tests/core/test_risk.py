@@ -212,6 +212,12 @@ def test_stop_loss_closes_a_long_position() -> None:
     assert [o.status for o in stop] == [OrderStatus.FILLED]
 
 
+def test_an_order_by_quote_amount_is_not_valued_at_its_own_protect_price_when_the_kernel_has_no_price() -> None:
+    engine = _engine(RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}))
+    order = replace(place("c", "BUY", None, None, quote_qty="50"), protect_price=d("100000"))
+    assert _reason(engine.apply(order)) is R.NO_REFERENCE_PRICE
+
+
 def test_an_order_by_quote_amount_within_the_limits_goes() -> None:
     engine = _engine(RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}, max_position={"BTCUSDT": d("0.5")}))
     engine.apply(trade("100"))

@@ -368,7 +368,7 @@ class TradingKernel:
                 open_qty_same_side=self._open_qty(account, cmd.symbol, cmd.side) if needs_exposure else 0,
                 gross_exposure=self._gross_exposure(account) if limits.max_leverage else 0,
                 equity=self.equity(account) if limits.max_leverage else 0,
-                market_price=self.reference.get(cmd.symbol),
+                market_price=self.reference.get(cmd.symbol, 0),  # 0: none, never the sender's protect price
             )
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)

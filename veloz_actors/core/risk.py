@@ -92,8 +92,8 @@ class RiskEngine:
         market_price: int | None = None,
     ) -> Rejection | None:
         """The pre-trade checks of one order; ``reference_price`` values it (a market order's protect price when its
-        sender fixed one), ``market_price`` is the kernel's own last price (default: ``reference_price``), which alone
-        bounds how much an order by quote amount may buy."""
+        sender fixed one), ``market_price`` is the kernel's own last price (0: it has none; default: ``reference_price``),
+        which alone bounds how much an order by quote amount may buy."""
         limits = self.limits
         account = cmd.account_id
         exempt = account in limits.exempt_accounts
@@ -141,7 +141,7 @@ class RiskEngine:
             # what a quote amount buys at the lowest price the kernel expects it to trade at (never the sender's own
             # protect price, which could make the quantity look as small as the sender likes)
             market = reference_price if market_price is None else market_price
-            if market is None:
+            if not market:
                 return RejectReason.NO_REFERENCE_PRICE, (
                     f"no reference price for {cmd.symbol} yet: an order by quote amount needs one to be held to the "
                     "quantity limits"
