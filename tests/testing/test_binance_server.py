@@ -869,7 +869,14 @@ def test_malformed_frames_of_each_kind(small: dict[str, Path]) -> None:
                     data = orjson.loads(frame)["data"]
                     assert data["e"] == "depthUpdate" and data["u"] < last_u  # an old diff again
                 assert await until_quiet(trade, 0.1) == []
-                assert server.faults.counts["malformed"] == 6 + 3 + 4 + 3
+
+                assert server.faults.malformed("runaway_update_id") == 1  # depth subscribers only
+                (frame,) = await texts(depth, 1)
+                data = orjson.loads(frame)["data"]
+                assert data["U"] == last_u + 1 and data["u"] == last_u + 1 + 10**12  # it connects, then runs away
+                assert parse_depth_update(data, 0).bids  # well formed: nothing in the frame tells it is wrong
+                assert await until_quiet(trade, 0.1) == []
+                assert server.faults.counts["malformed"] == 6 + 3 + 4 + 3 + 1
 
                 # the market goes on undisturbed after the bad frames
                 await off_loop(server.publish, 200)

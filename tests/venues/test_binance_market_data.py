@@ -27,15 +27,18 @@ from veloz_actors import InvalidInput
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.core.market_batch import MarketBatch
 from veloz_actors.data.loaders import load_market_events
+from veloz_actors.fixed import SCALE
 from veloz_actors.messages import BookDelta, OrderExpired, OrderFilled, RejectReason, VenueConnection
 from veloz_actors.testing import engine_config, place
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.market_data import (
+    _OUT_OF_ORDER_BEFORE_RESTART,
     _STALE_BEFORE_RESTART,
     APPLIED,
     BUFFERED,
     GAP,
     OUT_OF_ORDER,
+    RESTART,
     STALE,
     Backoff,
     BinanceMarketData,
@@ -847,6 +850,72 @@ def test_a_corrupt_diff_cannot_block_the_resync():
     probe.apply_snapshot(snapshot_of(offline))
     out = sync.on_snapshot(snapshot_of(probe))
     assert out is not None and sync.synced and same_book(sync.book, offline)
+
+
+def test_a_corrupt_diff_that_connects_is_found_within_a_few_diffs_and_the_book_synced_again():
+    """A well-formed diff with U = last u + 1 and a huge u is applied (no rule tells it from a real one); every real
+    diff after it is then behind it. A lone repeat on a synced book is only dropped, but a few in a row mean the book
+    took a corrupt diff: it is forgotten and synced again from fresh diffs, not left frozen and marked synced."""
+    snapshot, live, offline = after_snapshot(BTC_CAPTURE)
+    symbol = snapshot.symbol
+    sync = BookSync(symbol)
+    assert sync.on_snapshot(snapshot) is not None
+    for delta in live[:5]:
+        assert sync.on_diff(delta) == APPLIED
+        offline.apply(delta)
+    assert sync.on_diff(live[3]) == OUT_OF_ORDER  # a repeat: dropped, and the next real diff ends the run
+    assert sync.on_diff(live[5]) == APPLIED
+    offline.apply(live[5])
+    last = sync.book.last_update_id
+    price, qty = sync.book.best_bid()
+    corrupt = BookDelta(symbol=symbol, first_update_id=last + 1, last_update_id=last + 1 + 10**12,
+                        bids=((price, qty + SCALE),), asks=(), ts_event=0, ts_recv=0)  # fmt: skip
+    assert sync.on_diff(corrupt) == APPLIED and sync.synced
+    behind = live[6 : 6 + _OUT_OF_ORDER_BEFORE_RESTART]
+    assert [sync.on_diff(d) for d in behind] == [OUT_OF_ORDER] * (len(behind) - 1) + [RESTART]
+    assert not sync.synced and sync.book.buffered == 0 and len(sync.book) == 0 and sync.restarts == 1
+    for delta in behind:
+        offline.apply(delta)
+    rest = live[6 + len(behind) : 40]
+    for delta in rest[:3]:
+        assert sync.on_diff(delta) == BUFFERED  # fresh diffs, judged against nothing the corrupt diff left
+        offline.apply(delta)
+    rest_snapshot = snapshot_of(offline)  # the REST snapshot, taken while more diffs were buffered after it
+    for delta in rest[3:]:
+        assert sync.on_diff(delta) == BUFFERED
+        offline.apply(delta)
+    out = sync.on_snapshot(rest_snapshot)
+    assert out is not None and [d.last_update_id for d in out[1:]] == [d.last_update_id for d in rest[3:]]
+    assert sync.synced and same_book(sync.book, offline)
+
+
+def test_a_corrupt_diff_that_connects_over_the_wire_is_undone_by_a_resync_without_a_reconnect():
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        with live(server, ("BTCUSDT",)) as (feed, sink):
+            assert server.wait_connections(1)
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            caught_up(feed, server, ("BTCUSDT",))
+            offline = {"BTCUSDT": Offline("BTCUSDT")}
+            assert server.faults.malformed("runaway_update_id") == 1
+            wait_for(lambda: feed.status()["symbols"]["BTCUSDT"]["last_update_id"] > 10**12, what="the corrupt diff")
+            server.publish(300)
+            caught_up(feed, server, ("BTCUSDT",))
+            assert_same_as_server(feed, server, offline)
+            status = feed.status()
+            assert status["connects"] == 1  # no reconnect needed
+            assert status["bad_input"]["book_restart"] == 1 and status["symbols"]["BTCUSDT"]["restarts"] == 1
+        # downstream: the book reset came before any real diff after the corrupt one, and the rebuilt book is right
+        events = [e for e in sink.events if isinstance(e, BookDelta)]
+        (at,) = [i for i, e in enumerate(events) if e.last_update_id > 10**12]
+        assert is_book_reset(events[at + 1])
+        downstream = L2Book("BTCUSDT")
+        for event in events[at + 1 : -1]:  # (the last one: the stream closed)
+            if event.is_snapshot:
+                downstream.apply_snapshot(event)
+            else:
+                assert downstream.apply(event)
+        assert same_book(downstream, Offline("BTCUSDT").advance(downstream.last_update_id))
 
 
 def test_after_the_sync_starts_over_the_next_snapshot_is_fetched_only_over_fresh_diffs(monkeypatch):

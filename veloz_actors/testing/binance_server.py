@@ -133,7 +133,7 @@ _SMALL_HEADERS = tuple(bytes((0x81, n)) for n in range(126))  # FIN + text opcod
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
 _QUOTES = ("USDT", "FDUSD", "USDC", "BUSD", "TUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY")
-FAULT_KINDS = ("json", "unknown_event", "absurd_price", "out_of_order")
+FAULT_KINDS = ("json", "unknown_event", "absurd_price", "out_of_order", "runaway_update_id")
 
 
 def _fmt(units: int) -> str:
@@ -1465,6 +1465,9 @@ class Faults:
         ``json``: not JSON. ``unknown_event``: valid JSON of an unknown stream/event. ``absurd_price``: a
         ``depthUpdate`` (to a depth subscriber; ``U = u = next id``) or a ``trade`` with a negative and a non-numeric
         price. ``out_of_order``: an old depth diff again (its ``u`` below the book's), to depth subscribers.
+        ``runaway_update_id``: a well-formed diff that connects (``U`` = the book's next id) with a ``u`` 10**12
+        ahead and the best bid's quantity changed: a corrupt diff no rule can tell from a real one, to depth
+        subscribers (every real diff after it is then behind it).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"malformed kind must be one of {FAULT_KINDS}, got {kind!r}")
@@ -1975,6 +1978,20 @@ class BinanceTestServer:
                             "M": True,
                         }
                     )
+                elif kind == "runaway_update_id":
+                    next_id = state.book.last_update_id + 1
+                    best = state.book.best_bid()
+                    payload = orjson.dumps(
+                        {
+                            "e": "depthUpdate",
+                            "E": now,
+                            "s": state.symbol,
+                            "U": next_id,
+                            "u": next_id + 10**12,
+                            "b": [[_fmt(best[0]), _fmt(best[1] + 123 * _SCALE)]] if best else [],
+                            "a": [],
+                        }
+                    )
                 else:  # out_of_order: the diff before the last one sent (or one the snapshot already holds)
                     if len(state.sent_diffs) >= 2:
                         payload = state.sent_diffs[-2][1]
@@ -2004,7 +2021,7 @@ class BinanceTestServer:
                 trade = trade or (name, state, False)
             else:
                 other = other or (name, state, False)
-        if kind == "out_of_order":
+        if kind in ("out_of_order", "runaway_update_id"):
             return depth
         if kind == "absurd_price":
             return depth or trade

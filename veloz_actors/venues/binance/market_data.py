@@ -16,6 +16,8 @@ again over the same buffer (Binance's procedure); after ``_STALE_BEFORE_RESTART`
 starts over (its buffer and the highest ``u`` seen are forgotten, so one corrupt diff cannot refuse every snapshot)
 and the next snapshot is fetched once a fresh diff is buffered. A live gap (``U`` beyond the last ``u + 1``) is
 detected by the book on the first diff after it; the book discards its levels and a new snapshot is fetched at once.
+A corrupt diff that does connect (a huge ``u``) leaves every real diff after it out of order: after
+``_OUT_OF_ORDER_BEFORE_RESTART`` of them in a row, moving on among themselves, the book is forgotten and synced again.
 While a book is unsynced no diff of its symbol is emitted.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
@@ -100,6 +102,7 @@ _LOG_BURST = 5  # log lines per kind per window; the rest are counted and summar
 _LOG_WINDOW_S = 60.0
 _PREVIEW = 160  # characters of a bad payload that may be logged
 _STALE_BEFORE_RESTART = 3  # stale snapshots in a row after which a symbol's sync starts over from fresh diffs
+_OUT_OF_ORDER_BEFORE_RESTART = 3  # diffs moving on behind a synced book after which the book is not trusted
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
 
 
@@ -319,6 +322,7 @@ BUFFERED = "buffered"  # the book is unsynced: kept for the next snapshot, not e
 STALE = "stale"  # already covered by the snapshot (u <= lastUpdateId): normal right after a sync
 OUT_OF_ORDER = "out_of_order"  # u at or below one already received on this stream: a late or repeated diff, dropped
 GAP = "gap"  # U beyond the book's u + 1: the book discarded its levels and needs a new snapshot
+RESTART = "restart"  # the stream moves on behind a synced book: forgotten, resync from fresh diffs
 
 
 class BookSync:
@@ -338,7 +342,7 @@ class BookSync:
 
     __slots__ = (
         "symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "stale_in_row", "out_of_order",
-        "last_seen",
+        "behind_in_row", "behind_u", "restarts", "last_seen",
     )  # fmt: skip
 
     def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
@@ -350,6 +354,9 @@ class BookSync:
         self.stale_snapshots = 0  # snapshots refused as older than the buffered diffs (or over a buffer hole)
         self.stale_in_row = 0  # of them, since the last snapshot applied or the last start over
         self.out_of_order = 0
+        self.behind_in_row = 0  # out-of-order diffs in a row, each with a higher u than the one before
+        self.behind_u = -1
+        self.restarts = 0  # synced books forgotten because the stream moved on behind them
         self.last_seen = -1  # the highest ``u`` received on this connection: a correct stream only goes up
 
     @property
@@ -361,17 +368,34 @@ class BookSync:
         self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
         self.last_seen = -1
         self.stale_in_row = 0
+        self.behind_in_row = 0
+        self.behind_u = -1
 
     def on_diff(self, delta: BookDelta) -> str:
         """Apply (or buffer) one diff; the outcome says whether to emit it (``APPLIED``) or resync (``GAP``).
 
         A diff whose ``u`` is not above every ``u`` received before is out of order (a repeat or a late one): it is
-        counted and dropped before it reaches the book (which could only drop it as stale, or buffer it).
+        counted and dropped before it reaches the book (which could only drop it as stale, or buffer it). A repeat
+        changes nothing; but several out-of-order diffs in a row whose ids go up among themselves are the market
+        moving on behind a synced book: it took a corrupt diff that connected (``U`` = last ``u`` + 1 with a huge
+        ``u``), which no real diff can follow. The book is then forgotten (``RESTART``) and synced again from fresh
+        diffs, instead of standing still, marked synced, until the next reconnect.
         """
-        if delta.last_update_id <= self.last_seen:
+        u = delta.last_update_id
+        if u <= self.last_seen:
             self.out_of_order += 1
+            if u > self.behind_u:
+                self.behind_u = u
+                self.behind_in_row += 1
+                if self.behind_in_row >= _OUT_OF_ORDER_BEFORE_RESTART and not self.book.needs_resync:
+                    self.restarts += 1
+                    self.reset()
+                    return RESTART
             return OUT_OF_ORDER
-        self.last_seen = delta.last_update_id
+        if self.behind_in_row:
+            self.behind_in_row = 0
+            self.behind_u = -1
+        self.last_seen = u
         book = self.book
         if book.needs_resync:
             book.apply(delta)
@@ -745,6 +769,7 @@ class BinanceMarketData:
                     "buffered": f.book.buffered,
                     "resyncs": f.resyncs,
                     "gaps": f.gaps,
+                    "restarts": f.restarts,
                 }
                 for s, f in feeds.items()
             },
@@ -1018,6 +1043,18 @@ class BinanceMarketData:
                 delta.first_update_id,
                 delta.last_update_id,
             )
+        elif outcome is RESTART:
+            self._bad(
+                "book_restart",
+                "%s %s: %d diffs in a row (latest u=%d) move on behind a diff the book took (a corrupt one?); "
+                "resyncing from fresh diffs",
+                self.settings.venue,
+                delta.symbol,
+                _OUT_OF_ORDER_BEFORE_RESTART,
+                delta.last_update_id,
+            )
+            self._book_lost(delta.symbol)
+            self._start_sync(delta.symbol)
 
     def _bad(self, kind: str, msg: str, *args: Any) -> None:
         self._bad_input[kind] = self._bad_input.get(kind, 0) + 1
