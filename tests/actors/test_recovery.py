@@ -13,7 +13,18 @@ from veloz_actors.actors.api import start_local
 from veloz_actors.core.journal import read_journal
 from veloz_actors.core.kernel import replay_kernel
 from veloz_actors.fixed import SCALE, format_decimal
-from veloz_actors.messages import OrderFilled, Side, SubmitCancel, SubmitOrder, Tick, VenueOrderFilled
+from veloz_actors.messages import (
+    CancelOrder,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    RejectReason,
+    Side,
+    SubmitCancel,
+    SubmitOrder,
+    Tick,
+    VenueOrderFilled,
+)
 
 from .helpers import file_config, wait_for
 
@@ -44,7 +55,8 @@ def _commands(engine, count: int):
 
 def _drive(engine, commands, kill_at: int, victims: tuple[str, ...]) -> None:
     """Send commands 20 at a time without waiting, step the clock, cancel some limits; kill the victims mid-batch
-    and drive again, unchanged, what failed (an identical command applied twice has no second effect)."""
+    and drive again, unchanged, what failed (an identical command applied twice has no second effect, and is answered
+    with the events of its first application)."""
     for start in range(0, len(commands), 20):
         batch = commands[start : start + 20]
         refs = [engine.submit_async(c) for c in batch]
@@ -55,7 +67,8 @@ def _drive(engine, commands, kill_at: int, victims: tuple[str, ...]) -> None:
             try:
                 ray.get(ref, timeout=60)
             except ray.exceptions.RayError:
-                engine.submit(command)
+                answer = engine.submit(command)  # applied before the kill or not: its acceptance or rejection
+                assert {type(e) for e in answer} & {OrderAccepted, OrderRejected}, (command, answer)
             finally:
                 engine.window.done()
         if start % 40 == 0:
@@ -185,3 +198,33 @@ def test_killing_actors_mid_stream_loses_and_doubles_nothing(tmp_path, victims):
         for asset in (inst.base_asset, inst.quote_asset):
             deposits[asset] += exact.market_maker_balances.get(asset, 0)
     assert totals == dict(deposits)
+
+
+def test_a_command_retried_after_the_oms_restarted_gets_the_answer_its_first_application_gave(tmp_path):
+    """The handle sends a command again when the OMS died during the call. The kernel takes the retry as a no-op; the
+    restarted OMS answers it with the events the first application gave, never "no events" (which read as accepted)."""
+    engine = start_local(file_config(), name="retry-answer", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        mid = engine.status()["reference_prices"]["BTCUSDT"]
+        low = format_decimal(mid * 97 // 100 // 1_000_000 * 1_000_000)
+        accepted = engine.order_command("BTCUSDT", "BUY", "0.001", low, client_order_id="retry-ok")
+        too_big = engine.order_command("BTCUSDT", "BUY", "5000", low, client_order_id="retry-refused")
+        no_such = CancelOrder(client_order_id="retry-nobody", ts=accepted.ts + 1)
+        commands = (accepted, too_big, no_such)
+        first = [engine.submit(c) for c in commands]
+        assert any(type(e) is OrderAccepted for e in first[0]), first[0]
+        (refused,) = [e for e in first[1] if type(e) is OrderRejected]
+        assert refused.reason is not RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        assert [(type(e), e.reason) for e in first[2]] == [(OrderRejected, RejectReason.UNKNOWN_ORDER)]
+
+        ray.kill(engine.actor("oms"), no_restart=False)
+        wait_for(lambda: engine.status()["actors"]["oms"]["restarts"] >= 1, what="the OMS restarted")
+        assert [engine.submit(c) for c in commands] == first
+        assert engine.submit_many(list(commands)) == first
+        assert engine.status()["retries"] == {"answered": 6, "outcome_unknown": 0}
+        orders = {o["client_order_id"]: o for o in engine.orders()}
+        assert orders["retry-ok"]["status"] == "ACCEPTED" and orders["retry-refused"]["status"] == "REJECTED"
+        assert len(orders) == 2  # each order once
+    finally:
+        engine.shutdown()

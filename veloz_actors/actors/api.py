@@ -325,7 +325,9 @@ class EngineHandle:
         """Send one command through the OMS and return its events.
 
         If the OMS dies during the call, the very same command is sent again once Ray has restarted it: the OMS
-        recovered from its journal, and an identical command applied twice has no second effect.
+        recovered from its journal, and an identical command applied twice has no second effect; the answer is then
+        the events of its first application (or an ``Error``, ``RETRY_OUTCOME_UNKNOWN``, when they are no longer
+        kept: :meth:`query` tells the order's state).
         """
         if not self.window.admit():
             return [self._overloaded(command)]

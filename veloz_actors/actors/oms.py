@@ -10,7 +10,8 @@ account view. Neither side ever waits for the other (two actors calling each oth
 Recovery: a restarted OMS rebuilds its kernel from snapshot + journal, finds its venue actors by name and asks each to
 send again what it has not acknowledged; after a venue's resync it sends that venue again the requests of orders still
 SUBMITTED or PENDING_CANCEL (:meth:`~veloz_actors.core.kernel.TradingKernel.pending_requests`). Reports are idempotent
-in the kernel, so a batch applied twice has no second effect.
+in the kernel, so a batch applied twice has no second effect. A client's command retried after the OMS died during
+its call is answered with the events of its first application (:class:`Answers`), never with nothing.
 
 With a risk actor, the OMS is also the source of its fills, numbered by kernel step and kept until acknowledged
 (:class:`~veloz_actors.actors.risk.RiskFeed`; :meth:`OmsActor.follow_fills`); a restarted OMS finds the risk actor
@@ -24,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ from ..logs import log_events
 from ..messages import (
     AccountUpdated,
     CancelOrder,
+    Error,
     OrderFilled,
     OrderRejected,
     PlaceOrder,
@@ -62,7 +64,53 @@ _FLUSH_SECONDS = 0.005  # the flusher sends what a full window held back within 
 _RESYNC_AGAIN_SECONDS = 1.0  # a venue's resync not come after this long is asked for again
 _ACCOUNT_OUTBOX = 100_000
 _ACCOUNT_TYPES = frozenset({AccountUpdated, PositionUpdated, OrderFilled})
+_ANSWERS_KEPT = 10_000  # the answers to the latest orders and cancels, for clients that retry after a restart
 _log = logging.getLogger("veloz.oms")
+
+
+class Answers:
+    """The events the latest ``PlaceOrder`` and ``CancelOrder`` commands caused, by command (bounded, oldest out).
+
+    A client whose call failed because the OMS died sends the very same command again once Ray has restarted it. The
+    kernel takes that retry as a no-op with no events, so without this the client would read "no events" for an order
+    that was rejected as much as for one that was accepted. The restarted OMS keeps the answers of the steps it
+    replays from its journal, so a retry gets exactly the events its first application gave. A retry whose answer is
+    not kept (its step is covered by the snapshot, or more than ``limit`` commands ago) gets an ``Error`` saying the
+    outcome must be read with a query, never a silent empty answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: OrderedDict[Any, list[Any]] = OrderedDict()
+        self.answered = 0  # retries answered from what was kept
+        self.unknown = 0  # retries whose first answer was not kept
+
+    def keep(self, command: Any, events: list[Any]) -> None:
+        if type(command) in _ANSWERED:
+            kept = self.kept
+            kept[command] = events
+            if len(kept) > self.limit:
+                kept.popitem(last=False)
+
+    def retried(self, command: Any, kernel: TradingKernel) -> list[Any] | None:
+        """The answer to ``command`` if the kernel applied it already (a retry), else None: apply it."""
+        if type(command) not in _ANSWERED:
+            return None
+        answer = self.kept.get(command)
+        if answer is not None:
+            self.answered += 1
+            return answer
+        if not kernel.applied_before(command):
+            return None
+        self.unknown += 1
+        message = (
+            f"{type(command).__name__} {command.client_order_id!r} was applied before and its first answer is no longer"
+            " kept: query the order for its state"
+        )
+        return [Error(code="RETRY_OUTCOME_UNKNOWN", message=message, ts=command.ts)]
+
+
+_ANSWERED = frozenset({PlaceOrder, CancelOrder})
 
 
 class OmsActor:
@@ -76,8 +124,10 @@ class OmsActor:
         self.restarted = reconstructed()
         if self.restarted:
             require_journal_dir(spec.journal_dir, "oms", spec.name)
+        self.answers = Answers(_ANSWERS_KEPT)
         if path is not None:
-            self.kernel, _ = TradingKernel.recover(config, path, durability=spec.durability)  # type: ignore[arg-type]
+            durability: Any = spec.durability
+            self.kernel, _ = TradingKernel.recover(config, path, durability=durability, on_step=self.answers.keep)
         else:
             self.kernel = TradingKernel(config)
         self.kernel.take_outbox()  # what the replay left behind: pending_requests() says what is still owed
@@ -237,9 +287,13 @@ class OmsActor:
 
     def submit(self, command: Any) -> list[Any]:
         """Apply one command (journaled first) and return its events; a retried identical command is a no-op."""
+        answer = self.answers.retried(command, self.kernel)
+        if answer is not None:
+            return answer
         start = time.perf_counter()
         kernel = self.kernel
         events = kernel.apply(command)
+        self.answers.keep(command, events)
         hand_to_os(kernel.journal)
         out = kernel.take_outbox()
         if out:
@@ -253,9 +307,15 @@ class OmsActor:
         results = []
         everything: list[Any] = []
         kernel = self.kernel
+        answers = self.answers
         for command in commands:
+            answer = answers.retried(command, kernel)
+            if answer is not None:
+                results.append(answer)
+                continue
             start = time.perf_counter()
             events = kernel.apply(command)
+            answers.keep(command, events)
             self._count(command, events, time.perf_counter() - start)
             results.append(events)
             everything.extend(events)
@@ -426,6 +486,7 @@ class OmsActor:
             cancels=self.cancels,
             reports=self.reports_applied,
             rejections=dict(self.rejections),
+            retries={"answered": self.answers.answered, "outcome_unknown": self.answers.unknown},
             market_events=self.market_events,
             latency_counts=list(self.latency_counts),
             latency_sum=self.latency_sum,

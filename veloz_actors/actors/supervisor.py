@@ -298,6 +298,7 @@ class Supervisor:
             "orders": oms.get("orders", 0),
             "open_orders": oms.get("open_orders", 0),
             "rejections": oms.get("rejections", {}),
+            "retries": oms.get("retries", {}),
             "latency_counts": oms.get("latency_counts", []),
             "latency_sum": oms.get("latency_sum", 0.0),
             "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("venue:")),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,11 +220,17 @@ class TradingKernel:
 
     @classmethod
     def recover(
-        cls, config: KernelConfig, journal_path: str | Path, *, durability: Durability = "group"
+        cls,
+        config: KernelConfig,
+        journal_path: str | Path,
+        *,
+        durability: Durability = "group",
+        on_step: Callable[[Message, list[Any]], None] | None = None,
     ) -> tuple[TradingKernel, list[Any]]:
         """Rebuild a kernel from its snapshot and journal; returns it (journal attached) and the replayed events.
 
         What the replayed steps left in the outbox is kept: the caller decides what still has to reach a venue.
+        ``on_step`` sees each replayed message with the events of its step (the lines after the snapshot).
         """
         journal_path = Path(journal_path)
         kernel = cls(config)
@@ -243,7 +249,10 @@ class TradingKernel:
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             for message in messages[start:]:
-                events.extend(kernel.apply(message))
+                step = kernel.apply(message)
+                events.extend(step)
+                if on_step is not None:
+                    on_step(message, step)
         kernel.attach_journal(journal_path, durability=durability)
         return kernel, events
 
@@ -334,10 +343,9 @@ class TradingKernel:
         self.now = cmd.ts
         existing = self.oms.get(cmd.account_id, cmd.client_order_id)
         if existing is not None:
-            key = (cmd.account_id, cmd.client_order_id)
-            if existing.command == cmd or self.last_duplicate.get(key) == cmd:
+            if self._placed_before(cmd, existing):
                 return  # a retry of a message already applied: no second effect, not even a second rejection
-            self.last_duplicate[key] = cmd
+            self.last_duplicate[(cmd.account_id, cmd.client_order_id)] = cmd
             detail = f"client order id {cmd.client_order_id!r} already used"
             self._reject(cmd, RejectReason.DUPLICATE_CLIENT_ORDER_ID, detail, None, events)
             return
@@ -407,6 +415,19 @@ class TradingKernel:
             events.append(order.accepted_event(cmd.ts))
         self._touched.add(account)
         self.outbox.append(_submit_request(order))
+
+    def _placed_before(self, cmd: PlaceOrder, existing: Order) -> bool:
+        return existing.command == cmd or self.last_duplicate.get((cmd.account_id, cmd.client_order_id)) == cmd
+
+    def applied_before(self, command: Message) -> bool:
+        """True for a ``PlaceOrder`` or ``CancelOrder`` this kernel has applied already: applying it again is a
+        no-op with no events (a driver that answers clients answers a retry from what it kept, not with nothing)."""
+        if isinstance(command, PlaceOrder):
+            existing = self.oms.get(command.account_id, command.client_order_id)
+            return existing is not None and self._placed_before(command, existing)
+        if isinstance(command, CancelOrder):
+            return self.last_cancel.get((command.account_id, command.client_order_id)) == command
+        return False
 
     def _cancel(self, cmd: CancelOrder, events: list[Any]) -> None:
         self.now = cmd.ts
@@ -728,6 +749,8 @@ class TradingKernel:
         order = self.oms.get(account_id, client_order_id)
         if order is not None:
             return order.to_dict()
+        if self.evicted <= len(self.evicted_order) and _evicted_id(account_id, client_order_id) not in self.evicted_ids:
+            return None  # every evicted id is still known, and this one is not among them: no need to read the file
         found = self.order_history(account_id, client_order_id)
         return found[-1] if found else None
 
@@ -736,8 +759,11 @@ class TradingKernel:
         if self.history_path is None or not self.history_path.exists():
             return []
         out = []
+        needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
         with open(self.history_path, "rb") as lines:
             for line in lines:
+                if needle not in line:
+                    continue
                 data = orjson.loads(line)
                 if account_id is not None and data["account_id"] != account_id:
                     continue
