@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from veloz_actors.core import kernel as kernel_module
 from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
 from veloz_actors.messages import (
     AccountUpdated,
@@ -241,6 +244,39 @@ def test_closed_orders_leave_memory_for_the_history_file_and_queries_still_find_
     assert [h["status"] for h in history] == ["CANCELLED"]
     [late] = kernel.apply(_fill("c1", 9, "0.01"))  # a report for an evicted order: reported, not booked
     assert late.code == "UNKNOWN_ORDER_REPORT"
+    kernel.close()
+
+
+def _evicted_kernel(tmp_path: Path, n: int) -> TradingKernel:
+    config = KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": 10**9})
+    kernel = TradingKernel(config, journal_path=tmp_path / "k.journal", durability="none")
+    for i in range(n):
+        kernel.apply(place(f"c{i}", "BUY", "0.01", "59000", ts=T0 + i))
+        kernel.apply(cancel(f"c{i}", ts=T0 + i))
+        kernel.apply(VenueOrderCancelled(venue="X", client_order_id=f"c{i}", account_id="main", symbol="BTCUSDT",
+                                         ts=T0 + i))  # fmt: skip
+    assert kernel.evict(T0 + 10_000) == n
+    return kernel
+
+
+def test_a_query_reads_the_order_history_file_only_for_an_id_that_can_be_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While every evicted id is still known, an unknown id is answered from memory (the file can be large and the
+    query runs on the engine's thread); once older ids were let go, the file is read, and still finds them."""
+    kernel = _evicted_kernel(tmp_path / "all", 3)
+    reads = []
+    read = kernel.order_history
+    monkeypatch.setattr(kernel, "order_history", lambda *a: reads.append(a) or read(*a))
+    assert kernel.order_record("main", "nobody") is None and reads == []
+    assert kernel.order_record("main", "c1")["status"] == "CANCELLED" and reads == [("main", "c1")]
+    kernel.close()
+
+    monkeypatch.setattr(kernel_module, "_EVICTED_IDS", 2)
+    kernel = _evicted_kernel(tmp_path / "some", 3)
+    assert len(kernel.evicted_ids) == 2
+    assert kernel.order_record("main", "c0")["status"] == "CANCELLED"  # let go from memory, found in the file
+    assert kernel.order_record("main", "c") is None  # a prefix of every id is not an id
     kernel.close()
 
 
