@@ -154,6 +154,7 @@ class OmsActor:
         self.latency_sum = 0.0
         self.bus_dropped = 0
         self._lock = threading.RLock()  # the fan-out thread shares the windows with the actor's calls
+        self._steps = threading.Lock()  # held over kernel steps: the fan-out thread reads whole steps' state only
         self._account_out: list[Any] = []
         self._account_seq = self.kernel.seq
         self._account_resync = self.restarted  # after a restart the account view gets the full state first
@@ -243,8 +244,9 @@ class OmsActor:
             if seq != applied + 1:
                 self._request_resync(shard)
                 break
-            for report in reports:
-                events.extend(kernel.apply(report))
+            with self._steps:
+                for report in reports:
+                    events.extend(kernel.apply(report))
             self.reports_applied += len(reports)
             applied = seq
         self.applied[shard] = applied
@@ -292,7 +294,8 @@ class OmsActor:
             return answer
         start = time.perf_counter()
         kernel = self.kernel
-        events = kernel.apply(command)
+        with self._steps:
+            events = kernel.apply(command)
         self.answers.keep(command, events)
         hand_to_os(kernel.journal)
         out = kernel.take_outbox()
@@ -314,7 +317,8 @@ class OmsActor:
                 results.append(answer)
                 continue
             start = time.perf_counter()
-            events = kernel.apply(command)
+            with self._steps:
+                events = kernel.apply(command)
             answers.keep(command, events)
             self._count(command, events, time.perf_counter() - start)
             results.append(events)
@@ -330,8 +334,9 @@ class OmsActor:
         """Reference prices and marks from a recorded feed (matching stays on the simulated venues)."""
         events: list[Any] = []
         kernel = self.kernel
-        for event in batch:
-            events.extend(kernel.apply(event))
+        with self._steps:
+            for event in batch:
+                events.extend(kernel.apply(event))
         self.market_events += len(batch)
         hand_to_os(kernel.journal)  # a stop-loss these prices placed is on its way out: its step first
         out = kernel.take_outbox()
@@ -402,7 +407,8 @@ class OmsActor:
         window = self.windows["account"]
         if self._account_resync and window.room():
             self._account_resync = False
-            seq, accounts, positions = self.account_state()
+            with self._steps:  # between two kernel steps, never inside one (the view ignores its step's events)
+                seq, accounts, positions = self.account_state()
             window.send(self.account.reset, seq, accounts, positions)
         if self._account_out and window.room():
             batch, self._account_out = self._account_out, []
