@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -43,12 +44,12 @@ def server(shared_data):
         yield running
 
 
-def live_config(server: BinanceTestServer, tmp_path: Path):
+def live_config(server: BinanceTestServer, tmp_path: Path, **actors):
     creds = tmp_path / "binance.env"
     creds.write_text(f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\n")
     creds.chmod(0o600)
     config = with_venue(
-        file_config(),
+        file_config(**actors),
         kind="binance",
         mode="live",
         symbols=list(SYMBOLS),
@@ -220,5 +221,37 @@ def test_a_thousand_orders_through_faults_actor_kills_and_two_engine_restarts(se
         counts = dict(faults.counts)
         injected = {k: v for k, v in counts.items() if v and k not in ("requests_during_ban", "early_requests")}
         assert len(injected) >= 5, injected  # most kinds of fault really happened
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_orders_sent_while_the_venue_actor_restarts_end_as_the_server_says_and_trading_goes_on(server, tmp_path):
+    """The venue actor killed, orders sent while Ray restarts it, through a window of one call (the OMS waits for
+    the restarting actor's oldest call on every order). The restarted venue cannot tell whether its predecessor sent
+    them, so it never sends them itself: its reconciliation finds them never placed. Each ends in one state the server
+    agrees with, none is on the server twice, and the venue trades normally afterwards."""
+    config = live_config(server, tmp_path, peer_window=1)
+    engine = _start(config, tmp_path / "engine.actors", server)
+    try:
+        bid, _ = _tops(server)["BTCUSDT"]
+        far = f"{bid * 9 // 10 // 10**6 / 100:.2f}"  # rests
+        venue = engine.actor("venue:binance")
+        ray.kill(venue, no_restart=False)
+        wait_for(lambda: ray.wait([venue.ping.remote()], timeout=0.2)[0] == [], what="the venue actor restarting")
+        during = [f"w{i}" for i in range(6)]
+        for cid in during:
+            answer = engine.submit(place(cid, "BUY", "0.001", far, symbol="BTCUSDT", ts=time.time_ns()))
+            assert [type(e).__name__ for e in answer][:1] == ["OrderAccepted"], answer
+        wait_for(lambda: _ready(engine), timeout=60, what="the restarted venue's reconciliation")
+        _settle(engine, server)
+        on_server = Counter(o["clientOrderId"] for o in server.orders(KEY))
+        assert all(n == 1 for n in on_server.values())
+        states = {o["client_order_id"]: o["status"] for o in engine.orders()}
+        assert {states[cid] for cid in during if cid not in on_server} <= {"REJECTED"}
+        after = engine.submit(place("after", "BUY", "0.001", far, symbol="BTCUSDT", ts=time.time_ns()))
+        assert [type(e).__name__ for e in after][:1] == ["OrderAccepted"], after
+        _settle(engine, server)
+        assert [o["status"] for o in server.orders(KEY) if o["clientOrderId"] == "after"] == ["NEW"]
     finally:
         engine.shutdown()

@@ -13,7 +13,8 @@ made. The adapter reconciles against the kernel's view, which it reads from the 
 **Recovery.** The exchange is the record of what happened, so this actor keeps no journal. Started again (by Ray,
 after a crash), it subscribes to the user data stream again and reconciles with the kernel's view before it accepts
 an order: fills and ends it had not handed over come back from ``myTrades`` and ``order.status``, and the kernel books
-each trade id once. The OMS then sends again the requests of orders still SUBMITTED or PENDING_CANCEL: an order the
+each trade id once. The kernel's view is read on a start thread, not in the constructor (the OMS may be waiting on a
+call to this actor, which runs only once the constructor has returned); requests that come meanwhile wait for it. The OMS then sends again the requests of orders still SUBMITTED or PENDING_CANCEL: an order the
 kernel held as sent when this actor started may have reached Binance, so it is never sent again -- the start-up
 reconciliation settles it (queried by ``origClientOrderId``; unknown to Binance after its ``recvWindow``: never
 placed). A restarted OMS asks for a resync the same way, and the adapter ignores a repeated order it already sent.
@@ -33,8 +34,10 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import ray
@@ -85,25 +88,43 @@ class LiveVenueActor:
         self._lock = threading.Lock()
         self._out: queue.Queue[Any] = queue.Queue()
         threading.Thread(target=self._send_loop, name="veloz-live-venue-send", daemon=True).start()
-        start_view = self._view()
+        self.held: frozenset[str] = frozenset()
+        self.thread: VenueThread | None = None  # until the kernel's view came: requests wait in ``early``
+        self.early: list[Any] | None = []
+        self.view_attempts = 0
+        adapter = partial(VenueThread, settings, credentials, instruments, self._reports, account_id=self.account_id,
+                          events=self._notice, view=self._view)  # fmt: skip
+        threading.Thread(target=self._start, args=(adapter,), name="veloz-live-venue-start", daemon=True).start()
+
+    def _start(self, adapter: Any) -> None:
+        """Read the kernel's view from the OMS, then start the adapter and hand it the requests that came meanwhile.
+
+        Off the constructor: calls to this actor wait until its constructor returns, and an OMS whose window to this
+        actor is full waits on one of them, so a constructor waiting on the OMS would stall both for the window's
+        timeout.
+        """
+        while True:
+            self.view_attempts += 1
+            try:
+                start_view = self._view()
+                break
+            except Exception as exc:  # noqa: BLE001 - the OMS restarting: ask again
+                _log.warning("live venue: no kernel view from the OMS yet (%s); asking again", type(exc).__name__)
+                time.sleep(min(0.1 * self.view_attempts, 2.0))
         # orders the kernel held as sent when this actor started may be on Binance already: the start-up
         # reconciliation settles them; a re-sent request for one is never sent again
         self.held = frozenset(o.client_order_id for o in start_view.orders)
-        self.thread = VenueThread(
-            settings,
-            credentials,
-            instruments,
-            self._reports,
-            account_id=self.account_id,
-            events=self._notice,
-            view=self._view,
-            initial_view=start_view,
-        )
-        self.thread.start()
+        thread = adapter(initial_view=start_view)
+        thread.start()
+        with self._lock:  # the waiting requests go first, before any later call can hand the adapter its own
+            early, self.early = self.early or [], None
+            for request in early:
+                self._take(thread, request)
+            self.thread = thread
         _log.info(
             "live venue started",
-            extra={"shard": shard, "symbols": sorted(self.symbols), "restarted": self.restarted,
-                   "held_orders": len(self.held)},
+            extra={"shard": self.shard, "symbols": sorted(self.symbols), "restarted": self.restarted,
+                   "held_orders": len(self.held), "requests_waiting": len(early)},
         )  # fmt: skip
         self.resync()
 
@@ -114,18 +135,26 @@ class LiveVenueActor:
 
     def requests(self, requests: Sequence[Any], token: Any = None) -> int:
         """Take the OMS's requests (one-way): each goes to the adapter; the reports come back as batches."""
-        thread = self.thread
-        for request in requests:
-            self.requests_taken += 1
-            if type(request) is SubmitOrder:
-                if request.client_order_id in self.held:
-                    self.skipped_resends += 1  # settled by the start-up reconciliation, never sent twice
-                    continue
-                thread.submit(request)
-            else:
-                thread.cancel(request)
+        with self._lock:
+            thread = self.thread
+            if thread is None:
+                assert self.early is not None
+                self.early.extend(requests)  # the adapter is starting: it takes them once it has
+        if thread is not None:
+            for request in requests:
+                self._take(thread, request)
+        self.requests_taken += len(requests)
         self._out.put(("token", token))
         return self.seq
+
+    def _take(self, thread: Any, request: Any) -> None:
+        if type(request) is SubmitOrder:
+            if request.client_order_id in self.held:
+                self.skipped_resends += 1  # settled by the start-up reconciliation, never sent twice
+                return
+            thread.submit(request)
+        else:
+            thread.cancel(request)
 
     def _reports(self, reports: list[Any]) -> None:
         """The adapter's reports (its loop thread): balances kept here, the rest numbered as the next batch."""
@@ -236,7 +265,8 @@ class LiveVenueActor:
         return {}  # the money on the exchange is the account's own: the kernel's ledger holds it
 
     def status(self) -> dict[str, Any]:
-        trading = self.thread.status()
+        thread = self.thread
+        trading = {"state": "starting", "view_attempts": self.view_attempts} if thread is None else thread.status()
         return {
             "pid": os.getpid(),
             "venue": self.venue_name,
@@ -255,18 +285,20 @@ class LiveVenueActor:
             "exchange_balances": {a: list(v) for a, v in sorted(self.exchange_balances.items())},
             "balance_changes_outside_trading": self.balance_deltas,
             "trading": trading,
-            "ready": bool(self.thread.ready),
+            "ready": thread is not None and bool(thread.ready),
             "peers": {"bus": {"inbox_depth": self.window.depth(), "dropped": self.window.dropped}},
         }
 
     def ready(self) -> bool:
-        return bool(self.thread.ready)
+        thread = self.thread
+        return thread is not None and bool(thread.ready)
 
     def ping(self) -> tuple[int, int]:
         return os.getpid(), self.seq
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.thread.close()
+            if self.thread is not None:
+                self.thread.close()
         self._out.put(_STOP)
         self.window.wait_all(5.0)
