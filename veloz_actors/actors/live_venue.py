@@ -14,10 +14,11 @@ made. The adapter reconciles against the kernel's view, which it reads from the 
 after a crash), it subscribes to the user data stream again and reconciles with the kernel's view before it accepts
 an order: fills and ends it had not handed over come back from ``myTrades`` and ``order.status``, and the kernel books
 each trade id once. The kernel's view is read on a start thread, not in the constructor (the OMS may be waiting on a
-call to this actor, which runs only once the constructor has returned); requests that come meanwhile wait for it. The OMS then sends again the requests of orders still SUBMITTED or PENDING_CANCEL: an order the
-kernel held as sent when this actor started may have reached Binance, so it is never sent again -- the start-up
-reconciliation settles it (queried by ``origClientOrderId``; unknown to Binance after its ``recvWindow``: never
-placed). A restarted OMS asks for a resync the same way, and the adapter ignores a repeated order it already sent.
+call to this actor, which runs only once the constructor has returned); requests that come meanwhile wait for it.
+The OMS then sends again the requests of orders still SUBMITTED or PENDING_CANCEL: an order the kernel held as sent
+when this actor started may have reached Binance, so it is never sent again -- the start-up reconciliation settles it
+(queried by ``origClientOrderId``; unknown to Binance after its ``recvWindow``: never placed). A restarted OMS asks
+for a resync the same way, and the adapter ignores a repeated order it already sent.
 
 **Credentials** come from a :class:`~veloz_actors.venues.binance.auth.CredentialsRef` (names of environment
 variables, or a 0600 ``KEY=VALUE`` file): the spec carries no secret, so nothing secret sits in Ray's actor table,
