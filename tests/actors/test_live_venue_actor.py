@@ -255,3 +255,24 @@ def test_orders_sent_while_the_venue_actor_restarts_end_as_the_server_says_and_t
         assert [o["status"] for o in server.orders(KEY) if o["clientOrderId"] == "after"] == ["NEW"]
     finally:
         engine.shutdown()
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_settle_waits_for_binances_answer_not_only_for_the_venue_actor_to_take_the_order(server, tmp_path):
+    """``settle()`` (and the stdio session's outcome barrier) means the venues answered every request: for the live
+    venue that is Binance's answer, which a slow backend holds back here for a second."""
+    engine = _start(live_config(server, tmp_path), tmp_path / "engine.actors", server)
+    try:
+        bid, _ = _tops(server)["BTCUSDT"]
+        far = f"{bid * 9 // 10 // 10**6 / 100:.2f}"  # rests
+        assert engine.settle(timeout=30)
+        server.trading_faults.slow_orders(1.0)
+        answer = engine.submit(place("slow", "BUY", "0.001", far, symbol="BTCUSDT", ts=time.time_ns()))
+        assert [type(e).__name__ for e in answer][:1] == ["OrderAccepted"], answer
+        assert engine.query("slow")[0]["status"] == "SUBMITTED"  # sent, Binance has not answered yet
+        assert engine.settle(timeout=30)
+        assert engine.query("slow")[0]["status"] == "ACCEPTED"  # its answer was in before settle() said so
+        assert server.trading_faults.counts["slow_orders"] == 1
+        assert [o["status"] for o in server.orders(KEY) if o["clientOrderId"] == "slow"] == ["NEW"]
+    finally:
+        engine.shutdown()

@@ -119,13 +119,16 @@ class LiveVenueActor:
         thread.start()
         with self._lock:  # the waiting requests go first, before any later call can hand the adapter its own
             early, self.early = self.early or [], None
-            for request in early:
-                self._take(thread, request)
+            for item in early:
+                if type(item) is tuple:  # a call's token: answered once its requests are
+                    thread.when_answered(partial(self._out.put, item))
+                else:
+                    self._take(thread, item)
             self.thread = thread
         _log.info(
             "live venue started",
             extra={"shard": self.shard, "symbols": sorted(self.symbols), "restarted": self.restarted,
-                   "held_orders": len(self.held), "requests_waiting": len(early)},
+                   "held_orders": len(self.held), "requests_waiting": sum(type(i) is not tuple for i in early)},
         )  # fmt: skip
         self.resync()
 
@@ -135,17 +138,20 @@ class LiveVenueActor:
         return ray.get(self.oms.kernel_view.remote(self.account_id, self.venue_name), timeout=_VIEW_TIMEOUT)
 
     def requests(self, requests: Sequence[Any], token: Any = None) -> int:
-        """Take the OMS's requests (one-way): each goes to the adapter; the reports come back as batches."""
+        """Take the OMS's requests (one-way): each goes to the adapter; the reports come back as batches, and the
+        call's ``token`` after the reports of their first answers (Binance's, not this actor's taking them): the
+        OMS's ``settled()`` means the exchange answered."""
         with self._lock:
             thread = self.thread
             if thread is None:
                 assert self.early is not None
                 self.early.extend(requests)  # the adapter is starting: it takes them once it has
+                self.early.append(("token", token))
         if thread is not None:
             for request in requests:
                 self._take(thread, request)
+            thread.when_answered(partial(self._out.put, ("token", token)))
         self.requests_taken += len(requests)
-        self._out.put(("token", token))
         return self.seq
 
     def _take(self, thread: Any, request: Any) -> None:

@@ -79,7 +79,8 @@ keeps both at 0. Market data requests count weight but are never refused for it 
 **Faults** (:class:`TradingFaults`, ``server.trading_faults``, callable from any thread): ``timestamp_error``,
 ``timeout_after_placing`` (-1007, HTTP 503, the order placed), ``rate_limit``, ``drop_before_answer`` (the order
 placed, the connection closed without an answer), ``lose_order_request`` (the order not placed, the connection closed
-without an answer), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``terminate_stream``,
+without an answer), ``slow_orders`` (order placements reach the matching engine, and are answered, only after a
+delay), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``terminate_stream``,
 ``ws_server_shutdown``, ``place_outside`` (optionally dated back, as an earlier session's order), ``prevent_match``
 (self-trade prevention, mode ``DECREMENT``); each counted in :attr:`TradingFaults.counts`.
 """
@@ -620,6 +621,8 @@ class _FaultState:
         self.retry_after = 2
         self.drops = 0
         self.losses = 0
+        self.slow = 0
+        self.slow_seconds = 0.0
         self.duplicates = 0
         self.reorders = 0
         self.misses = 0
@@ -644,6 +647,7 @@ class TradingFaults:
                 "rate_limit",
                 "drop_before_answer",
                 "lose_order_request",
+                "slow_orders",
                 "duplicate_reports",
                 "reorder_reports",
                 "miss_report",
@@ -705,6 +709,17 @@ class TradingFaults:
         """The next ``count`` order placements are lost on their way: not placed, and their connection (REST or
         WebSocket API) is closed without an answer, so the client cannot know whether they were."""
         self._set(losses=count)
+
+    def slow_orders(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` order placements wait ``seconds`` before they are placed and answered (a slow backend;
+        keep it inside the request's ``recvWindow``)."""
+
+        def run() -> None:
+            state = self._trading._faulty
+            state.slow += count
+            state.slow_seconds = seconds
+
+        self._trading._call(run)
 
     def duplicate_reports(self, count: int = 1) -> None:
         """The next ``count`` execution reports are sent twice."""
@@ -1864,6 +1879,8 @@ class Trading:
         self, handler: _Handler, weight: Callable[[_Params], int], placing: bool
     ) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
+            if placing:
+                await self._slow_order()
             raw_query = request.raw_path.partition("?")[2]
             body = await request.text() if request.body_exists else ""
             params: _Params = {}
@@ -1948,7 +1965,14 @@ class Trading:
                 writer.cancel()
         return ws
 
-    def _ws_request(self, conn: _ApiConn, text: str) -> None:
+    async def _slow_order(self) -> None:
+        faulty = self._faulty
+        if faulty.slow > 0:
+            faulty.slow -= 1
+            self.faults._count("slow_orders")
+            await asyncio.sleep(faulty.slow_seconds)
+
+    def _ws_request(self, conn: _ApiConn, text: str, *, delayed: bool = False) -> None:
         """One WebSocket API request, answered on the connection; its user data events follow the answer."""
         try:
             request = orjson.loads(text)
@@ -1972,6 +1996,13 @@ class Trading:
             self._ws_answer(conn, request_id, _mandatory("method"), None, None)
             return
         method = method.removeprefix("v3/")
+        if method == "order.place" and not delayed and self._faulty.slow > 0:
+            self._faulty.slow -= 1
+            self.faults._count("slow_orders")
+            asyncio.get_running_loop().call_later(
+                self._faulty.slow_seconds, lambda: self._ws_request(conn, text, delayed=True)
+            )
+            return
         if not isinstance(raw_params, dict):
             self._ws_answer(conn, request_id, Refusal(-1130, "Data sent for parameter 'params' is not valid."))
             return

@@ -507,6 +507,7 @@ class BinanceVenue:
         self._request_id = 0
         self._holding: list[dict[str, Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._answering: set[asyncio.Task[Any]] = set()  # order and cancel requests not yet answered
         self._subscription: Any = None
         self._offset_ms = 0.0
         self._rtt_ms: float | None = None
@@ -548,7 +549,7 @@ class BinanceVenue:
         rec = self._register(request.client_order_id, request.symbol, request)
         rec.inflight = True
         self._idle(rec).clear()
-        self._spawn(self._place(rec, params))
+        self._answer_task(self._place(rec, params))
         return []
 
     def cancel(self, request: SubmitCancel) -> list[Any]:
@@ -556,8 +557,23 @@ class BinanceVenue:
         self._count("cancels_requested")
         if request.client_order_id not in self._orders:
             self._register(request.client_order_id, request.symbol, None)
-        self._spawn(self._cancel(request))
+        self._answer_task(self._cancel(request))
         return []
+
+    def when_answered(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` (on the loop) once every order and cancel taken so far has had its first answer: placed
+        or refused, or its outcome found unknown (the query that settles it may take longer), a cancel done or
+        refused. Right away when none is waiting; the reports of those answers have gone to ``reports`` before."""
+        waiting = set(self._answering)
+        if not waiting:
+            callback()
+            return
+
+        async def wait() -> None:
+            await asyncio.wait(waiting)
+            callback()
+
+        self._spawn(wait())
 
     async def reconcile(
         self,
@@ -1986,6 +2002,11 @@ class BinanceVenue:
         task.add_done_callback(self._task_done)
         return task
 
+    def _answer_task(self, coro: Any) -> None:
+        task = self._spawn(coro)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
@@ -2080,6 +2101,11 @@ class VenueThread(LoopThread):
         """Queue a cancel; its reports come through ``reports``."""
         self._post(self.client.cancel, request)
         return []
+
+    def when_answered(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback`` (on the venue's thread) once every order and cancel queued before has had its first
+        answer (:meth:`BinanceVenue.when_answered`)."""
+        self._post(self.client.when_answered, callback)
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the stream is subscribed and the first reconciliation is done; False if not within
