@@ -822,17 +822,24 @@ def test_retry_after_is_taken_only_within_0_to_3_days(header, seconds):
     assert status["rate_limited"]["until_ms"] == 1_800_000_000_000 + seconds * 1000
 
 
+def synced_over(path: Path, diffs: int) -> tuple[BookSync, list[BookDelta], L2Book]:
+    """A book sync at the capture's snapshot with its first ``diffs`` diffs applied, the diffs, and the offline book
+    at the same point."""
+    snapshot, live, offline = after_snapshot(path)
+    sync = BookSync(snapshot.symbol)
+    assert sync.on_snapshot(snapshot) is not None
+    for delta in live[:diffs]:
+        assert sync.on_diff(delta) == APPLIED
+        offline.apply(delta)
+    return sync, live, offline
+
+
 def test_a_corrupt_diff_cannot_block_the_resync():
     """A diff with a huge U and u: a gap, and every real diff after it looks out of order; the next snapshot is stale
     against it, and so is every later one. After a few in a row the sync starts over from fresh diffs, and the snapshot
     after that connects."""
-    snapshot, live, offline = after_snapshot(BTC_CAPTURE)
-    symbol = snapshot.symbol
-    sync = BookSync(symbol)
-    assert sync.on_snapshot(snapshot) is not None
-    for delta in live[:5]:
-        assert sync.on_diff(delta) == APPLIED
-        offline.apply(delta)
+    sync, live, offline = synced_over(BTC_CAPTURE, 5)
+    symbol = sync.symbol
     corrupt = BookDelta(
         symbol=symbol, first_update_id=10**15, last_update_id=10**15, bids=((1, 1),), asks=(), ts_event=0, ts_recv=0
     )
@@ -856,13 +863,8 @@ def test_a_corrupt_diff_that_connects_is_found_within_a_few_diffs_and_the_book_s
     """A well-formed diff with U = last u + 1 and a huge u is applied (no rule tells it from a real one); every real
     diff after it is then behind it. A lone repeat on a synced book is only dropped, but a few in a row mean the book
     took a corrupt diff: it is forgotten and synced again from fresh diffs, not left frozen and marked synced."""
-    snapshot, live, offline = after_snapshot(BTC_CAPTURE)
-    symbol = snapshot.symbol
-    sync = BookSync(symbol)
-    assert sync.on_snapshot(snapshot) is not None
-    for delta in live[:5]:
-        assert sync.on_diff(delta) == APPLIED
-        offline.apply(delta)
+    sync, live, offline = synced_over(BTC_CAPTURE, 5)
+    symbol = sync.symbol
     assert sync.on_diff(live[3]) == OUT_OF_ORDER  # a repeat: dropped, and the next real diff ends the run
     assert sync.on_diff(live[5]) == APPLIED
     offline.apply(live[5])
