@@ -189,6 +189,10 @@ def test_small_valid_csv_loads_with_inferred_symbol_and_interval(tmp_path: Path)
         ),
         ([GOOD[0], "17000000600x0,10.75,11.5,10.5,11,2"], "row 2 (line 3): column 'open_time_ms' must be an integer"),
         ([*GOOD, "1700000120000,11,11,11,11,0", "1700000210000,11,11,11,11,0"], "row 4 (line 5): opens 90000000000 ns"),
+        (["1700000000,10.5,11,10,10.75,1", "1700000060,10.75,11.5,10.5,11,2"], "row 1 (line 2): column 'open_time_ms' "
+         "must be a time in milliseconds, got 1700000000 (that looks like seconds)"),  # fmt: skip
+        (["1700000000000000,10.5,11,10,10.75,1"], "got 1700000000000000 (that looks like microseconds or finer)"),
+        ([], "no bars in the file"),
     ],
 )
 def test_broken_csv_raises_data_error_naming_file_row_and_problem(tmp_path: Path, rows: list, problem: str) -> None:
@@ -196,6 +200,23 @@ def test_broken_csv_raises_data_error_naming_file_row_and_problem(tmp_path: Path
     with pytest.raises(DataError) as error:
         load_bars(path)
     assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+
+
+def test_a_header_only_file_of_any_format_is_a_data_error_saying_it_has_no_rows(tmp_path: Path) -> None:
+    kline = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote,x\n"
+    path = _write(tmp_path, [], header=kline)
+    with pytest.raises(DataError, match="no bars in the file"):
+        load_bars(path)
+    funding = tmp_path / "BTCUSDT-funding.csv"
+    funding.write_text("open_time_ms,open\n")
+    with pytest.raises(DataError, match="no funding rates in the file"):
+        load_funding_rates(funding)
+
+
+def test_whole_number_prices_get_a_tick_of_one_never_a_coarser_one(tmp_path: Path) -> None:
+    """3000.00, 2900.00, ...: the tick is 1 (slippage rounds to it), not the 100 the values happen to be multiples of."""
+    rows = ["1700000000000,3000.00,3000.00,3000.00,3000.00,1", "1700000060000,2900.00,2900.00,2900.00,2900.00,1"]
+    assert load_bars(_write(tmp_path, rows)).price_tick == 100_000_000
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:

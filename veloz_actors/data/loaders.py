@@ -40,6 +40,7 @@ __all__ = ["load_bars", "load_funding_rates", "load_market_events"]
 
 _MS = 1_000_000
 _US = 1_000
+_MS_FLOOR, _MS_CEILING = 10**11, 10**14  # millisecond times from 1973 to 5138 (10**14 ms on: microseconds)
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 _HEADER_COLUMNS = ("open_time_ms", *_BAR_COLUMNS)
@@ -122,6 +123,8 @@ def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) 
         times, columns, first_line = _read_feather(path, columns=("open",))
     else:
         times, columns, first_line = _read_header_csv(path, required=("open_time_ms", "open"), signed=("open",))
+    if not times.size:
+        raise DataError(f"{path}: no funding rates in the file")
     _check_increasing(times, path, first_line)
     name_symbol, _ = _infer_from_name(path.name)
     symbol = symbol or name_symbol or path.name.split(".")[0]
@@ -293,7 +296,7 @@ def _read_header_csv(
 ) -> tuple[np.ndarray, dict, int]:
     table = _read_table(path, header=True)
     _require_columns(path, table.column_names, required)
-    times = _int_column(table.column(required[0]), path, required[0], first_line=2) * _MS
+    times = _ms_times(_int_column(table.column(required[0]), path, required[0], first_line=2), path, required[0])
     out = {
         name: _exact_units(table.column(name), path, name, first_line=2, signed=name in signed) for name in required[1:]
     }
@@ -323,11 +326,25 @@ def _read_kline_csv(path: Path, has_header: bool) -> tuple[np.ndarray, dict, int
     return times, out, first_line
 
 
+def _ms_times(raw: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """Millisecond times as ns, refused unless every one is a millisecond time (13 digits, 1973 to 5138): seconds
+    would make the bars 1,000 times closer together (and annualised figures 31.6 times larger), microseconds would
+    overflow."""
+    if raw.size and not (_MS_FLOOR <= int(raw.min()) and int(raw.max()) < _MS_CEILING):
+        bad = int(np.flatnonzero((raw < _MS_FLOOR) | (raw >= _MS_CEILING))[0])
+        unit = "seconds" if raw[bad] < _MS_FLOOR else "microseconds or finer"
+        raise DataError(
+            f"{path}: row {bad + 1} (line {bad + 2}): column {name!r} must be a time in milliseconds, got "
+            f"{int(raw[bad])} (that looks like {unit})"
+        )
+    return raw * _MS
+
+
 def _kline_time_scale(raw_open: np.ndarray, path: Path) -> int:
     if raw_open.size == 0:
         return _MS
     low, high = int(raw_open.min()), int(raw_open.max())
-    for floor, ceiling, scale in ((10**11, 10**14, _MS), (10**14, 10**17, _US)):
+    for floor, ceiling, scale in ((_MS_FLOOR, _MS_CEILING, _MS), (_MS_CEILING, 10**17, _US)):
         if floor <= low and high < ceiling:
             return scale
     raise DataError(f"{path}: open times {low}..{high} are neither all milliseconds nor all microseconds")
@@ -377,7 +394,7 @@ def _require_columns(path: Path, found: list[str], required: tuple[str, ...]) ->
 def _int_column(column: Any, path: Path, name: str, first_line: int) -> np.ndarray:
     pa, pc, _, _ = _pyarrow()
     ok = pc.match_substring_regex(column, r"^[0-9]{1,18}$")
-    if not pc.all(ok).as_py():
+    if not pc.all(ok, min_count=0).as_py():  # (an empty column is all right: "no rows" is said by the caller)
         row = _first_false(ok)
         raise DataError(
             f"{path}: row {row + 1} (line {row + first_line}): column {name!r} must be an integer time, "
@@ -542,12 +559,9 @@ def _fmt(units: np.int64) -> str:
 
 def _price_tick(data: np.ndarray) -> int:
     prices = np.concatenate([data[name] for name in _PRICE_COLUMNS])
-    tick = SCALE
+    tick = SCALE  # never coarser than 1: prices of 3000, 2900, ... are not on a 100 tick (slippage would round to it)
     while tick > 1 and np.any(prices % tick):
         tick //= 10
-    if tick == SCALE:  # whole numbers: look for coarser steps too (10, 100, ...)
-        while prices.size and not np.any(prices % (tick * 10)):
-            tick *= 10
     return tick
 
 
