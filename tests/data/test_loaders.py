@@ -189,8 +189,11 @@ def test_small_valid_csv_loads_with_inferred_symbol_and_interval(tmp_path: Path)
         ),
         ([GOOD[0], "17000000600x0,10.75,11.5,10.5,11,2"], "row 2 (line 3): column 'open_time_ms' must be an integer"),
         ([*GOOD, "1700000120000,11,11,11,11,0", "1700000210000,11,11,11,11,0"], "row 4 (line 5): opens 90000000000 ns"),
-        (["1700000000,10.5,11,10,10.75,1", "1700000060,10.75,11.5,10.5,11,2"], "row 1 (line 2): column 'open_time_ms' "
-         "must be a time in milliseconds, got 1700000000 (that looks like seconds)"),  # fmt: skip
+        (
+            ["1700000000,10.5,11,10,10.75,1", "1700000060,10.75,11.5,10.5,11,2"],
+            "row 1 (line 2): column 'open_time_ms' "
+            "must be a time in milliseconds, got 1700000000 (that looks like seconds)",
+        ),  # fmt: skip
         (["1700000000000000,10.5,11,10,10.75,1"], "got 1700000000000000 (that looks like microseconds or finer)"),
         ([], "no bars in the file"),
     ],

@@ -330,7 +330,7 @@ def _ms_times(raw: np.ndarray, path: Path, name: str) -> np.ndarray:
     """Millisecond times as ns, refused unless every one is a millisecond time (13 digits, 1973 to 5138): seconds
     would make the bars 1,000 times closer together (and annualised figures 31.6 times larger), microseconds would
     overflow."""
-    if raw.size and not (_MS_FLOOR <= int(raw.min()) and int(raw.max()) < _MS_CEILING):
+    if raw.size and not (int(raw.min()) >= _MS_FLOOR and int(raw.max()) < _MS_CEILING):
         bad = int(np.flatnonzero((raw < _MS_FLOOR) | (raw >= _MS_CEILING))[0])
         unit = "seconds" if raw[bad] < _MS_FLOOR else "microseconds or finer"
         raise DataError(
