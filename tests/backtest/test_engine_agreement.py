@@ -9,7 +9,7 @@ import pytest
 from veloz_actors.backtest import kernel
 from veloz_actors.backtest.runner import run_bar_backtest
 from veloz_actors.backtest.settings import BacktestSettings
-from veloz_actors.data.bars import BarSeries
+from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 from veloz_actors.data.loaders import load_bars
 from veloz_actors.strategies.bar_strategies import make_strategy
 
@@ -59,3 +59,21 @@ def test_agreement_is_not_vacuous(btc_5m, eth_1h):
     rsi = run_bar_backtest(eth_1h, make_strategy("rsi_reversion", {"period": 14, "lower": 30, "upper": 70}))
     assert len(sma.trades) > 500 and len(rsi.trades) > 20
     assert sma.metrics["n_trades"] == len(sma.trades) // 2
+
+
+def test_a_sell_whose_slipped_price_rounds_below_one_tick_fills_at_one_tick_in_both_engines():
+    """An open of one tick less any slippage floors to 0: both engines sell at one tick (before, the kernel sold at 0,
+    a total loss, while the event engine skipped the exit and stayed long)."""
+    closes = [5, 5, 6, 6, 1, 1, 1]  # 1e-8 units, on a 1e-8 tick
+    data = np.zeros(len(closes), dtype=BAR_DTYPE)
+    data["open_time"] = np.arange(len(closes)) * 60_000_000_000
+    data["close"] = closes
+    data["open"] = [closes[0], *closes[:-1]]
+    data["high"] = np.maximum(data["open"], data["close"])
+    data["low"] = np.minimum(data["open"], data["close"])
+    data["volume"] = 1
+    bars = BarSeries("PEPEUSDT", 60_000_000_000, data, 1)
+    settings = BacktestSettings(slippage_rate=10_000, initial_cash=100 * 10**8)
+    _assert_same(bars, "sma_cross", {"fast": 1, "slow": 2}, settings)
+    trades, _ = kernel.backtest(bars, "sma_cross", {"fast": 1, "slow": 2}, settings)
+    assert [(int(t["side"]), int(t["price"])) for t in trades] == [(1, 7), (-1, 1)]

@@ -214,13 +214,15 @@ def _check_settings(settings: BacktestSettings, tick: int) -> None:
 
 
 def _fill_ticks(opens: np.ndarray, slippage: int, tick: int) -> tuple[np.ndarray, np.ndarray]:
-    """BUY price ``ceil(open * (1e8 + s) / (1e8 * tick))`` and SELL ``floor(open * (1e8 - s) / (1e8 * tick))``, in ticks.
+    """BUY price ``ceil(open * (1e8 + s) / (1e8 * tick))`` and SELL ``floor(open * (1e8 - s) / (1e8 * tick))``, in ticks;
+    a SELL never below one tick (an open of one tick less slippage would round to a price of 0: the event engine
+    sells at one tick too).
 
     Exact in int64: with ``open = a * 1e8 + b`` and ``r = b * s``, ``open * (1e8 +- s) = 1e8 * (open +- a * s) +- r``.
     """
     if slippage == 0:
         buy = -((-opens) // tick)
-        sell = opens // tick
+        sell = np.maximum(opens // tick, 1)
         return buy, sell
     top = int(opens.max())
     if top + (top // SCALE) * slippage > _INT64_MAX:
@@ -230,7 +232,7 @@ def _fill_ticks(opens: np.ndarray, slippage: int, tick: int) -> tuple[np.ndarray
     r_whole, r_frac = np.divmod(frac * slippage, SCALE)
     up = opens + shift + r_whole
     buy = up // tick + ((up % tick != 0) | (r_frac != 0))
-    sell = (opens - shift - r_whole - (r_frac != 0)) // tick
+    sell = np.maximum((opens - shift - r_whole - (r_frac != 0)) // tick, 1)
     return buy, sell
 
 

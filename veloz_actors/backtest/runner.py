@@ -258,7 +258,7 @@ def _execute(
             else:
                 qty = order_qty
         else:
-            price = open_price * (SCALE - slip) // (SCALE * tick) * tick
+            price = max(open_price * (SCALE - slip) // (SCALE * tick) * tick, tick)  # as the kernel: never 0
             qty = order_qty
         if qty <= 0 or price <= 0:
             continue  # nothing the trader can afford: no trade, the strategy stays flat
