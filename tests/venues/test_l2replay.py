@@ -209,6 +209,29 @@ def test_resting_bid_fills_only_once_trades_at_its_price_eat_the_queue_ahead() -
     assert venue.resting == []
 
 
+def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_queue_is_unknown() -> None:
+    """No snapshot yet: nothing to take from or check a post-only against. A GTC bid rests, a trade at its price
+    does not fill it (where it stands in the queue is unknown), and once the book is known it joins the back of its
+    level; a trade through its price fills it whenever it comes."""
+    venue = L2ReplayVenue(_instrument(), fees=FeeModel(MAKER, TAKER), latency=ConstantLatency(0))
+    for cid, tif in (("po", TimeInForce.POST_ONLY), ("ioc", TimeInForce.IOC), ("fok", TimeInForce.FOK)):
+        venue.submit(_order(cid, Side.BUY, P // 5, price=100 * P, tif=tif))
+    venue.submit(_order("gtc", Side.BUY, P // 5, price=100 * P))
+    venue.submit(_order("other", Side.BUY, P // 5, price=99 * P))
+    reports = venue.on_clock(0)
+    expired = [(r.client_order_id, r.reason) for r in reports if type(r) is VenueOrderExpired]
+    assert expired == [(cid, RejectReason.NO_LIQUIDITY) for cid in ("po", "ioc", "fok")]
+    assert [o.client_order_id for o in venue.resting] == ["gtc", "other"]
+    assert venue.on_trade(_trade(100 * P, 5 * P, Side.SELL)) == []  # at its price: the queue ahead is unknown
+    fills = venue.on_trade(_trade(9_950 * TICK, STEP, Side.SELL))  # through its price: all of it
+    assert [(f.client_order_id, f.price, f.qty, f.liquidity) for f in fills] == [
+        ("gtc", 100 * P, P // 5, Liquidity.MAKER)
+    ]
+    venue.apply_depth(_snapshot(((99 * P, P),), ((10_001 * TICK, P),)))  # known: 1.0 bid at 99.00 is ahead of "other"
+    assert venue.on_trade(_trade(99 * P, 9 * P // 10, Side.SELL)) == []
+    assert [f.qty for f in venue.on_trade(_trade(99 * P, P // 5, Side.SELL))] == [P // 10]
+
+
 def test_a_level_that_shrinks_moves_the_order_up_the_queue() -> None:
     venue = _venue()
     venue.submit(_order("b", Side.BUY, P // 5, price=100 * P))

@@ -24,6 +24,10 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
   ``GTC`` / ``POST_ONLY`` remainder rests.
 * our fills consume level quantity only virtually, for that order: the recorded book is never altered by our trading.
   This is the standard assumption of L2 replay (our orders are small against the market).
+* while the recorded book is not known (no snapshot yet, or after a break in the update ids), nothing can be taken or
+  checked against it: a market, ``IOC``, ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC``
+  order rests with its place in the queue unknown: only a trade through its price fills it, until the book is known
+  again and it joins the back of its level.
 
 **Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
 quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
@@ -88,7 +92,7 @@ class _Order:
 
     __slots__ = (
         "request", "client_order_id", "account_id", "venue_order_id", "side", "price", "qty", "by_quote", "budget",
-        "filled", "fee_numerator", "fees_paid", "open", "queue_ahead",
+        "filled", "fee_numerator", "fees_paid", "open", "queue_ahead", "queue_known",
     )  # fmt: skip
 
     def __init__(self, request: SubmitOrder, venue_order_id: str, max_qty: int) -> None:
@@ -107,6 +111,7 @@ class _Order:
         self.fees_paid = 0
         self.open = True
         self.queue_ahead = 0
+        self.queue_known = True  # False: it came while the book was unknown; it joins its level once it is known
 
 
 class L2ReplayVenue:
@@ -218,11 +223,15 @@ class L2ReplayVenue:
         except SequenceGap:
             self.sequence_gaps += 1
             return False
-        if applied and self.resting:
+        if applied and self.resting and not book.needs_resync:
             level_qty = book.level_qty
-            on_level = self.queue.on_level
+            queue = self.queue
             for order in self.resting:
-                order.queue_ahead = on_level(order.queue_ahead, level_qty(order.side, order.price))  # type: ignore[arg-type]
+                if order.queue_known:
+                    order.queue_ahead = queue.on_level(order.queue_ahead, level_qty(order.side, order.price))  # type: ignore[arg-type]
+                else:  # it came while the book was unknown: the back of its level, now that the level is known
+                    order.queue_ahead = queue.on_arrival(level_qty(order.side, order.price))  # type: ignore[arg-type]
+                    order.queue_known = True
         return applied
 
     def on_trade(self, trade: Trade) -> list[Any]:
@@ -250,7 +259,7 @@ class L2ReplayVenue:
             assert limit is not None  # only limit orders rest
             if (price < limit) if buy else (price > limit):
                 self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
-            elif price == limit:
+            elif price == limit and order.queue_known:
                 order.queue_ahead, reach = on_trade(order.queue_ahead, trade.qty)
                 qty = min(reach, leaves, available)
                 if qty > 0:
@@ -367,8 +376,15 @@ class L2ReplayVenue:
             return reports
         price = order.price
         assert price is not None  # the kernel sends limit orders with their price
+        if not synced:  # nothing to take from or check against: only a GTC order can wait for the book
+            if command.tif is not TimeInForce.GTC:
+                self._expire(order, RejectReason.NO_LIQUIDITY, ts, reports)
+                return reports
+            order.queue_known = False
+            self.resting.append(order)
+            return reports
         buy = order.side is _BUY
-        best = (book.best_ask() if buy else book.best_bid()) if synced else None
+        best = book.best_ask() if buy else book.best_bid()
         if best is not None and (best[0] <= price if buy else best[0] >= price):
             tif = command.tif
             if tif is TimeInForce.POST_ONLY:
@@ -383,7 +399,7 @@ class L2ReplayVenue:
         if command.tif is TimeInForce.IOC or command.tif is TimeInForce.FOK:
             self._expire(order, RejectReason.IOC_UNFILLED, ts, reports)
             return reports
-        order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price) if synced else 0)
+        order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price))
         self.resting.append(order)
         return reports
 
