@@ -414,6 +414,10 @@ def test_strategy_registry_validates_parameters() -> None:
         ("book_imbalance", {"qty": "0.000000001"}, "qty"),
         ("book_imbalance", {"bogus": 1}, "unknown parameter"),
         ("passive_maker", {"qty": "0.01", "max_inventory": "0.001"}, "max_inventory"),
+        ("book_imbalance", {"stop_loss_bps": "-1"}, "^book_imbalance: stop_loss_bps: '-1' must not be negative$"),
+        ("book_imbalance", {"qty": "0"}, "^book_imbalance: qty must be positive, got '0'$"),
     ]:
         with pytest.raises(InvalidInput, match=words):
             make_l2_strategy(name, params)
+    for zero in ("0", "0.0", 0, 0.0):  # no stop-loss, however it is written
+        assert make_l2_strategy("book_imbalance", {"stop_loss_bps": zero}).stop_loss == 0

@@ -50,23 +50,20 @@ _BPS = 10_000  # one basis point as a fraction in 1e-8 units
 # ------------------------------------------------------------------------------------------------------ validation
 
 
-def _decimal(strategy: str, name: str, value: Any) -> int:
-    """A positive exact decimal (str, int, or float with an exact short repr) -> 1e-8 units."""
+def _decimal(strategy: str, name: str, value: Any, *, zero: bool = False) -> int:
+    """A positive (or, with ``zero``, non-negative) exact decimal (str, int, or float with an exact short repr) ->
+    1e-8 units."""
     if isinstance(value, bool):
         raise InvalidInput(f"{strategy}: {name} must be a number, got {value!r}")
-    try:
-        units = parse_rate(value, f"{strategy}: {name}") if isinstance(value, float) else parse_decimal(value, name)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{strategy}: {name}: {exc}") from exc
-    if units <= 0:
-        raise InvalidInput(f"{strategy}: {name} must be positive, got {value!r}")
+    label = f"{strategy}: {name}"
+    units = parse_rate(value, label) if isinstance(value, float) else parse_decimal(value, label)
+    if units < 0 or (units == 0 and not zero):
+        raise InvalidInput(f"{strategy}: {name} must be {'zero or more' if zero else 'positive'}, got {value!r}")
     return units
 
 
 def _non_negative_decimal(strategy: str, name: str, value: Any) -> int:
-    if value in (0, "0", 0.0):
-        return 0
-    return _decimal(strategy, name, value)
+    return _decimal(strategy, name, value, zero=True)
 
 
 def _fraction(strategy: str, name: str, value: Any) -> int:
