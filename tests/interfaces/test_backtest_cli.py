@@ -98,6 +98,21 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
              "0.0o1"],
             "price_tick (--price-tick): '0.0o1' is not a decimal number",
         ),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--engine",
+             "kernel", "--fee-rate", "5"],
+            "fee_rate '5' must be below 1",
+        ),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--slippage-bps",
+             "20000"],
+            "slippage_bps '20000' must be below 10000",
+        ),
+        (
+            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--out",
+             "pyproject.toml"],
+            "--out pyproject.toml: exists and is not a directory",
+        ),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
@@ -107,6 +122,36 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("backtest:\n", "backtest: must be a mapping of settings, got nothing"),
+        ("backtest: [1, 2]\n", "backtest: must be a mapping of settings, got list"),
+        (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\ninitial_cash: true\n",
+         "initial_cash: must be a number, got true"),  # never a cash of 1
+        (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\nfee_rate: false\n",
+         "fee_rate: must be a number, got false"),
+    ],
+)  # fmt: skip
+def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):
+    config = tmp_path / "backtest.yaml"
+    config.write_text(text)
+    proc = _veloz("backtest", str(config))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_an_out_folder_that_cannot_be_made_is_said_before_the_run(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    out = blocked / "run"  # inside a file: cannot be created
+    args = ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--out", str(out)]
+    proc = _veloz("backtest", *args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: --out {out}: cannot create the directory (Not a directory)"
 
 
 def test_tick_capture_runs_the_l2_backtest_with_an_l2_strategy():

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._exceptions import ConfigError, InvalidInput
 from ..config import load_yaml
-from ..fixed import format_decimal, parse_decimal, parse_rate
+from ..fixed import SCALE, format_decimal, parse_decimal, parse_rate
 
-__all__ = ["BacktestConfig", "execute", "parse_config", "run_backtest"]
+__all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
 
 
 class BacktestConfig(BaseModel):
@@ -44,20 +44,42 @@ class BacktestConfig(BaseModel):
     engine: Literal["event", "kernel"] = "event"
     out: str | None = None
 
+    @field_validator("fee_rate", "slippage_bps", "initial_cash", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's true / false would otherwise be taken as 1 / 0
+            raise ValueError(f"must be a number, got {str(value).lower()}")
+        return value
+
 
 def _settings(cfg: BacktestConfig) -> Any:
     from ..backtest.settings import BacktestSettings
 
     slippage_bps = parse_rate(cfg.slippage_bps, "slippage_bps")  # bps in 1e-8 units
+    if slippage_bps >= 10_000 * SCALE:
+        raise InvalidInput(f"slippage_bps {cfg.slippage_bps!r} must be below 10000 (100 % of the price)")
+    fee_rate = parse_rate(cfg.fee_rate, "fee_rate")
+    if fee_rate >= SCALE:
+        raise InvalidInput(f"fee_rate {cfg.fee_rate!r} must be below 1 (a fraction of the notional: 0.001 is 0.1 %)")
     return BacktestSettings(
         initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
-        fee_rate=parse_rate(cfg.fee_rate, "fee_rate"),
+        fee_rate=fee_rate,
         slippage_rate=slippage_bps // 10_000 if slippage_bps % 10_000 == 0 else _bps_error(cfg.slippage_bps),
         qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
         price_tick=parse_decimal(cfg.price_tick, "price_tick (--price-tick)", allow_zero=False)
         if cfg.price_tick
         else None,
     )
+
+
+def _output_dir(out: str) -> None:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"--out {out}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from exc
 
 
 def _text(value: str | float) -> str:
@@ -85,6 +107,8 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if not path.exists():
         raise InvalidInput(f"data file {path} does not exist")
     settings = _settings(cfg)
+    if cfg.out:
+        _output_dir(cfg.out)  # before the run: a run is never lost to a folder that cannot be written
     l2 = _l2_module()
     if l2 is not None and l2.is_tick_capture(path):
         return _run_l2(cfg, cfg.strategy, path, l2)
@@ -212,14 +236,28 @@ def _progress_bar(total: int) -> Any:
     return show
 
 
+def backtest_section(raw: Any, source: str = "config") -> dict[str, Any]:
+    """The backtest settings of a config mapping: its ``backtest:`` section if it has one, else the mapping itself."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: must be a mapping of settings, got {type(raw).__name__}")
+    if "backtest" not in raw:
+        return dict(raw)
+    section = raw["backtest"]
+    if not isinstance(section, dict):
+        got = "nothing" if section is None else type(section).__name__
+        raise ConfigError(f"{source}: backtest: must be a mapping of settings, got {got}")
+    return dict(section)
+
+
 def parse_config(raw: dict[str, Any]) -> BacktestConfig:
     """Validate a backtest config mapping; a bad field is one :class:`ConfigError` naming it."""
-    raw = raw.get("backtest", raw)
+    raw = backtest_section(raw)
     try:
         return BacktestConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {message}") from exc
 
 
 def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -234,9 +272,8 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
     if config is None:
         raw = {}
     elif isinstance(config, dict):
-        raw = dict(config.get("backtest", config))
+        raw = backtest_section(config)
     else:
-        raw = dict(load_yaml(config))
-        raw = dict(raw.get("backtest", raw))
+        raw = backtest_section(load_yaml(config), str(config))
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return execute(parse_config(raw))

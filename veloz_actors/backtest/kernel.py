@@ -203,8 +203,8 @@ def _check_settings(settings: BacktestSettings, tick: int) -> None:
         raise InvalidInput(f"price tick must be a positive int in 1e-8 units, got {tick!r}")
     if settings.initial_cash < 0:
         raise InvalidInput(f"settings.initial_cash must not be negative, got {settings.initial_cash}")
-    if settings.fee_rate < 0:
-        raise InvalidInput(f"settings.fee_rate must not be negative, got {settings.fee_rate}")
+    if not 0 <= settings.fee_rate < SCALE:  # as the event engine
+        raise InvalidInput(f"fee rate must be within [0, 1), got {settings.fee_rate / SCALE:g}")
     if not 0 <= settings.slippage_rate < SCALE:
         raise InvalidInput(
             f"settings.slippage_rate must be within [0, 1e8) (a fraction below 1), got {settings.slippage_rate}"

@@ -20,7 +20,7 @@ import orjson
 import typer
 
 from .._exceptions import InvalidInput
-from ..backtest.api import execute, parse_config
+from ..backtest.api import backtest_section, execute, parse_config
 from ..config import load_yaml
 
 __all__ = ["register"]
@@ -61,8 +61,7 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
     ) -> None:
         """Run one deterministic backtest on historical data."""
-        raw: dict[str, Any] = load_yaml(config) if config is not None else {}
-        raw = raw.get("backtest", raw)
+        raw = backtest_section(load_yaml(config), str(config)) if config is not None else {}
         overrides = {
             "data": data,
             "strategy": strategy,
