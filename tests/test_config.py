@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ from veloz_actors.config import (
     ReplayModel,
     default_engine_config,
     load_engine_config,
+    load_yaml,
     parse_actors,
     parse_engine_config,
+    with_venue,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +80,7 @@ def test_a_replay_may_be_a_bare_path_and_takes_the_defaults() -> None:
         ({"subscriber_queues": 5}, "actors.subscriber_queues: Extra inputs are not permitted"),
         ({"replay": {"path": "x", "speed": -1}}, "actors.replay: speed: Input should be greater than or equal to 0"),
         ({"replay": {"path": "x", "pace": 2}}, "actors.replay: pace: Extra inputs are not permitted"),
-        ({"strategies": [{"symbol": "BTCUSDT"}]}, "actors.strategies: 0: Value error, each entry needs 'strategy'"),
+        ({"strategies": [{"symbol": "BTCUSDT"}]}, "actors.strategies: 0: each entry needs 'strategy'"),
         ({"strategies": [{"strategy": "sma_cross", "symbol": "BTCUSDT", "bar_ms": 0}]},
          "actors.strategies: 0.bar_ms: Input should be greater than 0"),
         ({"strategies": [{"strategy": "sma_cross", "symbol": "BTCUSDT", "every": 3}]},
@@ -125,3 +128,90 @@ def test_a_missing_replay_file_is_refused_when_the_feed_settings_are_made(tmp_pa
     assert ReplayModel(path=str(capture)).resolved()["path"] == str(capture.resolve())
     with pytest.raises(ConfigError, match=r"^actors.replay.path: no such file: .*missing.txt.gz"):
         ReplayModel(path=str(tmp_path / "missing.txt.gz")).resolved()
+
+
+def _with(path: str, value: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shipped engine config (or ``data``) with one field (``"risk.max_drawdown"``, ``"instruments.0.min_price"``)
+    replaced."""
+    data = load_yaml(SHIPPED)["engine"] if data is None else data
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    node[int(last) if isinstance(node, list) else last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("balances.main.USDT", True, 'balances.main.USDT: expected a number like "0.01", got true'),
+        ("risk.max_order_notional", False, 'risk.max_order_notional: expected a number like "0.01", got false'),
+        ("instruments.0.tick_size", True, 'instruments.0.tick_size: expected a number like "0.01", got true'),
+        ("risk.orders_per_second", True, "risk.orders_per_second: expected a number, got true"),
+        ("journal.group_ms", True, "journal.group_ms: expected a number, got true"),
+        ("balances.main.USDT", [1], 'balances.main.USDT: expected a number like "0.01", got [1]'),
+    ],
+)  # fmt: skip
+def test_a_boolean_or_a_list_where_a_number_belongs_is_refused(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^engine.yaml: {re.escape(message)}$"):
+        parse_engine_config(_with(field, value), source="engine.yaml")
+
+
+@pytest.mark.parametrize("limit", ["max_order_qty", "max_position"])
+def test_a_risk_limit_for_an_unknown_symbol_is_refused(limit: str) -> None:
+    message = f"risk.{limit}: unknown symbol 'BTCUSD' (instruments: BTCUSDT, ETHUSDT)"
+    with pytest.raises(ConfigError, match=f"^engine.yaml: {re.escape(message)}$"):
+        parse_engine_config(_with(f"risk.{limit}", {"BTCUSD": "0.001"}), source="engine.yaml")
+
+
+def test_an_engine_risk_limit_for_an_unknown_symbol_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"engine_risk.max_symbol_exposure: unknown symbol 'BTCUSD'"):
+        parse_engine_config(_with("engine_risk.max_symbol_exposure", {"BTCUSD": "1"}), source="engine.yaml")
+
+
+def test_a_binance_venue_knows_its_symbols_and_the_configured_instruments(shipped: EngineFileConfig) -> None:
+    binance = with_venue(shipped, kind="binance", mode="paper", symbols=["SOLUSDT"])
+    assert binance.risk.max_order_qty.keys() == {"BTCUSDT", "ETHUSDT"}  # limits for symbols this run does not trade
+    data = _with("risk.max_order_qty", {"SOLUSDT": "1"})
+    data["venue"] = {"kind": "binance", "symbols": ["SOLUSDT"]}
+    data["sim"]["symbols"] = []
+    assert parse_engine_config(data).risk.max_order_qty == {"SOLUSDT": "1"}
+    data["risk"]["max_order_qty"] = {"SOLUSD": "1"}
+    with pytest.raises(ConfigError, match=r"risk.max_order_qty: unknown symbol 'SOLUSD' \(instruments: .*SOLUSDT\)"):
+        parse_engine_config(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("instruments.0.min_price", "100", "instrument BTCUSDT: need 0 <= min_price <= max_price (max_price 0: no "
+                                           "maximum), got min_price 100 and max_price 1"),
+        ("risk.max_drawdown", "5", "risk.max_drawdown: '5' is above 1 (100 %)"),
+        ("valuation_asset", "EUR", "valuation_asset: 'EUR' is not an asset of any instrument or balance "
+                                   "(assets: BTC, ETH, USDT)"),
+        ("sim.symbols.0.initial_mid", "60000.005",
+         "sim.symbols.BTCUSDT.initial_mid: 60000.005 is not a multiple of the instrument's tick 0.01"),
+    ],
+)  # fmt: skip
+def test_a_value_the_engine_could_not_use_is_refused_when_the_file_loads(field: str, value: str, message: str) -> None:
+    data = _with(field, value, _with("instruments.0.max_price", "1"))
+    with pytest.raises(ConfigError, match=f"^engine.yaml: {re.escape(message)}"):
+        parse_engine_config(data, source="engine.yaml")
+
+
+def test_a_max_drawdown_of_one_is_the_largest_allowed() -> None:
+    assert parse_engine_config(_with("risk.max_drawdown", "1")).risk.max_drawdown == "1"
+
+
+def test_an_engine_config_that_is_a_list_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine:\n  - instruments\n  - balances\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: the engine config must be a mapping of sections, "
+                                          "got a list$"):  # fmt: skip
+        load_engine_config(path)
+
+
+def test_a_section_that_is_not_a_mapping_says_so_without_class_names() -> None:
+    with pytest.raises(ConfigError, match=r"^engine.yaml: risk: must be a mapping of settings, got a list$"):
+        parse_engine_config(_with("risk", [1, 2]), source="engine.yaml")

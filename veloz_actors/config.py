@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._exceptions import ConfigError, InvalidInput
 from .core.instruments import Instrument
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
-from .fixed import parse_decimal
+from .fixed import SCALE, format_decimal, parse_decimal
 from .logs import LogSettings, parse_format, parse_level
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
@@ -46,7 +46,50 @@ __all__ = [
 #: where ``veloz start`` and ``vz.start_local()`` look for the engine config first (relative to the working directory)
 DEFAULT_ENGINE_CONFIG = Path("configs/engine.yaml")
 
-Decimal = str | int | float
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as it reads in a YAML file: ``true``, ``null``, ``[1, 2]``."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def _number(value: Any) -> Any:
+    """Refuse what is not a number before pydantic coerces it (a YAML ``true`` would otherwise become 1)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f'expected a number like "0.01", got {_yaml_text(value)}')
+    return value
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {_yaml_text(value)}")
+    return value
+
+
+Decimal = Annotated[str | int | float, BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in the file's terms: a list, a string, a number, ..."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a boolean ({_yaml_text(value)})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    for kind, name in ((str, "a string"), (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _message(error: Any) -> str:
+    """A pydantic error's message in the file's terms: no model class name where a section is not a mapping, no
+    "Value error," before a validator's own words."""
+    if error["type"] == "model_type":
+        return f"must be a mapping of settings, got {_kind(error['input'])}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _dec(value: Decimal, what: str) -> int:
@@ -97,13 +140,19 @@ class RiskModel(_Model):
     max_position: dict[str, Decimal] = Field(default_factory=dict)
     max_leverage: Decimal = "0"
     price_band: Decimal = "0.05"
-    orders_per_second: int = Field(default=0, ge=0)
-    burst: int = Field(default=50, ge=1)
+    orders_per_second: Int = Field(default=0, ge=0)
+    burst: Int = Field(default=50, ge=1)
     max_drawdown: Decimal = "0"
     max_loss: Decimal = "0"
     stop_loss: Decimal = "0"
 
     def build(self) -> RiskLimits:
+        max_drawdown = _dec(self.max_drawdown, "risk.max_drawdown")
+        if max_drawdown > SCALE:
+            raise ConfigError(
+                f"risk.max_drawdown: {self.max_drawdown!r} is above 1 (100 %); it is a fraction of peak equity, "
+                'e.g. "0.2" for 20 % ("0": no limit)'
+            )
         return RiskLimits(
             max_order_qty={k: _dec(v, f"risk.max_order_qty.{k}") for k, v in self.max_order_qty.items()},
             max_order_notional=_dec(self.max_order_notional, "risk.max_order_notional"),
@@ -112,7 +161,7 @@ class RiskModel(_Model):
             price_band=_dec(self.price_band, "risk.price_band"),
             orders_per_second=self.orders_per_second,
             burst=self.burst,
-            max_drawdown=_dec(self.max_drawdown, "risk.max_drawdown"),
+            max_drawdown=max_drawdown,
             max_loss=_dec(self.max_loss, "risk.max_loss"),
             stop_loss=_dec(self.stop_loss, "risk.stop_loss"),
         )
@@ -148,11 +197,11 @@ class EngineRiskModel(_Model):
 class SimSymbolModel(_Model):
     symbol: str
     initial_mid: Decimal
-    drift_ppb: int = 0
-    volatility_ppb: int = Field(default=1_000, ge=0)
-    spread_ticks: int = Field(default=2, ge=1)
-    levels: int = Field(default=5, ge=1, le=100)
-    level_spacing_ticks: int = Field(default=1, ge=1)
+    drift_ppb: Int = 0
+    volatility_ppb: Int = Field(default=1_000, ge=0)
+    spread_ticks: Int = Field(default=2, ge=1)
+    levels: Int = Field(default=5, ge=1, le=100)
+    level_spacing_ticks: Int = Field(default=1, ge=1)
     level_qty: Decimal = "0.1"
 
     def build(self) -> SimSymbol:
@@ -170,8 +219,8 @@ class SimSymbolModel(_Model):
 
 
 class SimModel(_Model):
-    seed: int = 7
-    tick_ms: int = Field(default=250, ge=1)
+    seed: Int = 7
+    tick_ms: Int = Field(default=250, ge=1)
     symbols: list[SimSymbolModel] = Field(default_factory=list)
     market_maker_balances: dict[str, Decimal] = Field(default_factory=dict)
 
@@ -179,11 +228,11 @@ class SimModel(_Model):
 class JournalModel(_Model):
     path: str | None = "runs/engine.journal"
     durability: Literal["always", "group", "none"] = "group"
-    group_ms: float = Field(default=5.0, gt=0, le=1000)
-    snapshot_every: int = Field(default=10_000, ge=1)
+    group_ms: Float = Field(default=5.0, gt=0, le=1000)
+    snapshot_every: Int = Field(default=10_000, ge=1)
     # closed orders older than this (seconds of message time) leave the kernel's memory for the order history file
     # beside the journal, which queries still read; 0 keeps every order in memory (a backtest, a short session)
-    retain_closed_seconds: float = Field(default=0, ge=0)
+    retain_closed_seconds: Float = Field(default=0, ge=0)
 
 
 #: Binance's spot endpoints (``venue.preset``): REST, market streams, WebSocket API
@@ -215,7 +264,7 @@ class VenueModel(_Model):
     stream_url: str | None = None
     ws_api_url: str | None = None
     kline_interval: str | None = "1m"
-    snapshot_limit: int = Field(default=5000, ge=5, le=5000)
+    snapshot_limit: Int = Field(default=5000, ge=5, le=5000)
     refresh_instruments: bool = False  # fetch exchangeInfo again instead of the copy cached in the run folder
     # live: a 0600 KEY=VALUE file with BINANCE_API_KEY and BINANCE_API_SECRET / BINANCE_PRIVATE_KEY_FILE, read over
     # the environment by every process that trades (the actor engine's venue actor, also after a restart)
@@ -266,7 +315,7 @@ class VenueModel(_Model):
 class MetricsModel(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(default=9464, ge=0, le=65535)
+    port: Int = Field(default=9464, ge=0, le=65535)
 
 
 class ApiModel(_Model):
@@ -280,10 +329,10 @@ class ApiModel(_Model):
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: Int = Field(default=8080, ge=0, le=65535)
     token: str | None = Field(default=None, min_length=16, max_length=256, repr=False)
-    queue: int = Field(default=10_000, ge=1, le=100_000)
-    max_body_bytes: int = Field(default=16_384, ge=256, le=16 * 1024 * 1024)
+    queue: Int = Field(default=10_000, ge=1, le=100_000)
+    max_body_bytes: Int = Field(default=16_384, ge=256, le=16 * 1024 * 1024)
     cors_origins: list[str] = Field(default_factory=list)
 
     @field_validator("host")
@@ -324,8 +373,8 @@ class LoggingModel(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     stderr_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
     file: bool | str = True
-    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # rotate when the file would grow past this
-    backups: int = Field(default=5, ge=1, le=1000)  # rotated files kept (veloz.log.1 ... veloz.log.<backups>)
+    max_bytes: Int = Field(default=10 * 1024 * 1024, ge=1024)  # rotate when the file would grow past this
+    backups: Int = Field(default=5, ge=1, le=1000)  # rotated files kept (veloz.log.1 ... veloz.log.<backups>)
 
     @field_validator("format", mode="before")
     @classmethod
@@ -360,8 +409,8 @@ class ReplayModel(_Model):
     """``actors.replay``: a recorded WebSocket capture (``../shared/data/ticks_l2``) the feed actor replays."""
 
     path: str
-    speed: float = Field(default=1.0, ge=0, description="1 = as recorded, 10 = ten times faster, 0 = at once")
-    batch: int = Field(default=1000, ge=1, le=100_000)
+    speed: Float = Field(default=1.0, ge=0, description="1 = as recorded, 10 = ten times faster, 0 = at once")
+    batch: Int = Field(default=1000, ge=1, le=100_000)
     reference_prices: bool = False  # its trades and tops also move the OMS's reference prices (risk price band)
 
     def resolved(self) -> dict[str, Any]:
@@ -382,9 +431,9 @@ class StrategyEntryModel(_Model):
     strategy: str
     symbol: str
     params: dict[str, Any] = Field(default_factory=dict)
-    bar_ms: int = Field(default=1000, gt=0)  # bars of this many milliseconds, from the book's mid price
+    bar_ms: Int = Field(default=1000, gt=0)  # bars of this many milliseconds, from the book's mid price
     account: str = "main"
-    queue: int = Field(default=10_000, ge=1)  # the strategy's bounded queue on the event bus
+    queue: Int = Field(default=10_000, ge=1)  # the strategy's bounded queue on the event bus
 
     @model_validator(mode="before")
     @classmethod
@@ -398,9 +447,9 @@ class ActorsModel(_Model):
     """``actors:``: the actor engine's layout and limits (see ``configs/engine.yaml``)."""
 
     shards: dict[str, list[str]] = Field(default_factory=dict)  # venue actor -> its symbols (default: one each)
-    subscriber_queue: int = Field(default=10_000, ge=1)  # events a subscriber may lag before its oldest drop
-    order_inbox: int = Field(default=1_000, ge=1)  # orders in flight before new ones are rejected OVERLOADED
-    peer_window: int = Field(default=64, ge=1)  # one-way calls in flight to one peer actor
+    subscriber_queue: Int = Field(default=10_000, ge=1)  # events a subscriber may lag before its oldest drop
+    order_inbox: Int = Field(default=1_000, ge=1)  # orders in flight before new ones are rejected OVERLOADED
+    peer_window: Int = Field(default=64, ge=1)  # one-way calls in flight to one peer actor
     replay: ReplayModel | None = None  # a recorded capture the feed replays (a bare path is accepted)
     strategies: list[StrategyEntryModel] = Field(default_factory=list)
     risk: bool = False  # run the risk actor (engine-wide post-trade risk); its limits are the engine_risk section
@@ -444,7 +493,7 @@ def parse_actors(data: Any) -> ActorsModel:
         for error in exc.errors():
             section, *rest = [str(p) for p in error["loc"]] or ["value"]
             where = f"actors.{section}: {'.'.join(rest)}" if rest else f"actors.{section}"
-            problems.append(f"{where}: {error['msg']}")
+            problems.append(f"{where}: {_message(error)}")
         raise ConfigError("; ".join(problems)) from None
 
 
@@ -500,19 +549,36 @@ class EngineFileConfig(_Model):
                 instruments = tuple(i.build() for i in self.instruments)
             if paper and self.sim.symbols:
                 raise ConfigError("sim.symbols: a binance venue trades the live market, not the simulated one")
-            symbols = {i.symbol for i in instruments}
-            for s in self.sim.symbols:
-                if s.symbol not in symbols:
-                    raise ConfigError(f"sim.symbols: {s.symbol} is not a configured instrument")
+            by_symbol = {i.symbol: i for i in instruments}
+            sim_symbols = tuple(s.build() for s in self.sim.symbols)
+            for sim in sim_symbols:
+                if sim.symbol not in by_symbol:
+                    raise ConfigError(f"sim.symbols: {sim.symbol} is not a configured instrument")
+                tick = by_symbol[sim.symbol].price_tick
+                if sim.initial_mid % tick:
+                    raise ConfigError(
+                        f"sim.symbols.{sim.symbol}.initial_mid: {format_decimal(sim.initial_mid)} is not a multiple "
+                        f"of the instrument's tick {format_decimal(tick)}"
+                    )
+            self._check_risk_symbols()
+            balances = {
+                account: {asset: _dec(v, f"balances.{account}.{asset}") for asset, v in assets.items()}
+                for account, assets in self.balances.items()
+            }
+            if not paper or venue_instruments is not None:  # a Binance venue's assets are known from its exchangeInfo
+                assets = {a for i in instruments for a in (i.base_asset, i.quote_asset)}
+                assets.update(a for account in balances.values() for a in account)
+                if self.valuation_asset not in assets:
+                    raise ConfigError(
+                        f"valuation_asset: {self.valuation_asset!r} is not an asset of any instrument or balance "
+                        f"(assets: {', '.join(sorted(assets))})"
+                    )
             return EngineConfig(
                 instruments=instruments,
-                balances={
-                    account: {asset: _dec(v, f"balances.{account}.{asset}") for asset, v in assets.items()}
-                    for account, assets in self.balances.items()
-                },
+                balances=balances,
                 risk=self.risk.build(),
                 valuation_asset=self.valuation_asset,
-                sim_symbols=tuple(s.build() for s in self.sim.symbols),
+                sim_symbols=sim_symbols,
                 seed=self.sim.seed,
                 market_maker_balances={
                     a: _dec(v, f"sim.market_maker_balances.{a}") for a, v in self.sim.market_maker_balances.items()
@@ -525,6 +591,21 @@ class EngineFileConfig(_Model):
             raise
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from exc
+
+    def _check_risk_symbols(self) -> None:
+        """Every per-symbol limit names a symbol this engine knows: a typo would otherwise leave the symbol unlimited.
+        With a Binance venue the file's instruments count too (limits for symbols this run does not trade)."""
+        known = [i.symbol for i in self.instruments]
+        known += [s for s in self.symbols() if s not in known]
+        limits = {
+            "risk.max_order_qty": self.risk.max_order_qty,
+            "risk.max_position": self.risk.max_position,
+            "engine_risk.max_symbol_exposure": self.engine_risk.max_symbol_exposure,
+        }
+        for where, by_symbol in limits.items():
+            unknown = [s for s in by_symbol if s not in known]
+            if unknown:
+                raise ConfigError(f"{where}: unknown symbol {unknown[0]!r} (instruments: {', '.join(known)})")
 
     def actor_settings(self) -> ActorsModel:
         """The ``actors:`` section, checked against the instruments: shards and strategies name configured symbols,
@@ -559,7 +640,7 @@ def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"venue{'.' + where if where else ''}: {first['msg']}") from None
+        raise ConfigError(f"venue{'.' + where if where else ''}: {_message(first)}") from None
     update: dict[str, Any] = {"venue": model}
     if model.kind == "binance":
         update["sim"] = config.sim.model_copy(update={"symbols": []})
@@ -644,7 +725,9 @@ def load_engine_config(path: str | Path) -> EngineFileConfig:
     return parse_engine_config(data, source=str(path))
 
 
-def parse_engine_config(data: dict[str, Any], source: str = "config") -> EngineFileConfig:
+def parse_engine_config(data: Any, source: str = "config") -> EngineFileConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the engine config must be a mapping of sections, got {_kind(data)}")
     try:
         config = EngineFileConfig.model_validate(data)
         config.engine_config()  # validate the money values now, not at first use
@@ -654,6 +737,6 @@ def parse_engine_config(data: dict[str, Any], source: str = "config") -> EngineF
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from exc
+        raise ConfigError(f"{source}: {where}: {_message(first)}") from exc
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

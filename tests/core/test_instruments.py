@@ -85,8 +85,15 @@ def test_instrument_whose_notionals_would_be_inexact_is_a_config_error() -> None
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"price_tick": 0}, {"min_qty": d("10000")}, {"min_notional": -1}, {"taker_fee_rate": d("1")}],
-    ids=["zero-tick", "min-above-max", "negative-notional", "fee-100pct"],
+    [
+        {"price_tick": 0},
+        {"min_qty": d("10000")},
+        {"min_notional": -1},
+        {"taker_fee_rate": d("1")},
+        {"min_price": d("100"), "max_price": d("1")},
+        {"min_price": -1},
+    ],
+    ids=["zero-tick", "min-above-max", "negative-notional", "fee-100pct", "min-price-above-max", "negative-min-price"],
 )
 def test_inconsistent_filters_are_config_errors(overrides: dict[str, int]) -> None:
     with pytest.raises(ConfigError):

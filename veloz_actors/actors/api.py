@@ -56,6 +56,7 @@ from ..messages import (
     TimeInForce,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
+from ..search.runtime import PROBE_TIMEOUT_SECONDS, probe_address
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import as_events
@@ -575,16 +576,38 @@ def _config(config: str | Path | EngineFileConfig | None) -> EngineFileConfig:
 
 
 def _ensure_ray(address: str | None, namespace: str) -> None:
+    """Join the cluster at ``address`` (a private local runtime for None / "local"), unless Ray is initialised.
+
+    A malformed address, or one where nothing listens, fails within seconds rather than after minutes of Ray's
+    retries: :class:`EngineUnavailable` (:class:`ConfigError` when malformed) saying ``no Ray cluster at ADDRESS``."""
     if ray.is_initialized():
         return
-    ray.init(
-        address=address or "local",
-        namespace=namespace,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-        num_cpus=(os.cpu_count() or 2) if address in (None, "local") else None,
-    )
+    local = address in (None, "local")
+    if not local:
+        _probe(str(address))
+    try:
+        ray.init(
+            address=address or "local",
+            namespace=namespace,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            num_cpus=(os.cpu_count() or 2) if local else None,
+        )
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = "cannot start a local Ray runtime" if local else f"no Ray cluster at {address}"
+        raise EngineUnavailable(f"{where} ({str(exc).strip().splitlines()[0]})") from exc
+
+
+def _probe(address: str) -> None:
+    try:
+        probe_address(address)
+    except EngineUnavailable as exc:
+        cause = exc.__cause__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "no answer"
+        raise EngineUnavailable(f"no Ray cluster at {address} ({reason} after <= {PROBE_TIMEOUT_SECONDS:g} s)") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"no Ray cluster at {address} ({exc})") from exc
 
 
 def start_local(

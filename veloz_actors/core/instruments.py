@@ -78,6 +78,11 @@ class Instrument:
             )
         if self.min_qty < 0 or self.max_qty <= 0 or self.min_qty > self.max_qty:
             raise ConfigError(f"{what}: need 0 <= min_qty <= max_qty and max_qty > 0")
+        if self.min_price < 0 or self.max_price < 0 or (self.max_price and self.min_price > self.max_price):
+            raise ConfigError(
+                f"{what}: need 0 <= min_price <= max_price (max_price 0: no maximum), got min_price "
+                f"{format_decimal(self.min_price)} and max_price {format_decimal(self.max_price)}"
+            )
         if self.min_notional < 0:
             raise ConfigError(f"{what}: min_notional must not be negative")
         if self.max_notional < 0 or (self.max_notional and self.max_notional < self.min_notional):

@@ -95,6 +95,12 @@ def start(
         bool, typer.Option("--json", help="The JSON protocol on stdout even when it is a terminal.")
     ] = False,
 ) -> None:
+    if single_process and (detached or address is not None):
+        raise VelozError(
+            "--single-process runs the engine in this process: --detached and --address are for the actor engine"
+        )
+    if journal is not None and no_journal:
+        raise VelozError(f"choose --journal {journal} or --no-journal, not both")
     file_config = load_engine_config(config or default_engine_config())
     file_config = with_logging(file_config, format=log_format, level=log_level)  # --log-format, --log-level
     venue_flags = (symbols, preset, rest_url, stream_url, ws_api_url)
@@ -133,6 +139,12 @@ def start(
     if tick <= 0:
         raise VelozError("--tick-ms must be positive")
     journal_path = None if no_journal else (journal or file_config.journal.path)
+    if single_process and journal_path is not None and Path(journal_path).is_dir():
+        flag = "--journal" if journal is not None else "journal.path"
+        raise VelozError(
+            f"{flag} {journal_path} is a directory; --single-process journals to a file "
+            f"(e.g. {Path(journal_path) / 'engine.journal'})"
+        )
     mode = durability or file_config.journal.durability
     log_dir = None if journal_path is None else Path(journal_path).resolve().parent  # logs: in the run folder
     configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")

@@ -1,0 +1,72 @@
+"""``veloz status / stop / attach / metrics / start --address``: an address with no Ray cluster behind it is a clean
+``error:`` line within seconds (not minutes of Ray's retries, not a traceback); conflicting ``start`` flags are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "engine.yaml"
+
+
+def _veloz(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; a hang fails the test after 60 s instead of blocking the suite."""
+    return subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", *args],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["stop"], ["attach"], ["metrics"], ["start", "--config", str(CONFIG), "--no-journal"]],
+    ids=["status", "stop", "attach", "metrics", "start"],
+)
+def test_an_address_where_nothing_listens_fails_fast_and_cleanly(command: list[str]) -> None:
+    began = time.monotonic()
+    result = _veloz(*command, "--address", "127.0.0.1:1")
+    assert time.monotonic() - began < 30
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: no Ray cluster at 127.0.0.1:1 (")
+    assert "Traceback" not in result.stderr and "GCS" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["start", "--config", str(CONFIG), "--no-journal"]])
+def test_a_malformed_address_is_a_clean_error(command: list[str]) -> None:
+    result = _veloz(*command, "--address", "nonsense")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: no Ray cluster at nonsense (")
+    assert "expected auto, HOST:PORT or ray://HOST:PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--detached"], "--detached and --address are for the actor engine"),
+        (["--address", "auto"], "--detached and --address are for the actor engine"),
+        (["--journal", "x.journal", "--no-journal"], "choose --journal x.journal or --no-journal, not both"),
+    ],
+)
+def test_start_single_process_refuses_flags_it_would_ignore(flags: list[str], message: str) -> None:
+    result = _veloz("start", "--single-process", "--config", str(CONFIG), *flags)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_start_single_process_says_a_journal_directory_is_a_directory(tmp_path: Path) -> None:
+    result = _veloz("start", "--single-process", "--no-market", "--config", str(CONFIG), "--journal", str(tmp_path))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"error: --journal {tmp_path} is a directory; ")
