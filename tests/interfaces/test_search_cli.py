@@ -57,3 +57,32 @@ def test_grid_search_prints_the_top_k(app: typer.Typer, ray_runtime, shared_data
     assert lines[0].split()[:3] == ["fast", "slow", "final_equity"]
     assert len(lines) == 3
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 7
+
+
+def test_a_refused_search_leaves_no_files(app: typer.Typer, shared_data: Path, tmp_path: Path) -> None:
+    flags = _flags(shared_data, "--grid", "fast=5:10:1", "--grid", "slow=20", "--max-workers", "0")
+    result = CliRunner().invoke(app, [*flags, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --max-workers must be >= 1, got 0"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.ray
+def test_walk_forward_names_only_the_files_it_wrote(
+    app: typer.Typer, ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    flags = _flags(shared_data, "--grid", "fast=5,10", "--grid", "slow=30", "--walk-forward", "3000:2000")
+    result = CliRunner().invoke(app, [*flags, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert f"; wrote walk_forward.csv, walk_forward.parquet in {tmp_path}" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["walk_forward.csv", "walk_forward.parquet"]
+
+
+@pytest.mark.ray
+def test_a_random_search_short_of_its_budget_prints_a_warning(app: typer.Typer, ray_runtime, shared_data: Path) -> None:
+    result = CliRunner().invoke(app, _flags(shared_data, "--grid", "fast=5,10", "--grid", "slow=30", "--random", "5"))
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "warning: random search: the space holds only 2 parameter sets (after constraints), fewer than the budget "
+        "of 5; all 2 are evaluated"
+    ) in result.stderr

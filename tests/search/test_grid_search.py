@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -19,9 +20,10 @@ from tests.search.helpers import (
     serial_results,
     small_config,
 )
-from veloz_actors import ConfigError, EngineUnavailable
+from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
 from veloz_actors.data.loaders import load_bars
 from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, walk_forward_windows
+from veloz_actors.search.plan import make_plan
 
 pytestmark = pytest.mark.ray
 
@@ -97,6 +99,9 @@ def test_walk_forward_gives_one_row_per_fold(ray_runtime, shared_data: Path) -> 
         ({"data": "/nonexistent/bars.csv.gz"}, ConfigError, "data file not found"),
         ({"constraints": ["fast > slow"]}, ConfigError, "no parameter set satisfies"),
         ({"constraints": []}, ConfigError, "must be smaller than slow"),
+        ({"settings": {"slippage_bps": 20000}}, InvalidInput, "settings.slippage_bps must be below 10000"),
+        ({"settings": {"fee_rate": 1}}, InvalidInput, "settings.fee_rate must be below 1"),
+        ({"grid": {"fast": "1:100000:1", "slow": "1:100000:1"}}, ConfigError, "10,000,000,000 combinations"),
     ],
 )
 def test_bad_input_fails_before_any_work(
@@ -105,6 +110,45 @@ def test_bad_input_fails_before_any_work(
     with pytest.raises(error, match=message):
         grid_search({**small_config(shared_data), **change}, out=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_too_few_workers_fail_before_any_file_is_written(shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--max-workers must be >= 1, got 0"):
+        grid_search(small_config(shared_data), max_workers=0, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_random_budget_above_the_space_is_a_warning(shared_data: Path) -> None:
+    plan = make_plan(load_config(small_config(shared_data, random={"budget": 100})))
+    assert plan.count() == 15
+    assert plan.warnings == (
+        "random search: the space holds only 15 parameter sets (after constraints), fewer than the budget of 100; "
+        "all 15 are evaluated",
+    )
+
+
+def test_a_random_search_short_of_its_budget_warns_and_records_it(
+    ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    with pytest.warns(UserWarning, match="the space holds only 15 parameter sets"):
+        table = grid_search(small_config(shared_data, random={"budget": 100}), out=tmp_path, progress=False)
+    assert table.num_rows == 15
+    assert json.loads((tmp_path / "search.json").read_text())["warnings"] == list(
+        make_plan(load_config(small_config(shared_data, random={"budget": 100}))).warnings
+    )
+
+
+def test_walk_forward_neither_overwrites_nor_pretends_to_resume(ray_runtime, shared_data: Path, tmp_path: Path) -> None:
+    config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 2000})
+    grid_search(config, out=tmp_path, progress=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert set(before) == {"walk_forward.csv", "walk_forward.parquet"}
+    other = {**config, "grid": {"fast": [5, 6], "slow": [40]}}
+    with pytest.raises(ConfigError, match="walk_forward.csv already exists"):
+        grid_search(other, out=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="--resume does not apply to a walk-forward search"):
+        grid_search(other, out=tmp_path, resume=True, progress=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
 def test_unreachable_address_fails_fast_before_work(shared_data: Path, tmp_path: Path) -> None:

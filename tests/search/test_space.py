@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-from veloz_actors import ConfigError
+from veloz_actors import ConfigError, DataError, InvalidInput
 from veloz_actors.search import ParameterSpace, ResultStore, load_config, parse_grid_flag, walk_forward_windows
 from veloz_actors.search.config import Range
+from veloz_actors.search.plan import fingerprint, make_plan
+from veloz_actors.search.space import MAX_GRID_SETS
 
 ROW = {"final_equity": 1.5, "total_return": 0.5, "max_drawdown": 0.1, "n_trades": 3, "win_rate": 0.25, "sharpe": 0.7}
 
@@ -21,7 +25,7 @@ def test_constraint_filters_the_product_in_order() -> None:
 
 def test_range_stop_is_inclusive() -> None:
     assert Range(start=30, stop=60, step=2).values()[-1] == 60
-    assert Range(start=0.1, stop=0.3, step=0.1).values() == (0.1, 0.2, 0.3)
+    assert tuple(Range(start=0.1, stop=0.3, step=0.1).values()) == (0.1, 0.2, 0.3)
 
 
 def test_grid_flag_accepts_ranges_and_lists() -> None:
@@ -71,10 +75,17 @@ def test_bad_constraint_is_rejected(constraint: str, message: str) -> None:
         ParameterSpace({"fast": (1,), "slow": (2,)}, [constraint])
 
 
-def _store(out: Path, resume: bool = False, data: str = "a.csv") -> ResultStore:
+def _store(out: Path, resume: bool = False, data: str = "a.csv", **search: object) -> ResultStore:
     return ResultStore(
-        out, ["fast", "slow"], {"fast": (5, 6), "slow": (30,)}, resume=resume, fingerprint={"data": data}
+        out, ["fast", "slow"], {"fast": (5, 6), "slow": (30,)}, resume=resume, fingerprint={"data": data, **search}
     )
+
+
+def _saved(out: Path, **search: object) -> dict[str, bytes]:
+    """A finished two-row search in ``out``; returns every file's bytes, to show a refused resume changed none."""
+    with _store(out, **search) as store:
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}, {"fast": 6, "slow": 30, **ROW, "node": "n1"}])
+    return {path.name: path.read_bytes() for path in out.iterdir()}
 
 
 def test_resume_reads_back_rows_and_drops_a_torn_line(tmp_path: Path) -> None:
@@ -89,12 +100,145 @@ def test_resume_reads_back_rows_and_drops_a_torn_line(tmp_path: Path) -> None:
 
 
 def test_existing_results_need_resume(tmp_path: Path) -> None:
-    _store(tmp_path).close()
+    _saved(tmp_path)
     with pytest.raises(ConfigError, match="pass --resume"):
         _store(tmp_path)
+
+
+def test_a_results_file_without_rows_does_not_block_a_new_search(tmp_path: Path) -> None:
+    _store(tmp_path).close()  # a search stopped before its first result
+    with _store(tmp_path) as store:
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}])
+    assert store.table().num_rows == 1
 
 
 def test_resume_refuses_a_different_search(tmp_path: Path) -> None:
     _store(tmp_path).close()
     with pytest.raises(ConfigError, match="different data"):
         _store(tmp_path, resume=True, data="b.csv")
+
+
+GRID = {"fast": [5, 6], "slow": [30]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"grid": {"fast": [5], "slow": [40]}}, "different grid for fast: 5, 6 (now 5)"),
+        ({"constraints": ["fast < slow"]}, "different constraints: none (now fast < slow)"),
+        (
+            {"random": {"budget": 1, "seed": 0}},
+            "different random sampling: none, the whole grid (now budget 1, seed 0)",
+        ),
+    ],
+)
+def test_resume_refuses_a_different_grid_and_changes_nothing(tmp_path: Path, change: dict, message: str) -> None:
+    search = {"grid": GRID, "constraints": [], "random": None}
+    before = _saved(tmp_path, **search)
+    with pytest.raises(ConfigError, match=re.escape(f"holds a search with a {message}")):
+        _store(tmp_path, resume=True, **{**search, **change})
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_resume_of_a_damaged_search_json_is_one_error_and_changes_nothing(tmp_path: Path) -> None:
+    _saved(tmp_path)
+    (tmp_path / "search.json").write_text('{"data": "a.cs')
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(DataError, match="search.json is damaged: not valid JSON"):
+        _store(tmp_path, resume=True)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_resume_of_a_bad_cell_names_the_line_and_keeps_the_parquet(tmp_path: Path) -> None:
+    _saved(tmp_path)
+    lines = (tmp_path / "results.csv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace("1.5", "abc", 1)
+    (tmp_path / "results.csv").write_text("".join(lines))
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(DataError, match=r"results.csv line 3: final_equity 'abc' is not a number"):
+        _store(tmp_path, resume=True)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def _config(**extra: object) -> dict:
+    return {"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [5], "slow": [30]}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"fee_rate": 1}, "settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got 1"),
+        (
+            {"fee_rate": "2.5"},
+            "settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got '2.5'",
+        ),
+        ({"slippage_bps": "0.00005"}, "settings.slippage_bps '0.00005' is finer than 1e-4 bps"),
+        ({"slippage_bps": 20000}, "settings.slippage_bps must be below 10000 (100% of the price), got 20000"),
+    ],
+)
+def test_settings_are_checked_as_the_backtest_checks_them(settings: dict, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        load_config(_config(settings=settings)).settings.to_settings()
+    assert str(caught.value) == message
+
+
+def test_slippage_in_whole_ten_thousandths_of_a_bp_is_kept() -> None:
+    settings = load_config(_config(settings={"slippage_bps": "2.5"})).settings.to_settings()
+    assert settings.slippage_rate == 25_000  # 2.5 bps = 0.00025 in 1e-8 units
+
+
+@pytest.mark.parametrize(
+    "grid", [{"fast": [True, 5], "slow": [30]}, {"fast": {"start": 1, "stop": True}}, {"fast": False}]
+)
+def test_a_yes_no_grid_value_is_refused_naming_the_parameter(grid: dict) -> None:
+    with pytest.raises(ConfigError, match="parameter 'fast': (true|false) is a yes/no value"):
+        load_config(_config(grid=grid))
+
+
+def test_huge_ranges_are_counted_not_expanded() -> None:
+    values = load_config(_config(grid={"fast": "1:10000000000:1", "slow": "1:100000:1"})).parameter_values()
+    space = ParameterSpace(values)
+    assert space.product_size == len(space) == 10**15
+    assert len(values["fast"]) == 10**10 and values["fast"][-1] == 10**10
+
+
+def test_a_grid_above_the_limit_is_refused_with_its_size_before_any_work() -> None:
+    config = load_config(_config(grid={"fast": "1:100000:1", "slow": "1:100000:1"}, constraints=["fast < slow"]))
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config)  # the data file does not exist: the size is refused first, without counting the sets
+    assert str(caught.value) == (
+        f"the grid has 10,000,000,000 combinations (fast 100,000 x slow 100,000), more than the {MAX_GRID_SETS:,} a "
+        "grid search runs: narrow it, or sample it with --random N (random: {budget: N} in a config)"
+    )
+
+
+def test_a_random_search_samples_a_huge_space_without_expanding_it() -> None:
+    config = load_config(
+        _config(
+            grid={"fast": "1:1000000:1", "slow": "2:1000000:1", "extra": "0.5:1000000000:0.5"}, random={"budget": 5}
+        )
+    )
+    space = ParameterSpace(config.parameter_values(), ["fast < slow"])
+    assert space.product_size > 2**63  # indices beyond int64 too
+    sample = space.sample(5, seed=1)
+    assert len(sample) == 5 and all(p["fast"] < p["slow"] for p in sample)
+
+
+def test_random_draws_that_fall_short_enumerate_a_space_small_enough() -> None:
+    space = ParameterSpace({"fast": range(1, 1001), "slow": range(1, 1001)}, ["fast < slow", "fast == 500"])
+    sets, complete = space.draw(50, seed=0)
+    assert complete
+    assert len(sets) == 50 and all(p["fast"] == 500 < p["slow"] for p in sets)
+
+
+def test_random_draws_that_fall_short_in_a_huge_space_say_so() -> None:
+    space = ParameterSpace({"a": range(1, 1001), "b": range(1, 1001), "c": range(1, 101)}, ["a == b"])
+    sets, complete = space.draw(20, seed=0)
+    assert not complete
+    assert 0 < len(sets) < 20
+
+
+def test_search_json_records_a_huge_range_by_its_ends() -> None:
+    config = load_config(_config(grid={"fast": "1:1000000:1", "slow": [30]}, random={"budget": 5}))
+    grid = json.loads(json.dumps(fingerprint(config)))["grid"]
+    assert grid == {"fast": {"first": 1, "last": 1_000_000, "count": 1_000_000}, "slow": [30]}

@@ -192,12 +192,15 @@ def grid_search_command(
     except OSError as exc:
         raise _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": ")) from None
     p = outcome.progress
+    written = ", ".join(path.name for path in outcome.files)
     typer.echo(
         f"{p.done} parameter sets ({p.computed} computed, {p.resumed} resumed) in {p.elapsed_seconds:.2f} s "
         f"({p.rate_per_second:,.1f} sets/s) on {outcome.runtime.workers} workers"
-        + (f"; results and report.html in {out}" if out is not None else ""),
+        + (f"; wrote {written} in {out}" if written else ""),
         err=True,
     )
+    for warning in outcome.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if top and outcome.top:
         columns = [c for c in outcome.top[0] if c != "node"] + ["node"]
         typer.echo(format_table(outcome.top[:top], columns))

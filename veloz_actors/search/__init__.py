@@ -79,8 +79,11 @@ def grid_search(
     ``walk_forward`` section the table has one row per fold instead (see ``runner.run_walk_forward``).
 
     Raises :class:`~veloz_actors.ConfigError` (bad config, empty grid, unknown parameter, missing data file) and
-    :class:`~veloz_actors.EngineUnavailable` (unreachable address) before any work starts.
+    :class:`~veloz_actors.EngineUnavailable` (unreachable address) before any work starts. A random search that
+    evaluates fewer sets than its budget says so with a :class:`UserWarning`.
     """
+    import warnings
+
     from .runner import run_plan
 
     outcome = run_plan(
@@ -92,4 +95,6 @@ def grid_search(
         progress=progress,
         on_progress=on_progress,
     )
+    for message in outcome.warnings:
+        warnings.warn(message, stacklevel=2)
     return outcome.table

@@ -20,16 +20,19 @@ Everything here is pure (no Ray): it is shared by the CLI, the Python API and th
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, InvalidInput
 from ..backtest.settings import BacktestSettings
-from ..fixed import parse_decimal, parse_rate
+from ..fixed import SCALE, parse_decimal, parse_rate
+from .space import MAX_GRID_SETS, FloatSteps
 
 __all__ = [
     "MAX_REPORT_CURVES",
@@ -53,6 +56,10 @@ MAX_REPORT_CURVES = 20
 Scalar = int | float | str
 _RANGE_TEXT = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The most values one range may hold (a random search samples such a range without expanding it).
+_MAX_RANGE_VALUES = 10**12
+# Slippage is a whole number of 1e-4 bps, below 100% (10,000 bps); one bp is 10,000 in 1e-8 units.
+_BPS = 10_000
 
 
 class _Strict(BaseModel):
@@ -68,18 +75,35 @@ class Range(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Range:
+        if not all(isinstance(v, int) or math.isfinite(v) for v in (self.start, self.stop, self.step)):
+            raise ValueError(f"start, stop and step must be finite numbers, got {self.start}:{self.stop}:{self.step}")
         if self.step <= 0:
             raise ValueError(f"step must be > 0, got {self.step}")
         if self.stop < self.start:
             raise ValueError(f"stop {self.stop} is below start {self.start}: the range is empty")
+        if not self._is_int() and self.step < max(abs(self.start), abs(self.stop)) * 1e-11:
+            raise ValueError(f"step {self.step} is too fine for values up to {max(abs(self.start), abs(self.stop))}")
+        if self.count() > _MAX_RANGE_VALUES:
+            raise ValueError(
+                f"{self.start}:{self.stop}:{self.step} has {self.count():,} values, more than {_MAX_RANGE_VALUES:,}"
+            )
         return self
 
-    def values(self) -> tuple[int | float, ...]:
-        if all(isinstance(v, int) for v in (self.start, self.stop, self.step)):
-            return tuple(range(int(self.start), int(self.stop) + 1, int(self.step)))
-        # Float ranges: count the steps once and round to 12 significant digits so 0.1 + 0.2 does not leak in.
-        count = int((self.stop - self.start) / self.step + 1e-9) + 1
-        return tuple(float(f"{self.start + i * self.step:.12g}") for i in range(count))
+    def _is_int(self) -> bool:
+        return all(isinstance(v, int) for v in (self.start, self.stop, self.step))
+
+    def count(self) -> int:
+        """How many values the range holds (counted, not expanded)."""
+        if self._is_int():
+            return (int(self.stop) - int(self.start)) // int(self.step) + 1
+        return int((self.stop - self.start) / self.step + 1e-9) + 1
+
+    def values(self) -> Sequence[int | float]:
+        """The values, computed when read (a ``range``, or floats rounded to 12 significant digits so 0.1 + 0.2
+        does not leak in): a huge range costs nothing until a search reads it."""
+        if self._is_int():
+            return range(int(self.start), int(self.stop) + 1, int(self.step))
+        return FloatSteps(self.start, self.step, self.count())
 
 
 class SettingsConfig(_Strict):
@@ -92,10 +116,27 @@ class SettingsConfig(_Strict):
     price_tick: str | float | None = None  # None: the data's own tick
 
     def to_settings(self) -> BacktestSettings:
+        """The settings in 1e-8 units, checked as the backtest checks them; errors name the key and the value given.
+
+        Raises :class:`~veloz_actors.InvalidInput`: a fee rate of 1 or more, slippage of 10,000 bps or more or finer
+        than 1e-4 bps, a value that is not a non-negative decimal with at most 8 places.
+        """
+        fee_rate = parse_rate(self.fee_rate, "settings.fee_rate")
+        if fee_rate >= SCALE:
+            raise InvalidInput(
+                f"settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got {self.fee_rate!r}"
+            )
+        slippage = parse_rate(self.slippage_bps, "settings.slippage_bps")  # bps in 1e-8 units
+        if slippage % _BPS:
+            raise InvalidInput(f"settings.slippage_bps {self.slippage_bps!r} is finer than 1e-4 bps")
+        if slippage >= _BPS * SCALE:
+            raise InvalidInput(
+                f"settings.slippage_bps must be below 10000 (100% of the price), got {self.slippage_bps!r}"
+            )
         return BacktestSettings(
             initial_cash=parse_decimal(_text(self.initial_cash), "settings.initial_cash", allow_zero=False),
-            fee_rate=parse_rate(self.fee_rate, "settings.fee_rate"),
-            slippage_rate=parse_rate(self.slippage_bps, "settings.slippage_bps") // 10_000,
+            fee_rate=fee_rate,
+            slippage_rate=slippage // _BPS,
             qty_step=None
             if self.qty_step is None
             else parse_decimal(_text(self.qty_step), "settings.qty_step", allow_zero=False),
@@ -108,7 +149,7 @@ class SettingsConfig(_Strict):
 class RandomSearch(_Strict):
     """Sample ``budget`` distinct parameter sets from the space (after constraints), reproducibly from ``seed``."""
 
-    budget: int = Field(gt=0)
+    budget: int = Field(gt=0, le=MAX_GRID_SETS)
     seed: int = 0
 
 
@@ -170,6 +211,8 @@ class SearchConfig(_Strict):
     def _ranges_from_text(cls, grid: Any) -> Any:
         if not isinstance(grid, dict):
             return grid
+        for name, value in grid.items():
+            _refuse_booleans(name, value)
         return {name: _parse_values(value) for name, value in grid.items()}
 
     @field_validator("grid")
@@ -198,11 +241,18 @@ class SearchConfig(_Strict):
             return self.mode == "max"
         return self.metric not in _MINIMISED
 
-    def parameter_values(self) -> dict[str, tuple[Scalar, ...]]:
-        """Each parameter's candidate values, in the order the config gives them (duplicates removed)."""
-        out: dict[str, tuple[Scalar, ...]] = {}
+    def parameter_values(self) -> dict[str, Sequence[Scalar]]:
+        """Each parameter's candidate values, in the order the config gives them (duplicates removed).
+
+        A range's values stay a lazy sequence (its values are distinct by construction), so a huge one is never
+        expanded here.
+        """
+        out: dict[str, Sequence[Scalar]] = {}
         for name, values in self.grid.items():
-            seq = values.values() if isinstance(values, Range) else tuple(values)
+            if isinstance(values, Range):
+                out[name] = values.values()
+                continue
+            seq = tuple(values)
             if any(isinstance(v, float) for v in seq) and all(isinstance(v, int | float) for v in seq):
                 seq = tuple(float(v) for v in seq)  # one type per column, so results.csv reads back exactly
             out[name] = tuple(dict.fromkeys(seq))
@@ -211,6 +261,17 @@ class SearchConfig(_Strict):
 
 def _text(value: str | int | float) -> str:
     return value if isinstance(value, str) else repr(value)
+
+
+def _refuse_booleans(name: str, value: Any) -> None:
+    """YAML reads true/false/yes/no/on/off as booleans, which pydantic would quietly take as 1 and 0."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(
+                f"parameter {name!r}: {str(item).lower()} is a yes/no value, not a parameter value; "
+                "give numbers (or quote text)"
+            )
 
 
 def _scalar(text: str) -> Scalar:

@@ -20,17 +20,23 @@ from ..data.bars import BarSeries
 from ..fixed import format_decimal
 from ..strategies.params import VALID_STRATEGIES, validate_params
 from .config import METRICS, SearchConfig
-from .space import ParameterSpace, Window, walk_forward_windows
+from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
 __all__ = ["SearchPlan", "execute_chunk", "fingerprint", "make_plan", "slice_bars"]
 
 # Sets validated up front; beyond this a huge grid is checked on its first sets only (the rest fail in their chunk).
 _VALIDATE_MAX_SETS = 200_000
+# search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
+_FINGERPRINT_MAX_VALUES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class SearchPlan:
-    """Everything a search needs, validated: bars, settings, the space, and (random search) the drawn sets."""
+    """Everything a search needs, validated: bars, settings, the space, and (random search) the drawn sets.
+
+    ``warnings`` are what the person should know before trusting the results (a random search that found fewer sets
+    than its budget); the CLI prints them and ``search.json`` records them.
+    """
 
     config: SearchConfig
     bars: BarSeries
@@ -38,6 +44,7 @@ class SearchPlan:
     space: ParameterSpace
     sampled: tuple[dict[str, Any], ...] | None
     windows: tuple[Window, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -57,6 +64,12 @@ def make_plan(config: SearchConfig) -> SearchPlan:
 
     values = config.parameter_values()
     space = ParameterSpace(values, config.constraints)
+    if config.random is None and space.product_size > MAX_GRID_SETS:
+        sizes = " x ".join(f"{name} {len(vals):,}" for name, vals in zip(space.names, space.values, strict=True))
+        raise ConfigError(
+            f"the grid has {space.product_size:,} combinations ({sizes}), more than the {MAX_GRID_SETS:,} a grid "
+            "search runs: narrow it, or sample it with --random N (random: {budget: N} in a config)"
+        )
     settings = config.settings.to_settings()
     if not config.data.is_file():
         raise ConfigError(f"data file not found: {config.data}")
@@ -68,9 +81,28 @@ def make_plan(config: SearchConfig) -> SearchPlan:
     except InvalidInput as exc:
         raise ConfigError(f"settings: {exc}") from exc
     sampled = None
+    warnings: list[str] = []
     if config.random is not None:
-        sampled = tuple(space.sample(config.random.budget, config.random.seed))
+        drawn, complete = space.draw(config.random.budget, config.random.seed)
+        sampled = tuple(drawn)
         count = len(sampled)
+        if not complete and count < config.random.budget:
+            constraints = "; ".join(config.constraints)
+            if count == 0:
+                raise ConfigError(
+                    f"random search found no parameter set that satisfies the constraints ({constraints}) in its draws from the "
+                    f"grid's {space.product_size:,} combinations; loosen the constraints or narrow the grid"
+                )
+            warnings.append(
+                f"random search found only {count} of the {config.random.budget} parameter sets asked for: few of "
+                f"the grid's {space.product_size:,} combinations satisfy the constraints ({constraints}); loosen the "
+                "constraints or narrow the grid"
+            )
+        elif 0 < count < config.random.budget:
+            warnings.append(
+                f"random search: the space holds only {count} parameter sets (after constraints), fewer than the "
+                f"budget of {config.random.budget}; all {count} are evaluated"
+            )
     else:
         count = len(space)
     if count == 0:
@@ -82,7 +114,7 @@ def make_plan(config: SearchConfig) -> SearchPlan:
     if config.walk_forward is not None:
         wf = config.walk_forward
         windows = tuple(walk_forward_windows(len(bars), wf.train_bars, wf.test_bars, wf.step))
-    plan = SearchPlan(config, bars, settings, space, sampled, windows)
+    plan = SearchPlan(config, bars, settings, space, sampled, windows, tuple(warnings))
     validate_parameters(plan)
     return plan
 
@@ -156,10 +188,16 @@ def fingerprint(config: SearchConfig) -> dict[str, Any]:
             "qty_step": None if settings.qty_step is None else format_decimal(settings.qty_step),
             "price_tick": None if settings.price_tick is None else format_decimal(settings.price_tick),
         },
-        "grid": {name: list(values) for name, values in config.parameter_values().items()},
+        "grid": {name: _fingerprint_values(values) for name, values in config.parameter_values().items()},
         "constraints": list(config.constraints),
         "random": None if config.random is None else config.random.model_dump(),
     }
+
+
+def _fingerprint_values(values: Sequence[Any]) -> list[Any] | dict[str, Any]:
+    if isinstance(values, tuple) or len(values) <= _FINGERPRINT_MAX_VALUES:
+        return list(values)
+    return {"first": values[0], "last": values[-1], "count": len(values)}
 
 
 def _describe(params: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ by the kernel itself (bad input) stops the search.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,12 +21,12 @@ import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayTaskError
 
-from .._exceptions import VelozError
+from .._exceptions import ConfigError, VelozError
 from .config import METRICS, SearchConfig
 from .plan import SearchPlan, execute_chunk, fingerprint, make_plan, slice_bars
 from .progress import ProgressBar, SearchProgress
-from .runtime import Runtime, connect, probe_address
-from .store import ResultStore, TopK
+from .runtime import Runtime, check_max_workers, connect, probe_address
+from .store import CSV_NAME, META_NAME, PARQUET_NAME, ResultStore, TopK
 
 __all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
 
@@ -38,6 +39,8 @@ _MAX_CHUNK = 256
 # Re-submissions of one chunk after Ray's own retries are exhausted (a worker or node lost again and again).
 _MAX_RESUBMITS = 3
 _TASK_RETRIES = 3
+# What a walk-forward search writes in ``out`` (it does not resume: it always runs every fold).
+WALK_FORWARD_FILES = ("walk_forward.csv", "walk_forward.parquet")
 
 ProgressCallback = Callable[[SearchProgress], None]
 
@@ -48,7 +51,11 @@ def _run_chunk(prepared: Any, param_sets: list[dict[str, Any]]) -> tuple[str, li
 
 
 class SearchOutcome:
-    """What a finished search reports: the top rows, counts and timing; the whole table is read only when asked for."""
+    """What a finished search reports: the top rows, counts and timing; the whole table is read only when asked for.
+
+    ``files`` are the files written (none without ``out``); ``warnings`` what the person should know about the results
+    (see :class:`~veloz_actors.search.plan.SearchPlan`).
+    """
 
     def __init__(
         self,
@@ -56,11 +63,16 @@ class SearchOutcome:
         progress: SearchProgress,
         runtime: Runtime,
         top: list[dict[str, Any]],
+        *,
+        files: tuple[Path, ...] = (),
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self._table = table
         self.progress = progress
         self.runtime = runtime
         self.top = top
+        self.files = files
+        self.warnings = warnings
 
     @property
     def table(self) -> pa.Table:
@@ -83,16 +95,25 @@ def run_plan(
     """Validate, connect, run every missing parameter set, and return the whole results table (see ``grid_search``).
 
     With ``out``, ``report.html`` is written there at the end (:mod:`.report`: the metric's heatmap, the top sets and
-    their equity curves, re-run in this process)."""
+    their equity curves, re-run in this process). Every input is checked before the first file is written, so a
+    refused search leaves ``out`` as it was."""
     probe_address(address)
+    check_max_workers(max_workers)
+    if config.walk_forward is not None and resume:
+        raise ConfigError(
+            "--resume does not apply to a walk-forward search: it always runs every fold; run it without --resume, "
+            "with a new --out"
+        )
     plan = make_plan(config)
     if config.walk_forward is not None:
         return run_walk_forward(
             plan, address=address, max_workers=max_workers, out=out, progress=progress, on_progress=on_progress
         )
+    shared = _prepare(plan, plan.bars)  # the kernel's own checks of data and settings, before any file is written
     bar = _bar(progress)
     values = {n: v for n, v in zip(plan.space.names, plan.space.values, strict=True)}
-    with ResultStore(out, plan.param_names, values, resume=resume, fingerprint=fingerprint(config)) as store:
+    meta = {**fingerprint(config), "warnings": list(plan.warnings)}
+    with ResultStore(out, plan.param_names, values, resume=resume, fingerprint=meta) as store:
         total = plan.count()
         todo = (p for p in plan.param_sets() if not store.is_done(p))
         resumed = sum(1 for p in plan.param_sets() if store.is_done(p))
@@ -103,7 +124,8 @@ def run_plan(
             in_flight = config.max_in_flight or (
                 runtime.workers if max_workers and not runtime.started_here else 2 * runtime.workers
             )
-            prepared = ray.put(_prepare(plan, plan.bars))
+            prepared = ray.put(shared)
+            del shared
             started = time.monotonic()
             state = SearchProgress(resumed, total, resumed, 0, 0.0)
 
@@ -141,11 +163,14 @@ def run_plan(
             if bar is not None:
                 bar.update(state, final=True)
     names = [(n, "ascending") for n in plan.param_names]
-    outcome = SearchOutcome(lambda: store.table().sort_by(names), state, runtime, ranking.rows())
+    files = () if out is None else tuple(out / name for name in (CSV_NAME, PARQUET_NAME, META_NAME))
+    outcome = SearchOutcome(
+        lambda: store.table().sort_by(names), state, runtime, ranking.rows(), files=files, warnings=plan.warnings
+    )
     if out is not None:
         from .report import write_search_report
 
-        write_search_report(out, plan, outcome.table)
+        outcome.files = (*files, write_search_report(out, plan, outcome.table))
     return outcome
 
 
@@ -254,9 +279,17 @@ def run_walk_forward(
     Every fold's training chunks go through the one bounded loop together, so folds overlap on the cluster. The
     table has one row per fold: ``fold, train_start_ms, test_start_ms, test_end_ms``, the chosen parameters, the
     in-sample value of the ranking metric (``train_<metric>``), the out-of-sample metrics and ``node``. Indicators
-    warm up inside each window (a test window does not see the training bars).
+    warm up inside each window (a test window does not see the training bars). With ``out``, the table is written to
+    ``walk_forward.csv`` and ``walk_forward.parquet`` there; existing ones are never overwritten.
     """
     config = plan.config
+    check_max_workers(max_workers)
+    existing = [out / name for name in WALK_FORWARD_FILES if (out / name).exists()] if out is not None else []
+    if existing:
+        raise ConfigError(
+            f"{existing[0]} already exists: a walk-forward search does not resume or overwrite; "
+            "choose another --out (or delete the old results)"
+        )
     bar = _bar(progress)
     sets = list(plan.param_sets())
     total = len(sets) * len(plan.windows)
@@ -320,10 +353,15 @@ def run_walk_forward(
             }
         )
     table = pa.Table.from_pylist(rows)
+    files: tuple[Path, ...] = ()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         import pyarrow.csv as pacsv
 
-        pacsv.write_csv(table, out / "walk_forward.csv")
-        pq.write_table(table, out / "walk_forward.parquet")
-    return SearchOutcome(table, state, runtime, rows)
+        csv_path, parquet_path = (out / name for name in WALK_FORWARD_FILES)
+        pacsv.write_csv(table, csv_path.with_name(csv_path.name + ".tmp"))
+        pq.write_table(table, parquet_path.with_name(parquet_path.name + ".tmp"))
+        for path in (csv_path, parquet_path):
+            os.replace(path.with_name(path.name + ".tmp"), path)
+        files = (csv_path, parquet_path)
+    return SearchOutcome(table, state, runtime, rows, files=files, warnings=plan.warnings)

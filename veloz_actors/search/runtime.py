@@ -25,7 +25,7 @@ import ray
 
 from .._exceptions import ConfigError, EngineUnavailable
 
-__all__ = ["Runtime", "connect", "probe_address"]
+__all__ = ["Runtime", "check_max_workers", "connect", "probe_address"]
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -60,11 +60,16 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -
         raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({reason} after <= {timeout:g} s)") from exc
 
 
+def check_max_workers(max_workers: int | None) -> None:
+    """Refuse a ``--max-workers`` below 1 (``None`` means every core / the whole cluster)."""
+    if max_workers is not None and max_workers < 1:
+        raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
+
+
 @contextlib.contextmanager
 def connect(address: str | None, max_workers: int | None = None) -> Iterator[Runtime]:
     """Yield the runtime for ``address``; stop it on exit only if it was started here."""
-    if max_workers is not None and max_workers < 1:
-        raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
+    check_max_workers(max_workers)
     if ray.is_initialized() and address is None:
         yield Runtime("existing", _workers(max_workers), started_here=False)
         return

@@ -4,8 +4,9 @@
 finished before Ctrl-C, a killed driver or a lost node is on disk. ``--resume`` reads it back (dropping a torn last
 line), and the search runs only the parameter sets that are not there. ``results.parquet`` is written alongside in row
 groups; it is complete once the search ends (a file from a killed driver lacks its footer and is rebuilt from the CSV on
-resume). ``search.json`` records what the results depend on (data, strategy, settings) so a resume against a different
-search is refused instead of mixing results.
+resume). ``search.json`` records what the results depend on (data, strategy, settings, the grid, the constraints and
+the random sampling) so a resume against a different search is refused instead of mixing results. Everything a
+resume reads is checked before anything is written: a refused or damaged resume leaves the directory as it was.
 
 Columns: the parameters (config order), then ``final_equity, total_return, max_drawdown, n_trades, win_rate, sharpe``,
 then ``node`` (the Ray node id that ran the set). Pure: no Ray.
@@ -26,9 +27,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, DataError
 from .config import METRICS
-from .space import format_value, parameter_key
+from .space import FloatSteps, format_value, parameter_key
 
 __all__ = ["ResultStore", "TopK", "format_table"]
 
@@ -80,40 +81,22 @@ class ResultStore:
     # -- set-up ------------------------------------------------------------------------------------------------------
 
     def _open(self, out_dir: Path, resume: bool, fingerprint: dict[str, Any]) -> None:
-        csv_path = out_dir / CSV_NAME
-        meta_path = out_dir / META_NAME
-        if csv_path.exists() and not resume:
-            raise ConfigError(
-                f"{csv_path} already exists: pass --resume to continue that search, or choose another --out"
-            )
+        typed = self._load(out_dir, resume, fingerprint)  # every check first: nothing is written if one fails
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create --out directory {out_dir}: {exc.strerror}") from exc
-        old_rows: list[dict[str, str]] = []
-        if resume and csv_path.exists():
-            if meta_path.exists():
-                previous = json.loads(meta_path.read_text())
-                for key in ("data", "strategy", "settings"):
-                    if key in fingerprint and previous.get(key) != fingerprint[key]:
-                        raise ConfigError(
-                            f"--resume: {out_dir} holds a search with a different {key} "
-                            f"({previous.get(key)!r}, now {fingerprint[key]!r}); choose another --out"
-                        )
-            old_rows = self._read_csv(csv_path)
-        meta_path.write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        _write_atomically(out_dir / META_NAME, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
         # Rewrite the CSV without any torn last line, then reopen it for appending.
-        tmp = csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(self.columns)
-            for row in old_rows:
-                writer.writerow([row[c] for c in self.columns])
-        os.replace(tmp, csv_path)
+        csv_path = out_dir / CSV_NAME
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(self.columns)
+        writer.writerows([format_value(row[c]) for c in self.columns] for row in typed)
+        _write_atomically(csv_path, text.getvalue())
         self._csv = csv_path.open("a", newline="")
         self._writer = csv.writer(self._csv)
         self._parquet = pq.ParquetWriter(out_dir / PARQUET_NAME, self.schema)
-        typed = [self._typed(row) for row in old_rows]
         for row in typed:
             self._done.add(parameter_key(row, self.param_names))
         self.resumed_rows = len(typed)
@@ -121,9 +104,35 @@ class ResultStore:
         if typed:
             self._parquet.write_table(pa.Table.from_pylist(typed, schema=self.schema))
 
-    def _read_csv(self, path: Path) -> list[dict[str, str]]:
-        with path.open(newline="") as handle:
-            text = handle.read()
+    def _load(self, out_dir: Path, resume: bool, fingerprint: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows to resume from, read and checked without writing anything; refuse a search that is not this one."""
+        csv_path = out_dir / CSV_NAME
+        meta_path = out_dir / META_NAME
+        if not csv_path.exists():
+            return []
+        if not resume:
+            if not _holds_rows(csv_path):
+                return []  # a header left by a search that stopped before its first result: nothing to lose
+            raise ConfigError(
+                f"{csv_path} already exists: pass --resume to continue that search, or choose another --out"
+            )
+        if meta_path.exists():
+            previous = _read_meta(meta_path)
+            now = json.loads(json.dumps(fingerprint, default=str))  # as search.json would hold it
+            for key in ("data", "strategy", "settings", "grid", "constraints", "random"):
+                if key in now and previous.get(key) != now[key]:
+                    raise ConfigError(
+                        f"--resume: {out_dir} holds a search with a different {_difference(key, previous.get(key), now[key])}; "
+                        "choose another --out"
+                    )
+        return self._read_csv(csv_path)
+
+    def _read_csv(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            with path.open(newline="") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"--resume: cannot read {path}: {exc}") from exc
         lines = text.splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines.pop()  # torn write from a killed driver
@@ -136,24 +145,33 @@ class ResultStore:
                 f"--resume: {path} has columns {','.join(header)}, this search writes {','.join(self.columns)}; "
                 "choose another --out"
             )
-        rows: dict[tuple[str, ...], dict[str, str]] = {}
+        rows: dict[tuple[str, ...], dict[str, Any]] = {}
         for cells in reader:
             if len(cells) != len(self.columns):
-                continue
-            row = dict(zip(self.columns, cells, strict=True))
-            rows[tuple(row[n] for n in self.param_names)] = row
+                raise DataError(
+                    f"--resume: {path} line {reader.line_num} has {len(cells)} cells, expected {len(self.columns)} "
+                    f"({','.join(self.columns)}); fix or delete that line"
+                )
+            row = self._typed(dict(zip(self.columns, cells, strict=True)), path, reader.line_num)
+            rows[parameter_key(row, self.param_names)] = row
         return list(rows.values())
 
-    def _typed(self, row: Mapping[str, str]) -> dict[str, Any]:
+    def _typed(self, row: Mapping[str, str], path: Path, line: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for field in self.schema:
             text = row[field.name]
-            if pa.types.is_integer(field.type):
-                out[field.name] = int(text)
-            elif pa.types.is_floating(field.type):
-                out[field.name] = float(text)
-            else:
-                out[field.name] = text
+            try:
+                if pa.types.is_integer(field.type):
+                    out[field.name] = int(text)
+                elif pa.types.is_floating(field.type):
+                    out[field.name] = float(text)
+                else:
+                    out[field.name] = text
+            except ValueError:
+                kind = "a whole number" if pa.types.is_integer(field.type) else "a number"
+                raise DataError(
+                    f"--resume: {path} line {line}: {field.name} {text!r} is not {kind}; fix or delete that line"
+                ) from None
         return out
 
     # -- use ---------------------------------------------------------------------------------------------------------
@@ -214,7 +232,73 @@ class ResultStore:
         self.close()
 
 
+def _holds_rows(path: Path) -> bool:
+    """Whether a results.csv holds at least one complete row after its header."""
+    with path.open(newline="", errors="replace") as handle:
+        handle.readline()
+        return handle.readline().endswith("\n")
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        reason = (
+            f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+            if isinstance(exc, json.JSONDecodeError)
+            else exc
+        )
+        raise DataError(
+            f"--resume: {path} is damaged: {reason}; it records which search the results belong to, so the resume "
+            "cannot be checked: restore it, delete it to resume without the check, or choose another --out"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise DataError(
+            f"--resume: {path} is damaged: expected a JSON object; restore it, delete it, or choose another --out"
+        )
+    return meta
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    """What changed in one part of the search, in the words of the config (``grid``, ``constraints``, ...)."""
+    if key == "grid" and isinstance(before, dict) and isinstance(now, dict):
+        if list(before) != list(now):
+            return f"grid: parameters {', '.join(before)} (now {', '.join(now)})"
+        name = next(n for n in now if before[n] != now[n])
+        return f"grid for {name}: {_values_text(before[name])} (now {_values_text(now[name])})"
+    if key == "constraints":
+        return f"constraints: {'; '.join(before or []) or 'none'} (now {'; '.join(now) or 'none'})"
+    if key == "random":
+        return f"random sampling: {_random_text(before)} (now {_random_text(now)})"
+    return f"{key} ({before!r}, now {now!r})"
+
+
+def _values_text(values: Any) -> str:
+    if isinstance(values, dict):
+        return f"{values.get('first')}..{values.get('last')} ({values.get('count')} values)"
+    if isinstance(values, list) and len(values) > 6:
+        return f"{', '.join(map(str, values[:3]))}, ..., {values[-1]} ({len(values)} values)"
+    return ", ".join(map(str, values)) if isinstance(values, list) else repr(values)
+
+
+def _random_text(random: Any) -> str:
+    if not isinstance(random, dict):
+        return "none, the whole grid"
+    return f"budget {random.get('budget')}, seed {random.get('seed')}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: a reader (or a crash) sees the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, newline="")
+    os.replace(tmp, path)
+
+
 def _arrow_type(values: Sequence[Any]) -> pa.DataType:
+    if isinstance(values, range):
+        return pa.int64()
+    if isinstance(values, FloatSteps):
+        return pa.float64()
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return pa.int64()
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
