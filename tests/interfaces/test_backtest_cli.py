@@ -15,6 +15,7 @@ from veloz_actors.fixed import parse_decimal
 ROOT = Path(__file__).resolve().parents[2]
 VELOZ = [sys.executable, "-m", "veloz_actors.interfaces.cli"]
 ETH_1H = "../shared/data/ohlcv/binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz"
+SMA_3_9 = ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9"]
 
 
 def _veloz(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,36 +84,13 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
             "fee_rate",
         ),
         (["--data", "pyproject.toml", "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9"], ""),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--qty-step",
-             "0.0000001"],
-            "qty_step (--qty-step) 0.0000001 x the data's price tick 0.01 is finer than 1e-8 of the quote asset",
-        ),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--price-tick",
-             "0.1"],
-            "ETHUSDT: price_tick (--price-tick) 0.1 is off the data",
-        ),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--price-tick",
-             "0.0o1"],
-            "price_tick (--price-tick): '0.0o1' is not a decimal number",
-        ),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--engine",
-             "kernel", "--fee-rate", "5"],
-            "fee_rate '5' must be below 1",
-        ),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--slippage-bps",
-             "20000"],
-            "slippage_bps '20000' must be below 10000",
-        ),
-        (
-            ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--out",
-             "pyproject.toml"],
-            "--out pyproject.toml: exists and is not a directory",
-        ),
+        ([*SMA_3_9, "--qty-step", "0.0000001"],
+         "qty_step (--qty-step) 0.0000001 x the data's price tick 0.01 is finer than 1e-8 of the quote asset"),
+        ([*SMA_3_9, "--price-tick", "0.1"], "ETHUSDT: price_tick (--price-tick) 0.1 is off the data"),
+        ([*SMA_3_9, "--price-tick", "0.0o1"], "price_tick (--price-tick): '0.0o1' is not a decimal number"),
+        ([*SMA_3_9, "--engine", "kernel", "--fee-rate", "5"], "fee_rate '5' must be below 1"),
+        ([*SMA_3_9, "--slippage-bps", "20000"], "slippage_bps '20000' must be below 10000"),
+        ([*SMA_3_9, "--out", "pyproject.toml"], "--out pyproject.toml: exists and is not a directory"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
@@ -148,8 +126,7 @@ def test_an_out_folder_that_cannot_be_made_is_said_before_the_run(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
     out = blocked / "run"  # inside a file: cannot be created
-    args = ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=9", "--out", str(out)]
-    proc = _veloz("backtest", *args)
+    proc = _veloz("backtest", *SMA_3_9, "--out", str(out))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: --out {out}: cannot create the directory (Not a directory)"
 
