@@ -112,6 +112,13 @@ def test_bad_input_fails_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_tick_capture_is_refused_saying_a_search_runs_on_bars(shared_data: Path, tmp_path: Path) -> None:
+    capture = shared_data / "ticks_l2" / "binance_spot_btcusdt_20240808_ws.txt.gz"
+    with pytest.raises(ConfigError, match="is a recorded WebSocket capture: a search runs on bars"):
+        grid_search({**small_config(shared_data), "data": str(capture)}, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_too_few_workers_fail_before_any_file_is_written(shared_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--max-workers must be >= 1, got 0"):
         grid_search(small_config(shared_data), max_workers=0, out=tmp_path / "out", progress=False)

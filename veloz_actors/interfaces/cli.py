@@ -146,6 +146,8 @@ def start(
             f"(e.g. {Path(journal_path) / 'engine.journal'})"
         )
     mode = durability or file_config.journal.durability
+    if mode not in ("always", "group", "none"):  # before the run folder and its log file are made
+        raise VelozError(f"--durability must be always, group or none, got {mode!r}")
     log_dir = None if journal_path is None else Path(journal_path).resolve().parent  # logs: in the run folder
     configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
     trading_live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"

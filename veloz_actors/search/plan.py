@@ -60,6 +60,7 @@ class SearchPlan:
 
 def make_plan(config: SearchConfig) -> SearchPlan:
     """Load and validate everything a search needs. Raises ``ConfigError``/``DataError`` (one line) on bad input."""
+    from ..backtest.l2 import is_tick_capture
     from ._backend import load_bars
 
     values = config.parameter_values()
@@ -73,6 +74,11 @@ def make_plan(config: SearchConfig) -> SearchPlan:
     settings = config.settings.to_settings()
     if not config.data.is_file():
         raise ConfigError(f"data file not found: {config.data}")
+    if is_tick_capture(config.data):
+        raise ConfigError(
+            f"{config.data} is a recorded WebSocket capture: a search runs on bars (OHLCV CSV or feather, Binance "
+            "klines); backtest a capture with `veloz backtest --data FILE --strategy book_imbalance`"
+        )
     bars = load_bars(config.data)
     if len(bars) < 2:
         raise ConfigError(f"{config.data}: {len(bars)} bars is too few to backtest")
