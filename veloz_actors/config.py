@@ -38,6 +38,7 @@ __all__ = [
     "default_engine_config",
     "load_engine_config",
     "load_yaml",
+    "not_bool",
     "resolve_venue_instruments",
     "with_logging",
     "with_venue",
@@ -59,15 +60,16 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _not_bool(value: Any) -> Any:
+def not_bool(value: Any) -> Any:
+    """A pydantic before-validator: refuse YAML's true / false where a number belongs (it would be taken as 1 / 0)."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {_yaml_text(value)}")
     return value
 
 
 Decimal = Annotated[str | int | float, BeforeValidator(_number)]
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool)]
+Int = Annotated[int, BeforeValidator(not_bool)]
+Float = Annotated[float, BeforeValidator(not_bool)]
 
 
 def _kind(value: Any) -> str:

@@ -108,9 +108,9 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
         ("backtest:\n", "backtest: must be a mapping of settings, got nothing"),
         ("backtest: [1, 2]\n", "backtest: must be a mapping of settings, got list"),
         (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\ninitial_cash: true\n",
-         "initial_cash: must be a number, got true"),  # never a cash of 1
+         "initial_cash: expected a number, got true"),  # never a cash of 1
         (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\nfee_rate: false\n",
-         "fee_rate: must be a number, got false"),
+         "fee_rate: expected a number, got false"),
     ],
 )  # fmt: skip
 def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):

@@ -99,8 +99,8 @@ def test_walk_forward_gives_one_row_per_fold(ray_runtime, shared_data: Path) -> 
         ({"data": "/nonexistent/bars.csv.gz"}, ConfigError, "data file not found"),
         ({"constraints": ["fast > slow"]}, ConfigError, "no parameter set satisfies"),
         ({"constraints": []}, ConfigError, "must be smaller than slow"),
-        ({"settings": {"slippage_bps": 20000}}, InvalidInput, "settings.slippage_bps must be below 10000"),
-        ({"settings": {"fee_rate": 1}}, InvalidInput, "settings.fee_rate must be below 1"),
+        ({"settings": {"slippage_bps": 20000}}, InvalidInput, "settings.slippage_bps 20000 must be below 10000"),
+        ({"settings": {"fee_rate": 1}}, InvalidInput, "settings.fee_rate 1 must be below 1"),
         ({"grid": {"fast": "1:100000:1", "slow": "1:100000:1"}}, ConfigError, "10,000,000,000 combinations"),
     ],
 )

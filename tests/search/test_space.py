@@ -167,13 +167,10 @@ def _config(**extra: object) -> dict:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"fee_rate": 1}, "settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got 1"),
-        (
-            {"fee_rate": "2.5"},
-            "settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got '2.5'",
-        ),
+        ({"fee_rate": 1}, "settings.fee_rate 1 must be below 1 (a fraction of the notional: 0.001 is 0.1 %)"),
+        ({"fee_rate": "2.5"}, "settings.fee_rate '2.5' must be below 1 (a fraction of the notional: 0.001 is 0.1 %)"),
         ({"slippage_bps": "0.00005"}, "settings.slippage_bps '0.00005' is finer than 1e-4 bps"),
-        ({"slippage_bps": 20000}, "settings.slippage_bps must be below 10000 (100% of the price), got 20000"),
+        ({"slippage_bps": 20000}, "settings.slippage_bps 20000 must be below 10000 (100 % of the price)"),
     ],
 )
 def test_settings_are_checked_as_the_backtest_checks_them(settings: dict, message: str) -> None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .._exceptions import ConfigError, InvalidInput
-from ..config import load_yaml
-from ..fixed import SCALE, format_decimal, parse_decimal, parse_rate
+from ..config import load_yaml, not_bool
+from ..fixed import format_decimal, parse_decimal
 
 __all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
 
@@ -36,35 +36,23 @@ class BacktestConfig(BaseModel):
     data: str | None = None
     strategy: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    fee_rate: str | float = "0.001"
-    slippage_bps: str | float = "0"
-    initial_cash: str | float = "10000"
+    fee_rate: Annotated[str | float, BeforeValidator(not_bool)] = "0.001"
+    slippage_bps: Annotated[str | float, BeforeValidator(not_bool)] = "0"
+    initial_cash: Annotated[str | float, BeforeValidator(not_bool)] = "10000"
     qty_step: str | None = None  # None: 0.00001, coarser when the price tick needs it (see backtest.settings)
     price_tick: str | None = None  # None: the data's own tick
     engine: Literal["event", "kernel"] = "event"
     out: str | None = None
 
-    @field_validator("fee_rate", "slippage_bps", "initial_cash", mode="before")
-    @classmethod
-    def _a_number(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # YAML's true / false would otherwise be taken as 1 / 0
-            raise ValueError(f"must be a number, got {str(value).lower()}")
-        return value
-
 
 def _settings(cfg: BacktestConfig) -> Any:
-    from ..backtest.settings import BacktestSettings
+    from ..backtest.settings import BacktestSettings, parse_costs
 
-    slippage_bps = parse_rate(cfg.slippage_bps, "slippage_bps")  # bps in 1e-8 units
-    if slippage_bps >= 10_000 * SCALE:
-        raise InvalidInput(f"slippage_bps {cfg.slippage_bps!r} must be below 10000 (100 % of the price)")
-    fee_rate = parse_rate(cfg.fee_rate, "fee_rate")
-    if fee_rate >= SCALE:
-        raise InvalidInput(f"fee_rate {cfg.fee_rate!r} must be below 1 (a fraction of the notional: 0.001 is 0.1 %)")
+    fee_rate, slippage_rate = parse_costs(cfg.fee_rate, cfg.slippage_bps)
     return BacktestSettings(
         initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
         fee_rate=fee_rate,
-        slippage_rate=slippage_bps // 10_000 if slippage_bps % 10_000 == 0 else _bps_error(cfg.slippage_bps),
+        slippage_rate=slippage_rate,
         qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
         price_tick=parse_decimal(cfg.price_tick, "price_tick (--price-tick)", allow_zero=False)
         if cfg.price_tick
@@ -84,10 +72,6 @@ def _output_dir(out: str) -> None:
 
 def _text(value: str | float) -> str:
     return repr(value) if isinstance(value, float) else str(value)
-
-
-def _bps_error(value: Any) -> int:
-    raise InvalidInput(f"slippage_bps {value!r} is finer than 1e-4 bps")
 
 
 def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:

@@ -24,9 +24,9 @@ import numpy as np
 from .._exceptions import InvalidInput
 from ..core.instruments import exact_qty_step
 from ..data.bars import BarSeries
-from ..fixed import SCALE, format_decimal
+from ..fixed import SCALE, format_decimal, parse_rate
 
-__all__ = ["DEFAULT_QTY_STEP", "BacktestSettings", "default_qty_step"]
+__all__ = ["DEFAULT_QTY_STEP", "BacktestSettings", "default_qty_step", "parse_costs"]
 
 DEFAULT_QTY_STEP = 1_000  # 0.00001
 
@@ -105,3 +105,20 @@ class BacktestSettings:
         if tick == self.price_tick and step == self.qty_step:
             return self
         return replace(self, price_tick=tick, qty_step=step)
+
+
+def parse_costs(fee_rate: str | float, slippage_bps: str | float, prefix: str = "") -> tuple[int, int]:
+    """A fee rate (a fraction of the notional) and slippage in bps as written in a config or on the command line ->
+    ``(fee_rate, slippage_rate)`` in 1e-8 units, checked as the engines need them; errors quote the key (after
+    ``prefix``, e.g. ``"settings."``) and the value as given."""
+    fee = parse_rate(fee_rate, f"{prefix}fee_rate")
+    if fee >= SCALE:
+        raise InvalidInput(
+            f"{prefix}fee_rate {fee_rate!r} must be below 1 (a fraction of the notional: 0.001 is 0.1 %)"
+        )
+    bps = parse_rate(slippage_bps, f"{prefix}slippage_bps")  # bps in 1e-8 units; 1 bp is a rate of 10,000
+    if bps % 10_000:
+        raise InvalidInput(f"{prefix}slippage_bps {slippage_bps!r} is finer than 1e-4 bps")
+    if bps >= 10_000 * SCALE:
+        raise InvalidInput(f"{prefix}slippage_bps {slippage_bps!r} must be below 10000 (100 % of the price)")
+    return fee, bps // 10_000

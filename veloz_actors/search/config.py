@@ -29,9 +29,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._exceptions import ConfigError, InvalidInput
-from ..backtest.settings import BacktestSettings
-from ..fixed import SCALE, parse_decimal, parse_rate
+from .._exceptions import ConfigError
+from ..backtest.settings import BacktestSettings, parse_costs
+from ..fixed import parse_decimal
 from .space import MAX_GRID_SETS, FloatSteps
 
 __all__ = [
@@ -58,8 +58,6 @@ _RANGE_TEXT = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The most values one range may hold (a random search samples such a range without expanding it).
 _MAX_RANGE_VALUES = 10**12
-# Slippage is a whole number of 1e-4 bps, below 100% (10,000 bps); one bp is 10,000 in 1e-8 units.
-_BPS = 10_000
 
 
 class _Strict(BaseModel):
@@ -121,22 +119,11 @@ class SettingsConfig(_Strict):
         Raises :class:`~veloz_actors.InvalidInput`: a fee rate of 1 or more, slippage of 10,000 bps or more or finer
         than 1e-4 bps, a value that is not a non-negative decimal with at most 8 places.
         """
-        fee_rate = parse_rate(self.fee_rate, "settings.fee_rate")
-        if fee_rate >= SCALE:
-            raise InvalidInput(
-                f"settings.fee_rate must be below 1 (a fraction of each trade's value, e.g. 0.001), got {self.fee_rate!r}"
-            )
-        slippage = parse_rate(self.slippage_bps, "settings.slippage_bps")  # bps in 1e-8 units
-        if slippage % _BPS:
-            raise InvalidInput(f"settings.slippage_bps {self.slippage_bps!r} is finer than 1e-4 bps")
-        if slippage >= _BPS * SCALE:
-            raise InvalidInput(
-                f"settings.slippage_bps must be below 10000 (100% of the price), got {self.slippage_bps!r}"
-            )
+        fee_rate, slippage_rate = parse_costs(self.fee_rate, self.slippage_bps, "settings.")
         return BacktestSettings(
             initial_cash=parse_decimal(_text(self.initial_cash), "settings.initial_cash", allow_zero=False),
             fee_rate=fee_rate,
-            slippage_rate=slippage // _BPS,
+            slippage_rate=slippage_rate,
             qty_step=None
             if self.qty_step is None
             else parse_decimal(_text(self.qty_step), "settings.qty_step", allow_zero=False),
