@@ -1879,8 +1879,9 @@ class Trading:
         self, handler: _Handler, weight: Callable[[_Params], int], placing: bool
     ) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            if placing:
-                await self._slow_order()
+            delay = self._slow_delay() if placing else 0.0
+            if delay:
+                await asyncio.sleep(delay)
             raw_query = request.raw_path.partition("?")[2]
             body = await request.text() if request.body_exists else ""
             params: _Params = {}
@@ -1965,12 +1966,14 @@ class Trading:
                 writer.cancel()
         return ws
 
-    async def _slow_order(self) -> None:
+    def _slow_delay(self) -> float:
+        """The delay of the ``slow_orders`` fault for this order placement (0: none), counted once taken."""
         faulty = self._faulty
-        if faulty.slow > 0:
-            faulty.slow -= 1
-            self.faults._count("slow_orders")
-            await asyncio.sleep(faulty.slow_seconds)
+        if faulty.slow <= 0:
+            return 0.0
+        faulty.slow -= 1
+        self.faults._count("slow_orders")
+        return faulty.slow_seconds
 
     def _ws_request(self, conn: _ApiConn, text: str, *, delayed: bool = False) -> None:
         """One WebSocket API request, answered on the connection; its user data events follow the answer."""
@@ -1996,12 +1999,9 @@ class Trading:
             self._ws_answer(conn, request_id, _mandatory("method"), None, None)
             return
         method = method.removeprefix("v3/")
-        if method == "order.place" and not delayed and self._faulty.slow > 0:
-            self._faulty.slow -= 1
-            self.faults._count("slow_orders")
-            asyncio.get_running_loop().call_later(
-                self._faulty.slow_seconds, lambda: self._ws_request(conn, text, delayed=True)
-            )
+        delay = self._slow_delay() if method == "order.place" and not delayed else 0.0
+        if delay:
+            asyncio.get_running_loop().call_later(delay, lambda: self._ws_request(conn, text, delayed=True))
             return
         if not isinstance(raw_params, dict):
             self._ws_answer(conn, request_id, Refusal(-1130, "Data sent for parameter 'params' is not valid."))
