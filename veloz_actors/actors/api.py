@@ -56,7 +56,7 @@ from ..messages import (
     TimeInForce,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
-from ..search.runtime import PROBE_TIMEOUT_SECONDS, probe_address
+from ..search.runtime import probe_address
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import as_events
@@ -579,12 +579,13 @@ def _ensure_ray(address: str | None, namespace: str) -> None:
     """Join the cluster at ``address`` (a private local runtime for None / "local"), unless Ray is initialised.
 
     A malformed address, or one where nothing listens, fails within seconds rather than after minutes of Ray's
-    retries: :class:`EngineUnavailable` (:class:`ConfigError` when malformed) saying ``no Ray cluster at ADDRESS``."""
+    retries (:func:`~veloz_actors.search.runtime.probe_address`: :class:`EngineUnavailable`, :class:`ConfigError`
+    when malformed)."""
     if ray.is_initialized():
         return
     local = address in (None, "local")
     if not local:
-        _probe(str(address))
+        probe_address(address)  # unreachable or malformed: one clear error in seconds, not minutes of Ray's retries
     try:
         ray.init(
             address=address or "local",
@@ -595,19 +596,8 @@ def _ensure_ray(address: str | None, namespace: str) -> None:
             num_cpus=(os.cpu_count() or 2) if local else None,
         )
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-        where = "cannot start a local Ray runtime" if local else f"no Ray cluster at {address}"
+        where = "cannot start a local Ray runtime" if local else f"cannot reach a Ray cluster at {address}"
         raise EngineUnavailable(f"{where} ({str(exc).strip().splitlines()[0]})") from exc
-
-
-def _probe(address: str) -> None:
-    try:
-        probe_address(address)
-    except EngineUnavailable as exc:
-        cause = exc.__cause__
-        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else "no answer"
-        raise EngineUnavailable(f"no Ray cluster at {address} ({reason} after <= {PROBE_TIMEOUT_SECONDS:g} s)") from exc
-    except ConfigError as exc:
-        raise ConfigError(f"no Ray cluster at {address} ({exc})") from exc
 
 
 def start_local(
