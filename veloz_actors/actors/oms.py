@@ -94,14 +94,12 @@ class Answers:
 
     def retried(self, command: Any, kernel: TradingKernel) -> list[Any] | None:
         """The answer to ``command`` if the kernel applied it already (a retry), else None: apply it."""
-        if type(command) not in _ANSWERED:
-            return None
+        if type(command) not in _ANSWERED or not kernel.applied_before(command):
+            return None  # (a new command costs the kernel's dict lookup only, no hash of the whole command)
         answer = self.kept.get(command)
         if answer is not None:
             self.answered += 1
             return answer
-        if not kernel.applied_before(command):
-            return None
         self.unknown += 1
         message = (
             f"{type(command).__name__} {command.client_order_id!r} was applied before and its first answer is no longer"
