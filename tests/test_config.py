@@ -20,6 +20,7 @@ from veloz_actors.config import (
     parse_engine_config,
     with_venue,
 )
+from veloz_actors.fixed import SCALE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "configs" / "engine.yaml"
@@ -168,6 +169,15 @@ def test_a_risk_limit_for_an_unknown_symbol_is_refused(limit: str) -> None:
 def test_an_engine_risk_limit_for_an_unknown_symbol_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"engine_risk.max_symbol_exposure: unknown symbol 'BTCUSD'"):
         parse_engine_config(_with("engine_risk.max_symbol_exposure", {"BTCUSD": "1"}), source="engine.yaml")
+
+
+def test_an_engine_risk_limit_for_an_unknown_asset_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match=r"engine_risk.max_asset_exposure: unknown asset 'BTX' \(assets: BTC, ETH, USDT\)"
+    ):
+        parse_engine_config(_with("engine_risk.max_asset_exposure", {"BTC": "2", "BTX": "1"}), source="engine.yaml")
+    limited = parse_engine_config(_with("engine_risk.max_asset_exposure", {"BTC": "2"}), source="engine.yaml")
+    assert limited.engine_risk.build().max_asset_exposure == {"BTC": 2 * SCALE}
 
 
 def test_a_binance_venue_knows_its_symbols_and_the_configured_instruments(shipped: EngineFileConfig) -> None:

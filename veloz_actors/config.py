@@ -575,6 +575,11 @@ class EngineFileConfig(_Model):
                         f"valuation_asset: {self.valuation_asset!r} is not an asset of any instrument or balance "
                         f"(assets: {', '.join(sorted(assets))})"
                     )
+                unknown = [a for a in self.engine_risk.max_asset_exposure if a not in assets]
+                if unknown:  # a typo would otherwise leave the asset unlimited
+                    raise ConfigError(
+                        f"engine_risk.max_asset_exposure: unknown asset {unknown[0]!r} (assets: {', '.join(sorted(assets))})"
+                    )
             return EngineConfig(
                 instruments=instruments,
                 balances=balances,
