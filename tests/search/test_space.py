@@ -149,6 +149,21 @@ def test_resume_of_a_damaged_search_json_is_one_error_and_changes_nothing(tmp_pa
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
+def test_resume_without_search_json_reads_the_rows_back_and_warns_they_were_not_checked(tmp_path: Path) -> None:
+    _saved(tmp_path)
+    with _store(tmp_path, resume=True) as store:
+        assert store.warnings == []  # checked against search.json: nothing to say
+    (tmp_path / "search.json").unlink()
+    with _store(tmp_path, resume=True) as store:
+        assert store.resumed_rows == 2
+        assert len(store.warnings) == 1
+        assert (
+            f"{tmp_path} has no search.json, so the 2 results read back from results.csv could not be checked"
+            in (store.warnings[0])
+        )
+    assert (tmp_path / "search.json").exists()  # written again: the next resume is checked
+
+
 def test_resume_of_a_bad_cell_names_the_line_and_keeps_the_parquet(tmp_path: Path) -> None:
     _saved(tmp_path)
     lines = (tmp_path / "results.csv").read_text().splitlines(keepends=True)

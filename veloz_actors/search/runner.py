@@ -165,7 +165,12 @@ def run_plan(
     names = [(n, "ascending") for n in plan.param_names]
     files = () if out is None else tuple(out / name for name in (CSV_NAME, PARQUET_NAME, META_NAME))
     outcome = SearchOutcome(
-        lambda: store.table().sort_by(names), state, runtime, ranking.rows(), files=files, warnings=plan.warnings
+        lambda: store.table().sort_by(names),
+        state,
+        runtime,
+        ranking.rows(),
+        files=files,
+        warnings=(*plan.warnings, *store.warnings),
     )
     if out is not None:
         from .report import write_search_report

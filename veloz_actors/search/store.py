@@ -75,6 +75,7 @@ class ResultStore:
         self._parquet: pq.ParquetWriter | None = None
         self.resumed_rows = 0
         self._resumed: list[dict[str, Any]] = []
+        self.warnings: list[str] = []  # what the person should know about the rows read back
         if out_dir is not None:
             self._open(out_dir, resume, dict(fingerprint or {}))
 
@@ -125,7 +126,14 @@ class ResultStore:
                         f"--resume: {out_dir} holds a search with a different {_difference(key, previous.get(key), now[key])}; "
                         "choose another --out"
                     )
-        return self._read_csv(csv_path)
+        rows = self._read_csv(csv_path)
+        if rows and not meta_path.exists():
+            self.warnings.append(
+                f"--resume: {out_dir} has no {META_NAME}, so the {len(rows):,} results read back from {CSV_NAME} could "
+                "not be checked against this search's data, strategy, settings and grid; they are trusted as this "
+                "search's"
+            )
+        return rows
 
     def _read_csv(self, path: Path) -> list[dict[str, Any]]:
         try:
