@@ -301,6 +301,42 @@ def test_crossing_limit_takes_up_to_its_price_and_rests_the_rest(events, setting
     assert all(f.liquidity.value == "MAKER" and f.price == limit for f in fills[2:])
 
 
+class BeforeTheBook(Strategy):
+    """Sends one order on the capture's first trade, before the REST snapshot makes the book known."""
+
+    def __init__(self, order: dict[str, Any]) -> None:
+        self.order = order
+        self.events: list[Any] = []
+        self.sent = False
+
+    def on_trade(self, trade: Any) -> None:
+        if not self.sent:
+            self.sent = True
+            self.ctx.place_order(self.ctx.symbol, **self.order)
+
+    def on_order_event(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_a_crossing_limit_sent_before_the_book_is_known_takes_the_book_once_it_is(events, settings) -> None:
+    """It arrives while the book is unknown and waits; the snapshot makes the book known, and it is then worked as
+    if it arrived at that moment: TAKER fills at the book's asks up to its price, the rest resting at its price."""
+    snapshot = next(i for i, e in enumerate(events) if type(e) is BookDelta and e.is_snapshot)
+    asks = _book_after(events, snapshot).depth(10)[1]
+    limit = asks[1][0]
+    qty = asks[0][1] + asks[1][1] + 50_000
+    strategy = BeforeTheBook({"side": Side.BUY, "qty": qty, "price": limit, "order_type": OrderType.LIMIT})
+    run_l2_backtest(events, strategy, settings)
+    accepted = next(e for e in strategy.events if type(e) is OrderAccepted)
+    assert accepted.ts < events[snapshot].ts_recv  # it did arrive before the book was known
+    fills = [e for e in strategy.events if type(e) is OrderFilled]
+    assert [(f.price, f.qty, f.liquidity.value, f.ts) for f in fills[:2]] == [
+        (asks[0][0], asks[0][1], "TAKER", events[snapshot].ts_recv),
+        (asks[1][0], asks[1][1], "TAKER", events[snapshot].ts_recv),
+    ]
+    assert all(f.liquidity.value == "MAKER" and f.price == limit for f in fills[2:])
+
+
 def test_post_only_that_would_cross_expires_and_unaffordable_order_is_rejected(events, settings) -> None:
     i = _diff_index(events, 400)
     ask = _book_after(events, i).best_ask()[0]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from veloz_actors.core.instruments import Instrument, ceil_div
 from veloz_actors.core.kernel import KernelConfig, TradingKernel
 from veloz_actors.core.risk import RiskLimits
@@ -230,6 +232,39 @@ def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_q
     venue.apply_depth(_snapshot(((99 * P, P),), ((10_001 * TICK, P),)))  # known: 1.0 bid at 99.00 is ahead of "other"
     assert venue.on_trade(_trade(99 * P, 9 * P // 10, Side.SELL)) == []
     assert [f.qty for f in venue.on_trade(_trade(99 * P, P // 5, Side.SELL))] == [P // 10]
+
+
+@pytest.mark.parametrize("through", ["on_market", "apply_depth"])
+def test_an_order_that_waited_for_the_book_and_crosses_it_takes_liquidity_when_the_book_is_known(through: str) -> None:
+    """A GTC buy above the ask that came while the book was unknown: once the book is known it is worked as if it
+    arrived then, taking the asks up to its price at their prices as a taker, and what is left joins its level. (Before,
+    it rested as a maker at its own price above the ask.)"""
+    venue = L2ReplayVenue(_instrument(), fees=FeeModel(MAKER, TAKER), latency=ConstantLatency(0))
+    venue.submit(_order("x", Side.BUY, P, price=10_002 * TICK))
+    venue.submit(_order("below", Side.BUY, P // 5, price=99 * P))  # does not cross: simply joins its level
+    assert [type(r) for r in venue.on_clock(0)] == [VenueOrderAccepted, VenueOrderAccepted]
+    snapshot = _snapshot(((99 * P, P),), ((10_001 * TICK, P // 2), (10_002 * TICK, P // 4), (10_003 * TICK, P)))
+    if through == "on_market":
+        reports = venue.on_market(snapshot)
+    else:
+        assert venue.apply_depth(snapshot)
+        reports = venue.take_joined()
+    assert venue.take_joined() == []  # taken once
+    assert [(f.client_order_id, f.price, f.qty, f.liquidity, f.leaves_qty) for f in _fills(reports)] == [
+        ("x", 10_001 * TICK, P // 2, Liquidity.TAKER, P // 2),
+        ("x", 10_002 * TICK, P // 4, Liquidity.TAKER, P // 4),
+    ]
+    notional = (10_001 * TICK * (P // 2) + 10_002 * TICK * (P // 4)) // SCALE
+    assert sum(f.fee for f in _fills(reports)) == -(-notional * TAKER // SCALE)  # the taker rate on both fills
+    assert [(o.client_order_id, o.queue_known, o.queue_ahead) for o in venue.resting] == [
+        ("x", True, 0),
+        ("below", True, P),
+    ]
+    # the rest of "x" rests at 100.02 as a maker, first at its (empty) level
+    fills = venue.on_trade(_trade(10_002 * TICK, P, Side.SELL))
+    assert [(f.client_order_id, f.price, f.qty, f.liquidity) for f in fills] == [
+        ("x", 10_002 * TICK, P // 4, Liquidity.MAKER)
+    ]
 
 
 def test_a_level_that_shrinks_moves_the_order_up_the_queue() -> None:

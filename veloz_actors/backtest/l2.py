@@ -670,6 +670,8 @@ def run_l2_backtest(
             if event.symbol != symbol:
                 raise InvalidInput(f"event of {event.symbol} in a {symbol} backtest")
             if apply_depth(event):
+                if venue.joined:  # orders that waited for the book crossed it once it was known
+                    apply_reports(venue.take_joined())
                 if outbox:
                     run.drain()
                 on_book(book)

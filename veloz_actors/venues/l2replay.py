@@ -27,7 +27,9 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
 * while the recorded book is not known (no snapshot yet, or after a break in the update ids), nothing can be taken or
   checked against it: a market, ``IOC``, ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC``
   order rests with its place in the queue unknown: only a trade through its price fills it, until the book is known
-  again and it joins the back of its level.
+  again. Then it is worked as if it arrived at that moment: if it crosses the book it takes liquidity up to its price
+  (TAKER fills at the book's prices, reported by :meth:`L2ReplayVenue.take_joined`, or by ``on_market``), and what
+  is left joins the back of its level.
 
 **Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
 quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
@@ -148,6 +150,7 @@ class L2ReplayVenue:
         self.fees_charged: dict[str, int] = {}
         self.cancels_too_late = 0
         self.sequence_gaps = 0
+        self.joined: list[Any] = []  # reports of waiting orders that crossed the book when it became known
 
     # ----------------------------------------------------------------------------------------- the venue protocol
 
@@ -185,7 +188,7 @@ class L2ReplayVenue:
         kind = type(event)
         if kind is BookDelta:
             self.apply_depth(event)
-            return []
+            return self.take_joined()
         if kind is Trade:
             return self.on_trade(event)
         return []
@@ -226,13 +229,37 @@ class L2ReplayVenue:
         if applied and self.resting and not book.needs_resync:
             level_qty = book.level_qty
             queue = self.queue
+            waiting = False
             for order in self.resting:
                 if order.queue_known:
                     order.queue_ahead = queue.on_level(order.queue_ahead, level_qty(order.side, order.price))  # type: ignore[arg-type]
-                else:  # it came while the book was unknown: the back of its level, now that the level is known
-                    order.queue_ahead = queue.on_arrival(level_qty(order.side, order.price))  # type: ignore[arg-type]
-                    order.queue_known = True
+                else:
+                    waiting = True
+            if waiting:
+                self._join(delta.ts_recv)
         return applied
+
+    def take_joined(self) -> list[Any]:
+        """The reports of orders that waited for the book and crossed it once it was known (see the module's
+        docstring); a driver calling :meth:`apply_depth` itself collects them here."""
+        joined, self.joined = self.joined, []
+        return joined
+
+    def _join(self, ts: int) -> None:
+        """The book is known again: each order that came while it was not is worked as if it arrived now, in arrival
+        order. One that crosses takes liquidity up to its price (a GTC order, the only kind that waits); what is left
+        joins the back of its level."""
+        book = self.book
+        for order in [o for o in self.resting if not o.queue_known]:
+            order.queue_known = True
+            price = order.price
+            assert price is not None  # only limit orders rest
+            buy = order.side is _BUY
+            best = book.best_ask() if buy else book.best_bid()
+            if best is not None and (best[0] <= price if buy else best[0] >= price):
+                self._take(order, price, False, ts, self.joined)
+            if order.open:
+                order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price))
 
     def on_trade(self, trade: Trade) -> list[Any]:
         """A recorded trade: advance the queues of resting orders at its price, fill what it reaches or trades
