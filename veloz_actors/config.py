@@ -173,9 +173,9 @@ class EngineRiskModel(_Model):
     """``engine_risk``: engine-wide limits the risk actor watches (post-trade, off the order path); "0" or a symbol
     or asset left out means no limit. Crossing one halts trading (the kernel's circuit breaker) until a reset."""
 
-    max_symbol_exposure: dict[str, Decimal] = Field(default_factory=dict)  # symbol -> sum of |position| (base)
+    max_symbol_exposure: dict[str, Decimal] = Field(default_factory=dict)  # symbol -> sum of long positions (base)
     max_asset_exposure: dict[str, Decimal] = Field(default_factory=dict)  # asset -> sum of |balance|
-    max_gross_exposure: Decimal = "0"  # sum of |position| x mark, in the valuation asset
+    max_gross_exposure: Decimal = "0"  # sum of long position x mark, in the valuation asset
     max_drawdown: Decimal = "0"  # fraction of peak engine equity ("0.2" = 20 %)
     max_loss: Decimal = "0"  # fall from the starting engine equity, in the valuation asset
 

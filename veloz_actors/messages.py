@@ -398,7 +398,11 @@ class CancelOrder:
 
 @_message
 class ResetCircuitBreaker:
-    """Re-arm trading after the loss circuit breaker tripped (a deliberate, journaled human decision)."""
+    """Re-arm trading after the loss circuit breaker tripped (a deliberate, journaled human decision).
+
+    ``account_id`` lifts that account's own breaker (its loss or drawdown limit, or a halt sent for it alone);
+    ``"*"`` lifts the engine-wide halt (:class:`HaltTrading` for ``"*"``: the risk actor's or the kill switch's),
+    which an account's reset leaves in force."""
 
     TYPE: ClassVar[str] = "ResetCircuitBreaker"
     account_id: str = "main"
@@ -415,8 +419,9 @@ class Tick:
 
 @_message
 class HaltTrading:
-    """Trip the circuit breaker of ``account_id`` (``"*"``: every account) from outside the kernel: the risk actor's
-    halt. Risk-increasing orders are rejected with reason ``CIRCUIT_BREAKER`` until a :class:`ResetCircuitBreaker`."""
+    """Trip the circuit breaker of ``account_id`` from outside the kernel, or with ``"*"`` halt the whole engine (the
+    risk actor's halt, the kill switch's: every account, also one opened later). Risk-increasing orders are rejected
+    with reason ``CIRCUIT_BREAKER`` until a :class:`ResetCircuitBreaker` for the same ``account_id``."""
 
     TYPE: ClassVar[str] = "HaltTrading"
     account_id: str = "*"

@@ -226,8 +226,28 @@ def test_halt_rejects_risk_increasing_orders_until_reset_and_cancel_all_cancels_
     assert rejected.reason is RejectReason.CIRCUIT_BREAKER
     kernel.apply(CancelAllOrders(ts=T0 + 2))
     assert sorted(r.client_order_id for r in kernel.take_outbox()) == ["b1", "b2"]
-    kernel.apply(ResetCircuitBreaker(account_id="main", ts=T0 + 3))
-    assert type(kernel.apply(place("b4", "BUY", "0.01", "59000", ts=T0 + 4))[0]) is OrderAccepted
+    # an account's reset lifts its own breaker only: the engine-wide halt stays until it is reset itself
+    events = kernel.apply(ResetCircuitBreaker(account_id="main", ts=T0 + 3))
+    assert [e.code for e in events if type(e) is Error] == ["ENGINE_HALTED"]
+    [still] = kernel.apply(place("b4", "BUY", "0.01", "59000", ts=T0 + 4))
+    assert still.reason is RejectReason.CIRCUIT_BREAKER
+    assert kernel.status()["engine_halt"] == "risk monitor: drawdown"
+    assert set(kernel.status()["circuit_breaker"]) == {"main", "other"}
+    kernel.apply(ResetCircuitBreaker(account_id="*", ts=T0 + 5))
+    assert kernel.status()["engine_halt"] is None and kernel.status()["circuit_breaker"] == {}
+    assert type(kernel.apply(place("b5", "BUY", "0.01", "59000", ts=T0 + 6))[0]) is OrderAccepted
+
+
+def test_an_engine_wide_halt_covers_an_account_opened_after_it_and_keeps_an_accounts_own_breaker() -> None:
+    kernel = _kernel()
+    kernel.apply(HaltTrading(account_id="main", reason="its own", ts=T0))
+    kernel.apply(HaltTrading(account_id="*", reason="engine", ts=T0 + 1))
+    assert kernel.status()["circuit_breaker"] == {"main": "its own", "other": "engine"}
+    kernel.apply(ResetCircuitBreaker(account_id="*", ts=T0 + 2))  # the engine's reset leaves main's own breaker
+    assert kernel.status()["circuit_breaker"] == {"main": "its own"}
+    [rejected] = kernel.apply(place("b1", "BUY", "0.01", "59000", ts=T0 + 3))
+    assert rejected.reason is RejectReason.CIRCUIT_BREAKER and "its own" in rejected.detail
+    assert type(kernel.apply(place("b2", "BUY", "0.01", "59000", account="other", ts=T0 + 4))[0]) is OrderAccepted
 
 
 def test_closed_orders_leave_memory_for_the_history_file_and_queries_still_find_them(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from veloz_actors.core.risk import RiskEngine, RiskLimits, TokenBucket
 from veloz_actors.messages import (
     CircuitBreakerTripped,
-    HaltTrading,
+    Error,
     OrderAccepted,
     OrderFilled,
     OrderRejected,
@@ -224,26 +224,60 @@ def test_an_order_by_quote_amount_within_the_limits_goes() -> None:
     assert _reason(engine.apply(place("c", "BUY", None, None, quote_qty="47"))) is None  # 47 / 95 < 0.5
 
 
-def test_a_halted_account_places_no_stop_loss_that_buys() -> None:
-    """Covering a spot short buys, which adds exposure: while the account is halted the kernel's own stop-loss does
-    not place it either; after the reset it does."""
+def test_a_stop_loss_never_buys() -> None:
+    """Spot sells only what it holds: a negative position is a coin held before and sold, not a short to cover, so a
+    mark far above its price places nothing (before, an unchecked market BUY past every limit, one per mark when it
+    could not be paid)."""
     engine = _engine(RiskLimits(stop_loss=d("0.01"), price_band=d("0.2")),
                      {"main": {"USDT": d("1000"), "BTC": d("1")}, "other": {"BTC": d("10"), "USDT": d("1000")}})  # fmt: skip
     engine.apply(trade("100"))
     engine.apply(place("bid", "BUY", "1", "100", account="other"))
     engine.apply(place("s1", "SELL", "1", "100"))  # sells the deposited coin: a position of -1
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == -d("1")
-    engine.apply(HaltTrading(account_id="main", reason="kill switch", ts=2))
-    engine.apply(place("ask", "SELL", "2", "102", account="other"))  # what a stop's buy would take
-    events = engine.apply(trade("102", ts=3))  # 2 % above the entry: the stop is hit
-    assert not [e for e in events if type(e) in (OrderAccepted, OrderFilled) and e.account_id == "main"]
+    engine.apply(place("ask", "SELL", "2", "102", account="other"))  # what a buy would take
+    for i in range(5):
+        events = engine.apply(trade("110", ts=2 + i * SECOND))  # 10 % above the sale: no stop-loss
+        assert not [e for e in events if type(e) in (OrderAccepted, OrderRejected, OrderFilled)]
+    assert [o.client_order_id for o in engine.oms.orders(account_id="main")] == ["s1"]
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == -d("1")
-    engine.apply(ResetCircuitBreaker(account_id="main", ts=4))
-    events = engine.apply(trade("102", ts=5))
-    assert [(e.side, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"] == [
-        (Side.BUY, d("1"))
+
+
+def test_a_stop_loss_cancels_the_resting_sell_that_locks_the_base_then_sells() -> None:
+    """A take-profit SELL resting at 110 locks the whole long: the stop-loss cancels it, and sells on the next mark
+    (before: no order and no word while the loss grew)."""
+    engine = _engine(RiskLimits(stop_loss=d("0.02"), price_band=d("0.5")), BALANCES)
+    engine.apply(trade("100"))
+    engine.apply(place("ask", "SELL", "1", "100", account="other"))
+    engine.apply(place("bid", "BUY", "1", "100"))
+    engine.apply(place("tp", "SELL", "1", "110"))
+    assert engine.ledger.free("main", "BTC") == 0 and engine.ledger.locked("main", "BTC") == d("1")
+    engine.apply(place("support", "BUY", "5", "80", account="other"))
+    events = engine.apply(trade("97", ts=2))  # 3 % below the entry
+    assert [e.message for e in events if type(e) is Error] == [
+        "main BTCUSDT: stop-loss cancels 1 resting sell order(s) holding the position's base (tp)"
     ]
+    assert engine.oms.get("main", "tp").status is OrderStatus.CANCELLED
+    assert engine.ledger.free("main", "BTC") == d("1")
+    events = engine.apply(trade("96", ts=3))
+    fills = [(e.side, e.price, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"]
+    assert fills == [(Side.SELL, d("80"), d("1"))]
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
+
+
+def test_a_stop_loss_that_cannot_fill_is_sent_again_at_most_once_a_second() -> None:
+    """No bid to sell into: the stop's market order expires; the marks that follow within a second send no other
+    (before: one order per mark, each kept in memory and the journal)."""
+    engine = _engine(RiskLimits(stop_loss=d("0.02"), price_band=d("0.5")), BALANCES)
+    engine.apply(trade("100"))
+    engine.apply(place("ask", "SELL", "1", "100", account="other"))
+    engine.apply(place("bid", "BUY", "1", "100"))
+    for i in range(20):
+        engine.apply(trade(str(97 - i % 3), ts=2 + i * 1_000_000))  # 20 marks within 20 ms
+    stops = [o for o in engine.oms.orders(account_id="main") if o.client_order_id.startswith("stop-")]
+    assert [o.status for o in stops] == [OrderStatus.EXPIRED]
+    engine.apply(trade("96", ts=2 + SECOND))
+    stops = [o for o in engine.oms.orders(account_id="main") if o.client_order_id.startswith("stop-")]
+    assert len(stops) == 2
 
 
 def test_breaker_lets_the_account_sell_deposited_base() -> None:

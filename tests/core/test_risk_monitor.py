@@ -316,7 +316,7 @@ def test_kill_switch_cancels_everything_then_halts_and_reset_resumes() -> None:
         HaltTrading(account_id="*", reason="kill switch", ts=START_NS + 5),
     ]
     assert monitor.status()["halt_reason"] == "kill switch"
-    assert monitor.reset(START_NS + 6) == [ResetCircuitBreaker(account_id="main", ts=START_NS + 6)]
+    assert monitor.reset(START_NS + 6) == [ResetCircuitBreaker(account_id="*", ts=START_NS + 6)]  # the engine-wide halt
     assert monitor.status()["halted"] is False
     assert monitor.reset(START_NS + 7) == []  # nothing halted: nothing to lift
 
@@ -388,7 +388,7 @@ def test_recover_from_journal_and_snapshot(snapshot_every: int) -> None:
     assert recovered.exposure() == monitor.exposure()
     unjournaled = {"journal": None, "duplicate_fills": None}  # duplicates change nothing, so are not journaled
     assert recovered.status() | unjournaled == monitor.status() | unjournaled
-    assert monitor.status()["journal_lines"] == 4
+    assert monitor.status()["journal_lines"] == 5  # four inputs and the halt the drawdown sent
     assert commands == [HaltTrading(account_id="*", reason=monitor.halted or "", ts=START_NS + 3)]
 
 

@@ -534,12 +534,16 @@ class EngineHandle:
         return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
 
     def reset(self) -> list[Any]:
-        """Lift the kill switch or a tripped breaker: the risk actor's reset, and every account's breaker reset."""
+        """Lift the kill switch or a tripped breaker: the risk actor's reset, the engine-wide halt, and every halted
+        account's own breaker."""
         if self._risk is not None:
             self._call(lambda: self._risk.reset.remote())
         ts = time.time_ns()
+        status = self.status()
         events: list[Any] = []
-        for account in self.status().get("circuit_breaker") or {}:
+        if status.get("engine_halt"):  # the risk actor's reset sends this too (one-way); a second one changes nothing
+            events += self.submit(ResetCircuitBreaker(account_id="*", ts=ts))
+        for account in status.get("circuit_breaker") or {}:
             events += self.submit(ResetCircuitBreaker(account_id=account, ts=ts))
         return events
 

@@ -324,6 +324,7 @@ class Supervisor:
             "journal_lines": oms.get("journal_lines", 0),
             "reference_prices": oms.get("reference_prices", {}),
             "circuit_breaker": oms.get("circuit_breaker", {}),
+            "engine_halt": oms.get("engine_halt"),
             "replay": (detail.get("feed") or {}).get("replay"),
             "market_data": (detail.get("feed") or {}).get("market_data"),
         }

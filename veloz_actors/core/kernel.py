@@ -134,6 +134,8 @@ _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 # client order ids of evicted orders still refused as duplicates: a venue recognises re-sent requests among its latest
 # orders (the simulated venue's 200,000), so the kernel must not take an id it would still ignore for a new order
 _EVICTED_IDS = 250_000
+_CANCEL_ALL_TRIES = 3  # cancels a cancel-all sends to one order before leaving it to the trader
+_STOP_RETRY_NS = 1_000_000_000  # message time between two stop-loss orders for one position
 
 
 class TradingKernel:
@@ -150,6 +152,8 @@ class TradingKernel:
         self.last_cancel: dict[tuple[str, str], CancelOrder] = {}
         self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}
         self.internal_orders = 0
+        self.stop_sent: dict[tuple[str, str], int] = {}  # (account, symbol) -> when its last stop-loss order went out
+        self.must_cancel: dict[tuple[str, str], int] = {}  # orders a cancel-all must close -> cancels rejected so far
         self.quiet_accounts: frozenset[str] = frozenset()
         self.outbox: list[SubmitOrder | SubmitCancel] = []
         self.closed: deque[Order] = deque()  # closed orders, oldest first (for eviction)
@@ -377,6 +381,9 @@ class TradingKernel:
                 gross_exposure=self._gross_exposure(account) if limits.max_leverage else 0,
                 equity=self.equity(account) if limits.max_leverage else 0,
                 market_price=self.reference.get(cmd.symbol, 0),  # 0: none, never the sender's protect price
+                quote_rate=self.asset_price(inst.quote_asset)
+                if limits.max_order_notional or limits.max_leverage
+                else SCALE,
             )
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)
@@ -481,7 +488,11 @@ class TradingKernel:
         self.now = cmd.ts
         account = None if cmd.account_id == "*" else cmd.account_id
         for order in sorted(self.oms.open_orders(account), key=lambda o: o.order_id):
-            if order.status is not _S.PENDING_CANCEL and order.account_id not in self.quiet_accounts:
+            if order.account_id in self.quiet_accounts:
+                continue
+            # until it closes: a cancel the venue refuses while the order is still open goes out again (below)
+            self.must_cancel.setdefault((order.account_id, order.client_order_id), 0)
+            if order.status is not _S.PENDING_CANCEL:
                 self._request_cancel(order, cmd.ts)
 
     # ------------------------------------------------------------------------------------------ execution reports
@@ -511,6 +522,8 @@ class TradingKernel:
         if order.status is _S.SUBMITTED or order.status is _S.UNKNOWN:
             # an order whose outcome was unknown may have traded before (or while) it was: it is working, with fills
             order.transition(_S.PARTIALLY_FILLED if order.filled else _S.ACCEPTED, report.ts)
+            if self.must_cancel and (order.account_id, order.client_order_id) in self.must_cancel:
+                self._request_cancel(order, report.ts)  # a cancel-all's cancel was refused before the venue had it
 
     def _on_rejected(self, report: VenueOrderRejected, events: list[Any]) -> None:
         order = self._order_of(report, events)
@@ -656,6 +669,29 @@ class TradingKernel:
                 ts=report.ts,
             )
         )
+        key = (order.account_id, order.client_order_id)
+        if self.must_cancel and key in self.must_cancel:
+            self._cancel_again(order, key, report.ts, events)
+
+    def _cancel_again(self, order: Order, key: tuple[str, str], ts: int, events: list[Any]) -> None:
+        """A cancel-all (the kill switch) must close the order: the venue refused its cancel while the order is still
+        open (its answer was lost, or the cancel overtook the order), so it goes out again: now if the venue works the
+        order, else once the venue acknowledges it. After ``_CANCEL_ALL_TRIES`` refusals the order is left to the
+        trader, said in an ``Error``."""
+        tries = self.must_cancel[key] = self.must_cancel[key] + 1
+        if tries >= _CANCEL_ALL_TRIES:
+            del self.must_cancel[key]
+            events.append(
+                Error(
+                    code="CANCEL_ALL_FAILED",
+                    message=f"{order.account_id}/{order.client_order_id} ({order.symbol}) is still open: the venue "
+                    f"refused {tries} cancels sent to close it; cancel it by hand",
+                    ts=ts,
+                )
+            )
+            return
+        if order.status is not _S.SUBMITTED:
+            self._request_cancel(order, ts)
 
     def _on_unknown(self, report: VenueOrderStatusUnknown, events: list[Any]) -> None:
         order = self._order_of(report, events)
@@ -710,6 +746,8 @@ class TradingKernel:
     def _closed(self, order: Order, ts: int) -> None:
         self.oms.mark_closed(order)
         order.closed_ts = ts
+        if self.must_cancel:
+            self.must_cancel.pop((order.account_id, order.client_order_id), None)
         if self.config.retain_closed_ns:
             self.closed.append(order)
 
@@ -822,6 +860,8 @@ class TradingKernel:
         for account in sorted(accounts):
             if account in limits.exempt_accounts or account in self.quiet_accounts:
                 continue
+            if not self.equity_complete(account):
+                continue  # a holding without a price yet: equity would read low (and a loss that is not one)
             equity = self.equity(account)
             reason = self.risk.post_trade(account, equity)
             if reason:
@@ -836,27 +876,54 @@ class TradingKernel:
                 )
 
     def _stop_losses(self, ts: int, events: list[Any]) -> None:
+        """Close every long position whose mark fell ``stop_loss`` below its average entry, with a market SELL.
+
+        Spot only sells what it holds: a negative position is coins held before and sold, never a short to cover, so
+        a stop-loss never buys. Base locked by the account's resting SELL orders of the symbol (a take-profit) is
+        freed by cancelling them, and the next mark sells it. One stop order per position is working at a time, and
+        a position whose stop order did not close it (no liquidity, refused by the venue) gets the next one no
+        sooner than ``_STOP_RETRY_NS`` later in message time.
+        """
+        exempt = self.risk.limits.exempt_accounts
         for (account, symbol), pos in sorted(self.ledger.positions.items()):
-            if account in self.risk.limits.exempt_accounts or not pos.qty or account in self.quiet_accounts:
+            if pos.qty <= 0 or account in exempt or account in self.quiet_accounts:
                 continue
             if not self.risk.stop_hit(pos.qty, pos.avg_entry_price, pos.mark_price):
                 continue
-            if pos.qty < 0 and account in self.risk.tripped:
-                continue  # covering a (spot) short buys, which adds exposure: a halted account places no such order
-            if any(o.client_order_id.startswith(f"stop-{symbol}-") for o in self.oms.open_orders(account, symbol)):
+            key = (account, symbol)
+            last = self.stop_sent.get(key)
+            if last is not None and ts - last < _STOP_RETRY_NS:
+                continue
+            working = self.oms.open_orders(account, symbol)
+            if any(o.client_order_id.startswith(f"stop-{symbol}-") for o in working):
                 continue  # a stop order for this position is already working
             inst = self.instruments[symbol]
-            qty = abs(pos.qty) // inst.qty_step * inst.qty_step
-            if pos.qty > 0:
-                qty = min(qty, self.ledger.free(account, inst.base_asset) // inst.qty_step * inst.qty_step)
+            step = inst.qty_step
+            qty = pos.qty // step * step
+            free = self.ledger.free(account, inst.base_asset) // step * step
+            if free < qty:
+                sells = [o for o in working if o.side is Side.SELL and o.status is not _S.PENDING_CANCEL]
+                for order in sorted(sells, key=lambda o: o.order_id):
+                    self._request_cancel(order, ts)
+                if sells:
+                    events.append(
+                        Error(
+                            code="STOP_LOSS",
+                            message=f"{account} {symbol}: stop-loss cancels {len(sells)} resting sell order(s) "
+                            f"holding the position's base ({', '.join(o.client_order_id for o in sells)})",
+                            ts=ts,
+                        )
+                    )
+                qty = free
             if qty <= 0:
                 continue
+            self.stop_sent[key] = ts
             self.internal_orders += 1
             cmd = PlaceOrder(
                 client_order_id=f"stop-{symbol}-{self.internal_orders}",
                 account_id=account,
                 symbol=symbol,
-                side=Side.SELL if pos.qty > 0 else Side.BUY,
+                side=Side.SELL,
                 order_type=OrderType.MARKET,
                 qty=qty,
                 ts=ts,
@@ -865,18 +932,44 @@ class TradingKernel:
             self._place(cmd, events, checked=False)
 
     def _reset(self, cmd: ResetCircuitBreaker, events: list[Any]) -> None:
+        """``"*"`` lifts the engine-wide halt; an account's reset lifts its own breaker and measures its loss and
+        drawdown afresh, and leaves an engine-wide halt in force (said in an ``Error``)."""
         self.now = cmd.ts
-        self.risk.reset(cmd.account_id, self.equity(cmd.account_id))
-        if self.ledger.has_account(cmd.account_id):
-            events.append(self.ledger.account_event(cmd.account_id, cmd.ts))
+        risk = self.risk
+        account = cmd.account_id
+        if account == "*":
+            risk.engine_halt = None
+            for name in sorted(self._risk_accounts()):
+                events.append(self.ledger.account_event(name, cmd.ts))
+            return
+        risk.reset(account, self.equity(account) if self.equity_complete(account) else None)
+        if self.ledger.has_account(account):
+            events.append(self.ledger.account_event(account, cmd.ts))
+        if risk.engine_halt is not None and account not in risk.limits.exempt_accounts:
+            events.append(
+                Error(
+                    code="ENGINE_HALTED",
+                    message=f"{account}: its own breaker is reset, but trading stays halted engine-wide "
+                    f"({risk.engine_halt}) until that halt is reset (the risk actor's reset, or the API's resume)",
+                    ts=cmd.ts,
+                )
+            )
 
     def _halt(self, cmd: HaltTrading, events: list[Any]) -> None:
         self.now = cmd.ts
-        accounts = sorted(self._risk_accounts()) if cmd.account_id == "*" else [cmd.account_id]
+        risk = self.risk
+        if cmd.account_id == "*":
+            if risk.engine_halt is not None:
+                return  # halted already (a halt sent again after a restart)
+            risk.engine_halt = cmd.reason
+            accounts = sorted(self._risk_accounts())
+        else:
+            accounts = [cmd.account_id]
         for account in accounts:
-            if account in self.risk.tripped:
+            if account in risk.tripped:
                 continue
-            self.risk.tripped[account] = cmd.reason
+            if cmd.account_id != "*":
+                risk.tripped[account] = cmd.reason
             equity = self.equity(account)
             events.append(
                 CircuitBreakerTripped(
@@ -899,27 +992,53 @@ class TradingKernel:
         return sum(o.leaves for o in self.oms.open_orders(account, symbol) if o.side is side)
 
     def _gross_exposure(self, account: str) -> int:
+        """The value of the account's long positions in the valuation asset (spot: a negative position is coins held
+        before and sold, which adds no exposure; a position whose quote asset has no price yet counts as zero, and an
+        order in such a symbol is refused while the notional limits need that price)."""
         total = 0
         for (acc, symbol), pos in self.ledger.positions.items():
-            if acc == account and pos.qty:
+            if acc == account and pos.qty > 0:
                 price = self.reference.get(symbol, pos.mark_price)
-                total += abs(pos.qty) * price // SCALE
+                value = pos.qty * price // SCALE  # in the quote asset
+                rate = self.asset_price(self.instruments[symbol].quote_asset)
+                total += value if rate == SCALE else value * (rate or 0) // SCALE
         return total
 
-    def equity(self, account: str) -> int:
-        """Every balance of ``account`` valued in the valuation asset at the reference prices."""
-        value = 0
+    def asset_price(self, asset: str) -> int | None:
+        """The price of one unit of ``asset`` in the valuation asset: ``SCALE`` for the valuation asset itself, else the
+        reference price of the first instrument quoting ``asset`` in it; None when there is none yet."""
         valuation = self.config.valuation_asset
+        if asset == valuation:
+            return SCALE
+        for inst in self.config.instruments:
+            if inst.base_asset == asset and inst.quote_asset == valuation and inst.symbol in self.reference:
+                return self.reference[inst.symbol]
+        return None
+
+    def equity(self, account: str) -> int:
+        """Every balance of ``account`` valued in the valuation asset at the reference prices (an asset without a
+        price counts as zero: :meth:`equity_complete` says whether there is one)."""
+        value = 0
         for asset, (free, locked) in self.ledger.balances(account).items():
             amount = free + locked
-            if asset == valuation:
+            price = self.asset_price(asset)
+            if price == SCALE:
                 value += amount
-                continue
-            for inst in self.config.instruments:
-                if inst.base_asset == asset and inst.quote_asset == valuation and inst.symbol in self.reference:
-                    value += amount * self.reference[inst.symbol] // SCALE
-                    break
+            elif price is not None:
+                value += amount * price // SCALE
         return value
+
+    def equity_complete(self, account: str) -> bool:
+        """Whether :meth:`equity` values every holding of ``account`` that can be valued: each asset held is the
+        valuation asset, or an instrument quoting it in the valuation asset has a price (an asset no instrument
+        values is left out, as the risk monitor leaves it out)."""
+        valuation = self.config.valuation_asset
+        for asset, (free, locked) in self.ledger.balances(account).items():
+            if not (free + locked) or asset == valuation or self.asset_price(asset) is not None:
+                continue
+            if any(i.base_asset == asset and i.quote_asset == valuation for i in self.config.instruments):
+                return False
+        return True
 
     def exposure(self) -> dict[str, dict[str, int]]:
         """Per account: every asset's balance (free + locked) and every symbol's position quantity."""
@@ -934,6 +1053,15 @@ class TradingKernel:
             out[account] = row
         return out
 
+    def halted_accounts(self) -> dict[str, str]:
+        """Every account that may not add risk now, with why: its own breaker, else the engine-wide halt."""
+        risk = self.risk
+        out = dict(risk.tripped)
+        if risk.engine_halt is not None:
+            for account in self._risk_accounts():
+                out.setdefault(account, risk.engine_halt)
+        return dict(sorted(out.items()))
+
     def status(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
@@ -941,7 +1069,8 @@ class TradingKernel:
             "open_orders": len(self.oms.open_orders()),
             "evicted_orders": self.evicted,
             "accounts": sorted(a for a in self.ledger.account_ids() if a not in self.quiet_accounts),
-            "circuit_breaker": dict(self.risk.tripped),
+            "circuit_breaker": self.halted_accounts(),
+            "engine_halt": self.risk.engine_halt,
             "journal": str(self.journal.path) if self.journal else None,
             "journal_lines": self.journal.count if self.journal else 0,
             "reference_prices": dict(sorted(self.reference.items())),

@@ -33,7 +33,7 @@ class RiskLimits:
     max_order_qty: dict[str, int] = field(default_factory=dict)  # per symbol
     max_order_notional: int = 0
     max_position: dict[str, int] = field(default_factory=dict)  # per symbol, absolute base quantity
-    max_leverage: int = 0  # gross position value / equity, 1e-8 units (1x -> 100_000_000)
+    max_leverage: int = 0  # long position value / equity, 1e-8 units (1x -> 100_000_000)
     price_band: int = (
         5_000_000  # 5 %: limit prices within reference x (1 +/- band); market orders protected at the edge
     )
@@ -41,7 +41,7 @@ class RiskLimits:
     burst: int = 50
     max_drawdown: int = 0  # fraction of peak equity that trips the breaker
     max_loss: int = 0  # absolute loss from the starting equity that trips the breaker
-    stop_loss: int = 0  # per-position fraction below average entry that closes a long (above, for a short)
+    stop_loss: int = 0  # per-position fraction below average entry that closes a long (spot: never buys)
     exempt_accounts: frozenset[str] = frozenset()  # e.g. the simulated market maker
 
 
@@ -70,14 +70,20 @@ class TokenBucket:
 class RiskEngine:
     """Holds the limits and the risk state (rate buckets, breaker) of every account."""
 
-    __slots__ = ("limits", "_buckets", "tripped", "peak_equity", "start_equity")
+    __slots__ = ("limits", "_buckets", "tripped", "engine_halt", "peak_equity", "start_equity")
 
     def __init__(self, limits: RiskLimits) -> None:
         self.limits = limits
         self._buckets: dict[str, TokenBucket] = {}
-        self.tripped: dict[str, str] = {}
+        self.tripped: dict[str, str] = {}  # account -> why its own breaker tripped
+        self.engine_halt: str | None = None  # why the whole engine is halted (HaltTrading for "*"), if it is
         self.peak_equity: dict[str, int] = {}
         self.start_equity: dict[str, int] = {}
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        self.engine_halt = None  # a snapshot written before the engine-wide halt was kept apart has none
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     def pre_trade(
         self,
@@ -90,18 +96,24 @@ class RiskEngine:
         gross_exposure: int,
         equity: int,
         market_price: int | None = None,
+        quote_rate: int | None = SCALE,
     ) -> Rejection | None:
         """The pre-trade checks of one order; ``reference_price`` values it (a market order's protect price when its
         sender fixed one), ``market_price`` is the kernel's own last price (0: it has none; default: ``reference_price``),
-        which alone bounds how much an order by quote amount may buy."""
+        which alone bounds how much an order by quote amount may buy. ``quote_rate`` is the price of the symbol's quote
+        asset in the valuation asset (``SCALE`` when they are the same; None: no price yet), which turns the order's
+        notional into the valuation asset the notional and leverage limits are written in (``gross_exposure`` and
+        ``equity`` are in it already)."""
         limits = self.limits
         account = cmd.account_id
         exempt = account in limits.exempt_accounts
         # Spot: a BUY adds exposure; a SELL can only sell base the account holds (its reservation guarantees that,
         # whether the base was bought here or deposited), so it always reduces exposure.
         increases = cmd.side is Side.BUY
-        if increases and account in self.tripped and not exempt:
-            return RejectReason.CIRCUIT_BREAKER, f"trading halted: {self.tripped[account]}; send a reset to resume"
+        if increases and not exempt:
+            halted = self.halted(account)
+            if halted is not None:
+                return RejectReason.CIRCUIT_BREAKER, f"trading halted: {halted}; send a reset to resume"
         if limits.orders_per_second and not exempt:
             bucket = self._buckets.get(account)
             if bucket is None:
@@ -154,9 +166,18 @@ class RiskEngine:
                 f"{what} {format_decimal(qty)} above the risk limit {format_decimal(max_qty)}"
             )
         notional = cmd.quote_qty if cmd.quote_qty is not None else inst.notional(effective, cmd.qty)
+        if (limits.max_order_notional or (limits.max_leverage and increases)) and not exempt:
+            if quote_rate is None:
+                return RejectReason.NO_REFERENCE_PRICE, (
+                    f"no price yet to value {inst.quote_asset} (the quote asset of {cmd.symbol}) in the valuation "
+                    "asset, which the notional and leverage limits are written in"
+                )
+            if quote_rate != SCALE:
+                notional = notional * quote_rate // SCALE
         if limits.max_order_notional and notional > limits.max_order_notional and not exempt:
+            quote = f" (in {inst.quote_asset} at {format_decimal(quote_rate)})" if quote_rate != SCALE else ""
             return RejectReason.MAX_ORDER_NOTIONAL, (
-                f"notional {format_decimal(notional)} above the limit {format_decimal(limits.max_order_notional)}"
+                f"notional {format_decimal(notional)}{quote} above the limit {format_decimal(limits.max_order_notional)}"
             )
         if price is not None and reference_price and limits.price_band and not exempt:
             low, high = self.band(reference_price)
@@ -192,8 +213,16 @@ class RiskEngine:
             return inst.round_price_down(high)
         return max(inst.round_price_up(low), inst.price_tick)
 
+    def halted(self, account: str) -> str | None:
+        """Why ``account`` may not add risk now: its own breaker, else the engine-wide halt; None when it may."""
+        reason = self.tripped.get(account)
+        if reason is None and account not in self.limits.exempt_accounts:
+            reason = self.engine_halt
+        return reason
+
     def post_trade(self, account: str, equity: int) -> str | None:
-        """Track peak equity; return a reason when the breaker trips now (and not when it already was)."""
+        """Track peak equity; return a reason when the breaker trips now (and not when it already was). ``equity``
+        must value every holding that can be valued: the starting equity is the first one measured."""
         limits = self.limits
         if account in limits.exempt_accounts:
             return None
@@ -217,10 +246,16 @@ class RiskEngine:
             self.tripped[account] = reason
         return reason
 
-    def reset(self, account: str, equity: int) -> bool:
+    def reset(self, account: str, equity: int | None) -> bool:
+        """Lift the account's own breaker and measure loss and drawdown afresh from ``equity`` (None: some holding
+        has no price yet; the next complete measurement starts them)."""
         was = self.tripped.pop(account, None) is not None
-        self.peak_equity[account] = equity
-        self.start_equity[account] = equity
+        if equity is None:
+            self.peak_equity.pop(account, None)
+            self.start_equity.pop(account, None)
+        else:
+            self.peak_equity[account] = equity
+            self.start_equity[account] = equity
         return was
 
     def stop_hit(self, qty: int, avg_entry: int, mark: int) -> bool:

@@ -14,10 +14,12 @@ when an engine-wide limit of :class:`EngineRiskLimits` is crossed it returns the
 
 What it measures (integers in 1e-8 units, as everywhere in the core):
 
-- **symbol exposure**: the sum over accounts of ``|position quantity|`` in the symbol (base units). On spot a sale of
-  deposited coins gives a negative position, which counts too;
+- **symbol exposure**: the sum over accounts of the long position in the symbol (the base bought through it, net;
+  base units). Spot sells only what it holds: a negative position is coins held before and sold, which lowers the
+  holdings (the asset exposure) and adds none here, so a halt, which blocks buys, never blocks what would lower it;
 - **asset exposure**: the sum over accounts of ``|balance|`` (free + locked) of the asset, deposits included;
-- **gross exposure**: the sum over accounts and symbols of ``|position quantity| x mark``, in the valuation asset;
+- **gross exposure**: the sum over accounts and symbols of the long ``position quantity x mark``, in the valuation
+  asset (a symbol quoted in another asset, ETHBTC, is valued through that asset's price, BTCUSDT's mark);
 - **equity**: every account's balances valued at the marks, summed over accounts (exactly the sum of
   :meth:`TradingKernel.equity <veloz_actors.core.kernel.TradingKernel.equity>` over the accounts, when both saw the
   same fills and prices); **drawdown** is the fall from its peak as a fraction of the peak, **loss** the fall from
@@ -32,7 +34,11 @@ Guarantees:
   has no second effect (the key set is bounded by ``max_fill_keys``, oldest forgotten first, counted);
 - a limit halts once per crossing: the halt is returned when the limit is crossed, not on every event while it stays
   crossed; once back under its limit it is armed again. :meth:`RiskMonitor.reset` re-arms every limit and measures
-  drawdown and loss afresh from the current equity; a limit still crossed then halts again on the next event;
+  drawdown and loss afresh from the current equity; a limit still crossed then halts again on the next event (a fill
+  or a mark: every limit is measured on the first event after a reset);
+- its halt is engine-wide (``HaltTrading`` for ``"*"``) and its reset lifts that halt alone
+  (``ResetCircuitBreaker`` for ``"*"``): an account's own loss breaker in the kernel stays as it is, and an account's
+  reset in the kernel leaves the engine-wide halt in force;
 - the kill switch (:meth:`RiskMonitor.kill_switch`) cancels every open order, then halts;
 - fed from a numbered stream (:meth:`RiskMonitor.apply_segment`: the fills of the OMS's kernel steps after
   :attr:`RiskMonitor.cursor` up to a new position), the monitor records the position it reached in its journal (a
@@ -43,8 +49,10 @@ Guarantees:
 - with a journal, every event that changes the state (a new fill, a mark that moved, a kill switch, a reset) is
   journaled before it is applied, and a snapshot is written every ``snapshot_every`` lines, so
   :meth:`RiskMonitor.recover` rebuilds the same state after a restart. Events that change nothing (a duplicate
-  fill, an account update, a top of book whose mid did not move) are not journaled. The limits are not part of the
-  journal's identity: a restart with new limits keeps the state, and the new limits apply from the next event.
+  fill, an account update, a top of book whose mid did not move) are not journaled. A halt it sends is journaled
+  too, after the event that caused it. The limits are not part of the journal's identity: a restart with new limits
+  keeps the state (the halt in force, if any, is the one the journal says was sent), and the new limits apply from
+  the next event.
 
 The monitor never reads a clock: every timestamp comes from the events (or the caller, for the kill switch and reset).
 """
@@ -98,9 +106,10 @@ def kill_switch_commands(ts: int) -> list[Command]:
 class EngineRiskLimits:
     """Engine-wide limits, in 1e-8 units; 0 (or a symbol or asset left out) means no limit.
 
-    ``max_symbol_exposure``: symbol -> the most base quantity held over all accounts (sum of ``|position|``);
+    ``max_symbol_exposure``: symbol -> the most base bought through the symbol over all accounts (sum of the long
+    positions);
     ``max_asset_exposure``: asset -> the most of that asset held over all accounts (sum of ``|balance|``);
-    ``max_gross_exposure``: the most position value over all accounts and symbols, in the valuation asset;
+    ``max_gross_exposure``: the most long position value over all accounts and symbols, in the valuation asset;
     ``max_drawdown``: the largest fall of engine equity from its peak, as a fraction (0.2 -> 20_000_000);
     ``max_loss``: the largest fall of engine equity from its starting value, in the valuation asset.
 
@@ -235,6 +244,7 @@ class RiskMonitor:
         self.peak_equity: int | None = None
         self.start_equity: int | None = None
         self.breached: dict[str, str] = {}  # limit key -> the reason of its crossing
+        self._measure_all = False  # the next event measures every limit (after a reset or a recovery)
         self.halted: str | None = None  # the reason of the halt this monitor sent (None: not halted by it)
         self.halts_sent = 0
         self.kill_switches = 0
@@ -325,6 +335,11 @@ class RiskMonitor:
                 _drop_last_lines(journal_path, len(monitor._rebase))
                 monitor.seq -= len(monitor._rebase)
                 monitor._rebase = None
+            # The limits, perhaps new ones, are measured afresh: what the replay crossed under them was never sent
+            # (the halt in force is the journaled one). Under a halt in force, a limit crossed now is covered by it;
+            # without one, a crossed limit halts on the next event.
+            monitor.breached = monitor._crossed(_ALL_LIMITS) if monitor.halted is not None else {}
+            monitor._measure_all = monitor.halted is None
         monitor.attach_journal(journal_path, durability=durability)
         commands: list[Command] = []
         if monitor.halted == KILL_SWITCH_REASON:  # its cancel-all too: the OMS may never have had it
@@ -388,7 +403,7 @@ class RiskMonitor:
         self._maybe_snapshot()
         return commands
 
-    def _apply_rebase(self, lines: list[AccountUpdated | PositionUpdated], commands: list[Command]) -> None:
+    def _apply_rebase(self, lines: list[AccountUpdated | PositionUpdated], commands: list[Command] | None) -> None:
         balances: dict[str, dict[str, int]] = {}
         positions: dict[tuple[str, str], int] = {}
         for line in lines:
@@ -427,16 +442,23 @@ class RiskMonitor:
         self._maybe_snapshot()
 
     def _step(self, message: Any, commands: list[Command] | None = None) -> None:
-        """Apply one journaled input (a replay passes no ``commands``: what it causes was sent before)."""
-        out: list[Command] = [] if commands is None else commands
+        """Apply one journaled input (a replay passes no ``commands``: what it caused was sent before, and the halts
+        it sent are journaled lines of their own)."""
+        out: list[Command] | None = commands
         kind = type(message)
         if kind is OrderFilled:
             self._fill(message)
             self._check(message.ts, out, _ALL_LIMITS)
         elif kind is HaltTrading:
-            self._kill(message.ts, out)
+            if message.reason == KILL_SWITCH_REASON:
+                self._kill(message.ts, out if out is not None else [])
+            else:  # a halt a crossed limit sent (journaled when sent)
+                self.now = max(self.now, message.ts)
+                self.halts_sent += 1
+                if self.halted is None:
+                    self.halted = message.reason
         elif kind is ResetCircuitBreaker:
-            self._reset(message.ts, out)
+            self._reset(message.ts, out if out is not None else [])
         elif kind is Tick:  # a position reached in the numbered stream; it closes a rebase
             self.cursor = message.ts
             if self._rebase is not None:
@@ -556,10 +578,11 @@ class RiskMonitor:
         return self._equity, not self._unpriced
 
     def symbol_exposure(self) -> dict[str, int]:
-        """Per symbol traded so far: the sum over accounts of ``|position quantity|`` (base, 1e-8)."""
+        """Per symbol traded so far: the sum over accounts of the long position (base bought net, 1e-8; a negative
+        position, coins held before and sold, counts as none)."""
         out: dict[str, int] = {}
         for (_, symbol), qty in self.positions.items():
-            out[symbol] = out.get(symbol, 0) + abs(qty)
+            out[symbol] = out.get(symbol, 0) + max(qty, 0)
         return dict(sorted(out.items()))
 
     def asset_exposure(self) -> dict[str, int]:
@@ -571,13 +594,19 @@ class RiskMonitor:
         return dict(sorted(out.items()))
 
     def gross_exposure(self) -> int:
-        """The sum over accounts and symbols of ``|position| x mark``, in the valuation asset (symbols without a
-        mark count as zero)."""
+        """The sum over accounts and symbols of the long ``position x mark``, in the valuation asset (a negative
+        position, coins held before and sold, adds none): a symbol quoted in another asset is valued through that
+        asset's price (symbols without a mark, or whose quote asset has no price yet, count as zero)."""
         total = 0
         marks = self.marks
+        valuation = self.config.valuation_asset
         for (_, symbol), qty in self.positions.items():
-            if qty:
-                total += abs(qty) * marks.get(symbol, 0) // SCALE
+            if qty > 0:
+                value = qty * marks.get(symbol, 0) // SCALE  # in the symbol's quote asset
+                quote = self.instruments[symbol].quote_asset
+                if quote != valuation:
+                    value = value * (self._price_of(quote) or 0) // SCALE
+                total += value
         return total
 
     def _measure_start(self) -> None:
@@ -588,9 +617,18 @@ class RiskMonitor:
 
     # -------------------------------------------------------------------------------------------------------- limits
 
-    def _check(self, ts: int, commands: list[Command], kinds: frozenset[str]) -> None:
-        """Measure the limits of ``kinds``; a limit crossed now (and not already) halts; one back under re-arms."""
+    def _check(self, ts: int, commands: list[Command] | None, kinds: frozenset[str]) -> None:
+        """Measure the limits of ``kinds``; a limit crossed now (and not already) halts; one back under re-arms.
+
+        ``commands`` None: a replay, which only follows the equity's peak (the halts it sent are journaled lines).
+        """
         self.now = max(self.now, ts)
+        if commands is None:
+            self._crossed(frozenset())  # the peak and start equity, as the live run measured them
+            return
+        if self._measure_all:
+            self._measure_all = False
+            kinds = _ALL_LIMITS
         crossed = self._crossed(kinds)
         for key in [k for k in self.breached if k.partition(":")[0] in kinds and k not in crossed]:
             del self.breached[key]
@@ -599,10 +637,12 @@ class RiskMonitor:
                 continue
             self.breached[key] = reason
             sent = f"risk monitor: {reason}"
+            halt = HaltTrading(account_id="*", reason=sent, ts=self.now)
+            self._journal(halt)  # after the event that caused it: a restart knows the halt was sent
             if self.halted is None:
                 self.halted = sent
             self.halts_sent += 1
-            commands.append(HaltTrading(account_id="*", reason=sent, ts=self.now))
+            commands.append(halt)
 
     def _crossed(self, kinds: frozenset[str]) -> dict[str, str]:
         limits = self.limits
@@ -686,9 +726,10 @@ class RiskMonitor:
     def _reset(self, ts: int, commands: list[Command]) -> None:
         self.now = max(self.now, ts)
         if self.halted is not None:
-            commands.extend(ResetCircuitBreaker(account_id=account, ts=ts) for account in sorted(self.balances))
+            commands.append(ResetCircuitBreaker(account_id="*", ts=ts))  # the engine-wide halt; accounts' own stay
         self.halted = None
         self.breached.clear()
+        self._measure_all = True
         self.start_equity = self.peak_equity = None
         self._measure_start()
 

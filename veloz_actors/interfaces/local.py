@@ -73,9 +73,10 @@ class LocalBackend:
         return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
 
     def resume(self) -> list[Any]:
-        """Lift a halt (the kill switch's or a tripped breaker's) on every account."""
+        """Lift a halt (the kill switch's or a tripped breaker's) on every account: the engine-wide halt, then each
+        account's own breaker."""
         ts = time.time_ns()
-        events: list[Any] = []
+        events: list[Any] = self.submit(ResetCircuitBreaker(account_id="*", ts=ts))
         for account in self.engine.kernel.status()["accounts"]:
             events += self.submit(ResetCircuitBreaker(account_id=account, ts=ts))
         return events

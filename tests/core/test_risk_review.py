@@ -1,0 +1,243 @@
+"""Risk as a trader with real money needs it, from a review that reproduced each case on the pure core: limits in the
+valuation asset on a cross pair, what a sale of deposited coins does to the engine-wide exposure, the kill switch's
+cancels when the venue refuses one, an account's reset against the engine-wide halt, the risk monitor's recovery with
+new limits, and the kernel's starting equity while a holding has no price."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from veloz_actors.core.instruments import Instrument
+from veloz_actors.core.kernel import TradingKernel
+from veloz_actors.core.risk import RiskLimits
+from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitor, RiskMonitorConfig, kill_switch_commands
+from veloz_actors.messages import (
+    HaltTrading,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    RejectReason,
+    ResetCircuitBreaker,
+    SubmitCancel,
+    SubmitOrder,
+    VenueCancelRejected,
+    VenueOrderAccepted,
+)
+from veloz_actors.testing import START_NS, btcusdt, d, engine_config, ethusdt, instruments, place, trade
+from veloz_actors.venues.engine import Engine, EngineConfig
+
+
+def _ethbtc() -> Instrument:
+    return Instrument(
+        symbol="ETHBTC", base_asset="ETH", quote_asset="BTC", price_tick=d("0.00001"), qty_step=d("0.001"),
+        min_qty=d("0.001"), max_qty=d("9000"), min_notional=d("0.0001"), min_price=d("0.00001"), max_price=d("1000"),
+        maker_fee_rate=d("0.001"), taker_fee_rate=d("0.001"),
+    )  # fmt: skip
+
+
+def _rejections(events: list[Any]) -> list[tuple[RejectReason, str]]:
+    return [(e.reason, e.detail) for e in events if type(e) is OrderRejected]
+
+
+# ------------------------------------------------------------------------------------------------ cross pairs
+
+
+def _cross_pair_engine(**limits: Any) -> Engine:
+    engine = Engine(
+        EngineConfig(
+            instruments=(btcusdt(), ethusdt(), _ethbtc()),
+            balances={"main": {"USDT": d("100000"), "BTC": d("10")}, "other": {"ETH": d("1000")}},
+            risk=RiskLimits(**limits),
+        )
+    )
+    engine.apply(trade("60000", symbol="BTCUSDT", ts=START_NS))
+    engine.apply(trade("3000", symbol="ETHUSDT", ts=START_NS))
+    engine.apply(trade("0.05", symbol="ETHBTC", ts=START_NS))
+    return engine
+
+
+def test_the_notional_limit_values_a_cross_pair_order_in_the_valuation_asset() -> None:
+    """100 ETH at 0.05 BTC is 5 BTC, 300,000 USDT: above a 1,000 USDT limit (before: 5, taken as USDT, passed)."""
+    engine = _cross_pair_engine(max_order_notional=d("1000"))
+    [(reason, detail)] = _rejections(engine.apply(place("x", "BUY", "100", "0.05", symbol="ETHBTC", ts=START_NS + 1)))
+    assert reason is RejectReason.MAX_ORDER_NOTIONAL
+    assert detail == "notional 300000 (in BTC at 60000) above the limit 1000"
+    assert _rejections(engine.apply(place("y", "BUY", "0.3", "0.05", symbol="ETHBTC", ts=START_NS + 2))) == []  # 900
+
+
+def test_the_leverage_limit_values_a_cross_pair_order_and_positions_in_the_valuation_asset() -> None:
+    engine = _cross_pair_engine(max_leverage=d("0.5"))  # main's equity: 100,000 + 10 x 60,000 = 700,000 USDT
+    # 150 ETH at 0.05 BTC: 7.5 BTC, 450,000 USDT, 0.64x (before: 7.5 taken as USDT, 0.00001x)
+    [(reason, detail)] = _rejections(engine.apply(place("x", "BUY", "150", "0.05", symbol="ETHBTC", ts=START_NS + 1)))
+    assert reason is RejectReason.MAX_LEVERAGE and detail.startswith("leverage would reach 0.64285714x")
+    engine.apply(place("s", "SELL", "100", "0.05", symbol="ETHBTC", account="other", ts=START_NS + 2))
+    assert _rejections(engine.apply(place("b", "BUY", "100", "0.05", symbol="ETHBTC", ts=START_NS + 3))) == []
+    assert engine.kernel._gross_exposure("main") == d("300000")  # 100 ETH x 0.05 BTC x 60,000 USDT
+    assert engine.kernel._gross_exposure("other") == 0  # sold ETH it held: no position to value
+
+
+def test_a_cross_pair_order_waits_for_a_price_of_its_quote_asset_when_a_notional_limit_needs_it() -> None:
+    engine = Engine(
+        EngineConfig(
+            instruments=(btcusdt(), _ethbtc()),
+            balances={"main": {"BTC": d("10")}},
+            risk=RiskLimits(max_order_notional=d("1000")),
+        )
+    )
+    engine.apply(trade("0.05", symbol="ETHBTC", ts=START_NS))
+    [(reason, detail)] = _rejections(engine.apply(place("x", "BUY", "1", "0.05", symbol="ETHBTC", ts=START_NS + 1)))
+    assert reason is RejectReason.NO_REFERENCE_PRICE and "no price yet to value BTC" in detail
+
+
+def test_the_monitor_values_a_cross_pair_position_in_the_valuation_asset() -> None:
+    engine = _cross_pair_engine()
+    monitor = RiskMonitor(
+        RiskMonitorConfig.from_kernel(engine.kernel.config, EngineRiskLimits(max_gross_exposure=d("100000")))
+    )
+    for symbol, price in (("BTCUSDT", "60000"), ("ETHUSDT", "3000"), ("ETHBTC", "0.05")):
+        monitor.apply(trade(price, symbol=symbol, ts=START_NS))
+    engine.apply(place("s", "SELL", "100", "0.05", symbol="ETHBTC", account="other", ts=START_NS + 1))
+    fills = [e for e in engine.apply(place("b", "BUY", "100", "0.05", symbol="ETHBTC", ts=START_NS + 2))
+             if type(e) is OrderFilled]  # fmt: skip
+    commands = monitor.apply_many(fills)
+    assert monitor.gross_exposure() == d("300000")  # main's 100 ETH, 5 BTC (before: 5); other sold ETH it held
+    assert [type(c) for c in commands] == [HaltTrading] and "gross exposure 300000 USDT" in commands[0].reason
+
+
+# --------------------------------------------------------------------------------- a sale of deposited coins
+
+
+def test_selling_deposited_coins_adds_no_symbol_exposure() -> None:
+    """main sells 1.5 of its 3 deposited BTC to other: main's holdings fall (to 1.5) and other's long is 1.5, within
+    the symbol limit of 2, so nothing halts (before: main's |-1.5| counted too, 3 crossed the limit, every account was
+    halted, and only more selling was allowed)."""
+    engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("1000"), "BTC": d("3")},
+                                                       "other": {"USDT": d("1000000")}}))  # fmt: skip
+    monitor = RiskMonitor(
+        RiskMonitorConfig.from_kernel(engine.kernel.config, EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("2")}))
+    )
+    engine.apply(trade("60000", ts=START_NS))
+    engine.apply(place("bid", "BUY", "3", "60000", account="other", ts=START_NS + 1))
+    fills = [e for e in engine.apply(place("s", "SELL", "1.5", "60000", ts=START_NS + 2)) if type(e) is OrderFilled]
+    assert monitor.apply_many(fills) == []
+    assert monitor.symbol_exposure() == {"BTCUSDT": d("1.5")}  # other's long: 1.5 bought; main's -1.5 adds none
+    fills = [e for e in engine.apply(place("s2", "SELL", "0.6", "60000", ts=START_NS + 3)) if type(e) is OrderFilled]
+    [halt] = monitor.apply_many(fills)  # other's long is now 2.1: that crosses the limit
+    assert "engine exposure in BTCUSDT 2.1 above the limit 2" in halt.reason
+
+
+def test_after_a_reset_a_limit_still_crossed_halts_again_on_the_next_mark() -> None:
+    config = RiskMonitorConfig(
+        instruments=instruments(), balances={"main": {"USDT": d("100000")}},
+        limits=EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("1")}), reference_prices={"BTCUSDT": d("60000")},
+    )  # fmt: skip
+    monitor = RiskMonitor(config)
+    engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("1000000")}, "mm": {"BTC": d("10")}}))
+    engine.apply(trade("60000", ts=START_NS))
+    engine.apply(place("a", "SELL", "2", "60000", account="mm", ts=START_NS + 1))
+    fills = [e for e in engine.apply(place("b", "BUY", "2", "60000", ts=START_NS + 2)) if type(e) is OrderFilled]
+    assert len([c for c in monitor.apply_many(fills) if c.account_id == "*"]) == 1
+    assert monitor.reset(START_NS + 3) == [ResetCircuitBreaker(account_id="*", ts=START_NS + 3)]
+    [halt] = monitor.apply(trade("60100", ts=START_NS + 4))  # a mark: every limit is measured after a reset
+    assert "engine exposure in BTCUSDT 2 above the limit 1" in halt.reason
+
+
+# ------------------------------------------------------------------------------------------- the kill switch
+
+
+def test_the_kill_switch_cancels_again_an_order_whose_cancel_the_venue_refused_while_it_is_open() -> None:
+    kernel = TradingKernel(engine_config().kernel_config())
+    kernel.apply(trade("60000", ts=START_NS))
+    kernel.apply(place("b1", "BUY", "0.5", "59000", ts=START_NS + 1))
+    kernel.apply(VenueOrderAccepted(venue="BINANCE", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                                    venue_order_id="1", ts=START_NS + 2))  # fmt: skip
+    kernel.apply(place("b2", "BUY", "0.5", "59000", ts=START_NS + 3))  # not acknowledged yet
+    kernel.take_outbox()
+    for command in kill_switch_commands(START_NS + 10):
+        kernel.apply(command)
+    assert [(type(r), r.client_order_id) for r in kernel.take_outbox()] == [(SubmitCancel, "b1"), (SubmitCancel, "b2")]
+
+    def refused(cid: str, ts: int) -> None:
+        kernel.apply(VenueCancelRejected(venue="BINANCE", client_order_id=cid, account_id="main", symbol="BTCUSDT",
+                                         reason=RejectReason.VENUE_REJECTED, detail="still open", ts=ts))  # fmt: skip
+
+    refused("b1", START_NS + 20)  # its answer was lost and it is still open: cancelled again
+    refused("b2", START_NS + 20)  # the cancel overtook the order: the order goes again, its cancel once it is acked
+    out = kernel.take_outbox()
+    assert [(type(r), r.client_order_id) for r in out] == [(SubmitCancel, "b1"), (SubmitOrder, "b2")]
+    assert kernel.oms.get("main", "b1").status is OrderStatus.PENDING_CANCEL
+    kernel.apply(VenueOrderAccepted(venue="BINANCE", client_order_id="b2", account_id="main", symbol="BTCUSDT",
+                                    venue_order_id="2", ts=START_NS + 30))  # fmt: skip
+    assert [(type(r), r.client_order_id) for r in kernel.take_outbox()] == [(SubmitCancel, "b2")]
+    # a venue that keeps refusing: after three refusals the order is left to the trader, said in an Error
+    refused("b1", START_NS + 40)
+    assert [r.client_order_id for r in kernel.take_outbox()] == ["b1"]
+    events = kernel.apply(
+        VenueCancelRejected(venue="BINANCE", client_order_id="b1", account_id="main", symbol="BTCUSDT",
+                            reason=RejectReason.VENUE_REJECTED, detail="still open", ts=START_NS + 50)
+    )  # fmt: skip
+    assert [e.code for e in events if type(e).__name__ == "Error"] == ["CANCEL_ALL_FAILED"]
+    assert kernel.take_outbox() == [] and kernel.must_cancel == {("main", "b2"): 1}  # refused once, cancel on its way
+
+
+# ----------------------------------------------------------------------------------------- monitor recovery
+
+
+def _monitor_config(limits: EngineRiskLimits, snapshot_every: int) -> RiskMonitorConfig:
+    return RiskMonitorConfig(
+        instruments=instruments(), balances={"main": {"USDT": d("100000"), "BTC": d("2")}}, limits=limits,
+        reference_prices={"BTCUSDT": d("60000"), "ETHUSDT": d("2500")}, snapshot_every=snapshot_every,
+    )  # fmt: skip
+
+
+def test_a_monitor_recovered_with_new_limits_halts_only_for_what_is_crossed_now() -> None:
+    """The live run had no limit; its loss went to 4,000 and back. Recovered with max_loss 1,000, with or without a
+    snapshot: nothing halted (before: the replay's past crossing left a halt without a snapshot, none with one); a
+    loss crossing the new limit later halts."""
+    for snapshot_every in (10_000, 3):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "risk.journal"
+            monitor = RiskMonitor(_monitor_config(EngineRiskLimits(), snapshot_every), journal_path=path,
+                                  durability="none")  # fmt: skip
+            for i, price in enumerate(("59000", "58000", "60000")):
+                assert monitor.apply(trade(price, ts=START_NS + i)) == []
+            monitor.close()
+            limits = EngineRiskLimits(max_loss=d("1000"))
+            recovered, commands = RiskMonitor.recover(_monitor_config(limits, snapshot_every), path, durability="none")
+            assert (recovered.halted, commands, recovered.breached) == (None, [], {})
+            [halt] = recovered.apply(trade("59000", ts=START_NS + 10))
+            assert "engine loss 2000 USDT" in halt.reason
+            recovered.close()
+
+
+def test_a_monitor_that_halted_recovers_its_halt_from_the_journal_whatever_the_limits_now() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(_monitor_config(EngineRiskLimits(max_loss=d("1000")), 10_000), journal_path=path,
+                              durability="none")  # fmt: skip
+        [halt] = monitor.apply(trade("59000", ts=START_NS))
+        assert monitor.apply(trade("58000", ts=START_NS + 1)) == []  # still crossed: halted once
+        monitor.close()
+        recovered, commands = RiskMonitor.recover(_monitor_config(EngineRiskLimits(), 10_000), path, durability="none")
+        assert commands == [HaltTrading(account_id="*", reason=halt.reason, ts=START_NS + 1)]
+        assert recovered.halted == halt.reason and recovered.halts_sent == 1
+        recovered.close()
+
+
+# ------------------------------------------------------------------------------- the kernel's starting equity
+
+
+def test_the_kernels_loss_limit_starts_once_every_holding_has_a_price() -> None:
+    """main holds 100,000 USDT and 2 BTC; the first price is ETH's. The starting equity waits for BTC's price
+    (220,000), so a fall of BTC to 40,000 is a loss of 40,000 and trips a 10,000 limit (before: the start was taken
+    as 100,000, and the loss never showed)."""
+    engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("100000"), "BTC": d("2")}},
+                                  risk=RiskLimits(max_loss=d("10000"), price_band=d("0.5"))))  # fmt: skip
+    engine.apply(trade("2500", symbol="ETHUSDT", ts=START_NS))
+    assert "main" not in engine.kernel.risk.start_equity
+    engine.apply(trade("60000", ts=START_NS + 1))
+    assert engine.kernel.risk.start_equity["main"] == d("220000")
+    engine.apply(trade("40000", ts=START_NS + 2))
+    assert engine.kernel.risk.tripped == {"main": "loss 40000 exceeds 10000"}
