@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,21 @@ def test_an_engine_config_that_is_a_list_says_so(tmp_path: Path) -> None:
 def test_a_section_that_is_not_a_mapping_says_so_without_class_names() -> None:
     with pytest.raises(ConfigError, match=r"^engine.yaml: risk: must be a mapping of settings, got a list$"):
         parse_engine_config(_with("risk", [1, 2]), source="engine.yaml")
+
+
+def test_a_yaml_error_names_the_line_but_never_quotes_it(tmp_path: Path) -> None:
+    """PyYAML's message quotes the offending line, which may hold the API token: only the problem and where."""
+    path = tmp_path / "engine.yaml"
+    path.write_text('engine:\n  api:\n    token: "my-very-secret-api-token-0123456789\n')
+    with pytest.raises(ConfigError, match=r"not valid YAML \(.*at line \d+, column \d+\)") as caught:
+        load_engine_config(path)
+    assert "my-very-secret" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_a_config_error_carries_no_value_of_the_file_in_its_chain() -> None:
+    secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+    for field, value in (("venue.api_secret", secret), ("api.token", "tok-0123456789x")):
+        with pytest.raises(ConfigError) as caught:
+            parse_engine_config(_with(field, value), source="engine.yaml")
+        text = "".join(traceback.format_exception(caught.value))
+        assert value not in text and value[:12] not in text

@@ -22,6 +22,7 @@ from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, format_decimal, parse_decimal
 from .logs import LogSettings, parse_format, parse_level
+from .venues.binance.auth import looks_like_key_content
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
 
@@ -101,7 +102,9 @@ def _dec(value: Decimal, what: str) -> int:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError (chained under a ConfigError, shown in a traceback) never carries a
+    # value of the file, which may be a secret (api.token, a key pasted into the wrong field)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class InstrumentModel(_Model):
@@ -285,6 +288,15 @@ class VenueModel(_Model):
         if len(set(upper)) != len(upper):
             raise ValueError(f"repeated symbols in {value}")
         return upper
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and looks_like_key_content(value):
+            raise ValueError(
+                "must be the path of a KEY=VALUE file, not the file's content or a key (the value is not shown)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _usable(self) -> VenueModel:
@@ -718,8 +730,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        # the problem and where, never str(exc): PyYAML quotes the offending line, which may hold a secret
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"cannot read config {path}: not valid YAML ({problem}{where})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     return data
@@ -744,6 +762,6 @@ def parse_engine_config(data: Any, source: str = "config") -> EngineFileConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: {where}: {_message(first)}") from exc
+        raise ConfigError(f"{source}: {where}: {_message(first)}") from None  # a traceback shows this line alone
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

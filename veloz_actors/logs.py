@@ -81,6 +81,7 @@ __all__ = [
     "LogSettings",
     "RedactSecrets",
     "configure_logging",
+    "register_secrets",
     "flush_logs",
     "output_handlers",
     "log_events",
@@ -94,7 +95,7 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ROOT_LOGGER = "veloz"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
-SECRET_ENV = ("BINANCE_API_KEY", "BINANCE_API_SECRET")
+SECRET_ENV = ("BINANCE_API_KEY", "BINANCE_API_SECRET", "BINANCE_PRIVATE_KEY_PASSWORD")
 REDACTED = "***"
 DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
 
@@ -165,19 +166,35 @@ def actor_label(actor: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------ secrets
 
+_Q = r"(?:\\?[\"'])?"  # a quote around a name or value, perhaps JSON-escaped (\")
 _SECRET_SHAPES = (
-    r"(signature=)[^&\s\"',;)]+",
-    r"(x-mbx-apikey[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;})]+",
-    r"([\"']?(?:api_?key|api_?secret|secret|signature)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9+/=_-]{8,}",
+    r"(signature(?:=|%3D))[^&\s\"',;)\\]+",  # in a query string, also URL-encoded
+    rf"(x-mbx-apikey{_Q}\s*[:=]\s*{_Q})[^\"'\s,;}})\\]+",
+    rf"({_Q}(?:api_?key|api_?secret|secret|signature|private_?key_?password|password){_Q}\s*[:=]\s*{_Q})"
+    r"[A-Za-z0-9+/=_-]{6,}",
     r"()(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])",  # a Binance key, secret or HMAC signature
+    r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # a PEM key
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
 _ANY_SHAPE = re.compile("|".join(f"(?:{shape})" for shape in _SECRET_SHAPES), re.IGNORECASE)  # one scan: clean?
 
 
+_registered: tuple[str, ...] = ()  # secrets this process read after its logging was set up (longest first)
+
+
+def register_secrets(*values: str | None) -> None:
+    """Values every log line of this process must not show from now on (credentials read from a credentials file,
+    which the environment, read when logging was set up, did not hold)."""
+    global _registered
+    new = {v for v in values if v and len(v) >= 6} - set(_registered)
+    if new:
+        _registered = tuple(sorted({*_registered, *new}, key=len, reverse=True))
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with ``secrets`` and anything shaped like a Binance credential or signature replaced by ``***``."""
-    for secret in secrets:
+    """``text`` with ``secrets`` (and those given to :func:`register_secrets`) and anything shaped like a Binance
+    credential, a signature or a PEM private key replaced by ``***``."""
+    for secret in (*secrets, *_registered) if _registered else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     if _ANY_SHAPE.search(text) is None:  # the common case: one scan, nothing to replace
@@ -202,10 +219,12 @@ class RedactSecrets(logging.Filter):
         if isinstance(value, str):
             return redact(value, self.secrets)
         if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
+            return {self._scrub(k) if isinstance(k, str) else k: self._scrub(v) for k, v in value.items()}
         if type(value) in (list, tuple):
             return type(value)(self._scrub(v) for v in value)
-        return value
+        if isinstance(value, bytes):
+            return redact(value.decode("utf-8", "replace"), self.secrets)
+        return redact(str(value), self.secrets)  # what the formatter would print of it (an exception, a set, ...)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_veloz_clean", False):  # the other handler's filter did it
@@ -350,6 +369,9 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     front._veloz = True  # type: ignore[attr-defined]
     logger.addHandler(front)
     logger.setLevel(level)
+    # Redaction sits on these handlers: a record that went on to handlers of the root logger (an embedding program's
+    # logging.basicConfig) would reach them unredacted, so the veloz lines stop here.
+    logger.propagate = False
     return path
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from veloz_actors._exceptions import ConfigError, InvalidInput
 from veloz_actors.config import load_engine_config, parse_engine_config, with_logging
-from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_events, redact
+from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_events, redact, register_secrets
 from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
 
@@ -235,6 +235,49 @@ def test_secrets_never_reach_stderr_or_the_file(
             assert secret not in text
         assert "signature=***" in text and "***" in text
     assert "symbol=BTCUSDT" in written and "application/json" in written  # what is not a secret stays
+
+
+def test_the_shapes_a_secret_takes_in_a_line_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PEM key (with + and /), the key's password, a signature in JSON-escaped text and URL-encoded, extra fields
+    holding bytes, an exception or a set, and a secret read from a credentials file after logging was set up."""
+    monkeypatch.setenv("BINANCE_PRIVATE_KEY_PASSWORD", "correct-horse-battery-staple")
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    body = "MC4CAQAwBQYDK2VwBCIEIKo3eR9x+Qk/2vY1lJp0Zs8Vq6m5L0cW3aN7bT1uE4einG+"
+    sig = "q3Zl+8x/Pz0WbF1d7Kc2Yh4Ln6Jm9Vt5Rs0Ue3Ai1Oo8Gg2Hh7Jj4Kk6Ll9Mm0Nn5Pp1Qq3Rr7Ss2Tt0Uu4Vv8Ww=="
+    late = "from-the-file-" + "x7" * 12
+    register_secrets(late)
+    log = logging.getLogger("veloz.binance")
+    log.error("cannot load key: %s", f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n")
+    log.warning("password %s rejected", "correct-horse-battery-staple")
+    log.warning("frame: %s", '{\\"apiKey\\":\\"abcdefgh12\\",\\"signature\\":\\"' + sig + '\\"}')
+    log.warning("redirected to https://proxy/?u=https%3A%2F%2Fapi%2Forder%3Fsymbol%3DBTCUSDT%26signature%3D" + sig[:40])
+    log.info("raw", extra={"body": SECRET.encode(), "error": ValueError(f"bad signature={sig}"), "keys": {KEY}})
+    log.info("loaded %s", late)
+    flush_logs()
+    written = (tmp_path / "veloz.log").read_text()
+    assert len(written.splitlines()) == 6
+    for secret in (body, sig, sig[:40], "correct-horse", SECRET, KEY, late, "abcdefgh12"):
+        assert secret not in written, secret
+
+
+def test_the_veloz_lines_do_not_go_on_to_the_root_loggers_handlers(tmp_path: Path) -> None:
+    """Redaction sits on the veloz handlers: an embedding program's root handler would get the raw record."""
+    seen: list[str] = []
+
+    class Sink(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    sink = Sink()
+    root.addHandler(sink)
+    try:
+        configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+        logging.getLogger("veloz.binance").warning("secret is %s", SECRET)
+        flush_logs()
+    finally:
+        root.removeHandler(sink)
+    assert seen == [] and SECRET not in (tmp_path / "veloz.log").read_text()
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:

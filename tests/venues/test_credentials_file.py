@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from veloz_actors._exceptions import ConfigError
-from veloz_actors.venues.binance.auth import CredentialsRef, read_env_file
+from veloz_actors.config import parse_engine_config
+from veloz_actors.venues.binance.auth import Credentials, CredentialsRef, read_env_file
 
 KEY = "fileKey" + "A" * 57
 SECRET = "file-secret-" + "B" * 52
@@ -42,3 +43,44 @@ def test_a_bad_line_is_named_by_number_without_its_value(tmp_path):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="credentials file .*nothing.env"):
         read_env_file(tmp_path / "nothing.env")
+
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKo3eR9x+Qk/2vY1lJp0Zs8Vq6m5L0cW3aN7bT1uE4einG+\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [PEM, PEM.splitlines()[1], f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\n", SECRET.replace("-", "")],
+)
+def test_key_content_given_where_a_path_belongs_is_never_echoed(value: str) -> None:
+    """A PEM, its base64 body, a credentials file's content or a secret put where the key file's (or the credentials
+    file's) path belongs: the error says so and names the variable, never the value (before: the whole value)."""
+    with pytest.raises(ConfigError) as caught:
+        Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": value})
+    assert "BINANCE_PRIVATE_KEY_FILE (its value is not shown" in str(caught.value)
+    with pytest.raises(ConfigError) as as_file:
+        read_env_file(value)
+    assert "credentials file (its value is not shown" in str(as_file.value)
+    for error in (caught.value, as_file.value):
+        for part in value.splitlines():
+            assert part not in str(error) or part.startswith("-----")
+        assert SECRET not in str(error) and KEY not in str(error)
+
+
+def test_an_ordinary_path_is_still_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"BINANCE_PRIVATE_KEY_FILE '.*/keys/ed25519.pem': cannot read it"):
+        Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": str(tmp_path / "keys/ed25519.pem")})
+
+
+def test_the_credentials_file_setting_refuses_the_files_content() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_engine_config(
+            {"instruments": [], "balances": {}, "venue": {"kind": "binance", "symbols": ["BTCUSDT"],
+                                          "credentials_file": f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}"}},
+            source="engine.yaml",
+        )  # fmt: skip
+    assert "venue.credentials_file: must be the path of a KEY=VALUE file" in str(caught.value)
+    assert SECRET not in str(caught.value) and KEY not in str(caught.value)

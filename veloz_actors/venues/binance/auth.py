@@ -49,6 +49,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -61,6 +62,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from ..._exceptions import ConfigError, InvalidInput
+from ...logs import register_secrets
+
+# A key or secret pasted where a path belongs: a run of 32 letters and digits no path component has, or a base64
+# string (letters, digits, + and /, no dot) of 40 or more with a digit in it.
+_KEY_RUN = re.compile(r"[A-Za-z0-9+]{32,}")
+_BASE64 = re.compile(r"(?=.*[0-9+])[A-Za-z0-9+/]{40,}={0,2}")
 
 __all__ = [
     "ENV_API_KEY",
@@ -353,7 +360,7 @@ class Credentials:
     ) -> Credentials:
         """An API key with the private key in the PEM file at ``path``."""
         key_text = _clean_token(api_key, api_key_what)
-        what = f"{path_what} {os.fspath(path)!r}"
+        what = shown_path(path, path_what)
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:
@@ -423,6 +430,8 @@ class Credentials:
         ``ref`` names other variables (or a fixed key file path). Errors name the variable, never its value."""
         env = os.environ if environ is None else environ
         ref = ref or CredentialsRef()
+        # the values may come from a credentials file the log filters, set up from the environment, never saw
+        register_secrets(env.get(ref.api_key_env), env.get(ref.api_secret_env), env.get(ref.private_key_password_env))
         key_file: str | None = ref.private_key_file or env.get(ref.private_key_file_env) or None
         return cls.from_config(
             api_key=env.get(ref.api_key_env),
@@ -596,17 +605,40 @@ class CredentialsRef:
         return Credentials.from_env(env, ref=self)
 
 
+def looks_like_key_content(text: str) -> bool:
+    """Whether a value given where a file's path belongs looks like a key or the file's content instead (a PEM, a
+    ``KEY=VALUE`` line, a long base64 string, several lines): it must then never be echoed."""
+    return (
+        "\n" in text
+        or "\r" in text
+        or "-----BEGIN" in text
+        or "=" in text
+        or len(text) > 255
+        or _KEY_RUN.search(text) is not None
+        or _BASE64.fullmatch(text) is not None
+    )
+
+
+def shown_path(path: str | os.PathLike[str], what: str) -> str:
+    """``what`` and the path, for an error message; only ``what`` when the value looks like key content."""
+    text = os.fsdecode(path)
+    if looks_like_key_content(text):
+        return f"{what} (its value is not shown: it looks like a key or a file's content, not a path to a file)"
+    return f"{what} {text!r}"
+
+
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """``KEY=VALUE`` lines (``#`` comments, blank lines and ``export`` allowed; values may be quoted). The file must
     not be readable by others (like ssh keys). Errors name the file and the line number, never a value."""
     file = Path(path)
+    what = shown_path(path, "credentials file")
     try:
         mode = file.stat().st_mode
         text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f"credentials file {file}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in what was given
+        raise ConfigError(f"{what}: {getattr(exc, 'strerror', None) or 'not a readable file'}") from None
     if mode & 0o077:
-        raise ConfigError(f"credentials file {file} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
+        raise ConfigError(f"{what} is readable by others (mode {mode & 0o777:o}): chmod 600 it")
     out: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -616,7 +648,7 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key.replace("_", "").isalnum():
-            raise ConfigError(f"credentials file {file}, line {number}: expected KEY=VALUE")
+            raise ConfigError(f"{what}, line {number}: expected KEY=VALUE")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         out[key] = value
