@@ -446,6 +446,99 @@ def test_a_chunked_body_that_is_not_json_is_415_too(api: RunningApi) -> None:
     assert response.status == 415 and "text/plain" in answer["detail"]
 
 
+def _raw_post(api: RunningApi, path: str, chunks: list[bytes] | None, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST exactly these headers (and the token): http.client adds Content-Length (or chunked), never a
+    Content-Type. ``chunks`` None: no body and no Content-Length at all (``curl -X POST``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", api.server.port, timeout=30)
+    try:
+        sent = {"Authorization": f"Bearer {api.token}", **headers}
+        if chunks is None:
+            conn.putrequest("POST", path, skip_accept_encoding=True)
+            for name, value in sent.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+        elif len(chunks) == 1:
+            conn.request("POST", path, body=chunks[0], headers=sent)
+        else:
+            conn.request("POST", path, body=iter(chunks), headers=sent, encode_chunked=True)
+        response = conn.getresponse()
+        payload = response.read()
+        return response.status, json.loads(payload) if payload else None
+    finally:
+        conn.close()
+
+
+def _nothing_placed(client: Client, cid: str, balances: dict[str, Any], open_orders: list[Any]) -> None:
+    assert client.request("GET", f"/api/v1/orders/{cid}")[0] == 404
+    assert _balances(client) == balances
+    assert client.get("/api/v1/orders")["items"] == open_orders
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_json_body_without_a_content_type_is_415_and_places_nothing(api: RunningApi, client: Client,
+                                                                      chunked: bool) -> None:  # fmt: skip
+    cid = f"no-content-type-{int(chunked)}"
+    body = json.dumps({"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "price": below_reference(api, 3), "cid": cid})
+    before, open_before = _balances(client), client.get("/api/v1/orders")["items"]
+    chunks = [body[:20].encode(), body[20:].encode()] if chunked else [body.encode()]
+    status, answer = _raw_post(api, "/api/v1/orders", chunks, {})
+    assert status == 415, answer
+    assert "must be JSON" in answer["detail"] and "Content-Type: application/json" in answer["detail"]
+    assert "no Content-Type" in answer["detail"]
+    _nothing_placed(client, cid, before, open_before)
+
+
+def test_bodiless_halt_and_resume_need_no_content_type(api: RunningApi, client: Client) -> None:
+    try:
+        status, answer = _raw_post(api, "/api/v1/halt", None, {})
+        assert status == 200 and answer["halted"] is True, answer
+    finally:
+        status, answer = _raw_post(api, "/api/v1/resume", None, {})
+    assert status == 200 and answer["halted"] is False, answer
+    assert client.get("/api/v1/risk")["use"]["halted"] is False
+
+
+REPEATED_KEYS = [
+    ('{{"symbol": "BTCUSDT", "side": "BUY", "qty": "5", "qty": "0.01", "price": "{price}", "cid": "{cid}"}}', "qty"),
+    (
+        '{{"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "price": "{price}", "cid": "{cid}", "side": "SELL"}}',
+        "side",
+    ),
+    (
+        '{{"symbol": "BTCUSDT", "side": "BUY", "qty": "5", "q\\u0074y": "0.01", "price": "{price}", "cid": "{cid}"}}',
+        "qty",
+    ),
+    (
+        '{{"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "price": "{price}", "cid": "{cid}", "cid": "{cid}"}}',
+        "cid",
+    ),
+]
+
+
+@pytest.mark.parametrize("template,key", REPEATED_KEYS, ids=[f"{k}-{i}" for i, (_, k) in enumerate(REPEATED_KEYS)])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_repeated_key_is_422_naming_it_and_places_nothing(api: RunningApi, client: Client, template: str, key: str,
+                                                            chunked: bool) -> None:  # fmt: skip
+    cid = f"repeated-{key}-{REPEATED_KEYS.index((template, key))}-{int(chunked)}"
+    body = template.format(price=below_reference(api, 3), cid=cid).encode()
+    before, open_before = _balances(client), client.get("/api/v1/orders")["items"]
+    chunks = [body[:30], body[30:]] if chunked else [body]
+    status, answer = _raw_post(api, "/api/v1/orders", chunks, {"Content-Type": "application/json"})
+    assert status == 422, answer
+    [detail] = answer["detail"]
+    assert detail["loc"] == ["body", key]
+    assert repr(key) in detail["msg"] and "more than once" in detail["msg"]
+    _nothing_placed(client, cid, before, open_before)
+
+
+def test_a_repeated_key_in_a_nested_object_is_422_too(client: Client) -> None:
+    before = _balances(client)
+    raw = b'{"symbol": "BTCUSDT", "side": "BUY", "qty": "0.01", "cid": {"a": 1, "a": 2}}'
+    status, answer, _ = client.request("POST", "/api/v1/orders", raw=raw)
+    assert status == 422 and answer["detail"][0]["loc"] == ["body", "a"], answer
+    assert _balances(client) == before
+
+
 def test_there_is_no_swagger_page_to_run_a_cdns_script_beside_the_token(api: RunningApi) -> None:
     client = Client(api.server.url, api.token)
     status, _, _ = client.request("GET", "/docs")

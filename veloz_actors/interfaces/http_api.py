@@ -20,9 +20,11 @@ browser sends no header) also take ``?token=``. Missing or wrong: 401 ``{"detail
 with ``WWW-Authenticate: Bearer``; on the WebSocket the server accepts and closes with code 4401. Tokens are compared
 with :func:`hmac.compare_digest` and never logged (uvicorn's access log is off; its other lines are redacted).
 
-**Limits.** Request bodies are JSON (415 for another Content-Type, e.g. ``curl -d`` without
-``-H 'Content-Type: application/json'``) and capped (``max_body_bytes``, default 16 KiB): 413. At most ``max_in_flight`` engine
-calls wait at once (1024): 503 beyond, as when the engine is stopping. No CORS middleware unless ``cors_origins``.
+**Limits.** Request bodies are JSON (415 for another Content-Type or none, e.g. ``curl -d`` without
+``-H 'Content-Type: application/json'``) and capped (``max_body_bytes``, default 16 KiB): 413. A key repeated in a JSON
+object (``{"qty": "5", "qty": "0.01"}``) is 422 naming it, never the last value silently. At most ``max_in_flight``
+engine calls wait at once (1024): 503 beyond, as when the engine is stopping. No CORS middleware unless
+``cors_origins``.
 
 **Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
 objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
@@ -87,6 +89,7 @@ import contextlib
 import hmac
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import re
@@ -255,7 +258,8 @@ _SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy
 
 class _Guard:
     """Pure ASGI middleware in front of every HTTP request: the token (401), then the body cap (413: by its
-    Content-Length before it is read, or as it arrives when chunked) and its type (415 unless JSON), then the app, whose answers get
+    Content-Length before it is read, or as it arrives when chunked) and its type (415 unless JSON, or without a
+    Content-Type), a key repeated in a JSON object (422 naming it), then the app, whose answers get
     ``Cache-Control: no-store`` (unless they set one), ``nosniff`` and ``no-referrer`` (a token may be in the URL)."""
 
     def __init__(self, app: ASGIApp, api: _Api, limit: int) -> None:
@@ -308,6 +312,17 @@ class _Guard:
                 return
             if not message.get("more_body", False):
                 break
+        if seen and chunks[-1]["type"] == "http.request":  # a whole body (a bodiless POST, e.g. halt, has none)
+            if not kind:  # ``curl -d`` sends form-urlencoded; another client may send no Content-Type at all
+                detail = "the body must be JSON: send Content-Type: application/json (the request has no Content-Type)"
+                await _plain_json(send, 415, {"detail": detail})
+                return
+            repeated = _repeated_key(b"".join(m.get("body", b"") for m in chunks))
+            if repeated is not None:
+                shown = repeated[:60]
+                text = f"the key {shown!r} appears more than once in the JSON body: send each field once"
+                await _plain_json(send, 422, {"detail": [{"loc": ["body", shown], "msg": text, "type": "value_error"}]})
+                return
 
         async def replay() -> Message:
             return chunks.pop(0) if chunks else await receive()
@@ -321,6 +336,35 @@ class _Guard:
             await send(message)
 
         await self.app(scope, replay, send_secured)
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or :class:`_RepeatedKey` when a key appears twice (the
+    json module would keep the last value silently: ``{"qty": "5", "qty": "0.01"}`` would be an order for 0.01)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def _repeated_key(body: bytes) -> str | None:
+    """The first key repeated in an object of the JSON ``body`` (compared as decoded, so ``"q\\u0074y"`` is
+    ``"qty"``), else None. A body that is not JSON is None too: FastAPI's own parse then names what is wrong."""
+    try:
+        json.loads(body, object_pairs_hook=_no_repeats)
+    except _RepeatedKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def _query_token(scope: Scope) -> str | None:
