@@ -28,7 +28,20 @@ __all__ = [
     "JournalError",
     "SequenceGap",
     "VelozError",
+    "quoted",
 ]
+
+QUOTED_MAX = 40  # characters of a bad value an error message repeats
+
+
+def quoted(value: object, limit: int = QUOTED_MAX) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with the full length said: a bad input of a
+    megabyte must not come back as a megabyte of error."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str | bytes) else f"{len(text):,} characters as text"
+    return f"{text[:limit]}... ({size})"
 
 
 class VelozError(Exception):

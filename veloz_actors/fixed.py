@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from ._exceptions import InvalidInput
+from ._exceptions import InvalidInput, quoted
 
 __all__ = ["DECIMALS", "SCALE", "format_decimal", "parse_decimal", "parse_rate"]
 
@@ -45,25 +45,25 @@ def parse_decimal(
     elif isinstance(text, str):
         raw = text.strip()
     else:
-        raise InvalidInput(f"{what}: expected a decimal string, got {type(text).__name__} {text!r}")
+        raise InvalidInput(f"{what}: expected a decimal string, got {type(text).__name__} {quoted(text)}")
     match = _DECIMAL.match(raw)
     if match is None or (not match.group(2) and not match.group(3)):
-        raise InvalidInput(f"{what}: {raw!r} is not a decimal number")
-    sign, whole, frac = match.group(1), match.group(2) or "0", match.group(3) or ""
+        raise InvalidInput(f"{what}: {quoted(raw)} is not a decimal number")
+    sign, whole, frac = match.group(1), (match.group(2) or "0").lstrip("0") or "0", match.group(3) or ""
     frac = frac.rstrip("0")
     if len(frac) > DECIMALS:
-        raise InvalidInput(f"{what}: {raw!r} has more than {DECIMALS} decimal places")
+        raise InvalidInput(f"{what}: {quoted(raw)} has more than {DECIMALS} decimal places")
     if len(whole) > 24:
-        raise InvalidInput(f"{what}: {raw!r} is too large")
+        raise InvalidInput(f"{what}: {quoted(raw)} is too large")
     value = int(whole) * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
     if sign == "-":
         value = -value
     if abs(value) > MAX_ABS:
-        raise InvalidInput(f"{what}: {raw!r} is too large (limit {MAX_ABS // SCALE})")
+        raise InvalidInput(f"{what}: {quoted(raw)} is too large (limit {MAX_ABS // SCALE})")
     if value < 0 and not allow_negative:
-        raise InvalidInput(f"{what}: {raw!r} must not be negative")
+        raise InvalidInput(f"{what}: {quoted(raw)} must not be negative")
     if value == 0 and not allow_zero:
-        raise InvalidInput(f"{what}: must be greater than zero, got {raw!r}")
+        raise InvalidInput(f"{what}: must be greater than zero, got {quoted(raw)}")
     return value
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Any
 
-from ._exceptions import InvalidInput
+from ._exceptions import InvalidInput, quoted
 from .fixed import parse_decimal
 from .messages import OrderType, PlaceOrder, Side, TimeInForce
 
@@ -49,14 +49,16 @@ _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def check_client_order_id(value: Any) -> str:
-    """``value`` if it is a valid client order id (1-36 of letters, digits, ``- _ . :``); :class:`InvalidInput`
-    naming it otherwise."""
+    """``value`` if it is a valid client order id (1-36 of letters, digits, ``- _ . :``, and not ``open`` in any
+    case, which ``QUERY OPEN`` means); :class:`InvalidInput` naming it otherwise."""
     if (
         not isinstance(value, str)
         or not 0 < len(value) <= CLIENT_ORDER_ID_MAX_LENGTH
         or not _CID_CHARS.issuperset(value)
     ):
-        raise InvalidInput(f"client order id {value!r} must be 1-36 characters of letters, digits, - _ . :")
+        raise InvalidInput(f"client order id {quoted(value)} must be 1-36 characters of letters, digits, - _ . :")
+    if value.upper() == "OPEN":
+        raise InvalidInput(f"client order id {value!r} is reserved: QUERY OPEN lists the open orders")
     return value
 
 
@@ -132,7 +134,11 @@ def parse_amount(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
         raise InvalidInput(f"{what} must be a decimal string, got {type(value).__name__}")
     if isinstance(value, float):
-        text = repr(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidInput(f"{what}: {value!r} is not a number")
+        # the shortest repr's digits written out (1e-05 -> 0.00001), never rounded: the decimal checks then judge the
+        # value itself (too many places, too large), not the exponent notation
+        text = format(Decimal(repr(value)), "f")
     elif isinstance(value, Decimal):
         text = format(value, "f") if value.is_finite() else str(value)
     else:

@@ -91,6 +91,29 @@ def test_bad_session_stops_cleanly(bad_session) -> None:
     assert out[0]["state"] == "started" and out[-1] == {"type": "status", "ts": out[-1]["ts"], "state": "stopped"}
 
 
+def test_bytes_that_are_not_utf8_and_a_huge_line_get_errors_and_the_session_goes_on() -> None:
+    """Before: a byte that is not UTF-8 killed the engine with a traceback (its error line could not be printed), and
+    a line of megabytes held it for minutes (shlex is quadratic in a word's length), SIGTERM included."""
+    stdin = (b"BALANCE\n\xff\xfeORDER BUY BTCUSDT 0.01 58000\n" + b"a" * 10_000_000 + b"\n"
+             + b"ORDER BUY BTCUSDT 0.01 58000 cid=" + b"x" * 1_000_000 + b"\nBALANCE\nQUIT\n")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", "--no-market",
+         "--config", str(CONFIG), "--no-journal"],
+        input=stdin, capture_output=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == b""
+    out = [orjson.loads(line) for line in result.stdout.splitlines()]
+    errors = [o["message"] for o in out if o["type"] == "error"]
+    assert errors == [
+        "the line is not valid UTF-8 (its unreadable bytes are shown as \ufffd)",
+        "a line longer than 4,096 characters; a command is at most that",
+        "a line longer than 4,096 characters; a command is at most that",
+    ]
+    balances = [o["balances"] for o in out if o["type"] == "account"]
+    assert len(balances) == 2 and balances[0] == balances[1]
+    assert out[-1]["state"] == "stopped"
+
+
 ORDERS = [
     "ORDER BUY BTCUSDT 0.01 MARKET cid=a1",
     "ORDER SELL BTCUSDT 0.005 MARKET cid=a2",

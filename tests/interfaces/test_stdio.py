@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from veloz_actors import EngineUnavailable
+from veloz_actors import EngineUnavailable, InvalidInput
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session, parse_command
@@ -132,6 +132,12 @@ BAD_COMMANDS = {
     "binary": "\x00\x01\x02",
     "sql": "'; DROP TABLE orders; --",
     "unicode-digits": "ORDER BUY BTCUSDT ١ MARKET",
+    "cid-twice": "ORDER BUY BTCUSDT 0.01 60000 cid=x1 cid=x2",
+    "tif-twice": "ORDER BUY BTCUSDT 0.01 60000 tif=IOC tif=GTC",
+    "reset-with-args": "RESET please, not now",
+    "reserved-cid": "ORDER BUY BTCUSDT 0.01 60000 cid=Open",
+    "not-utf8": "BALANCE \ufffd",
+    "too-long": "ORDER BUY BTCUSDT 0.01 60000 cid=" + "x" * 5000,
 }
 
 
@@ -192,6 +198,20 @@ def test_reused_cid_is_rejected_as_duplicate(session: Session) -> None:
     [update] = session.handle_line("ORDER BUY BTCUSDT 0.02 59000 cid=dup")
     assert (update["status"], update["reason"]) == ("REJECTED", "DUPLICATE_CLIENT_ORDER_ID")
     assert _balances(session) == before
+
+
+def test_an_error_repeats_at_most_a_few_dozen_characters_of_a_bad_value() -> None:
+    """A 4,000-character cid, quantity or command word comes back cut, its length said (before: all of it)."""
+    for line in ("ORDER BUY BTCUSDT 0.01 60000 cid=" + "x" * 4000, "ORDER BUY BTCUSDT " + "9" * 4000 + " 60000",
+                 "Z" * 4000):  # fmt: skip
+        with pytest.raises(InvalidInput) as caught:
+            parse_command(line, symbols={"BTCUSDT"}, ts=1)
+        assert len(str(caught.value)) < 200 and "4,000 characters" in str(caught.value)
+
+
+def test_leading_zeros_are_the_same_number() -> None:
+    order = parse_command("ORDER BUY BTCUSDT 000000000000000000000000000.01 58000 cid=z", symbols={"BTCUSDT"}, ts=1)
+    assert order.qty == 1_000_000  # 0.01 (before: refused as "too large")
 
 
 def test_parse_command_names_the_bad_field() -> None:

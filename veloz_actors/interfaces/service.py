@@ -31,13 +31,13 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from .._exceptions import EngineUnavailable
 from ..fixed import SCALE, format_decimal, parse_decimal
-from .stdio import Session, dumps, unavailable
+from .stdio import MAX_LINE, Session, dumps, unavailable
 
 __all__ = [
     "EngineService",
@@ -535,10 +535,15 @@ class EngineService:
 
 
 def read_lines(service: EngineService, stdin: IO[str]) -> threading.Thread:
-    """Feed ``stdin``'s lines to the service on a daemon thread; end of input stops it."""
+    """Feed ``stdin``'s lines to the service on a daemon thread; end of input stops it.
+
+    Lines are read as bytes when the stream has them: bytes that are not UTF-8 become U+FFFD (the session refuses
+    such a line and goes on), and a line longer than :data:`~veloz_actors.interfaces.stdio.MAX_LINE` is read in
+    bounded pieces and handed on cut (the session refuses it), so no input can hold the reader or the engine.
+    """
 
     def read() -> None:
-        for line in stdin:
+        for line in _lines(stdin):
             if service.stopping:
                 return
             service.submit_line(line)
@@ -547,3 +552,21 @@ def read_lines(service: EngineService, stdin: IO[str]) -> threading.Thread:
     thread = threading.Thread(target=read, name="veloz-stdin", daemon=True)
     thread.start()
     return thread
+
+
+def _lines(stdin: IO[str]) -> Iterator[str]:
+    source = getattr(stdin, "buffer", None)
+    if source is None:  # a text stream with no bytes under it (a test's StringIO)
+        yield from stdin
+        return
+    limit = MAX_LINE + 2  # a command, its line end and one more: more than that is too long
+    while True:
+        raw = source.readline(limit)
+        if not raw:
+            return
+        if len(raw) == limit and not raw.endswith(b"\n"):
+            while True:  # the rest of the over-long line, dropped piece by piece
+                more = source.readline(1 << 16)
+                if not more or more.endswith(b"\n"):
+                    break
+        yield raw.decode("utf-8", "replace")

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .._exceptions import EngineUnavailable, InvalidInput
+from .._exceptions import EngineUnavailable, InvalidInput, quoted
 from ..fixed import format_decimal
 from ..messages import (
     AccountUpdated,
@@ -62,6 +62,8 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
 __all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command", "unavailable"]
+
+MAX_LINE = 4096  # characters of one protocol line
 
 HELP = __doc__.split("Commands (case-insensitive keywords; quantities and prices are exact decimals)::")[1].split(
     "Output:"
@@ -91,6 +93,10 @@ def parse_command(
     An ORDER without ``cid=`` takes its client order id from ``ids``. Raises :class:`InvalidInput` naming what is
     wrong.
     """
+    if len(line) > MAX_LINE:  # shlex takes time quadratic in a word's length: a long line never reaches it
+        raise InvalidInput(f"a line longer than {MAX_LINE:,} characters; a command is at most that")
+    if "\ufffd" in line:
+        raise InvalidInput("the line is not valid UTF-8 (its unreadable bytes are shown as \ufffd)")
     try:
         words = shlex.split(line)
     except ValueError as exc:
@@ -110,13 +116,16 @@ def parse_command(
             raise InvalidInput("usage: QUERY <cid>|OPEN")
         return ("QUERY", None if args[0].upper() == "OPEN" else check_client_order_id(args[0]))
     if keyword == "RESET":
+        if args:
+            raise InvalidInput("RESET takes no arguments")
         return ResetCircuitBreaker(account_id=account_id, ts=ts)
     if keyword in ("BALANCE", "POSITIONS", "STATUS", "QUIT", "EXIT", "HELP"):
         if args:
             raise InvalidInput(f"{keyword} takes no arguments")
         return ("QUIT" if keyword == "EXIT" else keyword, None)
     raise InvalidInput(
-        f"unknown command {words[0]!r}; expected ORDER, CANCEL, QUERY, BALANCE, POSITIONS, STATUS, RESET, HELP or QUIT"
+        f"unknown command {quoted(words[0])}; expected ORDER, CANCEL, QUERY, BALANCE, POSITIONS, STATUS, RESET, HELP "
+        "or QUIT"
     )
 
 
@@ -135,7 +144,9 @@ def _parse_order(
         key, _, value = option.partition("=")
         key = key.lower()
         if key not in ("tif", "cid"):
-            raise InvalidInput(f"unknown option {key!r}; expected tif= or cid=")
+            raise InvalidInput(f"unknown option {quoted(key)}; expected tif= or cid=")
+        if key in chosen:
+            raise InvalidInput(f"{key}= given twice ({quoted(chosen[key])} and {quoted(value)}); give it once")
         chosen[key] = value
     return build_place_order(
         symbol,
@@ -439,4 +450,17 @@ class Session:
 
 
 def dumps(obj: dict[str, Any]) -> bytes:
-    return orjson.dumps(obj)
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # a string that is not valid UTF-8 (a lone surrogate from the input): never a dead session
+        return orjson.dumps(_valid_text(obj))
+
+
+def _valid_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    return value
