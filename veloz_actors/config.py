@@ -9,6 +9,7 @@ does not validate raises :class:`ConfigError` naming the file and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -648,6 +649,29 @@ class EngineFileConfig(_Model):
         config = self.model_copy(update={"actors": actors})
         config.actor_settings()
         return config
+
+
+def check_journal_risk(config: EngineFileConfig, journaled: RiskLimits, journal: str | Path) -> None:
+    """A live engine recovers with the risk limits its journal was started with (they are part of its identity): a
+    ``risk:`` section edited since is refused, naming what differs, never silently ignored."""
+    wanted = config.risk.build()
+    if wanted == journaled:
+        return
+    now, then = dataclasses.asdict(wanted), dataclasses.asdict(journaled)
+    changed = [name for name in now if now[name] != then[name]]
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {format_decimal(v)}" for k, v in sorted(value.items())) + "}"
+        if isinstance(value, frozenset):
+            return "[" + ", ".join(sorted(value)) + "]"
+        return format_decimal(value) if isinstance(value, int) else str(value)
+
+    detail = "; ".join(f"{name} {shown(now[name])} (journal: {shown(then[name])})" for name in changed)
+    raise ConfigError(
+        f"risk: the config's limits differ from those {journal} was started with: {detail}. The journal's limits are "
+        "the engine's: put them back in the config, or start a new journal to trade under the new ones"
+    )
 
 
 def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:

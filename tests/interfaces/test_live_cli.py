@@ -114,6 +114,18 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
         finally:
             assert session.close() == 0
             written += [str(session.seen), session.proc.stderr.read().decode() if session.proc.stderr else ""]
+        # a restart whose config changed the risk limits is refused, naming the change (before: the journal's limits
+        # were used and the edit silently ignored)
+        data = yaml.safe_load(CONFIG.read_text())
+        data["engine"]["risk"]["max_order_qty"]["BTCUSDT"] = "0.5"
+        tighter = tmp_path / "tighter.yaml"
+        tighter.write_text(yaml.safe_dump(data))
+        changed = list(flags)
+        changed[changed.index(str(CONFIG))] = str(tighter)
+        refused = _run(changed, {**os.environ})
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert "risk: the config's limits differ from those" in refused.stderr
+        assert "max_order_qty {BTCUSDT: 0.5, ETHUSDT: 100} (journal: {BTCUSDT: 10, ETHUSDT: 100})" in refused.stderr
         # while it is away the market trades through l2's price
         server.publish(1500)
         session = Session(*flags)

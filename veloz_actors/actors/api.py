@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -41,13 +41,16 @@ from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
 from ..config import (
     EngineFileConfig,
     StrategyEntryModel,
+    check_journal_risk,
     default_engine_config,
     load_engine_config,
     resolve_venue_instruments,
 )
+from ..core.journal import Durability
 from ..core.risk_monitor import kill_switch_commands
 from ..messages import (
     CancelOrder,
+    Command,
     OrderRejected,
     PlaceOrder,
     RejectReason,
@@ -60,6 +63,7 @@ from ..search.runtime import probe_address
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import as_events
+from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
 from .supervisor import Supervisor, supervisor_name
 
@@ -69,6 +73,7 @@ NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
 _RETRY_SECONDS = 60.0
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
+_DURABILITIES = get_args(Durability)
 
 
 def build_spec(
@@ -86,6 +91,7 @@ def build_spec(
     Everything is checked before any actor starts: a bad field, a missing replay file or a strategy's bad parameter
     is a :class:`ConfigError` now, not a dead actor later.
     """
+    _check_arguments(name=name, journal_dir=journal_dir, durability=durability, run_clock=run_clock, tick_ms=tick_ms)
     live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
     run_dir = None if journal_dir is None else Path(journal_dir).parent
     actors = file_config.actor_settings()
@@ -119,6 +125,59 @@ def build_spec(
     )
 
 
+def _got(value: Any) -> str:
+    return f"{type(value).__name__} {value!r:.80}"
+
+
+def _check_arguments(*, name: Any, journal_dir: Any, durability: Any, run_clock: Any, tick_ms: Any) -> None:
+    """The arguments that reach the actors as given: a wrong one here would kill an actor at start, its error buried
+    in a Ray error seconds later (or, unjournaled, go unnoticed)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty str, got {_got(name)}")
+    if journal_dir is not None and not isinstance(journal_dir, str | os.PathLike):
+        raise ConfigError(f"journal_dir must be a directory path or None, got {_got(journal_dir)}")
+    if durability is not None and durability not in _DURABILITIES:
+        raise ConfigError(
+            f"durability must be one of {', '.join(_DURABILITIES)} (or None: the config's journal.durability), got "
+            f"{_got(durability)}"
+        )
+    if not isinstance(run_clock, bool):
+        raise ConfigError(f"run_clock must be True or False, got {_got(run_clock)}")
+    if tick_ms is not None and (isinstance(tick_ms, bool) or not isinstance(tick_ms, int) or tick_ms < 1):
+        raise ConfigError(f"tick_ms must be a positive int or None (the config's sim.tick_ms), got {_got(tick_ms)}")
+
+
+def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:
+    """``nodes`` as a dict once every key is an actor of this engine and every value a node id: a misspelt actor
+    would otherwise go unpinned, silently."""
+    if nodes is None:
+        return {}
+    if not isinstance(nodes, Mapping):
+        raise ConfigError(f"nodes must be a mapping of actor name to node id, or None, got {_got(nodes)}")
+    # the STATUS names the supervisor gives its actors (supervisor.py)
+    actors = {"supervisor", "bus", *spec.stateful_actors()}
+    actors.update(f"strategy:{i}:{settings['strategy']}" for i, settings in enumerate(spec.strategies))
+    if spec.risk is not None:
+        actors.add("risk")
+    for actor, node in nodes.items():
+        if actor not in actors:
+            raise ConfigError(f"nodes: unknown actor {actor!r:.80}; this engine's actors: {', '.join(sorted(actors))}")
+        if not isinstance(node, str) or not node:
+            raise ConfigError(f"nodes[{actor!r}]: the node id must be a non-empty str, got {_got(node)}")
+    return dict(nodes)
+
+
+_COMMANDS = get_args(Command)
+
+
+def _check_command(command: Any) -> None:
+    """A command message the OMS takes (:data:`~veloz_actors.messages.Command`), else :class:`InvalidInput` here,
+    never an error from inside the OMS actor."""
+    if type(command) not in _COMMANDS:
+        names = ", ".join(t.__name__ for t in _COMMANDS)
+        raise InvalidInput(f"command must be one of {names}; got {type(command).__name__} {command!r:.80}")
+
+
 def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
     """The engine config and the venue actor's settings of a live engine. A journal that exists is recovered with
     the config in its header; a new one starts its ledger from the account's balances on the exchange. The settings
@@ -147,6 +206,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
                               "new journal")  # fmt: skip
         header, _ = read_journal(oms_journal)
         kernel = KernelConfig.from_json(header["config"])
+        check_journal_risk(file_config, kernel.risk, oms_journal)
         engine_config = EngineConfig(
             instruments=kernel.instruments, balances=kernel.balances, risk=kernel.risk,
             valuation_asset=kernel.valuation_asset, snapshot_every=kernel.snapshot_every,
@@ -188,7 +248,7 @@ class Subscription:
         max_events: int | None,
         timeout: float | None,
         max_queue: int | None = None,
-        kinds: list[str] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> None:
         self._bus = bus
         self.id = sid
@@ -330,6 +390,7 @@ class EngineHandle:
         the events of its first application (or an ``Error``, ``RETRY_OUTCOME_UNKNOWN``, when they are no longer
         kept: :meth:`query` tells the order's state).
         """
+        _check_command(command)
         if not self.window.admit():
             return [self._overloaded(command)]
         start = time.perf_counter()
@@ -353,6 +414,10 @@ class EngineHandle:
 
         Batching pays Ray's per-call cost once per batch: the way to sustain thousands of orders per second.
         """
+        if isinstance(commands, str | bytes) or not isinstance(commands, Sequence):
+            raise InvalidInput(f"commands must be a list of command messages, got {type(commands).__name__}")
+        for command in commands:
+            _check_command(command)
         if not self.window.admit():
             return [[self._overloaded(c)] for c in commands]
         try:
@@ -363,6 +428,7 @@ class EngineHandle:
     def submit_async(self, command: Any) -> Any:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when
         this client's inbox window is full. Complete each ref with :meth:`complete`."""
+        _check_command(command)
         if not self.window.admit():
             return self._overloaded(command)
         try:
@@ -421,7 +487,10 @@ class EngineHandle:
     # -------------------------------------------------------------------------------------------------- queries
 
     def query(self, client_order_id: str | None = None) -> list[dict[str, Any]]:
-        """One order by client order id (empty list if unknown), or every open order when ``None``."""
+        """One order by client order id (empty list if unknown), or every open order when ``None``; a malformed id is
+        :class:`InvalidInput` (it could never match an order)."""
+        if client_order_id is not None:
+            check_client_order_id(client_order_id)
         return self._call(lambda: self._oms.query.remote(self.account_id, client_order_id))
 
     def orders(self) -> list[dict[str, Any]]:
@@ -513,8 +582,21 @@ class EngineHandle:
         max_events: int | None = None,
         timeout: float | None = None,
     ) -> Subscription:
-        """Events from now on (optionally only some message types by name), through a bounded drop-oldest queue."""
-        names = list(kinds) if kinds else None
+        """Events from now on (optionally only some message types by name), through a bounded drop-oldest queue.
+
+        ``max_queue`` is the queue's length in events (None: the engine's ``actors.subscriber_queue``); ``kinds`` a
+        list of event type names (``["OrderFilled"]``; None: every kind); iterating stops after ``max_events`` events
+        or ``timeout`` seconds without one. A bad argument is :class:`InvalidInput` naming it, before any call."""
+        checked = check_subscription(max_queue, kinds)
+        if max_events is not None and (
+            isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 0
+        ):
+            raise InvalidInput(f"max_events must be an int >= 0 or None, got {_got(max_events)}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0
+        ):
+            raise InvalidInput(f"timeout must be a number of seconds >= 0 or None, got {_got(timeout)}")
+        names = None if checked is None else list(checked)
         sid = ray.get(self._bus.subscribe.remote(max_queue, names), timeout=_CALL_TIMEOUT)
         return Subscription(self._bus, sid, max_events=max_events, timeout=timeout, max_queue=max_queue, kinds=names)
 
@@ -576,7 +658,17 @@ def _config(config: str | Path | EngineFileConfig | None) -> EngineFileConfig:
         return load_engine_config(default_engine_config())
     if isinstance(config, EngineFileConfig):
         return config
+    if not isinstance(config, str | os.PathLike):
+        raise ConfigError(f"config must be an engine config path, an EngineFileConfig or None, got {_got(config)}")
     return load_engine_config(config)
+
+
+def _check_address(address: Any) -> None:
+    # checked here even though probe_address checks too: with Ray already initialised the address is never probed
+    if address is not None and not isinstance(address, str):
+        raise ConfigError(
+            f"address must be auto, local, HOST:PORT or ray://HOST:PORT (a str) or None, got {_got(address)}"
+        )
 
 
 def _ensure_ray(address: str | None, namespace: str) -> None:
@@ -620,12 +712,18 @@ def start_local(
 
     ``nodes`` pins actors to cluster nodes by STATUS name (``{"bus": node_id, "supervisor": node_id}``): such an actor
     cannot come back when its node is gone (STATUS says so). With ``actors.journal_mode: node-local`` every journaled
-    actor is pinned, by default to the node this driver runs on (where ``journal_dir`` is)."""
+    actor is pinned, by default to the node this driver runs on (where ``journal_dir`` is).
+
+    Every argument is checked before Ray starts (:class:`ConfigError` naming it)."""
     file_config = _config(config)
     spec = build_spec(file_config, name=name, journal_dir=journal_dir, durability=durability, run_clock=run_clock)
+    _check_address(address)
+    if not isinstance(detached, bool):
+        raise ConfigError(f"detached must be True or False, got {_got(detached)}")
+    pins = _check_nodes(nodes, spec)
     _ensure_ray(address, NAMESPACE)
     journal_node = ray.get_runtime_context().get_node_id() if spec.journal_mode == "node-local" else None
-    spec = dataclasses.replace(spec, journal_node=journal_node, nodes=dict(nodes or {}))
+    spec = dataclasses.replace(spec, journal_node=journal_node, nodes=pins)
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "name": supervisor_name(name)}
     if spec.nodes.get("supervisor"):
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.nodes["supervisor"], soft=False)
@@ -647,6 +745,9 @@ def _namespace() -> str:
 
 def connect(address: str | None = "auto", *, name: str = "default", namespace: str = NAMESPACE) -> EngineHandle:
     """Connect to an engine already running (``veloz start --address ADDR --detached``) and return its handle."""
+    _check_address(address)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty str, got {_got(name)}")
     _ensure_ray(address, namespace)
     try:
         supervisor = ray.get_actor(supervisor_name(name), namespace=namespace)

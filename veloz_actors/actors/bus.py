@@ -14,17 +14,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import ray
 
+from .._exceptions import InvalidInput
 from ..logs import LogSettings
-from ..messages import BookTop
+from ..messages import BookTop, Event, MarketEvent
 from .backpressure import DropOldestQueue
 from .batches import MarketBatch
 from .spec import start_actor_process
 
-__all__ = ["BUS_CONCURRENCY_GROUPS", "EventBusActor", "Settled"]
+__all__ = ["BUS_CONCURRENCY_GROUPS", "EVENT_KINDS", "EventBusActor", "Settled", "check_subscription"]
 
 # ``poll_wait`` runs in a concurrency group of its own, so a subscriber's poll may wait for new events without holding
 # up publishing. Every other method (``poll`` too) stays in the default group: one thread, so the publishes of each
@@ -45,6 +46,31 @@ class Settled:
 
     subscriber: int
     token: int
+
+
+# What a subscriber may filter on: the type names of what the bus carries (market data from the feed and venues, the
+# engine's events from the OMS) and the OMS's Settled marker. Commands and venue reports never reach the bus.
+EVENT_KINDS = frozenset(cls.TYPE for cls in (*get_args(MarketEvent), *get_args(Event))) | {"Settled"}
+
+
+def check_subscription(max_queue: Any, kinds: Any) -> tuple[str, ...] | None:
+    """``kinds`` as a tuple of names (None: every kind) once ``max_queue`` and ``kinds`` are valid: :class:`InvalidInput`
+    naming the argument otherwise. A misspelt kind would make a subscription that silently never yields."""
+    if max_queue is not None and (isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1):
+        raise InvalidInput(
+            f"max_queue must be a positive int or None, got {type(max_queue).__name__} {max_queue!r:.80}"
+        )
+    if kinds is None:
+        return None
+    if not isinstance(kinds, list | tuple | set | frozenset) or not kinds:
+        raise InvalidInput(
+            f"kinds must be a non-empty list of event type names or None (every kind), got {type(kinds).__name__} "
+            f"{kinds!r:.80}"
+        )
+    unknown = [kind for kind in kinds if not isinstance(kind, str) or kind not in EVENT_KINDS]
+    if unknown:
+        raise InvalidInput(f"kinds: unknown event type {unknown[0]!r:.80}; known: {', '.join(sorted(EVENT_KINDS))}")
+    return tuple(kinds)
 
 
 def _latest_tops(events: list[Any]) -> list[Any]:
@@ -201,10 +227,13 @@ class EventBusActor:
         return len(events)
 
     def subscribe(self, maxlen: int | None = None, kinds: Sequence[str] | None = None) -> int:
+        """A new subscriber's id: a queue of ``maxlen`` events (None: the engine's default) of ``kinds`` (None:
+        every kind), checked here too (:func:`check_subscription`) for callers other than the handle."""
+        names = check_subscription(maxlen, kinds)
         with self._cond:
             self.next_id += 1
             self.queues[self.next_id] = DropOldestQueue(maxlen or self.default_queue)
-            self.filters[self.next_id] = frozenset(kinds) if kinds else None
+            self.filters[self.next_id] = None if names is None else frozenset(names)
             return self.next_id
 
     def unsubscribe(self, sid: int) -> None:

@@ -13,8 +13,11 @@ is a thin layer over :func:`execute`.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +53,7 @@ def _settings(cfg: BacktestConfig) -> Any:
 
     fee_rate, slippage_rate = parse_costs(cfg.fee_rate, cfg.slippage_bps)
     return BacktestSettings(
-        initial_cash=parse_decimal(_text(cfg.initial_cash), "initial_cash", allow_zero=False),
+        initial_cash=parse_decimal(_text(cfg.initial_cash, "initial_cash"), "initial_cash", allow_zero=False),
         fee_rate=fee_rate,
         slippage_rate=slippage_rate,
         qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
@@ -70,8 +73,14 @@ def _output_dir(out: str) -> None:
         raise InvalidInput(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from exc
 
 
-def _text(value: str | float) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
+def _text(value: str | float, what: str) -> str:
+    """A config amount as decimal text: a float as its shortest repr's digits written out (1e-05 -> "0.00001", never
+    rounded), so the decimal checks judge the value, not the exponent notation."""
+    if not isinstance(value, float):
+        return str(value)
+    if not math.isfinite(value):
+        raise InvalidInput(f"{what}: {value!r} is not a number")
+    return format(Decimal(repr(value)), "f")
 
 
 def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -125,9 +134,9 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         "data": str(path),
         "bars": len(bars),
         "gaps": len(bars.gaps),
-        "fee_rate": _text(cfg.fee_rate),
-        "slippage_bps": _text(cfg.slippage_bps),
-        "initial_cash": _text(cfg.initial_cash),
+        "fee_rate": _text(cfg.fee_rate, "fee_rate"),
+        "slippage_bps": _text(cfg.slippage_bps, "slippage_bps"),
+        "initial_cash": _text(cfg.initial_cash, "initial_cash"),
         **_instrument_meta(bars.symbol, settings.price_tick, settings.qty_step, cfg),
     }
     output: dict[str, Any] = {"metrics": metrics, "trades": trades_to_records(trades), "timing": timing}
@@ -257,7 +266,11 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
         raw = {}
     elif isinstance(config, dict):
         raw = backtest_section(config)
-    else:
+    elif isinstance(config, str | os.PathLike):
         raw = backtest_section(load_yaml(config), str(config))
+    else:
+        raise ConfigError(
+            f"config must be a YAML path or a dict of settings, got {type(config).__name__} {config!r:.80}"
+        )
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return execute(parse_config(raw))

@@ -81,7 +81,7 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
     Raises :class:`DataError` (naming file, row and problem) for unsorted or duplicate times, misaligned bars,
     high < low and other inconsistent candles, non-positive prices, negative volume, missing columns or garbage.
     """
-    path = Path(path)
+    path = _path(path, symbol)
     if "funding_rate" in path.name:
         raise DataError(f"{path}: a funding-rate file (rate in 'open'), not candles: use load_funding_rates()")
     name_symbol, name_interval = _infer_from_name(path.name)
@@ -118,7 +118,7 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
 def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) -> list[FundingRate]:
     """Load a freqtrade funding-rate file (``.feather`` or ``.csv[.gz]``; the rate is in ``open``) as exact
     :class:`FundingRate` messages in time order (``ts_event == ts_recv == funding_time``)."""
-    path = Path(path)
+    path = _path(path, symbol)
     if path.name.endswith(".feather"):
         times, columns, first_line = _read_feather(path, columns=("open",))
     else:
@@ -146,7 +146,7 @@ def load_market_events(path: str | os.PathLike[str], symbol: str | None = None) 
     time in ns (the file's ns or µs, detected by magnitude); ``ts_event`` is Binance's ``E`` or, where the payload has
     none, ``ts_recv``. The snapshot has no symbol on spot and USD-M: it is taken from the other lines (or ``symbol``).
     """
-    path = Path(path)
+    path = _path(path, symbol)
     try:
         raw = path.read_bytes()
         if path.name.endswith(".gz"):
@@ -173,6 +173,16 @@ def load_market_events(path: str | os.PathLike[str], symbol: str | None = None) 
     finally:
         if gc_was_enabled:
             gc.enable()
+
+
+def _path(path: Any, symbol: Any) -> Path:
+    """A loader's ``path`` argument as a Path; :class:`InvalidInput` (not a file problem, so not a DataError) when it
+    or ``symbol`` has the wrong type."""
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidInput(f"path must be a file path (str or os.PathLike), got {type(path).__name__} {path!r:.80}")
+    if symbol is not None and not isinstance(symbol, str):
+        raise InvalidInput(f"symbol must be a str or None, got {type(symbol).__name__} {symbol!r:.80}")
+    return Path(path)
 
 
 def _capture_events(raw_lines: list[tuple[int, int, Any]], path: Path, symbol: str | None) -> list[MarketEvent]:

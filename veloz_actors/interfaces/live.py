@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, VelozError
-from ..config import EngineFileConfig, resolve_venue_instruments
+from ..config import EngineFileConfig, check_journal_risk, resolve_venue_instruments
 from ..core.journal import read_journal
 from ..venues.engine import Engine, EngineConfig, tune_gc
 from .local import Frontends, LiveMarket, LiveVenue, LocalBackend, run_session
@@ -82,6 +82,7 @@ def run_live(
         config = EngineConfig.from_json(header["config"])
         if config.venue_kind != "live":
             raise VelozError(f"{journal_path} was written by a {config.venue_kind} engine: give a new journal path")
+        check_journal_risk(file_config, config.risk, journal_path)
         engine, _ = Engine.recover(config, journal_path, durability=durability)  # type: ignore[arg-type]
         _say(f"live: recovered {journal_path} ({engine.seq} inputs)")
     else:

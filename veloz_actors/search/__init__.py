@@ -15,9 +15,11 @@ when a search actually runs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._exceptions import ConfigError
 from .config import (
     METRICS,
     RandomSearch,
@@ -85,6 +87,13 @@ def grid_search(
     import warnings
 
     from .runner import run_plan
+
+    if not isinstance(config, str | os.PathLike | dict | SearchConfig):
+        raise ConfigError(
+            f"config must be a YAML path, a dict or a SearchConfig, got {type(config).__name__} {config!r:.80}"
+        )
+    if out is not None and not isinstance(out, str | os.PathLike):
+        raise ConfigError(f"out must be a directory path or None, got {type(out).__name__} {out!r:.80}")
 
     outcome = run_plan(
         load_config(config),

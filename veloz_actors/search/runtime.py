@@ -40,8 +40,16 @@ class Runtime:
 
 
 def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """Fail fast (``EngineUnavailable``) when ``HOST:PORT`` / ``ray://HOST:PORT`` does not accept a TCP connection."""
-    if address is None or address in ("auto", "local"):
+    """Fail fast (``EngineUnavailable``) when ``HOST:PORT`` / ``ray://HOST:PORT`` does not accept a TCP connection;
+    :class:`ConfigError` when ``address`` is not such a string."""
+    if address is None:
+        return
+    if not isinstance(address, str):
+        raise ConfigError(
+            f"address must be auto, HOST:PORT or ray://HOST:PORT (a str) or None, got {type(address).__name__} "
+            f"{address!r:.80}"
+        )
+    if address in ("auto", "local"):
         return
     if address.startswith(("http://", "https://")):
         raise ConfigError(
@@ -61,8 +69,14 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -
 
 
 def check_max_workers(max_workers: int | None) -> None:
-    """Refuse a ``--max-workers`` below 1 (``None`` means every core / the whole cluster)."""
-    if max_workers is not None and max_workers < 1:
+    """Refuse a ``--max-workers`` that is not an int of at least 1 (``None`` means every core / the whole cluster)."""
+    if max_workers is None:
+        return
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+        raise ConfigError(
+            f"max_workers must be an int >= 1 or None, got {type(max_workers).__name__} {max_workers!r:.80}"
+        )
+    if max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
 
 

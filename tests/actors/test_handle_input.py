@@ -1,0 +1,105 @@
+"""Bad arguments to a running engine's handle: :class:`InvalidInput` naming the argument, raised before any call to
+an actor, and the engine goes on (its orders and balances unchanged)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import ray
+
+from veloz_actors import InvalidInput
+from veloz_actors.actors.api import start_local
+from veloz_actors.messages import OrderFilled
+
+from .helpers import file_config
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")
+
+
+@pytest.fixture(scope="module")
+def engine(ray_runtime):
+    handle = start_local(file_config(subscriber_queue=100_000), name="test-handle-input")
+    handle.tick()  # the simulated market maker quotes: liquidity and reference prices
+    yield handle
+    handle.shutdown()
+
+
+def _state(engine) -> tuple:
+    return engine.balances(), sorted((o["client_order_id"], o["status"]) for o in engine.orders())
+
+
+def test_a_float_quantity_written_with_an_exponent_is_its_exact_decimal(engine):
+    order = engine.order_command("BTCUSDT", "BUY", 0.00001, 50000.0, client_order_id="float-1")
+    assert (order.qty, order.price) == (1_000, 5_000_000_000_000)
+    with pytest.raises(InvalidInput, match=r"^quantity: '0\.000000001' has more than 8 decimal places"):
+        engine.place_order("BTCUSDT", "BUY", 1e-09, "50000")
+
+
+@pytest.mark.parametrize("client_order_id", [["x"], 123, "bad id!", "a" * 37, ""])
+def test_query_refuses_a_malformed_client_order_id(engine, client_order_id):
+    before = _state(engine)
+    with pytest.raises(InvalidInput, match=r"^client order id .* must be 1-36 characters of letters, digits"):
+        engine.query(client_order_id)
+    assert _state(engine) == before
+
+
+def test_query_still_answers_a_valid_id_and_none(engine):
+    assert engine.query("no-such-order") == []
+    assert isinstance(engine.query(None), list)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"max_queue": -1}, "max_queue must be a positive int or None, got int -1"),
+        ({"max_queue": "x"}, "max_queue must be a positive int or None, got str 'x'"),
+        ({"max_queue": 0}, "max_queue must be a positive int or None, got int 0"),
+        ({"max_queue": True}, "max_queue must be a positive int or None, got bool True"),
+        ({"kinds": "OrderFilled"}, "kinds must be a non-empty list of event type names or None (every kind), got str"),
+        ({"kinds": ["OrderFiled"]}, "kinds: unknown event type 'OrderFiled'; known: AccountUpdated, "),
+        ({"max_events": -1}, "max_events must be an int >= 0 or None, got int -1"),
+        ({"timeout": "x"}, "timeout must be a number of seconds >= 0 or None, got str 'x'"),
+        ({"timeout": -1.0}, "timeout must be a number of seconds >= 0 or None, got float -1.0"),
+        ({"timeout": math.nan}, "timeout must be a number of seconds >= 0 or None, got float nan"),
+    ],
+)
+def test_subscribe_refuses_a_bad_argument_before_asking_the_bus(engine, arguments, message):
+    bus = engine.actor("bus")
+    subscribers = ray.get(bus.status.remote(), timeout=30)["subscribers"]
+    with pytest.raises(InvalidInput) as caught:
+        engine.subscribe(**arguments)
+    assert str(caught.value).startswith(message)
+    assert ray.get(bus.status.remote(), timeout=30)["subscribers"].keys() == subscribers.keys()  # no queue made
+
+
+@pytest.mark.parametrize(
+    ("max_queue", "kinds", "message"),
+    [
+        (-1, None, "max_queue must be a positive int or None, got int -1"),
+        (None, ["OrderFiled"], "kinds: unknown event type 'OrderFiled'"),
+    ],
+)
+def test_the_bus_itself_refuses_a_bad_subscription_and_goes_on(engine, max_queue, kinds, message):
+    bus = engine.actor("bus")
+    with pytest.raises(InvalidInput) as caught:  # Ray's task error is also an instance of the actor's exception
+        ray.get(bus.subscribe.remote(max_queue, kinds), timeout=30)
+    assert message in str(caught.value)
+    pid, _ = ray.get(bus.ping.remote(), timeout=30)
+    subscription = engine.subscribe(kinds=["OrderFilled"], timeout=10.0, max_events=1)
+    engine.place_order("BTCUSDT", "BUY", "0.001")  # a market order: it fills
+    assert [type(e) for e in subscription] == [OrderFilled]
+    assert ray.get(bus.ping.remote(), timeout=30)[0] == pid  # the same bus process: it never died
+    assert engine.status()["actors"]["bus"]["restarts"] == 0
+
+
+@pytest.mark.parametrize("command", ["junk", None, {"type": "PlaceOrder"}, OrderFilled])
+def test_submit_refuses_what_is_not_a_command_before_it_reaches_the_oms(engine, command):
+    """Before: a raw RayTaskError(AttributeError) from inside the OMS actor."""
+    before = _state(engine)
+    for send in (engine.submit, engine.submit_async, lambda c: engine.submit_many([c])):
+        with pytest.raises(InvalidInput, match=r"^command must be one of PlaceOrder, CancelOrder, .*; got "):
+            send(command)
+    with pytest.raises(InvalidInput, match="commands must be a list of command messages, got str"):
+        engine.submit_many("ORDER BUY")
+    assert _state(engine) == before

@@ -1,0 +1,197 @@
+"""Bad arguments to the public Python API are a VeloZ error naming the argument, raised before any work (no Ray).
+
+The handle's own checks, which need a running engine, are in ``tests/actors/test_handle_input.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import veloz_actors as vz
+from veloz_actors import ConfigError, InvalidInput
+from veloz_actors.actors.api import build_spec
+from veloz_actors.actors.bus import EVENT_KINDS, check_subscription
+from veloz_actors.data.loaders import load_funding_rates, load_market_events
+from veloz_actors.orders import parse_amount
+from veloz_actors.search.runtime import check_max_workers, probe_address
+
+from .actors.helpers import CONFIG, file_config
+
+ROOT = Path(__file__).resolve().parent.parent
+ETH_1H = str(ROOT.parent / "shared" / "data" / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+BACKTEST = {"data": ETH_1H, "strategy": "rsi_reversion", "params": {"period": 14, "lower": 30, "upper": 70}}
+SEARCH = {"data": ETH_1H, "strategy": "sma_cross", "grid": {"fast": "5:6:1", "slow": "30:31:1"}, "metric": "sharpe"}
+
+
+@pytest.fixture(autouse=True)
+def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refusal here comes before Ray: starting it would fail the test."""
+    import ray
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a bad argument must be refused before Ray starts")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+# ---------------------------------------------------------------------------------- floats written with an exponent
+
+
+@pytest.mark.parametrize(("value", "units"), [(0.00001, 1_000), (2e-05, 2_000), (1e-08, 1), (0.0001, 10_000)])
+def test_a_float_amount_whose_repr_has_an_exponent_is_its_exact_decimal(value: float, units: int) -> None:
+    assert parse_amount(value, "quantity") == units
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1e-09, "quantity: '0.000000001' has more than 8 decimal places"),
+        (1e16, "quantity: '10000000000000000' is too large"),
+        (math.nan, "quantity: nan is not a number"),
+        (math.inf, "quantity: inf is not a number"),
+    ],
+)
+def test_a_float_amount_is_judged_by_its_value_not_its_notation(value: float, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_amount(value, "quantity")
+    assert str(caught.value).startswith(message)
+
+
+def test_run_backtest_takes_a_float_initial_cash_written_with_an_exponent() -> None:
+    result = vz.run_backtest(BACKTEST, initial_cash=0.00001)
+    assert result["run"]["initial_cash"] == "0.00001"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1e16, "initial_cash: '10000000000000000' is too large"),
+        (1e-09, "initial_cash: '0.000000001' has more than 8 decimal places"),
+        (math.nan, "initial_cash: nan is not a number"),
+    ],
+)
+def test_run_backtest_refuses_a_float_initial_cash_for_what_it_is(value: float, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        vz.run_backtest(BACKTEST, initial_cash=value)
+    assert str(caught.value).startswith(message)
+
+
+# ------------------------------------------------------------------------------------------ subscription arguments
+
+
+@pytest.mark.parametrize(
+    ("max_queue", "kinds", "message"),
+    [
+        (-1, None, "max_queue must be a positive int or None, got int -1"),
+        (0, None, "max_queue must be a positive int or None, got int 0"),
+        ("x", None, "max_queue must be a positive int or None, got str 'x'"),
+        (True, None, "max_queue must be a positive int or None, got bool True"),
+        (None, "OrderFilled", "kinds must be a non-empty list of event type names"),
+        (None, [], "kinds must be a non-empty list of event type names"),
+        (None, ["OrderFiled"], "kinds: unknown event type 'OrderFiled'; known: AccountUpdated, "),
+        (None, ["OrderFilled", 3], "kinds: unknown event type 3; known: "),
+        (None, ["PlaceOrder"], "kinds: unknown event type 'PlaceOrder'"),  # a command never reaches the bus
+    ],
+)
+def test_a_bad_subscription_argument_is_named(max_queue: object, kinds: object, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_subscription(max_queue, kinds)
+    assert str(caught.value).startswith(message)
+
+
+def test_the_known_kinds_are_what_the_bus_carries_and_the_settled_marker() -> None:
+    assert {"OrderFilled", "OrderCancelled", "BookTop", "Trade", "VenueConnection", "Settled"} <= EVENT_KINDS
+    assert "OrderFilled" in str(pytest.raises(InvalidInput, check_subscription, None, ["x"]).value)
+    assert check_subscription(10, ["OrderFilled", "Settled"]) == ("OrderFilled", "Settled")
+    assert check_subscription(None, None) is None
+
+
+# --------------------------------------------------------------------------------------------- engine arguments
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"durability": "junk"}, "durability must be one of always, group, none"),
+        ({"durability": 1}, "durability must be one of always, group, none"),
+        ({"name": 123}, "name must be a non-empty str, got int 123"),
+        ({"name": ""}, "name must be a non-empty str"),
+        ({"journal_dir": 123}, "journal_dir must be a directory path or None, got int 123"),
+        ({"run_clock": "no"}, "run_clock must be True or False, got str 'no'"),
+        ({"tick_ms": 0}, "tick_ms must be a positive int or None"),
+        ({"tick_ms": "250"}, "tick_ms must be a positive int or None"),
+    ],
+)
+def test_build_spec_refuses_a_bad_argument_before_any_actor_starts(arguments: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_spec(file_config(), **arguments)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("durability", ["always", "group", "none", None])
+def test_build_spec_takes_every_durability_of_the_journal(durability: str | None) -> None:
+    spec = build_spec(file_config(), durability=durability)
+    assert spec.durability == (durability or file_config().journal.durability)
+
+
+def test_start_local_refuses_an_unknown_durability_at_once_with_or_without_a_journal(tmp_path: Path) -> None:
+    for journal_dir in (tmp_path / "journal", None):
+        with pytest.raises(ConfigError, match=r"^durability must be one of always, group, none .*got str 'junk'"):
+            vz.start_local(CONFIG, journal_dir=journal_dir, durability="junk")
+    assert not (tmp_path / "journal").exists()  # nothing written for a refused engine
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"address": 123}, "address must be auto, local, HOST:PORT or ray://HOST:PORT (a str) or None, got int 123"),
+        ({"detached": "yes"}, "detached must be True or False, got str 'yes'"),
+        ({"nodes": ["bus"]}, "nodes must be a mapping of actor name to node id"),
+        ({"nodes": {"bsu": "n1"}}, "nodes: unknown actor 'bsu'; this engine's actors: account, bus, feed, oms, "),
+        ({"nodes": {"bus": 7}}, "nodes['bus']: the node id must be a non-empty str, got int 7"),
+    ],
+)
+def test_start_local_refuses_a_bad_argument_before_ray_starts(arguments: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        vz.start_local(CONFIG, **arguments)
+    assert str(caught.value).startswith(message)
+
+
+# -------------------------------------------------------------------------------- arguments of the wrong type
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: vz.run_backtest(123), ConfigError, "config must be a YAML path or a dict of settings, got int 123"),
+        (lambda: vz.start_local(123), ConfigError, "config must be an engine config path, an EngineFileConfig or "),
+        (lambda: vz.load_bars(None), InvalidInput, "path must be a file path (str or os.PathLike), got NoneType"),
+        (lambda: vz.load_bars(ETH_1H, symbol=5), InvalidInput, "symbol must be a str or None, got int 5"),
+        (lambda: load_funding_rates(1.5), InvalidInput, "path must be a file path (str or os.PathLike), got float"),
+        (lambda: load_market_events(b"x"), InvalidInput, "path must be a file path (str or os.PathLike), got bytes"),
+        (lambda: vz.grid_search(123), ConfigError, "config must be a YAML path, a dict or a SearchConfig, got int"),
+        (lambda: vz.grid_search(SEARCH, out=1), ConfigError, "out must be a directory path or None, got int 1"),
+        (lambda: vz.grid_search(SEARCH, max_workers="2"), ConfigError, "max_workers must be an int >= 1 or None"),
+        (lambda: vz.grid_search(SEARCH, address=123), ConfigError, "address must be auto, HOST:PORT or ray://"),
+    ],
+)
+def test_an_argument_of_the_wrong_type_is_named_with_the_type_received(call, error, message: str) -> None:
+    with pytest.raises(error) as caught:
+        call()
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("value", [True, 2.0, "2"])
+def test_max_workers_must_be_an_int(value: object) -> None:
+    with pytest.raises(ConfigError, match=f"^max_workers must be an int >= 1 or None, got {type(value).__name__}"):
+        check_max_workers(value)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^--max-workers must be >= 1, got 0$"):  # the CLI's message, as it was
+        check_max_workers(0)
+
+
+def test_probe_address_names_a_non_string_address() -> None:
+    with pytest.raises(ConfigError, match=r"^address must be auto, HOST:PORT or ray://HOST:PORT \(a str\) or None"):
+        probe_address(6379)  # type: ignore[arg-type]
