@@ -86,3 +86,22 @@ def test_a_random_search_short_of_its_budget_prints_a_warning(app: typer.Typer, 
         "warning: random search: the space holds only 2 parameter sets (after constraints), fewer than the budget "
         "of 5; all 2 are evaluated"
     ) in result.stderr
+
+
+def test_a_submitted_jobs_upload_leaves_secrets_and_the_ray_token_behind(tmp_path: Path) -> None:
+    """What Ray's packer uploads for ``veloz submit`` (the working directory with ``_JOB_EXCLUDES``): the cluster's auth
+    token under .veloz/, credentials files and private keys stay here (before: all of them went to the cluster)."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    from veloz_actors.interfaces.search_cli import _JOB_EXCLUDES
+
+    files = [".veloz/aws/auth_token", "keys.env", ".env", ".env.live", "binance-ed25519.pem", "id.key",
+             "runs/engine.journal", "configs/engine.yaml", "veloz_actors/kernel.py", "README.md"]  # fmt: skip
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    uploaded: list[str] = []
+    _dir_travel(tmp_path, [_get_excludes(tmp_path, _JOB_EXCLUDES)],
+                lambda p: uploaded.append(p.relative_to(tmp_path).as_posix()) if p.is_file() else None,
+                include_gitignore=False)  # fmt: skip
+    assert sorted(uploaded) == ["README.md", "configs/engine.yaml", "veloz_actors/kernel.py"]

@@ -16,6 +16,7 @@ import pickle
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -425,9 +426,9 @@ def test_credentials_refuse_pickling_serialisation_and_mutation() -> None:
     import ray.cloudpickle as cloudpickle
 
     creds = _hmac()
-    for dump in (pickle.dumps, cloudpickle.dumps, lambda c: pickle.dumps(c, protocol=0)):
+    for dump in (pickle.dumps, cloudpickle.dumps, lambda c: pickle.dumps(c, protocol=0), lambda c: c.__getstate__()):
         with pytest.raises(TypeError, match="CredentialsRef"):
-            dump(creds)
+            dump(creds)  # __getstate__ too: a serializer asking for the state directly (before: the secret)
     for serialise in (orjson.dumps, json.dumps):
         with pytest.raises(TypeError):
             serialise(creds)
@@ -492,3 +493,48 @@ def test_verify_signature_takes_a_secret_or_a_public_key() -> None:
         verify_signature("a", "b")
     with pytest.raises(InvalidInput, match="either"):
         verify_signature("a", "b", secret=DOC_SECRET, public_key=bytes.fromhex(RFC8032[1][1]))
+
+
+def test_the_signed_balance_request_never_follows_a_redirect(tmp_path: Path) -> None:
+    """A 302 from the REST address must not carry the API key header and the signed query to another host (urllib
+    follows redirects by default)."""
+    import http.server
+    import threading
+
+    from veloz_actors.venues.binance.venue import VenueUnavailable, fetch_account_balances
+
+    seen: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            seen.append(f"{self.path} {self.headers.get('X-MBX-APIKEY')}")
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"serverTime": 1}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(Elsewhere):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/api/v3/time"):
+                super().do_GET()
+                return
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}{self.path}")
+            self.end_headers()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (server, other)]
+    for thread in threads:
+        thread.start()
+    try:
+        with pytest.raises(VenueUnavailable, match=r"^/api/v3/account: HTTP 302"):
+            fetch_account_balances(f"http://127.0.0.1:{server.server_port}", _hmac(), timeout=5.0)
+    finally:
+        for s in (server, other):
+            s.shutdown()
+            s.server_close()
+    assert seen[0].startswith("/api/v3/time") and all("/api/v3/account" not in line for line in seen)

@@ -23,12 +23,19 @@ __all__ = ["register"]
 _EXIT_ERROR = 2
 _EXIT_INTERRUPTED = 130
 _ROOT = Path(__file__).resolve().parents[2]
-# What a job's working directory leaves behind: environments, VCS data, results, caches.
+# What a job's working directory leaves behind: environments, VCS data, results, caches, and anything secret (the
+# cluster's Ray auth token under .veloz/, credentials files, private keys): the upload lands in the cluster's storage.
 _JOB_EXCLUDES = [
     ".venv",
     ".git",
     "runs",
     "out",
+    ".veloz",
+    "*.env",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
     "**/__pycache__",
     ".pytest_cache",
     ".ruff_cache",

@@ -572,6 +572,9 @@ class Credentials:
     def __reduce__(self) -> NoReturn:
         self.__reduce_ex__(2)
 
+    def __getstate__(self) -> NoReturn:  # a serializer that asks for the state directly gets no secret either
+        self.__reduce_ex__(2)
+
     def __copy__(self) -> Credentials:
         return self  # immutable: a copy is the same object, and no secret goes through copyreg
 

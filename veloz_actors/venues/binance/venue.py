@@ -94,6 +94,7 @@ import logging
 import random
 import re
 import time
+import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -1081,7 +1082,8 @@ class BinanceVenue:
             headers = {}
         url = yarl.URL(self.settings.rest_url + path + (f"?{query}" if query else ""), encoded=True)
         try:
-            async with session.request(verb, url, headers=headers) as resp:
+            # never a redirect: it would carry the API key header and the signed query to another address
+            async with session.request(verb, url, headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers.copy()
@@ -2146,6 +2148,13 @@ def account_ledger(rest_url: str, credentials: Credentials) -> dict[str, int]:
     return {b.asset: b.free + b.locked for b in fetch_account_balances(rest_url, credentials) if b.free or b.locked}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: the 3xx answer is then an ``HTTPError`` (Binance's API never redirects)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def fetch_account_balances(
     rest_url: str,
     credentials: Credentials,
@@ -2159,14 +2168,15 @@ def fetch_account_balances(
     ``GET /api/v3/time``. Raises :class:`VenueUnavailable` naming the endpoint and Binance's code and message (never
     the request's parameters or the key)."""
     import urllib.error
-    import urllib.request
 
     base = rest_url.rstrip("/")
+
+    opener = urllib.request.build_opener(_NoRedirect)  # a redirect would carry the key and the signature elsewhere
 
     def get(path: str, headers: dict[str, str]) -> Any:
         request = urllib.request.Request(base + path, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - a configured URL
+            with opener.open(request, timeout=timeout) as answer:
                 return orjson.loads(answer.read())
         except urllib.error.HTTPError as exc:
             try:
