@@ -199,6 +199,7 @@ def test_a_binance_venue_knows_its_symbols_and_the_configured_instruments(shippe
         ("instruments.0.min_price", "100", "instrument BTCUSDT: need 0 <= min_price <= max_price (max_price 0: no "
                                            "maximum), got min_price 100 and max_price 1"),
         ("risk.max_drawdown", "5", "risk.max_drawdown: '5' is above 1 (100 %)"),
+        ("risk.stop_loss", "1", "risk.stop_loss: '1' is 1 (100 %) or more"),  # before: accepted, and never fired
         ("valuation_asset", "EUR", "valuation_asset: 'EUR' is not an asset of any instrument or balance "
                                    "(assets: BTC, ETH, USDT)"),
         ("sim.symbols.0.initial_mid", "60000.005",

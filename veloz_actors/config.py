@@ -159,6 +159,12 @@ class RiskModel(_Model):
                 f"risk.max_drawdown: {self.max_drawdown!r} is above 1 (100 %); it is a fraction of peak equity, "
                 'e.g. "0.2" for 20 % ("0": no limit)'
             )
+        stop_loss = _dec(self.stop_loss, "risk.stop_loss")
+        if stop_loss >= SCALE:  # a long cannot fall 100 % below its entry: such a stop would never fire
+            raise ConfigError(
+                f"risk.stop_loss: {self.stop_loss!r} is 1 (100 %) or more; it is the fall below a position's average "
+                'entry that closes it, e.g. "0.1" for 10 % ("0": no stop-loss)'
+            )
         return RiskLimits(
             max_order_qty={k: _dec(v, f"risk.max_order_qty.{k}") for k, v in self.max_order_qty.items()},
             max_order_notional=_dec(self.max_order_notional, "risk.max_order_notional"),
@@ -169,7 +175,7 @@ class RiskModel(_Model):
             burst=self.burst,
             max_drawdown=max_drawdown,
             max_loss=_dec(self.max_loss, "risk.max_loss"),
-            stop_loss=_dec(self.stop_loss, "risk.stop_loss"),
+            stop_loss=stop_loss,
         )
 
 

@@ -264,6 +264,23 @@ def test_a_stop_loss_cancels_the_resting_sell_that_locks_the_base_then_sells() -
     assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
 
 
+def test_the_traders_orders_named_like_a_stop_neither_block_nor_take_the_kernels_stop_loss() -> None:
+    """Before: an open order whose id began "stop-BTCUSDT-" counted as the working stop (no stop-loss ever), and one
+    with the very id the kernel chose made its stop a duplicate."""
+    engine = _engine(RiskLimits(stop_loss=d("0.02"), price_band=d("0.5")), BALANCES)
+    engine.apply(trade("100"))
+    engine.apply(place("ask", "SELL", "1", "100", account="other"))
+    engine.apply(place("bid", "BUY", "1", "100"))
+    engine.apply(place("stop-BTCUSDT-1", "BUY", "0.2", "60"))  # the trader's own resting orders
+    engine.apply(place("stop-BTCUSDT-x", "BUY", "0.2", "60"))
+    engine.apply(place("support", "BUY", "5", "80", account="other"))
+    events = engine.apply(trade("97", ts=2))
+    fills = [(e.client_order_id, e.side, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"]
+    assert fills == [("stop-BTCUSDT-2", Side.SELL, d("1"))]
+    assert engine.ledger.positions[("main", "BTCUSDT")].qty == 0
+    assert {o.client_order_id for o in engine.oms.open_orders("main")} == {"stop-BTCUSDT-1", "stop-BTCUSDT-x"}
+
+
 def test_a_stop_loss_that_cannot_fill_is_sent_again_at_most_once_a_second() -> None:
     """No bid to sell into: the stop's market order expires; the marks that follow within a second send no other
     (before: one order per mark, each kept in memory and the journal)."""

@@ -656,3 +656,16 @@ def test_a_rebase_cut_short_in_the_journal_is_never_applied(cut: str) -> None:
     assert again.exposure() == {"main": {"BTC": d("1"), "USDT": d("7000"), "BTCUSDT": d("0.25")}}
     assert last.exposure() == again.exposure()
     assert (last.cursor, last.rebases) == (60, 1)
+
+
+def test_status_names_the_held_assets_without_a_price_that_keep_loss_and_drawdown_unmeasured() -> None:
+    config = RiskMonitorConfig(
+        instruments=instruments(), balances={"main": {"USDT": d("100000"), "ETH": d("3")}},
+        limits=EngineRiskLimits(max_loss=d("1000")), reference_prices={"BTCUSDT": d("60000")},
+    )  # fmt: skip
+    monitor = RiskMonitor(config)
+    status = monitor.status()
+    assert (status["equity_complete"], status["unpriced_assets"], status["start_equity"]) == (False, ["ETH"], None)
+    monitor.apply(trade("2500", symbol="ETHUSDT", ts=START_NS))
+    status = monitor.status()
+    assert (status["equity_complete"], status["unpriced_assets"], status["start_equity"]) == (True, [], "107500")

@@ -153,6 +153,7 @@ class TradingKernel:
         self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}
         self.internal_orders = 0
         self.stop_sent: dict[tuple[str, str], int] = {}  # (account, symbol) -> when its last stop-loss order went out
+        self.stop_orders: dict[tuple[str, str], str] = {}  # (account, symbol) -> its last stop-loss order's cid
         self.must_cancel: dict[tuple[str, str], int] = {}  # orders a cancel-all must close -> cancels rejected so far
         self.quiet_accounts: frozenset[str] = frozenset()
         self.outbox: list[SubmitOrder | SubmitCancel] = []
@@ -894,9 +895,12 @@ class TradingKernel:
             last = self.stop_sent.get(key)
             if last is not None and ts - last < _STOP_RETRY_NS:
                 continue
+            stop_cid = self.stop_orders.get(key)
+            if stop_cid is not None:
+                stop = self.oms.get(account, stop_cid)
+                if stop is not None and stop.is_open:
+                    continue  # a stop order for this position is already working
             working = self.oms.open_orders(account, symbol)
-            if any(o.client_order_id.startswith(f"stop-{symbol}-") for o in working):
-                continue  # a stop order for this position is already working
             inst = self.instruments[symbol]
             step = inst.qty_step
             qty = pos.qty // step * step
@@ -919,8 +923,15 @@ class TradingKernel:
                 continue
             self.stop_sent[key] = ts
             self.internal_orders += 1
+            cid = f"stop-{symbol}-{self.internal_orders}"
+            while self.oms.get(account, cid) is not None or (
+                self.evicted_ids and _evicted_id(account, cid) in self.evicted_ids
+            ):  # the trader's own order took that id: the next one (the kernel's stop is never refused as a duplicate)
+                self.internal_orders += 1
+                cid = f"stop-{symbol}-{self.internal_orders}"
+            self.stop_orders[key] = cid
             cmd = PlaceOrder(
-                client_order_id=f"stop-{symbol}-{self.internal_orders}",
+                client_order_id=cid,
                 account_id=account,
                 symbol=symbol,
                 side=Side.SELL,

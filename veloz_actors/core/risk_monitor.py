@@ -822,6 +822,8 @@ class RiskMonitor:
             "valuation_asset": self.config.valuation_asset,
             "equity": format_decimal(equity),
             "equity_complete": complete,
+            # held assets with no price yet: until they have one, drawdown and loss are not measured
+            "unpriced_assets": sorted({asset for _, asset in self._unpriced}),
             "peak_equity": format_decimal(self.peak_equity) if self.peak_equity is not None else None,
             "start_equity": format_decimal(self.start_equity) if self.start_equity is not None else None,
             "drawdown": format_decimal(drawdown),
