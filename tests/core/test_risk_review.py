@@ -241,3 +241,24 @@ def test_the_kernels_loss_limit_starts_once_every_holding_has_a_price() -> None:
     assert engine.kernel.risk.start_equity["main"] == d("220000")
     engine.apply(trade("40000", ts=START_NS + 2))
     assert engine.kernel.risk.tripped == {"main": "loss 40000 exceeds 10000"}
+
+
+def test_a_kernel_pickled_before_the_new_risk_state_existed_still_trades() -> None:
+    """An engine snapshot of the previous version holds a kernel without ``stop_sent``, ``stop_orders`` and
+    ``must_cancel``: restored, it must place, close and stop-loss as ever (before the defaults: AttributeError on the
+    first order that closed)."""
+    import pickle
+
+    engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("100000")}, "mm": {"BTC": d("10"), "USDT": d("1000000")}},
+                                  risk=RiskLimits(stop_loss=d("0.02"), price_band=d("0.5"))))  # fmt: skip
+    for name in ("stop_sent", "stop_orders", "must_cancel"):
+        del engine.kernel.__dict__[name]
+    engine.kernel = pickle.loads(pickle.dumps(engine.kernel))
+    engine.apply(trade("60000", ts=START_NS))
+    engine.apply(place("mm1", "SELL", "2", "60000", account="mm", ts=START_NS + 1))
+    engine.apply(place("b1", "BUY", "1", "60000", ts=START_NS + 2))
+    engine.apply(place("mm2", "BUY", "2", "50000", account="mm", ts=START_NS + 3))
+    events = engine.apply(trade("58000", ts=START_NS + 4))  # the stop-loss sells into mm2
+    assert [(e.client_order_id, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"] == [
+        ("stop-BTCUSDT-1", d("1"))
+    ]

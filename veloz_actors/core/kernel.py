@@ -210,6 +210,9 @@ class TradingKernel:
         return {k: v for k, v in self.__dict__.items() if k not in ("journal", "_handlers")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
+        # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
+        self.__dict__.update({"stop_sent": {}, "stop_orders": {}, "must_cancel": {}})
         self.__dict__.update(state)
         self.journal = None
         self._handlers = self._dispatch()
