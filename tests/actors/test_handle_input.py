@@ -4,6 +4,7 @@ an actor, and the engine goes on (its orders and balances unchanged)."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import ray
@@ -103,3 +104,15 @@ def test_submit_refuses_what_is_not_a_command_before_it_reaches_the_oms(engine, 
     with pytest.raises(InvalidInput, match="commands must be a list of command messages, got str"):
         engine.submit_many("ORDER BUY")
     assert _state(engine) == before
+
+
+@pytest.mark.parametrize("ts", ["now", 1.5, True, -1, "far"])
+def test_a_market_step_far_ahead_of_the_clock_or_not_an_int_is_refused(engine, ts):
+    """A step is ignored when an earlier one was later: a ts years ahead would have stopped the market for good."""
+    if ts == "far":
+        ts = time.time_ns() + 2 * 86_400 * 1_000_000_000
+    before = _state(engine)
+    with pytest.raises(InvalidInput, match=r"^ts must be None \(now\) or an int of nanoseconds"):
+        engine.tick(ts)
+    assert _state(engine) == before
+    assert engine.tick() == []  # the market still steps

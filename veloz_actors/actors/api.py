@@ -168,6 +168,7 @@ def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:
 
 
 _COMMANDS = get_args(Command)
+_TICK_AHEAD_NS = 86_400 * 1_000_000_000  # how far ahead of the clock a simulated-market step may be
 
 
 def _check_command(command: Any) -> None:
@@ -521,8 +522,15 @@ class EngineHandle:
     def tick(self, ts: int | None = None, *, timeout: float = _CALL_TIMEOUT) -> list[Any]:
         """Advance the simulated market one step (``veloz start --local`` ticks from its driver) and wait until the
         OMS applied what it caused (fills of resting orders, the new reference prices). The events themselves go to
-        the bus; the list returned is empty."""
-        marks = self._call(lambda: self._feed.tick.remote(ts if ts is not None else time.time_ns()))
+        the bus; the list returned is empty. ``ts`` (ns) at most a day ahead of the clock: a step is ignored when an
+        earlier one was later, so a far-future ``ts`` would stop the market for good."""
+        now = time.time_ns()
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 < ts <= now + _TICK_AHEAD_NS):
+            raise InvalidInput(
+                f"ts must be None (now) or an int of nanoseconds since the epoch, at most a day ahead of the clock; "
+                f"got {type(ts).__name__} {ts!r:.80}"
+            )
+        marks = self._call(lambda: self._feed.tick.remote(ts if ts is not None else now))
         if marks:
             deadline = time.monotonic() + timeout
             pause = 0.0005
