@@ -22,7 +22,7 @@ def _lines(path: Path) -> list[bytes]:
 def test_new_journal_starts_with_a_header(tmp_path: Path) -> None:
     path = tmp_path / "j"
     Journal(path, CONFIG, durability="none").close()
-    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "config": CONFIG}
+    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "semantics": 2, "config": CONFIG}
 
 
 def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
@@ -32,7 +32,10 @@ def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
     journal.append(Tick(ts=2))
     journal.close()
     assert _lines(path)[1:] == [encode(Tick(ts=1)) + b"\n", encode(Tick(ts=2)) + b"\n"]
-    assert read_journal(path) == ({"journal": "veloz", "version": 1, "config": CONFIG}, [Tick(ts=1), Tick(ts=2)])
+    assert read_journal(path) == (
+        {"journal": "veloz", "version": 1, "semantics": 2, "config": CONFIG},
+        [Tick(ts=1), Tick(ts=2)],
+    )
 
 
 def test_always_durability_has_the_line_on_disk_before_append_returns(tmp_path: Path) -> None:

@@ -9,6 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pytest
+
+from veloz_actors import ConfigError
+from veloz_actors.config import default_engine_config, load_yaml, parse_engine_config
 from veloz_actors.core.instruments import Instrument
 from veloz_actors.core.kernel import TradingKernel
 from veloz_actors.core.risk import RiskLimits
@@ -24,6 +29,7 @@ from veloz_actors.messages import (
     SubmitOrder,
     VenueCancelRejected,
     VenueOrderAccepted,
+    encode_line,
 )
 from veloz_actors.testing import START_NS, btcusdt, d, engine_config, ethusdt, instruments, place, trade
 from veloz_actors.venues.engine import Engine, EngineConfig
@@ -262,3 +268,84 @@ def test_a_kernel_pickled_before_the_new_risk_state_existed_still_trades() -> No
     assert [(e.client_order_id, e.qty) for e in events if type(e) is OrderFilled and e.account_id == "main"] == [
         ("stop-BTCUSDT-1", d("1"))
     ]
+
+
+# ------------------------------------------------------------------------------------ journals of the last version
+
+
+def _journal_of(path: Path, config: dict[str, Any], messages: list[Any], *, semantics: int | None) -> None:
+    header: dict[str, Any] = {"journal": "veloz", "version": 1, "config": config}
+    if semantics is not None:
+        header["semantics"] = semantics
+    path.write_bytes(orjson.dumps(header) + b"\n" + b"".join(encode_line(m) for m in messages))
+
+
+def test_a_journal_of_the_last_version_replays_its_halts_and_resets_as_they_meant_then(tmp_path: Path) -> None:
+    """Before: an engine-wide halt tripped every account, and the risk monitor lifted it with a reset per account. A
+    journal without the semantics key replays so (b1 accepted, as it was) and keeps that meaning for what is appended;
+    the same lines in a new journal mean the engine halt stays (b1 refused)."""
+    config = engine_config()
+    lines = [
+        trade("60000", ts=START_NS),
+        HaltTrading(account_id="*", reason="risk monitor: drawdown", ts=START_NS + 1),
+        ResetCircuitBreaker(account_id="main", ts=START_NS + 2),
+        ResetCircuitBreaker(account_id="other", ts=START_NS + 2),
+        place("b1", "BUY", "0.01", "60000", ts=START_NS + 3),
+    ]
+    for semantics, refused in ((None, []), (2, [RejectReason.CIRCUIT_BREAKER])):
+        path = tmp_path / f"engine-{semantics}.journal"
+        _journal_of(path, config.to_json(), lines, semantics=semantics)
+        engine, events = Engine.recover(config, path, durability="none")
+        assert [e.reason for e in events if type(e) is OrderRejected] == refused
+        assert engine.kernel.legacy_halts is (semantics is None)
+        after = engine.apply(HaltTrading(account_id="*", reason="again", ts=START_NS + 4))
+        after += engine.apply(ResetCircuitBreaker(account_id="main", ts=START_NS + 5))
+        after += engine.apply(place("b2", "BUY", "0.01", "60000", ts=START_NS + 6))
+        assert bool([e for e in after if type(e) is OrderRejected]) is (semantics is not None)
+        engine.close()
+        replayed, again = Engine.recover(config, path, durability="none")  # what was appended means the same
+        assert [type(e) for e in again] == [type(e) for e in events + after]
+        replayed.close()
+
+
+def test_a_paper_venue_pickled_before_it_kept_joined_reports_takes_depth_again() -> None:
+    import pickle
+
+    from veloz_actors.messages import BookDelta
+    from veloz_actors.venues.l2replay import L2ReplayVenue
+
+    venue = L2ReplayVenue(btcusdt())
+    del venue.__dict__["joined"]
+    venue = pickle.loads(pickle.dumps(venue))
+    snapshot = BookDelta(symbol="BTCUSDT", first_update_id=1, last_update_id=1, bids=((d("59999"), d("1")),),
+                         asks=((d("60001"), d("1")),), is_snapshot=True, ts_event=1, ts_recv=1)  # fmt: skip
+    assert venue.on_market(snapshot) == [] and venue.take_joined() == []
+
+
+# --------------------------------------------------------------------------- cross pairs nothing can value
+
+
+def test_a_sell_on_a_cross_pair_is_not_held_back_for_a_price_and_a_buy_says_what_is_missing() -> None:
+    engine = Engine(
+        EngineConfig(
+            instruments=(_ethbtc(),), balances={"main": {"USDT": d("1000"), "BTC": d("1"), "ETH": d("10")}},
+            risk=RiskLimits(max_order_notional=d("250000")),
+        )
+    )  # fmt: skip
+    engine.apply(trade("0.05", symbol="ETHBTC", ts=START_NS))
+    assert _rejections(engine.apply(place("s", "SELL", "1", "0.05", symbol="ETHBTC", ts=START_NS + 1))) == []
+    [(reason, detail)] = _rejections(engine.apply(place("b", "BUY", "1", "0.05", symbol="ETHBTC", ts=START_NS + 2)))
+    assert reason is RejectReason.NO_REFERENCE_PRICE and detail.startswith("no instrument values BTC")
+
+
+def test_a_config_whose_notional_limit_cannot_value_a_symbol_is_refused_when_it_loads() -> None:
+    data = load_yaml(default_engine_config())["engine"]
+    data["instruments"].append({**data["instruments"][0], "symbol": "ETHBTC", "base_asset": "ETH",
+                                "quote_asset": "BNB"})  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"no instrument values BNB \(the quote asset of ETHBTC\) in USDT: add BNBUSDT"
+    ):
+        parse_engine_config(data, source="engine.yaml")
+    data["risk"]["max_order_notional"] = "0"
+    data["risk"]["max_leverage"] = "0"
+    parse_engine_config(data, source="engine.yaml")  # no limit in the valuation asset: nothing to value

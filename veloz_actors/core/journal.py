@@ -34,6 +34,10 @@ __all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "write_snap
 
 Durability = Literal["always", "group", "none"]
 _VERSION = 1
+# The meaning of the lines, within one format version: 2 keeps an engine-wide HaltTrading("*") apart from accounts'
+# own breakers (lifted by ResetCircuitBreaker("*") alone). A header without it was written before: semantics 1, where
+# "*" tripped every account's own breaker and an account's reset lifted it. A journal keeps its semantics for life.
+SEMANTICS = 2
 _GROUP_BUFFER_BYTES = 4 << 20
 
 
@@ -65,7 +69,7 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
         if fresh:
-            header = {"journal": "veloz", "version": _VERSION, "config": config}
+            header = {"journal": "veloz", "version": _VERSION, "semantics": SEMANTICS, "config": config}
             self._file.write(orjson.dumps(header) + b"\n")
             self._sync()
         else:
@@ -73,6 +77,7 @@ class Journal:
             if header.get("config") != config:
                 raise JournalError(f"{self.path} was written by an engine with a different configuration")
             self.count = lines
+        self.semantics: int = semantics_of(header)
         self._flusher: threading.Thread | None = None
         if durability == "group":
             self._flusher = threading.Thread(target=self._flush_loop, name="veloz-journal-flush", daemon=True)
@@ -186,6 +191,11 @@ def _iter(path: Path) -> Iterator[tuple[dict[str, Any], Message]]:
                 yield header, decode(line)
             except Exception as exc:
                 raise JournalError(f"{path}:{number}: corrupt journal line: {exc}") from exc
+
+
+def semantics_of(header: dict[str, Any]) -> int:
+    """The semantics a journal's lines were written under (:data:`SEMANTICS`; 1 for a header without the key)."""
+    return int(header.get("semantics", 1))
 
 
 def read_journal(path: str | Path) -> tuple[dict[str, Any], list[Message]]:

@@ -70,7 +70,7 @@ from ..messages import (
 )
 from .account import Ledger
 from .instruments import Instrument, ceil_div
-from .journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from .journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
 
@@ -155,6 +155,8 @@ class TradingKernel:
         self.stop_sent: dict[tuple[str, str], int] = {}  # (account, symbol) -> when its last stop-loss order went out
         self.stop_orders: dict[tuple[str, str], str] = {}  # (account, symbol) -> its last stop-loss order's cid
         self.must_cancel: dict[tuple[str, str], int] = {}  # orders a cancel-all must close -> cancels rejected so far
+        # a journal of semantics 1 (journal.SEMANTICS): HaltTrading("*") trips every account's own breaker, as then
+        self.legacy_halts = False
         self.quiet_accounts: frozenset[str] = frozenset()
         self.outbox: list[SubmitOrder | SubmitCancel] = []
         self.closed: deque[Order] = deque()  # closed orders, oldest first (for eviction)
@@ -198,6 +200,7 @@ class TradingKernel:
 
     def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
         self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
+        self.legacy_halts = self.journal.semantics < 2
         self.snapshot_path = Path(str(path) + ".snapshot")
         self.history_path = Path(str(path) + ".orders")
 
@@ -212,7 +215,7 @@ class TradingKernel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stop_sent": {}, "stop_orders": {}, "must_cancel": {}})
+        self.__dict__.update({"stop_sent": {}, "stop_orders": {}, "must_cancel": {}, "legacy_halts": False})
         self.__dict__.update(state)
         self.journal = None
         self._handlers = self._dispatch()
@@ -256,6 +259,7 @@ class TradingKernel:
                 kernel.restore(state)
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
+            kernel.legacy_halts = semantics_of(header) < 2
             for message in messages[start:]:
                 step = kernel.apply(message)
                 events.extend(step)
@@ -951,6 +955,12 @@ class TradingKernel:
         self.now = cmd.ts
         risk = self.risk
         account = cmd.account_id
+        if self.legacy_halts:  # a journal written before the engine-wide halt was kept apart: its meaning then
+            for name in sorted(self._risk_accounts()) if account == "*" else [account]:
+                risk.reset(name, self.equity(name) if self.equity_complete(name) else None)
+                if self.ledger.has_account(name):
+                    events.append(self.ledger.account_event(name, cmd.ts))
+            return
         if account == "*":
             risk.engine_halt = None
             for name in sorted(self._risk_accounts()):
@@ -973,16 +983,17 @@ class TradingKernel:
         self.now = cmd.ts
         risk = self.risk
         if cmd.account_id == "*":
-            if risk.engine_halt is not None:
-                return  # halted already (a halt sent again after a restart)
-            risk.engine_halt = cmd.reason
+            if not self.legacy_halts:
+                if risk.engine_halt is not None:
+                    return  # halted already (a halt sent again after a restart)
+                risk.engine_halt = cmd.reason
             accounts = sorted(self._risk_accounts())
         else:
             accounts = [cmd.account_id]
         for account in accounts:
             if account in risk.tripped:
                 continue
-            if cmd.account_id != "*":
+            if cmd.account_id != "*" or self.legacy_halts:
                 risk.tripped[account] = cmd.reason
             equity = self.equity(account)
             events.append(
@@ -1020,14 +1031,18 @@ class TradingKernel:
 
     def asset_price(self, asset: str) -> int | None:
         """The price of one unit of ``asset`` in the valuation asset: ``SCALE`` for the valuation asset itself, else the
-        reference price of the first instrument quoting ``asset`` in it; None when there is none yet."""
+        reference price of the first instrument quoting ``asset`` in it; None when such an instrument has no price
+        yet, 0 when there is no such instrument (nothing can value the asset)."""
         valuation = self.config.valuation_asset
         if asset == valuation:
             return SCALE
+        found = False
         for inst in self.config.instruments:
-            if inst.base_asset == asset and inst.quote_asset == valuation and inst.symbol in self.reference:
-                return self.reference[inst.symbol]
-        return None
+            if inst.base_asset == asset and inst.quote_asset == valuation:
+                if inst.symbol in self.reference:
+                    return self.reference[inst.symbol]
+                found = True
+        return None if found else 0
 
     def equity(self, account: str) -> int:
         """Every balance of ``account`` valued in the valuation asset at the reference prices (an asset without a
@@ -1048,9 +1063,7 @@ class TradingKernel:
         values is left out, as the risk monitor leaves it out)."""
         valuation = self.config.valuation_asset
         for asset, (free, locked) in self.ledger.balances(account).items():
-            if not (free + locked) or asset == valuation or self.asset_price(asset) is not None:
-                continue
-            if any(i.base_asset == asset and i.quote_asset == valuation for i in self.config.instruments):
+            if (free + locked) and asset != valuation and self.asset_price(asset) is None:
                 return False
         return True
 
@@ -1125,4 +1138,5 @@ def replay_kernel(journal_path: str | Path, config: KernelConfig | None = None) 
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
     kernel = TradingKernel(config)
+    kernel.legacy_halts = semantics_of(header) < 2
     return kernel, kernel.apply_many(messages)

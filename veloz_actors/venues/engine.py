@@ -26,7 +26,7 @@ from typing import Any
 
 from .._exceptions import ConfigError, JournalError
 from ..core.instruments import Instrument
-from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from ..core.journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
@@ -207,6 +207,7 @@ class Engine:
         self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
         self.snapshot_path = Path(str(path) + ".snapshot")
         self.kernel.history_path = Path(str(path) + ".orders")
+        self.kernel.legacy_halts = self.journal.semantics < 2
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -246,6 +247,7 @@ class Engine:
                 # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
                 # go, or once new lines grow the journal past its count it would skip them.
                 snapshot_path.unlink()
+            engine.kernel.legacy_halts = semantics_of(header) < 2
             for message in messages[start:]:
                 events.extend(engine.apply(message))
         engine.attach_journal(journal_path, durability=durability)
@@ -360,4 +362,5 @@ def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tupl
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by an engine with a different configuration")
     engine = Engine(config)
+    engine.kernel.legacy_halts = semantics_of(header) < 2
     return engine, engine.apply_many(messages)

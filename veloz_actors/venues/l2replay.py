@@ -119,6 +119,9 @@ class _Order:
 class L2ReplayVenue:
     """One symbol's recorded market. Not thread-safe: one caller at a time."""
 
+    # a class default: a venue pickled (a paper engine's snapshot) before this existed still works
+    joined: list[Any] | tuple[()] = ()
+
     def __init__(
         self,
         instrument: Instrument,
@@ -243,13 +246,15 @@ class L2ReplayVenue:
         """The reports of orders that waited for the book and crossed it once it was known (see the module's
         docstring); a driver calling :meth:`apply_depth` itself collects them here."""
         joined, self.joined = self.joined, []
-        return joined
+        return list(joined)
 
     def _join(self, ts: int) -> None:
         """The book is known again: each order that came while it was not is worked as if it arrived now, in arrival
         order. One that crosses takes liquidity up to its price (a GTC order, the only kind that waits); what is left
         joins the back of its level."""
         book = self.book
+        if "joined" not in self.__dict__:
+            self.joined = []
         for order in [o for o in self.resting if not o.queue_known]:
             order.queue_known = True
             price = order.price
