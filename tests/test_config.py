@@ -245,3 +245,19 @@ def test_a_config_error_carries_no_value_of_the_file_in_its_chain() -> None:
             parse_engine_config(_with(field, value), source="engine.yaml")
         text = "".join(traceback.format_exception(caught.value))
         assert value not in text and value[:12] not in text
+
+
+def test_a_live_engine_may_limit_an_asset_only_the_exchange_account_holds() -> None:
+    """A live engine's balances come from the exchange after this check (BNB held for fees, traded nowhere)."""
+    data = load_yaml(SHIPPED)["engine"]
+    data.update(
+        sim={**data["sim"], "symbols": []},
+        venue={"kind": "binance", "mode": "live", "symbols": ["BTCUSDT"]},
+        engine_risk={"max_asset_exposure": {"BNB": "50"}},
+    )
+    config = parse_engine_config(data, source="engine.yaml")
+    btc = config.engine_config().instruments[0]
+    assert config.engine_config({"BTCUSDT": btc}).instruments == (btc,)
+    data["venue"]["mode"] = "paper"  # paper trades the configured balances: a typo there is still refused
+    with pytest.raises(ConfigError, match="unknown asset 'BNB'"):
+        parse_engine_config(data, source="engine.yaml").engine_config({"BTCUSDT": btc})

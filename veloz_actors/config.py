@@ -23,7 +23,7 @@ from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, format_decimal, parse_decimal
 from .logs import LogSettings, parse_format, parse_level
-from .venues.binance.auth import looks_like_key_content
+from .venues.binance.auth import cannot_be_a_path
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
 
@@ -299,7 +299,7 @@ class VenueModel(_Model):
     @field_validator("credentials_file")
     @classmethod
     def _a_path(cls, value: str | None) -> str | None:
-        if value is not None and looks_like_key_content(value):
+        if value is not None and cannot_be_a_path(value):
             raise ValueError(
                 "must be the path of a KEY=VALUE file, not the file's content or a key (the value is not shown)"
             )
@@ -594,7 +594,10 @@ class EngineFileConfig(_Model):
                         f"valuation_asset: {self.valuation_asset!r} is not an asset of any instrument or balance "
                         f"(assets: {', '.join(sorted(assets))})"
                     )
-                unknown = [a for a in self.engine_risk.max_asset_exposure if a not in assets]
+                self._check_quote_assets(instruments)
+                # a live engine's balances are the exchange's (any asset it holds), read after this check
+                live = paper and self.venue.mode == "live"
+                unknown = [a for a in self.engine_risk.max_asset_exposure if a not in assets and not live]
                 if unknown:  # a typo would otherwise leave the asset unlimited
                     raise ConfigError(
                         f"engine_risk.max_asset_exposure: unknown asset {unknown[0]!r} (assets: {', '.join(sorted(assets))})"
@@ -617,6 +620,25 @@ class EngineFileConfig(_Model):
             raise
         except InvalidInput as exc:
             raise ConfigError(str(exc)) from exc
+
+    def _check_quote_assets(self, instruments: tuple[Instrument, ...]) -> None:
+        """The notional and leverage limits are in the valuation asset: every symbol's quote asset must be it, or an
+        instrument must quote that asset in it (ETHBTC needs BTCUSDT for USDT limits), or no order could be valued."""
+        risk = self.risk
+        if not (
+            _dec(risk.max_order_notional, "risk.max_order_notional") or _dec(risk.max_leverage, "risk.max_leverage")
+        ):
+            return
+        valuation = self.valuation_asset
+        valued = {i.base_asset for i in instruments if i.quote_asset == valuation} | {valuation}
+        for inst in instruments:
+            if inst.quote_asset not in valued:
+                raise ConfigError(
+                    f"risk.max_order_notional / risk.max_leverage are in {valuation}, but no instrument values "
+                    f"{inst.quote_asset} (the quote asset of {inst.symbol}) in {valuation}: add "
+                    f"{inst.quote_asset}{valuation} to the instruments (venue.symbols), set valuation_asset, or set "
+                    'those limits to "0"'
+                )
 
     def _check_risk_symbols(self) -> None:
         """Every per-symbol limit names a symbol this engine knows: a typo would otherwise leave the symbol unlimited.

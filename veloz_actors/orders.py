@@ -48,16 +48,17 @@ _KIND_MAX_LENGTH = 14  # kind + "-" + 10 stamp digits + "-" + at least 10 counte
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def check_client_order_id(value: Any) -> str:
-    """``value`` if it is a valid client order id (1-36 of letters, digits, ``- _ . :``, and not ``open`` in any
-    case, which ``QUERY OPEN`` means); :class:`InvalidInput` naming it otherwise."""
+def check_client_order_id(value: Any, *, new: bool = False) -> str:
+    """``value`` if it is a valid client order id (1-36 of letters, digits, ``- _ . :``; for a ``new`` order not
+    ``open`` in any case, which ``QUERY OPEN`` means, while an existing order so named can still be cancelled);
+    :class:`InvalidInput` naming it otherwise."""
     if (
         not isinstance(value, str)
         or not 0 < len(value) <= CLIENT_ORDER_ID_MAX_LENGTH
         or not _CID_CHARS.issuperset(value)
     ):
         raise InvalidInput(f"client order id {quoted(value)} must be 1-36 characters of letters, digits, - _ . :")
-    if value.upper() == "OPEN":
+    if new and value.upper() == "OPEN":
         raise InvalidInput(f"client order id {value!r} is reserved: QUERY OPEN lists the open orders")
     return value
 
@@ -200,7 +201,7 @@ def build_place_order(
             raise InvalidInput("no client order id: give one, or a ClientOrderIds to make one")
         client_order_id = ids()
     return PlaceOrder(
-        client_order_id=check_client_order_id(client_order_id),
+        client_order_id=check_client_order_id(client_order_id, new=True),
         account_id=account_id,
         symbol=symbol.upper(),
         side=side_value,

@@ -95,7 +95,9 @@ def test_bytes_that_are_not_utf8_and_a_huge_line_get_errors_and_the_session_goes
     """Before: a byte that is not UTF-8 killed the engine with a traceback (its error line could not be printed), and
     a line of megabytes held it for minutes (shlex is quadratic in a word's length), SIGTERM included."""
     stdin = (b"BALANCE\n\xff\xfeORDER BUY BTCUSDT 0.01 58000\n" + b"a" * 10_000_000 + b"\n"
-             + b"ORDER BUY BTCUSDT 0.01 58000 cid=" + b"x" * 1_000_000 + b"\nBALANCE\nQUIT\n")  # fmt: skip
+             + b"ORDER BUY BTCUSDT 0.01 58000 cid=" + b"x" * 1_000_000 + b"\n"
+             # a line of 4,988 bytes but 1,688 characters (three bytes a euro sign): too long, counted in bytes
+             + b"ORDER BUY BTCUSDT 0.01 58000 cid=cut1 " + "\u20ac".encode() * 1_650 + b"\nBALANCE\nQUIT\n")  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", "--no-market",
          "--config", str(CONFIG), "--no-journal"],
@@ -106,8 +108,9 @@ def test_bytes_that_are_not_utf8_and_a_huge_line_get_errors_and_the_session_goes
     errors = [o["message"] for o in out if o["type"] == "error"]
     assert errors == [
         "the line is not valid UTF-8 (its unreadable bytes are shown as \ufffd)",
-        "a line longer than 4,096 characters; a command is at most that",
-        "a line longer than 4,096 characters; a command is at most that",
+        "a line longer than 4,096 bytes; a command is at most that",
+        "a line longer than 4,096 bytes; a command is at most that",
+        "a line longer than 4,096 bytes; a command is at most that",
     ]
     balances = [o["balances"] for o in out if o["type"] == "account"]
     assert len(balances) == 2 and balances[0] == balances[1]

@@ -209,6 +209,12 @@ def test_an_error_repeats_at_most_a_few_dozen_characters_of_a_bad_value() -> Non
         assert len(str(caught.value)) < 200 and "4,000 characters" in str(caught.value)
 
 
+def test_open_is_reserved_for_a_new_order_only_an_order_so_named_can_still_be_cancelled() -> None:
+    with pytest.raises(InvalidInput, match="reserved"):
+        parse_command("ORDER BUY BTCUSDT 0.01 58000 cid=open", symbols={"BTCUSDT"}, ts=1)
+    assert parse_command("CANCEL open", symbols={"BTCUSDT"}, ts=1).client_order_id == "open"
+
+
 def test_leading_zeros_are_the_same_number() -> None:
     order = parse_command("ORDER BUY BTCUSDT 000000000000000000000000000.01 58000 cid=z", symbols={"BTCUSDT"}, ts=1)
     assert order.qty == 1_000_000  # 0.01 (before: refused as "too large")

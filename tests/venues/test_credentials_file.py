@@ -84,3 +84,22 @@ def test_the_credentials_file_setting_refuses_the_files_content() -> None:
         )  # fmt: skip
     assert "venue.credentials_file: must be the path of a KEY=VALUE file" in str(caught.value)
     assert SECRET not in str(caught.value) and KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/nix/store/0c9yflwd6y6xv1kxr8k7d4m0hbb2s3i5-veloz-secrets/binance.env",
+     "/run/secrets/3f2b1c0e9d8a7b6c5d4e3f2a1b0c9d8e/binance.env", "/srv/veloz/env=prod/binance.env"],
+)  # fmt: skip
+def test_an_ordinary_path_with_a_hash_or_an_equals_sign_is_a_credentials_file(path: str) -> None:
+    """Only what cannot be a path is refused (several lines, a PEM, a KEY=VALUE line); an error about such a path
+    may still leave it out."""
+    config = parse_engine_config(
+        {
+            "instruments": [],
+            "balances": {},
+            "venue": {"kind": "binance", "symbols": ["BTCUSDT"], "credentials_file": path},
+        },
+        source="engine.yaml",
+    )
+    assert config.venue.credentials_file == path

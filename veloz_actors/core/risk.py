@@ -166,15 +166,18 @@ class RiskEngine:
                 f"{what} {format_decimal(qty)} above the risk limit {format_decimal(max_qty)}"
             )
         notional = cmd.quote_qty if cmd.quote_qty is not None else inst.notional(effective, cmd.qty)
-        if (limits.max_order_notional or (limits.max_leverage and increases)) and not exempt:
-            if quote_rate is None:
+        if not quote_rate and not increases:
+            pass  # a sell lowers exposure: it is not held back for a price that values its notional
+        elif (limits.max_order_notional or (limits.max_leverage and increases)) and not exempt:
+            if not quote_rate:
+                why = "no price yet to value" if quote_rate is None else "no instrument values"
                 return RejectReason.NO_REFERENCE_PRICE, (
-                    f"no price yet to value {inst.quote_asset} (the quote asset of {cmd.symbol}) in the valuation "
-                    "asset, which the notional and leverage limits are written in"
+                    f"{why} {inst.quote_asset} (the quote asset of {cmd.symbol}) in the valuation asset, which the "
+                    "notional and leverage limits are written in"
                 )
             if quote_rate != SCALE:
                 notional = notional * quote_rate // SCALE
-        if limits.max_order_notional and notional > limits.max_order_notional and not exempt:
+        if limits.max_order_notional and notional > limits.max_order_notional and not exempt and quote_rate:
             quote = f" (in {inst.quote_asset} at {format_decimal(quote_rate)})" if quote_rate != SCALE else ""
             return RejectReason.MAX_ORDER_NOTIONAL, (
                 f"notional {format_decimal(notional)}{quote} above the limit {format_decimal(limits.max_order_notional)}"

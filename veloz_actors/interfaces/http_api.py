@@ -760,7 +760,7 @@ def build_app(
             qty = _amount(body.qty, "qty")
             price = None if body.price is None else _amount(body.price, "price")
             if body.cid is not None:
-                _field(lambda: check_client_order_id(body.cid), "cid")
+                _field(lambda: check_client_order_id(body.cid, new=True), "cid")
         except _FieldError as exc:
             return _invalid(exc.field, exc.message)
 

@@ -564,9 +564,12 @@ def _lines(stdin: IO[str]) -> Iterator[str]:
         raw = source.readline(limit)
         if not raw:
             return
+        text = raw.decode("utf-8", "replace")
         if len(raw) == limit and not raw.endswith(b"\n"):
             while True:  # the rest of the over-long line, dropped piece by piece
                 more = source.readline(1 << 16)
                 if not more or more.endswith(b"\n"):
                     break
-        yield raw.decode("utf-8", "replace")
+            # what is handed on is refused as too long, never parsed as the command its first bytes might spell
+            text = text.ljust(MAX_LINE + 1, "\ufffd")
+        yield text

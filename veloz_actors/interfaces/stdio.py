@@ -63,7 +63,7 @@ from ..orders import ClientOrderIds, build_place_order, check_client_order_id, p
 
 __all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command", "unavailable"]
 
-MAX_LINE = 4096  # characters of one protocol line
+MAX_LINE = 4096  # bytes of one protocol line (UTF-8)
 
 HELP = __doc__.split("Commands (case-insensitive keywords; quantities and prices are exact decimals)::")[1].split(
     "Output:"
@@ -93,8 +93,9 @@ def parse_command(
     An ORDER without ``cid=`` takes its client order id from ``ids``. Raises :class:`InvalidInput` naming what is
     wrong.
     """
-    if len(line) > MAX_LINE:  # shlex takes time quadratic in a word's length: a long line never reaches it
-        raise InvalidInput(f"a line longer than {MAX_LINE:,} characters; a command is at most that")
+    # shlex takes time quadratic in a word's length: a long line never reaches it
+    if len(line) > MAX_LINE or (not line.isascii() and len(line.encode("utf-8", "replace")) > MAX_LINE):
+        raise InvalidInput(f"a line longer than {MAX_LINE:,} bytes; a command is at most that")
     if "\ufffd" in line:
         raise InvalidInput("the line is not valid UTF-8 (its unreadable bytes are shown as \ufffd)")
     try:

@@ -68,6 +68,7 @@ from ...logs import register_secrets
 # string (letters, digits, + and /, no dot) of 40 or more with a digit in it.
 _KEY_RUN = re.compile(r"[A-Za-z0-9+]{32,}")
 _BASE64 = re.compile(r"(?=.*[0-9+])[A-Za-z0-9+/]{40,}={0,2}")
+_ENV_LINE = re.compile(r"\s*(?:export\s+)?[A-Z][A-Z0-9_]*\s*=")
 
 __all__ = [
     "ENV_API_KEY",
@@ -620,6 +621,12 @@ def looks_like_key_content(text: str) -> bool:
         or _KEY_RUN.search(text) is not None
         or _BASE64.fullmatch(text) is not None
     )
+
+
+def cannot_be_a_path(text: str) -> bool:
+    """Whether a value given for a file's path is surely not one: several lines, a PEM, or a ``KEY=VALUE`` line (a
+    narrower test than :func:`looks_like_key_content`, which only decides what an error may repeat)."""
+    return "\n" in text or "\r" in text or "-----BEGIN" in text or _ENV_LINE.match(text) is not None
 
 
 def shown_path(path: str | os.PathLike[str], what: str) -> str:
