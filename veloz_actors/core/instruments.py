@@ -14,13 +14,14 @@ configuration error (:func:`exact_qty_step` gives the smallest step that keeps i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .._exceptions import ConfigError
 from ..fixed import SCALE, format_decimal
 from ..messages import RejectReason
 
-__all__ = ["Instrument", "ceil_div", "exact_qty_step"]
+__all__ = ["Instrument", "Pricing", "ceil_div", "exact_qty_step"]
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -175,4 +176,33 @@ class Instrument:
                 f"notional {format_decimal(notional)} {self.quote_asset} is above the instrument maximum "
                 f"{format_decimal(self.max_notional)}",
             )
+        return None
+
+
+class Pricing:
+    """How the kernel and the risk monitor value an asset in the valuation asset, one rule for both: the valuation
+    asset itself at 1, any other at the price of the first instrument (in config order) quoting it in the valuation
+    asset that has a price."""
+
+    __slots__ = ("asset", "by")
+
+    def __init__(self, instruments: Iterable[Instrument], valuation_asset: str) -> None:
+        self.asset = valuation_asset
+        self.by: dict[str, tuple[str, ...]] = {}  # asset -> the symbols quoting it in the valuation asset
+        for inst in instruments:
+            if inst.quote_asset == valuation_asset and inst.base_asset != valuation_asset:
+                self.by[inst.base_asset] = (*self.by.get(inst.base_asset, ()), inst.symbol)
+
+    def price(self, asset: str, prices: Mapping[str, int]) -> int | None:
+        """The price of one unit of ``asset`` (``SCALE`` for the valuation asset) from ``prices`` (symbol -> price);
+        None when an instrument could value it but has no price yet, 0 when no instrument values it."""
+        if asset == self.asset:
+            return SCALE
+        symbols = self.by.get(asset)
+        if not symbols:
+            return 0
+        for symbol in symbols:
+            price = prices.get(symbol)
+            if price is not None:
+                return price
         return None

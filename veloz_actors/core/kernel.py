@@ -69,7 +69,7 @@ from ..messages import (
     VenueOrderStatusUnknown,
 )
 from .account import Ledger
-from .instruments import Instrument, ceil_div
+from .instruments import Instrument, Pricing, ceil_div
 from .journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
@@ -144,7 +144,7 @@ class TradingKernel:
     def __init__(self, config: KernelConfig, *, journal_path: str | Path | None = None, **journal: Any) -> None:
         self.config = config
         self.instruments = {i.symbol: i for i in config.instruments}
-        self._valued_by = _valued_by(config)
+        self._pricing = Pricing(config.instruments, config.valuation_asset)
         self.oms = OMS()
         self.ledger = Ledger()
         self.risk = RiskEngine(config.risk)
@@ -218,8 +218,8 @@ class TradingKernel:
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
         self.__dict__.update({"stop_sent": {}, "stop_orders": {}, "must_cancel": {}, "legacy_halts": False})
         self.__dict__.update(state)
-        if "_valued_by" not in state:
-            self._valued_by = _valued_by(self.config)
+        if "_pricing" not in state:
+            self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
         self.journal = None
         self._handlers = self._dispatch()
 
@@ -1036,17 +1036,7 @@ class TradingKernel:
         """The price of one unit of ``asset`` in the valuation asset: ``SCALE`` for the valuation asset itself, else the
         reference price of the first instrument quoting ``asset`` in it; None when such an instrument has no price
         yet, 0 when there is no such instrument (nothing can value the asset)."""
-        if asset == self.config.valuation_asset:
-            return SCALE
-        symbols = self._valued_by.get(asset)
-        if not symbols:
-            return 0
-        reference = self.reference
-        for symbol in symbols:
-            price = reference.get(symbol)
-            if price is not None:
-                return price
-        return None
+        return self._pricing.price(asset, self.reference)
 
     def equity(self, account: str) -> int:
         """Every balance of ``account`` valued in the valuation asset at the reference prices (an asset without a
@@ -1106,16 +1096,6 @@ class TradingKernel:
             "journal_lines": self.journal.count if self.journal else 0,
             "reference_prices": dict(sorted(self.reference.items())),
         }
-
-
-def _valued_by(config: KernelConfig) -> dict[str, tuple[str, ...]]:
-    """Asset -> the symbols quoting it in the valuation asset, in instrument order (the first with a price values
-    it)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for inst in config.instruments:
-        if inst.quote_asset == config.valuation_asset:
-            out[inst.base_asset] = (*out.get(inst.base_asset, ()), inst.symbol)
-    return out
 
 
 def _submit_request(order: Order) -> SubmitOrder:

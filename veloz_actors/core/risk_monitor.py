@@ -86,7 +86,7 @@ from ..messages import (
     Ticker,
     Trade,
 )
-from .instruments import Instrument
+from .instruments import Instrument, Pricing
 from .journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
 
 __all__ = ["EngineRiskLimits", "RiskMonitor", "RiskMonitorConfig", "kill_switch_commands"]
@@ -223,13 +223,7 @@ class RiskMonitor:
         self.config = config
         self.limits = config.limits
         self.instruments = {i.symbol: i for i in config.instruments}
-        valuation = config.valuation_asset
-        # asset -> the symbols that value it in the valuation asset, in instrument order (the kernel takes the first
-        # one with a price)
-        self._valued_by: dict[str, tuple[str, ...]] = {}
-        for inst in config.instruments:
-            if inst.quote_asset == valuation and inst.base_asset != valuation:
-                self._valued_by[inst.base_asset] = (*self._valued_by.get(inst.base_asset, ()), inst.symbol)
+        self._pricing = Pricing(config.instruments, config.valuation_asset)  # the kernel's rule
         self.balances: dict[str, dict[str, int]] = {
             account: dict(sorted(assets.items())) for account, assets in sorted(config.balances.items())
         }
@@ -286,7 +280,10 @@ class RiskMonitor:
         return {k: v for k, v in self.__dict__.items() if k not in ("journal", "snapshot_path")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_measure_all": False})  # newer than some pickles
         self.__dict__.update(state)
+        if "_pricing" not in state:
+            self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
         self.journal = None
         self.snapshot_path = None
 
@@ -533,17 +530,7 @@ class RiskMonitor:
     def _price_of(self, asset: str) -> int | None:
         """The price valuing ``asset``: the first of its symbols with a mark, as the kernel values it; None when it
         has symbols but none has a mark yet; 0 for an asset nothing values (ignored, as the kernel ignores it)."""
-        if asset == self.config.valuation_asset:
-            return SCALE
-        symbols = self._valued_by.get(asset)
-        if not symbols:
-            return 0
-        marks = self.marks
-        for symbol in symbols:
-            mark = marks.get(symbol)
-            if mark is not None:
-                return mark
-        return None
+        return self._pricing.price(asset, self.marks)
 
     def _revalue(self, account: str, asset: str) -> None:
         """Value one balance again and keep the equity total (equity is kept incrementally: marks arrive often)."""
