@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from ._exceptions import InvalidInput, quoted
 
-__all__ = ["DECIMALS", "SCALE", "format_decimal", "parse_decimal", "parse_rate"]
+__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate"]
 
 DECIMALS = 8
 SCALE = 10**DECIMALS
@@ -65,6 +65,15 @@ def parse_decimal(
     if value == 0 and not allow_zero:
         raise InvalidInput(f"{what}: must be greater than zero, got {quoted(raw)}")
     return value
+
+
+def float_text(value: float, what: str) -> str:
+    """A float someone gave for an exact amount, as decimal text: its shortest repr's digits written out (1e-05 ->
+    "0.00001", never rounded), so the decimal checks judge the value, not the exponent notation; nan and
+    infinities are :class:`InvalidInput` naming ``what``."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidInput(f"{what}: {value!r} is not a number")
+    return format(Decimal(repr(value)), "f")
 
 
 def format_decimal(value: int) -> str:

@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._exceptions import InvalidInput, quoted
-from .fixed import parse_decimal
+from .fixed import float_text, parse_decimal
 from .messages import OrderType, PlaceOrder, Side, TimeInForce
 
 __all__ = [
@@ -135,11 +135,7 @@ def parse_amount(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
         raise InvalidInput(f"{what} must be a decimal string, got {type(value).__name__}")
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidInput(f"{what}: {value!r} is not a number")
-        # the shortest repr's digits written out (1e-05 -> 0.00001), never rounded: the decimal checks then judge the
-        # value itself (too many places, too large), not the exponent notation
-        text = format(Decimal(repr(value)), "f")
+        text = float_text(value, what)
     elif isinstance(value, Decimal):
         text = format(value, "f") if value.is_finite() else str(value)
     else:

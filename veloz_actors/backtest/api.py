@@ -13,20 +13,18 @@ is a thin layer over :func:`execute`.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .._exceptions import ConfigError, InvalidInput
+from .._exceptions import ConfigError, InvalidInput, quoted
 from ..config import load_yaml, not_bool
-from ..fixed import format_decimal, parse_decimal
+from ..fixed import float_text, format_decimal, parse_decimal
 
 __all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
 
@@ -74,13 +72,8 @@ def _output_dir(out: str) -> None:
 
 
 def _text(value: str | float, what: str) -> str:
-    """A config amount as decimal text: a float as its shortest repr's digits written out (1e-05 -> "0.00001", never
-    rounded), so the decimal checks judge the value, not the exponent notation."""
-    if not isinstance(value, float):
-        return str(value)
-    if not math.isfinite(value):
-        raise InvalidInput(f"{what}: {value!r} is not a number")
-    return format(Decimal(repr(value)), "f")
+    """A config amount as decimal text (a float by :func:`~veloz_actors.fixed.float_text`)."""
+    return float_text(value, what) if isinstance(value, float) else str(value)
 
 
 def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -270,7 +263,7 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
         raw = backtest_section(load_yaml(config), str(config))
     else:
         raise ConfigError(
-            f"config must be a YAML path or a dict of settings, got {type(config).__name__} {config!r:.80}"
+            f"config must be a YAML path or a dict of settings, got {type(config).__name__} {quoted(config)}"
         )
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return execute(parse_config(raw))
