@@ -37,7 +37,7 @@ from typing import Any, get_args
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .._exceptions import ConfigError, EngineUnavailable, InvalidInput
+from .._exceptions import ConfigError, EngineUnavailable, InvalidInput, quoted
 from ..config import (
     EngineFileConfig,
     StrategyEntryModel,
@@ -126,7 +126,7 @@ def build_spec(
 
 
 def _got(value: Any) -> str:
-    return f"{type(value).__name__} {value!r:.80}"
+    return f"{type(value).__name__} {quoted(value)}"
 
 
 def _check_arguments(*, name: Any, journal_dir: Any, durability: Any, run_clock: Any, tick_ms: Any) -> None:
@@ -154,14 +154,12 @@ def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:
         return {}
     if not isinstance(nodes, Mapping):
         raise ConfigError(f"nodes must be a mapping of actor name to node id, or None, got {_got(nodes)}")
-    # the STATUS names the supervisor gives its actors (supervisor.py)
-    actors = {"supervisor", "bus", *spec.stateful_actors()}
-    actors.update(f"strategy:{i}:{settings['strategy']}" for i, settings in enumerate(spec.strategies))
-    if spec.risk is not None:
-        actors.add("risk")
+    actors = set(spec.actor_names())
     for actor, node in nodes.items():
         if actor not in actors:
-            raise ConfigError(f"nodes: unknown actor {actor!r:.80}; this engine's actors: {', '.join(sorted(actors))}")
+            raise ConfigError(
+                f"nodes: unknown actor {quoted(actor)}; this engine's actors: {', '.join(sorted(actors))}"
+            )
         if not isinstance(node, str) or not node:
             raise ConfigError(f"nodes[{actor!r}]: the node id must be a non-empty str, got {_got(node)}")
     return dict(nodes)
@@ -176,7 +174,7 @@ def _check_command(command: Any) -> None:
     never an error from inside the OMS actor."""
     if type(command) not in _COMMANDS:
         names = ", ".join(t.__name__ for t in _COMMANDS)
-        raise InvalidInput(f"command must be one of {names}; got {type(command).__name__} {command!r:.80}")
+        raise InvalidInput(f"command must be one of {names}; got {type(command).__name__} {quoted(command)}")
 
 
 def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
@@ -528,7 +526,7 @@ class EngineHandle:
         if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 < ts <= now + _TICK_AHEAD_NS):
             raise InvalidInput(
                 f"ts must be None (now) or an int of nanoseconds since the epoch, at most a day ahead of the clock; "
-                f"got {type(ts).__name__} {ts!r:.80}"
+                f"got {type(ts).__name__} {quoted(ts)}"
             )
         marks = self._call(lambda: self._feed.tick.remote(ts if ts is not None else now))
         if marks:

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import ray
 
-from .._exceptions import InvalidInput
+from .._exceptions import InvalidInput, quoted
 from ..logs import LogSettings
 from ..messages import BookTop, Event, MarketEvent
 from .backpressure import DropOldestQueue
@@ -58,18 +58,18 @@ def check_subscription(max_queue: Any, kinds: Any) -> tuple[str, ...] | None:
     naming the argument otherwise. A misspelt kind would make a subscription that silently never yields."""
     if max_queue is not None and (isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1):
         raise InvalidInput(
-            f"max_queue must be a positive int or None, got {type(max_queue).__name__} {max_queue!r:.80}"
+            f"max_queue must be a positive int or None, got {type(max_queue).__name__} {quoted(max_queue)}"
         )
     if kinds is None:
         return None
     if not isinstance(kinds, list | tuple | set | frozenset) or not kinds:
         raise InvalidInput(
             f"kinds must be a non-empty list of event type names or None (every kind), got {type(kinds).__name__} "
-            f"{kinds!r:.80}"
+            f"{quoted(kinds)}"
         )
     unknown = [kind for kind in kinds if not isinstance(kind, str) or kind not in EVENT_KINDS]
     if unknown:
-        raise InvalidInput(f"kinds: unknown event type {unknown[0]!r:.80}; known: {', '.join(sorted(EVENT_KINDS))}")
+        raise InvalidInput(f"kinds: unknown event type {quoted(unknown[0])}; known: {', '.join(sorted(EVENT_KINDS))}")
     return tuple(kinds)
 
 

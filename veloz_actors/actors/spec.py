@@ -82,6 +82,14 @@ class EngineSpec:
     def journal_path(self, actor: str) -> Path | None:
         return None if self.journal_dir is None else Path(self.journal_dir) / f"{actor}.journal"
 
+    def strategy_actors(self) -> tuple[str, ...]:
+        """The live strategies' STATUS names, one per ``strategies`` entry, in order."""
+        return tuple(f"strategy:{i}:{settings['strategy']}" for i, settings in enumerate(self.strategies))
+
+    def actor_names(self) -> tuple[str, ...]:
+        """Every actor of the engine by its STATUS name (the names ``nodes`` may pin)."""
+        return ("supervisor", "bus", *self.stateful_actors(), *self.strategy_actors())
+
     def stateful_actors(self) -> tuple[str, ...]:
         """The actors that keep a journal, by their STATUS names."""
         names = ["oms", "account", "feed", *(f"venue:{shard}" for shard in self.shards)]

@@ -117,8 +117,7 @@ class Supervisor:
         if self.risk is not None:
             self.actors["risk"] = self.risk
         instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
-        for i, settings in enumerate(spec.strategies):
-            name = f"strategy:{i}:{settings['strategy']}"
+        for name, settings in zip(spec.strategy_actors(), spec.strategies, strict=True):
             node = ray.remote(StrategyNode).options(**self._options(name))
             self.actors[name] = node.remote(
                 settings, self.oms, self.bus, instruments, log_settings=spec.logging, log_name=name

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .._exceptions import DataError, InvalidInput
+from .._exceptions import DataError, InvalidInput, quoted
 from ..fixed import DECIMALS, SCALE
 from ..messages import FundingRate, MarketEvent
 from ..venues.binance import schemas
@@ -179,9 +179,9 @@ def _path(path: Any, symbol: Any) -> Path:
     """A loader's ``path`` argument as a Path; :class:`InvalidInput` (not a file problem, so not a DataError) when it
     or ``symbol`` has the wrong type."""
     if not isinstance(path, str | os.PathLike):
-        raise InvalidInput(f"path must be a file path (str or os.PathLike), got {type(path).__name__} {path!r:.80}")
+        raise InvalidInput(f"path must be a file path (str or os.PathLike), got {type(path).__name__} {quoted(path)}")
     if symbol is not None and not isinstance(symbol, str):
-        raise InvalidInput(f"symbol must be a str or None, got {type(symbol).__name__} {symbol!r:.80}")
+        raise InvalidInput(f"symbol must be a str or None, got {type(symbol).__name__} {quoted(symbol)}")
     return Path(path)
 
 

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import ConfigError
+from .._exceptions import ConfigError, quoted
 from .config import (
     METRICS,
     RandomSearch,
@@ -90,10 +90,10 @@ def grid_search(
 
     if not isinstance(config, str | os.PathLike | dict | SearchConfig):
         raise ConfigError(
-            f"config must be a YAML path, a dict or a SearchConfig, got {type(config).__name__} {config!r:.80}"
+            f"config must be a YAML path, a dict or a SearchConfig, got {type(config).__name__} {quoted(config)}"
         )
     if out is not None and not isinstance(out, str | os.PathLike):
-        raise ConfigError(f"out must be a directory path or None, got {type(out).__name__} {out!r:.80}")
+        raise ConfigError(f"out must be a directory path or None, got {type(out).__name__} {quoted(out)}")
 
     outcome = run_plan(
         load_config(config),

@@ -23,7 +23,7 @@ from typing import Any
 
 import ray
 
-from .._exceptions import ConfigError, EngineUnavailable
+from .._exceptions import ConfigError, EngineUnavailable, quoted
 
 __all__ = ["Runtime", "check_max_workers", "connect", "probe_address"]
 
@@ -47,7 +47,7 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -
     if not isinstance(address, str):
         raise ConfigError(
             f"address must be auto, HOST:PORT or ray://HOST:PORT (a str) or None, got {type(address).__name__} "
-            f"{address!r:.80}"
+            f"{quoted(address)}"
         )
     if address in ("auto", "local"):
         return
@@ -74,7 +74,7 @@ def check_max_workers(max_workers: int | None) -> None:
         return
     if isinstance(max_workers, bool) or not isinstance(max_workers, int):
         raise ConfigError(
-            f"max_workers must be an int >= 1 or None, got {type(max_workers).__name__} {max_workers!r:.80}"
+            f"max_workers must be an int >= 1 or None, got {type(max_workers).__name__} {quoted(max_workers)}"
         )
     if max_workers < 1:
         raise ConfigError(f"--max-workers must be >= 1, got {max_workers}")
