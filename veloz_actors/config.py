@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._exceptions import ConfigError, InvalidInput
-from .core.instruments import Instrument
+from .core.instruments import Instrument, Pricing
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, format_decimal, parse_decimal
@@ -630,9 +630,9 @@ class EngineFileConfig(_Model):
         ):
             return
         valuation = self.valuation_asset
-        valued = {i.base_asset for i in instruments if i.quote_asset == valuation} | {valuation}
+        pricing = Pricing(instruments, valuation)  # the kernel's rule: what it can value, and through which symbol
         for inst in instruments:
-            if inst.quote_asset not in valued:
+            if inst.quote_asset != valuation and inst.quote_asset not in pricing.by:
                 raise ConfigError(
                     f"risk.max_order_notional / risk.max_leverage are in {valuation}, but no instrument values "
                     f"{inst.quote_asset} (the quote asset of {inst.symbol}) in {valuation}: add "
