@@ -250,14 +250,14 @@ def test_the_kernels_loss_limit_starts_once_every_holding_has_a_price() -> None:
 
 
 def test_a_kernel_pickled_before_the_new_risk_state_existed_still_trades() -> None:
-    """An engine snapshot of the previous version holds a kernel without ``stop_sent``, ``stop_orders`` and
+    """An engine snapshot of the previous version holds a kernel without ``stops`` and
     ``must_cancel``: restored, it must place, close and stop-loss as ever (before the defaults: AttributeError on the
     first order that closed)."""
     import pickle
 
     engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("100000")}, "mm": {"BTC": d("10"), "USDT": d("1000000")}},
                                   risk=RiskLimits(stop_loss=d("0.02"), price_band=d("0.5"))))  # fmt: skip
-    for name in ("stop_sent", "stop_orders", "must_cancel"):
+    for name in ("stops", "must_cancel"):
         del engine.kernel.__dict__[name]
     engine.kernel = pickle.loads(pickle.dumps(engine.kernel))
     engine.apply(trade("60000", ts=START_NS))

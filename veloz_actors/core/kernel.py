@@ -153,8 +153,7 @@ class TradingKernel:
         self.last_cancel: dict[tuple[str, str], CancelOrder] = {}
         self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}
         self.internal_orders = 0
-        self.stop_sent: dict[tuple[str, str], int] = {}  # (account, symbol) -> when its last stop-loss order went out
-        self.stop_orders: dict[tuple[str, str], str] = {}  # (account, symbol) -> its last stop-loss order's cid
+        self.stops: dict[tuple[str, str], tuple[str, int]] = {}  # (account, symbol) -> its last stop order's cid, ts
         self.must_cancel: dict[tuple[str, str], int] = {}  # orders a cancel-all must close -> cancels rejected so far
         # a journal of semantics 1 (journal.SEMANTICS): HaltTrading("*") trips every account's own breaker, as then
         self.legacy_halts = False
@@ -216,7 +215,7 @@ class TradingKernel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stop_sent": {}, "stop_orders": {}, "must_cancel": {}, "legacy_halts": False})
+        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False})
         self.__dict__.update(state)
         if "_pricing" not in state:
             self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
@@ -902,20 +901,19 @@ class TradingKernel:
             if not self.risk.stop_hit(pos.qty, pos.avg_entry_price, pos.mark_price):
                 continue
             key = (account, symbol)
-            last = self.stop_sent.get(key)
-            if last is not None and ts - last < _STOP_RETRY_NS:
-                continue
-            stop_cid = self.stop_orders.get(key)
-            if stop_cid is not None:
-                stop = self.oms.get(account, stop_cid)
+            last = self.stops.get(key)
+            if last is not None:
+                if ts - last[1] < _STOP_RETRY_NS:
+                    continue
+                stop = self.oms.get(account, last[0])
                 if stop is not None and stop.is_open:
                     continue  # a stop order for this position is already working
-            working = self.oms.open_orders(account, symbol)
             inst = self.instruments[symbol]
             step = inst.qty_step
             qty = pos.qty // step * step
             free = self.ledger.free(account, inst.base_asset) // step * step
             if free < qty:
+                working = self.oms.open_orders(account, symbol)
                 sells = [o for o in working if o.side is Side.SELL and o.status is not _S.PENDING_CANCEL]
                 for order in sorted(sells, key=lambda o: o.order_id):
                     self._request_cancel(order, ts)
@@ -931,7 +929,6 @@ class TradingKernel:
                 qty = free
             if qty <= 0:
                 continue
-            self.stop_sent[key] = ts
             self.internal_orders += 1
             cid = f"stop-{symbol}-{self.internal_orders}"
             while self.oms.get(account, cid) is not None or (
@@ -939,7 +936,7 @@ class TradingKernel:
             ):  # the trader's own order took that id: the next one (the kernel's stop is never refused as a duplicate)
                 self.internal_orders += 1
                 cid = f"stop-{symbol}-{self.internal_orders}"
-            self.stop_orders[key] = cid
+            self.stops[key] = (cid, ts)
             cmd = PlaceOrder(
                 client_order_id=cid,
                 account_id=account,
