@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import ray
 
@@ -18,7 +20,9 @@ _MARKET = (BookTop, BookDelta, Trade)
 
 def test_replay_settings_are_checked_before_any_actor_starts(shared_data, tmp_path):
     spec = build_spec(file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "batch": 250}))
-    assert spec.replay == {"path": str(shared_data / CAPTURE), "speed": 0.0, "batch": 250, "reference_prices": False}
+    assert spec.replay == {
+        "path": str(shared_data / CAPTURE), "speed": 0.0, "batch": 250, "reference_prices": False, "hold": False
+    }  # fmt: skip
     assert build_spec(file_config(replay=str(shared_data / CAPTURE))).replay["speed"] == 1.0  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"actors\.replay\.path: no such file: .*missing\.txt\.gz"):
         build_spec(file_config(replay={"path": str(tmp_path / "missing.txt.gz")}))
@@ -67,6 +71,7 @@ def test_a_killed_feed_resumes_its_replay_where_it_was(shared_data, tmp_path):
         assert replay["load_seconds"] > 0 and replay["replay_seconds"] > 0
         assert {k: v for k, v in replay.items() if not k.endswith("_seconds")} == {
             "path": str(shared_data / CAPTURE),
+            "started": True,
             "sent": len(wanted),
             "total": len(wanted),
             "done": True,
@@ -119,3 +124,58 @@ def test_a_capture_of_another_symbol_names_what_the_file_has(shared_data):
         assert engine.status()["replay"]["total"] is None
     finally:
         engine.shutdown()
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_held_replay_sends_nothing_until_started_and_a_subscriber_gets_it_from_its_first_event(shared_data):
+    wanted = [e for e in load_market_events(shared_data / CAPTURE) if isinstance(e, _MARKET)]
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "hold": True})
+    engine = start_local(config, name="test-replay-held")
+    try:
+        wait_for(lambda: engine.status()["replay"]["total"], timeout=30, what="the file to load")
+        time.sleep(0.5)  # at speed 0 an unheld replay would have sent most of the file by now
+        status = engine.status()
+        assert status["replay"]["started"] is False and status["replay"]["sent"] == 0
+        assert status["market_events"] == 0
+        subscription = engine.subscribe(max_queue=len(wanted) * 2)
+        assert engine.start_replay() is True
+        assert engine.start_replay() is True  # idempotent: the file goes once
+        received: list = []
+
+        def _all() -> bool:
+            received.extend(_market(subscription))
+            return len(received) >= len(wanted)
+
+        wait_for(_all, timeout=60, what="the whole file at the subscriber")
+        time.sleep(0.2)
+        received.extend(_market(subscription))
+        assert received == wanted
+        assert engine.status()["replay"] | {"load_seconds": 0, "replay_seconds": 0} == {
+            "path": str(shared_data / CAPTURE), "started": True, "sent": len(wanted), "total": len(wanted),
+            "done": True, "error": None, "load_seconds": 0, "replay_seconds": 0,
+        }  # fmt: skip
+    finally:
+        engine.shutdown()
+    with start_local(file_config(), name="test-replay-none") as plain:
+        assert plain.start_replay() is False
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_an_unheld_replay_starts_once_the_live_strategies_subscribed(shared_data):
+    """At speed 0 the file goes in about a second: a strategy that subscribed after it started would miss bars."""
+    tops = [
+        e for e in load_market_events(shared_data / CAPTURE)
+        if type(e) is BookTop and e.symbol == "BTCUSDT" and e.bid_price and e.ask_price
+    ]  # fmt: skip
+    bar_ns = 1_000_000_000
+    closed = len({top.ts_event - top.ts_event % bar_ns for top in tops}) - 1  # the last bar stays open
+    sma = {"strategy": "sma_cross", "params": {"fast": 2, "slow": 4}, "symbol": "BTCUSDT", "bar_ms": 1000}
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0}, strategies=[sma])
+    with start_local(config, name="test-replay-strategy") as engine:
+        wait_for(lambda: engine.status()["replay"]["done"], timeout=60, what="the replay")
+        status = wait_for(
+            lambda: (s := engine.status()["strategies"]["strategy:0:sma_cross"])["bars"] >= closed and s,
+            timeout=30,
+            what=f"the strategy to close the file's {closed} bars",
+        )
+        assert status["bars"] == closed and status["dropped"] == 0

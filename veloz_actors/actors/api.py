@@ -71,6 +71,7 @@ __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local
 
 NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
+_START_TIMEOUT = 300.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 _DURABILITIES = get_args(Durability)
@@ -316,7 +317,10 @@ class EngineHandle:
         self.name = name
         self.account_id = account_id
         self._owned = owned
-        handles = ray.get(supervisor.handles.remote(), timeout=_CALL_TIMEOUT)
+        try:  # a new engine answers once every actor is up (its constructor waits up to 2 x 120 s on a busy machine)
+            handles = ray.get(supervisor.handles.remote(), timeout=_START_TIMEOUT)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise EngineUnavailable(f"engine {name!r}: its actors did not start within {_START_TIMEOUT:.0f} s") from exc
         spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
         self.spec = spec
         self._oms = handles["oms"]
@@ -558,6 +562,11 @@ class EngineHandle:
         """Ask the OMS to put a :class:`~veloz_actors.actors.bus.Settled` marker for ``subscriber`` on the bus once
         the venues answered every request sent so far (the stdio session prints a command's outcome this way)."""
         self._call(lambda: self._oms.barrier.remote(subscriber, token))
+
+    def start_replay(self) -> bool:
+        """Start the recorded file an ``actors.replay`` with ``hold: true`` keeps waiting (subscribe first to see it
+        from its first event); idempotent. False when this engine replays no file."""
+        return bool(self._call(lambda: self._feed.start_replay.remote()))
 
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to

@@ -7,7 +7,10 @@
 - A recorded capture (``actors.replay``), paced by :class:`~veloz_actors.data.replay.ReplayPacer` at its recorded
   receive times and ``speed``, in batches each venue actor acknowledges; the offset reached is kept beside the
   journals, so a feed that Ray restarted resumes after the last batch delivered. Optionally the OMS takes the
-  recorded prices as reference prices.
+  recorded prices as reference prices. The file is loaded at once, but nothing is sent before
+  :meth:`~MarketFeedActor.start_replay` (the supervisor's, once every actor is up and the live strategies subscribed;
+  or the client's, with ``hold``, once it subscribed itself): at speed 0 the whole file goes in about a second, and
+  whoever subscribed later would miss its start. A feed Ray restarted resumes without waiting.
 - Live market data from an exchange (``spec.market_data``: Binance): the market-data client runs on its own event
   loop thread (:class:`~veloz_actors.venues.binance.market_data.MarketDataThread`) and hands each batch it read to a
   bounded queue; a delivery thread takes them in order to the venue actors exactly as a replayed batch (each shard
@@ -68,8 +71,13 @@ class MarketFeedActor:
             self.start_clock(spec.tick_ms)
         self.replay_state: dict[str, Any] | None = None
         self._replayer: threading.Thread | None = None
+        self._replay_go = threading.Event()
         if spec.replay is not None:
-            self.replay_state = {"path": spec.replay["path"], "sent": 0, "total": None, "done": False, "error": None}
+            self.replay_state = {
+                "path": spec.replay["path"], "started": False, "sent": 0, "total": None, "done": False, "error": None
+            }  # fmt: skip
+            if reconstructed():  # it was started before this restart
+                self.start_replay()
             self._replayer = threading.Thread(
                 target=self._run_replay, args=(spec.replay,), name="veloz-replay", daemon=True
             )
@@ -128,6 +136,14 @@ class MarketFeedActor:
         path = self.spec.journal_path("feed")
         return None if path is None else path.with_suffix(".replay-offset")
 
+    def start_replay(self) -> bool:
+        """Let the replay send (its file may still be loading); False when this engine replays no file."""
+        if self.replay_state is None:
+            return False
+        self.replay_state["started"] = True
+        self._replay_go.set()
+        return True
+
     def _run_replay(self, settings: dict[str, Any]) -> None:
         """Replay a recorded capture paced by its receive times (see the module docstring)."""
         from ..data.loaders import load_market_events  # the loaders are only needed by a replaying feed
@@ -150,6 +166,9 @@ class MarketFeedActor:
         del events
         state["total"] = len(mine)
         state["load_seconds"] = round(time.perf_counter() - began, 3)
+        while not self._replay_go.wait(0.25):
+            if self._stop.is_set():
+                return
         began = time.perf_counter()
         offset_path = self._offset_path()
         start = 0

@@ -129,6 +129,8 @@ class Supervisor:
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
         self.state = "running"
+        if spec.replay is not None and (not spec.replay.get("hold") or reconstructed()):
+            self.feed.start_replay.remote()  # everyone here is subscribed (a held replay waits for its client)
         threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
 
     def _options(self, name: str) -> dict[str, Any]:

@@ -183,6 +183,9 @@ def start_command(
     if local and address is not None:
         raise VelozError("use either --local (a private runtime) or --address ADDR (a cluster), not both")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    replay = file_config.actor_settings().replay
+    if replay is not None and not detached:  # the session subscribes first, then starts it: it prints it all
+        file_config = file_config.with_actors(replay={**replay.model_dump(), "hold": True})
     engine = start_local(
         file_config,
         name=name,
@@ -251,6 +254,8 @@ def _session(
 ) -> int:
     frontends = frontends or Frontends(market=market)
     backend = ActorBackend(engine, owned=owned, market=market or frontends.watchers)
+    if owned and engine.spec.replay is not None:
+        engine.start_replay()  # subscribed: the recorded file may go
     session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None
