@@ -261,3 +261,23 @@ def test_a_live_engine_may_limit_an_asset_only_the_exchange_account_holds() -> N
     data["venue"]["mode"] = "paper"  # paper trades the configured balances: a typo there is still refused
     with pytest.raises(ConfigError, match="unknown asset 'BNB'"):
         parse_engine_config(data, source="engine.yaml").engine_config({"BTCUSDT": btc})
+
+
+def test_unquoted_yaml_amounts_are_read_by_their_digits(tmp_path: Path) -> None:
+    """YAML reads ``step_size: 0.00001`` as the float 1e-05: it means 0.00001, as quoted text would."""
+    quoted = (
+        "instruments:\n  - {symbol: BTCUSDT, base_asset: BTC, quote_asset: USDT, tick_size: '0.01',"
+        " step_size: '0.00001', min_qty: '0.00001', max_qty: '9000', min_notional: '5', taker_fee_rate: '0.00075'}\n"
+        "balances: {main: {USDT: '1000', BTC: '0.00000001'}}\n"
+    )
+    unquoted = quoted.replace("'", "")
+    assert "step_size: 0.00001" in unquoted and "BTC: 0.00000001" in unquoted
+    (tmp_path / "quoted.yaml").write_text(quoted)
+    (tmp_path / "unquoted.yaml").write_text(unquoted)
+    built = [load_engine_config(tmp_path / f"{name}.yaml").engine_config() for name in ("quoted", "unquoted")]
+    assert built[0] == built[1]
+    (instrument,) = built[1].instruments
+    assert (instrument.qty_step, instrument.min_qty, instrument.taker_fee_rate) == (1000, 1000, 75_000)
+    (tmp_path / "too_fine.yaml").write_text(unquoted.replace("step_size: 0.00001", "step_size: 0.000000001"))
+    with pytest.raises(ConfigError, match=r"step_size.*'0\.000000001' has more than 8 decimal places"):
+        load_engine_config(tmp_path / "too_fine.yaml").engine_config()

@@ -21,7 +21,7 @@ from ._exceptions import ConfigError, InvalidInput
 from .core.instruments import Instrument, Pricing
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
-from .fixed import SCALE, format_decimal, parse_decimal
+from .fixed import SCALE, float_text, format_decimal, parse_decimal
 from .logs import LogSettings, parse_format, parse_level
 from .venues.binance.auth import cannot_be_a_path
 from .venues.engine import EngineConfig
@@ -97,8 +97,8 @@ def _message(error: Any) -> str:
 
 
 def _dec(value: Decimal, what: str) -> int:
-    if isinstance(value, float):
-        value = repr(value)
+    if isinstance(value, float):  # YAML reads an unquoted 0.00001 as the float 1e-05: judged by its digits
+        value = float_text(value, what)
     return parse_decimal(value, what)
 
 
