@@ -4,14 +4,17 @@ an actor, and the engine goes on (its orders and balances unchanged)."""
 from __future__ import annotations
 
 import math
+import socket
 import time
 
 import pytest
 import ray
 
-from veloz_actors import InvalidInput
-from veloz_actors.actors.api import start_local
+from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
+from veloz_actors.actors.api import connect, start_local
+from veloz_actors.actors.supervisor import supervisor_name
 from veloz_actors.messages import OrderFilled
+from veloz_actors.search.runtime import check_joined
 
 from .helpers import file_config
 
@@ -116,3 +119,33 @@ def test_a_market_step_far_ahead_of_the_clock_or_not_an_int_is_refused(engine, t
         engine.tick(ts)
     assert _state(engine) == before
     assert engine.tick() == []  # the market still steps
+
+
+def test_an_address_of_another_cluster_is_refused_while_ray_is_joined(engine, ray_runtime):
+    """Ray joins one cluster per process: an ``address=`` naming another was silently ignored (the engine started on
+    the joined one); the joined cluster's own address, spelt any way, and auto / local / None still mean it."""
+    joined = ray_runtime.gcs_address
+    port = joined.rpartition(":")[2]
+    for same in (None, "auto", "local", joined, f"localhost:{port}", f"127.0.0.1:{port}"):
+        check_joined(same)
+    with socket.socket() as listener:  # another cluster's address: something listens there
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        other = f"127.0.0.1:{listener.getsockname()[1]}"
+        _refused_while_joined(other, joined)
+    with pytest.raises(EngineUnavailable, match=rf"^cannot reach a Ray cluster at {other}"):
+        start_local(file_config(), name="test-other-cluster", address=other)  # nothing listens there now
+    with pytest.raises(ConfigError, match=r"expected auto, HOST:PORT or ray://HOST:PORT"):
+        check_joined("nowhere")
+    here = ray.get_runtime_context().namespace  # the engine of this module started in the tests' namespace
+    assert connect(joined, name="test-handle-input", namespace=here).status()["actors"]["oms"]["alive"]
+    with pytest.raises(ValueError):
+        ray.get_actor(supervisor_name("test-other-cluster"), namespace=here)  # nothing was started
+
+
+def _refused_while_joined(other: str, joined: str) -> None:
+    message = rf"^address '{other}': this process has already joined the Ray cluster at {joined}; call ray\.shutdown"
+    with pytest.raises(ConfigError, match=message):
+        start_local(file_config(), name="test-other-cluster", address=other)
+    with pytest.raises(ConfigError, match=message):
+        connect(other, name="test-handle-input")

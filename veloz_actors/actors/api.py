@@ -59,7 +59,7 @@ from ..messages import (
     TimeInForce,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
-from ..search.runtime import probe_address
+from ..search.runtime import check_joined, probe_address
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import as_events
@@ -687,12 +687,14 @@ def _check_address(address: Any) -> None:
 
 
 def _ensure_ray(address: str | None, namespace: str) -> None:
-    """Join the cluster at ``address`` (a private local runtime for None / "local"), unless Ray is initialised.
+    """Join the cluster at ``address`` (a private local runtime for None / "local"), unless Ray is initialised
+    (then ``address`` must name the cluster joined: :func:`~veloz_actors.search.runtime.check_joined`).
 
     A malformed address, or one where nothing listens, fails within seconds rather than after minutes of Ray's
     retries (:func:`~veloz_actors.search.runtime.probe_address`: :class:`EngineUnavailable`, :class:`ConfigError`
     when malformed)."""
     if ray.is_initialized():
+        check_joined(address)  # another cluster's address is refused, never silently ignored
         return
     local = address in (None, "local")
     if not local:

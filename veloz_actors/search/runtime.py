@@ -25,7 +25,7 @@ import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, quoted
 
-__all__ = ["Runtime", "check_max_workers", "connect", "probe_address"]
+__all__ = ["Runtime", "check_joined", "check_max_workers", "connect", "probe_address"]
 
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -56,16 +56,51 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -
             f"--address {address}: that is a dashboard (Jobs) address; use `veloz submit` for it, "
             "or give the cluster address HOST:6379 / ray://HOST:10001"
         )
-    hostport = address.removeprefix("ray://")
-    host, sep, port_text = hostport.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    host, port = _host_port(address)
     try:
-        with socket.create_connection((host, int(port_text)), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({reason} after <= {timeout:g} s)") from exc
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, sep, port_text = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    return host, int(port_text)
+
+
+def _ip(host: str) -> str:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
+def check_joined(address: str | None) -> None:
+    """With Ray already initialised in this process, an ``address`` naming another cluster is a :class:`ConfigError`
+    (Ray joins one cluster per process: ignored, the work would silently run on the wrong one). None, ``auto``,
+    ``local`` and a ``ray://`` client address (which cannot be compared) mean the one joined; ``HOST:PORT`` must be
+    its GCS address (a loopback host matches this node's). An address where nothing listens is
+    :class:`EngineUnavailable`, as it is before Ray is initialised."""
+    if address is None or address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, port = _host_port(address)
+    current = ray.get_runtime_context().gcs_address
+    joined_host, joined_port = _host_port(current)
+    here = {_ip(joined_host)}
+    if _ip(joined_host) == ray.util.get_node_ip_address():
+        here.add("127.0.0.1")
+    ip = _ip(host)
+    if port == joined_port and (ip in here or ip.startswith("127.") and "127.0.0.1" in here):
+        return
+    probe_address(address)  # nothing listening there: that is the clearer error (as without Ray initialised)
+    raise ConfigError(
+        f"address {address!r}: this process has already joined the Ray cluster at {current}; call ray.shutdown() "
+        "first to use another (or leave address out to use this one)"
+    )
 
 
 def check_max_workers(max_workers: int | None) -> None:
@@ -84,7 +119,8 @@ def check_max_workers(max_workers: int | None) -> None:
 def connect(address: str | None, max_workers: int | None = None) -> Iterator[Runtime]:
     """Yield the runtime for ``address``; stop it on exit only if it was started here."""
     check_max_workers(max_workers)
-    if ray.is_initialized() and address is None:
+    if ray.is_initialized():
+        check_joined(address)
         yield Runtime("existing", _workers(max_workers), started_here=False)
         return
     probe_address(address)
