@@ -3,6 +3,8 @@ window that starts after the peak."""
 
 from __future__ import annotations
 
+from veloz_actors.core.instruments import Pricing
+from veloz_actors.fixed import parse_decimal
 from veloz_actors.interfaces.http_api import _page
 from veloz_actors.interfaces.service import Tracker, Valuation
 
@@ -12,7 +14,7 @@ def _account(ts: int, usdt: str) -> dict:
 
 
 def test_a_window_after_the_peak_keeps_the_drawdown_from_the_peak() -> None:
-    tracker = Tracker(Valuation("USDT", {}))
+    tracker = Tracker(Valuation(Pricing((), "USDT")))
     tracker.start({"USDT": (100 * 10**8, 0)}, {}, ts=1)
     for ts, usdt in ((2, "120"), (3, "90"), (4, "60")):
         tracker.observe([_account(ts, usdt)])
@@ -23,7 +25,7 @@ def test_a_window_after_the_peak_keeps_the_drawdown_from_the_peak() -> None:
 
 def test_fills_arriving_out_of_time_order_are_paged_once_each() -> None:
     """The actor engine's fills may arrive slightly out of time order; the API pages them by time."""
-    tracker = Tracker(Valuation("USDT", {}))
+    tracker = Tracker(Valuation(Pricing((), "USDT")))
     fills = [{"type": "fill", "ts": ts, "cid": cid, "symbol": "BTCUSDT", "price": "100"} for cid, ts in
              (("a", 10), ("b", 5), ("c", 8), ("d", 8), ("e", 12), ("f", 1))]  # fmt: skip
     tracker.observe(fills)
@@ -36,3 +38,27 @@ def test_fills_arriving_out_of_time_order_are_paged_once_each() -> None:
             break
         until = page["next_until"]
     assert sorted(f["cid"] for f in paged) == ["a", "b", "c", "d", "e", "f"] and len(paged) == 6
+
+
+def test_the_api_values_equity_by_the_kernels_rule() -> None:
+    """The API's equity, the kernel's and the risk monitor's follow one rule (core.instruments.Pricing): an asset
+    valued through its instrument's mark once it has one; an asset no instrument values is left out and named."""
+    from veloz_actors.testing import btcusdt, d, ethusdt, trade
+    from veloz_actors.venues.engine import Engine, EngineConfig
+
+    balances = {"main": {"USDT": d("1000"), "BTC": d("0.5"), "ETH": d("2"), "BNB": d("3")}}
+    engine = Engine(EngineConfig(instruments=(btcusdt(), ethusdt()), balances=balances))
+    valuation = Valuation.of(engine.kernel.config)
+    tracker = Tracker(valuation)
+    held = engine.kernel.ledger.balances("main")
+    tracker.start(held, {}, ts=1)
+    assert tracker.equity_now() | {"peak": None} == {
+        "asset": "USDT", "equity": "1000", "peak": None, "drawdown": "0", "complete": False, "unvalued": ["BNB"]
+    }  # fmt: skip
+    assert not engine.kernel.equity_complete("main")
+    for symbol, price in (("BTCUSDT", "60000"), ("ETHUSDT", "3000")):
+        engine.apply(trade(price, symbol=symbol))
+        tracker.observe([{"type": "market", "kind": "trade", "symbol": symbol, "price": price}])
+    now = tracker.equity_now()
+    assert (now["equity"], now["complete"], now["unvalued"]) == ("37000", True, ["BNB"])
+    assert engine.kernel.equity_complete("main") and parse_decimal(now["equity"]) == engine.kernel.equity("main")

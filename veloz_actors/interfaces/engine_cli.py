@@ -25,6 +25,7 @@ from ..actors.bus import Settled
 from ..config import EngineFileConfig
 from .local import Frontends, run_session
 from .metrics import serve_metrics
+from ..venues.engine import EngineConfig
 from .service import Valuation
 from .stdio import Session
 
@@ -127,9 +128,7 @@ class ActorBackend:
         return self.engine.reset()
 
     def valuation(self) -> Valuation:
-        config = self.engine.spec.engine_config
-        symbols = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in config["instruments"]}
-        return Valuation(config.get("valuation_asset", "USDT"), symbols)
+        return Valuation.of(EngineConfig.from_json(self.engine.spec.engine_config).kernel_config())
 
     def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
         return self.engine.query(client_order_id)

@@ -33,7 +33,8 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 - ``GET /api/v1/status``: the engine's STATUS object plus ``"mode"`` and ``"api": {"clients", "dropped"}``
   (``dropped``: events slow WebSocket clients never got since the API started, the sum of their gaps' ``missed``).
 - ``GET /api/v1/balances``: ``{"account", "balances": {asset: {"free", "locked"}}, "equity": {"asset", "equity",
-  "peak", "drawdown", "complete"}}``.
+  "peak", "drawdown", "complete", "unvalued"}}`` (``complete``: every holding an instrument values had a mark;
+  ``unvalued``: assets held that no instrument values, left out of the equity as the kernel leaves them out).
 - ``GET /api/v1/positions``: ``{"positions": [position objects]}``.
 - ``GET /api/v1/orders?state=open`` (default): ``{"items": [order_state objects], "count"}``;
   ``?state=closed&since=NS&until=NS&limit=N``: finished orders (order_update objects), newest first, ``{"items",

@@ -82,9 +82,7 @@ class LocalBackend:
         return events
 
     def valuation(self) -> Valuation:
-        instruments = self.engine.instruments
-        symbols = {s: (i.base_asset, i.quote_asset) for s, i in instruments.items()}
-        return Valuation(self.engine.kernel.config.valuation_asset, symbols)
+        return Valuation.of(self.engine.kernel.config)
 
     def query(self, client_order_id: str | None) -> list[dict[str, Any]]:
         oms = self.engine.oms

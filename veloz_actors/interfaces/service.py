@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from .._exceptions import EngineUnavailable
+from ..core.instruments import Pricing
+from ..core.kernel import KernelConfig
 from ..fixed import SCALE, format_decimal, parse_decimal
 from .stdio import MAX_LINE, Session, dumps, unavailable
 
@@ -162,29 +164,36 @@ class EventHub:
 # ------------------------------------------------------------------------------------------------ the tracker
 
 
-@dataclass
+@dataclass(frozen=True)
 class Valuation:
-    """How balances become equity: each symbol's base and quote asset, and the asset equity is counted in."""
+    """How balances become equity, by the kernel's rule (:class:`~veloz_actors.core.instruments.Pricing`, which the
+    risk monitor shares): the valuation asset at 1, another asset at the mark of the first instrument quoting it in
+    the valuation asset that has one. An asset no instrument values is left out, as they leave it out, and named."""
 
-    asset: str
-    symbols: dict[str, tuple[str, str]]  # symbol -> (base, quote)
+    pricing: Pricing
 
-    def equity(self, balances: dict[str, tuple[int, int]], marks: dict[str, int]) -> tuple[int, bool]:
-        """Every balance valued at the marks; the flag is False when an asset had no mark (left out)."""
-        value, complete = 0, True
+    @classmethod
+    def of(cls, config: KernelConfig) -> Valuation:
+        return cls(Pricing(config.instruments, config.valuation_asset))
+
+    @property
+    def asset(self) -> str:
+        return self.pricing.asset
+
+    def equity(self, balances: dict[str, tuple[int, int]], marks: dict[str, int]) -> tuple[int, bool, list[str]]:
+        """Every balance valued at the marks; whether each one an instrument values had a mark (complete); and the
+        assets held that no instrument values (left out)."""
+        value, complete, unvalued = 0, True, []
         for asset, (free, locked) in balances.items():
             amount = free + locked
-            if asset == self.asset:
-                value += amount
-                continue
-            for symbol, (base, quote) in self.symbols.items():
-                if base == asset and quote == self.asset and symbol in marks:
-                    value += amount * marks[symbol] // SCALE
-                    break
-            else:
-                if amount:
-                    complete = False
-        return value, complete
+            price = self.pricing.price(asset, marks)
+            if price is None:
+                complete = complete and not amount
+            elif price:
+                value += amount if price == SCALE else amount * price // SCALE
+            elif amount:
+                unvalued.append(asset)
+        return value, complete, sorted(unvalued)
 
 
 @dataclass
@@ -245,7 +254,7 @@ class Tracker:
         """Add an equity point when balances changed, or once a period (marks move)."""
         if not (force or self._dirty or ts - self._last_sample >= _EQUITY_SECONDS * 1e9):
             return
-        value, _ = self.valuation.equity(self.balances, self.marks)
+        value = self.valuation.equity(self.balances, self.marks)[0]
         if self.equity and self.equity[-1][1] == value and not self._dirty and not force:
             self._last_sample = ts
             return
@@ -255,7 +264,7 @@ class Tracker:
         self._last_sample = ts
 
     def equity_now(self) -> dict[str, Any]:
-        value, complete = self.valuation.equity(self.balances, self.marks)
+        value, complete, unvalued = self.valuation.equity(self.balances, self.marks)
         peak = max(self.peak, value)
         return {
             "asset": self.valuation.asset,
@@ -263,6 +272,7 @@ class Tracker:
             "peak": format_decimal(peak),
             "drawdown": _drawdown(value, peak),
             "complete": complete,
+            "unvalued": unvalued,
         }
 
     def series(self, since: int = 0, limit: int = 5_000) -> list[dict[str, Any]]:
@@ -342,7 +352,7 @@ class EngineService:
         self.side_feed = side_feed
         self.clock = clock
         self.hub = EventHub()
-        self.tracker = Tracker(valuation or Valuation("USDT", {}))
+        self.tracker = Tracker(valuation or Valuation(Pricing((), "USDT")))
         self.sink: Sink | None = None
         self.mode = mode
         self.started_ns = 0

@@ -32,7 +32,7 @@
     started: false,
     seq: null, // the last event applied (null: no snapshot yet)
     balances: {}, // asset -> {free, locked}
-    equity: null, // {asset, equity, peak, drawdown, complete}
+    equity: null, // {asset, equity, peak, drawdown, complete, unvalued}
     positions: new Map(), // symbol -> position object
     orders: new Map(), // cid -> order object (open only)
     fills: [], // newest first
@@ -619,7 +619,10 @@
     if (!equity) return;
     const suffix = equity.asset ? " " + equity.asset : "";
     const value = $("equity-value");
-    value.textContent = money(equity.equity) + suffix + (equity.complete === false ? " (some assets unpriced)" : "");
+    const notes = [];
+    if (equity.complete === false) notes.push("some assets unpriced");
+    if (equity.unvalued && equity.unvalued.length) notes.push(equity.unvalued.join(", ") + " not valued");
+    value.textContent = money(equity.equity) + suffix + (notes.length ? " (" + notes.join("; ") + ")" : "");
     value.title = equity.equity + suffix;
     const peak = $("equity-peak");
     peak.textContent = money(equity.peak) + suffix;
