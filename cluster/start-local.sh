@@ -60,6 +60,8 @@ else
   export RAY_AUTH_MODE=disabled
 fi
 export RAY_USAGE_STATS_ENABLED=0
+# Ray starts its workers (every engine actor) at nice 15 by default: other work on the node would starve the engine
+export RAY_worker_niceness="${RAY_worker_niceness:-0}"
 # Jobs (`veloz submit`) run `python ...`: make it the python of this ray installation (the venv), not the system one.
 export PATH="$(dirname "$(command -v "$RAY")"):$PATH"
 

@@ -33,6 +33,7 @@ class RayRuntime:
 def ray_runtime() -> Iterator[RayRuntime]:
     """A private local Ray runtime for the whole test session (started on first use)."""
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as the engine's own runtime (actors.api): not starved by load
     import ray
 
     if ray.is_initialized():

@@ -433,9 +433,6 @@ class ReplayModel(_Model):
     speed: Float = Field(default=1.0, ge=0, description="1 = as recorded, 10 = ten times faster, 0 = at once")
     batch: Int = Field(default=1000, ge=1, le=100_000)
     reference_prices: bool = False  # its trades and tops also move the OMS's reference prices (risk price band)
-    # True: nothing is sent before EngineHandle.start_replay() (subscribe first to see the file from its first event);
-    # False: the replay starts once every actor is up and the live strategies subscribed
-    hold: bool = False
 
     def resolved(self) -> dict[str, Any]:
         """The settings the feed actor gets, the path made absolute (the actor may run in another working directory);

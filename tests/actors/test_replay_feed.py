@@ -20,9 +20,7 @@ _MARKET = (BookTop, BookDelta, Trade)
 
 def test_replay_settings_are_checked_before_any_actor_starts(shared_data, tmp_path):
     spec = build_spec(file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "batch": 250}))
-    assert spec.replay == {
-        "path": str(shared_data / CAPTURE), "speed": 0.0, "batch": 250, "reference_prices": False, "hold": False
-    }  # fmt: skip
+    assert spec.replay == {"path": str(shared_data / CAPTURE), "speed": 0.0, "batch": 250, "reference_prices": False}
     assert build_spec(file_config(replay=str(shared_data / CAPTURE))).replay["speed"] == 1.0  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"actors\.replay\.path: no such file: .*missing\.txt\.gz"):
         build_spec(file_config(replay={"path": str(tmp_path / "missing.txt.gz")}))
@@ -54,13 +52,16 @@ def _rewinds(received: list, wanted: list, batch: int) -> int:
 @pytest.mark.usefixtures("ray_runtime")
 def test_a_killed_feed_resumes_its_replay_where_it_was(shared_data, tmp_path):
     wanted = [e for e in load_market_events(shared_data / CAPTURE) if isinstance(e, _MARKET)]
-    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 100, "batch": 200})
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 20, "batch": 200})  # ~20 s
     engine = start_local(config, name="test-replay", journal_dir=tmp_path)
     try:
         subscription = engine.subscribe(max_queue=len(wanted) * 2)
         received: list = []
-        wait_for(lambda: engine.status()["replay"]["sent"] > 3000, timeout=60, what="a third of the replay")
+        at_kill = wait_for(
+            lambda: (r := engine.status()["replay"])["sent"] > 3000 and r, timeout=120, what="a fifth of the replay"
+        )
         ray.kill(engine.actor("feed"), no_restart=False)
+        assert not at_kill["done"], "killed after the end: nothing to resume"
         status = wait_for(
             lambda: (s := engine.status())["replay"] and s["replay"]["done"] and s,
             timeout=90,
@@ -82,7 +83,7 @@ def test_a_killed_feed_resumes_its_replay_where_it_was(shared_data, tmp_path):
             received.extend(_market(subscription))
             return bool(received) and received[-1] == wanted[-1]
 
-        wait_for(_all, timeout=30, what="the last recorded event at the subscriber")
+        wait_for(_all, timeout=60, what="the last recorded event at the subscriber")
         subscription.close()
         assert _rewinds(received, wanted, batch=200) <= 1  # nothing lost, at most one batch repeated
         assert engine.top("BTCUSDT") == [e for e in wanted if type(e) is BookTop][-1]
@@ -101,7 +102,7 @@ def test_a_file_that_is_not_a_capture_is_reported_and_the_engine_trades_on(tmp_p
     bad.write_text("open_time,open,high,low,close\n1,2,3,4,5\n")
     engine = start_local(file_config(replay={"path": str(bad), "speed": 0}), name="test-replay-bad")
     try:
-        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=30, what="the replay error")
+        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=120, what="the replay error")
         assert (
             replay.startswith(f"replay of {bad} failed: ") and "line 1: expected '<local timestamp> <JSON>'" in replay
         )
@@ -119,7 +120,7 @@ def test_a_capture_of_another_symbol_names_what_the_file_has(shared_data):
     other = shared_data / "ticks_l2" / "binance_cm_btcusd_perp_20240808_ws.txt.gz"
     engine = start_local(file_config(replay={"path": str(other), "speed": 0}), name="test-replay-other")
     try:
-        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=30, what="the replay error")
+        replay = wait_for(lambda: engine.status()["replay"]["error"], timeout=120, what="the replay error")
         assert "no events for the configured symbols ['BTCUSDT', 'ETHUSDT'] (the file has ['BTCUSD_PERP'])" in replay
         assert engine.status()["replay"]["total"] is None
     finally:
@@ -127,19 +128,19 @@ def test_a_capture_of_another_symbol_names_what_the_file_has(shared_data):
 
 
 @pytest.mark.usefixtures("ray_runtime")
-def test_a_held_replay_sends_nothing_until_started_and_a_subscriber_gets_it_from_its_first_event(shared_data):
+def test_a_held_market_sends_nothing_until_started_and_a_subscriber_gets_it_from_its_first_event(shared_data):
     wanted = [e for e in load_market_events(shared_data / CAPTURE) if isinstance(e, _MARKET)]
-    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0, "hold": True})
-    engine = start_local(config, name="test-replay-held")
+    config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0})
+    engine = start_local(config, name="test-replay-held", hold_market=True)
     try:
-        wait_for(lambda: engine.status()["replay"]["total"], timeout=30, what="the file to load")
+        wait_for(lambda: engine.status()["replay"]["total"], timeout=120, what="the file to load")
         time.sleep(0.5)  # at speed 0 an unheld replay would have sent most of the file by now
         status = engine.status()
         assert status["replay"]["started"] is False and status["replay"]["sent"] == 0
         assert status["market_events"] == 0
         subscription = engine.subscribe(max_queue=len(wanted) * 2)
-        assert engine.start_replay() is True
-        assert engine.start_replay() is True  # idempotent: the file goes once
+        assert engine.start_market() is True
+        assert engine.start_market() is True  # idempotent: the file goes once
         received: list = []
 
         def _all() -> bool:
@@ -157,7 +158,7 @@ def test_a_held_replay_sends_nothing_until_started_and_a_subscriber_gets_it_from
     finally:
         engine.shutdown()
     with start_local(file_config(), name="test-replay-none") as plain:
-        assert plain.start_replay() is False
+        assert plain.start_market() is False
 
 
 @pytest.mark.usefixtures("ray_runtime")
@@ -169,7 +170,9 @@ def test_an_unheld_replay_starts_once_the_live_strategies_subscribed(shared_data
     ]  # fmt: skip
     bar_ns = 1_000_000_000
     closed = len({top.ts_event - top.ts_event % bar_ns for top in tops}) - 1  # the last bar stays open
+    # a queue for the whole file (11,159 tops and trades in about a second at speed 0): the test is about the start
     sma = {"strategy": "sma_cross", "params": {"fast": 2, "slow": 4}, "symbol": "BTCUSDT", "bar_ms": 1000}
+    sma["queue"] = 20_000
     config = file_config(replay={"path": str(shared_data / CAPTURE), "speed": 0}, strategies=[sma])
     with start_local(config, name="test-replay-strategy") as engine:
         wait_for(lambda: engine.status()["replay"]["done"], timeout=60, what="the replay")

@@ -65,13 +65,13 @@ from .backpressure import InFlightWindow
 from .batches import as_events
 from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
-from .supervisor import Supervisor, supervisor_name
+from .supervisor import START_SECONDS, Supervisor, supervisor_name
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
 
 NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
-_START_TIMEOUT = 300.0  # a new engine's supervisor starting every actor (see EngineHandle)
+_START_TIMEOUT = 2 * START_SECONDS + 30.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 _DURABILITIES = get_args(Durability)
@@ -317,7 +317,7 @@ class EngineHandle:
         self.name = name
         self.account_id = account_id
         self._owned = owned
-        try:  # a new engine answers once every actor is up (its constructor waits up to 2 x 120 s on a busy machine)
+        try:  # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS)
             handles = ray.get(supervisor.handles.remote(), timeout=_START_TIMEOUT)
         except ray.exceptions.GetTimeoutError as exc:
             raise EngineUnavailable(f"engine {name!r}: its actors did not start within {_START_TIMEOUT:.0f} s") from exc
@@ -563,10 +563,11 @@ class EngineHandle:
         the venues answered every request sent so far (the stdio session prints a command's outcome this way)."""
         self._call(lambda: self._oms.barrier.remote(subscriber, token))
 
-    def start_replay(self) -> bool:
-        """Start the recorded file an ``actors.replay`` with ``hold: true`` keeps waiting (subscribe first to see it
-        from its first event); idempotent. False when this engine replays no file."""
-        return bool(self._call(lambda: self._feed.start_replay.remote()))
+    def start_market(self) -> bool:
+        """Start the market data (a replayed file, the live exchange's streams) of an engine started with
+        ``hold_market=True``, once subscribed: the subscription then sees it from its first event. Idempotent; False
+        when this engine has neither."""
+        return bool(self._call(lambda: self._feed.start_market.remote()))
 
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
@@ -699,6 +700,8 @@ def _ensure_ray(address: str | None, namespace: str) -> None:
     local = address in (None, "local")
     if not local:
         probe_address(address)  # unreachable or malformed: one clear error in seconds, not minutes of Ray's retries
+    else:  # Ray starts its workers at nice 15: any other work on the machine starves the engine (start 80 s, not 12)
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(
             address=address or "local",
@@ -723,9 +726,13 @@ def start_local(
     address: str | None = None,
     detached: bool = False,
     nodes: Mapping[str, str] | None = None,
+    hold_market: bool = False,
 ) -> EngineHandle:
     """Start an engine's actors (a private local Ray runtime unless Ray is already initialised or ``address`` is
     given) and return its handle. ``run_clock`` lets the feed actor drive the simulated market by itself.
+
+    The market data (``actors.replay``, the live venue's streams) starts once every actor is up, or with
+    ``hold_market`` at :meth:`EngineHandle.start_market`: subscribe first to see it from its first event.
 
     ``nodes`` pins actors to cluster nodes by STATUS name (``{"bus": node_id, "supervisor": node_id}``): such an actor
     cannot come back when its node is gone (STATUS says so). With ``actors.journal_mode: node-local`` every journaled
@@ -735,12 +742,13 @@ def start_local(
     file_config = _config(config)
     spec = build_spec(file_config, name=name, journal_dir=journal_dir, durability=durability, run_clock=run_clock)
     _check_address(address)
-    if not isinstance(detached, bool):
-        raise ConfigError(f"detached must be True or False, got {_got(detached)}")
+    for flag, value in (("detached", detached), ("hold_market", hold_market)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be True or False, got {_got(value)}")
     pins = _check_nodes(nodes, spec)
     _ensure_ray(address, NAMESPACE)
     journal_node = ray.get_runtime_context().get_node_id() if spec.journal_mode == "node-local" else None
-    spec = dataclasses.replace(spec, journal_node=journal_node, nodes=pins)
+    spec = dataclasses.replace(spec, journal_node=journal_node, nodes=pins, hold_market=hold_market)
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "name": supervisor_name(name)}
     if spec.nodes.get("supervisor"):
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.nodes["supervisor"], soft=False)

@@ -7,10 +7,7 @@
 - A recorded capture (``actors.replay``), paced by :class:`~veloz_actors.data.replay.ReplayPacer` at its recorded
   receive times and ``speed``, in batches each venue actor acknowledges; the offset reached is kept beside the
   journals, so a feed that Ray restarted resumes after the last batch delivered. Optionally the OMS takes the
-  recorded prices as reference prices. The file is loaded at once, but nothing is sent before
-  :meth:`~MarketFeedActor.start_replay` (the supervisor's, once every actor is up and the live strategies subscribed;
-  or the client's, with ``hold``, once it subscribed itself): at speed 0 the whole file goes in about a second, and
-  whoever subscribed later would miss its start. A feed Ray restarted resumes without waiting.
+  recorded prices as reference prices.
 - Live market data from an exchange (``spec.market_data``: Binance): the market-data client runs on its own event
   loop thread (:class:`~veloz_actors.venues.binance.market_data.MarketDataThread`) and hands each batch it read to a
   bounded queue; a delivery thread takes them in order to the venue actors exactly as a replayed batch (each shard
@@ -19,6 +16,12 @@
   full for seconds makes the client drop that batch and resync every book (counted in its status): a book
   downstream is never wrong, though trades in the dropped batch never reach the paper venues.
 - Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
+
+A replayed file is loaded at once, but neither it nor the live client sends anything before
+:meth:`~MarketFeedActor.start_market`: the supervisor's, once every actor is up and the live strategies subscribed, or
+with ``spec.hold_market`` the client's, once it subscribed itself (``veloz start``'s session). At speed 0 a whole file
+goes in about a second, and a book's first sync comes about a second after connecting: whoever subscribed later would
+miss them. A feed Ray restarted starts again at once.
 """
 
 from __future__ import annotations
@@ -76,8 +79,6 @@ class MarketFeedActor:
             self.replay_state = {
                 "path": spec.replay["path"], "started": False, "sent": 0, "total": None, "done": False, "error": None
             }  # fmt: skip
-            if reconstructed():  # it was started before this restart
-                self.start_replay()
             self._replayer = threading.Thread(
                 target=self._run_replay, args=(spec.replay,), name="veloz-replay", daemon=True
             )
@@ -89,8 +90,9 @@ class MarketFeedActor:
         self.oms_window = CallWindow(spec.peer_window)
         self.bus_window = CallWindow(spec.peer_window)
         self._deliverer: threading.Thread | None = None
-        if spec.market_data is not None:
-            self._start_live(spec.market_data)
+        self._market_started = False
+        if reconstructed():  # it was started before this restart
+            self.start_market()
 
     # ------------------------------------------------------------------------------------------------------ clock
 
@@ -136,13 +138,16 @@ class MarketFeedActor:
         path = self.spec.journal_path("feed")
         return None if path is None else path.with_suffix(".replay-offset")
 
-    def start_replay(self) -> bool:
-        """Let the replay send (its file may still be loading); False when this engine replays no file."""
-        if self.replay_state is None:
-            return False
-        self.replay_state["started"] = True
-        self._replay_go.set()
-        return True
+    def start_market(self) -> bool:
+        """Let the replay send (its file may still be loading) and start the live client (see the module docstring);
+        idempotent. False when this engine has neither."""
+        if self.replay_state is not None:
+            self.replay_state["started"] = True
+            self._replay_go.set()
+        if self.spec.market_data is not None and not self._market_started:
+            self._market_started = True
+            self._start_live(self.spec.market_data)
+        return self.replay_state is not None or self.spec.market_data is not None
 
     def _run_replay(self, settings: dict[str, Any]) -> None:
         """Replay a recorded capture paced by its receive times (see the module docstring)."""

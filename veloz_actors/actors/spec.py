@@ -67,6 +67,7 @@ class EngineSpec:
     run_clock: bool = False  # the feed ticks the simulated market (engines without a driver, e.g. detached)
     replay: dict[str, Any] | None = None  # a recorded file the feed replays: path, speed, batch, reference_prices
     market_data: dict[str, Any] | None = None  # live market data the feed streams (MarketDataSettings' fields)
+    hold_market: bool = False  # the feed waits for start_market() (a client that subscribes first), see feed.py
     strategies: tuple[dict[str, Any], ...] = ()  # live strategies (see strategy_node.py)
     risk: dict[str, Any] | None = None  # the risk actor's settings (None: no risk actor)
     journal_mode: str = "shared"  # "shared" or "node-local" (see the module docstring)

@@ -53,6 +53,7 @@ from .venue import VenueActor
 __all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
+START_SECONDS = 240.0  # each of the two waits for actors to start (a busy machine, a journal to recover); see api
 _RISK_MARKS = ("BookTop", "Trade", "MarkPrice", "Kline", "Ticker")  # the risk actor's fills come from the OMS
 _ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
 
@@ -108,7 +109,7 @@ class Supervisor:
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()
         }
-        ray.get(self.oms.attach_venues.remote(self.venues), timeout=120)  # type: ignore[attr-defined]
+        ray.get(self.oms.attach_venues.remote(self.venues), timeout=START_SECONDS)  # type: ignore[attr-defined]
         feed = ray.remote(MarketFeedActor).options(**self._options("feed"))
         self.feed = feed.remote(spec, self.oms, self.venues, self.bus)
         self.actors = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
@@ -123,14 +124,14 @@ class Supervisor:
                 settings, self.oms, self.bus, instruments, log_settings=spec.logging, log_name=name
             )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
-        pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
+        pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=START_SECONDS)
         self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
         self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
         self.state = "running"
-        if spec.replay is not None and (not spec.replay.get("hold") or reconstructed()):
-            self.feed.start_replay.remote()  # everyone here is subscribed (a held replay waits for its client)
+        if not spec.hold_market or reconstructed():
+            self.feed.start_market.remote()  # type: ignore[attr-defined]  # everyone subscribed (held: the client's)
         threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
 
     def _options(self, name: str) -> dict[str, Any]:
@@ -274,6 +275,7 @@ class Supervisor:
                     "inbox_depth": depth.get(name, 0),
                     "last_seq": detail[name]["last_seq"] if detail[name] else self.seqs.get(name),
                     "restarts": self.restarts[name],
+                    "pid": (detail[name] or {}).get("pid", self.pids.get(name)),
                     "node_id": nodes_now.get(name),
                 }
                 for name in names

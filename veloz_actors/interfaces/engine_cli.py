@@ -23,13 +23,13 @@ from .._exceptions import VelozError
 from ..actors.api import EngineHandle, connect, start_local
 from ..actors.bus import Settled
 from ..config import EngineFileConfig
+from ..venues.engine import EngineConfig
 from .local import Frontends, run_session
 from .metrics import serve_metrics
-from ..venues.engine import EngineConfig
 from .service import Valuation
 from .stdio import Session
 
-_SETTLE_SECONDS = 5.0  # the longest a session waits for a command's outcome (a venue restarting)
+_SETTLE_SECONDS = 15.0  # the longest a session waits for a command's outcome (a venue restarting, a busy machine)
 _READY_SECONDS = 60.0  # the longest ``veloz start`` waits for a live venue's first reconciliation before the session
 
 __all__ = ["ActorBackend", "attach_command", "start_command"]
@@ -182,9 +182,6 @@ def start_command(
     if local and address is not None:
         raise VelozError("use either --local (a private runtime) or --address ADDR (a cluster), not both")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    replay = file_config.actor_settings().replay
-    if replay is not None and not detached:  # the session subscribes first, then starts it: it prints it all
-        file_config = file_config.with_actors(replay={**replay.model_dump(), "hold": True})
     engine = start_local(
         file_config,
         name=name,
@@ -193,6 +190,7 @@ def start_command(
         run_clock=detached,
         address=address,
         detached=detached,
+        hold_market=not detached,  # the session subscribes first, then starts it: it prints all of it
     )
     if detached:
         _print(
@@ -253,8 +251,8 @@ def _session(
 ) -> int:
     frontends = frontends or Frontends(market=market)
     backend = ActorBackend(engine, owned=owned, market=market or frontends.watchers)
-    if owned and engine.spec.replay is not None:
-        engine.start_replay()  # subscribed: the recorded file may go
+    if owned:
+        engine.start_market()  # subscribed: the recorded file or the live streams may go
     session = Session(backend, symbols=set(engine.symbols), clock=time.time_ns, market=market)
     has_sim = engine.spec.engine_config.get("sim_symbols")
     tick_fn = backend.tick if (ticking and has_sim) else None

@@ -253,8 +253,9 @@ class L2ReplayVenue:
         order. One that crosses takes liquidity up to its price (a GTC order, the only kind that waits); what is left
         joins the back of its level."""
         book = self.book
-        if "joined" not in self.__dict__:
-            self.joined = []
+        # a venue pickled before it had a list of its own reads the class's empty tuple
+        joined: list[Any] = self.joined if "joined" in self.__dict__ else []  # type: ignore[assignment]
+        self.joined = joined
         for order in [o for o in self.resting if not o.queue_known]:
             order.queue_known = True
             price = order.price
@@ -262,7 +263,7 @@ class L2ReplayVenue:
             buy = order.side is _BUY
             best = book.best_ask() if buy else book.best_bid()
             if best is not None and (best[0] <= price if buy else best[0] >= price):
-                self._take(order, price, False, ts, self.joined)
+                self._take(order, price, False, ts, joined)
             if order.open:
                 order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price))
 
