@@ -15,6 +15,8 @@ from veloz_actors.actors.bus import _FORWARD_EVERY, BUS_CONCURRENCY_GROUPS, Even
 from veloz_actors.core.market_batch import MarketBatch
 from veloz_actors.messages import BookTop, Side, Trade
 
+from .helpers import wait_for
+
 _SLOW_SECONDS = 0.3
 
 
@@ -74,14 +76,19 @@ def test_a_slow_follower_gets_merged_calls_with_the_latest_tops_and_every_trade_
     publishing = time.monotonic() - started
     assert publishing < 20 * _SLOW_SECONDS / 2, f"publishes waited on the slow follower: {publishing:.2f} s"
     calls = _wait_for(follower, lambda calls: any(_trade(19) in call for call in calls))
-    assert 2 <= len(calls) <= 5, f"one call per round trip of the follower, not one per publish: {len(calls)}"
+    most = 5 + int(publishing / _SLOW_SECONDS)  # (a slow machine's publishes span more round trips)
+    assert 2 <= len(calls) <= most, f"one call per round trip of the follower, not one per publish: {len(calls)}"
     received = [event for call in calls for event in call]
     assert [e for e in received if type(e) is Trade] == [_trade(i) for i in range(20)]
     for call in calls:  # within a call, each symbol's top comes once: the latest
         symbols = [e.symbol for e in call if type(e) is BookTop]
         assert len(symbols) == len(set(symbols)) and set(symbols) == {"BTCUSDT", "ETHUSDT"}
     assert calls[-1][-3:] == [_top("BTCUSDT", 19), _top("ETHUSDT", 19), _trade(19)]
-    status = ray.get(bus.status.remote(), timeout=30)["forwards"]["marks"]
+    # the bus learns that the last call ended a moment after the follower saw it
+    status = wait_for(
+        lambda: (f := ray.get(bus.status.remote(), timeout=30)["forwards"]["marks"])["in_flight"] == 0 and f,
+        what="the bus to see the last call end",
+    )
     assert status == {"kinds": ["BookTop", "Trade"], "sent": len(calls), "dropped": 0, "in_flight": 0, "pending": 0}
 
 

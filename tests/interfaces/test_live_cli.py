@@ -83,7 +83,7 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
     try:
         session = Session(*flags)
         try:
-            session.wait(lambda o: o.get("state") == "started", timeout=120, what="the start line")
+            session.wait(lambda o: o.get("state") == "started", timeout=300, what="the start line")
             assert server.wait_connections(1, timeout=60)
             server.publish(200)
             # the book's sync (a reference price) and the reconciliation; the actor engine reconciles before the
@@ -130,7 +130,7 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
         server.publish(1500)
         session = Session(*flags)
         try:
-            session.wait(lambda o: o.get("state") == "started", timeout=120, what="the restart")
+            session.wait(lambda o: o.get("state") == "started", timeout=300, what="the restart")
             session.send("QUERY l2")
             state = session.wait(lambda o: o.get("type") == "order_state", what="l2's state")
             assert state["orders"][0]["status"] == "FILLED", state

@@ -85,7 +85,7 @@ def test_paper_session_over_stdio(engine, shared_data, tmp_path):
             args.append("--single-process")
         session = Session(*args)
         try:
-            session.wait(lambda o: o.get("state") == "started", timeout=120, what="the start line")
+            session.wait(lambda o: o.get("state") == "started", timeout=300, what="the start line")
             assert server.wait_connections(1, timeout=60)
             server.publish(500)
             session.wait(lambda o: o.get("event") == "venue_resynced", what="the book's sync")

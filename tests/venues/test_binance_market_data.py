@@ -605,11 +605,11 @@ def test_subscribe_and_unsubscribe_live_over_the_open_connection():
 
 def test_planned_reconnect_server_shutdown_and_pings():
     with BinanceTestServer(
-        [BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True, ping_interval=0.05, pong_timeout=0.3
-    ) as server:
+        [BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True, ping_interval=0.05, pong_timeout=5.0
+    ) as server:  # pings often; a pong may be late on a busy machine (a late one closes the connection: unplanned)
         with live(server, max_connection_seconds=0.5) as (feed, sink):
             assert feed.wait_synced(10.0)
-            wait_for(lambda: feed.status()["connects"] >= 4, what="planned reconnects")
+            wait_for(lambda: feed.status()["planned_reconnects"] >= 3, timeout=30, what="planned reconnects")
             status = feed.status()
             assert status["planned_reconnects"] >= 3 and status["pings"] > 5
             assert server.faults.counts["pong_timeout"] == 0  # every ping was answered in time
