@@ -46,7 +46,7 @@ def test_limit_order_rests_then_cancels_and_unlocks_funds(engine):
     assert engine.balances()["USDT"][1] > before[1]
     assert engine.settle()
     assert engine.query("rest-1")[0]["status"] == "ACCEPTED"  # the venue took it: it rests
-    subscription = engine.subscribe(kinds=["OrderCancelled"], timeout=10.0, max_events=1)
+    subscription = engine.subscribe(kinds=["OrderCancelled"], timeout=60.0, max_events=1)
     assert engine.cancel_order("rest-1") == []  # on its way to the venue (PENDING_CANCEL)
     assert [e.client_order_id for e in subscription] == ["rest-1"]  # the venue's answer, on the bus
     assert engine.query("rest-1")[0]["status"] == "CANCELLED"
@@ -101,7 +101,7 @@ def test_business_rejections_are_events_with_a_reason(engine):
 
 
 def test_subscription_yields_the_events_of_new_orders(engine):
-    subscription = engine.subscribe(kinds=["OrderAccepted", "OrderFilled"], timeout=10.0)
+    subscription = engine.subscribe(kinds=["OrderAccepted", "OrderFilled"], timeout=60.0)
     engine.place_order("ETHUSDT", "BUY", "0.01", client_order_id="sub-1")
     seen = []
     for event in subscription:

@@ -90,7 +90,7 @@ def test_the_bus_itself_refuses_a_bad_subscription_and_goes_on(engine, max_queue
         ray.get(bus.subscribe.remote(max_queue, kinds), timeout=30)
     assert message in str(caught.value)
     pid, _ = ray.get(bus.ping.remote(), timeout=30)
-    subscription = engine.subscribe(kinds=["OrderFilled"], timeout=10.0, max_events=1)
+    subscription = engine.subscribe(kinds=["OrderFilled"], timeout=60.0, max_events=1)
     engine.place_order("BTCUSDT", "BUY", "0.001")  # a market order: it fills
     assert [type(e) for e in subscription] == [OrderFilled]
     assert ray.get(bus.ping.remote(), timeout=30)[0] == pid  # the same bus process: it never died
