@@ -489,6 +489,7 @@ class BinanceVenue:
         # connection state
         self._state = "stopped"
         self._not_ready = "not started"
+        self._connect_failure: str | None = None  # why the last connection attempt failed (kept while retrying)
         self._ready = False
         self._fatal: str | None = None
         self._running = False
@@ -740,7 +741,8 @@ class BinanceVenue:
         """One WebSocket API connection from open to close: ``(why it ended, planned)``."""
         settings = self.settings
         self._state = "connecting"
-        self._not_ready = "connecting to the WebSocket API"
+        failed = self._connect_failure
+        self._not_ready = "connecting to the WebSocket API" + (f" (the last attempt: {failed})" if failed else "")
         await self._sync_clock()
         try:
             assert self._send_lock is not None
@@ -760,13 +762,14 @@ class BinanceVenue:
             if exc.status in (418, 429):  # the IP is rate limited or banned: no attempt before Retry-After
                 self.limits.on_response(exc.status, exc.headers or {}, self._server_ms())
                 self._rate_limited(exc.status)
-            self._not_ready = f"the WebSocket API refused the connection (HTTP {exc.status})"
+            self._not_ready = self._connect_failure = f"the WebSocket API refused the connection (HTTP {exc.status})"
             return f"connect refused: HTTP {exc.status}", False
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self._count("connect_errors")
             self._state = "disconnected"
-            self._not_ready = f"cannot connect to the WebSocket API ({type(exc).__name__})"
+            self._not_ready = self._connect_failure = f"cannot connect to the WebSocket API ({type(exc).__name__})"
             return f"connect failed: {type(exc).__name__}", False
+        self._connect_failure = None
         self._conn_id += 1
         conn = self._conn_id
         self._count("connects")
