@@ -206,3 +206,18 @@ class Pricing:
             if price is not None:
                 return price
         return None
+
+    def value(self, holdings: Mapping[str, tuple[int, int]], prices: Mapping[str, int]) -> tuple[int, bool, list[str]]:
+        """``holdings`` (asset -> (free, locked)) valued at ``prices``: the total; whether every holding an
+        instrument can value had a price (complete); and the assets held that no instrument values (left out)."""
+        total, complete, unvalued = 0, True, []
+        for asset, (free, locked) in holdings.items():
+            amount = free + locked
+            price = self.price(asset, prices)
+            if price is None:
+                complete = complete and not amount
+            elif price:
+                total += amount if price == SCALE else amount * price // SCALE
+            elif amount:
+                unvalued.append(asset)
+        return total, complete, sorted(unvalued)

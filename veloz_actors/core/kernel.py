@@ -1038,25 +1038,13 @@ class TradingKernel:
     def equity(self, account: str) -> int:
         """Every balance of ``account`` valued in the valuation asset at the reference prices (an asset without a
         price counts as zero: :meth:`equity_complete` says whether there is one)."""
-        value = 0
-        for asset, (free, locked) in self.ledger.balances(account).items():
-            amount = free + locked
-            price = self.asset_price(asset)
-            if price == SCALE:
-                value += amount
-            elif price is not None:
-                value += amount * price // SCALE
-        return value
+        return self._pricing.value(self.ledger.balances(account), self.reference)[0]
 
     def equity_complete(self, account: str) -> bool:
         """Whether :meth:`equity` values every holding of ``account`` that can be valued: each asset held is the
         valuation asset, or an instrument quoting it in the valuation asset has a price (an asset no instrument
         values is left out, as the risk monitor leaves it out)."""
-        valuation = self.config.valuation_asset
-        for asset, (free, locked) in self.ledger.balances(account).items():
-            if (free + locked) and asset != valuation and self.asset_price(asset) is None:
-                return False
-        return True
+        return self._pricing.value(self.ledger.balances(account), self.reference)[1]
 
     def exposure(self) -> dict[str, dict[str, int]]:
         """Per account: every asset's balance (free + locked) and every symbol's position quantity."""

@@ -181,19 +181,8 @@ class Valuation:
         return self.pricing.asset
 
     def equity(self, balances: dict[str, tuple[int, int]], marks: dict[str, int]) -> tuple[int, bool, list[str]]:
-        """Every balance valued at the marks; whether each one an instrument values had a mark (complete); and the
-        assets held that no instrument values (left out)."""
-        value, complete, unvalued = 0, True, []
-        for asset, (free, locked) in balances.items():
-            amount = free + locked
-            price = self.pricing.price(asset, marks)
-            if price is None:
-                complete = complete and not amount
-            elif price:
-                value += amount if price == SCALE else amount * price // SCALE
-            elif amount:
-                unvalued.append(asset)
-        return value, complete, sorted(unvalued)
+        """Every balance valued at the marks, whether it is complete, the assets left out (:meth:`Pricing.value`)."""
+        return self.pricing.value(balances, marks)
 
 
 @dataclass
