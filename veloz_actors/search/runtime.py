@@ -90,9 +90,8 @@ def check_joined(address: str | None) -> None:
     host, port = _host_port(address)
     current = ray.get_runtime_context().gcs_address
     joined_host, joined_port = _host_port(current)
-    here = {_ip(joined_host)}
-    if _ip(joined_host) == ray.util.get_node_ip_address():
-        here.add("127.0.0.1")
+    joined_ip = _ip(joined_host)
+    here = {joined_ip, "127.0.0.1"} if joined_ip == ray.util.get_node_ip_address() else {joined_ip}
     ip = _ip(host)
     if port == joined_port and (ip in here or ip.startswith("127.") and "127.0.0.1" in here):
         return
