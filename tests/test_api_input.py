@@ -5,17 +5,22 @@ The handle's own checks, which need a running engine, are in ``tests/actors/test
 
 from __future__ import annotations
 
+import contextlib
 import math
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import veloz_actors as vz
-from veloz_actors import ConfigError, InvalidInput
+from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
 from veloz_actors.actors.api import build_spec
 from veloz_actors.actors.bus import EVENT_KINDS, check_subscription
 from veloz_actors.data.loaders import load_funding_rates, load_market_events
 from veloz_actors.orders import parse_amount
+from veloz_actors.search import runtime
 from veloz_actors.search.runtime import check_max_workers, probe_address
 
 from .actors.helpers import CONFIG, file_config
@@ -195,3 +200,68 @@ def test_max_workers_must_be_an_int(value: object) -> None:
 def test_probe_address_names_a_non_string_address() -> None:
     with pytest.raises(ConfigError, match=r"^address must be auto, HOST:PORT or ray://HOST:PORT \(a str\) or None"):
         probe_address(6379)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ an address where something else than Ray listens
+
+
+@contextlib.contextmanager
+def _listener(answer: bytes | None) -> Iterator[str]:
+    """A TCP server on a free port: after the client's first bytes it sends ``answer`` and closes, or (``None``)
+    keeps every connection open and says nothing."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                if answer is None:
+                    held.append(conn)
+                    continue
+                with conn:
+                    conn.recv(64)
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+_GRPC_SETTINGS = b"\x00\x00\x18\x04\x00\x00\x00\x00\x00"  # what Ray's GCS sent this probe (a SETTINGS frame)
+
+
+def test_an_address_that_answers_as_grpc_passes_the_probe() -> None:
+    with _listener(_GRPC_SETTINGS) as address:
+        probe_address(address)
+        probe_address(f"ray://{address}")
+
+
+@pytest.mark.parametrize(
+    ("answer", "heard"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", r"it answered b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'"),
+        (b"", "it closed the connection without answering"),
+        (None, r"it took the connection and sent nothing in 0.5 s \(timed out\)"),
+    ],
+    ids=["http", "closes", "silent"],
+)
+def test_an_address_where_something_else_listens_is_refused_with_what_it_said(
+    monkeypatch: pytest.MonkeyPatch, answer: bytes | None, heard: str
+) -> None:
+    """A wrong port (the dashboard's, another service's) kept ray.init retrying for minutes."""
+    monkeypatch.setattr(runtime, "ANSWER_TIMEOUT_SECONDS", 0.5)
+    with _listener(answer) as address:
+        with pytest.raises(EngineUnavailable, match=rf"^{address} is not a Ray cluster \({heard}; Ray's GCS and"):
+            probe_address(address)
+        probe_address(address, speaks_ray=False)  # the Jobs API's dashboard address: HTTP, only reached
+
+
+def test_with_ray_over_tls_the_address_is_only_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    with _listener(b"\x16\x03\x03") as address:  # a TLS server's bytes: the cleartext probe would misjudge it
+        probe_address(address)

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,22 @@ def test_an_address_where_nothing_listens_fails_fast_and_cleanly(command: list[s
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("error: cannot reach a Ray cluster at 127.0.0.1:1 (")
     assert "Traceback" not in result.stderr and "GCS" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["start", "--config", str(CONFIG), "--no-journal"]])
+def test_an_address_where_a_web_server_listens_fails_fast_and_says_so(command: list[str]) -> None:
+    """A wrong port (the dashboard's 8265, any web server) kept Ray's client retrying for minutes."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        result = _veloz(*command, "--address", address)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"error: {address} is not a Ray cluster (it answered b'")  # its error page
+    assert "give the cluster address HOST:6379" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command", [["status"], ["start", "--config", str(CONFIG), "--no-journal"]])

@@ -308,7 +308,7 @@ def _job_client(address: str) -> Any:
     if not address.startswith(("http://", "https://")):
         raise ConfigError(f"--address {address!r}: Ray Jobs need the dashboard address, http://HEAD:8265")
     hostport = address.split("://", 1)[1].rstrip("/")
-    probe_address(hostport if ":" in hostport else f"{hostport}:80")
+    probe_address(hostport if ":" in hostport else f"{hostport}:80", speaks_ray=False)  # HTTP
     from ray.job_submission import JobSubmissionClient
 
     try:

@@ -28,6 +28,7 @@ from .._exceptions import ConfigError, EngineUnavailable, quoted
 __all__ = ["Runtime", "check_joined", "check_max_workers", "connect", "probe_address"]
 
 PROBE_TIMEOUT_SECONDS = 3.0
+ANSWER_TIMEOUT_SECONDS = 10.0  # a gRPC server answers at once; the margin is for a loaded machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,11 @@ class Runtime:
     started_here: bool
 
 
-def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """Fail fast (``EngineUnavailable``) when ``HOST:PORT`` / ``ray://HOST:PORT`` does not accept a TCP connection;
-    :class:`ConfigError` when ``address`` is not such a string."""
+def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *, speaks_ray: bool = True) -> None:
+    """Fail fast (``EngineUnavailable``) when ``HOST:PORT`` / ``ray://HOST:PORT`` does not accept a TCP connection,
+    or (``speaks_ray``) accepts it but does not answer as a Ray GCS or Ray Client server does (both are gRPC: a
+    wrong port, the dashboard's say, would otherwise keep ``ray.init`` retrying for minutes); :class:`ConfigError`
+    when ``address`` is not such a string."""
     if address is None:
         return
     if not isinstance(address, str):
@@ -58,11 +61,53 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS) -
         )
     host, port = _host_port(address)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({reason} after <= {timeout:g} s)") from exc
+    with sock:
+        if not speaks_ray or _ray_uses_tls():
+            return
+        try:
+            answer = _http2_answer(sock)
+        except OSError as exc:  # a timeout (it listens but says nothing) or a reset
+            answer, silent = b"", exc
+        else:
+            silent = None
+    if not (len(answer) >= 4 and answer[3] == _SETTINGS):
+        if silent is not None:
+            heard = f"it took the connection and sent nothing in {ANSWER_TIMEOUT_SECONDS:g} s ({silent})"
+        else:
+            heard = f"it answered {answer[:40]!r}" if answer else "it closed the connection without answering"
+        raise EngineUnavailable(
+            f"{address} is not a Ray cluster ({heard}; Ray's GCS and Ray Client server answer in gRPC): give the "
+            "cluster address HOST:6379 (the GCS port of `ray start --head`) or ray://HOST:10001"
+        )
+
+
+# An HTTP/2 client's opening (RFC 9113 3.4): the connection preface, then an empty SETTINGS frame. A gRPC server (Ray's
+# GCS, Ray Client) answers with its own SETTINGS frame: a 9-byte header whose fourth byte is the frame type, 0x4.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_SETTINGS = 0x4
+
+
+def _http2_answer(sock: socket.socket) -> bytes:
+    """The first bytes (at least 4, unless it closes first) the server sends after an HTTP/2 client's opening;
+    ``socket.timeout``, an ``OSError``, when it says nothing for ``ANSWER_TIMEOUT_SECONDS``."""
+    sock.settimeout(ANSWER_TIMEOUT_SECONDS)
+    sock.sendall(_HTTP2_PREFACE)
+    answer = b""
+    while len(answer) < 4:
+        more = sock.recv(64)
+        if not more:
+            break
+        answer += more
+    return answer
+
+
+def _ray_uses_tls() -> bool:
+    """Ray's gRPC over TLS (``RAY_USE_TLS``): the cleartext opening would go unanswered, so it is not probed."""
+    return os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true")
 
 
 def _host_port(address: str) -> tuple[str, int]:
