@@ -335,6 +335,101 @@ def test_a_report_for_an_order_the_kernel_rejected_itself_is_an_error_and_books_
     assert error.code == "UNKNOWN_ORDER_REPORT" and kernel.ledger.export() == before
 
 
+@pytest.mark.parametrize(
+    ("report", "problem"),
+    [
+        (_fill("b1", 1, "5"), "takes the filled quantity to 5, beyond the order's 0.01"),
+        (_fill("b1", 1, "0"), "has quantity 0 at price 60000: both must be positive"),
+        (_fill("b1", 1, "-0.01"), "has quantity -0.01 at price 60000: both must be positive"),
+        (_fill("b1", 1, "0.004", price="0"), "has quantity 0.004 at price 0: both must be positive"),
+        (_fill("b1", 1, "0.004", price="-60000"), "has quantity 0.004 at price -60000: both must be positive"),
+        (_fill("b1", 1, "0.004", fee="-50"), "charges a negative fee -50 USDT"),
+        (_fill("b1", 1, "0.004", price="60001"), "trades at 60001, through the order's limit 60000"),
+        (_fill("b1", 1, "0.004", price="9999999999"), "trades at 9999999999, through the order's limit 60000"),
+    ],
+    ids=["overfill", "zero-qty", "negative-qty", "zero-price", "negative-price", "negative-fee", "through-limit",
+         "absurd-price"],
+)  # fmt: skip
+def test_a_fill_that_cannot_be_true_of_the_order_is_an_error_and_books_nothing(
+    report: VenueOrderFilled, problem: str
+) -> None:
+    """A corrupt message or another order's fill: booking it moved money that never moved (a fill of 5 BTC on an
+    order for 0.01 left USDT at -200,300; a zero quantity divided by zero, and the journal replayed the crash)."""
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("b1"))
+    before = (kernel.ledger.export(), kernel.oms.export())
+    [error] = kernel.apply(report)
+    assert type(error) is Error and error.code == "BAD_FILL_REPORT"
+    assert error.message == f"X: fill 1 of BUY main/b1 (BTCUSDT) {problem}; not booked"
+    assert (kernel.ledger.export(), kernel.oms.export()) == before
+    [filled, _position, _account] = kernel.apply(_fill("b1", 2, "0.01"))  # the true fill still books, in full
+    assert type(filled) is OrderFilled and kernel.oms.get("main", "b1").status is S.FILLED
+    assert kernel.ledger.conserved()
+
+
+def test_a_sell_fills_at_or_above_its_limit_and_a_market_order_at_any_price() -> None:
+    kernel = _kernel()
+    kernel.apply(place("s1", "SELL", "0.01", "60000"))
+    kernel.apply(place("m1", "BUY", "0.01"))  # market: its price is the venue's
+    for cid in ("s1", "m1"):
+        kernel.apply(_accepted(cid))
+    [error] = kernel.apply(replace(_fill("s1", 1, "0.01", price="59999"), leaves_qty=0))
+    assert error.code == "BAD_FILL_REPORT" and "through the order's limit 60000" in error.message
+    assert type(kernel.apply(_fill("s1", 2, "0.01", price="60001"))[0]) is OrderFilled
+    assert type(kernel.apply(_fill("m1", 3, "0.01", price="61000"))[0]) is OrderFilled
+    assert kernel.ledger.conserved()
+
+
+def test_a_quote_budget_order_refuses_a_fill_beyond_its_budget() -> None:
+    kernel = _kernel()
+    kernel.apply(place("q1", "BUY", None, quote_qty="600"))
+    kernel.apply(_accepted("q1"))
+    before = kernel.ledger.export()
+    [error] = kernel.apply(_fill("q1", 1, "0.011", fee="0", leaves="0"))  # 660 USDT of a 600 budget
+    assert error.code == "BAD_FILL_REPORT" and "beyond the order's budget 600;" in error.message
+    assert kernel.ledger.export() == before
+    assert type(kernel.apply(_fill("q1", 2, "0.01", fee="0", leaves="0"))[0]) is OrderFilled
+    assert kernel.oms.get("main", "q1").status is S.FILLED and kernel.ledger.conserved()
+
+
+def test_the_same_trade_told_again_with_other_values_is_an_error_and_the_first_stands() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_fill("b1", 7, "0.004", leaves="0.006"))
+    before = (kernel.ledger.export(), kernel.oms.export())
+    [error] = kernel.apply(_fill("b1", 7, "0.006", price="59000", leaves="0.004"))
+    assert error.code == "BAD_FILL_REPORT" and "differs from the same trade booked before" in error.message
+    assert (kernel.ledger.export(), kernel.oms.export()) == before
+    assert kernel.apply(_fill("b1", 7, "0.004", leaves="0.006")) == []  # the same values again: a quiet re-send
+
+
+def test_a_report_naming_another_symbol_or_venue_order_under_our_client_order_id_is_not_ours() -> None:
+    """A venue asks a client order id unique among open orders only: another order may carry ours."""
+    kernel = _kernel()
+    kernel.apply(place("t1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("t1"))
+    before = (kernel.ledger.export(), kernel.oms.export())
+    for report in (
+        replace(_fill("t1", 1, "0.001", price="2500"), symbol="ETHUSDT", venue_order_id="987654"),
+        replace(_fill("t1", 2, "0.001"), venue_order_id="987654"),
+        replace(_accepted("t1"), venue_order_id="987654"),
+        VenueOrderCancelled(venue="X", client_order_id="t1", account_id="main", symbol="ETHUSDT", ts=T0),
+    ):
+        [error] = kernel.apply(report)
+        assert error.code == "REPORT_ORDER_MISMATCH" and "but that id is BTCUSDT order v-t1" in error.message
+    assert (kernel.ledger.export(), kernel.oms.export()) == before
+
+
+def test_a_fee_in_an_asset_the_account_does_not_hold_is_booked_and_said() -> None:
+    kernel = _kernel()
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    events = kernel.apply(replace(_fill("b1", 1, "0.01"), fee=d("0.001"), fee_asset="BNB"))
+    [error] = [e for e in events if type(e) is Error]
+    assert error.code == "NEGATIVE_BALANCE" and "leaves main -0.001 BNB free" in error.message
+    assert kernel.oms.get("main", "b1").status is S.FILLED and kernel.ledger.conserved()
+
+
 def test_the_journal_replays_commands_and_reports_byte_for_byte(tmp_path: Path) -> None:
     kernel = _kernel()
     kernel.attach_journal(tmp_path / "k.journal", durability="none")

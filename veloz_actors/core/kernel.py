@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from .._exceptions import IllegalTransition, JournalError
-from ..fixed import SCALE
+from ..fixed import SCALE, format_decimal
 from ..messages import (
     BookDelta,
     BookTop,
@@ -522,6 +522,19 @@ class TradingKernel:
                 )
             )
             return None
+        venue_order_id = getattr(report, "venue_order_id", "")
+        if report.symbol != order.symbol or (venue_order_id and order.venue_order_id not in ("", venue_order_id)):
+            # the same client order id on another order (a venue asks it unique among open orders only): not ours
+            events.append(
+                Error(
+                    code="REPORT_ORDER_MISMATCH",
+                    message=f"{report.venue}: {type(report).__name__} for {report.account_id}/"
+                    f"{report.client_order_id} names {report.symbol} order {venue_order_id or '?'}, but that id is "
+                    f"{order.symbol} order {order.venue_order_id or '(not yet acknowledged)'}; ignored",
+                    ts=report.ts,
+                )
+            )
+            return None
         return order
 
     def _on_accepted(self, report: VenueOrderAccepted, events: list[Any]) -> None:
@@ -568,13 +581,20 @@ class TradingKernel:
         if order is None:
             return
         key = (report.venue, report.trade_id)
+        booked = (report.price, report.qty, report.fee, report.fee_asset)
         trade_keys = order.trade_keys
         if trade_keys is None:
-            trade_keys = order.trade_keys = set()
+            trade_keys = order.trade_keys = {}
         elif key in trade_keys:
+            if trade_keys[key] != booked:  # the same trade told twice with different values: the first one stands
+                events.append(_bad_fill(report, order, f"differs from the same trade booked before {trade_keys[key]}"))
             return  # a re-sent fill: booked once already
         ts = report.ts
         self.now = ts
+        problem = _fill_problem(report, order)
+        if problem is not None:
+            events.append(_bad_fill(report, order, problem))
+            return
         if order.status.is_terminal:
             events.append(
                 Error(
@@ -584,7 +604,7 @@ class TradingKernel:
                     ts=ts,
                 )
             )
-        trade_keys.add(key)
+        trade_keys[key] = booked
         inst = self.instruments[order.symbol]
         price, qty, fee, fee_asset = report.price, report.qty, report.fee, report.fee_asset
         notional = price * qty // SCALE
@@ -604,6 +624,17 @@ class TradingKernel:
             fee=fee,
             locked_available=order.reserved,
         )
+        for asset in (inst.quote_asset if buy else inst.base_asset, fee_asset):
+            if self.ledger.free(account, asset) < 0:  # the venue took what the ledger does not hold: said, booked
+                events.append(
+                    Error(
+                        code="NEGATIVE_BALANCE",
+                        message=f"{report.venue}: fill {report.trade_id} for {account}/{order.client_order_id} leaves "
+                        f"{account} {format_decimal(self.ledger.free(account, asset))} {asset} free: the venue holds "
+                        "funds the ledger does not know of (a fee asset never deposited?); reconcile the balances",
+                        ts=ts,
+                    )
+                )
         sign = 1 if buy else -1
         position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
         order.reserved -= from_locked
@@ -1081,6 +1112,49 @@ class TradingKernel:
             "journal_lines": self.journal.count if self.journal else 0,
             "reference_prices": dict(sorted(self.reference.items())),
         }
+
+
+# A fill's notional beyond this is no trade a ledger of int64 amounts (what the journal and the JSON events carry) holds.
+_MAX_NOTIONAL = 2**62
+
+
+def _fill_problem(report: VenueOrderFilled, order: Order) -> str | None:
+    """Why a venue's fill cannot be true of ``order`` (None when it can): a venue never trades a non-positive
+    quantity or price, charges a negative fee, fills beyond the order's quantity (or its quote budget) or through
+    its limit price. Such a report is a corrupt message or another order's; booking it would move money that did not
+    move."""
+    price, qty = report.price, report.qty
+    if qty <= 0 or price <= 0:
+        return f"has quantity {format_decimal(qty)} at price {format_decimal(price)}: both must be positive"
+    if report.fee < 0:
+        return f"charges a negative fee {format_decimal(report.fee)} {report.fee_asset}"
+    notional = price * qty // SCALE
+    if notional > _MAX_NOTIONAL:
+        return f"is worth {format_decimal(notional)}, beyond any amount a balance can hold"
+    if order.quote_qty is not None:
+        if order.notional_filled + notional > order.quote_qty:
+            return (
+                f"takes the quote spent to {format_decimal(order.notional_filled + notional)}, beyond the order's "
+                f"budget {format_decimal(order.quote_qty)}"
+            )
+    elif order.filled + qty > order.qty:
+        return (
+            f"takes the filled quantity to {format_decimal(order.filled + qty)}, beyond the order's "
+            f"{format_decimal(order.qty)}"
+        )
+    limit = order.price
+    if limit is not None and (price > limit if order.side is Side.BUY else price < limit):
+        return f"trades at {format_decimal(price)}, through the order's limit {format_decimal(limit)}"
+    return None
+
+
+def _bad_fill(report: VenueOrderFilled, order: Order, problem: str) -> Error:
+    return Error(
+        code="BAD_FILL_REPORT",
+        message=f"{report.venue}: fill {report.trade_id} of {order.side.value} {order.account_id}/"
+        f"{order.client_order_id} ({order.symbol}) {problem}; not booked",
+        ts=report.ts,
+    )
 
 
 def _submit_request(order: Order) -> SubmitOrder:

@@ -102,7 +102,8 @@ class Order:
         self.protect_price: int | None = None
         self.venue_order_id = ""
         self.closed_ts = 0
-        self.trade_keys: set[tuple[str, int]] | None = None  # the venue fills booked (venue, trade id)
+        # the venue fills booked, by (venue, trade id): their (price, qty, fee, fee asset)
+        self.trade_keys: dict[tuple[str, int], tuple[int, int, int, str]] | None = None
 
     @property
     def leaves(self) -> int:
