@@ -397,6 +397,12 @@ class _Refused(Exception):
         self.outcome = outcome
 
 
+def _same_order(rec: _Order, symbol: object, order_id: object) -> bool:
+    """Whether a stream report (its ``s`` and ``i``) is about the order the adapter keeps under its client order id:
+    another order may carry the same id (one of another symbol, or one placed after ours closed)."""
+    return symbol == rec.symbol and (not rec.venue_order_id or str(order_id) == rec.venue_order_id)
+
+
 class _Order:
     """The adapter's record of one order it was asked about."""
 
@@ -1189,13 +1195,14 @@ class BinanceVenue:
                     self._log(logging.INFO, "stp", "%s: self-trade prevention (%s) took %s off order %s, which keeps "
                               "working (status %s)", self.name, event.get("V"), event.get("B"), coid,
                               event.get("X"))  # fmt: skip
-                    if isinstance(coid, str) and coid in self._orders:
-                        self._apply([], source="stream", cum={coid: cum})
+                    rec = self._orders.get(coid) if isinstance(coid, str) else None
+                    if rec is not None and _same_order(rec, event.get("s"), event.get("i")):
+                        self._apply([], source="stream", cum={rec.client_order_id: cum})
                     return
                 report = reports[0]
                 rec = self._orders.get(report.client_order_id)
-                if rec is None:
-                    self._external_report(event, report)
+                if rec is None or not _same_order(rec, report.symbol, event.get("i")):
+                    self._external_report(event, report)  # (Binance asks a client order id unique among open ones)
                     return
                 if rec.side is None and event.get("S") in ("BUY", "SELL"):
                     rec.side = Side(event["S"])
