@@ -595,6 +595,21 @@ def test_another_order_under_our_client_order_id_is_an_external_order_not_ours(s
         assert h.errors() == []
 
 
+def test_a_fill_report_that_cannot_be_read_is_said_and_the_fill_fetched_from_binance(server: BinanceTestServer) -> None:
+    """It was only logged and counted: no Error event, and a fill only the stream told waited for the next periodic
+    reconciliation. (Here the order's answer lists the fill too; the order ends filled, as Binance has it.)"""
+    with Harness(server, catch_up_delay=0.2) as h:
+        server.trading_faults.corrupt_report("L", "NaN")  # the price of the fill this order makes at once
+        coid = h.place(Side.BUY, d("0.001"), h.ask)
+        h.pump(lambda: any(isinstance(e, Error) for e in h.events))
+        assert h.wait(coid, OrderStatus.FILLED).filled == d("0.001")
+        [error] = [e for e in h.events if isinstance(e, Error)]
+        assert error.code == "VENUE_BAD_REPORT" and "'NaN'" in error.message
+        assert error.message.endswith(f"; order {coid} is read again from Binance")
+        assert server.trading_faults.counts["corrupt_report"] == 1 and h.venue.status()["bad_input"] == {"bad_event": 1}
+        h.assert_matches_server()
+
+
 def test_each_binance_reject_post_only_and_ioc_fok_expiry(server: BinanceTestServer) -> None:
     with Harness(server) as h:
         maker = h.place(Side.BUY, d("0.01"), h.ask, tif=TimeInForce.POST_ONLY)

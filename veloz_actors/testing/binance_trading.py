@@ -80,7 +80,7 @@ keeps both at 0. Market data requests count weight but are never refused for it 
 ``timeout_after_placing`` (-1007, HTTP 503, the order placed), ``rate_limit``, ``drop_before_answer`` (the order
 placed, the connection closed without an answer), ``lose_order_request`` (the order not placed, the connection closed
 without an answer), ``slow_orders`` (order placements reach the matching engine, and are answered, only after a
-delay), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``terminate_stream``,
+delay), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``corrupt_report``, ``terminate_stream``,
 ``ws_server_shutdown``, ``place_outside`` (optionally dated back, as an earlier session's order), ``prevent_match``
 (self-trade prevention, mode ``DECREMENT``); each counted in :attr:`TradingFaults.counts`.
 """
@@ -626,6 +626,7 @@ class _FaultState:
         self.duplicates = 0
         self.reorders = 0
         self.misses = 0
+        self.corruptions: list[tuple[str, str, Any]] = []  # (execution type, field, value)
         self.held: tuple[_Account, dict[str, Any]] | None = None
 
 
@@ -651,6 +652,7 @@ class TradingFaults:
                 "duplicate_reports",
                 "reorder_reports",
                 "miss_report",
+                "corrupt_report",
                 "terminate_stream",
                 "ws_server_shutdown",
                 "place_outside",
@@ -732,6 +734,12 @@ class TradingFaults:
     def miss_report(self, count: int = 1) -> None:
         """The next ``count`` execution reports are not sent at all (the orders change state all the same)."""
         self._set(misses=count)
+
+    def corrupt_report(self, field: str, value: Any, *, execution_type: str = "TRADE") -> None:
+        """The next execution report of ``execution_type`` (``x``) is sent with ``field`` set to ``value`` (a payload
+        no client can read, say)."""
+        state = self._trading._faulty
+        self._trading._call(lambda: state.corruptions.append((execution_type, field, value)))
 
     def terminate_stream(self, api_key: str | None = None) -> int:
         """Send ``eventStreamTerminated`` on every user data subscription (of ``api_key``, or all), then stop sending
@@ -1465,6 +1473,10 @@ class Trading:
             faulty.misses -= 1
             self.faults._count("miss_report")
             return
+        if faulty.corruptions and faulty.corruptions[0][0] == event.get("x"):
+            _, field, value = faulty.corruptions.pop(0)
+            event = {**event, field: value}
+            self.faults._count("corrupt_report")
         held = faulty.held
         if held is None and faulty.reorders > 0:
             faulty.reorders -= 1

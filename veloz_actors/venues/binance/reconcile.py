@@ -492,7 +492,7 @@ def notice_events(notice: Any) -> list[Any]:
     balance moved outside trading as an ``Error`` event naming it (with the reconciliation's stable id)."""
     kind = type(notice)
     now = time.time_ns()
-    if kind is VenueConnection:
+    if kind is VenueConnection or kind is Error:
         return [notice]
     if kind is ReconcileReport:
         summary = notice.summary

@@ -108,6 +108,7 @@ from ..._exceptions import DataError, InvalidInput, VelozError
 from ...core.instruments import Instrument
 from ...fixed import format_decimal
 from ...messages import (
+    Error,
     OrderType,
     RejectReason,
     Side,
@@ -1213,6 +1214,7 @@ class BinanceVenue:
             messages = parse_user_event(event, self.account_id, venue=self.name)
         except DataError as exc:
             self._bad("bad_event", "%s: a user data event that cannot be read: %s", self.name, exc)
+            self._unreadable(event, exc)
             return
         out = []
         for message in messages:
@@ -1221,6 +1223,20 @@ class BinanceVenue:
             if isinstance(message, VenueBalance | VenueBalanceDelta):
                 out.append(message)
         self._emit(out)
+
+    def _unreadable(self, event: dict[str, Any], exc: DataError) -> None:
+        """A user data event that cannot be read is said as an ``Error`` event; one about an order of ours (a fill,
+        perhaps) has that order read again from Binance after the catch-up delay, as a missing fill is."""
+        coid = event.get("c") if event.get("e") == "executionReport" else None
+        rec = self._orders.get(coid) if isinstance(coid, str) else None
+        ours = rec is not None and _same_order(rec, event.get("s"), event.get("i"))
+        detail = f"; order {coid} is read again from Binance" if ours else ""
+        self._event(
+            Error(code="VENUE_BAD_REPORT", message=f"{self.name}: a user data event that cannot be read: {exc}{detail}",
+                  ts=self._now_ns())
+        )  # fmt: skip
+        if ours and rec is not None and not rec.catching_up and not rec.settling:
+            self._spawn(self._catch_up(rec, rec.filled + 1))
 
     def _external_report(self, event: dict[str, Any], report: Any) -> None:
         """A stream report of an order VeloZ did not place: an :class:`ExternalOrder` event (once per order)."""
