@@ -85,9 +85,13 @@ def test_random_search_runs_its_budget_reproducibly(ray_runtime, shared_data: Pa
 def test_walk_forward_gives_one_row_per_fold(ray_runtime, shared_data: Path) -> None:
     config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 1500})
     table = grid_search(config, progress=False)
-    n_bars = len(load_bars(shared_data / DATA_NAME))
-    assert table.column("fold").to_pylist() == [w.fold for w in walk_forward_windows(n_bars, 3000, 1500, 1500)]
+    bars = load_bars(shared_data / DATA_NAME)
+    windows = walk_forward_windows(len(bars), 3000, 1500, 1500)
+    assert table.column("fold").to_pylist() == [w.fold for w in windows]
     assert table.num_rows >= 2
+    opens = bars.data["open_time"] // 1_000_000  # each date is the open time of a bar in the window, both ends in
+    assert table.column("test_start_ms").to_pylist() == [int(opens[w.train_stop]) for w in windows]
+    assert table.column("test_end_ms").to_pylist() == [int(opens[w.test_stop - 1]) for w in windows]
     assert all(f < s for f, s in zip(table.column("fast").to_pylist(), table.column("slow").to_pylist(), strict=True))
 
 

@@ -282,7 +282,8 @@ def run_walk_forward(
     """Per fold: search the training window, then run the best set on the following test window.
 
     Every fold's training chunks go through the one bounded loop together, so folds overlap on the cluster. The
-    table has one row per fold: ``fold, train_start_ms, test_start_ms, test_end_ms``, the chosen parameters, the
+    table has one row per fold: ``fold, train_start_ms, test_start_ms, test_end_ms`` (the open times of the first
+    bar trained on, the first tested and the last tested), the chosen parameters, the
     in-sample value of the ranking metric (``train_<metric>``), the out-of-sample metrics and ``node``. Indicators
     warm up inside each window (a test window does not see the training bars). With ``out``, the table is written to
     ``walk_forward.csv`` and ``walk_forward.parquet`` there; existing ones are never overwritten.
@@ -344,7 +345,7 @@ def run_walk_forward(
     rows = []
     for w, (node, (metrics,)) in zip(plan.windows, tested, strict=True):
         win = winners[w.fold]
-        last = min(w.test_stop, len(times) - 1)
+        last = w.test_stop - 1  # the test window's last bar (test_stop is past it)
         rows.append(
             {
                 "fold": w.fold,
