@@ -200,5 +200,66 @@ def test_l2_capture_takes_the_tick_and_step_flags_too():
     assert "qty_step (--qty-step) 0.00000001 x the capture's price tick 0.01 is finer than 1e-8" in proc.stderr
 
 
+CAPTURE = "../shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+IMBALANCE = ["--data", CAPTURE, "--strategy", "book_imbalance", "--param", "threshold=0.5"]
+
+
+def test_an_l2_backtest_takes_latency_maker_fee_and_seed_and_writes_every_output(tmp_path):
+    """They were only in the Python API: from the command line an L2 run always had zero latency, and --out wrote no
+    equity curve and no report."""
+    from veloz_actors.backtest import l2
+    from veloz_actors.data.loaders import load_market_events
+    from veloz_actors.strategies.l2_strategies import make_l2_strategy
+
+    out = tmp_path / "run"
+    flags = ["--latency-ms", "25", "--latency-jitter-ms", "10.5", "--seed", "7", "--maker-fee-rate", "0.0002"]
+    proc = _veloz("backtest", *IMBALANCE, *flags, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "(l2 engine)" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["equity.csv", "metrics.json", "report.html", "trades.csv"]
+    # the same run from Python with those settings: the same fills, byte for byte
+    events = load_market_events(ROOT / CAPTURE)
+    settings = l2.L2Settings.for_events(events, latency_ns=25_000_000, latency_jitter_ns=10_500_000,
+                                        maker_fee_rate=20_000)  # fmt: skip
+    result = l2.run_l2_backtest(events, make_l2_strategy("book_imbalance", {"threshold": 0.5}), settings, seed=7)
+    l2.write_trades_csv(result, tmp_path / "expected.csv")
+    assert (out / "trades.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+    no_latency = _veloz("backtest", *IMBALANCE, "--json")
+    assert orjson.loads(no_latency.stdout)["trades"] != result.records()  # the latency moved the fills
+    saved = orjson.loads((out / "metrics.json").read_bytes())
+    assert saved["metrics"] == result.metrics
+    assert (saved["latency_ms"], saved["latency_jitter_ms"], saved["seed"], saved["maker_fee_rate"]) == (
+        "25", "10.5", 7, "0.0002")  # fmt: skip
+    rows = (out / "equity.csv").read_text().splitlines()
+    assert rows[0] == "ts_ms,mark,cash,base,equity" and len(rows) == len(result.equity) + 1
+    assert _units(rows[-1].split(",")[4]) == int(result.equity["equity"][-1])
+    report = (out / "report.html").read_text()
+    assert "L2 backtest: BTCUSDT" in report and report.count("<tr>") >= len(result.trades) + len(result.metrics)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([*SMA_3_9, "--latency-ms", "5"], "latency_ms: only tick (L2) backtests on a recorded capture take this"),
+        ([*SMA_3_9, "--seed", "3", "--maker-fee-rate", "0.0001"], "maker_fee_rate, seed: only tick (L2) backtests"),
+        ([*IMBALANCE, "--latency-ms", "-1"], "latency_ms (--latency-ms): '-1' must not be negative"),
+        ([*IMBALANCE, "--latency-ms", "0.0000001"], "latency_ms (--latency-ms) '0.0000001' is finer than a nanosecond"),
+        ([*IMBALANCE, "--latency-jitter-ms", "3600001"], "latency_jitter_ms (--latency-jitter-ms) '3600001' is more "
+                                                          "than an hour"),
+        ([*IMBALANCE, "--maker-fee-rate", "1"], "maker_fee_rate '1' must be below 1"),
+        ([*IMBALANCE, "--engine", "kernel"], "engine 'kernel': a recorded capture runs the L2 backtest"),
+    ],
+)  # fmt: skip
+def test_l2_options_are_checked_and_refused_where_they_do_not_apply(args, message):
+    proc = _veloz("backtest", *args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_a_zero_latency_on_a_bar_backtest_is_no_l2_option():
+    assert _veloz("backtest", *SMA_3_9, "--latency-ms", "0.0", "--seed", "0").returncode == 0
+
+
 def _units(text: str) -> int:
     return parse_decimal(text)

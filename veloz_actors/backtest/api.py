@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .._exceptions import ConfigError, InvalidInput, quoted
 from ..config import load_yaml, not_bool
-from ..fixed import float_text, format_decimal, parse_decimal
+from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
 __all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
 
@@ -44,6 +43,55 @@ class BacktestConfig(BaseModel):
     price_tick: str | None = None  # None: the data's own tick
     engine: Literal["event", "kernel"] = "event"
     out: str | None = None
+    # tick (L2) backtests only: when an order or cancel reaches the venue, the maker fee, the random latency's seed
+    latency_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
+    latency_jitter_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
+    maker_fee_rate: Annotated[str | float | None, BeforeValidator(not_bool)] = None
+    seed: Annotated[int, BeforeValidator(not_bool), Field(ge=0, le=2**63 - 1)] = 0
+
+
+_MAX_LATENCY_NS = 3_600 * 10**9  # an hour: anything longer is a typo, not a venue
+
+
+def _l2_options(cfg: BacktestConfig) -> dict[str, int | None]:
+    """The L2 backtest's latency (ns, exact to the nanosecond), maker fee rate (1e-8 units) and seed from a config."""
+    latency = {name: _duration_ns(getattr(cfg, name), name) for name in ("latency_ms", "latency_jitter_ms")}
+    maker = cfg.maker_fee_rate
+    maker_rate = None if maker is None else parse_rate(maker, "maker_fee_rate")
+    if maker_rate is not None and maker_rate >= SCALE:
+        raise InvalidInput(f"maker_fee_rate {maker!r} must be below 1 (a fraction of the notional: 0.001 is 0.1 %)")
+    return {
+        "latency_ns": latency["latency_ms"],
+        "latency_jitter_ns": latency["latency_jitter_ms"],
+        "maker_fee_rate": maker_rate,
+    }
+
+
+def _duration_ns(value: str | float, name: str) -> int:
+    what = f"{name} (--{name.replace('_', '-')})"
+    units = parse_decimal(_text(value, what), what)  # milliseconds in 1e-8 units: 100 of them are a nanosecond
+    if units % 100:
+        raise InvalidInput(f"{what} {value!r} is finer than a nanosecond (0.000001 ms)")
+    if units // 100 > _MAX_LATENCY_NS:
+        raise InvalidInput(f"{what} {value!r} is more than an hour")
+    return units // 100
+
+
+def _refuse_l2_options(cfg: BacktestConfig) -> None:
+    """A bar backtest fills at the next bar's open, as a taker, with no latency: an L2 option given to one is refused,
+    never ignored."""
+    options = _l2_options(cfg)
+    given = [
+        name
+        for name, value in (("latency_ms", options["latency_ns"]), ("latency_jitter_ms", options["latency_jitter_ns"]),
+                            ("maker_fee_rate", options["maker_fee_rate"]), ("seed", cfg.seed))
+        if value
+    ]  # fmt: skip
+    if given:
+        raise InvalidInput(
+            f"{', '.join(given)}: only tick (L2) backtests on a recorded capture take "
+            f"{'these' if len(given) > 1 else 'this'}; a bar backtest fills at the next bar's open, as a taker"
+        )
 
 
 def _settings(cfg: BacktestConfig) -> Any:
@@ -97,7 +145,12 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         _output_dir(cfg.out)  # before the run: a run is never lost to a folder that cannot be written
     l2 = _l2_module()
     if l2 is not None and l2.is_tick_capture(path):
+        if cfg.engine != "event":
+            raise InvalidInput(
+                f"engine {cfg.engine!r}: a recorded capture runs the L2 backtest (the kernel is for bars)"
+            )
         return _run_l2(cfg, cfg.strategy, path, l2)
+    _refuse_l2_options(cfg)
     validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
     strategy = make_strategy(cfg.strategy, cfg.params) if cfg.engine == "event" else None
     started = time.perf_counter()
@@ -175,6 +228,7 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
 
     strategy = make_l2_strategy(strategy_name, cfg.params)
     bar_settings = _settings(cfg)
+    options = _l2_options(cfg)
     settings = l2.L2Settings.for_events(
         events,
         fee_rate=bar_settings.fee_rate,
@@ -182,27 +236,37 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
         initial_cash=bar_settings.initial_cash,
         price_tick=bar_settings.price_tick,  # None: the capture's
         qty_step=bar_settings.qty_step,  # None: the capture's
+        **options,
     )
     started = time.perf_counter()
-    result = l2.run_l2_backtest(events, strategy, settings)
+    result = l2.run_l2_backtest(events, strategy, settings, seed=cfg.seed)
     run_seconds = time.perf_counter() - started
-    output = {
-        "metrics": result.metrics,
-        "trades": result.records(),
-        "timing": {"load_seconds": load_seconds, "run_seconds": run_seconds},
-        "run": {
-            "strategy": cfg.strategy,
-            "params": cfg.params,
-            "data": str(path),
-            "events": len(events),
-            **_instrument_meta(settings.symbol, settings.price_tick, settings.qty_step, cfg, step_from="data"),
-        },
-    }
+    timing = {"load_seconds": load_seconds, "run_seconds": run_seconds}
+    meta = {
+        "strategy": cfg.strategy,
+        "params": cfg.params,
+        "engine": "l2",
+        "data": str(path),
+        "events": len(events),
+        "fee_rate": _text(cfg.fee_rate, "fee_rate"),
+        "maker_fee_rate": format_decimal(settings.maker_fee_rate if settings.maker_fee_rate is not None
+                                         else settings.fee_rate),
+        "slippage_bps": _text(cfg.slippage_bps, "slippage_bps"),
+        "initial_cash": _text(cfg.initial_cash, "initial_cash"),
+        "latency_ms": format_decimal(settings.latency_ns * 100),
+        "latency_jitter_ms": format_decimal(settings.latency_jitter_ns * 100),
+        "seed": cfg.seed,
+        **_instrument_meta(settings.symbol, settings.price_tick, settings.qty_step, cfg, step_from="data"),
+    }  # fmt: skip
+    output: dict[str, Any] = {"metrics": result.metrics, "trades": result.records(), "timing": timing, "run": meta}
     if cfg.out:
+        from ..backtest.report import write_l2_outputs
+
         out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
         l2.write_trades_csv(result, out / "trades.csv")
-        (out / "metrics.json").write_bytes(orjson.dumps(output["metrics"], option=orjson.OPT_INDENT_2))
+        files = write_l2_outputs(out, settings.symbol, result.trades, result.equity, result.metrics,
+                                 {**meta, **timing})  # fmt: skip
+        output["files"] = {"trades": str(out / "trades.csv"), **files}
     return output
 
 

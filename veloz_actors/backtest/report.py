@@ -27,7 +27,7 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -47,6 +47,7 @@ __all__ = [
     "monthly_returns",
     "price_figure",
     "sample_indices",
+    "write_l2_outputs",
     "write_outputs",
 ]
 
@@ -86,16 +87,41 @@ def write_outputs(
     return {k: str(v) for k, v in paths.items()}
 
 
+def write_l2_outputs(
+    out: Path, symbol: str, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
+) -> dict[str, str]:
+    """An L2 backtest's ``equity.csv`` (every sample: ``ts_ms``, the mark, cash, base and equity as exact decimals),
+    ``metrics.json`` and ``report.html`` (the mark price with every fill, equity against holding the starting equity
+    at the first mark, drawdown, the fills and the run); ``trades`` is :data:`~veloz_actors.backtest.l2.L2_TRADE_DTYPE`
+    and ``equity`` :data:`~veloz_actors.backtest.l2.EQUITY_DTYPE`. Its ``trades.csv`` is
+    :func:`~veloz_actors.backtest.l2.write_trades_csv`'s."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"equity": out / "equity.csv", "metrics": out / "metrics.json", "report": out / "report.html"}
+    lines = ["ts_ms,mark,cash,base,equity\n"]
+    lines += [
+        f"{t // 1_000_000},{format_decimal(m)},{format_decimal(c)},{format_decimal(b)},{format_decimal(e)}\n"
+        for t, m, c, b, e in zip(*(equity[name].tolist() for name in ("ts", "mark", "cash", "base", "equity")),
+                                 strict=True)
+    ]  # fmt: skip
+    paths["equity"].write_text("".join(lines))
+    paths["metrics"].write_bytes(orjson.dumps({"metrics": metrics, **meta}, option=orjson.OPT_INDENT_2))
+    paths["report"].write_text(_l2_report_html(symbol, trades, equity, metrics, meta))
+    return {k: str(v) for k, v in paths.items()}
+
+
 # ------------------------------------------------------------------------------------------------ pieces
 
 
-def iso_times(open_time_ns: np.ndarray) -> list[str]:
-    """Nanosecond timestamps as ISO-8601 UTC strings to the second (``2024-03-01T00:05:00``): plotly's date values.
+def iso_times(open_time_ns: np.ndarray, unit: Literal["s", "ms"] = "s") -> list[str]:
+    """Nanosecond timestamps as ISO-8601 UTC strings to the second (``2024-03-01T00:05:00``; ``unit="ms"`` to the
+    millisecond): plotly's date values.
 
     >>> iso_times(np.array([1_700_000_000_000_000_000]))
     ['2023-11-14T22:13:20']
+    >>> iso_times(np.array([1_700_000_000_123_456_789]), unit="ms")
+    ['2023-11-14T22:13:20.123']
     """
-    return np.datetime_as_string(np.asarray(open_time_ns, dtype=np.int64).astype("datetime64[ns]"), unit="s").tolist()
+    return np.datetime_as_string(np.asarray(open_time_ns, dtype=np.int64).astype("datetime64[ns]"), unit=unit).tolist()
 
 
 def sample_indices(series: Sequence[np.ndarray], limit: int = LINE_POINTS) -> np.ndarray:
@@ -103,7 +129,7 @@ def sample_indices(series: Sequence[np.ndarray], limit: int = LINE_POINTS) -> np
     each bucket's minimum and maximum of each series, so peaks and troughs survive. All indices when short.
 
     >>> sample_indices([np.array([0.0, 5.0, 1.0, 2.0, 3.0, -4.0, 1.0, 1.0])], limit=4).tolist()
-    [0, 1, 2, 5, 7]
+    [0, 1, 5, 7]
     """
     n = len(series[0])
     if n <= limit:
@@ -407,8 +433,78 @@ def _indicators(
     return [], (rsi, float(checked["lower"]), float(checked["upper"]))
 
 
-def _fill_markers(trades: np.ndarray) -> list[Any]:
-    """One BUY and one SELL marker trace holding every fill (never sampled)."""
+def _l2_report_html(
+    symbol: str, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
+) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    params = meta.get("params")
+    title = f"L2 backtest: {symbol} · {meta.get('strategy') or ''}"
+    if params:
+        title += " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.05,
+        row_heights=[0.5, 0.3, 0.2],
+        subplot_titles=[f"{symbol}: mark (mid) and fills ({len(equity):,} samples)", "equity against holding",
+                        "drawdown"],
+    )  # fmt: skip
+    mark = equity["mark"].astype(np.float64) / SCALE
+    value = equity["equity"].astype(np.float64) / SCALE
+    n = len(equity)
+    hold = value[0] * mark / mark[0] if n and mark[0] else np.full(n, np.nan)
+    peak = np.maximum.accumulate(value) if n else value
+    drawdown = np.divide(value - peak, peak, out=np.zeros(n), where=peak > 0)
+    idx = sample_indices([mark, value, drawdown]) if n else np.zeros(0, np.int64)
+    x = iso_times(equity["ts"][idx], unit="ms")
+    lines = (
+        (1, mark, "mark", {"color": "#57606a", "width": 1}),
+        (2, value, "equity", {"color": "#0969da", "width": 1.4}),
+        (2, hold, "holding", {"color": "#8c959f", "width": 1, "dash": "dot"}),
+    )
+    for row, values, name, line in lines:
+        fig.add_trace(go.Scatter(x=x, y=values[idx], mode="lines", name=name, line=line), row=row, col=1)
+    for trace in _fill_markers(trades, time_field="ts"):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(
+        go.Scatter(x=x, y=drawdown[idx], mode="lines", name="drawdown", fill="tozeroy",
+                   line={"color": _SELL_COLOUR, "width": 1}),
+        row=3,
+        col=1,
+    )  # fmt: skip
+    fig.update_yaxes(tickformat=".2%", row=3, col=1)
+    fig.update_xaxes(type="date", showticklabels=True)
+    fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 40, "b": 40}, hovermode="x unified",
+                      legend={"orientation": "h", "y": -0.05})  # fmt: skip
+    rows = [
+        (str(i + 1), t.replace("T", " "), "BUY" if side > 0 else "SELL", format_decimal(price), format_decimal(qty),
+         format_decimal(fee), "MAKER" if maker else "TAKER", format_decimal(cash), format_decimal(base))
+        for i, (t, side, price, qty, fee, maker, cash, base) in enumerate(
+            zip(iso_times(trades["ts"], unit="ms"),
+                *(trades[f].tolist() for f in ("side", "price", "qty", "fee", "maker", "cash_after", "base_after")),
+                strict=True)
+        )
+    ]  # fmt: skip
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        html_table(("metric", "value"), metrics.items(), table_id="metrics"),
+        figure_html(fig, "price-chart"),
+        f"<h2>Fills ({len(trades):,})</h2>",
+        '<div class="scroll">'
+        + html_table(("#", "time (UTC)", "side", "price", "qty", "fee", "liquidity", "cash after", "base after"), rows,
+                     table_id="trades")
+        + "</div>",
+        "<h2>Run</h2>",
+        html_table(("setting", "value"), meta.items(), table_id="run"),
+    ]  # fmt: skip
+    return html_page(title, body)
+
+
+def _fill_markers(trades: np.ndarray, time_field: str = "open_time") -> list[Any]:
+    """One BUY and one SELL marker trace holding every fill (never sampled); ``time_field`` dates them."""
     import plotly.graph_objects as go
 
     traces = []
@@ -422,7 +518,7 @@ def _fill_markers(trades: np.ndarray) -> list[Any]:
         ]
         traces.append(
             kind(
-                x=iso_times(rows["open_time"]),
+                x=iso_times(rows[time_field], unit="s" if time_field == "open_time" else "ms"),
                 y=rows["price"] / SCALE,
                 mode="markers",
                 name=name,

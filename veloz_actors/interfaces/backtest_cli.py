@@ -2,6 +2,7 @@
 
     veloz backtest [CONFIG] --data PATH --strategy NAME --param k=v ... [--fee-rate F] [--slippage-bps B]
                    [--initial-cash C] [--price-tick T] [--qty-step S] [--engine event|kernel] [--out DIR] [--json]
+                   [--latency-ms L] [--latency-jitter-ms J] [--maker-fee-rate M] [--seed N]     (L2 captures only)
 
 Flags override the config (``configs/backtest/*.yaml``). The price tick is the data's own and the quantity step
 0.00001, or the coarser power of ten that keeps tick x step at 1e-8 or above (``--price-tick`` / ``--qty-step`` and
@@ -57,6 +58,14 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Quantity step (default: 0.00001, coarser if tick x step would be below 1e-8)."),
         ] = None,
         engine: Annotated[str | None, typer.Option(help="event (default) or kernel.")] = None,
+        latency_ms: Annotated[
+            str | None, typer.Option(help="L2: how long an order or cancel takes to reach the venue (0).")
+        ] = None,
+        latency_jitter_ms: Annotated[
+            str | None, typer.Option(help="L2: plus a seeded uniform draw in [0, this] per order or cancel (0).")
+        ] = None,
+        maker_fee_rate: Annotated[str | None, typer.Option(help="L2: the maker fee (default: --fee-rate).")] = None,
+        seed: Annotated[int | None, typer.Option(help="L2: the seed of the latency draws (0).")] = None,
         out: Annotated[Path | None, typer.Option(help="Write trades, equity, metrics and an HTML report here.")] = None,
         json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
     ) -> None:
@@ -72,6 +81,10 @@ def register(app: typer.Typer) -> None:
             "qty_step": qty_step,
             "engine": engine,
             "out": str(out) if out else None,
+            "latency_ms": latency_ms,
+            "latency_jitter_ms": latency_jitter_ms,
+            "maker_fee_rate": maker_fee_rate,
+            "seed": seed,
         }
         raw.update({k: v for k, v in overrides.items() if v is not None})
         if param:
@@ -84,8 +97,8 @@ def register(app: typer.Typer) -> None:
             sys.stdout.buffer.write(orjson.dumps({k: result[k] for k in ("metrics", "trades", "timing")}) + b"\n")
             return
         metrics = result["metrics"]
-        typer.echo(f"{cfg.strategy} {cfg.params} on {cfg.data} ({cfg.engine} engine)")
         run = result["run"]
+        typer.echo(f"{cfg.strategy} {cfg.params} on {cfg.data} ({run['engine']} engine)")
         typer.echo(
             f"  {run['symbol']}: price tick {run['price_tick']} ({run['price_tick_from']}), "
             f"quantity step {run['qty_step']} ({run['qty_step_from']})"
