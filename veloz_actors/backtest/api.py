@@ -313,7 +313,7 @@ def parse_config(raw: dict[str, Any]) -> BacktestConfig:
 def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Run one backtest; ``config`` is a YAML path or a dict, ``overrides`` are config fields (``data``,
     ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``price_tick``,
-    ``engine``, ``out``).
+    ``engine``, ``out``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "run": {...}}`` (and ``"files"`` when ``out`` is given).
