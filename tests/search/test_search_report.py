@@ -103,6 +103,8 @@ def test_the_cli_refuses_an_unknown_report_parameter_before_any_work(shared_data
     result = CliRunner().invoke(app, flags)
     assert result.exit_code == 2
     assert "report_params: 'medium' is not a parameter of the grid" in result.stderr
+    result = CliRunner().invoke(app, [*flags[:-2], "--min-trades", "-1"])
+    assert result.exit_code == 2 and "min_trades" in result.stderr and "greater than or equal to 0" in result.stderr
 
 
 def test_the_top_rows_are_ranked_and_their_curves_end_at_their_final_equity(shared_data: Path) -> None:
@@ -142,3 +144,28 @@ def test_a_search_with_out_writes_the_report(ray_runtime, shared_data: Path, tmp
     for slow, row in zip(heatmap["y"], heatmap["z"], strict=True):
         assert row == [expected.get((fast, slow)) for fast in heatmap["x"]]
     assert page.count('"name":"#') == 2  # two equity curves
+
+
+def test_sets_with_fewer_round_trips_than_min_trades_never_rank_above_one_with_enough(shared_data: Path) -> None:
+    """A set that hardly trades can top a ranking by luck (and one that never trades has no drawdown at all)."""
+    from veloz_actors.search.store import TopK
+
+    plan, table = _serial_table(small_config(shared_data))
+    rows = table.to_pylist()
+    best = max(rows, key=lambda r: r["sharpe"])
+    floor = best["n_trades"] + 1  # the best Sharpe, here, has fewer round trips than this
+    enough = [r for r in rows if r["n_trades"] >= floor]
+    assert 2 <= len(enough) < len(rows)
+    best_enough = max(r["sharpe"] for r in enough)
+    ranked = ranked_rows(table, "sharpe", True, len(rows), min_trades=floor)
+    assert [r["n_trades"] >= floor for r in ranked] == [True] * len(enough) + [False] * (len(rows) - len(enough))
+    assert ranked[0]["sharpe"] == best_enough < best["sharpe"]
+    assert ranked_rows(table, "sharpe", True, 1)[0] == best  # without the floor, as before
+    top = TopK(3, "sharpe", True, min_trades=floor)
+    top.add(rows)
+    assert top.rows() == ranked[:3]
+    grid = metric_grid(table, ("fast", "slow"), "sharpe", True, min_trades=floor)
+    cells = [v for row in grid.z for v in row if v is not None]
+    assert max(cells) == best_enough and len(cells) == len(enough)  # one set per cell here
+    report = build_search_report(make_plan(load_config(small_config(shared_data, min_trades=floor))), table)
+    assert report.top[0]["sharpe"] == best_enough

@@ -68,6 +68,7 @@ def _overrides(
     chunk_size: int | None,
     report_params: str | None = None,
     report_curves: int | None = None,
+    min_trades: int | None = None,
 ) -> dict[str, Any]:
     from ..search.config import parse_grid_flag
 
@@ -78,6 +79,7 @@ def _overrides(
         "chunk_size": chunk_size,
         "report_params": report_params,
         "report_curves": report_curves,
+        "min_trades": min_trades,
     }
     if grid:
         out["grid"] = dict(_grid_entry(parse_grid_flag(text)) for text in grid)
@@ -140,6 +142,10 @@ ReportParamsOpt = Annotated[
         help="A,B: the two parameters of report.html's heatmap (default: the first two that vary).",
     ),
 ]
+MinTradesOpt = Annotated[
+    int | None,
+    typer.Option("--min-trades", help="Sets with fewer round trips rank below every set with enough (default 0)."),
+]
 ReportCurvesOpt = Annotated[
     int | None,
     typer.Option("--report-curves", help="Equity curves of the best sets drawn in report.html (default 5, max 20)."),
@@ -165,6 +171,7 @@ def grid_search_command(
     chunk_size: ChunkOpt = None,
     report_params: ReportParamsOpt = None,
     report_curves: ReportCurvesOpt = None,
+    min_trades: MinTradesOpt = None,
 ) -> None:
     """Run a parameter search over Ray workers (locally or on a cluster); print the best K parameter sets."""
     from ..search.config import load_config
@@ -182,7 +189,17 @@ def grid_search_command(
         cfg = load_config(
             _config_source(config),
             overrides=_overrides(
-                data, strategy, grid, metric, random, seed, walk_forward, chunk_size, report_params, report_curves
+                data,
+                strategy,
+                grid,
+                metric,
+                random,
+                seed,
+                walk_forward,
+                chunk_size,
+                report_params,
+                report_curves,
+                min_trades,
             ),
         )
         from ..search.runner import run_plan
@@ -232,6 +249,7 @@ def submit_command(
     chunk_size: ChunkOpt = None,
     report_params: ReportParamsOpt = None,
     report_curves: ReportCurvesOpt = None,
+    min_trades: MinTradesOpt = None,
     pip: Annotated[
         bool, typer.Option("--pip/--no-pip", help="Install veloz's dependencies in the job (clusters without them).")
     ] = False,
@@ -244,7 +262,17 @@ def submit_command(
         cfg = load_config(
             _config_source(config),
             overrides=_overrides(
-                data, strategy, grid, metric, random, seed, walk_forward, chunk_size, report_params, report_curves
+                data,
+                strategy,
+                grid,
+                metric,
+                random,
+                seed,
+                walk_forward,
+                chunk_size,
+                report_params,
+                report_curves,
+                min_trades,
             ),
         )
         inline = cfg.model_dump(mode="json", exclude_none=True)

@@ -11,6 +11,7 @@ walk-forward schedule::
       slow: "30:60:2"
     constraints: ["fast < slow"]
     metric: sharpe                            # ranked descending (max_drawdown ascending) unless `mode` says otherwise
+    min_trades: 10                            # sets with fewer round trips never rank above one with enough (default 0)
     settings: {initial_cash: "10000", fee_rate: "0.001", slippage_bps: 0}
     report_params: fast,slow                  # report.html's heatmap axes (default: the first two varying params)
     report_curves: 5                          # equity curves of the best sets drawn in report.html (0..20)
@@ -161,6 +162,9 @@ class SearchConfig(_Strict):
     constraints: list[str] = Field(default_factory=list)
     metric: str = "sharpe"
     mode: Literal["max", "min"] | None = None
+    # a set with fewer round trips ranks below every set with enough (kept in the results, never the best): a set that
+    # never trades has no drawdown and a Sharpe of 0, which would otherwise beat every real strategy on those metrics
+    min_trades: int = Field(default=0, ge=0)
     settings: SettingsConfig = Field(default_factory=SettingsConfig)
     random: RandomSearch | None = None
     walk_forward: WalkForward | None = None

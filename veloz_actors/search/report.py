@@ -84,8 +84,9 @@ def heatmap_params(config: SearchConfig) -> tuple[str, ...]:
     return tuple(varying[:2]) if varying else tuple(values)[:1]
 
 
-def metric_grid(table: pa.Table, params: Sequence[str], metric: str, maximise: bool) -> MetricGrid:
-    """``metric`` of every row of ``table`` placed on ``params`` (one or two columns), the best over the rest."""
+def metric_grid(table: pa.Table, params: Sequence[str], metric: str, maximise: bool, min_trades: int = 0) -> MetricGrid:
+    """``metric`` of every row of ``table`` placed on ``params`` (one or two columns), the best over the rest (a row
+    with fewer than ``min_trades`` round trips never wins a cell)."""
     missing = [name for name in [*params, metric] if name not in table.column_names]
     if missing:
         raise ConfigError(f"the results have no column {', '.join(map(repr, missing))}")
@@ -97,6 +98,8 @@ def metric_grid(table: pa.Table, params: Sequence[str], metric: str, maximise: b
     else:
         y_values, y_index = _axis(table.column(y_name).to_pylist())
     values = np.asarray(table.column(metric).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if min_trades:
+        values = np.where(_trades(table) < min_trades, np.nan, values)
     z = np.full((len(y_values), len(x_values)), np.nan)
     (np.fmax if maximise else np.fmin).at(z, (y_index, x_index), values)  # NaN results never win a cell
     over = tuple(name for name in table.column_names if name not in params and name not in METRICS and name != "node")
@@ -113,12 +116,17 @@ def metric_grid(table: pa.Table, params: Sequence[str], metric: str, maximise: b
     )
 
 
-def ranked_rows(table: pa.Table, metric: str, maximise: bool, k: int) -> list[dict[str, Any]]:
-    """The best ``k`` rows by ``metric`` (NaN last; ties keep the table's order), as dicts."""
+def ranked_rows(table: pa.Table, metric: str, maximise: bool, k: int, min_trades: int = 0) -> list[dict[str, Any]]:
+    """The best ``k`` rows by ``metric`` (NaN, and fewer than ``min_trades`` round trips, last; ties keep the
+    table's order), as dicts: :func:`~veloz_actors.search.store.rank_score`'s order."""
     values = np.asarray(table.column(metric).to_numpy(zero_copy_only=False), dtype=np.float64)
-    score = np.where(np.isnan(values), -np.inf, values if maximise else -values)
+    score = np.where(np.isnan(values) | (_trades(table) < min_trades), -np.inf, values if maximise else -values)
     order = np.argsort(-score, kind="stable")[:k]
     return table.take(pa.array(order, type=pa.int64())).to_pylist()
+
+
+def _trades(table: pa.Table) -> np.ndarray:
+    return np.asarray(table.column("n_trades").to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +146,8 @@ def build_search_report(plan: SearchPlan, table: pa.Table) -> SearchReport:
     import plotly.graph_objects as go
 
     config = plan.config
-    grid = metric_grid(table, heatmap_params(config), config.metric, config.maximise)
-    top = ranked_rows(table, config.metric, config.maximise, max(TABLE_ROWS, config.report_curves))
+    grid = metric_grid(table, heatmap_params(config), config.metric, config.maximise, config.min_trades)
+    top = ranked_rows(table, config.metric, config.maximise, max(TABLE_ROWS, config.report_curves), config.min_trades)
     curves = [_equity_curve(plan, row) for row in top[: config.report_curves]]
     heatmap = go.Figure(
         go.Heatmap(
@@ -244,7 +252,11 @@ def _summary(plan: SearchPlan, table: pa.Table) -> list[tuple[str, str]]:
         ("bars", f"{len(plan.bars):,} ({times[0].replace('T', ' ')} to {times[1].replace('T', ' ')} UTC)"),
         ("strategy", config.strategy),
         ("parameter sets", f"{table.num_rows:,}"),
-        ("metric", f"{config.metric} ({'largest' if config.maximise else 'smallest'} first)"),
+        (
+            "metric",
+            f"{config.metric} ({'largest' if config.maximise else 'smallest'} first)"
+            + (f"; sets under {config.min_trades} round trips last" if config.min_trades else ""),
+        ),
         ("grid", "; ".join(f"{n}: {_values(v)}" for n, v in config.parameter_values().items())),
         ("constraints", "; ".join(config.constraints) or "none"),
         ("settings", ", ".join(f"{k}={v}" for k, v in config.settings.model_dump().items() if v is not None)),

@@ -117,7 +117,7 @@ def run_plan(
         total = plan.count()
         todo = (p for p in plan.param_sets() if not store.is_done(p))
         resumed = sum(1 for p in plan.param_sets() if store.is_done(p))
-        ranking = TopK(top, config.metric, config.maximise)
+        ranking = TopK(top, config.metric, config.maximise, config.min_trades)
         ranking.add(store.take_resumed_rows())
         with connect(address, max_workers) as runtime:
             chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers, len(plan.bars))
@@ -299,7 +299,7 @@ def run_walk_forward(
     bar = _bar(progress)
     sets = list(plan.param_sets())
     total = len(sets) * len(plan.windows)
-    best = {w.fold: TopK(1, config.metric, config.maximise) for w in plan.windows}
+    best = {w.fold: TopK(1, config.metric, config.maximise, config.min_trades) for w in plan.windows}
     times = plan.bars.data["open_time"]
     with connect(address, max_workers) as runtime:
         chunk = config.chunk_size or _auto_chunk(

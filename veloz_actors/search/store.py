@@ -322,13 +322,23 @@ def _normalise(column: str, value: Any) -> Any:
     return value
 
 
-class TopK:
-    """The best ``k`` rows by one metric, kept in a bounded heap while results stream (NaN ranks last)."""
+def rank_score(value: float, n_trades: int, maximise: bool, min_trades: int = 0) -> float:
+    """A row's rank (larger ranks higher): its metric, negated when smaller is better; ``-inf`` (last, ties in table
+    order) for NaN and for fewer than ``min_trades`` round trips."""
+    if math.isnan(value) or n_trades < min_trades:
+        return -math.inf
+    return value if maximise else -value
 
-    def __init__(self, k: int, metric: str, maximise: bool) -> None:
+
+class TopK:
+    """The best ``k`` rows by one metric, kept in a bounded heap while results stream (NaN, and rows with fewer than
+    ``min_trades`` round trips, rank last)."""
+
+    def __init__(self, k: int, metric: str, maximise: bool, min_trades: int = 0) -> None:
         self.k = k
         self.metric = metric
-        self.sign = 1.0 if maximise else -1.0
+        self.maximise = maximise
+        self.min_trades = min_trades
         self._heap: list[tuple[float, int, dict[str, Any]]] = []
         self._seq = 0
 
@@ -336,8 +346,7 @@ class TopK:
         if self.k <= 0:
             return
         for row in rows:
-            value = float(row[self.metric])
-            score = -math.inf if math.isnan(value) else self.sign * value
+            score = rank_score(float(row[self.metric]), int(row["n_trades"]), self.maximise, self.min_trades)
             self._seq += 1
             item = (score, -self._seq, dict(row))
             if len(self._heap) < self.k:
