@@ -68,12 +68,11 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *
     with sock:
         if not speaks_ray or _ray_uses_tls():
             return
+        silent: OSError | None = None
         try:
             answer = _http2_answer(sock)
         except OSError as exc:  # a timeout (it listens but says nothing) or a reset
             answer, silent = b"", exc
-        else:
-            silent = None
     if not (len(answer) >= 4 and answer[3] == _SETTINGS):
         if silent is not None:
             heard = f"it took the connection and sent nothing in {ANSWER_TIMEOUT_SECONDS:g} s ({silent})"
