@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -185,8 +190,6 @@ def test_hand_to_os_puts_every_line_in_the_file_without_waiting_for_the_flusher(
 
 
 def test_group_flusher_writes_lines_within_its_window(tmp_path: Path) -> None:
-    import time
-
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="group", group_ms=5)
     journal.append(Tick(ts=1))
@@ -195,3 +198,67 @@ def test_group_flusher_writes_lines_within_its_window(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the flusher never wrote the line"
         time.sleep(0.005)
     journal.close()
+
+
+def test_a_second_journal_on_the_same_file_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    """Two engines on one journal would interleave their lines, each reserving the same funds: the second is told."""
+    path = tmp_path / "j"
+    first = Journal(path, CONFIG, durability="none")
+    first.append(Tick(ts=1))
+    with pytest.raises(JournalError, match=f"{path} is open in another engine"):
+        Journal(path, CONFIG, durability="none")
+    first.append(Tick(ts=2))
+    first.close()
+    again = Journal(path, CONFIG, durability="none")
+    assert again.count == 2
+    again.close()
+    assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=2)]
+
+
+@contextlib.contextmanager
+def _disk_full_after(size: int) -> Iterator[None]:
+    """Every file this process writes beyond ``size`` bytes fails (EFBIG, as a full disk's ENOSPC) until the block
+    ends: the real write path, no stand-in for the file."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the signal's default would kill the process
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_always_a_failed_write_refuses_the_message_and_never_reaches_the_disk_later(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="always")
+    journal.append(Tick(ts=1))
+    accepted = [Tick(ts=1)]
+    room = 5 * len(encode(Tick(ts=2)) + b"\n") // 2  # two more lines and half of a third
+    with _disk_full_after(path.stat().st_size + room), pytest.raises(JournalError, match=f"{path} cannot be written"):
+        for ts in range(2, 10):
+            journal.append(Tick(ts=ts))
+            accepted.append(Tick(ts=ts))
+    assert read_journal(path)[1] == accepted and path.read_bytes().endswith(b"\n")  # cut back to the last good line
+    with pytest.raises(JournalError, match="cannot be written"):  # the disk has room again: still refused
+        journal.append(Tick(ts=100))
+    with pytest.raises(JournalError, match="cannot be written"):
+        journal.close()
+    assert read_journal(path)[1] == accepted and journal.count == len(accepted)
+
+
+def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="group", group_ms=1)
+    with _disk_full_after(path.stat().st_size + 10):
+        for ts in range(20):
+            journal.append(Tick(ts=ts))  # into the buffer: the flusher's write is the one that fails
+        deadline = time.monotonic() + 30.0
+        while journal.failure is None:
+            assert time.monotonic() < deadline, "the flusher never wrote"
+            time.sleep(0.005)
+    for call in (lambda: journal.append(Tick(ts=99)), journal.flush, journal.hand_to_os, journal.close):
+        with pytest.raises(JournalError, match=f"journal {path} cannot be written"):
+            call()
+    assert journal.count == 20
+    assert read_journal(path)[1] == [Tick(ts=ts) for ts in range(20)]  # what close() could still write
