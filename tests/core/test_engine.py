@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.journal import read_journal
+from veloz_actors.core.journal import read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import (
     AccountUpdated,
     BookTop,
@@ -217,7 +217,7 @@ def test_snapshot_plus_journal_tail_equals_full_replay(tmp_path: Path) -> None:
     messages = _session(12)
     events = engine.apply_many(messages)
     engine.close()
-    snapshot_lines = int.from_bytes(Path(str(path) + ".snapshot").read_bytes()[:8], "little")
+    snapshot_lines, _ = read_snapshot(Path(str(path) + ".snapshot"))
     assert 0 < snapshot_lines < len(messages)  # a real tail is left to apply
     recovered, tail_events = Engine.recover(config, path, durability="none")
     recovered.close()
@@ -249,6 +249,34 @@ def test_a_snapshot_ahead_of_a_journal_that_lost_its_tail_is_never_used(tmp_path
     expected.apply_many(survivors)
     assert engine_state(again) == engine_state(expected)
     assert _internals(again) == _internals(expected)
+
+
+def test_a_damaged_snapshot_stops_recovery_with_its_name_and_the_journal_alone_recovers(tmp_path: Path) -> None:
+    """A flipped bit in a balance, or a snapshot cut short: recovery says which file, and never restores it."""
+    path = tmp_path / "engine.journal"
+    config = _sim_config(snapshot_every=20)
+    engine = Engine(config, journal_path=path, durability="none")
+    engine.apply_many(_session(10))
+    engine.close()
+    snapshot = Path(str(path) + ".snapshot")
+    good = snapshot.read_bytes()
+    for damaged in (good[:-1] + bytes([good[-1] ^ 0x01]), good[: len(good) // 2]):
+        snapshot.write_bytes(damaged)
+        with pytest.raises(JournalError, match=f"snapshot {snapshot} is damaged"):
+            Engine.recover(config, path, durability="none")
+    snapshot.unlink()  # what the error says to do
+    recovered, _ = Engine.recover(config, path, durability="none")
+    recovered.close()
+    assert engine_state(recovered) == engine_state(engine) and _internals(recovered) == _internals(engine)
+
+
+def test_a_snapshot_whose_state_does_not_load_is_a_journal_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    Engine(engine_config(), journal_path=path, durability="none").close()
+    snapshot = Path(str(path) + ".snapshot")
+    write_snapshot(snapshot, 0, b"\x80\x05not a pickle")  # a sound file whose state other code wrote
+    with pytest.raises(JournalError, match=f"snapshot {snapshot} cannot be loaded"):
+        Engine.recover(engine_config(), path, durability="none")
 
 
 def _internals(engine: Engine) -> tuple:

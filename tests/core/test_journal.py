@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import resource
 import signal
 import time
@@ -176,6 +177,44 @@ def test_truncated_snapshot_is_a_journal_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x01\x02")
     with pytest.raises(JournalError, match="truncated"):
         read_snapshot(path)
+
+
+@pytest.mark.parametrize("where", ["state", "line count", "length"])
+def test_a_snapshot_with_a_flipped_bit_is_a_journal_error_naming_it(tmp_path: Path, where: str) -> None:
+    """A bit flipped anywhere would restore another balance or replay lines twice: refused, never restored."""
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 42, b"balance 100000")
+    data = bytearray(path.read_bytes())
+    data[{"state": -1, "line count": 8, "length": 16}[where]] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalError, match=f"snapshot {path} is damaged.*move it away"):
+        read_snapshot(path)
+
+
+def test_a_snapshot_cut_short_is_a_journal_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 42, b"state" * 100)
+    whole = path.read_bytes()
+    for size in (len(whole) - 1, 60, 20):
+        path.write_bytes(whole[:size])
+        with pytest.raises(JournalError, match=f"snapshot {path} is damaged \\(truncated"):
+            read_snapshot(path)
+
+
+def test_a_snapshot_of_the_format_without_a_checksum_reads_as_none(tmp_path: Path) -> None:
+    """The line count then the pickled state, as written before the header: not trusted, the journal alone is."""
+    path = tmp_path / "j.snapshot"
+    path.write_bytes((7).to_bytes(8, "little") + pickle.dumps({"seq": 7}))
+    assert read_snapshot(path) is None
+
+
+def test_a_failed_snapshot_write_keeps_the_last_snapshot_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 1, b"old")
+    with _disk_full_after(1000), pytest.raises(OSError):
+        write_snapshot(path, 2, b"new" * 1000)
+    assert read_snapshot(path) == (1, b"old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.snapshot"]
 
 
 def test_hand_to_os_puts_every_line_in_the_file_without_waiting_for_the_flusher(tmp_path: Path) -> None:

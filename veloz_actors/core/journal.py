@@ -15,14 +15,17 @@ One engine at a time writes a journal (it holds ``<journal>.lock`` while open), 
 the journal for good rather than leave a line on disk that the engine never applied (see :class:`Journal`).
 
 Snapshots are written beside the journal (``<journal>.snapshot``) atomically (write, fsync, rename) and record the
-number of journal lines they include, so recovery loads the snapshot and applies only the lines after it.
+number of journal lines they include, so recovery loads the snapshot and applies only the lines after it. A checksum
+covers each: a damaged snapshot is a :class:`JournalError`, never a restored state that differs from the engine's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +37,7 @@ import orjson
 from .._exceptions import JournalError
 from ..messages import Message, decode, encode_line
 
-__all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "write_snapshot"]
+__all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "unloadable_snapshot", "write_snapshot"]
 
 Durability = Literal["always", "group", "none"]
 _VERSION = 1
@@ -338,22 +341,78 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[Message]]:
 
 
 def write_snapshot(path: str | Path, seq: int, state: bytes) -> None:
-    """Atomically write ``state`` (the engine's snapshot) taken after ``seq`` journal lines."""
+    """Atomically write ``state`` (the engine's snapshot) taken after ``seq`` journal lines.
+
+    The file is a header (:data:`_SNAPSHOT_MAGIC`, ``seq``, the state's length, the SHA-256 of the three) and the
+    state: :func:`read_snapshot` refuses a file that does not match it rather than restore a wrong balance.
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(seq.to_bytes(8, "little"))
-        f.write(state)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, seq, len(state), _snapshot_digest(seq, state)))
+            f.write(state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a half-written snapshot is never left behind
+        raise
 
 
 def read_snapshot(path: str | Path) -> tuple[int, bytes] | None:
+    """The journal lines a snapshot covers and its state; None without a snapshot.
+
+    A snapshot that is truncated, fails its checksum or is not one raises :class:`JournalError` naming the file:
+    recovery does not guess around damage (the disk that damaged it may have damaged more), and the error says how to
+    go on: move the snapshot away and the state is rebuilt from the journal alone, which is exact, only slower. A
+    snapshot of the format before the header (the line count, then the pickled state, with no checksum) reads as
+    none for the same reason: the journal alone is exact, and the next snapshot is written with a checksum.
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise JournalError(f"snapshot {path} is truncated")
-    return int.from_bytes(data[:8], "little"), data[8:]
+    except OSError as exc:
+        raise JournalError(f"cannot read snapshot {path}: {exc}") from exc
+
+    def damaged(what: str) -> JournalError:
+        return JournalError(
+            f"snapshot {path} is damaged ({what}); move it away to recover from the journal alone (exact, slower)"
+        )
+
+    if data[:8] != _SNAPSHOT_MAGIC:
+        if len(data) > 8 and data[8] == _PICKLE_PROTO:
+            return None  # the format before the header: not trusted without a checksum
+        raise damaged("truncated" if len(data) < 8 else "not a VeloZ snapshot")
+    if len(data) < _SNAPSHOT_HEAD.size:
+        raise damaged(f"truncated: {len(data)} bytes, shorter than its header")
+    _, seq, length, digest = _SNAPSHOT_HEAD.unpack_from(data)
+    state = data[_SNAPSHOT_HEAD.size :]
+    if len(state) != length:
+        raise damaged(f"truncated: {len(state)} of its {length} bytes of state")
+    if _snapshot_digest(seq, state) != digest:
+        raise damaged("its checksum does not match its content")
+    return seq, state
+
+
+def unloadable_snapshot(path: str | Path, exc: Exception) -> JournalError:
+    """The error for a snapshot whose checksum holds but whose state does not load (written by other code)."""
+    return JournalError(
+        f"snapshot {path} cannot be loaded ({type(exc).__name__}: {exc}); move it away to recover from the journal "
+        "alone (exact, slower)"
+    )
+
+
+# magic, journal lines covered, length of the state, SHA-256 of (lines, length, state)
+_SNAPSHOT_MAGIC = b"VZSNAP\x00\x01"
+_SNAPSHOT_HEAD = struct.Struct("<8sQQ32s")
+_PICKLE_PROTO = 0x80  # the first byte of a pickle (its PROTO opcode)
+
+
+def _snapshot_digest(seq: int, state: bytes) -> bytes:
+    digest = hashlib.sha256(struct.pack("<QQ", seq, len(state)))
+    digest.update(state)
+    return digest.digest()

@@ -70,7 +70,15 @@ from ..messages import (
 )
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
-from .journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
+from .journal import (
+    Durability,
+    Journal,
+    read_journal,
+    read_snapshot,
+    semantics_of,
+    unloadable_snapshot,
+    write_snapshot,
+)
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
 
@@ -258,7 +266,10 @@ class TradingKernel:
             snap = read_snapshot(snapshot_path)
             if snap is not None and snap[0] <= len(messages):
                 start, state = snap
-                kernel.restore(state)
+                try:
+                    kernel.restore(state)
+                except Exception as exc:  # unpickling raises anything: the state is another version's
+                    raise unloadable_snapshot(snapshot_path, exc) from exc
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             kernel.legacy_halts = semantics_of(header) < 2

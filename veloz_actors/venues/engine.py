@@ -26,7 +26,15 @@ from typing import Any
 
 from .._exceptions import ConfigError, JournalError
 from ..core.instruments import Instrument
-from ..core.journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
+from ..core.journal import (
+    Durability,
+    Journal,
+    read_journal,
+    read_snapshot,
+    semantics_of,
+    unloadable_snapshot,
+    write_snapshot,
+)
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
@@ -241,7 +249,10 @@ class Engine:
             snap = read_snapshot(snapshot_path)
             if snap is not None and snap[0] <= len(messages):
                 start, state = snap
-                engine._restore(state)
+                try:
+                    engine._restore(state)
+                except Exception as exc:  # unpickling raises anything: the state is another version's
+                    raise unloadable_snapshot(snapshot_path, exc) from exc
             elif snap is not None:
                 # The snapshot covers lines the journal lost (a crash inside the durability window of an engine
                 # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
