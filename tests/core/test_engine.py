@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
+from veloz_actors.core import kernel as kernel_module
 from veloz_actors.core.journal import read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import (
     AccountUpdated,
@@ -277,6 +279,53 @@ def test_a_snapshot_whose_state_does_not_load_is_a_journal_error_naming_it(tmp_p
     write_snapshot(snapshot, 0, b"\x80\x05not a pickle")  # a sound file whose state other code wrote
     with pytest.raises(JournalError, match=f"snapshot {snapshot} cannot be loaded"):
         Engine.recover(engine_config(), path, durability="none")
+
+
+def _evicting_run(journal: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[EngineConfig, Engine]:
+    """An engine whose kernel evicts every 8 of its steps, snapshotted every 14 inputs, closed after 60 inputs."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = replace(_sim_config(snapshot_every=14), retain_closed_ns=1)
+    engine = Engine(config, journal_path=journal, durability="none")
+    for i in range(30):
+        engine.apply(place(f"o{i}", "BUY", "0.01", "59500", ts=T0 + i * 1000))
+        engine.apply(cancel(f"o{i}", ts=T0 + i * 1000))
+    engine.close()
+    return config, engine
+
+
+def test_recovery_from_a_snapshot_writes_each_evicted_order_to_the_history_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "engine.journal"
+    config, engine = _evicting_run(journal, monkeypatch)
+    history = Path(str(journal) + ".orders")
+    written = history.read_bytes()
+    assert engine.kernel.evicted > 0 and read_snapshot(Path(str(journal) + ".snapshot"))[0] < 60
+    for _ in range(2):
+        recovered, _ = Engine.recover(config, journal, durability="none")
+        recovered.close()
+        assert history.read_bytes() == written
+    assert [r["client_order_id"] for r in recovered.kernel.order_history("main")] == [
+        f"o{i}" for i in range(engine.kernel.evicted)
+    ]
+
+
+def test_a_snapshot_recovered_elsewhere_never_writes_to_the_files_of_the_run_that_took_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``veloz replay --from-snapshot`` does on a copy: the copy's order history grows, the live run's never."""
+    live = tmp_path / "live" / "engine.journal"
+    config, engine = _evicting_run(live, monkeypatch)
+    files = {p.name: p.read_bytes() for p in live.parent.iterdir()}
+    copy = tmp_path / "copy" / "engine.journal"
+    copy.parent.mkdir()
+    for suffix in ("", ".snapshot", ".orders"):
+        shutil.copy(str(live) + suffix, str(copy) + suffix)
+    recovered, _ = Engine.recover(config, copy, durability="none")
+    recovered.close()
+    assert {p.name: p.read_bytes() for p in live.parent.iterdir()} == files
+    assert Path(str(copy) + ".orders").read_bytes() == files["engine.journal.orders"]
+    assert engine_state(recovered) == engine_state(engine)
 
 
 def _internals(engine: Engine) -> tuple:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from veloz_actors import JournalError
 from veloz_actors.core import kernel as kernel_module
 from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
 from veloz_actors.messages import (
@@ -318,6 +319,78 @@ def test_an_evicted_orders_client_order_id_stays_taken(tmp_path: Path) -> None:
     assert kernel.take_outbox() == [] and kernel.ledger.locked("main", "USDT") == 0
     assert type(kernel.apply(place("c1", "BUY", "0.01", "59000", account="other", ts=T0 + 30_000))[0]) is OrderAccepted
     kernel.close()
+
+
+def _closing(i: int) -> list:
+    """Three kernel steps that leave one closed order: placed, cancelled, the venue's cancel report."""
+    ts = T0 + i * 10_000
+    return [place(f"c{i}", "BUY", "0.01", "59000", ts=ts), cancel(f"c{i}", ts=ts),
+            VenueOrderCancelled(venue="X", client_order_id=f"c{i}", account_id="main", symbol="BTCUSDT", ts=ts)]  # fmt: skip
+
+
+def _evicting_config(snapshot_every: int) -> KernelConfig:
+    return KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": snapshot_every})
+
+
+def _run(config: KernelConfig, journal: Path, messages: list) -> TradingKernel:
+    kernel = TradingKernel(config, journal_path=journal, durability="none")
+    for message in messages:
+        kernel.apply(message)
+    kernel.close()
+    return kernel
+
+
+@pytest.mark.parametrize("snapshot_every", [10**9, 20])
+def test_recovery_leaves_the_order_history_as_one_uninterrupted_run_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot_every: int
+) -> None:
+    """Every restart replays the evictions after the snapshot (all of them without one): each order is in the
+    history file once, whatever the run wrote after its snapshot before it stopped (here: half a record)."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)  # evictions at steps 8, 16, 24, 32; a snapshot at 20
+    config = _evicting_config(snapshot_every)
+    messages = [m for i in range(12) for m in _closing(i)]
+    _run(config, tmp_path / "once" / "k.journal", messages)
+    expected = (tmp_path / "once" / "k.journal.orders").read_bytes()
+    journal = tmp_path / "k.journal"
+    kernel = _run(config, journal, messages)
+    history = Path(str(journal) + ".orders")
+    assert history.read_bytes() == expected and kernel.evicted == 10
+    with open(history, "ab") as torn:
+        torn.write(expected[:50])  # a crash in the middle of an eviction's write
+    for _ in range(3):
+        recovered, _ = TradingKernel.recover(config, journal, durability="none")
+        recovered.close()
+        assert history.read_bytes() == expected
+    assert recovered.oms.export() == kernel.oms.export() and recovered.evicted == kernel.evicted
+    assert [h["client_order_id"] for h in recovered.order_history("main")] == [f"c{i}" for i in range(10)]
+
+
+def test_a_history_file_shorter_than_its_snapshot_counts_stops_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(20)
+    journal = tmp_path / "k.journal"
+    _run(config, journal, [m for i in range(8) for m in _closing(i)])
+    history = Path(str(journal) + ".orders")
+    history.write_bytes(history.read_bytes()[:10])
+    with pytest.raises(JournalError, match=f"order history {history} holds 10 bytes, fewer than"):
+        TradingKernel.recover(config, journal, durability="none")
+
+
+def test_a_second_recovery_of_a_journal_in_use_is_refused_before_it_touches_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(20)
+    journal = tmp_path / "k.journal"
+    _run(config, journal, [m for i in range(12) for m in _closing(i)])
+    running, _ = TradingKernel.recover(config, journal, durability="none")
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(JournalError, match=f"journal {journal} is open in another engine"):
+        TradingKernel.recover(config, journal, durability="none")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    running.close()
 
 
 def test_a_report_for_an_order_the_kernel_rejected_itself_is_an_error_and_books_nothing() -> None:

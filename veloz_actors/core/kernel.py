@@ -24,6 +24,8 @@ to an order history file beside the journal, which :meth:`TradingKernel.order_hi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -138,6 +140,7 @@ def json_normal(data: dict[str, Any], risk: RiskLimits) -> dict[str, Any]:
 
 
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})
+_NOT_STATE = frozenset({"journal", "_handlers", "snapshot_path", "history_path"})  # never in a snapshot
 _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 # client order ids of evicted orders still refused as duplicates: a venue recognises re-sent requests among its latest
 # orders (the simulated venue's 200,000), so the kernel must not take an id it would still ignore for a new order
@@ -171,6 +174,7 @@ class TradingKernel:
         self.evicted = 0
         self.evicted_ids: set[str] = set()  # account and client order id of the latest _EVICTED_IDS evicted orders
         self.evicted_order: deque[str] = deque()
+        self.history_bytes = 0  # the order history file's length after this state's last eviction
         self.now = 0
         self._touched: set[str] = set()
         self._filled = False
@@ -207,10 +211,36 @@ class TradingKernel:
     # ------------------------------------------------------------------------------------------------- persistence
 
     def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
-        self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
-        self.legacy_halts = self.journal.semantics < 2
-        self.snapshot_path = Path(str(path) + ".snapshot")
-        self.history_path = Path(str(path) + ".orders")
+        self._attach(Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms))
+
+    def _attach(self, journal: Journal) -> None:
+        self.journal = journal
+        self.legacy_halts = journal.semantics < 2
+        self.snapshot_path = Path(str(journal.path) + ".snapshot")
+        self.history_path = Path(str(journal.path) + ".orders")
+
+    def resume_history(self, path: Path) -> None:
+        """Write evicted orders to ``path`` from now on, first cutting it back to what this state wrote to it.
+
+        Recovery calls this before it replays the journal's tail: the history file then ends at the last eviction the
+        snapshot covers (at 0 without one), and the replayed evictions write their orders once, exactly as the run
+        did, whatever it wrote after the snapshot (all, part of a line, or nothing) before it stopped. A file shorter
+        than the snapshot's count lost orders the state no longer holds: a :class:`JournalError` says so.
+        """
+        try:
+            size = path.stat().st_size if path.exists() else 0
+            if size < self.history_bytes:
+                raise JournalError(
+                    f"order history {path} holds {size} bytes, fewer than the {self.history_bytes} its snapshot "
+                    "covers: it was cut or replaced; put it back, or move the snapshot away to rebuild both from the "
+                    "journal"
+                )
+            if size > self.history_bytes:
+                with open(path, "r+b") as history:
+                    history.truncate(self.history_bytes)
+        except OSError as exc:
+            raise JournalError(f"cannot resume order history {path}: {exc}") from exc
+        self.history_path = path
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -218,7 +248,9 @@ class TradingKernel:
             self.journal.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("journal", "_handlers")}
+        # the files belong to the process, not to the state: a snapshot restored elsewhere (a replay's copy, an
+        # actor's new home) must never write to the files of the run that took it
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
@@ -228,6 +260,7 @@ class TradingKernel:
         if "_pricing" not in state:
             self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
         self.journal = None
+        self.snapshot_path = self.history_path = None
         self._handlers = self._dispatch()
 
     def snapshot(self) -> bytes:
@@ -251,16 +284,17 @@ class TradingKernel:
         """Rebuild a kernel from its snapshot and journal; returns it (journal attached) and the replayed events.
 
         What the replayed steps left in the outbox is kept: the caller decides what still has to reach a venue.
-        ``on_step`` sees each replayed message with the events of its step (the lines after the snapshot).
+        ``on_step`` sees each replayed message with the events of its step (the lines after the snapshot). The order
+        history file is cut back to the snapshot's and the replay writes the evictions after it (see
+        :meth:`resume_history`). A journal another kernel has open is a :class:`JournalError`, before any file is
+        touched.
         """
         journal_path = Path(journal_path)
-        kernel = cls(config)
-        kernel.history_path = Path(str(journal_path) + ".orders")
-        events: list[Any] = []
-        if journal_path.exists():
+        # the journal (and its lock) first: no snapshot or history file is read or cut while another kernel runs
+        journal = Journal(journal_path, config.to_json(), durability=durability)
+        try:
             header, messages = read_journal(journal_path)
-            if header.get("config") != config.to_json():
-                raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+            kernel = cls(config)
             start = 0
             snapshot_path = Path(str(journal_path) + ".snapshot")
             snap = read_snapshot(snapshot_path)
@@ -273,12 +307,18 @@ class TradingKernel:
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             kernel.legacy_halts = semantics_of(header) < 2
-            for message in messages[start:]:
+            kernel.resume_history(Path(str(journal_path) + ".orders"))
+            events: list[Any] = []
+            for message in messages[start:]:  # the journal is not attached yet: nothing is journaled twice
                 step = kernel.apply(message)
                 events.extend(step)
                 if on_step is not None:
                     on_step(message, step)
-        kernel.attach_journal(journal_path, durability=durability)
+        except BaseException:
+            with contextlib.suppress(JournalError):
+                journal.close()
+            raise
+        kernel._attach(journal)
         return kernel, events
 
     # -------------------------------------------------------------------------------------------------------- apply
@@ -789,6 +829,9 @@ class TradingKernel:
         if self.history_path is not None:
             with open(self.history_path, "ab") as out:
                 out.write(b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone))
+                out.flush()
+                os.fsync(out.fileno())  # a snapshot counting these bytes must never be on disk before them
+                self.history_bytes = out.tell()
         ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
