@@ -37,7 +37,7 @@ from veloz_actors.messages import (
     VenueOrderRejected,
     VenueOrderStatusUnknown,
 )
-from veloz_actors.testing import cancel, d, engine_config, place
+from veloz_actors.testing import cancel, d, encoded, engine_config, place
 
 T0 = 1_700_000_000_000_000_000
 S = OrderStatus
@@ -363,6 +363,29 @@ def test_recovery_leaves_the_order_history_as_one_uninterrupted_run_leaves_it(
         assert history.read_bytes() == expected
     assert recovered.oms.export() == kernel.oms.export() and recovered.evicted == kernel.evicted
     assert [h["client_order_id"] for h in recovered.order_history("main")] == [f"c{i}" for i in range(10)]
+
+
+def test_a_snapshot_taken_at_an_eviction_includes_it_and_recovery_answers_as_the_run_and_its_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshot and eviction due at the same step: the snapshot holds the state after the eviction. Before, it held
+    the orders the step evicted, which the recovered kernel kept: a retried order was then a silent no-op after the
+    restart, where the run and ``replay`` reject it as a duplicate."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(8)  # both due at steps 8, 16, 24, 32
+    journal = tmp_path / "k.journal"
+    produced: list = []
+    kernel = TradingKernel(config, journal_path=journal, durability="always")
+    for message in [m for i in range(11) for m in _closing(i)]:  # 33 steps: the last snapshot after step 32
+        produced += kernel.apply(message)
+    kernel.close()
+    recovered, _ = TradingKernel.recover(config, journal, durability="always")
+    assert recovered.evicted == kernel.evicted == 10 and recovered.oms.export() == kernel.oms.export()
+    [rejected] = recovered.apply(_closing(3)[0])  # the client sends c3 again
+    assert rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+    recovered.close()
+    _, replayed = replay_kernel(journal)
+    assert encoded(replayed) == encoded([*produced, rejected])
 
 
 def test_a_history_file_shorter_than_its_snapshot_counts_stops_recovery(

@@ -364,14 +364,17 @@ class TradingKernel:
         return events
 
     def _periodic(self) -> None:
-        """Snapshot and evict when due (checked at the end of a step, never inside one)."""
+        """Evict, then snapshot, when due (checked at the end of a step, never inside one).
+
+        In that order: the snapshot is the state after the whole step, eviction included, which a recovery from it
+        never redoes."""
         seq = self.seq
+        if self.closed and seq % _EVICT_EVERY == 0:
+            self.evict(self.now - self.config.retain_closed_ns)
         journal = self.journal
         if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
             journal.flush()  # a snapshot never covers a line that is not yet on disk itself
             write_snapshot(self.snapshot_path, journal.count, self.snapshot())
-        if self.closed and seq % _EVICT_EVERY == 0:
-            self.evict(self.now - self.config.retain_closed_ns)
         self._next_check = min(_next_multiple(seq, self.config.snapshot_every), _next_multiple(seq, _EVICT_EVERY))
 
     def take_outbox(self) -> list[SubmitOrder | SubmitCancel]:
