@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import resource
-import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -17,6 +13,8 @@ import pytest
 from veloz_actors import JournalError
 from veloz_actors.core.journal import Journal, read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import Tick, encode
+
+from .disk import disk_full_after
 
 CONFIG = {"name": "test", "instruments": [1, 2]}
 
@@ -211,7 +209,7 @@ def test_a_snapshot_of_the_format_without_a_checksum_reads_as_none(tmp_path: Pat
 def test_a_failed_snapshot_write_keeps_the_last_snapshot_and_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "j.snapshot"
     write_snapshot(path, 1, b"old")
-    with _disk_full_after(1000), pytest.raises(OSError):
+    with disk_full_after(1000), pytest.raises(OSError):
         write_snapshot(path, 2, b"new" * 1000)
     assert read_snapshot(path) == (1, b"old")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["j.snapshot"]
@@ -254,27 +252,13 @@ def test_a_second_journal_on_the_same_file_is_refused_until_the_first_closes(tmp
     assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=2)]
 
 
-@contextlib.contextmanager
-def _disk_full_after(size: int) -> Iterator[None]:
-    """Every file this process writes beyond ``size`` bytes fails (EFBIG, as a full disk's ENOSPC) until the block
-    ends: the real write path, no stand-in for the file."""
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the signal's default would kill the process
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, limits[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-        signal.signal(signal.SIGXFSZ, handler)
-
-
 def test_always_a_failed_write_refuses_the_message_and_never_reaches_the_disk_later(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="always")
     journal.append(Tick(ts=1))
     accepted = [Tick(ts=1)]
     room = 5 * len(encode(Tick(ts=2)) + b"\n") // 2  # two more lines and half of a third
-    with _disk_full_after(path.stat().st_size + room), pytest.raises(JournalError, match=f"{path} cannot be written"):
+    with disk_full_after(path.stat().st_size + room), pytest.raises(JournalError, match=f"{path} cannot be written"):
         for ts in range(2, 10):
             journal.append(Tick(ts=ts))
             accepted.append(Tick(ts=ts))
@@ -289,7 +273,7 @@ def test_always_a_failed_write_refuses_the_message_and_never_reaches_the_disk_la
 def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="group", group_ms=1)
-    with _disk_full_after(path.stat().st_size + 10):
+    with disk_full_after(path.stat().st_size + 10):
         for ts in range(20):
             journal.append(Tick(ts=ts))  # into the buffer: the flusher's write is the one that fails
         deadline = time.monotonic() + 30.0

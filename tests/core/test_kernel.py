@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from veloz_actors import JournalError
@@ -38,6 +39,8 @@ from veloz_actors.messages import (
     VenueOrderStatusUnknown,
 )
 from veloz_actors.testing import cancel, d, encoded, engine_config, place
+
+from .disk import disk_full_after
 
 T0 = 1_700_000_000_000_000_000
 S = OrderStatus
@@ -414,6 +417,57 @@ def test_a_second_recovery_of_a_journal_in_use_is_refused_before_it_touches_a_fi
         TradingKernel.recover(config, journal, durability="none")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
     running.close()
+
+
+def test_an_eviction_after_a_torn_history_line_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """A crash tore the last record: the next eviction cuts it rather than glue its first record to it."""
+    kernel = TradingKernel(_evicting_config(10**9), journal_path=tmp_path / "k.journal", durability="none")
+    history = tmp_path / "k.journal.orders"
+    for i in range(5):
+        for message in _closing(i):
+            kernel.apply(message)
+        if i == 2:
+            assert kernel.evict(T0 + 10**9) == 3
+            history.write_bytes(history.read_bytes()[:-40])  # c2's record, torn
+    assert kernel.evict(T0 + 10**9) == 2
+    assert [h["client_order_id"] for h in kernel.order_history("main")] == ["c0", "c1", "c3", "c4"]
+    assert kernel.order_record("main", "c3")["status"] == "CANCELLED"
+    kernel.close()
+
+
+def test_a_corrupt_order_history_line_is_a_journal_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    kernel = _evicted_kernel(tmp_path, 3)
+    history = tmp_path / "k.journal.orders"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(lines[0] + lines[1][:50] + b"\n" + lines[2])  # c1's record, damaged
+    for query in (lambda: kernel.order_history("main"), lambda: kernel.order_record("main", "c1")):
+        with pytest.raises(JournalError, match=f"{history}:2: corrupt order history line"):
+            query()
+    assert kernel.order_record("main", "c2")["status"] == "CANCELLED"  # the lines without the id are not parsed
+    kernel.close()
+
+
+def test_a_failed_history_write_keeps_the_records_and_the_next_eviction_writes_them(tmp_path: Path) -> None:
+    """The orders leave memory as they do in a replay (the kernel's answers never depend on the disk); their
+    records wait in memory, where queries find them, until the file takes them."""
+    kernel = TradingKernel(_evicting_config(10**9), journal_path=tmp_path / "k.journal", durability="none")
+    history = tmp_path / "k.journal.orders"
+    for message in _closing(0):
+        kernel.apply(message)
+    with disk_full_after(10), pytest.raises(JournalError, match=f"order history {history}.*1 evicted orders wait"):
+        kernel.evict(T0 + 10**9)
+    assert history.read_bytes() == b""  # never part of a record
+    assert kernel.oms.get("main", "c0") is None and kernel.order_record("main", "c0")["status"] == "CANCELLED"
+    [rejected] = kernel.apply(_closing(0)[0])
+    assert rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID  # as a replay of this journal answers
+    assert kernel.evict(T0 + 10**9) == 0  # the disk has room again
+    assert [h["client_order_id"] for h in _records(history)] == ["c0"] and kernel.history_pending == []
+    assert kernel.history_bytes == history.stat().st_size
+    kernel.close()
+
+
+def _records(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def test_a_report_for_an_order_the_kernel_rejected_itself_is_an_error_and_books_nothing() -> None:

@@ -244,6 +244,27 @@ def test_query_finds_an_order_evicted_from_memory_in_the_order_history_file(tmp_
     engine.close()
 
 
+def test_a_query_that_meets_a_damaged_order_history_is_an_error_naming_the_line_and_the_session_goes_on(
+    tmp_path,
+) -> None:
+    from dataclasses import replace
+
+    engine = Engine(replace(engine_config(sim=True), retain_closed_ns=1), journal_path=tmp_path / "e.journal",
+                    durability="none")  # fmt: skip
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=old")
+    session.handle_line("CANCEL old")
+    assert engine.kernel.evict(before_ts=2**62) == 1
+    history = tmp_path / "e.journal.orders"
+    history.write_bytes(history.read_bytes()[:50] + b"\n")  # the record, damaged
+    [error] = session.handle_line("QUERY old")
+    assert error["type"] == "error" and error["code"] == "ORDER_HISTORY_UNREADABLE"
+    assert f"{history}:1: corrupt order history line" in error["message"]
+    assert session.handle_line("BALANCE")[0]["type"] == "account"
+    engine.close()
+
+
 class _Restarting(LocalBackend):
     """An actor engine whose OMS is restarting: every call to it fails, as the Python handle's do."""
 

@@ -37,7 +37,15 @@ import orjson
 from .._exceptions import JournalError
 from ..messages import Message, decode, encode_line
 
-__all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "unloadable_snapshot", "write_snapshot"]
+__all__ = [
+    "Durability",
+    "Journal",
+    "drop_torn_tail",
+    "read_journal",
+    "read_snapshot",
+    "unloadable_snapshot",
+    "write_snapshot",
+]
 
 Durability = Literal["always", "group", "none"]
 _VERSION = 1
@@ -92,7 +100,7 @@ class Journal:
         try:
             fresh = not self.path.exists() or self.path.stat().st_size == 0
             if not fresh:
-                _drop_torn_tail(self.path)
+                drop_torn_tail(self.path)
             # Group commit gets a large buffer: the flusher, not the engine thread, then makes the write calls, so an
             # append never waits on a page the last fsync is still writing back (measured: ~1 us per order). "always"
             # writes unbuffered: a line that failed is never left in a buffer for a later write to carry to disk.
@@ -274,7 +282,7 @@ def _cut(path: Path, length: int) -> None:
             f.truncate(length)
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own.
 
     Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file.

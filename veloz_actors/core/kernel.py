@@ -75,6 +75,7 @@ from .instruments import Instrument, Pricing, ceil_div
 from .journal import (
     Durability,
     Journal,
+    drop_torn_tail,
     read_journal,
     read_snapshot,
     semantics_of,
@@ -175,6 +176,7 @@ class TradingKernel:
         self.evicted_ids: set[str] = set()  # account and client order id of the latest _EVICTED_IDS evicted orders
         self.evicted_order: deque[str] = deque()
         self.history_bytes = 0  # the order history file's length after this state's last eviction
+        self.history_pending: list[bytes] = []  # records of evicted orders the history file has not taken yet
         self.now = 0
         self._touched: set[str] = set()
         self._filled = False
@@ -255,7 +257,7 @@ class TradingKernel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False})
+        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False, "history_pending": []})
         self.__dict__.update(state)
         if "_pricing" not in state:
             self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
@@ -369,7 +371,7 @@ class TradingKernel:
         In that order: the snapshot is the state after the whole step, eviction included, which a recovery from it
         never redoes."""
         seq = self.seq
-        if self.closed and seq % _EVICT_EVERY == 0:
+        if (self.closed or self.history_pending) and seq % _EVICT_EVERY == 0:
             self.evict(self.now - self.config.retain_closed_ns)
         journal = self.journal
         if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
@@ -822,19 +824,19 @@ class TradingKernel:
         that still arrives for an evicted order is reported as an ``Error`` and changes nothing. Their client order ids
         stay taken (the latest ``_EVICTED_IDS``): a new order with one is rejected as a duplicate, as it is while the
         order is in memory.
+
+        The orders leave memory whatever the disk does, as they do in a replay, so the kernel's answers never depend
+        on it. Their records wait in :attr:`history_pending` (queries read them there, snapshots keep them) until
+        the file takes them: a write that fails raises :class:`JournalError` and is tried again at the next call.
         """
         closed = self.closed
         gone: list[Order] = []
         while closed and closed[0].closed_ts < before_ts:
             gone.append(closed.popleft())
-        if not gone:
-            return 0
-        if self.history_path is not None:
-            with open(self.history_path, "ab") as out:
-                out.write(b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone))
-                out.flush()
-                os.fsync(out.fileno())  # a snapshot counting these bytes must never be on disk before them
-                self.history_bytes = out.tell()
+        if gone and self.history_path is not None:
+            self.history_pending.append(
+                b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone)
+            )
         ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
@@ -847,7 +849,37 @@ class TradingKernel:
             for key in [k for k, cmd in retries.items() if cmd.ts < before_ts]:
                 del retries[key]
         self.evicted += len(gone)
+        self._write_history()
         return len(gone)
+
+    def _write_history(self) -> None:
+        """Append the records waiting in :attr:`history_pending` to the history file, or leave them waiting."""
+        path = self.history_path
+        pending = self.history_pending
+        if path is None or not pending:
+            return
+        data = b"".join(pending)
+        orders = data.count(b"\n")
+        try:
+            if path.exists():
+                drop_torn_tail(path)  # a write torn by a crash: the next record starts a line of its own
+            with open(path, "ab", buffering=0) as out:
+                start = out.seek(0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[out.write(view) :]
+                    os.fsync(out.fileno())  # a snapshot counting these bytes must never be on disk before them
+                except OSError:
+                    os.ftruncate(out.fileno(), start)  # never half a batch: the whole of it goes again
+                    raise
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write order history {path} ({exc}): the records of {orders} evicted orders wait "
+                "in memory (queries find them) and are written at the next eviction"
+            ) from exc
+        self.history_bytes = start + len(data)
+        pending.clear()
 
     def order_record(self, account_id: str, client_order_id: str) -> dict[str, Any] | None:
         """One order as a JSON-ready dict: from memory, or from the order history file once evicted."""
@@ -860,21 +892,26 @@ class TradingKernel:
         return found[-1] if found else None
 
     def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
-        """Evicted orders from the history file (oldest first), optionally of one account and client order id."""
-        if self.history_path is None or not self.history_path.exists():
+        """Evicted orders from the history file (oldest first), optionally of one account and client order id.
+
+        A line that does not parse is a :class:`JournalError` naming the file and line; an incomplete last line (a
+        write a crash tore) is skipped, as the journal's readers skip theirs.
+        """
+        path = self.history_path
+        if path is None:
             return []
-        out = []
         needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
-        with open(self.history_path, "rb") as lines:
-            for line in lines:
-                if needle not in line:
-                    continue
-                data = orjson.loads(line)
-                if account_id is not None and data["account_id"] != account_id:
-                    continue
-                if client_order_id is not None and data["client_order_id"] != client_order_id:
-                    continue
-                out.append(data)
+        out: list[dict[str, Any]] = []
+        try:
+            with open(path, "rb") as lines:
+                _match_history(str(path), lines, needle, account_id, client_order_id, out)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise JournalError(f"cannot read order history {path}: {exc}") from exc
+        if self.history_pending:
+            waiting = b"".join(self.history_pending).splitlines(keepends=True)
+            _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
         return out
 
     # ----------------------------------------------------------------------------------------- market and risk
@@ -1145,6 +1182,28 @@ def _submit_request(order: Order) -> SubmitOrder:
     cmd = order.command
     return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
+
+
+def _match_history(
+    where: str,
+    lines: Iterable[bytes],
+    needle: bytes,
+    account_id: str | None,
+    client_order_id: str | None,
+    out: list[dict[str, Any]],
+) -> None:
+    for number, line in enumerate(lines, start=1):
+        if needle not in line or not line.endswith(b"\n"):
+            continue  # another order's, or a last line a crash tore
+        try:
+            data = orjson.loads(line)
+            mine = (account_id is None or data["account_id"] == account_id) and (
+                client_order_id is None or data["client_order_id"] == client_order_id
+            )
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            raise JournalError(f"{where}:{number}: corrupt order history line: {exc}") from exc
+        if mine:
+            out.append(data)
 
 
 def _evicted_id(account_id: str, client_order_id: str) -> str:
