@@ -328,6 +328,29 @@ def test_a_snapshot_recovered_elsewhere_never_writes_to_the_files_of_the_run_tha
     assert engine_state(recovered) == engine_state(engine)
 
 
+def test_a_snapshot_that_cannot_be_written_is_an_error_event_of_its_step_and_is_tried_again(tmp_path: Path) -> None:
+    """The step was journaled, applied and sent to the venue before the snapshot: its events reach the caller."""
+    path = tmp_path / "engine.journal"
+    snapshot = Path(str(path) + ".snapshot")
+    engine = Engine(_sim_config(snapshot_every=2), journal_path=path, durability="none")
+    blocker = Path(str(snapshot) + ".tmp")
+    blocker.mkdir()  # the snapshot cannot be written
+    engine.apply(place("x0", "BUY", "0.01", "59500", ts=T0))
+    events = engine.apply(place("x1", "BUY", "0.01", "59500", ts=T0 + 1))
+    assert type(events[0]) is OrderAccepted and events[0].client_order_id == "x1"
+    [error] = [e for e in events if type(e) is Error]
+    assert error.code == "SNAPSHOT_FAILED" and f"snapshot {snapshot} not written" in error.message
+    assert not snapshot.exists()
+    blocker.rmdir()
+    for i in (2, 3):
+        assert not [e for e in engine.apply(place(f"x{i}", "BUY", "0.01", "59500", ts=T0 + i)) if type(e) is Error]
+    assert read_snapshot(snapshot)[0] == 4  # tried again when next due
+    engine.close()
+    recovered, _ = Engine.recover(engine.config, path, durability="none")
+    recovered.close()
+    assert engine_state(recovered) == engine_state(engine)
+
+
 def _internals(engine: Engine) -> tuple:
     """Engine state beyond balances and orders: books, prices, counters and the simulated market's generator."""
     venues = engine.venues

@@ -14,6 +14,7 @@ import pytest
 
 from veloz_actors import JournalError
 from veloz_actors.core import kernel as kernel_module
+from veloz_actors.core.journal import read_snapshot
 from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
 from veloz_actors.messages import (
     AccountUpdated,
@@ -463,6 +464,33 @@ def test_a_failed_history_write_keeps_the_records_and_the_next_eviction_writes_t
     assert kernel.evict(T0 + 10**9) == 0  # the disk has room again
     assert [h["client_order_id"] for h in _records(history)] == ["c0"] and kernel.history_pending == []
     assert kernel.history_bytes == history.stat().st_size
+    kernel.close()
+
+
+def test_files_a_step_cannot_write_are_error_events_of_the_step_and_are_written_when_next_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    journal = tmp_path / "k.journal"
+    kernel = TradingKernel(_evicting_config(8), journal_path=journal, durability="none")
+    history, snapshot = Path(str(journal) + ".orders"), Path(str(journal) + ".snapshot")
+    blockers = [history, Path(str(snapshot) + ".tmp")]
+    for blocker in blockers:
+        blocker.mkdir()  # neither can be written
+    messages = [m for i in range(6) for m in _closing(i)]
+    events = [kernel.apply(m) for m in messages[:8]]
+    assert [e.code for e in events[7]] == ["ORDER_HISTORY_WRITE_FAILED", "SNAPSHOT_FAILED"]  # step 8: both due
+    assert not [e for step in events[:7] for e in step if type(e) is Error]
+    for blocker in blockers:
+        blocker.rmdir()
+    events = [kernel.apply(m) for m in messages[8:16]]
+    assert not [e for step in events for e in step if type(e) is Error]
+    assert (
+        [h["client_order_id"] for h in _records(history)]
+        == ["c0", "c1", "c2", "c3", "c4"]
+        == [f"c{i}" for i in range(kernel.evicted)]
+    )
+    assert read_snapshot(snapshot)[0] == 16
     kernel.close()
 
 

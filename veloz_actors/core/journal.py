@@ -28,14 +28,14 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import orjson
 
 from .._exceptions import JournalError
-from ..messages import Message, decode, encode_line
+from ..messages import Error, Message, decode, encode_line
 
 __all__ = [
     "Durability",
@@ -367,6 +367,21 @@ def write_snapshot(path: str | Path, seq: int, state: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a half-written snapshot is never left behind
         raise
+
+
+def take_snapshot(journal: Journal, path: Path, state: Callable[[], bytes], every: int, ts: int) -> Error | None:
+    """Write a snapshot covering every line of ``journal``; a failure is returned as a ``SNAPSHOT_FAILED`` error."""
+    try:
+        journal.flush()  # a snapshot never covers a line that is not yet on disk itself
+        write_snapshot(path, journal.count, state())
+    except (OSError, JournalError) as exc:
+        return Error(
+            code="SNAPSHOT_FAILED",
+            message=f"snapshot {path} not written ({exc}); the journal holds every step, and the snapshot is tried "
+            f"again {every} inputs on",
+            ts=ts,
+        )
+    return None
 
 
 def read_snapshot(path: str | Path) -> tuple[int, bytes] | None:

@@ -79,8 +79,8 @@ from .journal import (
     read_journal,
     read_snapshot,
     semantics_of,
+    take_snapshot,
     unloadable_snapshot,
-    write_snapshot,
 )
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
@@ -355,7 +355,7 @@ class TradingKernel:
                 self._account_events(touched, self.now, events)
             touched.clear()
         if self.seq >= self._next_check:
-            self._periodic()
+            self._periodic(events)
         return events
 
     def apply_many(self, messages: Iterable[Message]) -> list[Any]:
@@ -365,18 +365,24 @@ class TradingKernel:
             events.extend(self.apply(message))
         return events
 
-    def _periodic(self) -> None:
+    def _periodic(self, events: list[Any]) -> None:
         """Evict, then snapshot, when due (checked at the end of a step, never inside one).
 
         In that order: the snapshot is the state after the whole step, eviction included, which a recovery from it
-        never redoes."""
+        never redoes. A file that cannot be written is an ``Error`` event of the step (``ORDER_HISTORY_WRITE_FAILED``,
+        ``SNAPSHOT_FAILED``), never an exception: the step was journaled and applied, and its events must reach the
+        caller. Both are tried again when next due; the journal alone recovers every step meanwhile."""
         seq = self.seq
         if (self.closed or self.history_pending) and seq % _EVICT_EVERY == 0:
-            self.evict(self.now - self.config.retain_closed_ns)
+            try:
+                self.evict(self.now - self.config.retain_closed_ns)
+            except JournalError as exc:
+                events.append(Error(code="ORDER_HISTORY_WRITE_FAILED", message=str(exc), ts=self.now))
         journal = self.journal
         if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
-            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
-            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
+            error = take_snapshot(journal, self.snapshot_path, self.snapshot, self.config.snapshot_every, self.now)
+            if error is not None:
+                events.append(error)
         self._next_check = min(_next_multiple(seq, self.config.snapshot_every), _next_multiple(seq, _EVICT_EVERY))
 
     def take_outbox(self) -> list[SubmitOrder | SubmitCancel]:

@@ -33,8 +33,8 @@ from ..core.journal import (
     read_journal,
     read_snapshot,
     semantics_of,
+    take_snapshot,
     unloadable_snapshot,
-    write_snapshot,
 )
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
@@ -302,8 +302,12 @@ class Engine:
             if kernel.outbox:
                 self._route(events)
         if journal is not None and self.snapshot_path is not None and self.seq % self.config.snapshot_every == 0:
-            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
-            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
+            # after the whole step, its evictions included; a failure is an event of the step, never an exception
+            error = take_snapshot(
+                journal, self.snapshot_path, self.snapshot, self.config.snapshot_every, self.kernel.now
+            )
+            if error is not None:
+                events.append(error)
         return events
 
     def apply_many(self, messages: Iterable[Message]) -> list[Any]:
