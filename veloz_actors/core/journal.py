@@ -43,6 +43,7 @@ __all__ = [
     "drop_torn_tail",
     "read_journal",
     "read_snapshot",
+    "take_snapshot",
     "unloadable_snapshot",
     "write_snapshot",
 ]
@@ -377,8 +378,8 @@ def take_snapshot(journal: Journal, path: Path, state: Callable[[], bytes], ever
     except (OSError, JournalError) as exc:
         return Error(
             code="SNAPSHOT_FAILED",
-            message=f"snapshot {path} not written ({exc}); the journal holds every step, and the snapshot is tried "
-            f"again {every} inputs on",
+            message=f"snapshot {path} not written ({exc}); the journal holds every step, and the next snapshot is "
+            f"due {every} steps on",
             ts=ts,
         )
     return None
