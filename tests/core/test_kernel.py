@@ -405,6 +405,15 @@ def test_a_history_file_shorter_than_its_snapshot_counts_stops_recovery(
         TradingKernel.recover(config, journal, durability="none")
 
 
+def test_an_order_history_beside_a_journal_of_no_line_is_refused_never_cut(tmp_path: Path) -> None:
+    """The journal was moved away and the history left: it is another run's, and recovery says so."""
+    history = tmp_path / "k.journal.orders"
+    history.write_bytes(b'{"client_order_id":"old"}\n')
+    with pytest.raises(JournalError, match=f"order history {history} holds orders, but its journal has no line"):
+        TradingKernel.recover(_evicting_config(20), tmp_path / "k.journal", durability="none")
+    assert history.read_bytes() == b'{"client_order_id":"old"}\n'
+
+
 def test_a_second_recovery_of_a_journal_in_use_is_refused_before_it_touches_a_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

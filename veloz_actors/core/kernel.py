@@ -221,16 +221,22 @@ class TradingKernel:
         self.snapshot_path = Path(str(journal.path) + ".snapshot")
         self.history_path = Path(str(journal.path) + ".orders")
 
-    def resume_history(self, path: Path) -> None:
+    def resume_history(self, path: Path, *, journal_lines: int) -> None:
         """Write evicted orders to ``path`` from now on, first cutting it back to what this state wrote to it.
 
         Recovery calls this before it replays the journal's tail: the history file then ends at the last eviction the
         snapshot covers (at 0 without one), and the replayed evictions write their orders once, exactly as the run
         did, whatever it wrote after the snapshot (all, part of a line, or nothing) before it stopped. A file shorter
-        than the snapshot's count lost orders the state no longer holds: a :class:`JournalError` says so.
+        than the snapshot's count lost orders the state no longer holds, and one with orders beside a journal of no
+        lines (``journal_lines``) belongs to another run: each is a :class:`JournalError`, never cut.
         """
         try:
             size = path.stat().st_size if path.exists() else 0
+            if size and not journal_lines:
+                raise JournalError(
+                    f"order history {path} holds orders, but its journal has no line: it belongs to another run; "
+                    "move it away to start this one"
+                )
             if size < self.history_bytes:
                 raise JournalError(
                     f"order history {path} holds {size} bytes, fewer than the {self.history_bytes} its snapshot "
@@ -309,7 +315,7 @@ class TradingKernel:
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             kernel.legacy_halts = semantics_of(header) < 2
-            kernel.resume_history(Path(str(journal_path) + ".orders"))
+            kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
             events: list[Any] = []
             for message in messages[start:]:  # the journal is not attached yet: nothing is journaled twice
                 step = kernel.apply(message)

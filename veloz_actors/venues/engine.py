@@ -278,7 +278,7 @@ class Engine:
             # go, or once new lines grow the journal past its count it would skip them.
             snapshot_path.unlink()
         engine.kernel.legacy_halts = semantics_of(header) < 2
-        engine.kernel.resume_history(Path(str(journal_path) + ".orders"))
+        engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
         for message in messages[start:]:
             events.extend(engine.apply(message))
         return engine, events
