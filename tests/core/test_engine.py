@@ -328,6 +328,22 @@ def test_a_snapshot_recovered_elsewhere_never_writes_to_the_files_of_the_run_tha
     assert engine_state(recovered) == engine_state(engine)
 
 
+def test_a_second_engine_on_a_journal_in_use_is_refused_before_it_touches_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two engines on one journal each reserved the same funds, and the journal replayed to a state neither had."""
+    journal = tmp_path / "engine.journal"
+    config, _ = _evicting_run(journal, monkeypatch)
+    running, _ = Engine.recover(config, journal, durability="always")
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(JournalError, match=f"journal {journal} is open in another engine"):
+        Engine.recover(config, journal, durability="always")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    running.close()
+    again, _ = Engine.recover(config, journal, durability="always")  # once the first has stopped
+    again.close()
+
+
 def test_a_snapshot_that_cannot_be_written_is_an_error_event_of_its_step_and_is_tried_again(tmp_path: Path) -> None:
     """The step was journaled, applied and sent to the venue before the snapshot: its events reach the caller."""
     path = tmp_path / "engine.journal"
