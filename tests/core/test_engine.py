@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.journal import read_journal
+from veloz_actors.core import kernel as kernel_module
+from veloz_actors.core.journal import read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import (
     AccountUpdated,
     BookTop,
@@ -217,7 +219,7 @@ def test_snapshot_plus_journal_tail_equals_full_replay(tmp_path: Path) -> None:
     messages = _session(12)
     events = engine.apply_many(messages)
     engine.close()
-    snapshot_lines = int.from_bytes(Path(str(path) + ".snapshot").read_bytes()[:8], "little")
+    snapshot_lines, _ = read_snapshot(Path(str(path) + ".snapshot"))
     assert 0 < snapshot_lines < len(messages)  # a real tail is left to apply
     recovered, tail_events = Engine.recover(config, path, durability="none")
     recovered.close()
@@ -249,6 +251,120 @@ def test_a_snapshot_ahead_of_a_journal_that_lost_its_tail_is_never_used(tmp_path
     expected.apply_many(survivors)
     assert engine_state(again) == engine_state(expected)
     assert _internals(again) == _internals(expected)
+
+
+def test_a_damaged_snapshot_stops_recovery_with_its_name_and_the_journal_alone_recovers(tmp_path: Path) -> None:
+    """A flipped bit in a balance, or a snapshot cut short: recovery says which file, and never restores it."""
+    path = tmp_path / "engine.journal"
+    config = _sim_config(snapshot_every=20)
+    engine = Engine(config, journal_path=path, durability="none")
+    engine.apply_many(_session(10))
+    engine.close()
+    snapshot = Path(str(path) + ".snapshot")
+    good = snapshot.read_bytes()
+    for damaged in (good[:-1] + bytes([good[-1] ^ 0x01]), good[: len(good) // 2]):
+        snapshot.write_bytes(damaged)
+        with pytest.raises(JournalError, match=f"snapshot {snapshot} is damaged"):
+            Engine.recover(config, path, durability="none")
+    snapshot.unlink()  # what the error says to do
+    recovered, _ = Engine.recover(config, path, durability="none")
+    recovered.close()
+    assert engine_state(recovered) == engine_state(engine) and _internals(recovered) == _internals(engine)
+
+
+def test_a_snapshot_whose_state_does_not_load_is_a_journal_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "engine.journal"
+    Engine(engine_config(), journal_path=path, durability="none").close()
+    snapshot = Path(str(path) + ".snapshot")
+    write_snapshot(snapshot, 0, b"\x80\x05not a pickle")  # a sound file whose state other code wrote
+    with pytest.raises(JournalError, match=f"snapshot {snapshot} cannot be loaded"):
+        Engine.recover(engine_config(), path, durability="none")
+
+
+def _evicting_run(journal: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[EngineConfig, Engine]:
+    """An engine whose kernel evicts every 8 of its steps, snapshotted every 14 inputs, closed after 60 inputs."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = replace(_sim_config(snapshot_every=14), retain_closed_ns=1)
+    engine = Engine(config, journal_path=journal, durability="none")
+    for i in range(30):
+        engine.apply(place(f"o{i}", "BUY", "0.01", "59500", ts=T0 + i * 1000))
+        engine.apply(cancel(f"o{i}", ts=T0 + i * 1000))
+    engine.close()
+    return config, engine
+
+
+def test_recovery_from_a_snapshot_writes_each_evicted_order_to_the_history_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "engine.journal"
+    config, engine = _evicting_run(journal, monkeypatch)
+    history = Path(str(journal) + ".orders")
+    written = history.read_bytes()
+    assert engine.kernel.evicted > 0 and read_snapshot(Path(str(journal) + ".snapshot"))[0] < 60
+    for _ in range(2):
+        recovered, _ = Engine.recover(config, journal, durability="none")
+        recovered.close()
+        assert history.read_bytes() == written
+    assert [r["client_order_id"] for r in recovered.kernel.order_history("main")] == [
+        f"o{i}" for i in range(engine.kernel.evicted)
+    ]
+
+
+def test_a_snapshot_recovered_elsewhere_never_writes_to_the_files_of_the_run_that_took_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``veloz replay --from-snapshot`` does on a copy: the copy's order history grows, the live run's never."""
+    live = tmp_path / "live" / "engine.journal"
+    config, engine = _evicting_run(live, monkeypatch)
+    files = {p.name: p.read_bytes() for p in live.parent.iterdir()}
+    copy = tmp_path / "copy" / "engine.journal"
+    copy.parent.mkdir()
+    for suffix in ("", ".snapshot", ".orders"):
+        shutil.copy(str(live) + suffix, str(copy) + suffix)
+    recovered, _ = Engine.recover(config, copy, durability="none")
+    recovered.close()
+    assert {p.name: p.read_bytes() for p in live.parent.iterdir()} == files
+    assert Path(str(copy) + ".orders").read_bytes() == files["engine.journal.orders"]
+    assert engine_state(recovered) == engine_state(engine)
+
+
+def test_a_second_engine_on_a_journal_in_use_is_refused_before_it_touches_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two engines on one journal each reserved the same funds, and the journal replayed to a state neither had."""
+    journal = tmp_path / "engine.journal"
+    config, _ = _evicting_run(journal, monkeypatch)
+    running, _ = Engine.recover(config, journal, durability="always")
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(JournalError, match=f"journal {journal} is open in another engine"):
+        Engine.recover(config, journal, durability="always")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    running.close()
+    again, _ = Engine.recover(config, journal, durability="always")  # once the first has stopped
+    again.close()
+
+
+def test_a_snapshot_that_cannot_be_written_is_an_error_event_of_its_step_and_is_tried_again(tmp_path: Path) -> None:
+    """The step was journaled, applied and sent to the venue before the snapshot: its events reach the caller."""
+    path = tmp_path / "engine.journal"
+    snapshot = Path(str(path) + ".snapshot")
+    engine = Engine(_sim_config(snapshot_every=2), journal_path=path, durability="none")
+    blocker = Path(str(snapshot) + ".tmp")
+    blocker.mkdir()  # the snapshot cannot be written
+    engine.apply(place("x0", "BUY", "0.01", "59500", ts=T0))
+    events = engine.apply(place("x1", "BUY", "0.01", "59500", ts=T0 + 1))
+    assert type(events[0]) is OrderAccepted and events[0].client_order_id == "x1"
+    [error] = [e for e in events if type(e) is Error]
+    assert error.code == "SNAPSHOT_FAILED" and f"snapshot {snapshot} not written" in error.message
+    assert not snapshot.exists()
+    blocker.rmdir()
+    for i in (2, 3):
+        assert not [e for e in engine.apply(place(f"x{i}", "BUY", "0.01", "59500", ts=T0 + i)) if type(e) is Error]
+    assert read_snapshot(snapshot)[0] == 4  # tried again when next due
+    engine.close()
+    recovered, _ = Engine.recover(engine.config, path, durability="none")
+    recovered.close()
+    assert engine_state(recovered) == engine_state(engine)
 
 
 def _internals(engine: Engine) -> tuple:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import time
 from pathlib import Path
 
 import orjson
@@ -11,6 +13,8 @@ import pytest
 from veloz_actors import JournalError
 from veloz_actors.core.journal import Journal, read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import Tick, encode
+
+from .disk import disk_full_after
 
 CONFIG = {"name": "test", "instruments": [1, 2]}
 
@@ -173,6 +177,44 @@ def test_truncated_snapshot_is_a_journal_error(tmp_path: Path) -> None:
         read_snapshot(path)
 
 
+@pytest.mark.parametrize("where", ["state", "line count", "length"])
+def test_a_snapshot_with_a_flipped_bit_is_a_journal_error_naming_it(tmp_path: Path, where: str) -> None:
+    """A bit flipped anywhere would restore another balance or replay lines twice: refused, never restored."""
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 42, b"balance 100000")
+    data = bytearray(path.read_bytes())
+    data[{"state": -1, "line count": 8, "length": 16}[where]] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalError, match=f"snapshot {path} is damaged.*move it away"):
+        read_snapshot(path)
+
+
+def test_a_snapshot_cut_short_is_a_journal_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 42, b"state" * 100)
+    whole = path.read_bytes()
+    for size in (len(whole) - 1, 60, 20):
+        path.write_bytes(whole[:size])
+        with pytest.raises(JournalError, match=f"snapshot {path} is damaged \\(truncated"):
+            read_snapshot(path)
+
+
+def test_a_snapshot_of_the_format_without_a_checksum_reads_as_none(tmp_path: Path) -> None:
+    """The line count then the pickled state, as written before the header: not trusted, the journal alone is."""
+    path = tmp_path / "j.snapshot"
+    path.write_bytes((7).to_bytes(8, "little") + pickle.dumps({"seq": 7}))
+    assert read_snapshot(path) is None
+
+
+def test_a_failed_snapshot_write_keeps_the_last_snapshot_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "j.snapshot"
+    write_snapshot(path, 1, b"old")
+    with disk_full_after(1000), pytest.raises(OSError):
+        write_snapshot(path, 2, b"new" * 1000)
+    assert read_snapshot(path) == (1, b"old")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.snapshot"]
+
+
 def test_hand_to_os_puts_every_line_in_the_file_without_waiting_for_the_flusher(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="group", group_ms=60_000)  # the flusher will not run in this test
@@ -185,8 +227,6 @@ def test_hand_to_os_puts_every_line_in_the_file_without_waiting_for_the_flusher(
 
 
 def test_group_flusher_writes_lines_within_its_window(tmp_path: Path) -> None:
-    import time
-
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="group", group_ms=5)
     journal.append(Tick(ts=1))
@@ -195,3 +235,53 @@ def test_group_flusher_writes_lines_within_its_window(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the flusher never wrote the line"
         time.sleep(0.005)
     journal.close()
+
+
+def test_a_second_journal_on_the_same_file_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    """Two engines on one journal would interleave their lines, each reserving the same funds: the second is told."""
+    path = tmp_path / "j"
+    first = Journal(path, CONFIG, durability="none")
+    first.append(Tick(ts=1))
+    with pytest.raises(JournalError, match=f"{path} is open in another engine"):
+        Journal(path, CONFIG, durability="none")
+    first.append(Tick(ts=2))
+    first.close()
+    again = Journal(path, CONFIG, durability="none")
+    assert again.count == 2
+    again.close()
+    assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=2)]
+
+
+def test_always_a_failed_write_refuses_the_message_and_never_reaches_the_disk_later(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="always")
+    journal.append(Tick(ts=1))
+    accepted = [Tick(ts=1)]
+    room = 5 * len(encode(Tick(ts=2)) + b"\n") // 2  # two more lines and half of a third
+    with disk_full_after(path.stat().st_size + room), pytest.raises(JournalError, match=f"{path} cannot be written"):
+        for ts in range(2, 10):
+            journal.append(Tick(ts=ts))
+            accepted.append(Tick(ts=ts))
+    assert read_journal(path)[1] == accepted and path.read_bytes().endswith(b"\n")  # cut back to the last good line
+    with pytest.raises(JournalError, match="cannot be written"):  # the disk has room again: still refused
+        journal.append(Tick(ts=100))
+    with pytest.raises(JournalError, match="cannot be written"):
+        journal.close()
+    assert read_journal(path)[1] == accepted and journal.count == len(accepted)
+
+
+def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="group", group_ms=1)
+    with disk_full_after(path.stat().st_size + 10):
+        for ts in range(20):
+            journal.append(Tick(ts=ts))  # into the buffer: the flusher's write is the one that fails
+        deadline = time.monotonic() + 30.0
+        while journal.failure is None:
+            assert time.monotonic() < deadline, "the flusher never wrote"
+            time.sleep(0.005)
+    for call in (lambda: journal.append(Tick(ts=99)), journal.flush, journal.hand_to_os, journal.close):
+        with pytest.raises(JournalError, match=f"journal {path} cannot be written"):
+            call()
+    assert journal.count == 20
+    assert read_journal(path)[1] == [Tick(ts=ts) for ts in range(20)]  # what close() could still write

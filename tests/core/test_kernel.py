@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
+from veloz_actors import JournalError
 from veloz_actors.core import kernel as kernel_module
+from veloz_actors.core.journal import read_snapshot
 from veloz_actors.core.kernel import KernelConfig, TradingKernel, replay_kernel
 from veloz_actors.messages import (
     AccountUpdated,
@@ -36,7 +39,9 @@ from veloz_actors.messages import (
     VenueOrderRejected,
     VenueOrderStatusUnknown,
 )
-from veloz_actors.testing import cancel, d, engine_config, place
+from veloz_actors.testing import cancel, d, encoded, engine_config, place
+
+from .disk import disk_full_after
 
 T0 = 1_700_000_000_000_000_000
 S = OrderStatus
@@ -318,6 +323,188 @@ def test_an_evicted_orders_client_order_id_stays_taken(tmp_path: Path) -> None:
     assert kernel.take_outbox() == [] and kernel.ledger.locked("main", "USDT") == 0
     assert type(kernel.apply(place("c1", "BUY", "0.01", "59000", account="other", ts=T0 + 30_000))[0]) is OrderAccepted
     kernel.close()
+
+
+def _closing(i: int) -> list:
+    """Three kernel steps that leave one closed order: placed, cancelled, the venue's cancel report."""
+    ts = T0 + i * 10_000
+    return [place(f"c{i}", "BUY", "0.01", "59000", ts=ts), cancel(f"c{i}", ts=ts),
+            VenueOrderCancelled(venue="X", client_order_id=f"c{i}", account_id="main", symbol="BTCUSDT", ts=ts)]  # fmt: skip
+
+
+def _evicting_config(snapshot_every: int) -> KernelConfig:
+    return KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": snapshot_every})
+
+
+def _run(config: KernelConfig, journal: Path, messages: list) -> TradingKernel:
+    kernel = TradingKernel(config, journal_path=journal, durability="none")
+    for message in messages:
+        kernel.apply(message)
+    kernel.close()
+    return kernel
+
+
+@pytest.mark.parametrize("snapshot_every", [10**9, 20])
+def test_recovery_leaves_the_order_history_as_one_uninterrupted_run_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot_every: int
+) -> None:
+    """Every restart replays the evictions after the snapshot (all of them without one): each order is in the
+    history file once, whatever the run wrote after its snapshot before it stopped (here: half a record)."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)  # evictions at steps 8, 16, 24, 32; a snapshot at 20
+    config = _evicting_config(snapshot_every)
+    messages = [m for i in range(12) for m in _closing(i)]
+    _run(config, tmp_path / "once" / "k.journal", messages)
+    expected = (tmp_path / "once" / "k.journal.orders").read_bytes()
+    journal = tmp_path / "k.journal"
+    kernel = _run(config, journal, messages)
+    history = Path(str(journal) + ".orders")
+    assert history.read_bytes() == expected and kernel.evicted == 10
+    with open(history, "ab") as torn:
+        torn.write(expected[:50])  # a crash in the middle of an eviction's write
+    for _ in range(3):
+        recovered, _ = TradingKernel.recover(config, journal, durability="none")
+        recovered.close()
+        assert history.read_bytes() == expected
+    assert recovered.oms.export() == kernel.oms.export() and recovered.evicted == kernel.evicted
+    assert [h["client_order_id"] for h in recovered.order_history("main")] == [f"c{i}" for i in range(10)]
+
+
+def test_a_snapshot_taken_at_an_eviction_includes_it_and_recovery_answers_as_the_run_and_its_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshot and eviction due at the same step: the snapshot holds the state after the eviction. Before, it held
+    the orders the step evicted, which the recovered kernel kept: a retried order was then a silent no-op after the
+    restart, where the run and ``replay`` reject it as a duplicate."""
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(8)  # both due at steps 8, 16, 24, 32
+    journal = tmp_path / "k.journal"
+    produced: list = []
+    kernel = TradingKernel(config, journal_path=journal, durability="always")
+    for message in [m for i in range(11) for m in _closing(i)]:  # 33 steps: the last snapshot after step 32
+        produced += kernel.apply(message)
+    kernel.close()
+    recovered, _ = TradingKernel.recover(config, journal, durability="always")
+    assert recovered.evicted == kernel.evicted == 10 and recovered.oms.export() == kernel.oms.export()
+    [rejected] = recovered.apply(_closing(3)[0])  # the client sends c3 again
+    assert rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID
+    recovered.close()
+    _, replayed = replay_kernel(journal)
+    assert encoded(replayed) == encoded([*produced, rejected])
+
+
+def test_a_history_file_shorter_than_its_snapshot_counts_stops_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(20)
+    journal = tmp_path / "k.journal"
+    _run(config, journal, [m for i in range(8) for m in _closing(i)])
+    history = Path(str(journal) + ".orders")
+    history.write_bytes(history.read_bytes()[:10])
+    with pytest.raises(JournalError, match=f"order history {history} holds 10 bytes, fewer than"):
+        TradingKernel.recover(config, journal, durability="none")
+
+
+def test_an_order_history_beside_a_journal_of_no_line_is_refused_never_cut(tmp_path: Path) -> None:
+    """The journal was moved away and the history left: it is another run's, and recovery says so."""
+    history = tmp_path / "k.journal.orders"
+    history.write_bytes(b'{"client_order_id":"old"}\n')
+    with pytest.raises(JournalError, match=f"order history {history} holds orders, but its journal has no line"):
+        TradingKernel.recover(_evicting_config(20), tmp_path / "k.journal", durability="none")
+    assert history.read_bytes() == b'{"client_order_id":"old"}\n'
+
+
+def test_a_second_recovery_of_a_journal_in_use_is_refused_before_it_touches_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    config = _evicting_config(20)
+    journal = tmp_path / "k.journal"
+    _run(config, journal, [m for i in range(12) for m in _closing(i)])
+    running, _ = TradingKernel.recover(config, journal, durability="none")
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(JournalError, match=f"journal {journal} is open in another engine"):
+        TradingKernel.recover(config, journal, durability="none")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    running.close()
+
+
+def test_an_eviction_after_a_torn_history_line_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """A crash tore the last record: the next eviction cuts it rather than glue its first record to it."""
+    kernel = TradingKernel(_evicting_config(10**9), journal_path=tmp_path / "k.journal", durability="none")
+    history = tmp_path / "k.journal.orders"
+    for i in range(5):
+        for message in _closing(i):
+            kernel.apply(message)
+        if i == 2:
+            assert kernel.evict(T0 + 10**9) == 3
+            history.write_bytes(history.read_bytes()[:-40])  # c2's record, torn
+    assert kernel.evict(T0 + 10**9) == 2
+    assert [h["client_order_id"] for h in kernel.order_history("main")] == ["c0", "c1", "c3", "c4"]
+    assert kernel.order_record("main", "c3")["status"] == "CANCELLED"
+    kernel.close()
+
+
+def test_a_corrupt_order_history_line_is_a_journal_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    kernel = _evicted_kernel(tmp_path, 3)
+    history = tmp_path / "k.journal.orders"
+    lines = history.read_bytes().splitlines(keepends=True)
+    history.write_bytes(lines[0] + lines[1][:50] + b"\n" + lines[2])  # c1's record, damaged
+    for query in (lambda: kernel.order_history("main"), lambda: kernel.order_record("main", "c1")):
+        with pytest.raises(JournalError, match=f"{history}:2: corrupt order history line"):
+            query()
+    assert kernel.order_record("main", "c2")["status"] == "CANCELLED"  # the lines without the id are not parsed
+    kernel.close()
+
+
+def test_a_failed_history_write_keeps_the_records_and_the_next_eviction_writes_them(tmp_path: Path) -> None:
+    """The orders leave memory as they do in a replay (the kernel's answers never depend on the disk); their
+    records wait in memory, where queries find them, until the file takes them."""
+    kernel = TradingKernel(_evicting_config(10**9), journal_path=tmp_path / "k.journal", durability="none")
+    history = tmp_path / "k.journal.orders"
+    for message in _closing(0):
+        kernel.apply(message)
+    with disk_full_after(10), pytest.raises(JournalError, match=f"order history {history}.*1 evicted orders wait"):
+        kernel.evict(T0 + 10**9)
+    assert history.read_bytes() == b""  # never part of a record
+    assert kernel.oms.get("main", "c0") is None and kernel.order_record("main", "c0")["status"] == "CANCELLED"
+    [rejected] = kernel.apply(_closing(0)[0])
+    assert rejected.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID  # as a replay of this journal answers
+    assert kernel.evict(T0 + 10**9) == 0  # the disk has room again
+    assert [h["client_order_id"] for h in _records(history)] == ["c0"] and kernel.history_pending == []
+    assert kernel.history_bytes == history.stat().st_size
+    kernel.close()
+
+
+def test_files_a_step_cannot_write_are_error_events_of_the_step_and_are_written_when_next_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernel_module, "_EVICT_EVERY", 8)
+    journal = tmp_path / "k.journal"
+    kernel = TradingKernel(_evicting_config(8), journal_path=journal, durability="none")
+    history, snapshot = Path(str(journal) + ".orders"), Path(str(journal) + ".snapshot")
+    blockers = [history, Path(str(snapshot) + ".tmp")]
+    for blocker in blockers:
+        blocker.mkdir()  # neither can be written
+    messages = [m for i in range(6) for m in _closing(i)]
+    events = [kernel.apply(m) for m in messages[:8]]
+    assert [e.code for e in events[7]] == ["ORDER_HISTORY_WRITE_FAILED", "SNAPSHOT_FAILED"]  # step 8: both due
+    assert not [e for step in events[:7] for e in step if type(e) is Error]
+    for blocker in blockers:
+        blocker.rmdir()
+    events = [kernel.apply(m) for m in messages[8:16]]
+    assert not [e for step in events for e in step if type(e) is Error]
+    assert (
+        [h["client_order_id"] for h in _records(history)]
+        == ["c0", "c1", "c2", "c3", "c4"]
+        == [f"c{i}" for i in range(kernel.evicted)]
+    )
+    assert read_snapshot(snapshot)[0] == 16
+    kernel.close()
+
+
+def _records(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def test_a_report_for_an_order_the_kernel_rejected_itself_is_an_error_and_books_nothing() -> None:

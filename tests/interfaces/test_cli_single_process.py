@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -16,10 +17,12 @@ import pytest
 from veloz_actors.core.journal import read_journal
 from veloz_actors.interfaces.stdio import EventFormatter
 from veloz_actors.messages import CancelOrder, PlaceOrder, encode
-from veloz_actors.venues.engine import replay
+from veloz_actors.testing import cancel, engine_config, place
+from veloz_actors.venues.engine import Engine, replay
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
+T0 = 1_700_000_000_000_000_000
 
 
 def _veloz(*args: str, stdin: str = "") -> subprocess.CompletedProcess[bytes]:
@@ -187,3 +190,21 @@ def test_replay_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None
     result = _veloz("replay", str(tmp_path / "missing.journal"))
     assert result.returncode != 0
     assert result.stderr.decode().startswith("error: ") and b"Traceback" not in result.stderr
+
+
+def test_replay_from_a_snapshot_rebuilds_the_evicted_orders_and_never_writes_the_runs_files(tmp_path: Path) -> None:
+    """It recovers a copy: the copy's order history is cut back to the snapshot and grows by the tail's evictions,
+    and not one byte of the journal's folder changes (before, the snapshot's kernel appended to the live history)."""
+    journal = tmp_path / "engine.journal"
+    config = replace(engine_config(sim=True, snapshot_every=1000), retain_closed_ns=1)
+    engine = Engine(config, journal_path=journal, durability="none")
+    for i in range(2100):  # 4 kernel steps an order: evictions at steps 4,096 and 8,192 (after the last snapshot)
+        engine.apply(place(f"o{i}", "BUY", "0.01", "59500", ts=T0 + i * 1000))
+        engine.apply(cancel(f"o{i}", ts=T0 + i * 1000))
+    engine.close()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = _veloz("replay", "--from-snapshot", "--summary", str(journal))
+    assert result.returncode == 0 and result.stderr == b""
+    summary = orjson.loads(result.stdout.splitlines()[-1])
+    assert summary["evicted_orders"] == engine.kernel.evicted == 2047  # 1,024 at step 4,096, 1,023 at step 8,192
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from veloz_actors import EngineUnavailable, InvalidInput
+from veloz_actors.core.journal import read_journal
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session, parse_command
@@ -241,6 +242,39 @@ def test_query_finds_an_order_evicted_from_memory_in_the_order_history_file(tmp_
     [state] = session.handle_line("QUERY old")
     [order] = state["orders"]
     assert (order["cid"], order["status"]) == ("old", "CANCELLED")
+    engine.close()
+
+
+def test_a_query_that_meets_a_damaged_order_history_is_an_error_naming_the_line_and_the_session_goes_on(
+    tmp_path,
+) -> None:
+    from dataclasses import replace
+
+    engine = Engine(replace(engine_config(sim=True), retain_closed_ns=1), journal_path=tmp_path / "e.journal",
+                    durability="none")  # fmt: skip
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=old")
+    session.handle_line("CANCEL old")
+    assert engine.kernel.evict(before_ts=2**62) == 1
+    history = tmp_path / "e.journal.orders"
+    history.write_bytes(history.read_bytes()[:50] + b"\n")  # the record, damaged
+    [error] = session.handle_line("QUERY old")
+    assert error["type"] == "error" and error["code"] == "ORDER_HISTORY_UNREADABLE"
+    assert f"{history}:1: corrupt order history line" in error["message"]
+    assert session.handle_line("BALANCE")[0]["type"] == "account"
+    engine.close()
+
+
+def test_the_single_process_engine_hands_each_step_to_the_os_before_its_events_are_printed(tmp_path) -> None:
+    """Under group commit a killed process loses no step whose events it printed (the actor engine's rule)."""
+    journal = tmp_path / "e.journal"
+    engine = Engine(engine_config(sim=True), journal_path=journal, durability="group", group_ms=600_000)
+    backend = LocalBackend(engine)  # the flusher sleeps through this test: only hand_to_os writes
+    backend.tick(1)
+    session = Session(backend, symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    assert session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=a1")[0]["status"] == "ACCEPTED"
+    assert [type(m).__name__ for m in read_journal(journal)[1]] == ["Tick", "PlaceOrder"]  # what a kill leaves
     engine.close()
 
 

@@ -11,26 +11,42 @@ Durability is a policy:
   crash loses at most that window, the usual group-commit trade);
 - ``"none"``: leave it to the OS (backtests and benchmarks of the logic alone).
 
+One engine at a time writes a journal (it holds ``<journal>.lock`` while open), and a write or sync that fails fails
+the journal for good rather than leave a line on disk that the engine never applied (see :class:`Journal`).
+
 Snapshots are written beside the journal (``<journal>.snapshot``) atomically (write, fsync, rename) and record the
-number of journal lines they include, so recovery loads the snapshot and applies only the lines after it.
+number of journal lines they include, so recovery loads the snapshot and applies only the lines after it. A checksum
+covers each: a damaged snapshot is a :class:`JournalError`, never a restored state that differs from the engine's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import orjson
 
 from .._exceptions import JournalError
-from ..messages import Message, decode, encode_line
+from ..messages import Error, Message, decode, encode_line
 
-__all__ = ["Durability", "Journal", "read_journal", "read_snapshot", "write_snapshot"]
+__all__ = [
+    "Durability",
+    "Journal",
+    "drop_torn_tail",
+    "read_journal",
+    "read_snapshot",
+    "take_snapshot",
+    "unloadable_snapshot",
+    "write_snapshot",
+]
 
 Durability = Literal["always", "group", "none"]
 _VERSION = 1
@@ -42,7 +58,19 @@ _GROUP_BUFFER_BYTES = 4 << 20
 
 
 class Journal:
-    """Appends encoded messages to a file under a durability policy. One writer thread, plus the flusher."""
+    """Appends encoded messages to a file under a durability policy. One writer thread, plus the flusher.
+
+    One engine at a time: the journal holds an exclusive lock on ``<journal>.lock`` from before it reads the file
+    until :meth:`close`, so a second engine on the same journal gets a :class:`JournalError` instead of interleaving
+    its lines with the first's (each would reserve the same funds). The lock is the OS's (``flock``): a killed
+    process leaves none behind.
+
+    A write or sync that fails (a full disk, an I/O error) fails the journal for good: that append, and every later
+    ``append``, ``flush``, ``hand_to_os`` and ``close``, raises :class:`JournalError`, so the message is never applied.
+    Under ``"always"`` the file is cut back at once to the last line that was synced, so no line of a message the
+    engine refused can reach the disk later; under ``"group"`` the flusher's failure is kept and raised the same way
+    from the engine's thread, and ``close`` cuts off whatever a failed append left after the last accepted line.
+    """
 
     def __init__(
         self, path: str | Path, config: dict[str, Any], *, durability: Durability = "group", group_ms: float = 5.0
@@ -54,81 +82,159 @@ class Journal:
         self._always = durability == "always"
         self.group_seconds = group_ms / 1000.0
         self.count = 0
+        self.failure: OSError | None = None  # what failed the journal (then it takes nothing more)
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._lock_file = _lock(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.exists() or self.path.stat().st_size == 0
-            if not fresh:
-                _drop_torn_tail(self.path)
-            # Group commit gets a large buffer: the flusher, not the engine thread, then makes the write calls, so an
-            # append never waits on a page the last fsync is still writing back (measured: ~1 us per order).
-            buffering = _GROUP_BUFFER_BYTES if durability == "group" else -1
-            self._file: BinaryIO = open(self.path, "ab", buffering=buffering)  # noqa: SIM115 - lives with the journal
-        except OSError as exc:
-            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
-        if fresh:
-            header = {"journal": "veloz", "version": _VERSION, "semantics": SEMANTICS, "config": config}
-            self._file.write(orjson.dumps(header) + b"\n")
-            self._sync()
-        else:
-            header, lines = _read(self.path)
-            if header.get("config") != config:
-                raise JournalError(f"{self.path} was written by an engine with a different configuration")
-            self.count = lines
-        self.semantics: int = semantics_of(header)
+            self._open(config)
+        except BaseException:
+            self._lock_file.close()
+            raise
         self._flusher: threading.Thread | None = None
         if durability == "group":
             self._flusher = threading.Thread(target=self._flush_loop, name="veloz-journal-flush", daemon=True)
             self._flusher.start()
+
+    def _open(self, config: dict[str, Any]) -> None:
+        try:
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            if not fresh:
+                drop_torn_tail(self.path)
+            # Group commit gets a large buffer: the flusher, not the engine thread, then makes the write calls, so an
+            # append never waits on a page the last fsync is still writing back (measured: ~1 us per order). "always"
+            # writes unbuffered: a line that failed is never left in a buffer for a later write to carry to disk.
+            buffering = _GROUP_BUFFER_BYTES if self.durability == "group" else 0 if self._always else -1
+            self._file: BinaryIO = open(self.path, "ab", buffering=buffering)  # noqa: SIM115 - lives with the journal
+        except OSError as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        try:
+            if fresh:
+                header = {"journal": "veloz", "version": _VERSION, "semantics": SEMANTICS, "config": config}
+                try:
+                    self._write(orjson.dumps(header) + b"\n")
+                    self._sync()
+                except OSError as exc:
+                    raise JournalError(f"cannot write journal {self.path}: {exc}") from exc
+            else:
+                header, lines = _read(self.path)
+                if header.get("config") != config:
+                    raise JournalError(f"{self.path} was written by an engine with a different configuration")
+                self.count = lines
+            self._length = os.fstat(self._file.fileno()).st_size  # the bytes of every line accepted so far
+        except BaseException:
+            self._file.close()
+            raise
+        self.semantics: int = semantics_of(header)
 
     def append(self, message: Message) -> None:
         # No lock on the hot path: the buffered file has its own, and the flusher clears ``_dirty`` *before* it
         # flushes, so a line written while it flushes is either in that flush or marks the journal dirty again.
         if self._closed:
             raise JournalError(f"journal {self.path} is closed")
-        self._file.write(encode_line(message))
+        if self.failure is not None:
+            raise self._failed()
+        line = encode_line(message)
+        try:
+            if self._always:
+                self._write(line)
+                os.fsync(self._file.fileno())
+            else:
+                self._file.write(line)
+        except OSError as exc:
+            self._fail(exc)
+            raise self._failed() from exc
+        self._length += len(line)
         self.count += 1
-        if self._always:
-            self._sync()
-        else:
+        if not self._always:
             self._dirty = True
 
     def hand_to_os(self) -> None:
         """Write the buffered lines to the OS without fsync: a killed process then loses none of them (a power loss
         still may, within the durability policy). The actors call this before acknowledging a call."""
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                return
+            if self.failure is not None:
+                raise self._failed()
+            try:
                 self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
+                raise self._failed() from exc
 
     def flush(self) -> None:
         """Write and fsync everything appended so far."""
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                return
+            if self.failure is not None:
+                raise self._failed()
+            try:
                 self._sync()
-                self._dirty = False
+            except OSError as exc:
+                self._fail(exc)
+                raise self._failed() from exc
+            self._dirty = False
 
     def close(self) -> None:
+        """Flush, fsync and close the file, and let go of the lock (idempotent). A failed journal still closes, then
+        raises its failure."""
         with self._lock:
             if self._closed:
                 return
-            self._sync()
-            self._file.close()
             self._closed = True
+            try:
+                if self.failure is None:
+                    self._sync()
+            except OSError as exc:
+                self.failure = exc
+            try:
+                self._file.close()  # a failed journal's buffer may write here: cut back below
+            except OSError as exc:
+                self.failure = self.failure or exc
+            try:
+                if self.failure is not None:
+                    _cut(self.path, self._length)
+            finally:
+                self._lock_file.close()
         if self._flusher is not None:
             self._flusher.join(timeout=1.0)
+        if self.failure is not None:
+            raise self._failed()
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # unbuffered ("always"): a write may take only part of the line
+            written = self._file.write(view)
+            view = view[written:]
 
     def _sync(self) -> None:
         self._file.flush()
         if self.durability != "none":
             os.fsync(self._file.fileno())
 
+    def _fail(self, exc: OSError) -> None:
+        """Keep the first failure; under "always" cut the file back to its last synced line at once."""
+        if self.failure is None:
+            self.failure = exc
+        if self._always:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._length)
+
+    def _failed(self) -> JournalError:
+        return JournalError(
+            f"journal {self.path} cannot be written ({self.failure}): it takes no more messages after its line "
+            f"{self.count}; free the disk and restart the engine, which recovers from the journal"
+        )
+
     def _flush_loop(self) -> None:
         # Group commit: hand the buffered lines to the OS under the lock (a write, microseconds), then fsync outside
-        # it, so the engine keeps appending while the disk syncs everything written before the fsync began.
+        # it, so the engine keeps appending while the disk syncs everything written before the fsync began. A
+        # failure stops the flusher and fails the journal: the engine's next call raises it.
         fd = self._file.fileno()
-        while not self._closed:
+        while not self._closed and self.failure is None:
             time.sleep(self.group_seconds)
             if not self._dirty:
                 continue
@@ -136,12 +242,48 @@ class Journal:
                 if self._closed:
                     return
                 self._dirty = False
-                self._file.flush()
-            with contextlib.suppress(OSError):  # closed under us: close() synced everything itself
+                try:
+                    self._file.flush()
+                except OSError as exc:
+                    self._fail(exc)
+                    return
+            try:
                 os.fsync(fd)
+            except OSError as exc:
+                if not self._closed:  # else closed under us: close() synced everything itself
+                    self._fail(exc)
+                return
 
 
-def _drop_torn_tail(path: Path) -> None:
+def _lock(path: Path) -> BinaryIO:
+    """Hold ``<path>.lock`` exclusively (released when the returned file closes), or raise if another holds it."""
+    lock_path = Path(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 - lives with the journal
+    except OSError as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+    try:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock_file.close()
+        if isinstance(exc, BlockingIOError):
+            raise JournalError(
+                f"journal {path} is open in another engine (it holds {lock_path.name}): one engine per journal, "
+                "or their lines would interleave; stop the other engine first"
+            ) from exc
+        raise JournalError(f"cannot lock journal {path}: {exc}") from exc
+    return lock_file
+
+
+def _cut(path: Path, length: int) -> None:
+    """Cut ``path`` back to ``length`` bytes if it is longer (never extends it)."""
+    with contextlib.suppress(OSError), open(path, "r+b") as f:
+        if f.seek(0, os.SEEK_END) > length:
+            f.truncate(length)
+
+
+def drop_torn_tail(path: Path) -> None:
     """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own.
 
     Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file.
@@ -208,22 +350,93 @@ def read_journal(path: str | Path) -> tuple[dict[str, Any], list[Message]]:
 
 
 def write_snapshot(path: str | Path, seq: int, state: bytes) -> None:
-    """Atomically write ``state`` (the engine's snapshot) taken after ``seq`` journal lines."""
+    """Atomically write ``state`` (the engine's snapshot) taken after ``seq`` journal lines.
+
+    The file is a header (:data:`_SNAPSHOT_MAGIC`, ``seq``, the state's length, the SHA-256 of the three) and the
+    state: :func:`read_snapshot` refuses a file that does not match it rather than restore a wrong balance.
+    """
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(seq.to_bytes(8, "little"))
-        f.write(state)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, seq, len(state), _snapshot_digest(seq, state)))
+            f.write(state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a half-written snapshot is never left behind
+        raise
+
+
+def take_snapshot(journal: Journal, path: Path, state: Callable[[], bytes], every: int, ts: int) -> Error | None:
+    """Write a snapshot covering every line of ``journal``; a failure is returned as a ``SNAPSHOT_FAILED`` error."""
+    try:
+        journal.flush()  # a snapshot never covers a line that is not yet on disk itself
+        write_snapshot(path, journal.count, state())
+    except (OSError, JournalError) as exc:
+        return Error(
+            code="SNAPSHOT_FAILED",
+            message=f"snapshot {path} not written ({exc}); the journal holds every step, and the next snapshot is "
+            f"due {every} steps on",
+            ts=ts,
+        )
+    return None
 
 
 def read_snapshot(path: str | Path) -> tuple[int, bytes] | None:
+    """The journal lines a snapshot covers and its state; None without a snapshot.
+
+    A snapshot that is truncated, fails its checksum or is not one raises :class:`JournalError` naming the file:
+    recovery does not guess around damage (the disk that damaged it may have damaged more), and the error says how to
+    go on: move the snapshot away and the state is rebuilt from the journal alone, which is exact, only slower. A
+    snapshot of the format before the header (the line count, then the pickled state, with no checksum) reads as
+    none for the same reason: the journal alone is exact, and the next snapshot is written with a checksum.
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise JournalError(f"snapshot {path} is truncated")
-    return int.from_bytes(data[:8], "little"), data[8:]
+    except OSError as exc:
+        raise JournalError(f"cannot read snapshot {path}: {exc}") from exc
+
+    def damaged(what: str) -> JournalError:
+        return JournalError(
+            f"snapshot {path} is damaged ({what}); move it away to recover from the journal alone (exact, slower)"
+        )
+
+    if data[:8] != _SNAPSHOT_MAGIC:
+        if len(data) > 8 and data[8] == _PICKLE_PROTO:
+            return None  # the format before the header: not trusted without a checksum
+        raise damaged("truncated" if len(data) < 8 else "not a VeloZ snapshot")
+    if len(data) < _SNAPSHOT_HEAD.size:
+        raise damaged(f"truncated: {len(data)} bytes, shorter than its header")
+    _, seq, length, digest = _SNAPSHOT_HEAD.unpack_from(data)
+    state = data[_SNAPSHOT_HEAD.size :]
+    if len(state) != length:
+        raise damaged(f"truncated: {len(state)} of its {length} bytes of state")
+    if _snapshot_digest(seq, state) != digest:
+        raise damaged("its checksum does not match its content")
+    return seq, state
+
+
+def unloadable_snapshot(path: str | Path, exc: Exception) -> JournalError:
+    """The error for a snapshot whose checksum holds but whose state does not load (written by other code)."""
+    return JournalError(
+        f"snapshot {path} cannot be loaded ({type(exc).__name__}: {exc}); move it away to recover from the journal "
+        "alone (exact, slower)"
+    )
+
+
+# magic, journal lines covered, length of the state, SHA-256 of (lines, length, state)
+_SNAPSHOT_MAGIC = b"VZSNAP\x00\x01"
+_SNAPSHOT_HEAD = struct.Struct("<8sQQ32s")
+_PICKLE_PROTO = 0x80  # the first byte of a pickle (its PROTO opcode)
+
+
+def _snapshot_digest(seq: int, state: bytes) -> bytes:
+    digest = hashlib.sha256(struct.pack("<QQ", seq, len(state)))
+    digest.update(state)
+    return digest.digest()

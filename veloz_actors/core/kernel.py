@@ -24,6 +24,8 @@ to an order history file beside the journal, which :meth:`TradingKernel.order_hi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -70,7 +72,16 @@ from ..messages import (
 )
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
-from .journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
+from .journal import (
+    Durability,
+    Journal,
+    drop_torn_tail,
+    read_journal,
+    read_snapshot,
+    semantics_of,
+    take_snapshot,
+    unloadable_snapshot,
+)
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
 
@@ -130,6 +141,7 @@ def json_normal(data: dict[str, Any], risk: RiskLimits) -> dict[str, Any]:
 
 
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})
+_NOT_STATE = frozenset({"journal", "_handlers", "snapshot_path", "history_path"})  # never in a snapshot
 _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 # client order ids of evicted orders still refused as duplicates: a venue recognises re-sent requests among its latest
 # orders (the simulated venue's 200,000), so the kernel must not take an id it would still ignore for a new order
@@ -163,6 +175,8 @@ class TradingKernel:
         self.evicted = 0
         self.evicted_ids: set[str] = set()  # account and client order id of the latest _EVICTED_IDS evicted orders
         self.evicted_order: deque[str] = deque()
+        self.history_bytes = 0  # the order history file's length after this state's last eviction
+        self.history_pending: list[bytes] = []  # records of evicted orders the history file has not taken yet
         self.now = 0
         self._touched: set[str] = set()
         self._filled = False
@@ -199,10 +213,42 @@ class TradingKernel:
     # ------------------------------------------------------------------------------------------------- persistence
 
     def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
-        self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
-        self.legacy_halts = self.journal.semantics < 2
-        self.snapshot_path = Path(str(path) + ".snapshot")
-        self.history_path = Path(str(path) + ".orders")
+        self._attach(Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms))
+
+    def _attach(self, journal: Journal) -> None:
+        self.journal = journal
+        self.legacy_halts = journal.semantics < 2
+        self.snapshot_path = Path(str(journal.path) + ".snapshot")
+        self.history_path = Path(str(journal.path) + ".orders")
+
+    def resume_history(self, path: Path, *, journal_lines: int) -> None:
+        """Write evicted orders to ``path`` from now on, first cutting it back to what this state wrote to it.
+
+        Recovery calls this before it replays the journal's tail: the history file then ends at the last eviction the
+        snapshot covers (at 0 without one), and the replayed evictions write their orders once, exactly as the run
+        did, whatever it wrote after the snapshot (all, part of a line, or nothing) before it stopped. A file shorter
+        than the snapshot's count lost orders the state no longer holds, and one with orders beside a journal of no
+        lines (``journal_lines``) belongs to another run: each is a :class:`JournalError`, never cut.
+        """
+        try:
+            size = path.stat().st_size if path.exists() else 0
+            if size and not journal_lines:
+                raise JournalError(
+                    f"order history {path} holds orders, but its journal has no line: it belongs to another run; "
+                    "move it away to start this one"
+                )
+            if size < self.history_bytes:
+                raise JournalError(
+                    f"order history {path} holds {size} bytes, fewer than the {self.history_bytes} its snapshot "
+                    "covers: it was cut or replaced; put it back, or move the snapshot away to rebuild both from the "
+                    "journal"
+                )
+            if size > self.history_bytes:
+                with open(path, "r+b") as history:
+                    history.truncate(self.history_bytes)
+        except OSError as exc:
+            raise JournalError(f"cannot resume order history {path}: {exc}") from exc
+        self.history_path = path
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -210,16 +256,19 @@ class TradingKernel:
             self.journal.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("journal", "_handlers")}
+        # the files belong to the process, not to the state: a snapshot restored elsewhere (a replay's copy, an
+        # actor's new home) must never write to the files of the run that took it
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False})
+        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False, "history_pending": []})
         self.__dict__.update(state)
         if "_pricing" not in state:
             self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
         self.journal = None
+        self.snapshot_path = self.history_path = None
         self._handlers = self._dispatch()
 
     def snapshot(self) -> bytes:
@@ -243,31 +292,41 @@ class TradingKernel:
         """Rebuild a kernel from its snapshot and journal; returns it (journal attached) and the replayed events.
 
         What the replayed steps left in the outbox is kept: the caller decides what still has to reach a venue.
-        ``on_step`` sees each replayed message with the events of its step (the lines after the snapshot).
+        ``on_step`` sees each replayed message with the events of its step (the lines after the snapshot). The order
+        history file is cut back to the snapshot's and the replay writes the evictions after it (see
+        :meth:`resume_history`). A journal another kernel has open is a :class:`JournalError`, before any file is
+        touched.
         """
         journal_path = Path(journal_path)
-        kernel = cls(config)
-        kernel.history_path = Path(str(journal_path) + ".orders")
-        events: list[Any] = []
-        if journal_path.exists():
+        # the journal (and its lock) first: no snapshot or history file is read or cut while another kernel runs
+        journal = Journal(journal_path, config.to_json(), durability=durability)
+        try:
             header, messages = read_journal(journal_path)
-            if header.get("config") != config.to_json():
-                raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+            kernel = cls(config)
             start = 0
             snapshot_path = Path(str(journal_path) + ".snapshot")
             snap = read_snapshot(snapshot_path)
             if snap is not None and snap[0] <= len(messages):
                 start, state = snap
-                kernel.restore(state)
+                try:
+                    kernel.restore(state)
+                except Exception as exc:  # unpickling raises anything: the state is another version's
+                    raise unloadable_snapshot(snapshot_path, exc) from exc
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             kernel.legacy_halts = semantics_of(header) < 2
-            for message in messages[start:]:
+            kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
+            events: list[Any] = []
+            for message in messages[start:]:  # the journal is not attached yet: nothing is journaled twice
                 step = kernel.apply(message)
                 events.extend(step)
                 if on_step is not None:
                     on_step(message, step)
-        kernel.attach_journal(journal_path, durability=durability)
+        except BaseException:
+            with contextlib.suppress(JournalError):
+                journal.close()
+            raise
+        kernel._attach(journal)
         return kernel, events
 
     # -------------------------------------------------------------------------------------------------------- apply
@@ -302,7 +361,7 @@ class TradingKernel:
                 self._account_events(touched, self.now, events)
             touched.clear()
         if self.seq >= self._next_check:
-            self._periodic()
+            self._periodic(events)
         return events
 
     def apply_many(self, messages: Iterable[Message]) -> list[Any]:
@@ -312,15 +371,24 @@ class TradingKernel:
             events.extend(self.apply(message))
         return events
 
-    def _periodic(self) -> None:
-        """Snapshot and evict when due (checked at the end of a step, never inside one)."""
+    def _periodic(self, events: list[Any]) -> None:
+        """Evict, then snapshot, when due (checked at the end of a step, never inside one).
+
+        In that order: the snapshot is the state after the whole step, eviction included, which a recovery from it
+        never redoes. A file that cannot be written is an ``Error`` event of the step (``ORDER_HISTORY_WRITE_FAILED``,
+        ``SNAPSHOT_FAILED``), never an exception: the step was journaled and applied, and its events must reach the
+        caller. Both are tried again when next due; the journal alone recovers every step meanwhile."""
         seq = self.seq
+        if (self.closed or self.history_pending) and seq % _EVICT_EVERY == 0:
+            try:
+                self.evict(self.now - self.config.retain_closed_ns)
+            except JournalError as exc:
+                events.append(Error(code="ORDER_HISTORY_WRITE_FAILED", message=str(exc), ts=self.now))
         journal = self.journal
         if journal is not None and self.snapshot_path is not None and seq % self.config.snapshot_every == 0:
-            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
-            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
-        if self.closed and seq % _EVICT_EVERY == 0:
-            self.evict(self.now - self.config.retain_closed_ns)
+            error = take_snapshot(journal, self.snapshot_path, self.snapshot, self.config.snapshot_every, self.now)
+            if error is not None:
+                events.append(error)
         self._next_check = min(_next_multiple(seq, self.config.snapshot_every), _next_multiple(seq, _EVICT_EVERY))
 
     def take_outbox(self) -> list[SubmitOrder | SubmitCancel]:
@@ -799,16 +867,19 @@ class TradingKernel:
         that still arrives for an evicted order is reported as an ``Error`` and changes nothing. Their client order ids
         stay taken (the latest ``_EVICTED_IDS``): a new order with one is rejected as a duplicate, as it is while the
         order is in memory.
+
+        The orders leave memory whatever the disk does, as they do in a replay, so the kernel's answers never depend
+        on it. Their records wait in :attr:`history_pending` (queries read them there, snapshots keep them) until
+        the file takes them: a write that fails raises :class:`JournalError` and is tried again at the next call.
         """
         closed = self.closed
         gone: list[Order] = []
         while closed and closed[0].closed_ts < before_ts:
             gone.append(closed.popleft())
-        if not gone:
-            return 0
-        if self.history_path is not None:
-            with open(self.history_path, "ab") as out:
-                out.write(b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone))
+        if gone and self.history_path is not None:
+            self.history_pending.append(
+                b"".join(orjson.dumps(o.to_dict(), option=orjson.OPT_APPEND_NEWLINE) for o in gone)
+            )
         ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
@@ -821,7 +892,37 @@ class TradingKernel:
             for key in [k for k, cmd in retries.items() if cmd.ts < before_ts]:
                 del retries[key]
         self.evicted += len(gone)
+        self._write_history()
         return len(gone)
+
+    def _write_history(self) -> None:
+        """Append the records waiting in :attr:`history_pending` to the history file, or leave them waiting."""
+        path = self.history_path
+        pending = self.history_pending
+        if path is None or not pending:
+            return
+        data = b"".join(pending)
+        orders = data.count(b"\n")
+        try:
+            if path.exists():
+                drop_torn_tail(path)  # a write torn by a crash: the next record starts a line of its own
+            with open(path, "ab", buffering=0) as out:
+                start = out.seek(0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[out.write(view) :]
+                    os.fsync(out.fileno())  # a snapshot counting these bytes must never be on disk before them
+                except OSError:
+                    os.ftruncate(out.fileno(), start)  # never half a batch: the whole of it goes again
+                    raise
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write order history {path} ({exc}): the records of {orders} evicted orders wait "
+                "in memory (queries find them) and are written at the next eviction"
+            ) from exc
+        self.history_bytes = start + len(data)
+        pending.clear()
 
     def order_record(self, account_id: str, client_order_id: str) -> dict[str, Any] | None:
         """One order as a JSON-ready dict: from memory, or from the order history file once evicted."""
@@ -834,21 +935,26 @@ class TradingKernel:
         return found[-1] if found else None
 
     def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
-        """Evicted orders from the history file (oldest first), optionally of one account and client order id."""
-        if self.history_path is None or not self.history_path.exists():
+        """Evicted orders from the history file (oldest first), optionally of one account and client order id.
+
+        A line that does not parse is a :class:`JournalError` naming the file and line; an incomplete last line (a
+        write a crash tore) is skipped, as the journal's readers skip theirs.
+        """
+        path = self.history_path
+        if path is None:
             return []
-        out = []
         needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
-        with open(self.history_path, "rb") as lines:
-            for line in lines:
-                if needle not in line:
-                    continue
-                data = orjson.loads(line)
-                if account_id is not None and data["account_id"] != account_id:
-                    continue
-                if client_order_id is not None and data["client_order_id"] != client_order_id:
-                    continue
-                out.append(data)
+        out: list[dict[str, Any]] = []
+        try:
+            with open(path, "rb") as lines:
+                _match_history(str(path), lines, needle, account_id, client_order_id, out)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise JournalError(f"cannot read order history {path}: {exc}") from exc
+        if self.history_pending:
+            waiting = b"".join(self.history_pending).splitlines(keepends=True)
+            _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
         return out
 
     # ----------------------------------------------------------------------------------------- market and risk
@@ -1162,6 +1268,28 @@ def _submit_request(order: Order) -> SubmitOrder:
     cmd = order.command
     return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
+
+
+def _match_history(
+    where: str,
+    lines: Iterable[bytes],
+    needle: bytes,
+    account_id: str | None,
+    client_order_id: str | None,
+    out: list[dict[str, Any]],
+) -> None:
+    for number, line in enumerate(lines, start=1):
+        if needle not in line or not line.endswith(b"\n"):
+            continue  # another order's, or a last line a crash tore
+        try:
+            data = orjson.loads(line)
+            mine = (account_id is None or data["account_id"] == account_id) and (
+                client_order_id is None or data["client_order_id"] == client_order_id
+            )
+        except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+            raise JournalError(f"{where}:{number}: corrupt order history line: {exc}") from exc
+        if mine:
+            out.append(data)
 
 
 def _evicted_id(account_id: str, client_order_id: str) -> str:

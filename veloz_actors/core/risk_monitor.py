@@ -87,7 +87,7 @@ from ..messages import (
     Trade,
 )
 from .instruments import Instrument, Pricing
-from .journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from .journal import Durability, Journal, read_journal, read_snapshot, unloadable_snapshot, write_snapshot
 
 __all__ = ["EngineRiskLimits", "RiskMonitor", "RiskMonitorConfig", "kill_switch_commands"]
 
@@ -322,7 +322,10 @@ class RiskMonitor:
             snap = read_snapshot(snapshot_path)
             if snap is not None and snap[0] <= len(messages):
                 start, state = snap
-                monitor.restore(state)
+                try:
+                    monitor.restore(state)
+                except Exception as exc:  # unpickling raises anything: the state is another version's
+                    raise unloadable_snapshot(snapshot_path, exc) from exc
             elif snap is not None:
                 snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
             for message in messages[start:]:

@@ -252,12 +252,14 @@ def replay_command(
         import shutil
         import tempfile
 
+        # recovery on copies, in that order (a snapshot never counts history the copy lacks): it cuts and writes
+        # the copy's order history, and never a file of the run that wrote the journal
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / journal.name
             shutil.copy(journal, copy)
-            snap = Path(str(journal) + ".snapshot")
-            if snap.exists():
-                shutil.copy(snap, Path(str(copy) + ".snapshot"))
+            for suffix in (".snapshot", ".orders"):
+                if Path(str(journal) + suffix).exists():
+                    shutil.copy(Path(str(journal) + suffix), Path(str(copy) + suffix))
             engine, produced = Engine.recover(config, copy, durability="none")
             engine.close()
     else:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .._exceptions import EngineUnavailable, InvalidInput, quoted
+from .._exceptions import EngineUnavailable, InvalidInput, JournalError, quoted
 from ..fixed import format_decimal
 from ..messages import (
     AccountUpdated,
@@ -418,7 +418,10 @@ class Session:
 
     def _request(self, keyword: str, argument: str | None, ts: int) -> list[dict[str, Any]]:
         if keyword == "QUERY":
-            orders = self.backend.query(argument)
+            try:
+                orders = self.backend.query(argument)
+            except JournalError as exc:  # a damaged order history file: said with its name, the session goes on
+                return [{"type": "error", "ts": ts, "code": "ORDER_HISTORY_UNREADABLE", "message": str(exc)}]
             if argument is not None and not orders:
                 return [
                     {"type": "error", "ts": ts, "code": "UNKNOWN_ORDER", "message": f"no order with cid {argument!r}"}

@@ -18,6 +18,7 @@ the same kernel against :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,15 @@ from typing import Any
 
 from .._exceptions import ConfigError, JournalError
 from ..core.instruments import Instrument
-from ..core.journal import Durability, Journal, read_journal, read_snapshot, semantics_of, write_snapshot
+from ..core.journal import (
+    Durability,
+    Journal,
+    read_journal,
+    read_snapshot,
+    semantics_of,
+    take_snapshot,
+    unloadable_snapshot,
+)
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
@@ -204,10 +213,13 @@ class Engine:
     # ------------------------------------------------------------------------------------------------- persistence
 
     def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
-        self.journal = Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms)
-        self.snapshot_path = Path(str(path) + ".snapshot")
-        self.kernel.history_path = Path(str(path) + ".orders")
-        self.kernel.legacy_halts = self.journal.semantics < 2
+        self._attach(Journal(path, self.config.to_json(), durability=durability, group_ms=group_ms))
+
+    def _attach(self, journal: Journal) -> None:
+        self.journal = journal
+        self.snapshot_path = Path(str(journal.path) + ".snapshot")
+        self.kernel.history_path = Path(str(journal.path) + ".orders")
+        self.kernel.legacy_halts = journal.semantics < 2
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -220,6 +232,7 @@ class Engine:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _restore(self, state: bytes) -> None:
+        # the kernel's files are not in its state (TradingKernel.__getstate__): the caller gives it its own
         journal, snapshot_path = self.journal, self.snapshot_path
         self.__dict__.update(pickle.loads(state))
         self.journal, self.snapshot_path = journal, snapshot_path
@@ -228,29 +241,46 @@ class Engine:
     def recover(
         cls, config: EngineConfig, journal_path: str | Path, *, durability: Durability = "group"
     ) -> tuple[Engine, list[Any]]:
-        """Rebuild an engine from its snapshot and journal; returns it (journal attached) and the replayed events."""
+        """Rebuild an engine from its snapshot and journal; returns it (journal attached) and the replayed events.
+
+        As :meth:`TradingKernel.recover`: the journal's lock first, the order history cut back to the snapshot's.
+        """
         journal_path = Path(journal_path)
+        # the journal (and its lock) first: no snapshot or history file is read or cut while another engine runs
+        journal = Journal(journal_path, config.to_json(), durability=durability)
+        try:
+            engine, events = cls._replay_tail(config, journal_path)
+        except BaseException:
+            with contextlib.suppress(JournalError):
+                journal.close()
+            raise
+        engine._attach(journal)
+        return engine, events
+
+    @classmethod
+    def _replay_tail(cls, config: EngineConfig, journal_path: Path) -> tuple[Engine, list[Any]]:
+        """The engine of the snapshot (if any) with the journal's lines after it applied, journal not attached."""
         engine = cls(config)
         events: list[Any] = []
-        if journal_path.exists():
-            header, messages = read_journal(journal_path)
-            if header.get("config") != config.to_json():
-                raise JournalError(f"{journal_path} was written by an engine with a different configuration")
-            start = 0
-            snapshot_path = Path(str(journal_path) + ".snapshot")
-            snap = read_snapshot(snapshot_path)
-            if snap is not None and snap[0] <= len(messages):
-                start, state = snap
+        header, messages = read_journal(journal_path)
+        start = 0
+        snapshot_path = Path(str(journal_path) + ".snapshot")
+        snap = read_snapshot(snapshot_path)
+        if snap is not None and snap[0] <= len(messages):
+            start, state = snap
+            try:
                 engine._restore(state)
-            elif snap is not None:
-                # The snapshot covers lines the journal lost (a crash inside the durability window of an engine
-                # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
-                # go, or once new lines grow the journal past its count it would skip them.
-                snapshot_path.unlink()
-            engine.kernel.legacy_halts = semantics_of(header) < 2
-            for message in messages[start:]:
-                events.extend(engine.apply(message))
-        engine.attach_journal(journal_path, durability=durability)
+            except Exception as exc:  # unpickling raises anything: the state is another version's
+                raise unloadable_snapshot(snapshot_path, exc) from exc
+        elif snap is not None:
+            # The snapshot covers lines the journal lost (a crash inside the durability window of an engine
+            # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
+            # go, or once new lines grow the journal past its count it would skip them.
+            snapshot_path.unlink()
+        engine.kernel.legacy_halts = semantics_of(header) < 2
+        engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
+        for message in messages[start:]:
+            events.extend(engine.apply(message))
         return engine, events
 
     # -------------------------------------------------------------------------------------------------------- apply
@@ -272,8 +302,12 @@ class Engine:
             if kernel.outbox:
                 self._route(events)
         if journal is not None and self.snapshot_path is not None and self.seq % self.config.snapshot_every == 0:
-            journal.flush()  # a snapshot never covers a line that is not yet on disk itself
-            write_snapshot(self.snapshot_path, journal.count, self.snapshot())
+            # after the whole step, its evictions included; a failure is an event of the step, never an exception
+            error = take_snapshot(
+                journal, self.snapshot_path, self.snapshot, self.config.snapshot_every, self.kernel.now
+            )
+            if error is not None:
+                events.append(error)
         return events
 
     def apply_many(self, messages: Iterable[Message]) -> list[Any]:
