@@ -139,7 +139,9 @@ def check_joined(address: str | None) -> None:
     ip = _ip(host)
     if port == joined_port and (ip in here or ip.startswith("127.") and "127.0.0.1" in here):
         return
-    probe_address(address)  # nothing listening there: that is the clearer error (as without Ray initialised)
+    # nothing listening there: that is the clearer error (as without Ray initialised); whatever listens, this
+    # process cannot join it, so it is not asked whether it speaks Ray
+    probe_address(address, speaks_ray=False)
     raise ConfigError(
         f"address {address!r}: this process has already joined the Ray cluster at {current}; call ray.shutdown() "
         "first to use another (or leave address out to use this one)"
