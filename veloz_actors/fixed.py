@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from ._exceptions import InvalidInput, quoted
 
-__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate"]
+__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate", "parse_formatted"]
 
 DECIMALS = 8
 SCALE = 10**DECIMALS
@@ -28,6 +28,7 @@ SCALE = 10**DECIMALS
 MAX_ABS = 10**10 * SCALE
 
 _DECIMAL = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
+_FORMATTED = re.compile(r"(-?)([0-9]{1,30})(?:\.([0-9]{1,8}))?")
 
 
 def parse_decimal(
@@ -83,6 +84,24 @@ def format_decimal(value: int) -> str:
     if frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{str(frac).rjust(DECIMALS, '0').rstrip('0')}"
+
+
+def parse_formatted(text: str) -> int:
+    """The 1e-8 units of a figure the engine wrote with :func:`format_decimal`, exactly: its inverse.
+
+    Unlike :func:`parse_decimal` (what a person may type) it has no size limit and takes negatives: an engine figure
+    may lawfully pass both (a fill that takes a balance above 1e10, a fee in an asset never deposited). Anything
+    :func:`format_decimal` does not write is :class:`InvalidInput`.
+
+    >>> parse_formatted("10000029982.56742")
+    1000002998256742000
+    """
+    match = _FORMATTED.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInput(f"{quoted(text)} is not a decimal figure the engine writes")
+    sign, whole, frac = match.groups()
+    value = int(whole) * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
+    return -value if sign else value
 
 
 def parse_rate(text: str | float | int, what: str = "rate") -> int:
