@@ -224,6 +224,22 @@ def test_an_engine_config_that_is_a_list_says_so(tmp_path: Path) -> None:
         load_engine_config(path)
 
 
+def test_a_section_beside_the_engine_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A ``risk:`` indented one level too little sits beside ``engine:``: before, it was dropped and the engine ran
+    with no limits at all."""
+    path = tmp_path / "engine.yaml"
+    shipped = SHIPPED.read_text()
+    path.write_text(shipped + '\nrisk:\n  max_order_qty: {BTCUSDT: "1"}\nsim: {seed: 3}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_engine_config(path)
+    assert str(caught.value) == (
+        f"{path}: risk, sim are beside the engine: section, where nothing is read: indent them under engine: "
+        "(or remove them)"
+    )
+    path.write_text(shipped)
+    assert load_engine_config(path) == load_engine_config(SHIPPED)
+
+
 def test_a_section_that_is_not_a_mapping_says_so_without_class_names() -> None:
     with pytest.raises(ConfigError, match=r"^engine.yaml: risk: must be a mapping of settings, got a list$"):
         parse_engine_config(_with("risk", [1, 2]), source="engine.yaml")

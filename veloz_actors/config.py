@@ -41,6 +41,7 @@ __all__ = [
     "load_engine_config",
     "load_yaml",
     "not_bool",
+    "only_section",
     "resolve_venue_instruments",
     "with_logging",
     "with_venue",
@@ -795,10 +796,29 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def only_section(data: dict[str, Any], name: str, source: str = "config") -> Any:
+    """A config mapping's ``name:`` section when it has one (else the mapping itself, its settings at the top level).
+
+    Keys beside that section are a :class:`ConfigError` naming them: the file's settings are read from inside it, so
+    a section indented one level too little (a ``risk:`` at column 0 under ``engine:``) would be silently ignored,
+    and the engine would run without the limits it names.
+    """
+    if name not in data:
+        return data
+    stray = [str(key) for key in data if key != name]
+    if stray:
+        one = len(stray) == 1
+        raise ConfigError(
+            f"{source}: {', '.join(stray)} {'is' if one else 'are'} beside the {name}: section, where nothing is "
+            f"read: indent {'it' if one else 'them'} under {name}: (or remove {'it' if one else 'them'})"
+        )
+    return data[name]
+
+
 def load_engine_config(path: str | Path) -> EngineFileConfig:
     """Read and validate an engine config file; errors name the file and the field."""
     data = load_yaml(path)
-    data = data.get("engine", data)
+    data = only_section(data, "engine", str(path))
     return parse_engine_config(data, source=str(path))
 
 
