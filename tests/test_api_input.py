@@ -84,6 +84,13 @@ def test_run_backtest_refuses_a_float_initial_cash_for_what_it_is(value: float, 
     assert str(caught.value).startswith(message)
 
 
+def test_run_backtest_refuses_settings_beside_its_backtest_section() -> None:
+    """A dict like a config file with ``fee_rate`` outside ``backtest:`` would have run with the default fee."""
+    with pytest.raises(ConfigError) as caught:
+        vz.run_backtest({"backtest": BACKTEST, "fee_rate": "0.01"})
+    assert str(caught.value).startswith("config: fee_rate is beside the backtest: section, where nothing is read")
+
+
 # ------------------------------------------------------------------------------------------ subscription arguments
 
 

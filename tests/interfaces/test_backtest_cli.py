@@ -111,6 +111,10 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
          "initial_cash: expected a number, got true"),  # never a cash of 1
         (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\nfee_rate: false\n",
          "fee_rate: expected a number, got false"),
+        # settings indented one level too little: before, the run went on with the default fee and cash
+        (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  params: {{fast: 3, slow: 9}}\n"
+         'fee_rate: "0.01"\ninitial_cash: "500"\n',
+         "fee_rate, initial_cash are beside the backtest: section, where nothing is read: indent them under backtest:"),
     ],
 )  # fmt: skip
 def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):
