@@ -84,6 +84,13 @@ def test_run_backtest_refuses_a_float_initial_cash_for_what_it_is(value: float, 
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize("engine", ["event", "kernel"])
+def test_run_backtest_refuses_a_window_above_a_million_bars_before_reading_the_data(engine: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^sma_cross: slow must be at most 1,000,000 \(bars"):
+        vz.run_backtest(data=ETH_1H, strategy="sma_cross",
+                        params={"fast": 5, "slow": 10**29}, engine=engine)  # fmt: skip
+
+
 def test_run_backtest_refuses_settings_beside_its_backtest_section() -> None:
     """A dict like a config file with ``fee_rate`` outside ``backtest:`` would have run with the default fee."""
     with pytest.raises(ConfigError) as caught:

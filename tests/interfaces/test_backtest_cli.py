@@ -91,6 +91,10 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
         ([*SMA_3_9, "--engine", "kernel", "--fee-rate", "5"], "fee_rate '5' must be below 1"),
         ([*SMA_3_9, "--slippage-bps", "20000"], "slippage_bps '20000' must be below 10000"),
         ([*SMA_3_9, "--out", "pyproject.toml"], "--out pyproject.toml: exists and is not a directory"),
+        # before: an OverflowError traceback (and at slow=10**9, 8 GB allocated)
+        (["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=5", "--param", f"slow={10**29}"],
+         f"sma_cross: slow must be at most 1,000,000 (bars; a longer window is refused before it takes memory), "
+         f"got {10**29}"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
