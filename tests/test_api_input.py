@@ -142,6 +142,11 @@ def test_the_known_kinds_are_what_the_bus_carries_and_the_settled_marker() -> No
         ({"run_clock": "no"}, "run_clock must be True or False, got str 'no'"),
         ({"tick_ms": 0}, "tick_ms must be a positive int or None"),
         ({"tick_ms": "250"}, "tick_ms must be a positive int or None"),
+        (
+            {"tick_ms": 10**12},
+            "tick_ms must be a positive int or None (the config's sim.tick_ms; at most 3,600,000, an "
+            "hour), got int 1000000000000",
+        ),
     ],
 )
 def test_build_spec_refuses_a_bad_argument_before_any_actor_starts(arguments: dict, message: str) -> None:

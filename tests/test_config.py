@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import traceback
 from pathlib import Path
@@ -210,6 +211,46 @@ def test_a_value_the_engine_could_not_use_is_refused_when_the_file_loads(field: 
     data = _with(field, value, _with("instruments.0.max_price", "1"))
     with pytest.raises(ConfigError, match=f"^engine.yaml: {re.escape(message)}"):
         parse_engine_config(data, source="engine.yaml")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # before: accepted, then the start crashed (orjson "Integer exceeds 64-bit range" writing the journal)
+        ("sim.seed", 10**29, f"sim.seed: must be at most 9,223,372,036,854,775,807 in size (a 64-bit integer), got {10**29}"),
+        ("risk.burst", 10**23, "risk.burst: must be at most 9,223,372,036,854,775,807 in size"),
+        ("risk.orders_per_second", 10**23, "risk.orders_per_second: must be at most 9,223,372,036,854,775,807 in size"),
+        ("journal.snapshot_every", 10**23, "journal.snapshot_every: must be at most 9,223,372,036,854,775,807 in size"),
+        pytest.param("journal.snapshot_every", 10**5000, "journal.snapshot_every: must be at most "
+                     "9,223,372,036,854,775,807 in size (a 64-bit integer), got an integer of about 5,000 digits",
+                     id="snapshot_every-5000-digits"),
+        ("sim.seed", -1, "sim.seed: Input should be greater than or equal to 0"),  # before: a crash in PCG64
+        ("sim.tick_ms", 10**12, "sim.tick_ms: Input should be less than or equal to 3600000"),  # before: a crash
+        # before: an OverflowError at the start (inf), or a journal header beyond int64 (1e14 s in ns)
+        ("journal.retain_closed_seconds", math.inf, "journal.retain_closed_seconds: must be a finite number, got .inf"),
+        ("journal.retain_closed_seconds", math.nan, "journal.retain_closed_seconds: must be a finite number, got .nan"),
+        ("journal.retain_closed_seconds", 1e14, "journal.retain_closed_seconds: Input should be less than or equal to "
+                                                "9223372036"),
+        ("actors.replay", {"path": "x", "speed": math.inf}, "actors.replay.speed: must be a finite number, got .inf"),
+    ],
+)  # fmt: skip
+def test_a_number_beyond_what_the_engine_holds_is_refused_naming_the_key(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_engine_config(_with(field, value), source="engine.yaml")
+    assert str(caught.value).startswith(f"engine.yaml: {message}")
+
+
+def test_the_largest_64_bit_values_are_accepted() -> None:
+    config = parse_engine_config(_with("sim.seed", 2**63 - 1, _with("journal.retain_closed_seconds", 9223372036)))
+    assert config.sim.seed == 2**63 - 1 and config.engine_config().retain_closed_ns <= 2**63 - 1
+
+
+def test_a_number_too_long_for_yaml_to_read_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine:\n  sim:\n    seed: " + "1" * 5000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_engine_config(path)
+    assert str(caught.value).startswith(f"cannot read config {path}: not valid YAML (a value YAML cannot convert")
 
 
 def test_a_max_drawdown_of_one_is_the_largest_allowed() -> None:
