@@ -13,7 +13,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from .._exceptions import VelozError
+from .._exceptions import ConfigError, VelozError
 from ..config import (
     MAX_TICK_MS,
     default_engine_config,
@@ -156,7 +156,14 @@ def start(
     if mode not in ("always", "group", "none"):  # before the run folder and its log file are made
         raise VelozError(f"--durability must be always, group or none, got {mode!r}")
     log_dir = None if journal_path is None else Path(journal_path).resolve().parent  # logs: in the run folder
-    configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
+    try:
+        configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
+    except ConfigError as exc:  # name the option that put the log file there
+        if isinstance(file_config.logging.file, str):
+            option = "logging.file"
+        else:
+            option = f"{'--journal' if journal is not None else 'journal.path'} {journal_path}"
+        raise ConfigError(f"{option}: {exc}") from exc
     trading_live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
     if trading_live:
         if not live:
