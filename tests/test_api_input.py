@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import veloz_actors as vz
@@ -63,6 +64,37 @@ def test_a_float_amount_is_judged_by_its_value_not_its_notation(value: float, me
     with pytest.raises(InvalidInput) as caught:
         parse_amount(value, "quantity")
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("value", "units"),
+    [
+        (np.float64(0.5), 50_000_000),  # df.close.iloc[-1]: before, a raw decimal.InvalidOperation
+        (np.float64(61837.63), 6_183_763_000_000),
+        (np.float32(0.5), 50_000_000),
+        (np.int64(3), 300_000_000),
+        (np.uint8(2), 200_000_000),
+    ],
+)
+def test_a_numpy_number_is_the_python_number_it_holds(value: object, units: int) -> None:
+    assert parse_amount(value, "quantity") == units
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.float64("nan"), "quantity: nan is not a number"),
+        (np.float32(0.1), "quantity: '0.10000000149011612' has more than 8 decimal places"),  # float32's own value
+        (np.bool_(True), "quantity must be a decimal string, got bool"),
+        (10**5000, "quantity: an integer of about 5,000 digits is too large (limit 10000000000)"),  # before: ValueError
+        (10**30, "quantity: 1000000000000000000000000000000 is too large (limit 10000000000)"),
+    ],
+    ids=["nan", "float32", "bool_", "int-5000-digits", "int-31-digits"],
+)
+def test_a_numpy_or_huge_amount_is_refused_for_what_it_is(value: object, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_amount(value, "quantity")
+    assert str(caught.value) == message
 
 
 def test_run_backtest_takes_a_float_initial_cash_written_with_an_exponent() -> None:

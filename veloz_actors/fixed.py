@@ -42,6 +42,8 @@ def parse_decimal(
     if isinstance(text, bool):
         raise InvalidInput(f"{what}: expected a decimal number, got {text!r}")
     if isinstance(text, int):
+        if abs(text) > MAX_ABS // SCALE:  # before str(): Python will not write an int of more than 4,300 digits
+            raise InvalidInput(f"{what}: {quoted(text)} is too large (limit {MAX_ABS // SCALE})")
         raw = str(text)
     elif isinstance(text, str):
         raw = text.strip()
@@ -71,7 +73,9 @@ def parse_decimal(
 def float_text(value: float, what: str) -> str:
     """A float someone gave for an exact amount, as decimal text: its shortest repr's digits written out (1e-05 ->
     "0.00001", never rounded), so the decimal checks judge the value, not the exponent notation; nan and
-    infinities are :class:`InvalidInput` naming ``what``."""
+    infinities are :class:`InvalidInput` naming ``what``. A float subclass (numpy's ``float64``, whose repr is
+    ``np.float64(0.5)``) is judged by its Python float value."""
+    value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise InvalidInput(f"{what}: {value!r} is not a number")
     return format(Decimal(repr(value)), "f")
