@@ -187,3 +187,18 @@ def test_replay_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None
     result = _veloz("replay", str(tmp_path / "missing.journal"))
     assert result.returncode != 0
     assert result.stderr.decode().startswith("error: ") and b"Traceback" not in result.stderr
+
+
+def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(recorded, tmp_path: Path) -> None:
+    """Before: the line decoded and the engine crashed applying it (a TypeError traceback in instruments.py)."""
+    journal, _ = recorded
+    lines = journal.read_bytes().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines) if b'"type":"PlaceOrder"' in line)
+    bad = orjson.loads(lines[number]) | {"qty": "abc"}
+    corrupt = tmp_path / "corrupt.journal"
+    corrupt.write_bytes(b"".join(lines[:number]) + orjson.dumps(bad) + b"\n" + b"".join(lines[number + 1 :]))
+    result = _veloz("replay", "--summary", str(corrupt))
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"error: {corrupt}:{number + 1}: corrupt journal line: PlaceOrder: qty must be int, got str 'abc'\n"
+    )
