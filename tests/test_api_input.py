@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import veloz_actors as vz
@@ -65,6 +66,37 @@ def test_a_float_amount_is_judged_by_its_value_not_its_notation(value: float, me
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("value", "units"),
+    [
+        (np.float64(0.5), 50_000_000),  # df.close.iloc[-1]: before, a raw decimal.InvalidOperation
+        (np.float64(61837.63), 6_183_763_000_000),
+        (np.float32(0.5), 50_000_000),
+        (np.int64(3), 300_000_000),
+        (np.uint8(2), 200_000_000),
+    ],
+)
+def test_a_numpy_number_is_the_python_number_it_holds(value: object, units: int) -> None:
+    assert parse_amount(value, "quantity") == units
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.float64("nan"), "quantity: nan is not a number"),
+        (np.float32(0.1), "quantity: '0.10000000149011612' has more than 8 decimal places"),  # float32's own value
+        (np.bool_(True), "quantity must be a decimal string, got bool"),
+        (10**5000, "quantity: an integer of about 5,000 digits is too large (limit 10000000000)"),  # before: ValueError
+        (10**30, "quantity: 1000000000000000000000000000000 is too large (limit 10000000000)"),
+    ],
+    ids=["nan", "float32", "bool_", "int-5000-digits", "int-31-digits"],
+)
+def test_a_numpy_or_huge_amount_is_refused_for_what_it_is(value: object, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_amount(value, "quantity")
+    assert str(caught.value) == message
+
+
 def test_run_backtest_takes_a_float_initial_cash_written_with_an_exponent() -> None:
     result = vz.run_backtest(BACKTEST, initial_cash=0.00001)
     assert result["run"]["initial_cash"] == "0.00001"
@@ -82,6 +114,20 @@ def test_run_backtest_refuses_a_float_initial_cash_for_what_it_is(value: float, 
     with pytest.raises(InvalidInput) as caught:
         vz.run_backtest(BACKTEST, initial_cash=value)
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("engine", ["event", "kernel"])
+def test_run_backtest_refuses_a_window_above_a_million_bars_before_reading_the_data(engine: str) -> None:
+    with pytest.raises(InvalidInput, match=r"^sma_cross: slow must be at most 1,000,000 \(bars"):
+        vz.run_backtest(data=ETH_1H, strategy="sma_cross",
+                        params={"fast": 5, "slow": 10**29}, engine=engine)  # fmt: skip
+
+
+def test_run_backtest_refuses_settings_beside_its_backtest_section() -> None:
+    """A dict like a config file with ``fee_rate`` outside ``backtest:`` would have run with the default fee."""
+    with pytest.raises(ConfigError) as caught:
+        vz.run_backtest({"backtest": BACKTEST, "fee_rate": "0.01"})
+    assert str(caught.value).startswith("config: fee_rate is beside the backtest: section, where nothing is read")
 
 
 # ------------------------------------------------------------------------------------------ subscription arguments
@@ -128,6 +174,11 @@ def test_the_known_kinds_are_what_the_bus_carries_and_the_settled_marker() -> No
         ({"run_clock": "no"}, "run_clock must be True or False, got str 'no'"),
         ({"tick_ms": 0}, "tick_ms must be a positive int or None"),
         ({"tick_ms": "250"}, "tick_ms must be a positive int or None"),
+        (
+            {"tick_ms": 10**12},
+            "tick_ms must be a positive int or None (the config's sim.tick_ms; at most 3,600,000, an "
+            "hour), got int 1000000000000",
+        ),
     ],
 )
 def test_build_spec_refuses_a_bad_argument_before_any_actor_starts(arguments: dict, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import traceback
 from pathlib import Path
@@ -212,6 +213,46 @@ def test_a_value_the_engine_could_not_use_is_refused_when_the_file_loads(field: 
         parse_engine_config(data, source="engine.yaml")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # before: accepted, then the start crashed (orjson "Integer exceeds 64-bit range" writing the journal)
+        ("sim.seed", 10**29, f"sim.seed: must be at most 9,223,372,036,854,775,807 in size (a 64-bit integer), got {10**29}"),
+        ("risk.burst", 10**23, "risk.burst: must be at most 9,223,372,036,854,775,807 in size"),
+        ("risk.orders_per_second", 10**23, "risk.orders_per_second: must be at most 9,223,372,036,854,775,807 in size"),
+        ("journal.snapshot_every", 10**23, "journal.snapshot_every: must be at most 9,223,372,036,854,775,807 in size"),
+        pytest.param("journal.snapshot_every", 10**5000, "journal.snapshot_every: must be at most "
+                     "9,223,372,036,854,775,807 in size (a 64-bit integer), got an integer of about 5,000 digits",
+                     id="snapshot_every-5000-digits"),
+        ("sim.seed", -1, "sim.seed: Input should be greater than or equal to 0"),  # before: a crash in PCG64
+        ("sim.tick_ms", 10**12, "sim.tick_ms: Input should be less than or equal to 3600000"),  # before: a crash
+        # before: an OverflowError at the start (inf), or a journal header beyond int64 (1e14 s in ns)
+        ("journal.retain_closed_seconds", math.inf, "journal.retain_closed_seconds: must be a finite number, got .inf"),
+        ("journal.retain_closed_seconds", math.nan, "journal.retain_closed_seconds: must be a finite number, got .nan"),
+        ("journal.retain_closed_seconds", 1e14, "journal.retain_closed_seconds: Input should be less than or equal to "
+                                                "9223372036"),
+        ("actors.replay", {"path": "x", "speed": math.inf}, "actors.replay.speed: must be a finite number, got .inf"),
+    ],
+)  # fmt: skip
+def test_a_number_beyond_what_the_engine_holds_is_refused_naming_the_key(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_engine_config(_with(field, value), source="engine.yaml")
+    assert str(caught.value).startswith(f"engine.yaml: {message}")
+
+
+def test_the_largest_64_bit_values_are_accepted() -> None:
+    config = parse_engine_config(_with("sim.seed", 2**63 - 1, _with("journal.retain_closed_seconds", 9223372036)))
+    assert config.sim.seed == 2**63 - 1 and config.engine_config().retain_closed_ns <= 2**63 - 1
+
+
+def test_a_number_too_long_for_yaml_to_read_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine:\n  sim:\n    seed: " + "1" * 5000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_engine_config(path)
+    assert str(caught.value).startswith(f"cannot read config {path}: not valid YAML (a value YAML cannot convert")
+
+
 def test_a_max_drawdown_of_one_is_the_largest_allowed() -> None:
     assert parse_engine_config(_with("risk.max_drawdown", "1")).risk.max_drawdown == "1"
 
@@ -222,6 +263,22 @@ def test_an_engine_config_that_is_a_list_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: the engine config must be a mapping of sections, "
                                           "got a list$"):  # fmt: skip
         load_engine_config(path)
+
+
+def test_a_section_beside_the_engine_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A ``risk:`` indented one level too little sits beside ``engine:``: before, it was dropped and the engine ran
+    with no limits at all."""
+    path = tmp_path / "engine.yaml"
+    shipped = SHIPPED.read_text()
+    path.write_text(shipped + '\nrisk:\n  max_order_qty: {BTCUSDT: "1"}\nsim: {seed: 3}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_engine_config(path)
+    assert str(caught.value) == (
+        f"{path}: risk, sim are beside the engine: section, where nothing is read: indent them under engine: "
+        "(or remove them)"
+    )
+    path.write_text(shipped)
+    assert load_engine_config(path) == load_engine_config(SHIPPED)
 
 
 def test_a_section_that_is_not_a_mapping_says_so_without_class_names() -> None:

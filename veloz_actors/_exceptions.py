@@ -36,7 +36,10 @@ QUOTED_MAX = 40  # characters of a bad value an error message repeats
 
 def quoted(value: object, limit: int = QUOTED_MAX) -> str:
     """``repr(value)`` for an error message, cut to ``limit`` characters with the full length said: a bad input of a
-    megabyte must not come back as a megabyte of error."""
+    megabyte must not come back as a megabyte of error. An integer too long to show (Python refuses to write one past
+    4,300 digits) is told by its size."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # 4 bits > 1 digit: longer than ``limit`` digits
+        return f"an integer of about {round(abs(value).bit_length() * 0.30103):,} digits"
     text = repr(value)
     if len(text) <= limit:
         return text

@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ._exceptions import ConfigError, InvalidInput
+from ._exceptions import ConfigError, InvalidInput, quoted
 from .core.instruments import Instrument, Pricing
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
@@ -29,6 +39,8 @@ from .venues.simmarket import SimSymbol
 
 __all__ = [
     "DEFAULT_ENGINE_CONFIG",
+    "INT64_MAX",
+    "MAX_TICK_MS",
     "ActorsModel",
     "ApiModel",
     "EngineFileConfig",
@@ -41,6 +53,7 @@ __all__ = [
     "load_engine_config",
     "load_yaml",
     "not_bool",
+    "only_section",
     "resolve_venue_instruments",
     "with_logging",
     "with_venue",
@@ -69,9 +82,28 @@ def not_bool(value: Any) -> Any:
     return value
 
 
+#: what the journal's JSON codec (orjson) and the numpy paths hold: a config integer beyond it crashed the start
+INT64_MAX = 2**63 - 1
+
+
+def _int64(value: int) -> int:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"must be at most {INT64_MAX:,} in size (a 64-bit integer), got {quoted(value)}")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """:func:`not_bool`, and a float must be a number: YAML's .inf or .nan is refused (an infinite retention or
+    speed crashed the start, NaN escaped the range checks)."""
+    value = not_bool(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {_yaml_text(value)}")
+    return value
+
+
 Decimal = Annotated[str | int | float, BeforeValidator(_number)]
-Int = Annotated[int, BeforeValidator(not_bool)]
-Float = Annotated[float, BeforeValidator(not_bool)]
+Int = Annotated[int, BeforeValidator(not_bool), AfterValidator(_int64)]
+Float = Annotated[float, BeforeValidator(_finite), Field(allow_inf_nan=False)]
 
 
 def _kind(value: Any) -> str:
@@ -230,11 +262,19 @@ class SimSymbolModel(_Model):
         )
 
 
+#: the slowest simulated market step: an hour (a longer wait overflowed the engine loop's timer and crashed the start)
+MAX_TICK_MS = 3_600_000
+
+
 class SimModel(_Model):
-    seed: Int = 7
-    tick_ms: Int = Field(default=250, ge=1)
+    seed: Int = Field(default=7, ge=0)  # the price process's generator (PCG64) takes a non-negative seed
+    tick_ms: Int = Field(default=250, ge=1, le=MAX_TICK_MS)
     symbols: list[SimSymbolModel] = Field(default_factory=list)
     market_maker_balances: dict[str, Decimal] = Field(default_factory=dict)
+
+
+# the retention is kept in int64 nanoseconds (the journal's header): 292 years
+_MAX_RETAIN_SECONDS = INT64_MAX // 1_000_000_000
 
 
 class JournalModel(_Model):
@@ -244,7 +284,7 @@ class JournalModel(_Model):
     snapshot_every: Int = Field(default=10_000, ge=1)
     # closed orders older than this (seconds of message time) leave the kernel's memory for the order history file
     # beside the journal, which queries still read; 0 keeps every order in memory (a backtest, a short session)
-    retain_closed_seconds: Float = Field(default=0, ge=0)
+    retain_closed_seconds: Float = Field(default=0, ge=0, le=_MAX_RETAIN_SECONDS)
 
 
 #: Binance's spot endpoints (``venue.preset``): REST, market streams, WebSocket API
@@ -790,15 +830,41 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ConfigError(f"cannot read config {path}: not valid YAML ({problem}{where})") from None
+    except ValueError:
+        # a scalar YAML reads but Python cannot convert: a number of more than 4,300 digits, a date like 2024-13-45
+        # (the message is not shown: it may quote the value)
+        raise ConfigError(
+            f"cannot read config {path}: not valid YAML (a value YAML cannot convert: a number of thousands of "
+            "digits, or an impossible date)"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     return data
 
 
+def only_section(data: dict[str, Any], name: str, source: str = "config") -> Any:
+    """A config mapping's ``name:`` section when it has one (else the mapping itself, its settings at the top level).
+
+    Keys beside that section are a :class:`ConfigError` naming them: the file's settings are read from inside it, so
+    a section indented one level too little (a ``risk:`` at column 0 under ``engine:``) would be silently ignored,
+    and the engine would run without the limits it names.
+    """
+    if name not in data:
+        return data
+    stray = [str(key) for key in data if key != name]
+    if stray:
+        one = len(stray) == 1
+        raise ConfigError(
+            f"{source}: {', '.join(stray)} {'is' if one else 'are'} beside the {name}: section, where nothing is "
+            f"read: indent {'it' if one else 'them'} under {name}: (or remove {'it' if one else 'them'})"
+        )
+    return data[name]
+
+
 def load_engine_config(path: str | Path) -> EngineFileConfig:
     """Read and validate an engine config file; errors name the file and the field."""
     data = load_yaml(path)
-    data = data.get("engine", data)
+    data = only_section(data, "engine", str(path))
     return parse_engine_config(data, source=str(path))
 
 

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from ._exceptions import InvalidInput, quoted
 
-__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate"]
+__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate", "parse_formatted"]
 
 DECIMALS = 8
 SCALE = 10**DECIMALS
@@ -28,6 +28,7 @@ SCALE = 10**DECIMALS
 MAX_ABS = 10**10 * SCALE
 
 _DECIMAL = re.compile(r"^([+-]?)([0-9]*)(?:\.([0-9]*))?$")
+_FORMATTED = re.compile(r"(-?)([0-9]{1,30})(?:\.([0-9]{1,8}))?")
 
 
 def parse_decimal(
@@ -41,6 +42,8 @@ def parse_decimal(
     if isinstance(text, bool):
         raise InvalidInput(f"{what}: expected a decimal number, got {text!r}")
     if isinstance(text, int):
+        if abs(text) > MAX_ABS // SCALE:  # before str(): Python will not write an int of more than 4,300 digits
+            raise InvalidInput(f"{what}: {quoted(text)} is too large (limit {MAX_ABS // SCALE})")
         raw = str(text)
     elif isinstance(text, str):
         raw = text.strip()
@@ -70,7 +73,9 @@ def parse_decimal(
 def float_text(value: float, what: str) -> str:
     """A float someone gave for an exact amount, as decimal text: its shortest repr's digits written out (1e-05 ->
     "0.00001", never rounded), so the decimal checks judge the value, not the exponent notation; nan and
-    infinities are :class:`InvalidInput` naming ``what``."""
+    infinities are :class:`InvalidInput` naming ``what``. A float subclass (numpy's ``float64``, whose repr is
+    ``np.float64(0.5)``) is judged by its Python float value."""
+    value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise InvalidInput(f"{what}: {value!r} is not a number")
     return format(Decimal(repr(value)), "f")
@@ -83,6 +88,24 @@ def format_decimal(value: int) -> str:
     if frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{str(frac).rjust(DECIMALS, '0').rstrip('0')}"
+
+
+def parse_formatted(text: str) -> int:
+    """The 1e-8 units of a figure the engine wrote with :func:`format_decimal`, exactly: its inverse.
+
+    Unlike :func:`parse_decimal` (what a person may type) it has no size limit and takes negatives: an engine figure
+    may lawfully pass both (a fill that takes a balance above 1e10, a fee in an asset never deposited). Anything
+    :func:`format_decimal` does not write is :class:`InvalidInput`.
+
+    >>> parse_formatted("10000029982.56742")
+    1000002998256742000
+    """
+    match = _FORMATTED.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInput(f"{quoted(text)} is not a decimal figure the engine writes")
+    sign, whole, frac = match.groups()
+    value = int(whole) * SCALE + (int(frac.ljust(DECIMALS, "0")) if frac else 0)
+    return -value if sign else value
 
 
 def parse_rate(text: str | float | int, what: str = "rate") -> int:

@@ -62,7 +62,7 @@ from typing import Any
 
 import orjson
 
-from ._exceptions import InvalidInput
+from ._exceptions import ConfigError, InvalidInput
 from .fixed import format_decimal
 from .messages import (
     CircuitBreakerTripped,
@@ -341,6 +341,8 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     global _process_actor
     if settings is None:
         return None
+    path = settings.file_for(None if actor in DRIVERS else actor)
+    file = None if path is None else _open_file(path, settings)  # first: a file that cannot be written changes nothing
     _process_actor = actor_label(actor)
     logger = logging.getLogger(ROOT_LOGGER)
     for handler in [h for h in logger.handlers if getattr(h, "_veloz", False)]:
@@ -351,13 +353,7 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(settings.stderr_threshold())
     handlers: list[logging.Handler] = [stderr]
-    path = settings.file_for(None if actor in DRIVERS else actor)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.handlers.RotatingFileHandler(
-            path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
-        )
-        file.setLevel(settings.level)
+    if file is not None:
         handlers.append(file)
     for handler in handlers:
         handler.setFormatter(formatter)
@@ -373,6 +369,25 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     # logging.basicConfig) would reach them unredacted, so the veloz lines stop here.
     logger.propagate = False
     return path
+
+
+def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
+    """The rotating file handler of ``path``, its folder made; a path that cannot be written (a file where a folder
+    must be, a folder that cannot be made, no permission) is a :class:`ConfigError` with the system's reason."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
+        )
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) and exc.filename is not None:
+            reason = f"{exc.filename} is a file, not a folder"
+        else:
+            where = f": {exc.filename}" if exc.filename is not None and str(exc.filename) != str(path) else ""
+            reason = f"{exc.strerror or type(exc).__name__}{where}"
+        raise ConfigError(f"cannot write the log file {path} ({reason})") from exc
+    file.setLevel(settings.level)
+    return file
 
 
 def output_handlers() -> list[logging.Handler]:

@@ -24,6 +24,7 @@ sizes, funds, limits) is the kernel's to check, and comes back as an ``OrderReje
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -131,15 +132,18 @@ class ClientOrderIds:
 
 def parse_amount(value: Any, what: str) -> int:
     """A positive amount a person typed, exactly, in 1e-8 units: a decimal string (``"0.01"``), a ``Decimal``, an int
-    of whole units, or a float whose shortest repr is the decimal. :class:`InvalidInput` names ``what`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
+    of whole units, or a float whose shortest repr is the decimal. numpy's numbers (``df.close.iloc[-1]``, an
+    ``np.int64``) count as the Python int or float they hold. :class:`InvalidInput` names ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, str | Decimal | numbers.Real):
         raise InvalidInput(f"{what} must be a decimal string, got {type(value).__name__}")
-    if isinstance(value, float):
-        text = float_text(value, what)
+    if isinstance(value, str):
+        text: str | int = value
     elif isinstance(value, Decimal):
         text = format(value, "f") if value.is_finite() else str(value)
+    elif isinstance(value, numbers.Integral):
+        text = int(value)  # parse_decimal judges its size before writing it out
     else:
-        text = value if isinstance(value, str) else str(value)
+        text = float_text(float(value), what)
     return parse_decimal(text, what, allow_zero=False)
 
 

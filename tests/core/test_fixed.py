@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veloz_actors import InvalidInput
-from veloz_actors.fixed import MAX_ABS, SCALE, format_decimal, parse_decimal, parse_rate
+from veloz_actors.fixed import MAX_ABS, SCALE, format_decimal, parse_decimal, parse_formatted, parse_rate
 
 
 @pytest.mark.parametrize(
@@ -88,6 +88,18 @@ def test_format_then_parse_round_trips(units: int) -> None:
 
 
 @settings(max_examples=300)
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_the_engines_figures_read_back_exactly_beyond_the_typing_limit(units: int) -> None:
+    """parse_formatted is format_decimal's inverse on every int64: no 1e10 cap, negatives allowed."""
+    assert parse_formatted(format_decimal(units)) == units
+
+
+@pytest.mark.parametrize("text", ["", "1e5", "nan", "+1", "1.", ".5", "1.000000001", " 1", "0x10", "1" * 31])
+def test_parse_formatted_refuses_what_format_decimal_never_writes(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_formatted(text)
+
+
 @given(st.integers(min_value=0, max_value=10**10 - 1), st.text(alphabet="0123456789", min_size=0, max_size=8))
 def test_parse_then_format_gives_the_canonical_text(whole: int, frac: str) -> None:
     text = f"{whole}.{frac}" if frac else str(whole)

@@ -135,6 +135,16 @@ def test_corrupt_line_in_the_middle_is_a_journal_error(tmp_path: Path) -> None:
         read_journal(path)
 
 
+def test_a_line_with_a_field_of_the_wrong_type_is_a_journal_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    Journal(path, CONFIG, durability="none").close()
+    with open(path, "ab") as f:
+        f.write(encode(Tick(ts=1)) + b'\n{"type":"Tick","ts":"2"}\n')
+    with pytest.raises(JournalError) as caught:
+        read_journal(path)
+    assert str(caught.value) == f"{path}:3: corrupt journal line: Tick: ts must be int, got str '2'"
+
+
 @pytest.mark.parametrize(
     "content", [b"", b"not json\n", b'{"journal": "other"}\n', b'{"journal": "veloz", "version": 99}\n']
 )

@@ -171,6 +171,62 @@ def test_decode_rejects_bad_payloads_with_invalid_input(raw: bytes) -> None:
         decode(raw)
 
 
+def _plain_fields(cls: type) -> list[tuple[str, str]]:
+    """(name, annotation) of the fields held as a bare int, str or bool (optionally None)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        kinds = {k.strip() for k in str(f.type).split("|")} - {"None"}
+        if kinds <= {"int", "str", "bool"}:
+            out.append((f.name, str(f.type)))
+    return out
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.TYPE)
+def test_a_field_of_the_wrong_type_is_invalid_input_naming_it(cls: type) -> None:
+    """A journal line decodes only into a message the engine can apply: a quantity written as a string (or a float, a
+    bool, a list) is refused naming the field; before, it decoded and crashed the engine applying it."""
+
+    @settings(max_examples=5, deadline=None)
+    @given(STRATEGIES[cls])
+    def check(message: m.Message) -> None:
+        for name, annotation in _plain_fields(cls):
+            for wrong in ("1", 1.5, True, [1]) if "str" not in annotation else (5, None, ["x"]):
+                if wrong is None and "None" in annotation or (wrong is True and "bool" in annotation):
+                    continue
+                data = to_dict(message) | {name: wrong}
+                with pytest.raises(InvalidInput, match=f"^{cls.TYPE}: {name} must be "):
+                    from_dict(data)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"type": "BookDelta", "symbol": "BTCUSDT", "first_update_id": 1, "last_update_id": 1, "prev_update_id": 0,
+          "bids": [["60000", 1]], "asks": [], "is_snapshot": False, "ts_event": 1, "ts_recv": 1},
+         "BookDelta: levels must be [price, quantity] pairs of ints"),
+        ({"type": "AccountUpdated", "account_id": "main", "balances": [{"asset": "USDT", "free": 1.5, "locked": 0}],
+          "ts": 1}, "AccountUpdated: a balance is an asset name and int free and locked amounts"),
+        ({"type": "SubmitOrder", "venue": "SIM", "order_id": 1, "ts": 1,
+          "command": {"client_order_id": "c", "symbol": "BTCUSDT", "side": "BUY", "order_type": "MARKET",
+                      "qty": "abc", "ts": 1}},
+         "SubmitOrder: PlaceOrder: qty must be int, got str 'abc'"),
+        ({"type": "PlaceOrder", "client_order_id": "x", "symbol": "BTCUSDT", "side": "BUY", "order_type": "MARKET",
+          "qty": "abc", "ts": 1}, "PlaceOrder: qty must be int, got str 'abc'"),
+    ],
+)  # fmt: skip
+def test_nested_values_of_the_wrong_type_are_refused(data: dict, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        from_dict(data)
+    assert str(caught.value).startswith(message)
+
+
+def test_from_dict_leaves_the_callers_dict_alone() -> None:
+    data = {"type": "Tick", "ts": 1}
+    assert from_dict(data) == m.Tick(ts=1) and data == {"type": "Tick", "ts": 1}
+
+
 def test_constructor_takes_keywords_only_with_defaults_and_no_strangers() -> None:
     order = m.PlaceOrder(client_order_id="c", symbol="BTCUSDT", side=m.Side.BUY, order_type=m.OrderType.MARKET, ts=1)
     assert (order.account_id, order.qty, order.price, order.tif) == ("main", 0, None, m.TimeInForce.GTC)

@@ -91,6 +91,10 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
         ([*SMA_3_9, "--engine", "kernel", "--fee-rate", "5"], "fee_rate '5' must be below 1"),
         ([*SMA_3_9, "--slippage-bps", "20000"], "slippage_bps '20000' must be below 10000"),
         ([*SMA_3_9, "--out", "pyproject.toml"], "--out pyproject.toml: exists and is not a directory"),
+        # before: an OverflowError traceback (and at slow=10**9, 8 GB allocated)
+        (["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=5", "--param", f"slow={10**29}"],
+         f"sma_cross: slow must be at most 1,000,000 (bars; a longer window is refused before it takes memory), "
+         f"got {10**29}"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
@@ -111,6 +115,10 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
          "initial_cash: expected a number, got true"),  # never a cash of 1
         (f"data: {ETH_1H}\nstrategy: sma_cross\nparams: {{fast: 3, slow: 9}}\nfee_rate: false\n",
          "fee_rate: expected a number, got false"),
+        # settings indented one level too little: before, the run went on with the default fee and cash
+        (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  params: {{fast: 3, slow: 9}}\n"
+         'fee_rate: "0.01"\ninitial_cash: "500"\n',
+         "fee_rate, initial_cash are beside the backtest: section, where nothing is read: indent them under backtest:"),
     ],
 )  # fmt: skip
 def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):

@@ -208,3 +208,18 @@ def test_replay_from_a_snapshot_rebuilds_the_evicted_orders_and_never_writes_the
     summary = orjson.loads(result.stdout.splitlines()[-1])
     assert summary["evicted_orders"] == engine.kernel.evicted == 2047  # 1,024 at step 4,096, 1,023 at step 8,192
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(recorded, tmp_path: Path) -> None:
+    """Before: the line decoded and the engine crashed applying it (a TypeError traceback in instruments.py)."""
+    journal, _ = recorded
+    lines = journal.read_bytes().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines) if b'"type":"PlaceOrder"' in line)
+    bad = orjson.loads(lines[number]) | {"qty": "abc"}
+    corrupt = tmp_path / "corrupt.journal"
+    corrupt.write_bytes(b"".join(lines[:number]) + orjson.dumps(bad) + b"\n" + b"".join(lines[number + 1 :]))
+    result = _veloz("replay", "--summary", str(corrupt))
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"error: {corrupt}:{number + 1}: corrupt journal line: PlaceOrder: qty must be int, got str 'abc'\n"
+    )

@@ -208,6 +208,39 @@ def test_veloz_start_refuses_a_bad_log_option_in_one_line(option: str, value: st
     assert result.stdout == b""
 
 
+def test_a_log_file_that_cannot_be_written_is_a_config_error_and_keeps_the_handlers(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "a.log")), actor="cli")
+    blocker = tmp_path / "data.csv"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        configure_logging(LogSettings(file=str(blocker / "veloz.log")), actor="cli")
+    assert str(caught.value) == f"cannot write the log file {blocker / 'veloz.log'} ({blocker} is a file, not a folder)"
+    logging.getLogger("veloz.test").info("still logged")
+    flush_logs()
+    assert [line["msg"] for line in _json_lines(tmp_path / "a.log")] == ["still logged"]
+
+
+@pytest.mark.parametrize("where", ["--journal", "logging.file"])
+def test_veloz_start_names_the_option_of_a_log_file_it_cannot_write(tmp_path: Path, where: str) -> None:
+    """Before: a FileExistsError traceback from the log file's mkdir."""
+    blocker = tmp_path / "data.csv"
+    blocker.write_text("")
+    args = ["--journal", str(blocker / "e.journal")]
+    if where == "logging.file":
+        config = tmp_path / "engine.yaml"
+        config.write_text(CONFIG.read_text().replace("    file: true", f"    file: {blocker / 'veloz.log'}"))
+        args = ["--no-journal", "--config", str(config)]
+    result = subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", "--single-process", *args],
+        input=b"QUIT\n", capture_output=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    option = f"--journal {blocker / 'e.journal'}" if where == "--journal" else "logging.file"
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"error: {option}: cannot write the log file {blocker / 'veloz.log'} ({blocker} is a file, not a folder)\n"
+    )
+
+
 # ------------------------------------------------------------------------------------------------------- secrets
 
 

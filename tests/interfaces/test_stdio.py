@@ -6,6 +6,7 @@ the right reason), never raise, and never change a balance.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -13,11 +14,12 @@ import pytest
 
 from veloz_actors import EngineUnavailable, InvalidInput
 from veloz_actors.core.journal import read_journal
+from veloz_actors.fixed import SCALE
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session, parse_command
 from veloz_actors.messages import Tick
-from veloz_actors.testing import FakeClock, engine_config
+from veloz_actors.testing import FakeClock, d, engine_config
 from veloz_actors.venues.engine import Engine
 
 from ..actors.helpers import wait_for
@@ -331,3 +333,60 @@ def test_a_step_or_feed_poll_that_finds_the_engine_restarting_is_an_error_and_th
     errors = [o for o in seen if o.get("type") == "error"]
     assert [e["code"] for e in errors] == ["ENGINE_UNAVAILABLE", "ENGINE_UNAVAILABLE"]
     assert {e["message"].split("(")[1].split(":")[0] for e in errors} == {"EngineUnavailable", "TimeoutError"}
+
+
+def _run_lines(service: EngineService, lines: list[str]) -> tuple[int, list[dict[str, Any]]]:
+    """Feed ``lines`` (then the end of input) to ``service`` and run its loop here; what it printed, in order."""
+    printed: list[dict[str, Any]] = []
+
+    class Collect:
+        def write(self, objects: list[dict[str, Any]], *, reply: bool) -> None:
+            printed.extend(objects)
+
+    service.sink = Collect()
+    for line in lines:
+        service.submit_line(line)
+    service.end_of_input()
+    return service.run(install_signals=False), printed
+
+
+def test_a_fill_that_takes_a_balance_above_what_a_person_may_type_keeps_the_engine_running() -> None:
+    """A valid sell whose proceeds take USDT above 1e10 (the most a person may type) is printed, and the engine
+    answers the next line: the API's tracker reads the engine's figures back exactly, without the typing limit."""
+    balances = {"main": {"USDT": d("9999999999"), "BTC": d("2")}, "other": {"USDT": d("100000")}}
+    engine = Engine(engine_config(sim=True, balances=balances))
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    service = EngineService(session)
+    code, printed = _run_lines(service, ["ORDER SELL BTCUSDT 1 MARKET cid=s1", "BALANCE"])
+    assert code == 0 and service.tracker_failures == 0
+    assert [o["status"] for o in printed if o["type"] == "order_update"][-1] == "FILLED"
+    assert printed[-2]["type"] == "account"  # the BALANCE answer, before the "stopped" status
+    assert service.tracker.balances["USDT"] == engine.kernel.ledger.balances("main")["USDT"]
+    assert service.tracker.balances["USDT"][0] > 10**10 * SCALE
+
+
+def test_a_failing_tracker_never_stops_the_engine_and_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Monitoring (the API's fills, orders and equity) is not trading: its failure is logged once, every event
+    still reaches the output and the subscribers, and the engine goes on."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    service = EngineService(session)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("tracker bug")
+
+    service.tracker.observe = broken  # type: ignore[method-assign]
+    service.tracker.sample = broken  # type: ignore[method-assign]
+    sub = service.hub.subscribe()
+    with caplog.at_level("WARNING", logger="veloz"):
+        code, printed = _run_lines(
+            service, ["ORDER BUY BTCUSDT 0.01 MARKET cid=a1", "ORDER BUY BTCUSDT 0.01 MARKET cid=a2", "BALANCE"]
+        )
+    assert code == 0
+    assert [o["cid"] for o in printed if o["type"] == "fill"] == ["a1", "a2"]
+    assert printed[-2]["type"] == "account"
+    assert [o["cid"] for _, o in sub.take()[0] if o["type"] == "fill"] == ["a1", "a2"]
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert service.tracker_failures > 1

@@ -62,3 +62,21 @@ def test_the_api_values_equity_by_the_kernels_rule() -> None:
     now = tracker.equity_now()
     assert (now["equity"], now["complete"], now["unvalued"]) == ("37000", True, ["BNB"])
     assert engine.kernel.equity_complete("main") and parse_decimal(now["equity"]) == engine.kernel.equity("main")
+
+
+def test_balances_beyond_what_a_person_may_type_are_kept_as_the_kernels_integers() -> None:
+    """The tracker reads the engine's own figures back exactly: a balance above the 1e10 a person may type (a fill
+    took it there) and a negative one (a fee in an asset never deposited) are kept, never refused."""
+    tracker = Tracker(Valuation(Pricing((), "USDT")))
+    tracker.start({"USDT": (100 * 10**8, 0)}, {}, ts=1)
+    tracker.observe(
+        [
+            {"type": "account", "ts": 2, "balances": {"USDT": {"free": "10000029982.56742", "locked": "0.00000001"},
+                                                      "BNB": {"free": "-0.5", "locked": "0"}}},
+            {"type": "market", "kind": "trade", "symbol": "BTCUSDT", "price": "20000000000"},
+        ]
+    )  # fmt: skip
+    assert tracker.balances == {"USDT": (1_000_002_998_256_742_000, 1), "BNB": (-50_000_000, 0)}
+    assert tracker.marks["BTCUSDT"] == 20_000_000_000 * 10**8
+    tracker.sample(2)
+    assert tracker.equity_now()["equity"] == "10000029982.56742001"

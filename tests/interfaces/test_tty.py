@@ -345,6 +345,11 @@ def test_balances_table_lines_decimal_points_up_and_totals_exactly() -> None:
     ]
 
 
+def test_a_balance_above_what_a_person_may_type_is_totalled_not_shown_as_unknown() -> None:
+    big = {"USDT": {"free": "10000029982.56742", "locked": "1"}, "BNB": {"free": "-0.5", "locked": "0"}}
+    assert [line.split()[-1] for line in balances_table(big)[1:]] == ["-0.5", "10000029983.56742"]
+
+
 def test_positions_and_orders_tables() -> None:
     position = {"type": "position", "ts": 1, "symbol": "BTCUSDT", "qty": "0.01", "avg_entry_price": "60025.18",
                 "realized_pnl": "-0.6002518", "unrealized_pnl": "0.1922", "mark_price": "60044.4"}  # fmt: skip

@@ -116,6 +116,20 @@ def test_bad_input_fails_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("slow", "shown"),
+    [(10**9, "1000000000"), (10**29, "1" + "0" * 29), (10**5000, "an integer of about 5,000 digits")],
+    ids=["1e9", "1e29", "1e5000"],
+)
+def test_a_grid_window_above_a_million_bars_is_refused_before_any_work(
+    shared_data: Path, slow: int, shown: str
+) -> None:
+    config = small_config(shared_data, grid={"fast": [5], "slow": [30, slow]})
+    with pytest.raises(ConfigError) as caught:
+        make_plan(load_config(config))
+    assert str(caught.value).startswith(f"parameter set fast=5 slow={shown}: sma_cross: slow must be at most 1,000,000")
+
+
 def test_a_tick_capture_is_refused_saying_a_search_runs_on_bars(shared_data: Path, tmp_path: Path) -> None:
     capture = shared_data / "ticks_l2" / "binance_spot_btcusdt_20240808_ws.txt.gz"
     with pytest.raises(ConfigError, match="is a recorded WebSocket capture: a search runs on bars"):

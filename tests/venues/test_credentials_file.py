@@ -60,7 +60,7 @@ def test_key_content_given_where_a_path_belongs_is_never_echoed(value: str) -> N
     file's) path belongs: the error says so and names the variable, never the value (before: the whole value)."""
     with pytest.raises(ConfigError) as caught:
         Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": value})
-    assert "BINANCE_PRIVATE_KEY_FILE (its value is not shown" in str(caught.value)
+    assert str(caught.value).startswith("BINANCE_PRIVATE_KEY_FILE ") and "(its value is not shown" in str(caught.value)
     with pytest.raises(ConfigError) as as_file:
         read_env_file(value)
     assert "credentials file (its value is not shown" in str(as_file.value)
@@ -70,9 +70,21 @@ def test_key_content_given_where_a_path_belongs_is_never_echoed(value: str) -> N
         assert SECRET not in str(error) and KEY not in str(error)
 
 
-def test_an_ordinary_path_is_still_named(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"BINANCE_PRIVATE_KEY_FILE '.*/keys/ed25519.pem': cannot read it"):
-        Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": str(tmp_path / "keys/ed25519.pem")})
+@pytest.mark.parametrize("value", ["SUPERSECRET_short-1", "hunter2", "keys/ed25519.pem", "a\x00b"])
+def test_a_key_file_setting_that_names_no_file_is_never_echoed(value: str) -> None:
+    """Whatever shape a mistaken value takes (a short secret, one with _ or -), a value that names no file is not
+    repeated: the variable is named and the file said not to exist (before: echoed unless it looked like a key)."""
+    with pytest.raises(ConfigError) as caught:
+        Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": value})
+    assert str(caught.value).startswith("BINANCE_PRIVATE_KEY_FILE names a file that does not exist (its value is not ")
+    assert value not in str(caught.value) and "ed25519" not in str(caught.value)
+
+
+def test_a_path_where_a_file_is_is_still_named(tmp_path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=rf"BINANCE_PRIVATE_KEY_FILE '{folder}': cannot read it \(Is a directory\)"):
+        Credentials.from_env({"BINANCE_API_KEY": KEY, "BINANCE_PRIVATE_KEY_FILE": str(folder)})
 
 
 def test_the_credentials_file_setting_refuses_the_files_content() -> None:

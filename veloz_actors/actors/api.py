@@ -39,6 +39,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import ConfigError, EngineUnavailable, InvalidInput, quoted
 from ..config import (
+    MAX_TICK_MS,
     EngineFileConfig,
     StrategyEntryModel,
     check_journal_risk,
@@ -144,8 +145,13 @@ def _check_arguments(*, name: Any, journal_dir: Any, durability: Any, run_clock:
         )
     if not isinstance(run_clock, bool):
         raise ConfigError(f"run_clock must be True or False, got {_got(run_clock)}")
-    if tick_ms is not None and (isinstance(tick_ms, bool) or not isinstance(tick_ms, int) or tick_ms < 1):
-        raise ConfigError(f"tick_ms must be a positive int or None (the config's sim.tick_ms), got {_got(tick_ms)}")
+    if tick_ms is not None and (
+        isinstance(tick_ms, bool) or not isinstance(tick_ms, int) or not 0 < tick_ms <= MAX_TICK_MS
+    ):
+        raise ConfigError(
+            f"tick_ms must be a positive int or None (the config's sim.tick_ms; at most {MAX_TICK_MS:,}, an hour), "
+            f"got {_got(tick_ms)}"
+        )
 
 
 def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .._exceptions import ConfigError, InvalidInput, quoted
-from ..config import load_yaml, not_bool
+from ..config import load_yaml, not_bool, only_section
 from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
 __all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
@@ -287,12 +287,14 @@ def _progress_bar(total: int) -> Any:
 
 
 def backtest_section(raw: Any, source: str = "config") -> dict[str, Any]:
-    """The backtest settings of a config mapping: its ``backtest:`` section if it has one, else the mapping itself."""
+    """The backtest settings of a config mapping: its ``backtest:`` section if it has one, else the mapping itself.
+    A key beside the ``backtest:`` section (a ``fee_rate:`` indented one level too little) is a :class:`ConfigError`
+    naming it, never silently ignored."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: must be a mapping of settings, got {type(raw).__name__}")
     if "backtest" not in raw:
         return dict(raw)
-    section = raw["backtest"]
+    section = only_section(raw, "backtest", source)
     if not isinstance(section, dict):
         got = "nothing" if section is None else type(section).__name__
         raise ConfigError(f"{source}: backtest: must be a mapping of settings, got {got}")

@@ -13,8 +13,15 @@ from typing import Annotated
 import orjson
 import typer
 
-from .._exceptions import VelozError
-from ..config import default_engine_config, load_engine_config, resolve_venue_instruments, with_logging, with_venue
+from .._exceptions import ConfigError, VelozError
+from ..config import (
+    MAX_TICK_MS,
+    default_engine_config,
+    load_engine_config,
+    resolve_venue_instruments,
+    with_logging,
+    with_venue,
+)
 from ..logs import configure_logging
 
 app = typer.Typer(
@@ -136,8 +143,8 @@ def start(
             raise VelozError("--replay-speed needs a file to replay: --replay PATH (or actors.replay in the config)")
         file_config = file_config.with_actors(replay=settings)
     tick = tick_ms if tick_ms is not None else file_config.sim.tick_ms
-    if tick <= 0:
-        raise VelozError("--tick-ms must be positive")
+    if not 0 < tick <= MAX_TICK_MS:
+        raise VelozError(f"--tick-ms must be between 1 and {MAX_TICK_MS:,} (an hour), got {tick}")
     journal_path = None if no_journal else (journal or file_config.journal.path)
     if single_process and journal_path is not None and Path(journal_path).is_dir():
         flag = "--journal" if journal is not None else "journal.path"
@@ -149,7 +156,14 @@ def start(
     if mode not in ("always", "group", "none"):  # before the run folder and its log file are made
         raise VelozError(f"--durability must be always, group or none, got {mode!r}")
     log_dir = None if journal_path is None else Path(journal_path).resolve().parent  # logs: in the run folder
-    configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
+    try:
+        configure_logging(file_config.logging.settings(log_dir), actor="engine" if single_process else "cli")
+    except ConfigError as exc:  # name the option that put the log file there
+        if isinstance(file_config.logging.file, str):
+            option = "logging.file"
+        else:
+            option = f"{'--journal' if journal is not None else 'journal.path'} {journal_path}"
+        raise ConfigError(f"{option}: {exc}") from exc
     trading_live = file_config.venue.kind == "binance" and file_config.venue.mode == "live"
     if trading_live:
         if not live:

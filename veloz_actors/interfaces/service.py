@@ -17,7 +17,9 @@ asked.
 
 :class:`Tracker` keeps what the API serves beyond the engine's own queries, all built from the same events: fills
 (paged), finished orders (paged by time), the equity and drawdown series (balances valued at the last marks) and
-recent rejections.
+recent rejections. It reads the engine's figures back exactly (:func:`~veloz_actors.fixed.parse_formatted`: a
+balance above what a person may type is still a balance). It is monitoring, not trading: should it ever fail, the
+failure is logged once and the engine goes on without it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import collections
 import concurrent.futures
 import contextlib
 import itertools
+import logging
 import queue
 import signal
 import threading
@@ -38,7 +41,7 @@ from typing import IO, Any, Protocol
 from .._exceptions import EngineUnavailable
 from ..core.instruments import Pricing
 from ..core.kernel import KernelConfig
-from ..fixed import SCALE, format_decimal, parse_decimal
+from ..fixed import SCALE, format_decimal, parse_formatted
 from .stdio import MAX_LINE, Session, dumps, unavailable
 
 __all__ = [
@@ -51,6 +54,7 @@ __all__ = [
     "Valuation",
 ]
 
+_log = logging.getLogger("veloz.engine")
 _EOF = object()
 _STOP = object()
 _SIDE_FEED_SECONDS = 0.05  # how often a side feed (the bus, a live market) is polled while no command comes in
@@ -216,12 +220,12 @@ class Tracker:
                 if obj.get("kind") == "book_top":
                     bid, ask = obj.get("bid"), obj.get("ask")
                     if bid and ask and bid != "0" and ask != "0":
-                        self.marks[obj["symbol"]] = (parse_decimal(bid) + parse_decimal(ask)) // 2
+                        self.marks[obj["symbol"]] = (parse_formatted(bid) + parse_formatted(ask)) // 2
                 elif obj.get("kind") == "trade":
-                    self.marks[obj["symbol"]] = parse_decimal(obj["price"])
+                    self.marks[obj["symbol"]] = parse_formatted(obj["price"])
             elif kind == "fill":
                 _push_in_time(self.fills, obj, self.max_fills)
-                self.marks.setdefault(obj["symbol"], parse_decimal(obj["price"]))
+                self.marks.setdefault(obj["symbol"], parse_formatted(obj["price"]))
             elif kind == "order_update":
                 status = obj.get("status")
                 if status in ("FILLED", "CANCELLED", "EXPIRED", "REJECTED"):
@@ -230,14 +234,14 @@ class Tracker:
                     _push(self.rejections, obj, self.max_rejections)
             elif kind == "account":
                 self.balances = {
-                    asset: (parse_decimal(b["free"]), parse_decimal(b["locked"]))
+                    asset: (parse_formatted(b["free"]), parse_formatted(b["locked"]))
                     for asset, b in obj["balances"].items()
                 }
                 self._dirty = True
             elif kind == "position":
                 mark = obj.get("mark_price")
                 if mark and mark != "0" and obj.get("symbol"):
-                    self.marks[obj["symbol"]] = parse_decimal(mark)
+                    self.marks[obj["symbol"]] = parse_formatted(mark)
 
     def sample(self, ts: int, *, force: bool = False) -> None:
         """Add an equity point when balances changed, or once a period (marks move)."""
@@ -350,6 +354,7 @@ class EngineService:
         self._resume = resume
         self._inbox: queue.Queue[Any] = queue.Queue(maxsize=4096)  # bounded: a flood of input waits for the engine
         self._stop = threading.Event()
+        self.tracker_failures = 0
 
     # ---------------------------------------------------------------------------------- from other threads
 
@@ -398,7 +403,7 @@ class EngineService:
         """Publish engine events (numbered, to every subscriber and the sink); ``reply`` objects (the answer to a
         stdio line, which may include that line's events) go to the sink only."""
         if objects:
-            self.tracker.observe(objects)
+            self._track(self.tracker.observe, objects)
             self.hub.publish(objects)
         sink = self.sink
         if sink is None:
@@ -463,7 +468,9 @@ class EngineService:
         next_side_poll = 0.0
         self.started_ns = self.clock()
         status = session.backend.status()
-        self.tracker.start(session.backend.balances(), status.get("reference_prices") or {}, self.started_ns)
+        self._track(
+            self.tracker.start, session.backend.balances(), status.get("reference_prices") or {}, self.started_ns
+        )
         try:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
             while not self._stop.is_set() and not session.closed:
@@ -484,7 +491,7 @@ class EngineService:
                         except (EngineUnavailable, TimeoutError) as exc:
                             self.emit([unavailable(exc, session.now())])
                     timeout = min(timeout, max(0.0, next_side_poll - now))
-                self.tracker.sample(self.clock())
+                self._track(self.tracker.sample, self.clock())
                 try:
                     item = self._inbox.get(timeout=timeout)
                 except queue.Empty:
@@ -506,6 +513,20 @@ class EngineService:
                 if self.sink is not None:
                     self.sink.write([{"type": "status", "ts": session.now(), "state": "stopped"}], reply=True)
         return 0
+
+    def _track(self, method: Callable[..., None], *args: Any) -> None:
+        """Run a :class:`Tracker` method: monitoring never stops trading. A failure is counted (``tracker_failures``)
+        and logged the first time only (ERROR, so on stderr too), and the engine goes on; the API's fills, orders
+        and equity may then be incomplete."""
+        try:
+            method(*args)
+        except Exception:
+            self.tracker_failures += 1
+            if self.tracker_failures == 1:
+                _log.exception(
+                    "the API's tracker failed (the engine goes on; its fills, orders and equity views may be "
+                    "incomplete; later failures are not logged)"
+                )
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         if item[0] == "line":

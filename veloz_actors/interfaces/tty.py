@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from .._exceptions import InvalidInput
-from ..fixed import format_decimal, parse_decimal
+from ..fixed import format_decimal, parse_formatted
 from ..logs import output_handlers
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ def order_line(update: dict[str, Any]) -> str:
 
 def _total(free: str, locked: str) -> str:
     try:
-        return format_decimal(parse_decimal(free, allow_negative=True) + parse_decimal(locked, allow_negative=True))
+        return format_decimal(parse_formatted(free) + parse_formatted(locked))
     except InvalidInput:
         return "?"
 

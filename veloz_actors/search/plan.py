@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._exceptions import ConfigError, InvalidInput
+from .._exceptions import ConfigError, InvalidInput, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
@@ -207,4 +207,4 @@ def _fingerprint_values(values: Sequence[Any]) -> list[Any] | dict[str, Any]:
 
 
 def _describe(params: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
+    return " ".join(f"{k}={quoted(v) if isinstance(v, int) else v}" for k, v in params.items())

@@ -359,13 +359,23 @@ class Credentials:
         path_what: str = "private_key_file",
         password_what: str = "private_key_password",
     ) -> Credentials:
-        """An API key with the private key in the PEM file at ``path``."""
+        """An API key with the private key in the PEM file at ``path``.
+
+        A path that names no file is never repeated: the value of ``BINANCE_PRIVATE_KEY_FILE`` may be the key itself
+        (or a secret) put there by mistake, in any shape, so the error names the setting and says no such file
+        exists. A path where a file is is named (it is surely a path)."""
         key_text = _clean_token(api_key, api_key_what)
-        what = shown_path(path, path_what)
         try:
             pem = Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the value
+            _config_error(
+                f"{path_what} names a file that does not exist (its value is not shown: it may be a key or a secret "
+                "put there by mistake); set it to the path of the PEM private key file"
+            )
         except OSError as exc:
+            what = shown_path(path, path_what)
             _config_error(f"{what}: cannot read it ({exc.strerror or type(exc).__name__})")
+        what = shown_path(path, path_what)
         return cls.from_private_key(
             key_text, pem, password, api_key_what=api_key_what, key_what=what, password_what=password_what
         )
