@@ -78,9 +78,12 @@ JSON text message:
 3. When this client fell behind and its queue dropped events: ``{"type": "gap", "missed": n, "last_seq": L}``
    (it never got events ``L + 1 .. L + n``; ``L`` is the last seq it got), then a fresh snapshot (its ``seq`` is at
    least ``L + n``), then the events after that snapshot's seq. Drops of events a snapshot already covered are not
-   missed and cause no gap message. The server's ``api.dropped`` is the sum of every client's ``missed``.
+   missed and cause no gap message. The server's ``api.dropped`` is the sum of every client's ``missed``. A client
+   gets at most one snapshot a second (:data:`RESYNC_SECONDS`): each costs the engine's thread, so a tiny queue or a
+   slow reader cannot slow trading down with them.
 
-A bad ``queue`` closes with 4400 (and the reason). When the engine or the API stops, the socket closes with 1001.
+A bad ``queue`` closes with 4400 (and the reason). At most :data:`MAX_STREAMS` (64) clients stream at once; one more
+closes with 1013 (try again later). When the engine or the API stops, the socket closes with 1001.
 """
 
 from __future__ import annotations
@@ -130,12 +133,15 @@ MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
 CALL_TIMEOUT_SECONDS = 30.0
 HALT_CONFIRM_SECONDS = 5.0  # how long halt and resume wait for the engine to say it is (not) halted
 MAX_BATCH = 1000  # events in one WebSocket message
+RESYNC_SECONDS = 1.0  # a client that falls behind gets a fresh snapshot at most this often (each costs the engine)
+MAX_STREAMS = 64  # WebSocket stream clients at once (each costs the engine's thread a little per event); more: 1013
 _FRAGMENTS = 20_000  # encoded events kept for the other clients
 REPORT_DEPTH = 4
 _UNAUTHORIZED = "missing or wrong API token"
 _WS_UNAUTHORIZED = 4401
 _WS_BAD_REQUEST = 4400
 _WS_GOING_AWAY = 1001
+_WS_TRY_AGAIN_LATER = 1013
 _log = logging.getLogger("veloz.api")
 
 
@@ -320,7 +326,7 @@ class _Guard:
                 return
             repeated = _repeated_key(b"".join(m.get("body", b"") for m in chunks))
             if repeated is not None:
-                shown = repeated[:60]
+                shown = repeated[:60].encode("utf-8", "backslashreplace").decode()  # a lone surrogate, escaped
                 text = f"the key {shown!r} appears more than once in the JSON body: send each field once"
                 await _plain_json(send, 422, {"detail": [{"loc": ["body", shown], "msg": text, "type": "value_error"}]})
                 return
@@ -883,6 +889,9 @@ def build_app(
                 await ws.close(code=_WS_BAD_REQUEST, reason=f"queue must be 1..{MAX_QUEUE}, got {text[:20]!r}")
                 return
             size = int(text)
+        if len(api.streams) >= MAX_STREAMS:
+            await ws.close(code=_WS_TRY_AGAIN_LATER, reason=f"too many stream clients (the limit is {MAX_STREAMS})")
+            return
         await _Stream(api, ws, size).run()
 
     return app
@@ -998,6 +1007,7 @@ class _Stream:
         try:
             await self.send(snap)
             last = snap["seq"]
+            resynced: float | None = None  # when this client last got a fresh snapshot (the first one goes at once)
             while not (self.gone or api.closed):
                 self.wake.clear()
                 items, dropped = sub.take(MAX_BATCH)
@@ -1009,6 +1019,11 @@ class _Stream:
                     if missed > 0:
                         api.missed += missed
                         await self.send({"type": "gap", "missed": missed, "last_seq": last})
+                        # a snapshot costs the engine's thread: a client whose queue overflows again and again (a
+                        # tiny queue, a slow reader) gets one at most every RESYNC_SECONDS (its events after it)
+                        if resynced is not None:
+                            await asyncio.sleep(max(0.0, resynced + RESYNC_SECONDS - time.monotonic()))
+                        resynced = time.monotonic()
                         snap = await api.call(lambda s: s.snapshot())
                         await self.send(snap)
                         last = snap["seq"]
