@@ -67,8 +67,11 @@ class RunningApi:
 
 
 @contextlib.contextmanager
-def running_api(run_dir: Path, *, tick_ms: int = HOUR_MS, config: Any = None, **options: Any) -> Iterator[RunningApi]:
-    engine = Engine(config if config is not None else engine_config())
+def running_api(
+    run_dir: Path, *, tick_ms: int = HOUR_MS, config: Any = None, engine: Engine | None = None, **options: Any
+) -> Iterator[RunningApi]:
+    """An engine (``engine``, or one of ``config``) on its own thread with the API in front of it."""
+    engine = engine if engine is not None else Engine(config if config is not None else engine_config())
     backend = LocalBackend(engine)
     session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns)
     service = EngineService(

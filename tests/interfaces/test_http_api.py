@@ -30,7 +30,7 @@ from veloz_actors import InvalidInput
 from veloz_actors.interfaces import http_api
 from veloz_actors.interfaces.http_api import parse_address, resolve_token
 
-from .api_helpers import Client, RunningApi, Watcher, below_reference, running_api, wait_for
+from .api_helpers import Client, RunningApi, Watcher, below_reference, engine_config, running_api, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
@@ -545,6 +545,29 @@ def test_a_repeated_key_that_is_no_valid_text_is_422_too(client: Client) -> None
     status, answer, _ = client.request("POST", "/api/v1/orders", raw=b'{"\\ud800": 1, "\\ud800": 2}')
     assert status == 422, answer
     assert answer["detail"][0]["loc"] == ["body", "\\ud800"] and "more than once" in answer["detail"][0]["msg"]
+
+
+def test_an_order_in_a_damaged_order_history_is_a_500_naming_the_file_and_the_engine_goes_on(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from veloz_actors.venues.engine import Engine
+
+    engine = Engine(replace(engine_config(), retain_closed_ns=1), journal_path=tmp_path / "e.journal",
+                    durability="none")  # fmt: skip
+    with running_api(tmp_path, engine=engine) as running:
+        client = running.client()
+        status, body = client.order(symbol="BTCUSDT", side="BUY", qty="0.01", price=below_reference(running, 3),
+                                    cid="old")  # fmt: skip
+        assert status == 201 and client.request("DELETE", "/api/v1/orders/old")[0] == 200
+        assert running.service.call(lambda s: s.session.backend.engine.kernel.evict(before_ts=2**62)) == 1
+        assert client.get("/api/v1/orders/old")["status"] == "CANCELLED"  # read back from the history file
+        history = tmp_path / "e.journal.orders"
+        history.write_bytes(history.read_bytes()[:50] + b"\n")  # its record, damaged
+        status, answer, _ = client.request("GET", "/api/v1/orders/old")
+        assert status == 500 and answer["detail"].startswith("ORDER_HISTORY_UNREADABLE: ")
+        assert f"{history}:1" in answer["detail"]
+        assert client.get("/api/v1/health")["status"] == "ok"
+        client.close()
 
 
 def test_there_is_no_swagger_page_to_run_a_cdns_script_beside_the_token(api: RunningApi) -> None:

@@ -113,7 +113,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._exceptions import EngineUnavailable, InvalidInput
+from .._exceptions import EngineUnavailable, InvalidInput, JournalError
 from ..fixed import SCALE, format_decimal, parse_decimal
 from ..logs import redact
 from ..messages import CancelOrder
@@ -657,7 +657,10 @@ def build_app(
     async def order(cid: str) -> Response:
         """One order (order_state object with its history), or 404."""
         _check_cid_or_404(cid)
-        found = await api.call(lambda s: s.session.backend.query(cid))
+        try:
+            found = await api.call(lambda s: s.session.backend.query(cid))
+        except JournalError as exc:  # a damaged order history file: said with its name and line (the engine goes on)
+            raise HTTPException(500, f"ORDER_HISTORY_UNREADABLE: {exc}") from None
         if not found:
             raise HTTPException(404, f"no order with cid {cid!r}")
         return _ok(order_state(found[0]))
