@@ -575,7 +575,7 @@ class TradingKernel:
 
     # ------------------------------------------------------------------------------------------ execution reports
 
-    def _order_of(self, report: Any, events: list[Any]) -> Order | None:
+    def _order_of(self, report: Any, events: list[Any], venue_order_id: str = "") -> Order | None:
         """The order a venue's report is about; None, said in an ``Error`` event, for an order the kernel does not know
         or never sent (one it rejected itself: no venue has it, so whatever the report says did not happen to it)."""
         order = self.oms.get(report.account_id, report.client_order_id)
@@ -590,7 +590,6 @@ class TradingKernel:
                 )
             )
             return None
-        venue_order_id = getattr(report, "venue_order_id", "")
         if report.symbol != order.symbol or (venue_order_id and order.venue_order_id not in ("", venue_order_id)):
             # the same client order id on another order (a venue asks it unique among open orders only): not ours
             events.append(
@@ -606,7 +605,7 @@ class TradingKernel:
         return order
 
     def _on_accepted(self, report: VenueOrderAccepted, events: list[Any]) -> None:
-        order = self._order_of(report, events)
+        order = self._order_of(report, events, report.venue_order_id)
         if order is None:
             return
         order.venue_order_id = report.venue_order_id
@@ -645,7 +644,7 @@ class TradingKernel:
             )
 
     def _on_filled(self, report: VenueOrderFilled, events: list[Any]) -> None:
-        order = self._order_of(report, events)
+        order = self._order_of(report, events, report.venue_order_id)
         if order is None:
             return
         key = (report.venue, report.trade_id)
@@ -692,17 +691,18 @@ class TradingKernel:
             fee=fee,
             locked_available=order.reserved,
         )
-        for asset in (inst.quote_asset if buy else inst.base_asset, fee_asset):
-            if self.ledger.free(account, asset) < 0:  # the venue took what the ledger does not hold: said, booked
-                events.append(
-                    Error(
-                        code="NEGATIVE_BALANCE",
-                        message=f"{report.venue}: fill {report.trade_id} for {account}/{order.client_order_id} leaves "
-                        f"{account} {format_decimal(self.ledger.free(account, asset))} {asset} free: the venue holds "
-                        "funds the ledger does not know of (a fee asset never deposited?); reconcile the balances",
-                        ts=ts,
-                    )
-                )
+        # part of it came out of a free balance (beyond the order's reservation, or a fee in a third asset, or one
+        # larger than what the fill brought): that balance may now be below zero
+        if buy:
+            pay_asset, pay, receive_asset, receive = inst.quote_asset, notional, inst.base_asset, qty
+        else:
+            pay_asset, pay, receive_asset, receive = inst.base_asset, qty, inst.quote_asset, notional
+        if fee_asset == pay_asset:
+            took_free = pay + fee > from_locked
+        else:
+            took_free = pay > from_locked or (fee > 0 and (fee_asset != receive_asset or fee > receive))
+        if took_free:
+            self._said_negative(report, order, (pay_asset, fee_asset), events)
         sign = 1 if buy else -1
         position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
         order.reserved -= from_locked
@@ -739,6 +739,25 @@ class TradingKernel:
             if order.status is not _S.PENDING_CANCEL:
                 order.transition(_S.PARTIALLY_FILLED, ts)
             self._release_excess(order, inst)
+
+    def _said_negative(
+        self, report: VenueOrderFilled, order: Order, assets: tuple[str, str], events: list[Any]
+    ) -> None:
+        """A fill that took a free balance below zero is booked (the venue did trade) and said: the venue holds funds
+        the ledger does not know of (a fee asset never deposited, a deposit not yet seen)."""
+        account = order.account_id
+        for asset in dict.fromkeys(assets):
+            free = self.ledger.free(account, asset)
+            if free < 0:
+                events.append(
+                    Error(
+                        code="NEGATIVE_BALANCE",
+                        message=f"{report.venue}: fill {report.trade_id} for {account}/{order.client_order_id} leaves "
+                        f"{account} {format_decimal(free)} {asset} free: the venue holds funds the ledger does not "
+                        "know of (a fee asset never deposited?); reconcile the balances",
+                        ts=report.ts,
+                    )
+                )
 
     def _on_closed(self, report: VenueOrderCancelled | VenueOrderExpired, events: list[Any]) -> None:
         order = self._order_of(report, events)
