@@ -170,6 +170,20 @@ def test_a_bad_queue_size_closes_4400_naming_it(api: RunningApi, queue: str) -> 
     assert "queue must be 1..100000" in closed.reason
 
 
+def test_a_link_planted_where_the_token_is_written_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token went through the temporary file's name: a link there (a shared run folder) sent it elsewhere."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.write_text("")
+    (run_dir / f".api-token.{os.getpid()}").symlink_to(elsewhere)
+    token = resolve_token(None, run_dir)
+    assert elsewhere.read_text() == "" and (run_dir / "api-token").read_text().strip() == token
+    assert not (run_dir / "api-token").is_symlink() and stat.S_IMODE((run_dir / "api-token").stat().st_mode) == 0o600
+
+
 def test_the_token_file_is_written_0600_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
     run_dir = tmp_path / "run"
