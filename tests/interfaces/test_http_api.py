@@ -197,6 +197,8 @@ def test_the_token_file_is_written_0600_and_reused(tmp_path: Path, monkeypatch: 
     assert resolve_token("given-explicitly-0123456", run_dir) == "given-explicitly-0123456"
     with pytest.raises(InvalidInput, match="at least 16 characters"):
         resolve_token("short", run_dir)
+    with pytest.raises(InvalidInput, match=r"^the token must be printable ASCII, as an HTTP header carries it$"):
+        resolve_token("mot-de-passe-très-secret", run_dir)  # it could never match a request's header
 
 
 def test_a_readable_token_file_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

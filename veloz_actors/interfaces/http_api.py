@@ -175,6 +175,8 @@ def resolve_token(token: str | None, run_dir: Path | None) -> str:
             value = given.strip()
             if len(value) < 16:
                 raise InvalidInput(f"{where} must be at least 16 characters")
+            if not (value.isascii() and value.isprintable()):  # (never shown: it is a secret)
+                raise InvalidInput(f"{where} must be printable ASCII, as an HTTP header carries it")
             return value
     if run_dir is None:
         return secrets.token_urlsafe(32)
