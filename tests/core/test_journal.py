@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 from pathlib import Path
 
@@ -93,6 +94,20 @@ def test_reopening_continues_the_count(tmp_path: Path) -> None:
     again.append(Tick(ts=2))
     again.close()
     assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=2)]
+
+
+def test_a_journal_may_wait_for_the_lock_the_process_it_replaces_still_holds(tmp_path: Path) -> None:
+    """An actor Ray restarted while the old process still held the lock died for good (Ray never retries an actor
+    whose constructor raised): it waits a bounded time, then says how long it waited."""
+    path = tmp_path / "j"
+    first = Journal(path, CONFIG, durability="none")
+    with pytest.raises(JournalError, match=rf"{path} is open in another engine \(it holds j.lock\) \(waited 0.2 s\)"):
+        Journal(path, CONFIG, durability="none", lock_wait=0.2)
+    threading.Timer(0.3, first.close).start()  # the old process exits
+    second = Journal(path, CONFIG, durability="none", lock_wait=60.0)  # well within the wait
+    second.append(Tick(ts=1))
+    second.close()
+    assert read_journal(path)[1] == [Tick(ts=1)]
 
 
 def test_reopening_with_another_config_is_a_journal_error(tmp_path: Path) -> None:

@@ -411,6 +411,26 @@ def test_recover_after_a_reset_sends_nothing_and_refuses_other_balances() -> Non
             RiskMonitor.recover(other, path, durability="none")
 
 
+def test_recover_takes_the_journals_lock_before_it_reads_or_cuts_any_file() -> None:
+    """It read the journal and could delete a snapshot while the process it replaces still wrote them."""
+    config = _config(EngineRiskLimits(max_drawdown=d("0.1")))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "risk.journal"
+        monitor = RiskMonitor(config, journal_path=path, durability="none")
+        _busy(monitor)
+        snapshot = Path(str(path) + ".snapshot")
+        snapshot.write_bytes(b"not a snapshot")  # one recovery would refuse (or, covering lost lines, delete)
+        files = {f.name: f.read_bytes() for f in Path(tmp).iterdir()}
+        with pytest.raises(JournalError, match=r"is open in another engine .*\(waited 0.2 s\)"):
+            RiskMonitor.recover(config, path, durability="none", lock_wait=0.2)
+        assert {f.name: f.read_bytes() for f in Path(tmp).iterdir()} == files
+        monitor.close()
+        snapshot.unlink()
+        recovered, _ = RiskMonitor.recover(config, path, durability="none", lock_wait=0.2)
+        assert recovered.exposure() == monitor.exposure()
+        recovered.close()
+
+
 def test_recover_after_a_kill_switch_sends_its_cancel_all_again_then_the_halt() -> None:
     """The OMS may never have had the kill switch's commands (it was restarting when they went): a restarted monitor
     sends both again, not only the halt."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from veloz_actors import JournalError
 from veloz_actors.actors.venue_shard import VenueShard
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.core.market_batch import MarketBatch
@@ -189,6 +190,20 @@ def test_a_book_reset_is_journaled_and_replayed(tmp_path: Path, events: list) ->
     venue = recovered.venues["BTCUSDT"]
     assert venue.book.needs_resync and venue.status() == engine.venues["BTCUSDT"].status()
     assert recovered.ledger.balances("main") == engine.ledger.balances("main")
+
+
+def test_a_venue_shard_whose_start_fails_lets_go_of_its_journal(tmp_path: Path) -> None:
+    """Its journal stayed open (its flusher thread kept it alive) with its lock, so a retry in the same process was
+    refused as another engine."""
+    path = tmp_path / "venue-s0.journal"
+    VenueShard("s0", {}, journal_path=path).close()
+    acks = Path(str(path) + ".acks")
+    good = acks.read_bytes()
+    acks.write_bytes(b'{"journal": "veloz", "version": 1, "config": {"other": 1}}\n')  # an .acks it refuses
+    with pytest.raises(JournalError, match="different configuration"):
+        VenueShard("s0", {}, journal_path=path)
+    acks.write_bytes(good)
+    VenueShard("s0", {}, journal_path=path).close()  # the retry opens it
 
 
 def test_a_venue_shard_takes_a_book_reset_from_a_columnar_batch(tmp_path: Path, events: list) -> None:

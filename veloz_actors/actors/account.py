@@ -4,6 +4,7 @@ after either side restarted the OMS pushes its full state again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections import Counter
@@ -11,9 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._exceptions import JournalError
 from ..core.journal import Journal, read_journal, read_snapshot, write_snapshot
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
-from .spec import EngineSpec, hand_to_os, reconstructed, require_journal_dir, start_actor_process
+from .spec import (
+    JOURNAL_LOCK_WAIT,
+    EngineSpec,
+    hand_to_os,
+    reconstructed,
+    require_journal_dir,
+    start_actor_process,
+)
 
 __all__ = ["AccountViewActor"]
 
@@ -37,8 +46,15 @@ class AccountViewActor:
         self.path = spec.journal_path("account")
         self.journal: Journal | None = None
         if self.path is not None:
-            self._recover(self.path)
-            self.journal = Journal(self.path, {"actor": "account"}, durability=spec.durability)  # type: ignore[arg-type]
+            # the journal (and its lock) first: nothing is read while the process Ray replaced may still write it
+            self.journal = Journal(self.path, {"actor": "account"}, durability=spec.durability,  # type: ignore[arg-type]
+                                   lock_wait=JOURNAL_LOCK_WAIT if self.restarted else 0.0)  # fmt: skip
+            try:
+                self._recover(self.path)
+            except BaseException:
+                with contextlib.suppress(JournalError):
+                    self.journal.close()  # else its lock stays held until the process ends
+                raise
 
     def _recover(self, path: Path) -> None:
         start = 0

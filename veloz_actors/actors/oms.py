@@ -31,6 +31,7 @@ from typing import Any
 
 import ray
 
+from .._exceptions import JournalError
 from ..core.kernel import TradingKernel
 from ..logs import log_events
 from ..messages import (
@@ -48,6 +49,7 @@ from ..venues.engine import EngineConfig
 from .bus import Settled
 from .risk import RiskFeed, risk_actor_name
 from .spec import (
+    JOURNAL_LOCK_WAIT,
     LATENCY_BUCKETS,
     CallWindow,
     EngineSpec,
@@ -125,9 +127,19 @@ class OmsActor:
         self.answers = Answers(_ANSWERS_KEPT)
         if path is not None:
             durability: Any = spec.durability
-            self.kernel, _ = TradingKernel.recover(config, path, durability=durability, on_step=self.answers.keep)
+            self.kernel, _ = TradingKernel.recover(config, path, durability=durability, on_step=self.answers.keep,
+                                                   lock_wait=JOURNAL_LOCK_WAIT if self.restarted else 0.0)  # fmt: skip
         else:
             self.kernel = TradingKernel(config)
+        try:
+            self._start(spec, account, bus, venues)
+        except BaseException:
+            with contextlib.suppress(JournalError):
+                self.kernel.close()  # else its journal's lock stays held until the process ends
+            raise
+
+    def _start(self, spec: EngineSpec, account: Any, bus: Any, venues: Any) -> None:
+        """The rest of the constructor, once the kernel (and its journal) is up."""
         self.kernel.take_outbox()  # what the replay left behind: pending_requests() says what is still owed
         self.account, self.bus = account, bus
         self.shard_of = spec.shard_of()

@@ -58,7 +58,7 @@ from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
 from ..logs import LogSettings
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
-from .spec import reconstructed, require_journal_dir, start_actor_process
+from .spec import JOURNAL_LOCK_WAIT, reconstructed, require_journal_dir, start_actor_process
 
 __all__ = ["FEED_LIMIT", "RISK_ACTOR_OPTIONS", "RiskActor", "RiskFeed", "risk_actor_name", "start_risk_actor"]
 
@@ -119,7 +119,8 @@ class RiskActor:
         else:
             path = Path(journal_path)
             if self.restarted if resume is None else resume:
-                self.monitor, pending = RiskMonitor.recover(config, path, durability=durability)
+                self.monitor, pending = RiskMonitor.recover(config, path, durability=durability,
+                                                            lock_wait=JOURNAL_LOCK_WAIT if self.restarted else 0.0)  # fmt: skip
                 self.resumed = True
             else:
                 for old in (path, Path(str(path) + ".snapshot")):

@@ -29,6 +29,7 @@ from ..core.market_batch import MarketBatch
 from ..logs import LogSettings, configure_logging
 
 __all__ = [
+    "JOURNAL_LOCK_WAIT",
     "JOURNAL_MODES",
     "LATENCY_BUCKETS",
     "CallWindow",
@@ -45,6 +46,11 @@ __all__ = [
 ]
 
 JOURNAL_MODES = ("shared", "node-local")
+
+# How long a restarted actor waits for its journal's lock (one engine per journal): the process Ray replaced may still
+# be exiting, and a node cut off from a shared folder holds it until its lease ends. Ray never retries an actor whose
+# constructor raised, so refusing at once would leave the engine without that actor for good.
+JOURNAL_LOCK_WAIT = 60.0
 
 # order processing time inside the OMS and client round trips (seconds): the histograms' upper bounds
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)

@@ -19,7 +19,14 @@ from typing import Any
 from ..messages import BookTop
 from ..venues.engine import EngineConfig
 from .batches import MarketBatch, remember_market
-from .spec import CallWindow, EngineSpec, reconstructed, require_journal_dir, start_actor_process
+from .spec import (
+    JOURNAL_LOCK_WAIT,
+    CallWindow,
+    EngineSpec,
+    reconstructed,
+    require_journal_dir,
+    start_actor_process,
+)
 from .venue_shard import Batch, VenueShard
 
 __all__ = ["VenueActor"]
@@ -49,6 +56,7 @@ class VenueActor:
             durability=spec.durability,  # type: ignore[arg-type]
             group_ms=spec.group_ms,
             snapshot_every=config.snapshot_every,
+            lock_wait=JOURNAL_LOCK_WAIT if self.restarted else 0.0,
         )
         self.window = CallWindow(spec.peer_window)  # market data to the bus
         self.max_unacked_sent = spec.peer_window * _UNACKED_SENT_PER_WINDOW

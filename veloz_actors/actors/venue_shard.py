@@ -14,11 +14,13 @@ inputs bounds the replay.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from .._exceptions import JournalError
 from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
@@ -42,6 +44,7 @@ class VenueShard:
         durability: Durability = "group",
         group_ms: float = 5.0,
         snapshot_every: int = 10_000,
+        lock_wait: float = 0.0,
     ) -> None:
         self.shard = shard
         self.venues = dict(sorted(venues.items()))
@@ -57,10 +60,18 @@ class VenueShard:
         self.acks: Journal | None = None
         self.path = None if journal_path is None else Path(journal_path)
         if self.path is not None:
-            self._recover(self.path)
+            # the journals (and the lock) first: nothing is read while another process may still write them
             head = {"venue_shard": shard, "config": header or {}}
-            self.journal = Journal(self.path, head, durability=durability, group_ms=group_ms)
-            self.acks = Journal(str(self.path) + ".acks", head, durability=durability, group_ms=group_ms)
+            self.journal = Journal(self.path, head, durability=durability, group_ms=group_ms, lock_wait=lock_wait)
+            try:
+                self.acks = Journal(
+                    str(self.path) + ".acks", head, durability=durability, group_ms=group_ms, lock_wait=lock_wait
+                )
+                self._recover(self.path)
+            except BaseException:
+                with contextlib.suppress(JournalError):
+                    self.close()  # a journal left open would hold its lock until the process ends
+                raise
 
     # ------------------------------------------------------------------------------------------------ recovery
 

@@ -41,6 +41,7 @@ __all__ = [
     "Durability",
     "Journal",
     "drop_torn_tail",
+    "lock_journal",
     "read_journal",
     "read_snapshot",
     "take_snapshot",
@@ -73,7 +74,14 @@ class Journal:
     """
 
     def __init__(
-        self, path: str | Path, config: dict[str, Any], *, durability: Durability = "group", group_ms: float = 5.0
+        self,
+        path: str | Path,
+        config: dict[str, Any],
+        *,
+        durability: Durability = "group",
+        group_ms: float = 5.0,
+        lock_wait: float = 0.0,
+        lock_file: BinaryIO | None = None,
     ) -> None:
         if durability not in ("always", "group", "none"):
             raise JournalError(f"unknown durability {durability!r}: use always, group or none")
@@ -86,7 +94,7 @@ class Journal:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
-        self._lock_file = _lock(self.path)
+        self._lock_file = lock_file if lock_file is not None else lock_journal(self.path, lock_wait)
         try:
             self._open(config)
         except BaseException:
@@ -255,25 +263,35 @@ class Journal:
                 return
 
 
-def _lock(path: Path) -> BinaryIO:
-    """Hold ``<path>.lock`` exclusively (released when the returned file closes), or raise if another holds it."""
+def lock_journal(path: str | Path, wait: float = 0.0) -> BinaryIO:
+    """Hold ``<path>.lock`` exclusively (released when the returned file closes, or handed to a :class:`Journal` as
+    its ``lock_file``), or raise if another holds it ``wait`` seconds on (an actor Ray restarted waits: the process
+    it replaces may still be exiting). Recovery takes it before it reads or cuts any of the journal's files."""
+    path = Path(path)
     lock_path = Path(str(path) + ".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 - lives with the journal
     except OSError as exc:
         raise JournalError(f"cannot open journal {path}: {exc}") from exc
-    try:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        lock_file.close()
-        if isinstance(exc, BlockingIOError):
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_file
+        except BlockingIOError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            lock_file.close()
+            waited = f" (waited {wait:g} s)" if wait else ""
             raise JournalError(
-                f"journal {path} is open in another engine (it holds {lock_path.name}): one engine per journal, "
-                "or their lines would interleave; stop the other engine first"
+                f"journal {path} is open in another engine (it holds {lock_path.name}){waited}: one engine per "
+                "journal, or their lines would interleave; stop the other engine first"
             ) from exc
-        raise JournalError(f"cannot lock journal {path}: {exc}") from exc
-    return lock_file
+        except OSError as exc:
+            lock_file.close()
+            raise JournalError(f"cannot lock journal {path}: {exc}") from exc
 
 
 def _cut(path: Path, length: int) -> None:

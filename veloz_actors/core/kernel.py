@@ -288,6 +288,7 @@ class TradingKernel:
         *,
         durability: Durability = "group",
         on_step: Callable[[Message, list[Any]], None] | None = None,
+        lock_wait: float = 0.0,
     ) -> tuple[TradingKernel, list[Any]]:
         """Rebuild a kernel from its snapshot and journal; returns it (journal attached) and the replayed events.
 
@@ -299,7 +300,7 @@ class TradingKernel:
         """
         journal_path = Path(journal_path)
         # the journal (and its lock) first: no snapshot or history file is read or cut while another kernel runs
-        journal = Journal(journal_path, config.to_json(), durability=durability)
+        journal = Journal(journal_path, config.to_json(), durability=durability, lock_wait=lock_wait)
         try:
             header, messages = read_journal(journal_path)
             kernel = cls(config)

@@ -65,7 +65,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -87,7 +87,15 @@ from ..messages import (
     Trade,
 )
 from .instruments import Instrument, Pricing
-from .journal import Durability, Journal, read_journal, read_snapshot, unloadable_snapshot, write_snapshot
+from .journal import (
+    Durability,
+    Journal,
+    lock_journal,
+    read_journal,
+    read_snapshot,
+    unloadable_snapshot,
+    write_snapshot,
+)
 
 __all__ = ["EngineRiskLimits", "RiskMonitor", "RiskMonitorConfig", "kill_switch_commands"]
 
@@ -261,9 +269,16 @@ class RiskMonitor:
 
     # ------------------------------------------------------------------------------------------------- persistence
 
-    def attach_journal(self, path: str | Path, *, durability: Durability = "group", group_ms: float = 5.0) -> None:
+    def attach_journal(
+        self,
+        path: str | Path,
+        *,
+        durability: Durability = "group",
+        group_ms: float = 5.0,
+        lock_file: BinaryIO | None = None,
+    ) -> None:
         header = {"risk_monitor": self.config.ledger_json()}
-        self.journal = Journal(path, header, durability=durability, group_ms=group_ms)
+        self.journal = Journal(path, header, durability=durability, group_ms=group_ms, lock_file=lock_file)
         self.snapshot_path = Path(str(path) + ".snapshot")
 
     def close(self) -> None:
@@ -299,7 +314,12 @@ class RiskMonitor:
 
     @classmethod
     def recover(
-        cls, config: RiskMonitorConfig, journal_path: str | Path, *, durability: Durability = "group"
+        cls,
+        config: RiskMonitorConfig,
+        journal_path: str | Path,
+        *,
+        durability: Durability = "group",
+        lock_wait: float = 0.0,
     ) -> tuple[RiskMonitor, list[Command]]:
         """Rebuild a monitor from its snapshot and journal; returns it (journal attached) and what to send now.
 
@@ -309,6 +329,18 @@ class RiskMonitor:
         account that is halted already); after a kill switch, the cancel of every open order before it.
         """
         journal_path = Path(journal_path)
+        held = lock_journal(journal_path, lock_wait)  # before any of its files is read or cut
+        try:
+            monitor, commands = cls._replay(config, journal_path)
+            monitor.attach_journal(journal_path, durability=durability, lock_file=held)
+        except BaseException:
+            held.close()
+            raise
+        return monitor, commands
+
+    @classmethod
+    def _replay(cls, config: RiskMonitorConfig, journal_path: Path) -> tuple[RiskMonitor, list[Command]]:
+        """The monitor of the snapshot and the journal's lines (journal not attached), and what to send now."""
         monitor = cls(config)
         if journal_path.exists():
             header, messages = read_journal(journal_path)
@@ -340,7 +372,6 @@ class RiskMonitor:
             # without one, a crossed limit halts on the next event.
             monitor.breached = monitor._crossed(_ALL_LIMITS) if monitor.halted is not None else {}
             monitor._measure_all = monitor.halted is None
-        monitor.attach_journal(journal_path, durability=durability)
         commands: list[Command] = []
         if monitor.halted == KILL_SWITCH_REASON:  # its cancel-all too: the OMS may never have had it
             commands += kill_switch_commands(monitor.now)
