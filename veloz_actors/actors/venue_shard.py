@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Durability, Journal, read_journal, read_snapshot, write_snapshot
+from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 
@@ -78,19 +78,14 @@ class VenueShard:
     def _state(self) -> bytes:
         return pickle.dumps((self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops))
 
+    def _restore(self, state: bytes) -> None:
+        self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(state)
+
     def _recover(self, path: Path) -> None:
-        start = 0
-        snap = read_snapshot(str(path) + ".snapshot")
         lines: list[Any] = []
         if path.exists():
             _, lines = read_journal(path)
-        if snap is not None and snap[0] <= len(lines):
-            start, state = snap
-            self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(
-                state
-            )
-        elif snap is not None:
-            Path(str(path) + ".snapshot").unlink()  # it covers lines the journal lost: the journal alone is exact
+        start = restore_snapshot(path, len(lines), self._restore)
         for message in lines[start:]:
             if type(message) in _MARKET_INPUTS:
                 self._apply_market(message)

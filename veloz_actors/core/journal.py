@@ -44,6 +44,7 @@ __all__ = [
     "lock_journal",
     "read_journal",
     "read_snapshot",
+    "restore_snapshot",
     "take_snapshot",
     "unloadable_snapshot",
     "write_snapshot",
@@ -438,6 +439,27 @@ def read_snapshot(path: str | Path) -> tuple[int, bytes] | None:
     if _snapshot_digest(seq, state) != digest:
         raise damaged("its checksum does not match its content")
     return seq, state
+
+
+def restore_snapshot(journal_path: str | Path, lines: int, restore: Callable[[bytes], None]) -> int:
+    """Restore the snapshot beside ``journal_path`` with ``restore(state)`` and return the journal lines it covers
+    (replay the ones after them); 0 without one. A snapshot covering more than the journal's ``lines`` covers lines
+    the journal lost (a crash inside the durability window of a writer that snapshotted without syncing): it is
+    deleted, since the journal alone is exact and, once new lines grew past its count, it would skip them. A state
+    that does not load is :func:`unloadable_snapshot`'s error."""
+    path = Path(str(journal_path) + ".snapshot")
+    snap = read_snapshot(path)
+    if snap is None:
+        return 0
+    start, state = snap
+    if start > lines:
+        path.unlink()
+        return 0
+    try:
+        restore(state)
+    except Exception as exc:  # unpickling raises anything: the state is another version's
+        raise unloadable_snapshot(path, exc) from exc
+    return start
 
 
 def unloadable_snapshot(path: str | Path, exc: Exception) -> JournalError:

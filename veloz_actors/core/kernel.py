@@ -77,10 +77,9 @@ from .journal import (
     Journal,
     drop_torn_tail,
     read_journal,
-    read_snapshot,
+    restore_snapshot,
     semantics_of,
     take_snapshot,
-    unloadable_snapshot,
 )
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
@@ -304,17 +303,7 @@ class TradingKernel:
         try:
             header, messages = read_journal(journal_path)
             kernel = cls(config)
-            start = 0
-            snapshot_path = Path(str(journal_path) + ".snapshot")
-            snap = read_snapshot(snapshot_path)
-            if snap is not None and snap[0] <= len(messages):
-                start, state = snap
-                try:
-                    kernel.restore(state)
-                except Exception as exc:  # unpickling raises anything: the state is another version's
-                    raise unloadable_snapshot(snapshot_path, exc) from exc
-            elif snap is not None:
-                snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
+            start = restore_snapshot(journal_path, len(messages), kernel.restore)
             kernel.legacy_halts = semantics_of(header) < 2
             kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
             events: list[Any] = []

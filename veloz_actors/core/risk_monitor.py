@@ -92,8 +92,7 @@ from .journal import (
     Journal,
     lock_journal,
     read_journal,
-    read_snapshot,
-    unloadable_snapshot,
+    restore_snapshot,
     write_snapshot,
 )
 
@@ -349,17 +348,7 @@ class RiskMonitor:
                     f"{journal_path} was written by a risk monitor with different instruments, balances, valuation "
                     "asset or reference prices; move it away to start from the configured balances"
                 )
-            start = 0
-            snapshot_path = Path(str(journal_path) + ".snapshot")
-            snap = read_snapshot(snapshot_path)
-            if snap is not None and snap[0] <= len(messages):
-                start, state = snap
-                try:
-                    monitor.restore(state)
-                except Exception as exc:  # unpickling raises anything: the state is another version's
-                    raise unloadable_snapshot(snapshot_path, exc) from exc
-            elif snap is not None:
-                snapshot_path.unlink()  # it covers lines the journal lost: the journal alone is exact
+            start = restore_snapshot(journal_path, len(messages), monitor.restore)
             for message in messages[start:]:
                 monitor.seq += 1
                 monitor._step(message)

@@ -31,10 +31,9 @@ from ..core.journal import (
     Durability,
     Journal,
     read_journal,
-    read_snapshot,
+    restore_snapshot,
     semantics_of,
     take_snapshot,
-    unloadable_snapshot,
 )
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
@@ -263,20 +262,7 @@ class Engine:
         engine = cls(config)
         events: list[Any] = []
         header, messages = read_journal(journal_path)
-        start = 0
-        snapshot_path = Path(str(journal_path) + ".snapshot")
-        snap = read_snapshot(snapshot_path)
-        if snap is not None and snap[0] <= len(messages):
-            start, state = snap
-            try:
-                engine._restore(state)
-            except Exception as exc:  # unpickling raises anything: the state is another version's
-                raise unloadable_snapshot(snapshot_path, exc) from exc
-        elif snap is not None:
-            # The snapshot covers lines the journal lost (a crash inside the durability window of an engine
-            # that snapshotted without syncing first). Replaying the journal alone is exact; the snapshot must
-            # go, or once new lines grow the journal past its count it would skip them.
-            snapshot_path.unlink()
+        start = restore_snapshot(journal_path, len(messages), engine._restore)
         engine.kernel.legacy_halts = semantics_of(header) < 2
         engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
         for message in messages[start:]:
