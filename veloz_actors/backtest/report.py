@@ -381,9 +381,7 @@ def _report_html(
 ) -> str:
     strategy = meta.get("strategy")
     params = meta.get("params")
-    title = f"Backtest: {bars.symbol} · {strategy or ''}"
-    if params:
-        title += " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    title = _title("Backtest", bars.symbol, meta)
     trade_rows = _trade_rows(trades)
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -433,16 +431,22 @@ def _indicators(
     return [], (rsi, float(checked["lower"]), float(checked["upper"]))
 
 
+def _title(kind: str, symbol: str, meta: Mapping[str, Any]) -> str:
+    """``Backtest: BTCUSDT · sma_cross (fast=10, slow=30)``: the page's title from the run's strategy and parameters."""
+    title = f"{kind}: {symbol} · {meta.get('strategy') or ''}"
+    params = meta.get("params")
+    if params:
+        title += " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    return title
+
+
 def _l2_report_html(
     symbol: str, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
 ) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    params = meta.get("params")
-    title = f"L2 backtest: {symbol} · {meta.get('strategy') or ''}"
-    if params:
-        title += " (" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    title = _title("L2 backtest", symbol, meta)
     fig = make_subplots(
         rows=3,
         cols=1,
