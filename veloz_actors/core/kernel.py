@@ -648,7 +648,9 @@ class TradingKernel:
             return  # a re-sent fill: booked once already
         ts = report.ts
         self.now = ts
-        problem = _fill_problem(report, order)
+        price, qty, fee, fee_asset = report.price, report.qty, report.fee, report.fee_asset
+        notional = price * qty // SCALE
+        problem = _fill_problem(report, order, notional)
         if problem is not None:
             events.append(_bad_fill(report, order, problem))
             return
@@ -663,8 +665,6 @@ class TradingKernel:
             )
         trade_keys[key] = booked
         inst = self.instruments[order.symbol]
-        price, qty, fee, fee_asset = report.price, report.qty, report.fee, report.fee_asset
-        notional = price * qty // SCALE
         account = order.account_id
         rate = inst.maker_fee_rate if report.liquidity is Liquidity.MAKER else inst.taker_fee_rate
         order.notional_filled += notional
@@ -1233,7 +1233,7 @@ class TradingKernel:
 _MAX_NOTIONAL = 2**62
 
 
-def _fill_problem(report: VenueOrderFilled, order: Order) -> str | None:
+def _fill_problem(report: VenueOrderFilled, order: Order, notional: int) -> str | None:
     """Why a venue's fill cannot be true of ``order`` (None when it can): a venue never trades a non-positive
     quantity or price, charges a negative fee, fills beyond the order's quantity (or its quote budget) or through
     its limit price. Such a report is a corrupt message or another order's; booking it would move money that did not
@@ -1243,7 +1243,6 @@ def _fill_problem(report: VenueOrderFilled, order: Order) -> str | None:
         return f"has quantity {format_decimal(qty)} at price {format_decimal(price)}: both must be positive"
     if report.fee < 0:
         return f"charges a negative fee {format_decimal(report.fee)} {report.fee_asset}"
-    notional = price * qty // SCALE
     if notional > _MAX_NOTIONAL:
         return f"is worth {format_decimal(notional)}, beyond any amount a balance can hold"
     if order.quote_qty is not None:
