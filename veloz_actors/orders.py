@@ -199,9 +199,11 @@ def build_place_order(
     if client_order_id is None:
         if ids is None:
             raise InvalidInput("no client order id: give one, or a ClientOrderIds to make one")
-        client_order_id = ids()
+        client_order_id = ids()  # valid by construction: a checked prefix, "-" and digits, at most 36 characters
+    else:
+        client_order_id = check_client_order_id(client_order_id, new=True)
     return PlaceOrder(
-        client_order_id=check_client_order_id(client_order_id, new=True),
+        client_order_id=client_order_id,
         account_id=account_id,
         symbol=symbol.upper(),
         side=side_value,

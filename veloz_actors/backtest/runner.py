@@ -67,9 +67,10 @@ class _Context(StrategyContext):
     def __init__(self, engine: Engine, instrument: Instrument) -> None:
         self.engine = engine
         self.instrument = instrument
-        # (client order id, side, qty, quote_qty): the command is built when the order reaches the venue
-        self.pending: list[tuple[str, Side, int, int | None]] = []
+        # the orders placed on this bar, each stamped with the next bar's open, when it reaches the venue
+        self.pending: list[PlaceOrder] = []
         self.bar: Bar | None = None
+        self.next_open = 0  # the next bar's open time (the last bar's own: its orders are dropped)
         self._ids = ClientOrderIds("bt")  # a fixed prefix: the same ids every run
         self._positions = engine.ledger.positions
 
@@ -110,12 +111,12 @@ class _Context(StrategyContext):
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
         order = build_place_order(symbol, side, qty=qty, quote_qty=quote_qty, tif=tif, client_order_id=client_order_id,
-                                  ids=self._ids, account_id=TRADER, ts=self.now())  # fmt: skip
-        self.pending.append((order.client_order_id, order.side, order.qty, order.quote_qty))
+                                  ids=self._ids, account_id=TRADER, ts=self.next_open)  # fmt: skip
+        self.pending.append(order)
         return order.client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
-        self.pending[:] = [p for p in self.pending if p[0] != client_order_id]
+        self.pending[:] = [p for p in self.pending if p.client_order_id != client_order_id]
 
 
 def _engine_for(bars: BarSeries, settings: BacktestSettings) -> tuple[Engine, Instrument]:
@@ -179,6 +180,7 @@ def run_bar_backtest(
     closes = data["close"].tolist()
     volumes = data["volume"].tolist()
     n = len(open_times)
+    next_opens = open_times[1:] + open_times[-1:]  # when the orders placed on each bar reach the venue
     bar = ctx.bar = Bar(bars.symbol)
     on_bar = strategy.on_bar
     pending = ctx.pending  # the same list for the whole run: orders are appended and drained in place
@@ -187,10 +189,11 @@ def run_bar_backtest(
     chunk = max(1, n) if progress is None else max(1, n // 100)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        for i, t, o, h, lo, c, v in zip(
+        for i, t, o, h, lo, c, v, t_next in zip(
             range(start, stop), open_times[start:stop], opens[start:stop], highs[start:stop], lows[start:stop],
-            closes[start:stop], volumes[start:stop], strict=True,
+            closes[start:stop], volumes[start:stop], next_opens[start:stop], strict=True,
         ):  # fmt: skip
+            ctx.next_open = t_next
             bar.index = i
             bar.open_time = t
             bar.open = o
@@ -247,7 +250,8 @@ def _execute(
     produced = 0
     symbol = instrument.symbol
     venue = engine.venues[symbol]
-    for cid, side, order_qty, quote_qty in orders:
+    for command in orders:
+        side, order_qty, quote_qty = command.side, command.qty, command.quote_qty
         if side is Side.BUY:
             price = ceil_div(open_price * (SCALE + slip), SCALE * tick) * tick
             if quote_qty is not None:
@@ -267,16 +271,6 @@ def _execute(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
         )
         venue.offer(side.opposite, price, qty, ts, [])  # the trader has nothing resting that it could fill
-        command = PlaceOrder(
-            client_order_id=cid,
-            account_id=TRADER,
-            symbol=symbol,
-            side=side,
-            order_type=OrderType.MARKET,
-            qty=order_qty,
-            quote_qty=quote_qty,
-            ts=ts,
-        )
         order_events = engine.apply(command)
         produced += len(order_events)
         for event in order_events:
