@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Journal, read_journal, read_snapshot, write_snapshot
+from ..core.journal import Journal, read_journal, restore_snapshot, write_snapshot
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
 from .spec import (
     JOURNAL_LOCK_WAIT,
@@ -56,16 +56,15 @@ class AccountViewActor:
                     self.journal.close()  # else its lock stays held until the process ends
                 raise
 
+    def _restore(self, state: bytes) -> None:
+        self.seq, self.accounts, self.positions, self.fills, self.fees = pickle.loads(state)
+
     def _recover(self, path: Path) -> None:
-        start = 0
-        snap = read_snapshot(str(path) + ".snapshot")
-        if snap is not None:
-            start, state = snap
-            self.seq, self.accounts, self.positions, self.fills, self.fees = pickle.loads(state)
+        messages: list[Any] = []
         if path.exists():
             _, messages = read_journal(path)
-            for message in messages[start:]:
-                self._apply_one(message)
+        for message in messages[restore_snapshot(path, len(messages), self._restore) :]:
+            self._apply_one(message)
 
     def _apply_one(self, event: Any) -> None:
         kind = type(event)
