@@ -79,6 +79,7 @@ __all__ = [
     "Ticker",
     "TimeInForce",
     "Trade",
+    "checked",
     "decode",
     "encode",
     "encode_line",
@@ -893,7 +894,10 @@ def _wrong_type(message: Any) -> str:
             (value is None and "None" in kinds) or any(type(value).__name__ == k for k in kinds)
         ):
             return f"{f.name} must be {' or '.join(kinds)}, got {type(value).__name__} {quoted(value)}"
-    return "a field of the wrong type"
+    return _NO_WRONG_TYPE
+
+
+_NO_WRONG_TYPE = "a field of the wrong type"
 
 
 _CONVERTERS = {name: _field_converters(cls) for name, cls in _TYPES.items()}
@@ -967,3 +971,16 @@ def decode(raw: bytes | str) -> Message:
     if not isinstance(data, dict):
         raise InvalidInput(f"expected a JSON object, got {type(data).__name__}")
     return _from_fields(data)
+
+
+def checked(message: Message) -> Message:
+    """``message`` as the codec reads it back, for one built in Python (a message's ``__init__`` checks nothing):
+    a field of the wrong type (a quantity as a str or float, a ``ts`` of None, an int beyond 64 bits) raises
+    :class:`InvalidInput` naming it, and an enum given by its value (``side="BUY"``) comes back as the enum, which
+    the engine compares by identity. What is journaled must read back, or recovery fails on that line."""
+    try:
+        raw = encode(message)
+    except TypeError as exc:  # a value JSON cannot hold: a numpy number, a Decimal, an int beyond 64 bits
+        wrong = _wrong_type(message)
+        raise InvalidInput(f"{message.TYPE}: {wrong if wrong != _NO_WRONG_TYPE else exc}") from None
+    return decode(raw)

@@ -4,6 +4,7 @@ an actor, and the engine goes on (its orders and balances unchanged)."""
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 
@@ -13,7 +14,7 @@ import ray
 from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
 from veloz_actors.actors.api import connect, start_local
 from veloz_actors.actors.supervisor import supervisor_name
-from veloz_actors.messages import OrderFilled
+from veloz_actors.messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side
 from veloz_actors.search.runtime import check_joined
 
 from .helpers import file_config
@@ -107,6 +108,50 @@ def test_submit_refuses_what_is_not_a_command_before_it_reaches_the_oms(engine, 
     with pytest.raises(InvalidInput, match="commands must be a list of command messages, got str"):
         engine.submit_many("ORDER BUY")
     assert _state(engine) == before
+
+
+def _order(**fields) -> PlaceOrder:
+    base = {"client_order_id": "typed-1", "symbol": "BTCUSDT", "side": Side.BUY, "order_type": OrderType.LIMIT,
+            "qty": 1_000, "price": 5_000_000_000_000, "ts": time.time_ns()}  # fmt: skip
+    return PlaceOrder(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"ts": None}, "PlaceOrder: ts must be int, got NoneType None"),
+        ({"qty": "1"}, "PlaceOrder: qty must be int, got str '1'"),
+        ({"qty": 0.01}, "PlaceOrder: qty must be int, got float 0.01"),
+        ({"price": "60000"}, "PlaceOrder: price must be int or None, got str '60000'"),
+        ({"qty": 2**70}, "PlaceOrder: Integer exceeds 64-bit range"),
+        ({"side": "SIDEWAYS"}, "PlaceOrder: 'SIDEWAYS' is not a valid Side"),
+        ({"ts": 0}, "PlaceOrder: ts must be nanoseconds since the epoch, at most a day ahead of the clock; got 0"),
+        ({"ts": 10**19}, "PlaceOrder: ts must be nanoseconds since the epoch, at most a day ahead"),
+    ],
+)
+def test_a_command_with_a_field_of_the_wrong_type_or_a_far_ts_is_refused_before_the_oms_journals_it(
+    engine, fields, message
+):
+    """Before: the OMS journaled it first, then raised a raw TypeError (or accepted it: ``ts=None``); the journal
+    could never be read back, and a ``ts=None`` or a far-future one broke the account's rate limit."""
+    before = _state(engine)
+    command = _order(**fields)
+    for send in (engine.submit, engine.submit_async, lambda c: engine.submit_many([c])):
+        with pytest.raises(InvalidInput, match=f"^{re.escape(message)}"):
+            send(command)
+    assert _state(engine) == before
+
+
+def test_a_side_given_as_its_text_is_the_side_and_not_a_sell(engine):
+    """``Side`` is a str enum: ``"BUY" == Side.BUY``, but the kernel compares sides by identity, so the text alone
+    was taken for a SELL."""
+    (accepted, *_) = engine.submit(
+        _order(client_order_id="text-side", side="BUY", order_type="LIMIT", qty=100_000, price=5_900_000_000_000)
+    )
+    assert (type(accepted).__name__, accepted.side) == ("OrderAccepted", Side.BUY), accepted
+    assert accepted.side is Side.BUY
+    engine.submit(CancelOrder(client_order_id="text-side", ts=time.time_ns()))
+    assert engine.settle()  # the cancel is answered: the next test starts from settled balances
 
 
 @pytest.mark.parametrize("ts", ["now", 1.5, True, -1, "far"])

@@ -58,6 +58,7 @@ from ..messages import (
     ResetCircuitBreaker,
     Side,
     TimeInForce,
+    checked,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..search.runtime import check_joined, probe_address
@@ -176,12 +177,20 @@ _COMMANDS = get_args(Command)
 _TICK_AHEAD_NS = 86_400 * 1_000_000_000  # how far ahead of the clock a simulated-market step may be
 
 
-def _check_command(command: Any) -> None:
-    """A command message the OMS takes (:data:`~veloz_actors.messages.Command`), else :class:`InvalidInput` here,
-    never an error from inside the OMS actor."""
+def _check_command(command: Any) -> Any:
+    """``command`` as the OMS takes it (:data:`~veloz_actors.messages.Command`, every field of its type, see
+    :func:`~veloz_actors.messages.checked`; ``ts`` at most a day ahead of the clock, as :meth:`EngineHandle.tick`'s:
+    the rate limits run on message time, and one far-future ``ts`` would stop an account's refills), else
+    :class:`InvalidInput` here: never an error inside the OMS actor, nor a journal line that does not read back."""
     if type(command) not in _COMMANDS:
         names = ", ".join(t.__name__ for t in _COMMANDS)
         raise InvalidInput(f"command must be one of {names}; got {type(command).__name__} {quoted(command)}")
+    command = checked(command)
+    if not 0 < command.ts <= time.time_ns() + _TICK_AHEAD_NS:
+        raise InvalidInput(
+            f"{command.TYPE}: ts must be nanoseconds since the epoch, at most a day ahead of the clock; got {command.ts}"
+        )
+    return command
 
 
 def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) -> tuple[Any, dict[str, Any]]:
@@ -399,7 +408,7 @@ class EngineHandle:
         the events of its first application (or an ``Error``, ``RETRY_OUTCOME_UNKNOWN``, when they are no longer
         kept: :meth:`query` tells the order's state).
         """
-        _check_command(command)
+        command = _check_command(command)
         if not self.window.admit():
             return [self._overloaded(command)]
         start = time.perf_counter()
@@ -425,19 +434,18 @@ class EngineHandle:
         """
         if isinstance(commands, str | bytes) or not isinstance(commands, Sequence):
             raise InvalidInput(f"commands must be a list of command messages, got {type(commands).__name__}")
-        for command in commands:
-            _check_command(command)
+        checked_commands = [_check_command(command) for command in commands]
         if not self.window.admit():
-            return [[self._overloaded(c)] for c in commands]
+            return [[self._overloaded(c)] for c in checked_commands]
         try:
-            return self._call(lambda: self._oms.submit_many.remote(list(commands)))
+            return self._call(lambda: self._oms.submit_many.remote(checked_commands))
         finally:
             self.window.done()
 
     def submit_async(self, command: Any) -> Any:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when
         this client's inbox window is full. Complete each ref with :meth:`complete`."""
-        _check_command(command)
+        command = _check_command(command)
         if not self.window.admit():
             return self._overloaded(command)
         try:
