@@ -280,7 +280,7 @@ class BookDelta:
     """L2 level changes (qty 0 deletes a level), or a full snapshot when ``is_snapshot``.
 
     ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``; ``prev_update_id`` is the futures ``pu`` (-1 on
-    spot, where continuity is ``U == previous u + 1``). A snapshot has ``first_update_id == last_update_id ==
+    spot, where an event connects when ``U <= previous u + 1 <= u``). A snapshot has ``first_update_id == last_update_id ==
     lastUpdateId``. Levels are ``(price, qty)`` tuples.
     """
 
