@@ -107,6 +107,13 @@ class L2Book:
         return self._last_update_id
 
     @property
+    def crossed(self) -> bool:
+        """True when the best bid is at or above the best ask: a book no exchange holds, so wrong input made it."""
+        bid = self.best_bid()
+        ask = self.best_ask()
+        return bid is not None and ask is not None and bid[0] >= ask[0]
+
+    @property
     def buffered(self) -> int:
         """How many diffs wait in the buffer for the next snapshot."""
         return len(self._buffer)

@@ -18,7 +18,11 @@ and the next snapshot is fetched once a fresh diff is buffered. A live gap (``U`
 detected by the book on the first diff after it; the book discards its levels and a new snapshot is fetched at once.
 A corrupt diff that does connect (a huge ``u``) leaves every real diff after it out of order: after
 ``_OUT_OF_ORDER_BEFORE_RESTART`` of them in a row, moving on among themselves, the book is forgotten and synced again.
-While a book is unsynced no diff of its symbol is emitted.
+A book that a diff (live, or replayed after a snapshot) leaves crossed, its best bid at or above its best ask, is
+wrong input too (``crossed_book``): the diff is not emitted, the book is forgotten and synced again from fresh diffs
+(the schema refuses a crossed snapshot). So is a synced book whose symbol's ``depthUpdate`` the schema refused: that
+diff may have been a real one, so the book is synced again at once instead of waiting for the next diff to show the
+gap. While a book is unsynced no diff of its symbol is emitted.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
@@ -46,7 +50,7 @@ anything else falls back to the backoff); no REST request of this client is sent
 ``clock_offset_ms = serverTime - midpoint``.
 
 **Bad input** (malformed JSON, unknown events, payloads the schemas reject, stale snapshots, out-of-order or missing
-update ids, and a frame that raised anything else: ``unexpected_error``) is counted by kind in
+update ids, crossed books, and a frame that raised anything else: ``unexpected_error``) is counted by kind in
 :meth:`BinanceMarketData.status`, logged (logger ``veloz.binance``, at most ``_LOG_BURST`` lines per kind per minute,
 payloads truncated) and, where the book is concerned, resynced. It never raises out of :meth:`BinanceMarketData.run`
 and never leaves a wrong book.
@@ -299,9 +303,14 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
+class _CrossedBook(Exception):
+    """A diff left the book crossed (its best bid at or above its best ask): wrong input, since no exchange's book is."""
+
+
 class _RecordingBook(L2Book):
     """An :class:`L2Book` that can list the diffs it applies (the ones :meth:`L2Book.apply_snapshot` replays from its
-    buffer), so exactly those are emitted after the snapshot."""
+    buffer), so exactly those are emitted after the snapshot, and that raises :class:`_CrossedBook` on a diff that
+    leaves it crossed (the levels are then wrong: the caller forgets the book)."""
 
     __slots__ = ("recording",)
 
@@ -311,8 +320,14 @@ class _RecordingBook(L2Book):
 
     def apply(self, delta: BookDelta) -> bool:
         applied = super().apply(delta)
-        if applied and self.recording is not None:
-            self.recording.append(delta)
+        if applied:
+            if self.crossed:
+                raise _CrossedBook(
+                    f"diff U={delta.first_update_id} u={delta.last_update_id} leaves best bid {self.best_bid()} at or "
+                    f"above best ask {self.best_ask()}"
+                )
+            if self.recording is not None:
+                self.recording.append(delta)
         return applied
 
 
@@ -322,6 +337,7 @@ BUFFERED = "buffered"  # the book is unsynced: kept for the next snapshot, not e
 STALE = "stale"  # already covered by the snapshot (u <= lastUpdateId): normal right after a sync
 OUT_OF_ORDER = "out_of_order"  # u at or below one already received on this stream: a late or repeated diff, dropped
 GAP = "gap"  # U beyond the book's u + 1: the book discarded its levels and needs a new snapshot
+CROSSED = "crossed"  # the diff left the book crossed: wrong input, the book is forgotten and synced again
 RESTART = "restart"  # the stream moves on behind a synced book: forgotten, resync from fresh diffs
 
 
@@ -342,7 +358,7 @@ class BookSync:
 
     __slots__ = (
         "symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "stale_in_row", "out_of_order",
-        "behind_in_row", "behind_u", "restarts", "last_seen",
+        "behind_in_row", "behind_u", "restarts", "crossed", "last_seen",
     )  # fmt: skip
 
     def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
@@ -357,15 +373,20 @@ class BookSync:
         self.behind_in_row = 0  # out-of-order diffs in a row, each with a higher u than the one before
         self.behind_u = -1
         self.restarts = 0  # synced books forgotten because the stream moved on behind them
+        self.crossed = 0  # books forgotten because a diff (live or replayed after a snapshot) left them crossed
         self.last_seen = -1  # the highest ``u`` received on this connection: a correct stream only goes up
 
     @property
     def synced(self) -> bool:
         return not self.book.needs_resync
 
-    def reset(self) -> None:
-        """Forget the book (a new connection): unsynced, empty buffer; counters are kept."""
+    def forget(self) -> None:
+        """Forget the book (its levels are wrong, or may be): unsynced, empty buffer, to sync again from fresh diffs."""
         self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
+
+    def reset(self) -> None:
+        """Forget the book and what this connection sent (a new connection); counters are kept."""
+        self.forget()
         self.last_seen = -1
         self.stale_in_row = 0
         self.behind_in_row = 0
@@ -405,6 +426,10 @@ class BookSync:
         except SequenceGap:
             self.gaps += 1
             return GAP
+        except _CrossedBook:
+            self.crossed += 1
+            self.forget()
+            return CROSSED
         return APPLIED if applied else STALE
 
     def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
@@ -412,12 +437,19 @@ class BookSync:
         buffered diffs (the book stays unsynced; fetch a newer snapshot). A snapshot older than the first buffered diff
         is counted in ``stale_snapshots`` and the buffer kept; the ``_STALE_BEFORE_RESTART``-th in a row also forgets
         the buffer and the highest ``u`` seen (buffer fresh diffs before the next fetch). After a hole inside the
-        buffer the diffs past the hole are kept."""
+        buffer the diffs past the hole are kept. A book left crossed by the snapshot or a replayed diff is counted in
+        ``crossed`` and forgotten with its buffer (buffer fresh diffs before the next fetch)."""
         book = self.book
         replayed: list[BookDelta] = []
         book.recording = replayed
         try:
             book.apply_snapshot(snapshot)
+            if book.crossed:  # the snapshot itself, with no diff replayed (the schema refuses a crossed one)
+                raise _CrossedBook(f"snapshot {snapshot.last_update_id} is crossed")
+        except _CrossedBook:
+            self.crossed += 1
+            self.forget()
+            return None
         except SequenceGap:
             if replayed:
                 self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
@@ -1000,12 +1032,24 @@ class BinanceMarketData:
                 )
         except DataError as exc:
             self._bad("invalid_payload", "%s: rejected payload on %r: %s", self.settings.venue, stream, exc)
+            if event == "depthUpdate":
+                self._depth_refused(stream, data)
         except Exception as exc:
             self._bad(
                 "unexpected_error", "%s: frame on %r raised %r: %s", self.settings.venue, stream, exc, _preview(raw)
             )
             if event == "depthUpdate":
                 self._resync_all()  # the diff may have reached a book without being emitted: trust none downstream
+
+    def _depth_refused(self, stream: str | None, data: dict) -> None:
+        """A diff the schema refused may have been a real one the book now lacks: a synced book of its symbol (named
+        by the stream, else by ``s``) is forgotten and synced again at once, not left marked synced until the next
+        diff shows the gap. An unsynced book needs nothing: a hole in its buffer fails the replay of the snapshot."""
+        symbol = stream.partition("@")[0].upper() if stream is not None else data.get("s")
+        feed = self._feeds.get(symbol) if type(symbol) is str else None
+        if feed is not None and feed.synced:
+            feed.forget()
+            self._resync(feed.symbol)
 
     def _latency_sample(self, kind: str, data: dict, ts_recv: int) -> None:
         event_ms = data.get("E")
@@ -1032,8 +1076,18 @@ class BinanceMarketData:
                 delta.first_update_id,
                 feed.book.last_update_id,
             )
-            self._book_lost(delta.symbol)
-            self._start_sync(delta.symbol, wait_first=False)
+            self._resync(delta.symbol, wait_first=False)
+        elif outcome is CROSSED:
+            self._bad(
+                "crossed_book",
+                "%s %s: diff U=%d u=%d leaves the book crossed (best bid at or above best ask); resyncing from a new "
+                "snapshot",
+                self.settings.venue,
+                delta.symbol,
+                delta.first_update_id,
+                delta.last_update_id,
+            )
+            self._resync(delta.symbol)
         elif outcome is OUT_OF_ORDER:
             self._bad(
                 "out_of_order",
@@ -1053,8 +1107,13 @@ class BinanceMarketData:
                 _OUT_OF_ORDER_BEFORE_RESTART,
                 delta.last_update_id,
             )
-            self._book_lost(delta.symbol)
-            self._start_sync(delta.symbol)
+            self._resync(delta.symbol)
+
+    def _resync(self, symbol: str, *, wait_first: bool = True) -> None:
+        """``symbol``'s book is no longer known (its client-side book already forgotten or unsynced): say so
+        downstream and sync it again (``wait_first``: from the next diff buffered, else at once)."""
+        self._book_lost(symbol)
+        self._start_sync(symbol, wait_first=wait_first)
 
     def _bad(self, kind: str, msg: str, *args: Any) -> None:
         self._bad_input[kind] = self._bad_input.get(kind, 0) + 1
@@ -1105,16 +1164,21 @@ class BinanceMarketData:
             if self._conn_id != conn or self._feeds.get(symbol) is not feed or feed.synced:
                 return
             stale_before = feed.stale_snapshots
+            crossed_before = feed.crossed
             emitted = feed.on_snapshot(snapshot)
             if emitted is None:
                 stale = feed.stale_snapshots > stale_before
-                restarted = stale and not feed.book.buffered  # BookSync.on_snapshot started the symbol over
+                crossed = feed.crossed > crossed_before
+                restarted = crossed or (stale and not feed.book.buffered)  # on_snapshot started the symbol over
                 self._bad(
-                    "stale_snapshot" if stale else "sequence_gap",
-                    "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again%s",
+                    "crossed_book" if crossed else "stale_snapshot" if stale else "sequence_gap",
+                    "%s %s: snapshot lastUpdateId %d %s; fetching again%s",
                     self.settings.venue,
                     symbol,
                     snapshot.last_update_id,
+                    "and the buffered diffs leave the book crossed (best bid at or above best ask)"
+                    if crossed
+                    else "does not connect to the buffered diffs",
                     " over fresh diffs" if restarted else "",
                 )
                 if restarted:  # a fresh diff first, then the next fetch
