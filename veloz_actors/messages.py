@@ -752,7 +752,9 @@ class VenueConnection:
     """A change of a venue connection's state, reported on the bus and in ``STATUS``.
 
     ``state`` is ``connected``, ``disconnected`` (``detail`` says why; a reconnect follows), ``resynced`` (``symbol``'s
-    book was rebuilt from a new snapshot: at every (re)connect and after a gap) or ``closed`` (the engine stopped it).
+    book was rebuilt from a new snapshot: at every (re)connect and after a gap), ``error`` (``symbol``'s book cannot be
+    synced: ``detail`` says why, e.g. Binance calls the symbol invalid after a delisting) or ``closed`` (the engine
+    stopped it).
     ``reconnects`` counts the connections opened after the first; ``resyncs`` the book rebuilds of ``symbol`` (or
     of all symbols when ``symbol`` is empty).
     """

@@ -962,6 +962,31 @@ def test_a_depth_diff_the_schema_refuses_resyncs_its_symbol_at_once():
         assert_output_rebuilds(sink, ("BTCUSDT",))
 
 
+def test_a_symbol_delisted_in_the_session_is_an_error_event_and_its_snapshot_is_not_asked_at_the_backoff_pace():
+    """Binance answers the snapshot of a delisted symbol -1121: one ``VenueConnection(error)`` naming it and the code,
+    its book unsynced, no new request before ``refused_symbol_retry``; the other symbol goes on (and resyncs after a
+    gap meanwhile, which takes a whole backoff cycle's time)."""
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server, refused_symbol_retry=3600.0) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            server.faults.delist("ETHUSDT")
+            assert server.faults.drop_connections() == 1  # the new connection resyncs every book
+            wait_for(lambda: sink.connections("error"), what="the error event")
+            server.publish(300)
+            wait_for(lambda: feed.status()["symbols"]["BTCUSDT"]["resyncs"] == 2, what="BTCUSDT to resync")
+            server.faults.skip_update_ids("BTCUSDT", 1)
+            while not feed.status()["bad_input"].get("sequence_gap"):
+                server.publish(1)
+            wait_for(lambda: feed.status()["symbols"]["BTCUSDT"]["resyncs"] == 3, what="BTCUSDT to resync")
+            caught_up(feed, server, ("BTCUSDT",))
+            status = feed.status()
+        (error,) = sink.connections("error")
+        assert error.symbol == "ETHUSDT" and "-1121 BAD_SYMBOL: Invalid symbol." in error.detail
+        assert server.faults.counts["delisted"] == 1  # asked once
+        eth = status["symbols"]["ETHUSDT"]
+        assert not eth["synced"] and eth["refused"] == error.detail and status["symbols"]["BTCUSDT"]["refused"] is None
+
+
 def test_a_corrupt_diff_that_connects_over_the_wire_is_undone_by_a_resync_without_a_reconnect():
     with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
         with live(server, ("BTCUSDT",)) as (feed, sink):

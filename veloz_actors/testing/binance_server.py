@@ -42,7 +42,7 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 ``/trades``, ``/aggTrades``, ``/klines``, ``/ticker/bookTicker``.
 
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
-skipped update ids, diffs that cross a client's book, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
+skipped update ids, diffs that cross a client's book, a delisted symbol, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
 
 **Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
 matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
@@ -509,6 +509,7 @@ class _Faulty:
         self.rate_limited = 0
         self.rate_status = 429
         self.retry_after = 2
+        self.delisted: set[str] = set()
 
 
 # --------------------------------------------------------------------------------------------------- connections
@@ -1151,7 +1152,9 @@ class _Rest:
             raise _ApiError(
                 -1100, "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'."
             )
-        if text not in self.market.states:
+        if text not in self.market.states or text in self.server._faulty.delisted:
+            if text in self.market.states:
+                self.server.faults._count("delisted")
             raise _ApiError(-1121, "Invalid symbol.")
         return text
 
@@ -1174,8 +1177,7 @@ class _Rest:
         if "symbol" in query:
             raise _ApiError(-1128, "Combination of optional parameters invalid.")
         for symbol in symbols:
-            if symbol not in self.market.states:
-                raise _ApiError(-1121, "Invalid symbol.")
+            self._symbol({"symbol": symbol})
         return list(dict.fromkeys(symbols))
 
     @staticmethod
@@ -1417,6 +1419,7 @@ class Faults:
                 "stall",
                 "skip_update_ids",
                 "cross_book",
+                "delisted",
                 "malformed",
                 "stale_snapshot",
                 "rate_limit",
@@ -1479,6 +1482,16 @@ class Faults:
 
         def run() -> None:
             state.cross += count
+
+        self._server._call(run)
+
+    def delist(self, symbol: str) -> None:
+        """From now on every REST request naming ``symbol`` is answered -1121 "Invalid symbol." (HTTP 400), as after
+        a delisting; its streams stay open. ``counts["delisted"]`` counts the refused requests."""
+        state = self._symbol_state(symbol)
+
+        def run() -> None:
+            self._server._faulty.delisted.add(state.symbol)
 
         self._server._call(run)
 

@@ -32,7 +32,10 @@ gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its wa
 never negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then.
 A downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
 ``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
-``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced`` and ``closed``.
+``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced``, ``closed`` and
+``error``: Binance answered a symbol's depth snapshot with -1121 or -1122 (the symbol is delisted or halted): its
+book stays unsynced and is asked for again only every ``refused_symbol_retry`` s (5 minutes by default: a halt may
+end in the session, and a retry that rare costs nothing), the other symbols go on.
 A batch is what the reader had read from the socket when the loop got to it (split at ``batch_max``): nothing is held
 back waiting for more.
 
@@ -86,6 +89,7 @@ from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
 from ...core.market_batch import MarketBatch, MarketBatchBuilder
 from ...messages import BookDelta, Kline, VenueConnection
+from .errors import classify
 from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
 
 __all__ = [
@@ -108,6 +112,7 @@ _PREVIEW = 160  # characters of a bad payload that may be logged
 _STALE_BEFORE_RESTART = 3  # stale snapshots in a row after which a symbol's sync starts over from fresh diffs
 _OUT_OF_ORDER_BEFORE_RESTART = 3  # diffs moving on behind a synced book after which the book is not trusted
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
+_SYMBOL_REFUSED = frozenset({-1121, -1122})  # BAD_SYMBOL, INVALID_SYMBOLSTATUS (errors.md): delisted or halted
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -136,7 +141,8 @@ class MarketDataSettings:
     considered dead; None: never), ``request_timeout`` (REST and SUBSCRIBE replies), ``clock_samples`` (``/time``
     samples per connect, 0: none), ``buffer_limit`` (diffs an unsynced book keeps), ``control_interval`` (s between two
     JSON control messages: Binance allows 5 incoming messages per second, pongs included), ``latency_reservoir``
-    (samples kept per latency series).
+    (samples kept per latency series), ``refused_symbol_retry`` (s between two depth snapshot requests of a symbol
+    Binance calls invalid or not trading, -1121 / -1122: delisted or halted in the session).
     """
 
     rest_url: str
@@ -157,6 +163,7 @@ class MarketDataSettings:
     buffer_limit: int = 10_000
     control_interval: float = 0.25
     latency_reservoir: int = 4096
+    refused_symbol_retry: float = 300.0
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="stream_url")
@@ -176,7 +183,10 @@ class MarketDataSettings:
             raise InvalidInput(
                 f"need 0 < backoff_initial <= backoff_max, got {self.backoff_initial} and {self.backoff_max}"
             )
-        positive = ("max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir")
+        positive = (
+            "max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir",
+            "refused_symbol_retry",
+        )  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
@@ -504,9 +514,18 @@ def _preview(raw: Any) -> str:
 
 
 class _RestError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
+    """An HTTP error answer; ``code`` and ``msg`` are Binance's error body's when it has one."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        text = body[:200].decode("utf-8", "replace")
+        super().__init__(f"HTTP {status}: {text}")
         self.status = status
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        self.code = data.get("code") if isinstance(data, dict) and type(data.get("code")) is int else None
+        self.msg = data.get("msg") if isinstance(data, dict) and isinstance(data.get("msg"), str) else text
 
 
 class _Closed:
@@ -590,6 +609,7 @@ class BinanceMarketData:
         self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> row of its open update in _pending
         self._klines_superseded = 0
         self._internal_errors = 0
+        self._refused: dict[str, str] = {}  # symbol -> why Binance refuses its snapshots (until one is taken)
         self._events_out = 0
         self._batches_out = 0
         self._clock_offset_ms: float | None = None
@@ -746,6 +766,7 @@ class BinanceMarketData:
             if task is not None:
                 task.cancel()
             self._first_diff.pop(symbol, None)
+            self._refused.pop(symbol, None)
             for name in self.settings.streams(symbol):
                 self._last_frame.pop(name, None)
 
@@ -802,6 +823,7 @@ class BinanceMarketData:
                     "resyncs": f.resyncs,
                     "gaps": f.gaps,
                     "restarts": f.restarts,
+                    "refused": self._refused.get(s),
                 }
                 for s, f in feeds.items()
             },
@@ -1158,9 +1180,14 @@ class BinanceMarketData:
                 continue
             except (TimeoutError, _RestError, aiohttp.ClientError, OSError) as exc:
                 self._rest_errors += 1
+                if isinstance(exc, _RestError) and 400 <= exc.status < 500 and exc.code in _SYMBOL_REFUSED:
+                    self._symbol_refused(symbol, exc)
+                    await self._sleep(self.settings.refused_symbol_retry)
+                    continue
                 self._log(logging.WARNING, "rest", "%s %s: depth snapshot failed: %r", self.settings.venue, symbol, exc)
                 await self._sleep(backoff.next_delay())
                 continue
+            self._refused.pop(symbol, None)
             if self._conn_id != conn or self._feeds.get(symbol) is not feed or feed.synced:
                 return
             stale_before = feed.stale_snapshots
@@ -1204,13 +1231,37 @@ class BinanceMarketData:
             self._flush()
             return
 
+    def _symbol_refused(self, symbol: str, exc: _RestError) -> None:
+        """Binance says ``symbol`` is invalid or not trading (delisted or halted in the session): its book stays
+        unsynced (a paper venue fills nothing against it); tell the engine with ``VenueConnection(state="error")``
+        and ask again only every ``refused_symbol_retry`` s, not at the backoff's pace. The other symbols go on."""
+        retry = self.settings.refused_symbol_retry
+        detail = (
+            f"Binance refused {symbol}'s depth snapshot ({classify(exc.status, exc.code, exc.msg).detail}): delisted "
+            f"or halted; its book stays unsynced, next try in {retry:g} s"
+        )
+        self._refused[symbol] = detail
+        self._log(logging.ERROR, "symbol_refused", "%s %s: %s", self.settings.venue, symbol, detail)
+        self._emit(
+            VenueConnection(
+                venue=self.settings.venue,
+                state="error",
+                detail=detail,
+                symbol=symbol,
+                reconnects=max(self._connects - 1, 0),
+                resyncs=self._feeds[symbol].resyncs,
+                ts=self._clock(),
+            )
+        )
+        self._flush()
+
     # ----------------------------------------------------------------------------------------------------- REST
 
     async def _rest(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET ``rest_url + path`` as JSON. Waits out any 429/418 ``Retry-After`` first and records new ones."""
         session = self._session
         if session is None:
-            raise _RestError(0, "no HTTP session (run() is not running)")
+            raise _RestError(0, b"no HTTP session (run() is not running)")
         while True:
             wait = self._rate_limited_until - time.monotonic()
             if wait > 0:
@@ -1223,7 +1274,7 @@ class BinanceMarketData:
                     continue
                 body = await resp.read()
                 if resp.status != 200:
-                    raise _RestError(resp.status, body[:200].decode("utf-8", "replace"))
+                    raise _RestError(resp.status, body)
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:
