@@ -317,7 +317,6 @@ class VenueModel(_Model):
     ws_api_url: str | None = None
     kline_interval: str | None = "1m"
     snapshot_limit: Int = Field(default=5000, ge=5, le=5000)
-    refresh_instruments: bool = False  # fetch exchangeInfo again instead of the copy cached in the run folder
     # live: a 0600 KEY=VALUE file with BINANCE_API_KEY and BINANCE_API_SECRET / BINANCE_PRIVATE_KEY_FILE, read over
     # the environment by every process that trades (the actor engine's venue actor, also after a restart)
     credentials_file: str | None = None
@@ -780,11 +779,12 @@ def with_logging(config: EngineFileConfig, *, format: str | None = None, level: 
 
 
 def resolve_venue_instruments(
-    config: EngineFileConfig, run_dir: str | Path | None, *, refresh: bool | None = None
+    config: EngineFileConfig, run_dir: str | Path | None
 ) -> tuple[dict[str, Instrument] | None, dict[str, Any]]:
-    """The Binance venue's instruments for ``config.venue.symbols``, from its exchangeInfo (cached as
-    ``exchange-info.json`` in ``run_dir``, the folder that holds the journal; fetched again when ``refresh``), with
-    the configured fee rates. ``(None, {})`` for the simulated venue."""
+    """The Binance venue's instruments for ``config.venue.symbols``, from its exchangeInfo fetched now (and cached as
+    ``exchange-info.json`` in ``run_dir``, the folder that holds the journal), with the configured fee rates. Paper
+    trading falls back to that cache when the fetch fails, with a warning naming its age; live trading does not
+    (a :class:`ConfigError`). ``(None, {})`` for the simulated venue."""
     venue = config.venue
     if venue.kind != "binance":
         return None, {}
@@ -795,7 +795,7 @@ def resolve_venue_instruments(
             venue.urls()["rest_url"].rstrip("/"),
             venue.symbols,
             cache_dir=None if run_dir is None else Path(run_dir),
-            refresh=venue.refresh_instruments if refresh is None else refresh,
+            allow_cache=venue.mode != "live",
             maker_fee_rate=_dec(venue.maker_fee_rate, "venue.maker_fee_rate"),
             taker_fee_rate=_dec(venue.taker_fee_rate, "venue.taker_fee_rate"),
         )

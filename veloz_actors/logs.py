@@ -539,13 +539,14 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     VenueConnection: _connection,
 }
 _MAY_WARN = frozenset({CircuitBreakerTripped, Error, VenueConnection})  # the only kinds that can give a WARNING
+_VENUE_TROUBLE = frozenset({"disconnected", "error"})  # the VenueConnection states logged as a WARNING
 
 
 def _head(event: Any) -> tuple[int, str]:
     """An event's level and message without its fields (the caller's part; the writer thread adds the fields)."""
     kind = type(event)
     if kind is VenueConnection:
-        return (logging.WARNING if event.state == "disconnected" else logging.INFO), f"venue {event.state}"
+        return (logging.WARNING if event.state in _VENUE_TROUBLE else logging.INFO), f"venue {event.state}"
     if kind is Error:
         return logging.WARNING, f"error: {event.message}"
     return _HEADS[kind]

@@ -281,7 +281,7 @@ class BookDelta:
     """L2 level changes (qty 0 deletes a level), or a full snapshot when ``is_snapshot``.
 
     ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``; ``prev_update_id`` is the futures ``pu`` (-1 on
-    spot, where continuity is ``U == previous u + 1``). A snapshot has ``first_update_id == last_update_id ==
+    spot, where an event connects when ``U <= previous u + 1 <= u``). A snapshot has ``first_update_id == last_update_id ==
     lastUpdateId``. Levels are ``(price, qty)`` tuples.
     """
 
@@ -753,7 +753,9 @@ class VenueConnection:
     """A change of a venue connection's state, reported on the bus and in ``STATUS``.
 
     ``state`` is ``connected``, ``disconnected`` (``detail`` says why; a reconnect follows), ``resynced`` (``symbol``'s
-    book was rebuilt from a new snapshot: at every (re)connect and after a gap) or ``closed`` (the engine stopped it).
+    book was rebuilt from a new snapshot: at every (re)connect and after a gap), ``error`` (``symbol``'s book cannot be
+    synced: ``detail`` says why, e.g. Binance calls the symbol invalid after a delisting) or ``closed`` (the engine
+    stopped it).
     ``reconnects`` counts the connections opened after the first; ``resyncs`` the book rebuilds of ``symbol`` (or
     of all symbols when ``symbol`` is empty).
     """

@@ -178,6 +178,30 @@ def test_spot_first_diff_must_bridge_the_snapshot() -> None:
         book.apply(_delta(12, 14))  # U > lastUpdateId + 1: updates 11 lost
 
 
+def test_spot_diff_overlapping_the_book_is_applied_as_binance_documents() -> None:
+    """web-socket-streams.md: ignore ``u <= local``, gap only when ``U > local + 1``; an event that overlaps what the
+    book holds (``U <= local < u``) is applied, not taken for a gap."""
+    book = L2Book("BTCUSDT", "spot")
+    book.apply_snapshot(_snapshot(10))
+    assert book.apply(_delta(11, 14, bids=((99, 1),)))
+    assert book.apply(_delta(13, 16, bids=((98, 2),))) is True  # U=13 <= 15 <= u=16
+    assert book.last_update_id == 16 and book.level_qty(Side.BUY, 98) == 2 and not book.needs_resync
+    assert book.apply(_delta(12, 16, bids=((97, 3),))) is False  # u <= 16: stale, not applied
+    assert book.level_qty(Side.BUY, 97) == 0
+    with pytest.raises(SequenceGap):
+        book.apply(_delta(18, 19))  # U=18 > 17: update 17 was lost
+
+
+def test_futures_diff_overlapping_the_book_still_needs_pu_to_be_the_previous_u() -> None:
+    """The futures rule is the ``pu`` chain, not spot's overlap: after the bridge, ``pu`` must equal the last ``u``."""
+    book = L2Book("BTCUSDT", "futures")
+    book.apply_snapshot(_snapshot(10))
+    assert book.apply(_delta(8, 12, prev=7))  # the bridge: U <= 10 <= u
+    assert book.apply(_delta(11, 15, bids=((99, 1),), prev=12))  # pu == 12: applied although U <= 12
+    with pytest.raises(SequenceGap):
+        book.apply(_delta(14, 18, prev=14))  # overlaps (U <= 15 < u) but pu is not 15
+
+
 def test_futures_first_diff_must_contain_the_snapshot_id() -> None:
     book = L2Book("BTCUSDT", "futures")
     book.apply_snapshot(_snapshot(10))

@@ -1,10 +1,11 @@
 """Binance exchangeInfo -> Instrument: the recorded payload, hand-edited variants, and load_instruments against a real
-local HTTP server (127.0.0.1, a real socket, no internet) for the cache, refresh and fallback rules."""
+local HTTP server (127.0.0.1, a real socket, no internet) for the fetch, cache and fallback rules."""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -16,7 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from veloz_actors import DataError, InvalidInput
+from veloz_actors import ConfigError, DataError, InvalidInput
+from veloz_actors.config import default_engine_config, load_engine_config, resolve_venue_instruments, with_venue
 from veloz_actors.messages import RejectReason
 from veloz_actors.testing import d
 from veloz_actors.venues.binance import ExchangeInstruments, load_instruments, parse_exchange_info
@@ -318,34 +320,39 @@ def test_fetches_the_symbols_and_caches_the_raw_payload_with_the_fetch_time(
     assert info["notes"] == [] and info["coarsened"] == {} and "fallback" not in info
 
 
-def test_a_present_cache_is_used_without_asking_binance(server: _Server, tmp_path: Path) -> None:
-    first, first_info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
-    again, info = load_instruments(server.url, ["ETHUSDT"], cache_dir=tmp_path)
-    assert len(server.paths) == 1
-    assert info["source"] == "cache" and info["fetched_at"] == first_info["fetched_at"]
-    assert again["ETHUSDT"] == first["ETHUSDT"]
+def test_every_start_fetches_again_and_sees_a_halted_symbol_and_a_changed_filter(
+    server: _Server, raw: bytes, tmp_path: Path
+) -> None:
+    """A cache in the run folder is no reason to skip the fetch: a symbol halted since, or a filter changed since,
+    would go unnoticed (paper fills against a frozen book, live orders Binance refuses)."""
+    load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    later = json.loads(raw)
+    _filter(later, "BTCUSDT", "LOT_SIZE")["maxQty"] = "100.00000000"
+    _symbol(later, "ETHUSDT")["status"] = "BREAK"
+    server.body = json.dumps(later).encode()
+    with pytest.raises(InvalidInput, match="ETHUSDT is not tradable on Binance: its status is BREAK"):
+        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
+    instruments, info = load_instruments(server.url, ["BTCUSDT"], cache_dir=tmp_path)
+    assert len(server.paths) == 3 and info["source"] == "rest" and instruments["BTCUSDT"].max_qty == d("100")
+    server.stop()  # the fetch fails: the cache holds the last payload fetched
+    cached, info = load_instruments(server.url, ["BTCUSDT"], cache_dir=tmp_path, timeout=0.2)
+    assert info["source"] == "cache" and cached["BTCUSDT"].max_qty == d("100")
 
 
-def test_refresh_fetches_again_and_rewrites_the_cache(server: _Server, raw: bytes, tmp_path: Path) -> None:
-    _, first = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
-    edited = json.loads(raw)
-    _filter(edited, "BTCUSDT", "LOT_SIZE")["maxQty"] = "100.00000000"
-    server.body = json.dumps(edited).encode()
-    time.sleep(0.002)
-    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True)
-    assert len(server.paths) == 2 and info["source"] == "rest" and info["fetched_at"] > first["fetched_at"]
-    assert instruments["BTCUSDT"].max_qty == d("100")
-    cached, _ = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
-    assert cached["BTCUSDT"].max_qty == d("100") and len(server.paths) == 2
-
-
-def test_a_cache_without_a_requested_symbol_is_fetched_again(server: _Server, raw: bytes, tmp_path: Path) -> None:
-    only_btc = json.loads(raw)
-    only_btc["symbols"] = [_symbol(only_btc, "BTCUSDT")]
-    (tmp_path / "exchange-info.json").write_bytes(orjson.dumps(only_btc))  # a bare payload, written by hand
-    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
-    assert info["source"] == "rest" and info["refetched"] == "the cache has no ETHUSDT" and len(server.paths) == 1
-    assert sorted(instruments) == SYMBOLS
+def test_live_trading_never_starts_from_the_cache(server: _Server, tmp_path: Path) -> None:
+    """Paper trading falls back to the cache when Binance does not answer, saying how old it is; live trading is a
+    clear error instead, whatever the cache holds."""
+    shipped = load_engine_config(default_engine_config())
+    paper = with_venue(shipped, kind="binance", mode="paper", symbols=SYMBOLS, rest_url=server.url)
+    live = with_venue(paper, mode="live")
+    found, info = resolve_venue_instruments(live, tmp_path)  # Binance answers: the cache is written
+    assert found is not None and info["source"] == "rest" and (tmp_path / "exchange-info.json").exists()
+    server.status = 503
+    with pytest.raises(ConfigError, match=r"GET .* failed \(HTTP 503 .*\), and live trading never starts from a "
+                       r"cached exchangeInfo"):  # fmt: skip
+        resolve_venue_instruments(live, tmp_path)
+    found, info = resolve_venue_instruments(paper, tmp_path)
+    assert found is not None and info["source"] == "cache" and re.search(r"\(\d+ s old\)", info["fallback"])
 
 
 def test_a_hand_written_bare_cache_is_used_with_an_unknown_fetch_time(raw: bytes, tmp_path: Path) -> None:
@@ -366,10 +373,11 @@ def test_a_failed_fetch_falls_back_to_the_cache_and_says_so(server: _Server, tmp
         server.delay = 1.0
     else:
         server.body = b"<html>maintenance</html>"
-    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True, timeout=0.2)
+    instruments, info = load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, timeout=0.2)
     assert info["source"] == "cache" and info["fetched_at"] == first["fetched_at"]
     assert info["fallback"].startswith(f"GET {server.url}/api/v3/exchangeInfo")
-    assert expected[failure] in info["fallback"] and f"fetched at {first['fetched_at']}" in info["fallback"]
+    assert expected[failure] in info["fallback"] and f"fetched at {first['fetched_at']} (" in info["fallback"]
+    assert re.search(r"\(\d+ s old\): a symbol halted or a filter changed since then is not seen", info["fallback"])
     assert instruments["BTCUSDT"].qty_step == d("0.00001")
 
 
@@ -388,7 +396,7 @@ def test_binance_refusing_the_request_is_an_error_not_a_fallback(server: _Server
     server.status = 400
     server.body = b'{"code":-1121,"msg":"Invalid symbol."}'
     with pytest.raises(InvalidInput, match=r"Binance refused GET .* error -1121: Invalid symbol\."):
-        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path, refresh=True)
+        load_instruments(server.url, SYMBOLS, cache_dir=tmp_path)
 
 
 def test_a_fetched_symbol_that_is_not_trading_is_an_error(server: _Server, raw: bytes, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ here reaches the internet or starts Ray.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -36,6 +37,7 @@ from veloz_actors.venues.binance.market_data import (
     _STALE_BEFORE_RESTART,
     APPLIED,
     BUFFERED,
+    CROSSED,
     GAP,
     OUT_OF_ORDER,
     RESTART,
@@ -527,7 +529,11 @@ def test_bad_input_is_counted_and_never_crashes_or_corrupts_a_book(caplog):
             assert_same_as_server(feed, server, offline)
             status = feed.status()
             assert status["bad_input"] == {"json": 3, "unknown_event": 3, "invalid_payload": 3, "out_of_order": 3}
-            assert status["connects"] == 1 and status["resyncs"]["total"] == 2  # no reconnect, no resync needed
+            # no reconnect; the refused diffs (which came together) resynced their symbol once
+            assert status["connects"] == 1 and status["resyncs"]["total"] == 3
+            server.publish(300)  # diffs after the resync, emitted as they come
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, offline)
 
             # stale snapshots: the first answer after a reconnect is older than the buffered diffs
             server.faults.stale_snapshot(2)
@@ -889,6 +895,96 @@ def test_a_corrupt_diff_that_connects_is_found_within_a_few_diffs_and_the_book_s
     out = sync.on_snapshot(rest_snapshot)
     assert out is not None and [d.last_update_id for d in out[1:]] == [d.last_update_id for d in rest[3:]]
     assert sync.synced and same_book(sync.book, offline)
+
+
+def test_book_sync_forgets_a_book_a_diff_leaves_crossed_live_or_replayed():
+    """A best bid at or above the best ask is wrong input: the diff is not emitted, the book is forgotten (and its
+    buffer), whether the diff came live or was replayed after a snapshot; the next snapshot over fresh diffs syncs."""
+    sync, live, offline = synced_over(BTC_CAPTURE, 5)
+    above_every_ask = ((10**15, SCALE),)  # a bid of 10 million USDT
+    assert sync.on_diff(dataclasses.replace(live[5], bids=live[5].bids + above_every_ask)) == CROSSED
+    assert not sync.synced and len(sync.book) == 0 and sync.book.buffered == 0 and sync.crossed == 1
+
+    sync, live, offline = synced_over(BTC_CAPTURE, 0)
+    snapshot = snapshot_of(offline)
+    sync.forget()
+    assert sync.on_diff(live[0]) == BUFFERED
+    assert sync.on_diff(dataclasses.replace(live[1], bids=live[1].bids + above_every_ask)) == BUFFERED
+    assert sync.on_snapshot(snapshot) is None  # the replay crosses the book
+    assert not sync.synced and sync.book.buffered == 0 and sync.crossed == 1
+    for delta in live[:4]:
+        offline.apply(delta)
+    assert sync.on_diff(live[4]) == BUFFERED
+    assert sync.on_snapshot(snapshot_of(offline)) is not None and sync.synced
+
+
+def test_a_diff_that_crosses_the_book_over_the_wire_is_counted_reset_downstream_and_resynced():
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            offline = {s: Offline(s) for s in SYMBOLS}
+            server.publish(200)
+            caught_up(feed, server)
+            emitted = len(sink.events)
+            server.faults.cross_book("BTCUSDT")
+            while not server.faults.counts["cross_book"]:
+                server.publish(1)
+            wait_for(lambda: feed.status()["bad_input"].get("crossed_book") == 1, what="the crossed book")
+            server.publish(300)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, offline)
+            status = feed.status()
+        assert status["bad_input"] == {"crossed_book": 1}
+        assert status["resyncs"]["by_symbol"] == {"BTCUSDT": 2, "ETHUSDT": 1}
+        after = [e for e in sink.events[emitted:] if isinstance(e, BookDelta) and e.symbol == "BTCUSDT"]
+        assert is_book_reset(after[0]) and after[1].is_snapshot  # the crossing diff never left the client
+        assert_output_rebuilds(sink)
+
+
+def test_a_depth_diff_the_schema_refuses_resyncs_its_symbol_at_once():
+    """The refused diff may have been a real one: the book is reset downstream and synced again without waiting for
+    the next diff to show a gap (none comes here: the server is paused)."""
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        with live(server, ("BTCUSDT",)) as (feed, sink):
+            assert server.wait_connections(1)
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            caught_up(feed, server, ("BTCUSDT",))
+            emitted = len(sink.events)
+            assert server.faults.malformed("absurd_price", 1) == 1
+            wait_for(lambda: feed.status()["resyncs"]["total"] == 2, what="the resync")
+            server.publish(300)
+            caught_up(feed, server, ("BTCUSDT",))
+            status = feed.status()
+        assert status["bad_input"] == {"invalid_payload": 1}
+        after = [e for e in sink.events[emitted:] if isinstance(e, BookDelta)]
+        assert is_book_reset(after[0]) and after[1].is_snapshot
+        assert_output_rebuilds(sink, ("BTCUSDT",))
+
+
+def test_a_symbol_delisted_in_the_session_is_an_error_event_and_its_snapshot_is_not_asked_at_the_backoff_pace():
+    """Binance answers the snapshot of a delisted symbol -1121: one ``VenueConnection(error)`` naming it and the code,
+    its book unsynced, no new request before ``refused_symbol_retry``; the other symbol goes on (and resyncs after a
+    gap meanwhile, which takes a whole backoff cycle's time)."""
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server, refused_symbol_retry=3600.0) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            server.faults.delist("ETHUSDT")
+            assert server.faults.drop_connections() == 1  # the new connection resyncs every book
+            wait_for(lambda: sink.connections("error"), what="the error event")
+            server.publish(300)
+            wait_for(lambda: feed.status()["symbols"]["BTCUSDT"]["resyncs"] == 2, what="BTCUSDT to resync")
+            server.faults.skip_update_ids("BTCUSDT", 1)
+            while not feed.status()["bad_input"].get("sequence_gap"):
+                server.publish(1)
+            wait_for(lambda: feed.status()["symbols"]["BTCUSDT"]["resyncs"] == 3, what="BTCUSDT to resync")
+            caught_up(feed, server, ("BTCUSDT",))
+            status = feed.status()
+        (error,) = sink.connections("error")
+        assert error.symbol == "ETHUSDT" and "-1121 BAD_SYMBOL: Invalid symbol." in error.detail
+        assert server.faults.counts["delisted"] == 1  # asked once
+        eth = status["symbols"]["ETHUSDT"]
+        assert not eth["synced"] and eth["refused"] == error.detail and status["symbols"]["BTCUSDT"]["refused"] is None
 
 
 def test_a_corrupt_diff_that_connects_over_the_wire_is_undone_by_a_resync_without_a_reconnect():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from veloz_actors import DataError
+from veloz_actors.fixed import SCALE
 from veloz_actors.messages import BookDelta, BookTop, FundingRate, Kline, MarkPrice, Side, Trade
 from veloz_actors.venues.binance import (
     interval_ns,
@@ -292,6 +293,44 @@ def test_rest_klines_times_must_fit_an_int64() -> None:
     row = [10**13, "1", "1", "1", "1", "1", 10**13 + 59_999, "1", 1, "1", "1", "0"]
     with pytest.raises(DataError, match="open/close times"):
         parse_rest_klines([row], "BTCUSDT", RECV)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"b": "70000.00", "a": "60000.00"}, r"bookTicker: crossed: best bid 70000 is at or above best ask 60000"),
+        ({"b": "60000.00", "a": "60000.00"}, r"bookTicker: crossed: best bid 60000 is at or above best ask 60000"),
+        ({"b": "0.00000000"}, r"bookTicker: best bid of quantity 1 has price 0"),
+        ({"a": "0"}, r"bookTicker: best ask of quantity 1 has price 0"),
+        ({"E": 5, "b": "70000.00", "a": "60000.00"}, r"bookTicker: crossed"),  # futures: the checked path
+    ],
+)
+def test_an_impossible_book_ticker_is_refused_by_both_readers(change: dict, message: str) -> None:
+    """A crossed top or a side with quantity at price 0 never becomes a top of book (nor a reference price)."""
+    payload = {"u": 1, "s": "BTCUSDT", "b": "59999.00", "B": "1", "a": "60000.00", "A": "1", **change}
+    with pytest.raises(DataError, match=message):
+        book_ticker_fields(payload, RECV)
+    with pytest.raises(DataError, match=message):
+        parse_book_ticker(payload, RECV)
+
+
+def test_a_book_ticker_with_an_empty_side_is_taken() -> None:
+    empty_ask = {"u": 1, "s": "BTCUSDT", "b": "59999.00", "B": "1", "a": "0.00000000", "A": "0.00000000"}
+    assert book_ticker_fields(empty_ask, RECV)[1:5] == (59999 * SCALE, SCALE, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("bids", "asks", "message"),
+    [
+        ([["60000.00", "1"]], [["60000.00", "2"]], "depth snapshot: crossed: best bid 60000 is at or above best ask"),
+        ([["59000.00", "1"], ["70000.00", "1"]], [["60000.00", "2"]], "crossed: best bid 70000 is at or above"),
+    ],
+)
+def test_a_crossed_depth_snapshot_is_refused(bids: list, asks: list, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_depth_snapshot({"lastUpdateId": 10, "bids": bids, "asks": asks}, RECV, "BTCUSDT")
+    # a level of quantity 0 does not count as the best
+    parse_depth_snapshot({"lastUpdateId": 10, "bids": [["70000.00", "0"]], "asks": asks}, RECV, "BTCUSDT")
 
 
 def test_snapshot_without_symbol_needs_one() -> None:

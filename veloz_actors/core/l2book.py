@@ -2,9 +2,10 @@
 
 The book never silently becomes wrong. Diffs are applied only while the update-id chain is intact:
 
-* **spot** (``market="spot"``): after a snapshot with ``lastUpdateId = L``, events with ``u <= L`` are stale and
-  dropped; the first applied event must bridge the snapshot, ``U <= L + 1 <= u``; afterwards every event's ``U`` must
-  be the previous ``u + 1``.
+* **spot** (``market="spot"``), Binance's update procedure ("How to manage a local order book correctly"): with the
+  book at update id ``L`` (the snapshot's ``lastUpdateId``, then the last applied ``u``), an event with ``u <= L`` is
+  stale and dropped, one with ``U <= L + 1 <= u`` is applied (normally ``U`` is ``L + 1``; an event overlapping
+  what the book holds is applied too), and one with ``U > L + 1`` is a gap.
 * **futures**, USD-M and COIN-M (``market="futures"``): events with ``u < L`` are dropped; the first applied event
   must satisfy ``U <= L <= u``; afterwards every event's ``pu`` (:attr:`BookDelta.prev_update_id`) must equal the
   previous ``u``.
@@ -106,6 +107,13 @@ class L2Book:
         return self._last_update_id
 
     @property
+    def crossed(self) -> bool:
+        """True when the best bid is at or above the best ask: a book no exchange holds, so wrong input made it."""
+        bid = self.best_bid()
+        ask = self.best_ask()
+        return bid is not None and ask is not None and bid[0] >= ask[0]
+
+    @property
     def buffered(self) -> int:
         """How many diffs wait in the buffer for the next snapshot."""
         return len(self._buffer)
@@ -160,23 +168,25 @@ class L2Book:
         first = delta.first_update_id
         last = delta.last_update_id
         current = self._last_update_id
-        if self._bridged:
+        if not self._futures:
             if last <= current:
                 self.stale_dropped += 1
                 return False
-            if self._futures:
-                if delta.prev_update_id != current:
-                    self._gap(delta, current, delta.prev_update_id)
-            elif first != current + 1:
+            if first > current + 1:
                 self._gap(delta, current + 1, first)
-        else:
-            # The first event after a snapshot must contain the snapshot's update id (spot: the one after it).
-            target = current if self._futures else current + 1
-            if last < target:
+        elif self._bridged:
+            if last <= current:
                 self.stale_dropped += 1
                 return False
-            if first > target:
-                self._gap(delta, target, first)
+            if delta.prev_update_id != current:
+                self._gap(delta, current, delta.prev_update_id)
+        else:
+            # The first event after a futures snapshot must contain the snapshot's update id.
+            if last < current:
+                self.stale_dropped += 1
+                return False
+            if first > current:
+                self._gap(delta, current, first)
             self._bridged = True
         if delta.symbol != self.symbol:
             raise InvalidInput(f"{self.symbol}: diff is for {delta.symbol}")

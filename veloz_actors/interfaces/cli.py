@@ -79,9 +79,6 @@ def start(
     rest_url: Annotated[str | None, typer.Option(help="Binance REST base URL (default: the preset's).")] = None,
     stream_url: Annotated[str | None, typer.Option(help="Binance market streams URL (default: the preset's).")] = None,
     ws_api_url: Annotated[str | None, typer.Option(help="Binance WebSocket API URL (default: the preset's).")] = None,
-    refresh_instruments: Annotated[
-        bool, typer.Option("--refresh-instruments", help="Fetch exchangeInfo again instead of the cached copy.")
-    ] = False,
     live: Annotated[
         bool,
         typer.Option(
@@ -113,7 +110,7 @@ def start(
     venue_flags = (symbols, preset, rest_url, stream_url, ws_api_url)
     if paper and live:
         raise VelozError("choose --paper (simulated fills) or --live (real orders), not both")
-    if venue is not None or paper or live or refresh_instruments or any(f is not None for f in venue_flags):
+    if venue is not None or paper or live or any(f is not None for f in venue_flags):
         kind = venue or file_config.venue.kind
         if kind == "binance" and not (paper or live) and file_config.venue.kind != "binance":
             raise VelozError("--venue binance needs --paper (simulated fills) or --live (real orders)")
@@ -128,7 +125,6 @@ def start(
             rest_url=rest_url,
             stream_url=stream_url,
             ws_api_url=ws_api_url,
-            refresh_instruments=True if refresh_instruments else None,
         )
     if replay is not None or replay_speed is not None:
         if single_process:

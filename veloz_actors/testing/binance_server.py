@@ -42,7 +42,7 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 ``/trades``, ``/aggTrades``, ``/klines``, ``/ticker/bookTicker``.
 
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
-skipped update ids, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
+skipped update ids, diffs that cross a client's book, a delisted symbol, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
 
 **Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
 matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
@@ -445,6 +445,7 @@ class _SymbolState:
         self.ticker: tuple[int, str, str, str, str] | None = None
         self.candles: dict[str, _Candle | None] = {}  # interval -> open candle, for subscribed kline streams
         self.skip = 0
+        self.cross = 0  # the next diffs to send with a bid at the best ask (Faults.cross_book)
         self.sent_diffs: deque[tuple[int, bytes]] = deque(maxlen=4)  # (u, payload) of the last diffs sent
         self.last_partial_ms: dict[str, int] = {}
         self.last_kline_ms: dict[str, int] = {}  # kline stream -> event time of its last open-candle update
@@ -508,6 +509,7 @@ class _Faulty:
         self.rate_limited = 0
         self.rate_status = 429
         self.retry_after = 2
+        self.delisted: set[str] = set()
 
 
 # --------------------------------------------------------------------------------------------------- connections
@@ -943,6 +945,13 @@ class _Market:
                 assert self.faults is not None
                 self.faults._count("skip_update_ids")
                 return
+            if state.cross and (best_ask := state.book.best_ask()) is not None:
+                state.cross -= 1
+                assert self.faults is not None
+                self.faults._count("cross_book")
+                data = orjson.loads(payload)
+                data["b"] = [*data["b"], [_fmt(best_ask[0]), "1.00000000"]]  # last: no level of the diff undoes it
+                payload = orjson.dumps(data)
             state.sent_diffs.append((delta.last_update_id, payload))
             for name in state.depth_names:
                 hub.fanout(name, payload)
@@ -1143,7 +1152,9 @@ class _Rest:
             raise _ApiError(
                 -1100, "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'."
             )
-        if text not in self.market.states:
+        if text not in self.market.states or text in self.server._faulty.delisted:
+            if text in self.market.states:
+                self.server.faults._count("delisted")
             raise _ApiError(-1121, "Invalid symbol.")
         return text
 
@@ -1166,8 +1177,7 @@ class _Rest:
         if "symbol" in query:
             raise _ApiError(-1128, "Combination of optional parameters invalid.")
         for symbol in symbols:
-            if symbol not in self.market.states:
-                raise _ApiError(-1121, "Invalid symbol.")
+            self._symbol({"symbol": symbol})
         return list(dict.fromkeys(symbols))
 
     @staticmethod
@@ -1408,6 +1418,8 @@ class Faults:
                 "drop_connections",
                 "stall",
                 "skip_update_ids",
+                "cross_book",
+                "delisted",
                 "malformed",
                 "stale_snapshot",
                 "rate_limit",
@@ -1450,12 +1462,36 @@ class Faults:
 
     def skip_update_ids(self, symbol: str, count: int = 1) -> None:
         """The next ``count`` depth diffs of ``symbol`` are applied to the server's book but not sent (a gap)."""
-        state = self._server._market.states.get(symbol.upper())
-        if state is None:
-            raise ValueError(f"unknown symbol {symbol!r}; the server has {sorted(self._server._market.states)}")
+        state = self._symbol_state(symbol)
 
         def run() -> None:
             state.skip += count
+
+        self._server._call(run)
+
+    def _symbol_state(self, symbol: str) -> _SymbolState:
+        state = self._server._market.states.get(symbol.upper())
+        if state is None:
+            raise ValueError(f"unknown symbol {symbol!r}; the server has {sorted(self._server._market.states)}")
+        return state
+
+    def cross_book(self, symbol: str, count: int = 1) -> None:
+        """The next ``count`` depth diffs of ``symbol`` are sent with one more bid, at the best ask of the server's book
+        after the diff: each leaves a client's book crossed (the server's book stays as recorded)."""
+        state = self._symbol_state(symbol)
+
+        def run() -> None:
+            state.cross += count
+
+        self._server._call(run)
+
+    def delist(self, symbol: str) -> None:
+        """From now on every REST request naming ``symbol`` is answered -1121 "Invalid symbol." (HTTP 400), as after
+        a delisting; its streams stay open. ``counts["delisted"]`` counts the refused requests."""
+        state = self._symbol_state(symbol)
+
+        def run() -> None:
+            self._server._faulty.delisted.add(state.symbol)
 
         self._server._call(run)
 

@@ -24,8 +24,9 @@ the smallest multiple of Binance's step that is exact (for Binance's power-of-te
 0.1), so every order VeloZ sends is still valid on Binance. Never silently: the result's ``coarsened`` maps each such
 symbol to ``(Binance's step, the step used)`` and its ``notes`` say it in words, for the engine to log.
 
-:func:`load_instruments` fetches the payload once at start-up with the standard library and caches it as
-``exchange-info.json`` in the run folder; see its docstring for the cache and fallback rules.
+:func:`load_instruments` fetches the payload at every start-up with the standard library and caches it as
+``exchange-info.json`` in the run folder, for a paper start while Binance does not answer; see its docstring for the
+fallback rules.
 
 >>> import pathlib
 >>> raw = pathlib.Path("../shared/data/binance-api/examples-nautilus/http_spot_market_exchange_info.json")
@@ -267,33 +268,29 @@ def load_instruments(
     symbols: Iterable[str] | None,
     *,
     cache_dir: Path | None,
-    refresh: bool = False,
+    allow_cache: bool = True,
     timeout: float = 10.0,
     maker_fee_rate: int = _DEFAULT_FEE_RATE,
     taker_fee_rate: int = _DEFAULT_FEE_RATE,
 ) -> tuple[ExchangeInstruments, dict[str, Any]]:
     """The instruments of ``symbols`` from ``GET {rest_url}/api/v3/exchangeInfo?symbols=[...]`` (once, at start-up).
 
-    The payload is cached as ``exchange-info.json`` in ``cache_dir`` (the run folder), with the fetch time. A cached
-    file is used unless ``refresh`` is set, it is missing, or it lacks a requested symbol. A fetch that fails (network,
-    timeout, HTTP 5xx or 429, a body that is not an exchangeInfo) falls back to the cache when there is one, and says
-    so in the info; with no cache it is an :class:`InvalidInput` naming the URL and the failure. Binance refusing the
-    request itself (HTTP 4xx with an error code, e.g. -1121 invalid symbol) is an error, never a fallback.
+    Every start fetches a fresh payload, so a symbol halted or delisted since, or a filter Binance changed, is seen; it
+    is cached as ``exchange-info.json`` in ``cache_dir`` (the run folder), with the fetch time. A fetch that fails
+    (network, timeout, HTTP 5xx or 429, a body that is not an exchangeInfo) falls back to the cache when there is one
+    and ``allow_cache`` (paper trading), and says so in the info, with the cache's age; otherwise it is an
+    :class:`InvalidInput` naming the URL and the failure (live trading never starts from a cache: its filters or the
+    symbol's status may have changed). Binance refusing the request itself (HTTP 4xx with an error code, e.g. -1121
+    invalid symbol) is an error, never a fallback.
 
     Returns ``(instruments, info)``; ``info`` has ``source`` ("rest" or "cache"), ``fetched_at`` (ISO UTC, None for a
     cache written by hand), ``url``, ``path`` (the cache file or None), ``notes`` and ``coarsened`` (symbol ->
-    ``{"exchange_step", "step"}``), and ``fallback`` (why the cache was used after a failed fetch) when it was.
+    ``{"exchange_step", "step"}``), and ``fallback`` (why the cache was used, and how old it is) when it was.
     """
     wanted = _wanted(symbols) if symbols is not None else None
     url = _url(rest_url, wanted)
     path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
-    cached = _read_cache(path) if path is not None and path.exists() else None
     info: dict[str, Any] = {"url": url, "path": str(path) if path is not None else None}
-    if cached is not None and not refresh:
-        lacking = _lacking(cached[0], wanted)
-        if not lacking:
-            return _parsed(cached, "cache", info, wanted, maker_fee_rate, taker_fee_rate)
-        info["refetched"] = f"the cache has no {', '.join(lacking)}"
     try:
         body = _fetch(url, timeout)
         payload = _loads(body)
@@ -302,6 +299,12 @@ def load_instruments(
         failure = (
             f"GET {url} failed ({exc})" if isinstance(exc, _FetchFailed) else f"GET {url} gave no usable body ({exc})"
         )
+        if not allow_cache:
+            raise InvalidInput(
+                f"cannot load instruments: {failure}, and live trading never starts from a cached exchangeInfo (a "
+                "symbol's status or filters may have changed since): retry when Binance answers"
+            ) from exc
+        cached = _read_cache(path) if path is not None and path.exists() else None
         if cached is None:
             where = f"no cache at {path}" if path is not None else "no cache_dir to fall back to"
             raise InvalidInput(f"cannot load instruments: {failure} and there is {where}") from exc
@@ -310,13 +313,29 @@ def load_instruments(
             raise InvalidInput(
                 f"cannot load instruments: {failure} and the cache {path} has no {', '.join(lacking)}"
             ) from exc
-        info["fallback"] = f"{failure}; using the cache fetched at {cached[1] or 'an unknown time'}"
-        return _parsed(cached, "cache", info, wanted, maker_fee_rate, taker_fee_rate)
+        payload, fetched_at, fetched_at_ms = cached
+        age = "of unknown age" if fetched_at_ms is None else f"{_age(time.time_ns() // 1_000_000 - fetched_at_ms)} old"
+        info["fallback"] = (
+            f"{failure}; using the cache fetched at {fetched_at or 'an unknown time'} ({age}): a symbol halted or a "
+            "filter changed since then is not seen"
+        )
+        return _parsed((payload, fetched_at), "cache", info, wanted, maker_fee_rate, taker_fee_rate)
     now_ms = time.time_ns() // 1_000_000
     fetched_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
     if path is not None:
         _write_cache(path, body, url, fetched_at, now_ms)
     return _parsed((payload, fetched_at), "rest", info, wanted, maker_fee_rate, taker_fee_rate)
+
+
+def _age(ms: int) -> str:
+    """A duration in ms in words, to the two largest units: ``"3 d 4 h"``, ``"12 min 5 s"``, ``"0 s"``."""
+    seconds = max(ms, 0) // 1000
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
 
 
 class _FetchFailed(Exception):
@@ -361,18 +380,23 @@ def _binance_refusal(status: int, body: bytes) -> str | None:
     return None
 
 
-def _read_cache(path: Path) -> tuple[Any, str | None] | None:
-    """``(payload, fetched_at)`` from the cache; a file holding a bare exchangeInfo payload (written by hand) works
-    too, with an unknown fetch time. An unreadable cache is ignored (as if missing)."""
+def _read_cache(path: Path) -> tuple[Any, str | None, int | None] | None:
+    """``(payload, fetched_at, fetched_at_ms)`` from the cache; a file holding a bare exchangeInfo payload (written by
+    hand) works too, with an unknown fetch time. An unreadable cache is ignored (as if missing)."""
     try:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     if isinstance(data, dict) and "payload" in data:
         fetched_at = data.get("fetched_at")
-        return data["payload"], fetched_at if isinstance(fetched_at, str) else None
+        fetched_at_ms = data.get("fetched_at_ms")
+        return (
+            data["payload"],
+            fetched_at if isinstance(fetched_at, str) else None,
+            fetched_at_ms if type(fetched_at_ms) is int else None,
+        )
     if isinstance(data, dict) and "symbols" in data:
-        return data, None
+        return data, None, None
     return None
 
 

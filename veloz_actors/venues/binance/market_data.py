@@ -18,7 +18,11 @@ and the next snapshot is fetched once a fresh diff is buffered. A live gap (``U`
 detected by the book on the first diff after it; the book discards its levels and a new snapshot is fetched at once.
 A corrupt diff that does connect (a huge ``u``) leaves every real diff after it out of order: after
 ``_OUT_OF_ORDER_BEFORE_RESTART`` of them in a row, moving on among themselves, the book is forgotten and synced again.
-While a book is unsynced no diff of its symbol is emitted.
+A book that a diff (live, or replayed after a snapshot) leaves crossed, its best bid at or above its best ask, is
+wrong input too (``crossed_book``): the diff is not emitted, the book is forgotten and synced again from fresh diffs
+(the schema refuses a crossed snapshot). So is a synced book whose symbol's ``depthUpdate`` the schema refused: that
+diff may have been a real one, so the book is synced again at once instead of waiting for the next diff to show the
+gap. While a book is unsynced no diff of its symbol is emitted.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
@@ -28,7 +32,10 @@ gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its wa
 never negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then.
 A downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
 ``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
-``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced`` and ``closed``.
+``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced``, ``closed`` and
+``error``: Binance answered a symbol's depth snapshot with -1121 or -1122 (the symbol is delisted or halted): its
+book stays unsynced and is asked for again only every ``refused_symbol_retry`` s (5 minutes by default: a halt may
+end in the session, and a retry that rare costs nothing), the other symbols go on.
 A batch is what the reader had read from the socket when the loop got to it (split at ``batch_max``): nothing is held
 back waiting for more.
 
@@ -46,7 +53,7 @@ anything else falls back to the backoff); no REST request of this client is sent
 ``clock_offset_ms = serverTime - midpoint``.
 
 **Bad input** (malformed JSON, unknown events, payloads the schemas reject, stale snapshots, out-of-order or missing
-update ids, and a frame that raised anything else: ``unexpected_error``) is counted by kind in
+update ids, crossed books, and a frame that raised anything else: ``unexpected_error``) is counted by kind in
 :meth:`BinanceMarketData.status`, logged (logger ``veloz.binance``, at most ``_LOG_BURST`` lines per kind per minute,
 payloads truncated) and, where the book is concerned, resynced. It never raises out of :meth:`BinanceMarketData.run`
 and never leaves a wrong book.
@@ -82,6 +89,7 @@ from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
 from ...core.market_batch import MarketBatch, MarketBatchBuilder
 from ...messages import BookDelta, Kline, VenueConnection
+from .errors import classify
 from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
 
 __all__ = [
@@ -104,6 +112,7 @@ _PREVIEW = 160  # characters of a bad payload that may be logged
 _STALE_BEFORE_RESTART = 3  # stale snapshots in a row after which a symbol's sync starts over from fresh diffs
 _OUT_OF_ORDER_BEFORE_RESTART = 3  # diffs moving on behind a synced book after which the book is not trusted
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
+_SYMBOL_REFUSED = frozenset({-1121, -1122})  # BAD_SYMBOL, INVALID_SYMBOLSTATUS (errors.md): delisted or halted
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -132,7 +141,8 @@ class MarketDataSettings:
     considered dead; None: never), ``request_timeout`` (REST and SUBSCRIBE replies), ``clock_samples`` (``/time``
     samples per connect, 0: none), ``buffer_limit`` (diffs an unsynced book keeps), ``control_interval`` (s between two
     JSON control messages: Binance allows 5 incoming messages per second, pongs included), ``latency_reservoir``
-    (samples kept per latency series).
+    (samples kept per latency series), ``refused_symbol_retry`` (s between two depth snapshot requests of a symbol
+    Binance calls invalid or not trading, -1121 / -1122: delisted or halted in the session).
     """
 
     rest_url: str
@@ -153,6 +163,7 @@ class MarketDataSettings:
     buffer_limit: int = 10_000
     control_interval: float = 0.25
     latency_reservoir: int = 4096
+    refused_symbol_retry: float = 300.0
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="stream_url")
@@ -172,7 +183,10 @@ class MarketDataSettings:
             raise InvalidInput(
                 f"need 0 < backoff_initial <= backoff_max, got {self.backoff_initial} and {self.backoff_max}"
             )
-        positive = ("max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir")
+        positive = (
+            "max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir",
+            "refused_symbol_retry",
+        )  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
@@ -299,9 +313,14 @@ def _ms(ns: int) -> float:
     return round(ns / 1e6, 3)
 
 
+class _CrossedBook(Exception):
+    """A diff left the book crossed (its best bid at or above its best ask): wrong input, since no exchange's book is."""
+
+
 class _RecordingBook(L2Book):
     """An :class:`L2Book` that can list the diffs it applies (the ones :meth:`L2Book.apply_snapshot` replays from its
-    buffer), so exactly those are emitted after the snapshot."""
+    buffer), so exactly those are emitted after the snapshot, and that raises :class:`_CrossedBook` on a diff that
+    leaves it crossed (the levels are then wrong: the caller forgets the book)."""
 
     __slots__ = ("recording",)
 
@@ -311,8 +330,14 @@ class _RecordingBook(L2Book):
 
     def apply(self, delta: BookDelta) -> bool:
         applied = super().apply(delta)
-        if applied and self.recording is not None:
-            self.recording.append(delta)
+        if applied:
+            if self.crossed:
+                raise _CrossedBook(
+                    f"diff U={delta.first_update_id} u={delta.last_update_id} leaves best bid {self.best_bid()} at or "
+                    f"above best ask {self.best_ask()}"
+                )
+            if self.recording is not None:
+                self.recording.append(delta)
         return applied
 
 
@@ -322,6 +347,7 @@ BUFFERED = "buffered"  # the book is unsynced: kept for the next snapshot, not e
 STALE = "stale"  # already covered by the snapshot (u <= lastUpdateId): normal right after a sync
 OUT_OF_ORDER = "out_of_order"  # u at or below one already received on this stream: a late or repeated diff, dropped
 GAP = "gap"  # U beyond the book's u + 1: the book discarded its levels and needs a new snapshot
+CROSSED = "crossed"  # the diff left the book crossed: wrong input, the book is forgotten and synced again
 RESTART = "restart"  # the stream moves on behind a synced book: forgotten, resync from fresh diffs
 
 
@@ -342,7 +368,7 @@ class BookSync:
 
     __slots__ = (
         "symbol", "buffer_limit", "book", "resyncs", "gaps", "stale_snapshots", "stale_in_row", "out_of_order",
-        "behind_in_row", "behind_u", "restarts", "last_seen",
+        "behind_in_row", "behind_u", "restarts", "crossed", "last_seen",
     )  # fmt: skip
 
     def __init__(self, symbol: str, *, buffer_limit: int = 10_000) -> None:
@@ -357,15 +383,20 @@ class BookSync:
         self.behind_in_row = 0  # out-of-order diffs in a row, each with a higher u than the one before
         self.behind_u = -1
         self.restarts = 0  # synced books forgotten because the stream moved on behind them
+        self.crossed = 0  # books forgotten because a diff (live or replayed after a snapshot) left them crossed
         self.last_seen = -1  # the highest ``u`` received on this connection: a correct stream only goes up
 
     @property
     def synced(self) -> bool:
         return not self.book.needs_resync
 
-    def reset(self) -> None:
-        """Forget the book (a new connection): unsynced, empty buffer; counters are kept."""
+    def forget(self) -> None:
+        """Forget the book (its levels are wrong, or may be): unsynced, empty buffer, to sync again from fresh diffs."""
         self.book = _RecordingBook(self.symbol, buffer_limit=self.buffer_limit)
+
+    def reset(self) -> None:
+        """Forget the book and what this connection sent (a new connection); counters are kept."""
+        self.forget()
         self.last_seen = -1
         self.stale_in_row = 0
         self.behind_in_row = 0
@@ -405,6 +436,10 @@ class BookSync:
         except SequenceGap:
             self.gaps += 1
             return GAP
+        except _CrossedBook:
+            self.crossed += 1
+            self.forget()
+            return CROSSED
         return APPLIED if applied else STALE
 
     def on_snapshot(self, snapshot: BookDelta) -> list[BookDelta] | None:
@@ -412,12 +447,19 @@ class BookSync:
         buffered diffs (the book stays unsynced; fetch a newer snapshot). A snapshot older than the first buffered diff
         is counted in ``stale_snapshots`` and the buffer kept; the ``_STALE_BEFORE_RESTART``-th in a row also forgets
         the buffer and the highest ``u`` seen (buffer fresh diffs before the next fetch). After a hole inside the
-        buffer the diffs past the hole are kept."""
+        buffer the diffs past the hole are kept. A book left crossed by the snapshot or a replayed diff is counted in
+        ``crossed`` and forgotten with its buffer (buffer fresh diffs before the next fetch)."""
         book = self.book
         replayed: list[BookDelta] = []
         book.recording = replayed
         try:
             book.apply_snapshot(snapshot)
+            if book.crossed:  # the snapshot itself, with no diff replayed (the schema refuses a crossed one)
+                raise _CrossedBook(f"snapshot {snapshot.last_update_id} is crossed")
+        except _CrossedBook:
+            self.crossed += 1
+            self.forget()
+            return None
         except SequenceGap:
             if replayed:
                 self.gaps += 1  # a hole inside the buffer, after the snapshot bridged
@@ -472,9 +514,18 @@ def _preview(raw: Any) -> str:
 
 
 class _RestError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
+    """An HTTP error answer; ``code`` and ``msg`` are Binance's error body's when it has one."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        text = body[:200].decode("utf-8", "replace")
+        super().__init__(f"HTTP {status}: {text}")
         self.status = status
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        self.code = data.get("code") if isinstance(data, dict) and type(data.get("code")) is int else None
+        self.msg = data.get("msg") if isinstance(data, dict) and isinstance(data.get("msg"), str) else text
 
 
 class _Closed:
@@ -558,6 +609,7 @@ class BinanceMarketData:
         self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> row of its open update in _pending
         self._klines_superseded = 0
         self._internal_errors = 0
+        self._refused: dict[str, str] = {}  # symbol -> why Binance refuses its snapshots (until one is taken)
         self._events_out = 0
         self._batches_out = 0
         self._clock_offset_ms: float | None = None
@@ -714,6 +766,7 @@ class BinanceMarketData:
             if task is not None:
                 task.cancel()
             self._first_diff.pop(symbol, None)
+            self._refused.pop(symbol, None)
             for name in self.settings.streams(symbol):
                 self._last_frame.pop(name, None)
 
@@ -770,6 +823,7 @@ class BinanceMarketData:
                     "resyncs": f.resyncs,
                     "gaps": f.gaps,
                     "restarts": f.restarts,
+                    "refused": self._refused.get(s),
                 }
                 for s, f in feeds.items()
             },
@@ -1000,12 +1054,24 @@ class BinanceMarketData:
                 )
         except DataError as exc:
             self._bad("invalid_payload", "%s: rejected payload on %r: %s", self.settings.venue, stream, exc)
+            if event == "depthUpdate":
+                self._depth_refused(stream, data)
         except Exception as exc:
             self._bad(
                 "unexpected_error", "%s: frame on %r raised %r: %s", self.settings.venue, stream, exc, _preview(raw)
             )
             if event == "depthUpdate":
                 self._resync_all()  # the diff may have reached a book without being emitted: trust none downstream
+
+    def _depth_refused(self, stream: str | None, data: dict) -> None:
+        """A diff the schema refused may have been a real one the book now lacks: a synced book of its symbol (named
+        by the stream, else by ``s``) is forgotten and synced again at once, not left marked synced until the next
+        diff shows the gap. An unsynced book needs nothing: a hole in its buffer fails the replay of the snapshot."""
+        symbol = stream.partition("@")[0].upper() if stream is not None else data.get("s")
+        feed = self._feeds.get(symbol) if type(symbol) is str else None
+        if feed is not None and feed.synced:
+            feed.forget()
+            self._resync(feed.symbol)
 
     def _latency_sample(self, kind: str, data: dict, ts_recv: int) -> None:
         event_ms = data.get("E")
@@ -1032,8 +1098,18 @@ class BinanceMarketData:
                 delta.first_update_id,
                 feed.book.last_update_id,
             )
-            self._book_lost(delta.symbol)
-            self._start_sync(delta.symbol, wait_first=False)
+            self._resync(delta.symbol, wait_first=False)
+        elif outcome is CROSSED:
+            self._bad(
+                "crossed_book",
+                "%s %s: diff U=%d u=%d leaves the book crossed (best bid at or above best ask); resyncing from a new "
+                "snapshot",
+                self.settings.venue,
+                delta.symbol,
+                delta.first_update_id,
+                delta.last_update_id,
+            )
+            self._resync(delta.symbol)
         elif outcome is OUT_OF_ORDER:
             self._bad(
                 "out_of_order",
@@ -1053,8 +1129,13 @@ class BinanceMarketData:
                 _OUT_OF_ORDER_BEFORE_RESTART,
                 delta.last_update_id,
             )
-            self._book_lost(delta.symbol)
-            self._start_sync(delta.symbol)
+            self._resync(delta.symbol)
+
+    def _resync(self, symbol: str, *, wait_first: bool = True) -> None:
+        """``symbol``'s book is no longer known (its client-side book already forgotten or unsynced): say so
+        downstream and sync it again (``wait_first``: from the next diff buffered, else at once)."""
+        self._book_lost(symbol)
+        self._start_sync(symbol, wait_first=wait_first)
 
     def _bad(self, kind: str, msg: str, *args: Any) -> None:
         self._bad_input[kind] = self._bad_input.get(kind, 0) + 1
@@ -1099,22 +1180,32 @@ class BinanceMarketData:
                 continue
             except (TimeoutError, _RestError, aiohttp.ClientError, OSError) as exc:
                 self._rest_errors += 1
+                if isinstance(exc, _RestError) and 400 <= exc.status < 500 and exc.code in _SYMBOL_REFUSED:
+                    self._symbol_refused(symbol, exc)
+                    await self._sleep(self.settings.refused_symbol_retry)
+                    continue
                 self._log(logging.WARNING, "rest", "%s %s: depth snapshot failed: %r", self.settings.venue, symbol, exc)
                 await self._sleep(backoff.next_delay())
                 continue
+            self._refused.pop(symbol, None)
             if self._conn_id != conn or self._feeds.get(symbol) is not feed or feed.synced:
                 return
             stale_before = feed.stale_snapshots
+            crossed_before = feed.crossed
             emitted = feed.on_snapshot(snapshot)
             if emitted is None:
                 stale = feed.stale_snapshots > stale_before
-                restarted = stale and not feed.book.buffered  # BookSync.on_snapshot started the symbol over
+                crossed = feed.crossed > crossed_before
+                restarted = crossed or (stale and not feed.book.buffered)  # on_snapshot started the symbol over
                 self._bad(
-                    "stale_snapshot" if stale else "sequence_gap",
-                    "%s %s: snapshot lastUpdateId %d does not connect to the buffered diffs; fetching again%s",
+                    "crossed_book" if crossed else "stale_snapshot" if stale else "sequence_gap",
+                    "%s %s: snapshot lastUpdateId %d %s; fetching again%s",
                     self.settings.venue,
                     symbol,
                     snapshot.last_update_id,
+                    "and the buffered diffs leave the book crossed (best bid at or above best ask)"
+                    if crossed
+                    else "does not connect to the buffered diffs",
                     " over fresh diffs" if restarted else "",
                 )
                 if restarted:  # a fresh diff first, then the next fetch
@@ -1140,13 +1231,37 @@ class BinanceMarketData:
             self._flush()
             return
 
+    def _symbol_refused(self, symbol: str, exc: _RestError) -> None:
+        """Binance says ``symbol`` is invalid or not trading (delisted or halted in the session): its book stays
+        unsynced (a paper venue fills nothing against it); tell the engine with ``VenueConnection(state="error")``
+        and ask again only every ``refused_symbol_retry`` s, not at the backoff's pace. The other symbols go on."""
+        retry = self.settings.refused_symbol_retry
+        detail = (
+            f"Binance refused {symbol}'s depth snapshot ({classify(exc.status, exc.code, exc.msg).detail}): delisted "
+            f"or halted; its book stays unsynced, next try in {retry:g} s"
+        )
+        self._refused[symbol] = detail
+        self._log(logging.ERROR, "symbol_refused", "%s %s: %s", self.settings.venue, symbol, detail)
+        self._emit(
+            VenueConnection(
+                venue=self.settings.venue,
+                state="error",
+                detail=detail,
+                symbol=symbol,
+                reconnects=max(self._connects - 1, 0),
+                resyncs=self._feeds[symbol].resyncs,
+                ts=self._clock(),
+            )
+        )
+        self._flush()
+
     # ----------------------------------------------------------------------------------------------------- REST
 
     async def _rest(self, path: str, params: dict[str, str] | None = None) -> Any:
         """GET ``rest_url + path`` as JSON. Waits out any 429/418 ``Retry-After`` first and records new ones."""
         session = self._session
         if session is None:
-            raise _RestError(0, "no HTTP session (run() is not running)")
+            raise _RestError(0, b"no HTTP session (run() is not running)")
         while True:
             wait = self._rate_limited_until - time.monotonic()
             if wait > 0:
@@ -1159,7 +1274,7 @@ class BinanceMarketData:
                     continue
                 body = await resp.read()
                 if resp.status != 200:
-                    raise _RestError(resp.status, body[:200].decode("utf-8", "replace"))
+                    raise _RestError(resp.status, body)
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from ..._exceptions import DataError, InvalidInput
-from ...fixed import DECIMALS, MAX_ABS, SCALE, parse_decimal
+from ...fixed import DECIMALS, MAX_ABS, SCALE, format_decimal, parse_decimal
 from ...messages import BookDelta, BookTop, FundingRate, Kline, MarketEvent, MarkPrice, Side, Trade
 
 __all__ = [
@@ -304,12 +304,17 @@ def parse_depth_snapshot(data: dict, ts_recv: int, symbol: str | None = None) ->
         symbol = _str(data, "symbol", kind) if "symbol" in data else None
     if not symbol:
         raise DataError(f"{kind}: no symbol given and the payload has no 'symbol' field")
+    bids = _levels(_field(data, "bids", kind), "bids", kind)
+    asks = _levels(_field(data, "asks", kind), "asks", kind)
+    best_bid = max(((p, q) for p, q in bids if q), default=(0, 0))
+    best_ask = min(((p, q) for p, q in asks if q), default=(0, 0))
+    _check_top(kind, *best_bid, *best_ask)
     return BookDelta(
         symbol=symbol,
         first_update_id=update_id,
         last_update_id=update_id,
-        bids=_levels(_field(data, "bids", kind), "bids", kind),
-        asks=_levels(_field(data, "asks", kind), "asks", kind),
+        bids=bids,
+        asks=asks,
         is_snapshot=True,
         ts_event=_ms(data, "E", kind) if "E" in data else ts_recv,
         ts_recv=ts_recv,
@@ -317,9 +322,10 @@ def parse_depth_snapshot(data: dict, ts_recv: int, symbol: str | None = None) ->
 
 
 def parse_book_ticker(data: dict, ts_recv: int) -> BookTop:
-    """A ``bookTicker``: spot has no event time (``ts_event = ts_recv``); futures have ``E``."""
+    """A ``bookTicker``: spot has no event time (``ts_event = ts_recv``); futures have ``E``. A side with quantity at
+    price 0, or a bid at or above the ask, is refused (:func:`_top_problem`): such a top is no market's."""
     kind = "bookTicker"
-    return BookTop(
+    top = BookTop(
         symbol=_str(data, "s", kind),
         bid_price=_dec(data, "b", kind),
         bid_qty=_dec(data, "B", kind),
@@ -329,6 +335,26 @@ def parse_book_ticker(data: dict, ts_recv: int) -> BookTop:
         ts_event=_ms(data, "E", kind) if "E" in data else ts_recv,
         ts_recv=ts_recv,
     )
+    _check_top(kind, top.bid_price, top.bid_qty, top.ask_price, top.ask_qty)
+    return top
+
+
+def _top_problem(bid: int, bid_qty: int, ask: int, ask_qty: int) -> str | None:
+    """What makes a best bid and ask impossible (a side with quantity at price 0, or a bid at or above the ask; an
+    empty side is price and quantity 0), or None."""
+    if bid_qty and not bid:
+        return f"best bid of quantity {format_decimal(bid_qty)} has price 0"
+    if ask_qty and not ask:
+        return f"best ask of quantity {format_decimal(ask_qty)} has price 0"
+    if bid_qty and ask_qty and bid >= ask:
+        return f"crossed: best bid {format_decimal(bid)} is at or above best ask {format_decimal(ask)}"
+    return None
+
+
+def _check_top(kind: str, bid: int, bid_qty: int, ask: int, ask_qty: int) -> None:
+    problem = _top_problem(bid, bid_qty, ask, ask_qty)
+    if problem is not None:
+        raise DataError(f"{kind}: {problem}")
 
 
 def parse_trade(data: dict, ts_recv: int) -> Trade:
@@ -354,15 +380,15 @@ def _units(text: Any) -> int:
 def book_ticker_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, int, int, int]:
     """A ``bookTicker``'s fields as :func:`parse_book_ticker` reads them, without making the message: ``(symbol, bid,
     bid qty, ask, ask qty, update id, ts_event)``. The hot path of a live feed (most of its events); a payload the
-    fast path does not take (a missing or mistyped field, an irregular number) goes through :func:`parse_book_ticker`,
-    so the answers and the errors are the same."""
+    fast path does not take (a missing or mistyped field, an irregular number, an impossible top) goes through
+    :func:`parse_book_ticker`, so the answers and the errors are the same."""
     try:
         symbol = data["s"]
         update_id = data["u"]
         if type(symbol) is str and symbol and type(update_id) is int and 0 <= update_id < _INT64 and "E" not in data:
-            return (
-                symbol, _units(data["b"]), _units(data["B"]), _units(data["a"]), _units(data["A"]), update_id, ts_recv
-            )  # fmt: skip
+            bid, bid_qty, ask, ask_qty = _units(data["b"]), _units(data["B"]), _units(data["a"]), _units(data["A"])
+            if _top_problem(bid, bid_qty, ask, ask_qty) is None:
+                return symbol, bid, bid_qty, ask, ask_qty, update_id, ts_recv
     except (KeyError, TypeError, AttributeError, ValueError, _NotPlain):
         pass
     top = parse_book_ticker(data, ts_recv)
