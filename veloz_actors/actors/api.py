@@ -440,11 +440,7 @@ class EngineHandle:
         _check_command(command)
         if not self.window.admit():
             return self._overloaded(command)
-        try:
-            return self._oms.submit.remote(command)
-        except ray.exceptions.PendingCallsLimitExceeded:
-            self.window.done()
-            return self._overloaded(command)
+        return self._oms.submit.remote(command)
 
     def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
         try:

@@ -96,12 +96,10 @@ class Supervisor:
             .remote(spec.subscriber_queue, log_settings=spec.logging)
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
-        # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
-        self.oms = (
-            ray.remote(OmsActor)
-            .options(**self._options("oms"), max_pending_calls=spec.order_inbox)
-            .remote(spec, self.account, self.bus)
-        )
+        # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
+        # actor's, a client's queries); clients' orders are admitted by their handle's window (actors.order_inbox)
+        # and every actor bounds its own calls to the OMS with a CallWindow
+        self.oms = ray.remote(OmsActor).options(**self._options("oms")).remote(spec, self.account, self.bus)
         venue_class = VenueActor if spec.live is None else LiveVenueActor
         self.venues = {
             shard: ray.remote(venue_class)
