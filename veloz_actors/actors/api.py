@@ -113,6 +113,7 @@ def build_spec(
         group_ms=file_config.journal.group_ms,
         shards=shards,
         subscriber_queue=actors.subscriber_queue,
+        subscriber_idle_seconds=actors.subscriber_idle_seconds,
         order_inbox=actors.order_inbox,
         peer_window=actors.peer_window,
         tick_ms=tick_ms or file_config.sim.tick_ms,

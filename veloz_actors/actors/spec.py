@@ -67,6 +67,7 @@ class EngineSpec:
     group_ms: float = 5.0
     shards: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shard name -> symbols
     subscriber_queue: int = 10_000
+    subscriber_idle_seconds: float = 300.0  # a subscription not polled for this long is dropped by the bus
     order_inbox: int = 1_000
     peer_window: int = 64  # one-way calls in flight to one peer before the sender waits or drops
     tick_ms: int = 250

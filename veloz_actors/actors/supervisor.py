@@ -93,7 +93,7 @@ class Supervisor:
         self.bus = (
             ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
-            .remote(spec.subscriber_queue, log_settings=spec.logging)
+            .remote(spec.subscriber_queue, log_settings=spec.logging, idle_seconds=spec.subscriber_idle_seconds)
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
