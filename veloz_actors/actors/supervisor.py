@@ -17,11 +17,18 @@ is created pinned (``NodeAffinitySchedulingStrategy(soft=False)``) to the node h
 stranded actors in ``problems`` (which actor, which node, what to do) instead of waiting for a restart that cannot
 happen. A supervisor started (or restarted by Ray) while a pinned node is already
 gone starts no actor and reports the same.
+
+Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_local`): the actors it created die with
+it (Ray's ownership), so a restarted supervisor builds the graph again, every actor recovering from its journal as if
+Ray had restarted it (``EngineSpec.rebuilt``, :func:`~veloz_actors.actors.spec.recovering`: it waits for the journal
+lock a still-exiting predecessor holds). STATUS says how often that happened (``supervisor_restarts``), and an engine
+handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -62,11 +69,26 @@ def supervisor_name(name: str) -> str:
     return SUPERVISOR_PREFIX + name
 
 
+def _own_restarts() -> int:
+    """How often Ray restarted this supervisor (the GCS's actor table; 0 at its first start)."""
+    if not reconstructed():
+        return 0
+    from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
+
+    try:
+        return int(actor_table(ray.get_runtime_context().get_actor_id())["NumRestarts"])
+    except Exception:  # noqa: BLE001 - the count is informative: restarted, at least once
+        return 1
+
+
 class Supervisor:
     """Owns one engine's actors (so with a detached supervisor they all outlive the driver)."""
 
     def __init__(self, spec: EngineSpec) -> None:
         start_actor_process(spec.logging, "supervisor")
+        self.own_restarts = _own_restarts()
+        if self.own_restarts:  # the actors died with the supervisor Ray replaced: build them again, recovering
+            spec = dataclasses.replace(spec, rebuilt=True)
         self.spec = spec
         self.started_ns = time.time_ns()
         self._stop = threading.Event()
@@ -164,6 +186,7 @@ class Supervisor:
                 journal_path=self.spec.journal_path("risk"),
                 durability=self.spec.durability,
                 follow_method="follow_fills",
+                resume=True if self.spec.rebuilt else None,
                 engine=self.spec.name,
                 log_settings=self.spec.logging,
             )
@@ -293,6 +316,7 @@ class Supervisor:
             "state": self.state,
             "node_id": ray.get_runtime_context().get_node_id(),
             "supervisor_pid": os.getpid(),
+            "supervisor_restarts": self.own_restarts,
             "uptime_seconds": round((time.time_ns() - self.started_ns) / 1e9, 3),
             "actors": actors,
             "seq": oms.get("seq"),

@@ -23,7 +23,7 @@ from .spec import (
     JOURNAL_LOCK_WAIT,
     CallWindow,
     EngineSpec,
-    reconstructed,
+    recovering,
     require_journal_dir,
     start_actor_process,
 )
@@ -43,7 +43,7 @@ class VenueActor:
         self.symbols = frozenset(symbols)
         self.oms = oms
         self.bus = bus
-        self.restarted = reconstructed()
+        self.restarted = recovering(spec)
         if self.restarted:
             require_journal_dir(spec.journal_dir, f"venue:{shard}", spec.name)
         config = EngineConfig.from_json(spec.engine_config)
