@@ -40,6 +40,7 @@ from .venues.simmarket import SimSymbol
 __all__ = [
     "DEFAULT_ENGINE_CONFIG",
     "INT64_MAX",
+    "MAX_SUBSCRIBER_QUEUE",
     "MAX_TICK_MS",
     "ActorsModel",
     "ApiModel",
@@ -260,6 +261,11 @@ class SimSymbolModel(_Model):
             level_spacing_ticks=self.level_spacing_ticks,
             level_qty=_dec(self.level_qty, f"{w}.level_qty"),
         )
+
+
+#: the most events one subscriber's queue on the event bus may hold (a benchmark's subscriber lags this far at full
+#: speed): a bigger queue on a slow or dead subscriber would be an unbounded one
+MAX_SUBSCRIBER_QUEUE = 2_000_000
 
 
 #: the slowest simulated market step: an hour (a longer wait overflowed the engine loop's timer and crashed the start)
@@ -493,7 +499,7 @@ class StrategyEntryModel(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
     bar_ms: Int = Field(default=1000, gt=0)  # bars of this many milliseconds, from the book's mid price
     account: str = "main"
-    queue: Int = Field(default=10_000, ge=1)  # the strategy's bounded queue on the event bus
+    queue: Int = Field(default=10_000, ge=1, le=MAX_SUBSCRIBER_QUEUE)  # the strategy's bounded queue on the event bus
 
     @model_validator(mode="before")
     @classmethod
@@ -507,7 +513,9 @@ class ActorsModel(_Model):
     """``actors:``: the actor engine's layout and limits (see ``configs/engine.yaml``)."""
 
     shards: dict[str, list[str]] = Field(default_factory=dict)  # venue actor -> its symbols (default: one each)
-    subscriber_queue: Int = Field(default=10_000, ge=1)  # events a subscriber may lag before its oldest drop
+    subscriber_queue: Int = Field(default=10_000, ge=1, le=MAX_SUBSCRIBER_QUEUE)  # events a subscriber may lag
+    # a subscription not polled for this long is dropped (a client that comes back subscribes again, counting a gap)
+    subscriber_idle_seconds: Float = Field(default=300.0, ge=1.0, le=86_400.0)
     order_inbox: Int = Field(default=1_000, ge=1)  # orders in flight before new ones are rejected OVERLOADED
     peer_window: Int = Field(default=64, ge=1)  # one-way calls in flight to one peer actor
     replay: ReplayModel | None = None  # a recorded capture the feed replays (a bare path is accepted)

@@ -52,3 +52,32 @@ def test_an_event_after_the_settled_marker_is_kept_for_the_next_poll() -> None:
     assert backend.poll() == [later]
     assert backend.poll() == []
     assert type(later) is BookTop
+
+
+class _Resubscribing(_Subscription):
+    """A subscription whose bus restarted: its first poll subscribes again, under a new id."""
+
+    def poll(self) -> list[Any]:
+        if self.id == 1:
+            self.id = 2
+            return []
+        return super().poll()
+
+
+class _RestartedBusHandle(_Handle):
+    """The restarted bus knows only the new id (2): a marker for the old one reaches nobody."""
+
+    def __init__(self, later: Any) -> None:
+        super().__init__(later)
+        self.subscription = _Resubscribing()
+
+    def barrier(self, subscriber: int, token: int) -> None:
+        if subscriber == 2:
+            super().barrier(subscriber, token)
+
+
+def test_a_command_s_outcome_is_still_read_to_its_marker_after_the_subscription_was_renewed() -> None:
+    later = book_top("60000", "60001")
+    backend = ActorBackend(_RestartedBusHandle(later), owned=False, market=True)  # type: ignore[arg-type]
+    assert backend.submit(place("a1", "BUY", "0.01")) == []
+    assert backend.poll() == [later]  # read after the marker asked for again under the new id

@@ -19,7 +19,7 @@ from .spec import (
     JOURNAL_LOCK_WAIT,
     EngineSpec,
     hand_to_os,
-    reconstructed,
+    recovering,
     require_journal_dir,
     start_actor_process,
 )
@@ -40,7 +40,7 @@ class AccountViewActor:
         self.fills = 0
         self.fees: Counter[str] = Counter()
         self.applied = 0
-        self.restarted = reconstructed()
+        self.restarted = recovering(spec)
         if self.restarted:
             require_journal_dir(spec.journal_dir, "account", spec.name)
         self.path = spec.journal_path("account")

@@ -75,6 +75,7 @@ NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
 _START_TIMEOUT = 2 * START_SECONDS + 30.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
+_REFRESH_SECONDS = 0.5  # after an actor error, the supervisor is asked for its actors at most this often
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 _DURABILITIES = get_args(Durability)
 
@@ -114,6 +115,7 @@ def build_spec(
         group_ms=file_config.journal.group_ms,
         shards=shards,
         subscriber_queue=actors.subscriber_queue,
+        subscriber_idle_seconds=actors.subscriber_idle_seconds,
         order_inbox=actors.order_inbox,
         peer_window=actors.peer_window,
         tick_ms=tick_ms or file_config.sim.tick_ms,
@@ -253,11 +255,14 @@ def _strategy_settings(entry: StrategyEntryModel) -> dict[str, Any]:
 
 
 class Subscription:
-    """An iterator over engine events with its own bounded queue on the event bus (drop-oldest, counted)."""
+    """An iterator over engine events with its own bounded queue on the event bus (drop-oldest, counted).
+
+    A queue the bus no longer knows (the bus restarted, or dropped it after ``actors.subscriber_idle_seconds`` without
+    a poll) is subscribed again and counted in ``gaps``: the events in between are missing."""
 
     def __init__(
         self,
-        bus: Any,
+        engine: EngineHandle,
         sid: int,
         *,
         max_events: int | None,
@@ -265,7 +270,7 @@ class Subscription:
         max_queue: int | None = None,
         kinds: Sequence[str] | None = None,
     ) -> None:
-        self._bus = bus
+        self._engine = engine  # its bus: the current one (a restarted supervisor builds a new bus)
         self.id = sid
         self.max_events = max_events
         self.timeout = timeout
@@ -284,13 +289,15 @@ class Subscription:
         """Whatever is queued now, market data still in columnar
         :class:`~veloz_actors.core.market_batch.MarketBatch` items; with ``wait``
         (seconds, at most 0.25) and nothing queued, the bus answers as soon as events come, or after ``wait``."""
+        bus = self._engine._bus
         try:
-            ref = self._bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else self._bus.poll.remote(self.id)
+            ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
             items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            return []  # the bus is restarting
-        if dropped < 0:  # the bus restarted and lost this queue: subscribe again, count the gap
-            self.id = ray.get(self._bus.subscribe.remote(self._max_queue, self._kinds), timeout=_CALL_TIMEOUT)
+            self._engine._refresh()  # the bus is restarting, or a restarted supervisor built a new one
+            return []
+        if dropped < 0:  # the bus lost this queue (restarted, or dropped it as idle): subscribe again, count the gap
+            self.id = ray.get(bus.subscribe.remote(self._max_queue, self._kinds), timeout=_CALL_TIMEOUT)
             self.gaps += 1
             return []
         self.dropped = dropped
@@ -321,11 +328,14 @@ class Subscription:
         if not self._closed:
             self._closed = True
             with contextlib.suppress(Exception):  # the engine is gone already
-                self._bus.unsubscribe.remote(self.id)
+                self._engine._bus.unsubscribe.remote(self.id)
 
 
 class EngineHandle:
-    """A running actor engine, local or on a cluster. Every method is synchronous and safe to call after errors."""
+    """A running actor engine, local or on a cluster. Every method is synchronous and safe to call after errors.
+
+    After an actor error the handle asks the supervisor for its actors again before it retries: a supervisor that Ray
+    restarted has built a new actor graph (its actors die with it), recovered from the journals."""
 
     def __init__(self, supervisor: Any, *, name: str, owned: bool, account_id: str = "main") -> None:
         self._supervisor = supervisor
@@ -338,12 +348,8 @@ class EngineHandle:
             raise EngineUnavailable(f"engine {name!r}: its actors did not start within {_START_TIMEOUT:.0f} s") from exc
         spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
         self.spec = spec
-        self._oms = handles["oms"]
-        self._account = handles["account"]
-        self._bus = handles["bus"]
-        self._feed = handles["feed"]
-        self._venues = handles["venues"]
-        self._risk = handles.get("risk")
+        self._take(handles)
+        self._refreshed = time.monotonic()
         self.window = InFlightWindow(spec.order_inbox)
         # from the spec, not the OMS: a handle (and STATUS) works while the OMS cannot
         self.symbols = frozenset(i["symbol"] for i in spec.engine_config["instruments"])
@@ -448,11 +454,7 @@ class EngineHandle:
         command = _check_command(command)
         if not self.window.admit():
             return self._overloaded(command)
-        try:
-            return self._oms.submit.remote(command)
-        except ray.exceptions.PendingCallsLimitExceeded:
-            self.window.done()
-            return self._overloaded(command)
+        return self._oms.submit.remote(command)
 
     def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
         try:
@@ -474,7 +476,27 @@ class EngineHandle:
             ts=command.ts,
         )
 
+    def _take(self, handles: dict[str, Any]) -> None:
+        self._oms = handles["oms"]
+        self._account = handles["account"]
+        self._bus = handles["bus"]
+        self._feed = handles["feed"]
+        self._venues = handles["venues"]
+        self._risk = handles.get("risk")
+
+    def _refresh(self) -> None:
+        """After an actor error: the supervisor's actors as they are now (new ones if Ray restarted the supervisor),
+        asked at most every ``_REFRESH_SECONDS``."""
+        now = time.monotonic()
+        if now - self._refreshed < _REFRESH_SECONDS:
+            return
+        self._refreshed = now
+        with contextlib.suppress(Exception):  # the supervisor restarting too: the next error asks again
+            self._take(ray.get(self._supervisor.handles.remote(), timeout=_CALL_TIMEOUT))
+
     def _call(self, make_ref: Any) -> Any:
+        """``ray.get(make_ref())``, retried while an actor restarts (``make_ref`` reads the handle's actors when
+        called, so a retry goes to the actors :meth:`_refresh` found)."""
         deadline = time.monotonic() + _RETRY_SECONDS
         while True:
             try:
@@ -488,6 +510,7 @@ class EngineHandle:
                 if time.monotonic() >= deadline:
                     raise EngineUnavailable(f"engine {self.name!r} did not come back: {exc}") from exc
                 time.sleep(0.05)
+                self._refresh()
             except ray.exceptions.GetTimeoutError as exc:
                 raise EngineUnavailable(f"engine {self.name!r} did not answer in {_CALL_TIMEOUT} s") from exc
 
@@ -530,8 +553,8 @@ class EngineHandle:
         """Per asset: every account's balance plus fees collected, plus what the venues' market makers hold (equal
         to the deposits of both when nothing is lost)."""
         out = dict(self._call(lambda: self._oms.totals.remote()))
-        for venue in self._venues.values():
-            for asset, amount in self._call(lambda v=venue: v.maker_totals.remote()).items():
+        for shard in self.spec.shards:
+            for asset, amount in self._call(lambda s=shard: self._venues[s].maker_totals.remote()).items():
                 out[asset] = out.get(asset, 0) + amount
         return out
 
@@ -627,8 +650,8 @@ class EngineHandle:
         ):
             raise InvalidInput(f"timeout must be a number of seconds >= 0 or None, got {_got(timeout)}")
         names = None if checked is None else list(checked)
-        sid = ray.get(self._bus.subscribe.remote(max_queue, names), timeout=_CALL_TIMEOUT)
-        return Subscription(self._bus, sid, max_events=max_events, timeout=timeout, max_queue=max_queue, kinds=names)
+        sid = self._call(lambda: self._bus.subscribe.remote(max_queue, names))
+        return Subscription(self, sid, max_events=max_events, timeout=timeout, max_queue=max_queue, kinds=names)
 
     def status(self) -> dict[str, Any]:
         """Health: every actor alive, its inbox depth, last sequence number and restarts; order counters."""

@@ -4,21 +4,28 @@ the risk actor's marks), one call in flight per follower and at most one per 10 
 and never waiting on it.
 
 What must arrive whole does not go through the bus: an OMS that died never published its last events, and a restarted
-bus starts empty. The risk actor's fills come from the OMS, numbered and acknowledged (:class:`.risk.RiskFeed`)."""
+bus starts empty. The risk actor's fills come from the OMS, numbered and acknowledged (:class:`.risk.RiskFeed`).
+
+Subscriber ids are never reused, not even by a restarted bus (each incarnation counts up from a random 48-bit start),
+so a client holding an id its bus no longer knows (the bus restarted, or dropped the subscription after
+``idle_seconds`` without a poll) always hears that it is unknown (``dropped == -1``), subscribes again and counts the
+gap; it never reads another client's queue, and an OMS ``Settled`` marker addressed to it reaches nobody else."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 
 import ray
 
 from .._exceptions import InvalidInput, quoted
+from ..config import MAX_SUBSCRIBER_QUEUE
 from ..logs import LogSettings
 from ..messages import BookTop, Event, MarketEvent
 from .backpressure import DropOldestQueue
@@ -37,6 +44,7 @@ _TOPS = frozenset({"BookTop"})  # a forward takes only each symbol's latest top 
 _FORWARD_PENDING = 10_000  # events a forward keeps while its call is in flight (beyond: the oldest go, counted)
 _FORWARD_EVERY = 0.01  # a follower gets at most one call per 10 ms (what comes meanwhile merges into it)
 _FORWARD_FLUSH_SECONDS = _FORWARD_EVERY / 2  # the flusher's look at what waits: it goes at most ~5 ms late
+_EXPIRY_CHECK_SECONDS = 1.0  # idle subscriptions are looked for at most once a second
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ def check_subscription(max_queue: Any, kinds: Any) -> tuple[str, ...] | None:
         raise InvalidInput(
             f"max_queue must be a positive int or None, got {type(max_queue).__name__} {quoted(max_queue)}"
         )
+    if max_queue is not None and max_queue > MAX_SUBSCRIBER_QUEUE:
+        raise InvalidInput(f"max_queue must be at most {MAX_SUBSCRIBER_QUEUE:,} events, got {quoted(max_queue)}")
     if kinds is None:
         return None
     if not isinstance(kinds, list | tuple | set | frozenset) or not kinds:
@@ -154,12 +164,24 @@ class Forward:
 class EventBusActor:
     """Fans events out to subscribers (see the module docstring)."""
 
-    def __init__(self, subscriber_queue: int, log_settings: LogSettings | None = None) -> None:
+    def __init__(
+        self,
+        subscriber_queue: int,
+        log_settings: LogSettings | None = None,
+        *,
+        idle_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         start_actor_process(log_settings, "bus")
         self.default_queue = subscriber_queue
         self.queues: dict[int, DropOldestQueue] = {}
         self.filters: dict[int, frozenset[str] | None] = {}
-        self.next_id = 0
+        self.next_id = secrets.randbits(48)  # this incarnation's ids: apart from any earlier one's (module docstring)
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self.polled: dict[int, float] = {}  # subscriber -> when it last subscribed or polled (``clock``)
+        self.next_expiry = clock() + _EXPIRY_CHECK_SECONDS
+        self.expired = 0
         self.published = 0
         self.batches = 0
         self.forwards: list[Forward] = []
@@ -202,6 +224,7 @@ class EventBusActor:
         return count
 
     def _queue(self, events: Sequence[Any] | MarketBatch) -> int:
+        self._expire()
         if type(events) is MarketBatch:
             self.published += len(events)
             for sid, queue in self.queues.items():
@@ -231,35 +254,60 @@ class EventBusActor:
         every kind), checked here too (:func:`check_subscription`) for callers other than the handle."""
         names = check_subscription(maxlen, kinds)
         with self._cond:
+            self._expire()
             self.next_id += 1
             self.queues[self.next_id] = DropOldestQueue(maxlen or self.default_queue)
             self.filters[self.next_id] = None if names is None else frozenset(names)
+            self.polled[self.next_id] = self.clock()
             return self.next_id
 
     def unsubscribe(self, sid: int) -> None:
         with self._cond:
-            self.queues.pop(sid, None)
-            self.filters.pop(sid, None)
+            self._drop(sid)
+
+    def _drop(self, sid: int) -> None:
+        self.queues.pop(sid, None)
+        self.filters.pop(sid, None)
+        self.polled.pop(sid, None)
+
+    def _expire(self) -> None:
+        """Drop the subscriptions not polled for ``idle_seconds`` (a client that crashed or forgot its subscription
+        would keep a full queue for good); their next poll, if any, hears the id is unknown. Under ``_cond``."""
+        now = self.clock()
+        if now < self.next_expiry:
+            return
+        self.next_expiry = now + _EXPIRY_CHECK_SECONDS
+        idle = [sid for sid, polled in self.polled.items() if now - polled > self.idle_seconds]
+        for sid in idle:
+            self._drop(sid)
+        self.expired += len(idle)
+
+    def _take(self, sid: int, limit: int) -> tuple[list[Any], int] | None:
+        """Subscriber ``sid``'s queued events and drop count, or None for an id this bus does not know. Under
+        ``_cond``."""
+        queue = self.queues.get(sid)
+        if queue is None:
+            return None
+        self.polled[sid] = self.clock()
+        return queue.take(limit), queue.dropped
 
     def poll(self, sid: int, limit: int = 10_000) -> tuple[list[Any], int]:
-        """Up to ``limit`` queued events of subscriber ``sid`` and how many it has dropped so far."""
+        """Up to ``limit`` queued events of subscriber ``sid`` and how many it has dropped so far; ``([], -1)`` for an
+        id this bus does not know (it restarted, or dropped the subscription as idle): subscribe again."""
         with self._cond:
-            queue = self.queues.get(sid)
-            if queue is None:
-                return [], -1
-            return queue.take(limit), queue.dropped
+            self._expire()
+            return self._take(sid, limit) or ([], -1)
 
     @ray.method(concurrency_group="poll")
     def poll_wait(self, sid: int, limit: int = 10_000, wait: float = 0.05) -> tuple[list[Any], int]:
         """:meth:`poll`, but with nothing queued it waits up to ``wait`` seconds (at most 0.25) for events first and
         answers as soon as they are queued (it runs beside the publishes, in the ``poll`` group)."""
         with self._cond:
+            self._expire()
             queue = self.queues.get(sid)
-            if queue is None:
-                return [], -1
-            if not len(queue):
+            if queue is not None and not len(queue):
                 self._cond.wait_for(lambda: len(queue) > 0 or sid not in self.queues, min(wait, _MAX_POLL_WAIT))
-            return queue.take(limit), queue.dropped
+            return self._take(sid, limit) or ([], -1)
 
     def status(self) -> dict[str, Any]:
         with self._cond:
@@ -270,6 +318,7 @@ class EventBusActor:
             "pid": os.getpid(),
             "last_seq": self.batches,
             "published": self.published,
+            "expired": self.expired,
             "subscribers": {
                 str(sid): {"queued": len(q), "limit": q.maxlen, "dropped": q.dropped, "delivered": q.delivered}
                 for sid, q in self.queues.items()
@@ -283,4 +332,6 @@ class EventBusActor:
     def close(self) -> None:
         with self._cond:
             self.queues.clear()
+            self.filters.clear()
+            self.polled.clear()
             self._cond.notify_all()

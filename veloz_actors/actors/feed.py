@@ -40,7 +40,7 @@ import ray
 
 from ..messages import Error
 from .batches import MarketBatch
-from .spec import CallWindow, EngineSpec, MergingWindow, reconstructed, start_actor_process
+from .spec import CallWindow, EngineSpec, MergingWindow, recovering, start_actor_process
 
 __all__ = ["MarketFeedActor"]
 
@@ -91,7 +91,7 @@ class MarketFeedActor:
         self.bus_window = CallWindow(spec.peer_window)
         self._deliverer: threading.Thread | None = None
         self._market_started = False
-        if reconstructed():  # it was started before this restart
+        if recovering(spec):  # it was started before this restart
             self.start_market()
 
     # ------------------------------------------------------------------------------------------------------ clock
@@ -177,7 +177,7 @@ class MarketFeedActor:
         began = time.perf_counter()
         offset_path = self._offset_path()
         start = 0
-        if offset_path is not None and offset_path.exists() and reconstructed():  # a fresh engine starts over
+        if offset_path is not None and offset_path.exists() and recovering(self.spec):  # a fresh engine starts over
             with contextlib.suppress(ValueError, OSError):
                 start = min(int(offset_path.read_text()), len(mine))
         state["sent"] = start

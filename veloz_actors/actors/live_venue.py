@@ -46,7 +46,7 @@ import ray
 from ..messages import BookTop, SubmitOrder, VenueBalance, VenueBalanceDelta
 from ..venues.engine import EngineConfig
 from .batches import remember_market
-from .spec import CallWindow, EngineSpec, reconstructed, start_actor_process
+from .spec import CallWindow, EngineSpec, recovering, start_actor_process
 
 __all__ = ["LiveVenueActor"]
 
@@ -69,7 +69,7 @@ class LiveVenueActor:
         self.oms = oms
         self.bus = bus
         self.account_id = live.get("account_id", "main")
-        self.restarted = reconstructed()
+        self.restarted = recovering(spec)
         config = EngineConfig.from_json(spec.engine_config)
         instruments = {i.symbol: i for i in config.instruments if i.symbol in self.symbols}
         settings = BinanceVenueSettings(**live["settings"])

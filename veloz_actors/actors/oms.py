@@ -54,7 +54,7 @@ from .spec import (
     CallWindow,
     EngineSpec,
     hand_to_os,
-    reconstructed,
+    recovering,
     require_journal_dir,
     start_actor_process,
     venue_actor_name,
@@ -121,7 +121,7 @@ class OmsActor:
         self.spec = spec
         config = EngineConfig.from_json(spec.engine_config).kernel_config()
         path = spec.journal_path("oms")
-        self.restarted = reconstructed()
+        self.restarted = recovering(spec)
         if self.restarted:
             require_journal_dir(spec.journal_dir, "oms", spec.name)
         self.answers = Answers(_ANSWERS_KEPT)

@@ -100,7 +100,8 @@ class RiskActor:
         self.clock = clock
         self.window = window
         self.restarted = reconstructed()
-        if self.restarted and journal_path is not None and engine is not None:  # an engine's: its marker is there
+        resuming = self.restarted if resume is None else resume
+        if resuming and journal_path is not None and engine is not None:  # an engine's: its marker is there
             require_journal_dir(Path(journal_path).parent, "risk", engine)
         self.resumed = False
         self._in_flight: deque[tuple[Any, list[Any]]] = deque()
@@ -118,9 +119,9 @@ class RiskActor:
             self.monitor = RiskMonitor(config)
         else:
             path = Path(journal_path)
-            if self.restarted if resume is None else resume:
+            if resuming:  # (the process this one replaces may still be exiting: wait for its journal's lock)
                 self.monitor, pending = RiskMonitor.recover(config, path, durability=durability,
-                                                            lock_wait=JOURNAL_LOCK_WAIT if self.restarted else 0.0)  # fmt: skip
+                                                            lock_wait=JOURNAL_LOCK_WAIT)  # fmt: skip
                 self.resumed = True
             else:
                 for old in (path, Path(str(path) + ".snapshot")):

@@ -40,6 +40,7 @@ __all__ = [
     "mark_journal_dir",
     "require_journal_dir",
     "reconstructed",
+    "recovering",
     "stranded_actors",
     "stranded_message",
     "venue_actor_name",
@@ -67,6 +68,7 @@ class EngineSpec:
     group_ms: float = 5.0
     shards: dict[str, tuple[str, ...]] = field(default_factory=dict)  # shard name -> symbols
     subscriber_queue: int = 10_000
+    subscriber_idle_seconds: float = 300.0  # a subscription not polled for this long is dropped by the bus
     order_inbox: int = 1_000
     peer_window: int = 64  # one-way calls in flight to one peer before the sender waits or drops
     tick_ms: int = 250
@@ -81,6 +83,7 @@ class EngineSpec:
     nodes: dict[str, str] = field(default_factory=dict)  # actor ("oms", "venue:BTCUSDT", "supervisor") -> pinned node
     logging: LogSettings | None = None  # each actor's log set-up (veloz_actors.logs; None: leave logging alone)
     live: dict[str, Any] | None = None  # real orders on Binance (live_venue.py): settings, credentials ref, account
+    rebuilt: bool = False  # the actors are built again by a supervisor Ray restarted: each recovers (recovering())
 
     def __post_init__(self) -> None:
         if self.journal_mode not in JOURNAL_MODES:
@@ -211,6 +214,14 @@ def reconstructed() -> bool:
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # noqa: BLE001 - outside an actor (unit use): a fresh start
         return False
+
+
+def recovering(spec: EngineSpec) -> bool:
+    """True in an actor that must recover rather than start fresh: Ray restarted it, or a supervisor Ray restarted
+    built it again (``spec.rebuilt``: the actors die with their supervisor). Either way the process it replaces may
+    still be exiting, so it waits up to ``JOURNAL_LOCK_WAIT`` for its journal's lock, and finds the journal directory
+    marked (:func:`require_journal_dir`)."""
+    return spec.rebuilt or reconstructed()
 
 
 def hand_to_os(journal: Journal | None) -> None:

@@ -224,9 +224,10 @@ class StrategyNode:
                 items, dropped = ray.get(self.bus.poll.remote(self.sid), timeout=30)
             except Exception:  # noqa: BLE001 - the bus is restarting: poll again
                 continue
-            if dropped < 0:  # the bus restarted: subscribe again (bars resume with the next update)
+            if dropped < 0:  # the bus restarted or dropped us as idle: subscribe again (bars go on with the next)
                 with contextlib.suppress(Exception):
                     self.sid = ray.get(self.bus.subscribe.remote(self.queue, _KINDS), timeout=30)
+                    self.dropped = 0  # the new queue counts from zero
                     self._load_view()
                 continue
             if dropped > self.dropped:  # a slow strategy lost events: its view of the account may be stale

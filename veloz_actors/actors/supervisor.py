@@ -17,11 +17,18 @@ is created pinned (``NodeAffinitySchedulingStrategy(soft=False)``) to the node h
 stranded actors in ``problems`` (which actor, which node, what to do) instead of waiting for a restart that cannot
 happen. A supervisor started (or restarted by Ray) while a pinned node is already
 gone starts no actor and reports the same.
+
+Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_local`): the actors it created die with
+it (Ray's ownership), so a restarted supervisor builds the graph again, every actor recovering from its journal as if
+Ray had restarted it (``EngineSpec.rebuilt``, :func:`~veloz_actors.actors.spec.recovering`: it waits for the journal
+lock a still-exiting predecessor holds). STATUS says how often that happened (``supervisor_restarts``), and an engine
+handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -62,11 +69,26 @@ def supervisor_name(name: str) -> str:
     return SUPERVISOR_PREFIX + name
 
 
+def _own_restarts() -> int:
+    """How often Ray restarted this supervisor (the GCS's actor table; 0 at its first start)."""
+    if not reconstructed():
+        return 0
+    from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
+
+    try:
+        return int(actor_table(ray.get_runtime_context().get_actor_id())["NumRestarts"])
+    except Exception:  # noqa: BLE001 - the count is informative: restarted, at least once
+        return 1
+
+
 class Supervisor:
     """Owns one engine's actors (so with a detached supervisor they all outlive the driver)."""
 
     def __init__(self, spec: EngineSpec) -> None:
         start_actor_process(spec.logging, "supervisor")
+        self.own_restarts = _own_restarts()
+        if self.own_restarts:  # the actors died with the supervisor Ray replaced: build them again, recovering
+            spec = dataclasses.replace(spec, rebuilt=True)
         self.spec = spec
         self.started_ns = time.time_ns()
         self._stop = threading.Event()
@@ -93,15 +115,13 @@ class Supervisor:
         self.bus = (
             ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
-            .remote(spec.subscriber_queue, log_settings=spec.logging)
+            .remote(spec.subscriber_queue, log_settings=spec.logging, idle_seconds=spec.subscriber_idle_seconds)
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
-        # every sender's calls to the OMS are bounded too (Ray raises PendingCallsLimitExceeded beyond the limit)
-        self.oms = (
-            ray.remote(OmsActor)
-            .options(**self._options("oms"), max_pending_calls=spec.order_inbox)
-            .remote(spec, self.account, self.bus)
-        )
+        # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
+        # actor's, a client's queries); clients' orders are admitted by their handle's window (actors.order_inbox)
+        # and every actor bounds its own calls to the OMS with a CallWindow
+        self.oms = ray.remote(OmsActor).options(**self._options("oms")).remote(spec, self.account, self.bus)
         venue_class = VenueActor if spec.live is None else LiveVenueActor
         self.venues = {
             shard: ray.remote(venue_class)
@@ -166,6 +186,7 @@ class Supervisor:
                 journal_path=self.spec.journal_path("risk"),
                 durability=self.spec.durability,
                 follow_method="follow_fills",
+                resume=True if self.spec.rebuilt else None,
                 engine=self.spec.name,
                 log_settings=self.spec.logging,
             )
@@ -295,6 +316,7 @@ class Supervisor:
             "state": self.state,
             "node_id": ray.get_runtime_context().get_node_id(),
             "supervisor_pid": os.getpid(),
+            "supervisor_restarts": self.own_restarts,
             "uptime_seconds": round((time.time_ns() - self.started_ns) / 1e9, 3),
             "actors": actors,
             "seq": oms.get("seq"),

@@ -23,7 +23,7 @@ from .spec import (
     JOURNAL_LOCK_WAIT,
     CallWindow,
     EngineSpec,
-    reconstructed,
+    recovering,
     require_journal_dir,
     start_actor_process,
 )
@@ -43,7 +43,7 @@ class VenueActor:
         self.symbols = frozenset(symbols)
         self.oms = oms
         self.bus = bus
-        self.restarted = reconstructed()
+        self.restarted = recovering(spec)
         if self.restarted:
             require_journal_dir(spec.journal_dir, f"venue:{shard}", spec.name)
         config = EngineConfig.from_json(spec.engine_config)
@@ -104,8 +104,8 @@ class VenueActor:
         state = self.state
         self.resyncs += 1
         batches = state.after(state.acked)
-        self.sent = state.seq
         self.oms.reports.remote(self.shard, batches, self.token, state.acked)
+        self.sent = state.seq  # once the call went (one that raised sent nothing)
         return len(batches)
 
     def _send(self) -> None:
@@ -118,8 +118,8 @@ class VenueActor:
                 break
             new.append(batch)
         new.reverse()
-        self.sent = state.seq
         self.oms.reports.remote(self.shard, new, self.token)
+        self.sent = state.seq  # once the call went (one that raised sent nothing: the next sends it)
 
     # ------------------------------------------------------------------------------------------------ market data
 

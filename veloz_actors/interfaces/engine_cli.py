@@ -71,12 +71,16 @@ class ActorBackend:
         """Events from the bus up to a marker the OMS sends once the venues answered every request so far."""
         self._token += 1
         token = self._token
-        self.engine.barrier(self.subscription.id, token)
+        sid = self.subscription.id
+        self.engine.barrier(sid, token)
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         pause = 0.0002
         while True:
             events = self._take()
+            if self.subscription.id != sid:  # subscribed again (the bus restarted): the marker went to the old id
+                sid = self.subscription.id
+                self.engine.barrier(sid, token)
             for i, event in enumerate(events):
                 if type(event) is Settled:
                     if event.token == token:

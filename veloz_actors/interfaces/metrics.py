@@ -103,6 +103,8 @@ class EngineCollector:
             up.add_metric([name], 1 if actor.get("alive") else 0)
             depth.add_metric([name], actor.get("inbox_depth") or 0)
             restarts.add_metric([name], actor.get("restarts") or 0)
+        if "supervisor_restarts" in status:  # the actor engine's: its actors were built again each time
+            restarts.add_metric(["supervisor"], status["supervisor_restarts"])
         yield from (up, depth, restarts)
         rejections = CounterMetricFamily("veloz_order_rejections", "Order rejections by reason", labels=["reason"])
         for reason, count in sorted(status.get("rejections", {}).items()):

@@ -1,0 +1,51 @@
+"""A supervisor that Ray restarts builds the actor graph again (its actors die with it): every actor recovers from its
+journal, an engine handle and its subscriptions find the new actors, and STATUS says the supervisor restarted."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import ray
+
+from veloz_actors.actors.account import AccountViewActor
+from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.spec import mark_journal_dir
+from veloz_actors.core.journal import Journal
+
+from .helpers import file_config, wait_for
+
+
+def test_an_engine_handle_survives_a_supervisor_restart(ray_runtime, tmp_path):
+    engine = start_local(file_config(), name="test-supervisor-restart", journal_dir=tmp_path / "journals")
+    try:
+        engine.tick()
+        engine.place_order("BTCUSDT", "BUY", "0.001", "1000", client_order_id="before")
+        before = engine.query("before")
+        subscription = engine.subscribe(kinds=["OrderAccepted", "OrderRejected"])
+        old_oms = engine.actor("oms")
+        ray.kill(engine._supervisor, no_restart=False)  # its process dies (its actors with it); Ray restarts it
+
+        status = wait_for(lambda: (s := engine.status())["supervisor_restarts"] == 1 and s, what="the restart")
+        assert all(actor["alive"] for actor in status["actors"].values()), status["actors"]
+        assert engine.query("before") == before != []  # the new OMS, recovered from the journal
+        assert engine.actor("oms") != old_oms
+        assert ray.get(engine.actor("oms").ping.remote(), timeout=30)[0] == status["actors"]["oms"]["pid"]
+
+        wait_for(lambda: subscription.poll() == [] and subscription.gaps == 1, what="the subscription to renew")
+        engine.place_order("BTCUSDT", "BUY", "0.001", "1000", client_order_id="after")
+        events = wait_for(lambda: subscription.poll(), what="an event from the new bus")
+        assert [e.client_order_id for e in events] == ["after"]
+        subscription.close()
+    finally:
+        engine.shutdown()
+
+
+def test_an_actor_rebuilt_by_a_restarted_supervisor_waits_for_the_journal_lock_its_predecessor_holds(tmp_path):
+    spec = dataclasses.replace(build_spec(file_config(), journal_dir=tmp_path), rebuilt=True)
+    mark_journal_dir(spec)
+    old = Journal(spec.journal_path("account"), {"actor": "account"}, durability="none")  # the old process's
+    threading.Timer(0.3, old.close).start()  # the old process exits
+    view = AccountViewActor(spec)  # waits for the lock instead of failing at once
+    assert view.restarted
+    view.close()
