@@ -21,7 +21,9 @@ from veloz_actors.messages import (
     OrderFilled,
     OrderRejected,
     RejectReason,
+    SubmitOrder,
     Trade,
+    VenueOrderFilled,
 )
 from veloz_actors.testing import d, engine_config, place
 from veloz_actors.venues.engine import Engine
@@ -219,4 +221,35 @@ def test_a_venue_shard_takes_a_book_reset_from_a_columnar_batch(tmp_path: Path, 
     shard.close()
     again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
     assert again.venues["BTCUSDT"].status() == venue.status()
+    again.close()
+
+
+def test_a_venue_shard_restored_from_its_snapshot_trades_against_the_book_fed_after_the_restart(
+    tmp_path: Path, events: list
+) -> None:
+    """The restored venues take both the orders and the market data: the restore once swapped in the snapshot's
+    venues for orders while market data (and ``depth``) still went to the venues the shard was built with."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    market = [e for e in events[:4000] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"]
+    half = len(market) // 2
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path, snapshot_every=200)
+    shard.market(market[:half])
+    shard.close()
+    assert Path(str(path) + ".snapshot").exists()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path, snapshot_every=200)
+    again.market(market[half:])
+    live = L2Book("BTCUSDT")  # the book of every diff, as an engine that never restarted has it
+    for event in market:
+        if type(event) is BookDelta:
+            (live.apply_snapshot if event.is_snapshot else live.apply)(event)
+    depth = again.depth("BTCUSDT", 5)
+    assert depth is not None and depth["synced"] and depth["last_update_id"] == live.last_update_id
+    assert (depth["bids"], depth["asks"]) == live.depth(5)
+    ask = live.best_ask()
+    assert ask is not None
+    command = place("m1", "BUY", "0.01", ts=market[-1].ts_recv + 1)
+    _, reports = again.request(SubmitOrder(command=command, order_id=1, limit=ask[0] + d("1000")))
+    fills = [r for r in reports if type(r) is VenueOrderFilled]
+    assert fills and fills[0].price == ask[0]
     again.close()

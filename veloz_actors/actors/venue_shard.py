@@ -48,7 +48,6 @@ class VenueShard:
     ) -> None:
         self.shard = shard
         self.venues = dict(sorted(venues.items()))
-        self.market_venues = {s: v for s, v in self.venues.items() if getattr(v, "consumes_market", False)}
         self.seq = 0  # the number of the last batch made
         self.acked = 0  # the last batch the OMS acknowledged
         self.unacked: deque[Batch] = deque()
@@ -72,6 +71,12 @@ class VenueShard:
                 with contextlib.suppress(JournalError):
                     self.close()  # a journal left open would hold its lock until the process ends
                 raise
+
+    @property
+    def market_venues(self) -> dict[str, Any]:
+        """The venues that trade against live market data (paper), read from ``venues`` at each call: a restore
+        replaces ``venues``, and orders and market data must reach the same objects."""
+        return {s: v for s, v in self.venues.items() if getattr(v, "consumes_market", False)}
 
     # ------------------------------------------------------------------------------------------------ recovery
 
@@ -229,6 +234,16 @@ class VenueShard:
             "last_clock": self.last_clock,
             "venues": {symbol: venue.status() for symbol, venue in self.venues.items()},
         }
+
+    def depth(self, symbol: str, levels: int = 20) -> dict[str, Any] | None:
+        """The book a paper venue trades against (None for a simulated venue or another shard's symbol):
+        ``{"synced", "last_update_id", "bids", "asks"}``, best ``levels`` of each side."""
+        venue = self.market_venues.get(symbol)
+        if venue is None:
+            return None
+        book = venue.book
+        bids, asks = book.depth(levels)
+        return {"synced": not book.needs_resync, "last_update_id": book.last_update_id, "bids": bids, "asks": asks}
 
     def maker_totals(self) -> dict[str, int]:
         """Per asset: what the venues' market makers hold (with the kernel's totals, the engine's whole money)."""
