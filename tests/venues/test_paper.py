@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import (
     BookDelta,
     CancelOrder,
+    Error,
     Liquidity,
     OrderAccepted,
     OrderCancelled,
@@ -23,10 +25,11 @@ from veloz_actors.messages import (
     RejectReason,
     SubmitOrder,
     Trade,
+    VenueOrderExpired,
     VenueOrderFilled,
 )
-from veloz_actors.testing import d, engine_config, place
-from veloz_actors.venues.engine import Engine
+from veloz_actors.testing import d, encoded, engine_config, place
+from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
@@ -252,4 +255,69 @@ def test_a_venue_shard_restored_from_its_snapshot_trades_against_the_book_fed_af
     _, reports = again.request(SubmitOrder(command=command, order_id=1, limit=ask[0] + d("1000")))
     fills = [r for r in reports if type(r) is VenueOrderFilled]
     assert fills and fills[0].price == ask[0]
+    again.close()
+
+
+def off_tick_snapshot(book: L2Book, ts: int) -> BookDelta:
+    """``book`` as a snapshot whose best ask is 0.00000023 off the tick: a fill there has no exact notional, so the
+    venue raises on it (as it did on every fill of a symbol whose step VeloZ coarsened)."""
+    snapshot = snapshot_of(book, ts)
+    (price, qty), *rest = snapshot.asks
+    return replace(snapshot, asks=((price + 23, qty), *rest))
+
+
+def test_a_venue_error_on_an_order_expires_it_and_the_journal_replays_the_same(tmp_path: Path, events: list) -> None:
+    """An exception of the venue killed the engine, and every replay of its journal after: now the order expires
+    VENUE_ERROR (its funds released), an Error says what failed, and the journal replays to the same events."""
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    feed(engine, events[:400])
+    ts = events[399].ts_recv + 1
+    engine.apply(off_tick_snapshot(engine.venues["BTCUSDT"].book, ts))
+    out = engine.apply(place("m1", "BUY", "0.01", ts=ts + 1))
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
+    fresh = Engine(engine_config(venue_kind="paper")).ledger
+    assert engine.ledger.balances("main") == fresh.balances("main")
+    assert engine.totals() == engine.deposited()
+    engine.close()
+    _, replayed = replay(journal)
+    assert encoded(replayed[-len(out) :]) == encoded(out)
+
+
+def test_a_venue_error_on_market_data_is_said_and_the_engine_trades_on(events: list) -> None:
+    """A GTC order that waited for the book takes liquidity when a snapshot comes, inside the venue's handling of
+    that snapshot: its failure is an Error event of the step, and the order can still be cancelled."""
+    engine = paper_engine()
+    feed(engine, events[:400])
+    book = engine.venues["BTCUSDT"].book
+    ask = book.best_ask()
+    assert ask is not None
+    ts = events[399].ts_recv + 1
+    snapshot = off_tick_snapshot(book, ts + 2)
+    engine.apply(book_reset("BTCUSDT", ts))
+    engine.apply(place("l1", "BUY", "0.01", str((ask[0] + d("1")) / 10**8), ts=ts + 1))
+    out = engine.apply(snapshot)
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    out = engine.apply(CancelOrder(client_order_id="l1", account_id="main", ts=ts + 3))
+    assert any(type(e) is OrderCancelled for e in out)
+    assert engine.ledger.balances("main") == Engine(engine_config(venue_kind="paper")).ledger.balances("main")
+
+
+def test_a_venue_shard_turns_a_venue_error_into_the_orders_expiry_and_replays_it(tmp_path: Path, events: list) -> None:
+    """The actor engine's venue shard journals a request before applying it: the exception left the order open at
+    the OMS with its funds locked, and the journal raised again at the shard's restart."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    shard.market([e for e in events[:400] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"])
+    ts = events[399].ts_recv + 1
+    shard.market([off_tick_snapshot(shard.venues["BTCUSDT"].book, ts)])
+    command = place("m1", "BUY", "0.01", ts=ts + 1)
+    _, reports = shard.request(SubmitOrder(command=command, order_id=1, limit=d("1000000")))
+    assert [type(r) for r in reports] == [Error, VenueOrderExpired]
+    assert reports[0].code == "VENUE_ERROR" and reports[1].reason is RejectReason.VENUE_ERROR
+    shard.close()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    assert again.after(0) == shard.after(0)
     again.close()

@@ -24,6 +24,7 @@ from .._exceptions import JournalError
 from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
+from ..venues.base import guarded
 
 __all__ = ["Batch", "VenueShard"]
 
@@ -140,8 +141,8 @@ class VenueShard:
         return made
 
     def _apply_market(self, event: Any) -> Batch | None:
-        reports = self.market_venues[event.symbol].on_market(event)
-        return self._made(reports or None)
+        venue = self.venues[event.symbol]  # one of market_venues: market() journals no other's events
+        return self._made(guarded(venue, venue.on_market, event, event.ts_recv) or None)
 
     def _made(self, reports: list[Any] | None) -> Batch | None:
         """Count one input applied; number its reports as the next batch (none for a market event that filled
@@ -163,7 +164,7 @@ class VenueShard:
             self.last_clock = message.ts
             reports = []
             for sim in self.venues.values():
-                for output in sim.on_clock(message.ts):
+                for output in guarded(sim, sim.on_clock, message.ts, message.ts):
                     reports.append(output)
                     if type(output) is BookTop:
                         self.tops[output.symbol] = output
@@ -181,10 +182,8 @@ class VenueShard:
                         ts=message.ts,
                     )  # fmt: skip
                 ]
-            elif kind is SubmitOrder:
-                reports = venue.submit(message)
             else:
-                reports = venue.cancel(message)
+                reports = guarded(venue, venue.submit if kind is SubmitOrder else venue.cancel, message, message.ts)
         batch = self._made(reports)
         assert batch is not None
         return batch

@@ -518,8 +518,8 @@ class L2ReplayVenue:
         notional, remainder = divmod(price * qty, SCALE)
         if remainder:
             raise DataError(
-                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the capture's "
-                "quantities are finer than price_tick x qty_step allows"
+                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the book's price is "
+                f"off the instrument's tick {format_decimal(self.instrument.price_tick)}"
             )
         fee, order.fee_numerator = self.fees.fee(order.fee_numerator, order.fees_paid, notional, maker)
         order.fees_paid += fee
