@@ -23,6 +23,7 @@ from veloz_actors.messages import (
     OrderFilled,
     OrderRejected,
     RejectReason,
+    Side,
     SubmitOrder,
     Trade,
     VenueOrderExpired,
@@ -263,7 +264,8 @@ def off_tick_snapshot(book: L2Book, ts: int) -> BookDelta:
     venue raises on it (as it did on every fill of a symbol whose step VeloZ coarsened)."""
     snapshot = snapshot_of(book, ts)
     (price, qty), *rest = snapshot.asks
-    return replace(snapshot, asks=((price + 23, qty), *rest))
+    newer = book.last_update_id + 1  # a snapshot not newer than the synced book changes nothing
+    return replace(snapshot, first_update_id=newer, last_update_id=newer, asks=((price + 23, qty), *rest))
 
 
 def test_a_venue_error_on_an_order_expires_it_and_the_journal_replays_the_same(tmp_path: Path, events: list) -> None:
@@ -321,3 +323,27 @@ def test_a_venue_shard_turns_a_venue_error_into_the_orders_expiry_and_replays_it
     again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
     assert again.after(0) == shard.after(0)
     again.close()
+
+
+def test_a_market_batch_delivered_again_to_a_venue_shard_changes_nothing(tmp_path: Path, events: list) -> None:
+    """The feed sends a batch again to a venue actor that restarted while applying it, whose journal already holds
+    part of it: the trades in it filled our resting order a second time, and its snapshot rolled the book back."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=tmp_path / "shard.journal")
+    market = [e for e in events[:2000] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"]
+    shard.market(market)
+    venue = shard.venues["BTCUSDT"]
+    bid = venue.book.best_bid()
+    assert bid is not None
+    price = bid[0] - d("5")  # no level there: nothing ahead of the order
+    ts = market[-1].ts_recv + 1
+    shard.request(SubmitOrder(command=place("b1", "BUY", "1", f"{price / 10**8}", ts=ts), order_id=1))
+    last_trade = max(e.trade_id for e in market if type(e) is Trade)
+    batch = [snapshot_of(venue.book, ts), Trade(symbol="BTCUSDT", trade_id=last_trade + 1, price=price, qty=d("0.3"),
+                                                aggressor=Side.SELL, ts_event=ts + 1, ts_recv=ts + 1)]  # fmt: skip
+    made = shard.market(batch)
+    assert [(r.qty, r.leaves_qty) for _, reports in made for r in reports] == [(d("0.3"), d("0.7"))]
+    state = venue.status(), venue.totals(), venue.book.depth(20)
+    assert shard.market(batch) == []
+    assert (venue.status(), venue.totals(), venue.book.depth(20)) == state
+    shard.close()
