@@ -190,6 +190,7 @@ class RejectReason(enum.StrEnum):
     CANCEL_PENDING = "CANCEL_PENDING"
     HALTED = "HALTED"
     VENUE_REJECTED = "VENUE_REJECTED"
+    VENUE_ERROR = "VENUE_ERROR"  # the venue failed on the order (an error of its own, said in an Error event)
 
 
 _T = TypeVar("_T")

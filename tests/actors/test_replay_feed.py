@@ -9,8 +9,10 @@ import ray
 
 from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.feed import MarketFeedActor
+from veloz_actors.actors.spec import EngineSpec
 from veloz_actors.data.loaders import load_market_events
-from veloz_actors.messages import BookDelta, BookTop, Trade
+from veloz_actors.messages import BookDelta, BookTop, Error, Trade
 
 from .helpers import file_config, wait_for
 
@@ -182,3 +184,54 @@ def test_an_unheld_replay_starts_once_the_live_strategies_subscribed(shared_data
             what=f"the strategy to close the file's {closed} bars",
         )
         assert status["bars"] == closed and status["dropped"] == 0
+
+
+@ray.remote(num_cpus=0, max_task_retries=0)
+class _FailingShard:
+    """A venue shard whose ``apply`` raises (an application error: the actor lives on), counting the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def apply(self, batch: object) -> int:
+        self.calls += 1
+        raise ValueError(f"cannot apply call {self.calls}")
+
+    def count(self) -> int:
+        return self.calls
+
+
+@ray.remote(num_cpus=0)
+class _Bus:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def publish(self, events: list) -> int:
+        self.events.extend(events)
+        return len(events)
+
+    def errors(self) -> list:
+        return [e for e in self.events if type(e) is Error]
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_batch_a_venue_shard_fails_to_apply_is_said_once_and_the_replay_goes_on(shared_data):
+    """The feed sent a batch whose ``apply`` raised again every 0.2 s forever: market data stopped for every shard
+    and the events applied before the error were applied again. An application error (not a restart) is now said
+    on the bus, naming the shard's symbols, and the feed moves on: each batch reaches the shard once."""
+    spec = EngineSpec(name="test-apply-error", engine_config={}, shards={"s0": ("BTCUSDT",)},
+                      replay={"path": str(shared_data / CAPTURE), "speed": 0, "batch": 4000})  # fmt: skip
+    shard, bus = _FailingShard.remote(), _Bus.remote()
+    feed = ray.remote(num_cpus=0)(MarketFeedActor).remote(spec, None, {"s0": shard}, bus)
+    try:
+        assert ray.get(feed.start_market.remote(), timeout=60)
+        status = wait_for(lambda: (s := ray.get(feed.status.remote(), timeout=30))["replay"]["done"] and s,
+                          timeout=120, what="the end of the replay")  # fmt: skip
+        calls = ray.get(shard.count.remote(), timeout=30)
+        assert calls >= 4 and status["apply_errors"] == calls  # 15,088 events in batches of 4,000, each sent once
+        errors = wait_for(lambda: len(e := ray.get(bus.errors.remote(), timeout=30)) == calls and e,
+                          what="one error per batch")  # fmt: skip
+        assert {e.code for e in errors} == {"MARKET_APPLY_FAILED"} and all("BTCUSDT" in e.message for e in errors)
+    finally:
+        for actor in (feed, shard, bus):
+            ray.kill(actor)

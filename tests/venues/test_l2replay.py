@@ -211,6 +211,28 @@ def test_resting_bid_fills_only_once_trades_at_its_price_eat_the_queue_ahead() -
     assert venue.resting == []
 
 
+def test_fills_are_whole_steps_when_the_book_and_trades_are_finer_than_the_step() -> None:
+    """A symbol whose step VeloZ coarsened (tick x step below 1e-8, as ETHBTC's): the book and the trades keep the
+    exchange's finer quantities, and a fill of those had no exact notional (the venue raised). Each fill is rounded
+    down to the step; a level or a trade's share below one step fills nothing."""
+    tick, step = 10, P // 10  # 0.0000001, 0.1
+    venue = L2ReplayVenue(replace(_instrument(), price_tick=tick, qty_step=step, min_qty=step))
+    # asks 0.0268380 x 0.0365 (below one step), 0.0268381 x 1.2345, 0.0268390 x 5
+    asks = ((268_380 * tick, 3_650_000), (268_381 * tick, 123_450_000), (268_390 * tick, 5 * P))
+    venue.apply_depth(_snapshot(((268_370 * tick, 3_650_000),), asks))
+    venue.submit(_order("m", Side.BUY, 15 * step, limit=P))
+    fills = _fills(venue.on_clock(0))
+    assert [(f.price, f.qty) for f in fills] == [(268_381 * tick, 12 * step), (268_390 * tick, 3 * step)]
+    venue.submit(_order("b", Side.BUY, 10 * step, price=268_360 * tick))  # no level there: nothing ahead
+    venue.on_clock(0)
+    fills = venue.on_trade(_trade(268_360 * tick, 23_450_000, Side.SELL))  # 0.2345 reaches it: 0.2 fills
+    assert [(f.qty, f.leaves_qty) for f in fills] == [(2 * step, 8 * step)]
+    assert venue.on_trade(_trade(268_360 * tick, 9_000_000, Side.SELL, ts=2)) == []  # 0.09: less than a step
+    fills = venue.on_trade(_trade(268_350 * tick, 10_000, Side.SELL, ts=3))  # traded through: the rest of it
+    assert [(f.qty, f.leaves_qty) for f in fills] == [(8 * step, 0)]
+    assert venue.resting == [] and venue.received["BTC"] == -25 * step  # the venue sold 1.5 and 1.0
+
+
 def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_queue_is_unknown() -> None:
     """No snapshot yet: nothing to take from or check a post-only against. A GTC bid rests, a trade at its price
     does not fill it (where it stands in the queue is unknown), and once the book is known it joins the back of its

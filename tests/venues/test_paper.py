@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from veloz_actors.data.loaders import load_market_events
 from veloz_actors.messages import (
     BookDelta,
     CancelOrder,
+    Error,
     Liquidity,
     OrderAccepted,
     OrderCancelled,
@@ -21,10 +23,14 @@ from veloz_actors.messages import (
     OrderFilled,
     OrderRejected,
     RejectReason,
+    Side,
+    SubmitOrder,
     Trade,
+    VenueOrderExpired,
+    VenueOrderFilled,
 )
-from veloz_actors.testing import d, engine_config, place
-from veloz_actors.venues.engine import Engine
+from veloz_actors.testing import d, encoded, engine_config, place
+from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
@@ -220,3 +226,124 @@ def test_a_venue_shard_takes_a_book_reset_from_a_columnar_batch(tmp_path: Path, 
     again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
     assert again.venues["BTCUSDT"].status() == venue.status()
     again.close()
+
+
+def test_a_venue_shard_restored_from_its_snapshot_trades_against_the_book_fed_after_the_restart(
+    tmp_path: Path, events: list
+) -> None:
+    """The restored venues take both the orders and the market data: the restore once swapped in the snapshot's
+    venues for orders while market data (and ``depth``) still went to the venues the shard was built with."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    market = [e for e in events[:4000] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"]
+    half = len(market) // 2
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path, snapshot_every=200)
+    shard.market(market[:half])
+    shard.close()
+    assert Path(str(path) + ".snapshot").exists()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path, snapshot_every=200)
+    again.market(market[half:])
+    live = L2Book("BTCUSDT")  # the book of every diff, as an engine that never restarted has it
+    for event in market:
+        if type(event) is BookDelta:
+            (live.apply_snapshot if event.is_snapshot else live.apply)(event)
+    depth = again.depth("BTCUSDT", 5)
+    assert depth is not None and depth["synced"] and depth["last_update_id"] == live.last_update_id
+    assert (depth["bids"], depth["asks"]) == live.depth(5)
+    ask = live.best_ask()
+    assert ask is not None
+    command = place("m1", "BUY", "0.01", ts=market[-1].ts_recv + 1)
+    _, reports = again.request(SubmitOrder(command=command, order_id=1, limit=ask[0] + d("1000")))
+    fills = [r for r in reports if type(r) is VenueOrderFilled]
+    assert fills and fills[0].price == ask[0]
+    again.close()
+
+
+def off_tick_snapshot(book: L2Book, ts: int) -> BookDelta:
+    """``book`` as a snapshot whose best ask is 0.00000023 off the tick: a fill there has no exact notional, so the
+    venue raises on it (as it did on every fill of a symbol whose step VeloZ coarsened)."""
+    snapshot = snapshot_of(book, ts)
+    (price, qty), *rest = snapshot.asks
+    newer = book.last_update_id + 1  # a snapshot not newer than the synced book changes nothing
+    return replace(snapshot, first_update_id=newer, last_update_id=newer, asks=((price + 23, qty), *rest))
+
+
+def test_a_venue_error_on_an_order_expires_it_and_the_journal_replays_the_same(tmp_path: Path, events: list) -> None:
+    """An exception of the venue killed the engine, and every replay of its journal after: now the order expires
+    VENUE_ERROR (its funds released), an Error says what failed, and the journal replays to the same events."""
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    feed(engine, events[:400])
+    ts = events[399].ts_recv + 1
+    engine.apply(off_tick_snapshot(engine.venues["BTCUSDT"].book, ts))
+    out = engine.apply(place("m1", "BUY", "0.01", ts=ts + 1))
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
+    fresh = Engine(engine_config(venue_kind="paper")).ledger
+    assert engine.ledger.balances("main") == fresh.balances("main")
+    assert engine.totals() == engine.deposited()
+    engine.close()
+    _, replayed = replay(journal)
+    assert encoded(replayed[-len(out) :]) == encoded(out)
+
+
+def test_a_venue_error_on_market_data_is_said_and_the_engine_trades_on(events: list) -> None:
+    """A GTC order that waited for the book takes liquidity when a snapshot comes, inside the venue's handling of
+    that snapshot: its failure is an Error event of the step, and the order can still be cancelled."""
+    engine = paper_engine()
+    feed(engine, events[:400])
+    book = engine.venues["BTCUSDT"].book
+    ask = book.best_ask()
+    assert ask is not None
+    ts = events[399].ts_recv + 1
+    snapshot = off_tick_snapshot(book, ts + 2)
+    engine.apply(book_reset("BTCUSDT", ts))
+    engine.apply(place("l1", "BUY", "0.01", str((ask[0] + d("1")) / 10**8), ts=ts + 1))
+    out = engine.apply(snapshot)
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    out = engine.apply(CancelOrder(client_order_id="l1", account_id="main", ts=ts + 3))
+    assert any(type(e) is OrderCancelled for e in out)
+    assert engine.ledger.balances("main") == Engine(engine_config(venue_kind="paper")).ledger.balances("main")
+
+
+def test_a_venue_shard_turns_a_venue_error_into_the_orders_expiry_and_replays_it(tmp_path: Path, events: list) -> None:
+    """The actor engine's venue shard journals a request before applying it: the exception left the order open at
+    the OMS with its funds locked, and the journal raised again at the shard's restart."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    shard.market([e for e in events[:400] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"])
+    ts = events[399].ts_recv + 1
+    shard.market([off_tick_snapshot(shard.venues["BTCUSDT"].book, ts)])
+    command = place("m1", "BUY", "0.01", ts=ts + 1)
+    _, reports = shard.request(SubmitOrder(command=command, order_id=1, limit=d("1000000")))
+    assert [type(r) for r in reports] == [Error, VenueOrderExpired]
+    assert reports[0].code == "VENUE_ERROR" and reports[1].reason is RejectReason.VENUE_ERROR
+    shard.close()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    assert again.after(0) == shard.after(0)
+    again.close()
+
+
+def test_a_market_batch_delivered_again_to_a_venue_shard_changes_nothing(tmp_path: Path, events: list) -> None:
+    """The feed sends a batch again to a venue actor that restarted while applying it, whose journal already holds
+    part of it: the trades in it filled our resting order a second time, and its snapshot rolled the book back."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=tmp_path / "shard.journal")
+    market = [e for e in events[:2000] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"]
+    shard.market(market)
+    venue = shard.venues["BTCUSDT"]
+    bid = venue.book.best_bid()
+    assert bid is not None
+    price = bid[0] - d("5")  # no level there: nothing ahead of the order
+    ts = market[-1].ts_recv + 1
+    shard.request(SubmitOrder(command=place("b1", "BUY", "1", f"{price / 10**8}", ts=ts), order_id=1))
+    last_trade = max(e.trade_id for e in market if type(e) is Trade)
+    batch = [snapshot_of(venue.book, ts), Trade(symbol="BTCUSDT", trade_id=last_trade + 1, price=price, qty=d("0.3"),
+                                                aggressor=Side.SELL, ts_event=ts + 1, ts_recv=ts + 1)]  # fmt: skip
+    made = shard.market(batch)
+    assert [(r.qty, r.leaves_qty) for _, reports in made for r in reports] == [(d("0.3"), d("0.7"))]
+    state = venue.status(), venue.totals(), venue.book.depth(20)
+    assert shard.market(batch) == []
+    assert (venue.status(), venue.totals(), venue.book.depth(20)) == state
+    shard.close()

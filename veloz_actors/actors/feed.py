@@ -27,6 +27,7 @@ miss them. A feed Ray restarted starts again at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -37,12 +38,15 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
 from ..messages import Error
 from .batches import MarketBatch
 from .spec import CallWindow, EngineSpec, MergingWindow, recovering, start_actor_process
 
 __all__ = ["MarketFeedActor"]
+
+_log = logging.getLogger("veloz.feed")
 
 _LIVE_QUEUE = 10_000  # batches read from the exchange and not yet delivered
 _LIVE_COALESCE = 5_000  # events per delivery at most, when batches queued up
@@ -87,6 +91,7 @@ class MarketFeedActor:
         self.live_queue: queue.Queue[MarketBatch] = queue.Queue(maxsize=_LIVE_QUEUE)
         self.live_batches = 0
         self.live_error: str | None = None
+        self.apply_errors = 0  # market batches a venue shard failed to apply (said on the bus, skipped)
         self.oms_window = CallWindow(spec.peer_window)
         self.bus_window = CallWindow(spec.peer_window)
         self._deliverer: threading.Thread | None = None
@@ -204,21 +209,44 @@ class MarketFeedActor:
         state["replay_seconds"] = round(time.perf_counter() - began, 3)
 
     def _deliver(self, batch: MarketBatch) -> bool:
-        """Hand one columnar batch to its venue shards and wait until each took it, sending it again to a shard that
-        is restarting; so a restart of a venue actor (or of this feed, which resumes at the offset after the last
-        batch delivered) loses nothing and repeats at most one batch. False when the feed is stopping."""
+        """Hand one columnar batch to its venue shards and wait until each took it. A shard that is restarting gets
+        it again, so a restart of a venue actor (or of this feed, which resumes at the offset after the last batch
+        delivered) loses nothing and repeats at most one batch; a shard still busy with it is waited for, never sent
+        it twice. A shard whose ``apply`` raised would raise again on the same events: that is said (an ``Error`` on
+        the bus, a log line) and the feed goes on. False when the feed is stopping."""
         pending = batch.split(self.shard_of)
-        while pending:
-            refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
-            for shard, ref in refs.items():
-                with contextlib.suppress(Exception):  # the venue actor is restarting: it gets the batch again
+        refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
+        while refs:
+            for shard, ref in list(refs.items()):
+                try:
                     ray.get(ref, timeout=30.0)
-                    del pending[shard]
-            if pending and self._stop.wait(0.2):
+                except GetTimeoutError:
+                    continue  # still applying it: wait for the same call
+                except RayTaskError as exc:  # apply raised: the same events would raise again
+                    self._apply_failed(shard, pending[shard], exc)
+                except RayError:  # the actor dead, restarting or unreachable (RayActorError): it gets the batch again
+                    if self._stop.wait(0.2):
+                        return False
+                    refs[shard] = self.venues[shard].apply.remote(pending[shard])
+                    continue
+                del refs[shard]
+            if refs and self._stop.is_set():
                 return False
         with self._publishing:
             self.sent += len(batch)
         return True
+
+    def _apply_failed(self, shard: str, events: MarketBatch, exc: RayTaskError) -> None:
+        self.apply_errors += 1
+        symbols = sorted(symbol for symbol, of in self.shard_of.items() if of == shard)
+        cause = exc.cause if exc.cause is not None else exc
+        message = (
+            f"venue shard {shard!r} ({', '.join(symbols)}) failed to apply {len(events)} market events, which are "
+            f"skipped: {type(cause).__name__}: {cause}"
+        )
+        _log.error(message)
+        if self.bus is not None:
+            self.bus.publish.remote([Error(code="MARKET_APPLY_FAILED", message=message, ts=time.time_ns())])
 
     # -------------------------------------------------------------------------------------------- live market data
 
@@ -349,6 +377,7 @@ class MarketFeedActor:
             "sent": self.sent,
             "merged_batches": sum(window.merged for window in self.windows.values()),
             "clock": self._clock is not None,
+            "apply_errors": self.apply_errors,
         }
         if self.replay_state is not None:
             status["replay"] = dict(self.replay_state)

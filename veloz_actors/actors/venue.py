@@ -139,14 +139,7 @@ class VenueActor:
         return self.tops.get(symbol)
 
     def depth(self, symbol: str, levels: int = 20) -> dict[str, Any] | None:
-        """The book a paper venue trades against (None for a simulated venue or another shard's symbol):
-        ``{"synced", "last_update_id", "bids", "asks"}``, best ``levels`` of each side."""
-        venue = self.state.market_venues.get(symbol)
-        if venue is None:
-            return None
-        book = venue.book
-        bids, asks = book.depth(levels)
-        return {"synced": not book.needs_resync, "last_update_id": book.last_update_id, "bids": bids, "asks": asks}
+        return self.state.depth(symbol, levels)
 
     def flush(self) -> int:
         """Wait until every batch forwarded to the bus has been taken (benchmarks, tests)."""

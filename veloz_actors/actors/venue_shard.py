@@ -24,6 +24,7 @@ from .._exceptions import JournalError
 from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
+from ..venues.base import guarded
 
 __all__ = ["Batch", "VenueShard"]
 
@@ -48,7 +49,6 @@ class VenueShard:
     ) -> None:
         self.shard = shard
         self.venues = dict(sorted(venues.items()))
-        self.market_venues = {s: v for s, v in self.venues.items() if getattr(v, "consumes_market", False)}
         self.seq = 0  # the number of the last batch made
         self.acked = 0  # the last batch the OMS acknowledged
         self.unacked: deque[Batch] = deque()
@@ -72,6 +72,12 @@ class VenueShard:
                 with contextlib.suppress(JournalError):
                     self.close()  # a journal left open would hold its lock until the process ends
                 raise
+
+    @property
+    def market_venues(self) -> dict[str, Any]:
+        """The venues that trade against live market data (paper), read from ``venues`` at each call: a restore
+        replaces ``venues``, and orders and market data must reach the same objects."""
+        return {s: v for s, v in self.venues.items() if getattr(v, "consumes_market", False)}
 
     # ------------------------------------------------------------------------------------------------ recovery
 
@@ -135,8 +141,8 @@ class VenueShard:
         return made
 
     def _apply_market(self, event: Any) -> Batch | None:
-        reports = self.market_venues[event.symbol].on_market(event)
-        return self._made(reports or None)
+        venue = self.venues[event.symbol]  # one of market_venues: market() journals no other's events
+        return self._made(guarded(venue, venue.on_market, event, event.ts_recv) or None)
 
     def _made(self, reports: list[Any] | None) -> Batch | None:
         """Count one input applied; number its reports as the next batch (none for a market event that filled
@@ -158,7 +164,7 @@ class VenueShard:
             self.last_clock = message.ts
             reports = []
             for sim in self.venues.values():
-                for output in sim.on_clock(message.ts):
+                for output in guarded(sim, sim.on_clock, message.ts, message.ts):
                     reports.append(output)
                     if type(output) is BookTop:
                         self.tops[output.symbol] = output
@@ -176,10 +182,8 @@ class VenueShard:
                         ts=message.ts,
                     )  # fmt: skip
                 ]
-            elif kind is SubmitOrder:
-                reports = venue.submit(message)
             else:
-                reports = venue.cancel(message)
+                reports = guarded(venue, venue.submit if kind is SubmitOrder else venue.cancel, message, message.ts)
         batch = self._made(reports)
         assert batch is not None
         return batch
@@ -229,6 +233,16 @@ class VenueShard:
             "last_clock": self.last_clock,
             "venues": {symbol: venue.status() for symbol, venue in self.venues.items()},
         }
+
+    def depth(self, symbol: str, levels: int = 20) -> dict[str, Any] | None:
+        """The book a paper venue trades against (None for a simulated venue or another shard's symbol):
+        ``{"synced", "last_update_id", "bids", "asks"}``, best ``levels`` of each side."""
+        venue = self.market_venues.get(symbol)
+        if venue is None:
+            return None
+        book = venue.book
+        bids, asks = book.depth(levels)
+        return {"synced": not book.needs_resync, "last_update_id": book.last_update_id, "bids": bids, "asks": asks}
 
     def maker_totals(self) -> dict[str, int]:
         """Per asset: what the venues' market makers hold (with the kernel's totals, the engine's whole money)."""

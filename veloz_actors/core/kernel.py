@@ -16,7 +16,8 @@ Idempotency:
   rejected as a duplicate;
 - a fill is known by (venue, symbol, trade id, order): applying it twice books it once; an acceptance, cancel or
   expiry of an order already past that state is ignored; so a venue may re-send its reports after a restart;
-- a report for an order the kernel does not know is an ``Error`` event, never a crash, and changes no balance.
+- a report for an order the kernel does not know is an ``Error`` event, never a crash, and changes no balance;
+- an ``Error`` a venue reports (it failed on an input: :func:`~veloz_actors.venues.base.guarded`) is published as is.
 
 Long runs: with ``retain_closed_ns`` set, orders closed longer ago than that leave memory (with their fill keys) and go
 to an order history file beside the journal, which :meth:`TradingKernel.order_history` reads.
@@ -204,6 +205,7 @@ class TradingKernel:
             VenueOrderExpired: self._on_closed,
             VenueCancelRejected: self._on_cancel_rejected,
             VenueOrderStatusUnknown: self._on_unknown,
+            Error: self._on_venue_error,
         }
         for kind in _MARKET_TYPES:
             handlers[kind] = self._market
@@ -824,6 +826,10 @@ class TradingKernel:
                 ts=report.ts,
             )
         )
+
+    def _on_venue_error(self, report: Error, events: list[Any]) -> None:
+        """A venue failed on one of its inputs (:func:`~veloz_actors.venues.base.guarded`): said as it came."""
+        events.append(report)
 
     # ------------------------------------------------------------------------------------------------ settlement
 

@@ -18,11 +18,12 @@ Implementations: :class:`~veloz_actors.venues.sim.SimVenue` (matching + the seed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..messages import SubmitCancel, SubmitOrder
+from ..messages import Error, RejectReason, SubmitCancel, SubmitOrder, VenueOrderExpired
 
-__all__ = ["Venue"]
+__all__ = ["Venue", "guarded"]
 
 
 @runtime_checkable
@@ -38,3 +39,36 @@ class Venue(Protocol):
     def cancel(self, request: SubmitCancel) -> list[Any]:
         """Cancel an order; return the execution reports known now."""
         ...
+
+
+def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int) -> list[Any]:
+    """``call(message)``, one of ``venue``'s ``submit``, ``cancel``, ``on_market`` or ``on_clock``, for a driver that
+    applies what it returns as kernel steps: an exception it raises never escapes the step, which would leave the
+    kernel's order open with its funds reserved, and the input journaled, to raise again in every replay. It becomes
+    the reports instead: an ``Error`` (code ``VENUE_ERROR``) naming the venue, the input and the exception, which
+    the kernel publishes, and for an order or a cancel the order's expiry (``VENUE_ERROR``), which releases what the
+    order holds. The same input fails the same way in a replay, which so gives the same reports.
+
+    >>> guarded(venue, venue.submit, request, request.ts)
+    [Error(code='VENUE_ERROR', ...), VenueOrderExpired(reason=<RejectReason.VENUE_ERROR>, ...)]
+    """
+    try:
+        return call(message)
+    except Exception as exc:  # noqa: BLE001 - said in the reports (see above)
+        name = getattr(venue, "name", type(venue).__name__)
+        request = type(message) is SubmitOrder or type(message) is SubmitCancel
+        what = f"{message.account_id}/{message.client_order_id}" if request else type(message).__name__
+        text = f"{name} {getattr(venue, 'symbol', '')}: {call.__name__} of {what} failed: {type(exc).__name__}: {exc}"
+        reports: list[Any] = [Error(code="VENUE_ERROR", message=text, ts=ts)]
+        if request:
+            reports.append(
+                VenueOrderExpired(
+                    venue=name,
+                    client_order_id=message.client_order_id,
+                    account_id=message.account_id,
+                    symbol=message.symbol,
+                    reason=RejectReason.VENUE_ERROR,
+                    ts=ts,
+                )
+            )
+        return reports

@@ -38,6 +38,7 @@ from ..core.journal import (
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
+from .base import guarded
 from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
@@ -310,8 +311,8 @@ class Engine:
         while kernel.outbox:
             for request in kernel.take_outbox():
                 venue = venues[request.symbol]  # the kernel only sends orders for its instruments
-                reports = venue.submit(request) if type(request) is SubmitOrder else venue.cancel(request)  # type: ignore[arg-type]
-                for report in reports:
+                call = venue.submit if type(request) is SubmitOrder else venue.cancel
+                for report in guarded(venue, call, request, request.ts):
                     events += apply(report)
 
     def _market(self, event: Any) -> list[Any]:
@@ -321,7 +322,7 @@ class Engine:
         events: list[Any] = []
         venue = self.venues.get(event.symbol)
         if venue is not None and getattr(venue, "consumes_market", False):
-            for report in venue.on_market(event):
+            for report in guarded(venue, venue.on_market, event, event.ts_recv):
                 events += kernel.apply(report)
         events += kernel.apply(event)
         if kernel.outbox:
@@ -335,7 +336,8 @@ class Engine:
         events: list[Any] = []
         kernel = self.kernel
         for symbol in sorted(self.venues):
-            for output in self.venues[symbol].on_clock(tick.ts):
+            venue = self.venues[symbol]
+            for output in guarded(venue, venue.on_clock, tick.ts, tick.ts):
                 if type(output) is BookTop:
                     events.append(output)  # the market the venue now shows is an event of the engine too
                 events.extend(kernel.apply(output))

@@ -38,6 +38,11 @@ shrinks it. A recorded trade *through* the price fills the whole remaining order
 MAKER fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel
 that arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
 
+**Quantities.** Every fill is a whole number of the instrument's quantity steps, rounded down: a book level or a
+trade's share finer than the step fills what whole steps it holds (a level with less than one step is passed over).
+Exchange quantities are whole steps unless VeloZ coarsened the step (tick x step below 1e-8, as ETHBTC's): then a
+finer fill would have no exact notional.
+
 **Fees** are the :class:`~veloz_actors.venues.fill_models.FeeModel`'s, in the quote asset: each order's total is
 ``ceil(sum(rate x notional) / 1e8)`` over its fills, charged as it accrues. The kernel books the fee reported.
 
@@ -281,6 +286,7 @@ class L2ReplayVenue:
         sell_aggressor = trade.aggressor is Side.SELL
         available = trade.qty  # what the trade can give our orders resting exactly at its price
         on_trade = self.queue.on_trade
+        step = self.instrument.qty_step
         for order in list(self.resting):
             if not order.open:
                 continue
@@ -294,7 +300,7 @@ class L2ReplayVenue:
                 self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
             elif price == limit and order.queue_known:
                 order.queue_ahead, reach = on_trade(order.queue_ahead, trade.qty)
-                qty = min(reach, leaves, available)
+                qty = min(reach, leaves, available) // step * step
                 if qty > 0:
                     available -= qty
                     self._fill(order, limit, qty, True, ts, reports)
@@ -445,6 +451,8 @@ class L2ReplayVenue:
         return asks if buy else bids
 
     def _available(self, buy: bool, limit: int, wanted: int) -> int:
+        """What :meth:`_take` could fill up to ``limit``: each level's quantity in whole steps."""
+        step = self.instrument.qty_step
         depth = 32
         while True:
             levels = self._levels(buy, depth)
@@ -452,7 +460,7 @@ class L2ReplayVenue:
             for price, qty in levels:
                 if (price > limit) if buy else (price < limit):
                     return total
-                total += qty
+                total += qty // step * step
                 if total >= wanted:
                     return total
             if len(levels) < depth:
@@ -480,7 +488,9 @@ class L2ReplayVenue:
                     if qty <= 0:
                         return
                 else:
-                    qty = min(level_qty, order.qty - order.filled)
+                    qty = min(level_qty, order.qty - order.filled) // step * step
+                    if qty <= 0:
+                        continue  # less than one step shown at this level: nothing of it can be taken
                 self._fill(order, fill_price, qty, False, ts, reports)
                 if not order.open:
                     return
@@ -508,8 +518,8 @@ class L2ReplayVenue:
         notional, remainder = divmod(price * qty, SCALE)
         if remainder:
             raise DataError(
-                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the capture's "
-                "quantities are finer than price_tick x qty_step allows"
+                f"fill {format_decimal(qty)} @ {format_decimal(price)} has no exact notional: the book's price is "
+                f"off the instrument's tick {format_decimal(self.instrument.price_tick)}"
             )
         fee, order.fee_numerator = self.fees.fee(order.fee_numerator, order.fees_paid, notional, maker)
         order.fees_paid += fee

@@ -54,11 +54,28 @@ class PaperVenue(L2ReplayVenue):
         return self.on_clock(request.ts)
 
     consumes_market = True  # its drivers hand it the live market data
-    book_resets = 0  # a class default: a venue pickled (a journal snapshot) before this counter existed still works
+    # class defaults: a venue pickled (a journal snapshot) before these existed still works
+    book_resets = 0
+    last_trade_id = -1
 
     def on_market(self, event: Any) -> list[Any]:
-        """A live depth snapshot, diff or book reset, or a public trade: returns the fills it causes."""
+        """A live depth snapshot, diff or book reset, or a public trade: returns the fills it causes.
+
+        An event it already has changes nothing, so a batch delivered again (to a venue actor that restarted while
+        applying it) is harmless: a trade whose id is not above the last one's (Binance numbers each symbol's trades
+        in order), a snapshot not newer than the synced book, and (as the book does) a diff not newer than it."""
         kind = type(event)
+        if kind is Trade:
+            if event.trade_id <= self.last_trade_id:
+                return []
+            self.last_trade_id = event.trade_id
+        elif (
+            kind is BookDelta
+            and event.is_snapshot
+            and 0 <= event.last_update_id <= self.book.last_update_id  # a book reset (id -1) always applies
+            and not self.book.needs_resync
+        ):
+            return []
         if kind is BookDelta and event.last_update_id < 0 and event.is_snapshot:
             if event.symbol != self.symbol:
                 raise InvalidInput(f"event of {event.symbol} on the {self.symbol} venue")
