@@ -171,7 +171,7 @@ def test_walk_forward_neither_overwrites_nor_pretends_to_resume(ray_runtime, sha
     config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 2000})
     grid_search(config, out=tmp_path, progress=False)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    assert set(before) == {"walk_forward.csv", "walk_forward.parquet"}
+    assert set(before) == {".lock", "walk_forward.csv", "walk_forward.parquet"}  # .lock: held while a search runs
     other = {**config, "grid": {"fast": [5, 6], "slow": [40]}}
     with pytest.raises(ConfigError, match="walk_forward.csv already exists"):
         grid_search(other, out=tmp_path, progress=False)

@@ -21,7 +21,7 @@ from .._exceptions import ConfigError, InvalidInput, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
-from ..strategies.params import VALID_STRATEGIES, validate_params
+from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, validate_params
 from .config import METRICS, SearchConfig
 from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
@@ -181,7 +181,8 @@ def _window_bounds(plan: SearchPlan) -> list[tuple[str, int, int]]:
         ]
     else:
         series = [("", plan.bars)]
-    largest = [_largest(plan.space.values[plan.space.names.index(name)]) for name in ("fast", "slow")]
+    # a window above MAX_WINDOW is the strategy rules' error, found by the loop over the sets
+    largest = [min(_largest(plan.space.values[plan.space.names.index(n)]), MAX_WINDOW) for n in ("fast", "slow")]
     bounds = []
     for where, bars in series:
         units = kernel.max_close_units(bars.data["close"])
