@@ -75,7 +75,7 @@ def test_walk_forward_names_only_the_files_it_wrote(
     result = CliRunner().invoke(app, [*flags, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.stderr
     assert f"; wrote walk_forward.csv, walk_forward.parquet in {tmp_path}" in result.stderr
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["walk_forward.csv", "walk_forward.parquet"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".lock", "walk_forward.csv", "walk_forward.parquet"]
 
 
 @pytest.mark.ray

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +24,10 @@ from tests.search.helpers import (
     small_config,
 )
 from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
+from veloz_actors.backtest import kernel
 from veloz_actors.data.loaders import load_bars
-from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, walk_forward_windows
-from veloz_actors.search.plan import make_plan
+from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, runner, walk_forward_windows
+from veloz_actors.search.plan import make_plan, slice_bars
 
 pytestmark = pytest.mark.ray
 
@@ -167,7 +171,7 @@ def test_walk_forward_neither_overwrites_nor_pretends_to_resume(ray_runtime, sha
     config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 2000})
     grid_search(config, out=tmp_path, progress=False)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    assert set(before) == {"walk_forward.csv", "walk_forward.parquet"}
+    assert set(before) == {".lock", "walk_forward.csv", "walk_forward.parquet"}  # .lock: held while a search runs
     other = {**config, "grid": {"fast": [5, 6], "slow": [40]}}
     with pytest.raises(ConfigError, match="walk_forward.csv already exists"):
         grid_search(other, out=tmp_path, progress=False)
@@ -217,3 +221,102 @@ def test_automatic_chunks_balance_the_workers_but_stay_worth_a_task() -> None:
     assert _auto_chunk(256, 2, 1_000) == 256  # tiny data: one task per 4,000 sets would be all overhead; capped
     assert _auto_chunk(4096, 2, 140_614) == 256  # capped, for progress and cheap retries
     assert _auto_chunk(3, 8, 10**7) == 1
+
+
+def _noisy_bars(path: Path, shared_data: Path, rows: int) -> Path:
+    """Real bars with 1e-8 added to every price (a resample's float noise): the closes share no divisor any more."""
+    with gzip.open(shared_data / DATA_NAME, "rt") as handle:
+        lines = list(itertools.islice(handle, rows + 1))
+    noisy = [lines[0]]
+    for line in lines[1:]:
+        cells = line.rstrip("\n").split(",")
+        noisy.append(",".join([cells[0], *(f"{float(c) + 1e-8:.8f}" for c in cells[1:5]), cells[5]]) + "\n")
+    path.write_text("".join(noisy))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("walk_forward", "where"),
+    [(None, ""), ({"train_bars": 2700, "test_bars": 300}, " (walk-forward fold 0's training window)")],
+)
+def test_windows_the_kernel_cannot_sum_on_the_data_are_refused_before_any_work(
+    shared_data: Path, tmp_path: Path, walk_forward: dict | None, where: str
+) -> None:
+    data = _noisy_bars(tmp_path / "binance_spot_BTCUSDT_1h_noisy.csv", shared_data, 3000)
+    config = {"data": str(data), "strategy": "sma_cross", "grid": {"fast": [50, 1200], "slow": [2000, 2500]}}
+    with pytest.raises(ConfigError) as caught:
+        grid_search({**config, "walk_forward": walk_forward}, out=tmp_path / "out", progress=False)
+    assert str(caught.value).startswith(f"parameter set fast=1200 slow=2500{where}: sma_cross: fast*slow*max close")
+    assert "overflows int64; use smaller windows" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_data: Path) -> None:
+    config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
+    with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):
+        make_plan(load_config(config))  # its 250,000th set: beyond the first 200,000
+
+
+def _tie_config(shared_data: Path, **extra: Any) -> dict[str, Any]:
+    """Integer RSI levels: neighbouring levels often make the same trades, so sets tie on the ranking metric."""
+    return {
+        "data": str(shared_data / DATA_NAME),
+        "strategy": "rsi_reversion",
+        "grid": {"period": [14], "lower": "10:30:1", "upper": "70:90:1"},
+        "chunk_size": 21,
+        **extra,
+    }
+
+
+def _arrival_reversed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand every chunk's result over in the reverse of the order it arrived in (a cluster may deliver in any order)."""
+    real = runner._drive
+
+    def drive(tasks: Any, *, limit: int, on_result: Any, on_retry: Any) -> None:
+        arrived: list[tuple[Any, Any]] = []
+        real(tasks, limit=limit, on_result=lambda args, result: arrived.append((args, result)), on_retry=on_retry)
+        for args, result in reversed(arrived):
+            on_result(args, result)
+
+    monkeypatch.setattr(runner, "_drive", drive)
+
+
+def _serial_ranking(plan: Any, bars: Any) -> tuple[list[tuple[Any, ...]], list[float]]:
+    """Every set run here, ranked by Sharpe, ties to the set first in the grid's order (what any run must choose);
+    and their Sharpe ratios in that order."""
+    sets = list(plan.param_sets())
+    results = kernel.run_many(kernel.prepare(bars, plan.config.strategy, plan.settings), sets)
+    ranked = sorted(range(len(sets)), key=lambda i: (-results[i]["sharpe"], i))
+    return [tuple(sets[i].values()) for i in ranked], [results[i]["sharpe"] for i in ranked]
+
+
+def test_the_top_table_does_not_depend_on_the_order_chunks_arrive_in(
+    ray_runtime, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(_tie_config(shared_data))
+    plan = make_plan(config)
+    expected, sharpes = _serial_ranking(plan, plan.bars)
+    assert len(set(sharpes[:7])) < 7  # ties in the top 6 or across its cut: else the test could not fail
+    tops = [runner.run_plan(config, top=6, progress=False).top]
+    _arrival_reversed(monkeypatch)
+    tops.append(runner.run_plan(config, top=6, progress=False).top)
+    for top in tops:
+        assert [(r["period"], r["lower"], r["upper"]) for r in top] == expected[:6]
+
+
+def test_walk_forward_fold_winners_do_not_depend_on_the_order_chunks_arrive_in(
+    ray_runtime, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid = {"period": [14], "lower": "20:30:1", "upper": "75:90:1"}
+    walk_forward = {"train_bars": 1000, "test_bars": 500, "step_bars": 3000}
+    config = load_config(_tie_config(shared_data, grid=grid, chunk_size=3, walk_forward=walk_forward))
+    plan = make_plan(config)
+    folds = [_serial_ranking(plan, slice_bars(plan.bars, w.train_start, w.train_stop)) for w in plan.windows]
+    assert any(sharpes[0] == sharpes[3] for _, sharpes in folds)  # a fold's best tied across chunks
+    tables = [grid_search(config, progress=False)]
+    _arrival_reversed(monkeypatch)
+    tables.append(grid_search(config, progress=False))
+    for table in tables:
+        winners = zip(*(table.column(n).to_pylist() for n in ("period", "lower", "upper")), strict=True)
+        assert list(winners) == [ranked[0] for ranked, _ in folds]
+    assert tables[0].drop(["node"]).equals(tables[1].drop(["node"]))

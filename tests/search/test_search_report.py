@@ -118,7 +118,7 @@ def test_the_top_rows_are_ranked_and_their_curves_end_at_their_final_equity(shar
         assert trace.y[-1] == row["final_equity"]  # the sampled line keeps the last point
         assert trace.name.startswith(f"#{report.top.index(row) + 1} fast={row['fast']} slow={row['slow']}")
     assert report.equity_figure.layout.xaxis.type == "date"
-    assert ranked_rows(table, "max_drawdown", False, 1)[0]["max_drawdown"] == min(
+    assert ranked_rows(table, plan.space, "max_drawdown", False, 1)[0]["max_drawdown"] == min(
         table.column("max_drawdown").to_pylist()
     )
 
@@ -157,11 +157,11 @@ def test_sets_with_fewer_round_trips_than_min_trades_never_rank_above_one_with_e
     enough = [r for r in rows if r["n_trades"] >= floor]
     assert 2 <= len(enough) < len(rows)
     best_enough = max(r["sharpe"] for r in enough)
-    ranked = ranked_rows(table, "sharpe", True, len(rows), min_trades=floor)
+    ranked = ranked_rows(table, plan.space, "sharpe", True, len(rows), min_trades=floor)
     assert [r["n_trades"] >= floor for r in ranked] == [True] * len(enough) + [False] * (len(rows) - len(enough))
     assert ranked[0]["sharpe"] == best_enough < best["sharpe"]
-    assert ranked_rows(table, "sharpe", True, 1)[0] == best  # without the floor, as before
-    top = TopK(3, "sharpe", True, min_trades=floor)
+    assert ranked_rows(table, plan.space, "sharpe", True, 1)[0] == best  # without the floor, as before
+    top = TopK(3, "sharpe", True, min_trades=floor, space=plan.space)
     top.add(rows)
     assert top.rows() == ranked[:3]
     grid = metric_grid(table, ("fast", "slow"), "sharpe", True, min_trades=floor)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import re
+import subprocess
+import sys
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from tests.search.helpers import DATA_NAME
 from veloz_actors import ConfigError, DataError, InvalidInput
 from veloz_actors.search import ParameterSpace, ResultStore, load_config, parse_grid_flag, walk_forward_windows
 from veloz_actors.search.config import Range
 from veloz_actors.search.plan import fingerprint, make_plan
+from veloz_actors.search.report import ranked_rows
 from veloz_actors.search.space import MAX_GRID_SETS
+from veloz_actors.search.store import TopK
 
 ROW = {"final_equity": 1.5, "total_return": 0.5, "max_drawdown": 0.1, "n_trades": 3, "win_rate": 0.25, "sharpe": 0.7}
 
@@ -254,3 +265,132 @@ def test_search_json_records_a_huge_range_by_its_ends() -> None:
     config = load_config(_config(grid={"fast": "1:1000000:1", "slow": [30]}, random={"budget": 5}))
     grid = json.loads(json.dumps(fingerprint(config)))["grid"]
     assert grid == {"fast": {"first": 1, "last": 1_000_000, "count": 1_000_000}, "slow": [30]}
+
+
+def _bars_file(path: Path, shared_data: Path, rows: int) -> Path:
+    """The first ``rows`` bars of the small real file, as a plain CSV (a file a person might update in place)."""
+    with gzip.open(shared_data / DATA_NAME, "rt") as handle:
+        path.write_text("".join(itertools.islice(handle, rows + 1)))
+    return path
+
+
+def _resume_store(out: Path, data: Path) -> ResultStore:
+    """A store opened as ``run_plan`` opens it for the search of ``data``: its fingerprint records the data file."""
+    plan = make_plan(load_config(_config(data=str(data))))
+    return ResultStore(
+        out,
+        ["fast", "slow"],
+        {"fast": (5,), "slow": (30,)},
+        resume=True,
+        fingerprint=fingerprint(plan.config, plan.bars),
+    )
+
+
+def test_resume_refuses_data_changed_in_place_naming_what_changed(tmp_path: Path, shared_data: Path) -> None:
+    data = _bars_file(tmp_path / "binance_spot_BTCUSDT_1h_live.csv", shared_data, 300)
+    with _resume_store(tmp_path / "out", data) as store:
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}])
+    with _resume_store(tmp_path / "out", data) as store:  # the same file: resumed
+        assert store.resumed_rows == 1
+    _bars_file(data, shared_data, 200)  # the same path, other contents
+    before = {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()}
+    with pytest.raises(ConfigError) as caught:
+        _resume_store(tmp_path / "out", data)
+    message = str(caught.value)
+    assert "holds a search with a different data file contents" in message
+    assert "300 bars 2023-01-01 00:00:00 to 2023-01-13 11:00:00" in message
+    assert "(now " in message and "200 bars 2023-01-01 00:00:00 to 2023-01-09 07:00:00" in message
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()} == before
+
+
+def test_resume_of_a_search_json_from_before_data_contents_were_recorded_says_how_to_go_on(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    data = _bars_file(tmp_path / "binance_spot_BTCUSDT_1h_live.csv", shared_data, 300)
+    plan = make_plan(load_config(_config(data=str(data))))
+    old = ResultStore(tmp_path, ["fast", "slow"], {"fast": (5,), "slow": (30,)}, fingerprint=fingerprint(plan.config))
+    with old as store:
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}])
+    with pytest.raises(ConfigError, match="was written by an older VeloZ that did not record the data file's contents"):
+        _resume_store(tmp_path, data)
+    (tmp_path / "search.json").unlink()  # the way out the message gives: resume unchecked, with a warning
+    with _resume_store(tmp_path, data) as store:
+        assert store.resumed_rows == 1 and len(store.warnings) == 1
+    with _resume_store(tmp_path, data) as store:  # search.json now records the data: checked from here on
+        assert store.resumed_rows == 1 and store.warnings == []
+
+
+def test_ties_go_to_the_set_first_in_the_parameter_space_whatever_the_arrival_order() -> None:
+    space = ParameterSpace({"fast": (10, 5, 7), "slow": range(40, 19, -10)})  # neither in ascending order
+    rows = [{**p, **ROW, "node": "n1"} for p in space]
+    rows[4]["sharpe"] = 0.9  # (5, 30): the best; every other set ties on 0.7
+    rows[6]["sharpe"] = float("nan")  # (7, 40): last
+    sets = [(r["fast"], r["slow"]) for r in rows]
+    expected = [sets[4], *sets[:4], *sets[5:6], *sets[7:], sets[6]]
+    table = pa.Table.from_pylist(rows)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(len(rows)).tolist()
+        top = TopK(4, "sharpe", True, space=space)
+        for i in order:  # one row per chunk, in a shuffled arrival order
+            top.add([rows[i]])
+        assert [(r["fast"], r["slow"]) for r in top.rows()] == expected[:4]
+        ranked = ranked_rows(table.take(order), space, "sharpe", True, len(rows))
+        assert [(r["fast"], r["slow"]) for r in ranked] == expected
+
+
+def test_a_second_search_on_the_same_directory_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from veloz_actors.search import ResultStore\n"
+            "store = ResultStore(__import__('pathlib').Path(sys.argv[1]), ['fast', 'slow'], "
+            "{'fast': (5, 6), 'slow': (30,)}, fingerprint={'data': 'a.csv'})\n"
+            "print('locked', flush=True); time.sleep(600)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(ConfigError, match=f"another search is writing {re.escape(str(tmp_path))}"):
+            _store(tmp_path, resume=True)
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    with _store(tmp_path, resume=True) as store:  # the OS dropped the killed process's lock
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}])
+        with pytest.raises(ConfigError, match="another search is writing"):
+            _store(tmp_path, resume=True)  # also within one process
+    assert store.table().num_rows == 1
+
+
+def test_a_running_search_leaves_the_previous_parquet_file_whole_until_it_ends(tmp_path: Path) -> None:
+    _saved(tmp_path)
+    with _store(tmp_path, resume=True) as store:
+        store.append([{"fast": 7, "slow": 30, **ROW, "node": "n1"}] * 3000)  # past a Parquet row group
+        assert pq.read_table(tmp_path / "results.parquet").num_rows == 2  # a reader sees the old file, never half
+    assert pq.read_table(tmp_path / "results.parquet").num_rows == 3002
+
+
+def test_the_store_keeps_no_key_per_computed_row(tmp_path: Path) -> None:
+    """Only a resumed set is ever looked up; memory must not grow with every row computed (225 MiB per million)."""
+    names = ["fast", "slow"]
+    with ResultStore(tmp_path, names, {"fast": range(1, 101), "slow": range(1, 1001)}) as store:
+
+        def append(fast: int) -> None:
+            store.append([{"fast": fast, "slow": slow, **ROW, "node": "n" * 56} for slow in range(1, 1001)])
+
+        append(1)
+        append(2)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for fast in range(3, 51):
+                append(fast)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(store) == 50_000
+    assert grown < 2_000_000  # a key per row was about 10 MB here; the Parquet batch in hand is at most 2,048 rows

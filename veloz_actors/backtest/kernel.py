@@ -159,8 +159,7 @@ def prepare(bars: BarSeries, strategy: str, settings: BacktestSettings | None = 
     cumsum = gains = losses = None
     max_units = 0
     if strategy == "sma_cross":
-        unit = int(np.gcd.reduce(close))
-        units = close // unit
+        units = _close_units(close)
         max_units = int(units.max())
         if max_units * n > _INT64_MAX:
             raise DataError(f"{bars.symbol}: closes too large to sum exactly in int64 ({max_units} x {n} bars)")
@@ -363,6 +362,25 @@ def _rolling_sum(prepared: Prepared, window: int, cache: dict[Any, np.ndarray]) 
     return sums
 
 
+def max_close_units(close: np.ndarray) -> int:
+    """The largest close in the units ``sma_cross`` sums, as :attr:`Prepared.max_close_units`."""
+    return int(_close_units(close).max())
+
+
+def _close_units(close: np.ndarray) -> np.ndarray:
+    """The closes divided by their common divisor: ``sma_cross``'s sums stay far from int64's bound."""
+    return close // int(np.gcd.reduce(close))
+
+
+def check_sma_windows(max_units: int, fast: int, slow: int) -> None:
+    """Refuse windows whose cross test (``slow * sum_fast - fast * sum_slow``) would overflow int64 on closes up to
+    ``max_units`` (:func:`max_close_units`); a search checks its grid with this before any work."""
+    if max_units * slow * fast > _INT64_MAX:
+        raise InvalidInput(
+            f"sma_cross: fast*slow*max close = {fast}*{slow}*{max_units} overflows int64; use smaller windows"
+        )
+
+
 def _sma_signals(
     prepared: Prepared, fast: int, slow: int, cache: dict[Any, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -370,10 +388,7 @@ def _sma_signals(
     if slow >= n:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    if prepared.max_close_units * slow * fast > _INT64_MAX:
-        raise InvalidInput(
-            f"sma_cross: fast*slow*max close = {fast}*{slow}*{prepared.max_close_units} overflows int64; use smaller windows"
-        )
+    check_sma_windows(prepared.max_close_units, fast, slow)
     # index k <-> bar t = k + slow - 1; diff = slow * sum_fast - fast * sum_slow has the sign of SMA_fast - SMA_slow.
     diff = _rolling_sum(prepared, fast, cache)[slow - fast :] * slow
     diff -= _rolling_sum(prepared, slow, cache) * fast

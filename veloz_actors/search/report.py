@@ -5,7 +5,8 @@ backtest report) with
   first two parameters of the grid that take more than one value). When other parameters vary too, each cell shows
   the best value over them (max, or min for a metric ranked smallest first) and the title says so; with one
   parameter the heatmap is a single row;
-* the top rows by the ranking metric (ties: the order of ``results``, i.e. by parameters), as a table;
+* the top rows by the ranking metric (:func:`~veloz_actors.search.store.best_first`, as the CLI's top table: ties
+  go to the set that comes first in the parameter space), as a table;
 * the equity curves of the best ``report_curves`` sets (5 by default, at most
   :data:`~veloz_actors.search.config.MAX_REPORT_CURVES`), against buy and hold: each set is backtested again here in
   the driver with the kernel the search ran, so a curve ends exactly at its row's ``final_equity``.
@@ -31,6 +32,8 @@ from ..backtest.report import figure_html, html_page, html_table, iso_times, sam
 from ..fixed import SCALE
 from .config import METRICS, SearchConfig
 from .plan import SearchPlan
+from .space import ParameterSpace
+from .store import best_first
 
 __all__ = [
     "REPORT_NAME",
@@ -116,12 +119,15 @@ def metric_grid(table: pa.Table, params: Sequence[str], metric: str, maximise: b
     )
 
 
-def ranked_rows(table: pa.Table, metric: str, maximise: bool, k: int, min_trades: int = 0) -> list[dict[str, Any]]:
-    """The best ``k`` rows by ``metric`` (NaN, and fewer than ``min_trades`` round trips, last; ties keep the
-    table's order), as dicts: :func:`~veloz_actors.search.store.rank_score`'s order."""
-    values = np.asarray(table.column(metric).to_numpy(zero_copy_only=False), dtype=np.float64)
-    score = np.where(np.isnan(values) | (_trades(table) < min_trades), -np.inf, values if maximise else -values)
-    order = np.argsort(-score, kind="stable")[:k]
+def ranked_rows(
+    table: pa.Table, space: ParameterSpace, metric: str, maximise: bool, k: int, min_trades: int = 0
+) -> list[dict[str, Any]]:
+    """The best ``k`` rows of ``table`` (a search over ``space``), as dicts, in
+    :func:`~veloz_actors.search.store.best_first`'s order (NaN, and fewer than ``min_trades`` round trips, last; ties
+    to the set that comes first in the space), whatever order the table's rows are in."""
+    names = (*space.names, metric, "n_trades")
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in names}
+    order = best_first(columns, space, metric, maximise, min_trades)[:k]
     return table.take(pa.array(order, type=pa.int64())).to_pylist()
 
 
@@ -147,7 +153,8 @@ def build_search_report(plan: SearchPlan, table: pa.Table) -> SearchReport:
 
     config = plan.config
     grid = metric_grid(table, heatmap_params(config), config.metric, config.maximise, config.min_trades)
-    top = ranked_rows(table, config.metric, config.maximise, max(TABLE_ROWS, config.report_curves), config.min_trades)
+    k = max(TABLE_ROWS, config.report_curves)
+    top = ranked_rows(table, plan.space, config.metric, config.maximise, k, config.min_trades)
     curves = [_equity_curve(plan, row) for row in top[: config.report_curves]]
     heatmap = go.Figure(
         go.Heatmap(

@@ -9,6 +9,7 @@ by the kernel itself (bad input) stops the search.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from .config import METRICS, SearchConfig
 from .plan import SearchPlan, execute_chunk, fingerprint, make_plan, slice_bars
 from .progress import ProgressBar, SearchProgress
 from .runtime import Runtime, check_max_workers, connect, probe_address
-from .store import CSV_NAME, META_NAME, PARQUET_NAME, ResultStore, TopK
+from .store import CSV_NAME, META_NAME, PARQUET_NAME, ResultStore, TopK, directory_lock
 
 __all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
 
@@ -112,12 +113,12 @@ def run_plan(
     shared = _prepare(plan, plan.bars)  # the kernel's own checks of data and settings, before any file is written
     bar = _bar(progress)
     values = {n: v for n, v in zip(plan.space.names, plan.space.values, strict=True)}
-    meta = {**fingerprint(config), "warnings": list(plan.warnings)}
+    meta = {**fingerprint(config, plan.bars), "warnings": list(plan.warnings)}
     with ResultStore(out, plan.param_names, values, resume=resume, fingerprint=meta) as store:
         total = plan.count()
         todo = (p for p in plan.param_sets() if not store.is_done(p))
         resumed = sum(1 for p in plan.param_sets() if store.is_done(p))
-        ranking = TopK(top, config.metric, config.maximise, config.min_trades)
+        ranking = TopK(top, config.metric, config.maximise, config.min_trades, space=plan.space)
         ranking.add(store.take_resumed_rows())
         with connect(address, max_workers) as runtime:
             chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers, len(plan.bars))
@@ -162,20 +163,20 @@ def run_plan(
             )
             if bar is not None:
                 bar.update(state, final=True)
-    names = [(n, "ascending") for n in plan.param_names]
-    files = () if out is None else tuple(out / name for name in (CSV_NAME, PARQUET_NAME, META_NAME))
-    outcome = SearchOutcome(
-        lambda: store.table().sort_by(names),
-        state,
-        runtime,
-        ranking.rows(),
-        files=files,
-        warnings=(*plan.warnings, *store.warnings),
-    )
-    if out is not None:
-        from .report import write_search_report
+        names = [(n, "ascending") for n in plan.param_names]
+        files = () if out is None else tuple(out / name for name in (CSV_NAME, PARQUET_NAME, META_NAME))
+        outcome = SearchOutcome(
+            lambda: store.table().sort_by(names),
+            state,
+            runtime,
+            ranking.rows(),
+            files=files,
+            warnings=(*plan.warnings, *store.warnings),
+        )
+        if out is not None:  # still under the directory's lock
+            from .report import write_search_report
 
-        outcome.files = (*files, write_search_report(out, plan, outcome.table))
+            outcome.files = (*files, write_search_report(out, plan, outcome.table))
     return outcome
 
 
@@ -286,10 +287,27 @@ def run_walk_forward(
     bar trained on, the first tested and the last tested), the chosen parameters, the
     in-sample value of the ranking metric (``train_<metric>``), the out-of-sample metrics and ``node``. Indicators
     warm up inside each window (a test window does not see the training bars). With ``out``, the table is written to
-    ``walk_forward.csv`` and ``walk_forward.parquet`` there; existing ones are never overwritten.
+    ``walk_forward.csv`` and ``walk_forward.parquet`` there; existing ones are never overwritten, and ``out`` is
+    locked against another search while this one runs. A fold's best set is :class:`TopK`'s (ties go to the set that
+    comes first in the parameter space).
     """
-    config = plan.config
     check_max_workers(max_workers)
+    with directory_lock(out) if out is not None else contextlib.nullcontext():
+        return _walk_forward(
+            plan, address=address, max_workers=max_workers, out=out, progress=progress, on_progress=on_progress
+        )
+
+
+def _walk_forward(
+    plan: SearchPlan,
+    *,
+    address: str | None,
+    max_workers: int | None,
+    out: Path | None,
+    progress: bool | ProgressBar,
+    on_progress: ProgressCallback | None,
+) -> SearchOutcome:
+    config = plan.config
     existing = [out / name for name in WALK_FORWARD_FILES if (out / name).exists()] if out is not None else []
     if existing:
         raise ConfigError(
@@ -297,9 +315,8 @@ def run_walk_forward(
             "choose another --out (or delete the old results)"
         )
     bar = _bar(progress)
-    sets = list(plan.param_sets())
-    total = len(sets) * len(plan.windows)
-    best = {w.fold: TopK(1, config.metric, config.maximise, config.min_trades) for w in plan.windows}
+    total = plan.count() * len(plan.windows)
+    best = {w.fold: TopK(1, config.metric, config.maximise, config.min_trades, space=plan.space) for w in plan.windows}
     times = plan.bars.data["open_time"]
     with connect(address, max_workers) as runtime:
         chunk = config.chunk_size or _auto_chunk(
@@ -324,7 +341,7 @@ def run_walk_forward(
             _report(bar, on_progress, state)
 
         _drive(
-            ((train_refs[w.fold], c) for w in plan.windows for c in _chunks(iter(sets), chunk)),
+            ((train_refs[w.fold], c) for w in plan.windows for c in _chunks(plan.param_sets(), chunk)),
             limit=in_flight,
             on_result=finished,
             on_retry=lambda: None,

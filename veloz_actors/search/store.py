@@ -3,10 +3,13 @@
 ``results.csv`` is the source of truth: a row is appended and flushed as soon as its chunk comes back, so whatever
 finished before Ctrl-C, a killed driver or a lost node is on disk. ``--resume`` reads it back (dropping a torn last
 line), and the search runs only the parameter sets that are not there. ``results.parquet`` is written alongside in row
-groups; it is complete once the search ends (a file from a killed driver lacks its footer and is rebuilt from the CSV on
-resume). ``search.json`` records what the results depend on (data, strategy, settings, the grid, the constraints and
-the random sampling) so a resume against a different search is refused instead of mixing results. Everything a
-resume reads is checked before anything is written: a refused or damaged resume leaves the directory as it was.
+groups under a temporary name and put in place when the search ends or is interrupted (a killed driver leaves the
+previous file, or none; resume rebuilds it from the CSV). ``search.json`` records what the results depend on (the
+data file's path and contents, strategy, settings, the grid, the constraints and the random sampling) so a resume
+against a different search is refused instead of mixing results. Everything a resume reads is checked before anything
+is written: a refused or damaged resume leaves the directory as it was (but for the lock file). A search holds an
+exclusive lock on ``.lock`` in the directory while it runs, so a second search on the same directory is refused
+instead of corrupting the first one's files; the OS drops the lock when the process ends, however it ends.
 
 Columns: the parameters (config order), then ``final_equity, total_return, max_drawdown, n_trades, win_rate, sharpe``,
 then ``node`` (the Ray node id that ran the set). Pure: no Ray.
@@ -15,27 +18,30 @@ then ``node`` (the Ray node id that ran the set). Pure: no Ray.
 from __future__ import annotations
 
 import csv
-import heapq
+import fcntl
 import io
+import itertools
 import json
-import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._exceptions import ConfigError, DataError
 from .config import METRICS
-from .space import FloatSteps, format_value, parameter_key
+from .space import FloatSteps, ParameterSpace, format_value, parameter_key
 
-__all__ = ["ResultStore", "TopK", "format_table"]
+__all__ = ["ResultStore", "TopK", "best_first", "directory_lock", "format_table"]
 
 CSV_NAME = "results.csv"
 PARQUET_NAME = "results.parquet"
 META_NAME = "search.json"
+LOCK_NAME = ".lock"
 _INT_METRICS = frozenset({"n_trades"})
 _PARQUET_FLUSH_ROWS = 2048
 
@@ -67,7 +73,9 @@ class ResultStore:
             + [("node", pa.string())]
         )
         self.out_dir = out_dir
-        self._done: set[tuple[str, ...]] = set()
+        self._done: set[tuple[str, ...]] = set()  # the resumed rows' keys only: a new row's set never comes again
+        self._appended = 0
+        self._lock = ExitStack()
         self._memory: list[dict[str, Any]] = []
         self._pending: list[dict[str, Any]] = []
         self._csv: io.TextIOWrapper | None = None
@@ -82,11 +90,12 @@ class ResultStore:
     # -- set-up ------------------------------------------------------------------------------------------------------
 
     def _open(self, out_dir: Path, resume: bool, fingerprint: dict[str, Any]) -> None:
-        typed = self._load(out_dir, resume, fingerprint)  # every check first: nothing is written if one fails
+        self._lock.enter_context(directory_lock(out_dir))
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create --out directory {out_dir}: {exc.strerror}") from exc
+            typed = self._load(out_dir, resume, fingerprint)  # every check first: nothing is written if one fails
+        except BaseException:
+            self.release()
+            raise
         _write_atomically(out_dir / META_NAME, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
         # Rewrite the CSV without any torn last line, then reopen it for appending.
         csv_path = out_dir / CSV_NAME
@@ -97,7 +106,7 @@ class ResultStore:
         _write_atomically(csv_path, text.getvalue())
         self._csv = csv_path.open("a", newline="")
         self._writer = csv.writer(self._csv)
-        self._parquet = pq.ParquetWriter(out_dir / PARQUET_NAME, self.schema)
+        self._parquet = pq.ParquetWriter(_temporary(out_dir / PARQUET_NAME), self.schema)
         for row in typed:
             self._done.add(parameter_key(row, self.param_names))
         self.resumed_rows = len(typed)
@@ -120,7 +129,9 @@ class ResultStore:
         if meta_path.exists():
             previous = _read_meta(meta_path)
             now = json.loads(json.dumps(fingerprint, default=str))  # as search.json would hold it
-            for key in ("data", "strategy", "settings", "grid", "constraints", "random"):
+            for key in ("data", "data_file", "strategy", "settings", "grid", "constraints", "random"):
+                if key == "data_file" and key in now and key not in previous:
+                    raise ConfigError(_unrecorded(out_dir, now))
                 if key in now and previous.get(key) != now[key]:
                     raise ConfigError(
                         f"--resume: {out_dir} holds a search with a different {_difference(key, previous.get(key), now[key])}; "
@@ -193,13 +204,12 @@ class ResultStore:
         return parameter_key(params, self.param_names) in self._done
 
     def __len__(self) -> int:
-        return len(self._done)
+        return self.resumed_rows + self._appended
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Record finished rows: written and flushed to the CSV at once, batched into Parquet row groups."""
         batch = [{c: _normalise(c, row[c]) for c in self.columns} for row in rows]
-        for row in batch:
-            self._done.add(parameter_key(row, self.param_names))
+        self._appended += len(batch)
         if self._writer is None:
             self._memory.extend(batch)
             return
@@ -216,11 +226,14 @@ class ResultStore:
         self._pending = []
 
     def close(self) -> None:
-        """Flush and close both files; idempotent. Called on success and on interruption alike."""
+        """Flush and close both files (the Parquet file put in place); idempotent. Called on success and on
+        interruption alike. The directory stays locked until :meth:`release` (or the ``with`` block's end)."""
         self._flush_parquet()
         if self._parquet is not None:
             self._parquet.close()
             self._parquet = None
+            assert self.out_dir is not None
+            os.replace(_temporary(self.out_dir / PARQUET_NAME), self.out_dir / PARQUET_NAME)
         if self._csv is not None:
             self._csv.close()
             self._csv = None
@@ -233,11 +246,41 @@ class ResultStore:
         self.close()  # a reader needs the footer
         return pq.read_table(self.out_dir / PARQUET_NAME, schema=self.schema)
 
+    def release(self) -> None:
+        """Let another search use the directory; idempotent."""
+        self._lock.close()
+
     def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            self.release()
+
+
+@contextmanager
+def directory_lock(out_dir: Path) -> Iterator[None]:
+    """Create ``out_dir`` if needed and hold an exclusive lock on its ``.lock`` file (``flock``; the OS drops it when
+    the process ends, however it ends). Refuses with a :class:`ConfigError` when another search holds it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out directory {out_dir}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another search is writing {out_dir} (it holds {out_dir / LOCK_NAME}); wait for it to end, or choose "
+            "another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _holds_rows(path: Path) -> bool:
@@ -278,7 +321,27 @@ def _difference(key: str, before: Any, now: Any) -> str:
         return f"constraints: {'; '.join(before or []) or 'none'} (now {'; '.join(now) or 'none'})"
     if key == "random":
         return f"random sampling: {_random_text(before)} (now {_random_text(now)})"
+    if key == "data_file":
+        return f"data file contents: {_data_text(before)} (now {_data_text(now)}); the file has changed since"
     return f"{key} ({before!r}, now {now!r})"
+
+
+def _unrecorded(out_dir: Path, now: Mapping[str, Any]) -> str:
+    """Why a resume stops when ``search.json`` was written before VeloZ recorded the data file's contents."""
+    return (
+        f"--resume: {out_dir / META_NAME} was written by an older VeloZ that did not record the data file's contents, "
+        f"so this resume cannot check that the results there were computed on the data now at {now.get('data')}; "
+        f"if that file has not changed since, delete {META_NAME} to resume without the check, or choose another --out"
+    )
+
+
+def _data_text(data: Any) -> str:
+    if not isinstance(data, dict):
+        return repr(data)
+    text = f"{data.get('bytes', 0):,} bytes, sha256 {str(data.get('sha256'))[:16]}"
+    if "bars" in data:
+        text += f", {data['bars']:,} bars {data.get('first_open')} to {data.get('last_open')}"
+    return text
 
 
 def _values_text(values: Any) -> str:
@@ -297,9 +360,13 @@ def _random_text(random: Any) -> str:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one step: a reader (or a crash) sees the old file or the new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     tmp.write_text(text, newline="")
     os.replace(tmp, path)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def _arrow_type(values: Sequence[Any]) -> pa.DataType:
@@ -322,40 +389,53 @@ def _normalise(column: str, value: Any) -> Any:
     return value
 
 
-def rank_score(value: float, n_trades: int, maximise: bool, min_trades: int = 0) -> float:
-    """A row's rank (larger ranks higher): its metric, negated when smaller is better; ``-inf`` (last, ties in table
-    order) for NaN and for fewer than ``min_trades`` round trips."""
-    if math.isnan(value) or n_trades < min_trades:
-        return -math.inf
-    return value if maximise else -value
+def best_first(
+    columns: Mapping[str, Sequence[Any] | np.ndarray],
+    space: ParameterSpace,
+    metric: str,
+    maximise: bool,
+    min_trades: int = 0,
+) -> np.ndarray:
+    """The indices of the rows in ``columns`` (the parameters, ``metric`` and ``n_trades``), best first: the ranking.
+
+    Larger ``metric`` first (smaller with ``maximise`` false); NaN, and fewer than ``min_trades`` round trips, after
+    every other row. A tie goes to the set that comes first in ``space`` (its product order: the config's parameters
+    and values in the config's order), never to the order results arrived in, so the same search ranks the same way
+    every time. The one rule of the top table, ``report.html`` and a walk-forward fold's choice.
+    """
+    values = np.asarray(columns[metric], dtype=np.float64)
+    trades = np.asarray(columns["n_trades"], dtype=np.int64)
+    score = np.where(np.isnan(values) | (trades < min_trades), -np.inf, values if maximise else -values)
+    places = [space.value_indices(name, columns[name]) for name in reversed(space.names)]
+    return np.lexsort((*places, -score))
 
 
 class TopK:
-    """The best ``k`` rows by one metric, kept in a bounded heap while results stream (NaN, and rows with fewer than
-    ``min_trades`` round trips, rank last)."""
+    """The best ``k`` rows (:func:`best_first`'s ranking), kept bounded while results stream."""
 
-    def __init__(self, k: int, metric: str, maximise: bool, min_trades: int = 0) -> None:
+    _BATCH = 65_536  # rows ranked at once (resumed rows come all together)
+
+    def __init__(self, k: int, metric: str, maximise: bool, min_trades: int = 0, *, space: ParameterSpace) -> None:
         self.k = k
         self.metric = metric
         self.maximise = maximise
         self.min_trades = min_trades
-        self._heap: list[tuple[float, int, dict[str, Any]]] = []
-        self._seq = 0
+        self.space = space
+        self._rows: list[dict[str, Any]] = []
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
         if self.k <= 0:
             return
-        for row in rows:
-            score = rank_score(float(row[self.metric]), int(row["n_trades"]), self.maximise, self.min_trades)
-            self._seq += 1
-            item = (score, -self._seq, dict(row))
-            if len(self._heap) < self.k:
-                heapq.heappush(self._heap, item)
-            elif item > self._heap[0]:
-                heapq.heapreplace(self._heap, item)
+        source = iter(rows)
+        while batch := [dict(row) for row in itertools.islice(source, self._BATCH)]:
+            candidates = self._rows + batch
+            names = (*self.space.names, self.metric, "n_trades")
+            columns = {name: [row[name] for row in candidates] for name in names}
+            order = best_first(columns, self.space, self.metric, self.maximise, self.min_trades)
+            self._rows = [candidates[i] for i in order[: self.k]]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [row for _, _, row in sorted(self._heap, reverse=True)]
+        return list(self._rows)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
