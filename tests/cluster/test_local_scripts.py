@@ -49,6 +49,7 @@ def test_stop_local_skips_a_process_group_a_stale_pids_file_names(tmp_path: Path
 def test_stop_local_ends_every_process_of_the_cluster_start_local_started() -> None:
     state = Path(tempfile.mkdtemp(prefix="vzc-", dir="/tmp"))  # short: Ray's socket paths live under it
     env = {**os.environ, "VELOZ_CLUSTER_AUTH": "disabled", "VELOZ_CLUSTER_DASHBOARD": "0"}
+    pgids: list[int] = []
     try:
         started = subprocess.run(
             [str(ROOT / "cluster" / "start-local.sh"), str(state)], env=env, capture_output=True, text=True, timeout=120
@@ -58,7 +59,7 @@ def test_stop_local_ends_every_process_of_the_cluster_start_local_started() -> N
         assert len(pgids) == 2 and all(_members(pgid) for pgid in pgids)
     finally:
         stopped = subprocess.run([str(STOP), str(state)], capture_output=True, text=True, timeout=60)
-        left = [cmd for pgid in pgids for cmd in _members(pgid)] if "pgids" in locals() else []
+        left = [cmd for pgid in pgids for cmd in _members(pgid)]
         shutil.rmtree(state, ignore_errors=True)
     assert stopped.returncode == 0 and "skipped" not in stopped.stderr, stopped.stderr
     assert stopped.stdout.strip() == f"stopped the cluster in {state}"
