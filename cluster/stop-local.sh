@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stop the local cluster that start-local.sh recorded in STATE_DIR: terminate each node's process group (the
 # `ray start --block` session and everything it spawned), escalate to SIGKILL after a grace period, then remove the
-# cluster's files. Never `ray stop`: other Ray clusters on this machine are left alone.
+# cluster's files. Never `ray stop`: other Ray clusters on this machine are left alone. A group is signalled only
+# while one of its processes names this cluster's temp dir (STATE_DIR/tmp): after a reboot, or when the nodes died on
+# their own, a stale pids file may name another program's process group, which is skipped with a message.
 #
 #   cluster/stop-local.sh [STATE_DIR]          # default STATE_DIR: .veloz/cluster
 #   cluster/stop-local.sh STATE_DIR worker     # stop only the worker node (the head and its GCS keep running):
@@ -30,9 +32,24 @@ else
 fi
 
 alive() { kill -0 -- "-$1" 2>/dev/null; }
+# Process group $1 is this cluster's: one of its processes (`ray start --temp-dir STATE/tmp`, its raylet...) names it.
+ours() {
+  ps -ww -eo pgid=,args= | awk -v g="$1" -v dir="$STATE/tmp" '$1 == g && index($0, dir) {found = 1} END {exit !found}'
+}
 
+OURS=()
 for pgid in "${PGIDS[@]}"; do
-  alive "$pgid" && kill -TERM -- "-$pgid" 2>/dev/null
+  if ! alive "$pgid"; then
+    continue
+  elif ours "$pgid"; then
+    OURS+=("$pgid")
+  else
+    echo "skipped process group $pgid: none of its processes belongs to the cluster in $STATE (a stale pids file)" >&2
+  fi
+done
+PGIDS=("${OURS[@]}")
+for pgid in "${PGIDS[@]}"; do
+  kill -TERM -- "-$pgid" 2>/dev/null
 done
 deadline=$((SECONDS + 3))  # ray start --block does not always exit on TERM; SIGKILL is safe for a throwaway cluster
 for pgid in "${PGIDS[@]}"; do

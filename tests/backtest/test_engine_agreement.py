@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.backtest.synthetic_bars import ALGO, write_bars
 from veloz_actors.backtest import kernel
 from veloz_actors.backtest.runner import run_bar_backtest
 from veloz_actors.backtest.settings import BacktestSettings
@@ -77,3 +78,11 @@ def test_a_sell_whose_slipped_price_rounds_below_one_tick_fills_at_one_tick_in_b
     _assert_same(bars, "sma_cross", {"fast": 1, "slow": 2}, settings)
     trades, _ = kernel.backtest(bars, "sma_cross", {"fast": 1, "slow": 2}, settings)
     assert [(int(t["side"]), int(t["price"])) for t in trades] == [(1, 7), (-1, 1)]
+
+
+def test_engines_agree_on_a_file_not_named_binance_spot_symbol(tmp_path):
+    path = write_bars(tmp_path, ALGO).rename(tmp_path / "algo15m_synthetic.csv")  # the symbol comes from the stem
+    bars = load_bars(path)
+    event = run_bar_backtest(bars, make_strategy("sma_cross", {"fast": 3, "slow": 9}))
+    assert len(event.trades) > 10 and not event.warnings
+    _assert_same(bars, "sma_cross", {"fast": 3, "slow": 9}, BacktestSettings())

@@ -37,7 +37,7 @@ class _BuyOnce(Strategy):
 
     def on_bar(self, bar):
         if bar.index == self.at:
-            self.ctx.buy_market(bar.symbol, quote_qty=self.ctx.free("USDT"))
+            self.ctx.buy_market(bar.symbol, quote_qty=self.ctx.free(self.ctx.quote_asset(bar.symbol)))
         if bar.index == self.sell:
             self.ctx.sell_market(bar.symbol, qty=self.ctx.position(bar.symbol))
 
@@ -81,6 +81,16 @@ def test_slippage_moves_the_fill_against_the_trader_on_tick():
 def test_too_little_cash_means_no_trade():
     result = run_bar_backtest(_bars([100, 100, 100]), _BuyOnce(at=0), BacktestSettings(initial_cash=10))
     assert len(result.trades) == 0
+
+
+def test_orders_the_engine_rejects_are_a_warning_not_a_silent_no_trade():
+    assert run_bar_backtest(_bars([100, 100, 100]), _BuyOnce(at=0), BacktestSettings()).warnings == []
+    bars = _bars([100, 100, 100, 100])
+    unknown = BarSeries("btcusdt", bars.interval_ns, bars.data, bars.price_tick, "synthetic")  # orders say BTCUSDT
+    result = run_bar_backtest(unknown, _BuyOnce(at=0), BacktestSettings())
+    assert len(result.trades) == 0
+    (warning,) = result.warnings
+    assert "1 strategy orders rejected" in warning and "UNKNOWN_SYMBOL 1" in warning
 
 
 def test_flat_market_gives_no_float_noise_cross():

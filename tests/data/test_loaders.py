@@ -173,6 +173,12 @@ def test_small_valid_csv_loads_with_inferred_symbol_and_interval(tmp_path: Path)
     assert bars.price_tick == 1_000_000  # 0.01 (10.75)
 
 
+def test_symbol_is_upper_case_whether_named_by_the_file_or_given(tmp_path: Path) -> None:
+    # orders spell symbols in upper case: a lower-case series symbol made every bar backtest order UNKNOWN_SYMBOL
+    assert load_bars(_write(tmp_path, GOOD, name="eth1h_3000.csv")).symbol == "ETH1H_3000"
+    assert load_bars(_write(tmp_path, GOOD), symbol="ethusdt").symbol == "ETHUSDT"
+
+
 @pytest.mark.parametrize(
     ("rows", "problem"),
     [

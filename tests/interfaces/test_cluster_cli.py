@@ -43,6 +43,13 @@ def test_an_address_where_nothing_listens_fails_fast_and_cleanly(command: list[s
     assert "Traceback" not in result.stderr and "GCS" not in result.stderr
 
 
+def test_an_address_with_a_password_is_shown_without_it() -> None:
+    result = _veloz("status", "--address", "ray://me:secretpw@127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach a Ray cluster at ray://***@127.0.0.1:1 (")
+    assert "secretpw" not in result.stderr
+
+
 @pytest.mark.parametrize("command", [["status"], ["start", "--config", str(CONFIG), "--no-journal"]])
 def test_an_address_where_a_web_server_listens_fails_fast_and_says_so(command: list[str]) -> None:
     """A wrong port (the dashboard's 8265, any web server) kept Ray's client retrying for minutes."""

@@ -61,7 +61,7 @@ from ..messages import (
     checked,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
-from ..search.runtime import check_joined, probe_address
+from ..search.runtime import check_joined, probe_address, redact
 from ..strategies.bar_strategies import make_strategy
 from .backpressure import InFlightWindow
 from .batches import as_events
@@ -750,7 +750,8 @@ def _ensure_ray(address: str | None, namespace: str) -> None:
         )
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = "cannot start a local Ray runtime" if local else f"cannot reach a Ray cluster at {address}"
-        raise EngineUnavailable(f"{where} ({str(exc).strip().splitlines()[0]})") from exc
+        message = f"{where} ({str(exc).strip().splitlines()[0]})"
+        raise EngineUnavailable(redact(message, address)) from exc
 
 
 def start_local(
@@ -814,5 +815,6 @@ def connect(address: str | None = "auto", *, name: str = "default", namespace: s
     try:
         supervisor = ray.get_actor(supervisor_name(name), namespace=namespace)
     except ValueError as exc:
-        raise EngineUnavailable(f"no engine named {name!r} in namespace {namespace!r} at {address}") from exc
+        where = redact(str(address), address)
+        raise EngineUnavailable(f"no engine named {name!r} in namespace {namespace!r} at {where}") from exc
     return EngineHandle(supervisor, name=name, owned=False)

@@ -125,7 +125,8 @@ def _text(value: str | float, what: str) -> str:
 
 
 def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Run one backtest as configured; returns ``{"metrics", "trades", "timing", ...}`` and writes ``cfg.out``."""
+    """Run one backtest as configured; returns ``{"metrics", "trades", "timing", "warnings", ...}`` and writes
+    ``cfg.out``."""
     from ..backtest import kernel
     from ..backtest.metrics import trades_to_records
     from ..backtest.runner import run_bar_backtest
@@ -161,6 +162,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     if cfg.engine == "kernel":
         trades, metrics = kernel.backtest(bars, cfg.strategy, cfg.params, settings)
+        warnings: list[str] = []
         from ..backtest.metrics import equity_and_metrics
 
         run_seconds = time.perf_counter() - started
@@ -168,7 +170,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     else:
         result = run_bar_backtest(bars, strategy, settings, progress=bar_progress)  # type: ignore[arg-type]
         run_seconds = time.perf_counter() - started
-        trades, metrics, equity = result.trades, result.metrics, result.equity
+        trades, metrics, equity, warnings = result.trades, result.metrics, result.equity, result.warnings
     if bar_progress is not None:
         bar_progress(len(bars), len(bars))
         sys.stderr.write("\n")
@@ -185,7 +187,9 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         "initial_cash": _text(cfg.initial_cash, "initial_cash"),
         **_instrument_meta(bars.symbol, settings.price_tick, settings.qty_step, cfg),
     }
-    output: dict[str, Any] = {"metrics": metrics, "trades": trades_to_records(trades), "timing": timing}
+    output: dict[str, Any] = {
+        "metrics": metrics, "trades": trades_to_records(trades), "timing": timing, "warnings": warnings
+    }  # fmt: skip
     if cfg.out:
         from ..backtest.report import write_outputs
 
@@ -258,7 +262,9 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
         "seed": cfg.seed,
         **_instrument_meta(settings.symbol, settings.price_tick, settings.qty_step, cfg, step_from="data"),
     }  # fmt: skip
-    output: dict[str, Any] = {"metrics": result.metrics, "trades": result.records(), "timing": timing, "run": meta}
+    output: dict[str, Any] = {
+        "metrics": result.metrics, "trades": result.records(), "timing": timing, "warnings": [], "run": meta
+    }  # fmt: skip
     if cfg.out:
         from ..backtest.report import write_l2_outputs
 
@@ -318,7 +324,8 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
     ``engine``, ``out``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
-    "run": {...}}`` (and ``"files"`` when ``out`` is given).
+    "warnings": [...], "run": {...}}`` (and ``"files"`` when ``out`` is given); ``warnings`` names strategy orders
+    the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``).
     """
     raw: dict[str, Any]
     if config is None:

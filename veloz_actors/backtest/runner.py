@@ -26,7 +26,7 @@ from ..core.instruments import Instrument, ceil_div
 from ..core.risk import RiskLimits
 from ..data.bars import BarSeries
 from ..fixed import MAX_ABS, SCALE, format_decimal
-from ..messages import OrderFilled, OrderType, PlaceOrder, Side, TimeInForce, Trade
+from ..messages import OrderFilled, OrderRejected, OrderType, PlaceOrder, Side, TimeInForce, Trade
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Bar, Strategy, StrategyContext
 from ..venues.engine import Engine, EngineConfig
@@ -50,8 +50,9 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 
 @dataclass
 class BacktestResult:
-    """Trades (``TRADE_DTYPE``), the equity curve at every bar close, the metrics, timings, and the instrument traded
-    (its tick and step as :meth:`BacktestSettings.for_bars` fixed them)."""
+    """Trades (``TRADE_DTYPE``), the equity curve at every bar close, the metrics, timings, the instrument traded
+    (its tick and step as :meth:`BacktestSettings.for_bars` fixed them), and ``warnings``: one line when the engine
+    rejected strategy orders (a rejection is a business outcome, not an error, but never a silent "no trade")."""
 
     trades: np.ndarray
     equity: np.ndarray
@@ -59,6 +60,7 @@ class BacktestResult:
     timing: dict[str, float] = field(default_factory=dict)
     events: int = 0
     instrument: Instrument | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Context(StrategyContext):
@@ -73,6 +75,17 @@ class _Context(StrategyContext):
         self.next_open = 0  # the next bar's open time (the last bar's own: its orders are dropped)
         self._ids = ClientOrderIds("bt")  # a fixed prefix: the same ids every run
         self._positions = engine.ledger.positions
+        self.rejected: dict[str, int] = {}  # reason -> how many of the strategy's orders the engine rejected
+        self.first_rejected: OrderRejected | None = None
+
+    def rejection_warnings(self) -> list[str]:
+        """One line naming the rejected orders' reasons and the first one's detail; none when nothing was rejected."""
+        if self.first_rejected is None:
+            return []
+        counts = ", ".join(f"{reason} {n}" for reason, n in self.rejected.items())
+        first = self.first_rejected.detail or self.first_rejected.reason
+        return [f"{sum(self.rejected.values())} strategy orders rejected by the engine, not traded ({counts}); "
+                f"the first: {first}"]  # fmt: skip
 
     def now(self) -> int:
         """The open time of the bar being processed (orders placed now reach the venue at the next open)."""
@@ -220,6 +233,7 @@ def run_bar_backtest(
         timing={"run_seconds": run_seconds},
         events=events,
         instrument=instrument,
+        warnings=ctx.rejection_warnings(),
     )
 
 
@@ -276,6 +290,10 @@ def _execute(
         for event in order_events:
             if event.account_id == TRADER:
                 strategy.on_order_event(event)
+                if type(event) is OrderRejected:
+                    reason = event.reason.name
+                    ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
+                    ctx.first_rejected = ctx.first_rejected or event
             if type(event) is OrderFilled and event.account_id == TRADER:
                 cash = engine.ledger.free(TRADER, quote) + engine.ledger.locked(TRADER, quote)
                 sign = 1 if event.side is Side.BUY else -1

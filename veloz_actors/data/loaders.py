@@ -76,8 +76,8 @@ def _pyarrow() -> tuple[Any, Any, Any, Any]:
 def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval: str | int | None = None) -> BarSeries:
     """Load a candle file as a validated :class:`BarSeries` with exact prices, its price tick and its gaps.
 
-    ``symbol`` and ``interval`` (``"5m"`` or nanoseconds) are inferred from the file name and contents when not given;
-    the interval is the most common step between open times. A given interval that disagrees with the data raises.
+    ``symbol`` and ``interval`` (``"5m"`` or nanoseconds) are inferred from the file name and contents when not given
+    (the symbol, given or not, is upper-cased as orders spell it); the interval is the most common step between open times. A given interval that disagrees with the data raises.
     Raises :class:`DataError` (naming file, row and problem) for unsorted or duplicate times, misaligned bars,
     high < low and other inconsistent candles, non-positive prices, negative volume, missing columns or garbage.
     """
@@ -106,7 +106,7 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
         data[name] = columns[name]
     gaps = _validate_bars(data, inferred, path, first_line)
     return BarSeries(
-        symbol=symbol or name_symbol or path.name.split(".")[0],
+        symbol=_symbol(symbol, name_symbol, path),
         interval_ns=inferred,
         data=data,
         price_tick=_price_tick(data),
@@ -127,7 +127,7 @@ def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) 
         raise DataError(f"{path}: no funding rates in the file")
     _check_increasing(times, path, first_line)
     name_symbol, _ = _infer_from_name(path.name)
-    symbol = symbol or name_symbol or path.name.split(".")[0]
+    symbol = _symbol(symbol, name_symbol, path)
     rates = columns["open"].tolist()
     return [
         FundingRate(symbol=symbol, rate=rate, funding_time=t, ts_event=t, ts_recv=t)
@@ -183,6 +183,12 @@ def _path(path: Any, symbol: Any) -> Path:
     if symbol is not None and not isinstance(symbol, str):
         raise InvalidInput(f"symbol must be a str or None, got {type(symbol).__name__} {quoted(symbol)}")
     return Path(path)
+
+
+def _symbol(given: str | None, named: str | None, path: Path) -> str:
+    """The series' symbol: the one given, else the file name's ``<SYMBOL>`` token, else the name's stem; upper case,
+    as orders spell it (``build_place_order``), so an order for it is never an unknown symbol."""
+    return (given or named or path.name.split(".")[0]).upper()
 
 
 def _capture_events(raw_lines: list[tuple[int, int, Any]], path: Path, symbol: str | None) -> list[MarketEvent]:

@@ -8,7 +8,8 @@ Flags override the config (``configs/backtest/*.yaml``). The price tick is the d
 0.00001, or the coarser power of ten that keeps tick x step at 1e-8 or above (``--price-tick`` / ``--qty-step`` and
 the ``price_tick`` / ``qty_step`` config keys override them). ``--json`` prints one JSON object:
 ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {"load_seconds",
-"run_seconds"}}``. A bad input is one line on stderr and a non-zero exit.
+"run_seconds"}}``. Strategy orders the engine rejected are one ``warning:`` line on stderr (the run goes on: a
+rejection is an outcome the strategy sees, as it would live). A bad input is one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def register(app: typer.Typer) -> None:
             raw["params"] = params
         cfg = parse_config(raw)
         result = execute(cfg, progress=not json_output)
+        for warning in result["warnings"]:
+            typer.echo(f"warning: {warning}", err=True)
         if json_output:
             sys.stdout.buffer.write(orjson.dumps({k: result[k] for k in ("metrics", "trades", "timing")}) + b"\n")
             return

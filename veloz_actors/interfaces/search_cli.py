@@ -8,15 +8,18 @@ the entrypoint ``veloz submit`` gives a Ray job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
-from .._exceptions import ConfigError, EngineUnavailable, VelozError
+from .._exceptions import ConfigError, VelozError
 
 __all__ = ["register"]
 
@@ -63,7 +66,7 @@ def _overrides(
     grid: list[str] | None,
     metric: str | None,
     random: int | None,
-    seed: int,
+    seed: int | None,
     walk_forward: str | None,
     chunk_size: int | None,
     report_params: str | None = None,
@@ -83,8 +86,8 @@ def _overrides(
     }
     if grid:
         out["grid"] = dict(_grid_entry(parse_grid_flag(text)) for text in grid)
-    if random is not None:
-        out["random"] = {"budget": random, "seed": seed}
+    if random is not None or seed is not None:  # merged into the config's random section (load_config)
+        out["random"] = {k: v for k, v in (("budget", random), ("seed", seed)) if v is not None}
     if walk_forward is not None:
         parts = walk_forward.split(":")
         if len(parts) not in (2, 3) or not all(p.strip().isdigit() for p in parts):
@@ -124,7 +127,9 @@ MetricOpt = Annotated[
     str | None, typer.Option("--metric", help="Metric to rank by (default: the config's, or sharpe).")
 ]
 RandomOpt = Annotated[int | None, typer.Option("--random", help="Random search: evaluate N sets drawn from the space.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random search.")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Seed of the random search (default: the config's, else 0).")
+]
 WalkOpt = Annotated[
     str | None, typer.Option("--walk-forward", help="TRAIN_BARS:TEST_BARS[:STEP_BARS]: walk-forward evaluation.")
 ]
@@ -166,7 +171,7 @@ def grid_search_command(
     grid: GridOpt = None,
     metric: MetricOpt = None,
     random: RandomOpt = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = None,
     walk_forward: WalkOpt = None,
     chunk_size: ChunkOpt = None,
     report_params: ReportParamsOpt = None,
@@ -232,11 +237,13 @@ def grid_search_command(
 
 def submit_command(
     config: ConfigArg = None,
-    address: Annotated[str, typer.Option("--address", help="The cluster's dashboard, http://HEAD:8265.")] = (
+    address: Annotated[str, typer.Option("--address", help="The dashboard: http[s]://[USER:PASSWORD@]HEAD[:PORT].")] = (
         "http://127.0.0.1:8265"
     ),
     max_workers: WorkersOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Results directory, as a path on the head node.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Results directory: an absolute path on the head node.")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume")] = False,
     top: Annotated[int, typer.Option("--top", min=0)] = 10,
     data: DataOpt = None,
@@ -244,7 +251,7 @@ def submit_command(
     grid: GridOpt = None,
     metric: MetricOpt = None,
     random: RandomOpt = None,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = None,
     walk_forward: WalkOpt = None,
     chunk_size: ChunkOpt = None,
     report_params: ReportParamsOpt = None,
@@ -258,6 +265,10 @@ def submit_command(
     """Hand a search to a Ray cluster as a Ray job; the job id is printed (follow it with `veloz logs JOB`)."""
     from ..search.config import load_config
 
+    if out is not None and not out.is_absolute():
+        # the job runs in a temporary copy of this directory that Ray deletes: a relative path would land there
+        raise _fail(f"--out {out}: give a path on the head node, absolute (the job's working directory is a temporary "
+                    "copy that Ray deletes)")  # fmt: skip
     try:
         cfg = load_config(
             _config_source(config),
@@ -287,25 +298,24 @@ def submit_command(
         runtime_env: dict[str, Any] = {"working_dir": str(_ROOT), "excludes": _JOB_EXCLUDES}
         if pip:
             runtime_env["pip"] = _runtime_requirements()
-        client = _job_client(address)
-        job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=runtime_env)
     except VelozError as exc:
         raise _fail(str(exc)) from None
+    with _jobs_api(address):
+        client = _job_client(address)
+        job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=runtime_env)
     typer.echo(job_id)
-    typer.echo(f"follow it with: veloz logs {job_id} --address {address}", err=True)
+    typer.echo(f"follow it with: veloz logs {job_id} --address {_redact(address)}", err=True)
     if wait:
-        _follow(client, job_id)
+        with _jobs_api(address, job_id):
+            _follow(client, job_id)
 
 
 def jobs_command(
     address: Annotated[str, typer.Option("--address", help="http://HEAD:8265")] = "http://127.0.0.1:8265",
 ) -> None:
     """List the cluster's Ray jobs: id, status, start time, entrypoint."""
-    try:
-        client = _job_client(address)
-        jobs = client.list_jobs()
-    except VelozError as exc:
-        raise _fail(str(exc)) from None
+    with _jobs_api(address):
+        jobs = _job_client(address).list_jobs()
     for job in sorted(jobs, key=lambda j: j.start_time or 0):
         entry = (job.entrypoint or "")[:80]
         typer.echo(f"{job.submission_id or job.job_id}\t{job.status}\t{job.start_time or ''}\t{entry}")
@@ -317,32 +327,62 @@ def logs_command(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Stream until the job ends.")] = False,
 ) -> None:
     """Print a job's logs (and its final status)."""
-    try:
+    with _jobs_api(address):
         client = _job_client(address)
+    with _jobs_api(address, job):
         if follow:
             _follow(client, job)
             return
         typer.echo(client.get_job_logs(job), nl=False)
         typer.echo(f"status: {client.get_job_status(job)}", err=True)
-    except VelozError as exc:
-        raise _fail(str(exc)) from None
-    except RuntimeError as exc:
-        raise _fail(f"job {job}: {str(exc).splitlines()[0]}") from None
+
+
+def _redact(address: str) -> str:
+    from ..search.runtime import redact
+
+    return redact(address, address)
 
 
 def _job_client(address: str) -> Any:
+    """A Ray Jobs client for the dashboard at ``address`` (``http[s]://[USER:PASSWORD@]HOST[:PORT][/PREFIX]``), once
+    its host and port (default 80, 443 for https) take a TCP connection."""
     from ..search.runtime import probe_address
 
-    if not address.startswith(("http://", "https://")):
-        raise ConfigError(f"--address {address!r}: Ray Jobs need the dashboard address, http://HEAD:8265")
-    hostport = address.split("://", 1)[1].rstrip("/")
-    probe_address(hostport if ":" in hostport else f"{hostport}:80", speaks_ray=False)  # HTTP
+    parts = urlsplit(address)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number 0..65535
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ConfigError(f"--address {_redact(address)!r}: Ray Jobs need the dashboard address, http://HEAD:8265")
+    probe_address(f"{parts.hostname}:{port}", speaks_ray=False)  # HTTP
     from ray.job_submission import JobSubmissionClient
 
+    return JobSubmissionClient(address)
+
+
+@contextlib.contextmanager
+def _jobs_api(address: str, job: str | None = None) -> Iterator[None]:
+    """Any failure of the Ray Jobs API at ``address`` (about ``job``) as one ``error:`` line, exit 2: Ray's own errors
+    (an :class:`~ray.exceptions.AuthenticationError` from a cluster with token auth, with the ``RAY_AUTH_*`` hint),
+    HTTP and WebSocket errors (``--follow``), a job that does not exist. The address's userinfo is never shown."""
+    import aiohttp
+    from ray.exceptions import AuthenticationError, RayError
+
+    from ..search.runtime import auth_hint, redact
+
     try:
-        return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EngineUnavailable(f"cannot use the Ray Jobs API at {address}: {str(exc).splitlines()[0]}") from exc
+        yield
+    except typer.Exit:  # click's Exit is a RuntimeError: the command's own exit status
+        raise
+    except VelozError as exc:
+        raise _fail(redact(str(exc), address)) from None
+    except (RayError, aiohttp.ClientError, ConnectionError, RuntimeError, ValueError) as exc:
+        # an AuthenticationError's str() adds a paragraph of Ray's advice; the hint below says it in one clause
+        text = exc.message if isinstance(exc, AuthenticationError) else str(exc) or type(exc).__name__
+        hint = f" ({auth_hint()})" if isinstance(exc, RayError) else ""
+        where = f"job {job}" if job is not None else f"cannot use the Ray Jobs API at {address}"
+        raise _fail(redact(f"{where}: {text.strip().splitlines()[0]}{hint}", address)) from None
 
 
 def _follow(client: Any, job_id: str) -> None:

@@ -313,7 +313,8 @@ def load_config(
 ) -> SearchConfig:
     """Read and validate a search config from a YAML file, a dict or a ready model; apply flag ``overrides``.
 
-    ``overrides`` replace top-level keys, except ``grid``, whose parameters are merged into the config's grid. A relative
+    ``overrides`` replace top-level keys, except ``grid`` and ``random``, whose keys are merged into the config's (a
+    ``random`` override without a budget, a seed alone, needs the config's random section). A relative
     ``data`` path is looked up from the current directory, then from the config file's directory.
 
     Raises :class:`ConfigError` with one readable line for anything invalid.
@@ -340,8 +341,10 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key == "grid":
-            raw["grid"] = {**(raw.get("grid") or {}), **value}
+        if key == "random" and not raw.get("random") and "budget" not in value:
+            raise ConfigError("--seed without a random search: add --random N (or a random: section with its budget)")
+        if key in ("grid", "random"):
+            raw[key] = {**(raw.get(key) or {}), **value}
         else:
             raw[key] = value
     if "grid" in raw and raw["grid"] is None:

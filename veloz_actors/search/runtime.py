@@ -8,7 +8,8 @@
 - ``"HOST:PORT"``: a cluster's GCS address; ``"ray://HOST:PORT"``: a Ray Client server.
 
 Token authentication (Ray >= 2.52) is left to Ray's own environment variables (``RAY_AUTH_MODE``,
-``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``), which must match the cluster's.
+``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``), which must match the cluster's (:func:`auth_hint` says so in an error).
+An address is shown in messages only through :func:`redact`: a ``user:password@`` in it never reaches a message.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, quoted
 
-__all__ = ["Runtime", "check_joined", "check_max_workers", "connect", "probe_address"]
+__all__ = ["Runtime", "auth_hint", "check_joined", "check_max_workers", "connect", "probe_address", "redact"]
 
 PROBE_TIMEOUT_SECONDS = 3.0
 ANSWER_TIMEOUT_SECONDS = 10.0  # a gRPC server answers at once; the margin is for a loaded machine
@@ -38,6 +39,27 @@ class Runtime:
     address: str
     workers: int
     started_here: bool
+
+
+def redact(text: str, address: str | None) -> str:
+    """``text`` (``address`` itself, or a message naming it) with the userinfo of ``address`` (``user:password@``,
+    a token) shown as ``***``, so that a secret in an address never reaches a message or a log.
+
+    >>> redact("cannot reach http://me:pw@head:8265", "http://me:pw@head:8265")
+    'cannot reach http://***@head:8265'
+    """
+    if address is None:
+        return text
+    userinfo = address.partition("://")[2 if "://" in address else 0].split("/", 1)[0].rpartition("@")[0]
+    return text.replace(userinfo, "***") if userinfo else text
+
+
+def auth_hint() -> str:
+    """What to check when a cluster refuses this process: Ray's token-authentication settings (never the token)."""
+    return (
+        f"RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE', 'unset')}; a cluster with token authentication needs "
+        "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+    )
 
 
 def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *, speaks_ray: bool = True) -> None:
@@ -54,9 +76,10 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *
         )
     if address in ("auto", "local"):
         return
+    shown = redact(address, address)
     if address.startswith(("http://", "https://")):
         raise ConfigError(
-            f"--address {address}: that is a dashboard (Jobs) address; use `veloz submit` for it, "
+            f"--address {shown}: that is a dashboard (Jobs) address; use `veloz submit` for it, "
             "or give the cluster address HOST:6379 / ray://HOST:10001"
         )
     host, port = _host_port(address)
@@ -64,7 +87,7 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise EngineUnavailable(f"cannot reach a Ray cluster at {address} ({reason} after <= {timeout:g} s)") from exc
+        raise EngineUnavailable(f"cannot reach a Ray cluster at {shown} ({reason} after <= {timeout:g} s)") from exc
     with sock:
         if not speaks_ray or _ray_uses_tls():
             return
@@ -79,7 +102,7 @@ def probe_address(address: str | None, timeout: float = PROBE_TIMEOUT_SECONDS, *
         else:
             heard = f"it answered {answer[:40]!r}" if answer else "it closed the connection without answering"
         raise EngineUnavailable(
-            f"{address} is not a Ray cluster ({heard}; Ray's GCS and Ray Client server answer in gRPC): give the "
+            f"{shown} is not a Ray cluster ({heard}; Ray's GCS and Ray Client server answer in gRPC): give the "
             "cluster address HOST:6379 (the GCS port of `ray start --head`) or ray://HOST:10001"
         )
 
@@ -112,7 +135,7 @@ def _ray_uses_tls() -> bool:
 def _host_port(address: str) -> tuple[str, int]:
     host, sep, port_text = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+        raise ConfigError(f"--address {redact(address, address)!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     return host, int(port_text)
 
 
@@ -143,8 +166,8 @@ def check_joined(address: str | None) -> None:
     # process cannot join it, so it is not asked whether it speaks Ray
     probe_address(address, speaks_ray=False)
     raise ConfigError(
-        f"address {address!r}: this process has already joined the Ray cluster at {current}; call ray.shutdown() "
-        "first to use another (or leave address out to use this one)"
+        f"address {redact(address, address)!r}: this process has already joined the Ray cluster at {current}; call "
+        "ray.shutdown() first to use another (or leave address out to use this one)"
     )
 
 
@@ -176,15 +199,11 @@ def connect(address: str | None, max_workers: int | None = None) -> Iterator[Run
         kwargs["address"] = address
     try:
         ray.init(**kwargs)
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         where = "a private local runtime" if address is None else address
-        hint = (
-            f" (RAY_AUTH_MODE is {os.environ.get('RAY_AUTH_MODE', 'unset')}; a cluster with token authentication needs "
-            "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
-            if address is not None
-            else ""
-        )
-        raise EngineUnavailable(f"cannot start or join Ray at {where}: {str(exc).splitlines()[0]}{hint}") from exc
+        hint = f" ({auth_hint()})" if address is not None else ""
+        message = f"cannot start or join Ray at {where}: {str(exc).splitlines()[0]}{hint}"
+        raise EngineUnavailable(redact(message, address)) from exc
     try:
         yield Runtime(address or "local", _workers(max_workers), started_here=True)
     finally:
