@@ -193,6 +193,11 @@ def _one_error_line(result: Result) -> str:
     return line
 
 
+def _one_set_search(shared_data: Path) -> list[str]:
+    """The flags of a one-set search on the shared data (what a Jobs command is refused before it would run)."""
+    return ["--data", str(shared_data / DATA_NAME), "--strategy", "sma_cross", "--grid", "fast=5", "--grid", "slow=30"]
+
+
 @pytest.mark.parametrize(
     "command",
     [["jobs"], ["logs", "raysubmit_1"], ["logs", "raysubmit_1", "--follow"], ["submit", "--out", "/srv/veloz/runs"]],
@@ -202,16 +207,7 @@ def test_jobs_commands_on_a_token_auth_cluster_without_the_token_are_one_error_l
     app: typer.Typer, shared_data: Path, command: list[str]
 ) -> None:
     """Ray's AuthenticationError (a RayError, not a RuntimeError) went out as a 17-frame traceback."""
-    search = [
-        "--data",
-        str(shared_data / DATA_NAME),
-        "--strategy",
-        "sma_cross",
-        "--grid",
-        "fast=5",
-        "--grid",
-        "slow=30",
-    ]
+    search = _one_set_search(shared_data)
     with _dashboard(token=True) as hostport:
         args = [*command, "--address", f"http://{hostport}", *(search if command[0] == "submit" else [])]
         line = _one_error_line(CliRunner().invoke(app, args))
@@ -247,15 +243,6 @@ def test_an_https_dashboard_is_probed_on_port_443(app: typer.Typer) -> None:
 
 def test_submit_refuses_a_relative_out(app: typer.Typer, shared_data: Path) -> None:
     """The job runs in a temporary copy of the working directory: a relative --out wrote the results there."""
-    search = [
-        "--data",
-        str(shared_data / DATA_NAME),
-        "--strategy",
-        "sma_cross",
-        "--grid",
-        "fast=5",
-        "--grid",
-        "slow=30",
-    ]
+    search = _one_set_search(shared_data)
     line = _one_error_line(CliRunner().invoke(app, ["submit", *search, "--out", "runs/sma"]))
     assert "--out runs/sma: give a path on the head node, absolute" in line
