@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.search.helpers import (
@@ -25,9 +26,11 @@ from tests.search.helpers import (
 )
 from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
 from veloz_actors.backtest import kernel
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 from veloz_actors.data.loaders import load_bars
 from veloz_actors.search import ParameterSpace, SearchProgress, grid_search, load_config, runner, walk_forward_windows
-from veloz_actors.search.plan import make_plan, slice_bars
+from veloz_actors.search.plan import execute_chunk, make_plan, slice_bars
 
 pytestmark = pytest.mark.ray
 
@@ -255,6 +258,25 @@ def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_d
     config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
     with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):
         make_plan(load_config(config))  # its 250,000th set: beyond the first 200,000
+
+
+def test_a_set_that_fails_on_its_own_trades_is_named() -> None:
+    """A failure only the trades show (here a fill beyond int64: 45 million quote units spent at a price of 1e-8) cannot be
+    caught before work; it stopped the search without saying which set. The first set of the chunk never trades."""
+    closes = [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3]  # in 1e-8 units
+    data = np.zeros(len(closes), dtype=BAR_DTYPE)
+    data["open_time"] = np.arange(len(closes), dtype=np.int64) * 60_000_000_000
+    data["open"] = data["close"] = data["high"] = data["low"] = closes
+    data["volume"] = 10**8
+    prepared = kernel.prepare(
+        BarSeries("TESTUSDT", 60_000_000_000, data, 1),
+        "sma_cross",
+        BacktestSettings(initial_cash=2**52, qty_step=10**8),
+    )
+    with pytest.raises(
+        InvalidInput, match=r"^parameter set fast=2 slow=4: a fill's cash, quantity or fee does not fit"
+    ):
+        execute_chunk(prepared, [{"fast": 2, "slow": 25}, {"fast": 2, "slow": 4}])
 
 
 def _tie_config(shared_data: Path, **extra: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import ConfigError, InvalidInput, quoted
+from .._exceptions import ConfigError, InvalidInput, VelozError, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
@@ -206,10 +206,25 @@ def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> lis
 
     tune_allocator()  # a fresh worker would otherwise page-fault through every array (see _allocator)
 
-    results = kernel.run_many(prepared, [dict(p) for p in param_sets])
+    sets = [dict(p) for p in param_sets]
+    try:
+        results = kernel.run_many(prepared, sets)
+    except VelozError as exc:  # one set's trades went beyond what VeloZ represents: name it (only on failure)
+        raise _naming_the_set(kernel, prepared, sets, exc) from exc
     if len(results) != len(param_sets):
         raise InvalidInput(f"kernel returned {len(results)} results for {len(param_sets)} parameter sets")
     return [{m: _metric(result[m]) for m in METRICS} for result in results]
+
+
+def _naming_the_set(kernel: Any, prepared: Any, sets: list[dict[str, Any]], exc: VelozError) -> VelozError:
+    """``exc`` again, naming the first set of the chunk that raises alone (the search stops on it: its rows could not
+    be computed, and a resume would meet it again)."""
+    for params in sets:
+        try:
+            kernel.run_many(prepared, [params])
+        except VelozError as alone:
+            return type(alone)(f"parameter set {_describe(params)}: {alone}")
+    return exc
 
 
 def _metric(value: Any) -> Any:
