@@ -365,6 +365,19 @@ class VenueModel(_Model):
         preset = BINANCE_PRESETS[self.preset]
         return {name: getattr(self, name) or preset[name] for name in ("rest_url", "stream_url", "ws_api_url")}
 
+    def trading_settings(self) -> dict[str, Any]:
+        """The live trading adapter's settings (:class:`~veloz_actors.venues.binance.venue.BinanceVenueSettings`):
+        ``trading`` with the URLs, checked here (a :class:`ConfigError` naming what is wrong) for both engines."""
+        from .venues.binance.venue import BinanceVenueSettings
+
+        urls = self.urls()
+        settings = {**self.trading, "rest_url": urls["rest_url"], "ws_api_url": urls["ws_api_url"]}
+        try:
+            BinanceVenueSettings(**settings)
+        except TypeError as exc:
+            raise ConfigError(f"venue.trading: {exc}") from None
+        return settings
+
     def market_data(self) -> dict[str, Any]:
         """The settings of the market-data client (:class:`~veloz_actors.venues.binance.market_data.MarketDataSettings`)."""
         urls = self.urls()

@@ -65,7 +65,16 @@ def test_live_refuses_without_flag_keys_journal_or_limits(server, tmp_path) -> N
     flags[flags.index(str(CONFIG))] = str(loose)
     no_limits = _run(flags, keys)
     assert no_limits.returncode != 0 and "risk.max_position.BTCUSDT" in no_limits.stderr
-    for result in (no_keys, actors, no_journal, both, no_limits):
+    # venue.trading with a typo: refused by the single-process engine too (it used to drop venue.trading, so a
+    # recv window or order path set there was silently the default)
+    data = yaml.safe_load(CONFIG.read_text())
+    data["engine"].setdefault("venue", {})["trading"] = {"recv_window_msec": 2500}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(data))
+    flags[flags.index(str(loose))] = str(typo)
+    mistyped = _run(flags, keys)
+    assert mistyped.returncode != 0 and "venue.trading: " in mistyped.stderr and "recv_window_msec" in mistyped.stderr
+    for result in (no_keys, actors, no_journal, both, no_limits, mistyped):
         assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert not journal.exists()
 

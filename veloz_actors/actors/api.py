@@ -202,17 +202,13 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     from ..core.journal import read_journal
     from ..core.kernel import KernelConfig
     from ..venues.binance.auth import CredentialsRef
-    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, account_ledger
+    from ..venues.binance.venue import VenueUnavailable, account_ledger
     from ..venues.engine import EngineConfig
 
     if journal_dir is None:
         raise ConfigError("live trading needs a journal (recovery and reconciliation start from it): drop --no-journal")
     urls = file_config.venue.urls()
-    settings = {**file_config.venue.trading, "rest_url": urls["rest_url"], "ws_api_url": urls["ws_api_url"]}
-    try:
-        BinanceVenueSettings(**settings)  # checked here, before any actor starts
-    except TypeError as exc:
-        raise ConfigError(f"venue.trading: {exc}") from None
+    settings = file_config.venue.trading_settings()  # checked here, before any actor starts
     ref = CredentialsRef(env_file=file_config.venue.credentials_file)
     credentials = ref.load()  # the keys are usable here, or the error names the variable
     oms_journal = Path(journal_dir) / "oms.journal"

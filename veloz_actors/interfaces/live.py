@@ -76,6 +76,7 @@ def run_live(
     journal_path = journal_path.resolve()
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     urls = file_config.venue.urls()
+    settings = BinanceVenueSettings(**file_config.venue.trading_settings())  # venue.trading, checked before any work
     tune_gc()
     if journal_path.exists():
         header, _ = read_journal(journal_path)
@@ -94,7 +95,6 @@ def run_live(
         config = dataclasses.replace(file_config.engine_config(instruments), balances={"main": ledger})
         engine = Engine(config, journal_path=journal_path, durability=durability)  # type: ignore[arg-type]
         _say(f"live: new journal {journal_path}, ledger from the account's balances on {urls['rest_url']}")
-    settings = BinanceVenueSettings(rest_url=urls["rest_url"], ws_api_url=urls["ws_api_url"])
     trading = LiveVenue(engine, settings, credentials)
     live_market = LiveMarket(engine, file_config.venue.market_data(), apply=trading.apply)
     _say("live: reconciling with the exchange; orders are refused until it has finished")
