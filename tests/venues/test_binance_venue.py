@@ -783,6 +783,25 @@ def test_the_connection_is_renewed_before_its_age_limit(server: BinanceTestServe
         h.assert_matches_server()
 
 
+def test_a_fill_the_stream_never_delivered_is_found_by_the_periodic_reconciliation(server: BinanceTestServer) -> None:
+    """The connection stays up and the order sends nothing more: only a periodic reconciliation finds its fill. It
+    runs in the adapter's thread object, so the actor engine's venue actor has it too (it had none: the fill waited
+    for the next reconnect, up to 23.5 h, with the quote locked and the base never credited)."""
+    holder: list[Harness] = []
+    venue_kw = {"view": lambda: kernel_view(holder[0].kernel), "reconcile_every": 0.3}
+    with Harness(server, start=False, venue_kw=venue_kw) as h:
+        holder.append(h)
+        h.start()
+        coid = h.place(Side.BUY, d("0.01"), d("61835"))
+        h.wait(coid, OrderStatus.ACCEPTED)
+        server.trading_faults.miss_report(1)
+        publish(server, 150)
+        h.wait(coid, OrderStatus.FILLED, timeout=15.0)
+        assert server.trading_faults.counts["miss_report"] == 1
+        assert h.venue.status()["periodic_reconciliations"]["done"] >= 1
+        h.assert_matches_server()
+
+
 def test_duplicated_reordered_and_missed_reports(server: BinanceTestServer) -> None:
     """Every execution report doubled for a while, one held back behind the next, one never sent: the kernel
     still equals the server; the missed fill is found when the cancel of the (already filled) order is refused."""

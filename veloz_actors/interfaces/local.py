@@ -179,12 +179,6 @@ class LiveVenue:
             with self.lock:
                 return kernel_view(engine.kernel, account_id)
 
-        self._view = view
-        self._stop = threading.Event()
-        self.reconciliations = 0
-        self.reconcile_errors = 0
-        self.last_reconcile_error = ""
-
         self.thread = VenueThread(
             settings,
             credentials,
@@ -194,29 +188,12 @@ class LiveVenue:
             events=self.notices.put,
             view=view,
             initial_view=view(),
+            reconcile_every=reconcile_every,
         )
         held = sum(getattr(v, "held", 0) for v in engine.venues.values())
         self.replayed_requests = held  # sent by the run that wrote the journal: never sent again
         engine.venues = {symbol: _Attached(self.thread, symbol) for symbol in engine.instruments}
         self.thread.start()
-        if reconcile_every:
-            threading.Thread(
-                target=self._reconcile_periodically, args=(reconcile_every,), name="veloz-reconcile", daemon=True
-            ).start()
-
-    def _reconcile_periodically(self, every: float) -> None:
-        """Reconcile with the exchange every ``every`` seconds besides the adapter's own reconciliations (start, each
-        reconnect): an execution report the stream never delivered, for an order that then sent nothing more, is
-        only found this way. What it reports again is idempotent in the kernel."""
-        while not self._stop.wait(every):
-            if not self.thread.ready:
-                continue
-            try:
-                self.thread.reconcile(view=self._view(), timeout=every * 4 + 30)
-                self.reconciliations += 1
-            except Exception as exc:  # noqa: BLE001 - counted and shown; the next round tries again
-                self.reconcile_errors += 1
-                self.last_reconcile_error = f"{type(exc).__name__}: {str(exc)[:200]}"
 
     def wait_ready(self, timeout: float) -> bool:
         return self.thread.wait_ready(timeout)
@@ -273,15 +250,9 @@ class LiveVenue:
         status["replayed_requests_not_resent"] = self.replayed_requests
         status["balance_differences"] = self.balance_differences()
         status["balance_changes_outside_trading"] = len(self.balance_deltas)
-        status["periodic_reconciliations"] = {
-            "done": self.reconciliations,
-            "errors": self.reconcile_errors,
-            "last_error": self.last_reconcile_error,
-        }
         return status
 
     def close(self) -> None:
-        self._stop.set()
         self.thread.close()
 
 

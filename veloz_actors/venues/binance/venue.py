@@ -93,6 +93,7 @@ import contextlib
 import logging
 import random
 import re
+import threading
 import time
 import urllib.request
 from collections import OrderedDict, deque
@@ -2105,11 +2106,53 @@ class VenueThread(LoopThread):
         credentials: Credentials,
         instruments: Mapping[str, Instrument],
         reports: Callable[[list[Any]], None],
+        *,
+        reconcile_every: float | None = 60.0,
         **kw: Any,
     ) -> None:
         venue = BinanceVenue(settings, credentials, instruments, reports, **kw)
         super().__init__(venue, f"veloz-{venue.name}-trading")
         self.name = venue.name
+        self._view: Callable[[], KernelView] | None = kw.get("view")
+        self.reconcile_every = reconcile_every
+        self.reconciliations = 0
+        self.reconcile_errors = 0
+        self.last_reconcile_error = ""
+        self._stop_reconciling = threading.Event()
+
+    def start(self) -> VenueThread:
+        """Start the adapter's thread and, with a ``view`` and ``reconcile_every``, the periodic reconciliation."""
+        super().start()
+        if self.reconcile_every and self._view is not None:
+            threading.Thread(target=self._reconcile_periodically, name="veloz-reconcile", daemon=True).start()
+        return self
+
+    def _reconcile_periodically(self) -> None:
+        """Reconcile with the exchange every ``reconcile_every`` seconds besides the adapter's own reconciliations
+        (start, each resubscription): an execution report the stream never delivered while the connection stayed up,
+        for an order that then sent nothing more, is only found this way. What it reports again is idempotent in the
+        kernel. On its own thread: ``view`` may block (the actor engine asks its OMS)."""
+        every = self.reconcile_every
+        assert every and self._view is not None
+        while not self._stop_reconciling.wait(every):
+            if not self.ready:
+                continue
+            try:
+                self.reconcile(view=self._view(), timeout=every * 4 + 30)
+                self.reconciliations += 1
+            except Exception as exc:  # noqa: BLE001 - counted and shown; the next round tries again
+                self.reconcile_errors += 1
+                self.last_reconcile_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        status = super().status(timeout)
+        status["periodic_reconciliations"] = {
+            "every_seconds": self.reconcile_every,
+            "done": self.reconciliations,
+            "errors": self.reconcile_errors,
+            "last_error": self.last_reconcile_error,
+        }
+        return status
 
     @property
     def ready(self) -> bool:
@@ -2162,7 +2205,8 @@ class VenueThread(LoopThread):
         )
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the adapter and join the thread."""
+        """Stop the periodic reconciliation and the adapter, and join the thread."""
+        self._stop_reconciling.set()
         super().close(timeout)
 
 
