@@ -773,6 +773,24 @@ def test_a_cancel_never_overtakes_its_order_and_an_order_is_never_sent_twice(ser
         h.assert_matches_server()
 
 
+def test_a_cancel_whose_order_is_still_unanswered_after_cancel_wait_is_refused_not_sent(
+    server: BinanceTestServer,
+) -> None:
+    """Before: sent anyway, it reached Binance before the order, was refused -2011 (``ORDER_NOT_OPEN``), and the
+    order then rested: the trader's cancel silently did nothing."""
+    with Harness(server, cancel_wait=0.5, request_timeout=5.0) as h:
+        server.trading_faults.slow_orders(2.0, 1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.cancel(coid)
+        h.wait(coid, OrderStatus.ACCEPTED, timeout=10.0)
+        refused = [m for m in h.seen if isinstance(m, VenueCancelRejected) and m.client_order_id == coid]
+        assert [(m.reason, m.detail.split(";")[0]) for m in refused] == [
+            (RejectReason.VENUE_REJECTED, "not sent: the order's own answer has not come in 0.5 s")
+        ]
+        assert [(o["clientOrderId"], o["status"]) for o in server.orders(HMAC.api_key)] == [(coid, "NEW")]
+        h.assert_matches_server()
+
+
 def test_the_connection_is_renewed_before_its_age_limit(server: BinanceTestServer) -> None:
     with Harness(server, max_connection_seconds=0.4) as h:
         h.pump(lambda: h.venue.status()["reconnects"] >= 1 and h.venue.ready, timeout=5)

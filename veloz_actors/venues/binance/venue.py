@@ -53,7 +53,9 @@ after ``catch_up_delay`` in case the late event arrives by itself), the missing 
 end. A fill-only shortfall is caught up the same way.
 
 **Cancels** go by ``origClientOrderId``; they wait (at most ``cancel_wait``) for the venue to be ready and for the
-order's own answer or resolution, so a cancel never overtakes its order. -2011 "Unknown order sent." ->
+order's own answer or resolution, so a cancel never overtakes its order: one whose order is still unanswered then is
+not sent but refused (``VenueCancelRejected``, cancel again), since Binance would refuse it -2011 and the order could
+still rest. -2011 "Unknown order sent." ->
 ``VenueCancelRejected(ORDER_NOT_OPEN)``, and the order's state is fetched to settle whatever the adapter missed. A
 cancel whose answer is lost is settled by querying the order (still open: ``VenueCancelRejected``, cancel again).
 
@@ -1771,6 +1773,10 @@ class BinanceVenue:
         if rec.busy:  # never overtake the order's own answer or resolution
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle(rec).wait(), max(deadline - time.monotonic(), 0.0))
+            if rec.busy:  # sent now, the cancel could reach Binance first, be refused -2011, and the order then rest
+                self._cancel_rejected(request, _R.VENUE_REJECTED, f"not sent: the order's own answer has not come in "
+                                      f"{settings.cancel_wait:g} s; it may still be placed: cancel again once it is known")  # fmt: skip
+                return
         if rec.closed and not rec.settling:
             self._cancel_rejected(request, _R.ORDER_NOT_OPEN, "the order has already ended")
             return
