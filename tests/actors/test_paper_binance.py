@@ -6,13 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import ray
 
 from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.feed import MarketFeedActor
+from veloz_actors.actors.venue import VenueActor
 from veloz_actors.config import with_venue
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.data.loaders import load_market_events
 from veloz_actors.fixed import format_decimal
-from veloz_actors.messages import BookDelta, OrderAccepted, OrderFilled, VenueConnection
+from veloz_actors.messages import BookDelta, Error, OrderAccepted, OrderFilled, VenueConnection
 from veloz_actors.testing.binance_server import BinanceTestServer
 
 from .helpers import file_config, wait_for
@@ -155,3 +158,102 @@ def test_paper_trading_end_to_end(server, shared_data, tmp_path):
             assert totals.get(asset, 0) == given.get(asset, 0), asset
     finally:
         engine.shutdown()
+
+
+class _ShardFailingOnce(VenueActor):
+    """A real venue shard that, once armed, fails on the next batch carrying a depth diff: it applies the first half
+    of that batch and raises (an application error: the actor lives on), as a shard whose journal write failed."""
+
+    armed = False
+    failures = 0
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def apply(self, batch):  # type: ignore[no-untyped-def]
+        if self.armed and len(batch.select(("BookDelta",))):
+            self.armed = False
+            self.failures += 1
+            super().apply(batch[: len(batch) // 2])
+            raise RuntimeError("injected: the shard failed halfway through this batch")
+        return super().apply(batch)
+
+    def failed(self) -> int:
+        return self.failures
+
+
+@ray.remote(num_cpus=0)
+class _Peer:
+    """The OMS and the bus of a feed and its shards: takes what they send, keeps the bus's errors."""
+
+    def __init__(self) -> None:
+        self.errors: list = []
+
+    def reports(self, *args: object) -> None:
+        pass
+
+    def market(self, tops: list) -> None:
+        pass
+
+    def publish(self, events) -> None:  # type: ignore[no-untyped-def]
+        self.errors.extend(e for e in events if type(e) is Error)
+
+    def published_errors(self) -> list:
+        return self.errors
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_shard_that_fails_on_a_live_batch_has_its_books_synced_again_to_the_served_book(server, shared_data):
+    """A shard that raised on a live batch lacked some of its diffs: its paper venue's book showed a gap at the next
+    diff and stayed unsynced (or stale) until the client reconnected, since the client's own book was fine. The feed
+    now has the client resync that shard's books, and only those: the paper venue's book is the served one again."""
+    spec = build_spec(paper_config(server), name="test-paper-apply-error")
+    assert spec.shards == {"BTCUSDT": ("BTCUSDT",), "ETHUSDT": ("ETHUSDT",)}
+    peer = _Peer.remote()
+    btc = ray.remote(num_cpus=0)(_ShardFailingOnce).remote(spec, "BTCUSDT", ("BTCUSDT",), peer, peer)
+    eth = ray.remote(num_cpus=0)(VenueActor).remote(spec, "ETHUSDT", ("ETHUSDT",), peer, peer)
+    shards = {"BTCUSDT": btc, "ETHUSDT": eth}
+    feed = ray.remote(num_cpus=0)(MarketFeedActor).remote(spec, peer, shards, peer)
+
+    def served(symbol: str) -> dict:
+        """The shard's paper venue book once it is synced at the server's current update id (the server paused)."""
+        last_id, bids, asks = server.book(symbol)
+        depth = wait_for(
+            lambda: (
+                (d := ray.get(shards[symbol].depth.remote(symbol, 50), timeout=30))
+                and d["synced"]
+                and d["last_update_id"] == last_id
+                and d
+            ),
+            timeout=30,
+            what=f"the {symbol} paper venue's book to reach the server's ({last_id})",
+        )
+        assert depth["bids"] == tuple(bids[:50]) and depth["asks"] == tuple(asks[:50])
+        return depth
+
+    try:
+        assert ray.get(feed.start_market.remote(), timeout=30)
+        assert server.wait_connections(1, timeout=30)
+        server.publish(400)
+        served("BTCUSDT")
+        served("ETHUSDT")
+        before = ray.get(feed.status.remote(), timeout=30)["market_data"]["resyncs"]["by_symbol"]
+        ray.get(btc.arm.remote(), timeout=30)
+        server.publish(400)
+        wait_for(lambda: ray.get(btc.failed.remote(), timeout=30) == 1, what="the injected failure")
+        for _ in range(3):  # the book follows the served one again, diff after diff
+            server.publish(400)
+            depth = served("BTCUSDT")
+        offline = offline_book(shared_data, depth["last_update_id"])
+        assert depth["bids"] == offline.depth(50)[0] and depth["asks"] == offline.depth(50)[1]
+        served("ETHUSDT")
+        status = ray.get(feed.status.remote(), timeout=30)
+        market = status["market_data"]
+        assert status["apply_errors"] == 1 and market["resync_requests"] == 1 and market["reconnects"] == 0
+        assert market["resyncs"]["by_symbol"] == {"BTCUSDT": before["BTCUSDT"] + 1, "ETHUSDT": before["ETHUSDT"]}
+        errors = ray.get(peer.published_errors.remote(), timeout=30)
+        assert [e.code for e in errors] == ["MARKET_APPLY_FAILED"] and "BTCUSDT" in errors[0].message
+    finally:
+        ray.get(feed.close.remote(), timeout=30)
+        for actor in (feed, btc, eth, peer):
+            ray.kill(actor)

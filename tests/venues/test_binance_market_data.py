@@ -1105,3 +1105,26 @@ def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapsh
             assert not any(type(e) is OrderFilled for e in out)
     assert resets == {"BTCUSDT": 3, "ETHUSDT": 2}
     assert engine.totals() == engine.deposited()
+
+
+def test_a_consumer_that_failed_to_apply_a_batch_gets_exactly_its_symbols_books_reset_and_synced_again():
+    """A consumer (a venue actor that raised on a batch) may lack diffs the client's books hold: ``resync`` resets
+    and syncs again the books it names, and no other, counted in the status."""
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
+        with live(server) as (feed, sink):
+            assert feed.wait_synced(10.0)
+            server.publish(300)
+            caught_up(feed, server)
+            emitted = len(sink.events)
+            feed.resync(["btcusdt", "XRPUSDT"])  # a symbol not subscribed is left out
+            wait_for(lambda: feed.status()["resyncs"]["total"] == 3, what="the resync")
+            server.publish(300)
+            caught_up(feed, server)
+            assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
+            status = feed.status()
+            after = [e for e in sink.events[emitted:] if isinstance(e, BookDelta)]  # before the close resets all
+        assert status["resync_requests"] == 1 and status["connects"] == 1
+        assert status["resyncs"]["by_symbol"] == {"BTCUSDT": 2, "ETHUSDT": 1}
+        assert is_book_reset(after[0]) and after[0].symbol == "BTCUSDT" and after[1].is_snapshot
+        assert not any(e.is_snapshot for e in after if e.symbol == "ETHUSDT")
+        assert_output_rebuilds(sink)

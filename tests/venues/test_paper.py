@@ -33,6 +33,8 @@ from veloz_actors.testing import d, encoded, engine_config, place
 from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
+from .faults import raise_once
+
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
 pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="shared captures not present")
 
@@ -347,3 +349,37 @@ def test_a_market_batch_delivered_again_to_a_venue_shard_changes_nothing(tmp_pat
     assert shard.market(batch) == []
     assert (venue.status(), venue.totals(), venue.book.depth(20)) == state
     shard.close()
+
+
+def test_a_cancel_the_paper_venue_raised_on_leaves_no_order_to_fill_after_it_expired(events: list) -> None:
+    """The cancel raised before the venue took the order off its book: the kernel expired it (VENUE_ERROR) and
+    released its funds, and the next trade through its price filled it anyway (FILL_AFTER_CLOSE)."""
+    engine = paper_engine()
+    feed(engine, events[:400])
+    venue = engine.venues["BTCUSDT"]
+    bid = venue.book.best_bid()
+    assert bid is not None
+    price, ts = bid[0] - d("5"), events[399].ts_recv + 1
+    engine.apply(place("l1", "BUY", "0.01", str(price / 10**8), ts=ts))
+    raise_once(venue, "_cancel_now")
+    out = engine.apply(CancelOrder(client_order_id="l1", account_id="main", ts=ts + 1))
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
+    assert venue.status()["working_orders"] == 0
+    through = Trade(symbol="BTCUSDT", trade_id=10**12, price=price - d("1"), qty=d("1"), aggressor=Side.SELL,
+                    ts_event=ts + 2, ts_recv=ts + 2)  # fmt: skip
+    assert not [e for e in engine.apply(through) if type(e) is OrderFilled or type(e) is Error]
+    assert engine.totals() == engine.deposited()
+
+
+def test_an_order_the_paper_venue_raised_on_is_not_kept_as_working(events: list) -> None:
+    """The venue's acceptance raised (a fill at a price off the tick): the kernel expired the order, while the
+    venue still counted it among its working orders."""
+    engine = paper_engine()
+    feed(engine, events[:400])
+    venue = engine.venues["BTCUSDT"]
+    ts = events[399].ts_recv + 1
+    engine.apply(off_tick_snapshot(venue.book, ts))
+    out = engine.apply(place("m1", "BUY", "0.01", ts=ts + 1))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
+    assert venue.status()["working_orders"] == 0 and not venue.orders

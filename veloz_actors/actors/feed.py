@@ -14,7 +14,9 @@
   acknowledges, a restarting shard gets it again), the latest top of book of each symbol to the OMS as its reference
   prices, and connection changes (:class:`~veloz_actors.messages.VenueConnection`) to the bus. A queue that stays
   full for seconds makes the client drop that batch and resync every book (counted in its status): a book
-  downstream is never wrong, though trades in the dropped batch never reach the paper venues.
+  downstream is never wrong, though trades in the dropped batch never reach the paper venues. A shard that fails
+  to apply a batch (its ``apply`` raised) may have missed some of its diffs: the client resyncs that shard's
+  symbols' books (``resync_requests`` in its status), so its paper venues trade against the live book again.
 - Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
 
 A replayed file is loaded at once, but neither it nor the live client sends anything before
@@ -208,12 +210,13 @@ class MarketFeedActor:
         state["done"] = i >= len(mine)
         state["replay_seconds"] = round(time.perf_counter() - began, 3)
 
-    def _deliver(self, batch: MarketBatch) -> bool:
+    def _deliver(self, batch: MarketBatch, *, live: bool = False) -> bool:
         """Hand one columnar batch to its venue shards and wait until each took it. A shard that is restarting gets
         it again, so a restart of a venue actor (or of this feed, which resumes at the offset after the last batch
         delivered) loses nothing and repeats at most one batch; a shard still busy with it is waited for, never sent
         it twice. A shard whose ``apply`` raised would raise again on the same events: that is said (an ``Error`` on
-        the bus, a log line) and the feed goes on. False when the feed is stopping."""
+        the bus, a log line) and the feed goes on; for ``live`` events the client resyncs that shard's books. False
+        when the feed is stopping."""
         pending = batch.split(self.shard_of)
         refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
         while refs:
@@ -223,7 +226,7 @@ class MarketFeedActor:
                 except GetTimeoutError:
                     continue  # still applying it: wait for the same call
                 except RayTaskError as exc:  # apply raised: the same events would raise again
-                    self._apply_failed(shard, pending[shard], exc)
+                    self._apply_failed(shard, pending[shard], exc, live=live)
                 except RayError:  # the actor dead, restarting or unreachable (RayActorError): it gets the batch again
                     if self._stop.wait(0.2):
                         return False
@@ -236,13 +239,19 @@ class MarketFeedActor:
             self.sent += len(batch)
         return True
 
-    def _apply_failed(self, shard: str, events: MarketBatch, exc: RayTaskError) -> None:
+    def _apply_failed(self, shard: str, events: MarketBatch, exc: RayTaskError, *, live: bool) -> None:
+        """Say that ``shard`` raised applying ``events``. Its books may now lack some of their diffs (the next
+        diff would show the gap and leave them unsynced, and nothing would sync them again before the client
+        reconnects): for live events the client resyncs the books of that shard's symbols, and only those."""
         self.apply_errors += 1
         symbols = sorted(symbol for symbol, of in self.shard_of.items() if of == shard)
+        resync = live and self.live is not None
+        if resync:
+            self.live.resync(symbols)
         cause = exc.cause if exc.cause is not None else exc
         message = (
             f"venue shard {shard!r} ({', '.join(symbols)}) failed to apply {len(events)} market events, which are "
-            f"skipped: {type(cause).__name__}: {cause}"
+            f"skipped{'; their books are synced again' if resync else ''}: {type(cause).__name__}: {cause}"
         )
         _log.error(message)
         if self.bus is not None:
@@ -293,7 +302,7 @@ class MarketFeedActor:
         notices = events.select(_NOTICES).events() if events.objects else []
         batch = events.select(_NOTICES, exclude=True) if notices else events
         if len(batch):
-            if not self._deliver(batch):
+            if not self._deliver(batch, live=True):
                 return
             times = batch.times()
             if times is not None:  # receive -> publish (the venue actors took it and forwarded it to the bus)

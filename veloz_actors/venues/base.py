@@ -9,7 +9,9 @@ A venue takes the kernel's requests and answers with execution reports carrying 
 
 ``submit`` and ``cancel`` return the reports the venue can give at once (an in-process venue gives them all; a remote
 one may return none and emit them later). ``on_market`` and ``on_clock`` are optional: a venue that matches against
-market data or a clock returns the reports and market events they cause. Reports are idempotent (the kernel books a
+market data or a clock returns the reports and market events they cause. So is ``drop_order(account_id,
+client_order_id)``: after its ``submit`` or ``cancel`` of an order raised, the venue stops working that order (off
+its book, out of its maps, never to fill), so that the order's expiry :func:`guarded` reports is true. Reports are idempotent (the kernel books a
 fill once however often it is sent), so a venue may re-send them after a restart.
 
 Implementations: :class:`~veloz_actors.venues.sim.SimVenue` (matching + the seeded market maker, one per symbol),
@@ -47,7 +49,10 @@ def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int)
     kernel's order open with its funds reserved, and the input journaled, to raise again in every replay. It becomes
     the reports instead: an ``Error`` (code ``VENUE_ERROR``) naming the venue, the input and the exception, which
     the kernel publishes, and for an order or a cancel the order's expiry (``VENUE_ERROR``), which releases what the
-    order holds. The same input fails the same way in a replay, which so gives the same reports.
+    order holds. The venue may have raised with the order still on its book (a cancel that failed before taking it
+    off): its ``drop_order`` takes it off first, so that it never fills after the kernel closed it and released its
+    funds. Should that raise too, the order is not said to have expired: it stays open at the kernel, its funds
+    reserved. The same input fails the same way in a replay, which so gives the same reports.
 
     >>> guarded(venue, venue.submit, request, request.ts)
     [Error(code='VENUE_ERROR', ...), VenueOrderExpired(reason=<RejectReason.VENUE_ERROR>, ...)]
@@ -61,6 +66,13 @@ def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int)
         text = f"{name} {getattr(venue, 'symbol', '')}: {call.__name__} of {what} failed: {type(exc).__name__}: {exc}"
         reports: list[Any] = [Error(code="VENUE_ERROR", message=text, ts=ts)]
         if request:
+            drop_order = getattr(venue, "drop_order", None)
+            try:
+                if drop_order is not None:
+                    drop_order(message.account_id, message.client_order_id)
+            except Exception as again:  # noqa: BLE001 - the venue may still work the order: it stays open
+                text += f"; dropping the order failed too ({type(again).__name__}: {again}): it stays open"
+                return [Error(code="VENUE_ERROR", message=text, ts=ts)]
             reports.append(
                 VenueOrderExpired(
                     venue=name,

@@ -217,6 +217,19 @@ class L2ReplayVenue:
             return self._cancel_now(request, ts)
         return self._accept(request, ts)  # type: ignore[arg-type]
 
+    def drop_order(self, account_id: str, client_order_id: str) -> None:
+        """Stop working an order whose submit or cancel raised (see :func:`~veloz_actors.venues.base.guarded`): its
+        requests still in flight never arrive, and the order leaves the book (it is in ``orders`` from its arrival
+        until :meth:`_close`)."""
+        key = (account_id, client_order_id)
+        if any((request.account_id, request.client_order_id) == key for _, request in self.in_flight):
+            self.in_flight = deque(
+                item for item in self.in_flight if (item[1].account_id, item[1].client_order_id) != key
+            )
+        order = self.orders.get(key)
+        if order is not None:
+            self._close(order)
+
     # ------------------------------------------------------------------------------------------ the recorded market
 
     def apply_depth(self, delta: BookDelta) -> bool:
@@ -360,7 +373,7 @@ class L2ReplayVenue:
         self.in_flight.append((arrival, request))
 
     def _cancel_now(self, request: SubmitCancel, ts: int) -> list[Any]:
-        order = self.orders.pop((request.account_id, request.client_order_id), None)
+        order = self.orders.get((request.account_id, request.client_order_id))  # _close takes it out
         if order is None:
             self.cancels_too_late += 1
             return [

@@ -155,7 +155,8 @@ class SimVenue:
 
     def cancel(self, request: SubmitCancel) -> list[Any]:
         """Cancel one resting order; a cancel for an order the venue no longer works is rejected."""
-        order = self.orders.pop((request.account_id, request.client_order_id), None)
+        key = (request.account_id, request.client_order_id)
+        order = self.orders.get(key)
         if order is None:
             known = (request.account_id, request.client_order_id) in self.seen
             return [
@@ -170,6 +171,7 @@ class SimVenue:
                 )
             ]
         self.book.remove(order)
+        del self.orders[key]  # after the book: a removal that raised leaves the order where drop_order finds it
         return [
             VenueOrderCancelled(
                 venue=self.name,
@@ -180,6 +182,13 @@ class SimVenue:
                 ts=request.ts,
             )
         ]
+
+    def drop_order(self, account_id: str, client_order_id: str) -> None:
+        """Stop working an order whose submit or cancel raised (see :func:`~veloz_actors.venues.base.guarded`).
+        Every working order is in ``orders`` from before it rests until after it left the book."""
+        order = self.orders.pop((account_id, client_order_id), None)
+        if order is not None:
+            self.book.remove(order)
 
     def on_market(self, event: Any) -> list[Any]:
         """Market data from a feed: the simulated venue matches only against its own book, so nothing changes."""

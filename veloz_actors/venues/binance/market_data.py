@@ -27,10 +27,11 @@ gap. While a book is unsynced no diff of its symbol is emitted.
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
 the book applied (never one it refused or dropped as stale). Whenever the client stops knowing a symbol's book (a
-gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its way to the sink) it says so first with a
-*book reset*: ``BookDelta(is_snapshot=True, first_update_id=last_update_id=-1)`` without levels (a real update id is
-never negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then.
-A downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
+gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its way to the sink), or a consumer says it
+failed to apply what it was handed (:meth:`BinanceMarketData.resync`), it says so first with a *book reset*:
+``BookDelta(is_snapshot=True, first_update_id=last_update_id=-1)`` without levels (a real update id is never
+negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then. A
+downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
 ``BookTop``, ``Trade`` and ``Kline`` are passed on as they come;
 ``VenueConnection`` reports ``connected``, ``disconnected`` (``detail`` is the reason), ``resynced``, ``closed`` and
 ``error``: Binance answered a symbol's depth snapshot with -1121 or -1122 (the symbol is delisted or halted): its
@@ -606,6 +607,7 @@ class BinanceMarketData:
         self._server_shutdowns = 0
         self._planned_reconnects = 0
         self._sink_errors = 0
+        self._resync_requests = 0  # symbols a consumer asked to resync (:meth:`resync`)
         self._open_klines: dict[tuple[str, int], int] = {}  # (symbol, interval) -> row of its open update in _pending
         self._klines_superseded = 0
         self._internal_errors = 0
@@ -770,6 +772,18 @@ class BinanceMarketData:
             for name in self.settings.streams(symbol):
                 self._last_frame.pop(name, None)
 
+    def resync(self, symbols: Iterable[str] | str) -> list[str]:
+        """A consumer failed to apply part of what this client handed it for ``symbols`` (a venue actor raised on a
+        batch): its books of them may lack diffs this client's books hold, and only this client can give them a
+        snapshot again. Each subscribed symbol's book is reset downstream and synced again from a fresh snapshot,
+        as after a batch lost on its way to the sink; counted in ``status()["resync_requests"]``. Returns the
+        symbols resynced (others are not subscribed)."""
+        wanted = [symbol for symbol in normalise_symbols(symbols) if symbol in self._feeds]
+        self._resync_requests += len(wanted)
+        self._resync_books(wanted)
+        self._flush()
+        return wanted
+
     def status(self) -> dict[str, Any]:
         """The connection's health as plain JSON-serialisable values (call on the loop thread, or through
         :meth:`MarketDataThread.status`)."""
@@ -811,6 +825,7 @@ class BinanceMarketData:
             "rest_requests": self._rest_requests,
             "rest_errors": self._rest_errors,
             "sink_errors": self._sink_errors,
+            "resync_requests": self._resync_requests,
             "klines_superseded": self._klines_superseded,
             "internal_errors": self._internal_errors,
             "events_out": self._events_out,
@@ -1484,9 +1499,14 @@ class BinanceMarketData:
             self._batches_out += 1
 
     def _resync_all(self) -> None:
-        """Events were lost on their way downstream: no book there can be trusted. Say so, and resync every book
-        (when connected; otherwise the next connection does)."""
-        for symbol, feed in self._feeds.items():
+        """Events were lost on their way downstream: no book there can be trusted (see :meth:`_resync_books`)."""
+        self._resync_books(list(self._feeds))
+
+    def _resync_books(self, symbols: Iterable[str]) -> None:
+        """Events of ``symbols`` were lost on their way downstream or by a consumer: no book of theirs there can be
+        trusted. Say so, and resync them (when connected; otherwise the next connection does)."""
+        for symbol in symbols:
+            feed = self._feeds[symbol]
             self._book_lost(symbol)
             if self._ws is None:
                 continue
@@ -1612,6 +1632,14 @@ class MarketDataThread(LoopThread):
 
     def record_publish(self, batch: Iterable[Any], now: int | None = None) -> None:
         self.client.record_publish(batch, now)
+
+    def resync(self, symbols: Iterable[str] | str) -> None:
+        """Have the client resync ``symbols``' books (:meth:`BinanceMarketData.resync`) on its loop, without waiting:
+        callable from any thread, even one the sink waits for (a delivery thread whose queue is full)."""
+        loop = self._loop
+        if self.running and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the client is gone with its books
+                loop.call_soon_threadsafe(self.client.resync, symbols)
 
     def synced(self, timeout: float = 5.0) -> bool:
         if not self.running:
