@@ -11,14 +11,13 @@ import pytest
 import ray
 
 from tests.ray_fixtures import RayRuntime
-from veloz_actors.actors.risk import start_risk_actor
+from veloz_actors.actors.risk import RiskActor, start_risk_actor
 from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitorConfig
 from veloz_actors.messages import CancelAllOrders, HaltTrading, Liquidity, OrderFilled, Side
 from veloz_actors.testing import START_NS, d, instruments, trade
 
 
-@ray.remote(num_cpus=0)
-class RecordingOms:
+class _Recording:
     """A stand-in OMS that records every batch of commands it is sent (the risk actor's only peer)."""
 
     def __init__(self) -> None:
@@ -30,6 +29,9 @@ class RecordingOms:
 
     def received(self) -> list[list[Any]]:
         return self.batches
+
+
+RecordingOms = ray.remote(num_cpus=0)(_Recording)
 
 
 def _config() -> RiskMonitorConfig:
@@ -88,6 +90,39 @@ def test_the_kill_switch_cancels_every_order_then_halts(ray_runtime: RayRuntime)
     assert reset.account_id == "*"  # the engine-wide halt it sent
     assert _wait_for(oms, 2)[1] == [reset]
     ray.kill(risk, no_restart=True)
+    ray.kill(oms, no_restart=True)
+
+
+@ray.remote(num_cpus=0)
+class OmsThatDiesOnItsFirstCall(_Recording):
+    """A stand-in OMS whose first call fails after a while, as a call in flight when the OMS died does; the calls
+    after it go through, as calls to the restarted OMS do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def submit_many(self, commands: list[Any]) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(0.5)  # the reset is sent meanwhile
+            raise RuntimeError("the OMS died with this call in flight")
+        return super().submit_many(commands)
+
+
+def test_a_halt_whose_call_failed_is_sent_again_with_the_reset_after_it_never_alone(ray_runtime: RayRuntime) -> None:
+    oms = OmsThatDiesOnItsFirstCall.remote()
+    risk = RiskActor(_config(), oms, clock=lambda: START_NS + 50)  # in this process: its outbox is looked at here
+    kill = risk.kill_switch()
+    (reset,) = risk.reset()  # sent while the kill switch's call is still in flight
+    deadline = time.monotonic() + 30.0
+    while risk.flush() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    received = [command for batch in ray.get(oms.received.remote(), timeout=10.0) for command in batch]
+    # the reset went through first; the failed kill switch is sent again with the reset after it, so trading ends
+    # reset, as the last command sent says (re-sent alone, the halt would have halted trading again)
+    assert received == [reset, *kill, reset]
+    assert risk.send_failures == 1 and risk.resent == 1
     ray.kill(oms, no_restart=True)
 
 

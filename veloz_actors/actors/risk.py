@@ -29,8 +29,9 @@ It sends the commands the monitor returns -- a ``HaltTrading(account_id="*")`` w
 The OMS method must take a list of commands and apply them in order (``OmsNode.submit_many`` does: each command goes
 through ``Engine.apply`` and so through the kernel, which applies ``HaltTrading``, ``CancelAllOrders`` and
 ``ResetCircuitBreaker``). The call is never awaited on the caller's path; a call that failed (the OMS died with it in
-flight) is sent again when the actor next looks at its outbox (each call, and ``flush()``): the three commands are
-idempotent in the kernel. At most ``window`` calls are in flight; past that the actor waits for the oldest.
+flight) is sent again when the actor next looks at its outbox (each call, and ``flush()``), with every call sent after
+it, in order, so the OMS ends in the state of the last command sent: the three commands are idempotent in the
+kernel. At most ``window`` calls are in flight; past that the actor waits for the oldest.
 
 With a ``journal_path``, the monitor journals what it applied. When Ray restarts the actor (or ``resume=True``: an
 engine restarted over its journals, as the OMS recovers its own), it recovers from snapshot + journal and sends its
@@ -213,7 +214,13 @@ class RiskActor:
         self.sent += 1
 
     def _settle(self) -> None:
-        """Forget the calls that succeeded; send again the ones that failed."""
+        """Forget the calls that succeeded; send again the ones that failed, in the order they were first sent.
+
+        A call that failed is sent again together with every call sent after it (those that went through too): the
+        OMS then ends in the state of the last command sent, never of an older one (a halt whose call died with the
+        OMS, re-sent alone after a reset that went through, would halt trading again). The commands are idempotent
+        in the kernel, so taking one twice changes nothing. A call that succeeded is forgotten only once every call
+        before it did too."""
         if not self._in_flight:
             return
         refs = [ref for ref, _ in self._in_flight]
@@ -221,24 +228,28 @@ class RiskActor:
         if not ready:
             return
         done = set(ready)
-        keep: deque[tuple[Any, list[Any]]] = deque()
-        retry: list[list[Any]] = []
-        for ref, commands in self._in_flight:
+        calls = list(self._in_flight)
+        failed = None
+        for i, (ref, _) in enumerate(calls):
             if ref not in done:
-                keep.append((ref, commands))
                 continue
             try:
                 ray.get(ref, timeout=0)  # ready already: this only raises the call's error, it never waits
             except Exception:  # noqa: BLE001 - the OMS died with the call in flight: send it again
                 self.send_failures += 1
-                retry.append(commands)
-        self._in_flight = keep
-        for commands in retry:
-            self._in_flight.append((getattr(self.oms, self.oms_method).remote(commands), commands))
+                failed = i
+                break
+        if failed is not None:  # that call and every later one, again, in order, as one call
+            commands = [command for _, batch in calls[failed:] for command in batch]
+            calls[failed:] = [(getattr(self.oms, self.oms_method).remote(commands), commands)]
             self.resent += 1
+        while calls and calls[0][0] in done:
+            calls.pop(0)  # succeeded, and so did every call before it
+        self._in_flight = deque(calls)
 
     def flush(self) -> int:
-        """Look at the calls in flight (re-sending failed ones); returns how many are still in flight."""
+        """Look at the calls in flight (re-sending failed ones); returns how many are not settled yet (in flight,
+        or succeeded after one still in flight)."""
         self._settle()
         return len(self._in_flight)
 
