@@ -791,6 +791,26 @@ def test_a_cancel_whose_order_is_still_unanswered_after_cancel_wait_is_refused_n
         h.assert_matches_server()
 
 
+def test_a_request_that_timed_out_leaves_the_waiting_list_and_its_late_answer_is_known_as_late(
+    server: BinanceTestServer,
+) -> None:
+    """Before: the timed-out request stayed on the WebSocket API's waiting list until its answer came (or never, if
+    it was lost), so the map grew and a planned reconnect waited its full timeout for it. Now it leaves at the
+    timeout; the answer that still comes is counted as late, never as bad input, and breaks nothing."""
+    with Harness(server, request_timeout=0.5) as h:
+        server.trading_faults.slow_orders(1.5, 1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.pump(lambda: "ORDER_STATUS_UNKNOWN" in h.errors())
+        assert h.venue.status()["pending_requests"] == 0  # gone at the timeout, not when (if) the answer comes
+        h.wait(coid, OrderStatus.ACCEPTED)
+        h.pump(lambda: h.venue.status()["counts"].get("late_answers") == 1)
+        status = h.venue.status()
+        assert status["pending_requests"] == 0
+        assert "unexpected_answer" not in status["bad_input"] and "internal_errors" not in status["counts"]
+        assert status["ready"]
+        h.assert_matches_server()
+
+
 def test_the_connection_is_renewed_before_its_age_limit(server: BinanceTestServer) -> None:
     with Harness(server, max_connection_seconds=0.4) as h:
         h.pump(lambda: h.venue.status()["reconnects"] >= 1 and h.venue.ready, timeout=5)

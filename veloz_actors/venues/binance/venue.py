@@ -35,7 +35,9 @@ books a trade id once anyway). The instrument's filters are checked first: a vio
 ``VenueOrderRejected`` whose detail names the filter (``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``,
 ``NOTIONAL``). Error answers go through :func:`~.errors.classify`. A timeout, a dropped connection, an unknown-outcome
 error (-1000/-1001/-1006/-1007, any 5xx) or Binance's "Duplicate order sent." make the order's outcome unknown:
-``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known. Binance
+``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known (a timed-out
+request leaves the WebSocket API's waiting list at once; an answer that still comes is counted in ``late_answers``
+and not used). Binance
 needs a client id to be unique among open orders only, so that query may find an earlier, closed order that had the
 id (the kernel's ids restart in a new run): one created before this request could have arrived (its ``time`` before
 the send time less ``max(recvWindow, 1 s)`` and the margin), or whose side, type or quantity differ, is not this order
@@ -516,6 +518,7 @@ class BinanceVenue:
         self._ready_event: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._timed_out: OrderedDict[str, None] = OrderedDict()  # ids of requests that gave up waiting (bounded)
         self._request_id = 0
         self._holding: list[dict[str, Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -715,6 +718,7 @@ class BinanceVenue:
                 "resyncs": self._n.get("clock_resyncs", 0),
             },
             "rate_limits": self.limits.status(now_ms),
+            "pending_requests": len(self._waiters),
             "orders": {
                 "known": len(self._orders),
                 "open": sum(1 for r in self._orders.values() if not r.closed),
@@ -1052,16 +1056,29 @@ class BinanceVenue:
             if rec is not None:
                 rec.sent_ms = ts
             self._count(f"sent.{method}")
+            request_id = None
             if via == "ws":
-                fut = await self._ws_send(method, params, signed, ts)
+                request_id, fut = await self._ws_send(method, params, signed, ts)
             else:
                 fut = asyncio.ensure_future(self._rest_call(method, params, signed, ts))
         try:
             return await asyncio.wait_for(fut, self.settings.request_timeout)
         except TimeoutError:
+            if request_id is not None:
+                self._give_up(request_id)
             raise _NoAnswer(f"no answer to {method} within {self.settings.request_timeout:g} s") from None
 
-    async def _ws_send(self, method: str, params: dict[str, Any], signed: bool, ts: int) -> asyncio.Future[Any]:
+    def _give_up(self, request_id: str) -> None:
+        """A WebSocket API request that timed out leaves the waiting list (a planned reconnect would wait for it, and
+        the list would grow); its id is remembered (bounded), so an answer that still comes is known as late."""
+        self._waiters.pop(request_id, None)
+        self._timed_out[request_id] = None
+        while len(self._timed_out) > self.settings.dedup_size:
+            self._timed_out.popitem(last=False)
+
+    async def _ws_send(
+        self, method: str, params: dict[str, Any], signed: bool, ts: int
+    ) -> tuple[str, asyncio.Future[Any]]:
         ws = self._ws
         if ws is None or ws.closed:
             raise _NotSent(_R.HALTED, "not connected to the Binance WebSocket API")
@@ -1080,7 +1097,7 @@ class BinanceVenue:
         except (ConnectionError, aiohttp.ClientError, RuntimeError, OSError) as exc:
             self._waiters.pop(request_id, None)
             raise _NoAnswer(f"connection lost while sending {method} ({type(exc).__name__})") from None
-        return fut
+        return request_id, fut
 
     async def _rest_call(self, method: str, params: dict[str, Any], signed: bool, ts: int) -> dict[str, Any]:
         session = self._session
@@ -1170,8 +1187,15 @@ class BinanceVenue:
                 status, {}, now, retry_after_ms=retry if type(retry) is int else None, orders_only=orders_only
             )
             self._rate_limited(status, orders_only=orders_only)
-        fut = self._waiters.pop(str(data.get("id")), None)
-        if fut is None:
+        request_id = str(data.get("id"))
+        fut = self._waiters.pop(request_id, None)
+        if fut is None and request_id in self._timed_out:
+            # its request gave up waiting (an order's outcome is then queried): the answer is not needed any more
+            del self._timed_out[request_id]
+            self._count("late_answers")
+            self._log(logging.INFO, "late_answer", "%s: an answer came after its request timed out (id %s)",
+                      self.name, request_id)  # fmt: skip
+        elif fut is None:
             self._bad("unexpected_answer", "%s: an answer to no pending request (id %r)", self.name, data.get("id"))
         elif not fut.done():
             fut.set_result(data)
