@@ -32,7 +32,7 @@ from .core.instruments import Instrument, Pricing
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, float_text, format_decimal, parse_decimal
-from .logs import LogSettings, parse_format, parse_level
+from .logs import LogSettings, parse_format, parse_level, redact_url
 from .venues.binance.auth import cannot_be_a_path
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
@@ -357,7 +357,7 @@ class VenueModel(_Model):
         for name in ("rest_url", "stream_url", "ws_api_url"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
-                raise ValueError(f"{name} must be an http(s):// or ws(s):// URL, got {url!r}")
+                raise ValueError(f"{name} must be an http(s):// or ws(s):// URL, got {redact_url(url)!r}")
         return self
 
     def urls(self) -> dict[str, str]:

@@ -1243,3 +1243,57 @@ def test_no_secret_in_any_log_line_status_or_report(server: BinanceTestServer) -
     texts += [repr(m) for m in seen]
     for secret in secrets:
         assert not any(secret in t for t in texts), f"a secret leaked ({secret[:4]}…)"
+
+
+def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server: BinanceTestServer) -> None:
+    """URLs with a ``user:password@`` and a query carrying ``apiKey`` / ``signature``: the status, every log record,
+    the connection events and the errors of a failed start show them as ``***`` (they were shown verbatim)."""
+    from veloz_actors.venues.binance.venue import VenueUnavailable, fetch_account_balances
+
+    password, key, signature = "pa55word-Xy", "k3yInTheQuery", "s1gInTheQuery"
+    userinfo = f"trader:{password}@"
+    rest_url = server.rest_url.replace("://", f"://{userinfo}")
+    ws_url = server.stream_url.replace("://", f"://{userinfo}") + f"/ws-api/v3?apiKey={key}&signature={signature}"
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    texts: list[str] = []
+    try:
+        loaded, info = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
+        events: list[Any] = []
+        settings = BinanceVenueSettings(rest_url=rest_url, ws_api_url=ws_url, request_timeout=3.0)
+        venue = VenueThread(settings, HMAC, dict(loaded), lambda batch: None, events=events.append).start()
+        try:
+            assert venue.wait_ready(10.0), venue.status()
+            texts.append(json.dumps(venue.status(), default=str))
+        finally:
+            venue.close()
+        texts += [repr(e) for e in events]
+        for url in (f"http://{userinfo}127.0.0.1:9?apiKey={key}", f"htp://{userinfo}127.0.0.1:9"):
+            with pytest.raises(Exception) as caught:
+                load_instruments(url, [SYMBOL], cache_dir=None, allow_cache=False)
+            texts.append(str(caught.value))
+            with pytest.raises(VenueUnavailable) as unavailable:
+                fetch_account_balances(url, HMAC, timeout=2.0)
+            texts.append(str(unavailable.value))
+        with pytest.raises(ValueError) as bad:
+            BinanceVenueSettings(rest_url=f"ftp://{userinfo}host", ws_api_url=ws_url)
+        texts.append(str(bad.value))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    texts += [record.getMessage() for record in records]
+    connected = [e for e in events if isinstance(e, VenueConnection) and e.state == "connected"]
+    assert connected and "ws://***@127.0.0.1" in connected[0].detail  # the URL is still shown, its secrets are not
+    assert any("***@" in t for t in texts if "connected to the WebSocket API" in t)
+    for secret in (password, key, signature):
+        leaks = [t for t in texts if secret in t]
+        assert not leaks, leaks[:3]

@@ -28,6 +28,7 @@ from typing import Any
 from .._exceptions import ConfigError, VelozError
 from ..config import EngineFileConfig, check_journal_risk, resolve_venue_instruments
 from ..core.journal import read_journal
+from ..logs import redact_url
 from ..venues.engine import Engine, EngineConfig, tune_gc
 from .local import Frontends, LiveMarket, LiveVenue, LocalBackend, run_session
 from .stdio import Session
@@ -94,7 +95,7 @@ def run_live(
             raise VelozError(f"live trading: cannot read the account's balances: {exc}") from None
         config = dataclasses.replace(file_config.engine_config(instruments), balances={"main": ledger})
         engine = Engine(config, journal_path=journal_path, durability=durability)  # type: ignore[arg-type]
-        _say(f"live: new journal {journal_path}, ledger from the account's balances on {urls['rest_url']}")
+        _say(f"live: new journal {journal_path}, ledger from the account's balances on {redact_url(urls['rest_url'])}")
     trading = LiveVenue(engine, settings, credentials)
     live_market = LiveMarket(engine, file_config.venue.market_data(), apply=trading.apply)
     _say("live: reconciling with the exchange; orders are refused until it has finished")

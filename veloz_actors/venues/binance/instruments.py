@@ -56,6 +56,7 @@ import orjson
 from ..._exceptions import ConfigError, DataError, InvalidInput
 from ...core.instruments import Instrument, exact_qty_step
 from ...fixed import MAX_ABS, format_decimal
+from ...logs import redact_url
 from .schemas import _bool, _field, _loads, _preview, _str, decimal_units
 
 __all__ = ["CACHE_NAME", "ExchangeInstruments", "load_instruments", "parse_exchange_info"]
@@ -289,15 +290,18 @@ def load_instruments(
     """
     wanted = _wanted(symbols) if symbols is not None else None
     url = _url(rest_url, wanted)
+    shown = redact_url(url)  # what the info, the errors and the cache say: never a userinfo or a key in the URL
     path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
-    info: dict[str, Any] = {"url": url, "path": str(path) if path is not None else None}
+    info: dict[str, Any] = {"url": shown, "path": str(path) if path is not None else None}
     try:
         body = _fetch(url, timeout)
         payload = _loads(body)
         _field(payload, "symbols", "exchangeInfo")
     except (_FetchFailed, DataError) as exc:
         failure = (
-            f"GET {url} failed ({exc})" if isinstance(exc, _FetchFailed) else f"GET {url} gave no usable body ({exc})"
+            f"GET {shown} failed ({exc})"
+            if isinstance(exc, _FetchFailed)
+            else f"GET {shown} gave no usable body ({exc})"
         )
         if not allow_cache:
             raise InvalidInput(
@@ -323,7 +327,7 @@ def load_instruments(
     now_ms = time.time_ns() // 1_000_000
     fetched_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
     if path is not None:
-        _write_cache(path, body, url, fetched_at, now_ms)
+        _write_cache(path, body, shown, fetched_at, now_ms)
     return _parsed((payload, fetched_at), "rest", info, wanted, maker_fee_rate, taker_fee_rate)
 
 
@@ -360,11 +364,11 @@ def _fetch(url: str, timeout: float) -> bytes:
         body = exc.read() if exc.fp is not None else b""
         refusal = _binance_refusal(exc.code, body)
         if refusal:
-            raise InvalidInput(f"Binance refused GET {url}: {refusal}") from exc
-        raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
+            raise InvalidInput(f"Binance refused GET {redact_url(url)}: {refusal}") from exc
+        raise _FetchFailed(redact_url(url, f"HTTP {exc.code} {exc.reason}")) from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise _FetchFailed(f"{type(exc).__name__}: {reason}") from exc
+        raise _FetchFailed(redact_url(url, f"{type(exc).__name__}: {reason}")) from exc  # it may quote the URL
 
 
 def _binance_refusal(status: int, body: bytes) -> str | None:

@@ -112,6 +112,7 @@ import yarl
 from ..._exceptions import DataError, InvalidInput, VelozError
 from ...core.instruments import Instrument
 from ...fixed import format_decimal
+from ...logs import redact_url
 from ...messages import (
     Error,
     OrderType,
@@ -698,8 +699,8 @@ class BinanceVenue:
             "api_key": self._creds.masked_api_key,
             "key_type": self._creds.kind,
             "order_path": self.settings.order_path,
-            "ws_api_url": self.settings.ws_api_url,
-            "rest_url": self.settings.rest_url,
+            "ws_api_url": redact_url(self.settings.ws_api_url),
+            "rest_url": redact_url(self.settings.rest_url),
             "state": self._state,
             "ready": self._ready,
             "not_ready": None if self._ready else self._not_ready,
@@ -791,9 +792,9 @@ class BinanceVenue:
         self._ws = ws
         signals: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._signals = signals
-        log.info("%s: connected to the WebSocket API %s", self.name, settings.ws_api_url)
-        self._event(VenueConnection(venue=self.name, state="connected", detail=settings.ws_api_url,
-                                    **self._conn_counts()))  # fmt: skip
+        shown = redact_url(settings.ws_api_url)
+        log.info("%s: connected to the WebSocket API %s", self.name, shown)
+        self._event(VenueConnection(venue=self.name, state="connected", detail=shown, **self._conn_counts()))
         reader = self._spawn(self._reader(ws, conn, signals))
         reason, planned = "connection ended", False
         try:
@@ -2287,7 +2288,8 @@ def fetch_account_balances(
                 detail = f"HTTP {exc.code}"
             raise VenueUnavailable(f"{path.split('?')[0]}: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise VenueUnavailable(f"{path.split('?')[0]}: {type(exc).__name__}: {exc}") from None
+            why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
+            raise VenueUnavailable(redact_url(base + path, why)) from None
 
     began = time.time_ns() // _MS
     server = get("/api/v3/time", {})
