@@ -15,7 +15,6 @@ late fill) are tested without a server. No Ray.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import json
 import logging
@@ -626,12 +625,12 @@ def test_each_binance_reject_post_only_and_ioc_fok_expiry(server: BinanceTestSer
         poor = h.place(Side.BUY, d("1"), d("61000"))
         h.wait(poor, OrderStatus.REJECTED)
         assert h.rejection(poor).reason is RejectReason.INSUFFICIENT_FUNDS
-        # a server-side filter failure: the adapter and the kernel were given a finer tick than Binance's
         assert any(isinstance(e, ExternalOrder) and e.client_order_id == "web-1" for e in h.events)
-    loaded, _ = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
-    fine = {SYMBOL: dataclasses.replace(loaded[SYMBOL], price_tick=d("0.001"))}
-    with Harness(server, ED, instruments=fine) as h:
-        off_tick = h.place(Side.BUY, d("0.01"), d("61000.005"))
+    # a server-side filter failure: Binance coarsened the tick after the adapter checked its rules (it checks at
+    # start only here), so the adapter and the kernel still hold a finer tick than Binance's
+    with Harness(server, ED, exchange_info_every=None) as h:
+        server.faults.change_symbol(SYMBOL, filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        off_tick = h.place(Side.BUY, d("0.01"), d("61000.01"))
         h.wait(off_tick, OrderStatus.REJECTED)
         rejected = h.rejection(off_tick)
         assert rejected.reason is RejectReason.INVALID_PRICE and "PRICE_FILTER" in rejected.detail
@@ -1297,3 +1296,65 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server
     for secret in (password, key, signature):
         leaks = [t for t in texts if secret in t]
         assert not leaks, leaks[:3]
+
+
+def _halted_events(h: Harness) -> list[tuple[str, str, str]]:
+    return [(e.state, e.symbol, e.detail) for e in h.events if isinstance(e, VenueConnection) and e.symbol]
+
+
+def test_a_symbol_halted_or_given_new_filters_in_the_session_refuses_new_orders_and_lets_cancels_go(
+    server: BinanceTestServer,
+) -> None:
+    """The periodic exchangeInfo check (``exchange_info_every``): Binance halts the symbol (status BREAK), then trades
+    it again, then changes its tick size. While its rules differ from the engine's, new orders are rejected
+    ``HALTED`` with the reason and never sent, cancels go on, and each change is one event (before: the adapter
+    never looked again, and every order went to Binance to be refused)."""
+    with Harness(server, exchange_info_every=0.1) as h:
+        resting = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        server.faults.change_symbol(SYMBOL, status="BREAK")
+        h.pump(lambda: SYMBOL in h.venue.status()["halted_symbols"])
+        checks = h.venue.status()["periodic_rules_checks"]["done"]
+        h.pump(lambda: h.venue.status()["periodic_rules_checks"]["done"] >= checks + 3)  # said once, not per check
+        refused = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(refused, OrderStatus.REJECTED)
+        rejection = h.rejection(refused)
+        assert rejection.reason is RejectReason.HALTED
+        assert "BTCUSDT: its status on Binance is BREAK, not TRADING" in rejection.detail
+        h.cancel(resting)
+        h.wait(resting, OrderStatus.CANCELLED)
+        server.faults.change_symbol(SYMBOL, status="TRADING")
+        h.pump(lambda: not h.venue.status()["halted_symbols"])
+        h.wait(h.place(Side.BUY, d("0.01"), d("61000")), OrderStatus.ACCEPTED)
+        server.faults.change_symbol(SYMBOL, filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        h.pump(lambda: SYMBOL in h.venue.status()["halted_symbols"])
+        stale = h.place(Side.BUY, d("0.01"), d("61000.10"))
+        h.wait(stale, OrderStatus.REJECTED)
+        assert "Binance changed its trading rules: PRICE_FILTER tickSize 0.01 -> 0.1" in h.rejection(stale).detail
+        status = h.venue.status()
+        assert status["periodic_rules_checks"]["errors"] == 0
+        h.assert_matches_server()
+    assert [(state, symbol) for state, symbol, _ in _halted_events(h)] == [
+        ("halted", SYMBOL), ("trading", SYMBOL), ("halted", SYMBOL)
+    ]  # fmt: skip
+    assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [resting, "t3"]  # nothing refused was sent
+
+
+def test_a_symbol_delisted_in_the_session_refuses_new_orders(server: BinanceTestServer) -> None:
+    """Binance refuses exchangeInfo for a list naming a delisted symbol (-1121): the unfiltered exchangeInfo is
+    asked for instead, which lacks it, and the symbol's orders are refused naming the delisting (before: no check,
+    and the adapter's start-up would retry the refused exchangeInfo forever)."""
+    with Harness(server, exchange_info_every=0.1) as h:
+        server.faults.delist(SYMBOL)
+        h.pump(lambda: h.venue.status()["periodic_rules_checks"]["done"] >= 2)
+        assert h.venue.status()["halted_symbols"] == {SYMBOL: "BTCUSDT: Binance no longer lists it (delisted)"}
+        refused = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(refused, OrderStatus.REJECTED)
+        assert "Binance no longer lists it" in h.rejection(refused).detail
+        assert server.faults.counts["delisted"] == 1  # asked by name once; afterwards the unfiltered list
+    again = VenueThread(h.settings, HMAC, h.instruments, lambda batch: None).start()  # a start with it delisted
+    try:
+        assert again.wait_ready(10.0), again.status()
+        assert again.status()["halted_symbols"] == {SYMBOL: "BTCUSDT: Binance no longer lists it (delisted)"}
+    finally:
+        again.close()
