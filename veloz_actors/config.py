@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,12 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-from ._exceptions import ConfigError, InvalidInput, quoted
+from ._exceptions import ConfigError, DataError, InvalidInput, quoted
 from .core.instruments import Instrument, Pricing
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, float_text, format_decimal, parse_decimal
-from .logs import LogSettings, parse_format, parse_level
+from .logs import LogSettings, parse_format, parse_level, redact_url
 from .venues.binance.auth import cannot_be_a_path
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
@@ -357,7 +358,7 @@ class VenueModel(_Model):
         for name in ("rest_url", "stream_url", "ws_api_url"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
-                raise ValueError(f"{name} must be an http(s):// or ws(s):// URL, got {url!r}")
+                raise ValueError(f"{name} must be an http(s):// or ws(s):// URL, got {redact_url(url)!r}")
         return self
 
     def urls(self) -> dict[str, str]:
@@ -760,6 +761,46 @@ def check_journal_risk(config: EngineFileConfig, journaled: RiskLimits, journal:
         f"risk: the config's limits differ from those {journal} was started with: {detail}. The journal's limits are "
         "the engine's: put them back in the config, or start a new journal to trade under the new ones"
     )
+
+
+def check_journal_instruments(
+    config: EngineFileConfig, journaled: Iterable[Instrument], journal: str | Path
+) -> dict[str, str]:
+    """A live engine recovers with the instruments its journal was started with (its exact replay needs them), so
+    they are checked against Binance's exchangeInfo of now, as a new journal's are. Filters Binance changed since are
+    a :class:`ConfigError` naming each symbol and field (old -> new) and what to do: orders under the old rules would
+    be refused by Binance, or break rules the engine does not know. A symbol Binance no longer trades (not listed,
+    status ``BREAK``, ``HALT``) does not stop the engine: its new orders are refused by the trading adapter, which
+    checks the same rules at its start and periodically, until Binance trades it again; returns those, symbol ->
+    why (also logged). Binance not answering is a :class:`ConfigError`: a live journal is never recovered unchecked."""
+    from .venues.binance.instruments import check_rules, fetch_exchange_info
+
+    held = {instrument.symbol: instrument for instrument in journaled}
+    if not held:
+        return {}
+    try:
+        payload = fetch_exchange_info(config.venue.urls()["rest_url"].rstrip("/"), sorted(held))
+        problems = check_rules(held, payload)
+    except (InvalidInput, DataError) as exc:
+        raise ConfigError(
+            f"venue: cannot check the trading rules of {journal}'s symbols against Binance's: {exc}; a live journal is "
+            "never recovered with rules Binance may have changed: retry when Binance answers"
+        ) from exc
+    changed = [problem for problem in problems.values() if problem.changes]
+    if changed:
+        detail = "; ".join(f"{problem.symbol}: {', '.join(problem.changes)}" for problem in changed)
+        raise ConfigError(
+            f"venue: Binance changed the trading rules since {journal} was started ({detail}). The journal replays "
+            "with the rules it was started with, and orders under them would be refused by Binance or break rules the "
+            "engine does not know: start a new journal (a new --journal path; its ledger is read from the account "
+            "again and its rules from Binance; cancel this journal's open orders first, or they show as orders placed "
+            "outside VeloZ), or recover this one once Binance's rules are back as they were"
+        )
+    halted = {symbol: problem.reason for symbol, problem in problems.items()}
+    log = logging.getLogger("veloz.binance")
+    for reason in halted.values():
+        log.warning("instruments: %s: its new orders are refused until Binance trades it again", reason)
+    return halted
 
 
 def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:

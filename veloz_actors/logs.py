@@ -88,6 +88,8 @@ __all__ = [
     "parse_format",
     "parse_level",
     "redact",
+    "redact_address",
+    "redact_url",
 ]
 
 FORMATS = ("text", "json")
@@ -202,6 +204,39 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
+
+
+def redact_address(text: str, address: str | None) -> str:
+    """``text`` (``address`` itself, or a message naming it) with the userinfo of ``address`` (``user:password@``,
+    a token) shown as ``***``, so that a secret in an address never reaches a message or a log.
+
+    >>> redact_address("cannot reach http://me:pw@head:8265", "http://me:pw@head:8265")
+    'cannot reach http://***@head:8265'
+    """
+    if address is None:
+        return text
+    userinfo = address.partition("://")[2 if "://" in address else 0].split("/", 1)[0].rpartition("@")[0]
+    return text.replace(userinfo, REDACTED) if userinfo else text
+
+
+_SECRET_QUERY_NAME = re.compile(r"key|secret|signature|token|password|passphrase|auth", re.IGNORECASE)
+
+
+def redact_url(url: str, text: str | None = None) -> str:
+    """``text`` (default: ``url`` itself) with the secrets ``url`` may carry shown as ``***``: its userinfo
+    (``user:password@``) and the value of every query parameter named like a credential (``apiKey``, ``signature``,
+    ``token``, ...), besides what :func:`redact` removes. For every URL put in a status, a log line or an error.
+
+    >>> redact_url("wss://me:pw@stream.binance.com:9443/ws?apiKey=abc&streams=x")
+    'wss://***@stream.binance.com:9443/ws?apiKey=***&streams=x'
+    """
+    shown = redact_address(url if text is None else text, url)
+    _, _, query = url.partition("?")
+    for pair in query.split("#", 1)[0].split("&"):
+        name, eq, value = pair.partition("=")
+        if eq and value and _SECRET_QUERY_NAME.search(name):
+            shown = shown.replace(f"{name}={value}", f"{name}={REDACTED}")
+    return redact(shown)
 
 
 class RedactSecrets(logging.Filter):

@@ -755,8 +755,9 @@ class VenueConnection:
 
     ``state`` is ``connected``, ``disconnected`` (``detail`` says why; a reconnect follows), ``resynced`` (``symbol``'s
     book was rebuilt from a new snapshot: at every (re)connect and after a gap), ``error`` (``symbol``'s book cannot be
-    synced: ``detail`` says why, e.g. Binance calls the symbol invalid after a delisting) or ``closed`` (the engine
-    stopped it).
+    synced: ``detail`` says why, e.g. Binance calls the symbol invalid after a delisting), ``halted`` (``symbol``'s new
+    orders are refused: Binance halted or delisted it, or changed its filters; ``detail`` says which), ``trading``
+    (``symbol`` trades again under the engine's rules) or ``closed`` (the engine stopped it).
     ``reconnects`` counts the connections opened after the first; ``resyncs`` the book rebuilds of ``symbol`` (or
     of all symbols when ``symbol`` is empty).
     """

@@ -135,6 +135,14 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert "risk: the config's limits differ from those" in refused.stderr
         assert "max_order_qty {BTCUSDT: 0.5, ETHUSDT: 100} (journal: {BTCUSDT: 10, ETHUSDT: 100})" in refused.stderr
+        # a restart after Binance changed the symbol's filters is refused, naming them (before: the journal's rules
+        # were used unchecked, and orders went out that Binance refuses)
+        server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        stale = _run(flags, {**os.environ})
+        assert stale.returncode != 0 and "Traceback" not in stale.stderr
+        assert "Binance changed the trading rules since" in stale.stderr
+        assert "(BTCUSDT: PRICE_FILTER tickSize 0.01 -> 0.1)" in stale.stderr and "start a new journal" in stale.stderr
+        server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.01000000"}})
         # while it is away the market trades through l2's price
         server.publish(1500)
         session = Session(*flags)

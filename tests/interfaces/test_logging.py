@@ -16,7 +16,15 @@ import pytest
 
 from veloz_actors._exceptions import ConfigError, InvalidInput
 from veloz_actors.config import load_engine_config, parse_engine_config, with_logging
-from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_events, redact, register_secrets
+from veloz_actors.logs import (
+    LogSettings,
+    configure_logging,
+    flush_logs,
+    log_events,
+    redact,
+    redact_url,
+    register_secrets,
+)
 from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
 
@@ -388,3 +396,18 @@ def test_a_single_process_session_logs_the_fill_of_its_order_as_a_json_line(tmp_
     [fill] = [line for line in lines if line["msg"] == "order filled"]
     assert fill["level"] == "INFO" and fill["cid"] == "logged-1" and fill["actor"] == "engine"
     assert fill["logger"] == "veloz.engine" and fill["qty"] == "0.01" and fill["side"] == "BUY"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://api.binance.com", "https://api.binance.com"),
+        ("https://me:pw@proxy.example:8443/api", "https://***@proxy.example:8443/api"),
+        ("wss://host/ws-api/v3?apiKey=abc&signature=x1&returnRateLimits=false",
+         "wss://host/ws-api/v3?apiKey=***&signature=***&returnRateLimits=false"),
+        ("wss://tok3n@host/stream?streams=btcusdt@depth&token=t", "wss://***@host/stream?streams=btcusdt@depth&token=***"),
+    ],
+)  # fmt: skip
+def test_redact_url_hides_the_userinfo_and_credential_query_values_and_keeps_the_rest(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_url(url, f"connect to {url} failed") == f"connect to {shown} failed"

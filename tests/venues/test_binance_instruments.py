@@ -18,7 +18,13 @@ import orjson
 import pytest
 
 from veloz_actors import ConfigError, DataError, InvalidInput
-from veloz_actors.config import default_engine_config, load_engine_config, resolve_venue_instruments, with_venue
+from veloz_actors.config import (
+    check_journal_instruments,
+    default_engine_config,
+    load_engine_config,
+    resolve_venue_instruments,
+    with_venue,
+)
 from veloz_actors.messages import RejectReason
 from veloz_actors.testing import d
 from veloz_actors.venues.binance import ExchangeInstruments, load_instruments, parse_exchange_info
@@ -413,3 +419,33 @@ def test_coarsened_steps_reach_the_info(server: _Server, raw: bytes, tmp_path: P
     assert instruments["TINYUSDT"].qty_step == d("0.1")
     assert info["coarsened"] == {"TINYUSDT": {"exchange_step": "0.01", "step": "0.1"}}
     assert info["notes"] == instruments.notes and len(info["notes"]) == 1
+
+
+def test_a_journal_is_recovered_only_with_rules_binance_still_has(server: _Server, raw: bytes, tmp_path: Path) -> None:
+    """A live engine recovers with its journal's instruments (its exact replay needs them), checked against
+    Binance's exchangeInfo of now (before: never checked, and orders went out under stale rules). Filters changed
+    since refuse the start, naming the symbol, the field, old -> new and what to do; a symbol not trading is said
+    (its orders are refused by the adapter) without stopping the engine; Binance not answering refuses the start."""
+    live = with_venue(load_engine_config(default_engine_config()), kind="binance", mode="live", symbols=SYMBOLS,
+                      rest_url=server.url)  # fmt: skip
+    journaled, _ = load_instruments(server.url, SYMBOLS, cache_dir=None)
+    assert check_journal_instruments(live, journaled.values(), "run/oms.journal") == {}
+    later = json.loads(raw)
+    _filter(later, "BTCUSDT", "PRICE_FILTER")["tickSize"] = "0.10000000"
+    _filter(later, "BTCUSDT", "LOT_SIZE")["minQty"] = "0.00100000"
+    server.body = json.dumps(later).encode()
+    with pytest.raises(ConfigError) as refused:
+        check_journal_instruments(live, journaled.values(), "run/oms.journal")
+    message = str(refused.value)
+    assert "Binance changed the trading rules since run/oms.journal was started (BTCUSDT: PRICE_FILTER tickSize " \
+           "0.01 -> 0.1, LOT_SIZE minQty 0.00001 -> 0.001)" in message  # fmt: skip
+    assert "start a new journal" in message and "ETHUSDT" not in message
+    halted = json.loads(raw)
+    _symbol(halted, "ETHUSDT")["status"] = "BREAK"
+    server.body = json.dumps(halted).encode()
+    assert check_journal_instruments(live, journaled.values(), "run/oms.journal") == {
+        "ETHUSDT": "ETHUSDT: its status on Binance is BREAK, not TRADING"
+    }
+    server.status = 503
+    with pytest.raises(ConfigError, match=r"cannot check the trading rules of run/oms.journal's symbols .*HTTP 503"):
+        check_journal_instruments(live, journaled.values(), "run/oms.journal")

@@ -15,7 +15,6 @@ late fill) are tested without a server. No Ray.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import json
 import logging
@@ -626,12 +625,12 @@ def test_each_binance_reject_post_only_and_ioc_fok_expiry(server: BinanceTestSer
         poor = h.place(Side.BUY, d("1"), d("61000"))
         h.wait(poor, OrderStatus.REJECTED)
         assert h.rejection(poor).reason is RejectReason.INSUFFICIENT_FUNDS
-        # a server-side filter failure: the adapter and the kernel were given a finer tick than Binance's
         assert any(isinstance(e, ExternalOrder) and e.client_order_id == "web-1" for e in h.events)
-    loaded, _ = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
-    fine = {SYMBOL: dataclasses.replace(loaded[SYMBOL], price_tick=d("0.001"))}
-    with Harness(server, ED, instruments=fine) as h:
-        off_tick = h.place(Side.BUY, d("0.01"), d("61000.005"))
+    # a server-side filter failure: Binance coarsened the tick after the adapter checked its rules (it checks at
+    # start only here), so the adapter and the kernel still hold a finer tick than Binance's
+    with Harness(server, ED, exchange_info_every=None) as h:
+        server.faults.change_symbol(SYMBOL, filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        off_tick = h.place(Side.BUY, d("0.01"), d("61000.01"))
         h.wait(off_tick, OrderStatus.REJECTED)
         rejected = h.rejection(off_tick)
         assert rejected.reason is RejectReason.INVALID_PRICE and "PRICE_FILTER" in rejected.detail
@@ -788,6 +787,26 @@ def test_a_cancel_whose_order_is_still_unanswered_after_cancel_wait_is_refused_n
             (RejectReason.VENUE_REJECTED, "not sent: the order's own answer has not come in 0.5 s")
         ]
         assert [(o["clientOrderId"], o["status"]) for o in server.orders(HMAC.api_key)] == [(coid, "NEW")]
+        h.assert_matches_server()
+
+
+def test_a_request_that_timed_out_leaves_the_waiting_list_and_its_late_answer_is_known_as_late(
+    server: BinanceTestServer,
+) -> None:
+    """Before: the timed-out request stayed on the WebSocket API's waiting list until its answer came (or never, if
+    it was lost), so the map grew and a planned reconnect waited its full timeout for it. Now it leaves at the
+    timeout; the answer that still comes is counted as late, never as bad input, and breaks nothing."""
+    with Harness(server, request_timeout=0.5) as h:
+        server.trading_faults.slow_orders(1.5, 1)
+        coid = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.pump(lambda: "ORDER_STATUS_UNKNOWN" in h.errors())
+        assert h.venue.status()["pending_requests"] == 0  # gone at the timeout, not when (if) the answer comes
+        h.wait(coid, OrderStatus.ACCEPTED)
+        h.pump(lambda: h.venue.status()["counts"].get("late_answers") == 1)
+        status = h.venue.status()
+        assert status["pending_requests"] == 0
+        assert "unexpected_answer" not in status["bad_input"] and "internal_errors" not in status["counts"]
+        assert status["ready"]
         h.assert_matches_server()
 
 
@@ -1223,3 +1242,119 @@ def test_no_secret_in_any_log_line_status_or_report(server: BinanceTestServer) -
     texts += [repr(m) for m in seen]
     for secret in secrets:
         assert not any(secret in t for t in texts), f"a secret leaked ({secret[:4]}…)"
+
+
+def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server: BinanceTestServer) -> None:
+    """URLs with a ``user:password@`` and a query carrying ``apiKey`` / ``signature``: the status, every log record,
+    the connection events and the errors of a failed start show them as ``***`` (they were shown verbatim)."""
+    from veloz_actors.venues.binance.venue import VenueUnavailable, fetch_account_balances
+
+    password, key, signature = "pa55word-Xy", "k3yInTheQuery", "s1gInTheQuery"
+    userinfo = f"trader:{password}@"
+    rest_url = server.rest_url.replace("://", f"://{userinfo}")
+    ws_url = server.stream_url.replace("://", f"://{userinfo}") + f"/ws-api/v3?apiKey={key}&signature={signature}"
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    texts: list[str] = []
+    try:
+        loaded, info = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
+        events: list[Any] = []
+        settings = BinanceVenueSettings(rest_url=rest_url, ws_api_url=ws_url, request_timeout=3.0)
+        venue = VenueThread(settings, HMAC, dict(loaded), lambda batch: None, events=events.append).start()
+        try:
+            assert venue.wait_ready(10.0), venue.status()
+            texts.append(json.dumps(venue.status(), default=str))
+        finally:
+            venue.close()
+        texts += [repr(e) for e in events]
+        for url in (f"http://{userinfo}127.0.0.1:9?apiKey={key}", f"htp://{userinfo}127.0.0.1:9"):
+            with pytest.raises(Exception) as caught:
+                load_instruments(url, [SYMBOL], cache_dir=None, allow_cache=False)
+            texts.append(str(caught.value))
+            with pytest.raises(VenueUnavailable) as unavailable:
+                fetch_account_balances(url, HMAC, timeout=2.0)
+            texts.append(str(unavailable.value))
+        with pytest.raises(ValueError) as bad:
+            BinanceVenueSettings(rest_url=f"ftp://{userinfo}host", ws_api_url=ws_url)
+        texts.append(str(bad.value))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    texts += [record.getMessage() for record in records]
+    connected = [e for e in events if isinstance(e, VenueConnection) and e.state == "connected"]
+    assert connected and "ws://***@127.0.0.1" in connected[0].detail  # the URL is still shown, its secrets are not
+    assert any("***@" in t for t in texts if "connected to the WebSocket API" in t)
+    for secret in (password, key, signature):
+        leaks = [t for t in texts if secret in t]
+        assert not leaks, leaks[:3]
+
+
+def _halted_events(h: Harness) -> list[tuple[str, str, str]]:
+    return [(e.state, e.symbol, e.detail) for e in h.events if isinstance(e, VenueConnection) and e.symbol]
+
+
+def test_a_symbol_halted_or_given_new_filters_in_the_session_refuses_new_orders_and_lets_cancels_go(
+    server: BinanceTestServer,
+) -> None:
+    """The periodic exchangeInfo check (``exchange_info_every``): Binance halts the symbol (status BREAK), then trades
+    it again, then changes its tick size. While its rules differ from the engine's, new orders are rejected
+    ``HALTED`` with the reason and never sent, cancels go on, and each change is one event (before: the adapter
+    never looked again, and every order went to Binance to be refused)."""
+    with Harness(server, exchange_info_every=0.1) as h:
+        resting = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        server.faults.change_symbol(SYMBOL, status="BREAK")
+        h.pump(lambda: SYMBOL in h.venue.status()["halted_symbols"])
+        checks = h.venue.status()["periodic_rules_checks"]["done"]
+        h.pump(lambda: h.venue.status()["periodic_rules_checks"]["done"] >= checks + 3)  # said once, not per check
+        refused = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(refused, OrderStatus.REJECTED)
+        rejection = h.rejection(refused)
+        assert rejection.reason is RejectReason.HALTED
+        assert "BTCUSDT: its status on Binance is BREAK, not TRADING" in rejection.detail
+        h.cancel(resting)
+        h.wait(resting, OrderStatus.CANCELLED)
+        server.faults.change_symbol(SYMBOL, status="TRADING")
+        h.pump(lambda: not h.venue.status()["halted_symbols"])
+        h.wait(h.place(Side.BUY, d("0.01"), d("61000")), OrderStatus.ACCEPTED)
+        server.faults.change_symbol(SYMBOL, filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        h.pump(lambda: SYMBOL in h.venue.status()["halted_symbols"])
+        stale = h.place(Side.BUY, d("0.01"), d("61000.10"))
+        h.wait(stale, OrderStatus.REJECTED)
+        assert "Binance changed its trading rules: PRICE_FILTER tickSize 0.01 -> 0.1" in h.rejection(stale).detail
+        status = h.venue.status()
+        assert status["periodic_rules_checks"]["errors"] == 0
+        h.assert_matches_server()
+    assert [(state, symbol) for state, symbol, _ in _halted_events(h)] == [
+        ("halted", SYMBOL), ("trading", SYMBOL), ("halted", SYMBOL)
+    ]  # fmt: skip
+    assert [o["clientOrderId"] for o in server.orders(HMAC.api_key)] == [resting, "t3"]  # nothing refused was sent
+
+
+def test_a_symbol_delisted_in_the_session_refuses_new_orders(server: BinanceTestServer) -> None:
+    """Binance refuses exchangeInfo for a list naming a delisted symbol (-1121): the unfiltered exchangeInfo is
+    asked for instead, which lacks it, and the symbol's orders are refused naming the delisting (before: no check,
+    and the adapter's start-up would retry the refused exchangeInfo forever)."""
+    with Harness(server, exchange_info_every=0.1) as h:
+        server.faults.delist(SYMBOL)
+        h.pump(lambda: h.venue.status()["periodic_rules_checks"]["done"] >= 2)
+        assert h.venue.status()["halted_symbols"] == {SYMBOL: "BTCUSDT: Binance no longer lists it (delisted)"}
+        refused = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(refused, OrderStatus.REJECTED)
+        assert "Binance no longer lists it" in h.rejection(refused).detail
+        assert server.faults.counts["delisted"] == 1  # asked by name once; afterwards the unfiltered list
+    again = VenueThread(h.settings, HMAC, h.instruments, lambda batch: None).start()  # a start with it delisted
+    try:
+        assert again.wait_ready(10.0), again.status()
+        assert again.status()["halted_symbols"] == {SYMBOL: "BTCUSDT: Binance no longer lists it (delisted)"}
+    finally:
+        again.close()

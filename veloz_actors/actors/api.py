@@ -42,6 +42,7 @@ from ..config import (
     MAX_TICK_MS,
     EngineFileConfig,
     StrategyEntryModel,
+    check_journal_instruments,
     check_journal_risk,
     default_engine_config,
     load_engine_config,
@@ -220,6 +221,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
         header, _ = read_journal(oms_journal)
         kernel = KernelConfig.from_json(header["config"])
         check_journal_risk(file_config, kernel.risk, oms_journal)
+        check_journal_instruments(file_config, kernel.instruments, oms_journal)  # the venue refuses a halted symbol
         engine_config = EngineConfig(
             instruments=kernel.instruments, balances=kernel.balances, risk=kernel.risk,
             valuation_asset=kernel.valuation_asset, snapshot_every=kernel.snapshot_every,

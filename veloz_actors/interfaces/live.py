@@ -11,7 +11,9 @@ What it refuses to start without, each with an error that names what is missing:
   ``risk.max_order_notional`` (:func:`check_live_risk`).
 
 A new journal starts the ledger from the account's balances on the exchange (``GET /api/v3/account``); an existing
-one is recovered with the config it was written with (its header), its replayed requests never sent again. Then the
+one is recovered with the config it was written with (its header), its replayed requests never sent again; its
+instruments are checked against Binance's exchangeInfo of now first (:func:`~veloz_actors.config.check_journal_instruments`:
+filters changed since refuse the start, naming them; a symbol not trading has its new orders refused). Then the
 trading adapter subscribes to the user data stream and reconciles the kernel with the exchange; until that has
 finished every order is rejected with a reason that says so (and stderr says why it is waiting). Live market data
 (the same client as paper trading) gives the kernel its reference prices.
@@ -26,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import ConfigError, VelozError
-from ..config import EngineFileConfig, check_journal_risk, resolve_venue_instruments
+from ..config import EngineFileConfig, check_journal_instruments, check_journal_risk, resolve_venue_instruments
 from ..core.journal import read_journal
+from ..logs import redact_url
 from ..venues.engine import Engine, EngineConfig, tune_gc
 from .local import Frontends, LiveMarket, LiveVenue, LocalBackend, run_session
 from .stdio import Session
@@ -84,6 +87,9 @@ def run_live(
         if config.venue_kind != "live":
             raise VelozError(f"{journal_path} was written by a {config.venue_kind} engine: give a new journal path")
         check_journal_risk(file_config, config.risk, journal_path)
+        halted = check_journal_instruments(file_config, config.instruments, journal_path)
+        for reason in halted.values():
+            _say(f"live: {reason}: its new orders are refused until Binance trades it again")
         engine, _ = Engine.recover(config, journal_path, durability=durability)  # type: ignore[arg-type]
         _say(f"live: recovered {journal_path} ({engine.seq} inputs)")
     else:
@@ -94,7 +100,7 @@ def run_live(
             raise VelozError(f"live trading: cannot read the account's balances: {exc}") from None
         config = dataclasses.replace(file_config.engine_config(instruments), balances={"main": ledger})
         engine = Engine(config, journal_path=journal_path, durability=durability)  # type: ignore[arg-type]
-        _say(f"live: new journal {journal_path}, ledger from the account's balances on {urls['rest_url']}")
+        _say(f"live: new journal {journal_path}, ledger from the account's balances on {redact_url(urls['rest_url'])}")
     trading = LiveVenue(engine, settings, credentials)
     live_market = LiveMarket(engine, file_config.venue.market_data(), apply=trading.apply)
     _say("live: reconciling with the exchange; orders are refused until it has finished")

@@ -9,7 +9,8 @@
 
 Token authentication (Ray >= 2.52) is left to Ray's own environment variables (``RAY_AUTH_MODE``,
 ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``), which must match the cluster's (:func:`auth_hint` says so in an error).
-An address is shown in messages only through :func:`redact`: a ``user:password@`` in it never reaches a message.
+An address is shown in messages only through :func:`redact` (:func:`veloz_actors.logs.redact_address`): a
+``user:password@`` in it never reaches a message.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import ray
 
 from .._exceptions import ConfigError, EngineUnavailable, quoted
+from ..logs import redact_address as redact  # the address's userinfo as ***, in every message naming it
 
 __all__ = ["Runtime", "auth_hint", "check_joined", "check_max_workers", "connect", "probe_address", "redact"]
 
@@ -39,19 +41,6 @@ class Runtime:
     address: str
     workers: int
     started_here: bool
-
-
-def redact(text: str, address: str | None) -> str:
-    """``text`` (``address`` itself, or a message naming it) with the userinfo of ``address`` (``user:password@``,
-    a token) shown as ``***``, so that a secret in an address never reaches a message or a log.
-
-    >>> redact("cannot reach http://me:pw@head:8265", "http://me:pw@head:8265")
-    'cannot reach http://***@head:8265'
-    """
-    if address is None:
-        return text
-    userinfo = address.partition("://")[2 if "://" in address else 0].split("/", 1)[0].rpartition("@")[0]
-    return text.replace(userinfo, "***") if userinfo else text
 
 
 def auth_hint() -> str:

@@ -42,7 +42,8 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 ``/trades``, ``/aggTrades``, ``/klines``, ``/ticker/bookTicker``.
 
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
-skipped update ids, diffs that cross a client's book, a delisted symbol, malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
+skipped update ids, diffs that cross a client's book, a delisted symbol, a symbol's status or filters changed
+(``change_symbol``), malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
 
 **Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
 matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
@@ -1214,6 +1215,8 @@ class _Rest:
         if symbols is not None:
             by_name = {entry["symbol"]: entry for entry in entries}
             entries = [by_name[s] for s in symbols]
+        else:  # a delisted symbol is simply not listed
+            entries = [entry for entry in entries if entry["symbol"] not in self.server._faulty.delisted]
         body = dict(info)
         body["serverTime"] = self.server.server_time_ms()
         body["symbols"] = entries
@@ -1420,6 +1423,7 @@ class Faults:
                 "skip_update_ids",
                 "cross_book",
                 "delisted",
+                "symbol_changes",
                 "malformed",
                 "stale_snapshot",
                 "rate_limit",
@@ -1487,11 +1491,40 @@ class Faults:
 
     def delist(self, symbol: str) -> None:
         """From now on every REST request naming ``symbol`` is answered -1121 "Invalid symbol." (HTTP 400), as after
-        a delisting; its streams stay open. ``counts["delisted"]`` counts the refused requests."""
+        a delisting, and the unfiltered exchangeInfo does not list it; its streams stay open. ``counts["delisted"]``
+        counts the refused requests."""
         state = self._symbol_state(symbol)
 
         def run() -> None:
             self._server._faulty.delisted.add(state.symbol)
+
+        self._server._call(run)
+
+    def change_symbol(
+        self, symbol: str, *, status: str | None = None, filters: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        """Binance changes ``symbol``'s exchangeInfo entry from now on: its ``status`` (``BREAK``, ``HALT``, or back to
+        ``TRADING``) and/or fields of its filters, by filter type (``{"PRICE_FILTER": {"tickSize": "0.10000000"}}``;
+        a filter type the entry lacks is added). The trading side checks new orders against the new filters and
+        refuses every new order of a symbol that is not ``TRADING`` (-2010 "Market is closed."); its matching keeps
+        the instrument it started with. ``counts["symbol_changes"]`` counts the changes."""
+        state = self._symbol_state(symbol)
+
+        def run() -> None:
+            symbols = self._server._exchange_info["symbols"]
+            index = next(i for i, entry in enumerate(symbols) if entry["symbol"] == state.symbol)
+            entry = copy.deepcopy(symbols[index])
+            if status is not None:
+                entry["status"] = status
+            by_type = {flt.get("filterType"): flt for flt in entry.setdefault("filters", [])}
+            for kind, fields in (filters or {}).items():
+                if kind not in by_type:
+                    by_type[kind] = {"filterType": kind}
+                    entry["filters"].append(by_type[kind])
+                by_type[kind].update(fields)
+            symbols[index] = entry
+            self._server.trading.forget_filters(state.symbol)
+            self._count("symbol_changes")
 
         self._server._call(run)
 

@@ -32,6 +32,7 @@ refused placement with an error: no order exists), and self-trade prevention onl
   would cross: no order, no event), ``MARKET`` by ``quantity`` or ``quoteOrderQty`` (a BUY spends at most that much,
   commission included, in whole steps; a SELL sells the most whole steps whose proceeds stay within it). Other types
   (stop, take-profit, order lists, SOR, amend, cancel-replace) answer -1116 "Invalid orderType." (not served).
+* A symbol whose ``status`` is not ``TRADING`` refuses new orders: -2010 "Market is closed.".
 * Filters of the served ``exchangeInfo``: ``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``MIN_NOTIONAL`` /
   ``NOTIONAL`` (market orders: at the last trade price, else the mid), ``MAX_NUM_ORDERS``: -1013 "Filter failure: X".
 * ``newClientOrderId`` (1-36 of ``A-Z a-z 0-9 . : / _ -``) kept (generated when absent); another open order of the
@@ -412,6 +413,7 @@ class _Filters:
     """One symbol's order rules from the served exchangeInfo entry (1e-8 units; 0 disables a bound)."""
 
     def __init__(self, entry: Mapping[str, Any]) -> None:
+        self.status = str(entry.get("status", "TRADING"))
         self.base = str(entry.get("baseAsset", ""))
         self.quote = str(entry.get("quoteAsset", ""))
         self.order_types = tuple(entry.get("orderTypes", ("LIMIT", "LIMIT_MAKER", "MARKET")))
@@ -963,6 +965,10 @@ class Trading:
 
     # ------------------------------------------------------------------------------------------- the venues
 
+    def forget_filters(self, symbol: str) -> None:
+        """``symbol``'s exchangeInfo entry changed: its rules are read again for the next order (on the loop)."""
+        self._filters.pop(symbol, None)
+
     def _filters_of(self, symbol: str) -> _Filters:
         filters = self._filters.get(symbol)
         if filters is None:
@@ -1125,7 +1131,9 @@ class Trading:
         return [o for o in self.account_orders[account.api_key] if o.open and (symbol is None or o.symbol == symbol)]
 
     def _validate(self, account: _Account, spec: _Spec) -> None:
-        """The symbol's filters (-1013)."""
+        """The symbol's status (-2010 "Market is closed." when it is not ``TRADING``) and filters (-1013)."""
+        if self._filters_of(spec.symbol).status != "TRADING":
+            raise Refusal(-2010, "Market is closed.")
         self._filters_of(spec.symbol).check(
             spec, self._reference_price(spec.symbol), len(self._open_orders(account, spec.symbol))
         )

@@ -558,7 +558,7 @@
     } else if (typeof event.event === "string" && event.event.startsWith("venue_")) {
       const what = event.event.slice("venue_".length);
       addMessage((event.venue || "venue") + (event.symbol ? " " + event.symbol : "") + ": " + what +
-        (event.detail ? " (" + event.detail + ")" : ""), what === "connected" || what === "reconciled" ? "" : "warn",
+        (event.detail ? " (" + event.detail + ")" : ""), ["connected", "reconciled", "trading"].includes(what) ? "" : "warn",
         event.ts);
       later("venue", refreshVenue, 300);
     } else if (event.state === "stopped") {

@@ -24,6 +24,11 @@ the smallest multiple of Binance's step that is exact (for Binance's power-of-te
 0.1), so every order VeloZ sends is still valid on Binance. Never silently: the result's ``coarsened`` maps each such
 symbol to ``(Binance's step, the step used)`` and its ``notes`` say it in words, for the engine to log.
 
+:func:`check_rules` compares the instruments an engine trades with (a journal's, fixed for its exact replay) with a
+fresh exchangeInfo: a symbol Binance no longer lists, whose status is not ``TRADING``, or whose filters changed
+(:func:`rule_changes`, each field named in Binance's words with its old and new value) is a :class:`RulesProblem`.
+A live engine checks this when it recovers a journal and, in the trading adapter, at every start and periodically.
+
 :func:`load_instruments` fetches the payload at every start-up with the standard library and caches it as
 ``exchange-info.json`` in the run folder, for a paper start while Binance does not answer; see its docstring for the
 fallback rules.
@@ -46,7 +51,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,9 +62,19 @@ import orjson
 from ..._exceptions import ConfigError, DataError, InvalidInput
 from ...core.instruments import Instrument, exact_qty_step
 from ...fixed import MAX_ABS, format_decimal
+from ...logs import redact_url
 from .schemas import _bool, _field, _loads, _preview, _str, decimal_units
 
-__all__ = ["CACHE_NAME", "ExchangeInstruments", "load_instruments", "parse_exchange_info"]
+__all__ = [
+    "CACHE_NAME",
+    "ExchangeInstruments",
+    "RulesProblem",
+    "check_rules",
+    "fetch_exchange_info",
+    "load_instruments",
+    "parse_exchange_info",
+    "rule_changes",
+]
 
 CACHE_NAME = "exchange-info.json"
 TRADING = "TRADING"
@@ -260,6 +276,121 @@ def _precision(row: dict[str, Any], keys: tuple[str, ...], kind: str) -> int:
     return 8
 
 
+# ------------------------------------------------------------------------------------------------ rules changed
+
+# the exchange's part of an Instrument, each with the exchangeInfo field it comes from (fee rates are VeloZ's config)
+_RULES = (
+    ("price_tick", "PRICE_FILTER tickSize"),
+    ("min_price", "PRICE_FILTER minPrice"),
+    ("max_price", "PRICE_FILTER maxPrice"),
+    ("qty_step", "LOT_SIZE stepSize"),
+    ("min_qty", "LOT_SIZE minQty"),
+    ("max_qty", "LOT_SIZE maxQty"),
+    ("market_min_qty", "MARKET_LOT_SIZE minQty"),
+    ("market_max_qty", "MARKET_LOT_SIZE maxQty"),
+    ("min_notional", "NOTIONAL minNotional"),
+    ("max_notional", "NOTIONAL maxNotional"),
+    ("min_notional_market", "NOTIONAL applyMinToMarket"),
+    ("max_notional_market", "NOTIONAL applyMaxToMarket"),
+    ("base_asset", "baseAsset"),
+    ("quote_asset", "quoteAsset"),
+    ("base_precision", "baseAssetPrecision"),
+    ("quote_precision", "quoteAssetPrecision"),
+)
+_COUNTS = frozenset({"base_precision", "quote_precision"})  # plain integers, not 1e-8 units
+
+
+def rule_changes(old: Instrument, new: Instrument) -> list[str]:
+    """What differs between two instruments of one symbol in the exchange's rules, one line a field in Binance's
+    words with the old and the new value (fee rates, which come from VeloZ's config, are not compared).
+
+    >>> import dataclasses
+    >>> from veloz_actors.core.instruments import Instrument
+    >>> old = Instrument("BTCUSDT", "BTC", "USDT", 1_000_000, 1_000, 1_000, 900_000_000_000, 500_000_000)
+    >>> rule_changes(old, dataclasses.replace(old, price_tick=10_000_000))
+    ['PRICE_FILTER tickSize 0.01 -> 0.1']
+    """
+    out = []
+    for name, label in _RULES:
+        before, after = getattr(old, name), getattr(new, name)
+        if before != after:
+            shown = (str, str) if name in _COUNTS or type(before) is not int else (format_decimal, format_decimal)
+            out.append(f"{label} {shown[0](before)} -> {shown[1](after)}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RulesProblem:
+    """Why a symbol's new orders must not go out under the rules an engine holds for it: Binance no longer lists it
+    (``status`` ""), its status is not ``TRADING`` (``BREAK``, ``HALT``, ...), or its filters changed (``changes``,
+    one :func:`rule_changes` line each; an entry that cannot be read is one line saying so)."""
+
+    symbol: str
+    status: str
+    changes: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        if not self.status:
+            return f"{self.symbol}: Binance no longer lists it (delisted)"
+        if self.status != TRADING:
+            return f"{self.symbol}: its status on Binance is {self.status}, not {TRADING}"
+        return f"{self.symbol}: Binance changed its trading rules: {'; '.join(self.changes)}"
+
+
+def check_rules(instruments: Mapping[str, Instrument], payload: Any) -> dict[str, RulesProblem]:
+    """The symbols of ``instruments`` whose rules in the exchangeInfo ``payload`` (parsed JSON, or bytes) differ
+    from the instruments' (see :class:`RulesProblem`); an empty dict when all are unchanged and ``TRADING``. A
+    payload that is not an exchangeInfo is a :class:`DataError`."""
+    data = _loads(payload)
+    rows = _field(data, "symbols", "exchangeInfo")
+    if type(rows) is not list:
+        raise DataError(f"exchangeInfo: field 'symbols' must be a list, got {_preview(rows)}")
+    by_symbol = {row.get("symbol"): row for row in rows if isinstance(row, dict)}
+    problems = {}
+    for symbol, held in instruments.items():
+        row = by_symbol.get(symbol)
+        if row is None:
+            problems[symbol] = RulesProblem(symbol, "")
+            continue
+        status = str(row.get("status"))
+        if status != TRADING:
+            problems[symbol] = RulesProblem(symbol, status)
+            continue
+        try:
+            now = _instrument(symbol, row, held.maker_fee_rate, held.taker_fee_rate, ExchangeInstruments())
+        except (DataError, InvalidInput) as exc:
+            problems[symbol] = RulesProblem(symbol, status, (f"its exchangeInfo entry cannot be read: {exc}",))
+            continue
+        changes = rule_changes(held, now)
+        if changes:
+            problems[symbol] = RulesProblem(symbol, status, tuple(changes))
+    return problems
+
+
+def fetch_exchange_info(rest_url: str, symbols: Iterable[str], *, timeout: float = 10.0) -> Any:
+    """``GET /api/v3/exchangeInfo`` for ``symbols``, parsed, at once (no cache). Binance refuses the whole request
+    (-1121) when one symbol is not listed any more: then the unfiltered exchangeInfo is fetched, which simply lacks it
+    (:func:`check_rules` names it). :class:`InvalidInput` names the URL and the failure."""
+    wanted = _wanted(symbols)
+    url = _url(rest_url, wanted)
+    try:
+        try:
+            body = _fetch(url, timeout)
+        except _Refused as exc:
+            if exc.code != _INVALID_SYMBOL:
+                raise
+            url = _url(rest_url, None)
+            body = _fetch(url, timeout)
+        payload = _loads(body)
+        _field(payload, "symbols", "exchangeInfo")
+    except _FetchFailed as exc:
+        raise InvalidInput(f"GET {redact_url(url)} failed ({exc})") from exc
+    except DataError as exc:
+        raise InvalidInput(f"GET {redact_url(url)} gave no usable body ({exc})") from exc
+    return payload
+
+
 # ------------------------------------------------------------------------------------------------------- loading
 
 
@@ -289,15 +420,18 @@ def load_instruments(
     """
     wanted = _wanted(symbols) if symbols is not None else None
     url = _url(rest_url, wanted)
+    shown = redact_url(url)  # what the info, the errors and the cache say: never a userinfo or a key in the URL
     path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
-    info: dict[str, Any] = {"url": url, "path": str(path) if path is not None else None}
+    info: dict[str, Any] = {"url": shown, "path": str(path) if path is not None else None}
     try:
         body = _fetch(url, timeout)
         payload = _loads(body)
         _field(payload, "symbols", "exchangeInfo")
     except (_FetchFailed, DataError) as exc:
         failure = (
-            f"GET {url} failed ({exc})" if isinstance(exc, _FetchFailed) else f"GET {url} gave no usable body ({exc})"
+            f"GET {shown} failed ({exc})"
+            if isinstance(exc, _FetchFailed)
+            else f"GET {shown} gave no usable body ({exc})"
         )
         if not allow_cache:
             raise InvalidInput(
@@ -323,7 +457,7 @@ def load_instruments(
     now_ms = time.time_ns() // 1_000_000
     fetched_at = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
     if path is not None:
-        _write_cache(path, body, url, fetched_at, now_ms)
+        _write_cache(path, body, shown, fetched_at, now_ms)
     return _parsed((payload, fetched_at), "rest", info, wanted, maker_fee_rate, taker_fee_rate)
 
 
@@ -340,6 +474,17 @@ def _age(ms: int) -> str:
 
 class _FetchFailed(Exception):
     """The request did not produce an exchangeInfo body (network, timeout, HTTP error that is not Binance's no)."""
+
+
+class _Refused(InvalidInput):
+    """Binance's own "no" to the request (its error ``code``)."""
+
+    def __init__(self, message: str, code: Any) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_INVALID_SYMBOL = -1121
 
 
 def _url(rest_url: str, wanted: list[str] | None) -> str:
@@ -360,15 +505,16 @@ def _fetch(url: str, timeout: float) -> bytes:
         body = exc.read() if exc.fp is not None else b""
         refusal = _binance_refusal(exc.code, body)
         if refusal:
-            raise InvalidInput(f"Binance refused GET {url}: {refusal}") from exc
-        raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from exc
+            raise _Refused(f"Binance refused GET {redact_url(url)}: {refusal[1]}", refusal[0]) from exc
+        raise _FetchFailed(redact_url(url, f"HTTP {exc.code} {exc.reason}")) from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise _FetchFailed(f"{type(exc).__name__}: {reason}") from exc
+        raise _FetchFailed(redact_url(url, f"{type(exc).__name__}: {reason}")) from exc  # it may quote the URL
 
 
-def _binance_refusal(status: int, body: bytes) -> str | None:
-    """Binance's own "no" to the request (4xx with ``{"code", "msg"}``), except rate limits (429, 418), or None."""
+def _binance_refusal(status: int, body: bytes) -> tuple[Any, str] | None:
+    """Binance's own "no" to the request (4xx with ``{"code", "msg"}``): ``(code, text)``, except rate limits (429,
+    418), or None."""
     if not 400 <= status < 500 or status in (418, 429):
         return None
     try:
@@ -376,7 +522,7 @@ def _binance_refusal(status: int, body: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     if isinstance(data, dict) and "code" in data and "msg" in data:
-        return f"error {data['code']}: {data['msg']}"
+        return data["code"], f"error {data['code']}: {data['msg']}"
     return None
 
 

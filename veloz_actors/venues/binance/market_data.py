@@ -89,6 +89,7 @@ import yarl
 from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
 from ...core.market_batch import MarketBatch, MarketBatchBuilder
+from ...logs import redact_url
 from ...messages import BookDelta, Kline, VenueConnection
 from .errors import classify
 from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
@@ -129,7 +130,7 @@ def check_endpoints(settings: Any, *, rest: str, ws: str) -> None:
     for name, schemes, what in ((rest, ("http://", "https://"), "an http(s)"), (ws, ("ws://", "wss://"), "a ws(s)")):
         value = getattr(settings, name)
         if not value.startswith(schemes):
-            raise InvalidInput(f"{name} must be {what} URL, got {value!r}")
+            raise InvalidInput(f"{name} must be {what} URL, got {redact_url(value)!r}")
         object.__setattr__(settings, name, value.rstrip("/"))
 
 
@@ -800,8 +801,8 @@ class BinanceMarketData:
         return {
             "venue": self.settings.venue,
             "state": self._state,
-            "url": self.settings.stream_url,
-            "rest_url": self.settings.rest_url,
+            "url": redact_url(self.settings.stream_url),
+            "rest_url": redact_url(self.settings.rest_url),
             "connects": self._connects,
             "reconnects": max(self._connects - 1, 0),
             "connect_errors": self._connect_errors,
@@ -871,7 +872,8 @@ class BinanceMarketData:
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self._connect_errors += 1
             self._state = "disconnected"
-            return f"connect to {self.settings.stream_url} failed: {type(exc).__name__}: {exc}", False
+            why = f"connect to {self.settings.stream_url} failed: {type(exc).__name__}: {exc}"
+            return redact_url(str(url), why), False
         if self._closing:
             await ws.close()
             return "closed", True
@@ -892,12 +894,13 @@ class BinanceMarketData:
             VenueConnection(
                 venue=self.settings.venue,
                 state="connected",
-                detail=f"{self.settings.stream_url} ({len(streams)} streams)",
+                detail=f"{redact_url(self.settings.stream_url)} ({len(streams)} streams)",
                 **self._counts(),
             )
         )
         self._flush()
-        log.info("%s: connected to %s (%d streams)", self.settings.venue, self.settings.stream_url, len(streams))
+        log.info("%s: connected to %s (%d streams)", self.settings.venue, redact_url(self.settings.stream_url),
+                 len(streams))  # fmt: skip
         reason, at_once = "connection ended", False
         try:
             self._spawn(self._reader(ws, queue))

@@ -11,8 +11,15 @@ session-free with ``userDataStream.subscribe.signature`` (the listenKey endpoint
 ``order.status``, ``openOrders.status``, ``account.status``, ``myTrades``): no HTTP request per order, every answer
 carries the exchange's rate-limit counts, and the connection is needed for the stream anyway. ``order_path="rest"``
 sends them as signed REST requests (``/api/v3/order``, ``openOrders``, ``account``, ``myTrades``) instead, so orders
-do not depend on the stream connection. ``/api/v3/time`` (clock) and ``/api/v3/exchangeInfo`` (rate limits) are
-always REST.
+do not depend on the stream connection. ``/api/v3/time`` (clock) and ``/api/v3/exchangeInfo`` (rate limits, the
+symbols' rules) are always REST.
+
+**Rules.** At start (with the rate limits) and every ``exchange_info_every`` seconds (:class:`VenueThread`),
+exchangeInfo is compared with the instruments the adapter trades with (:func:`~.instruments.check_rules`): a symbol
+whose status left ``TRADING``, that Binance no longer lists (its -1121 to the list: the unfiltered exchangeInfo is
+asked instead, and the symbol by name never again), or whose filters changed has its new orders rejected ``HALTED``
+with that reason (cancels still go) until a check finds it trading under the same rules; each change is logged once
+and sent to ``events`` as ``VenueConnection`` ``halted`` / ``trading`` for the symbol; ``status()["halted_symbols"]``.
 
 **Clock.** ``clock_samples`` samples of ``GET /api/v3/time`` at every connect; the one with the smallest round trip
 gives ``offset = serverTime - midpoint``; every signed request carries ``timestamp = local + offset`` and
@@ -35,7 +42,9 @@ books a trade id once anyway). The instrument's filters are checked first: a vio
 ``VenueOrderRejected`` whose detail names the filter (``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``,
 ``NOTIONAL``). Error answers go through :func:`~.errors.classify`. A timeout, a dropped connection, an unknown-outcome
 error (-1000/-1001/-1006/-1007, any 5xx) or Binance's "Duplicate order sent." make the order's outcome unknown:
-``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known. Binance
+``VenueOrderStatusUnknown``, then ``order.status`` by ``origClientOrderId`` with backoff until it is known (a timed-out
+request leaves the WebSocket API's waiting list at once; an answer that still comes is counted in ``late_answers``
+and not used). Binance
 needs a client id to be unique among open orders only, so that query may find an earlier, closed order that had the
 id (the kernel's ids restart in a new run): one created before this request could have arrived (its ``time`` before
 the send time less ``max(recvWindow, 1 s)`` and the margin), or whose side, type or quantity differ, is not this order
@@ -110,6 +119,7 @@ import yarl
 from ..._exceptions import DataError, InvalidInput, VelozError
 from ...core.instruments import Instrument
 from ...fixed import format_decimal
+from ...logs import redact_url
 from ...messages import (
     Error,
     OrderType,
@@ -131,6 +141,7 @@ from ...messages import (
 )
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
+from .instruments import check_rules
 from .limits import RateLimits, parse_rate_limits
 from .market_data import Backoff, LogLimiter, LoopThread, check_endpoints
 from .reconcile import (
@@ -213,7 +224,9 @@ class BinanceVenueSettings:
     block, so that no request arrives a moment before Binance's ``Retry-After`` ends. ``heartbeat``: client ping
     interval (s) on the WebSocket (None: only answer the server's pings). ``max_connection_seconds``: the connection is
     renewed after this long (Binance cuts it at 24 hours). ``dedup_size``: exact duplicate reports remembered;
-    ``max_closed_orders``: closed orders kept.
+    ``max_closed_orders``: closed orders kept. ``exchange_info_every``: seconds between two checks of the traded
+    symbols' status and filters against exchangeInfo (weight 20 each, of Binance's 6000 a minute; None: only at
+    start), run by :class:`VenueThread`.
     """
 
     rest_url: str
@@ -235,6 +248,7 @@ class BinanceVenueSettings:
     rate_limit_margin_ms: int = 250
     dedup_size: int = 10_000
     max_closed_orders: int = 100_000
+    exchange_info_every: float | None = 600.0
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="ws_api_url")
@@ -260,8 +274,10 @@ class BinanceVenueSettings:
                 raise InvalidInput(f"{name} must not be negative, got {getattr(self, name)}")
         if type(self.clock_samples) is not int or self.clock_samples < 1:
             raise InvalidInput(f"clock_samples must be a positive integer, got {self.clock_samples!r}")
-        if self.heartbeat is not None and not self.heartbeat > 0:
-            raise InvalidInput(f"heartbeat must be positive or None, got {self.heartbeat}")
+        for name in ("heartbeat", "exchange_info_every"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidInput(f"{name} must be positive or None, got {value}")
 
 
 # ------------------------------------------------------------------------------------------------- pure helpers
@@ -516,6 +532,9 @@ class BinanceVenue:
         self._ready_event: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._timed_out: OrderedDict[str, None] = OrderedDict()  # ids of requests that gave up waiting (bounded)
+        self._halted_symbols: dict[str, str] = {}  # symbol -> why its new orders are refused (its rules changed)
+        self._unlisted: set[str] = set()  # symbols exchangeInfo no longer lists: never asked for by name again
         self._request_id = 0
         self._holding: list[dict[str, Any]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -695,8 +714,8 @@ class BinanceVenue:
             "api_key": self._creds.masked_api_key,
             "key_type": self._creds.kind,
             "order_path": self.settings.order_path,
-            "ws_api_url": self.settings.ws_api_url,
-            "rest_url": self.settings.rest_url,
+            "ws_api_url": redact_url(self.settings.ws_api_url),
+            "rest_url": redact_url(self.settings.rest_url),
             "state": self._state,
             "ready": self._ready,
             "not_ready": None if self._ready else self._not_ready,
@@ -715,6 +734,8 @@ class BinanceVenue:
                 "resyncs": self._n.get("clock_resyncs", 0),
             },
             "rate_limits": self.limits.status(now_ms),
+            "pending_requests": len(self._waiters),
+            "halted_symbols": dict(self._halted_symbols),
             "orders": {
                 "known": len(self._orders),
                 "open": sum(1 for r in self._orders.values() if not r.closed),
@@ -730,15 +751,15 @@ class BinanceVenue:
     # --------------------------------------------------------------------------------------------- lifecycle
 
     async def _startup(self, backoff: Backoff) -> None:
-        """Rate limits from exchangeInfo (retried until they come or the adapter closes)."""
+        """Rate limits and the traded symbols' rules from exchangeInfo (retried until they come or the adapter
+        closes)."""
         self._state = "starting"
         self._not_ready = "loading rate limits from exchangeInfo"
-        symbols = sorted(self.instruments)
-        params = {"symbols": orjson.dumps(symbols).decode()} if symbols else {}
         while not self._closing:
             try:
-                info = await self._request("exchangeInfo", params, weight=20, signed=False)
+                info = await self._exchange_info()
                 self.limits.set_limits(parse_rate_limits(info))
+                self._apply_rules(info)
                 backoff.reset()
                 return
             except (_NotSent, _NoAnswer, _Refused, DataError) as exc:
@@ -746,6 +767,50 @@ class BinanceVenue:
                 self._log(logging.WARNING, "startup", "%s: exchangeInfo failed (%s); again in %.2f s", self.name,
                           _why(exc), delay)  # fmt: skip
                 await self._sleep(delay)
+
+    async def check_rules(self) -> dict[str, str]:
+        """Check the traded symbols' status and filters against exchangeInfo now: a symbol whose status left
+        ``TRADING``, that Binance no longer lists, or whose filters changed has its new orders refused (``HALTED``,
+        the detail says why; cancels still go) until a later check finds it trading under the same rules again. Each
+        change is logged once and sent to ``events`` (``VenueConnection`` ``halted`` / ``trading`` for the symbol).
+        Returns the symbols refused now, symbol -> why."""
+        try:
+            info = await self._exchange_info()
+            self._apply_rules(info)
+        except (_NotSent, _NoAnswer, _Refused, DataError) as exc:
+            raise VenueUnavailable(f"{self.name}: exchangeInfo check failed: {_why(exc)}") from None
+        self._count("rules_checks")
+        return dict(self._halted_symbols)
+
+    async def _exchange_info(self) -> Any:
+        """exchangeInfo for the traded symbols (weight 20). Binance refuses the whole request (-1121) when one of them
+        is not listed any more: then the unfiltered one is asked for, which simply lacks it."""
+        symbols = sorted(set(self.instruments) - self._unlisted)
+        params = {"symbols": orjson.dumps(symbols).decode()} if symbols else {}
+        try:
+            return await self._request("exchangeInfo", params, weight=20, signed=False)
+        except _Refused as exc:
+            if exc.code != -1121 or not params:
+                raise
+            return await self._request("exchangeInfo", {}, weight=20, signed=False)
+
+    def _apply_rules(self, info: Any) -> None:
+        problems = check_rules(self.instruments, info)
+        now = self._now_ns()
+        for symbol, problem in problems.items():
+            if not problem.status:
+                self._unlisted.add(symbol)
+            reason = problem.reason
+            if self._halted_symbols.get(symbol) == reason:
+                continue
+            self._halted_symbols[symbol] = reason
+            log.warning("%s: %s: its new orders are refused (cancels still go)", self.name, reason)
+            self._event(VenueConnection(venue=self.name, state="halted", symbol=symbol, detail=reason, ts=now))
+        for symbol in [s for s in self._halted_symbols if s not in problems]:
+            del self._halted_symbols[symbol]
+            log.warning("%s: %s trades again under the rules the engine holds: its orders go again", self.name, symbol)
+            self._event(VenueConnection(venue=self.name, state="trading", symbol=symbol,
+                                        detail=f"{symbol} is TRADING with unchanged rules again", ts=now))  # fmt: skip
 
     async def _connection(self, session: aiohttp.ClientSession) -> tuple[str, bool]:
         """One WebSocket API connection from open to close: ``(why it ended, planned)``."""
@@ -787,9 +852,9 @@ class BinanceVenue:
         self._ws = ws
         signals: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._signals = signals
-        log.info("%s: connected to the WebSocket API %s", self.name, settings.ws_api_url)
-        self._event(VenueConnection(venue=self.name, state="connected", detail=settings.ws_api_url,
-                                    **self._conn_counts()))  # fmt: skip
+        shown = redact_url(settings.ws_api_url)
+        log.info("%s: connected to the WebSocket API %s", self.name, shown)
+        self._event(VenueConnection(venue=self.name, state="connected", detail=shown, **self._conn_counts()))
         reader = self._spawn(self._reader(ws, conn, signals))
         reason, planned = "connection ended", False
         try:
@@ -1052,16 +1117,29 @@ class BinanceVenue:
             if rec is not None:
                 rec.sent_ms = ts
             self._count(f"sent.{method}")
+            request_id = None
             if via == "ws":
-                fut = await self._ws_send(method, params, signed, ts)
+                request_id, fut = await self._ws_send(method, params, signed, ts)
             else:
                 fut = asyncio.ensure_future(self._rest_call(method, params, signed, ts))
         try:
             return await asyncio.wait_for(fut, self.settings.request_timeout)
         except TimeoutError:
+            if request_id is not None:
+                self._give_up(request_id)
             raise _NoAnswer(f"no answer to {method} within {self.settings.request_timeout:g} s") from None
 
-    async def _ws_send(self, method: str, params: dict[str, Any], signed: bool, ts: int) -> asyncio.Future[Any]:
+    def _give_up(self, request_id: str) -> None:
+        """A WebSocket API request that timed out leaves the waiting list (a planned reconnect would wait for it, and
+        the list would grow); its id is remembered (bounded), so an answer that still comes is known as late."""
+        self._waiters.pop(request_id, None)
+        self._timed_out[request_id] = None
+        while len(self._timed_out) > self.settings.dedup_size:
+            self._timed_out.popitem(last=False)
+
+    async def _ws_send(
+        self, method: str, params: dict[str, Any], signed: bool, ts: int
+    ) -> tuple[str, asyncio.Future[Any]]:
         ws = self._ws
         if ws is None or ws.closed:
             raise _NotSent(_R.HALTED, "not connected to the Binance WebSocket API")
@@ -1080,7 +1158,7 @@ class BinanceVenue:
         except (ConnectionError, aiohttp.ClientError, RuntimeError, OSError) as exc:
             self._waiters.pop(request_id, None)
             raise _NoAnswer(f"connection lost while sending {method} ({type(exc).__name__})") from None
-        return fut
+        return request_id, fut
 
     async def _rest_call(self, method: str, params: dict[str, Any], signed: bool, ts: int) -> dict[str, Any]:
         session = self._session
@@ -1170,8 +1248,15 @@ class BinanceVenue:
                 status, {}, now, retry_after_ms=retry if type(retry) is int else None, orders_only=orders_only
             )
             self._rate_limited(status, orders_only=orders_only)
-        fut = self._waiters.pop(str(data.get("id")), None)
-        if fut is None:
+        request_id = str(data.get("id"))
+        fut = self._waiters.pop(request_id, None)
+        if fut is None and request_id in self._timed_out:
+            # its request gave up waiting (an order's outcome is then queried): the answer is not needed any more
+            del self._timed_out[request_id]
+            self._count("late_answers")
+            self._log(logging.INFO, "late_answer", "%s: an answer came after its request timed out (id %s)",
+                      self.name, request_id)  # fmt: skip
+        elif fut is None:
             self._bad("unexpected_answer", "%s: an answer to no pending request (id %r)", self.name, data.get("id"))
         elif not fut.done():
             fut.set_result(data)
@@ -1433,6 +1518,9 @@ class BinanceVenue:
         inst = self.instruments.get(request.symbol)
         if inst is None:
             return _R.UNKNOWN_SYMBOL, f"{request.symbol} is not an instrument of this venue"
+        halted = self._halted_symbols.get(request.symbol)
+        if halted is not None:
+            return _R.HALTED, f"no new order on {self.name}: {halted} (cancels still go)"
         if not _CLIENT_ID.match(request.client_order_id):
             return _R.VENUE_REJECTED, "client order id must be 1-36 characters of A-Z a-z 0-9 . : / _ - for Binance"
         return check_filters(inst, request)
@@ -2094,6 +2182,21 @@ def _why(exc: BaseException) -> str:
 # ------------------------------------------------------------------------------------------------------------ thread
 
 
+class _Periodic:
+    """One job :class:`VenueThread` runs every ``every`` seconds (None: never), with its counts for the status."""
+
+    def __init__(self, every: float | None, run: Callable[[float], None]) -> None:
+        self.every = every
+        self.run = run
+        self.due = 0.0
+        self.done = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def status(self) -> dict[str, Any]:
+        return {"every_seconds": self.every, "done": self.done, "errors": self.errors, "last_error": self.last_error}
+
+
 class VenueThread(LoopThread):
     """One :class:`BinanceVenue` on its own event loop in a daemon thread: the venue protocol for an actor or the
     single-process engine. ``submit`` and ``cancel`` are thread-safe, queue the request and return ``[]``; the
@@ -2121,43 +2224,54 @@ class VenueThread(LoopThread):
         self.name = venue.name
         self._view: Callable[[], KernelView] | None = kw.get("view")
         self.reconcile_every = reconcile_every
-        self.reconciliations = 0
-        self.reconcile_errors = 0
-        self.last_reconcile_error = ""
-        self._stop_reconciling = threading.Event()
+        self._periodic = {
+            "reconcile": _Periodic(reconcile_every if self._view is not None else None, self._reconcile_now),
+            "rules_check": _Periodic(settings.exchange_info_every, self._check_rules_now),
+        }
+        self._stop_periodic = threading.Event()
 
     def start(self) -> VenueThread:
-        """Start the adapter's thread and, with a ``view`` and ``reconcile_every``, the periodic reconciliation."""
+        """Start the adapter's thread and the periodic work: the reconciliation (with a ``view`` and
+        ``reconcile_every``) and the check of the symbols' rules (``settings.exchange_info_every``)."""
         super().start()
-        if self.reconcile_every and self._view is not None:
-            threading.Thread(target=self._reconcile_periodically, name="veloz-reconcile", daemon=True).start()
+        if any(job.every for job in self._periodic.values()):
+            threading.Thread(target=self._run_periodically, name="veloz-periodic", daemon=True).start()
         return self
 
-    def _reconcile_periodically(self) -> None:
-        """Reconcile with the exchange every ``reconcile_every`` seconds besides the adapter's own reconciliations
-        (start, each resubscription): an execution report the stream never delivered while the connection stayed up,
-        for an order that then sent nothing more, is only found this way. What it reports again is idempotent in the
-        kernel. On its own thread: ``view`` may block (the actor engine asks its OMS)."""
-        every = self.reconcile_every
-        assert every and self._view is not None
-        while not self._stop_reconciling.wait(every):
-            if not self.ready:
-                continue
-            try:
-                self.reconcile(view=self._view(), timeout=every * 4 + 30)
-                self.reconciliations += 1
-            except Exception as exc:  # noqa: BLE001 - counted and shown; the next round tries again
-                self.reconcile_errors += 1
-                self.last_reconcile_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    def _run_periodically(self) -> None:
+        """Each periodic job when it is due, on this thread (``view`` may block: the actor engine asks its OMS), while
+        the adapter is ready. The reconciliation, besides the adapter's own (start, each resubscription), finds an
+        execution report the stream never delivered while the connection stayed up, for an order that then sent
+        nothing more; what it reports again is idempotent in the kernel. The rules check finds a symbol Binance
+        halted, delisted or gave new filters while the engine runs (:meth:`BinanceVenue.check_rules`)."""
+        jobs = [(job, job.every) for job in self._periodic.values() if job.every]
+        for job, every in jobs:
+            job.due = time.monotonic() + every
+        while not self._stop_periodic.wait(max(min(job.due for job, _ in jobs) - time.monotonic(), 0.0)):
+            for job, every in jobs:
+                if time.monotonic() < job.due:
+                    continue
+                job.due = time.monotonic() + every
+                if not self.ready:
+                    continue
+                try:
+                    job.run(every * 4 + 30)
+                    job.done += 1
+                except Exception as exc:  # noqa: BLE001 - counted and shown; the next round tries again
+                    job.errors += 1
+                    job.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+
+    def _reconcile_now(self, timeout: float) -> None:
+        assert self._view is not None
+        self.reconcile(view=self._view(), timeout=timeout)
+
+    def _check_rules_now(self, timeout: float) -> None:
+        self._call(self.client.check_rules(), timeout)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         status = super().status(timeout)
-        status["periodic_reconciliations"] = {
-            "every_seconds": self.reconcile_every,
-            "done": self.reconciliations,
-            "errors": self.reconcile_errors,
-            "last_error": self.last_reconcile_error,
-        }
+        status["periodic_reconciliations"] = self._periodic["reconcile"].status()
+        status["periodic_rules_checks"] = self._periodic["rules_check"].status()
         return status
 
     @property
@@ -2211,8 +2325,8 @@ class VenueThread(LoopThread):
         )
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the periodic reconciliation and the adapter, and join the thread."""
-        self._stop_reconciling.set()
+        """Stop the periodic work and the adapter, and join the thread."""
+        self._stop_periodic.set()
         super().close(timeout)
 
 
@@ -2263,7 +2377,8 @@ def fetch_account_balances(
                 detail = f"HTTP {exc.code}"
             raise VenueUnavailable(f"{path.split('?')[0]}: {detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise VenueUnavailable(f"{path.split('?')[0]}: {type(exc).__name__}: {exc}") from None
+            why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
+            raise VenueUnavailable(redact_url(base + path, why)) from None
 
     began = time.time_ns() // _MS
     server = get("/api/v3/time", {})
