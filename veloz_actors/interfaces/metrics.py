@@ -11,8 +11,12 @@ scrapes. Metrics (full words, unit suffixes)::
     veloz_actor_up{actor}                      gauge      1 when the actor answers its health check
     veloz_actor_restarts_total{actor}          counter    restarts seen by the supervisor
     veloz_order_rejections_total{reason}       counter    rejections by reason code
-    veloz_subscriber_dropped_total{subscriber} counter    events dropped by a subscriber's drop-oldest queue
-    veloz_subscriber_queued{subscriber}        gauge      events waiting in a subscriber's queue
+    veloz_subscribers                          gauge      subscriptions open on the event bus
+    veloz_subscriber_dropped_total             counter    events dropped by the subscribers' drop-oldest queues (all
+                                                          subscriptions, closed ones' too)
+    veloz_subscriber_queued_max                gauge      events waiting in the fullest subscriber queue
+
+No metric is labelled by subscription: its id is new on every subscribe (STATUS ``subscribers`` has each one's).
 
 The risk actor's gauges, when the engine's status carries them under ``risk_gauges`` (``RiskActor.gauges()``);
 amounts are in the valuation asset (label ``asset``), quantities in the symbol's base asset::
@@ -110,14 +114,18 @@ class EngineCollector:
         for reason, count in sorted(status.get("rejections", {}).items()):
             rejections.add_metric([reason], count)
         yield rejections
-        dropped = CounterMetricFamily(
-            "veloz_subscriber_dropped", "Events dropped by a subscriber's drop-oldest queue", labels=["subscriber"]
-        )
-        queued = GaugeMetricFamily("veloz_subscriber_queued", "Events waiting for a subscriber", labels=["subscriber"])
-        for sid, sub in sorted(status.get("subscribers", {}).items()):
-            dropped.add_metric([sid], sub.get("dropped", 0))
-            queued.add_metric([sid], sub.get("queued", 0))
-        yield from (dropped, queued)
+        # Totals, not a series per subscription: a subscription's id is new on every subscribe, so as a label it would
+        # make a series per client that vanishes with it (STATUS ``subscribers`` has each one's figures).
+        subscribers = status.get("subscribers", {}).values()
+        yield GaugeMetricFamily("veloz_subscribers", "Subscriptions open on the event bus", value=len(subscribers))
+        yield CounterMetricFamily(
+            "veloz_subscriber_dropped", "Events dropped by the subscribers' drop-oldest queues, closed ones' too",
+            value=status.get("subscriber_dropped", 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "veloz_subscriber_queued_max", "Events waiting in the fullest subscriber queue",
+            value=max((sub.get("queued", 0) for sub in subscribers), default=0),
+        )  # fmt: skip
         risk = status.get("risk_gauges")
         if risk:
             yield from risk_metric_families(risk, status.get("valuation_asset", "USDT"))
