@@ -40,8 +40,9 @@ Live market data, when the engine streams it (``market_data`` in its status; lab
     veloz_market_data_resyncs_total{venue,symbol}         counter    book rebuilds from a new snapshot
     veloz_market_data_last_event_age_seconds{venue,stream} gauge     time since the stream's last event
     veloz_market_data_clock_offset_seconds{venue}         gauge      exchange clock minus ours
-    veloz_market_data_latency_seconds{venue,stage,quantile} gauge    exchange -> receive per stream kind, and
-                                                                     receive -> publish (stage ``publish``); p50, p99
+    veloz_market_data_latency_seconds{venue,stage,percentile} gauge  exchange -> receive per stream kind, and
+                                                                     receive -> publish (stage ``publish``);
+                                                                     percentile ``50`` and ``99``
     veloz_market_data_bad_input_total{venue,kind}         counter    bad frames by kind (malformed, gap, ...)
 """
 
@@ -167,16 +168,18 @@ def market_data_metric_families(market: dict[str, Any]) -> Iterator[Metric]:
     if offset is not None:
         clock.add_metric([venue], offset / 1000)
     yield clock
+    # ``percentile``, not ``quantile``: Prometheus reserves that label for summaries, and this is a gauge of the
+    # client's own p50 and p99 over its recent events
     latency = GaugeMetricFamily(
         "veloz_market_data_latency_seconds",
-        "Exchange -> receive per stream kind, receive -> publish (stage publish)",
-        labels=["venue", "stage", "quantile"],
+        "Exchange -> receive per stream kind, receive -> publish (stage publish), p50 and p99",
+        labels=["venue", "stage", "percentile"],
     )
     for stage, stats in sorted((market.get("latency_ms") or {}).items()):
-        for quantile in ("p50", "p99"):
-            value = (stats or {}).get(quantile)
+        for percentile in ("50", "99"):
+            value = (stats or {}).get("p" + percentile)
             if value is not None:
-                latency.add_metric([venue, stage, "0." + quantile[1:]], value / 1000)
+                latency.add_metric([venue, stage, percentile], value / 1000)
     yield latency
     bad = CounterMetricFamily("veloz_market_data_bad_input", "Bad frames by kind", labels=["venue", "kind"])
     for kind, count in sorted((market.get("bad_input") or {}).items()):
