@@ -30,8 +30,10 @@ unless the call gives one (``extra={"actor": ...}``). Formats (``--log-format``,
 
 **Secrets are never written**: :class:`RedactSecrets` sits on both handlers (so it sees every record of every
 ``veloz`` logger) and replaces the values of ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``, ``signature=...``,
-``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields and any 64-character alphanumeric token (the
-shape of a Binance key, secret or HMAC signature) with ``***``, in the message, the extra fields and the traceback.
+``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields, any 64-character alphanumeric token (the
+shape of a Binance key, secret or HMAC signature), ``Bearer ...`` and ``token=...`` (the HTTP API's token, which
+:func:`~veloz_actors.interfaces.http_api.serve_api` also registers, :func:`register_secrets`) with ``***``, in the
+message, the extra fields and the traceback.
 
 **What is logged where**: :func:`log_events` logs the order lifecycle (accepted, rejected, filled, cancelled, expired)
 and venue connection changes at INFO, circuit breakers, errors and lost connections at WARNING, each with its numbers;
@@ -173,6 +175,8 @@ _SECRET_SHAPES = (
     rf"({_Q}(?:api_?key|api_?secret|secret|signature|private_?key_?password|password){_Q}\s*[:=]\s*{_Q})"
     r"[A-Za-z0-9+/=_-]{6,}",
     r"()(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])",  # a Binance key, secret or HMAC signature
+    r"(bearer\s+)[^\s\"',;)\\]+",  # an Authorization header's token (the HTTP API's)
+    rf"(token{_Q}\s*[:=]\s*{_Q})[^&\s\"',;}})\\]+",  # ?token=, token: ..., "token": "..." (the API's, any other)
     r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # a PEM key
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)

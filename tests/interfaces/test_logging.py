@@ -20,6 +20,8 @@ from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_ev
 from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
 
+from .api_helpers import running_api
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
 KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"  # Binance's documented example key
@@ -291,6 +293,32 @@ def test_the_shapes_a_secret_takes_in_a_line_are_redacted(tmp_path: Path, monkey
     assert len(written.splitlines()) == 6
     for secret in (body, sig, sig[:40], "correct-horse", SECRET, KEY, late, "abcdefgh12"):
         assert secret not in written, secret
+
+
+def test_the_api_token_never_reaches_a_veloz_log_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP API registers its token when it starts: bare, as a bearer token or in a query string it is redacted
+    from every ``veloz`` line; and any bearer or ``token=`` value is, a client's wrong token included."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    wrong = "wrong-token-" + "q7" * 10
+    with running_api(tmp_path / "run") as running:
+        token = running.token
+        log.warning("read %s from the token file", token)
+        log.warning("request failed: headers={'Authorization': 'Bearer %s'}", token)
+        log.warning("ws connect %s/api/v1/stream?token=%s&queue=5", running.server.url, token)
+        log.warning(
+            "refused: Authorization: Bearer %s; stream?token=%s", wrong, wrong, extra={"url": f"?token={token}"}
+        )
+    flush_logs()
+    err = capsys.readouterr().err
+    written = (tmp_path / "veloz.log").read_text()
+    for text in (err, written):
+        assert len([line for line in text.splitlines() if '"logger":"veloz.test"' in line]) == 4
+        assert token not in text and wrong not in text and "q7q7" not in text
+        assert "Bearer ***" in text and "token=***&queue=5" in text  # what is not the token stays
 
 
 def test_the_veloz_lines_do_not_go_on_to_the_root_loggers_handlers(tmp_path: Path) -> None:
