@@ -308,7 +308,21 @@ class JsonFormatter(_Cached):
             line["exc"] = exc
         if record.stack_info:
             line["stack"] = record.stack_info
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # a field orjson cannot encode: the record is still written, that field as text
+            return orjson.dumps({key: _encodable(value) for key, value in line.items()}, default=str).decode()
+
+
+def _encodable(value: Any) -> Any:
+    """A JSON line's field as orjson can encode it: as it is, with non-string dict keys as text (``{1: "x"}``), or
+    else as its text (an int beyond 64 bits, a dict keyed by tuples): one record always gives one line."""
+    for option in (0, orjson.OPT_NON_STR_KEYS):
+        try:
+            return orjson.Fragment(orjson.dumps(value, default=str, option=option))
+        except TypeError:
+            continue
+    return str(value)
 
 
 class TextFormatter(_Cached):

@@ -91,6 +91,18 @@ def test_text_lines_name_level_actor_logger_and_fields(tmp_path: Path) -> None:
     assert ts.endswith("Z") and " cid=b2 " in line and line.endswith('detail="two words"')
 
 
+def test_a_json_field_that_cannot_be_encoded_is_written_as_text_and_the_record_is_kept(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("balances", extra={"balances": {1: "x"}, "cid": "a1"})
+    log.warning("trade", extra={"trade_id": 2**70, "nested": {"id": 2**70}})
+    log.warning("keyed by tuples", extra={"pairs": {(1, 2): "x"}})
+    first, second, third = _json_lines(tmp_path / "veloz.log")  # one line per record, none lost
+    assert first["msg"] == "balances" and first["balances"] == {"1": "x"} and first["cid"] == "a1"
+    assert second["trade_id"] == str(2**70) and second["nested"] == str({"id": 2**70})
+    assert third["pairs"] == "{(1, 2): 'x'}"
+
+
 # ------------------------------------------------------------------------------------------------------- levels
 
 
