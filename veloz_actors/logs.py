@@ -326,12 +326,15 @@ def _encodable(value: Any) -> Any:
 
 
 class TextFormatter(_Cached):
-    """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after."""
+    """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after. The message and the fields
+    stay on their line: their line breaks and other control characters are escaped (``\\n``), so a message holding
+    text from elsewhere (a venue's error) cannot forge a line that reads as a record of its own."""
 
     def render(self, record: logging.LogRecord) -> str:
         fields = "".join(f" {key}={_text_value(record.__dict__[key])}" for key in _extra_keys(record))
         actor = record.__dict__.get("actor", _process_actor)
-        text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {record.getMessage()}{fields}"
+        msg = _one_line(record.getMessage())
+        text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {msg}{fields}"
         exc = _traceback(record)
         if exc:
             text += "\n" + exc
@@ -342,7 +345,25 @@ class TextFormatter(_Cached):
 
 def _text_value(value: Any) -> str:
     text = str(value)
-    return orjson.dumps(text).decode() if (not text or any(c.isspace() or c in '"=' for c in text)) else text
+    if not text or any(c.isspace() or c in '"=' for c in text) or _CONTROL.search(text) is not None:
+        return _one_line(orjson.dumps(text).decode())  # JSON escapes the C0 controls; _one_line what it leaves
+    return text
+
+
+# What could end a text line or steer a terminal: the C0 controls but the tab, DEL, and the Unicode line breaks (NEL,
+# LINE / PARAGRAPH SEPARATOR: str.splitlines and some viewers break lines there)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_ESCAPES = {"\n": r"\n", "\r": r"\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def _one_line(text: str) -> str:
+    r"""``text`` with :data:`_CONTROL` escaped (``\n``, ``\r``, ``\x1b``, ``\u2028``)."""
+    return text if _CONTROL.search(text) is None else _CONTROL.sub(_escape, text)  # the common case: one scan
 
 
 # ---------------------------------------------------------------------------------------------------- set-up

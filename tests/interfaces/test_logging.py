@@ -17,7 +17,7 @@ import pytest
 from veloz_actors._exceptions import ConfigError, InvalidInput
 from veloz_actors.config import load_engine_config, parse_engine_config, with_logging
 from veloz_actors.logs import LogSettings, configure_logging, flush_logs, log_events, redact, register_secrets
-from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
+from veloz_actors.messages import Error, OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
 
 from .api_helpers import running_api
@@ -89,6 +89,22 @@ def test_text_lines_name_level_actor_logger_and_fields(tmp_path: Path) -> None:
     ts, level, actor, logger, *rest = line.split()
     assert (level, actor, logger) == ("INFO", "oms", "veloz.oms:")
     assert ts.endswith("Z") and " cid=b2 " in line and line.endswith('detail="two words"')
+
+
+def test_a_text_line_cannot_be_forged_by_a_message_or_a_field(tmp_path: Path) -> None:
+    """Line breaks and control characters of a message (an ``Error`` event's text from a venue) or a field stay on
+    the record's line, escaped: nothing that follows can pass for a record of its own."""
+    configure_logging(LogSettings(format="text", file=str(tmp_path / "veloz.log")), actor="engine")
+    forged = "2026-12-03T06:00:00.000Z INFO    engine veloz.engine: order filled cid=forged qty=100"
+    log = logging.getLogger("veloz.engine")
+    log_events(log, [Error(ts=1, code="VENUE_BAD_REPORT", message=f"bad\n{forged}\r\n{forged}")])
+    log.warning("sep\u2028%s", forged, extra={"detail": f"x\x1b[2J\n{forged}"})
+    flush_logs()
+    text = (tmp_path / "veloz.log").read_text()
+    lines = text.splitlines()  # also breaks at U+2028, as some viewers do
+    assert len(lines) == 2 and not any(line.startswith(forged[:24]) for line in lines)
+    assert lines[0].endswith(f"error: bad\\n{forged}\\r\\n{forged} code=VENUE_BAD_REPORT")
+    assert "sep\\u2028" in lines[1] and "\x1b" not in text and 'detail="x\\u001b[2J\\n' in lines[1]
 
 
 def test_a_json_field_that_cannot_be_encoded_is_written_as_text_and_the_record_is_kept(tmp_path: Path) -> None:
