@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -102,6 +103,7 @@ REDACTED = "***"
 DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
 
 _process_actor = "veloz"  # the actor field of lines that name none (configure_logging sets it)
+_log = logging.getLogger(f"{ROOT_LOGGER}.logs")
 
 
 def parse_level(value: str, what: str = "level") -> str:
@@ -415,9 +417,7 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
     must be, a folder that cannot be made, no permission) is a :class:`ConfigError` with the system's reason."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.handlers.RotatingFileHandler(
-            path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
-        )
+        file = _LogFile(path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
     except OSError as exc:
         if isinstance(exc, FileExistsError) and exc.filename is not None:
             reason = f"{exc.filename} is a file, not a folder"
@@ -427,6 +427,50 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
         raise ConfigError(f"cannot write the log file {path} ({reason})") from exc
     file.setLevel(settings.level)
     return file
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The rotating log file, which says once that it cannot be written instead of a traceback on stderr per record.
+
+    A record the file refuses (a full disk, an I/O error, a folder removed) is dropped and counted (``dropped``). The
+    first of a run of such failures logs one ERROR line (on stderr, whatever its level) naming the file and the
+    system's reason; the next record the file takes again is followed by a WARNING saying how many lines were lost.
+    Between the two nothing more is said, and the engine goes on: a log is not the engine's record (the journal is).
+    After a failure the file is opened again for the next record, so a disk with room again is written again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped = 0  # records this file lost since it was opened
+        self.failure: str | None = None  # the reason of the run of failures going on, None while writes succeed
+        self.lost = 0  # records lost in that run
+        self._refused = False  # the record being emitted was refused
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._refused = False
+        super().emit(record)  # calls handleError on a failure
+        if not self._refused and self.failure is not None:
+            reason, lost, self.failure = self.failure, self.lost, None
+            _log.warning("log file %s written again: %d lines were lost (%s)", self.baseFilename, lost, reason)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the stdlib's name
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):  # not the file's fault (a call whose arguments do not fit its message)
+            super().handleError(record)
+            return
+        self._refused = True
+        self.dropped += 1
+        stream, self.stream = self.stream, None  # type: ignore[assignment]  # opened again for the next record
+        if stream is not None:
+            with contextlib.suppress(Exception):  # closing flushes what is held, which fails the same way
+                stream.close()
+        if self.failure is None:
+            self.failure, self.lost = error.strerror or type(error).__name__, 0
+            _log.error(
+                "cannot write the log file %s (%s): its lines are dropped until it can be written again",
+                self.baseFilename, self.failure,
+            )  # fmt: skip
+        self.lost += 1
 
 
 def output_handlers() -> list[logging.Handler]:

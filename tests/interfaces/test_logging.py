@@ -181,6 +181,37 @@ def test_the_file_rotates_at_max_bytes_and_keeps_backups(tmp_path: Path) -> None
     assert _json_lines(tmp_path / "veloz.log")[-1]["n"] == 199  # the newest lines are in the current file
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_a_log_file_that_refuses_writes_says_so_once_and_again_when_it_takes_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A full disk (``/dev/full`` behind the file's name) costs the lines, not a traceback on stderr per record: one
+    ERROR naming the file and the reason, then silence, then a WARNING with the count once the file takes lines."""
+    path = tmp_path / "veloz.log"
+    path.symlink_to("/dev/full")
+    configure_logging(LogSettings(format="json", file=str(path)), actor="cli")
+    log = logging.getLogger("veloz.test")
+    for i in range(100):
+        log.info("line", extra={"n": i})
+    log.warning("attention")
+    flush_logs()
+    err = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]  # every line JSON: no traceback
+    assert [(x["level"], x["msg"]) for x in err] == [
+        ("WARNING", "attention"),
+        ("ERROR", f"cannot write the log file {path} (No space left on device): its lines are dropped until it "
+                  "can be written again"),
+    ]  # fmt: skip
+    path.unlink()  # room again: the next record opens the file again
+    path.write_text("")
+    log.info("back")
+    written = _json_lines(path)
+    assert [x["msg"] for x in written] == [
+        "back",
+        f"log file {path} written again: 102 lines were lost (No space left on device)",  # 101 and the ERROR
+    ]
+    assert [x["msg"] for x in map(orjson.loads, capsys.readouterr().err.splitlines())] == [written[1]["msg"]]
+
+
 def test_each_actor_process_writes_a_file_of_its_own_beside_the_drivers(tmp_path: Path) -> None:
     settings = LogSettings(format="json", file=str(tmp_path / "veloz.log"))
     assert settings.file_for(None) == tmp_path / "veloz.log"
