@@ -30,8 +30,10 @@ unless the call gives one (``extra={"actor": ...}``). Formats (``--log-format``,
 
 **Secrets are never written**: :class:`RedactSecrets` sits on both handlers (so it sees every record of every
 ``veloz`` logger) and replaces the values of ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``, ``signature=...``,
-``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields and any 64-character alphanumeric token (the
-shape of a Binance key, secret or HMAC signature) with ``***``, in the message, the extra fields and the traceback.
+``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields, any 64-character alphanumeric token (the
+shape of a Binance key, secret or HMAC signature), ``Bearer ...`` and ``token=...`` (the HTTP API's token, which
+:func:`~veloz_actors.interfaces.http_api.serve_api` also registers, :func:`register_secrets`) with ``***``, in the
+message, the extra fields and the traceback.
 
 **What is logged where**: :func:`log_events` logs the order lifecycle (accepted, rejected, filled, cancelled, expired)
 and venue connection changes at INFO, circuit breakers, errors and lost connections at WARNING, each with its numbers;
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -102,6 +105,7 @@ REDACTED = "***"
 DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
 
 _process_actor = "veloz"  # the actor field of lines that name none (configure_logging sets it)
+_log = logging.getLogger(f"{ROOT_LOGGER}.logs")
 
 
 def parse_level(value: str, what: str = "level") -> str:
@@ -175,6 +179,8 @@ _SECRET_SHAPES = (
     rf"({_Q}(?:api_?key|api_?secret|secret|signature|private_?key_?password|password){_Q}\s*[:=]\s*{_Q})"
     r"[A-Za-z0-9+/=_-]{6,}",
     r"()(?<![A-Za-z0-9])[A-Za-z0-9]{64}(?![A-Za-z0-9])",  # a Binance key, secret or HMAC signature
+    r"(bearer\s+)[^\s\"',;)\\]+",  # an Authorization header's token (the HTTP API's)
+    rf"(token{_Q}\s*[:=]\s*{_Q})[^&\s\"',;}})\\]+",  # ?token=, token: ..., "token": "..." (the API's, any other)
     r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # a PEM key
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
@@ -339,16 +345,33 @@ class JsonFormatter(_Cached):
             line["exc"] = exc
         if record.stack_info:
             line["stack"] = record.stack_info
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # a field orjson cannot encode: the record is still written, that field as text
+            return orjson.dumps({key: _encodable(value) for key, value in line.items()}, default=str).decode()
+
+
+def _encodable(value: Any) -> Any:
+    """A JSON line's field as orjson can encode it: as it is, with non-string dict keys as text (``{1: "x"}``), or
+    else as its text (an int beyond 64 bits, a dict keyed by tuples): one record always gives one line."""
+    for option in (0, orjson.OPT_NON_STR_KEYS):
+        try:
+            return orjson.Fragment(orjson.dumps(value, default=str, option=option))
+        except TypeError:
+            continue
+    return str(value)
 
 
 class TextFormatter(_Cached):
-    """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after."""
+    """``ts LEVEL actor logger: msg key=value ...`` and the traceback on the lines after. The message and the fields
+    stay on their line: their line breaks and other control characters are escaped (``\\n``), so a message holding
+    text from elsewhere (a venue's error) cannot forge a line that reads as a record of its own."""
 
     def render(self, record: logging.LogRecord) -> str:
         fields = "".join(f" {key}={_text_value(record.__dict__[key])}" for key in _extra_keys(record))
         actor = record.__dict__.get("actor", _process_actor)
-        text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {record.getMessage()}{fields}"
+        msg = _one_line(record.getMessage())
+        text = f"{_timestamp(record)} {record.levelname:<7} {actor} {record.name}: {msg}{fields}"
         exc = _traceback(record)
         if exc:
             text += "\n" + exc
@@ -359,7 +382,25 @@ class TextFormatter(_Cached):
 
 def _text_value(value: Any) -> str:
     text = str(value)
-    return orjson.dumps(text).decode() if (not text or any(c.isspace() or c in '"=' for c in text)) else text
+    if not text or any(c.isspace() or c in '"=' for c in text) or _CONTROL.search(text) is not None:
+        return _one_line(orjson.dumps(text).decode())  # JSON escapes the C0 controls; _one_line what it leaves
+    return text
+
+
+# What could end a text line or steer a terminal: the C0 controls but the tab, DEL, and the Unicode line breaks (NEL,
+# LINE / PARAGRAPH SEPARATOR: str.splitlines and some viewers break lines there)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_ESCAPES = {"\n": r"\n", "\r": r"\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def _one_line(text: str) -> str:
+    r"""``text`` with :data:`_CONTROL` escaped (``\n``, ``\r``, ``\x1b``, ``\u2028``)."""
+    return text if _CONTROL.search(text) is None else _CONTROL.sub(_escape, text)  # the common case: one scan
 
 
 # ---------------------------------------------------------------------------------------------------- set-up
@@ -411,9 +452,7 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
     must be, a folder that cannot be made, no permission) is a :class:`ConfigError` with the system's reason."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.handlers.RotatingFileHandler(
-            path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
-        )
+        file = _LogFile(path, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8")
     except OSError as exc:
         if isinstance(exc, FileExistsError) and exc.filename is not None:
             reason = f"{exc.filename} is a file, not a folder"
@@ -423,6 +462,50 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
         raise ConfigError(f"cannot write the log file {path} ({reason})") from exc
     file.setLevel(settings.level)
     return file
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The rotating log file, which says once that it cannot be written instead of a traceback on stderr per record.
+
+    A record the file refuses (a full disk, an I/O error, a folder removed) is dropped and counted (``dropped``). The
+    first of a run of such failures logs one ERROR line (on stderr, whatever its level) naming the file and the
+    system's reason; the next record the file takes again is followed by a WARNING saying how many lines were lost.
+    Between the two nothing more is said, and the engine goes on: a log is not the engine's record (the journal is).
+    After a failure the file is opened again for the next record, so a disk with room again is written again.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped = 0  # records this file lost since it was opened
+        self.failure: str | None = None  # the reason of the run of failures going on, None while writes succeed
+        self.lost = 0  # records lost in that run
+        self._refused = False  # the record being emitted was refused
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._refused = False
+        super().emit(record)  # calls handleError on a failure
+        if not self._refused and self.failure is not None:
+            reason, lost, self.failure = self.failure, self.lost, None
+            _log.warning("log file %s written again: %d lines were lost (%s)", self.baseFilename, lost, reason)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - the stdlib's name
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):  # not the file's fault (a call whose arguments do not fit its message)
+            super().handleError(record)
+            return
+        self._refused = True
+        self.dropped += 1
+        stream, self.stream = self.stream, None  # type: ignore[assignment]  # opened again for the next record
+        if stream is not None:
+            with contextlib.suppress(Exception):  # closing flushes what is held, which fails the same way
+                stream.close()
+        if self.failure is None:
+            self.failure, self.lost = error.strerror or type(error).__name__, 0
+            _log.error(
+                "cannot write the log file %s (%s): its lines are dropped until it can be written again",
+                self.baseFilename, self.failure,
+            )  # fmt: skip
+        self.lost += 1
 
 
 def output_handlers() -> list[logging.Handler]:

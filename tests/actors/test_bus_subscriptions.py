@@ -54,6 +54,24 @@ def test_a_subscription_not_polled_for_the_idle_time_is_dropped_and_answered_unk
     assert len(bus.poll(polled)[0]) == 1
 
 
+def test_the_drops_of_closed_and_expired_subscriptions_stay_in_the_dropped_total():
+    """``status()["dropped"]`` (``veloz_subscriber_dropped_total``) is a counter: it never goes back when a
+    subscription that dropped events closes or expires."""
+    clock = _Clock()
+    bus = EventBusActor(10, idle_seconds=IDLE, clock=clock)
+    closed, forgotten, open_ = (bus.subscribe(2) for _ in range(3))
+    bus.publish([book_top("60000", f"{60001 + i}") for i in range(5)])  # 3 dropped by each queue of 2
+    assert bus.status()["dropped"] == 9
+    bus.unsubscribe(closed)
+    clock.now += IDLE * 0.6
+    bus.poll(open_)
+    clock.now += IDLE * 0.6  # forgotten: idle 1.2 x IDLE
+    bus.publish([book_top("60000", "60001")])
+    status = bus.status()
+    assert set(status["subscribers"]) == {str(open_)} and status["expired"] == 1
+    assert status["dropped"] == 9
+
+
 def test_a_waiting_poll_keeps_a_subscription_alive():
     clock = _Clock()
     bus = EventBusActor(10, idle_seconds=IDLE, clock=clock)

@@ -212,6 +212,19 @@ def test_prometheus_endpoint_exports_orders_latency_depths_rejections_and_drops(
     assert "veloz_subscriber_dropped_total" in text
 
 
+def test_the_simulated_markets_tops_count_as_market_events(engine):
+    """``market_events`` (``veloz_market_events_total``) counts what the venue actors publish whatever its source:
+    here the simulated market's tops, which ``make run``'s engine publishes and nothing else."""
+    subscription = engine.subscribe(kinds=["BookTop"])
+    before = engine.status()["market_events"]
+    engine.tick()  # waits until every venue actor took the step (and published its tops)
+    published = engine.status()["market_events"] - before
+    assert published > 0
+    received = wait_for(lambda: _drain(subscription, published), what="the step's tops at the subscriber")
+    subscription.close()
+    assert all(type(e) is BookTop for e in received) and len(received) == published
+
+
 def test_a_recorded_binance_capture_replays_through_feed_books_and_bus(engine, shared_data):
     from veloz_actors.data.loaders import load_market_events
     from veloz_actors.messages import Trade

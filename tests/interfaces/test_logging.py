@@ -25,8 +25,10 @@ from veloz_actors.logs import (
     redact_url,
     register_secrets,
 )
-from veloz_actors.messages import OrderType, PlaceOrder, Side, Tick, TimeInForce
+from veloz_actors.messages import Error, OrderType, PlaceOrder, Side, Tick, TimeInForce
 from veloz_actors.venues.engine import Engine
+
+from .api_helpers import running_api
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
@@ -97,6 +99,34 @@ def test_text_lines_name_level_actor_logger_and_fields(tmp_path: Path) -> None:
     assert ts.endswith("Z") and " cid=b2 " in line and line.endswith('detail="two words"')
 
 
+def test_a_text_line_cannot_be_forged_by_a_message_or_a_field(tmp_path: Path) -> None:
+    """Line breaks and control characters of a message (an ``Error`` event's text from a venue) or a field stay on
+    the record's line, escaped: nothing that follows can pass for a record of its own."""
+    configure_logging(LogSettings(format="text", file=str(tmp_path / "veloz.log")), actor="engine")
+    forged = "2026-12-03T06:00:00.000Z INFO    engine veloz.engine: order filled cid=forged qty=100"
+    log = logging.getLogger("veloz.engine")
+    log_events(log, [Error(ts=1, code="VENUE_BAD_REPORT", message=f"bad\n{forged}\r\n{forged}")])
+    log.warning("sep\u2028%s", forged, extra={"detail": f"x\x1b[2J\n{forged}"})
+    flush_logs()
+    text = (tmp_path / "veloz.log").read_text()
+    lines = text.splitlines()  # also breaks at U+2028, as some viewers do
+    assert len(lines) == 2 and not any(line.startswith(forged[:24]) for line in lines)
+    assert lines[0].endswith(f"error: bad\\n{forged}\\r\\n{forged} code=VENUE_BAD_REPORT")
+    assert "sep\\u2028" in lines[1] and "\x1b" not in text and 'detail="x\\u001b[2J\\n' in lines[1]
+
+
+def test_a_json_field_that_cannot_be_encoded_is_written_as_text_and_the_record_is_kept(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("balances", extra={"balances": {1: "x"}, "cid": "a1"})
+    log.warning("trade", extra={"trade_id": 2**70, "nested": {"id": 2**70}})
+    log.warning("keyed by tuples", extra={"pairs": {(1, 2): "x"}})
+    first, second, third = _json_lines(tmp_path / "veloz.log")  # one line per record, none lost
+    assert first["msg"] == "balances" and first["balances"] == {"1": "x"} and first["cid"] == "a1"
+    assert second["trade_id"] == str(2**70) and second["nested"] == str({"id": 2**70})
+    assert third["pairs"] == "{(1, 2): 'x'}"
+
+
 # ------------------------------------------------------------------------------------------------------- levels
 
 
@@ -157,6 +187,37 @@ def test_the_file_rotates_at_max_bytes_and_keeps_backups(tmp_path: Path) -> None
     assert files == ["veloz.log", "veloz.log.1", "veloz.log.2"]
     assert all((tmp_path / name).stat().st_size <= 2048 for name in files)
     assert _json_lines(tmp_path / "veloz.log")[-1]["n"] == 199  # the newest lines are in the current file
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_a_log_file_that_refuses_writes_says_so_once_and_again_when_it_takes_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A full disk (``/dev/full`` behind the file's name) costs the lines, not a traceback on stderr per record: one
+    ERROR naming the file and the reason, then silence, then a WARNING with the count once the file takes lines."""
+    path = tmp_path / "veloz.log"
+    path.symlink_to("/dev/full")
+    configure_logging(LogSettings(format="json", file=str(path)), actor="cli")
+    log = logging.getLogger("veloz.test")
+    for i in range(100):
+        log.info("line", extra={"n": i})
+    log.warning("attention")
+    flush_logs()
+    err = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]  # every line JSON: no traceback
+    assert [(x["level"], x["msg"]) for x in err] == [
+        ("WARNING", "attention"),
+        ("ERROR", f"cannot write the log file {path} (No space left on device): its lines are dropped until it "
+                  "can be written again"),
+    ]  # fmt: skip
+    path.unlink()  # room again: the next record opens the file again
+    path.write_text("")
+    log.info("back")
+    written = _json_lines(path)
+    assert [x["msg"] for x in written] == [
+        "back",
+        f"log file {path} written again: 102 lines were lost (No space left on device)",  # 101 and the ERROR
+    ]
+    assert [x["msg"] for x in map(orjson.loads, capsys.readouterr().err.splitlines())] == [written[1]["msg"]]
 
 
 def test_each_actor_process_writes_a_file_of_its_own_beside_the_drivers(tmp_path: Path) -> None:
@@ -299,6 +360,32 @@ def test_the_shapes_a_secret_takes_in_a_line_are_redacted(tmp_path: Path, monkey
     assert len(written.splitlines()) == 6
     for secret in (body, sig, sig[:40], "correct-horse", SECRET, KEY, late, "abcdefgh12"):
         assert secret not in written, secret
+
+
+def test_the_api_token_never_reaches_a_veloz_log_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP API registers its token when it starts: bare, as a bearer token or in a query string it is redacted
+    from every ``veloz`` line; and any bearer or ``token=`` value is, a client's wrong token included."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    wrong = "wrong-token-" + "q7" * 10
+    with running_api(tmp_path / "run") as running:
+        token = running.token
+        log.warning("read %s from the token file", token)
+        log.warning("request failed: headers={'Authorization': 'Bearer %s'}", token)
+        log.warning("ws connect %s/api/v1/stream?token=%s&queue=5", running.server.url, token)
+        log.warning(
+            "refused: Authorization: Bearer %s; stream?token=%s", wrong, wrong, extra={"url": f"?token={token}"}
+        )
+    flush_logs()
+    err = capsys.readouterr().err
+    written = (tmp_path / "veloz.log").read_text()
+    for text in (err, written):
+        assert len([line for line in text.splitlines() if '"logger":"veloz.test"' in line]) == 4
+        assert token not in text and wrong not in text and "q7q7" not in text
+        assert "Bearer ***" in text and "token=***&queue=5" in text  # what is not the token stays
 
 
 def test_the_veloz_lines_do_not_go_on_to_the_root_loggers_handlers(tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def test_market_data_status_is_exported(shared_data) -> None:
     assert _value(text, 'veloz_market_data_bad_input_total{kind="sequence_gap",venue="binance"}') == 1.0
     assert _value(text, 'veloz_market_data_reconnects_total{venue="binance"}') == 0.0
     assert 'veloz_market_data_last_event_age_seconds{stream="btcusdt@depth@100ms",venue="binance"}' in text
-    assert 'veloz_market_data_latency_seconds{quantile="0.50",stage="depth",venue="binance"}' in text
+    assert 'veloz_market_data_latency_seconds{percentile="50",stage="depth",venue="binance"}' in text
+    assert 'veloz_market_data_latency_seconds{percentile="99",stage="depth",venue="binance"}' in text
+    assert "quantile=" not in text  # Prometheus's label of summaries, never of a gauge
     assert abs(_value(text, 'veloz_market_data_clock_offset_seconds{venue="binance"}')) < 1.0
 
 

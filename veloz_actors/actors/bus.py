@@ -182,6 +182,7 @@ class EventBusActor:
         self.polled: dict[int, float] = {}  # subscriber -> when it last subscribed or polled (``clock``)
         self.next_expiry = clock() + _EXPIRY_CHECK_SECONDS
         self.expired = 0
+        self.closed_dropped = 0  # events dropped by the queues of subscriptions since closed or expired
         self.published = 0
         self.batches = 0
         self.forwards: list[Forward] = []
@@ -266,7 +267,9 @@ class EventBusActor:
             self._drop(sid)
 
     def _drop(self, sid: int) -> None:
-        self.queues.pop(sid, None)
+        queue = self.queues.pop(sid, None)
+        if queue is not None:
+            self.closed_dropped += queue.dropped
         self.filters.pop(sid, None)
         self.polled.pop(sid, None)
 
@@ -319,6 +322,8 @@ class EventBusActor:
             "last_seq": self.batches,
             "published": self.published,
             "expired": self.expired,
+            # every subscription's drops, closed ones' too: a counter that never goes back (Prometheus exports it)
+            "dropped": self.closed_dropped + sum(q.dropped for q in self.queues.values()),
             "subscribers": {
                 str(sid): {"queued": len(q), "limit": q.maxlen, "dropped": q.dropped, "delivered": q.delivered}
                 for sid, q in self.queues.items()

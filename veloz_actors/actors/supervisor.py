@@ -328,6 +328,7 @@ class Supervisor:
             "latency_sum": oms.get("latency_sum", 0.0),
             "market_events": sum((detail.get(n) or {}).get("events", 0) for n in names if n.startswith("venue:")),
             "subscribers": bus.get("subscribers", {}),
+            "subscriber_dropped": bus.get("dropped", 0),  # all subscriptions', closed ones' too
             "strategies": {n: detail[n] for n in names if n.startswith("strategy:")},
             "risk": risk,
             "risk_gauges": risk_gauges,  # interfaces/metrics.py exports them

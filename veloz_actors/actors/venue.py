@@ -89,7 +89,7 @@ class VenueActor:
         tops = [r for r in batch[1] if type(r) is BookTop]
         if tops:
             self.tops.update((t.symbol, t) for t in tops)
-            self.window.send(self.bus.publish, tops, drop=True)
+            self._publish(tops, drop=True)
         self._send()
         return batch[0]
 
@@ -131,9 +131,15 @@ class VenueActor:
             self.state.hand_to_os()
             self._send()
         remember_market(batch, self.tops)
-        self.events += len(batch)
-        self.window.send(self.bus.publish, batch)
+        self._publish(batch)
         return len(batch)
+
+    def _publish(self, events: Sequence[Any] | MarketBatch, *, drop: bool = False) -> None:
+        """Market events to the bus, counted in ``events`` (STATUS ``market_events``) whatever their source: the
+        simulated market's tops (dropped, counted in the bus window's ``dropped``, while the bus is behind) or a
+        recorded or live batch."""
+        if self.window.send(self.bus.publish, events, drop=drop):
+            self.events += len(events)
 
     def top(self, symbol: str) -> BookTop | None:
         return self.tops.get(symbol)

@@ -18,7 +18,8 @@ trading::
 ``/static/*`` needs ``Authorization: Bearer <token>``; the WebSocket and ``GET /reports/*`` (opened as a link, where a
 browser sends no header) also take ``?token=``. Missing or wrong: 401 ``{"detail": "missing or wrong API token"}``
 with ``WWW-Authenticate: Bearer``; on the WebSocket the server accepts and closes with code 4401. Tokens are compared
-with :func:`hmac.compare_digest` and never logged (uvicorn's access log is off; its other lines are redacted).
+with :func:`hmac.compare_digest` and never logged (uvicorn's access log is off; its other lines are redacted, and the
+token is registered with the ``veloz`` logs' redaction, :func:`~veloz_actors.logs.register_secrets`).
 
 **Limits.** Request bodies are JSON (415 for another Content-Type or none, e.g. ``curl -d`` without
 ``-H 'Content-Type: application/json'``) and capped (``max_body_bytes``, default 16 KiB): 413. A key repeated in a JSON
@@ -96,7 +97,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import sys
@@ -115,7 +115,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import EngineUnavailable, InvalidInput, JournalError
 from ..fixed import SCALE, format_decimal, parse_decimal
-from ..logs import redact
+from ..logs import redact, register_secrets
 from ..messages import CancelOrder
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from .service import EngineService, Subscriber
@@ -206,7 +206,8 @@ def resolve_token(token: str | None, run_dir: Path | None) -> str:
 
 
 class _RedactToken(logging.Filter):
-    """uvicorn's own lines (a WebSocket's path, an error) without the token."""
+    """uvicorn's own lines (a WebSocket's path, an error) without the token (they do not go through the ``veloz``
+    handlers, whose redaction knows the token once :func:`serve_api` registered it)."""
 
     def __init__(self, token: str) -> None:
         super().__init__()
@@ -214,7 +215,7 @@ class _RedactToken(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        cleaned = re.sub(r"(token=)[^&\s\"']+", r"\1***", redact(text, (self.token,)))
+        cleaned = redact(text, (self.token,))  # the token, and any ?token= or Bearer value (a wrong token's)
         if cleaned != text:
             record.msg, record.args = cleaned, None
         return True
@@ -1137,6 +1138,7 @@ def serve_api(
 
     host, port = parse_address(address)
     value = resolve_token(token, run_dir)
+    register_secrets(value)  # no veloz log line of this process shows it from now on
     app = build_app(
         service, value, run_dir=run_dir, queue=queue, max_body_bytes=max_body_bytes, cors_origins=cors_origins,
         web_dir=web_dir,

@@ -11,8 +11,12 @@ scrapes. Metrics (full words, unit suffixes)::
     veloz_actor_up{actor}                      gauge      1 when the actor answers its health check
     veloz_actor_restarts_total{actor}          counter    restarts seen by the supervisor
     veloz_order_rejections_total{reason}       counter    rejections by reason code
-    veloz_subscriber_dropped_total{subscriber} counter    events dropped by a subscriber's drop-oldest queue
-    veloz_subscriber_queued{subscriber}        gauge      events waiting in a subscriber's queue
+    veloz_subscribers                          gauge      subscriptions open on the event bus
+    veloz_subscriber_dropped_total             counter    events dropped by the subscribers' drop-oldest queues (all
+                                                          subscriptions, closed ones' too)
+    veloz_subscriber_queued_max                gauge      events waiting in the fullest subscriber queue
+
+No metric is labelled by subscription: its id is new on every subscribe (STATUS ``subscribers`` has each one's).
 
 The risk actor's gauges, when the engine's status carries them under ``risk_gauges`` (``RiskActor.gauges()``);
 amounts are in the valuation asset (label ``asset``), quantities in the symbol's base asset::
@@ -36,8 +40,9 @@ Live market data, when the engine streams it (``market_data`` in its status; lab
     veloz_market_data_resyncs_total{venue,symbol}         counter    book rebuilds from a new snapshot
     veloz_market_data_last_event_age_seconds{venue,stream} gauge     time since the stream's last event
     veloz_market_data_clock_offset_seconds{venue}         gauge      exchange clock minus ours
-    veloz_market_data_latency_seconds{venue,stage,quantile} gauge    exchange -> receive per stream kind, and
-                                                                     receive -> publish (stage ``publish``); p50, p99
+    veloz_market_data_latency_seconds{venue,stage,percentile} gauge  exchange -> receive per stream kind, and
+                                                                     receive -> publish (stage ``publish``);
+                                                                     percentile ``50`` and ``99``
     veloz_market_data_bad_input_total{venue,kind}         counter    bad frames by kind (malformed, gap, ...)
 """
 
@@ -110,14 +115,18 @@ class EngineCollector:
         for reason, count in sorted(status.get("rejections", {}).items()):
             rejections.add_metric([reason], count)
         yield rejections
-        dropped = CounterMetricFamily(
-            "veloz_subscriber_dropped", "Events dropped by a subscriber's drop-oldest queue", labels=["subscriber"]
-        )
-        queued = GaugeMetricFamily("veloz_subscriber_queued", "Events waiting for a subscriber", labels=["subscriber"])
-        for sid, sub in sorted(status.get("subscribers", {}).items()):
-            dropped.add_metric([sid], sub.get("dropped", 0))
-            queued.add_metric([sid], sub.get("queued", 0))
-        yield from (dropped, queued)
+        # Totals, not a series per subscription: a subscription's id is new on every subscribe, so as a label it would
+        # make a series per client that vanishes with it (STATUS ``subscribers`` has each one's figures).
+        subscribers = status.get("subscribers", {}).values()
+        yield GaugeMetricFamily("veloz_subscribers", "Subscriptions open on the event bus", value=len(subscribers))
+        yield CounterMetricFamily(
+            "veloz_subscriber_dropped", "Events dropped by the subscribers' drop-oldest queues, closed ones' too",
+            value=status.get("subscriber_dropped", 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "veloz_subscriber_queued_max", "Events waiting in the fullest subscriber queue",
+            value=max((sub.get("queued", 0) for sub in subscribers), default=0),
+        )  # fmt: skip
         risk = status.get("risk_gauges")
         if risk:
             yield from risk_metric_families(risk, status.get("valuation_asset", "USDT"))
@@ -159,16 +168,18 @@ def market_data_metric_families(market: dict[str, Any]) -> Iterator[Metric]:
     if offset is not None:
         clock.add_metric([venue], offset / 1000)
     yield clock
+    # ``percentile``, not ``quantile``: Prometheus reserves that label for summaries, and this is a gauge of the
+    # client's own p50 and p99 over its recent events
     latency = GaugeMetricFamily(
         "veloz_market_data_latency_seconds",
-        "Exchange -> receive per stream kind, receive -> publish (stage publish)",
-        labels=["venue", "stage", "quantile"],
+        "Exchange -> receive per stream kind, receive -> publish (stage publish), p50 and p99",
+        labels=["venue", "stage", "percentile"],
     )
     for stage, stats in sorted((market.get("latency_ms") or {}).items()):
-        for quantile in ("p50", "p99"):
-            value = (stats or {}).get(quantile)
+        for percentile in ("50", "99"):
+            value = (stats or {}).get("p" + percentile)
             if value is not None:
-                latency.add_metric([venue, stage, "0." + quantile[1:]], value / 1000)
+                latency.add_metric([venue, stage, percentile], value / 1000)
     yield latency
     bad = CounterMetricFamily("veloz_market_data_bad_input", "Bad frames by kind", labels=["venue", "kind"])
     for kind, count in sorted((market.get("bad_input") or {}).items()):
