@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,27 @@ def test_python_api_backtest_matches_the_cli_contract(shared_data):
     assert event["metrics"]["n_trades"] > 10
     with pytest.raises(InvalidInput, match="unknown strategy"):
         vz.run_backtest(data=data, strategy="nope")
+
+
+class _RaisesOnBar(Strategy):
+    def __init__(self) -> None:
+        self.thresholds: tuple[int, int, int] | None = None
+
+    def on_bar(self, bar):
+        self.thresholds = gc.get_threshold()
+        raise RuntimeError("a strategy bug")
+
+
+def test_the_run_collects_garbage_less_often_and_leaves_the_caller_s_settings_as_they_were():
+    before = gc.get_threshold()
+    gc.set_threshold(1_234, 5, 6)  # a notebook's own settings
+    try:
+        strategy = _RaisesOnBar()
+        with pytest.raises(RuntimeError, match="a strategy bug"):
+            run_bar_backtest(_bars([100, 100, 100]), strategy, BacktestSettings())
+        assert strategy.thresholds == (50_000, 20, 100)  # during the run: the engine's setting (kernel.tune_gc)
+        assert gc.get_threshold() == (1_234, 5, 6)  # afterwards, even after an exception: the caller's again
+        run_bar_backtest(_bars([100, 100, 100]), _BuyOnce(at=0), BacktestSettings())
+        assert gc.get_threshold() == (1_234, 5, 6)
+    finally:
+        gc.set_threshold(*before)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._exceptions import ConfigError, InvalidInput
 from ..core.instruments import Instrument, ceil_div
+from ..core.kernel import gc_tuned
 from ..core.risk import RiskLimits
 from ..data.bars import BarSeries
 from ..fixed import MAX_ABS, SCALE, format_decimal
@@ -72,7 +73,9 @@ class _Context(StrategyContext):
         # the orders placed on this bar, each stamped with the next bar's open, when it reaches the venue
         self.pending: list[PlaceOrder] = []
         self.bar: Bar | None = None
-        self.next_open = 0  # the next bar's open time (the last bar's own: its orders are dropped)
+        # each bar's next open time, when the orders placed on that bar reach the venue (the last bar's own: its
+        # orders are dropped); looked up per order rather than set per bar, which every bar would pay for
+        self.next_opens: list[int] = []
         self._ids = ClientOrderIds("bt")  # a fixed prefix: the same ids every run
         self._positions = engine.ledger.positions
         self.rejected: dict[str, int] = {}  # reason -> how many of the strategy's orders the engine rejected
@@ -123,8 +126,10 @@ class _Context(StrategyContext):
             raise InvalidInput("the bar backtest fills market orders at the next open; use the L2 backtest for limits")
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
+        bar = self.bar
+        ts = self.next_opens[bar.index] if bar is not None and bar.index >= 0 else 0  # 0: before the first bar
         order = build_place_order(symbol, side, qty=qty, quote_qty=quote_qty, tif=tif, client_order_id=client_order_id,
-                                  ids=self._ids, account_id=TRADER, ts=self.next_open)  # fmt: skip
+                                  ids=self._ids, account_id=TRADER, ts=ts)  # fmt: skip
         self.pending.append(order)
         return order.client_order_id
 
@@ -193,32 +198,32 @@ def run_bar_backtest(
     closes = data["close"].tolist()
     volumes = data["volume"].tolist()
     n = len(open_times)
-    next_opens = open_times[1:] + open_times[-1:]  # when the orders placed on each bar reach the venue
+    ctx.next_opens = open_times[1:] + open_times[-1:]
     bar = ctx.bar = Bar(bars.symbol)
     on_bar = strategy.on_bar
     pending = ctx.pending  # the same list for the whole run: orders are appended and drained in place
     rows: list[tuple[int, ...]] = []
     events = 0
     chunk = max(1, n) if progress is None else max(1, n // 100)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        for i, t, o, h, lo, c, v, t_next in zip(
-            range(start, stop), open_times[start:stop], opens[start:stop], highs[start:stop], lows[start:stop],
-            closes[start:stop], volumes[start:stop], next_opens[start:stop], strict=True,
-        ):  # fmt: skip
-            ctx.next_open = t_next
-            bar.index = i
-            bar.open_time = t
-            bar.open = o
-            bar.high = h
-            bar.low = lo
-            bar.close = c
-            bar.volume = v
-            if pending:
-                events += _execute(ctx, strategy, instrument, settings, i, t, o, rows)
-            on_bar(bar)
-        if progress is not None:
-            progress(stop, n)
+    with gc_tuned():  # the kernel and the venue hold every order of the run: scan them less often
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            for i, t, o, h, lo, c, v in zip(
+                range(start, stop), open_times[start:stop], opens[start:stop], highs[start:stop], lows[start:stop],
+                closes[start:stop], volumes[start:stop], strict=True,
+            ):  # fmt: skip
+                bar.index = i
+                bar.open_time = t
+                bar.open = o
+                bar.high = h
+                bar.low = lo
+                bar.close = c
+                bar.volume = v
+                if pending:
+                    events += _execute(ctx, strategy, instrument, settings, i, t, o, rows)
+                on_bar(bar)
+            if progress is not None:
+                progress(stop, n)
     ctx.pending.clear()  # orders signalled on the last bar are dropped
     strategy.on_stop()
     run_seconds = time.perf_counter() - started
@@ -264,6 +269,7 @@ def _execute(
     produced = 0
     symbol = instrument.symbol
     venue = engine.venues[symbol]
+    ledger = engine.ledger
     for command in orders:
         side, order_qty, quote_qty = command.side, command.qty, command.quote_qty
         if side is Side.BUY:
@@ -295,7 +301,7 @@ def _execute(
                     ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
                     ctx.first_rejected = ctx.first_rejected or event
             if type(event) is OrderFilled and event.account_id == TRADER:
-                cash = engine.ledger.free(TRADER, quote) + engine.ledger.locked(TRADER, quote)
+                cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
                 sign = 1 if event.side is Side.BUY else -1
                 rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
         venue.withdraw()

@@ -29,7 +29,7 @@ import contextlib
 import os
 import pickle
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ from .journal import (
 from .oms import OMS, Order
 from .risk import RiskEngine, RiskLimits
 
-__all__ = ["KernelConfig", "TradingKernel", "replay_kernel", "tune_gc"]
+__all__ = ["KernelConfig", "TradingKernel", "gc_tuned", "replay_kernel", "tune_gc"]
 
 _S = OrderStatus
 
@@ -96,7 +96,24 @@ def tune_gc() -> None:
     import."""
     import gc
 
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*_TUNED_GC)
+
+
+_TUNED_GC = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def gc_tuned() -> Iterator[None]:
+    """:func:`tune_gc` for the duration of a ``with`` block, then the caller's thresholds again: for a run inside a
+    process VeloZ does not own (a backtest called from a notebook or a search worker)."""
+    import gc
+
+    before = gc.get_threshold()
+    gc.set_threshold(*_TUNED_GC)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -672,23 +689,22 @@ class TradingKernel:
         order.notional_filled += notional
         order.fee_numerator += notional * rate
         buy = order.side is Side.BUY
-        from_locked = self.ledger.fill(
+        if buy:
+            pay_asset, pay, receive_asset, receive = inst.quote_asset, notional, inst.base_asset, qty
+        else:
+            pay_asset, pay, receive_asset, receive = inst.base_asset, qty, inst.quote_asset, notional
+        from_locked = self.ledger.trade(
             account,
-            buy=buy,
-            base=inst.base_asset,
-            quote=inst.quote_asset,
-            qty=qty,
-            notional=notional,
+            pay_asset=pay_asset,
+            pay=pay,
+            receive_asset=receive_asset,
+            receive=receive,
             fee_asset=fee_asset,
             fee=fee,
             locked_available=order.reserved,
         )
         # part of it came out of a free balance (beyond the order's reservation, or a fee in a third asset, or one
         # larger than what the fill brought): that balance may now be below zero
-        if buy:
-            pay_asset, pay, receive_asset, receive = inst.quote_asset, notional, inst.base_asset, qty
-        else:
-            pay_asset, pay, receive_asset, receive = inst.base_asset, qty, inst.quote_asset, notional
         if fee_asset == pay_asset:
             took_free = pay + fee > from_locked
         else:
