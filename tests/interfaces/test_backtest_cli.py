@@ -119,6 +119,10 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
         (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  params: {{fast: 3, slow: 9}}\n"
          'fee_rate: "0.01"\ninitial_cash: "500"\n',
          "fee_rate, initial_cash are beside the backtest: section, where nothing is read: indent them under backtest:"),
+        # a key written twice: before, the last fee won without a word
+        (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  fee_rate: \"0.001\"\n  params: {{fast: 3, slow: 9}}\n"
+         '  fee_rate: "0.01"\n',
+         "not valid YAML (duplicate key 'fee_rate' (first at line 4) at line 6, column 3)"),
     ],
 )  # fmt: skip
 def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):
