@@ -338,3 +338,32 @@ def test_unquoted_yaml_amounts_are_read_by_their_digits(tmp_path: Path) -> None:
     (tmp_path / "too_fine.yaml").write_text(unquoted.replace("step_size: 0.00001", "step_size: 0.000000001"))
     with pytest.raises(ConfigError, match=r"step_size.*'0\.000000001' has more than 8 decimal places"):
         load_engine_config(tmp_path / "too_fine.yaml").engine_config()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "first"),
+    [
+        ("engine:\n  logging:\n    level: INFO\n    level: ERROR\n", "level", 4, 3),
+        ("engine:\n  risk: {max_order_qty: {BTCUSDT: '1', BTCUSDT: '100'}}\n", "BTCUSDT", 2, 2),
+        ("engine:\n  sim: {seed: 1}\nengine:\n  sim: {seed: 2}\n", "engine", 3, 1),
+    ],
+    ids=["block", "flow", "top-level"],
+)
+def test_a_key_written_twice_is_an_error_naming_the_key_and_its_lines(
+    tmp_path: Path, text: str, key: str, line: int, first: int
+) -> None:
+    """PyYAML keeps the last of two equal keys without a word: a repeated risk limit or log level would have been
+    silently replaced."""
+    path = tmp_path / "engine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_engine_config(path)
+    assert str(caught.value).startswith(
+        f"cannot read config {path}: not valid YAML (duplicate key '{key}' (first at line {first}) at line {line}, "
+    )
+
+
+def test_a_merged_key_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("base: &base {seed: 1, levels: 5}\nsim:\n  <<: *base\n  seed: 2\n")
+    assert load_yaml(path)["sim"] == {"seed": 2, "levels": 5}

@@ -55,6 +55,7 @@ __all__ = [
     "load_engine_config",
     "load_yaml",
     "not_bool",
+    "parse_yaml",
     "only_section",
     "resolve_venue_instruments",
     "with_logging",
@@ -878,27 +879,68 @@ def default_engine_config() -> Path:
     return Path(__file__).resolve().parents[1] / DEFAULT_ENGINE_CONFIG
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error.
+
+    PyYAML keeps the last value of a repeated key without a word, so a ``max_order_qty:`` or ``level:`` written twice
+    would silently replace the first; the HTTP API refuses duplicate JSON keys for the same reason. Keys brought in by a
+    merge (``<<: *defaults``) may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so in its own words
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {quoted(key)} (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """The document in ``text`` (read from ``source``, named in errors), with every key unique in its mapping.
+
+    Every YAML file VeloZ reads (engine, backtest and search configs) goes through here: a bad file is one
+    :class:`ConfigError` naming the problem and its line, never PyYAML's own message, which quotes the offending line
+    (it may hold a secret).
+    """
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        # the problem and where, never str(exc): PyYAML quotes the offending line, which may hold a secret
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise ConfigError(f"cannot read config {path}: not valid YAML ({problem}{where})") from None
+        raise ConfigError(f"cannot read config {source}: not valid YAML ({problem}{where})") from None
     except ValueError:
         # a scalar YAML reads but Python cannot convert: a number of more than 4,300 digits, a date like 2024-13-45
         # (the message is not shown: it may quote the value)
         raise ConfigError(
-            f"cannot read config {path}: not valid YAML (a value YAML cannot convert: a number of thousands of "
+            f"cannot read config {source}: not valid YAML (a value YAML cannot convert: a number of thousands of "
             "digits, or an impossible date)"
         ) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (see :func:`parse_yaml`); a :class:`ConfigError` for anything else."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    data = parse_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     return data

@@ -19,7 +19,16 @@ from decimal import Decimal
 
 from ._exceptions import InvalidInput, quoted
 
-__all__ = ["DECIMALS", "SCALE", "float_text", "format_decimal", "parse_decimal", "parse_rate", "parse_formatted"]
+__all__ = [
+    "DECIMALS",
+    "SCALE",
+    "as_decimal",
+    "float_text",
+    "format_decimal",
+    "parse_decimal",
+    "parse_rate",
+    "parse_formatted",
+]
 
 DECIMALS = 8
 SCALE = 10**DECIMALS
@@ -88,6 +97,15 @@ def format_decimal(value: int) -> str:
     if frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{str(frac).rjust(DECIMALS, '0').rstrip('0')}"
+
+
+def as_decimal(value: int) -> Decimal:
+    """1e-8 units as an exact :class:`~decimal.Decimal`: how reports hand money to people and to JSON.
+
+    >>> as_decimal(3761272962)
+    Decimal('37.61272962')
+    """
+    return Decimal(format_decimal(value))
 
 
 def parse_formatted(text: str) -> int:

@@ -6,6 +6,9 @@ backtest's own code.
 
 from __future__ import annotations
 
+import math
+import statistics
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -402,6 +405,18 @@ def test_fees_are_exact_and_money_is_conserved(events, name) -> None:
     assert result.metrics["n_fills"] == len(trades)
     assert result.metrics["maker_fills"] + result.metrics["taker_fills"] == len(trades)
     assert FeeModel(maker, taker).max_rate == taker
+
+
+def test_the_sharpe_ratio_of_the_equity_samples_is_reported(events) -> None:
+    """Sample-to-sample returns of the exact equity, annualised by the samples of a 365-day year (one a second)."""
+    settings = L2Settings.for_events(events, latency_ns=5_000_000)
+    result = run_l2_backtest(events, make_l2_strategy("passive_maker", {}), settings)
+    values = [Fraction(int(v), SCALE) for v in result.equity["equity"].tolist()]
+    returns = [float(b / a - 1) for a, b in zip(values, values[1:], strict=False)]
+    assert len(returns) > 100 and statistics.stdev(returns) > 0
+    expected = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365 * 86_400)
+    assert result.metrics["sharpe"] == pytest.approx(expected, rel=1e-9)
+    assert result.metrics["final_equity"] == Decimal(int(result.equity["equity"][-1])) / SCALE  # exact money
 
 
 # ----------------------------------------------------------------------------------------------------- determinism

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import re
 import subprocess
 import sys
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.backtest.synthetic_bars import ALGO, write_bars
+from veloz_actors.config import load_yaml
 from veloz_actors.fixed import parse_decimal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +124,10 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
         (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  params: {{fast: 3, slow: 9}}\n"
          'fee_rate: "0.01"\ninitial_cash: "500"\n',
          "fee_rate, initial_cash are beside the backtest: section, where nothing is read: indent them under backtest:"),
+        # a key written twice: before, the last fee won without a word
+        (f"backtest:\n  data: {ETH_1H}\n  strategy: sma_cross\n  fee_rate: \"0.001\"\n  params: {{fast: 3, slow: 9}}\n"
+         '  fee_rate: "0.01"\n',
+         "not valid YAML (duplicate key 'fee_rate' (first at line 4) at line 6, column 3)"),
     ],
 )  # fmt: skip
 def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):
@@ -234,8 +243,8 @@ def test_an_l2_backtest_takes_latency_maker_fee_and_seed_and_writes_every_output
     assert (out / "trades.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
     no_latency = _veloz("backtest", *IMBALANCE, "--json")
     assert orjson.loads(no_latency.stdout)["trades"] != result.records()  # the latency moved the fills
-    saved = orjson.loads((out / "metrics.json").read_bytes())
-    assert saved["metrics"] == result.metrics
+    saved = json.loads((out / "metrics.json").read_bytes(), parse_float=Decimal)  # the numbers as written
+    assert saved["metrics"] == {k: Decimal(repr(v)) if isinstance(v, float) else v for k, v in result.metrics.items()}
     assert (saved["latency_ms"], saved["latency_jitter_ms"], saved["seed"], saved["maker_fee_rate"]) == (
         "25", "10.5", 7, "0.0002")  # fmt: skip
     rows = (out / "equity.csv").read_text().splitlines()
@@ -271,3 +280,50 @@ def test_a_zero_latency_on_a_bar_backtest_is_no_l2_option():
 
 def _units(text: str) -> int:
     return parse_decimal(text)
+
+
+def _exact_final_equity(out: Path, data: Path, initial_cash: str) -> tuple[Decimal, Decimal]:
+    """Final equity and fees replayed from ``trades.csv`` in exact decimals: notionals rounded to 1e-8 against the
+    trader, the open position marked at the data's last close."""
+    from veloz_actors.data.loaders import load_bars
+
+    unit = Decimal("0.00000001")
+    cash, qty, fees = Decimal(initial_cash), Decimal(0), Decimal(0)
+    with open(out / "trades.csv") as f:
+        for row in csv.DictReader(f):
+            price, size, fee = Decimal(row["price"]), Decimal(row["qty"]), Decimal(row["fee"])
+            fees += fee
+            if row["side"] == "BUY":
+                cash -= (price * size).quantize(unit, rounding=ROUND_CEILING) + fee
+                qty += size
+            else:
+                cash += (price * size).quantize(unit, rounding=ROUND_FLOOR) - fee
+                qty -= size
+    last_close = Decimal(int(load_bars(data).data["close"][-1])) / 10**8
+    return cash + qty * last_close, fees
+
+
+@pytest.mark.parametrize(
+    ("config", "cash"),
+    [
+        ("configs/backtest/rsi_reversion_eth_1h.yaml", "1000000"),  # was shown as 1.81953e+06
+        ("configs/backtest/sma_cross_btc_5m.yaml", "10000"),  # was written as 37.612729619999996
+    ],
+)
+def test_money_is_shown_and_written_exactly(tmp_path, config, cash):
+    out = tmp_path / "run"
+    proc = _veloz("backtest", config, "--initial-cash", cash, "--engine", "kernel", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = ROOT / load_yaml(ROOT / config)["backtest"]["data"]
+    final, fees = _exact_final_equity(out, data, cash)
+    assert final == final.quantize(Decimal("0.00000001"))  # a whole 1e-8 amount, as the kernel's integers
+    shown = f"{final.normalize():,f}"
+    assert re.search(rf"^  final_equity +{re.escape(shown)}$", proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(rf"^  total_fees +{re.escape(f'{fees.normalize():,f}')}$", proc.stdout, re.MULTILINE)
+    assert "e+" not in proc.stdout and "e-" not in proc.stdout
+    written = (out / "metrics.json").read_text()
+    assert f'"final_equity": {final.normalize():f},' in written
+    saved = json.loads(written, parse_float=Decimal)["metrics"]
+    assert (saved["final_equity"], saved["total_fees"]) == (final, fees)
+    page = (out / "report.html").read_text()
+    assert f"<tr><td>final_equity</td><td>{shown}</td></tr>" in page

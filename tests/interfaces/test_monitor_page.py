@@ -416,3 +416,56 @@ def test_a_dropped_stream_reconnects_and_shows_what_happened_meanwhile(engine: E
             assert [e for e in console_errors(browser) if e.get("source") != "network"] == []
     finally:
         proxy.close()
+
+
+def test_a_page_whose_engine_is_gone_says_it_is_stale_and_disables_the_actions(engine: Engine, tmp_path: Path) -> None:
+    """Before, with the engine unreachable the venue badge stayed green, every actor "alive", the old quotes and
+    balances looked live and HALT and Place order stayed enabled."""
+    from selenium.webdriver.common.by import By
+
+    address = urllib.parse.urlsplit(engine.base)
+    proxy = _Proxy((address.hostname or "127.0.0.1", address.port or 80))
+    body = {"symbol": "BTCUSDT", "side": "BUY", "qty": "0.001", "price": _far_bid(engine), "cid": "stale-rest-1"}
+    status, answer = engine.api("POST", "/api/v1/orders", body)  # a resting order: its Cancel button
+    assert status == 201, answer
+
+    def enabled(b: Any) -> dict[str, bool]:
+        buttons = {name: b.find_element(By.ID, name) for name in ("halt-button", "order-submit")}
+        buttons["cancel"] = b.find_element(By.CSS_SELECTOR, '#open-orders tr[data-cid="stale-rest-1"] button')
+        return {name: button.is_enabled() for name, button in buttons.items()}
+
+    def actor_states(b: Any) -> set[str]:
+        return {row.text for row in b.find_elements(By.CSS_SELECTOR, "#actors tbody tr td:nth-child(2)")}
+
+    try:
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{proxy.port}/?token={engine.token}")
+            _wait(browser, lambda b: _text(b, "#stream-state") == "stream live", "the stream through the proxy")
+            _wait(browser, lambda b: _has_row(b, "open-orders", "stale-rest-1"), "the resting order")
+            _wait(browser, lambda b: actor_states(b) == {"alive"}, "the actors alive")
+            _wait(browser, lambda b: "simulated" in (_text(b, "#venue-state") or ""), "the venue's state")
+            assert enabled(browser) == {"halt-button": True, "order-submit": True, "cancel": True}
+            assert not browser.find_element(By.ID, "stale-banner").is_displayed()
+
+            proxy.cut(refuse=True)  # the engine is gone as far as the page can tell
+            _wait(browser, lambda b: b.find_element(By.ID, "stale-banner").is_displayed(), "the stale banner")
+            banner = _text(browser, "#stale-banner") or ""
+            assert banner.startswith("Stale: ") and "disabled until it is back" in banner, banner
+            assert re.search(r"as of \d\d:\d\d:\d\d UTC, its last update", banner), banner
+            assert "stale" in browser.find_element(By.TAG_NAME, "body").get_attribute("class").split()
+            assert enabled(browser) == {"halt-button": False, "order-submit": False, "cancel": False}
+            assert _text(browser, "#venue-state") == "venue unknown"
+            assert actor_states(browser) == {"unknown"}
+            _save_screenshot(browser, tmp_path, "monitor-page-stale.png")
+
+            proxy.restore()
+            _wait(browser, lambda b: not b.find_element(By.ID, "stale-banner").is_displayed(), "the page to recover")
+            _wait(browser, lambda b: actor_states(b) == {"alive"}, "the actors alive again")
+            _wait(browser, lambda b: "simulated" in (_text(b, "#venue-state") or ""), "the venue's state again")
+            assert "stale" not in browser.find_element(By.TAG_NAME, "body").get_attribute("class").split()
+            assert enabled(browser) == {"halt-button": True, "order-submit": True, "cancel": True}
+            assert _text(browser, "#stream-state") == "stream live"
+            assert [e for e in console_errors(browser) if e.get("source") != "network"] == []
+    finally:
+        proxy.close()
+        engine.api("DELETE", "/api/v1/orders/stale-rest-1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,23 @@ def test_sets_with_fewer_round_trips_than_min_trades_never_rank_above_one_with_e
     assert max(cells) == best_enough and len(cells) == len(enough)  # one set per cell here
     report = build_search_report(make_plan(load_config(small_config(shared_data, min_trades=floor))), table)
     assert report.top[0]["sharpe"] == best_enough
+
+
+def test_the_top_table_shows_money_exactly(shared_data: Path, tmp_path: Path) -> None:
+    """A million of starting cash: the top table showed final equity to 6 significant digits (1.81953e+06)."""
+    config = small_config(shared_data, settings={"initial_cash": "1000000"})
+    plan, table = _serial_table(config)
+    page = write_search_report(tmp_path, plan, table).read_text()
+    body = page[page.index('<table id="top">') :]
+    rows = re.findall(r"<tr>(.*?)</tr>", body[: body.index("</table>")])[1:]
+    report = build_search_report(plan, table)
+    assert len(rows) == len(report.top) > 5
+    close = int(plan.bars.data["close"][-1])
+    for cells, row in zip(rows, report.top, strict=True):
+        fast, slow, final_equity, total_return = re.findall(r"<td>(.*?)</td>", cells)[1:5]
+        trades, _ = kernel.backtest(plan.bars, "sma_cross", {"fast": row["fast"], "slow": row["slow"]}, plan.settings)
+        held = int(trades["qty"][-1]) if len(trades) % 2 else 0
+        exact = (int(trades["cash_after"][-1]) + held * close // 10**8) / Decimal(10**8)
+        assert (fast, slow) == (str(row["fast"]), str(row["slow"]))
+        assert final_equity == f"{exact.normalize():,f}" and "," in final_equity
+        assert total_return == f"{row['total_return'] * 100:.2f} %"

@@ -394,3 +394,10 @@ def test_the_store_keeps_no_key_per_computed_row(tmp_path: Path) -> None:
             tracemalloc.stop()
         assert len(store) == 50_000
     assert grown < 2_000_000  # a key per row was about 10 MB here; the Parquet batch in hand is at most 2,048 rows
+
+
+def test_a_search_config_with_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\nmetric: sharpe\nmetric: final_equity\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(duplicate key 'metric' \(first at line 3\) at line 4, "):
+        load_config(path)

@@ -128,7 +128,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     """Run one backtest as configured; returns ``{"metrics", "trades", "timing", "warnings", ...}`` and writes
     ``cfg.out``."""
     from ..backtest import kernel
-    from ..backtest.metrics import trades_to_records
+    from ..backtest.metrics import equity_and_metrics, report_metrics, trades_to_records
     from ..backtest.runner import run_bar_backtest
     from ..data.loaders import load_bars
     from ..strategies.bar_strategies import make_strategy
@@ -163,14 +163,13 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if cfg.engine == "kernel":
         trades, metrics = kernel.backtest(bars, cfg.strategy, cfg.params, settings)
         warnings: list[str] = []
-        from ..backtest.metrics import equity_and_metrics
-
         run_seconds = time.perf_counter() - started
-        equity, _ = equity_and_metrics(bars, settings, trades) if cfg.out else (None, None)
+        equity, _ = equity_and_metrics(bars, settings, trades)
     else:
         result = run_bar_backtest(bars, strategy, settings, progress=bar_progress)  # type: ignore[arg-type]
         run_seconds = time.perf_counter() - started
         trades, metrics, equity, warnings = result.trades, result.metrics, result.equity, result.warnings
+    metrics = report_metrics(bars, settings, trades, equity, metrics)
     if bar_progress is not None:
         bar_progress(len(bars), len(bars))
         sys.stderr.write("\n")
@@ -193,7 +192,6 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if cfg.out:
         from ..backtest.report import write_outputs
 
-        assert equity is not None  # both engines compute the equity curve whenever cfg.out is set
         output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
     output["run"] = meta
     return output
@@ -325,7 +323,9 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "warnings": [...], "run": {...}}`` (and ``"files"`` when ``out`` is given); ``warnings`` names strategy orders
-    the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``).
+    the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``). Money in
+    ``metrics`` is an exact :class:`~decimal.Decimal` (a bar backtest's statistics are
+    :func:`~veloz_actors.backtest.metrics.report_metrics`'s).
     """
     raw: dict[str, Any]
     if config is None:

@@ -59,7 +59,7 @@ from ..core.kernel import KernelConfig, TradingKernel
 from ..core.l2book import L2Book
 from ..core.oms import Order
 from ..core.risk import RiskLimits
-from ..fixed import MAX_ABS, SCALE, format_decimal
+from ..fixed import MAX_ABS, SCALE, as_decimal, format_decimal
 from ..messages import (
     BookDelta,
     CancelOrder,
@@ -92,6 +92,7 @@ from ..venues.fill_models import (
     UniformLatency,
 )
 from ..venues.l2replay import L2ReplayVenue
+from .metrics import sharpe_ratio
 from .runner import split_symbol
 
 __all__ = [
@@ -132,6 +133,7 @@ EQUITY_DTYPE = np.dtype(
     ]
 )
 
+_YEAR_NS = 365 * 86_400 * 10**9  # the year of the annualised Sharpe, as the bar backtest's
 _CSV_HEADER = "ts_ns,client_order_id,order_id,side,price,qty,fee,liquidity,cash_after,base_after\n"
 _CAPTURE_LINE = re.compile(rb"^\d{12,19} [\[{]")
 _INT_FIELDS = (
@@ -320,7 +322,7 @@ class L2Result:
 
     trades: np.ndarray
     equity: np.ndarray
-    metrics: dict[str, float | int]
+    metrics: dict[str, Any]
     settings: L2Settings
     seed: int
     timing: dict[str, float] = field(default_factory=dict)
@@ -736,20 +738,28 @@ def run_l2_backtest(
     )
 
 
-def _metrics(
-    run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int
-) -> dict[str, float | int]:
-    """Final equity, return, drawdown, PnL and execution counts; money as floats in quote units (display only)."""
+def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int) -> dict[str, Any]:
+    """Final equity, return, drawdown, Sharpe, PnL and execution counts; money and the position as exact
+    :class:`~decimal.Decimal` (quote and base units).
+
+    ``sharpe`` is :func:`~veloz_actors.backtest.metrics.sharpe_ratio` of the returns between equity samples,
+    annualised by the samples a 365-day year holds at ``equity_interval_ns`` (31,536,000 at one second). A sample is
+    taken at the first event of each interval, so a capture with silent intervals has longer returns than that: the
+    annualisation is then approximate.
+    """
     settings = run.settings
     initial = settings.initial_cash + settings.initial_base * initial_mark // SCALE
     final = int(equity["equity"][-1]) if len(equity) else initial
     max_drawdown = 0.0
+    sharpe = 0.0
     if len(equity):
         values = equity["equity"].astype(np.float64)
         peak = np.maximum.accumulate(values)
         with np.errstate(divide="ignore", invalid="ignore"):
             drawdown = np.where(peak > 0, (peak - values) / peak, 0.0)
+            returns = values[1:] / values[:-1] - 1.0
         max_drawdown = float(drawdown.max())
+        sharpe = sharpe_ratio(returns[np.isfinite(returns)], _YEAR_NS / settings.equity_interval_ns)
     maker = int(trades["maker"].sum()) if len(trades) else 0
     notional = int((trades["price"].astype(object) * trades["qty"].astype(object)).sum()) // SCALE if len(trades) else 0
     fees = int(trades["fee"].sum()) if len(trades) else 0
@@ -758,19 +768,20 @@ def _metrics(
     position.mark_price = venue.mark()
     orders = run.kernel.oms.orders(account_id=TRADER)
     return {
-        "initial_equity": initial / SCALE,
-        "final_equity": final / SCALE,
+        "initial_equity": as_decimal(initial),
+        "final_equity": as_decimal(final),
         "total_return": final / initial - 1.0 if initial else 0.0,
-        "pnl": (final - initial) / SCALE,
-        "realized_pnl": position.realized_pnl / SCALE,
-        "unrealized_pnl": position.unrealized_pnl / SCALE,
+        "pnl": as_decimal(final - initial),
+        "realized_pnl": as_decimal(position.realized_pnl),
+        "unrealized_pnl": as_decimal(position.unrealized_pnl),
         "max_drawdown": max_drawdown,
+        "sharpe": sharpe,
         "n_fills": len(trades),
         "maker_fills": maker,
         "taker_fills": len(trades) - maker,
-        "fees": fees / SCALE,
-        "volume_quote": notional / SCALE,
-        "final_position": position.qty / SCALE,
+        "fees": as_decimal(fees),
+        "volume_quote": as_decimal(notional),
+        "final_position": as_decimal(position.qty),
         "n_orders": len(orders),
         "n_rejected": run.counts["rejected"],
         "n_cancelled": run.counts["cancelled"],

@@ -30,6 +30,26 @@ The semantics (shared with the kernel and the event-driven backtest):
   ``r[t] = equity[t] / equity[t-1] - 1`` (t >= 1), with ``bars_per_year = 525600 / bar_minutes`` and
   ``bar_minutes = interval_ns / 60e9``; 0.0 when there are fewer than two returns or their standard deviation is 0.
 
+These six are what a search ranks by (:func:`evaluate`, floats). A backtest's report adds, by
+:func:`report_metrics` (``None``, JSON ``null``, where a statistic does not exist, never inf or NaN):
+
+* money as exact :class:`~decimal.Decimal` (written to JSON as the exact decimal number): ``final_equity`` =
+  ``cash + qty * close // 1e8`` at the last close, in integers (exact: tick x step is a whole 1e-8); ``total_fees``,
+  the sum of every fill's fee; ``avg_trade``, ``avg_win`` and ``avg_loss``, the mean PnL (net of both fees) of all
+  round trips, of those with PnL > 0 and of those with PnL < 0 (break-even ones are neither), each rounded to 1e-8
+  half to even, ``None`` when there is none;
+* ``profit_factor`` = gross profit / gross loss over round trips (``None`` with no losing round trip: none at all,
+  or only wins);
+* ``exposure`` = the fraction of bars at whose close a position is held (a BUY filled at bar ``b``'s open and its
+  SELL at bar ``s``'s hold bars ``b .. s - 1``; an open position to the last bar);
+* ``sortino`` = ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(bars_per_year)`` over the same returns as ``sharpe``
+  (target 0, downside deviation over all returns); ``None`` when there are fewer than two returns or none below 0;
+* the maximum drawdown's bars: its trough is the first bar where ``max_drawdown`` is reached, its peak the last bar
+  before it whose equity is the running maximum, its recovery the first bar after it back at or above the peak's
+  equity (``None`` if never); ``max_drawdown_peak`` / ``_trough`` / ``_recovery`` are those bars' open times (the key
+  of ``equity.csv``, ISO-8601 UTC), ``max_drawdown_duration_seconds`` the time from the peak to the recovery, or to
+  the last bar when it never recovered. All four are ``None`` / 0 when equity never falls.
+
 >>> import numpy as np
 >>> from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 >>> from veloz_actors.backtest.settings import BacktestSettings
@@ -46,15 +66,29 @@ The semantics (shared with the kernel and the event-driven backtest):
 from __future__ import annotations
 
 import math
+from decimal import Decimal
+from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from .._exceptions import InvalidInput
 from ..data.bars import BarSeries
-from ..fixed import MAX_ABS, SCALE, format_decimal
+from ..fixed import MAX_ABS, SCALE, as_decimal, format_decimal
 from .settings import BacktestSettings
 
-__all__ = ["METRIC_NAMES", "TRADE_DTYPE", "bars_per_year", "equity_and_metrics", "trades_to_records"]
+__all__ = [
+    "METRIC_NAMES",
+    "TRADE_DTYPE",
+    "bars_per_year",
+    "equity_and_metrics",
+    "format_metric",
+    "iso_times",
+    "metrics_json",
+    "report_metrics",
+    "sharpe_ratio",
+    "trades_to_records",
+]
 
 TRADE_DTYPE = np.dtype(
     [
@@ -73,6 +107,15 @@ METRIC_NAMES = ("final_equity", "total_return", "max_drawdown", "n_trades", "win
 
 _MINUTES_PER_YEAR = 365 * 24 * 60
 _FLOAT_EXACT = 2**53
+
+# How each statistic of a backtest (bar or L2) is shown to people: exact decimals (money and quantities, with
+# thousands separators), fractions (as a percent), ratios (3 decimals), a duration; counts get separators.
+_EXACT = frozenset(
+    {"final_equity", "initial_equity", "pnl", "realized_pnl", "unrealized_pnl", "fees", "total_fees", "volume_quote",
+     "final_position", "avg_trade", "avg_win", "avg_loss"}
+)  # fmt: skip
+_FRACTIONS = frozenset({"total_return", "max_drawdown", "win_rate", "exposure"})
+_RATIOS = frozenset({"sharpe", "sortino", "profit_factor"})
 
 
 def bars_per_year(interval_ns: int) -> float:
@@ -166,14 +209,7 @@ def evaluate(
     drawdown /= peak
     max_drawdown = float(drawdown.max())
 
-    returns = equity[1:] / equity[:-1]
-    returns -= 1.0
-    sharpe = 0.0
-    if len(returns) >= 2:
-        mean = float(np.mean(returns))
-        std = float(np.std(returns, ddof=1))
-        if std > 0.0:
-            sharpe = mean / std * math.sqrt(per_year)
+    sharpe = sharpe_ratio(_returns(equity), per_year)
 
     n_trades = m // 2
     wins = 0
@@ -192,6 +228,158 @@ def evaluate(
         "sharpe": sharpe,
     }
     return equity, metrics
+
+
+def _returns(equity: np.ndarray) -> np.ndarray:
+    """Sample-to-sample returns ``equity[t] / equity[t - 1] - 1``, t >= 1."""
+    returns = equity[1:] / equity[:-1]
+    returns -= 1.0
+    return returns
+
+
+def sharpe_ratio(returns: np.ndarray, per_year: float) -> float:
+    """``mean(returns) / std(returns, ddof=1) * sqrt(per_year)``; 0.0 with fewer than two returns or no variation."""
+    if len(returns) < 2:
+        return 0.0
+    mean = float(np.mean(returns))
+    std = float(np.std(returns, ddof=1))
+    return mean / std * math.sqrt(per_year) if std > 0.0 else 0.0
+
+
+def report_metrics(
+    bars: BarSeries, settings: BacktestSettings, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """A backtest's full statistics: :func:`equity_and_metrics`'s ``metrics`` (its ``equity`` curve and trade list)
+    with ``final_equity`` exact and the report's statistics added (see the module docstring for each definition).
+
+    Money is an exact :class:`~decimal.Decimal`; :func:`metrics_json` writes it as the exact JSON number.
+    """
+    n = len(equity)
+    close = int(bars.data["close"][-1])
+    m = len(trades)
+    cash_after = [int(v) for v in trades["cash_after"].tolist()]
+    fill_index = trades["fill_index"].tolist()
+    cash = cash_after[-1] if m else settings.initial_cash
+    qty = int(trades["qty"][-1]) if m and trades["side"][-1] > 0 else 0
+    pnls = [cash_after[i] - (cash_after[i - 2] if i >= 2 else settings.initial_cash) for i in range(1, m, 2)]
+    wins = [p for p in pnls if p > 0]
+    losses = [p for p in pnls if p < 0]
+    held = sum(fill_index[i + 1] - fill_index[i] for i in range(0, m - 1, 2)) + (n - fill_index[-1] if m % 2 else 0)
+    returns = _returns(equity)
+    downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
+    drawdown = _drawdown_bars(equity, bars.data["open_time"])
+    stats = {
+        "final_equity": as_decimal(cash + qty * close // SCALE),
+        "total_return": metrics["total_return"],
+        "max_drawdown": metrics["max_drawdown"],
+        **drawdown,
+        "n_trades": metrics["n_trades"],
+        "win_rate": metrics["win_rate"],
+        "avg_trade": _mean(pnls),
+        "avg_win": _mean(wins),
+        "avg_loss": _mean(losses),
+        "profit_factor": sum(wins) / -sum(losses) if losses else None,
+        "total_fees": as_decimal(int(trades["fee"].sum()) if m else 0),
+        "exposure": held / n,
+        "sharpe": metrics["sharpe"],
+        "sortino": float(np.mean(returns)) / downside * math.sqrt(bars_per_year(bars.interval_ns))
+        if downside > 0.0
+        else None,
+    }
+    return stats
+
+
+def _mean(values: list[int]) -> Decimal | None:
+    """The mean of 1e-8 amounts, rounded to 1e-8 half to even; ``None`` for no values."""
+    if not values:
+        return None
+    quotient, remainder = divmod(sum(values), len(values))
+    twice = 2 * remainder
+    if twice > len(values) or (twice == len(values) and quotient % 2):
+        quotient += 1
+    return as_decimal(quotient)
+
+
+def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray) -> dict[str, Any]:
+    """The maximum drawdown's peak, trough and recovery bars as ISO times, and its duration in seconds."""
+    none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
+            "max_drawdown_duration_seconds": 0}  # fmt: skip
+    peak_value = np.maximum.accumulate(equity)
+    fall = (peak_value - equity) / peak_value
+    trough = int(np.argmax(fall))
+    if fall[trough] <= 0.0:
+        return none
+    top = peak_value[trough]
+    peak = int(np.flatnonzero(equity[:trough] == top)[-1])
+    back = np.flatnonzero(equity[trough + 1 :] >= top)
+    recovery = trough + 1 + int(back[0]) if len(back) else None
+    end = recovery if recovery is not None else len(equity) - 1
+    times = iso_times(open_time[[peak, trough, end]])
+    return {
+        "max_drawdown_peak": times[0] + "Z",
+        "max_drawdown_trough": times[1] + "Z",
+        "max_drawdown_recovery": times[2] + "Z" if recovery is not None else None,
+        "max_drawdown_duration_seconds": (int(open_time[end]) - int(open_time[peak])) // 10**9,
+    }
+
+
+def iso_times(open_time_ns: np.ndarray, unit: Literal["s", "ms"] = "s") -> list[str]:
+    """Nanosecond timestamps as ISO-8601 UTC strings to the second (``2024-03-01T00:05:00``; ``unit="ms"`` to the
+    millisecond): plotly's date values.
+
+    >>> iso_times(np.array([1_700_000_000_000_000_000]))
+    ['2023-11-14T22:13:20']
+    >>> iso_times(np.array([1_700_000_000_123_456_789]), unit="ms")
+    ['2023-11-14T22:13:20.123']
+    """
+    return np.datetime_as_string(np.asarray(open_time_ns, dtype=np.int64).astype("datetime64[ns]"), unit=unit).tolist()
+
+
+def _exact_json(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value, "f"))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def metrics_json(value: Any, *, indent: bool = False) -> bytes:
+    """``value`` as JSON, a :class:`~decimal.Decimal` as the exact decimal number (``37.61272962``, never the float
+    noise of ``37.612729619999996``; a float-reading parser gets the float nearest the exact amount).
+
+    >>> metrics_json({"final_equity": Decimal("1819534.26884073"), "sortino": None})
+    b'{"final_equity":1819534.26884073,"sortino":null}'
+    """
+    return orjson.dumps(value, default=_exact_json, option=orjson.OPT_INDENT_2 if indent else None)
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A statistic as people read it: exact money and quantities with thousands separators, fractions as a percent,
+    ratios to 3 decimals, the drawdown's duration in days and hours, ``—`` for one that does not exist.
+
+    A float amount (a search's row) is shown to 1e-8, where its float rounding vanishes.
+
+    >>> format_metric("final_equity", Decimal("1819534.26884073")), format_metric("final_equity", 37.612729619999996)
+    ('1,819,534.26884073', '37.61272962')
+    >>> format_metric("total_return", -0.996238727038), format_metric("sharpe", 2.13229801767), format_metric("n_trades", 2834)
+    ('-99.62 %', '2.132', '2,834')
+    >>> format_metric("max_drawdown_duration_seconds", 3 * 86400 + 5400), format_metric("sortino", None)
+    ('3 d 01:30:00', '—')
+    """
+    if value is None:
+        return "—"
+    if name in _EXACT and isinstance(value, Decimal | float):
+        exact = value if isinstance(value, Decimal) else Decimal(repr(value)).quantize(Decimal(1).scaleb(-8))
+        text = format(exact, ",f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if name == "max_drawdown_duration_seconds":
+        days, seconds = divmod(int(value), 86_400)
+        return f"{days} d {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    if name in _FRACTIONS:
+        return f"{value * 100:.2f} %"
+    if name in _RATIOS:
+        return f"{value:.3f}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.6g}"
 
 
 def trades_to_records(trades: np.ndarray) -> list[dict[str, int | str]]:

@@ -27,14 +27,13 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import orjson
 
 from ..data.bars import BarSeries
 from ..fixed import SCALE, format_decimal
-from .metrics import trades_to_records
+from .metrics import format_metric, iso_times, metrics_json, trades_to_records
 
 __all__ = [
     "MAX_CANDLES",
@@ -44,6 +43,7 @@ __all__ = [
     "html_page",
     "html_table",
     "iso_times",
+    "metrics_table",
     "monthly_returns",
     "price_figure",
     "sample_indices",
@@ -82,7 +82,7 @@ def write_outputs(
     with open(paths["equity"], "w") as f:
         f.write("open_time_ms,equity\n")
         f.writelines(f"{t},{e:.8f}\n" for t, e in zip(times.tolist(), equity.tolist(), strict=True))
-    paths["metrics"].write_bytes(orjson.dumps({"metrics": metrics, **meta}, option=orjson.OPT_INDENT_2))
+    paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
     paths["report"].write_text(_report_html(bars, trades, equity, metrics, meta))
     return {k: str(v) for k, v in paths.items()}
 
@@ -104,24 +104,12 @@ def write_l2_outputs(
                                  strict=True)
     ]  # fmt: skip
     paths["equity"].write_text("".join(lines))
-    paths["metrics"].write_bytes(orjson.dumps({"metrics": metrics, **meta}, option=orjson.OPT_INDENT_2))
+    paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
     paths["report"].write_text(_l2_report_html(symbol, trades, equity, metrics, meta))
     return {k: str(v) for k, v in paths.items()}
 
 
 # ------------------------------------------------------------------------------------------------ pieces
-
-
-def iso_times(open_time_ns: np.ndarray, unit: Literal["s", "ms"] = "s") -> list[str]:
-    """Nanosecond timestamps as ISO-8601 UTC strings to the second (``2024-03-01T00:05:00``; ``unit="ms"`` to the
-    millisecond): plotly's date values.
-
-    >>> iso_times(np.array([1_700_000_000_000_000_000]))
-    ['2023-11-14T22:13:20']
-    >>> iso_times(np.array([1_700_000_000_123_456_789]), unit="ms")
-    ['2023-11-14T22:13:20.123']
-    """
-    return np.datetime_as_string(np.asarray(open_time_ns, dtype=np.int64).astype("datetime64[ns]"), unit=unit).tolist()
 
 
 def sample_indices(series: Sequence[np.ndarray], limit: int = LINE_POINTS) -> np.ndarray:
@@ -350,6 +338,12 @@ def html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, table_i
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """The statistics as a two-column table, each value as :func:`~veloz_actors.backtest.metrics.format_metric` shows
+    it (exact money with thousands separators, never rounded to a few significant digits)."""
+    return html_table(("metric", "value"), [(k, format_metric(k, v)) for k, v in metrics.items()], table_id="metrics")
+
+
 def figure_html(fig: Any, div_id: str) -> str:
     """One figure as a ``<div>`` plus the script that draws it; plotly.js itself comes once, from :func:`html_page`."""
     return str(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=_PLOT_CONFIG))
@@ -385,7 +379,7 @@ def _report_html(
     trade_rows = _trade_rows(trades)
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        html_table(("metric", "value"), metrics.items(), table_id="metrics"),
+        metrics_table(metrics),
         figure_html(price_figure(bars, trades, equity, strategy, params), "price-chart"),
         figure_html(monthly_figure(monthly_returns(bars.data["open_time"], equity)), "monthly-returns"),
         f"<h2>Trades ({len(trades):,} fills, {len(trades) // 2:,} round trips)</h2>",
@@ -494,7 +488,7 @@ def _l2_report_html(
     ]  # fmt: skip
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        html_table(("metric", "value"), metrics.items(), table_id="metrics"),
+        metrics_table(metrics),
         figure_html(fig, "price-chart"),
         f"<h2>Fills ({len(trades):,})</h2>",
         '<div class="scroll">'

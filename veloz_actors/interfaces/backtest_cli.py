@@ -8,7 +8,8 @@ Flags override the config (``configs/backtest/*.yaml``). The price tick is the d
 0.00001, or the coarser power of ten that keeps tick x step at 1e-8 or above (``--price-tick`` / ``--qty-step`` and
 the ``price_tick`` / ``qty_step`` config keys override them). ``--json`` prints one JSON object:
 ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {"load_seconds",
-"run_seconds"}}``. Strategy orders the engine rejected are one ``warning:`` line on stderr (the run goes on: a
+"run_seconds"}}``, money in ``metrics`` as exact decimal numbers; the summary without ``--json`` shows money exactly,
+with thousands separators. Strategy orders the engine rejected are one ``warning:`` line on stderr (the run goes on: a
 rejection is an outcome the strategy sees, as it would live). A bad input is one line on stderr and a non-zero exit.
 """
 
@@ -18,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 
 from .._exceptions import InvalidInput
 from ..backtest.api import backtest_section, execute, parse_config
+from ..backtest.metrics import format_metric, metrics_json
 from ..config import load_yaml
 
 __all__ = ["register"]
@@ -97,7 +98,7 @@ def register(app: typer.Typer) -> None:
         for warning in result["warnings"]:
             typer.echo(f"warning: {warning}", err=True)
         if json_output:
-            sys.stdout.buffer.write(orjson.dumps({k: result[k] for k in ("metrics", "trades", "timing")}) + b"\n")
+            sys.stdout.buffer.write(metrics_json({k: result[k] for k in ("metrics", "trades", "timing")}) + b"\n")
             return
         metrics = result["metrics"]
         run = result["run"]
@@ -106,8 +107,9 @@ def register(app: typer.Typer) -> None:
             f"  {run['symbol']}: price tick {run['price_tick']} ({run['price_tick_from']}), "
             f"quantity step {run['qty_step']} ({run['qty_step_from']})"
         )
+        width = max(map(len, metrics))
         for key, value in metrics.items():
-            typer.echo(f"  {key:14s} {value:.6g}" if isinstance(value, float) else f"  {key:14s} {value}")
+            typer.echo(f"  {key:{width}s} {format_metric(key, value)}")
         timing = result["timing"]
         typer.echo(f"  load {timing['load_seconds']:.3f}s, run {timing['run_seconds']:.3f}s")
         if "files" in result:

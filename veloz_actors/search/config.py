@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._exceptions import ConfigError
 from ..backtest.settings import BacktestSettings, parse_costs
+from ..config import parse_yaml
 from ..fixed import parse_decimal
 from .space import MAX_GRID_SETS, FloatSteps
 
@@ -330,10 +330,7 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        loaded = parse_yaml(path.read_text(), path)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys (data, strategy, grid, ...)")
         raw = loaded

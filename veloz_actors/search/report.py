@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._exceptions import ConfigError
-from ..backtest.metrics import equity_and_metrics
+from ..backtest.metrics import equity_and_metrics, format_metric
 from ..backtest.report import figure_html, html_page, html_table, iso_times, sample_indices
 from ..fixed import SCALE
 from .config import METRICS, SearchConfig
@@ -280,4 +280,8 @@ def _top_columns(plan: SearchPlan) -> list[str]:
 
 
 def _top_cells(plan: SearchPlan, rows: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[rank, *(row[c] for c in _top_columns(plan)[1:])] for rank, row in enumerate(rows, start=1)]
+    """Each row's rank, parameters and metrics, the metrics as a backtest's report shows them (money to 1e-8)."""
+    return [
+        [rank, *(row[name] for name in plan.param_names), *(format_metric(name, row[name]) for name in METRICS)]
+        for rank, row in enumerate(rows, start=1)
+    ]

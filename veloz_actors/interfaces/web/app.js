@@ -43,6 +43,9 @@
     halted: false,
     haltReason: "",
     lastEventAt: 0, // performance.now() of the last event received
+    lastUpdate: 0, // Date.now() of the last snapshot or event from the stream
+    stale: false, // the stream is down or the engine does not answer: what the page shows is as of lastUpdate
+    actors: null, // the last GET /api/v1/actors answer, drawn again as "unknown" while stale
     venueSummary: null,
     socket: null,
     socketOpen: false,
@@ -234,6 +237,9 @@
       socket.close();
     }
     state.socketOpen = false;
+    state.stale = false; // signed out: the login form, not a stale dashboard
+    document.body.classList.remove("stale");
+    $("stale-banner").hidden = true;
   }
 
   function loadAll() {
@@ -298,9 +304,51 @@
     const data = await health();
     if (!data) {
       setBadge("mode", "engine unreachable", "bad");
+      markStale("the engine does not answer");
       return;
     }
     setMode(data.mode);
+    if (state.stale && state.socketOpen && state.seq !== null) markFresh(); // the stream stayed up meanwhile
+  }
+
+  // ------------------------------------------------------------------------------------------------ staleness
+
+  // When the engine stops answering or its stream drops, nothing on the page is live any more: a banner says since
+  // when, the panels are greyed, the venue and the actors read "unknown", and no order, cancel, HALT or Resume can
+  // be sent until the stream's fresh snapshot (or the engine's answer with the stream still up) comes back.
+  function markStale(why) {
+    if (!state.started) return;
+    const since = state.lastUpdate
+      ? "the data below is as of " + new Date(state.lastUpdate).toISOString().slice(11, 19) + " UTC, its last update"
+      : "no data has arrived yet";
+    const banner = $("stale-banner");
+    banner.textContent = "Stale: " + why + "; " + since + ". Orders, cancels and HALT are disabled until it is back.";
+    banner.hidden = false;
+    if (state.stale) return;
+    state.stale = true;
+    document.body.classList.add("stale");
+    setBadge("venue-state", "venue unknown", "warn");
+    $("clock-offset").hidden = true;
+    if (state.actors) renderActors(state.actors);
+    setActionsEnabled();
+  }
+
+  function markFresh() {
+    if (!state.stale) return;
+    state.stale = false;
+    document.body.classList.remove("stale");
+    $("stale-banner").hidden = true;
+    if (state.actors) renderActors(state.actors);
+    setActionsEnabled();
+    refreshVenue();
+    refreshActors();
+  }
+
+  function setActionsEnabled() {
+    for (const id of ["halt-button", "resume-button", "order-submit"]) $(id).disabled = state.stale;
+    for (const button of $("open-orders").querySelectorAll("button")) {
+      if (button.textContent === "Cancel") button.disabled = state.stale;
+    }
   }
 
   function setMode(mode) {
@@ -430,6 +478,7 @@
         return;
       }
       setStreamState("stream reconnecting", "bad");
+      markStale("the engine's stream is down");
       refreshStreamedState();
       scheduleReconnect();
     };
@@ -465,6 +514,7 @@
       state.seq = item.seq;
     }
     state.lastEventAt = performance.now();
+    state.lastUpdate = Date.now();
     applyEvent(item);
   }
 
@@ -472,6 +522,8 @@
     state.seq = typeof snapshot.seq === "number" ? snapshot.seq : null;
     state.reconnectDelay = 500;
     state.lastEventAt = performance.now();
+    state.lastUpdate = Date.now();
+    markFresh();
     if (snapshot.mode) setMode(snapshot.mode);
     state.balances = snapshot.balances || {};
     if (snapshot.equity) state.equity = snapshot.equity;
@@ -668,6 +720,7 @@
         row.dataset.cid = order.cid;
         const button = el("button", "Cancel", "small");
         button.type = "button";
+        button.disabled = state.stale;
         button.dataset.cid = order.cid;
         button.addEventListener("click", () => cancelOrder(order.cid, button));
         const action = el("td");
@@ -797,6 +850,7 @@
   }
 
   function renderActors(data) {
+    state.actors = data;
     $("engine-kind").textContent = data.engine || "";
     const body = $("actors").tBodies[0];
     const rows = Object.entries(data.actors || {})
@@ -808,7 +862,7 @@
         if (actor.last_error) component.append(el("small", actor.last_error, "error-text"));
         row.append(
           component,
-          cell(actor.alive ? "alive" : "down", actor.alive ? "up" : "down"),
+          state.stale ? cell("unknown", "stale") : cell(actor.alive ? "alive" : "down", actor.alive ? "up" : "down"),
           cell(actor.inbox_depth, "num"),
           cell(actor.restarts, "num"),
         );
@@ -879,6 +933,7 @@
     }
     const text = connections.join(" · ") || "no venue";
     const bad = /disconnect|closed|error|stale|down|connecting/i.test(text) || (trading && trading.ready === false);
+    if (state.stale) return; // an answer from before the engine went away: the badge stays "venue unknown"
     setBadge("venue-state", text, bad ? "bad" : "ok");
     const clock = $("clock-offset");
     clock.hidden = offset === null; // a simulated venue has no clock of its own
@@ -928,7 +983,7 @@
     badge.className = "badge bad";
     document.body.classList.toggle("halted", halted);
     $("resume-button").hidden = !halted;
-    $("halt-button").disabled = false;
+    $("halt-button").disabled = state.stale;
   }
 
   // ------------------------------------------------------------------------------------------- equity chart
@@ -1008,6 +1063,7 @@
 
   async function placeOrder(event) {
     event.preventDefault();
+    if (state.stale) return; // Enter in a field: the disabled button does not stop every browser
     const result = $("order-result");
     const market = $("order-type").value === "MARKET";
     const body = {
@@ -1027,7 +1083,7 @@
     button.disabled = true;
     showResult(result, "", "sending…");
     const answer = await api("POST", "/api/v1/orders", body);
-    button.disabled = false;
+    button.disabled = state.stale;
     const data = answer.data || {};
     if (answer.status === 201 || (answer.ok && data.accepted)) {
       const events = data.events || [];
@@ -1080,7 +1136,7 @@
       showNotice("Cancel of " + cid + " sent; waiting for the venue.", "");
       return;
     }
-    button.disabled = false;
+    button.disabled = state.stale;
     button.textContent = "Cancel";
     if (answer.status === 401) return;
     const rejected = (data.events || []).find((e) => e.type === "order_update");
@@ -1108,7 +1164,7 @@
     disarmHalt();
     button.disabled = true;
     const answer = await api("POST", "/api/v1/halt");
-    button.disabled = false;
+    button.disabled = state.stale;
     if (answer.ok) {
       const cancelled = (answer.data.events || []).filter((e) => e.type === "order_update" && e.status === "CANCELLED");
       const halted = Boolean(answer.data.halted);  // a 202: the engine had not confirmed the halt yet
@@ -1136,7 +1192,7 @@
     const button = $("resume-button");
     button.disabled = true;
     const answer = await api("POST", "/api/v1/resume");
-    button.disabled = false;
+    button.disabled = state.stale;
     if (answer.ok) {
       const halted = Boolean(answer.data.halted);  // a 202: the engine had not confirmed the resume yet
       setHalted(halted, halted ? "kill switch" : "");

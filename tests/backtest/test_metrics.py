@@ -1,0 +1,208 @@
+"""A bar backtest's report statistics (``report_metrics``) against an independent replay in exact arithmetic, their
+edge cases, and how money is written (exact JSON numbers) and shown (exact, with thousands separators)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.backtest.test_kernel import MINUTE_NS, synthetic
+from veloz_actors.backtest import kernel
+from veloz_actors.backtest.metrics import (
+    TRADE_DTYPE,
+    equity_and_metrics,
+    format_metric,
+    metrics_json,
+    report_metrics,
+)
+from veloz_actors.backtest.settings import BacktestSettings
+from veloz_actors.data.bars import BarSeries
+from veloz_actors.data.loaders import load_bars
+
+E8 = 10**8
+ETH_1H = "ohlcv/binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz"
+BTC_1H = "ohlcv/binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz"
+
+
+def _full(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -> dict[str, Any]:
+    equity, metrics = equity_and_metrics(bars, settings, trades)
+    return report_metrics(bars, settings, trades, equity, metrics)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round_half_even(value: Fraction) -> Decimal:
+    return Decimal(round(value * E8)) / E8  # Python's round() of a Fraction is half to even
+
+
+def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -> dict[str, Any]:
+    """Replay the trade list bar by bar in exact arithmetic (Fractions of quote units), with the textbook formulas."""
+    closes = [Fraction(int(c), E8) for c in bars.data["close"]]
+    times = [int(t) for t in bars.data["open_time"]]
+    fills: dict[int, list[Any]] = {}
+    for row in trades.tolist():
+        fills.setdefault(row[1], []).append(row)
+    cash, qty = Fraction(settings.initial_cash, E8), Fraction(0)
+    equity, held, pnls, fees = [], 0, [], Fraction(0)
+    cash_before_buy = cash
+    for i, close in enumerate(closes):
+        for _signal, _fill, _time, side, price, size, fee, _cash_after in fills.get(i, []):
+            notional, fee = Fraction(price, E8) * Fraction(size, E8), Fraction(fee, E8)
+            fees += fee
+            if side > 0:
+                cash_before_buy = cash
+                cash -= Fraction(math.ceil(notional * E8), E8) + fee
+                qty += Fraction(size, E8)
+            else:
+                cash += Fraction(math.floor(notional * E8), E8) - fee
+                qty -= Fraction(size, E8)
+                pnls.append(cash - cash_before_buy)
+        held += qty != 0
+        equity.append(cash + qty * close)
+    # the deepest fall from a running peak: the first bar reaching it; its peak, the last bar at that peak before it
+    peak, deepest, trough = equity[0], Fraction(0), None
+    for i, value in enumerate(equity):
+        peak = max(peak, value)
+        if (peak - value) / peak > deepest:
+            deepest, trough = (peak - value) / peak, i
+    drawdown: dict[str, Any] = {"max_drawdown_peak": None, "max_drawdown_trough": None,
+                                "max_drawdown_recovery": None, "max_drawdown_duration_seconds": 0}  # fmt: skip
+    if trough is not None:
+        top = max(equity[: trough + 1])
+        start = max(i for i in range(trough) if equity[i] == top)
+        back = next((i for i in range(trough + 1, len(equity)) if equity[i] >= top), None)
+        end = back if back is not None else len(equity) - 1
+        drawdown = {
+            "max_drawdown_peak": _iso(times[start]),
+            "max_drawdown_trough": _iso(times[trough]),
+            "max_drawdown_recovery": _iso(times[back]) if back is not None else None,
+            "max_drawdown_duration_seconds": (times[end] - times[start]) // 10**9,
+        }
+    returns = [float(equity[t] / equity[t - 1] - 1) for t in range(1, len(equity))]
+    downside = math.sqrt(math.fsum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if len(returns) >= 2 else 0.0
+    per_year = 365 * 24 * 60 / (bars.interval_ns / MINUTE_NS)
+    wins, losses = [p for p in pnls if p > 0], [p for p in pnls if p < 0]
+    return {
+        "final_equity": Decimal(equity[-1].numerator) / equity[-1].denominator,  # exact: a whole 1e-8
+        "total_fees": Decimal(fees.numerator) / fees.denominator,
+        "avg_trade": _round_half_even(sum(pnls) / len(pnls)) if pnls else None,
+        "avg_win": _round_half_even(sum(wins) / len(wins)) if wins else None,
+        "avg_loss": _round_half_even(sum(losses) / len(losses)) if losses else None,
+        "profit_factor": float(sum(wins) / -sum(losses)) if losses else None,
+        "exposure": float(Fraction(held, len(closes))),
+        "sortino": math.fsum(returns) / len(returns) / downside * math.sqrt(per_year) if downside else None,
+        **drawdown,
+    }
+
+
+def _assert_agrees(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -> dict[str, Any]:
+    got = _full(bars, settings, trades)
+    expected = reference(bars, settings, trades)
+    for name, value in expected.items():
+        if name == "sortino" and value is not None:
+            # float statistics of float returns: the sums run in another order, so agreement is to rounding
+            assert got[name] == pytest.approx(value, rel=1e-9), name
+        else:
+            assert got[name] == value, name
+            assert type(got[name]) is type(value), name
+    return got
+
+
+@pytest.mark.parametrize(
+    ("data", "strategy", "params"),
+    [
+        (ETH_1H, "rsi_reversion", {"period": 14, "lower": 30, "upper": 70}),
+        (ETH_1H, "sma_cross", {"fast": 10, "slow": 30}),
+        (BTC_1H, "sma_cross", {"fast": 3, "slow": 9}),  # ends with a position open
+        (BTC_1H, "rsi_reversion", {"period": 14, "lower": 30, "upper": 70}),
+    ],
+)
+def test_report_statistics_agree_with_an_exact_replay_on_real_data(
+    shared_data: Path, data: str, strategy: str, params: dict
+) -> None:
+    bars = load_bars(shared_data / data)
+    settings = BacktestSettings(slippage_rate=10_000).for_bars(bars)
+    trades, _ = kernel.backtest(bars, strategy, params, settings)
+    got = _assert_agrees(bars, settings, trades)
+    assert got["n_trades"] >= 10 and got["max_drawdown_peak"] is not None  # not vacuous
+    assert got["profit_factor"] is not None and got["sortino"] is not None
+
+
+def test_statistics_without_trades_are_null_never_inf_or_nan() -> None:
+    bars = synthetic(["100"] * 50)
+    got = _assert_agrees(bars, BacktestSettings(), np.zeros(0, dtype=TRADE_DTYPE))
+    assert got["final_equity"] == Decimal(10_000) and got["total_fees"] == 0 and got["exposure"] == 0.0
+    assert got["avg_trade"] is got["profit_factor"] is got["sortino"] is got["max_drawdown_peak"] is None
+    written = metrics_json(got).decode()
+    assert "Infinity" not in written and "NaN" not in written
+    assert json.loads(written)["sortino"] is None and json.loads(written)["max_drawdown_duration_seconds"] == 0
+
+
+def test_only_winning_round_trips_have_no_profit_factor_and_no_downside() -> None:
+    closes = ["100"] * 10 + [str(100 + i) for i in range(1, 30)] + [str(128 - i) for i in range(1, 10)]
+    bars = synthetic(closes)
+    trades, _ = kernel.sma_cross(bars, 2, 5, BacktestSettings(fee_rate=0))
+    got = _assert_agrees(bars, BacktestSettings(fee_rate=0), trades)
+    assert got["n_trades"] == 1 and got["win_rate"] == 1.0
+    assert got["profit_factor"] is None and got["avg_loss"] is None and got["avg_win"] == got["avg_trade"] > 0
+
+
+def test_only_losing_round_trips_have_a_profit_factor_of_zero() -> None:
+    bars = synthetic(["100", "100", "100", "101", "102", "99", "96", "95", "95"])
+    trades, _ = kernel.sma_cross(bars, 1, 2)
+    got = _assert_agrees(bars, BacktestSettings(), trades)
+    assert got["n_trades"] == 1 and got["profit_factor"] == 0.0 and got["avg_win"] is None
+    assert got["max_drawdown_recovery"] is None  # never back at its peak: the duration runs to the last bar
+    assert (got["max_drawdown_peak"], got["max_drawdown_trough"]) == ("1970-01-01T00:03:00Z", "1970-01-01T00:06:00Z")
+    assert got["max_drawdown_duration_seconds"] == (8 - 3) * 60  # the peak's bar to the last bar
+
+
+def test_a_drawdown_that_recovers_ends_at_the_recovery() -> None:
+    closes = ["100", "100", "100", "101", "103", "106", "110", "105", "104", "106", "112", "120", "130", "131"]
+    bars = synthetic(closes)
+    trades, _ = kernel.sma_cross(bars, 1, 2, BacktestSettings(fee_rate=0))
+    got = _assert_agrees(bars, BacktestSettings(fee_rate=0), trades)
+    assert (got["max_drawdown_peak"], got["max_drawdown_trough"], got["max_drawdown_recovery"]) == (
+        "1970-01-01T00:06:00Z", "1970-01-01T00:08:00Z", "1970-01-01T00:11:00Z")  # fmt: skip
+    assert got["max_drawdown_duration_seconds"] == (11 - 6) * 60
+
+
+def test_the_json_number_is_the_exact_amount_not_float_noise() -> None:
+    """37.61272962 as a float prints as 37.612729619999996 (the bar equity formula's rounding); JSON gets the
+    amount."""
+    written = metrics_json({"final_equity": Decimal("37.61272962"), "total_fees": Decimal("9631.07061788")})
+    assert written == b'{"final_equity":37.61272962,"total_fees":9631.07061788}'
+    assert json.loads(written, parse_float=Decimal)["final_equity"] == Decimal("37.61272962")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("final_equity", Decimal("1819534.26884073"), "1,819,534.26884073"),
+        ("final_equity", 1819534.26884073, "1,819,534.26884073"),  # a search row's float, to 1e-8
+        ("final_equity", 37.612729619999996, "37.61272962"),
+        ("total_fees", Decimal("0.00000001"), "0.00000001"),
+        ("avg_loss", Decimal("-3.51541527"), "-3.51541527"),
+        ("final_equity", Decimal("10000"), "10,000"),
+        ("total_return", 0.8195236535770001, "81.95 %"),
+        ("max_drawdown", 0.17312521270054296, "17.31 %"),
+        ("exposure", 0.4405, "44.05 %"),
+        ("sharpe", -11.53671061888551, "-11.537"),
+        ("profit_factor", None, "—"),
+        ("n_trades", 2834, "2,834"),
+        ("max_drawdown_duration_seconds", 41 * 86_400 + 6 * 3600 + 30 * 60, "41 d 06:30:00"),
+        ("max_drawdown_peak", "2024-03-01T20:55:00Z", "2024-03-01T20:55:00Z"),
+    ],
+)
+def test_statistics_are_shown_exactly_never_in_scientific_notation(name: str, value: Any, shown: str) -> None:
+    assert format_metric(name, value) == shown
