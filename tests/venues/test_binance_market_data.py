@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.venues.log_records import every_log_record
 from veloz_actors import InvalidInput
 from veloz_actors.core.l2book import L2Book
 from veloz_actors.core.market_batch import MarketBatch
@@ -1134,37 +1135,22 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error():
     """Endpoints with a ``user:password@``: the status, the connection events, every log record and the reason of
     a failed connect show it as ``***`` (they were shown verbatim)."""
     password = "pa55word-Xy"
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
-            with_secret = {
-                "rest_url": server.rest_url.replace("://", f"://trader:{password}@"),
-                "stream_url": server.stream_url.replace("://", f"://trader:{password}@"),
-            }
-            settings = dataclasses.replace(settings_for(server, ("BTCUSDT",)), **with_secret)
-            sink = Sink()
-            feed = MarketDataThread(settings, sink, rng=random.Random(1)).start()
-            try:
-                assert feed.wait_synced(10.0)
-                status = feed.status()
-                server.faults.restart(downtime=0.3)  # a connect that fails on the way: its reason is logged
-                wait_for(lambda: feed.status()["connects"] >= 2 and feed.wait_synced(0.01), what="the reconnect")
-                status_after = feed.status()
-            finally:
-                feed.close()
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
+    with every_log_record() as records, BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        with_secret = {
+            "rest_url": server.rest_url.replace("://", f"://trader:{password}@"),
+            "stream_url": server.stream_url.replace("://", f"://trader:{password}@"),
+        }
+        settings = dataclasses.replace(settings_for(server, ("BTCUSDT",)), **with_secret)
+        sink = Sink()
+        feed = MarketDataThread(settings, sink, rng=random.Random(1)).start()
+        try:
+            assert feed.wait_synced(10.0)
+            status = feed.status()
+            server.faults.restart(downtime=0.3)  # a connect that fails on the way: its reason is logged
+            wait_for(lambda: feed.status()["connects"] >= 2 and feed.wait_synced(0.01), what="the reconnect")
+            status_after = feed.status()
+        finally:
+            feed.close()
     assert status["url"].startswith("ws://***@127.0.0.1") and status["rest_url"].startswith("http://***@127.0.0.1")
     texts = [json.dumps([status, status_after], default=str)] + [repr(e) for e in sink.events]
     texts += [record.getMessage() for record in records]

@@ -28,6 +28,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from tests.venues.log_records import every_log_record
 from veloz_actors.core.kernel import KernelConfig, TradingKernel
 from veloz_actors.core.oms import Order
 from veloz_actors.messages import (
@@ -1193,20 +1194,9 @@ def test_client_ids_may_use_every_character_binance_allows(server: BinanceTestSe
 def test_no_secret_in_any_log_line_status_or_report(server: BinanceTestServer) -> None:
     """A session with errors, a reconnect, an unknown outcome and a rate limit, for both key types: every log record
     (any logger, DEBUG) and every status payload and report is searched for the secrets."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
     statuses: list[Any] = []
     seen: list[Any] = []
-    try:
+    with every_log_record() as records:
         for creds, path in ((HMAC, "ws"), (ED, "rest")):
             with Harness(server, creds, order_path=path, recv_window_ms=2000) as h:
                 statuses.append(h.venue.status())
@@ -1227,9 +1217,6 @@ def test_no_secret_in_any_log_line_status_or_report(server: BinanceTestServer) -
                 seen += h.seen + h.events + h.kernel_events
             statuses.append(h.venue.status())
             server.set_rate_limits()  # the 429 window starts over for the next key
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     assert records and statuses
     pem_body = "".join(line for line in ED_PEM.decode().splitlines() if "-----" not in line)
     secrets = [HMAC_SECRET, HMAC.api_key, ED.api_key, ED_PEM.decode(), pem_body, pem_body[:40]]
@@ -1253,19 +1240,8 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server
     userinfo = f"trader:{password}@"
     rest_url = server.rest_url.replace("://", f"://{userinfo}")
     ws_url = server.stream_url.replace("://", f"://{userinfo}") + f"/ws-api/v3?apiKey={key}&signature={signature}"
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
     texts: list[str] = []
-    try:
+    with every_log_record() as records:
         loaded, info = load_instruments(server.rest_url, [SYMBOL], cache_dir=None)
         events: list[Any] = []
         settings = BinanceVenueSettings(rest_url=rest_url, ws_api_url=ws_url, request_timeout=3.0)
@@ -1286,9 +1262,6 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server
         with pytest.raises(ValueError) as bad:
             BinanceVenueSettings(rest_url=f"ftp://{userinfo}host", ws_api_url=ws_url)
         texts.append(str(bad.value))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     texts += [record.getMessage() for record in records]
     connected = [e for e in events if isinstance(e, VenueConnection) and e.state == "connected"]
     assert connected and "ws://***@127.0.0.1" in connected[0].detail  # the URL is still shown, its secrets are not
