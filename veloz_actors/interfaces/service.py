@@ -354,6 +354,7 @@ class EngineService:
         self._resume = resume
         self._inbox: queue.Queue[Any] = queue.Queue(maxsize=4096)  # bounded: a flood of input waits for the engine
         self._stop = threading.Event()
+        self._signal_handlers: dict[int, Any] = {}  # what SIGINT and SIGTERM did before stop_on_signals()
         self.tracker_failures = 0
 
     # ---------------------------------------------------------------------------------- from other threads
@@ -392,6 +393,22 @@ class EngineService:
         self._stop.set()
         with contextlib.suppress(queue.Full):
             self._inbox.put_nowait(_STOP)
+
+    def stop_on_signals(self) -> None:
+        """From now until the engine loop ends, SIGINT and SIGTERM stop it as :meth:`stop` does (when called on the
+        main thread: only it may install handlers). Call it before any front end can be used: a Ctrl-C at the first
+        prompt, or a signal that comes before :meth:`run` starts, then stops the engine cleanly instead of raising
+        ``KeyboardInterrupt`` wherever the main thread happens to be. :meth:`run` calls it too (idempotent)."""
+        if self._signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._signal_handlers[sig] = signal.signal(sig, lambda signum, frame: self.stop())
+
+    def restore_signals(self) -> None:
+        """Give SIGINT and SIGTERM back the handlers they had before :meth:`stop_on_signals` (idempotent)."""
+        handlers, self._signal_handlers = self._signal_handlers, {}
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
     @property
     def stopping(self) -> bool:
@@ -457,11 +474,10 @@ class EngineService:
         }
 
     def run(self, *, install_signals: bool = True) -> int:
-        """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM. Returns the exit code."""
-        previous = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
+        """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM (``install_signals``, or
+        :meth:`stop_on_signals` before). Returns the exit code; the signals' handlers are restored as the loop ends."""
+        if install_signals:
+            self.stop_on_signals()
         session = self.session
         interval = self.tick_ms * 1_000_000
         next_tick = self.clock() if self.tick is not None else None
@@ -503,8 +519,7 @@ class EngineService:
             pass
         finally:
             self._stop.set()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.restore_signals()
             self._drain_calls()
             close = getattr(session.backend, "close", None)
             if close is not None:
