@@ -7,6 +7,7 @@ the right reason), never raise, and never change a balance.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -348,6 +349,42 @@ def _run_lines(service: EngineService, lines: list[str]) -> tuple[int, list[dict
         service.submit_line(line)
     service.end_of_input()
     return service.run(install_signals=False), printed
+
+
+def test_a_signal_that_comes_while_the_loop_holds_its_locks_still_stops_it() -> None:
+    """Python runs a signal's handler on the main thread between two bytecodes: maybe inside the loop's
+    ``Queue.get``, holding the inbox's lock, or while it sets its stop event. The handler must take neither lock (it
+    would wait for ever on its own thread: ``veloz start`` hung after a SIGINT), and the loop must still stop."""
+    engine = Engine(engine_config(sim=True))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    service = EngineService(session)
+    printed: list[dict[str, Any]] = []
+
+    class Collect:
+        def write(self, objects: list[dict[str, Any]], *, reply: bool) -> None:
+            printed.extend(objects)
+
+    service.sink = Collect()
+    before = signal.getsignal(signal.SIGINT)
+    service.stop_on_signals()
+    guard = threading.Timer(60.0, service.stop)  # should the signal be lost: a failure, not a hang
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        assert callable(handler)
+        # the handler called while this thread holds the locks, as the main thread would hold them
+        with service._inbox.mutex, service._stop._cond:  # type: ignore[attr-defined]
+            interrupted = threading.Thread(target=handler, args=(signal.SIGINT, None), daemon=True)
+            interrupted.start()
+            interrupted.join(30.0)
+            assert not interrupted.is_alive(), "the SIGINT handler waits for a lock the interrupted loop holds"
+        guard.start()
+        assert service.run(install_signals=False) == 0
+        assert not guard.finished.is_set()  # the signal stopped it, not the guard
+    finally:
+        guard.cancel()
+        service.restore_signals()
+    assert [o["state"] for o in printed if o["type"] == "status"] == ["started", "stopped"]
+    assert signal.getsignal(signal.SIGINT) is before  # given back
 
 
 def test_a_fill_that_takes_a_balance_above_what_a_person_may_type_keeps_the_engine_running() -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def prompt_row(raw: bytes) -> str:
 class Terminal:
     """``veloz`` on a pseudo-terminal: type into it, read what it shows."""
 
-    def __init__(self, *args: str, home: Path, echo: bool = True) -> None:
+    def __init__(self, *args: str, home: Path, echo: bool = True, program: Sequence[str] = (str(VELOZ),)) -> None:
         assert VELOZ.is_file(), f"the virtualenv's veloz script is missing: {VELOZ}"
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
@@ -89,7 +89,7 @@ class Terminal:
         env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES")}
         env.update(TERM="xterm", HOME=str(home), RAY_AUTH_MODE="disabled")
         self.proc = subprocess.Popen(
-            [str(VELOZ), *args],
+            [*program, *args],
             stdin=self.slave,
             stdout=self.slave,
             stderr=self.slave,
@@ -250,6 +250,35 @@ def test_ctrl_c_with_a_half_typed_line_stops_cleanly(tmp_path: Path) -> None:
         terminal.prompt("ORDER BUY BTC")
         terminal.type("\x03")
         assert terminal.wait() == 0
+        assert terminal.modes() == terminal.modes_before
+        assert _has("engine stopped")(readable(bytes(terminal.raw)))
+    finally:
+        terminal.close()
+
+
+# ``veloz``, but its main thread sends itself a Ctrl-C's SIGINT the moment the prompt is up, before the engine loop
+# runs: what a person's Ctrl-C at the first prompt is when a busy machine lets the prompt's thread run first
+CTRL_C_AT_THE_FIRST_PROMPT = """\
+import os, signal
+from veloz_actors.interfaces import cli, tty
+
+start = tty.TerminalView.start
+
+
+def start_then_ctrl_c(view):
+    start(view)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+tty.TerminalView.start = start_then_ctrl_c
+cli.main()
+"""
+
+
+def test_ctrl_c_at_the_first_prompt_before_the_engine_loop_runs_stops_cleanly(tmp_path: Path) -> None:
+    terminal = Terminal(*START, home=tmp_path, program=(sys.executable, "-c", CTRL_C_AT_THE_FIRST_PROMPT))
+    try:
+        assert terminal.wait() == 0  # not 130: no KeyboardInterrupt, wherever the main thread was
         assert terminal.modes() == terminal.modes_before
         assert _has("engine stopped")(readable(bytes(terminal.raw)))
     finally:

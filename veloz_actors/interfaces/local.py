@@ -355,29 +355,31 @@ def run_session(
         mode=getattr(backend, "mode", "sim"),
     )  # fmt: skip
     out = stdout if stdout is not None else sys.stdout.buffer
+    service.stop_on_signals()  # before any front end: a Ctrl-C at the first prompt comes before run() and stops too
     closers: list[Callable[[], None]] = []
-    if frontends.view == "tty":
-        from .tty import TerminalView
-
-        view = TerminalView(service, stdin=stdin, out=sys.stdout)
-        service.sink = view
-        closers.append(view.close)
-    else:
-        service.sink = JsonLines(out, market=frontends.market)
-        read_lines(service, stdin)
-    if frontends.http is not None:
-        from .http_api import serve_api
-
-        server = serve_api(
-            service, frontends.http, run_dir=frontends.run_dir, token=frontends.token, **(frontends.api or {})
-        )
-        closers.append(server.close)
-        service.urls["api"] = server.url  # the terminal view shows it (never with the token)
-    if frontends.view == "tty":
-        view.start()
     try:
+        if frontends.view == "tty":
+            from .tty import TerminalView
+
+            view = TerminalView(service, stdin=stdin, out=sys.stdout)
+            service.sink = view
+        else:
+            service.sink = JsonLines(out, market=frontends.market)
+            read_lines(service, stdin)
+        if frontends.http is not None:
+            from .http_api import serve_api
+
+            server = serve_api(
+                service, frontends.http, run_dir=frontends.run_dir, token=frontends.token, **(frontends.api or {})
+            )
+            closers.append(server.close)
+            service.urls["api"] = server.url  # the terminal view shows it (never with the token)
+        if frontends.view == "tty":
+            view.start()
+            closers.insert(0, view.close)  # closed last (once started: closing gives the terminal and history back)
         return service.run()
     finally:
+        service.restore_signals()  # run() gave them back already, unless a front end failed to start
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 close()

@@ -59,6 +59,7 @@ _EOF = object()
 _STOP = object()
 _SIDE_FEED_SECONDS = 0.05  # how often a side feed (the bus, a live market) is polled while no command comes in
 _EQUITY_SECONDS = 1.0  # the equity series' sampling period (and on every account change)
+_SIGNAL_SECONDS = 0.25  # the longest the loop waits before it looks whether SIGINT or SIGTERM came
 
 
 class Sink(Protocol):
@@ -354,6 +355,8 @@ class EngineService:
         self._resume = resume
         self._inbox: queue.Queue[Any] = queue.Queue(maxsize=4096)  # bounded: a flood of input waits for the engine
         self._stop = threading.Event()
+        self._signal_handlers: dict[int, Any] = {}  # what SIGINT and SIGTERM did before stop_on_signals()
+        self._signalled = False  # SIGINT or SIGTERM came: set by the handler alone, read by the loop
         self.tracker_failures = 0
 
     # ---------------------------------------------------------------------------------- from other threads
@@ -393,9 +396,31 @@ class EngineService:
         with contextlib.suppress(queue.Full):
             self._inbox.put_nowait(_STOP)
 
+    def stop_on_signals(self) -> None:
+        """From now until the engine loop ends, SIGINT and SIGTERM stop it (when called on the main thread: only it
+        may install handlers). Call it before any front end can be used: a Ctrl-C at the first prompt, or a signal
+        that comes before :meth:`run` starts, then stops the engine cleanly instead of raising ``KeyboardInterrupt``
+        wherever the main thread happens to be. :meth:`run` calls it too (idempotent)."""
+        if self._signal_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._signal_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Only a flag, which the loop reads at its next turn (within ``_SIGNAL_SECONDS``). Python runs a handler on
+        the main thread between two bytecodes, maybe while the loop itself holds the inbox's lock (inside
+        ``Queue.get``) or the stop event's: taking either here, as :meth:`stop` does, would wait for ever."""
+        self._signalled = True
+
+    def restore_signals(self) -> None:
+        """Give SIGINT and SIGTERM back the handlers they had before :meth:`stop_on_signals` (idempotent)."""
+        handlers, self._signal_handlers = self._signal_handlers, {}
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self._signalled
 
     # ------------------------------------------------------------------------------- on the engine thread
 
@@ -457,11 +482,10 @@ class EngineService:
         }
 
     def run(self, *, install_signals: bool = True) -> int:
-        """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM. Returns the exit code."""
-        previous = {}
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda signum, frame: self.stop())
+        """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM (``install_signals``, or
+        :meth:`stop_on_signals` before). Returns the exit code; the signals' handlers are restored as the loop ends."""
+        if install_signals:
+            self.stop_on_signals()
         session = self.session
         interval = self.tick_ms * 1_000_000
         next_tick = self.clock() if self.tick is not None else None
@@ -473,7 +497,7 @@ class EngineService:
         )
         try:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
-            while not self._stop.is_set() and not session.closed:
+            while not self._stop.is_set() and not self._signalled and not session.closed:
                 if next_tick is not None and self.clock() >= next_tick:
                     next_tick += interval
                     try:
@@ -481,7 +505,9 @@ class EngineService:
                     except (EngineUnavailable, TimeoutError) as exc:  # an actor restarting: the next step comes
                         self.emit([unavailable(exc, session.now())])
                     continue
-                timeout = 0.25 if next_tick is None else max(0.0, (next_tick - self.clock()) / 1e9)
+                timeout = _SIGNAL_SECONDS
+                if next_tick is not None:
+                    timeout = min(timeout, max(0.0, (next_tick - self.clock()) / 1e9))
                 if self.side_feed is not None:
                     now = time.monotonic()
                     if now >= next_side_poll:  # at most one poll per period, however fast commands come in
@@ -503,8 +529,7 @@ class EngineService:
             pass
         finally:
             self._stop.set()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.restore_signals()
             self._drain_calls()
             close = getattr(session.backend, "close", None)
             if close is not None:
