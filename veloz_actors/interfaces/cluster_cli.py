@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve an engine's Prometheus metrics (``/metrics``) from this process until interrupted."""
         import signal
-        import threading
+        import time
 
         import ray
 
@@ -72,11 +72,14 @@ def register(app: typer.Typer) -> None:
         server = serve_metrics(engine.status, host=host, port=port)
         sys.stdout.buffer.write(orjson.dumps({"type": "status", "metrics": server.url, "name": name}) + b"\n")
         sys.stdout.buffer.flush()
-        done = threading.Event()
+        # the handler only flags: Python runs it between two bytecodes of this thread, which may hold a lock the
+        # handler would take (an Event's, inside its wait), and then it would wait for itself for ever
+        stopping: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: done.set())
+            signal.signal(sig, lambda signum, _frame: stopping.append(signum))
         try:
-            done.wait()
+            while not stopping:
+                time.sleep(0.25)
         finally:
             server.close()
             ray.shutdown()
