@@ -6,11 +6,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from veloz_actors.logs import ROOT_LOGGER
+
 
 @contextmanager
 def every_log_record() -> Iterator[list[logging.LogRecord]]:
-    """The records of every logger, DEBUG included, emitted inside the ``with`` block (the root logger's level is
-    lowered for the block and restored after)."""
+    """The records of every logger, DEBUG included, emitted inside the ``with`` block. For the block the root logger's
+    level is lowered and the ``veloz`` logger passes its records on to it (a ``configure_logging`` earlier in the
+    process, an in-process CLI test's, stops them there and may raise its level); both are restored after."""
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -19,11 +22,16 @@ def every_log_record() -> Iterator[list[logging.LogRecord]]:
 
     handler = Keep(logging.DEBUG)
     root = logging.getLogger()
-    old_level = root.level
+    veloz = logging.getLogger(ROOT_LOGGER)
+    before = root.level, veloz.level, veloz.propagate
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    veloz.setLevel(logging.DEBUG)
+    veloz.propagate = True
     try:
         yield records
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_level)
+        root.setLevel(before[0])
+        veloz.setLevel(before[1])
+        veloz.propagate = before[2]
