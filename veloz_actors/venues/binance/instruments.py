@@ -314,8 +314,8 @@ def rule_changes(old: Instrument, new: Instrument) -> list[str]:
     for name, label in _RULES:
         before, after = getattr(old, name), getattr(new, name)
         if before != after:
-            shown = (str, str) if name in _COUNTS or type(before) is not int else (format_decimal, format_decimal)
-            out.append(f"{label} {shown[0](before)} -> {shown[1](after)}")
+            shown = str if name in _COUNTS or type(before) is not int else format_decimal
+            out.append(f"{label} {shown(before)} -> {shown(after)}")
     return out
 
 
@@ -376,14 +376,12 @@ def fetch_exchange_info(rest_url: str, symbols: Iterable[str], *, timeout: float
     url = _url(rest_url, wanted)
     try:
         try:
-            body = _fetch(url, timeout)
+            _, payload = _fetch_payload(url, timeout)
         except _Refused as exc:
             if exc.code != _INVALID_SYMBOL:
                 raise
             url = _url(rest_url, None)
-            body = _fetch(url, timeout)
-        payload = _loads(body)
-        _field(payload, "symbols", "exchangeInfo")
+            _, payload = _fetch_payload(url, timeout)
     except _FetchFailed as exc:
         raise InvalidInput(f"GET {redact_url(url)} failed ({exc})") from exc
     except DataError as exc:
@@ -424,9 +422,7 @@ def load_instruments(
     path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
     info: dict[str, Any] = {"url": shown, "path": str(path) if path is not None else None}
     try:
-        body = _fetch(url, timeout)
-        payload = _loads(body)
-        _field(payload, "symbols", "exchangeInfo")
+        body, payload = _fetch_payload(url, timeout)
     except (_FetchFailed, DataError) as exc:
         failure = (
             f"GET {shown} failed ({exc})"
@@ -485,6 +481,14 @@ class _Refused(InvalidInput):
 
 
 _INVALID_SYMBOL = -1121
+
+
+def _fetch_payload(url: str, timeout: float) -> tuple[bytes, Any]:
+    """The body at ``url`` and its parsed exchangeInfo (:class:`DataError` for a body that is not one)."""
+    body = _fetch(url, timeout)
+    payload = _loads(body)
+    _field(payload, "symbols", "exchangeInfo")
+    return body, payload
 
 
 def _url(rest_url: str, wanted: list[str] | None) -> str:
