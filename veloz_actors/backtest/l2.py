@@ -92,7 +92,7 @@ from ..venues.fill_models import (
     UniformLatency,
 )
 from ..venues.l2replay import L2ReplayVenue
-from .metrics import sharpe_ratio
+from .metrics import equity_returns, sharpe_ratio
 from .runner import split_symbol
 
 __all__ = [
@@ -757,7 +757,7 @@ def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: in
         peak = np.maximum.accumulate(values)
         with np.errstate(divide="ignore", invalid="ignore"):
             drawdown = np.where(peak > 0, (peak - values) / peak, 0.0)
-            returns = values[1:] / values[:-1] - 1.0
+            returns = equity_returns(values)
         max_drawdown = float(drawdown.max())
         sharpe = sharpe_ratio(returns[np.isfinite(returns)], _YEAR_NS / settings.equity_interval_ns)
     maker = int(trades["maker"].sum()) if len(trades) else 0

@@ -82,6 +82,7 @@ __all__ = [
     "TRADE_DTYPE",
     "bars_per_year",
     "equity_and_metrics",
+    "equity_returns",
     "format_metric",
     "iso_times",
     "metrics_json",
@@ -209,7 +210,7 @@ def evaluate(
     drawdown /= peak
     max_drawdown = float(drawdown.max())
 
-    sharpe = sharpe_ratio(_returns(equity), per_year)
+    sharpe = sharpe_ratio(equity_returns(equity), per_year)
 
     n_trades = m // 2
     wins = 0
@@ -230,7 +231,7 @@ def evaluate(
     return equity, metrics
 
 
-def _returns(equity: np.ndarray) -> np.ndarray:
+def equity_returns(equity: np.ndarray) -> np.ndarray:
     """Sample-to-sample returns ``equity[t] / equity[t - 1] - 1``, t >= 1."""
     returns = equity[1:] / equity[:-1]
     returns -= 1.0
@@ -265,10 +266,10 @@ def report_metrics(
     wins = [p for p in pnls if p > 0]
     losses = [p for p in pnls if p < 0]
     held = sum(fill_index[i + 1] - fill_index[i] for i in range(0, m - 1, 2)) + (n - fill_index[-1] if m % 2 else 0)
-    returns = _returns(equity)
+    returns = equity_returns(equity)
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
     drawdown = _drawdown_bars(equity, bars.data["open_time"])
-    stats = {
+    return {
         "final_equity": as_decimal(cash + qty * close // SCALE),
         "total_return": metrics["total_return"],
         "max_drawdown": metrics["max_drawdown"],
@@ -286,7 +287,6 @@ def report_metrics(
         if downside > 0.0
         else None,
     }
-    return stats
 
 
 def _mean(values: list[int]) -> Decimal | None:
