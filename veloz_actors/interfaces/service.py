@@ -497,7 +497,7 @@ class EngineService:
         )
         try:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
-            while not self._stop.is_set() and not self._signalled and not session.closed:
+            while not self.stopping and not session.closed:
                 if next_tick is not None and self.clock() >= next_tick:
                     next_tick += interval
                     try:
