@@ -79,6 +79,23 @@ def test_live_refuses_without_flag_keys_journal_or_limits(server, tmp_path) -> N
     assert not journal.exists()
 
 
+@pytest.mark.parametrize(("mode", "engine"), [("--live", "single-process"), ("--paper", "actors")])
+def test_a_start_with_a_symbol_binance_does_not_list_names_it(server, tmp_path, mode, engine) -> None:
+    """One real and one unknown symbol configured: Binance refuses the list -1121 "Invalid symbol." without naming
+    either (the start said just that); the start is refused naming the unknown one, before any engine starts."""
+    journal = tmp_path / "run" / "live.journal"
+    flags = _flags(server, journal)
+    flags[flags.index("--live")] = mode
+    flags[flags.index("BTCUSDT")] = "BTCUSDT,ETHUSDT"  # the config's symbols; this server lists BTCUSDT only
+    if engine == "actors":
+        flags.remove("--single-process")
+    refused = _run(flags, {**os.environ, "BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "exchangeInfo has no symbol ETHUSDT (Binance does not list it" in refused.stderr
+    assert "-1121" not in refused.stderr and SECRET not in refused.stdout + refused.stderr
+    assert not journal.exists()
+
+
 @pytest.mark.parametrize("engine", ["single-process", "actors"])
 def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -> None:
     """The same session on both engines (the actor engine trades through its live venue actor)."""
