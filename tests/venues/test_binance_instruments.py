@@ -29,6 +29,7 @@ from veloz_actors.messages import RejectReason
 from veloz_actors.testing import d
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance import ExchangeInstruments, load_instruments, parse_exchange_info
+from veloz_actors.venues.binance.instruments import asks_unfiltered, exchange_info_query
 
 E8 = 10**8
 
@@ -410,6 +411,16 @@ def test_a_failed_fetch_without_a_cache_is_a_clear_error(server: _Server, tmp_pa
     assert not (tmp_path / "exchange-info.json").exists()
     with pytest.raises(InvalidInput, match="no cache_dir to fall back to"):
         load_instruments(server.url, SYMBOLS, cache_dir=None)
+
+
+def test_only_binance_refusing_a_symbol_list_as_invalid_asks_for_the_unfiltered_exchange_info() -> None:
+    """The one rule of both transports (this module's fetch and the trading adapter's): a -1121 to a symbol list
+    asks for the unfiltered exchangeInfo; another refusal, or the unfiltered request's own, stands."""
+    listed = exchange_info_query(["BTCUSDT", "NOPEUSDT"])
+    assert listed == {"symbols": '["BTCUSDT","NOPEUSDT"]'} and exchange_info_query([]) == {}
+    assert asks_unfiltered(listed, -1121)
+    assert not asks_unfiltered(listed, -1100) and not asks_unfiltered(listed, None)
+    assert not asks_unfiltered({}, -1121)
 
 
 @pytest.mark.parametrize("mode", ["live", "paper"])

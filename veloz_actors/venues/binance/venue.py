@@ -141,7 +141,7 @@ from ...messages import (
 )
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
-from .instruments import check_rules
+from .instruments import asks_unfiltered, check_rules, exchange_info_query
 from .limits import RateLimits, parse_rate_limits
 from .market_data import Backoff, LogLimiter, LoopThread, check_endpoints
 from .reconcile import (
@@ -784,13 +784,13 @@ class BinanceVenue:
 
     async def _exchange_info(self) -> Any:
         """exchangeInfo for the traded symbols (weight 20). Binance refuses the whole request (-1121) when one of them
-        is not listed any more: then the unfiltered one is asked for, which simply lacks it."""
-        symbols = sorted(set(self.instruments) - self._unlisted)
-        params = {"symbols": orjson.dumps(symbols).decode()} if symbols else {}
+        is not listed any more: then the unfiltered one is asked for, which simply lacks it (the rule of
+        :func:`~.instruments.asks_unfiltered`, shared with the start-up's fetch)."""
+        query = exchange_info_query(sorted(set(self.instruments) - self._unlisted))
         try:
-            return await self._request("exchangeInfo", params, weight=20, signed=False)
+            return await self._request("exchangeInfo", query, weight=20, signed=False)
         except _Refused as exc:
-            if exc.code != -1121 or not params:
+            if not asks_unfiltered(query, exc.code):
                 raise
             return await self._request("exchangeInfo", {}, weight=20, signed=False)
 
