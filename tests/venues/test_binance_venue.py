@@ -404,6 +404,31 @@ def test_clock_offset_takes_the_sample_with_the_smallest_round_trip() -> None:
     assert clock_offset([]) is None
 
 
+def test_a_clock_sample_that_waits_for_the_send_lock_does_not_count_the_wait(server: BinanceTestServer) -> None:
+    """A ``GET /api/v3/time`` queued behind another request's send lock: its round trip is the exchange's alone
+    (before: the timer started before the lock, so the wait counted as round trip and moved the midpoint, skewing the
+    offset by half the wait). The local clock runs 10 s ahead of Binance's from the moment the lock is taken: the wait
+    spans those 10 s on it, and the offset found must be those -10 s, within the sample's own window."""
+    ahead_ns = 10 * 1_000_000_000
+    skew = [0]
+    with Harness(server, clock_samples=1, venue_kw={"clock": lambda: time.time_ns() + skew[0]}) as h:
+        venue = h.venue.client
+
+        async def sample_behind_the_lock() -> None:
+            assert venue._send_lock is not None
+            async with venue._send_lock:  # another request holds it
+                sample = asyncio.ensure_future(venue._sync_clock())
+                for _ in range(10):
+                    await asyncio.sleep(0)  # the sample starts and queues for the lock (no I/O on its way there)
+                skew[0] = ahead_ns
+            await sample
+
+        h.venue._call(sample_behind_the_lock(), 30.0)
+        clock = h.venue.status()["clock"]
+    assert clock["rtt_ms"] < ahead_ns / 1_000_000  # the wait is not in it
+    assert abs(clock["offset_ms"] + ahead_ns / 1_000_000) <= clock["rtt_ms"] / 2 + 1  # Binance's time is inside it
+
+
 def test_settings_are_validated() -> None:
     from veloz_actors import InvalidInput
 

@@ -21,7 +21,8 @@ asked instead, and the symbol by name never again), or whose filters changed has
 with that reason (cancels still go) until a check finds it trading under the same rules; each change is logged once
 and sent to ``events`` as ``VenueConnection`` ``halted`` / ``trading`` for the symbol; ``status()["halted_symbols"]``.
 
-**Clock.** ``clock_samples`` samples of ``GET /api/v3/time`` at every connect; the one with the smallest round trip
+**Clock.** ``clock_samples`` samples of ``GET /api/v3/time`` at every connect, each timed around its HTTP exchange
+(a wait for the send lock or the rate-limit gate is not round trip); the one with the smallest round trip
 gives ``offset = serverTime - midpoint``; every signed request carries ``timestamp = local + offset`` and
 ``recvWindow``. A -1021 answer (timestamp outside the window) resamples the clock and sends that request once more
 (Binance refused it before the matching engine, so this is not a resend of an order it may have taken).
@@ -985,7 +986,9 @@ class BinanceVenue:
         return int(self._clock() + self._offset_ms * _MS)
 
     async def _sync_clock(self, *, force: bool = False) -> None:
-        """Offset of Binance's clock from ``clock_samples`` ``GET /api/v3/time`` (smallest round trip)."""
+        """Offset of Binance's clock from ``clock_samples`` ``GET /api/v3/time`` (smallest round trip). Each sample is
+        timed around the HTTP exchange itself (:meth:`_rest_call`): a wait for the send lock or the rate-limit gate
+        is not network round trip, and counting it would move the midpoint and skew the offset."""
         assert self._clock_lock is not None
         async with self._clock_lock:
             if force and time.monotonic() - self._clock_synced_at < 0.5:
@@ -993,16 +996,14 @@ class BinanceVenue:
             samples = []
             for _ in range(self.settings.clock_samples):
                 try:
-                    sent = self._clock()
-                    body = await self._request("time", {}, weight=1, signed=False)
-                    received = self._clock()
-                    server_ms = body["serverTime"]
+                    answer = await self._answer("time", {}, weight=1, signed=False)
+                    server_ms = answer["result"]["serverTime"]
                     if type(server_ms) is not int:
                         raise DataError(f"serverTime is {server_ms!r}")
                 except (_NotSent, _NoAnswer, _Refused, DataError, KeyError, TypeError) as exc:
                     self._log(logging.WARNING, "clock", "%s: GET /api/v3/time failed: %s", self.name, _why(exc))
                     continue
-                samples.append((sent, server_ms, received))
+                samples.append((answer["sent_ns"], server_ms, answer["received_ns"]))
             result = clock_offset(samples)
             if result is not None:
                 self._offset_ms, self._rtt_ms = result
@@ -1029,12 +1030,31 @@ class BinanceVenue:
         """Send one request (through the rate-limit gate, in order) and return its ``result``. Raises
         :class:`_NotSent` (never left), :class:`_NoAnswer` (outcome unknown) or :class:`_Refused` (an error answer;
         -1021 is retried once after a clock resync)."""
+        answer = await self._answer(
+            method, params, weight=weight, signed=signed, order=order, max_wait=max_wait, path=path, rec=rec
+        )
+        return answer.get("result")
+
+    async def _answer(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        weight: int,
+        signed: bool = True,
+        order: bool = False,
+        max_wait: float | None = None,
+        path: str | None = None,
+        rec: _Order | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`_request`'s successful answer as the transport gave it: ``result``, and for REST ``sent_ns`` and
+        ``received_ns`` (the local clock around the HTTP exchange)."""
         via = self._path(method, path)
         for attempt in (0, 1):
             answer = await self._send(method, params, weight, signed, order, max_wait, via, rec)
             status = answer.get("status")
             if status == 200:
-                return answer.get("result")
+                return answer
             error = answer.get("error")
             error = error if isinstance(error, dict) else {}
             code = error.get("code") if type(error.get("code")) is int else None
@@ -1172,12 +1192,14 @@ class BinanceVenue:
             query = query_string(params)
             headers = {}
         url = yarl.URL(self.settings.rest_url + path + (f"?{query}" if query else ""), encoded=True)
+        sent = self._clock()  # here, not before the send lock: only the exchange is its round trip
         try:
             # never a redirect: it would carry the API key header and the signed query to another address
             async with session.request(verb, url, headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers.copy()
+            received = self._clock()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # no connection: nothing sent
             raise _NotSent(_R.HALTED, f"cannot reach the Binance REST API ({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -1191,7 +1213,7 @@ class BinanceVenue:
         if status in (418, 429):
             self._rate_limited(status, orders_only=orders_only)
         if status == 200 and data is not None:
-            return {"status": 200, "result": data}
+            return {"status": 200, "result": data, "sent_ns": sent, "received_ns": received}
         if isinstance(data, dict) and "code" in data:
             return {"status": status, "error": data}
         return {"status": status, "error": {"code": None, "msg": ""}}
