@@ -1296,6 +1296,21 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server
         assert not leaks, leaks[:3]
 
 
+def test_the_opening_balances_estimate_the_clock_from_the_smallest_of_several_round_trips(
+    server: BinanceTestServer,
+) -> None:
+    """``fetch_account_balances`` (a new live engine's opening ledger) estimates Binance's clock as the adapter does.
+    The first ``GET /api/v3/time`` answer is slowed 1.5 s on its way back: taken alone (before: one sample), its
+    midpoint put Binance's clock 0.75 s behind, so the signed request's timestamp was 0.75 s old on arrival, outside a
+    0.5 s recvWindow, and Binance refused it (-1021); the smallest of several round trips is not fooled."""
+    from veloz_actors.venues.binance.venue import fetch_account_balances
+
+    server.faults.slow_time(1.5, count=1)
+    balances = {b.asset: b.free for b in fetch_account_balances(server.rest_url, HMAC, recv_window_ms=500)}
+    assert server.faults.counts["slow_time"] == 1
+    assert balances["USDT"] == d("1000000") and balances["BTC"] == d("10")
+
+
 def _halted_events(h: Harness) -> list[tuple[str, str, str]]:
     return [(e.state, e.symbol, e.detail) for e in h.events if isinstance(e, VenueConnection) and e.symbol]
 

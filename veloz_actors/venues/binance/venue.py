@@ -203,6 +203,7 @@ _REST = {
     "exchangeInfo": ("GET", "/api/v3/exchangeInfo"),
 }
 _ALWAYS_REST = frozenset({"time", "exchangeInfo"})
+_CLOCK_SAMPLES = 5  # GET /api/v3/time round trips per clock estimate (the smallest one counts)
 _MY_TRADES_LIMIT = 1000
 _OPEN_ORDERS_ALL_WEIGHT = 80
 _OPEN_ORDERS_SYMBOL_WEIGHT = 6
@@ -242,7 +243,7 @@ class BinanceVenueSettings:
     max_rate_limit_wait: float = 5.0
     cancel_wait: float = 10.0
     catch_up_delay: float = 0.25
-    clock_samples: int = 5
+    clock_samples: int = _CLOCK_SAMPLES
     max_connection_seconds: float = 23.5 * 3600
     heartbeat: float | None = 30.0
     never_placed_margin_ms: int = 1000
@@ -2374,13 +2375,17 @@ def fetch_account_balances(
     account_id: str = "main",
     recv_window_ms: int = 5000,
     timeout: float = 10.0,
+    clock_samples: int = _CLOCK_SAMPLES,
 ) -> list[VenueBalance]:
     """The account's balances now (``GET /api/v3/account``, signed), once, synchronously: what a new live engine's
-    ledger starts from, so the kernel and the exchange agree before the first order. The clock offset comes from one
-    ``GET /api/v3/time``. Raises :class:`VenueUnavailable` naming the endpoint and Binance's code and message (never
-    the request's parameters or the key)."""
+    ledger starts from, so the kernel and the exchange agree before the first order. The clock offset is estimated as
+    the adapter's is (:func:`clock_offset`: the smallest round trip of ``clock_samples`` ``GET /api/v3/time``; one
+    sample slowed on its way back would misjudge it by half its delay). Raises :class:`VenueUnavailable` naming the
+    endpoint and Binance's code and message (never the request's parameters or the key)."""
     import urllib.error
 
+    if type(clock_samples) is not int or clock_samples < 1:
+        raise InvalidInput(f"clock_samples must be a positive integer, got {clock_samples!r}")
     base = rest_url.rstrip("/")
 
     opener = urllib.request.build_opener(_NoRedirect)  # a redirect would carry the key and the signature elsewhere
@@ -2402,15 +2407,21 @@ def fetch_account_balances(
             why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
             raise VenueUnavailable(redact_url(base + path, why)) from None
 
-    began = time.time_ns() // _MS
-    server = get("/api/v3/time", {})
-    ended = time.time_ns() // _MS
-    try:
-        offset = int(server["serverTime"]) - (began + ended) // 2
-    except (KeyError, TypeError, ValueError):
-        raise VenueUnavailable("/api/v3/time: the answer has no serverTime") from None
+    samples = []
+    for _ in range(clock_samples):
+        sent = time.time_ns()
+        server = get("/api/v3/time", {})
+        received = time.time_ns()
+        server_ms = server.get("serverTime") if isinstance(server, dict) else None
+        if type(server_ms) is not int:
+            raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
+        samples.append((sent, server_ms, received))
+    estimate = clock_offset(samples)
+    assert estimate is not None  # at least one sample
     query = credentials.signed_params(
-        {"omitZeroBalances": "false"}, timestamp_ms=time.time_ns() // _MS + offset, recv_window_ms=recv_window_ms
+        {"omitZeroBalances": "false"},
+        timestamp_ms=round(time.time_ns() / _MS + estimate[0]),
+        recv_window_ms=recv_window_ms,
     )
     data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
     return parse_account_balances(data, account_id)
