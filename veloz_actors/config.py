@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,7 @@ from pydantic import (
 
 from ._exceptions import ConfigError, DataError, InvalidInput, quoted
 from .core.instruments import Instrument, Pricing
+from .core.kernel import KernelConfig
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, float_text, format_decimal, parse_decimal
@@ -787,21 +788,56 @@ def check_journal_instruments(
             f"venue: cannot check the trading rules of {journal}'s symbols against Binance's: {exc}; a live journal is "
             "never recovered with rules Binance may have changed: retry when Binance answers"
         ) from exc
-    changed = [problem for problem in problems.values() if problem.changes]
-    if changed:
-        detail = "; ".join(f"{problem.symbol}: {', '.join(problem.changes)}" for problem in changed)
-        raise ConfigError(
-            f"venue: Binance changed the trading rules since {journal} was started ({detail}). The journal replays "
-            "with the rules it was started with, and orders under them would be refused by Binance or break rules the "
-            "engine does not know: start a new journal (a new --journal path; its ledger is read from the account "
-            "again and its rules from Binance; cancel this journal's open orders first, or they show as orders placed "
-            "outside VeloZ), or recover this one once Binance's rules are back as they were"
-        )
+    _refuse_changed_rules(
+        {symbol: problem.changes for symbol, problem in problems.items() if problem.changes},
+        journal,
+        "its ledger is read from the account again and its rules from Binance; cancel this journal's open orders "
+        "first, or they show as orders placed outside VeloZ",
+    )
     halted = {symbol: problem.reason for symbol, problem in problems.items()}
     log = logging.getLogger("veloz.binance")
     for reason in halted.values():
         log.warning("instruments: %s: its new orders are refused until Binance trades it again", reason)
     return halted
+
+
+def check_paper_journal_instruments(venue_instruments: Mapping[str, Instrument] | None, journal: str | Path) -> None:
+    """A paper engine recovers ``journal`` (when there is one) with the instruments it was started with (its exact
+    replay needs them), so they are checked against ``venue_instruments``, Binance's exchangeInfo of now as
+    :func:`resolve_venue_instruments` loaded it for this start, as a live journal's are
+    (:func:`check_journal_instruments`): filters Binance changed since are a :class:`ConfigError` naming each symbol
+    and field (old -> new) and what to do, not a simulation under rules Binance no longer has. (A symbol Binance no
+    longer lists or trades was refused by :func:`resolve_venue_instruments` already.) Nothing to check for the
+    simulated venue (``venue_instruments`` None) or a new journal."""
+    from .core.journal import read_header
+    from .venues.binance.instruments import rule_changes
+
+    journal = Path(journal)
+    if venue_instruments is None or not journal.exists():
+        return
+    held = KernelConfig.from_json(read_header(journal)["config"]).instruments
+    changes = {
+        instrument.symbol: rule_changes(instrument, venue_instruments[instrument.symbol])
+        for instrument in held
+        if instrument.symbol in venue_instruments
+    }
+    _refuse_changed_rules(
+        {symbol: lines for symbol, lines in changes.items() if lines}, journal, "its rules are read from Binance"
+    )
+
+
+def _refuse_changed_rules(changes: Mapping[str, Sequence[str]], journal: str | Path, new_journal: str) -> None:
+    """The refusal of a journal whose symbols' rules Binance changed since it was started (``changes``: symbol ->
+    :func:`~veloz_actors.venues.binance.instruments.rule_changes` lines); ``new_journal`` says what a new one does."""
+    if not changes:
+        return
+    detail = "; ".join(f"{symbol}: {', '.join(lines)}" for symbol, lines in changes.items())
+    raise ConfigError(
+        f"venue: Binance changed the trading rules since {journal} was started ({detail}). The journal replays with "
+        "the rules it was started with, and orders under them would be refused by Binance or break rules the engine "
+        f"does not know: start a new journal (a new --journal path; {new_journal}), or recover this one once "
+        "Binance's rules are back as they were"
+    )
 
 
 def with_venue(config: EngineFileConfig, **changes: Any) -> EngineFileConfig:

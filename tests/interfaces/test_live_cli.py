@@ -5,8 +5,6 @@ while it was away, and no secret anywhere in what the session wrote (stdout, std
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import yaml
 
 from veloz_actors.testing.binance_server import BinanceTestServer
 
-from .test_paper_cli import CONFIG, ROOT, Session
+from .test_paper_cli import CONFIG, Session, run_start
 
 BTC = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
 KEY = "cliLive" + "Q" * 57
@@ -26,13 +24,6 @@ def _flags(server: BinanceTestServer, journal: Path) -> list[str]:
     return ["--single-process", "--venue", "binance", "--live", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
             "--stream-url", server.stream_url, "--ws-api-url", server.stream_url + "/ws-api/v3", "--no-market",
             "--config", str(CONFIG), "--journal", str(journal)]  # fmt: skip
-
-
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", *args],
-        input="QUIT\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -46,16 +37,16 @@ def test_live_refuses_without_flag_keys_journal_or_limits(server, tmp_path) -> N
     base = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_")}
     keys = {**base, "BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
     journal = tmp_path / "run" / "live.journal"
-    no_keys = _run(_flags(server, journal), base)
+    no_keys = run_start(_flags(server, journal), base)
     assert (
         no_keys.returncode != 0 and "live trading needs keys" in no_keys.stderr and "BINANCE_API_KEY" in no_keys.stderr
     )
-    actors = _run([f for f in _flags(server, journal) if f not in ("--single-process", "--journal", str(journal))]
+    actors = run_start([f for f in _flags(server, journal) if f not in ("--single-process", "--journal", str(journal))]
                   + ["--no-journal"], keys)  # fmt: skip
     assert actors.returncode != 0 and "needs a journal" in actors.stderr
-    no_journal = _run([*_flags(server, journal)[:-2], "--no-journal"], keys)
+    no_journal = run_start([*_flags(server, journal)[:-2], "--no-journal"], keys)
     assert no_journal.returncode != 0 and "needs a journal" in no_journal.stderr
-    both = _run([*_flags(server, journal), "--paper"], keys)
+    both = run_start([*_flags(server, journal), "--paper"], keys)
     assert both.returncode != 0 and "not both" in both.stderr
     data = yaml.safe_load(CONFIG.read_text())
     data["engine"]["risk"]["max_position"]["BTCUSDT"] = "0.00"  # written as a decimal, still no limit
@@ -63,7 +54,7 @@ def test_live_refuses_without_flag_keys_journal_or_limits(server, tmp_path) -> N
     loose.write_text(yaml.safe_dump(data))
     flags = _flags(server, journal)
     flags[flags.index(str(CONFIG))] = str(loose)
-    no_limits = _run(flags, keys)
+    no_limits = run_start(flags, keys)
     assert no_limits.returncode != 0 and "risk.max_position.BTCUSDT" in no_limits.stderr
     # venue.trading with a typo: refused by the single-process engine too (it used to drop venue.trading, so a
     # recv window or order path set there was silently the default)
@@ -72,10 +63,27 @@ def test_live_refuses_without_flag_keys_journal_or_limits(server, tmp_path) -> N
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(data))
     flags[flags.index(str(loose))] = str(typo)
-    mistyped = _run(flags, keys)
+    mistyped = run_start(flags, keys)
     assert mistyped.returncode != 0 and "venue.trading: " in mistyped.stderr and "recv_window_msec" in mistyped.stderr
     for result in (no_keys, actors, no_journal, both, no_limits, mistyped):
         assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize(("mode", "engine"), [("--live", "single-process"), ("--paper", "actors")])
+def test_a_start_with_a_symbol_binance_does_not_list_names_it(server, tmp_path, mode, engine) -> None:
+    """One real and one unknown symbol configured: Binance refuses the list -1121 "Invalid symbol." without naming
+    either (the start said just that); the start is refused naming the unknown one, before any engine starts."""
+    journal = tmp_path / "run" / "live.journal"
+    flags = _flags(server, journal)
+    flags[flags.index("--live")] = mode
+    flags[flags.index("BTCUSDT")] = "BTCUSDT,ETHUSDT"  # the config's symbols; this server lists BTCUSDT only
+    if engine == "actors":
+        flags.remove("--single-process")
+    refused = run_start(flags, {**os.environ, "BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert "exchangeInfo has no symbol ETHUSDT (Binance does not list it" in refused.stderr
+    assert "-1121" not in refused.stderr and SECRET not in refused.stdout + refused.stderr
     assert not journal.exists()
 
 
@@ -131,14 +139,14 @@ def test_live_session_restart_and_no_secret_anywhere(server, tmp_path, engine) -
         tighter.write_text(yaml.safe_dump(data))
         changed = list(flags)
         changed[changed.index(str(CONFIG))] = str(tighter)
-        refused = _run(changed, {**os.environ})
+        refused = run_start(changed, {**os.environ})
         assert refused.returncode != 0 and "Traceback" not in refused.stderr
         assert "risk: the config's limits differ from those" in refused.stderr
         assert "max_order_qty {BTCUSDT: 0.5, ETHUSDT: 100} (journal: {BTCUSDT: 10, ETHUSDT: 100})" in refused.stderr
         # a restart after Binance changed the symbol's filters is refused, naming them (before: the journal's rules
         # were used unchecked, and orders went out that Binance refuses)
         server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
-        stale = _run(flags, {**os.environ})
+        stale = run_start(flags, {**os.environ})
         assert stale.returncode != 0 and "Traceback" not in stale.stderr
         assert "Binance changed the trading rules since" in stale.stderr
         assert "(BTCUSDT: PRICE_FILTER tickSize 0.01 -> 0.1)" in stale.stderr and "start a new journal" in stale.stderr

@@ -75,6 +75,14 @@ class Session:
         return self.proc.wait(timeout=10)
 
 
+def run_start(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``veloz start --local ARGS`` to its end: a start that is refused, or a session that quits at once."""
+    return subprocess.run(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "start", "--local", *args],
+        input="QUIT\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("engine", ["single-process", "actors"])
 def test_paper_session_over_stdio(engine, shared_data, tmp_path):
     with BinanceTestServer([shared_data / BTC], paused=True) as server:
@@ -108,3 +116,27 @@ def test_paper_session_over_stdio(engine, shared_data, tmp_path):
             code = session.close()
         assert code == 0
         assert (tmp_path / "run" / "exchange-info.json").is_file()
+
+
+@pytest.mark.parametrize("engine", ["single-process", "actors"])
+def test_paper_restart_after_binance_changed_a_symbols_rules_is_refused_naming_them(engine, shared_data, tmp_path):
+    """A paper journal replays with the instruments it was started with, so a restart after Binance changed a
+    symbol's filters is refused naming them, as a live restart is (before: an engine-config mismatch that named
+    nothing, and on the actor engine a dead OMS actor's traceback); with the rules back as they were it recovers."""
+    with BinanceTestServer([shared_data / BTC], paused=True) as server:
+        args = ["--venue", "binance", "--paper", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
+                "--stream-url", server.stream_url, "--no-market", "--config", str(CONFIG),
+                "--journal", str(tmp_path / "run" / "engine.journal")]  # fmt: skip
+        if engine == "single-process":
+            args.append("--single-process")
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        first = run_start(args, env)
+        assert first.returncode == 0, first.stderr[-2000:]
+        server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.10000000"}})
+        stale = run_start(args, env)
+        assert stale.returncode != 0 and "Traceback" not in stale.stderr, stale.stderr[-2000:]
+        assert "Binance changed the trading rules since" in stale.stderr
+        assert "(BTCUSDT: PRICE_FILTER tickSize 0.01 -> 0.1)" in stale.stderr and "start a new journal" in stale.stderr
+        server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.01000000"}})
+        again = run_start(args, env)
+        assert again.returncode == 0, again.stderr[-2000:]

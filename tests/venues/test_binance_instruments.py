@@ -27,7 +27,9 @@ from veloz_actors.config import (
 )
 from veloz_actors.messages import RejectReason
 from veloz_actors.testing import d
+from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance import ExchangeInstruments, load_instruments, parse_exchange_info
+from veloz_actors.venues.binance.instruments import asks_unfiltered, exchange_info_query
 
 E8 = 10**8
 
@@ -143,6 +145,20 @@ def test_not_trading_symbols_are_skipped_and_counted_when_all_are_asked_for(payl
 def test_requested_symbol_missing_from_the_payload_is_an_error_naming_it(raw: bytes) -> None:
     with pytest.raises(InvalidInput, match="exchangeInfo has no symbol ALGOUSDT, DOGEUSDT"):
         parse_exchange_info(raw, ["BTCUSDT", "ALGOUSDT", "DOGEUSDT"])
+
+
+def test_every_requested_symbol_missing_or_not_trading_is_named_in_one_error(payload: dict[str, Any]) -> None:
+    """A start names every symbol to fix at once (before: the missing ones, and after fixing those the first one not
+    trading, one per attempt)."""
+    _symbol(payload, "BTCUSDT")["status"] = "HALT"
+    _symbol(payload, "ETHUSDT")["status"] = "BREAK"
+    with pytest.raises(InvalidInput) as refused:
+        parse_exchange_info(payload, ["BTCUSDT", "NOPEUSDT", "ETHUSDT"])
+    assert str(refused.value) == (
+        "exchangeInfo has no symbol NOPEUSDT (Binance does not list it: a wrong name, or delisted); BTCUSDT is not "
+        "tradable on Binance: its status is HALT, not TRADING; ETHUSDT is not tradable on Binance: its status is "
+        "BREAK, not TRADING: check the symbol name(s)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- broken payloads
@@ -395,6 +411,45 @@ def test_a_failed_fetch_without_a_cache_is_a_clear_error(server: _Server, tmp_pa
     assert not (tmp_path / "exchange-info.json").exists()
     with pytest.raises(InvalidInput, match="no cache_dir to fall back to"):
         load_instruments(server.url, SYMBOLS, cache_dir=None)
+
+
+def test_only_binance_refusing_a_symbol_list_as_invalid_asks_for_the_unfiltered_exchange_info() -> None:
+    """The one rule of both transports (this module's fetch and the trading adapter's): a -1121 to a symbol list
+    asks for the unfiltered exchangeInfo; another refusal, or the unfiltered request's own, stands."""
+    listed = exchange_info_query(["BTCUSDT", "NOPEUSDT"])
+    assert listed == {"symbols": '["BTCUSDT","NOPEUSDT"]'} and exchange_info_query([]) == {}
+    assert asks_unfiltered(listed, -1121)
+    assert not asks_unfiltered(listed, -1100) and not asks_unfiltered(listed, None)
+    assert not asks_unfiltered({}, -1121)
+
+
+@pytest.mark.parametrize("mode", ["live", "paper"])
+def test_a_start_names_every_configured_symbol_binance_does_not_list_or_trade(
+    shared_data: Path, tmp_path: Path, mode: str
+) -> None:
+    """Against the local Binance server: Binance refuses a symbol list naming one it does not list with -1121
+    "Invalid symbol.", which names none (the start said just that, and left the user to guess which configured symbol
+    was wrong). The unfiltered exchangeInfo is asked for instead, and the start is refused naming every symbol Binance
+    does not list (a wrong name, or delisted since) and every one not TRADING; in paper mode the cache of an earlier
+    start is no way around it."""
+    captures = [shared_data / "ticks_l2" / f"binance_spot_{s}_20240808_ws.txt.gz" for s in ("btcusdt", "ethusdt")]
+    with BinanceTestServer(captures, paused=True) as binance:
+        config = with_venue(load_engine_config(default_engine_config()), kind="binance", mode=mode, symbols=SYMBOLS,
+                            rest_url=binance.rest_url)  # fmt: skip
+        found, info = resolve_venue_instruments(config, tmp_path)
+        assert found is not None and sorted(found) == SYMBOLS and (tmp_path / "exchange-info.json").is_file()
+        binance.faults.delist("ETHUSDT")
+        more = with_venue(config, symbols=[*SYMBOLS, "NOPEUSDT"])
+        with pytest.raises(ConfigError) as refused:
+            resolve_venue_instruments(more, tmp_path)
+        assert str(refused.value) == (
+            "venue: exchangeInfo has no symbol ETHUSDT, NOPEUSDT (Binance does not list them: a wrong name, or "
+            "delisted): check the symbol name(s)"
+        )
+        binance.faults.change_symbol("BTCUSDT", status="BREAK")
+        with pytest.raises(ConfigError) as refused:
+            resolve_venue_instruments(more, tmp_path)
+        assert "delisted); BTCUSDT is not tradable on Binance: its status is BREAK, not TRADING" in str(refused.value)
 
 
 def test_binance_refusing_the_request_is_an_error_not_a_fallback(server: _Server, tmp_path: Path) -> None:

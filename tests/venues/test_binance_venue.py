@@ -404,6 +404,31 @@ def test_clock_offset_takes_the_sample_with_the_smallest_round_trip() -> None:
     assert clock_offset([]) is None
 
 
+def test_a_clock_sample_that_waits_for_the_send_lock_does_not_count_the_wait(server: BinanceTestServer) -> None:
+    """A ``GET /api/v3/time`` queued behind another request's send lock: its round trip is the exchange's alone
+    (before: the timer started before the lock, so the wait counted as round trip and moved the midpoint, skewing the
+    offset by half the wait). The local clock runs 10 s ahead of Binance's from the moment the lock is taken: the wait
+    spans those 10 s on it, and the offset found must be those -10 s, within the sample's own window."""
+    ahead_ns = 10 * 1_000_000_000
+    skew = [0]
+    with Harness(server, clock_samples=1, venue_kw={"clock": lambda: time.time_ns() + skew[0]}) as h:
+        venue = h.venue.client
+
+        async def sample_behind_the_lock() -> None:
+            assert venue._send_lock is not None
+            async with venue._send_lock:  # another request holds it
+                sample = asyncio.ensure_future(venue._sync_clock())
+                for _ in range(10):
+                    await asyncio.sleep(0)  # the sample starts and queues for the lock (no I/O on its way there)
+                skew[0] = ahead_ns
+            await sample
+
+        h.venue._call(sample_behind_the_lock(), 30.0)
+        clock = h.venue.status()["clock"]
+    assert clock["rtt_ms"] < ahead_ns / 1_000_000  # the wait is not in it
+    assert abs(clock["offset_ms"] + ahead_ns / 1_000_000) <= clock["rtt_ms"] / 2 + 1  # Binance's time is inside it
+
+
 def test_settings_are_validated() -> None:
     from veloz_actors import InvalidInput
 
@@ -1269,6 +1294,21 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error(server
     for secret in (password, key, signature):
         leaks = [t for t in texts if secret in t]
         assert not leaks, leaks[:3]
+
+
+def test_the_opening_balances_estimate_the_clock_from_the_smallest_of_several_round_trips(
+    server: BinanceTestServer,
+) -> None:
+    """``fetch_account_balances`` (a new live engine's opening ledger) estimates Binance's clock as the adapter does.
+    The first ``GET /api/v3/time`` answer is slowed 1.5 s on its way back: taken alone (before: one sample), its
+    midpoint put Binance's clock 0.75 s behind, so the signed request's timestamp was 0.75 s old on arrival, outside a
+    0.5 s recvWindow, and Binance refused it (-1021); the smallest of several round trips is not fooled."""
+    from veloz_actors.venues.binance.venue import fetch_account_balances
+
+    server.faults.slow_time(1.5, count=1)
+    balances = {b.asset: b.free for b in fetch_account_balances(server.rest_url, HMAC, recv_window_ms=500)}
+    assert server.faults.counts["slow_time"] == 1
+    assert balances["USDT"] == d("1000000") and balances["BTC"] == d("10")
 
 
 def _halted_events(h: Harness) -> list[tuple[str, str, str]]:

@@ -44,6 +44,7 @@ from ..config import (
     StrategyEntryModel,
     check_journal_instruments,
     check_journal_risk,
+    check_paper_journal_instruments,
     default_engine_config,
     load_engine_config,
     resolve_venue_instruments,
@@ -105,6 +106,8 @@ def build_spec(
         shards = {"binance": tuple(i.symbol for i in engine_config.instruments)}  # one account, one user stream
     else:
         venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+        if journal_dir is not None:
+            check_paper_journal_instruments(venue_instruments, Path(journal_dir) / "oms.journal")
         engine_config = file_config.engine_config(venue_instruments)
         live_settings = None
         shards = actors.shard_map([i.symbol for i in engine_config.instruments])

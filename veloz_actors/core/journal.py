@@ -42,6 +42,7 @@ __all__ = [
     "Journal",
     "drop_torn_tail",
     "lock_journal",
+    "read_header",
     "read_journal",
     "read_snapshot",
     "restore_snapshot",
@@ -357,6 +358,14 @@ def _iter(path: Path) -> Iterator[tuple[dict[str, Any], Message]]:
 def semantics_of(header: dict[str, Any]) -> int:
     """The semantics a journal's lines were written under (:data:`SEMANTICS`; 1 for a header without the key)."""
     return int(header.get("semantics", 1))
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """A journal's header (the config it was started with) without reading its messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise JournalError(f"journal {path} does not exist")
+    return _header(path)
 
 
 def read_journal(path: str | Path) -> tuple[dict[str, Any], list[Message]]:

@@ -16,6 +16,7 @@ import typer
 from .._exceptions import ConfigError, VelozError
 from ..config import (
     MAX_TICK_MS,
+    check_paper_journal_instruments,
     default_engine_config,
     load_engine_config,
     resolve_venue_instruments,
@@ -199,6 +200,8 @@ def start(
 
         run_dir = Path(journal_path).resolve().parent if journal_path is not None else None
         venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+        if journal_path is not None:
+            check_paper_journal_instruments(venue_instruments, journal_path)
         engine_config = file_config.engine_config(venue_instruments)
         tune_gc()
         if journal_path is not None:

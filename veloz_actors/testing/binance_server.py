@@ -43,7 +43,8 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
 skipped update ids, diffs that cross a client's book, a delisted symbol, a symbol's status or filters changed
-(``change_symbol``), malformed frames, stale snapshots, rate limits (429/418), ``serverShutdown``, restart.
+(``change_symbol``), malformed frames, stale snapshots, slow ``/time`` answers, rate limits (429/418),
+``serverShutdown``, restart.
 
 **Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
 matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
@@ -507,6 +508,8 @@ class _Faulty:
     def __init__(self) -> None:
         self.stall_until = 0.0
         self.stale_snapshots = 0
+        self.slow_times = 0
+        self.slow_time_seconds = 0.0
         self.rate_limited = 0
         self.rate_status = 429
         self.retry_after = 2
@@ -1203,7 +1206,13 @@ class _Rest:
         return _json({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return _json({"serverTime": self.server.server_time_ms()})
+        answer = _json({"serverTime": self.server.server_time_ms()})
+        faulty = self.server._faulty
+        if faulty.slow_times > 0:  # the clock was read: the answer is that old when it arrives
+            faulty.slow_times -= 1
+            self.server.faults._count("slow_time")
+            await asyncio.sleep(faulty.slow_time_seconds)
+        return answer
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         symbols = self._symbols(request.query)
@@ -1426,6 +1435,7 @@ class Faults:
                 "symbol_changes",
                 "malformed",
                 "stale_snapshot",
+                "slow_time",
                 "rate_limit",
                 "server_shutdown",
                 "restart",
@@ -1547,6 +1557,19 @@ class Faults:
 
         def run() -> None:
             self._server._faulty.stale_snapshots += count
+
+        self._server._call(run)
+
+    def slow_time(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` ``GET /api/v3/time`` answers leave ``seconds`` after the server read its clock for them
+        (a slow way back): their ``serverTime`` is that much older than the moment they arrive, so a client that
+        takes one sample's midpoint for the server's reading misjudges the offset by half of it; the smallest of
+        several round trips does not."""
+
+        def run() -> None:
+            faulty = self._server._faulty
+            faulty.slow_times += count
+            faulty.slow_time_seconds = seconds
 
         self._server._call(run)
 

@@ -69,7 +69,9 @@ __all__ = [
     "CACHE_NAME",
     "ExchangeInstruments",
     "RulesProblem",
+    "asks_unfiltered",
     "check_rules",
+    "exchange_info_query",
     "fetch_exchange_info",
     "load_instruments",
     "parse_exchange_info",
@@ -142,16 +144,29 @@ def parse_exchange_info(
                 out.notes.append(f"{others} symbol(s) not {TRADING} skipped")
         return out
     wanted = _wanted(symbols)
-    missing = [s for s in wanted if s not in by_symbol]
-    if missing:
-        raise InvalidInput(f"exchangeInfo has no symbol {', '.join(missing)}: check the symbol name(s)")
-    for symbol in wanted:
-        status = by_symbol[symbol].get("status")
-        if status != TRADING:
-            raise InvalidInput(f"{symbol} is not tradable on Binance: its status is {status}, not {TRADING}")
+    refused = _untradable(wanted, by_symbol)
+    if refused:
+        raise InvalidInput(f"{refused}: check the symbol name(s)")
     for symbol in wanted:
         out[symbol] = _instrument(symbol, by_symbol[symbol], maker_fee_rate, taker_fee_rate, out)
     return out
+
+
+def _untradable(wanted: list[str], by_symbol: Mapping[str, Mapping[str, Any]]) -> str:
+    """Every one of ``wanted`` that the exchangeInfo rows do not list or that is not ``TRADING``, in one sentence
+    ("" when all trade): a start names each symbol to fix at once, not one per attempt."""
+    missing = [s for s in wanted if s not in by_symbol]
+    parts = []
+    if missing:
+        parts.append(
+            f"exchangeInfo has no symbol {', '.join(missing)} (Binance does not list "
+            f"{'it' if len(missing) == 1 else 'them'}: a wrong name, or delisted)"
+        )
+    for symbol in (s for s in wanted if s in by_symbol):
+        status = by_symbol[symbol].get("status")
+        if status != TRADING:
+            parts.append(f"{symbol} is not tradable on Binance: its status is {status}, not {TRADING}")
+    return "; ".join(parts)
 
 
 def _wanted(symbols: Iterable[str]) -> list[str]:
@@ -369,24 +384,38 @@ def check_rules(instruments: Mapping[str, Instrument], payload: Any) -> dict[str
 
 
 def fetch_exchange_info(rest_url: str, symbols: Iterable[str], *, timeout: float = 10.0) -> Any:
-    """``GET /api/v3/exchangeInfo`` for ``symbols``, parsed, at once (no cache). Binance refuses the whole request
-    (-1121) when one symbol is not listed any more: then the unfiltered exchangeInfo is fetched, which simply lacks it
+    """``GET /api/v3/exchangeInfo`` for ``symbols``, parsed, at once (no cache). Binance refusing the list for a
+    symbol it does not list (:func:`asks_unfiltered`) gets the unfiltered exchangeInfo, which simply lacks that symbol
     (:func:`check_rules` names it). :class:`InvalidInput` names the URL and the failure."""
-    wanted = _wanted(symbols)
-    url = _url(rest_url, wanted)
     try:
-        try:
-            _, payload = _fetch_payload(url, timeout)
-        except _Refused as exc:
-            if exc.code != _INVALID_SYMBOL:
-                raise
-            url = _url(rest_url, None)
-            _, payload = _fetch_payload(url, timeout)
+        _, payload = _fetch_listed(rest_url, _wanted(symbols), timeout)
     except _FetchFailed as exc:
-        raise InvalidInput(f"GET {redact_url(url)} failed ({exc})") from exc
-    except DataError as exc:
-        raise InvalidInput(f"GET {redact_url(url)} gave no usable body ({exc})") from exc
+        raise InvalidInput(str(exc)) from exc
     return payload
+
+
+def exchange_info_query(symbols: Iterable[str]) -> dict[str, str]:
+    """The query of ``GET /api/v3/exchangeInfo`` for ``symbols`` (``{}``: the unfiltered one, every symbol), as every
+    transport sends it.
+
+    >>> exchange_info_query(["BTCUSDT", "ETHUSDT"])
+    {'symbols': '["BTCUSDT","ETHUSDT"]'}
+    """
+    listed = list(symbols)
+    return {"symbols": json.dumps(listed, separators=(",", ":"))} if listed else {}
+
+
+def asks_unfiltered(query: Mapping[str, str], code: Any) -> bool:
+    """Whether Binance refusing the exchangeInfo request ``query`` with error ``code`` is answered by asking for the
+    unfiltered exchangeInfo (query ``{}``). Binance refuses a whole symbol list with -1121 "Invalid symbol." when one
+    of them is not listed (a wrong name, or delisted) and does not say which; the unfiltered payload simply lacks it,
+    so :func:`parse_exchange_info` and :func:`check_rules` can name it. Any other refusal, or one of the unfiltered
+    request itself, stands. The one rule of every transport (this module's, the trading adapter's).
+
+    >>> asks_unfiltered({"symbols": '["NOPEUSDT"]'}, -1121), asks_unfiltered({}, -1121)
+    (True, False)
+    """
+    return code == _INVALID_SYMBOL and bool(query)
 
 
 # ------------------------------------------------------------------------------------------------------- loading
@@ -409,26 +438,23 @@ def load_instruments(
     (network, timeout, HTTP 5xx or 429, a body that is not an exchangeInfo) falls back to the cache when there is one
     and ``allow_cache`` (paper trading), and says so in the info, with the cache's age; otherwise it is an
     :class:`InvalidInput` naming the URL and the failure (live trading never starts from a cache: its filters or the
-    symbol's status may have changed). Binance refusing the request itself (HTTP 4xx with an error code, e.g. -1121
-    invalid symbol) is an error, never a fallback.
+    symbol's status may have changed). Binance refusing the request itself (HTTP 4xx with an error code) is an error,
+    never a fallback; its -1121 "Invalid symbol." to the list, which names no symbol, gets the unfiltered exchangeInfo
+    (:func:`asks_unfiltered`), so the :class:`InvalidInput` names every requested symbol Binance does not list, and
+    every one not ``TRADING``.
 
     Returns ``(instruments, info)``; ``info`` has ``source`` ("rest" or "cache"), ``fetched_at`` (ISO UTC, None for a
     cache written by hand), ``url``, ``path`` (the cache file or None), ``notes`` and ``coarsened`` (symbol ->
     ``{"exchange_step", "step"}``), and ``fallback`` (why the cache was used, and how old it is) when it was.
     """
     wanted = _wanted(symbols) if symbols is not None else None
-    url = _url(rest_url, wanted)
-    shown = redact_url(url)  # what the info, the errors and the cache say: never a userinfo or a key in the URL
+    shown = redact_url(_url(rest_url, wanted))  # what the info, errors and cache say: never a userinfo or key in it
     path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
     info: dict[str, Any] = {"url": shown, "path": str(path) if path is not None else None}
     try:
-        body, payload = _fetch_payload(url, timeout)
-    except (_FetchFailed, DataError) as exc:
-        failure = (
-            f"GET {shown} failed ({exc})"
-            if isinstance(exc, _FetchFailed)
-            else f"GET {shown} gave no usable body ({exc})"
-        )
+        body, payload = _fetch_listed(rest_url, wanted, timeout)
+    except _FetchFailed as exc:
+        failure = str(exc)
         if not allow_cache:
             raise InvalidInput(
                 f"cannot load instruments: {failure}, and live trading never starts from a cached exchangeInfo (a "
@@ -469,7 +495,8 @@ def _age(ms: int) -> str:
 
 
 class _FetchFailed(Exception):
-    """The request did not produce an exchangeInfo body (network, timeout, HTTP error that is not Binance's no)."""
+    """The request did not produce an exchangeInfo (network, timeout, HTTP error that is not Binance's no, a body
+    that is not one)."""
 
 
 class _Refused(InvalidInput):
@@ -483,6 +510,35 @@ class _Refused(InvalidInput):
 _INVALID_SYMBOL = -1121
 
 
+def _fetch_listed(rest_url: str, wanted: list[str] | None, timeout: float) -> tuple[bytes, Any]:
+    """The body and the parsed exchangeInfo for ``wanted`` (every symbol when None); when Binance refuses the list
+    (:func:`asks_unfiltered`), the unfiltered one's. :class:`_FetchFailed` names the URL and what failed;
+    :class:`_Refused` is Binance's own "no" (the message names the URL), never a reason to use a cache: neither is the
+    unfiltered request failing after it (an :class:`InvalidInput` saying both)."""
+    url = _url(rest_url, wanted)
+    try:
+        return _fetch_payload(url, timeout)
+    except _Refused as refused:
+        if not asks_unfiltered(exchange_info_query(wanted or ()), refused.code):
+            raise
+        unfiltered = _url(rest_url, None)
+        try:
+            return _fetch_payload(unfiltered, timeout)
+        except (_FetchFailed, DataError) as exc:
+            raise InvalidInput(
+                f"{refused}; the unfiltered exchangeInfo, asked to name the symbol(s) Binance does not list, gave "
+                f"nothing: {_failure(unfiltered, exc)}"
+            ) from exc
+    except (_FetchFailed, DataError) as exc:
+        raise _FetchFailed(_failure(url, exc)) from exc
+
+
+def _failure(url: str, exc: Exception) -> str:
+    if isinstance(exc, _FetchFailed):
+        return f"GET {redact_url(url)} failed ({exc})"
+    return f"GET {redact_url(url)} gave no usable body ({exc})"
+
+
 def _fetch_payload(url: str, timeout: float) -> tuple[bytes, Any]:
     """The body at ``url`` and its parsed exchangeInfo (:class:`DataError` for a body that is not one)."""
     body = _fetch(url, timeout)
@@ -494,10 +550,10 @@ def _fetch_payload(url: str, timeout: float) -> tuple[bytes, Any]:
 def _url(rest_url: str, wanted: list[str] | None) -> str:
     if not isinstance(rest_url, str) or not rest_url.strip():
         raise InvalidInput(f"rest_url: expected an http(s) URL, got {rest_url!r}")
-    url = f"{rest_url.strip().rstrip('/')}/api/v3/exchangeInfo"
-    if wanted:
-        url += "?symbols=" + urllib.parse.quote(json.dumps(wanted, separators=(",", ":")), safe="")
-    return url
+    query = exchange_info_query(wanted or ())
+    return f"{rest_url.strip().rstrip('/')}/api/v3/exchangeInfo" + (
+        f"?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}" if query else ""
+    )
 
 
 def _fetch(url: str, timeout: float) -> bytes:

@@ -21,7 +21,8 @@ asked instead, and the symbol by name never again), or whose filters changed has
 with that reason (cancels still go) until a check finds it trading under the same rules; each change is logged once
 and sent to ``events`` as ``VenueConnection`` ``halted`` / ``trading`` for the symbol; ``status()["halted_symbols"]``.
 
-**Clock.** ``clock_samples`` samples of ``GET /api/v3/time`` at every connect; the one with the smallest round trip
+**Clock.** ``clock_samples`` samples of ``GET /api/v3/time`` at every connect, each timed around its HTTP exchange
+(a wait for the send lock or the rate-limit gate is not round trip); the one with the smallest round trip
 gives ``offset = serverTime - midpoint``; every signed request carries ``timestamp = local + offset`` and
 ``recvWindow``. A -1021 answer (timestamp outside the window) resamples the clock and sends that request once more
 (Binance refused it before the matching engine, so this is not a resend of an order it may have taken).
@@ -141,7 +142,7 @@ from ...messages import (
 )
 from .auth import Credentials, query_string
 from .errors import Outcome, classify
-from .instruments import check_rules
+from .instruments import asks_unfiltered, check_rules, exchange_info_query
 from .limits import RateLimits, parse_rate_limits
 from .market_data import Backoff, LogLimiter, LoopThread, check_endpoints
 from .reconcile import (
@@ -202,6 +203,7 @@ _REST = {
     "exchangeInfo": ("GET", "/api/v3/exchangeInfo"),
 }
 _ALWAYS_REST = frozenset({"time", "exchangeInfo"})
+_CLOCK_SAMPLES = 5  # GET /api/v3/time round trips per clock estimate (the smallest one counts)
 _MY_TRADES_LIMIT = 1000
 _OPEN_ORDERS_ALL_WEIGHT = 80
 _OPEN_ORDERS_SYMBOL_WEIGHT = 6
@@ -241,7 +243,7 @@ class BinanceVenueSettings:
     max_rate_limit_wait: float = 5.0
     cancel_wait: float = 10.0
     catch_up_delay: float = 0.25
-    clock_samples: int = 5
+    clock_samples: int = _CLOCK_SAMPLES
     max_connection_seconds: float = 23.5 * 3600
     heartbeat: float | None = 30.0
     never_placed_margin_ms: int = 1000
@@ -784,13 +786,13 @@ class BinanceVenue:
 
     async def _exchange_info(self) -> Any:
         """exchangeInfo for the traded symbols (weight 20). Binance refuses the whole request (-1121) when one of them
-        is not listed any more: then the unfiltered one is asked for, which simply lacks it."""
-        symbols = sorted(set(self.instruments) - self._unlisted)
-        params = {"symbols": orjson.dumps(symbols).decode()} if symbols else {}
+        is not listed any more: then the unfiltered one is asked for, which simply lacks it (the rule of
+        :func:`~.instruments.asks_unfiltered`, shared with the start-up's fetch)."""
+        query = exchange_info_query(sorted(set(self.instruments) - self._unlisted))
         try:
-            return await self._request("exchangeInfo", params, weight=20, signed=False)
+            return await self._request("exchangeInfo", query, weight=20, signed=False)
         except _Refused as exc:
-            if exc.code != -1121 or not params:
+            if not asks_unfiltered(query, exc.code):
                 raise
             return await self._request("exchangeInfo", {}, weight=20, signed=False)
 
@@ -985,7 +987,9 @@ class BinanceVenue:
         return int(self._clock() + self._offset_ms * _MS)
 
     async def _sync_clock(self, *, force: bool = False) -> None:
-        """Offset of Binance's clock from ``clock_samples`` ``GET /api/v3/time`` (smallest round trip)."""
+        """Offset of Binance's clock from ``clock_samples`` ``GET /api/v3/time`` (smallest round trip). Each sample is
+        timed around the HTTP exchange itself (:meth:`_rest_call`): a wait for the send lock or the rate-limit gate
+        is not network round trip, and counting it would move the midpoint and skew the offset."""
         assert self._clock_lock is not None
         async with self._clock_lock:
             if force and time.monotonic() - self._clock_synced_at < 0.5:
@@ -993,16 +997,14 @@ class BinanceVenue:
             samples = []
             for _ in range(self.settings.clock_samples):
                 try:
-                    sent = self._clock()
-                    body = await self._request("time", {}, weight=1, signed=False)
-                    received = self._clock()
-                    server_ms = body["serverTime"]
+                    answer = await self._answer("time", {}, weight=1, signed=False)
+                    server_ms = answer["result"]["serverTime"]
                     if type(server_ms) is not int:
                         raise DataError(f"serverTime is {server_ms!r}")
                 except (_NotSent, _NoAnswer, _Refused, DataError, KeyError, TypeError) as exc:
                     self._log(logging.WARNING, "clock", "%s: GET /api/v3/time failed: %s", self.name, _why(exc))
                     continue
-                samples.append((sent, server_ms, received))
+                samples.append((answer["sent_ns"], server_ms, answer["received_ns"]))
             result = clock_offset(samples)
             if result is not None:
                 self._offset_ms, self._rtt_ms = result
@@ -1029,12 +1031,31 @@ class BinanceVenue:
         """Send one request (through the rate-limit gate, in order) and return its ``result``. Raises
         :class:`_NotSent` (never left), :class:`_NoAnswer` (outcome unknown) or :class:`_Refused` (an error answer;
         -1021 is retried once after a clock resync)."""
+        answer = await self._answer(
+            method, params, weight=weight, signed=signed, order=order, max_wait=max_wait, path=path, rec=rec
+        )
+        return answer.get("result")
+
+    async def _answer(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        weight: int,
+        signed: bool = True,
+        order: bool = False,
+        max_wait: float | None = None,
+        path: str | None = None,
+        rec: _Order | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`_request`'s successful answer as the transport gave it: ``result``, and for REST ``sent_ns`` and
+        ``received_ns`` (the local clock around the HTTP exchange)."""
         via = self._path(method, path)
         for attempt in (0, 1):
             answer = await self._send(method, params, weight, signed, order, max_wait, via, rec)
             status = answer.get("status")
             if status == 200:
-                return answer.get("result")
+                return answer
             error = answer.get("error")
             error = error if isinstance(error, dict) else {}
             code = error.get("code") if type(error.get("code")) is int else None
@@ -1172,12 +1193,14 @@ class BinanceVenue:
             query = query_string(params)
             headers = {}
         url = yarl.URL(self.settings.rest_url + path + (f"?{query}" if query else ""), encoded=True)
+        sent = self._clock()  # here, not before the send lock: only the exchange is its round trip
         try:
             # never a redirect: it would carry the API key header and the signed query to another address
             async with session.request(verb, url, headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers.copy()
+            received = self._clock()
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # no connection: nothing sent
             raise _NotSent(_R.HALTED, f"cannot reach the Binance REST API ({type(exc).__name__})") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -1191,7 +1214,7 @@ class BinanceVenue:
         if status in (418, 429):
             self._rate_limited(status, orders_only=orders_only)
         if status == 200 and data is not None:
-            return {"status": 200, "result": data}
+            return {"status": 200, "result": data, "sent_ns": sent, "received_ns": received}
         if isinstance(data, dict) and "code" in data:
             return {"status": status, "error": data}
         return {"status": status, "error": {"code": None, "msg": ""}}
@@ -2352,13 +2375,17 @@ def fetch_account_balances(
     account_id: str = "main",
     recv_window_ms: int = 5000,
     timeout: float = 10.0,
+    clock_samples: int = _CLOCK_SAMPLES,
 ) -> list[VenueBalance]:
     """The account's balances now (``GET /api/v3/account``, signed), once, synchronously: what a new live engine's
-    ledger starts from, so the kernel and the exchange agree before the first order. The clock offset comes from one
-    ``GET /api/v3/time``. Raises :class:`VenueUnavailable` naming the endpoint and Binance's code and message (never
-    the request's parameters or the key)."""
+    ledger starts from, so the kernel and the exchange agree before the first order. The clock offset is estimated as
+    the adapter's is (:func:`clock_offset`: the smallest round trip of ``clock_samples`` ``GET /api/v3/time``; one
+    sample slowed on its way back would misjudge it by half its delay). Raises :class:`VenueUnavailable` naming the
+    endpoint and Binance's code and message (never the request's parameters or the key)."""
     import urllib.error
 
+    if type(clock_samples) is not int or clock_samples < 1:
+        raise InvalidInput(f"clock_samples must be a positive integer, got {clock_samples!r}")
     base = rest_url.rstrip("/")
 
     opener = urllib.request.build_opener(_NoRedirect)  # a redirect would carry the key and the signature elsewhere
@@ -2380,15 +2407,21 @@ def fetch_account_balances(
             why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
             raise VenueUnavailable(redact_url(base + path, why)) from None
 
-    began = time.time_ns() // _MS
-    server = get("/api/v3/time", {})
-    ended = time.time_ns() // _MS
-    try:
-        offset = int(server["serverTime"]) - (began + ended) // 2
-    except (KeyError, TypeError, ValueError):
-        raise VenueUnavailable("/api/v3/time: the answer has no serverTime") from None
+    samples = []
+    for _ in range(clock_samples):
+        sent = time.time_ns()
+        server = get("/api/v3/time", {})
+        received = time.time_ns()
+        server_ms = server.get("serverTime") if isinstance(server, dict) else None
+        if type(server_ms) is not int:
+            raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
+        samples.append((sent, server_ms, received))
+    estimate = clock_offset(samples)
+    assert estimate is not None  # at least one sample
     query = credentials.signed_params(
-        {"omitZeroBalances": "false"}, timestamp_ms=time.time_ns() // _MS + offset, recv_window_ms=recv_window_ms
+        {"omitZeroBalances": "false"},
+        timestamp_ms=round(time.time_ns() / _MS + estimate[0]),
+        recv_window_ms=recv_window_ms,
     )
     data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
     return parse_account_balances(data, account_id)
