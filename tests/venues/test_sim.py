@@ -91,3 +91,22 @@ def test_the_fills_a_market_step_made_before_it_raised_reach_the_kernel() -> Non
     later = engine.apply(Tick(ts=START + 2 * 10**9))  # the market goes on: the next step's bid takes the other sell
     assert _fills(later, "s2") == [d("0.01")] and not [e for e in later if type(e) is Error]
     assert engine.totals() == engine.deposited()
+
+
+def test_an_order_whose_drop_raised_too_expires_and_the_error_names_both_failures() -> None:
+    """The cancel raised, then so did the venue's drop_order: the order stayed open at the kernel with its funds
+    reserved for good (the venue, which still had it, was never asked again), with no test of that path at all."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=START))
+    venue = engine.venues["BTCUSDT"]
+    price = venue.book.top()[0] - d("1")
+    engine.apply(place("o1", "BUY", "0.001", str(price / 10**8), ts=START + 1))
+    raise_once(venue.book, "remove")
+    raise_once(venue, "drop_order")
+    out = engine.apply(CancelOrder(client_order_id="o1", account_id="main", ts=START + 2))
+    (error,) = [e for e in out if type(e) is Error]
+    assert "OrderBook.remove failed" in error.message and "SimVenue.drop_order failed" in error.message
+    assert [(e.client_order_id, e.reason) for e in out if type(e) is OrderExpired] == [("o1", RejectReason.VENUE_ERROR)]
+    assert engine.ledger.balances("main") == Engine(engine_config(sim=True)).ledger.balances("main")  # released
+    assert not engine.oms.open_orders("main")
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()

@@ -58,8 +58,9 @@ def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int)
     venue made and expires only the remainder, and its orders and the venue's book agree again. The venue may have
     raised with the order still on its book (a cancel that failed before taking it off): its ``drop_order`` takes it
     off first, so that it never fills after the kernel closed it and released its funds. Should that raise too, the
-    order is not said to have expired: it stays open at the kernel, its funds reserved. The same input fails the same
-    way in a replay, which so gives the same reports.
+    order expires all the same and the ``Error`` names both exceptions: kept open, it would hold its funds for good
+    (no answer of the venue would ever close it), while a fill the venue may still make is booked anyway, said as
+    ``FILL_AFTER_CLOSE``. The same input fails the same way in a replay, which so gives the same reports.
 
     >>> guarded(venue, venue.submit, request, request.ts)
     [Error(code='VENUE_ERROR', ...), VenueOrderExpired(reason=<RejectReason.VENUE_ERROR>, ...)]
@@ -78,16 +79,14 @@ def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int)
         text = (
             f"{name} {getattr(venue, 'symbol', '')}: {call.__name__} of {what} failed: {type(cause).__name__}: {cause}"
         )
+        drop_order = getattr(venue, "drop_order", None) if request else None
+        try:
+            if drop_order is not None:
+                drop_order(message.account_id, message.client_order_id)
+        except Exception as again:  # noqa: BLE001 - said in the Error (see above)
+            text += f"; dropping the order failed too ({type(again).__name__}: {again}): the venue may still work it"
         reports.append(Error(code="VENUE_ERROR", message=text, ts=ts))
         if request:
-            drop_order = getattr(venue, "drop_order", None)
-            try:
-                if drop_order is not None:
-                    drop_order(message.account_id, message.client_order_id)
-            except Exception as again:  # noqa: BLE001 - the venue may still work the order: it stays open
-                text += f"; dropping the order failed too ({type(again).__name__}: {again}): it stays open"
-                reports[-1] = Error(code="VENUE_ERROR", message=text, ts=ts)
-                return reports
             reports.append(
                 VenueOrderExpired(
                     venue=name,
