@@ -283,14 +283,17 @@ class LiveMarket:
             self.batches.put(batch, timeout=_SINK_WAIT_SECONDS)
 
     def drain(self) -> list[Any]:
-        """Apply every batch read so far to the engine; returns the market events and the events they caused."""
+        """Apply every batch read so far to the engine; returns the market events and the events they caused. The
+        books of paper venues that failed on an event (said in the engine's ``Error``) may lack what it carried: the
+        client syncs them again."""
         out: list[Any] = []
         apply = self._apply
+        engine = self.engine
         while True:
             try:
                 batch = self.batches.get_nowait()
             except queue.Empty:
-                _hand_to_os(self.engine)
+                _hand_to_os(engine)
                 log_events(_log, out)  # paper fills, connection changes (market events are never logged)
                 return out
             received = [event.ts_recv for event in batch if type(event) is not VenueConnection]
@@ -299,6 +302,9 @@ class LiveMarket:
                 if type(event) is not VenueConnection:
                     out.extend(apply(event))
             self.applied += len(batch)
+            resync = engine.take_books_to_resync()
+            if resync:
+                self.thread.resync(resync)
             if received:  # receive -> applied to the engine, oldest and newest of the batch
                 self.thread.record_publish((received[0], received[-1]))
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._exceptions import VenueFailed
 from ..messages import Error, RejectReason, SubmitCancel, SubmitOrder, VenueOrderExpired
 
-__all__ = ["Venue", "guarded"]
+__all__ = ["Venue", "failed", "guarded"]
 
 
 @runtime_checkable
@@ -44,6 +44,11 @@ class Venue(Protocol):
     def cancel(self, request: SubmitCancel) -> list[Any]:
         """Cancel an order; return the execution reports known now."""
         ...
+
+
+def failed(reports: list[Any]) -> bool:
+    """Whether :func:`guarded` turned an exception of its call into ``reports`` (its ``VENUE_ERROR`` is among them)."""
+    return any(type(report) is Error and report.code == "VENUE_ERROR" for report in reports)
 
 
 def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int) -> list[Any]:
