@@ -108,6 +108,34 @@ def test_a_paper_venue_that_failed_on_market_data_has_its_book_synced_again(shar
             live.close()
 
 
+def test_an_engine_that_raised_on_a_live_market_event_says_so_and_goes_on(shared_data) -> None:
+    """An exception while applying one live event left LiveMarket.drain, and with it the engine loop: the session
+    ended. Now, as the actor engine's feed does with a batch a shard failed on, the event is skipped and said (an
+    Error, logged with the other events), its symbol's book is synced again, and the engine trades on."""
+    engine = Engine(engine_config(venue_kind="paper"))
+    with BinanceTestServer([shared_data / BTC], paused=True) as server:
+        settings = {"rest_url": server.rest_url, "stream_url": server.stream_url, "symbols": ("BTCUSDT",)}
+        live = LiveMarket(engine, settings)
+        try:
+            assert server.wait_connections(1, timeout=30)
+            server.publish(400)
+            _until(live, lambda: served(server, engine, "BTCUSDT"))
+            raise_once(engine, "_market")  # the engine's processing of the next market event fails
+            server.publish(400)
+            out = _until(live, lambda: type(engine) is Engine)  # the failure happened
+            (error,) = [e for e in out if type(e) is Error]
+            assert error.code == "MARKET_APPLY_FAILED" and "BTCUSDT" in error.message
+            server.publish(400)
+            _until(live, lambda: served(server, engine, "BTCUSDT"))
+            status = live.status()
+            assert status["apply_errors"] == 1 and status["resync_requests"] == 1 and status["reconnects"] == 0
+            ask = engine.venues["BTCUSDT"].book.best_ask()
+            filled = engine.apply(place("after", "BUY", "0.01", ts=time.time_ns()))
+            assert [e.price for e in filled if type(e) is OrderFilled][0] == ask[0]
+        finally:
+            live.close()
+
+
 def test_presets_name_binance_live_and_testnet() -> None:
     assert BINANCE_PRESETS["live"]["stream_url"] == "wss://stream.binance.com:9443"
     assert BINANCE_PRESETS["testnet"]["rest_url"] == "https://testnet.binance.vision"
