@@ -11,6 +11,7 @@ failures::
     ├── SequenceGap             an L2 book saw an update-id gap and must be resynchronised from a snapshot
     ├── IllegalTransition       an order state transition the transition table forbids (a bug, raised at once)
     ├── JournalError            a journal that cannot be written, read, or does not match its engine
+    ├── VenueFailed             a venue's call raised part-way, with the reports it had made (venues.base.guarded)
     └── EngineUnavailable       the engine (local or on a cluster) cannot be reached or is not running
 
 Foreign errors (OSError, orjson.JSONDecodeError, pydantic.ValidationError, Ray errors) are translated once, at the
@@ -18,6 +19,8 @@ boundary that sees them, with ``raise ... from exc``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -28,6 +31,7 @@ __all__ = [
     "JournalError",
     "SequenceGap",
     "VelozError",
+    "VenueFailed",
     "quoted",
 ]
 
@@ -79,6 +83,16 @@ class IllegalTransition(VelozError):
 
 class JournalError(VelozError):
     """A journal that cannot be written or read, or that belongs to a different engine configuration."""
+
+
+class VenueFailed(VelozError):
+    """A venue's call raised part-way, after it had made ``reports``: fills among them moved quantity at the venue
+    (a maker's order is smaller there), facts the kernel must book. The venue raises it ``from`` the exception;
+    :func:`~veloz_actors.venues.base.guarded` delivers the reports before it says that exception."""
+
+    def __init__(self, reports: list[Any]) -> None:
+        super().__init__(f"a venue call failed after {len(reports)} reports")
+        self.reports = reports
 
 
 class EngineUnavailable(VelozError):

@@ -17,7 +17,9 @@ from veloz_actors.data.loaders import load_market_events
 from veloz_actors.fixed import format_decimal
 from veloz_actors.messages import BookDelta, Error, OrderAccepted, OrderFilled, VenueConnection
 from veloz_actors.testing.binance_server import BinanceTestServer
+from veloz_actors.venues.paper import PaperVenue
 
+from ..venues.faults import raise_once
 from .helpers import file_config, wait_for
 
 BTC = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
@@ -253,6 +255,67 @@ def test_a_shard_that_fails_on_a_live_batch_has_its_books_synced_again_to_the_se
         assert market["resyncs"]["by_symbol"] == {"BTCUSDT": before["BTCUSDT"] + 1, "ETHUSDT": before["ETHUSDT"]}
         errors = ray.get(peer.published_errors.remote(), timeout=30)
         assert [e.code for e in errors] == ["MARKET_APPLY_FAILED"] and "BTCUSDT" in errors[0].message
+    finally:
+        ray.get(feed.close.remote(), timeout=30)
+        for actor in (feed, btc, eth, peer):
+            ray.kill(actor)
+
+
+class _VenueFailingOnce(VenueActor):
+    """A real venue shard whose BTCUSDT paper venue, once armed, raises applying the next depth diff (the shard
+    itself goes on: the venue's failure is an Error report to the OMS)."""
+
+    def arm(self) -> None:
+        raise_once(self.state.venues["BTCUSDT"], "apply_depth")
+
+    def failed(self) -> bool:
+        return type(self.state.venues["BTCUSDT"]) is PaperVenue  # the injected failure has happened
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_a_paper_venue_that_fails_on_a_live_diff_has_its_book_synced_again_to_the_served_book(server, shared_data):
+    """The paper venue raised applying one diff: its book lacked it, showed a gap at the next diff and stayed unsynced
+    until the client resynced for its own reasons (the shard's apply itself had not failed, so the feed did nothing).
+    Now the shard tells the feed, which has the client resync that symbol's book, and only that one."""
+    spec = build_spec(paper_config(server), name="test-paper-venue-error")
+    peer = _Peer.remote()
+    btc = ray.remote(num_cpus=0)(_VenueFailingOnce).remote(spec, "BTCUSDT", ("BTCUSDT",), peer, peer)
+    eth = ray.remote(num_cpus=0)(VenueActor).remote(spec, "ETHUSDT", ("ETHUSDT",), peer, peer)
+    shards = {"BTCUSDT": btc, "ETHUSDT": eth}
+    feed = ray.remote(num_cpus=0)(MarketFeedActor).remote(spec, peer, shards, peer)
+
+    def served(symbol: str) -> None:
+        last_id, bids, asks = server.book(symbol)
+        wait_for(
+            lambda: (
+                (d := ray.get(shards[symbol].depth.remote(symbol, 50), timeout=30))
+                and d["synced"]
+                and d["last_update_id"] == last_id
+                and d["bids"] == tuple(bids[:50])
+                and d["asks"] == tuple(asks[:50])
+            ),
+            timeout=30,
+            what=f"the {symbol} paper venue's book to reach the server's ({last_id})",
+        )
+
+    try:
+        assert ray.get(feed.start_market.remote(), timeout=30)
+        assert server.wait_connections(1, timeout=30)
+        server.publish(400)
+        served("BTCUSDT")
+        served("ETHUSDT")
+        before = ray.get(feed.status.remote(), timeout=30)["market_data"]["resyncs"]["by_symbol"]
+        ray.get(btc.arm.remote(), timeout=30)
+        server.publish(400)
+        wait_for(lambda: ray.get(btc.failed.remote(), timeout=30), what="the injected failure")
+        for _ in range(3):  # the book follows the served one again, diff after diff
+            server.publish(400)
+            served("BTCUSDT")
+        served("ETHUSDT")
+        status = ray.get(feed.status.remote(), timeout=30)
+        market = status["market_data"]
+        assert status["apply_errors"] == 0 and market["resync_requests"] == 1 and market["reconnects"] == 0
+        assert market["resyncs"]["by_symbol"] == {"BTCUSDT": before["BTCUSDT"] + 1, "ETHUSDT": before["ETHUSDT"]}
     finally:
         ray.get(feed.close.remote(), timeout=30)
         for actor in (feed, btc, eth, peer):

@@ -7,12 +7,16 @@ import time
 
 from veloz_actors.config import BINANCE_PRESETS
 from veloz_actors.interfaces.local import LiveMarket
-from veloz_actors.messages import OrderFilled, VenueConnection
+from veloz_actors.messages import Error, OrderFilled, VenueConnection
 from veloz_actors.testing import engine_config, place
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.engine import Engine
+from veloz_actors.venues.paper import PaperVenue
+
+from ..venues.faults import raise_once
 
 BTC = "ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
+ETH = "ticks_l2/binance_spot_ethusdt_20240808_ws.txt.gz"
 
 
 def _until(live: LiveMarket, predicate, timeout: float = 30.0) -> list:
@@ -64,6 +68,68 @@ def test_bad_input_never_changes_the_book_or_a_balance(shared_data) -> None:
             assert {e.state for e in out if type(e) is VenueConnection} >= {"disconnected", "connected", "resynced"}
             # and the engine still trades against the repaired book
             ask = venue.book.best_ask()
+            filled = engine.apply(place("after", "BUY", "0.01", ts=time.time_ns()))
+            assert [e.price for e in filled if type(e) is OrderFilled][0] == ask[0]
+        finally:
+            live.close()
+
+
+def served(server: BinanceTestServer, engine: Engine, symbol: str) -> bool:
+    """Whether the paper venue's book of ``symbol`` is synced at the server's book (the server paused)."""
+    book = engine.venues[symbol].book
+    last_id, bids, asks = server.book(symbol)
+    return not book.needs_resync and book.last_update_id == last_id and book.depth(50) == (bids[:50], asks[:50])
+
+
+def test_a_paper_venue_that_failed_on_market_data_has_its_book_synced_again(shared_data) -> None:
+    """The paper venue raised applying one diff: its book lacked that diff, showed a gap at the next one and stayed
+    unsynced (filling nothing) until the client resynced for its own reasons, since the client's own book was fine.
+    Now the client resyncs that symbol's book, and only that one."""
+    engine = Engine(engine_config(venue_kind="paper"))
+    with BinanceTestServer([shared_data / BTC, shared_data / ETH], paused=True) as server:
+        settings = {"rest_url": server.rest_url, "stream_url": server.stream_url, "symbols": ("BTCUSDT", "ETHUSDT")}
+        live = LiveMarket(engine, settings)
+        try:
+            assert server.wait_connections(1, timeout=30)
+            server.publish(400)
+            _until(live, lambda: served(server, engine, "BTCUSDT") and served(server, engine, "ETHUSDT"))
+            before = live.status()["resyncs"]["by_symbol"]
+            raise_once(engine.venues["BTCUSDT"], "apply_depth")
+            server.publish(400)
+            out = _until(live, lambda: type(engine.venues["BTCUSDT"]) is PaperVenue)  # the failure happened
+            assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+            for _ in range(3):  # the book follows the served one again, diff after diff
+                server.publish(400)
+                _until(live, lambda: served(server, engine, "BTCUSDT") and served(server, engine, "ETHUSDT"))
+            status = live.status()
+            assert status["resync_requests"] == 1 and status["reconnects"] == 0
+            assert status["resyncs"]["by_symbol"] == {"BTCUSDT": before["BTCUSDT"] + 1, "ETHUSDT": before["ETHUSDT"]}
+        finally:
+            live.close()
+
+
+def test_an_engine_that_raised_on_a_live_market_event_says_so_and_goes_on(shared_data) -> None:
+    """An exception while applying one live event left LiveMarket.drain, and with it the engine loop: the session
+    ended. Now, as the actor engine's feed does with a batch a shard failed on, the event is skipped and said (an
+    Error, logged with the other events), its symbol's book is synced again, and the engine trades on."""
+    engine = Engine(engine_config(venue_kind="paper"))
+    with BinanceTestServer([shared_data / BTC], paused=True) as server:
+        settings = {"rest_url": server.rest_url, "stream_url": server.stream_url, "symbols": ("BTCUSDT",)}
+        live = LiveMarket(engine, settings)
+        try:
+            assert server.wait_connections(1, timeout=30)
+            server.publish(400)
+            _until(live, lambda: served(server, engine, "BTCUSDT"))
+            raise_once(engine, "_market")  # the engine's processing of the next market event fails
+            server.publish(400)
+            out = _until(live, lambda: type(engine) is Engine)  # the failure happened
+            (error,) = [e for e in out if type(e) is Error]
+            assert error.code == "MARKET_APPLY_FAILED" and "BTCUSDT" in error.message
+            server.publish(400)
+            _until(live, lambda: served(server, engine, "BTCUSDT"))
+            status = live.status()
+            assert status["apply_errors"] == 1 and status["resync_requests"] == 1 and status["reconnects"] == 0
+            ask = engine.venues["BTCUSDT"].book.best_ask()
             filled = engine.apply(place("after", "BUY", "0.01", ts=time.time_ns()))
             assert [e.price for e in filled if type(e) is OrderFilled][0] == ask[0]
         finally:

@@ -26,6 +26,7 @@ from veloz_actors.messages import (
     Side,
     SubmitOrder,
     Trade,
+    VenueOrderAccepted,
     VenueOrderExpired,
     VenueOrderFilled,
 )
@@ -33,7 +34,7 @@ from veloz_actors.testing import d, encoded, engine_config, place
 from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
-from .faults import raise_once
+from .faults import raise_on_call, raise_once
 
 CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz"
 pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="shared captures not present")
@@ -270,6 +271,85 @@ def off_tick_snapshot(book: L2Book, ts: int) -> BookDelta:
     return replace(snapshot, first_update_id=newer, last_update_id=newer, asks=((price + 23, qty), *rest))
 
 
+def second_level_off_tick(book: L2Book, ts: int) -> BookDelta:
+    """``book`` as a snapshot whose best ask shows 0.1 and whose second ask is off the tick: a market order walking
+    the asks fills the first level, then raises on the second."""
+    snapshot = off_tick_snapshot(book, ts)
+    (price, _), (second, second_qty), *rest = snapshot.asks
+    return replace(snapshot, asks=((price - 23, d("0.1")), (second + 23, second_qty), *rest))
+
+
+def test_the_fill_an_order_made_before_the_venue_raised_is_booked_and_only_the_remainder_expires(
+    tmp_path: Path, events: list
+) -> None:
+    """The market order filled the first ask level, then the venue raised on the second: the venue had counted the
+    first fill in what it took in, but its report never reached the kernel, which expired the whole order; money no
+    longer added up (the venue held BTC and USDT that no account had paid or received)."""
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    feed(engine, events[:400])
+    venue = engine.venues["BTCUSDT"]
+    ts = events[399].ts_recv + 1
+    engine.apply(second_level_off_tick(venue.book, ts))
+    first_level = venue.book.best_ask()
+    assert first_level is not None
+    qty = first_level[1] + d("0.01")
+    out = engine.apply(place("m1", "BUY", str(qty / 10**8), ts=ts + 1))
+    assert [(e.price, e.qty) for e in out if type(e) is OrderFilled] == [first_level]
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
+    assert engine.ledger.balances("main")["BTC"][0] == d("2") + first_level[1]
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+    assert not venue.orders
+    engine.close()
+    _, replayed = replay(journal)
+    assert encoded(replayed[-len(out) :]) == encoded(out)
+
+
+def test_a_venue_shard_delivers_the_fill_made_before_the_venue_raised(tmp_path: Path, events: list) -> None:
+    """The actor engine's path: the shard's batch for the order carries the fill of the first level (the venue had
+    counted it), then the error and the remainder's expiry; a restarted shard rebuilds the same batch."""
+    instrument = paper_engine().venues["BTCUSDT"].instrument
+    path = tmp_path / "shard.journal"
+    shard = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    shard.market([e for e in events[:400] if type(e) in (BookDelta, Trade) and e.symbol == "BTCUSDT"])
+    venue = shard.venues["BTCUSDT"]
+    ts = events[399].ts_recv + 1
+    shard.market([second_level_off_tick(venue.book, ts)])
+    first_level = venue.book.best_ask()
+    assert first_level is not None
+    command = place("m1", "BUY", str((first_level[1] + d("0.01")) / 10**8), ts=ts + 1)
+    _, reports = shard.request(SubmitOrder(command=command, order_id=1, limit=d("1000000")))
+    assert [type(r) for r in reports] == [VenueOrderAccepted, VenueOrderFilled, Error, VenueOrderExpired]
+    assert (reports[1].price, reports[1].qty) == first_level and reports[3].reason is RejectReason.VENUE_ERROR
+    assert venue.totals() == {"BTC": -first_level[1], "USDT": first_level[0] * first_level[1] // 10**8}
+    shard.close()
+    again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
+    assert again.after(0) == shard.after(0)
+    again.close()
+
+
+def test_the_fills_a_public_trade_made_before_the_venue_raised_are_booked(events: list) -> None:
+    """A trade through two resting orders filled the first, then the venue raised filling the second: the first
+    fill was counted by the venue and never booked by the kernel, which kept that order open (never to fill)."""
+    engine = paper_engine()
+    feed(engine, events[:400])
+    venue = engine.venues["BTCUSDT"]
+    bid = venue.book.best_bid()
+    assert bid is not None
+    ts = events[399].ts_recv + 1
+    for cid, below in (("l1", "5"), ("l2", "6")):
+        engine.apply(place(cid, "BUY", "0.01", str((bid[0] - d(below)) / 10**8), ts=ts))
+    raise_on_call(venue, "_fill", 2)
+    through = Trade(symbol="BTCUSDT", trade_id=10**12, price=bid[0] - d("7"), qty=d("1"), aggressor=Side.SELL,
+                    ts_event=ts + 1, ts_recv=ts + 1)  # fmt: skip
+    out = engine.apply(through)
+    assert [(e.client_order_id, e.qty) for e in out if type(e) is OrderFilled] == [("l1", d("0.01"))]
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [o.client_order_id for o in engine.oms.open_orders("main")] == ["l2"] == [c for _, c in venue.orders]
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+
+
 def test_a_venue_error_on_an_order_expires_it_and_the_journal_replays_the_same(tmp_path: Path, events: list) -> None:
     """An exception of the venue killed the engine, and every replay of its journal after: now the order expires
     VENUE_ERROR (its funds released), an Error says what failed, and the journal replays to the same events."""
@@ -319,8 +399,8 @@ def test_a_venue_shard_turns_a_venue_error_into_the_orders_expiry_and_replays_it
     shard.market([off_tick_snapshot(shard.venues["BTCUSDT"].book, ts)])
     command = place("m1", "BUY", "0.01", ts=ts + 1)
     _, reports = shard.request(SubmitOrder(command=command, order_id=1, limit=d("1000000")))
-    assert [type(r) for r in reports] == [Error, VenueOrderExpired]
-    assert reports[0].code == "VENUE_ERROR" and reports[1].reason is RejectReason.VENUE_ERROR
+    assert [type(r) for r in reports] == [VenueOrderAccepted, Error, VenueOrderExpired]  # the venue had accepted it
+    assert reports[1].code == "VENUE_ERROR" and reports[2].reason is RejectReason.VENUE_ERROR
     shard.close()
     again = VenueShard("s0", {"BTCUSDT": PaperVenue(instrument)}, journal_path=path)
     assert again.after(0) == shard.after(0)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from veloz_actors.messages import BookTop, CancelOrder, Error, OrderExpired, OrderFilled, RejectReason, Tick
-from veloz_actors.testing import d, engine_config, place
-from veloz_actors.venues.engine import Engine
+from pathlib import Path
 
-from .faults import raise_once
+from veloz_actors.core.journal import read_journal
+from veloz_actors.messages import BookTop, CancelOrder, Error, OrderExpired, OrderFilled, RejectReason, Tick
+from veloz_actors.testing import d, encoded, engine_config, engine_state, place
+from veloz_actors.venues.engine import MM_ACCOUNT, Engine
+
+from .faults import raise_on_call, raise_once
 
 START = 10**18
 
@@ -29,3 +32,81 @@ def test_a_cancel_that_raised_takes_the_order_off_the_book_so_it_never_fills_aft
     assert min(e.ask_price for e in later if type(e) is BookTop) <= price  # the market came to the order's price
     assert not [e for e in later if type(e) is OrderFilled or type(e) is Error]
     assert engine.totals() == engine.deposited()
+
+
+def _fills(events: list, cid: str) -> list[int]:
+    return [e.qty for e in events if type(e) is OrderFilled and e.client_order_id == cid]
+
+
+def test_the_fills_a_match_made_before_it_raised_reach_the_kernel_and_only_the_remainder_expires(
+    tmp_path: Path,
+) -> None:
+    """Matching raised on the taker's second price level, after the first two makers had filled: the venue had
+    moved their quantities off its book, but no fill report reached the kernel, which expired the whole taker and
+    kept both makers open for their full quantity (never to fill: the venue no longer had them)."""
+    journal = tmp_path / "sim.journal"
+    engine = Engine(engine_config(), journal_path=journal)
+    venue = engine.venues["BTCUSDT"]
+    for cid, price in (("s1", "60000"), ("s2", "60010"), ("s3", "60020")):
+        engine.apply(place(cid, "SELL", "0.1", price, account="other", ts=START))
+    raise_on_call(venue.book, "_drop_level", 2, after=True)  # the second level emptied, then matching raised
+    out = engine.apply(place("b1", "BUY", "0.25", "60020", ts=START + 1))
+    assert _fills(out, "b1") == [d("0.1"), d("0.1")] and _fills(out, "s1") == _fills(out, "s2") == [d("0.1")]
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert [(e.client_order_id, e.reason) for e in out if type(e) is OrderExpired] == [("b1", RejectReason.VENUE_ERROR)]
+    # the kernel's open orders are exactly what the venue still works, for the same quantities
+    kernel = {o.client_order_id: o.qty - o.filled for o in engine.oms.open_orders("other")}
+    assert kernel == {cid: o.leaves for (_, cid), o in venue.orders.items()} == {"s3": d("0.1")}
+    assert not engine.oms.open_orders("main")
+    assert venue.book.depth() == ((), ((d("60020"), d("0.1")),))
+    assert engine.ledger.balances("main")["BTC"] == (d("2.2"), 0)
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+    engine.close()
+    # the journal replayed through an engine meeting the same failure gives the same events and the same state
+    again = Engine(engine_config())
+    raise_on_call(again.venues["BTCUSDT"].book, "_drop_level", 2, after=True)
+    _, messages = read_journal(journal)
+    assert encoded(again.apply_many(messages)[-len(out) :]) == encoded(out)
+    assert engine_state(again) == engine_state(engine)
+
+
+def test_the_fills_a_market_step_made_before_it_raised_reach_the_kernel() -> None:
+    """The market maker's first bid swept two resting sells and its matching raised after the first: the sell had
+    traded with the maker (the maker's own ledger booked it) but its fill never reached the kernel, so money no
+    longer added up, and the quote's reservation stayed locked in the maker's ledger for good."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=START))
+    venue = engine.venues["BTCUSDT"]
+    venue.withdraw()  # no bid on the book: the sells below the mid rest, the maker's next bid takes them
+    bid = venue.mid - d("50")
+    engine.apply(place("s1", "SELL", "0.01", str(bid / 10**8), ts=START + 1))
+    engine.apply(place("s2", "SELL", "0.01", str((bid + d("1")) / 10**8), ts=START + 1))
+    raise_on_call(venue.book, "_drop_level", 1, after=True)  # the first level emptied, then matching raised
+    out = engine.apply(Tick(ts=START + 10**9))
+    assert _fills(out, "s1") == [d("0.01")] and not _fills(out, "s2")
+    assert [e.code for e in out if type(e) is Error] == ["VENUE_ERROR"]
+    assert {o.client_order_id for o in engine.oms.open_orders("main")} == {"s2"} == {c for _, c in venue.orders}
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+    assert venue.maker.balances(MM_ACCOUNT)["USDT"][1] == sum(o.reserved for o in venue.maker_orders) == 0
+    later = engine.apply(Tick(ts=START + 2 * 10**9))  # the market goes on: the next step's bid takes the other sell
+    assert _fills(later, "s2") == [d("0.01")] and not [e for e in later if type(e) is Error]
+    assert engine.totals() == engine.deposited()
+
+
+def test_an_order_whose_drop_raised_too_expires_and_the_error_names_both_failures() -> None:
+    """The cancel raised, then so did the venue's drop_order: the order stayed open at the kernel with its funds
+    reserved for good (the venue, which still had it, was never asked again), with no test of that path at all."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=START))
+    venue = engine.venues["BTCUSDT"]
+    price = venue.book.top()[0] - d("1")
+    engine.apply(place("o1", "BUY", "0.001", str(price / 10**8), ts=START + 1))
+    raise_once(venue.book, "remove")
+    raise_once(venue, "drop_order")
+    out = engine.apply(CancelOrder(client_order_id="o1", account_id="main", ts=START + 2))
+    (error,) = [e for e in out if type(e) is Error]
+    assert "OrderBook.remove failed" in error.message and "SimVenue.drop_order failed" in error.message
+    assert [(e.client_order_id, e.reason) for e in out if type(e) is OrderExpired] == [("o1", RejectReason.VENUE_ERROR)]
+    assert engine.ledger.balances("main") == Engine(engine_config(sim=True)).ledger.balances("main")  # released
+    assert not engine.oms.open_orders("main")
+    assert engine.totals() == engine.deposited() and engine.ledger.conserved()

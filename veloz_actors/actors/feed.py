@@ -16,7 +16,8 @@
   full for seconds makes the client drop that batch and resync every book (counted in its status): a book
   downstream is never wrong, though trades in the dropped batch never reach the paper venues. A shard that fails
   to apply a batch (its ``apply`` raised) may have missed some of its diffs: the client resyncs that shard's
-  symbols' books (``resync_requests`` in its status), so its paper venues trade against the live book again.
+  symbols' books (``resync_requests`` in its status), so its paper venues trade against the live book again; so
+  does a paper venue that failed on one event (the shard says which in its answer).
 - Recorded events or synthetic tops handed in by a client (:meth:`replay`, :meth:`synthetic`: tests, benchmarks).
 
 A replayed file is loaded at once, but neither it nor the live client sends anything before
@@ -215,14 +216,17 @@ class MarketFeedActor:
         it again, so a restart of a venue actor (or of this feed, which resumes at the offset after the last batch
         delivered) loses nothing and repeats at most one batch; a shard still busy with it is waited for, never sent
         it twice. A shard whose ``apply`` raised would raise again on the same events: that is said (an ``Error`` on
-        the bus, a log line) and the feed goes on; for ``live`` events the client resyncs that shard's books. False
-        when the feed is stopping."""
+        the bus, a log line) and the feed goes on; for ``live`` events the client resyncs that shard's books, and the
+        books of the symbols whose paper venue failed on an event (the shard's answer; their ``Error`` went to the
+        OMS). False when the feed is stopping."""
         pending = batch.split(self.shard_of)
         refs = {shard: self.venues[shard].apply.remote(events) for shard, events in pending.items()}
         while refs:
             for shard, ref in list(refs.items()):
                 try:
-                    ray.get(ref, timeout=30.0)
+                    failed = ray.get(ref, timeout=30.0)
+                    if failed and live and self.live is not None:
+                        self.live.resync(failed)  # their venues may lack what the events carried
                 except GetTimeoutError:
                     continue  # still applying it: wait for the same call
                 except RayTaskError as exc:  # apply raised: the same events would raise again

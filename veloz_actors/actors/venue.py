@@ -123,16 +123,19 @@ class VenueActor:
 
     # ------------------------------------------------------------------------------------------------ market data
 
-    def apply(self, batch: Sequence[Any] | MarketBatch) -> int:
+    def apply(self, batch: Sequence[Any] | MarketBatch) -> list[str]:
         """Apply a batch of market events (recorded, or live; columnar or a list) and forward it to the bus as it
-        came; returns how many were applied. Venues that trade against live market data (paper) take their symbols'
-        diffs and trades first, journaled; the fills they cause go to the OMS like any report."""
-        if self.state.market_venues and self.state.market(batch):
-            self.state.hand_to_os()
+        came. Venues that trade against live market data (paper) take their symbols' diffs and trades first,
+        journaled; the fills they cause go to the OMS like any report, and so does the ``Error`` of a venue that
+        failed on one. Returns the symbols of those failed venues: their books may lack what the event carried, and
+        the feed has the market-data client sync them again."""
+        state = self.state
+        if state.market_venues and state.market(batch):
+            state.hand_to_os()
             self._send()
         remember_market(batch, self.tops)
         self._publish(batch)
-        return len(batch)
+        return state.take_books_to_resync()
 
     def _publish(self, events: Sequence[Any] | MarketBatch, *, drop: bool = False) -> None:
         """Market events to the bus, counted in ``events`` (STATUS ``market_events``) whatever their source: the

@@ -38,7 +38,7 @@ from ..core.journal import (
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
-from .base import guarded
+from .base import failed, guarded
 from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
@@ -181,6 +181,7 @@ class Engine:
         self.kernel = TradingKernel(config.kernel_config())
         self.seq = 0
         self.last_tick = -1
+        self.books_to_resync: set[str] = set()  # symbols whose venue failed on market data (take_books_to_resync)
         self.journal: Journal | None = None
         self.snapshot_path: Path | None = None
         if journal_path is not None:
@@ -317,12 +318,16 @@ class Engine:
 
     def _market(self, event: Any) -> list[Any]:
         """Market data: a venue trading against it (paper) moves its book and fills what it reaches, then the kernel
-        takes the event (reference prices, marks, post-trade risk)."""
+        takes the event (reference prices, marks, post-trade risk). A venue that failed on it may lack what it
+        carried (a diff): its symbol waits in :meth:`take_books_to_resync`."""
         kernel = self.kernel
         events: list[Any] = []
         venue = self.venues.get(event.symbol)
         if venue is not None and getattr(venue, "consumes_market", False):
-            for report in guarded(venue, venue.on_market, event, event.ts_recv):
+            reports = guarded(venue, venue.on_market, event, event.ts_recv)
+            if failed(reports):
+                self.books_to_resync.add(event.symbol)
+            for report in reports:
                 events += kernel.apply(report)
         events += kernel.apply(event)
         if kernel.outbox:
@@ -344,6 +349,14 @@ class Engine:
                 if kernel.outbox:
                     self._route(events)
         return events
+
+    def take_books_to_resync(self) -> list[str]:
+        """The symbols whose venue failed on market data since the last call, sorted: their books may lack what the
+        event carried, and only the market-data client can sync them again
+        (:meth:`~veloz_actors.venues.binance.market_data.BinanceMarketData.resync`)."""
+        symbols = sorted(self.books_to_resync)
+        self.books_to_resync.clear()
+        return symbols
 
     # --------------------------------------------------------------------------------------------------- queries
 

@@ -57,7 +57,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from .._exceptions import DataError, InvalidInput, SequenceGap
+from .._exceptions import DataError, InvalidInput, SequenceGap, VenueFailed
 from ..core.instruments import Instrument, ceil_div
 from ..core.l2book import L2Book
 from ..fixed import SCALE, format_decimal
@@ -192,30 +192,46 @@ class L2ReplayVenue:
 
     def on_market(self, event: Any) -> list[Any]:
         """A recorded market event: a depth diff or snapshot moves the book and its queues, a public trade fills the
-        resting orders it reaches; returns those fills' reports. Requests in flight are not released here."""
+        resting orders it reaches; returns those fills' reports. Requests in flight are not released here. Should it
+        raise part-way, the fills made before go with the exception
+        (:class:`~veloz_actors._exceptions.VenueFailed`)."""
         kind = type(event)
-        if kind is BookDelta:
-            self.apply_depth(event)
-            return self.take_joined()
-        if kind is Trade:
-            return self.on_trade(event)
-        return []
+        reports: list[Any] = []
+        try:
+            if kind is BookDelta:
+                self.apply_depth(event)
+            elif kind is Trade:
+                self._trade(event, reports)
+        except Exception as exc:
+            raise VenueFailed(self.take_joined() + reports) from exc
+        return self.take_joined() if kind is BookDelta else reports
 
     def on_clock(self, ts: int) -> list[Any]:
-        """Release every request that has arrived by ``ts`` (inclusive), in arrival order; returns their reports."""
+        """Release every request that has arrived by ``ts`` (inclusive), in arrival order; returns their reports.
+        Should one raise, the reports made before (fills among them) go with the exception
+        (:class:`~veloz_actors._exceptions.VenueFailed`)."""
         reports: list[Any] = []
         in_flight = self.in_flight
-        while in_flight and in_flight[0][0] <= ts:
-            reports.extend(self.arrive_next())
+        try:
+            while in_flight and in_flight[0][0] <= ts:
+                self._arrive(reports)
+        except Exception as exc:
+            raise VenueFailed(reports) from exc
         return reports
 
     def arrive_next(self) -> list[Any]:
         """The earliest request in flight reaches the venue and takes effect; returns its reports (timestamped at its
         arrival)."""
+        reports: list[Any] = []
+        self._arrive(reports)
+        return reports
+
+    def _arrive(self, reports: list[Any]) -> None:
         ts, request = self.in_flight.popleft()
         if type(request) is SubmitCancel:
-            return self._cancel_now(request, ts)
-        return self._accept(request, ts)  # type: ignore[arg-type]
+            self._cancel_now(request, ts, reports)
+        else:
+            self._accept(request, ts, reports)  # type: ignore[arg-type]
 
     def drop_order(self, account_id: str, client_order_id: str) -> None:
         """Stop working an order whose submit or cancel raised (see :func:`~veloz_actors.venues.base.guarded`): its
@@ -288,12 +304,16 @@ class L2ReplayVenue:
     def on_trade(self, trade: Trade) -> list[Any]:
         """A recorded trade: advance the queues of resting orders at its price, fill what it reaches or trades
         through; returns the fills' reports."""
+        reports: list[Any] = []
+        self._trade(trade, reports)
+        return reports
+
+    def _trade(self, trade: Trade, reports: list[Any]) -> None:
         if trade.symbol != self.symbol:
             raise InvalidInput(f"event of {trade.symbol} on the {self.symbol} venue")
         self.last_trade_price = trade.price
         if not self.resting:
-            return []
-        reports: list[Any] = []
+            return
         price = trade.price
         ts = trade.ts_recv
         sell_aggressor = trade.aggressor is Side.SELL
@@ -317,7 +337,6 @@ class L2ReplayVenue:
                 if qty > 0:
                     available -= qty
                     self._fill(order, limit, qty, True, ts, reports)
-        return reports
 
     def protect_price(self, side: Side, rate: int) -> int:
         """The worst fill price for a market order sent now: the best recorded opposite price moved ``rate``
@@ -372,11 +391,11 @@ class L2ReplayVenue:
         self.last_arrival = arrival
         self.in_flight.append((arrival, request))
 
-    def _cancel_now(self, request: SubmitCancel, ts: int) -> list[Any]:
+    def _cancel_now(self, request: SubmitCancel, ts: int, reports: list[Any]) -> None:
         order = self.orders.get((request.account_id, request.client_order_id))  # _close takes it out
         if order is None:
             self.cancels_too_late += 1
-            return [
+            reports.append(
                 VenueCancelRejected(
                     venue=self.name,
                     client_order_id=request.client_order_id,
@@ -386,9 +405,10 @@ class L2ReplayVenue:
                     detail="the order is no longer working",
                     ts=ts,
                 )
-            ]
+            )
+            return
         self._close(order)
-        return [
+        reports.append(
             VenueOrderCancelled(
                 venue=self.name,
                 client_order_id=order.client_order_id,
@@ -397,12 +417,14 @@ class L2ReplayVenue:
                 reason=RejectReason.USER_CANCEL,
                 ts=ts,
             )
-        ]
+        )
 
-    def _accept(self, request: SubmitOrder, ts: int) -> list[Any]:
+    def _accept(self, request: SubmitOrder, ts: int, reports: list[Any]) -> None:
+        """An order arrives: its reports (accepted, fills, expiry) go to ``reports``."""
         self.next_order_id += 1
         order = _Order(request, str(self.next_order_id), self.instrument.max_qty)
-        reports: list[Any] = [
+        first = len(reports)  # the reports of earlier arrivals come before
+        reports.append(
             VenueOrderAccepted(
                 venue=self.name,
                 client_order_id=order.client_order_id,
@@ -411,7 +433,7 @@ class L2ReplayVenue:
                 venue_order_id=order.venue_order_id,
                 ts=ts,
             )
-        ]
+        )
         self.orders[(order.account_id, order.client_order_id)] = order
         book = self.book
         synced = not book.needs_resync
@@ -420,40 +442,39 @@ class L2ReplayVenue:
             if synced:
                 self._take(order, request.limit, True, ts, reports)  # type: ignore[arg-type]
             if order.by_quote and order.filled:
-                last = max(i for i, r in enumerate(reports) if type(r) is VenueOrderFilled)
+                last = max(i for i in range(first, len(reports)) if type(reports[i]) is VenueOrderFilled)
                 reports[last] = replace(reports[last], leaves_qty=0)  # it spent what it could: done
                 self._close(order)
             elif order.open:
                 self._expire(order, RejectReason.NO_LIQUIDITY, ts, reports)
-            return reports
+            return
         price = order.price
         assert price is not None  # the kernel sends limit orders with their price
         if not synced:  # nothing to take from or check against: only a GTC order can wait for the book
             if command.tif is not TimeInForce.GTC:
                 self._expire(order, RejectReason.NO_LIQUIDITY, ts, reports)
-                return reports
+                return
             order.queue_known = False
             self.resting.append(order)
-            return reports
+            return
         buy = order.side is _BUY
         best = book.best_ask() if buy else book.best_bid()
         if best is not None and (best[0] <= price if buy else best[0] >= price):
             tif = command.tif
             if tif is TimeInForce.POST_ONLY:
                 self._expire(order, RejectReason.WOULD_TAKE_LIQUIDITY, ts, reports)
-                return reports
+                return
             if tif is TimeInForce.FOK and self._available(buy, price, order.qty) < order.qty:
                 self._expire(order, RejectReason.FOK_NOT_FILLABLE, ts, reports)
-                return reports
+                return
             self._take(order, price, False, ts, reports)
         if not order.open:
-            return reports
+            return
         if command.tif is TimeInForce.IOC or command.tif is TimeInForce.FOK:
             self._expire(order, RejectReason.IOC_UNFILLED, ts, reports)
-            return reports
+            return
         order.queue_ahead = self.queue.on_arrival(book.level_qty(order.side, price))
         self.resting.append(order)
-        return reports
 
     def _levels(self, buy: bool, depth: int) -> tuple[tuple[int, int], ...]:
         """The best ``depth`` recorded levels of the side a buy (sell) takes from; the best one is O(1)."""

@@ -237,14 +237,16 @@ class OrderBook:
         budget: int | None = None,
         fee_rate: int = 0,
         qty_step: int = 1,
+        into: list[Fill] | None = None,
     ) -> tuple[list[Fill], bool]:
         """Trade ``taker`` against the opposite side up to ``limit`` (None: no limit).
 
         With ``budget`` (a quote amount, fees included) the taker buys whole ``qty_step`` steps while the budget lasts
         instead of a fixed quantity. Returns the fills and whether matching stopped at the taker's own order
-        (self-trade prevented).
+        (self-trade prevented). Each fill is appended to ``into`` (a new list by default) as it is made, so a caller
+        passing its own still holds the fills made should matching raise part-way.
         """
-        fills: list[Fill] = []
+        fills: list[Fill] = [] if into is None else into
         remaining = taker.qty - taker.filled
         account = taker.account_id
         buying = taker.side is Side.BUY

@@ -23,6 +23,7 @@ import zlib
 from collections import deque
 from typing import Any
 
+from .._exceptions import VenueFailed
 from ..core.account import Ledger
 from ..core.instruments import Instrument, ceil_div
 from ..fixed import SCALE
@@ -123,34 +124,34 @@ class SimVenue:
             )
         ]
         limit = request.limit
-        if tif is TimeInForce.FOK and not book.fillable(side, limit, command.qty, order.account_id):
-            reports.append(self._expired(order, RejectReason.FOK_NOT_FILLABLE, ts))
-            return reports
-        if tif is TimeInForce.POST_ONLY or limit is None or not book.would_cross(side, limit):
-            fills: list[Fill] = []
+        try:
+            if tif is TimeInForce.FOK and not book.fillable(side, limit, command.qty, order.account_id):
+                reports.append(self._expired(order, RejectReason.FOK_NOT_FILLABLE, ts))
+                return reports
+            by_quote = order.quote_qty is not None
             self_trade = False
-        else:
-            fills, self_trade = book.match(
-                order, limit, budget=order.quote_qty, fee_rate=inst.taker_fee_rate, qty_step=inst.qty_step
-            )
-        by_quote = order.quote_qty is not None
-        if fills:
-            # an order by quote amount is done when matching stops: its last fill says so (nothing left to work)
-            self._settle(order, fills, ts, reports, last_done=by_quote)
-        if by_quote:
-            if not order.filled:
+            if tif is not TimeInForce.POST_ONLY and limit is not None and book.would_cross(side, limit):
+                # an order by quote amount is done when matching stops: its last fill says so (nothing left to work)
+                self_trade = self._match(
+                    order, limit, ts, reports, last_done=by_quote,
+                    budget=order.quote_qty, fee_rate=inst.taker_fee_rate, qty_step=inst.qty_step,
+                )  # fmt: skip
+            if by_quote:
+                if not order.filled:
+                    reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
+            elif order.leaves == 0:
+                pass
+            elif self_trade:
+                reports.append(self._expired(order, RejectReason.SELF_TRADE_PREVENTED, ts))
+            elif command.order_type is OrderType.MARKET:
                 reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
-        elif order.leaves == 0:
-            pass
-        elif self_trade:
-            reports.append(self._expired(order, RejectReason.SELF_TRADE_PREVENTED, ts))
-        elif command.order_type is OrderType.MARKET:
-            reports.append(self._expired(order, RejectReason.NO_LIQUIDITY, ts))
-        elif tif is TimeInForce.IOC or tif is TimeInForce.FOK:
-            reports.append(self._expired(order, RejectReason.IOC_UNFILLED, ts))
-        else:
-            self.orders[key] = order
-            book.rest(order)
+            elif tif is TimeInForce.IOC or tif is TimeInForce.FOK:
+                reports.append(self._expired(order, RejectReason.IOC_UNFILLED, ts))
+            else:
+                self.orders[key] = order
+                book.rest(order)
+        except Exception as exc:
+            raise VenueFailed(reports) from exc  # what it did before it raised (fills) is delivered all the same
         return reports
 
     def cancel(self, request: SubmitCancel) -> list[Any]:
@@ -206,12 +207,15 @@ class SimVenue:
         tick = inst.price_tick
         market.step({symbol: tick})
         reports: list[Any] = []
-        self.withdraw()
-        bids, asks = market.ladder(symbol, tick)
-        qty = market.symbols[symbol].level_qty
-        for side, prices in ((Side.BUY, bids), (Side.SELL, asks)):
-            for price in prices:
-                self.offer(side, price, qty, ts, reports)
+        try:
+            self.withdraw()
+            bids, asks = market.ladder(symbol, tick)
+            qty = market.symbols[symbol].level_qty
+            for side, prices in ((Side.BUY, bids), (Side.SELL, asks)):
+                for price in prices:
+                    self.offer(side, price, qty, ts, reports)
+        except Exception as exc:
+            raise VenueFailed(reports) from exc  # the fills of resting orders before it raised: delivered
         bid, bid_qty, ask, ask_qty = self.book.top()
         reports.append(
             BookTop(
@@ -253,9 +257,11 @@ class SimVenue:
         order.reserved = amount
         book = self.book
         if book.would_cross(side, price):
-            fills, _ = book.match(order, price)
-            if fills:
-                self._settle(order, fills, ts, reports)
+            try:
+                self._match(order, price, ts, reports)
+            except Exception:
+                self._release_maker(order)  # it never rests: what the quote still holds goes back to the maker
+                raise
         if order.leaves:
             book.rest(order)
             self.maker_orders.append(order)
@@ -278,6 +284,24 @@ class SimVenue:
             asset = inst.quote_asset if order.side is Side.BUY else inst.base_asset
             self.maker.release(MM_ACCOUNT, asset, order.reserved)
             order.reserved = 0
+
+    def _match(
+        self, taker: VenueOrder, limit: int, ts: int, reports: list[Any], *, last_done: bool = False, **terms: Any
+    ) -> bool:
+        """Match ``taker`` up to ``limit`` (``terms``: :meth:`OrderBook.match`'s budget and steps) and settle its
+        fills; returns whether matching stopped at the taker's own order. Should matching raise part-way, the fills
+        it made are settled before the exception goes on: they moved the makers' quantities, which the kernel must
+        book (the taker's remainder is then expired by :func:`~veloz_actors.venues.base.guarded`)."""
+        fills: list[Fill] = []
+        try:
+            _, self_trade = self.book.match(taker, limit, into=fills, **terms)
+        except Exception:
+            if fills:
+                self._settle(taker, fills, ts, reports)
+            raise
+        if fills:
+            self._settle(taker, fills, ts, reports, last_done=last_done)
+        return self_trade
 
     def _settle(
         self, taker: VenueOrder, fills: list[Fill], ts: int, reports: list[Any], *, last_done: bool = False
