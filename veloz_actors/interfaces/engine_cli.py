@@ -23,6 +23,7 @@ from .._exceptions import VelozError
 from ..actors.api import EngineHandle, connect, start_local
 from ..actors.bus import Settled
 from ..config import EngineFileConfig
+from ..logs import log_file_status
 from ..venues.engine import EngineConfig
 from .local import Frontends, run_session
 from .metrics import serve_metrics
@@ -144,7 +145,11 @@ class ActorBackend:
         return self.engine.positions()
 
     def status(self) -> dict[str, Any]:
-        return self.engine.status()
+        status = self.engine.status()
+        log = log_file_status()  # this front end's own file (veloz.log), beside the actors' (``logs``)
+        if log is not None:
+            status.setdefault("logs", {})["cli"] = log
+        return status
 
     def close(self) -> None:
         self.subscription.close()

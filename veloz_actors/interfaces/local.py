@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..core.risk_monitor import kill_switch_commands
-from ..logs import log_events
+from ..logs import log_events, log_file_status
 from ..messages import (
     ResetCircuitBreaker,
     Tick,
@@ -101,6 +101,8 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         status = {"engine": "single-process", "state": "running", **self.engine.status()}
+        log = log_file_status()
+        status["logs"] = {} if log is None else {"engine": log}
         if self.live is not None:
             status["market_data"] = self.live.status()
         if self.trading is not None:
