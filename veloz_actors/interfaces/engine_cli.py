@@ -191,16 +191,20 @@ def start_command(
     if local and address is not None:
         raise VelozError("use either --local (a private runtime) or --address ADDR (a cluster), not both")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    engine = start_local(
-        file_config,
-        name=name,
-        journal_dir=_journal_dir(journal_dir),
-        durability=durability,
-        run_clock=detached,
-        address=address,
-        detached=detached,
-        hold_market=not detached,  # the session subscribes first, then starts it: it prints all of it
-    )
+    try:
+        engine = start_local(
+            file_config,
+            name=name,
+            journal_dir=_journal_dir(journal_dir),
+            durability=durability,
+            run_clock=detached,
+            address=address,
+            detached=detached,
+            hold_market=not detached,  # the session subscribes first, then starts it: it prints all of it
+        )
+    except BaseException:  # a Ctrl-C or an error during start-up: the runtime begun for it goes now, not at exit
+        ray.shutdown()
+        raise
     if detached:
         _print(
             {
@@ -215,10 +219,11 @@ def start_command(
         )
         ray.shutdown()
         return 0
-    if engine.spec.live is not None:
-        _wait_reconciled(engine)
-    metrics = _metrics(file_config, engine)
+    metrics = None
     try:
+        if engine.spec.live is not None:
+            _wait_reconciled(engine)
+        metrics = _metrics(file_config, engine)
         return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True, frontends=frontends)
     finally:
         if metrics is not None:

@@ -381,7 +381,7 @@ def run_session(
             closers.insert(0, view.close)  # closed last (once started: closing gives the terminal and history back)
         return service.run()
     finally:
-        service.restore_signals()  # run() gave them back already, unless a front end failed to start
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 close()
+        service.restore_signals()  # run() gave them back already, unless a front end failed to start
