@@ -367,3 +367,27 @@ def test_a_merged_key_may_still_be_overridden(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("base: &base {seed: 1, levels: 5}\nsim:\n  <<: *base\n  seed: 2\n")
     assert load_yaml(path)["sim"] == {"seed": 2, "levels": 5}
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("api.allowed_hosts", ["box.lan:8080"], "allowed_hosts take host names or addresses without a port, got 'box.lan:8080'"),
+        ("api.allowed_hosts", ["a b"], "allowed_hosts take host names or addresses without a port, got 'a b'"),
+        ("api.allowed_origins", ["dash.example"], "allowed_origins take origins like https://example.com, got 'dash.example'"),
+    ],
+)  # fmt: skip
+def test_bad_api_callers_are_named(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^engine.yaml: {field}: {re.escape(message)}$"):
+        parse_engine_config(_with(field, value), source="engine.yaml")
+
+
+def test_api_callers_reach_the_servers_options() -> None:
+    data = _with(
+        "api.allowed_hosts", ["MyBox.lan", "[FE80::0:1]"], _with("api.allowed_origins", ["https://dash.example/"])
+    )
+    options = parse_engine_config(data, source="engine.yaml").api.options()
+    assert (options["allowed_hosts"], options["allowed_origins"]) == (
+        ("mybox.lan", "fe80::1"),
+        ("https://dash.example",),
+    )

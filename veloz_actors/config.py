@@ -10,6 +10,7 @@ does not validate raises :class:`ConfigError` naming the file and the field.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -407,7 +409,10 @@ class ApiModel(_Model):
     says). ``token`` unset: ``VELOZ_API_TOKEN``, else the run folder's ``api-token`` file, else a new one written
     there (mode 0600). ``queue``: events a WebSocket client may fall behind before its oldest are dropped (counted, and
     the client gets a gap message and a fresh snapshot). ``cors_origins``: origins allowed to call the API from a
-    browser page served elsewhere (none by default: the monitoring page is served by the API itself)."""
+    browser page served elsewhere (none by default: the monitoring page is served by the API itself).
+    ``allowed_hosts``: names besides the bound host and the loopback names that requests may carry in ``Host`` (the
+    machine's name when the API listens beyond it); ``allowed_origins``: pages elsewhere that may open the WebSocket
+    stream (its own origin always may)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -416,6 +421,8 @@ class ApiModel(_Model):
     queue: Int = Field(default=10_000, ge=1, le=100_000)
     max_body_bytes: Int = Field(default=16_384, ge=256, le=16 * 1024 * 1024)
     cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @field_validator("host")
     @classmethod
@@ -425,13 +432,30 @@ class ApiModel(_Model):
             raise ValueError(f"host must be an IP address or a host name, got {value!r}")
         return host
 
-    @field_validator("cors_origins")
+    @field_validator("cors_origins", "allowed_origins")
     @classmethod
-    def _origins(cls, value: list[str]) -> list[str]:
+    def _origins(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for origin in value:
             if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2:
-                raise ValueError(f"cors_origins take origins like https://example.com, got {origin!r}")
+                raise ValueError(f"{info.field_name} take origins like https://example.com, got {origin!r}")
         return [origin.rstrip("/") for origin in value]
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for given in value:
+            host = given.strip().strip("[]").lower()
+            problem = not host or any(c.isspace() or c in "/?#@" for c in host)
+            if ":" in host:  # an IPv6 address; a name with a port is refused (every port of an allowed name passes)
+                try:
+                    host = str(ipaddress.IPv6Address(host))
+                except ValueError:
+                    problem = True
+            if problem:
+                raise ValueError(f"allowed_hosts take host names or addresses without a port, got {given!r}")
+            out.append(host)
+        return out
 
     def address(self) -> str:
         """``HOST:PORT`` as ``--http`` takes it (an IPv6 host in brackets)."""
@@ -440,7 +464,13 @@ class ApiModel(_Model):
 
     def options(self) -> dict[str, Any]:
         """The keyword options of :func:`~veloz_actors.interfaces.http_api.serve_api` this section sets."""
-        return {"queue": self.queue, "max_body_bytes": self.max_body_bytes, "cors_origins": tuple(self.cors_origins)}
+        return {
+            "queue": self.queue,
+            "max_body_bytes": self.max_body_bytes,
+            "cors_origins": tuple(self.cors_origins),
+            "allowed_hosts": tuple(self.allowed_hosts),
+            "allowed_origins": tuple(self.allowed_origins),
+        }
 
 
 class LoggingModel(_Model):

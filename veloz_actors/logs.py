@@ -86,6 +86,7 @@ __all__ = [
     "configure_logging",
     "register_secrets",
     "flush_logs",
+    "log_file_status",
     "output_handlers",
     "log_events",
     "parse_format",
@@ -515,6 +516,15 @@ def output_handlers() -> list[logging.Handler]:
     for handler in logging.getLogger(ROOT_LOGGER).handlers:
         out.extend(getattr(handler, "handlers", None) or [handler])
     return out
+
+
+def log_file_status() -> dict[str, Any] | None:
+    """This process's log file for STATUS: ``{"file": path, "dropped": lines it refused since it was opened (a full
+    disk, an I/O error), "failing": the system's reason while it refuses them, else None}``; None without a file."""
+    for handler in output_handlers():
+        if isinstance(handler, _LogFile):
+            return {"file": redact(handler.baseFilename), "dropped": handler.dropped, "failing": handler.failure}
+    return None
 
 
 def flush_logs() -> None:

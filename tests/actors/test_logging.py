@@ -42,3 +42,42 @@ def test_each_actor_logs_to_a_file_of_its_own_and_the_oms_logs_the_fill(tmp_path
         assert not (tmp_path / "veloz.log").exists()  # the driver's file is the CLI's: this driver is a test
     finally:
         engine.shutdown()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_an_actors_log_file_that_refuses_lines_shows_its_count_in_status_and_the_metrics(tmp_path: Path) -> None:
+    """The OMS's file on a full disk (``/dev/full`` behind its name): STATUS ``logs.oms`` names the file, counts the
+    lines it lost and says why; the Prometheus exporter shows the same count; the other actors' files are fine."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from veloz_actors.interfaces.metrics import EngineCollector
+
+    oms_log = tmp_path / "veloz-oms.log"
+    oms_log.symlink_to("/dev/full")
+    config = with_logging(file_config(), format="json", level="INFO")
+    engine = start_local(config, name="test-log-drops", journal_dir=tmp_path / "engine.journal.actors")
+    try:
+        engine.tick()
+        engine.place_order("BTCUSDT", "BUY", "0.01", client_order_id="log-drop-1")  # accepted, filled: OMS lines
+
+        def refused() -> dict | None:
+            status = engine.status()
+            return status if status["logs"]["oms"]["dropped"] >= 2 else None
+
+        status = wait_for(refused, what="the OMS's refused lines in STATUS")
+        logs = status["logs"]
+        assert logs["oms"]["file"] == str(oms_log)
+        assert logs["oms"]["failing"] == "No space left on device"
+        assert logs["supervisor"] == {"file": str(tmp_path / "veloz-supervisor.log"), "dropped": 0, "failing": None}
+        assert {"oms", "bus", "feed", "account", "venue:BTCUSDT", "supervisor"} <= set(logs)
+        assert all("log" not in venue for venue in status["venues"].values())  # said once, under logs
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(EngineCollector(engine.status, None))  # type: ignore[arg-type]
+        lines = generate_latest(registry).decode().splitlines()
+        [oms_line] = [x for x in lines if x.startswith('veloz_log_dropped_lines_total{actor="oms"')]
+        assert oms_line.startswith(f'veloz_log_dropped_lines_total{{actor="oms",file="{oms_log}"}} ')
+        assert float(oms_line.split()[-1]) >= logs["oms"]["dropped"]
+        assert f'veloz_log_file_failing{{actor="oms",file="{oms_log}"}} 1.0' in lines
+        assert f'veloz_log_file_failing{{actor="bus",file="{tmp_path / "veloz-bus.log"}"}} 0.0' in lines
+    finally:
+        engine.shutdown()

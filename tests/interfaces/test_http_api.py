@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -390,6 +391,132 @@ def test_the_page_is_served_from_the_web_folder(tmp_path: Path) -> None:
         assert anonymous.request("GET", "/static/../web/app.js")[:2] == (200, "console.log(1)")  # still inside web/
         assert anonymous.request("GET", "/static/%2e%2e/api-token")[0] == 404
         anonymous.close()
+
+
+# ----------------------------------------------------------------------------------- callers and headers
+
+
+def _raw_handshake(api: RunningApi, host: str, origin: str | None = None) -> tuple[int, str]:
+    """A WebSocket handshake for the stream written over a plain socket, so that any ``Host`` can be sent: the
+    status and the body of the answer (the whole answer is read: the server closes after a refusal)."""
+    port = api.server.port
+    lines = [f"GET /api/v1/stream?token={api.token} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]  # fmt: skip
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status == 101:
+            return status, ""
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return status, body.decode()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/health", "/", "/static/app.js", "/api/v1/status", "/openapi.json"])
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}", "[::2]:{port}",
+                                  "localhost:x", ""])  # fmt: skip
+def test_a_request_naming_another_host_is_400_naming_the_header(api: RunningApi, client: Client, path: str,
+                                                                host: str) -> None:  # fmt: skip
+    shown = host.format(port=api.server.port)
+    status, body, headers = client.request("GET", path, headers={"Host": shown})
+    assert status == 400, body
+    assert body["detail"].startswith(f"Host header {shown!r} not allowed")
+    assert headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "[::1]:{port}", "127.0.0.1"])
+def test_the_loopback_names_are_answered_on_any_port(client: Client, host: str, api: RunningApi) -> None:
+    assert client.request("GET", "/api/v1/status", headers={"Host": host.format(port=api.server.port)})[0] == 200
+
+
+def test_allowed_hosts_are_answered_and_their_origin_may_stream(tmp_path: Path) -> None:
+    with running_api(tmp_path, allowed_hosts=("mybox.lan",)) as running:
+        client = running.client()
+        port = running.server.port
+        assert client.request("GET", "/api/v1/status", headers={"Host": f"mybox.lan:{port}"})[0] == 200
+        assert client.request("GET", "/api/v1/status", headers={"Host": f"otherbox.lan:{port}"})[0] == 400
+        client.close()
+        assert _raw_handshake(running, f"mybox.lan:{port}", origin=f"http://mybox.lan:{port}")[0] == 101
+        assert _raw_handshake(running, f"otherbox.lan:{port}", origin=f"http://otherbox.lan:{port}")[0] == 400
+
+
+def test_a_stream_handshake_naming_another_host_is_400_naming_the_header(api: RunningApi) -> None:
+    status, body = _raw_handshake(api, f"rebound.example:{api.server.port}")
+    assert status == 400
+    assert json.loads(body)["detail"].startswith(f"Host header 'rebound.example:{api.server.port}' not allowed")
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://localhost:1", "null", "https://127.0.0.1.evil.example",
+                                    "http://127.0.0.1"])  # fmt: skip
+def test_a_stream_handshake_from_another_origin_is_403_naming_the_header(api: RunningApi, origin: str) -> None:
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        Watcher(api.ws_url(), origin=origin)
+    assert refused.value.response.status_code == 403
+    detail = json.loads(refused.value.response.body)["detail"]
+    assert detail.startswith(f"Origin header {origin!r} not allowed")
+    assert api.token not in detail
+
+
+def test_the_stream_takes_its_own_origin_allowed_origins_and_clients_without_one(tmp_path: Path) -> None:
+    with running_api(tmp_path, allowed_origins=("https://dash.example",)) as running:
+        port = running.server.port
+        for url, origin in [
+            (running.ws_url(), f"http://127.0.0.1:{port}"),  # the page the API served
+            (running.ws_url().replace("127.0.0.1", "localhost"), f"http://localhost:{port}"),
+            (running.ws_url(), "https://dash.example"),  # api.allowed_origins
+            (running.ws_url(), None),  # a program: no Origin header
+        ]:
+            watcher = Watcher(url, origin=origin)
+            assert watcher.next()["type"] == "snapshot", origin
+            watcher.close()
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            Watcher(running.ws_url(), origin="https://other.example")
+
+
+@pytest.mark.parametrize("path,status", [("/", 200), ("/static/app.js", 200), ("/api/v1/health", 200),
+                                         ("/api/v1/balances", 401), ("/static/nothing.js", 404)])  # fmt: skip
+def test_every_answer_has_the_pages_security_headers(api: RunningApi, path: str, status: int) -> None:
+    anonymous = Client(api.server.url, None)
+    got, _, headers = anonymous.request("GET", path)
+    anonymous.close()
+    assert got == status
+    assert headers["content-security-policy"] == http_api.PAGE_POLICY
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert "'unsafe-inline'" not in headers["content-security-policy"]
+    assert (headers["x-content-type-options"], headers["referrer-policy"], headers["x-frame-options"]) == (
+        "nosniff", "no-referrer", "DENY",
+    )  # fmt: skip
+
+
+def test_a_report_has_its_own_policy_that_connects_nowhere(tmp_path: Path) -> None:
+    (tmp_path / "bt").mkdir()
+    (tmp_path / "bt" / "report.html").write_text("<html>report</html>")
+    with running_api(tmp_path, token="a-test-token-0123456789") as running:
+        link = Client(running.server.url, None)
+        for path, status in [("/reports/bt/report.html?token=a-test-token-0123456789", 200),
+                             ("/reports/bt/report.html", 401)]:  # fmt: skip
+            got, _, headers = link.request("GET", path)
+            assert got == status
+            assert headers["content-security-policy"] == http_api.REPORT_POLICY
+            assert "connect-src 'none'" in headers["content-security-policy"]
+            assert "'unsafe-eval'" not in headers["content-security-policy"]
+            assert (headers["referrer-policy"], headers["x-frame-options"]) == ("no-referrer", "DENY")
+        link.close()
 
 
 # ------------------------------------------------------------------------------------------- bad bodies

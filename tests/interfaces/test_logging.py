@@ -220,6 +220,39 @@ def test_a_log_file_that_refuses_writes_says_so_once_and_again_when_it_takes_lin
     assert [x["msg"] for x in map(orjson.loads, capsys.readouterr().err.splitlines())] == [written[1]["msg"]]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_the_engines_status_counts_the_lines_its_log_file_refused(tmp_path: Path) -> None:
+    """The single-process engine's STATUS (here through the API) names its log file and counts the lines it lost."""
+    path = tmp_path / "veloz.log"
+    path.symlink_to("/dev/full")
+    configure_logging(LogSettings(format="json", level="INFO", file=str(path)), actor="engine")
+    with running_api(tmp_path / "run") as running:
+        client = running.client()
+        flush_logs()
+        before = client.get("/api/v1/status")["logs"]["engine"]  # the API's own INFO lines were refused already
+        assert before["file"] == str(path) and before["dropped"] >= 1
+        assert before["failing"] == "No space left on device"
+        for i in range(5):
+            logging.getLogger("veloz.test").info("line", extra={"n": i})
+        flush_logs()
+        assert client.get("/api/v1/status")["logs"]["engine"] == {**before, "dropped": before["dropped"] + 5}
+        path.unlink()  # room again: the count stays (lines lost since the file was opened), the failure is over
+        path.write_text("")
+        logging.getLogger("veloz.test").info("back")
+        flush_logs()
+        after = client.get("/api/v1/status")["logs"]["engine"]
+        assert after == {"file": str(path), "dropped": before["dropped"] + 5, "failing": None}
+        client.close()
+
+
+def test_without_a_log_file_status_lists_none(tmp_path: Path) -> None:
+    configure_logging(LogSettings(format="json"), actor="engine")
+    with running_api(tmp_path) as running:
+        client = running.client()
+        assert client.get("/api/v1/status")["logs"] == {}
+        client.close()
+
+
 def test_each_actor_process_writes_a_file_of_its_own_beside_the_drivers(tmp_path: Path) -> None:
     settings = LogSettings(format="json", file=str(tmp_path / "veloz.log"))
     assert settings.file_for(None) == tmp_path / "veloz.log"

@@ -49,6 +49,7 @@ class Engine:
     base: str  # http://HOST:PORT
     token: str
     stderr: list[str] = field(default_factory=list)
+    run_dir: Path | None = None  # the engine's run folder (runs/ under its working directory): reports go there
 
     @property
     def page(self) -> str:
@@ -105,7 +106,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         if not found:
             text = "\n".join(lines[-40:])
             raise AssertionError(f"the engine printed no `api: http://...` line on stderr within 90 s:\n{text}")
-        yield Engine(process, found["base"], found["token"], lines)
+        yield Engine(process, found["base"], found["token"], lines, run / "runs")
     finally:
         if process.stdin is not None:
             process.stdin.close()  # end of input: the engine stops cleanly
@@ -280,6 +281,49 @@ def test_halt_cancels_open_orders_and_refuses_new_ones_until_resume(
     # The only console error: the browser's own line for the 409 that answered the refused order.
     unexpected = [e for e in console_errors(driver) if not ("/api/v1/orders" in e["message"] and "409" in e["message"])]
     assert unexpected == []
+
+
+def test_the_pages_content_security_policy_is_in_force(engine: Engine) -> None:
+    """The page works under its policy (no violation of its own), and the policy binds: a script written into the
+    page (as an injection would) is refused and never runs."""
+    with chromium() as browser:
+        browser.get(engine.page)
+        _wait(browser, lambda b: _text(b, "#stream-state") == "stream live", "the event stream to be live")
+        _wait(browser, lambda b: _usdt_free(b), "the USDT balance on the page")
+        assert console_errors(browser) == []
+        browser.execute_script(
+            "const s = document.createElement('script'); s.textContent = 'window.injected = 1'; document.head.append(s)"
+        )
+        refused = _wait(browser, lambda b: console_errors(b), "the browser's report of the refused script")
+        assert browser.execute_script("return window.injected === undefined")
+        assert [e["source"] for e in refused] == ["security"]
+        assert "Content Security Policy" in refused[0]["message"]
+
+
+def test_a_report_draws_under_its_policy_and_cannot_reach_the_api(engine: Engine, shared_data: Path) -> None:
+    """A real backtest report served by the API: plotly draws every figure with no policy violation; a script in
+    the page cannot call the API (connect-src 'none'), so the token in its address is no use to one."""
+    import veloz_actors as vz
+
+    assert engine.run_dir is not None
+    data = shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz"
+    vz.run_backtest(data=str(data), strategy="sma_cross", params={"fast": 10, "slow": 30},
+                    out=str(engine.run_dir / "bt-csp"))  # fmt: skip
+    assert "bt-csp/report.html" in [r["path"] for r in engine.get("/api/v1/reports")["reports"]]
+    with chromium() as browser:
+        browser.get(f"{engine.base}/reports/bt-csp/report.html?token={engine.token}")
+        _wait(browser, lambda b: b.execute_script("return document.querySelectorAll('.js-plotly-plot').length") >= 2
+              and b.execute_script("return document.querySelectorAll('.js-plotly-plot .main-svg').length") >= 2,
+              "plotly's figures")  # fmt: skip
+        assert console_errors(browser) == []
+        browser.execute_script(
+            "window.answer = 'pending'; fetch('/api/v1/balances', {headers: {Authorization: 'Bearer "
+            + engine.token
+            + "'}}).then(() => { window.answer = 'reached'; }, () => { window.answer = 'refused'; })"
+        )
+        _wait(browser, lambda b: b.execute_script("return window.answer") != "pending", "the fetch to settle")
+        assert browser.execute_script("return window.answer") == "refused"
+        assert any("connect-src 'none'" in e["message"] for e in console_errors(browser))
 
 
 def test_a_wrong_token_is_forgotten_and_asked_for_again(engine: Engine) -> None:

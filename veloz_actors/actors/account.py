@@ -14,6 +14,7 @@ from typing import Any
 
 from .._exceptions import JournalError
 from ..core.journal import Journal, read_journal, restore_snapshot, write_snapshot
+from ..logs import log_file_status
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
 from .spec import (
     JOURNAL_LOCK_WAIT,
@@ -118,7 +119,13 @@ class AccountViewActor:
         return {} if event is None else {b.asset: (b.free, b.locked) for b in event.balances}
 
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "last_seq": self.seq, "restarted": self.restarted, "fills": self.fills}
+        return {
+            "pid": os.getpid(),
+            "last_seq": self.seq,
+            "restarted": self.restarted,
+            "fills": self.fills,
+            "log": log_file_status(),
+        }
 
     def ping(self) -> tuple[int, int]:
         return os.getpid(), self.seq

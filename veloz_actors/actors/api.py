@@ -799,8 +799,12 @@ def start_local(
         pass
     else:
         raise ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
-    supervisor = ray.remote(Supervisor).options(**options).remote(spec)
-    return EngineHandle(supervisor, name=name, owned=not detached)
+    supervisor: Any = ray.remote(Supervisor).options(**options).remote(spec)
+    try:
+        return EngineHandle(supervisor, name=name, owned=not detached)  # waits until every actor is up
+    except BaseException:  # interrupted (Ctrl-C) or not up in time: no half-started engine is left (a detached one
+        ray.kill(supervisor, no_restart=True)  # would outlive this driver); its actors go with it (it owns them)
+        raise
 
 
 def _namespace() -> str:

@@ -26,7 +26,7 @@ import ray
 
 from .._exceptions import InvalidInput, quoted
 from ..config import MAX_SUBSCRIBER_QUEUE
-from ..logs import LogSettings
+from ..logs import LogSettings, log_file_status
 from ..messages import BookTop, Event, MarketEvent
 from .backpressure import DropOldestQueue
 from .batches import MarketBatch
@@ -329,6 +329,7 @@ class EventBusActor:
                 for sid, q in self.queues.items()
             },
             "forwards": {f.name: f.status() for f in self.forwards},
+            "log": log_file_status(),
         }
 
     def ping(self) -> tuple[int, int]:

@@ -43,6 +43,7 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
+from ..logs import log_file_status
 from ..messages import Error
 from .batches import MarketBatch
 from .spec import CallWindow, EngineSpec, MergingWindow, recovering, start_actor_process
@@ -391,6 +392,7 @@ class MarketFeedActor:
             "merged_batches": sum(window.merged for window in self.windows.values()),
             "clock": self._clock is not None,
             "apply_errors": self.apply_errors,
+            "log": log_file_status(),
         }
         if self.replay_state is not None:
             status["replay"] = dict(self.replay_state)

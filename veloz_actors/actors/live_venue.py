@@ -43,6 +43,7 @@ from typing import Any
 
 import ray
 
+from ..logs import log_file_status
 from ..messages import BookTop, SubmitOrder, VenueBalance, VenueBalanceDelta
 from ..venues.engine import EngineConfig
 from .batches import remember_market
@@ -294,6 +295,7 @@ class LiveVenueActor:
             "trading": trading,
             "ready": thread is not None and bool(thread.ready),
             "peers": {"bus": {"inbox_depth": self.window.depth(), "dropped": self.window.dropped}},
+            "log": log_file_status(),
         }
 
     def ready(self) -> bool:

@@ -33,7 +33,7 @@ import ray
 
 from .._exceptions import JournalError
 from ..core.kernel import TradingKernel
-from ..logs import log_events
+from ..logs import log_events, log_file_status
 from ..messages import (
     AccountUpdated,
     CancelOrder,
@@ -513,6 +513,7 @@ class OmsActor:
                 name: {"inbox_depth": w.depth(), "sent": w.sent, "dropped": w.dropped}
                 for name, w in self.windows.items()
             },
+            log=log_file_status(),
         )
         status["peers"]["bus"]["dropped"] += self.bus_dropped
         return status

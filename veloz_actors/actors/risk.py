@@ -57,7 +57,7 @@ import ray
 
 from ..core.journal import Durability
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
-from ..logs import LogSettings
+from ..logs import LogSettings, log_file_status
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
 from .spec import JOURNAL_LOCK_WAIT, reconstructed, require_journal_dir, start_actor_process
 
@@ -286,6 +286,7 @@ class RiskActor:
                 "rebases": self.monitor.rebases,
             },
             gauges=self.gauges(),
+            log=log_file_status(),
         )
         return status
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import ray
 
-from ..logs import LogSettings
+from ..logs import LogSettings, log_file_status
 from ..messages import (
     AccountUpdated,
     BookTop,
@@ -288,6 +288,7 @@ class StrategyNode:
             "errors": self.errors,
             "last_error": self.last_error,
             "dropped": self.dropped,
+            "log": log_file_status(),
         }
 
     def ping(self) -> tuple[int, int]:

@@ -38,6 +38,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._exceptions import EngineUnavailable
+from ..logs import log_file_status
 from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
@@ -279,6 +280,9 @@ class Supervisor:
                 detail[name] = ray.get(ref, timeout=1.0) if ref in done else None
             except Exception:  # noqa: BLE001 - reported as not alive
                 detail[name] = None
+        # each process's log file (its path, the lines it refused): one place in STATUS, not in every actor's entry
+        logs = {name: (detail[name] or {}).pop("log", None) for name in names}
+        logs["supervisor"] = log_file_status()
         oms = detail.get("oms") or {}
         depth: dict[str, int] = {name: 0 for name in names}
         for peer, info in (oms.get("peers") or {}).items():
@@ -353,6 +357,7 @@ class Supervisor:
             "engine_halt": oms.get("engine_halt"),
             "replay": (detail.get("feed") or {}).get("replay"),
             "market_data": (detail.get("feed") or {}).get("market_data"),
+            "logs": {name: entry for name, entry in sorted(logs.items()) if entry is not None},
         }
 
     # --------------------------------------------------------------------------------------------------- shutdown

@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..logs import log_file_status
 from ..messages import BookTop
 from ..venues.engine import EngineConfig
 from .batches import MarketBatch, remember_market
@@ -170,6 +171,7 @@ class VenueActor:
             "resyncs": self.resyncs,
             **self.state.status(),
             "peers": {"bus": {"inbox_depth": self.window.depth(), "dropped": self.window.dropped}},
+            "log": log_file_status(),
         }
 
     def ping(self) -> tuple[int, int]:

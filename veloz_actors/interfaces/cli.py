@@ -187,51 +187,61 @@ def start(
         from .http_api import parse_address
 
         parse_address(frontends.http)  # a bad --http is an error now, before any engine starts
-    if single_process and trading_live and journal_path is not None:
-        from .live import run_live
+    try:
+        if single_process and trading_live and journal_path is not None:
+            from .live import run_live
+
+            raise typer.Exit(
+                run_live(
+                    file_config, journal_path=Path(journal_path), durability=mode, market=market, frontends=frontends
+                )
+            )
+        if single_process:
+            from ..venues.engine import Engine, tune_gc
+            from .local import LiveMarket, LocalBackend, run_session
+            from .stdio import Session
+
+            run_dir = Path(journal_path).resolve().parent if journal_path is not None else None
+            venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
+            if journal_path is not None:
+                check_paper_journal_instruments(venue_instruments, journal_path)
+            engine_config = file_config.engine_config(venue_instruments)
+            tune_gc()
+            if journal_path is not None:
+                # an existing journal is recovered (snapshot + tail); a new one starts empty
+                engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
+            else:
+                engine = Engine(engine_config)
+            live_market = None
+            if file_config.venue.kind == "binance":
+                live_market = LiveMarket(engine, file_config.venue.market_data())
+            backend = LocalBackend(engine, live=live_market)
+            session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
+            tick_fn = backend.tick if engine.config.sim_symbols else None
+            side_feed = None if live_market is None else live_market.drain
+            raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed, frontends=frontends))
+        from . import engine_cli  # the actor engine (imports ray)
 
         raise typer.Exit(
-            run_live(file_config, journal_path=Path(journal_path), durability=mode, market=market, frontends=frontends)
+            engine_cli.start_command(
+                file_config,
+                local=local,
+                address=address,
+                detached=detached,
+                journal_dir=None if no_journal else journal_path,
+                durability=mode,
+                market=market,
+                tick_ms=tick,
+                frontends=frontends,
+            )
         )
-    if single_process:
-        from ..venues.engine import Engine, tune_gc
-        from .local import LiveMarket, LocalBackend, run_session
-        from .stdio import Session
-
-        run_dir = Path(journal_path).resolve().parent if journal_path is not None else None
-        venue_instruments, _ = resolve_venue_instruments(file_config, run_dir)
-        if journal_path is not None:
-            check_paper_journal_instruments(venue_instruments, journal_path)
-        engine_config = file_config.engine_config(venue_instruments)
-        tune_gc()
-        if journal_path is not None:
-            # an existing journal is recovered (snapshot + tail); a new one starts empty
-            engine, _ = Engine.recover(engine_config, journal_path, durability=mode)  # type: ignore[arg-type]
-        else:
-            engine = Engine(engine_config)
-        live_market = None
-        if file_config.venue.kind == "binance":
-            live_market = LiveMarket(engine, file_config.venue.market_data())
-        backend = LocalBackend(engine, live=live_market)
-        session = Session(backend, symbols=set(engine.instruments), clock=time.time_ns, market=market)
-        tick_fn = backend.tick if engine.config.sim_symbols else None
-        side_feed = None if live_market is None else live_market.drain
-        raise typer.Exit(run_session(session, tick_fn, tick_ms=tick, side_feed=side_feed, frontends=frontends))
-    from . import engine_cli  # the actor engine (imports ray)
-
-    raise typer.Exit(
-        engine_cli.start_command(
-            file_config,
-            local=local,
-            address=address,
-            detached=detached,
-            journal_dir=None if no_journal else journal_path,
-            durability=mode,
-            market=market,
-            tick_ms=tick,
-            frontends=frontends,
+    except KeyboardInterrupt:
+        # before the engine loop takes SIGINT over (then it stops cleanly): Ray and the actors started so far are
+        # torn down on the way out (engine_cli.start_command, actors.api.start_local); say where it stopped
+        typer.echo(
+            "interrupted during start-up: the engine took no command, and what it had started is stopped", err=True
         )
-    )
+        raise typer.Exit(130) from None
 
 
 def _run_dir(journal_path: str | Path | None) -> Path:

@@ -23,6 +23,7 @@ from .._exceptions import VelozError
 from ..actors.api import EngineHandle, connect, start_local
 from ..actors.bus import Settled
 from ..config import EngineFileConfig
+from ..logs import log_file_status
 from ..venues.engine import EngineConfig
 from .local import Frontends, run_session
 from .metrics import serve_metrics
@@ -144,7 +145,11 @@ class ActorBackend:
         return self.engine.positions()
 
     def status(self) -> dict[str, Any]:
-        return self.engine.status()
+        status = self.engine.status()
+        log = log_file_status()  # this front end's own file (veloz.log), beside the actors' (``logs``)
+        if log is not None:
+            status.setdefault("logs", {})["cli"] = log
+        return status
 
     def close(self) -> None:
         self.subscription.close()
@@ -186,16 +191,20 @@ def start_command(
     if local and address is not None:
         raise VelozError("use either --local (a private runtime) or --address ADDR (a cluster), not both")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    engine = start_local(
-        file_config,
-        name=name,
-        journal_dir=_journal_dir(journal_dir),
-        durability=durability,
-        run_clock=detached,
-        address=address,
-        detached=detached,
-        hold_market=not detached,  # the session subscribes first, then starts it: it prints all of it
-    )
+    try:
+        engine = start_local(
+            file_config,
+            name=name,
+            journal_dir=_journal_dir(journal_dir),
+            durability=durability,
+            run_clock=detached,
+            address=address,
+            detached=detached,
+            hold_market=not detached,  # the session subscribes first, then starts it: it prints all of it
+        )
+    except BaseException:  # a Ctrl-C or an error during start-up: the runtime begun for it goes now, not at exit
+        ray.shutdown()
+        raise
     if detached:
         _print(
             {
@@ -210,10 +219,11 @@ def start_command(
         )
         ray.shutdown()
         return 0
-    if engine.spec.live is not None:
-        _wait_reconciled(engine)
-    metrics = _metrics(file_config, engine)
+    metrics = None
     try:
+        if engine.spec.live is not None:
+            _wait_reconciled(engine)
+        metrics = _metrics(file_config, engine)
         return _session(engine, market=market, tick_ms=tick_ms, owned=True, ticking=True, frontends=frontends)
     finally:
         if metrics is not None:

@@ -27,6 +27,20 @@ object (``{"qty": "5", "qty": "0.01"}``) is 422 naming it, never the last value 
 engine calls wait at once (1024): 503 beyond, as when the engine is stopping. No CORS middleware unless
 ``cors_origins``.
 
+**Callers** (:class:`_Callers`). A request whose ``Host`` header is not the bound host, a loopback name
+(``localhost``, ``127.0.0.1``, ``::1``) or one of ``allowed_hosts`` (any IP address when bound to 0.0.0.0 or ``::``)
+gets 400 naming the header: a page elsewhere whose name was rebound to this machine (DNS rebinding) is not answered.
+A WebSocket handshake whose ``Origin`` header is present and neither the API's own origin (``http://`` + that
+``Host``) nor one of ``allowed_origins`` gets 403 naming the header: browsers apply no CORS to WebSockets, so any
+site's page could otherwise open the stream (it would still need the token). Clients that send no ``Origin`` (Python,
+curl) are not browsers and pass. ``cors_origins`` does not open the stream: list such a page in ``allowed_origins``
+too.
+
+**Headers.** Every answer has ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` (a token in the
+address never leaves as a Referer), ``X-Frame-Options: DENY`` and a Content-Security-Policy: :data:`PAGE_POLICY`
+(the page's own files and the API only, nothing inline) except for reports, :data:`REPORT_POLICY` (their inline
+plotly.js and styles, and no connection to anything).
+
 **Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
 objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 
@@ -265,31 +279,142 @@ class _FieldError(Exception):
 
 
 _OPEN_PATHS = frozenset({"/api/v1/health", "/", "/openapi.json", "/favicon.ico"})
-_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # a token in the address (?token=) never leaves as a Referer
+    (b"x-frame-options", b"DENY"),  # (frame-ancestors 'none' in the policies below, for browsers that read only CSP)
+]
+# The monitoring page (and every JSON answer): its own three files and the API, nothing inline, nothing from
+# elsewhere; connect-src 'self' covers the stream (ws: on the page's own host and port).
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# A report (``/reports/*``): one self-contained file whose plotly.js and figure scripts are inline <script> blocks and
+# whose styles are a <style> block plus the style attributes plotly writes, hence 'unsafe-inline' for both (the file
+# is written by a backtest or a search, not typed by a visitor). What it may not do is talk to anything: no fetch,
+# XHR or WebSocket (connect-src 'none': a script in a report cannot use the token in its address against the API),
+# no other script, no form, no base, no frame. Images are plotly's own (data: and blob: URLs: the modebar's icons,
+# "download as png").
+REPORT_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+    "font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+class _Callers:
+    """Which ``Host`` and ``Origin`` headers the API answers, against DNS rebinding and other sites' pages.
+
+    A page elsewhere that rebinds its own name to this machine reaches the API with its name in ``Host``: only the
+    bound host, the loopback names and ``allowed_hosts`` are answered (any IP address too when bound to 0.0.0.0 or
+    ``::``: no name is involved then, so nothing can be rebound). A missing ``Host`` (HTTP/1.0, no browser) passes.
+
+    Browsers apply no CORS to WebSockets: a page on any site may open one to the API. A handshake whose ``Origin`` is
+    present must be the API's own origin (``http[s]://`` + its allowed ``Host``: the page the API served, under
+    whichever allowed name and port it was opened, a port forward included) or one of ``allowed_origins``. Clients
+    that send no ``Origin`` (Python, curl) are not browsers and pass."""
+
+    def __init__(self, bound: str, hosts: Iterable[str], origins: Iterable[str]) -> None:
+        bound = bound.strip("[]").lower()
+        self.any_address = bound in _ANY_ADDRESS
+        self.names = frozenset({*_LOOPBACK_NAMES, *(() if self.any_address else (bound,))}) | {
+            h.strip("[]").lower() for h in hosts
+        }
+        self.origins = frozenset(o.rstrip("/").lower() for o in origins)
+
+    def refuse_host(self, host: str | None) -> str | None:
+        """Why the ``Host`` header is refused, or None."""
+        if host is None:
+            return None
+        name = _host_name(host.lower())
+        if name is not None and (name in self.names or (self.any_address and _is_address(name))):
+            return None
+        shown = ", ".join(sorted(self.names)) + (" and any IP address" if self.any_address else "")
+        return f"Host header {host[:100]!r} not allowed: this API answers to {shown} (api.allowed_hosts adds names)"
+
+    def refuse_origin(self, origin: str | None, host: str | None) -> str | None:
+        """Why a WebSocket handshake's ``Origin`` header is refused, or None."""
+        if origin is None:
+            return None
+        given = origin.rstrip("/").lower()
+        if given in self.origins:
+            return None
+        if host is not None and given in (f"http://{host.lower()}", f"https://{host.lower()}"):
+            return None
+        own = f"http://{host}" if host is not None else "the API's own"
+        return f"Origin header {origin[:100]!r} not allowed: the stream takes {own} origin or api.allowed_origins"
+
+
+def _host_name(host: str) -> str | None:
+    """The name of a ``Host`` header (``name[:port]``, ``[v6][:port]``), or None when it is malformed."""
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1 :]
+        if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return None
+        return host[1:end]
+    name, _, port = host.partition(":")
+    if not name or (port and not port.isdigit()) or ":" in port:
+        return None
+    return name
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in headers if k == name), None)
 
 
 class _Guard:
-    """Pure ASGI middleware in front of every HTTP request: the token (401), then the body cap (413: by its
+    """Pure ASGI middleware in front of every HTTP request and WebSocket handshake: the ``Host`` header (400) and a
+    handshake's ``Origin`` (403, see :class:`_Callers`), then for HTTP the token (401), the body cap (413: by its
     Content-Length before it is read, or as it arrives when chunked) and its type (415 unless JSON, or without a
     Content-Type), a key repeated in a JSON object (422 naming it), then the app, whose answers get
-    ``Cache-Control: no-store`` (unless they set one), ``nosniff`` and ``no-referrer`` (a token may be in the URL)."""
+    ``Cache-Control: no-store`` (unless they set one), ``nosniff``, ``no-referrer`` (a token may be in the URL),
+    ``X-Frame-Options: DENY`` and a Content-Security-Policy (:data:`REPORT_POLICY` for reports, else
+    :data:`PAGE_POLICY`)."""
 
-    def __init__(self, app: ASGIApp, api: _Api, limit: int) -> None:
+    def __init__(self, app: ASGIApp, api: _Api, limit: int, callers: _Callers) -> None:
         self.app = app
         self.api = api
         self.limit = limit
+        self.callers = callers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
         headers = scope.get("headers", ())
+        host = _header(headers, b"host")
+        refused = self.callers.refuse_host(host)
+        if scope["type"] == "websocket":
+            if refused is not None:
+                await _deny_handshake(scope, receive, send, 400, refused)
+                return
+            refused = self.callers.refuse_origin(_header(headers, b"origin"), host)
+            if refused is not None:
+                await _deny_handshake(scope, receive, send, 403, refused)
+                return
+            await self.app(scope, receive, send)
+            return
+        policy = _policy(path)
+        if refused:
+            await _plain_json(send, 400, {"detail": refused}, policy=policy)
+            return
         if scope["method"] != "OPTIONS" and path not in _OPEN_PATHS and not path.startswith("/static/"):
             header = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
             query = _query_token(scope) if path.startswith("/reports/") else None
             if not self.api.authorized(header, query):
-                await _plain_json(send, 401, {"detail": _UNAUTHORIZED}, [(b"www-authenticate", b"Bearer")])
+                await _plain_json(send, 401, {"detail": _UNAUTHORIZED}, [(b"www-authenticate", b"Bearer")], policy)
                 return
         limit = self.limit
         length: int | None = None  # no Content-Length: a chunked body, or none
@@ -301,14 +426,14 @@ class _Guard:
                 except ValueError:
                     length = limit + 1
                 if length > limit:
-                    await _too_large(send, limit)
+                    await _too_large(send, limit, policy)
                     return
             elif name == b"content-type":
                 kind = value.split(b";")[0].strip().lower()
         if kind and kind != b"application/json" and not kind.endswith(b"+json") and length != 0:
             shown = kind.decode("latin-1")[:60]
             detail = f"the body must be JSON: send Content-Type: application/json (got {shown!r})"
-            await _plain_json(send, 415, {"detail": detail})
+            await _plain_json(send, 415, {"detail": detail}, policy=policy)
             return
         # read the body here (chunked bodies have no length to check first), at most ``limit`` bytes, then hand it on
         chunks: list[Message] = []
@@ -320,20 +445,21 @@ class _Guard:
                 break
             seen += len(message.get("body", b""))
             if seen > limit:
-                await _too_large(send, limit)
+                await _too_large(send, limit, policy)
                 return
             if not message.get("more_body", False):
                 break
         if seen and chunks[-1]["type"] == "http.request":  # a whole body (a bodiless POST, e.g. halt, has none)
             if not kind:  # ``curl -d`` sends form-urlencoded; another client may send no Content-Type at all
                 detail = "the body must be JSON: send Content-Type: application/json (the request has no Content-Type)"
-                await _plain_json(send, 415, {"detail": detail})
+                await _plain_json(send, 415, {"detail": detail}, policy=policy)
                 return
             repeated = _repeated_key(b"".join(m.get("body", b"") for m in chunks))
             if repeated is not None:
                 shown = repeated[:60].encode("utf-8", "backslashreplace").decode()  # a lone surrogate, escaped
                 text = f"the key {shown!r} appears more than once in the JSON body: send each field once"
-                await _plain_json(send, 422, {"detail": [{"loc": ["body", shown], "msg": text, "type": "value_error"}]})
+                problem = [{"loc": ["body", shown], "msg": text, "type": "value_error"}]
+                await _plain_json(send, 422, {"detail": problem}, policy=policy)
                 return
 
         async def replay() -> Message:
@@ -344,7 +470,7 @@ class _Guard:
                 out = list(message.get("headers", ()))
                 if not any(k.lower() == b"cache-control" for k, _ in out):
                     out.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": out + _SECURITY_HEADERS}
+                message = {**message, "headers": out + _security_headers(policy)}
             await send(message)
 
         await self.app(scope, replay, send_secured)
@@ -386,15 +512,38 @@ def _query_token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
-async def _plain_json(send: Send, status: int, content: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+def _policy(path: str) -> str:
+    return REPORT_POLICY if path.startswith("/reports/") else PAGE_POLICY
+
+
+def _security_headers(policy: str) -> list[tuple[bytes, bytes]]:
+    return [*_SECURITY_HEADERS, (b"content-security-policy", policy.encode())]
+
+
+async def _plain_json(
+    send: Send, status: int, content: Any, headers: Iterable[tuple[bytes, bytes]] = (), policy: str = PAGE_POLICY
+) -> None:
     body = orjson.dumps(content)
     out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": out + _SECURITY_HEADERS})
+    await send({"type": "http.response.start", "status": status, "headers": out + _security_headers(policy)})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    await _plain_json(send, 413, {"detail": f"request body too large: the limit is {limit} bytes"})
+async def _too_large(send: Send, limit: int, policy: str) -> None:
+    await _plain_json(send, 413, {"detail": f"request body too large: the limit is {limit} bytes"}, policy=policy)
+
+
+async def _deny_handshake(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    """Refuse a WebSocket handshake with an HTTP answer naming why (uvicorn's ``websocket.http.response``
+    extension), or a bare 403 from a server without it."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+        return
+    body = orjson.dumps({"detail": detail})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers + _SECURITY_HEADERS})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 # ------------------------------------------------------------------------------------------------- the app
@@ -535,8 +684,13 @@ def build_app(
     cors_origins: Iterable[str] = (),
     max_in_flight: int = MAX_IN_FLIGHT,
     web_dir: Path = WEB_DIR,
+    host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
 ) -> FastAPI:
-    """The ASGI app over ``service`` (see the module docstring); :func:`serve_api` runs it."""
+    """The ASGI app over ``service`` (see the module docstring); :func:`serve_api` runs it. ``host`` is the address
+    it is bound to: with the loopback names and ``allowed_hosts`` it makes the ``Host`` headers answered, and the
+    stream takes the origins of those hosts and ``allowed_origins`` (:class:`_Callers`)."""
     if not 1 <= queue <= MAX_QUEUE:
         raise InvalidInput(f"api queue must be 1..{MAX_QUEUE}, got {queue}")
     api = _Api(service, token, run_dir, queue=queue, max_in_flight=max_in_flight)
@@ -566,7 +720,7 @@ def build_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(_Guard, api=api, limit=max_body_bytes)
+    app.add_middleware(_Guard, api=api, limit=max_body_bytes, callers=_Callers(host, allowed_hosts, allowed_origins))
     origins = list(cors_origins)
     if origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -1124,6 +1278,8 @@ def serve_api(
     queue: int = DEFAULT_QUEUE,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     cors_origins: Iterable[str] = (),
+    allowed_hosts: Iterable[str] = (),
+    allowed_origins: Iterable[str] = (),
     web_dir: Path = WEB_DIR,
     announce: Callable[[str], None] | None = None,
 ) -> ApiServer:
@@ -1141,7 +1297,7 @@ def serve_api(
     register_secrets(value)  # no veloz log line of this process shows it from now on
     app = build_app(
         service, value, run_dir=run_dir, queue=queue, max_body_bytes=max_body_bytes, cors_origins=cors_origins,
-        web_dir=web_dir,
+        web_dir=web_dir, host=host, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
     )  # fmt: skip
     api: _Api = app.state.api
     try:

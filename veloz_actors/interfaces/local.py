@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..core.risk_monitor import kill_switch_commands
-from ..logs import log_events
+from ..logs import log_events, log_file_status
 from ..messages import (
     Error,
     ResetCircuitBreaker,
@@ -102,6 +102,8 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         status = {"engine": "single-process", "state": "running", **self.engine.status()}
+        log = log_file_status()
+        status["logs"] = {} if log is None else {"engine": log}
         if self.live is not None:
             status["market_data"] = self.live.status()
         if self.trading is not None:
@@ -409,7 +411,7 @@ def run_session(
             closers.insert(0, view.close)  # closed last (once started: closing gives the terminal and history back)
         return service.run()
     finally:
-        service.restore_signals()  # run() gave them back already, unless a front end failed to start
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 close()
+        service.restore_signals()  # run() gave them back already, unless a front end failed to start

@@ -15,6 +15,9 @@ scrapes. Metrics (full words, unit suffixes)::
     veloz_subscriber_dropped_total             counter    events dropped by the subscribers' drop-oldest queues (all
                                                           subscriptions, closed ones' too)
     veloz_subscriber_queued_max                gauge      events waiting in the fullest subscriber queue
+    veloz_log_dropped_lines_total{actor,file}  counter    lines a process's log file refused (a full disk, an I/O
+                                                          error) since it was opened (STATUS ``logs``)
+    veloz_log_file_failing{actor,file}         gauge      1 while that file refuses lines
 
 No metric is labelled by subscription: its id is new on every subscribe (STATUS ``subscribers`` has each one's).
 
@@ -57,7 +60,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["EngineCollector", "MetricsServer", "market_data_metric_families", "risk_metric_families", "serve_metrics"]
+__all__ = [
+    "EngineCollector",
+    "MetricsServer",
+    "log_metric_families",
+    "market_data_metric_families",
+    "risk_metric_families",
+    "serve_metrics",
+]
 
 
 def _histogram(name: str, doc: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> Metric:
@@ -127,12 +137,30 @@ class EngineCollector:
             "veloz_subscriber_queued_max", "Events waiting in the fullest subscriber queue",
             value=max((sub.get("queued", 0) for sub in subscribers), default=0),
         )  # fmt: skip
+        yield from log_metric_families(status.get("logs") or {})
         risk = status.get("risk_gauges")
         if risk:
             yield from risk_metric_families(risk, status.get("valuation_asset", "USDT"))
         market = status.get("market_data")
         if market:
             yield from market_data_metric_families(market)
+
+
+def log_metric_families(logs: dict[str, Any]) -> Iterator[Metric]:
+    """STATUS ``logs`` (each process's :func:`~veloz_actors.logs.log_file_status`, by actor) as metric families."""
+    dropped = CounterMetricFamily(
+        "veloz_log_dropped_lines",
+        "Lines the process's log file refused (full disk, I/O error)",
+        labels=["actor", "file"],
+    )
+    failing = GaugeMetricFamily(
+        "veloz_log_file_failing", "1 while the log file refuses lines", labels=["actor", "file"]
+    )
+    for actor, entry in sorted(logs.items()):
+        labels = [actor, str(entry.get("file"))]
+        dropped.add_metric(labels, entry.get("dropped") or 0)
+        failing.add_metric(labels, 1 if entry.get("failing") else 0)
+    yield from (dropped, failing)
 
 
 def market_data_metric_families(market: dict[str, Any]) -> Iterator[Metric]:

@@ -529,11 +529,13 @@ class EngineService:
             pass
         finally:
             self._stop.set()
-            self.restore_signals()
             self._drain_calls()
             close = getattr(session.backend, "close", None)
-            if close is not None:
-                close()
+            try:
+                if close is not None:
+                    close()  # a Ctrl-C meanwhile only sets the flag: the stop goes to its end (the actors, the journal)
+            finally:
+                self.restore_signals()
             with contextlib.suppress(BrokenPipeError, ValueError):
                 if self.sink is not None:
                     self.sink.write([{"type": "status", "ts": session.now(), "state": "stopped"}], reply=True)
