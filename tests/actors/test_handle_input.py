@@ -17,7 +17,7 @@ from veloz_actors.actors.supervisor import supervisor_name
 from veloz_actors.messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side
 from veloz_actors.search.runtime import check_joined
 
-from .helpers import file_config
+from .helpers import file_config, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_runtime")
 
@@ -194,3 +194,33 @@ def _refused_while_joined(other: str, joined: str) -> None:
         start_local(file_config(), name="test-other-cluster", address=other)
     with pytest.raises(ConfigError, match=message):
         connect(other, name="test-handle-input")
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["owned", "detached"])
+def test_a_start_interrupted_while_its_actors_come_up_leaves_no_engine_behind(ray_runtime, monkeypatch, detached):
+    """A Ctrl-C while ``start_local`` waits for the engine's actors (injected as the KeyboardInterrupt the wait would
+    raise) kills the supervisor it created, and with it its actors: a detached engine would otherwise outlive the
+    driver, half started, under its name, and a new start with that name would be refused."""
+    import veloz_actors.actors.api as api
+
+    name = f"test-interrupted-start-{'detached' if detached else 'owned'}"
+
+    def interrupted(self, supervisor, **kwargs):
+        ray.get(supervisor.handles.remote(), timeout=120)  # the actors are up: there is something to tear down
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api.EngineHandle, "__init__", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            start_local(file_config(), name=name, detached=detached)
+
+    def gone() -> bool:
+        try:
+            ray.get_actor(supervisor_name(name))
+        except ValueError:
+            return True
+        return False
+
+    wait_for(gone, timeout=60, what=f"the supervisor of the interrupted engine {name!r} to be gone")
+    handle = start_local(file_config(), name=name, detached=detached)  # the name is free again
+    handle.shutdown()

@@ -223,3 +223,25 @@ def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(
     assert result.stderr.decode() == (
         f"error: {corrupt}:{number + 1}: corrupt journal line: PlaceOrder: qty must be int, got str 'abc'\n"
     )
+
+
+def test_a_ctrl_c_while_the_engine_starts_says_the_start_up_was_interrupted(tmp_path, monkeypatch):
+    """A Ctrl-C before the prompt (here while the journal is recovered, the long part of a restart: injected as the
+    KeyboardInterrupt it raises) exits 130 with one line saying so, not silently, and prints no status."""
+    from typer.testing import CliRunner
+
+    from veloz_actors.interfaces.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "recover", interrupted)
+    journal = tmp_path / "engine.journal"
+    result = CliRunner().invoke(
+        app, ["start", "--local", "--single-process", "--no-market", "--config", str(CONFIG), "--journal", str(journal)]
+    )
+    assert result.exit_code == 130, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "interrupted during start-up: the engine took no command, and what it had started is stopped"
+    ]
