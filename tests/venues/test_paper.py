@@ -30,7 +30,7 @@ from veloz_actors.messages import (
     VenueOrderExpired,
     VenueOrderFilled,
 )
-from veloz_actors.testing import d, encoded, engine_config, place
+from veloz_actors.testing import START_NS, book_top, d, encoded, engine_config, place
 from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
@@ -463,3 +463,47 @@ def test_an_order_the_paper_venue_raised_on_is_not_kept_as_working(events: list)
     out = engine.apply(place("m1", "BUY", "0.01", ts=ts + 1))
     assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.VENUE_ERROR]
     assert venue.status()["working_orders"] == 0 and not venue.orders
+
+
+def test_a_market_event_the_engine_raises_on_is_an_error_of_its_step_in_the_run_and_in_the_replay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the engine itself on one market event (a bug its data triggers: injected here as the failure of
+    every application of that one event) is an ``Error`` ending that step, with its symbol's book to sync again, and
+    the engine goes on. It is caught inside the journaled step, so the recovery of the journal takes the same step to
+    the same ``Error`` and the same state: a restart never dies on the line the run survived."""
+    bad = book_top("59990", "60010", ts=START_NS + 5)
+    real = Engine._market
+
+    def failing_on_bad(self: Engine, event, *rest):
+        if event == bad:
+            raise RuntimeError("injected: the engine fails on this event")
+        return real(self, event, *rest)
+
+    monkeypatch.setattr(Engine, "_market", failing_on_bad)
+    config = engine_config()
+    path = tmp_path / "engine.journal"
+    engine = Engine(config, journal_path=path)
+    run = engine.apply(book_top("59999", "60001", ts=START_NS + 1))
+    failed = engine.apply(bad)
+    assert [(type(e).__name__, e.code) for e in failed] == [("Error", "MARKET_APPLY_FAILED")]
+    assert "BTCUSDT BookTop" in failed[0].message and "injected" in failed[0].message
+    assert engine.take_books_to_resync() == ["BTCUSDT"] and engine.market_errors == 1
+    run += failed
+    run += engine.apply(place("after", "BUY", "0.01", "59000", ts=START_NS + 6))  # it trades on
+    assert any(type(e) is OrderAccepted for e in run)
+    state = _state(engine)
+    engine.close()
+
+    recovered, replayed = Engine.recover(config, path)
+    try:
+        assert encoded(replayed) == encoded(run)
+        assert _state(recovered) == state and recovered.market_errors == 1
+    finally:
+        recovered.close()
+
+
+def _state(engine: Engine) -> tuple:
+    kernel = engine.kernel
+    orders = sorted((o.client_order_id, o.status.value, o.filled) for o in kernel.oms.open_orders())
+    return kernel.ledger.balances("main"), orders, dict(kernel.reference)

@@ -26,7 +26,6 @@ from typing import IO, Any
 from ..core.risk_monitor import kill_switch_commands
 from ..logs import log_events, log_file_status
 from ..messages import (
-    Error,
     ResetCircuitBreaker,
     Tick,
     VenueBalance,
@@ -277,7 +276,6 @@ class LiveMarket:
         self.batches: queue.Queue[list[Any]] = queue.Queue(maxsize=max_batches)
         self._closed = threading.Event()
         self.applied = 0
-        self.apply_errors = 0  # market events the engine raised on (said in an Error, skipped)
         self.thread = MarketDataThread(MarketDataSettings(**settings), self._sink).start()
 
     def _sink(self, batch: list[Any]) -> None:
@@ -289,8 +287,8 @@ class LiveMarket:
     def drain(self) -> list[Any]:
         """Apply every batch read so far to the engine; returns the market events and the events they caused. The
         books of paper venues that failed on an event (said in the engine's ``Error``) may lack what it carried: the
-        client syncs them again. So does an event whose application raised, which the actor engine's feed would
-        skip the same way (an ``Error``, ``MARKET_APPLY_FAILED``, logged with the other events): the session goes
+        client syncs them again, as it does the book of an event the engine raised on (``MARKET_APPLY_FAILED``,
+        :meth:`~veloz_actors.venues.engine.Engine._market_failed`, logged with the other events): the session goes
         on."""
         out: list[Any] = []
         apply = self._apply
@@ -303,37 +301,22 @@ class LiveMarket:
                 log_events(_log, out)  # paper fills, connection changes, errors (market events are never logged)
                 return out
             received = [event.ts_recv for event in batch if type(event) is not VenueConnection]
-            skipped: set[str] = set()
             for event in batch:
                 out.append(event)
                 if type(event) is not VenueConnection:
-                    try:
-                        out.extend(apply(event))
-                    except Exception as exc:  # noqa: BLE001 - said, skipped and its book synced again (see above)
-                        out.append(self._apply_failed(event, exc))
-                        skipped.add(event.symbol)
+                    out.extend(apply(event))
             self.applied += len(batch)
-            resync = sorted(skipped.union(engine.take_books_to_resync()))
+            resync = engine.take_books_to_resync()
             if resync:
                 self.thread.resync(resync)
             if received:  # receive -> applied to the engine, oldest and newest of the batch
                 self.thread.record_publish((received[0], received[-1]))
 
-    def _apply_failed(self, event: Any, exc: Exception) -> Error:
-        """The engine raised applying ``event``: the rule of the actor engine's feed for a batch a venue shard failed
-        to apply (:meth:`~veloz_actors.actors.feed.MarketFeedActor._apply_failed`), for one event."""
-        self.apply_errors += 1
-        message = (
-            f"the engine failed to apply a {event.symbol} {type(event).__name__}, which is skipped; its book is "
-            f"synced again: {type(exc).__name__}: {exc}"
-        )
-        return Error(code="MARKET_APPLY_FAILED", message=message, ts=event.ts_recv)
-
     def status(self) -> dict[str, Any]:
         return {
             **self.thread.status(),
             "applied_events": self.applied,
-            "apply_errors": self.apply_errors,
+            "apply_errors": self.engine.market_errors,
             "queued_batches": self.batches.qsize(),
         }
 

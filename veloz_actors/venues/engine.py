@@ -37,7 +37,7 @@ from ..core.journal import (
 )
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
-from ..messages import BookDelta, BookTop, Kline, Message, SubmitOrder, Tick, Trade
+from ..messages import BookDelta, BookTop, Error, Kline, Message, SubmitOrder, Tick, Trade
 from .base import failed, guarded
 from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
@@ -182,6 +182,7 @@ class Engine:
         self.seq = 0
         self.last_tick = -1
         self.books_to_resync: set[str] = set()  # symbols whose venue failed on market data (take_books_to_resync)
+        self.market_errors = 0  # market events the engine raised on (an Error of their step: _market_failed)
         self.journal: Journal | None = None
         self.snapshot_path: Path | None = None
         if journal_path is not None:
@@ -283,7 +284,11 @@ class Engine:
         if kind is Tick:
             events = self._tick(message)  # type: ignore[arg-type]
         elif kind in _MARKET_TYPES:
-            events = self._market(message)
+            events = []
+            try:
+                self._market(message, events)
+            except Exception as exc:  # noqa: BLE001 - an Error of the step, in the run and in every replay
+                events.append(self._market_failed(message, exc))
         else:
             kernel = self.kernel
             events = kernel.apply(message)
@@ -316,12 +321,11 @@ class Engine:
                 for report in guarded(venue, call, request, request.ts):
                     events += apply(report)
 
-    def _market(self, event: Any) -> list[Any]:
+    def _market(self, event: Any, events: list[Any]) -> None:
         """Market data: a venue trading against it (paper) moves its book and fills what it reaches, then the kernel
-        takes the event (reference prices, marks, post-trade risk). A venue that failed on it may lack what it
-        carried (a diff): its symbol waits in :meth:`take_books_to_resync`."""
+        takes the event (reference prices, marks, post-trade risk); their events go to ``events`` as they come. A
+        venue that failed on it may lack what it carried (a diff): its symbol waits in :meth:`take_books_to_resync`."""
         kernel = self.kernel
-        events: list[Any] = []
         venue = self.venues.get(event.symbol)
         if venue is not None and getattr(venue, "consumes_market", False):
             reports = guarded(venue, venue.on_market, event, event.ts_recv)
@@ -332,7 +336,20 @@ class Engine:
         events += kernel.apply(event)
         if kernel.outbox:
             self._route(events)
-        return events
+
+    def _market_failed(self, event: Any, exc: Exception) -> Error:
+        """The engine raised applying a market event (not a venue: :func:`guarded` keeps those): an ``Error``
+        (``MARKET_APPLY_FAILED``) ends the step instead, with the events it made before (facts, kept), and the
+        symbol's book waits to be synced again. It is caught here, inside the journaled step, so a replay of the
+        journal takes the same step to the same ``Error`` and goes on: a restart never dies on the line that the
+        run survived, as the actor engine's feed goes on past a batch a venue shard failed on."""
+        self.market_errors += 1
+        self.books_to_resync.add(event.symbol)
+        message = (
+            f"the engine failed to apply a {event.symbol} {type(event).__name__}, which is skipped; its book is "
+            f"synced again: {type(exc).__name__}: {exc}"
+        )
+        return Error(code="MARKET_APPLY_FAILED", message=message, ts=event.ts_recv)
 
     def _tick(self, tick: Tick) -> list[Any]:
         if tick.ts <= self.last_tick:
