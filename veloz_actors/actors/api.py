@@ -206,12 +206,11 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     from ..core.journal import read_journal
     from ..core.kernel import KernelConfig
     from ..venues.binance.auth import CredentialsRef
-    from ..venues.binance.venue import VenueUnavailable, account_ledger
+    from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, account_ledger
     from ..venues.engine import EngineConfig
 
     if journal_dir is None:
         raise ConfigError("live trading needs a journal (recovery and reconciliation start from it): drop --no-journal")
-    urls = file_config.venue.urls()
     settings = file_config.venue.trading_settings()  # checked here, before any actor starts
     ref = CredentialsRef(env_file=file_config.venue.credentials_file)
     credentials = ref.load()  # the keys are usable here, or the error names the variable
@@ -234,7 +233,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     else:
         venue_instruments, _ = resolve_venue_instruments(file_config, Path(journal_dir).parent)
         try:
-            ledger = account_ledger(urls["rest_url"], credentials)
+            ledger = account_ledger(BinanceVenueSettings(**settings), credentials)
         except VenueUnavailable as exc:
             raise ConfigError(f"live trading: cannot read the account's balances: {exc}") from None
         engine_config = dataclasses.replace(file_config.engine_config(venue_instruments), balances={"main": ledger})

@@ -95,7 +95,7 @@ def run_live(
     else:
         instruments, _ = resolve_venue_instruments(file_config, journal_path.parent)
         try:
-            ledger = account_ledger(urls["rest_url"], credentials)
+            ledger = account_ledger(settings, credentials)
         except VenueUnavailable as exc:
             raise VelozError(f"live trading: cannot read the account's balances: {exc}") from None
         config = dataclasses.replace(file_config.engine_config(instruments), balances={"main": ledger})

@@ -2356,9 +2356,18 @@ class VenueThread(LoopThread):
 # --------------------------------------------------------------------------------------------- account at start-up
 
 
-def account_ledger(rest_url: str, credentials: Credentials) -> dict[str, int]:
-    """A new live engine's opening ledger: every asset the account holds now, free + locked (1e-8 units)."""
-    return {b.asset: b.free + b.locked for b in fetch_account_balances(rest_url, credentials) if b.free or b.locked}
+def account_ledger(settings: BinanceVenueSettings, credentials: Credentials) -> dict[str, int]:
+    """A new live engine's opening ledger: every asset the account holds now, free + locked (1e-8 units), asked with
+    the adapter's own ``settings`` (its REST URL, receive window, request timeout and clock samples: a user's wider
+    window for a distant machine holds for this first signed request too)."""
+    balances = fetch_account_balances(
+        settings.rest_url,
+        credentials,
+        recv_window_ms=settings.recv_window_ms,
+        timeout=settings.request_timeout,
+        clock_samples=settings.clock_samples,
+    )
+    return {b.asset: b.free + b.locked for b in balances if b.free or b.locked}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
