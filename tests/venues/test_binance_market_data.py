@@ -694,6 +694,30 @@ class FlakySink(Sink):
         super().__call__(batch)
 
 
+def test_waiting_for_the_books_while_the_loop_thread_is_busy_is_a_false_never_an_exception():
+    """``wait_synced`` reads the client on its loop thread; a loop busy past the read's own timeout (a large batch
+    parsed, a slow sink) made it raise ``TimeoutError`` out of a wait that promises True or False."""
+    import asyncio
+
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        feed = MarketDataThread(settings_for(server, ("BTCUSDT",)), Sink(), rng=random.Random(3)).start()
+        try:
+            assert feed.wait_synced(10.0)
+            busy = threading.Event()
+
+            async def hold_the_loop() -> None:
+                busy.set()
+                time.sleep(1.0)  # blocks the loop thread itself, as heavy work on it does
+
+            done = asyncio.run_coroutine_threadsafe(hold_the_loop(), feed._loop)
+            assert busy.wait(5.0)
+            assert feed.wait_synced(0.01) is False
+            done.result(5.0)
+            assert feed.wait_synced(10.0)
+        finally:
+            feed.close()
+
+
 def test_a_sink_that_raises_costs_a_resync_never_a_wrong_downstream_book():
     with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server:
         sink = FlakySink()

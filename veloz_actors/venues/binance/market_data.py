@@ -1654,11 +1654,15 @@ class MarketDataThread(LoopThread):
         return self._call(read(), timeout)  # type: ignore[no-any-return]
 
     def wait_synced(self, timeout: float) -> bool:
-        """Wait until connected with every symbol's book synced; False if that did not happen within ``timeout``."""
+        """Wait until connected with every symbol's book synced; False if that did not happen within ``timeout`` (also
+        when the loop thread was too busy to answer in time: a wait, never an exception)."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.synced(timeout=max(deadline - time.monotonic(), 0.1)):
-                return True
+            try:
+                if self.synced(timeout=max(deadline - time.monotonic(), 0.1)):
+                    return True
+            except TimeoutError:  # the loop was busy past the read's own timeout: not known to be synced yet
+                pass
             if time.monotonic() >= deadline or not self.running:
                 return False
             time.sleep(0.01)
