@@ -338,6 +338,22 @@ def test_ties_go_to_the_set_first_in_the_parameter_space_whatever_the_arrival_or
         assert [(r["fast"], r["slow"]) for r in ranked] == expected
 
 
+def test_sets_below_min_trades_are_still_ranked_by_the_metric_among_themselves() -> None:
+    """When no set trades enough (a quiet walk-forward training window), the choice is the best of the rest, not the
+    set that happens to come first in the space."""
+    space = ParameterSpace({"fast": (5, 10, 15, 20), "slow": (30,)})
+    rows = [
+        {**ROW, "fast": fast, "slow": 30, "sharpe": sharpe, "n_trades": trades}
+        for fast, sharpe, trades in ((5, -2.0, 1), (10, 1.5, 3), (15, float("nan"), 2), (20, 0.5, 9))
+    ]
+    top = TopK(4, "sharpe", True, min_trades=9, space=space)
+    top.add(rows)
+    assert [r["fast"] for r in top.rows()] == [20, 10, 5, 15]  # enough trades first; then by Sharpe; NaN last
+    lowest = TopK(4, "max_drawdown", False, min_trades=9, space=space)
+    lowest.add({**r, "max_drawdown": 1.0 - r["fast"] / 100} for r in rows)
+    assert [r["fast"] for r in lowest.rows()] == [20, 15, 10, 5]
+
+
 def test_a_second_search_on_the_same_directory_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [

@@ -399,15 +399,19 @@ def best_first(
     """The indices of the rows in ``columns`` (the parameters, ``metric`` and ``n_trades``), best first: the ranking.
 
     Larger ``metric`` first (smaller with ``maximise`` false); NaN, and fewer than ``min_trades`` round trips, after
-    every other row. A tie goes to the set that comes first in ``space`` (its product order: the config's parameters
-    and values in the config's order), never to the order results arrived in, so the same search ranks the same way
-    every time. The one rule of the top table, ``report.html`` and a walk-forward fold's choice.
+    every other row, and ranked by ``metric`` among themselves too (NaN last): when no set trades enough (a quiet
+    walk-forward training window), the choice is still the best of the rest, not merely the first set of the space.
+    A tie goes to the set that comes first in ``space`` (its product order: the config's parameters and values in the
+    config's order), never to the order results arrived in, so the same search ranks the same way every time. The one
+    rule of the top table, ``report.html`` and a walk-forward fold's choice.
     """
     values = np.asarray(columns[metric], dtype=np.float64)
     trades = np.asarray(columns["n_trades"], dtype=np.int64)
-    score = np.where(np.isnan(values) | (trades < min_trades), -np.inf, values if maximise else -values)
+    nan = np.isnan(values)
+    score = np.where(nan, -np.inf, values if maximise else -values)
+    below = nan | (trades < min_trades)
     places = [space.value_indices(name, columns[name]) for name in reversed(space.names)]
-    return np.lexsort((*places, -score))
+    return np.lexsort((*places, -score, below))
 
 
 class TopK:
