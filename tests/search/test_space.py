@@ -417,3 +417,14 @@ def test_a_search_config_with_a_key_written_twice_is_refused(tmp_path: Path) -> 
     path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\nmetric: sharpe\nmetric: final_equity\n")
     with pytest.raises(ConfigError, match=r"not valid YAML \(duplicate key 'metric' \(first at line 3\) at line 4, "):
         load_config(path)
+
+
+def test_an_unquoted_range_in_a_search_config_is_the_range_not_a_base_60_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``30:50:2`` as 30 x 3600 + 50 x 60 + 2: a one-set search on a window of 111,002 bars."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\ngrid:\n  fast: 5:20:1\n  slow: 30:50:2\n")
+    grid = load_config(path).grid
+    assert grid == {"fast": Range(start=5, stop=20, step=1), "slow": Range(start=30, stop=50, step=2)}
+    path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\ngrid:\n  fast: 5:20\n  slow: [30, 40]\n")
+    with pytest.raises(ConfigError, match=r"grid: '5:20': expected START:STOP:STEP"):
+        load_config(path)
