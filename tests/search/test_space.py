@@ -22,7 +22,7 @@ from veloz_actors.search import ParameterSpace, ResultStore, load_config, parse_
 from veloz_actors.search.config import Range
 from veloz_actors.search.plan import fingerprint, make_plan
 from veloz_actors.search.report import ranked_rows
-from veloz_actors.search.space import MAX_GRID_SETS
+from veloz_actors.search.space import MAX_GRID_SETS, FloatSteps
 from veloz_actors.search.store import TopK
 
 ROW = {"final_equity": 1.5, "total_return": 0.5, "max_drawdown": 0.1, "n_trades": 3, "win_rate": 0.25, "sharpe": 0.7}
@@ -173,6 +173,31 @@ def test_resume_without_search_json_reads_the_rows_back_and_warns_they_were_not_
             in (store.warnings[0])
         )
     assert (tmp_path / "search.json").exists()  # written again: the next resume is checked
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"fast": (5, 7), "slow": (30,)}, "line 3: fast 6 is not one of this search's values of fast"),  # KeyError
+        ({"fast": range(5, 10, 2), "slow": (30,)}, "line 3: fast 6 is not one of"),  # ranked in fast=7's place
+        ({"fast": (5, 6), "slow": FloatSteps(25.5, 0.5, 3)}, "line 2: slow 30.0 is not one of"),
+    ],
+)
+def test_resume_refuses_rows_of_another_grid_and_changes_nothing(tmp_path: Path, values: dict, message: str) -> None:
+    """A results.csv without its search.json is trusted, with a warning, but a row outside this search's grid cannot
+    be this search's: it crashed the ranking (a list) or took another set's place in it (a range)."""
+    before = _saved(tmp_path)
+    (tmp_path / "search.json").unlink()
+    before.pop("search.json")
+    with pytest.raises(DataError, match=re.escape(message)):
+        ResultStore(tmp_path, ["fast", "slow"], values, resume=True, fingerprint={"data": "a.csv"})
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_float_steps_know_their_members() -> None:
+    steps = FloatSteps(0.1, 0.1, 10**6)  # found by index: a range of 10**12 steps costs the same
+    assert 0.3 in steps and 1e5 in steps and 0.1 in steps and 100000.1 not in steps
+    assert 0.15 not in steps and 0.0 not in steps and float("nan") not in steps and "0.3" not in steps
 
 
 def test_resume_of_a_bad_cell_names_the_line_and_keeps_the_parquet(tmp_path: Path) -> None:
