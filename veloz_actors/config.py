@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -945,13 +946,26 @@ def default_engine_config() -> Path:
     return Path(__file__).resolve().parents[1] / DEFAULT_ENGINE_CONFIG
 
 
+# YAML 1.1's base-60 numbers (PyYAML's int and float resolvers): read as text instead (see _UniqueKeyLoader).
+_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key written twice in one mapping is an error.
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error, and that ``5:20:1`` is text.
 
     PyYAML keeps the last value of a repeated key without a word, so a ``max_order_qty:`` or ``level:`` written twice
     would silently replace the first; the HTTP API refuses duplicate JSON keys for the same reason. Keys brought in by a
     merge (``<<: *defaults``) may still be overridden, as YAML intends.
+
+    YAML 1.1 (PyYAML) reads an unquoted ``5:20:1`` as the base-60 number 19201 (``30:50:2`` as 111002, ``12:30`` as
+    750); YAML 1.2 dropped that. Here such a value stays the text it is, so a search's ``fast: 5:20:1`` is the range it
+    reads as, not silently a single window of 19,201 bars, and any other key names the text it could not use.
     """
+
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and implicit[0] and _SEXAGESIMAL.match(value):
+            return yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+        return super().resolve(kind, value, implicit)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}

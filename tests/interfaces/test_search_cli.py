@@ -37,6 +37,8 @@ def _flags(shared_data: Path, *extra: str) -> list[str]:
         (["--grid", "fast=5:20"], "expected NAME=START:STOP:STEP"),
         (["--grid", "fast=5,10", "--grid", "slow=30", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),
         (["--grid", "fast=5,10", "--grid", "slow=30", "--resume"], "--resume needs --out"),
+        # the second flag would replace the first: a search over fast=20 alone, not over 5, 10 and 20
+        (["--grid", "fast=5,10", "--grid", "slow=30", "--grid", "fast=20"], "--grid fast is given more than once"),
     ],
 )
 def test_bad_input_is_one_error_line(app: typer.Typer, shared_data: Path, extra: list[str], message: str) -> None:

@@ -6,6 +6,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -100,6 +101,23 @@ def test_walk_forward_gives_one_row_per_fold(ray_runtime, shared_data: Path) -> 
     assert table.column("test_start_ms").to_pylist() == [int(opens[w.train_stop]) for w in windows]
     assert table.column("test_end_ms").to_pylist() == [int(opens[w.test_stop - 1]) for w in windows]
     assert all(f < s for f, s in zip(table.column("fast").to_pylist(), table.column("slow").to_pylist(), strict=True))
+
+
+def test_a_walk_forward_fold_where_no_set_trades_enough_takes_the_best_of_the_rest_and_says_so(
+    ray_runtime, shared_data: Path
+) -> None:
+    config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 1500})
+    plan = make_plan(load_config(config))
+    first = tuple(next(plan.param_sets()).values())
+    free = grid_search(config, progress=False)  # no floor: each fold's best Sharpe
+    winners = list(zip(free.column("fast").to_pylist(), free.column("slow").to_pylist(), strict=True))
+    assert any(winner != first for winner in winners)  # else the first set of the space would pass unnoticed
+    folds = ", ".join(str(w.fold) for w in plan.windows)
+    said = re.escape(f"walk-forward fold(s) {folds}: no parameter set made min_trades (100000) round trips")
+    with pytest.warns(UserWarning, match=said) as caught:
+        floored = grid_search({**config, "min_trades": 100_000}, progress=False)
+    assert len(caught) == 1
+    assert floored.drop(["node"]).equals(free.drop(["node"]))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from veloz_actors.search import ParameterSpace, ResultStore, load_config, parse_
 from veloz_actors.search.config import Range
 from veloz_actors.search.plan import fingerprint, make_plan
 from veloz_actors.search.report import ranked_rows
-from veloz_actors.search.space import MAX_GRID_SETS
+from veloz_actors.search.space import MAX_GRID_SETS, FloatSteps
 from veloz_actors.search.store import TopK
 
 ROW = {"final_equity": 1.5, "total_return": 0.5, "max_drawdown": 0.1, "n_trades": 3, "win_rate": 0.25, "sharpe": 0.7}
@@ -173,6 +173,31 @@ def test_resume_without_search_json_reads_the_rows_back_and_warns_they_were_not_
             in (store.warnings[0])
         )
     assert (tmp_path / "search.json").exists()  # written again: the next resume is checked
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"fast": (5, 7), "slow": (30,)}, "line 3: fast 6 is not one of this search's values of fast"),  # KeyError
+        ({"fast": range(5, 10, 2), "slow": (30,)}, "line 3: fast 6 is not one of"),  # ranked in fast=7's place
+        ({"fast": (5, 6), "slow": FloatSteps(25.5, 0.5, 3)}, "line 2: slow 30.0 is not one of"),
+    ],
+)
+def test_resume_refuses_rows_of_another_grid_and_changes_nothing(tmp_path: Path, values: dict, message: str) -> None:
+    """A results.csv without its search.json is trusted, with a warning, but a row outside this search's grid cannot
+    be this search's: it crashed the ranking (a list) or took another set's place in it (a range)."""
+    before = _saved(tmp_path)
+    (tmp_path / "search.json").unlink()
+    before.pop("search.json")
+    with pytest.raises(DataError, match=re.escape(message)):
+        ResultStore(tmp_path, ["fast", "slow"], values, resume=True, fingerprint={"data": "a.csv"})
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_float_steps_know_their_members() -> None:
+    steps = FloatSteps(0.1, 0.1, 10**6)  # found by index: a range of 10**12 steps costs the same
+    assert 0.3 in steps and 1e5 in steps and 0.1 in steps and 100000.1 not in steps
+    assert 0.15 not in steps and 0.0 not in steps and float("nan") not in steps and "0.3" not in steps
 
 
 def test_resume_of_a_bad_cell_names_the_line_and_keeps_the_parquet(tmp_path: Path) -> None:
@@ -338,6 +363,22 @@ def test_ties_go_to_the_set_first_in_the_parameter_space_whatever_the_arrival_or
         assert [(r["fast"], r["slow"]) for r in ranked] == expected
 
 
+def test_sets_below_min_trades_are_still_ranked_by_the_metric_among_themselves() -> None:
+    """When no set trades enough (a quiet walk-forward training window), the choice is the best of the rest, not the
+    set that happens to come first in the space."""
+    space = ParameterSpace({"fast": (5, 10, 15, 20), "slow": (30,)})
+    rows = [
+        {**ROW, "fast": fast, "slow": 30, "sharpe": sharpe, "n_trades": trades}
+        for fast, sharpe, trades in ((5, -2.0, 1), (10, 1.5, 3), (15, float("nan"), 2), (20, 0.5, 9))
+    ]
+    top = TopK(4, "sharpe", True, min_trades=9, space=space)
+    top.add(rows)
+    assert [r["fast"] for r in top.rows()] == [20, 10, 5, 15]  # enough trades first; then by Sharpe; NaN last
+    lowest = TopK(4, "max_drawdown", False, min_trades=9, space=space)
+    lowest.add({**r, "max_drawdown": 1.0 - r["fast"] / 100} for r in rows)
+    assert [r["fast"] for r in lowest.rows()] == [20, 15, 10, 5]
+
+
 def test_a_second_search_on_the_same_directory_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [
@@ -400,4 +441,15 @@ def test_a_search_config_with_a_key_written_twice_is_refused(tmp_path: Path) -> 
     path = tmp_path / "grid.yaml"
     path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\nmetric: sharpe\nmetric: final_equity\n")
     with pytest.raises(ConfigError, match=r"not valid YAML \(duplicate key 'metric' \(first at line 3\) at line 4, "):
+        load_config(path)
+
+
+def test_an_unquoted_range_in_a_search_config_is_the_range_not_a_base_60_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``30:50:2`` as 30 x 3600 + 50 x 60 + 2: a one-set search on a window of 111,002 bars."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\ngrid:\n  fast: 5:20:1\n  slow: 30:50:2\n")
+    grid = load_config(path).grid
+    assert grid == {"fast": Range(start=5, stop=20, step=1), "slow": Range(start=30, stop=50, step=2)}
+    path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\ngrid:\n  fast: 5:20\n  slow: [30, 40]\n")
+    with pytest.raises(ConfigError, match=r"grid: '5:20': expected START:STOP:STEP"):
         load_config(path)

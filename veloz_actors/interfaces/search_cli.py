@@ -85,7 +85,15 @@ def _overrides(
         "min_trades": min_trades,
     }
     if grid:
-        out["grid"] = dict(_grid_entry(parse_grid_flag(text)) for text in grid)
+        entries = [_grid_entry(parse_grid_flag(text)) for text in grid]
+        names = [name for name, _ in entries]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:  # a dict would keep only the last flag's values: a smaller search than asked for
+            raise ConfigError(
+                f"--grid {twice} is given more than once; give all its values in one flag "
+                f"({twice}=V1,V2,... or {twice}=START:STOP:STEP)"
+            )
+        out["grid"] = dict(entries)
     if random is not None or seed is not None:  # merged into the config's random section (load_config)
         out["random"] = {k: v for k, v in (("budget", random), ("seed", seed)) if v is not None}
     if walk_forward is not None:

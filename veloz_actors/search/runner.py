@@ -289,7 +289,8 @@ def run_walk_forward(
     warm up inside each window (a test window does not see the training bars). With ``out``, the table is written to
     ``walk_forward.csv`` and ``walk_forward.parquet`` there; existing ones are never overwritten, and ``out`` is
     locked against another search while this one runs. A fold's best set is :class:`TopK`'s (ties go to the set that
-    comes first in the parameter space).
+    comes first in the parameter space); a fold where no set made ``min_trades`` round trips in training takes
+    the best of the rest, and the outcome's warnings name it.
     """
     check_max_workers(max_workers)
     with directory_lock(out) if out is not None else contextlib.nullcontext():
@@ -347,6 +348,7 @@ def _walk_forward(
             on_retry=lambda: None,
         )
         winners = {fold: topk.rows()[0] for fold, topk in best.items()}
+        short = [fold for fold, win in winners.items() if win["n_trades"] < config.min_trades]
         test_refs = [
             _submit(
                 (
@@ -387,4 +389,11 @@ def _walk_forward(
         for path in (csv_path, parquet_path):
             os.replace(path.with_name(path.name + ".tmp"), path)
         files = (csv_path, parquet_path)
-    return SearchOutcome(table, state, runtime, rows, files=files, warnings=plan.warnings)
+    warnings = plan.warnings
+    if short:
+        warnings += (
+            f"walk-forward fold(s) {', '.join(map(str, short))}: no parameter set made min_trades "
+            f"({config.min_trades}) round trips in the training window; each of these folds took the best of the "
+            f"rest by {config.metric}",
+        )
+    return SearchOutcome(table, state, runtime, rows, files=files, warnings=warnings)

@@ -133,6 +133,13 @@ class FloatSteps(Sequence[float]):
             raise IndexError(index)
         return float(f"{self.start + index * self.step:.12g}")
 
+    def __contains__(self, value: object) -> bool:
+        """Whether ``value`` is one of the steps, found by its index (a ``Sequence`` would walk every step)."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        index = round((value - self.start) / self.step)
+        return 0 <= index < self.length and self[index] == value
+
     def __repr__(self) -> str:
         return f"FloatSteps(start={self.start!r}, step={self.step!r}, length={self.length})"
 

@@ -6,7 +6,8 @@ line), and the search runs only the parameter sets that are not there. ``results
 groups under a temporary name and put in place when the search ends or is interrupted (a killed driver leaves the
 previous file, or none; resume rebuilds it from the CSV). ``search.json`` records what the results depend on (the
 data file's path and contents, strategy, settings, the grid, the constraints and the random sampling) so a resume
-against a different search is refused instead of mixing results. Everything a resume reads is checked before anything
+against a different search is refused instead of mixing results (and, with no ``search.json``, a row whose parameters
+are not values of this search's grid). Everything a resume reads is checked before anything
 is written: a refused or damaged resume leaves the directory as it was (but for the lock file). A search holds an
 exclusive lock on ``.lock`` in the directory while it runs, so a second search on the same directory is refused
 instead of corrupting the first one's files; the OS drops the lock when the process ends, however it ends.
@@ -72,6 +73,10 @@ class ResultStore:
             + [(m, pa.int64() if m in _INT_METRICS else pa.float64()) for m in METRICS]
             + [("node", pa.string())]
         )
+        # each parameter's values, to refuse a row read back that is not a set of this search (O(1) membership)
+        self._values = {
+            name: frozenset(values) if isinstance(values, tuple) else values for name, values in param_values.items()
+        }
         self.out_dir = out_dir
         self._done: set[tuple[str, ...]] = set()  # the resumed rows' keys only: a new row's set never comes again
         self._appended = 0
@@ -172,6 +177,7 @@ class ResultStore:
                     f"({','.join(self.columns)}); fix or delete that line"
                 )
             row = self._typed(dict(zip(self.columns, cells, strict=True)), path, reader.line_num)
+            self._check_in_grid(row, path, reader.line_num)
             rows[parameter_key(row, self.param_names)] = row
         return list(rows.values())
 
@@ -192,6 +198,17 @@ class ResultStore:
                     f"--resume: {path} line {line}: {field.name} {text!r} is not {kind}; fix or delete that line"
                 ) from None
         return out
+
+    def _check_in_grid(self, row: Mapping[str, Any], path: Path, line: int) -> None:
+        """A row read back must be a set of this search's grid: one from another search (a results.csv without its
+        search.json) would be ranked and reported as this search's, its place in the grid undefined."""
+        for name in self.param_names:
+            if row[name] not in self._values[name]:
+                raise DataError(
+                    f"--resume: {path} line {line}: {name} {format_value(row[name])} is not one of this search's "
+                    f"values of {name}, so the rows there are another search's; choose another --out (or delete "
+                    "that line)"
+                )
 
     # -- use ---------------------------------------------------------------------------------------------------------
 
@@ -399,15 +416,19 @@ def best_first(
     """The indices of the rows in ``columns`` (the parameters, ``metric`` and ``n_trades``), best first: the ranking.
 
     Larger ``metric`` first (smaller with ``maximise`` false); NaN, and fewer than ``min_trades`` round trips, after
-    every other row. A tie goes to the set that comes first in ``space`` (its product order: the config's parameters
-    and values in the config's order), never to the order results arrived in, so the same search ranks the same way
-    every time. The one rule of the top table, ``report.html`` and a walk-forward fold's choice.
+    every other row, and ranked by ``metric`` among themselves too (NaN last): when no set trades enough (a quiet
+    walk-forward training window), the choice is still the best of the rest, not merely the first set of the space.
+    A tie goes to the set that comes first in ``space`` (its product order: the config's parameters and values in the
+    config's order), never to the order results arrived in, so the same search ranks the same way every time. The one
+    rule of the top table, ``report.html`` and a walk-forward fold's choice.
     """
     values = np.asarray(columns[metric], dtype=np.float64)
     trades = np.asarray(columns["n_trades"], dtype=np.int64)
-    score = np.where(np.isnan(values) | (trades < min_trades), -np.inf, values if maximise else -values)
+    nan = np.isnan(values)
+    score = np.where(nan, -np.inf, values if maximise else -values)
+    below = nan | (trades < min_trades)
     places = [space.value_indices(name, columns[name]) for name in reversed(space.names)]
-    return np.lexsort((*places, -score))
+    return np.lexsort((*places, -score, below))
 
 
 class TopK:
