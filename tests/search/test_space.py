@@ -453,3 +453,15 @@ def test_an_unquoted_range_in_a_search_config_is_the_range_not_a_base_60_number(
     path.write_text(f"data: {DATA_NAME}\nstrategy: sma_cross\ngrid:\n  fast: 5:20\n  slow: [30, 40]\n")
     with pytest.raises(ConfigError, match=r"grid: '5:20': expected START:STOP:STEP"):
         load_config(path)
+
+
+def test_a_metric_given_on_the_command_line_ranks_in_its_own_direction_not_the_config_s_mode() -> None:
+    """A config ranking ``max_drawdown`` with ``mode: min`` and ``--metric sharpe`` on the command line ranked the
+    lowest Sharpe first: the mode was meant for the config's own metric. It is dropped with it; the same metric given
+    again, or a mode given with the metric, keeps it."""
+    config = _config(metric="max_drawdown", mode="min")
+    assert load_config(config).maximise is False
+    assert load_config(config, overrides={"metric": "sharpe"}).maximise is True
+    assert load_config(config, overrides={"metric": "max_drawdown"}).maximise is False
+    assert load_config(config, overrides={"metric": "sharpe", "mode": "min"}).maximise is False
+    assert load_config(_config(mode="min"), overrides={"metric": "sharpe"}).maximise is False  # the config's own metric

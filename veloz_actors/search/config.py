@@ -314,7 +314,8 @@ def load_config(
     """Read and validate a search config from a YAML file, a dict or a ready model; apply flag ``overrides``.
 
     ``overrides`` replace top-level keys, except ``grid`` and ``random``, whose keys are merged into the config's (a
-    ``random`` override without a budget, a seed alone, needs the config's random section). A relative
+    ``random`` override without a budget, a seed alone, needs the config's random section); a ``metric`` other than
+    the config's drops the config's ``mode``, which was meant for its own metric. A relative
     ``data`` path is looked up from the current directory, then from the config file's directory.
 
     Raises :class:`ConfigError` with one readable line for anything invalid.
@@ -343,6 +344,10 @@ def load_config(
         if key in ("grid", "random"):
             raw[key] = {**(raw.get(key) or {}), **value}
         else:
+            if key == "metric" and value != raw.get("metric", "sharpe") and "mode" not in (overrides or {}):
+                # the config's mode was written for its own metric: another metric ranks in its own direction
+                # (``mode: min`` for a drawdown must not rank ``--metric sharpe`` lowest first)
+                raw.pop("mode", None)
             raw[key] = value
     if "grid" in raw and raw["grid"] is None:
         raw["grid"] = {}
