@@ -48,6 +48,11 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
         ({"strategy": "sma_cross", "symbol": "DOGEUSDT", "params": {"fast": 2, "slow": 4}}, "unknown symbol"),
         ({"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 9, "slow": 4}}, "fast"),
         ({"symbol": "BTCUSDT"}, "needs 'strategy'"),
+        # a typo in the account would leave the strategy with no funds, every order rejected, for as long as it runs
+        (
+            {"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 2, "slow": 4}, "account": "mian"},
+            "sma_cross: unknown account 'mian'",
+        ),
     ],
 )
 def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):

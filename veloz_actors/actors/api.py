@@ -124,7 +124,7 @@ def build_spec(
         peer_window=actors.peer_window,
         tick_ms=tick_ms or file_config.sim.tick_ms,
         run_clock=run_clock,
-        strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
+        strategies=tuple(_strategy_settings(entry, engine_config.balances) for entry in actors.strategies),
         replay=None if actors.replay is None else actors.replay.resolved(),
         market_data=file_config.venue.market_data() if file_config.venue.kind == "binance" else None,
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
@@ -245,12 +245,18 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     return engine_config, live
 
 
-def _strategy_settings(entry: StrategyEntryModel) -> dict[str, Any]:
-    """One live strategy's settings, its parameters checked by the strategy itself now."""
+def _strategy_settings(entry: StrategyEntryModel, accounts: Mapping[str, Any]) -> dict[str, Any]:
+    """One live strategy's settings, its parameters checked by the strategy itself now, and its account one the
+    engine has (``accounts``: the engine's opening balances by account). An unknown account is no error to the OMS:
+    it has no funds, so a typo would have every order the strategy places rejected for as long as it runs."""
     try:
         make_strategy(entry.strategy, dict(entry.params))
     except InvalidInput as exc:
         raise ConfigError(f"actors.strategies: {exc}") from exc
+    if entry.account not in accounts:
+        raise ConfigError(
+            f"actors.strategies: {entry.strategy}: unknown account {entry.account!r} (accounts: {', '.join(accounts)})"
+        )
     return entry.model_dump()
 
 
