@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+import ray
 
 from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.messages import RejectReason
 
 from .helpers import file_config, wait_for
 
@@ -68,8 +71,6 @@ class _RecordingOms:
         self.submit = self
 
     def remote(self, command):
-        import ray
-
         self.sent.append(command)
         return ray.put([])
 
@@ -80,7 +81,7 @@ def test_the_live_context_reads_its_account_from_events_and_sends_orders_without
     from veloz_actors.orders import ClientOrderIds
 
     oms = _RecordingOms()
-    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"))
+    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"), order_inbox=10)
     ctx.load({"USDT": (100, 0)}, [])
     assert (ctx.free("USDT"), ctx.position("BTCUSDT")) == (100, 0)
     ctx.observe(AccountUpdated(account_id="main", balances=(Balance(asset="USDT", free=40, locked=60),), ts=1))
@@ -93,3 +94,51 @@ def test_the_live_context_reads_its_account_from_events_and_sends_orders_without
     assert [type(c).__name__ for c in oms.sent] == ["PlaceOrder", "CancelOrder"]
     ctx.reap()
     assert ctx.send_errors == 0 and not ctx.in_flight
+
+
+@ray.remote(num_cpus=0)
+class _HeldOms:
+    """Stands in for a busy OMS actor: takes a strategy's commands and answers none until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.received = 0
+
+    async def submit(self, command):
+        self.received += 1
+        await self.released.wait()
+        return []
+
+    async def count(self) -> int:
+        return self.received
+
+    async def release(self) -> None:
+        self.released.set()
+
+
+def test_a_strategy_flooding_orders_is_refused_overloaded_beyond_its_window_and_told_so(ray_runtime):
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.orders import ClientOrderIds
+
+    oms = _HeldOms.remote()
+    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("flood"), order_inbox=3)
+    cids = [ctx.buy_market("BTCUSDT", qty=1_000_000) for _ in range(5)]
+    ctx.cancel_order(cids[0])
+    refused = ctx.take_refused()
+    assert [(e.client_order_id, e.reason) for e in refused] == [(cid, RejectReason.OVERLOADED) for cid in cids[3:]] + [
+        (cids[0], RejectReason.OVERLOADED)
+    ]
+    assert "depth 3 at limit 3" in refused[0].detail
+    assert ctx.take_refused() == []  # each refusal is told once
+    wait_for(lambda: ray.get(oms.count.remote(), timeout=30) == 3, what="the admitted commands to reach the OMS")
+    assert ray.get(oms.count.remote(), timeout=30) == 3  # only the admitted ones were sent
+
+    ray.get(oms.release.remote(), timeout=30)  # the OMS catches up: the window has room again
+
+    def emptied() -> bool:
+        ctx.reap()
+        return ctx.window.depth == 0
+
+    wait_for(emptied, what="the answered commands to leave the window")
+    ctx.buy_market("BTCUSDT", qty=1_000_000)
+    assert ctx.take_refused() == [] and ctx.window.rejected == 3

@@ -56,7 +56,6 @@ from ..messages import (
     Command,
     OrderRejected,
     PlaceOrder,
-    RejectReason,
     ResetCircuitBreaker,
     Side,
     TimeInForce,
@@ -65,7 +64,7 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..search.runtime import check_joined, probe_address, redact
 from ..strategies.bar_strategies import make_strategy
-from .backpressure import InFlightWindow
+from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
@@ -469,18 +468,7 @@ class EngineHandle:
             self.window.done(len(refs))
 
     def _overloaded(self, command: Any) -> OrderRejected:
-        return OrderRejected(
-            client_order_id=command.client_order_id,
-            account_id=command.account_id,
-            symbol=getattr(command, "symbol", ""),
-            side=getattr(command, "side", None),
-            order_type=getattr(command, "order_type", None),
-            price=getattr(command, "price", None),
-            qty=getattr(command, "qty", 0),
-            reason=RejectReason.OVERLOADED,
-            detail=self.window.refusal(),
-            ts=command.ts,
-        )
+        return overloaded(command, self.window.refusal())
 
     def _take(self, handles: dict[str, Any]) -> None:
         self._oms = handles["oms"]

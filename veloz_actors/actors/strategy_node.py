@@ -7,6 +7,9 @@ strategy's callbacks, and sends its orders through the OMS (risk, funds reservat
 :class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`. The
 context reads a local view of the account kept current from the bus and sends orders one-way: a strategy callback
 never blocks on another actor. The strategy's order events (``on_order_event``) come from the bus too.
+Its commands in flight are bounded as any client's are (``actors.order_inbox``): one beyond the window is not sent,
+and the strategy gets an ``OrderRejected`` (``OVERLOADED``) for it, so a strategy that floods orders cannot queue
+without limit in front of the OMS (and of everyone else's orders and cancels, the risk actor's halt among them).
 An exception in strategy code is counted and reported in ``status()``; the engine goes on.
 
 Configured in the ``actors:`` section of the engine config::
@@ -22,7 +25,6 @@ import contextlib
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,13 +49,13 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
+from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .spec import start_actor_process
 
 __all__ = ["LiveContext", "StrategyNode"]
 
 _POLL_SECONDS = 0.01
-_IN_FLIGHT = 1_000  # command references kept to notice failed sends
 _ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
 _VIEW_EVENTS = (AccountUpdated, PositionUpdated)
 _KINDS = ["BookTop", "Trade", *(cls.TYPE for cls in _ORDER_EVENTS + _VIEW_EVENTS)]
@@ -67,9 +69,19 @@ class LiveContext(StrategyContext):
     and their outcome (accepted, rejected, filled, ...) comes back as events on the bus. So a strategy callback never
     waits on another actor. The view lags the OMS by the bus's delivery (a millisecond or so): a strategy that
     places two orders in one callback sees its funds before either; the kernel still rejects what is not funded.
+    At most ``order_inbox`` commands are unanswered at once; one beyond them is refused here, and the refusal waits in
+    :meth:`take_refused` for the node to tell the strategy after the callback that placed it.
     """
 
-    def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], ids: ClientOrderIds) -> None:
+    def __init__(
+        self,
+        oms: Any,
+        account_id: str,
+        instruments: dict[str, tuple[str, str]],
+        ids: ClientOrderIds,
+        *,
+        order_inbox: int,
+    ) -> None:
         self.oms = oms
         self.account_id = account_id
         self.instruments = instruments  # symbol -> (base, quote)
@@ -78,7 +90,9 @@ class LiveContext(StrategyContext):
         self.orders = 0
         self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
-        self.in_flight: deque[Any] = deque()  # object refs of commands sent, checked without waiting
+        self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
+        self.in_flight: list[Any] = []  # their object refs, checked without waiting
+        self.refused: list[OrderRejected] = []  # OVERLOADED answers made here, not yet told to the strategy
         self.send_errors = 0
         self.last_send_error: str | None = None
 
@@ -146,23 +160,34 @@ class LiveContext(StrategyContext):
         self._send(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
 
     def _send(self, command: Any) -> None:
-        """One-way to the OMS; the reference is kept (at most ``_IN_FLIGHT``) only to notice a call that failed."""
-        if len(self.in_flight) >= _IN_FLIGHT:
-            self.in_flight.popleft()
+        """One-way to the OMS if the window has room (the answered calls leave it first), else refused ``OVERLOADED``
+        without being sent; the reference is kept to notice a call that failed."""
+        if self.window.depth >= self.window.limit:
+            self.reap()
+        if not self.window.admit():
+            self.refused.append(overloaded(command, self.window.refusal("strategy order window")))
+            return
         self.in_flight.append(self.oms.submit.remote(command))
 
+    def take_refused(self) -> list[OrderRejected]:
+        """The ``OVERLOADED`` refusals made since the last call, each given once."""
+        refused, self.refused = self.refused, []
+        return refused
+
     def reap(self) -> None:
-        """Look, without waiting, at the commands sent: count those whose call failed (the OMS was restarting)."""
+        """Look, without waiting, at the commands sent: those answered leave the window; count those whose call
+        failed (the OMS was restarting)."""
         if not self.in_flight:
             return
-        done, pending = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0)
+        done, pending = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
         for ref in done:
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # noqa: BLE001 - an OMS restart: the strategy sees no order event for it
                 self.send_errors += 1
                 self.last_send_error = f"{type(exc).__name__}: {exc}"
-        self.in_flight = deque(pending)
+        self.window.done(len(done))
+        self.in_flight = pending
 
 
 class StrategyNode:
@@ -175,6 +200,7 @@ class StrategyNode:
         bus: Any,
         instruments: dict[str, tuple[str, str]],
         *,
+        order_inbox: int,
         log_settings: LogSettings | None = None,
         log_name: str = "strategy",
     ) -> None:
@@ -185,7 +211,7 @@ class StrategyNode:
         name = str(settings["strategy"])
         self.strategy = make_strategy(name, dict(settings.get("params", {})))
         ids = ClientOrderIds.for_session(name[:14])  # the strategy's name, then this session's stamp
-        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids)
+        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids, order_inbox=order_inbox)
         self.oms = oms
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
@@ -236,6 +262,8 @@ class StrategyNode:
                     self._load_view()
             self._deliver(items)
             self.ctx.reap()
+            for refusal in self.ctx.take_refused():  # after the callbacks that placed them, never inside one
+                self._guard(self.strategy.on_order_event, refusal)
 
     def _deliver(self, items: Sequence[Any]) -> None:
         account = self.ctx.account_id
@@ -284,6 +312,8 @@ class StrategyNode:
             "symbol": self.symbol,
             "bars": self.bars,
             "orders": self.ctx.orders,
+            "overloaded": self.ctx.window.rejected,
+            "in_flight": self.ctx.window.depth,
             "send_errors": self.ctx.send_errors,
             "errors": self.errors,
             "last_error": self.last_error,
