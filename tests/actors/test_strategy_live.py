@@ -142,3 +142,37 @@ def test_a_strategy_flooding_orders_is_refused_overloaded_beyond_its_window_and_
     wait_for(emptied, what="the answered commands to leave the window")
     ctx.buy_market("BTCUSDT", qty=1_000_000)
     assert ctx.take_refused() == [] and ctx.window.rejected == 3
+
+
+def test_a_strategys_orders_in_flight_when_the_oms_dies_are_sent_again_and_applied_once(ray_runtime, tmp_path):
+    """The OMS dies with most of a burst of the strategy's orders in its inbox: each is sent again, the very same
+    command, once Ray restarted it, so every one is applied once (none lost, none doubled) and the strategy hears of
+    each on the bus as of any other."""
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.messages import OrderType, Side
+    from veloz_actors.orders import ClientOrderIds
+
+    engine = start_local(file_config(), name="strategy-oms-restart", journal_dir=tmp_path)
+    try:
+        oms = engine.actor("oms")
+        ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("restart"), order_inbox=1_000)
+        price = 5_900_000_000_000  # bids below the market, left resting
+        cids = [
+            ctx.place_order("BTCUSDT", Side.BUY, qty=100_000, price=price, order_type=OrderType.LIMIT)
+            for _ in range(400)
+        ]
+        ray.kill(oms, no_restart=False)  # most of the burst still waits in its inbox
+
+        def answered() -> bool:
+            ctx.reap()
+            return not ctx.in_flight
+
+        wait_for(answered, timeout=120, what="every command sent to be answered")
+        assert ctx.resent > 0  # the kill caught commands in flight
+        assert (ctx.send_errors, ctx.last_send_error) == (0, None)
+        assert engine.settle()  # the venue answered every order the OMS sent it
+        orders = [o for o in engine.orders() if o["client_order_id"].startswith("restart-")]
+        assert sorted(o["client_order_id"] for o in orders) == sorted(cids)
+        assert {o["status"] for o in orders} == {"ACCEPTED"}
+    finally:
+        engine.shutdown()

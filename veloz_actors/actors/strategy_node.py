@@ -10,6 +10,10 @@ never blocks on another actor. The strategy's order events (``on_order_event``) 
 Its commands in flight are bounded as any client's are (``actors.order_inbox``): one beyond the window is not sent,
 and the strategy gets an ``OrderRejected`` (``OVERLOADED``) for it, so a strategy that floods orders cannot queue
 without limit in front of the OMS (and of everyone else's orders and cancels, the risk actor's halt among them).
+A command in flight when the OMS dies is sent again, the very same one, once Ray has restarted it (the OMS applies
+an identical command once: its answer is the first application's), as the Python handle does; its outcome then
+reaches the strategy on the bus like any other. (It goes after what the strategy sent in the meantime, a poll's
+worth at most: a cancel of it sent then is refused as unknown, and the order's own events say it is open.)
 An exception in strategy code is counted and reported in ``status()``; the engine goes on.
 
 Configured in the ``actors:`` section of the engine config::
@@ -56,6 +60,8 @@ from .spec import start_actor_process
 __all__ = ["LiveContext", "StrategyNode"]
 
 _POLL_SECONDS = 0.01
+_RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
+_OMS_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 _ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
 _VIEW_EVENTS = (AccountUpdated, PositionUpdated)
 _KINDS = ["BookTop", "Trade", *(cls.TYPE for cls in _ORDER_EVENTS + _VIEW_EVENTS)]
@@ -91,7 +97,8 @@ class LiveContext(StrategyContext):
         self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
         self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
-        self.in_flight: list[Any] = []  # their object refs, checked without waiting
+        self.in_flight: list[tuple[Any, Any, float]] = []  # (object ref, command, resend until), checked unwaited
+        self.resent = 0
         self.refused: list[OrderRejected] = []  # OVERLOADED answers made here, not yet told to the strategy
         self.send_errors = 0
         self.last_send_error: str | None = None
@@ -167,7 +174,7 @@ class LiveContext(StrategyContext):
         if not self.window.admit():
             self.refused.append(overloaded(command, self.window.refusal("strategy order window")))
             return
-        self.in_flight.append(self.oms.submit.remote(command))
+        self.in_flight.append((self.oms.submit.remote(command), command, time.monotonic() + _RESEND_SECONDS))
 
     def take_refused(self) -> list[OrderRejected]:
         """The ``OVERLOADED`` refusals made since the last call, each given once."""
@@ -175,19 +182,38 @@ class LiveContext(StrategyContext):
         return refused
 
     def reap(self) -> None:
-        """Look, without waiting, at the commands sent: those answered leave the window; count those whose call
-        failed (the OMS was restarting)."""
+        """Look, without waiting, at the commands sent: those answered leave the window; one whose call the OMS's
+        death cut is sent again (until ``_RESEND_SECONDS`` after it was first sent); count those that failed."""
         if not self.in_flight:
             return
-        done, pending = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
-        for ref in done:
+        refs = [ref for ref, _, _ in self.in_flight]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not done:
+            return
+        finished = set(done)
+        pending: list[tuple[Any, Any, float]] = []
+        answered = 0
+        for ref, command, resend_until in self.in_flight:
+            if ref not in finished:
+                pending.append((ref, command, resend_until))
+                continue
             try:
                 ray.get(ref, timeout=0)
-            except Exception as exc:  # noqa: BLE001 - an OMS restart: the strategy sees no order event for it
-                self.send_errors += 1
-                self.last_send_error = f"{type(exc).__name__}: {exc}"
-        self.window.done(len(done))
+            except _OMS_DIED as exc:
+                if time.monotonic() < resend_until:  # Ray restarts it: an identical command is applied once
+                    pending.append((self.oms.submit.remote(command), command, resend_until))
+                    self.resent += 1
+                    continue
+                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - the strategy sees no order event for it: counted
+                self._failed(exc)
+            answered += 1
+        self.window.done(answered)
         self.in_flight = pending
+
+    def _failed(self, exc: Exception) -> None:
+        self.send_errors += 1
+        self.last_send_error = f"{type(exc).__name__}: {exc}"
 
 
 class StrategyNode:
@@ -314,6 +340,7 @@ class StrategyNode:
             "orders": self.ctx.orders,
             "overloaded": self.ctx.window.rejected,
             "in_flight": self.ctx.window.depth,
+            "resent": self.ctx.resent,
             "send_errors": self.ctx.send_errors,
             "errors": self.errors,
             "last_error": self.last_error,
