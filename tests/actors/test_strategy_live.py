@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 import ray
 
 from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.strategy_node import StrategyNode
+from veloz_actors.logs import LogSettings
 from veloz_actors.messages import RejectReason
+from veloz_actors.strategies.base import Strategy
 
 from .helpers import file_config, wait_for
 
@@ -174,5 +178,56 @@ def test_a_strategys_orders_in_flight_when_the_oms_dies_are_sent_again_and_appli
         orders = [o for o in engine.orders() if o["client_order_id"].startswith("restart-")]
         assert sorted(o["client_order_id"] for o in orders) == sorted(cids)
         assert {o["status"] for o in orders} == {"ACCEPTED"}
+    finally:
+        engine.shutdown()
+
+
+class _Broken(Strategy):
+    """Raises on every bar, as a strategy with a bug does."""
+
+    def on_bar(self, bar):
+        raise ValueError(f"bar {bar.index}")
+
+
+@ray.remote(num_cpus=0)
+class _BrokenStrategyNode(StrategyNode):
+    """The node of a configured strategy, its strategy swapped for :class:`_Broken` (only built-ins are configurable)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = _Broken()
+        self.error_log_seconds = 3_600.0  # every later exception of the test falls inside the first one's interval
+
+
+def test_a_strategy_callback_that_raises_is_isolated_counted_and_logged_with_its_traceback(ray_runtime, tmp_path):
+    engine = start_local(file_config(), name="strategy-raises")
+    try:
+        log = LogSettings(format="json", level="INFO", file=str(tmp_path / "veloz.log"))
+        node = _BrokenStrategyNode.remote(
+            dict(SMA), engine.actor("oms"), engine.actor("bus"), {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10,
+            log_settings=log, log_name="strategy:0:broken",
+        )  # fmt: skip
+        ray.get(node.ping.remote(), timeout=60)
+        base = time.time_ns()
+        for k in range(5):
+            engine.tick(base + k * 1_000_000_000)
+
+        def bars_seen():
+            status = ray.get(node.status.remote(), timeout=30)
+            return status if status["bars"] == 4 else None
+
+        status = wait_for(bars_seen, what="the node to go on through every bar")
+        assert status["errors"] == 4  # each bar's exception, counted: the node went on
+
+        def logged():
+            path = log.file_for("strategy:0:broken")
+            lines = path.read_text().splitlines() if path.exists() else []
+            return [r for r in map(orjson.loads, lines) if r["level"] == "ERROR"]
+
+        records = wait_for(logged, what="the strategy's exception in its actor's log file")
+        assert records[0]["callback"] == "on_bar" and records[0]["strategy"] == "sma_cross"
+        assert "ValueError: bar 0" in records[0]["exc"]  # the traceback, where the strategy's author can read it
+        assert len(records) == 1  # the next ones within the interval are counted, not logged: no flood
+        ray.get(node.close.remote(), timeout=30)
     finally:
         engine.shutdown()

@@ -14,7 +14,10 @@ A command in flight when the OMS dies is sent again, the very same one, once Ray
 an identical command once: its answer is the first application's), as the Python handle does; its outcome then
 reaches the strategy on the bus like any other. (It goes after what the strategy sent in the meantime, a poll's
 worth at most: a cancel of it sent then is refused as unknown, and the order's own events say it is open.)
-An exception in strategy code is counted and reported in ``status()``; the engine goes on.
+An exception in strategy code is counted and reported in ``status()``, and logged with its traceback in the
+strategy actor's log file (the first, then at most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a
+strategy failing on every book update cannot flood it); the strategy keeps getting its callbacks, and the engine
+goes on.
 
 Configured in the ``actors:`` section of the engine config::
 
@@ -26,6 +29,7 @@ Configured in the ``actors:`` section of the engine config::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -59,7 +63,10 @@ from .spec import start_actor_process
 
 __all__ = ["LiveContext", "StrategyNode"]
 
+_log = logging.getLogger("veloz.strategy")
+
 _POLL_SECONDS = 0.01
+_ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
 _OMS_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 _ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
@@ -248,6 +255,8 @@ class StrategyNode:
         self.bars = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.error_log_seconds = _ERROR_LOG_SECONDS
+        self._next_error_log = 0.0  # time.monotonic() from which the next exception is logged
         self.dropped = 0
         self._stop = threading.Event()
         self._guard(self.strategy.on_start, self.ctx)
@@ -260,6 +269,16 @@ class StrategyNode:
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now >= self._next_error_log:
+                self._next_error_log = now + self.error_log_seconds
+                _log.error(
+                    "strategy %s on %s raised in %s (%d errors so far; the next logged %.0f s later at the earliest)",
+                    self.settings["strategy"], self.symbol, callback.__name__, self.errors, self.error_log_seconds,
+                    exc_info=True,
+                    extra={"strategy": self.settings["strategy"], "symbol": self.symbol,
+                           "callback": callback.__name__, "errors": self.errors},
+                )  # fmt: skip
 
     def _load_view(self) -> None:
         """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
