@@ -169,7 +169,7 @@ def test_a_strategys_orders_in_flight_when_the_oms_dies_are_sent_again_and_appli
 
         def answered() -> bool:
             ctx.reap()
-            return not ctx.in_flight
+            return ctx.window.depth == 0
 
         wait_for(answered, timeout=120, what="every command sent to be answered")
         assert ctx.resent > 0  # the kill caught commands in flight

@@ -68,6 +68,7 @@ _log = logging.getLogger("veloz.strategy")
 _POLL_SECONDS = 0.01
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
+_RESEND_PAUSE = (0.05, 1.0)  # between two rounds of resends: the first, doubling to the last while calls keep failing
 _OMS_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 _ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
 _VIEW_EVENTS = (AccountUpdated, PositionUpdated)
@@ -105,7 +106,10 @@ class LiveContext(StrategyContext):
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
         self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
         self.in_flight: list[tuple[Any, Any, float]] = []  # (object ref, command, resend until), checked unwaited
+        self.to_resend: list[tuple[Any, float]] = []  # (command, resend until): calls the OMS's death cut
         self.resent = 0
+        self._resend_at = 0.0  # time.monotonic() of the next round of resends
+        self._resend_pause = _RESEND_PAUSE[0]
         self.refused: list[OrderRejected] = []  # OVERLOADED answers made here, not yet told to the strategy
         self.send_errors = 0
         self.last_send_error: str | None = None
@@ -190,33 +194,39 @@ class LiveContext(StrategyContext):
 
     def reap(self) -> None:
         """Look, without waiting, at the commands sent: those answered leave the window; one whose call the OMS's
-        death cut is sent again (until ``_RESEND_SECONDS`` after it was first sent); count those that failed."""
-        if not self.in_flight:
-            return
-        refs = [ref for ref, _, _ in self.in_flight]
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if not done:
-            return
-        finished = set(done)
-        pending: list[tuple[Any, Any, float]] = []
-        answered = 0
-        for ref, command, resend_until in self.in_flight:
-            if ref not in finished:
-                pending.append((ref, command, resend_until))
-                continue
-            try:
-                ray.get(ref, timeout=0)
-            except _OMS_DIED as exc:
-                if time.monotonic() < resend_until:  # Ray restarts it: an identical command is applied once
-                    pending.append((self.oms.submit.remote(command), command, resend_until))
-                    self.resent += 1
+        death cut is sent again (until ``_RESEND_SECONDS`` after it was first sent; rounds of resends back off while
+        they keep failing, so an OMS that cannot come back is not called in a loop); count those that failed."""
+        now = time.monotonic()
+        if self.in_flight:
+            refs = [ref for ref, _, _ in self.in_flight]
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            finished = set(done)
+            pending: list[tuple[Any, Any, float]] = []
+            answered = 0
+            for ref, command, resend_until in self.in_flight:
+                if ref not in finished:
+                    pending.append((ref, command, resend_until))
                     continue
-                self._failed(exc)
-            except Exception as exc:  # noqa: BLE001 - the strategy sees no order event for it: counted
-                self._failed(exc)
-            answered += 1
-        self.window.done(answered)
-        self.in_flight = pending
+                try:
+                    ray.get(ref, timeout=0)
+                    self._resend_pause = _RESEND_PAUSE[0]
+                except _OMS_DIED as exc:
+                    if now < resend_until:  # Ray restarts it: an identical command is applied once
+                        self.to_resend.append((command, resend_until))
+                        continue
+                    self._failed(exc)
+                except Exception as exc:  # noqa: BLE001 - the strategy sees no order event for it: counted
+                    self._failed(exc)
+                answered += 1
+            self.window.done(answered)
+            self.in_flight = pending
+        if self.to_resend and now >= self._resend_at:
+            for command, resend_until in self.to_resend:
+                self.in_flight.append((self.oms.submit.remote(command), command, resend_until))
+            self.resent += len(self.to_resend)
+            self.to_resend = []
+            self._resend_at = now + self._resend_pause
+            self._resend_pause = min(2 * self._resend_pause, _RESEND_PAUSE[1])
 
     def _failed(self, exc: Exception) -> None:
         self.send_errors += 1
