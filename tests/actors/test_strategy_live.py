@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+import orjson
 import pytest
+import ray
 
 from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.strategy_node import StrategyNode
+from veloz_actors.logs import LogSettings
+from veloz_actors.messages import RejectReason
+from veloz_actors.strategies.base import Strategy
 
 from .helpers import file_config, wait_for
 
@@ -48,6 +55,11 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
         ({"strategy": "sma_cross", "symbol": "DOGEUSDT", "params": {"fast": 2, "slow": 4}}, "unknown symbol"),
         ({"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 9, "slow": 4}}, "fast"),
         ({"symbol": "BTCUSDT"}, "needs 'strategy'"),
+        # a typo in the account would leave the strategy with no funds, every order rejected, for as long as it runs
+        (
+            {"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 2, "slow": 4}, "account": "mian"},
+            "sma_cross: unknown account 'mian'",
+        ),
     ],
 )
 def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):
@@ -63,8 +75,6 @@ class _RecordingOms:
         self.submit = self
 
     def remote(self, command):
-        import ray
-
         self.sent.append(command)
         return ray.put([])
 
@@ -75,7 +85,7 @@ def test_the_live_context_reads_its_account_from_events_and_sends_orders_without
     from veloz_actors.orders import ClientOrderIds
 
     oms = _RecordingOms()
-    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"))
+    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"), order_inbox=10)
     ctx.load({"USDT": (100, 0)}, [])
     assert (ctx.free("USDT"), ctx.position("BTCUSDT")) == (100, 0)
     ctx.observe(AccountUpdated(account_id="main", balances=(Balance(asset="USDT", free=40, locked=60),), ts=1))
@@ -88,3 +98,136 @@ def test_the_live_context_reads_its_account_from_events_and_sends_orders_without
     assert [type(c).__name__ for c in oms.sent] == ["PlaceOrder", "CancelOrder"]
     ctx.reap()
     assert ctx.send_errors == 0 and not ctx.in_flight
+
+
+@ray.remote(num_cpus=0)
+class _HeldOms:
+    """Stands in for a busy OMS actor: takes a strategy's commands and answers none until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.received = 0
+
+    async def submit(self, command):
+        self.received += 1
+        await self.released.wait()
+        return []
+
+    async def count(self) -> int:
+        return self.received
+
+    async def release(self) -> None:
+        self.released.set()
+
+
+def test_a_strategy_flooding_orders_is_refused_overloaded_beyond_its_window_and_told_so(ray_runtime):
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.orders import ClientOrderIds
+
+    oms = _HeldOms.remote()
+    ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("flood"), order_inbox=3)
+    cids = [ctx.buy_market("BTCUSDT", qty=1_000_000) for _ in range(5)]
+    ctx.cancel_order(cids[0])
+    refused = ctx.take_refused()
+    assert [(e.client_order_id, e.reason) for e in refused] == [(cid, RejectReason.OVERLOADED) for cid in cids[3:]] + [
+        (cids[0], RejectReason.OVERLOADED)
+    ]
+    assert "depth 3 at limit 3" in refused[0].detail
+    assert ctx.take_refused() == []  # each refusal is told once
+    wait_for(lambda: ray.get(oms.count.remote(), timeout=30) == 3, what="the admitted commands to reach the OMS")
+    assert ray.get(oms.count.remote(), timeout=30) == 3  # only the admitted ones were sent
+
+    ray.get(oms.release.remote(), timeout=30)  # the OMS catches up: the window has room again
+
+    def emptied() -> bool:
+        ctx.reap()
+        return ctx.window.depth == 0
+
+    wait_for(emptied, what="the answered commands to leave the window")
+    ctx.buy_market("BTCUSDT", qty=1_000_000)
+    assert ctx.take_refused() == [] and ctx.window.rejected == 3
+
+
+def test_a_strategys_orders_in_flight_when_the_oms_dies_are_sent_again_and_applied_once(ray_runtime, tmp_path):
+    """The OMS dies with most of a burst of the strategy's orders in its inbox: each is sent again, the very same
+    command, once Ray restarted it, so every one is applied once (none lost, none doubled) and the strategy hears of
+    each on the bus as of any other."""
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.messages import OrderType, Side
+    from veloz_actors.orders import ClientOrderIds
+
+    engine = start_local(file_config(), name="strategy-oms-restart", journal_dir=tmp_path)
+    try:
+        oms = engine.actor("oms")
+        ctx = LiveContext(oms, "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("restart"), order_inbox=1_000)
+        price = 5_900_000_000_000  # bids below the market, left resting
+        cids = [
+            ctx.place_order("BTCUSDT", Side.BUY, qty=100_000, price=price, order_type=OrderType.LIMIT)
+            for _ in range(400)
+        ]
+        ray.kill(oms, no_restart=False)  # most of the burst still waits in its inbox
+
+        def answered() -> bool:
+            ctx.reap()
+            return ctx.window.depth == 0
+
+        wait_for(answered, timeout=120, what="every command sent to be answered")
+        assert ctx.resent > 0  # the kill caught commands in flight
+        assert (ctx.send_errors, ctx.last_send_error) == (0, None)
+        assert engine.settle()  # the venue answered every order the OMS sent it
+        orders = [o for o in engine.orders() if o["client_order_id"].startswith("restart-")]
+        assert sorted(o["client_order_id"] for o in orders) == sorted(cids)
+        assert {o["status"] for o in orders} == {"ACCEPTED"}
+    finally:
+        engine.shutdown()
+
+
+class _Broken(Strategy):
+    """Raises on every bar, as a strategy with a bug does."""
+
+    def on_bar(self, bar):
+        raise ValueError(f"bar {bar.index}")
+
+
+@ray.remote(num_cpus=0)
+class _BrokenStrategyNode(StrategyNode):
+    """The node of a configured strategy, its strategy swapped for :class:`_Broken` (only built-ins are configurable)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.strategy = _Broken()
+        self.error_log_seconds = 3_600.0  # every later exception of the test falls inside the first one's interval
+
+
+def test_a_strategy_callback_that_raises_is_isolated_counted_and_logged_with_its_traceback(ray_runtime, tmp_path):
+    engine = start_local(file_config(), name="strategy-raises")
+    try:
+        log = LogSettings(format="json", level="INFO", file=str(tmp_path / "veloz.log"))
+        node = _BrokenStrategyNode.remote(
+            dict(SMA), engine.actor("oms"), engine.actor("bus"), {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10,
+            log_settings=log, log_name="strategy:0:broken",
+        )  # fmt: skip
+        ray.get(node.ping.remote(), timeout=60)
+        base = time.time_ns()
+        for k in range(5):
+            engine.tick(base + k * 1_000_000_000)
+
+        def bars_seen():
+            status = ray.get(node.status.remote(), timeout=30)
+            return status if status["bars"] == 4 else None
+
+        status = wait_for(bars_seen, what="the node to go on through every bar")
+        assert status["errors"] == 4  # each bar's exception, counted: the node went on
+
+        def logged():
+            path = log.file_for("strategy:0:broken")
+            lines = path.read_text().splitlines() if path.exists() else []
+            return [r for r in map(orjson.loads, lines) if r["level"] == "ERROR"]
+
+        records = wait_for(logged, what="the strategy's exception in its actor's log file")
+        assert records[0]["callback"] == "on_bar" and records[0]["strategy"] == "sma_cross"
+        assert "ValueError: bar 0" in records[0]["exc"]  # the traceback, where the strategy's author can read it
+        assert len(records) == 1  # the next ones within the interval are counted, not logged: no flood
+        ray.get(node.close.remote(), timeout=30)
+    finally:
+        engine.shutdown()

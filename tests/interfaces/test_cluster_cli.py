@@ -88,6 +88,18 @@ def test_start_single_process_refuses_flags_it_would_ignore(flags: list[str], me
     assert result.stderr.startswith("error: ") and message in result.stderr
 
 
+def test_start_single_process_refuses_configured_strategies_it_would_not_run(tmp_path: Path) -> None:
+    """The single-process engine hosts no live strategy: started with one configured it would trade without it."""
+    text = CONFIG.read_text()
+    assert "    strategies: []" in text
+    config = tmp_path / "engine.yaml"
+    config.write_text(text.replace("    strategies: []", "    strategies: [{strategy: sma_cross, symbol: BTCUSDT, "
+                                   "params: {fast: 10, slow: 30}}]"))  # fmt: skip
+    result = _veloz("start", "--single-process", "--no-market", "--no-journal", "--config", str(config))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: ") and "actors.strategies (sma_cross on BTCUSDT)" in result.stderr
+
+
 def test_start_single_process_says_a_journal_directory_is_a_directory(tmp_path: Path) -> None:
     result = _veloz("start", "--single-process", "--no-market", "--config", str(CONFIG), "--journal", str(tmp_path))
     assert (result.returncode, result.stdout) == (2, "")

@@ -56,7 +56,6 @@ from ..messages import (
     Command,
     OrderRejected,
     PlaceOrder,
-    RejectReason,
     ResetCircuitBreaker,
     Side,
     TimeInForce,
@@ -65,7 +64,7 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 from ..search.runtime import check_joined, probe_address, redact
 from ..strategies.bar_strategies import make_strategy
-from .backpressure import InFlightWindow
+from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
@@ -124,7 +123,7 @@ def build_spec(
         peer_window=actors.peer_window,
         tick_ms=tick_ms or file_config.sim.tick_ms,
         run_clock=run_clock,
-        strategies=tuple(_strategy_settings(entry) for entry in actors.strategies),
+        strategies=tuple(_strategy_settings(entry, engine_config.balances) for entry in actors.strategies),
         replay=None if actors.replay is None else actors.replay.resolved(),
         market_data=file_config.venue.market_data() if file_config.venue.kind == "binance" else None,
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
@@ -245,12 +244,18 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     return engine_config, live
 
 
-def _strategy_settings(entry: StrategyEntryModel) -> dict[str, Any]:
-    """One live strategy's settings, its parameters checked by the strategy itself now."""
+def _strategy_settings(entry: StrategyEntryModel, accounts: Mapping[str, Any]) -> dict[str, Any]:
+    """One live strategy's settings, its parameters checked by the strategy itself now, and its account one the
+    engine has (``accounts``: the engine's opening balances by account). An unknown account is no error to the OMS:
+    it has no funds, so a typo would have every order the strategy places rejected for as long as it runs."""
     try:
         make_strategy(entry.strategy, dict(entry.params))
     except InvalidInput as exc:
         raise ConfigError(f"actors.strategies: {exc}") from exc
+    if entry.account not in accounts:
+        raise ConfigError(
+            f"actors.strategies: {entry.strategy}: unknown account {entry.account!r} (accounts: {', '.join(accounts)})"
+        )
     return entry.model_dump()
 
 
@@ -463,18 +468,7 @@ class EngineHandle:
             self.window.done(len(refs))
 
     def _overloaded(self, command: Any) -> OrderRejected:
-        return OrderRejected(
-            client_order_id=command.client_order_id,
-            account_id=command.account_id,
-            symbol=getattr(command, "symbol", ""),
-            side=getattr(command, "side", None),
-            order_type=getattr(command, "order_type", None),
-            price=getattr(command, "price", None),
-            qty=getattr(command, "qty", 0),
-            reason=RejectReason.OVERLOADED,
-            detail=self.window.refusal(),
-            ts=command.ts,
-        )
+        return overloaded(command, self.window.refusal())
 
     def _take(self, handles: dict[str, Any]) -> None:
         self._oms = handles["oms"]

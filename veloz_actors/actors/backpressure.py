@@ -15,7 +15,9 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["DropOldestQueue", "InFlightWindow"]
+from ..messages import OrderRejected, RejectReason
+
+__all__ = ["DropOldestQueue", "InFlightWindow", "overloaded"]
 
 
 class DropOldestQueue:
@@ -101,3 +103,20 @@ class InFlightWindow:
 
     def refusal(self, what: str = "order inbox") -> str:
         return f"{what} full: depth {self.depth} at limit {self.limit}"
+
+
+def overloaded(command: Any, detail: str) -> OrderRejected:
+    """The ``OrderRejected`` (reason ``OVERLOADED``) that answers a command a full :class:`InFlightWindow` refused,
+    an order's or a cancel's, ``detail`` saying how full (:meth:`InFlightWindow.refusal`)."""
+    return OrderRejected(
+        client_order_id=command.client_order_id,
+        account_id=command.account_id,
+        symbol=getattr(command, "symbol", ""),
+        side=getattr(command, "side", None),
+        order_type=getattr(command, "order_type", None),
+        price=getattr(command, "price", None),
+        qty=getattr(command, "qty", 0),
+        reason=RejectReason.OVERLOADED,
+        detail=detail,
+        ts=command.ts,
+    )

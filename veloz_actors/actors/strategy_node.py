@@ -7,7 +7,17 @@ strategy's callbacks, and sends its orders through the OMS (risk, funds reservat
 :class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`. The
 context reads a local view of the account kept current from the bus and sends orders one-way: a strategy callback
 never blocks on another actor. The strategy's order events (``on_order_event``) come from the bus too.
-An exception in strategy code is counted and reported in ``status()``; the engine goes on.
+Its commands in flight are bounded as any client's are (``actors.order_inbox``): one beyond the window is not sent,
+and the strategy gets an ``OrderRejected`` (``OVERLOADED``) for it, so a strategy that floods orders cannot queue
+without limit in front of the OMS (and of everyone else's orders and cancels, the risk actor's halt among them).
+A command in flight when the OMS dies is sent again, the very same one, once Ray has restarted it (the OMS applies
+an identical command once: its answer is the first application's), as the Python handle does; its outcome then
+reaches the strategy on the bus like any other. (It goes after what the strategy sent in the meantime, a poll's
+worth at most: a cancel of it sent then is refused as unknown, and the order's own events say it is open.)
+An exception in strategy code is counted and reported in ``status()``, and logged with its traceback in the
+strategy actor's log file (the first, then at most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a
+strategy failing on every book update cannot flood it); the strategy keeps getting its callbacks, and the engine
+goes on.
 
 Configured in the ``actors:`` section of the engine config::
 
@@ -19,10 +29,10 @@ Configured in the ``actors:`` section of the engine config::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,13 +57,19 @@ from ..messages import (
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.bar_strategies import make_strategy
 from ..strategies.base import Bar, StrategyContext
+from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .spec import start_actor_process
 
 __all__ = ["LiveContext", "StrategyNode"]
 
+_log = logging.getLogger("veloz.strategy")
+
 _POLL_SECONDS = 0.01
-_IN_FLIGHT = 1_000  # command references kept to notice failed sends
+_ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
+_RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
+_RESEND_PAUSE = (0.05, 1.0)  # between two rounds of resends: the first, doubling to the last while calls keep failing
+_OMS_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 _ORDER_EVENTS = (OrderAccepted, OrderRejected, OrderFilled, OrderCancelled, OrderExpired)
 _VIEW_EVENTS = (AccountUpdated, PositionUpdated)
 _KINDS = ["BookTop", "Trade", *(cls.TYPE for cls in _ORDER_EVENTS + _VIEW_EVENTS)]
@@ -67,9 +83,19 @@ class LiveContext(StrategyContext):
     and their outcome (accepted, rejected, filled, ...) comes back as events on the bus. So a strategy callback never
     waits on another actor. The view lags the OMS by the bus's delivery (a millisecond or so): a strategy that
     places two orders in one callback sees its funds before either; the kernel still rejects what is not funded.
+    At most ``order_inbox`` commands are unanswered at once; one beyond them is refused here, and the refusal waits in
+    :meth:`take_refused` for the node to tell the strategy after the callback that placed it.
     """
 
-    def __init__(self, oms: Any, account_id: str, instruments: dict[str, tuple[str, str]], ids: ClientOrderIds) -> None:
+    def __init__(
+        self,
+        oms: Any,
+        account_id: str,
+        instruments: dict[str, tuple[str, str]],
+        ids: ClientOrderIds,
+        *,
+        order_inbox: int,
+    ) -> None:
         self.oms = oms
         self.account_id = account_id
         self.instruments = instruments  # symbol -> (base, quote)
@@ -78,7 +104,13 @@ class LiveContext(StrategyContext):
         self.orders = 0
         self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
-        self.in_flight: deque[Any] = deque()  # object refs of commands sent, checked without waiting
+        self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
+        self.in_flight: list[tuple[Any, Any, float]] = []  # (object ref, command, resend until), checked unwaited
+        self.to_resend: list[tuple[Any, float]] = []  # (command, resend until): calls the OMS's death cut
+        self.resent = 0
+        self._resend_at = 0.0  # time.monotonic() of the next round of resends
+        self._resend_pause = _RESEND_PAUSE[0]
+        self.refused: list[OrderRejected] = []  # OVERLOADED answers made here, not yet told to the strategy
         self.send_errors = 0
         self.last_send_error: str | None = None
 
@@ -146,23 +178,59 @@ class LiveContext(StrategyContext):
         self._send(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
 
     def _send(self, command: Any) -> None:
-        """One-way to the OMS; the reference is kept (at most ``_IN_FLIGHT``) only to notice a call that failed."""
-        if len(self.in_flight) >= _IN_FLIGHT:
-            self.in_flight.popleft()
-        self.in_flight.append(self.oms.submit.remote(command))
+        """One-way to the OMS if the window has room (the answered calls leave it first), else refused ``OVERLOADED``
+        without being sent; the reference is kept to notice a call that failed."""
+        if self.window.depth >= self.window.limit:
+            self.reap()
+        if not self.window.admit():
+            self.refused.append(overloaded(command, self.window.refusal("strategy order window")))
+            return
+        self.in_flight.append((self.oms.submit.remote(command), command, time.monotonic() + _RESEND_SECONDS))
+
+    def take_refused(self) -> list[OrderRejected]:
+        """The ``OVERLOADED`` refusals made since the last call, each given once."""
+        refused, self.refused = self.refused, []
+        return refused
 
     def reap(self) -> None:
-        """Look, without waiting, at the commands sent: count those whose call failed (the OMS was restarting)."""
-        if not self.in_flight:
-            return
-        done, pending = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0)
-        for ref in done:
-            try:
-                ray.get(ref, timeout=0)
-            except Exception as exc:  # noqa: BLE001 - an OMS restart: the strategy sees no order event for it
-                self.send_errors += 1
-                self.last_send_error = f"{type(exc).__name__}: {exc}"
-        self.in_flight = deque(pending)
+        """Look, without waiting, at the commands sent: those answered leave the window; one whose call the OMS's
+        death cut is sent again (until ``_RESEND_SECONDS`` after it was first sent; rounds of resends back off while
+        they keep failing, so an OMS that cannot come back is not called in a loop); count those that failed."""
+        now = time.monotonic()
+        if self.in_flight:
+            refs = [ref for ref, _, _ in self.in_flight]
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            finished = set(done)
+            pending: list[tuple[Any, Any, float]] = []
+            answered = 0
+            for ref, command, resend_until in self.in_flight:
+                if ref not in finished:
+                    pending.append((ref, command, resend_until))
+                    continue
+                try:
+                    ray.get(ref, timeout=0)
+                    self._resend_pause = _RESEND_PAUSE[0]
+                except _OMS_DIED as exc:
+                    if now < resend_until:  # Ray restarts it: an identical command is applied once
+                        self.to_resend.append((command, resend_until))
+                        continue
+                    self._failed(exc)
+                except Exception as exc:  # noqa: BLE001 - the strategy sees no order event for it: counted
+                    self._failed(exc)
+                answered += 1
+            self.window.done(answered)
+            self.in_flight = pending
+        if self.to_resend and now >= self._resend_at:
+            for command, resend_until in self.to_resend:
+                self.in_flight.append((self.oms.submit.remote(command), command, resend_until))
+            self.resent += len(self.to_resend)
+            self.to_resend = []
+            self._resend_at = now + self._resend_pause
+            self._resend_pause = min(2 * self._resend_pause, _RESEND_PAUSE[1])
+
+    def _failed(self, exc: Exception) -> None:
+        self.send_errors += 1
+        self.last_send_error = f"{type(exc).__name__}: {exc}"
 
 
 class StrategyNode:
@@ -175,6 +243,7 @@ class StrategyNode:
         bus: Any,
         instruments: dict[str, tuple[str, str]],
         *,
+        order_inbox: int,
         log_settings: LogSettings | None = None,
         log_name: str = "strategy",
     ) -> None:
@@ -185,7 +254,7 @@ class StrategyNode:
         name = str(settings["strategy"])
         self.strategy = make_strategy(name, dict(settings.get("params", {})))
         ids = ClientOrderIds.for_session(name[:14])  # the strategy's name, then this session's stamp
-        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids)
+        self.ctx = LiveContext(oms, str(settings.get("account", "main")), instruments, ids, order_inbox=order_inbox)
         self.oms = oms
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
@@ -196,6 +265,8 @@ class StrategyNode:
         self.bars = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.error_log_seconds = _ERROR_LOG_SECONDS
+        self._next_error_log = 0.0  # time.monotonic() from which the next exception is logged
         self.dropped = 0
         self._stop = threading.Event()
         self._guard(self.strategy.on_start, self.ctx)
@@ -208,6 +279,16 @@ class StrategyNode:
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if now >= self._next_error_log:
+                self._next_error_log = now + self.error_log_seconds
+                _log.error(
+                    "strategy %s on %s raised in %s (%d errors so far; the next logged %.0f s later at the earliest)",
+                    self.settings["strategy"], self.symbol, callback.__name__, self.errors, self.error_log_seconds,
+                    exc_info=True,
+                    extra={"strategy": self.settings["strategy"], "symbol": self.symbol,
+                           "callback": callback.__name__, "errors": self.errors},
+                )  # fmt: skip
 
     def _load_view(self) -> None:
         """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
@@ -236,6 +317,8 @@ class StrategyNode:
                     self._load_view()
             self._deliver(items)
             self.ctx.reap()
+            for refusal in self.ctx.take_refused():  # after the callbacks that placed them, never inside one
+                self._guard(self.strategy.on_order_event, refusal)
 
     def _deliver(self, items: Sequence[Any]) -> None:
         account = self.ctx.account_id
@@ -284,6 +367,9 @@ class StrategyNode:
             "symbol": self.symbol,
             "bars": self.bars,
             "orders": self.ctx.orders,
+            "overloaded": self.ctx.window.rejected,
+            "in_flight": self.ctx.window.depth,
+            "resent": self.ctx.resent,
             "send_errors": self.ctx.send_errors,
             "errors": self.errors,
             "last_error": self.last_error,

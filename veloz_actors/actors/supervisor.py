@@ -142,7 +142,13 @@ class Supervisor:
         for name, settings in zip(spec.strategy_actors(), spec.strategies, strict=True):
             node = ray.remote(StrategyNode).options(**self._options(name))
             self.actors[name] = node.remote(
-                settings, self.oms, self.bus, instruments, log_settings=spec.logging, log_name=name
+                settings,
+                self.oms,
+                self.bus,
+                instruments,
+                order_inbox=spec.order_inbox,
+                log_settings=spec.logging,
+                log_name=name,
             )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=START_SECONDS)

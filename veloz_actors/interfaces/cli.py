@@ -127,6 +127,13 @@ def start(
             stream_url=stream_url,
             ws_api_url=ws_api_url,
         )
+    if single_process:
+        strategies = file_config.actor_settings().strategies
+        if strategies:  # the engine would trade without them: say so before anything starts
+            named = ", ".join(f"{entry.strategy} on {entry.symbol}" for entry in strategies)
+            raise VelozError(
+                f"actors.strategies ({named}) run on the actor engine: use --local or --address, not --single-process"
+            )
     if replay is not None or replay_speed is not None:
         if single_process:
             raise VelozError("--replay runs on the actor engine: use --local or --address, not --single-process")
