@@ -472,3 +472,20 @@ def test_strategy_registry_validates_parameters() -> None:
             make_l2_strategy(name, params)
     for zero in ("0", "0.0", 0, 0.0):  # no stop-loss, however it is written
         assert make_l2_strategy("book_imbalance", {"stop_loss_bps": zero}).stop_loss == 0
+
+
+def test_a_price_without_an_order_type_is_a_limit_order_as_everywhere_else(events, settings) -> None:
+    """``place_order(symbol, side, qty=..., price=...)`` defaulted to a MARKET order carrying a price, which the kernel
+    rejects (INVALID_PRICE): a strategy's plain limit order never reached the book. A price now makes it a limit, as the
+    Python handle and the stdio ORDER line read it; no price, a market order."""
+    i = _diff_index(events, 400)
+    bid = _book_after(events, i).depth(10)[0][2][0]  # well below the best ask: rests
+    strategy = Scripted(
+        events[i].last_update_id, [{"side": Side.BUY, "qty": 100_000, "price": bid}, {"side": Side.BUY, "qty": 100_000}]
+    )
+    run_l2_backtest(events, strategy, settings)
+    accepted = {e.client_order_id: e for e in strategy.events if type(e) is OrderAccepted}
+    limit, market = (accepted[cid] for cid in strategy.cids)
+    assert (limit.order_type, limit.price) == (OrderType.LIMIT, bid)
+    assert (market.order_type, market.price) == (OrderType.MARKET, None)
+    assert not [e for e in strategy.events if type(e) is OrderRejected]

@@ -15,6 +15,7 @@ from veloz_actors.backtest.settings import BacktestSettings
 from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 from veloz_actors.data.loaders import load_bars
 from veloz_actors.fixed import SCALE
+from veloz_actors.messages import OrderType, Side
 from veloz_actors.strategies.bar_strategies import SmaCross, make_strategy
 from veloz_actors.strategies.base import Strategy
 
@@ -173,3 +174,26 @@ def test_the_run_collects_garbage_less_often_and_leaves_the_caller_s_settings_as
         assert gc.get_threshold() == (1_234, 5, 6)
     finally:
         gc.set_threshold(*before)
+
+
+class _PricedBuy(Strategy):
+    def __init__(self, **order: object) -> None:
+        self.order = order
+
+    def on_bar(self, bar):
+        self.ctx.place_order(bar.symbol, Side.BUY, qty=1_000_000, **self.order)
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        ({"price": 100 * SCALE}, "the bar backtest fills market orders at the next open"),
+        ({"price": 100 * SCALE, "order_type": OrderType.MARKET}, "a market order takes no price"),
+    ],
+    ids=["price-alone-is-a-limit", "market-with-a-price"],
+)
+def test_a_priced_order_in_a_bar_backtest_is_an_error_not_a_market_order(order, message):
+    """The bar backtest fills market orders only. A price given with no order type (a limit everywhere else) or with
+    MARKET was dropped without a word and the order filled at the next open, whatever the price said."""
+    with pytest.raises(InvalidInput, match=message):
+        run_bar_backtest(_bars([100, 100, 100]), _PricedBuy(**order), BacktestSettings())

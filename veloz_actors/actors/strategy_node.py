@@ -152,7 +152,7 @@ class LiveContext(StrategyContext):
         *,
         qty: int = 0,
         price: int | None = None,
-        order_type: OrderType = OrderType.MARKET,
+        order_type: OrderType | None = None,
         tif: TimeInForce = TimeInForce.GTC,
         quote_qty: int | None = None,
         client_order_id: str | None = None,

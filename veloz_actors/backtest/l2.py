@@ -443,7 +443,7 @@ class L2Context(StrategyContext):
         *,
         qty: int = 0,
         price: int | None = None,
-        order_type: OrderType = OrderType.MARKET,
+        order_type: OrderType | None = None,
         tif: TimeInForce = TimeInForce.GTC,
         quote_qty: int | None = None,
         client_order_id: str | None = None,
@@ -499,7 +499,7 @@ class _Run:
         side: Side,
         qty: int,
         price: int | None,
-        order_type: OrderType,
+        order_type: OrderType | None,
         tif: TimeInForce,
         quote_qty: int | None,
         client_order_id: str | None,
@@ -507,7 +507,7 @@ class _Run:
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
         protect = None
-        if order_type is OrderType.MARKET:
+        if order_type is OrderType.MARKET or (order_type is None and price is None):
             protect = self.venue.protect_price(side, self.settings.market_protect_rate)
         order = build_place_order(symbol, side, qty=qty, price=price, quote_qty=quote_qty, protect_price=protect,
                                   order_type=order_type, tif=tif, client_order_id=client_order_id, ids=self._ids,

@@ -117,13 +117,15 @@ class _Context(StrategyContext):
         *,
         qty: int = 0,
         price: int | None = None,
-        order_type: OrderType = OrderType.MARKET,
+        order_type: OrderType | None = None,
         tif: TimeInForce = TimeInForce.GTC,
         quote_qty: int | None = None,
         client_order_id: str | None = None,
     ) -> str:
-        if order_type is not OrderType.MARKET:
+        if order_type is OrderType.LIMIT or (order_type is None and price is not None):
             raise InvalidInput("the bar backtest fills market orders at the next open; use the L2 backtest for limits")
+        if price is not None:
+            raise InvalidInput("a market order takes no price (the bar backtest fills it at the next open)")
         if symbol != self.instrument.symbol:
             raise InvalidInput(f"this backtest trades {self.instrument.symbol}, not {symbol!r}")
         bar = self.bar

@@ -56,7 +56,9 @@ class Bar:
 
 
 class StrategyContext(Protocol):
-    """What a strategy can see and do. Amounts are ints in 1e-8 units; ids are client order ids."""
+    """What a strategy can see and do. Amounts are ints in 1e-8 units; ids are client order ids. ``place_order``
+    without ``order_type`` places a limit order when given a price and a market order without one, as the Python
+    handle and the stdio ``ORDER`` line do (a price with ``order_type=MARKET`` is an error, never ignored)."""
 
     def now(self) -> int: ...
     def position(self, symbol: str) -> int: ...
@@ -71,7 +73,7 @@ class StrategyContext(Protocol):
         *,
         qty: int = 0,
         price: int | None = None,
-        order_type: OrderType = OrderType.MARKET,
+        order_type: OrderType | None = None,
         tif: TimeInForce = TimeInForce.GTC,
         quote_qty: int | None = None,
         client_order_id: str | None = None,
