@@ -1016,24 +1016,11 @@ class BinanceVenue:
             return "rest"
         return path or self.settings.order_path
 
-    async def _request(
-        self,
-        method: str,
-        params: dict[str, Any],
-        *,
-        weight: int,
-        signed: bool = True,
-        order: bool = False,
-        max_wait: float | None = None,
-        path: str | None = None,
-        rec: _Order | None = None,
-    ) -> Any:
-        """Send one request (through the rate-limit gate, in order) and return its ``result``. Raises
-        :class:`_NotSent` (never left), :class:`_NoAnswer` (outcome unknown) or :class:`_Refused` (an error answer;
-        -1021 is retried once after a clock resync)."""
-        answer = await self._answer(
-            method, params, weight=weight, signed=signed, order=order, max_wait=max_wait, path=path, rec=rec
-        )
+    async def _request(self, method: str, params: dict[str, Any], **options: Any) -> Any:
+        """Send one request (through the rate-limit gate, in order; ``options`` as :meth:`_answer` takes them) and
+        return its ``result``. Raises :class:`_NotSent` (never left), :class:`_NoAnswer` (outcome unknown) or
+        :class:`_Refused` (an error answer; -1021 is retried once after a clock resync)."""
+        answer = await self._answer(method, params, **options)
         return answer.get("result")
 
     async def _answer(
