@@ -231,3 +231,44 @@ def test_a_strategy_callback_that_raises_is_isolated_counted_and_logged_with_its
         ray.get(node.close.remote(), timeout=30)
     finally:
         engine.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class _ViewedStrategyNode(StrategyNode):
+    """The node of a configured strategy whose view a test can read and spoil, as events the bus never carried would
+    (an OMS that died before publishing them: its restart resyncs the account view, not the strategies)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.view_refresh_seconds = 0.2
+
+    def view(self) -> tuple[dict, dict]:
+        return dict(self.ctx.balances), dict(self.ctx.positions)
+
+    def spoil_view(self) -> None:
+        self.ctx.balances = {"USDT": (1, 0)}
+        self.ctx.positions = {"BTCUSDT": 123}
+
+
+def test_a_strategy_s_view_left_stale_by_lost_events_is_put_right_from_the_oms(ray_runtime):
+    """A strategy's view of its account followed the bus alone (read from the OMS only at start and after the bus
+    dropped events): what the bus never carried left it stale until that symbol's next update, and sma_cross, which buys
+    when it sees itself flat, would decide on it. It is read from the OMS again every few seconds, without waiting."""
+    engine = start_local(file_config(), name="strategy-view")
+    try:
+        node = _ViewedStrategyNode.remote(
+            dict(SMA), engine.actor("oms"), engine.actor("bus"), {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10
+        )
+        ray.get(node.ping.remote(), timeout=60)
+        truth = {asset: tuple(v) for asset, v in engine.balances().items()}
+        wait_for(lambda: ray.get(node.view.remote(), timeout=30)[0] == truth, what="the view read at start")
+        ray.get(node.spoil_view.remote(), timeout=30)
+        balances, positions = wait_for(
+            lambda: (v := ray.get(node.view.remote(), timeout=30))[0] == truth and v,
+            what="the spoiled view to be the OMS's again",
+        )
+        assert positions.get("BTCUSDT", 0) == 0  # the account holds no BTCUSDT position
+        assert ray.get(node.status.remote(), timeout=30)["view_refreshes"] >= 1
+        ray.get(node.close.remote(), timeout=30)
+    finally:
+        engine.shutdown()

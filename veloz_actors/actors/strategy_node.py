@@ -66,6 +66,10 @@ __all__ = ["LiveContext", "StrategyNode"]
 _log = logging.getLogger("veloz.strategy")
 
 _POLL_SECONDS = 0.01
+# the account's view is read from the OMS again this often, without waiting: events the bus never carried (those an
+# OMS that died had not yet published; its restart pushes the account view its full state, not the strategies) would
+# leave it stale until that symbol's next update, and a strategy decides on it (sma_cross buys when flat)
+_VIEW_REFRESH_SECONDS = 5.0
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
 _RESEND_PAUSE = (0.05, 1.0)  # between two rounds of resends: the first, doubling to the last while calls keep failing
@@ -268,6 +272,10 @@ class StrategyNode:
         self.error_log_seconds = _ERROR_LOG_SECONDS
         self._next_error_log = 0.0  # time.monotonic() from which the next exception is logged
         self.dropped = 0
+        self.view_refresh_seconds = _VIEW_REFRESH_SECONDS
+        self.view_refreshes = 0
+        self._view_due = time.monotonic() + self.view_refresh_seconds
+        self._view_asked: list[Any] | None = None  # the OMS calls of a refresh on their way
         self._stop = threading.Event()
         self._guard(self.strategy.on_start, self.ctx)
         self._thread = threading.Thread(target=self._run, name="veloz-strategy", daemon=True)
@@ -299,6 +307,31 @@ class StrategyNode:
         )
         self.ctx.load(balances, positions)
 
+    def _refresh_view(self) -> None:
+        """Every ``view_refresh_seconds``, ask the OMS for the account's balances and positions and, once both answers
+        are in (looked at without waiting, on later turns of the loop), replace the view with them: a view left stale
+        by events the bus never carried is put right within that time. An OMS that cannot answer (restarting) is
+        asked again at the next refresh. Events already on their way that predate the answer are applied after it;
+        each carries whole values, so the view is the OMS's again with the next of them."""
+        now = time.monotonic()
+        asked = self._view_asked
+        if asked is None:
+            if now >= self._view_due:
+                account = self.ctx.account_id
+                self._view_asked = [self.oms.balances.remote(account), self.oms.positions.remote(account)]
+            return
+        done, _ = ray.wait(asked, num_returns=len(asked), timeout=0)
+        if len(done) < len(asked):
+            return
+        self._view_asked = None
+        self._view_due = now + self.view_refresh_seconds
+        try:
+            balances, positions = ray.get(asked, timeout=0)
+        except Exception:  # noqa: BLE001 - the OMS is restarting: the next refresh asks again
+            return
+        self.ctx.load(balances, positions)
+        self.view_refreshes += 1
+
     def _run(self) -> None:
         while not self._stop.wait(_POLL_SECONDS):
             try:
@@ -317,6 +350,7 @@ class StrategyNode:
                     self._load_view()
             self._deliver(items)
             self.ctx.reap()
+            self._refresh_view()
             for refusal in self.ctx.take_refused():  # after the callbacks that placed them, never inside one
                 self._guard(self.strategy.on_order_event, refusal)
 
@@ -371,6 +405,7 @@ class StrategyNode:
             "in_flight": self.ctx.window.depth,
             "resent": self.ctx.resent,
             "send_errors": self.ctx.send_errors,
+            "view_refreshes": self.view_refreshes,
             "errors": self.errors,
             "last_error": self.last_error,
             "dropped": self.dropped,
