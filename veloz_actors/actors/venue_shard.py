@@ -24,7 +24,7 @@ from .._exceptions import JournalError
 from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
-from ..venues.base import failed, guarded
+from ..venues.base import BooksToResync, guarded
 
 __all__ = ["Batch", "VenueShard"]
 
@@ -55,7 +55,7 @@ class VenueShard:
         self.inputs = 0
         self.last_clock = -1
         self.tops: dict[str, BookTop] = {}
-        self.books_to_resync: set[str] = set()  # symbols whose venue failed on market data (take_books_to_resync)
+        self.books_to_resync = BooksToResync()  # symbols whose venue failed on market data (take_books_to_resync)
         self.snapshot_every = snapshot_every
         self.journal: Journal | None = None
         self.acks: Journal | None = None
@@ -143,17 +143,12 @@ class VenueShard:
 
     def _apply_market(self, event: Any) -> Batch | None:
         venue = self.venues[event.symbol]  # one of market_venues: market() journals no other's events
-        reports = guarded(venue, venue.on_market, event, event.ts_recv)
-        if failed(reports):
-            self.books_to_resync.add(event.symbol)  # it may lack what the event carried (a diff)
-        return self._made(reports or None)
+        return self._made(self.books_to_resync.on_market(venue, event) or None)
 
     def take_books_to_resync(self) -> list[str]:
-        """The symbols whose venue failed on market data since the last call, sorted: their books may lack what the
-        event carried, and only the market-data client can sync them again."""
-        symbols = sorted(self.books_to_resync)
-        self.books_to_resync.clear()
-        return symbols
+        """The symbols whose venue failed on market data since the last call
+        (:class:`~veloz_actors.venues.base.BooksToResync`)."""
+        return self.books_to_resync.take()
 
     def _made(self, reports: list[Any] | None) -> Batch | None:
         """Count one input applied; number its reports as the next batch (none for a market event that filled

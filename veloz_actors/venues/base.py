@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._exceptions import VenueFailed
 from ..messages import Error, RejectReason, SubmitCancel, SubmitOrder, VenueOrderExpired
 
-__all__ = ["Venue", "failed", "guarded"]
+__all__ = ["BooksToResync", "Venue", "guarded"]
 
 
 @runtime_checkable
@@ -46,9 +46,28 @@ class Venue(Protocol):
         ...
 
 
-def failed(reports: list[Any]) -> bool:
-    """Whether :func:`guarded` turned an exception of its call into ``reports`` (its ``VENUE_ERROR`` is among them)."""
-    return any(type(report) is Error and report.code == "VENUE_ERROR" for report in reports)
+class BooksToResync:
+    """The symbols whose venue failed on market data, for a driver (the single-process engine, a venue shard) to hand
+    to the market-data client: such a venue's book may lack what the event carried (a diff), and only the client can
+    sync it again (:meth:`~veloz_actors.venues.binance.market_data.BinanceMarketData.resync`)."""
+
+    __slots__ = ("symbols",)
+
+    def __init__(self) -> None:
+        self.symbols: set[str] = set()
+
+    def on_market(self, venue: Any, event: Any) -> list[Any]:
+        """``venue.on_market(event)`` through :func:`guarded`; the symbol is noted when the venue failed on it."""
+        reports = guarded(venue, venue.on_market, event, event.ts_recv)
+        if any(type(report) is Error and report.code == "VENUE_ERROR" for report in reports):
+            self.symbols.add(event.symbol)
+        return reports
+
+    def take(self) -> list[str]:
+        """The symbols noted since the last call, sorted."""
+        symbols = sorted(self.symbols)
+        self.symbols.clear()
+        return symbols
 
 
 def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int) -> list[Any]:

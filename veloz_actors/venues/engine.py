@@ -38,7 +38,7 @@ from ..core.journal import (
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Error, Kline, Message, SubmitOrder, Tick, Trade
-from .base import failed, guarded
+from .base import BooksToResync, guarded
 from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue
 from .simmarket import SimSymbol
@@ -181,7 +181,7 @@ class Engine:
         self.kernel = TradingKernel(config.kernel_config())
         self.seq = 0
         self.last_tick = -1
-        self.books_to_resync: set[str] = set()  # symbols whose venue failed on market data (take_books_to_resync)
+        self.books_to_resync = BooksToResync()  # symbols whose venue failed on market data (take_books_to_resync)
         self.market_errors = 0  # market events the engine raised on (an Error of their step: _market_failed)
         self.journal: Journal | None = None
         self.snapshot_path: Path | None = None
@@ -328,10 +328,7 @@ class Engine:
         kernel = self.kernel
         venue = self.venues.get(event.symbol)
         if venue is not None and getattr(venue, "consumes_market", False):
-            reports = guarded(venue, venue.on_market, event, event.ts_recv)
-            if failed(reports):
-                self.books_to_resync.add(event.symbol)
-            for report in reports:
+            for report in self.books_to_resync.on_market(venue, event):
                 events += kernel.apply(report)
         events += kernel.apply(event)
         if kernel.outbox:
@@ -344,7 +341,7 @@ class Engine:
         journal takes the same step to the same ``Error`` and goes on: a restart never dies on the line that the
         run survived, as the actor engine's feed goes on past a batch a venue shard failed on."""
         self.market_errors += 1
-        self.books_to_resync.add(event.symbol)
+        self.books_to_resync.symbols.add(event.symbol)
         message = (
             f"the engine failed to apply a {event.symbol} {type(event).__name__}, which is skipped; its book is "
             f"synced again: {type(exc).__name__}: {exc}"
@@ -368,12 +365,9 @@ class Engine:
         return events
 
     def take_books_to_resync(self) -> list[str]:
-        """The symbols whose venue failed on market data since the last call, sorted: their books may lack what the
-        event carried, and only the market-data client can sync them again
-        (:meth:`~veloz_actors.venues.binance.market_data.BinanceMarketData.resync`)."""
-        symbols = sorted(self.books_to_resync)
-        self.books_to_resync.clear()
-        return symbols
+        """The symbols whose venue failed on market data, or the engine on a market event, since the last call
+        (:class:`~veloz_actors.venues.base.BooksToResync`)."""
+        return self.books_to_resync.take()
 
     # --------------------------------------------------------------------------------------------------- queries
 
