@@ -83,14 +83,17 @@ def run_start(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
+def _paper_args(server: BinanceTestServer, engine: str, journal: Path) -> list[str]:
+    """``veloz start --local`` arguments of a paper session on BTCUSDT against ``server``, on ``engine``."""
+    args = ["--venue", "binance", "--paper", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
+            "--stream-url", server.stream_url, "--no-market", "--config", str(CONFIG), "--journal", str(journal)]  # fmt: skip
+    return [*args, "--single-process"] if engine == "single-process" else args
+
+
 @pytest.mark.parametrize("engine", ["single-process", "actors"])
 def test_paper_session_over_stdio(engine, shared_data, tmp_path):
     with BinanceTestServer([shared_data / BTC], paused=True) as server:
-        args = ["--venue", "binance", "--paper", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
-                "--stream-url", server.stream_url, "--no-market", "--config", str(CONFIG),
-                "--journal", str(tmp_path / "run" / "engine.journal")]  # fmt: skip
-        if engine == "single-process":
-            args.append("--single-process")
+        args = _paper_args(server, engine, tmp_path / "run" / "engine.journal")
         session = Session(*args)
         try:
             session.wait(lambda o: o.get("state") == "started", timeout=300, what="the start line")
@@ -124,11 +127,7 @@ def test_paper_restart_after_binance_changed_a_symbols_rules_is_refused_naming_t
     symbol's filters is refused naming them, as a live restart is (before: an engine-config mismatch that named
     nothing, and on the actor engine a dead OMS actor's traceback); with the rules back as they were it recovers."""
     with BinanceTestServer([shared_data / BTC], paused=True) as server:
-        args = ["--venue", "binance", "--paper", "--symbols", "BTCUSDT", "--rest-url", server.rest_url,
-                "--stream-url", server.stream_url, "--no-market", "--config", str(CONFIG),
-                "--journal", str(tmp_path / "run" / "engine.journal")]  # fmt: skip
-        if engine == "single-process":
-            args.append("--single-process")
+        args = _paper_args(server, engine, tmp_path / "run" / "engine.journal")
         env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
         first = run_start(args, env)
         assert first.returncode == 0, first.stderr[-2000:]
