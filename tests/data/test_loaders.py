@@ -4,6 +4,7 @@ with a DataError that names the file, the row and the problem."""
 from __future__ import annotations
 
 import gzip
+import zipfile
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -285,3 +286,73 @@ def test_bad_capture_line_is_named(tmp_path: Path) -> None:
     path.write_text('1723161253937085768 {"stream":"btcusdt@trade","data":{"e":"trade"}}\n')
     with pytest.raises(DataError, match=r"line 1: trade: missing field"):
         load_market_events(path)
+
+
+# ----------------------------------------------------------------------------------- header variants and row shape
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "\ufeff" + HEADER,  # a byte-order mark, as spreadsheet programs write UTF-8 CSV
+        HEADER.upper(),
+        HEADER.replace(",", ", "),
+    ],
+    ids=["byte-order-mark", "upper-case", "spaces-after-commas"],
+)
+def test_a_header_variant_loads_like_the_plain_header(tmp_path: Path, header: str) -> None:
+    plain = load_bars(_write(tmp_path, GOOD))
+    assert np.array_equal(load_bars(_write(tmp_path, GOOD, header=header, name="BTCUSDT-1m-v.csv")).data, plain.data)
+
+
+def test_a_kline_csv_with_a_byte_order_mark_loads_like_without(shared_data: Path, tmp_path: Path) -> None:
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\ufeff" + "\n".join(_kline_lines(shared_data)) + "\n")
+    assert np.array_equal(load_bars(path).data, plain.data)
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("1700000060000,10.75,11.5", "line 4: expected 6 fields, got 3"),
+        ("1700000060000,10.75,11.5,10.5,11,2,7", "line 4: expected 6 fields, got 7"),
+    ],
+)
+def test_a_row_with_too_few_or_too_many_fields_is_named_by_its_line(tmp_path: Path, row: str, problem: str) -> None:
+    path = _write(tmp_path, [GOOD[0], "", row, "1700000120000,11,11,11,11,0"])  # line 3 is blank
+    with pytest.raises(DataError) as error:
+        load_bars(path)
+    assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+
+
+# ------------------------------------------------------------------------------- zipped klines (data.binance.vision)
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_a_data_binance_vision_zip_loads_like_the_csv_inside(shared_data: Path, tmp_path: Path) -> None:
+    text = "\n".join(_kline_lines(shared_data)) + "\n"
+    path = _zip(tmp_path / "ADABTC-1m-2021-11-27.zip", {"ADABTC-1m-2021-11-27.csv": text})
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    zipped = load_bars(path)
+    assert (zipped.symbol, zipped.interval_ns) == ("ADABTC", MINUTE) and np.array_equal(zipped.data, plain.data)
+
+
+def test_a_truncated_zip_or_one_of_several_files_is_a_data_error_naming_the_file(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    text = "\n".join(_kline_lines(shared_data)) + "\n"
+    whole = _zip(tmp_path / "ADABTC-1m-2021-11-27.zip", {"ADABTC-1m-2021-11-27.csv": text}).read_bytes()
+    truncated = tmp_path / "ADABTC-1m-2021-11-28.zip"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=f"{truncated}: cannot read: "):
+        load_bars(truncated)
+    several = _zip(tmp_path / "ADABTC-1m-2021-11.zip", {"a.csv": text, "b.csv": text})
+    with pytest.raises(DataError, match=f"{several}: a zip holding one CSV file is expected, found 2: a.csv, b.csv"):
+        load_bars(several)

@@ -10,7 +10,10 @@ Formats (see ``../shared/data/README.md``):
   freqtrade mark-price files (funding-rate files go to :func:`load_funding_rates`);
 * freqtrade ``.feather`` (Arrow IPC; ``date`` = open time, float64 prices whose shortest repr is the decimal);
 * privet1x CSV ``open,high,low,close,volume,quote_volume,trades,close_datetime`` (close time with a UTC offset);
-* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (detected by magnitude);
+* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (detected by magnitude), also
+  as the ``.zip`` holding one CSV that data.binance.vision ships;
+
+CSV header names are read in lower case without surrounding spaces, quotes or a UTF-8 byte-order mark.
 * recorded WebSocket captures ``<local ts> <raw JSON>`` (:func:`load_market_events`).
 
 >>> bars = load_bars("../shared/data/ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz")  # doctest: +SKIP
@@ -20,12 +23,18 @@ Formats (see ``../shared/data/README.md``):
 
 from __future__ import annotations
 
+import csv
 import gc
 import gzip
+import io
 import os
 import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -263,12 +272,41 @@ def _read_feather(path: Path, columns: tuple[str, ...] = _BAR_COLUMNS) -> tuple[
 
 
 def _first_line(path: Path) -> str:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """The file's first line, without a byte-order mark or the line end."""
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        with _open_text(path) as f:
             return f.readline().strip()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
+
+
+@contextmanager
+def _open_text(path: Path) -> Iterator[IO[str]]:
+    """A CSV file (plain, ``.gz`` or a one-file ``.zip``) as text; a UTF-8 byte-order mark is dropped."""
+    if path.name.endswith(".zip"):
+        with io.TextIOWrapper(io.BytesIO(_zip_member(path)), encoding="utf-8-sig", errors="replace", newline="") as f:
+            yield f
+        return
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as f:
+        yield f
+
+
+def _zip_member(path: Path) -> bytes:
+    """The one file inside a ``.zip`` (data.binance.vision ships each month or day of klines as one CSV zipped)."""
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        if len(names) != 1:
+            raise DataError(f"{path}: a zip holding one CSV file is expected, found {len(names)}: {', '.join(names)}")
+        return archive.read(names[0])
+
+
+def _csv_input(path: Path) -> Any:
+    """What Arrow's CSV reader reads: the path (it decompresses ``.gz`` itself) or a zip's one file, in memory."""
+    if path.name.endswith(".zip"):
+        pa, _, _, _ = _pyarrow()
+        return pa.BufferReader(_zip_member(path))
+    return path
 
 
 def _read_csv_bars(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray | None]:
@@ -288,23 +326,40 @@ def _read_csv_bars(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray | None
 
 
 def _read_table(path: Path, *, header: bool, names: tuple[str, ...] | None = None) -> Any:
+    """The CSV as a table of strings. With ``header``, the columns are named by the first line in lower case, without
+    surrounding spaces or quotes (``Open_Time_Ms, Open`` reads as ``open_time_ms,open``); else ``names``."""
     pa, _, pa_csv, _ = _pyarrow()
-    read_options = pa_csv.ReadOptions(
-        column_names=list(names) if names is not None and not header else None,
-        block_size=1 << 24,
-    )
+    if header:
+        names = tuple(c.strip().strip('"').strip().lower() for c in _first_line(path).split(","))
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"{path}: line 1: column(s) {', '.join(repeated)} named more than once")
+    assert names is not None
     try:
-        first = _first_line(path)
-        column_types = {c.strip(): pa.string() for c in first.split(",")} if header else None
-        if not header and names is not None:
-            column_types = dict.fromkeys(names, pa.string())
         return pa_csv.read_csv(
-            path,
-            read_options=read_options,
-            convert_options=pa_csv.ConvertOptions(column_types=column_types, strings_can_be_null=False),
-        )
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
+            _csv_input(path),
+            read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if header else 0,
+                                            block_size=1 << 24),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )  # fmt: skip
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, pa.ArrowException) as exc:
+        counts = re.search(r"Expected (\d+) columns, got \d+", str(exc))
+        bad_row = _row_of_another_width(path, int(counts.group(1))) if counts else None
+        raise DataError(bad_row or f"{path}: not a readable CSV file: {exc}") from exc
+
+
+def _row_of_another_width(path: Path, expected: int) -> str | None:
+    """The first line that does not hold ``expected`` fields, named by its line number (Arrow's parse error says
+    only its text), or None if there is none."""
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        for fields in reader:
+            if fields and len(fields) != expected:
+                text = ",".join(fields)
+                return f"{path}: line {reader.line_num}: expected {expected} fields, got {len(fields)}: {text[:120]!r}"
+    return None
 
 
 def _read_header_csv(
