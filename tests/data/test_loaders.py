@@ -356,3 +356,20 @@ def test_a_truncated_zip_or_one_of_several_files_is_a_data_error_naming_the_file
     several = _zip(tmp_path / "ADABTC-1m-2021-11.zip", {"a.csv": text, "b.csv": text})
     with pytest.raises(DataError, match=f"{several}: a zip holding one CSV file is expected, found 2: a.csv, b.csv"):
         load_bars(several)
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("1700000120000,11,11,abc,11,0", "row 3 (line 6): low: 'abc' is not a decimal"),
+        ("1700000120000,11,10,11,11,0", "row 3 (line 6): high is below low"),
+        ("1700000060000,11,11,11,11,0", "row 3 (line 6): duplicate"),
+        ("17000001200x0,11,11,11,11,0", "row 3 (line 6): column 'open_time_ms' must be an integer time"),
+    ],
+)
+def test_an_error_after_blank_lines_names_the_line_the_row_is_on(tmp_path: Path, row: str, problem: str) -> None:
+    """Arrow skips blank lines, so a row's line is not its index plus the header: it is counted."""
+    path = _write(tmp_path, ["", GOOD[0], "", GOOD[1], row])  # lines 2 and 4 are blank
+    with pytest.raises(DataError) as error:
+        load_bars(path)
+    assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)

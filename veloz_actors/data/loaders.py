@@ -393,7 +393,7 @@ def _read_kline_csv(path: Path, has_header: bool) -> tuple[np.ndarray, dict, int
     out = {name: _exact_units(cols[i + 1], path, name, first_line) for i, name in enumerate(_BAR_COLUMNS)}
     bad = np.flatnonzero(close_times < times)
     if bad.size:
-        raise DataError(f"{path}: row {bad[0] + 1} (line {bad[0] + first_line}): close time is before open time")
+        raise DataError(f"{_row(path, int(bad[0]), first_line)}: close time is before open time")
     return times, out, first_line
 
 
@@ -405,7 +405,7 @@ def _ms_times(raw: np.ndarray, path: Path, name: str) -> np.ndarray:
         bad = int(np.flatnonzero((raw < _MS_FLOOR) | (raw >= _MS_CEILING))[0])
         unit = "seconds" if raw[bad] < _MS_FLOOR else "microseconds or finer"
         raise DataError(
-            f"{path}: row {bad + 1} (line {bad + 2}): column {name!r} must be a time in milliseconds, got "
+            f"{_row(path, bad, 2)}: column {name!r} must be a time in milliseconds, got "
             f"{int(raw[bad])} (that looks like {unit})"
         )
     return raw * _MS
@@ -446,9 +446,9 @@ def _parse_datetimes_slow(values: list[str], path: Path, first_line: int) -> np.
         try:
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: row {i + 1} (line {i + first_line}): bad close_datetime {value!r}") from exc
+            raise DataError(f"{_row(path, i, first_line)}: bad close_datetime {value!r}") from exc
         if moment.tzinfo is None:
-            raise DataError(f"{path}: row {i + 1} (line {i + first_line}): close_datetime {value!r} has no UTC offset")
+            raise DataError(f"{_row(path, i, first_line)}: close_datetime {value!r} has no UTC offset")
         out[i] = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * _US
     return out
 
@@ -468,8 +468,7 @@ def _int_column(column: Any, path: Path, name: str, first_line: int) -> np.ndarr
     if not pc.all(ok, min_count=0).as_py():  # (an empty column is all right: "no rows" is said by the caller)
         row = _first_false(ok)
         raise DataError(
-            f"{path}: row {row + 1} (line {row + first_line}): column {name!r} must be an integer time, "
-            f"got {column[row].as_py()!r}"
+            f"{_row(path, row, first_line)}: column {name!r} must be an integer time, got {column[row].as_py()!r}"
         )
     return pc.cast(column, pa.int64()).to_numpy()
 
@@ -508,7 +507,7 @@ def _exact_units(column: Any, path: Path, name: str, first_line: int, signed: bo
 
 
 def _exact_slow(text: Any, path: Path, name: str, row: int, first_line: int) -> int:
-    where = f"{path}: row {row + 1} (line {row + first_line}): {name}"
+    where = f"{_row(path, row, first_line)}: {name}"
     try:
         value = schemas.decimal_units(text, where, allow_negative=True, scientific=True)
     except (DataError, InvalidInput) as exc:
@@ -574,7 +573,28 @@ def _given_or_named_interval(interval: str | int | None, named: str | None, path
 
 
 def _row(path: Path, index: int, first_line: int) -> str:
-    return f"{path}: row {index + 1} (line {index + first_line})"
+    """``<file>: row <n> (line <l>)`` for data row ``index`` (0-based); ``first_line`` is the first data row's line
+    (1-based feather rows: the line is the row)."""
+    return f"{path}: row {index + 1} (line {_line_of_row(path, index, first_line)})"
+
+
+def _line_of_row(path: Path, index: int, first_line: int) -> int:
+    """The line data row ``index`` of a CSV is on. Arrow skips blank lines, so after one the line is not
+    ``index + first_line``: it is counted in the file (only when an error is raised)."""
+    if path.name.endswith(".feather"):
+        return index + first_line
+    record = index + first_line - 1  # the header, if any, is record 0
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                if fields:
+                    if record == 0:
+                        return reader.line_num
+                    record -= 1
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, csv.Error):
+        pass
+    return index + first_line
 
 
 def _check_increasing(times: np.ndarray, path: Path, first_line: int) -> np.ndarray:
