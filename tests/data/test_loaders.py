@@ -373,3 +373,31 @@ def test_an_error_after_blank_lines_names_the_line_the_row_is_on(tmp_path: Path,
     with pytest.raises(DataError) as error:
         load_bars(path)
     assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+
+
+def test_klines_across_binance_s_2025_switch_to_microseconds_load_row_by_row(shared_data: Path, tmp_path: Path) -> None:
+    """data.binance.vision writes spot klines from 2025-01-01 in µs, before in ms: a month of each, joined, loads."""
+    lines = []
+    for number, line in enumerate(_kline_lines(shared_data)):
+        fields = line.split(",")
+        if number >= 5:  # the later rows in microseconds
+            fields[0] += "000"
+            fields[6] += "999"
+        lines.append(",".join(fields))
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\n".join(lines) + "\n")
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    assert np.array_equal(load_bars(path).data, plain.data)
+
+
+def test_a_kline_time_neither_in_milliseconds_nor_microseconds_is_named_by_its_row(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    lines = _kline_lines(shared_data)
+    fields = lines[3].split(",")
+    fields[0] = fields[0][:10]  # seconds
+    lines[3] = ",".join(fields)
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"row 4 \(line 4\): open_time 1637971380 is not a time in milliseconds"):
+        load_bars(path)

@@ -10,7 +10,7 @@ Formats (see ``../shared/data/README.md``):
   freqtrade mark-price files (funding-rate files go to :func:`load_funding_rates`);
 * freqtrade ``.feather`` (Arrow IPC; ``date`` = open time, float64 prices whose shortest repr is the decimal);
 * privet1x CSV ``open,high,low,close,volume,quote_volume,trades,close_datetime`` (close time with a UTC offset);
-* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (detected by magnitude), also
+* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (told apart row by row), also
   as the ``.zip`` holding one CSV that data.binance.vision ships;
 
 CSV header names are read in lower case without surrounding spaces, quotes or a UTF-8 byte-order mark.
@@ -387,7 +387,7 @@ def _read_kline_csv(path: Path, has_header: bool) -> tuple[np.ndarray, dict, int
     cols = [table.column(i) for i in range(table.num_columns)]
     raw_open = _int_column(cols[0], path, names[0], first_line)
     raw_close = _int_column(cols[6], path, names[6], first_line)
-    scale = _kline_time_scale(raw_open, path)
+    scale = _kline_time_scale(raw_open, path, names[0], first_line)
     times = raw_open * scale
     close_times = raw_close * scale
     out = {name: _exact_units(cols[i + 1], path, name, first_line) for i, name in enumerate(_BAR_COLUMNS)}
@@ -411,14 +411,18 @@ def _ms_times(raw: np.ndarray, path: Path, name: str) -> np.ndarray:
     return raw * _MS
 
 
-def _kline_time_scale(raw_open: np.ndarray, path: Path) -> int:
-    if raw_open.size == 0:
-        return _MS
-    low, high = int(raw_open.min()), int(raw_open.max())
-    for floor, ceiling, scale in ((_MS_FLOOR, _MS_CEILING, _MS), (_MS_CEILING, 10**17, _US)):
-        if floor <= low and high < ceiling:
-            return scale
-    raise DataError(f"{path}: open times {low}..{high} are neither all milliseconds nor all microseconds")
+def _kline_time_scale(raw_open: np.ndarray, path: Path, name: str, first_line: int) -> np.ndarray:
+    """Each row's ns per unit of its open time: milliseconds, or microseconds (data.binance.vision's spot klines
+    from 2025-01-01 on), told apart by magnitude row by row, so months from both sides of the switch load joined.
+    A row's close time is in its open time's unit."""
+    bad = np.flatnonzero((raw_open < _MS_FLOOR) | (raw_open >= 10**17))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{_row(path, row, first_line)}: {name} {int(raw_open[row])} is not a time in milliseconds or "
+            "microseconds (1973 on)"
+        )
+    return np.where(raw_open < _MS_CEILING, _MS, _US)
 
 
 def _read_privet_csv(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray]:
