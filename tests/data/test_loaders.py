@@ -4,6 +4,7 @@ with a DataError that names the file, the row and the problem."""
 from __future__ import annotations
 
 import gzip
+import re
 import zipfile
 from collections import Counter
 from datetime import UTC, datetime
@@ -401,3 +402,21 @@ def test_a_kline_time_neither_in_milliseconds_nor_microseconds_is_named_by_its_r
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"row 4 \(line 4\): open_time 1637971380 is not a time in milliseconds"):
         load_bars(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("futures/binance_usdm_BTCUSDT_8h_mark_20231201-20251116.csv.gz", "row 1 (line 2)"),
+        ("futures/binance_usdm_BTCUSDT_8h_mark_20231201-20251116.feather", "row 1 (line 1)"),
+        ("ohlcv/binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz", "row 1 (line 2)"),
+    ],
+)
+def test_a_price_file_given_to_load_funding_rates_is_refused_not_read_as_rates(
+    shared_data: Path, name: str, where: str
+) -> None:
+    """A mark-price or candle file has the funding file's columns: its 'open' of 37,716.8 was read as a rate of
+    3,771,680 % every 8 hours."""
+    path = shared_data / name
+    with pytest.raises(DataError, match=rf"^{re.escape(f'{path}: {where}: funding rate ')}[0-9.]+ is 100 % or more"):
+        load_funding_rates(path)

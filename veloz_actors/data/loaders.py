@@ -126,7 +126,8 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
 
 def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) -> list[FundingRate]:
     """Load a freqtrade funding-rate file (``.feather`` or ``.csv[.gz]``; the rate is in ``open``) as exact
-    :class:`FundingRate` messages in time order (``ts_event == ts_recv == funding_time``)."""
+    :class:`FundingRate` messages in time order (``ts_event == ts_recv == funding_time``). A rate of 1 (100 %) or
+    more is refused as a price: mark-price and candle files have the same columns."""
     path = _path(path, symbol)
     if path.name.endswith(".feather"):
         times, columns, first_line = _read_feather(path, columns=("open",))
@@ -135,6 +136,13 @@ def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) 
     if not times.size:
         raise DataError(f"{path}: no funding rates in the file")
     _check_increasing(times, path, first_line)
+    too_large = np.flatnonzero(np.abs(columns["open"]) >= SCALE)
+    if too_large.size:  # Binance caps funding at a few % an interval: this is a price (a mark or candle file)
+        row = int(too_large[0])
+        raise DataError(
+            f"{_row(path, row, first_line)}: funding rate {_fmt(columns['open'][row])} is 100 % or more per "
+            "interval: a price, not a rate (mark-price and candle files go to load_bars())"
+        )
     name_symbol, _ = _infer_from_name(path.name)
     symbol = _symbol(symbol, name_symbol, path)
     rates = columns["open"].tolist()
