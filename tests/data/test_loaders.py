@@ -298,8 +298,11 @@ def test_bad_capture_line_is_named(tmp_path: Path) -> None:
         "\ufeff" + HEADER,  # a byte-order mark, as spreadsheet programs write UTF-8 CSV
         HEADER.upper(),
         HEADER.replace(",", ", "),
+        HEADER.replace("open_time_ms", "open_time"),  # six columns named as the kline's, times in ms
+        HEADER.replace("open_time_ms", "Open time"),
+        HEADER.replace("open_time_ms", "timestamp"),
     ],
-    ids=["byte-order-mark", "upper-case", "spaces-after-commas"],
+    ids=["byte-order-mark", "upper-case", "spaces-after-commas", "open_time", "Open time", "timestamp"],
 )
 def test_a_header_variant_loads_like_the_plain_header(tmp_path: Path, header: str) -> None:
     plain = load_bars(_write(tmp_path, GOOD))

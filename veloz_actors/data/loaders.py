@@ -6,8 +6,9 @@ without trades) and are reported in :attr:`BarSeries.gaps`, never filled in.
 
 Formats (see ``../shared/data/README.md``):
 
-* candle CSV with header ``open_time_ms,open,high,low,close,volume`` (``.csv`` or ``.csv.gz``), including the
-  freqtrade mark-price files (funding-rate files go to :func:`load_funding_rates`);
+* candle CSV with header ``open_time_ms,open,high,low,close,volume`` (``.csv`` or ``.csv.gz``; the first column may
+  also be named ``open_time`` or ``timestamp``, in ms), including the freqtrade mark-price files (funding-rate files
+  go to :func:`load_funding_rates`);
 * freqtrade ``.feather`` (Arrow IPC; ``date`` = open time, float64 prices whose shortest repr is the decimal);
 * privet1x CSV ``open,high,low,close,volume,quote_volume,trades,close_datetime`` (close time with a UTC offset);
 * data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (told apart row by row), also
@@ -59,6 +60,7 @@ _KLINE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 _KLINE_HEADER_ALIASES = {"open_time", "opentime", "open time"}
+_TIME_ALIASES = {*_KLINE_HEADER_ALIASES, "timestamp"}  # a six-column file's first column, read as ms
 
 _INT64_MAX = np.iinfo(np.int64).max
 # Below this magnitude a float64's rounding interval holds at most one 8-decimal number (ulp < 1e-8).
@@ -322,14 +324,17 @@ def _read_csv_bars(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray | None
     first = _first_line(path)
     if not first:
         raise DataError(f"{path}: empty file")
-    header = [c.strip().lower() for c in first.split(",")]
-    if header[0] in _KLINE_HEADER_ALIASES or (header[0][:1].isdigit() and len(header) >= 7):
+    header = [c.strip().strip('"').strip().lower() for c in first.split(",")]
+    if (header[0] in _KLINE_HEADER_ALIASES or header[0][:1].isdigit()) and len(header) >= 7:
         return (*_read_kline_csv(path, has_header=not header[0][:1].isdigit()), None)
     if header[: len(_PRIVET_COLUMNS)] == list(_PRIVET_COLUMNS) or (
         "close_datetime" in header and "open_time_ms" not in header
     ):
         return _read_privet_csv(path)
-    times, columns, first_line = _read_header_csv(path, required=_HEADER_COLUMNS)
+    time_column = "open_time_ms"
+    if header[0] in _TIME_ALIASES and "open_time_ms" not in header:
+        time_column = header[0]  # "open_time,open,high,low,close,volume": the six columns, open time in ms
+    times, columns, first_line = _read_header_csv(path, required=(time_column, *_BAR_COLUMNS))
     return times, columns, first_line, None
 
 
