@@ -423,3 +423,40 @@ def test_a_price_file_given_to_load_funding_rates_is_refused_not_read_as_rates(
     path = shared_data / name
     with pytest.raises(DataError, match=rf"^{re.escape(f'{path}: {where}: funding rate ')}[0-9.]+ is 100 % or more"):
         load_funding_rates(path)
+
+
+# ------------------------------------------------------------------------------------------------ bar interval
+
+
+ILLIQUID_MINUTES = (0, 2, 4, 5, 7, 9, 11, 12, 14, 16)  # an illiquid 1m pair: most bars 2 min apart, a minute without
+
+
+def _illiquid(tmp_path: Path, name: str) -> Path:
+    return _write(tmp_path, [f"{1_700_000_000_000 + m * 60_000},1,1,1,1,1" for m in ILLIQUID_MINUTES], name=name)
+
+
+def test_an_illiquid_file_whose_bars_are_mostly_two_intervals_apart_keeps_its_named_interval(tmp_path: Path) -> None:
+    """The interval is the one the name says when some bars are that close, not the most common step (which refused
+    the file: the bars one minute apart were 'not a multiple of the 2 min interval')."""
+    bars = load_bars(_illiquid(tmp_path, "XRPETH-1m.csv"))
+    assert bars.interval_ns == MINUTE and sum(g.missing for g in bars.gaps) == 16 + 1 - len(ILLIQUID_MINUTES)
+
+
+def test_an_interval_given_for_an_illiquid_file_is_taken_when_some_bars_are_that_close(tmp_path: Path) -> None:
+    path = _illiquid(tmp_path, "illiquid.csv")
+    assert load_bars(path, interval="1m").interval_ns == MINUTE
+    with pytest.raises(
+        DataError, match=r"interval '5m' given, but the closest bars are 1 min apart \(most often 2 min"
+    ):
+        load_bars(path, interval="5m")
+    with pytest.raises(
+        DataError, match=r"row 4 \(line 5\): opens 60000000000 ns after the previous bar, not a multiple"
+    ):
+        load_bars(path, interval="2m")  # the most common step: the bar off its grid is named
+
+
+def test_a_misaligned_bar_in_a_named_file_is_still_named_by_its_row(tmp_path: Path) -> None:
+    rows = [f"{1_700_000_000_000 + m * 60_000},1,1,1,1,1" for m in range(6)]
+    rows.insert(3, "1700000150000,1,1,1,1,1")  # 30 s after the bar before it
+    with pytest.raises(DataError, match=r"row 4 \(line 5\): opens 30000000000 ns after the previous bar"):
+        load_bars(_write(tmp_path, rows, name="XRPETH-1m.csv"))

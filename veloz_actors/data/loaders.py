@@ -88,7 +88,9 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
     """Load a candle file as a validated :class:`BarSeries` with exact prices, its price tick and its gaps.
 
     ``symbol`` and ``interval`` (``"5m"`` or nanoseconds) are inferred from the file name and contents when not given
-    (the symbol, given or not, is upper-cased as orders spell it); the interval is the most common step between open times. A given interval that disagrees with the data raises.
+    (the symbol, given or not, is upper-cased as orders spell it); the interval is the file name's when the closest
+    bars are that far apart (an illiquid pair's 1m bars may be mostly 2 min apart), else the most common step between
+    open times. A given interval that is neither the most common nor the closest step raises.
     Raises :class:`DataError` (naming file, row and problem) for unsorted or duplicate times, misaligned bars,
     high < low and other inconsistent candles, non-positive prices, negative volume, missing columns or garbage.
     """
@@ -105,12 +107,7 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
             times = close_times + _MS - close_step
     if len(times) == 0:
         raise DataError(f"{path}: no bars in the file")
-    step = _given_or_named_interval(interval, None, path) if interval is not None else None
-    inferred = _most_common_step(times, path)
-    if inferred is None:
-        inferred = step if step is not None else _given_or_named_interval(None, name_interval, path)
-    if step is not None and step != inferred:
-        raise DataError(f"{path}: interval {interval!r} given, but the bars are {inferred // 60_000_000_000} min apart")
+    inferred = _interval(times, interval, name_interval, path)
     data = np.empty(len(times), dtype=BAR_DTYPE)
     data["open_time"] = times
     for name in _BAR_COLUMNS:
@@ -560,6 +557,39 @@ def _floats_to_units(values: np.ndarray, path: Path, name: str, first_line: int)
 
 
 # ------------------------------------------------------------------------------------------------------ validation
+
+
+def _interval(times: np.ndarray, given: str | int | None, named: str | None, path: Path) -> int:
+    """The bar interval (ns): the one given, if the bars are most often or at the closest that far apart (else it is
+    refused); the file name's, if the closest bars are that far apart (an illiquid pair's 1m bars may be mostly 2 min
+    apart); else the most common step between open times. A bar off the interval's grid is named by
+    :func:`_validate_bars`."""
+    common = _most_common_step(times, path)
+    steps = np.diff(times)
+    closest = int(steps[steps > 0].min()) if common is not None else None  # (unsorted rows are named later)
+    if given is not None:
+        step = _given_or_named_interval(given, None, path)
+        if common is not None and step not in (common, closest):
+            raise DataError(
+                f"{path}: interval {given!r} given, but the closest bars are {_duration(closest or common)} apart "
+                f"(most often {_duration(common)})"
+            )
+        return step
+    if named is not None and closest is not None:
+        try:
+            if schemas.interval_ns(named) == closest:
+                return closest
+        except InvalidInput:
+            pass  # a name token that is no Binance interval: the data decide
+    return common if common is not None else _given_or_named_interval(None, named, path)
+
+
+def _duration(ns: int) -> str:
+    """``1 min``, ``8 h``, ``1 s``: a bar step as people write it."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if ns % (size * 10**9) == 0:
+            return f"{ns // (size * 10**9)} {unit}"
+    return f"{ns} ns"
 
 
 def _most_common_step(times: np.ndarray, path: Path) -> int | None:
