@@ -239,3 +239,16 @@ def test_the_outputs_are_utf_8_whatever_the_locale(shared_data: Path, tmp_path: 
     assert done.returncode == 0, done.stderr[-2000:]
     page = (tmp_path / "report.html").read_bytes().decode("utf-8")
     assert '<meta charset="utf-8">' in page and "ETHUSDT · sma_cross (fast=10, slow=30)" in page
+
+
+def test_markup_in_a_symbol_or_a_run_setting_is_shown_as_text_never_run(shared_data: Path, tmp_path: Path) -> None:
+    """A symbol comes from a file name and the run table from the config: neither may open a tag or a script."""
+    evil = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
+    bars = load_bars(shared_data / ETH_1H, symbol=evil)
+    trades, _ = kernel.backtest(bars, "sma_cross", SMA)
+    equity, metrics = equity_and_metrics(bars, BacktestSettings(), trades)
+    meta = {"strategy": "sma_cross", "params": SMA, "data": evil, evil: evil}
+    page = Path(write_outputs(tmp_path, bars, trades, equity, metrics, meta)["report"]).read_text(encoding="utf-8")
+    ours = page.replace(get_plotlyjs(), "").lower()  # (the symbol is upper-cased: '</SCRIPT><SCRIPT>ALERT...')
+    assert ours.count("alert") >= 4 and "<img" not in ours and 'alert("x")</script>' not in ours
+    assert ours.count("<script") == 1 + 2  # plotly.js's tag, and one per figure

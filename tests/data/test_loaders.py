@@ -191,6 +191,10 @@ def test_symbol_is_upper_case_whether_named_by_the_file_or_given(tmp_path: Path)
         ([GOOD[0], "1700000060000,0,11.5,0,11,2"], "row 2 (line 3): non-positive price"),
         ([GOOD[0], "1700000060000,10.75,11.5,10.5,11,-2"], "row 2 (line 3): volume must not be negative"),
         ([GOOD[0], "1700000060000,10.75,11.5,abc,11,2"], "row 2 (line 3): low: 'abc' is not a decimal"),
+        ([GOOD[0], "1700000060000,NaN,11.5,10.5,11,2"], "row 2 (line 3): open: 'NaN' is not a decimal"),
+        ([GOOD[0], "1700000060000,10.75,11.5,10.5,inf,2"], "row 2 (line 3): close: 'inf' is not a decimal"),
+        ([GOOD[0], "1700000060000,10.75,,10.5,11,2"], "row 2 (line 3): high: '' is not a decimal"),
+        ([GOOD[0], ",10.75,11.5,10.5,11,2"], "row 2 (line 3): column 'open_time_ms' must be an integer time, got ''"),
         (
             [GOOD[0], "1700000060000,10.123456789,11.5,10,11,2"],
             "row 2 (line 3): open: '10.123456789' has more than 8 decimal places",
