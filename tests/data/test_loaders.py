@@ -364,6 +364,9 @@ def test_a_truncated_zip_or_one_of_several_files_is_a_data_error_naming_the_file
     several = _zip(tmp_path / "ADABTC-1m-2021-11.zip", {"a.csv": text, "b.csv": text})
     with pytest.raises(DataError, match=f"{several}: a zip holding one CSV file is expected, found 2: a.csv, b.csv"):
         load_bars(several)
+    empty = _zip(tmp_path / "ADABTC-1m-2021-12.zip", {})
+    with pytest.raises(DataError, match=f"{empty}: a zip holding one CSV file is expected, found 0$"):
+        load_bars(empty)
 
 
 @pytest.mark.parametrize(

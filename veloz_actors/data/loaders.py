@@ -304,7 +304,8 @@ def _zip_member(path: Path) -> bytes:
     with zipfile.ZipFile(path) as archive:
         names = [info.filename for info in archive.infolist() if not info.is_dir()]
         if len(names) != 1:
-            raise DataError(f"{path}: a zip holding one CSV file is expected, found {len(names)}: {', '.join(names)}")
+            listed = f": {', '.join(names)}" if names else ""
+            raise DataError(f"{path}: a zip holding one CSV file is expected, found {len(names)}{listed}")
         return archive.read(names[0])
 
 
