@@ -467,3 +467,13 @@ def test_a_misaligned_bar_in_a_named_file_is_still_named_by_its_row(tmp_path: Pa
     rows.insert(3, "1700000150000,1,1,1,1,1")  # 30 s after the bar before it
     with pytest.raises(DataError, match=r"row 4 \(line 5\): opens 30000000000 ns after the previous bar"):
         load_bars(_write(tmp_path, rows, name="XRPETH-1m.csv"))
+
+
+def test_blank_lines_before_the_header_are_skipped_and_lines_still_counted(tmp_path: Path) -> None:
+    """A file starting with blank lines was 'an empty file'."""
+    plain = load_bars(_write(tmp_path, GOOD))
+    assert np.array_equal(load_bars(_write(tmp_path, GOOD, header="\n\r\n" + HEADER, name="BTCUSDT-1m-b.csv")).data,
+                          plain.data)  # fmt: skip
+    path = _write(tmp_path, [GOOD[0], "1700000060000,10.75,11.5,abc,11,2"], header="\n\n" + HEADER, name="x-1m.csv")
+    with pytest.raises(DataError, match=r"row 2 \(line 5\): low: 'abc' is not a decimal"):
+        load_bars(path)

@@ -279,12 +279,21 @@ def _read_feather(path: Path, columns: tuple[str, ...] = _BAR_COLUMNS) -> tuple[
 
 
 def _first_line(path: Path) -> str:
-    """The file's first line, without a byte-order mark or the line end."""
+    """The file's first line that is not blank (Arrow skips blank lines), without a byte-order mark or the line end;
+    ``""`` for a file with none."""
+    return _header_line(path)[0]
+
+
+def _header_line(path: Path) -> tuple[str, int]:
+    """:func:`_first_line` and its line number (0 when there is none)."""
     try:
         with _open_text(path) as f:
-            return f.readline().strip()
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    return line.strip(), number
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
+    return "", 0
 
 
 @contextmanager
@@ -340,8 +349,10 @@ def _read_table(path: Path, *, header: bool, names: tuple[str, ...] | None = Non
     """The CSV as a table of strings. With ``header``, the columns are named by the first line in lower case, without
     surrounding spaces or quotes (``Open_Time_Ms, Open`` reads as ``open_time_ms,open``); else ``names``."""
     pa, _, pa_csv, _ = _pyarrow()
+    skip = 0
     if header:
-        names = tuple(c.strip().strip('"').strip().lower() for c in _first_line(path).split(","))
+        first, skip = _header_line(path)  # Arrow's skip_rows counts blank lines too
+        names = tuple(c.strip().strip('"').strip().lower() for c in first.split(","))
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise DataError(f"{path}: line 1: column(s) {', '.join(repeated)} named more than once")
@@ -349,8 +360,7 @@ def _read_table(path: Path, *, header: bool, names: tuple[str, ...] | None = Non
     try:
         return pa_csv.read_csv(
             _csv_input(path),
-            read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=1 if header else 0,
-                                            block_size=1 << 24),
+            read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=skip, block_size=1 << 24),
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
             ),
