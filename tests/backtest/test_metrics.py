@@ -206,3 +206,23 @@ def test_the_json_number_is_the_exact_amount_not_float_noise() -> None:
 )
 def test_statistics_are_shown_exactly_never_in_scientific_notation(name: str, value: Any, shown: str) -> None:
     assert format_metric(name, value) == shown
+
+
+@pytest.mark.parametrize(("minutes", "per_year"), [(1, 525_600), (5, 105_120), (60, 8_760), (1_440, 365)])
+def test_sharpe_and_sortino_are_annualised_by_the_bars_a_365_day_year_holds(minutes: int, per_year: int) -> None:
+    """Hand-computed on four bar closes held all along: returns +10 %, -10 %, +5 % (equity 10000, 11000, 9900,
+    10395), annualised by sqrt(bars per year) at the series' interval."""
+    closes = ["100", "110", "99", "103.95"]
+    data = synthetic(closes).data.copy()
+    data["open_time"] = np.arange(len(closes), dtype=np.int64) * minutes * MINUTE_NS
+    bars = BarSeries("TEST", minutes * MINUTE_NS, data, 1_000_000)
+    trades = np.zeros(1, dtype=TRADE_DTYPE)
+    trades[0] = (-1, 0, 0, 1, 100 * E8, 100 * E8, 0, 0)  # all 10,000 in at the first open, no fee
+    got = _full(bars, BacktestSettings(fee_rate=0), trades)
+    returns = [0.1, -0.1, 0.05]
+    mean = sum(returns) / 3
+    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / 2)
+    downside = math.sqrt(0.01 / 3)
+    assert got["sharpe"] == pytest.approx(mean / std * math.sqrt(per_year), rel=1e-12)
+    assert got["sortino"] == pytest.approx(mean / downside * math.sqrt(per_year), rel=1e-12)
+    assert got["exposure"] == 1.0 and got["max_drawdown"] == pytest.approx(0.1, rel=1e-12)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -219,3 +222,33 @@ def test_the_report_renders_in_chromium_with_dates_and_every_fill(shared_data: P
         assert points >= fills  # SVG markers: each fill is a point in the DOM (the SMA lines add none)
         driver.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_outputs_are_utf_8_whatever_the_locale(shared_data: Path, tmp_path: Path) -> None:
+    """The page declares UTF-8: under an ASCII locale (C, no coercion) writing it in the locale's encoding raised
+    UnicodeEncodeError after the run (on a cp1252 Windows it wrote '·' as a byte the browser cannot read)."""
+    code = (
+        "import sys, veloz_actors as vz; "
+        "vz.run_backtest(data=sys.argv[1], strategy='sma_cross', params={'fast': 10, 'slow': 30}, out=sys.argv[2])"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(shared_data / ETH_1H), str(tmp_path)],
+        env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "report.html").read_bytes().decode("utf-8")
+    assert '<meta charset="utf-8">' in page and "ETHUSDT · sma_cross (fast=10, slow=30)" in page
+
+
+def test_markup_in_a_symbol_or_a_run_setting_is_shown_as_text_never_run(shared_data: Path, tmp_path: Path) -> None:
+    """A symbol comes from a file name and the run table from the config: neither may open a tag or a script."""
+    evil = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
+    bars = load_bars(shared_data / ETH_1H, symbol=evil)
+    trades, _ = kernel.backtest(bars, "sma_cross", SMA)
+    equity, metrics = equity_and_metrics(bars, BacktestSettings(), trades)
+    meta = {"strategy": "sma_cross", "params": SMA, "data": evil, evil: evil}
+    page = Path(write_outputs(tmp_path, bars, trades, equity, metrics, meta)["report"]).read_text(encoding="utf-8")
+    ours = page.replace(get_plotlyjs(), "").lower()  # (the symbol is upper-cased: '</SCRIPT><SCRIPT>ALERT...')
+    assert ours.count("alert") >= 4 and "<img" not in ours and 'alert("x")</script>' not in ours
+    assert ours.count("<script") == 1 + 2  # plotly.js's tag, and one per figure

@@ -4,6 +4,8 @@ with a DataError that names the file, the row and the problem."""
 from __future__ import annotations
 
 import gzip
+import re
+import zipfile
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -189,6 +191,10 @@ def test_symbol_is_upper_case_whether_named_by_the_file_or_given(tmp_path: Path)
         ([GOOD[0], "1700000060000,0,11.5,0,11,2"], "row 2 (line 3): non-positive price"),
         ([GOOD[0], "1700000060000,10.75,11.5,10.5,11,-2"], "row 2 (line 3): volume must not be negative"),
         ([GOOD[0], "1700000060000,10.75,11.5,abc,11,2"], "row 2 (line 3): low: 'abc' is not a decimal"),
+        ([GOOD[0], "1700000060000,NaN,11.5,10.5,11,2"], "row 2 (line 3): open: 'NaN' is not a decimal"),
+        ([GOOD[0], "1700000060000,10.75,11.5,10.5,inf,2"], "row 2 (line 3): close: 'inf' is not a decimal"),
+        ([GOOD[0], "1700000060000,10.75,,10.5,11,2"], "row 2 (line 3): high: '' is not a decimal"),
+        ([GOOD[0], ",10.75,11.5,10.5,11,2"], "row 2 (line 3): column 'open_time_ms' must be an integer time, got ''"),
         (
             [GOOD[0], "1700000060000,10.123456789,11.5,10,11,2"],
             "row 2 (line 3): open: '10.123456789' has more than 8 decimal places",
@@ -285,3 +291,189 @@ def test_bad_capture_line_is_named(tmp_path: Path) -> None:
     path.write_text('1723161253937085768 {"stream":"btcusdt@trade","data":{"e":"trade"}}\n')
     with pytest.raises(DataError, match=r"line 1: trade: missing field"):
         load_market_events(path)
+
+
+# ----------------------------------------------------------------------------------- header variants and row shape
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "\ufeff" + HEADER,  # a byte-order mark, as spreadsheet programs write UTF-8 CSV
+        HEADER.upper(),
+        HEADER.replace(",", ", "),
+        HEADER.replace("open_time_ms", "open_time"),  # six columns named as the kline's, times in ms
+        HEADER.replace("open_time_ms", "Open time"),
+        HEADER.replace("open_time_ms", "timestamp"),
+    ],
+    ids=["byte-order-mark", "upper-case", "spaces-after-commas", "open_time", "Open time", "timestamp"],
+)
+def test_a_header_variant_loads_like_the_plain_header(tmp_path: Path, header: str) -> None:
+    plain = load_bars(_write(tmp_path, GOOD))
+    assert np.array_equal(load_bars(_write(tmp_path, GOOD, header=header, name="BTCUSDT-1m-v.csv")).data, plain.data)
+
+
+def test_a_kline_csv_with_a_byte_order_mark_loads_like_without(shared_data: Path, tmp_path: Path) -> None:
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\ufeff" + "\n".join(_kline_lines(shared_data)) + "\n")
+    assert np.array_equal(load_bars(path).data, plain.data)
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("1700000060000,10.75,11.5", "line 4: expected 6 fields, got 3"),
+        ("1700000060000,10.75,11.5,10.5,11,2,7", "line 4: expected 6 fields, got 7"),
+    ],
+)
+def test_a_row_with_too_few_or_too_many_fields_is_named_by_its_line(tmp_path: Path, row: str, problem: str) -> None:
+    path = _write(tmp_path, [GOOD[0], "", row, "1700000120000,11,11,11,11,0"])  # line 3 is blank
+    with pytest.raises(DataError) as error:
+        load_bars(path)
+    assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+
+
+# ------------------------------------------------------------------------------- zipped klines (data.binance.vision)
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_a_data_binance_vision_zip_loads_like_the_csv_inside(shared_data: Path, tmp_path: Path) -> None:
+    text = "\n".join(_kline_lines(shared_data)) + "\n"
+    path = _zip(tmp_path / "ADABTC-1m-2021-11-27.zip", {"ADABTC-1m-2021-11-27.csv": text})
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    zipped = load_bars(path)
+    assert (zipped.symbol, zipped.interval_ns) == ("ADABTC", MINUTE) and np.array_equal(zipped.data, plain.data)
+
+
+def test_a_truncated_zip_or_one_of_several_files_is_a_data_error_naming_the_file(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    text = "\n".join(_kline_lines(shared_data)) + "\n"
+    whole = _zip(tmp_path / "ADABTC-1m-2021-11-27.zip", {"ADABTC-1m-2021-11-27.csv": text}).read_bytes()
+    truncated = tmp_path / "ADABTC-1m-2021-11-28.zip"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=f"{truncated}: cannot read: "):
+        load_bars(truncated)
+    several = _zip(tmp_path / "ADABTC-1m-2021-11.zip", {"a.csv": text, "b.csv": text})
+    with pytest.raises(DataError, match=f"{several}: a zip holding one CSV file is expected, found 2: a.csv, b.csv"):
+        load_bars(several)
+    empty = _zip(tmp_path / "ADABTC-1m-2021-12.zip", {})
+    with pytest.raises(DataError, match=f"{empty}: a zip holding one CSV file is expected, found 0$"):
+        load_bars(empty)
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("1700000120000,11,11,abc,11,0", "row 3 (line 6): low: 'abc' is not a decimal"),
+        ("1700000120000,11,10,11,11,0", "row 3 (line 6): high is below low"),
+        ("1700000060000,11,11,11,11,0", "row 3 (line 6): duplicate"),
+        ("17000001200x0,11,11,11,11,0", "row 3 (line 6): column 'open_time_ms' must be an integer time"),
+    ],
+)
+def test_an_error_after_blank_lines_names_the_line_the_row_is_on(tmp_path: Path, row: str, problem: str) -> None:
+    """Arrow skips blank lines, so a row's line is not its index plus the header: it is counted."""
+    path = _write(tmp_path, ["", GOOD[0], "", GOOD[1], row])  # lines 2 and 4 are blank
+    with pytest.raises(DataError) as error:
+        load_bars(path)
+    assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+
+
+def test_klines_across_binance_s_2025_switch_to_microseconds_load_row_by_row(shared_data: Path, tmp_path: Path) -> None:
+    """data.binance.vision writes spot klines from 2025-01-01 in µs, before in ms: a month of each, joined, loads."""
+    lines = []
+    for number, line in enumerate(_kline_lines(shared_data)):
+        fields = line.split(",")
+        if number >= 5:  # the later rows in microseconds
+            fields[0] += "000"
+            fields[6] += "999"
+        lines.append(",".join(fields))
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\n".join(lines) + "\n")
+    plain = load_bars(shared_data / "fixtures/nautilus/binance_spot_ADABTC-1m-2021-11-27.csv")
+    assert np.array_equal(load_bars(path).data, plain.data)
+
+
+def test_a_kline_time_neither_in_milliseconds_nor_microseconds_is_named_by_its_row(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    lines = _kline_lines(shared_data)
+    fields = lines[3].split(",")
+    fields[0] = fields[0][:10]  # seconds
+    lines[3] = ",".join(fields)
+    path = tmp_path / "ADABTC-1m-2021-11-27.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"row 4 \(line 4\): open_time 1637971380 is not a time in milliseconds"):
+        load_bars(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("futures/binance_usdm_BTCUSDT_8h_mark_20231201-20251116.csv.gz", "row 1 (line 2)"),
+        ("futures/binance_usdm_BTCUSDT_8h_mark_20231201-20251116.feather", "row 1 (line 1)"),
+        ("ohlcv/binance_spot_BTCUSDT_1h_20230101-20240110.csv.gz", "row 1 (line 2)"),
+    ],
+)
+def test_a_price_file_given_to_load_funding_rates_is_refused_not_read_as_rates(
+    shared_data: Path, name: str, where: str
+) -> None:
+    """A mark-price or candle file has the funding file's columns: its 'open' of 37,716.8 was read as a rate of
+    3,771,680 % every 8 hours."""
+    path = shared_data / name
+    with pytest.raises(DataError, match=rf"^{re.escape(f'{path}: {where}: funding rate ')}[0-9.]+ is 100 % or more"):
+        load_funding_rates(path)
+
+
+# ------------------------------------------------------------------------------------------------ bar interval
+
+
+ILLIQUID_MINUTES = (0, 2, 4, 5, 7, 9, 11, 12, 14, 16)  # an illiquid 1m pair: most bars 2 min apart, a minute without
+
+
+def _illiquid(tmp_path: Path, name: str) -> Path:
+    return _write(tmp_path, [f"{1_700_000_000_000 + m * 60_000},1,1,1,1,1" for m in ILLIQUID_MINUTES], name=name)
+
+
+def test_an_illiquid_file_whose_bars_are_mostly_two_intervals_apart_keeps_its_named_interval(tmp_path: Path) -> None:
+    """The interval is the one the name says when some bars are that close, not the most common step (which refused
+    the file: the bars one minute apart were 'not a multiple of the 2 min interval')."""
+    bars = load_bars(_illiquid(tmp_path, "XRPETH-1m.csv"))
+    assert bars.interval_ns == MINUTE and sum(g.missing for g in bars.gaps) == 16 + 1 - len(ILLIQUID_MINUTES)
+
+
+def test_an_interval_given_for_an_illiquid_file_is_taken_when_some_bars_are_that_close(tmp_path: Path) -> None:
+    path = _illiquid(tmp_path, "illiquid.csv")
+    assert load_bars(path, interval="1m").interval_ns == MINUTE
+    with pytest.raises(
+        DataError, match=r"interval '5m' given, but the closest bars are 1 min apart \(most often 2 min"
+    ):
+        load_bars(path, interval="5m")
+    with pytest.raises(
+        DataError, match=r"row 4 \(line 5\): opens 60000000000 ns after the previous bar, not a multiple"
+    ):
+        load_bars(path, interval="2m")  # the most common step: the bar off its grid is named
+
+
+def test_a_misaligned_bar_in_a_named_file_is_still_named_by_its_row(tmp_path: Path) -> None:
+    rows = [f"{1_700_000_000_000 + m * 60_000},1,1,1,1,1" for m in range(6)]
+    rows.insert(3, "1700000150000,1,1,1,1,1")  # 30 s after the bar before it
+    with pytest.raises(DataError, match=r"row 4 \(line 5\): opens 30000000000 ns after the previous bar"):
+        load_bars(_write(tmp_path, rows, name="XRPETH-1m.csv"))
+
+
+def test_blank_lines_before_the_header_are_skipped_and_lines_still_counted(tmp_path: Path) -> None:
+    """A file starting with blank lines was 'an empty file'."""
+    plain = load_bars(_write(tmp_path, GOOD))
+    assert np.array_equal(load_bars(_write(tmp_path, GOOD, header="\n\r\n" + HEADER, name="BTCUSDT-1m-b.csv")).data,
+                          plain.data)  # fmt: skip
+    path = _write(tmp_path, [GOOD[0], "1700000060000,10.75,11.5,abc,11,2"], header="\n\n" + HEADER, name="x-1m.csv")
+    with pytest.raises(DataError, match=r"row 2 \(line 5\): low: 'abc' is not a decimal"):
+        load_bars(path)

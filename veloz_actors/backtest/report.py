@@ -62,7 +62,8 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 def write_outputs(
     out: Path, bars: BarSeries, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
 ) -> dict[str, str]:
-    """Write every output into ``out``; return the paths written by kind.
+    """Write every output into ``out`` (UTF-8, as the page declares, whatever the locale); return the paths written
+    by kind.
 
     ``meta`` describes the run (``strategy`` and ``params`` choose the indicators drawn; every entry is listed in
     the report's run table).
@@ -77,13 +78,13 @@ def write_outputs(
     records = trades_to_records(trades)
     lines = ["ts_ms,side,price,qty,fee"]
     lines += [f"{r['ts']},{r['side']},{r['price']},{r['qty']},{r['fee']}" for r in records]
-    paths["trades"].write_text("\n".join(lines) + "\n")
+    paths["trades"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     times = bars.data["open_time"] // 1_000_000
-    with open(paths["equity"], "w") as f:
+    with open(paths["equity"], "w", encoding="utf-8") as f:
         f.write("open_time_ms,equity\n")
         f.writelines(f"{t},{e:.8f}\n" for t, e in zip(times.tolist(), equity.tolist(), strict=True))
     paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
-    paths["report"].write_text(_report_html(bars, trades, equity, metrics, meta))
+    paths["report"].write_text(_report_html(bars, trades, equity, metrics, meta), encoding="utf-8")
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -103,9 +104,9 @@ def write_l2_outputs(
         for t, m, c, b, e in zip(*(equity[name].tolist() for name in ("ts", "mark", "cash", "base", "equity")),
                                  strict=True)
     ]  # fmt: skip
-    paths["equity"].write_text("".join(lines))
+    paths["equity"].write_text("".join(lines), encoding="utf-8")
     paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
-    paths["report"].write_text(_l2_report_html(symbol, trades, equity, metrics, meta))
+    paths["report"].write_text(_l2_report_html(symbol, trades, equity, metrics, meta), encoding="utf-8")
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -6,11 +6,15 @@ without trades) and are reported in :attr:`BarSeries.gaps`, never filled in.
 
 Formats (see ``../shared/data/README.md``):
 
-* candle CSV with header ``open_time_ms,open,high,low,close,volume`` (``.csv`` or ``.csv.gz``), including the
-  freqtrade mark-price files (funding-rate files go to :func:`load_funding_rates`);
+* candle CSV with header ``open_time_ms,open,high,low,close,volume`` (``.csv`` or ``.csv.gz``; the first column may
+  also be named ``open_time`` or ``timestamp``, in ms), including the freqtrade mark-price files (funding-rate files
+  go to :func:`load_funding_rates`);
 * freqtrade ``.feather`` (Arrow IPC; ``date`` = open time, float64 prices whose shortest repr is the decimal);
 * privet1x CSV ``open,high,low,close,volume,quote_volume,trades,close_datetime`` (close time with a UTC offset);
-* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (detected by magnitude);
+* data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (told apart row by row), also
+  as the ``.zip`` holding one CSV that data.binance.vision ships;
+
+CSV header names are read in lower case without surrounding spaces, quotes or a UTF-8 byte-order mark.
 * recorded WebSocket captures ``<local ts> <raw JSON>`` (:func:`load_market_events`).
 
 >>> bars = load_bars("../shared/data/ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz")  # doctest: +SKIP
@@ -20,12 +24,18 @@ Formats (see ``../shared/data/README.md``):
 
 from __future__ import annotations
 
+import csv
 import gc
 import gzip
+import io
 import os
 import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -50,6 +60,7 @@ _KLINE_COLUMNS = (
     "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
 )  # fmt: skip
 _KLINE_HEADER_ALIASES = {"open_time", "opentime", "open time"}
+_TIME_ALIASES = {*_KLINE_HEADER_ALIASES, "timestamp"}  # a six-column file's first column, read as ms
 
 _INT64_MAX = np.iinfo(np.int64).max
 # Below this magnitude a float64's rounding interval holds at most one 8-decimal number (ulp < 1e-8).
@@ -77,7 +88,9 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
     """Load a candle file as a validated :class:`BarSeries` with exact prices, its price tick and its gaps.
 
     ``symbol`` and ``interval`` (``"5m"`` or nanoseconds) are inferred from the file name and contents when not given
-    (the symbol, given or not, is upper-cased as orders spell it); the interval is the most common step between open times. A given interval that disagrees with the data raises.
+    (the symbol, given or not, is upper-cased as orders spell it); the interval is the file name's when the closest
+    bars are that far apart (an illiquid pair's 1m bars may be mostly 2 min apart), else the most common step between
+    open times. A given interval that is neither the most common nor the closest step raises.
     Raises :class:`DataError` (naming file, row and problem) for unsorted or duplicate times, misaligned bars,
     high < low and other inconsistent candles, non-positive prices, negative volume, missing columns or garbage.
     """
@@ -94,12 +107,7 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
             times = close_times + _MS - close_step
     if len(times) == 0:
         raise DataError(f"{path}: no bars in the file")
-    step = _given_or_named_interval(interval, None, path) if interval is not None else None
-    inferred = _most_common_step(times, path)
-    if inferred is None:
-        inferred = step if step is not None else _given_or_named_interval(None, name_interval, path)
-    if step is not None and step != inferred:
-        raise DataError(f"{path}: interval {interval!r} given, but the bars are {inferred // 60_000_000_000} min apart")
+    inferred = _interval(times, interval, name_interval, path)
     data = np.empty(len(times), dtype=BAR_DTYPE)
     data["open_time"] = times
     for name in _BAR_COLUMNS:
@@ -117,7 +125,8 @@ def load_bars(path: str | os.PathLike[str], symbol: str | None = None, interval:
 
 def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) -> list[FundingRate]:
     """Load a freqtrade funding-rate file (``.feather`` or ``.csv[.gz]``; the rate is in ``open``) as exact
-    :class:`FundingRate` messages in time order (``ts_event == ts_recv == funding_time``)."""
+    :class:`FundingRate` messages in time order (``ts_event == ts_recv == funding_time``). A rate of 1 (100 %) or
+    more is refused as a price: mark-price and candle files have the same columns."""
     path = _path(path, symbol)
     if path.name.endswith(".feather"):
         times, columns, first_line = _read_feather(path, columns=("open",))
@@ -126,6 +135,13 @@ def load_funding_rates(path: str | os.PathLike[str], symbol: str | None = None) 
     if not times.size:
         raise DataError(f"{path}: no funding rates in the file")
     _check_increasing(times, path, first_line)
+    too_large = np.flatnonzero(np.abs(columns["open"]) >= SCALE)
+    if too_large.size:  # Binance caps funding at a few % an interval: this is a price (a mark or candle file)
+        row = int(too_large[0])
+        raise DataError(
+            f"{_row(path, row, first_line)}: funding rate {_fmt(columns['open'][row])} is 100 % or more per "
+            "interval: a price, not a rate (mark-price and candle files go to load_bars())"
+        )
     name_symbol, _ = _infer_from_name(path.name)
     symbol = _symbol(symbol, name_symbol, path)
     rates = columns["open"].tolist()
@@ -263,12 +279,51 @@ def _read_feather(path: Path, columns: tuple[str, ...] = _BAR_COLUMNS) -> tuple[
 
 
 def _first_line(path: Path) -> str:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """The file's first line that is not blank (Arrow skips blank lines), without a byte-order mark or the line end;
+    ``""`` for a file with none."""
+    return _header_line(path)[0]
+
+
+def _header_line(path: Path) -> tuple[str, int]:
+    """:func:`_first_line` and its line number (0 when there is none)."""
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-            return f.readline().strip()
-    except (OSError, EOFError) as exc:
+        with _open_text(path) as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    return line.strip(), number
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
+    return "", 0
+
+
+@contextmanager
+def _open_text(path: Path) -> Iterator[IO[str]]:
+    """A CSV file (plain, ``.gz`` or a one-file ``.zip``) as text; a UTF-8 byte-order mark is dropped."""
+    if path.name.endswith(".zip"):
+        with io.TextIOWrapper(io.BytesIO(_zip_member(path)), encoding="utf-8-sig", errors="replace", newline="") as f:
+            yield f
+        return
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as f:
+        yield f
+
+
+def _zip_member(path: Path) -> bytes:
+    """The one file inside a ``.zip`` (data.binance.vision ships each month or day of klines as one CSV zipped)."""
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        if len(names) != 1:
+            listed = f": {', '.join(names)}" if names else ""
+            raise DataError(f"{path}: a zip holding one CSV file is expected, found {len(names)}{listed}")
+        return archive.read(names[0])
+
+
+def _csv_input(path: Path) -> Any:
+    """What Arrow's CSV reader reads: the path (it decompresses ``.gz`` itself) or a zip's one file, in memory."""
+    if path.name.endswith(".zip"):
+        pa, _, _, _ = _pyarrow()
+        return pa.BufferReader(_zip_member(path))
+    return path
 
 
 def _read_csv_bars(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray | None]:
@@ -276,35 +331,56 @@ def _read_csv_bars(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray | None
     first = _first_line(path)
     if not first:
         raise DataError(f"{path}: empty file")
-    header = [c.strip().lower() for c in first.split(",")]
-    if header[0] in _KLINE_HEADER_ALIASES or (header[0][:1].isdigit() and len(header) >= 7):
+    header = [c.strip().strip('"').strip().lower() for c in first.split(",")]
+    if (header[0] in _KLINE_HEADER_ALIASES or header[0][:1].isdigit()) and len(header) >= 7:
         return (*_read_kline_csv(path, has_header=not header[0][:1].isdigit()), None)
     if header[: len(_PRIVET_COLUMNS)] == list(_PRIVET_COLUMNS) or (
         "close_datetime" in header and "open_time_ms" not in header
     ):
         return _read_privet_csv(path)
-    times, columns, first_line = _read_header_csv(path, required=_HEADER_COLUMNS)
+    time_column = "open_time_ms"
+    if header[0] in _TIME_ALIASES and "open_time_ms" not in header:
+        time_column = header[0]  # "open_time,open,high,low,close,volume": the six columns, open time in ms
+    times, columns, first_line = _read_header_csv(path, required=(time_column, *_BAR_COLUMNS))
     return times, columns, first_line, None
 
 
 def _read_table(path: Path, *, header: bool, names: tuple[str, ...] | None = None) -> Any:
+    """The CSV as a table of strings. With ``header``, the columns are named by the first line in lower case, without
+    surrounding spaces or quotes (``Open_Time_Ms, Open`` reads as ``open_time_ms,open``); else ``names``."""
     pa, _, pa_csv, _ = _pyarrow()
-    read_options = pa_csv.ReadOptions(
-        column_names=list(names) if names is not None and not header else None,
-        block_size=1 << 24,
-    )
+    skip = 0
+    if header:
+        first, skip = _header_line(path)  # Arrow's skip_rows counts blank lines too
+        names = tuple(c.strip().strip('"').strip().lower() for c in first.split(","))
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"{path}: line 1: column(s) {', '.join(repeated)} named more than once")
+    assert names is not None
     try:
-        first = _first_line(path)
-        column_types = {c.strip(): pa.string() for c in first.split(",")} if header else None
-        if not header and names is not None:
-            column_types = dict.fromkeys(names, pa.string())
         return pa_csv.read_csv(
-            path,
-            read_options=read_options,
-            convert_options=pa_csv.ConvertOptions(column_types=column_types, strings_can_be_null=False),
-        )
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
+            _csv_input(path),
+            read_options=pa_csv.ReadOptions(column_names=list(names), skip_rows=skip, block_size=1 << 24),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )  # fmt: skip
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, pa.ArrowException) as exc:
+        counts = re.search(r"Expected (\d+) columns, got \d+", str(exc))
+        bad_row = _row_of_another_width(path, int(counts.group(1))) if counts else None
+        raise DataError(bad_row or f"{path}: not a readable CSV file: {exc}") from exc
+
+
+def _row_of_another_width(path: Path, expected: int) -> str | None:
+    """The first line that does not hold ``expected`` fields, named by its line number (Arrow's parse error says
+    only its text), or None if there is none."""
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        for fields in reader:
+            if fields and len(fields) != expected:
+                text = ",".join(fields)
+                return f"{path}: line {reader.line_num}: expected {expected} fields, got {len(fields)}: {text[:120]!r}"
+    return None
 
 
 def _read_header_csv(
@@ -332,13 +408,13 @@ def _read_kline_csv(path: Path, has_header: bool) -> tuple[np.ndarray, dict, int
     cols = [table.column(i) for i in range(table.num_columns)]
     raw_open = _int_column(cols[0], path, names[0], first_line)
     raw_close = _int_column(cols[6], path, names[6], first_line)
-    scale = _kline_time_scale(raw_open, path)
+    scale = _kline_time_scale(raw_open, path, names[0], first_line)
     times = raw_open * scale
     close_times = raw_close * scale
     out = {name: _exact_units(cols[i + 1], path, name, first_line) for i, name in enumerate(_BAR_COLUMNS)}
     bad = np.flatnonzero(close_times < times)
     if bad.size:
-        raise DataError(f"{path}: row {bad[0] + 1} (line {bad[0] + first_line}): close time is before open time")
+        raise DataError(f"{_row(path, int(bad[0]), first_line)}: close time is before open time")
     return times, out, first_line
 
 
@@ -350,20 +426,24 @@ def _ms_times(raw: np.ndarray, path: Path, name: str) -> np.ndarray:
         bad = int(np.flatnonzero((raw < _MS_FLOOR) | (raw >= _MS_CEILING))[0])
         unit = "seconds" if raw[bad] < _MS_FLOOR else "microseconds or finer"
         raise DataError(
-            f"{path}: row {bad + 1} (line {bad + 2}): column {name!r} must be a time in milliseconds, got "
+            f"{_row(path, bad, 2)}: column {name!r} must be a time in milliseconds, got "
             f"{int(raw[bad])} (that looks like {unit})"
         )
     return raw * _MS
 
 
-def _kline_time_scale(raw_open: np.ndarray, path: Path) -> int:
-    if raw_open.size == 0:
-        return _MS
-    low, high = int(raw_open.min()), int(raw_open.max())
-    for floor, ceiling, scale in ((_MS_FLOOR, _MS_CEILING, _MS), (_MS_CEILING, 10**17, _US)):
-        if floor <= low and high < ceiling:
-            return scale
-    raise DataError(f"{path}: open times {low}..{high} are neither all milliseconds nor all microseconds")
+def _kline_time_scale(raw_open: np.ndarray, path: Path, name: str, first_line: int) -> np.ndarray:
+    """Each row's ns per unit of its open time: milliseconds, or microseconds (data.binance.vision's spot klines
+    from 2025-01-01 on), told apart by magnitude row by row, so months from both sides of the switch load joined.
+    A row's close time is in its open time's unit."""
+    bad = np.flatnonzero((raw_open < _MS_FLOOR) | (raw_open >= 10**17))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            f"{_row(path, row, first_line)}: {name} {int(raw_open[row])} is not a time in milliseconds or "
+            "microseconds (1973 on)"
+        )
+    return np.where(raw_open < _MS_CEILING, _MS, _US)
 
 
 def _read_privet_csv(path: Path) -> tuple[np.ndarray, dict, int, np.ndarray]:
@@ -391,9 +471,9 @@ def _parse_datetimes_slow(values: list[str], path: Path, first_line: int) -> np.
         try:
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: row {i + 1} (line {i + first_line}): bad close_datetime {value!r}") from exc
+            raise DataError(f"{_row(path, i, first_line)}: bad close_datetime {value!r}") from exc
         if moment.tzinfo is None:
-            raise DataError(f"{path}: row {i + 1} (line {i + first_line}): close_datetime {value!r} has no UTC offset")
+            raise DataError(f"{_row(path, i, first_line)}: close_datetime {value!r} has no UTC offset")
         out[i] = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * _US
     return out
 
@@ -413,8 +493,7 @@ def _int_column(column: Any, path: Path, name: str, first_line: int) -> np.ndarr
     if not pc.all(ok, min_count=0).as_py():  # (an empty column is all right: "no rows" is said by the caller)
         row = _first_false(ok)
         raise DataError(
-            f"{path}: row {row + 1} (line {row + first_line}): column {name!r} must be an integer time, "
-            f"got {column[row].as_py()!r}"
+            f"{_row(path, row, first_line)}: column {name!r} must be an integer time, got {column[row].as_py()!r}"
         )
     return pc.cast(column, pa.int64()).to_numpy()
 
@@ -453,7 +532,7 @@ def _exact_units(column: Any, path: Path, name: str, first_line: int, signed: bo
 
 
 def _exact_slow(text: Any, path: Path, name: str, row: int, first_line: int) -> int:
-    where = f"{path}: row {row + 1} (line {row + first_line}): {name}"
+    where = f"{_row(path, row, first_line)}: {name}"
     try:
         value = schemas.decimal_units(text, where, allow_negative=True, scientific=True)
     except (DataError, InvalidInput) as exc:
@@ -491,6 +570,39 @@ def _floats_to_units(values: np.ndarray, path: Path, name: str, first_line: int)
 # ------------------------------------------------------------------------------------------------------ validation
 
 
+def _interval(times: np.ndarray, given: str | int | None, named: str | None, path: Path) -> int:
+    """The bar interval (ns): the one given, if the bars are most often or at the closest that far apart (else it is
+    refused); the file name's, if the closest bars are that far apart (an illiquid pair's 1m bars may be mostly 2 min
+    apart); else the most common step between open times. A bar off the interval's grid is named by
+    :func:`_validate_bars`."""
+    common = _most_common_step(times, path)
+    steps = np.diff(times)
+    closest = int(steps[steps > 0].min()) if common is not None else None  # (unsorted rows are named later)
+    if given is not None:
+        step = _given_or_named_interval(given, None, path)
+        if common is not None and step not in (common, closest):
+            raise DataError(
+                f"{path}: interval {given!r} given, but the closest bars are {_duration(closest or common)} apart "
+                f"(most often {_duration(common)})"
+            )
+        return step
+    if named is not None and closest is not None:
+        try:
+            if schemas.interval_ns(named) == closest:
+                return closest
+        except InvalidInput:
+            pass  # a name token that is no Binance interval: the data decide
+    return common if common is not None else _given_or_named_interval(None, named, path)
+
+
+def _duration(ns: int) -> str:
+    """``1 min``, ``8 h``, ``1 s``: a bar step as people write it."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if ns % (size * 10**9) == 0:
+            return f"{ns // (size * 10**9)} {unit}"
+    return f"{ns} ns"
+
+
 def _most_common_step(times: np.ndarray, path: Path) -> int | None:
     if times.size < 2:
         return None
@@ -519,7 +631,28 @@ def _given_or_named_interval(interval: str | int | None, named: str | None, path
 
 
 def _row(path: Path, index: int, first_line: int) -> str:
-    return f"{path}: row {index + 1} (line {index + first_line})"
+    """``<file>: row <n> (line <l>)`` for data row ``index`` (0-based); ``first_line`` is the first data row's line
+    (1-based feather rows: the line is the row)."""
+    return f"{path}: row {index + 1} (line {_line_of_row(path, index, first_line)})"
+
+
+def _line_of_row(path: Path, index: int, first_line: int) -> int:
+    """The line data row ``index`` of a CSV is on. Arrow skips blank lines, so after one the line is not
+    ``index + first_line``: it is counted in the file (only when an error is raised)."""
+    if path.name.endswith(".feather"):
+        return index + first_line
+    record = index + first_line - 1  # the header, if any, is record 0
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            for fields in reader:
+                if fields:
+                    if record == 0:
+                        return reader.line_num
+                    record -= 1
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, csv.Error):
+        pass
+    return index + first_line
 
 
 def _check_increasing(times: np.ndarray, path: Path, first_line: int) -> np.ndarray:
