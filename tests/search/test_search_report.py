@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,26 @@ def test_the_page_is_self_contained(shared_data: Path, tmp_path: Path) -> None:
     ours = page.replace(get_plotlyjs(), "")
     assert "://" not in ours and all("src" not in tag for tag in re.findall(r"<script[^>]*>", ours))
     assert 'id="metric-heatmap"' in ours and 'id="top-equity"' in ours and 'id="top"' in ours
+
+
+def test_the_page_is_utf_8_whatever_the_locale(shared_data: Path, tmp_path: Path) -> None:
+    """The page declares UTF-8 and plotly's bundle holds non-ASCII characters: under an ASCII locale (C, no coercion)
+    writing it in the locale's encoding raised UnicodeEncodeError at the end of every search."""
+    code = (
+        "import sys, json; from pathlib import Path; "
+        "from tests.search.test_search_report import _serial_table; "
+        "from veloz_actors.search.report import write_search_report; "
+        "plan, table = _serial_table(json.loads(sys.argv[1])); write_search_report(Path(sys.argv[2]), plan, table)"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    config = json.dumps(small_config(shared_data, report_curves=2))
+    done = subprocess.run(
+        [sys.executable, "-c", code, config, str(tmp_path)],
+        env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = (tmp_path / "report.html").read_bytes().decode("utf-8")
+    assert '<meta charset="utf-8">' in page and page.count(get_plotlyjs()) == 1
 
 
 @pytest.mark.ray

@@ -197,7 +197,7 @@ def write_search_report(out: Path, plan: SearchPlan, table: pa.Table) -> Path:
         body.append(figure_html(report.equity_figure, "top-equity"))
     path = out / REPORT_NAME
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_page(_title(config), body))
+    path.write_text(html_page(_title(config), body), encoding="utf-8")  # as the page declares
     return path
 
 

@@ -378,7 +378,7 @@ def _random_text(random: Any) -> str:
 def _write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one step: a reader (or a crash) sees the old file or the new, never half."""
     tmp = _temporary(path)
-    tmp.write_text(text, newline="")
+    tmp.write_text(text, encoding="utf-8", newline="")
     os.replace(tmp, path)
 
 
