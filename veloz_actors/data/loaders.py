@@ -13,9 +13,9 @@ Formats (see ``../shared/data/README.md``):
 * privet1x CSV ``open,high,low,close,volume,quote_volume,trades,close_datetime`` (close time with a UTC offset);
 * data.binance.vision 12-column kline CSV, with or without header, times in ms or µs (told apart row by row), also
   as the ``.zip`` holding one CSV that data.binance.vision ships;
+* recorded WebSocket captures ``<local ts> <raw JSON>`` (:func:`load_market_events`).
 
 CSV header names are read in lower case without surrounding spaces, quotes or a UTF-8 byte-order mark.
-* recorded WebSocket captures ``<local ts> <raw JSON>`` (:func:`load_market_events`).
 
 >>> bars = load_bars("../shared/data/ohlcv/binance_spot_BTCUSDT_5m_20240301-20250702.csv.gz")  # doctest: +SKIP
 >>> bars.symbol, bars.interval_ns, len(bars), bars.price_tick
