@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -251,6 +254,24 @@ def test_a_number_too_long_for_yaml_to_read_is_one_clear_error(tmp_path: Path) -
     with pytest.raises(ConfigError) as caught:
         load_engine_config(path)
     assert str(caught.value).startswith(f"cannot read config {path}: not valid YAML (a value YAML cannot convert")
+
+
+def test_a_config_is_read_as_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    """YAML is UTF-8: under an ASCII locale (C, no coercion) a comment in another script raised UnicodeDecodeError
+    from read_text (a traceback, no file named); a Latin-1 file is one error naming the file and the byte."""
+    path = tmp_path / "engine.yaml"
+    path.write_text("# stop-loss 止损, 5 µs\nengine:\n  sim:\n    seed: 7\n", encoding="utf-8")
+    code = "import sys; from veloz_actors.config import load_yaml; print(load_yaml(sys.argv[1])['engine']['sim'])"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, timeout=120
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "{'seed': 7}"
+    path.write_bytes("# caf\u00e9\nengine: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path)
+    assert str(caught.value) == f"cannot read config {path}: not UTF-8 text (byte 0xe9 at offset 5): save it as UTF-8"
 
 
 def test_a_max_drawdown_of_one_is_the_largest_allowed() -> None:

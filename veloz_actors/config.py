@@ -1015,11 +1015,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in the YAML file ``path`` (see :func:`parse_yaml`); a :class:`ConfigError` for anything else."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # YAML's own encoding, whatever the locale
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read config {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
+            "save it as UTF-8"
+        ) from None
     data = parse_yaml(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .._exceptions import ConfigError
 from ..backtest.settings import BacktestSettings, parse_costs
-from ..config import parse_yaml
+from ..config import load_yaml
 from ..fixed import parse_decimal
 from .space import MAX_GRID_SETS, FloatSteps
 
@@ -329,12 +329,7 @@ def load_config(
         raw = {}
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = parse_yaml(path.read_text(), path)
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys (data, strategy, grid, ...)")
-        raw = loaded
+        raw = load_yaml(path)
         base_dir = base_dir or path.resolve().parent
     for key, value in (overrides or {}).items():
         if value is None:

@@ -109,7 +109,7 @@ class ResultStore:
         writer.writerow(self.columns)
         writer.writerows([format_value(row[c]) for c in self.columns] for row in typed)
         _write_atomically(csv_path, text.getvalue())
-        self._csv = csv_path.open("a", newline="")
+        self._csv = csv_path.open("a", encoding="utf-8", newline="")
         self._writer = csv.writer(self._csv)
         self._parquet = pq.ParquetWriter(_temporary(out_dir / PARQUET_NAME), self.schema)
         for row in typed:
@@ -153,7 +153,7 @@ class ResultStore:
 
     def _read_csv(self, path: Path) -> list[dict[str, Any]]:
         try:
-            with path.open(newline="") as handle:
+            with path.open(encoding="utf-8", newline="") as handle:
                 text = handle.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"--resume: cannot read {path}: {exc}") from exc
