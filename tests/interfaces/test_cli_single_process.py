@@ -225,6 +225,19 @@ def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(
     )
 
 
+def test_replay_of_a_journal_a_newer_veloz_wrote_is_a_one_line_error(recorded, tmp_path: Path) -> None:
+    """A header of semantics 3 (a later VeloZ's rules): before, it replayed silently under semantics 2's rules."""
+    journal, _ = recorded
+    header, *rest = journal.read_bytes().splitlines(keepends=True)
+    newer = tmp_path / "newer.journal"
+    newer.write_bytes(orjson.dumps(orjson.loads(header) | {"semantics": 3}) + b"\n" + b"".join(rest))
+    result = _veloz("replay", "--summary", str(newer))
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"error: {newer}: journal semantics 3 is newer than this VeloZ reads (1 to 2): use the VeloZ that wrote it\n"
+    )
+
+
 def test_a_ctrl_c_while_the_engine_starts_says_the_start_up_was_interrupted(tmp_path, monkeypatch):
     """A Ctrl-C before the prompt (here while the journal is recovered, the long part of a restart: injected as the
     KeyboardInterrupt it raises) exits 130 with one line saying so, not silently, and prints no status."""

@@ -338,6 +338,18 @@ def _header(path: Path) -> dict[str, Any]:
         raise JournalError(f"{path} is not a VeloZ journal (bad header)")
     if header.get("version") != _VERSION:
         raise JournalError(f"{path}: journal version {header.get('version')} is not supported")
+    semantics = header.get("semantics", 1)
+    # read under another semantics' rules, the lines would rebuild other balances; appended to, the journal would
+    # mix two meanings
+    if type(semantics) is not int:
+        raise JournalError(f"{path}: journal semantics {semantics!r} is not a whole number (bad header)")
+    if semantics > SEMANTICS:
+        raise JournalError(
+            f"{path}: journal semantics {semantics} is newer than this VeloZ reads (1 to {SEMANTICS}): use the "
+            "VeloZ that wrote it"
+        )
+    if semantics < 1:
+        raise JournalError(f"{path}: journal semantics {semantics} is not one this VeloZ reads (1 to {SEMANTICS})")
     return header
 
 
