@@ -444,6 +444,23 @@ def test_panel_figures_come_from_the_events() -> None:
     assert balances == "balances  BTC 1.01   USDT 99369.1055358 (630.8944642 locked)"
 
 
+def test_an_order_whose_client_order_id_a_refused_order_reused_stays_open_in_the_panel() -> None:
+    """A REJECTED DUPLICATE_CLIENT_ORDER_ID refused the new order only: the one resting under that id is still open
+    (before: the panel counted it gone, and Tab no longer offered it to CANCEL)."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    state = ViewState()
+    for line in ("ORDER BUY BTCUSDT 0.01 59000 cid=a1", "ORDER BUY BTCUSDT 0.02 59000 cid=a1"):
+        for obj in session.handle_line(line):
+            state.observe(obj)
+    assert [o.client_order_id for o in engine.oms.open_orders("main")] == ["a1"]
+    assert state.open_orders == {"a1"}
+    for obj in session.handle_line("CANCEL a1"):
+        state.observe(obj)
+    assert state.open_orders == set()
+
+
 # ---------------------------------------------------------------------- the view in-process, on a plain terminal
 
 

@@ -55,13 +55,14 @@ from ..messages import (
     OrderStatus,
     PlaceOrder,
     PositionUpdated,
+    RejectReason,
     ResetCircuitBreaker,
     Trade,
     VenueConnection,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
-__all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command", "unavailable"]
+__all__ = ["HELP", "Backend", "EventFormatter", "Session", "closes_order", "parse_command", "unavailable"]
 
 MAX_LINE = 4096  # bytes of one protocol line (UTF-8)
 
@@ -161,6 +162,16 @@ def _parse_order(
         ts=ts,
         symbols=symbols,
     )
+
+
+def closes_order(update: dict[str, Any]) -> bool:
+    """Whether an ``order_update`` is the last of the order its cid names: FILLED, CANCELLED, EXPIRED or REJECTED,
+    except a rejection for a reused client order id (``DUPLICATE_CLIENT_ORDER_ID``): it refused a new order, and the
+    order that holds the id is as it was (maybe still open)."""
+    status = update.get("status")
+    if status == "REJECTED":
+        return update.get("reason") != RejectReason.DUPLICATE_CLIENT_ORDER_ID.value
+    return status in ("FILLED", "CANCELLED", "EXPIRED")
 
 
 def _d(value: int | None) -> str | None:

@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from .._exceptions import InvalidInput
 from ..fixed import format_decimal, parse_formatted
 from ..logs import output_handlers
+from .stdio import closes_order
 
 if TYPE_CHECKING:
     from .service import EngineService
@@ -78,7 +79,6 @@ MAX_TABLE_ROWS = 200  # a QUERY OPEN with thousands of orders shows this many an
 COMMANDS = ("ORDER", "CANCEL", "QUERY", "BALANCE", "POSITIONS", "STATUS", "RESET", "HELP", "QUIT")
 KEYS_HELP = "keys: Up/Down history, Tab completes, Ctrl-D or QUIT stops, Ctrl-C stops at once"
 
-_TERMINAL_STATUSES = frozenset({"FILLED", "CANCELLED", "EXPIRED", "REJECTED"})
 _STYLES = {
     "": "",
     "good": "\x1b[32m",
@@ -393,9 +393,9 @@ class ViewState:
                 self.last_trades[symbol] = obj.get("price") or "0"
         elif kind == "order_update":
             cid, status = obj.get("cid"), obj.get("status")
-            if status in _TERMINAL_STATUSES:
+            if closes_order(obj):
                 self.open_orders.discard(cid)
-            elif status != "CANCEL_REJECTED" and cid:
+            elif status not in ("CANCEL_REJECTED", "REJECTED") and cid:
                 self.open_orders.add(cid)
         elif kind == "fill":
             self.fills += 1
