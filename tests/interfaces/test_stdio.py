@@ -191,6 +191,17 @@ def test_cancel_of_unknown_cid_is_rejected_as_unknown_order(session: Session) ->
     assert _balances(session) == before
 
 
+def test_a_refused_cancel_of_a_filled_order_never_says_it_filled_nothing(session: Session) -> None:
+    """The session no longer holds a closed order's view: its cancel rejection said ``filled_qty`` "0" for an order
+    that had filled (a client keeping fills from order_update read the order as unfilled); now null, unknown."""
+    session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=f1")
+    [update] = session.handle_line("CANCEL f1")
+    assert (update["status"], update["reason"]) == ("CANCEL_REJECTED", "ORDER_NOT_OPEN")
+    assert update["filled_qty"] is None
+    [state] = session.handle_line("QUERY f1")
+    assert state["orders"][0]["filled_qty"] == "0.01"
+
+
 def test_query_of_unknown_cid_is_an_error(session: Session) -> None:
     [error] = session.handle_line("QUERY nope")
     assert (error["type"], error["code"]) == ("error", "UNKNOWN_ORDER")

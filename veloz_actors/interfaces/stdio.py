@@ -17,7 +17,8 @@ Output: one JSON object per line with a ``type`` among ``market``, ``order_updat
 as exact decimal strings:
 
 - ``order_update``: cid, order_id, symbol, side, order_type, tif, price, qty, filled_qty, status, and reason/detail
-  when rejected, cancelled or expired;
+  when rejected, cancelled or expired (a CANCEL_REJECTED of an order already closed has filled_qty null: QUERY
+  tells it);
 - ``fill``: cid, order_id, symbol, side, price, qty, fee, fee_asset, liquidity, trade_id;
 - ``account``: every asset's free and locked balance; ``position``: qty, average entry, realized/unrealized PnL;
 - ``order_state``: the answer to QUERY, ``{"orders": [...]}``; ``status``: the engine's health;
@@ -210,6 +211,8 @@ class EventFormatter:
             if account != self.account_id:
                 return []
             view = self._orders.get(event.client_order_id) if event.detail.startswith("cancel rejected") else None
+            cancel = view is not None or event.detail.startswith("cancel")
+            filled = view["filled_qty"] if view else None if cancel else "0"  # a closed order's fills: not known here
             update = {
                 "type": "order_update",
                 "ts": event.ts,
@@ -220,8 +223,8 @@ class EventFormatter:
                 "order_type": event.order_type.value if event.order_type else None,
                 "price": _d(event.price),
                 "qty": _d(event.qty) if event.qty else None,
-                "filled_qty": view["filled_qty"] if view else "0",
-                "status": "CANCEL_REJECTED" if view is not None or event.detail.startswith("cancel") else "REJECTED",
+                "filled_qty": filled,
+                "status": "CANCEL_REJECTED" if cancel else "REJECTED",
                 "reason": event.reason.value,
                 "detail": event.detail,
             }
