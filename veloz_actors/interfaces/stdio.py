@@ -210,8 +210,13 @@ class EventFormatter:
         if kind is OrderRejected:
             if account != self.account_id:
                 return []
-            view = self._orders.get(event.client_order_id) if event.detail.startswith("cancel rejected") else None
-            cancel = view is not None or event.detail.startswith("cancel")
+            cancel = event.detail.startswith("cancel")
+            if cancel:
+                view = self._orders.get(event.client_order_id)
+            elif event.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID:
+                view = None  # a new order refused: the one holding the id is as it was
+            else:  # a new order refused, or an accepted one the venue refused: its last update
+                view = self._orders.pop(event.client_order_id, None)
             filled = view["filled_qty"] if view else None if cancel else "0"  # a closed order's fills: not known here
             update = {
                 "type": "order_update",
