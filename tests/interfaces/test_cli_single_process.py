@@ -238,6 +238,24 @@ def test_replay_of_a_journal_a_newer_veloz_wrote_is_a_one_line_error(recorded, t
     )
 
 
+def test_replay_of_the_actor_engines_journals_says_what_they_are(tmp_path: Path) -> None:
+    """``veloz start --local`` (the actor engine) journals per actor under ``<journal>.actors/``. Before: replaying
+    that folder said it "does not exist", and its OMS's kernel journal "has an unusable engine config:
+    'sim_symbols'"."""
+    from veloz_actors.core.kernel import TradingKernel
+
+    folder = tmp_path / "engine.journal.actors"
+    folder.mkdir()
+    kernel, _ = TradingKernel.recover(engine_config(sim=True).kernel_config(), folder / "oms.journal")
+    kernel.close()
+    for path, said in ((folder, "is a directory"), (folder / "oms.journal", "is a kernel journal")):
+        result = _veloz("replay", "--summary", str(path))
+        assert result.returncode != 0 and result.stdout == b""
+        error = result.stderr.decode()
+        assert error.startswith(f"error: {path} {said}") and error.count("\n") == 1
+        assert "single-process" in error
+
+
 def test_a_ctrl_c_while_the_engine_starts_says_the_start_up_was_interrupted(tmp_path, monkeypatch):
     """A Ctrl-C before the prompt (here while the journal is recovered, the long part of a restart: injected as the
     KeyboardInterrupt it raises) exits 130 with one line saying so, not silently, and prints no status."""

@@ -276,6 +276,7 @@ def replay_command(
     from ..messages import encode_line
     from ..venues.engine import Engine, EngineConfig, replay
 
+    _check_engine_journal(journal)
     if from_snapshot:
         header, _ = read_journal(journal)
         config = EngineConfig.from_json(header["config"])
@@ -301,6 +302,21 @@ def replay_command(
     summary["journal"] = str(journal)
     out.write(orjson.dumps(summary) + b"\n")
     out.flush()
+
+
+def _check_engine_journal(journal: Path) -> None:
+    """An engine's journal, or a one-line error saying what ``journal`` is instead: the actor engine's journals (a
+    folder of them, or its OMS's kernel journal) are not an engine's."""
+    from ..core.journal import read_header
+
+    what = "the single-process engine's journal (veloz start --local --single-process, e.g. runs/engine.journal)"
+    if journal.is_dir():
+        raise VelozError(f"{journal} is a directory: veloz replay reads {what}; the actor engine journals per actor")
+    config = read_header(journal).get("config")
+    if isinstance(config, dict) and "instruments" in config and "sim_symbols" not in config:
+        raise VelozError(
+            f"{journal} is a kernel journal (the actor engine's OMS writes one): veloz replay reads {what}"
+        )
 
 
 def _register_optional() -> None:
