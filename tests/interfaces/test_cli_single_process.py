@@ -186,6 +186,27 @@ def test_replay_reproduces_what_the_session_printed(recorded) -> None:
     assert any(o["type"] == "fill" for o in out)
 
 
+def test_replay_of_a_journal_cut_mid_record_says_so_and_replays_what_is_whole(recorded, tmp_path: Path) -> None:
+    """A journal copied while the engine wrote, or cut by a crash: its incomplete last line is left out, as recovery
+    leaves it out, and said (before: silently, the summary as if the journal were whole)."""
+    journal, _ = recorded
+    data = journal.read_bytes()
+    cut = tmp_path / "cut.journal"
+    cut.write_bytes(data[:-25])
+    result = _veloz("replay", "--summary", str(cut))
+    assert result.returncode == 0
+    torn = len(data[:-25]) - len(data[:-25].rsplit(b"\n", 1)[0]) - 1
+    assert orjson.loads(result.stdout.splitlines()[-1])["torn_tail_bytes"] == torn > 0
+    assert result.stderr.decode() == (
+        f"warning: {cut}: its last line ({torn} bytes) is incomplete (a write cut short by a crash, or a copy taken "
+        "while the engine wrote): replayed without it, as recovery leaves it out\n"
+    )
+    _, events = replay(cut)
+    assert orjson.loads(result.stdout.splitlines()[-1])["events"] == len(events)
+    whole = orjson.loads(_veloz("replay", "--summary", str(journal)).stdout.splitlines()[-1])
+    assert whole["torn_tail_bytes"] == 0
+
+
 def test_replay_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None:
     result = _veloz("replay", str(tmp_path / "missing.journal"))
     assert result.returncode != 0

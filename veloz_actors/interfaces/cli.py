@@ -272,7 +272,7 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
-    from ..core.journal import read_journal
+    from ..core.journal import read_journal, torn_tail_bytes
     from ..messages import encode_line
     from ..venues.engine import Engine, EngineConfig, replay
 
@@ -300,6 +300,13 @@ def replay_command(
         out.write(b"".join(encode_line(e) for e in produced))
     summary = {"type": "replay_summary", "events": len(produced), **engine.status()}
     summary["journal"] = str(journal)
+    summary["torn_tail_bytes"] = torn = torn_tail_bytes(journal)
+    if torn:
+        typer.echo(
+            f"warning: {journal}: its last line ({torn} bytes) is incomplete (a write cut short by a crash, or a copy "
+            "taken while the engine wrote): replayed without it, as recovery leaves it out",
+            err=True,
+        )
     out.write(orjson.dumps(summary) + b"\n")
     out.flush()
 
