@@ -489,3 +489,27 @@ def test_the_view_prints_what_a_session_line_emits_and_counts_what_it_dropped(
     assert "FILL  BUY 0.01 BTCUSDT @" in text and "cid=m1  (order filled)" in text
     assert view.state.balances["BTC"] == ("2.01", "0") and view.state.fills == 1
     assert "{" not in text
+
+
+def test_the_panel_says_the_engine_is_halted_until_its_status_says_otherwise(service: EngineService) -> None:
+    """Before: a halt was one line that scrolled away; the panel looked the same while every new order was refused."""
+    from veloz_actors.core.risk_monitor import kill_switch_commands
+    from veloz_actors.messages import HaltTrading, ResetCircuitBreaker
+
+    view = TerminalView(service, stdin=io.StringIO(), out=io.StringIO(), history=None)
+    view.write([{"type": "status", "ts": 1, **service.session.backend.status(), "state": "started"}], reply=True)
+    assert "HALTED" not in view.state.panel(200, 0.0, mode="sim", urls={})[0][1]
+    view.write(service.apply(HaltTrading(account_id="main", reason="drawdown 21%", ts=2)), reply=False)
+    style, bar = view.state.panel(200, 0.0, mode="sim", urls={})[0]
+    assert "HALTED (drawdown 21%)" in bar and style == "live"
+    view.write(service.session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=h1"), reply=True)
+    assert view.state.halted == "drawdown 21%"  # the refusal keeps the reason the trip gave
+    service.apply(ResetCircuitBreaker(account_id="main", ts=3))  # e.g. the API's resume: no event says it
+    view._refresh_halt(service)  # what the view asks, every few seconds while it shows a halt
+    assert view.state.halted is None
+    assert "HALTED" not in view.state.panel(200, 0.0, mode="sim", urls={})[0][1]
+    for command in kill_switch_commands(4):  # the kill switch, engine-wide
+        view.write(service.apply(command), reply=False)
+    view.write(service.session.handle_line("RESET"), reply=True)  # lifts main's own breaker, not the engine's halt
+    view._refresh_halt(service)
+    assert view.state.halted == "kill switch"

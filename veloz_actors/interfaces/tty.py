@@ -75,6 +75,7 @@ __all__ = [
 PROMPT = "veloz> "
 FRAME_SECONDS = 0.25  # the view draws at most once per frame: four times a second
 PANEL_ROWS = 3
+HALT_CHECK_SECONDS = 2.0  # while the panel shows a halt, how often the view asks the engine whether it still holds
 MAX_TABLE_ROWS = 200  # a QUERY OPEN with thousands of orders shows this many and says how many more
 COMMANDS = ("ORDER", "CANCEL", "QUERY", "BALANCE", "POSITIONS", "STATUS", "RESET", "HELP", "QUIT")
 KEYS_HELP = "keys: Up/Down history, Tab completes, Ctrl-D or QUIT stops, Ctrl-C stops at once"
@@ -369,10 +370,14 @@ def _age(seconds: float) -> str:
 class ViewState:
     """What the panel shows, kept from the protocol's objects (:meth:`observe`) and the start snapshot.
 
-    Not locked: :class:`TerminalView` holds its lock around every use.
+    Not locked: :class:`TerminalView` holds its lock around every use. ``halted`` (why new risk-increasing orders
+    are refused) comes from a breaker's trip, a refusal for it, and any status that tells the engine's halts (the
+    start, STATUS, and what the view asks while it shows one: a halt lifted elsewhere has no event of its own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, account_id: str = "main") -> None:
+        self.account_id = account_id
+        self.halted: str | None = None
         self.books: dict[str, tuple[str, str]] = {}  # symbol -> (bid, ask)
         self.last_trades: dict[str, str] = {}
         self.marks: dict[str, str] = {}  # the snapshot's, until the market says more
@@ -397,14 +402,28 @@ class ViewState:
                 self.open_orders.discard(cid)
             elif status not in ("CANCEL_REJECTED", "REJECTED") and cid:
                 self.open_orders.add(cid)
+            if status == "REJECTED" and obj.get("reason") == "CIRCUIT_BREAKER" and not self.halted:
+                self.halted = "circuit breaker"
         elif kind == "fill":
             self.fills += 1
         elif kind == "account":
             self.balances = {a: (b.get("free", "0"), b.get("locked", "0")) for a, b in obj["balances"].items()}
         elif kind == "position" and obj.get("symbol"):
             self._position(obj)
-        elif kind == "status" and obj.get("engine"):
-            self.engine = str(obj["engine"])
+        elif kind == "status":
+            if obj.get("engine"):
+                self.engine = str(obj["engine"])
+            if obj.get("event") == "circuit_breaker_tripped":
+                self.halted = str(obj.get("reason") or "circuit breaker")
+            elif "engine_halt" in obj or "circuit_breaker" in obj:
+                self.halt_from_status(obj)
+
+    def halt_from_status(self, status: dict[str, Any]) -> None:
+        """The engine-wide halt, else this account's own breaker, as an engine status tells them."""
+        breakers = status.get("circuit_breaker")
+        own = breakers.get(self.account_id) if isinstance(breakers, dict) else None
+        halt = status.get("engine_halt") or own
+        self.halted = str(halt) if halt else None
 
     def _position(self, obj: dict[str, Any]) -> None:
         qty = obj.get("qty") or "0"
@@ -427,6 +446,8 @@ class ViewState:
         """The panel's rows as (style, text), each at most ``width`` characters."""
         age = "no events yet" if self.last_event is None else f"last event {_age(max(0.0, now - self.last_event))} ago"
         words = ["VeloZ", mode.upper(), self.engine, f"open orders {len(self.open_orders)}", f"fills {self.fills}", age]
+        if self.halted:
+            words.insert(2, f"HALTED ({self.halted}): new orders refused")
         if urls.get("api"):
             words.append(f"API {urls['api'].partition('?')[0]}")  # never a ?token=... on the screen
         bar = " " + "  ".join(w for w in words if w)
@@ -448,7 +469,7 @@ class ViewState:
         for asset, (free, locked) in sorted(self.balances.items()):
             balances.append(f"{asset} {free}" + ("" if locked in ("0", "") else f" ({locked} locked)"))
         rows = [
-            ("live" if mode == "live" else "bar", bar.ljust(width)),
+            ("live" if mode == "live" or self.halted else "bar", bar.ljust(width)),
             ("", "    ".join(markets) or "no market data yet"),
             ("", "balances  " + ("   ".join(balances) or "-")),
         ]
@@ -500,7 +521,7 @@ class TerminalView:
         self.history = history if history is not None else Path("~/.veloz_history").expanduser()
         self.clock = clock
         self.max_pending = max_pending
-        self.state = ViewState()
+        self.state = ViewState(service.session.account_id)
         self.dropped = 0  # batches dropped because the terminal fell behind
         self.plain = os.environ.get("TERM", "") in ("", "dumb")  # no escapes: lines only, no panel
         self.color = not self.plain and "NO_COLOR" not in os.environ
@@ -545,6 +566,12 @@ class TerminalView:
         with self._lock:
             self._push((None, (style, text)))
         self._wake.set()
+
+    def _refresh_halt(self, service: EngineService) -> None:
+        """The engine's halts as its status tells them now (on the engine thread, ordered with every write)."""
+        status = service.session.backend.status()
+        with self._lock:
+            self.state.halt_from_status(status)
 
     def _take_snapshot(self, service: EngineService) -> None:
         snapshot = service.snapshot()
@@ -764,11 +791,15 @@ class TerminalView:
             self._emit(text)
 
     def _draw_loop(self) -> None:
+        asked = self.clock()
         while True:
             self._wake.wait(FRAME_SECONDS)  # something to print, or the panel's period
             if self._closing.is_set():
                 return
             self._wake.clear()
+            if self.state.halted and self.clock() - asked >= HALT_CHECK_SECONDS:  # lifted elsewhere (the API)?
+                asked = self.clock()
+                self.service.call_async(self._refresh_halt)
             try:
                 self._draw()
             except OSError:  # the terminal is gone: nobody watches, nobody types
