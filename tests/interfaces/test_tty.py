@@ -513,3 +513,14 @@ def test_the_panel_says_the_engine_is_halted_until_its_status_says_otherwise(ser
     view.write(service.session.handle_line("RESET"), reply=True)  # lifts main's own breaker, not the engine's halt
     view._refresh_halt(service)
     assert view.state.halted == "kill switch"
+
+
+def test_an_empty_side_of_a_book_shows_as_a_dash_not_a_price_of_zero() -> None:
+    """A market sell that took every bid leaves ``bid`` "0" in the book_top: the panel read ``BTCUSDT 0 / 60012.5``."""
+    state = ViewState()
+    state.observe({"type": "market", "ts": 1, "kind": "book_top", "symbol": "BTCUSDT", "bid": "0", "bid_qty": "0",
+                   "ask": "60012.5", "ask_qty": "1"})  # fmt: skip
+    state.observe({"type": "market", "ts": 2, "kind": "book_top", "symbol": "ETHUSDT", "bid": "2500", "bid_qty": "1",
+                   "ask": "0", "ask_qty": "0"})  # fmt: skip
+    markets = state.panel(200, 0.0, mode="sim", urls={})[1][1]
+    assert markets == "BTCUSDT - / 60012.5    ETHUSDT 2500 / -"

@@ -454,7 +454,7 @@ class ViewState:
         markets = []
         for symbol in sorted(set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions)):
             if symbol in self.books and self.books[symbol] != ("0", "0"):
-                bid, ask = self.books[symbol]
+                bid, ask = (price if price != "0" else "-" for price in self.books[symbol])  # "0": that side is empty
                 text = f"{symbol} {bid} / {ask}"
             elif symbol in self.last_trades:
                 text = f"{symbol} last {self.last_trades[symbol]}"
