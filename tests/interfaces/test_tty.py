@@ -524,3 +524,33 @@ def test_an_empty_side_of_a_book_shows_as_a_dash_not_a_price_of_zero() -> None:
                    "ask": "0", "ask_qty": "0"})  # fmt: skip
     markets = state.panel(200, 0.0, mode="sim", urls={})[1][1]
     assert markets == "BTCUSDT - / 60012.5    ETHUSDT 2500 / -"
+
+
+def test_the_panel_marks_a_disconnected_venue_and_a_halted_or_unsynced_symbol_until_they_recover() -> None:
+    """Before: each was one line that scrolled away (a symbol Binance halted in the info colour), and the panel went
+    on showing the last quotes as if they were live."""
+    from veloz_actors.interfaces.stdio import EventFormatter
+    from veloz_actors.messages import VenueConnection
+
+    formatter, state = EventFormatter(), ViewState()
+
+    def see(**fields: Any) -> None:
+        for obj in formatter.format(VenueConnection(venue="binance", ts=1, **fields)):
+            state.observe(obj)
+
+    state.observe(MARKET)
+    see(state="disconnected", detail="socket closed")
+    see(state="halted", symbol="ETHUSDT", detail="status BREAK")
+    see(state="error", symbol="BTCUSDT", detail="invalid symbol")
+    (style, bar), (_, markets), _ = state.panel(200, 0.0, mode="paper", urls={})
+    assert "binance DISCONNECTED" in bar and style == "live"
+    assert markets == "BTCUSDT 60010.1 / 60012.5  UNSYNCED    ETHUSDT  HALTED"
+    see(state="connected")
+    see(state="resynced", symbol="BTCUSDT")
+    see(state="trading", symbol="ETHUSDT")
+    (style, bar), (_, markets), _ = state.panel(200, 0.0, mode="paper", urls={})
+    assert "DISCONNECTED" not in bar and style == "bar"
+    assert markets == "BTCUSDT 60010.1 / 60012.5"
+    halted = describe(formatter.format(VenueConnection(venue="binance", state="halted", symbol="ETHUSDT", ts=2)),
+                      reply=False)  # fmt: skip
+    assert halted[0].style == "warn"

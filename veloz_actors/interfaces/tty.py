@@ -16,7 +16,7 @@ takeover)::
   POSITIONS, QUERY, STATUS and HELP are tables and lines. Market events only update the panel.
 - The panel shows each symbol's best bid/ask (or last trade, or the mark of the start snapshot), the position held,
   the balances, the open orders, the mode, the API's URL (``service.urls["api"]``) and how long ago the last event
-  came. Every figure comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at
+  came; a halt, a venue disconnected and a symbol halted or unsynced are marked there until they end. Every figure comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at
   start), kept in :class:`ViewState`.
 - The prompt is Python's :mod:`readline` (arrow keys, history in ``~/.veloz_history``, Tab completes commands and
   symbols). Each line goes to :meth:`EngineService.submit_line`; Ctrl-D is the end of input, Ctrl-C stops cleanly.
@@ -91,6 +91,9 @@ _STYLES = {
     "live": "\x1b[1;7;31m",
 }
 _RESET = "\x1b[0m"
+# a venue connection's states that the panel marks until the one that ends them (VenueConnection)
+_VENUE_PROBLEMS = {"disconnected": "DISCONNECTED", "error": "UNSYNCED", "halted": "HALTED"}
+_VENUE_RECOVERIES = {"connected": "DISCONNECTED", "resynced": "UNSYNCED", "trading": "HALTED"}
 
 
 class Line(NamedTuple):
@@ -271,7 +274,7 @@ def _event_status_line(status: dict[str, Any]) -> tuple[str, str]:
     if event.startswith("venue_"):
         venue = rest.pop("venue", "")
         words = "  ".join(f"{k}={_scalar(v)}" for k, v in rest.items())
-        style = "warn" if event in ("venue_disconnected", "venue_lost", "venue_stale") else "info"
+        style = "warn" if event[len("venue_") :] in _VENUE_PROBLEMS else "info"
         return style, f"venue {venue} {event[len('venue_') :]}  {words}".rstrip()
     state = status.get("state")
     if state == "started":
@@ -378,6 +381,8 @@ class ViewState:
     def __init__(self, account_id: str = "main") -> None:
         self.account_id = account_id
         self.halted: str | None = None
+        # (venue, symbol or "" for the whole venue) -> what is wrong: disconnected, unsynced, halted (until it recovers)
+        self.venue_problems: dict[tuple[str, str], str] = {}
         self.books: dict[str, tuple[str, str]] = {}  # symbol -> (bid, ask)
         self.last_trades: dict[str, str] = {}
         self.marks: dict[str, str] = {}  # the snapshot's, until the market says more
@@ -413,10 +418,25 @@ class ViewState:
         elif kind == "status":
             if obj.get("engine"):
                 self.engine = str(obj["engine"])
-            if obj.get("event") == "circuit_breaker_tripped":
+            event = str(obj.get("event") or "")
+            if event == "circuit_breaker_tripped":
                 self.halted = str(obj.get("reason") or "circuit breaker")
+            elif event.startswith("venue_"):
+                self._venue(event[len("venue_") :], str(obj.get("venue") or ""), str(obj.get("symbol") or ""))
             elif "engine_halt" in obj or "circuit_breaker" in obj:
                 self.halt_from_status(obj)
+
+    def _venue(self, state: str, venue: str, symbol: str) -> None:
+        problems = self.venue_problems
+        if state in _VENUE_PROBLEMS:
+            problems[(venue, symbol)] = _VENUE_PROBLEMS[state]
+        elif state in _VENUE_RECOVERIES:
+            gone = _VENUE_RECOVERIES[state]
+            for key, problem in list(problems.items()):
+                if key[0] == venue and problem == gone and (not symbol or key[1] == symbol):
+                    del problems[key]
+        elif state == "closed":
+            self.venue_problems = {k: v for k, v in problems.items() if k[0] != venue}
 
     def halt_from_status(self, status: dict[str, Any]) -> None:
         """The engine-wide halt, else this account's own breaker, as an engine status tells them."""
@@ -448,11 +468,15 @@ class ViewState:
         words = ["VeloZ", mode.upper(), self.engine, f"open orders {len(self.open_orders)}", f"fills {self.fills}", age]
         if self.halted:
             words.insert(2, f"HALTED ({self.halted}): new orders refused")
+        down = sorted(f"{venue} {problem}" for (venue, symbol), problem in self.venue_problems.items() if not symbol)
+        words[2:2] = down
+        symbol_problems = {symbol: problem for (_, symbol), problem in self.venue_problems.items() if symbol}
         if urls.get("api"):
             words.append(f"API {urls['api'].partition('?')[0]}")  # never a ?token=... on the screen
         bar = " " + "  ".join(w for w in words if w)
         markets = []
-        for symbol in sorted(set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions)):
+        shown = set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions) | set(symbol_problems)
+        for symbol in sorted(shown):
             if symbol in self.books and self.books[symbol] != ("0", "0"):
                 bid, ask = (price if price != "0" else "-" for price in self.books[symbol])  # "0": that side is empty
                 text = f"{symbol} {bid} / {ask}"
@@ -464,12 +488,14 @@ class ViewState:
                 text = symbol
             if symbol in self.positions:
                 text += f"  pos {self.positions[symbol]}"
+            if symbol in symbol_problems:
+                text += f"  {symbol_problems[symbol]}"
             markets.append(text)
         balances = []
         for asset, (free, locked) in sorted(self.balances.items()):
             balances.append(f"{asset} {free}" + ("" if locked in ("0", "") else f" ({locked} locked)"))
         rows = [
-            ("live" if mode == "live" or self.halted else "bar", bar.ljust(width)),
+            ("live" if mode == "live" or self.halted or down else "bar", bar.ljust(width)),
             ("", "    ".join(markets) or "no market data yet"),
             ("", "balances  " + ("   ".join(balances) or "-")),
         ]
