@@ -43,7 +43,7 @@ from veloz_actors.interfaces.tty import (
     status_lines,
 )
 from veloz_actors.messages import Tick
-from veloz_actors.testing import FakeClock, engine_config
+from veloz_actors.testing import FakeClock, d, engine_config
 from veloz_actors.venues.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -554,3 +554,29 @@ def test_the_panel_marks_a_disconnected_venue_and_a_halted_or_unsynced_symbol_un
     halted = describe(formatter.format(VenueConnection(venue="binance", state="halted", symbol="ETHUSDT", ts=2)),
                       reply=False)  # fmt: skip
     assert halted[0].style == "warn"
+
+
+def test_a_view_that_fails_on_an_event_never_stops_the_engine(
+    service: EngineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view's ``write`` runs on the engine thread: before, an exception there ended the engine loop (and the
+    process) on the spot. Now it is said once on the screen and the engine goes on."""
+    monkeypatch.setenv("TERM", "dumb")
+    out = io.StringIO()
+    view = TerminalView(service, stdin=io.StringIO(), out=out, history=None)
+
+    def broken(obj: dict[str, Any]) -> None:
+        if obj.get("type") == "fill":
+            raise KeyError("a field the view expected")
+
+    monkeypatch.setattr(view.state, "observe", broken)
+    service.sink = view
+    for line in ("ORDER BUY BTCUSDT 0.01 MARKET cid=v1", "ORDER BUY BTCUSDT 0.01 MARKET cid=v2", "BALANCE"):
+        service.submit_line(line)
+    service.end_of_input()
+    assert service.run(install_signals=False) == 0
+    view.close()
+    text = out.getvalue()
+    assert text.count("view: cannot show an event (KeyError") == 1
+    assert "cid=v1" in text and "cid=v2" in text and "BALANCE  account main" in text
+    assert service.session.backend.balances()["BTC"] == (d("2.02"), 0)  # both orders filled

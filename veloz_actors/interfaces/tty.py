@@ -549,6 +549,7 @@ class TerminalView:
         self.max_pending = max_pending
         self.state = ViewState(service.session.account_id)
         self.dropped = 0  # batches dropped because the terminal fell behind
+        self.observe_failures = 0  # events the panel's state could not take
         self.plain = os.environ.get("TERM", "") in ("", "dumb")  # no escapes: lines only, no panel
         self.color = not self.plain and "NO_COLOR" not in os.environ
         self._lock = threading.Lock()  # state, pending
@@ -572,7 +573,10 @@ class TerminalView:
         with self._lock:
             state = self.state
             for obj in objects:
-                state.observe(obj)
+                try:
+                    state.observe(obj)
+                except Exception as exc:  # noqa: BLE001 - on the engine thread: the view never stops trading
+                    self._failed(obj, exc)
                 if obj.get("type") != "market":
                     shown.append(obj)
             state.last_event = self.clock()
@@ -580,6 +584,16 @@ class TerminalView:
                 self._push((reply, shown))
         if shown:
             self._wake.set()
+
+    def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
+        """An event the panel could not take (a bug of the view's): said once on the screen (the lock held), counted."""
+        self.observe_failures += 1
+        if self.observe_failures == 1:
+            text = (
+                f"view: cannot show an event ({type(exc).__name__}: {exc}) in the panel; its figures may lag "
+                f"(type {obj.get('type')!r}; later failures are not said)"
+            )
+            self._push((None, ("bad", text)))
 
     def _push(self, item: tuple[bool | None, Any]) -> None:
         if len(self._pending) >= self.max_pending:
