@@ -224,3 +224,25 @@ def test_a_start_interrupted_while_its_actors_come_up_leaves_no_engine_behind(ra
     wait_for(gone, timeout=60, what=f"the supervisor of the interrupted engine {name!r} to be gone")
     handle = start_local(file_config(), name=name, detached=detached)  # the name is free again
     handle.shutdown()
+
+
+def test_a_handle_used_after_its_shutdown_says_so_at_once_and_sends_nothing(ray_runtime):
+    """Before: every call retried for a minute against the dead actors, then raised "did not come back", as if the
+    engine had crashed."""
+    handle = start_local(file_config(), name="test-handle-after-shutdown")
+    handle.shutdown()
+    calls = (
+        lambda: handle.place_order("BTCUSDT", "BUY", "0.01", "59000"),
+        lambda: handle.cancel_order("a1"),
+        lambda: handle.query(None),
+        lambda: handle.balances(),
+        lambda: handle.status(),
+        lambda: handle.kill_switch(),
+        lambda: handle.submit_async(handle.order_command("BTCUSDT", "BUY", "0.01", "59000")),
+    )
+    for call in calls:
+        with pytest.raises(
+            EngineUnavailable, match=r"^engine 'test-handle-after-shutdown' was shut down by this handle"
+        ):
+            call()
+    handle.shutdown()  # still idempotent

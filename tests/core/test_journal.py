@@ -310,3 +310,29 @@ def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_pa
             call()
     assert journal.count == 20
     assert read_journal(path)[1] == [Tick(ts=ts) for ts in range(20)]  # what close() could still write
+
+
+@pytest.mark.parametrize(
+    ("semantics", "message"),
+    [
+        (3, r"semantics 3 is newer than this VeloZ reads \(1 to 2\)"),
+        ("x", r"semantics 'x' is not a whole number"),
+        (None, r"semantics None is not a whole number"),
+        (True, r"semantics True is not a whole number"),
+        (0, r"semantics 0 is not one this VeloZ reads \(1 to 2\)"),
+    ],
+)
+def test_a_journal_of_unknown_semantics_is_refused_naming_it_and_never_appended_to(
+    tmp_path: Path, semantics: object, message: str
+) -> None:
+    """A journal a newer VeloZ wrote (semantics 3) was read under semantics 2's rules, and appended to; a damaged
+    value raised a bare ValueError or TypeError (a traceback from ``veloz replay``)."""
+    path = tmp_path / "j"
+    header = {"journal": "veloz", "version": 1, "semantics": semantics, "config": CONFIG}
+    path.write_bytes(orjson.dumps(header) + b"\n" + encode(Tick(ts=1)) + b"\n")
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match=message):
+        read_journal(path)
+    with pytest.raises(JournalError, match=message):
+        Journal(path, CONFIG, durability="none")
+    assert path.read_bytes() == before

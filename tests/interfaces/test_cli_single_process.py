@@ -186,6 +186,27 @@ def test_replay_reproduces_what_the_session_printed(recorded) -> None:
     assert any(o["type"] == "fill" for o in out)
 
 
+def test_replay_of_a_journal_cut_mid_record_says_so_and_replays_what_is_whole(recorded, tmp_path: Path) -> None:
+    """A journal copied while the engine wrote, or cut by a crash: its incomplete last line is left out, as recovery
+    leaves it out, and said (before: silently, the summary as if the journal were whole)."""
+    journal, _ = recorded
+    data = journal.read_bytes()
+    cut = tmp_path / "cut.journal"
+    cut.write_bytes(data[:-25])
+    result = _veloz("replay", "--summary", str(cut))
+    assert result.returncode == 0
+    torn = len(data[:-25]) - len(data[:-25].rsplit(b"\n", 1)[0]) - 1
+    assert orjson.loads(result.stdout.splitlines()[-1])["torn_tail_bytes"] == torn > 0
+    assert result.stderr.decode() == (
+        f"warning: {cut}: its last line ({torn} bytes) is incomplete (a write cut short by a crash, or a copy taken "
+        "while the engine wrote): replayed without it, as recovery leaves it out\n"
+    )
+    _, events = replay(cut)
+    assert orjson.loads(result.stdout.splitlines()[-1])["events"] == len(events)
+    whole = orjson.loads(_veloz("replay", "--summary", str(journal)).stdout.splitlines()[-1])
+    assert whole["torn_tail_bytes"] == 0
+
+
 def test_replay_of_a_missing_journal_is_a_one_line_error(tmp_path: Path) -> None:
     result = _veloz("replay", str(tmp_path / "missing.journal"))
     assert result.returncode != 0
@@ -223,6 +244,37 @@ def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(
     assert result.stderr.decode() == (
         f"error: {corrupt}:{number + 1}: corrupt journal line: PlaceOrder: qty must be int, got str 'abc'\n"
     )
+
+
+def test_replay_of_a_journal_a_newer_veloz_wrote_is_a_one_line_error(recorded, tmp_path: Path) -> None:
+    """A header of semantics 3 (a later VeloZ's rules): before, it replayed silently under semantics 2's rules."""
+    journal, _ = recorded
+    header, *rest = journal.read_bytes().splitlines(keepends=True)
+    newer = tmp_path / "newer.journal"
+    newer.write_bytes(orjson.dumps(orjson.loads(header) | {"semantics": 3}) + b"\n" + b"".join(rest))
+    result = _veloz("replay", "--summary", str(newer))
+    assert result.returncode != 0 and result.stdout == b""
+    assert result.stderr.decode() == (
+        f"error: {newer}: journal semantics 3 is newer than this VeloZ reads (1 to 2): use the VeloZ that wrote it\n"
+    )
+
+
+def test_replay_of_the_actor_engines_journals_says_what_they_are(tmp_path: Path) -> None:
+    """``veloz start --local`` (the actor engine) journals per actor under ``<journal>.actors/``. Before: replaying
+    that folder said it "does not exist", and its OMS's kernel journal "has an unusable engine config:
+    'sim_symbols'"."""
+    from veloz_actors.core.kernel import TradingKernel
+
+    folder = tmp_path / "engine.journal.actors"
+    folder.mkdir()
+    kernel, _ = TradingKernel.recover(engine_config(sim=True).kernel_config(), folder / "oms.journal")
+    kernel.close()
+    for path, said in ((folder, "is a directory"), (folder / "oms.journal", "is a kernel journal")):
+        result = _veloz("replay", "--summary", str(path))
+        assert result.returncode != 0 and result.stdout == b""
+        error = result.stderr.decode()
+        assert error.startswith(f"error: {path} {said}") and error.count("\n") == 1
+        assert "single-process" in error
 
 
 def test_a_ctrl_c_while_the_engine_starts_says_the_start_up_was_interrupted(tmp_path, monkeypatch):

@@ -242,6 +242,24 @@ def test_a_resting_limit_leaves_the_open_orders_with_its_cancel_button(engine: E
     assert console_errors(driver) == []
 
 
+def test_an_order_whose_id_a_refused_order_reused_stays_in_the_open_orders(engine: Engine, driver: Any) -> None:
+    """A REJECTED DUPLICATE_CLIENT_ORDER_ID refused the new order only (before: the page dropped the resting one)."""
+    from selenium.webdriver.common.by import By
+
+    price = _far_bid(engine)
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.001", price=price, cid="page-dup-1")
+    _wait(driver, lambda b: _has_row(b, "open-orders", "page-dup-1"), "the resting order in the open orders")
+    _place(driver, symbol="BTCUSDT", side="BUY", qty="0.002", price=price, cid="page-dup-1")
+    assert "DUPLICATE_CLIENT_ORDER_ID" in (_text(driver, "#order-result") or "")
+    _wait(driver, lambda b: _has_row(b, "rejections", "page-dup-1"), "the refused reuse in the risk panel")
+    assert _has_row(driver, "open-orders", "page-dup-1")
+    assert [o["cid"] for o in engine.get("/api/v1/orders?state=open")["items"]] == ["page-dup-1"]
+    driver.find_element(By.CSS_SELECTOR, '#open-orders tr[data-cid="page-dup-1"] button').click()
+    _wait(driver, lambda b: not _has_row(b, "open-orders", "page-dup-1"), "the cancelled order to leave the table")
+    closed = engine.get("/api/v1/orders?state=closed&limit=10")["items"]
+    assert [o["status"] for o in closed if o["cid"] == "page-dup-1"] == ["CANCELLED"]
+
+
 def _far_bid(engine: Engine) -> str:
     """A bid 3 % under the engine's reference price (inside the 5 % price band, far below the simulated market's
     asks): from STATUS, so a test run alone needs no earlier test's fill."""

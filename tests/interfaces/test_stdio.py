@@ -175,6 +175,22 @@ def test_post_only_that_would_cross_is_accepted_by_the_kernel_then_rejected_by_t
     assert _balances(session) == before
 
 
+def test_an_accepted_order_the_venue_refuses_is_said_with_its_order_id_and_forgotten_by_the_session(
+    session: Session,
+) -> None:
+    """Before: its REJECTED said order_id null, and the session kept the order's view for ever (one per refused
+    post-only order: a market maker's session grew all day)."""
+    for i in range(3):
+        out = session.handle_line(f"ORDER BUY BTCUSDT 0.01 60100 tif=POST_ONLY cid=p{i}")
+        accepted, rejected = (o for o in out if o["type"] == "order_update")
+        assert (rejected["status"], rejected["order_id"]) == ("REJECTED", accepted["order_id"])
+    assert session.formatter._orders == {}
+    session.handle_line("ORDER BUY BTCUSDT 0.01 59000 cid=rest")
+    [duplicate] = session.handle_line("ORDER BUY BTCUSDT 0.01 60100 tif=POST_ONLY cid=rest")
+    assert (duplicate["reason"], duplicate["order_id"]) == ("DUPLICATE_CLIENT_ORDER_ID", None)
+    assert list(session.formatter._orders) == ["rest"]  # the order holding the id keeps its view
+
+
 @pytest.mark.parametrize(("line", "reason"), list(REJECTED.values()), ids=list(REJECTED))
 def test_order_breaking_a_rule_is_rejected_with_its_reason(session: Session, line: str, reason: str) -> None:
     before = _balances(session)
@@ -189,6 +205,17 @@ def test_cancel_of_unknown_cid_is_rejected_as_unknown_order(session: Session) ->
     [update] = session.handle_line("CANCEL nope")
     assert (update["status"], update["reason"]) == ("CANCEL_REJECTED", "UNKNOWN_ORDER")
     assert _balances(session) == before
+
+
+def test_a_refused_cancel_of_a_filled_order_never_says_it_filled_nothing(session: Session) -> None:
+    """The session no longer holds a closed order's view: its cancel rejection said ``filled_qty`` "0" for an order
+    that had filled (a client keeping fills from order_update read the order as unfilled); now null, unknown."""
+    session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=f1")
+    [update] = session.handle_line("CANCEL f1")
+    assert (update["status"], update["reason"]) == ("CANCEL_REJECTED", "ORDER_NOT_OPEN")
+    assert update["filled_qty"] is None
+    [state] = session.handle_line("QUERY f1")
+    assert state["orders"][0]["filled_qty"] == "0.01"
 
 
 def test_query_of_unknown_cid_is_an_error(session: Session) -> None:

@@ -80,3 +80,24 @@ def test_balances_beyond_what_a_person_may_type_are_kept_as_the_kernels_integers
     assert tracker.marks["BTCUSDT"] == 20_000_000_000 * 10**8
     tracker.sample(2)
     assert tracker.equity_now()["equity"] == "10000029982.56742001"
+
+
+def test_a_refused_reuse_of_a_client_order_id_is_a_rejection_and_not_the_end_of_the_order_holding_it() -> None:
+    """The API's finished orders (GET /api/v1/orders?state=closed) listed a resting order as REJECTED when a new
+    order reusing its id was refused; its cancel then made a second row for it."""
+    from veloz_actors.interfaces.local import LocalBackend
+    from veloz_actors.interfaces.stdio import Session
+    from veloz_actors.messages import Tick
+    from veloz_actors.testing import FakeClock, engine_config
+    from veloz_actors.venues.engine import Engine
+
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    tracker = Tracker(Valuation.of(engine.kernel.config))
+    for line in ("ORDER BUY BTCUSDT 0.01 59000 cid=a1", "ORDER BUY BTCUSDT 0.02 59000 cid=a1"):
+        tracker.observe(session.handle_line(line))
+    assert list(tracker.orders) == []
+    assert [(r["cid"], r["reason"]) for r in tracker.rejections] == [("a1", "DUPLICATE_CLIENT_ORDER_ID")]
+    tracker.observe(session.handle_line("CANCEL a1"))
+    assert [(o["cid"], o["status"]) for o in tracker.orders] == [("a1", "CANCELLED")]

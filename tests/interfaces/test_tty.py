@@ -43,7 +43,7 @@ from veloz_actors.interfaces.tty import (
     status_lines,
 )
 from veloz_actors.messages import Tick
-from veloz_actors.testing import FakeClock, engine_config
+from veloz_actors.testing import FakeClock, d, engine_config
 from veloz_actors.venues.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -444,6 +444,23 @@ def test_panel_figures_come_from_the_events() -> None:
     assert balances == "balances  BTC 1.01   USDT 99369.1055358 (630.8944642 locked)"
 
 
+def test_an_order_whose_client_order_id_a_refused_order_reused_stays_open_in_the_panel() -> None:
+    """A REJECTED DUPLICATE_CLIENT_ORDER_ID refused the new order only: the one resting under that id is still open
+    (before: the panel counted it gone, and Tab no longer offered it to CANCEL)."""
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=1))
+    session = Session(LocalBackend(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+    state = ViewState()
+    for line in ("ORDER BUY BTCUSDT 0.01 59000 cid=a1", "ORDER BUY BTCUSDT 0.02 59000 cid=a1"):
+        for obj in session.handle_line(line):
+            state.observe(obj)
+    assert [o.client_order_id for o in engine.oms.open_orders("main")] == ["a1"]
+    assert state.open_orders == {"a1"}
+    for obj in session.handle_line("CANCEL a1"):
+        state.observe(obj)
+    assert state.open_orders == set()
+
+
 # ---------------------------------------------------------------------- the view in-process, on a plain terminal
 
 
@@ -472,3 +489,94 @@ def test_the_view_prints_what_a_session_line_emits_and_counts_what_it_dropped(
     assert "FILL  BUY 0.01 BTCUSDT @" in text and "cid=m1  (order filled)" in text
     assert view.state.balances["BTC"] == ("2.01", "0") and view.state.fills == 1
     assert "{" not in text
+
+
+def test_the_panel_says_the_engine_is_halted_until_its_status_says_otherwise(service: EngineService) -> None:
+    """Before: a halt was one line that scrolled away; the panel looked the same while every new order was refused."""
+    from veloz_actors.core.risk_monitor import kill_switch_commands
+    from veloz_actors.messages import HaltTrading, ResetCircuitBreaker
+
+    view = TerminalView(service, stdin=io.StringIO(), out=io.StringIO(), history=None)
+    view.write([{"type": "status", "ts": 1, **service.session.backend.status(), "state": "started"}], reply=True)
+    assert "HALTED" not in view.state.panel(200, 0.0, mode="sim", urls={})[0][1]
+    view.write(service.apply(HaltTrading(account_id="main", reason="drawdown 21%", ts=2)), reply=False)
+    style, bar = view.state.panel(200, 0.0, mode="sim", urls={})[0]
+    assert "HALTED (drawdown 21%)" in bar and style == "live"
+    view.write(service.session.handle_line("ORDER BUY BTCUSDT 0.01 MARKET cid=h1"), reply=True)
+    assert view.state.halted == "drawdown 21%"  # the refusal keeps the reason the trip gave
+    service.apply(ResetCircuitBreaker(account_id="main", ts=3))  # e.g. the API's resume: no event says it
+    view._refresh_halt(service)  # what the view asks, every few seconds while it shows a halt
+    assert view.state.halted is None
+    assert "HALTED" not in view.state.panel(200, 0.0, mode="sim", urls={})[0][1]
+    for command in kill_switch_commands(4):  # the kill switch, engine-wide
+        view.write(service.apply(command), reply=False)
+    view.write(service.session.handle_line("RESET"), reply=True)  # lifts main's own breaker, not the engine's halt
+    view._refresh_halt(service)
+    assert view.state.halted == "kill switch"
+
+
+def test_an_empty_side_of_a_book_shows_as_a_dash_not_a_price_of_zero() -> None:
+    """A market sell that took every bid leaves ``bid`` "0" in the book_top: the panel read ``BTCUSDT 0 / 60012.5``."""
+    state = ViewState()
+    state.observe({"type": "market", "ts": 1, "kind": "book_top", "symbol": "BTCUSDT", "bid": "0", "bid_qty": "0",
+                   "ask": "60012.5", "ask_qty": "1"})  # fmt: skip
+    state.observe({"type": "market", "ts": 2, "kind": "book_top", "symbol": "ETHUSDT", "bid": "2500", "bid_qty": "1",
+                   "ask": "0", "ask_qty": "0"})  # fmt: skip
+    markets = state.panel(200, 0.0, mode="sim", urls={})[1][1]
+    assert markets == "BTCUSDT - / 60012.5    ETHUSDT 2500 / -"
+
+
+def test_the_panel_marks_a_disconnected_venue_and_a_halted_or_unsynced_symbol_until_they_recover() -> None:
+    """Before: each was one line that scrolled away (a symbol Binance halted in the info colour), and the panel went
+    on showing the last quotes as if they were live."""
+    from veloz_actors.interfaces.stdio import EventFormatter
+    from veloz_actors.messages import VenueConnection
+
+    formatter, state = EventFormatter(), ViewState()
+
+    def see(**fields: Any) -> None:
+        for obj in formatter.format(VenueConnection(venue="binance", ts=1, **fields)):
+            state.observe(obj)
+
+    state.observe(MARKET)
+    see(state="disconnected", detail="socket closed")
+    see(state="halted", symbol="ETHUSDT", detail="status BREAK")
+    see(state="error", symbol="BTCUSDT", detail="invalid symbol")
+    (style, bar), (_, markets), _ = state.panel(200, 0.0, mode="paper", urls={})
+    assert "binance DISCONNECTED" in bar and style == "live"
+    assert markets == "BTCUSDT 60010.1 / 60012.5  UNSYNCED    ETHUSDT  HALTED"
+    see(state="connected")
+    see(state="resynced", symbol="BTCUSDT")
+    see(state="trading", symbol="ETHUSDT")
+    (style, bar), (_, markets), _ = state.panel(200, 0.0, mode="paper", urls={})
+    assert "DISCONNECTED" not in bar and style == "bar"
+    assert markets == "BTCUSDT 60010.1 / 60012.5"
+    halted = describe(formatter.format(VenueConnection(venue="binance", state="halted", symbol="ETHUSDT", ts=2)),
+                      reply=False)  # fmt: skip
+    assert halted[0].style == "warn"
+
+
+def test_a_view_that_fails_on_an_event_never_stops_the_engine(
+    service: EngineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view's ``write`` runs on the engine thread: before, an exception there ended the engine loop (and the
+    process) on the spot. Now it is said once on the screen and the engine goes on."""
+    monkeypatch.setenv("TERM", "dumb")
+    out = io.StringIO()
+    view = TerminalView(service, stdin=io.StringIO(), out=out, history=None)
+
+    def broken(obj: dict[str, Any]) -> None:
+        if obj.get("type") == "fill":
+            raise KeyError("a field the view expected")
+
+    monkeypatch.setattr(view.state, "observe", broken)
+    service.sink = view
+    for line in ("ORDER BUY BTCUSDT 0.01 MARKET cid=v1", "ORDER BUY BTCUSDT 0.01 MARKET cid=v2", "BALANCE"):
+        service.submit_line(line)
+    service.end_of_input()
+    assert service.run(install_signals=False) == 0
+    view.close()
+    text = out.getvalue()
+    assert text.count("view: cannot show an event (KeyError") == 1
+    assert "cid=v1" in text and "cid=v2" in text and "BALANCE  account main" in text
+    assert service.session.backend.balances()["BTC"] == (d("2.02"), 0)  # both orders filled

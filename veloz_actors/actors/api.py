@@ -457,6 +457,7 @@ class EngineHandle:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when
         this client's inbox window is full. Complete each ref with :meth:`complete`."""
         command = _check_command(command)
+        self._check_open()
         if not self.window.admit():
             return self._overloaded(command)
         return self._oms.submit.remote(command)
@@ -491,6 +492,7 @@ class EngineHandle:
     def _call(self, make_ref: Any) -> Any:
         """``ray.get(make_ref())``, retried while an actor restarts (``make_ref`` reads the handle's actors when
         called, so a retry goes to the actors :meth:`_refresh` found)."""
+        self._check_open()
         deadline = time.monotonic() + _RETRY_SECONDS
         while True:
             try:
@@ -507,6 +509,12 @@ class EngineHandle:
                 self._refresh()
             except ray.exceptions.GetTimeoutError as exc:
                 raise EngineUnavailable(f"engine {self.name!r} did not answer in {_CALL_TIMEOUT} s") from exc
+
+    def _check_open(self) -> None:
+        """After :meth:`shutdown` the actors are gone for good: said at once (before, each call retried for a minute
+        and then said the engine "did not come back", as after a crash)."""
+        if self._closed:
+            raise EngineUnavailable(f"engine {self.name!r} was shut down by this handle: start or connect another")
 
     def _raise_if_stranded(self, exc: Exception) -> None:
         """An actor pinned to a node that is gone (node-local journals) never comes back: say so now, clearly."""
@@ -603,6 +611,7 @@ class EngineHandle:
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
         the venue actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
+        self._check_open()
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
         return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
 

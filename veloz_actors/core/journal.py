@@ -47,6 +47,7 @@ __all__ = [
     "read_snapshot",
     "restore_snapshot",
     "take_snapshot",
+    "torn_tail_bytes",
     "unloadable_snapshot",
     "write_snapshot",
 ]
@@ -310,16 +311,28 @@ def drop_torn_tail(path: Path) -> None:
     """
     with open(path, "r+b") as f:
         end = f.seek(0, os.SEEK_END)
-        pos = end
-        while pos > 0:
-            start = max(0, pos - 65536)
-            f.seek(start)
-            newline = f.read(pos - start).rfind(b"\n")
-            if newline >= 0:
-                if start + newline + 1 < end:
-                    f.truncate(start + newline + 1)
-                return
-            pos = start
+        torn = _torn_tail(f, end)
+        if 0 < torn < end:  # a file without any line end is left as it is
+            f.truncate(end - torn)
+
+
+def torn_tail_bytes(path: str | Path) -> int:
+    """The length of an incomplete last line (a write cut short by a crash, a copy taken while the engine wrote),
+    which readers leave out; 0 when the file ends with a whole line."""
+    with open(path, "rb") as f:
+        return _torn_tail(f, f.seek(0, os.SEEK_END))
+
+
+def _torn_tail(f: BinaryIO, end: int) -> int:
+    pos = end
+    while pos > 0:
+        start = max(0, pos - 65536)
+        f.seek(start)
+        newline = f.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            return end - (start + newline + 1)
+        pos = start
+    return end
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int]:
@@ -338,6 +351,18 @@ def _header(path: Path) -> dict[str, Any]:
         raise JournalError(f"{path} is not a VeloZ journal (bad header)")
     if header.get("version") != _VERSION:
         raise JournalError(f"{path}: journal version {header.get('version')} is not supported")
+    semantics = header.get("semantics", 1)
+    # read under another semantics' rules, the lines would rebuild other balances; appended to, the journal would
+    # mix two meanings
+    if type(semantics) is not int:
+        raise JournalError(f"{path}: journal semantics {semantics!r} is not a whole number (bad header)")
+    if semantics > SEMANTICS:
+        raise JournalError(
+            f"{path}: journal semantics {semantics} is newer than this VeloZ reads (1 to {SEMANTICS}): use the "
+            "VeloZ that wrote it"
+        )
+    if semantics < 1:
+        raise JournalError(f"{path}: journal semantics {semantics} is not one this VeloZ reads (1 to {SEMANTICS})")
     return header
 
 

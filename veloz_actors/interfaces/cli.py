@@ -272,10 +272,11 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
-    from ..core.journal import read_journal
+    from ..core.journal import read_journal, torn_tail_bytes
     from ..messages import encode_line
     from ..venues.engine import Engine, EngineConfig, replay
 
+    _check_engine_journal(journal)
     if from_snapshot:
         header, _ = read_journal(journal)
         config = EngineConfig.from_json(header["config"])
@@ -299,8 +300,30 @@ def replay_command(
         out.write(b"".join(encode_line(e) for e in produced))
     summary = {"type": "replay_summary", "events": len(produced), **engine.status()}
     summary["journal"] = str(journal)
+    summary["torn_tail_bytes"] = torn = torn_tail_bytes(journal)
+    if torn:
+        typer.echo(
+            f"warning: {journal}: its last line ({torn} bytes) is incomplete (a write cut short by a crash, or a copy "
+            "taken while the engine wrote): replayed without it, as recovery leaves it out",
+            err=True,
+        )
     out.write(orjson.dumps(summary) + b"\n")
     out.flush()
+
+
+def _check_engine_journal(journal: Path) -> None:
+    """An engine's journal, or a one-line error saying what ``journal`` is instead: the actor engine's journals (a
+    folder of them, or its OMS's kernel journal) are not an engine's."""
+    from ..core.journal import read_header
+
+    what = "the single-process engine's journal (veloz start --local --single-process, e.g. runs/engine.journal)"
+    if journal.is_dir():
+        raise VelozError(f"{journal} is a directory: veloz replay reads {what}; the actor engine journals per actor")
+    config = read_header(journal).get("config")
+    if isinstance(config, dict) and "instruments" in config and "sim_symbols" not in config:
+        raise VelozError(
+            f"{journal} is a kernel journal (the actor engine's OMS writes one): veloz replay reads {what}"
+        )
 
 
 def _register_optional() -> None:

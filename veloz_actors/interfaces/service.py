@@ -42,7 +42,7 @@ from .._exceptions import EngineUnavailable
 from ..core.instruments import Pricing
 from ..core.kernel import KernelConfig
 from ..fixed import SCALE, format_decimal, parse_formatted
-from .stdio import MAX_LINE, Session, dumps, unavailable
+from .stdio import MAX_LINE, Session, closes_order, dumps, unavailable
 
 __all__ = [
     "EngineService",
@@ -229,7 +229,7 @@ class Tracker:
                 self.marks.setdefault(obj["symbol"], parse_formatted(obj["price"]))
             elif kind == "order_update":
                 status = obj.get("status")
-                if status in ("FILLED", "CANCELLED", "EXPIRED", "REJECTED"):
+                if closes_order(obj):
                     _push_in_time(self.orders, obj, self.max_orders)
                 if status in ("REJECTED", "CANCEL_REJECTED"):
                     _push(self.rejections, obj, self.max_rejections)

@@ -17,7 +17,8 @@ Output: one JSON object per line with a ``type`` among ``market``, ``order_updat
 as exact decimal strings:
 
 - ``order_update``: cid, order_id, symbol, side, order_type, tif, price, qty, filled_qty, status, and reason/detail
-  when rejected, cancelled or expired;
+  when rejected, cancelled or expired (a CANCEL_REJECTED of an order already closed has filled_qty null: QUERY
+  tells it);
 - ``fill``: cid, order_id, symbol, side, price, qty, fee, fee_asset, liquidity, trade_id;
 - ``account``: every asset's free and locked balance; ``position``: qty, average entry, realized/unrealized PnL;
 - ``order_state``: the answer to QUERY, ``{"orders": [...]}``; ``status``: the engine's health;
@@ -55,13 +56,14 @@ from ..messages import (
     OrderStatus,
     PlaceOrder,
     PositionUpdated,
+    RejectReason,
     ResetCircuitBreaker,
     Trade,
     VenueConnection,
 )
 from ..orders import ClientOrderIds, build_place_order, check_client_order_id, parse_amount
 
-__all__ = ["HELP", "Backend", "EventFormatter", "Session", "parse_command", "unavailable"]
+__all__ = ["HELP", "Backend", "EventFormatter", "Session", "closes_order", "parse_command", "unavailable"]
 
 MAX_LINE = 4096  # bytes of one protocol line (UTF-8)
 
@@ -163,6 +165,16 @@ def _parse_order(
     )
 
 
+def closes_order(update: dict[str, Any]) -> bool:
+    """Whether an ``order_update`` is the last of the order its cid names: FILLED, CANCELLED, EXPIRED or REJECTED,
+    except a rejection for a reused client order id (``DUPLICATE_CLIENT_ORDER_ID``): it refused a new order, and the
+    order that holds the id is as it was (maybe still open)."""
+    status = update.get("status")
+    if status == "REJECTED":
+        return update.get("reason") != RejectReason.DUPLICATE_CLIENT_ORDER_ID.value
+    return status in ("FILLED", "CANCELLED", "EXPIRED")
+
+
 def _d(value: int | None) -> str | None:
     return None if value is None else format_decimal(value)
 
@@ -198,7 +210,14 @@ class EventFormatter:
         if kind is OrderRejected:
             if account != self.account_id:
                 return []
-            view = self._orders.get(event.client_order_id) if event.detail.startswith("cancel rejected") else None
+            cancel = event.detail.startswith("cancel")
+            if cancel:
+                view = self._orders.get(event.client_order_id)
+            elif event.reason is RejectReason.DUPLICATE_CLIENT_ORDER_ID:
+                view = None  # a new order refused: the one holding the id is as it was
+            else:  # a new order refused, or an accepted one the venue refused: its last update
+                view = self._orders.pop(event.client_order_id, None)
+            filled = view["filled_qty"] if view else None if cancel else "0"  # a closed order's fills: not known here
             update = {
                 "type": "order_update",
                 "ts": event.ts,
@@ -209,8 +228,8 @@ class EventFormatter:
                 "order_type": event.order_type.value if event.order_type else None,
                 "price": _d(event.price),
                 "qty": _d(event.qty) if event.qty else None,
-                "filled_qty": view["filled_qty"] if view else "0",
-                "status": "CANCEL_REJECTED" if view is not None or event.detail.startswith("cancel") else "REJECTED",
+                "filled_qty": filled,
+                "status": "CANCEL_REJECTED" if cancel else "REJECTED",
                 "reason": event.reason.value,
                 "detail": event.detail,
             }

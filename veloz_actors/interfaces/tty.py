@@ -16,7 +16,7 @@ takeover)::
   POSITIONS, QUERY, STATUS and HELP are tables and lines. Market events only update the panel.
 - The panel shows each symbol's best bid/ask (or last trade, or the mark of the start snapshot), the position held,
   the balances, the open orders, the mode, the API's URL (``service.urls["api"]``) and how long ago the last event
-  came. Every figure comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at
+  came; a halt, a venue disconnected and a symbol halted or unsynced are marked there until they end. Every figure comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at
   start), kept in :class:`ViewState`.
 - The prompt is Python's :mod:`readline` (arrow keys, history in ``~/.veloz_history``, Tab completes commands and
   symbols). Each line goes to :meth:`EngineService.submit_line`; Ctrl-D is the end of input, Ctrl-C stops cleanly.
@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 from .._exceptions import InvalidInput
 from ..fixed import format_decimal, parse_formatted
 from ..logs import output_handlers
+from .stdio import closes_order
 
 if TYPE_CHECKING:
     from .service import EngineService
@@ -74,11 +75,11 @@ __all__ = [
 PROMPT = "veloz> "
 FRAME_SECONDS = 0.25  # the view draws at most once per frame: four times a second
 PANEL_ROWS = 3
+HALT_CHECK_SECONDS = 2.0  # while the panel shows a halt, how often the view asks the engine whether it still holds
 MAX_TABLE_ROWS = 200  # a QUERY OPEN with thousands of orders shows this many and says how many more
 COMMANDS = ("ORDER", "CANCEL", "QUERY", "BALANCE", "POSITIONS", "STATUS", "RESET", "HELP", "QUIT")
 KEYS_HELP = "keys: Up/Down history, Tab completes, Ctrl-D or QUIT stops, Ctrl-C stops at once"
 
-_TERMINAL_STATUSES = frozenset({"FILLED", "CANCELLED", "EXPIRED", "REJECTED"})
 _STYLES = {
     "": "",
     "good": "\x1b[32m",
@@ -90,6 +91,9 @@ _STYLES = {
     "live": "\x1b[1;7;31m",
 }
 _RESET = "\x1b[0m"
+# a venue connection's states that the panel marks until the one that ends them (VenueConnection)
+_VENUE_PROBLEMS = {"disconnected": "DISCONNECTED", "error": "UNSYNCED", "halted": "HALTED"}
+_VENUE_RECOVERIES = {"connected": "DISCONNECTED", "resynced": "UNSYNCED", "trading": "HALTED"}
 
 
 class Line(NamedTuple):
@@ -270,7 +274,7 @@ def _event_status_line(status: dict[str, Any]) -> tuple[str, str]:
     if event.startswith("venue_"):
         venue = rest.pop("venue", "")
         words = "  ".join(f"{k}={_scalar(v)}" for k, v in rest.items())
-        style = "warn" if event in ("venue_disconnected", "venue_lost", "venue_stale") else "info"
+        style = "warn" if event[len("venue_") :] in _VENUE_PROBLEMS else "info"
         return style, f"venue {venue} {event[len('venue_') :]}  {words}".rstrip()
     state = status.get("state")
     if state == "started":
@@ -369,10 +373,16 @@ def _age(seconds: float) -> str:
 class ViewState:
     """What the panel shows, kept from the protocol's objects (:meth:`observe`) and the start snapshot.
 
-    Not locked: :class:`TerminalView` holds its lock around every use.
+    Not locked: :class:`TerminalView` holds its lock around every use. ``halted`` (why new risk-increasing orders
+    are refused) comes from a breaker's trip, a refusal for it, and any status that tells the engine's halts (the
+    start, STATUS, and what the view asks while it shows one: a halt lifted elsewhere has no event of its own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, account_id: str = "main") -> None:
+        self.account_id = account_id
+        self.halted: str | None = None
+        # (venue, symbol or "" for the whole venue) -> what is wrong: disconnected, unsynced, halted (until it recovers)
+        self.venue_problems: dict[tuple[str, str], str] = {}
         self.books: dict[str, tuple[str, str]] = {}  # symbol -> (bid, ask)
         self.last_trades: dict[str, str] = {}
         self.marks: dict[str, str] = {}  # the snapshot's, until the market says more
@@ -393,18 +403,47 @@ class ViewState:
                 self.last_trades[symbol] = obj.get("price") or "0"
         elif kind == "order_update":
             cid, status = obj.get("cid"), obj.get("status")
-            if status in _TERMINAL_STATUSES:
+            if closes_order(obj):
                 self.open_orders.discard(cid)
-            elif status != "CANCEL_REJECTED" and cid:
+            elif status not in ("CANCEL_REJECTED", "REJECTED") and cid:
                 self.open_orders.add(cid)
+            if status == "REJECTED" and obj.get("reason") == "CIRCUIT_BREAKER" and not self.halted:
+                self.halted = "circuit breaker"
         elif kind == "fill":
             self.fills += 1
         elif kind == "account":
             self.balances = {a: (b.get("free", "0"), b.get("locked", "0")) for a, b in obj["balances"].items()}
         elif kind == "position" and obj.get("symbol"):
             self._position(obj)
-        elif kind == "status" and obj.get("engine"):
-            self.engine = str(obj["engine"])
+        elif kind == "status":
+            if obj.get("engine"):
+                self.engine = str(obj["engine"])
+            event = str(obj.get("event") or "")
+            if event == "circuit_breaker_tripped":
+                self.halted = str(obj.get("reason") or "circuit breaker")
+            elif event.startswith("venue_"):
+                self._venue(event[len("venue_") :], str(obj.get("venue") or ""), str(obj.get("symbol") or ""))
+            elif "engine_halt" in obj or "circuit_breaker" in obj:
+                self.halt_from_status(obj)
+
+    def _venue(self, state: str, venue: str, symbol: str) -> None:
+        problems = self.venue_problems
+        if state in _VENUE_PROBLEMS:
+            problems[(venue, symbol)] = _VENUE_PROBLEMS[state]
+        elif state in _VENUE_RECOVERIES:
+            gone = _VENUE_RECOVERIES[state]
+            for key, problem in list(problems.items()):
+                if key[0] == venue and problem == gone and (not symbol or key[1] == symbol):
+                    del problems[key]
+        elif state == "closed":
+            self.venue_problems = {k: v for k, v in problems.items() if k[0] != venue}
+
+    def halt_from_status(self, status: dict[str, Any]) -> None:
+        """The engine-wide halt, else this account's own breaker, as an engine status tells them."""
+        breakers = status.get("circuit_breaker")
+        own = breakers.get(self.account_id) if isinstance(breakers, dict) else None
+        halt = status.get("engine_halt") or own
+        self.halted = str(halt) if halt else None
 
     def _position(self, obj: dict[str, Any]) -> None:
         qty = obj.get("qty") or "0"
@@ -427,13 +466,19 @@ class ViewState:
         """The panel's rows as (style, text), each at most ``width`` characters."""
         age = "no events yet" if self.last_event is None else f"last event {_age(max(0.0, now - self.last_event))} ago"
         words = ["VeloZ", mode.upper(), self.engine, f"open orders {len(self.open_orders)}", f"fills {self.fills}", age]
+        if self.halted:
+            words.insert(2, f"HALTED ({self.halted}): new orders refused")
+        down = sorted(f"{venue} {problem}" for (venue, symbol), problem in self.venue_problems.items() if not symbol)
+        words[2:2] = down
+        symbol_problems = {symbol: problem for (_, symbol), problem in self.venue_problems.items() if symbol}
         if urls.get("api"):
             words.append(f"API {urls['api'].partition('?')[0]}")  # never a ?token=... on the screen
         bar = " " + "  ".join(w for w in words if w)
         markets = []
-        for symbol in sorted(set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions)):
+        shown = set(self.books) | set(self.last_trades) | set(self.marks) | set(self.positions) | set(symbol_problems)
+        for symbol in sorted(shown):
             if symbol in self.books and self.books[symbol] != ("0", "0"):
-                bid, ask = self.books[symbol]
+                bid, ask = (price if price != "0" else "-" for price in self.books[symbol])  # "0": that side is empty
                 text = f"{symbol} {bid} / {ask}"
             elif symbol in self.last_trades:
                 text = f"{symbol} last {self.last_trades[symbol]}"
@@ -443,12 +488,14 @@ class ViewState:
                 text = symbol
             if symbol in self.positions:
                 text += f"  pos {self.positions[symbol]}"
+            if symbol in symbol_problems:
+                text += f"  {symbol_problems[symbol]}"
             markets.append(text)
         balances = []
         for asset, (free, locked) in sorted(self.balances.items()):
             balances.append(f"{asset} {free}" + ("" if locked in ("0", "") else f" ({locked} locked)"))
         rows = [
-            ("live" if mode == "live" else "bar", bar.ljust(width)),
+            ("live" if mode == "live" or self.halted or down else "bar", bar.ljust(width)),
             ("", "    ".join(markets) or "no market data yet"),
             ("", "balances  " + ("   ".join(balances) or "-")),
         ]
@@ -500,8 +547,9 @@ class TerminalView:
         self.history = history if history is not None else Path("~/.veloz_history").expanduser()
         self.clock = clock
         self.max_pending = max_pending
-        self.state = ViewState()
+        self.state = ViewState(service.session.account_id)
         self.dropped = 0  # batches dropped because the terminal fell behind
+        self.observe_failures = 0  # events the panel's state could not take
         self.plain = os.environ.get("TERM", "") in ("", "dumb")  # no escapes: lines only, no panel
         self.color = not self.plain and "NO_COLOR" not in os.environ
         self._lock = threading.Lock()  # state, pending
@@ -525,7 +573,10 @@ class TerminalView:
         with self._lock:
             state = self.state
             for obj in objects:
-                state.observe(obj)
+                try:
+                    state.observe(obj)
+                except Exception as exc:  # noqa: BLE001 - on the engine thread: the view never stops trading
+                    self._failed(obj, exc)
                 if obj.get("type") != "market":
                     shown.append(obj)
             state.last_event = self.clock()
@@ -533,6 +584,16 @@ class TerminalView:
                 self._push((reply, shown))
         if shown:
             self._wake.set()
+
+    def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
+        """An event the panel could not take (a bug of the view's): said once on the screen (the lock held), counted."""
+        self.observe_failures += 1
+        if self.observe_failures == 1:
+            text = (
+                f"view: cannot show an event ({type(exc).__name__}: {exc}) in the panel; its figures may lag "
+                f"(type {obj.get('type')!r}; later failures are not said)"
+            )
+            self._push((None, ("bad", text)))
 
     def _push(self, item: tuple[bool | None, Any]) -> None:
         if len(self._pending) >= self.max_pending:
@@ -545,6 +606,12 @@ class TerminalView:
         with self._lock:
             self._push((None, (style, text)))
         self._wake.set()
+
+    def _refresh_halt(self, service: EngineService) -> None:
+        """The engine's halts as its status tells them now (on the engine thread, ordered with every write)."""
+        status = service.session.backend.status()
+        with self._lock:
+            self.state.halt_from_status(status)
 
     def _take_snapshot(self, service: EngineService) -> None:
         snapshot = service.snapshot()
@@ -764,11 +831,15 @@ class TerminalView:
             self._emit(text)
 
     def _draw_loop(self) -> None:
+        asked = self.clock()
         while True:
             self._wake.wait(FRAME_SECONDS)  # something to print, or the panel's period
             if self._closing.is_set():
                 return
             self._wake.clear()
+            if self.state.halted and self.clock() - asked >= HALT_CHECK_SECONDS:  # lifted elsewhere (the API)?
+                asked = self.clock()
+                self.service.call_async(self._refresh_halt)
             try:
                 self._draw()
             except OSError:  # the terminal is gone: nobody watches, nobody types

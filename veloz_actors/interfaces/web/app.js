@@ -592,7 +592,8 @@
       markDirty("rejections");
       later("risk", refreshRisk, 500);
     }
-    if (status === "CANCEL_REJECTED") return; // the order itself is unchanged
+    // the order itself is unchanged: a refused cancel, or a refused new order that reused its client order id
+    if (status === "CANCEL_REJECTED" || update.reason === "DUPLICATE_CLIENT_ORDER_ID") return;
     if (TERMINAL_STATUSES.has(status)) {
       state.orders.delete(update.cid);
     } else if (OPEN_STATUSES.has(status)) {
