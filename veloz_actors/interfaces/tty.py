@@ -16,8 +16,9 @@ takeover)::
   POSITIONS, QUERY, STATUS and HELP are tables and lines. Market events only update the panel.
 - The panel shows each symbol's best bid/ask (or last trade, or the mark of the start snapshot), the position held,
   the balances, the open orders, the mode, the API's URL (``service.urls["api"]``) and how long ago the last event
-  came; a halt, a venue disconnected and a symbol halted or unsynced are marked there until they end. Every figure comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at
-  start), kept in :class:`ViewState`.
+  came; a halt, a venue disconnected and a symbol halted or unsynced are marked there until they end. Every figure
+  comes from the objects the JSON protocol prints (and one :meth:`EngineService.snapshot` at start), kept in
+  :class:`ViewState`.
 - The prompt is Python's :mod:`readline` (arrow keys, history in ``~/.veloz_history``, Tab completes commands and
   symbols). Each line goes to :meth:`EngineService.submit_line`; Ctrl-D is the end of input, Ctrl-C stops cleanly.
 
