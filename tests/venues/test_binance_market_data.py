@@ -1294,3 +1294,25 @@ def test_a_symbol_that_keeps_going_out_of_sync_backs_off_across_its_syncs():
             assert request.symbol == "BTCUSDT" and request.arrived >= started + delay
             assert feed.status()["symbols"]["BTCUSDT"]["snapshot_backoff"] == n
         assert feed.status()["symbols"]["ETHUSDT"]["snapshot_backoff"] == 0
+
+
+def test_a_sync_that_raises_unexpectedly_is_counted_and_its_symbol_synced_again(monkeypatch):
+    """An exception no handler expects (a bug) ended the symbol's sync task: its book stayed unsynced, with no word
+    of it in the status, until the next reconnect. It is counted as an internal error and the symbol synced again."""
+    from veloz_actors.venues.binance import market_data
+
+    parse = market_data.parse_depth_snapshot
+    raised: list[str] = []
+
+    def failing_once(body: Any, ts: int, symbol: str) -> BookDelta:
+        if symbol == "ETHUSDT" and not raised:
+            raised.append(symbol)
+            raise RuntimeError("a bug in the snapshot's path")
+        return parse(body, ts, symbol)
+
+    monkeypatch.setattr(market_data, "parse_depth_snapshot", failing_once)
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server, live(server) as (feed, _):
+        assert feed.wait_synced(10.0)
+        status = feed.status()
+    assert raised == ["ETHUSDT"] and status["internal_errors"] == 1
+    assert status["symbols"]["ETHUSDT"]["synced"] and status["connects"] == 1

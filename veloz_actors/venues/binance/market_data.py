@@ -22,7 +22,8 @@ A book that a diff (live, or replayed after a snapshot) leaves crossed, its best
 wrong input too (``crossed_book``): the diff is not emitted, the book is forgotten and synced again from fresh diffs
 (the schema refuses a crossed snapshot). So is a synced book whose symbol's ``depthUpdate`` the schema refused: that
 diff may have been a real one, so the book is synced again at once instead of waiting for the next diff to show the
-gap. While a book is unsynced no diff of its symbol is emitted.
+gap. While a book is unsynced no diff of its symbol is emitted. A sync that raises what no handler expects (a bug) is
+counted in ``internal_errors``, its book reset, and the symbol synced again after a backoff step.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
@@ -1210,8 +1211,31 @@ class BinanceMarketData:
         if wait_first:
             self._first_diff[symbol] = asyncio.Event()
         self._sync_tasks[symbol] = asyncio.get_running_loop().create_task(
-            self._sync(symbol, self._conn_id, wait_first), name=f"veloz-binance-sync-{symbol}"
+            self._sync_guarded(symbol, self._conn_id, wait_first), name=f"veloz-binance-sync-{symbol}"
         )
+
+    async def _sync_guarded(self, symbol: str, conn: int, wait_first: bool) -> None:
+        """:meth:`_sync`, and again after anything it raises that no handler expects (a bug, not the wire): counted in
+        ``internal_errors``, the book reset here and downstream, a backoff step, and the sync starts over, instead of
+        the symbol's book staying unsynced until the next reconnect."""
+        while True:
+            try:
+                await self._sync(symbol, conn, wait_first)
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug: count it, keep the symbol syncing
+                self._internal_errors += 1
+                self._log(logging.ERROR, "sync", "%s %s: book sync failed unexpectedly: %r; syncing again",
+                          self.settings.venue, symbol, exc)  # fmt: skip
+                feed = self._feeds.get(symbol)
+                if self._conn_id != conn or feed is None:
+                    return
+                feed.reset()
+                self._book_lost(symbol)
+                self._flush()
+                backoff = self._snapshot_backoff.get(symbol)
+                await self._sleep(backoff.next_delay() if backoff is not None else self.settings.backoff_initial)
+                self._first_diff[symbol] = asyncio.Event()  # the next snapshot over fresh diffs, as on a new sync
+                wait_first = True
 
     async def _sync(self, symbol: str, conn: int, wait_first: bool) -> None:
         """Fetch snapshots until ``symbol``'s book is synced (or the connection or subscription is gone)."""
