@@ -547,6 +547,9 @@ class StrategyEntryModel(_Model):
     bar_ms: Int = Field(default=1000, gt=0)  # bars of this many milliseconds, from the book's mid price
     account: str = "main"
     queue: Int = Field(default=10_000, ge=1, le=MAX_SUBSCRIBER_QUEUE)  # the strategy's bounded queue on the event bus
+    # "own": on_order_event gets the events of the orders the strategy placed (as in a backtest); "all": every order
+    # event of its account, those of orders placed by hand or by another strategy too
+    order_events: Literal["own", "all"] = "own"
 
     @model_validator(mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.strategy_node import StrategyNode
 from veloz_actors.logs import LogSettings
-from veloz_actors.messages import RejectReason
+from veloz_actors.messages import OrderType, RejectReason, Side, TimeInForce
 from veloz_actors.strategies.base import Strategy
 
 from .helpers import file_config, wait_for
@@ -59,6 +59,10 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
         (
             {"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 2, "slow": 4}, "account": "mian"},
             "sma_cross: unknown account 'mian'",
+        ),
+        (
+            {"strategy": "sma_cross", "symbol": "BTCUSDT", "params": {"fast": 2, "slow": 4}, "order_events": "mine"},
+            "order_events",
         ),
     ],
 )
@@ -270,5 +274,157 @@ def test_a_strategy_s_view_left_stale_by_lost_events_is_put_right_from_the_oms(r
         assert positions.get("BTCUSDT", 0) == 0  # the account holds no BTCUSDT position
         assert ray.get(node.status.remote(), timeout=30)["view_refreshes"] >= 1
         ray.get(node.close.remote(), timeout=30)
+    finally:
+        engine.shutdown()
+
+
+class _Recorder(Strategy):
+    """Places one resting buy when armed (on the next book update) and records every order event it is told of."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.heard: list[tuple[str, str]] = []
+        self.placed: list[str] = []
+
+    def on_book(self, book):
+        if self.armed:
+            self.armed = False
+            self.placed.append(self.ctx.place_order("BTCUSDT", Side.BUY, qty=100_000, price=5_900_000_000_000))
+
+    def on_order_event(self, event):
+        self.heard.append((type(event).__name__, event.client_order_id))
+
+
+@ray.remote(num_cpus=0)
+class _RecordingStrategyNode(StrategyNode):
+    """The node of a configured strategy, its strategy swapped for :class:`_Recorder`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        recorder = _Recorder()
+        recorder.on_start(self.ctx)
+        self.strategy = recorder
+
+    def arm(self) -> None:
+        self.strategy.armed = True
+
+    def record(self) -> tuple[list[str], list[tuple[str, str]]]:
+        return list(self.strategy.placed), list(self.strategy.heard)
+
+
+@pytest.mark.parametrize("order_events", ["own", "all"])
+def test_a_strategy_hears_of_its_own_orders_unless_it_asks_for_every_order_of_its_account(ray_runtime, order_events):
+    """An order placed by hand on the strategy's account (accepted, then cancelled) reached the strategy's
+    on_order_event as if it were its own; in a backtest a strategy hears of its own orders only. Now it does here too,
+    unless its entry says ``order_events: all``."""
+    engine = start_local(file_config(), name=f"strategy-order-events-{order_events}")
+    try:
+        node = _RecordingStrategyNode.remote(
+            {**SMA, "order_events": order_events}, engine.actor("oms"), engine.actor("bus"),
+            {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10,
+        )  # fmt: skip
+        ray.get(node.ping.remote(), timeout=60)
+        engine.place_order("BTCUSDT", "BUY", "0.001", "59000", client_order_id="by-hand-1")
+        engine.cancel_order("by-hand-1")
+        wait_for(
+            lambda: any(o["client_order_id"] == "by-hand-1" and o["status"] == "CANCELLED" for o in engine.orders()),
+            what="the order placed by hand to be cancelled",
+        )
+        ray.get(node.arm.remote(), timeout=30)
+        base = time.time_ns()
+
+        def own_accepted():
+            engine.tick(base)
+            placed, heard = ray.get(node.record.remote(), timeout=30)
+            return (placed, heard) if placed and ("OrderAccepted", placed[0]) in heard else None
+
+        # the bus delivers in order: the events of the order placed by hand came before the strategy's own
+        (own,), heard = wait_for(own_accepted, what="the strategy's own order to be accepted")
+        by_hand = [kind for kind, cid in heard if cid == "by-hand-1"]
+        assert ("OrderAccepted", own) in heard
+        if order_events == "own":
+            assert {cid for _, cid in heard} == {own}
+        else:
+            assert by_hand == ["OrderAccepted", "OrderCancelled"]
+        assert ray.get(node.status.remote(), timeout=30)["order_events"] == order_events
+        ray.get(node.close.remote(), timeout=30)
+    finally:
+        engine.shutdown()
+
+
+def test_the_live_context_follows_its_own_orders_to_their_end_and_their_late_events(ray_runtime):
+    """Which order events are the strategy's: those of the orders it placed, through a partial fill and a refused
+    cancel to the last fill, and a cancel refused after that; an order it cancels that it did not place; never another
+    order of the account. Finished orders leave the set of open ones."""
+    from veloz_actors.actors.strategy_node import LiveContext
+    from veloz_actors.messages import Liquidity, OrderAccepted, OrderCancelled, OrderFilled, OrderRejected
+    from veloz_actors.orders import ClientOrderIds
+
+    ctx = LiveContext(_RecordingOms(), "main", {"BTCUSDT": ("BTC", "USDT")}, ClientOrderIds("t"), order_inbox=10)
+    cid = ctx.place_order("BTCUSDT", Side.BUY, qty=2, price=5)
+    common = {"account_id": "main", "symbol": "BTCUSDT", "ts": 1}
+
+    def fill(client_order_id, leaves):
+        return OrderFilled(client_order_id=client_order_id, order_id=1, side=Side.BUY, trade_id=leaves, price=5,
+                           qty=1, fee=0, fee_asset="BTC", liquidity=Liquidity.MAKER, cum_qty=2 - leaves,
+                           leaves_qty=leaves, **common)  # fmt: skip
+
+    def refused(client_order_id, reason):
+        return OrderRejected(client_order_id=client_order_id, reason=reason, **common)
+
+    accepted = OrderAccepted(client_order_id=cid, order_id=1, side=Side.BUY, order_type=OrderType.LIMIT,
+                             tif=TimeInForce.GTC, price=5, qty=2, **common)  # fmt: skip
+    other = OrderAccepted(client_order_id="by-hand", order_id=2, side=Side.BUY, order_type=OrderType.LIMIT,
+                          tif=TimeInForce.GTC, price=5, qty=2, **common)  # fmt: skip
+    assert ctx.mine(accepted) and not ctx.mine(other)
+    assert ctx.mine(fill(cid, 1)) and ctx.mine(refused(cid, RejectReason.CANCEL_PENDING)) and cid in ctx.own
+    assert ctx.mine(fill(cid, 0)) and cid not in ctx.own
+    assert ctx.mine(refused(cid, RejectReason.ORDER_NOT_OPEN))  # a cancel sent before it heard of the last fill
+    assert not ctx.mine(fill("by-hand", 0))
+    ctx.cancel_order("by-hand")  # the strategy asked: the outcome is its business
+    assert ctx.mine(OrderCancelled(client_order_id="by-hand", order_id=2, filled_qty=0, **common))
+    assert ctx.own == {}
+
+
+class _LeakyBroken(Strategy):
+    """Raises on every bar with a message that holds a credential, as a strategy that prints its config might."""
+
+    def on_bar(self, bar):
+        raise ValueError(f"bar {bar.index} with api_key={'k' * 64}")
+
+
+def _break(node) -> None:
+    """Run inside a configured strategy's actor: its strategy becomes :class:`_LeakyBroken` (only built-ins can be
+    configured), failing while its last exception is under a second old."""
+    node.strategy = _LeakyBroken()
+    node.failing_seconds = 1.0
+
+
+def test_a_strategy_that_keeps_raising_is_a_status_problem_until_it_stops(ray_runtime):
+    """A strategy's exceptions were counted in its own entry only: STATUS problems (what `veloz status` exits 1 on
+    and the monitoring page shows per actor) listed stranded actors alone. A failing strategy is listed there now,
+    with its count and last message, never a secret in it, and leaves the list once it stopped raising."""
+    engine = start_local(file_config(strategies=[SMA]), name="strategy-failing")
+    try:
+        name = "strategy:0:sma_cross"
+        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        ray.get(node.__ray_call__.remote(_break), timeout=30)
+        base = time.time_ns()
+        for k in range(3):
+            engine.tick(base + k * 1_000_000_000)
+
+        def raised_twice():
+            status = engine.status()
+            return status if status["strategies"][name]["errors"] == 2 else None
+
+        status = wait_for(raised_twice, what="the strategy to raise on both bars")
+        entry = status["strategies"][name]
+        assert entry["failing"] and entry["last_error"].startswith("ValueError: bar 1 with api_key=")
+        (problem,) = status["problems"]
+        assert f"actor {name!r}" in problem and "2 exceptions" in problem and entry["last_error"] in problem
+        assert "k" * 64 not in orjson.dumps(status).decode()
+        calm = wait_for(lambda: not (s := engine.status())["strategies"][name]["failing"] and s,
+                        what="the strategy to count as failing no longer")  # fmt: skip
+        assert calm["problems"] == []
     finally:
         engine.shutdown()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
+import itertools
 import json
 import logging
 import random
@@ -184,6 +186,8 @@ def test_settings_normalise_and_validate():
         dict(backoff_initial=0),
         dict(backoff_initial=2.0, backoff_max=1.0),
         dict(batch_max=0),
+        dict(snapshots_in_flight=0),
+        dict(rest_weight_per_minute=249),  # a snapshot of 5000 levels weighs 250: it could never go
         dict(symbols=tuple(f"S{i}USDT" for i in range(257))),  # 1028 streams > 1024
     ):
         args = dict(rest_url="http://h", stream_url="ws://h", symbols=("BTCUSDT",)) | bad
@@ -326,7 +330,11 @@ class Sink:
 
 
 def settings_for(server: BinanceTestServer, symbols=SYMBOLS, **overrides) -> MarketDataSettings:
-    values: dict[str, Any] = dict(backoff_initial=0.02, backoff_max=0.2, snapshot_wait=0.05, request_timeout=5.0)
+    # these tests resync far more often in a minute than Binance's weight allows (22 reconnects: 11,000 weight of
+    # snapshots); the weight budget's pacing has tests of its own
+    values: dict[str, Any] = dict(
+        backoff_initial=0.02, backoff_max=0.2, snapshot_wait=0.05, request_timeout=5.0, rest_weight_per_minute=10**6
+    )
     values.update(overrides)
     return MarketDataSettings(server.rest_url, server.stream_url, tuple(symbols), **values)
 
@@ -1061,10 +1069,10 @@ def test_after_the_sync_starts_over_the_next_snapshot_is_fetched_only_over_fresh
         fetched: list[int] = []  # diffs buffered when a snapshot was requested
         rest = client._rest
 
-        async def recording(path: str, params: dict | None = None) -> Any:
+        async def recording(path: str, params: dict | None = None, weight: int = 1) -> Any:
             if path == "/api/v3/depth" and params is not None:
                 fetched.append(client.book(params["symbol"]).buffered)
-            return await rest(path, params)
+            return await rest(path, params, weight)
 
         monkeypatch.setattr(client, "_rest", recording)
         feed.start()
@@ -1188,3 +1196,123 @@ def test_no_url_secret_reaches_the_status_a_log_line_an_event_or_an_error():
     texts += [record.getMessage() for record in records]
     leaks = [t for t in texts if password in t]
     assert not leaks, leaks[:3]
+
+
+# ------------------------------------------------------------------------------ pacing the depth snapshots
+
+MANY = ("BTCUSDT", "ETHUSDT", "AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")
+
+
+def renamed_capture(source: Path, symbol: str, directory: Path, lines: int = 3000) -> Path:
+    """The first ``lines`` lines of a spot capture (its REST snapshot line among them), its symbol renamed: one more
+    market for the test server."""
+    old = source.name.split("_")[2].encode()  # "btcusdt"
+    with gzip.open(source, "rb") as fh:
+        head = b"".join(itertools.islice(fh, lines))
+    body = head.replace(old.upper(), symbol.encode()).replace(old, symbol.lower().encode())
+    path = directory / f"binance_spot_{symbol.lower()}_ws.txt.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(body)
+    return path
+
+
+@contextmanager
+def many_markets(directory: Path):
+    """A paused server with the six markets of ``MANY`` (two recorded, four renamed copies of the BTCUSDT one)."""
+    extra = [renamed_capture(BTC_CAPTURE, symbol, directory) for symbol in MANY[2:]]
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE, *extra], speed=0, paused=True) as server:
+        yield server
+
+
+def reconnect(feed: MarketDataThread, server: BinanceTestServer) -> None:
+    """Drop the connection: every book goes out of sync at once, then wait until all are synced again."""
+    connects = feed.status()["connects"]
+    assert server.faults.drop_connections() == 1
+    wait_for(lambda: feed.status()["connects"] > connects, what="the reconnect")
+    assert feed.wait_synced(30.0)
+
+
+def test_a_resync_storm_keeps_the_depth_requests_in_flight_bounded(tmp_path):
+    """Every book out of sync at once (a reconnect): each symbol's sync fetched its snapshot at once, so N symbols put
+    N depth requests (weight 250 each at limit 5000) on Binance together, and again on every failure. They now share
+    ``snapshots_in_flight`` (2) slots for the whole client, and count against its REST weight budget."""
+    with many_markets(tmp_path) as server:
+        server.faults.slow_depth(0.1, count=100)  # answers that take a while, as 5000 levels do: requests overlap
+        with live(server, MANY, clock_samples=0, rest_weight_per_minute=3000) as (feed, _):
+            assert feed.wait_synced(30.0)
+            reconnect(feed, server)
+            status = feed.status()
+        depth = server.rest_log("/api/v3/depth")
+    assert len(depth) == 2 * len(MANY) and {r.status for r in depth} == {200}
+    assert max(r.in_flight for r in depth) == 2
+    weight = status["rest_weight"]  # twelve snapshots of weight 250 fit the minute's 3000 (the window may roll over)
+    assert weight["per_minute"] == 3000 and 0 < weight["used"] <= 3000 and weight["paced"] == 0
+    assert status["snapshots_in_flight"] == 0
+
+
+def test_a_429_in_a_resync_storm_holds_back_every_symbol_until_its_retry_after(tmp_path):
+    """A 429 with ``Retry-After`` while six symbols resync: besides the one request already on its way with it (two
+    slots), no depth request reaches the server before ``Retry-After`` has passed; the old client had the other five
+    in flight already, each a further strike towards an IP ban."""
+    with many_markets(tmp_path) as server:
+        # snapshots of 100 levels (weight 5): the weight budget has room for every one, only the 429 holds them back
+        with live(server, MANY, clock_samples=0, snapshot_limit=100) as (feed, _):
+            assert feed.wait_synced(30.0)
+            server.faults.rate_limit(429, retry_after=1, count=1)
+            reconnect(feed, server)
+            status = feed.status()
+        depth = server.rest_log("/api/v3/depth")
+    (limited,) = [r for r in depth if r.status == 429]
+    after = [r for r in depth if r.arrived > limited.arrived]
+    early = [r for r in after if r.arrived < limited.answered + 1.0]
+    assert len(early) <= 1, early  # at most the one sent with it, before the client had the 429
+    assert len(after) >= len(MANY) - 1  # the rest came after the wait, the limited symbol's again among them
+    assert status["rate_limited"]["count"] == 1 and all(s["synced"] for s in status["symbols"].values())
+
+
+def test_a_symbol_that_keeps_going_out_of_sync_backs_off_across_its_syncs():
+    """Each sync of a symbol made a fresh backoff, so a book that went out of sync again right after each snapshot
+    fetched the next one at once, every time. Its backoff now carries over while it keeps doing so (the seeded
+    generator gives the very delays the client draws: each snapshot comes at least that long after its gap)."""
+    seed = 1
+    expected = Backoff(0.5, 30.0, random.Random(seed))
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, seed=seed, backoff_initial=0.5, backoff_max=30.0, clock_samples=0) as (feed, _),
+    ):
+        assert feed.wait_synced(10.0)
+        for n in range(1, 4):
+            gaps = feed.status()["bad_input"].get("sequence_gap", 0)
+            asked = len(server.rest_log("/api/v3/depth"))
+            server.faults.skip_update_ids("BTCUSDT", 1)
+            started = time.monotonic()
+            while feed.status()["bad_input"].get("sequence_gap", 0) == gaps:
+                server.publish(1)
+            delay = expected.next_delay()
+            assert feed.wait_synced(10.0)
+            (request,) = server.rest_log("/api/v3/depth")[asked:]
+            assert request.symbol == "BTCUSDT" and request.arrived >= started + delay
+            assert feed.status()["symbols"]["BTCUSDT"]["snapshot_backoff"] == n
+        assert feed.status()["symbols"]["ETHUSDT"]["snapshot_backoff"] == 0
+
+
+def test_a_sync_that_raises_unexpectedly_is_counted_and_its_symbol_synced_again(monkeypatch):
+    """An exception no handler expects (a bug) ended the symbol's sync task: its book stayed unsynced, with no word
+    of it in the status, until the next reconnect. It is counted as an internal error and the symbol synced again."""
+    from veloz_actors.venues.binance import market_data
+
+    parse = market_data.parse_depth_snapshot
+    raised: list[str] = []
+
+    def failing_once(body: Any, ts: int, symbol: str) -> BookDelta:
+        if symbol == "ETHUSDT" and not raised:
+            raised.append(symbol)
+            raise RuntimeError("a bug in the snapshot's path")
+        return parse(body, ts, symbol)
+
+    monkeypatch.setattr(market_data, "parse_depth_snapshot", failing_once)
+    with BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server, live(server) as (feed, _):
+        assert feed.wait_synced(10.0)
+        status = feed.status()
+    assert raised == ["ETHUSDT"] and status["internal_errors"] == 1
+    assert status["symbols"]["ETHUSDT"]["synced"] and status["connects"] == 1

@@ -6,7 +6,11 @@ bars of ``bar_ms`` (mid price; a bar is delivered when the first update of the n
 strategy's callbacks, and sends its orders through the OMS (risk, funds reservation, then the venue) with a
 :class:`LiveContext` that implements the backtest's :class:`~veloz_actors.strategies.base.StrategyContext`. The
 context reads a local view of the account kept current from the bus and sends orders one-way: a strategy callback
-never blocks on another actor. The strategy's order events (``on_order_event``) come from the bus too.
+never blocks on another actor. The strategy's order events (``on_order_event``) come from the bus too: those of
+the orders it placed (and of those it asked to cancel), as in a backtest, where the strategy is the only trader. The
+other orders of its account (placed by hand, through the API or by another strategy) are not its business unless its
+entry says ``order_events: all``. (A strategy restarted by Ray is a new object: the orders its earlier self placed
+are not told to it.)
 Its commands in flight are bounded as any client's are (``actors.order_inbox``): one beyond the window is not sent,
 and the strategy gets an ``OrderRejected`` (``OVERLOADED``) for it, so a strategy that floods orders cannot queue
 without limit in front of the OMS (and of everyone else's orders and cancels, the risk actor's halt among them).
@@ -14,16 +18,18 @@ A command in flight when the OMS dies is sent again, the very same one, once Ray
 an identical command once: its answer is the first application's), as the Python handle does; its outcome then
 reaches the strategy on the bus like any other. (It goes after what the strategy sent in the meantime, a poll's
 worth at most: a cancel of it sent then is refused as unknown, and the order's own events say it is open.)
-An exception in strategy code is counted and reported in ``status()``, and logged with its traceback in the
-strategy actor's log file (the first, then at most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a
-strategy failing on every book update cannot flood it); the strategy keeps getting its callbacks, and the engine
-goes on.
+An exception in strategy code is counted and reported in ``status()`` (``errors``, ``last_error``: its type and
+message, secrets redacted; ``failing`` while the last one is less than ``_FAILING_SECONDS`` old, which puts the
+strategy in STATUS ``problems``), and logged with its traceback in the strategy actor's log file (the first, then at
+most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a strategy failing on every book update cannot flood
+it); the strategy keeps getting its callbacks, and the engine goes on.
 
 Configured in the ``actors:`` section of the engine config::
 
     actors:
       strategies:
         - {strategy: sma_cross, params: {fast: 5, slow: 20}, symbol: BTCUSDT, bar_ms: 1000, account: main}
+          # order_events: all   # every order event of the account, not only its own orders'
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import ray
 
-from ..logs import LogSettings, log_file_status
+from ..logs import LogSettings, log_file_status, redact
 from ..messages import (
     AccountUpdated,
     BookTop,
@@ -50,6 +57,7 @@ from ..messages import (
     OrderRejected,
     OrderType,
     PositionUpdated,
+    RejectReason,
     Side,
     TimeInForce,
     Trade,
@@ -71,6 +79,11 @@ _POLL_SECONDS = 0.01
 # leave it stale until that symbol's next update, and a strategy decides on it (sma_cross buys when flat)
 _VIEW_REFRESH_SECONDS = 5.0
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
+_FAILING_SECONDS = 60.0  # a strategy whose last exception is younger than this is failing (STATUS problems)
+_ERROR_TEXT_LENGTH = 300  # characters of an exception's message kept in STATUS
+_FINISHED_KEPT = 10_000  # the strategy's finished orders whose late events (a cancel refused) still reach it
+# a cancel refused for these reasons says the order is no longer open
+_NOT_OPEN = frozenset({RejectReason.UNKNOWN_ORDER, RejectReason.ORDER_NOT_OPEN})
 _RESEND_SECONDS = 60.0  # how long a command whose call the OMS's death cut is sent again (the handle waits as long)
 _RESEND_PAUSE = (0.05, 1.0)  # between two rounds of resends: the first, doubling to the last while calls keep failing
 _OMS_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -117,6 +130,8 @@ class LiveContext(StrategyContext):
         self.refused: list[OrderRejected] = []  # OVERLOADED answers made here, not yet told to the strategy
         self.send_errors = 0
         self.last_send_error: str | None = None
+        self.own: dict[str, bool] = {}  # client order id -> accepted: the strategy's orders still open (or on the way)
+        self.finished: OrderedDict[str, None] = OrderedDict()  # its latest finished orders, at most _FINISHED_KEPT
 
     def load(self, balances: dict[str, tuple[int, int]], positions: Sequence[PositionUpdated]) -> None:
         """Replace the view (at start, and after the bus dropped events the view depends on)."""
@@ -175,21 +190,51 @@ class LiveContext(StrategyContext):
             ts=max(self.ts, time.time_ns()),
         )
         self.orders += 1
-        self._send(command)
+        if self._send(command):
+            cid = command.client_order_id
+            self.own[cid] = False
+            self.finished.pop(cid, None)
         return command.client_order_id
 
     def cancel_order(self, client_order_id: str) -> None:
-        self._send(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
+        sent = self._send(CancelOrder(client_order_id=client_order_id, account_id=self.account_id, ts=time.time_ns()))
+        if sent and client_order_id not in self.own and client_order_id not in self.finished:
+            self.own[client_order_id] = True  # an order it did not place: the strategy asked for its outcome
 
-    def _send(self, command: Any) -> None:
+    def mine(self, event: Any) -> bool:
+        """Whether an order event of the account is of an order this strategy placed or asked to cancel; keeps
+        the set of its open orders current (a finished order moves to a bounded set, for its late events)."""
+        cid = event.client_order_id
+        accepted = self.own.get(cid)
+        kind = type(event)
+        if accepted is None:
+            if cid not in self.finished:
+                return False
+            if kind is OrderAccepted:  # a cancel sent before the acceptance was refused: the order is open after all
+                del self.finished[cid]
+                self.own[cid] = True
+            return True
+        if kind is OrderAccepted or (kind is OrderFilled and event.leaves_qty > 0):
+            self.own[cid] = True
+            return True
+        if kind is OrderRejected and accepted and event.reason not in _NOT_OPEN:
+            return True  # a cancel refused: the order is still open
+        del self.own[cid]  # rejected, cancelled, expired, filled in full, or a cancel refused for a closed order
+        self.finished[cid] = None
+        if len(self.finished) > _FINISHED_KEPT:
+            self.finished.popitem(last=False)
+        return True
+
+    def _send(self, command: Any) -> bool:
         """One-way to the OMS if the window has room (the answered calls leave it first), else refused ``OVERLOADED``
-        without being sent; the reference is kept to notice a call that failed."""
+        without being sent (False); the reference is kept to notice a call that failed."""
         if self.window.depth >= self.window.limit:
             self.reap()
         if not self.window.admit():
             self.refused.append(overloaded(command, self.window.refusal("strategy order window")))
-            return
+            return False
         self.in_flight.append((self.oms.submit.remote(command), command, time.monotonic() + _RESEND_SECONDS))
+        return True
 
     def take_refused(self) -> list[OrderRejected]:
         """The ``OVERLOADED`` refusals made since the last call, each given once."""
@@ -262,6 +307,7 @@ class StrategyNode:
         self.oms = oms
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
+        self.all_order_events = settings.get("order_events", "own") == "all"
         self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
         self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
@@ -269,6 +315,8 @@ class StrategyNode:
         self.bars = 0
         self.errors = 0
         self.last_error: str | None = None
+        self._last_error_at = 0.0  # time.monotonic() of the last exception
+        self.failing_seconds = _FAILING_SECONDS
         self.error_log_seconds = _ERROR_LOG_SECONDS
         self._next_error_log = 0.0  # time.monotonic() from which the next exception is logged
         self.dropped = 0
@@ -285,9 +333,10 @@ class StrategyNode:
         try:
             callback(*args)
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
             now = time.monotonic()
+            self.errors += 1
+            self.last_error = redact(f"{type(exc).__name__}: {exc}")[:_ERROR_TEXT_LENGTH]
+            self._last_error_at = now
             if now >= self._next_error_log:
                 self._next_error_log = now + self.error_log_seconds
                 _log.error(
@@ -368,7 +417,7 @@ class StrategyNode:
                 continue
             elif kind in _VIEW_EVENTS:
                 self.ctx.observe(event)
-            elif kind in _ORDER_EVENTS:
+            elif kind in _ORDER_EVENTS and (self.ctx.mine(event) or self.all_order_events):  # mine() keeps count
                 self._guard(self.strategy.on_order_event, event)
 
     def _on_top(self, top: BookTop) -> None:
@@ -394,6 +443,7 @@ class StrategyNode:
         self._guard(self.strategy.on_book, top)
 
     def status(self) -> dict[str, Any]:
+        age = time.monotonic() - self._last_error_at if self.errors else None
         return {
             "pid": os.getpid(),
             "last_seq": self.bars,
@@ -408,6 +458,9 @@ class StrategyNode:
             "view_refreshes": self.view_refreshes,
             "errors": self.errors,
             "last_error": self.last_error,
+            "last_error_age_seconds": None if age is None else round(age, 3),
+            "failing": age is not None and age < self.failing_seconds,
+            "order_events": "all" if self.all_order_events else "own",
             "dropped": self.dropped,
             "log": log_file_status(),
         }

@@ -15,7 +15,8 @@ and a restarted one recovers on any node from the shared journal directory. With
 is created pinned (``NodeAffinitySchedulingStrategy(soft=False)``) to the node holding its journal (as is any actor
 ``spec.nodes`` names, in either mode); the supervisor records those nodes, and when one is gone STATUS lists the
 stranded actors in ``problems`` (which actor, which node, what to do) instead of waiting for a restart that cannot
-happen. A supervisor started (or restarted by Ray) while a pinned node is already
+happen. A live strategy that keeps raising (its last exception under a minute old) is listed there too
+(:func:`strategy_problems`), so an operator sees it in STATUS and on the monitoring page, not only in its log. A supervisor started (or restarted by Ray) while a pinned node is already
 gone starts no actor and reports the same.
 
 Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_local`): the actors it created die with
@@ -58,7 +59,7 @@ from .spec import (
 from .strategy_node import StrategyNode
 from .venue import VenueActor
 
-__all__ = ["Supervisor", "SUPERVISOR_PREFIX", "supervisor_name"]
+__all__ = ["Supervisor", "SUPERVISOR_PREFIX", "strategy_problems", "supervisor_name"]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
 START_SECONDS = 240.0  # each of the two waits for actors to start (a busy machine, a journal to recover); see api
@@ -298,7 +299,9 @@ class Supervisor:
                 depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
         nodes_now = self._nodes_now()
         alive_nodes = live_nodes()
-        problems = self.problems(alive_nodes)
+        problems = self.problems(alive_nodes) + strategy_problems(
+            self.spec.name, {n: detail[n] for n in names if n.startswith("strategy:")}
+        )
         with self._lock:
             actors = {
                 name: {
@@ -391,3 +394,18 @@ class Supervisor:
             ray.kill(self.actors[name], no_restart=True)
         self.state = "stopped"
         return True
+
+
+def strategy_problems(engine: str, strategies: dict[str, dict[str, Any] | None]) -> list[str]:
+    """A line for STATUS ``problems`` per live strategy that keeps raising (its ``status()`` says ``failing``): which
+    actor, how often, the last exception's message (secrets redacted by the node) and where its traceback is."""
+    out = []
+    for actor, status in strategies.items():
+        if not status or not status.get("failing"):
+            continue
+        out.append(
+            f"engine {engine!r}: actor {actor!r} (strategy {status['strategy']} on {status['symbol']}) is raising: "
+            f"{status['errors']} exceptions so far, the last {status['last_error_age_seconds']:.0f} s ago: "
+            f"{status['last_error']}. It goes on getting its callbacks; the tracebacks are in its log file."
+        )
+    return out

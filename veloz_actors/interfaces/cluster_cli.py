@@ -33,8 +33,8 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
         """Print an engine's health as one JSON line: every actor alive, its inbox depth and last sequence number,
-        the node it runs on. Exit status 1 when an actor cannot come back (its pinned node is gone), each such
-        problem also on stderr."""
+        the node it runs on. Exit status 1 when STATUS lists problems (an actor that cannot come back because its
+        pinned node is gone, a live strategy that keeps raising), each also on stderr."""
         import ray
 
         from ..actors.api import connect

@@ -43,8 +43,10 @@ it up to ``slow_client_timeout`` seconds, then disconnects it.
 
 **Faults** (:class:`Faults`, callable from the test thread while the server runs): dropped connections, stalls,
 skipped update ids, diffs that cross a client's book, a delisted symbol, a symbol's status or filters changed
-(``change_symbol``), malformed frames, stale snapshots, slow ``/time`` answers, rate limits (429/418),
-``serverShutdown``, restart.
+(``change_symbol``), malformed frames, stale snapshots, slow ``/time`` and ``/depth`` answers, rate limits
+(429/418), ``serverShutdown``, restart. Every REST request of the market-data endpoints is recorded
+(:meth:`BinanceTestServer.rest_log`: path, symbol, arrival and answer times, status, how many of its path were in
+flight when it arrived), so a test sees how a client paces them.
 
 **Trading** (:mod:`.binance_trading`, ``server.trading``): accounts (:meth:`BinanceTestServer.add_account`), a
 matching engine fed with the published market, the SIGNED REST endpoints (``/api/v3/order``, ``openOrders``,
@@ -75,6 +77,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,7 +91,7 @@ from ..messages import BookDelta
 from ..venues.binance.schemas import decimal_units, parse_depth_snapshot, parse_depth_update
 from .binance_trading import Trading
 
-__all__ = ["BinanceTestServer", "Faults", "build_app", "main"]
+__all__ = ["BinanceTestServer", "Faults", "RestRequest", "build_app", "main"]
 
 _T = TypeVar("_T")
 
@@ -510,6 +513,8 @@ class _Faulty:
         self.stale_snapshots = 0
         self.slow_times = 0
         self.slow_time_seconds = 0.0
+        self.slow_depths = 0
+        self.slow_depth_seconds = 0.0
         self.rate_limited = 0
         self.rate_status = 429
         self.retry_after = 2
@@ -1058,6 +1063,19 @@ class _Market:
 # ------------------------------------------------------------------------------------------------------- the REST
 
 
+@dataclass(frozen=True, slots=True)
+class RestRequest:
+    """One REST request the server answered: times are ``time.monotonic()`` of this process (the test's clock);
+    ``in_flight`` counts the requests of the same path being answered when it arrived, itself included."""
+
+    path: str
+    symbol: str | None
+    arrived: float
+    answered: float
+    status: int
+    in_flight: int
+
+
 class _ApiError(Exception):
     def __init__(self, code: int, msg: str, status: int = 400) -> None:
         super().__init__(msg)
@@ -1117,6 +1135,27 @@ class _Rest:
         weigh = WEIGHTS.get(request.path)
         if weigh is None:
             return await handler(request)
+        path = request.path
+        in_flight = self.server._rest_in_flight
+        in_flight[path] = concurrent = in_flight.get(path, 0) + 1
+        arrived = time.monotonic()
+        status = 0
+        try:
+            response = await self._answer(request, handler, weigh)
+            status = response.status
+            return response
+        finally:
+            in_flight[path] -= 1
+            self.server._rest_log.append(
+                RestRequest(path, request.query.get("symbol"), arrived, time.monotonic(), status, concurrent)
+            )
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        weigh: Callable[[Mapping[str, str]], int],
+    ) -> web.StreamResponse:
         # the request weight is the trading side's (one IP: market and trading requests share it), and an IP ban
         # it started refuses market data too
         banned, weight_headers = self.server.trading.admit_market(weigh(request.query))
@@ -1235,8 +1274,12 @@ class _Rest:
         symbol = self._symbol(request.query)
         assert symbol is not None
         limit = self._limit(request.query, 100, 5000)
-        state = self.market.states[symbol]
         faulty = self.server._faulty
+        if faulty.slow_depths > 0:
+            faulty.slow_depths -= 1
+            self.server.faults._count("slow_depth")
+            await asyncio.sleep(faulty.slow_depth_seconds)
+        state = self.market.states[symbol]
         if faulty.stale_snapshots > 0:
             faulty.stale_snapshots -= 1
             self.server.faults._count("stale_snapshot")
@@ -1436,6 +1479,7 @@ class Faults:
                 "malformed",
                 "stale_snapshot",
                 "slow_time",
+                "slow_depth",
                 "rate_limit",
                 "server_shutdown",
                 "restart",
@@ -1573,6 +1617,17 @@ class Faults:
 
         self._server._call(run)
 
+    def slow_depth(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` ``GET /api/v3/depth`` answers leave ``seconds`` after their request arrived (a snapshot
+        of 5000 levels takes a while on Binance too), so requests a client sends together overlap on the server."""
+
+        def run() -> None:
+            faulty = self._server._faulty
+            faulty.slow_depths += count
+            faulty.slow_depth_seconds = seconds
+
+        self._server._call(run)
+
     def rate_limit(self, status: int = 429, retry_after: int = 2, count: int = 1) -> None:
         """The next ``count`` REST requests answer ``status`` (429 or 418), ``Retry-After`` and code -1003."""
         if status not in (429, 418):
@@ -1654,6 +1709,8 @@ class BinanceTestServer:
         self._market.hub = self._hub
         self._market.faults = self.faults
         self.trading = Trading(self)  # the trading side: accounts, matching, SIGNED REST, WebSocket API
+        self._rest_log: deque[RestRequest] = deque(maxlen=100_000)
+        self._rest_in_flight: dict[str, int] = {}
         self.trading_faults = self.trading.faults
         self._paused = paused
         self._reanchor = True
@@ -1695,6 +1752,11 @@ class BinanceTestServer:
                 return False
             time.sleep(0.005)
         return True
+
+    def rest_log(self, path: str | None = None) -> list[RestRequest]:
+        """The market-data REST requests answered so far (of ``path`` only, if given), in the order they were
+        answered (the latest 100,000)."""
+        return self._call(lambda: [r for r in self._rest_log if path is None or r.path == path])
 
     def book(self, symbol: str) -> tuple[int, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
         """``(lastUpdateId, bids best-first, asks best-first)`` of the server's whole current book, 1e-8 units."""

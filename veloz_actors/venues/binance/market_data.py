@@ -22,7 +22,8 @@ A book that a diff (live, or replayed after a snapshot) leaves crossed, its best
 wrong input too (``crossed_book``): the diff is not emitted, the book is forgotten and synced again from fresh diffs
 (the schema refuses a crossed snapshot). So is a synced book whose symbol's ``depthUpdate`` the schema refused: that
 diff may have been a real one, so the book is synced again at once instead of waiting for the next diff to show the
-gap. While a book is unsynced no diff of its symbol is emitted.
+gap. While a book is unsynced no diff of its symbol is emitted. A sync that raises what no handler expects (a bug) is
+counted in ``internal_errors``, its book reset, and the symbol synced again after a backoff step.
 
 **Output**, per symbol, on every (re)sync: the snapshot (``BookDelta(is_snapshot=True)``, the full REST snapshot),
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
@@ -49,7 +50,14 @@ and a fresh snapshot after a switch costs one REST call per symbol). No frame at
 every 20 s) for ``idle_timeout`` s counts as a dead connection. Every reconnect resyncs every book and is reported.
 
 **REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds, 0 to 3 days, Binance's longest ban;
-anything else falls back to the backoff); no REST request of this client is sent before it has passed.
+anything else falls back to the backoff); no REST request of this client is sent before it has passed. Requests are
+also paced by their documented weight (``/api/v3/depth``: 5 to 250 by ``limit``): at most ``rest_weight_per_minute``
+per clock-aligned minute, counting the IP's use the exchange reports (``X-MBX-USED-WEIGHT-1M``, which includes the
+trading client's requests from the same address), and at most ``snapshots_in_flight`` depth snapshots at once, so a
+reconnect or a burst of gaps across many symbols queues their snapshots instead of firing them all together (Binance
+bans an IP that keeps hitting its limits). Each symbol keeps its own snapshot backoff across syncs: a book that goes
+out of sync again less than ``backoff_max`` s after its last sync waits a backoff step before its next snapshot, and
+the steps grow while it keeps doing so.
 ``GET /api/v3/time`` is sampled ``clock_samples`` times at each connect: the sample with the smallest round trip gives
 ``clock_offset_ms = serverTime - midpoint``.
 
@@ -92,6 +100,7 @@ from ...core.market_batch import MarketBatch, MarketBatchBuilder
 from ...logs import redact_url
 from ...messages import BookDelta, Kline, VenueConnection
 from .errors import classify
+from .limits import REQUEST_WEIGHT, RateLimit, RateLimits
 from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
 
 __all__ = [
@@ -115,6 +124,7 @@ _STALE_BEFORE_RESTART = 3  # stale snapshots in a row after which a symbol's syn
 _OUT_OF_ORDER_BEFORE_RESTART = 3  # diffs moving on behind a synced book after which the book is not trusted
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
 _SYMBOL_REFUSED = frozenset({-1121, -1122})  # BAD_SYMBOL, INVALID_SYMBOLSTATUS (errors.md): delisted or halted
+_MINUTE_MS = 60_000
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -144,7 +154,10 @@ class MarketDataSettings:
     samples per connect, 0: none), ``buffer_limit`` (diffs an unsynced book keeps), ``control_interval`` (s between two
     JSON control messages: Binance allows 5 incoming messages per second, pongs included), ``latency_reservoir``
     (samples kept per latency series), ``refused_symbol_retry`` (s between two depth snapshot requests of a symbol
-    Binance calls invalid or not trading, -1121 / -1122: delisted or halted in the session).
+    Binance calls invalid or not trading, -1121 / -1122: delisted or halted in the session), ``snapshots_in_flight``
+    (depth snapshot requests at once, all symbols together), ``rest_weight_per_minute`` (REST request weight this
+    client lets the IP reach per minute before it waits for the next: half of Binance's 6000, the rest left to the
+    trading client).
     """
 
     rest_url: str
@@ -166,6 +179,8 @@ class MarketDataSettings:
     control_interval: float = 0.25
     latency_reservoir: int = 4096
     refused_symbol_retry: float = 300.0
+    snapshots_in_flight: int = 2
+    rest_weight_per_minute: int = 3000
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="stream_url")
@@ -187,7 +202,7 @@ class MarketDataSettings:
             )
         positive = (
             "max_connection_seconds", "request_timeout", "batch_max", "buffer_limit", "latency_reservoir",
-            "refused_symbol_retry",
+            "refused_symbol_retry", "snapshots_in_flight",
         )  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
@@ -197,6 +212,11 @@ class MarketDataSettings:
                 raise InvalidInput(f"{name} must not be negative, got {getattr(self, name)}")
         if self.idle_timeout is not None and not self.idle_timeout > 0:
             raise InvalidInput(f"idle_timeout must be positive or None, got {self.idle_timeout}")
+        if not _depth_weight(self.snapshot_limit) <= self.rest_weight_per_minute:
+            raise InvalidInput(
+                f"rest_weight_per_minute must be at least a depth snapshot's weight, {_depth_weight(self.snapshot_limit)}"
+                f" at snapshot_limit {self.snapshot_limit}, got {self.rest_weight_per_minute}"
+            )
         if len(self.symbols) * self.streams_per_symbol > _MAX_STREAMS:
             raise InvalidInput(f"{len(self.symbols)} symbols need more than the {_MAX_STREAMS} streams of a connection")
 
@@ -211,6 +231,11 @@ class MarketDataSettings:
         if self.kline_interval is not None:
             names.append(f"{sym}@kline_{self.kline_interval}")
         return names
+
+
+def _depth_weight(limit: int) -> int:
+    """The request weight of ``GET /api/v3/depth`` with ``limit`` (rest-api.md, "Order book")."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 
 def normalise_symbols(symbols: Iterable[str] | str) -> tuple[str, ...]:
@@ -613,6 +638,14 @@ class BinanceMarketData:
         self._klines_superseded = 0
         self._internal_errors = 0
         self._refused: dict[str, str] = {}  # symbol -> why Binance refuses its snapshots (until one is taken)
+        # REST pacing: the weight per minute (ours, and the IP's as the exchange reports it), the snapshots at once,
+        # and each symbol's snapshot backoff and last sync (time.monotonic()), kept across its syncs
+        self._weight = RateLimits([RateLimit(REQUEST_WEIGHT, _MINUTE_MS, settings.rest_weight_per_minute)])
+        self._snapshot_slots: asyncio.Semaphore | None = None
+        self._snapshots_in_flight = 0
+        self._paced = 0  # requests that waited for the weight budget
+        self._snapshot_backoff: dict[str, Backoff] = {}
+        self._synced_at: dict[str, float] = {}
         self._events_out = 0
         self._batches_out = 0
         self._clock_offset_ms: float | None = None
@@ -665,6 +698,7 @@ class BinanceMarketData:
         self._symbols_changed = asyncio.Event()
         self._stopped = asyncio.Event()
         self._control_lock = asyncio.Lock()
+        self._snapshot_slots = asyncio.Semaphore(self.settings.snapshots_in_flight)
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -770,6 +804,8 @@ class BinanceMarketData:
                 task.cancel()
             self._first_diff.pop(symbol, None)
             self._refused.pop(symbol, None)
+            self._snapshot_backoff.pop(symbol, None)
+            self._synced_at.pop(symbol, None)
             for name in self.settings.streams(symbol):
                 self._last_frame.pop(name, None)
 
@@ -825,6 +861,12 @@ class BinanceMarketData:
             },
             "rest_requests": self._rest_requests,
             "rest_errors": self._rest_errors,
+            "rest_weight": {
+                "per_minute": self.settings.rest_weight_per_minute,
+                "used": self._weight.used(REQUEST_WEIGHT, _MINUTE_MS, self._exchange_ms()),
+                "paced": self._paced,
+            },
+            "snapshots_in_flight": self._snapshots_in_flight,
             "sink_errors": self._sink_errors,
             "resync_requests": self._resync_requests,
             "klines_superseded": self._klines_superseded,
@@ -840,6 +882,7 @@ class BinanceMarketData:
                     "gaps": f.gaps,
                     "restarts": f.restarts,
                     "refused": self._refused.get(s),
+                    "snapshot_backoff": self._snapshot_backoff[s].attempt if s in self._snapshot_backoff else 0,
                 }
                 for s, f in feeds.items()
             },
@@ -1168,16 +1211,49 @@ class BinanceMarketData:
         if wait_first:
             self._first_diff[symbol] = asyncio.Event()
         self._sync_tasks[symbol] = asyncio.get_running_loop().create_task(
-            self._sync(symbol, self._conn_id, wait_first), name=f"veloz-binance-sync-{symbol}"
+            self._sync_guarded(symbol, self._conn_id, wait_first), name=f"veloz-binance-sync-{symbol}"
         )
+
+    async def _sync_guarded(self, symbol: str, conn: int, wait_first: bool) -> None:
+        """:meth:`_sync`, and again after anything it raises that no handler expects (a bug, not the wire): counted in
+        ``internal_errors``, the book reset here and downstream, a backoff step, and the sync starts over, instead of
+        the symbol's book staying unsynced until the next reconnect."""
+        while True:
+            try:
+                await self._sync(symbol, conn, wait_first)
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug: count it, keep the symbol syncing
+                self._internal_errors += 1
+                self._log(logging.ERROR, "sync", "%s %s: book sync failed unexpectedly: %r; syncing again",
+                          self.settings.venue, symbol, exc)  # fmt: skip
+                feed = self._feeds.get(symbol)
+                if self._conn_id != conn or feed is None:
+                    return
+                feed.reset()
+                self._book_lost(symbol)
+                self._flush()
+                backoff = self._snapshot_backoff.get(symbol)
+                await self._sleep(backoff.next_delay() if backoff is not None else self.settings.backoff_initial)
+                self._first_diff[symbol] = asyncio.Event()  # the next snapshot over fresh diffs, as on a new sync
+                wait_first = True
 
     async def _sync(self, symbol: str, conn: int, wait_first: bool) -> None:
         """Fetch snapshots until ``symbol``'s book is synced (or the connection or subscription is gone)."""
         feed = self._feeds.get(symbol)
         if feed is None:
             return
-        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, self._rng)
+        backoff = self._snapshot_backoff.get(symbol)
+        if backoff is None:
+            backoff = self._snapshot_backoff[symbol] = Backoff(
+                self.settings.backoff_initial, self.settings.backoff_max, self._rng
+            )
+        synced_at = self._synced_at.get(symbol)
+        if synced_at is not None and time.monotonic() - synced_at < self.settings.backoff_max:
+            await self._sleep(backoff.next_delay())  # out of sync again soon after a sync: its next step first
+        else:
+            backoff.reset()  # its book held (or never synced yet): it starts from the first step
         params = {"symbol": symbol, "limit": str(self.settings.snapshot_limit)}
+        weight = _depth_weight(self.settings.snapshot_limit)
         # how long to wait for a buffered diff before fetching (None: no limit): snapshot_wait at first; no wait after
         # a gap (its diff is buffered); no limit after the sync started over from stale snapshots (they proved the
         # market moved past them: diffs will come)
@@ -1190,7 +1266,7 @@ class BinanceMarketData:
                 wait = 0.0
                 continue  # the connection, the subscription or the book may have changed meanwhile
             try:
-                body = await self._rest("/api/v3/depth", params)
+                body = await self._snapshot(params, weight)
                 snapshot = parse_depth_snapshot(body, self._clock(), symbol)
             except DataError as exc:
                 self._bad("invalid_snapshot", "%s %s: rejected depth snapshot: %s", self.settings.venue, symbol, exc)
@@ -1246,6 +1322,7 @@ class BinanceMarketData:
                 )
             )
             self._got_data = True  # the connection works: the next reconnect starts from the first backoff step
+            self._synced_at[symbol] = time.monotonic()
             self._flush()
             return
 
@@ -1275,18 +1352,45 @@ class BinanceMarketData:
 
     # ----------------------------------------------------------------------------------------------------- REST
 
-    async def _rest(self, path: str, params: dict[str, str] | None = None) -> Any:
-        """GET ``rest_url + path`` as JSON. Waits out any 429/418 ``Retry-After`` first and records new ones."""
+    async def _snapshot(self, params: dict[str, str], weight: int) -> Any:
+        """``GET /api/v3/depth`` in one of the ``snapshots_in_flight`` slots shared by every symbol."""
+        assert self._snapshot_slots is not None
+        async with self._snapshot_slots:
+            self._snapshots_in_flight += 1
+            try:
+                return await self._rest("/api/v3/depth", params, weight)
+            finally:
+                self._snapshots_in_flight -= 1
+
+    def _exchange_ms(self) -> int:
+        """The exchange's time in ms (the clock plus its measured offset): the weight windows are aligned to it."""
+        return self._clock() // 1_000_000 + round(self._clock_offset_ms or 0.0)
+
+    async def _rest(self, path: str, params: dict[str, str] | None = None, weight: int = 1) -> Any:
+        """GET ``rest_url + path`` as JSON. Waits out any 429/418 ``Retry-After`` first (and records new ones), and
+        for room in the minute's weight budget (``rest_weight_per_minute``) for this request's ``weight``."""
         session = self._session
         if session is None:
             raise _RestError(0, b"no HTTP session (run() is not running)")
+        paced = False
         while True:
             wait = self._rate_limited_until - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
+            wait = self._weight.wait_for(self._exchange_ms(), weight)
+            if wait > 0:
+                if not paced:
+                    paced = True
+                    self._paced += 1
+                    self._log(logging.WARNING, "rest_paced", "%s: GET %s waits %.1f s for the REST weight budget "
+                              "(%d a minute)", self.settings.venue, path, wait, self.settings.rest_weight_per_minute)  # fmt: skip
+                await asyncio.sleep(min(wait, 1.0))  # then look again: the exchange's count may have changed
+                continue
             self._rest_requests += 1
+            self._weight.note_request(self._exchange_ms(), weight)
             async with session.get(self.settings.rest_url + path, params=params) as resp:
+                self._weight.on_headers(resp.headers, self._exchange_ms())
                 if resp.status in (418, 429):
                     self._note_rate_limit(resp.status, resp.headers.get("Retry-After"), path)
                     continue
