@@ -15,9 +15,9 @@ and a restarted one recovers on any node from the shared journal directory. With
 is created pinned (``NodeAffinitySchedulingStrategy(soft=False)``) to the node holding its journal (as is any actor
 ``spec.nodes`` names, in either mode); the supervisor records those nodes, and when one is gone STATUS lists the
 stranded actors in ``problems`` (which actor, which node, what to do) instead of waiting for a restart that cannot
-happen. A live strategy that keeps raising (its last exception under a minute old) is listed there too
-(:func:`strategy_problems`), so an operator sees it in STATUS and on the monitoring page, not only in its log. A supervisor started (or restarted by Ray) while a pinned node is already
-gone starts no actor and reports the same.
+happen. A supervisor started (or restarted by Ray) while a pinned node is already gone starts no actor and reports
+the same. A live strategy that keeps raising (its last exception under a minute old) is listed in ``problems`` too
+(:func:`strategy_problems`), so an operator sees it in STATUS and on the monitoring page, not only in its log.
 
 Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_local`): the actors it created die with
 it (Ray's ownership), so a restarted supervisor builds the graph again, every actor recovering from its journal as if
