@@ -26,6 +26,7 @@ from veloz_actors.config import (
     with_venue,
 )
 from veloz_actors.fixed import SCALE
+from veloz_actors.venues.binance.market_data import MarketDataSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "configs" / "engine.yaml"
@@ -195,6 +196,17 @@ def test_a_binance_venue_knows_its_symbols_and_the_configured_instruments(shippe
     data["risk"]["max_order_qty"] = {"SOLUSD": "1"}
     with pytest.raises(ConfigError, match=r"risk.max_order_qty: unknown symbol 'SOLUSD' \(instruments: .*SOLUSDT\)"):
         parse_engine_config(data)
+
+
+def test_the_market_data_rest_pacing_is_configured_in_the_venue_section() -> None:
+    data = _with("venue", {"kind": "binance", "symbols": ["BTCUSDT"], "snapshots_in_flight": 4})
+    data["sim"]["symbols"] = []
+    settings = parse_engine_config(data).venue.market_data()
+    assert (settings["snapshots_in_flight"], settings["rest_weight_per_minute"]) == (4, 3000)
+    MarketDataSettings(**settings)  # the client takes them as they are
+    data["venue"].update(snapshot_limit=1000, rest_weight_per_minute=40)
+    with pytest.raises(ConfigError, match="rest_weight_per_minute 40 is less than one depth snapshot's weight, 50 at"):
+        parse_engine_config(data, source="engine.yaml")
 
 
 @pytest.mark.parametrize(

@@ -329,6 +329,10 @@ class VenueModel(_Model):
     ws_api_url: str | None = None
     kline_interval: str | None = "1m"
     snapshot_limit: Int = Field(default=5000, ge=5, le=5000)
+    # REST pacing of the market-data client: depth snapshots at once (all symbols), and the request weight a minute
+    # it lets the IP reach (Binance allows 6000; the rest is left to the trading client)
+    snapshots_in_flight: Int = Field(default=2, ge=1, le=100)
+    rest_weight_per_minute: Int = Field(default=3000, ge=1, le=6000)
     # live: a 0600 KEY=VALUE file with BINANCE_API_KEY and BINANCE_API_SECRET / BINANCE_PRIVATE_KEY_FILE, read over
     # the environment by every process that trades (the actor engine's venue actor, also after a restart)
     credentials_file: str | None = None
@@ -360,6 +364,13 @@ class VenueModel(_Model):
     def _usable(self) -> VenueModel:
         if self.kind == "binance" and not self.symbols:
             raise ValueError("a binance venue needs symbols (venue.symbols or --symbols BTCUSDT,ETHUSDT)")
+        from .venues.binance.limits import depth_weight
+
+        if depth_weight(self.snapshot_limit) > self.rest_weight_per_minute:
+            raise ValueError(
+                f"rest_weight_per_minute {self.rest_weight_per_minute} is less than one depth snapshot's weight, "
+                f"{depth_weight(self.snapshot_limit)} at snapshot_limit {self.snapshot_limit}: no book could ever sync"
+            )
         for name in ("rest_url", "stream_url", "ws_api_url"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://", "ws://", "wss://")):
@@ -394,6 +405,8 @@ class VenueModel(_Model):
             "symbols": tuple(self.symbols),
             "kline_interval": self.kline_interval,
             "snapshot_limit": self.snapshot_limit,
+            "snapshots_in_flight": self.snapshots_in_flight,
+            "rest_weight_per_minute": self.rest_weight_per_minute,
         }
 
 

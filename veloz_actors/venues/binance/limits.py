@@ -51,6 +51,7 @@ __all__ = [
     "REQUEST_WEIGHT",
     "RateLimit",
     "RateLimits",
+    "depth_weight",
     "parse_rate_limits",
 ]
 
@@ -64,6 +65,11 @@ _LETTER_UNIT = {"S": "SECOND", "M": "MINUTE", "H": "HOUR", "D": "DAY"}
 _UNIT_LETTER = {ms: unit[0].lower() for unit, ms in _UNIT_MS.items()}
 _HEADER = re.compile(r"^x-mbx-(used-weight|order-count)-([1-9][0-9]*)([smhd])$", re.IGNORECASE)
 _HEADER_KIND = {"used-weight": REQUEST_WEIGHT, "order-count": ORDERS}
+
+
+def depth_weight(limit: int) -> int:
+    """The request weight of ``GET /api/v3/depth`` with ``limit`` (rest-api.md, "Order book")."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 
 def _interval_label(interval_ms: int) -> str:

@@ -100,7 +100,7 @@ from ...core.market_batch import MarketBatch, MarketBatchBuilder
 from ...logs import redact_url
 from ...messages import BookDelta, Kline, VenueConnection
 from .errors import classify
-from .limits import REQUEST_WEIGHT, RateLimit, RateLimits
+from .limits import REQUEST_WEIGHT, RateLimit, RateLimits, depth_weight
 from .schemas import book_ticker_fields, parse_depth_snapshot, parse_depth_update, parse_kline, trade_fields, unwrap
 
 __all__ = [
@@ -212,9 +212,9 @@ class MarketDataSettings:
                 raise InvalidInput(f"{name} must not be negative, got {getattr(self, name)}")
         if self.idle_timeout is not None and not self.idle_timeout > 0:
             raise InvalidInput(f"idle_timeout must be positive or None, got {self.idle_timeout}")
-        if not _depth_weight(self.snapshot_limit) <= self.rest_weight_per_minute:
+        if not depth_weight(self.snapshot_limit) <= self.rest_weight_per_minute:
             raise InvalidInput(
-                f"rest_weight_per_minute must be at least a depth snapshot's weight, {_depth_weight(self.snapshot_limit)}"
+                f"rest_weight_per_minute must be at least a depth snapshot's weight, {depth_weight(self.snapshot_limit)}"
                 f" at snapshot_limit {self.snapshot_limit}, got {self.rest_weight_per_minute}"
             )
         if len(self.symbols) * self.streams_per_symbol > _MAX_STREAMS:
@@ -231,11 +231,6 @@ class MarketDataSettings:
         if self.kline_interval is not None:
             names.append(f"{sym}@kline_{self.kline_interval}")
         return names
-
-
-def _depth_weight(limit: int) -> int:
-    """The request weight of ``GET /api/v3/depth`` with ``limit`` (rest-api.md, "Order book")."""
-    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
 
 
 def normalise_symbols(symbols: Iterable[str] | str) -> tuple[str, ...]:
@@ -1253,7 +1248,7 @@ class BinanceMarketData:
         else:
             backoff.reset()  # its book held (or never synced yet): it starts from the first step
         params = {"symbol": symbol, "limit": str(self.settings.snapshot_limit)}
-        weight = _depth_weight(self.settings.snapshot_limit)
+        weight = depth_weight(self.settings.snapshot_limit)
         # how long to wait for a buffered diff before fetching (None: no limit): snapshot_wait at first; no wait after
         # a gap (its diff is buffered); no limit after the sync started over from stale snapshots (they proved the
         # market moved past them: diffs will come)
