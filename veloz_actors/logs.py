@@ -354,13 +354,26 @@ class JsonFormatter(_Cached):
 
 def _encodable(value: Any) -> Any:
     """A JSON line's field as orjson can encode it: as it is, with non-string dict keys as text (``{1: "x"}``), or
-    else as its text (an int beyond 64 bits, a dict keyed by tuples): one record always gives one line."""
+    else as its text (an int beyond 64 bits, a dict keyed by tuples), lone surrogates escaped: one record always
+    gives one line."""
+    if isinstance(value, str):
+        return _no_surrogates(value)
     for option in (0, orjson.OPT_NON_STR_KEYS):
         try:
             return orjson.Fragment(orjson.dumps(value, default=str, option=option))
         except TypeError:
             continue
-    return str(value)
+    return _no_surrogates(str(value))
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _no_surrogates(text: str) -> str:
+    r"""``text`` with each lone surrogate written as its escape (``\ud83d``): UTF-8 cannot encode one, and the file
+    would refuse the whole line (one comes from the stdlib's ``json.loads('"\ud83d"')``, or a file name that is not
+    UTF-8 read from the command line)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class TextFormatter(_Cached):
@@ -378,7 +391,7 @@ class TextFormatter(_Cached):
             text += "\n" + exc
         if record.stack_info:
             text += "\n" + record.stack_info
-        return text
+        return text if _SURROGATE.search(text) is None else _no_surrogates(text)
 
 
 def _text_value(value: Any) -> str:

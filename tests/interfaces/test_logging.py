@@ -127,6 +127,34 @@ def test_a_json_field_that_cannot_be_encoded_is_written_as_text_and_the_record_i
     assert third["pairs"] == "{(1, 2): 'x'}"
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_lone_surrogate_is_written_escaped_and_the_record_is_kept(
+    tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Text holding a lone surrogate (the stdlib's ``json.loads('"\\ud83d"')``, a file name that is not UTF-8 read from
+    the command line) cannot be encoded as UTF-8: the file refused the record (line lost) and printed a "Logging
+    error" traceback on stderr for each one."""
+    configure_logging(LogSettings(format=fmt, file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("venue said %s", "bad \ud83d half", extra={"path": "run-\udcff.log"})
+    try:
+        raise RuntimeError("no file \udcff")
+    except RuntimeError:
+        log.exception("failed")
+    log.warning("after")
+    flush_logs()
+    assert "Logging error" not in capsys.readouterr().err
+    if fmt == "json":
+        said, failed, after = _json_lines(tmp_path / "veloz.log")
+        assert (said["msg"], said["path"], after["msg"]) == ("venue said bad \\ud83d half", "run-\\udcff.log", "after")
+        assert failed["exc"].endswith("RuntimeError: no file \\udcff")
+    else:
+        text = (tmp_path / "veloz.log").read_text(encoding="utf-8")
+        assert "venue said bad \\ud83d half path=run-\\udcff.log\n" in text
+        assert "RuntimeError: no file \\udcff\n" in text
+        assert text.endswith("veloz.test: after\n")
+
+
 # ------------------------------------------------------------------------------------------------------- levels
 
 
