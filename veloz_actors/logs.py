@@ -106,6 +106,7 @@ REDACTED = "***"
 DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
 
 _process_actor = "veloz"  # the actor field of lines that name none (configure_logging sets it)
+_unopened: dict[str, Any] | None = None  # the file this process could not open (configure_logging's fallback)
 _log = logging.getLogger(f"{ROOT_LOGGER}.logs")
 
 
@@ -420,20 +421,31 @@ def _one_line(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- set-up
 
 
-def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path | None:
+def configure_logging(settings: LogSettings | None, actor: str = "cli", *, fallback: bool = False) -> Path | None:
     """Set this process's ``veloz`` logging up (see the module docstring); returns the file written, if any.
 
     Idempotent: the handlers of an earlier call are closed and replaced. ``settings`` None leaves logging alone
     (an engine started without logging settings). ``actor`` is the ``actor`` field of the process's lines: ``cli``,
     ``engine`` (the single-process engine), or an actor's STATUS name (``oms``, ``venue:BTCUSDT``, ``supervisor``),
-    which also names its file.
+    which also names its file. A file that cannot be opened is a :class:`ConfigError`, or with ``fallback`` (an actor
+    Ray restarted: raising would end it for good) stderr takes its lines at ``level`` and :func:`log_file_status` says
+    why the file is not written.
     """
-    global _process_actor
+    global _process_actor, _unopened
     if settings is None:
         return None
     path = settings.file_for(None if actor in DRIVERS else actor)
-    file = None if path is None else _open_file(path, settings)  # first: a file that cannot be written changes nothing
+    unopened = None
+    try:
+        file = (
+            None if path is None else _open_file(path, settings)
+        )  # first: a file that cannot be written changes nothing
+    except _Unwritable as exc:
+        if not fallback or path is None:
+            raise
+        file, unopened = None, {"file": redact(str(path)), "dropped": 0, "failing": exc.reason}
     _process_actor = actor_label(actor)
+    _unopened = unopened
     logger = logging.getLogger(ROOT_LOGGER)
     for handler in [h for h in logger.handlers if getattr(h, "_veloz", False)]:
         logger.removeHandler(handler)
@@ -441,7 +453,7 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
     filters = (_EventFields(), _ActorField(), RedactSecrets())
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(settings.stderr_threshold())
+    stderr.setLevel(settings.level if unopened else settings.stderr_threshold())
     handlers: list[logging.Handler] = [stderr]
     if file is not None:
         handlers.append(file)
@@ -458,7 +470,18 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     # Redaction sits on these handlers: a record that went on to handlers of the root logger (an embedding program's
     # logging.basicConfig) would reach them unredacted, so the veloz lines stop here.
     logger.propagate = False
+    if unopened is not None:
+        _log.error("cannot write the log file %s (%s): this process logs to stderr", path, unopened["failing"])
+        return None
     return path
+
+
+class _Unwritable(ConfigError):
+    """A log file that cannot be opened, with the system's ``reason``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
@@ -473,7 +496,7 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
         else:
             where = f": {exc.filename}" if exc.filename is not None and str(exc.filename) != str(path) else ""
             reason = f"{exc.strerror or type(exc).__name__}{where}"
-        raise ConfigError(f"cannot write the log file {path} ({reason})") from exc
+        raise _Unwritable(f"cannot write the log file {path} ({reason})", reason) from exc
     file.setLevel(settings.level)
     return file
 
@@ -537,7 +560,7 @@ def log_file_status() -> dict[str, Any] | None:
     for handler in output_handlers():
         if isinstance(handler, _LogFile):
             return {"file": redact(handler.baseFilename), "dropped": handler.dropped, "failing": handler.failure}
-    return None
+    return None if _unopened is None else dict(_unopened)
 
 
 def flush_logs() -> None:
