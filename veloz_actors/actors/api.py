@@ -798,13 +798,17 @@ def start_local(
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.nodes["supervisor"], soft=False)
     if detached:
         options["lifetime"] = "detached"
+    running = ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
     try:
         ray.get_actor(supervisor_name(name))
     except ValueError:
         pass
     else:
-        raise ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
-    supervisor: Any = ray.remote(Supervisor).options(**options).remote(spec)
+        raise running
+    try:
+        supervisor: Any = ray.remote(Supervisor).options(**options).remote(spec)
+    except ray.exceptions.ActorAlreadyExistsError:  # another start took the name since we looked
+        raise running from None
     try:
         return EngineHandle(supervisor, name=name, owned=not detached)  # waits until every actor is up
     except BaseException:  # interrupted (Ctrl-C) or not up in time: no half-started engine is left (a detached one
