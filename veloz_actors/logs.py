@@ -555,12 +555,15 @@ def output_handlers() -> list[logging.Handler]:
 
 
 def log_file_status() -> dict[str, Any] | None:
-    """This process's log file for STATUS: ``{"file": path, "dropped": lines it refused since it was opened (a full
-    disk, an I/O error), "failing": the system's reason while it refuses them, else None}``; None without a file."""
+    """This process's log file for STATUS: ``{"file": path, "dropped": lines lost since it was opened (refused by the
+    file: a full disk, an I/O error; or dropped because the writer fell behind), "failing": the system's reason while
+    the file refuses them, else None}``; None without a file."""
+    queued = sum(h.dropped for h in logging.getLogger(ROOT_LOGGER).handlers if isinstance(h, _BackgroundHandler))
     for handler in output_handlers():
         if isinstance(handler, _LogFile):
-            return {"file": redact(handler.baseFilename), "dropped": handler.dropped, "failing": handler.failure}
-    return None if _unopened is None else dict(_unopened)
+            dropped = handler.dropped + queued
+            return {"file": redact(handler.baseFilename), "dropped": dropped, "failing": handler.failure}
+    return None if _unopened is None else {**_unopened, "dropped": queued}
 
 
 def flush_logs() -> None:
@@ -574,7 +577,8 @@ class _BackgroundHandler(logging.Handler):
     worse), so an actor's order path pays for building a record and appending it, not for redacting, formatting and
     writing it (~60 us a line), and the writer does not wake after every order to compete for the GIL just when the
     actor answers (measured with ``scripts/bench_actors.py``: a writer woken per record added ~0.4 ms to the actor
-    engine's order acknowledgement). A full deque drops the record and counts it (``dropped``); records still held
+    engine's order acknowledgement). A full deque drops the record and counts it (``dropped``, in STATUS ``logs`` with
+    the file's own), and the writer's next round says how many in a WARNING line; records still held
     when the process is killed outright are lost (the journal, not the log, is the engine's record). Closing (a new
     set-up, or the interpreter's exit) writes what is held first."""
 
@@ -584,6 +588,7 @@ class _BackgroundHandler(logging.Handler):
         self.maxsize = maxsize
         self.period = period
         self.dropped = 0
+        self._told = 0  # the drops a WARNING line has already reported
         self.records: collections.deque[logging.LogRecord] = collections.deque()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
@@ -610,10 +615,19 @@ class _BackgroundHandler(logging.Handler):
         with self._drain_lock:  # one drainer at a time keeps the lines in order
             records = self.records
             while records:
-                record = records.popleft()
-                for handler in self.handlers:
-                    if record.levelno >= handler.level:
-                        handler.handle(record)
+                self._write(records.popleft())
+            if self.dropped > self._told:  # after the lines that were kept, where the gap is
+                lost, self._told = self.dropped - self._told, self.dropped
+                self._write(_log.makeRecord(
+                    _log.name, logging.WARNING, __file__, 0,
+                    "%d log lines were dropped: more than %d were waiting to be written (a burst; at level WARNING "
+                    "only faults are logged)", (lost, self.maxsize), None,
+                ))  # fmt: skip
+
+    def _write(self, record: logging.LogRecord) -> None:
+        for handler in self.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
     def flush(self) -> None:
         """Write every record held so far (tests, shutdown)."""

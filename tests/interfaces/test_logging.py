@@ -21,6 +21,7 @@ from veloz_actors.logs import (
     configure_logging,
     flush_logs,
     log_events,
+    log_file_status,
     redact,
     redact_url,
     register_secrets,
@@ -249,6 +250,22 @@ def test_a_log_file_that_refuses_writes_says_so_once_and_again_when_it_takes_lin
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_lines_dropped_because_the_writer_fell_behind_are_counted_and_said_in_the_file(tmp_path: Path) -> None:
+    """More records than the writer thread's queue holds (10,000; an OMS at INFO in a burst of orders) were dropped
+    without a trace: STATUS ``logs`` said ``dropped: 0`` and no line said that any were missing."""
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    [writer] = logging.getLogger("veloz").handlers
+    log = logging.getLogger("veloz.test")
+    with writer._drain_lock:  # type: ignore[attr-defined]  # the writer busy: the records wait in its queue
+        for i in range(writer.maxsize + 5):  # type: ignore[attr-defined]
+            log.info("order accepted", extra={"i": i})
+    lines = _json_lines(tmp_path / "veloz.log")
+    assert [line["i"] for line in lines[:-1]] == list(range(writer.maxsize))  # type: ignore[attr-defined]
+    assert lines[-1]["level"] == "WARNING" and lines[-1]["msg"].startswith("5 log lines were dropped: ")
+    status = log_file_status()
+    assert status is not None and status["dropped"] == 5
+
+
 def test_the_engines_status_counts_the_lines_its_log_file_refused(tmp_path: Path) -> None:
     """The single-process engine's STATUS (here through the API) names its log file and counts the lines it lost."""
     path = tmp_path / "veloz.log"
