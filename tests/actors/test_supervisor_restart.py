@@ -74,7 +74,8 @@ def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtim
         status = wait_for(lambda: (s := engine.status())["state"] == "failed" and s, timeout=60, what="giving up")
         assert status["actors"]["feed"]["alive"] is False
         [problem] = status["problems"]
-        assert problem.startswith(f"feed crashed {RESTART_LIMIT + 1} times within ") and "not restarted" in problem
+        assert problem.startswith(f"engine 'test-crash-loop': actor 'feed' crashed {RESTART_LIMIT + 1} times within ")
+        assert "not restarted again" in problem
         assert all(actor["alive"] for name, actor in status["actors"].items() if name != "feed")
         assert actor_table(engine.actor("feed")._actor_id.hex())["State"] == "DEAD"  # Ray restarts it no more
     finally:

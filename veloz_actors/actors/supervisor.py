@@ -318,9 +318,10 @@ class Supervisor:
         self.alive[name] = False
         log = None if self.spec.logging is None else self.spec.logging.file_for(name)
         self.gave_up[name] = (
-            f"{name} crashed {len(crashes)} times within {RESTART_WINDOW_SECONDS:g} s and is not restarted again (a "
-            f"crash loop): {'' if log is None else f'its log file {log} and '}Ray's worker logs say why; stop the "
-            "engine, remove the cause and start it again (it recovers from its journals)"
+            f"engine {self.spec.name!r}: actor {name!r} crashed {len(crashes)} times within "
+            f"{RESTART_WINDOW_SECONDS:g} s and is not restarted again (a crash loop): "
+            f"{'' if log is None else f'its log file {log} and '}Ray's worker logs say why; remove the cause, then "
+            f"`veloz stop --name {self.spec.name}` and start the engine again (it recovers from its journals)"
         )
         self.state = "failed"
         return True
