@@ -110,6 +110,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self.crashes: dict[str, collections.deque[float]] = {}  # actor -> when its recent crashes were seen
         self.ray_restarts: dict[str, int] = {}  # actor -> Ray's count of its restarts when last asked
+        self.new_pids: dict[str, int] = {}  # actor -> how often its ping answered from a new process
         self.gave_up: dict[str, str] = {}  # actor -> why it is no longer restarted
         self.risk: Any = None
         self.pinned = spec.pinned_nodes()  # actor -> the node it is pinned to (node-local journals, spec.nodes)
@@ -282,7 +283,8 @@ class Supervisor:
                     self._count_crashes(name)
                     continue
                 if pid != self.pids[name]:
-                    self.restarts[name] += 1
+                    self.new_pids[name] = self.new_pids.get(name, 0) + 1
+                    self.restarts[name] = max(self.restarts[name], self.new_pids[name])
                     self.pids[name] = pid
                     if self._count_crashes(name):
                         continue
@@ -309,7 +311,7 @@ class Supervisor:
         crashes = self.crashes.setdefault(name, collections.deque())
         crashes.extend([now] * (count - self.ray_restarts.get(name, 0)))  # the crashes since the last look
         self.ray_restarts[name] = count
-        self.restarts[name] = max(self.restarts[name], count)
+        self.restarts[name] = max(self.new_pids.get(name, 0), count)  # the same restarts, seen two ways
         while crashes and now - crashes[0] > RESTART_WINDOW_SECONDS:
             crashes.popleft()
         if len(crashes) <= RESTART_LIMIT or self.state not in _ACTIVE:
