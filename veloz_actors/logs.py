@@ -106,6 +106,7 @@ REDACTED = "***"
 DRIVERS = ("cli", "engine")  # the processes that write the run folder's veloz.log (the CLI, the one-process engine)
 
 _process_actor = "veloz"  # the actor field of lines that name none (configure_logging sets it)
+_unopened: dict[str, Any] | None = None  # the file this process could not open (configure_logging's fallback)
 _log = logging.getLogger(f"{ROOT_LOGGER}.logs")
 
 
@@ -354,13 +355,26 @@ class JsonFormatter(_Cached):
 
 def _encodable(value: Any) -> Any:
     """A JSON line's field as orjson can encode it: as it is, with non-string dict keys as text (``{1: "x"}``), or
-    else as its text (an int beyond 64 bits, a dict keyed by tuples): one record always gives one line."""
+    else as its text (an int beyond 64 bits, a dict keyed by tuples), lone surrogates escaped: one record always
+    gives one line."""
+    if isinstance(value, str):
+        return _no_surrogates(value)
     for option in (0, orjson.OPT_NON_STR_KEYS):
         try:
             return orjson.Fragment(orjson.dumps(value, default=str, option=option))
         except TypeError:
             continue
-    return str(value)
+    return _no_surrogates(str(value))
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _no_surrogates(text: str) -> str:
+    r"""``text`` with each lone surrogate written as its escape (``\ud83d``): UTF-8 cannot encode one, and the file
+    would refuse the whole line (one comes from the stdlib's ``json.loads('"\ud83d"')``, or a file name that is not
+    UTF-8 read from the command line)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class TextFormatter(_Cached):
@@ -378,7 +392,7 @@ class TextFormatter(_Cached):
             text += "\n" + exc
         if record.stack_info:
             text += "\n" + record.stack_info
-        return text
+        return text if _SURROGATE.search(text) is None else _no_surrogates(text)
 
 
 def _text_value(value: Any) -> str:
@@ -407,20 +421,31 @@ def _one_line(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- set-up
 
 
-def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path | None:
+def configure_logging(settings: LogSettings | None, actor: str = "cli", *, fallback: bool = False) -> Path | None:
     """Set this process's ``veloz`` logging up (see the module docstring); returns the file written, if any.
 
     Idempotent: the handlers of an earlier call are closed and replaced. ``settings`` None leaves logging alone
     (an engine started without logging settings). ``actor`` is the ``actor`` field of the process's lines: ``cli``,
     ``engine`` (the single-process engine), or an actor's STATUS name (``oms``, ``venue:BTCUSDT``, ``supervisor``),
-    which also names its file.
+    which also names its file. A file that cannot be opened is a :class:`ConfigError`, or with ``fallback`` (an actor
+    Ray restarted: raising would end it for good) stderr takes its lines at ``level`` and :func:`log_file_status` says
+    why the file is not written.
     """
-    global _process_actor
+    global _process_actor, _unopened
     if settings is None:
         return None
     path = settings.file_for(None if actor in DRIVERS else actor)
-    file = None if path is None else _open_file(path, settings)  # first: a file that cannot be written changes nothing
+    unopened = None
+    try:
+        file = (
+            None if path is None else _open_file(path, settings)
+        )  # first: a file that cannot be written changes nothing
+    except _Unwritable as exc:
+        if not fallback or path is None:
+            raise
+        file, unopened = None, {"file": redact(str(path)), "dropped": 0, "failing": exc.reason}
     _process_actor = actor_label(actor)
+    _unopened = unopened
     logger = logging.getLogger(ROOT_LOGGER)
     for handler in [h for h in logger.handlers if getattr(h, "_veloz", False)]:
         logger.removeHandler(handler)
@@ -428,7 +453,7 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
     filters = (_EventFields(), _ActorField(), RedactSecrets())
     stderr = logging.StreamHandler(sys.stderr)
-    stderr.setLevel(settings.stderr_threshold())
+    stderr.setLevel(settings.level if unopened else settings.stderr_threshold())
     handlers: list[logging.Handler] = [stderr]
     if file is not None:
         handlers.append(file)
@@ -445,7 +470,18 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli") -> Path 
     # Redaction sits on these handlers: a record that went on to handlers of the root logger (an embedding program's
     # logging.basicConfig) would reach them unredacted, so the veloz lines stop here.
     logger.propagate = False
+    if unopened is not None:
+        _log.error("cannot write the log file %s (%s): this process logs to stderr", path, unopened["failing"])
+        return None
     return path
+
+
+class _Unwritable(ConfigError):
+    """A log file that cannot be opened, with the system's ``reason``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
@@ -460,7 +496,7 @@ def _open_file(path: Path, settings: LogSettings) -> logging.Handler:
         else:
             where = f": {exc.filename}" if exc.filename is not None and str(exc.filename) != str(path) else ""
             reason = f"{exc.strerror or type(exc).__name__}{where}"
-        raise ConfigError(f"cannot write the log file {path} ({reason})") from exc
+        raise _Unwritable(f"cannot write the log file {path} ({reason})", reason) from exc
     file.setLevel(settings.level)
     return file
 
@@ -519,12 +555,15 @@ def output_handlers() -> list[logging.Handler]:
 
 
 def log_file_status() -> dict[str, Any] | None:
-    """This process's log file for STATUS: ``{"file": path, "dropped": lines it refused since it was opened (a full
-    disk, an I/O error), "failing": the system's reason while it refuses them, else None}``; None without a file."""
+    """This process's log file for STATUS: ``{"file": path, "dropped": lines lost since it was opened (refused by the
+    file: a full disk, an I/O error; or dropped because the writer fell behind), "failing": the system's reason while
+    the file refuses them, else None}``; None without a file."""
+    queued = sum(h.dropped for h in logging.getLogger(ROOT_LOGGER).handlers if isinstance(h, _BackgroundHandler))
     for handler in output_handlers():
         if isinstance(handler, _LogFile):
-            return {"file": redact(handler.baseFilename), "dropped": handler.dropped, "failing": handler.failure}
-    return None
+            dropped = handler.dropped + queued
+            return {"file": redact(handler.baseFilename), "dropped": dropped, "failing": handler.failure}
+    return None if _unopened is None else {**_unopened, "dropped": queued}
 
 
 def flush_logs() -> None:
@@ -538,7 +577,8 @@ class _BackgroundHandler(logging.Handler):
     worse), so an actor's order path pays for building a record and appending it, not for redacting, formatting and
     writing it (~60 us a line), and the writer does not wake after every order to compete for the GIL just when the
     actor answers (measured with ``scripts/bench_actors.py``: a writer woken per record added ~0.4 ms to the actor
-    engine's order acknowledgement). A full deque drops the record and counts it (``dropped``); records still held
+    engine's order acknowledgement). A full deque drops the record and counts it (``dropped``, in STATUS ``logs`` with
+    the file's own), and the writer's next round says how many in a WARNING line; records still held
     when the process is killed outright are lost (the journal, not the log, is the engine's record). Closing (a new
     set-up, or the interpreter's exit) writes what is held first."""
 
@@ -548,6 +588,7 @@ class _BackgroundHandler(logging.Handler):
         self.maxsize = maxsize
         self.period = period
         self.dropped = 0
+        self._told = 0  # the drops a WARNING line has already reported
         self.records: collections.deque[logging.LogRecord] = collections.deque()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
@@ -574,10 +615,19 @@ class _BackgroundHandler(logging.Handler):
         with self._drain_lock:  # one drainer at a time keeps the lines in order
             records = self.records
             while records:
-                record = records.popleft()
-                for handler in self.handlers:
-                    if record.levelno >= handler.level:
-                        handler.handle(record)
+                self._write(records.popleft())
+            if self.dropped > self._told:  # after the lines that were kept, where the gap is
+                lost, self._told = self.dropped - self._told, self.dropped
+                self._write(_log.makeRecord(
+                    _log.name, logging.WARNING, __file__, 0,
+                    "%d log lines were dropped: more than %d were waiting to be written (a burst; at level WARNING "
+                    "only faults are logged)", (lost, self.maxsize), None,
+                ))  # fmt: skip
+
+    def _write(self, record: logging.LogRecord) -> None:
+        for handler in self.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
     def flush(self) -> None:
         """Write every record held so far (tests, shutdown)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import ray
 
-from veloz_actors import InvalidInput
+from veloz_actors import ConfigError, InvalidInput
 from veloz_actors.actors.api import start_local
 from veloz_actors.actors.backpressure import InFlightWindow
 from veloz_actors.fixed import format_decimal
@@ -287,3 +288,17 @@ def test_a_subscription_survives_a_bus_restart_and_counts_the_gap(engine):
     assert [e.client_order_id for e in events] == ["after-bus"]
     engine.cancel_order("after-bus")
     subscription.close()
+
+
+def test_a_second_engine_with_a_running_engines_name_is_refused_and_the_first_goes_on(engine, monkeypatch) -> None:
+    refused = "an engine named 'test-engine' is already running in namespace "
+    with pytest.raises(ConfigError, match=refused):
+        start_local(file_config(), name="test-engine")
+    # two starts at once: both look before either has registered the name, and Ray refuses the later registration
+    # (a ValueError and its traceback before)
+    monkeypatch.setattr(ray, "get_actor", lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("not found")))
+    with pytest.raises(ConfigError, match=refused):
+        start_local(file_config(), name="test-engine")
+    monkeypatch.undo()
+    status = engine.status()
+    assert status["state"] == "running" and all(actor["alive"] for actor in status["actors"].values())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import ray
 
 from veloz_actors.actors.api import start_local
 from veloz_actors.config import with_logging
@@ -79,5 +80,30 @@ def test_an_actors_log_file_that_refuses_lines_shows_its_count_in_status_and_the
         assert float(oms_line.split()[-1]) >= logs["oms"]["dropped"]
         assert f'veloz_log_file_failing{{actor="oms",file="{oms_log}"}} 1.0' in lines
         assert f'veloz_log_file_failing{{actor="bus",file="{tmp_path / "veloz-bus.log"}"}} 0.0' in lines
+    finally:
+        engine.shutdown()
+
+
+def test_an_actor_restarted_where_its_log_file_cannot_be_opened_runs_on_and_status_says_why(tmp_path: Path) -> None:
+    """A restarted actor opens its log file first: one it could not open any more (here a folder in its place; a
+    full inode table after a rotation, permissions changed under it) raised in its constructor, and Ray never
+    restarts an actor whose constructor raised, so the engine lost the actor for good over a log file. It now logs to
+    stderr (Ray's worker log) at the file's level and STATUS ``logs`` says why the file is not written."""
+    config = with_logging(file_config(), format="json", level="INFO")
+    engine = start_local(config, name="test-log-reopen", journal_dir=tmp_path / "engine.journal.actors")
+    try:
+        feed_log = tmp_path / "veloz-feed.log"
+        feed_log.unlink()
+        feed_log.mkdir()
+        ray.kill(engine.actor("feed"), no_restart=False)
+
+        def back() -> dict | None:
+            status = engine.status()
+            feed = status["actors"]["feed"]
+            return status if feed["alive"] and feed["restarts"] >= 1 else None
+
+        status = wait_for(back, timeout=60, what="the feed to come back")
+        assert status["logs"]["feed"] == {"file": str(feed_log), "dropped": 0, "failing": "Is a directory"}
+        assert status["state"] == "running"
     finally:
         engine.shutdown()

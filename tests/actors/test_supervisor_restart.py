@@ -11,6 +11,7 @@ import ray
 from veloz_actors.actors.account import AccountViewActor
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.spec import mark_journal_dir
+from veloz_actors.actors.supervisor import RESTART_LIMIT
 from veloz_actors.core.journal import Journal
 
 from .helpers import file_config, wait_for
@@ -49,3 +50,33 @@ def test_an_actor_rebuilt_by_a_restarted_supervisor_waits_for_the_journal_lock_i
     view = AccountViewActor(spec)  # waits for the lock instead of failing at once
     assert view.restarted
     view.close()
+
+
+def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtime, tmp_path):
+    """Ray restarts a dead actor for ever (``max_restarts=-1``): one that crashed again and again (an input that kills
+    it, the memory monitor killing it while it recovers) was restarted in a loop while STATUS said ``running``. Past
+    ``RESTART_LIMIT`` crashes within ``RESTART_WINDOW_SECONDS`` the supervisor stops it for good and says why."""
+    from ray._private.state import actors as actor_table
+
+    engine = start_local(file_config(), name="test-crash-loop", journal_dir=tmp_path / "journals")
+    try:
+
+        def restarted(count: int) -> bool:
+            feed = engine.status()["actors"]["feed"]
+            return feed["alive"] and feed["restarts"] >= count
+
+        for crash in range(1, RESTART_LIMIT + 1):
+            ray.kill(engine.actor("feed"), no_restart=False)
+            wait_for(lambda crash=crash: restarted(crash), timeout=60, what=f"restart {crash}")
+        assert engine.status()["state"] == "running"
+        ray.kill(engine.actor("feed"), no_restart=False)  # one crash too many
+
+        status = wait_for(lambda: (s := engine.status())["state"] == "failed" and s, timeout=60, what="giving up")
+        assert status["actors"]["feed"]["alive"] is False
+        [problem] = status["problems"]
+        assert problem.startswith(f"engine 'test-crash-loop': actor 'feed' crashed {RESTART_LIMIT + 1} times within ")
+        assert "not restarted again" in problem
+        assert all(actor["alive"] for name, actor in status["actors"].items() if name != "feed")
+        assert actor_table(engine.actor("feed")._actor_id.hex())["State"] == "DEAD"  # Ray restarts it no more
+    finally:
+        engine.shutdown()

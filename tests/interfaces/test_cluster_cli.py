@@ -1,5 +1,6 @@
 """``veloz status / stop / attach / metrics / start --address``: an address with no Ray cluster behind it is a clean
-``error:`` line within seconds (not minutes of Ray's retries, not a traceback); conflicting ``start`` flags are refused.
+``error:`` line within seconds (not minutes of Ray's retries, not a traceback); an engine that does not answer (still
+starting, or stuck) is said so within seconds, and ``stop`` ends it; conflicting ``start`` flags are refused.
 """
 
 from __future__ import annotations
@@ -11,21 +12,26 @@ import sys
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
+import ray
+
+from veloz_actors.actors.api import NAMESPACE
+from veloz_actors.actors.supervisor import supervisor_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "engine.yaml"
 
 
-def _veloz(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the CLI; a hang fails the test after 60 s instead of blocking the suite."""
+def _veloz(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; a hang fails the test after ``timeout`` s instead of blocking the suite."""
     return subprocess.run(
         [sys.executable, "-m", "veloz_actors.interfaces.cli", *args],
         input="",
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=timeout,
         check=False,
         env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )
@@ -113,3 +119,40 @@ def test_a_bad_durability_is_refused_before_the_run_folder_is_made(tmp_path: Pat
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == "error: --durability must be always, group or none, got 'sometimes'\n"
     assert not (tmp_path / "run").exists()  # no run folder, no veloz.log
+
+
+class _StartingSupervisor:
+    """An engine's supervisor as a client sees it while its start takes minutes (a restarted engine whose actors
+    recover long journals, or wait up to 60 s each for the journal lock a predecessor still holds): it answers
+    nothing until its constructor returns."""
+
+    def __init__(self) -> None:
+        threading.Event().wait(600)  # (the test ends it)
+
+    def handles(self) -> dict[str, object]:  # what a client asks first (never answered here)
+        return {}
+
+
+def test_an_engine_that_does_not_answer_is_said_so_by_status_and_ended_by_stop(ray_runtime, tmp_path: Path) -> None:
+    """``status`` and ``stop`` waited up to 510 s for an engine still starting (or stuck) without a word, and
+    ``stop`` could not end it."""
+    name = f"starting-{tmp_path.name}"
+    supervisor = (
+        ray.remote(_StartingSupervisor)
+        .options(name=supervisor_name(name), namespace=NAMESPACE, num_cpus=0, max_restarts=0)
+        .remote()
+    )
+    try:
+        address = ray_runtime.gcs_address
+        status = _veloz("status", "--address", address, "--name", name, timeout=120)  # (510 s before)
+        assert (status.returncode, status.stdout) == (2, "")
+        assert status.stderr.startswith(f"error: engine {name!r} did not answer within ")
+        assert "still starting" in status.stderr and "Traceback" not in status.stderr
+
+        stop = _veloz("stop", "--address", address, "--name", name, timeout=120)
+        assert orjson.loads(stop.stdout) == {"type": "status", "name": name, "state": "killed"}
+        assert stop.returncode == 1 and "did not answer within " in stop.stderr and "Traceback" not in stop.stderr
+        gone = _veloz("status", "--address", address, "--name", name, timeout=120)
+        assert gone.returncode == 2 and f"no engine named {name!r}" in gone.stderr
+    finally:
+        ray.kill(supervisor, no_restart=True)

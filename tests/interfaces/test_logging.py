@@ -21,6 +21,7 @@ from veloz_actors.logs import (
     configure_logging,
     flush_logs,
     log_events,
+    log_file_status,
     redact,
     redact_url,
     register_secrets,
@@ -127,6 +128,34 @@ def test_a_json_field_that_cannot_be_encoded_is_written_as_text_and_the_record_i
     assert third["pairs"] == "{(1, 2): 'x'}"
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_lone_surrogate_is_written_escaped_and_the_record_is_kept(
+    tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Text holding a lone surrogate (the stdlib's ``json.loads('"\\ud83d"')``, a file name that is not UTF-8 read from
+    the command line) cannot be encoded as UTF-8: the file refused the record (line lost) and printed a "Logging
+    error" traceback on stderr for each one."""
+    configure_logging(LogSettings(format=fmt, file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("venue said %s", "bad \ud83d half", extra={"path": "run-\udcff.log"})
+    try:
+        raise RuntimeError("no file \udcff")
+    except RuntimeError:
+        log.exception("failed")
+    log.warning("after")
+    flush_logs()
+    assert "Logging error" not in capsys.readouterr().err
+    if fmt == "json":
+        said, failed, after = _json_lines(tmp_path / "veloz.log")
+        assert (said["msg"], said["path"], after["msg"]) == ("venue said bad \\ud83d half", "run-\\udcff.log", "after")
+        assert failed["exc"].endswith("RuntimeError: no file \\udcff")
+    else:
+        text = (tmp_path / "veloz.log").read_text(encoding="utf-8")
+        assert "venue said bad \\ud83d half path=run-\\udcff.log\n" in text
+        assert "RuntimeError: no file \\udcff\n" in text
+        assert text.endswith("veloz.test: after\n")
+
+
 # ------------------------------------------------------------------------------------------------------- levels
 
 
@@ -221,6 +250,22 @@ def test_a_log_file_that_refuses_writes_says_so_once_and_again_when_it_takes_lin
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device whose writes fail ENOSPC")
+def test_lines_dropped_because_the_writer_fell_behind_are_counted_and_said_in_the_file(tmp_path: Path) -> None:
+    """More records than the writer thread's queue holds (10,000; an OMS at INFO in a burst of orders) were dropped
+    without a trace: STATUS ``logs`` said ``dropped: 0`` and no line said that any were missing."""
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    [writer] = logging.getLogger("veloz").handlers
+    log = logging.getLogger("veloz.test")
+    with writer._drain_lock:  # type: ignore[attr-defined]  # the writer busy: the records wait in its queue
+        for i in range(writer.maxsize + 5):  # type: ignore[attr-defined]
+            log.info("order accepted", extra={"i": i})
+    lines = _json_lines(tmp_path / "veloz.log")
+    assert [line["i"] for line in lines[:-1]] == list(range(writer.maxsize))  # type: ignore[attr-defined]
+    assert lines[-1]["level"] == "WARNING" and lines[-1]["msg"].startswith("5 log lines were dropped: ")
+    status = log_file_status()
+    assert status is not None and status["dropped"] == 5
+
+
 def test_the_engines_status_counts_the_lines_its_log_file_refused(tmp_path: Path) -> None:
     """The single-process engine's STATUS (here through the API) names its log file and counts the lines it lost."""
     path = tmp_path / "veloz.log"

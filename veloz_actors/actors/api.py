@@ -76,6 +76,7 @@ NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
 _START_TIMEOUT = 2 * START_SECONDS + 30.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
+CONNECT_SECONDS = 15.0  # how long the CLI's status / stop / attach / metrics wait for an engine that does not answer
 _REFRESH_SECONDS = 0.5  # after an actor error, the supervisor is asked for its actors at most this often
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 _DURABILITIES = get_args(Durability)
@@ -342,15 +343,26 @@ class EngineHandle:
     After an actor error the handle asks the supervisor for its actors again before it retries: a supervisor that Ray
     restarted has built a new actor graph (its actors die with it), recovered from the journals."""
 
-    def __init__(self, supervisor: Any, *, name: str, owned: bool, account_id: str = "main") -> None:
+    def __init__(
+        self,
+        supervisor: Any,
+        *,
+        name: str,
+        owned: bool,
+        account_id: str = "main",
+        start_timeout: float = _START_TIMEOUT,
+    ) -> None:
         self._supervisor = supervisor
         self.name = name
         self.account_id = account_id
         self._owned = owned
         try:  # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS)
-            handles = ray.get(supervisor.handles.remote(), timeout=_START_TIMEOUT)
+            handles = ray.get(supervisor.handles.remote(), timeout=start_timeout)
         except ray.exceptions.GetTimeoutError as exc:
-            raise EngineUnavailable(f"engine {name!r}: its actors did not start within {_START_TIMEOUT:.0f} s") from exc
+            raise EngineUnavailable(
+                f"engine {name!r} did not answer within {start_timeout:g} s: its actors are still starting "
+                "(recovering their journals) or stuck"
+            ) from exc
         spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
         self.spec = spec
         self._take(handles)
@@ -795,13 +807,17 @@ def start_local(
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.nodes["supervisor"], soft=False)
     if detached:
         options["lifetime"] = "detached"
+    running = ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
     try:
         ray.get_actor(supervisor_name(name))
     except ValueError:
         pass
     else:
-        raise ConfigError(f"an engine named {name!r} is already running in namespace {_namespace()!r}")
-    supervisor: Any = ray.remote(Supervisor).options(**options).remote(spec)
+        raise running
+    try:
+        supervisor: Any = ray.remote(Supervisor).options(**options).remote(spec)
+    except ray.exceptions.ActorAlreadyExistsError:  # another start took the name since we looked
+        raise running from None
     try:
         return EngineHandle(supervisor, name=name, owned=not detached)  # waits until every actor is up
     except BaseException:  # interrupted (Ctrl-C) or not up in time: no half-started engine is left (a detached one
@@ -813,15 +829,22 @@ def _namespace() -> str:
     return ray.get_runtime_context().namespace
 
 
-def connect(address: str | None = "auto", *, name: str = "default", namespace: str = NAMESPACE) -> EngineHandle:
-    """Connect to an engine already running (``veloz start --address ADDR --detached``) and return its handle."""
+def connect(
+    address: str | None = "auto", *, name: str = "default", namespace: str = NAMESPACE, timeout: float | None = None
+) -> EngineHandle:
+    """Connect to an engine already running (``veloz start --address ADDR --detached``) and return its handle.
+
+    ``timeout``: seconds to wait for an engine still starting (default: as long as a start may take, minutes);
+    :class:`EngineUnavailable` saying so after it (``veloz status`` / ``stop`` / ``attach`` wait ``CONNECT_SECONDS``)."""
     _check_address(address)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be a non-empty str, got {_got(name)}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigError(f"timeout must be a number of seconds > 0 or None, got {_got(timeout)}")
     _ensure_ray(address, namespace)
     try:
         supervisor = ray.get_actor(supervisor_name(name), namespace=namespace)
     except ValueError as exc:
         where = redact(str(address), address)
         raise EngineUnavailable(f"no engine named {name!r} in namespace {namespace!r} at {where}") from exc
-    return EngineHandle(supervisor, name=name, owned=False)
+    return EngineHandle(supervisor, name=name, owned=False, start_timeout=timeout or _START_TIMEOUT)

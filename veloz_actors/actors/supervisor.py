@@ -6,9 +6,12 @@ shard (:mod:`.venue`, registered by name so a restarted OMS finds them), the mar
 strategies and, when configured, the risk actor. Each is a plain synchronous actor (calls from one sender run in
 order), ``max_task_retries=0`` (a retried call could reorder an ordered stream) and ``max_restarts=-1`` (Ray restarts
 a dead actor; it rebuilds itself from snapshot + journal, and the OMS and the venues resync their report streams).
-Its health loop never dies: it pings every actor, counts restarts (a new process id), and after the account view
-restarted asks the OMS to push the account state again. ``status()`` reports each actor alive, its inbox depth and
-its last sequence number.
+Its health loop never dies: it pings every actor, counts restarts (a new process id, or Ray's count of them), and
+after the account view restarted asks the OMS to push the account state again. An actor that crashed more than
+``RESTART_LIMIT`` times within ``RESTART_WINDOW_SECONDS`` (an input that kills it whenever it recovers, the memory
+monitor killing it while it replays its journal) is not restarted again: the supervisor ends it for good, the engine's
+state becomes ``failed`` and ``problems`` says which actor and what to do, instead of a restart loop behind a
+``running`` engine. ``status()`` reports each actor alive, its inbox depth and its last sequence number.
 
 Placement (:meth:`EngineSpec.placement`): with ``actors.journal_mode: shared`` every actor goes wherever Ray puts it
 and a restarted one recovers on any node from the shared journal directory. With ``node-local`` each journaled actor
@@ -28,6 +31,7 @@ handle asks for the new actors after an actor error (:class:`~veloz_actors.actor
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -59,11 +63,22 @@ from .spec import (
 from .strategy_node import StrategyNode
 from .venue import VenueActor
 
-__all__ = ["Supervisor", "SUPERVISOR_PREFIX", "strategy_problems", "supervisor_name"]
+__all__ = [
+    "RESTART_LIMIT",
+    "RESTART_WINDOW_SECONDS",
+    "SUPERVISOR_PREFIX",
+    "Supervisor",
+    "strategy_problems",
+    "supervisor_name",
+]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
 START_SECONDS = 240.0  # each of the two waits for actors to start (a busy machine, a journal to recover); see api
 _RISK_MARKS = ("BookTop", "Trade", "MarkPrice", "Kline", "Ticker")  # the risk actor's fills come from the OMS
+# an actor that crashed more than RESTART_LIMIT times within RESTART_WINDOW_SECONDS is not restarted again
+RESTART_LIMIT = 5
+RESTART_WINDOW_SECONDS = 600.0
+_ACTIVE = ("running", "failed")  # the states in which the supervisor looks after its actors (not stopping, stopped)
 _ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 1}
 
 
@@ -100,6 +115,10 @@ class Supervisor:
         self.seqs: dict[str, int] = {}
         self.alive: dict[str, bool] = {}
         self.restarts: dict[str, int] = {}
+        self.crashes: dict[str, collections.deque[float]] = {}  # actor -> when its recent crashes were seen
+        self.ray_restarts: dict[str, int] = {}  # actor -> Ray's count of its restarts when last asked
+        self.new_pids: dict[str, int] = {}  # actor -> how often its ping answered from a new process
+        self.gave_up: dict[str, str] = {}  # actor -> why it is no longer restarted
         self.risk: Any = None
         self.pinned = spec.pinned_nodes()  # actor -> the node it is pinned to (node-local journals, spec.nodes)
         stranded = stranded_actors(spec)
@@ -224,7 +243,10 @@ class Supervisor:
     def problems(self, alive_nodes: set[str] | None = None) -> list[str]:
         """What keeps actors from running that Ray cannot fix by itself: each actor pinned to a node that is gone."""
         stranded = self.stranded_at_start or stranded_actors(self.spec, alive_nodes)
-        return [stranded_message(self.spec, actor, node) for actor, node in stranded.items()]
+        return [
+            *(stranded_message(self.spec, actor, node) for actor, node in stranded.items()),
+            *self.gave_up.values(),
+        ]
 
     def _nodes_now(self) -> dict[str, str | None]:
         """Actor -> the node it runs on now (None while Ray restarts it, or if its node is gone), from the GCS."""
@@ -255,25 +277,63 @@ class Supervisor:
         done = set(ready)
         with self._lock:
             for name, ref in zip(names, refs, strict=True):
+                if name in self.gave_up:
+                    continue
                 if ref not in done:
                     self.alive[name] = False
+                    self._count_crashes(name)
                     continue
                 try:
                     pid, seq = ray.get(ref, timeout=1.0)
                 except Exception:  # noqa: BLE001 - died (Ray is restarting it)
                     self.alive[name] = False
+                    self._count_crashes(name)
                     continue
                 if pid != self.pids[name]:
-                    self.restarts[name] += 1
+                    self.new_pids[name] = self.new_pids.get(name, 0) + 1
+                    self.restarts[name] = max(self.restarts[name], self.new_pids[name])
                     self.pids[name] = pid
-                    if name == "account" and self.state == "running":
+                    if self._count_crashes(name):
+                        continue
+                    if name == "account" and self.state in _ACTIVE:
                         self.oms.resync_account.remote()  # type: ignore[attr-defined]
-                    if name == "bus" and self.risk is not None and self.state == "running":
+                    if name == "bus" and self.risk is not None and self.state in _ACTIVE:
                         # a restarted bus forgot its forwards
                         self.bus.forward.remote(self.risk, _RISK_MARKS, name="risk")
                 self.alive[name] = True
                 self.seqs[name] = seq
             return dict(self.alive)
+
+    def _count_crashes(self, name: str) -> bool:
+        """After an actor did not answer or answered from a new process: Ray's count of its restarts (the GCS's actor
+        table: a crash the pings missed counts too); past ``RESTART_LIMIT`` within ``RESTART_WINDOW_SECONDS`` the actor
+        is ended for good and the engine is ``failed`` (returns True)."""
+        from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
+
+        try:
+            count = int(actor_table(self.actors[name]._actor_id.hex())["NumRestarts"])
+        except Exception:  # noqa: BLE001 - the GCS busy: the next check asks again
+            return False
+        now = time.monotonic()
+        crashes = self.crashes.setdefault(name, collections.deque())
+        crashes.extend([now] * (count - self.ray_restarts.get(name, 0)))  # the crashes since the last look
+        self.ray_restarts[name] = count
+        self.restarts[name] = max(self.new_pids.get(name, 0), count)  # the same restarts, seen two ways
+        while crashes and now - crashes[0] > RESTART_WINDOW_SECONDS:
+            crashes.popleft()
+        if len(crashes) <= RESTART_LIMIT or self.state not in _ACTIVE:
+            return False
+        ray.kill(self.actors[name], no_restart=True)
+        self.alive[name] = False
+        log = None if self.spec.logging is None else self.spec.logging.file_for(name)
+        self.gave_up[name] = (
+            f"engine {self.spec.name!r}: actor {name!r} crashed {len(crashes)} times within "
+            f"{RESTART_WINDOW_SECONDS:g} s and is not restarted again (a crash loop): "
+            f"{'' if log is None else f'its log file {log} and '}Ray's worker logs say why; remove the cause, then "
+            f"`veloz stop --name {self.spec.name}` and start the engine again (it recovers from its journals)"
+        )
+        self.state = "failed"
+        return True
 
     def status(self) -> dict[str, Any]:
         """Health of every actor: alive, inbox depth, last sequence number, restarts; and the engine summary."""

@@ -37,9 +37,9 @@ def register(app: typer.Typer) -> None:
         pinned node is gone, a live strategy that keeps raising), each also on stderr."""
         import ray
 
-        from ..actors.api import connect
+        from ..actors.api import CONNECT_SECONDS, connect
 
-        engine = connect(address, name=name)
+        engine = connect(address, name=name, timeout=CONNECT_SECONDS)
         try:
             status = engine.status()
             sys.stdout.buffer.write(orjson.dumps({"type": "status", **status}) + b"\n")
@@ -65,10 +65,10 @@ def register(app: typer.Typer) -> None:
 
         import ray
 
-        from ..actors.api import connect
+        from ..actors.api import CONNECT_SECONDS, connect
         from .metrics import serve_metrics
 
-        engine = connect(address, name=name)
+        engine = connect(address, name=name, timeout=CONNECT_SECONDS)
         server = serve_metrics(engine.status, host=host, port=port)
         sys.stdout.buffer.write(orjson.dumps({"type": "status", "metrics": server.url, "name": name}) + b"\n")
         sys.stdout.buffer.flush()
@@ -86,12 +86,31 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stop")
     def stop(address: Annotated[str, _ADDRESS] = "auto", name: Annotated[str, _NAME] = "default") -> None:
-        """Stop an engine on a cluster: journals flushed, every actor ended."""
+        """Stop an engine on a cluster: journals flushed, every actor ended. An engine that does not answer (still
+        starting, or stuck) is ended without that (state ``killed``, exit status 1): its journals keep what they hold,
+        and its next start recovers from them."""
         import ray
 
-        from ..actors.api import connect
+        from .._exceptions import EngineUnavailable
+        from ..actors.api import CONNECT_SECONDS, NAMESPACE, connect
+        from ..actors.supervisor import supervisor_name
 
-        engine = connect(address, name=name)
+        try:
+            engine = connect(address, name=name, timeout=CONNECT_SECONDS)
+        except EngineUnavailable as exc:
+            if not ray.is_initialized():  # the cluster is not there
+                raise
+            try:
+                supervisor = ray.get_actor(supervisor_name(name), namespace=NAMESPACE)
+            except ValueError:  # no such engine
+                raise exc from None
+            ray.kill(supervisor, no_restart=True)  # its actors end with it (it owns them)
+            sys.stdout.buffer.write(orjson.dumps({"type": "status", "name": name, "state": "killed"}) + b"\n")
+            print(
+                f"error: {exc}: ended without a clean stop (the next start recovers from its journals)", file=sys.stderr
+            )
+            ray.shutdown()
+            raise typer.Exit(1) from None
         try:
             engine.shutdown()
             sys.stdout.buffer.write(orjson.dumps({"type": "status", "name": name, "state": "stopped"}) + b"\n")

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .._exceptions import VelozError
-from ..actors.api import EngineHandle, connect, start_local
+from ..actors.api import CONNECT_SECONDS, EngineHandle, connect, start_local
 from ..actors.bus import Settled
 from ..config import EngineFileConfig
 from ..logs import log_file_status
@@ -278,7 +278,7 @@ def attach_command(address: str, *, name: str = "default", market: bool = True) 
     """``veloz attach``: the same command session, to an engine already running on a cluster."""
     import ray
 
-    engine = connect(address, name=name)
+    engine = connect(address, name=name, timeout=CONNECT_SECONDS)
     try:
         return _session(engine, market=market, tick_ms=1000, owned=False, ticking=False)
     finally:

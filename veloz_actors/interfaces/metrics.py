@@ -15,8 +15,9 @@ scrapes. Metrics (full words, unit suffixes)::
     veloz_subscriber_dropped_total             counter    events dropped by the subscribers' drop-oldest queues (all
                                                           subscriptions, closed ones' too)
     veloz_subscriber_queued_max                gauge      events waiting in the fullest subscriber queue
-    veloz_log_dropped_lines_total{actor,file}  counter    lines a process's log file refused (a full disk, an I/O
-                                                          error) since it was opened (STATUS ``logs``)
+    veloz_log_dropped_lines_total{actor,file}  counter    lines a process's log file lost since it was opened:
+                                                          refused (a full disk, an I/O error) or dropped by a writer
+                                                          that fell 10,000 lines behind (STATUS ``logs``)
     veloz_log_file_failing{actor,file}         gauge      1 while that file refuses lines
 
 No metric is labelled by subscription: its id is new on every subscribe (STATUS ``subscribers`` has each one's).
@@ -150,7 +151,7 @@ def log_metric_families(logs: dict[str, Any]) -> Iterator[Metric]:
     """STATUS ``logs`` (each process's :func:`~veloz_actors.logs.log_file_status`, by actor) as metric families."""
     dropped = CounterMetricFamily(
         "veloz_log_dropped_lines",
-        "Lines the process's log file refused (full disk, I/O error)",
+        "Lines the process's log file lost (refused: full disk, I/O error; or dropped: writer behind)",
         labels=["actor", "file"],
     )
     failing = GaugeMetricFamily(
