@@ -545,8 +545,8 @@ _WAKE = object()  # queued by close() and friends so a waiting processor looks a
 class _Frames:
     """The reader's frames, ``(ts_recv, data)``, to the processor on the same event loop: a bounded FIFO. The reader
     waits for room while it is full (so TCP backpressure reaches the server); the processor takes all there is at
-    once. What :class:`asyncio.Queue` does, with a third of its work per frame (no coroutine per put, no ``join()``
-    counters): a live feed queues every frame it reads."""
+    once. What :class:`asyncio.Queue` does, with less work per frame (no coroutine per put, no ``join()`` counters,
+    no getter per frame): a live feed queues every frame it reads."""
 
     __slots__ = ("limit", "_items", "_taker", "_putter")
 
