@@ -51,6 +51,7 @@ from veloz_actors.venues.binance.market_data import (
     LatencyStats,
     MarketDataSettings,
     MarketDataThread,
+    _Frames,
 )
 from veloz_actors.venues.engine import Engine
 
@@ -162,6 +163,26 @@ def test_latency_stats_percentiles_over_a_bounded_reservoir():
     assert stats.summary() == {"count": 2000, "p50": 2.0, "p99": 2.0, "max": 1000.0}
     stats.add(-500_000)  # a receive clock behind the exchange's shows as negative latency, not as an error
     assert stats.summary()["count"] == 2001
+
+
+def test_the_frame_queue_is_bounded_in_order_and_wakes_each_side():
+    async def scenario() -> None:
+        frames = _Frames(limit=3)
+        assert not frames and frames.take_all() == []
+        taker = asyncio.get_running_loop().create_task(frames.wait())
+        await asyncio.sleep(0)
+        assert not taker.done()  # nothing queued: the processor waits
+        assert frames.put_nowait((1, b"a")) and frames.put_nowait((2, b"b"))
+        await taker  # woken by the first frame
+        assert not frames.put_nowait((3, b"c"))  # that filled it: the reader must wait for room before reading on
+        room = asyncio.get_running_loop().create_task(frames.wait_room())
+        await asyncio.sleep(0)
+        assert not room.done()
+        assert frames.take_all() == [(1, b"a"), (2, b"b"), (3, b"c")] and not frames
+        await room  # woken by the processor's take
+        await frames.wait_room()  # room already: returns at once
+
+    asyncio.run(scenario())
 
 
 def test_settings_normalise_and_validate():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from veloz_actors import DataError
-from veloz_actors.fixed import SCALE
+from veloz_actors import DataError, InvalidInput
+from veloz_actors.fixed import SCALE, parse_decimal
 from veloz_actors.messages import BookDelta, BookTop, FundingRate, Kline, MarkPrice, Side, Trade
 from veloz_actors.venues.binance import (
     interval_ns,
@@ -410,3 +410,37 @@ def test_fast_trade_reader_names_what_is_wrong(change: dict, message: str) -> No
     assert trade_fields(good, RECV) == ("BTCUSDT", 7, 10_050_000_000, 25_000_000, True, 5 * MS)
     with pytest.raises(DataError, match=message):
         trade_fields({**good, **change}, RECV)
+
+
+# Binance's own form (1 to 10 whole digits, a dot, 8 decimals) takes a shortcut: its digits without the dot are the
+# units. Strings of that shape that are not plain ASCII digits must still be judged by the exact parser.
+_EIGHT_DECIMAL_SHAPES = [
+    "0.00000001", "61837.63000000", "9999999999.99999999", "0000000001.00000000", "00000000001.00000000",
+    "12345678901.00000000", "\u0663.00000000", "\uff11.00000000", "1.0000000\u0663", "1_0.00000000", "+1.00000000",
+    "-1.00000000", " 1.00000000", "1.00000000 ", "1.2.00000000", "1..00000000", "0.00000000", ".000000001",
+]  # fmt: skip
+
+
+def _exact(text: str) -> int | None:
+    try:
+        return parse_decimal(text, "x", allow_negative=True)
+    except InvalidInput:
+        return None
+
+
+@pytest.mark.parametrize("text", _EIGHT_DECIMAL_SHAPES)
+def test_eight_decimal_strings_are_read_as_the_exact_parser_reads_them(text: str) -> None:
+    expected = _exact(text)
+    diff = {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 1, "u": 2, "b": [[text, text]], "a": []}
+    ticker = {"u": 1, "s": "BTCUSDT", "b": "1.00000000", "B": text, "a": "2.00000000", "A": text}
+    for _ in range(2):  # the first reading fills the cache of plain numbers, the second is served from it
+        if expected is None or expected <= 0:
+            with pytest.raises(DataError):
+                parse_depth_update(diff, RECV)  # a price must be positive
+        else:
+            assert parse_depth_update(diff, RECV).bids == ((expected, expected),)
+        if expected is None or expected < 0:
+            with pytest.raises(DataError):
+                book_ticker_fields(ticker, RECV)
+        else:
+            assert book_ticker_fields(ticker, RECV)[1:5] == (SCALE, expected, 2 * SCALE, expected)

@@ -320,11 +320,16 @@ class MarketBatchBuilder:
     def top(
         self, symbol: str, bid: int, bid_qty: int, ask: int, ask_qty: int, update_id: int, ts_event: int, ts_recv: int
     ) -> None:
-        self._rows.append((TOP, self._code(symbol), bid, bid_qty, ask, ask_qty, update_id, 0, 0, ts_event, ts_recv))
+        code = self._index.get(symbol)  # _code() written out: a live feed's most frequent call
+        if code is None:
+            code = self._code(symbol)
+        self._rows.append((TOP, code, bid, bid_qty, ask, ask_qty, update_id, 0, 0, ts_event, ts_recv))
 
     def trade(self, symbol: str, trade_id: int, price: int, qty: int, sell: bool, ts_event: int, ts_recv: int) -> None:
-        side = _SELL if sell else 0
-        self._rows.append((TRADE, self._code(symbol), trade_id, price, qty, side, 0, 0, 0, ts_event, ts_recv))
+        code = self._index.get(symbol)
+        if code is None:
+            code = self._code(symbol)
+        self._rows.append((TRADE, code, trade_id, price, qty, _SELL if sell else 0, 0, 0, 0, ts_event, ts_recv))
 
     def add(self, e: Any) -> int:
         """Append one message (as a row when it is a top, a trade or a diff); returns its row's index."""

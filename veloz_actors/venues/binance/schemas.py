@@ -192,6 +192,17 @@ _UNITS_CACHE_LIMIT = 1 << 18
 
 
 def _plain_units(text: str) -> int:
+    if len(text) > DECIMALS + 1 and text[-DECIMALS - 1] == ".":
+        # Binance's own form, 1 to 10 whole digits and exactly 8 decimals ("61837.63000000"): its digits without the
+        # dot are already the 1e-8 units. Only ASCII digits pass (isdigit alone takes other scripts' digits, and
+        # int() would also take signs, spaces and underscores); a second dot leaves one behind, so it fails too.
+        digits = text.replace(".", "", 1)
+        if len(digits) <= _MAX_WHOLE_DIGITS + DECIMALS and digits.isdigit() and digits.isascii():
+            value = int(digits)
+            if len(_UNITS_CACHE) >= _UNITS_CACHE_LIMIT:
+                _UNITS_CACHE.clear()
+            _UNITS_CACHE[text] = value
+            return value
     whole, dot, frac = text.partition(".")
     if (
         len(whole) <= _MAX_WHOLE_DIGITS
@@ -249,7 +260,7 @@ def _preview(data: Any) -> str:
 
 
 def _loads(raw: bytes | str | dict | list) -> Any:
-    if isinstance(raw, dict | list):
+    if type(raw) is not bytes and isinstance(raw, dict | list):
         return raw
     try:
         return orjson.loads(raw)
@@ -260,15 +271,22 @@ def _loads(raw: bytes | str | dict | list) -> Any:
 # ---------------------------------------------------------------------------------------------------------- streams
 
 
+_NO_STREAM = object()  # a field the envelope lacks
+
+
 def unwrap(raw: bytes | str | dict) -> tuple[str | None, Any]:
     """Split a combined-stream envelope ``{"stream": s, "data": d}`` into ``(s, d)``; a bare payload gives
     ``(None, payload)``."""
     data = _loads(raw)
-    if isinstance(data, dict) and "stream" in data:
-        stream = data["stream"]
-        if type(stream) is not str:
+    if type(data) is dict or isinstance(data, dict):
+        stream = data.get("stream", _NO_STREAM)
+        if type(stream) is str:
+            payload = data.get("data", _NO_STREAM)
+            if payload is not _NO_STREAM:
+                return stream, payload
+            return stream, _field(data, "data", "envelope")  # raises, naming the field
+        if stream is not _NO_STREAM:
             raise DataError(f"envelope: field 'stream' must be a string, got {stream!r}")
-        return stream, _field(data, "data", "envelope")
     return None, data
 
 
@@ -386,9 +404,19 @@ def book_ticker_fields(data: dict, ts_recv: int) -> tuple[str, int, int, int, in
         symbol = data["s"]
         update_id = data["u"]
         if type(symbol) is str and symbol and type(update_id) is int and 0 <= update_id < _INT64 and "E" not in data:
-            bid, bid_qty, ask, ask_qty = _units(data["b"]), _units(data["B"]), _units(data["a"]), _units(data["A"])
-            if _top_problem(bid, bid_qty, ask, ask_qty) is None:
-                return symbol, bid, bid_qty, ask, ask_qty, update_id, ts_recv
+            b, bq, a, aq = data["b"], data["B"], data["a"], data["A"]
+            get = _UNITS_CACHE.get  # _units() written out: most of a live feed's events come this way
+            bid, bid_qty, ask, ask_qty = get(b), get(bq), get(a), get(aq)
+            if bid is None:
+                bid = _plain_units(b)
+            if bid_qty is None:
+                bid_qty = _plain_units(bq)
+            if ask is None:
+                ask = _plain_units(a)
+            if ask_qty is None:
+                ask_qty = _plain_units(aq)
+            if 0 < bid < ask and bid_qty and ask_qty:  # two sides, not crossed; any other top is judged (and
+                return symbol, bid, bid_qty, ask, ask_qty, update_id, ts_recv  # refused) by parse_book_ticker
     except (KeyError, TypeError, AttributeError, ValueError, _NotPlain):
         pass
     top = parse_book_ticker(data, ts_recv)
