@@ -70,6 +70,7 @@ from ..messages import (
     VenueOrderFilled,
     VenueOrderRejected,
     VenueOrderStatusUnknown,
+    builder,
 )
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
@@ -165,6 +166,7 @@ _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 _EVICTED_IDS = 250_000
 _CANCEL_ALL_TRIES = 3  # cancels a cancel-all sends to one order before leaving it to the trader
 _STOP_RETRY_NS = 1_000_000_000  # message time between two stop-loss orders for one position
+_submit_order, _submit_cancel = builder(SubmitOrder), builder(SubmitCancel)  # one of each per order
 
 
 class TradingKernel:
@@ -544,8 +546,9 @@ class TradingKernel:
     def _request_cancel(self, order: Order, ts: int) -> None:
         order.transition(_S.PENDING_CANCEL, ts)
         self.outbox.append(
-            SubmitCancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts)
-        )
+            _submit_cancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol,
+                           ts=ts)
+        )  # fmt: skip
 
     def pending_requests(self, symbols: Collection[str] | None = None) -> list[SubmitOrder | SubmitCancel]:
         """The requests a venue may not have received, for a driver to send again after either side restarted.
@@ -1296,7 +1299,7 @@ def _bad_fill(report: VenueOrderFilled, order: Order, problem: str) -> Error:
 def _submit_request(order: Order) -> SubmitOrder:
     """The venue request of a funded order (built from its command, so a re-send is the same message)."""
     cmd = order.command
-    return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
+    return _submit_order(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
 
 

@@ -30,9 +30,14 @@ from ..messages import (
     RejectReason,
     Side,
     TimeInForce,
+    builder,
 )
 
 __all__ = ["OMS", "TRANSITIONS", "Order"]
+
+# an order's events, built as their classes build them, cheaper (messages.builder): several per order
+_order_accepted, _order_filled = builder(OrderAccepted), builder(OrderFilled)
+_order_cancelled, _order_expired = builder(OrderCancelled), builder(OrderExpired)
 
 _S = OrderStatus
 _WORKING = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL, _S.UNKNOWN})
@@ -129,7 +134,7 @@ class Order:
     def accepted_event(self, ts: int) -> OrderAccepted:
         """The event of an order the venue just accepted, with the quantity and price as ordered."""
         command = self.command
-        return OrderAccepted(
+        return _order_accepted(
             client_order_id=self.client_order_id,
             order_id=self.order_id,
             account_id=self.account_id,
@@ -146,7 +151,7 @@ class Order:
         self, *, trade_id: int, price: int, qty: int, fee: int, fee_asset: str, liquidity: Liquidity, ts: int
     ) -> OrderFilled:
         """The event of a fill already counted in ``filled`` (an order by quote amount has no quantity left)."""
-        return OrderFilled(
+        return _order_filled(
             client_order_id=self.client_order_id,
             order_id=self.order_id,
             account_id=self.account_id,
@@ -166,7 +171,7 @@ class Order:
     def closed_event(self, reason: RejectReason | None, ts: int) -> OrderCancelled | OrderExpired | None:
         """The event of an order that just became CANCELLED or EXPIRED (None for the other states)."""
         if self.status is OrderStatus.CANCELLED:
-            return OrderCancelled(
+            return _order_cancelled(
                 client_order_id=self.client_order_id,
                 order_id=self.order_id,
                 account_id=self.account_id,
@@ -176,7 +181,7 @@ class Order:
                 ts=ts,
             )
         if self.status is OrderStatus.EXPIRED:
-            return OrderExpired(
+            return _order_expired(
                 client_order_id=self.client_order_id,
                 order_id=self.order_id,
                 account_id=self.account_id,

@@ -42,6 +42,7 @@ from ..messages import (
     VenueOrderExpired,
     VenueOrderFilled,
     VenueOrderRejected,
+    builder,
 )
 from .matching import Fill, OrderBook, VenueOrder
 from .simmarket import SimMarket, SimSymbol
@@ -50,6 +51,9 @@ __all__ = ["MM_ACCOUNT", "SimVenue"]
 
 MM_ACCOUNT = "sim-mm"
 _SEEN_LIMIT = 200_000  # re-sent requests are recognised among this many latest orders
+# the reports, built as their classes build them, cheaper (messages.builder): one or more per request
+_accepted, _filled, _cancelled = builder(VenueOrderAccepted), builder(VenueOrderFilled), builder(VenueOrderCancelled)
+_expired, _rejected, _book_top = builder(VenueOrderExpired), builder(VenueOrderRejected), builder(BookTop)
 
 
 class SimVenue:
@@ -114,7 +118,7 @@ class SimVenue:
         order = VenueOrder.from_request(request, venue_order_id, inst.max_qty)
         ts = command.ts
         reports: list[Any] = [
-            VenueOrderAccepted(
+            _accepted(
                 venue=self.name,
                 client_order_id=command.client_order_id,
                 account_id=command.account_id,
@@ -174,7 +178,7 @@ class SimVenue:
         self.book.remove(order)
         del self.orders[key]  # after the book: a removal that raised leaves the order where drop_order finds it
         return [
-            VenueOrderCancelled(
+            _cancelled(
                 venue=self.name,
                 client_order_id=order.client_order_id,
                 account_id=order.account_id,
@@ -218,7 +222,7 @@ class SimVenue:
             raise VenueFailed(reports) from exc  # the fills of resting orders before it raised: delivered
         bid, bid_qty, ask, ask_qty = self.book.top()
         reports.append(
-            BookTop(
+            _book_top(
                 symbol=symbol,
                 bid_price=bid,
                 bid_qty=bid_qty,
@@ -333,7 +337,7 @@ class SimVenue:
                 else:
                     leaves = order.qty - order.filled  # a maker takes one fill per match
                 reports.append(
-                    VenueOrderFilled(
+                    _filled(
                         venue=name,
                         client_order_id=order.client_order_id,
                         account_id=order.account_id,
@@ -363,7 +367,7 @@ class SimVenue:
 
     def _rejected(self, request: SubmitOrder, reason: RejectReason, detail: str) -> VenueOrderRejected:
         command = request.command
-        return VenueOrderRejected(
+        return _rejected(
             venue=self.name,
             client_order_id=command.client_order_id,
             account_id=command.account_id,
@@ -374,7 +378,7 @@ class SimVenue:
         )
 
     def _expired(self, order: VenueOrder, reason: RejectReason, ts: int) -> VenueOrderExpired:
-        return VenueOrderExpired(
+        return _expired(
             venue=self.name,
             client_order_id=order.client_order_id,
             account_id=order.account_id,
