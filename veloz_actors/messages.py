@@ -85,6 +85,7 @@ __all__ = [
     "encode",
     "encode_line",
     "from_dict",
+    "members",
     "positional",
     "to_dict",
 ]
@@ -195,6 +196,17 @@ class RejectReason(enum.StrEnum):
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def members(cls: type[_E]) -> type[_E]:
+    """``cls``'s members as the attributes of a plain class, for the hot paths: ``members(Side).BUY is Side.BUY``.
+
+    Read through its enum class, a member costs about 1,000 machine instructions in Python 3.11 (``EnumType`` defines
+    ``__getattr__``, which takes every attribute read of the class off the interpreter's fast path); read through this
+    class, about 50. The engine compares sides, order types and statuses a few dozen times per order.
+    """
+    return type(f"{cls.__name__}Members", (), dict(cls.__members__))  # type: ignore[return-value]
 
 
 @dataclass_transform(frozen_default=True, kw_only_default=True)

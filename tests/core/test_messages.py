@@ -277,3 +277,10 @@ def test_builder_takes_the_class_keywords_and_defaults_and_no_strangers() -> Non
         m.builder(m.Tick)(ts=1, colour="red")
     with pytest.raises(TypeError, match="ts"):
         m.builder(m.Tick)()
+
+
+@pytest.mark.parametrize("cls", [m.Side, m.OrderType, m.TimeInForce, m.OrderStatus, m.Liquidity, m.RejectReason])
+def test_members_are_the_enum_members_themselves(cls: type) -> None:
+    fast = m.members(cls)
+    for name, member in cls.__members__.items():
+        assert getattr(fast, name) is member

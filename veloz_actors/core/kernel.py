@@ -71,6 +71,7 @@ from ..messages import (
     VenueOrderRejected,
     VenueOrderStatusUnknown,
     builder,
+    members,
 )
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
@@ -88,7 +89,13 @@ from .risk import RiskEngine, RiskLimits
 
 __all__ = ["KernelConfig", "TradingKernel", "gc_tuned", "replay_kernel", "tune_gc"]
 
-_S = OrderStatus
+# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+_Side = members(Side)
+_OrderType = members(OrderType)
+_TimeInForce = members(TimeInForce)
+_Liquidity = members(Liquidity)
+
+_S = members(OrderStatus)
 
 
 def tune_gc() -> None:
@@ -454,7 +461,7 @@ class TradingKernel:
         account = cmd.account_id
         ledger = self.ledger
         reference = self.reference.get(cmd.symbol)
-        protect = cmd.protect_price if cmd.order_type is OrderType.MARKET else None
+        protect = cmd.protect_price if cmd.order_type is _OrderType.MARKET else None
         if protect is not None:  # the sender fixed the market order's worst price: value the order there
             reference = protect if protect > 0 else None  # 0: the sender had no price to protect it with
         if checked:
@@ -477,16 +484,16 @@ class TradingKernel:
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)
                 return
-        if cmd.tif is TimeInForce.POST_ONLY and cmd.order_type is not OrderType.LIMIT:
+        if cmd.tif is _TimeInForce.POST_ONLY and cmd.order_type is not _OrderType.LIMIT:
             self._reject(cmd, RejectReason.INVALID_PRICE, "post-only orders must be limit orders", order, events)
             return
         # reserve funds atomically: the order reaches the venue only if the account can pay for all of it
-        if cmd.order_type is OrderType.MARKET:
+        if cmd.order_type is _OrderType.MARKET:
             if reference is None:
                 self._reject(cmd, RejectReason.NO_REFERENCE_PRICE, "no reference price", order, events)
                 return
             order.protect_price = reference if protect else self.risk.protect_price(cmd.side, reference, inst)
-        if cmd.side is Side.BUY:
+        if cmd.side is _Side.BUY:
             asset = inst.quote_asset
             if cmd.quote_qty is not None:
                 amount = cmd.quote_qty
@@ -688,10 +695,10 @@ class TradingKernel:
         trade_keys[key] = booked
         inst = self.instruments[order.symbol]
         account = order.account_id
-        rate = inst.maker_fee_rate if report.liquidity is Liquidity.MAKER else inst.taker_fee_rate
+        rate = inst.maker_fee_rate if report.liquidity is _Liquidity.MAKER else inst.taker_fee_rate
         order.notional_filled += notional
         order.fee_numerator += notional * rate
-        buy = order.side is Side.BUY
+        buy = order.side is _Side.BUY
         if buy:
             pay_asset, pay, receive_asset, receive = inst.quote_asset, notional, inst.base_asset, qty
         else:
@@ -856,7 +863,7 @@ class TradingKernel:
         """After a partial fill, unlock what the rest of the order can no longer need."""
         if order.quote_qty is not None:
             return  # spends up to its budget until the venue says it is done
-        if order.side is Side.SELL:
+        if order.side is _Side.SELL:
             need = order.qty - order.filled
         else:
             limit = order.price if order.price is not None else order.protect_price
@@ -1085,7 +1092,7 @@ class TradingKernel:
             free = self.ledger.free(account, inst.base_asset) // step * step
             if free < qty:
                 working = self.oms.open_orders(account, symbol)
-                sells = [o for o in working if o.side is Side.SELL and o.status is not _S.PENDING_CANCEL]
+                sells = [o for o in working if o.side is _Side.SELL and o.status is not _S.PENDING_CANCEL]
                 for order in sorted(sells, key=lambda o: o.order_id):
                     self._request_cancel(order, ts)
                 if sells:
@@ -1112,8 +1119,8 @@ class TradingKernel:
                 client_order_id=cid,
                 account_id=account,
                 symbol=symbol,
-                side=Side.SELL,
-                order_type=OrderType.MARKET,
+                side=_Side.SELL,
+                order_type=_OrderType.MARKET,
                 qty=qty,
                 ts=ts,
             )
@@ -1282,7 +1289,7 @@ def _fill_problem(report: VenueOrderFilled, order: Order, notional: int) -> str 
             f"{format_decimal(order.qty)}"
         )
     limit = order.price
-    if limit is not None and (price > limit if order.side is Side.BUY else price < limit):
+    if limit is not None and (price > limit if order.side is _Side.BUY else price < limit):
         return f"trades at {format_decimal(price)}, through the order's limit {format_decimal(limit)}"
     return None
 
