@@ -249,3 +249,38 @@ def test_messages_replace_pickle_and_hash_as_dataclasses() -> None:
                                                 ts=3))  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         balance.free = 6  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda cls: cls.TYPE)
+def test_builder_and_positional_make_the_message_the_class_makes(cls: type) -> None:
+    build, make = m.builder(cls), m.positional(cls)
+
+    @settings(max_examples=20, deadline=None)
+    @given(STRATEGIES[cls])
+    def check(message: m.Message) -> None:
+        values = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+        for made in (build(**values), make(*values.values())):
+            assert type(made) is cls and made == message and hash(made) == hash(message)
+            assert encode(made) == encode(message)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(made, next(iter(values)), None)
+
+    check()
+
+
+def test_builder_takes_the_class_keywords_and_defaults_and_no_strangers() -> None:
+    build = m.builder(m.PlaceOrder)
+    order = build(client_order_id="c", symbol="BTCUSDT", side=m.Side.BUY, order_type=m.OrderType.MARKET, ts=1)
+    assert order == m.PlaceOrder(client_order_id="c", symbol="BTCUSDT", side=m.Side.BUY,
+                                 order_type=m.OrderType.MARKET, ts=1)  # fmt: skip
+    with pytest.raises(TypeError, match="colour"):
+        m.builder(m.Tick)(ts=1, colour="red")
+    with pytest.raises(TypeError, match="ts"):
+        m.builder(m.Tick)()
+
+
+@pytest.mark.parametrize("cls", [m.Side, m.OrderType, m.TimeInForce, m.OrderStatus, m.Liquidity, m.RejectReason])
+def test_members_are_the_enum_members_themselves(cls: type) -> None:
+    fast = m.members(cls)
+    for name, member in cls.__members__.items():
+        assert getattr(fast, name) is member

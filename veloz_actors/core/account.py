@@ -21,9 +21,12 @@ from dataclasses import dataclass
 
 from .._exceptions import InvalidInput
 from ..fixed import SCALE, format_decimal
-from ..messages import AccountUpdated, Balance, PositionUpdated
+from ..messages import AccountUpdated, Balance, PositionUpdated, builder
 
 __all__ = ["Ledger", "Position"]
+
+# built after almost every step (messages.builder)
+_account_updated, _balance, _position_updated = builder(AccountUpdated), builder(Balance), builder(PositionUpdated)
 
 
 @dataclass(slots=True)
@@ -74,7 +77,7 @@ class Position:
             self.cost = notional - notional_closed
 
     def to_event(self, ts: int) -> PositionUpdated:
-        return PositionUpdated(
+        return _position_updated(
             account_id=self.account_id,
             symbol=self.symbol,
             qty=self.qty,
@@ -156,9 +159,9 @@ class Ledger:
         for asset, bucket in self._accounts[account_id].items():
             balance = cache.get(asset)
             if balance is None:
-                balance = cache[asset] = Balance(asset=asset, free=bucket[0], locked=bucket[1])
+                balance = cache[asset] = _balance(asset=asset, free=bucket[0], locked=bucket[1])
             balances.append(balance)
-        return AccountUpdated(account_id=account_id, balances=tuple(balances), ts=ts)
+        return _account_updated(account_id=account_id, balances=tuple(balances), ts=ts)
 
     def position(self, account_id: str, symbol: str) -> Position:
         key = (account_id, symbol)

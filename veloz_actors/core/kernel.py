@@ -70,6 +70,8 @@ from ..messages import (
     VenueOrderFilled,
     VenueOrderRejected,
     VenueOrderStatusUnknown,
+    builder,
+    members,
 )
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
@@ -87,7 +89,13 @@ from .risk import RiskEngine, RiskLimits
 
 __all__ = ["KernelConfig", "TradingKernel", "gc_tuned", "replay_kernel", "tune_gc"]
 
-_S = OrderStatus
+# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+_Side = members(Side)
+_OrderType = members(OrderType)
+_TimeInForce = members(TimeInForce)
+_Liquidity = members(Liquidity)
+
+_S = members(OrderStatus)
 
 
 def tune_gc() -> None:
@@ -165,6 +173,7 @@ _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 _EVICTED_IDS = 250_000
 _CANCEL_ALL_TRIES = 3  # cancels a cancel-all sends to one order before leaving it to the trader
 _STOP_RETRY_NS = 1_000_000_000  # message time between two stop-loss orders for one position
+_submit_order, _submit_cancel = builder(SubmitOrder), builder(SubmitCancel)  # one of each per order
 
 
 class TradingKernel:
@@ -452,7 +461,7 @@ class TradingKernel:
         account = cmd.account_id
         ledger = self.ledger
         reference = self.reference.get(cmd.symbol)
-        protect = cmd.protect_price if cmd.order_type is OrderType.MARKET else None
+        protect = cmd.protect_price if cmd.order_type is _OrderType.MARKET else None
         if protect is not None:  # the sender fixed the market order's worst price: value the order there
             reference = protect if protect > 0 else None  # 0: the sender had no price to protect it with
         if checked:
@@ -475,16 +484,16 @@ class TradingKernel:
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)
                 return
-        if cmd.tif is TimeInForce.POST_ONLY and cmd.order_type is not OrderType.LIMIT:
+        if cmd.tif is _TimeInForce.POST_ONLY and cmd.order_type is not _OrderType.LIMIT:
             self._reject(cmd, RejectReason.INVALID_PRICE, "post-only orders must be limit orders", order, events)
             return
         # reserve funds atomically: the order reaches the venue only if the account can pay for all of it
-        if cmd.order_type is OrderType.MARKET:
+        if cmd.order_type is _OrderType.MARKET:
             if reference is None:
                 self._reject(cmd, RejectReason.NO_REFERENCE_PRICE, "no reference price", order, events)
                 return
             order.protect_price = reference if protect else self.risk.protect_price(cmd.side, reference, inst)
-        if cmd.side is Side.BUY:
+        if cmd.side is _Side.BUY:
             asset = inst.quote_asset
             if cmd.quote_qty is not None:
                 amount = cmd.quote_qty
@@ -544,8 +553,9 @@ class TradingKernel:
     def _request_cancel(self, order: Order, ts: int) -> None:
         order.transition(_S.PENDING_CANCEL, ts)
         self.outbox.append(
-            SubmitCancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts)
-        )
+            _submit_cancel(client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol,
+                           ts=ts)
+        )  # fmt: skip
 
     def pending_requests(self, symbols: Collection[str] | None = None) -> list[SubmitOrder | SubmitCancel]:
         """The requests a venue may not have received, for a driver to send again after either side restarted.
@@ -685,10 +695,10 @@ class TradingKernel:
         trade_keys[key] = booked
         inst = self.instruments[order.symbol]
         account = order.account_id
-        rate = inst.maker_fee_rate if report.liquidity is Liquidity.MAKER else inst.taker_fee_rate
+        rate = inst.maker_fee_rate if report.liquidity is _Liquidity.MAKER else inst.taker_fee_rate
         order.notional_filled += notional
         order.fee_numerator += notional * rate
-        buy = order.side is Side.BUY
+        buy = order.side is _Side.BUY
         if buy:
             pay_asset, pay, receive_asset, receive = inst.quote_asset, notional, inst.base_asset, qty
         else:
@@ -853,7 +863,7 @@ class TradingKernel:
         """After a partial fill, unlock what the rest of the order can no longer need."""
         if order.quote_qty is not None:
             return  # spends up to its budget until the venue says it is done
-        if order.side is Side.SELL:
+        if order.side is _Side.SELL:
             need = order.qty - order.filled
         else:
             limit = order.price if order.price is not None else order.protect_price
@@ -1082,7 +1092,7 @@ class TradingKernel:
             free = self.ledger.free(account, inst.base_asset) // step * step
             if free < qty:
                 working = self.oms.open_orders(account, symbol)
-                sells = [o for o in working if o.side is Side.SELL and o.status is not _S.PENDING_CANCEL]
+                sells = [o for o in working if o.side is _Side.SELL and o.status is not _S.PENDING_CANCEL]
                 for order in sorted(sells, key=lambda o: o.order_id):
                     self._request_cancel(order, ts)
                 if sells:
@@ -1109,8 +1119,8 @@ class TradingKernel:
                 client_order_id=cid,
                 account_id=account,
                 symbol=symbol,
-                side=Side.SELL,
-                order_type=OrderType.MARKET,
+                side=_Side.SELL,
+                order_type=_OrderType.MARKET,
                 qty=qty,
                 ts=ts,
             )
@@ -1279,7 +1289,7 @@ def _fill_problem(report: VenueOrderFilled, order: Order, notional: int) -> str 
             f"{format_decimal(order.qty)}"
         )
     limit = order.price
-    if limit is not None and (price > limit if order.side is Side.BUY else price < limit):
+    if limit is not None and (price > limit if order.side is _Side.BUY else price < limit):
         return f"trades at {format_decimal(price)}, through the order's limit {format_decimal(limit)}"
     return None
 
@@ -1296,7 +1306,7 @@ def _bad_fill(report: VenueOrderFilled, order: Order, problem: str) -> Error:
 def _submit_request(order: Order) -> SubmitOrder:
     """The venue request of a funded order (built from its command, so a re-send is the same message)."""
     cmd = order.command
-    return SubmitOrder(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
+    return _submit_order(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
 
 

@@ -30,11 +30,20 @@ from ..messages import (
     RejectReason,
     Side,
     TimeInForce,
+    builder,
+    members,
 )
 
 __all__ = ["OMS", "TRANSITIONS", "Order"]
 
-_S = OrderStatus
+# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+_RejectReason = members(RejectReason)
+
+# an order's events, built as their classes build them, cheaper (messages.builder): several per order
+_order_accepted, _order_filled = builder(OrderAccepted), builder(OrderFilled)
+_order_cancelled, _order_expired = builder(OrderCancelled), builder(OrderExpired)
+
+_S = members(OrderStatus)
 _WORKING = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL, _S.UNKNOWN})
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.NEW: frozenset({_S.SUBMITTED, _S.REJECTED}),
@@ -91,13 +100,13 @@ class Order:
         self.qty: int = command.qty
         self.quote_qty: int | None = command.quote_qty
         self.filled = 0
-        self.status = OrderStatus.NEW
+        self.status = _S.NEW
         self.reserved = 0
         self.reserve_asset = ""
         self.fee_numerator = 0
         self.fees_paid = 0
         self.notional_filled = 0
-        self.history: list[tuple[OrderStatus, int]] = [(OrderStatus.NEW, command.ts)]
+        self.history: list[tuple[OrderStatus, int]] = [(_S.NEW, command.ts)]
         self.command = command
         self.protect_price: int | None = None
         self.venue_order_id = ""
@@ -118,7 +127,7 @@ class Order:
     def sent(self) -> bool:
         """Sent to its venue (the kernel's own rejections never are): only such an order can have venue reports."""
         history = self.history
-        return len(history) > 1 and history[1][0] is OrderStatus.SUBMITTED
+        return len(history) > 1 and history[1][0] is _S.SUBMITTED
 
     def transition(self, to: OrderStatus, ts: int) -> None:
         if to not in TRANSITIONS[self.status]:
@@ -129,7 +138,7 @@ class Order:
     def accepted_event(self, ts: int) -> OrderAccepted:
         """The event of an order the venue just accepted, with the quantity and price as ordered."""
         command = self.command
-        return OrderAccepted(
+        return _order_accepted(
             client_order_id=self.client_order_id,
             order_id=self.order_id,
             account_id=self.account_id,
@@ -146,7 +155,7 @@ class Order:
         self, *, trade_id: int, price: int, qty: int, fee: int, fee_asset: str, liquidity: Liquidity, ts: int
     ) -> OrderFilled:
         """The event of a fill already counted in ``filled`` (an order by quote amount has no quantity left)."""
-        return OrderFilled(
+        return _order_filled(
             client_order_id=self.client_order_id,
             order_id=self.order_id,
             account_id=self.account_id,
@@ -165,24 +174,24 @@ class Order:
 
     def closed_event(self, reason: RejectReason | None, ts: int) -> OrderCancelled | OrderExpired | None:
         """The event of an order that just became CANCELLED or EXPIRED (None for the other states)."""
-        if self.status is OrderStatus.CANCELLED:
-            return OrderCancelled(
+        if self.status is _S.CANCELLED:
+            return _order_cancelled(
                 client_order_id=self.client_order_id,
                 order_id=self.order_id,
                 account_id=self.account_id,
                 symbol=self.symbol,
                 filled_qty=self.filled,
-                reason=reason or RejectReason.USER_CANCEL,
+                reason=reason or _RejectReason.USER_CANCEL,
                 ts=ts,
             )
-        if self.status is OrderStatus.EXPIRED:
-            return OrderExpired(
+        if self.status is _S.EXPIRED:
+            return _order_expired(
                 client_order_id=self.client_order_id,
                 order_id=self.order_id,
                 account_id=self.account_id,
                 symbol=self.symbol,
                 filled_qty=self.filled,
-                reason=reason or RejectReason.IOC_UNFILLED,
+                reason=reason or _RejectReason.IOC_UNFILLED,
                 ts=ts,
             )
         return None

@@ -15,10 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..fixed import SCALE, format_decimal
-from ..messages import OrderType, PlaceOrder, RejectReason, Side
+from ..messages import OrderType, PlaceOrder, RejectReason, Side, members
 from .instruments import Instrument
 
 __all__ = ["RiskEngine", "RiskLimits", "TokenBucket"]
+
+# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+_Side = members(Side)
+_OrderType = members(OrderType)
 
 Rejection = tuple[RejectReason, str]
 
@@ -109,7 +113,7 @@ class RiskEngine:
         exempt = account in limits.exempt_accounts
         # Spot: a BUY adds exposure; a SELL can only sell base the account holds (its reservation guarantees that,
         # whether the base was bought here or deposited), so it always reduces exposure.
-        increases = cmd.side is Side.BUY
+        increases = cmd.side is _Side.BUY
         if increases and not exempt:
             halted = self.halted(account)
             if halted is not None:
@@ -122,7 +126,7 @@ class RiskEngine:
                 return RejectReason.RATE_LIMIT, f"more than {limits.orders_per_second} orders/s (burst {limits.burst})"
 
         price = cmd.price
-        if cmd.order_type is OrderType.LIMIT:
+        if cmd.order_type is _OrderType.LIMIT:
             if price is None:
                 return RejectReason.INVALID_PRICE, "a limit order needs a price"
             rejection = inst.check_price(price)
@@ -131,19 +135,19 @@ class RiskEngine:
         elif price is not None:
             return RejectReason.INVALID_PRICE, "a market order takes no price"
         if cmd.quote_qty is not None:
-            if cmd.order_type is not OrderType.MARKET or cmd.side is not Side.BUY:
+            if cmd.order_type is not _OrderType.MARKET or cmd.side is not _Side.BUY:
                 return RejectReason.INVALID_QUANTITY, "quote_qty is only for market buys"
             if cmd.quote_qty <= 0:
                 return RejectReason.INVALID_QUANTITY, "quote_qty must be positive"
         else:
-            rejection = inst.check_qty(cmd.qty, market=cmd.order_type is OrderType.MARKET)
+            rejection = inst.check_qty(cmd.qty, market=cmd.order_type is _OrderType.MARKET)
             if rejection:
                 return rejection
         effective = price if price is not None else reference_price
         if effective is None:
             return RejectReason.NO_REFERENCE_PRICE, f"no reference price for {cmd.symbol} yet; market orders need one"
         if cmd.quote_qty is None:
-            rejection = inst.check_notional(effective, cmd.qty, market=cmd.order_type is OrderType.MARKET)
+            rejection = inst.check_notional(effective, cmd.qty, market=cmd.order_type is _OrderType.MARKET)
             if rejection:
                 return rejection
         max_qty = limits.max_order_qty.get(cmd.symbol, 0)
@@ -212,7 +216,7 @@ class RiskEngine:
     def protect_price(self, side: Side, reference_price: int, inst: Instrument) -> int:
         """How far a market order may walk the book: the edge of the price band, on tick."""
         low, high = self.band(reference_price)
-        if side is Side.BUY:
+        if side is _Side.BUY:
             return inst.round_price_down(high)
         return max(inst.round_price_up(low), inst.price_tick)
 

@@ -22,9 +22,12 @@ from bisect import bisect_left, insort
 from collections import deque
 
 from ..fixed import SCALE
-from ..messages import OrderType, Side, SubmitOrder, TimeInForce
+from ..messages import OrderType, Side, SubmitOrder, TimeInForce, members
 
 __all__ = ["Fill", "OrderBook", "VenueOrder"]
+
+# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+_Side = members(Side)
 
 
 class VenueOrder:
@@ -146,24 +149,24 @@ class OrderBook:
         return bids, asks
 
     def orders_at(self, side: Side, price: int) -> list[VenueOrder]:
-        level = (self._bids if side is Side.BUY else self._asks).get(price)
+        level = (self._bids if side is _Side.BUY else self._asks).get(price)
         return [o for o in level.orders if o.resting] if level else []
 
     def would_cross(self, side: Side, price: int) -> bool:
-        if side is Side.BUY:
+        if side is _Side.BUY:
             return bool(self._ask_keys) and price >= -self._ask_keys[-1]
         return bool(self._bid_prices) and price <= self._bid_prices[-1]
 
     def fillable(self, side: Side, limit: int | None, qty: int, account_id: str) -> bool:
         """Whether a taker could fill ``qty`` completely now at ``limit`` or better, before meeting its own order."""
         need = qty
-        if side is Side.BUY:
+        if side is _Side.BUY:
             book, keys, sign = self._asks, self._ask_keys, -1
         else:
             book, keys, sign = self._bids, self._bid_prices, 1
         for key in reversed(keys):
             price = sign * key
-            if limit is not None and (price > limit if side is Side.BUY else price < limit):
+            if limit is not None and (price > limit if side is _Side.BUY else price < limit):
                 return False
             for maker in book[price].orders:
                 if not maker.resting:
@@ -181,7 +184,7 @@ class OrderBook:
         """Put an order (with a price and quantity left) at the back of its price level."""
         price = order.price
         assert price is not None
-        if order.side is Side.BUY:
+        if order.side is _Side.BUY:
             book = self._bids
             level = book.get(price)
             if level is None:
@@ -204,7 +207,7 @@ class OrderBook:
             return
         order.resting = False
         price = order.price
-        book = self._bids if order.side is Side.BUY else self._asks
+        book = self._bids if order.side is _Side.BUY else self._asks
         level = book[price]  # type: ignore[index]
         level.qty -= order.qty - order.filled
         level.live -= 1
@@ -214,7 +217,7 @@ class OrderBook:
             level.orders = deque(o for o in level.orders if o.resting)
 
     def _drop_level(self, side: Side, price: int) -> None:
-        if side is Side.BUY:
+        if side is _Side.BUY:
             del self._bids[price]
             prices = self._bid_prices
             if prices[-1] == price:
@@ -249,7 +252,7 @@ class OrderBook:
         fills: list[Fill] = [] if into is None else into
         remaining = taker.qty - taker.filled
         account = taker.account_id
-        buying = taker.side is Side.BUY
+        buying = taker.side is _Side.BUY
         if buying:
             book, keys = self._asks, self._ask_keys
         else:
@@ -288,7 +291,7 @@ class OrderBook:
                 remaining -= trade
                 fills.append((maker, price, trade))
             if level.live == 0:
-                self._drop_level(Side.SELL if buying else Side.BUY, price)
+                self._drop_level(_Side.SELL if buying else _Side.BUY, price)
         return fills, False
 
     def check_invariants(self) -> None:
