@@ -270,7 +270,8 @@ def _event_status_line(status: dict[str, Any]) -> tuple[str, str]:
     if event == "circuit_breaker_tripped":
         return "bad", (
             f"CIRCUIT BREAKER TRIPPED  reason={status.get('reason')}  equity={status.get('equity')}  "
-            f"peak={status.get('peak_equity')}  (RESET re-arms trading)"
+            f"peak={status.get('peak_equity')}  (RESET re-arms this account's breaker; a halt of the whole engine, the "
+            "risk actor's or the kill switch's, is lifted by the API's resume)"
         )
     if event.startswith("venue_"):
         venue = rest.pop("venue", "")
