@@ -211,6 +211,19 @@ def test_resting_bid_fills_only_once_trades_at_its_price_eat_the_queue_ahead() -
     assert venue.resting == []
 
 
+def test_our_earlier_order_at_the_same_price_stands_ahead_of_our_later_one() -> None:
+    """Both join behind the recorded 1.0 at 100.00; the queue is then 1.0, a (0.2), b (0.1). A trade of 1.1 eats the
+    1.0 and 0.1 of a; a trade of 0.15 then gives a its last 0.1 and b the 0.05 beyond it."""
+    venue = _venue()
+    venue.submit(_order("a", Side.BUY, P // 5, price=100 * P))
+    venue.submit(_order("b", Side.BUY, P // 10, price=100 * P))
+    venue.on_clock(0)
+    fills = venue.on_trade(_trade(100 * P, 11 * P // 10, Side.SELL, ts=1))
+    assert [(f.client_order_id, f.qty) for f in fills] == [("a", P // 10)]
+    fills = venue.on_trade(_trade(100 * P, 15 * P // 100, Side.SELL, ts=2))
+    assert [(f.client_order_id, f.qty, f.leaves_qty) for f in fills] == [("a", P // 10, 0), ("b", P // 20, P // 20)]
+
+
 def test_fills_are_whole_steps_when_the_book_and_trades_are_finer_than_the_step() -> None:
     """A symbol whose step VeloZ coarsened (tick x step below 1e-8, as ETHBTC's): the book and the trades keep the
     exchange's finer quantities, and a fill of those had no exact notional (the venue raised). Each fill is rounded

@@ -33,7 +33,8 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
 
 **Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
 quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
-that queue first and only what is beyond it fills the order; a recorded level that shrinks below the queue ahead
+that queue first and only what is beyond it fills the order (our own orders that came earlier at that price stand
+ahead of it too: what they still had is taken from what reaches it); a recorded level that shrinks below the queue ahead
 shrinks it. A recorded trade *through* the price fills the whole remaining order at its price. Resting fills are
 MAKER fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel
 that arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
@@ -318,6 +319,7 @@ class L2ReplayVenue:
         ts = trade.ts_recv
         sell_aggressor = trade.aggressor is Side.SELL
         available = trade.qty  # what the trade can give our orders resting exactly at its price
+        own_ahead = 0  # what our earlier orders resting at its price still had: they stand ahead of later ones
         on_trade = self.queue.on_trade
         step = self.instrument.qty_step
         for order in list(self.resting):
@@ -333,7 +335,8 @@ class L2ReplayVenue:
                 self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
             elif price == limit and order.queue_known:
                 order.queue_ahead, reach = on_trade(order.queue_ahead, trade.qty)
-                qty = min(reach, leaves, available) // step * step
+                qty = min(reach - own_ahead, leaves, available) // step * step
+                own_ahead += leaves
                 if qty > 0:
                     available -= qty
                     self._fill(order, limit, qty, True, ts, reports)
