@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -448,6 +449,30 @@ def test_a_break_in_the_update_ids_says_how_much_of_the_capture_ran_without_a_bo
         "when no order could take liquidity or join a queue"
     ]
     assert run_l2_backtest(events, make_l2_strategy("book_imbalance", {}), settings).warnings == []
+
+
+def test_a_crossed_recorded_book_is_not_traded_against_and_is_warned_of(events, settings) -> None:
+    """One diff of the capture given a bid at twice the best ask, a price no later diff touches: from then on the
+    recorded book is crossed, so no market order fills (before, each bought at the asks below that bid)."""
+    i = _diff_index(events, 300)
+    high = _book_after(events, i).best_ask()[0] * 2
+    crossed = events[:i] + [replace(events[i], bids=(*events[i].bids, (high, SCALE)))] + events[i + 1 :]
+    book = L2Book(events[0].symbol)
+    crossed_updates = 0
+    for e in crossed:
+        if type(e) is BookDelta:
+            if e.is_snapshot:
+                book.apply_snapshot(e)
+            elif book.apply(e) and book.crossed:
+                crossed_updates += 1
+    assert crossed_updates > 100
+    result = run_l2_backtest(crossed, make_l2_strategy("book_imbalance", {}), settings)
+    assert len(result.trades) > 0 and all(ts < events[i].ts_recv for ts in result.trades["ts"].tolist())
+    assert result.warnings == [
+        f"BTCUSDT: {crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best bid at or "
+        "above best ask, a book no exchange holds): no order could take liquidity or join a queue until a later one "
+        "uncrossed it"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- determinism

@@ -269,6 +269,37 @@ def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_q
     assert [f.qty for f in venue.on_trade(_trade(99 * P, P // 5, Side.SELL))] == [P // 10]
 
 
+def _diff(bids: tuple[tuple[int, int], ...], update_id: int) -> BookDelta:
+    return BookDelta(
+        symbol="BTCUSDT", first_update_id=update_id, last_update_id=update_id, bids=bids, asks=(), ts_event=update_id,
+        ts_recv=update_id,
+    )  # fmt: skip
+
+
+def test_a_crossed_recorded_book_is_not_traded_against_until_it_uncrosses() -> None:
+    """A diff puts a bid of 1.0 at 100.05, above the asks 100.01 and 100.02: a book no exchange holds. Taking from it
+    would buy 0.5 at 100.01 and sell 1.0 at 100.05 at once (free money from a wrong capture). So orders see it as
+    an unknown book: a market order expires, a GTC bid waits, and joins once a diff uncrosses the book."""
+    venue = _venue()
+    assert venue.apply_depth(_diff(((10_005 * TICK, P),), 11))
+    assert venue.crossed_updates == 1 and venue.protect_price(Side.BUY, 0) == 0 == venue.mark()
+    venue.submit(_order("mb", Side.BUY, P, limit=101 * P, ts=11))
+    venue.submit(_order("ms", Side.SELL, P, limit=99 * P, ts=11))
+    venue.submit(_order("gtc", Side.BUY, P, price=10_002 * TICK, ts=11))
+    reports = venue.on_clock(11)
+    assert _fills(reports) == []
+    assert [(r.client_order_id, r.reason) for r in reports if type(r) is VenueOrderExpired] == [
+        ("mb", RejectReason.NO_LIQUIDITY),
+        ("ms", RejectReason.NO_LIQUIDITY),
+    ]
+    assert venue.apply_depth(_diff(((10_005 * TICK, 0),), 12))  # uncrossed: the bid waiting takes the asks
+    assert [(f.price, f.qty, f.liquidity) for f in _fills(venue.take_joined())] == [
+        (10_001 * TICK, P // 2, Liquidity.TAKER),
+        (10_002 * TICK, P // 2, Liquidity.TAKER),
+    ]
+    assert venue.crossed_updates == 1
+
+
 @pytest.mark.parametrize("through", ["on_market", "apply_depth"])
 def test_an_order_that_waited_for_the_book_and_crosses_it_takes_liquidity_when_the_book_is_known(through: str) -> None:
     """A GTC buy above the ask that came while the book was unknown: once the book is known it is worked as if it

@@ -318,7 +318,8 @@ class L2Result:
     ``client_order_ids[order_id]`` names each order; ``ledger`` is the kernel's ledger (balances, fees, positions,
     what went to the venue); ``orders`` every order the strategy sent (JSON-ready dicts with their state history);
     ``kernel`` and ``venue`` the run's trading kernel and :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`;
-    ``warnings`` what made the run cover less than the capture (a recorded book that was never or no longer known).
+    ``warnings`` what made the run cover less than the capture (a recorded book that was never or no longer known,
+    or crossed).
     """
 
     trades: np.ndarray
@@ -736,6 +737,12 @@ def run_l2_backtest(
     client_ids = {order.order_id: order.client_order_id for order in oms.orders(account_id=TRADER)}
     known_at_end = not book.needs_resync
     warnings = _book_warnings(symbol, n, book_known or known_at_end, known_at_end, lost, lost_from, venue.sequence_gaps)
+    if venue.crossed_updates:
+        warnings.append(
+            f"{symbol}: {venue.crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best "
+            "bid at or above best ask, a book no exchange holds): no order could take liquidity or join a queue "
+            "until a later one uncrossed it"
+        )
     return L2Result(
         trades=trades,
         equity=equity,
