@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -417,6 +418,61 @@ def test_the_sharpe_ratio_of_the_equity_samples_is_reported(events) -> None:
     expected = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365 * 86_400)
     assert result.metrics["sharpe"] == pytest.approx(expected, rel=1e-9)
     assert result.metrics["final_equity"] == Decimal(int(result.equity["equity"][-1])) / SCALE  # exact money
+
+
+# ------------------------------------------------------------------------------------------- a book not known
+
+
+def test_a_capture_without_a_snapshot_says_the_book_was_never_known(shared_data) -> None:
+    """The 2023 spot capture has depth diffs only: no order could trade against a book, which a user must be told
+    rather than read an empty run as the strategy's."""
+    events = load_market_events(shared_data / "ticks_l2/binance_spot_btcusdt_20230405_ws.txt.gz")
+    result = run_l2_backtest(events, make_l2_strategy("book_imbalance", {}))
+    assert result.metrics["n_fills"] == 0
+    assert len(result.warnings) == 1
+    assert "the recorded book was never known: the capture has no depth snapshot" in result.warnings[0]
+    assert f"in its {len(events):,} events" in result.warnings[0]
+
+
+def test_a_break_in_the_update_ids_says_how_much_of_the_capture_ran_without_a_book(events, settings) -> None:
+    """One diff dropped from the capture: the next diff breaks the chain and no later snapshot bridges it, so every
+    event after that one ran without a book."""
+    dropped = _diff_index(events, 300)
+    broken = events[:dropped] + events[dropped + 1 :]
+    breaks_at = next(i for i in range(dropped, len(broken)) if type(broken[i]) is BookDelta)
+    result = run_l2_backtest(broken, make_l2_strategy("book_imbalance", {}), settings)
+    assert result.metrics["sequence_gaps"] == 1
+    lost = len(broken) - breaks_at - 1
+    assert result.warnings == [
+        f"BTCUSDT: the depth update ids broke 1 time(s): the recorded book was unknown for {lost:,} of the capture's "
+        f"{len(broken):,} events (from ts {broken[breaks_at + 1].ts_recv} ns on, and no later snapshot rebuilt it), "
+        "when no order could take liquidity or join a queue"
+    ]
+    assert run_l2_backtest(events, make_l2_strategy("book_imbalance", {}), settings).warnings == []
+
+
+def test_a_crossed_recorded_book_is_not_traded_against_and_is_warned_of(events, settings) -> None:
+    """One diff of the capture given a bid at twice the best ask, a price no later diff touches: from then on the
+    recorded book is crossed, so no market order fills (before, each bought at the asks below that bid)."""
+    i = _diff_index(events, 300)
+    high = _book_after(events, i).best_ask()[0] * 2
+    crossed = events[:i] + [replace(events[i], bids=(*events[i].bids, (high, SCALE)))] + events[i + 1 :]
+    book = L2Book(events[0].symbol)
+    crossed_updates = 0
+    for e in crossed:
+        if type(e) is BookDelta:
+            if e.is_snapshot:
+                book.apply_snapshot(e)
+            elif book.apply(e) and book.crossed:
+                crossed_updates += 1
+    assert crossed_updates > 100
+    result = run_l2_backtest(crossed, make_l2_strategy("book_imbalance", {}), settings)
+    assert len(result.trades) > 0 and all(ts < events[i].ts_recv for ts in result.trades["ts"].tolist())
+    assert result.warnings == [
+        f"BTCUSDT: {crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best bid at or "
+        "above best ask, a book no exchange holds): no order could take liquidity or join a queue until a later one "
+        "uncrossed it"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------- determinism

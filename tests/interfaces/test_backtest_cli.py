@@ -158,6 +158,13 @@ def test_tick_capture_runs_the_l2_backtest_with_an_l2_strategy():
     assert bar_strategy.returncode != 0 and "unknown L2 strategy" in bar_strategy.stderr
 
 
+def test_an_l2_capture_without_a_snapshot_is_warned_of():
+    capture = "../shared/data/ticks_l2/binance_spot_btcusdt_20230405_ws.txt.gz"
+    proc = _veloz("backtest", "--data", capture, "--strategy", "book_imbalance", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: BTCUSDT: the recorded book was never known: the capture has no depth snapshot" in proc.stderr
+
+
 def test_a_0_0001_tick_coin_backtests_out_of_the_box_and_reports_its_instrument(tmp_path):
     data = write_bars(tmp_path, ALGO)
     out = tmp_path / "run"

@@ -211,6 +211,19 @@ def test_resting_bid_fills_only_once_trades_at_its_price_eat_the_queue_ahead() -
     assert venue.resting == []
 
 
+def test_our_earlier_order_at_the_same_price_stands_ahead_of_our_later_one() -> None:
+    """Both join behind the recorded 1.0 at 100.00; the queue is then 1.0, a (0.2), b (0.1). A trade of 1.1 eats the
+    1.0 and 0.1 of a; a trade of 0.15 then gives a its last 0.1 and b the 0.05 beyond it."""
+    venue = _venue()
+    venue.submit(_order("a", Side.BUY, P // 5, price=100 * P))
+    venue.submit(_order("b", Side.BUY, P // 10, price=100 * P))
+    venue.on_clock(0)
+    fills = venue.on_trade(_trade(100 * P, 11 * P // 10, Side.SELL, ts=1))
+    assert [(f.client_order_id, f.qty) for f in fills] == [("a", P // 10)]
+    fills = venue.on_trade(_trade(100 * P, 15 * P // 100, Side.SELL, ts=2))
+    assert [(f.client_order_id, f.qty, f.leaves_qty) for f in fills] == [("a", P // 10, 0), ("b", P // 20, P // 20)]
+
+
 def test_fills_are_whole_steps_when_the_book_and_trades_are_finer_than_the_step() -> None:
     """A symbol whose step VeloZ coarsened (tick x step below 1e-8, as ETHBTC's): the book and the trades keep the
     exchange's finer quantities, and a fill of those had no exact notional (the venue raised). Each fill is rounded
@@ -254,6 +267,37 @@ def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_q
     venue.apply_depth(_snapshot(((99 * P, P),), ((10_001 * TICK, P),)))  # known: 1.0 bid at 99.00 is ahead of "other"
     assert venue.on_trade(_trade(99 * P, 9 * P // 10, Side.SELL)) == []
     assert [f.qty for f in venue.on_trade(_trade(99 * P, P // 5, Side.SELL))] == [P // 10]
+
+
+def _diff(bids: tuple[tuple[int, int], ...], update_id: int) -> BookDelta:
+    return BookDelta(
+        symbol="BTCUSDT", first_update_id=update_id, last_update_id=update_id, bids=bids, asks=(), ts_event=update_id,
+        ts_recv=update_id,
+    )  # fmt: skip
+
+
+def test_a_crossed_recorded_book_is_not_traded_against_until_it_uncrosses() -> None:
+    """A diff puts a bid of 1.0 at 100.05, above the asks 100.01 and 100.02: a book no exchange holds. Taking from it
+    would buy 0.5 at 100.01 and sell 1.0 at 100.05 at once (free money from a wrong capture). So orders see it as
+    an unknown book: a market order expires, a GTC bid waits, and joins once a diff uncrosses the book."""
+    venue = _venue()
+    assert venue.apply_depth(_diff(((10_005 * TICK, P),), 11))
+    assert venue.crossed_updates == 1 and venue.protect_price(Side.BUY, 0) == 0 == venue.mark()
+    venue.submit(_order("mb", Side.BUY, P, limit=101 * P, ts=11))
+    venue.submit(_order("ms", Side.SELL, P, limit=99 * P, ts=11))
+    venue.submit(_order("gtc", Side.BUY, P, price=10_002 * TICK, ts=11))
+    reports = venue.on_clock(11)
+    assert _fills(reports) == []
+    assert [(r.client_order_id, r.reason) for r in reports if type(r) is VenueOrderExpired] == [
+        ("mb", RejectReason.NO_LIQUIDITY),
+        ("ms", RejectReason.NO_LIQUIDITY),
+    ]
+    assert venue.apply_depth(_diff(((10_005 * TICK, 0),), 12))  # uncrossed: the bid waiting takes the asks
+    assert [(f.price, f.qty, f.liquidity) for f in _fills(venue.take_joined())] == [
+        (10_001 * TICK, P // 2, Liquidity.TAKER),
+        (10_002 * TICK, P // 2, Liquidity.TAKER),
+    ]
+    assert venue.crossed_updates == 1
 
 
 @pytest.mark.parametrize("through", ["on_market", "apply_depth"])

@@ -261,7 +261,8 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dic
         **_instrument_meta(settings.symbol, settings.price_tick, settings.qty_step, cfg, step_from="data"),
     }  # fmt: skip
     output: dict[str, Any] = {
-        "metrics": result.metrics, "trades": result.records(), "timing": timing, "warnings": [], "run": meta
+        "metrics": result.metrics, "trades": result.records(), "timing": timing, "warnings": list(result.warnings),
+        "run": meta,
     }  # fmt: skip
     if cfg.out:
         from ..backtest.report import write_l2_outputs

@@ -317,7 +317,9 @@ class L2Result:
 
     ``client_order_ids[order_id]`` names each order; ``ledger`` is the kernel's ledger (balances, fees, positions,
     what went to the venue); ``orders`` every order the strategy sent (JSON-ready dicts with their state history);
-    ``kernel`` and ``venue`` the run's trading kernel and :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`.
+    ``kernel`` and ``venue`` the run's trading kernel and :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`;
+    ``warnings`` what made the run cover less than the capture (a recorded book that was never or no longer known,
+    or crossed).
     """
 
     trades: np.ndarray
@@ -332,6 +334,7 @@ class L2Result:
     ledger: Ledger | None = None
     kernel: TradingKernel | None = None
     venue: L2ReplayVenue | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def records(self) -> list[dict[str, int | str]]:
         """The fills as JSON-ready dicts with exact decimal strings (see :func:`l2_trades_to_records`)."""
@@ -663,8 +666,18 @@ def run_l2_backtest(
     initial_mark = 0
     n = len(events)
     step = max(1, n // 100)
+    book_known = False  # the recorded book was known at some point
+    lost = 0  # events after that while it was not (a break in the update ids no later snapshot bridged)
+    lost_from = 0  # when the first of them came
     for index, event in enumerate(events):
         ts = event.ts_recv
+        if book.needs_resync:
+            if book_known:
+                if not lost:
+                    lost_from = ts
+                lost += 1
+        elif not book_known:
+            book_known = True
         if in_flight and in_flight[0][0] < ts:
             run.arrive(ts, False)
         run.clock = ts
@@ -722,6 +735,14 @@ def run_l2_backtest(
     metrics = _metrics(run, trades, equity, initial_mark, n)
     oms = run.kernel.oms
     client_ids = {order.order_id: order.client_order_id for order in oms.orders(account_id=TRADER)}
+    known_at_end = not book.needs_resync
+    warnings = _book_warnings(symbol, n, book_known or known_at_end, known_at_end, lost, lost_from, venue.sequence_gaps)
+    if venue.crossed_updates:
+        warnings.append(
+            f"{symbol}: {venue.crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best "
+            "bid at or above best ask, a book no exchange holds): no order could take liquidity or join a queue "
+            "until a later one uncrossed it"
+        )
     return L2Result(
         trades=trades,
         equity=equity,
@@ -735,7 +756,32 @@ def run_l2_backtest(
         ledger=ledger,
         kernel=run.kernel,
         venue=venue,
+        warnings=warnings,
     )
+
+
+def _book_warnings(
+    symbol: str, n_events: int, known: bool, known_at_end: bool, lost: int, lost_from: int, gaps: int
+) -> list[str]:
+    """What a user must hear when the recorded book was not known for part of the capture: orders then could not
+    take liquidity nor join a queue, so the run covers less of the capture than it seems."""
+    if not n_events:
+        return []
+    if not known:
+        return [
+            f"{symbol}: the recorded book was never known: the capture has no depth snapshot (the REST /depth line) "
+            f"its diffs could start from{f', and its update ids broke {gaps} time(s)' if gaps else ''}; no order could "
+            f"take liquidity or join a queue in its {n_events:,} events (only a trade through a resting GTC order's "
+            "price could fill one)"
+        ]
+    if lost:
+        rebuilt = "until a later snapshot rebuilt it" if known_at_end else "and no later snapshot rebuilt it"
+        return [
+            f"{symbol}: the depth update ids broke {gaps} time(s): the recorded book was unknown for {lost:,} of the "
+            f"capture's {n_events:,} events (from ts {lost_from} ns on, {rebuilt}), when no order could take "
+            "liquidity or join a queue"
+        ]
+    return []
 
 
 def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int) -> dict[str, Any]:

@@ -24,8 +24,9 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
   ``GTC`` / ``POST_ONLY`` remainder rests.
 * our fills consume level quantity only virtually, for that order: the recorded book is never altered by our trading.
   This is the standard assumption of L2 replay (our orders are small against the market).
-* while the recorded book is not known (no snapshot yet, or after a break in the update ids), nothing can be taken or
-  checked against it: a market, ``IOC``, ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC``
+* while the recorded book is not known (no snapshot yet, or after a break in the update ids) or is crossed (its best
+  bid at or above its best ask: a book no exchange holds, so the capture is wrong there, and taking from it would buy
+  below what the same book pays on the other side), nothing can be taken or checked against it: a market, ``IOC``, ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC``
   order rests with its place in the queue unknown: only a trade through its price fills it, until the book is known
   again. Then it is worked as if it arrived at that moment: if it crosses the book it takes liquidity up to its price
   (TAKER fills at the book's prices, reported by :meth:`L2ReplayVenue.take_joined`, or by ``on_market``), and what
@@ -33,7 +34,8 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
 
 **Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
 quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
-that queue first and only what is beyond it fills the order; a recorded level that shrinks below the queue ahead
+that queue first and only what is beyond it fills the order (our own orders that came earlier at that price stand
+ahead of it too: what they still had is taken from what reaches it); a recorded level that shrinks below the queue ahead
 shrinks it. A recorded trade *through* the price fills the whole remaining order at its price. Resting fills are
 MAKER fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel
 that arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
@@ -126,6 +128,7 @@ class L2ReplayVenue:
 
     # a class default: a venue pickled (a paper engine's snapshot) before this existed still works
     joined: list[Any] | tuple[()] = ()
+    crossed_updates = 0
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ class L2ReplayVenue:
         self.fees_charged: dict[str, int] = {}
         self.cancels_too_late = 0
         self.sequence_gaps = 0
+        self.crossed_updates = 0  # depth updates that left the recorded book crossed
         self.joined: list[Any] = []  # reports of waiting orders that crossed the book when it became known
 
     # ----------------------------------------------------------------------------------------- the venue protocol
@@ -263,7 +267,12 @@ class L2ReplayVenue:
         except SequenceGap:
             self.sequence_gaps += 1
             return False
-        if applied and self.resting and not book.needs_resync:
+        if not applied or book.needs_resync:
+            return applied
+        crossed = book.crossed
+        if crossed:
+            self.crossed_updates += 1
+        if self.resting:
             level_qty = book.level_qty
             queue = self.queue
             waiting = False
@@ -272,9 +281,14 @@ class L2ReplayVenue:
                     order.queue_ahead = queue.on_level(order.queue_ahead, level_qty(order.side, order.price))  # type: ignore[arg-type]
                 else:
                     waiting = True
-            if waiting:
+            if waiting and not crossed:
                 self._join(delta.ts_recv)
         return applied
+
+    def usable(self) -> bool:
+        """True when orders can trade against the recorded book: it is known and not crossed."""
+        book = self.book
+        return not book.needs_resync and not book.crossed
 
     def take_joined(self) -> list[Any]:
         """The reports of orders that waited for the book and crossed it once it was known (see the module's
@@ -318,6 +332,7 @@ class L2ReplayVenue:
         ts = trade.ts_recv
         sell_aggressor = trade.aggressor is Side.SELL
         available = trade.qty  # what the trade can give our orders resting exactly at its price
+        own_ahead = 0  # what our earlier orders resting at its price still had: they stand ahead of later ones
         on_trade = self.queue.on_trade
         step = self.instrument.qty_step
         for order in list(self.resting):
@@ -333,7 +348,8 @@ class L2ReplayVenue:
                 self._fill(order, limit, leaves, True, ts, reports)  # traded through our price: all of it
             elif price == limit and order.queue_known:
                 order.queue_ahead, reach = on_trade(order.queue_ahead, trade.qty)
-                qty = min(reach, leaves, available) // step * step
+                qty = min(reach - own_ahead, leaves, available) // step * step
+                own_ahead += leaves
                 if qty > 0:
                     available -= qty
                     self._fill(order, limit, qty, True, ts, reports)
@@ -343,10 +359,11 @@ class L2ReplayVenue:
         (fraction, 1e-8 units) against the trader, on tick, then slipped like a fill at that level would be.
 
         It is fixed when the order is sent, from the book the trader saw (like Binance's market order price
-        protection). 0 when the book shows no opposite price (before the first snapshot, or while it resyncs).
+        protection). 0 when the book shows no opposite price (before the first snapshot, or while it resyncs) or is
+        crossed.
         """
         book = self.book
-        if book.needs_resync:
+        if not self.usable():
             return 0
         tick = self.instrument.price_tick
         if side is _BUY:
@@ -362,9 +379,10 @@ class L2ReplayVenue:
         return self.slippage.adjust(side is _BUY, protect, tick)
 
     def mark(self) -> int:
-        """The recorded mid price, or the last recorded trade price while the book is not synced (0 before any)."""
+        """The recorded mid price, or the last recorded trade price while the book is not synced or is crossed (0
+        before any)."""
         book = self.book
-        if not book.needs_resync:
+        if self.usable():
             mid = book.mid()
             if mid is not None:
                 return mid
@@ -379,6 +397,7 @@ class L2ReplayVenue:
             "trades": self.trade_id,
             "cancels_too_late": self.cancels_too_late,
             "sequence_gaps": self.sequence_gaps,
+            "crossed_updates": self.crossed_updates,
             "synced": not self.book.needs_resync,
         }
 
@@ -436,7 +455,7 @@ class L2ReplayVenue:
         )
         self.orders[(order.account_id, order.client_order_id)] = order
         book = self.book
-        synced = not book.needs_resync
+        synced = self.usable()
         command = request.command
         if command.order_type is _MARKET:
             if synced:
