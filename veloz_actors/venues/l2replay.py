@@ -26,19 +26,19 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
   This is the standard assumption of L2 replay (our orders are small against the market).
 * while the recorded book is not known (no snapshot yet, or after a break in the update ids) or is crossed (its best
   bid at or above its best ask: a book no exchange holds, so the capture is wrong there, and taking from it would buy
-  below what the same book pays on the other side), nothing can be taken or checked against it: a market, ``IOC``, ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC``
-  order rests with its place in the queue unknown: only a trade through its price fills it, until the book is known
-  again. Then it is worked as if it arrived at that moment: if it crosses the book it takes liquidity up to its price
-  (TAKER fills at the book's prices, reported by :meth:`L2ReplayVenue.take_joined`, or by ``on_market``), and what
-  is left joins the back of its level.
+  below what the same book pays on the other side), nothing can be taken or checked against it: a market, ``IOC``,
+  ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC`` order rests with its place in the queue
+  unknown: only a trade through its price fills it, until the book is known again. Then it is worked as if it arrived
+  at that moment: if it crosses the book it takes liquidity up to its price (TAKER fills at the book's prices,
+  reported by :meth:`L2ReplayVenue.take_joined`, or by ``on_market``), and what is left joins the back of its level.
 
 **Resting orders** fill under the :class:`~veloz_actors.venues.fill_models.QueueModel`: on arrival the recorded
-quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat
-that queue first and only what is beyond it fills the order (our own orders that came earlier at that price stand
-ahead of it too: what they still had is taken from what reaches it); a recorded level that shrinks below the queue ahead
-shrinks it. A recorded trade *through* the price fills the whole remaining order at its price. Resting fills are
-MAKER fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel
-that arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
+quantity at the order's price is ahead of it; recorded trades at that price by an aggressor on the other side eat that
+queue first and only what is beyond it fills the order (our own orders that came earlier at that price stand ahead of
+it too: what they still had is taken from what reaches it); a recorded level that shrinks below the queue ahead
+shrinks it. A recorded trade *through* the price fills the whole remaining order at its price. Resting fills are MAKER
+fills. A recorded book that crosses a resting order without a trade does not fill it (conservative). A cancel that
+arrives after its order closed is rejected (``ORDER_NOT_OPEN``) and counted in ``cancels_too_late``.
 
 **Quantities.** Every fill is a whole number of the instrument's quantity steps, rounded down: a book level or a
 trade's share finer than the step fills what whole steps it holds (a level with less than one step is passed over).
