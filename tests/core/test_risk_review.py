@@ -134,20 +134,33 @@ def test_selling_deposited_coins_adds_no_symbol_exposure() -> None:
     assert "engine exposure in BTCUSDT 2.1 above the limit 2" in halt.reason
 
 
-def test_after_a_reset_a_limit_still_crossed_halts_again_on_the_next_mark() -> None:
+def test_a_reset_while_a_limit_is_still_crossed_halts_again_at_once_and_no_buy_gets_through() -> None:
     config = RiskMonitorConfig(
-        instruments=instruments(), balances={"main": {"USDT": d("100000")}},
+        instruments=instruments(), balances={"main": {"USDT": d("1000000")}, "mm": {"BTC": d("10")}},
         limits=EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("1")}), reference_prices={"BTCUSDT": d("60000")},
     )  # fmt: skip
-    monitor = RiskMonitor(config)
     engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("1000000")}, "mm": {"BTC": d("10")}}))
     engine.apply(trade("60000", ts=START_NS))
-    engine.apply(place("a", "SELL", "2", "60000", account="mm", ts=START_NS + 1))
+    engine.apply(place("a", "SELL", "5", "60000", account="mm", ts=START_NS + 1))
     fills = [e for e in engine.apply(place("b", "BUY", "2", "60000", ts=START_NS + 2)) if type(e) is OrderFilled]
-    assert len([c for c in monitor.apply_many(fills) if c.account_id == "*"]) == 1
-    assert monitor.reset(START_NS + 3) == [ResetCircuitBreaker(account_id="*", ts=START_NS + 3)]
-    [halt] = monitor.apply(trade("60100", ts=START_NS + 4))  # a mark: every limit is measured after a reset
-    assert "engine exposure in BTCUSDT 2 above the limit 1" in halt.reason
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Path(tmp) / "risk.jsonl"
+        monitor = RiskMonitor(config, journal_path=journal, durability="none")
+        for command in monitor.apply_many(fills):
+            engine.apply(command)
+        reset = monitor.reset(START_NS + 3)  # no market event follows: the limit is measured by the reset itself
+        monitor.close()
+        recovered, resend = RiskMonitor.recover(config, journal)
+        recovered.close()
+    assert [type(c) for c in reset] == [ResetCircuitBreaker, HaltTrading]
+    assert "engine exposure in BTCUSDT 2 above the limit 1" in reset[1].reason
+    assert monitor.status()["halted"] and list(monitor.status()["limits_crossed"]) == ["symbol_exposure:BTCUSDT"]
+    for command in reset:
+        engine.apply(command)
+    assert _rejections(engine.apply(place("c", "BUY", "2", "60000", ts=START_NS + 4)))[0][0] is (
+        RejectReason.CIRCUIT_BREAKER
+    )
+    assert recovered.halted == reset[1].reason and resend == [reset[1]]  # a restart keeps the halt the reset sent
 
 
 # ------------------------------------------------------------------------------------------- the kill switch

@@ -54,6 +54,8 @@ from ..core.risk_monitor import kill_switch_commands
 from ..messages import (
     CancelOrder,
     Command,
+    Error,
+    HaltTrading,
     OrderRejected,
     PlaceOrder,
     ResetCircuitBreaker,
@@ -685,10 +687,18 @@ class EngineHandle:
 
     def reset(self) -> list[Any]:
         """Lift the kill switch or a tripped breaker: the risk actor's reset, the engine-wide halt, and every halted
-        account's own breaker."""
-        if self._risk is not None:
-            self._call(lambda: self._risk.reset.remote())
+        account's own breaker. When an engine-wide limit is still crossed the risk actor halts again at once, and
+        that halt stays: the answer is an ``Error`` (``ENGINE_HALTED``) naming the limit."""
         ts = time.time_ns()
+        if self._risk is not None:
+            commands = self._call(lambda: self._risk.reset.remote())
+            halts = [c for c in commands if type(c) is HaltTrading]
+            if halts:  # lifting it here would leave the crossed limit unguarded until it is crossed anew
+                message = (
+                    f"trading stays halted: {halts[-1].reason}; reduce the exposure (selling is not halted) or raise "
+                    "the limit, then resume"
+                )
+                return [Error(code="ENGINE_HALTED", message=message, ts=ts)]
         status = self.status()
         events: list[Any] = []
         if status.get("engine_halt"):  # the risk actor's reset sends this too (one-way); a second one changes nothing
