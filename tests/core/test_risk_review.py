@@ -362,3 +362,12 @@ def test_a_config_whose_notional_limit_cannot_value_a_symbol_is_refused_when_it_
     data["risk"]["max_order_notional"] = "0"
     data["risk"]["max_leverage"] = "0"
     parse_engine_config(data, source="engine.yaml")  # no limit in the valuation asset: nothing to value
+
+
+def test_a_price_band_of_100_percent_or_more_is_refused_when_the_config_loads() -> None:
+    data = load_yaml(default_engine_config())["engine"]
+    data["risk"]["price_band"] = "5"  # meant 5 %: a market sell could walk the book down to one tick
+    with pytest.raises(ConfigError, match=r"risk.price_band: '5' is 1 \(100 %\) or more; .* e.g. \"0.05\" for 5 %"):
+        parse_engine_config(data, source="engine.yaml")
+    data["risk"]["price_band"] = "0.99"
+    assert parse_engine_config(data, source="engine.yaml").risk.build().price_band == d("0.99")
