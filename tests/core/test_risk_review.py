@@ -371,3 +371,16 @@ def test_a_price_band_of_100_percent_or_more_is_refused_when_the_config_loads() 
         parse_engine_config(data, source="engine.yaml")
     data["risk"]["price_band"] = "0.99"
     assert parse_engine_config(data, source="engine.yaml").risk.build().price_band == d("0.99")
+
+
+def test_max_position_lets_an_account_that_sold_its_deposited_coins_buy_back_within_the_limit() -> None:
+    limits = RiskLimits(max_position={"BTCUSDT": d("2")}, exempt_accounts=frozenset({"mm"}))
+    balances = {"main": {"USDT": d("1000000"), "BTC": d("3")}, "mm": {"USDT": d("1000000"), "BTC": d("10")}}
+    engine = Engine(engine_config(sim=False, risk=limits, balances=balances))
+    engine.apply(trade("60000", ts=START_NS))
+    engine.apply(place("bid", "BUY", "3", "60000", account="mm", ts=START_NS + 1))
+    engine.apply(place("s", "SELL", "3", "60000", ts=START_NS + 2))  # deposited coins sold: position -3, holding 0
+    assert engine.kernel.ledger.positions[("main", "BTCUSDT")].qty == -d("3")
+    assert _rejections(engine.apply(place("b1", "BUY", "2", "59000", ts=START_NS + 3))) == []  # would reach -1
+    [(reason, detail)] = _rejections(engine.apply(place("b2", "BUY", "4.5", "59000", ts=START_NS + 4)))
+    assert reason is RejectReason.MAX_POSITION and detail == "position would reach 3.5, above the limit 2"
