@@ -892,7 +892,8 @@ def build_app(
                 use_positions[symbol] = {
                     "qty": format_decimal(qty),
                     "max_position": None if limit is None else format_decimal(limit),
-                    "used": None if limit is None else format_decimal(abs(qty) * SCALE // limit),
+                    # the long position, as the pre-trade check meets it (coins held before and sold count as none)
+                    "used": None if limit is None else format_decimal(max(qty, 0) * SCALE // limit),
                 }
             breaker = st.get("circuit_breaker") or {}
             return {
