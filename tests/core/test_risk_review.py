@@ -384,3 +384,14 @@ def test_max_position_lets_an_account_that_sold_its_deposited_coins_buy_back_wit
     assert _rejections(engine.apply(place("b1", "BUY", "2", "59000", ts=START_NS + 3))) == []  # would reach -1
     [(reason, detail)] = _rejections(engine.apply(place("b2", "BUY", "4.5", "59000", ts=START_NS + 4)))
     assert reason is RejectReason.MAX_POSITION and detail == "position would reach 3.5, above the limit 2"
+
+
+def test_an_order_by_quote_amount_in_flight_counts_what_its_quote_can_buy_toward_max_position() -> None:
+    limits = RiskLimits(max_position={"BTCUSDT": d("2")})
+    kernel = TradingKernel(engine_config(risk=limits, balances={"main": {"USDT": d("1000000")}}).kernel_config())
+    kernel.apply(trade("60000", ts=START_NS))
+    assert _rejections(kernel.apply(place("q", "BUY", None, quote_qty="5700", ts=START_NS + 1))) == []
+    # the venue has not answered: 5700 USDT buys at most 0.1 BTC at 57000, the low end of the 5 % band
+    assert _rejections(kernel.apply(place("l", "BUY", "1.9", "59000", ts=START_NS + 2))) == []
+    [(reason, detail)] = _rejections(kernel.apply(place("m", "BUY", "0.01", "59000", ts=START_NS + 3)))
+    assert reason is RejectReason.MAX_POSITION and detail == "position would reach 2.01, above the limit 2"
