@@ -225,3 +225,25 @@ def test_resume_while_an_engine_limit_is_still_crossed_keeps_the_halt_and_says_w
     assert said.code == "ENGINE_HALTED" and "engine exposure in BTCUSDT 0.001 above the limit 0.0005" in said.message
     assert "engine exposure in BTCUSDT 0.001 above the limit 0.0005" in halt
     assert [e.reason for e in events if type(e) is OrderRejected] == [RejectReason.CIRCUIT_BREAKER]
+
+
+def test_the_kill_switch_cancels_and_halts_even_when_the_risk_actor_is_gone(
+    ray_runtime: RayRuntime, tmp_path: Path
+) -> None:
+    from veloz_actors.actors.api import start_local
+
+    from .helpers import file_config, wait_for
+
+    engine = start_local(file_config(risk=True), name="risk-gone-kill", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", price="58500", client_order_id="k-1"))
+        assert engine.settle(), "the venue answered"
+        assert [o["client_order_id"] for o in engine.query()] == ["k-1"]
+        ray.kill(engine.actor("risk"), no_restart=True)
+        engine.kill_switch()
+        halt = engine.status().get("engine_halt")
+        wait_for(lambda: engine.query() == [], what="the resting order to be cancelled")
+    finally:
+        engine.shutdown()
+    assert halt == "kill switch"

@@ -677,13 +677,15 @@ class EngineHandle:
         return status
 
     def kill_switch(self) -> list[Any]:
-        """Cancel every open order, then halt risk-increasing orders on every account: through the risk actor when
-        the engine has one (so its reset lifts the halt), else straight to the OMS. Returns the kernel's events (the
-        risk actor's commands reach the OMS one-way: their events follow on the bus)."""
+        """Cancel every open order, then halt risk-increasing orders on every account: straight to the OMS, so a risk
+        actor that is down or restarting never holds the kill switch back, then the risk actor is told one-way (its
+        reset lifts the halt; the commands it sends again change nothing in the kernel). Returns the kernel's
+        events."""
+        events = [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
         if self._risk is not None:
-            self._call(lambda: self._risk.kill_switch.remote())
-            return []
-        return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
+            with contextlib.suppress(Exception):  # a dead risk actor: the halt holds, the API's resume lifts it
+                self._risk.kill_switch.remote()
+        return events
 
     def reset(self) -> list[Any]:
         """Lift the kill switch or a tripped breaker: the risk actor's reset, the engine-wide halt, and every halted
