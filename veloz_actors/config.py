@@ -204,12 +204,18 @@ class RiskModel(_Model):
                 f"risk.stop_loss: {self.stop_loss!r} is 1 (100 %) or more; it is the fall below a position's average "
                 'entry that closes it, e.g. "0.1" for 10 % ("0": no stop-loss)'
             )
+        price_band = _dec(self.price_band, "risk.price_band")
+        if price_band >= SCALE:  # the band's low end would be zero or below: a market sell walks down to one tick
+            raise ConfigError(
+                f"risk.price_band: {self.price_band!r} is 1 (100 %) or more; it is a fraction of the reference price "
+                'that limit prices must stay within and market orders may walk, e.g. "0.05" for 5 %'
+            )
         return RiskLimits(
             max_order_qty={k: _dec(v, f"risk.max_order_qty.{k}") for k, v in self.max_order_qty.items()},
             max_order_notional=_dec(self.max_order_notional, "risk.max_order_notional"),
             max_position={k: _dec(v, f"risk.max_position.{k}") for k, v in self.max_position.items()},
             max_leverage=_dec(self.max_leverage, "risk.max_leverage"),
-            price_band=_dec(self.price_band, "risk.price_band"),
+            price_band=price_band,
             orders_per_second=self.orders_per_second,
             burst=self.burst,
             max_drawdown=max_drawdown,

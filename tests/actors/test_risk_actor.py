@@ -193,3 +193,57 @@ def test_an_engine_reports_the_risk_stream_in_status_and_its_gauges_to_prometheu
     assert 'veloz_risk_symbol_exposure_base_quantity{symbol="BTCUSDT"} 0.001' in text
     assert "veloz_risk_fills_total 1.0" in text
     assert 'veloz_risk_equity_amount{asset="USDT"}' in text
+
+
+def test_resume_while_an_engine_limit_is_still_crossed_keeps_the_halt_and_says_which_limit(
+    ray_runtime: RayRuntime, tmp_path: Path
+) -> None:
+    from veloz_actors.actors.api import start_local
+    from veloz_actors.config import EngineRiskModel
+    from veloz_actors.messages import Error, OrderRejected, RejectReason
+
+    from .helpers import file_config, wait_for
+
+    config = file_config(risk=True).model_copy(
+        update={"engine_risk": EngineRiskModel(max_symbol_exposure={"BTCUSDT": "0.0005"})}
+    )
+    engine = start_local(config, name="risk-resume", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", client_order_id="r-1"))
+        assert engine.settle(), "the venue answered"
+        wait_for(lambda: engine.status().get("engine_halt"), what="the risk actor's halt to reach the OMS")
+        answer = engine.reset()
+        halt = wait_for(
+            lambda: (h := engine.status().get("engine_halt")) and "engine exposure" in h and h,
+            what="the halt the reset sent again",
+        )
+        events = engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", client_order_id="r-2"))
+    finally:
+        engine.shutdown()
+    [said] = [e for e in answer if type(e) is Error]
+    assert said.code == "ENGINE_HALTED" and "engine exposure in BTCUSDT 0.001 above the limit 0.0005" in said.message
+    assert "engine exposure in BTCUSDT 0.001 above the limit 0.0005" in halt
+    assert [e.reason for e in events if type(e) is OrderRejected] == [RejectReason.CIRCUIT_BREAKER]
+
+
+def test_the_kill_switch_cancels_and_halts_even_when_the_risk_actor_is_gone(
+    ray_runtime: RayRuntime, tmp_path: Path
+) -> None:
+    from veloz_actors.actors.api import start_local
+
+    from .helpers import file_config, wait_for
+
+    engine = start_local(file_config(risk=True), name="risk-gone-kill", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        engine.submit(engine.order_command("BTCUSDT", "BUY", "0.001", price="58500", client_order_id="k-1"))
+        assert engine.settle(), "the venue answered"
+        assert [o["client_order_id"] for o in engine.query()] == ["k-1"]
+        ray.kill(engine.actor("risk"), no_restart=True)
+        engine.kill_switch()
+        halt = engine.status().get("engine_halt")
+        wait_for(lambda: engine.query() == [], what="the resting order to be cancelled")
+    finally:
+        engine.shutdown()
+    assert halt == "kill switch"

@@ -134,20 +134,33 @@ def test_selling_deposited_coins_adds_no_symbol_exposure() -> None:
     assert "engine exposure in BTCUSDT 2.1 above the limit 2" in halt.reason
 
 
-def test_after_a_reset_a_limit_still_crossed_halts_again_on_the_next_mark() -> None:
+def test_a_reset_while_a_limit_is_still_crossed_halts_again_at_once_and_no_buy_gets_through() -> None:
     config = RiskMonitorConfig(
-        instruments=instruments(), balances={"main": {"USDT": d("100000")}},
+        instruments=instruments(), balances={"main": {"USDT": d("1000000")}, "mm": {"BTC": d("10")}},
         limits=EngineRiskLimits(max_symbol_exposure={"BTCUSDT": d("1")}), reference_prices={"BTCUSDT": d("60000")},
     )  # fmt: skip
-    monitor = RiskMonitor(config)
     engine = Engine(engine_config(sim=False, balances={"main": {"USDT": d("1000000")}, "mm": {"BTC": d("10")}}))
     engine.apply(trade("60000", ts=START_NS))
-    engine.apply(place("a", "SELL", "2", "60000", account="mm", ts=START_NS + 1))
+    engine.apply(place("a", "SELL", "5", "60000", account="mm", ts=START_NS + 1))
     fills = [e for e in engine.apply(place("b", "BUY", "2", "60000", ts=START_NS + 2)) if type(e) is OrderFilled]
-    assert len([c for c in monitor.apply_many(fills) if c.account_id == "*"]) == 1
-    assert monitor.reset(START_NS + 3) == [ResetCircuitBreaker(account_id="*", ts=START_NS + 3)]
-    [halt] = monitor.apply(trade("60100", ts=START_NS + 4))  # a mark: every limit is measured after a reset
-    assert "engine exposure in BTCUSDT 2 above the limit 1" in halt.reason
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Path(tmp) / "risk.jsonl"
+        monitor = RiskMonitor(config, journal_path=journal, durability="none")
+        for command in monitor.apply_many(fills):
+            engine.apply(command)
+        reset = monitor.reset(START_NS + 3)  # no market event follows: the limit is measured by the reset itself
+        monitor.close()
+        recovered, resend = RiskMonitor.recover(config, journal)
+        recovered.close()
+    assert [type(c) for c in reset] == [ResetCircuitBreaker, HaltTrading]
+    assert "engine exposure in BTCUSDT 2 above the limit 1" in reset[1].reason
+    assert monitor.status()["halted"] and list(monitor.status()["limits_crossed"]) == ["symbol_exposure:BTCUSDT"]
+    for command in reset:
+        engine.apply(command)
+    assert _rejections(engine.apply(place("c", "BUY", "2", "60000", ts=START_NS + 4)))[0][0] is (
+        RejectReason.CIRCUIT_BREAKER
+    )
+    assert recovered.halted == reset[1].reason and resend == [reset[1]]  # a restart keeps the halt the reset sent
 
 
 # ------------------------------------------------------------------------------------------- the kill switch
@@ -349,3 +362,36 @@ def test_a_config_whose_notional_limit_cannot_value_a_symbol_is_refused_when_it_
     data["risk"]["max_order_notional"] = "0"
     data["risk"]["max_leverage"] = "0"
     parse_engine_config(data, source="engine.yaml")  # no limit in the valuation asset: nothing to value
+
+
+def test_a_price_band_of_100_percent_or_more_is_refused_when_the_config_loads() -> None:
+    data = load_yaml(default_engine_config())["engine"]
+    data["risk"]["price_band"] = "5"  # meant 5 %: a market sell could walk the book down to one tick
+    with pytest.raises(ConfigError, match=r"risk.price_band: '5' is 1 \(100 %\) or more; .* e.g. \"0.05\" for 5 %"):
+        parse_engine_config(data, source="engine.yaml")
+    data["risk"]["price_band"] = "0.99"
+    assert parse_engine_config(data, source="engine.yaml").risk.build().price_band == d("0.99")
+
+
+def test_max_position_lets_an_account_that_sold_its_deposited_coins_buy_back_within_the_limit() -> None:
+    limits = RiskLimits(max_position={"BTCUSDT": d("2")}, exempt_accounts=frozenset({"mm"}))
+    balances = {"main": {"USDT": d("1000000"), "BTC": d("3")}, "mm": {"USDT": d("1000000"), "BTC": d("10")}}
+    engine = Engine(engine_config(sim=False, risk=limits, balances=balances))
+    engine.apply(trade("60000", ts=START_NS))
+    engine.apply(place("bid", "BUY", "3", "60000", account="mm", ts=START_NS + 1))
+    engine.apply(place("s", "SELL", "3", "60000", ts=START_NS + 2))  # deposited coins sold: position -3, holding 0
+    assert engine.kernel.ledger.positions[("main", "BTCUSDT")].qty == -d("3")
+    assert _rejections(engine.apply(place("b1", "BUY", "2", "59000", ts=START_NS + 3))) == []  # would reach -1
+    [(reason, detail)] = _rejections(engine.apply(place("b2", "BUY", "4.5", "59000", ts=START_NS + 4)))
+    assert reason is RejectReason.MAX_POSITION and detail == "position would reach 3.5, above the limit 2"
+
+
+def test_an_order_by_quote_amount_in_flight_counts_what_its_quote_can_buy_toward_max_position() -> None:
+    limits = RiskLimits(max_position={"BTCUSDT": d("2")})
+    kernel = TradingKernel(engine_config(risk=limits, balances={"main": {"USDT": d("1000000")}}).kernel_config())
+    kernel.apply(trade("60000", ts=START_NS))
+    assert _rejections(kernel.apply(place("q", "BUY", None, quote_qty="5700", ts=START_NS + 1))) == []
+    # the venue has not answered: 5700 USDT buys at most 0.1 BTC at 57000, the low end of the 5 % band
+    assert _rejections(kernel.apply(place("l", "BUY", "1.9", "59000", ts=START_NS + 2))) == []
+    [(reason, detail)] = _rejections(kernel.apply(place("m", "BUY", "0.01", "59000", ts=START_NS + 3)))
+    assert reason is RejectReason.MAX_POSITION and detail == "position would reach 2.01, above the limit 2"

@@ -320,6 +320,26 @@ def test_risk_shows_the_limits_as_decimal_strings(client: Client) -> None:
     assert isinstance(use["open_orders"], int) and use["halted"] is False
 
 
+def test_risk_use_of_max_position_counts_deposited_coins_sold_as_no_position(tmp_path: Path) -> None:
+    from veloz_actors.core.risk import RiskLimits
+    from veloz_actors.messages import Tick
+    from veloz_actors.testing import START_NS, d, place
+    from veloz_actors.testing import engine_config as kit_config
+    from veloz_actors.venues.engine import Engine
+
+    limits = RiskLimits(max_position={"BTCUSDT": d("0.5")})
+    engine = Engine(kit_config(sim=True, risk=limits, balances={"main": {"USDT": d("100000"), "BTC": d("1")}}))
+    engine.apply(Tick(ts=START_NS))
+    engine.apply(place("s", "SELL", "1", ts=START_NS + 1))  # the deposited BTC sold at market: position -1
+    with running_api(tmp_path, engine=engine) as api:
+        client = api.client()
+        try:
+            used = client.get("/api/v1/risk")["use"]["positions"]["BTCUSDT"]
+        finally:
+            client.close()
+    assert used == {"qty": "-1", "max_position": "0.5", "used": "0"}  # the limit a buy meets: none of it used yet
+
+
 def test_venue_shows_the_simulated_venues(client: Client) -> None:
     body = client.get("/api/v1/venue")
     assert body["mode"] == "sim"

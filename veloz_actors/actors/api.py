@@ -54,6 +54,8 @@ from ..core.risk_monitor import kill_switch_commands
 from ..messages import (
     CancelOrder,
     Command,
+    Error,
+    HaltTrading,
     OrderRejected,
     PlaceOrder,
     ResetCircuitBreaker,
@@ -675,20 +677,30 @@ class EngineHandle:
         return status
 
     def kill_switch(self) -> list[Any]:
-        """Cancel every open order, then halt risk-increasing orders on every account: through the risk actor when
-        the engine has one (so its reset lifts the halt), else straight to the OMS. Returns the kernel's events (the
-        risk actor's commands reach the OMS one-way: their events follow on the bus)."""
+        """Cancel every open order, then halt risk-increasing orders on every account: straight to the OMS, so a risk
+        actor that is down or restarting never holds the kill switch back, then the risk actor is told one-way (its
+        reset lifts the halt; the commands it sends again change nothing in the kernel). Returns the kernel's
+        events."""
+        events = [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
         if self._risk is not None:
-            self._call(lambda: self._risk.kill_switch.remote())
-            return []
-        return [event for command in kill_switch_commands(time.time_ns()) for event in self.submit(command)]
+            with contextlib.suppress(Exception):  # a dead risk actor: the halt holds, the API's resume lifts it
+                self._risk.kill_switch.remote()
+        return events
 
     def reset(self) -> list[Any]:
         """Lift the kill switch or a tripped breaker: the risk actor's reset, the engine-wide halt, and every halted
-        account's own breaker."""
-        if self._risk is not None:
-            self._call(lambda: self._risk.reset.remote())
+        account's own breaker. When an engine-wide limit is still crossed the risk actor halts again at once, and
+        that halt stays: the answer is an ``Error`` (``ENGINE_HALTED``) naming the limit."""
         ts = time.time_ns()
+        if self._risk is not None:
+            commands = self._call(lambda: self._risk.reset.remote())
+            halts = [c for c in commands if type(c) is HaltTrading]
+            if halts:  # lifting it here would leave the crossed limit unguarded until it is crossed anew
+                message = (
+                    f"trading stays halted: {halts[-1].reason}; reduce the exposure (selling is not halted) or raise "
+                    "the limit, then resume"
+                )
+                return [Error(code="ENGINE_HALTED", message=message, ts=ts)]
         status = self.status()
         events: list[Any] = []
         if status.get("engine_halt"):  # the risk actor's reset sends this too (one-way); a second one changes nothing

@@ -1192,7 +1192,20 @@ class TradingKernel:
                 events.append(self.ledger.account_event(account, ts))
 
     def _open_qty(self, account: str, symbol: str, side: Side) -> int:
-        return sum(o.leaves for o in self.oms.open_orders(account, symbol) if o.side is side)
+        total = 0
+        for order in self.oms.open_orders(account, symbol):
+            if order.side is side:
+                total += order.leaves if order.quote_qty is None else self._quote_order_qty(order)
+        return total
+
+    def _quote_order_qty(self, order: Order) -> int:
+        """What the unspent quote amount of an open order by quote amount can still buy, at the low end of the price
+        band around the reference, as the pre-trade check measured it (its ``qty`` is the instrument's maximum, a
+        placeholder that would make every other buy of the symbol look far above ``max_position``)."""
+        reference = self.reference.get(order.symbol, 0)
+        low = self.risk.band(reference)[0] if self.risk.limits.price_band else reference
+        unspent = max((order.quote_qty or 0) - order.notional_filled, 0)
+        return unspent * SCALE // max(low, 1)
 
     def _gross_exposure(self, account: str) -> int:
         """The value of the account's long positions in the valuation asset (spot: a negative position is coins held

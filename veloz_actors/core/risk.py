@@ -6,8 +6,8 @@ takes exactly the same decisions.
 
 Pre-trade, in order: circuit breaker (risk-increasing orders only), order rate (token bucket per account),
 instrument filters (tick, step, min/max quantity, min notional), max order quantity and notional, price band around
-the reference price, max position (including open orders on the same side), max leverage. Available funds are
-checked last, by the account's atomic reservation.
+the reference price, max position (the long position the buy could reach, open buys included), max leverage.
+Available funds are checked last, by the account's atomic reservation.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ class RiskEngine:
                     f" around the reference {format_decimal(reference_price)}"
                 )
         if max_pos and not exempt and increases:
-            after = abs(position_qty) + open_qty_same_side + qty
+            # spot: a negative position is coins held before and sold; a buy brings it back towards zero first
+            after = position_qty + open_qty_same_side + qty
             if after > max_pos:
                 return RejectReason.MAX_POSITION, (
                     f"position would reach {format_decimal(after)}, above the limit {format_decimal(max_pos)}"

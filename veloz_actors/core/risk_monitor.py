@@ -34,8 +34,8 @@ Guarantees:
   has no second effect (the key set is bounded by ``max_fill_keys``, oldest forgotten first, counted);
 - a limit halts once per crossing: the halt is returned when the limit is crossed, not on every event while it stays
   crossed; once back under its limit it is armed again. :meth:`RiskMonitor.reset` re-arms every limit and measures
-  drawdown and loss afresh from the current equity; a limit still crossed then halts again on the next event (a fill
-  or a mark: every limit is measured on the first event after a reset);
+  drawdown and loss afresh from the current equity; a limit still crossed then halts again at once (the reset's
+  commands end with that halt, its reason naming the limit);
 - its halt is engine-wide (``HaltTrading`` for ``"*"``) and its reset lifts that halt alone
   (``ResetCircuitBreaker`` for ``"*"``): an account's own loss breaker in the kernel stays as it is, and an account's
   reset in the kernel leaves the engine-wide halt in force;
@@ -724,12 +724,15 @@ class RiskMonitor:
         """Re-arm every limit and measure drawdown and loss from the current equity.
 
         When this monitor had halted trading (a limit or the kill switch), returns a ``ResetCircuitBreaker`` for
-        every account it knows, so trading resumes; otherwise nothing. A limit still crossed halts again on the
-        next event: reduce the exposure first (selling is not blocked by a halt) or raise the limit.
+        ``"*"``, so trading resumes; otherwise nothing. Every limit is measured at once: one still crossed (an
+        exposure: drawdown and loss start afresh) halts again now, its ``HaltTrading`` after the reset with the
+        numbers in its reason, so no buy gets through before the next event. Reduce the exposure first (selling is
+        not blocked by a halt) or raise the limit.
         """
         self._journal(ResetCircuitBreaker(account_id="*", ts=ts))
         commands: list[Command] = []
         self._reset(ts, commands)
+        self._check(ts, commands, _ALL_LIMITS)  # a halt it sends is journaled after the reset: a replay keeps it
         self._maybe_snapshot()
         return commands
 

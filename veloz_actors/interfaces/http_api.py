@@ -76,7 +76,8 @@ objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
   rejected (already filled, ...).
 - ``POST /api/v1/halt``: the kill switch (cancel every open order, then halt): ``{"halted": true, "events"}``;
   ``POST /api/v1/resume``: ``{"halted": false, "events"}``. Both answer once the engine's STATUS confirms the
-  state (the actor engine's risk actor halts the OMS one-way); 202 with the state as it stands after 5 s.
+  state (the actor engine's risk actor halts the OMS one-way); 202 with the state as it stands after 5 s (a resume
+  while an engine-wide limit is still crossed: ``halted`` true and an ``ENGINE_HALTED`` error naming the limit).
 - ``GET /api/v1/reports``: ``{"reports": [{"path", "size", "mtime"}]}``, every ``report.html`` under the run folder
   (depth <= 4); ``GET /reports/{path}`` serves one (``.html`` files under the run folder only; anything else 404).
 - ``GET /`` and ``/static/*``: the monitoring page (``interfaces/web/``); 503 "monitoring page not installed"
@@ -891,7 +892,8 @@ def build_app(
                 use_positions[symbol] = {
                     "qty": format_decimal(qty),
                     "max_position": None if limit is None else format_decimal(limit),
-                    "used": None if limit is None else format_decimal(abs(qty) * SCALE // limit),
+                    # the long position, as the pre-trade check meets it (coins held before and sold count as none)
+                    "used": None if limit is None else format_decimal(max(qty, 0) * SCALE // limit),
                 }
             breaker = st.get("circuit_breaker") or {}
             return {
