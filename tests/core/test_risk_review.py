@@ -321,6 +321,32 @@ def test_a_journal_of_the_last_version_replays_its_halts_and_resets_as_they_mean
         replayed.close()
 
 
+def test_a_journal_of_semantics_2_replays_max_position_as_it_was_decided(tmp_path: Path) -> None:
+    """Semantics 3 measures max_position from the long position (a sold deposit is no exposure); a journal written
+    under 2 decided its buys from abs(position): replayed under the new rule, a buy refused then would be accepted now
+    (an order the venue never got, rebuilt on recovery). Each journal keeps its rule, also for what is appended."""
+    limits = RiskLimits(max_position={"BTCUSDT": d("2")}, exempt_accounts=frozenset({"mm"}))
+    balances = {"main": {"USDT": d("1000000"), "BTC": d("3")}, "mm": {"USDT": d("1000000"), "BTC": d("10")}}
+    config = engine_config(sim=False, risk=limits, balances=balances)
+    lines = [
+        trade("60000", ts=START_NS),
+        place("bid", "BUY", "3", "60000", account="mm", ts=START_NS + 1),
+        place("s", "SELL", "3", "60000", ts=START_NS + 2),  # deposited coins sold: position -3
+        place("b1", "BUY", "2", "59000", ts=START_NS + 3),  # abs: 3 + 2 > 2, refused; long: -1, accepted
+    ]
+    for semantics, refused in ((2, [RejectReason.MAX_POSITION]), (3, [])):
+        path = tmp_path / f"engine-{semantics}.journal"
+        _journal_of(path, config.to_json(), lines, semantics=semantics)
+        engine, events = Engine.recover(config, path, durability="none")
+        assert [e.reason for e in events if type(e) is OrderRejected] == refused
+        after = engine.apply(place("b2", "BUY", "0.5", "59000", ts=START_NS + 4))  # abs: 3.5 refused; long: 1.5
+        assert bool([e for e in after if type(e) is OrderRejected]) is (semantics == 2)
+        engine.close()
+        replayed, again = Engine.recover(config, path, durability="none")  # what was appended means the same
+        assert [type(e) for e in again] == [type(e) for e in events + after]
+        replayed.close()
+
+
 def test_a_paper_venue_pickled_before_it_kept_joined_reports_takes_depth_again() -> None:
     import pickle
 

@@ -56,8 +56,11 @@ Durability = Literal["always", "group", "none"]
 _VERSION = 1
 # The meaning of the lines, within one format version: 2 keeps an engine-wide HaltTrading("*") apart from accounts'
 # own breakers (lifted by ResetCircuitBreaker("*") alone). A header without it was written before: semantics 1, where
-# "*" tripped every account's own breaker and an account's reset lifted it. A journal keeps its semantics for life.
-SEMANTICS = 2
+# "*" tripped every account's own breaker and an account's reset lifted it. 3 measures max_position as the long
+# position a buy could reach (position + open buys + qty; an open order by quote amount counts what its unspent quote
+# buys at the band's low end); before, abs(position) and an open quote order's placeholder quantity: a journal of 2
+# replays its buys as they were decided. A journal keeps its semantics for life.
+SEMANTICS = 3
 _GROUP_BUFFER_BYTES = 4 << 20
 
 

@@ -76,6 +76,7 @@ from ..messages import (
 from .account import Ledger
 from .instruments import Instrument, Pricing, ceil_div
 from .journal import (
+    SEMANTICS,
     Durability,
     Journal,
     drop_torn_tail,
@@ -193,8 +194,8 @@ class TradingKernel:
         self.internal_orders = 0
         self.stops: dict[tuple[str, str], tuple[str, int]] = {}  # (account, symbol) -> its last stop order's cid, ts
         self.must_cancel: dict[tuple[str, str], int] = {}  # orders a cancel-all must close -> cancels rejected so far
-        # a journal of semantics 1 (journal.SEMANTICS): HaltTrading("*") trips every account's own breaker, as then
-        self.legacy_halts = False
+        # the rules of the journal's semantics (journal.SEMANTICS), kept for life: see legacy_halts, _position_rule
+        self.semantics = SEMANTICS
         self.quiet_accounts: frozenset[str] = frozenset()
         self.outbox: list[SubmitOrder | SubmitCancel] = []
         self.closed: deque[Order] = deque()  # closed orders, oldest first (for eviction)
@@ -244,7 +245,7 @@ class TradingKernel:
 
     def _attach(self, journal: Journal) -> None:
         self.journal = journal
-        self.legacy_halts = journal.semantics < 2
+        self.semantics = journal.semantics
         self.snapshot_path = Path(str(journal.path) + ".snapshot")
         self.history_path = Path(str(journal.path) + ".orders")
 
@@ -290,8 +291,9 @@ class TradingKernel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stops": {}, "must_cancel": {}, "legacy_halts": False, "history_pending": []})
+        self.__dict__.update({"stops": {}, "must_cancel": {}, "semantics": SEMANTICS, "history_pending": []})
         self.__dict__.update(state)
+        self.__dict__.pop("legacy_halts", None)  # a snapshot's flag from before: the journal's semantics say it
         if "_pricing" not in state:
             self._pricing = Pricing(self.config.instruments, self.config.valuation_asset)
         self.journal = None
@@ -332,7 +334,7 @@ class TradingKernel:
             header, messages = read_journal(journal_path)
             kernel = cls(config)
             start = restore_snapshot(journal_path, len(messages), kernel.restore)
-            kernel.legacy_halts = semantics_of(header) < 2
+            kernel.semantics = semantics_of(header)
             kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
             events: list[Any] = []
             for message in messages[start:]:  # the journal is not attached yet: nothing is journaled twice
@@ -472,7 +474,7 @@ class TradingKernel:
                 cmd,
                 inst,
                 reference_price=reference,
-                position_qty=pos.qty if pos is not None else 0,
+                position_qty=self._position_rule(pos.qty) if pos is not None else 0,
                 open_qty_same_side=self._open_qty(account, cmd.symbol, cmd.side) if needs_exposure else 0,
                 gross_exposure=self._gross_exposure(account) if limits.max_leverage else 0,
                 equity=self.equity(account) if limits.max_leverage else 0,
@@ -1191,11 +1193,22 @@ class TradingKernel:
             if account not in self.quiet_accounts and self.ledger.has_account(account):
                 events.append(self.ledger.account_event(account, ts))
 
+    @property
+    def legacy_halts(self) -> bool:
+        """A journal of semantics 1: ``HaltTrading("*")`` trips every account's own breaker, as it did then."""
+        return self.semantics < 2
+
+    def _position_rule(self, qty: int) -> int:
+        """The position ``max_position`` starts from: the long position (a negative one is deposited coins sold); in a
+        journal of semantics 2 or less, ``abs(qty)``, as its buys were decided."""
+        return qty if self.semantics >= 3 else abs(qty)
+
     def _open_qty(self, account: str, symbol: str, side: Side) -> int:
         total = 0
+        quote_rule = self.semantics >= 3  # before: an open quote order counted its placeholder quantity
         for order in self.oms.open_orders(account, symbol):
             if order.side is side:
-                total += order.leaves if order.quote_qty is None else self._quote_order_qty(order)
+                total += self._quote_order_qty(order) if order.quote_qty is not None and quote_rule else order.leaves
         return total
 
     def _quote_order_qty(self, order: Order) -> int:
@@ -1372,5 +1385,5 @@ def replay_kernel(journal_path: str | Path, config: KernelConfig | None = None) 
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
     kernel = TradingKernel(config)
-    kernel.legacy_halts = semantics_of(header) < 2
+    kernel.semantics = semantics_of(header)
     return kernel, kernel.apply_many(messages)

@@ -221,7 +221,7 @@ class Engine:
         self.journal = journal
         self.snapshot_path = Path(str(journal.path) + ".snapshot")
         self.kernel.history_path = Path(str(journal.path) + ".orders")
-        self.kernel.legacy_halts = journal.semantics < 2
+        self.kernel.semantics = journal.semantics
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -266,7 +266,7 @@ class Engine:
         events: list[Any] = []
         header, messages = read_journal(journal_path)
         start = restore_snapshot(journal_path, len(messages), engine._restore)
-        engine.kernel.legacy_halts = semantics_of(header) < 2
+        engine.kernel.semantics = semantics_of(header)
         engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
         for message in messages[start:]:
             events.extend(engine.apply(message))
@@ -408,5 +408,5 @@ def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tupl
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by an engine with a different configuration")
     engine = Engine(config)
-    engine.kernel.legacy_halts = semantics_of(header) < 2
+    engine.kernel.semantics = semantics_of(header)
     return engine, engine.apply_many(messages)
