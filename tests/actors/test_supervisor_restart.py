@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import pytest
 import ray
 
+from veloz_actors._exceptions import EngineUnavailable
 from veloz_actors.actors.account import AccountViewActor
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.spec import mark_journal_dir
@@ -52,10 +54,11 @@ def test_an_actor_rebuilt_by_a_restarted_supervisor_waits_for_the_journal_lock_i
     view.close()
 
 
-def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtime, tmp_path):
+def test_an_actor_that_keeps_crashing_is_left_dead_and_status_and_calls_to_it_say_so(ray_runtime, tmp_path):
     """Ray restarts a dead actor for ever (``max_restarts=-1``): one that crashed again and again (an input that kills
     it, the memory monitor killing it while it recovers) was restarted in a loop while STATUS said ``running``. Past
-    ``RESTART_LIMIT`` crashes within ``RESTART_WINDOW_SECONDS`` the supervisor stops it for good and says why."""
+    ``RESTART_LIMIT`` crashes within ``RESTART_WINDOW_SECONDS`` the supervisor stops it for good and says why; a call
+    to it through the handle says the same at once."""
     from ray._private.state import actors as actor_table
 
     engine = start_local(file_config(), name="test-crash-loop", journal_dir=tmp_path / "journals")
@@ -78,5 +81,14 @@ def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtim
         assert "not restarted again" in problem
         assert all(actor["alive"] for name, actor in status["actors"].items() if name != "feed")
         assert actor_table(engine.actor("feed")._actor_id.hex())["State"] == "DEAD"  # Ray restarts it no more
+
+        # a call to it says so at once, with the supervisor's words (it retried for a minute, then "did not come back")
+        with pytest.raises(EngineUnavailable, match="crash loop") as tick:
+            engine.tick()  # through the handle's retrying call
+        assert str(tick.value) == problem
+        with pytest.raises(EngineUnavailable, match="crash loop") as replay:
+            engine.replay_market([])  # straight to the feed (a replay is not retried)
+        assert str(replay.value) == problem
+        assert engine.balances()  # the other actors answer
     finally:
         engine.shutdown()

@@ -240,6 +240,12 @@ class Supervisor:
     def spec_data(self) -> EngineSpec:
         return self.spec
 
+    def given_up(self) -> dict[str, str]:
+        """Actor -> why it is not restarted again (a crash loop, :meth:`_count_crashes`), for an engine handle whose
+        call to it failed: said at once rather than retried."""
+        with self._lock:
+            return dict(self.gave_up)
+
     def problems(self, alive_nodes: set[str] | None = None) -> list[str]:
         """What keeps actors from running that Ray cannot fix by itself: each actor pinned to a node that is gone."""
         stranded = self.stranded_at_start or stranded_actors(self.spec, alive_nodes)
