@@ -136,7 +136,12 @@ class Supervisor:
         self.bus = (
             ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
-            .remote(spec.subscriber_queue, log_settings=spec.logging, idle_seconds=spec.subscriber_idle_seconds)
+            .remote(
+                spec.subscriber_queue,
+                log_settings=spec.logging,
+                idle_seconds=spec.subscriber_idle_seconds,
+                rebuilt=spec.rebuilt,
+            )
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
@@ -169,6 +174,7 @@ class Supervisor:
                 order_inbox=spec.order_inbox,
                 log_settings=spec.logging,
                 log_name=name,
+                rebuilt=spec.rebuilt,
             )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=START_SECONDS)
