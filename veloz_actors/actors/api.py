@@ -370,11 +370,16 @@ class EngineHandle:
                 f"engine {name!r} did not answer within {start_timeout:g} s: its actors are still starting "
                 "(recovering their journals) or stuck"
             ) from exc
+        except ray.exceptions.RayTaskError as exc:  # stranded, or an actor failed to start: the supervisor's words
+            if isinstance(exc.cause, EngineUnavailable):
+                raise EngineUnavailable(str(exc.cause)) from None
+            raise
         spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
         self.spec = spec
         self._take(handles)
         self._refreshed = time.monotonic()
         self._given_up_asked = 0.0  # when the supervisor was last asked which actors it gave up (_raise_if_given_up)
+        self._no_actors: str | None = None  # why the supervisor has no actors to give (:meth:`_refresh` heard it)
         self.window = InFlightWindow(spec.order_inbox)
         # from the spec, not the OMS: a handle (and STATUS) works while the OMS cannot
         self.symbols = frozenset(i["symbol"] for i in spec.engine_config["instruments"])
@@ -509,8 +514,14 @@ class EngineHandle:
         if now - self._refreshed < _REFRESH_SECONDS:
             return
         self._refreshed = now
-        with contextlib.suppress(Exception):  # the supervisor restarting too: the next error asks again
+        try:
             self._take(ray.get(self._supervisor.handles.remote(), timeout=_CALL_TIMEOUT))
+            self._no_actors = None
+        except ray.exceptions.RayTaskError as exc:  # a restarted supervisor whose actors could not start: the next
+            if isinstance(exc.cause, EngineUnavailable):  # actor error says why (the supervisor itself answers)
+                self._no_actors = str(exc.cause)
+        except Exception:  # noqa: BLE001, S110 - the supervisor restarting too: the next error asks again
+            pass
 
     def _call(self, make_ref: Any) -> Any:
         """``ray.get(make_ref())``, retried while an actor restarts (``make_ref`` reads the handle's actors when
@@ -539,6 +550,8 @@ class EngineHandle:
         """After an actor error: :class:`EngineUnavailable` at once when the actor never comes back (pinned to a node
         that is gone, or given up by the supervisor after a crash loop); else nothing (Ray is restarting it). A retry
         loop passes ``every`` (seconds): the supervisor is asked at most that often."""
+        if self._no_actors is not None:
+            raise EngineUnavailable(self._no_actors) from exc
         self._raise_if_stranded(exc)
         self._raise_if_given_up(exc, every)
 
@@ -712,7 +725,9 @@ class EngineHandle:
     def status(self) -> dict[str, Any]:
         """Health: every actor alive, its inbox depth, last sequence number and restarts; order counters."""
         status = self._call(lambda: self._supervisor.status.remote())
-        status["actors"]["oms"]["inbox_depth"] += self.window.depth
+        oms = status["actors"].get("oms")  # none when its actors could not start
+        if oms is not None:
+            oms["inbox_depth"] += self.window.depth
         return status
 
     def kill_switch(self) -> list[Any]:
