@@ -107,3 +107,32 @@ def test_an_actor_restarted_where_its_log_file_cannot_be_opened_runs_on_and_stat
         assert status["state"] == "running"
     finally:
         engine.shutdown()
+
+
+def test_actors_a_restarted_supervisor_rebuilds_where_their_log_files_cannot_be_opened_run_on(tmp_path: Path) -> None:
+    """A supervisor Ray restarted builds its actors again (they die with it): the bus, a strategy and the risk actor
+    took it as a first start and raised over a log file they could not open, so the new supervisor's constructor
+    raised and the engine was gone for good. Every actor now has the one rule of a Ray restart: stderr, and STATUS
+    ``logs`` says why."""
+    sma = {"strategy": "sma_cross", "params": {"fast": 2, "slow": 4}, "symbol": "BTCUSDT", "bar_ms": 1000}
+    config = with_logging(file_config(strategies=[sma], risk=True), format="json", level="INFO")
+    engine = start_local(config, name="test-log-rebuild", journal_dir=tmp_path / "engine.journal.actors")
+    try:
+        broken = {name: tmp_path / f"veloz-{label}.log" for name, label in
+                  (("bus", "bus"), ("strategy:0:sma_cross", "strategy-0-sma_cross"), ("risk", "risk"), ("oms", "oms"))}  # fmt: skip
+        for path in broken.values():
+            path.unlink()
+            path.mkdir()
+        ray.kill(engine._supervisor, no_restart=False)  # its actors die with it; Ray restarts it, it rebuilds them
+
+        def rebuilt() -> dict | None:
+            status = engine.status()
+            return status if status["supervisor_restarts"] >= 1 else None
+
+        status = wait_for(rebuilt, timeout=120, what="the supervisor to rebuild its actors")
+        assert status["state"] == "running" and status["problems"] == []
+        assert all(actor["alive"] for actor in status["actors"].values()), status["actors"]
+        for name, path in broken.items():
+            assert status["logs"][name] == {"file": str(path), "dropped": 0, "failing": "Is a directory"}, name
+    finally:
+        engine.shutdown()

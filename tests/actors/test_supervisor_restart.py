@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import pytest
 import ray
 
+from veloz_actors._exceptions import EngineUnavailable
 from veloz_actors.actors.account import AccountViewActor
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.spec import mark_journal_dir
@@ -52,10 +54,11 @@ def test_an_actor_rebuilt_by_a_restarted_supervisor_waits_for_the_journal_lock_i
     view.close()
 
 
-def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtime, tmp_path):
+def test_an_actor_that_keeps_crashing_is_left_dead_and_status_and_calls_to_it_say_so(ray_runtime, tmp_path):
     """Ray restarts a dead actor for ever (``max_restarts=-1``): one that crashed again and again (an input that kills
     it, the memory monitor killing it while it recovers) was restarted in a loop while STATUS said ``running``. Past
-    ``RESTART_LIMIT`` crashes within ``RESTART_WINDOW_SECONDS`` the supervisor stops it for good and says why."""
+    ``RESTART_LIMIT`` crashes within ``RESTART_WINDOW_SECONDS`` the supervisor stops it for good and says why; a call
+    to it through the handle says the same at once."""
     from ray._private.state import actors as actor_table
 
     engine = start_local(file_config(), name="test-crash-loop", journal_dir=tmp_path / "journals")
@@ -78,5 +81,65 @@ def test_an_actor_that_keeps_crashing_is_left_dead_and_status_says_so(ray_runtim
         assert "not restarted again" in problem
         assert all(actor["alive"] for name, actor in status["actors"].items() if name != "feed")
         assert actor_table(engine.actor("feed")._actor_id.hex())["State"] == "DEAD"  # Ray restarts it no more
+
+        # a call to it says so at once, with the supervisor's words (it retried for a minute, then "did not come back")
+        with pytest.raises(EngineUnavailable, match="crash loop") as tick:
+            engine.tick()  # through the handle's retrying call
+        assert str(tick.value) == problem
+        with pytest.raises(EngineUnavailable, match="crash loop") as replay:
+            engine.replay_market([])  # straight to the feed (a replay is not retried)
+        assert str(replay.value) == problem
+        assert engine.balances()  # the other actors answer
+    finally:
+        engine.shutdown()
+
+
+def test_an_actor_that_cannot_start_fails_the_start_at_once_with_its_own_error(ray_runtime, tmp_path):
+    """An actor whose constructor raises at start (here the account view's journal is damaged) killed the supervisor's
+    constructor: ``start_local`` raised Ray's ``ActorDiedError``, two nested tracebacks long, and ``veloz start``
+    printed them. It is one :class:`EngineUnavailable` naming the engine, the actor and its error, and no supervisor
+    is left behind holding the name."""
+    journals = tmp_path / "journals"
+    engine = start_local(file_config(), name="test-bad-start", journal_dir=journals)
+    engine.tick()
+    engine.shutdown()
+    (journals / "account.journal").write_bytes(b"not a journal\n")
+
+    with pytest.raises(EngineUnavailable) as failed:
+        start_local(file_config(), name="test-bad-start", journal_dir=journals)
+    message = str(failed.value)
+    assert message.startswith("engine 'test-bad-start': actor 'account' failed to start: JournalError: ")
+    assert f"{journals / 'account.journal'} is not a VeloZ journal" in message
+    assert "Traceback" not in message and "\n" not in message
+
+    def name_free() -> bool:
+        try:
+            ray.get_actor("veloz-engine:test-bad-start")
+        except ValueError:
+            return True
+        return False
+
+    wait_for(name_free, what="the failed supervisor to go")  # the name is free for the next start
+
+
+def test_a_restarted_supervisor_whose_actor_cannot_start_says_so_in_status_and_to_the_handle(ray_runtime, tmp_path):
+    """A supervisor Ray restarted rebuilds its actors from their journals: one it could not rebuild (a damaged journal)
+    killed the new supervisor too, and the handle retried for a minute, then said "did not come back". The supervisor
+    now stays, ``failed``, its ``problems`` naming the actor and its error, and a call through the handle says the
+    same."""
+    journals = tmp_path / "journals"
+    engine = start_local(file_config(), name="test-bad-rebuild", journal_dir=journals)
+    try:
+        engine.tick()
+        (journals / "account.journal").write_bytes(b"not a journal\n")
+        ray.kill(engine._supervisor, no_restart=False)  # its actors die with it; the new one rebuilds them
+
+        status = wait_for(lambda: (s := engine.status())["supervisor_restarts"] == 1 and s, what="the restart")
+        assert status["state"] == "failed"
+        [problem] = status["problems"]
+        assert problem.startswith("engine 'test-bad-rebuild': actor 'account' failed to start: JournalError: ")
+        with pytest.raises(EngineUnavailable) as call:
+            engine.balances()
+        assert str(call.value) == problem
     finally:
         engine.shutdown()

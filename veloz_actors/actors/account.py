@@ -34,7 +34,7 @@ class AccountViewActor:
     """Balances and positions per account (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec) -> None:
-        start_actor_process(spec.logging, "account", restarted=recovering(spec))
+        start_actor_process(spec.logging, "account", rebuilt=spec.rebuilt)
         self.seq = 0
         self.accounts: dict[str, AccountUpdated] = {}
         self.positions: dict[tuple[str, str], PositionUpdated] = {}

@@ -82,6 +82,12 @@ CONNECT_SECONDS = 15.0  # how long the CLI's status / stop / attach / metrics wa
 _REFRESH_SECONDS = 0.5  # after an actor error, the supervisor is asked for its actors at most this often
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
 _DURABILITIES = get_args(Durability)
+# what a call to an actor raises while Ray restarts it, or once it is gone
+_ACTOR_ERRORS = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.ActorUnavailableError,
+    ray.exceptions.ActorUnschedulableError,
+)
 
 
 def build_spec(
@@ -301,7 +307,8 @@ class Subscription:
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
             items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            self._engine._raise_if_lost(exc, every=_REFRESH_SECONDS)  # a bus given up after a crash loop: said
             self._engine._refresh()  # the bus is restarting, or a restarted supervisor built a new one
             return []
         if dropped < 0:  # the bus lost this queue (restarted, or dropped it as idle): subscribe again, count the gap
@@ -365,10 +372,16 @@ class EngineHandle:
                 f"engine {name!r} did not answer within {start_timeout:g} s: its actors are still starting "
                 "(recovering their journals) or stuck"
             ) from exc
+        except ray.exceptions.RayTaskError as exc:  # stranded, or an actor failed to start: the supervisor's words
+            if isinstance(exc.cause, EngineUnavailable):
+                raise EngineUnavailable(str(exc.cause)) from None
+            raise
         spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
         self.spec = spec
         self._take(handles)
         self._refreshed = time.monotonic()
+        self._given_up_asked = 0.0  # when the supervisor was last asked which actors it gave up (_raise_if_given_up)
+        self._no_actors: str | None = None  # why the supervisor has no actors to give (:meth:`_refresh` heard it)
         self.window = InFlightWindow(spec.order_inbox)
         # from the spec, not the OMS: a handle (and STATUS) works while the OMS cannot
         self.symbols = frozenset(i["symbol"] for i in spec.engine_config["instruments"])
@@ -479,6 +492,9 @@ class EngineHandle:
     def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
         try:
             return ray.get(list(refs), timeout=timeout)
+        except _ACTOR_ERRORS as exc:
+            self._raise_if_lost(exc)  # an OMS given up after a crash loop: said, not a bare Ray error
+            raise
         finally:
             self.window.done(len(refs))
 
@@ -500,8 +516,14 @@ class EngineHandle:
         if now - self._refreshed < _REFRESH_SECONDS:
             return
         self._refreshed = now
-        with contextlib.suppress(Exception):  # the supervisor restarting too: the next error asks again
+        try:
             self._take(ray.get(self._supervisor.handles.remote(), timeout=_CALL_TIMEOUT))
+            self._no_actors = None
+        except ray.exceptions.RayTaskError as exc:  # a restarted supervisor whose actors could not start: the next
+            if isinstance(exc.cause, EngineUnavailable):  # actor error says why (the supervisor itself answers)
+                self._no_actors = str(exc.cause)
+        except Exception:  # noqa: BLE001, S110 - the supervisor restarting too: the next error asks again
+            pass
 
     def _call(self, make_ref: Any) -> Any:
         """``ray.get(make_ref())``, retried while an actor restarts (``make_ref`` reads the handle's actors when
@@ -511,12 +533,8 @@ class EngineHandle:
         while True:
             try:
                 return ray.get(make_ref(), timeout=_CALL_TIMEOUT)
-            except (
-                ray.exceptions.RayActorError,
-                ray.exceptions.ActorUnavailableError,
-                ray.exceptions.ActorUnschedulableError,
-            ) as exc:
-                self._raise_if_stranded(exc)
+            except _ACTOR_ERRORS as exc:
+                self._raise_if_lost(exc, every=_REFRESH_SECONDS)
                 if time.monotonic() >= deadline:
                     raise EngineUnavailable(f"engine {self.name!r} did not come back: {exc}") from exc
                 time.sleep(0.05)
@@ -529,6 +547,38 @@ class EngineHandle:
         and then said the engine "did not come back", as after a crash)."""
         if self._closed:
             raise EngineUnavailable(f"engine {self.name!r} was shut down by this handle: start or connect another")
+
+    def _raise_if_lost(self, exc: Exception, *, every: float = 0.0) -> None:
+        """After an actor error: :class:`EngineUnavailable` at once when the actor never comes back (pinned to a node
+        that is gone, or given up by the supervisor after a crash loop); else nothing (Ray is restarting it). A retry
+        loop passes ``every`` (seconds): the supervisor is asked at most that often."""
+        if self._no_actors is not None:
+            raise EngineUnavailable(self._no_actors) from exc
+        self._raise_if_stranded(exc)
+        self._raise_if_given_up(exc, every)
+
+    def _raise_if_given_up(self, exc: Exception, every: float) -> None:
+        """The supervisor's word on the failed actor: one it gave up after a crash loop is ended for good, so
+        retrying it for ``_RETRY_SECONDS`` would only delay the answer."""
+        now = time.monotonic()
+        if now - self._given_up_asked < every:
+            return
+        self._given_up_asked = now
+        try:
+            given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
+        except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
+            return
+        failed = getattr(exc, "actor_id", None)  # the failed actor's id (hex), when Ray says which
+        ids = {name: handle._actor_id.hex() for name, handle in self._actors().items() if handle is not None}
+        problems = [why for name, why in given_up.items() if failed is None or ids.get(name) == failed]
+        if problems:
+            raise EngineUnavailable(" ".join(problems)) from exc
+
+    def _actors(self) -> dict[str, Any]:
+        """The handle's actors by their STATUS names."""
+        venues = {f"venue:{shard}": handle for shard, handle in self._venues.items()}
+        return {"oms": self._oms, "account": self._account, "bus": self._bus, "feed": self._feed, "risk": self._risk,
+                **venues}  # fmt: skip
 
     def _raise_if_stranded(self, exc: Exception) -> None:
         """An actor pinned to a node that is gone (node-local journals) never comes back: say so now, clearly."""
@@ -627,7 +677,11 @@ class EngineHandle:
         the venue actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
         self._check_open()
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
-        return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
+        try:  # not retried: a replay is not idempotent (the batches already sent went through)
+            return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
+        except _ACTOR_ERRORS as exc:
+            self._raise_if_lost(exc)  # a feed given up after a crash loop: said, not a bare Ray error
+            raise
 
     def top(self, symbol: str) -> Any:
         """The latest top of book the venue actor of ``symbol`` holds (a ``BookTop``), or None."""
@@ -673,7 +727,9 @@ class EngineHandle:
     def status(self) -> dict[str, Any]:
         """Health: every actor alive, its inbox depth, last sequence number and restarts; order counters."""
         status = self._call(lambda: self._supervisor.status.remote())
-        status["actors"]["oms"]["inbox_depth"] += self.window.depth
+        oms = status["actors"].get("oms")  # none when its actors could not start
+        if oms is not None:
+            oms["inbox_depth"] += self.window.depth
         return status
 
     def kill_switch(self) -> list[Any]:
@@ -712,10 +768,7 @@ class EngineHandle:
     def actor(self, name: str) -> Any:
         """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``venue:<shard>``, ``risk``) -- for
         tests."""
-        if name.startswith("venue:"):
-            return self._venues[name.split(":", 1)[1]]
-        handles = {"oms": self._oms, "account": self._account, "bus": self._bus, "feed": self._feed, "risk": self._risk}
-        return handles[name]
+        return self._actors()[name]
 
     def shutdown(self) -> None:
         """Flush the journals and stop every actor of the engine (also a detached one). Idempotent."""

@@ -171,8 +171,9 @@ class EventBusActor:
         *,
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        rebuilt: bool = False,
     ) -> None:
-        start_actor_process(log_settings, "bus")
+        start_actor_process(log_settings, "bus", rebuilt=rebuilt)
         self.default_queue = subscriber_queue
         self.queues: dict[int, DropOldestQueue] = {}
         self.filters: dict[int, frozenset[str] | None] = {}

@@ -63,7 +63,7 @@ class MarketFeedActor:
     """The market feed of one venue (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, oms: Any, venues: dict[str, Any], bus: Any = None) -> None:
-        start_actor_process(spec.logging, "feed", restarted=recovering(spec))
+        start_actor_process(spec.logging, "feed", rebuilt=spec.rebuilt)
         self.spec = spec
         self.oms = oms
         self.venues = venues

@@ -63,7 +63,7 @@ class LiveVenueActor:
         from ..venues.binance.auth import CredentialsRef
         from ..venues.binance.venue import BinanceVenueSettings, VenueThread
 
-        start_actor_process(spec.logging, f"venue:{shard}", restarted=recovering(spec))
+        start_actor_process(spec.logging, f"venue:{shard}", rebuilt=spec.rebuilt)
         live = dict(spec.live or {})
         self.shard = shard
         self.symbols = frozenset(symbols)

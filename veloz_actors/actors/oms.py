@@ -117,7 +117,7 @@ class OmsActor:
     """The order path's sequencer over the trading kernel (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, account: Any, bus: Any, venues: dict[str, Any] | None = None) -> None:
-        start_actor_process(spec.logging, "oms", restarted=recovering(spec))
+        start_actor_process(spec.logging, "oms", rebuilt=spec.rebuilt)
         self.spec = spec
         config = EngineConfig.from_json(spec.engine_config).kernel_config()
         path = spec.journal_path("oms")

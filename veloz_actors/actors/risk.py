@@ -95,7 +95,7 @@ class RiskActor:
         engine: str | None = None,
         log_settings: LogSettings | None = None,
     ) -> None:
-        start_actor_process(log_settings, "risk")
+        start_actor_process(log_settings, "risk", rebuilt=bool(resume))
         self.oms = oms
         self.oms_method = oms_method
         self.clock = clock

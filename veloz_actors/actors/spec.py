@@ -198,15 +198,16 @@ def require_journal_dir(directory: str | Path | None, actor: str, engine: str = 
     )
 
 
-def start_actor_process(settings: LogSettings | None, actor: str, *, restarted: bool | None = None) -> None:
+def start_actor_process(settings: LogSettings | None, actor: str, *, rebuilt: bool = False) -> None:
     """What an actor does first in its process: its logging (``actor`` is its STATUS name), and the collector tuned
     as in every engine process (:func:`~veloz_actors.core.kernel.tune_gc`): an OMS holds its kernel's live orders, a
     venue its books, and every actor turns batches into many short-lived messages.
 
-    A log file that cannot be opened fails a first start (a clear error), but not an actor that is ``restarted``
-    (default: Ray restarted it): Ray never restarts an actor whose constructor raised, so the engine would lose the
-    actor for good over its log file; it logs to stderr instead, and STATUS ``logs`` says why."""
-    configure_logging(settings, actor=actor, fallback=reconstructed() if restarted is None else restarted)
+    A log file that cannot be opened fails a first start (a clear error), but not an actor started again: Ray
+    restarted it, or a restarted supervisor ``rebuilt`` it (``EngineSpec.rebuilt``). Ray never restarts an actor whose
+    constructor raised, and a supervisor whose constructor raised is gone with all its actors, so the engine would be
+    lost for good over a log file; the actor logs to stderr instead, and STATUS ``logs`` says why."""
+    configure_logging(settings, actor=actor, fallback=rebuilt or reconstructed())
     tune_gc()
 
 

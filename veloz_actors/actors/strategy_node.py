@@ -295,8 +295,9 @@ class StrategyNode:
         order_inbox: int,
         log_settings: LogSettings | None = None,
         log_name: str = "strategy",
+        rebuilt: bool = False,
     ) -> None:
-        start_actor_process(log_settings, log_name)
+        start_actor_process(log_settings, log_name, rebuilt=rebuilt)
         self.settings = dict(settings)
         self.symbol = str(settings["symbol"])
         self.bar_ns = int(settings.get("bar_ms", 1000)) * 1_000_000

@@ -26,7 +26,9 @@ Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_lo
 it (Ray's ownership), so a restarted supervisor builds the graph again, every actor recovering from its journal as if
 Ray had restarted it (``EngineSpec.rebuilt``, :func:`~veloz_actors.actors.spec.recovering`: it waits for the journal
 lock a still-exiting predecessor holds). STATUS says how often that happened (``supervisor_restarts``), and an engine
-handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`).
+handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`). An actor that
+cannot start (its constructor raised: a damaged journal) ends the others and leaves the supervisor ``failed`` with the
+actor's error in ``problems`` (:meth:`Supervisor.handles` raises it, so a start fails at once with it).
 """
 
 from __future__ import annotations
@@ -131,12 +133,30 @@ class Supervisor:
             require_journal_dir(spec.journal_dir, "supervisor", spec.name)
         else:
             mark_journal_dir(spec)
+        try:
+            self._start_actors()
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+            self._failed_start(exc)  # an actor that cannot start: said now, in the actor's words, not after minutes
+            return
+        self.state = "running"
+        if not spec.hold_market or reconstructed():
+            self.feed.start_market.remote()  # type: ignore[attr-defined]  # everyone subscribed (held: the client's)
+        threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
+
+    def _start_actors(self) -> None:
+        """Create every actor and wait until each is up (its constructor recovers its journal)."""
+        spec = self.spec
         # the bus's poll_wait has a concurrency group of its own (a subscriber may wait for events); publishes stay
         # in the one-thread default group, executed in each sender's order
         self.bus = (
             ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
             .options(**self._options("bus"), allow_out_of_order_execution=False)
-            .remote(spec.subscriber_queue, log_settings=spec.logging, idle_seconds=spec.subscriber_idle_seconds)
+            .remote(
+                spec.subscriber_queue,
+                log_settings=spec.logging,
+                idle_seconds=spec.subscriber_idle_seconds,
+                rebuilt=spec.rebuilt,
+            )
         )
         self.account = ray.remote(AccountViewActor).options(**self._options("account")).remote(spec)
         # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
@@ -169,6 +189,7 @@ class Supervisor:
                 order_inbox=spec.order_inbox,
                 log_settings=spec.logging,
                 log_name=name,
+                rebuilt=spec.rebuilt,
             )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
         pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=START_SECONDS)
@@ -176,10 +197,36 @@ class Supervisor:
         self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
-        self.state = "running"
-        if not spec.hold_market or reconstructed():
-            self.feed.start_market.remote()  # type: ignore[attr-defined]  # everyone subscribed (held: the client's)
-        threading.Thread(target=self._watch, name="veloz-supervisor", daemon=True).start()
+
+    def _failed_start(self, exc: Exception) -> None:
+        """An actor died while the engine started (its constructor raised: a damaged journal, a file it cannot read)
+        or did not start within ``START_SECONDS``: the actors are ended, the state is ``failed``, and ``problems`` (and
+        :meth:`handles`, so ``start_local`` at once) says which actor and its error."""
+        created = {"bus": getattr(self, "bus", None), "account": getattr(self, "account", None),
+                   "oms": getattr(self, "oms", None), "feed": getattr(self, "feed", None), **self.actors}  # fmt: skip
+        created.update({f"venue:{shard}": handle for shard, handle in getattr(self, "venues", {}).items()})
+        created = {name: handle for name, handle in created.items() if handle is not None}
+        failed = getattr(exc, "actor_id", None)
+        actor = next((name for name, handle in created.items() if handle._actor_id.hex() == failed), None)
+        if isinstance(exc, ray.exceptions.GetTimeoutError):
+            what = f"did not start within {START_SECONDS:g} s (a crash loop while it starts, or a journal too long)"
+        elif getattr(exc, "actor_init_failed", False):  # the constructor's exception is the message's last line
+            last = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
+            kind, _, message = last.partition(": ")
+            what = f"failed to start: {kind.rsplit('.', 1)[-1]}: {message}" if message else f"failed to start: {last}"
+        else:
+            what = f"died while starting: {str(exc).splitlines()[0]}"
+        name = "an actor" if actor is None else f"actor {actor!r}"
+        log = None if self.spec.logging is None or actor is None else self.spec.logging.file_for(actor)
+        self.gave_up[actor or "engine"] = (
+            f"engine {self.spec.name!r}: {name} {what}. {'' if log is None else f'Its log file {log} and '}"
+            f"Ray's worker logs say more; remove the cause, then start the engine again"
+        )
+        self.state = "failed"
+        for handle in created.values():
+            with contextlib.suppress(Exception):  # already dead
+                ray.kill(handle, no_restart=True)
+        self.actors = {}
 
     def _options(self, name: str) -> dict[str, Any]:
         """Ray options of one actor: ordered, restartable, and pinned where :meth:`EngineSpec.placement` says (the
@@ -226,7 +273,7 @@ class Supervisor:
 
     def handles(self) -> dict[str, Any]:
         """The actor handles, for an engine handle in another process (``vz.connect``)."""
-        if self.state == "stranded":
+        if self.state == "stranded" or not self.actors:  # stranded, or an actor failed to start
             raise EngineUnavailable(" ".join(self.problems()))
         return {
             "oms": self.oms,
@@ -239,6 +286,12 @@ class Supervisor:
 
     def spec_data(self) -> EngineSpec:
         return self.spec
+
+    def given_up(self) -> dict[str, str]:
+        """Actor -> why it is not restarted again (a crash loop, :meth:`_count_crashes`), for an engine handle whose
+        call to it failed: said at once rather than retried."""
+        with self._lock:
+            return dict(self.gave_up)
 
     def problems(self, alive_nodes: set[str] | None = None) -> list[str]:
         """What keeps actors from running that Ray cannot fix by itself: each actor pinned to a node that is gone."""

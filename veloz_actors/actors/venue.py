@@ -39,7 +39,7 @@ class VenueActor:
     """One venue shard (see the module docstring)."""
 
     def __init__(self, spec: EngineSpec, shard: str, symbols: Sequence[str], oms: Any, bus: Any) -> None:
-        start_actor_process(spec.logging, f"venue:{shard}", restarted=recovering(spec))
+        start_actor_process(spec.logging, f"venue:{shard}", rebuilt=spec.rebuilt)
         self.shard = shard
         self.symbols = frozenset(symbols)
         self.oms = oms
