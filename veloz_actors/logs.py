@@ -358,7 +358,7 @@ def _encodable(value: Any) -> Any:
     else as its text (an int beyond 64 bits, a dict keyed by tuples), lone surrogates escaped: one record always
     gives one line."""
     if isinstance(value, str):
-        return _no_surrogates(value)
+        return _no_surrogates(value)  # (orjson refuses a lone surrogate)
     for option in (0, orjson.OPT_NON_STR_KEYS):
         try:
             return orjson.Fragment(orjson.dumps(value, default=str, option=option))
@@ -374,6 +374,8 @@ def _no_surrogates(text: str) -> str:
     r"""``text`` with each lone surrogate written as its escape (``\ud83d``): UTF-8 cannot encode one, and the file
     would refuse the whole line (one comes from the stdlib's ``json.loads('"\ud83d"')``, or a file name that is not
     UTF-8 read from the command line)."""
+    if _SURROGATE.search(text) is None:  # nearly always: no copy
+        return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
@@ -392,7 +394,7 @@ class TextFormatter(_Cached):
             text += "\n" + exc
         if record.stack_info:
             text += "\n" + record.stack_info
-        return text if _SURROGATE.search(text) is None else _no_surrogates(text)
+        return _no_surrogates(text)
 
 
 def _text_value(value: Any) -> str:
@@ -436,10 +438,8 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli", *, fallb
         return None
     path = settings.file_for(None if actor in DRIVERS else actor)
     unopened = None
-    try:
-        file = (
-            None if path is None else _open_file(path, settings)
-        )  # first: a file that cannot be written changes nothing
+    try:  # first: a file that cannot be written changes nothing
+        file = None if path is None else _open_file(path, settings)
     except _Unwritable as exc:
         if not fallback or path is None:
             raise
