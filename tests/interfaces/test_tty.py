@@ -285,6 +285,39 @@ def test_ctrl_c_at_the_first_prompt_before_the_engine_loop_runs_stops_cleanly(tm
         terminal.close()
 
 
+# the same Ctrl-C, on a machine so loaded that the prompt thread reaches readline (which sets the terminal up) only
+# after the engine has stopped and the view has given the terminal back, while the process is still on its way out
+CTRL_C_BEFORE_READLINE_SETS_THE_TERMINAL_UP = CTRL_C_AT_THE_FIRST_PROMPT.replace(
+    "cli.main()",
+    """\
+import atexit, time
+_input = tty.TerminalView._input
+
+
+def late_input(view):
+    time.sleep(0.5)
+    return _input(view)
+
+
+tty.TerminalView._input = late_input
+atexit.register(time.sleep, 1.5)  # the way out takes a while (journals, Ray, a busy machine)
+cli.main()
+""",
+)
+
+
+def test_a_prompt_that_sets_the_terminal_up_late_is_given_back_too(tmp_path: Path) -> None:
+    terminal = Terminal(
+        *START, home=tmp_path, program=(sys.executable, "-c", CTRL_C_BEFORE_READLINE_SETS_THE_TERMINAL_UP)
+    )
+    try:
+        assert terminal.wait() == 0
+        assert terminal.modes() == terminal.modes_before  # not readline's raw keys without echo
+        assert _has("engine stopped")(readable(bytes(terminal.raw)))
+    finally:
+        terminal.close()
+
+
 def test_ctrl_d_at_an_empty_prompt_is_the_end_of_input(tmp_path: Path) -> None:
     terminal = Terminal(*START, home=tmp_path)
     try:

@@ -75,6 +75,7 @@ __all__ = [
 
 PROMPT = "veloz> "
 FRAME_SECONDS = 0.25  # the view draws at most once per frame: four times a second
+PROMPT_SET_UP_SECONDS = 2.0  # the most close() waits for a prompt that has just started to set the terminal up
 PANEL_ROWS = 3
 HALT_CHECK_SECONDS = 2.0  # while the panel shows a halt, how often the view asks the engine whether it still holds
 MAX_TABLE_ROWS = 200  # a QUERY OPEN with thousands of orders shows this many and says how many more
@@ -563,6 +564,14 @@ class TerminalView:
         self._size = (0, 0)
         self._bottom = 0  # the scroll region's last row
         self._saved_modes: list[Any] | None = None
+        # readline sets the terminal up (raw keys, no echo) when a prompt starts, on the prompt thread, without the GIL:
+        # a prompt that starts after close() gave the modes back, while the process is still exiting, would leave the
+        # person's terminal raw. So the prompt starts only under _prompt_lock while not closing, and close() waits for
+        # the started prompt's set-up (readline's pre-input hook, which runs right after it) before it gives them back.
+        self._prompt_lock = threading.Lock()
+        self._prompting = False  # a prompt started and has not returned
+        self._prompt_set_up = threading.Event()  # that prompt's readline has set the terminal up
+        self._prompt_hooked = False  # readline says so (its pre-input hook is ours)
         self._log_handlers: list[tuple[logging.StreamHandler[Any], Any, int]] = []
         self._threads: list[threading.Thread] = []
 
@@ -652,7 +661,9 @@ class TerminalView:
         """Print what is left, then give the terminal back: scroll region, modes, history, the log handler."""
         if self._closed:
             return
-        self._closing.set()
+        with self._prompt_lock:
+            self._closing.set()
+            prompting = self._prompting
         self._wake.set()
         view = self._threads[0] if self._threads else None
         if view is not None:
@@ -665,6 +676,8 @@ class TerminalView:
             if not self.plain and rows:
                 with contextlib.suppress(OSError):
                     self._write_now(f"\x1b[r\x1b[?2004l{_RESET}\x1b[{rows};1H\x1b[2K")
+        if prompting and self._prompt_hooked:
+            self._prompt_set_up.wait(PROMPT_SET_UP_SECONDS)  # at once, unless it has only just started
         self._restore_modes()
         self._restore_logs()
         if readline is not None and self._uses_readline():
@@ -697,9 +710,17 @@ class TerminalView:
             readline.read_history_file(self.history)
         readline.set_history_length(1000)
         readline.set_completer(self._complete)
+        if hasattr(readline, "set_pre_input_hook"):  # not in every readline library Python may be built with
+            readline.set_pre_input_hook(self._on_prompt_set_up)
+            self._prompt_hooked = True
         readline.set_completer_delims(" \t")
         readline.parse_and_bind("tab: complete")
         readline.parse_and_bind("set horizontal-scroll-mode on")  # the prompt keeps to its one row
+
+    def _on_prompt_set_up(self) -> None:
+        self._prompt_set_up.set()
+        if self._closing.is_set():  # later than close() waits: the terminal is given back here too
+            self._restore_modes()
 
     def _complete(self, text: str, index: int) -> str | None:
         """Tab completion: the command, then BUY/SELL, a symbol, MARKET; a cid for CANCEL and QUERY."""
@@ -858,6 +879,11 @@ class TerminalView:
         service = self.service
         while not self._closing.is_set() and not service.stopping:
             self._clear_prompt_row()
+            with self._prompt_lock:
+                if self._closing.is_set():
+                    return
+                self._prompting = True
+                self._prompt_set_up.clear()
             try:
                 line = self._input()
             except EOFError:
@@ -868,6 +894,8 @@ class TerminalView:
             except (OSError, ValueError):  # the terminal is gone
                 service.end_of_input()
                 return
+            finally:
+                self._prompting = False
             if self._closing.is_set() or service.stopping:
                 return
             self._clear_prompt_row()
