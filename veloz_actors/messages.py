@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, dataclass_transform
@@ -199,8 +200,10 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
 
 
+@functools.cache
 def members(cls: type[_E]) -> type[_E]:
-    """``cls``'s members as the attributes of a plain class, for the hot paths: ``members(Side).BUY is Side.BUY``.
+    """``cls``'s members as the attributes of a plain class, for the hot paths: ``members(Side).BUY is Side.BUY``
+    (one such class per enum, whichever module asks).
 
     Read through its enum class, a member costs about 1,000 machine instructions in Python 3.11 (``EnumType`` defines
     ``__getattr__``, which takes every attribute read of the class off the interpreter's fast path); read through this
