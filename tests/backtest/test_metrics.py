@@ -81,12 +81,21 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
         top = max(equity[: trough + 1])
         start = max(i for i in range(trough) if equity[i] == top)
         back = next((i for i in range(trough + 1, len(equity)) if equity[i] >= top), None)
-        end = back if back is not None else len(equity) - 1
+        # the longest time under water, of any drawdown: from the last bar at a peak to the first back at it (or
+        # the last bar)
+        longest, high, high_bar = 0, equity[0], 0
+        for i, value in enumerate(equity):
+            if value >= high:
+                if i > high_bar + 1:  # bars high_bar + 1 .. i - 1 were under water
+                    longest = max(longest, times[i] - times[high_bar])
+                high, high_bar = value, i
+        if high_bar < len(equity) - 1:
+            longest = max(longest, times[-1] - times[high_bar])
         drawdown = {
             "max_drawdown_peak": _iso(times[start]),
             "max_drawdown_trough": _iso(times[trough]),
             "max_drawdown_recovery": _iso(times[back]) if back is not None else None,
-            "max_drawdown_duration_seconds": (times[end] - times[start]) // 10**9,
+            "max_drawdown_duration_seconds": longest // 10**9,
         }
     returns = [float(equity[t] / equity[t - 1] - 1) for t in range(1, len(equity))]
     downside = math.sqrt(math.fsum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if len(returns) >= 2 else 0.0
@@ -226,3 +235,30 @@ def test_sharpe_and_sortino_are_annualised_by_the_bars_a_365_day_year_holds(minu
     assert got["sharpe"] == pytest.approx(mean / std * math.sqrt(per_year), rel=1e-12)
     assert got["sortino"] == pytest.approx(mean / downside * math.sqrt(per_year), rel=1e-12)
     assert got["exposure"] == 1.0 and got["max_drawdown"] == pytest.approx(0.1, rel=1e-12)
+
+
+def _held_from_the_first_open(closes: list[str], minutes: int = 1) -> dict[str, Any]:
+    """The report of 100 units bought at the first open (price 100, no fee), held to the end: equity = 100 x close."""
+    data = synthetic(closes).data.copy()
+    data["open_time"] = np.arange(len(closes), dtype=np.int64) * minutes * MINUTE_NS
+    bars = BarSeries("TEST", minutes * MINUTE_NS, data, 1_000_000)
+    trades = np.zeros(1, dtype=TRADE_DTYPE)
+    trades[0] = (-1, 0, 0, 1, 100 * E8, 100 * E8, 0, 0)
+    return _full(bars, BacktestSettings(fee_rate=0), trades)
+
+
+def test_max_drawdown_duration_is_the_longest_time_under_water_not_the_deepest_falls() -> None:
+    """As quantstats, vectorbt, pyfolio and backtrader (``max.len``) define it: a deep fall recovered at once (10 %,
+    bars 0 -> 2) and a shallow one that lasts (1 %, bars 2 -> 7): the duration is the shallow one's 5 minutes, while
+    the peak, trough and recovery stay those of the deepest fall."""
+    got = _held_from_the_first_open(["100", "90", "100", "99", "99", "99", "99", "100", "101"])
+    assert got["max_drawdown"] == pytest.approx(0.1, rel=1e-12)
+    assert (got["max_drawdown_peak"], got["max_drawdown_trough"], got["max_drawdown_recovery"]) == (
+        "1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z", "1970-01-01T00:02:00Z")  # fmt: skip
+    assert got["max_drawdown_duration_seconds"] == (7 - 2) * 60
+
+
+def test_a_drawdown_never_recovered_lasts_to_the_last_bar_even_when_shallower() -> None:
+    got = _held_from_the_first_open(["100", "80", "100", "101", "100", "100", "100", "100", "100"])
+    assert got["max_drawdown_trough"] == "1970-01-01T00:01:00Z"  # the deepest: 20 %, 2 minutes
+    assert got["max_drawdown_duration_seconds"] == (8 - 3) * 60  # under water from bar 3's peak to the end

@@ -47,8 +47,11 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
 * the maximum drawdown's bars: its trough is the first bar where ``max_drawdown`` is reached, its peak the last bar
   before it whose equity is the running maximum, its recovery the first bar after it back at or above the peak's
   equity (``None`` if never); ``max_drawdown_peak`` / ``_trough`` / ``_recovery`` are those bars' open times (the key
-  of ``equity.csv``, ISO-8601 UTC), ``max_drawdown_duration_seconds`` the time from the peak to the recovery, or to
-  the last bar when it never recovered. All four are ``None`` / 0 when equity never falls.
+  of ``equity.csv``, ISO-8601 UTC). ``max_drawdown_duration_seconds`` is the longest time under water of *any*
+  drawdown, as quantstats, vectorbt, pyfolio and backtrader (``DrawDown``'s ``max.len``) define a maximum drawdown's
+  duration (a shallow fall that lasts months matters more than a deep one recovered in a day): over every stretch
+  of bars below the running peak, the time from the last bar at the peak to the first bar back at or above it, or
+  to the last bar when it never recovered. All four are ``None`` / 0 when equity never falls.
 
 >>> import numpy as np
 >>> from veloz_actors.data.bars import BAR_DTYPE, BarSeries
@@ -301,7 +304,8 @@ def _mean(values: list[int]) -> Decimal | None:
 
 
 def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray) -> dict[str, Any]:
-    """The maximum drawdown's peak, trough and recovery bars as ISO times, and its duration in seconds."""
+    """The maximum drawdown's peak, trough and recovery bars as ISO times, and the longest time under water in
+    seconds (of any drawdown, as the peers define a maximum drawdown's duration)."""
     none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
             "max_drawdown_duration_seconds": 0}  # fmt: skip
     peak_value = np.maximum.accumulate(equity)
@@ -313,13 +317,19 @@ def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray) -> dict[str, Any]:
     peak = int(np.flatnonzero(equity[:trough] == top)[-1])
     back = np.flatnonzero(equity[trough + 1 :] >= top)
     recovery = trough + 1 + int(back[0]) if len(back) else None
-    end = recovery if recovery is not None else len(equity) - 1
-    times = iso_times(open_time[[peak, trough, end]])
+    times = iso_times(open_time[[peak, trough]])
+    # every stretch under water: from the bar before its first bar below the running peak (the last at the peak) to
+    # the first bar back at the peak, or to the last bar; bar 0 is its own peak, never under water
+    under = equity < peak_value
+    starts = np.flatnonzero(under[1:] & ~under[:-1])  # the peak bar of each stretch
+    ends = np.flatnonzero(under[:-1] & ~under[1:]) + 1
+    if len(ends) < len(starts):
+        ends = np.append(ends, len(equity) - 1)
     return {
         "max_drawdown_peak": times[0] + "Z",
         "max_drawdown_trough": times[1] + "Z",
-        "max_drawdown_recovery": times[2] + "Z" if recovery is not None else None,
-        "max_drawdown_duration_seconds": (int(open_time[end]) - int(open_time[peak])) // 10**9,
+        "max_drawdown_recovery": iso_times(open_time[[recovery]])[0] + "Z" if recovery is not None else None,
+        "max_drawdown_duration_seconds": int((open_time[ends] - open_time[starts]).max()) // 10**9,
     }
 
 
