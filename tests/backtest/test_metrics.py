@@ -262,3 +262,37 @@ def test_a_drawdown_never_recovered_lasts_to_the_last_bar_even_when_shallower() 
     got = _held_from_the_first_open(["100", "80", "100", "101", "100", "100", "100", "100", "100"])
     assert got["max_drawdown_trough"] == "1970-01-01T00:01:00Z"  # the deepest: 20 %, 2 minutes
     assert got["max_drawdown_duration_seconds"] == (8 - 3) * 60  # under water from bar 3's peak to the end
+
+
+@pytest.mark.parametrize(
+    ("minutes", "closes", "expected"),
+    [
+        (1_440, ["100"] * 729 + ["121"], 0.1),  # 730 daily bars: 2 years, x 1.21
+        (60, ["100"] * 4_379 + ["110"], 1.1**2 - 1),  # 4,380 hourly bars: half a year, x 1.1
+        (1_440, ["100"] * 364 + ["50"], -0.5),  # one year, halved
+        (5, ["100"] * 50, 0.0),
+    ],
+)
+def test_cagr_is_annualised_by_the_equity_curves_time_span(minutes: int, closes: list[str], expected: float) -> None:
+    """``(final / initial) ** (1 / years) - 1`` with ``years`` the time from the first bar's open (the initial cash)
+    to the last bar's close, in 365-day years."""
+    got = _held_from_the_first_open(closes, minutes)
+    assert got["cagr"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_cagr_counts_a_gap_in_the_data_as_the_time_it_lasted() -> None:
+    """Two daily bars a year apart (a 364-day gap): one year, not two bars' worth of days."""
+    data = synthetic(["100", "110"]).data.copy()
+    data["open_time"] = [0, 364 * 1_440 * MINUTE_NS]
+    bars = BarSeries("TEST", 1_440 * MINUTE_NS, data, 1_000_000)
+    trades = np.zeros(1, dtype=TRADE_DTYPE)
+    trades[0] = (-1, 0, 0, 1, 100 * E8, 100 * E8, 0, 0)
+    assert _full(bars, BacktestSettings(fee_rate=0), trades)["cagr"] == pytest.approx(0.1, rel=1e-12)
+
+
+def test_cagr_of_a_total_loss_is_minus_one_and_of_an_unrepresentable_growth_null() -> None:
+    lost = _held_from_the_first_open(["100", "0.01"])  # bought at 100, marked at 0.01: equity 1, minute-long run
+    assert lost["cagr"] == -1.0 or lost["cagr"] == pytest.approx(-1.0, abs=1e-12)
+    boom = _held_from_the_first_open(["100", "200"])  # doubled in two minutes: 2 ** 262800 overflows a float
+    assert boom["cagr"] is None
+    assert "Infinity" not in metrics_json(boom).decode()

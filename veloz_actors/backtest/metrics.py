@@ -38,6 +38,11 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
   the sum of every fill's fee; ``avg_trade``, ``avg_win`` and ``avg_loss``, the mean PnL (net of both fees) of all
   round trips, of those with PnL > 0 and of those with PnL < 0 (break-even ones are neither), each rounded to 1e-8
   half to even, ``None`` when there is none;
+* ``cagr``, the compound annual growth rate, like quantstats' (a 365-day year) over the equity curve's actual time span (not
+  its bar count, so a gap in the data counts for the time it lasted): ``(final_equity / initial) ** (1 / years) - 1``
+  with ``years`` the time from the first bar's open (the initial cash) to the last bar's close, in 365-day years
+  (crypto trades every day); -1.0 when nothing is left, ``None`` when the rate is beyond a float (a run of minutes
+  that doubled). On a run shorter than a year it extrapolates, as the peers' does: read it with the span;
 * ``profit_factor`` = gross profit / gross loss over round trips (``None`` with no losing round trip: none at all,
   or only wins);
 * ``exposure`` = the fraction of bars at whose close a position is held (a BUY filled at bar ``b``'s open and its
@@ -110,6 +115,7 @@ TRADE_DTYPE = np.dtype(
 METRIC_NAMES = ("final_equity", "total_return", "max_drawdown", "n_trades", "win_rate", "sharpe")
 
 _MINUTES_PER_YEAR = 365 * 24 * 60
+_NS_PER_YEAR = _MINUTES_PER_YEAR * 60 * 10**9
 _FLOAT_EXACT = 2**53
 
 # How each statistic of a backtest (bar or L2) is shown to people: exact decimals (money and quantities, with
@@ -118,7 +124,7 @@ _EXACT = frozenset(
     {"final_equity", "initial_equity", "pnl", "realized_pnl", "unrealized_pnl", "fees", "total_fees", "volume_quote",
      "final_position", "avg_trade", "avg_win", "avg_loss"}
 )  # fmt: skip
-_FRACTIONS = frozenset({"total_return", "max_drawdown", "win_rate", "exposure"})
+_FRACTIONS = frozenset({"total_return", "cagr", "max_drawdown", "win_rate", "exposure"})
 _RATIOS = frozenset({"sharpe", "sortino", "profit_factor"})
 
 
@@ -272,9 +278,13 @@ def report_metrics(
     returns = equity_returns(equity)
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
     drawdown = _drawdown_bars(equity, bars.data["open_time"])
+    final = cash + qty * close // SCALE
+    open_time = bars.data["open_time"]
+    span_ns = int(open_time[-1]) + bars.interval_ns - int(open_time[0])  # the first open to the last close
     return {
-        "final_equity": as_decimal(cash + qty * close // SCALE),
+        "final_equity": as_decimal(final),
         "total_return": metrics["total_return"],
+        "cagr": _cagr(final, settings.initial_cash, span_ns),
         "max_drawdown": metrics["max_drawdown"],
         **drawdown,
         "n_trades": metrics["n_trades"],
@@ -290,6 +300,17 @@ def report_metrics(
         if downside > 0.0
         else None,
     }
+
+
+def _cagr(final: int, initial: int, span_ns: int) -> float | None:
+    """``(final / initial) ** (1 / years) - 1`` over ``span_ns`` in 365-day years; -1.0 when nothing is left, ``None``
+    when the growth rate is beyond a float (a run of minutes that doubled)."""
+    if final <= 0:
+        return -1.0
+    try:
+        return (final / initial) ** (_NS_PER_YEAR / span_ns) - 1.0
+    except OverflowError:
+        return None
 
 
 def _mean(values: list[int]) -> Decimal | None:
