@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.backtest.test_kernel import MINUTE_NS, synthetic
+from veloz_actors._exceptions import InvalidInput
 from veloz_actors.backtest import kernel
 from veloz_actors.backtest.metrics import (
     TRADE_DTYPE,
@@ -60,13 +61,15 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
             notional, fee = Fraction(price, E8) * Fraction(size, E8), Fraction(fee, E8)
             fees += fee
             if side > 0:
-                cash_before_buy = cash
+                if qty == 0:  # a round trip opens: from flat back to flat, however many fills it takes
+                    cash_before_buy = cash
                 cash -= Fraction(math.ceil(notional * E8), E8) + fee
                 qty += Fraction(size, E8)
             else:
                 cash += Fraction(math.floor(notional * E8), E8) - fee
                 qty -= Fraction(size, E8)
-                pnls.append(cash - cash_before_buy)
+                if qty == 0:
+                    pnls.append(cash - cash_before_buy)
         held += qty != 0
         equity.append(cash + qty * close)
     # the deepest fall from a running peak: the first bar reaching it; its peak, the last bar at that peak before it
@@ -296,3 +299,32 @@ def test_cagr_of_a_total_loss_is_minus_one_and_of_an_unrepresentable_growth_null
     boom = _held_from_the_first_open(["100", "200"])  # doubled in two minutes: 2 ** 262800 overflows a float
     assert boom["cagr"] is None
     assert "Infinity" not in metrics_json(boom).decode()
+
+
+def test_a_position_scaled_in_and_out_is_one_round_trip_from_flat_to_flat() -> None:
+    """A strategy of one's own may buy twice and sell in two parts: hand-computed at no fee on closes 100, 100, 110,
+    120, 90, 100, 100 (each fill at its bar's open, equal to the close). BUY 10 @ 100 (cash 9,000), BUY 10 @ 110
+    (7,900), SELL 5 @ 120 (8,500), SELL 15 @ 90 (9,850: flat, the round trip lost 150), BUY 10 @ 100 (8,850), open
+    at the end."""
+    bars = synthetic(["100", "100", "110", "120", "90", "100", "100"])
+    trades = np.zeros(5, dtype=TRADE_DTYPE)
+    for row, (bar, side, price, qty, cash) in enumerate(
+        [(1, 1, 100, 10, 9_000), (2, 1, 110, 10, 7_900), (3, -1, 120, 5, 8_500), (4, -1, 90, 15, 9_850),
+         (5, 1, 100, 10, 8_850)]
+    ):  # fmt: skip
+        trades[row] = (bar - 1, bar, bar * MINUTE_NS, side, price * E8, qty * E8, 0, cash * E8)
+    equity, metrics = equity_and_metrics(bars, BacktestSettings(fee_rate=0), trades)
+    assert equity.tolist() == [10_000, 10_000, 10_100, 10_300, 9_850, 9_850, 9_850]
+    assert metrics["n_trades"] == 1 and metrics["win_rate"] == 0.0
+    got = _assert_agrees(bars, BacktestSettings(fee_rate=0), trades)
+    assert got["avg_trade"] == got["avg_loss"] == Decimal(-150) and got["profit_factor"] == 0.0
+    assert got["exposure"] == 5 / 7 and got["final_equity"] == Decimal(9_850)
+
+
+def test_a_sell_of_more_than_the_position_is_refused_naming_the_fill() -> None:
+    bars = synthetic(["100"] * 4)
+    trades = np.zeros(2, dtype=TRADE_DTYPE)
+    trades[0] = (0, 1, MINUTE_NS, 1, 100 * E8, 10 * E8, 0, 9_000 * E8)
+    trades[1] = (1, 2, 2 * MINUTE_NS, -1, 100 * E8, 11 * E8, 0, 10_100 * E8)
+    with pytest.raises(InvalidInput, match="fill 2 sells more than the position"):
+        equity_and_metrics(bars, BacktestSettings(fee_rate=0), trades)

@@ -14,7 +14,7 @@ from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
 from veloz_actors.backtest.settings import BacktestSettings
 from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 from veloz_actors.data.loaders import load_bars
-from veloz_actors.fixed import SCALE
+from veloz_actors.fixed import SCALE, format_decimal
 from veloz_actors.messages import OrderType, Side
 from veloz_actors.strategies.bar_strategies import SmaCross, make_strategy
 from veloz_actors.strategies.base import Strategy
@@ -197,3 +197,38 @@ def test_a_priced_order_in_a_bar_backtest_is_an_error_not_a_market_order(order, 
     MARKET was dropped without a word and the order filled at the next open, whatever the price said."""
     with pytest.raises(InvalidInput, match=message):
         run_bar_backtest(_bars([100, 100, 100]), _PricedBuy(**order), BacktestSettings())
+
+
+class _ScaleInAndOut(Strategy):
+    """Buys with half its cash on bar 1 and the rest on bar 2, sells half the position on bar 3 and the rest on 4."""
+
+    def on_start(self, ctx):
+        self.ctx = ctx
+
+    def on_bar(self, bar):
+        free = self.ctx.free(self.ctx.quote_asset(bar.symbol))
+        position = self.ctx.position(bar.symbol)
+        if bar.index in (1, 2):
+            self.ctx.buy_market(bar.symbol, quote_qty=free // 2 if bar.index == 1 else free)
+        elif bar.index == 3:
+            self.ctx.sell_market(bar.symbol, qty=position // 2 // 1000 * 1000)  # on the 0.00001 step
+        elif bar.index == 4:
+            self.ctx.sell_market(bar.symbol, qty=position)
+
+
+def test_a_strategy_scaling_in_and_out_gets_its_metrics_and_one_round_trip(tmp_path):
+    """Partial fills of a position (two BUYs, two SELLs) used to fail the finished run ("trades must alternate"):
+    the metrics count one round trip, flat to flat, its PnL the cash it ended with minus the cash it began with."""
+    bars = _bars([100, 100, 102, 104, 103, 103, 103])
+    result = run_bar_backtest(bars, _ScaleInAndOut(), BacktestSettings())
+    assert result.trades["side"].tolist() == [1, 1, -1, -1] and result.trades["fill_index"].tolist() == [2, 3, 4, 5]
+    cash_after = int(result.trades["cash_after"][-1])
+    assert result.metrics["n_trades"] == 1 and result.metrics["win_rate"] == (
+        1.0 if cash_after > 10_000 * SCALE else 0.0
+    )
+    assert result.metrics["final_equity"] == cash_after / SCALE  # flat at the end: equity is the cash
+    write_outputs(tmp_path, bars, result.trades, result.equity, result.metrics, {})
+    page = (tmp_path / "report.html").read_text()
+    assert "4 fills, 1 round trips" in page
+    pnl = format_decimal(cash_after - 10_000 * SCALE)
+    assert page.count(f"<td>{pnl}</td>") == 1  # on the last SELL only: the first left the position open

@@ -383,7 +383,7 @@ def _report_html(
         metrics_table(metrics),
         figure_html(price_figure(bars, trades, equity, strategy, params), "price-chart"),
         figure_html(monthly_figure(monthly_returns(bars.data["open_time"], equity)), "monthly-returns"),
-        f"<h2>Trades ({len(trades):,} fills, {len(trades) // 2:,} round trips)</h2>",
+        f"<h2>Trades ({len(trades):,} fills, {metrics['n_trades']:,} round trips)</h2>",
         '<div class="scroll">'
         + html_table(
             ("#", "time (UTC)", "side", "price", "qty", "fee", "cash after", "round trip PnL"),
@@ -536,11 +536,14 @@ def _fill_markers(trades: np.ndarray, time_field: str = "open_time") -> list[Any
 
 
 def _trade_rows(trades: np.ndarray) -> list[tuple[str, ...]]:
-    """The trade list with exact decimals; a SELL row carries its round trip's PnL net of both fees
-    (``floor(sell notional) - sell fee - ceil(buy notional) - buy fee``, the kernel's rounding)."""
+    """The trade list with exact decimals; the fill that leaves the position flat carries its round trip's PnL net of
+    every fee: the cash after it minus the cash before the round trip's first BUY (that BUY's cash after plus
+    ``ceil(notional)`` plus its fee, the kernel's rounding); for one BUY and one SELL,
+    ``floor(sell notional) - sell fee - ceil(buy notional) - buy fee``."""
     rows: list[tuple[str, ...]] = []
     times = iso_times(trades["open_time"])
-    buy: tuple[int, int, int] | None = None
+    position = 0
+    cash_before = 0
     for i, (t, side, price, qty, fee, cash) in enumerate(
         zip(
             times,
@@ -553,13 +556,11 @@ def _trade_rows(trades: np.ndarray) -> list[tuple[str, ...]]:
         )
     ):
         pnl = ""
-        if side > 0:
-            buy = (price, qty, fee)
-        elif buy is not None:
-            buy_price, buy_qty, buy_fee = buy
-            cost = -((-buy_price * buy_qty) // SCALE)
-            pnl = format_decimal(price * qty // SCALE - fee - cost - buy_fee)
-            buy = None
+        if side > 0 and position == 0:
+            cash_before = cash - (-price * qty // SCALE) + fee
+        position += side * qty
+        if side < 0 and position == 0:
+            pnl = format_decimal(cash - cash_before)
         rows.append(
             (
                 str(i + 1),
