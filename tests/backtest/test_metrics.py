@@ -73,7 +73,8 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
         held += qty != 0
         equity.append(cash + qty * close)
     # the deepest fall from a running peak: the first bar reaching it; its peak, the last bar at that peak before it
-    peak, deepest, trough = equity[0], Fraction(0), None
+    initial = Fraction(settings.initial_cash, E8)
+    peak, deepest, trough = initial, Fraction(0), None
     for i, value in enumerate(equity):
         peak = max(peak, value)
         if (peak - value) / peak > deepest:
@@ -81,19 +82,21 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
     drawdown: dict[str, Any] = {"max_drawdown_peak": None, "max_drawdown_trough": None,
                                 "max_drawdown_recovery": None, "max_drawdown_duration_seconds": 0}  # fmt: skip
     if trough is not None:
-        top = max(equity[: trough + 1])
-        start = max(i for i in range(trough) if equity[i] == top)
+        top = max([initial, *equity[: trough + 1]])
+        start = max((i for i in range(trough) if equity[i] == top), default=0)  # 0: the initial cash, the start
         back = next((i for i in range(trough + 1, len(equity)) if equity[i] >= top), None)
         # the longest time under water, of any drawdown: from the last bar at a peak to the first back at it (or
         # the last bar)
-        longest, high, high_bar = 0, equity[0], 0
+        longest, high, high_time, under = 0, initial, times[0], False
         for i, value in enumerate(equity):
             if value >= high:
-                if i > high_bar + 1:  # bars high_bar + 1 .. i - 1 were under water
-                    longest = max(longest, times[i] - times[high_bar])
-                high, high_bar = value, i
-        if high_bar < len(equity) - 1:
-            longest = max(longest, times[-1] - times[high_bar])
+                if under:
+                    longest = max(longest, times[i] - high_time)
+                high, high_time, under = value, times[i], False
+            else:
+                under = True
+        if under:
+            longest = max(longest, times[-1] - high_time)
         drawdown = {
             "max_drawdown_peak": _iso(times[start]),
             "max_drawdown_trough": _iso(times[trough]),

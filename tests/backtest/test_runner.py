@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from veloz_actors import InvalidInput
-from veloz_actors.backtest.metrics import trades_to_records
+from veloz_actors.backtest.metrics import report_metrics, trades_to_records
 from veloz_actors.backtest.report import write_outputs
 from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
 from veloz_actors.backtest.settings import BacktestSettings
@@ -232,3 +232,25 @@ def test_a_strategy_scaling_in_and_out_gets_its_metrics_and_one_round_trip(tmp_p
     assert "4 fills, 1 round trips" in page
     pnl = format_decimal(cash_after - 10_000 * SCALE)
     assert page.count(f"<td>{pnl}</td>") == 1  # on the last SELL only: the first left the position open
+
+
+class _BuyAtTheStart(Strategy):
+    """Buy and hold, ordered before the first bar: filled at the first bar's open."""
+
+    def on_start(self, ctx):
+        ctx.buy_market("BTCUSDT", quote_qty=ctx.free("USDT"))
+
+
+def test_a_fall_within_the_first_bar_is_a_drawdown_from_the_initial_cash():
+    """Bought at the first open (100), every close 50: half the money lost in the first bar. The running peak starts
+    at the initial cash, so the drawdown is 50 % (it was 0 %: the peak started at the first close), from the start
+    to the end."""
+    bars = _bars([50, 50, 50, 50], opens=[100, 50, 50, 50])
+    settings = BacktestSettings(fee_rate=0)
+    result = run_bar_backtest(bars, _BuyAtTheStart(), settings)
+    assert result.trades["fill_index"].tolist() == [0] and result.equity.tolist() == [5_000.0] * 4
+    assert result.metrics["total_return"] == -0.5 and result.metrics["max_drawdown"] == 0.5
+    report = report_metrics(bars, settings.for_bars(bars), result.trades, result.equity, result.metrics)
+    assert (report["max_drawdown_peak"], report["max_drawdown_trough"], report["max_drawdown_recovery"]) == (
+        "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", None)  # fmt: skip
+    assert report["max_drawdown_duration_seconds"] == 3 * 60  # from the start to the last bar, never recovered

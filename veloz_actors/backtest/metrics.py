@@ -25,8 +25,9 @@ The semantics (shared with the kernel and the event-driven backtest):
   ``close / 1e8``'s own rounding.
 * ``final_equity`` = ``equity[-1]`` (quote units); ``total_return`` = ``final_equity / initial - 1`` with
   ``initial = initial_cash / 1e8``.
-* ``max_drawdown`` = ``max((peak - equity) / peak)`` with ``peak`` the running maximum of bar-close equity: a positive
-  fraction, 0.0 if equity never falls.
+* ``max_drawdown`` = ``max((peak - equity) / peak)`` with ``peak`` the running maximum of bar-close equity and of the
+  initial cash (a strategy ordering before the first bar fills at its open: a fall within that bar counts): a
+  positive fraction, 0.0 if equity never falls.
 * ``n_trades`` = completed round trips. ``win_rate`` = round trips whose PnL net of every fee is positive (for a BUY
   and a SELL, sell proceeds - sell fee - buy cost - buy fee > 0, which is exactly ``cash after the SELL > cash before
   the BUY`` in integers) over completed ones; 0.0 when there is none.
@@ -54,7 +55,7 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
 * ``sortino`` = ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(bars_per_year)`` over the same returns as ``sharpe``
   (target 0, downside deviation over all returns); ``None`` when there are fewer than two returns or none below 0;
 * the maximum drawdown's bars: its trough is the first bar where ``max_drawdown`` is reached, its peak the last bar
-  before it whose equity is the running maximum, its recovery the first bar after it back at or above the peak's
+  before it whose equity is the running maximum (the first bar, the start, when that is the initial cash), its recovery the first bar after it back at or above the peak's
   equity (``None`` if never); ``max_drawdown_peak`` / ``_trough`` / ``_recovery`` are those bars' open times (the key
   of ``equity.csv``, ISO-8601 UTC). ``max_drawdown_duration_seconds`` is the longest time under water of *any*
   drawdown, as quantstats, vectorbt, pyfolio and backtrader (``DrawDown``'s ``max.len``) define a maximum drawdown's
@@ -223,7 +224,7 @@ def evaluate(
     equity += np.repeat(cash_values, lengths)
     equity /= 1e8
 
-    peak = np.maximum.accumulate(equity)
+    peak = running_peak(equity, initial_cash)
     drawdown = peak - equity
     drawdown /= peak
     max_drawdown = float(drawdown.max())
@@ -249,6 +250,14 @@ def evaluate(
         "sharpe": sharpe,
     }
     return equity, metrics
+
+
+def running_peak(equity: np.ndarray, initial_cash: int) -> np.ndarray:
+    """The running maximum of the equity, starting at the initial cash (a fall within the first bar, after a fill at
+    its open, is a drawdown too)."""
+    peak = np.maximum.accumulate(equity)
+    np.maximum(peak, initial_cash / SCALE, out=peak)
+    return peak
 
 
 def equity_returns(equity: np.ndarray) -> np.ndarray:
@@ -292,7 +301,7 @@ def report_metrics(
     held = sum(end - start for start, end, p in zip(fill_index, ends, position, strict=True) if p)
     returns = equity_returns(equity)
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
-    drawdown = _drawdown_bars(equity, bars.data["open_time"])
+    drawdown = _drawdown_bars(equity, bars.data["open_time"], settings.initial_cash)
     final = cash + qty * close // SCALE
     open_time = bars.data["open_time"]
     span_ns = int(open_time[-1]) + bars.interval_ns - int(open_time[0])  # the first open to the last close
@@ -339,33 +348,37 @@ def _mean(values: list[int]) -> Decimal | None:
     return as_decimal(quotient)
 
 
-def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray) -> dict[str, Any]:
+def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray, initial_cash: int) -> dict[str, Any]:
     """The maximum drawdown's peak, trough and recovery bars as ISO times, and the longest time under water in
-    seconds (of any drawdown, as the peers define a maximum drawdown's duration)."""
+    seconds (of any drawdown, as the peers define a maximum drawdown's duration). A peak at the initial cash, before
+    any bar closed, is the first bar's open time (the start)."""
     none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
             "max_drawdown_duration_seconds": 0}  # fmt: skip
-    peak_value = np.maximum.accumulate(equity)
+    peak_value = running_peak(equity, initial_cash)
     fall = (peak_value - equity) / peak_value
     trough = int(np.argmax(fall))
     if fall[trough] <= 0.0:
         return none
     top = peak_value[trough]
-    peak = int(np.flatnonzero(equity[:trough] == top)[-1])
+    at_top = np.flatnonzero(equity[:trough] == top)
+    peak = int(at_top[-1]) if len(at_top) else 0  # none: the initial cash, at the start
     back = np.flatnonzero(equity[trough + 1 :] >= top)
     recovery = trough + 1 + int(back[0]) if len(back) else None
     times = iso_times(open_time[[peak, trough]])
-    # every stretch under water: from the bar before its first bar below the running peak (the last at the peak) to
-    # the first bar back at the peak, or to the last bar; bar 0 is its own peak, never under water
+    # every stretch of bars under water: from the last bar at the peak before it (the start for a stretch from the
+    # first bar) to the first bar back at the peak, or to the last bar
     under = equity < peak_value
-    starts = np.flatnonzero(under[1:] & ~under[:-1])  # the peak bar of each stretch
-    ends = np.flatnonzero(under[:-1] & ~under[1:]) + 1
-    if len(ends) < len(starts):
-        ends = np.append(ends, len(equity) - 1)
+    before = np.concatenate(([False], under[:-1]))
+    after = np.concatenate((under[1:], [False]))
+    first = np.flatnonzero(under & ~before)
+    last = np.flatnonzero(under & ~after)
+    n = len(equity)
+    durations = open_time[np.minimum(last + 1, n - 1)] - open_time[np.maximum(first - 1, 0)]
     return {
         "max_drawdown_peak": times[0] + "Z",
         "max_drawdown_trough": times[1] + "Z",
         "max_drawdown_recovery": iso_times(open_time[[recovery]])[0] + "Z" if recovery is not None else None,
-        "max_drawdown_duration_seconds": int((open_time[ends] - open_time[starts]).max()) // 10**9,
+        "max_drawdown_duration_seconds": int(durations.max()) // 10**9,
     }
 
 
