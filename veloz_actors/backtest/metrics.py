@@ -31,7 +31,7 @@ The semantics (shared with the kernel and the event-driven backtest):
 * ``n_trades`` = completed round trips. ``win_rate`` = round trips whose PnL net of every fee is positive (for a BUY
   and a SELL, sell proceeds - sell fee - buy cost - buy fee > 0, which is exactly ``cash after the SELL > cash before
   the BUY`` in integers) over completed ones; 0.0 when there is none.
-* ``sharpe`` = ``mean(r) / std(r, ddof=1) * sqrt(bars_per_year)`` over the bar-to-bar returns
+* ``sharpe`` = ``mean(r) / std(r, ddof=1) * sqrt(bars_per_year)`` (risk-free rate 0) over the bar-to-bar returns
   ``r[t] = equity[t] / equity[t-1] - 1`` (t >= 1), with ``bars_per_year = 525600 / bar_minutes`` and
   ``bar_minutes = interval_ns / 60e9``; 0.0 when there are fewer than two returns or their standard deviation is 0.
 
