@@ -43,11 +43,11 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
   the sum of every fill's fee; ``avg_trade``, ``avg_win`` and ``avg_loss``, the mean PnL (net of every fee) of all
   round trips, of those with PnL > 0 and of those with PnL < 0 (break-even ones are neither), each rounded to 1e-8
   half to even, ``None`` when there is none;
-* ``cagr``, the compound annual growth rate, like quantstats' (a 365-day year) over the equity curve's actual time span (not
-  its bar count, so a gap in the data counts for the time it lasted): ``(final_equity / initial) ** (1 / years) - 1``
-  with ``years`` the time from the first bar's open (the initial cash) to the last bar's close, in 365-day years
-  (crypto trades every day); -1.0 when nothing is left, ``None`` when the rate is beyond a float (a run of minutes
-  that doubled). On a run shorter than a year it extrapolates, as the peers' does: read it with the span;
+* ``cagr``, the compound annual growth rate, like quantstats' over the equity curve's actual time span (not its bar
+  count, so a gap in the data counts for the time it lasted): ``(final_equity / initial) ** (1 / years) - 1`` with
+  ``years`` the time from the first bar's open (the initial cash) to the last bar's close, in 365-day years (crypto
+  trades every day); -1.0 when nothing is left, ``None`` when the rate is beyond a float (a run of minutes that
+  doubled). On a run shorter than a year it extrapolates, as the peers' does: read it with the span;
 * ``profit_factor`` = gross profit / gross loss over round trips (``None`` with no losing round trip: none at all,
   or only wins);
 * ``exposure`` = the fraction of bars at whose close a position is held (a BUY filled at bar ``b``'s open and the
@@ -55,13 +55,14 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
 * ``sortino`` = ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(bars_per_year)`` over the same returns as ``sharpe``
   (target 0, downside deviation over all returns); ``None`` when there are fewer than two returns or none below 0;
 * the maximum drawdown's bars: its trough is the first bar where ``max_drawdown`` is reached, its peak the last bar
-  before it whose equity is the running maximum (the first bar, the start, when that is the initial cash), its recovery the first bar after it back at or above the peak's
-  equity (``None`` if never); ``max_drawdown_peak`` / ``_trough`` / ``_recovery`` are those bars' open times (the key
-  of ``equity.csv``, ISO-8601 UTC). ``max_drawdown_duration_seconds`` is the longest time under water of *any*
-  drawdown, as quantstats, vectorbt, pyfolio and backtrader (``DrawDown``'s ``max.len``) define a maximum drawdown's
-  duration (a shallow fall that lasts months matters more than a deep one recovered in a day): over every stretch
-  of bars below the running peak, the time from the last bar at the peak to the first bar back at or above it, or
-  to the last bar when it never recovered. All four are ``None`` / 0 when equity never falls.
+  before it whose equity is the running maximum (the first bar, the start, when that is the initial cash), its
+  recovery the first bar after it back at or above the peak's equity (``None`` if never); ``max_drawdown_peak`` /
+  ``_trough`` / ``_recovery`` are those bars' open times (the key of ``equity.csv``, ISO-8601 UTC).
+  ``max_drawdown_duration_seconds`` is the longest time under water of *any* drawdown, as quantstats, vectorbt,
+  pyfolio and backtrader (``DrawDown``'s ``max.len``) define a maximum drawdown's duration (a shallow fall that
+  lasts months matters more than a deep one recovered in a day): over every stretch of bars below the running peak,
+  the time from the last bar at the peak to the first bar back at or above it, or to the last bar when it never
+  recovered. All four are ``None`` / 0 when equity never falls.
 
 >>> import numpy as np
 >>> from veloz_actors.data.bars import BAR_DTYPE, BarSeries
