@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 
 import numpy as np
@@ -254,3 +255,17 @@ def test_a_fall_within_the_first_bar_is_a_drawdown_from_the_initial_cash():
     assert (report["max_drawdown_peak"], report["max_drawdown_trough"], report["max_drawdown_recovery"]) == (
         "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", None)  # fmt: skip
     assert report["max_drawdown_duration_seconds"] == 3 * 60  # from the start to the last bar, never recovered
+
+
+def test_the_first_months_return_starts_from_the_initial_cash(tmp_path):
+    """The report's monthly returns: -50 % for January 1970, the month the money halved within its first bar (it
+    was 0 %, from the first close)."""
+    bars = _bars([50, 50, 50, 50], opens=[100, 50, 50, 50])
+    result = run_bar_backtest(bars, _BuyAtTheStart(), BacktestSettings(fee_rate=0))
+    write_outputs(tmp_path, bars, result.trades, result.equity, result.metrics, {})
+    page = (tmp_path / "report.html").read_text()
+    assert '"z":[[-0.5,null,null,null,null,null,null,null,null,null,null,null]]' in page
+    drawdown = page[page.index('"name":"drawdown"') :]
+    data = drawdown[drawdown.index('"bdata":"') + 9 :]
+    y = np.frombuffer(base64.b64decode(data[: data.index('"')].replace("\\u002f", "/")), dtype="<f8")
+    assert y.tolist() == [-0.5] * 4  # the drawdown panel agrees (it showed 0 %, from the first close)

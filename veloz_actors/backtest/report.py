@@ -147,9 +147,9 @@ class MonthlyReturns:
     table: tuple[tuple[float | None, ...], ...]
 
 
-def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray) -> MonthlyReturns:
+def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray, initial: float | None = None) -> MonthlyReturns:
     """Month by month: equity at the last bar close of the month over equity at the last close of the month before
-    (the first close, for the first month), minus 1.
+    (for the first month, ``initial``, the equity before the first bar; the first close when not given), minus 1.
 
     >>> day = 86_400 * 10**9
     >>> jan, feb = 1_704_067_200 * 10**9, 1_706_745_600 * 10**9   # 2024-01-01, 2024-02-01
@@ -167,7 +167,7 @@ def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray) -> MonthlyRetu
     last = np.flatnonzero(np.diff(months) != 0)
     last = np.append(last, len(months) - 1)
     ends = equity[last]
-    starts = np.concatenate([equity[:1], ends[:-1]])
+    starts = np.concatenate([equity[:1] if initial is None else [initial], ends[:-1]])
     returns = ends / starts - 1.0
     month_ids = months[last]
     first_year, last_year = int(month_ids[0] // 12) + 1970, int(month_ids[-1] // 12) + 1970
@@ -291,7 +291,8 @@ def price_figure(
     # equity against buy and hold, and drawdown
     equity = np.asarray(equity, dtype=np.float64)
     hold = equity[0] * close / close[0] if n else close
-    peak = np.maximum.accumulate(equity) if n else equity
+    # the running peak starts at the equity before the first bar, as the max_drawdown metric's
+    peak = np.maximum(np.maximum.accumulate(equity), _starting_equity(trades, equity)) if n else equity
     drawdown = (equity - peak) / peak if n else equity
     idx = sample_indices([equity, hold, drawdown]) if n else np.zeros(0, np.int64)
     x = iso_times(open_time[idx])
@@ -382,7 +383,10 @@ def _report_html(
         f"<h1>{html.escape(title)}</h1>",
         metrics_table(metrics),
         figure_html(price_figure(bars, trades, equity, strategy, params), "price-chart"),
-        figure_html(monthly_figure(monthly_returns(bars.data["open_time"], equity)), "monthly-returns"),
+        figure_html(
+            monthly_figure(monthly_returns(bars.data["open_time"], equity, _starting_equity(trades, equity))),
+            "monthly-returns",
+        ),
         f"<h2>Trades ({len(trades):,} fills, {metrics['n_trades']:,} round trips)</h2>",
         '<div class="scroll">'
         + html_table(
@@ -533,6 +537,16 @@ def _fill_markers(trades: np.ndarray, time_field: str = "open_time") -> list[Any
             )
         )
     return traces
+
+
+def _starting_equity(trades: np.ndarray, equity: np.ndarray) -> float:
+    """The equity before the first bar (quote units): the cash before the first fill, a BUY from flat (its cash after
+    plus ``ceil(notional)`` plus its fee), else the first close's equity. A fill at the first bar's open (a strategy
+    ordering before the first bar) makes them differ."""
+    if len(trades) == 0:
+        return float(equity[0])
+    price, qty, fee, cash = (int(trades[0][name]) for name in ("price", "qty", "fee", "cash_after"))
+    return (cash - (-price * qty // SCALE) + fee) / SCALE
 
 
 def _trade_rows(trades: np.ndarray) -> list[tuple[str, ...]]:
