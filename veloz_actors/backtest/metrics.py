@@ -225,7 +225,7 @@ def evaluate(
     equity += np.repeat(cash_values, lengths)
     equity /= 1e8
 
-    peak = running_peak(equity, initial_cash)
+    peak = _running_peak(equity, initial_cash)
     drawdown = peak - equity
     drawdown /= peak
     max_drawdown = float(drawdown.max())
@@ -253,7 +253,7 @@ def evaluate(
     return equity, metrics
 
 
-def running_peak(equity: np.ndarray, initial_cash: int) -> np.ndarray:
+def _running_peak(equity: np.ndarray, initial_cash: int) -> np.ndarray:
     """The running maximum of the equity, starting at the initial cash (a fall within the first bar, after a fill at
     its open, is a drawdown too)."""
     peak = np.maximum.accumulate(equity)
@@ -355,7 +355,7 @@ def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray, initial_cash: int)
     any bar closed, is the first bar's open time (the start)."""
     none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
             "max_drawdown_duration_seconds": 0}  # fmt: skip
-    peak_value = running_peak(equity, initial_cash)
+    peak_value = _running_peak(equity, initial_cash)
     fall = (peak_value - equity) / peak_value
     trough = int(np.argmax(fall))
     if fall[trough] <= 0.0:
