@@ -8,6 +8,7 @@ import pytest
 
 from tests.backtest.synthetic_bars import ALGO, write_bars
 from veloz_actors.backtest import kernel
+from veloz_actors.backtest.metrics import equity_and_metrics, report_metrics
 from veloz_actors.backtest.runner import run_bar_backtest
 from veloz_actors.backtest.settings import BacktestSettings
 from veloz_actors.data.bars import BAR_DTYPE, BarSeries
@@ -41,6 +42,12 @@ def _assert_same(bars: BarSeries, name: str, params: dict, settings: BacktestSet
     assert len(event.trades) == len(trades), f"{name} {params}: fill count differs"
     assert np.array_equal(event.trades, trades), f"{name} {params}: fills differ"
     assert event.metrics == metrics, f"{name} {params}: metrics differ"
+    # the report's statistics (CAGR, drawdown duration, Sortino, ...) too, each engine's from its own equity curve
+    settings = settings.for_bars(bars)
+    equity, _ = equity_and_metrics(bars, settings, trades)
+    assert np.array_equal(event.equity, equity), f"{name} {params}: equity differs"
+    report = report_metrics(bars, settings, event.trades, event.equity, event.metrics)
+    assert report == report_metrics(bars, settings, trades, equity, metrics), f"{name} {params}: report differs"
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=["default", "fee-slippage", "zero-fee"])

@@ -420,11 +420,14 @@ def test_a_winning_round_trip_counts_net_of_both_fees(btc_1h: BarSeries) -> None
 
 def test_equity_and_metrics_rejects_a_trade_list_that_is_not_long_only(btc_1h: BarSeries) -> None:
     trades, _ = kernel.sma_cross(btc_1h, 10, 30)
-    with pytest.raises(InvalidInput, match="alternate"):
+    with pytest.raises(InvalidInput, match="fill 1 sells more than the position"):
         equity_and_metrics(btc_1h, BacktestSettings(), trades[1:])
     broken = trades.copy()
     broken["qty"][1] += 1
-    with pytest.raises(InvalidInput, match="whole quantity"):
+    with pytest.raises(InvalidInput, match="fill 2 sells more than the position"):
+        equity_and_metrics(btc_1h, BacktestSettings(), broken)
+    broken["side"][1] = 0
+    with pytest.raises(InvalidInput, match="side must be BUY"):
         equity_and_metrics(btc_1h, BacktestSettings(), broken)
     with pytest.raises(InvalidInput, match="TRADE_DTYPE"):
         equity_and_metrics(btc_1h, BacktestSettings(), np.zeros(2, dtype=np.int64))

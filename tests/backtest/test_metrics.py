@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.backtest.test_kernel import MINUTE_NS, synthetic
+from veloz_actors._exceptions import InvalidInput
 from veloz_actors.backtest import kernel
 from veloz_actors.backtest.metrics import (
     TRADE_DTYPE,
@@ -60,17 +61,20 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
             notional, fee = Fraction(price, E8) * Fraction(size, E8), Fraction(fee, E8)
             fees += fee
             if side > 0:
-                cash_before_buy = cash
+                if qty == 0:  # a round trip opens: from flat back to flat, however many fills it takes
+                    cash_before_buy = cash
                 cash -= Fraction(math.ceil(notional * E8), E8) + fee
                 qty += Fraction(size, E8)
             else:
                 cash += Fraction(math.floor(notional * E8), E8) - fee
                 qty -= Fraction(size, E8)
-                pnls.append(cash - cash_before_buy)
+                if qty == 0:
+                    pnls.append(cash - cash_before_buy)
         held += qty != 0
         equity.append(cash + qty * close)
     # the deepest fall from a running peak: the first bar reaching it; its peak, the last bar at that peak before it
-    peak, deepest, trough = equity[0], Fraction(0), None
+    initial = Fraction(settings.initial_cash, E8)
+    peak, deepest, trough = initial, Fraction(0), None
     for i, value in enumerate(equity):
         peak = max(peak, value)
         if (peak - value) / peak > deepest:
@@ -78,15 +82,26 @@ def reference(bars: BarSeries, settings: BacktestSettings, trades: np.ndarray) -
     drawdown: dict[str, Any] = {"max_drawdown_peak": None, "max_drawdown_trough": None,
                                 "max_drawdown_recovery": None, "max_drawdown_duration_seconds": 0}  # fmt: skip
     if trough is not None:
-        top = max(equity[: trough + 1])
-        start = max(i for i in range(trough) if equity[i] == top)
+        top = max([initial, *equity[: trough + 1]])
+        start = max((i for i in range(trough) if equity[i] == top), default=0)  # 0: the initial cash, the start
         back = next((i for i in range(trough + 1, len(equity)) if equity[i] >= top), None)
-        end = back if back is not None else len(equity) - 1
+        # the longest time under water, of any drawdown: from the last bar at a peak to the first back at it (or
+        # the last bar)
+        longest, high, high_time, under = 0, initial, times[0], False
+        for i, value in enumerate(equity):
+            if value >= high:
+                if under:
+                    longest = max(longest, times[i] - high_time)
+                high, high_time, under = value, times[i], False
+            else:
+                under = True
+        if under:
+            longest = max(longest, times[-1] - high_time)
         drawdown = {
             "max_drawdown_peak": _iso(times[start]),
             "max_drawdown_trough": _iso(times[trough]),
             "max_drawdown_recovery": _iso(times[back]) if back is not None else None,
-            "max_drawdown_duration_seconds": (times[end] - times[start]) // 10**9,
+            "max_drawdown_duration_seconds": longest // 10**9,
         }
     returns = [float(equity[t] / equity[t - 1] - 1) for t in range(1, len(equity))]
     downside = math.sqrt(math.fsum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if len(returns) >= 2 else 0.0
@@ -226,3 +241,93 @@ def test_sharpe_and_sortino_are_annualised_by_the_bars_a_365_day_year_holds(minu
     assert got["sharpe"] == pytest.approx(mean / std * math.sqrt(per_year), rel=1e-12)
     assert got["sortino"] == pytest.approx(mean / downside * math.sqrt(per_year), rel=1e-12)
     assert got["exposure"] == 1.0 and got["max_drawdown"] == pytest.approx(0.1, rel=1e-12)
+
+
+def _held_from_the_first_open(closes: list[str], minutes: int = 1) -> dict[str, Any]:
+    """The report of 100 units bought at the first open (price 100, no fee), held to the end: equity = 100 x close."""
+    data = synthetic(closes).data.copy()
+    data["open_time"] = np.arange(len(closes), dtype=np.int64) * minutes * MINUTE_NS
+    bars = BarSeries("TEST", minutes * MINUTE_NS, data, 1_000_000)
+    trades = np.zeros(1, dtype=TRADE_DTYPE)
+    trades[0] = (-1, 0, 0, 1, 100 * E8, 100 * E8, 0, 0)
+    return _full(bars, BacktestSettings(fee_rate=0), trades)
+
+
+def test_max_drawdown_duration_is_the_longest_time_under_water_not_the_deepest_falls() -> None:
+    """As quantstats, vectorbt, pyfolio and backtrader (``max.len``) define it: a deep fall recovered at once (10 %,
+    bars 0 -> 2) and a shallow one that lasts (1 %, bars 2 -> 7): the duration is the shallow one's 5 minutes, while
+    the peak, trough and recovery stay those of the deepest fall."""
+    got = _held_from_the_first_open(["100", "90", "100", "99", "99", "99", "99", "100", "101"])
+    assert got["max_drawdown"] == pytest.approx(0.1, rel=1e-12)
+    assert (got["max_drawdown_peak"], got["max_drawdown_trough"], got["max_drawdown_recovery"]) == (
+        "1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z", "1970-01-01T00:02:00Z")  # fmt: skip
+    assert got["max_drawdown_duration_seconds"] == (7 - 2) * 60
+
+
+def test_a_drawdown_never_recovered_lasts_to_the_last_bar_even_when_shallower() -> None:
+    got = _held_from_the_first_open(["100", "80", "100", "101", "100", "100", "100", "100", "100"])
+    assert got["max_drawdown_trough"] == "1970-01-01T00:01:00Z"  # the deepest: 20 %, 2 minutes
+    assert got["max_drawdown_duration_seconds"] == (8 - 3) * 60  # under water from bar 3's peak to the end
+
+
+@pytest.mark.parametrize(
+    ("minutes", "closes", "expected"),
+    [
+        (1_440, ["100"] * 729 + ["121"], 0.1),  # 730 daily bars: 2 years, x 1.21
+        (60, ["100"] * 4_379 + ["110"], 1.1**2 - 1),  # 4,380 hourly bars: half a year, x 1.1
+        (1_440, ["100"] * 364 + ["50"], -0.5),  # one year, halved
+        (5, ["100"] * 50, 0.0),
+    ],
+)
+def test_cagr_is_annualised_by_the_equity_curves_time_span(minutes: int, closes: list[str], expected: float) -> None:
+    """``(final / initial) ** (1 / years) - 1`` with ``years`` the time from the first bar's open (the initial cash)
+    to the last bar's close, in 365-day years."""
+    got = _held_from_the_first_open(closes, minutes)
+    assert got["cagr"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_cagr_counts_a_gap_in_the_data_as_the_time_it_lasted() -> None:
+    """Two daily bars a year apart (a 364-day gap): one year, not two bars' worth of days."""
+    data = synthetic(["100", "110"]).data.copy()
+    data["open_time"] = [0, 364 * 1_440 * MINUTE_NS]
+    bars = BarSeries("TEST", 1_440 * MINUTE_NS, data, 1_000_000)
+    trades = np.zeros(1, dtype=TRADE_DTYPE)
+    trades[0] = (-1, 0, 0, 1, 100 * E8, 100 * E8, 0, 0)
+    assert _full(bars, BacktestSettings(fee_rate=0), trades)["cagr"] == pytest.approx(0.1, rel=1e-12)
+
+
+def test_cagr_of_a_total_loss_is_minus_one_and_of_an_unrepresentable_growth_null() -> None:
+    lost = _held_from_the_first_open(["100", "0.01"])  # bought at 100, marked at 0.01: equity 1, minute-long run
+    assert lost["cagr"] == -1.0 or lost["cagr"] == pytest.approx(-1.0, abs=1e-12)
+    boom = _held_from_the_first_open(["100", "200"])  # doubled in two minutes: 2 ** 262800 overflows a float
+    assert boom["cagr"] is None
+    assert "Infinity" not in metrics_json(boom).decode()
+
+
+def test_a_position_scaled_in_and_out_is_one_round_trip_from_flat_to_flat() -> None:
+    """A strategy of one's own may buy twice and sell in two parts: hand-computed at no fee on closes 100, 100, 110,
+    120, 90, 100, 100 (each fill at its bar's open, equal to the close). BUY 10 @ 100 (cash 9,000), BUY 10 @ 110
+    (7,900), SELL 5 @ 120 (8,500), SELL 15 @ 90 (9,850: flat, the round trip lost 150), BUY 10 @ 100 (8,850), open
+    at the end."""
+    bars = synthetic(["100", "100", "110", "120", "90", "100", "100"])
+    trades = np.zeros(5, dtype=TRADE_DTYPE)
+    for row, (bar, side, price, qty, cash) in enumerate(
+        [(1, 1, 100, 10, 9_000), (2, 1, 110, 10, 7_900), (3, -1, 120, 5, 8_500), (4, -1, 90, 15, 9_850),
+         (5, 1, 100, 10, 8_850)]
+    ):  # fmt: skip
+        trades[row] = (bar - 1, bar, bar * MINUTE_NS, side, price * E8, qty * E8, 0, cash * E8)
+    equity, metrics = equity_and_metrics(bars, BacktestSettings(fee_rate=0), trades)
+    assert equity.tolist() == [10_000, 10_000, 10_100, 10_300, 9_850, 9_850, 9_850]
+    assert metrics["n_trades"] == 1 and metrics["win_rate"] == 0.0
+    got = _assert_agrees(bars, BacktestSettings(fee_rate=0), trades)
+    assert got["avg_trade"] == got["avg_loss"] == Decimal(-150) and got["profit_factor"] == 0.0
+    assert got["exposure"] == 5 / 7 and got["final_equity"] == Decimal(9_850)
+
+
+def test_a_sell_of_more_than_the_position_is_refused_naming_the_fill() -> None:
+    bars = synthetic(["100"] * 4)
+    trades = np.zeros(2, dtype=TRADE_DTYPE)
+    trades[0] = (0, 1, MINUTE_NS, 1, 100 * E8, 10 * E8, 0, 9_000 * E8)
+    trades[1] = (1, 2, 2 * MINUTE_NS, -1, 100 * E8, 11 * E8, 0, 10_100 * E8)
+    with pytest.raises(InvalidInput, match="fill 2 sells more than the position"):
+        equity_and_metrics(bars, BacktestSettings(fee_rate=0), trades)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 
 import numpy as np
 import pytest
 
 from veloz_actors import InvalidInput
-from veloz_actors.backtest.metrics import trades_to_records
+from veloz_actors.backtest.metrics import report_metrics, trades_to_records
 from veloz_actors.backtest.report import write_outputs
 from veloz_actors.backtest.runner import run_bar_backtest, split_symbol
 from veloz_actors.backtest.settings import BacktestSettings
 from veloz_actors.data.bars import BAR_DTYPE, BarSeries
 from veloz_actors.data.loaders import load_bars
-from veloz_actors.fixed import SCALE
+from veloz_actors.fixed import SCALE, format_decimal
 from veloz_actors.messages import OrderType, Side
 from veloz_actors.strategies.bar_strategies import SmaCross, make_strategy
 from veloz_actors.strategies.base import Strategy
@@ -197,3 +198,74 @@ def test_a_priced_order_in_a_bar_backtest_is_an_error_not_a_market_order(order, 
     MARKET was dropped without a word and the order filled at the next open, whatever the price said."""
     with pytest.raises(InvalidInput, match=message):
         run_bar_backtest(_bars([100, 100, 100]), _PricedBuy(**order), BacktestSettings())
+
+
+class _ScaleInAndOut(Strategy):
+    """Buys with half its cash on bar 1 and the rest on bar 2, sells half the position on bar 3 and the rest on 4."""
+
+    def on_start(self, ctx):
+        self.ctx = ctx
+
+    def on_bar(self, bar):
+        free = self.ctx.free(self.ctx.quote_asset(bar.symbol))
+        position = self.ctx.position(bar.symbol)
+        if bar.index in (1, 2):
+            self.ctx.buy_market(bar.symbol, quote_qty=free // 2 if bar.index == 1 else free)
+        elif bar.index == 3:
+            self.ctx.sell_market(bar.symbol, qty=position // 2 // 1000 * 1000)  # on the 0.00001 step
+        elif bar.index == 4:
+            self.ctx.sell_market(bar.symbol, qty=position)
+
+
+def test_a_strategy_scaling_in_and_out_gets_its_metrics_and_one_round_trip(tmp_path):
+    """Partial fills of a position (two BUYs, two SELLs) used to fail the finished run ("trades must alternate"):
+    the metrics count one round trip, flat to flat, its PnL the cash it ended with minus the cash it began with."""
+    bars = _bars([100, 100, 102, 104, 103, 103, 103])
+    result = run_bar_backtest(bars, _ScaleInAndOut(), BacktestSettings())
+    assert result.trades["side"].tolist() == [1, 1, -1, -1] and result.trades["fill_index"].tolist() == [2, 3, 4, 5]
+    cash_after = int(result.trades["cash_after"][-1])
+    assert result.metrics["n_trades"] == 1 and result.metrics["win_rate"] == (
+        1.0 if cash_after > 10_000 * SCALE else 0.0
+    )
+    assert result.metrics["final_equity"] == cash_after / SCALE  # flat at the end: equity is the cash
+    write_outputs(tmp_path, bars, result.trades, result.equity, result.metrics, {})
+    page = (tmp_path / "report.html").read_text()
+    assert "4 fills, 1 round trips" in page
+    pnl = format_decimal(cash_after - 10_000 * SCALE)
+    assert page.count(f"<td>{pnl}</td>") == 1  # on the last SELL only: the first left the position open
+
+
+class _BuyAtTheStart(Strategy):
+    """Buy and hold, ordered before the first bar: filled at the first bar's open."""
+
+    def on_start(self, ctx):
+        ctx.buy_market("BTCUSDT", quote_qty=ctx.free("USDT"))
+
+
+def test_a_fall_within_the_first_bar_is_a_drawdown_from_the_initial_cash():
+    """Bought at the first open (100), every close 50: half the money lost in the first bar. The running peak starts
+    at the initial cash, so the drawdown is 50 % (it was 0 %: the peak started at the first close), from the start
+    to the end."""
+    bars = _bars([50, 50, 50, 50], opens=[100, 50, 50, 50])
+    settings = BacktestSettings(fee_rate=0)
+    result = run_bar_backtest(bars, _BuyAtTheStart(), settings)
+    assert result.trades["fill_index"].tolist() == [0] and result.equity.tolist() == [5_000.0] * 4
+    assert result.metrics["total_return"] == -0.5 and result.metrics["max_drawdown"] == 0.5
+    report = report_metrics(bars, settings.for_bars(bars), result.trades, result.equity, result.metrics)
+    assert (report["max_drawdown_peak"], report["max_drawdown_trough"], report["max_drawdown_recovery"]) == (
+        "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", None)  # fmt: skip
+    assert report["max_drawdown_duration_seconds"] == 3 * 60  # from the start to the last bar, never recovered
+
+
+def test_the_first_months_return_starts_from_the_initial_cash(tmp_path):
+    """The report's monthly returns: -50 % for January 1970, the month the money halved within its first bar (it
+    was 0 %, from the first close)."""
+    bars = _bars([50, 50, 50, 50], opens=[100, 50, 50, 50])
+    result = run_bar_backtest(bars, _BuyAtTheStart(), BacktestSettings(fee_rate=0))
+    write_outputs(tmp_path, bars, result.trades, result.equity, result.metrics, {})
+    page = (tmp_path / "report.html").read_text()
+    assert '"z":[[-0.5,null,null,null,null,null,null,null,null,null,null,null]]' in page
+    drawdown = page[page.index('"name":"drawdown"') :]
+    data = drawdown[drawdown.index('"bdata":"') + 9 :]
+    y = np.frombuffer(base64.b64decode(data[: data.index('"')].replace("\\u002f", "/")), dtype="<f8")
+    assert y.tolist() == [-0.5] * 4  # the drawdown panel agrees (it showed 0 %, from the first close)

@@ -7,8 +7,12 @@ trades have to agree by independent implementation.
 The semantics (shared with the kernel and the event-driven backtest):
 
 * A trade is filled at the *open* of bar ``fill_index``; the position and cash it leaves are held from that bar on, so
-  the equity at bar ``t``'s close uses the state after every fill at an open ``<= t``. Long only, one position at a
-  time: trades alternate BUY, SELL, BUY, ... starting with a BUY; a SELL closes the whole position.
+  the equity at bar ``t``'s close uses the state after every fill at an open ``<= t``. Long only: a SELL never sells
+  more than the position. The built-in strategies' trades alternate BUY, SELL, BUY, ..., each SELL closing the whole
+  position; a strategy of one's own may also scale in and out (several fills in one bar included).
+* A *round trip* is a position from flat back to flat (backtrader's trade, vectorbt's position), however many fills
+  it takes; its PnL, net of every fee, is the cash after the fill that leaves it flat minus the cash before its
+  first BUY. A position still open at the end is no round trip.
 * Equity at each bar close, in quote units, computed in float64 from exact integer components (1e-8 units; cash must
   stay below 2**53, i.e. 90 million quote, where every value is exact as a float64)::
 
@@ -21,12 +25,13 @@ The semantics (shared with the kernel and the event-driven backtest):
   ``close / 1e8``'s own rounding.
 * ``final_equity`` = ``equity[-1]`` (quote units); ``total_return`` = ``final_equity / initial - 1`` with
   ``initial = initial_cash / 1e8``.
-* ``max_drawdown`` = ``max((peak - equity) / peak)`` with ``peak`` the running maximum of bar-close equity: a positive
-  fraction, 0.0 if equity never falls.
-* ``n_trades`` = completed round trips (SELL fills). ``win_rate`` = round trips whose PnL net of *both* fees is
-  positive (sell proceeds - sell fee - buy cost - buy fee > 0, which is exactly ``cash after the SELL > cash before
+* ``max_drawdown`` = ``max((peak - equity) / peak)`` with ``peak`` the running maximum of bar-close equity and of the
+  initial cash (a strategy ordering before the first bar fills at its open: a fall within that bar counts): a
+  positive fraction, 0.0 if equity never falls.
+* ``n_trades`` = completed round trips. ``win_rate`` = round trips whose PnL net of every fee is positive (for a BUY
+  and a SELL, sell proceeds - sell fee - buy cost - buy fee > 0, which is exactly ``cash after the SELL > cash before
   the BUY`` in integers) over completed ones; 0.0 when there is none.
-* ``sharpe`` = ``mean(r) / std(r, ddof=1) * sqrt(bars_per_year)`` over the bar-to-bar returns
+* ``sharpe`` = ``mean(r) / std(r, ddof=1) * sqrt(bars_per_year)`` (risk-free rate 0) over the bar-to-bar returns
   ``r[t] = equity[t] / equity[t-1] - 1`` (t >= 1), with ``bars_per_year = 525600 / bar_minutes`` and
   ``bar_minutes = interval_ns / 60e9``; 0.0 when there are fewer than two returns or their standard deviation is 0.
 
@@ -35,20 +40,29 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
 
 * money as exact :class:`~decimal.Decimal` (written to JSON as the exact decimal number): ``final_equity`` =
   ``cash + qty * close // 1e8`` at the last close, in integers (exact: tick x step is a whole 1e-8); ``total_fees``,
-  the sum of every fill's fee; ``avg_trade``, ``avg_win`` and ``avg_loss``, the mean PnL (net of both fees) of all
+  the sum of every fill's fee; ``avg_trade``, ``avg_win`` and ``avg_loss``, the mean PnL (net of every fee) of all
   round trips, of those with PnL > 0 and of those with PnL < 0 (break-even ones are neither), each rounded to 1e-8
   half to even, ``None`` when there is none;
+* ``cagr``, the compound annual growth rate, like quantstats' over the equity curve's actual time span (not its bar
+  count, so a gap in the data counts for the time it lasted): ``(final_equity / initial) ** (1 / years) - 1`` with
+  ``years`` the time from the first bar's open (the initial cash) to the last bar's close, in 365-day years (crypto
+  trades every day); -1.0 when nothing is left, ``None`` when the rate is beyond a float (a run of minutes that
+  doubled). On a run shorter than a year it extrapolates, as the peers' does: read it with the span;
 * ``profit_factor`` = gross profit / gross loss over round trips (``None`` with no losing round trip: none at all,
   or only wins);
-* ``exposure`` = the fraction of bars at whose close a position is held (a BUY filled at bar ``b``'s open and its
-  SELL at bar ``s``'s hold bars ``b .. s - 1``; an open position to the last bar);
+* ``exposure`` = the fraction of bars at whose close a position is held (a BUY filled at bar ``b``'s open and the
+  SELL that leaves it flat at bar ``s``'s hold bars ``b .. s - 1``; an open position to the last bar);
 * ``sortino`` = ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(bars_per_year)`` over the same returns as ``sharpe``
   (target 0, downside deviation over all returns); ``None`` when there are fewer than two returns or none below 0;
 * the maximum drawdown's bars: its trough is the first bar where ``max_drawdown`` is reached, its peak the last bar
-  before it whose equity is the running maximum, its recovery the first bar after it back at or above the peak's
-  equity (``None`` if never); ``max_drawdown_peak`` / ``_trough`` / ``_recovery`` are those bars' open times (the key
-  of ``equity.csv``, ISO-8601 UTC), ``max_drawdown_duration_seconds`` the time from the peak to the recovery, or to
-  the last bar when it never recovered. All four are ``None`` / 0 when equity never falls.
+  before it whose equity is the running maximum (the first bar, the start, when that is the initial cash), its
+  recovery the first bar after it back at or above the peak's equity (``None`` if never); ``max_drawdown_peak`` /
+  ``_trough`` / ``_recovery`` are those bars' open times (the key of ``equity.csv``, ISO-8601 UTC).
+  ``max_drawdown_duration_seconds`` is the longest time under water of *any* drawdown, as quantstats, vectorbt,
+  pyfolio and backtrader (``DrawDown``'s ``max.len``) define a maximum drawdown's duration (a shallow fall that
+  lasts months matters more than a deep one recovered in a day): over every stretch of bars below the running peak,
+  the time from the last bar at the peak to the first bar back at or above it, or to the last bar when it never
+  recovered. All four are ``None`` / 0 when equity never falls.
 
 >>> import numpy as np
 >>> from veloz_actors.data.bars import BAR_DTYPE, BarSeries
@@ -65,6 +79,7 @@ These six are what a search ranks by (:func:`evaluate`, floats). A backtest's re
 
 from __future__ import annotations
 
+import itertools
 import math
 from decimal import Decimal
 from typing import Any, Literal
@@ -107,6 +122,7 @@ TRADE_DTYPE = np.dtype(
 METRIC_NAMES = ("final_equity", "total_return", "max_drawdown", "n_trades", "win_rate", "sharpe")
 
 _MINUTES_PER_YEAR = 365 * 24 * 60
+_NS_PER_YEAR = _MINUTES_PER_YEAR * 60 * 10**9
 _FLOAT_EXACT = 2**53
 
 # How each statistic of a backtest (bar or L2) is shown to people: exact decimals (money and quantities, with
@@ -115,7 +131,7 @@ _EXACT = frozenset(
     {"final_equity", "initial_equity", "pnl", "realized_pnl", "unrealized_pnl", "fees", "total_fees", "volume_quote",
      "final_position", "avg_trade", "avg_win", "avg_loss"}
 )  # fmt: skip
-_FRACTIONS = frozenset({"total_return", "max_drawdown", "win_rate", "exposure"})
+_FRACTIONS = frozenset({"total_return", "cagr", "max_drawdown", "win_rate", "exposure"})
 _RATIOS = frozenset({"sharpe", "sortino", "profit_factor"})
 
 
@@ -137,8 +153,8 @@ def equity_and_metrics(
     """Equity at every bar close (float64, quote units) and the metrics dict of a long-only trade list.
 
     ``trades`` is a ``TRADE_DTYPE`` array in fill order (see the module docstring for every formula). Raises
-    :class:`InvalidInput` for a trade list that is not long-only alternating BUY/SELL, whose SELL does not close the
-    preceding BUY's quantity, or whose fill bars are not strictly increasing inside the series.
+    :class:`InvalidInput` for a trade list with a SELL of more than the position, a side not +1/-1, a quantity not
+    positive, or fill bars decreasing or outside the series.
     """
     if trades.dtype != TRADE_DTYPE:
         raise InvalidInput(f"trades must have TRADE_DTYPE, got {trades.dtype}")
@@ -149,15 +165,18 @@ def equity_and_metrics(
     side = trades["side"]
     qty = trades["qty"]
     m = len(trades)
+    position = np.zeros(0, dtype=np.int64)
     if m:
-        expected_side = np.where(np.arange(m) % 2 == 0, 1, -1)
-        if not np.array_equal(side, expected_side):
-            raise InvalidInput("trades must alternate BUY (+1), SELL (-1), ... starting with a BUY")
-        if fill_index[0] < 0 or fill_index[-1] >= n or (m > 1 and np.any(np.diff(fill_index) <= 0)):
-            raise InvalidInput(f"fill indices must be strictly increasing within 0..{n - 1}")
-        if np.any(qty[1::2] != qty[0 : 2 * (m // 2) : 2]):
-            raise InvalidInput("every SELL must close the whole quantity of the BUY before it")
-    position = np.where(side > 0, qty, 0)
+        if not np.all((side == 1) | (side == -1)):
+            raise InvalidInput("a trade's side must be BUY (+1) or SELL (-1)")
+        if int(qty.min()) <= 0 or int(qty.max()) > MAX_ABS:
+            raise InvalidInput(f"a trade's quantity must be within 1..{MAX_ABS} (1e-8 units)")
+        if fill_index[0] < 0 or fill_index[-1] >= n or (m > 1 and np.any(np.diff(fill_index) < 0)):
+            raise InvalidInput(f"fill indices must be non-decreasing within 0..{n - 1}")
+        position = np.cumsum(side * qty)
+        short = np.flatnonzero(position < 0)
+        if len(short):
+            raise InvalidInput(f"long only: fill {int(short[0]) + 1} sells more than the position held")
     return evaluate(
         close_scaled(bars.data["close"]),
         bars_per_year(bars.interval_ns),
@@ -179,7 +198,8 @@ def evaluate(
     """Equity and metrics from the columns of a validated trade list (the kernel's sweep calls this directly).
 
     ``close_factor`` is :func:`close_scaled` of the closes, ``position_after``/``cash_after`` the position and cash
-    after each fill (int64, 1e-8 units), ``fill_index`` the bar of each fill, strictly increasing.
+    after each fill (int64, 1e-8 units, the position never negative), ``fill_index`` the bar of each fill,
+    non-decreasing.
     """
     n = len(close_factor)
     m = len(fill_index)
@@ -205,20 +225,22 @@ def evaluate(
     equity += np.repeat(cash_values, lengths)
     equity /= 1e8
 
-    peak = np.maximum.accumulate(equity)
+    peak = _running_peak(equity, initial_cash)
     drawdown = peak - equity
     drawdown /= peak
     max_drawdown = float(drawdown.max())
 
     sharpe = sharpe_ratio(equity_returns(equity), per_year)
 
-    n_trades = m // 2
+    # a round trip ends at each fill that leaves the position flat; it began with the cash the previous one left
+    closed = cash_after[position_after == 0]
+    n_trades = len(closed)
     wins = 0
     if n_trades:
-        cash_before_buy = np.empty(n_trades, dtype=np.int64)
-        cash_before_buy[0] = initial_cash
-        cash_before_buy[1:] = cash_after[1 : 2 * n_trades - 1 : 2]
-        wins = int(np.count_nonzero(cash_after[1 : 2 * n_trades : 2] > cash_before_buy))
+        opened = np.empty(n_trades, dtype=np.int64)
+        opened[0] = initial_cash
+        opened[1:] = closed[:-1]
+        wins = int(np.count_nonzero(closed > opened))
     final_equity = float(equity[-1])
     metrics: dict[str, float | int] = {
         "final_equity": final_equity,
@@ -229,6 +251,14 @@ def evaluate(
         "sharpe": sharpe,
     }
     return equity, metrics
+
+
+def _running_peak(equity: np.ndarray, initial_cash: int) -> np.ndarray:
+    """The running maximum of the equity, starting at the initial cash (a fall within the first bar, after a fill at
+    its open, is a drawdown too)."""
+    peak = np.maximum.accumulate(equity)
+    np.maximum(peak, initial_cash / SCALE, out=peak)
+    return peak
 
 
 def equity_returns(equity: np.ndarray) -> np.ndarray:
@@ -260,18 +290,26 @@ def report_metrics(
     m = len(trades)
     cash_after = [int(v) for v in trades["cash_after"].tolist()]
     fill_index = trades["fill_index"].tolist()
+    position = np.cumsum(trades["side"] * trades["qty"]).tolist()
     cash = cash_after[-1] if m else settings.initial_cash
-    qty = int(trades["qty"][-1]) if m and trades["side"][-1] > 0 else 0
-    pnls = [cash_after[i] - (cash_after[i - 2] if i >= 2 else settings.initial_cash) for i in range(1, m, 2)]
+    qty = position[-1] if m else 0
+    closed = [settings.initial_cash] + [c for c, p in zip(cash_after, position, strict=True) if p == 0]
+    pnls = [after - before for before, after in itertools.pairwise(closed)]  # each round trip, flat to flat
     wins = [p for p in pnls if p > 0]
     losses = [p for p in pnls if p < 0]
-    held = sum(fill_index[i + 1] - fill_index[i] for i in range(0, m - 1, 2)) + (n - fill_index[-1] if m % 2 else 0)
+    # the position after fill i is held at the closes of its bar up to the next fill's bar (exclusive)
+    ends = [*fill_index[1:], n] if m else []
+    held = sum(end - start for start, end, p in zip(fill_index, ends, position, strict=True) if p)
     returns = equity_returns(equity)
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
-    drawdown = _drawdown_bars(equity, bars.data["open_time"])
+    drawdown = _drawdown_bars(equity, bars.data["open_time"], settings.initial_cash)
+    final = cash + qty * close // SCALE
+    open_time = bars.data["open_time"]
+    span_ns = int(open_time[-1]) + bars.interval_ns - int(open_time[0])  # the first open to the last close
     return {
-        "final_equity": as_decimal(cash + qty * close // SCALE),
+        "final_equity": as_decimal(final),
         "total_return": metrics["total_return"],
+        "cagr": _cagr(final, settings.initial_cash, span_ns),
         "max_drawdown": metrics["max_drawdown"],
         **drawdown,
         "n_trades": metrics["n_trades"],
@@ -289,6 +327,17 @@ def report_metrics(
     }
 
 
+def _cagr(final: int, initial: int, span_ns: int) -> float | None:
+    """``(final / initial) ** (1 / years) - 1`` over ``span_ns`` in 365-day years; -1.0 when nothing is left, ``None``
+    when the growth rate is beyond a float (a run of minutes that doubled)."""
+    if final <= 0:
+        return -1.0
+    try:
+        return (final / initial) ** (_NS_PER_YEAR / span_ns) - 1.0
+    except OverflowError:
+        return None
+
+
 def _mean(values: list[int]) -> Decimal | None:
     """The mean of 1e-8 amounts, rounded to 1e-8 half to even; ``None`` for no values."""
     if not values:
@@ -300,26 +349,37 @@ def _mean(values: list[int]) -> Decimal | None:
     return as_decimal(quotient)
 
 
-def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray) -> dict[str, Any]:
-    """The maximum drawdown's peak, trough and recovery bars as ISO times, and its duration in seconds."""
+def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray, initial_cash: int) -> dict[str, Any]:
+    """The maximum drawdown's peak, trough and recovery bars as ISO times, and the longest time under water in
+    seconds (of any drawdown, as the peers define a maximum drawdown's duration). A peak at the initial cash, before
+    any bar closed, is the first bar's open time (the start)."""
     none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
             "max_drawdown_duration_seconds": 0}  # fmt: skip
-    peak_value = np.maximum.accumulate(equity)
+    peak_value = _running_peak(equity, initial_cash)
     fall = (peak_value - equity) / peak_value
     trough = int(np.argmax(fall))
     if fall[trough] <= 0.0:
         return none
     top = peak_value[trough]
-    peak = int(np.flatnonzero(equity[:trough] == top)[-1])
+    at_top = np.flatnonzero(equity[:trough] == top)
+    peak = int(at_top[-1]) if len(at_top) else 0  # none: the initial cash, at the start
     back = np.flatnonzero(equity[trough + 1 :] >= top)
     recovery = trough + 1 + int(back[0]) if len(back) else None
-    end = recovery if recovery is not None else len(equity) - 1
-    times = iso_times(open_time[[peak, trough, end]])
+    times = iso_times(open_time[[peak, trough]])
+    # every stretch of bars under water: from the last bar at the peak before it (the start for a stretch from the
+    # first bar) to the first bar back at the peak, or to the last bar
+    under = equity < peak_value
+    before = np.concatenate(([False], under[:-1]))
+    after = np.concatenate((under[1:], [False]))
+    first = np.flatnonzero(under & ~before)
+    last = np.flatnonzero(under & ~after)
+    n = len(equity)
+    durations = open_time[np.minimum(last + 1, n - 1)] - open_time[np.maximum(first - 1, 0)]
     return {
         "max_drawdown_peak": times[0] + "Z",
         "max_drawdown_trough": times[1] + "Z",
-        "max_drawdown_recovery": times[2] + "Z" if recovery is not None else None,
-        "max_drawdown_duration_seconds": (int(open_time[end]) - int(open_time[peak])) // 10**9,
+        "max_drawdown_recovery": iso_times(open_time[[recovery]])[0] + "Z" if recovery is not None else None,
+        "max_drawdown_duration_seconds": int(durations.max()) // 10**9,
     }
 
 

@@ -147,9 +147,9 @@ class MonthlyReturns:
     table: tuple[tuple[float | None, ...], ...]
 
 
-def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray) -> MonthlyReturns:
+def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray, initial: float | None = None) -> MonthlyReturns:
     """Month by month: equity at the last bar close of the month over equity at the last close of the month before
-    (the first close, for the first month), minus 1.
+    (for the first month, ``initial``, the equity before the first bar; the first close when not given), minus 1.
 
     >>> day = 86_400 * 10**9
     >>> jan, feb = 1_704_067_200 * 10**9, 1_706_745_600 * 10**9   # 2024-01-01, 2024-02-01
@@ -167,7 +167,7 @@ def monthly_returns(open_time_ns: np.ndarray, equity: np.ndarray) -> MonthlyRetu
     last = np.flatnonzero(np.diff(months) != 0)
     last = np.append(last, len(months) - 1)
     ends = equity[last]
-    starts = np.concatenate([equity[:1], ends[:-1]])
+    starts = np.concatenate([equity[:1] if initial is None else [initial], ends[:-1]])
     returns = ends / starts - 1.0
     month_ids = months[last]
     first_year, last_year = int(month_ids[0] // 12) + 1970, int(month_ids[-1] // 12) + 1970
@@ -291,7 +291,8 @@ def price_figure(
     # equity against buy and hold, and drawdown
     equity = np.asarray(equity, dtype=np.float64)
     hold = equity[0] * close / close[0] if n else close
-    peak = np.maximum.accumulate(equity) if n else equity
+    # the running peak starts at the equity before the first bar, as the max_drawdown metric's
+    peak = np.maximum(np.maximum.accumulate(equity), _starting_equity(trades, equity)) if n else equity
     drawdown = (equity - peak) / peak if n else equity
     idx = sample_indices([equity, hold, drawdown]) if n else np.zeros(0, np.int64)
     x = iso_times(open_time[idx])
@@ -382,8 +383,11 @@ def _report_html(
         f"<h1>{html.escape(title)}</h1>",
         metrics_table(metrics),
         figure_html(price_figure(bars, trades, equity, strategy, params), "price-chart"),
-        figure_html(monthly_figure(monthly_returns(bars.data["open_time"], equity)), "monthly-returns"),
-        f"<h2>Trades ({len(trades):,} fills, {len(trades) // 2:,} round trips)</h2>",
+        figure_html(
+            monthly_figure(monthly_returns(bars.data["open_time"], equity, _starting_equity(trades, equity))),
+            "monthly-returns",
+        ),
+        f"<h2>Trades ({len(trades):,} fills, {metrics['n_trades']:,} round trips)</h2>",
         '<div class="scroll">'
         + html_table(
             ("#", "time (UTC)", "side", "price", "qty", "fee", "cash after", "round trip PnL"),
@@ -535,12 +539,25 @@ def _fill_markers(trades: np.ndarray, time_field: str = "open_time") -> list[Any
     return traces
 
 
+def _starting_equity(trades: np.ndarray, equity: np.ndarray) -> float:
+    """The equity before the first bar (quote units): the cash before the first fill, a BUY from flat (its cash after
+    plus ``ceil(notional)`` plus its fee), else the first close's equity. A fill at the first bar's open (a strategy
+    ordering before the first bar) makes them differ."""
+    if len(trades) == 0:
+        return float(equity[0])
+    price, qty, fee, cash = (int(trades[0][name]) for name in ("price", "qty", "fee", "cash_after"))
+    return (cash - (-price * qty // SCALE) + fee) / SCALE
+
+
 def _trade_rows(trades: np.ndarray) -> list[tuple[str, ...]]:
-    """The trade list with exact decimals; a SELL row carries its round trip's PnL net of both fees
-    (``floor(sell notional) - sell fee - ceil(buy notional) - buy fee``, the kernel's rounding)."""
+    """The trade list with exact decimals; the fill that leaves the position flat carries its round trip's PnL net of
+    every fee: the cash after it minus the cash before the round trip's first BUY (that BUY's cash after plus
+    ``ceil(notional)`` plus its fee, the kernel's rounding); for one BUY and one SELL,
+    ``floor(sell notional) - sell fee - ceil(buy notional) - buy fee``."""
     rows: list[tuple[str, ...]] = []
     times = iso_times(trades["open_time"])
-    buy: tuple[int, int, int] | None = None
+    position = 0
+    cash_before = 0
     for i, (t, side, price, qty, fee, cash) in enumerate(
         zip(
             times,
@@ -553,13 +570,11 @@ def _trade_rows(trades: np.ndarray) -> list[tuple[str, ...]]:
         )
     ):
         pnl = ""
-        if side > 0:
-            buy = (price, qty, fee)
-        elif buy is not None:
-            buy_price, buy_qty, buy_fee = buy
-            cost = -((-buy_price * buy_qty) // SCALE)
-            pnl = format_decimal(price * qty // SCALE - fee - cost - buy_fee)
-            buy = None
+        if side > 0 and position == 0:
+            cash_before = cash - (-price * qty // SCALE) + fee
+        position += side * qty
+        if side < 0 and position == 0:
+            pnl = format_decimal(cash - cash_before)
         rows.append(
             (
                 str(i + 1),
