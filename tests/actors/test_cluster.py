@@ -52,16 +52,51 @@ def _local_cluster() -> Iterator[tuple[str, Path]]:
         subprocess.run(["bash", str(ROOT / "cluster" / "stop-local.sh"), str(state)], capture_output=True, timeout=60)
 
 
+class _Clusters:
+    """The module's two-node clusters, started when a test first needs one (a start costs ~10 s, several times that
+    on a loaded machine). A test that takes the worker node away is given the running cluster, which it then owns
+    (stopped after it): the next test starts another."""
+
+    def __init__(self) -> None:
+        self._running: tuple[tuple[str, Path], contextlib.ExitStack] | None = None
+
+    def intact(self) -> tuple[str, Path]:
+        if self._running is None:
+            stack = contextlib.ExitStack()
+            self._running = stack.enter_context(_local_cluster()), stack
+        return self._running[0]
+
+    def take(self) -> tuple[tuple[str, Path], contextlib.ExitStack]:
+        self.intact()
+        assert self._running is not None
+        running, self._running = self._running, None
+        return running
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running[1].close()
+
+
 @pytest.fixture(scope="module")
-def cluster_address():
-    with _local_cluster() as (address, _):
-        yield address
+def _clusters() -> Iterator[_Clusters]:
+    clusters = _Clusters()
+    try:
+        yield clusters
+    finally:
+        clusters.close()
 
 
 @pytest.fixture
-def losable_cluster():
-    """A cluster of its own for a test that takes its worker node away."""
-    with _local_cluster() as cluster:
+def cluster_address(_clusters: _Clusters) -> str:
+    """A two-node cluster with both nodes (an engine another test started there was stopped by that test)."""
+    return _clusters.intact()[0]
+
+
+@pytest.fixture
+def losable_cluster(_clusters: _Clusters) -> Iterator[tuple[str, Path]]:
+    """A two-node cluster of its own for a test that takes its worker node away: (address, state directory)."""
+    cluster, stack = _clusters.take()
+    with stack:
         yield cluster
 
 

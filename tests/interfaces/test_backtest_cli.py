@@ -7,6 +7,8 @@ import json
 import re
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
@@ -25,6 +27,39 @@ SMA_3_9 = ["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=3", "--
 
 def _veloz(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VELOZ, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def veloz_here(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``veloz ARGS`` run by the CLI's own entry point (``cli.main``) in this process: its exit code, stdout and
+    stderr, as :func:`_veloz` gives them without a new Python and its imports (~1 s a run). For the checks of bad
+    input, refused before anything runs; the tests above run ``python -m`` itself. An exception escaping ``main``
+    (a traceback for a user) fails the test."""
+    from veloz_actors.interfaces import cli
+
+    monkeypatch.chdir(ROOT)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["veloz", *args])
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_:
+            warnings.simplefilter("default")
+            cli.main()
+        out, err = capsys.readouterr()
+        hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)  # as python's own
+        err += "".join(
+            warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+            for w in caught
+            if not issubclass(w.category, hidden)
+        )  # a warning a user would see on stderr
+        code = exit_.value.code  # as the interpreter exits: None is 0, a message is printed with 1
+        if code is not None and not isinstance(code, int):
+            err, code = f"{err}{code}\n", 1
+        return subprocess.CompletedProcess(["veloz", *args], code or 0, out, err)
+
+    return run
 
 
 def test_json_output_has_metrics_trades_and_timing():
@@ -102,8 +137,8 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
          f"got {10**29}"),
     ],
 )  # fmt: skip
-def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
-    proc = _veloz("backtest", *args)
+def test_bad_input_is_one_clear_line_and_non_zero_exit(veloz_here, args, message):
+    proc = veloz_here("backtest", *args)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
@@ -130,10 +165,10 @@ def test_bad_input_is_one_clear_line_and_non_zero_exit(args, message):
          "not valid YAML (duplicate key 'fee_rate' (first at line 4) at line 6, column 3)"),
     ],
 )  # fmt: skip
-def test_a_bad_config_file_is_one_clear_line(tmp_path, text, message):
+def test_a_bad_config_file_is_one_clear_line(veloz_here, tmp_path, text, message):
     config = tmp_path / "backtest.yaml"
     config.write_text(text)
-    proc = _veloz("backtest", str(config))
+    proc = veloz_here("backtest", str(config))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
@@ -274,8 +309,8 @@ def test_an_l2_backtest_takes_latency_maker_fee_and_seed_and_writes_every_output
         ([*IMBALANCE, "--engine", "kernel"], "engine 'kernel': a recorded capture runs the L2 backtest"),
     ],
 )  # fmt: skip
-def test_l2_options_are_checked_and_refused_where_they_do_not_apply(args, message):
-    proc = _veloz("backtest", *args)
+def test_l2_options_are_checked_and_refused_where_they_do_not_apply(veloz_here, args, message):
+    proc = veloz_here("backtest", *args)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
