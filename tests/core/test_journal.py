@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
@@ -139,6 +140,37 @@ def test_appending_after_a_torn_line_keeps_the_journal_readable(tmp_path: Path) 
     again.append(Tick(ts=3))
     again.close()
     assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=3)]
+
+
+def test_opening_a_journal_that_ends_in_a_torn_line_warns_naming_the_file_and_the_bytes_cut(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="none")
+    journal.append(Tick(ts=1))
+    journal.close()
+    whole = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(encode(Tick(ts=2))[:7])  # a crash in the middle of a write
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("veloz.journal")
+    keep = Keep(logging.DEBUG)
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.DEBUG)  # whatever level an earlier test left on the "veloz" logger
+    try:
+        Journal(path, CONFIG, durability="none").close()
+        Journal(path, CONFIG, durability="none").close()  # nothing more to cut: no second warning
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert path.stat().st_size == whole
+    assert [(r.levelno, r.__dict__.get("path"), r.__dict__.get("torn_tail_bytes")) for r in records] == [
+        (logging.WARNING, str(path), 7)
+    ]
 
 
 def test_corrupt_line_in_the_middle_is_a_journal_error(tmp_path: Path) -> None:
