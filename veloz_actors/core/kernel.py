@@ -1273,6 +1273,7 @@ class TradingKernel:
         return dict(sorted(out.items()))
 
     def status(self) -> dict[str, Any]:
+        """What ``STATUS`` shows of the kernel, prices as decimal strings (the protocol's, and what orders take)."""
         return {
             "seq": self.seq,
             "orders": len(self.oms),
@@ -1283,7 +1284,7 @@ class TradingKernel:
             "engine_halt": self.risk.engine_halt,
             "journal": str(self.journal.path) if self.journal else None,
             "journal_lines": self.journal.count if self.journal else 0,
-            "reference_prices": dict(sorted(self.reference.items())),
+            "reference_prices": {symbol: format_decimal(price) for symbol, price in sorted(self.reference.items())},
         }
 
 
