@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.journal import Journal, read_journal, read_snapshot, write_snapshot
+from veloz_actors.core.journal import SEMANTICS, Journal, read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import Tick, encode
 
 from .disk import disk_full_after
@@ -28,7 +28,7 @@ def _lines(path: Path) -> list[bytes]:
 def test_new_journal_starts_with_a_header(tmp_path: Path) -> None:
     path = tmp_path / "j"
     Journal(path, CONFIG, durability="none").close()
-    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "semantics": 3, "config": CONFIG}
+    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "semantics": SEMANTICS, "config": CONFIG}
 
 
 def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
     journal.close()
     assert _lines(path)[1:] == [encode(Tick(ts=1)) + b"\n", encode(Tick(ts=2)) + b"\n"]
     assert read_journal(path) == (
-        {"journal": "veloz", "version": 1, "semantics": 3, "config": CONFIG},
+        {"journal": "veloz", "version": 1, "semantics": SEMANTICS, "config": CONFIG},
         [Tick(ts=1), Tick(ts=2)],
     )
 
@@ -347,11 +347,11 @@ def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_pa
 @pytest.mark.parametrize(
     ("semantics", "message"),
     [
-        (4, r"semantics 4 is newer than this VeloZ reads \(1 to 3\)"),
+        (SEMANTICS + 1, rf"semantics {SEMANTICS + 1} is newer than this VeloZ reads \(1 to {SEMANTICS}\)"),
         ("x", r"semantics 'x' is not a whole number"),
         (None, r"semantics None is not a whole number"),
         (True, r"semantics True is not a whole number"),
-        (0, r"semantics 0 is not one this VeloZ reads \(1 to 3\)"),
+        (0, rf"semantics 0 is not one this VeloZ reads \(1 to {SEMANTICS}\)"),
     ],
 )
 def test_a_journal_of_unknown_semantics_is_refused_naming_it_and_never_appended_to(

@@ -60,8 +60,10 @@ _VERSION = 1
 # "*" tripped every account's own breaker and an account's reset lifted it. 3 measures max_position as the long
 # position a buy could reach (position + open buys + qty; an open order by quote amount counts what its unspent quote
 # buys at the band's low end); before, abs(position) and an open quote order's placeholder quantity: a journal of 2
-# replays its buys as they were decided. A journal keeps its semantics for life.
-SEMANTICS = 3
+# replays its buys as they were decided. 4 refuses an order for an account the engine does not have as UNKNOWN_ACCOUNT,
+# before the risk checks; before, it went through them and was refused as INSUFFICIENT_FUNDS at the reservation (or by
+# a check on the way). A journal keeps its semantics for life.
+SEMANTICS = 4
 _GROUP_BUFFER_BYTES = 4 << 20
 _log = logging.getLogger("veloz.journal")
 
