@@ -122,7 +122,9 @@ def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> lis
         left = deadline - time.monotonic()
         if left <= 0:
             raise ray.exceptions.GetTimeoutError(f"actors not started within {timeout:g} s")
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(_START_POLL_SECONDS, left))
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(_START_POLL_SECONDS, left))
+        if ready:
+            ray.get(ready, timeout=left)  # a constructor's exception is raised now, not once the slowest actor is up
         if pending:
             for name, handle in actors.items():
                 restarts = actor_restarts(handle)
