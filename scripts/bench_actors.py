@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime of this process only
 
 from veloz_actors.config import load_engine_config  # noqa: E402
+from veloz_actors.fixed import parse_formatted  # noqa: E402
 from veloz_actors.messages import (  # noqa: E402
     BookTop,
     CancelOrder,
@@ -209,7 +210,7 @@ def bench_actors(orders: int, events: int, batch: int, journal_dir: Path) -> dic
     startup = time.perf_counter() - started
     try:
         engine.tick()
-        mid = engine.status()["reference_prices"]["BTCUSDT"]
+        mid = parse_formatted(engine.status()["reference_prices"]["BTCUSDT"])
         price = mid * 97 // 100 // 1_000_000 * 1_000_000
         for i in range(200):  # warm-up
             engine.submit(_limit(i, price, "warm"))

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ def _q(samples: list[float], q: float) -> float:
 
 def _far(rest: Rest) -> dict[str, str]:
     refs = rest.get("/api/v1/status")["reference_prices"]
-    return {s: f"{p * 97 // 100 // 1_000_000 / 100:.2f}" for s, p in refs.items()}
+    return {s: str((Decimal(p) * Decimal("0.97")).quantize(Decimal("0.01"), ROUND_FLOOR)) for s, p in refs.items()}
 
 
 def latency(engine: Engine, orders: int, block: int) -> dict[str, Any]:

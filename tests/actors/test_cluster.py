@@ -292,9 +292,9 @@ def _lose_worker(state: Path, worker: str) -> None:
 def _commands(engine, count: int):
     """Market buys and sells (filled at once) and limit buys far below the market (resting); no order the moving
     market could fill later, so the state before and after the move must be equal."""
-    from veloz_actors.fixed import format_decimal
+    from veloz_actors.fixed import format_decimal, parse_formatted
 
-    mid = engine.status()["reference_prices"]["BTCUSDT"]
+    mid = parse_formatted(engine.status()["reference_prices"]["BTCUSDT"])
     low = format_decimal(mid * 97 // 100 // 1_000_000 * 1_000_000)
     sides = [("BUY", "0.001", None), ("SELL", "0.0005", None), ("BUY", "0.001", low), ("BUY", "0.002", low)]
     return [engine.order_command("BTCUSDT", *sides[i % 4], client_order_id=f"s-{i}") for i in range(count)]

@@ -10,7 +10,7 @@ import ray
 from veloz_actors import ConfigError, InvalidInput
 from veloz_actors.actors.api import start_local
 from veloz_actors.actors.backpressure import InFlightWindow
-from veloz_actors.fixed import format_decimal
+from veloz_actors.fixed import format_decimal, parse_formatted
 from veloz_actors.messages import (
     BookTop,
     OrderAccepted,
@@ -35,7 +35,7 @@ def engine(ray_runtime):
 
 def _below_mid(engine, percent: int, symbol: str = "BTCUSDT") -> str:
     """A decimal price ``percent`` under the reference price, on the 0.01 tick."""
-    mid = engine.status()["reference_prices"][symbol]
+    mid = parse_formatted(engine.status()["reference_prices"][symbol])
     return format_decimal(mid * (100 - percent) // 100 // 1_000_000 * 1_000_000)
 
 
@@ -122,6 +122,16 @@ def test_status_reports_every_actor_alive_with_depth_and_sequence(engine):
         assert actor["alive"], name
         assert actor["inbox_depth"] >= 0 and actor["last_seq"] is not None
     assert status["actors"]["oms"]["last_seq"] >= 1
+
+
+def test_status_gives_prices_as_decimal_strings_as_the_orders_take_them(engine):
+    status = engine.status()
+    assert set(status["reference_prices"]) == {"BTCUSDT", "ETHUSDT"}
+    assert all(type(p) is str and parse_formatted(p) > 0 for p in status["reference_prices"].values())
+    for shard in ("BTCUSDT", "ETHUSDT"):
+        venue = status["venues"][shard]["venues"][shard]
+        bid, mid, ask = (parse_formatted(venue[k]) for k in ("best_bid", "mid", "best_ask"))
+        assert 0 < bid <= mid <= ask
 
 
 def test_market_batches_flow_from_feed_through_books_to_a_subscriber(engine):

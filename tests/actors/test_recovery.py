@@ -12,7 +12,7 @@ import ray
 from veloz_actors.actors.api import start_local
 from veloz_actors.core.journal import read_journal
 from veloz_actors.core.kernel import replay_kernel
-from veloz_actors.fixed import SCALE, format_decimal
+from veloz_actors.fixed import SCALE, format_decimal, parse_formatted
 from veloz_actors.messages import (
     CancelOrder,
     OrderAccepted,
@@ -36,7 +36,7 @@ RESTING = {"ACCEPTED", "PARTIALLY_FILLED"}
 
 def _commands(engine, count: int):
     """A deterministic mix: market buys and sells, resting limits near the market (the clock fills some), far ones."""
-    mid = engine.status()["reference_prices"]["BTCUSDT"]
+    mid = parse_formatted(engine.status()["reference_prices"]["BTCUSDT"])
     near = format_decimal(mid * 9995 // 10000 // 1_000_000 * 1_000_000)
     low = format_decimal(mid * 97 // 100 // 1_000_000 * 1_000_000)
     out = []
@@ -206,7 +206,7 @@ def test_a_command_retried_after_the_oms_restarted_gets_the_answer_its_first_app
     engine = start_local(file_config(), name="retry-answer", journal_dir=tmp_path)
     try:
         engine.tick()
-        mid = engine.status()["reference_prices"]["BTCUSDT"]
+        mid = parse_formatted(engine.status()["reference_prices"]["BTCUSDT"])
         low = format_decimal(mid * 97 // 100 // 1_000_000 * 1_000_000)
         accepted = engine.order_command("BTCUSDT", "BUY", "0.001", low, client_order_id="retry-ok")
         too_big = engine.order_command("BTCUSDT", "BUY", "5000", low, client_order_id="retry-refused")

@@ -247,3 +247,26 @@ def test_the_kill_switch_cancels_and_halts_even_when_the_risk_actor_is_gone(
     finally:
         engine.shutdown()
     assert halt == "kill switch"
+
+
+def test_a_resume_while_the_risk_actor_is_down_says_so_at_once_and_lifts_nothing(
+    ray_runtime: RayRuntime, tmp_path: Path
+) -> None:
+    """Before: the resume retried the dead risk actor for a minute, then said only that the engine "did not come
+    back". It says that the risk actor is down and what that means, within seconds, and the halt stays."""
+    from veloz_actors import EngineUnavailable
+    from veloz_actors.actors.api import start_local
+
+    from .helpers import file_config
+
+    engine = start_local(file_config(risk=True), name="risk-gone-resume", journal_dir=tmp_path)
+    try:
+        engine.tick()
+        engine.kill_switch()
+        ray.kill(engine.actor("risk"), no_restart=True)
+        with pytest.raises(EngineUnavailable, match="the risk actor is down, so nothing was resumed") as refused:
+            engine.reset()
+        assert str(refused.value).startswith("engine 'risk-gone-resume': ") and "\n" not in str(refused.value)
+        assert engine.status()["engine_halt"] == "kill switch"
+    finally:
+        engine.shutdown()

@@ -4,6 +4,7 @@ journal, an engine handle and its subscriptions find the new actors, and STATUS 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 
 import pytest
@@ -13,7 +14,13 @@ from veloz_actors._exceptions import EngineUnavailable
 from veloz_actors.actors.account import AccountViewActor
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.spec import mark_journal_dir
-from veloz_actors.actors.supervisor import RESTART_LIMIT
+from veloz_actors.actors.supervisor import (
+    RESTART_LIMIT,
+    START_CRASHES,
+    START_SECONDS,
+    DiedWhileStarting,
+    wait_started,
+)
 from veloz_actors.core.journal import Journal
 
 from .helpers import file_config, wait_for
@@ -143,3 +150,38 @@ def test_a_restarted_supervisor_whose_actor_cannot_start_says_so_in_status_and_t
         assert str(call.value) == problem
     finally:
         engine.shutdown()
+
+
+class _DiesInItsConstructor:
+    """An actor whose process ends inside its constructor with no Python exception (as native code crashing, or the
+    OOM killer, ends it)."""
+
+    def __init__(self) -> None:
+        os._exit(1)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+class _Starts:
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def test_an_actor_whose_process_dies_in_its_constructor_fails_the_start_naming_it_not_after_minutes(ray_runtime):
+    """Ray restarts it for ever (``max_restarts=-1``) and a call to it waits for a constructor that never ends: the
+    start waited START_SECONDS (240 s) and then said only that the actors did not start in time. Ray's count of its
+    restarts tells it after START_CRASHES deaths (about a second each), naming the actor."""
+    options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0}
+    fine = ray.remote(_Starts).options(**options).remote()
+    dying = ray.remote(_DiesInItsConstructor).options(**options).remote()
+    try:
+        actors = {"fine": fine, "dying": dying}
+        with pytest.raises(DiedWhileStarting) as died:
+            wait_started([a.ping.remote() for a in actors.values()], actors, START_SECONDS)
+        assert (died.value.actor, died.value.restarts >= START_CRASHES) == ("dying", True)
+        [pid] = wait_started([fine.ping.remote()], {"fine": fine}, START_SECONDS)  # one that starts is waited for
+        assert pid != os.getpid()
+    finally:
+        ray.kill(dying, no_restart=True)
+        ray.kill(fine, no_restart=True)

@@ -2,10 +2,11 @@
 
 The kernel does not journal its decisions: it journals commands and reports and decides again on replay. A change to
 a decision (a risk rule, a filter, matching) would therefore rebuild an earlier journal into other orders and
-balances, an order the venue never got among them. ``golden/semantics3.journal`` was written by a run of
-:func:`scenario` (orders that rest, fill, cancel and are refused for each reason; a halt and its reset; the
-``max_position`` rule of semantics 3 on coins sold from a deposit) and ``golden/semantics3.events`` holds what that run
-emitted. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
+balances, an order the venue never got among them. ``golden/semantics4.journal`` was written by a run of
+:func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's among them; a
+halt and its reset; the ``max_position`` rule of semantics 3 on coins sold from a deposit) and
+``golden/semantics4.events`` holds what that run emitted; ``semantics3.*``, of the run before the ``ghost`` order, is
+kept and must replay as it did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
 that keeps the old rule for older journals (as ``TradingKernel.legacy_halts`` and ``_position_rule`` do), and a new
 golden pair written by ``.venv/bin/python -m tests.core.test_golden_journal`` beside this one: the old pair stays,
 and must still replay as it did.
@@ -46,6 +47,7 @@ def scenario() -> list[Any]:
         place("huge", "BUY", "50", "60000"),  # above max_position
         place("off-tick", "BUY", "0.1", "60000.001"),
         place("tiny", "BUY", "0.000001", "60000"),
+        place("ghost", "BUY", "0.1", "59000", account="ghost"),  # no such account (semantics 4 on: UNKNOWN_ACCOUNT)
         place("sold", "SELL", "2", None),  # deposited coins sold: the position goes below zero
         place("back", "BUY", "2", "60500"),  # long rule: -1.3 + 2 is within the limit (abs(-1.3) + 2 is not)
         place("eth-quote", "BUY", None, symbol="ETHUSDT", quote_qty="1500"),
@@ -127,6 +129,7 @@ def test_the_golden_run_exercises_what_it_says() -> None:
                 "QUANTITY_NOT_ON_STEP",
                 "CIRCUIT_BREAKER",
                 "UNKNOWN_ORDER",
+                "UNKNOWN_ACCOUNT",
             )
         ),  # fmt: skip
         *(("OrderExpired", reason) for reason in ("NO_LIQUIDITY", "IOC_UNFILLED", "FOK_NOT_FILLABLE")),

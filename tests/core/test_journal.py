@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.journal import Journal, read_journal, read_snapshot, write_snapshot
+from veloz_actors.core.journal import SEMANTICS, Journal, read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import Tick, encode
 
 from .disk import disk_full_after
@@ -27,7 +28,7 @@ def _lines(path: Path) -> list[bytes]:
 def test_new_journal_starts_with_a_header(tmp_path: Path) -> None:
     path = tmp_path / "j"
     Journal(path, CONFIG, durability="none").close()
-    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "semantics": 3, "config": CONFIG}
+    assert orjson.loads(_lines(path)[0]) == {"journal": "veloz", "version": 1, "semantics": SEMANTICS, "config": CONFIG}
 
 
 def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
@@ -38,7 +39,7 @@ def test_messages_are_appended_one_encoded_line_each(tmp_path: Path) -> None:
     journal.close()
     assert _lines(path)[1:] == [encode(Tick(ts=1)) + b"\n", encode(Tick(ts=2)) + b"\n"]
     assert read_journal(path) == (
-        {"journal": "veloz", "version": 1, "semantics": 3, "config": CONFIG},
+        {"journal": "veloz", "version": 1, "semantics": SEMANTICS, "config": CONFIG},
         [Tick(ts=1), Tick(ts=2)],
     )
 
@@ -139,6 +140,37 @@ def test_appending_after_a_torn_line_keeps_the_journal_readable(tmp_path: Path) 
     again.append(Tick(ts=3))
     again.close()
     assert read_journal(path)[1] == [Tick(ts=1), Tick(ts=3)]
+
+
+def test_opening_a_journal_that_ends_in_a_torn_line_warns_naming_the_file_and_the_bytes_cut(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="none")
+    journal.append(Tick(ts=1))
+    journal.close()
+    whole = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(encode(Tick(ts=2))[:7])  # a crash in the middle of a write
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("veloz.journal")
+    keep = Keep(logging.DEBUG)
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.DEBUG)  # whatever level an earlier test left on the "veloz" logger
+    try:
+        Journal(path, CONFIG, durability="none").close()
+        Journal(path, CONFIG, durability="none").close()  # nothing more to cut: no second warning
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert path.stat().st_size == whole
+    assert [(r.levelno, r.__dict__.get("path"), r.__dict__.get("torn_tail_bytes")) for r in records] == [
+        (logging.WARNING, str(path), 7)
+    ]
 
 
 def test_corrupt_line_in_the_middle_is_a_journal_error(tmp_path: Path) -> None:
@@ -315,11 +347,11 @@ def test_group_a_failed_flush_fails_the_journal_for_the_engines_next_call(tmp_pa
 @pytest.mark.parametrize(
     ("semantics", "message"),
     [
-        (4, r"semantics 4 is newer than this VeloZ reads \(1 to 3\)"),
+        (SEMANTICS + 1, rf"semantics {SEMANTICS + 1} is newer than this VeloZ reads \(1 to {SEMANTICS}\)"),
         ("x", r"semantics 'x' is not a whole number"),
         (None, r"semantics None is not a whole number"),
         (True, r"semantics True is not a whole number"),
-        (0, r"semantics 0 is not one this VeloZ reads \(1 to 3\)"),
+        (0, rf"semantics 0 is not one this VeloZ reads \(1 to {SEMANTICS}\)"),
     ],
 )
 def test_a_journal_of_unknown_semantics_is_refused_naming_it_and_never_appended_to(

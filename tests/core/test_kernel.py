@@ -652,3 +652,13 @@ def test_a_cancel_that_overtook_its_order_leaves_it_submitted_and_sends_the_orde
     assert kernel.oms.get("main", "b1").status is S.SUBMITTED  # not ACCEPTED: the venue never acknowledged it
     [again] = kernel.take_outbox()
     assert type(again) is SubmitOrder and again.command.client_order_id == "b1"
+
+
+def test_an_order_for_an_account_the_engine_does_not_have_is_refused_naming_the_account() -> None:
+    """Before: the order went through the risk checks to the reservation and was refused as INSUFFICIENT_FUNDS, which
+    sent a user with a mistyped account looking for money that was never the problem."""
+    kernel = _kernel()
+    [rejected] = kernel.apply(place("g1", "BUY", "0.01", "59000", account="mian", ts=T0))
+    assert type(rejected) is OrderRejected and rejected.reason == "UNKNOWN_ACCOUNT"
+    assert "'mian'" in rejected.detail and "main" in rejected.detail  # the account asked for, and the ones there are
+    assert not kernel.ledger.has_account("mian") and kernel.take_outbox() == []

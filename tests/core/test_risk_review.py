@@ -15,6 +15,7 @@ import pytest
 from veloz_actors import ConfigError
 from veloz_actors.config import default_engine_config, load_yaml, parse_engine_config
 from veloz_actors.core.instruments import Instrument
+from veloz_actors.core.journal import SEMANTICS
 from veloz_actors.core.kernel import TradingKernel
 from veloz_actors.core.risk import RiskLimits
 from veloz_actors.core.risk_monitor import EngineRiskLimits, RiskMonitor, RiskMonitorConfig, kill_switch_commands
@@ -344,6 +345,24 @@ def test_a_journal_of_semantics_2_replays_max_position_as_it_was_decided(tmp_pat
         engine.close()
         replayed, again = Engine.recover(config, path, durability="none")  # what was appended means the same
         assert [type(e) for e in again] == [type(e) for e in events + after]
+        replayed.close()
+
+
+def test_a_journal_of_semantics_3_replays_an_order_for_an_unknown_account_as_it_was_decided(tmp_path: Path) -> None:
+    """Semantics 4 refuses an order for an account the engine does not have as UNKNOWN_ACCOUNT, before the risk
+    checks; a journal written under 3 refused it as INSUFFICIENT_FUNDS after them, and replays (and appends) so."""
+    config = engine_config()
+    lines = [trade("60000", ts=START_NS), place("g1", "BUY", "0.01", "59000", account="ghost", ts=START_NS + 1)]
+    for semantics, reason in ((3, "INSUFFICIENT_FUNDS"), (SEMANTICS, "UNKNOWN_ACCOUNT")):
+        path = tmp_path / f"engine-{semantics}.journal"
+        _journal_of(path, config.to_json(), lines, semantics=semantics)
+        engine, events = Engine.recover(config, path, durability="none")
+        assert [e.reason for e in events if type(e) is OrderRejected] == [reason]
+        after = engine.apply(place("g2", "SELL", "0.01", "61000", account="ghost", ts=START_NS + 2))
+        assert [e.reason for e in after if type(e) is OrderRejected] == [reason]
+        engine.close()
+        replayed, again = Engine.recover(config, path, durability="none")  # what was appended means the same
+        assert [e.reason for e in again if type(e) is OrderRejected] == [reason, reason]
         replayed.close()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from veloz_actors.core.journal import read_journal
+from veloz_actors.core.journal import SEMANTICS, read_journal
 from veloz_actors.interfaces.stdio import EventFormatter
 from veloz_actors.messages import CancelOrder, PlaceOrder, encode
 from veloz_actors.testing import cancel, engine_config, place
@@ -247,15 +247,17 @@ def test_replay_of_a_journal_with_a_field_of_the_wrong_type_is_a_one_line_error(
 
 
 def test_replay_of_a_journal_a_newer_veloz_wrote_is_a_one_line_error(recorded, tmp_path: Path) -> None:
-    """A header of semantics 4 (a later VeloZ's rules): before, it replayed silently under this VeloZ's rules."""
+    """A header of a later VeloZ's semantics (its rules): before, it replayed silently under this VeloZ's rules."""
     journal, _ = recorded
     header, *rest = journal.read_bytes().splitlines(keepends=True)
     newer = tmp_path / "newer.journal"
-    newer.write_bytes(orjson.dumps(orjson.loads(header) | {"semantics": 4}) + b"\n" + b"".join(rest))
+    later = SEMANTICS + 1
+    newer.write_bytes(orjson.dumps(orjson.loads(header) | {"semantics": later}) + b"\n" + b"".join(rest))
     result = _veloz("replay", "--summary", str(newer))
     assert result.returncode != 0 and result.stdout == b""
     assert result.stderr.decode() == (
-        f"error: {newer}: journal semantics 4 is newer than this VeloZ reads (1 to 3): use the VeloZ that wrote it\n"
+        f"error: {newer}: journal semantics {later} is newer than this VeloZ reads (1 to {SEMANTICS}): use the VeloZ "
+        "that wrote it\n"
     )
 
 

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from veloz_actors import InvalidInput
+from veloz_actors.fixed import parse_formatted
 from veloz_actors.interfaces import http_api
 from veloz_actors.interfaces.http_api import parse_address, resolve_token
 
@@ -283,6 +284,7 @@ def test_status_is_the_engines_with_the_api_counters(client: Client) -> None:
     status = client.get("/api/v1/status")
     assert status["engine"] == "single-process" and status["state"] == "running"
     assert set(status["reference_prices"]) == {"BTCUSDT", "ETHUSDT"}
+    assert all(type(p) is str and parse_formatted(p) > 0 for p in status["reference_prices"].values())
     assert status["mode"] == "sim"
     assert set(status["api"]) == {"clients", "dropped"}
 

@@ -263,8 +263,8 @@ def test_an_order_whose_id_a_refused_order_reused_stays_in_the_open_orders(engin
 def _far_bid(engine: Engine) -> str:
     """A bid 3 % under the engine's reference price (inside the 5 % price band, far below the simulated market's
     asks): from STATUS, so a test run alone needs no earlier test's fill."""
-    reference = engine.get("/api/v1/status")["reference_prices"]["BTCUSDT"]  # 1e-8 units
-    return str(math.floor(Decimal(reference) / 10**8 * Decimal("0.97")))
+    reference = engine.get("/api/v1/status")["reference_prices"]["BTCUSDT"]  # a decimal string
+    return str(math.floor(Decimal(reference) * Decimal("0.97")))
 
 
 def test_halt_cancels_open_orders_and_refuses_new_ones_until_resume(

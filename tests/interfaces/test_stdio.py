@@ -15,7 +15,7 @@ import pytest
 
 from veloz_actors import EngineUnavailable, InvalidInput
 from veloz_actors.core.journal import read_journal
-from veloz_actors.fixed import SCALE
+from veloz_actors.fixed import SCALE, format_decimal
 from veloz_actors.interfaces.local import LocalBackend
 from veloz_actors.interfaces.service import EngineService
 from veloz_actors.interfaces.stdio import Session, parse_command
@@ -45,6 +45,20 @@ def test_every_output_has_a_known_type_and_an_integer_ts(session: Session) -> No
     for line in lines:
         for out in session.handle_line(line):
             assert out["type"] in OUTPUT_TYPES and isinstance(out["ts"], int)
+
+
+def test_status_gives_prices_as_decimal_strings_as_every_other_line_does(session: Session) -> None:
+    engine = session.backend.engine  # type: ignore[attr-defined]
+    [status] = session.handle_line("STATUS")
+    assert status["reference_prices"] == {s: format_decimal(p) for s, p in sorted(engine.kernel.reference.items())}
+    for symbol, venue in engine.venues.items():
+        bid, _, ask, _ = venue.book.top()
+        shown = status["venues"][symbol]
+        assert (shown["best_bid"], shown["best_ask"], shown["mid"]) == (
+            format_decimal(bid),
+            format_decimal(ask),
+            format_decimal(venue.mid),
+        )
 
 
 def test_market_order_reports_accept_fill_position_and_account(session: Session) -> None:

@@ -78,6 +78,8 @@ NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
 _START_TIMEOUT = 2 * START_SECONDS + 30.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
+# a resume waits this long for a risk actor that does not answer (Ray restarting it), then says it is down
+_RISK_WAIT_SECONDS = 5.0
 CONNECT_SECONDS = 15.0  # how long the CLI's status / stop / attach / metrics wait for an engine that does not answer
 _REFRESH_SECONDS = 0.5  # after an actor error, the supervisor is asked for its actors at most this often
 _POLL_WAIT = 0.05  # seconds an iterating subscription lets the bus wait for events per poll
@@ -525,11 +527,11 @@ class EngineHandle:
         except Exception:  # noqa: BLE001, S110 - the supervisor restarting too: the next error asks again
             pass
 
-    def _call(self, make_ref: Any) -> Any:
-        """``ray.get(make_ref())``, retried while an actor restarts (``make_ref`` reads the handle's actors when
-        called, so a retry goes to the actors :meth:`_refresh` found)."""
+    def _call(self, make_ref: Any, *, retry_seconds: float = _RETRY_SECONDS) -> Any:
+        """``ray.get(make_ref())``, retried for ``retry_seconds`` while an actor restarts (``make_ref`` reads the
+        handle's actors when called, so a retry goes to the actors :meth:`_refresh` found)."""
         self._check_open()
-        deadline = time.monotonic() + _RETRY_SECONDS
+        deadline = time.monotonic() + retry_seconds
         while True:
             try:
                 return ray.get(make_ref(), timeout=_CALL_TIMEOUT)
@@ -746,10 +748,22 @@ class EngineHandle:
     def reset(self) -> list[Any]:
         """Lift the kill switch or a tripped breaker: the risk actor's reset, the engine-wide halt, and every halted
         account's own breaker. When an engine-wide limit is still crossed the risk actor halts again at once, and
-        that halt stays: the answer is an ``Error`` (``ENGINE_HALTED``) naming the limit."""
+        that halt stays: the answer is an ``Error`` (``ENGINE_HALTED``) naming the limit. A risk actor that does not
+        answer within ``_RISK_WAIT_SECONDS`` (dead, or Ray restarting it) is :class:`EngineUnavailable` saying so, and
+        nothing is lifted: trading without it would go unwatched by the engine-wide limits (before, the call waited a
+        minute, then said only that the engine "did not come back")."""
         ts = time.time_ns()
         if self._risk is not None:
-            commands = self._call(lambda: self._risk.reset.remote())
+            try:
+                commands = self._call(lambda: self._risk.reset.remote(), retry_seconds=_RISK_WAIT_SECONDS)
+            except EngineUnavailable as exc:
+                cause = str(exc).splitlines()[0]
+                raise EngineUnavailable(
+                    f"engine {self.name!r}: the risk actor is down, so nothing was resumed: while it is, the "
+                    "engine-wide limits (exposure, drawdown, loss) are not watched, and the halt stays so that "
+                    "nothing trades unwatched; resume again once STATUS shows actors.risk alive (Ray restarts it "
+                    f"unless it was ended for good). The call to it: {cause}"
+                ) from exc
             halts = [c for c in commands if type(c) is HaltTrading]
             if halts:  # lifting it here would leave the crossed limit unguarded until it is crossed anew
                 message = (

@@ -28,7 +28,9 @@ Ray had restarted it (``EngineSpec.rebuilt``, :func:`~veloz_actors.actors.spec.r
 lock a still-exiting predecessor holds). STATUS says how often that happened (``supervisor_restarts``), and an engine
 handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`). An actor that
 cannot start (its constructor raised: a damaged journal) ends the others and leaves the supervisor ``failed`` with the
-actor's error in ``problems`` (:meth:`Supervisor.handles` raises it, so a start fails at once with it).
+actor's error in ``problems`` (:meth:`Supervisor.handles` raises it, so a start fails at once with it); so does one
+whose process dies inside its constructor with no Python error (native code crashing, the OOM killer, an exit), once
+Ray restarted it ``START_CRASHES`` times (:func:`wait_started`), instead of after ``START_SECONDS``.
 """
 
 from __future__ import annotations
@@ -68,14 +70,23 @@ from .venue import VenueActor
 __all__ = [
     "RESTART_LIMIT",
     "RESTART_WINDOW_SECONDS",
+    "START_CRASHES",
     "SUPERVISOR_PREFIX",
+    "DiedWhileStarting",
     "Supervisor",
+    "actor_restarts",
+    "wait_started",
     "strategy_problems",
     "supervisor_name",
 ]
 
 SUPERVISOR_PREFIX = "veloz-engine:"
 START_SECONDS = 240.0  # each of the two waits for actors to start (a busy machine, a journal to recover); see api
+# an actor whose process died this often before it answered its first call dies inside its constructor (os._exit, a
+# crash of native code, the OOM killer while it recovers): the start fails then, not after START_SECONDS. Ray restarts
+# such an actor about once a second; one death (a memory spike while it replayed a journal) may still recover.
+START_CRASHES = 3
+_START_POLL_SECONDS = 1.0  # while actors start: how often Ray's count of their restarts is read (ms per actor)
 _RISK_MARKS = ("BookTop", "Trade", "MarkPrice", "Kline", "Ticker")  # the risk actor's fills come from the OMS
 # an actor that crashed more than RESTART_LIMIT times within RESTART_WINDOW_SECONDS is not restarted again
 RESTART_LIMIT = 5
@@ -86,6 +97,51 @@ _ORDERED = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concu
 
 def supervisor_name(name: str) -> str:
     return SUPERVISOR_PREFIX + name
+
+
+class DiedWhileStarting(Exception):
+    """An actor's process died ``restarts`` times before it answered its first call: it dies in its constructor
+    without a Python exception (a Python exception reaches the caller as Ray's ``RayActorError`` at once)."""
+
+    def __init__(self, actor: str, restarts: int) -> None:
+        super().__init__(f"actor {actor!r} died {restarts} times while starting")
+        self.actor = actor
+        self.restarts = restarts
+
+
+def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> list[Any]:
+    """``ray.get(refs)`` for calls that answer once ``actors`` are up, waiting up to ``timeout`` seconds, but reading
+    Ray's count of each actor's restarts every :data:`_START_POLL_SECONDS` meanwhile: one restarted
+    :data:`START_CRASHES` times raises :class:`DiedWhileStarting` naming it, at once. Ray restarts an actor whose
+    constructor kills its process for ever (``max_restarts=-1``), and a call to it waits for a constructor that never
+    ends: before, the start waited the whole ``timeout``. A timeout is ``GetTimeoutError``, a constructor's exception
+    ``RayActorError``, as from ``ray.get``."""
+    deadline = time.monotonic() + timeout
+    pending = list(refs)
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ray.exceptions.GetTimeoutError(f"actors not started within {timeout:g} s")
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=min(_START_POLL_SECONDS, left))
+        if ready:
+            ray.get(ready, timeout=left)  # a constructor's exception is raised now, not once the slowest actor is up
+        if pending:
+            for name, handle in actors.items():
+                restarts = actor_restarts(handle)
+                if restarts >= START_CRASHES:
+                    raise DiedWhileStarting(name, restarts)
+    return list(ray.get(refs, timeout=max(1.0, deadline - time.monotonic())))
+
+
+def actor_restarts(handle: Any) -> int:
+    """Ray's count of an actor's restarts (the GCS's actor table: the state API needs the dashboard, which the
+    engine's runtime does not run); 0 when the GCS does not say (a busy GCS: asked again next time)."""
+    from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
+
+    try:
+        return int(actor_table(handle._actor_id.hex())["NumRestarts"])
+    except Exception:  # noqa: BLE001 - informative: the next look asks again
+        return 0
 
 
 def _own_restarts() -> int:
@@ -135,7 +191,7 @@ class Supervisor:
             mark_journal_dir(spec)
         try:
             self._start_actors()
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, DiedWhileStarting) as exc:
             self._failed_start(exc)  # an actor that cannot start: said now, in the actor's words, not after minutes
             return
         self.state = "running"
@@ -170,7 +226,9 @@ class Supervisor:
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()
         }
-        ray.get(self.oms.attach_venues.remote(self.venues), timeout=START_SECONDS)  # type: ignore[attr-defined]
+        created = {"bus": self.bus, "account": self.account, "oms": self.oms}
+        created.update({f"venue:{shard}": handle for shard, handle in self.venues.items()})
+        wait_started([self.oms.attach_venues.remote(self.venues)], created, START_SECONDS)  # type: ignore[attr-defined]
         feed = ray.remote(MarketFeedActor).options(**self._options("feed"))
         self.feed = feed.remote(spec, self.oms, self.venues, self.bus)
         self.actors = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
@@ -192,7 +250,7 @@ class Supervisor:
                 rebuilt=spec.rebuilt,
             )
         # the first ping waits for every actor to be up (each actor's constructor recovers its journal)
-        pings = ray.get([a.ping.remote() for a in self.actors.values()], timeout=START_SECONDS)
+        pings = wait_started([a.ping.remote() for a in self.actors.values()], self.actors, START_SECONDS)
         self.pids = {name: pid for name, (pid, _) in zip(self.actors, pings, strict=True)}
         self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
         self.alive = dict.fromkeys(self.actors, True)
@@ -208,7 +266,13 @@ class Supervisor:
         created = {name: handle for name, handle in created.items() if handle is not None}
         failed = getattr(exc, "actor_id", None)
         actor = next((name for name, handle in created.items() if handle._actor_id.hex() == failed), None)
-        if isinstance(exc, ray.exceptions.GetTimeoutError):
+        if isinstance(exc, DiedWhileStarting):
+            actor = exc.actor
+            what = (
+                f"died {exc.restarts} times while starting, each time before it answered: its process ends inside "
+                "its constructor without a Python error (a crash of native code, the OOM killer, an exit)"
+            )
+        elif isinstance(exc, ray.exceptions.GetTimeoutError):
             what = f"did not start within {START_SECONDS:g} s (a crash loop while it starts, or a journal too long)"
         elif getattr(exc, "actor_init_failed", False):  # the constructor's exception is the message's last line
             last = [line for line in str(exc).splitlines() if line.strip()][-1].strip()

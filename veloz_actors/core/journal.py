@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -59,9 +60,12 @@ _VERSION = 1
 # "*" tripped every account's own breaker and an account's reset lifted it. 3 measures max_position as the long
 # position a buy could reach (position + open buys + qty; an open order by quote amount counts what its unspent quote
 # buys at the band's low end); before, abs(position) and an open quote order's placeholder quantity: a journal of 2
-# replays its buys as they were decided. A journal keeps its semantics for life.
-SEMANTICS = 3
+# replays its buys as they were decided. 4 refuses an order for an account the engine does not have as UNKNOWN_ACCOUNT,
+# before the risk checks; before, it went through them and was refused as INSUFFICIENT_FUNDS at the reservation (or by
+# a check on the way). A journal keeps its semantics for life.
+SEMANTICS = 4
 _GROUP_BUFFER_BYTES = 4 << 20
+_log = logging.getLogger("veloz.journal")
 
 
 class Journal:
@@ -307,16 +311,28 @@ def _cut(path: Path, length: int) -> None:
             f.truncate(length)
 
 
-def drop_torn_tail(path: Path) -> None:
-    """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own.
+def drop_torn_tail(path: Path) -> int:
+    """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own, and
+    return the bytes cut (0 when the file ends with a whole line).
 
-    Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file.
+    Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file. A cut
+    is logged at WARNING (``veloz.journal``, naming the file and the bytes), so an operator learns that the last
+    write before the crash did not make it, as ``veloz replay`` reports it (``torn_tail_bytes``).
     """
     with open(path, "r+b") as f:
         end = f.seek(0, os.SEEK_END)
         torn = _torn_tail(f, end)
-        if 0 < torn < end:  # a file without any line end is left as it is
-            f.truncate(end - torn)
+        if not 0 < torn < end:  # a file without any line end is left as it is
+            return 0
+        f.truncate(end - torn)
+    _log.warning(
+        "%s ended in a torn last line (a write cut short by a crash): cut its %d bytes, kept the %d before them",
+        path,
+        torn,
+        end - torn,
+        extra={"path": str(path), "torn_tail_bytes": torn},
+    )
+    return torn
 
 
 def torn_tail_bytes(path: str | Path) -> int:

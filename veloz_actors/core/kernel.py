@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from .._exceptions import IllegalTransition, JournalError
+from .._exceptions import IllegalTransition, JournalError, quoted
 from ..fixed import SCALE, format_decimal
 from ..messages import (
     BookDelta,
@@ -462,6 +462,9 @@ class TradingKernel:
             return
         account = cmd.account_id
         ledger = self.ledger
+        if not ledger.has_account(account) and self._refuses_unknown_accounts():
+            self._reject(cmd, RejectReason.UNKNOWN_ACCOUNT, self._unknown_account(account), order, events)
+            return
         reference = self.reference.get(cmd.symbol)
         protect = cmd.protect_price if cmd.order_type is _OrderType.MARKET else None
         if protect is not None:  # the sender fixed the market order's worst price: value the order there
@@ -1198,6 +1201,16 @@ class TradingKernel:
         """A journal of semantics 1: ``HaltTrading("*")`` trips every account's own breaker, as it did then."""
         return self.semantics < 2
 
+    def _refuses_unknown_accounts(self) -> bool:
+        """Semantics 4 on: an order for an account the engine does not have is UNKNOWN_ACCOUNT, before the risk
+        checks. A journal of 3 or less refused it on the way (INSUFFICIENT_FUNDS at the reservation), as decided."""
+        return self.semantics >= 4
+
+    def _unknown_account(self, account: str) -> str:
+        known = sorted(a for a in self.ledger.account_ids() if a not in self.quiet_accounts)
+        shown = ", ".join(known[:10]) + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+        return f"unknown account {quoted(account)}: this engine's accounts are {shown or 'none'}"
+
     def _position_rule(self, qty: int) -> int:
         """The position ``max_position`` starts from: the long position (a negative one is deposited coins sold); in a
         journal of semantics 2 or less, ``abs(qty)``, as its buys were decided."""
@@ -1273,6 +1286,7 @@ class TradingKernel:
         return dict(sorted(out.items()))
 
     def status(self) -> dict[str, Any]:
+        """What ``STATUS`` shows of the kernel, prices as decimal strings (the protocol's, and what orders take)."""
         return {
             "seq": self.seq,
             "orders": len(self.oms),
@@ -1283,7 +1297,7 @@ class TradingKernel:
             "engine_halt": self.risk.engine_halt,
             "journal": str(self.journal.path) if self.journal else None,
             "journal_lines": self.journal.count if self.journal else 0,
-            "reference_prices": dict(sorted(self.reference.items())),
+            "reference_prices": {symbol: format_decimal(price) for symbol, price in sorted(self.reference.items())},
         }
 
 

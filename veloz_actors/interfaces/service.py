@@ -209,9 +209,10 @@ class Tracker:
     _dirty: bool = False
     _last_sample: int = 0
 
-    def start(self, balances: dict[str, tuple[int, int]], marks: dict[str, int], ts: int) -> None:
+    def start(self, balances: dict[str, tuple[int, int]], marks: dict[str, str], ts: int) -> None:
+        """Begin from the engine's balances and its reference prices (``marks``: STATUS's decimal strings)."""
         self.balances = dict(balances)
-        self.marks.update({s: p for s, p in marks.items() if p})
+        self.marks.update({s: parse_formatted(p) for s, p in marks.items() if p and p != "0"})
         self.sample(ts, force=True)
 
     def observe(self, objects: Iterable[dict[str, Any]]) -> None:
@@ -492,9 +493,8 @@ class EngineService:
         next_side_poll = 0.0
         self.started_ns = self.clock()
         status = session.backend.status()
-        self._track(
-            self.tracker.start, session.backend.balances(), status.get("reference_prices") or {}, self.started_ns
-        )
+        references = status.get("reference_prices") or {}  # decimal strings, as STATUS prints them
+        self._track(self.tracker.start, session.backend.balances(), references, self.started_ns)
         try:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
             while not self.stopping and not session.closed:

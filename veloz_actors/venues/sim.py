@@ -26,7 +26,7 @@ from typing import Any
 from .._exceptions import VenueFailed
 from ..core.account import Ledger
 from ..core.instruments import Instrument, ceil_div
-from ..fixed import SCALE
+from ..fixed import SCALE, format_decimal
 from ..messages import (
     BookTop,
     Liquidity,
@@ -408,15 +408,17 @@ class SimVenue:
         return dict(self.maker.deposited)
 
     def status(self) -> dict[str, Any]:
+        """What ``STATUS`` shows of the venue, prices as decimal strings ("0" for an empty side, as a ``book_top``)."""
         bid, bid_qty, ask, ask_qty = self.book.top()
+        mid = self.mid
         return {
             "venue": self.name,
             "symbol": self.symbol,
             "resting_orders": len(self.orders),
             "trades": self.trade_id,
-            "best_bid": bid,
-            "best_ask": ask,
-            "mid": self.mid,
+            "best_bid": format_decimal(bid),
+            "best_ask": format_decimal(ask),
+            "mid": None if mid is None else format_decimal(mid),
         }
 
 
