@@ -38,7 +38,6 @@ from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, float_text, format_decimal, parse_decimal
 from .logs import LogSettings, parse_format, parse_level, redact_url
-from .venues.binance.auth import cannot_be_a_path
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
 
@@ -360,6 +359,10 @@ class VenueModel(_Model):
     @field_validator("credentials_file")
     @classmethod
     def _a_path(cls, value: str | None) -> str | None:
+        # imported here: the module loads the cryptography library (~0.15 s), which only a live venue needs, and every
+        # actor process and CLI command imports this module
+        from .venues.binance.auth import cannot_be_a_path
+
         if value is not None and cannot_be_a_path(value):
             raise ValueError(
                 "must be the path of a KEY=VALUE file, not the file's content or a key (the value is not shown)"
