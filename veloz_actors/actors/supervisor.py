@@ -127,33 +127,30 @@ def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> lis
             ray.get(ready, timeout=left)  # a constructor's exception is raised now, not once the slowest actor is up
         if pending:
             for name, handle in actors.items():
-                restarts = actor_restarts(handle)
+                restarts = actor_restarts(handle._actor_id.hex()) or 0  # unknown (a busy GCS): asked again next time
                 if restarts >= START_CRASHES:
                     raise DiedWhileStarting(name, restarts)
     return list(ray.get(refs, timeout=max(1.0, deadline - time.monotonic())))
 
 
-def actor_restarts(handle: Any) -> int:
-    """Ray's count of an actor's restarts (the GCS's actor table: the state API needs the dashboard, which the
-    engine's runtime does not run); 0 when the GCS does not say (a busy GCS: asked again next time)."""
+def actor_restarts(actor_id: str) -> int | None:
+    """Ray's count of the restarts of the actor ``actor_id`` (hex), from the GCS's actor table (the state API needs
+    the dashboard, which the engine's runtime does not run); None when the GCS does not say (busy, the actor gone)."""
     from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
 
     try:
-        return int(actor_table(handle._actor_id.hex())["NumRestarts"])
-    except Exception:  # noqa: BLE001 - informative: the next look asks again
-        return 0
+        return int(actor_table(actor_id)["NumRestarts"])
+    except Exception:  # noqa: BLE001 - each caller says what an unknown count means to it
+        return None
 
 
 def _own_restarts() -> int:
-    """How often Ray restarted this supervisor (the GCS's actor table; 0 at its first start)."""
+    """How often Ray restarted this supervisor (0 at its first start)."""
     if not reconstructed():
         return 0
-    from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
-
-    try:
-        return int(actor_table(ray.get_runtime_context().get_actor_id())["NumRestarts"])
-    except Exception:  # noqa: BLE001 - the count is informative: restarted, at least once
-        return 1
+    actor_id = ray.get_runtime_context().get_actor_id()
+    count = None if actor_id is None else actor_restarts(actor_id)
+    return 1 if count is None else count  # informative: restarted, at least once
 
 
 class Supervisor:
@@ -226,9 +223,8 @@ class Supervisor:
             .remote(spec, shard, symbols, self.oms, self.bus)
             for shard, symbols in spec.shards.items()
         }
-        created = {"bus": self.bus, "account": self.account, "oms": self.oms}
-        created.update({f"venue:{shard}": handle for shard, handle in self.venues.items()})
-        wait_started([self.oms.attach_venues.remote(self.venues)], created, START_SECONDS)  # type: ignore[attr-defined]
+        attached = self.oms.attach_venues.remote(self.venues)  # type: ignore[attr-defined]
+        wait_started([attached], self._created(), START_SECONDS)
         feed = ray.remote(MarketFeedActor).options(**self._options("feed"))
         self.feed = feed.remote(spec, self.oms, self.venues, self.bus)
         self.actors = {"oms": self.oms, "account": self.account, "bus": self.bus, "feed": self.feed}
@@ -256,14 +252,18 @@ class Supervisor:
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
 
+    def _created(self) -> dict[str, Any]:
+        """Name -> handle of every actor :meth:`_start_actors` has created so far."""
+        created = {"bus": getattr(self, "bus", None), "account": getattr(self, "account", None),
+                   "oms": getattr(self, "oms", None), "feed": getattr(self, "feed", None), **self.actors}  # fmt: skip
+        created.update({f"venue:{shard}": handle for shard, handle in getattr(self, "venues", {}).items()})
+        return {name: handle for name, handle in created.items() if handle is not None}
+
     def _failed_start(self, exc: Exception) -> None:
         """An actor died while the engine started (its constructor raised: a damaged journal, a file it cannot read)
         or did not start within ``START_SECONDS``: the actors are ended, the state is ``failed``, and ``problems`` (and
         :meth:`handles`, so ``start_local`` at once) says which actor and its error."""
-        created = {"bus": getattr(self, "bus", None), "account": getattr(self, "account", None),
-                   "oms": getattr(self, "oms", None), "feed": getattr(self, "feed", None), **self.actors}  # fmt: skip
-        created.update({f"venue:{shard}": handle for shard, handle in getattr(self, "venues", {}).items()})
-        created = {name: handle for name, handle in created.items() if handle is not None}
+        created = self._created()
         failed = getattr(exc, "actor_id", None)
         actor = next((name for name, handle in created.items() if handle._actor_id.hex() == failed), None)
         if isinstance(exc, DiedWhileStarting):
@@ -425,11 +425,8 @@ class Supervisor:
         """After an actor did not answer or answered from a new process: Ray's count of its restarts (the GCS's actor
         table: a crash the pings missed counts too); past ``RESTART_LIMIT`` within ``RESTART_WINDOW_SECONDS`` the actor
         is ended for good and the engine is ``failed`` (returns True)."""
-        from ray._private.state import actors as actor_table  # the one place Ray keeps an actor's restart count
-
-        try:
-            count = int(actor_table(self.actors[name]._actor_id.hex())["NumRestarts"])
-        except Exception:  # noqa: BLE001 - the GCS busy: the next check asks again
+        count = actor_restarts(self.actors[name]._actor_id.hex())
+        if count is None:  # the GCS busy: the next check asks again
             return False
         now = time.monotonic()
         crashes = self.crashes.setdefault(name, collections.deque())
