@@ -311,9 +311,8 @@ def _cut(path: Path, length: int) -> None:
             f.truncate(length)
 
 
-def drop_torn_tail(path: Path) -> int:
-    """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own, and
-    return the bytes cut (0 when the file ends with a whole line).
+def drop_torn_tail(path: Path) -> None:
+    """Cut an incomplete last line (a write torn by a crash), so that the next append starts a line of its own.
 
     Readers already ignore such a line; appending after it would glue the two into one corrupt line mid-file. A cut
     is logged at WARNING (``veloz.journal``, naming the file and the bytes), so an operator learns that the last
@@ -323,7 +322,7 @@ def drop_torn_tail(path: Path) -> int:
         end = f.seek(0, os.SEEK_END)
         torn = _torn_tail(f, end)
         if not 0 < torn < end:  # a file without any line end is left as it is
-            return 0
+            return
         f.truncate(end - torn)
     _log.warning(
         "%s ended in a torn last line (a write cut short by a crash): cut its %d bytes, kept the %d before them",
@@ -332,7 +331,6 @@ def drop_torn_tail(path: Path) -> int:
         end - torn,
         extra={"path": str(path), "torn_tail_bytes": torn},
     )
-    return torn
 
 
 def torn_tail_bytes(path: str | Path) -> int:
