@@ -19,6 +19,7 @@ import pytest
 from tests.search.helpers import (
     BIG_DATA_NAME,
     DATA_NAME,
+    METRIC_COLUMNS,
     by_params,
     command_line,
     descendant_pids,
@@ -278,9 +279,9 @@ def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_d
         make_plan(load_config(config))  # its 250,000th set: beyond the first 200,000
 
 
-def test_a_set_that_fails_on_its_own_trades_is_named() -> None:
+def test_a_set_that_fails_on_its_own_trades_is_named_and_the_rest_of_its_chunk_computed() -> None:
     """A failure only the trades show (here a fill beyond int64: 45 million quote units spent at a price of 1e-8) cannot be
-    caught before work; it stopped the search without saying which set. The first set of the chunk never trades."""
+    caught before work. The first set of the chunk never trades: it is computed; the failing one is named."""
     closes = [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3]  # in 1e-8 units
     data = np.zeros(len(closes), dtype=BAR_DTYPE)
     data["open_time"] = np.arange(len(closes), dtype=np.int64) * 60_000_000_000
@@ -291,10 +292,10 @@ def test_a_set_that_fails_on_its_own_trades_is_named() -> None:
         "sma_cross",
         BacktestSettings(initial_cash=2**52, qty_step=10**8),
     )
-    with pytest.raises(
-        InvalidInput, match=r"^parameter set fast=2 slow=4: a fill's cash, quantity or fee does not fit"
-    ):
-        execute_chunk(prepared, [{"fast": 2, "slow": 25}, {"fast": 2, "slow": 4}])
+    quiet, failing = execute_chunk(prepared, [{"fast": 2, "slow": 25}, {"fast": 2, "slow": 4}])
+    assert quiet == {m: kernel.run_many(prepared, [{"fast": 2, "slow": 25}])[0][m] for m in METRIC_COLUMNS}
+    assert failing["error"].startswith("parameter set fast=2 slow=4: a fill's cash, quantity or fee does not fit")
+    assert np.isnan(failing["final_equity"]) and failing["n_trades"] == 0
 
 
 def _tie_config(shared_data: Path, **extra: Any) -> dict[str, Any]:
@@ -360,3 +361,41 @@ def test_walk_forward_fold_winners_do_not_depend_on_the_order_chunks_arrive_in(
         winners = zip(*(table.column(n).to_pylist() for n in ("period", "lower", "upper")), strict=True)
         assert list(winners) == [ranked[0] for ranked, _ in folds]
     assert tables[0].drop(["node"]).equals(tables[1].drop(["node"]))
+
+
+def test_a_set_that_fails_on_its_own_trades_is_recorded_and_the_search_goes_on(
+    ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    """With 50 million USDT, the 2023 winner fast=15 slow=60 ends above the 2**53 units (90 million) that metrics
+    value exactly: that one set cannot be computed. It stopped the whole search (every set after it was lost, and a
+    resume met it again, so the search could never finish); now its row holds NaN metrics, ranked last, a warning
+    names it, and every other set is computed."""
+    config = small_config(
+        shared_data,
+        grid={"fast": "5:20:5", "slow": [30, 60, 100, 200]},
+        settings={"initial_cash": "50000000"},
+        chunk_size=4,
+        max_in_flight=1,
+        report_curves=20,  # every set's curve is drawn, but for the set that cannot be computed
+    )
+    with pytest.warns(UserWarning, match=r"1 of 16 parameter sets could not be computed.*fast=15 slow=60: cash above"):
+        table = grid_search(config, out=tmp_path, progress=False)
+    assert table.num_rows == 16
+    rows = {(r["fast"], r["slow"]): r for r in table.to_pylist()}
+    failed = rows.pop((15, 60))
+    assert all(np.isnan(failed[m]) for m in ("final_equity", "total_return", "max_drawdown", "win_rate", "sharpe"))
+    assert failed["n_trades"] == 0
+    prepared = kernel.prepare(
+        load_bars(shared_data / DATA_NAME), "sma_cross", BacktestSettings(initial_cash=5 * 10**15)
+    )
+    assert by_params(list(rows.values())) == {
+        (f, s): kernel.run_many(prepared, [{"fast": f, "slow": s}])[0] for f, s in rows
+    }
+    assert (tmp_path / "report.html").exists()
+    seen: list[SearchProgress] = []
+    with pytest.warns(
+        UserWarning, match=r"1 of the 16 parameter sets read back from results.csv could not be computed"
+    ):
+        again = grid_search(config, out=tmp_path, resume=True, progress=False, on_progress=seen.append)
+    assert seen[-1].computed == 0 and seen[-1].resumed == 16
+    np.testing.assert_equal(again.drop(["node"]).to_pylist(), table.drop(["node"]).to_pylist())  # NaN equal to NaN

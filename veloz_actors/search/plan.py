@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,16 @@ from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, validate_params
 from .config import METRICS, SearchConfig
 from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
-__all__ = ["SearchPlan", "data_identity", "execute_chunk", "fingerprint", "make_plan", "slice_bars"]
+__all__ = [
+    "SearchPlan",
+    "data_identity",
+    "execute_chunk",
+    "failed_metrics",
+    "fingerprint",
+    "is_failed",
+    "make_plan",
+    "slice_bars",
+]
 
 # search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
 _FINGERPRINT_MAX_VALUES = 10_000
@@ -200,7 +210,12 @@ def _largest(values: Sequence[Any]) -> int:
 
 
 def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order)."""
+    """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order).
+
+    A set the kernel refuses on its own trades (a fill or a cash beyond what VeloZ represents: only its trades show
+    it, so it cannot be refused before work) does not stop the search: its dict is :func:`failed_metrics`' (NaN
+    metrics, ranked last) with ``"error"`` naming the set, and the other sets of the chunk are computed.
+    """
     from .._allocator import tune_allocator
     from ._backend import kernel
 
@@ -209,22 +224,30 @@ def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> lis
     sets = [dict(p) for p in param_sets]
     try:
         results = kernel.run_many(prepared, sets)
-    except VelozError as exc:  # one set's trades went beyond what VeloZ represents: name it (only on failure)
-        raise _naming_the_set(kernel, prepared, sets, exc) from exc
+    except VelozError:  # one set's trades went beyond what VeloZ represents: run the sets alone to find it
+        results = [_alone(kernel, prepared, params) for params in sets]
     if len(results) != len(param_sets):
         raise InvalidInput(f"kernel returned {len(results)} results for {len(param_sets)} parameter sets")
-    return [{m: _metric(result[m]) for m in METRICS} for result in results]
+    return [result if "error" in result else {m: _metric(result[m]) for m in METRICS} for result in results]
 
 
-def _naming_the_set(kernel: Any, prepared: Any, sets: list[dict[str, Any]], exc: VelozError) -> VelozError:
-    """``exc`` again, naming the first set of the chunk that raises alone (the search stops on it: its rows could not
-    be computed, and a resume would meet it again)."""
-    for params in sets:
-        try:
-            kernel.run_many(prepared, [params])
-        except VelozError as alone:
-            return type(alone)(f"parameter set {_describe(params)}: {alone}")
-    return exc
+def failed_metrics(error: str) -> dict[str, Any]:
+    """The row of a set that could not be computed: NaN metrics (:func:`~veloz_actors.search.store.best_first`
+    ranks NaN last), no round trips, and ``error`` (given to the driver for its warning, never written to a file)."""
+    nan = float("nan")
+    return {**{m: nan for m in METRICS}, "n_trades": 0, "error": error}
+
+
+def is_failed(row: Mapping[str, Any]) -> bool:
+    """Whether a result row is one of :func:`failed_metrics` (a computed set's final equity is never NaN)."""
+    return math.isnan(row["final_equity"])
+
+
+def _alone(kernel: Any, prepared: Any, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return kernel.run_many(prepared, [params])[0]
+    except VelozError as exc:
+        return failed_metrics(f"parameter set {_describe(params)}: {exc}")
 
 
 def _metric(value: Any) -> Any:
