@@ -97,6 +97,40 @@ def test_orders_the_engine_rejects_are_a_warning_not_a_silent_no_trade():
     assert "1 strategy orders rejected" in warning and "UNKNOWN_SYMBOL 1" in warning
 
 
+class _OrdersNothing(Strategy):
+    """Places one order of its own quantity on the first bar (a strategy's sizing bug: zero or negative)."""
+
+    def __init__(self, side: Side, **amount: int) -> None:
+        self.side, self.amount = side, amount
+        self.events: list = []
+
+    def on_bar(self, bar):
+        if bar.index == 0:
+            self.ctx.place_order(bar.symbol, self.side, **self.amount)
+
+    def on_order_event(self, event):
+        self.events.append(event)
+
+
+@pytest.mark.parametrize(
+    ("side", "amount", "detail"),
+    [
+        (Side.BUY, {"qty": 0}, "quantity 0 must be positive"),
+        (Side.BUY, {"qty": -5}, "quantity -0.00000005 must be positive"),
+        (Side.SELL, {"qty": 0}, "quantity 0 must be positive"),
+        (Side.BUY, {"quote_qty": -100}, "quote_qty must be positive"),
+    ],
+)
+def test_an_order_of_no_quantity_is_rejected_with_a_warning_not_dropped_silently(side, amount, detail):
+    """Such an order was skipped without a word: the strategy never heard of it, the result said nothing."""
+    strategy = _OrdersNothing(side, **amount)
+    result = run_bar_backtest(_bars([100, 100, 100]), strategy, BacktestSettings())
+    assert len(result.trades) == 0
+    (warning,) = result.warnings
+    assert "INVALID_QUANTITY 1" in warning and detail in warning
+    assert [type(event).__name__ for event in strategy.events] == ["OrderRejected"]
+
+
 def test_flat_market_gives_no_float_noise_cross():
     closes = [100.1] * 300
     result = run_bar_backtest(_bars(closes), SmaCross(3, 7), BacktestSettings())

@@ -267,13 +267,16 @@ def _execute(
     ctx.pending.clear()
     tick = instrument.price_tick
     slip = settings.slippage_rate
-    quote = instrument.quote_asset
     produced = 0
     symbol = instrument.symbol
     venue = engine.venues[symbol]
-    ledger = engine.ledger
     for command in orders:
         side, order_qty, quote_qty = command.side, command.qty, command.quote_qty
+        if (order_qty if quote_qty is None else quote_qty) <= 0:
+            # the strategy's own quantity is not positive: the engine rejects the order (INVALID_QUANTITY) and the
+            # result's warnings say so; skipped here, it was a silent "no trade"
+            produced += _apply(ctx, strategy, command, index, ts, rows)
+            continue
         if side is Side.BUY:
             price = ceil_div(open_price * (SCALE + slip), SCALE * tick) * tick
             if quote_qty is not None:
@@ -293,18 +296,27 @@ def _execute(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
         )
         venue.offer(side.opposite, price, qty, ts, [])  # the trader has nothing resting that it could fill
-        order_events = engine.apply(command)
-        produced += len(order_events)
-        for event in order_events:
-            if event.account_id == TRADER:
-                strategy.on_order_event(event)
-                if type(event) is OrderRejected:
-                    reason = event.reason.name
-                    ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
-                    ctx.first_rejected = ctx.first_rejected or event
-            if type(event) is OrderFilled and event.account_id == TRADER:
-                cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
-                sign = 1 if event.side is Side.BUY else -1
-                rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
+        produced += _apply(ctx, strategy, command, index, ts, rows)
         venue.withdraw()
     return produced
+
+
+def _apply(
+    ctx: _Context, strategy: Strategy, command: PlaceOrder, index: int, ts: int, rows: list[tuple[int, ...]]
+) -> int:
+    """Apply one strategy order to the engine: its events to the strategy, a rejection counted, a fill recorded."""
+    ledger = ctx.engine.ledger
+    quote = ctx.instrument.quote_asset
+    order_events = ctx.engine.apply(command)
+    for event in order_events:
+        if event.account_id == TRADER:
+            strategy.on_order_event(event)
+            if type(event) is OrderRejected:
+                reason = event.reason.name
+                ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
+                ctx.first_rejected = ctx.first_rejected or event
+        if type(event) is OrderFilled and event.account_id == TRADER:
+            cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
+            sign = 1 if event.side is Side.BUY else -1
+            rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
+    return len(order_events)
