@@ -303,3 +303,24 @@ def test_the_first_months_return_starts_from_the_initial_cash(tmp_path):
     data = drawdown[drawdown.index('"bdata":"') + 9 :]
     y = np.frombuffer(base64.b64decode(data[: data.index('"')].replace("\\u002f", "/")), dtype="<f8")
     assert y.tolist() == [-0.5] * 4  # the drawdown panel agrees (it showed 0 %, from the first close)
+
+
+def test_a_buy_above_what_the_venue_holds_is_an_error_not_a_silent_no_trade():
+    """The venue holds what its 10**10 quote buy at the data's highest price (837,170 BTC at a spike to 11,945):
+    45 million USDT at 46 buy more. The order expired unfilled without a word, and the run's trades silently
+    differed from the kernel's, which fills it."""
+    data = np.zeros(4, dtype=BAR_DTYPE)
+    data["open_time"] = np.arange(4) * 60_000_000_000
+    data["open"] = data["close"] = data["low"] = 46 * SCALE
+    data["high"] = [46 * SCALE, 46 * SCALE, 11_945 * SCALE, 46 * SCALE]
+    data["volume"] = SCALE
+    bars = BarSeries("BTCUSDT", 60_000_000_000, data, 1_000_000, "synthetic")
+    settings = BacktestSettings(initial_cash=45_000_000 * SCALE)
+    with pytest.raises(
+        InvalidInput, match=r"buying 977283\.58597 at 46 is more than the bar backtest's venue can trade"
+    ):
+        run_bar_backtest(bars, _BuyOnce(at=0), settings)
+    from veloz_actors.backtest import kernel
+
+    prepared = kernel.prepare(bars, "sma_cross", settings)
+    assert len(kernel._walk(prepared, np.array([0]), np.zeros(0, dtype=np.int64))[0]) == 1  # the kernel buys

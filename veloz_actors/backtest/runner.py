@@ -251,6 +251,17 @@ def _too_large(symbol: str, qty: int, price: int) -> str:
     )
 
 
+def _beyond_the_venue(instrument: Instrument, side: Side, qty: int, price: int) -> str:
+    """Why a fill the engine would take cannot happen: the simulated venue cannot fund its side of it."""
+    doing = "buying" if side is Side.BUY else "selling"
+    return (
+        f"{instrument.symbol}: {doing} {format_decimal(qty)} at {format_decimal(price)} is more than the bar backtest's "
+        f"venue can trade: its {MAX_ABS // SCALE:,} {instrument.quote_asset} buy at most "
+        f"{format_decimal(instrument.max_qty)} at the data's highest price; lower the initial cash (the kernel, "
+        "--engine kernel, has no such bound)"
+    )
+
+
 def _execute(
     ctx: _Context,
     strategy: Strategy,
@@ -284,6 +295,8 @@ def _execute(
                 qty = qty // instrument.qty_step * instrument.qty_step
                 if qty > MAX_ABS:
                     raise InvalidInput(_too_large(symbol, qty, price))
+                if qty > instrument.max_qty:  # the venue holds no more: it would fill nothing, without a word
+                    raise InvalidInput(_beyond_the_venue(instrument, side, qty, price))
             else:
                 qty = order_qty
         else:
@@ -295,7 +308,9 @@ def _execute(
         engine.apply(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
         )
-        venue.offer(side.opposite, price, qty, ts, [])  # the trader has nothing resting that it could fill
+        # the trader has nothing resting that it could fill; an order above max_qty is the engine's to reject
+        if not venue.offer(side.opposite, price, qty, ts, []) and qty <= instrument.max_qty:
+            raise InvalidInput(_beyond_the_venue(instrument, side, qty, price))
         produced += _apply(ctx, strategy, command, index, ts, rows)
         venue.withdraw()
     return produced
