@@ -273,6 +273,30 @@ def test_windows_the_kernel_cannot_sum_on_the_data_are_refused_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("strategy", "grid", "message"),
+    [
+        (
+            "sma_cross",
+            {"fast": "5:20:5", "slow": [10, 30]},
+            "fast=10 slow=10: sma_cross: fast (10) must be smaller than slow (10); add a constraint such as 'fast < slow'",
+        ),
+        (
+            "rsi_reversion",
+            {"period": 14, "lower": "20:60:10", "upper": "50:80:10"},
+            "lower=50 upper=50: rsi_reversion: lower (50) must be below upper (50); add a constraint such as 'lower < upper'",
+        ),
+    ],
+)
+def test_a_grid_crossing_a_strategy_s_order_rule_says_which_constraint_keeps_it_within(
+    shared_data: Path, strategy: str, grid: dict, message: str
+) -> None:
+    config = {"data": str(shared_data / DATA_NAME), "strategy": strategy, "grid": grid}
+    with pytest.raises(ConfigError) as caught:
+        make_plan(load_config(config))
+    assert str(caught.value).endswith(message)
+
+
 def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_data: Path) -> None:
     config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
     with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):

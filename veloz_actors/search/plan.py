@@ -37,6 +37,8 @@ __all__ = [
     "slice_bars",
 ]
 
+# a strategy's rule between two of its parameters (its error's words) -> the constraint that keeps a grid within it
+_ORDER_HINTS = {"must be smaller than slow": "fast < slow", "must be below upper": "lower < upper"}
 # search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
 _FINGERPRINT_MAX_VALUES = 10_000
 
@@ -164,7 +166,9 @@ def validate_parameters(plan: SearchPlan) -> None:
         try:
             checked = validate_params(strategy, params)
         except InvalidInput as exc:
-            hint = "; add a constraint such as 'fast < slow'" if "must be smaller" in str(exc) else ""
+            hint = next(
+                (f"; add a constraint such as '{rule}'" for text, rule in _ORDER_HINTS.items() if text in str(exc)), ""
+            )
             raise ConfigError(f"parameter set {_describe(params)}: {exc}{hint}") from exc
         for where, bars, units in bounds:
             fast, slow = int(checked["fast"]), int(checked["slow"])
