@@ -297,6 +297,24 @@ def test_a_grid_crossing_a_strategy_s_order_rule_says_which_constraint_keeps_it_
     assert str(caught.value).endswith(message)
 
 
+def test_windows_too_long_to_ever_trade_are_a_warning(shared_data: Path) -> None:
+    """Indicators warm up inside each walk-forward window: slow 300 and 400 never trade on 300 test bars, so every
+    fold's winner could show 0 out-of-sample round trips, and nothing said why."""
+    config = small_config(
+        shared_data,
+        grid={"fast": "5:20:5", "slow": "100:400:100"},
+        walk_forward={"train_bars": 3000, "test_bars": 300},
+    )
+    assert make_plan(load_config(config)).warnings == (
+        "2 of the grid's 4 values of slow are 299 or more, too long to trade on the 300 bars of each test window: a "
+        "set with one never trades (0 round trips; set min_trades to rank such sets last)",
+    )
+    rsi = {"data": str(shared_data / DATA_NAME), "strategy": "rsi_reversion"}
+    (warning,) = make_plan(load_config({**rsi, "grid": {"period": [14, 9000], "lower": 30, "upper": 70}})).warnings
+    assert warning.startswith("1 of the grid's 2 values of period are 8995 or more, too long to trade on the 8996 bars")
+    assert make_plan(load_config(small_config(shared_data))).warnings == ()
+
+
 def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_data: Path) -> None:
     config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
     with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):

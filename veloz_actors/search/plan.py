@@ -9,6 +9,7 @@ started. :func:`execute_chunk` is what a Ray task runs: the kernel over one chun
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import math
@@ -37,6 +38,8 @@ __all__ = [
     "slice_bars",
 ]
 
+# the parameter that sets a strategy's warm-up: the bars it needs before its first signal
+_WARM_UP = {"sma_cross": "slow", "rsi_reversion": "period"}
 # a strategy's rule between two of its parameters (its error's words) -> the constraint that keeps a grid within it
 _ORDER_HINTS = {"must be smaller than slow": "fast < slow", "must be below upper": "lower < upper"}
 # search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
@@ -135,7 +138,35 @@ def make_plan(config: SearchConfig) -> SearchPlan:
         windows = tuple(walk_forward_windows(len(bars), wf.train_bars, wf.test_bars, wf.step))
     plan = SearchPlan(config, bars, settings, space, sampled, windows, tuple(warnings))
     validate_parameters(plan)
-    return plan
+    never = _never_trading(plan)
+    return plan if never is None else dataclasses.replace(plan, warnings=(*plan.warnings, never))
+
+
+def _never_trading(plan: SearchPlan) -> str | None:
+    """What to say when some of the grid's windows are too long to ever trade on the bars a set runs on (the data, or
+    the shortest walk-forward window: indicators warm up inside each window): such a set shows 0 round trips, and
+    its Sharpe of 0 ranks above every losing set unless ``min_trades`` says otherwise. ``None`` when none is."""
+    name = _WARM_UP.get(plan.config.strategy)
+    if name is None or name not in plan.param_names:
+        return None
+    if plan.windows:
+        wf = plan.config.walk_forward
+        assert wf is not None
+        bars, where = min((wf.train_bars, "each walk-forward training window"), (wf.test_bars, "each test window"))
+    else:
+        bars, where = len(plan.bars), "the data"
+    # a signal at bar t >= window fills at t + 1, which must be a bar: a window of bars - 1 or more never fills
+    values = plan.space.values[plan.param_names.index(name)]
+    if isinstance(values, range):
+        too_long = len(values[bisect.bisect_left(values, bars - 1) :]) if values.step > 0 else 0
+    else:
+        too_long = sum(1 for value in values if isinstance(value, int) and value >= bars - 1)
+    if not too_long:
+        return None
+    return (
+        f"{too_long} of the grid's {len(values)} values of {name} are {bars - 1} or more, too long to trade on the "
+        f"{bars} bars of {where}: a set with one never trades (0 round trips; set min_trades to rank such sets last)"
+    )
 
 
 def validate_parameters(plan: SearchPlan) -> None:
