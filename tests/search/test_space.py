@@ -66,6 +66,10 @@ def test_walk_forward_windows_roll_by_the_step() -> None:
         ({"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "metric": "profit"}, "unknown metric"),
         ({"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "colour": 1}, "unknown key 'colour'"),
         ({"strategy": "sma_cross", "grid": {"fast": [1]}}, "missing required key 'data'"),
+        (  # was numpy's ValueError traceback when the sample was drawn
+            {"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "random": {"budget": 5, "seed": -1}},
+            "random.seed: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_error(raw: dict, message: str) -> None:
