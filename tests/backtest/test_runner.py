@@ -187,6 +187,21 @@ def test_python_api_backtest_matches_the_cli_contract(shared_data):
         vz.run_backtest(data=data, strategy="nope")
 
 
+@pytest.mark.parametrize("engine", ["event", "kernel"])
+def test_a_warm_up_too_long_for_the_data_is_a_warning_not_a_silent_no_trade(shared_data, engine):
+    import veloz_actors as vz
+
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")  # 8,996 bars
+    run = vz.run_backtest(data=data, strategy="sma_cross", params={"fast": 5, "slow": 8995}, engine=engine)
+    assert run["trades"] == []
+    assert run["warnings"] == [
+        "slow 8995 is too long to trade on the 8,996 bars of the data (a signal needs slow bars before it and one "
+        "after it to fill): the run has no trades"
+    ]
+    params = {"period": 8994, "lower": 99, "upper": 100}  # bars - 2: the longest that could trade
+    assert vz.run_backtest(data=data, strategy="rsi_reversion", params=params, engine=engine)["warnings"] == []
+
+
 class _RaisesOnBar(Strategy):
     def __init__(self) -> None:
         self.thresholds: tuple[int, int, int] | None = None

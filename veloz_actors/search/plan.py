@@ -23,7 +23,7 @@ from .._exceptions import ConfigError, InvalidInput, VelozError, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
-from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, validate_params
+from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, WARM_UP, validate_params
 from .config import METRICS, SearchConfig
 from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
@@ -38,8 +38,6 @@ __all__ = [
     "slice_bars",
 ]
 
-# the parameter that sets a strategy's warm-up: the bars it needs before its first signal
-_WARM_UP = {"sma_cross": "slow", "rsi_reversion": "period"}
 # a strategy's rule between two of its parameters (its error's words) -> the constraint that keeps a grid within it
 _ORDER_HINTS = {"must be smaller than slow": "fast < slow", "must be below upper": "lower < upper"}
 # search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
@@ -146,7 +144,7 @@ def _never_trading(plan: SearchPlan) -> str | None:
     """What to say when some of the grid's windows are too long to ever trade on the bars a set runs on (the data, or
     the shortest walk-forward window: indicators warm up inside each window): such a set shows 0 round trips, and
     its Sharpe of 0 ranks above every losing set unless ``min_trades`` says otherwise. ``None`` when none is."""
-    name = _WARM_UP.get(plan.config.strategy)
+    name = WARM_UP.get(plan.config.strategy)
     if name is None or name not in plan.param_names:
         return None
     if plan.windows:
