@@ -315,6 +315,15 @@ def test_windows_too_long_to_ever_trade_are_a_warning(shared_data: Path) -> None
     assert make_plan(load_config(small_config(shared_data))).warnings == ()
 
 
+def test_an_initial_cash_the_metrics_cannot_value_is_refused_before_any_work(shared_data: Path, tmp_path: Path) -> None:
+    """100 million USDT is above the 2**53 units metrics value exactly, for every set: refused at once, not a night of
+    sets that each fail on their own trades."""
+    config = small_config(shared_data, settings={"initial_cash": "100000000"})
+    with pytest.raises(InvalidInput, match=r"^settings.initial_cash 100000000 is above the 90071992.54740991 that"):
+        grid_search(config, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_data: Path) -> None:
     config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
     with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):

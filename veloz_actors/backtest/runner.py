@@ -31,7 +31,7 @@ from ..messages import OrderFilled, OrderRejected, OrderType, PlaceOrder, Side, 
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Bar, Strategy, StrategyContext
 from ..venues.engine import Engine, EngineConfig
-from .metrics import TRADE_DTYPE, equity_and_metrics
+from .metrics import TRADE_DTYPE, check_initial_cash, equity_and_metrics
 from .settings import BacktestSettings
 
 __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
@@ -187,6 +187,7 @@ def run_bar_backtest(
         raise InvalidInput("fee rate must be within [0, 1)")
     if settings.initial_cash <= 0:
         raise InvalidInput("initial cash must be positive")
+    check_initial_cash(settings.initial_cash)  # before the run, not at its end
     settings = settings.for_bars(bars)  # the tick and the step for this series, checked
     started = time.perf_counter()
     engine, instrument = _engine_for(bars, settings)
