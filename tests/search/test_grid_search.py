@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.backtest.synthetic_bars import TINY, write_bars
 from tests.search.helpers import (
     BIG_DATA_NAME,
     DATA_NAME,
@@ -313,6 +314,23 @@ def test_windows_too_long_to_ever_trade_are_a_warning(shared_data: Path) -> None
     (warning,) = make_plan(load_config({**rsi, "grid": {"period": [14, 9000], "lower": 30, "upper": 70}})).warnings
     assert warning.startswith("1 of the grid's 2 values of period are 8995 or more, too long to trade on the 8996 bars")
     assert make_plan(load_config(small_config(shared_data))).warnings == ()
+
+
+def test_a_failure_common_to_every_set_stops_the_search_with_one_error(
+    ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    """50,000 USDT buy 4e10 TINY at 0.00000123, beyond the 1e10 whole units VeloZ represents, whatever the windows:
+    every set fails on its own trades. One error, not a table of NaN rows after running every set."""
+    data = write_bars(tmp_path, TINY)
+    config = {
+        "data": str(data),
+        "strategy": "sma_cross",
+        "grid": {"fast": "2:9:1", "slow": [20, 30]},
+        "settings": {"initial_cash": "50000"},
+        "chunk_size": 4,
+    }
+    with pytest.raises(InvalidInput, match=r"^the 16 parameter sets computed first all failed, so the search stops"):
+        grid_search(config, out=tmp_path / "out", progress=False)
 
 
 def test_an_initial_cash_the_metrics_cannot_value_is_refused_before_any_work(shared_data: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayTaskError
 
-from .._exceptions import ConfigError, VelozError
+from .._exceptions import ConfigError, InvalidInput, VelozError
 from .config import METRICS, SearchConfig
 from .plan import SearchPlan, execute_chunk, fingerprint, is_failed, make_plan, slice_bars
 from .progress import ProgressBar, SearchProgress
@@ -38,6 +38,9 @@ __all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
 _CHUNKS_PER_WORKER = 4
 _MIN_CHUNK_BAR_STEPS = 4_000_000
 _MAX_CHUNK = 256
+# A search whose first sets all fail stops after this many (or all of them, if fewer): a failure common to every set
+# (a position beyond what VeloZ represents, whatever the windows) is one error, not a night of NaN rows.
+_FAILURES_BEFORE_STOPPING = 64
 # Re-submissions of one chunk after Ray's own retries are exhausted (a worker or node lost again and again).
 _MAX_RESUBMITS = 3
 _TASK_RETRIES = 3
@@ -140,6 +143,7 @@ def run_plan(
                 failures.note(metrics)
                 rows = [{**p, **m, "node": node} for p, m in zip(params, metrics, strict=True)]
                 store.append(rows)
+                failures.stop_if_all_failed(state.computed + len(rows), total - resumed)
                 ranking.add(rows)
                 state = SearchProgress(
                     state.done + len(rows),
@@ -209,6 +213,14 @@ class _Failures:
                 self.count += 1
                 if len(self.named) < self._NAMED:
                     self.named.append(error)
+
+    def stop_if_all_failed(self, computed: int, todo: int) -> None:
+        """Raise the first failure when every one of the first sets failed (see ``_FAILURES_BEFORE_STOPPING``)."""
+        if self.count == computed >= min(_FAILURES_BEFORE_STOPPING, todo):
+            raise InvalidInput(
+                f"the {computed} parameter sets computed first all failed, so the search stops (the others would "
+                f"likely fail too): {self.named[0]}"
+            )
 
     def warnings(self, computed: int, where: str = "") -> list[str]:
         if not self.count:
@@ -377,6 +389,7 @@ def _walk_forward(
             ref, params = args
             _, metrics = result
             failures.note(metrics)
+            failures.stop_if_all_failed(state.computed + len(params), total)
             best[fold_of[ref]].add({**p, **m} for p, m in zip(params, metrics, strict=True))
             state = SearchProgress(
                 state.done + len(params), total, 0, state.computed + len(params), time.monotonic() - started
