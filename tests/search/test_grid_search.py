@@ -84,6 +84,11 @@ def test_resume_after_interruption_computes_only_missing_sets(ray_runtime, share
     assert by_params(table.to_pylist()) == serial_results(shared_data, _sets(config))
 
 
+def test_resume_without_out_is_refused_not_a_silent_search_from_scratch(shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^resume needs out, the directory holding the results.csv to resume"):
+        grid_search(small_config(shared_data), resume=True, progress=False)
+
+
 def test_random_search_runs_its_budget_reproducibly(ray_runtime, shared_data: Path) -> None:
     config = small_config(shared_data, random={"budget": 4, "seed": 3})
     first = grid_search(config, progress=False)

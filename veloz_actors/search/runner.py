@@ -104,6 +104,8 @@ def run_plan(
     refused search leaves ``out`` as it was."""
     probe_address(address)
     check_max_workers(max_workers)
+    if resume and out is None:  # there would be nothing to resume from: every set would run again, without a word
+        raise ConfigError("resume needs out, the directory holding the results.csv to resume (--out DIR)")
     if config.walk_forward is not None and resume:
         raise ConfigError(
             "--resume does not apply to a walk-forward search: it always runs every fold; run it without --resume, "
