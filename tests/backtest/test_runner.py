@@ -97,6 +97,40 @@ def test_orders_the_engine_rejects_are_a_warning_not_a_silent_no_trade():
     assert "1 strategy orders rejected" in warning and "UNKNOWN_SYMBOL 1" in warning
 
 
+class _OrdersNothing(Strategy):
+    """Places one order of its own quantity on the first bar (a strategy's sizing bug: zero or negative)."""
+
+    def __init__(self, side: Side, **amount: int) -> None:
+        self.side, self.amount = side, amount
+        self.events: list = []
+
+    def on_bar(self, bar):
+        if bar.index == 0:
+            self.ctx.place_order(bar.symbol, self.side, **self.amount)
+
+    def on_order_event(self, event):
+        self.events.append(event)
+
+
+@pytest.mark.parametrize(
+    ("side", "amount", "detail"),
+    [
+        (Side.BUY, {"qty": 0}, "quantity 0 must be positive"),
+        (Side.BUY, {"qty": -5}, "quantity -0.00000005 must be positive"),
+        (Side.SELL, {"qty": 0}, "quantity 0 must be positive"),
+        (Side.BUY, {"quote_qty": -100}, "quote_qty must be positive"),
+    ],
+)
+def test_an_order_of_no_quantity_is_rejected_with_a_warning_not_dropped_silently(side, amount, detail):
+    """Such an order was skipped without a word: the strategy never heard of it, the result said nothing."""
+    strategy = _OrdersNothing(side, **amount)
+    result = run_bar_backtest(_bars([100, 100, 100]), strategy, BacktestSettings())
+    assert len(result.trades) == 0
+    (warning,) = result.warnings
+    assert "INVALID_QUANTITY 1" in warning and detail in warning
+    assert [type(event).__name__ for event in strategy.events] == ["OrderRejected"]
+
+
 def test_flat_market_gives_no_float_noise_cross():
     closes = [100.1] * 300
     result = run_bar_backtest(_bars(closes), SmaCross(3, 7), BacktestSettings())
@@ -151,6 +185,21 @@ def test_python_api_backtest_matches_the_cli_contract(shared_data):
     assert event["metrics"]["n_trades"] > 10
     with pytest.raises(InvalidInput, match="unknown strategy"):
         vz.run_backtest(data=data, strategy="nope")
+
+
+@pytest.mark.parametrize("engine", ["event", "kernel"])
+def test_a_warm_up_too_long_for_the_data_is_a_warning_not_a_silent_no_trade(shared_data, engine):
+    import veloz_actors as vz
+
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")  # 8,996 bars
+    run = vz.run_backtest(data=data, strategy="sma_cross", params={"fast": 5, "slow": 8995}, engine=engine)
+    assert run["trades"] == []
+    assert run["warnings"] == [
+        "slow 8995 is too long to trade on the 8,996 bars of the data (a signal needs slow bars before it and one "
+        "after it to fill): the run has no trades"
+    ]
+    params = {"period": 8994, "lower": 99, "upper": 100}  # bars - 2: the longest that could trade
+    assert vz.run_backtest(data=data, strategy="rsi_reversion", params=params, engine=engine)["warnings"] == []
 
 
 class _RaisesOnBar(Strategy):
@@ -269,3 +318,24 @@ def test_the_first_months_return_starts_from_the_initial_cash(tmp_path):
     data = drawdown[drawdown.index('"bdata":"') + 9 :]
     y = np.frombuffer(base64.b64decode(data[: data.index('"')].replace("\\u002f", "/")), dtype="<f8")
     assert y.tolist() == [-0.5] * 4  # the drawdown panel agrees (it showed 0 %, from the first close)
+
+
+def test_a_buy_above_what_the_venue_holds_is_an_error_not_a_silent_no_trade():
+    """The venue holds what its 10**10 quote buy at the data's highest price (837,170 BTC at a spike to 11,945):
+    45 million USDT at 46 buy more. The order expired unfilled without a word, and the run's trades silently
+    differed from the kernel's, which fills it."""
+    data = np.zeros(4, dtype=BAR_DTYPE)
+    data["open_time"] = np.arange(4) * 60_000_000_000
+    data["open"] = data["close"] = data["low"] = 46 * SCALE
+    data["high"] = [46 * SCALE, 46 * SCALE, 11_945 * SCALE, 46 * SCALE]
+    data["volume"] = SCALE
+    bars = BarSeries("BTCUSDT", 60_000_000_000, data, 1_000_000, "synthetic")
+    settings = BacktestSettings(initial_cash=45_000_000 * SCALE)
+    with pytest.raises(
+        InvalidInput, match=r"buying 977283\.58597 at 46 is more than the bar backtest's venue can trade"
+    ):
+        run_bar_backtest(bars, _BuyOnce(at=0), settings)
+    from veloz_actors.backtest import kernel
+
+    prepared = kernel.prepare(bars, "sma_cross", settings)
+    assert len(kernel._walk(prepared, np.array([0]), np.zeros(0, dtype=np.int64))[0]) == 1  # the kernel buys

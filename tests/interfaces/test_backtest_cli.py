@@ -131,6 +131,8 @@ def test_out_dir_gets_trades_equity_metrics_and_report(tmp_path):
         ([*SMA_3_9, "--engine", "kernel", "--fee-rate", "5"], "fee_rate '5' must be below 1"),
         ([*SMA_3_9, "--slippage-bps", "20000"], "slippage_bps '20000' must be below 10000"),
         ([*SMA_3_9, "--out", "pyproject.toml"], "--out pyproject.toml: exists and is not a directory"),
+        # before: the last one won without a word (slow=60 run, slow=50 meant)
+        ([*SMA_3_9, "--param", "slow=60"], "--param slow is given more than once; give it once"),
         # before: an OverflowError traceback (and at slow=10**9, 8 GB allocated)
         (["--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=5", "--param", f"slow={10**29}"],
          f"sma_cross: slow must be at most 1,000,000 (bars; a longer window is refused before it takes memory), "

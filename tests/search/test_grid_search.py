@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.backtest.synthetic_bars import TINY, write_bars
 from tests.search.helpers import (
     BIG_DATA_NAME,
     DATA_NAME,
+    METRIC_COLUMNS,
     by_params,
     command_line,
     descendant_pids,
@@ -80,6 +82,11 @@ def test_resume_after_interruption_computes_only_missing_sets(ray_runtime, share
     assert seen[-1].resumed == saved
     assert seen[-1].computed == 15 - saved
     assert by_params(table.to_pylist()) == serial_results(shared_data, _sets(config))
+
+
+def test_resume_without_out_is_refused_not_a_silent_search_from_scratch(shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^resume needs out, the directory holding the results.csv to resume"):
+        grid_search(small_config(shared_data), resume=True, progress=False)
 
 
 def test_random_search_runs_its_budget_reproducibly(ray_runtime, shared_data: Path) -> None:
@@ -272,15 +279,83 @@ def test_windows_the_kernel_cannot_sum_on_the_data_are_refused_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("strategy", "grid", "message"),
+    [
+        (
+            "sma_cross",
+            {"fast": "5:20:5", "slow": [10, 30]},
+            "fast=10 slow=10: sma_cross: fast (10) must be smaller than slow (10); add a constraint such as 'fast < slow'",
+        ),
+        (
+            "rsi_reversion",
+            {"period": 14, "lower": "20:60:10", "upper": "50:80:10"},
+            "lower=50 upper=50: rsi_reversion: lower (50) must be below upper (50); add a constraint such as 'lower < upper'",
+        ),
+    ],
+)
+def test_a_grid_crossing_a_strategy_s_order_rule_says_which_constraint_keeps_it_within(
+    shared_data: Path, strategy: str, grid: dict, message: str
+) -> None:
+    config = {"data": str(shared_data / DATA_NAME), "strategy": strategy, "grid": grid}
+    with pytest.raises(ConfigError) as caught:
+        make_plan(load_config(config))
+    assert str(caught.value).endswith(message)
+
+
+def test_windows_too_long_to_ever_trade_are_a_warning(shared_data: Path) -> None:
+    """Indicators warm up inside each walk-forward window: slow 300 and 400 never trade on 300 test bars, so every
+    fold's winner could show 0 out-of-sample round trips, and nothing said why."""
+    config = small_config(
+        shared_data,
+        grid={"fast": "5:20:5", "slow": "100:400:100"},
+        walk_forward={"train_bars": 3000, "test_bars": 300},
+    )
+    assert make_plan(load_config(config)).warnings == (
+        "2 of the grid's 4 values of slow are 299 or more, too long to trade on the 300 bars of each test window: a "
+        "set with one never trades (0 round trips; set min_trades to rank such sets last)",
+    )
+    rsi = {"data": str(shared_data / DATA_NAME), "strategy": "rsi_reversion"}
+    (warning,) = make_plan(load_config({**rsi, "grid": {"period": [14, 9000], "lower": 30, "upper": 70}})).warnings
+    assert warning.startswith("1 of the grid's 2 values of period are 8995 or more, too long to trade on the 8996 bars")
+    assert make_plan(load_config(small_config(shared_data))).warnings == ()
+
+
+def test_a_failure_common_to_every_set_stops_the_search_with_one_error(
+    ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    """50,000 USDT buy 4e10 TINY at 0.00000123, beyond the 1e10 whole units VeloZ represents, whatever the windows:
+    every set fails on its own trades. One error, not a table of NaN rows after running every set."""
+    data = write_bars(tmp_path, TINY)
+    config = {
+        "data": str(data),
+        "strategy": "sma_cross",
+        "grid": {"fast": "2:9:1", "slow": [20, 30]},
+        "settings": {"initial_cash": "50000"},
+        "chunk_size": 4,
+    }
+    with pytest.raises(InvalidInput, match=r"^the 16 parameter sets computed first all failed, so the search stops"):
+        grid_search(config, out=tmp_path / "out", progress=False)
+
+
+def test_an_initial_cash_the_metrics_cannot_value_is_refused_before_any_work(shared_data: Path, tmp_path: Path) -> None:
+    """100 million USDT is above the 2**53 units metrics value exactly, for every set: refused at once, not a night of
+    sets that each fail on their own trades."""
+    config = small_config(shared_data, settings={"initial_cash": "100000000"})
+    with pytest.raises(InvalidInput, match=r"^settings.initial_cash 100000000 is above the 90071992.54740991 that"):
+        grid_search(config, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_set_is_validated_before_any_work_not_only_the_first_ones(shared_data: Path) -> None:
     config = small_config(shared_data, grid={"fast": "1:1000:1", "slow": "500:1000:1"}, constraints=[])
     with pytest.raises(ConfigError, match=r"^parameter set fast=500 slow=500: sma_cross: fast \(500\) must be smaller"):
         make_plan(load_config(config))  # its 250,000th set: beyond the first 200,000
 
 
-def test_a_set_that_fails_on_its_own_trades_is_named() -> None:
+def test_a_set_that_fails_on_its_own_trades_is_named_and_the_rest_of_its_chunk_computed() -> None:
     """A failure only the trades show (here a fill beyond int64: 45 million quote units spent at a price of 1e-8) cannot be
-    caught before work; it stopped the search without saying which set. The first set of the chunk never trades."""
+    caught before work. The first set of the chunk never trades: it is computed; the failing one is named."""
     closes = [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3]  # in 1e-8 units
     data = np.zeros(len(closes), dtype=BAR_DTYPE)
     data["open_time"] = np.arange(len(closes), dtype=np.int64) * 60_000_000_000
@@ -291,10 +366,10 @@ def test_a_set_that_fails_on_its_own_trades_is_named() -> None:
         "sma_cross",
         BacktestSettings(initial_cash=2**52, qty_step=10**8),
     )
-    with pytest.raises(
-        InvalidInput, match=r"^parameter set fast=2 slow=4: a fill's cash, quantity or fee does not fit"
-    ):
-        execute_chunk(prepared, [{"fast": 2, "slow": 25}, {"fast": 2, "slow": 4}])
+    quiet, failing = execute_chunk(prepared, [{"fast": 2, "slow": 25}, {"fast": 2, "slow": 4}])
+    assert quiet == {m: kernel.run_many(prepared, [{"fast": 2, "slow": 25}])[0][m] for m in METRIC_COLUMNS}
+    assert failing["error"].startswith("parameter set fast=2 slow=4: a fill's cash, quantity or fee does not fit")
+    assert np.isnan(failing["final_equity"]) and failing["n_trades"] == 0
 
 
 def _tie_config(shared_data: Path, **extra: Any) -> dict[str, Any]:
@@ -360,3 +435,41 @@ def test_walk_forward_fold_winners_do_not_depend_on_the_order_chunks_arrive_in(
         winners = zip(*(table.column(n).to_pylist() for n in ("period", "lower", "upper")), strict=True)
         assert list(winners) == [ranked[0] for ranked, _ in folds]
     assert tables[0].drop(["node"]).equals(tables[1].drop(["node"]))
+
+
+def test_a_set_that_fails_on_its_own_trades_is_recorded_and_the_search_goes_on(
+    ray_runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    """With 50 million USDT, the 2023 winner fast=15 slow=60 ends above the 2**53 units (90 million) that metrics
+    value exactly: that one set cannot be computed. It stopped the whole search (every set after it was lost, and a
+    resume met it again, so the search could never finish); now its row holds NaN metrics, ranked last, a warning
+    names it, and every other set is computed."""
+    config = small_config(
+        shared_data,
+        grid={"fast": "5:20:5", "slow": [30, 60, 100, 200]},
+        settings={"initial_cash": "50000000"},
+        chunk_size=4,
+        max_in_flight=1,
+        report_curves=20,  # every set's curve is drawn, but for the set that cannot be computed
+    )
+    with pytest.warns(UserWarning, match=r"1 of 16 parameter sets could not be computed.*fast=15 slow=60: cash above"):
+        table = grid_search(config, out=tmp_path, progress=False)
+    assert table.num_rows == 16
+    rows = {(r["fast"], r["slow"]): r for r in table.to_pylist()}
+    failed = rows.pop((15, 60))
+    assert all(np.isnan(failed[m]) for m in ("final_equity", "total_return", "max_drawdown", "win_rate", "sharpe"))
+    assert failed["n_trades"] == 0
+    prepared = kernel.prepare(
+        load_bars(shared_data / DATA_NAME), "sma_cross", BacktestSettings(initial_cash=5 * 10**15)
+    )
+    assert by_params(list(rows.values())) == {
+        (f, s): kernel.run_many(prepared, [{"fast": f, "slow": s}])[0] for f, s in rows
+    }
+    assert (tmp_path / "report.html").exists()
+    seen: list[SearchProgress] = []
+    with pytest.warns(
+        UserWarning, match=r"1 of the 16 parameter sets read back from results.csv could not be computed"
+    ):
+        again = grid_search(config, out=tmp_path, resume=True, progress=False, on_progress=seen.append)
+    assert seen[-1].computed == 0 and seen[-1].resumed == 16
+    np.testing.assert_equal(again.drop(["node"]).to_pylist(), table.drop(["node"]).to_pylist())  # NaN equal to NaN

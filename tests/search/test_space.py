@@ -66,6 +66,10 @@ def test_walk_forward_windows_roll_by_the_step() -> None:
         ({"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "metric": "profit"}, "unknown metric"),
         ({"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "colour": 1}, "unknown key 'colour'"),
         ({"strategy": "sma_cross", "grid": {"fast": [1]}}, "missing required key 'data'"),
+        (  # was numpy's ValueError traceback when the sample was drawn
+            {"data": "x.csv", "strategy": "sma_cross", "grid": {"fast": [1]}, "random": {"budget": 5, "seed": -1}},
+            "random.seed: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_error(raw: dict, message: str) -> None:
@@ -309,6 +313,25 @@ def _resume_store(out: Path, data: Path) -> ResultStore:
         resume=True,
         fingerprint=fingerprint(plan.config, plan.bars),
     )
+
+
+def test_resume_takes_the_same_data_file_moved_to_another_folder(tmp_path: Path, shared_data: Path) -> None:
+    """A data folder moved (or mounted elsewhere on a cluster's head) between runs refused the resume as "a different
+    data", the file's recorded contents unchanged: every result there was lost to a new --out."""
+    (tmp_path / "a").mkdir()
+    data = _bars_file(tmp_path / "a" / "binance_spot_BTCUSDT_1h_live.csv", shared_data, 300)
+    with _resume_store(tmp_path / "out", data) as store:
+        store.append([{"fast": 5, "slow": 30, **ROW, "node": "n1"}])
+    moved = tmp_path / "b" / data.name
+    moved.parent.mkdir()
+    data.rename(moved)
+    with _resume_store(tmp_path / "out", moved) as store:
+        assert store.resumed_rows == 1
+    assert json.loads((tmp_path / "out" / "search.json").read_text())["data"] == str(moved)
+    renamed = moved.with_name("binance_spot_ETHUSDT_1h_live.csv")  # the symbol is read from the name
+    moved.rename(renamed)
+    with pytest.raises(ConfigError, match="holds a search with a different data"):
+        _resume_store(tmp_path / "out", renamed)
 
 
 def test_resume_refuses_data_changed_in_place_naming_what_changed(tmp_path: Path, shared_data: Path) -> None:

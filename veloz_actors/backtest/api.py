@@ -169,6 +169,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         result = run_bar_backtest(bars, strategy, settings, progress=bar_progress)  # type: ignore[arg-type]
         run_seconds = time.perf_counter() - started
         trades, metrics, equity, warnings = result.trades, result.metrics, result.equity, result.warnings
+    warnings += _never_trades(cfg.strategy, validate_params(cfg.strategy, cfg.params), len(bars))
     metrics = report_metrics(bars, settings, trades, equity, metrics)
     if bar_progress is not None:
         bar_progress(len(bars), len(bars))
@@ -195,6 +196,19 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
         output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
     output["run"] = meta
     return output
+
+
+def _never_trades(strategy: str, params: dict[str, Any], bars: int) -> list[str]:
+    """A warning when the strategy's warm-up is too long for the data: no trade is its outcome, not the market's."""
+    from ..strategies.params import WARM_UP
+
+    name = WARM_UP[strategy]
+    if params[name] < bars - 1:
+        return []
+    return [
+        f"{name} {params[name]} is too long to trade on the {bars:,} bars of the data (a signal needs {name} bars "
+        "before it and one after it to fill): the run has no trades"
+    ]
 
 
 def _instrument_meta(

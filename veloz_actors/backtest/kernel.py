@@ -70,7 +70,7 @@ from .._exceptions import DataError, InvalidInput
 from ..data.bars import BarSeries
 from ..fixed import SCALE
 from ..strategies.params import VALID_STRATEGIES, validate_params
-from .metrics import TRADE_DTYPE, bars_per_year, close_scaled, evaluate
+from .metrics import TRADE_DTYPE, bars_per_year, check_initial_cash, close_scaled, evaluate
 from .settings import BacktestSettings
 
 _numba: ModuleType | None
@@ -202,6 +202,7 @@ def _check_settings(settings: BacktestSettings, tick: int) -> None:
         raise InvalidInput(f"price tick must be a positive int in 1e-8 units, got {tick!r}")
     if settings.initial_cash < 0:
         raise InvalidInput(f"settings.initial_cash must not be negative, got {settings.initial_cash}")
+    check_initial_cash(settings.initial_cash)
     if not 0 <= settings.fee_rate < SCALE:  # as the event engine
         raise InvalidInput(f"fee rate must be within [0, 1), got {settings.fee_rate / SCALE:g}")
     if not 0 <= settings.slippage_rate < SCALE:

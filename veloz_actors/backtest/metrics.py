@@ -96,6 +96,7 @@ __all__ = [
     "METRIC_NAMES",
     "TRADE_DTYPE",
     "bars_per_year",
+    "check_initial_cash",
     "equity_and_metrics",
     "equity_returns",
     "format_metric",
@@ -124,6 +125,17 @@ METRIC_NAMES = ("final_equity", "total_return", "max_drawdown", "n_trades", "win
 _MINUTES_PER_YEAR = 365 * 24 * 60
 _NS_PER_YEAR = _MINUTES_PER_YEAR * 60 * 10**9
 _FLOAT_EXACT = 2**53
+
+
+def check_initial_cash(initial_cash: int) -> None:
+    """Refuse, before a run, an initial cash the metrics cannot value exactly (2**53 units, 90 million, or more): every
+    run of it would fail at its end (:func:`evaluate`)."""
+    if initial_cash >= _FLOAT_EXACT:
+        raise InvalidInput(
+            f"settings.initial_cash {format_decimal(initial_cash)} is above the {format_decimal(_FLOAT_EXACT - 1)} that the metrics "
+            "value exactly in float64 (2**53 - 1 units of 1e-8)"
+        )
+
 
 # How each statistic of a backtest (bar or L2) is shown to people: exact decimals (money and quantities, with
 # thousands separators), fractions (as a percent), ratios (3 decimals), a duration; counts get separators.

@@ -31,7 +31,7 @@ from ..messages import OrderFilled, OrderRejected, OrderType, PlaceOrder, Side, 
 from ..orders import ClientOrderIds, build_place_order
 from ..strategies.base import Bar, Strategy, StrategyContext
 from ..venues.engine import Engine, EngineConfig
-from .metrics import TRADE_DTYPE, equity_and_metrics
+from .metrics import TRADE_DTYPE, check_initial_cash, equity_and_metrics
 from .settings import BacktestSettings
 
 __all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
@@ -187,6 +187,7 @@ def run_bar_backtest(
         raise InvalidInput("fee rate must be within [0, 1)")
     if settings.initial_cash <= 0:
         raise InvalidInput("initial cash must be positive")
+    check_initial_cash(settings.initial_cash)  # before the run, not at its end
     settings = settings.for_bars(bars)  # the tick and the step for this series, checked
     started = time.perf_counter()
     engine, instrument = _engine_for(bars, settings)
@@ -251,6 +252,17 @@ def _too_large(symbol: str, qty: int, price: int) -> str:
     )
 
 
+def _beyond_the_venue(instrument: Instrument, side: Side, qty: int, price: int) -> str:
+    """Why a fill the engine would take cannot happen: the simulated venue cannot fund its side of it."""
+    doing = "buying" if side is Side.BUY else "selling"
+    return (
+        f"{instrument.symbol}: {doing} {format_decimal(qty)} at {format_decimal(price)} is more than the bar backtest's "
+        f"venue can trade: its {MAX_ABS // SCALE:,} {instrument.quote_asset} buy at most "
+        f"{format_decimal(instrument.max_qty)} at the data's highest price; lower the initial cash (the kernel, "
+        "--engine kernel, has no such bound)"
+    )
+
+
 def _execute(
     ctx: _Context,
     strategy: Strategy,
@@ -267,13 +279,16 @@ def _execute(
     ctx.pending.clear()
     tick = instrument.price_tick
     slip = settings.slippage_rate
-    quote = instrument.quote_asset
     produced = 0
     symbol = instrument.symbol
     venue = engine.venues[symbol]
-    ledger = engine.ledger
     for command in orders:
         side, order_qty, quote_qty = command.side, command.qty, command.quote_qty
+        if (order_qty if quote_qty is None else quote_qty) <= 0:
+            # the strategy's own quantity is not positive: the engine rejects the order (INVALID_QUANTITY) and the
+            # result's warnings say so; skipped here, it was a silent "no trade"
+            produced += _apply(ctx, strategy, command, index, ts, rows)
+            continue
         if side is Side.BUY:
             price = ceil_div(open_price * (SCALE + slip), SCALE * tick) * tick
             if quote_qty is not None:
@@ -281,6 +296,8 @@ def _execute(
                 qty = qty // instrument.qty_step * instrument.qty_step
                 if qty > MAX_ABS:
                     raise InvalidInput(_too_large(symbol, qty, price))
+                if qty > instrument.max_qty:  # the venue holds no more: it would fill nothing, without a word
+                    raise InvalidInput(_beyond_the_venue(instrument, side, qty, price))
             else:
                 qty = order_qty
         else:
@@ -292,19 +309,30 @@ def _execute(
         engine.apply(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
         )
-        venue.offer(side.opposite, price, qty, ts, [])  # the trader has nothing resting that it could fill
-        order_events = engine.apply(command)
-        produced += len(order_events)
-        for event in order_events:
-            if event.account_id == TRADER:
-                strategy.on_order_event(event)
-                if type(event) is OrderRejected:
-                    reason = event.reason.name
-                    ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
-                    ctx.first_rejected = ctx.first_rejected or event
-            if type(event) is OrderFilled and event.account_id == TRADER:
-                cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
-                sign = 1 if event.side is Side.BUY else -1
-                rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
+        # the trader has nothing resting that it could fill; an order above max_qty is the engine's to reject
+        if not venue.offer(side.opposite, price, qty, ts, []) and qty <= instrument.max_qty:
+            raise InvalidInput(_beyond_the_venue(instrument, side, qty, price))
+        produced += _apply(ctx, strategy, command, index, ts, rows)
         venue.withdraw()
     return produced
+
+
+def _apply(
+    ctx: _Context, strategy: Strategy, command: PlaceOrder, index: int, ts: int, rows: list[tuple[int, ...]]
+) -> int:
+    """Apply one strategy order to the engine: its events to the strategy, a rejection counted, a fill recorded."""
+    ledger = ctx.engine.ledger
+    quote = ctx.instrument.quote_asset
+    order_events = ctx.engine.apply(command)
+    for event in order_events:
+        if event.account_id == TRADER:
+            strategy.on_order_event(event)
+            if type(event) is OrderRejected:
+                reason = event.reason.name
+                ctx.rejected[reason] = ctx.rejected.get(reason, 0) + 1
+                ctx.first_rejected = ctx.first_rejected or event
+        if type(event) is OrderFilled and event.account_id == TRADER:
+            cash = ledger.free(TRADER, quote) + ledger.locked(TRADER, quote)
+            sign = 1 if event.side is Side.BUY else -1
+            rows.append((index - 1, index, ts, sign, event.price, event.qty, event.fee, cash))
+    return len(order_events)

@@ -90,8 +90,13 @@ def register(app: typer.Typer) -> None:
         }
         raw.update({k: v for k, v in overrides.items() if v is not None})
         if param:
+            given = [_parse_param(p) for p in param]
+            names = [name for name, _ in given]
+            twice = next((name for name in names if names.count(name) > 1), None)
+            if twice is not None:  # a dict would keep only the last flag's value, without a word
+                raise InvalidInput(f"--param {twice} is given more than once; give it once")
             params = dict(raw.get("params") or {})
-            params.update(dict(_parse_param(p) for p in param))
+            params.update(given)
             raw["params"] = params
         cfg = parse_config(raw)
         result = execute(cfg, progress=not json_output)

@@ -138,7 +138,7 @@ class RandomSearch(_Strict):
     """Sample ``budget`` distinct parameter sets from the space (after constraints), reproducibly from ``seed``."""
 
     budget: int = Field(gt=0, le=MAX_GRID_SETS)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)  # numpy's generators take no negative seed
 
 
 class WalkForward(_Strict):

@@ -9,8 +9,10 @@ started. :func:`execute_chunk` is what a Ray task runs: the kernel over one chun
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +23,23 @@ from .._exceptions import ConfigError, InvalidInput, VelozError, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
-from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, validate_params
+from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, WARM_UP, validate_params
 from .config import METRICS, SearchConfig
 from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
-__all__ = ["SearchPlan", "data_identity", "execute_chunk", "fingerprint", "make_plan", "slice_bars"]
+__all__ = [
+    "SearchPlan",
+    "data_identity",
+    "execute_chunk",
+    "failed_metrics",
+    "fingerprint",
+    "is_failed",
+    "make_plan",
+    "slice_bars",
+]
 
+# a strategy's rule between two of its parameters (its error's words) -> the constraint that keeps a grid within it
+_ORDER_HINTS = {"must be smaller than slow": "fast < slow", "must be below upper": "lower < upper"}
 # search.json lists a parameter's values up to this many; a longer range is recorded by its ends and its count.
 _FINGERPRINT_MAX_VALUES = 10_000
 
@@ -123,7 +136,35 @@ def make_plan(config: SearchConfig) -> SearchPlan:
         windows = tuple(walk_forward_windows(len(bars), wf.train_bars, wf.test_bars, wf.step))
     plan = SearchPlan(config, bars, settings, space, sampled, windows, tuple(warnings))
     validate_parameters(plan)
-    return plan
+    never = _never_trading(plan)
+    return plan if never is None else dataclasses.replace(plan, warnings=(*plan.warnings, never))
+
+
+def _never_trading(plan: SearchPlan) -> str | None:
+    """What to say when some of the grid's windows are too long to ever trade on the bars a set runs on (the data, or
+    the shortest walk-forward window: indicators warm up inside each window): such a set shows 0 round trips, and
+    its Sharpe of 0 ranks above every losing set unless ``min_trades`` says otherwise. ``None`` when none is."""
+    name = WARM_UP.get(plan.config.strategy)
+    if name is None or name not in plan.param_names:
+        return None
+    if plan.windows:
+        wf = plan.config.walk_forward
+        assert wf is not None
+        bars, where = min((wf.train_bars, "each walk-forward training window"), (wf.test_bars, "each test window"))
+    else:
+        bars, where = len(plan.bars), "the data"
+    # a signal at bar t >= window fills at t + 1, which must be a bar: a window of bars - 1 or more never fills
+    values = plan.space.values[plan.param_names.index(name)]
+    if isinstance(values, range):
+        too_long = len(values[bisect.bisect_left(values, bars - 1) :]) if values.step > 0 else 0
+    else:
+        too_long = sum(1 for value in values if isinstance(value, int) and value >= bars - 1)
+    if not too_long:
+        return None
+    return (
+        f"{too_long} of the grid's {len(values)} values of {name} are {bars - 1} or more, too long to trade on the "
+        f"{bars} bars of {where}: a set with one never trades (0 round trips; set min_trades to rank such sets last)"
+    )
 
 
 def validate_parameters(plan: SearchPlan) -> None:
@@ -154,7 +195,9 @@ def validate_parameters(plan: SearchPlan) -> None:
         try:
             checked = validate_params(strategy, params)
         except InvalidInput as exc:
-            hint = "; add a constraint such as 'fast < slow'" if "must be smaller" in str(exc) else ""
+            hint = next(
+                (f"; add a constraint such as '{rule}'" for text, rule in _ORDER_HINTS.items() if text in str(exc)), ""
+            )
             raise ConfigError(f"parameter set {_describe(params)}: {exc}{hint}") from exc
         for where, bars, units in bounds:
             fast, slow = int(checked["fast"]), int(checked["slow"])
@@ -200,7 +243,12 @@ def _largest(values: Sequence[Any]) -> int:
 
 
 def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order)."""
+    """Run the kernel over one chunk; return one metrics dict per set (exactly the result columns, in order).
+
+    A set the kernel refuses on its own trades (a fill or a cash beyond what VeloZ represents: only its trades show
+    it, so it cannot be refused before work) does not stop the search: its dict is :func:`failed_metrics`' (NaN
+    metrics, ranked last) with ``"error"`` naming the set, and the other sets of the chunk are computed.
+    """
     from .._allocator import tune_allocator
     from ._backend import kernel
 
@@ -209,22 +257,30 @@ def execute_chunk(prepared: Any, param_sets: Sequence[Mapping[str, Any]]) -> lis
     sets = [dict(p) for p in param_sets]
     try:
         results = kernel.run_many(prepared, sets)
-    except VelozError as exc:  # one set's trades went beyond what VeloZ represents: name it (only on failure)
-        raise _naming_the_set(kernel, prepared, sets, exc) from exc
+    except VelozError:  # one set's trades went beyond what VeloZ represents: run the sets alone to find it
+        results = [_alone(kernel, prepared, params) for params in sets]
     if len(results) != len(param_sets):
         raise InvalidInput(f"kernel returned {len(results)} results for {len(param_sets)} parameter sets")
-    return [{m: _metric(result[m]) for m in METRICS} for result in results]
+    return [result if "error" in result else {m: _metric(result[m]) for m in METRICS} for result in results]
 
 
-def _naming_the_set(kernel: Any, prepared: Any, sets: list[dict[str, Any]], exc: VelozError) -> VelozError:
-    """``exc`` again, naming the first set of the chunk that raises alone (the search stops on it: its rows could not
-    be computed, and a resume would meet it again)."""
-    for params in sets:
-        try:
-            kernel.run_many(prepared, [params])
-        except VelozError as alone:
-            return type(alone)(f"parameter set {_describe(params)}: {alone}")
-    return exc
+def failed_metrics(error: str) -> dict[str, Any]:
+    """The row of a set that could not be computed: NaN metrics (:func:`~veloz_actors.search.store.best_first`
+    ranks NaN last), no round trips, and ``error`` (given to the driver for its warning, never written to a file)."""
+    nan = float("nan")
+    return {**{m: nan for m in METRICS}, "n_trades": 0, "error": error}
+
+
+def is_failed(row: Mapping[str, Any]) -> bool:
+    """Whether a result row is one of :func:`failed_metrics` (a computed set's final equity is never NaN)."""
+    return math.isnan(row["final_equity"])
+
+
+def _alone(kernel: Any, prepared: Any, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return kernel.run_many(prepared, [params])[0]
+    except VelozError as exc:
+        return failed_metrics(f"parameter set {_describe(params)}: {exc}")
 
 
 def _metric(value: Any) -> Any:

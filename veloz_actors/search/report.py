@@ -31,7 +31,7 @@ from ..backtest.metrics import equity_and_metrics, format_metric
 from ..backtest.report import figure_html, html_page, html_table, iso_times, sample_indices
 from ..fixed import SCALE
 from .config import METRICS, SearchConfig
-from .plan import SearchPlan
+from .plan import SearchPlan, is_failed
 from .space import ParameterSpace
 from .store import best_first
 
@@ -155,7 +155,8 @@ def build_search_report(plan: SearchPlan, table: pa.Table) -> SearchReport:
     grid = metric_grid(table, heatmap_params(config), config.metric, config.maximise, config.min_trades)
     k = max(TABLE_ROWS, config.report_curves)
     top = ranked_rows(table, plan.space, config.metric, config.maximise, k, config.min_trades)
-    curves = [_equity_curve(plan, row) for row in top[: config.report_curves]]
+    # a set that could not be computed (NaN metrics: ranked last, so never before a drawn one) has no curve to draw
+    curves = [_equity_curve(plan, row) for row in top[: config.report_curves] if not is_failed(row)]
     heatmap = go.Figure(
         go.Heatmap(
             x=list(grid.x_values),
@@ -282,6 +283,11 @@ def _top_columns(plan: SearchPlan) -> list[str]:
 def _top_cells(plan: SearchPlan, rows: list[dict[str, Any]]) -> list[list[Any]]:
     """Each row's rank, parameters and metrics, the metrics as a backtest's report shows them (money to 1e-8)."""
     return [
-        [rank, *(row[name] for name in plan.param_names), *(format_metric(name, row[name]) for name in METRICS)]
+        [rank, *(row[name] for name in plan.param_names), *(_metric_cell(name, row[name]) for name in METRICS)]
         for rank, row in enumerate(rows, start=1)
     ]
+
+
+def _metric_cell(name: str, value: Any) -> str:
+    """A metric as :func:`format_metric` shows it; ``—`` for the NaN of a set that could not be computed."""
+    return format_metric(name, None if isinstance(value, float) and math.isnan(value) else value)

@@ -4,7 +4,8 @@ The loop (Ray's "limit pending tasks" pattern): at most ``max_in_flight`` chunk 
 returns whichever finishes first; its rows go to the store (and to disk) at once and a new chunk is submitted. Tasks
 are scheduled ``SPREAD`` so a cluster's nodes share the work, and each row records the node that ran it. A chunk whose
 worker or node dies is retried by Ray (``max_retries``) and, if Ray gives up, re-submitted here; only an error raised
-by the kernel itself (bad input) stops the search.
+by the kernel itself (bad input) stops the search. A set that fails on its own trades (beyond what VeloZ represents)
+is recorded with NaN metrics, ranked last, and named in a warning; the other sets go on.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import pyarrow.parquet as pq
 import ray
 from ray.exceptions import RayTaskError
 
-from .._exceptions import ConfigError, VelozError
+from .._exceptions import ConfigError, InvalidInput, VelozError
 from .config import METRICS, SearchConfig
-from .plan import SearchPlan, execute_chunk, fingerprint, make_plan, slice_bars
+from .plan import SearchPlan, execute_chunk, fingerprint, is_failed, make_plan, slice_bars
 from .progress import ProgressBar, SearchProgress
 from .runtime import Runtime, check_max_workers, connect, probe_address
 from .store import CSV_NAME, META_NAME, PARQUET_NAME, ResultStore, TopK, directory_lock
@@ -37,6 +38,9 @@ __all__ = ["SearchOutcome", "run_plan", "run_walk_forward"]
 _CHUNKS_PER_WORKER = 4
 _MIN_CHUNK_BAR_STEPS = 4_000_000
 _MAX_CHUNK = 256
+# A search whose first sets all fail stops after this many (or all of them, if fewer): a failure common to every set
+# (a position beyond what VeloZ represents, whatever the windows) is one error, not a night of NaN rows.
+_FAILURES_BEFORE_STOPPING = 64
 # Re-submissions of one chunk after Ray's own retries are exhausted (a worker or node lost again and again).
 _MAX_RESUBMITS = 3
 _TASK_RETRIES = 3
@@ -100,6 +104,8 @@ def run_plan(
     refused search leaves ``out`` as it was."""
     probe_address(address)
     check_max_workers(max_workers)
+    if resume and out is None:  # there would be nothing to resume from: every set would run again, without a word
+        raise ConfigError("resume needs out, the directory holding the results.csv to resume (--out DIR)")
     if config.walk_forward is not None and resume:
         raise ConfigError(
             "--resume does not apply to a walk-forward search: it always runs every fold; run it without --resume, "
@@ -119,7 +125,11 @@ def run_plan(
         todo = (p for p in plan.param_sets() if not store.is_done(p))
         resumed = sum(1 for p in plan.param_sets() if store.is_done(p))
         ranking = TopK(top, config.metric, config.maximise, config.min_trades, space=plan.space)
-        ranking.add(store.take_resumed_rows())
+        resumed_rows = store.take_resumed_rows()
+        failed_before = sum(1 for row in resumed_rows if is_failed(row))
+        ranking.add(resumed_rows)
+        del resumed_rows
+        failures = _Failures()
         with connect(address, max_workers) as runtime:
             chunk = config.chunk_size or _auto_chunk(total - resumed, runtime.workers, len(plan.bars))
             in_flight = config.max_in_flight or (
@@ -132,8 +142,10 @@ def run_plan(
 
             def finished(params: list[dict[str, Any]], node: str, metrics: list[dict[str, Any]]) -> None:
                 nonlocal state
+                failures.note(metrics)
                 rows = [{**p, **m, "node": node} for p, m in zip(params, metrics, strict=True)]
                 store.append(rows)
+                failures.stop_if_all_failed(state.computed + len(rows), total - resumed)
                 ranking.add(rows)
                 state = SearchProgress(
                     state.done + len(rows),
@@ -165,19 +177,61 @@ def run_plan(
                 bar.update(state, final=True)
         names = [(n, "ascending") for n in plan.param_names]
         files = () if out is None else tuple(out / name for name in (CSV_NAME, PARQUET_NAME, META_NAME))
+        failed = failures.warnings(state.computed)
+        if failed_before:
+            failed.append(
+                f"{failed_before} of the {resumed} parameter sets read back from {CSV_NAME} could not be computed by "
+                "the earlier run (NaN metrics, ranked last); a resume does not run them again"
+            )
         outcome = SearchOutcome(
             lambda: store.table().sort_by(names),
             state,
             runtime,
             ranking.rows(),
             files=files,
-            warnings=(*plan.warnings, *store.warnings),
+            warnings=(*plan.warnings, *store.warnings, *failed),
         )
         if out is not None:  # still under the directory's lock
             from .report import write_search_report
 
             outcome.files = (*files, write_search_report(out, plan, outcome.table))
     return outcome
+
+
+class _Failures:
+    """The sets of a search that could not be computed (:func:`~veloz_actors.search.plan.failed_metrics`): counted,
+    the first few named; each one's ``error`` is taken out of its metrics (a row holds the result columns only)."""
+
+    _NAMED = 3
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.named: list[str] = []
+
+    def note(self, metrics: list[dict[str, Any]]) -> None:
+        for result in metrics:
+            error = result.pop("error", None)
+            if error is not None:
+                self.count += 1
+                if len(self.named) < self._NAMED:
+                    self.named.append(error)
+
+    def stop_if_all_failed(self, computed: int, todo: int) -> None:
+        """Raise the first failure when every one of the first sets failed (see ``_FAILURES_BEFORE_STOPPING``)."""
+        if self.count == computed >= min(_FAILURES_BEFORE_STOPPING, todo):
+            raise InvalidInput(
+                f"the {computed} parameter sets computed first all failed, so the search stops (the others would "
+                f"likely fail too): {self.named[0]}"
+            )
+
+    def warnings(self, computed: int, where: str = "") -> list[str]:
+        if not self.count:
+            return []
+        more = f"; and {self.count - len(self.named)} more" if self.count > len(self.named) else ""
+        return [
+            f"{self.count} of {computed} parameter sets could not be computed{where} (their rows hold NaN metrics, "
+            f"ranked last): {'; '.join(self.named)}{more}"
+        ]
 
 
 def _prepare(plan: SearchPlan, bars: Any) -> Any:
@@ -319,6 +373,7 @@ def _walk_forward(
     total = plan.count() * len(plan.windows)
     best = {w.fold: TopK(1, config.metric, config.maximise, config.min_trades, space=plan.space) for w in plan.windows}
     times = plan.bars.data["open_time"]
+    failures = _Failures()
     with connect(address, max_workers) as runtime:
         chunk = config.chunk_size or _auto_chunk(
             total, runtime.workers, max(w.train_stop - w.train_start for w in plan.windows)
@@ -335,6 +390,8 @@ def _walk_forward(
             nonlocal state
             ref, params = args
             _, metrics = result
+            failures.note(metrics)
+            failures.stop_if_all_failed(state.computed + len(params), total)
             best[fold_of[ref]].add({**p, **m} for p, m in zip(params, metrics, strict=True))
             state = SearchProgress(
                 state.done + len(params), total, 0, state.computed + len(params), time.monotonic() - started
@@ -359,6 +416,9 @@ def _walk_forward(
             for w in plan.windows
         ]
         tested = ray.get(test_refs, timeout=600)
+        tested_failures = _Failures()
+        for _, metrics in tested:
+            tested_failures.note(metrics)
         if bar is not None:
             bar.update(state, final=True)
     rows = []
@@ -389,7 +449,11 @@ def _walk_forward(
         for path in (csv_path, parquet_path):
             os.replace(path.with_name(path.name + ".tmp"), path)
         files = (csv_path, parquet_path)
-    warnings = plan.warnings
+    warnings = (
+        *plan.warnings,
+        *failures.warnings(state.computed, " in the training windows"),
+        *tested_failures.warnings(len(tested), " in the test windows (a fold's winner)"),
+    )
     if short:
         warnings += (
             f"walk-forward fold(s) {', '.join(map(str, short))}: no parameter set made min_trades "

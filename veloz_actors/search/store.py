@@ -6,7 +6,8 @@ line), and the search runs only the parameter sets that are not there. ``results
 groups under a temporary name and put in place when the search ends or is interrupted (a killed driver leaves the
 previous file, or none; resume rebuilds it from the CSV). ``search.json`` records what the results depend on (the
 data file's path and contents, strategy, settings, the grid, the constraints and the random sampling) so a resume
-against a different search is refused instead of mixing results (and, with no ``search.json``, a row whose parameters
+against a different search is refused instead of mixing results (a data file moved to another folder, the same name
+and contents, is the same data) (and, with no ``search.json``, a row whose parameters
 are not values of this search's grid). Everything a resume reads is checked before anything
 is written: a refused or damaged resume leaves the directory as it was (but for the lock file). A search holds an
 exclusive lock on ``.lock`` in the directory while it runs, so a second search on the same directory is refused
@@ -137,6 +138,8 @@ class ResultStore:
             for key in ("data", "data_file", "strategy", "settings", "grid", "constraints", "random"):
                 if key == "data_file" and key in now and key not in previous:
                     raise ConfigError(_unrecorded(out_dir, now))
+                if key == "data" and _moved(previous, now):
+                    continue  # the same file, its contents checked by data_file: moved to another folder, or mounted
                 if key in now and previous.get(key) != now[key]:
                     raise ConfigError(
                         f"--resume: {out_dir} holds a search with a different {_difference(key, previous.get(key), now[key])}; "
@@ -341,6 +344,19 @@ def _difference(key: str, before: Any, now: Any) -> str:
     if key == "data_file":
         return f"data file contents: {_data_text(before)} (now {_data_text(now)}); the file has changed since"
     return f"{key} ({before!r}, now {now!r})"
+
+
+def _moved(previous: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether the data file is the one the results were computed on, at another path: the same name (the symbol and
+    the interval are read from it) and the same recorded contents."""
+    before, after = previous.get("data"), now.get("data")
+    return (
+        isinstance(before, str)
+        and isinstance(after, str)
+        and Path(before).name == Path(after).name
+        and "data_file" in now
+        and previous.get("data_file") == now["data_file"]
+    )
 
 
 def _unrecorded(out_dir: Path, now: Mapping[str, Any]) -> str:

@@ -21,10 +21,14 @@ import numpy as np
 
 from .._exceptions import InvalidInput, quoted
 
-__all__ = ["MAX_WINDOW", "VALID_STRATEGIES", "validate_params"]
+__all__ = ["MAX_WINDOW", "VALID_STRATEGIES", "WARM_UP", "validate_params"]
 
 #: the longest window (in bars) a built-in strategy takes (see the module docstring)
 MAX_WINDOW = 1_000_000
+
+#: strategy name -> the parameter that sets its warm-up: its first signal is at bar ``t >= value`` and fills at
+#: ``t + 1``, so on ``n`` bars a value of ``n - 1`` or more never trades
+WARM_UP: dict[str, str] = {"sma_cross": "slow", "rsi_reversion": "period"}
 
 # strategy name -> its parameter names, in order.
 VALID_STRATEGIES: dict[str, tuple[str, ...]] = {
