@@ -1035,6 +1035,91 @@ def test_more_stream_clients_than_the_limit_are_told_to_come_back_later(
         client.close()
 
 
+def _connect(api: RunningApi, sent: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", api.server.port), timeout=30)
+    if sent:
+        sock.sendall(sent)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` without answering (end of stream, or a reset), as of now."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def test_a_connection_that_sends_no_whole_request_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection holds a file descriptor of the engine's process, and opening one needs no token: 400 that sent
+    nothing held every descriptor of an engine limited to 256 for as long as they stayed open (uvicorn closes only an
+    idle keep-alive connection, and only until it sends a byte), and the kill switch did not answer."""
+    monkeypatch.setattr(http_api, "REQUEST_SECONDS", 0.2)
+    with running_api(tmp_path) as running:
+        auth = f"Authorization: Bearer {running.token}\r\n".encode()
+        head = b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth
+        silent = _connect(running)
+        half_header = _connect(running, b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        half_body = _connect(running, head + b'Content-Length: 80\r\n\r\n{"symbol": "BTCUSDT", "side": "BUY",')
+        client = running.client()
+        before = client.get("/api/v1/orders")["count"], _balances(client)
+        for sock in (silent, half_header, half_body):
+            assert sock.recv(65536) == b""  # closed without an answer (the socket's own timeout is 30 s)
+            sock.close()
+        assert (client.get("/api/v1/orders")["count"], _balances(client)) == before  # the cut body placed nothing
+        kept = client.request("GET", "/api/v1/health")  # a client that sends its requests is served as before
+        assert kept[0] == 200
+        client.close()
+
+
+def test_beyond_the_connection_limit_the_longest_waiting_one_is_closed_never_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(http_api, "_EVICT_AFTER_SECONDS", 0.0)  # (a second in use: its request may be on its way)
+    with running_api(tmp_path) as running:
+        watcher = Watcher(running.ws_url())
+        assert watcher.next()["type"] == "snapshot"
+        idle = [_connect(running) for _ in range(30)]
+        wait_for(lambda: sum(_closed_by_server(s) for s in idle) >= 30 - 7, what="the idle connections past the limit")
+        assert not any(_closed_by_server(s) for s in idle[-7:])  # the newest stay: the oldest went first
+        client = running.client()  # one more: the longest-waiting idle one makes room
+        assert client.request("GET", "/api/v1/status")[0] == 200
+        wait_for(lambda: _closed_by_server(idle[-7]), what="the longest-waiting connection to be closed")
+        running.tick()
+        assert watcher.next()["seq"] > 0  # the stream was never closed for them
+        for sock in idle:
+            sock.close()
+        watcher.close()
+        client.close()
+
+
+def test_a_connection_past_the_limit_that_nothing_can_make_room_for_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ones waiting have only just connected (their requests may be on their way) or are streams: the new one
+    goes."""
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(http_api, "_EVICT_AFTER_SECONDS", 3600.0)
+    with running_api(tmp_path) as running:
+        watcher = Watcher(running.ws_url())
+        assert watcher.next()["type"] == "snapshot"
+        first = [_connect(running) for _ in range(3)]  # with the stream: the limit
+        late = _connect(running)
+        assert late.recv(65536) == b""
+        assert not any(_closed_by_server(s) for s in first)
+        running.tick()
+        assert watcher.next()["seq"] > 0
+        for sock in [*first, late]:
+            sock.close()
+        watcher.close()
+
+
 def test_closing_the_server_closes_the_stream_going_away(tmp_path: Path) -> None:
     with running_api(tmp_path) as running:
         watcher = Watcher(running.ws_url())
