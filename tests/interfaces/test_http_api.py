@@ -1131,6 +1131,30 @@ def test_closing_the_server_closes_the_stream_going_away(tmp_path: Path) -> None
         running.server.close()  # idempotent
 
 
+def test_health_says_stalled_while_the_engine_loop_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop blocked (a venue call that never returns) answers no call: each waits 30 s for a 504. /health said
+    "ok" all along, so neither a monitor polling it nor the page (stale on a health failure) could tell."""
+    monkeypatch.setattr(http_api, "STALL_SECONDS", 0.5)
+    with running_api(tmp_path) as running:
+        client = running.client()
+        assert client.request("GET", "/api/v1/health")[1]["status"] == "ok"
+        gate = threading.Event()
+        running.service.call_async(lambda s: gate.wait(60))  # the engine's thread, held
+        try:
+            status, body = wait_for(lambda: _health_unless(client, 200), what="health to say the loop stalled")
+            assert (status, body["status"]) == (503, "stalled") and body["loop_age_seconds"] > 0.5
+        finally:
+            gate.set()
+        status, body = wait_for(lambda: _health_unless(client, 503), what="health to say ok again")
+        assert (status, body["status"]) == (200, "ok")
+        client.close()
+
+
+def _health_unless(client: Client, status: int) -> tuple[int, Any] | None:
+    answer = client.request("GET", "/api/v1/health")
+    return None if answer[0] == status else answer[:2]
+
+
 def test_an_engine_that_stopped_answers_503(tmp_path: Path) -> None:
     with running_api(tmp_path) as running:
         running.service.stop()

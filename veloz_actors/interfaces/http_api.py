@@ -44,7 +44,9 @@ plotly.js and styles, and no connection to anything).
 **Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
 objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 
-- ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds"}``; 503 ``"stopping"``.
+- ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds", "loop_age_seconds"}``; 503
+  ``"stopping"``, or ``"stalled"`` when the engine's loop (which turns at least 4 times a second) has not turned for
+  :data:`STALL_SECONDS` (30 s: a call to the engine would time out), e.g. blocked in a venue call.
 - ``GET /api/v1/status``: the engine's STATUS object plus ``"mode"`` and ``"api": {"clients", "dropped"}``
   (``dropped``: events slow WebSocket clients never got since the API started, the sum of their gaps' ``missed``).
 - ``GET /api/v1/balances``: ``{"account", "balances": {asset: {"free", "locked"}}, "equity": {"asset", "equity",
@@ -156,6 +158,7 @@ MAX_QUEUE = 100_000
 DEFAULT_MAX_BODY = 16 * 1024
 MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
 CALL_TIMEOUT_SECONDS = 30.0
+STALL_SECONDS = CALL_TIMEOUT_SECONDS  # /health says "stalled" once the engine's loop has not turned for this long
 HALT_CONFIRM_SECONDS = 5.0  # how long halt and resume wait for the engine to say it is (not) halted
 MAX_BATCH = 1000  # events in one WebSocket message
 RESYNC_SECONDS = 1.0  # a client that falls behind gets a fresh snapshot at most this often (each costs the engine)
@@ -765,16 +768,21 @@ def build_app(
 
     @app.get("/api/v1/health", tags=["engine"])
     async def health() -> Response:
-        """Liveness, without a token: the mode, the last event number and the uptime."""
-        stopping = service.stopping
+        """Liveness, without a token: the mode, the last event number, the uptime and how long ago the engine's loop
+        last turned; 503 while it is stopping, or stalled (its loop has not turned for :data:`STALL_SECONDS`: every
+        call to it would time out)."""
         started = service.started_ns
+        turned = service.turned
+        age = time.monotonic() - turned if turned else 0.0
+        state = "stopping" if service.stopping else "stalled" if age > STALL_SECONDS else "ok"
         body = {
-            "status": "stopping" if stopping else "ok",
+            "status": state,
             "mode": service.mode,
             "seq": service.hub.seq,
             "uptime_seconds": round((time.time_ns() - started) / 1e9, 3) if started else 0.0,
+            "loop_age_seconds": round(age, 3),
         }
-        return _Json(body, status_code=503 if stopping else 200)
+        return _Json(body, status_code=200 if state == "ok" else 503)
 
     @app.get("/api/v1/status", tags=["engine"])
     async def status() -> Response:
