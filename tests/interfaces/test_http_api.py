@@ -212,6 +212,34 @@ def test_a_readable_token_file_is_made_private(tmp_path: Path, monkeypatch: pyte
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize(
+    "content", ["\ufeff" + "a" * 32 + "\n", "é" * 20, "a token\twith a tab inside"], ids=["bom", "accents", "tab"]
+)
+def test_a_token_file_a_header_cannot_carry_is_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    """A token that is not printable ASCII never matched (a request's header is read as latin-1; the page's fetch
+    refuses to send it): every request was a 401, and the page asked for the token again and again."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    path = tmp_path / "api-token"
+    path.write_text(content, encoding="utf-8")
+    path.chmod(0o600)
+    with pytest.raises(InvalidInput, match="api-token must hold printable ASCII only") as raised:
+        resolve_token(None, tmp_path)
+    assert content.strip() not in str(raised.value)  # a secret: never shown
+
+
+def test_a_token_file_of_bytes_that_are_no_text_is_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    path = tmp_path / "api-token"
+    path.write_bytes(b"\xff\xfe" + b"a" * 30)  # was a UnicodeDecodeError out of veloz start
+    path.chmod(0o600)
+    with pytest.raises(InvalidInput, match="api-token must hold printable ASCII only"):
+        resolve_token(None, tmp_path)
+
+
 def test_a_server_restarted_on_the_same_run_folder_keeps_its_token(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)

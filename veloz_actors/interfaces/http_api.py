@@ -213,13 +213,15 @@ def resolve_token(token: str | None, run_dir: Path | None) -> str:
         return secrets.token_urlsafe(32)
     path = Path(run_dir) / TOKEN_FILE
     if path.is_file():
-        value = path.read_text().strip()
+        value = path.read_bytes().decode("latin-1").strip()  # (any bytes: what is not ASCII is refused below)
         if value:
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)
                 _log.warning("api: %s was readable by others; now mode 0600", path)
             if len(value) < 16:
                 raise InvalidInput(f"{path} must hold a token of at least 16 characters")
+            if not (value.isascii() and value.isprintable()):  # e.g. an editor's byte order mark: never matched
+                raise InvalidInput(f"{path} must hold printable ASCII only, as an HTTP header carries the token")
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
