@@ -1315,9 +1315,9 @@ def _bounded_http(max_connections: int, request_seconds: float) -> type[Any]:
             now = self.loop.time()
             if now - refused[1] >= 60.0:
                 _log.warning(
-                    "api: %d connections open, the limit is %d: %d closed to keep it (the one waiting longest for "
-                    "a request, else the new one) since the last such line", len(self.connections), max_connections,
-                    refused[0],
+                    "api: %d connections open, over the limit of %d: the one waiting longest for a request is "
+                    "closed, else the new one (%d times since this was last said)", len(self.connections),
+                    max_connections, refused[0],
                 )  # fmt: skip
                 refused[:] = [0, now]
 
