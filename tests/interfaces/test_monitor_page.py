@@ -559,3 +559,16 @@ def test_a_page_whose_engine_is_stalled_says_so_and_recovers(tmp_path: Path, mon
         _wait(browser, lambda b: not b.find_element(By.ID, "stale-banner").is_displayed(), "the page to recover")
         assert _text(browser, "#mode") == "sim"
         assert browser.find_element(By.ID, "halt-button").is_enabled()
+
+
+def test_a_queue_size_the_engine_refuses_is_said_once_not_retried_for_ever(engine: Engine) -> None:
+    """/?queue=0 (the page's own check takes 1-6 digits): the stream closes 4400 naming it; before, the page said only
+    "stream reconnecting" and asked again every 15 s for ever."""
+    from selenium.webdriver.common.by import By
+
+    with chromium() as browser:
+        browser.get(f"{engine.base}/?queue=0&token={engine.token}")
+        _wait(browser, lambda b: _text(b, "#stream-state") == "stream refused", "the stream refused")
+        banner = _text(browser, "#stale-banner") or ""
+        assert "the engine refused the stream: queue must be 1..100000, got '0'" in banner, banner
+        assert browser.find_element(By.ID, "stale-banner").is_displayed()

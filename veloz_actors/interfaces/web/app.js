@@ -484,6 +484,13 @@
         setStreamState("token refused", "bad");
         return;
       }
+      if (event.code === 4400) {
+        // the address's ?queue= was refused: asking again would be refused again; the reason names it
+        setStreamState("stream refused", "bad");
+        markStale("the engine refused the stream: " + (event.reason || "a bad request"));
+        refreshStreamedState();
+        return;
+      }
       setStreamState("stream reconnecting", "bad");
       markStale("the engine's stream is down");
       refreshStreamedState();
