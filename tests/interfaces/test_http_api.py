@@ -212,6 +212,34 @@ def test_a_readable_token_file_is_made_private(tmp_path: Path, monkeypatch: pyte
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize(
+    "content", ["\ufeff" + "a" * 32 + "\n", "é" * 20, "a token\twith a tab inside"], ids=["bom", "accents", "tab"]
+)
+def test_a_token_file_a_header_cannot_carry_is_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    """A token that is not printable ASCII never matched (a request's header is read as latin-1; the page's fetch
+    refuses to send it): every request was a 401, and the page asked for the token again and again."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    path = tmp_path / "api-token"
+    path.write_text(content, encoding="utf-8")
+    path.chmod(0o600)
+    with pytest.raises(InvalidInput, match="api-token must hold printable ASCII only") as raised:
+        resolve_token(None, tmp_path)
+    assert content.strip() not in str(raised.value)  # a secret: never shown
+
+
+def test_a_token_file_of_bytes_that_are_no_text_is_refused_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    path = tmp_path / "api-token"
+    path.write_bytes(b"\xff\xfe" + b"a" * 30)  # was a UnicodeDecodeError out of veloz start
+    path.chmod(0o600)
+    with pytest.raises(InvalidInput, match="api-token must hold printable ASCII only"):
+        resolve_token(None, tmp_path)
+
+
 def test_a_server_restarted_on_the_same_run_folder_keeps_its_token(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
@@ -1035,6 +1063,91 @@ def test_more_stream_clients_than_the_limit_are_told_to_come_back_later(
         client.close()
 
 
+def _connect(api: RunningApi, sent: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", api.server.port), timeout=30)
+    if sent:
+        sock.sendall(sent)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` without answering (end of stream, or a reset), as of now."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def test_a_connection_that_sends_no_whole_request_is_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection holds a file descriptor of the engine's process, and opening one needs no token: 400 that sent
+    nothing held every descriptor of an engine limited to 256 for as long as they stayed open (uvicorn closes only an
+    idle keep-alive connection, and only until it sends a byte), and the kill switch did not answer."""
+    monkeypatch.setattr(http_api, "REQUEST_SECONDS", 0.2)
+    with running_api(tmp_path) as running:
+        auth = f"Authorization: Bearer {running.token}\r\n".encode()
+        head = b"POST /api/v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + auth
+        silent = _connect(running)
+        half_header = _connect(running, b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        half_body = _connect(running, head + b'Content-Length: 80\r\n\r\n{"symbol": "BTCUSDT", "side": "BUY",')
+        client = running.client()
+        before = client.get("/api/v1/orders")["count"], _balances(client)
+        for sock in (silent, half_header, half_body):
+            assert sock.recv(65536) == b""  # closed without an answer (the socket's own timeout is 30 s)
+            sock.close()
+        assert (client.get("/api/v1/orders")["count"], _balances(client)) == before  # the cut body placed nothing
+        kept = client.request("GET", "/api/v1/health")  # a client that sends its requests is served as before
+        assert kept[0] == 200
+        client.close()
+
+
+def test_beyond_the_connection_limit_the_longest_waiting_one_is_closed_never_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", 8)
+    monkeypatch.setattr(http_api, "_EVICT_AFTER_SECONDS", 0.0)  # (a second in use: its request may be on its way)
+    with running_api(tmp_path) as running:
+        watcher = Watcher(running.ws_url())
+        assert watcher.next()["type"] == "snapshot"
+        idle = [_connect(running) for _ in range(30)]
+        wait_for(lambda: sum(_closed_by_server(s) for s in idle) >= 30 - 7, what="the idle connections past the limit")
+        assert not any(_closed_by_server(s) for s in idle[-7:])  # the newest stay: the oldest went first
+        client = running.client()  # one more: the longest-waiting idle one makes room
+        assert client.request("GET", "/api/v1/status")[0] == 200
+        wait_for(lambda: _closed_by_server(idle[-7]), what="the longest-waiting connection to be closed")
+        running.tick()
+        assert watcher.next()["seq"] > 0  # the stream was never closed for them
+        for sock in idle:
+            sock.close()
+        watcher.close()
+        client.close()
+
+
+def test_a_connection_past_the_limit_that_nothing_can_make_room_for_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ones waiting have only just connected (their requests may be on their way) or are streams: the new one
+    goes."""
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(http_api, "_EVICT_AFTER_SECONDS", 3600.0)
+    with running_api(tmp_path) as running:
+        watcher = Watcher(running.ws_url())
+        assert watcher.next()["type"] == "snapshot"
+        first = [_connect(running) for _ in range(3)]  # with the stream: the limit
+        late = _connect(running)
+        assert late.recv(65536) == b""
+        assert not any(_closed_by_server(s) for s in first)
+        running.tick()
+        assert watcher.next()["seq"] > 0
+        for sock in [*first, late]:
+            sock.close()
+        watcher.close()
+
+
 def test_closing_the_server_closes_the_stream_going_away(tmp_path: Path) -> None:
     with running_api(tmp_path) as running:
         watcher = Watcher(running.ws_url())
@@ -1044,6 +1157,30 @@ def test_closing_the_server_closes_the_stream_going_away(tmp_path: Path) -> None
             watcher.next(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         running.server.close()  # idempotent
+
+
+def test_health_says_stalled_while_the_engine_loop_is_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop blocked (a venue call that never returns) answers no call: each waits 30 s for a 504. /health said
+    "ok" all along, so neither a monitor polling it nor the page (stale on a health failure) could tell."""
+    monkeypatch.setattr(http_api, "STALL_SECONDS", 0.5)
+    with running_api(tmp_path) as running:
+        client = running.client()
+        assert client.request("GET", "/api/v1/health")[1]["status"] == "ok"
+        gate = threading.Event()
+        running.service.call_async(lambda s: gate.wait(60))  # the engine's thread, held
+        try:
+            status, body = wait_for(lambda: _health_unless(client, 200), what="health to say the loop stalled")
+            assert (status, body["status"]) == (503, "stalled") and body["loop_age_seconds"] > 0.5
+        finally:
+            gate.set()
+        status, body = wait_for(lambda: _health_unless(client, 503), what="health to say ok again")
+        assert (status, body["status"]) == (200, "ok")
+        client.close()
+
+
+def _health_unless(client: Client, status: int) -> tuple[int, Any] | None:
+    answer = client.request("GET", "/api/v1/health")
+    return None if answer[0] == status else answer[:2]
 
 
 def test_an_engine_that_stopped_answers_503(tmp_path: Path) -> None:

@@ -1,15 +1,19 @@
 """The Prometheus exporter on the loopback: a request naming another host (a web page's DNS name rebound to
-127.0.0.1) is refused, and a client that connects and never sends does not hold up a scrape; the subscribers are
-exported as totals, never a series per subscription."""
+127.0.0.1) is refused, and a client that connects and never sends does not hold up a scrape, and is closed; at most
+``MAX_CONNECTIONS`` at once; the subscribers are exported as totals, never a series per subscription."""
 
 from __future__ import annotations
 
 import http.client
 import socket
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from veloz_actors.interfaces import metrics
 from veloz_actors.interfaces.metrics import EngineCollector, serve_metrics
+
+from ..actors.helpers import wait_for
 
 
 def _get(port: int, host: str) -> int:
@@ -38,6 +42,51 @@ def test_a_request_naming_another_host_is_refused_and_an_idle_client_blocks_no_o
     finally:
         idle.close()
         server.close()
+
+
+def test_a_client_that_sends_nothing_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection is a thread and a file descriptor of the engine's driver process: 500 that sent nothing were
+    500 threads held for as long as they stayed open."""
+    monkeypatch.setattr(metrics, "REQUEST_SECONDS", 0.2)
+    server = serve_metrics(lambda: {}, port=0)
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        half = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+        for sock in (silent, half):
+            assert sock.recv(65536) == b""  # closed without an answer (the socket's own timeout is 30 s)
+            sock.close()
+        assert _get(server.port, f"127.0.0.1:{server.port}") == 200
+    finally:
+        server.close()
+
+
+def test_connections_past_the_limit_are_closed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(metrics, "REQUEST_SECONDS", 3600.0)
+    server = serve_metrics(lambda: {}, port=0)
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)]
+    try:
+        late = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        assert late.recv(65536) == b""  # no thread was started for it
+        late.close()
+        idle[0].setblocking(False)
+        with pytest.raises(BlockingIOError):  # the first ones are still served (waiting for their requests)
+            idle[0].recv(1)
+        for sock in idle:
+            sock.close()  # their threads end: room again
+        wait_for(lambda: _status_or_none(server.port) == 200, what="a scrape once the idle clients left")
+    finally:
+        for sock in idle:
+            sock.close()
+        server.close()
+
+
+def _status_or_none(port: int) -> int | None:
+    try:
+        return _get(port, f"127.0.0.1:{port}")
+    except (ConnectionError, http.client.HTTPException):
+        return None  # closed at once: no room yet
 
 
 def test_subscribers_are_exported_as_totals_without_a_series_per_subscription() -> None:

@@ -531,3 +531,44 @@ def test_a_page_whose_engine_is_gone_says_it_is_stale_and_disables_the_actions(e
     finally:
         proxy.close()
         engine.api("DELETE", "/api/v1/orders/stale-rest-1")
+
+
+def test_a_page_whose_engine_is_stalled_says_so_and_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's loop blocked (a venue call that never returns): /health says "stalled" and the page says so, with
+    its actions disabled, instead of "engine unreachable" (before, /health said "ok" and the page looked live)."""
+    from selenium.webdriver.common.by import By
+
+    from veloz_actors.interfaces import http_api
+
+    from .api_helpers import running_api
+
+    monkeypatch.setattr(http_api, "STALL_SECONDS", 0.5)
+    with running_api(tmp_path) as running, chromium() as browser:
+        browser.get(f"{running.server.url}/?token={running.token}")
+        _wait(browser, lambda b: _text(b, "#stream-state") == "stream live", "the stream")
+        gate = threading.Event()
+        running.service.call_async(lambda s: gate.wait(120))  # the engine's thread, held
+        try:
+            _wait(browser, lambda b: b.find_element(By.ID, "stale-banner").is_displayed(), "the stale banner")
+            banner = _text(browser, "#stale-banner") or ""
+            assert "the engine has been busy or blocked for" in banner, banner
+            assert _text(browser, "#mode") == "engine stalled"
+            assert not browser.find_element(By.ID, "halt-button").is_enabled()
+        finally:
+            gate.set()
+        _wait(browser, lambda b: not b.find_element(By.ID, "stale-banner").is_displayed(), "the page to recover")
+        assert _text(browser, "#mode") == "sim"
+        assert browser.find_element(By.ID, "halt-button").is_enabled()
+
+
+def test_a_queue_size_the_engine_refuses_is_said_once_not_retried_for_ever(engine: Engine) -> None:
+    """/?queue=0 (the page's own check takes 1-6 digits): the stream closes 4400 naming it; before, the page said only
+    "stream reconnecting" and asked again every 15 s for ever."""
+    from selenium.webdriver.common.by import By
+
+    with chromium() as browser:
+        browser.get(f"{engine.base}/?queue=0&token={engine.token}")
+        _wait(browser, lambda b: _text(b, "#stream-state") == "stream refused", "the stream refused")
+        banner = _text(browser, "#stale-banner") or ""
+        assert "the engine refused the stream: queue must be 1..100000, got '0'" in banner, banner
+        assert browser.find_element(By.ID, "stale-banner").is_displayed()

@@ -44,7 +44,9 @@ plotly.js and styles, and no connection to anything).
 **Endpoints** (JSON; prices, quantities and balances as exact decimal strings; ``ts`` in integer nanoseconds; the
 objects are the stdio protocol's, see :mod:`veloz_actors.interfaces.stdio`):
 
-- ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds"}``; 503 ``"stopping"``.
+- ``GET /api/v1/health`` (no token): ``{"status": "ok", "mode", "seq", "uptime_seconds", "loop_age_seconds"}``; 503
+  ``"stopping"``, or ``"stalled"`` when the engine's loop (which turns at least 4 times a second) has not turned for
+  :data:`STALL_SECONDS` (30 s: a call to the engine would time out), e.g. blocked in a venue call.
 - ``GET /api/v1/status``: the engine's STATUS object plus ``"mode"`` and ``"api": {"clients", "dropped"}``
   (``dropped``: events slow WebSocket clients never got since the API started, the sum of their gaps' ``missed``).
 - ``GET /api/v1/balances``: ``{"account", "balances": {asset: {"free", "locked"}}, "equity": {"asset", "equity",
@@ -100,6 +102,15 @@ JSON text message:
 
 A bad ``queue`` closes with 4400 (and the reason). At most :data:`MAX_STREAMS` (64) clients stream at once; one more
 closes with 1013 (try again later). When the engine or the API stops, the socket closes with 1001.
+
+**Connections** (:func:`_bounded_http`). Each open connection holds one of the process's file descriptors, which the
+engine shares (journal, log files, the venue's sockets), and opening one needs no token. A connection must have sent a
+whole request within :data:`REQUEST_SECONDS` (10 s) of connecting or of its last answer, else it is closed (a client
+that sends nothing, or a header a byte at a time). At most :data:`MAX_CONNECTIONS` (256, and a quarter of the
+process's file descriptor limit: 64 under macOS's default of 256) are open at once, streams included: one more closes
+the one that has waited longest for a request, if a second or more (never a stream, nor a request being answered),
+or else itself; the listening socket takes a quarter of that at a time. Before, 400 connections that sent nothing took
+every descriptor of an engine limited to 256, for as long as they stayed open, and its kill switch did not answer.
 """
 
 from __future__ import annotations
@@ -111,6 +122,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -146,10 +158,14 @@ MAX_QUEUE = 100_000
 DEFAULT_MAX_BODY = 16 * 1024
 MAX_IN_FLIGHT = 1024  # engine calls awaiting their answer at once; more get 503
 CALL_TIMEOUT_SECONDS = 30.0
+STALL_SECONDS = CALL_TIMEOUT_SECONDS  # /health says "stalled" once the engine's loop has not turned for this long
 HALT_CONFIRM_SECONDS = 5.0  # how long halt and resume wait for the engine to say it is (not) halted
 MAX_BATCH = 1000  # events in one WebSocket message
 RESYNC_SECONDS = 1.0  # a client that falls behind gets a fresh snapshot at most this often (each costs the engine)
 MAX_STREAMS = 64  # WebSocket stream clients at once (each costs the engine's thread a little per event); more: 1013
+MAX_CONNECTIONS = 256  # open at once (streams included), and at most a quarter of the process's file descriptors
+REQUEST_SECONDS = 10.0  # a connection's whole request arrives within this, from connecting or from its last answer
+_EVICT_AFTER_SECONDS = 1.0  # a connection waiting for a request this long may be closed for a new one
 _FRAGMENTS = 20_000  # encoded events kept for the other clients
 REPORT_DEPTH = 4
 _UNAUTHORIZED = "missing or wrong API token"
@@ -197,13 +213,15 @@ def resolve_token(token: str | None, run_dir: Path | None) -> str:
         return secrets.token_urlsafe(32)
     path = Path(run_dir) / TOKEN_FILE
     if path.is_file():
-        value = path.read_text().strip()
+        value = path.read_bytes().decode("latin-1").strip()  # (any bytes: what is not ASCII is refused below)
         if value:
             if path.stat().st_mode & 0o077:
                 path.chmod(0o600)
                 _log.warning("api: %s was readable by others; now mode 0600", path)
             if len(value) < 16:
                 raise InvalidInput(f"{path} must hold a token of at least 16 characters")
+            if not (value.isascii() and value.isprintable()):  # e.g. an editor's byte order mark: never matched
+                raise InvalidInput(f"{path} must hold printable ASCII only, as an HTTP header carries the token")
             return value
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
@@ -752,16 +770,21 @@ def build_app(
 
     @app.get("/api/v1/health", tags=["engine"])
     async def health() -> Response:
-        """Liveness, without a token: the mode, the last event number and the uptime."""
-        stopping = service.stopping
+        """Liveness, without a token: the mode, the last event number, the uptime and how long ago the engine's loop
+        last turned; 503 while it is stopping, or stalled (its loop has not turned for :data:`STALL_SECONDS`: every
+        call to it would time out)."""
         started = service.started_ns
+        turned = service.turned
+        age = time.monotonic() - turned if turned else 0.0
+        state = "stopping" if service.stopping else "stalled" if age > STALL_SECONDS else "ok"
         body = {
-            "status": "stopping" if stopping else "ok",
+            "status": state,
             "mode": service.mode,
             "seq": service.hub.seq,
             "uptime_seconds": round((time.time_ns() - started) / 1e9, 3) if started else 0.0,
+            "loop_age_seconds": round(age, 3),
         }
-        return _Json(body, status_code=503 if stopping else 200)
+        return _Json(body, status_code=200 if state == "ok" else 503)
 
     @app.get("/api/v1/status", tags=["engine"])
     async def status() -> Response:
@@ -1226,6 +1249,81 @@ class _Stream:
 # ---------------------------------------------------------------------------------------------- the server
 
 
+def _bounded_http(max_connections: int, request_seconds: float) -> type[Any]:
+    """uvicorn's HTTP/1.1 connection (h11), bounded in number and in how long it waits for a request (see
+    "Connections" in the module docstring). A connection *waits* from when it is made, or its last answer is sent,
+    until a whole request (headers and body) has arrived; only a waiting connection is ever closed for the limits."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11(H11Protocol):  # type: ignore[misc]
+        waiting: dict[BoundedH11, float] = {}  # (this server's) -> since when, longest-waiting first
+        timers: dict[BoundedH11, asyncio.TimerHandle] = {}
+        refused = [0, -math.inf]  # connections closed for the limit since the last warning, and when that was
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self._note_refused()
+                oldest = next(iter(self.waiting), None)
+                # one that has only just connected has not been read yet: its request may be on its way
+                if oldest is None or self.loop.time() - self.waiting[oldest] < _EVICT_AFTER_SECONDS:
+                    transport.close()
+                    return
+                oldest._give_up()
+            self._wait()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            self._check()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._check()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_waiting()
+            super().connection_lost(exc)
+
+        def _check(self) -> None:
+            """Waiting (answered, or its request still arriving) or not (a whole request read, a stream, closing)."""
+            cycle = self.cycle
+            upgraded = self.transport.get_protocol() is not self  # a WebSocket now, bounded by MAX_STREAMS
+            reading = cycle is not None and not cycle.more_body and not cycle.response_complete
+            if self.transport.is_closing() or upgraded or reading:
+                self._stop_waiting()
+            elif self not in self.waiting:
+                self._wait()
+
+        def _wait(self) -> None:
+            self.waiting[self] = self.loop.time()
+            self.timers[self] = self.loop.call_later(request_seconds, self._give_up)
+
+        def _stop_waiting(self) -> None:
+            self.waiting.pop(self, None)
+            timer = self.timers.pop(self, None)
+            if timer is not None:
+                timer.cancel()
+
+        def _give_up(self) -> None:
+            self._stop_waiting()
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def _note_refused(self) -> None:
+            refused = self.refused
+            refused[0] += 1
+            now = self.loop.time()
+            if now - refused[1] >= 60.0:
+                _log.warning(
+                    "api: %d connections open, over the limit of %d: the one waiting longest for a request is "
+                    "closed, else the new one (%d times since this was last said)", len(self.connections),
+                    max_connections, refused[0],
+                )  # fmt: skip
+                refused[:] = [0, now]
+
+    return BoundedH11
+
+
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 
@@ -1320,9 +1418,11 @@ def serve_api(
     redact = _RedactToken(value)
     for name in _UVICORN_LOGGERS:
         logging.getLogger(name).addFilter(redact)
+    limit = _connection_limit()
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
         ws="websockets-sansio", ws_max_size=1 << 20, ws_per_message_deflate=False, server_header=False,
+        http=_bounded_http(limit, REQUEST_SECONDS), backlog=max(16, limit // 4),  # accepted at once: limits the burst
     )  # fmt: skip
     server = uvicorn.Server(config)
     started = threading.Event()
@@ -1366,6 +1466,16 @@ def serve_api(
         _log.warning("api: listening on %s, beyond this machine, without TLS: the token travels in clear", host)
     _log.info("api: serving %s", result.url)
     return result
+
+
+def _connection_limit() -> int:
+    """:data:`MAX_CONNECTIONS`, or a quarter of this process's file descriptor limit (at least 16) when that is less."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return MAX_CONNECTIONS
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else min(MAX_CONNECTIONS, max(16, soft // 4))
 
 
 def _loopback(host: str) -> bool:

@@ -52,6 +52,7 @@ Live market data, when the engine streams it (``market_data`` in its status; lab
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from socketserver import ThreadingMixIn
@@ -262,15 +263,49 @@ def risk_metric_families(gauges: dict[str, float], valuation_asset: str = "USDT"
     yield from (symbols, assets, use)
 
 
+REQUEST_SECONDS = 10.0  # a scrape's connection that neither sends nor reads for this long is closed
+MAX_CONNECTIONS = 32  # scrapes at once (each a thread); one more is closed at once
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        self.request.settimeout(REQUEST_SECONDS)  # for each read and write
+        super().setup()
+
+    def handle(self) -> None:
+        with contextlib.suppress(OSError):  # timed out, or the client left: the connection is closed, quietly
+            super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         return
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    """One thread per scrape: a client that connects and never sends does not hold up the others."""
+    """One thread per scrape, at most :data:`MAX_CONNECTIONS` at once: a client that connects and never sends does not
+    hold up the others, and is closed after :data:`REQUEST_SECONDS`. Each connection is a thread and a file descriptor
+    of the engine's driver process: 500 that sent nothing were 500 threads held for as long as they stayed open."""
 
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # closed at once: its descriptor is free again
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})

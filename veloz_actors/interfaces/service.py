@@ -351,6 +351,7 @@ class EngineService:
         self.sink: Sink | None = None
         self.mode = mode
         self.started_ns = 0
+        self.turned = 0.0  # time.monotonic() of the engine loop's last turn (at least every _SIGNAL_SECONDS when well)
         self.urls: dict[str, str] = {}
         self._halt = halt
         self._resume = resume
@@ -498,6 +499,7 @@ class EngineService:
         try:
             self.emit([], reply=[{"type": "status", "ts": session.now(), **status, "state": "started"}])
             while not self.stopping and not session.closed:
+                self.turned = time.monotonic()
                 if next_tick is not None and self.clock() >= next_tick:
                     next_tick += interval
                     try:

@@ -168,10 +168,13 @@
     return { status: response.status, ok: response.ok, data };
   }
 
+  // The engine's health answer, a 503's too ("stopping"; "stalled": its loop has not turned for 30 s), or null when
+  // nothing answers.
   async function health() {
     try {
       const response = await fetch("/api/v1/health", { cache: "no-store" });
-      return response.ok ? await response.json() : null;
+      const data = await response.json();
+      return data && typeof data === "object" && typeof data.status === "string" ? data : null;
     } catch (error) {
       return null;
     }
@@ -302,9 +305,13 @@
 
   async function refreshHealth() {
     const data = await health();
-    if (!data) {
-      setBadge("mode", "engine unreachable", "bad");
-      markStale("the engine does not answer");
+    if (!data || data.status !== "ok") {
+      setBadge("mode", data ? "engine " + data.status : "engine unreachable", "bad");
+      if (!data) markStale("the engine does not answer");
+      else if (data.status === "stalled") {
+        const seconds = Math.round(Number(data.loop_age_seconds) || 0);
+        markStale("the engine has been busy or blocked for " + seconds + " s and answers nothing meanwhile");
+      } else markStale("the engine is " + data.status);
       return;
     }
     setMode(data.mode);
@@ -475,6 +482,13 @@
         // the token was refused: a REST call confirms and asks again (the stream's reason is not shown)
         refreshStatus();
         setStreamState("token refused", "bad");
+        return;
+      }
+      if (event.code === 4400) {
+        // the address's ?queue= was refused: asking again would be refused again; the reason names it
+        setStreamState("stream refused", "bad");
+        markStale("the engine refused the stream: " + (event.reason || "a bad request"));
+        refreshStreamedState();
         return;
       }
       setStreamState("stream reconnecting", "bad");
