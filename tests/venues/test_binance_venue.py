@@ -19,6 +19,7 @@ import gzip
 import json
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1391,3 +1392,37 @@ def test_a_symbol_delisted_in_the_session_refuses_new_orders(server: BinanceTest
         assert again.status()["halted_symbols"] == {SYMBOL: "BTCUSDT: Binance no longer lists it (delisted)"}
     finally:
         again.close()
+
+
+def test_a_fill_while_the_reconciliation_runs_is_no_balance_difference(server: BinanceTestServer) -> None:
+    """The reconciliation reads the account first and the trades after (here after waiting out a young order's
+    recvWindow): a fill in between is among the trades but not in the account's balances. Its effect was counted all
+    the same, and the fill said as money moved outside trading (a VENUE_BALANCE_DIFFERENCE of minus the fill, in
+    BTC and in USDT) while the kernel and Binance agreed to the unit."""
+    with Harness(server, recv_window_ms=3000, never_placed_margin_ms=200) as h:
+        h.wait(h.place(Side.BUY, d("0.01"), h.ask), OrderStatus.FILLED)  # a trade booked: trades are read from it on
+        resting = h.place(Side.BUY, d("0.01"), d("61835"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        h.fund_unsent("lost", Side.BUY, d("0.01"), d("60000"))  # young: the reconciliation waits its recvWindow
+        view = kernel_view(h.kernel)
+        asked = h.venue.status()["counts"].get("sent.order.status", 0)
+        done: queue.Queue[Any] = queue.Queue()
+
+        def reconcile() -> None:
+            try:
+                done.put(h.venue.reconcile(view=view))
+            except Exception as exc:  # noqa: BLE001 - handed to the test thread
+                done.put(exc)
+
+        threading.Thread(target=reconcile, daemon=True).start()
+        # the account has been read once the young order's first order.status has gone
+        h.pump(lambda: h.venue.status()["counts"].get("sent.order.status", 0) > asked, timeout=10.0, quiet=0.0)
+        publish(server, 150)  # the resting order fills while the reconciliation waits
+        report = done.get(timeout=30.0)
+        assert not isinstance(report, Exception), report
+        assert report.summary["never_placed"] == ["lost"]
+        assert resting in {r.client_order_id for r in report.reports if isinstance(r, VenueOrderFilled)}
+        assert report.balance_differences == (), report.summary["balance_differences"]
+        h.wait(resting, OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server(skip=frozenset({"lost"}))

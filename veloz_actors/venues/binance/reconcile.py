@@ -15,8 +15,9 @@ symbol, the balances) and returns a :class:`ReconcileReport`:
 * ``external_orders``: orders of the account that VeloZ did not place (open at the exchange, or trades of an order
   with a client id no VeloZ order has), one :class:`ExternalOrder` each;
 * ``balance_differences``: per asset, the exchange's total (free + locked) against the kernel's total after the fills
-  in ``reports`` that the kernel did not have (a deposit, a withdrawal, a trade outside VeloZ), one
-  :class:`BalanceDifference` each;
+  in ``reports`` that the kernel did not have and the account's balances already include (a trade made after the
+  account was read, ``VenueSnapshot.balances_until``, is on neither side); what is left is a deposit, a withdrawal, a
+  trade outside VeloZ: one :class:`BalanceDifference` each;
 * ``balances``: the exchange's balances as :class:`~veloz_actors.messages.VenueBalance` messages;
 * ``summary``: a JSON-ready dict for ``STATUS``.
 
@@ -228,7 +229,9 @@ class VenueSnapshot:
     :data:`ARCHIVED` for -2026); an order missing here (and from ``open_orders``) was not looked at (skipped).
     ``trades``: every trade fetched, any order, per symbol. ``order_clients``: Binance order id -> client order id
     for orders learnt otherwise (``order.status`` by order id). ``ours``: client ids VeloZ placed that are not in the
-    view (closed, or being placed right now): neither reconciled nor external.
+    view (closed, or being placed right now): neither reconciled nor external. ``balances_until``: the latest trade
+    time (ns) the balances include: the account's ``updateTime``, or the time the account was asked if later (the
+    trades are read after the account, and one made in between is not in its balances); 0: every trade.
     """
 
     balances: list[VenueBalance]
@@ -239,6 +242,7 @@ class VenueSnapshot:
     order_clients: dict[str, str] = field(default_factory=dict)
     ours: frozenset[str] = frozenset()
     now: int = 0
+    balances_until: int = 0
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -387,7 +391,7 @@ def build_reconciliation(
                 new = cum > new_by_filled
             if new:
                 fills_new += 1
-                if inst is not None:
+                if inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
                     for asset, amount in balance_effects(t, state.side, inst).items():
                         effects[asset] = effects.get(asset, 0) + amount
         if state.needs_end:

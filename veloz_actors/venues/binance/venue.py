@@ -2015,6 +2015,7 @@ class BinanceVenue:
         known = [o for o in view.orders if o.client_order_id not in skip]
         # own orders in flight are reconciled by their own resolution, never here
         view = KernelView(tuple(known), view.last_trade_ids, view.balances)
+        asked_ms = self._server_ms()  # a trade before this is in the account's balances
         account = await self._request("account.status", {}, weight=20)
         balances = parse_account_balances(account, self.account_id, venue=self.name)
         account_ts = int(account.get("updateTime", 0)) * _MS if isinstance(account, dict) else 0
@@ -2110,6 +2111,7 @@ class BinanceVenue:
         snap = VenueSnapshot(
             balances=balances,
             account_ts=account_ts,
+            balances_until=max(account_ts, asked_ms * _MS),
             open_orders=open_rows,
             states=states,
             trades=trades,
