@@ -229,7 +229,9 @@ class VenueSnapshot:
     :data:`ARCHIVED` for -2026); an order missing here (and from ``open_orders``) was not looked at (skipped).
     ``trades``: every trade fetched, any order, per symbol. ``order_clients``: Binance order id -> client order id
     for orders learnt otherwise (``order.status`` by order id). ``ours``: client ids VeloZ placed that are not in the
-    view (closed, or being placed right now): neither reconciled nor external. ``balances_until``: the latest trade
+    view (closed, or being placed right now): neither reconciled nor external, their trades compared with the balances
+    when the view lacks them; ``in_flight``: of those, the ones the view has, left out because their own request or
+    resolution is under way, with the trade ids it booked of each. ``balances_until``: the latest trade
     time (ns) the balances include: the account's ``updateTime``, or the time the account was asked if later (the
     trades are read after the account, and one made in between is not in its balances); 0: every trade.
     """
@@ -243,6 +245,7 @@ class VenueSnapshot:
     ours: frozenset[str] = frozenset()
     now: int = 0
     balances_until: int = 0
+    in_flight: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -397,6 +400,22 @@ def build_reconciliation(
         if state.needs_end:
             closed += 1
             reports.append(state.report(account_id, venue=venue))
+
+    # fills of VeloZ's own orders left to the adapter (placed after the view was read, or in flight when the
+    # reconciliation began): not reported here, but the account's balances have them and the view's may not
+    for vid, trades in by_order.items():
+        coid = clients.get(vid, "")
+        if coid in known or coid not in snap.ours:
+            continue
+        booked = snap.in_flight.get(coid)
+        for t in trades:
+            inst = instruments.get(t.symbol)
+            # an order not in the view at all: its trades after the last one the view booked are not in its balances
+            last = view.last_trade_ids.get(t.symbol, -1)
+            new = t.trade_id not in booked if booked is not None else t.trade_id > last
+            if new and inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
+                for asset, amount in balance_effects(t, t.side, inst).items():
+                    effects[asset] = effects.get(asset, 0) + amount
 
     # orders VeloZ did not place
     external: dict[str, dict[str, Any]] = {}

@@ -2013,6 +2013,9 @@ class BinanceVenue:
         settings = self.settings
         skip = {coid for coid, r in self._orders.items() if r.busy or r.settling}
         known = [o for o in view.orders if o.client_order_id not in skip]
+        in_flight = {
+            o.client_order_id: o.trade_ids for o in view.orders if o.client_order_id in skip and o.trade_ids is not None
+        }
         # own orders in flight are reconciled by their own resolution, never here
         view = KernelView(tuple(known), view.last_trade_ids, view.balances)
         asked_ms = self._server_ms()  # a trade before this is in the account's balances
@@ -2112,6 +2115,7 @@ class BinanceVenue:
             balances=balances,
             account_ts=account_ts,
             balances_until=max(account_ts, asked_ms * _MS),
+            in_flight=in_flight,
             open_orders=open_rows,
             states=states,
             trades=trades,
