@@ -1466,3 +1466,28 @@ def test_a_fill_of_an_order_placed_after_the_kernels_view_is_no_balance_differen
         assert report.reports == ()  # the order is the adapter's own, not the reconciliation's
         h.pump()
         h.assert_matches_server()
+
+
+def test_an_open_order_binance_states_in_a_way_not_understood_does_not_keep_the_adapter_from_trading(
+    server: BinanceTestServer,
+) -> None:
+    """One open order of the account (here placed outside VeloZ) stated with a status this client does not know (one
+    Binance adds, say): the reconciliation could not be done at all, so the adapter never became ready and every
+    order was refused for ever ('reconciling with the exchange'). The row is said (VENUE_BAD_REPORT, counted) and left
+    out; the rest is reconciled and trading goes on."""
+    server.trading_faults.place_outside(HMAC.api_key, SYMBOL, "BUY", "0.5", "50000", client_order_id="app-7")
+    server.trading_faults.state_status(HMAC.api_key, "app-7", "PENDING_SOMETHING")
+    with Harness(server) as h:
+        errors = [e for e in h.events if isinstance(e, Error) and e.code == "VENUE_BAD_REPORT"]
+        assert errors and "app-7" in errors[0].message and "PENDING_SOMETHING" in errors[0].message
+        assert h.venue.status()["bad_input"].get("reconcile_row", 0) >= 1
+        coid = h.place(Side.BUY, d("0.01"), h.ask)
+        h.wait(coid, OrderStatus.FILLED)
+        # an order of VeloZ's stated so: left out of the reconciliation (skipped), never taken as never placed
+        resting = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        server.trading_faults.state_status(HMAC.api_key, resting, "PENDING_SOMETHING")
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        assert report.summary["skipped"] == [resting] and report.reports == ()
+        h.pump()
+        assert h.order(resting).status is OrderStatus.ACCEPTED
