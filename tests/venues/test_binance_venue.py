@@ -76,6 +76,7 @@ from veloz_actors.venues.binance.venue import (
     VenueThread,
     check_filters,
     clock_offset,
+    fetch_account_balances,
     order_params,
 )
 
@@ -1491,3 +1492,21 @@ def test_an_open_order_binance_states_in_a_way_not_understood_does_not_keep_the_
         assert report.summary["skipped"] == [resting] and report.reports == ()
         h.pump()
         assert h.order(resting).status is OrderStatus.ACCEPTED
+
+
+def test_a_balance_beyond_what_veloz_holds_is_left_out_not_a_start_that_never_ends(server: BinanceTestServer) -> None:
+    """An account holding 25 billion units of a token (SHIB, BTTC, PEPE: a few dollars to a few hundred thousand):
+    beyond the 10**10 units a VeloZ balance holds. The opening balances raised DataError (no live engine could start)
+    and every reconciliation failed on it (the adapter never became ready, every order refused). The row is left out
+    and said; the rest is read, compared and traded."""
+    server.deposit(HMAC.api_key, "SHIB", "25000000000")
+    opening = {b.asset: b.free + b.locked for b in fetch_account_balances(server.rest_url, HMAC)}
+    assert opening == {asset: d(amount) for asset, amount in BALANCES.items()}
+    with Harness(server) as h:
+        [error] = [e for e in h.events if isinstance(e, Error) and e.code == "VENUE_BAD_REPORT"]
+        assert "SHIB" in error.message and "too large" in error.message
+        coid = h.place(Side.BUY, d("0.01"), h.ask)
+        h.wait(coid, OrderStatus.FILLED)
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        # the kernel equals Binance in every asset it can hold
+        assert report.balance_differences == () and "SHIB" not in {b.asset for b in report.balances}

@@ -231,7 +231,8 @@ class VenueSnapshot:
     for orders learnt otherwise (``order.status`` by order id). ``ours``: client ids VeloZ placed that are not in the
     view (closed, or being placed right now): neither reconciled nor external, their trades compared with the balances
     when the view lacks them; ``in_flight``: of those, the ones the view has, left out because their own request or
-    resolution is under way, with the trade ids it booked of each. ``balances_until``: the latest trade
+    resolution is under way, with the trade ids it booked of each. ``unread_assets``: assets whose balance
+    could not be read (left out of ``balances``), not compared. ``balances_until``: the latest trade
     time (ns) the balances include: the account's ``updateTime``, or the time the account was asked if later (the
     trades are read after the account, and one made in between is not in its balances); 0: every trade.
     """
@@ -246,6 +247,7 @@ class VenueSnapshot:
     now: int = 0
     balances_until: int = 0
     in_flight: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    unread_assets: frozenset[str] = frozenset()
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -468,7 +470,7 @@ def build_reconciliation(
     differences = []
     if view.balances is not None:
         venue_totals = {b.asset: b.free + b.locked for b in snap.balances}
-        for asset in sorted(set(venue_totals) | set(view.balances) | set(effects)):
+        for asset in sorted((set(venue_totals) | set(view.balances) | set(effects)) - snap.unread_assets):
             expected = view.balances.get(asset, 0) + effects.get(asset, 0)
             actual = venue_totals.get(asset, 0)
             if actual != expected:

@@ -2020,7 +2020,10 @@ class BinanceVenue:
         view = KernelView(tuple(known), view.last_trade_ids, view.balances)
         asked_ms = self._server_ms()  # a trade before this is in the account's balances
         account = await self._request("account.status", {}, weight=20)
-        balances = parse_account_balances(account, self.account_id, venue=self.name)
+        unread: list[tuple[str, str]] = []
+        balances = parse_account_balances(account, self.account_id, venue=self.name, unreadable=unread)
+        for asset, why in unread:
+            self._unreadable_order(f"the balance of {asset}", DataError(why))
         account_ts = int(account.get("updateTime", 0)) * _MS if isinstance(account, dict) else 0
         symbols = sorted(self.instruments)
         open_rows: list[OrderState] = []
@@ -2123,6 +2126,7 @@ class BinanceVenue:
             account_ts=account_ts,
             balances_until=max(account_ts, asked_ms * _MS),
             in_flight=in_flight,
+            unread_assets=frozenset(asset for asset, _ in unread),
             open_orders=open_rows,
             states=states,
             trades=trades,
@@ -2158,6 +2162,7 @@ class BinanceVenue:
         return out
 
     def _unreadable_order(self, who: str, exc: DataError) -> None:
+        """Say what the reconciliation leaves out because Binance's answer about it cannot be read."""
         self._bad("reconcile_row", "%s: the reconciliation leaves out %s, which Binance states in a way that cannot "
                   "be read: %s", self.name, who, exc)  # fmt: skip
         self._event(
@@ -2459,4 +2464,8 @@ def fetch_account_balances(
         recv_window_ms=recv_window_ms,
     )
     data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
-    return parse_account_balances(data, account_id)
+    unread: list[tuple[str, str]] = []
+    balances = parse_account_balances(data, account_id, unreadable=unread)
+    for asset, why in unread:
+        log.warning("the opening balances leave out %s, which cannot be read: %s", asset, why)
+    return balances
