@@ -201,6 +201,20 @@ def test_ws_api_rate_limits_and_retry_after_epoch() -> None:
     assert limits.blocked(1659146399999) and not limits.blocked(1659146400000)
 
 
+def test_a_retry_after_beyond_any_real_ban_is_a_bad_header_not_a_block_for_ever() -> None:
+    """Binance bans for 2 minutes to 3 days: a Retry-After (or the WebSocket API's retryAfter) beyond that is a
+    malformed answer. Taken as said, it held back every order and every cancel until the engine was restarted."""
+    limits = _limits(default_backoff_ms=10_000, ban_backoff_ms=120_000)
+    limits.on_response(429, {"Retry-After": "1000000000"}, T0)  # 31 years
+    assert limits.blocked_until_ms == T0 + 10_000 and limits.bad_headers == 1
+    limits.on_response(418, {}, T0 + 1, retry_after_ms=T0 + 4 * 86_400_000)  # 4 days
+    assert limits.blocked_until_ms == T0 + 1 + 120_000 and limits.bad_headers == 2
+    limits.on_response(429, {}, T0 + 2, retry_after_ms=10**18, orders_only=True)
+    assert limits.orders_blocked_until_ms == T0 + 2 + 10_000 and limits.bad_headers == 3
+    limits.on_response(418, {"Retry-After": str(3 * 86_400)}, T0 + 3)  # the longest real ban stands
+    assert limits.blocked_until_ms == T0 + 3 + 3 * 86_400_000 and limits.bad_headers == 3
+
+
 def test_malformed_headers_are_counted_not_raised() -> None:
     limits = _limits()
     limits.on_response(200, {"X-MBX-USED-WEIGHT-1M": "lots", "X-MBX-ORDER-COUNT-10S": "-1"}, T0)

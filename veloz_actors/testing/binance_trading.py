@@ -256,7 +256,7 @@ class _Order:
     __slots__ = (
         "account", "symbol", "order_id", "client_order_id", "side", "type", "tif", "price", "orig_qty", "quote_qty",
         "executed", "cum_quote", "status", "time", "update", "expiry", "reserve_asset", "reserved", "vcid", "venue",
-        "fills", "on_book", "base", "quote", "prevented",
+        "fills", "on_book", "base", "quote", "prevented", "shown_status",
     )  # fmt: skip
 
     def __init__(self, account: _Account, symbol: str, order_id: int, client_order_id: str, spec: _Spec) -> None:
@@ -285,6 +285,7 @@ class _Order:
         self.base = spec.base
         self.quote = spec.quote
         self.prevented = 0  # taken off by self-trade prevention (``preventedQuantity``)
+        self.shown_status: str | None = None  # the status its queries state instead (faults.state_status)
 
     @property
     def open(self) -> bool:
@@ -337,7 +338,7 @@ class _Order:
             "origQty": self._qty_text(),
             "executedQty": _fmt(self.executed),
             "cummulativeQuoteQty": _fmt(self.cum_quote),
-            "status": self.status,
+            "status": self.shown_status or self.status,
             "timeInForce": self.tif,
             "type": self.type,
             "side": self.side,
@@ -790,6 +791,18 @@ class TradingFaults:
             return order.query()
 
         return trading._call(run)
+
+    def state_status(self, api_key: str, client_order_id: str, status: str) -> None:
+        """The account's open order ``client_order_id`` is stated with ``status`` in order queries and open-orders
+        lists (a status Binance may add that a client does not know yet); it works on as before."""
+        trading = self._trading
+
+        def run() -> None:
+            account = trading._account(api_key)
+            [order] = [o for o in trading._open_orders(account) if o.client_order_id == client_order_id]
+            order.shown_status = status
+
+        trading._call(run)
 
     def prevent_match(self, api_key: str, client_order_id: str, qty: str) -> dict[str, Any]:
         """Self-trade prevention in mode ``DECREMENT`` on the account's open order ``client_order_id`` (the newest

@@ -15,7 +15,8 @@
   are in the local count, other clients of the same IP only in the exchange's).
 * **429 / 418**: ``Retry-After`` (seconds; the WebSocket API's ``retryAfter`` is an epoch time in ms) blocks *every*
   request until then: :attr:`RateLimits.blocked_until_ms`, :meth:`RateLimits.wait_for`. Without a usable header the
-  block is ``default_backoff_ms`` after a 429 and ``ban_backoff_ms`` (Binance's shortest ban, 2 minutes) after a 418.
+  block is ``default_backoff_ms`` after a 429 and ``ban_backoff_ms`` (Binance's shortest ban, 2 minutes) after a 418;
+  one beyond :data:`MAX_RETRY_AFTER_MS` (3 days, Binance's longest ban) is a malformed header, not a block for years.
   A 429 for the account's unfilled-order count (-1015 "Too many new orders", ``on_response(..., orders_only=True)``)
   is not an IP limit: it blocks new orders only (:attr:`RateLimits.orders_blocked_until_ms`,
   ``wait_for(..., order=True)``), so cancels and queries go on.
@@ -46,6 +47,7 @@ from ..._exceptions import DataError
 
 __all__ = [
     "KINDS",
+    "MAX_RETRY_AFTER_MS",
     "ORDERS",
     "RAW_REQUESTS",
     "REQUEST_WEIGHT",
@@ -59,6 +61,8 @@ REQUEST_WEIGHT = "REQUEST_WEIGHT"
 ORDERS = "ORDERS"
 RAW_REQUESTS = "RAW_REQUESTS"
 KINDS = (REQUEST_WEIGHT, ORDERS, RAW_REQUESTS)
+#: the longest block a 429 / 418 can ask for: Binance's longest IP ban ("from 2 minutes to 3 days", rest-api.md)
+MAX_RETRY_AFTER_MS = 3 * 86_400_000
 
 _UNIT_MS = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 _LETTER_UNIT = {"S": "SECOND", "M": "MINUTE", "H": "HOUR", "D": "DAY"}
@@ -284,14 +288,17 @@ class RateLimits:
             self.bans += 1
             orders_only = False  # a ban is the IP's: nothing goes
         until: int | None = retry_after_ms
-        if until is None:
+        if until is not None and until > now_ms + MAX_RETRY_AFTER_MS:
+            self.bad_headers += 1  # beyond any ban Binance gives: a malformed answer, not a block for years
+            until = None
+        elif until is None:
             seconds = _header(headers, "retry-after")
             if seconds is not None:
                 try:
                     value = float(seconds)
                 except ValueError:
                     value = math.nan
-                if math.isfinite(value) and value >= 0:
+                if math.isfinite(value) and 0 <= value * 1000 <= MAX_RETRY_AFTER_MS:
                     until = now_ms + math.ceil(value * 1000)
                 else:
                     self.bad_headers += 1

@@ -15,8 +15,9 @@ symbol, the balances) and returns a :class:`ReconcileReport`:
 * ``external_orders``: orders of the account that VeloZ did not place (open at the exchange, or trades of an order
   with a client id no VeloZ order has), one :class:`ExternalOrder` each;
 * ``balance_differences``: per asset, the exchange's total (free + locked) against the kernel's total after the fills
-  in ``reports`` that the kernel did not have (a deposit, a withdrawal, a trade outside VeloZ), one
-  :class:`BalanceDifference` each;
+  in ``reports`` that the kernel did not have and the account's balances already include (a trade made after the
+  account was read, ``VenueSnapshot.balances_until``, is on neither side); what is left is a deposit, a withdrawal, a
+  trade outside VeloZ: one :class:`BalanceDifference` each;
 * ``balances``: the exchange's balances as :class:`~veloz_actors.messages.VenueBalance` messages;
 * ``summary``: a JSON-ready dict for ``STATUS``.
 
@@ -228,7 +229,12 @@ class VenueSnapshot:
     :data:`ARCHIVED` for -2026); an order missing here (and from ``open_orders``) was not looked at (skipped).
     ``trades``: every trade fetched, any order, per symbol. ``order_clients``: Binance order id -> client order id
     for orders learnt otherwise (``order.status`` by order id). ``ours``: client ids VeloZ placed that are not in the
-    view (closed, or being placed right now): neither reconciled nor external.
+    view (closed, or being placed right now): neither reconciled nor external, their trades compared with the balances
+    when the view lacks them; ``in_flight``: of those, the ones the view has, left out because their own request or
+    resolution is under way, with the trade ids it booked of each. ``unread_assets``: assets whose balance
+    could not be read (left out of ``balances``), not compared. ``balances_until``: the latest trade
+    time (ns) the balances include: the account's ``updateTime``, or the time the account was asked if later (the
+    trades are read after the account, and one made in between is not in its balances); 0: every trade.
     """
 
     balances: list[VenueBalance]
@@ -239,6 +245,9 @@ class VenueSnapshot:
     order_clients: dict[str, str] = field(default_factory=dict)
     ours: frozenset[str] = frozenset()
     now: int = 0
+    balances_until: int = 0
+    in_flight: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    unread_assets: frozenset[str] = frozenset()
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -387,12 +396,28 @@ def build_reconciliation(
                 new = cum > new_by_filled
             if new:
                 fills_new += 1
-                if inst is not None:
+                if inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
                     for asset, amount in balance_effects(t, state.side, inst).items():
                         effects[asset] = effects.get(asset, 0) + amount
         if state.needs_end:
             closed += 1
             reports.append(state.report(account_id, venue=venue))
+
+    # fills of VeloZ's own orders left to the adapter (placed after the view was read, or in flight when the
+    # reconciliation began): not reported here, but the account's balances have them and the view's may not
+    for vid, trades in by_order.items():
+        coid = clients.get(vid, "")
+        if coid in known or coid not in snap.ours:
+            continue
+        booked = snap.in_flight.get(coid)
+        for t in trades:
+            inst = instruments.get(t.symbol)
+            # an order not in the view at all: its trades after the last one the view booked are not in its balances
+            last = view.last_trade_ids.get(t.symbol, -1)
+            new = t.trade_id not in booked if booked is not None else t.trade_id > last
+            if new and inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
+                for asset, amount in balance_effects(t, t.side, inst).items():
+                    effects[asset] = effects.get(asset, 0) + amount
 
     # orders VeloZ did not place
     external: dict[str, dict[str, Any]] = {}
@@ -445,7 +470,7 @@ def build_reconciliation(
     differences = []
     if view.balances is not None:
         venue_totals = {b.asset: b.free + b.locked for b in snap.balances}
-        for asset in sorted(set(venue_totals) | set(view.balances) | set(effects)):
+        for asset in sorted((set(venue_totals) | set(view.balances) | set(effects)) - snap.unread_assets):
             expected = view.balances.get(asset, 0) + effects.get(asset, 0)
             actual = venue_totals.get(asset, 0)
             if actual != expected:

@@ -681,21 +681,34 @@ def parse_my_trades(rows: list) -> list[AccountTrade]:
     return out
 
 
-def parse_account_balances(data: dict, account_id: str, *, venue: str = VENUE) -> list[VenueBalance]:
-    """``GET /api/v3/account``: every listed balance as a :class:`VenueBalance` at ``updateTime``."""
+def parse_account_balances(
+    data: dict, account_id: str, *, venue: str = VENUE, unreadable: list[tuple[str, str]] | None = None
+) -> list[VenueBalance]:
+    """``GET /api/v3/account``: every listed balance as a :class:`VenueBalance` at ``updateTime``. With
+    ``unreadable`` given, a balance that cannot be read (10**10 units or more of a token: beyond what a VeloZ balance
+    holds) is left out and added to it as ``(asset, why)`` instead of raising: one such row must not hide the rest."""
     kind = "account"
     ts = _ms(data, "updateTime", kind)
     rows = _field(data, "balances", kind)
     if type(rows) is not list:
         raise DataError(f"{kind}: field 'balances' must be a list, got {_preview(rows)}")
-    return [
-        VenueBalance(
-            venue=venue,
-            account_id=account_id,
-            asset=_str(row, "asset", f"{kind} balances[{i}]"),
-            free=_dec(row, "free", f"{kind} balances[{i}]"),
-            locked=_dec(row, "locked", f"{kind} balances[{i}]"),
-            ts=ts,
-        )
-        for i, row in enumerate(rows)
-    ]
+    out = []
+    for i, row in enumerate(rows):
+        what = f"{kind} balances[{i}]"
+        try:
+            out.append(
+                VenueBalance(
+                    venue=venue,
+                    account_id=account_id,
+                    asset=_str(row, "asset", what),
+                    free=_dec(row, "free", what),
+                    locked=_dec(row, "locked", what),
+                    ts=ts,
+                )
+            )
+        except DataError as exc:
+            if unreadable is None:
+                raise
+            asset = row.get("asset") if isinstance(row, dict) else None
+            unreadable.append((asset[:20] if type(asset) is str and asset else f"balances[{i}]", str(exc)))
+    return out

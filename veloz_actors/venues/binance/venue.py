@@ -2013,19 +2013,26 @@ class BinanceVenue:
         settings = self.settings
         skip = {coid for coid, r in self._orders.items() if r.busy or r.settling}
         known = [o for o in view.orders if o.client_order_id not in skip]
+        in_flight = {
+            o.client_order_id: o.trade_ids for o in view.orders if o.client_order_id in skip and o.trade_ids is not None
+        }
         # own orders in flight are reconciled by their own resolution, never here
         view = KernelView(tuple(known), view.last_trade_ids, view.balances)
+        asked_ms = self._server_ms()  # a trade before this is in the account's balances
         account = await self._request("account.status", {}, weight=20)
-        balances = parse_account_balances(account, self.account_id, venue=self.name)
+        unread: list[tuple[str, str]] = []
+        balances = parse_account_balances(account, self.account_id, venue=self.name, unreadable=unread)
+        for asset, why in unread:
+            self._unreadable_order(f"the balance of {asset}", DataError(why))
         account_ts = int(account.get("updateTime", 0)) * _MS if isinstance(account, dict) else 0
         symbols = sorted(self.instruments)
         open_rows: list[OrderState] = []
         if len(symbols) * _OPEN_ORDERS_SYMBOL_WEIGHT > _OPEN_ORDERS_ALL_WEIGHT:
-            rows = parse_open_orders(await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT))
+            rows = self._open_rows(await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT))
             open_rows = [r for r in rows if r.symbol in self.instruments]
         else:
             for symbol in symbols:
-                open_rows += parse_open_orders(
+                open_rows += self._open_rows(
                     await self._request("openOrders.status", {"symbol": symbol}, weight=_OPEN_ORDERS_SYMBOL_WEIGHT)
                 )
         open_coids = {r.client_order_id for r in open_rows}
@@ -2043,6 +2050,9 @@ class BinanceVenue:
                     raise
                 states[o.client_order_id] = ARCHIVED
                 continue
+            except DataError as exc:  # left out (skipped), the rest reconciled
+                self._unreadable_order(f"order {o.client_order_id} ({o.symbol})", exc)
+                continue
             if found is not None:
                 states[o.client_order_id] = found
             elif self._server_ms() - self._sent_ms(rec, o.ts) < window_ms:
@@ -2053,7 +2063,11 @@ class BinanceVenue:
             wait_ms = max(self._sent_ms(self._orders.get(o.client_order_id), o.ts) + window_ms for o in young)
             await self._sleep(max(wait_ms - self._server_ms(), 0) / 1000)
             for o in young:
-                found = await self._order_status(self._orders.get(o.client_order_id), o)
+                try:
+                    found = await self._order_status(self._orders.get(o.client_order_id), o)
+                except DataError as exc:
+                    self._unreadable_order(f"order {o.client_order_id} ({o.symbol})", exc)
+                    continue
                 states[o.client_order_id] = found if found is not None else NEVER_PLACED
         # trades
         trades: dict[str, list[AccountTrade]] = {}
@@ -2110,6 +2124,9 @@ class BinanceVenue:
         snap = VenueSnapshot(
             balances=balances,
             account_ts=account_ts,
+            balances_until=max(account_ts, asked_ms * _MS),
+            in_flight=in_flight,
+            unread_assets=frozenset(asset for asset, _ in unread),
             open_orders=open_rows,
             states=states,
             trades=trades,
@@ -2125,6 +2142,33 @@ class BinanceVenue:
             if o.client_order_id not in self._orders:
                 self._adopt(o)
         return report
+
+    def _open_rows(self, rows: Any) -> list[OrderState]:
+        """An open-orders answer as order states. A row that cannot be read (a status Binance added, say) is said and
+        left out: one order stated in a way this client does not understand must not stop the reconciliation of
+        every other, nor keep the adapter from becoming ready."""
+        if type(rows) is not list:
+            return parse_open_orders(rows)  # raises, naming what came
+        out = []
+        for i, row in enumerate(rows):
+            try:
+                out.append(parse_order_state(row, kind=f"openOrders[{i}]"))
+            except DataError as exc:
+                if isinstance(row, dict):
+                    who = f"order {str(row.get('clientOrderId'))[:40]} ({str(row.get('symbol'))[:20]})"
+                else:
+                    who = f"openOrders[{i}]"
+                self._unreadable_order(who, exc)
+        return out
+
+    def _unreadable_order(self, who: str, exc: DataError) -> None:
+        """Say what the reconciliation leaves out because Binance's answer about it cannot be read."""
+        self._bad("reconcile_row", "%s: the reconciliation leaves out %s, which Binance states in a way that cannot "
+                  "be read: %s", self.name, who, exc)  # fmt: skip
+        self._event(
+            Error(code="VENUE_BAD_REPORT", message=f"{self.name}: the reconciliation leaves out {who}, which Binance "
+                  f"states in a way that cannot be read: {exc}", ts=self._now_ns())
+        )  # fmt: skip
 
     # -------------------------------------------------------------------------------------------------- helpers
 
@@ -2420,4 +2464,8 @@ def fetch_account_balances(
         recv_window_ms=recv_window_ms,
     )
     data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
-    return parse_account_balances(data, account_id)
+    unread: list[tuple[str, str]] = []
+    balances = parse_account_balances(data, account_id, unreadable=unread)
+    for asset, why in unread:
+        log.warning("the opening balances leave out %s, which cannot be read: %s", asset, why)
+    return balances
