@@ -50,7 +50,7 @@ from .simmarket import SimMarket, SimSymbol
 
 __all__ = ["MM_ACCOUNT", "SimVenue"]
 
-# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+# enum members read on the hot paths (messages.members: a module object's attributes, ~10x cheaper to read)
 _Side = members(Side)
 _OrderType = members(OrderType)
 _TimeInForce = members(TimeInForce)
@@ -151,7 +151,7 @@ class SimVenue:
             if by_quote:
                 if not order.filled:
                     reports.append(self._expired(order, _RejectReason.NO_LIQUIDITY, ts))
-            elif order.leaves == 0:
+            elif order.filled == order.qty:  # nothing left
                 pass
             elif self_trade:
                 reports.append(self._expired(order, _RejectReason.SELF_TRADE_PREVENTED, ts))
