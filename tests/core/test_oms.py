@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from veloz_actors import IllegalTransition
-from veloz_actors.core.oms import OMS, TRANSITIONS, Order
+from veloz_actors.core.oms import OMS, OPEN, TERMINAL, TRANSITIONS, Order
 from veloz_actors.messages import OrderStatus
 from veloz_actors.testing import place
 
@@ -42,6 +42,13 @@ def test_transition_table_covers_every_status() -> None:
 def test_terminal_states_have_no_way_out() -> None:
     for status in OrderStatus:
         assert (TRANSITIONS[status] == frozenset()) == status.is_terminal
+
+
+def test_open_and_terminal_sets_are_the_status_properties() -> None:
+    # the kernel reads these sets instead of the enum's properties on its hot paths: they must say the same
+    for status in OrderStatus:
+        assert (status in OPEN) is status.is_open
+        assert (status in TERMINAL) is status.is_terminal
 
 
 @pytest.mark.parametrize(("start", "to"), list(itertools.product(OrderStatus, OrderStatus)))

@@ -34,9 +34,9 @@ from ..messages import (
     members,
 )
 
-__all__ = ["OMS", "TRANSITIONS", "Order"]
+__all__ = ["OMS", "OPEN", "TERMINAL", "TRANSITIONS", "Order"]
 
-# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+# enum members read on the hot paths (messages.members: a module object's attributes, ~10x cheaper to read)
 _RejectReason = members(RejectReason)
 
 # an order's events, built as their classes build them, cheaper (messages.builder): several per order
@@ -44,6 +44,9 @@ _order_accepted, _order_filled = builder(OrderAccepted), builder(OrderFilled)
 _order_cancelled, _order_expired = builder(OrderCancelled), builder(OrderExpired)
 
 _S = members(OrderStatus)
+# the statuses of OrderStatus.is_open and .is_terminal, as sets: an enum property read costs a call per order step
+OPEN = frozenset(s for s in OrderStatus if s.is_open)
+TERMINAL = frozenset(s for s in OrderStatus if s.is_terminal)
 _WORKING = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL, _S.UNKNOWN})
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.NEW: frozenset({_S.SUBMITTED, _S.REJECTED}),
@@ -121,7 +124,7 @@ class Order:
     @property
     def is_open(self) -> bool:
         """Working at the venue, or possibly so (its funds are still reserved)."""
-        return self.status.is_open
+        return self.status in OPEN
 
     @property
     def sent(self) -> bool:

@@ -316,9 +316,15 @@ class Engine:
         apply = kernel.apply
         while kernel.outbox:
             for request in kernel.take_outbox():
-                venue = venues[request.symbol]  # the kernel only sends orders for its instruments
-                call = venue.submit if type(request) is SubmitOrder else venue.cancel
-                for report in guarded(venue, call, request, request.ts):
+                # the kernel only sends orders for its instruments; a SubmitOrder's symbol and ts are its command's
+                if type(request) is SubmitOrder:
+                    command = request.command
+                    venue = venues[command.symbol]
+                    reports = guarded(venue, venue.submit, request, command.ts)
+                else:
+                    venue = venues[request.symbol]
+                    reports = guarded(venue, venue.cancel, request, request.ts)
+                for report in reports:
                     events += apply(report)
 
     def _market(self, event: Any, events: list[Any]) -> None:

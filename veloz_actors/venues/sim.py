@@ -50,7 +50,7 @@ from .simmarket import SimMarket, SimSymbol
 
 __all__ = ["MM_ACCOUNT", "SimVenue"]
 
-# enum members read on the hot paths (messages.members: a plain class's attributes, ~20x cheaper to read)
+# enum members read on the hot paths (messages.members: a module object's attributes, ~10x cheaper to read)
 _Side = members(Side)
 _OrderType = members(OrderType)
 _TimeInForce = members(TimeInForce)
@@ -151,7 +151,7 @@ class SimVenue:
             if by_quote:
                 if not order.filled:
                     reports.append(self._expired(order, _RejectReason.NO_LIQUIDITY, ts))
-            elif order.leaves == 0:
+            elif order.filled == order.qty:  # nothing left
                 pass
             elif self_trade:
                 reports.append(self._expired(order, _RejectReason.SELF_TRADE_PREVENTED, ts))
@@ -329,7 +329,9 @@ class SimVenue:
         maker_rate = inst.maker_fee_rate
         orders = self.orders
         # matching has applied every fill to the taker already: each report says what was left after its own fill
-        taker_filled = taker.filled - sum(qty for _, _, qty in fills)
+        taker_filled = taker.filled
+        for _, _, qty in fills:  # (a loop, not sum() of a generator: one frame less per match)
+            taker_filled -= qty
         for maker, price, qty in fills:
             notional = price * qty // SCALE
             self.trade_id += 1
