@@ -31,7 +31,8 @@ unless the call gives one (``extra={"actor": ...}``). Formats (``--log-format``,
 **Secrets are never written**: :class:`RedactSecrets` sits on both handlers (so it sees every record of every
 ``veloz`` logger) and replaces the values of ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``, ``signature=...``,
 ``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields, any 64-character alphanumeric token (the
-shape of a Binance key, secret or HMAC signature), ``Bearer ...`` and ``token=...`` (the HTTP API's token, which
+shape of a Binance key, secret or HMAC signature), a URL's ``user:password@`` and key-named query values,
+``Bearer ...`` and ``token=...`` (the HTTP API's token, which
 :func:`~veloz_actors.interfaces.http_api.serve_api` also registers, :func:`register_secrets`) with ``***``, in the
 message, the extra fields and the traceback.
 
@@ -59,7 +60,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ __all__ = [
     "redact",
     "redact_address",
     "redact_url",
+    "redacted_repr",
 ]
 
 FORMATS = ("text", "json")
@@ -184,6 +186,8 @@ _SECRET_SHAPES = (
     r"(bearer\s+)[^\s\"',;)\\]+",  # an Authorization header's token (the HTTP API's)
     rf"(token{_Q}\s*[:=]\s*{_Q})[^&\s\"',;}})\\]+",  # ?token=, token: ..., "token": "..." (the API's, any other)
     r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # a PEM key
+    r"(://)[^\s/?#@\"'<>]+(?=@)",  # a URL's userinfo (user:password@host)
+    r"([?&][^=&\s#\"']*(?:key|secret|token|password|passphrase|auth)[^=&\s#\"']*=)[^&\s#\"',;)\\]+",  # a URL's key=
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
 _ANY_SHAPE = re.compile("|".join(f"(?:{shape})" for shape in _SECRET_SHAPES), re.IGNORECASE)  # one scan: clean?
@@ -245,6 +249,13 @@ def redact_url(url: str, text: str | None = None) -> str:
         if eq and value and _SECRET_QUERY_NAME.search(name):
             shown = shown.replace(f"{name}={value}", f"{name}={REDACTED}")
     return redact(shown)
+
+
+def redacted_repr(settings: Any) -> str:
+    """A dataclass's ``repr`` through :func:`redact`: the ``__repr__`` of settings that hold URLs (a proxy's
+    ``user:password@``, a ``?apiKey=``), so that printing them in a log line or an error shows no credential."""
+    shown = ", ".join(f"{f.name}={getattr(settings, f.name)!r}" for f in fields(settings) if f.repr)
+    return redact(f"{type(settings).__name__}({shown})")
 
 
 class RedactSecrets(logging.Filter):
