@@ -70,7 +70,7 @@ from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
-from .supervisor import START_SECONDS, Supervisor, supervisor_name
+from .supervisor import START_SECONDS, DiedWhileStarting, Supervisor, actor_restarts, supervisor_name, wait_started
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
 
@@ -367,13 +367,22 @@ class EngineHandle:
         self.name = name
         self.account_id = account_id
         self._owned = owned
-        try:  # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS)
-            handles = ray.get(supervisor.handles.remote(), timeout=start_timeout)
+        # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS); a supervisor
+        # whose process dies in its constructor (Ray restarts it for ever) is said after START_CRASHES deaths
+        known = {"supervisor": actor_restarts(supervisor._actor_id.hex()) or 0}  # an engine's earlier restarts
+        try:
+            [handles] = wait_started([supervisor.handles.remote()], {"supervisor": supervisor}, start_timeout, known)
         except ray.exceptions.GetTimeoutError as exc:
             raise EngineUnavailable(
                 f"engine {name!r} did not answer within {start_timeout:g} s: its actors are still starting "
                 "(recovering their journals) or stuck"
             ) from exc
+        except DiedWhileStarting as exc:
+            raise EngineUnavailable(
+                f"engine {name!r}: its supervisor died {exc.restarts - known['supervisor']} times while starting, "
+                "its process ending inside its constructor with no Python error (out of memory, a native crash, an "
+                "exit): see Ray's worker logs and the supervisor's log file (veloz-supervisor.log)"
+            ) from None
         except ray.exceptions.RayTaskError as exc:  # stranded, or an actor failed to start: the supervisor's words
             if isinstance(exc.cause, EngineUnavailable):
                 raise EngineUnavailable(str(exc.cause)) from None

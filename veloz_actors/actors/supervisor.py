@@ -109,13 +109,17 @@ class DiedWhileStarting(Exception):
         self.restarts = restarts
 
 
-def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> list[Any]:
+def wait_started(
+    refs: list[Any], actors: dict[str, Any], timeout: float, known: dict[str, int] | None = None
+) -> list[Any]:
     """``ray.get(refs)`` for calls that answer once ``actors`` are up, waiting up to ``timeout`` seconds, but reading
     Ray's count of each actor's restarts every :data:`_START_POLL_SECONDS` meanwhile: one restarted
     :data:`START_CRASHES` times raises :class:`DiedWhileStarting` naming it, at once. Ray restarts an actor whose
     constructor kills its process for ever (``max_restarts=-1``), and a call to it waits for a constructor that never
-    ends: before, the start waited the whole ``timeout``. A timeout is ``GetTimeoutError``, a constructor's exception
-    ``RayActorError``, as from ``ray.get``."""
+    ends: before, the start waited the whole ``timeout``. ``known``: restarts an actor had before this wait (an
+    engine's supervisor that Ray restarted earlier in its life), not counted. A timeout is ``GetTimeoutError``, a
+    constructor's exception ``RayActorError``, as from ``ray.get``."""
+    known = known or {}
     deadline = time.monotonic() + timeout
     pending = list(refs)
     while pending:
@@ -128,7 +132,7 @@ def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> lis
         if pending:
             for name, handle in actors.items():
                 restarts = actor_restarts(handle._actor_id.hex()) or 0  # unknown (a busy GCS): asked again next time
-                if restarts >= START_CRASHES:
+                if restarts - known.get(name, 0) >= START_CRASHES:
                     raise DiedWhileStarting(name, restarts)
     return list(ray.get(refs, timeout=max(1.0, deadline - time.monotonic())))
 
