@@ -309,7 +309,7 @@ class Subscription:
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
             items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        except _ACTOR_ERRORS as exc:  # Unschedulable too: a bus pinned to a node that left (stranded: said)
             self._engine._raise_if_lost(exc, every=_REFRESH_SECONDS)  # a bus given up after a crash loop: said
             self._engine._refresh()  # the bus is restarting, or a restarted supervisor built a new one
             return []
