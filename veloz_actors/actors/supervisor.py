@@ -75,6 +75,7 @@ __all__ = [
     "DiedWhileStarting",
     "Supervisor",
     "actor_restarts",
+    "actor_state",
     "wait_started",
     "strategy_problems",
     "supervisor_name",
@@ -145,6 +146,17 @@ def actor_restarts(actor_id: str) -> int | None:
     try:
         return int(actor_table(actor_id)["NumRestarts"])
     except Exception:  # noqa: BLE001 - each caller says what an unknown count means to it
+        return None
+
+
+def actor_state(actor_id: str) -> str | None:
+    """Ray's state of the actor ``actor_id`` (hex): ``ALIVE``, ``RESTARTING``, ``DEAD`` (for good: Ray will not
+    restart it), ...; None when the GCS does not say."""
+    from ray._private.state import actors as actor_table
+
+    try:
+        return str(actor_table(actor_id)["State"])
+    except Exception:  # noqa: BLE001 - unknown: the caller goes on as if Ray were restarting it
         return None
 
 
