@@ -212,3 +212,33 @@ def test_a_supervisor_whose_process_dies_in_its_constructor_fails_the_start_nami
         assert "times while starting" in message and "veloz-supervisor" in message
     finally:
         ray.kill(supervisor, no_restart=True)
+
+
+def test_a_supervisor_that_keeps_crashing_stops_rebuilding_and_says_so(ray_runtime, tmp_path):
+    """Ray restarts the supervisor for ever (``max_restarts=-1``), and each new one builds every actor again: one that
+    kept dying (the OOM killer while it rebuilds) looped for ever behind an engine that never answered, while the
+    actors it supervises are given up past RESTART_LIMIT crashes within RESTART_WINDOW_SECONDS. The supervisor counts
+    its own restarts the same way: past the limit it builds nothing, stays up ``failed`` and says why."""
+    engine = start_local(file_config(), name="test-supervisor-loop", journal_dir=tmp_path / "journals")
+    try:
+        engine.tick()
+        for restart in range(1, RESTART_LIMIT + 2):
+            ray.kill(engine._supervisor, no_restart=False)  # its process dies (its actors with it); Ray restarts it
+            status = wait_for(
+                lambda restart=restart: (s := engine.status())["supervisor_restarts"] == restart and s,
+                timeout=120,
+                what=f"supervisor restart {restart}",
+            )
+            if restart <= RESTART_LIMIT:
+                assert status["state"] == "running" and status["actors"], restart
+        assert status["state"] == "failed" and status["actors"] == {}
+        [problem] = status["problems"]
+        assert problem.startswith(
+            f"engine 'test-supervisor-loop': its supervisor was restarted {RESTART_LIMIT + 1} times within "
+        ), problem
+        assert "veloz stop --name test-supervisor-loop" in problem
+        with pytest.raises(EngineUnavailable) as call:
+            engine.balances()
+        assert str(call.value) == problem
+    finally:
+        engine.shutdown()
