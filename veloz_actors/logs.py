@@ -186,11 +186,16 @@ _SECRET_SHAPES = (
     r"(bearer\s+)[^\s\"',;)\\]+",  # an Authorization header's token (the HTTP API's)
     rf"(token{_Q}\s*[:=]\s*{_Q})[^&\s\"',;}})\\]+",  # ?token=, token: ..., "token": "..." (the API's, any other)
     r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",  # a PEM key
-    r"(://)[^\s/?#@\"'<>]+(?=@)",  # a URL's userinfo (user:password@host)
-    r"([?&][^=&\s#\"']*(?:key|secret|token|password|passphrase|auth)[^=&\s#\"']*=)[^&\s#\"',;)\\]+",  # a URL's key=
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
 _ANY_SHAPE = re.compile("|".join(f"(?:{shape})" for shape in _SECRET_SHAPES), re.IGNORECASE)  # one scan: clean?
+# a URL's secrets, looked for only in a line holding an @ or a query string (most do not): its userinfo
+# (user:password@host), and a key-named query value (the name bounded, so that a long line is scanned in linear time)
+_USERINFO = re.compile(r"(://)[^\s/?#@\"'<>]+(?=@)")
+_QUERY_SECRET = re.compile(
+    r"([?&][^=&?\s#\"']{0,40}(?:key|secret|token|password|passphrase|auth)[^=&?\s#\"']{0,40}=)[^&\s#\"',;)\\]+",
+    re.IGNORECASE,
+)
 
 
 _registered: tuple[str, ...] = ()  # secrets this process read after its logging was set up (longest first)
@@ -211,6 +216,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in (*secrets, *_registered) if _registered else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{REDACTED}", text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
     if _ANY_SHAPE.search(text) is None:  # the common case: one scan, nothing to replace
         return text
     for pattern in _PATTERNS:
