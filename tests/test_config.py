@@ -337,6 +337,38 @@ def test_a_config_error_carries_no_value_of_the_file_in_its_chain() -> None:
         assert value not in text and value[:12] not in text
 
 
+def test_no_venue_url_credential_shows_in_a_config_or_settings_repr() -> None:
+    """A URL's userinfo and a credential in its query string never show when the config, the venue clients'
+    settings or the actors' spec is printed (a log line, an error, a debugger): the rest of the URL does."""
+    from veloz_actors.actors.spec import EngineSpec
+    from veloz_actors.venues.binance.venue import BinanceVenueSettings
+
+    secrets = ("s3cret-pass", "KEYVALUE42", "tok3nvalue", "pr1vkey")
+    venue = {
+        "kind": "binance",
+        "mode": "paper",
+        "symbols": ["BTCUSDT"],
+        "rest_url": "https://trader:s3cret-pass@proxy.example:8443/api?apiKey=KEYVALUE42&recvWindow=5000",
+        "stream_url": "wss://proxy.example/stream?token=tok3nvalue",
+        "ws_api_url": "wss://proxy.example/ws-api/v3?key=pr1vkey",
+    }
+    config = parse_engine_config(_with("sim.symbols", [], _with("venue", venue)), source="engine.yaml")
+    market = config.venue.market_data()
+    trading = config.venue.trading_settings()
+    shown = {
+        "config": (repr(config), str(config)),
+        "venue": (repr(config.venue), str(config.venue)),
+        "market data": (repr(MarketDataSettings(**market)),),
+        "trading": (repr(BinanceVenueSettings(**trading)),),
+        "spec": (repr(EngineSpec(name="e", engine_config={}, market_data=market, live={"settings": trading})),),
+    }
+    for what, texts in shown.items():
+        for text in texts:
+            assert not [s for s in secrets if s in text], f"{what}: {text}"
+            assert "proxy.example" in text, f"{what}: {text}"
+    assert "https://***@proxy.example:8443/api?apiKey=***&recvWindow=5000" in repr(config)
+
+
 def test_a_live_engine_may_limit_an_asset_only_the_exchange_account_holds() -> None:
     """A live engine's balances come from the exchange after this check (BNB held for fees, traded nowhere)."""
     data = load_yaml(SHIPPED)["engine"]

@@ -43,6 +43,26 @@ def test_a_session_prefix_carries_the_start_time_so_sessions_never_meet() -> Non
     assert first.prefix != same_instant.prefix != later.prefix
 
 
+def test_sessions_of_two_processes_started_in_the_same_microsecond_never_meet() -> None:
+    """Two live strategies of one type (two actor processes, started side by side) or two scripts' handles: each
+    process's stamps increase, but two processes reading the same microsecond took the same prefix, so the second's
+    orders were refused as duplicates and each strategy took the other's order events for its own. A process's stamps
+    carry its pid (two live processes of one machine never share one)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from veloz_actors.orders import ClientOrderIds\n"
+        f"ids = ClientOrderIds.for_session('sma_cross', clock=lambda: {NOW})\n"
+        "print(ids(), ids())"
+    )
+    made = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+            for _ in range(2)]  # fmt: skip
+    first, second = (set(done.stdout.split()) for done in made)
+    assert len(first) == len(second) == 2 and not first & second, (first, second)
+    assert all(cid.startswith("sma_cross-") and len(cid) <= CLIENT_ORDER_ID_MAX_LENGTH for cid in first | second)
+
+
 def test_a_session_takes_a_new_stamp_rather_than_outgrow_the_id_length() -> None:
     ids = ClientOrderIds.for_session("rsi_reversion", clock=FakeClock(now=NOW))
     old_prefix = ids.prefix

@@ -37,7 +37,7 @@ from .core.kernel import KernelConfig
 from .core.risk import RiskLimits
 from .core.risk_monitor import EngineRiskLimits
 from .fixed import SCALE, float_text, format_decimal, parse_decimal
-from .logs import LogSettings, parse_format, parse_level, redact_url
+from .logs import LogSettings, parse_format, parse_level, redact, redact_url
 from .venues.engine import EngineConfig
 from .venues.simmarket import SimSymbol
 
@@ -144,6 +144,13 @@ class _Model(BaseModel):
     # hide_input_in_errors: a ValidationError (chained under a ConfigError, shown in a traceback) never carries a
     # value of the file, which may be a secret (api.token, a key pasted into the wrong field)
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # a venue URL's userinfo or ?apiKey= never shows where a config is printed (a log line, an error, a debugger)
+    def __repr__(self) -> str:
+        return redact(super().__repr__())
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class InstrumentModel(_Model):

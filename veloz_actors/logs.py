@@ -31,7 +31,8 @@ unless the call gives one (``extra={"actor": ...}``). Formats (``--log-format``,
 **Secrets are never written**: :class:`RedactSecrets` sits on both handlers (so it sees every record of every
 ``veloz`` logger) and replaces the values of ``BINANCE_API_KEY`` / ``BINANCE_API_SECRET``, ``signature=...``,
 ``X-MBX-APIKEY`` headers, ``apiKey``/``secret``/``signature`` fields, any 64-character alphanumeric token (the
-shape of a Binance key, secret or HMAC signature), ``Bearer ...`` and ``token=...`` (the HTTP API's token, which
+shape of a Binance key, secret or HMAC signature), a URL's ``user:password@`` and key-named query values,
+``Bearer ...`` and ``token=...`` (the HTTP API's token, which
 :func:`~veloz_actors.interfaces.http_api.serve_api` also registers, :func:`register_secrets`) with ``***``, in the
 message, the extra fields and the traceback.
 
@@ -59,7 +60,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ __all__ = [
     "redact",
     "redact_address",
     "redact_url",
+    "redacted_repr",
 ]
 
 FORMATS = ("text", "json")
@@ -187,6 +189,13 @@ _SECRET_SHAPES = (
 )
 _PATTERNS = tuple(re.compile(shape, re.IGNORECASE) for shape in _SECRET_SHAPES)
 _ANY_SHAPE = re.compile("|".join(f"(?:{shape})" for shape in _SECRET_SHAPES), re.IGNORECASE)  # one scan: clean?
+# a URL's secrets, looked for only in a line holding an @ or a query string (most do not): its userinfo
+# (user:password@host), and a key-named query value (the name bounded, so that a long line is scanned in linear time)
+_USERINFO = re.compile(r"(://)[^\s/?#@\"'<>]+(?=@)")
+_QUERY_SECRET = re.compile(
+    r"([?&][^=&?\s#\"']{0,40}(?:key|secret|token|password|passphrase|auth)[^=&?\s#\"']{0,40}=)[^&\s#\"',;)\\]+",
+    re.IGNORECASE,
+)
 
 
 _registered: tuple[str, ...] = ()  # secrets this process read after its logging was set up (longest first)
@@ -207,6 +216,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in (*secrets, *_registered) if _registered else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    if "@" in text:
+        text = _USERINFO.sub(rf"\1{REDACTED}", text)
+    if "=" in text and ("?" in text or "&" in text):
+        text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
     if _ANY_SHAPE.search(text) is None:  # the common case: one scan, nothing to replace
         return text
     for pattern in _PATTERNS:
@@ -245,6 +258,13 @@ def redact_url(url: str, text: str | None = None) -> str:
         if eq and value and _SECRET_QUERY_NAME.search(name):
             shown = shown.replace(f"{name}={value}", f"{name}={REDACTED}")
     return redact(shown)
+
+
+def redacted_repr(settings: Any) -> str:
+    """A dataclass's ``repr`` through :func:`redact`: the ``__repr__`` of settings that hold URLs (a proxy's
+    ``user:password@``, a ``?apiKey=``), so that printing them in a log line or an error shows no credential."""
+    shown = ", ".join(f"{f.name}={getattr(settings, f.name)!r}" for f in fields(settings) if f.repr)
+    return redact(f"{type(settings).__name__}({shown})")
 
 
 class RedactSecrets(logging.Filter):

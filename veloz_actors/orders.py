@@ -6,9 +6,11 @@ The stdio protocol, the Python handle (``EngineHandle.place_order``) and the str
 * **client order ids** are 1 to 36 characters of letters, digits and ``- _ . :`` (:func:`check_client_order_id`).
   A given id is checked; a missing one comes from a :class:`ClientOrderIds`.
 * **new ids never cost a round trip**: :class:`ClientOrderIds` counts ``<prefix>-1``, ``<prefix>-2``, ... locally.
-  A client of a long-lived engine takes a session prefix (:meth:`ClientOrderIds.for_session`: its kind and the
-  microsecond it started, in base 36), so a new session's ids never meet those an earlier session left in the
-  engine's journal; a backtest takes a fixed prefix (``ClientOrderIds("bt")``), so its ids are the same every run.
+  A client of a long-lived engine takes a session prefix (:meth:`ClientOrderIds.for_session`: its kind, the
+  microsecond it started and its process id, in base 36), so a new session's ids never meet those an earlier session
+  left in the engine's journal, nor those of a session another process started in the same microsecond (two live
+  strategies of one type, two scripts); a backtest takes a fixed prefix (``ClientOrderIds("bt")``), so its ids are
+  the same every run.
 * **side, time in force and order type** are the enums or their names; the type is LIMIT when a price is given and
   MARKET otherwise unless stated, and a MARKET order cannot be POST_ONLY.
 
@@ -25,6 +27,7 @@ sizes, funds, limits) is the kernel's to check, and comes back as an ``OrderReje
 from __future__ import annotations
 
 import numbers
+import os
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -45,7 +48,7 @@ __all__ = [
 
 CLIENT_ORDER_ID_MAX_LENGTH = 36
 _CID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-_KIND_MAX_LENGTH = 14  # kind + "-" + 10 stamp digits + "-" + at least 10 counter digits fit in 36
+_KIND_MAX_LENGTH = 14  # kind + "-" + 10 stamp digits + "." + pid (<= 5) + "-" + at least 4 counter digits fit in 36
 _DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -79,12 +82,13 @@ _last_stamp = 0
 
 def _session_stamp(clock: Callable[[], int]) -> str:
     """The clock's microsecond in base 36, strictly increasing within this process (two sessions started in the same
-    microsecond get different stamps)."""
+    microsecond get different stamps), then ``.`` and this process's id in base 36 (two processes of a machine alive
+    at once never share one, so sessions they start in the same microsecond differ too)."""
     global _last_stamp
     with _stamp_lock:
         stamp = max(clock() // 1_000, _last_stamp + 1)
         _last_stamp = stamp
-    return _base36(stamp)
+    return f"{_base36(stamp)}.{_base36(os.getpid())}"
 
 
 class ClientOrderIds:

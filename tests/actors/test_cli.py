@@ -74,7 +74,7 @@ def _marked(marker: str) -> list[int]:
     return pids
 
 
-_SESSION_CID = re.compile(r"^cli-[0-9a-z]+-(\d+)$")  # a generated id: cli-<session start, base 36>-<n>
+_SESSION_CID = re.compile(r"^cli-[0-9a-z]+\.[0-9a-z]+-(\d+)$")  # generated: cli-<session start>.<pid>-<n> (base 36)
 
 
 def _comparable(lines: list[bytes]) -> list[dict]:

@@ -312,3 +312,31 @@ def test_a_second_engine_with_a_running_engines_name_is_refused_and_the_first_go
     monkeypatch.undo()
     status = engine.status()
     assert status["state"] == "running" and all(actor["alive"] for actor in status["actors"].values())
+
+
+def test_a_subscription_whose_bus_cannot_be_scheduled_says_why_not_a_raw_ray_error(engine, monkeypatch) -> None:
+    """A bus pinned to a node that left cannot be scheduled again: Ray answers a poll with ``ActorUnschedulableError``
+    (no ``RayActorError``), which the subscription let through raw, while every other call of the handle says which
+    actor, which node and what to do."""
+    import dataclasses
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from veloz_actors import EngineUnavailable
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+
+    gone = "ab" * 28  # a node id no node has
+    pinned = NodeAffinitySchedulingStrategy(gone, soft=False)
+    bus_class = ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor)  # type: ignore[call-overload]
+    bus = bus_class.options(num_cpus=0, scheduling_strategy=pinned).remote(10)
+    subscription = engine.subscribe(kinds=["OrderAccepted"])
+    try:
+        monkeypatch.setattr(engine, "_bus", bus)
+        monkeypatch.setattr(engine, "spec", dataclasses.replace(engine.spec, nodes={"bus": gone}))
+        with pytest.raises(EngineUnavailable) as lost:
+            subscription.poll()
+        assert "'bus'" in str(lost.value) and gone in str(lost.value)
+    finally:
+        monkeypatch.undo()
+        subscription.close()
+        ray.kill(bus)

@@ -253,7 +253,9 @@ def test_a_resume_while_the_risk_actor_is_down_says_so_at_once_and_lifts_nothing
     ray_runtime: RayRuntime, tmp_path: Path
 ) -> None:
     """Before: the resume retried the dead risk actor for a minute, then said only that the engine "did not come
-    back". It says that the risk actor is down and what that means, within seconds, and the halt stays."""
+    back". It says that the risk actor is down and what that means, and the halt stays. One that Ray says is dead
+    (ended for good, as here) is said to be so at once: before, the resume waited as for one Ray is restarting and
+    told the user to resume again once it was alive, which it never would be."""
     from veloz_actors import EngineUnavailable
     from veloz_actors.actors.api import start_local
 
@@ -264,9 +266,11 @@ def test_a_resume_while_the_risk_actor_is_down_says_so_at_once_and_lifts_nothing
         engine.tick()
         engine.kill_switch()
         ray.kill(engine.actor("risk"), no_restart=True)
-        with pytest.raises(EngineUnavailable, match="the risk actor is down, so nothing was resumed") as refused:
+        with pytest.raises(EngineUnavailable, match="the risk actor is dead and Ray will not restart it") as refused:
             engine.reset()
-        assert str(refused.value).startswith("engine 'risk-gone-resume': ") and "\n" not in str(refused.value)
+        message = str(refused.value)
+        assert message.startswith("engine 'risk-gone-resume': ") and "\n" not in message
+        assert "nothing was resumed" in message and "veloz stop --name risk-gone-resume" in message
         assert engine.status()["engine_halt"] == "kill switch"
     finally:
         engine.shutdown()

@@ -12,7 +12,7 @@ import ray
 
 from veloz_actors._exceptions import EngineUnavailable
 from veloz_actors.actors.account import AccountViewActor
-from veloz_actors.actors.api import build_spec, start_local
+from veloz_actors.actors.api import EngineHandle, build_spec, start_local
 from veloz_actors.actors.spec import mark_journal_dir
 from veloz_actors.actors.supervisor import (
     RESTART_LIMIT,
@@ -185,3 +185,60 @@ def test_an_actor_whose_process_dies_in_its_constructor_fails_the_start_naming_i
     finally:
         ray.kill(dying, no_restart=True)
         ray.kill(fine, no_restart=True)
+
+
+class _SupervisorDiesInItsConstructor:
+    """A supervisor whose process ends inside its constructor with no Python exception (the OOM killer while it
+    builds the actor graph, native code crashing)."""
+
+    def __init__(self) -> None:
+        os._exit(1)
+
+    def handles(self) -> dict:
+        return {}
+
+
+def test_a_supervisor_whose_process_dies_in_its_constructor_fails_the_start_naming_it_not_after_minutes(ray_runtime):
+    """Ray restarts the supervisor for ever too (``max_restarts=-1``): the handle (``start_local``, ``veloz start``)
+    waited the whole start timeout, about 510 s, then said only that the actors were still starting. Ray's count of
+    the supervisor's restarts tells it after START_CRASHES deaths, and the error names the supervisor."""
+    options = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0}
+    supervisor = ray.remote(_SupervisorDiesInItsConstructor).options(**options).remote()
+    try:
+        with pytest.raises(EngineUnavailable) as failed:
+            EngineHandle(supervisor, name="dies-starting", owned=True, start_timeout=START_SECONDS)
+        message = str(failed.value)
+        assert message.startswith("engine 'dies-starting': its supervisor died "), message
+        assert "times while starting" in message and "veloz-supervisor" in message
+    finally:
+        ray.kill(supervisor, no_restart=True)
+
+
+def test_a_supervisor_that_keeps_crashing_stops_rebuilding_and_says_so(ray_runtime, tmp_path):
+    """Ray restarts the supervisor for ever (``max_restarts=-1``), and each new one builds every actor again: one that
+    kept dying (the OOM killer while it rebuilds) looped for ever behind an engine that never answered, while the
+    actors it supervises are given up past RESTART_LIMIT crashes within RESTART_WINDOW_SECONDS. The supervisor counts
+    its own restarts the same way: past the limit it builds nothing, stays up ``failed`` and says why."""
+    engine = start_local(file_config(), name="test-supervisor-loop", journal_dir=tmp_path / "journals")
+    try:
+        engine.tick()
+        for restart in range(1, RESTART_LIMIT + 2):
+            ray.kill(engine._supervisor, no_restart=False)  # its process dies (its actors with it); Ray restarts it
+            status = wait_for(
+                lambda restart=restart: (s := engine.status())["supervisor_restarts"] == restart and s,
+                timeout=120,
+                what=f"supervisor restart {restart}",
+            )
+            if restart <= RESTART_LIMIT:
+                assert status["state"] == "running" and status["actors"], restart
+        assert status["state"] == "failed" and status["actors"] == {}
+        [problem] = status["problems"]
+        assert problem.startswith(
+            f"engine 'test-supervisor-loop': its supervisor was restarted {RESTART_LIMIT + 1} times within "
+        ), problem
+        assert "veloz stop --name test-supervisor-loop" in problem
+        with pytest.raises(EngineUnavailable) as call:
+            engine.balances()
+        assert str(call.value) == problem
+    finally:
+        engine.shutdown()

@@ -493,6 +493,23 @@ def test_redact_leaves_ordinary_text_alone() -> None:
     assert redact(f"key {KEY}.") == "key ***."
 
 
+def test_a_url_credential_in_any_log_line_is_redacted(tmp_path: Path) -> None:
+    """A URL printed whole (a config's repr, an exception naming it): its userinfo and any key-named query value go,
+    the host, the path and the other parameters stay."""
+    configure_logging(LogSettings(format="json", file=str(tmp_path / "veloz.log")), actor="cli")
+    log = logging.getLogger("veloz.test")
+    log.warning("venue %r", {"rest_url": "https://trader:s3cret-pass@proxy:8443/api?recvWindow=5000&key=pr1vkey"})
+    log.warning("connect to wss://tok3nvalue@proxy/ws?streams=btcusdt@depth&listenKey=l1stenkey failed")
+    flush_logs()
+    written = (tmp_path / "veloz.log").read_text()
+    for secret in ("s3cret-pass", "trader", "pr1vkey", "tok3nvalue", "l1stenkey"):
+        assert secret not in written, secret
+    assert "https://***@proxy:8443/api?recvWindow=5000&key=***" in written
+    assert "wss://***@proxy/ws?streams=btcusdt@depth&listenKey=*** failed" in written
+    text = "GET https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=5000 from me@example.com"
+    assert redact(text) == text
+
+
 # ------------------------------------------------------------------------------------------------- order events
 
 

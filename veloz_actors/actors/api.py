@@ -28,7 +28,7 @@ import os
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
@@ -70,7 +70,15 @@ from .backpressure import InFlightWindow, overloaded
 from .batches import as_events
 from .bus import check_subscription
 from .spec import LATENCY_BUCKETS, EngineSpec, stranded_actors, stranded_message
-from .supervisor import START_SECONDS, Supervisor, supervisor_name
+from .supervisor import (
+    START_SECONDS,
+    DiedWhileStarting,
+    Supervisor,
+    actor_restarts,
+    actor_state,
+    supervisor_name,
+    wait_started,
+)
 
 __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local"]
 
@@ -309,7 +317,7 @@ class Subscription:
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
             items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        except _ACTOR_ERRORS as exc:  # Unschedulable too: a bus pinned to a node that left (stranded: said)
             self._engine._raise_if_lost(exc, every=_REFRESH_SECONDS)  # a bus given up after a crash loop: said
             self._engine._refresh()  # the bus is restarting, or a restarted supervisor built a new one
             return []
@@ -348,6 +356,10 @@ class Subscription:
                 self._engine._bus.unsubscribe.remote(self.id)
 
 
+class _Gone(EngineUnavailable):
+    """An actor that never comes back (Ray says it is dead), said at once by :meth:`EngineHandle._call`."""
+
+
 class EngineHandle:
     """A running actor engine, local or on a cluster. Every method is synchronous and safe to call after errors.
 
@@ -367,13 +379,22 @@ class EngineHandle:
         self.name = name
         self.account_id = account_id
         self._owned = owned
-        try:  # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS)
-            handles = ray.get(supervisor.handles.remote(), timeout=start_timeout)
+        # a new engine answers once every actor is up (its constructor waits twice up to START_SECONDS); a supervisor
+        # whose process dies in its constructor (Ray restarts it for ever) is said after START_CRASHES deaths
+        known = {"supervisor": actor_restarts(supervisor._actor_id.hex()) or 0}  # an engine's earlier restarts
+        try:
+            [handles] = wait_started([supervisor.handles.remote()], {"supervisor": supervisor}, start_timeout, known)
         except ray.exceptions.GetTimeoutError as exc:
             raise EngineUnavailable(
                 f"engine {name!r} did not answer within {start_timeout:g} s: its actors are still starting "
                 "(recovering their journals) or stuck"
             ) from exc
+        except DiedWhileStarting as exc:
+            raise EngineUnavailable(
+                f"engine {name!r}: its supervisor died {exc.restarts - known['supervisor']} times while starting, "
+                "its process ending inside its constructor with no Python error (out of memory, a native crash, an "
+                "exit): see Ray's worker logs and the supervisor's log file (veloz-supervisor.log)"
+            ) from None
         except ray.exceptions.RayTaskError as exc:  # stranded, or an actor failed to start: the supervisor's words
             if isinstance(exc.cause, EngineUnavailable):
                 raise EngineUnavailable(str(exc.cause)) from None
@@ -527,16 +548,26 @@ class EngineHandle:
         except Exception:  # noqa: BLE001, S110 - the supervisor restarting too: the next error asks again
             pass
 
-    def _call(self, make_ref: Any, *, retry_seconds: float = _RETRY_SECONDS) -> Any:
+    def _call(
+        self, make_ref: Any, *, retry_seconds: float = _RETRY_SECONDS, lost: Callable[[], str | None] | None = None
+    ) -> Any:
         """``ray.get(make_ref())``, retried for ``retry_seconds`` while an actor restarts (``make_ref`` reads the
-        handle's actors when called, so a retry goes to the actors :meth:`_refresh` found)."""
+        handle's actors when called, so a retry goes to the actors :meth:`_refresh` found). ``lost``: asked after an
+        actor error (at most every ``_REFRESH_SECONDS``), the reason the actor never comes back
+        (:class:`EngineUnavailable` at once), or None."""
         self._check_open()
         deadline = time.monotonic() + retry_seconds
+        lost_asked = -_REFRESH_SECONDS
         while True:
             try:
                 return ray.get(make_ref(), timeout=_CALL_TIMEOUT)
             except _ACTOR_ERRORS as exc:
                 self._raise_if_lost(exc, every=_REFRESH_SECONDS)
+                if lost is not None and time.monotonic() - lost_asked >= _REFRESH_SECONDS:
+                    lost_asked = time.monotonic()
+                    why = lost()
+                    if why is not None:
+                        raise _Gone(why) from exc
                 if time.monotonic() >= deadline:
                     raise EngineUnavailable(f"engine {self.name!r} did not come back: {exc}") from exc
                 time.sleep(0.05)
@@ -755,7 +786,11 @@ class EngineHandle:
         ts = time.time_ns()
         if self._risk is not None:
             try:
-                commands = self._call(lambda: self._risk.reset.remote(), retry_seconds=_RISK_WAIT_SECONDS)
+                commands = self._call(
+                    lambda: self._risk.reset.remote(), retry_seconds=_RISK_WAIT_SECONDS, lost=self._risk_dead
+                )
+            except _Gone:
+                raise
             except EngineUnavailable as exc:
                 cause = str(exc).splitlines()[0]
                 raise EngineUnavailable(
@@ -778,6 +813,23 @@ class EngineHandle:
         for account in status.get("circuit_breaker") or {}:
             events += self.submit(ResetCircuitBreaker(account_id=account, ts=ts))
         return events
+
+    def _risk_dead(self) -> str | None:
+        """After a failed call to the risk actor: why it never answers again when Ray says it is dead (ended for good:
+        killed, or given up), from the supervisor's current handles (a restarted supervisor's risk actor is a new
+        one); None when it may come back, or when the supervisor does not answer (it may be restarting)."""
+        try:
+            self._take(ray.get(self._supervisor.handles.remote(), timeout=_CALL_TIMEOUT))
+        except Exception:  # noqa: BLE001 - unknown: treated as restarting, the retry goes on
+            return None
+        if self._risk is None or actor_state(self._risk._actor_id.hex()) != "DEAD":
+            return None
+        return (
+            f"engine {self.name!r}: the risk actor is dead and Ray will not restart it, so nothing was resumed: the "
+            "engine-wide limits (exposure, drawdown, loss) are not watched until the engine starts again, and the "
+            f"halt stays so that nothing trades unwatched; `veloz stop --name {self.name}` and start the engine "
+            "again (every actor recovers from its journal), then resume"
+        )
 
     def actor(self, name: str) -> Any:
         """The Ray handle of one actor (``oms``, ``account``, ``bus``, ``feed``, ``venue:<shard>``, ``risk``) -- for

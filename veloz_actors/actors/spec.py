@@ -26,7 +26,7 @@ from .._exceptions import JournalError
 from ..core.journal import Journal
 from ..core.kernel import tune_gc
 from ..core.market_batch import MarketBatch
-from ..logs import LogSettings, configure_logging
+from ..logs import LogSettings, configure_logging, redacted_repr
 
 __all__ = [
     "JOURNAL_LOCK_WAIT",
@@ -84,6 +84,9 @@ class EngineSpec:
     logging: LogSettings | None = None  # each actor's log set-up (veloz_actors.logs; None: leave logging alone)
     live: dict[str, Any] | None = None  # real orders on Binance (live_venue.py): settings, credentials ref, account
     rebuilt: bool = False  # the actors are built again by a supervisor Ray restarted: each recovers (recovering())
+
+    def __repr__(self) -> str:  # no URL credential in a log line or an error that prints it
+        return redacted_repr(self)
 
     def __post_init__(self) -> None:
         if self.journal_mode not in JOURNAL_MODES:

@@ -26,7 +26,10 @@ Its own restart (``max_restarts=-1`` in :func:`~veloz_actors.actors.api.start_lo
 it (Ray's ownership), so a restarted supervisor builds the graph again, every actor recovering from its journal as if
 Ray had restarted it (``EngineSpec.rebuilt``, :func:`~veloz_actors.actors.spec.recovering`: it waits for the journal
 lock a still-exiting predecessor holds). STATUS says how often that happened (``supervisor_restarts``), and an engine
-handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`). An actor that
+handle asks for the new actors after an actor error (:class:`~veloz_actors.actors.api.EngineHandle`). Its own crash
+loop ends as its actors' do: each start is noted in the GCS's key-value store (:func:`_record_start`), and a supervisor
+restarted more than ``RESTART_LIMIT`` times within ``RESTART_WINDOW_SECONDS`` builds no actor, stays up ``failed`` and
+says why in ``problems`` (and to a handle's calls), instead of rebuilding the engine for ever. An actor that
 cannot start (its constructor raised: a damaged journal) ends the others and leaves the supervisor ``failed`` with the
 actor's error in ``problems`` (:meth:`Supervisor.handles` raises it, so a start fails at once with it); so does one
 whose process dies inside its constructor with no Python error (native code crashing, the OOM killer, an exit), once
@@ -43,6 +46,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -75,6 +79,7 @@ __all__ = [
     "DiedWhileStarting",
     "Supervisor",
     "actor_restarts",
+    "actor_state",
     "wait_started",
     "strategy_problems",
     "supervisor_name",
@@ -109,13 +114,17 @@ class DiedWhileStarting(Exception):
         self.restarts = restarts
 
 
-def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> list[Any]:
+def wait_started(
+    refs: list[Any], actors: dict[str, Any], timeout: float, known: dict[str, int] | None = None
+) -> list[Any]:
     """``ray.get(refs)`` for calls that answer once ``actors`` are up, waiting up to ``timeout`` seconds, but reading
     Ray's count of each actor's restarts every :data:`_START_POLL_SECONDS` meanwhile: one restarted
     :data:`START_CRASHES` times raises :class:`DiedWhileStarting` naming it, at once. Ray restarts an actor whose
     constructor kills its process for ever (``max_restarts=-1``), and a call to it waits for a constructor that never
-    ends: before, the start waited the whole ``timeout``. A timeout is ``GetTimeoutError``, a constructor's exception
-    ``RayActorError``, as from ``ray.get``."""
+    ends: before, the start waited the whole ``timeout``. ``known``: restarts an actor had before this wait (an
+    engine's supervisor that Ray restarted earlier in its life), not counted. A timeout is ``GetTimeoutError``, a
+    constructor's exception ``RayActorError``, as from ``ray.get``."""
+    known = known or {}
     deadline = time.monotonic() + timeout
     pending = list(refs)
     while pending:
@@ -128,7 +137,7 @@ def wait_started(refs: list[Any], actors: dict[str, Any], timeout: float) -> lis
         if pending:
             for name, handle in actors.items():
                 restarts = actor_restarts(handle._actor_id.hex()) or 0  # unknown (a busy GCS): asked again next time
-                if restarts >= START_CRASHES:
+                if restarts - known.get(name, 0) >= START_CRASHES:
                     raise DiedWhileStarting(name, restarts)
     return list(ray.get(refs, timeout=max(1.0, deadline - time.monotonic())))
 
@@ -142,6 +151,34 @@ def actor_restarts(actor_id: str) -> int | None:
         return int(actor_table(actor_id)["NumRestarts"])
     except Exception:  # noqa: BLE001 - each caller says what an unknown count means to it
         return None
+
+
+def actor_state(actor_id: str) -> str | None:
+    """Ray's state of the actor ``actor_id`` (hex): ``ALIVE``, ``RESTARTING``, ``DEAD`` (for good: Ray will not
+    restart it), ...; None when the GCS does not say."""
+    from ray._private.state import actors as actor_table
+
+    try:
+        return str(actor_table(actor_id)["State"])
+    except Exception:  # noqa: BLE001 - unknown: the caller goes on as if Ray were restarting it
+        return None
+
+
+def _record_start(engine: str, *, restarted: bool) -> int:
+    """Note this supervisor's start in the GCS's key-value store (it outlives the process, which Ray replaces) and
+    return how many restarts the engine's supervisor had within ``RESTART_WINDOW_SECONDS``, this one included (0 at a
+    first start); 0 too when the store does not answer (not counted)."""
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_put
+
+    key = f"veloz-supervisor-starts:{ray.get_runtime_context().namespace}:{engine}".encode()
+    now = time.time()  # wall clock: the starts of processes that follow one another
+    try:
+        starts = orjson.loads(_internal_kv_get(key) or b"[]") if restarted else []
+        starts = [at for at in starts if 0 <= now - at <= RESTART_WINDOW_SECONDS] + [now]
+        _internal_kv_put(key, orjson.dumps(starts), overwrite=True)
+    except Exception:  # noqa: BLE001 - the GCS busy: this start is not counted
+        return 0
+    return len(starts) - 1
 
 
 def _own_restarts() -> int:
@@ -176,12 +213,16 @@ class Supervisor:
         self.gave_up: dict[str, str] = {}  # actor -> why it is no longer restarted
         self.risk: Any = None
         self.pinned = spec.pinned_nodes()  # actor -> the node it is pinned to (node-local journals, spec.nodes)
+        self.stranded_at_start: dict[str, str] = {}
+        recent = _record_start(spec.name, restarted=bool(self.own_restarts))
+        if recent > RESTART_LIMIT:  # a crash loop of the supervisor itself: build nothing, stay up and say so
+            self._gave_up_restarting(recent)
+            return
         stranded = stranded_actors(spec)
         if stranded:  # restarted after a pinned node left: no actor could start, say so instead of hanging
             self.state = "stranded"
             self.stranded_at_start = stranded
             return
-        self.stranded_at_start = {}
         if reconstructed():
             require_journal_dir(spec.journal_dir, "supervisor", spec.name)
         else:
@@ -251,6 +292,17 @@ class Supervisor:
         self.seqs = {name: seq for name, (_, seq) in zip(self.actors, pings, strict=True)}
         self.alive = dict.fromkeys(self.actors, True)
         self.restarts = dict.fromkeys(self.actors, 0)
+
+    def _gave_up_restarting(self, restarts: int) -> None:
+        log = None if self.spec.logging is None else self.spec.logging.file_for("supervisor")
+        self.gave_up["supervisor"] = (
+            f"engine {self.spec.name!r}: its supervisor was restarted {restarts} times within "
+            f"{RESTART_WINDOW_SECONDS:g} s (a crash loop: its process keeps dying, each time with every actor) and "
+            f"builds the actors no more; {'' if log is None else f'its log file {log} and '}Ray's worker logs say "
+            f"why; remove the cause, then `veloz stop --name {self.spec.name}` and start the engine again (it "
+            "recovers from its journals)"
+        )
+        self.state = "failed"
 
     def _created(self) -> dict[str, Any]:
         """Name -> handle of every actor :meth:`_start_actors` has created so far."""

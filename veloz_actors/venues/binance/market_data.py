@@ -97,7 +97,7 @@ import yarl
 from ..._exceptions import DataError, InvalidInput, SequenceGap
 from ...core.l2book import L2Book
 from ...core.market_batch import MarketBatch, MarketBatchBuilder
-from ...logs import redact_url
+from ...logs import redact_url, redacted_repr
 from ...messages import BookDelta, Kline, VenueConnection
 from .errors import classify
 from .limits import REQUEST_WEIGHT, RateLimit, RateLimits, depth_weight
@@ -181,6 +181,9 @@ class MarketDataSettings:
     refused_symbol_retry: float = 300.0
     snapshots_in_flight: int = 2
     rest_weight_per_minute: int = 3000
+
+    def __repr__(self) -> str:  # no URL credential in a log line or an error that prints it
+        return redacted_repr(self)
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="stream_url")

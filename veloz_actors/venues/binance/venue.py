@@ -120,7 +120,7 @@ import yarl
 from ..._exceptions import DataError, InvalidInput, VelozError
 from ...core.instruments import Instrument
 from ...fixed import format_decimal
-from ...logs import redact_url
+from ...logs import redact_url, redacted_repr
 from ...messages import (
     Error,
     OrderType,
@@ -251,6 +251,9 @@ class BinanceVenueSettings:
     dedup_size: int = 10_000
     max_closed_orders: int = 100_000
     exchange_info_every: float | None = 600.0
+
+    def __repr__(self) -> str:  # no URL credential in a log line or an error that prints it
+        return redacted_repr(self)
 
     def __post_init__(self) -> None:
         check_endpoints(self, rest="rest_url", ws="ws_api_url")
