@@ -364,20 +364,20 @@ def parse_outbound_account_position(data: dict, account_id: str, *, venue: str =
     rows = _field(data, "B", kind)
     if type(rows) is not list:
         raise DataError(f"{kind}: field 'B' must be a list of balances, got {_preview(rows)}")
-    out = []
-    for i, row in enumerate(rows):
-        what = f"{kind} B[{i}]"
-        out.append(
-            VenueBalance(
-                venue=venue,
-                account_id=account_id,
-                asset=_str(row, "a", what),
-                free=_dec(row, "f", what),
-                locked=_dec(row, "l", what),
-                ts=ts,
-            )
-        )
-    return out
+    return [_balance(row, ("a", "f", "l"), f"{kind} B[{i}]", account_id, venue, ts) for i, row in enumerate(rows)]
+
+
+def _balance(row: Any, keys: tuple[str, str, str], what: str, account_id: str, venue: str, ts: int) -> VenueBalance:
+    """One balance row (its asset, free and locked fields named ``keys``) as a :class:`VenueBalance`."""
+    asset, free, locked = keys
+    return VenueBalance(
+        venue=venue,
+        account_id=account_id,
+        asset=_str(row, asset, what),
+        free=_dec(row, free, what),
+        locked=_dec(row, locked, what),
+        ts=ts,
+    )
 
 
 def parse_balance_update(data: dict, account_id: str, *, venue: str = VENUE) -> VenueBalanceDelta:
@@ -694,18 +694,8 @@ def parse_account_balances(
         raise DataError(f"{kind}: field 'balances' must be a list, got {_preview(rows)}")
     out = []
     for i, row in enumerate(rows):
-        what = f"{kind} balances[{i}]"
         try:
-            out.append(
-                VenueBalance(
-                    venue=venue,
-                    account_id=account_id,
-                    asset=_str(row, "asset", what),
-                    free=_dec(row, "free", what),
-                    locked=_dec(row, "locked", what),
-                    ts=ts,
-                )
-            )
+            out.append(_balance(row, ("asset", "free", "locked"), f"{kind} balances[{i}]", account_id, venue, ts))
         except DataError as exc:
             if unreadable is None:
                 raise
