@@ -132,8 +132,8 @@ def check_initial_cash(initial_cash: int) -> None:
     run of it would fail at its end (:func:`evaluate`)."""
     if initial_cash >= _FLOAT_EXACT:
         raise InvalidInput(
-            f"settings.initial_cash {format_decimal(initial_cash)} is above the {format_decimal(_FLOAT_EXACT - 1)} that the metrics "
-            "value exactly in float64 (2**53 - 1 units of 1e-8)"
+            f"settings.initial_cash {format_decimal(initial_cash)} is above the {format_decimal(_FLOAT_EXACT - 1)} "
+            "that the metrics value exactly in float64 (2**53 - 1 units of 1e-8)"
         )
 
 

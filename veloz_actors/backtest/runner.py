@@ -256,8 +256,8 @@ def _beyond_the_venue(instrument: Instrument, side: Side, qty: int, price: int) 
     """Why a fill the engine would take cannot happen: the simulated venue cannot fund its side of it."""
     doing = "buying" if side is Side.BUY else "selling"
     return (
-        f"{instrument.symbol}: {doing} {format_decimal(qty)} at {format_decimal(price)} is more than the bar backtest's "
-        f"venue can trade: its {MAX_ABS // SCALE:,} {instrument.quote_asset} buy at most "
+        f"{instrument.symbol}: {doing} {format_decimal(qty)} at {format_decimal(price)} is more than the bar "
+        f"backtest's venue can trade: its {MAX_ABS // SCALE:,} {instrument.quote_asset} buy at most "
         f"{format_decimal(instrument.max_qty)} at the data's highest price; lower the initial cash (the kernel, "
         "--engine kernel, has no such bound)"
     )
