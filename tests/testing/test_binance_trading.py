@@ -822,10 +822,13 @@ def test_commission_rates_per_account(server: Any) -> None:
     run(server, scenario)
 
 
-def test_fees_in_bnb_are_converted_at_the_set_price_and_charged_in_the_quote_when_bnb_runs_short(server: Any) -> None:
+def test_fees_in_bnb_are_converted_at_the_set_price_and_taken_from_the_received_amount_when_bnb_runs_short(
+    server: Any,
+) -> None:
     """``pay_fees_in``: each fill's commission (what it costs in USDT) is converted at the BNB price the test set,
     rounded up, and taken from the free BNB (``commissionAsset`` BNB in the answer, myTrades and the execution
-    report); a fill whose commission the BNB left cannot pay is charged in USDT as without the switch."""
+    report); a fill whose commission the BNB left cannot pay has it taken out of what it received (a BUY: BTC, at
+    the fill's price)."""
     with pytest.raises(ValueError, match="positive"):
         server.pay_fees_in(HMAC.api_key, "BNB", "0")
     with pytest.raises(ValueError, match="not a decimal"):
@@ -852,13 +855,14 @@ def test_fees_in_bnb_are_converted_at_the_set_price_and_charged_in_the_quote_whe
             assert d("0.002") - in_bnb < in_bnb  # the next fill's commission is more than the BNB left
             second = (await c.rest("POST", "/api/v3/order", order)).body
             [fill] = second["fills"]
-            assert (fill["commissionAsset"], d(fill["commission"])) == ("USDT", fee(cost))
+            in_btc = ceil_div(fee(cost) * SCALE, ask)
+            assert (fill["commissionAsset"], d(fill["commission"])) == ("BTC", in_btc)
             assert server.balances(HMAC.api_key) == {
-                "USDT": (d("1000000") - 2 * cost - fee(cost), 0), "BTC": (d("10.02"), 0),
+                "USDT": (d("1000000") - 2 * cost, 0), "BTC": (d("10.02") - in_btc, 0),
                 "BNB": (d("0.002") - in_bnb, 0),
             }  # fmt: skip
             trades = (await c.rest("GET", "/api/v3/myTrades", {"symbol": "BTCUSDT"})).body
-            assert [t["commissionAsset"] for t in trades] == ["BNB", "USDT"]
+            assert [t["commissionAsset"] for t in trades] == ["BNB", "BTC"]
         server.pay_fees_in(HMAC.api_key, None)
         third = (await c.rest("POST", "/api/v3/order", order)).body
         assert third["fills"][0]["commissionAsset"] == "USDT"

@@ -1516,8 +1516,8 @@ def test_fees_paid_in_bnb_keep_the_kernel_equal_to_binance_until_bnb_runs_short(
     """Binance's "BNB burn": a BTCUSDT fill's commission is taken from the account's BNB (``commissionAsset`` BNB,
     converted at the BNB price of the trade's time, here 500 USDT). The kernel books it in BNB, BTC and USDT move as
     the fills say, and the kernel equals Binance to the unit; a reconciliation after a reconnect finds no balance
-    difference. Once the BNB left is too little for a fill's commission, Binance charges that fill in the traded asset
-    (``commission_faq.md``) and the kernel follows."""
+    difference. Once the BNB left is too little for a fill's commission, Binance takes it out of what the fill received
+    (``commission_faq.md``: a BUY's BTC, a SELL's USDT) and the kernel follows."""
     server.deposit(HMAC.api_key, "BNB", "0.003")
     server.pay_fees_in(HMAC.api_key, "BNB", "500")
     holder: list[Harness] = []
@@ -1543,14 +1543,14 @@ def test_fees_paid_in_bnb_keep_the_kernel_equal_to_binance_until_bnb_runs_short(
         summary = h.venue.status()["reconcile"]
         assert summary["balances_compared"] and summary["balance_differences"] == {}, summary
         assert not [e for e in h.events if isinstance(e, Error) and "BALANCE" in e.code]
-        # too little BNB left for the next fill's commission: Binance charges it in the traded asset
+        # too little BNB left for the next fills' commissions: Binance takes them out of what they received
         bnb_left = server.balances(HMAC.api_key)["BNB"][0]
-        last = h.place(Side.BUY, d("0.01"), h.ask)
-        h.wait(last, OrderStatus.FILLED)
+        h.wait(h.place(Side.BUY, d("0.01"), h.ask), OrderStatus.FILLED)
+        h.wait(h.place(Side.SELL, d("0.005")), OrderStatus.FILLED)
         h.pump()
         new = server.trades(HMAC.api_key)[len(trades) :]
-        assert new and {t["commissionAsset"] for t in new} == {"USDT"}
-        assert d(new[0]["commission"]) * 100_000_000 // 500_00000000 > bnb_left
+        assert {t["commissionAsset"] for t in new if t["isBuyer"]} == {"BTC"}
+        assert {t["commissionAsset"] for t in new if not t["isBuyer"]} == {"USDT"}
         h.assert_matches_server()
         assert h.kernel.ledger.balances("main")["BNB"] == (bnb_left, 0)
         report = h.venue.reconcile(view=kernel_view(h.kernel))

@@ -46,7 +46,7 @@ refused placement with an error: no order exists), and self-trade prevention onl
   when it ends. Not enough free balance: -2010 "Account has insufficient balance for requested action.".
 * **Fees in BNB** (:meth:`Trading.pay_fees_in`, Binance's "BNB burn"): each fill's commission is converted at a price
   the test sets and taken from the account's free BNB (``commissionAsset`` ``BNB``); with too little BNB for a fill,
-  that fill's commission is charged as above (``commission_faq.md``: the full commission out of the received amount).
+  that fill's commission comes out of what it received (``commission_faq.md``): a SELL's USDT as above, a BUY's BTC.
 
 **REST** (SIGNED, ``X-MBX-APIKEY``; parameters in the query string and/or a form body, the query string winning):
 ``POST /api/v3/order`` (``newOrderRespType`` ``ACK`` / ``RESULT`` / ``FULL``, default ``FULL`` for ``LIMIT`` and
@@ -951,10 +951,11 @@ class Trading:
         """The account pays its commissions in ``asset`` (Binance's "BNB burn"; ``None``: in the traded assets again),
         converted at ``price`` (decimal text: the quote asset per whole ``asset``, the rate at the trade's time: a test sets it, and may
         change it between trades). A fill's commission (what it would cost in the quote asset) is converted, rounded
-        up to 1e-8, and taken from the free ``asset`` balance; when that balance is too small, or ``asset`` is the
-        symbol's base or quote, the commission is charged as without the switch (``commission_faq.md``: "If you do not
-        have enough BNB to pay the discounted commission, the full commission will be taken out of your received
-        amount"). No BNB discount is applied (the rates the account was given are the rates charged)."""
+        up to 1e-8, and taken from the free ``asset`` balance. When that balance is too small, the commission comes out
+        of the received amount (``commission_faq.md``: "If you do not have enough BNB to pay the discounted commission,
+        the full commission will be taken out of your received amount"): a SELL's in the quote asset as without the
+        switch, a BUY's in the base asset (converted at the fill's price, rounded up). A symbol whose base or quote is
+        ``asset`` is charged as without the switch. No BNB discount is applied (the account's rates are charged)."""
         try:
             units = _decimal(price, "price") if asset is not None else 0
         except Refusal as exc:
@@ -1325,19 +1326,22 @@ class Trading:
         order.executed += qty
         order.cum_quote += notional
         base, quote = account.balance(order.base), account.balance(order.quote)
-        fee_asset, commission = order.quote, fee
+        fee_asset, commission, base_fee = order.quote, fee, 0
         burn = account.fee_asset
         if burn is not None and fee and burn not in (order.base, order.quote):
             converted = -(-fee * SCALE // account.fee_price)
             row = account.balance(burn)
-            if row[0] >= converted:  # else the commission is charged in the traded asset, as without the switch
+            if row[0] >= converted:
                 row[0] -= converted
                 fee_asset, commission, fee = burn, converted, 0
+            elif order.side == "BUY":  # Binance takes it out of the received amount: a BUY's is the base asset
+                base_fee = -(-fee * SCALE // price)
+                fee_asset, commission, fee = order.base, base_fee, 0
         if order.side == "BUY":
             spend = notional + fee
             quote[1] -= spend
             order.reserved -= spend
-            base[0] += qty
+            base[0] += qty - base_fee
         else:
             base[1] -= qty
             order.reserved -= qty
