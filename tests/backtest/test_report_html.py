@@ -252,3 +252,24 @@ def test_markup_in_a_symbol_or_a_run_setting_is_shown_as_text_never_run(shared_d
     ours = page.replace(get_plotlyjs(), "").lower()  # (the symbol is upper-cased: '</SCRIPT><SCRIPT>ALERT...')
     assert ours.count("alert") >= 4 and "<img" not in ours and 'alert("x")</script>' not in ours
     assert ours.count("<script") == 1 + 2  # plotly.js's tag, and one per figure
+
+
+def test_a_write_that_fails_half_way_leaves_the_previous_outputs_whole(shared_data: Path, tmp_path: Path) -> None:
+    """A write that fails part-way (the file-size limit, as a full disk would) truncated ``report.html`` (and the
+    CSVs) and left a torn page where the good one was: every output is written beside it and renamed, so the
+    previous files stay whole and no temporary file is left."""
+    _run(shared_data, tmp_path, "sma_cross", SMA)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code = (
+        "import resource, signal, sys; "
+        "import veloz_actors as vz; "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)); "
+        "vz.run_backtest(data=sys.argv[1], strategy='sma_cross', params={'fast': 5, 'slow': 20}, out=sys.argv[2])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(shared_data / ETH_1H), str(tmp_path)],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -44,6 +44,36 @@ def test_a_request_naming_another_host_is_refused_and_an_idle_client_blocks_no_o
         server.close()
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_host_is_served(host: str) -> None:
+    """``metrics.host: "::1"`` failed to bind (the server's socket was IPv4 only: "Address family for hostname not
+    supported") and the engine ran with no metrics but a warning. It is served over IPv6, loopback-only as
+    127.0.0.1 is, and its URL is bracketed."""
+    server = serve_metrics(lambda: {}, host=host, port=0)
+    try:
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        for name, expected in ((f"[::1]:{server.port}", 200), (f"evil.example:{server.port}", 403)):
+            conn = http.client.HTTPConnection("::1", server.port, timeout=10)
+            conn.request("GET", "/metrics", headers={"Host": name})
+            response = conn.getresponse()
+            assert response.status == expected, name
+            if expected == 200:
+                assert b"veloz_engine_up" in response.read()
+            conn.close()
+    finally:
+        server.close()
+
+
 def test_a_client_that_sends_nothing_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each connection is a thread and a file descriptor of the engine's driver process: 500 that sent nothing were
     500 threads held for as long as they stayed open."""

@@ -213,3 +213,27 @@ def test_the_top_table_shows_money_exactly(shared_data: Path, tmp_path: Path) ->
         assert (fast, slow) == (str(row["fast"]), str(row["slow"]))
         assert final_equity == f"{exact.normalize():,f}" and "," in final_equity
         assert total_return == f"{row['total_return'] * 100:.2f} %"
+
+
+def test_a_write_that_fails_half_way_leaves_the_previous_report_whole(shared_data: Path, tmp_path: Path) -> None:
+    """The page is several megabytes: a write that fails part-way (here the file-size limit, as a full disk would)
+    truncated ``report.html`` and left a torn page where the good one was. It is written beside it and renamed:
+    the previous page stays whole and no temporary file is left."""
+    config = small_config(shared_data, report_curves=2)
+    good = write_search_report(tmp_path, *_serial_table(config)).read_bytes()
+    code = (
+        "import json, resource, signal, sys; from pathlib import Path; "
+        "from tests.search.test_search_report import _serial_table; "
+        "from veloz_actors.search.report import write_search_report; "
+        "plan, table = _serial_table(json.loads(sys.argv[1])); "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)); "
+        "write_search_report(Path(sys.argv[2]), plan, table)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps({**config, "report_curves": 1}), str(tmp_path)],
+        cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-2000:]
+    assert (tmp_path / "report.html").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

@@ -822,6 +822,54 @@ def test_commission_rates_per_account(server: Any) -> None:
     run(server, scenario)
 
 
+def test_fees_in_bnb_are_converted_at_the_set_price_and_taken_from_the_received_amount_when_bnb_runs_short(
+    server: Any,
+) -> None:
+    """``pay_fees_in``: each fill's commission (what it costs in USDT) is converted at the BNB price the test set,
+    rounded up, and taken from the free BNB (``commissionAsset`` BNB in the answer, myTrades and the execution
+    report); a fill whose commission the BNB left cannot pay has it taken out of what it received (a BUY: BTC, at
+    the fill's price)."""
+    with pytest.raises(ValueError, match="positive"):
+        server.pay_fees_in(HMAC.api_key, "BNB", "0")
+    with pytest.raises(ValueError, match="not a decimal"):
+        server.pay_fees_in(HMAC.api_key, "BNB", "abc")
+    server.deposit(HMAC.api_key, "BNB", "0.002")
+    server.pay_fees_in(HMAC.api_key, "BNB", "512.5")
+    price = d("512.5")
+    [(ask, _), *_] = best(server)
+
+    async def scenario(c: Client) -> None:
+        async with c.ws_api() as api:
+            await api.call("userDataStream.subscribe.signature")
+            order = {**LIMIT_BUY, "timeInForce": "IOC", "price": _text(ask), "quantity": "0.01"}
+            first = (await c.rest("POST", "/api/v3/order", order)).body
+            [fill] = first["fills"]
+            cost = notional(ask, d("0.01"))
+            in_bnb = ceil_div(fee(cost) * SCALE, price)
+            assert (fill["commissionAsset"], d(fill["commission"])) == ("BNB", in_bnb)
+            assert server.balances(HMAC.api_key) == {
+                "USDT": (d("1000000") - cost, 0), "BTC": (d("10.01"), 0), "BNB": (d("0.002") - in_bnb, 0),
+            }  # fmt: skip
+            [report] = [r for r in await api.wait("executionReport", 2) if r["x"] == "TRADE"]
+            assert (report["N"], d(report["n"])) == ("BNB", in_bnb)
+            assert d("0.002") - in_bnb < in_bnb  # the next fill's commission is more than the BNB left
+            second = (await c.rest("POST", "/api/v3/order", order)).body
+            [fill] = second["fills"]
+            in_btc = ceil_div(fee(cost) * SCALE, ask)
+            assert (fill["commissionAsset"], d(fill["commission"])) == ("BTC", in_btc)
+            assert server.balances(HMAC.api_key) == {
+                "USDT": (d("1000000") - 2 * cost, 0), "BTC": (d("10.02") - in_btc, 0),
+                "BNB": (d("0.002") - in_bnb, 0),
+            }  # fmt: skip
+            trades = (await c.rest("GET", "/api/v3/myTrades", {"symbol": "BTCUSDT"})).body
+            assert [t["commissionAsset"] for t in trades] == ["BNB", "BTC"]
+        server.pay_fees_in(HMAC.api_key, None)
+        third = (await c.rest("POST", "/api/v3/order", order)).body
+        assert third["fills"][0]["commissionAsset"] == "USDT"
+
+    run(server, scenario)
+
+
 # --------------------------------------------------------------------------------------------- WebSocket API
 
 

@@ -1510,3 +1510,66 @@ def test_a_balance_beyond_what_veloz_holds_is_left_out_not_a_start_that_never_en
         report = h.venue.reconcile(view=kernel_view(h.kernel))
         # the kernel equals Binance in every asset it can hold
         assert report.balance_differences == () and "SHIB" not in {b.asset for b in report.balances}
+
+
+def test_fees_paid_in_bnb_keep_the_kernel_equal_to_binance_until_bnb_runs_short(server: BinanceTestServer) -> None:
+    """Binance's "BNB burn": a BTCUSDT fill's commission is taken from the account's BNB (``commissionAsset`` BNB,
+    converted at the BNB price of the trade's time, here 500 USDT). The kernel books it in BNB, BTC and USDT move as
+    the fills say, and the kernel equals Binance to the unit; a reconciliation after a reconnect finds no balance
+    difference. Once the BNB left is too little for a fill's commission, Binance takes it out of what the fill received
+    (``commission_faq.md``: a BUY's BTC, a SELL's USDT) and the kernel follows."""
+    server.deposit(HMAC.api_key, "BNB", "0.003")
+    server.pay_fees_in(HMAC.api_key, "BNB", "500")
+    holder: list[Harness] = []
+    venue_kw = {"view": lambda: kernel_view(holder[0].kernel)}
+    with Harness(server, start=False, venue_kw=venue_kw, balances={**BALANCES, "BNB": "0.003"}) as h:
+        holder.append(h)
+        h.start()
+        h.wait(h.place(Side.BUY, d("0.01"), h.ask), OrderStatus.FILLED)
+        h.wait(h.place(Side.SELL, d("0.01")), OrderStatus.FILLED)
+        h.pump()
+        trades = server.trades(HMAC.api_key)
+        assert trades and {t["commissionAsset"] for t in trades} == {"BNB"}
+        bnb_fees = sum(d(t["commission"]) for t in trades)
+        assert 0 < bnb_fees < d("0.003")
+        h.assert_matches_server()
+        flows = sum((-1 if t["isBuyer"] else 1) * d(t["quoteQty"]) for t in trades)
+        assert h.kernel.ledger.balances("main") == {
+            "USDT": (d("1000000") + flows, 0), "BTC": (d("10"), 0), "BNB": (d("0.003") - bnb_fees, 0),
+        }  # fmt: skip
+        # a reconnect: the reconciliation that follows finds the kernel equal to Binance
+        assert server.trading_faults.ws_server_shutdown(0.2) == 1
+        h.pump(lambda: (h.venue.status()["reconcile"] or {}).get("count", 0) >= 2 and h.venue.ready, timeout=15.0)
+        summary = h.venue.status()["reconcile"]
+        assert summary["balances_compared"] and summary["balance_differences"] == {}, summary
+        assert not [e for e in h.events if isinstance(e, Error) and "BALANCE" in e.code]
+        # too little BNB left for the next fills' commissions: Binance takes them out of what they received
+        bnb_left = server.balances(HMAC.api_key)["BNB"][0]
+        h.wait(h.place(Side.BUY, d("0.01"), h.ask), OrderStatus.FILLED)
+        h.wait(h.place(Side.SELL, d("0.005")), OrderStatus.FILLED)
+        h.pump()
+        new = server.trades(HMAC.api_key)[len(trades) :]
+        assert {t["commissionAsset"] for t in new if t["isBuyer"]} == {"BTC"}
+        assert {t["commissionAsset"] for t in new if not t["isBuyer"]} == {"USDT"}
+        h.assert_matches_server()
+        assert h.kernel.ledger.balances("main")["BNB"] == (bnb_left, 0)
+        report = h.venue.reconcile(view=kernel_view(h.kernel))
+        assert report.balance_differences == (), report.summary["balance_differences"]
+
+
+@pytest.mark.xfail(strict=True, reason="known defect, not fixed yet: the position counts the BTC a BUY's fee took")
+def test_a_position_bought_with_its_fee_in_btc_can_be_sold_whole(server: BinanceTestServer) -> None:
+    """Without BNB, Binance takes a BUY's commission out of the BTC received (``commission_faq.md``). The kernel's
+    position counts the whole fill (0.01) while the account holds 0.00999: a strategy that sells its position (every
+    bar and L2 strategy exits so) is refused INSUFFICIENT_FUNDS when it started with no BTC, and never exits."""
+    server.deposit(HMAC.api_key, "BTC", "-10")
+    server.pay_fees_in(HMAC.api_key, "BNB", "500")  # no BNB: the BUY's commission comes out of its BTC
+    with Harness(server, balances={"USDT": "1000000"}) as h:
+        h.wait(h.place(Side.BUY, d("0.01"), h.ask), OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server()
+        position = h.kernel.ledger.position("main", SYMBOL).qty
+        sell = h.place(Side.SELL, position)
+        h.pump()
+        assert h.order(sell).status is not OrderStatus.REJECTED, h.rejection(sell).detail
+        h.wait(sell, OrderStatus.FILLED)

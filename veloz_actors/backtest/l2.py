@@ -93,6 +93,7 @@ from ..venues.fill_models import (
 )
 from ..venues.l2replay import L2ReplayVenue
 from .metrics import equity_returns, sharpe_ratio
+from .report import write_atomically
 from .runner import split_symbol
 
 __all__ = [
@@ -384,7 +385,7 @@ def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
             f"{format_decimal(qty)},{format_decimal(fee)},{'MAKER' if maker else 'TAKER'},{format_decimal(cash)},"
             f"{format_decimal(base)}\n"
         )
-    Path(path).write_bytes("".join(lines).encode())
+    write_atomically({Path(path): "".join(lines)})
 
 
 # ---------------------------------------------------------------------------------------------------------- context

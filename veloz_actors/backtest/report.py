@@ -23,7 +23,9 @@ minimum and maximum, so a million-bar run stays a few megabytes and its deepest 
 
 from __future__ import annotations
 
+import contextlib
 import html
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ __all__ = [
     "monthly_returns",
     "price_figure",
     "sample_indices",
+    "write_atomically",
     "write_l2_outputs",
     "write_outputs",
 ]
@@ -78,13 +81,14 @@ def write_outputs(
     records = trades_to_records(trades)
     lines = ["ts_ms,side,price,qty,fee"]
     lines += [f"{r['ts']},{r['side']},{r['price']},{r['qty']},{r['fee']}" for r in records]
-    paths["trades"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     times = bars.data["open_time"] // 1_000_000
-    with open(paths["equity"], "w", encoding="utf-8") as f:
-        f.write("open_time_ms,equity\n")
-        f.writelines(f"{t},{e:.8f}\n" for t, e in zip(times.tolist(), equity.tolist(), strict=True))
-    paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
-    paths["report"].write_text(_report_html(bars, trades, equity, metrics, meta), encoding="utf-8")
+    rows = [f"{t},{e:.8f}\n" for t, e in zip(times.tolist(), equity.tolist(), strict=True)]
+    write_atomically({
+        paths["trades"]: "\n".join(lines) + "\n",
+        paths["equity"]: "open_time_ms,equity\n" + "".join(rows),
+        paths["metrics"]: metrics_json({"metrics": metrics, **meta}, indent=True),
+        paths["report"]: _report_html(bars, trades, equity, metrics, meta),
+    })  # fmt: skip
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -104,10 +108,31 @@ def write_l2_outputs(
         for t, m, c, b, e in zip(*(equity[name].tolist() for name in ("ts", "mark", "cash", "base", "equity")),
                                  strict=True)
     ]  # fmt: skip
-    paths["equity"].write_text("".join(lines), encoding="utf-8")
-    paths["metrics"].write_bytes(metrics_json({"metrics": metrics, **meta}, indent=True))
-    paths["report"].write_text(_l2_report_html(symbol, trades, equity, metrics, meta), encoding="utf-8")
+    write_atomically({
+        paths["equity"]: "".join(lines),
+        paths["metrics"]: metrics_json({"metrics": metrics, **meta}, indent=True),
+        paths["report"]: _l2_report_html(symbol, trades, equity, metrics, meta),
+    })  # fmt: skip
     return {k: str(v) for k, v in paths.items()}
+
+
+def write_atomically(files: Mapping[Path, str | bytes]) -> None:
+    """Replace each file with its data (text as UTF-8, whatever the locale): every one is first written whole beside
+    it (``NAME.tmp``), then each takes its name (``os.replace``). A crash or a failed write (a full disk) leaves the
+    previous files whole, never a torn page, and a failed write changes none of them (its temporary files are
+    removed)."""
+    temporaries = {path: path.with_name(path.name + ".tmp") for path in files}
+    try:
+        for path, data in files.items():
+            with open(temporaries[path], "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        for path, tmp in temporaries.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temporaries.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
 
 
 # ------------------------------------------------------------------------------------------------ pieces

@@ -53,6 +53,7 @@ Live market data, when the engine streams it (``market_data`` in its status; lab
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from socketserver import ThreadingMixIn
@@ -308,6 +309,12 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
             self._slots.release()
 
 
+class _ThreadingServer6(_ThreadingServer):
+    """The same on an IPv6 address (``::1``, ``::``): a server's socket is IPv4 unless its class says otherwise."""
+
+    address_family = socket.AF_INET6
+
+
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -337,7 +344,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, bracketed as a URL needs
+        return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -352,13 +360,16 @@ def serve_metrics(
     port: int = 9464,
     round_trip: Callable[[], tuple[list[int], float]] | None = None,
 ) -> MetricsServer:
-    """Serve ``/metrics`` for an engine on ``host:port`` (127.0.0.1 unless configured otherwise) in a thread."""
+    """Serve ``/metrics`` for an engine on ``host:port`` (127.0.0.1 unless configured otherwise) in a thread. An IPv6
+    address (``::1``, ``::``, also written ``[::1]``) is served over IPv6; a name, over IPv4."""
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(status, round_trip))  # type: ignore[arg-type]
     app = make_wsgi_app(registry)
     if host in _LOOPBACK:
         app = _loopback_only(app)
-    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="veloz-metrics", daemon=True)
     thread.start()
     return MetricsServer(server, thread)

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .._exceptions import ConfigError
 from ..backtest.metrics import equity_and_metrics, format_metric
-from ..backtest.report import figure_html, html_page, html_table, iso_times, sample_indices
+from ..backtest.report import figure_html, html_page, html_table, iso_times, sample_indices, write_atomically
 from ..fixed import SCALE
 from .config import METRICS, SearchConfig
 from .plan import SearchPlan, is_failed
@@ -198,7 +198,7 @@ def write_search_report(out: Path, plan: SearchPlan, table: pa.Table) -> Path:
         body.append(figure_html(report.equity_figure, "top-equity"))
     path = out / REPORT_NAME
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(html_page(_title(config), body), encoding="utf-8")  # as the page declares
+    write_atomically({path: html_page(_title(config), body)})  # UTF-8 as the page declares; never a torn page
     return path
 
 

@@ -1792,6 +1792,11 @@ class BinanceTestServer:
             taker_rate=taker_rate,
         )
 
+    def pay_fees_in(self, api_key: str, asset: str | None = "BNB", price: str = "600") -> None:
+        """Commissions paid in ``asset`` at ``price`` (see :meth:`Trading.pay_fees_in
+        <.binance_trading.Trading.pay_fees_in>`)."""
+        self.trading.pay_fees_in(api_key, asset, price)
+
     def deposit(self, api_key: str, asset: str, amount: str | int) -> None:
         """A deposit (negative: a withdrawal): ``balanceUpdate`` and ``outboundAccountPosition`` on its streams."""
         self.trading.deposit(api_key, asset, amount)

@@ -44,6 +44,9 @@ refused placement with an error: no order exists), and self-trade prevention onl
   is charged in the quote asset on both sides (``ceil(sum(rate x notional))`` per order, VeloZ's fee model): a BUY
   pays ``notional + commission``, a SELL receives ``notional - commission``. Whatever an order did not use is released
   when it ends. Not enough free balance: -2010 "Account has insufficient balance for requested action.".
+* **Fees in BNB** (:meth:`Trading.pay_fees_in`, Binance's "BNB burn"): each fill's commission is converted at a price
+  the test sets and taken from the account's free BNB (``commissionAsset`` ``BNB``); with too little BNB for a fill,
+  that fill's commission comes out of what it received (``commission_faq.md``): a SELL's USDT as above, a BUY's BTC.
 
 **REST** (SIGNED, ``X-MBX-APIKEY``; parameters in the query string and/or a form body, the query string winning):
 ``POST /api/v3/order`` (``newOrderRespType`` ``ACK`` / ``RESULT`` / ``FULL``, default ``FULL`` for ``LIMIT`` and
@@ -227,7 +230,10 @@ class _Dropped(Exception):
 
 
 class _Account:
-    __slots__ = ("api_key", "kind", "verifier", "name", "uid", "balances", "maker", "taker", "fees", "update_ms")
+    __slots__ = (
+        "api_key", "kind", "verifier", "name", "uid", "balances", "maker", "taker", "fees", "update_ms", "fee_asset",
+        "fee_price",
+    )  # fmt: skip
 
     def __init__(
         self, api_key: str, verifier: Verifier, uid: int, balances: dict[str, list[int]], maker: int, taker: int
@@ -242,6 +248,8 @@ class _Account:
         self.taker = taker
         self.fees = FeeModel(maker, taker)
         self.update_ms = 0
+        self.fee_asset: str | None = None  # fees paid in this asset (BNB) while it has enough, at fee_price
+        self.fee_price = 0  # 1e-8 units of the quote asset per whole fee_asset
 
     def balance(self, asset: str) -> list[int]:
         row = self.balances.get(asset)
@@ -939,6 +947,29 @@ class Trading:
 
         self._call(run)
 
+    def pay_fees_in(self, api_key: str, asset: str | None = "BNB", price: str = "600") -> None:
+        """The account pays its commissions in ``asset`` (Binance's "BNB burn"; ``None``: in the traded assets again),
+        converted at ``price`` (decimal text: the quote asset per whole ``asset``, the rate at the trade's time: a test sets it, and may
+        change it between trades). A fill's commission (what it would cost in the quote asset) is converted, rounded
+        up to 1e-8, and taken from the free ``asset`` balance. When that balance is too small, the commission comes out
+        of the received amount (``commission_faq.md``: "If you do not have enough BNB to pay the discounted commission,
+        the full commission will be taken out of your received amount"): a SELL's in the quote asset as without the
+        switch, a BUY's in the base asset (converted at the fill's price, rounded up). A symbol whose base or quote is
+        ``asset`` is charged as without the switch. No BNB discount is applied (the account's rates are charged)."""
+        try:
+            units = _decimal(price, "price") if asset is not None else 0
+        except Refusal as exc:
+            raise ValueError(f"the fee asset's price {price!r} is not a decimal") from exc
+        if asset is not None and units <= 0:
+            raise ValueError(f"the fee asset's price must be positive, got {price!r}")
+
+        def run() -> None:
+            account = self._account(api_key)
+            account.fee_asset = asset
+            account.fee_price = units
+
+        self._call(run)
+
     def orders(self, api_key: str) -> list[dict[str, Any]]:
         """Every order of the account, oldest first, as ``GET /api/v3/order`` states it."""
         return self._call(lambda: [order.query() for order in self.account_orders[self._account(api_key).api_key]])
@@ -1295,11 +1326,22 @@ class Trading:
         order.executed += qty
         order.cum_quote += notional
         base, quote = account.balance(order.base), account.balance(order.quote)
+        fee_asset, commission, base_fee = order.quote, fee, 0
+        burn = account.fee_asset
+        if burn is not None and fee and burn not in (order.base, order.quote):
+            converted = -(-fee * SCALE // account.fee_price)
+            row = account.balance(burn)
+            if row[0] >= converted:
+                row[0] -= converted
+                fee_asset, commission, fee = burn, converted, 0
+            elif order.side == "BUY":  # Binance takes it out of the received amount: a BUY's is the base asset
+                base_fee = -(-fee * SCALE // price)
+                fee_asset, commission, fee = order.base, base_fee, 0
         if order.side == "BUY":
             spend = notional + fee
             quote[1] -= spend
             order.reserved -= spend
-            base[0] += qty
+            base[0] += qty - base_fee
         else:
             base[1] -= qty
             order.reserved -= qty
@@ -1318,8 +1360,8 @@ class Trading:
                 "price": _fmt(price),
                 "qty": _fmt(qty),
                 "quoteQty": _fmt(notional),
-                "commission": _fmt(fee),
-                "commissionAsset": order.quote,
+                "commission": _fmt(commission),
+                "commissionAsset": fee_asset,
                 "time": now,
                 "isBuyer": order.side == "BUY",
                 "isMaker": maker,
@@ -1331,8 +1373,8 @@ class Trading:
                 {
                     "price": _fmt(price),
                     "qty": _fmt(qty),
-                    "commission": _fmt(fee),
-                    "commissionAsset": order.quote,
+                    "commission": _fmt(commission),
+                    "commissionAsset": fee_asset,
                     "tradeId": trade_id,
                 }
             )
@@ -1342,8 +1384,11 @@ class Trading:
             self._close(order)
         elif order.type == "MARKET" or order.tif != "GTC":
             order.on_book = False  # still taking on arrival; it ends (expires or fills) before the answer
-        self._report(order, "TRADE", now, last_qty=qty, last_price=price, fee=fee, trade_id=trade_id, maker=maker)
-        self._position(account, (order.base, order.quote), now)
+        self._report(
+            order, "TRADE", now, last_qty=qty, last_price=price, fee=commission, fee_asset=fee_asset,
+            trade_id=trade_id, maker=maker,
+        )  # fmt: skip
+        self._position(account, (order.base, order.quote, fee_asset), now)
 
     def _expire(self, order: _Order, reason: str, now: int) -> None:
         order.status = "EXPIRED"
@@ -1425,6 +1470,7 @@ class Trading:
         last_qty: int = 0,
         last_price: int = 0,
         fee: int = 0,
+        fee_asset: str = "",
         trade_id: int = -1,
         maker: bool = False,
         client_id: str | None = None,
@@ -1457,7 +1503,7 @@ class Trading:
             "z": _fmt(order.executed),
             "L": _fmt(last_price),
             "n": _fmt(fee) if trade else "0",
-            "N": order.quote if trade else None,
+            "N": (fee_asset or order.quote) if trade else None,
             "T": now,
             "t": trade_id,
             "I": exec_id,
