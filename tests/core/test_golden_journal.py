@@ -2,11 +2,12 @@
 
 The kernel does not journal its decisions: it journals commands and reports and decides again on replay. A change to
 a decision (a risk rule, a filter, matching) would therefore rebuild an earlier journal into other orders and
-balances, an order the venue never got among them. ``golden/semantics4.journal`` was written by a run of
+balances, an order the venue never got among them. ``golden/semantics5.journal`` was written by a run of
 :func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's among them; a
 halt and its reset; the ``max_position`` rule of semantics 3 on coins sold from a deposit) and
-``golden/semantics4.events`` holds what that run emitted; ``semantics3.*``, of the run before the ``ghost`` order, is
-kept and must replay as it did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
+``golden/semantics5.events`` holds what that run emitted; ``semantics4.*`` (the same run under semantics 4: this
+scenario's fills pay their fees in the quote asset, so semantics 5's position rule changes none of its events) and
+``semantics3.*``, of the run before the ``ghost`` order, are kept and must replay as they did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
 that keeps the old rule for older journals (as ``TradingKernel.legacy_halts`` and ``_position_rule`` do), and a new
 golden pair written by ``.venv/bin/python -m tests.core.test_golden_journal`` beside this one: the old pair stays,
 and must still replay as it did.

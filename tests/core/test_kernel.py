@@ -662,3 +662,29 @@ def test_an_order_for_an_account_the_engine_does_not_have_is_refused_naming_the_
     assert type(rejected) is OrderRejected and rejected.reason == "UNKNOWN_ACCOUNT"
     assert "'mian'" in rejected.detail and "main" in rejected.detail  # the account asked for, and the ones there are
     assert not kernel.ledger.has_account("mian") and kernel.take_outbox() == []
+
+
+@pytest.mark.parametrize("semantics", [4, 5])
+def test_a_fee_in_the_base_asset_moves_the_position_by_what_the_account_holds(semantics: int) -> None:
+    """Binance takes a buy's commission out of the coins received unless fees go to BNB: 0.01 BTC bought holds 0.00999.
+    Since semantics 5 the position is what the account holds (sellable whole) and the fee is in its cost; a journal of
+    4 or less counted the whole fill, as its positions were then."""
+    kernel = _kernel()
+    kernel.semantics = semantics
+    kernel.apply(place("b1", "BUY", "0.01", "60000"))
+    kernel.apply(_accepted("b1"))
+    kernel.apply(replace(_fill("b1", 1, "0.01"), fee=d("0.00001"), fee_asset="BTC"))
+    position = kernel.ledger.position("main", "BTCUSDT")
+    assert kernel.ledger.balances("main")["BTC"] == (d("2.00999"), 0)  # 2 deposited, 0.00999 received
+    if semantics < 5:
+        assert (position.qty, position.cost) == (d("0.01"), d("600"))
+        return
+    assert (position.qty, position.cost) == (d("0.00999"), d("600"))  # the fee in the cost: 600 for 0.00999
+    kernel.apply(place("s1", "SELL", "0.00999", "61000"))
+    kernel.apply(_accepted("s1"))
+    kernel.apply(replace(_fill("s1", 2, "0.00999", price="61000"), fee=d("0.6093900"), fee_asset="USDT"))
+    position = kernel.ledger.position("main", "BTCUSDT")
+    assert position.qty == 0 and position.cost == 0
+    # bought 0.00999 for 600, sold for 609.39 less a 0.60939 fee
+    assert position.realized_pnl == d("609.39") - d("600") - d("0.60939")
+    assert kernel.ledger.conserved()

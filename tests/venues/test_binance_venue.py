@@ -1557,11 +1557,11 @@ def test_fees_paid_in_bnb_keep_the_kernel_equal_to_binance_until_bnb_runs_short(
         assert report.balance_differences == (), report.summary["balance_differences"]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect, not fixed yet: the position counts the BTC a BUY's fee took")
 def test_a_position_bought_with_its_fee_in_btc_can_be_sold_whole(server: BinanceTestServer) -> None:
     """Without BNB, Binance takes a BUY's commission out of the BTC received (``commission_faq.md``). The kernel's
-    position counts the whole fill (0.01) while the account holds 0.00999: a strategy that sells its position (every
-    bar and L2 strategy exits so) is refused INSUFFICIENT_FUNDS when it started with no BTC, and never exits."""
+    position counted the whole fill (0.01) while the account held 0.00999: a strategy that sells its position (every
+    bar and L2 strategy exits so) was refused INSUFFICIENT_FUNDS when it started with no BTC, and never exited. Since
+    journal semantics 5 the position is what the account holds."""
     server.deposit(HMAC.api_key, "BTC", "-10")
     server.pay_fees_in(HMAC.api_key, "BNB", "500")  # no BNB: the BUY's commission comes out of its BTC
     with Harness(server, balances={"USDT": "1000000"}) as h:
@@ -1569,7 +1569,11 @@ def test_a_position_bought_with_its_fee_in_btc_can_be_sold_whole(server: Binance
         h.pump()
         h.assert_matches_server()
         position = h.kernel.ledger.position("main", SYMBOL).qty
+        assert position == d("0.00999") == sum(h.kernel.ledger.balances("main")["BTC"])  # what the account holds
         sell = h.place(Side.SELL, position)
         h.pump()
         assert h.order(sell).status is not OrderStatus.REJECTED, h.rejection(sell).detail
         h.wait(sell, OrderStatus.FILLED)
+        h.pump()
+        h.assert_matches_server()
+        assert h.kernel.ledger.position("main", SYMBOL).qty == 0

@@ -62,8 +62,11 @@ _VERSION = 1
 # buys at the band's low end); before, abs(position) and an open quote order's placeholder quantity: a journal of 2
 # replays its buys as they were decided. 4 refuses an order for an account the engine does not have as UNKNOWN_ACCOUNT,
 # before the risk checks; before, it went through them and was refused as INSUFFICIENT_FUNDS at the reservation (or by
-# a check on the way). A journal keeps its semantics for life.
-SEMANTICS = 4
+# a check on the way). 5 moves a position by what a fill with its fee in the symbol's base asset left the account (a
+# buy's qty - fee, a sell's qty + fee: Binance takes a buy's commission out of the coins received unless fees go to
+# BNB); before, by the fill's qty, so a position bought so was more than the account held and could not be sold whole.
+# A journal keeps its semantics for life.
+SEMANTICS = 5
 _GROUP_BUFFER_BYTES = 4 << 20
 _log = logging.getLogger("veloz.journal")
 

@@ -729,13 +729,18 @@ class TradingKernel:
             self._said_negative(report, order, (pay_asset, fee_asset), events)
         sign = 1 if buy else -1
         position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
+        moved = qty
+        if fee_asset == inst.base_asset and 0 < fee < qty and self._nets_base_fees():
+            # the fee came out of the base itself (Binance's rule without BNB: a buy's commission out of the coins
+            # received): the position moves by what the account holds, and the fee is in its cost (or its proceeds)
+            moved = qty - fee if buy else qty + fee
         order.reserved -= from_locked
         if fee_asset == inst.quote_asset:
             order.fees_paid += fee
         order.filled += qty
         self.reference[order.symbol] = price
         pos = self.ledger.position(account, order.symbol)
-        pos.apply_fill(sign * qty, notional, position_fee)
+        pos.apply_fill(sign * moved, notional, position_fee)
         pos.mark_price = price
         self._touched.add(account)
         self._filled = True
@@ -1206,6 +1211,12 @@ class TradingKernel:
         """Semantics 4 on: an order for an account the engine does not have is UNKNOWN_ACCOUNT, before the risk
         checks. A journal of 3 or less refused it on the way (INSUFFICIENT_FUNDS at the reservation), as decided."""
         return self.semantics >= 4
+
+    def _nets_base_fees(self) -> bool:
+        """Semantics 5 on: a fee paid in the symbol's base asset moves the position (a buy's by ``qty - fee``, a
+        sell's by ``qty + fee``), so the position is what the account holds and can be sold whole. A journal of 4 or
+        less counted the whole fill, as its positions were then."""
+        return self.semantics >= 5
 
     def _unknown_account(self, account: str) -> str:
         known = sorted(a for a in self.ledger.account_ids() if a not in self.quiet_accounts)
