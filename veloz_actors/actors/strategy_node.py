@@ -115,7 +115,7 @@ class LiveContext(StrategyContext):
     ) -> None:
         self.oms = oms
         self.account_id = account_id
-        self.instruments = instruments  # symbol -> (base, quote)
+        self.instruments = instruments  # symbol -> (base, quote, qty_step)
         self.ids = ids  # where the orders' client order ids come from, made locally
         self.ts = 0
         self.orders = 0
@@ -163,6 +163,10 @@ class LiveContext(StrategyContext):
 
     def quote_asset(self, symbol: str) -> str:
         return self.instruments[symbol][1]
+
+    def qty_step(self, symbol: str) -> int:
+        entry = self.instruments[symbol]
+        return int(entry[2]) if len(entry) > 2 else 1  # (base, quote, step); without a step, any quantity
 
     def place_order(
         self,

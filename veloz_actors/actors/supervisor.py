@@ -273,7 +273,10 @@ class Supervisor:
         self.risk = self._start_risk()
         if self.risk is not None:
             self.actors["risk"] = self.risk
-        instruments = {i["symbol"]: (i["base_asset"], i["quote_asset"]) for i in spec.engine_config["instruments"]}
+        instruments = {
+            i["symbol"]: (i["base_asset"], i["quote_asset"], int(i.get("qty_step", 1)))
+            for i in spec.engine_config["instruments"]
+        }
         for name, settings in zip(spec.strategy_actors(), spec.strategies, strict=True):
             node = ray.remote(StrategyNode).options(**self._options(name))
             self.actors[name] = node.remote(

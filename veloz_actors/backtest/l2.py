@@ -432,6 +432,9 @@ class L2Context(StrategyContext):
     def quote_asset(self, symbol: str) -> str:
         return self._run.instrument.quote_asset
 
+    def qty_step(self, symbol: str) -> int:
+        return self._run.instrument.qty_step
+
     def order(self, client_order_id: str) -> Order | None:
         """The kernel's state of one of the strategy's orders (status, filled, price ...), or None."""
         return self._run.kernel.oms.get(TRADER, client_order_id)

@@ -110,6 +110,9 @@ class _Context(StrategyContext):
     def quote_asset(self, symbol: str) -> str:
         return self.engine.instruments[symbol].quote_asset
 
+    def qty_step(self, symbol: str) -> int:
+        return self.engine.instruments[symbol].qty_step
+
     def place_order(
         self,
         symbol: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._exceptions import InvalidInput
-from .base import Bar, Strategy
+from .base import Bar, Strategy, StrategyContext
 from .params import validate_params
 
 __all__ = ["STRATEGIES", "RsiReversion", "SmaCross", "make_strategy"]
@@ -49,12 +49,10 @@ class SmaCross(Strategy):
         ctx = self.ctx
         symbol = bar.symbol
         if sign > 0 and prev <= 0:
-            if ctx.position(symbol) == 0:
+            if ctx.position(symbol) < ctx.qty_step(symbol):  # flat, or dust no sell could take
                 ctx.buy_market(symbol, quote_qty=ctx.free(ctx.quote_asset(symbol)))
         elif sign < 0 and prev >= 0:
-            position = ctx.position(symbol)
-            if position > 0:
-                ctx.sell_market(symbol, qty=position)
+            _sell_position(ctx, symbol)
 
 
 class RsiReversion(Strategy):
@@ -100,12 +98,19 @@ class RsiReversion(Strategy):
         ctx = self.ctx
         symbol = bar.symbol
         if rsi < self.lower:
-            if ctx.position(symbol) == 0:
+            if ctx.position(symbol) < ctx.qty_step(symbol):  # flat, or dust no sell could take
                 ctx.buy_market(symbol, quote_qty=ctx.free(ctx.quote_asset(symbol)))
         elif rsi > self.upper:
-            position = ctx.position(symbol)
-            if position > 0:
-                ctx.sell_market(symbol, qty=position)
+            _sell_position(ctx, symbol)
+
+
+def _sell_position(ctx: StrategyContext, symbol: str) -> None:
+    """Sell the long position, rounded down to the lot step: after a fee taken in the coin (Binance's rule without
+    BNB) it is what the account holds, which need not be a whole number of steps; the dust below a step stays."""
+    step = ctx.qty_step(symbol)
+    qty = ctx.position(symbol) // step * step
+    if qty > 0:
+        ctx.sell_market(symbol, qty=qty)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {"sma_cross": SmaCross, "rsi_reversion": RsiReversion}
