@@ -200,10 +200,10 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
 
 def _never_trades(strategy: str, params: dict[str, Any], bars: int) -> list[str]:
     """A warning when the strategy's warm-up is too long for the data: no trade is its outcome, not the market's."""
-    from ..strategies.params import WARM_UP
+    from ..strategies.params import WARM_UP, never_trading_warm_up
 
     name = WARM_UP[strategy]
-    if params[name] < bars - 1:
+    if params[name] < never_trading_warm_up(bars):
         return []
     return [
         f"{name} {params[name]} is too long to trade on the {bars:,} bars of the data (a signal needs {name} bars "

@@ -23,7 +23,7 @@ from .._exceptions import ConfigError, InvalidInput, VelozError, quoted
 from ..backtest.settings import BacktestSettings
 from ..data.bars import BarSeries
 from ..fixed import format_decimal
-from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, WARM_UP, validate_params
+from ..strategies.params import MAX_WINDOW, VALID_STRATEGIES, WARM_UP, never_trading_warm_up, validate_params
 from .config import METRICS, SearchConfig
 from .space import MAX_GRID_SETS, ParameterSpace, Window, walk_forward_windows
 
@@ -153,16 +153,16 @@ def _never_trading(plan: SearchPlan) -> str | None:
         bars, where = min((wf.train_bars, "each walk-forward training window"), (wf.test_bars, "each test window"))
     else:
         bars, where = len(plan.bars), "the data"
-    # a signal at bar t >= window fills at t + 1, which must be a bar: a window of bars - 1 or more never fills
+    never = never_trading_warm_up(bars)
     values = plan.space.values[plan.param_names.index(name)]
     if isinstance(values, range):
-        too_long = len(values[bisect.bisect_left(values, bars - 1) :]) if values.step > 0 else 0
+        too_long = len(values[bisect.bisect_left(values, never) :]) if values.step > 0 else 0
     else:
-        too_long = sum(1 for value in values if isinstance(value, int) and value >= bars - 1)
+        too_long = sum(1 for value in values if isinstance(value, int) and value >= never)
     if not too_long:
         return None
     return (
-        f"{too_long} of the grid's {len(values)} values of {name} are {bars - 1} or more, too long to trade on the "
+        f"{too_long} of the grid's {len(values)} values of {name} are {never} or more, too long to trade on the "
         f"{bars} bars of {where}: a set with one never trades (0 round trips; set min_trades to rank such sets last)"
     )
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._exceptions import InvalidInput, quoted
 
-__all__ = ["MAX_WINDOW", "VALID_STRATEGIES", "WARM_UP", "validate_params"]
+__all__ = ["MAX_WINDOW", "VALID_STRATEGIES", "WARM_UP", "never_trading_warm_up", "validate_params"]
 
 #: the longest window (in bars) a built-in strategy takes (see the module docstring)
 MAX_WINDOW = 1_000_000
@@ -29,6 +29,13 @@ MAX_WINDOW = 1_000_000
 #: strategy name -> the parameter that sets its warm-up: its first signal is at bar ``t >= value`` and fills at
 #: ``t + 1``, so on ``n`` bars a value of ``n - 1`` or more never trades
 WARM_UP: dict[str, str] = {"sma_cross": "slow", "rsi_reversion": "period"}
+
+
+def never_trading_warm_up(bars: int) -> int:
+    """The smallest :data:`WARM_UP` value that never trades on ``bars`` bars (a signal at bar ``t >= value`` fills at
+    ``t + 1``, which must be a bar)."""
+    return bars - 1
+
 
 # strategy name -> its parameter names, in order.
 VALID_STRATEGIES: dict[str, tuple[str, ...]] = {
