@@ -23,7 +23,18 @@ from .._exceptions import InvalidInput
 from ..fixed import SCALE, format_decimal
 from ..messages import AccountUpdated, Balance, PositionUpdated, builder
 
-__all__ = ["Ledger", "Position"]
+__all__ = ["Ledger", "Position", "position_move"]
+
+
+def position_move(qty: int, fee: int, fee_asset: str, base_asset: str, *, buy: bool) -> int:
+    """How much a fill moves its position: ``qty``, or, when its fee was paid in the symbol's base asset itself
+    (Binance's rule without BNB: a buy's commission out of the coins received), what the account's base moved by:
+    ``qty - fee`` on a buy, ``qty + fee`` on a sell. The kernel (journal semantics 5 on) and the risk monitor count
+    positions by it, so the monitor's exposure is the ledger's."""
+    if fee_asset != base_asset or not 0 < fee < qty:
+        return qty
+    return qty - fee if buy else qty + fee
+
 
 # built after almost every step (messages.builder)
 _account_updated, _balance, _position_updated = builder(AccountUpdated), builder(Balance), builder(PositionUpdated)

@@ -73,7 +73,7 @@ from ..messages import (
     builder,
     members,
 )
-from .account import Ledger
+from .account import Ledger, position_move
 from .instruments import Instrument, Pricing, ceil_div
 from .journal import (
     SEMANTICS,
@@ -730,10 +730,9 @@ class TradingKernel:
         sign = 1 if buy else -1
         position_fee = fee if fee_asset == inst.quote_asset else 0  # fees in other assets are not the position's
         moved = qty
-        if fee_asset == inst.base_asset and 0 < fee < qty and self._nets_base_fees():
-            # the fee came out of the base itself (Binance's rule without BNB: a buy's commission out of the coins
-            # received): the position moves by what the account holds, and the fee is in its cost (or its proceeds)
-            moved = qty - fee if buy else qty + fee
+        if fee_asset == inst.base_asset and self._nets_base_fees():  # (a fee in the quote asset asks nothing more)
+            # the position moves by what the account's base moved: the fee in its cost, or its proceeds
+            moved = position_move(qty, fee, fee_asset, inst.base_asset, buy=buy)
         order.reserved -= from_locked
         if fee_asset == inst.quote_asset:
             order.fees_paid += fee

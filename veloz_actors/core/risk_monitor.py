@@ -86,6 +86,7 @@ from ..messages import (
     Ticker,
     Trade,
 )
+from .account import position_move
 from .instruments import Instrument, Pricing
 from .journal import (
     Durability,
@@ -521,9 +522,7 @@ class RiskMonitor:
         balances[receive_asset] = balances.get(receive_asset, 0) + receive
         if fill.fee:
             balances[fill.fee_asset] = balances.get(fill.fee_asset, 0) - fill.fee
-        moved = fill.qty
-        if fill.fee_asset == inst.base_asset and 0 < fill.fee < fill.qty:  # as the kernel: what the account holds
-            moved = fill.qty - fill.fee if signed > 0 else fill.qty + fill.fee
+        moved = position_move(fill.qty, fill.fee, fill.fee_asset, inst.base_asset, buy=signed > 0)  # as the kernel
         key_position = (fill.account_id, fill.symbol)
         self.positions[key_position] = self.positions.get(key_position, 0) + signed * moved
         self.now = max(self.now, fill.ts)
