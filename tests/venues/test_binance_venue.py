@@ -1577,3 +1577,38 @@ def test_a_position_bought_with_its_fee_in_btc_can_be_sold_whole(server: Binance
         h.pump()
         h.assert_matches_server()
         assert h.kernel.ledger.position("main", SYMBOL).qty == 0
+
+
+def test_an_account_update_with_a_balance_beyond_what_veloz_holds_keeps_its_other_rows(
+    server: BinanceTestServer,
+) -> None:
+    """An ``outboundAccountPosition`` names every asset a change touched; one of 25 billion SHIB (10**10 units or
+    more: beyond a VeloZ balance) made the whole event unreadable, so the update of every other asset in it was lost.
+    The row is left out and said; the others reach the consumer."""
+    with Harness(server) as h:
+        rows = [
+            {"a": "USDT", "f": "999000.00000000", "l": "1000.00000000"},
+            {"a": "SHIB", "f": "25000000000", "l": "0"},
+        ]
+        assert server.trading_faults.user_event(HMAC.api_key, {"e": "outboundAccountPosition", "u": 1, "B": rows})
+        h.pump(lambda: any(isinstance(e, Error) for e in h.events))
+        h.pump()
+        updated = [m for m in h.account_messages if isinstance(m, VenueBalance) and m.ts == 1_000_000]  # "u": 1 ms
+        assert [(m.asset, m.free, m.locked) for m in updated] == [("USDT", d("999000"), d("1000"))]
+        [error] = [e for e in h.events if isinstance(e, Error)]
+        assert error.code == "VENUE_BAD_REPORT" and "SHIB" in error.message and "too large" in error.message
+
+
+def test_user_data_events_of_a_type_binance_adds_are_said_once_and_counted(server: BinanceTestServer) -> None:
+    """An event type this client does not know (one Binance adds) said a VENUE_BAD_REPORT for every event: the
+    events of a type are counted, and said once. The documented types it ignores are never said."""
+    with Harness(server) as h:
+        faults = server.trading_faults
+        for _ in range(20):
+            faults.user_event(HMAC.api_key, {"e": "somethingNew", "x": 1})
+        faults.user_event(HMAC.api_key, {"e": "externalLockUpdate", "a": "BTC", "d": "1", "T": 1})
+        faults.user_event(HMAC.api_key, {"e": "listStatus", "s": "BTCUSDT"})
+        h.pump(lambda: h.venue.status()["counts"].get("unknown_events", 0) == 20)
+        errors = [e for e in h.events if isinstance(e, Error)]
+        assert [e.code for e in errors] == ["VENUE_BAD_REPORT"] and "'somethingNew'" in errors[0].message
+        assert "bad_event" not in h.venue.status()["bad_input"]

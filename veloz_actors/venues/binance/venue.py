@@ -73,7 +73,10 @@ cancel whose answer is lost is settled by querying the order (still open: ``Venu
 reports of client ids VeloZ never used are not passed on but raised as :class:`~.reconcile.ExternalOrder` events);
 a ``TRADE_PREVENTION`` that leaves the order working (STP ``DECREMENT`` / ``TRANSFER``) ends nothing;
 ``outboundAccountPosition`` / ``balanceUpdate`` -> ``VenueBalance`` / ``VenueBalanceDelta`` in the same report
-stream. ``eventStreamTerminated`` -> subscribe again and reconcile; ``serverShutdown`` and the connection reaching
+stream (a balance row that cannot be read, 10**10 units or more of a token, is left out, the others kept, and said
+once per asset as ``VENUE_BAD_REPORT``; counted in ``bad_input.balance_row``). An event of a type this client does not
+read (one Binance added: every documented type is read or ignored on purpose) is ignored, counted
+(``counts.unknown_events``) and said once per type. ``eventStreamTerminated`` -> subscribe again and reconcile; ``serverShutdown`` and the connection reaching
 ``max_connection_seconds`` (before Binance's 24-hour cut) -> let the answers in flight arrive, reconnect, subscribe,
 reconcile; any other loss -> reconnect with exponential backoff and full jitter.
 
@@ -159,6 +162,7 @@ from .reconcile import (
 )
 from .schemas import decimal_units
 from .user_data import (
+    USER_EVENT_TYPES,
     VENUE,
     AccountTrade,
     OrderState,
@@ -192,6 +196,7 @@ _MS = 1_000_000
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's newClientOrderId rule
 _TERMINAL = (VenueOrderCancelled, VenueOrderExpired, VenueOrderRejected)
 _TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
+_SAID_ONCE = 1_000  # distinct unknown event types and unreadable balances said once each; beyond, only counted
 _REST = {
     "order.place": ("POST", "/api/v3/order"),
     "order.cancel": ("DELETE", "/api/v3/order"),
@@ -555,6 +560,7 @@ class BinanceVenue:
         self._disconnects: dict[str, int] = {}
         self._last_disconnect = ""
         self._bad_input: dict[str, int] = {}
+        self._said: set[str] = set()  # what is said once (an unknown event type, an unreadable balance), bounded
 
     # ------------------------------------------------------------------------------------------------ public
 
@@ -1284,6 +1290,9 @@ class BinanceVenue:
                 else:
                     self._signals.put_nowait(("resubscribe", f"{kind}: the subscription ended"))
             return
+        if isinstance(kind, str) and kind not in USER_EVENT_TYPES:
+            self._unknown_event(kind)
+            return
         if self._holding is not None:  # a reconciliation is running: its reports go first
             self._holding.append(event)
             return
@@ -1312,11 +1321,20 @@ class BinanceVenue:
                     rec.final = True
                 self._apply(reports, source="stream", cum={report.client_order_id: cum})
                 return
-            messages = parse_user_event(event, self.account_id, venue=self.name)
+            unread: list[tuple[str, str]] = []
+            messages = parse_user_event(event, self.account_id, venue=self.name, unreadable=unread)
         except DataError as exc:
             self._bad("bad_event", "%s: a user data event that cannot be read: %s", self.name, exc)
             self._unreadable(event, exc)
             return
+        for asset, why in unread:  # the event's other balances are read
+            self._bad("balance_row", "%s: an account update leaves out the balance of %s, which cannot be read: %s",
+                      self.name, asset, why)  # fmt: skip
+            if self._first_time(f"balance:{asset}"):
+                self._event(
+                    Error(code="VENUE_BAD_REPORT", message=f"{self.name}: account updates leave out the balance of "
+                          f"{asset}, which cannot be read: {why}", ts=self._now_ns())
+                )  # fmt: skip
         out = []
         for message in messages:
             if isinstance(message, VenueBalanceDelta) and self._expected is not None:
@@ -1338,6 +1356,27 @@ class BinanceVenue:
         )  # fmt: skip
         if ours and rec is not None and not rec.catching_up and not rec.settling:
             self._spawn(self._catch_up(rec, rec.filled + 1))
+
+    def _unknown_event(self, kind: str) -> None:
+        """A user data event of a type this client does not read (one Binance added): ignored and counted, and said
+        (a log line, an ``Error`` event) the first time of its type only, so a stream of them floods nothing."""
+        self._count("unknown_events")
+        name = kind[:40]
+        if not self._first_time(f"event:{name}"):
+            return
+        self._log(logging.WARNING, "unknown_event", "%s: user data events of type %r, which this client does not "
+                  "read, are ignored (counted in counts.unknown_events)", self.name, name)  # fmt: skip
+        self._event(
+            Error(code="VENUE_BAD_REPORT", message=f"{self.name}: user data events of type {name!r}, which this "
+                  "client does not read, are ignored", ts=self._now_ns())
+        )  # fmt: skip
+
+    def _first_time(self, what: str) -> bool:
+        """Whether ``what`` is said now: the first time it comes, while fewer than ``_SAID_ONCE`` things were."""
+        if what in self._said or len(self._said) >= _SAID_ONCE:
+            return False
+        self._said.add(what)
+        return True
 
     def _external_report(self, event: dict[str, Any], report: Any) -> None:
         """A stream report of an order VeloZ did not place: an :class:`ExternalOrder` event (once per order)."""
