@@ -74,6 +74,7 @@ from veloz_actors.venues.binance.venue import (
     BinanceVenue,
     BinanceVenueSettings,
     VenueThread,
+    VenueUnavailable,
     check_filters,
     clock_offset,
     fetch_account_balances,
@@ -1612,3 +1613,22 @@ def test_user_data_events_of_a_type_binance_adds_are_said_once_and_counted(serve
         errors = [e for e in h.events if isinstance(e, Error)]
         assert [e.code for e in errors] == ["VENUE_BAD_REPORT"] and "'somethingNew'" in errors[0].message
         assert "bad_event" not in h.venue.status()["bad_input"]
+
+
+def test_the_opening_balances_resync_the_clock_once_after_a_timestamp_refusal(server: BinanceTestServer) -> None:
+    """A -1021 (timestamp outside recvWindow: the machine's clock moved since it was sampled) failed the opening
+    balances, so a live engine did not start, where every request of the adapter resamples the clock and is sent once
+    more. The same rule now: once more, then the refusal."""
+    faults = server.trading_faults
+    faults.timestamp_error(1)
+    opening = {b.asset: b.free + b.locked for b in fetch_account_balances(server.rest_url, HMAC, clock_samples=1)}
+    assert opening == {asset: d(amount) for asset, amount in BALANCES.items()}
+    assert faults.counts["timestamp_error"] == 1
+    faults.timestamp_error(2)
+    with pytest.raises(VenueUnavailable, match="-1021"):
+        fetch_account_balances(server.rest_url, HMAC, clock_samples=1)
+    assert faults.counts["timestamp_error"] == 3
+    with Harness(server) as h:  # a reconciliation's requests are the adapter's: each is sent once more so
+        faults.timestamp_error(1)
+        assert h.venue.reconcile(view=kernel_view(h.kernel)).balance_differences == ()
+        assert faults.counts["timestamp_error"] == 4 and h.venue.status()["clock"]["resyncs"] == 1

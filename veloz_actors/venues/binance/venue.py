@@ -2443,6 +2443,10 @@ def account_ledger(settings: BinanceVenueSettings, credentials: Credentials) -> 
     return {b.asset: b.free + b.locked for b in balances if b.free or b.locked}
 
 
+class _ClockRefused(VenueUnavailable):
+    """A signed request refused for its timestamp (-1021): sent again once, with the clock sampled again."""
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse every redirect: the 3xx answer is then an ``HTTPError`` (Binance's API never redirects)."""
 
@@ -2462,8 +2466,10 @@ def fetch_account_balances(
     """The account's balances now (``GET /api/v3/account``, signed), once, synchronously: what a new live engine's
     ledger starts from, so the kernel and the exchange agree before the first order. The clock offset is estimated as
     the adapter's is (:func:`clock_offset`: the smallest round trip of ``clock_samples`` ``GET /api/v3/time``; one
-    sample slowed on its way back would misjudge it by half its delay). Raises :class:`VenueUnavailable` naming the
-    endpoint and Binance's code and message (never the request's parameters or the key)."""
+    sample slowed on its way back would misjudge it by half its delay). An answer the adapter would send again after
+    resampling the clock (-1021, the timestamp outside ``recvWindow``: :func:`~.errors.classify`'s
+    ``retry_after_clock_sync``) is sent again so, once. Raises :class:`VenueUnavailable` naming the endpoint and
+    Binance's code and message (never the request's parameters or the key)."""
     import urllib.error
 
     if type(clock_samples) is not int or clock_samples < 1:
@@ -2481,31 +2487,41 @@ def fetch_account_balances(
             try:
                 body = orjson.loads(exc.read())
                 outcome = classify(exc.code, body.get("code"), str(body.get("msg", "")))
-                detail = outcome.detail
             except Exception:  # noqa: BLE001 - not Binance's error form: the status says enough
-                detail = f"HTTP {exc.code}"
-            raise VenueUnavailable(f"{path.split('?')[0]}: {detail}") from None
+                raise VenueUnavailable(f"{path.split('?')[0]}: HTTP {exc.code}") from None
+            refused = _ClockRefused if outcome.retry_after_clock_sync else VenueUnavailable
+            raise refused(f"{path.split('?')[0]}: {outcome.detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
             raise VenueUnavailable(redact_url(base + path, why)) from None
 
-    samples = []
-    for _ in range(clock_samples):
-        sent = time.time_ns()
-        server = get("/api/v3/time", {})
-        received = time.time_ns()
-        server_ms = server.get("serverTime") if isinstance(server, dict) else None
-        if type(server_ms) is not int:
-            raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
-        samples.append((sent, server_ms, received))
-    estimate = clock_offset(samples)
-    assert estimate is not None  # at least one sample
-    query = credentials.signed_params(
-        {"omitZeroBalances": "false"},
-        timestamp_ms=round(time.time_ns() / _MS + estimate[0]),
-        recv_window_ms=recv_window_ms,
-    )
-    data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
+    def offset_ms() -> float:
+        samples = []
+        for _ in range(clock_samples):
+            sent = time.time_ns()
+            server = get("/api/v3/time", {})
+            received = time.time_ns()
+            server_ms = server.get("serverTime") if isinstance(server, dict) else None
+            if type(server_ms) is not int:
+                raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
+            samples.append((sent, server_ms, received))
+        estimate = clock_offset(samples)
+        assert estimate is not None  # at least one sample
+        return estimate[0]
+
+    for attempt in (0, 1):
+        query = credentials.signed_params(
+            {"omitZeroBalances": "false"},
+            timestamp_ms=round(time.time_ns() / _MS + offset_ms()),
+            recv_window_ms=recv_window_ms,
+        )
+        try:
+            data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
+            break
+        except _ClockRefused as exc:
+            if attempt:
+                raise VenueUnavailable(str(exc)) from None
+            log.warning("%s; resampling the clock and sending it once more", exc)
     unread: list[tuple[str, str]] = []
     balances = parse_account_balances(data, account_id, unreadable=unread)
     for asset, why in unread:
