@@ -2510,9 +2510,10 @@ def fetch_account_balances(
         return estimate[0]
 
     for attempt in (0, 1):
+        offset = offset_ms()  # sampled before the request's time is read: sampling takes round trips
         query = credentials.signed_params(
             {"omitZeroBalances": "false"},
-            timestamp_ms=round(time.time_ns() / _MS + offset_ms()),
+            timestamp_ms=round(time.time_ns() / _MS + offset),
             recv_window_ms=recv_window_ms,
         )
         try:
