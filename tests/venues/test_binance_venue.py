@@ -1633,3 +1633,25 @@ def test_the_opening_balances_resync_the_clock_once_after_a_timestamp_refusal(se
         faults.timestamp_error(1)
         assert h.venue.reconcile(view=kernel_view(h.kernel)).balance_differences == ()
         assert faults.counts["timestamp_error"] == 4 and h.venue.status()["clock"]["resyncs"] == 1
+
+
+def test_an_own_open_order_stated_unreadably_is_said_once_not_at_every_reconciliation(
+    server: BinanceTestServer,
+) -> None:
+    """An open order of VeloZ's that Binance states in a way this client cannot read is skipped by every
+    reconciliation (every 60 s, for as long as it is open). It was said twice at each (its open-orders row, then the
+    order.status query sent for it, which cannot be read either): a VENUE_BAD_REPORT every 30 s for ever. Now its row
+    is enough (it is open), and it is said once; each time is counted."""
+    with Harness(server) as h:
+        resting = h.place(Side.BUY, d("0.01"), d("61000"))
+        h.wait(resting, OrderStatus.ACCEPTED)
+        server.trading_faults.state_status(HMAC.api_key, resting, "PENDING_SOMETHING")
+        queries = h.venue.status()["counts"].get("sent.order.status", 0)
+        for _ in range(3):
+            assert h.venue.reconcile(view=kernel_view(h.kernel)).summary["skipped"] == [resting]
+        h.pump()
+        said = [e for e in h.events if isinstance(e, Error) and resting in e.message]
+        assert len(said) == 1 and "PENDING_SOMETHING" in said[0].message
+        assert h.venue.status()["counts"].get("sent.order.status", 0) == queries  # its row says it is open
+        assert h.venue.status()["bad_input"]["reconcile_row"] == 3
+        assert h.order(resting).status is OrderStatus.ACCEPTED

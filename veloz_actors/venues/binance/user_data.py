@@ -560,11 +560,22 @@ def parse_order_state(data: dict, *, kind: str = "order") -> OrderState:
     )
 
 
-def parse_open_orders(rows: list) -> list[OrderState]:
-    """``GET /api/v3/openOrders`` / ``openOrders.status``: a list of order records."""
+def parse_open_orders(rows: list, *, unreadable: list[tuple[str, str]] | None = None) -> list[OrderState]:
+    """``GET /api/v3/openOrders`` / ``openOrders.status``: a list of order records. With ``unreadable`` given, a
+    record that cannot be read (a status Binance added, say) is left out and added to it as ``(client order id, why)``
+    (the id ``""`` when it has none) instead of raising: one such order must not hide the others."""
     if type(rows) is not list:
         raise DataError(f"openOrders: expected a JSON list, got {_preview(rows)}")
-    return [parse_order_state(row, kind=f"openOrders[{i}]") for i, row in enumerate(rows)]
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(parse_order_state(row, kind=f"openOrders[{i}]"))
+        except DataError as exc:
+            if unreadable is None:
+                raise
+            coid = row.get("clientOrderId") if isinstance(row, dict) else None
+            unreadable.append((coid[:40] if type(coid) is str else "", str(exc)))
+    return out
 
 
 def parse_order_response(data: dict, account_id: str, *, venue: str = VENUE) -> list[OrderReport]:

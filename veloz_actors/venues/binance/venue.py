@@ -2069,15 +2069,20 @@ class BinanceVenue:
         account_ts = int(account.get("updateTime", 0)) * _MS if isinstance(account, dict) else 0
         symbols = sorted(self.instruments)
         open_rows: list[OrderState] = []
+        # an open order stated in a way that cannot be read (a status Binance added, say): said, and left out of the
+        # reconciliation; the rest is reconciled, and the adapter becomes ready
+        unread_rows: list[tuple[str, str]] = []
         if len(symbols) * _OPEN_ORDERS_SYMBOL_WEIGHT > _OPEN_ORDERS_ALL_WEIGHT:
-            rows = self._open_rows(await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT))
-            open_rows = [r for r in rows if r.symbol in self.instruments]
+            answer = await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT)
+            open_rows = [r for r in parse_open_orders(answer, unreadable=unread_rows) if r.symbol in self.instruments]
         else:
             for symbol in symbols:
-                open_rows += self._open_rows(
-                    await self._request("openOrders.status", {"symbol": symbol}, weight=_OPEN_ORDERS_SYMBOL_WEIGHT)
-                )
-        open_coids = {r.client_order_id for r in open_rows}
+                answer = await self._request("openOrders.status", {"symbol": symbol}, weight=_OPEN_ORDERS_SYMBOL_WEIGHT)
+                open_rows += parse_open_orders(answer, unreadable=unread_rows)
+        for coid, why in unread_rows:
+            self._unreadable_order(f"order {coid}" if coid else "an open order", DataError(why))
+        # listed open: asked no further (one stated unreadably is skipped; a query would be no more readable)
+        open_coids = {r.client_order_id for r in open_rows} | {coid for coid, _ in unread_rows if coid}
         states: dict[str, OrderState | str | None] = {}
         young: list[KnownOrder] = []
         window_ms = settings.recv_window_ms + settings.never_placed_margin_ms
@@ -2185,28 +2190,14 @@ class BinanceVenue:
                 self._adopt(o)
         return report
 
-    def _open_rows(self, rows: Any) -> list[OrderState]:
-        """An open-orders answer as order states. A row that cannot be read (a status Binance added, say) is said and
-        left out: one order stated in a way this client does not understand must not stop the reconciliation of
-        every other, nor keep the adapter from becoming ready."""
-        if type(rows) is not list:
-            return parse_open_orders(rows)  # raises, naming what came
-        out = []
-        for i, row in enumerate(rows):
-            try:
-                out.append(parse_order_state(row, kind=f"openOrders[{i}]"))
-            except DataError as exc:
-                if isinstance(row, dict):
-                    who = f"order {str(row.get('clientOrderId'))[:40]} ({str(row.get('symbol'))[:20]})"
-                else:
-                    who = f"openOrders[{i}]"
-                self._unreadable_order(who, exc)
-        return out
-
     def _unreadable_order(self, who: str, exc: DataError) -> None:
-        """Say what the reconciliation leaves out because Binance's answer about it cannot be read."""
+        """Say what the reconciliation leaves out because Binance's answer about it cannot be read: counted every
+        time, said (an ``Error`` event) the first time only, since every reconciliation while it lasts leaves it
+        out again (STATUS ``reconcile.skipped`` lists the orders each one skipped)."""
         self._bad("reconcile_row", "%s: the reconciliation leaves out %s, which Binance states in a way that cannot "
                   "be read: %s", self.name, who, exc)  # fmt: skip
+        if not self._first_time(f"reconcile:{who}"):
+            return
         self._event(
             Error(code="VENUE_BAD_REPORT", message=f"{self.name}: the reconciliation leaves out {who}, which Binance "
                   f"states in a way that cannot be read: {exc}", ts=self._now_ns())
