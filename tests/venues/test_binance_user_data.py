@@ -508,8 +508,8 @@ def test_an_account_update_row_beyond_what_veloz_holds_is_left_out_and_the_other
     event = {"e": "outboundAccountPosition", "E": 1, "u": 2, "B": rows}
     unread: list[tuple[str, str]] = []
     [usdt] = parse_user_event(event, ACCOUNT, unreadable=unread)
-    assert isinstance(usdt, VenueBalance) and (usdt.asset, usdt.free, usdt.locked, usdt.ts) == ("USDT", 150_000_000,
-                                                                                                  50_000_000, 2 * MS)  # fmt: skip
+    assert isinstance(usdt, VenueBalance)
+    assert (usdt.asset, usdt.free, usdt.locked, usdt.ts) == ("USDT", d("1.5"), d("0.5"), 2 * MS)
     assert [asset for asset, _ in unread] == ["SHIB", "B[2]"] and "too large" in unread[0][1]
     with pytest.raises(DataError, match=r"outboundAccountPosition B\[0\]"):
         parse_user_event(event, ACCOUNT)

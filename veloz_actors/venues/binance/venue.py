@@ -76,9 +76,10 @@ a ``TRADE_PREVENTION`` that leaves the order working (STP ``DECREMENT`` / ``TRAN
 stream (a balance row that cannot be read, 10**10 units or more of a token, is left out, the others kept, and said
 once per asset as ``VENUE_BAD_REPORT``; counted in ``bad_input.balance_row``). An event of a type this client does not
 read (one Binance added: every documented type is read or ignored on purpose) is ignored, counted
-(``counts.unknown_events``) and said once per type. ``eventStreamTerminated`` -> subscribe again and reconcile; ``serverShutdown`` and the connection reaching
-``max_connection_seconds`` (before Binance's 24-hour cut) -> let the answers in flight arrive, reconnect, subscribe,
-reconcile; any other loss -> reconnect with exponential backoff and full jitter.
+(``counts.unknown_events``) and said once per type. ``eventStreamTerminated`` -> subscribe again and reconcile;
+``serverShutdown`` and the connection reaching ``max_connection_seconds`` (before Binance's 24-hour cut) -> let the
+answers in flight arrive, reconnect, subscribe, reconcile; any other loss -> reconnect with exponential backoff and
+full jitter.
 
 **Reconciliation** (:meth:`BinanceVenue.reconcile`, and automatically after every (re)subscription, before the adapter
 is ready): ``account.status``, ``openOrders.status`` per symbol, ``order.status`` for each known open order that is
