@@ -2,7 +2,7 @@
 
 Layers, inner to outer (README "Layout")::
 
-    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py, orders.py, logs.py)
+    messages  (messages.py, fixed.py, _exceptions.py, _allocator.py, _files.py, orders.py, logs.py)
     core      venues    data    strategies    backtest    search    actors    interfaces
 
 ``config.py`` turns config files into core values: it may import up to ``venues`` and nothing above. ``testing/`` is
@@ -34,6 +34,7 @@ PLACED = {
     "fixed": "messages",
     "_exceptions": "messages",
     "_allocator": "messages",
+    "_files": "messages",  # files replaced whole (reports, caches): the standard library only
     "orders": "messages",  # the PlaceOrder builder: messages, fixed and _exceptions only
     "logs": "messages",  # the one logging set-up (CLI, engine, actors): messages, fixed and _exceptions only
     "config": "venues",  # may import core and venues, nothing above

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from veloz_actors.messages import (
 )
 from veloz_actors.testing import d, engine_config, place
 from veloz_actors.venues.binance.user_data import (
+    USER_EVENT_TYPES,
     AccountTrade,
     StreamTerminated,
     parse_account_balances,
@@ -497,3 +499,24 @@ def test_binance_reports_drive_a_kernel_order_to_filled_once_whatever_repeats() 
     assert kernel.ledger.locked(ACCOUNT, "USDT") == 0
     assert kernel.ledger.free(ACCOUNT, "BTC") == btc + d("0.002")
     assert kernel.ledger.free(ACCOUNT, "USDT") == usdt - d("59.99") - d("60") - d("0.05999") - d("0.06")
+
+
+def test_an_account_update_row_beyond_what_veloz_holds_is_left_out_and_the_others_read() -> None:
+    """25 billion SHIB (10**10 units or more) cannot be a VeloZ balance; with ``unreadable`` the row is left out and
+    named, and every other row of the event is read (without, the event raises as before)."""
+    rows = [{"a": "SHIB", "f": "25000000000", "l": "0"}, {"a": "USDT", "f": "1.5", "l": "0.5"}, ["junk"]]
+    event = {"e": "outboundAccountPosition", "E": 1, "u": 2, "B": rows}
+    unread: list[tuple[str, str]] = []
+    [usdt] = parse_user_event(event, ACCOUNT, unreadable=unread)
+    assert isinstance(usdt, VenueBalance)
+    assert (usdt.asset, usdt.free, usdt.locked, usdt.ts) == ("USDT", d("1.5"), d("0.5"), 2 * MS)
+    assert [asset for asset, _ in unread] == ["SHIB", "B[2]"] and "too large" in unread[0][1]
+    with pytest.raises(DataError, match=r"outboundAccountPosition B\[0\]"):
+        parse_user_event(event, ACCOUNT)
+
+
+def test_every_documented_user_data_event_type_is_read(shared_data: Path) -> None:
+    """user-data-stream.md names these event types; an event of any other is one Binance added since."""
+    doc = (shared_data / "binance-api" / "official-spot-docs" / "user-data-stream.md").read_text()
+    documented = set(re.findall(r'"e":\s*"(\w+)"', doc))
+    assert documented and documented <= USER_EVENT_TYPES

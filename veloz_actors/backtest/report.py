@@ -23,9 +23,7 @@ minimum and maximum, so a million-bar run stays a few megabytes and its deepest 
 
 from __future__ import annotations
 
-import contextlib
 import html
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import write_atomically
 from ..data.bars import BarSeries
 from ..fixed import SCALE, format_decimal
 from .metrics import format_metric, iso_times, metrics_json, trades_to_records
@@ -114,25 +113,6 @@ def write_l2_outputs(
         paths["report"]: _l2_report_html(symbol, trades, equity, metrics, meta),
     })  # fmt: skip
     return {k: str(v) for k, v in paths.items()}
-
-
-def write_atomically(files: Mapping[Path, str | bytes]) -> None:
-    """Replace each file with its data (text as UTF-8, whatever the locale): every one is first written whole beside
-    it (``NAME.tmp``), then each takes its name (``os.replace``). A crash or a failed write (a full disk) leaves the
-    previous files whole, never a torn page, and a failed write changes none of them (its temporary files are
-    removed)."""
-    temporaries = {path: path.with_name(path.name + ".tmp") for path in files}
-    try:
-        for path, data in files.items():
-            with open(temporaries[path], "wb") as f:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        for path, tmp in temporaries.items():
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in temporaries.values():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        raise
 
 
 # ------------------------------------------------------------------------------------------------ pieces

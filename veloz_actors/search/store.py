@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._exceptions import ConfigError, DataError
+from .._files import write_atomically
 from .config import METRICS
 from .space import FloatSteps, ParameterSpace, format_value, parameter_key
 
@@ -102,14 +103,14 @@ class ResultStore:
         except BaseException:
             self.release()
             raise
-        _write_atomically(out_dir / META_NAME, json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n")
+        write_atomically({out_dir / META_NAME: json.dumps(fingerprint, indent=2, sort_keys=True, default=str) + "\n"})
         # Rewrite the CSV without any torn last line, then reopen it for appending.
         csv_path = out_dir / CSV_NAME
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(self.columns)
         writer.writerows([format_value(row[c]) for c in self.columns] for row in typed)
-        _write_atomically(csv_path, text.getvalue())
+        write_atomically({csv_path: text.getvalue()})  # a power loss must not leave the results resumed from empty
         self._csv = csv_path.open("a", encoding="utf-8", newline="")
         self._writer = csv.writer(self._csv)
         self._parquet = pq.ParquetWriter(_temporary(out_dir / PARQUET_NAME), self.schema)
@@ -389,13 +390,6 @@ def _random_text(random: Any) -> str:
     if not isinstance(random, dict):
         return "none, the whole grid"
     return f"budget {random.get('budget')}, seed {random.get('seed')}"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: a reader (or a crash) sees the old file or the new, never half."""
-    tmp = _temporary(path)
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
 
 
 def _temporary(path: Path) -> Path:

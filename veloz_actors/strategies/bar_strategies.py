@@ -49,7 +49,7 @@ class SmaCross(Strategy):
         ctx = self.ctx
         symbol = bar.symbol
         if sign > 0 and prev <= 0:
-            if ctx.position(symbol) < ctx.qty_step(symbol):  # flat, or dust no sell could take
+            if ctx.sellable(symbol) == 0:  # flat, or dust no sell could take
                 ctx.buy_market(symbol, quote_qty=ctx.free(ctx.quote_asset(symbol)))
         elif sign < 0 and prev >= 0:
             _sell_position(ctx, symbol)
@@ -98,17 +98,15 @@ class RsiReversion(Strategy):
         ctx = self.ctx
         symbol = bar.symbol
         if rsi < self.lower:
-            if ctx.position(symbol) < ctx.qty_step(symbol):  # flat, or dust no sell could take
+            if ctx.sellable(symbol) == 0:  # flat, or dust no sell could take
                 ctx.buy_market(symbol, quote_qty=ctx.free(ctx.quote_asset(symbol)))
         elif rsi > self.upper:
             _sell_position(ctx, symbol)
 
 
 def _sell_position(ctx: StrategyContext, symbol: str) -> None:
-    """Sell the long position, rounded down to the lot step: after a fee taken in the coin (Binance's rule without
-    BNB) it is what the account holds, which need not be a whole number of steps; the dust below a step stays."""
-    step = ctx.qty_step(symbol)
-    qty = ctx.position(symbol) // step * step
+    """Sell the long position, rounded down to the lot step (:meth:`StrategyContext.sellable`); the dust stays."""
+    qty = ctx.sellable(symbol)
     if qty > 0:
         ctx.sell_market(symbol, qty=qty)
 

@@ -88,6 +88,13 @@ class StrategyContext(Protocol):
     def sell_market(self, symbol: str, *, qty: int) -> str:
         return self.place_order(symbol, Side.SELL, qty=qty)
 
+    def sellable(self, symbol: str) -> int:
+        """The long position rounded down to the lot step: what a sell of it can take (0 when flat, short, or only
+        dust is held). After a fee taken in the coin (Binance's rule without BNB) a live position need not be a whole
+        number of steps (0.01234 BTC bought keeps 0.01232766), and a sell of it as it is would be refused."""
+        step = self.qty_step(symbol)
+        return max(self.position(symbol), 0) // step * step
+
 
 class L2StrategyContext(StrategyContext, Protocol):
     """What an L2 (tick) strategy sees besides :class:`StrategyContext`: the one symbol traded, its recorded book and

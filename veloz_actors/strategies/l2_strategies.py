@@ -20,6 +20,10 @@ decimals such as quantities are exact (``"0.001"``, or a float whose shortest re
     whole position with a post-only limit sell at the best ask. An order whose price is more than ``requote_ticks``
     ticks away from the best price on its side, or a sell whose size no longer matches the position, is cancelled and
     placed again at the next book update. At most one buy and one sell live (or travelling) at a time.
+
+Both sell "the whole position" rounded down to the lot step (``ctx.sellable``) and take a position below one step
+(dust) as flat: after a fee taken in the coin (Binance's rule without BNB) a live position need not be whole steps,
+and a sell of it as it is would be refused. A backtest's positions are whole steps: its trades are the same.
 """
 
 from __future__ import annotations
@@ -144,7 +148,7 @@ class BookImbalance(Strategy):
         if self.in_flight is not None:
             return
         ctx = self.ctx
-        if ctx.position(self.symbol) > 0:
+        if ctx.sellable(self.symbol) > 0:  # long by a step or more (dust below one is flat)
             self._maybe_exit(book)
             return
         if ctx.now() < self.resume_at:
@@ -165,7 +169,7 @@ class BookImbalance(Strategy):
             self.entries += 1
 
     def on_trade(self, trade: Any) -> None:
-        if self.in_flight is None and self.ctx.position(self.symbol) > 0:
+        if self.in_flight is None and self.ctx.sellable(self.symbol) > 0:
             self._maybe_exit(self.ctx.book())
 
     def _maybe_exit(self, book: Any) -> None:
@@ -180,7 +184,7 @@ class BookImbalance(Strategy):
                 self.stop_loss > 0 and bid[0] * SCALE <= entry * (SCALE - self.stop_loss)
             )
         if exit_now:
-            self.in_flight = ctx.sell_market(self.symbol, qty=ctx.position(self.symbol))
+            self.in_flight = ctx.sell_market(self.symbol, qty=ctx.sellable(self.symbol))
 
     def on_order_event(self, event: Any) -> None:
         if event.client_order_id != self.in_flight:
@@ -201,7 +205,7 @@ class BookImbalance(Strategy):
 
     def _done(self, ts: int) -> None:
         self.in_flight = None
-        if self.ctx.position(self.symbol) == 0:
+        if self.ctx.sellable(self.symbol) == 0:
             self.resume_at = ts + self.cooldown_ns
 
 
@@ -246,6 +250,7 @@ class PassiveMaker(Strategy):
         ctx = self.ctx
         band = self.requote_ticks * self.tick
         position = ctx.position(self.symbol)
+        offer = ctx.sellable(self.symbol)  # the position in whole lot steps: the dust below one is never offered
         buy = self._live(Side.BUY)
         if buy is not None:
             cid, state = buy
@@ -259,11 +264,11 @@ class PassiveMaker(Strategy):
             cid, state = sell
             order = ctx.order(cid)
             leaves = state[2] - (order.filled if order is not None else 0)
-            if not state[3] and (abs(state[1] - ask[0]) > band or leaves != position):
+            if not state[3] and (abs(state[1] - ask[0]) > band or leaves != offer):
                 state[3] = True
                 ctx.cancel_order(cid)
-        elif position > 0:
-            self._quote(Side.SELL, ask[0], position)
+        elif offer > 0:
+            self._quote(Side.SELL, ask[0], offer)
 
     def _quote(self, side: Side, price: int, qty: int) -> None:
         cid = self.ctx.place_order(

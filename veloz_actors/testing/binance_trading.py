@@ -85,8 +85,9 @@ keeps both at 0. Market data requests count weight but are never refused for it 
 placed, the connection closed without an answer), ``lose_order_request`` (the order not placed, the connection closed
 without an answer), ``slow_orders`` (order placements reach the matching engine, and are answered, only after a
 delay), ``duplicate_reports``, ``reorder_reports``, ``miss_report``, ``corrupt_report``, ``terminate_stream``,
-``ws_server_shutdown``, ``place_outside`` (optionally dated back, as an earlier session's order), ``prevent_match``
-(self-trade prevention, mode ``DECREMENT``); each counted in :attr:`TradingFaults.counts`.
+``ws_server_shutdown``, ``user_event`` (any user data event, sent as given), ``place_outside`` (optionally dated back,
+as an earlier session's order), ``prevent_match`` (self-trade prevention, mode ``DECREMENT``); each counted in
+:attr:`TradingFaults.counts`.
 """
 
 from __future__ import annotations
@@ -666,6 +667,7 @@ class TradingFaults:
                 "corrupt_report",
                 "terminate_stream",
                 "ws_server_shutdown",
+                "user_event",
                 "place_outside",
                 "prevent_match",
                 "too_many_requests",
@@ -757,6 +759,19 @@ class TradingFaults:
         user data on them; how many were terminated."""
         trading = self._trading
         return trading._call(lambda: trading._terminate(api_key, "terminate_stream"))
+
+    def user_event(self, api_key: str, event: dict[str, Any]) -> int:
+        """Send ``event`` as it is (``"E"``, the event time, added when missing) on the account's user data
+        subscriptions: an event type Binance adds, or an event with a row no client can read; how many got it."""
+        trading = self._trading
+
+        def run() -> int:
+            account = trading._account(api_key)
+            trading._deliver(account, {"E": trading._now(), **event})
+            self._count("user_event")
+            return len(trading.subscribers.get(account.api_key) or ())
+
+        return trading._call(run)
 
     def ws_server_shutdown(self, close_after: float | None = 0.5) -> int:
         """Send ``{"event": {"e": "serverShutdown", ...}}`` on every WebSocket API connection and close them after

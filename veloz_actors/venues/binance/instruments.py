@@ -45,7 +45,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import re
 import time
 import urllib.error
@@ -60,6 +59,7 @@ from typing import Any
 import orjson
 
 from ..._exceptions import ConfigError, DataError, InvalidInput
+from ..._files import write_atomically
 from ...core.instruments import Instrument, exact_qty_step
 from ...fixed import MAX_ABS, format_decimal
 from ...logs import redact_url
@@ -607,7 +607,8 @@ def _read_cache(path: Path) -> tuple[Any, str | None, int | None] | None:
 
 
 def _write_cache(path: Path, body: bytes, url: str, fetched_at: str, fetched_at_ms: int) -> None:
-    """``{"fetched_at", "fetched_at_ms", "url", "payload": <Binance's bytes, unchanged>}``, written atomically."""
+    """``{"fetched_at", "fetched_at_ms", "url", "payload": <Binance's bytes, unchanged>}``, written whole or not at
+    all (:func:`~veloz_actors._files.write_atomically`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "fetched_at": fetched_at,
@@ -615,9 +616,7 @@ def _write_cache(path: Path, body: bytes, url: str, fetched_at: str, fetched_at_
         "url": url,
         "payload": orjson.Fragment(body),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(record))
-    os.replace(tmp, path)
+    write_atomically({path: orjson.dumps(record)})
 
 
 def _lacking(payload: Any, wanted: list[str] | None) -> list[str]:

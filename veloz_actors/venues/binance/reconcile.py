@@ -318,6 +318,12 @@ def build_reconciliation(
     closed = accepted = fills = fills_new = 0
     skipped: list[str] = []
 
+    def add_effects(t: AccountTrade, side: Side, inst: Instrument | None) -> None:
+        """Add a new trade's effects on the balances, if the balances as read include it (``balances_until``)."""
+        if inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
+            for asset, amount in balance_effects(t, side, inst).items():
+                effects[asset] = effects.get(asset, 0) + amount
+
     def order_key(o: KnownOrder) -> tuple[int, int, str]:
         s = state_of.get(o.client_order_id)
         t = s.time if isinstance(s, OrderState) else o.ts
@@ -396,9 +402,7 @@ def build_reconciliation(
                 new = cum > new_by_filled
             if new:
                 fills_new += 1
-                if inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
-                    for asset, amount in balance_effects(t, state.side, inst).items():
-                        effects[asset] = effects.get(asset, 0) + amount
+                add_effects(t, state.side, inst)
         if state.needs_end:
             closed += 1
             reports.append(state.report(account_id, venue=venue))
@@ -415,9 +419,8 @@ def build_reconciliation(
             # an order not in the view at all: its trades after the last one the view booked are not in its balances
             last = view.last_trade_ids.get(t.symbol, -1)
             new = t.trade_id not in booked if booked is not None else t.trade_id > last
-            if new and inst is not None and (not snap.balances_until or t.ts <= snap.balances_until):
-                for asset, amount in balance_effects(t, t.side, inst).items():
-                    effects[asset] = effects.get(asset, 0) + amount
+            if new:
+                add_effects(t, t.side, inst)
 
     # orders VeloZ did not place
     external: dict[str, dict[str, Any]] = {}

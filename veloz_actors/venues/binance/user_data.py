@@ -40,7 +40,8 @@ or in a combined-stream ``{"stream", "data"}`` envelope):
   :func:`parse_execution_reports` gives every report one event means: none, one, or a ``TRADE`` that left the order
   ``FILLED`` short of its quantity because self-trade prevention took the rest (``A`` > 0) followed by its expiry
   (``SELF_TRADE_PREVENTED``), since the kernel closes an order by quantity only when every unit is filled.
-* ``outboundAccountPosition`` -> one :class:`VenueBalance` per asset (``ts`` = ``u``, the time of the account update);
+* ``outboundAccountPosition`` -> one :class:`VenueBalance` per asset (``ts`` = ``u``, the time of the account update;
+  a row that cannot be read, 10**10 units or more of a token, can be left out and said while the others are kept);
 * ``balanceUpdate`` -> :class:`VenueBalanceDelta` (``ts`` = ``T``, the clear time);
 * ``eventStreamTerminated``, ``listenKeyExpired`` (the retired listen-key streams) and ``serverShutdown`` ->
   :class:`StreamTerminated`: the subscription (or the connection) is over, subscribe again;
@@ -89,6 +90,7 @@ from ...messages import (
 from .schemas import _bool, _dec, _field, _int, _loads, _ms, _preview, _str, unwrap
 
 __all__ = [
+    "USER_EVENT_TYPES",
     "VENUE",
     "AccountTrade",
     "OrderReport",
@@ -357,14 +359,41 @@ def parse_execution_reports(data: dict, account_id: str, *, venue: str = VENUE) 
     return [report]
 
 
-def parse_outbound_account_position(data: dict, account_id: str, *, venue: str = VENUE) -> list[VenueBalance]:
-    """``outboundAccountPosition``: the balances the change touched, one :class:`VenueBalance` each."""
+def parse_outbound_account_position(
+    data: dict, account_id: str, *, venue: str = VENUE, unreadable: list[tuple[str, str]] | None = None
+) -> list[VenueBalance]:
+    """``outboundAccountPosition``: the balances the change touched, one :class:`VenueBalance` each. ``unreadable``
+    as in :func:`parse_account_balances`: a row that cannot be read is left out and added to it."""
     kind = "outboundAccountPosition"
     ts = _ms(data, "u", kind) if "u" in data else _ms(data, "E", kind)
-    rows = _field(data, "B", kind)
+    return _balances(data, "B", ("a", "f", "l"), kind, account_id, venue, ts, unreadable)
+
+
+def _balances(
+    data: dict,
+    field: str,
+    keys: tuple[str, str, str],
+    kind: str,
+    account_id: str,
+    venue: str,
+    ts: int,
+    unreadable: list[tuple[str, str]] | None,
+) -> list[VenueBalance]:
+    """The list of balance rows in ``data[field]``. With ``unreadable`` given, a row that cannot be read is left out
+    and added to it as ``(asset, why)``, else it raises."""
+    rows = _field(data, field, kind)
     if type(rows) is not list:
-        raise DataError(f"{kind}: field 'B' must be a list of balances, got {_preview(rows)}")
-    return [_balance(row, ("a", "f", "l"), f"{kind} B[{i}]", account_id, venue, ts) for i, row in enumerate(rows)]
+        raise DataError(f"{kind}: field '{field}' must be a list of balances, got {_preview(rows)}")
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(_balance(row, keys, f"{kind} {field}[{i}]", account_id, venue, ts))
+        except DataError as exc:
+            if unreadable is None:
+                raise
+            asset = row.get(keys[0]) if isinstance(row, dict) else None
+            unreadable.append((asset[:20] if type(asset) is str and asset else f"{field}[{i}]", str(exc)))
+    return out
 
 
 def _balance(row: Any, keys: tuple[str, str, str], what: str, account_id: str, venue: str, ts: int) -> VenueBalance:
@@ -394,14 +423,20 @@ def parse_balance_update(data: dict, account_id: str, *, venue: str = VENUE) -> 
 
 _TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
 _IGNORED = frozenset({"listStatus", "externalLockUpdate"})
+#: every user data event type this client reads (``user-data-stream.md`` documents no other); a type outside it is one
+#: Binance added since
+USER_EVENT_TYPES = frozenset({"executionReport", "outboundAccountPosition", "balanceUpdate"}) | _TERMINATED | _IGNORED
 
 
-def parse_user_event(raw: bytes | str | dict, account_id: str, *, venue: str = VENUE) -> list[UserEvent]:
+def parse_user_event(
+    raw: bytes | str | dict, account_id: str, *, venue: str = VENUE, unreadable: list[tuple[str, str]] | None = None
+) -> list[UserEvent]:
     """Any user data stream event, bare or enveloped, as the messages it means (possibly none).
 
     Returns :class:`VenueOrderAccepted` / ``Filled`` / ``Cancelled`` / ``Expired`` / ``Rejected``,
     :class:`VenueBalance` values, a :class:`VenueBalanceDelta` or a :class:`StreamTerminated`. An unknown event type
-    raises :class:`DataError` naming it.
+    raises :class:`DataError` naming it. ``unreadable`` given, a balance row of ``outboundAccountPosition`` that
+    cannot be read is left out and added to it (:func:`parse_account_balances`), the other rows kept.
     """
     data = _loads(raw)
     if isinstance(data, dict) and "event" in data and "e" not in data:
@@ -414,7 +449,7 @@ def parse_user_event(raw: bytes | str | dict, account_id: str, *, venue: str = V
     if event == "executionReport":
         return list(parse_execution_reports(data, account_id, venue=venue))
     if event == "outboundAccountPosition":
-        return list(parse_outbound_account_position(data, account_id, venue=venue))
+        return list(parse_outbound_account_position(data, account_id, venue=venue, unreadable=unreadable))
     if event == "balanceUpdate":
         return [parse_balance_update(data, account_id, venue=venue)]
     if event in _TERMINATED:
@@ -525,11 +560,22 @@ def parse_order_state(data: dict, *, kind: str = "order") -> OrderState:
     )
 
 
-def parse_open_orders(rows: list) -> list[OrderState]:
-    """``GET /api/v3/openOrders`` / ``openOrders.status``: a list of order records."""
+def parse_open_orders(rows: list, *, unreadable: list[tuple[str, str]] | None = None) -> list[OrderState]:
+    """``GET /api/v3/openOrders`` / ``openOrders.status``: a list of order records. With ``unreadable`` given, a
+    record that cannot be read (a status Binance added, say) is left out and added to it as ``(client order id, why)``
+    (the id ``""`` when it has none) instead of raising: one such order must not hide the others."""
     if type(rows) is not list:
         raise DataError(f"openOrders: expected a JSON list, got {_preview(rows)}")
-    return [parse_order_state(row, kind=f"openOrders[{i}]") for i, row in enumerate(rows)]
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(parse_order_state(row, kind=f"openOrders[{i}]"))
+        except DataError as exc:
+            if unreadable is None:
+                raise
+            coid = row.get("clientOrderId") if isinstance(row, dict) else None
+            unreadable.append((coid[:40] if type(coid) is str else "", str(exc)))
+    return out
 
 
 def parse_order_response(data: dict, account_id: str, *, venue: str = VENUE) -> list[OrderReport]:
@@ -689,16 +735,4 @@ def parse_account_balances(
     holds) is left out and added to it as ``(asset, why)`` instead of raising: one such row must not hide the rest."""
     kind = "account"
     ts = _ms(data, "updateTime", kind)
-    rows = _field(data, "balances", kind)
-    if type(rows) is not list:
-        raise DataError(f"{kind}: field 'balances' must be a list, got {_preview(rows)}")
-    out = []
-    for i, row in enumerate(rows):
-        try:
-            out.append(_balance(row, ("asset", "free", "locked"), f"{kind} balances[{i}]", account_id, venue, ts))
-        except DataError as exc:
-            if unreadable is None:
-                raise
-            asset = row.get("asset") if isinstance(row, dict) else None
-            unreadable.append((asset[:20] if type(asset) is str and asset else f"balances[{i}]", str(exc)))
-    return out
+    return _balances(data, "balances", ("asset", "free", "locked"), kind, account_id, venue, ts, unreadable)

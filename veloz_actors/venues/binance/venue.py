@@ -73,9 +73,13 @@ cancel whose answer is lost is settled by querying the order (still open: ``Venu
 reports of client ids VeloZ never used are not passed on but raised as :class:`~.reconcile.ExternalOrder` events);
 a ``TRADE_PREVENTION`` that leaves the order working (STP ``DECREMENT`` / ``TRANSFER``) ends nothing;
 ``outboundAccountPosition`` / ``balanceUpdate`` -> ``VenueBalance`` / ``VenueBalanceDelta`` in the same report
-stream. ``eventStreamTerminated`` -> subscribe again and reconcile; ``serverShutdown`` and the connection reaching
-``max_connection_seconds`` (before Binance's 24-hour cut) -> let the answers in flight arrive, reconnect, subscribe,
-reconcile; any other loss -> reconnect with exponential backoff and full jitter.
+stream (a balance row that cannot be read, 10**10 units or more of a token, is left out, the others kept, and said
+once per asset as ``VENUE_BAD_REPORT``; counted in ``bad_input.balance_row``). An event of a type this client does not
+read (one Binance added: every documented type is read or ignored on purpose) is ignored, counted
+(``counts.unknown_events``) and said once per type. ``eventStreamTerminated`` -> subscribe again and reconcile;
+``serverShutdown`` and the connection reaching ``max_connection_seconds`` (before Binance's 24-hour cut) -> let the
+answers in flight arrive, reconnect, subscribe, reconcile; any other loss -> reconnect with exponential backoff and
+full jitter.
 
 **Reconciliation** (:meth:`BinanceVenue.reconcile`, and automatically after every (re)subscription, before the adapter
 is ready): ``account.status``, ``openOrders.status`` per symbol, ``order.status`` for each known open order that is
@@ -159,6 +163,7 @@ from .reconcile import (
 )
 from .schemas import decimal_units
 from .user_data import (
+    USER_EVENT_TYPES,
     VENUE,
     AccountTrade,
     OrderState,
@@ -192,6 +197,7 @@ _MS = 1_000_000
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's newClientOrderId rule
 _TERMINAL = (VenueOrderCancelled, VenueOrderExpired, VenueOrderRejected)
 _TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
+_SAID_ONCE = 1_000  # distinct unknown event types and unreadable balances said once each; beyond, only counted
 _REST = {
     "order.place": ("POST", "/api/v3/order"),
     "order.cancel": ("DELETE", "/api/v3/order"),
@@ -555,6 +561,7 @@ class BinanceVenue:
         self._disconnects: dict[str, int] = {}
         self._last_disconnect = ""
         self._bad_input: dict[str, int] = {}
+        self._said: set[str] = set()  # what is said once (an unknown event type, an unreadable balance), bounded
 
     # ------------------------------------------------------------------------------------------------ public
 
@@ -1284,6 +1291,9 @@ class BinanceVenue:
                 else:
                     self._signals.put_nowait(("resubscribe", f"{kind}: the subscription ended"))
             return
+        if isinstance(kind, str) and kind not in USER_EVENT_TYPES:
+            self._unknown_event(kind)
+            return
         if self._holding is not None:  # a reconciliation is running: its reports go first
             self._holding.append(event)
             return
@@ -1312,11 +1322,20 @@ class BinanceVenue:
                     rec.final = True
                 self._apply(reports, source="stream", cum={report.client_order_id: cum})
                 return
-            messages = parse_user_event(event, self.account_id, venue=self.name)
+            unread: list[tuple[str, str]] = []
+            messages = parse_user_event(event, self.account_id, venue=self.name, unreadable=unread)
         except DataError as exc:
             self._bad("bad_event", "%s: a user data event that cannot be read: %s", self.name, exc)
             self._unreadable(event, exc)
             return
+        for asset, why in unread:  # the event's other balances are read
+            self._bad("balance_row", "%s: an account update leaves out the balance of %s, which cannot be read: %s",
+                      self.name, asset, why)  # fmt: skip
+            if self._first_time(f"balance:{asset}"):
+                self._event(
+                    Error(code="VENUE_BAD_REPORT", message=f"{self.name}: account updates leave out the balance of "
+                          f"{asset}, which cannot be read: {why}", ts=self._now_ns())
+                )  # fmt: skip
         out = []
         for message in messages:
             if isinstance(message, VenueBalanceDelta) and self._expected is not None:
@@ -1338,6 +1357,27 @@ class BinanceVenue:
         )  # fmt: skip
         if ours and rec is not None and not rec.catching_up and not rec.settling:
             self._spawn(self._catch_up(rec, rec.filled + 1))
+
+    def _unknown_event(self, kind: str) -> None:
+        """A user data event of a type this client does not read (one Binance added): ignored and counted, and said
+        (a log line, an ``Error`` event) the first time of its type only, so a stream of them floods nothing."""
+        self._count("unknown_events")
+        name = kind[:40]
+        if not self._first_time(f"event:{name}"):
+            return
+        self._log(logging.WARNING, "unknown_event", "%s: user data events of type %r, which this client does not "
+                  "read, are ignored (counted in counts.unknown_events)", self.name, name)  # fmt: skip
+        self._event(
+            Error(code="VENUE_BAD_REPORT", message=f"{self.name}: user data events of type {name!r}, which this "
+                  "client does not read, are ignored", ts=self._now_ns())
+        )  # fmt: skip
+
+    def _first_time(self, what: str) -> bool:
+        """Whether ``what`` is said now: the first time it comes, while fewer than ``_SAID_ONCE`` things were."""
+        if what in self._said or len(self._said) >= _SAID_ONCE:
+            return False
+        self._said.add(what)
+        return True
 
     def _external_report(self, event: dict[str, Any], report: Any) -> None:
         """A stream report of an order VeloZ did not place: an :class:`ExternalOrder` event (once per order)."""
@@ -2030,15 +2070,20 @@ class BinanceVenue:
         account_ts = int(account.get("updateTime", 0)) * _MS if isinstance(account, dict) else 0
         symbols = sorted(self.instruments)
         open_rows: list[OrderState] = []
+        # an open order stated in a way that cannot be read (a status Binance added, say): said, and left out of the
+        # reconciliation; the rest is reconciled, and the adapter becomes ready
+        unread_rows: list[tuple[str, str]] = []
         if len(symbols) * _OPEN_ORDERS_SYMBOL_WEIGHT > _OPEN_ORDERS_ALL_WEIGHT:
-            rows = self._open_rows(await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT))
-            open_rows = [r for r in rows if r.symbol in self.instruments]
+            answer = await self._request("openOrders.status", {}, weight=_OPEN_ORDERS_ALL_WEIGHT)
+            open_rows = [r for r in parse_open_orders(answer, unreadable=unread_rows) if r.symbol in self.instruments]
         else:
             for symbol in symbols:
-                open_rows += self._open_rows(
-                    await self._request("openOrders.status", {"symbol": symbol}, weight=_OPEN_ORDERS_SYMBOL_WEIGHT)
-                )
-        open_coids = {r.client_order_id for r in open_rows}
+                answer = await self._request("openOrders.status", {"symbol": symbol}, weight=_OPEN_ORDERS_SYMBOL_WEIGHT)
+                open_rows += parse_open_orders(answer, unreadable=unread_rows)
+        for coid, why in unread_rows:
+            self._unreadable_order(f"order {coid}" if coid else "an open order", DataError(why))
+        # listed open: asked no further (one stated unreadably is skipped; a query would be no more readable)
+        open_coids = {r.client_order_id for r in open_rows} | {coid for coid, _ in unread_rows if coid}
         states: dict[str, OrderState | str | None] = {}
         young: list[KnownOrder] = []
         window_ms = settings.recv_window_ms + settings.never_placed_margin_ms
@@ -2146,28 +2191,14 @@ class BinanceVenue:
                 self._adopt(o)
         return report
 
-    def _open_rows(self, rows: Any) -> list[OrderState]:
-        """An open-orders answer as order states. A row that cannot be read (a status Binance added, say) is said and
-        left out: one order stated in a way this client does not understand must not stop the reconciliation of
-        every other, nor keep the adapter from becoming ready."""
-        if type(rows) is not list:
-            return parse_open_orders(rows)  # raises, naming what came
-        out = []
-        for i, row in enumerate(rows):
-            try:
-                out.append(parse_order_state(row, kind=f"openOrders[{i}]"))
-            except DataError as exc:
-                if isinstance(row, dict):
-                    who = f"order {str(row.get('clientOrderId'))[:40]} ({str(row.get('symbol'))[:20]})"
-                else:
-                    who = f"openOrders[{i}]"
-                self._unreadable_order(who, exc)
-        return out
-
     def _unreadable_order(self, who: str, exc: DataError) -> None:
-        """Say what the reconciliation leaves out because Binance's answer about it cannot be read."""
+        """Say what the reconciliation leaves out because Binance's answer about it cannot be read: counted every
+        time, said (an ``Error`` event) the first time only, since every reconciliation while it lasts leaves it
+        out again (STATUS ``reconcile.skipped`` lists the orders each one skipped)."""
         self._bad("reconcile_row", "%s: the reconciliation leaves out %s, which Binance states in a way that cannot "
                   "be read: %s", self.name, who, exc)  # fmt: skip
+        if not self._first_time(f"reconcile:{who}"):
+            return
         self._event(
             Error(code="VENUE_BAD_REPORT", message=f"{self.name}: the reconciliation leaves out {who}, which Binance "
                   f"states in a way that cannot be read: {exc}", ts=self._now_ns())
@@ -2404,6 +2435,10 @@ def account_ledger(settings: BinanceVenueSettings, credentials: Credentials) -> 
     return {b.asset: b.free + b.locked for b in balances if b.free or b.locked}
 
 
+class _ClockRefused(VenueUnavailable):
+    """A signed request refused for its timestamp (-1021): sent again once, with the clock sampled again."""
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse every redirect: the 3xx answer is then an ``HTTPError`` (Binance's API never redirects)."""
 
@@ -2423,8 +2458,10 @@ def fetch_account_balances(
     """The account's balances now (``GET /api/v3/account``, signed), once, synchronously: what a new live engine's
     ledger starts from, so the kernel and the exchange agree before the first order. The clock offset is estimated as
     the adapter's is (:func:`clock_offset`: the smallest round trip of ``clock_samples`` ``GET /api/v3/time``; one
-    sample slowed on its way back would misjudge it by half its delay). Raises :class:`VenueUnavailable` naming the
-    endpoint and Binance's code and message (never the request's parameters or the key)."""
+    sample slowed on its way back would misjudge it by half its delay). An answer the adapter would send again after
+    resampling the clock (-1021, the timestamp outside ``recvWindow``: :func:`~.errors.classify`'s
+    ``retry_after_clock_sync``) is sent again so, once. Raises :class:`VenueUnavailable` naming the endpoint and
+    Binance's code and message (never the request's parameters or the key)."""
     import urllib.error
 
     if type(clock_samples) is not int or clock_samples < 1:
@@ -2442,31 +2479,42 @@ def fetch_account_balances(
             try:
                 body = orjson.loads(exc.read())
                 outcome = classify(exc.code, body.get("code"), str(body.get("msg", "")))
-                detail = outcome.detail
             except Exception:  # noqa: BLE001 - not Binance's error form: the status says enough
-                detail = f"HTTP {exc.code}"
-            raise VenueUnavailable(f"{path.split('?')[0]}: {detail}") from None
+                raise VenueUnavailable(f"{path.split('?')[0]}: HTTP {exc.code}") from None
+            refused = _ClockRefused if outcome.retry_after_clock_sync else VenueUnavailable
+            raise refused(f"{path.split('?')[0]}: {outcome.detail}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             why = f"{path.split('?')[0]}: {type(exc).__name__}: {exc}"  # the error may quote the signed URL
             raise VenueUnavailable(redact_url(base + path, why)) from None
 
-    samples = []
-    for _ in range(clock_samples):
-        sent = time.time_ns()
-        server = get("/api/v3/time", {})
-        received = time.time_ns()
-        server_ms = server.get("serverTime") if isinstance(server, dict) else None
-        if type(server_ms) is not int:
-            raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
-        samples.append((sent, server_ms, received))
-    estimate = clock_offset(samples)
-    assert estimate is not None  # at least one sample
-    query = credentials.signed_params(
-        {"omitZeroBalances": "false"},
-        timestamp_ms=round(time.time_ns() / _MS + estimate[0]),
-        recv_window_ms=recv_window_ms,
-    )
-    data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
+    def offset_ms() -> float:
+        samples = []
+        for _ in range(clock_samples):
+            sent = time.time_ns()
+            server = get("/api/v3/time", {})
+            received = time.time_ns()
+            server_ms = server.get("serverTime") if isinstance(server, dict) else None
+            if type(server_ms) is not int:
+                raise VenueUnavailable("/api/v3/time: the answer has no serverTime")
+            samples.append((sent, server_ms, received))
+        estimate = clock_offset(samples)
+        assert estimate is not None  # at least one sample
+        return estimate[0]
+
+    for attempt in (0, 1):
+        offset = offset_ms()  # sampled before the request's time is read: sampling takes round trips
+        query = credentials.signed_params(
+            {"omitZeroBalances": "false"},
+            timestamp_ms=round(time.time_ns() / _MS + offset),
+            recv_window_ms=recv_window_ms,
+        )
+        try:
+            data = get("/api/v3/account?" + query, {"X-MBX-APIKEY": credentials.api_key})
+            break
+        except _ClockRefused as exc:
+            if attempt:
+                raise VenueUnavailable(str(exc)) from None
+            log.warning("%s; resampling the clock and sending it once more", exc)
     unread: list[tuple[str, str]] = []
     balances = parse_account_balances(data, account_id, unreadable=unread)
     for asset, why in unread:
