@@ -221,7 +221,15 @@ class Engine:
         self.journal = journal
         self.snapshot_path = Path(str(journal.path) + ".snapshot")
         self.kernel.history_path = Path(str(journal.path) + ".orders")
-        self.kernel.semantics = journal.semantics
+        self.use_semantics(journal.semantics)
+
+    def use_semantics(self, semantics: int) -> None:
+        """Apply the rules of a journal of ``semantics`` (:data:`~veloz_actors.core.journal.SEMANTICS`): the kernel's
+        decisions and the simulated venues' market."""
+        self.kernel.semantics = semantics
+        for venue in self.venues.values():
+            if isinstance(venue, SimVenue):
+                venue.semantics = semantics
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -266,7 +274,7 @@ class Engine:
         events: list[Any] = []
         header, messages = read_journal(journal_path)
         start = restore_snapshot(journal_path, len(messages), engine._restore)
-        engine.kernel.semantics = semantics_of(header)
+        engine.use_semantics(semantics_of(header))
         engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
         for message in messages[start:]:
             events.extend(engine.apply(message))
@@ -414,5 +422,5 @@ def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tupl
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by an engine with a different configuration")
     engine = Engine(config)
-    engine.kernel.semantics = semantics_of(header)
+    engine.use_semantics(semantics_of(header))
     return engine, engine.apply_many(messages)
