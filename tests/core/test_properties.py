@@ -205,7 +205,7 @@ def test_the_harness_sees_cross_account_trades_quote_buys_and_market_events() ->
     ops = [
         ("order", "main", "BTCUSDT", Side.SELL, "limit", 5, 0),  # at the mid: inside the market maker's spread
         ("order", "other", "BTCUSDT", Side.BUY, "limit", 5, 0),  # takes main's order: main vs other
-        ("order", "other", "ETHUSDT", Side.BUY, "quote", 3, 0),
+        ("order", "other", "ETHUSDT", Side.BUY, "quote", 5, 0),  # 12.5 USDT: above the minimum notional
         ("trade", "BTCUSDT", -5),
         ("book_top", "ETHUSDT", 4),
         ("cancel", "main", 0),
