@@ -73,6 +73,12 @@ class EngineConfig:
             raise ConfigError(f"venue kind must be one of {VENUE_KINDS}, got {self.venue_kind!r}")
         if self.venue_kind != "sim" and self.sim_symbols:
             raise ConfigError(f"a {self.venue_kind} venue trades the live market: no sim.symbols with it")
+        if self.venue_kind == "sim" and MM_ACCOUNT in self.balances:
+            # its orders would never trade with the maker's quotes (self-trade prevention), which then rest across them
+            raise ConfigError(
+                f"balances: the account {MM_ACCOUNT!r} is the simulated market maker's own; give the account another "
+                "name"
+            )
 
     def kernel_config(self) -> KernelConfig:
         """The trader's side of this config: the kernel starts from the simulated market's first prices."""
