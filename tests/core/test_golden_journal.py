@@ -2,12 +2,14 @@
 
 The kernel does not journal its decisions: it journals commands and reports and decides again on replay. A change to
 a decision (a risk rule, a filter, matching) would therefore rebuild an earlier journal into other orders and
-balances, an order the venue never got among them. ``golden/semantics5.journal`` was written by a run of
-:func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's among them; a
-halt and its reset; the ``max_position`` rule of semantics 3 on coins sold from a deposit) and
-``golden/semantics5.events`` holds what that run emitted; ``semantics4.*`` (the same run under semantics 4: this
-scenario's fills pay their fees in the quote asset, so semantics 5's position rule changes none of its events) and
-``semantics3.*``, of the run before the ``ghost`` order, are kept and must replay as they did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
+balances, an order the venue never got among them. ``golden/semantics6.journal`` was written by a run of
+:func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's and a quote
+amount below the minimum notional among them; a halt and its reset; the ``max_position`` rule of semantics 3 on coins
+sold from a deposit; the simulated market's steps rounded to the nearest tick) and ``golden/semantics6.events`` holds
+what that run emitted; ``semantics5.*`` (the run before the ``dust-quote`` order, its market's steps rounded down),
+``semantics4.*`` (the same run under semantics 4: this scenario's fills pay their fees in the quote asset, so
+semantics 5's position rule changes none of its events) and ``semantics3.*``, of the run before the ``ghost`` order,
+are kept and must replay as they did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
 that keeps the old rule for older journals (as ``TradingKernel.legacy_halts`` and ``_position_rule`` do), and a new
 golden pair written by ``.venv/bin/python -m tests.core.test_golden_journal`` beside this one: the old pair stays,
 and must still replay as it did.
@@ -52,6 +54,7 @@ def scenario() -> list[Any]:
         place("sold", "SELL", "2", None),  # deposited coins sold: the position goes below zero
         place("back", "BUY", "2", "60500"),  # long rule: -1.3 + 2 is within the limit (abs(-1.3) + 2 is not)
         place("eth-quote", "BUY", None, symbol="ETHUSDT", quote_qty="1500"),
+        place("dust-quote", "BUY", None, symbol="ETHUSDT", quote_qty="5"),  # below min_notional (semantics 6 on)
         place("ioc", "BUY", "0.1", "59500", tif="IOC"),  # nothing at that price: expires
         place("fok", "BUY", "1.6", "60030", tif="FOK", account="other"),  # not fillable in full
         place("post", "BUY", "0.1", "60100", tif="POST_ONLY"),  # would take liquidity
@@ -131,6 +134,7 @@ def test_the_golden_run_exercises_what_it_says() -> None:
                 "CIRCUIT_BREAKER",
                 "UNKNOWN_ORDER",
                 "UNKNOWN_ACCOUNT",
+                "NOTIONAL_BELOW_MINIMUM",
             )
         ),  # fmt: skip
         *(("OrderExpired", reason) for reason in ("NO_LIQUIDITY", "IOC_UNFILLED", "FOK_NOT_FILLABLE")),

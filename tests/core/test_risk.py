@@ -50,6 +50,10 @@ PRE_TRADE = [
     ("quote-qty-on-limit", RiskLimits(), replace(place("c", "BUY", "1", "100"), quote_qty=d("10")),
      R.INVALID_QUANTITY),
     ("quote-qty-on-sell", RiskLimits(), place("c", "SELL", None, None, quote_qty="10"), R.INVALID_QUANTITY),
+    # Binance's NOTIONAL filter holds a market buy's quote amount to min_notional (10 USDT here), as the live venue
+    # checks before it sends one: the simulated venue filled this one (semantics 5 or less)
+    ("min-notional-by-quote", RiskLimits(), place("c", "BUY", None, None, quote_qty="9.99999999"),
+     R.NOTIONAL_BELOW_MINIMUM),
     ("risk-max-qty", RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}), place("c", "BUY", "0.6", "100"),
      R.MAX_ORDER_QUANTITY),
     ("max-notional", RiskLimits(max_order_notional=d("50")), place("c", "BUY", "0.6", "100"), R.MAX_ORDER_NOTIONAL),
@@ -222,6 +226,19 @@ def test_an_order_by_quote_amount_within_the_limits_goes() -> None:
     engine = _engine(RiskLimits(max_order_qty={"BTCUSDT": d("0.5")}, max_position={"BTCUSDT": d("0.5")}))
     engine.apply(trade("100"))
     assert _reason(engine.apply(place("c", "BUY", None, None, quote_qty="47"))) is None  # 47 / 95 < 0.5
+
+
+def test_an_order_by_quote_amount_of_the_minimum_notional_goes_and_journals_of_semantics_5_took_less() -> None:
+    engine = _engine(RiskLimits())
+    engine.apply(trade("100"))
+    engine.apply(place("ask", "SELL", "1", "100", account="other"))
+    assert _reason(engine.apply(place("c", "BUY", None, None, quote_qty="10"))) is None
+    old = _engine(RiskLimits())
+    old.use_semantics(5)  # a journal written before: its quote orders below the minimum were decided as accepted
+    old.apply(trade("100"))
+    old.apply(place("ask", "SELL", "1", "100", account="other"))
+    events = old.apply(place("c", "BUY", None, None, quote_qty="5"))
+    assert _reason(events) is None and [e.qty for e in events if type(e) is OrderFilled] == [d("0.04995")] * 2
 
 
 def test_a_stop_loss_never_buys() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from veloz_actors._exceptions import ConfigError
 from veloz_actors.core.journal import read_journal
 from veloz_actors.messages import BookTop, CancelOrder, Error, OrderExpired, OrderFilled, RejectReason, Tick
 from veloz_actors.testing import d, encoded, engine_config, engine_state, place
@@ -110,3 +114,13 @@ def test_an_order_whose_drop_raised_too_expires_and_the_error_names_both_failure
     assert engine.ledger.balances("main") == Engine(engine_config(sim=True)).ledger.balances("main")  # released
     assert not engine.oms.open_orders("main")
     assert engine.totals() == engine.deposited() and engine.ledger.conserved()
+
+
+def test_an_account_named_as_the_market_maker_is_refused_at_configuration() -> None:
+    """A trader's account called ``sim-mm`` shared the market maker's account id at the venue: its orders never
+    traded with the maker's quotes (self-trade prevention), and a quote stopped by one rested across it, so the book
+    crossed (bid 60045.25 over ask 60045.18 a few steps after such an account rested orders around the market)."""
+    config = engine_config(sim=True)
+    with pytest.raises(ConfigError, match="'sim-mm' is the simulated market maker's own"):
+        replace(config, balances={**config.balances, MM_ACCOUNT: {"USDT": d("1000")}})
+    replace(config, balances={**config.balances, "sim-mm-2": {"USDT": d("1000")}})  # another name is fine

@@ -163,7 +163,11 @@ class Instrument:
     def check_notional(self, price: int, qty: int, *, market: bool = False) -> tuple[RejectReason, str] | None:
         """``NOTIONAL``: at least ``min_notional`` and at most ``max_notional`` (if set); for ``market`` orders (priced
         at the reference) each bound applies only when its ``*_market`` flag says so."""
-        notional = self.notional(price, qty)
+        return self.check_notional_amount(self.notional(price, qty), market=market)
+
+    def check_notional_amount(self, notional: int, *, market: bool = False) -> tuple[RejectReason, str] | None:
+        """:meth:`check_notional` of a notional given as such: a market buy's quote amount (Binance applies
+        ``NOTIONAL`` to ``quoteOrderQty`` as to a market order's notional)."""
         if notional < self.min_notional and (self.min_notional_market or not market):
             return (
                 RejectReason.NOTIONAL_BELOW_MINIMUM,

@@ -65,8 +65,12 @@ _VERSION = 1
 # a check on the way). 5 moves a position by what a fill with its fee in the symbol's base asset left the account (a
 # buy's qty - fee, a sell's qty + fee: Binance takes a buy's commission out of the coins received unless fees go to
 # BNB); before, by the fill's qty, so a position bought so was more than the account held and could not be sold whole.
+# 6 rounds each step of the simulated market's price to the nearest tick (venues.simmarket); before, down, so a market
+# without drift fell half a tick a step (a price moving less than a tick a step only ever fell). 6 also holds a market
+# buy by quote amount to the instrument's NOTIONAL filter, as Binance does (a quote amount below min_notional is
+# refused); before, it went to the venue and the simulated one filled it.
 # A journal keeps its semantics for life.
-SEMANTICS = 5
+SEMANTICS = 6
 _GROUP_BUFFER_BYTES = 4 << 20
 _log = logging.getLogger("veloz.journal")
 

@@ -485,6 +485,7 @@ class TradingKernel:
                 quote_rate=self.asset_price(inst.quote_asset)
                 if (limits.max_order_notional or limits.max_leverage) and inst.quote_asset != self._pricing.asset
                 else SCALE,  # (the valuation asset's own price, SCALE, without asking)
+                quote_notional=self.semantics >= 6,
             )
             if rejection is not None:
                 self._reject(cmd, rejection[0], rejection[1], order, events)

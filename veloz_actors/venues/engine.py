@@ -73,6 +73,12 @@ class EngineConfig:
             raise ConfigError(f"venue kind must be one of {VENUE_KINDS}, got {self.venue_kind!r}")
         if self.venue_kind != "sim" and self.sim_symbols:
             raise ConfigError(f"a {self.venue_kind} venue trades the live market: no sim.symbols with it")
+        if self.venue_kind == "sim" and MM_ACCOUNT in self.balances:
+            # its orders would never trade with the maker's quotes (self-trade prevention), which then rest across them
+            raise ConfigError(
+                f"balances: the account {MM_ACCOUNT!r} is the simulated market maker's own; give the account another "
+                "name"
+            )
 
     def kernel_config(self) -> KernelConfig:
         """The trader's side of this config: the kernel starts from the simulated market's first prices."""
@@ -221,7 +227,15 @@ class Engine:
         self.journal = journal
         self.snapshot_path = Path(str(journal.path) + ".snapshot")
         self.kernel.history_path = Path(str(journal.path) + ".orders")
-        self.kernel.semantics = journal.semantics
+        self.use_semantics(journal.semantics)
+
+    def use_semantics(self, semantics: int) -> None:
+        """Apply the rules of a journal of ``semantics`` (:data:`~veloz_actors.core.journal.SEMANTICS`): the kernel's
+        decisions and the simulated venues' market."""
+        self.kernel.semantics = semantics
+        for venue in self.venues.values():
+            if isinstance(venue, SimVenue):
+                venue.semantics = semantics
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""
@@ -266,7 +280,7 @@ class Engine:
         events: list[Any] = []
         header, messages = read_journal(journal_path)
         start = restore_snapshot(journal_path, len(messages), engine._restore)
-        engine.kernel.semantics = semantics_of(header)
+        engine.use_semantics(semantics_of(header))
         engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
         for message in messages[start:]:
             events.extend(engine.apply(message))
@@ -414,5 +428,5 @@ def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tupl
     elif header.get("config") != config.to_json():
         raise JournalError(f"{journal_path} was written by an engine with a different configuration")
     engine = Engine(config)
-    engine.kernel.semantics = semantics_of(header)
+    engine.use_semantics(semantics_of(header))
     return engine, engine.apply_many(messages)

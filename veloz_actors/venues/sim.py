@@ -26,6 +26,7 @@ from typing import Any
 from .._exceptions import VenueFailed
 from ..core.account import Ledger
 from ..core.instruments import Instrument, ceil_div
+from ..core.journal import SEMANTICS
 from ..fixed import SCALE, format_decimal
 from ..messages import (
     BookTop,
@@ -65,7 +66,12 @@ _expired, _rejected, _book_top = builder(VenueOrderExpired), builder(VenueOrderR
 
 
 class SimVenue:
-    """One symbol's simulated exchange. Not thread-safe: one caller at a time."""
+    """One symbol's simulated exchange. Not thread-safe: one caller at a time.
+
+    ``semantics`` is that of the journal the venue's inputs are in (its driver sets it after it opened or restored
+    one): a journal keeps the market's rule it was written under (:mod:`~veloz_actors.venues.simmarket`)."""
+
+    semantics = SEMANTICS  # (a class default: a venue restored from a snapshot written before has none of its own)
 
     def __init__(
         self,
@@ -217,7 +223,7 @@ class SimVenue:
         inst = self.instrument
         symbol = self.symbol
         tick = inst.price_tick
-        market.step({symbol: tick})
+        market.step({symbol: tick}, rounded_down=self.semantics < 6)
         reports: list[Any] = []
         try:
             self.withdraw()

@@ -2,7 +2,11 @@
 
 The process is integer-only (PCG64 integers, no floating point, no libm), so the same seed gives the same prices on
 every machine. Each step moves the mid by ``mid * (drift + volatility * u) / 1e9`` with ``u`` uniform in
-[-1000, 1000], rounded to the tick, never below ten ticks. The market maker's quotes are real orders of a real
+[-1000, 1000], rounded to the nearest tick (a half tick away from zero, so a move and its opposite round to opposite
+ticks and a market without drift has none), never below ten ticks. A move smaller than half a tick leaves the mid
+where it is. Journals of semantics 5 or less (:data:`~veloz_actors.core.journal.SEMANTICS`) keep the rule they were
+written under, which rounded every move down: half a tick lost per step, so a market without drift fell (a price
+whose moves were below one tick only ever fell, to ten ticks). The market maker's quotes are real orders of a real
 account (``sim-mm``) in the matching book, so when the market moves through a resting order, that order fills against
 the maker and every unit of money is still accounted for.
 """
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SimMarket", "SimSymbol"]
+__all__ = ["SimMarket", "SimSymbol", "next_mid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,18 @@ class SimSymbol:
     level_qty: int = 10_000_000  # 0.1 base per level
 
 
+def next_mid(mid: int, spec: SimSymbol, u: int, tick: int, *, rounded_down: bool = False) -> int:
+    """The mid after one step whose draw is ``u`` (see the module docstring), on tick and at least ten ticks."""
+    move = mid * (spec.drift_ppb + spec.volatility_ppb * u)  # in 1e-9 of the 1e-8 units
+    if rounded_down:
+        mid = (mid + move // 1_000_000_000) // tick * tick
+    else:
+        unit = 1_000_000_000 * tick
+        ticks = (abs(move) + unit // 2) // unit
+        mid = mid // tick * tick + (ticks if move >= 0 else -ticks) * tick
+    return max(mid, 10 * tick)
+
+
 class SimMarket:
     """The state of the price process: mids and the generator, both part of the engine snapshot."""
 
@@ -40,15 +56,12 @@ class SimMarket:
         self.mids = {s.symbol: s.initial_mid for s in symbols}
         self.rng = np.random.Generator(np.random.PCG64(seed))
 
-    def step(self, tick_of: dict[str, int]) -> dict[str, int]:
-        """Advance every symbol one step; return the new mids (on tick)."""
+    def step(self, tick_of: dict[str, int], *, rounded_down: bool = False) -> dict[str, int]:
+        """Advance every symbol one step; return the new mids (on tick). ``rounded_down``: the rule of journals of
+        semantics 5 or less (see the module docstring)."""
         draws = self.rng.integers(-1000, 1001, size=len(self.symbols)).tolist()
         for u, (symbol, spec) in zip(draws, self.symbols.items(), strict=True):
-            tick = tick_of[symbol]
-            mid = self.mids[symbol]
-            change = mid * (spec.drift_ppb + spec.volatility_ppb * u) // 1_000_000_000
-            mid = (mid + change) // tick * tick
-            self.mids[symbol] = max(mid, 10 * tick)
+            self.mids[symbol] = next_mid(self.mids[symbol], spec, u, tick_of[symbol], rounded_down=rounded_down)
         return dict(self.mids)
 
     def ladder(self, symbol: str, tick: int) -> tuple[list[int], list[int]]:
