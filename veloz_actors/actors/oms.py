@@ -98,6 +98,9 @@ class Answers:
         """The answer to ``command`` if the kernel applied it already (a retry), else None: apply it."""
         if type(command) not in _ANSWERED or not kernel.applied_before(command):
             return None  # (a new command costs the kernel's dict lookup only, no hash of the whole command)
+        # its step is with the OS before it is answered: a step whose journal failed was refused to the caller (its
+        # hand_to_os raised, and the journal drops its line), so its retry is refused the same way, never accepted
+        hand_to_os(kernel.journal)
         answer = self.kept.get(command)
         if answer is not None:
             self.answered += 1

@@ -84,6 +84,11 @@ class Journal:
     Under ``"always"`` the file is cut back at once to the last line that was synced, so no line of a message the
     engine refused can reach the disk later; under ``"group"`` the flusher's failure is kept and raised the same way
     from the engine's thread, and ``close`` cuts off whatever a failed append left after the last accepted line.
+
+    A writer that acknowledges through :meth:`hand_to_os` (the actors call it before anything of a step leaves them)
+    has its file cut back, at the failure and again at ``close``, to the last line handed so: the lines after it are
+    of steps the writer applied but refused to its callers (their ``hand_to_os`` raised), which a replay must never
+    bring back (an order its client was told failed would go to the venue after the restart).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class Journal:
         self.group_seconds = group_ms / 1000.0
         self.count = 0
         self.failure: OSError | None = None  # what failed the journal (then it takes nothing more)
+        self._handed: tuple[int, int] | None = None  # (bytes, lines) at the last hand_to_os: what was acknowledged
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
@@ -164,7 +170,8 @@ class Journal:
             else:
                 self._file.write(line)
         except OSError as exc:
-            self._fail(exc)
+            with self._lock:
+                self._fail(exc)
             raise self._failed() from exc
         self._length += len(line)
         self.count += 1
@@ -184,6 +191,7 @@ class Journal:
             except OSError as exc:
                 self._fail(exc)
                 raise self._failed() from exc
+            self._handed = (self._length, self.count)
 
     def flush(self) -> None:
         """Write and fsync everything appended so far."""
@@ -217,7 +225,7 @@ class Journal:
                 self.failure = self.failure or exc
             try:
                 if self.failure is not None:
-                    _cut(self.path, self._length)
+                    _cut(self.path, self._kept()[0])
             finally:
                 self._lock_file.close()
         if self._flusher is not None:
@@ -237,17 +245,27 @@ class Journal:
             os.fsync(self._file.fileno())
 
     def _fail(self, exc: OSError) -> None:
-        """Keep the first failure; under "always" cut the file back to its last synced line at once."""
+        """Keep the first failure (called under ``_lock``); cut the file back at once to the last line acknowledged
+        (:meth:`_kept`), under "always" also to its last synced line: a process killed now leaves no line of a step
+        its callers were refused on the disk."""
         if self.failure is None:
             self.failure = exc
-        if self._always:
+        if self._always or self._handed is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._file.fileno(), self._length)
+                fd = self._file.fileno()
+                keep = self._kept()[0]
+                if os.fstat(fd).st_size > keep:  # (never extended: a buffered file may not have written that far)
+                    os.ftruncate(fd, keep)
+
+    def _kept(self) -> tuple[int, int]:
+        """The bytes and lines a failed journal keeps: up to the last :meth:`hand_to_os` if the writer acknowledges
+        with it, else every line accepted."""
+        return self._handed if self._handed is not None else (self._length, self.count)
 
     def _failed(self) -> JournalError:
         return JournalError(
             f"journal {self.path} cannot be written ({self.failure}): it takes no more messages after its line "
-            f"{self.count}; free the disk and restart the engine, which recovers from the journal"
+            f"{self._kept()[1]}; free the disk and restart the engine, which recovers from the journal"
         )
 
     def _flush_loop(self) -> None:
