@@ -56,7 +56,7 @@ from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
 from .live_venue import LiveVenueActor
-from .oms import OmsActor
+from .oms import OMS_CONCURRENCY_GROUPS, OmsActor
 from .spec import (
     EngineSpec,
     live_nodes,
@@ -256,7 +256,11 @@ class Supervisor:
         # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
         # actor's, a client's queries); clients' orders are admitted by their handle's window (actors.order_inbox)
         # and every actor bounds its own calls to the OMS with a CallWindow
-        self.oms = ray.remote(OmsActor).options(**self._options("oms")).remote(spec, self.account, self.bus)
+        self.oms = (
+            ray.remote(concurrency_groups=OMS_CONCURRENCY_GROUPS)(OmsActor)  # type: ignore[call-overload]
+            .options(**self._options("oms"), allow_out_of_order_execution=False)
+            .remote(spec, self.account, self.bus)
+        )
         venue_class = VenueActor if spec.live is None else LiveVenueActor
         self.venues = {
             shard: ray.remote(venue_class)

@@ -31,6 +31,7 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -980,10 +981,15 @@ class TradingKernel:
         order = self.oms.get(account_id, client_order_id)
         if order is not None:
             return order.to_dict()
-        if self.evicted <= len(self.evicted_order) and _evicted_id(account_id, client_order_id) not in self.evicted_ids:
-            return None  # every evicted id is still known, and this one is not among them: no need to read the file
+        if not self.may_be_in_history(account_id, client_order_id):
+            return None
         found = self.order_history(account_id, client_order_id)
         return found[-1] if found else None
+
+    def may_be_in_history(self, account_id: str, client_order_id: str) -> bool:
+        """Whether an order not in memory may be in the order history file: False when every evicted id is still
+        known and this one is not among them (no need to read the file)."""
+        return self.evicted > len(self.evicted_order) or _evicted_id(account_id, client_order_id) in self.evicted_ids
 
     def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
         """Evicted orders from the history file (oldest first), optionally of one account and client order id.
@@ -991,22 +997,15 @@ class TradingKernel:
         A line that does not parse is a :class:`JournalError` naming the file and line; an incomplete last line (a
         write a crash tore) is skipped, as the journal's readers skip theirs.
         """
-        path = self.history_path
-        if path is None:
-            return []
-        needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
-        out: list[dict[str, Any]] = []
-        try:
-            with open(path, "rb") as lines:
-                _match_history(str(path), lines, needle, account_id, client_order_id, out)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise JournalError(f"cannot read order history {path}: {exc}") from exc
-        if self.history_pending:
-            waiting = b"".join(self.history_pending).splitlines(keepends=True)
-            _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
-        return out
+        return self.history_reader(account_id, client_order_id)()
+
+    def history_reader(
+        self, account_id: str | None = None, client_order_id: str | None = None
+    ) -> Callable[[], list[dict[str, Any]]]:
+        """:meth:`order_history` as a call to make later, from another thread: it keeps the file's path and a copy of
+        the records not yet written, and touches the kernel no more. The file may be large (a line per order evicted
+        in weeks of trading): a driver reads it beside the kernel's steps, not between them."""
+        return partial(_read_history, self.history_path, list(self.history_pending), account_id, client_order_id)
 
     # ----------------------------------------------------------------------------------------- market and risk
 
@@ -1359,6 +1358,26 @@ def _submit_request(order: Order) -> SubmitOrder:
     cmd = order.command
     return _submit_order(command=cmd, order_id=order.order_id, limit=cmd.price if cmd.price is not None else
                        order.protect_price)  # fmt: skip
+
+
+def _read_history(
+    path: Path | None, pending: list[bytes], account_id: str | None, client_order_id: str | None
+) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as lines:
+            _match_history(str(path), lines, needle, account_id, client_order_id, out)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise JournalError(f"cannot read order history {path}: {exc}") from exc
+    if pending:
+        waiting = b"".join(pending).splitlines(keepends=True)
+        _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
+    return out
 
 
 def _match_history(
