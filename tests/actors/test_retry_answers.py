@@ -9,6 +9,7 @@ import pytest
 
 from veloz_actors import JournalError
 from veloz_actors.actors.oms import Answers
+from veloz_actors.actors.supervisor import journal_problems
 from veloz_actors.core.kernel import TradingKernel
 from veloz_actors.fixed import SCALE
 from veloz_actors.messages import (
@@ -99,3 +100,19 @@ def test_an_order_refused_because_its_journal_failed_stays_refused_on_retry_and_
     assert recovered.oms.get("main", "a") is not None and recovered.oms.get("main", "b") is None
     assert [r.command.client_order_id for r in recovered.pending_requests()] == ["a"]
     recovered.close()
+
+
+def test_an_oms_whose_journal_failed_is_a_problem_in_status(tmp_path: Path):
+    """An OMS whose journal cannot be written refuses every order, while Ray sees it alive: STATUS named no problem
+    (``veloz status`` exited 0, the monitoring page was green)."""
+    config = file_config().engine_config().kernel_config()
+    path = tmp_path / "oms.journal"
+    kernel, _ = TradingKernel.recover(config, path, durability="always")
+    assert kernel.status()["journal_error"] is None and journal_problems("e", {"oms": kernel.status()}) == []
+    with disk_full_after(path.stat().st_size + 10), pytest.raises(JournalError):
+        kernel.apply(_limit("a", 2))
+    [problem] = journal_problems("e", {"oms": kernel.status(), "bus": None})
+    assert problem.startswith("engine 'e': actor 'oms' refuses everything it is sent: journal ")
+    assert f"{path} cannot be written" in problem and "free the disk and restart the engine" in problem
+    with pytest.raises(JournalError):
+        kernel.close()

@@ -81,6 +81,7 @@ __all__ = [
     "actor_restarts",
     "actor_state",
     "wait_started",
+    "journal_problems",
     "strategy_problems",
     "supervisor_name",
 ]
@@ -532,8 +533,10 @@ class Supervisor:
                 depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
         nodes_now = self._nodes_now()
         alive_nodes = live_nodes()
-        problems = self.problems(alive_nodes) + strategy_problems(
-            self.spec.name, {n: detail[n] for n in names if n.startswith("strategy:")}
+        problems = (
+            self.problems(alive_nodes)
+            + journal_problems(self.spec.name, detail)
+            + strategy_problems(self.spec.name, {n: detail[n] for n in names if n.startswith("strategy:")})
         )
         with self._lock:
             actors = {
@@ -627,6 +630,16 @@ class Supervisor:
             ray.kill(self.actors[name], no_restart=True)
         self.state = "stopped"
         return True
+
+
+def journal_problems(engine: str, statuses: dict[str, dict[str, Any] | None]) -> list[str]:
+    """A line for STATUS ``problems`` per actor whose journal cannot be written (a full disk, an I/O error): it
+    refuses every command or report it is sent until the engine restarts, while Ray sees it alive and well."""
+    return [
+        f"engine {engine!r}: actor {actor!r} refuses everything it is sent: {status['journal_error']}"
+        for actor, status in statuses.items()
+        if status and status.get("journal_error")
+    ]
 
 
 def strategy_problems(engine: str, strategies: dict[str, dict[str, Any] | None]) -> list[str]:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
+from ..core.journal import (
+    Durability,
+    Journal,
+    journal_error,
+    read_journal,
+    restore_snapshot,
+    write_snapshot,
+)
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 from ..venues.base import BooksToResync, guarded
@@ -237,6 +244,7 @@ class VenueShard:
             "unacked": len(self.unacked),
             "inputs": self.inputs,
             "last_clock": self.last_clock,
+            "journal_error": journal_error(self.journal, self.acks),
             "venues": {symbol: venue.status() for symbol, venue in self.venues.items()},
         }
 

@@ -42,6 +42,7 @@ __all__ = [
     "Durability",
     "Journal",
     "drop_torn_tail",
+    "journal_error",
     "lock_journal",
     "read_header",
     "read_journal",
@@ -178,6 +179,11 @@ class Journal:
         if not self._always:
             self._dirty = True
 
+    @property
+    def error(self) -> str | None:
+        """Why the journal takes no more messages (what every call raises), None while it works."""
+        return None if self.failure is None else str(self._failed())
+
     def hand_to_os(self) -> None:
         """Write the buffered lines to the OS without fsync: a killed process then loses none of them (a power loss
         still may, within the durability policy). The actors call this before acknowledging a call."""
@@ -292,6 +298,15 @@ class Journal:
                 if not self._closed:  # else closed under us: close() synced everything itself
                     self._fail(exc)
                 return
+
+
+def journal_error(*journals: Journal | None) -> str | None:
+    """The first of ``journals`` that failed, said (:attr:`Journal.error`), for an actor's status: a journal that
+    cannot be written refuses everything its actor is sent, and STATUS ``problems`` says so."""
+    for journal in journals:
+        if journal is not None and journal.failure is not None:
+            return journal.error
+    return None
 
 
 def lock_journal(path: str | Path, wait: float = 0.0) -> BinaryIO:

@@ -81,6 +81,7 @@ from .journal import (
     Durability,
     Journal,
     drop_torn_tail,
+    journal_error,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -1307,6 +1308,7 @@ class TradingKernel:
             "engine_halt": self.risk.engine_halt,
             "journal": str(self.journal.path) if self.journal else None,
             "journal_lines": self.journal.count if self.journal else 0,
+            "journal_error": journal_error(self.journal),
             "reference_prices": {symbol: format_decimal(price) for symbol, price in sorted(self.reference.items())},
         }
 
