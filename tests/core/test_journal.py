@@ -118,6 +118,22 @@ def test_reopening_with_another_config_is_a_journal_error(tmp_path: Path) -> Non
         Journal(path, {"name": "other"}, durability="none")
 
 
+def test_another_config_is_refused_naming_where_it_differs_and_what_to_do(tmp_path: Path) -> None:
+    """The engine was started on its journal with a config edited since (a symbol dropped, a limit changed): the
+    error named the file only, not what differed nor how to go on."""
+    path = tmp_path / "j"
+    written = {"instruments": [{"symbol": "BTCUSDT", "tick": 1}, {"symbol": "ETHUSDT", "tick": 1}], "risk": {"a": 1}}
+    Journal(path, written, durability="none").close()
+    edited = {"instruments": [{"symbol": "BTCUSDT", "tick": 1}], "risk": {"a": 2, "b": 0}}
+    with pytest.raises(JournalError) as raised:
+        Journal(path, edited, durability="none")
+    assert str(raised.value) == (
+        f'{path} was written by an engine with a different configuration (instruments: ["BTCUSDT","ETHUSDT"] in '
+        'the journal, ["BTCUSDT"] now; risk.a: 1 in the journal, 2 now; risk.b: nothing in the journal, 0 now): start '
+        "it with the configuration the journal was written with, or move the journal away to start afresh"
+    )
+
+
 def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="none")

@@ -43,6 +43,7 @@ __all__ = [
     "Journal",
     "drop_torn_tail",
     "journal_error",
+    "other_configuration",
     "lock_journal",
     "read_header",
     "read_journal",
@@ -148,7 +149,7 @@ class Journal:
             else:
                 header, lines = _read(self.path)
                 if header.get("config") != config:
-                    raise JournalError(f"{self.path} was written by an engine with a different configuration")
+                    raise other_configuration(self.path, header.get("config"), config)
                 self.count = lines
             self._length = os.fstat(self._file.fileno()).st_size  # the bytes of every line accepted so far
         except BaseException:
@@ -307,6 +308,52 @@ def journal_error(*journals: Journal | None) -> str | None:
         if journal is not None and journal.failure is not None:
             return journal.error
     return None
+
+
+def other_configuration(path: str | Path, written: Any, given: Any) -> JournalError:
+    """The error for a journal opened (or replayed) with another configuration than the one it was written with,
+    naming where the two differ (up to three places, with both values) and what to do."""
+    places: list[str] = []
+    _differences("", written, given, places)
+    shown = "; ".join(places[:3]) + (f"; and {len(places) - 3} more" if len(places) > 3 else "")
+    return JournalError(
+        f"{path} was written by an engine with a different configuration ({shown}): start it with the configuration "
+        "the journal was written with, or move the journal away to start afresh"
+    )
+
+
+def _differences(where: str, written: Any, given: Any, out: list[str]) -> None:
+    if written == given:
+        return
+    if isinstance(written, dict) and isinstance(given, dict):
+        for key in sorted(set(written) | set(given), key=str):
+            here = f"{where}.{key}" if where else str(key)
+            if key not in written or key not in given:
+                out.append(
+                    f"{here}: {_shown(written.get(key, _ABSENT))} in the journal, {_shown(given.get(key, _ABSENT))} now"
+                )
+            else:
+                _differences(here, written[key], given[key], out)
+        return
+    if isinstance(written, list) and isinstance(given, list) and len(written) == len(given):
+        for i, (a, b) in enumerate(zip(written, given, strict=True)):
+            name = a.get("symbol") if isinstance(a, dict) and a.get("symbol") == (b or {}).get("symbol") else None
+            _differences(f"{where}[{name if name is not None else i}]", a, b, out)
+        return
+    out.append(f"{where or 'the configuration'}: {_shown(written)} in the journal, {_shown(given)} now")
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    """A configuration value in a few words: a list of instruments by their symbols, anything else as JSON, cut."""
+    if value is _ABSENT:
+        return "nothing"
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "symbol" in v for v in value):
+        value = [v["symbol"] for v in value]
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def lock_journal(path: str | Path, wait: float = 0.0) -> BinaryIO:

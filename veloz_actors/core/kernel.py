@@ -82,6 +82,7 @@ from .journal import (
     Journal,
     drop_torn_tail,
     journal_error,
+    other_configuration,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -1429,7 +1430,7 @@ def replay_kernel(journal_path: str | Path, config: KernelConfig | None = None) 
     if config is None:
         config = KernelConfig.from_json(header["config"])
     elif header.get("config") != config.to_json():
-        raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+        raise other_configuration(journal_path, header.get("config"), config.to_json())
     kernel = TradingKernel(config)
     kernel.semantics = semantics_of(header)
     return kernel, kernel.apply_many(messages)
