@@ -3,7 +3,13 @@ is no longer kept gets an error that says to query, never an empty answer that r
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from veloz_actors import JournalError
 from veloz_actors.actors.oms import Answers
+from veloz_actors.actors.supervisor import journal_problems
 from veloz_actors.core.kernel import TradingKernel
 from veloz_actors.fixed import SCALE
 from veloz_actors.messages import (
@@ -17,6 +23,7 @@ from veloz_actors.messages import (
     Side,
 )
 
+from ..core.disk import disk_full_after
 from .helpers import file_config
 
 
@@ -67,3 +74,45 @@ def test_a_new_command_with_a_used_id_and_other_commands_are_applied_not_answere
     assert kernel.applied_before(cancel) is True
     assert answers.retried(cancel, kernel) == []  # a cancel on its way answers nothing, then and on a retry
     assert answers.retried(ResetCircuitBreaker(ts=6), kernel) is None
+
+
+def test_an_order_refused_because_its_journal_failed_stays_refused_on_retry_and_after_the_restart(tmp_path: Path):
+    """The disk filled while the OMS applied an order: its step was applied in memory, then handing the journal's
+    line to the OS failed and the client got the JournalError. Its retry was answered from the kept answer with
+    OrderAccepted, and the line the journal's close still wrote brought the order back after the restart, SUBMITTED
+    and sent to the venue: an order its client was told failed would trade."""
+    config = file_config().engine_config().kernel_config()
+    path = tmp_path / "oms.journal"
+    kernel, _ = TradingKernel.recover(config, path, durability="group")
+    answers = Answers(limit=10)
+    _apply(answers, kernel, _limit("a", 2))
+    kernel.journal.hand_to_os()  # the OMS's step: handed to the OS, then answered
+    refused = _limit("b", 3)
+    with disk_full_after(path.stat().st_size + 10):
+        _apply(answers, kernel, refused)  # into the journal's buffer, applied
+        with pytest.raises(JournalError, match="cannot be written"):
+            kernel.journal.hand_to_os()  # the OMS raises this to the client
+    with pytest.raises(JournalError, match="cannot be written"):  # the client's retry: refused the same way
+        answers.retried(refused, kernel)
+    with pytest.raises(JournalError):
+        kernel.close()  # the engine stops (the disk has room again)
+    recovered, _ = TradingKernel.recover(config, path, durability="none")
+    assert recovered.oms.get("main", "a") is not None and recovered.oms.get("main", "b") is None
+    assert [r.command.client_order_id for r in recovered.pending_requests()] == ["a"]
+    recovered.close()
+
+
+def test_an_oms_whose_journal_failed_is_a_problem_in_status(tmp_path: Path):
+    """An OMS whose journal cannot be written refuses every order, while Ray sees it alive: STATUS named no problem
+    (``veloz status`` exited 0, the monitoring page was green)."""
+    config = file_config().engine_config().kernel_config()
+    path = tmp_path / "oms.journal"
+    kernel, _ = TradingKernel.recover(config, path, durability="always")
+    assert kernel.status()["journal_error"] is None and journal_problems("e", {"oms": kernel.status()}) == []
+    with disk_full_after(path.stat().st_size + 10), pytest.raises(JournalError):
+        kernel.apply(_limit("a", 2))
+    [problem] = journal_problems("e", {"oms": kernel.status(), "bus": None})
+    assert problem.startswith("engine 'e': actor 'oms' refuses everything it is sent: journal ")
+    assert f"{path} cannot be written" in problem and "free the disk and restart the engine" in problem
+    with pytest.raises(JournalError):
+        kernel.close()

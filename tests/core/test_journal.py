@@ -118,6 +118,22 @@ def test_reopening_with_another_config_is_a_journal_error(tmp_path: Path) -> Non
         Journal(path, {"name": "other"}, durability="none")
 
 
+def test_another_config_is_refused_naming_where_it_differs_and_what_to_do(tmp_path: Path) -> None:
+    """The engine was started on its journal with a config edited since (a symbol dropped, a limit changed): the
+    error named the file only, not what differed nor how to go on."""
+    path = tmp_path / "j"
+    written = {"instruments": [{"symbol": "BTCUSDT", "tick": 1}, {"symbol": "ETHUSDT", "tick": 1}], "risk": {"a": 1}}
+    Journal(path, written, durability="none").close()
+    edited = {"instruments": [{"symbol": "BTCUSDT", "tick": 1}], "risk": {"a": 2, "b": 0}}
+    with pytest.raises(JournalError) as raised:
+        Journal(path, edited, durability="none")
+    assert str(raised.value) == (
+        f'{path} was written by an engine with a different configuration (instruments: ["BTCUSDT","ETHUSDT"] in '
+        'the journal, ["BTCUSDT"] now; risk.a: 1 in the journal, 2 now; risk.b: nothing in the journal, 0 now): start '
+        "it with the configuration the journal was written with, or move the journal away to start afresh"
+    )
+
+
 def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "j"
     journal = Journal(path, CONFIG, durability="none")
@@ -368,3 +384,28 @@ def test_a_journal_of_unknown_semantics_is_refused_naming_it_and_never_appended_
     with pytest.raises(JournalError, match=message):
         Journal(path, CONFIG, durability="none")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("durability", ["always", "group"])
+@pytest.mark.parametrize("then", ["killed", "closed"])
+def test_a_failure_after_the_last_hand_to_os_drops_the_lines_of_the_refused_steps(
+    tmp_path: Path, durability: str, then: str
+) -> None:
+    """A writer that acknowledges with ``hand_to_os`` (the actors) applied a step, and its ``hand_to_os`` (or an
+    append of the step) failed: the caller was refused. The step's lines that made it to the file anyway (a write the
+    full disk cut short after whole lines, or the buffer ``close`` wrote once there was room) were replayed after the
+    restart: an order its client was told failed went to the venue."""
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability=durability, group_ms=60_000)  # type: ignore[arg-type]
+    journal.append(Tick(ts=1))
+    journal.hand_to_os()  # acknowledged
+    line = len(encode(Tick(ts=2)) + b"\n")
+    with disk_full_after(path.stat().st_size + 2 * line + line // 2), pytest.raises(JournalError):
+        for ts in range(2, 10):  # one step of several lines (a batch of commands): refused as a whole
+            journal.append(Tick(ts=ts))
+        journal.hand_to_os()
+    assert read_journal(path)[1] == [Tick(ts=1)]  # a killed process leaves this
+    if then == "closed":  # the disk has room again
+        with pytest.raises(JournalError, match="after its line 1;"):
+            journal.close()
+        assert read_journal(path)[1] == [Tick(ts=1)] and path.read_bytes().endswith(b"\n")

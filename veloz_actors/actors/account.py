@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Journal, read_journal, restore_snapshot, write_snapshot
+from ..core.journal import Journal, journal_error, read_journal, restore_snapshot, write_snapshot
 from ..logs import log_file_status
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
 from .spec import (
@@ -124,6 +124,7 @@ class AccountViewActor:
             "last_seq": self.seq,
             "restarted": self.restarted,
             "fills": self.fills,
+            "journal_error": journal_error(self.journal),
             "log": log_file_status(),
         }
 

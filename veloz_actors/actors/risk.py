@@ -55,7 +55,7 @@ from typing import Any
 
 import ray
 
-from ..core.journal import Durability
+from ..core.journal import Durability, journal_error
 from ..core.risk_monitor import RiskMonitor, RiskMonitorConfig
 from ..logs import LogSettings, log_file_status
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated
@@ -272,6 +272,7 @@ class RiskActor:
             last_seq=self.monitor.seq,
             restarted=self.restarted,
             resumed=self.resumed,
+            journal_error=journal_error(self.monitor.journal),
             commands_sent=self.sent,
             commands_resent=self.resent,
             send_failures=self.send_failures,

@@ -56,7 +56,7 @@ from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
 from .feed import MarketFeedActor
 from .live_venue import LiveVenueActor
-from .oms import OmsActor
+from .oms import OMS_CONCURRENCY_GROUPS, OmsActor
 from .spec import (
     EngineSpec,
     live_nodes,
@@ -81,6 +81,7 @@ __all__ = [
     "actor_restarts",
     "actor_state",
     "wait_started",
+    "journal_problems",
     "strategy_problems",
     "supervisor_name",
 ]
@@ -256,7 +257,11 @@ class Supervisor:
         # no max_pending_calls: Ray would enforce it per process on every copy of the handle (the venues', the risk
         # actor's, a client's queries); clients' orders are admitted by their handle's window (actors.order_inbox)
         # and every actor bounds its own calls to the OMS with a CallWindow
-        self.oms = ray.remote(OmsActor).options(**self._options("oms")).remote(spec, self.account, self.bus)
+        self.oms = (
+            ray.remote(concurrency_groups=OMS_CONCURRENCY_GROUPS)(OmsActor)  # type: ignore[call-overload]
+            .options(**self._options("oms"), allow_out_of_order_execution=False)
+            .remote(spec, self.account, self.bus)
+        )
         venue_class = VenueActor if spec.live is None else LiveVenueActor
         self.venues = {
             shard: ray.remote(venue_class)
@@ -528,8 +533,10 @@ class Supervisor:
                 depth["bus"] = depth.get("bus", 0) + detail[name]["peers"]["bus"]["inbox_depth"]
         nodes_now = self._nodes_now()
         alive_nodes = live_nodes()
-        problems = self.problems(alive_nodes) + strategy_problems(
-            self.spec.name, {n: detail[n] for n in names if n.startswith("strategy:")}
+        problems = (
+            self.problems(alive_nodes)
+            + journal_problems(self.spec.name, detail)
+            + strategy_problems(self.spec.name, {n: detail[n] for n in names if n.startswith("strategy:")})
         )
         with self._lock:
             actors = {
@@ -623,6 +630,16 @@ class Supervisor:
             ray.kill(self.actors[name], no_restart=True)
         self.state = "stopped"
         return True
+
+
+def journal_problems(engine: str, statuses: dict[str, dict[str, Any] | None]) -> list[str]:
+    """A line for STATUS ``problems`` per actor whose journal cannot be written (a full disk, an I/O error): it
+    refuses every command or report it is sent until the engine restarts, while Ray sees it alive and well."""
+    return [
+        f"engine {engine!r}: actor {actor!r} refuses everything it is sent: {status['journal_error']}"
+        for actor, status in statuses.items()
+        if status and status.get("journal_error")
+    ]
 
 
 def strategy_problems(engine: str, strategies: dict[str, dict[str, Any] | None]) -> list[str]:

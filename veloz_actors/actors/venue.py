@@ -104,23 +104,25 @@ class VenueActor:
         """Send every unacknowledged batch again, marked as a resync (after a restart of either side)."""
         state = self.state
         self.resyncs += 1
-        batches = state.after(state.acked)
+        batches = state.outgoing(state.acked)
         self.oms.reports.remote(self.shard, batches, self.token, state.acked)
-        self.sent = state.seq  # once the call went (one that raised sent nothing)
+        self.sent = state.handed  # once the call went (one that raised sent nothing)
         return len(batches)
 
     def _send(self) -> None:
         state = self.state
-        if self.sent >= state.seq or self.sent - state.acked >= self.max_unacked_sent:
+        handed = state.handed  # (a batch made after it is of a step whose journal line failed: it never leaves)
+        if self.sent >= handed or self.sent - state.acked >= self.max_unacked_sent:
             return  # nothing new, or too much unacknowledged: the next ack sends it
         new: list[Batch] = []
         for batch in reversed(state.unacked):
             if batch[0] <= self.sent:
                 break
-            new.append(batch)
-        new.reverse()
+            if batch[0] <= handed:
+                new.append(batch)
+        new.reverse()  # (state.outgoing(self.sent), without a pass over every batch kept)
         self.oms.reports.remote(self.shard, new, self.token)
-        self.sent = state.seq  # once the call went (one that raised sent nothing: the next sends it)
+        self.sent = handed  # once the call went (one that raised sent nothing: the next sends it)
 
     # ------------------------------------------------------------------------------------------------ market data
 

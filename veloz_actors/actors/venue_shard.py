@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Durability, Journal, read_journal, restore_snapshot, write_snapshot
+from ..core.journal import (
+    Durability,
+    Journal,
+    journal_error,
+    read_journal,
+    restore_snapshot,
+    write_snapshot,
+)
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 from ..venues.base import BooksToResync, guarded
@@ -52,6 +59,7 @@ class VenueShard:
         self.venues = dict(sorted(venues.items()))
         self.seq = 0  # the number of the last batch made
         self.acked = 0  # the last batch the OMS acknowledged
+        self.handed = 0  # the last batch whose input is with the OS (hand_to_os): no later one may leave the actor
         self.unacked: deque[Batch] = deque()
         self.inputs = 0
         self.last_clock = -1
@@ -108,6 +116,7 @@ class VenueShard:
             _, marks = read_journal(acks)
             if marks:
                 self._prune(max(m.ts for m in marks))  # type: ignore[union-attr]
+        self.handed = self.seq  # every batch rebuilt here came from the disk
 
     # ------------------------------------------------------------------------------------------------- inputs
 
@@ -218,6 +227,11 @@ class VenueShard:
         """The batches kept after ``seq`` (all unacknowledged ones when ``seq`` is at or below the last ack)."""
         return [b for b in self.unacked if b[0] > seq]
 
+    def outgoing(self, seq: int) -> list[Batch]:
+        """The batches kept after ``seq`` that may leave the actor: up to the last one handed to the OS
+        (:attr:`handed`)."""
+        return [b for b in self.unacked if seq < b[0] <= self.handed]
+
     # ------------------------------------------------------------------------------------------------ persistence
 
     def snapshot(self) -> None:
@@ -226,14 +240,27 @@ class VenueShard:
             write_snapshot(str(self.path) + ".snapshot", self.journal.count, self._state())
 
     def hand_to_os(self) -> None:
+        """Hand the journals' lines to the OS; the batches made so far may then leave the actor (:attr:`handed`).
+
+        One whose input's line failed to reach the OS never leaves: its journal drops that line (the step was
+        refused), so a restarted venue would not know the order or fill the OMS had booked from it."""
         for journal in (self.journal, self.acks):
             if journal is not None:
                 journal.hand_to_os()
+        self.handed = self.seq
 
     def close(self) -> None:
+        """Close both journals (one failing leaves the other closed too, its lock let go), then raise the first
+        error."""
+        errors = []
         for journal in (self.journal, self.acks):
             if journal is not None:
-                journal.close()
+                try:
+                    journal.close()
+                except JournalError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -242,6 +269,7 @@ class VenueShard:
             "unacked": len(self.unacked),
             "inputs": self.inputs,
             "last_clock": self.last_clock,
+            "journal_error": journal_error(self.journal, self.acks),
             "venues": {symbol: venue.status() for symbol, venue in self.venues.items()},
         }
 

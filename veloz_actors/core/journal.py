@@ -42,6 +42,8 @@ __all__ = [
     "Durability",
     "Journal",
     "drop_torn_tail",
+    "journal_error",
+    "other_configuration",
     "lock_journal",
     "read_header",
     "read_journal",
@@ -88,6 +90,11 @@ class Journal:
     Under ``"always"`` the file is cut back at once to the last line that was synced, so no line of a message the
     engine refused can reach the disk later; under ``"group"`` the flusher's failure is kept and raised the same way
     from the engine's thread, and ``close`` cuts off whatever a failed append left after the last accepted line.
+
+    A writer that acknowledges through :meth:`hand_to_os` (the actors call it before anything of a step leaves them)
+    has its file cut back, at the failure and again at ``close``, to the last line handed so: the lines after it are
+    of steps the writer applied but refused to its callers (their ``hand_to_os`` raised), which a replay must never
+    bring back (an order its client was told failed would go to the venue after the restart).
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class Journal:
         self.group_seconds = group_ms / 1000.0
         self.count = 0
         self.failure: OSError | None = None  # what failed the journal (then it takes nothing more)
+        self._handed: tuple[int, int] | None = None  # (bytes, lines) at the last hand_to_os: what was acknowledged
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
@@ -145,7 +153,7 @@ class Journal:
             else:
                 header, lines = _read(self.path)
                 if header.get("config") != config:
-                    raise JournalError(f"{self.path} was written by an engine with a different configuration")
+                    raise other_configuration(self.path, header.get("config"), config)
                 self.count = lines
             self._length = os.fstat(self._file.fileno()).st_size  # the bytes of every line accepted so far
         except BaseException:
@@ -168,12 +176,18 @@ class Journal:
             else:
                 self._file.write(line)
         except OSError as exc:
-            self._fail(exc)
+            with self._lock:
+                self._fail(exc)
             raise self._failed() from exc
         self._length += len(line)
         self.count += 1
         if not self._always:
             self._dirty = True
+
+    @property
+    def error(self) -> str | None:
+        """Why the journal takes no more messages (what every call raises), None while it works."""
+        return None if self.failure is None else str(self._failed())
 
     def hand_to_os(self) -> None:
         """Write the buffered lines to the OS without fsync: a killed process then loses none of them (a power loss
@@ -188,6 +202,7 @@ class Journal:
             except OSError as exc:
                 self._fail(exc)
                 raise self._failed() from exc
+            self._handed = (self._length, self.count)
 
     def flush(self) -> None:
         """Write and fsync everything appended so far."""
@@ -221,7 +236,7 @@ class Journal:
                 self.failure = self.failure or exc
             try:
                 if self.failure is not None:
-                    _cut(self.path, self._length)
+                    _cut(self.path, self._kept()[0])
             finally:
                 self._lock_file.close()
         if self._flusher is not None:
@@ -241,17 +256,27 @@ class Journal:
             os.fsync(self._file.fileno())
 
     def _fail(self, exc: OSError) -> None:
-        """Keep the first failure; under "always" cut the file back to its last synced line at once."""
+        """Keep the first failure (called under ``_lock``); cut the file back at once to the last line acknowledged
+        (:meth:`_kept`), under "always" also to its last synced line: a process killed now leaves no line of a step
+        its callers were refused on the disk."""
         if self.failure is None:
             self.failure = exc
-        if self._always:
+        if self._always or self._handed is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._file.fileno(), self._length)
+                fd = self._file.fileno()
+                keep = self._kept()[0]
+                if os.fstat(fd).st_size > keep:  # (never extended: a buffered file may not have written that far)
+                    os.ftruncate(fd, keep)
+
+    def _kept(self) -> tuple[int, int]:
+        """The bytes and lines a failed journal keeps: up to the last :meth:`hand_to_os` if the writer acknowledges
+        with it, else every line accepted."""
+        return self._handed if self._handed is not None else (self._length, self.count)
 
     def _failed(self) -> JournalError:
         return JournalError(
             f"journal {self.path} cannot be written ({self.failure}): it takes no more messages after its line "
-            f"{self.count}; free the disk and restart the engine, which recovers from the journal"
+            f"{self._kept()[1]}; free the disk and restart the engine, which recovers from the journal"
         )
 
     def _flush_loop(self) -> None:
@@ -278,6 +303,61 @@ class Journal:
                 if not self._closed:  # else closed under us: close() synced everything itself
                     self._fail(exc)
                 return
+
+
+def journal_error(*journals: Journal | None) -> str | None:
+    """The first of ``journals`` that failed, said (:attr:`Journal.error`), for an actor's status: a journal that
+    cannot be written refuses everything its actor is sent, and STATUS ``problems`` says so."""
+    for journal in journals:
+        if journal is not None and journal.failure is not None:
+            return journal.error
+    return None
+
+
+def other_configuration(path: str | Path, written: Any, given: Any) -> JournalError:
+    """The error for a journal opened (or replayed) with another configuration than the one it was written with,
+    naming where the two differ (up to three places, with both values) and what to do."""
+    places: list[str] = []
+    _differences("", written, given, places)
+    shown = "; ".join(places[:3]) + (f"; and {len(places) - 3} more" if len(places) > 3 else "")
+    return JournalError(
+        f"{path} was written by an engine with a different configuration ({shown}): start it with the configuration "
+        "the journal was written with, or move the journal away to start afresh"
+    )
+
+
+def _differences(where: str, written: Any, given: Any, out: list[str]) -> None:
+    if written == given:
+        return
+    if isinstance(written, dict) and isinstance(given, dict):
+        for key in sorted(set(written) | set(given), key=str):
+            here = f"{where}.{key}" if where else str(key)
+            if key not in written or key not in given:
+                out.append(
+                    f"{here}: {_shown(written.get(key, _ABSENT))} in the journal, {_shown(given.get(key, _ABSENT))} now"
+                )
+            else:
+                _differences(here, written[key], given[key], out)
+        return
+    if isinstance(written, list) and isinstance(given, list) and len(written) == len(given):
+        for i, (a, b) in enumerate(zip(written, given, strict=True)):
+            name = a.get("symbol") if isinstance(a, dict) and a.get("symbol") == (b or {}).get("symbol") else None
+            _differences(f"{where}[{name if name is not None else i}]", a, b, out)
+        return
+    out.append(f"{where or 'the configuration'}: {_shown(written)} in the journal, {_shown(given)} now")
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    """A configuration value in a few words: a list of instruments by their symbols, anything else as JSON, cut."""
+    if value is _ABSENT:
+        return "nothing"
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "symbol" in v for v in value):
+        value = [v["symbol"] for v in value]
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def lock_journal(path: str | Path, wait: float = 0.0) -> BinaryIO:

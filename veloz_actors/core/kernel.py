@@ -31,6 +31,7 @@ import pickle
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ from .journal import (
     Durability,
     Journal,
     drop_torn_tail,
+    journal_error,
+    other_configuration,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -981,10 +984,15 @@ class TradingKernel:
         order = self.oms.get(account_id, client_order_id)
         if order is not None:
             return order.to_dict()
-        if self.evicted <= len(self.evicted_order) and _evicted_id(account_id, client_order_id) not in self.evicted_ids:
-            return None  # every evicted id is still known, and this one is not among them: no need to read the file
+        if not self.may_be_in_history(account_id, client_order_id):
+            return None
         found = self.order_history(account_id, client_order_id)
         return found[-1] if found else None
+
+    def may_be_in_history(self, account_id: str, client_order_id: str) -> bool:
+        """Whether an order not in memory may be in the order history file: False when every evicted id is still
+        known and this one is not among them (no need to read the file)."""
+        return self.evicted > len(self.evicted_order) or _evicted_id(account_id, client_order_id) in self.evicted_ids
 
     def order_history(self, account_id: str | None = None, client_order_id: str | None = None) -> list[dict[str, Any]]:
         """Evicted orders from the history file (oldest first), optionally of one account and client order id.
@@ -992,22 +1000,15 @@ class TradingKernel:
         A line that does not parse is a :class:`JournalError` naming the file and line; an incomplete last line (a
         write a crash tore) is skipped, as the journal's readers skip theirs.
         """
-        path = self.history_path
-        if path is None:
-            return []
-        needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
-        out: list[dict[str, Any]] = []
-        try:
-            with open(path, "rb") as lines:
-                _match_history(str(path), lines, needle, account_id, client_order_id, out)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise JournalError(f"cannot read order history {path}: {exc}") from exc
-        if self.history_pending:
-            waiting = b"".join(self.history_pending).splitlines(keepends=True)
-            _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
-        return out
+        return self.history_reader(account_id, client_order_id)()
+
+    def history_reader(
+        self, account_id: str | None = None, client_order_id: str | None = None
+    ) -> Callable[[], list[dict[str, Any]]]:
+        """:meth:`order_history` as a call to make later, from another thread: it keeps the file's path and a copy of
+        the records not yet written, and touches the kernel no more. The file may be large (a line per order evicted
+        in weeks of trading): a driver reads it beside the kernel's steps, not between them."""
+        return partial(_read_history, self.history_path, list(self.history_pending), account_id, client_order_id)
 
     # ----------------------------------------------------------------------------------------- market and risk
 
@@ -1309,6 +1310,7 @@ class TradingKernel:
             "engine_halt": self.risk.engine_halt,
             "journal": str(self.journal.path) if self.journal else None,
             "journal_lines": self.journal.count if self.journal else 0,
+            "journal_error": journal_error(self.journal),
             "reference_prices": {symbol: format_decimal(price) for symbol, price in sorted(self.reference.items())},
         }
 
@@ -1362,6 +1364,26 @@ def _submit_request(order: Order) -> SubmitOrder:
                        order.protect_price)  # fmt: skip
 
 
+def _read_history(
+    path: Path | None, pending: list[bytes], account_id: str | None, client_order_id: str | None
+) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    needle = b"" if client_order_id is None else orjson.dumps(client_order_id)  # lines without it are not parsed
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as lines:
+            _match_history(str(path), lines, needle, account_id, client_order_id, out)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise JournalError(f"cannot read order history {path}: {exc}") from exc
+    if pending:
+        waiting = b"".join(pending).splitlines(keepends=True)
+        _match_history(f"{path} (not yet written)", waiting, needle, account_id, client_order_id, out)
+    return out
+
+
 def _match_history(
     where: str,
     lines: Iterable[bytes],
@@ -1409,7 +1431,7 @@ def replay_kernel(journal_path: str | Path, config: KernelConfig | None = None) 
     if config is None:
         config = KernelConfig.from_json(header["config"])
     elif header.get("config") != config.to_json():
-        raise JournalError(f"{journal_path} was written by a kernel with a different configuration")
+        raise other_configuration(journal_path, header.get("config"), config.to_json())
     kernel = TradingKernel(config)
     kernel.semantics = semantics_of(header)
     return kernel, kernel.apply_many(messages)

@@ -30,6 +30,7 @@ from ..core.instruments import Instrument
 from ..core.journal import (
     Durability,
     Journal,
+    other_configuration,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -426,7 +427,7 @@ def replay(journal_path: str | Path, config: EngineConfig | None = None) -> tupl
     if config is None:
         config = EngineConfig.from_json(header["config"])
     elif header.get("config") != config.to_json():
-        raise JournalError(f"{journal_path} was written by an engine with a different configuration")
+        raise other_configuration(journal_path, header.get("config"), config.to_json())
     engine = Engine(config)
     engine.use_semantics(semantics_of(header))
     return engine, engine.apply_many(messages)
