@@ -1145,6 +1145,48 @@ class BatchSink(Sink):
         super().__call__(batch)  # type: ignore[arg-type]
 
 
+def test_a_depth_stream_that_stops_while_the_book_moves_on_is_reconnected_and_its_book_synced_again():
+    """Binance stops sending one symbol's diffs while its book moves on (its trades and the other symbol go on, so the
+    connection never goes idle): the book, still marked synced, stood still at old prices for good, and a paper venue
+    filled market orders at them. A book without a diff for ``stream_silence`` s is checked against the exchange's
+    ``lastUpdateId``: past the book's, the stream is dead: the book is reset downstream and the connection reconnected,
+    and the book is synced again at the exchange's."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, stream_silence=0.2) as (feed, sink),
+    ):
+        assert feed.wait_synced(10.0)
+        server.publish(300)
+        caught_up(feed, server)
+        frozen = feed.status()["symbols"]["BTCUSDT"]["last_update_id"]
+        server.faults.skip_update_ids("BTCUSDT", 10**9)  # applied to the server's book, never sent
+        emitted = len(sink.events)
+        server.publish(1000)
+        moved_on = server.book("BTCUSDT")[0]
+        assert moved_on > frozen
+        wait_for(lambda: feed.status()["bad_input"].get("silent_stream") == 1, what="the stopped stream to be found")
+        caught_up(feed, server)  # synced again from a snapshot: the server is paused at moved_on
+        status = feed.status()
+    assert status["bad_input"] == {"silent_stream": 1}
+    assert status["connects"] == 2 and status["disconnects"] == {"silent stream": 1}
+    btc = [e for e in sink.events[emitted:] if isinstance(e, BookDelta) and e.symbol == "BTCUSDT"]
+    assert is_book_reset(btc[0])  # said before anything else of BTCUSDT: no diff of the frozen book went out
+    assert btc[1].is_snapshot and btc[1].last_update_id == moved_on
+
+
+def test_a_quiet_market_is_checked_and_its_book_left_alone():
+    """No diff because nothing changed: the exchange's ``lastUpdateId`` is the book's, so nothing happens."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, stream_silence=0.05) as (feed, _),
+    ):
+        assert feed.wait_synced(10.0)
+        syncs = len(server.rest_log("/api/v3/depth"))
+        wait_for(lambda: len(server.rest_log("/api/v3/depth")) >= syncs + 6, what="a few checks of the books")
+        status = feed.status()
+    assert status["connects"] == 1 and status["bad_input"] == {} and status["resyncs"]["total"] == 2
+
+
 def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapshot():
     """The client says when it stops knowing a book; a paper venue fed its columnar output (the depth messages and
     trades of MarketBatch.market_inputs, what a venue actor journals) fills nothing from then to the next snapshot."""
