@@ -451,8 +451,9 @@ def test_client_book_equals_the_offline_book_after_every_applied_diff():
         assert kinds[0] == "connected" and kinds.count("resynced") == 2 and kinds[-1] == "closed"
         for symbol in SYMBOLS:
             book_events = [e for e in sink.events if isinstance(e, BookDelta) and e.symbol == symbol]
+            assert is_book_reset(book_events[0])  # the start: no book known yet, whatever downstream held
             assert is_book_reset(book_events[-1])  # the stream closed: the book is no longer kept
-            book_events.pop()
+            book_events = book_events[1:-1]
             assert book_events[0].is_snapshot and not any(e.is_snapshot for e in book_events[1:])
             assert len(book_events[0].bids) > 500  # the whole REST snapshot, not a top-of-book
 
@@ -802,7 +803,7 @@ def test_run_never_raises_without_a_server_and_close_ends_it():
         await client.close()
         await asyncio.wait_for(task, 2.0)
         assert client.status()["state"] == "closed"
-        assert [e.state for e in sink.events] == ["closed"]
+        assert is_book_reset(sink.events[0]) and [e.state for e in sink.events[1:]] == ["closed"]
         return status
 
     status = asyncio.run(scenario())
@@ -1214,8 +1215,8 @@ def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapsh
             venue = engine.venues[event.symbol]
             synced = not venue.book.needs_resync
             engine.apply(event)
-            if not is_book_reset(event):
-                continue
+            if not is_book_reset(event) or venue.market_events == 1:
+                continue  # (the client's first word, before any book: none known yet)
             resets[event.symbol] += 1
             assert synced and venue.book.needs_resync and len(venue.book) == 0  # the reset is what unsynced it
             order = place(f"m{sum(resets.values())}", "BUY", "0.01", symbol=event.symbol, ts=event.ts_recv)
@@ -1224,6 +1225,34 @@ def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapsh
             assert not any(type(e) is OrderFilled for e in out)
     assert resets == {"BTCUSDT": 3, "ETHUSDT": 2}
     assert engine.totals() == engine.deposited()
+
+
+def test_a_paper_engine_recovered_from_its_journal_fills_nothing_before_the_new_client_synced_its_book(tmp_path):
+    """A paper session restarted over its journal recovers the book the journal ended with, hours old maybe, marked
+    synced: a market order filled at its prices until the new client's first snapshot, and for as long as none came
+    (the network down, REST banned). The client's first word is a book reset for every symbol, before it connects."""
+    events = capture(BTC_CAPTURE)
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    for event in events[:2000]:
+        engine.apply(event)
+    assert not engine.venues["BTCUSDT"].book.needs_resync
+    engine.close()
+    engine, _ = Engine.recover(engine_config(venue_kind="paper"), journal)
+    sink = Sink()
+    settings = MarketDataSettings("http://127.0.0.1:9", "ws://127.0.0.1:9", SYMBOLS, backoff_initial=0.01)
+    with MarketDataThread(settings, sink, rng=random.Random(3)) as feed:  # nothing listens: it never connects
+        wait_for(lambda: len(sink.events) >= 2, what="the client's first batch")
+        first = sink.events[:2]
+        assert feed.status()["connects"] == 0
+    assert [e.symbol for e in first if is_book_reset(e)] == list(SYMBOLS)
+    for event in first:
+        engine.apply(event)
+    out = engine.apply(place("m1", "BUY", "0.01", ts=events[1999].ts_recv + 3_600 * 10**9))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+    assert not any(type(e) is OrderFilled for e in out)
+    assert engine.totals() == engine.deposited()
+    engine.close()
 
 
 def test_a_consumer_that_failed_to_apply_a_batch_gets_exactly_its_symbols_books_reset_and_synced_again():

@@ -29,7 +29,10 @@ counted in ``internal_errors``, its book reset, and the symbol synced again afte
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
 the book applied (never one it refused or dropped as stale). Whenever the client stops knowing a symbol's book (a
 gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its way to the sink), or a consumer says it
-failed to apply what it was handed (:meth:`BinanceMarketData.resync`), it says so first with a *book reset*:
+failed to apply what it was handed (:meth:`BinanceMarketData.resync`), it says so first with a *book reset*; so it
+does for every symbol as :meth:`BinanceMarketData.run` starts, before anything else: a consumer may hold a book
+from an earlier client (a paper engine recovered from its journal holds the book the journal ended with, hours old
+maybe), which no diff of this client continues:
 ``BookDelta(is_snapshot=True, first_update_id=last_update_id=-1)`` without levels (a real update id is never
 negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then. A
 downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
@@ -762,6 +765,9 @@ class BinanceMarketData:
         self._stopped = asyncio.Event()
         self._control_lock = asyncio.Lock()
         self._snapshot_slots = asyncio.Semaphore(self.settings.snapshots_in_flight)
+        for symbol in self._feeds:  # downstream may hold a book of an earlier client: a paper engine's journal
+            self._book_lost(symbol)
+        self._flush()
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
