@@ -682,6 +682,26 @@ def test_planned_reconnect_server_shutdown_and_pings():
             assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
 
 
+def test_a_connection_dropped_as_soon_as_it_delivered_keeps_backing_off():
+    """The backoff was reset by any data, so a connection the server drops moments after its first frames (a slow
+    consumer cut off, a proxy) came back at once, time after time: hundreds of connects a minute, where Binance
+    allows an IP 300 connection attempts per 5 minutes and may ban one that keeps being disconnected. Only a
+    connection that lasted ``backoff_max`` s resets it now."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, backoff_initial=0.001, backoff_max=60.0, clock_samples=0) as (feed, _),
+    ):
+        for drop in range(6):
+            wait_for(lambda n=drop + 1: feed.status()["connects"] == n, what=f"connection {drop + 1}")
+            server.publish(20)
+            out = feed.status()["events_out"]
+            wait_for(lambda out=out: feed.status()["events_out"] > out, what="data on the connection")
+            assert server.faults.drop_connections() == 1
+        wait_for(lambda: feed.status()["connects"] == 7, what="the last reconnect")
+        status = feed.status()
+    assert status["reconnect_backoff"] == 6  # six drops, each after data: six steps, never reset
+
+
 def test_status_fields_latency_and_clock_offset():
     with (
         BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,

@@ -45,7 +45,9 @@ A batch is what the reader had read from the socket when the loop got to it (spl
 back waiting for more.
 
 **Connections**: exponential backoff with full jitter (``uniform(0, min(backoff_max, backoff_initial * 2**n))``, the
-attempt count reset once a connection delivered data); every server ping is answered at once by the reader task
+attempt count reset once a connection delivered data and lasted ``backoff_max`` s: one the server drops moments after
+its first frames keeps backing off, since Binance allows an IP 300 connection attempts per 5 minutes and may ban one
+that keeps being disconnected; ``status()["reconnect_backoff"]`` is the attempt count); every server ping is answered at once by the reader task
 with a pong carrying the ping's payload (and counted: ``status()["pings"]``); a connection reaching
 ``max_connection_seconds`` (before Binance's 24 h cut) and a ``serverShutdown`` event both close the connection and
 reconnect at once, without backoff (*reconnect*, not make-before-break: every reconnect resyncs every book anyway,
@@ -778,6 +780,7 @@ class BinanceMarketData:
                         self._symbols_changed.clear()
                         await self._symbols_changed.wait()
                         continue
+                    began = time.monotonic()
                     try:
                         reason, at_once = await self._connection(session)
                     except Exception as exc:  # a bug, not the wire: log it, keep the feed alive
@@ -786,13 +789,13 @@ class BinanceMarketData:
                         reason, at_once = f"internal error: {exc!r}", False
                     if self._closing:
                         break
-                    if self._got_data:
-                        self._backoff.reset()
+                    if self._got_data and time.monotonic() - began >= self.settings.backoff_max:
+                        self._backoff.reset()  # a connection that worked, not one dropped as soon as it delivered
                     delay = 0.0 if at_once else self._backoff.next_delay()
                     self._log(
                         logging.WARNING,
                         "reconnect",
-                        "%s: %s; reconnecting in %.2f s (attempt %d without data)",
+                        "%s: %s; reconnecting in %.2f s (attempt %d without a lasting connection)",
                         self.settings.venue,
                         reason,
                         delay,
@@ -916,6 +919,7 @@ class BinanceMarketData:
             "server_shutdowns": self._server_shutdowns,
             "pings": self._pings,
             "planned_reconnects": self._planned_reconnects,
+            "reconnect_backoff": self._backoff.attempt,
             "resyncs": {"total": self._resyncs_total(), "by_symbol": {s: f.resyncs for s, f in feeds.items()}},
             "last_event_age_ms": ages,
             "clock_offset_ms": self._clock_offset_ms,
