@@ -1408,7 +1408,7 @@ class BinanceMarketData:
         period = self.settings.stream_silence
         assert period is not None
         marks: dict[str, tuple[BookSync, int]] = {}
-        while self._conn_id == conn:
+        while self._conn_id == conn and not self._closing:  # (_sleep does not wait once closing)
             await self._sleep(period)
             for symbol, feed in list(self._feeds.items()):
                 if self._conn_id != conn or self._closing:
