@@ -1195,6 +1195,34 @@ def test_a_depth_stream_that_stops_while_the_book_moves_on_is_reconnected_and_it
     assert btc[1].is_snapshot and btc[1].last_update_id == moved_on
 
 
+def test_a_depth_stream_that_stops_while_the_sync_waits_for_a_fresh_diff_is_reconnected():
+    """After stale snapshots the sync starts over and waits for a fresh diff, however long: a stream that stopped
+    then left the symbol unsynced for good (no diff ever came to wait for). Two looks without a diff while the
+    exchange's ``lastUpdateId`` moved on: reconnected, and the book synced again."""
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        settings = settings_for(server, ("BTCUSDT",), stream_silence=0.1, snapshot_wait=5.0, clock_samples=0)
+        with MarketDataThread(settings, Sink(), rng=random.Random(6)) as feed:
+            assert server.wait_connections(1)
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            server.faults.stale_snapshot(_STALE_BEFORE_RESTART)
+            assert server.faults.drop_connections() == 1
+            wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
+            server.publish(300)  # buffered: the snapshots are judged stale over them, and the sync starts over
+            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == _STALE_BEFORE_RESTART, what="stale")
+            assert not feed.status()["symbols"]["BTCUSDT"]["synced"]
+            server.faults.skip_update_ids("BTCUSDT", 10**9)  # the stream stops: no fresh diff will ever come
+
+            def moved_on_and_found() -> bool:
+                server.publish(20)  # the exchange's book moves on between the looks
+                return feed.status()["bad_input"].get("silent_stream", 0) >= 1
+
+            wait_for(moved_on_and_found, what="the stopped stream to be found")
+            caught_up(feed, server, ("BTCUSDT",))  # synced again from a snapshot (the server is paused)
+            status = feed.status()
+    assert status["connects"] == 3 and status["disconnects"].get("silent stream") == 1
+
+
 def test_a_quiet_market_is_checked_and_its_book_left_alone():
     """No diff because nothing changed: the exchange's ``lastUpdateId`` is the book's, so nothing happens."""
     with (

@@ -59,7 +59,9 @@ Binance stopped sending while the book moved on: then the book, still marked syn
 against ``GET /api/v3/depth?limit=1`` (weight 5): a ``lastUpdateId`` past the book's, with still no diff after a short
 grace (diffs in flight), means its stream is dead (``bad_input["silent_stream"]``): the connection closes and
 reconnects at once, so the book is reset downstream and synced again over a fresh subscription. A quiet market's
-``lastUpdateId`` is the book's: nothing happens. Every reconnect resyncs every book and is reported.
+``lastUpdateId`` is the book's: nothing happens. So is an unsynced book whose sync waits for a diff (however long,
+after stale snapshots) checked: a ``lastUpdateId`` that moved between two looks without a diff is a dead stream too,
+instead of a symbol stuck unsynced until the next reconnect. Every reconnect resyncs every book and is reported.
 
 **REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds, 0 to 3 days, Binance's longest ban;
 anything else falls back to the backoff); no REST request of this client is sent before it has passed. Requests are
@@ -1402,22 +1404,40 @@ class BinanceMarketData:
             return
 
     async def _watch_silence(self, conn: int) -> None:
-        """Every ``stream_silence`` s, each synced book that received no diff since the last look is checked against
-        the exchange's ``lastUpdateId`` (see the module docstring): a stream that stopped while the book moved on ends
-        the connection (reconnect at once). Runs for one connection."""
+        """Every ``stream_silence`` s, each book that received no diff since the last look is checked against the
+        exchange's ``lastUpdateId`` (see the module docstring): a stream that stopped while the book moved on ends the
+        connection (reconnect at once). A synced book is compared with that id (after a grace for diffs in flight);
+        an unsynced one with nothing buffered (its sync waits for a diff) with the id of the look before. Runs for one
+        connection."""
         period = self.settings.stream_silence
         assert period is not None
         marks: dict[str, tuple[BookSync, int]] = {}
+        waiting: dict[str, tuple[BookSync, int]] = {}  # unsynced books waiting for a diff: the exchange's id then
         while self._conn_id == conn and not self._closing:  # (_sleep does not wait once closing)
             await self._sleep(period)
             for symbol, feed in list(self._feeds.items()):
                 if self._conn_id != conn or self._closing:
                     return
                 mark = (feed, feed.last_seen)
-                if marks.get(symbol) != mark or not feed.synced:
-                    marks[symbol] = mark  # diffs came (or the sync task has the book): look again next time
+                if marks.get(symbol) != mark or (not feed.synced and feed.book.buffered):
+                    marks[symbol] = mark  # diffs came (or the sync task has them): look again next time
+                    waiting.pop(symbol, None)
                     continue
+                if not feed.synced and symbol in self._refused:
+                    continue  # delisted or halted: its sync asks Binance at its own pace
                 exchange_id = await self._exchange_update_id(symbol)
+                if not feed.synced:
+                    # its sync waits for a diff (after stale snapshots, however long): a whole period more without
+                    # one while the exchange's book moved on means that none will come on this connection
+                    before = waiting.get(symbol)
+                    if exchange_id is not None:
+                        waiting[symbol] = (feed, exchange_id)
+                    if exchange_id is None or before is None or before[0] is not feed or exchange_id <= before[1]:
+                        continue
+                    if (feed, feed.last_seen) != mark or feed.book.buffered or self._conn_id != conn:
+                        continue
+                    self._silent(symbol, period, exchange_id, before[1])
+                    return
                 if exchange_id is None or exchange_id <= feed.book.last_update_id:
                     continue  # not known, or a quiet market: the book is the exchange's
                 await self._sleep(_SILENCE_GRACE_S)
@@ -1426,19 +1446,23 @@ class BinanceMarketData:
                 if (feed, feed.last_seen) != mark or not feed.synced or feed.book.last_update_id >= exchange_id:
                     marks[symbol] = (feed, feed.last_seen)
                     continue
-                self._bad(
-                    "silent_stream",
-                    "%s %s: no depth diff for %g s while Binance's book moved on (lastUpdateId %d, the book's %d): "
-                    "the stream stopped; reconnecting",
-                    self.settings.venue,
-                    symbol,
-                    period,
-                    exchange_id,
-                    feed.book.last_update_id,
-                )
-                self._reconnect_reason = f"silent stream: {symbol}'s depth diffs stopped while its book moved on"
-                self._wake()
+                self._silent(symbol, period, exchange_id, feed.book.last_update_id)
                 return
+
+    def _silent(self, symbol: str, period: float, exchange_id: int, known_id: int) -> None:
+        """``symbol``'s depth stream stopped while its book moved on: end the connection (reconnect at once)."""
+        self._bad(
+            "silent_stream",
+            "%s %s: no depth diff for %g s while Binance's book moved on (lastUpdateId %d, ours %d): the stream "
+            "stopped; reconnecting",
+            self.settings.venue,
+            symbol,
+            period,
+            exchange_id,
+            known_id,
+        )
+        self._reconnect_reason = f"silent stream: {symbol}'s depth diffs stopped while its book moved on"
+        self._wake()
 
     async def _exchange_update_id(self, symbol: str) -> int | None:
         """``lastUpdateId`` of ``symbol``'s book at the exchange now (``GET /api/v3/depth?limit=1``), None on failure."""
