@@ -139,3 +139,30 @@ def test_paper_restart_after_binance_changed_a_symbols_rules_is_refused_naming_t
         server.faults.change_symbol("BTCUSDT", filters={"PRICE_FILTER": {"tickSize": "0.01000000"}})
         again = run_start(args, env)
         assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_a_paper_restart_fills_nothing_against_the_book_its_journal_ended_with(shared_data, tmp_path):
+    """The journal ends with a synced book; the market moves on while the engine is down. Restarted, the recovered
+    paper venue filled a market order at that old book's prices until the new connection's first snapshot (here a
+    long time coming). It now has no book until then: the order expires NO_LIQUIDITY."""
+    with BinanceTestServer([shared_data / BTC], paused=True) as server:
+        args = _paper_args(server, "single-process", tmp_path / "run" / "engine.journal")
+        session = Session(*args)
+        try:
+            session.wait(lambda o: o.get("state") == "started", timeout=300, what="the start line")
+            assert server.wait_connections(1, timeout=60)
+            server.publish(500)
+            session.wait(lambda o: o.get("event") == "venue_resynced", what="the book's sync")
+        finally:
+            assert session.close() == 0
+        server.publish(5000)  # the market moves on meanwhile
+        server.faults.slow_depth(60.0)  # the next depth snapshot is a long time coming
+        session = Session(*args)
+        try:
+            session.wait(lambda o: o.get("state") == "started", timeout=300, what="the restart's start line")
+            session.send("ORDER BUY BTCUSDT 0.01 MARKET cid=r1")
+            done = ("FILLED", "EXPIRED", "REJECTED")
+            line = session.wait(lambda o: o.get("cid") == "r1" and o.get("status") in done, what="the order's end")
+            assert (line["status"], line.get("reason")) == ("EXPIRED", "NO_LIQUIDITY"), line
+        finally:
+            session.close()

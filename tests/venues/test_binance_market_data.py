@@ -451,8 +451,9 @@ def test_client_book_equals_the_offline_book_after_every_applied_diff():
         assert kinds[0] == "connected" and kinds.count("resynced") == 2 and kinds[-1] == "closed"
         for symbol in SYMBOLS:
             book_events = [e for e in sink.events if isinstance(e, BookDelta) and e.symbol == symbol]
+            assert is_book_reset(book_events[0])  # the start: no book known yet, whatever downstream held
             assert is_book_reset(book_events[-1])  # the stream closed: the book is no longer kept
-            book_events.pop()
+            book_events = book_events[1:-1]
             assert book_events[0].is_snapshot and not any(e.is_snapshot for e in book_events[1:])
             assert len(book_events[0].bids) > 500  # the whole REST snapshot, not a top-of-book
 
@@ -681,6 +682,26 @@ def test_planned_reconnect_server_shutdown_and_pings():
             assert_same_as_server(feed, server, {s: Offline(s) for s in SYMBOLS})
 
 
+def test_a_connection_dropped_as_soon_as_it_delivered_keeps_backing_off():
+    """The backoff was reset by any data, so a connection the server drops moments after its first frames (a slow
+    consumer cut off, a proxy) came back at once, time after time: hundreds of connects a minute, where Binance
+    allows an IP 300 connection attempts per 5 minutes and may ban one that keeps being disconnected. Only a
+    connection that lasted ``backoff_max`` s resets it now."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, backoff_initial=0.001, backoff_max=60.0, clock_samples=0) as (feed, _),
+    ):
+        for drop in range(6):
+            wait_for(lambda n=drop + 1: feed.status()["connects"] == n, what=f"connection {drop + 1}")
+            server.publish(20)
+            out = feed.status()["events_out"]
+            wait_for(lambda out=out: feed.status()["events_out"] > out, what="data on the connection")
+            assert server.faults.drop_connections() == 1
+        wait_for(lambda: feed.status()["connects"] == 7, what="the last reconnect")
+        status = feed.status()
+    assert status["reconnect_backoff"] == 6  # six drops, each after data: six steps, never reset
+
+
 def test_status_fields_latency_and_clock_offset():
     with (
         BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
@@ -802,7 +823,7 @@ def test_run_never_raises_without_a_server_and_close_ends_it():
         await client.close()
         await asyncio.wait_for(task, 2.0)
         assert client.status()["state"] == "closed"
-        assert [e.state for e in sink.events] == ["closed"]
+        assert is_book_reset(sink.events[0]) and [e.state for e in sink.events[1:]] == ["closed"]
         return status
 
     status = asyncio.run(scenario())
@@ -1145,6 +1166,76 @@ class BatchSink(Sink):
         super().__call__(batch)  # type: ignore[arg-type]
 
 
+def test_a_depth_stream_that_stops_while_the_book_moves_on_is_reconnected_and_its_book_synced_again():
+    """Binance stops sending one symbol's diffs while its book moves on (its trades and the other symbol go on, so the
+    connection never goes idle): the book, still marked synced, stood still at old prices for good, and a paper venue
+    filled market orders at them. A book without a diff for ``stream_silence`` s is checked against the exchange's
+    ``lastUpdateId``: past the book's, the stream is dead: the book is reset downstream and the connection reconnected,
+    and the book is synced again at the exchange's."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, stream_silence=0.2) as (feed, sink),
+    ):
+        assert feed.wait_synced(10.0)
+        server.publish(300)
+        caught_up(feed, server)
+        frozen = feed.status()["symbols"]["BTCUSDT"]["last_update_id"]
+        server.faults.skip_update_ids("BTCUSDT", 10**9)  # applied to the server's book, never sent
+        emitted = len(sink.events)
+        server.publish(1000)
+        moved_on = server.book("BTCUSDT")[0]
+        assert moved_on > frozen
+        wait_for(lambda: feed.status()["bad_input"].get("silent_stream") == 1, what="the stopped stream to be found")
+        caught_up(feed, server)  # synced again from a snapshot: the server is paused at moved_on
+        status = feed.status()
+    assert status["bad_input"] == {"silent_stream": 1}
+    assert status["connects"] == 2 and status["disconnects"] == {"silent stream": 1}
+    btc = [e for e in sink.events[emitted:] if isinstance(e, BookDelta) and e.symbol == "BTCUSDT"]
+    assert is_book_reset(btc[0])  # said before anything else of BTCUSDT: no diff of the frozen book went out
+    assert btc[1].is_snapshot and btc[1].last_update_id == moved_on
+
+
+def test_a_depth_stream_that_stops_while_the_sync_waits_for_a_fresh_diff_is_reconnected():
+    """After stale snapshots the sync starts over and waits for a fresh diff, however long: a stream that stopped
+    then left the symbol unsynced for good (no diff ever came to wait for). Two looks without a diff while the
+    exchange's ``lastUpdateId`` moved on: reconnected, and the book synced again."""
+    with BinanceTestServer([BTC_CAPTURE], speed=0, paused=True) as server:
+        settings = settings_for(server, ("BTCUSDT",), stream_silence=0.1, snapshot_wait=5.0, clock_samples=0)
+        with MarketDataThread(settings, Sink(), rng=random.Random(6)) as feed:
+            assert server.wait_connections(1)
+            server.publish(300)
+            assert feed.wait_synced(10.0)
+            server.faults.stale_snapshot(_STALE_BEFORE_RESTART)
+            assert server.faults.drop_connections() == 1
+            wait_for(lambda: feed.status()["connects"] == 2 and server.connections() == 1, what="a reconnect")
+            server.publish(300)  # buffered: the snapshots are judged stale over them, and the sync starts over
+            wait_for(lambda: feed.status()["bad_input"].get("stale_snapshot") == _STALE_BEFORE_RESTART, what="stale")
+            assert not feed.status()["symbols"]["BTCUSDT"]["synced"]
+            server.faults.skip_update_ids("BTCUSDT", 10**9)  # the stream stops: no fresh diff will ever come
+
+            def moved_on_and_found() -> bool:
+                server.publish(20)  # the exchange's book moves on between the looks
+                return feed.status()["bad_input"].get("silent_stream", 0) >= 1
+
+            wait_for(moved_on_and_found, what="the stopped stream to be found")
+            caught_up(feed, server, ("BTCUSDT",))  # synced again from a snapshot (the server is paused)
+            status = feed.status()
+    assert status["connects"] == 3 and status["disconnects"].get("silent stream") == 1
+
+
+def test_a_quiet_market_is_checked_and_its_book_left_alone():
+    """No diff because nothing changed: the exchange's ``lastUpdateId`` is the book's, so nothing happens."""
+    with (
+        BinanceTestServer([BTC_CAPTURE, ETH_CAPTURE], speed=0, paused=True) as server,
+        live(server, stream_silence=0.05) as (feed, _),
+    ):
+        assert feed.wait_synced(10.0)
+        syncs = len(server.rest_log("/api/v3/depth"))
+        wait_for(lambda: len(server.rest_log("/api/v3/depth")) >= syncs + 6, what="a few checks of the books")
+        status = feed.status()
+    assert status["connects"] == 1 and status["bad_input"] == {} and status["resyncs"]["total"] == 2
+
+
 def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapshot():
     """The client says when it stops knowing a book; a paper venue fed its columnar output (the depth messages and
     trades of MarketBatch.market_inputs, what a venue actor journals) fills nothing from then to the next snapshot."""
@@ -1172,8 +1263,8 @@ def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapsh
             venue = engine.venues[event.symbol]
             synced = not venue.book.needs_resync
             engine.apply(event)
-            if not is_book_reset(event):
-                continue
+            if not is_book_reset(event) or venue.market_events == 1:
+                continue  # (the client's first word, before any book: none known yet)
             resets[event.symbol] += 1
             assert synced and venue.book.needs_resync and len(venue.book) == 0  # the reset is what unsynced it
             order = place(f"m{sum(resets.values())}", "BUY", "0.01", symbol=event.symbol, ts=event.ts_recv)
@@ -1182,6 +1273,34 @@ def test_a_gap_a_reconnect_or_the_end_unsync_a_paper_venue_until_the_next_snapsh
             assert not any(type(e) is OrderFilled for e in out)
     assert resets == {"BTCUSDT": 3, "ETHUSDT": 2}
     assert engine.totals() == engine.deposited()
+
+
+def test_a_paper_engine_recovered_from_its_journal_fills_nothing_before_the_new_client_synced_its_book(tmp_path):
+    """A paper session restarted over its journal recovers the book the journal ended with, hours old maybe, marked
+    synced: a market order filled at its prices until the new client's first snapshot, and for as long as none came
+    (the network down, REST banned). The client's first word is a book reset for every symbol, before it connects."""
+    events = capture(BTC_CAPTURE)
+    journal = tmp_path / "paper.journal"
+    engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)
+    for event in events[:2000]:
+        engine.apply(event)
+    assert not engine.venues["BTCUSDT"].book.needs_resync
+    engine.close()
+    engine, _ = Engine.recover(engine_config(venue_kind="paper"), journal)
+    sink = Sink()
+    settings = MarketDataSettings("http://127.0.0.1:9", "ws://127.0.0.1:9", SYMBOLS, backoff_initial=0.01)
+    with MarketDataThread(settings, sink, rng=random.Random(3)) as feed:  # nothing listens: it never connects
+        wait_for(lambda: len(sink.events) >= 2, what="the client's first batch")
+        first = sink.events[:2]
+        assert feed.status()["connects"] == 0
+    assert [e.symbol for e in first if is_book_reset(e)] == list(SYMBOLS)
+    for event in first:
+        engine.apply(event)
+    out = engine.apply(place("m1", "BUY", "0.01", ts=events[1999].ts_recv + 3_600 * 10**9))
+    assert [e.reason for e in out if type(e) is OrderExpired] == [RejectReason.NO_LIQUIDITY]
+    assert not any(type(e) is OrderFilled for e in out)
+    assert engine.totals() == engine.deposited()
+    engine.close()
 
 
 def test_a_consumer_that_failed_to_apply_a_batch_gets_exactly_its_symbols_books_reset_and_synced_again():

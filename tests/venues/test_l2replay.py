@@ -246,6 +246,19 @@ def test_fills_are_whole_steps_when_the_book_and_trades_are_finer_than_the_step(
     assert venue.resting == [] and venue.received["BTC"] == -25 * step  # the venue sold 1.5 and 1.0
 
 
+def test_a_market_buy_by_quote_amount_passes_over_a_level_below_one_step_as_one_by_quantity_does() -> None:
+    """A level below one step (a coarsened step) holds nothing to take: a market order by quantity passes over it,
+    but one by quote amount stopped there and expired NO_LIQUIDITY with nothing bought, whatever lay behind it."""
+    tick, step = 10, P // 10
+    venue = L2ReplayVenue(replace(_instrument(), price_tick=tick, qty_step=step, min_qty=step))
+    asks = ((268_380 * tick, 3_650_000), (268_381 * tick, 123_450_000))  # 0.0365 (below one step), then 1.2345
+    venue.apply_depth(_snapshot(((268_370 * tick, 3_650_000),), asks))
+    venue.submit(_order("q", Side.BUY, 0, limit=P, quote_qty=P // 100))  # 0.01: 0.3 at 0.0268381, fee included
+    reports = venue.on_clock(0)
+    assert [(f.price, f.qty, f.leaves_qty) for f in _fills(reports)] == [(268_381 * tick, 3 * step, 0)]
+    assert not any(type(r) is VenueOrderExpired for r in reports)
+
+
 def test_while_the_book_is_unknown_only_a_gtc_order_rests_and_its_place_in_the_queue_is_unknown() -> None:
     """No snapshot yet: nothing to take from or check a post-only against. A GTC bid rests, a trade at its price
     does not fill it (where it stands in the queue is unknown), and once the book is known it joins the back of its

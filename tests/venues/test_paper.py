@@ -131,6 +131,29 @@ def test_cancel_a_resting_order(events: list) -> None:
     assert engine.ledger.balances("main") == fresh.balances("main")  # the reservation was released, nothing else moved
 
 
+def test_a_request_stamped_before_the_last_one_takes_effect_at_once(events: list) -> None:
+    """Requests come from several sources (strategies in their own processes, the API, the kill switch), each
+    stamped by its own clock, so one may carry an earlier time than the request before it. The paper venue held such
+    a request in flight (it may not arrive before the one sent earlier) until a later request came: no answer to an
+    order, and a cancel that did not take effect while public trades went on filling the order it cancelled."""
+    engine = paper_engine()
+    feed(engine, events[:300])
+    bid = engine.venues["BTCUSDT"].book.best_bid()
+    assert bid is not None
+    ts = events[299].ts_recv + 1_000_000
+    price = str((bid[0] - 10**8) / 10**8)  # below the bid: it rests
+    engine.apply(place("r1", "BUY", "0.01", price, ts=ts))
+    out = engine.apply(CancelOrder(client_order_id="r1", account_id="main", ts=ts - 1_000))
+    assert [e.client_order_id for e in out if type(e) is OrderCancelled] == ["r1"]
+    through = Trade(symbol="BTCUSDT", trade_id=10**12, price=bid[0] - 2 * 10**8, qty=d("1"), aggressor=Side.SELL,
+                    ts_event=ts + 1, ts_recv=ts + 1)  # fmt: skip
+    assert not any(type(e) is OrderFilled for e in engine.apply(through))
+    out = engine.apply(place("m1", "BUY", "0.01", ts=ts - 2_000))
+    assert [e.client_order_id for e in out if type(e) is OrderFilled] == ["m1"]
+    assert engine.venues["BTCUSDT"].status()["in_flight"] == 0
+    assert engine.totals() == engine.deposited()
+
+
 def test_replay_of_the_journal_is_identical(tmp_path: Path, events: list) -> None:
     journal = tmp_path / "paper.journal"
     engine = Engine(engine_config(venue_kind="paper"), journal_path=journal)

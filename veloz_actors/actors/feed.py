@@ -269,7 +269,9 @@ class MarketFeedActor:
 
         self._deliverer = threading.Thread(target=self._run_live_delivery, name="veloz-live-delivery", daemon=True)
         self._deliverer.start()
-        self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live, columnar=True).start()
+        # set before it starts: its first batch (a book reset per symbol) may reach the delivery thread at once
+        self.live = MarketDataThread(MarketDataSettings(**settings), self._on_live, columnar=True)
+        self.live.start()
 
     def _on_live(self, batch: MarketBatch) -> None:
         """The client's sink (its loop thread): queue the batch in order. A queue still full after a few seconds

@@ -536,14 +536,16 @@ class L2ReplayVenue:
                 fill_price = adjust(buy, price, tick) if market else price
                 if fill_price <= 0 or ((fill_price > limit) if buy else (fill_price < limit)):
                     return
+                if level_qty < step:
+                    continue  # less than one step shown at this level: nothing of it can be taken
                 if by_quote:
                     qty = self._affordable(order, fill_price, level_qty, step)
                     if qty <= 0:
-                        return
+                        return  # not one more step affordable (deeper levels cost more)
                 else:
                     qty = min(level_qty, order.qty - order.filled) // step * step
                     if qty <= 0:
-                        continue  # less than one step shown at this level: nothing of it can be taken
+                        continue
                 self._fill(order, fill_price, qty, False, ts, reports)
                 if not order.open:
                     return

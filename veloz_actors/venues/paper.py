@@ -11,8 +11,9 @@ its book is the live book. The rules are the L2 backtest's, so a strategy paper-
   eat the queue ahead first; a trade through its price fills it whole);
 * our fills never change the live book (our orders are small against the market).
 
-Unlike the backtest there is no modelled latency: a request takes effect at its own timestamp, the moment the
-kernel sends it. While the book resyncs (after a gap or a reconnect) market orders expire ``NO_LIQUIDITY`` and
+Unlike the backtest there is no modelled latency: a request takes effect the moment the kernel sends it, at its
+own timestamp, or at the one before it when its own is earlier (requests come from several sources, strategies in
+their own processes, the API, the kill switch, each stamped by its own clock: one never waits for a later one). While the book resyncs (after a gap or a reconnect) market orders expire ``NO_LIQUIDITY`` and
 limit orders rest without taking: an order never fills against a book that may be wrong. The client says when its
 book became unknown with a *book reset* (``BookDelta(is_snapshot=True, last_update_id=-1)``, no levels; a real update
 id is never negative): the venue's book is then unsynced until the next snapshot. The reset is a market input like
@@ -47,11 +48,12 @@ class PaperVenue(L2ReplayVenue):
     def submit(self, request: SubmitOrder) -> list[Any]:
         """Take an order: it works at once, against the book as it is now."""
         reports = super().submit(request)
-        return reports or self.on_clock(request.ts)
+        return reports or self.on_clock(max(request.ts, self.last_arrival))
 
     def cancel(self, request: SubmitCancel) -> list[Any]:
+        """Take a cancel: it works at once."""
         super().cancel(request)
-        return self.on_clock(request.ts)
+        return self.on_clock(max(request.ts, self.last_arrival))  # arrivals never go back: see the module docstring
 
     consumes_market = True  # its drivers hand it the live market data
     # class defaults: a venue pickled (a journal snapshot) before these existed still works

@@ -29,7 +29,10 @@ counted in ``internal_errors``, its book reset, and the symbol synced again afte
 then each buffered diff the book applied after it, then ``VenueConnection(state="resynced")``; afterwards every diff
 the book applied (never one it refused or dropped as stale). Whenever the client stops knowing a symbol's book (a
 gap, a disconnect, the end of the stream, an unsubscribe, a batch lost on its way to the sink), or a consumer says it
-failed to apply what it was handed (:meth:`BinanceMarketData.resync`), it says so first with a *book reset*:
+failed to apply what it was handed (:meth:`BinanceMarketData.resync`), it says so first with a *book reset*; so it
+does for every symbol as :meth:`BinanceMarketData.run` starts, before anything else: a consumer may hold a book
+from an earlier client (a paper engine recovered from its journal holds the book the journal ended with, hours old
+maybe), which no diff of this client continues:
 ``BookDelta(is_snapshot=True, first_update_id=last_update_id=-1)`` without levels (a real update id is never
 negative): the book is unknown until the next snapshot, and a paper venue fills nothing against it until then. A
 downstream :class:`L2Book` fed this sequence alone holds exactly this client's levels (none while it resyncs).
@@ -42,12 +45,23 @@ A batch is what the reader had read from the socket when the loop got to it (spl
 back waiting for more.
 
 **Connections**: exponential backoff with full jitter (``uniform(0, min(backoff_max, backoff_initial * 2**n))``, the
-attempt count reset once a connection delivered data); every server ping is answered at once by the reader task
+attempt count reset once a connection delivered data and lasted ``backoff_max`` s: one the server drops moments after
+its first frames keeps backing off, since Binance allows an IP 300 connection attempts per 5 minutes and may ban one
+that keeps being disconnected; ``status()["reconnect_backoff"]`` is the attempt count); every server ping is answered at once by the reader task
 with a pong carrying the ping's payload (and counted: ``status()["pings"]``); a connection reaching
 ``max_connection_seconds`` (before Binance's 24 h cut) and a ``serverShutdown`` event both close the connection and
 reconnect at once, without backoff (*reconnect*, not make-before-break: every reconnect resyncs every book anyway,
 and a fresh snapshot after a switch costs one REST call per symbol). No frame at all (data or ping; Binance pings
-every 20 s) for ``idle_timeout`` s counts as a dead connection. Every reconnect resyncs every book and is reported.
+every 20 s) for ``idle_timeout`` s counts as a dead connection. A symbol whose depth stream alone goes quiet is not
+caught by that (the other streams keep the connection alive), and a quiet stream may be a quiet market or a stream
+Binance stopped sending while the book moved on: then the book, still marked synced, stands still at old prices
+(and a paper venue fills against them). So a synced book that received no diff for ``stream_silence`` s is checked
+against ``GET /api/v3/depth?limit=1`` (weight 5): a ``lastUpdateId`` past the book's, with still no diff after a short
+grace (diffs in flight), means its stream is dead (``bad_input["silent_stream"]``): the connection closes and
+reconnects at once, so the book is reset downstream and synced again over a fresh subscription. A quiet market's
+``lastUpdateId`` is the book's: nothing happens. So is an unsynced book whose sync waits for a diff (however long,
+after stale snapshots) checked: a ``lastUpdateId`` that moved between two looks without a diff is a dead stream too,
+instead of a symbol stuck unsynced until the next reconnect. Every reconnect resyncs every book and is reported.
 
 **REST**: a 429 or 418 sets a "not before" time from ``Retry-After`` (seconds, 0 to 3 days, Binance's longest ban;
 anything else falls back to the backoff); no REST request of this client is sent before it has passed. Requests are
@@ -125,6 +139,7 @@ _OUT_OF_ORDER_BEFORE_RESTART = 3  # diffs moving on behind a synced book after w
 _MAX_RETRY_AFTER_S = 3 * 86_400  # Binance's longest IP ban ("from 2 minutes to 3 days", REST API, IP Limits)
 _SYMBOL_REFUSED = frozenset({-1121, -1122})  # BAD_SYMBOL, INVALID_SYMBOLSTATUS (errors.md): delisted or halted
 _MINUTE_MS = 60_000
+_SILENCE_GRACE_S = 2.0  # after a depth probe: diffs already on their way (a 1000 ms depth stream sends once a second)
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -157,7 +172,8 @@ class MarketDataSettings:
     Binance calls invalid or not trading, -1121 / -1122: delisted or halted in the session), ``snapshots_in_flight``
     (depth snapshot requests at once, all symbols together), ``rest_weight_per_minute`` (REST request weight this
     client lets the IP reach per minute before it waits for the next: half of Binance's 6000, the rest left to the
-    trading client).
+    trading client), ``stream_silence`` (s a synced book may receive no depth diff before it is checked against the
+    exchange's ``lastUpdateId``; a stream that stopped while the book moved on is reconnected; None: never).
     """
 
     rest_url: str
@@ -181,6 +197,7 @@ class MarketDataSettings:
     refused_symbol_retry: float = 300.0
     snapshots_in_flight: int = 2
     rest_weight_per_minute: int = 3000
+    stream_silence: float | None = 30.0
 
     def __repr__(self) -> str:  # no URL credential in a log line or an error that prints it
         return redacted_repr(self)
@@ -213,8 +230,10 @@ class MarketDataSettings:
         for name in ("snapshot_wait", "control_interval", "clock_samples"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.idle_timeout is not None and not self.idle_timeout > 0:
-            raise InvalidInput(f"idle_timeout must be positive or None, got {self.idle_timeout}")
+        for name in ("idle_timeout", "stream_silence"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidInput(f"{name} must be positive or None, got {value}")
         if not depth_weight(self.snapshot_limit) <= self.rest_weight_per_minute:
             raise InvalidInput(
                 f"rest_weight_per_minute must be at least a depth snapshot's weight, {depth_weight(self.snapshot_limit)}"
@@ -750,6 +769,9 @@ class BinanceMarketData:
         self._stopped = asyncio.Event()
         self._control_lock = asyncio.Lock()
         self._snapshot_slots = asyncio.Semaphore(self.settings.snapshots_in_flight)
+        for symbol in self._feeds:  # downstream may hold a book of an earlier client: a paper engine's journal
+            self._book_lost(symbol)
+        self._flush()
         timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -760,6 +782,7 @@ class BinanceMarketData:
                         self._symbols_changed.clear()
                         await self._symbols_changed.wait()
                         continue
+                    began = time.monotonic()
                     try:
                         reason, at_once = await self._connection(session)
                     except Exception as exc:  # a bug, not the wire: log it, keep the feed alive
@@ -768,13 +791,13 @@ class BinanceMarketData:
                         reason, at_once = f"internal error: {exc!r}", False
                     if self._closing:
                         break
-                    if self._got_data:
-                        self._backoff.reset()
+                    if self._got_data and time.monotonic() - began >= self.settings.backoff_max:
+                        self._backoff.reset()  # a connection that worked, not one dropped as soon as it delivered
                     delay = 0.0 if at_once else self._backoff.next_delay()
                     self._log(
                         logging.WARNING,
                         "reconnect",
-                        "%s: %s; reconnecting in %.2f s (attempt %d without data)",
+                        "%s: %s; reconnecting in %.2f s (attempt %d without a lasting connection)",
                         self.settings.venue,
                         reason,
                         delay,
@@ -898,6 +921,7 @@ class BinanceMarketData:
             "server_shutdowns": self._server_shutdowns,
             "pings": self._pings,
             "planned_reconnects": self._planned_reconnects,
+            "reconnect_backoff": self._backoff.attempt,
             "resyncs": {"total": self._resyncs_total(), "by_symbol": {s: f.resyncs for s, f in feeds.items()}},
             "last_event_age_ms": ages,
             "clock_offset_ms": self._clock_offset_ms,
@@ -999,6 +1023,8 @@ class BinanceMarketData:
             self._spawn(self._reader(ws, queue))
             if self.settings.clock_samples:
                 self._spawn(self._sample_clock(conn))
+            if self.settings.stream_silence is not None:
+                self._spawn(self._watch_silence(conn))
             for symbol in self._feeds:
                 self._start_sync(symbol)
             if set(self._feeds) != set(symbols):  # (un)subscribed while connecting
@@ -1376,6 +1402,79 @@ class BinanceMarketData:
             self._synced_at[symbol] = time.monotonic()
             self._flush()
             return
+
+    async def _watch_silence(self, conn: int) -> None:
+        """Every ``stream_silence`` s, each book that received no diff since the last look is checked against the
+        exchange's ``lastUpdateId`` (see the module docstring): a stream that stopped while the book moved on ends the
+        connection (reconnect at once). A synced book is compared with that id (after a grace for diffs in flight);
+        an unsynced one with nothing buffered (its sync waits for a diff) with the id of the look before. Runs for one
+        connection."""
+        period = self.settings.stream_silence
+        assert period is not None
+        marks: dict[str, tuple[BookSync, int]] = {}
+        waiting: dict[str, tuple[BookSync, int]] = {}  # unsynced books waiting for a diff: the exchange's id then
+        while self._conn_id == conn and not self._closing:  # (_sleep does not wait once closing)
+            await self._sleep(period)
+            for symbol, feed in list(self._feeds.items()):
+                if self._conn_id != conn or self._closing:
+                    return
+                mark = (feed, feed.last_seen)
+                if marks.get(symbol) != mark or (not feed.synced and feed.book.buffered):
+                    marks[symbol] = mark  # diffs came (or the sync task has them): look again next time
+                    waiting.pop(symbol, None)
+                    continue
+                if not feed.synced and symbol in self._refused:
+                    continue  # delisted or halted: its sync asks Binance at its own pace
+                exchange_id = await self._exchange_update_id(symbol)
+                if not feed.synced:
+                    # its sync waits for a diff (after stale snapshots, however long): a whole period more without
+                    # one while the exchange's book moved on means that none will come on this connection
+                    before = waiting.get(symbol)
+                    if exchange_id is not None:
+                        waiting[symbol] = (feed, exchange_id)
+                    if exchange_id is None or before is None or before[0] is not feed or exchange_id <= before[1]:
+                        continue
+                    if (feed, feed.last_seen) != mark or feed.book.buffered or self._conn_id != conn:
+                        continue
+                    self._silent(symbol, period, exchange_id, before[1])
+                    return
+                if exchange_id is None or exchange_id <= feed.book.last_update_id:
+                    continue  # not known, or a quiet market: the book is the exchange's
+                await self._sleep(_SILENCE_GRACE_S)
+                if self._conn_id != conn or self._feeds.get(symbol) is not feed or self._closing:
+                    continue
+                if (feed, feed.last_seen) != mark or not feed.synced or feed.book.last_update_id >= exchange_id:
+                    marks[symbol] = (feed, feed.last_seen)
+                    continue
+                self._silent(symbol, period, exchange_id, feed.book.last_update_id)
+                return
+
+    def _silent(self, symbol: str, period: float, exchange_id: int, known_id: int) -> None:
+        """``symbol``'s depth stream stopped while its book moved on: end the connection (reconnect at once)."""
+        self._bad(
+            "silent_stream",
+            "%s %s: no depth diff for %g s while Binance's book moved on (lastUpdateId %d, ours %d): the stream "
+            "stopped; reconnecting",
+            self.settings.venue,
+            symbol,
+            period,
+            exchange_id,
+            known_id,
+        )
+        self._reconnect_reason = f"silent stream: {symbol}'s depth diffs stopped while its book moved on"
+        self._wake()
+
+    async def _exchange_update_id(self, symbol: str) -> int | None:
+        """``lastUpdateId`` of ``symbol``'s book at the exchange now (``GET /api/v3/depth?limit=1``), None on failure."""
+        try:
+            body = await self._rest("/api/v3/depth", {"symbol": symbol, "limit": "1"}, depth_weight(1))
+            return parse_depth_snapshot(body, self._clock(), symbol).last_update_id
+        except DataError as exc:
+            self._bad("invalid_snapshot", "%s %s: rejected depth probe: %s", self.settings.venue, symbol, exc)
+        except (TimeoutError, _RestError, aiohttp.ClientError, OSError) as exc:
+            self._rest_errors += 1
+            self._log(logging.WARNING, "rest", "%s %s: depth probe failed: %r", self.settings.venue, symbol, exc)
+        return None
 
     def _symbol_refused(self, symbol: str, exc: _RestError) -> None:
         """Binance says ``symbol`` is invalid or not trading (delisted or halted in the session): its book stays
