@@ -1655,3 +1655,31 @@ def test_an_own_open_order_stated_unreadably_is_said_once_not_at_every_reconcili
         assert h.venue.status()["counts"].get("sent.order.status", 0) == queries  # its row says it is open
         assert h.venue.status()["bad_input"]["reconcile_row"] == 3
         assert h.order(resting).status is OrderStatus.ACCEPTED
+
+
+def test_a_fill_or_kill_market_order_fills_all_of_it_within_the_protect_price_or_nothing(
+    server: BinanceTestServer,
+) -> None:
+    """Binance has no fill-or-kill market order: a MARKET fills what it can and expires the rest. A market FOK goes as
+    a LIMIT FOK at the kernel's protect price, so it fills whole at the book's prices up to that price, or nothing, as
+    the simulated venues fill it (before: sent as a plain MARKET, it filled the part the book held and expired the
+    rest, and bought beyond the protect price the kernel had reserved funds for)."""
+    server.deposit(HMAC.api_key, "BTC", "300")  # more than the book holds up to the protect price, to sell
+    with Harness(server, balances={"USDT": "1000000", "BTC": "310"}) as h:
+        _, bids, _ = server.book(SYMBOL)
+        reference = h.kernel.reference[SYMBOL]
+        protect = h.kernel.risk.protect_price(Side.SELL, reference, h.instruments[SYMBOL])
+        within = sum(qty for price, qty in bids if price >= protect)
+        assert 0 < within < d("300")
+        too_big = h.place(Side.SELL, within + d("0.001"), tif=TimeInForce.FOK)
+        expired = h.wait(too_big, OrderStatus.EXPIRED)
+        assert expired.filled == 0
+        sent = [o for o in server.orders(HMAC.api_key) if o["clientOrderId"] == too_big]
+        assert [(o["type"], o["timeInForce"], d(o["price"])) for o in sent] == [("LIMIT", "FOK", protect)]
+        whole = h.place(Side.SELL, d("0.01"), tif=TimeInForce.FOK)
+        assert h.wait(whole, OrderStatus.FILLED).filled == d("0.01")
+        by_quote = h.place(Side.BUY, quote_qty=d("100"), tif=TimeInForce.FOK)
+        h.wait(by_quote, OrderStatus.REJECTED)
+        assert "quote amount cannot be fill-or-kill" in h.rejection(by_quote).detail
+        h.pump()
+        h.assert_matches_server()
