@@ -215,7 +215,8 @@ def test_detached_engine_oms_moved_to_the_other_node_recovers_every_order(losabl
     assert result["oms_node_before"] == result["worker"] != result["head"]
     assert result["oms_node_after"] == result["head"]
     assert result["oms_restarts"] >= 1 and not result["old_oms_process_alive"]
-    assert result["journals"] == {"mode": "shared", "dir": str(tmp_path / "journals"), "node_id": None}
+    assert Path(result["journal_dir"]).parent == tmp_path / "journals"  # (one directory per engine tried)
+    assert result["journals"] == {"mode": "shared", "dir": result["journal_dir"], "node_id": None}
 
     before, after = result["orders_before"], result["orders_after"]
     assert len(before) == result["placed"] and {o["status"] for o in before} >= {"FILLED", "ACCEPTED", "CANCELLED"}
@@ -317,6 +318,7 @@ def _drive_shared(address: str, state: Path, journal_dir: Path) -> dict:
     import ray
 
     from veloz_actors.actors.api import build_spec, start_local
+    from veloz_actors.actors.supervisor import RESTART_LIMIT
     from veloz_actors.fixed import format_decimal
 
     from .helpers import file_config
@@ -325,16 +327,25 @@ def _drive_shared(address: str, state: Path, journal_dir: Path) -> dict:
     config = file_config()  # actors.journal_mode: shared (the default); one directory both nodes see
     names = [*build_spec(config).stateful_actors(), "bus", "supervisor"]
     nodes = dict.fromkeys((n for n in names if n != "oms"), head)  # all but the OMS pinned to the head node
-    engine = start_local(
-        config, name="moved", journal_dir=journal_dir, address=address, detached=True, run_clock=True, nodes=nodes
-    )
-    oms = engine.actor("oms")
-    for _ in range(20):  # Ray puts the unpinned OMS on either node: restart it until it runs on the worker
+    # Ray puts the unpinned OMS on either node: restart it until it runs on the worker. Each kill is a crash to the
+    # supervisor, which gives an actor up after RESTART_LIMIT within its window, and losing the worker is one more:
+    # an engine whose OMS has not reached the worker after RESTART_LIMIT - 1 kills is shut down and a fresh one tried
+    for attempt in range(8):
+        engine = start_local(
+            config, name=f"moved-{attempt}", journal_dir=journal_dir / str(attempt), address=address, detached=True,
+            run_clock=True, nodes=nodes,
+        )  # fmt: skip
+        oms = engine.actor("oms")
+        for _ in range(RESTART_LIMIT - 1):
+            if engine.status()["actors"]["oms"]["node_id"] == worker:
+                break
+            ray.kill(oms, no_restart=False)
+            _wait(lambda e=engine: e.status()["actors"]["oms"]["node_id"], timeout=60, what="the OMS to restart")
         oms_node_before = engine.status()["actors"]["oms"]["node_id"]
         if oms_node_before == worker:
             break
-        ray.kill(oms, no_restart=False)
-        _wait(lambda: engine.status()["actors"]["oms"]["node_id"], timeout=60, what="the OMS to restart")
+        engine.shutdown()
+    assert oms_node_before == worker, "the OMS never started on the worker node"
     old_pid, _ = ray.get(oms.ping.remote(), timeout=30)
     restarts_before = engine.status()["actors"]["oms"]["restarts"]
     commands = _commands(engine, 120)
@@ -379,6 +390,7 @@ def _drive_shared(address: str, state: Path, journal_dir: Path) -> dict:
         "oms_restarts": status["actors"]["oms"]["restarts"] - restarts_before,
         "old_oms_process_alive": old_alive,
         "journals": status["journals"],
+        "journal_dir": str(journal_dir / str(attempt)),
         "problems": status["problems"],
         "placed": len(commands),
         "orders_before": orders_before,
