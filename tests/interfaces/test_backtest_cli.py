@@ -62,6 +62,17 @@ def veloz_here(
     return run
 
 
+@pytest.mark.parametrize("engine", ["event", "kernel"])
+def test_a_cash_that_grows_past_what_the_metrics_value_names_the_initial_cash(veloz_here, engine):
+    """90 million passes the start's bound (90,071,992.54740991); the run's first winning trade takes the cash past
+    it. The error said only "cash above 2**53 units (90 million) cannot be valued exactly", which reads as a refused
+    input: it says now that the run's cash grew there, from which initial cash, and what to change."""
+    proc = veloz_here("backtest", *SMA_3_9, "--initial-cash", "90000000", "--engine", engine)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the run's cash grew to" in proc.stderr and "from an initial cash of 90000000" in proc.stderr
+    assert "lower the initial cash" in proc.stderr
+
+
 def test_json_output_has_metrics_trades_and_timing():
     proc = _veloz("backtest", "--data", ETH_1H, "--strategy", "sma_cross", "--param", "fast=10", "--param",
                   "slow=30", "--json")  # fmt: skip

@@ -215,8 +215,14 @@ def evaluate(
     """
     n = len(close_factor)
     m = len(fill_index)
-    if initial_cash >= _FLOAT_EXACT or (m and int(cash_after.max()) >= _FLOAT_EXACT):
+    if initial_cash >= _FLOAT_EXACT:
         raise InvalidInput("cash above 2**53 units (90 million) cannot be valued exactly in float64")
+    if m and int(cash_after.max()) >= _FLOAT_EXACT:
+        raise InvalidInput(
+            f"cash above 2**53 units (90 million) cannot be valued exactly in float64: the run's cash grew to "
+            f"{format_decimal(int(cash_after.max()))} from an initial cash of {format_decimal(initial_cash)}; "
+            "lower the initial cash"
+        )
     if m and int(position_after.max()) > MAX_ABS:
         raise InvalidInput(
             f"a position above {MAX_ABS // SCALE} whole units is beyond what VeloZ represents: lower the initial cash"
