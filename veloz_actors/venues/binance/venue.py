@@ -128,6 +128,7 @@ from ...logs import redact_url, redacted_repr
 from ...messages import (
     Error,
     OrderType,
+    PlaceOrder,
     RejectReason,
     Side,
     SubmitCancel,
@@ -303,22 +304,13 @@ def order_params(request: SubmitOrder) -> dict[str, Any]:
     >>> order_params(SubmitOrder(command=cmd, order_id=1, limit=cmd.price))["type"]
     'LIMIT_MAKER'
     """
-    cmd = request.command
+    cmd = _as_sent(request)
     params: dict[str, Any] = {
         "symbol": cmd.symbol,
         "side": cmd.side.value,
         "newClientOrderId": cmd.client_order_id,
         "newOrderRespType": "FULL",
     }
-    if cmd.order_type is OrderType.MARKET and cmd.tif is TimeInForce.FOK and request.limit is not None:
-        # Binance has no fill-or-kill market order (a MARKET fills what it can and expires the rest): a LIMIT FOK at
-        # the kernel's protect price fills all of it now at the book's prices up to that price, or nothing, as the
-        # simulated venues fill a market FOK (check_filters refuses one by quote amount)
-        params["type"] = "LIMIT"
-        params["timeInForce"] = "FOK"
-        params["price"] = format_decimal(request.limit)
-        params["quantity"] = format_decimal(cmd.qty)
-        return params
     if cmd.order_type is OrderType.MARKET:
         params["type"] = "MARKET"
         if cmd.quote_qty is not None:
@@ -337,6 +329,18 @@ def order_params(request: SubmitOrder) -> dict[str, Any]:
     return params
 
 
+def _as_sent(request: SubmitOrder) -> PlaceOrder:
+    """The order as Binance gets it. Binance has no fill-or-kill market order (a MARKET fills what it can and expires
+    the rest): one by quantity goes as a LIMIT FOK at the kernel's protect price (``request.limit``), so it fills whole
+    at the book's prices up to that price, or not at all, as the simulated venues fill a market FOK
+    (:func:`check_filters` refuses one by quote amount)."""
+    cmd = request.command
+    fok = cmd.order_type is OrderType.MARKET and cmd.tif is TimeInForce.FOK
+    if fok and cmd.quote_qty is None and request.limit is not None:
+        return replace(cmd, order_type=OrderType.LIMIT, price=request.limit)
+    return cmd
+
+
 def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason, str] | None:
     """The exchange filters an order must pass, checked before it is sent: ``(reason, detail naming the filter)``
     for the first one it breaks, else None. ``PRICE_FILTER`` and ``LOT_SIZE`` always, ``MARKET_LOT_SIZE`` for market
@@ -344,17 +348,19 @@ def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason,
     quantity is left to Binance, which values it at its own average price. A fill-or-kill market order is checked as
     the LIMIT FOK at its protect price it is sent as (:func:`order_params`); one by quote amount is refused."""
     cmd = request.command
-    market = cmd.order_type is OrderType.MARKET
-    if market and cmd.tif is TimeInForce.FOK:  # sent as a LIMIT FOK at the protect price (order_params)
-        if cmd.quote_qty is not None or request.limit is None:
-            return _R.INVALID_QUANTITY if cmd.quote_qty is not None else _R.NO_REFERENCE_PRICE, (
+    if cmd.order_type is OrderType.MARKET and cmd.tif is TimeInForce.FOK:  # sent as a LIMIT FOK (_as_sent)
+        if cmd.quote_qty is not None:
+            return _R.INVALID_QUANTITY, (
                 "a market order by quote amount cannot be fill-or-kill on Binance (quoteOrderQty is for MARKET orders "
                 "only, which fill what they can): give a quantity, or leave tif out"
-                if cmd.quote_qty is not None
-                else "a fill-or-kill market order needs a protect price (it is sent as a LIMIT FOK at it)"
             )
-        fok = SubmitOrder(command=replace(cmd, order_type=OrderType.LIMIT, price=request.limit), order_id=0)
-        return check_filters(inst, fok)
+        if request.limit is None:
+            return (
+                _R.NO_REFERENCE_PRICE,
+                "a fill-or-kill market order needs a protect price (sent as a LIMIT FOK at it)",
+            )
+    cmd = _as_sent(request)
+    market = cmd.order_type is OrderType.MARKET
     if not market:
         if cmd.price is None:
             return _R.INVALID_PRICE, "PRICE_FILTER: a limit order needs a price"
