@@ -32,7 +32,7 @@ from ..core.journal import (
 from ..core.market_batch import MarketBatch
 from ..messages import BookDelta, BookTop, RejectReason, SubmitCancel, SubmitOrder, Tick, Trade, VenueOrderRejected
 from ..venues.base import BooksToResync, guarded
-from ..venues.sim import SimVenue
+from ..venues.sim import use_semantics
 
 __all__ = ["Batch", "VenueShard"]
 
@@ -103,9 +103,7 @@ class VenueShard:
             _, lines = read_journal(path)
         start = restore_snapshot(path, len(lines), self._restore)
         if self.journal is not None:  # the market's rule of the journal's semantics, for its lines and those to come
-            for venue in self.venues.values():
-                if isinstance(venue, SimVenue):
-                    venue.semantics = self.journal.semantics
+            use_semantics(self.venues.values(), self.journal.semantics)
         for message in lines[start:]:
             if type(message) in _MARKET_INPUTS:
                 self._apply_market(message)

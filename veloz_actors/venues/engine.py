@@ -41,7 +41,7 @@ from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Error, Kline, Message, SubmitOrder, Tick, Trade
 from .base import BooksToResync, guarded
 from .paper import PaperVenue
-from .sim import MM_ACCOUNT, SimVenue
+from .sim import MM_ACCOUNT, SimVenue, use_semantics
 from .simmarket import SimSymbol
 
 __all__ = ["MM_ACCOUNT", "VENUE_KINDS", "Engine", "EngineConfig", "UnattachedVenue", "replay", "tune_gc"]
@@ -234,9 +234,7 @@ class Engine:
         """Apply the rules of a journal of ``semantics`` (:data:`~veloz_actors.core.journal.SEMANTICS`): the kernel's
         decisions and the simulated venues' market."""
         self.kernel.semantics = semantics
-        for venue in self.venues.values():
-            if isinstance(venue, SimVenue):
-                venue.semantics = semantics
+        use_semantics(self.venues.values(), semantics)
 
     def close(self) -> None:
         """Flush and close the journal (idempotent)."""

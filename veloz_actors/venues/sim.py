@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from .._exceptions import VenueFailed
@@ -49,7 +50,7 @@ from ..messages import (
 from .matching import Fill, OrderBook, VenueOrder
 from .simmarket import SimMarket, SimSymbol
 
-__all__ = ["MM_ACCOUNT", "SimVenue"]
+__all__ = ["MM_ACCOUNT", "SimVenue", "use_semantics"]
 
 # enum members read on the hot paths (messages.members: a module object's attributes, ~10x cheaper to read)
 _Side = members(Side)
@@ -433,3 +434,11 @@ class SimVenue:
 def _symbol_seed(seed: int, symbol: str) -> list[int]:
     """The market maker's generator seed for one symbol: the engine's seed and the symbol, stable across machines."""
     return [seed, zlib.crc32(symbol.encode())]
+
+
+def use_semantics(venues: Iterable[Any], semantics: int) -> None:
+    """Give the simulated venues among ``venues`` the market's rule of a journal of ``semantics`` (their driver's,
+    once it opened or restored one): a journal keeps the rule it was written under (:mod:`.simmarket`)."""
+    for venue in venues:
+        if isinstance(venue, SimVenue):
+            venue.semantics = semantics
