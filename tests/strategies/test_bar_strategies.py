@@ -14,39 +14,21 @@ import pytest
 
 from veloz_actors.messages import Side
 from veloz_actors.strategies.bar_strategies import RsiReversion, SmaCross
-from veloz_actors.strategies.base import Bar, StrategyContext
+from veloz_actors.strategies.base import Bar
 from veloz_actors.testing import d
 
-STEP = d("0.00001")
+from .accounts import LiveLikeAccount
 
 
-class _Account(StrategyContext):
-    """A live-like context: a position, cash, the lot step; the orders placed are recorded."""
+class _Account(LiveLikeAccount):
+    """A live-like context; the orders placed are recorded."""
 
     def __init__(self, position: int) -> None:
-        self.held = position
+        super().__init__(position)
         self.orders: list[tuple[Side, int, int | None]] = []
 
     def now(self) -> int:
         return 0
-
-    def position(self, symbol: str) -> int:
-        return self.held
-
-    def free(self, asset: str) -> int:
-        return d("1000") if asset == "USDT" else self.held
-
-    def locked(self, asset: str) -> int:
-        return 0
-
-    def base_asset(self, symbol: str) -> str:
-        return "BTC"
-
-    def quote_asset(self, symbol: str) -> str:
-        return "USDT"
-
-    def qty_step(self, symbol: str) -> int:
-        return STEP
 
     def place_order(self, symbol: str, side: Side, *, qty: int = 0, quote_qty: int | None = None, **_: Any) -> str:
         self.orders.append((side, qty, quote_qty))

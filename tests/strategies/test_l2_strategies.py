@@ -12,11 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from veloz_actors.messages import OrderStatus, Side
-from veloz_actors.strategies.base import StrategyContext
 from veloz_actors.strategies.l2_strategies import BookImbalance, PassiveMaker
 from veloz_actors.testing import d
 
-STEP = d("0.00001")
+from .accounts import STEP, LiveLikeAccount
 
 
 class _Book:
@@ -37,7 +36,7 @@ class _Book:
         return (self.bid,), (self.ask,)
 
 
-class _Account(StrategyContext):
+class _Account(LiveLikeAccount):
     """A live-like L2 context: a position, cash, the lot step, a book; the orders placed are recorded (and stay
     open), the cancels too."""
 
@@ -45,7 +44,7 @@ class _Account(StrategyContext):
     instrument = SimpleNamespace(price_tick=d("0.01"), qty_step=STEP)
 
     def __init__(self, position: int, book: _Book) -> None:
-        self.held = position
+        super().__init__(position)
         self.the_book = book
         self.orders: list[tuple[Side, int]] = []
         self.cancels: list[str] = []
@@ -56,24 +55,6 @@ class _Account(StrategyContext):
 
     def book(self, symbol: str | None = None) -> _Book:
         return self.the_book
-
-    def position(self, symbol: str) -> int:
-        return self.held
-
-    def free(self, asset: str) -> int:
-        return d("1000") if asset == "USDT" else self.held
-
-    def locked(self, asset: str) -> int:
-        return 0
-
-    def base_asset(self, symbol: str) -> str:
-        return "BTC"
-
-    def quote_asset(self, symbol: str) -> str:
-        return "USDT"
-
-    def qty_step(self, symbol: str) -> int:
-        return STEP
 
     def order(self, client_order_id: str) -> Any:
         return SimpleNamespace(filled=0, status=OrderStatus.ACCEPTED)
