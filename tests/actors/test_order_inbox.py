@@ -3,11 +3,14 @@ queries are never refused by it (Ray's ``max_pending_calls`` would apply it to e
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 import ray
 
+from veloz_actors.actors import api
 from veloz_actors.actors.api import start_local
-from veloz_actors.messages import OrderRejected, RejectReason
+from veloz_actors.messages import OrderAccepted, OrderRejected, RejectReason
 
 from .helpers import file_config
 
@@ -55,3 +58,42 @@ def test_orders_beyond_the_window_are_rejected_overloaded_and_queries_still_answ
     engine.complete(in_flight)
     assert engine.window.depth == 0
     assert [len(engine.query(c.client_order_id)) for c in commands] == [1, 1, 0]  # the refused one never reached it
+
+
+class _CallSizes:
+    """The OMS handle as the client holds it, recording how many commands each ``submit_many`` call carries."""
+
+    def __init__(self, oms) -> None:
+        self.oms = oms
+        self.sizes: list[int] = []
+        self.submit_many = self  # ``handle.submit_many.remote(chunk)`` lands in :meth:`remote`
+
+    def remote(self, commands):
+        self.sizes.append(len(commands))
+        return self.oms.submit_many.remote(commands)
+
+    def __getattr__(self, name):  # every other method: the OMS's own
+        return getattr(self.oms, name)
+
+
+def test_a_batch_goes_in_calls_of_bounded_size_in_order_and_a_full_window_sends_none(engine, monkeypatch):
+    """Before: one call of any size; 250,000 commands outlived the handle's 30 s call timeout (EngineUnavailable)
+    while the OMS went on applying them, and held the venues' reports and the risk actor's halts meanwhile."""
+    monkeypatch.setattr(api, "SUBMIT_CALL_SIZE", 2)
+    calls = _CallSizes(engine.actor("oms"))
+    monkeypatch.setattr(engine, "_oms", calls)
+    price = (Decimal(engine.status()["reference_prices"]["BTCUSDT"]) * Decimal("0.97")).quantize(Decimal(1))
+    commands = [engine.order_command("BTCUSDT", "BUY", "0.001", price, client_order_id=f"many-{i}") for i in range(5)]
+    answers = engine.submit_many(commands)
+    assert calls.sizes == [2, 2, 1]
+    assert [a[0].client_order_id for a in answers] == [c.client_order_id for c in commands]
+    assert all(isinstance(a[0], OrderAccepted) for a in answers), answers
+    assert engine.window.depth == 0
+
+    more = [engine.order_command("BTCUSDT", "BUY", "0.001", "1000", client_order_id=f"full-{i}") for i in range(3)]
+    in_flight = [engine.submit_async(c) for c in more[:INBOX]]  # the window is full
+    refused = engine.submit_many(more[INBOX:] + commands)
+    assert [a[0].reason for a in refused] == [RejectReason.OVERLOADED] * (1 + len(commands))
+    assert calls.sizes == [2, 2, 1]  # nothing sent
+    engine.complete(in_flight)
+    assert engine.query("full-2") == []

@@ -84,6 +84,7 @@ __all__ = ["EngineHandle", "Subscription", "build_spec", "connect", "start_local
 
 NAMESPACE = "veloz"
 _CALL_TIMEOUT = 30.0
+SUBMIT_CALL_SIZE = 1_000  # commands in one call of EngineHandle.submit_many: ~0.1 s of the OMS's time
 _START_TIMEOUT = 2 * START_SECONDS + 30.0  # a new engine's supervisor starting every actor (see EngineHandle)
 _RETRY_SECONDS = 60.0
 # a resume waits this long for a risk actor that does not answer (Ray restarting it), then says it is down
@@ -489,19 +490,32 @@ class EngineHandle:
         return list(self.round_trip_counts), self.round_trip_sum
 
     def submit_many(self, commands: Sequence[Any]) -> list[list[Any]]:
-        """Send a batch of commands in one call (the OMS applies them in order); one list of events per command.
+        """Send a batch of commands (the OMS applies them in order); one list of events per command.
 
-        Batching pays Ray's per-call cost once per batch: the way to sustain thousands of orders per second.
+        Batching pays Ray's per-call cost once per call: the way to sustain thousands of orders per second. A batch
+        goes in calls of at most :data:`SUBMIT_CALL_SIZE` commands, one after the other, so a large one never holds
+        the OMS (the venues' reports, the risk actor's halts, other clients) for more than one call's time, nor
+        outlives the call's timeout while the OMS goes on applying it. When this client's window is full, the
+        commands not yet sent are refused (``OVERLOADED``) and none after them is sent.
         """
         if isinstance(commands, str | bytes) or not isinstance(commands, Sequence):
             raise InvalidInput(f"commands must be a list of command messages, got {type(commands).__name__}")
         checked_commands = [_check_command(command) for command in commands]
-        if not self.window.admit():
-            return [[self._overloaded(c)] for c in checked_commands]
-        try:
-            return self._call(lambda: self._oms.submit_many.remote(checked_commands))
-        finally:
-            self.window.done()
+        results: list[list[Any]] = []
+        for start in range(0, len(checked_commands), SUBMIT_CALL_SIZE):
+            if not self.window.admit():
+                return results + [[self._overloaded(c)] for c in checked_commands[start:]]
+            chunk = checked_commands[start : start + SUBMIT_CALL_SIZE]
+            try:
+                results += self._call(lambda chunk=chunk: self._oms.submit_many.remote(chunk))
+            except Exception as exc:
+                if results:
+                    exc.add_note(f"submit_many: the first {len(results)} of {len(checked_commands)} commands were "
+                                 "applied and answered before this")  # fmt: skip
+                raise
+            finally:
+                self.window.done()
+        return results
 
     def submit_async(self, command: Any) -> Any:
         """Send without waiting: an ``ObjectRef`` of the events, or at once an ``OrderRejected`` (OVERLOADED) when
