@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -418,6 +419,37 @@ def test_the_sharpe_ratio_of_the_equity_samples_is_reported(events) -> None:
     expected = statistics.mean(returns) / statistics.stdev(returns) * math.sqrt(365 * 86_400)
     assert result.metrics["sharpe"] == pytest.approx(expected, rel=1e-9)
     assert result.metrics["final_equity"] == Decimal(int(result.equity["equity"][-1])) / SCALE  # exact money
+
+
+def test_the_drawdown_times_of_the_equity_samples_are_reported(events) -> None:
+    """As the bar backtest's: the deepest drawdown's peak (the last sample at its top), trough and recovery, and the
+    longest time under water of any drawdown (before: an L2 run reported its depth alone)."""
+    settings = L2Settings.for_events(events, latency_ns=5_000_000)
+    result = run_l2_backtest(events, make_l2_strategy("passive_maker", {}), settings)
+    values, ts = result.equity["equity"].tolist(), result.equity["ts"].tolist()
+    top, start, longest, deepest = 0, None, 0, (Fraction(0), 0, 0)
+    for i, value in enumerate(values):
+        if value >= values[top]:
+            if start is not None:
+                longest, start = max(longest, ts[i] - ts[start]), None
+            top = i
+            continue
+        start = top if start is None else start
+        deepest = max(deepest, (Fraction(values[top] - value, values[top]), top, i), key=lambda d: d[0])
+    if start is not None:
+        longest = max(longest, ts[-1] - ts[start])
+    fall, peak, trough = deepest
+    assert fall > 0 and longest > 0
+    back = next((i for i in range(trough, len(values)) if values[i] >= values[peak]), None)
+
+    def iso(i: int | None) -> str | None:
+        return None if i is None else datetime.fromtimestamp(ts[i] // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    metrics = result.metrics
+    assert metrics["max_drawdown"] == pytest.approx(float(fall), rel=1e-12)
+    assert (metrics["max_drawdown_peak"], metrics["max_drawdown_trough"]) == (iso(peak), iso(trough))
+    assert metrics["max_drawdown_recovery"] == iso(back)
+    assert metrics["max_drawdown_duration_seconds"] == longest // 10**9
 
 
 # ------------------------------------------------------------------------------------------- a book not known

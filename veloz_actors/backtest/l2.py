@@ -92,7 +92,7 @@ from ..venues.fill_models import (
     UniformLatency,
 )
 from ..venues.l2replay import L2ReplayVenue
-from .metrics import equity_returns, sharpe_ratio
+from .metrics import drawdown_times, equity_returns, sharpe_ratio
 from .report import write_atomically
 from .runner import split_symbol
 
@@ -789,8 +789,9 @@ def _book_warnings(
 
 
 def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: int, n_events: int) -> dict[str, Any]:
-    """Final equity, return, drawdown, Sharpe, PnL and execution counts; money and the position as exact
-    :class:`~decimal.Decimal` (quote and base units).
+    """Final equity, return, drawdown (its peak, trough and recovery times and the longest time under water, as the
+    bar backtest's), Sharpe, PnL and execution counts; money and the position as exact :class:`~decimal.Decimal`
+    (quote and base units).
 
     ``sharpe`` is :func:`~veloz_actors.backtest.metrics.sharpe_ratio` of the returns between equity samples,
     annualised by the samples a 365-day year holds at ``equity_interval_ns`` (31,536,000 at one second). A sample is
@@ -802,6 +803,8 @@ def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: in
     final = int(equity["equity"][-1]) if len(equity) else initial
     max_drawdown = 0.0
     sharpe = 0.0
+    times: dict[str, Any] = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
+                             "max_drawdown_duration_seconds": 0}  # fmt: skip
     if len(equity):
         values = equity["equity"].astype(np.float64)
         peak = np.maximum.accumulate(values)
@@ -810,6 +813,8 @@ def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: in
             returns = equity_returns(values)
         max_drawdown = float(drawdown.max())
         sharpe = sharpe_ratio(returns[np.isfinite(returns)], _YEAR_NS / settings.equity_interval_ns)
+        if values[0] > 0:
+            times = drawdown_times(values / SCALE, equity["ts"], int(values[0]))
     maker = int(trades["maker"].sum()) if len(trades) else 0
     notional = int((trades["price"].astype(object) * trades["qty"].astype(object)).sum()) // SCALE if len(trades) else 0
     fees = int(trades["fee"].sum()) if len(trades) else 0
@@ -825,6 +830,7 @@ def _metrics(run: _Run, trades: np.ndarray, equity: np.ndarray, initial_mark: in
         "realized_pnl": as_decimal(position.realized_pnl),
         "unrealized_pnl": as_decimal(position.unrealized_pnl),
         "max_drawdown": max_drawdown,
+        **times,
         "sharpe": sharpe,
         "n_fills": len(trades),
         "maker_fills": maker,

@@ -320,7 +320,7 @@ def report_metrics(
     held = sum(end - start for start, end, p in zip(fill_index, ends, position, strict=True) if p)
     returns = equity_returns(equity)
     downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) >= 2 else 0.0
-    drawdown = _drawdown_bars(equity, bars.data["open_time"], settings.initial_cash)
+    drawdown = drawdown_times(equity, bars.data["open_time"], settings.initial_cash)
     final = cash + qty * close // SCALE
     open_time = bars.data["open_time"]
     span_ns = int(open_time[-1]) + bars.interval_ns - int(open_time[0])  # the first open to the last close
@@ -367,10 +367,11 @@ def _mean(values: list[int]) -> Decimal | None:
     return as_decimal(quotient)
 
 
-def _drawdown_bars(equity: np.ndarray, open_time: np.ndarray, initial_cash: int) -> dict[str, Any]:
-    """The maximum drawdown's peak, trough and recovery bars as ISO times, and the longest time under water in
-    seconds (of any drawdown, as the peers define a maximum drawdown's duration). A peak at the initial cash, before
-    any bar closed, is the first bar's open time (the start)."""
+def drawdown_times(equity: np.ndarray, open_time: np.ndarray, initial_cash: int) -> dict[str, Any]:
+    """The maximum drawdown's peak, trough and recovery bars (or equity samples) as ISO times, and the longest time
+    under water in seconds (of any drawdown, as the peers define a maximum drawdown's duration). ``equity`` is in
+    quote units, ``initial_cash`` in 1e-8 units. A peak at the initial cash, before any bar closed, is the first
+    bar's open time (the start)."""
     none = {"max_drawdown_peak": None, "max_drawdown_trough": None, "max_drawdown_recovery": None,
             "max_drawdown_duration_seconds": 0}  # fmt: skip
     peak_value = _running_peak(equity, initial_cash)
