@@ -66,7 +66,8 @@ fi
 
 # Anything of this cluster that left its process group (it runs with --temp-dir/--session-dir under STATE).
 for proc in /proc/[0-9]*; do
-  if tr '\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -qF -- "$STATE/tmp"; then
+  # (2>/dev/null first: a process that ended since the glob fails the redirection, which the shell would report)
+  if tr '\0' ' ' 2>/dev/null < "$proc/cmdline" | grep -qF -- "$STATE/tmp"; then
     kill -KILL "${proc#/proc/}" 2>/dev/null
   fi
 done

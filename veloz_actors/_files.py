@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["flush_folder", "write_atomically"]
 
 
 def write_atomically(files: Mapping[Path, str | bytes]) -> None:
@@ -37,10 +37,10 @@ def write_atomically(files: Mapping[Path, str | bytes]) -> None:
                 tmp.unlink()
         raise
     for folder in dict.fromkeys(path.parent for path in files):
-        _flush_folder(folder)
+        flush_folder(folder)
 
 
-def _flush_folder(folder: Path) -> None:
+def flush_folder(folder: Path) -> None:
     """Flush a folder's entries (a rename in it) to the disk, where the system allows it (not on Windows, nor on some
     network filesystems): the files are in place either way."""
     try:

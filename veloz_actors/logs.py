@@ -472,7 +472,7 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli", *, fallb
         handler.close()
     formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
     filters = (_EventFields(), _ActorField(), RedactSecrets())
-    stderr = logging.StreamHandler(sys.stderr)
+    stderr = _Stderr()
     stderr.setLevel(settings.level if unopened else settings.stderr_threshold())
     handlers: list[logging.Handler] = [stderr]
     if file is not None:
@@ -494,6 +494,26 @@ def configure_logging(settings: LogSettings | None, actor: str = "cli", *, fallb
         _log.error("cannot write the log file %s (%s): this process logs to stderr", path, unopened["failing"])
         return None
     return path
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stderr handler: it writes to ``sys.stderr`` as it is when a line is written, not to the stream that was
+    ``sys.stderr`` at the set-up. A program that runs a command in-process with its stderr captured (typer's
+    ``CliRunner``, a notebook) closes that stream when the command returns; a handler that kept it turned every later
+    line of the process into a "--- Logging error ---" traceback. ``setStream`` (the terminal view) still pins
+    another stream, until it is given ``sys.stderr`` back."""
+
+    def __init__(self) -> None:
+        self._pinned: Any = None
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr if self._pinned is None else self._pinned
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self._pinned = None if value is sys.stderr else value
 
 
 class _Unwritable(ConfigError):

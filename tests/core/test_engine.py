@@ -12,6 +12,7 @@ import pytest
 from veloz_actors import JournalError
 from veloz_actors.core import kernel as kernel_module
 from veloz_actors.core.journal import read_journal, read_snapshot, write_snapshot
+from veloz_actors.core.risk import RiskLimits
 from veloz_actors.messages import (
     AccountUpdated,
     BookTop,
@@ -195,6 +196,22 @@ def test_replay_with_another_config_is_a_journal_error(tmp_path: Path) -> None:
     Engine(_sim_config(), journal_path=path, durability="none").close()
     with pytest.raises(JournalError, match="different configuration"):
         replay(path, _sim_config(seed=8))
+
+
+def test_a_changed_config_is_named_in_the_numbers_the_user_wrote(tmp_path: Path) -> None:
+    """The changed-config error named money and fractions in the engine's 1e-8 units (a balance of 100000 USDT as
+    10000000000000, a 5 % price band as 5000000): they read as the user wrote them; counts stay counts."""
+    path = tmp_path / "engine.journal"
+    Engine(engine_config(), journal_path=path, durability="none").close()
+    balances = {account: {"USDT": d("100000"), "BTC": d("2"), "ETH": d("20")} for account in ("main", "other")}
+    balances["main"]["USDT"] = d("100000.5")
+    edited = engine_config(balances=balances, risk=RiskLimits(price_band=d("0.1"), burst=60))
+    with pytest.raises(JournalError) as raised:
+        Engine(edited, journal_path=path, durability="none")
+    assert (
+        "(balances.main.USDT: 100000 in the journal, 100000.5 now; risk.burst: 50 in the journal, 60 now; "
+        "risk.price_band: 0.05 in the journal, 0.1 now)"
+    ) in str(raised.value)
 
 
 def test_recover_continues_an_existing_journal(tmp_path: Path) -> None:

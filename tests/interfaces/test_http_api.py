@@ -203,6 +203,29 @@ def test_the_token_file_is_written_0600_and_reused(tmp_path: Path, monkeypatch: 
         resolve_token("mot-de-passe-très-secret", run_dir)  # it could never match a request's header
 
 
+def test_a_new_token_file_is_on_the_disk_before_it_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new token was renamed into place unflushed: a power loss could leave ``api-token`` empty, and the next
+    start made another token, refusing the one the user's scripts and page hold."""
+    monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
+    steps: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd: int) -> None:
+        steps.append(f"fsync {Path(os.readlink(f'/proc/self/fd/{fd}')).name}")
+        fsync(fd)
+
+    def recorded_replace(source: Any, target: Any) -> None:
+        steps.append(f"rename to {Path(target).name}")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    resolve_token(None, tmp_path)
+    assert steps == [f"fsync .api-token.{os.getpid()}", "rename to api-token", f"fsync {tmp_path.name}"]
+
+
 def test_a_readable_token_file_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VELOZ_API_TOKEN", raising=False)
     path = tmp_path / "api-token"

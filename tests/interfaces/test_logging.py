@@ -4,6 +4,7 @@ INFO line for an order's fill."""
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
@@ -191,6 +192,23 @@ def test_without_a_run_folder_stderr_takes_the_level(capsys: pytest.CaptureFixtu
     logging.getLogger("veloz.test").info("routine")
     flush_logs()
     assert [orjson.loads(line)["msg"] for line in capsys.readouterr().err.splitlines()] == ["routine"]
+
+
+def test_stderr_lines_go_to_the_stderr_of_the_moment_not_to_one_closed_since(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run in-process (typer's ``CliRunner``, as tests/interfaces/test_cli_single_process.py does) sets
+    logging up while ``sys.stderr`` is the runner's stream, which it closes when the command returns. The stderr
+    handler kept that stream: every later ``veloz`` warning of the process was a "--- Logging error ---" traceback
+    (seen in CI from test_http_api.py's test_a_readable_token_file_is_made_private)."""
+    borrowed = io.StringIO()
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stderr", borrowed)
+        configure_logging(LogSettings(format="json"), actor="cli")
+    borrowed.close()
+    logging.getLogger("veloz.test").warning("after the command")
+    flush_logs()
+    assert [orjson.loads(line)["msg"] for line in capsys.readouterr().err.splitlines()] == ["after the command"]
 
 
 def test_configuring_again_replaces_the_handlers(tmp_path: Path) -> None:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import http.client
 import socket
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from veloz_actors.config import MetricsModel, load_engine_config
 from veloz_actors.interfaces import metrics
 from veloz_actors.interfaces.metrics import EngineCollector, serve_metrics
 
 from ..actors.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _get(port: int, host: str) -> int:
@@ -22,6 +26,18 @@ def _get(port: int, host: str) -> int:
     status = conn.getresponse().status
     conn.close()
     return status
+
+
+def test_the_exporter_listens_on_the_loopback_unless_told_otherwise() -> None:
+    """Its gauges tell the account's equity and exposure, with no token: only a deliberate ``host`` exposes them."""
+    config = load_engine_config(ROOT / "configs" / "engine.yaml")
+    assert config.metrics.host == "127.0.0.1"
+    assert MetricsModel().host == "127.0.0.1"  # a config without a metrics: section
+    server = serve_metrics(lambda: {}, port=0)
+    try:
+        assert server.host == "127.0.0.1"
+    finally:
+        server.close()
 
 
 def test_a_request_naming_another_host_is_refused_and_an_idle_client_blocks_no_one() -> None:

@@ -208,6 +208,38 @@ def test_walk_forward_neither_overwrites_nor_pretends_to_resume(ray_runtime, sha
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
+def test_walk_forward_files_are_on_the_disk_before_they_take_their_names(
+    ray_runtime, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were renamed into place unflushed: a power loss could leave an empty walk_forward.csv, which the next
+    run then refuses to overwrite (``already exists``) and which holds none of the folds."""
+    config = small_config(shared_data, walk_forward={"train_bars": 3000, "test_bars": 2000})
+    steps: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(fd: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        if name.startswith("walk_forward"):
+            steps.append(f"fsync {name}")
+        fsync(fd)
+
+    def recorded_replace(source: Any, target: Any) -> None:
+        if Path(target).name.startswith("walk_forward"):
+            steps.append(f"rename to {Path(target).name}")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    grid_search(config, out=tmp_path, progress=False)
+    assert steps == [
+        "fsync walk_forward.csv.tmp",
+        "fsync walk_forward.parquet.tmp",
+        "rename to walk_forward.csv",
+        "rename to walk_forward.parquet",
+    ]
+    assert {path.name for path in tmp_path.iterdir()} == {".lock", "walk_forward.csv", "walk_forward.parquet"}
+
+
 def test_unreachable_address_fails_fast_before_work(shared_data: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(EngineUnavailable, match="cannot reach a Ray cluster at 127.0.0.1:1"):

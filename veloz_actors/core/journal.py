@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from .._exceptions import JournalError
+from ..fixed import format_decimal
 from ..messages import Error, Message, decode, encode_line
 
 __all__ = [
@@ -316,9 +317,10 @@ def journal_error(*journals: Journal | None) -> str | None:
 
 def other_configuration(path: str | Path, written: Any, given: Any) -> JournalError:
     """The error for a journal opened (or replayed) with another configuration than the one it was written with,
-    naming where the two differ (up to three places, with both values) and what to do."""
+    naming where the two differ (up to three places, with both values as the config file writes them: money, prices
+    and fractions as decimals, not in the engine's 1e-8 units) and what to do."""
     places: list[str] = []
-    _differences("", written, given, places)
+    _differences("", written, given, places, decimal=False)
     shown = "; ".join(places[:3]) + (f"; and {len(places) - 3} more" if len(places) > 3 else "")
     return JournalError(
         f"{path} was written by an engine with a different configuration ({shown}): start it with the configuration "
@@ -326,38 +328,66 @@ def other_configuration(path: str | Path, written: Any, given: Any) -> JournalEr
     )
 
 
-def _differences(where: str, written: Any, given: Any, out: list[str]) -> None:
+# The configuration keys whose integers (or whose values' integers: balances per account and asset) are in the 1e-8
+# units of veloz_actors.fixed, written as decimals in a config file; every other integer is a count (burst, seed).
+_DECIMAL_KEYS = frozenset({
+    "balances", "market_maker_balances", "reference_prices",  # the engine's, the kernel's, the risk monitor's
+    "max_order_qty", "max_order_notional", "max_position", "max_leverage", "price_band", "max_drawdown", "max_loss",
+    "stop_loss",  # risk limits
+    "price_tick", "qty_step", "min_qty", "max_qty", "min_notional", "min_price", "max_price", "maker_fee_rate",
+    "taker_fee_rate", "market_min_qty", "market_max_qty", "max_notional",  # an instrument's
+    "initial_mid", "level_qty",  # a simulated symbol's
+})  # fmt: skip
+
+
+def _differences(where: str, written: Any, given: Any, out: list[str], *, decimal: bool) -> None:
     if written == given:
         return
     if isinstance(written, dict) and isinstance(given, dict):
         for key in sorted(set(written) | set(given), key=str):
             here = f"{where}.{key}" if where else str(key)
+            inner = decimal or key in _DECIMAL_KEYS
             if key not in written or key not in given:
-                out.append(
-                    f"{here}: {_shown(written.get(key, _ABSENT))} in the journal, {_shown(given.get(key, _ABSENT))} now"
-                )
+                then, now = written.get(key, _ABSENT), given.get(key, _ABSENT)
+                out.append(f"{here}: {_shown(then, inner)} in the journal, {_shown(now, inner)} now")
             else:
-                _differences(here, written[key], given[key], out)
+                _differences(here, written[key], given[key], out, decimal=inner)
         return
     if isinstance(written, list) and isinstance(given, list) and len(written) == len(given):
         for i, (a, b) in enumerate(zip(written, given, strict=True)):
             name = a.get("symbol") if isinstance(a, dict) and a.get("symbol") == (b or {}).get("symbol") else None
-            _differences(f"{where}[{name if name is not None else i}]", a, b, out)
+            _differences(f"{where}[{name if name is not None else i}]", a, b, out, decimal=decimal)
         return
-    out.append(f"{where or 'the configuration'}: {_shown(written)} in the journal, {_shown(given)} now")
+    out.append(
+        f"{where or 'the configuration'}: {_shown(written, decimal)} in the journal, {_shown(given, decimal)} now"
+    )
 
 
 _ABSENT = object()
 
 
-def _shown(value: Any) -> str:
-    """A configuration value in a few words: a list of instruments by their symbols, anything else as JSON, cut."""
+def _shown(value: Any, decimal: bool = False) -> str:
+    """A configuration value in a few words: a list of instruments by their symbols, anything else as JSON (its
+    integers as decimals where ``decimal``), cut."""
     if value is _ABSENT:
         return "nothing"
     if isinstance(value, list) and value and all(isinstance(v, dict) and "symbol" in v for v in value):
         value = [v["symbol"] for v in value]
+    elif decimal:
+        value = _as_decimals(value)
     text = orjson.dumps(value, default=str).decode()
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_decimals(value: Any) -> Any:
+    """``value`` with each integer in it (not a boolean) as the decimal number it stands for (1e-8 units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return orjson.Fragment(format_decimal(value))
+    if isinstance(value, dict):
+        return {key: _as_decimals(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_as_decimals(v) for v in value]
+    return value
 
 
 def lock_journal(path: str | Path, wait: float = 0.0) -> BinaryIO:

@@ -141,6 +141,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import EngineUnavailable, InvalidInput, JournalError
+from .._files import flush_folder
 from ..fixed import SCALE, format_decimal, parse_decimal
 from ..logs import redact, register_secrets
 from ..messages import CancelOrder
@@ -231,10 +232,12 @@ def resolve_token(token: str | None, run_dir: Path | None) -> str:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)  # a new file, or an error
     try:
         os.write(fd, (value + "\n").encode())
+        os.fsync(fd)  # on the disk before it takes the name: a power loss leaves the old token or this one, never none
     finally:
         os.close(fd)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+    flush_folder(path.parent)
     return value
 
 

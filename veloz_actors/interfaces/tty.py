@@ -750,7 +750,7 @@ class TerminalView:
         if self.plain:
             return
         for handler in output_handlers():
-            if type(handler) is logging.StreamHandler and handler.stream is sys.stderr and sys.stderr.isatty():
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr and sys.stderr.isatty():
                 self._log_handlers.append((handler, handler.stream, handler.level))
                 handler.setStream(_LogLines(self))  # type: ignore[arg-type]
                 handler.setLevel(max(handler.level, logging.WARNING))

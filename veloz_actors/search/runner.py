@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from .._exceptions import ConfigError, InvalidInput, VelozError
+from .._files import write_atomically
 from .config import METRICS, SearchConfig
 from .plan import SearchPlan, execute_chunk, fingerprint, is_failed, make_plan, slice_bars
 from .progress import ProgressBar, SearchProgress
@@ -444,10 +444,13 @@ def _walk_forward(
         import pyarrow.csv as pacsv
 
         csv_path, parquet_path = (out / name for name in WALK_FORWARD_FILES)
-        pacsv.write_csv(table, csv_path.with_name(csv_path.name + ".tmp"))
-        pq.write_table(table, parquet_path.with_name(parquet_path.name + ".tmp"))
-        for path in (csv_path, parquet_path):
-            os.replace(path.with_name(path.name + ".tmp"), path)
+        csv_data, parquet_data = pa.BufferOutputStream(), pa.BufferOutputStream()
+        pacsv.write_csv(table, csv_data)
+        pq.write_table(table, parquet_data)
+        # both flushed to the disk before either takes its name; a failed write (a full disk) leaves no temporary file
+        write_atomically(
+            {csv_path: csv_data.getvalue().to_pybytes(), parquet_path: parquet_data.getvalue().to_pybytes()}
+        )
         files = (csv_path, parquet_path)
     warnings = (
         *plan.warnings,

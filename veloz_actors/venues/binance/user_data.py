@@ -90,6 +90,7 @@ from ...messages import (
 from .schemas import _bool, _dec, _field, _int, _loads, _ms, _preview, _str, unwrap
 
 __all__ = [
+    "TERMINATING_EVENT_TYPES",
     "USER_EVENT_TYPES",
     "VENUE",
     "AccountTrade",
@@ -421,11 +422,15 @@ def parse_balance_update(data: dict, account_id: str, *, venue: str = VENUE) -> 
     )
 
 
-_TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
+#: the event types that end a user data subscription (or, ``serverShutdown``, the connection): a
+#: :class:`StreamTerminated`, on which the venue subscribes again (or reconnects)
+TERMINATING_EVENT_TYPES = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
 _IGNORED = frozenset({"listStatus", "externalLockUpdate"})
 #: every user data event type this client reads (``user-data-stream.md`` documents no other); a type outside it is one
 #: Binance added since
-USER_EVENT_TYPES = frozenset({"executionReport", "outboundAccountPosition", "balanceUpdate"}) | _TERMINATED | _IGNORED
+USER_EVENT_TYPES = (
+    frozenset({"executionReport", "outboundAccountPosition", "balanceUpdate"}) | TERMINATING_EVENT_TYPES | _IGNORED
+)
 
 
 def parse_user_event(
@@ -452,7 +457,7 @@ def parse_user_event(
         return list(parse_outbound_account_position(data, account_id, venue=venue, unreadable=unreadable))
     if event == "balanceUpdate":
         return [parse_balance_update(data, account_id, venue=venue)]
-    if event in _TERMINATED:
+    if event in TERMINATING_EVENT_TYPES:
         return [StreamTerminated(event=event, ts=_ms(data, "E", event))]
     if event in _IGNORED:
         return []

@@ -164,6 +164,7 @@ from .reconcile import (
 )
 from .schemas import decimal_units
 from .user_data import (
+    TERMINATING_EVENT_TYPES,
     USER_EVENT_TYPES,
     VENUE,
     AccountTrade,
@@ -197,7 +198,6 @@ _R = RejectReason
 _MS = 1_000_000
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's newClientOrderId rule
 _TERMINAL = (VenueOrderCancelled, VenueOrderExpired, VenueOrderRejected)
-_TERMINATED = frozenset({"eventStreamTerminated", "listenKeyExpired", "serverShutdown"})
 _SAID_ONCE = 1_000  # distinct unknown event types and unreadable balances said once each; beyond, only counted
 _REST = {
     "order.place": ("POST", "/api/v3/order"),
@@ -1309,7 +1309,7 @@ class BinanceVenue:
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("e")
-        if kind in _TERMINATED:
+        if kind in TERMINATING_EVENT_TYPES:
             self._count(f"stream.{kind}")
             if self._signals is not None:
                 if kind == "serverShutdown":
