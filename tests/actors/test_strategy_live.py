@@ -71,6 +71,23 @@ def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):
         build_spec(file_config(strategies=[entry]))
 
 
+def test_two_strategies_on_one_symbol_and_account_are_refused_at_start():
+    """Each strategy takes its account's position for its own: two on one symbol and account traded each other's
+    (on the simulated market sma_cross sold the 1.66381 BTC rsi_reversion had bought, to the unit). The start refuses
+    them, naming both entries; on two accounts they are independent and accepted."""
+    rsi = {"strategy": "rsi_reversion", "params": {"period": 2, "lower": 40, "upper": 60}, "symbol": "BTCUSDT"}
+    with pytest.raises(ConfigError, match=r"entries 0 \(sma_cross\) and 1 \(rsi_reversion\) both trade BTCUSDT"):
+        build_spec(file_config(strategies=[SMA, rsi]))
+    config = file_config(strategies=[SMA, {**rsi, "account": "second"}])
+    engine = config.model_copy(update={"balances": {**config.balances, "second": {"USDT": "1000"}}})
+    spec = build_spec(engine)
+    assert [(s["strategy"], s["account"]) for s in spec.strategies] == [
+        ("sma_cross", "main"),
+        ("rsi_reversion", "second"),
+    ]
+    assert len(build_spec(file_config(strategies=[SMA, {**SMA, "symbol": "ETHUSDT"}])).strategies) == 2
+
+
 class _RecordingOms:
     """Stands in for the OMS actor handle: records what a context sends (``oms.submit.remote(command)``)."""
 
