@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import orjson
@@ -443,5 +444,54 @@ def test_a_strategy_that_keeps_raising_is_a_status_problem_until_it_stops(ray_ru
         calm = wait_for(lambda: not (s := engine.status())["strategies"][name]["failing"] and s,
                         what="the strategy to count as failing no longer")  # fmt: skip
         assert calm["problems"] == []
+    finally:
+        engine.shutdown()
+
+
+class _Blocked(Strategy):
+    """Blocks in on_bar until released, as a strategy waiting on a lock or a network call does."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def on_bar(self, bar):
+        self.released.wait(timeout=300)
+
+
+def _block(node) -> None:
+    """Run inside a configured strategy's actor: its strategy becomes :class:`_Blocked`, stuck from its first second."""
+    node.strategy = _Blocked()
+    node.stuck_seconds = 0.0
+
+
+def _unblock(node) -> None:
+    node.strategy.released.set()
+
+
+def test_a_strategy_stuck_in_a_callback_is_a_status_problem_until_it_returns(ray_runtime):
+    """A callback that does not return (a strategy waiting on a lock or a network call) left STATUS silent: alive,
+    not failing, no problem, while the strategy got no event and placed no order (measured: 8 s blocked in on_bar,
+    `problems` empty). STATUS now names the callback and how long it has run, and lists the strategy in problems."""
+    engine = start_local(file_config(strategies=[SMA]), name="strategy-stuck")
+    try:
+        name = "strategy:0:sma_cross"
+        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        ray.get(node.__ray_call__.remote(_block), timeout=30)
+        base = time.time_ns()
+        for k in range(2):
+            engine.tick(base + k * 1_000_000_000)
+        status = wait_for(
+            lambda: (s := engine.status())["strategies"][name]["stuck"] and s, what="the strategy to be stuck in on_bar"
+        )
+        entry = status["strategies"][name]
+        assert entry["callback"] == "on_bar" and entry["callback_seconds"] >= 0 and not entry["failing"]
+        (problem,) = status["problems"]
+        assert f"actor {name!r}" in problem and "has been in on_bar for" in problem
+        ray.get(node.__ray_call__.remote(_unblock), timeout=30)
+        calm = wait_for(
+            lambda: not (s := engine.status())["strategies"][name]["stuck"] and s, what="the callback to return"
+        )
+        assert calm["problems"] == [] and calm["strategies"][name]["callback"] is None
+        assert calm["strategies"][name]["errors"] == 0
     finally:
         engine.shutdown()

@@ -22,7 +22,11 @@ An exception in strategy code is counted and reported in ``status()`` (``errors`
 message, secrets redacted; ``failing`` while the last one is less than ``_FAILING_SECONDS`` old, which puts the
 strategy in STATUS ``problems``), and logged with its traceback in the strategy actor's log file (the first, then at
 most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a strategy failing on every book update cannot flood
-it); the strategy keeps getting its callbacks, and the engine goes on.
+it); the strategy keeps getting its callbacks, and the engine goes on. A callback that does not return (blocked on
+I/O, waiting on a lock, an endless loop) cannot be interrupted; ``status()`` names it and how long it has run
+(``callback``, ``callback_seconds``), and once that passes ``_STUCK_SECONDS`` the strategy is ``stuck``, which puts it
+in STATUS ``problems`` too: meanwhile it gets no event (they wait in its bus queue, the oldest dropped past its limit,
+counted) and places no order.
 
 Configured in the ``actors:`` section of the engine config::
 
@@ -80,6 +84,7 @@ _POLL_SECONDS = 0.01
 _VIEW_REFRESH_SECONDS = 5.0
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _FAILING_SECONDS = 60.0  # a strategy whose last exception is younger than this is failing (STATUS problems)
+_STUCK_SECONDS = 10.0  # a strategy whose callback has run this long is stuck (STATUS problems)
 _ERROR_TEXT_LENGTH = 300  # characters of an exception's message kept in STATUS
 _FINISHED_KEPT = 10_000  # the strategy's finished orders whose late events (a cancel refused) still reach it
 # a cancel refused for these reasons says the order is no longer open
@@ -313,6 +318,8 @@ class StrategyNode:
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
         self.all_order_events = settings.get("order_events", "own") == "all"
+        self._busy: tuple[str, float] | None = None  # the callback running now and its time.monotonic() start
+        self.stuck_seconds = _STUCK_SECONDS
         self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
         self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
@@ -335,6 +342,7 @@ class StrategyNode:
         self._thread.start()
 
     def _guard(self, callback: Any, *args: Any) -> None:
+        self._busy = (callback.__name__, time.monotonic())  # read by status(), on the actor's own thread
         try:
             callback(*args)
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
@@ -351,6 +359,8 @@ class StrategyNode:
                     extra={"strategy": self.settings["strategy"], "symbol": self.symbol,
                            "callback": callback.__name__, "errors": self.errors},
                 )  # fmt: skip
+        finally:
+            self._busy = None
 
     def _load_view(self) -> None:
         """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
@@ -448,7 +458,10 @@ class StrategyNode:
         self._guard(self.strategy.on_book, top)
 
     def status(self) -> dict[str, Any]:
-        age = time.monotonic() - self._last_error_at if self.errors else None
+        now = time.monotonic()
+        age = now - self._last_error_at if self.errors else None
+        busy = self._busy
+        running = None if busy is None else now - busy[1]
         return {
             "pid": os.getpid(),
             "last_seq": self.bars,
@@ -465,6 +478,9 @@ class StrategyNode:
             "last_error": self.last_error,
             "last_error_age_seconds": None if age is None else round(age, 3),
             "failing": age is not None and age < self.failing_seconds,
+            "callback": None if busy is None else busy[0],  # the strategy's callback running now, if any
+            "callback_seconds": None if running is None else round(running, 3),
+            "stuck": running is not None and running >= self.stuck_seconds,
             "order_events": "all" if self.all_order_events else "own",
             "dropped": self.dropped,
             "log": log_file_status(),
