@@ -495,3 +495,38 @@ def test_a_strategy_stuck_in_a_callback_is_a_status_problem_until_it_returns(ray
         assert calm["strategies"][name]["errors"] == 0
     finally:
         engine.shutdown()
+
+
+def _refusing_after_two(node) -> None:
+    node.refusing_after = 2
+
+
+def test_a_strategy_whose_orders_are_all_refused_says_why_in_status(ray_runtime):
+    """sma_cross buys with all its account's free cash: with 1,000,000 USDT that is about 17 BTC, above the risk
+    limit's 10 BTC an order, so every buy was refused MAX_ORDER_QUANTITY while its STATUS entry showed only a growing
+    order count, nothing refused, no problem (the engine-wide rejection count does not say whose). Its entry now counts
+    its refusals by reason with the last one's detail, and a run of them puts it in problems."""
+    config = file_config(strategies=[SMA])
+    rich = config.model_copy(update={"balances": {"main": {**config.balances["main"], "USDT": "1000000"}}})
+    engine = start_local(rich, name="strategy-refused")
+    try:
+        name = "strategy:0:sma_cross"
+        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        ray.get(node.__ray_call__.remote(_refusing_after_two), timeout=30)
+        base = time.time_ns()
+        for k in range(120):
+            engine.tick(base + k * 1_000_000_000)
+        status = wait_for(
+            lambda: (s := engine.status())["strategies"][name]["refusing"] and s, what="two buys refused in a row"
+        )
+        entry = status["strategies"][name]
+        assert set(entry["rejected"]) == {"MAX_ORDER_QUANTITY"} and entry["refused_in_a_row"] >= 2
+        assert (
+            entry["last_rejection"].startswith("MAX_ORDER_QUANTITY: ")
+            and "above the risk limit 10" in entry["last_rejection"]
+        )
+        (problem,) = status["problems"]
+        assert f"actor {name!r}" in problem and entry["last_rejection"] in problem
+        assert entry["errors"] == 0  # a refusal is an outcome the strategy is told of, not an error
+    finally:
+        engine.shutdown()

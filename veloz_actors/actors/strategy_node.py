@@ -27,6 +27,12 @@ I/O, waiting on a lock, an endless loop) cannot be interrupted; ``status()`` nam
 (``callback``, ``callback_seconds``), and once that passes ``_STUCK_SECONDS`` the strategy is ``stuck``, which puts it
 in STATUS ``problems`` too: meanwhile it gets no event (they wait in its bus queue, the oldest dropped past its limit,
 counted) and places no order.
+An order of the strategy that is refused (by risk, funds, the venue, its own window) comes to ``on_order_event`` like
+any other outcome; it is also counted by reason in ``status()`` (``rejected``, ``last_rejection``: reason and detail),
+logged the first time for each reason (the next are counted, not logged), and once ``_REFUSED_IN_A_ROW`` of its
+orders in a row were refused (``refused_in_a_row``; an accepted one ends the run) the strategy is ``refusing``, which
+puts it in STATUS ``problems``: a strategy whose every order is refused (sma_cross buying with all the account's
+cash, above the risk limit's order size) otherwise looked like one trading.
 
 Configured in the ``actors:`` section of the engine config::
 
@@ -43,7 +49,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,6 +91,7 @@ _VIEW_REFRESH_SECONDS = 5.0
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _FAILING_SECONDS = 60.0  # a strategy whose last exception is younger than this is failing (STATUS problems)
 _STUCK_SECONDS = 10.0  # a strategy whose callback has run this long is stuck (STATUS problems)
+_REFUSED_IN_A_ROW = 5  # a strategy whose last this many orders were all refused is refusing (STATUS problems)
 _ERROR_TEXT_LENGTH = 300  # characters of an exception's message kept in STATUS
 _FINISHED_KEPT = 10_000  # the strategy's finished orders whose late events (a cancel refused) still reach it
 # a cancel refused for these reasons says the order is no longer open
@@ -320,6 +327,10 @@ class StrategyNode:
         self.all_order_events = settings.get("order_events", "own") == "all"
         self._busy: tuple[str, float] | None = None  # the callback running now and its time.monotonic() start
         self.stuck_seconds = _STUCK_SECONDS
+        self.rejected: Counter[str] = Counter()  # the strategy's orders refused, by reason
+        self.last_rejection: str | None = None  # the last one's reason and detail
+        self.refused_in_a_row = 0  # its orders refused since the last one accepted
+        self.refusing_after = _REFUSED_IN_A_ROW
         self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
         self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
@@ -416,6 +427,7 @@ class StrategyNode:
             self.ctx.reap()
             self._refresh_view()
             for refusal in self.ctx.take_refused():  # after the callbacks that placed them, never inside one
+                self._note_outcome(refusal)
                 self._guard(self.strategy.on_order_event, refusal)
 
     def _deliver(self, items: Sequence[Any]) -> None:
@@ -432,8 +444,31 @@ class StrategyNode:
                 continue
             elif kind in _VIEW_EVENTS:
                 self.ctx.observe(event)
-            elif kind in _ORDER_EVENTS and (self.ctx.mine(event) or self.all_order_events):  # mine() keeps count
-                self._guard(self.strategy.on_order_event, event)
+            elif kind in _ORDER_EVENTS:
+                mine = self.ctx.mine(event)  # keeps the set of its open orders current
+                if mine:
+                    self._note_outcome(event)
+                if mine or self.all_order_events:
+                    self._guard(self.strategy.on_order_event, event)
+
+    def _note_outcome(self, event: Any) -> None:
+        """Count the strategy's orders refused (a refused cancel, which carries no side, is not one) and the run of
+        them since its last order accepted; log the first refusal for each reason."""
+        kind = type(event)
+        if kind is OrderAccepted:
+            self.refused_in_a_row = 0
+        elif kind is OrderRejected and event.side is not None:
+            reason = event.reason.value
+            self.rejected[reason] += 1
+            self.refused_in_a_row += 1
+            self.last_rejection = redact(f"{reason}: {event.detail}")[:_ERROR_TEXT_LENGTH]
+            if self.rejected[reason] == 1:
+                _log.warning(
+                    "strategy %s on %s: order %s refused, %s (the first refusal for this reason: the next are "
+                    "counted in STATUS, not logged)",
+                    self.settings["strategy"], self.symbol, event.client_order_id, self.last_rejection,
+                    extra={"strategy": self.settings["strategy"], "symbol": self.symbol, "reason": reason},
+                )  # fmt: skip
 
     def _on_top(self, top: BookTop) -> None:
         if not top.bid_price or not top.ask_price:
@@ -481,6 +516,10 @@ class StrategyNode:
             "callback": None if busy is None else busy[0],  # the strategy's callback running now, if any
             "callback_seconds": None if running is None else round(running, 3),
             "stuck": running is not None and running >= self.stuck_seconds,
+            "rejected": dict(self.rejected),  # its orders refused, by reason
+            "last_rejection": self.last_rejection,
+            "refused_in_a_row": self.refused_in_a_row,
+            "refusing": self.refused_in_a_row >= self.refusing_after,
             "order_events": "all" if self.all_order_events else "own",
             "dropped": self.dropped,
             "log": log_file_status(),
