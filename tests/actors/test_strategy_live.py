@@ -14,7 +14,7 @@ from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.strategy_node import StrategyNode
 from veloz_actors.logs import LogSettings
-from veloz_actors.messages import OrderType, RejectReason, Side, TimeInForce
+from veloz_actors.messages import OrderType, PositionUpdated, RejectReason, Side, TimeInForce
 from veloz_actors.strategies.base import Strategy
 
 from .helpers import file_config, wait_for
@@ -530,3 +530,81 @@ def test_a_strategy_whose_orders_are_all_refused_says_why_in_status(ray_runtime)
         assert entry["errors"] == 0  # a refusal is an outcome the strategy is told of, not an error
     finally:
         engine.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class _LateViewOms:
+    """Stands in for the OMS actor's view queries: each answer is the account's state when the call arrives, sent back
+    only once released when held, as an OMS answers a refresh computed before the fill it publishes next."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.qty = 0
+        self.waiting = 0
+
+    async def _answer(self, value):
+        if self.gate is not None:
+            self.waiting += 1
+            await self.gate.wait()
+        return value
+
+    async def balances(self, account):
+        return await self._answer({"USDT": (100_000_000, 0)})
+
+    async def positions(self, account):
+        position = PositionUpdated(account_id=account, symbol="BTCUSDT", qty=self.qty, avg_entry_price=1, cost=0,
+                                   realized_pnl=0, unrealized_pnl=0, mark_price=1, ts=1)  # fmt: skip
+        return await self._answer([position])
+
+    async def hold(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def held(self) -> int:
+        return self.waiting
+
+    async def fill(self, qty: int) -> None:
+        self.qty = qty
+
+    async def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+
+@ray.remote(num_cpus=0)
+class _RefreshedStrategyNode(StrategyNode):
+    """The node of a configured strategy whose view refresh a test starts, and whose view it reads."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.view_refresh_seconds = 3_600.0  # only when the test asks
+
+    def refresh_now(self) -> None:
+        self._view_due = 0.0
+
+    def position(self) -> int:
+        return self.ctx.position("BTCUSDT")
+
+
+def test_a_view_refresh_never_undoes_an_event_that_came_while_it_was_on_its_way(ray_runtime):
+    """The view's refresh asks the OMS and applies its answer on a later turn of the loop; a fill published after the
+    OMS answered, and seen on the bus before the answer was read, was overwritten by it: the strategy saw itself
+    flat while it held the position (sma_cross then skips its exit: it sells only on a cross) until the next refresh
+    or fill. The events seen while the answer was on its way are applied again after it."""
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+
+    oms = _LateViewOms.remote()
+    bus = ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor).options(num_cpus=0).remote(1_000)
+    node = _RefreshedStrategyNode.remote(dict(SMA), oms, bus, {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10)
+    ray.get(node.ping.remote(), timeout=60)
+    ray.get(oms.hold.remote(), timeout=30)
+    ray.get(node.refresh_now.remote(), timeout=30)
+    wait_for(lambda: ray.get(oms.held.remote(), timeout=30) == 2, what="the refresh's two queries at the OMS")
+    ray.get(oms.fill.remote(7), timeout=30)  # the strategy's buy fills after the OMS answered: published next
+    filled = PositionUpdated(account_id="main", symbol="BTCUSDT", qty=7, avg_entry_price=1, cost=7, realized_pnl=0,
+                             unrealized_pnl=0, mark_price=1, ts=2)  # fmt: skip
+    ray.get(bus.publish.remote([filled]), timeout=30)
+    wait_for(lambda: ray.get(node.position.remote(), timeout=30) == 7, what="the fill in the strategy's view")
+    ray.get(oms.release.remote(), timeout=30)
+    wait_for(lambda: ray.get(node.status.remote(), timeout=30)["view_refreshes"] == 1, what="the refresh applied")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.close.remote(), timeout=30)

@@ -133,6 +133,9 @@ class LiveContext(StrategyContext):
         self.orders = 0
         self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
+        # while a refresh's answer is on its way: the last view event seen of each kind and symbol, applied again after
+        # the answer (one published after the OMS answered would otherwise be undone by it)
+        self.seen_since_ask: dict[Any, Any] | None = None
         self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
         self.in_flight: list[tuple[Any, Any, float]] = []  # (object ref, command, resend until), checked unwaited
         self.to_resend: list[tuple[Any, float]] = []  # (command, resend until): calls the OMS's death cut
@@ -157,6 +160,19 @@ class LiveContext(StrategyContext):
             self.balances = {b.asset: (b.free, b.locked) for b in event.balances}
         elif kind is PositionUpdated:
             self.positions[event.symbol] = event.qty
+        else:
+            return
+        if self.seen_since_ask is not None:
+            self.seen_since_ask[getattr(event, "symbol", kind)] = event
+
+    def refreshed(self, balances: dict[str, tuple[int, int]], positions: Sequence[PositionUpdated]) -> None:
+        """Replace the view with the OMS's answer to a refresh asked when :attr:`seen_since_ask` was set to ``{}``,
+        then apply again the events seen since the ask: each may have been published after the OMS answered, and
+        carries whole values, so the last of each kind and symbol is the newest the view knows."""
+        seen, self.seen_since_ask = self.seen_since_ask or {}, None
+        self.load(balances, positions)
+        for event in seen.values():
+            self.observe(event)
 
     def now(self) -> int:
         return self.ts
@@ -386,13 +402,16 @@ class StrategyNode:
         """Every ``view_refresh_seconds``, ask the OMS for the account's balances and positions and, once both answers
         are in (looked at without waiting, on later turns of the loop), replace the view with them: a view left stale
         by events the bus never carried is put right within that time. An OMS that cannot answer (restarting) is
-        asked again at the next refresh. Events already on their way that predate the answer are applied after it;
-        each carries whole values, so the view is the OMS's again with the next of them."""
+        asked again at the next refresh. The view events seen while the answer was on its way are applied again after
+        it (one published after the OMS answered, a fill, would be undone by it until that symbol's next update);
+        those still on their way that predate it are applied after it, and each carries whole values, so the view is
+        the OMS's again with the next of them."""
         now = time.monotonic()
         asked = self._view_asked
         if asked is None:
             if now >= self._view_due:
                 account = self.ctx.account_id
+                self.ctx.seen_since_ask = {}  # before the ask: an answer may predate what the bus brings meanwhile
                 self._view_asked = [self.oms.balances.remote(account), self.oms.positions.remote(account)]
             return
         done, _ = ray.wait(asked, num_returns=len(asked), timeout=0)
@@ -403,8 +422,9 @@ class StrategyNode:
         try:
             balances, positions = ray.get(asked, timeout=0)
         except Exception:  # noqa: BLE001 - the OMS is restarting: the next refresh asks again
+            self.ctx.seen_since_ask = None
             return
-        self.ctx.load(balances, positions)
+        self.ctx.refreshed(balances, positions)
         self.view_refreshes += 1
 
     def _run(self) -> None:
