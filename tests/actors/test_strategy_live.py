@@ -539,11 +539,13 @@ class _LateViewOms:
 
     def __init__(self) -> None:
         self.gate: asyncio.Event | None = None
+        self.to_hold = 0  # the next calls held
         self.qty = 0
         self.waiting = 0
 
     async def _answer(self, value):
-        if self.gate is not None:
+        if self.gate is not None and self.to_hold > 0:
+            self.to_hold -= 1
             self.waiting += 1
             await self.gate.wait()
         return value
@@ -556,8 +558,9 @@ class _LateViewOms:
                                    realized_pnl=0, unrealized_pnl=0, mark_price=1, ts=1)  # fmt: skip
         return await self._answer([position])
 
-    async def hold(self) -> None:
+    async def hold(self, calls: int = 2) -> None:
         self.gate = asyncio.Event()
+        self.to_hold = calls
 
     async def held(self) -> int:
         return self.waiting
@@ -584,6 +587,12 @@ class _RefreshedStrategyNode(StrategyNode):
     def position(self) -> int:
         return self.ctx.position("BTCUSDT")
 
+    def refresh_pending(self) -> bool:
+        return self._view_asked is not None
+
+    def load_view(self) -> None:
+        self._load_view()  # what the node's loop does after the bus dropped some of its events
+
 
 def test_a_view_refresh_never_undoes_an_event_that_came_while_it_was_on_its_way(ray_runtime):
     """The view's refresh asks the OMS and applies its answer on a later turn of the loop; a fill published after the
@@ -606,5 +615,31 @@ def test_a_view_refresh_never_undoes_an_event_that_came_while_it_was_on_its_way(
     wait_for(lambda: ray.get(node.position.remote(), timeout=30) == 7, what="the fill in the strategy's view")
     ray.get(oms.release.remote(), timeout=30)
     wait_for(lambda: ray.get(node.status.remote(), timeout=30)["view_refreshes"] == 1, what="the refresh applied")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.close.remote(), timeout=30)
+
+
+def test_a_view_refresh_answered_before_a_reload_never_overwrites_it(ray_runtime):
+    """After the bus dropped some of a slow strategy's events the node reads its view from the OMS at once; a periodic
+    refresh asked before that and answered after it carried an older state and overwrote the reload, undoing what the
+    dropped events had changed (the strategy's own fill among them) until the next refresh. The reload now supersedes
+    a refresh on its way."""
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+
+    oms = _LateViewOms.remote()
+    bus = ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor).options(num_cpus=0).remote(1_000)
+    node = _RefreshedStrategyNode.remote(dict(SMA), oms, bus, {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10)
+    ray.get(node.ping.remote(), timeout=60)
+    ray.get(oms.hold.remote(2), timeout=30)
+    ray.get(node.refresh_now.remote(), timeout=30)
+    wait_for(lambda: ray.get(oms.held.remote(), timeout=30) == 2, what="the refresh's two queries at the OMS")
+    ray.get(oms.fill.remote(7), timeout=30)  # a fill whose events the bus dropped
+    ray.get(node.load_view.remote(), timeout=30)
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(oms.release.remote(), timeout=30)  # the refresh's answer, computed before the fill, comes in
+    wait_for(lambda: not ray.get(node.refresh_pending.remote(), timeout=30), what="no refresh on its way")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.refresh_now.remote(), timeout=30)  # later refreshes go on
+    wait_for(lambda: ray.get(node.status.remote(), timeout=30)["view_refreshes"] == 1, what="a refresh applied")
     assert ray.get(node.position.remote(), timeout=30) == 7
     ray.get(node.close.remote(), timeout=30)

@@ -348,6 +348,7 @@ class StrategyNode:
         self.refused_in_a_row = 0  # its orders refused since the last one accepted
         self.refusing_after = _REFUSED_IN_A_ROW
         self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
+        self._view_asked: list[Any] | None = None  # the OMS calls of a refresh on their way
         self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
         self.bar_start = -1
@@ -362,7 +363,6 @@ class StrategyNode:
         self.view_refresh_seconds = _VIEW_REFRESH_SECONDS
         self.view_refreshes = 0
         self._view_due = time.monotonic() + self.view_refresh_seconds
-        self._view_asked: list[Any] | None = None  # the OMS calls of a refresh on their way
         self._stop = threading.Event()
         self._guard(self.strategy.on_start, self.ctx)
         self._thread = threading.Thread(target=self._run, name="veloz-strategy", daemon=True)
@@ -391,7 +391,10 @@ class StrategyNode:
 
     def _load_view(self) -> None:
         """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
-        every strategy callback: this is the node's own loop)."""
+        every strategy callback: this is the node's own loop). A refresh on its way is dropped: its answer may be
+        older than this one, and would undo what the dropped events changed."""
+        self._view_asked = None
+        self.ctx.seen_since_ask = None
         account = self.ctx.account_id
         balances, positions = ray.get(
             [self.oms.balances.remote(account), self.oms.positions.remote(account)], timeout=30
