@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import orjson
@@ -13,7 +14,7 @@ from veloz_actors import ConfigError
 from veloz_actors.actors.api import build_spec, start_local
 from veloz_actors.actors.strategy_node import StrategyNode
 from veloz_actors.logs import LogSettings
-from veloz_actors.messages import OrderType, RejectReason, Side, TimeInForce
+from veloz_actors.messages import OrderType, PositionUpdated, RejectReason, Side, TimeInForce
 from veloz_actors.strategies.base import Strategy
 
 from .helpers import file_config, wait_for
@@ -69,6 +70,23 @@ def test_sma_cross_trades_the_simulated_market_through_risk_and_the_oms(ray_runt
 def test_a_bad_strategy_entry_is_a_clear_config_error(entry, named):
     with pytest.raises(ConfigError, match=named):
         build_spec(file_config(strategies=[entry]))
+
+
+def test_two_strategies_on_one_symbol_and_account_are_refused_at_start():
+    """Each strategy takes its account's position for its own: two on one symbol and account traded each other's
+    (on the simulated market sma_cross sold the 1.66381 BTC rsi_reversion had bought, to the unit). The start refuses
+    them, naming both entries; on two accounts they are independent and accepted."""
+    rsi = {"strategy": "rsi_reversion", "params": {"period": 2, "lower": 40, "upper": 60}, "symbol": "BTCUSDT"}
+    with pytest.raises(ConfigError, match=r"entries 0 \(sma_cross\) and 1 \(rsi_reversion\) both trade BTCUSDT"):
+        build_spec(file_config(strategies=[SMA, rsi]))
+    config = file_config(strategies=[SMA, {**rsi, "account": "second"}])
+    engine = config.model_copy(update={"balances": {**config.balances, "second": {"USDT": "1000"}}})
+    spec = build_spec(engine)
+    assert [(s["strategy"], s["account"]) for s in spec.strategies] == [
+        ("sma_cross", "main"),
+        ("rsi_reversion", "second"),
+    ]
+    assert len(build_spec(file_config(strategies=[SMA, {**SMA, "symbol": "ETHUSDT"}])).strategies) == 2
 
 
 class _RecordingOms:
@@ -428,3 +446,200 @@ def test_a_strategy_that_keeps_raising_is_a_status_problem_until_it_stops(ray_ru
         assert calm["problems"] == []
     finally:
         engine.shutdown()
+
+
+class _Blocked(Strategy):
+    """Blocks in on_bar until released, as a strategy waiting on a lock or a network call does."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def on_bar(self, bar):
+        self.released.wait(timeout=300)
+
+
+def _block(node) -> None:
+    """Run inside a configured strategy's actor: its strategy becomes :class:`_Blocked`, stuck from its first second."""
+    node.strategy = _Blocked()
+    node.stuck_seconds = 0.0
+
+
+def _unblock(node) -> None:
+    node.strategy.released.set()
+
+
+def test_a_strategy_stuck_in_a_callback_is_a_status_problem_until_it_returns(ray_runtime):
+    """A callback that does not return (a strategy waiting on a lock or a network call) left STATUS silent: alive,
+    not failing, no problem, while the strategy got no event and placed no order (measured: 8 s blocked in on_bar,
+    `problems` empty). STATUS now names the callback and how long it has run, and lists the strategy in problems."""
+    engine = start_local(file_config(strategies=[SMA]), name="strategy-stuck")
+    try:
+        name = "strategy:0:sma_cross"
+        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        ray.get(node.__ray_call__.remote(_block), timeout=30)
+        base = time.time_ns()
+        for k in range(2):
+            engine.tick(base + k * 1_000_000_000)
+        status = wait_for(
+            lambda: (s := engine.status())["strategies"][name]["stuck"] and s, what="the strategy to be stuck in on_bar"
+        )
+        entry = status["strategies"][name]
+        assert entry["callback"] == "on_bar" and entry["callback_seconds"] >= 0 and not entry["failing"]
+        (problem,) = status["problems"]
+        assert f"actor {name!r}" in problem and "has been in on_bar for" in problem
+        ray.get(node.__ray_call__.remote(_unblock), timeout=30)
+        calm = wait_for(
+            lambda: not (s := engine.status())["strategies"][name]["stuck"] and s, what="the callback to return"
+        )
+        assert calm["problems"] == [] and calm["strategies"][name]["callback"] is None
+        assert calm["strategies"][name]["errors"] == 0
+    finally:
+        engine.shutdown()
+
+
+def _refusing_after_two(node) -> None:
+    node.refusing_after = 2
+
+
+def test_a_strategy_whose_orders_are_all_refused_says_why_in_status(ray_runtime):
+    """sma_cross buys with all its account's free cash: with 1,000,000 USDT that is about 17 BTC, above the risk
+    limit's 10 BTC an order, so every buy was refused MAX_ORDER_QUANTITY while its STATUS entry showed only a growing
+    order count, nothing refused, no problem (the engine-wide rejection count does not say whose). Its entry now counts
+    its refusals by reason with the last one's detail, and a run of them puts it in problems."""
+    config = file_config(strategies=[SMA])
+    rich = config.model_copy(update={"balances": {"main": {**config.balances["main"], "USDT": "1000000"}}})
+    engine = start_local(rich, name="strategy-refused")
+    try:
+        name = "strategy:0:sma_cross"
+        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        ray.get(node.__ray_call__.remote(_refusing_after_two), timeout=30)
+        base = time.time_ns()
+        for k in range(120):
+            engine.tick(base + k * 1_000_000_000)
+        status = wait_for(
+            lambda: (s := engine.status())["strategies"][name]["refusing"] and s, what="two buys refused in a row"
+        )
+        entry = status["strategies"][name]
+        assert set(entry["rejected"]) == {"MAX_ORDER_QUANTITY"} and entry["refused_in_a_row"] >= 2
+        assert (
+            entry["last_rejection"].startswith("MAX_ORDER_QUANTITY: ")
+            and "above the risk limit 10" in entry["last_rejection"]
+        )
+        (problem,) = status["problems"]
+        assert f"actor {name!r}" in problem and entry["last_rejection"] in problem
+        assert entry["errors"] == 0  # a refusal is an outcome the strategy is told of, not an error
+    finally:
+        engine.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class _LateViewOms:
+    """Stands in for the OMS actor's view queries: each answer is the account's state when the call arrives, sent back
+    only once released when held, as an OMS answers a refresh computed before the fill it publishes next."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.to_hold = 0  # the next calls held
+        self.qty = 0
+        self.waiting = 0
+
+    async def _answer(self, value):
+        if self.gate is not None and self.to_hold > 0:
+            self.to_hold -= 1
+            self.waiting += 1
+            await self.gate.wait()
+        return value
+
+    async def balances(self, account):
+        return await self._answer({"USDT": (100_000_000, 0)})
+
+    async def positions(self, account):
+        position = PositionUpdated(account_id=account, symbol="BTCUSDT", qty=self.qty, avg_entry_price=1, cost=0,
+                                   realized_pnl=0, unrealized_pnl=0, mark_price=1, ts=1)  # fmt: skip
+        return await self._answer([position])
+
+    async def hold(self, calls: int = 2) -> None:
+        self.gate = asyncio.Event()
+        self.to_hold = calls
+
+    async def held(self) -> int:
+        return self.waiting
+
+    async def fill(self, qty: int) -> None:
+        self.qty = qty
+
+    async def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+
+@ray.remote(num_cpus=0)
+class _RefreshedStrategyNode(StrategyNode):
+    """The node of a configured strategy whose view refresh a test starts, and whose view it reads."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.view_refresh_seconds = 3_600.0  # only when the test asks
+
+    def refresh_now(self) -> None:
+        self._view_due = 0.0
+
+    def position(self) -> int:
+        return self.ctx.position("BTCUSDT")
+
+    def refresh_pending(self) -> bool:
+        return self._view_asked is not None
+
+    def load_view(self) -> None:
+        self._load_view()  # what the node's loop does after the bus dropped some of its events
+
+
+def test_a_view_refresh_never_undoes_an_event_that_came_while_it_was_on_its_way(ray_runtime):
+    """The view's refresh asks the OMS and applies its answer on a later turn of the loop; a fill published after the
+    OMS answered, and seen on the bus before the answer was read, was overwritten by it: the strategy saw itself
+    flat while it held the position (sma_cross then skips its exit: it sells only on a cross) until the next refresh
+    or fill. The events seen while the answer was on its way are applied again after it."""
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+
+    oms = _LateViewOms.remote()
+    bus = ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor).options(num_cpus=0).remote(1_000)
+    node = _RefreshedStrategyNode.remote(dict(SMA), oms, bus, {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10)
+    ray.get(node.ping.remote(), timeout=60)
+    ray.get(oms.hold.remote(), timeout=30)
+    ray.get(node.refresh_now.remote(), timeout=30)
+    wait_for(lambda: ray.get(oms.held.remote(), timeout=30) == 2, what="the refresh's two queries at the OMS")
+    ray.get(oms.fill.remote(7), timeout=30)  # the strategy's buy fills after the OMS answered: published next
+    filled = PositionUpdated(account_id="main", symbol="BTCUSDT", qty=7, avg_entry_price=1, cost=7, realized_pnl=0,
+                             unrealized_pnl=0, mark_price=1, ts=2)  # fmt: skip
+    ray.get(bus.publish.remote([filled]), timeout=30)
+    wait_for(lambda: ray.get(node.position.remote(), timeout=30) == 7, what="the fill in the strategy's view")
+    ray.get(oms.release.remote(), timeout=30)
+    wait_for(lambda: ray.get(node.status.remote(), timeout=30)["view_refreshes"] == 1, what="the refresh applied")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.close.remote(), timeout=30)
+
+
+def test_a_view_refresh_answered_before_a_reload_never_overwrites_it(ray_runtime):
+    """After the bus dropped some of a slow strategy's events the node reads its view from the OMS at once; a periodic
+    refresh asked before that and answered after it carried an older state and overwrote the reload, undoing what the
+    dropped events had changed (the strategy's own fill among them) until the next refresh. The reload now supersedes
+    a refresh on its way."""
+    from veloz_actors.actors.bus import BUS_CONCURRENCY_GROUPS, EventBusActor
+
+    oms = _LateViewOms.remote()
+    bus = ray.remote(concurrency_groups=BUS_CONCURRENCY_GROUPS)(EventBusActor).options(num_cpus=0).remote(1_000)
+    node = _RefreshedStrategyNode.remote(dict(SMA), oms, bus, {"BTCUSDT": ("BTC", "USDT")}, order_inbox=10)
+    ray.get(node.ping.remote(), timeout=60)
+    ray.get(oms.hold.remote(2), timeout=30)
+    ray.get(node.refresh_now.remote(), timeout=30)
+    wait_for(lambda: ray.get(oms.held.remote(), timeout=30) == 2, what="the refresh's two queries at the OMS")
+    ray.get(oms.fill.remote(7), timeout=30)  # a fill whose events the bus dropped
+    ray.get(node.load_view.remote(), timeout=30)
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(oms.release.remote(), timeout=30)  # the refresh's answer, computed before the fill, comes in
+    wait_for(lambda: not ray.get(node.refresh_pending.remote(), timeout=30), what="no refresh on its way")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.refresh_now.remote(), timeout=30)  # later refreshes go on
+    wait_for(lambda: ray.get(node.status.remote(), timeout=30)["view_refreshes"] == 1, what="a refresh applied")
+    assert ray.get(node.position.remote(), timeout=30) == 7
+    ray.get(node.close.remote(), timeout=30)

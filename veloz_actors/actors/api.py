@@ -143,7 +143,7 @@ def build_spec(
         peer_window=actors.peer_window,
         tick_ms=tick_ms or file_config.sim.tick_ms,
         run_clock=run_clock,
-        strategies=tuple(_strategy_settings(entry, engine_config.balances) for entry in actors.strategies),
+        strategies=_strategies_settings(actors.strategies, engine_config.balances),
         replay=None if actors.replay is None else actors.replay.resolved(),
         market_data=file_config.venue.market_data() if file_config.venue.kind == "binance" else None,
         risk={"limits": asdict(file_config.engine_risk.build())} if actors.risk else None,
@@ -262,6 +262,25 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
         "account_id": "main",
     }
     return engine_config, live
+
+
+def _strategies_settings(
+    entries: Sequence[StrategyEntryModel], accounts: Mapping[str, Any]
+) -> tuple[dict[str, Any], ...]:
+    """Every live strategy's settings (:func:`_strategy_settings`), at most one per symbol and account: a strategy's
+    position is its account's (as in a backtest, where it is the only trader), so two on one symbol and account would
+    each take the other's position for its own, one selling what the other bought."""
+    seen: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        first = seen.setdefault((entry.account, entry.symbol), index)
+        if first != index:
+            raise ConfigError(
+                f"actors.strategies: entries {first} ({entries[first].strategy}) and {index} ({entry.strategy}) both "
+                f"trade {entry.symbol} in account {entry.account!r}: a strategy's position is its account's, so "
+                "each would trade the other's (sell what the other bought); give each its own account (a name "
+                "under engine.balances)"
+            )
+    return tuple(_strategy_settings(entry, accounts) for entry in entries)
 
 
 def _strategy_settings(entry: StrategyEntryModel, accounts: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,17 @@ An exception in strategy code is counted and reported in ``status()`` (``errors`
 message, secrets redacted; ``failing`` while the last one is less than ``_FAILING_SECONDS`` old, which puts the
 strategy in STATUS ``problems``), and logged with its traceback in the strategy actor's log file (the first, then at
 most one every ``_ERROR_LOG_SECONDS`` with the count so far, so a strategy failing on every book update cannot flood
-it); the strategy keeps getting its callbacks, and the engine goes on.
+it); the strategy keeps getting its callbacks, and the engine goes on. A callback that does not return (blocked on
+I/O, waiting on a lock, an endless loop) cannot be interrupted; ``status()`` names it and how long it has run
+(``callback``, ``callback_seconds``), and once that passes ``_STUCK_SECONDS`` the strategy is ``stuck``, which puts it
+in STATUS ``problems`` too: meanwhile it gets no event (they wait in its bus queue, the oldest dropped past its limit,
+counted) and places no order.
+An order of the strategy that is refused (by risk, funds, the venue, its own window) comes to ``on_order_event`` like
+any other outcome; it is also counted by reason in ``status()`` (``rejected``, ``last_rejection``: reason and detail),
+logged the first time for each reason (the next are counted, not logged), and once ``_REFUSED_IN_A_ROW`` of its
+orders in a row were refused (``refused_in_a_row``; an accepted one ends the run) the strategy is ``refusing``, which
+puts it in STATUS ``problems``: a strategy whose every order is refused (sma_cross buying with all the account's
+cash, above the risk limit's order size) otherwise looked like one trading.
 
 Configured in the ``actors:`` section of the engine config::
 
@@ -39,7 +49,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +90,8 @@ _POLL_SECONDS = 0.01
 _VIEW_REFRESH_SECONDS = 5.0
 _ERROR_LOG_SECONDS = 10.0  # a strategy's exceptions are logged at most this often (each one is counted)
 _FAILING_SECONDS = 60.0  # a strategy whose last exception is younger than this is failing (STATUS problems)
+_STUCK_SECONDS = 10.0  # a strategy whose callback has run this long is stuck (STATUS problems)
+_REFUSED_IN_A_ROW = 5  # a strategy whose last this many orders were all refused is refusing (STATUS problems)
 _ERROR_TEXT_LENGTH = 300  # characters of an exception's message kept in STATUS
 _FINISHED_KEPT = 10_000  # the strategy's finished orders whose late events (a cancel refused) still reach it
 # a cancel refused for these reasons says the order is no longer open
@@ -121,6 +133,9 @@ class LiveContext(StrategyContext):
         self.orders = 0
         self.balances: dict[str, tuple[int, int]] = {}  # asset -> (free, locked)
         self.positions: dict[str, int] = {}  # symbol -> signed quantity
+        # while a refresh's answer is on its way: the last view event seen of each kind and symbol, applied again after
+        # the answer (one published after the OMS answered would otherwise be undone by it)
+        self.seen_since_ask: dict[Any, Any] | None = None
         self.window = InFlightWindow(order_inbox)  # commands sent and not yet answered
         self.in_flight: list[tuple[Any, Any, float]] = []  # (object ref, command, resend until), checked unwaited
         self.to_resend: list[tuple[Any, float]] = []  # (command, resend until): calls the OMS's death cut
@@ -145,6 +160,19 @@ class LiveContext(StrategyContext):
             self.balances = {b.asset: (b.free, b.locked) for b in event.balances}
         elif kind is PositionUpdated:
             self.positions[event.symbol] = event.qty
+        else:
+            return
+        if self.seen_since_ask is not None:
+            self.seen_since_ask[getattr(event, "symbol", kind)] = event
+
+    def refreshed(self, balances: dict[str, tuple[int, int]], positions: Sequence[PositionUpdated]) -> None:
+        """Replace the view with the OMS's answer to a refresh asked when :attr:`seen_since_ask` was set to ``{}``,
+        then apply again the events seen since the ask: each may have been published after the OMS answered, and
+        carries whole values, so the last of each kind and symbol is the newest the view knows."""
+        seen, self.seen_since_ask = self.seen_since_ask or {}, None
+        self.load(balances, positions)
+        for event in seen.values():
+            self.observe(event)
 
     def now(self) -> int:
         return self.ts
@@ -313,7 +341,14 @@ class StrategyNode:
         self.bus = bus
         self.queue = int(settings.get("queue", 10_000))
         self.all_order_events = settings.get("order_events", "own") == "all"
+        self._busy: tuple[str, float] | None = None  # the callback running now and its time.monotonic() start
+        self.stuck_seconds = _STUCK_SECONDS
+        self.rejected: Counter[str] = Counter()  # the strategy's orders refused, by reason
+        self.last_rejection: str | None = None  # the last one's reason and detail
+        self.refused_in_a_row = 0  # its orders refused since the last one accepted
+        self.refusing_after = _REFUSED_IN_A_ROW
         self.sid = ray.get(bus.subscribe.remote(self.queue, _KINDS), timeout=30)
+        self._view_asked: list[Any] | None = None  # the OMS calls of a refresh on their way
         self._load_view()  # after subscribing: nothing between the two is missed
         self.bar = Bar(self.symbol)
         self.bar_start = -1
@@ -328,13 +363,13 @@ class StrategyNode:
         self.view_refresh_seconds = _VIEW_REFRESH_SECONDS
         self.view_refreshes = 0
         self._view_due = time.monotonic() + self.view_refresh_seconds
-        self._view_asked: list[Any] | None = None  # the OMS calls of a refresh on their way
         self._stop = threading.Event()
         self._guard(self.strategy.on_start, self.ctx)
         self._thread = threading.Thread(target=self._run, name="veloz-strategy", daemon=True)
         self._thread.start()
 
     def _guard(self, callback: Any, *args: Any) -> None:
+        self._busy = (callback.__name__, time.monotonic())  # read by status(), on the actor's own thread
         try:
             callback(*args)
         except Exception as exc:  # noqa: BLE001 - strategy code: count it, report it, keep the engine running
@@ -351,10 +386,15 @@ class StrategyNode:
                     extra={"strategy": self.settings["strategy"], "symbol": self.symbol,
                            "callback": callback.__name__, "errors": self.errors},
                 )  # fmt: skip
+        finally:
+            self._busy = None
 
     def _load_view(self) -> None:
         """Fill the context's view of the account from the OMS: at start, and after events were dropped (outside
-        every strategy callback: this is the node's own loop)."""
+        every strategy callback: this is the node's own loop). A refresh on its way is dropped: its answer may be
+        older than this one, and would undo what the dropped events changed."""
+        self._view_asked = None
+        self.ctx.seen_since_ask = None
         account = self.ctx.account_id
         balances, positions = ray.get(
             [self.oms.balances.remote(account), self.oms.positions.remote(account)], timeout=30
@@ -365,13 +405,16 @@ class StrategyNode:
         """Every ``view_refresh_seconds``, ask the OMS for the account's balances and positions and, once both answers
         are in (looked at without waiting, on later turns of the loop), replace the view with them: a view left stale
         by events the bus never carried is put right within that time. An OMS that cannot answer (restarting) is
-        asked again at the next refresh. Events already on their way that predate the answer are applied after it;
-        each carries whole values, so the view is the OMS's again with the next of them."""
+        asked again at the next refresh. The view events seen while the answer was on its way are applied again after
+        it (one published after the OMS answered, a fill, would be undone by it until that symbol's next update);
+        those still on their way that predate it are applied after it, and each carries whole values, so the view is
+        the OMS's again with the next of them."""
         now = time.monotonic()
         asked = self._view_asked
         if asked is None:
             if now >= self._view_due:
                 account = self.ctx.account_id
+                self.ctx.seen_since_ask = {}  # before the ask: an answer may predate what the bus brings meanwhile
                 self._view_asked = [self.oms.balances.remote(account), self.oms.positions.remote(account)]
             return
         done, _ = ray.wait(asked, num_returns=len(asked), timeout=0)
@@ -382,8 +425,9 @@ class StrategyNode:
         try:
             balances, positions = ray.get(asked, timeout=0)
         except Exception:  # noqa: BLE001 - the OMS is restarting: the next refresh asks again
+            self.ctx.seen_since_ask = None
             return
-        self.ctx.load(balances, positions)
+        self.ctx.refreshed(balances, positions)
         self.view_refreshes += 1
 
     def _run(self) -> None:
@@ -406,6 +450,7 @@ class StrategyNode:
             self.ctx.reap()
             self._refresh_view()
             for refusal in self.ctx.take_refused():  # after the callbacks that placed them, never inside one
+                self._note_outcome(refusal)
                 self._guard(self.strategy.on_order_event, refusal)
 
     def _deliver(self, items: Sequence[Any]) -> None:
@@ -422,8 +467,31 @@ class StrategyNode:
                 continue
             elif kind in _VIEW_EVENTS:
                 self.ctx.observe(event)
-            elif kind in _ORDER_EVENTS and (self.ctx.mine(event) or self.all_order_events):  # mine() keeps count
-                self._guard(self.strategy.on_order_event, event)
+            elif kind in _ORDER_EVENTS:
+                mine = self.ctx.mine(event)  # keeps the set of its open orders current
+                if mine:
+                    self._note_outcome(event)
+                if mine or self.all_order_events:
+                    self._guard(self.strategy.on_order_event, event)
+
+    def _note_outcome(self, event: Any) -> None:
+        """Count the strategy's orders refused (a refused cancel, which carries no side, is not one) and the run of
+        them since its last order accepted; log the first refusal for each reason."""
+        kind = type(event)
+        if kind is OrderAccepted:
+            self.refused_in_a_row = 0
+        elif kind is OrderRejected and event.side is not None:
+            reason = event.reason.value
+            self.rejected[reason] += 1
+            self.refused_in_a_row += 1
+            self.last_rejection = redact(f"{reason}: {event.detail}")[:_ERROR_TEXT_LENGTH]
+            if self.rejected[reason] == 1:
+                _log.warning(
+                    "strategy %s on %s: order %s refused, %s (the first refusal for this reason: the next are "
+                    "counted in STATUS, not logged)",
+                    self.settings["strategy"], self.symbol, event.client_order_id, self.last_rejection,
+                    extra={"strategy": self.settings["strategy"], "symbol": self.symbol, "reason": reason},
+                )  # fmt: skip
 
     def _on_top(self, top: BookTop) -> None:
         if not top.bid_price or not top.ask_price:
@@ -448,7 +516,10 @@ class StrategyNode:
         self._guard(self.strategy.on_book, top)
 
     def status(self) -> dict[str, Any]:
-        age = time.monotonic() - self._last_error_at if self.errors else None
+        now = time.monotonic()
+        age = now - self._last_error_at if self.errors else None
+        busy = self._busy
+        running = None if busy is None else now - busy[1]
         return {
             "pid": os.getpid(),
             "last_seq": self.bars,
@@ -465,6 +536,13 @@ class StrategyNode:
             "last_error": self.last_error,
             "last_error_age_seconds": None if age is None else round(age, 3),
             "failing": age is not None and age < self.failing_seconds,
+            "callback": None if busy is None else busy[0],  # the strategy's callback running now, if any
+            "callback_seconds": None if running is None else round(running, 3),
+            "stuck": running is not None and running >= self.stuck_seconds,
+            "rejected": dict(self.rejected),  # its orders refused, by reason
+            "last_rejection": self.last_rejection,
+            "refused_in_a_row": self.refused_in_a_row,
+            "refusing": self.refused_in_a_row >= self.refusing_after,
             "order_events": "all" if self.all_order_events else "own",
             "dropped": self.dropped,
             "log": log_file_status(),

@@ -643,10 +643,24 @@ def journal_problems(engine: str, statuses: dict[str, dict[str, Any] | None]) ->
 
 
 def strategy_problems(engine: str, strategies: dict[str, dict[str, Any] | None]) -> list[str]:
-    """A line for STATUS ``problems`` per live strategy that keeps raising (its ``status()`` says ``failing``): which
-    actor, how often, the last exception's message (secrets redacted by the node) and where its traceback is."""
+    """A line for STATUS ``problems`` per live strategy stuck in a callback (its ``status()`` says ``stuck``): which
+    actor, which callback, for how long; one per strategy whose orders are all refused (``refusing``): how many, the
+    last reason; and one per strategy that keeps raising (``failing``): which actor, how often, the last exception's
+    message (secrets redacted by the node) and where its traceback is."""
     out = []
     for actor, status in strategies.items():
+        if status and status.get("stuck"):
+            out.append(
+                f"engine {engine!r}: actor {actor!r} (strategy {status['strategy']} on {status['symbol']}) has been "
+                f"in {status['callback']} for {status['callback_seconds']:.0f} s: until it returns the strategy gets "
+                "no event and places no order (its events wait in its bus queue, the oldest dropped past its limit)"
+            )
+        if status and status.get("refusing"):
+            out.append(
+                f"engine {engine!r}: actor {actor!r} (strategy {status['strategy']} on {status['symbol']}) has had its "
+                f"last {status['refused_in_a_row']} orders refused, the last {status['last_rejection']}. It goes on "
+                "placing orders at its signals; the reason says what to change (a risk limit, the account's funds)"
+            )
         if not status or not status.get("failing"):
             continue
         out.append(
