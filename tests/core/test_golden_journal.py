@@ -2,11 +2,13 @@
 
 The kernel does not journal its decisions: it journals commands and reports and decides again on replay. A change to
 a decision (a risk rule, a filter, matching) would therefore rebuild an earlier journal into other orders and
-balances, an order the venue never got among them. ``golden/semantics6.journal`` was written by a run of
+balances, an order the venue never got among them. ``golden/semantics7.journal`` was written by a run of
 :func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's and a quote
 amount below the minimum notional among them; a halt and its reset; the ``max_position`` rule of semantics 3 on coins
-sold from a deposit; the simulated market's steps rounded to the nearest tick) and ``golden/semantics6.events`` holds
-what that run emitted; ``semantics5.*`` (the run before the ``dust-quote`` order, its market's steps rounded down),
+sold from a deposit; the simulated market's steps rounded to the nearest tick) and ``golden/semantics7.events`` holds
+what that run emitted; ``semantics6.*`` (the same run: semantics 7 changed how a market buy by quote amount that ran
+out of book ends, which the simulated venue never reports; ``tests/venues/test_golden_venue_journal.py``'s paper
+shard has one), ``semantics5.*`` (the run before the ``dust-quote`` order, its market's steps rounded down),
 ``semantics4.*`` (the same run under semantics 4: this scenario's fills pay their fees in the quote asset, so
 semantics 5's position rule changes none of its events) and ``semantics3.*``, of the run before the ``ghost`` order,
 are kept and must replay as they did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``

@@ -628,6 +628,33 @@ def test_order_lifecycle_in_the_kernels_terms(server: BinanceTestServer) -> None
         assert any(isinstance(m, VenueBalance) for m in h.account_messages)
 
 
+def test_a_market_buy_by_quote_amount_that_exhausts_the_book_is_expired_as_binance_says(capture: Path) -> None:
+    """Binance expires a MARKET order the book cannot fill, the filled part kept (``market_orders_faq.md``: status
+    ``EXPIRED``, expiry reason ``INSUFFICIENT_LIQUIDITY``). The local server's paper venue closed an order by quote
+    amount with its last fill (FILLED, having spent a part), and the kernel called any such order FILLED; now both
+    say EXPIRED, and the unspent reservation is released on both sides."""
+    balances = {"USDT": "10000000", "BTC": "10"}  # more than the whole served ask side costs (about 7.4 million)
+    server = BinanceTestServer([capture], speed=0, paused=True)
+    server.add_account(HMAC.api_key, hmac_secret=HMAC_SECRET, balances=balances)
+    server.start()
+    try:
+        with Harness(server, balances=balances) as h:
+            _, _, asks = server.book(SYMBOL)
+            coid = h.place(Side.BUY, quote_qty=d("9000000"))
+            order = h.wait(coid, OrderStatus.EXPIRED, timeout=30.0)
+            step = h.instruments[SYMBOL].qty_step
+            assert order.filled == sum(qty // step * step for _, qty in asks)
+            [expired] = [e for e in h.kernel_events if isinstance(e, OrderExpired) and e.client_order_id == coid]
+            assert expired.reason is RejectReason.NO_LIQUIDITY
+            [row] = [o for o in server.orders(HMAC.api_key) if o["clientOrderId"] == coid]
+            assert (row["status"], row["expiryReason"]) == ("EXPIRED", "INSUFFICIENT_LIQUIDITY")
+            h.pump()
+            h.assert_matches_server()  # the same status, fills and balances; nothing left locked
+            assert h.kernel.ledger.balances("main")["USDT"][1] == 0
+    finally:
+        server.stop()
+
+
 def test_another_order_under_our_client_order_id_is_an_external_order_not_ours(server: BinanceTestServer) -> None:
     """Binance asks a client order id unique among open orders only: once ours has closed, another program may use it.
     Its reports were booked onto ours (a fill beyond our order, after it closed)."""

@@ -47,6 +47,7 @@ from ..messages import (
     builder,
     members,
 )
+from .l2replay import L2ReplayVenue
 from .matching import Fill, OrderBook, VenueOrder
 from .simmarket import SimMarket, SimSymbol
 
@@ -437,8 +438,9 @@ def _symbol_seed(seed: int, symbol: str) -> list[int]:
 
 
 def use_semantics(venues: Iterable[Any], semantics: int) -> None:
-    """Give the simulated venues among ``venues`` the market's rule of a journal of ``semantics`` (their driver's,
-    once it opened or restored one): a journal keeps the rule it was written under (:mod:`.simmarket`)."""
+    """Give the simulated and recorded-market venues among ``venues`` the rules of a journal of ``semantics``
+    (their driver's, once it opened or restored one): a journal keeps the rules it was written under (the market's,
+    :mod:`.simmarket`; a market buy by quote amount's end, :mod:`.l2replay`)."""
     for venue in venues:
-        if isinstance(venue, SimVenue):
+        if isinstance(venue, (SimVenue, L2ReplayVenue)):
             venue.semantics = semantics

@@ -1751,7 +1751,7 @@ class BinanceVenue:
         trades = sorted(trades, key=lambda t: t.trade_id)
         executed = state.executed_qty if state is not None else sum(t.qty for t in trades)
         cum = max(executed - sum(t.qty for t in trades), 0)
-        final = state.is_final if state is not None else rec.final
+        final = state.last_fill_closes if state is not None else rec.final
         out = []
         for i, t in enumerate(trades):
             cum += t.qty
