@@ -60,8 +60,8 @@ def withdraw(cid: str, *, account: str = "main", symbol: str = "BTCUSDT") -> Sub
 
 def sim_scenario() -> list[Any]:
     """Requests and clock steps for a shard of the seeded simulated market (BTCUSDT and ETHUSDT, its market maker),
-    one second apart: orders that rest, take, cross, expire and are refused, cancels, and steps that move the market
-    maker's quotes through resting orders."""
+    one second apart: orders that rest, take, cross, expire and are refused, cancels, steps that move the market
+    maker's quotes through resting orders, and a market buy by quote amount that takes every ask (7 on: expires)."""
     steps: list[Any] = [
         Tick(ts=0),
         submit(1, "rest", "BUY", "0.5", "59990", "59990"),
@@ -78,6 +78,7 @@ def sim_scenario() -> list[Any]:
         withdraw("nobody"),
         submit(9, "last", "BUY", "0.05", None, "65000"),
         Tick(ts=0),
+        submit(10, "sweep", "BUY", None, None, "65000", quote_qty="500000"),  # takes every ask: expires (7 on)
     ]
     return [_at(step, START_NS + i * SECOND) for i, step in enumerate(steps)]
 
@@ -201,9 +202,12 @@ def test_the_golden_runs_exercise_what_they_say() -> None:
         (accepted, None), (filled, "TAKER"), (filled, "MAKER"), (cancelled, "USER_CANCEL"),
         (expired, "NO_LIQUIDITY"), (refused, "ORDER_NOT_OPEN"),
     }, kinds["paper"]  # fmt: skip
-    paper = (GOLDEN / f"paper_semantics{SEMANTICS}.batches").read_bytes().splitlines()
-    quote = [orjson.loads(r) for line in paper for r in line.split(b"\t")[1:] if b'"client_order_id":"quote"' in r]
-    assert [r["type"] for r in quote][-1] == expired and len(quote) > 2, quote  # accepted, fills, then its expiry
+    for name, cid in (("paper", b"quote"), ("sim", b"sweep")):  # a market buy by quote amount that ran out of book
+        lines = (GOLDEN / f"{name}_semantics{SEMANTICS}.batches").read_bytes().splitlines()
+        mine = [
+            orjson.loads(r) for line in lines for r in line.split(b"\t")[1:] if b'"client_order_id":"%s"' % cid in r
+        ]
+        assert [r["type"] for r in mine][-1] == expired and len(mine) > 2, mine  # accepted, fills, then its expiry
 
 
 if __name__ == "__main__":  # python -m tests.venues.test_golden_venue_journal [DIR]: write today's golden files
