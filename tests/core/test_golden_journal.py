@@ -2,11 +2,12 @@
 
 The kernel does not journal its decisions: it journals commands and reports and decides again on replay. A change to
 a decision (a risk rule, a filter, matching) would therefore rebuild an earlier journal into other orders and
-balances, an order the venue never got among them. ``golden/semantics6.journal`` was written by a run of
+balances, an order the venue never got among them. ``golden/semantics7.journal`` was written by a run of
 :func:`scenario` (orders that rest, fill, cancel and are refused for each reason, an unknown account's and a quote
 amount below the minimum notional among them; a halt and its reset; the ``max_position`` rule of semantics 3 on coins
-sold from a deposit; the simulated market's steps rounded to the nearest tick) and ``golden/semantics6.events`` holds
-what that run emitted; ``semantics5.*`` (the run before the ``dust-quote`` order, its market's steps rounded down),
+sold from a deposit; the simulated market's steps rounded to the nearest tick) and ``golden/semantics7.events`` holds
+what that run emitted, its last order a market buy by quote amount that takes every ask the market maker offers
+(semantics 7 on: EXPIRED, its fills kept); ``semantics6.*`` (the run before that order), ``semantics5.*`` (the run before the ``dust-quote`` order, its market's steps rounded down),
 ``semantics4.*`` (the same run under semantics 4: this scenario's fills pay their fees in the quote asset, so
 semantics 5's position rule changes none of its events) and ``semantics3.*``, of the run before the ``ghost`` order,
 are kept and must replay as they did. When this test fails after a deliberate change of a decision, the change needs a new ``journal.SEMANTICS``
@@ -69,6 +70,7 @@ def scenario() -> list[Any]:
         cancel("nobody"),  # unknown order
         trade("61000", ts=0, trade_id=3),
         Tick(ts=0),
+        place("sweep", "BUY", None, symbol="ETHUSDT", quote_qty="40000"),  # more than the maker offers: expires (7 on)
     ]
     return [_at(step, START_NS + i) for i, step in enumerate(steps)]
 
@@ -140,6 +142,7 @@ def test_the_golden_run_exercises_what_it_says() -> None:
         *(("OrderExpired", reason) for reason in ("NO_LIQUIDITY", "IOC_UNFILLED", "FOK_NOT_FILLABLE")),
     }
     assert any(e["type"] == "OrderFilled" and e["client_order_id"] == "back" for e in events)
+    assert any(e["type"] == "OrderExpired" and e["client_order_id"] == "sweep" and e["filled_qty"] for e in events)
 
 
 if __name__ == "__main__":  # python -m tests.core.test_golden_journal [DIR]: write the golden pair of today's semantics

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from tests.venues.log_records import every_log_record
 from veloz_actors.core.kernel import KernelConfig, TradingKernel
 from veloz_actors.core.oms import Order
+from veloz_actors.core.risk import RiskLimits
 from veloz_actors.messages import (
     Error,
     OrderExpired,
+    OrderFilled,
     OrderRejected,
     OrderStatus,
     OrderType,
@@ -150,6 +153,7 @@ class Harness:
         instruments: dict[str, Any] | None = None,
         venue_kw: dict[str, Any] | None = None,
         balances: dict[str, str] | None = None,
+        risk: RiskLimits | None = None,
         **settings: Any,
     ) -> None:
         self.server = server
@@ -163,6 +167,7 @@ class Harness:
             instruments=tuple(self.instruments.values()),
             balances={"main": {asset: d(amount) for asset, amount in (balances or BALANCES).items()}},
             reference_prices={SYMBOL: reference},
+            risk=risk or RiskLimits(),
         )
         self.kernel = TradingKernel(config)
         self.reports: queue.Queue[list[Any]] = queue.Queue()
@@ -378,8 +383,12 @@ def test_order_parameters_per_type() -> None:
     maker = order_params(_submit(tif=TimeInForce.POST_ONLY))
     assert maker["type"] == "LIMIT_MAKER" and "timeInForce" not in maker
     assert order_params(_submit(tif=TimeInForce.FOK))["timeInForce"] == "FOK"
+    # a market order by quantity: a LIMIT IOC at its protect price (the SubmitOrder's limit, here 60000)
     market = order_params(_submit(order_type=OrderType.MARKET, price=None, side=Side.SELL))
-    assert (market["type"], market["quantity"], "price" in market) == ("MARKET", "0.01", False)
+    assert (market["type"], market["timeInForce"], market["price"], market["quantity"]) == ("LIMIT", "IOC", "60000",
+                                                                                            "0.01")  # fmt: skip
+    market_fok = order_params(_submit(order_type=OrderType.MARKET, price=None, tif=TimeInForce.FOK))
+    assert (market_fok["type"], market_fok["timeInForce"], market_fok["price"]) == ("LIMIT", "FOK", "60000")
     by_quote = order_params(_submit(order_type=OrderType.MARKET, price=None, qty=0, quote_qty=d("100.5")))
     assert (by_quote["quoteOrderQty"], "quantity" in by_quote) == ("100.5", False)
 
@@ -398,6 +407,13 @@ def test_filters_are_checked_before_sending_and_named() -> None:
     assert reason is RejectReason.MAX_ORDER_QUANTITY and detail.startswith("MARKET_LOT_SIZE:")
     small_quote = _submit(order_type=OrderType.MARKET, price=None, qty=0, quote_qty=d("4"))
     assert (check_filters(inst, small_quote) or (None,))[0] is RejectReason.NOTIONAL_BELOW_MINIMUM
+    # a market sell is valued at its protect price, the band's edge (as the LIMIT IOC Binance gets), not the market:
+    # 0.00009 BTC is worth 5.4 USDT at 60,000 and 4.95 at a protect price of 55,000
+    sell = {"order_type": OrderType.MARKET, "price": None, "side": Side.SELL, "qty": d("0.00009")}
+    assert check_filters(inst, _submit(**sell)) is None
+    reason, detail = check_filters(inst, replace(_submit(**sell), limit=d("55000"))) or (None, "")
+    assert reason is RejectReason.NOTIONAL_BELOW_MINIMUM
+    assert detail.startswith("NOTIONAL:") and "LIMIT IOC at its protect price 55000" in detail
 
 
 def test_clock_offset_takes_the_sample_with_the_smallest_round_trip() -> None:
@@ -626,6 +642,60 @@ def test_order_lifecycle_in_the_kernels_terms(server: BinanceTestServer) -> None
         assert status["ready"] and status["counts"]["sent.order.place"] == 4
         assert status["api_key"] == HMAC.masked_api_key
         assert any(isinstance(m, VenueBalance) for m in h.account_messages)
+
+
+def test_a_market_buy_by_quote_amount_that_exhausts_the_book_is_expired_as_binance_says(capture: Path) -> None:
+    """Binance expires a MARKET order the book cannot fill, the filled part kept (``market_orders_faq.md``: status
+    ``EXPIRED``, expiry reason ``INSUFFICIENT_LIQUIDITY``). The local server's paper venue closed an order by quote
+    amount with its last fill (FILLED, having spent a part), and the kernel called any such order FILLED; now both
+    say EXPIRED, and the unspent reservation is released on both sides."""
+    balances = {"USDT": "10000000", "BTC": "10"}  # more than the whole served ask side costs (about 7.4 million)
+    server = BinanceTestServer([capture], speed=0, paused=True)
+    server.add_account(HMAC.api_key, hmac_secret=HMAC_SECRET, balances=balances)
+    server.start()
+    try:
+        with Harness(server, balances=balances) as h:
+            _, _, asks = server.book(SYMBOL)
+            coid = h.place(Side.BUY, quote_qty=d("9000000"))
+            order = h.wait(coid, OrderStatus.EXPIRED, timeout=30.0)
+            step = h.instruments[SYMBOL].qty_step
+            assert order.filled == sum(qty // step * step for _, qty in asks)
+            [expired] = [e for e in h.kernel_events if isinstance(e, OrderExpired) and e.client_order_id == coid]
+            assert expired.reason is RejectReason.NO_LIQUIDITY
+            [row] = [o for o in server.orders(HMAC.api_key) if o["clientOrderId"] == coid]
+            assert (row["status"], row["expiryReason"]) == ("EXPIRED", "INSUFFICIENT_LIQUIDITY")
+            h.pump()
+            h.assert_matches_server()  # the same status, fills and balances; nothing left locked
+            assert h.kernel.ledger.balances("main")["USDT"][1] == 0
+    finally:
+        server.stop()
+
+
+def test_a_market_order_by_quantity_never_fills_beyond_the_price_band(server: BinanceTestServer) -> None:
+    """The kernel bounds a market order by the price band (``risk.price_band``: its protect price, at the band's edge,
+    is what a buy reserves funds for) and the paper venue fills it within that price. Sent to Binance as a plain
+    MARKET, it walked the book past it: with a band of 0.01 % a 9 BTC sell filled down to 61,824.00 under its protect
+    price 61,831.45, and a 4 BTC buy up to 61,849.88 over 61,843.81, the price its funds were reserved at. Now it goes
+    as a LIMIT IOC at the protect price: it fills at the book's prices up to the band's edge and its rest expires
+    (``NO_LIQUIDITY``, as the paper venue says), so the reservation holds and the kernel equals the server."""
+    with Harness(server, risk=RiskLimits(price_band=10_000)) as h:  # 0.01 %
+        for side, qty in ((Side.SELL, d("9")), (Side.BUY, d("4"))):
+            coid = h.place(side, qty)
+            h.pump(lambda c=coid: h.order(c).status in (OrderStatus.FILLED, OrderStatus.EXPIRED))
+            order = h.order(coid)
+            protect = order.protect_price
+            assert protect is not None
+            fills = [e for e in h.kernel_events if isinstance(e, OrderFilled) and e.client_order_id == coid]
+            worst = min(f.price for f in fills) if side is Side.SELL else max(f.price for f in fills)
+            assert (worst >= protect) if side is Side.SELL else (worst <= protect), (side, text(worst), text(protect))
+            assert order.status is OrderStatus.EXPIRED and 0 < order.filled < qty
+            [expired] = [e for e in h.kernel_events if isinstance(e, OrderExpired) and e.client_order_id == coid]
+            assert expired.reason is RejectReason.NO_LIQUIDITY
+            [row] = [o for o in server.orders(HMAC.api_key) if o["clientOrderId"] == coid]
+            assert (row["type"], row["timeInForce"], row["price"]) == ("LIMIT", "IOC", text(protect))
+        h.pump()
+        h.assert_matches_server()
+        assert h.errors() == []
 
 
 def test_another_order_under_our_client_order_id_is_an_external_order_not_ours(server: BinanceTestServer) -> None:

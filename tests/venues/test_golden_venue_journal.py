@@ -47,7 +47,9 @@ CAPTURE = Path(__file__).resolve().parents[2].parent / "shared/data/ticks_l2/bin
 SECOND = 1_000_000_000
 
 
-def submit(order_id: int, cid: str, side: str, qty: str, price: str | None, limit: str, **kw: Any) -> SubmitOrder:
+def submit(
+    order_id: int, cid: str, side: str, qty: str | None, price: str | None, limit: str, **kw: Any
+) -> SubmitOrder:
     """The OMS's request for one order it accepted (``limit``: its price, or a market order's protect price)."""
     return SubmitOrder(command=place(cid, side, qty, price, **kw), order_id=order_id, limit=d(limit))
 
@@ -58,8 +60,8 @@ def withdraw(cid: str, *, account: str = "main", symbol: str = "BTCUSDT") -> Sub
 
 def sim_scenario() -> list[Any]:
     """Requests and clock steps for a shard of the seeded simulated market (BTCUSDT and ETHUSDT, its market maker),
-    one second apart: orders that rest, take, cross, expire and are refused, cancels, and steps that move the market
-    maker's quotes through resting orders."""
+    one second apart: orders that rest, take, cross, expire and are refused, cancels, steps that move the market
+    maker's quotes through resting orders, and a market buy by quote amount that takes every ask (7 on: expires)."""
     steps: list[Any] = [
         Tick(ts=0),
         submit(1, "rest", "BUY", "0.5", "59990", "59990"),
@@ -76,6 +78,7 @@ def sim_scenario() -> list[Any]:
         withdraw("nobody"),
         submit(9, "last", "BUY", "0.05", None, "65000"),
         Tick(ts=0),
+        submit(10, "sweep", "BUY", None, None, "65000", quote_qty="500000"),  # takes every ask: expires (7 on)
     ]
     return [_at(step, START_NS + i * SECOND) for i, step in enumerate(steps)]
 
@@ -83,7 +86,8 @@ def sim_scenario() -> list[Any]:
 def paper_scenario() -> list[Any]:
     """The first 600 depth diffs and trades of a recorded BTCUSDT capture (near 61,830), with orders into the live
     book between them: one before there is a book, a market order walking it, bids below the best bid that public
-    trades fill under the queue model, an ask far away, and cancels."""
+    trades fill under the queue model, an ask far away, cancels, and a market buy by quote amount that reaches its
+    protect price before its budget is spent (semantics 7 on: it expires after its fills)."""
     events = [e for e in load_market_events(CAPTURE) if type(e) in (BookDelta, Trade)][:600]
     orders = {
         0: [submit(1, "early", "BUY", "0.01", None, "70000")],  # no book yet: nothing to take
@@ -93,6 +97,7 @@ def paper_scenario() -> list[Any]:
             submit(5, "bid2", "BUY", "0.3", "61828.58", "61828.58"),
         ],
         450: [withdraw("far"), withdraw("bid2")],
+        500: [submit(6, "quote", "BUY", None, None, "61840", quote_qty="1000000")],
     }
     steps: list[Any] = []
     for i, event in enumerate(events):
@@ -197,6 +202,12 @@ def test_the_golden_runs_exercise_what_they_say() -> None:
         (accepted, None), (filled, "TAKER"), (filled, "MAKER"), (cancelled, "USER_CANCEL"),
         (expired, "NO_LIQUIDITY"), (refused, "ORDER_NOT_OPEN"),
     }, kinds["paper"]  # fmt: skip
+    for name, cid in (("paper", b"quote"), ("sim", b"sweep")):  # a market buy by quote amount that ran out of book
+        lines = (GOLDEN / f"{name}_semantics{SEMANTICS}.batches").read_bytes().splitlines()
+        mine = [
+            orjson.loads(r) for line in lines for r in line.split(b"\t")[1:] if b'"client_order_id":"%s"' % cid in r
+        ]
+        assert [r["type"] for r in mine][-1] == expired and len(mine) > 2, mine  # accepted, fills, then its expiry
 
 
 if __name__ == "__main__":  # python -m tests.venues.test_golden_venue_journal [DIR]: write today's golden files

@@ -30,7 +30,7 @@ from veloz_actors.messages import (
     VenueOrderExpired,
     VenueOrderFilled,
 )
-from veloz_actors.testing import START_NS, book_top, d, encoded, engine_config, place
+from veloz_actors.testing import START_NS, book_top, d, encoded, engine_config, place, trade
 from veloz_actors.venues.engine import Engine, replay
 from veloz_actors.venues.paper import PAPER_VENUE, PaperVenue
 
@@ -530,3 +530,56 @@ def _state(engine: Engine) -> tuple:
     kernel = engine.kernel
     orders = sorted((o.client_order_id, o.status.value, o.filled) for o in kernel.oms.open_orders())
     return kernel.ledger.balances("main"), orders, dict(kernel.reference)
+
+
+def thin_book(ts: int = START_NS) -> list:
+    """A BTCUSDT book with 0.2 BTC offered (0.1 at 60,000 and 0.1 at 60,010), and a trade there (the reference)."""
+    snapshot = BookDelta(symbol="BTCUSDT", first_update_id=1, last_update_id=1, bids=((d("59990"), d("1")),),
+                         asks=((d("60000"), d("0.1")), (d("60010"), d("0.1"))), is_snapshot=True, ts_event=ts,
+                         ts_recv=ts)  # fmt: skip
+    return [snapshot, trade("60000", ts=ts)]
+
+
+def test_a_market_buy_by_quote_amount_that_exhausts_the_book_expires_with_its_fills_kept() -> None:
+    """Binance expires a MARKET order the book cannot fill (``market_orders_faq.md``: status ``EXPIRED``, the filled
+    part kept). The paper venue closed an order by quote amount with its last fill, so it was FILLED having spent
+    12,013 of its 50,000 USDT."""
+    engine = paper_engine()
+    feed(engine, thin_book())
+    free = engine.ledger.free("main", "USDT")
+    out = engine.apply(place("q1", "BUY", None, quote_qty="50000", ts=START_NS + 1))
+    fills = [e for e in out if type(e) is OrderFilled]
+    assert [(f.price, f.qty) for f in fills] == [(d("60000"), d("0.1")), (d("60010"), d("0.1"))]
+    [expired] = [e for e in out if type(e) is OrderExpired]
+    assert (expired.reason, expired.filled_qty) == (RejectReason.NO_LIQUIDITY, d("0.2"))
+    order = engine.kernel.oms.get("main", "q1")
+    assert order is not None and order.status.value == "EXPIRED" and order.filled == d("0.2")
+    # money: the unspent reservation is back, exactly: what the fills cost and their fees went
+    spent = sum(f.price * f.qty // 10**8 + f.fee for f in fills)
+    assert spent == d("12013.001")  # 6,000 + 6,001, fees 0.1 %
+    assert engine.ledger.balances("main")["USDT"] == (free - spent, 0)
+    assert engine.totals() == engine.deposited()
+
+
+def test_a_market_buy_by_quote_amount_that_spends_its_budget_is_filled() -> None:
+    engine = paper_engine()
+    feed(engine, thin_book())
+    out = engine.apply(place("q1", "BUY", None, quote_qty="9000", ts=START_NS + 1))
+    fills = [e for e in out if type(e) is OrderFilled]
+    assert sum(f.qty for f in fills) == d("0.14984") and not any(type(e) is OrderExpired for e in out)
+    order = engine.kernel.oms.get("main", "q1")
+    assert order is not None and order.status.value == "FILLED"
+    assert engine.ledger.balances("main")["USDT"][1] == 0 and engine.totals() == engine.deposited()
+
+
+def test_a_journal_of_semantics_6_keeps_its_rule_for_a_quote_buy_that_exhausts_the_book() -> None:
+    """A journal written before semantics 7 replays such an order as it was decided: FILLED, with the same fills."""
+    engine = paper_engine()
+    engine.use_semantics(6)
+    feed(engine, thin_book())
+    out = engine.apply(place("q1", "BUY", None, quote_qty="50000", ts=START_NS + 1))
+    assert sum(f.qty for f in out if type(f) is OrderFilled) == d("0.2")
+    assert not any(type(e) is OrderExpired for e in out)
+    order = engine.kernel.oms.get("main", "q1")
+    assert order is not None and order.status.value == "FILLED"
+    assert engine.ledger.balances("main")["USDT"][1] == 0 and engine.totals() == engine.deposited()

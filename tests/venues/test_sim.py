@@ -124,3 +124,38 @@ def test_an_account_named_as_the_market_maker_is_refused_at_configuration() -> N
     with pytest.raises(ConfigError, match="'sim-mm' is the simulated market maker's own"):
         replace(config, balances={**config.balances, MM_ACCOUNT: {"USDT": d("1000")}})
     replace(config, balances={**config.balances, "sim-mm-2": {"USDT": d("1000")}})  # another name is fine
+
+
+@pytest.mark.parametrize("semantics", [7, 6])
+def test_a_market_buy_by_quote_amount_that_exhausts_the_market_makers_asks_expires_with_its_fills_kept(
+    semantics: int,
+) -> None:
+    """The market maker offers 1.5 BTC (three levels of 0.5): a 99,000 USDT buy takes it all. Binance expires a market
+    order the book cannot fill, its fills kept (``market_orders_faq.md``); the simulated venue closed it with its last
+    fill, FILLED. A journal of semantics 6 keeps that rule."""
+    engine = Engine(engine_config(sim=True))
+    engine.use_semantics(semantics)
+    engine.apply(Tick(ts=START))
+    out = engine.apply(place("q", "BUY", None, quote_qty="99000", ts=START + 1))
+    assert sum(_fills(out, "q")) == d("1.5")
+    order = engine.kernel.oms.get("main", "q")
+    assert order is not None and order.filled == d("1.5")
+    if semantics >= 7:
+        assert [(e.reason, e.filled_qty) for e in out if type(e) is OrderExpired] == [
+            (RejectReason.NO_LIQUIDITY, d("1.5"))
+        ]
+        assert order.status.value == "EXPIRED"
+    else:
+        assert not [e for e in out if type(e) is OrderExpired] and order.status.value == "FILLED"
+    assert engine.ledger.balances("main")["USDT"][1] == 0  # the unspent reservation released
+    assert engine.totals() == engine.deposited()
+
+
+def test_a_market_buy_by_quote_amount_that_spends_its_budget_on_the_simulated_venue_is_filled() -> None:
+    engine = Engine(engine_config(sim=True))
+    engine.apply(Tick(ts=START))
+    out = engine.apply(place("q", "BUY", None, quote_qty="1000", ts=START + 1))
+    order = engine.kernel.oms.get("main", "q")
+    assert order is not None and order.status.value == "FILLED" and 0 < order.filled < d("0.5")
+    assert not [e for e in out if type(e) is OrderExpired]
+    assert engine.ledger.balances("main")["USDT"][1] == 0 and engine.totals() == engine.deposited()

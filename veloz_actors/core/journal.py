@@ -72,8 +72,11 @@ _VERSION = 1
 # without drift fell half a tick a step (a price moving less than a tick a step only ever fell). 6 also holds a market
 # buy by quote amount to the instrument's NOTIONAL filter, as Binance does (a quote amount below min_notional is
 # refused); before, it went to the venue and the simulated one filled it.
+# 7 ends a market buy by quote amount that ran out of book (or reached its protect price) with budget left as Binance
+# does: EXPIRED (NO_LIQUIDITY), its fills kept, from the simulated, paper and L2 venues and in the kernel; before,
+# FILLED.
 # A journal keeps its semantics for life.
-SEMANTICS = 6
+SEMANTICS = 7
 _GROUP_BUFFER_BYTES = 4 << 20
 _log = logging.getLogger("veloz.journal")
 

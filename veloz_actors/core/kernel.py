@@ -798,8 +798,13 @@ class TradingKernel:
         self.now = report.ts
         status = _S.CANCELLED if type(report) is VenueOrderCancelled else _S.EXPIRED
         if order.quote_qty is not None and order.filled:
-            order.qty = order.filled  # an order by quote amount that spent what it could is filled
-            self._finish(order, _S.FILLED, None, report.ts, events)
+            order.qty = order.filled
+            if status is _S.EXPIRED and self.semantics >= 7:
+                # the book ran out before its budget did: EXPIRED with its fills kept, as Binance states it (a venue
+                # closes one that spent its budget with its last fill's leaves_qty 0)
+                self._finish(order, status, report.reason, report.ts, events)
+            else:  # journals of semantics 6 or less: an order by quote amount that spent anything is filled
+                self._finish(order, _S.FILLED, None, report.ts, events)
             return
         self._finish(order, status, report.reason, report.ts, events)
 

@@ -30,8 +30,10 @@ refused placement with an error: no order exists), and self-trade prevention onl
 
 * ``LIMIT`` (``GTC``, ``IOC``, ``FOK``), ``LIMIT_MAKER`` (-2010 "Order would immediately match and take." when it
   would cross: no order, no event), ``MARKET`` by ``quantity`` or ``quoteOrderQty`` (a BUY spends at most that much,
-  commission included, in whole steps; a SELL sells the most whole steps whose proceeds stay within it). Other types
-  (stop, take-profit, order lists, SOR, amend, cancel-replace) answer -1116 "Invalid orderType." (not served).
+  commission included, in whole steps; a SELL sells the most whole steps whose proceeds stay within it; one the book
+  runs out for ends ``EXPIRED``, ``INSUFFICIENT_LIQUIDITY``, its fills kept, as ``market_orders_faq.md`` says).
+  Other types (stop, take-profit, order lists, SOR, amend, cancel-replace) answer -1116 "Invalid orderType." (not
+  served).
 * A symbol whose ``status`` is not ``TRADING`` refuses new orders: -2010 "Market is closed.".
 * Filters of the served ``exchangeInfo``: ``PRICE_FILTER``, ``LOT_SIZE``, ``MARKET_LOT_SIZE``, ``MIN_NOTIONAL`` /
   ``NOTIONAL`` (market orders: at the last trade price, else the mid), ``MAX_NUM_ORDERS``: -1013 "Filter failure: X".

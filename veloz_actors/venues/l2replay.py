@@ -18,7 +18,11 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
   price moved against the trader by the :class:`~veloz_actors.venues.fill_models.SlippageModel`, while that fill price
   is no worse than the request's ``limit`` (the order's protect price: see :meth:`L2ReplayVenue.protect_price`).
   What is left when the limit or the book is reached expires (``NO_LIQUIDITY``). A market BUY by ``quote_qty`` spends
-  at most that much, fees included, in whole quantity steps.
+  at most that much, fees included, in whole quantity steps: its last fill closes it (``leaves_qty`` 0, FILLED) when
+  its budget could not pay for one more step; when the book or the limit ran out first, it expires
+  (``NO_LIQUIDITY``) after its fills, as Binance expires a market order that exhausted the book
+  (``market_orders_faq.md``: status ``EXPIRED``). Journals of semantics 6 or less
+  (:data:`~veloz_actors.core.journal.SEMANTICS`) keep their rule: any fill closed it (``leaves_qty`` 0).
 * a limit order that crosses takes liquidity the same way up to its price (no slippage); ``POST_ONLY`` expires instead
   (``WOULD_TAKE_LIQUIDITY``), ``FOK`` expires unless the book can fill all of it, ``IOC`` expires its remainder; a
   ``GTC`` / ``POST_ONLY`` remainder rests.
@@ -61,6 +65,7 @@ from typing import Any
 
 from .._exceptions import DataError, InvalidInput, SequenceGap, VenueFailed
 from ..core.instruments import Instrument, ceil_div
+from ..core.journal import SEMANTICS
 from ..core.l2book import L2Book
 from ..fixed import SCALE, format_decimal
 from ..messages import (
@@ -129,6 +134,9 @@ class L2ReplayVenue:
     # a class default: a venue pickled (a paper engine's snapshot) before this existed still works
     joined: list[Any] | tuple[()] = ()
     crossed_updates = 0
+    # the rules of the journal the venue's inputs are in (its driver sets it: venues.sim.use_semantics); a class
+    # default, so a venue restored from a snapshot written before has none of its own
+    semantics = SEMANTICS
 
     def __init__(
         self,
@@ -458,9 +466,8 @@ class L2ReplayVenue:
         synced = self.usable()
         command = request.command
         if command.order_type is _MARKET:
-            if synced:
-                self._take(order, request.limit, True, ts, reports)  # type: ignore[arg-type]
-            if order.by_quote and order.filled:
+            spent = synced and self._take(order, request.limit, True, ts, reports)  # type: ignore[arg-type]
+            if order.by_quote and order.filled and (spent or self.semantics < 7):
                 last = max(i for i in range(first, len(reports)) if type(reports[i]) is VenueOrderFilled)
                 reports[last] = replace(reports[last], leaves_qty=0)  # it spent what it could: done
                 self._close(order)
@@ -520,9 +527,11 @@ class L2ReplayVenue:
                 return total
             depth *= 4
 
-    def _take(self, order: _Order, limit: int, market: bool, ts: int, reports: list[Any]) -> None:
+    def _take(self, order: _Order, limit: int, market: bool, ts: int, reports: list[Any]) -> bool:
         """Walk the recorded opposite side, best first, while the fill price is within ``limit``; the book itself
-        is not changed."""
+        is not changed. True when an order by quote amount spent its budget: it could not pay for one more step of the
+        level it reached, or the book or the limit ran out when its budget could not pay for a step even at its last
+        fill's price."""
         buy = order.side is _BUY
         tick = self.instrument.price_tick
         step = self.instrument.qty_step
@@ -530,27 +539,29 @@ class L2ReplayVenue:
         by_quote = order.by_quote
         depth = 1  # most orders fill within the best level: look deeper only when they do not
         seen = 0
+        last = 0  # the last fill's price
         while True:
             levels = self._levels(buy, depth)
             for price, level_qty in levels[seen:]:
                 fill_price = adjust(buy, price, tick) if market else price
                 if fill_price <= 0 or ((fill_price > limit) if buy else (fill_price < limit)):
-                    return
+                    return by_quote and last > 0 and not self._affordable(order, last, step, step)
                 if level_qty < step:
                     continue  # less than one step shown at this level: nothing of it can be taken
                 if by_quote:
                     qty = self._affordable(order, fill_price, level_qty, step)
                     if qty <= 0:
-                        return  # not one more step affordable (deeper levels cost more)
+                        return True  # not one more step affordable (deeper levels cost more)
                 else:
                     qty = min(level_qty, order.qty - order.filled) // step * step
                     if qty <= 0:
                         continue
                 self._fill(order, fill_price, qty, False, ts, reports)
+                last = fill_price
                 if not order.open:
-                    return
+                    return False
             if len(levels) < depth:
-                return
+                return by_quote and last > 0 and not self._affordable(order, last, step, step)
             seen = len(levels)
             depth = 32 if depth == 1 else depth * 4
 

@@ -6,6 +6,10 @@ with execution reports, as Binance does for a spot symbol:
 
 - price-time priority; limit, market (up to the kernel's protect price), IOC, FOK and post-only (Binance
   ``LIMIT_MAKER``: rejected if it would trade at once); partial fills; trades at the maker's price;
+- a market buy by quote amount spends at most that much, fees included, in whole steps: its last fill closes it
+  (``leaves_qty`` 0) when its budget stopped it, and it expires (``NO_LIQUIDITY``) after its fills when the book
+  within its protect price ran out first, as Binance expires a market order that exhausted the book (journals of
+  semantics 6 or less, :data:`~veloz_actors.core.journal.SEMANTICS`: its last fill closed it either way);
 - self-trade prevention ``EXPIRE_TAKER``: a taker never trades with an order of its own account, its rest expires;
 - fees: maker or taker rate of the instrument, each order's total ``ceil(sum(rate x notional))`` charged as it
   accrues, in the quote asset;
@@ -22,6 +26,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from .._exceptions import VenueFailed
@@ -47,6 +52,7 @@ from ..messages import (
     builder,
     members,
 )
+from .l2replay import L2ReplayVenue
 from .matching import Fill, OrderBook, VenueOrder
 from .simmarket import SimMarket, SimSymbol
 
@@ -148,16 +154,28 @@ class SimVenue:
                 reports.append(self._expired(order, _RejectReason.FOK_NOT_FILLABLE, ts))
                 return reports
             by_quote = order.quote_qty is not None
+            # journals of semantics 6 or less: an order by quote amount is done when matching stops (its last fill
+            # says so: nothing left to work), whether its budget or the book ran out first
+            quote_done = by_quote and self.semantics < 7
             self_trade = False
             if tif is not _TimeInForce.POST_ONLY and limit is not None and book.would_cross(side, limit):
-                # an order by quote amount is done when matching stops: its last fill says so (nothing left to work)
                 self_trade = self._match(
-                    order, limit, ts, reports, last_done=by_quote,
+                    order, limit, ts, reports, last_done=quote_done,
                     budget=order.quote_qty, fee_rate=inst.taker_fee_rate, qty_step=inst.qty_step,
                 )  # fmt: skip
-            if by_quote:
+            if quote_done:
                 if not order.filled:
                     reports.append(self._expired(order, _RejectReason.NO_LIQUIDITY, ts))
+            elif by_quote:
+                if (
+                    order.filled
+                    and not self_trade
+                    and ((limit is not None and book.would_cross(side, limit)) or _spent(order, reports, inst))
+                ):  # it stopped with the book still there, or could not pay for one more step: budget spent
+                    _close_with_last_fill(reports, order)
+                else:  # the book (within its limit) ran out first, or its own order stood next: as Binance, expired
+                    reason = _RejectReason.SELF_TRADE_PREVENTED if self_trade else _RejectReason.NO_LIQUIDITY
+                    reports.append(self._expired(order, reason, ts))
             elif order.filled == order.qty:  # nothing left
                 pass
             elif self_trade:
@@ -431,14 +449,38 @@ class SimVenue:
         }
 
 
+def _close_with_last_fill(reports: list[Any], order: VenueOrder) -> None:
+    """An order by quote amount that spent its budget: its last fill says nothing is left to work (``leaves_qty``
+    0)."""
+    key = (order.account_id, order.client_order_id)
+    for i in range(len(reports) - 1, -1, -1):
+        report = reports[i]
+        if type(report) is VenueOrderFilled and (report.account_id, report.client_order_id) == key:
+            reports[i] = replace(report, leaves_qty=0)
+            return
+
+
+def _spent(order: VenueOrder, reports: list[Any], inst: Instrument) -> bool:
+    """Whether an order by quote amount cannot pay for one more step at its last fill's price, fee included."""
+    key = (order.account_id, order.client_order_id)
+    fills = [r for r in reports if type(r) is VenueOrderFilled and (r.account_id, r.client_order_id) == key]
+    if not fills or order.quote_qty is None:
+        return False
+    spent = sum(f.price * f.qty // SCALE for f in fills) + order.fees_paid
+    notional = fills[-1].price * inst.qty_step // SCALE
+    fee = ceil_div(order.fee_numerator + notional * inst.taker_fee_rate, SCALE) - order.fees_paid
+    return spent + notional + fee > order.quote_qty
+
+
 def _symbol_seed(seed: int, symbol: str) -> list[int]:
     """The market maker's generator seed for one symbol: the engine's seed and the symbol, stable across machines."""
     return [seed, zlib.crc32(symbol.encode())]
 
 
 def use_semantics(venues: Iterable[Any], semantics: int) -> None:
-    """Give the simulated venues among ``venues`` the market's rule of a journal of ``semantics`` (their driver's,
-    once it opened or restored one): a journal keeps the rule it was written under (:mod:`.simmarket`)."""
+    """Give the simulated and recorded-market venues among ``venues`` the rules of a journal of ``semantics``
+    (their driver's, once it opened or restored one): a journal keeps the rules it was written under (the market's,
+    :mod:`.simmarket`; a market buy by quote amount's end, :mod:`.l2replay`)."""
     for venue in venues:
-        if isinstance(venue, SimVenue):
+        if isinstance(venue, (SimVenue, L2ReplayVenue)):
             venue.semantics = semantics

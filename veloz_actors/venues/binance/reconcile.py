@@ -384,7 +384,7 @@ def build_reconciliation(
         new_by_filled = o.filled_qty
         for i, t in enumerate(trades):
             cum += t.qty
-            last_of_final = state.is_final and i == len(trades) - 1 and cum >= state.executed_qty
+            last_of_final = state.last_fill_closes and i == len(trades) - 1 and cum >= state.executed_qty
             reports.append(
                 t.to_report(
                     client_order_id=coid,

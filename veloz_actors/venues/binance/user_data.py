@@ -14,7 +14,8 @@ or in a combined-stream ``{"stream", "data"}`` envelope):
   - ``NEW`` -> :class:`VenueOrderAccepted` (``c`` is the order's client id, ``i`` the venue's order id);
   - ``TRADE`` -> :class:`VenueOrderFilled`: trade id ``t``, price ``L``, quantity ``l``, commission ``n`` in ``N``,
     ``m`` (maker side) -> ``liquidity``, ``leaves_qty`` = ``q - z - A`` while the order works (``A``: the quantity
-    self-trade prevention took off it, ``stp_faq.md``) and 0 once its status ``X`` is final. An order sized by quote
+    self-trade prevention took off it, ``stp_faq.md``) and 0 once its status ``X`` is final (an order sized by quote
+    amount: ``FILLED``; one that ``EXPIRED`` with the book exhausted is closed by its expiry). An order sized by quote
     amount (``Q``) whose ``q`` Binance leaves at 0 has no base quantity left to state: while it still works,
     ``leaves_qty`` is the unspent quote at the last price (at least 1 unit), an estimate that is only ever compared
     with 0;
@@ -502,6 +503,13 @@ class OrderState:
         return self.status in _FINAL
 
     @property
+    def last_fill_closes(self) -> bool:
+        """Whether the order's last fill closes it (``leaves_qty`` 0): it is final, unless it is an order by quote
+        amount that did not end FILLED (an EXPIRED one ran out of book before its budget: its end report closes it,
+        as an expiry, never its fill as FILLED)."""
+        return self.is_final and (self.status == "FILLED" or not self.orig_quote_qty)
+
+    @property
     def needs_end(self) -> bool:
         """Whether the kernel needs an end report besides the fills: the order ended not FILLED, or FILLED short of
         its quantity because self-trade prevention took the rest (an order by quantity: the kernel closes it as
@@ -634,7 +642,7 @@ def parse_order_response(data: dict, account_id: str, *, venue: str = VENUE) -> 
                 leaves_qty=_leaves(
                     state.orig_qty,
                     cum,
-                    last and state.is_final and cum == state.executed_qty,
+                    last and state.last_fill_closes and cum == state.executed_qty,
                     state.orig_quote_qty - cum_quote,
                     price,
                     what,

@@ -330,23 +330,27 @@ def order_params(request: SubmitOrder) -> dict[str, Any]:
 
 
 def _as_sent(request: SubmitOrder) -> PlaceOrder:
-    """The order as Binance gets it. Binance has no fill-or-kill market order (a MARKET fills what it can and expires
-    the rest): one by quantity goes as a LIMIT FOK at the kernel's protect price (``request.limit``), so it fills whole
-    at the book's prices up to that price, or not at all, as the simulated venues fill a market FOK
-    (:func:`check_filters` refuses one by quote amount)."""
+    """The order as Binance gets it. A market order by quantity goes as a *protected market*: a LIMIT at the kernel's
+    protect price (``request.limit``, the price band's edge), IOC (FOK for a fill-or-kill one: Binance has no
+    fill-or-kill market order), so it takes the book at its own prices up to that price and its rest expires, as the
+    simulated and paper venues fill a market order, and never costs more than the kernel reserved for it. A plain
+    MARKET walks the book as far as it must: on a thin or moving book a sell could fill far below the mark. One by
+    quote amount goes as a MARKET with ``quoteOrderQty`` (Binance has no limit order by quote amount): its budget
+    bounds what it spends, not its price (:func:`check_filters` refuses a fill-or-kill one)."""
     cmd = request.command
-    fok = cmd.order_type is OrderType.MARKET and cmd.tif is TimeInForce.FOK
-    if fok and cmd.quote_qty is None and request.limit is not None:
-        return replace(cmd, order_type=OrderType.LIMIT, price=request.limit)
+    if cmd.order_type is OrderType.MARKET and cmd.quote_qty is None and request.limit is not None:
+        tif = TimeInForce.FOK if cmd.tif is TimeInForce.FOK else TimeInForce.IOC
+        return replace(cmd, order_type=OrderType.LIMIT, price=request.limit, tif=tif)
     return cmd
 
 
 def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason, str] | None:
     """The exchange filters an order must pass, checked before it is sent: ``(reason, detail naming the filter)``
     for the first one it breaks, else None. ``PRICE_FILTER`` and ``LOT_SIZE`` always, ``MARKET_LOT_SIZE`` for market
-    orders, ``NOTIONAL`` for limit orders and for a market order's quote amount; a market order's notional by
-    quantity is left to Binance, which values it at its own average price. A fill-or-kill market order is checked as
-    the LIMIT FOK at its protect price it is sent as (:func:`order_params`); one by quote amount is refused."""
+    orders, ``NOTIONAL`` for limit orders and for a market order's quote amount. A market order by quantity is checked
+    as the LIMIT IOC (FOK) at its protect price it is sent as (:func:`_as_sent`): its ``NOTIONAL`` is valued at that
+    price, so a small sell a plain MARKET would pass can be refused (the detail says so); its ``MARKET_LOT_SIZE``
+    still applies. A fill-or-kill market order by quote amount is refused."""
     cmd = request.command
     if cmd.order_type is OrderType.MARKET and cmd.tif is TimeInForce.FOK:  # sent as a LIMIT FOK (_as_sent)
         if cmd.quote_qty is not None:
@@ -389,7 +393,8 @@ def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason,
                 f"{format_decimal(inst.max_notional)}"
             )
         return None
-    bad = inst.check_qty(cmd.qty, market=market)
+    protected = request.command.order_type is OrderType.MARKET  # and sent as a LIMIT at its protect price
+    bad = inst.check_qty(cmd.qty, market=market or protected)  # the market order's MARKET_LOT_SIZE all the same
     if bad is not None:
         name = "MARKET_LOT_SIZE" if "market-order" in bad[1] else "LOT_SIZE"
         return bad[0], f"{name}: {bad[1]}"
@@ -397,6 +402,11 @@ def check_filters(inst: Instrument, request: SubmitOrder) -> tuple[RejectReason,
         assert cmd.price is not None
         bad = inst.check_notional(cmd.price, cmd.qty)
         if bad is not None:
+            if protected:  # Binance values the LIMIT it gets at its price: the band's edge, not the market
+                return bad[0], (
+                    f"NOTIONAL: {bad[1]} (a market order goes to Binance as a LIMIT {cmd.tif.value} at its protect "
+                    f"price {format_decimal(cmd.price)}, the price band's edge, and is valued there)"
+                )
             return bad[0], f"NOTIONAL: {bad[1]}"
     return None
 
@@ -1445,6 +1455,8 @@ class BinanceVenue:
         out: list[Any] = []
         forced = source == "reconcile"
         for report in reports:
+            if type(report) is VenueOrderExpired and report.reason is _R.IOC_UNFILLED:
+                report = self._as_market_expiry(report)
             if not forced and report in self._recent:
                 self._count("duplicates_dropped")
                 continue
@@ -1486,6 +1498,15 @@ class BinanceVenue:
                 rec = self._orders.get(coid)
                 if rec is not None and total > rec.filled and not rec.settling and not rec.catching_up:
                     self._spawn(self._catch_up(rec, total))
+
+    def _as_market_expiry(self, report: VenueOrderExpired) -> VenueOrderExpired:
+        """The expiry of a protected market order (sent as a LIMIT IOC, :func:`_as_sent`) is a market order's:
+        ``NO_LIQUIDITY`` (the book within its protect price ran out), as the simulated and paper venues say."""
+        rec = self._orders.get(report.client_order_id)
+        request = rec.request if rec is not None else None
+        if request is not None and request.command.order_type is OrderType.MARKET:
+            return replace(report, reason=_R.NO_LIQUIDITY)
+        return report
 
     def _emit(self, batch: list[Any], *, dedup: bool = True) -> None:
         if dedup:
@@ -1751,7 +1772,7 @@ class BinanceVenue:
         trades = sorted(trades, key=lambda t: t.trade_id)
         executed = state.executed_qty if state is not None else sum(t.qty for t in trades)
         cum = max(executed - sum(t.qty for t in trades), 0)
-        final = state.is_final if state is not None else rec.final
+        final = state.last_fill_closes if state is not None else rec.final
         out = []
         for i, t in enumerate(trades):
             cum += t.qty
