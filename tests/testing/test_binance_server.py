@@ -30,6 +30,7 @@ from aiohttp import WSMsgType
 
 from veloz_actors import DataError
 from veloz_actors.core.l2book import L2Book
+from veloz_actors.testing import binance_server
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.schemas import (
     parse_depth_snapshot,
@@ -828,10 +829,14 @@ def test_skip_update_ids_makes_a_gap_the_client_sees(small: dict[str, Path]) -> 
         server.faults.skip_update_ids("NOPEUSDT")
 
 
-def test_a_looping_server_starts_the_captures_over_with_later_ids_and_times(small: dict[str, Path]) -> None:
+def test_a_looping_server_starts_the_captures_over_with_later_ids_and_times(
+    small: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``loop=True`` (soak runs): after the last event the same market again, each book back to its first state
     with update ids past every id sent and a hole after them (a client resyncs), trade ids past every trade sent,
-    event times never back; a client applying diffs to a fresh snapshot keeps the server's book exactly."""
+    event times never back; a client applying diffs to a fresh snapshot keeps the server's book exactly. It keeps
+    the latest trades only (a soak's server stays bounded), their aggregate ids going on."""
+    monkeypatch.setattr(binance_server, "_LOOP_KEEP_TRADES", 5)
     rec = recorded(small["BTCUSDT"])
     total = len(rec.events)
     sent = sum(1 for e in rec.events if "@depth" in e[1] or "@trade" in e[1])  # the streams subscribed to
@@ -873,6 +878,10 @@ def test_a_looping_server_starts_the_captures_over_with_later_ids_and_times(smal
                 assert book.depth(len(book)) == (bids, asks)
                 offline = rec.book_after(10)
                 assert (bids, asks) == offline[1:]
+                status, aggregated, _ = await request(s, server, "/api/v3/aggTrades?symbol=BTCUSDT&limit=1000")
+                published = len(trades[0]) + len(trades[1]) + len(of(third, "trade", "t"))
+                assert status == 200 and len(aggregated) == 5 + len(of(third, "trade", "t"))
+                assert [a["a"] for a in aggregated] == list(range(published - len(aggregated), published))
 
         run(main())
 

@@ -19,7 +19,7 @@ book, so ``GET /api/v3/depth`` always answers the current book. ``paused=True`` 
 :meth:`BinanceTestServer.publish`. After the last event :attr:`BinanceTestServer.done` is True; streams stay open
 and REST keeps answering. With ``loop=True`` (soak runs) the captures start over instead: each book back to its first
 state, update ids moved past every id sent (with a hole, so a client resyncs from a new snapshot), trade ids past every
-trade sent, event times on from now.
+trade sent, event times on from now, the latest 200,000 trades of each symbol kept for REST.
 
 **Payloads** are the recorded bytes. With ``shift_times`` (default) the event times ``E``/``T`` are moved by one
 constant (wall clock at start minus the first event time) so that latency exchange -> receive means something; the
@@ -105,6 +105,8 @@ DEFAULT_EXCHANGE_INFO = (
 _SCALE = 100_000_000
 _DEPTH, _TICKER, _TRADE = 0, 1, 2
 _TIME_FIELD = re.compile(rb'"([ET])":(\d+)')
+#: trades a looping server keeps per symbol, from one pass to the next (REST trades, aggTrades and klines read them)
+_LOOP_KEEP_TRADES = 200_000
 _ID_FIELD = re.compile(rb'"([Uut])":(\d+)')  # depth/bookTicker update ids, trade ids: moved on each loop pass
 # a stream name: lowercase symbol (or "!" for all-market streams), then "@kind" parts ("@bookTicker", "@kline_1m@+08:00")
 _STREAM_NAME = re.compile(r"^(?:![A-Za-z0-9_]+|[a-z0-9._\-]+)(?:@[A-Za-z0-9_:+\-]+)+$")
@@ -468,6 +470,7 @@ class _SymbolState:
         self.capture = capture
         self.book = _initial_book(capture.symbol, capture.snapshot, capture.pre_diffs)
         self.trades: list[_TradeRow] = []
+        self.trades_dropped = 0  # rows a looping server let go (the aggregate trade id of trades[0])
         self.ticker: tuple[int, str, str, str, str] | None = None
         self.candles: dict[str, _Candle | None] = {}  # interval -> open candle, for subscribed kline streams
         self.skip = 0
@@ -981,6 +984,10 @@ class _Market:
             state.book = L2Book(symbol)
             state.book.apply_snapshot(snapshot)
             state.sent_diffs.clear()
+            cut = len(state.trades) - _LOOP_KEEP_TRADES
+            if cut > 0:  # REST trades, aggTrades and klines from the latest ones: a soak's server stays bounded
+                del state.trades[:cut]
+                state.trades_dropped += cut
             if self.on_event is not None:
                 reset = _Event(_DEPTH, symbol, now_ns, b"", {})
                 reset.delta = snapshot
@@ -1388,7 +1395,8 @@ class _Rest:
         from_id = self._int(query, "fromId", None)
         start = self._int(query, "startTime", None)
         end = self._int(query, "endTime", None)
-        rows = [(agg_id, row) for agg_id, row in enumerate(self.market.states[symbol].trades)]
+        state = self.market.states[symbol]
+        rows = list(enumerate(state.trades, start=state.trades_dropped))
         if from_id is not None:
             rows = [r for r in rows if r[0] >= from_id][:limit]
         elif start is not None or end is not None:
