@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from veloz_actors import JournalError
-from veloz_actors.core.journal import SEMANTICS, Journal, read_journal, read_snapshot, write_snapshot
+from veloz_actors.core import journal as journal_module
+from veloz_actors.core.journal import SEMANTICS, Journal, iter_journal, read_journal, read_snapshot, write_snapshot
 from veloz_actors.messages import Tick, encode
+from veloz_actors.messages import decode as decode_line
 
 from .disk import disk_full_after
 
@@ -187,6 +189,24 @@ def test_opening_a_journal_that_ends_in_a_torn_line_warns_naming_the_file_and_th
     assert [(r.levelno, r.__dict__.get("path"), r.__dict__.get("torn_tail_bytes")) for r in records] == [
         (logging.WARNING, str(path), 7)
     ]
+
+
+def test_opening_a_journal_counts_its_lines_without_decoding_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening decoded every line to count them: restarting over weeks of journal took minutes (2.7 s per 100 MiB)
+    before recovery replayed a line. Recovery decodes what it replays; opening only counts."""
+    path = tmp_path / "j"
+    journal = Journal(path, CONFIG, durability="none")
+    for ts in range(1_000):
+        journal.append(Tick(ts=ts))
+    journal.close()
+    decoded: list[bytes] = []
+    monkeypatch.setattr(journal_module, "decode", lambda line: decoded.append(line) or decode_line(line))
+    reopened = Journal(path, CONFIG, durability="none")
+    reopened.close()
+    assert reopened.count == 1_000 and decoded == []
+    assert [m.ts for m in iter_journal(path, 990)] == list(range(990, 1_000)) and len(decoded) == 10
 
 
 def test_corrupt_line_in_the_middle_is_a_journal_error(tmp_path: Path) -> None:

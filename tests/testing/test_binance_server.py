@@ -30,6 +30,7 @@ from aiohttp import WSMsgType
 
 from veloz_actors import DataError
 from veloz_actors.core.l2book import L2Book
+from veloz_actors.testing import binance_server
 from veloz_actors.testing.binance_server import BinanceTestServer
 from veloz_actors.venues.binance.schemas import (
     parse_depth_snapshot,
@@ -826,6 +827,63 @@ def test_skip_update_ids_makes_a_gap_the_client_sees(small: dict[str, Path]) -> 
         run(main())
     with pytest.raises(ValueError, match="unknown symbol"):
         server.faults.skip_update_ids("NOPEUSDT")
+
+
+def test_a_looping_server_starts_the_captures_over_with_later_ids_and_times(
+    small: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``loop=True`` (soak runs): after the last event the same market again, each book back to its first state
+    with update ids past every id sent and a hole after them (a client resyncs), trade ids past every trade sent,
+    event times never back; a client applying diffs to a fresh snapshot keeps the server's book exactly. It keeps
+    the latest trades only (a soak's server stays bounded), their aggregate ids going on."""
+    monkeypatch.setattr(binance_server, "_LOOP_KEEP_TRADES", 5)
+    rec = recorded(small["BTCUSDT"])
+    total = len(rec.events)
+    sent = sum(1 for e in rec.events if "@depth" in e[1] or "@trade" in e[1])  # the streams subscribed to
+    tail = sum(1 for e in rec.events[:10] if "@depth" in e[1] or "@trade" in e[1])
+    with serve(small["BTCUSDT"], loop=True) as server:
+
+        async def main() -> None:
+            async with session() as s:
+                ws = await connect(s, server, "/stream?streams=btcusdt@depth@100ms/btcusdt@trade")
+                await off_loop(server.publish, total)
+                first = [orjson.loads(f)["data"] for f in await texts(ws, sent)]
+                assert not server.done and server.passes == 0
+                await off_loop(server.publish, total + 10)
+                second = [orjson.loads(f)["data"] for f in await texts(ws, sent + tail)]
+                assert server.passes == 2 and server.published == 10
+                third = second[sent:]
+                second = second[:sent]
+
+                def of(events: list[dict[str, Any]], kind: str, field: str) -> list[int]:
+                    return [e[field] for e in events if e["e"] == kind]
+
+                diffs = [of(run, "depthUpdate", "U") for run in (first, second)]
+                ends = [of(run, "depthUpdate", "u") for run in (first, second)]
+                assert diffs[1][0] > ends[0][-1] + 1  # a hole: the client's book needs a new snapshot
+                moved = diffs[1][0] - diffs[0][0]
+                assert [u - moved for u in diffs[1]] == diffs[0] and [u - moved for u in ends[1]] == ends[0]
+                trades = [of(run, "trade", "t") for run in (first, second)]
+                assert min(trades[1]) > max(trades[0])
+                assert min(of(second, "depthUpdate", "E")) >= max(of(first, "depthUpdate", "E"))
+                assert of(third, "depthUpdate", "U")[0] > ends[1][-1] + 1
+                assert [e["s"] for e in second] == [e["s"] for e in first]
+                # the third pass's book, from its snapshot and its diffs, is the server's book
+                book = L2Book("BTCUSDT")
+                status, snapshot, _ = await request(s, server, "/api/v3/depth?symbol=BTCUSDT&limit=5000")
+                assert status == 200
+                last_id, bids, asks = server.book("BTCUSDT")
+                assert snapshot["lastUpdateId"] == last_id
+                book.apply_snapshot(parse_depth_snapshot(snapshot, 0, "BTCUSDT"))
+                assert book.depth(len(book)) == (bids, asks)
+                offline = rec.book_after(10)
+                assert (bids, asks) == offline[1:]
+                status, aggregated, _ = await request(s, server, "/api/v3/aggTrades?symbol=BTCUSDT&limit=1000")
+                published = len(trades[0]) + len(trades[1]) + len(of(third, "trade", "t"))
+                assert status == 200 and len(aggregated) == 5 + len(of(third, "trade", "t"))
+                assert [a["a"] for a in aggregated] == list(range(published - len(aggregated), published))
+
+        run(main())
 
 
 def test_malformed_frames_of_each_kind(small: dict[str, Path]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import JournalError
-from ..core.journal import Journal, journal_error, read_journal, restore_snapshot, write_snapshot
+from ..core.journal import Journal, count_lines, iter_journal, journal_error, restore_snapshot, write_snapshot
 from ..logs import log_file_status
 from ..messages import AccountUpdated, OrderFilled, PositionUpdated, Tick
 from .spec import (
@@ -61,10 +61,9 @@ class AccountViewActor:
         self.seq, self.accounts, self.positions, self.fills, self.fees = pickle.loads(state)
 
     def _recover(self, path: Path) -> None:
-        messages: list[Any] = []
-        if path.exists():
-            _, messages = read_journal(path)
-        for message in messages[restore_snapshot(path, len(messages), self._restore) :]:
+        if not path.exists():
+            return
+        for message in iter_journal(path, restore_snapshot(path, count_lines(path), self._restore)):
             self._apply_one(message)
 
     def _apply_one(self, event: Any) -> None:

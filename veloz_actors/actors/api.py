@@ -222,7 +222,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
     """The engine config and the venue actor's settings of a live engine. A journal that exists is recovered with
     the config in its header; a new one starts its ledger from the account's balances on the exchange. The settings
     name where the credentials are (environment variables, ``venue.credentials_file``), never the keys."""
-    from ..core.journal import read_journal
+    from ..core.journal import read_header
     from ..core.kernel import KernelConfig
     from ..venues.binance.auth import CredentialsRef
     from ..venues.binance.venue import BinanceVenueSettings, VenueUnavailable, account_ledger
@@ -239,7 +239,7 @@ def _live_engine(file_config: EngineFileConfig, journal_dir: str | Path | None) 
         if simulated:  # a live engine's venue keeps no journal: the exchange is its record
             raise ConfigError(f"{journal_dir} was written by a simulated or paper engine ({simulated[0]}): give a "
                               "new journal")  # fmt: skip
-        header, _ = read_journal(oms_journal)
+        header = read_header(oms_journal)
         kernel = KernelConfig.from_json(header["config"])
         check_journal_risk(file_config, kernel.risk, oms_journal)
         check_journal_instruments(file_config, kernel.instruments, oms_journal)  # the venue refuses a halted symbol

@@ -24,8 +24,9 @@ from .._exceptions import JournalError
 from ..core.journal import (
     Durability,
     Journal,
+    count_lines,
+    iter_journal,
     journal_error,
-    read_journal,
     restore_snapshot,
     write_snapshot,
 )
@@ -98,22 +99,19 @@ class VenueShard:
         self.venues, self.seq, self.acked, self.unacked, self.inputs, self.last_clock, self.tops = pickle.loads(state)
 
     def _recover(self, path: Path) -> None:
-        lines: list[Any] = []
-        if path.exists():
-            _, lines = read_journal(path)
-        start = restore_snapshot(path, len(lines), self._restore)
+        start = restore_snapshot(path, count_lines(path), self._restore) if path.exists() else 0
         if self.journal is not None:  # the market's rule of the journal's semantics, for its lines and those to come
             use_semantics(self.venues.values(), self.journal.semantics)
-        for message in lines[start:]:
+        for message in iter_journal(path, start) if path.exists() else ():
             if type(message) in _MARKET_INPUTS:
                 self._apply_market(message)
             else:
                 self._apply(message)
         acks = Path(str(path) + ".acks")
         if acks.exists():
-            _, marks = read_journal(acks)
-            if marks:
-                self._prune(max(m.ts for m in marks))  # type: ignore[union-attr]
+            last = max((m.ts for m in iter_journal(acks)), default=None)  # type: ignore[union-attr]
+            if last is not None:
+                self._prune(last)
         self.handed = self.seq  # every batch rebuilt here came from the disk
 
     # ------------------------------------------------------------------------------------------------- inputs

@@ -80,9 +80,12 @@ from .journal import (
     SEMANTICS,
     Durability,
     Journal,
+    count_lines,
     drop_torn_tail,
+    iter_journal,
     journal_error,
     other_configuration,
+    read_header,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -334,13 +337,14 @@ class TradingKernel:
         # the journal (and its lock) first: no snapshot or history file is read or cut while another kernel runs
         journal = Journal(journal_path, config.to_json(), durability=durability, lock_wait=lock_wait)
         try:
-            header, messages = read_journal(journal_path)
+            lines = count_lines(journal_path)
             kernel = cls(config)
-            start = restore_snapshot(journal_path, len(messages), kernel.restore)
-            kernel.semantics = semantics_of(header)
-            kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
+            start = restore_snapshot(journal_path, lines, kernel.restore)
+            kernel.semantics = semantics_of(read_header(journal_path))
+            kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=lines)
             events: list[Any] = []
-            for message in messages[start:]:  # the journal is not attached yet: nothing is journaled twice
+            # the journal is not attached yet: nothing is journaled twice
+            for message in iter_journal(journal_path, start):
                 step = kernel.apply(message)
                 events.extend(step)
                 if on_step is not None:

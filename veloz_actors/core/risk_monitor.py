@@ -91,8 +91,10 @@ from .instruments import Instrument, Pricing
 from .journal import (
     Durability,
     Journal,
+    count_lines,
+    iter_journal,
     lock_journal,
-    read_journal,
+    read_header,
     restore_snapshot,
     write_snapshot,
 )
@@ -343,14 +345,14 @@ class RiskMonitor:
         """The monitor of the snapshot and the journal's lines (journal not attached), and what to send now."""
         monitor = cls(config)
         if journal_path.exists():
-            header, messages = read_journal(journal_path)
+            header = read_header(journal_path)
             if header.get("config") != {"risk_monitor": config.ledger_json()}:
                 raise JournalError(
                     f"{journal_path} was written by a risk monitor with different instruments, balances, valuation "
                     "asset or reference prices; move it away to start from the configured balances"
                 )
-            start = restore_snapshot(journal_path, len(messages), monitor.restore)
-            for message in messages[start:]:
+            start = restore_snapshot(journal_path, count_lines(journal_path), monitor.restore)
+            for message in iter_journal(journal_path, start):
                 monitor.seq += 1
                 monitor._step(message)
             if monitor._rebase is not None:  # a rebase cut short: its lines end the journal; cut them, never apply

@@ -272,14 +272,13 @@ def replay_command(
     ] = False,
 ) -> None:
     """Rebuild an engine's state from its journal and print the same event stream, byte for byte."""
-    from ..core.journal import read_journal, torn_tail_bytes
+    from ..core.journal import read_header, torn_tail_bytes
     from ..messages import encode_line
     from ..venues.engine import Engine, EngineConfig, replay
 
     _check_engine_journal(journal)
     if from_snapshot:
-        header, _ = read_journal(journal)
-        config = EngineConfig.from_json(header["config"])
+        config = EngineConfig.from_json(read_header(journal)["config"])
         import shutil
         import tempfile
 

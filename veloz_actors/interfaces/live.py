@@ -29,7 +29,7 @@ from typing import Any
 
 from .._exceptions import ConfigError, VelozError
 from ..config import EngineFileConfig, check_journal_instruments, check_journal_risk, resolve_venue_instruments
-from ..core.journal import read_journal
+from ..core.journal import read_header
 from ..logs import redact_url
 from ..venues.engine import Engine, EngineConfig, tune_gc
 from .local import Frontends, LiveMarket, LiveVenue, LocalBackend, run_session
@@ -82,7 +82,7 @@ def run_live(
     settings = BinanceVenueSettings(**file_config.venue.trading_settings())  # venue.trading, checked before any work
     tune_gc()
     if journal_path.exists():
-        header, _ = read_journal(journal_path)
+        header = read_header(journal_path)
         config = EngineConfig.from_json(header["config"])
         if config.venue_kind != "live":
             raise VelozError(f"{journal_path} was written by a {config.venue_kind} engine: give a new journal path")

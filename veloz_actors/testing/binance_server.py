@@ -17,7 +17,9 @@ published. From then on the events of all captures are published in receive-time
 time by their receive times (``speed=0``: as fast as the sockets take them), each depth diff applied to the server's
 book, so ``GET /api/v3/depth`` always answers the current book. ``paused=True`` publishes nothing until
 :meth:`BinanceTestServer.publish`. After the last event :attr:`BinanceTestServer.done` is True; streams stay open
-and REST keeps answering.
+and REST keeps answering. With ``loop=True`` (soak runs) the captures start over instead: each book back to its first
+state, update ids moved past every id sent (with a hole, so a client resyncs from a new snapshot), trade ids past every
+trade sent, event times on from now, the latest 200,000 trades of each symbol kept for REST.
 
 **Payloads** are the recorded bytes. With ``shift_times`` (default) the event times ``E``/``T`` are moved by one
 constant (wall clock at start minus the first event time) so that latency exchange -> receive means something; the
@@ -56,7 +58,7 @@ faults (``server.trading_faults``). Nothing of it costs the market data path unt
 
 Run by hand (benchmarks)::
 
-    python -m veloz_actors.testing.binance_server --capture FILE [--capture FILE] [--speed X] [--port P]
+    python -m veloz_actors.testing.binance_server --capture FILE [--capture FILE] [--speed X] [--port P] [--loop]
 
 It prints its URLs as one JSON line and serves until SIGINT/SIGTERM.
 """
@@ -77,7 +79,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,6 +105,9 @@ DEFAULT_EXCHANGE_INFO = (
 _SCALE = 100_000_000
 _DEPTH, _TICKER, _TRADE = 0, 1, 2
 _TIME_FIELD = re.compile(rb'"([ET])":(\d+)')
+#: trades a looping server keeps per symbol, from one pass to the next (REST trades, aggTrades and klines read them)
+_LOOP_KEEP_TRADES = 200_000
+_ID_FIELD = re.compile(rb'"([Uut])":(\d+)')  # depth/bookTicker update ids, trade ids: moved on each loop pass
 # a stream name: lowercase symbol (or "!" for all-market streams), then "@kind" parts ("@bookTicker", "@kline_1m@+08:00")
 _STREAM_NAME = re.compile(r"^(?:![A-Za-z0-9_]+|[a-z0-9._\-]+)(?:@[A-Za-z0-9_:+\-]+)+$")
 _REST_SYMBOL = re.compile(r"^[A-Z0-9\-_.]{1,20}$")
@@ -192,6 +197,24 @@ class _Event:
         self.delta: BookDelta | None = None
         self.trade: tuple[int, int, int, str, str, int, bool, bool] | None = None
         self.ticker: tuple[int, str, str, str, str] | None = None
+
+    def shifted(self, update_ids: int, trade_ids: int) -> _Event:
+        """This event with its update ids (``U``/``u``) moved by ``update_ids`` and its trade id (``t``) by
+        ``trade_ids``: the same market again, later (a looping server's next pass)."""
+        moves = {b"U": update_ids, b"u": update_ids, b"t": trade_ids}
+        raw = _ID_FIELD.sub(lambda m: b'"%s":%d' % (m.group(1), int(m.group(2)) + moves[m.group(1)]), self.raw)
+        out = _Event(self.kind, self.symbol, self.recv_ns, raw, {"E": self.event_ms})
+        if self.delta is not None:
+            out.delta = replace(
+                self.delta,
+                first_update_id=self.delta.first_update_id + update_ids,
+                last_update_id=self.delta.last_update_id + update_ids,
+            )
+        if self.trade is not None:
+            out.trade = (self.trade[0] + trade_ids, *self.trade[1:])
+        if self.ticker is not None:
+            out.ticker = (self.ticker[0] + update_ids, *self.ticker[1:])
+        return out
 
     def render(self, shift_ms: int) -> bytes:
         """The payload with every ``E``/``T`` moved by ``shift_ms`` (the recorded bytes when 0)."""
@@ -447,6 +470,7 @@ class _SymbolState:
         self.capture = capture
         self.book = _initial_book(capture.symbol, capture.snapshot, capture.pre_diffs)
         self.trades: list[_TradeRow] = []
+        self.trades_dropped = 0  # rows a looping server let go (the aggregate trade id of trades[0])
         self.ticker: tuple[int, str, str, str, str] | None = None
         self.candles: dict[str, _Candle | None] = {}  # interval -> open candle, for subscribed kline streams
         self.skip = 0
@@ -908,10 +932,12 @@ class _Market:
         self.states = {capture.symbol: _SymbolState(capture) for capture in captures}
         events = [ev for capture in captures for ev in capture.events]
         events.sort(key=lambda ev: ev.recv_ns)  # stable: ties keep file order
+        self.recorded = events
         self.events = events
         self.payloads: list[bytes] = [ev.raw for ev in events]
         self.shift_ms = 0
         self.pos = 0
+        self.passes = 0  # how many times a looping server started the captures over
         self.hub: _Hub | None = None
         self.faults: Faults | None = None
         self.agg_ids: dict[str, int] = {}
@@ -924,6 +950,51 @@ class _Market:
     def render(self, shift_ms: int) -> None:
         self.shift_ms = shift_ms
         self.payloads = [ev.render(shift_ms) for ev in self.events]
+
+    def next_pass(self, now_ms: int, shift_times: bool) -> None:
+        """Start the captures over (a looping server, for soak runs): each symbol's book goes back to its first
+        state, with update ids moved past every id sent so far and with a hole after them (a client sees a gap and
+        takes a new snapshot, as after a real one), trade ids moved past every trade sent, event times moved on to
+        now (never back). A trading side's venues take the new book as a snapshot."""
+        self.passes += 1
+        times = [ev.event_ms for ev in self.recorded if ev.event_ms is not None]
+        span_ms = max(times) - min(times) + 1_000 if times else 0
+        self.shift_ms = max(now_ms - min(times), self.shift_ms + span_ms) if shift_times and times else 0
+        moves: dict[str, tuple[int, int]] = {}
+        for symbol, state in self.states.items():
+            capture = state.capture
+            first = _initial_book(symbol, capture.snapshot, capture.pre_diffs)
+            last_id = max((ev.delta.last_update_id for ev in capture.events if ev.delta is not None), default=0)
+            trade_ids = [ev.trade[0] for ev in capture.events if ev.trade is not None]
+            update_span = last_id - first.last_update_id + 1_000
+            trade_span = max(trade_ids) - min(trade_ids) + 1 if trade_ids else 0
+            moves[symbol] = (self.passes * update_span, self.passes * trade_span)
+            bids, asks = first.depth(len(first))
+            now_ns = now_ms * 1_000_000
+            snapshot = BookDelta(
+                symbol=symbol,
+                first_update_id=first.last_update_id + moves[symbol][0],
+                last_update_id=first.last_update_id + moves[symbol][0],
+                bids=bids,
+                asks=asks,
+                is_snapshot=True,
+                ts_event=now_ns,
+                ts_recv=now_ns,
+            )
+            state.book = L2Book(symbol)
+            state.book.apply_snapshot(snapshot)
+            state.sent_diffs.clear()
+            cut = len(state.trades) - _LOOP_KEEP_TRADES
+            if cut > 0:  # REST trades, aggTrades and klines from the latest ones: a soak's server stays bounded
+                del state.trades[:cut]
+                state.trades_dropped += cut
+            if self.on_event is not None:
+                reset = _Event(_DEPTH, symbol, now_ns, b"", {})
+                reset.delta = snapshot
+                self.on_event(symbol, reset)
+        self.events = [ev.shifted(*moves[ev.symbol]) for ev in self.recorded]
+        self.payloads = [ev.render(self.shift_ms) for ev in self.events]
+        self.pos = 0
 
     def on_subscribe(self, name: str) -> None:
         symbol, _, kind = name.partition("@")
@@ -1324,7 +1395,8 @@ class _Rest:
         from_id = self._int(query, "fromId", None)
         start = self._int(query, "startTime", None)
         end = self._int(query, "endTime", None)
-        rows = [(agg_id, row) for agg_id, row in enumerate(self.market.states[symbol].trades)]
+        state = self.market.states[symbol]
+        rows = list(enumerate(state.trades, start=state.trades_dropped))
         if from_id is not None:
             rows = [r for r in rows if r[0] >= from_id][:limit]
         elif start is not None or end is not None:
@@ -1676,6 +1748,7 @@ class BinanceTestServer:
         exchange_info: str | os.PathLike[str] | None = None,
         send_queue: int = 10_000,
         slow_client_timeout: float = 5.0,
+        loop: bool = False,
     ) -> None:
         if isinstance(captures, str | os.PathLike):
             captures = [captures]
@@ -1697,6 +1770,7 @@ class BinanceTestServer:
         self.ping_interval = float(ping_interval)
         self.pong_timeout = float(pong_timeout)
         self.shift_times = shift_times
+        self.loop = loop
         self.rest_url = ""
         self.stream_url = ""
         self.symbols = tuple(capture.symbol for capture in loaded)
@@ -1732,8 +1806,13 @@ class BinanceTestServer:
 
     @property
     def done(self) -> bool:
-        """Every capture event was published."""
-        return self._market.pos >= len(self._market.events)
+        """Every capture event was published (never, with ``loop``: the captures start over)."""
+        return self._market.pos >= len(self._market.events) and not self.loop
+
+    @property
+    def passes(self) -> int:
+        """How many times a looping server started the captures over."""
+        return self._market.passes
 
     @property
     def total(self) -> int:
@@ -1999,9 +2078,11 @@ class BinanceTestServer:
         total = len(market.events)
         hub.backpressure = True  # publish(n) waits for full queues (a client gone slow is dropped after a while)
         try:
-            while done < n and market.pos < total:
+            while done < n and (market.pos < total or self.loop):
                 if hub.full_flag and hub.full():
                     await hub.wait_space()
+                if market.pos >= total:
+                    market.next_pass(self.server_time_ms(), self.shift_times)
                 market.publish_one()
                 done += 1
                 if done % 256 == 0:
@@ -2035,6 +2116,10 @@ class BinanceTestServer:
         recv0 = events[0].recv_ns if events else 0
         batch = 0
         while True:
+            if market.pos >= total and self.loop and not self._paused:
+                market.next_pass(self.server_time_ms(), self.shift_times)
+                self._reanchor = True
+                events = market.events
             if market.pos >= total or self._paused:
                 await self._wait(None)
                 continue
@@ -2216,6 +2301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pong-timeout", type=float, default=60.0)
     parser.add_argument("--no-shift-times", action="store_true", help="keep the recorded event times")
     parser.add_argument("--exchange-info", default=None, help="an exchangeInfo JSON file to serve")
+    parser.add_argument("--loop", action="store_true", help="start the captures over after their last event")
     parser.add_argument(
         "--wait-connections", type=int, default=0, help="publish nothing until this many stream connections are open"
     )
@@ -2230,6 +2316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paused=args.wait_connections > 0,
         shift_times=not args.no_shift_times,
         exchange_info=args.exchange_info,
+        loop=args.loop,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -30,7 +30,10 @@ from ..core.instruments import Instrument
 from ..core.journal import (
     Durability,
     Journal,
+    count_lines,
+    iter_journal,
     other_configuration,
+    read_header,
     read_journal,
     restore_snapshot,
     semantics_of,
@@ -277,11 +280,11 @@ class Engine:
         """The engine of the snapshot (if any) with the journal's lines after it applied, journal not attached."""
         engine = cls(config)
         events: list[Any] = []
-        header, messages = read_journal(journal_path)
-        start = restore_snapshot(journal_path, len(messages), engine._restore)
-        engine.use_semantics(semantics_of(header))
-        engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=len(messages))
-        for message in messages[start:]:
+        lines = count_lines(journal_path)
+        start = restore_snapshot(journal_path, lines, engine._restore)
+        engine.use_semantics(semantics_of(read_header(journal_path)))
+        engine.kernel.resume_history(Path(str(journal_path) + ".orders"), journal_lines=lines)
+        for message in iter_journal(journal_path, start):
             events.extend(engine.apply(message))
         return engine, events
 
