@@ -28,21 +28,35 @@ from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 __all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
 
 
+def _path_text(value: Any) -> Any:
+    """A pydantic before-validator: a path given as an ``os.PathLike`` (``pathlib.Path``) is its text; anything else
+    but a str or None is refused for what it is (pydantic said only "Input should be a valid string")."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ValueError(f"must be a file path (a str or os.PathLike), got {type(value).__name__} {quoted(value)}")
+
+
+_Path = Annotated[str | None, BeforeValidator(_path_text)]
+
+
 class BacktestConfig(BaseModel):
     """A backtest config file (``configs/backtest/*.yaml``); every field can be overridden by a flag."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str | None = None
+    data: _Path = None
     strategy: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fee_rate: Annotated[str | float, BeforeValidator(not_bool)] = "0.001"
     slippage_bps: Annotated[str | float, BeforeValidator(not_bool)] = "0"
     initial_cash: Annotated[str | float, BeforeValidator(not_bool)] = "10000"
-    qty_step: str | None = None  # None: 0.00001, coarser when the price tick needs it (see backtest.settings)
-    price_tick: str | None = None  # None: the data's own tick
+    # None: 0.00001, coarser when the price tick needs it (see backtest.settings); a number as a search config takes it
+    qty_step: Annotated[str | float | None, BeforeValidator(not_bool)] = None
+    price_tick: Annotated[str | float | None, BeforeValidator(not_bool)] = None  # None: the data's own tick
     engine: Literal["event", "kernel"] = "event"
-    out: str | None = None
+    out: _Path = None
     # tick (L2) backtests only: when an order or cancel reaches the venue, the maker fee, the random latency's seed
     latency_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
     latency_jitter_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
@@ -102,10 +116,12 @@ def _settings(cfg: BacktestConfig) -> Any:
         initial_cash=parse_decimal(_text(cfg.initial_cash, "initial_cash"), "initial_cash", allow_zero=False),
         fee_rate=fee_rate,
         slippage_rate=slippage_rate,
-        qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
-        price_tick=parse_decimal(cfg.price_tick, "price_tick (--price-tick)", allow_zero=False)
-        if cfg.price_tick
-        else None,
+        qty_step=None
+        if cfg.qty_step is None
+        else parse_decimal(_text(cfg.qty_step, "qty_step"), "qty_step (--qty-step)", allow_zero=False),
+        price_tick=None
+        if cfg.price_tick is None
+        else parse_decimal(_text(cfg.price_tick, "price_tick"), "price_tick (--price-tick)", allow_zero=False),
     )
 
 
