@@ -314,6 +314,7 @@ class Subscription:
         """Whatever is queued now, market data still in columnar
         :class:`~veloz_actors.core.market_batch.MarketBatch` items; with ``wait``
         (seconds, at most 0.25) and nothing queued, the bus answers as soon as events come, or after ``wait``."""
+        self._engine._check_open()  # shut down by this handle: its bus is gone for good (before, [] for ever)
         bus = self._engine._bus
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
@@ -340,7 +341,13 @@ class Subscription:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while not self._buffer:
             wait = _POLL_WAIT if deadline is None else min(_POLL_WAIT, max(0.0, deadline - time.monotonic()))
-            self._buffer = deque(self.poll(wait))  # the bus answers as soon as events come (it never blocks on us)
+            try:
+                self._buffer = deque(self.poll(wait))  # the bus answers as soon as events come (never blocks on us)
+            except EngineUnavailable:
+                if not self._engine._closed:  # stopped elsewhere, or lost: said
+                    raise
+                self.close()  # this handle's shutdown (another thread's) ends the iteration
+                raise StopIteration from None
             if self._buffer:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -614,12 +621,23 @@ class EngineHandle:
         try:
             given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
         except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
+            self._raise_if_stopped(exc)
             return
         failed = getattr(exc, "actor_id", None)  # the failed actor's id (hex), when Ray says which
         ids = {name: handle._actor_id.hex() for name, handle in self._actors().items() if handle is not None}
         problems = [why for name, why in given_up.items() if failed is None or ids.get(name) == failed]
         if problems:
             raise EngineUnavailable(" ".join(problems)) from exc
+
+    def _raise_if_stopped(self, exc: Exception) -> None:
+        """A supervisor Ray will not restart (``veloz stop``, another handle's :meth:`shutdown`): its actors ended with
+        it, so the engine never comes back. Said at once (before, a call retried for a minute, and a subscription
+        without a timeout polled the dead bus for ever)."""
+        if actor_state(self._supervisor._actor_id.hex()) == "DEAD":
+            raise EngineUnavailable(
+                f"engine {self.name!r} has stopped (shut down by another handle or `veloz stop`, or its process "
+                "ended): start or connect another"
+            ) from exc
 
     def _actors(self) -> dict[str, Any]:
         """The handle's actors by their STATUS names."""
