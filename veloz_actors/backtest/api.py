@@ -25,7 +25,7 @@ from .._exceptions import ConfigError, InvalidInput, quoted
 from ..config import load_yaml, not_bool, only_section
 from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
-__all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
+__all__ = ["BacktestConfig", "BacktestResult", "backtest_section", "execute", "parse_config", "run_backtest"]
 
 
 def _path_text(value: Any) -> Any:
@@ -347,16 +347,43 @@ def parse_config(raw: dict[str, Any]) -> BacktestConfig:
         raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {message}") from exc
 
 
-def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+class BacktestResult(dict[str, Any]):
+    """What :func:`run_backtest` returns: a plain ``dict`` (``result["metrics"]``, ``json.dumps(result)``) whose repr
+    is a summary, so a notebook cell ending in ``result`` shows the run and its metrics, not every trade (half a
+    megabyte of text for the README's 5m example); ``result["trades"]`` holds them all."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        run = self.get("run", {})
+        where = run.get("bars", run.get("events"))
+        unit = "bars" if "bars" in run else "events"
+        summary = {
+            "strategy": run.get("strategy"),
+            "params": run.get("params"),
+            "data": run.get("data"),
+            unit: where,
+            "trades": len(self.get("trades", ())),
+            "warnings": len(self.get("warnings", ())),
+            "metrics": self.get("metrics"),
+        }
+        return f"BacktestResult({', '.join(f'{key}={value!r}' for key, value in summary.items())})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython / Jupyter
+        printer.text(repr(self))
+
+
+def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> BacktestResult:
     """Run one backtest; ``config`` is a YAML path or a dict, ``overrides`` are config fields (``data``,
     ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``price_tick``,
-    ``engine``, ``out``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
+    ``engine``, ``out``; ``data`` and ``out`` a str or a ``pathlib.Path``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "warnings": [...], "run": {...}}`` (and ``"files"`` when ``out`` is given); ``warnings`` names strategy orders
     the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``). Money in
     ``metrics`` is an exact :class:`~decimal.Decimal` (a bar backtest's statistics are
-    :func:`~veloz_actors.backtest.metrics.report_metrics`'s).
+    :func:`~veloz_actors.backtest.metrics.report_metrics`'s). The dict is a :class:`BacktestResult`, whose repr is a
+    summary (the run, the counts of trades and warnings, the metrics), not every trade.
     """
     raw: dict[str, Any]
     if config is None:
@@ -370,4 +397,4 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
             f"config must be a YAML path or a dict of settings, got {type(config).__name__} {quoted(config)}"
         )
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return execute(parse_config(raw))
+    return BacktestResult(execute(parse_config(raw)))
