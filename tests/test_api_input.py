@@ -281,6 +281,10 @@ def test_start_local_refuses_a_bad_argument_before_ray_starts(arguments: dict, m
         (lambda: vz.grid_search(SEARCH, out=1), ConfigError, "out must be a directory path or None, got int 1"),
         (lambda: vz.grid_search(SEARCH, max_workers="2"), ConfigError, "max_workers must be an int >= 1 or None"),
         (lambda: vz.grid_search(SEARCH, address=123), ConfigError, "address must be auto, HOST:PORT or ray://"),
+        # these three reached Ray; a callback that is not one failed after the first chunk of work
+        (lambda: vz.grid_search(SEARCH, on_progress=5), ConfigError, "on_progress must be a callable or None, got int"),
+        (lambda: vz.grid_search(SEARCH, progress="no"), ConfigError, "progress must be True or False, got str 'no'"),
+        (lambda: vz.connect(None, namespace=5), ConfigError, "namespace must be a non-empty str, got int 5"),
     ],
 )
 def test_an_argument_of_the_wrong_type_is_named_with_the_type_received(call, error, message: str) -> None:

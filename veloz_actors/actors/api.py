@@ -1000,8 +1000,9 @@ def connect(
     ``timeout``: seconds to wait for an engine still starting (default: as long as a start may take, minutes);
     :class:`EngineUnavailable` saying so after it (``veloz status`` / ``stop`` / ``attach`` wait ``CONNECT_SECONDS``)."""
     _check_address(address)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"name must be a non-empty str, got {_got(name)}")
+    for what, value in (("name", name), ("namespace", namespace)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{what} must be a non-empty str, got {_got(value)}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"timeout must be a number of seconds > 0 or None, got {_got(timeout)}")
     _ensure_ray(address, namespace)
