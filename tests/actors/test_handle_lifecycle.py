@@ -64,3 +64,36 @@ def test_a_handle_whose_engine_another_handle_stopped_says_so_at_once():
         other.balances()
     with pytest.raises(EngineUnavailable, match=stopped):
         other.place_order("BTCUSDT", "BUY", "0.01", "59000")
+
+
+def test_ctrl_c_during_submit_many_says_which_commands_went_through_and_the_handle_goes_on(monkeypatch):
+    """Before: a KeyboardInterrupt (not an Exception) went by without the note, so a notebook user could not tell
+    which of the commands the engine had applied."""
+    handle = start_local(file_config(), name="test-lifecycle-interrupt")
+    try:
+        commands = [
+            handle.order_command("BTCUSDT", "BUY", "0.001", "50000", client_order_id=f"ci-{i}") for i in range(1_500)
+        ]
+        real_call = handle._call
+        calls = 0
+
+        def interrupted_second_call(make_ref, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == 2:  # the second chunk: Ctrl-C while its answer is awaited
+                raise KeyboardInterrupt
+            return real_call(make_ref, **kwargs)
+
+        monkeypatch.setattr(handle, "_call", interrupted_second_call)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            handle.submit_many(commands)
+        assert caught.value.__notes__ == [
+            "submit_many: the first 1000 of 1500 commands were applied and answered before this; the 500 after them "
+            "were sent, their outcome unknown (query() tells an order's state); none after those was sent"
+        ]
+        monkeypatch.undo()
+        assert handle.window.depth == 0  # the interrupted call's slot is given back
+        assert handle.status()["orders"] >= 1_000  # the first chunk went through
+        assert handle.place_order("BTCUSDT", "BUY", "0.001", "50000", client_order_id="after-ctrl-c")
+    finally:
+        handle.shutdown()

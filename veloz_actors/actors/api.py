@@ -56,6 +56,7 @@ from ..messages import (
     Command,
     Error,
     HaltTrading,
+    MarketEvent,
     OrderRejected,
     PlaceOrder,
     ResetCircuitBreaker,
@@ -199,6 +200,16 @@ def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:
 
 
 _COMMANDS = get_args(Command)
+_MARKET_EVENTS = get_args(MarketEvent)
+
+
+def _check_seconds(value: Any, what: str) -> float:
+    """A timeout in seconds, else :class:`InvalidInput` naming it (before: a bare ``TypeError`` from the arithmetic)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidInput(f"{what} must be a number of seconds >= 0, got {_got(value)}")
+    return float(value)
+
+
 _TICK_AHEAD_NS = 86_400 * 1_000_000_000  # how far ahead of the clock a simulated-market step may be
 
 
@@ -515,10 +526,12 @@ class EngineHandle:
             chunk = checked_commands[start : start + SUBMIT_CALL_SIZE]
             try:
                 results += self._call(lambda chunk=chunk: self._oms.submit_many.remote(chunk))
-            except Exception as exc:
-                if results:
-                    exc.add_note(f"submit_many: the first {len(results)} of {len(checked_commands)} commands were "
-                                 "applied and answered before this")  # fmt: skip
+            except BaseException as exc:  # Ctrl-C too: a notebook user must learn what went through
+                exc.add_note(
+                    f"submit_many: the first {len(results)} of {len(checked_commands)} commands were applied and "
+                    f"answered before this; the {len(chunk)} after them were sent, their outcome unknown (query() "
+                    "tells an order's state); none after those was sent"
+                )
                 raise
             finally:
                 self.window.done()
@@ -694,6 +707,7 @@ class EngineHandle:
         OMS applied what it caused (fills of resting orders, the new reference prices). The events themselves go to
         the bus; the list returned is empty. ``ts`` (ns) at most a day ahead of the clock: a step is ignored when an
         earlier one was later, so a far-future ``ts`` would stop the market for good."""
+        _check_seconds(timeout, "timeout")
         now = time.time_ns()
         if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 < ts <= now + _TICK_AHEAD_NS):
             raise InvalidInput(
@@ -717,7 +731,7 @@ class EngineHandle:
     def settle(self, timeout: float = _CALL_TIMEOUT) -> bool:
         """Wait until every venue answered every request the OMS sent so far (fills, cancels and expiries applied);
         False if that did not happen within ``timeout`` seconds (a venue restarting)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + _check_seconds(timeout, "timeout")
         pause = 0.0005
         while not self._call(lambda: self._oms.settled.remote()):
             if time.monotonic() >= deadline:
@@ -740,6 +754,16 @@ class EngineHandle:
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
         the venue actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence):
+            raise InvalidInput(f"events must be a list of market events, got {_got(events)}")
+        for i, event in enumerate(events):
+            if type(event) not in _MARKET_EVENTS:  # else left out by the feed without a word, or an error in the OMS
+                names = ", ".join(t.__name__ for t in _MARKET_EVENTS)
+                raise InvalidInput(f"events[{i}] must be one of {names}; got {_got(event)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be an int >= 1, got {_got(batch_size)}")
+        if not isinstance(reference_prices, bool):
+            raise InvalidInput(f"reference_prices must be True or False, got {_got(reference_prices)}")
         self._check_open()
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
         try:  # not retried: a replay is not idempotent (the batches already sent went through)
