@@ -41,8 +41,13 @@ def test_a_subscription_without_a_timeout_ends_when_its_handle_shuts_down():
     """Before: the dead bus's errors were taken for a restart, and the iteration polled it for ever."""
     handle = start_local(file_config(), name="test-lifecycle-own")
     subscription = handle.subscribe()  # no timeout, no max_events: it ends with the engine
+    assert repr(handle) == "EngineHandle(name='test-lifecycle-own', symbols=['BTCUSDT', 'ETHUSDT'], open)"
     handle.shutdown()
+    assert repr(handle) == "EngineHandle(name='test-lifecycle-own', symbols=['BTCUSDT', 'ETHUSDT'], shut down)"
     assert _outcome(lambda: list(subscription)) == []
+    assert repr(subscription) == (
+        f"Subscription(id={subscription.id}, engine='test-lifecycle-own', dropped=0, gaps=0, closed)"
+    )
     with pytest.raises(EngineUnavailable, match=r"^engine 'test-lifecycle-own' was shut down by this handle"):
         subscription.poll()
 

@@ -321,6 +321,10 @@ class Subscription:
     def __iter__(self) -> Iterator[Any]:
         return self
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Subscription(id={self.id}, engine={self._engine.name!r}, dropped={self.dropped}, gaps={self.gaps}, {state})"
+
     def poll_raw(self, wait: float = 0.0) -> list[Any]:
         """Whatever is queued now, market data still in columnar
         :class:`~veloz_actors.core.market_batch.MarketBatch` items; with ``wait``
@@ -900,6 +904,10 @@ class EngineHandle:
         with contextlib.suppress(Exception):  # already gone
             ray.get(self._supervisor.shutdown.remote(), timeout=60.0)
         ray.kill(self._supervisor, no_restart=True)
+
+    def __repr__(self) -> str:  # a notebook cell ending in the handle
+        state = "shut down" if self._closed else "open"
+        return f"EngineHandle(name={self.name!r}, symbols={sorted(self.symbols)!r}, {state})"
 
     def __enter__(self) -> EngineHandle:
         return self
