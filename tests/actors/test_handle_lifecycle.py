@@ -102,3 +102,6 @@ def test_ctrl_c_during_submit_many_says_which_commands_went_through_and_the_hand
         assert handle.place_order("BTCUSDT", "BUY", "0.001", "50000", client_order_id="after-ctrl-c")
     finally:
         handle.shutdown()
+    with pytest.raises(EngineUnavailable, match="was shut down by this handle") as caught:
+        handle.submit_many(commands)
+    assert not hasattr(caught.value, "__notes__")  # nothing was sent: no note saying a chunk was

@@ -523,6 +523,7 @@ class EngineHandle:
         if isinstance(commands, str | bytes) or not isinstance(commands, Sequence):
             raise InvalidInput(f"commands must be a list of command messages, got {type(commands).__name__}")
         checked_commands = [_check_command(command) for command in commands]
+        self._check_open()  # before the loop: its note would say a first chunk was sent
         results: list[list[Any]] = []
         for start in range(0, len(checked_commands), SUBMIT_CALL_SIZE):
             if not self.window.admit():
