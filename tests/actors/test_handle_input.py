@@ -246,3 +246,29 @@ def test_a_handle_used_after_its_shutdown_says_so_at_once_and_sends_nothing(ray_
         ):
             call()
     handle.shutdown()  # still idempotent
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # before: a bare TypeError from the deadline's arithmetic
+        (lambda engine: engine.tick(timeout="5"), "timeout must be a number of seconds >= 0, got str '5'"),
+        (lambda engine: engine.settle(timeout="5"), "timeout must be a number of seconds >= 0, got str '5'"),
+        # before: a TypeError, a ValueError inside the feed actor, and text the feed left out while counting it sent
+        (lambda engine: engine.replay_market(5), "events must be a list of market events, got int 5"),
+        (lambda engine: engine.replay_market([], batch_size=0), "batch_size must be an int >= 1, got int 0"),
+        (lambda engine: engine.replay_market(["a"]), "events[0] must be one of Trade, BookTop, BookDelta, "),
+        (
+            lambda engine: engine.replay_market([], reference_prices="yes"),
+            "reference_prices must be True or False, got str 'yes'",
+        ),
+    ],
+)
+def test_a_bad_timeout_or_replay_argument_is_named_before_any_call(engine, call, message):
+    before = _state(engine)
+    sent = engine.actor("feed").status.remote()
+    with pytest.raises(InvalidInput) as caught:
+        call(engine)
+    assert str(caught.value).startswith(message)
+    assert _state(engine) == before
+    assert ray.get(engine.actor("feed").status.remote(), timeout=30)["sent"] == ray.get(sent, timeout=30)["sent"]

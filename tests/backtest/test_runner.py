@@ -187,6 +187,37 @@ def test_python_api_backtest_matches_the_cli_contract(shared_data):
         vz.run_backtest(data=data, strategy="nope")
 
 
+def test_the_python_api_result_shows_a_summary_in_a_notebook_and_stays_a_dict(shared_data):
+    """Before: the result's repr was every trade (half a megabyte for the README's 5m example, here 38 kB), what a
+    notebook cell ending in ``result`` printed."""
+    import json
+
+    import veloz_actors as vz
+
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+    result = vz.run_backtest(data=data, strategy="sma_cross", params={"fast": 10, "slow": 30})
+    assert len(result["trades"]) == 383
+    text = repr(result)
+    assert len(text) < 2_000
+    assert text.startswith(
+        "BacktestResult(strategy='sma_cross', params={'fast': 10, 'slow': 30}, data='" + data + "', bars=8996, "
+        "trades=383, warnings=0, metrics={'final_equity': Decimal("
+    )
+
+    class Printer:  # IPython's pretty printer, as Jupyter calls it
+        def __init__(self) -> None:
+            self.parts: list[str] = []
+
+        def text(self, part: str) -> None:
+            self.parts.append(part)
+
+    printer = Printer()
+    result._repr_pretty_(printer, False)
+    assert printer.parts == [text]
+    assert isinstance(result, dict) and dict(result) == result
+    assert json.loads(json.dumps(result, default=str))["metrics"]["n_trades"] == 191
+
+
 @pytest.mark.parametrize("engine", ["event", "kernel"])
 def test_a_warm_up_too_long_for_the_data_is_a_warning_not_a_silent_no_trade(shared_data, engine):
     import veloz_actors as vz

@@ -56,6 +56,7 @@ from ..messages import (
     Command,
     Error,
     HaltTrading,
+    MarketEvent,
     OrderRejected,
     PlaceOrder,
     ResetCircuitBreaker,
@@ -199,6 +200,16 @@ def _check_nodes(nodes: Any, spec: EngineSpec) -> dict[str, str]:
 
 
 _COMMANDS = get_args(Command)
+_MARKET_EVENTS = get_args(MarketEvent)
+
+
+def _check_seconds(value: Any, what: str) -> float:
+    """A timeout in seconds, else :class:`InvalidInput` naming it (before: a bare ``TypeError`` from the arithmetic)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise InvalidInput(f"{what} must be a number of seconds >= 0, got {_got(value)}")
+    return float(value)
+
+
 _TICK_AHEAD_NS = 86_400 * 1_000_000_000  # how far ahead of the clock a simulated-market step may be
 
 
@@ -329,10 +340,15 @@ class Subscription:
     def __iter__(self) -> Iterator[Any]:
         return self
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Subscription(id={self.id}, engine={self._engine.name!r}, dropped={self.dropped}, gaps={self.gaps}, {state})"
+
     def poll_raw(self, wait: float = 0.0) -> list[Any]:
         """Whatever is queued now, market data still in columnar
         :class:`~veloz_actors.core.market_batch.MarketBatch` items; with ``wait``
         (seconds, at most 0.25) and nothing queued, the bus answers as soon as events come, or after ``wait``."""
+        self._engine._check_open()  # shut down by this handle: its bus is gone for good (before, [] for ever)
         bus = self._engine._bus
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
@@ -359,7 +375,13 @@ class Subscription:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while not self._buffer:
             wait = _POLL_WAIT if deadline is None else min(_POLL_WAIT, max(0.0, deadline - time.monotonic()))
-            self._buffer = deque(self.poll(wait))  # the bus answers as soon as events come (it never blocks on us)
+            try:
+                self._buffer = deque(self.poll(wait))  # the bus answers as soon as events come (never blocks on us)
+            except EngineUnavailable:
+                if not self._engine._closed:  # stopped elsewhere, or lost: said
+                    raise
+                self.close()  # this handle's shutdown (another thread's) ends the iteration
+                raise StopIteration from None
             if self._buffer:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -520,6 +542,7 @@ class EngineHandle:
         if isinstance(commands, str | bytes) or not isinstance(commands, Sequence):
             raise InvalidInput(f"commands must be a list of command messages, got {type(commands).__name__}")
         checked_commands = [_check_command(command) for command in commands]
+        self._check_open()  # before the loop: its note would say a first chunk was sent
         results: list[list[Any]] = []
         for start in range(0, len(checked_commands), SUBMIT_CALL_SIZE):
             if not self.window.admit():
@@ -527,10 +550,12 @@ class EngineHandle:
             chunk = checked_commands[start : start + SUBMIT_CALL_SIZE]
             try:
                 results += self._call(lambda chunk=chunk: self._oms.submit_many.remote(chunk))
-            except Exception as exc:
-                if results:
-                    exc.add_note(f"submit_many: the first {len(results)} of {len(checked_commands)} commands were "
-                                 "applied and answered before this")  # fmt: skip
+            except BaseException as exc:  # Ctrl-C too: a notebook user must learn what went through
+                exc.add_note(
+                    f"submit_many: the first {len(results)} of {len(checked_commands)} commands were applied and "
+                    f"answered before this; the {len(chunk)} after them were sent, their outcome unknown (query() "
+                    "tells an order's state); none after those was sent"
+                )
                 raise
             finally:
                 self.window.done()
@@ -633,12 +658,23 @@ class EngineHandle:
         try:
             given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
         except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
+            self._raise_if_stopped(exc)
             return
         failed = getattr(exc, "actor_id", None)  # the failed actor's id (hex), when Ray says which
         ids = {name: handle._actor_id.hex() for name, handle in self._actors().items() if handle is not None}
         problems = [why for name, why in given_up.items() if failed is None or ids.get(name) == failed]
         if problems:
             raise EngineUnavailable(" ".join(problems)) from exc
+
+    def _raise_if_stopped(self, exc: Exception) -> None:
+        """A supervisor Ray will not restart (``veloz stop``, another handle's :meth:`shutdown`): its actors ended with
+        it, so the engine never comes back. Said at once (before, a call retried for a minute, and a subscription
+        without a timeout polled the dead bus for ever)."""
+        if actor_state(self._supervisor._actor_id.hex()) == "DEAD":
+            raise EngineUnavailable(
+                f"engine {self.name!r} has stopped (shut down by another handle or `veloz stop`, or its process "
+                "ended): start or connect another"
+            ) from exc
 
     def _actors(self) -> dict[str, Any]:
         """The handle's actors by their STATUS names."""
@@ -695,6 +731,7 @@ class EngineHandle:
         OMS applied what it caused (fills of resting orders, the new reference prices). The events themselves go to
         the bus; the list returned is empty. ``ts`` (ns) at most a day ahead of the clock: a step is ignored when an
         earlier one was later, so a far-future ``ts`` would stop the market for good."""
+        _check_seconds(timeout, "timeout")
         now = time.time_ns()
         if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 < ts <= now + _TICK_AHEAD_NS):
             raise InvalidInput(
@@ -718,7 +755,7 @@ class EngineHandle:
     def settle(self, timeout: float = _CALL_TIMEOUT) -> bool:
         """Wait until every venue answered every request the OMS sent so far (fills, cancels and expiries applied);
         False if that did not happen within ``timeout`` seconds (a venue restarting)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + _check_seconds(timeout, "timeout")
         pause = 0.0005
         while not self._call(lambda: self._oms.settled.remote()):
             if time.monotonic() >= deadline:
@@ -741,6 +778,16 @@ class EngineHandle:
     def replay_market(self, events: Sequence[Any], *, batch_size: int = 1000, reference_prices: bool = False) -> int:
         """Replay recorded market events (e.g. ``data.loaders.load_market_events``) through the feed actor to
         the venue actors and subscribers, in batches; ``reference_prices`` also moves the OMS's reference prices."""
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence):
+            raise InvalidInput(f"events must be a list of market events, got {_got(events)}")
+        for i, event in enumerate(events):
+            if type(event) not in _MARKET_EVENTS:  # else left out by the feed without a word, or an error in the OMS
+                names = ", ".join(t.__name__ for t in _MARKET_EVENTS)
+                raise InvalidInput(f"events[{i}] must be one of {names}; got {_got(event)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be an int >= 1, got {_got(batch_size)}")
+        if not isinstance(reference_prices, bool):
+            raise InvalidInput(f"reference_prices must be True or False, got {_got(reference_prices)}")
         self._check_open()
         ref = self._feed.replay.remote(list(events), batch_size, to_oms=reference_prices)
         try:  # not retried: a replay is not idempotent (the batches already sent went through)
@@ -878,6 +925,10 @@ class EngineHandle:
             ray.get(self._supervisor.shutdown.remote(), timeout=60.0)
         ray.kill(self._supervisor, no_restart=True)
 
+    def __repr__(self) -> str:  # a notebook cell ending in the handle
+        state = "shut down" if self._closed else "open"
+        return f"EngineHandle(name={self.name!r}, symbols={sorted(self.symbols)!r}, {state})"
+
     def __enter__(self) -> EngineHandle:
         return self
 
@@ -1001,8 +1052,9 @@ def connect(
     ``timeout``: seconds to wait for an engine still starting (default: as long as a start may take, minutes);
     :class:`EngineUnavailable` saying so after it (``veloz status`` / ``stop`` / ``attach`` wait ``CONNECT_SECONDS``)."""
     _check_address(address)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"name must be a non-empty str, got {_got(name)}")
+    for what, value in (("name", name), ("namespace", namespace)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{what} must be a non-empty str, got {_got(value)}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"timeout must be a number of seconds > 0 or None, got {_got(timeout)}")
     _ensure_ray(address, namespace)

@@ -11,6 +11,7 @@ Both are plain, single-threaded classes (no Ray): an actor owns one and the over
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -77,9 +78,12 @@ class DropOldestQueue:
 
 
 class InFlightWindow:
-    """Counts requests admitted but not yet completed; refuses a request when ``limit`` are in flight."""
+    """Counts requests admitted but not yet completed; refuses a request when ``limit`` are in flight.
 
-    __slots__ = ("limit", "depth", "rejected", "peak")
+    Thread-safe: one engine handle is shared by a notebook's threads, and ``depth += 1`` is no atomic step (lost
+    updates left the depth drifting up, toward refusing every order as OVERLOADED)."""
+
+    __slots__ = ("limit", "depth", "rejected", "peak", "_lock")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -88,18 +92,21 @@ class InFlightWindow:
         self.depth = 0
         self.rejected = 0
         self.peak = 0
+        self._lock = threading.Lock()
 
     def admit(self) -> bool:
-        if self.depth >= self.limit:
-            self.rejected += 1
-            return False
-        self.depth += 1
-        if self.depth > self.peak:
-            self.peak = self.depth
-        return True
+        with self._lock:
+            if self.depth >= self.limit:
+                self.rejected += 1
+                return False
+            self.depth += 1
+            if self.depth > self.peak:
+                self.peak = self.depth
+            return True
 
     def done(self, count: int = 1) -> None:
-        self.depth = max(0, self.depth - count)
+        with self._lock:
+            self.depth = max(0, self.depth - count)
 
     def refusal(self, what: str = "order inbox") -> str:
         return f"{what} full: depth {self.depth} at limit {self.limit}"

@@ -25,7 +25,20 @@ from .._exceptions import ConfigError, InvalidInput, quoted
 from ..config import load_yaml, not_bool, only_section
 from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
-__all__ = ["BacktestConfig", "backtest_section", "execute", "parse_config", "run_backtest"]
+__all__ = ["BacktestConfig", "BacktestResult", "backtest_section", "execute", "parse_config", "run_backtest"]
+
+
+def _path_text(value: Any) -> Any:
+    """A pydantic before-validator: a path given as an ``os.PathLike`` (``pathlib.Path``) is its text; anything else
+    but a str or None is refused for what it is (pydantic said only "Input should be a valid string")."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ValueError(f"must be a file path (a str or os.PathLike), got {type(value).__name__} {quoted(value)}")
+
+
+_Path = Annotated[str | None, BeforeValidator(_path_text)]
 
 
 class BacktestConfig(BaseModel):
@@ -33,16 +46,17 @@ class BacktestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str | None = None
+    data: _Path = None
     strategy: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     fee_rate: Annotated[str | float, BeforeValidator(not_bool)] = "0.001"
     slippage_bps: Annotated[str | float, BeforeValidator(not_bool)] = "0"
     initial_cash: Annotated[str | float, BeforeValidator(not_bool)] = "10000"
-    qty_step: str | None = None  # None: 0.00001, coarser when the price tick needs it (see backtest.settings)
-    price_tick: str | None = None  # None: the data's own tick
+    # None: 0.00001, coarser when the price tick needs it (see backtest.settings); a number as a search config takes it
+    qty_step: Annotated[str | float | None, BeforeValidator(not_bool)] = None
+    price_tick: Annotated[str | float | None, BeforeValidator(not_bool)] = None  # None: the data's own tick
     engine: Literal["event", "kernel"] = "event"
-    out: str | None = None
+    out: _Path = None
     # tick (L2) backtests only: when an order or cancel reaches the venue, the maker fee, the random latency's seed
     latency_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
     latency_jitter_ms: Annotated[str | float, BeforeValidator(not_bool)] = "0"
@@ -102,10 +116,12 @@ def _settings(cfg: BacktestConfig) -> Any:
         initial_cash=parse_decimal(_text(cfg.initial_cash, "initial_cash"), "initial_cash", allow_zero=False),
         fee_rate=fee_rate,
         slippage_rate=slippage_rate,
-        qty_step=parse_decimal(cfg.qty_step, "qty_step (--qty-step)", allow_zero=False) if cfg.qty_step else None,
-        price_tick=parse_decimal(cfg.price_tick, "price_tick (--price-tick)", allow_zero=False)
-        if cfg.price_tick
-        else None,
+        qty_step=None
+        if cfg.qty_step is None
+        else parse_decimal(_text(cfg.qty_step, "qty_step"), "qty_step (--qty-step)", allow_zero=False),
+        price_tick=None
+        if cfg.price_tick is None
+        else parse_decimal(_text(cfg.price_tick, "price_tick"), "price_tick (--price-tick)", allow_zero=False),
     )
 
 
@@ -331,16 +347,43 @@ def parse_config(raw: dict[str, Any]) -> BacktestConfig:
         raise ConfigError(f"{'.'.join(str(p) for p in first['loc'])}: {message}") from exc
 
 
-def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+class BacktestResult(dict[str, Any]):
+    """What :func:`run_backtest` returns: a plain ``dict`` (``result["metrics"]``, ``json.dumps(result)``) whose repr
+    is a summary, so a notebook cell ending in ``result`` shows the run and its metrics, not every trade (half a
+    megabyte of text for the README's 5m example); ``result["trades"]`` holds them all."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        run = self.get("run", {})
+        where = run.get("bars", run.get("events"))
+        unit = "bars" if "bars" in run else "events"
+        summary = {
+            "strategy": run.get("strategy"),
+            "params": run.get("params"),
+            "data": run.get("data"),
+            unit: where,
+            "trades": len(self.get("trades", ())),
+            "warnings": len(self.get("warnings", ())),
+            "metrics": self.get("metrics"),
+        }
+        return f"BacktestResult({', '.join(f'{key}={value!r}' for key, value in summary.items())})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython / Jupyter
+        printer.text(repr(self))
+
+
+def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides: Any) -> BacktestResult:
     """Run one backtest; ``config`` is a YAML path or a dict, ``overrides`` are config fields (``data``,
     ``strategy``, ``params``, ``fee_rate``, ``slippage_bps``, ``initial_cash``, ``qty_step``, ``price_tick``,
-    ``engine``, ``out``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
+    ``engine``, ``out``; ``data`` and ``out`` a str or a ``pathlib.Path``; for a capture also ``latency_ms``, ``latency_jitter_ms``, ``maker_fee_rate``, ``seed``).
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "warnings": [...], "run": {...}}`` (and ``"files"`` when ``out`` is given); ``warnings`` names strategy orders
     the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``). Money in
     ``metrics`` is an exact :class:`~decimal.Decimal` (a bar backtest's statistics are
-    :func:`~veloz_actors.backtest.metrics.report_metrics`'s).
+    :func:`~veloz_actors.backtest.metrics.report_metrics`'s). The dict is a :class:`BacktestResult`, whose repr is a
+    summary (the run, the counts of trades and warnings, the metrics), not every trade.
     """
     raw: dict[str, Any]
     if config is None:
@@ -354,4 +397,4 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
             f"config must be a YAML path or a dict of settings, got {type(config).__name__} {quoted(config)}"
         )
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return execute(parse_config(raw))
+    return BacktestResult(execute(parse_config(raw)))

@@ -94,6 +94,13 @@ def grid_search(
         )
     if out is not None and not isinstance(out, str | os.PathLike):
         raise ConfigError(f"out must be a directory path or None, got {type(out).__name__} {quoted(out)}")
+    for flag, value in (("resume", resume), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be True or False, got {type(value).__name__} {quoted(value)}")
+    if on_progress is not None and not callable(on_progress):  # else a TypeError after the first chunk of work
+        raise ConfigError(
+            f"on_progress must be a callable or None, got {type(on_progress).__name__} {quoted(on_progress)}"
+        )
 
     outcome = run_plan(
         load_config(config),

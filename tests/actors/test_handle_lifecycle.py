@@ -1,0 +1,107 @@
+"""An engine handle and its subscriptions once the engine has stopped, as a notebook meets them: a subscription
+without a timeout ends or raises, never polls a dead bus for ever, and a handle whose engine another handle stopped
+says so at once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from veloz_actors import EngineUnavailable
+from veloz_actors.actors.api import connect, start_local
+
+from .helpers import file_config
+
+pytestmark = pytest.mark.usefixtures("ray_runtime")
+
+_BOUND_SECONDS = 120.0  # a hang's bound, not a timing: the old code never returned
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    """``call()``'s result or exception, from a thread joined within ``_BOUND_SECONDS`` (a hang fails the test)."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(_BOUND_SECONDS)
+    assert box, "the call never returned"
+    return box[0]
+
+
+def test_a_subscription_without_a_timeout_ends_when_its_handle_shuts_down():
+    """Before: the dead bus's errors were taken for a restart, and the iteration polled it for ever."""
+    handle = start_local(file_config(), name="test-lifecycle-own")
+    subscription = handle.subscribe()  # no timeout, no max_events: it ends with the engine
+    assert repr(handle) == "EngineHandle(name='test-lifecycle-own', symbols=['BTCUSDT', 'ETHUSDT'], open)"
+    handle.shutdown()
+    assert repr(handle) == "EngineHandle(name='test-lifecycle-own', symbols=['BTCUSDT', 'ETHUSDT'], shut down)"
+    assert _outcome(lambda: list(subscription)) == []
+    assert repr(subscription) == (
+        f"Subscription(id={subscription.id}, engine='test-lifecycle-own', dropped=0, gaps=0, closed)"
+    )
+    with pytest.raises(EngineUnavailable, match=r"^engine 'test-lifecycle-own' was shut down by this handle"):
+        subscription.poll()
+
+
+def test_a_handle_whose_engine_another_handle_stopped_says_so_at_once():
+    """Before: a call retried for a minute, then said the engine "did not come back"; a subscription without a
+    timeout polled the dead bus for ever."""
+    owner = start_local(file_config(), name="test-lifecycle-other")
+    other = connect(None, name="test-lifecycle-other", namespace="veloz-tests")
+    subscription = other.subscribe()
+    owner.shutdown()
+    stopped = r"^engine 'test-lifecycle-other' has stopped \(shut down by another handle or `veloz stop`"
+    error = _outcome(lambda: next(subscription))
+    assert isinstance(error, EngineUnavailable), error
+    assert error.__cause__ is not None
+    with pytest.raises(EngineUnavailable, match=stopped):
+        raise error
+    with pytest.raises(EngineUnavailable, match=stopped):
+        other.balances()
+    with pytest.raises(EngineUnavailable, match=stopped):
+        other.place_order("BTCUSDT", "BUY", "0.01", "59000")
+
+
+def test_ctrl_c_during_submit_many_says_which_commands_went_through_and_the_handle_goes_on(monkeypatch):
+    """Before: a KeyboardInterrupt (not an Exception) went by without the note, so a notebook user could not tell
+    which of the commands the engine had applied."""
+    handle = start_local(file_config(), name="test-lifecycle-interrupt")
+    try:
+        commands = [
+            handle.order_command("BTCUSDT", "BUY", "0.001", "50000", client_order_id=f"ci-{i}") for i in range(1_500)
+        ]
+        real_call = handle._call
+        calls = 0
+
+        def interrupted_second_call(make_ref, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == 2:  # the second chunk: Ctrl-C while its answer is awaited
+                raise KeyboardInterrupt
+            return real_call(make_ref, **kwargs)
+
+        monkeypatch.setattr(handle, "_call", interrupted_second_call)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            handle.submit_many(commands)
+        assert caught.value.__notes__ == [
+            "submit_many: the first 1000 of 1500 commands were applied and answered before this; the 500 after them "
+            "were sent, their outcome unknown (query() tells an order's state); none after those was sent"
+        ]
+        monkeypatch.undo()
+        assert handle.window.depth == 0  # the interrupted call's slot is given back
+        assert handle.status()["orders"] >= 1_000  # the first chunk went through
+        assert handle.place_order("BTCUSDT", "BUY", "0.001", "50000", client_order_id="after-ctrl-c")
+    finally:
+        handle.shutdown()
+    with pytest.raises(EngineUnavailable, match="was shut down by this handle") as caught:
+        handle.submit_many(commands)
+    assert not hasattr(caught.value, "__notes__")  # nothing was sent: no note saying a chunk was
