@@ -418,6 +418,11 @@ def _break(node) -> None:
     node.failing_seconds = 1.0
 
 
+def _strategy_actor(engine, name: str):
+    """The Ray handle of a configured strategy's actor, from the engine's supervisor (the handle lists no strategy)."""
+    return ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+
+
 def test_a_strategy_that_keeps_raising_is_a_status_problem_until_it_stops(ray_runtime):
     """A strategy's exceptions were counted in its own entry only: STATUS problems (what `veloz status` exits 1 on
     and the monitoring page shows per actor) listed stranded actors alone. A failing strategy is listed there now,
@@ -425,7 +430,7 @@ def test_a_strategy_that_keeps_raising_is_a_status_problem_until_it_stops(ray_ru
     engine = start_local(file_config(strategies=[SMA]), name="strategy-failing")
     try:
         name = "strategy:0:sma_cross"
-        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        node = _strategy_actor(engine, name)
         ray.get(node.__ray_call__.remote(_break), timeout=30)
         base = time.time_ns()
         for k in range(3):
@@ -475,7 +480,7 @@ def test_a_strategy_stuck_in_a_callback_is_a_status_problem_until_it_returns(ray
     engine = start_local(file_config(strategies=[SMA]), name="strategy-stuck")
     try:
         name = "strategy:0:sma_cross"
-        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        node = _strategy_actor(engine, name)
         ray.get(node.__ray_call__.remote(_block), timeout=30)
         base = time.time_ns()
         for k in range(2):
@@ -511,7 +516,7 @@ def test_a_strategy_whose_orders_are_all_refused_says_why_in_status(ray_runtime)
     engine = start_local(rich, name="strategy-refused")
     try:
         name = "strategy:0:sma_cross"
-        node = ray.get(engine._supervisor.__ray_call__.remote(lambda supervisor: supervisor.actors[name]), timeout=30)
+        node = _strategy_actor(engine, name)
         ray.get(node.__ray_call__.remote(_refusing_after_two), timeout=30)
         base = time.time_ns()
         for k in range(120):
