@@ -159,3 +159,31 @@ def test_a_market_buy_by_quote_amount_that_spends_its_budget_on_the_simulated_ve
     assert order is not None and order.status.value == "FILLED" and 0 < order.filled < d("0.5")
     assert not [e for e in out if type(e) is OrderExpired]
     assert engine.ledger.balances("main")["USDT"][1] == 0 and engine.totals() == engine.deposited()
+
+
+@pytest.mark.parametrize("semantics", [7, 6])
+@pytest.mark.parametrize(("quote", "end"), [("45000", "FILLED"), ("99000", "EXPIRED")])
+def test_a_market_buy_by_quote_amount_says_on_each_fill_what_its_budget_still_buys(
+    semantics: int, quote: str, end: str
+) -> None:
+    """Its fill events said ``leaves_qty`` 0 on every fill (an order by quote amount has no base quantity left), so a
+    reader taking 0 for an order's end (stdio's order status, the HTTP API's orders, a strategy's open orders) saw it
+    FILLED at the first of its fills. Semantics 7: what its unspent quote buys at the fill's price, 0 with the fill
+    that spent its budget; one that runs out of book says so to its last fill, then expires. Semantics 6: 0."""
+    engine = Engine(engine_config(sim=True))
+    engine.use_semantics(semantics)
+    engine.apply(Tick(ts=START))
+    out = engine.apply(place("q", "BUY", None, quote_qty=quote, ts=START + 1))
+    fills = [e for e in out if type(e) is OrderFilled and e.client_order_id == "q"]
+    assert len(fills) >= 2  # it walks the market maker's levels
+    order = engine.kernel.oms.get("main", "q")
+    assert order is not None
+    if semantics < 7:
+        assert [f.leaves_qty for f in fills] == [0] * len(fills) and order.status.value == "FILLED"
+        return
+    assert order.status.value == end
+    unspent = d(quote)
+    for fill in fills[:-1]:
+        unspent -= fill.price * fill.qty // d("1")
+        assert 0 < fill.leaves_qty <= unspent * d("1") // fill.price  # at most what the rest of its budget buys
+    assert (fills[-1].leaves_qty == 0) == (end == "FILLED")

@@ -76,7 +76,8 @@ _VERSION = 1
 # refused); before, it went to the venue and the simulated one filled it.
 # 7 ends a market buy by quote amount that ran out of book (or reached its protect price) with budget left as Binance
 # does: EXPIRED (NO_LIQUIDITY), its fills kept, from the simulated, paper and L2 venues and in the kernel; before,
-# FILLED.
+# FILLED. 7 also gives the fill events of every order by quote amount a leaves_qty (what its unspent budget buys at
+# the fill's price, 0 with its last fill); before, every fill of it said 0, as if it were the last.
 # A journal keeps its semantics for life.
 SEMANTICS = 7
 _GROUP_BUFFER_BYTES = 4 << 20

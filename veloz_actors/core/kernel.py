@@ -752,6 +752,14 @@ class TradingKernel:
         self._touched.add(account)
         self._filled = True
         if account not in self.quiet_accounts:
+            leaves = 0  # an order by quote amount: what its unspent quote buys at this price until its last fill
+            if (
+                order.quote_qty is not None
+                and report.leaves_qty
+                and self.semantics >= 7
+                and order.status not in TERMINAL
+            ):
+                leaves = max(1, max(order.quote_qty - order.notional_filled, 0) * SCALE // price)
             events.append(
                 order.fill_event(
                     trade_id=report.trade_id,
@@ -761,6 +769,7 @@ class TradingKernel:
                     fee_asset=fee_asset,
                     liquidity=report.liquidity,
                     ts=ts,
+                    quote_leaves=leaves,
                 )
             )
             events.append(pos.to_event(ts))

@@ -155,9 +155,21 @@ class Order:
         )
 
     def fill_event(
-        self, *, trade_id: int, price: int, qty: int, fee: int, fee_asset: str, liquidity: Liquidity, ts: int
+        self,
+        *,
+        trade_id: int,
+        price: int,
+        qty: int,
+        fee: int,
+        fee_asset: str,
+        liquidity: Liquidity,
+        ts: int,
+        quote_leaves: int = 0,
     ) -> OrderFilled:
-        """The event of a fill already counted in ``filled`` (an order by quote amount has no quantity left)."""
+        """The event of a fill already counted in ``filled``. An order by quote amount has no base quantity left to
+        state: its ``leaves_qty`` is ``quote_leaves``, the kernel's estimate (what its unspent quote buys at the fill's
+        price, at least 1 unit; 0 with its last fill), so a reader taking ``leaves_qty == 0`` for the order's end is
+        right for it too (journals of semantics 6 and less: always 0, every fill looking like the last)."""
         return _order_filled(
             client_order_id=self.client_order_id,
             order_id=self.order_id,
@@ -171,7 +183,7 @@ class Order:
             fee_asset=fee_asset,
             liquidity=liquidity,
             cum_qty=self.filled,
-            leaves_qty=self.qty - self.filled if self.quote_qty is None else 0,
+            leaves_qty=self.qty - self.filled if self.quote_qty is None else quote_leaves,
             ts=ts,
         )
 
