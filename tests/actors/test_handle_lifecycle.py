@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import ray
 
 from veloz_actors import EngineUnavailable
 from veloz_actors.actors.api import connect, start_local
@@ -69,6 +70,45 @@ def test_a_handle_whose_engine_another_handle_stopped_says_so_at_once():
         other.balances()
     with pytest.raises(EngineUnavailable, match=stopped):
         other.place_order("BTCUSDT", "BUY", "0.01", "59000")
+
+
+class _BusStoppedBetweenPollAndSubscribe:
+    """The engine's bus, except that its ``subscribe`` first lets ``stop()`` run: the interleaving CI met once, where
+    a stopping engine's bus had closed every queue (a poll heard "unknown subscriber") and was killed before the
+    subscription subscribed again."""
+
+    def __init__(self, bus: Any, stop: Callable[[], None]) -> None:
+        self._bus = bus
+        self._stop = stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    @property
+    def subscribe(self) -> Any:
+        bus, stop = self._bus, self._stop
+
+        class _Method:
+            @staticmethod
+            def remote(*args: Any) -> Any:
+                stop()
+                return bus.subscribe.remote(*args)
+
+        return _Method()
+
+
+def test_a_subscription_whose_engine_stops_between_its_poll_and_its_resubscribe_says_the_engine_stopped():
+    """Before: the resubscribe's ``ActorDiedError`` reached the caller raw (CI met it once)."""
+    owner = start_local(file_config(), name="test-lifecycle-race")
+    other = connect(None, name="test-lifecycle-race", namespace="veloz-tests")
+    subscription = other.subscribe()
+    bus = other._bus
+    ray.get(bus.close.remote(), timeout=30)  # as a stopping engine's bus does first: the next poll hears -1
+    other._bus = _BusStoppedBetweenPollAndSubscribe(bus, owner.shutdown)
+    error = _outcome(lambda: next(subscription))
+    assert isinstance(error, EngineUnavailable), repr(error)
+    assert str(error).startswith("engine 'test-lifecycle-race' has stopped (shut down by another handle"), error
+    assert isinstance(error.__cause__, ray.exceptions.RayActorError)
 
 
 def test_ctrl_c_during_submit_many_says_which_commands_went_through_and_the_handle_goes_on(monkeypatch):

@@ -353,13 +353,14 @@ class Subscription:
         try:
             ref = bus.poll_wait.remote(self.id, 10_000, wait) if wait > 0 else bus.poll.remote(self.id)
             items, dropped = ray.get(ref, timeout=_CALL_TIMEOUT + wait)
+            if dropped < 0:  # the bus lost this queue (restarted, dropped it as idle, or closed it while the engine
+                # stops): subscribe again, count the gap; the bus may die between the two calls, so both are in here
+                self.id = ray.get(bus.subscribe.remote(self._max_queue, self._kinds), timeout=_CALL_TIMEOUT)
+                self.gaps += 1
+                return []
         except _ACTOR_ERRORS as exc:  # Unschedulable too: a bus pinned to a node that left (stranded: said)
             self._engine._raise_if_lost(exc, every=_REFRESH_SECONDS)  # a bus given up after a crash loop: said
             self._engine._refresh()  # the bus is restarting, or a restarted supervisor built a new one
-            return []
-        if dropped < 0:  # the bus lost this queue (restarted, or dropped it as idle): subscribe again, count the gap
-            self.id = ray.get(bus.subscribe.remote(self._max_queue, self._kinds), timeout=_CALL_TIMEOUT)
-            self.gaps += 1
             return []
         self.dropped = dropped
         return items
