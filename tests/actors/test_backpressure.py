@@ -67,6 +67,21 @@ def test_a_window_shared_by_threads_ends_empty_after_as_many_dones_as_admits():
     assert window.peak <= 4
 
 
+def test_a_held_slot_is_given_back_once_and_a_key_never_held_frees_nothing():
+    """A request collected twice, or an answer that was never admitted, must not free the slot of a request still
+    in flight (before, the handle gave back one slot per item it was handed)."""
+    window = InFlightWindow(3)
+    for key in ("a", "b"):
+        assert window.admit()
+        window.hold(key)
+    window.release(["a", "a", "never-admitted"])
+    assert window.depth == 1  # b is still in flight
+    window.release(["a"])
+    assert window.depth == 1
+    window.release(["b"])
+    assert window.depth == 0
+
+
 @pytest.mark.parametrize("bad", [0, -1])
 def test_limits_must_be_positive(bad):
     with pytest.raises(ValueError, match="positive"):

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 import ray
 
+from veloz_actors import InvalidInput
 from veloz_actors.actors import api
 from veloz_actors.actors.api import start_local
 from veloz_actors.messages import OrderAccepted, OrderRejected, RejectReason
@@ -58,6 +59,33 @@ def test_orders_beyond_the_window_are_rejected_overloaded_and_queries_still_answ
     engine.complete(in_flight)
     assert engine.window.depth == 0
     assert [len(engine.query(c.client_order_id)) for c in commands] == [1, 1, 0]  # the refused one never reached it
+
+
+def test_complete_takes_what_submit_async_returned_and_gives_each_slot_back_once(engine):
+    """Before: the ``OrderRejected`` that ``submit_async`` returns at once made ``complete`` fail with Ray's
+    ``TypeError``, and every item handed to ``complete`` (also one completed before) gave a slot back, freeing the
+    slots of orders still in flight: the window then admitted more than its limit."""
+    price = (Decimal(engine.status()["reference_prices"]["BTCUSDT"]) * Decimal("0.97")).quantize(Decimal(1))
+    commands = [engine.order_command("BTCUSDT", "BUY", "0.001", price, client_order_id=f"done-{i}") for i in range(4)]
+    first, second = engine.submit_async(commands[0]), engine.submit_async(commands[1])
+    refused = engine.submit_async(commands[2])
+    assert isinstance(refused, OrderRejected)
+    answers = engine.complete([first, refused])
+    assert [type(a[0]) for a in answers] == [OrderAccepted, OrderRejected] and answers[1] == [refused]
+    assert engine.window.depth == 1  # the second order is still in flight: its slot is not given back
+    engine.complete([first])  # collected twice: frees nothing
+    assert engine.window.depth == 1
+    third = engine.submit_async(commands[3])
+    assert not isinstance(third, OrderRejected)
+    assert isinstance(engine.submit_async(commands[3]), OrderRejected)  # two in flight: the window is full
+    for bad, named in ((5, "refs must be"), ([second, "ref"], r"refs\[1\] must be")):
+        with pytest.raises(InvalidInput, match=named):
+            engine.complete(bad)
+    with pytest.raises(InvalidInput, match="timeout must be"):
+        engine.complete([second], timeout="5")
+    assert engine.window.depth == 2  # bad input changed nothing
+    assert [type(a[0]) for a in engine.complete([second, third], timeout=None)] == [OrderAccepted, OrderAccepted]
+    assert engine.window.depth == 0
 
 
 class _CallSizes:

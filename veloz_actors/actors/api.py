@@ -569,16 +569,35 @@ class EngineHandle:
         self._check_open()
         if not self.window.admit():
             return self._overloaded(command)
-        return self._oms.submit.remote(command)
+        ref = self._oms.submit.remote(command)
+        self.window.hold(ref.hex())
+        return ref
 
-    def complete(self, refs: Sequence[Any], timeout: float = _CALL_TIMEOUT) -> list[list[Any]]:
+    def complete(self, refs: Sequence[Any], timeout: float | None = _CALL_TIMEOUT) -> list[list[Any]]:
+        """The events of each of :meth:`submit_async`'s answers, in order: a ref's events, and for the
+        ``OrderRejected`` it returned at once (``OVERLOADED``) that rejection alone. Each ref's slot in the window is
+        given back once, also when the call fails or times out (a second ``complete`` of the same ref frees nothing);
+        anything else is :class:`InvalidInput` before any wait (before: Ray's ``TypeError``, and the window gave back
+        a slot per item, freeing slots of orders still in flight)."""
+        if isinstance(refs, str | bytes) or not isinstance(refs, Sequence):
+            raise InvalidInput(f"refs must be a list of what submit_async returned, got {_got(refs)}")
+        for index, item in enumerate(refs):
+            if not isinstance(item, ray.ObjectRef | OrderRejected):
+                raise InvalidInput(
+                    f"refs[{index}] must be what submit_async returned (an ObjectRef, or the OrderRejected it gave at "
+                    f"once), got {_got(item)}"
+                )
+        if timeout is not None:  # None: wait as long as it takes
+            timeout = _check_seconds(timeout, "timeout")
+        sent = [item for item in refs if isinstance(item, ray.ObjectRef)]
         try:
-            return ray.get(list(refs), timeout=timeout)
+            answers = iter(ray.get(sent, timeout=timeout))
         except _ACTOR_ERRORS as exc:
             self._raise_if_lost(exc)  # an OMS given up after a crash loop: said, not a bare Ray error
             raise
         finally:
-            self.window.done(len(refs))
+            self.window.release(ref.hex() for ref in sent)
+        return [next(answers) if isinstance(item, ray.ObjectRef) else [item] for item in refs]
 
     def _overloaded(self, command: Any) -> OrderRejected:
         return overloaded(command, self.window.refusal())

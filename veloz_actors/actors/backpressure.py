@@ -83,7 +83,7 @@ class InFlightWindow:
     Thread-safe: one engine handle is shared by a notebook's threads, and ``depth += 1`` is no atomic step (lost
     updates left the depth drifting up, toward refusing every order as OVERLOADED)."""
 
-    __slots__ = ("limit", "depth", "rejected", "peak", "_lock")
+    __slots__ = ("limit", "depth", "rejected", "peak", "_held", "_lock")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -92,6 +92,7 @@ class InFlightWindow:
         self.depth = 0
         self.rejected = 0
         self.peak = 0
+        self._held: set[str] = set()  # the keys of slots taken by :meth:`hold`, each given back once
         self._lock = threading.Lock()
 
     def admit(self) -> bool:
@@ -107,6 +108,23 @@ class InFlightWindow:
     def done(self, count: int = 1) -> None:
         with self._lock:
             self.depth = max(0, self.depth - count)
+
+    def hold(self, key: str) -> None:
+        """The slot just admitted is ``key``'s (a request whose answer is collected later, perhaps twice)."""
+        with self._lock:
+            self._held.add(key)
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Give back the slots of ``keys`` held by :meth:`hold`; a key not held (never admitted, or given back
+        already) frees nothing, so a request collected twice cannot free another request's slot."""
+        with self._lock:
+            held = self._held
+            freed = 0
+            for key in keys:
+                if key in held:
+                    held.discard(key)
+                    freed += 1
+            self.depth = max(0, self.depth - freed)
 
     def refusal(self, what: str = "order inbox") -> str:
         return f"{what} full: depth {self.depth} at limit {self.limit}"
