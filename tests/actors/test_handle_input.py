@@ -14,7 +14,7 @@ import ray
 from veloz_actors import ConfigError, EngineUnavailable, InvalidInput
 from veloz_actors.actors.api import connect, start_local
 from veloz_actors.actors.supervisor import supervisor_name
-from veloz_actors.messages import CancelOrder, OrderFilled, OrderType, PlaceOrder, Side
+from veloz_actors.messages import BookTop, CancelOrder, OrderFilled, OrderType, PlaceOrder, Side
 from veloz_actors.search.runtime import check_joined
 
 from .helpers import file_config, wait_for
@@ -248,6 +248,13 @@ def test_a_handle_used_after_its_shutdown_says_so_at_once_and_sends_nothing(ray_
     handle.shutdown()  # still idempotent
 
 
+def _top(symbol: str) -> BookTop:
+    return BookTop(
+        symbol=symbol, bid_price=5_999_900_000_000, bid_qty=100_000_000, ask_price=6_000_100_000_000,
+        ask_qty=100_000_000, update_id=1, ts_event=1, ts_recv=1,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -258,6 +265,10 @@ def test_a_handle_used_after_its_shutdown_says_so_at_once_and_sends_nothing(ray_
         (lambda engine: engine.replay_market(5), "events must be a list of market events, got int 5"),
         (lambda engine: engine.replay_market([], batch_size=0), "batch_size must be an int >= 1, got int 0"),
         (lambda engine: engine.replay_market(["a"]), "events[0] must be one of Trade, BookTop, BookDelta, "),
+        (
+            lambda engine: engine.replay_market([_top("BTCUSDT"), _top("DOGEUSDT")]),
+            "events[1] is for 'DOGEUSDT', which this engine does not trade (configured: BTCUSDT, ETHUSDT): leave",
+        ),
         (
             lambda engine: engine.replay_market([], reference_prices="yes"),
             "reference_prices must be True or False, got str 'yes'",

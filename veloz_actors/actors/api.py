@@ -804,6 +804,11 @@ class EngineHandle:
             if type(event) not in _MARKET_EVENTS:  # else left out by the feed without a word, or an error in the OMS
                 names = ", ".join(t.__name__ for t in _MARKET_EVENTS)
                 raise InvalidInput(f"events[{i}] must be one of {names}; got {_got(event)}")
+            if event.symbol not in self.symbols:  # else left out by the feed without a word, while counted as sent
+                raise InvalidInput(
+                    f"events[{i}] is for {event.symbol!r}, which this engine does not trade (configured: "
+                    f"{', '.join(sorted(self.symbols))}): leave that symbol's events out"
+                )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"batch_size must be an int >= 1, got {_got(batch_size)}")
         if not isinstance(reference_prices, bool):
