@@ -500,7 +500,9 @@ class EngineHandle:
         )
 
     def cancel_order(self, client_order_id: str) -> list[Any]:
-        """Cancel an open order by client order id; returns its events (a rejection if it is not open)."""
+        """Cancel an open order by client order id; returns the events of the OMS's step: ``[]`` when the request went
+        to the order's venue (the order is ``PENDING_CANCEL``; its ``OrderCancelled``, or its fill if the venue filled
+        it first, follows on the bus and in :meth:`query`), an ``OrderRejected`` if it is not open."""
         cid = check_client_order_id(client_order_id)
         return self.submit(CancelOrder(client_order_id=cid, account_id=self.account_id, ts=time.time_ns()))
 
