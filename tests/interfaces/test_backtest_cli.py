@@ -203,7 +203,56 @@ def test_tick_capture_runs_the_l2_backtest_with_an_l2_strategy():
     result = orjson.loads(proc.stdout)
     assert result["metrics"]["n_fills"] == len(result["trades"]) > 0
     bar_strategy = _veloz("backtest", "--data", capture, "--strategy", "sma_cross")
-    assert bar_strategy.returncode != 0 and "unknown L2 strategy" in bar_strategy.stderr
+    assert bar_strategy.returncode != 0 and bar_strategy.stderr.strip() == (
+        f"error: sma_cross is a bar strategy and {capture} is a recorded WebSocket capture: a capture runs an L2 "
+        "strategy (book_imbalance, passive_maker), a bar strategy needs candles"
+    )  # it said "unknown L2 strategy 'sma_cross'", a strategy the README lists
+
+
+def _torn_captures(tmp_path: Path) -> dict[str, Path]:
+    import gzip
+
+    whole = (ROOT / CAPTURE).read_bytes()
+    lines = gzip.decompress(whole).split(b"\n")
+    files = {
+        "empty": gzip.compress(b""),
+        "torn": whole[:40],  # a copy cut short inside its first line
+        "not_gzip": b"garbage\n",
+        "leading_blank_line": gzip.compress(b"\n" + b"\n".join(lines[:2000]) + b"\n"),
+    }
+    for name, raw in files.items():
+        (tmp_path / f"{name}_ws.txt.gz").write_bytes(raw)
+    return {name: tmp_path / f"{name}_ws.txt.gz" for name in files}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty", "{path}: the capture has no market events (an empty file)"),
+        ("torn", "passive_maker is an L2 strategy, which reads a recorded WebSocket capture: {path}: cannot read: "
+                 "Compressed file ended before the end-of-stream marker was reached"),
+        ("not_gzip", "passive_maker is an L2 strategy, which reads a recorded WebSocket capture: {path}: cannot read: "
+                     "Not a gzipped file (b'ga')"),
+        ("candles", "passive_maker is an L2 strategy, which reads a recorded WebSocket capture: {path}: line 1: "
+                    "expected '<local timestamp> <JSON>', got b'open_time_ms,open,high,low,close,volume'"),
+    ],
+)  # fmt: skip
+def test_an_l2_strategy_on_a_file_that_is_no_capture_names_what_is_wrong_with_the_file(
+    veloz_here, tmp_path, name, message
+):
+    """A capture whose first line is not one (empty, torn, not gzip) went to the bar backtest, which said "unknown
+    strategy 'passive_maker'; valid strategies: sma_cross, rsi_reversion": the strategy was right, the file wrong."""
+    path = ROOT / ETH_1H if name == "candles" else _torn_captures(tmp_path)[name]
+    proc = veloz_here("backtest", "--data", str(path), "--strategy", "passive_maker")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: " + message.format(path=path.resolve() if name != "candles" else path)
+
+
+def test_an_l2_capture_with_a_leading_blank_line_runs(veloz_here, tmp_path):
+    path = _torn_captures(tmp_path)["leading_blank_line"]
+    proc = veloz_here("backtest", "--data", str(path), "--strategy", "passive_maker")
+    assert proc.returncode == 0, proc.stderr
+    assert "(l2 engine)" in proc.stdout
 
 
 def test_an_l2_capture_without_a_snapshot_is_warned_of():

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .._exceptions import ConfigError, InvalidInput, quoted
+from .._exceptions import ConfigError, DataError, InvalidInput, quoted
 from ..config import load_yaml, not_bool, only_section
 from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
@@ -148,7 +148,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     from ..backtest.runner import run_bar_backtest
     from ..data.loaders import load_bars
     from ..strategies.bar_strategies import make_strategy
-    from ..strategies.params import validate_params
+    from ..strategies.params import VALID_STRATEGIES, validate_params
 
     if not cfg.data:
         raise InvalidInput("no data: give --data PATH (or `data:` in the config)")
@@ -161,12 +161,20 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if cfg.out:
         _output_dir(cfg.out)  # before the run: a run is never lost to a folder that cannot be written
     l2 = _l2_module()
-    if l2 is not None and l2.is_tick_capture(path):
+    capture = detected = l2 is not None and l2.is_tick_capture(path)
+    if l2 is not None and not capture and cfg.strategy in _l2_strategy_names():
+        capture = True  # an L2 strategy reads a capture: its loader names what is wrong with the file (empty, torn)
+    elif capture and cfg.strategy in VALID_STRATEGIES:
+        raise InvalidInput(
+            f"{cfg.strategy} is a bar strategy and {path} is a recorded WebSocket capture: a capture runs an L2 "
+            f"strategy ({', '.join(_l2_strategy_names())}), a bar strategy needs candles"
+        )
+    if capture:
         if cfg.engine != "event":
             raise InvalidInput(
                 f"engine {cfg.engine!r}: a recorded capture runs the L2 backtest (the kernel is for bars)"
             )
-        return _run_l2(cfg, cfg.strategy, path, l2)
+        return _run_l2(cfg, cfg.strategy, path, l2, detected=detected)
     _refuse_l2_options(cfg)
     validate_params(cfg.strategy, cfg.params)  # a bad parameter fails before the data is read
     strategy = make_strategy(cfg.strategy, cfg.params) if cfg.engine == "event" else None
@@ -250,15 +258,27 @@ def _l2_module() -> Any:
     return l2
 
 
-def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any) -> dict[str, Any]:
-    started = time.perf_counter()
-    from ..data.loaders import load_market_events
+def _l2_strategy_names() -> tuple[str, ...]:
+    from ..strategies.l2_strategies import L2_STRATEGIES
 
-    events = load_market_events(path)
-    load_seconds = time.perf_counter() - started
+    return tuple(L2_STRATEGIES)
+
+
+def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any, *, detected: bool = True) -> dict[str, Any]:
+    from ..data.loaders import load_market_events
     from ..strategies.l2_strategies import make_l2_strategy
 
-    strategy = make_l2_strategy(strategy_name, cfg.params)
+    strategy = make_l2_strategy(strategy_name, cfg.params)  # a bad parameter fails before the capture is read
+    started = time.perf_counter()
+    try:
+        events = load_market_events(path)
+    except DataError as exc:
+        if detected:
+            raise
+        raise DataError(f"{strategy_name} is an L2 strategy, which reads a recorded WebSocket capture: {exc}") from exc
+    load_seconds = time.perf_counter() - started
+    if not events:
+        raise DataError(f"{path}: the capture has no market events (an empty file)")
     bar_settings = _settings(cfg)
     options = _l2_options(cfg)
     settings = l2.L2Settings.for_events(
