@@ -279,6 +279,31 @@ def test_replay_of_the_actor_engines_journals_says_what_they_are(tmp_path: Path)
         assert "single-process" in error
 
 
+def test_replay_of_a_venue_risk_or_account_actors_journal_says_what_it_is(tmp_path: Path) -> None:
+    """The actor engine's other journals (a venue shard's, the risk monitor's, the account's: the golden ones its
+    actors wrote, and one the account's Journal writes) said "journal header has an unusable kernel config: 'risk'",
+    a KeyError's text, where the README promises they are refused saying so."""
+    from veloz_actors.core.journal import Journal
+
+    account = tmp_path / "account.journal"
+    Journal(account, {"actor": "account"}, durability="none").close()
+    journals = (
+        (
+            ROOT / "tests/venues/golden/sim_semantics7.journal",
+            "is a venue shard's journal (the actor engine's venue s0",
+        ),
+        (ROOT / "tests/venues/golden/paper_semantics7.journal", "is a venue shard's journal"),
+        (ROOT / "tests/core/golden/risk_semantics7.journal", "is a risk monitor's journal"),
+        (account, "is an actor's journal (the actor engine's account writes one)"),
+    )
+    for path, said in journals:
+        result = _veloz("replay", "--summary", str(path))
+        assert result.returncode != 0 and result.stdout == b""
+        error = result.stderr.decode()
+        assert error.startswith(f"error: {path} {said}") and error.count("\n") == 1, error
+        assert "single-process" in error
+
+
 def test_a_ctrl_c_while_the_engine_starts_says_the_start_up_was_interrupted(tmp_path, monkeypatch):
     """A Ctrl-C before the prompt (here while the journal is recovered, the long part of a restart: injected as the
     KeyboardInterrupt it raises) exits 130 with one line saying so, not silently, and prints no status."""

@@ -319,10 +319,19 @@ def _check_engine_journal(journal: Path) -> None:
     if journal.is_dir():
         raise VelozError(f"{journal} is a directory: veloz replay reads {what}; the actor engine journals per actor")
     config = read_header(journal).get("config")
-    if isinstance(config, dict) and "instruments" in config and "sim_symbols" not in config:
-        raise VelozError(
-            f"{journal} is a kernel journal (the actor engine's OMS writes one): veloz replay reads {what}"
-        )
+    if not isinstance(config, dict) or "sim_symbols" in config:
+        return
+    if "instruments" in config:
+        kind = "a kernel journal (the actor engine's OMS writes one)"
+    elif "venue_shard" in config:
+        kind = f"a venue shard's journal (the actor engine's venue {config['venue_shard']} writes one)"
+    elif "risk_monitor" in config:
+        kind = "a risk monitor's journal (the actor engine's risk actor writes one)"
+    elif "actor" in config:
+        kind = f"an actor's journal (the actor engine's {config['actor']} writes one)"
+    else:
+        return
+    raise VelozError(f"{journal} is {kind}: veloz replay reads {what}")
 
 
 def _register_optional() -> None:
