@@ -233,6 +233,23 @@ def test_a_warm_up_too_long_for_the_data_is_a_warning_not_a_silent_no_trade(shar
     assert vz.run_backtest(data=data, strategy="rsi_reversion", params=params, engine=engine)["warnings"] == []
 
 
+def test_buys_whose_cash_cannot_pay_for_one_step_are_a_warning_not_a_silent_no_trade(shared_data):
+    """1 USDT cannot buy a whole ETH (qty_step 1, as the default step rule gives a coin priced in 1e-8 ticks, Binance's
+    8h mark candles): every BUY was skipped without a word, and the run ended with no trade and no warning."""
+    import veloz_actors as vz
+
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+    run = vz.run_backtest(data=data, strategy="sma_cross", params={"fast": 3, "slow": 9}, initial_cash="1",
+                          qty_step="1")  # fmt: skip
+    assert run["trades"] == [] and run["metrics"]["final_equity"] == 1
+    assert run["warnings"] == [
+        "633 strategy buys could not pay for one quantity step, not traded: the first had 1 USDT for 1 ETH at 1197.35 "
+        "plus the fee; raise the initial cash or give a finer quantity step (--qty-step)"
+    ]
+    enough = vz.run_backtest(data=data, strategy="sma_cross", params={"fast": 3, "slow": 9}, initial_cash="1")
+    assert len(enough["trades"]) > 600 and enough["warnings"] == []  # 1 USDT buys 0.0008 ETH: every signal trades
+
+
 class _RaisesOnBar(Strategy):
     def __init__(self) -> None:
         self.thresholds: tuple[int, int, int] | None = None

@@ -80,15 +80,29 @@ class _Context(StrategyContext):
         self._positions = engine.ledger.positions
         self.rejected: dict[str, int] = {}  # reason -> how many of the strategy's orders the engine rejected
         self.first_rejected: OrderRejected | None = None
+        # BUYs by quote amount whose budget buys less than one quantity step: (how many, the first's budget and price)
+        self.unaffordable = 0
+        self.first_unaffordable: tuple[int, int] = (0, 0)
 
     def rejection_warnings(self) -> list[str]:
-        """One line naming the rejected orders' reasons and the first one's detail; none when nothing was rejected."""
-        if self.first_rejected is None:
-            return []
-        counts = ", ".join(f"{reason} {n}" for reason, n in self.rejected.items())
-        first = self.first_rejected.detail or self.first_rejected.reason
-        return [f"{sum(self.rejected.values())} strategy orders rejected by the engine, not traded ({counts}); "
-                f"the first: {first}"]  # fmt: skip
+        """One line naming the rejected orders' reasons and the first one's detail, and one for the buys whose budget
+        bought less than a step; none when every order was traded."""
+        warnings = []
+        if self.first_rejected is not None:
+            counts = ", ".join(f"{reason} {n}" for reason, n in self.rejected.items())
+            first = self.first_rejected.detail or self.first_rejected.reason
+            warnings.append(f"{sum(self.rejected.values())} strategy orders rejected by the engine, not traded "
+                            f"({counts}); the first: {first}")  # fmt: skip
+        if self.unaffordable:
+            budget, price = self.first_unaffordable
+            instrument = self.instrument
+            warnings.append(
+                f"{self.unaffordable} strategy buys could not pay for one quantity step, not traded: the first had "
+                f"{format_decimal(budget)} {instrument.quote_asset} for {format_decimal(instrument.qty_step)} "
+                f"{instrument.base_asset} at {format_decimal(price)} plus the fee; raise the initial cash or give a "
+                "finer quantity step (--qty-step)"
+            )
+        return warnings
 
     def now(self) -> int:
         """The open time of the bar being processed (orders placed now reach the venue at the next open)."""
@@ -306,8 +320,11 @@ def _execute(
         else:
             price = max(open_price * (SCALE - slip) // (SCALE * tick) * tick, tick)  # as the kernel: never 0
             qty = order_qty
-        if qty <= 0 or price <= 0:
-            continue  # nothing the trader can afford: no trade, the strategy stays flat
+        if qty <= 0 or price <= 0:  # nothing the trader can afford: no trade, the strategy stays flat
+            if quote_qty is not None:  # a budget below one step's cost: counted, never a silent "no trade"
+                ctx.unaffordable += 1
+                ctx.first_unaffordable = ctx.first_unaffordable if ctx.unaffordable > 1 else (quote_qty, price)
+            continue
         # the market at this open: the reference price, then the liquidity the fill model allows
         engine.apply(
             Trade(symbol=symbol, trade_id=index, price=price, qty=qty, aggressor=side, ts_event=ts, ts_recv=ts)
