@@ -466,6 +466,21 @@ def test_a_capture_without_a_snapshot_says_the_book_was_never_known(shared_data)
     assert f"in its {len(events):,} events" in result.warnings[0]
 
 
+def test_orders_the_strategy_cannot_pay_for_are_a_warning_naming_the_first(events, settings) -> None:
+    """100 USDT cannot buy 0.01 BTC: every order of the run was rejected (INSUFFICIENT_FUNDS), and the run ended with
+    no fill and no warning; only ``n_rejected`` in the metrics hinted at it, never why."""
+    poor = replace(settings, initial_cash=100 * SCALE)
+    result = run_l2_backtest(events, make_l2_strategy("book_imbalance", {"threshold": 0.5, "qty": 0.01}), poor)
+    rejected = result.metrics["n_rejected"]
+    assert result.metrics["n_fills"] == 0 and rejected > 10
+    assert rejected == sum(order["status"] == "REJECTED" for order in result.orders)  # every order the kernel kept
+    assert len(result.warnings) == 1
+    head = f"{rejected:,} strategy orders rejected, not traded (INSUFFICIENT_FUNDS {rejected:,}); the first: needs "
+    assert result.warnings[0].startswith(head) and result.warnings[0].endswith(" USDT, free 100.00000000")
+    rich = run_l2_backtest(events, make_l2_strategy("book_imbalance", {"threshold": 0.5, "qty": 0.01}), settings)
+    assert rich.metrics["n_rejected"] == 0 and rich.warnings == []
+
+
 def test_a_break_in_the_update_ids_says_how_much_of_the_capture_ran_without_a_book(events, settings) -> None:
     """One diff dropped from the capture: the next diff breaks the chain and no later snapshot bridges it, so every
     event after that one ran without a book."""
@@ -500,10 +515,13 @@ def test_a_crossed_recorded_book_is_not_traded_against_and_is_warned_of(events, 
     assert crossed_updates > 100
     result = run_l2_backtest(crossed, make_l2_strategy("book_imbalance", {}), settings)
     assert len(result.trades) > 0 and all(ts < events[i].ts_recv for ts in result.trades["ts"].tolist())
+    rejected = result.metrics["n_rejected"]  # the strategy's market orders on the crossed book, no price to take
     assert result.warnings == [
         f"BTCUSDT: {crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best bid at or "
         "above best ask, a book no exchange holds): no order could take liquidity or join a queue until a later one "
-        "uncrossed it"
+        "uncrossed it",
+        f"{rejected:,} strategy orders rejected, not traded (NO_REFERENCE_PRICE {rejected:,}); the first: no reference "
+        "price for BTCUSDT yet; market orders need one",
     ]
 
 

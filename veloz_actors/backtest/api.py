@@ -400,7 +400,7 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
 
     Returns ``{"metrics": {...}, "trades": [{"ts", "side", "price", "qty", "fee"}, ...], "timing": {...},
     "warnings": [...], "run": {...}}`` (and ``"files"`` when ``out`` is given); ``warnings`` names strategy orders
-    the bar backtest's engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]``). Money in
+    the engine rejected (the L2 backtest counts them in ``metrics["n_rejected"]`` too) or could not pay for. Money in
     ``metrics`` is an exact :class:`~decimal.Decimal` (a bar backtest's statistics are
     :func:`~veloz_actors.backtest.metrics.report_metrics`'s). The dict is a :class:`BacktestResult`, whose repr is a
     summary (the run, the counts of trades and warnings, the metrics), not every trade.

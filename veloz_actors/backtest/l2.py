@@ -320,7 +320,7 @@ class L2Result:
     what went to the venue); ``orders`` every order the strategy sent (JSON-ready dicts with their state history);
     ``kernel`` and ``venue`` the run's trading kernel and :class:`~veloz_actors.venues.l2replay.L2ReplayVenue`;
     ``warnings`` what made the run cover less than the capture (a recorded book that was never or no longer known,
-    or crossed).
+    or crossed) and the strategy's orders that were rejected (how many of each reason, the first one's detail).
     """
 
     trades: np.ndarray
@@ -496,6 +496,8 @@ class _Run:
         self.outbox: deque[Any] = deque()  # order events waiting for the strategy
         self.rows: list[tuple[int, ...]] = []
         self.counts = {"rejected": 0, "cancelled": 0, "expired": 0, "cancels_too_late": 0}
+        self.rejected: dict[str, int] = {}  # reason -> how many of the strategy's orders were rejected
+        self.first_rejected: OrderRejected | None = None
         self._ids = ClientOrderIds("l2")  # a fixed prefix: the same ids every run
 
     # ------------------------------------------------------------------------------------------- strategy commands
@@ -565,6 +567,9 @@ class _Run:
             elif kind is OrderRejected:
                 cancel = event.detail.startswith("cancel rejected") and event.reason in _CANCEL_TOO_LATE
                 self.counts["cancels_too_late" if cancel else "rejected"] += 1
+                if not cancel:
+                    self.rejected[event.reason.name] = self.rejected.get(event.reason.name, 0) + 1
+                    self.first_rejected = self.first_rejected or event
             elif kind is OrderCancelled:
                 self.counts["cancelled"] += 1
             elif kind is OrderExpired:
@@ -747,6 +752,11 @@ def run_l2_backtest(
             "bid at or above best ask, a book no exchange holds): no order could take liquidity or join a queue "
             "until a later one uncrossed it"
         )
+    if run.first_rejected is not None:  # an outcome the strategy heard of, but never a silent "no trades"
+        counts = ", ".join(f"{reason} {count:,}" for reason, count in run.rejected.items())
+        first = run.first_rejected.detail or run.first_rejected.reason.name
+        warnings.append(f"{sum(run.rejected.values()):,} strategy orders rejected, not traded ({counts}); the first: "
+                        f"{first}")  # fmt: skip
     return L2Result(
         trades=trades,
         equity=equity,
