@@ -248,6 +248,36 @@ def test_an_l2_strategy_on_a_file_that_is_no_capture_names_what_is_wrong_with_th
     assert proc.stderr.strip() == "error: " + message.format(path=path.resolve() if name != "candles" else path)
 
 
+@pytest.mark.parametrize("data", ["bars", "capture"])
+def test_an_output_name_taken_by_a_directory_is_one_line_before_the_run(veloz_here, tmp_path, data):
+    """A folder named report.html in --out: the run went to its end, replaced trades.csv, equity.csv and metrics.json,
+    then died with IsADirectoryError's traceback, leaving the new files beside no report."""
+    out = tmp_path / "run"
+    (out / "report.html").mkdir(parents=True)
+    args = SMA_3_9 if data == "bars" else IMBALANCE
+    proc = veloz_here("backtest", *args, "--out", str(out))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: --out {out}: report.html is a directory; the run writes trades.csv, equity.csv, metrics.json, "
+        "report.html there"
+    )
+    assert [p.name for p in out.iterdir()] == ["report.html"]
+
+
+def test_an_l2_run_whose_outputs_cannot_be_written_leaves_the_previous_run_whole(veloz_here, tmp_path):
+    """The L2 trades.csv was written on its own, before the other three: a write that failed after it (here the
+    report's, its temporary name taken) left the new run's trades beside the previous run's equity, metrics and
+    report, a folder that looked complete, and the error was a traceback."""
+    out = tmp_path / "run"
+    assert veloz_here("backtest", *IMBALANCE, "--out", str(out)).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "report.html.tmp").mkdir()
+    proc = veloz_here("backtest", *IMBALANCE, "--latency-ms", "40", "--out", str(out))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: --out {out}: cannot write report.html (Is a directory)"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def test_an_l2_capture_with_a_leading_blank_line_runs(veloz_here, tmp_path):
     path = _torn_captures(tmp_path)["leading_blank_line"]
     proc = veloz_here("backtest", "--data", str(path), "--strategy", "passive_maker")

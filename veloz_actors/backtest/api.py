@@ -125,6 +125,9 @@ def _settings(cfg: BacktestConfig) -> Any:
     )
 
 
+_OUTPUTS = ("trades.csv", "equity.csv", "metrics.json", "report.html")
+
+
 def _output_dir(out: str) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -133,6 +136,16 @@ def _output_dir(out: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from exc
+    taken = [name for name in _OUTPUTS if (path / name).is_dir()]  # a file cannot replace it
+    if taken:
+        raise InvalidInput(f"--out {out}: {', '.join(taken)} {'is a directory' if len(taken) == 1 else 'are directories'}"
+                           f"; the run writes {', '.join(_OUTPUTS)} there")  # fmt: skip
+
+
+def _write_failed(out: str, exc: OSError) -> InvalidInput:
+    """One line for an output the system refused (a full disk, no permission), naming the file."""
+    name = Path(exc.filename).name.removesuffix(".tmp") if exc.filename else "its files"
+    return InvalidInput(f"--out {out}: cannot write {name} ({exc.strerror or exc})")
 
 
 def _text(value: str | float, what: str) -> str:
@@ -217,7 +230,10 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     if cfg.out:
         from ..backtest.report import write_outputs
 
-        output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
+        try:
+            output["files"] = write_outputs(Path(cfg.out), bars, trades, equity, metrics, {**meta, **timing})
+        except OSError as exc:
+            raise _write_failed(cfg.out, exc) from exc
     output["run"] = meta
     return output
 
@@ -318,9 +334,11 @@ def _run_l2(cfg: BacktestConfig, strategy_name: str, path: Path, l2: Any, *, det
         from ..backtest.report import write_l2_outputs
 
         out = Path(cfg.out)
-        l2.write_trades_csv(result, out / "trades.csv")
-        files = write_l2_outputs(out, settings.symbol, result.trades, result.equity, result.metrics,
-                                 {**meta, **timing})  # fmt: skip
+        try:
+            files = write_l2_outputs(out, settings.symbol, result.trades, result.equity, result.metrics,
+                                     {**meta, **timing}, trades_csv=l2.trades_csv_text(result))  # fmt: skip
+        except OSError as exc:
+            raise _write_failed(cfg.out, exc) from exc
         output["files"] = {"trades": str(out / "trades.csv"), **files}
     return output
 

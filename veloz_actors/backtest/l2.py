@@ -105,6 +105,7 @@ __all__ = [
     "is_tick_capture",
     "l2_trades_to_records",
     "run_l2_backtest",
+    "trades_csv_text",
     "write_trades_csv",
 ]
 
@@ -372,6 +373,11 @@ def l2_trades_to_records(trades: np.ndarray, client_order_ids: dict[int, str] | 
 
 def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
     """Write the fills as CSV with exact decimals and ``\\n`` line ends: byte-identical for identical runs."""
+    write_atomically({Path(path): trades_csv_text(result)})
+
+
+def trades_csv_text(result: L2Result) -> str:
+    """The text :func:`write_trades_csv` writes (``veloz backtest --out`` writes it with the other outputs at once)."""
     names = result.client_order_ids
     trades = result.trades
     columns = L2_TRADE_DTYPE.names
@@ -385,7 +391,7 @@ def write_trades_csv(result: L2Result, path: str | os.PathLike[str]) -> None:
             f"{format_decimal(qty)},{format_decimal(fee)},{'MAKER' if maker else 'TAKER'},{format_decimal(cash)},"
             f"{format_decimal(base)}\n"
         )
-    write_atomically({Path(path): "".join(lines)})
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------------- context

@@ -92,13 +92,20 @@ def write_outputs(
 
 
 def write_l2_outputs(
-    out: Path, symbol: str, trades: np.ndarray, equity: np.ndarray, metrics: dict[str, Any], meta: dict[str, Any]
+    out: Path,
+    symbol: str,
+    trades: np.ndarray,
+    equity: np.ndarray,
+    metrics: dict[str, Any],
+    meta: dict[str, Any],
+    trades_csv: str | None = None,
 ) -> dict[str, str]:
     """An L2 backtest's ``equity.csv`` (every sample: ``ts_ms``, the mark, cash, base and equity as exact decimals),
     ``metrics.json`` and ``report.html`` (the mark price with every fill, equity against holding the starting equity
     at the first mark, drawdown, the fills and the run); ``trades`` is :data:`~veloz_actors.backtest.l2.L2_TRADE_DTYPE`
     and ``equity`` :data:`~veloz_actors.backtest.l2.EQUITY_DTYPE`. Its ``trades.csv`` is
-    :func:`~veloz_actors.backtest.l2.write_trades_csv`'s."""
+    :func:`~veloz_actors.backtest.l2.trades_csv_text`'s: given as ``trades_csv``, it is written with the others, in
+    one :func:`write_atomically` (a failed write then leaves no new trades beside an old run's equity and report)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"equity": out / "equity.csv", "metrics": out / "metrics.json", "report": out / "report.html"}
     lines = ["ts_ms,mark,cash,base,equity\n"]
@@ -107,11 +114,13 @@ def write_l2_outputs(
         for t, m, c, b, e in zip(*(equity[name].tolist() for name in ("ts", "mark", "cash", "base", "equity")),
                                  strict=True)
     ]  # fmt: skip
-    write_atomically({
+    files: dict[Path, str | bytes] = {} if trades_csv is None else {out / "trades.csv": trades_csv}
+    files.update({
         paths["equity"]: "".join(lines),
         paths["metrics"]: metrics_json({"metrics": metrics, **meta}, indent=True),
         paths["report"]: _l2_report_html(symbol, trades, equity, metrics, meta),
     })  # fmt: skip
+    write_atomically(files)
     return {k: str(v) for k, v in paths.items()}
 
 
