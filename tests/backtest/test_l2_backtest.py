@@ -561,6 +561,21 @@ def test_settings_inferred_from_the_capture(settings) -> None:
     assert settings.price_tick * settings.qty_step % SCALE == 0
 
 
+def test_a_capture_of_two_symbols_is_refused_naming_both(events, shared_data) -> None:
+    """The BTCUSDT and ETHUSDT captures of the same minutes merged by local time: the settings took the first event's
+    symbol and a tick and step inferred from both markets' prices, then the run stopped at "event of ETHUSDT in a
+    BTCUSDT backtest", a choice of BTCUSDT the user never made."""
+    eth = load_market_events(shared_data / "ticks_l2/binance_spot_ethusdt_20240808_ws.txt.gz")
+    merged = sorted([*events, *eth], key=lambda e: e.ts_recv)
+    first_eth = next(i for i, e in enumerate(merged, 1) if e.symbol != merged[0].symbol)
+    with pytest.raises(InvalidInput) as refused:
+        L2Settings.for_events(merged)
+    assert str(refused.value) == (
+        f"the capture holds events of {merged[0].symbol} and of {merged[first_eth - 1].symbol} (the first at event "
+        f"{first_eth:,}): the L2 backtest replays one symbol's book; give it a capture of one symbol"
+    )
+
+
 def test_strategy_registry_validates_parameters() -> None:
     assert set(L2_STRATEGIES) == {"book_imbalance", "passive_maker"}
     make_l2_strategy("book_imbalance", {"threshold": 0.4, "qty": "0.002", "hold_ms": 500})

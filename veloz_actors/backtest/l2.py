@@ -235,9 +235,14 @@ def _infer(events: Sequence[MarketEvent]) -> tuple[str, str, int, int]:
     symbol = None
     market = "spot"
     price_zeros = qty_zeros = 8
-    for event in events:
+    for number, event in enumerate(events, 1):
         if symbol is None:
             symbol = getattr(event, "symbol", None)
+        elif event.symbol != symbol:  # one capture, one book: a second symbol's events are another market
+            raise InvalidInput(
+                f"the capture holds events of {symbol} and of {event.symbol} (the first at event {number:,}): the L2 "
+                "backtest replays one symbol's book; give it a capture of one symbol"
+            )
         if type(event) is Trade:
             price_zeros = min(price_zeros, _trailing_zeros(event.price))
             qty_zeros = min(qty_zeros, _trailing_zeros(event.qty))
