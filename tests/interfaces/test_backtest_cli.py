@@ -278,6 +278,19 @@ def test_an_l2_run_whose_outputs_cannot_be_written_leaves_the_previous_run_whole
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        (ETH_1H, "sma_cross or rsi_reversion"),
+        ("../shared/data/ticks_l2/binance_spot_btcusdt_20240808_ws.txt.gz", "book_imbalance or passive_maker"),
+    ],
+)
+def test_no_strategy_names_those_that_run_on_the_data(veloz_here, data, names):
+    """On a capture it named the bar strategies (sma_cross or rsi_reversion), which a capture refuses."""
+    proc = veloz_here("backtest", "--data", data)
+    assert proc.returncode != 0 and proc.stderr == f"error: no strategy: give --strategy NAME ({names})\n"
+
+
 def test_an_l2_capture_with_a_leading_blank_line_runs(veloz_here, tmp_path):
     path = _torn_captures(tmp_path)["leading_blank_line"]
     proc = veloz_here("backtest", "--data", str(path), "--strategy", "passive_maker")

@@ -165,15 +165,16 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
 
     if not cfg.data:
         raise InvalidInput("no data: give --data PATH (or `data:` in the config)")
-    if not cfg.strategy:
-        raise InvalidInput("no strategy: give --strategy NAME (sma_cross or rsi_reversion)")
     path = Path(cfg.data)
     if not path.exists():
         raise InvalidInput(f"data file {path} does not exist")
+    l2 = _l2_module()
+    if not cfg.strategy:  # the strategies that can run on this data
+        names = _l2_strategy_names() if l2 is not None and l2.is_tick_capture(path) else tuple(VALID_STRATEGIES)
+        raise InvalidInput(f"no strategy: give --strategy NAME ({' or '.join(names)})")
     settings = _settings(cfg)
     if cfg.out:
         _output_dir(cfg.out)  # before the run: a run is never lost to a folder that cannot be written
-    l2 = _l2_module()
     capture = detected = l2 is not None and l2.is_tick_capture(path)
     if l2 is not None and not capture and cfg.strategy in _l2_strategy_names():
         capture = True  # an L2 strategy reads a capture: its loader names what is wrong with the file (empty, torn)

@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
     def backtest(
         config: Annotated[Path | None, typer.Argument(help="Backtest config (YAML).")] = None,
         data: Annotated[str | None, typer.Option(help="Bars (.csv/.csv.gz/.feather) or a WebSocket capture.")] = None,
-        strategy: Annotated[str | None, typer.Option(help="sma_cross or rsi_reversion (L2: see docs).")] = None,
+        strategy: Annotated[
+            str | None, typer.Option(help="sma_cross or rsi_reversion; on a capture book_imbalance or passive_maker.")
+        ] = None,
         param: Annotated[list[str] | None, typer.Option(help="Strategy parameter NAME=VALUE (repeat).")] = None,
         fee_rate: Annotated[str | None, typer.Option(help="Fee as a fraction of notional (0.001).")] = None,
         slippage_bps: Annotated[str | None, typer.Option(help="Adverse slippage in basis points.")] = None,
