@@ -291,6 +291,24 @@ def test_no_strategy_names_those_that_run_on_the_data(veloz_here, data, names):
     assert proc.returncode != 0 and proc.stderr == f"error: no strategy: give --strategy NAME ({names})\n"
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("configs/engine.yaml", "configs/engine.yaml is an engine config (veloz start --config), not a backtest config "
+                                "(configs/backtest/*.yaml)"),
+        ("configs/search/sma_grid.yaml", "configs/search/sma_grid.yaml is a search config (veloz grid-search), not a "
+                                         "backtest config (configs/backtest/*.yaml)"),
+        (ETH_1H, f"{ETH_1H} is a data file, not a backtest config: give it as --data {ETH_1H}"),
+    ],
+)  # fmt: skip
+def test_another_file_given_as_the_backtest_config_says_what_it_is(veloz_here, config, message):
+    """The engine config said "engine: Input should be 'event' or 'kernel'" (its engine: section read as the backtest's
+    engine option), a search config "grid: Extra inputs are not permitted", and the data file given without --data
+    "not UTF-8 text (byte 0x8b at offset 1): save it as UTF-8"."""
+    proc = veloz_here("backtest", config, "--strategy", "sma_cross")
+    assert proc.returncode != 0 and proc.stderr == f"error: {message}\n"
+
+
 def test_an_l2_capture_with_a_leading_blank_line_runs(veloz_here, tmp_path):
     path = _torn_captures(tmp_path)["leading_blank_line"]
     proc = veloz_here("backtest", "--data", str(path), "--strategy", "passive_maker")

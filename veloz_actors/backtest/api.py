@@ -367,12 +367,24 @@ def backtest_section(raw: Any, source: str = "config") -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: must be a mapping of settings, got {type(raw).__name__}")
     if "backtest" not in raw:
+        other = _other_config(raw)
+        if other:  # its keys would be refused one at a time, as if misspelled backtest settings
+            raise ConfigError(f"{source} is {other}, not a backtest config (configs/backtest/*.yaml)")
         return dict(raw)
     section = only_section(raw, "backtest", source)
     if not isinstance(section, dict):
         got = "nothing" if section is None else type(section).__name__
         raise ConfigError(f"{source}: backtest: must be a mapping of settings, got {got}")
     return dict(section)
+
+
+def _other_config(raw: dict[str, Any]) -> str:
+    """What another VeloZ config file is, from the keys only it has ("" when it has none of them)."""
+    if isinstance(raw.get("engine"), dict) or "actors" in raw:
+        return "an engine config (veloz start --config)"
+    if any(key in raw for key in ("grid", "random", "walk_forward", "constraints", "metric")):
+        return "a search config (veloz grid-search)"
+    return ""
 
 
 def parse_config(raw: dict[str, Any]) -> BacktestConfig:

@@ -29,6 +29,9 @@ from ..config import load_yaml
 __all__ = ["register"]
 
 
+_DATA_SUFFIXES = (".csv", ".gz", ".zip", ".feather", ".txt")  # the files --data reads; a config is YAML
+
+
 def _parse_param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -74,6 +77,8 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
     ) -> None:
         """Run one deterministic backtest on historical data."""
+        if config is not None and config.name.lower().endswith(_DATA_SUFFIXES):
+            raise InvalidInput(f"{config} is a data file, not a backtest config: give it as --data {config}")
         raw = backtest_section(load_yaml(config), str(config)) if config is not None else {}
         overrides = {
             "data": data,
