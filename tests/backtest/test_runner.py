@@ -187,6 +187,16 @@ def test_python_api_backtest_matches_the_cli_contract(shared_data):
         vz.run_backtest(data=data, strategy="nope")
 
 
+def test_the_python_api_given_a_data_file_as_its_config_says_to_give_it_as_data(shared_data):
+    """``vz.run_backtest(path_of_candles)`` said "not UTF-8 text (byte 0x8b at offset 1): save it as UTF-8"."""
+    import veloz_actors as vz
+
+    data = shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz"
+    with pytest.raises(InvalidInput) as refused:
+        vz.run_backtest(data, strategy="sma_cross", params={"fast": 3, "slow": 9})
+    assert str(refused.value) == f"{data} is a data file, not a backtest config: give it as --data {data}"
+
+
 def test_the_python_api_result_shows_a_summary_in_a_notebook_and_stays_a_dict(shared_data):
     """Before: the result's repr was every trade (half a megabyte for the README's 5m example, here 38 kB), what a
     notebook cell ending in ``result`` printed."""

@@ -25,7 +25,15 @@ from .._exceptions import ConfigError, DataError, InvalidInput, quoted
 from ..config import load_yaml, not_bool, only_section
 from ..fixed import SCALE, float_text, format_decimal, parse_decimal, parse_rate
 
-__all__ = ["BacktestConfig", "BacktestResult", "backtest_section", "execute", "parse_config", "run_backtest"]
+__all__ = [
+    "BacktestConfig",
+    "BacktestResult",
+    "backtest_section",
+    "execute",
+    "parse_config",
+    "read_backtest_config",
+    "run_backtest",
+]
 
 
 def _path_text(value: Any) -> Any:
@@ -378,6 +386,17 @@ def backtest_section(raw: Any, source: str = "config") -> dict[str, Any]:
     return dict(section)
 
 
+_DATA_SUFFIXES = (".csv", ".gz", ".zip", ".feather", ".txt")  # the files ``data`` names; a config is YAML
+
+
+def read_backtest_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The backtest settings of a YAML config file (:func:`backtest_section`); a data file given in its place is an
+    :class:`InvalidInput` saying to give it as the data."""
+    if os.fspath(path).lower().endswith(_DATA_SUFFIXES):
+        raise InvalidInput(f"{path} is a data file, not a backtest config: give it as --data {path}")
+    return backtest_section(load_yaml(Path(path)), str(path))
+
+
 def _other_config(raw: dict[str, Any]) -> str:
     """What another VeloZ config file is, from the keys only it has ("" when it has none of them)."""
     if isinstance(raw.get("engine"), dict) or "actors" in raw:
@@ -442,7 +461,7 @@ def run_backtest(config: str | Path | dict[str, Any] | None = None, **overrides:
     elif isinstance(config, dict):
         raw = backtest_section(config)
     elif isinstance(config, str | os.PathLike):
-        raw = backtest_section(load_yaml(config), str(config))
+        raw = read_backtest_config(config)
     else:
         raise ConfigError(
             f"config must be a YAML path or a dict of settings, got {type(config).__name__} {quoted(config)}"

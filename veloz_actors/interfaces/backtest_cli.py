@@ -22,14 +22,10 @@ from typing import Annotated, Any
 import typer
 
 from .._exceptions import InvalidInput
-from ..backtest.api import backtest_section, execute, parse_config
+from ..backtest.api import execute, parse_config, read_backtest_config
 from ..backtest.metrics import format_metric, metrics_json
-from ..config import load_yaml
 
 __all__ = ["register"]
-
-
-_DATA_SUFFIXES = (".csv", ".gz", ".zip", ".feather", ".txt")  # the files --data reads; a config is YAML
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -77,9 +73,7 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")] = False,
     ) -> None:
         """Run one deterministic backtest on historical data."""
-        if config is not None and config.name.lower().endswith(_DATA_SUFFIXES):
-            raise InvalidInput(f"{config} is a data file, not a backtest config: give it as --data {config}")
-        raw = backtest_section(load_yaml(config), str(config)) if config is not None else {}
+        raw = read_backtest_config(config) if config is not None else {}
         overrides = {
             "data": data,
             "strategy": strategy,
