@@ -13,8 +13,9 @@ import ray
 
 from veloz_actors import EngineUnavailable
 from veloz_actors.actors.api import connect, start_local
+from veloz_actors.actors.supervisor import actor_state
 
-from .helpers import file_config
+from .helpers import file_config, wait_for
 
 pytestmark = pytest.mark.usefixtures("ray_runtime")
 
@@ -145,3 +146,24 @@ def test_ctrl_c_during_submit_many_says_which_commands_went_through_and_the_hand
     with pytest.raises(EngineUnavailable, match="was shut down by this handle") as caught:
         handle.submit_many(commands)
     assert not hasattr(caught.value, "__notes__")  # nothing was sent: no note saying a chunk was
+
+
+def test_connecting_to_an_engine_that_stops_after_it_was_found_says_the_engine_stopped(monkeypatch):
+    """Two ``veloz stop`` (or a ``veloz status`` and a stop) at once: the engine is found by name, then the other stops
+    it before the first call. Before: the supervisor's ``ActorDiedError`` reached the caller raw from ``connect`` (the
+    CLI only says an ``EngineUnavailable``, so it printed Ray's traceback)."""
+    owner = start_local(file_config(), name="test-lifecycle-found")
+    supervisor_id = owner._supervisor._actor_id.hex()
+    real_get_actor = ray.get_actor
+
+    def found_then_stopped(*args: Any, **kwargs: Any) -> Any:
+        found = real_get_actor(*args, **kwargs)
+        owner.shutdown()
+        wait_for(lambda: actor_state(supervisor_id) == "DEAD", what="the stopped supervisor's end")
+        return found
+
+    monkeypatch.setattr(ray, "get_actor", found_then_stopped)
+    error = _outcome(lambda: connect(None, name="test-lifecycle-found", namespace="veloz-tests"))
+    assert isinstance(error, EngineUnavailable), repr(error)
+    assert str(error).startswith("engine 'test-lifecycle-found' has stopped (shut down by another handle"), error
+    assert isinstance(error.__cause__, ray.exceptions.RayActorError)

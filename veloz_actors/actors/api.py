@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -442,7 +442,12 @@ class EngineHandle:
             if isinstance(exc.cause, EngineUnavailable):
                 raise EngineUnavailable(str(exc.cause)) from None
             raise
-        spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayActorError as exc:  # stopped since it was found by name (`veloz stop` at once)
+            self._raise_supervisor_ended(exc)
+        try:
+            spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayActorError as exc:
+            self._raise_supervisor_ended(exc)
         self.spec = spec
         self._take(handles)
         self._refreshed = time.monotonic()
@@ -697,6 +702,12 @@ class EngineHandle:
                 f"engine {self.name!r} has stopped (shut down by another handle or `veloz stop`, or its process "
                 "ended): start or connect another"
             ) from exc
+
+    def _raise_supervisor_ended(self, exc: Exception) -> NoReturn:
+        """The supervisor died while a new handle asked it for its engine (found by name, then stopped by another
+        handle or `veloz stop`): said, never Ray's error raw."""
+        self._raise_if_stopped(exc)
+        raise EngineUnavailable(f"engine {self.name!r}: its supervisor ended before it answered: {exc}") from exc
 
     def _actors(self) -> dict[str, Any]:
         """The handle's actors by their STATUS names."""
