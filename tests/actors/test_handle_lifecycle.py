@@ -167,3 +167,31 @@ def test_connecting_to_an_engine_that_stops_after_it_was_found_says_the_engine_s
     assert isinstance(error, EngineUnavailable), repr(error)
     assert str(error).startswith("engine 'test-lifecycle-found' has stopped (shut down by another handle"), error
     assert isinstance(error.__cause__, ray.exceptions.RayActorError)
+
+
+def test_a_handle_whose_engine_is_stopping_says_the_engine_stopped_from_every_call():
+    """The window between the supervisor's ``shutdown`` and its ``ray.kill`` (which returns before the supervisor is
+    gone; for ever when ``veloz stop`` is interrupted in between): the supervisor answers with the dead actors'
+    handles. Before: ``complete`` and ``replay_market`` raised Ray's ``ActorDiedError`` raw, a call retried for a
+    minute and said the engine "did not come back", a subscription without a timeout polled the dead bus for ever."""
+    owner = start_local(file_config(), name="test-lifecycle-stopping")
+    try:
+        other = connect(None, name="test-lifecycle-stopping", namespace="veloz-tests")
+        subscription = other.subscribe()
+        actors = [other.actor(name)._actor_id.hex() for name in ("oms", "bus", "feed")]
+        ray.get(owner._supervisor.shutdown.remote(), timeout=60)  # what shutdown() does before its ray.kill
+        wait_for(lambda: all(actor_state(a) == "DEAD" for a in actors), what="the engine's actors ended")
+        stopped = "engine 'test-lifecycle-stopping' has stopped (shut down by another handle or `veloz stop`"
+        ref = other.submit_async(other.order_command("BTCUSDT", "BUY", "0.01", "59000"))
+        for call in (
+            lambda: next(subscription),
+            lambda: other.complete([ref]),
+            lambda: other.replay_market([]),
+            other.balances,
+        ):
+            error = _outcome(call)
+            assert isinstance(error, EngineUnavailable), repr(error)
+            assert str(error).startswith(stopped), error
+            assert isinstance(error.__cause__, ray.exceptions.RayActorError), repr(error.__cause__)
+    finally:
+        owner.shutdown()

@@ -684,6 +684,11 @@ class EngineHandle:
         self._given_up_asked = now
         try:
             given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayTaskError as error:  # the supervisor stopping the engine (its ray.kill to come): said
+            if isinstance(error.cause, EngineUnavailable):
+                raise EngineUnavailable(str(error.cause)) from exc
+            self._raise_if_stopped(exc)
+            return
         except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
             self._raise_if_stopped(exc)
             return
