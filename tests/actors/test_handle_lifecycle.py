@@ -195,3 +195,56 @@ def test_a_handle_whose_engine_is_stopping_says_the_engine_stopped_from_every_ca
             assert isinstance(error.__cause__, ray.exceptions.RayActorError), repr(error.__cause__)
     finally:
         owner.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class _Hung:
+    def wait(self) -> None:
+        threading.Event().wait(_BOUND_SECONDS)
+
+
+class _DiesDuringTheCall:
+    """An actor handle whose ``method`` answers as a call in flight when the actor died does (Ray restarting it): an
+    ``ObjectRef`` that raises ``ActorDiedError``; every other method goes to the real actor."""
+
+    def __init__(self, actor: Any, method: str) -> None:
+        self._actor = actor
+        self._method = method
+
+    def __getattr__(self, name: str) -> Any:
+        if name != self._method:
+            return getattr(self._actor, name)
+
+        class _Method:
+            @staticmethod
+            def remote(*args: Any, **kwargs: Any) -> Any:
+                hung = _Hung.remote()  # type: ignore[attr-defined]
+                ref = hung.wait.remote()
+                ray.kill(hung)
+                return ref
+
+        return _Method()
+
+
+def test_an_actor_dying_during_complete_or_replay_market_is_engine_unavailable_not_a_raw_ray_error(monkeypatch):
+    """Neither call is retried (an order's or a replay's outcome is then unknown), and both let Ray's error through
+    when the actor was not given up. Before: ``ActorDiedError`` raw from both."""
+    handle = start_local(file_config(), name="test-lifecycle-mid-call")
+    try:
+        monkeypatch.setattr(handle, "_oms", _DiesDuringTheCall(handle._oms, "submit"))
+        monkeypatch.setattr(handle, "_feed", _DiesDuringTheCall(handle._feed, "replay"))
+        ref = handle.submit_async(handle.order_command("BTCUSDT", "BUY", "0.01", "59000", client_order_id="lost-1"))
+        error = _outcome(lambda: handle.complete([ref]))
+        assert isinstance(error, EngineUnavailable), repr(error)
+        assert str(error).startswith("engine 'test-lifecycle-mid-call': the OMS ended during the call"), error
+        assert "query() tells each order's state" in str(error)
+        assert isinstance(error.__cause__, ray.exceptions.RayActorError)
+        assert handle.window.depth == 0  # its slot is given back
+        error = _outcome(lambda: handle.replay_market([]))
+        assert isinstance(error, EngineUnavailable), repr(error)
+        assert str(error).startswith("engine 'test-lifecycle-mid-call': the feed ended during the replay"), error
+        assert isinstance(error.__cause__, ray.exceptions.RayActorError)
+        monkeypatch.undo()
+        assert handle.balances()  # the engine goes on
+    finally:
+        handle.shutdown()

@@ -585,7 +585,9 @@ class EngineHandle:
         ``OrderRejected`` it returned at once (``OVERLOADED``) that rejection alone. Each ref's slot in the window is
         given back once, also when the call fails or times out (a second ``complete`` of the same ref frees nothing);
         anything else is :class:`InvalidInput` before any wait (before: Ray's ``TypeError``, and the window gave back
-        a slot per item, freeing slots of orders still in flight)."""
+        a slot per item, freeing slots of orders still in flight). An OMS that ended during the call (restarting, the
+        engine stopped) is :class:`EngineUnavailable`: the calls are not retried, :meth:`query` tells the orders'
+        state."""
         if isinstance(refs, str | bytes) or not isinstance(refs, Sequence):
             raise InvalidInput(f"refs must be a list of what submit_async returned, got {_got(refs)}")
         for index, item in enumerate(refs):
@@ -600,8 +602,11 @@ class EngineHandle:
         try:
             answers = iter(ray.get(sent, timeout=timeout))
         except _ACTOR_ERRORS as exc:
-            self._raise_if_lost(exc)  # an OMS given up after a crash loop: said, not a bare Ray error
-            raise
+            self._raise_if_lost(exc)  # an OMS given up after a crash loop, an engine stopped: said
+            raise EngineUnavailable(
+                f"engine {self.name!r}: the OMS ended during the call (Ray restarts it, recovered from its journal): "
+                f"whether the {len(sent)} orders awaited were applied is unknown; query() tells each order's state"
+            ) from exc
         finally:
             self.window.release(ref.hex() for ref in sent)
         return [next(answers) if isinstance(item, ray.ObjectRef) else [item] for item in refs]
@@ -836,8 +841,11 @@ class EngineHandle:
         try:  # not retried: a replay is not idempotent (the batches already sent went through)
             return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
         except _ACTOR_ERRORS as exc:
-            self._raise_if_lost(exc)  # a feed given up after a crash loop: said, not a bare Ray error
-            raise
+            self._raise_if_lost(exc)  # a feed given up after a crash loop, an engine stopped: said
+            raise EngineUnavailable(
+                f"engine {self.name!r}: the feed ended during the replay (Ray restarts it): the batches it had sent "
+                "went through, the others did not (a replay is not retried: one sent again would repeat them)"
+            ) from exc
 
     def top(self, symbol: str) -> Any:
         """The latest top of book the venue actor of ``symbol`` holds (a ``BookTop``), or None."""
