@@ -248,3 +248,18 @@ def test_an_actor_dying_during_complete_or_replay_market_is_engine_unavailable_n
         assert handle.balances()  # the engine goes on
     finally:
         handle.shutdown()
+
+
+def test_a_second_stop_of_an_engine_that_is_stopping_stops_it_cleanly():
+    """Two ``veloz stop`` at once: the second connects while the first's supervisor has shut the engine down but is
+    not killed yet. It gets a handle whose shutdown ends it (``veloz stop`` says ``stopped``, exit status 0); a
+    supervisor that refused to give its stopped actors made ``veloz stop`` kill it and say it ended without a clean
+    stop."""
+    owner = start_local(file_config(), name="test-lifecycle-second-stop")
+    try:
+        ray.get(owner._supervisor.shutdown.remote(), timeout=60)  # the first stop, before its ray.kill
+        second = connect(None, name="test-lifecycle-second-stop", namespace="veloz-tests", timeout=30)
+        second.shutdown()
+        wait_for(lambda: actor_state(owner._supervisor._actor_id.hex()) == "DEAD", what="the supervisor's end")
+    finally:
+        owner.shutdown()

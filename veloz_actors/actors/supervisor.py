@@ -396,8 +396,8 @@ class Supervisor:
         ray.get(self.bus.forward.remote(risk, _RISK_MARKS, name="risk"), timeout=60)
 
     def handles(self) -> dict[str, Any]:
-        """The actor handles, for an engine handle in another process (``vz.connect``)."""
-        self._raise_if_stopping()
+        """The actor handles, for an engine handle in another process (``vz.connect``); a stopped engine's too (a
+        second ``veloz stop`` then stops it cleanly again), whose calls :meth:`given_up` answers."""
         if self.state == "stranded" or not self.actors:  # stranded, or an actor failed to start
             raise EngineUnavailable(" ".join(self.problems()))
         return {
@@ -411,8 +411,8 @@ class Supervisor:
 
     def _raise_if_stopping(self) -> None:
         """From :meth:`shutdown` until the ``ray.kill`` that ends this supervisor (which returns before it is gone; never
-        comes when ``veloz stop`` is interrupted in between) its actors are dead: a handle asking for them or about them
-        hears that the engine stopped, not dead handles to retry for a minute (a subscription: for ever)."""
+        comes when ``veloz stop`` is interrupted in between) its actors are dead: a handle whose call to one failed
+        hears that the engine stopped, rather than retrying dead handles for a minute (a subscription: for ever)."""
         if self.state in ("stopping", "stopped"):
             raise EngineUnavailable(
                 f"engine {self.spec.name!r} has stopped (shut down by another handle or `veloz stop`): start or "
