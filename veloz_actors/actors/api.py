@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -442,7 +442,12 @@ class EngineHandle:
             if isinstance(exc.cause, EngineUnavailable):
                 raise EngineUnavailable(str(exc.cause)) from None
             raise
-        spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayActorError as exc:  # stopped since it was found by name (`veloz stop` at once)
+            self._raise_supervisor_ended(exc)
+        try:
+            spec: EngineSpec = ray.get(supervisor.spec_data.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayActorError as exc:
+            self._raise_supervisor_ended(exc)
         self.spec = spec
         self._take(handles)
         self._refreshed = time.monotonic()
@@ -580,7 +585,9 @@ class EngineHandle:
         ``OrderRejected`` it returned at once (``OVERLOADED``) that rejection alone. Each ref's slot in the window is
         given back once, also when the call fails or times out (a second ``complete`` of the same ref frees nothing);
         anything else is :class:`InvalidInput` before any wait (before: Ray's ``TypeError``, and the window gave back
-        a slot per item, freeing slots of orders still in flight)."""
+        a slot per item, freeing slots of orders still in flight). An OMS that ended during the call (restarting, the
+        engine stopped) is :class:`EngineUnavailable`: the calls are not retried, :meth:`query` tells the orders'
+        state."""
         if isinstance(refs, str | bytes) or not isinstance(refs, Sequence):
             raise InvalidInput(f"refs must be a list of what submit_async returned, got {_got(refs)}")
         for index, item in enumerate(refs):
@@ -595,8 +602,11 @@ class EngineHandle:
         try:
             answers = iter(ray.get(sent, timeout=timeout))
         except _ACTOR_ERRORS as exc:
-            self._raise_if_lost(exc)  # an OMS given up after a crash loop: said, not a bare Ray error
-            raise
+            self._raise_if_lost(exc)  # an OMS given up after a crash loop, an engine stopped: said
+            raise EngineUnavailable(
+                f"engine {self.name!r}: the OMS ended during the call (Ray restarts it, recovered from its journal): "
+                f"whether the {len(sent)} orders awaited were applied is unknown; query() tells each order's state"
+            ) from exc
         finally:
             self.window.release(ref.hex() for ref in sent)
         return [next(answers) if isinstance(item, ray.ObjectRef) else [item] for item in refs]
@@ -679,6 +689,11 @@ class EngineHandle:
         self._given_up_asked = now
         try:
             given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
+        except ray.exceptions.RayTaskError as error:  # the supervisor stopping the engine (its ray.kill to come): said
+            if isinstance(error.cause, EngineUnavailable):
+                raise EngineUnavailable(str(error.cause)) from exc
+            self._raise_if_stopped(exc)
+            return
         except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
             self._raise_if_stopped(exc)
             return
@@ -697,6 +712,12 @@ class EngineHandle:
                 f"engine {self.name!r} has stopped (shut down by another handle or `veloz stop`, or its process "
                 "ended): start or connect another"
             ) from exc
+
+    def _raise_supervisor_ended(self, exc: Exception) -> NoReturn:
+        """The supervisor died while a new handle asked it for its engine (found by name, then stopped by another
+        handle or `veloz stop`): said, never Ray's error raw."""
+        self._raise_if_stopped(exc)
+        raise EngineUnavailable(f"engine {self.name!r}: its supervisor ended before it answered: {exc}") from exc
 
     def _actors(self) -> dict[str, Any]:
         """The handle's actors by their STATUS names."""
@@ -820,8 +841,11 @@ class EngineHandle:
         try:  # not retried: a replay is not idempotent (the batches already sent went through)
             return ray.get(ref, timeout=max(_CALL_TIMEOUT, len(events) / 10_000))
         except _ACTOR_ERRORS as exc:
-            self._raise_if_lost(exc)  # a feed given up after a crash loop: said, not a bare Ray error
-            raise
+            self._raise_if_lost(exc)  # a feed given up after a crash loop, an engine stopped: said
+            raise EngineUnavailable(
+                f"engine {self.name!r}: the feed ended during the replay (Ray restarts it): the batches it had sent "
+                "went through, the others did not (a replay is not retried: one sent again would repeat them)"
+            ) from exc
 
     def top(self, symbol: str) -> Any:
         """The latest top of book the venue actor of ``symbol`` holds (a ``BookTop``), or None."""

@@ -396,7 +396,8 @@ class Supervisor:
         ray.get(self.bus.forward.remote(risk, _RISK_MARKS, name="risk"), timeout=60)
 
     def handles(self) -> dict[str, Any]:
-        """The actor handles, for an engine handle in another process (``vz.connect``)."""
+        """The actor handles, for an engine handle in another process (``vz.connect``); a stopped engine's too (a
+        second ``veloz stop`` then stops it cleanly again), whose calls :meth:`given_up` answers."""
         if self.state == "stranded" or not self.actors:  # stranded, or an actor failed to start
             raise EngineUnavailable(" ".join(self.problems()))
         return {
@@ -408,12 +409,23 @@ class Supervisor:
             "risk": self.risk,
         }
 
+    def _raise_if_stopping(self) -> None:
+        """From :meth:`shutdown` until the ``ray.kill`` that ends this supervisor (which returns before it is gone; never
+        comes when ``veloz stop`` is interrupted in between) its actors are dead: a handle whose call to one failed
+        hears that the engine stopped, rather than retrying dead handles for a minute (a subscription: for ever)."""
+        if self.state in ("stopping", "stopped"):
+            raise EngineUnavailable(
+                f"engine {self.spec.name!r} has stopped (shut down by another handle or `veloz stop`): start or "
+                "connect another"
+            )
+
     def spec_data(self) -> EngineSpec:
         return self.spec
 
     def given_up(self) -> dict[str, str]:
         """Actor -> why it is not restarted again (a crash loop, :meth:`_count_crashes`), for an engine handle whose
-        call to it failed: said at once rather than retried."""
+        call to it failed: said at once rather than retried; once the engine is stopping, that it stopped."""
+        self._raise_if_stopping()
         with self._lock:
             return dict(self.gave_up)
 

@@ -239,8 +239,13 @@ def _wait_reconciled(engine: EngineHandle, timeout: float = _READY_SECONDS) -> b
     print("live: reconciling with the exchange; orders are refused until it has finished", file=sys.stderr, flush=True)
     venues = [engine.actor(f"venue:{shard}") for shard in engine.spec.shards]
     began = time.monotonic()
+    lost = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError)
     while time.monotonic() - began < timeout:
-        if all(ray.get([v.ready.remote() for v in venues], timeout=30)):
+        try:
+            ready = all(ray.get([v.ready.remote() for v in venues], timeout=30))
+        except lost:  # a venue restarting (Ray restarts it, and it reconciles again): asked again, not Ray's error
+            ready = False
+        if ready:
             print(f"live: reconciled in {time.monotonic() - began:.1f} s", file=sys.stderr, flush=True)
             return True
         time.sleep(0.1)
