@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -10,6 +11,7 @@ import ray
 from veloz_actors import ConfigError, InvalidInput
 from veloz_actors.actors.api import start_local
 from veloz_actors.actors.backpressure import InFlightWindow
+from veloz_actors.actors.oms import _PACED_SECONDS
 from veloz_actors.fixed import format_decimal, parse_formatted
 from veloz_actors.messages import (
     BookTop,
@@ -69,6 +71,37 @@ def test_market_order_fills_and_the_account_actor_follows(engine):
     truth = engine.balances()
     wait_for(lambda: engine.account_view() == truth, what="the account actor to catch up with the OMS")
     assert any(p.symbol == "BTCUSDT" and p.qty > 0 for p in engine.positions())
+
+
+def test_fills_reach_the_bus_at_once_while_the_views_and_acknowledgements_follow_in_paced_calls(engine):
+    """A venue's fills go to the bus in the call that applies them; the account view, the risk actor and the venue's
+    acknowledgements get at most one call each per ``_PACED_SECONDS`` (a call each per report landed on two cores just
+    as the bus and the subscriber needed one), and still catch up with everything."""
+    oms = engine.actor("oms")
+    before = ray.get(oms.status.remote(), timeout=30)["peers"]
+    subscription = engine.subscribe(kinds=["OrderFilled"])
+    start = time.monotonic()
+    for i in range(40):
+        cid = f"paced-{i}"
+        engine.place_order("BTCUSDT", "BUY" if i % 2 == 0 else "SELL", "0.001", client_order_id=cid)
+        wait_for(
+            lambda cid=cid: any(f.client_order_id == cid for f in subscription.poll(wait=0.05)),
+            what=f"the fill of {cid} on the bus",
+        )
+    elapsed = time.monotonic() - start
+    after = ray.get(oms.status.remote(), timeout=30)["peers"]
+    subscription.close()
+    account_calls = after["account"]["sent"] - before["account"]["sent"]
+    assert 0 < account_calls <= elapsed / _PACED_SECONDS + 2, (account_calls, elapsed)
+    truth = engine.balances()
+    wait_for(lambda: engine.account_view() == truth, what="the account view to catch up with the OMS")
+    venues = [name for name in engine.status()["actors"] if name.startswith("venue:")]
+    for name in venues:
+        venue = engine.actor(name)
+        wait_for(
+            lambda venue=venue: (s := ray.get(venue.status.remote(), timeout=30))["acked"] == s["batches"],
+            what=f"{name}'s report batches all acknowledged",
+        )
 
 
 @pytest.mark.parametrize(
