@@ -412,9 +412,9 @@ class PlaceOrder:
     ``quoteOrderQty``): it spends at most that much quote, fees included, buying whole quantity steps.
 
     ``protect_price`` is a market order's worst fill price when the sender fixes it itself (the L2 backtest takes it
-    from the recorded book the strategy saw), 0 when that sender has no price to protect it with (the order is then
-    rejected, ``NO_REFERENCE_PRICE``); None, as for every other sender, leaves it to the kernel: the edge of the risk
-    price band around its reference price.
+    from the recorded book the strategy saw, or its last trade while the book is unknown), 0 when that sender has no
+    price to protect it with (the order is then rejected, ``NO_REFERENCE_PRICE``); None, as for every other sender,
+    leaves it to the kernel: the edge of the risk price band around its reference price.
     """
 
     TYPE: ClassVar[str] = "PlaceOrder"

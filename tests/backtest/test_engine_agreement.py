@@ -93,3 +93,25 @@ def test_engines_agree_on_a_file_not_named_binance_spot_symbol(tmp_path):
     event = run_bar_backtest(bars, make_strategy("sma_cross", {"fast": 3, "slow": 9}))
     assert len(event.trades) > 10 and not event.warnings
     _assert_same(bars, "sma_cross", {"fast": 3, "slow": 9}, BacktestSettings())
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "python"])
+def test_both_engines_give_the_same_warning_for_buys_the_cash_cannot_pay_for(shared_data, monkeypatch, compiled):
+    """20 USDT buys 0.01 ETH while ETH is cheap enough: 302 fills, and 482 BUY signals the cash could not pay for one
+    step. The event engine warned of them; the kernel (numba walk or the exact Python one) skipped them without a word.
+    Now both give the same line, through the same ``warnings`` of ``veloz backtest``, and the same trades."""
+    import veloz_actors as vz
+    from veloz_actors.backtest import kernel as bar_kernel
+
+    monkeypatch.setattr(bar_kernel, "_USE_NUMBA", compiled and bar_kernel._USE_NUMBA)
+    data = str(shared_data / "ohlcv" / "binance_spot_ETHUSDT_1h_20230101-20240110.csv.gz")
+    config = {"strategy": "sma_cross", "params": {"fast": 3, "slow": 9}, "initial_cash": "20", "qty_step": "0.01"}
+    event = vz.run_backtest(data=data, engine="event", **config)
+    vectorised = vz.run_backtest(data=data, engine="kernel", **config)
+    assert len(event["trades"]) == 302
+    assert event["warnings"] == [
+        "482 strategy buys could not pay for one quantity step, not traded: the first had 16.2781125 USDT for 0.01 ETH "
+        "at 1643.34 plus the fee; raise the initial cash or give a finer quantity step (--qty-step)"
+    ]
+    assert vectorised["warnings"] == event["warnings"]
+    assert vectorised["trades"] == event["trades"] and vectorised["metrics"] == event["metrics"]

@@ -342,6 +342,56 @@ def test_a_crossing_limit_sent_before_the_book_is_known_takes_the_book_once_it_i
     assert all(f.liquidity.value == "MAKER" and f.price == limit for f in fills[2:])
 
 
+def test_a_market_order_sent_before_the_book_is_known_expires_for_want_of_liquidity(events, settings) -> None:
+    """Sent on the capture's first trade, before the snapshot: the trade's price protects it, the kernel funds it and
+    the venue, with no book to take from when it arrives, expires it (NO_LIQUIDITY), as README says and as the paper
+    engine does with its kernel's last price. Before, the kernel rejected it: NO_REFERENCE_PRICE, "no reference price
+    for BTCUSDT yet"."""
+    snapshot = next(i for i, e in enumerate(events) if type(e) is BookDelta and e.is_snapshot)
+    strategy = BeforeTheBook({"side": Side.BUY, "qty": SCALE // 100})
+    result = run_l2_backtest(events, strategy, settings)
+    kinds = [type(e) for e in strategy.events]
+    assert kinds == [OrderAccepted, OrderExpired]
+    expired = strategy.events[1]
+    assert (expired.reason, expired.filled_qty) == (RejectReason.NO_LIQUIDITY, 0)
+    assert expired.ts < events[snapshot].ts_recv  # it arrived before the book was known
+    assert (result.metrics["n_rejected"], result.metrics["n_expired"], len(result.trades)) == (0, 1, 0)
+    assert result.trades.size == 0 and result.warnings == []
+
+
+class AtTheStart(Strategy):
+    """Sends one order in ``on_start``, before the capture's first event: no book and no trade yet."""
+
+    def __init__(self, order: dict[str, Any]) -> None:
+        self.order = order
+        self.events: list[Any] = []
+
+    def on_start(self, ctx: Any) -> None:
+        super().on_start(ctx)
+        ctx.place_order(ctx.symbol, **self.order)
+
+    def on_order_event(self, event: Any) -> None:
+        self.events.append(event)
+
+
+@pytest.mark.parametrize("order", [{"side": Side.BUY, "qty": SCALE // 100}, {"side": Side.BUY, "quote_qty": 100 * SCALE},
+                                   {"side": Side.SELL, "qty": SCALE // 100}])  # fmt: skip
+def test_a_market_order_sent_before_any_price_is_rejected_with_nothing_reserved(events, settings, order) -> None:
+    """No book and no trade yet: no price to protect it with or to reserve a buy's funds at. The kernel rejects it
+    (NO_REFERENCE_PRICE) before reserving anything, as the paper engine rejects a market order before its first
+    price."""
+    strategy = AtTheStart(order)
+    base = replace(settings, initial_base=SCALE)
+    result = run_l2_backtest(events, strategy, base)
+    (rejected,) = strategy.events
+    assert type(rejected) is OrderRejected and rejected.reason is RejectReason.NO_REFERENCE_PRICE
+    assert result.metrics["n_rejected"] == 1 and len(result.trades) == 0
+    assert result.warnings == [
+        "1 strategy orders rejected, not traded (NO_REFERENCE_PRICE 1); the first: no reference price for BTCUSDT yet; "
+        "market orders need one"
+    ]
+
+
 def test_post_only_that_would_cross_expires_and_unaffordable_order_is_rejected(events, settings) -> None:
     i = _diff_index(events, 400)
     ask = _book_after(events, i).best_ask()[0]
@@ -515,13 +565,12 @@ def test_a_crossed_recorded_book_is_not_traded_against_and_is_warned_of(events, 
     assert crossed_updates > 100
     result = run_l2_backtest(crossed, make_l2_strategy("book_imbalance", {}), settings)
     assert len(result.trades) > 0 and all(ts < events[i].ts_recv for ts in result.trades["ts"].tolist())
-    rejected = result.metrics["n_rejected"]  # the strategy's market orders on the crossed book, no price to take
+    # the strategy's market orders on the crossed book, protected from the last trade, found nothing to take
+    assert result.metrics["n_rejected"] == 0 and result.metrics["n_expired"] > 0
     assert result.warnings == [
         f"BTCUSDT: {crossed_updates:,} depth update(s) of the capture left the recorded book crossed (best bid at or "
         "above best ask, a book no exchange holds): no order could take liquidity or join a queue until a later one "
         "uncrossed it",
-        f"{rejected:,} strategy orders rejected, not traded (NO_REFERENCE_PRICE {rejected:,}); the first: no reference "
-        "price for BTCUSDT yet; market orders need one",
     ]
 
 

@@ -151,6 +151,19 @@ def test_no_protect_price_without_a_book() -> None:
     assert venue.protect_price(Side.SELL, 5_000_000) == 0
 
 
+def test_without_a_book_the_last_trade_price_protects_a_market_order() -> None:
+    """No snapshot yet, but a recorded trade at 100.00: a market order sent now is protected from it (5 %: a buy up to
+    105.00, a sell down to 95.00), as a kernel protects one from the last price it saw; it expires on arrival."""
+    venue = L2ReplayVenue(_instrument())
+    venue.on_trade(_trade(100 * P, P, Side.BUY))
+    assert venue.protect_price(Side.BUY, 5_000_000) == 105 * P
+    assert venue.protect_price(Side.SELL, 5_000_000) == 95 * P
+    venue.submit(_order("m", Side.BUY, P, limit=105 * P))
+    reports = venue.on_clock(0)
+    assert _fills(reports) == []
+    assert type(reports[-1]) is VenueOrderExpired and reports[-1].reason is RejectReason.NO_LIQUIDITY
+
+
 def test_market_buy_by_quote_amount_spends_at_most_that_much_with_fees() -> None:
     venue = _venue()
     budget = 60 * P

@@ -166,7 +166,7 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     ``cfg.out``."""
     from ..backtest import kernel
     from ..backtest.metrics import equity_and_metrics, report_metrics, trades_to_records
-    from ..backtest.runner import run_bar_backtest
+    from ..backtest.runner import run_bar_backtest, skipped_buys_warning
     from ..data.loaders import load_bars
     from ..strategies.bar_strategies import make_strategy
     from ..strategies.params import VALID_STRATEGIES, validate_params
@@ -207,9 +207,14 @@ def execute(cfg: BacktestConfig, *, progress: bool = False) -> dict[str, Any]:
     bar_progress = _progress_bar(len(bars)) if progress and len(bars) >= 200_000 else None
     started = time.perf_counter()
     if cfg.engine == "kernel":
-        trades, metrics = kernel.backtest(bars, cfg.strategy, cfg.params, settings)
-        warnings: list[str] = []
+        trades, metrics, skipped = kernel.backtest_with_skipped_buys(bars, cfg.strategy, cfg.params, settings)
         run_seconds = time.perf_counter() - started
+        warnings: list[str] = []
+        if skipped.count:  # as the event engine says it
+            step = settings.step_for(bars)
+            warnings.append(
+                skipped_buys_warning(bars.symbol, step, skipped.count, skipped.first_cash, skipped.first_price)
+            )
         equity, _ = equity_and_metrics(bars, settings, trades)
     else:
         result = run_bar_backtest(bars, strategy, settings, progress=bar_progress)  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ The semantics (exact; the event-driven backtest implements the same):
   ``open * (1 - slippage)`` rounded DOWN to the tick, in exact integers.
 * BUY quantity ``floor(cash / (price * (1 + fee_rate)) / step) * step``, exactly:
   ``floor(cash * 1e16 / (price * (1e8 + fee_rate) * step)) * step`` in 1e-8 units. If it is 0 (or less) there is no
-  trade and the strategy stays flat. A SELL closes the whole position.
+  trade and the strategy stays flat; such BUYs with cash above 0 are counted (:class:`SkippedBuys`, the first one's
+  cash and price kept) for the warning the event-driven backtest gives about them. A SELL closes the whole position.
 * Fee ``ceil(fee_rate * price * qty)`` in 1e-8 quote units (``ceil(fee_rate * price * qty / 1e16)`` on the raw ints).
   Notional ``price * qty / 1e8``; when that is not a whole 1e-8 unit (it always is: ``for_bars`` refuses a tick and a
   step whose product is finer than 1e-8), a BUY's cost is rounded UP and a SELL's proceeds DOWN, against the
@@ -81,7 +82,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is not inst
 
 __all__ = [
     "Prepared",
+    "SkippedBuys",
     "backtest",
+    "backtest_with_skipped_buys",
     "prepare",
     "rsi_reversion",
     "run",
@@ -254,12 +257,32 @@ def _walk_constants(settings: BacktestSettings, tick: int) -> tuple[int, int, in
 # ------------------------------------------------------------------------------------------------ runs
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedBuys:
+    """The BUY signals of a run whose cash (above 0) could not pay for one quantity step at the fill price plus the
+    fee, so nothing was traded and the strategy stayed flat: how many, and the first one's cash and fill price (1e-8
+    units). The event-driven backtest counts the same buys for its warning
+    (:func:`~veloz_actors.backtest.runner.skipped_buys_warning` words it for both)."""
+
+    count: int = 0
+    first_cash: int = 0
+    first_price: int = 0
+
+
 def backtest(
     bars: BarSeries, strategy: str, params: dict[str, Any], settings: BacktestSettings | None = None
 ) -> tuple[np.ndarray, dict[str, float | int]]:
     """One backtest of a built-in strategy: ``(trades as TRADE_DTYPE array, metrics dict)``."""
+    trades, metrics, _ = backtest_with_skipped_buys(bars, strategy, params, settings)
+    return trades, metrics
+
+
+def backtest_with_skipped_buys(
+    bars: BarSeries, strategy: str, params: dict[str, Any], settings: BacktestSettings | None = None
+) -> tuple[np.ndarray, dict[str, float | int], SkippedBuys]:
+    """:func:`backtest`, and the BUYs it skipped because the cash could not pay for one quantity step."""
     params = validate_params(strategy, params)
-    return run(prepare(bars, strategy, settings), params)
+    return _run(prepare(bars, strategy, settings), params)
 
 
 def sma_cross(
@@ -278,8 +301,13 @@ def rsi_reversion(
 
 def run(prepared: Prepared, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, float | int]]:
     """One parameter set on prepared inputs: ``(trades, metrics)``."""
+    trades, metrics, _ = _run(prepared, params)
+    return trades, metrics
+
+
+def _run(prepared: Prepared, params: dict[str, Any]) -> tuple[np.ndarray, dict[str, float | int], SkippedBuys]:
     params = validate_params(prepared.strategy, params)
-    fills = _fills(prepared, params, dict(prepared.shared))
+    fills, skipped = _fills(prepared, params, dict(prepared.shared))
     signal, side, price_ticks, qty, fee, cash = fills
     trades = np.empty(len(signal), dtype=TRADE_DTYPE)
     trades["signal_index"] = signal
@@ -290,7 +318,7 @@ def run(prepared: Prepared, params: dict[str, Any]) -> tuple[np.ndarray, dict[st
     trades["qty"] = qty
     trades["fee"] = fee
     trades["cash_after"] = cash
-    return trades, _metrics(prepared, fills)
+    return trades, _metrics(prepared, fills), skipped
 
 
 def run_many(prepared: Prepared, param_sets: list[dict[str, Any]]) -> list[dict[str, float | int]]:
@@ -301,7 +329,7 @@ def run_many(prepared: Prepared, param_sets: list[dict[str, Any]]) -> list[dict[
     """
     validated = [validate_params(prepared.strategy, params) for params in param_sets]
     cache: dict[Any, np.ndarray] = dict(prepared.shared)
-    return [_metrics(prepared, _fills(prepared, params, cache)) for params in validated]
+    return [_metrics(prepared, _fills(prepared, params, cache)[0]) for params in validated]
 
 
 def share(prepared: Prepared, param_sets: Iterable[dict[str, Any]], max_bytes: int = 1 << 30) -> Prepared:
@@ -340,7 +368,9 @@ def _metrics(prepared: Prepared, fills: tuple[np.ndarray, ...]) -> dict[str, flo
     return metrics
 
 
-def _fills(prepared: Prepared, params: dict[str, Any], cache: dict[Any, np.ndarray]) -> tuple[np.ndarray, ...]:
+def _fills(
+    prepared: Prepared, params: dict[str, Any], cache: dict[Any, np.ndarray]
+) -> tuple[tuple[np.ndarray, ...], SkippedBuys]:
     if prepared.strategy == "sma_cross":
         buy, sell = _sma_signals(prepared, params["fast"], params["slow"], cache)
     else:
@@ -465,22 +495,25 @@ def _rsi_kernel(
 # ------------------------------------------------------------------------------------------------ order walk
 
 
-def _walk(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Fill the signals in order: ``(signal_index, side, price_ticks, qty, fee, cash_after)`` int64 arrays."""
+def _walk(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple[tuple[np.ndarray, ...], SkippedBuys]:
+    """Fill the signals in order: ``(signal_index, side, price_ticks, qty, fee, cash_after)`` int64 arrays, and the
+    BUYs skipped for want of cash (their price in 1e-8 units)."""
     settings = prepared.settings
     if _USE_NUMBA and prepared.walk_constants is not None:
         size = len(buy) + len(sell)
         out = np.empty((6, size), dtype=np.int64)
+        skipped = np.zeros(3, dtype=np.int64)  # how many, the first one's cash and price in ticks
         count = _walk_numba(
             buy, sell, len(prepared), prepared.buy_ticks, prepared.sell_ticks, settings.initial_cash,
-            *prepared.walk_constants, settings.qty_step, out,
+            *prepared.walk_constants, settings.qty_step, out, skipped,
         )  # fmt: skip
         if count >= 0:
-            return tuple(out[:, :count])
+            n, cash, price = skipped.tolist()
+            return tuple(out[:, :count]), SkippedBuys(n, cash, price * prepared.tick)
     return _walk_python(prepared, buy, sell)
 
 
-def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple[np.ndarray, ...]:
+def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple[tuple[np.ndarray, ...], SkippedBuys]:
     """The exact walk in Python ints, straight from the rules (any magnitude)."""
     settings = prepared.settings
     s, fee_rate, step, tick = SCALE, settings.fee_rate, settings.qty_step, prepared.tick
@@ -489,6 +522,7 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
     buy_list, sell_list = buy.tolist(), sell.tolist()
     cash, qty, last = settings.initial_cash, 0, -1
     rows: list[tuple[int, int, int, int, int, int]] = []
+    skipped = SkippedBuys()
     while True:
         signals = sell_list if qty else buy_list
         k = bisect_right(signals, last)
@@ -499,6 +533,9 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
             price = int(prepared.buy_ticks[last + 1])
             steps = cash * s * s // (price * tick * (s + fee_rate) * step)
             if steps <= 0:
+                if cash > 0:
+                    first = (skipped.first_cash, skipped.first_price) if skipped.count else (cash, price * tick)
+                    skipped = SkippedBuys(skipped.count + 1, *first)
                 continue
             qty = steps * step
             notional = price * tick * qty
@@ -515,13 +552,14 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
     if any(abs(v) > _INT64_MAX for row in rows for v in row):
         raise InvalidInput("a fill's cash, quantity or fee does not fit in int64 (1e-8 units)")
     table = np.array(rows, dtype=np.int64).reshape(len(rows), 6)
-    return tuple(np.ascontiguousarray(table[:, j]) for j in range(6))
+    return tuple(np.ascontiguousarray(table[:, j]) for j in range(6)), skipped
 
 
 def _walk_kernel(
-    buy, sell, n, buy_ticks, sell_ticks, cash, a1, b1, a2, b2, a3, b3, step, out
+    buy, sell, n, buy_ticks, sell_ticks, cash, a1, b1, a2, b2, a3, b3, step, out, skipped
 ):  # pragma: no cover - compiled by numba
-    """The walk in int64 with the reduced constants of :func:`_walk_constants`; returns -1 if a product could overflow."""
+    """The walk in int64 with the reduced constants of :func:`_walk_constants`; returns -1 if a product could overflow.
+    ``skipped`` gets the BUYs with cash that could not pay for one step: how many, the first one's cash and price."""
     limit = 4.0e18
     n_buy = buy.shape[0]
     n_sell = sell.shape[0]
@@ -542,6 +580,11 @@ def _walk_kernel(
                 return -1
             new_steps = (cash * a1) // (price * b1)
             if new_steps <= 0:
+                if cash > 0:
+                    if skipped[0] == 0:
+                        skipped[1] = cash
+                        skipped[2] = price
+                    skipped[0] += 1
                 continue
             if float(new_steps) * float(step) >= limit:
                 return -1

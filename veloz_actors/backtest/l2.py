@@ -20,7 +20,9 @@ the next request arrives, and of fills before the callback of the event that cau
 **Order events.** The strategy receives the kernel's order events: ``OrderAccepted`` when the kernel accepted and
 funded the order (the moment it is sent; the venue's acceptance shows in the order's state history), then fills,
 cancels, expiries. A market order's protect price is fixed when it is sent: the best recorded opposite price moved
-``market_protect_rate`` (default 5 %) against the trader (:meth:`L2ReplayVenue.protect_price`).
+``market_protect_rate`` (default 5 %) against the trader, or the last recorded trade price moved so while the book is
+unknown or crossed (the order then expires ``NO_LIQUIDITY`` unless the book is known when it arrives); one sent before
+any book or trade is rejected (``NO_REFERENCE_PRICE``), nothing reserved (:meth:`L2ReplayVenue.protect_price`).
 
 **Money.** The kernel's ledger books every fill against the venue; at the end ``ledger.conserved()`` is asserted (no
 money created or destroyed) and the kernel's counterparty flows and fees must equal what the venue reported. The

@@ -34,11 +34,23 @@ from ..venues.engine import Engine, EngineConfig
 from .metrics import TRADE_DTYPE, check_initial_cash, equity_and_metrics
 from .settings import BacktestSettings
 
-__all__ = ["BacktestResult", "run_bar_backtest", "split_symbol"]
+__all__ = ["BacktestResult", "run_bar_backtest", "skipped_buys_warning", "split_symbol"]
 
 TRADER = "main"
 _VENUE_FUNDS = MAX_ABS  # the venue's side of every fill; within what the codec and the metrics can represent
 _KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "USD")
+
+
+def skipped_buys_warning(symbol: str, qty_step: int, count: int, first_budget: int, first_price: int) -> str:
+    """The warning for ``count`` strategy buys whose budget could not pay for one quantity step of ``symbol`` at the
+    fill price plus the fee, so they were not traded, naming the first one's budget and price (1e-8 units). Both bar
+    engines give it in the same words: the event-driven one and the kernel (``--engine kernel``)."""
+    base, quote = split_symbol(symbol)
+    return (
+        f"{count} strategy buys could not pay for one quantity step, not traded: the first had "
+        f"{format_decimal(first_budget)} {quote} for {format_decimal(qty_step)} {base} at {format_decimal(first_price)} "
+        "plus the fee; raise the initial cash or give a finer quantity step (--qty-step)"
+    )
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
@@ -97,10 +109,7 @@ class _Context(StrategyContext):
             budget, price = self.first_unaffordable
             instrument = self.instrument
             warnings.append(
-                f"{self.unaffordable} strategy buys could not pay for one quantity step, not traded: the first had "
-                f"{format_decimal(budget)} {instrument.quote_asset} for {format_decimal(instrument.qty_step)} "
-                f"{instrument.base_asset} at {format_decimal(price)} plus the fee; raise the initial cash or give a "
-                "finer quantity step (--qty-step)"
+                skipped_buys_warning(instrument.symbol, instrument.qty_step, self.unaffordable, budget, price)
             )
         return warnings
 

@@ -31,7 +31,9 @@ returns no report. :meth:`L2ReplayVenue.on_clock` releases everything that has a
 * while the recorded book is not known (no snapshot yet, or after a break in the update ids) or is crossed (its best
   bid at or above its best ask: a book no exchange holds, so the capture is wrong there, and taking from it would buy
   below what the same book pays on the other side), nothing can be taken or checked against it: a market, ``IOC``,
-  ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``), and a ``GTC`` order rests with its place in the queue
+  ``FOK`` or ``POST_ONLY`` order expires (``NO_LIQUIDITY``; a market order sent then is protected from the last
+  recorded trade price, and one sent before any trade or book is rejected by the kernel, ``NO_REFERENCE_PRICE``:
+  see :meth:`L2ReplayVenue.protect_price`), and a ``GTC`` order rests with its place in the queue
   unknown: only a trade through its price fills it, until the book is known again. Then it is worked as if it arrived
   at that moment: if it crosses the book it takes liquidity up to its price (TAKER fills at the book's prices,
   reported by :meth:`L2ReplayVenue.take_joined`, or by ``on_market``), and what is left joins the back of its level.
@@ -366,25 +368,26 @@ class L2ReplayVenue:
         """The worst fill price for a market order sent now: the best recorded opposite price moved ``rate``
         (fraction, 1e-8 units) against the trader, on tick, then slipped like a fill at that level would be.
 
-        It is fixed when the order is sent, from the book the trader saw (like Binance's market order price
-        protection). 0 when the book shows no opposite price (before the first snapshot, or while it resyncs) or is
-        crossed.
+        It is fixed when the order is sent, from the market the trader saw (like Binance's market order price
+        protection). While the book shows no opposite price (before the first snapshot, while it resyncs, or crossed)
+        the last recorded trade price stands in for it, as the kernel of a paper or live engine protects with the
+        last price it saw: the order is sent, and expires (``NO_LIQUIDITY``) if it arrives with still nothing to take.
+        0 before any book or trade: the kernel then rejects the order (``NO_REFERENCE_PRICE``), with no price to
+        reserve a buy's funds at, as every engine rejects a market order before its first price.
         """
-        book = self.book
-        if not self.usable():
+        buy = side is _BUY
+        best = None
+        if self.usable():
+            best = self.book.best_ask() if buy else self.book.best_bid()
+        price = best[0] if best is not None else self.last_trade_price
+        if not price:
             return 0
         tick = self.instrument.price_tick
-        if side is _BUY:
-            best = book.best_ask()
-            if best is None:
-                return 0
-            protect = ceil_div(best[0] * (SCALE + rate), SCALE * tick) * tick
+        if buy:
+            protect = ceil_div(price * (SCALE + rate), SCALE * tick) * tick
         else:
-            best = book.best_bid()
-            if best is None:
-                return 0
-            protect = max(tick, best[0] * (SCALE - rate) // (SCALE * tick) * tick)
-        return self.slippage.adjust(side is _BUY, protect, tick)
+            protect = max(tick, price * (SCALE - rate) // (SCALE * tick) * tick)
+        return self.slippage.adjust(buy, protect, tick)
 
     def mark(self) -> int:
         """The recorded mid price, or the last recorded trade price while the book is not synced or is crossed (0
