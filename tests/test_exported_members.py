@@ -8,6 +8,7 @@ EXPECTED = {
     "ConfigError",
     "DataError",
     "EngineHandle",
+    "EngineStopped",
     "EngineUnavailable",
     "IllegalTransition",
     "InvalidInput",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import (
     ConfigError,
     DataError,
+    EngineStopped,
     EngineUnavailable,
     IllegalTransition,
     InvalidInput,
@@ -51,6 +52,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EngineHandle",
+    "EngineStopped",
     "EngineUnavailable",
     "IllegalTransition",
     "InvalidInput",

@@ -13,6 +13,7 @@ failures::
     ├── JournalError            a journal that cannot be written, read, or does not match its engine
     ├── VenueFailed             a venue's call raised part-way, with the reports it had made (venues.base.guarded)
     └── EngineUnavailable       the engine (local or on a cluster) cannot be reached or is not running
+        └── EngineStopped       it has stopped for good (`veloz stop`, another handle's shutdown): no use waiting
 
 Foreign errors (OSError, orjson.JSONDecodeError, pydantic.ValidationError, Ray errors) are translated once, at the
 boundary that sees them, with ``raise ... from exc``.
@@ -25,6 +26,7 @@ from typing import Any
 __all__ = [
     "ConfigError",
     "DataError",
+    "EngineStopped",
     "EngineUnavailable",
     "IllegalTransition",
     "InvalidInput",
@@ -97,3 +99,15 @@ class VenueFailed(VelozError):
 
 class EngineUnavailable(VelozError):
     """The engine cannot be reached, or is not running at the given address."""
+
+
+class EngineStopped(EngineUnavailable):
+    """The engine has stopped for good (``veloz stop``, another handle's shutdown, the end of the process that owned
+    it): it never comes back, so a caller that waits out an :class:`EngineUnavailable` (an actor Ray is restarting)
+    stops waiting. ``veloz attach`` ends on it with one ``error:`` line (exit status 2)::
+
+        try:
+            engine.balances()
+        except vz.EngineStopped:
+            engine = vz.connect(address)  # start or connect another
+    """

@@ -1,6 +1,6 @@
 """An engine handle and its subscriptions once the engine has stopped, as a notebook meets them: a subscription
 without a timeout ends or raises, never polls a dead bus for ever, and a handle whose engine another handle stopped
-says so at once."""
+says so at once (:class:`~veloz_actors.EngineStopped`, an ``EngineUnavailable`` no wait cures)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import ray
 
-from veloz_actors import EngineUnavailable
+from veloz_actors import EngineStopped, EngineUnavailable
 from veloz_actors.actors.api import connect, start_local
 from veloz_actors.actors.supervisor import actor_state
 
@@ -63,13 +63,13 @@ def test_a_handle_whose_engine_another_handle_stopped_says_so_at_once():
     owner.shutdown()
     stopped = r"^engine 'test-lifecycle-other' has stopped \(shut down by another handle or `veloz stop`"
     error = _outcome(lambda: next(subscription))
-    assert isinstance(error, EngineUnavailable), error
+    assert isinstance(error, EngineStopped), error
     assert error.__cause__ is not None
-    with pytest.raises(EngineUnavailable, match=stopped):
+    with pytest.raises(EngineStopped, match=stopped):
         raise error
-    with pytest.raises(EngineUnavailable, match=stopped):
+    with pytest.raises(EngineStopped, match=stopped):
         other.balances()
-    with pytest.raises(EngineUnavailable, match=stopped):
+    with pytest.raises(EngineStopped, match=stopped):
         other.place_order("BTCUSDT", "BUY", "0.01", "59000")
 
 
@@ -107,7 +107,7 @@ def test_a_subscription_whose_engine_stops_between_its_poll_and_its_resubscribe_
     ray.get(bus.close.remote(), timeout=30)  # as a stopping engine's bus does first: the next poll hears -1
     other._bus = _BusStoppedBetweenPollAndSubscribe(bus, owner.shutdown)
     error = _outcome(lambda: next(subscription))
-    assert isinstance(error, EngineUnavailable), repr(error)
+    assert isinstance(error, EngineStopped), repr(error)
     assert str(error).startswith("engine 'test-lifecycle-race' has stopped (shut down by another handle"), error
     assert isinstance(error.__cause__, ray.exceptions.RayActorError)
 
@@ -164,7 +164,7 @@ def test_connecting_to_an_engine_that_stops_after_it_was_found_says_the_engine_s
 
     monkeypatch.setattr(ray, "get_actor", found_then_stopped)
     error = _outcome(lambda: connect(None, name="test-lifecycle-found", namespace="veloz-tests"))
-    assert isinstance(error, EngineUnavailable), repr(error)
+    assert isinstance(error, EngineStopped), repr(error)
     assert str(error).startswith("engine 'test-lifecycle-found' has stopped (shut down by another handle"), error
     assert isinstance(error.__cause__, ray.exceptions.RayActorError)
 
@@ -190,7 +190,7 @@ def test_a_handle_whose_engine_is_stopping_says_the_engine_stopped_from_every_ca
             other.balances,
         ):
             error = _outcome(call)
-            assert isinstance(error, EngineUnavailable), repr(error)
+            assert isinstance(error, EngineStopped), repr(error)
             assert str(error).startswith(stopped), error
             assert isinstance(error.__cause__, ray.exceptions.RayActorError), repr(error.__cause__)
     finally:

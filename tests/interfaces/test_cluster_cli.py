@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -156,3 +157,45 @@ def test_an_engine_that_does_not_answer_is_said_so_by_status_and_ended_by_stop(r
         assert gone.returncode == 2 and f"no engine named {name!r}" in gone.stderr
     finally:
         ray.kill(supervisor, no_restart=True)
+
+
+def test_attach_to_an_engine_stopped_elsewhere_says_so_once_and_exits(ray_runtime) -> None:
+    """Once another process ran ``veloz stop`` (or another handle shut the engine down), ``attach`` printed
+    ENGINE_UNAVAILABLE twice a second for ever: a stopped engine never comes back, unlike one whose actors Ray
+    restarts (still waited for, ``tests/interfaces/test_stdio.py``)."""
+    address = ray_runtime.gcs_address
+    started = _veloz("start", "--address", address, "--detached", "--no-journal", timeout=120)  # named "default"
+    assert started.returncode == 0, started.stderr
+    attach = subprocess.Popen(
+        [sys.executable, "-m", "veloz_actors.interfaces.cli", "attach", "--address", address],
+        stdin=subprocess.PIPE,  # kept open: the end of input would end the session by itself
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    printed: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [printed.put(line) for line in attach.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        assert orjson.loads(printed.get(timeout=120))["state"] == "started"
+        stop = _veloz("stop", "--address", address, timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        try:
+            code = attach.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            said = sum("ENGINE_UNAVAILABLE" in line for line in printed.queue)
+            pytest.fail(f"attach went on after its engine stopped, saying ENGINE_UNAVAILABLE {said} times")
+    finally:
+        attach.kill()
+        attach.wait(30)
+    reader.join(30)
+    lines = [orjson.loads(line) for line in printed.queue]
+    assert not [line for line in lines if line.get("code") == "ENGINE_UNAVAILABLE"], lines
+    assert lines[-1]["state"] == "stopped"
+    stderr = attach.stderr.read() if attach.stderr else ""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and code == 2, stderr
+    assert errors[0].startswith("error: engine 'default' has stopped (shut down by another handle or `veloz stop`")
+    assert "Traceback" not in stderr

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from veloz_actors import EngineUnavailable, InvalidInput
+from veloz_actors import EngineStopped, EngineUnavailable, InvalidInput
 from veloz_actors.core.journal import read_journal
 from veloz_actors.fixed import SCALE, format_decimal
 from veloz_actors.interfaces.local import LocalBackend
@@ -375,6 +375,39 @@ def test_a_step_or_feed_poll_that_finds_the_engine_restarting_is_an_error_and_th
     errors = [o for o in seen if o.get("type") == "error"]
     assert [e["code"] for e in errors] == ["ENGINE_UNAVAILABLE", "ENGINE_UNAVAILABLE"]
     assert {e["message"].split("(")[1].split(":")[0] for e in errors} == {"EngineUnavailable", "TimeoutError"}
+
+
+_STOPPED = "engine 'default' has stopped (shut down by another handle or `veloz stop`)"
+
+
+class _Stopped(LocalBackend):
+    """An actor engine stopped elsewhere (``veloz stop``, another handle): every call to it says so."""
+
+    def submit(self, command: Any) -> list[Any]:
+        raise EngineStopped(_STOPPED)
+
+
+@pytest.mark.parametrize("met_by", ["feed", "command"])
+def test_an_engine_that_stopped_ends_the_loop_with_its_error(met_by: str) -> None:
+    """``veloz attach`` to an engine stopped elsewhere printed ENGINE_UNAVAILABLE twice a second for ever: unlike an
+    actor restarting, a stopped engine never comes back, so the loop ends and the CLI says it once."""
+    engine = Engine(engine_config(sim=True))
+    session = Session(_Stopped(engine), symbols=set(engine.instruments), clock=FakeClock(), market=False)
+
+    def side_feed() -> list[Any]:
+        if met_by == "feed":
+            raise EngineStopped(_STOPPED)
+        return []
+
+    service = EngineService(session, side_feed=side_feed)
+    seen: list[dict[str, Any]] = []
+    service.hub.publish = seen.extend  # type: ignore[method-assign] - every engine event, in order
+    if met_by == "command":
+        service.submit_line("ORDER BUY BTCUSDT 0.01 MARKET")
+    service.end_of_input()  # (before, the loop went on to it and ended well)
+    with pytest.raises(EngineStopped, match=r"^engine 'default' has stopped"):
+        service.run(install_signals=False)
+    assert seen == []  # no ENGINE_UNAVAILABLE
 
 
 def _run_lines(service: EngineService, lines: list[str]) -> tuple[int, list[dict[str, Any]]]:

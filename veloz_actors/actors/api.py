@@ -37,7 +37,7 @@ from typing import Any, NoReturn, get_args
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .._exceptions import ConfigError, EngineUnavailable, InvalidInput, quoted
+from .._exceptions import ConfigError, EngineStopped, EngineUnavailable, InvalidInput, quoted
 from ..config import (
     MAX_TICK_MS,
     EngineFileConfig,
@@ -690,8 +690,8 @@ class EngineHandle:
         try:
             given_up: dict[str, str] = ray.get(self._supervisor.given_up.remote(), timeout=_CALL_TIMEOUT)
         except ray.exceptions.RayTaskError as error:  # the supervisor stopping the engine (its ray.kill to come): said
-            if isinstance(error.cause, EngineUnavailable):
-                raise EngineUnavailable(str(error.cause)) from exc
+            if isinstance(error.cause, EngineUnavailable):  # its type kept: an EngineStopped ends a session
+                raise type(error.cause)(str(error.cause)) from exc
             self._raise_if_stopped(exc)
             return
         except Exception:  # noqa: BLE001 - the supervisor restarting too: the retry goes on, the next error asks again
@@ -708,7 +708,7 @@ class EngineHandle:
         it, so the engine never comes back. Said at once (before, a call retried for a minute, and a subscription
         without a timeout polled the dead bus for ever)."""
         if actor_state(self._supervisor._actor_id.hex()) == "DEAD":
-            raise EngineUnavailable(
+            raise EngineStopped(
                 f"engine {self.name!r} has stopped (shut down by another handle or `veloz stop`, or its process "
                 "ended): start or connect another"
             ) from exc
@@ -920,7 +920,7 @@ class EngineHandle:
                 commands = self._call(
                     lambda: self._risk.reset.remote(), retry_seconds=_RISK_WAIT_SECONDS, lost=self._risk_dead
                 )
-            except _Gone:
+            except (_Gone, EngineStopped):
                 raise
             except EngineUnavailable as exc:
                 cause = str(exc).splitlines()[0]

@@ -50,7 +50,7 @@ import orjson
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .._exceptions import EngineUnavailable
+from .._exceptions import EngineStopped, EngineUnavailable
 from ..logs import log_file_status
 from .account import AccountViewActor
 from .bus import BUS_CONCURRENCY_GROUPS, EventBusActor
@@ -414,7 +414,7 @@ class Supervisor:
         comes when ``veloz stop`` is interrupted in between) its actors are dead: a handle whose call to one failed
         hears that the engine stopped, rather than retrying dead handles for a minute (a subscription: for ever)."""
         if self.state in ("stopping", "stopped"):
-            raise EngineUnavailable(
+            raise EngineStopped(
                 f"engine {self.spec.name!r} has stopped (shut down by another handle or `veloz stop`): start or "
                 "connect another"
             )

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from .._exceptions import EngineUnavailable
+from .._exceptions import EngineStopped, EngineUnavailable
 from ..core.instruments import Pricing
 from ..core.kernel import KernelConfig
 from ..fixed import SCALE, format_decimal, parse_formatted
@@ -485,7 +485,11 @@ class EngineService:
 
     def run(self, *, install_signals: bool = True) -> int:
         """The engine loop: until end of input, QUIT, :meth:`stop` or SIGINT/SIGTERM (``install_signals``, or
-        :meth:`stop_on_signals` before). Returns the exit code; the signals' handlers are restored as the loop ends."""
+        :meth:`stop_on_signals` before). Returns the exit code; the signals' handlers are restored as the loop ends.
+
+        An engine that does not answer (an actor restarting) is said (``ENGINE_UNAVAILABLE``) and waited for; one
+        that stopped elsewhere (``veloz stop``, another handle) never comes back: its :class:`EngineStopped` ends the
+        loop and is raised once the session is closed."""
         if install_signals:
             self.stop_on_signals()
         session = self.session
@@ -504,6 +508,8 @@ class EngineService:
                     next_tick += interval
                     try:
                         self.emit(session.events(self.tick(session.now())))  # type: ignore[misc]
+                    except EngineStopped:
+                        raise
                     except (EngineUnavailable, TimeoutError) as exc:  # an actor restarting: the next step comes
                         self.emit([unavailable(exc, session.now())])
                     continue
@@ -516,6 +522,8 @@ class EngineService:
                         next_side_poll = now + _SIDE_FEED_SECONDS
                         try:
                             self.emit(session.events(self.side_feed()))
+                        except EngineStopped:
+                            raise
                         except (EngineUnavailable, TimeoutError) as exc:
                             self.emit([unavailable(exc, session.now())])
                     timeout = min(timeout, max(0.0, next_side_poll - now))

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .._exceptions import EngineUnavailable, InvalidInput, JournalError, quoted
+from .._exceptions import EngineStopped, EngineUnavailable, InvalidInput, JournalError, quoted
 from ..fixed import format_decimal
 from ..messages import (
     AccountUpdated,
@@ -419,7 +419,8 @@ class Session:
 
     def handle(self, line: str) -> tuple[list[dict[str, Any]], bool]:
         """The objects answering ``line``, and whether they are engine events (a command's outcome, which every
-        watcher sees) rather than an answer for this session alone (a query, a malformed line)."""
+        watcher sees) rather than an answer for this session alone (a query, a malformed line). An engine that
+        stopped (:class:`EngineStopped`) is raised: nothing more can be done in this session."""
         line = line.strip()
         if not line or line.startswith("#"):
             return [], False
@@ -432,6 +433,8 @@ class Session:
             if isinstance(command, tuple):
                 return self._request(command[0], command[1], ts), False
             return self.events(self.backend.submit(command)), True
+        except EngineStopped:
+            raise
         except (EngineUnavailable, TimeoutError) as exc:  # the actor engine did not answer: said, the session goes on
             return [unavailable(exc, ts, line)], False
 
