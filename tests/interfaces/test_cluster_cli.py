@@ -84,8 +84,9 @@ def test_a_malformed_address_is_a_clean_error(command: list[str]) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--detached"], "--detached and --address are for the actor engine"),
-        (["--address", "auto"], "--detached and --address are for the actor engine"),
+        (["--detached"], "--detached, --address and --name are for the actor engine"),
+        (["--address", "auto"], "--detached, --address and --name are for the actor engine"),
+        (["--name", "paper"], "--detached, --address and --name are for the actor engine"),
         (["--journal", "x.journal", "--no-journal"], "choose --journal x.journal or --no-journal, not both"),
     ],
 )
@@ -199,3 +200,23 @@ def test_attach_to_an_engine_stopped_elsewhere_says_so_once_and_exits(ray_runtim
     assert len(errors) == 1 and code == 2, stderr
     assert errors[0].startswith("error: engine 'default' has stopped (shut down by another handle or `veloz stop`")
     assert "Traceback" not in stderr
+
+
+def test_an_engine_started_under_a_name_is_found_by_that_name_and_no_other(ray_runtime) -> None:
+    """``veloz start --name`` (two engines on one cluster, each with its own journal): ``status``, ``attach`` and
+    ``stop`` take the name; the default name does not reach it."""
+    address = ray_runtime.gcs_address
+    started = _veloz("start", "--address", address, "--detached", "--no-journal", "--name", "named-cli", timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert orjson.loads(started.stdout.splitlines()[-1])["name"] == "named-cli"
+    try:
+        status = _veloz("status", "--address", address, "--name", "named-cli", timeout=120)
+        assert status.returncode == 0, status.stderr
+        assert orjson.loads(status.stdout)["name"] == "named-cli"
+        other = _veloz("status", "--address", address, timeout=120)  # "default": none runs
+        assert other.returncode == 2 and "default" in other.stderr and "named-cli" not in other.stdout
+    finally:
+        stopped = _veloz("stop", "--address", address, "--name", "named-cli", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    with pytest.raises(ValueError):  # its supervisor is gone from the namespace
+        ray.get_actor(supervisor_name("named-cli"), namespace=NAMESPACE)

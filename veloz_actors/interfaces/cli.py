@@ -63,6 +63,10 @@ def start(
     ] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, HOST:PORT, ray://HOST:PORT).")] = None,
     detached: Annotated[bool, typer.Option("--detached", help="Leave the engine running on the cluster.")] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The engine's name on the cluster, for attach, status and stop (default: default)."),
+    ] = None,
     replay: Annotated[
         Path | None, typer.Option(help="Replay a recorded capture (e.g. ../shared/data/ticks_l2/*_ws.txt.gz).")
     ] = None,
@@ -100,9 +104,10 @@ def start(
         bool, typer.Option("--json", help="The JSON protocol on stdout even when it is a terminal.")
     ] = False,
 ) -> None:
-    if single_process and (detached or address is not None):
+    if single_process and (detached or address is not None or name is not None):
         raise VelozError(
-            "--single-process runs the engine in this process: --detached and --address are for the actor engine"
+            "--single-process runs the engine in this process: --detached, --address and --name are for the actor "
+            "engine"
         )
     if journal is not None and no_journal:
         raise VelozError(f"choose --journal {journal} or --no-journal, not both")
@@ -239,6 +244,7 @@ def start(
                 durability=mode,
                 market=market,
                 tick_ms=tick,
+                name="default" if name is None else name,
                 frontends=frontends,
             )
         )
