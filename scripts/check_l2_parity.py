@@ -39,9 +39,13 @@ CASES: dict[str, tuple[dict[str, int], int]] = {  # name -> (L2Settings override
 }
 STRATEGIES = ("book_imbalance", "passive_maker")
 
-# Runs inside the tree under test: imports what that tree has (the loaders and strategies moved packages).
+# Runs inside the tree under test: imports what that tree has (the loaders and strategies moved packages). The venv's
+# editable install of the main checkout adds an import hook that maps any ``veloz_actors.*`` module it knows to that
+# checkout, whichever tree ``veloz_actors`` itself came from: without it gone, an older tree lacking a module
+# (``veloz_actors.strategies``) silently ran the main checkout's.
 _WORKER = r"""
 import json, sys, time
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
 from pathlib import Path
 try:
     from veloz_actors.data.loaders import load_market_events
