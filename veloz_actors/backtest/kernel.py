@@ -522,7 +522,7 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
     buy_list, sell_list = buy.tolist(), sell.tolist()
     cash, qty, last = settings.initial_cash, 0, -1
     rows: list[tuple[int, int, int, int, int, int]] = []
-    skipped = SkippedBuys()
+    skipped, first_cash, first_price = 0, 0, 0  # the BUYs with cash that could not pay for one step
     while True:
         signals = sell_list if qty else buy_list
         k = bisect_right(signals, last)
@@ -534,8 +534,9 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
             steps = cash * s * s // (price * tick * (s + fee_rate) * step)
             if steps <= 0:
                 if cash > 0:
-                    first = (skipped.first_cash, skipped.first_price) if skipped.count else (cash, price * tick)
-                    skipped = SkippedBuys(skipped.count + 1, *first)
+                    if not skipped:
+                        first_cash, first_price = cash, price * tick
+                    skipped += 1
                 continue
             qty = steps * step
             notional = price * tick * qty
@@ -552,7 +553,7 @@ def _walk_python(prepared: Prepared, buy: np.ndarray, sell: np.ndarray) -> tuple
     if any(abs(v) > _INT64_MAX for row in rows for v in row):
         raise InvalidInput("a fill's cash, quantity or fee does not fit in int64 (1e-8 units)")
     table = np.array(rows, dtype=np.int64).reshape(len(rows), 6)
-    return tuple(np.ascontiguousarray(table[:, j]) for j in range(6)), skipped
+    return tuple(np.ascontiguousarray(table[:, j]) for j in range(6)), SkippedBuys(skipped, first_cash, first_price)
 
 
 def _walk_kernel(
