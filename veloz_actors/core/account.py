@@ -17,7 +17,9 @@ Funds move like this:
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .._exceptions import InvalidInput
 from ..fixed import SCALE, format_decimal
@@ -165,14 +167,31 @@ class Ledger:
         return out
 
     def account_event(self, account_id: str, ts: int) -> AccountUpdated:
-        cache = self._events[account_id]
-        balances = []
-        for asset, bucket in self._accounts[account_id].items():
-            balance = cache.get(asset)
-            if balance is None:
-                balance = cache[asset] = _balance(asset=asset, free=bucket[0], locked=bucket[1])
-            balances.append(balance)
-        return _account_updated(account_id=account_id, balances=tuple(balances), ts=ts)
+        """The ``AccountUpdated`` of one account the ledger has (``KeyError`` for another)."""
+        events: list[AccountUpdated] = []
+        self.account_events((account_id,), ts, events)
+        if not events:
+            raise KeyError(account_id)
+        return events[0]
+
+    def account_events(self, accounts: Iterable[str], ts: int, events: list[Any], quiet: Container[str] = ()) -> None:
+        """Append the ``AccountUpdated`` of each of ``accounts`` the ledger has and ``quiet`` does not name, in
+        order: each balance unchanged since its last event is that event's ``Balance`` again (one loop for the
+        kernel's every step, which reports the accounts it touched)."""
+        all_accounts = self._accounts
+        caches = self._events
+        for account_id in accounts:
+            assets = all_accounts.get(account_id)
+            if assets is None or account_id in quiet:
+                continue
+            cache = caches[account_id]
+            balances = []
+            for asset, bucket in assets.items():
+                balance = cache.get(asset)
+                if balance is None:
+                    balance = cache[asset] = _balance(asset=asset, free=bucket[0], locked=bucket[1])
+                balances.append(balance)
+            events.append(_account_updated(account_id=account_id, balances=tuple(balances), ts=ts))
 
     def position(self, account_id: str, symbol: str) -> Position:
         key = (account_id, symbol)

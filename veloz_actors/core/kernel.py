@@ -384,8 +384,9 @@ class TradingKernel:
             if self._filled:
                 self._post_trade(touched, self.now, events)
                 self._filled = False
-            if self.config.emit_account_updates:
-                self._account_events(touched, self.now, events)
+            if self.config.emit_account_updates:  # each account the step touched, in name order
+                accounts = sorted(touched) if len(touched) > 1 else touched
+                self.ledger.account_events(accounts, self.now, events, self.quiet_accounts)
             touched.clear()
         if self.seq >= self._next_check:
             self._periodic(events)
@@ -1215,11 +1216,6 @@ class TradingKernel:
             )
 
     # --------------------------------------------------------------------------------------------------- queries
-
-    def _account_events(self, accounts: set[str], ts: int, events: list[Any]) -> None:
-        for account in sorted(accounts) if len(accounts) > 1 else accounts:
-            if account not in self.quiet_accounts and self.ledger.has_account(account):
-                events.append(self.ledger.account_event(account, ts))
 
     @property
     def legacy_halts(self) -> bool:

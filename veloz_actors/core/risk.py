@@ -153,9 +153,12 @@ class RiskEngine:
         if effective is None:
             return RejectReason.NO_REFERENCE_PRICE, f"no reference price for {cmd.symbol} yet; market orders need one"
         if cmd.quote_qty is None:
-            rejection = inst.check_notional(effective, cmd.qty, market=cmd.order_type is _OrderType.MARKET)
+            notional = inst.notional(effective, cmd.qty)
+            rejection = inst.check_notional_amount(notional, market=cmd.order_type is _OrderType.MARKET)
             if rejection:
                 return rejection
+        else:
+            notional = cmd.quote_qty
         max_qty = limits.max_order_qty.get(cmd.symbol, 0)
         max_pos = limits.max_position.get(cmd.symbol, 0)
         qty, what = cmd.qty, "quantity"
@@ -175,7 +178,6 @@ class RiskEngine:
             return RejectReason.MAX_ORDER_QUANTITY, (
                 f"{what} {format_decimal(qty)} above the risk limit {format_decimal(max_qty)}"
             )
-        notional = cmd.quote_qty if cmd.quote_qty is not None else inst.notional(effective, cmd.qty)
         if not quote_rate and not increases:
             pass  # a sell lowers exposure: it is not held back for a price that values its notional
         elif (limits.max_order_notional or (limits.max_leverage and increases)) and not exempt:

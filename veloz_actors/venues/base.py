@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from .._exceptions import VenueFailed
 from ..messages import Error, RejectReason, SubmitCancel, SubmitOrder, VenueOrderExpired
 
-__all__ = ["BooksToResync", "Venue", "guarded"]
+__all__ = ["BooksToResync", "Venue", "guarded", "venue_failure"]
 
 
 @runtime_checkable
@@ -92,33 +92,37 @@ def guarded(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int)
     try:
         return call(message)
     except Exception as exc:  # noqa: BLE001 - said in the reports (see above)
-        reports: list[Any] = []
-        cause: BaseException = exc
-        if type(exc) is VenueFailed:
-            reports += exc.reports  # what the venue did before it raised: facts, booked first
-            cause = exc.__cause__ or exc
-        name = getattr(venue, "name", type(venue).__name__)
-        request = type(message) is SubmitOrder or type(message) is SubmitCancel
-        what = f"{message.account_id}/{message.client_order_id}" if request else type(message).__name__
-        text = (
-            f"{name} {getattr(venue, 'symbol', '')}: {call.__name__} of {what} failed: {type(cause).__name__}: {cause}"
-        )
-        drop_order = getattr(venue, "drop_order", None) if request else None
-        try:
-            if drop_order is not None:
-                drop_order(message.account_id, message.client_order_id)
-        except Exception as again:  # noqa: BLE001 - said in the Error (see above)
-            text += f"; dropping the order failed too ({type(again).__name__}: {again}): the venue may still work it"
-        reports.append(Error(code="VENUE_ERROR", message=text, ts=ts))
-        if request:
-            reports.append(
-                VenueOrderExpired(
-                    venue=name,
-                    client_order_id=message.client_order_id,
-                    account_id=message.account_id,
-                    symbol=message.symbol,
-                    reason=RejectReason.VENUE_ERROR,
-                    ts=ts,
-                )
+        return venue_failure(venue, call, message, ts, exc)
+
+
+def venue_failure(venue: Any, call: Callable[[Any], list[Any]], message: Any, ts: int, exc: Exception) -> list[Any]:
+    """The reports of ``call(message)`` that raised ``exc`` (:func:`guarded`): for a driver that makes the call inside
+    its own ``try``, on a hot path where :func:`guarded`'s frame is a tenth of a request's cost."""
+    reports: list[Any] = []
+    cause: BaseException = exc
+    if type(exc) is VenueFailed:
+        reports += exc.reports  # what the venue did before it raised: facts, booked first
+        cause = exc.__cause__ or exc
+    name = getattr(venue, "name", type(venue).__name__)
+    request = type(message) is SubmitOrder or type(message) is SubmitCancel
+    what = f"{message.account_id}/{message.client_order_id}" if request else type(message).__name__
+    text = f"{name} {getattr(venue, 'symbol', '')}: {call.__name__} of {what} failed: {type(cause).__name__}: {cause}"
+    drop_order = getattr(venue, "drop_order", None) if request else None
+    try:
+        if drop_order is not None:
+            drop_order(message.account_id, message.client_order_id)
+    except Exception as again:  # noqa: BLE001 - said in the Error (see above)
+        text += f"; dropping the order failed too ({type(again).__name__}: {again}): the venue may still work it"
+    reports.append(Error(code="VENUE_ERROR", message=text, ts=ts))
+    if request:
+        reports.append(
+            VenueOrderExpired(
+                venue=name,
+                client_order_id=message.client_order_id,
+                account_id=message.account_id,
+                symbol=message.symbol,
+                reason=RejectReason.VENUE_ERROR,
+                ts=ts,
             )
-        return reports
+        )
+    return reports

@@ -42,7 +42,7 @@ from ..core.journal import (
 from ..core.kernel import KernelConfig, TradingKernel, json_normal, tune_gc
 from ..core.risk import RiskLimits
 from ..messages import BookDelta, BookTop, Error, Kline, Message, SubmitOrder, Tick, Trade
-from .base import BooksToResync, guarded
+from .base import BooksToResync, guarded, venue_failure
 from .paper import PaperVenue
 from .sim import MM_ACCOUNT, SimVenue, use_semantics
 from .simmarket import SimSymbol
@@ -326,7 +326,10 @@ class Engine:
         return events
 
     def _route(self, events: list[Any]) -> None:
-        """Hand the kernel's requests to their venues and apply the reports, until nothing is left to send."""
+        """Hand the kernel's requests to their venues and apply the reports, until nothing is left to send.
+
+        As :func:`~veloz_actors.venues.base.guarded`, inline: a venue that raises answers with the reports of
+        :func:`~veloz_actors.venues.base.venue_failure`."""
         kernel = self.kernel
         venues = self.venues
         apply = kernel.apply
@@ -336,10 +339,16 @@ class Engine:
                 if type(request) is SubmitOrder:
                     command = request.command
                     venue = venues[command.symbol]
-                    reports = guarded(venue, venue.submit, request, command.ts)
+                    try:
+                        reports = venue.submit(request)
+                    except Exception as exc:  # noqa: BLE001 - said in the reports
+                        reports = venue_failure(venue, venue.submit, request, command.ts, exc)
                 else:
                     venue = venues[request.symbol]
-                    reports = guarded(venue, venue.cancel, request, request.ts)
+                    try:
+                        reports = venue.cancel(request)
+                    except Exception as exc:  # noqa: BLE001 - said in the reports
+                        reports = venue_failure(venue, venue.cancel, request, request.ts, exc)
                 for report in reports:
                     events += apply(report)
 
