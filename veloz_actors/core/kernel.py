@@ -364,11 +364,17 @@ class TradingKernel:
         Every journaled message is one step, so a replay takes the same steps and gives the same events. At the end
         of a step the kernel reports every balance it touched, runs post-trade risk after fills, and snapshots and
         evicts when due."""
+        events: list[Any] = []
+        self.step(message, events)
+        return events
+
+    def step(self, message: Message, events: list[Any]) -> None:
+        """:meth:`apply`, the step's events appended to ``events``: for a driver that gathers the events of several
+        steps (a command and the reports its venue answers at once) in one list."""
         journal = self.journal
         if journal is not None:
             journal.append(message)
         self.seq += 1
-        events: list[Any] = []
         handler = self._handlers.get(type(message))
         if handler is None:
             events.append(
@@ -390,7 +396,6 @@ class TradingKernel:
             touched.clear()
         if self.seq >= self._next_check:
             self._periodic(events)
-        return events
 
     def apply_many(self, messages: Iterable[Message]) -> list[Any]:
         """Apply several messages, each as its own step."""

@@ -307,7 +307,8 @@ class Engine:
                 events.append(self._market_failed(message, exc))
         else:
             kernel = self.kernel
-            events = kernel.apply(message)
+            events = []
+            kernel.step(message, events)
             if kernel.outbox:
                 self._route(events)
         if journal is not None and self.snapshot_path is not None and self.seq % self.config.snapshot_every == 0:
@@ -332,7 +333,7 @@ class Engine:
         :func:`~veloz_actors.venues.base.venue_failure`."""
         kernel = self.kernel
         venues = self.venues
-        apply = kernel.apply
+        step = kernel.step
         while kernel.outbox:
             for request in kernel.take_outbox():
                 # the kernel only sends orders for its instruments; a SubmitOrder's symbol and ts are its command's
@@ -350,7 +351,7 @@ class Engine:
                     except Exception as exc:  # noqa: BLE001 - said in the reports
                         reports = venue_failure(venue, venue.cancel, request, request.ts, exc)
                 for report in reports:
-                    events += apply(report)
+                    step(report, events)
 
     def _market(self, event: Any, events: list[Any]) -> None:
         """Market data: a venue trading against it (paper) moves its book and fills what it reaches, then the kernel
@@ -390,7 +391,7 @@ class Engine:
             for output in guarded(venue, venue.on_clock, tick.ts, tick.ts):
                 if type(output) is BookTop:
                     events.append(output)  # the market the venue now shows is an event of the engine too
-                events.extend(kernel.apply(output))
+                kernel.step(output, events)
                 if kernel.outbox:
                     self._route(events)
         return events
