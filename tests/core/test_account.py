@@ -84,6 +84,39 @@ def test_account_event_lists_every_asset_sorted_and_follows_changes() -> None:
     assert second.balances[1] == Balance(asset="USDT", free=d("1000") - 7, locked=7)
 
 
+def test_account_event_follows_a_fee_in_an_asset_the_account_never_held() -> None:
+    ledger = _ledger()
+    ledger.reserve("a", "USDT", d("100"))
+    ledger.account_event("a", ts=1)  # every balance reported as it stands
+    ledger.trade(
+        "a", pay_asset="USDT", pay=d("100"), receive_asset="BTC", receive=d("0.001"), fee_asset="BNB", fee=20,
+        locked_available=d("100"),
+    )  # fmt: skip
+    assert ledger.account_event("a", ts=2).balances == (
+        Balance(asset="BNB", free=-20, locked=0),  # (a fee the venue took from a balance the ledger did not know)
+        Balance(asset="BTC", free=d("0.001"), locked=0),
+        Balance(asset="USDT", free=d("900"), locked=0),
+    )
+    ledger.deposit("a", "BNB", 30)
+    assert ledger.account_event("a", ts=3).balances[0] == Balance(asset="BNB", free=10, locked=0)
+
+
+def test_a_ledger_pickled_before_the_balances_were_kept_in_order_reports_every_balance() -> None:
+    ledger = _ledger()
+    ledger.deposit("a", "BTC", 5)
+    ledger.account_event("a", ts=1)
+    ledger.reserve("a", "USDT", 7)
+    state = ledger.__getstate__()
+    assert isinstance(state, tuple)
+    state[1]["_events"]["a"].pop("USDT")  # as a snapshot written before kept it: a changed balance had no entry
+    restored = Ledger.__new__(Ledger)
+    restored.__setstate__(state)
+    assert restored.account_event("a", ts=2).balances == (
+        Balance(asset="BTC", free=5, locked=0),
+        Balance(asset="USDT", free=d("1000") - 7, locked=7),
+    )
+
+
 # ------------------------------------------------------------------------------------------- reservations by orders
 
 

@@ -110,9 +110,10 @@ class Ledger:
 
     def __init__(self) -> None:
         self._accounts: dict[str, dict[str, list[int]]] = {}
-        # account -> asset -> the Balance value last reported; an entry is dropped when that balance changes, so an
-        # AccountUpdated rebuilds only what moved (balances are reported after almost every order)
-        self._events: dict[str, dict[str, Balance]] = {}
+        # account -> asset -> the Balance value last reported, None once that balance changed, with the account's
+        # assets in their order: an AccountUpdated rebuilds only what moved (balances are reported after almost every
+        # order) and takes the values as they stand
+        self._events: dict[str, dict[str, Balance | None]] = {}
         self.fees_collected: dict[str, int] = {}
         self.deposited: dict[str, int] = {}
         self.positions: dict[tuple[str, str], Position] = {}
@@ -125,7 +126,7 @@ class Ledger:
             raise InvalidInput(f"deposit of {format_decimal(amount)} {asset} must not be negative")
         bucket = self._bucket(account_id, asset)
         bucket[0] += amount
-        self._events[account_id].pop(asset, None)
+        self._events[account_id][asset] = None
         self.deposited[asset] = self.deposited.get(asset, 0) + amount
 
     def _bucket(self, account_id: str, asset: str) -> list[int]:
@@ -137,7 +138,21 @@ class Ledger:
         if bucket is None:
             bucket = assets[asset] = [0, 0]
             self._accounts[account_id] = dict(sorted(assets.items()))  # keep assets sorted for reports
+            self._order_events(account_id)
         return bucket
+
+    def _order_events(self, account_id: str) -> None:
+        """The account's reported balances in the order of its assets, None for one not reported as it stands."""
+        cache = self._events[account_id]
+        ordered = {asset: cache.get(asset) for asset in self._accounts[account_id]}
+        cache.clear()  # in place: a caller may hold the account's entries
+        cache.update(ordered)
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        for account_id in self._accounts:  # a snapshot written before dropped the entry of a changed balance
+            self._order_events(account_id)
 
     def has_account(self, account_id: str) -> bool:
         return account_id in self._accounts
@@ -185,13 +200,11 @@ class Ledger:
             if assets is None or account_id in quiet:
                 continue
             cache = caches[account_id]
-            balances = []
-            for asset, bucket in assets.items():
-                balance = cache.get(asset)
-                if balance is None:
-                    balance = cache[asset] = _balance(asset=asset, free=bucket[0], locked=bucket[1])
-                balances.append(balance)
-            events.append(_account_updated(account_id=account_id, balances=tuple(balances), ts=ts))
+            for asset, balance in cache.items():
+                if balance is None:  # (a value replaced while iterating: the dict keeps its keys and order)
+                    bucket = assets[asset]
+                    cache[asset] = _balance(asset=asset, free=bucket[0], locked=bucket[1])
+            events.append(_account_updated(account_id=account_id, balances=tuple(cache.values()), ts=ts))
 
     def position(self, account_id: str, symbol: str) -> Position:
         key = (account_id, symbol)
@@ -209,7 +222,7 @@ class Ledger:
             return False
         bucket[0] -= amount
         bucket[1] += amount
-        self._events[account_id].pop(asset, None)
+        self._events[account_id][asset] = None
         return True
 
     def release(self, account_id: str, asset: str, amount: int) -> None:
@@ -218,7 +231,7 @@ class Ledger:
             raise AssertionError(f"release of {amount} {asset} exceeds {account_id}'s locked {bucket[1]}")
         bucket[1] -= amount
         bucket[0] += amount
-        self._events[account_id].pop(asset, None)
+        self._events[account_id][asset] = None
 
     def settle(
         self,
@@ -244,10 +257,7 @@ class Ledger:
         self._bucket(buyer, base)[0] += qty
         self._bucket(seller, quote)[0] += notional - seller_fee
         events = self._events
-        events[buyer].pop(quote, None)
-        events[buyer].pop(base, None)
-        events[seller].pop(base, None)
-        events[seller].pop(quote, None)
+        events[buyer][quote] = events[buyer][base] = events[seller][base] = events[seller][quote] = None
         fees = buyer_fee + seller_fee
         if fees:
             self.fees_collected[quote] = self.fees_collected.get(quote, 0) + fees
@@ -281,11 +291,10 @@ class Ledger:
         receive_bucket = self._bucket(account_id, receive_asset)
         receive_bucket[0] += receive
         events = self._events[account_id]
-        events.pop(pay_asset, None)
-        events.pop(receive_asset, None)
+        events[pay_asset] = events[receive_asset] = None
         if fee_asset != pay_asset and fee:
             self._bucket(account_id, fee_asset)[0] -= fee
-            events.pop(fee_asset, None)
+            events[fee_asset] = None
         if fee:
             self.fees_collected[fee_asset] = self.fees_collected.get(fee_asset, 0) + fee
         counterparty = self.counterparty
