@@ -719,3 +719,62 @@ def test_a_fee_in_the_base_asset_moves_the_position_by_what_the_account_holds(se
     # bought 0.00999 for 600, sold for 609.39 less a 0.60939 fee
     assert position.realized_pnl == d("609.39") - d("600") - d("0.60939")
     assert kernel.ledger.conserved()
+
+
+# ---------------------------------------------------------------------------------------- retried cancels
+
+
+def test_a_cancel_sent_before_its_order_and_again_after_it_has_no_second_effect() -> None:
+    """One record per client order id, whether the id had an order when the cancel came or not."""
+    kernel = _kernel()
+    early = cancel("x1", ts=T0)
+    [rejected] = kernel.apply(early)
+    assert rejected.reason is RejectReason.UNKNOWN_ORDER
+    assert type(kernel.apply(place("x1", "BUY", "0.01", "59000", ts=T0 + 1))[0]) is OrderAccepted
+    kernel.take_outbox()
+    assert kernel.apply(early) == [] and kernel.take_outbox() == []  # the retry: no cancel goes out
+    assert kernel.oms.get("main", "x1").status is S.SUBMITTED
+    assert kernel.applied_before(early)
+    later = cancel("x1", ts=T0 + 2)
+    assert not kernel.applied_before(later)
+    kernel.apply(later)
+    [request] = kernel.take_outbox()
+    assert type(request) is SubmitCancel and kernel.oms.get("main", "x1").status is S.PENDING_CANCEL
+    assert kernel.applied_before(later) and not kernel.applied_before(early)  # the later one replaced it
+    assert kernel.apply(later) == [] and kernel.take_outbox() == []
+
+
+def test_cancel_records_expire_at_eviction_whether_their_order_is_in_memory_or_left_it(tmp_path: Path) -> None:
+    """A cancel's record lasts until eviction passes its own time, as the duplicate records do: kept on its order
+    while the order is in memory, kept on after the order left memory with it, dropped either way once older."""
+    config = KernelConfig(**{**_fields(_kernel().config), "retain_closed_ns": 1_000, "snapshot_every": 10**9})
+    kernel = TradingKernel(config, journal_path=tmp_path / "k.journal", durability="none")
+    kernel.apply(place("c1", "BUY", "0.01", "59000", ts=T0))
+    kernel.apply(cancel("c1", ts=T0))
+    kernel.apply(VenueOrderCancelled(venue="X", client_order_id="c1", account_id="main", symbol="BTCUSDT", ts=T0))
+    late = cancel("c1", ts=T0 + 5_000)  # after the order closed
+    [rejected] = kernel.apply(late)
+    assert rejected.reason is RejectReason.ORDER_NOT_OPEN
+    kernel.apply(place("c2", "BUY", "0.01", "59000", ts=T0 + 1))
+    kernel.apply(cancel("c2", ts=T0 + 1))  # stays PENDING_CANCEL: no venue answers
+    kernel.take_outbox()
+    assert kernel.evict(T0 + 2_000) == 1 and kernel.oms.get("main", "c1") is None
+    assert kernel.apply(late) == []  # its order left memory, its record (newer than the eviction) did not
+    [pending] = kernel.apply(cancel("c2", ts=T0 + 1))  # c2's record is older: dropped, the retry is applied
+    assert pending.reason is RejectReason.CANCEL_PENDING
+    assert kernel.evict(T0 + 10_000) == 0
+    [unknown] = kernel.apply(late)  # and now c1's too
+    assert unknown.reason is RejectReason.UNKNOWN_ORDER
+    assert kernel.take_outbox() == []
+    kernel.close()
+
+
+def test_an_order_of_a_snapshot_written_before_it_kept_its_cancel_has_none() -> None:
+    kernel = _kernel()
+    kernel.apply(place("c1", "BUY", "0.01", "59000", ts=T0))
+    order = kernel.oms.get("main", "c1")
+    state = order.__reduce_ex__(2)[2]
+    del state[1]["last_cancel"]  # as pickled before orders kept their cancel's record
+    old = type(order).__new__(type(order))
+    old.__setstate__(state)
+    assert old.last_cancel is None and old.client_order_id == "c1" and old.history == order.history

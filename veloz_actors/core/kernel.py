@@ -197,7 +197,10 @@ class TradingKernel:
         self.risk = RiskEngine(config.risk)
         self.reference: dict[str, int] = dict(config.reference_prices)
         self.seq = 0
+        # the last CancelOrder taken for an order id that had no order in memory (see _last_cancel), and the orders
+        # that keep theirs, for evict to let those expire too (only while closed orders are evicted)
         self.last_cancel: dict[tuple[str, str], CancelOrder] = {}
+        self.cancelled_orders: deque[Order] = deque()
         self.last_duplicate: dict[tuple[str, str], PlaceOrder] = {}
         self.internal_orders = 0
         self.stops: dict[tuple[str, str], tuple[str, int]] = {}  # (account, symbol) -> its last stop order's cid, ts
@@ -299,7 +302,9 @@ class TradingKernel:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a snapshot written before these existed has none of them: they start empty (no stop-loss or cancel-all
         # then in progress can be lost: both are rebuilt from the next mark, and a cancel-all's cancels went out)
-        self.__dict__.update({"stops": {}, "must_cancel": {}, "semantics": SEMANTICS, "history_pending": []})
+        self.__dict__.update(
+            {"stops": {}, "must_cancel": {}, "semantics": SEMANTICS, "history_pending": [], "cancelled_orders": deque()}
+        )
         self.__dict__.update(state)
         self.__dict__.pop("legacy_halts", None)  # a snapshot's flag from before: the journal's semantics say it
         if "_pricing" not in state:
@@ -550,17 +555,35 @@ class TradingKernel:
             existing = self.oms.get(command.account_id, command.client_order_id)
             return existing is not None and self._placed_before(command, existing)
         if isinstance(command, CancelOrder):
-            return self.last_cancel.get((command.account_id, command.client_order_id)) == command
+            order = self.oms.get(command.account_id, command.client_order_id)
+            return self._last_cancel(command, order) == command
         return False
+
+    def _last_cancel(self, cmd: CancelOrder, order: Order | None) -> CancelOrder | None:
+        """The last CancelOrder taken for ``cmd``'s order id (None: none, or its record expired, see :meth:`evict`).
+
+        One record per id: on its order while the order is in memory, in :attr:`last_cancel` while the id had no
+        order when the cancel came (an unknown id; an order placed under it later finds it there until a cancel of
+        its own replaces it) or once its order left memory with it."""
+        last = order.last_cancel if order is not None else None
+        if last is None and self.last_cancel:
+            last = self.last_cancel.get((cmd.account_id, cmd.client_order_id))
+        return last
 
     def _cancel(self, cmd: CancelOrder, events: list[Any]) -> None:
         self.now = cmd.ts
-        key = (cmd.account_id, cmd.client_order_id)
-        last = self.last_cancel.get(key)
+        order = self.oms.get(cmd.account_id, cmd.client_order_id)
+        last = self._last_cancel(cmd, order)
         if last is not None and last == cmd:  # (None == cmd would ask the message's __eq__)
             return  # a retry: it was sent or rejected already
-        self.last_cancel[key] = cmd
-        order = self.oms.get(cmd.account_id, cmd.client_order_id)
+        if order is not None:  # the record of the id, on its order (a record kept for the id before goes)
+            order.last_cancel = cmd
+            if self.last_cancel:
+                self.last_cancel.pop((cmd.account_id, cmd.client_order_id), None)
+            if self.config.retain_closed_ns:
+                self.cancelled_orders.append(order)  # its record expires as the map's do (evict)
+        else:
+            self.last_cancel[(cmd.account_id, cmd.client_order_id)] = cmd
         if order is None:
             events.append(_cancel_rejected(cmd, RejectReason.UNKNOWN_ORDER, "no order with that client order id"))
             return
@@ -964,6 +987,9 @@ class TradingKernel:
         ids, oldest_first = self.evicted_ids, self.evicted_order
         for order in gone:
             self.oms.forget(order)
+            if order.last_cancel is not None:  # its id's cancel record stays, for as long as any other (below)
+                self.last_cancel[(order.account_id, order.client_order_id)] = order.last_cancel
+                order.last_cancel = None
             taken = _evicted_id(order.account_id, order.client_order_id)
             ids.add(taken)
             oldest_first.append(taken)
@@ -972,9 +998,26 @@ class TradingKernel:
         for retries in (self.last_cancel, self.last_duplicate):
             for key in [k for k, cmd in retries.items() if cmd.ts < before_ts]:
                 del retries[key]
+        self._expire_order_cancels(before_ts)
         self.evicted += len(gone)
         self._write_history()
         return len(gone)
+
+    def _expire_order_cancels(self, before_ts: int) -> None:
+        """Drop the cancel records kept on orders in memory that are older than ``before_ts``, as :meth:`evict` drops
+        those of :attr:`last_cancel`: each order once, whatever number of cancels it took."""
+        kept: deque[Order] = deque()
+        seen: set[int] = set()
+        for order in self.cancelled_orders:
+            record = order.last_cancel
+            if record is None or order.order_id in seen:
+                continue
+            seen.add(order.order_id)
+            if record.ts < before_ts:
+                order.last_cancel = None
+            else:
+                kept.append(order)
+        self.cancelled_orders = kept
 
     def _write_history(self) -> None:
         """Append the records waiting in :attr:`history_pending` to the history file, or leave them waiting."""

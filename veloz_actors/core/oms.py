@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .._exceptions import IllegalTransition
 from ..messages import (
+    CancelOrder,
     Liquidity,
     OrderAccepted,
     OrderCancelled,
@@ -88,7 +89,7 @@ class Order:
     __slots__ = (
         "client_order_id", "order_id", "account_id", "symbol", "side", "order_type", "tif", "price", "qty",
         "quote_qty", "filled", "status", "reserved", "reserve_asset", "fee_numerator", "fees_paid", "notional_filled",
-        "history", "command", "protect_price", "venue_order_id", "closed_ts", "trade_keys",
+        "history", "command", "protect_price", "venue_order_id", "closed_ts", "trade_keys", "last_cancel",
     )  # fmt: skip
 
     def __init__(self, command: PlaceOrder, order_id: int) -> None:
@@ -116,6 +117,14 @@ class Order:
         self.closed_ts = 0
         # the venue fills booked, by (venue, trade id): their (price, qty, fee, fee asset)
         self.trade_keys: dict[tuple[str, int], tuple[int, int, int, str]] | None = None
+        # the last CancelOrder the kernel took for this order's id while the order was in memory (a retry of it has
+        # no second effect); the kernel keeps the id's record itself while it has no order (TradingKernel.last_cancel)
+        self.last_cancel: CancelOrder | None = None
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        self.last_cancel = None  # an order of a snapshot written before: the kernel's map held its cancel's record
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     @property
     def leaves(self) -> int:
