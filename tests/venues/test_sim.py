@@ -9,9 +9,23 @@ import pytest
 
 from veloz_actors._exceptions import ConfigError
 from veloz_actors.core.journal import read_journal
-from veloz_actors.messages import BookTop, CancelOrder, Error, OrderExpired, OrderFilled, RejectReason, Tick
-from veloz_actors.testing import d, encoded, engine_config, engine_state, place
+from veloz_actors.messages import (
+    BookTop,
+    CancelOrder,
+    Error,
+    OrderExpired,
+    OrderFilled,
+    RejectReason,
+    Side,
+    SubmitCancel,
+    SubmitOrder,
+    Tick,
+    VenueOrderAccepted,
+)
+from veloz_actors.testing import btcusdt, d, encoded, engine_config, engine_state, place
+from veloz_actors.venues import sim as sim_module
 from veloz_actors.venues.engine import MM_ACCOUNT, Engine
+from veloz_actors.venues.sim import SimVenue
 
 from .faults import raise_on_call, raise_once
 
@@ -187,3 +201,26 @@ def test_a_market_buy_by_quote_amount_says_on_each_fill_what_its_budget_still_bu
         unspent -= fill.price * fill.qty // d("1")
         assert 0 < fill.leaves_qty <= unspent * d("1") // fill.price  # at most what the rest of its budget buys
     assert (fills[-1].leaves_qty == 0) == (end == "FILLED")
+
+
+def test_a_request_sent_again_for_an_order_still_resting_after_many_newer_ones_is_recognised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The venue remembers the latest requests it took, and every order it still works however old: a request sent
+    again (after a restart) for an old resting order never rests a second one under the same id."""
+    monkeypatch.setattr(sim_module, "_SEEN_LIMIT", 3)
+    venue = SimVenue(btcusdt())
+
+    def request(cid: str, order_id: int) -> SubmitOrder:
+        command = place(cid, "BUY", "0.01", "59000", ts=START + order_id)
+        return SubmitOrder(command=command, order_id=order_id, limit=command.price)
+
+    old = request("old", 1)
+    assert [type(r) for r in venue.submit(old)] == [VenueOrderAccepted]
+    for i in range(2, 8):  # newer orders, cancelled at once: only "old" stays on the book
+        assert venue.submit(request(f"n{i}", i))
+        assert venue.cancel(SubmitCancel(client_order_id=f"n{i}", account_id="main", symbol="BTCUSDT", ts=START + i))
+    assert venue.submit(old) == []  # recognised: no second order
+    assert venue.book.orders_at(Side.BUY, d("59000")) == [venue.orders[("main", "old")]]
+    assert venue.submit(request("n2", 2)) != []  # a closed order beyond the limit is forgotten, as before
+    assert len(venue.seen) == 3  # the limit holds: the resting order took the place of a closed one

@@ -66,7 +66,7 @@ _Liquidity = members(Liquidity)
 _RejectReason = members(RejectReason)
 
 MM_ACCOUNT = "sim-mm"
-_SEEN_LIMIT = 200_000  # re-sent requests are recognised among this many latest orders
+_SEEN_LIMIT = 200_000  # re-sent requests are recognised among this many latest orders, and every order still working
 # the reports, built as their classes build them, cheaper (messages.builder): one or more per request
 _accepted, _filled, _cancelled = builder(VenueOrderAccepted), builder(VenueOrderFilled), builder(VenueOrderCancelled)
 _expired, _rejected, _book_top = builder(VenueOrderExpired), builder(VenueOrderRejected), builder(BookTop)
@@ -127,7 +127,14 @@ class SimVenue:
         seen_order = self.seen_order
         seen_order.append(key)
         if len(seen_order) > _SEEN_LIMIT:
-            seen.discard(seen_order.popleft())
+            # forget the oldest; one still working goes to the back instead (a request for it sent again must not make
+            # a second order), and the next is looked at
+            for _ in range(2):
+                oldest = seen_order.popleft()
+                if oldest not in self.orders:
+                    seen.discard(oldest)
+                    break
+                seen_order.append(oldest)
         book = self.book
         side = command.side
         tif = command.tif
