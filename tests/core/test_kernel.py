@@ -758,6 +758,7 @@ def test_cancel_records_expire_at_eviction_whether_their_order_is_in_memory_or_l
     kernel.apply(place("c2", "BUY", "0.01", "59000", ts=T0 + 1))
     kernel.apply(cancel("c2", ts=T0 + 1))  # stays PENDING_CANCEL: no venue answers
     kernel.take_outbox()
+    assert [o.client_order_id for o in kernel.cancelled_orders] == ["c1", "c2"]  # each order once, two cancels or one
     assert kernel.evict(T0 + 2_000) == 1 and kernel.oms.get("main", "c1") is None
     assert kernel.apply(late) == []  # its order left memory, its record (newer than the eviction) did not
     [pending] = kernel.apply(cancel("c2", ts=T0 + 1))  # c2's record is older: dropped, the retry is applied

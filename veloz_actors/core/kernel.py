@@ -576,17 +576,16 @@ class TradingKernel:
         last = self._last_cancel(cmd, order)
         if last is not None and last == cmd:  # (None == cmd would ask the message's __eq__)
             return  # a retry: it was sent or rejected already
-        if order is not None:  # the record of the id, on its order (a record kept for the id before goes)
-            order.last_cancel = cmd
-            if self.last_cancel:
-                self.last_cancel.pop((cmd.account_id, cmd.client_order_id), None)
-            if self.config.retain_closed_ns:
-                self.cancelled_orders.append(order)  # its record expires as the map's do (evict)
-        else:
-            self.last_cancel[(cmd.account_id, cmd.client_order_id)] = cmd
         if order is None:
+            self.last_cancel[(cmd.account_id, cmd.client_order_id)] = cmd
             events.append(_cancel_rejected(cmd, RejectReason.UNKNOWN_ORDER, "no order with that client order id"))
             return
+        # the record of the id, on its order (a record kept for the id before goes)
+        if order.last_cancel is None and self.config.retain_closed_ns:
+            self.cancelled_orders.append(order)  # its record expires as the map's do (evict)
+        order.last_cancel = cmd
+        if self.last_cancel:
+            self.last_cancel.pop((cmd.account_id, cmd.client_order_id), None)
         if order.status is _S.PENDING_CANCEL:
             events.append(_cancel_rejected(cmd, RejectReason.CANCEL_PENDING, "a cancel is already on its way", order))
             return
@@ -1005,14 +1004,12 @@ class TradingKernel:
 
     def _expire_order_cancels(self, before_ts: int) -> None:
         """Drop the cancel records kept on orders in memory that are older than ``before_ts``, as :meth:`evict` drops
-        those of :attr:`last_cancel`: each order once, whatever number of cancels it took."""
+        those of :attr:`last_cancel` (:attr:`cancelled_orders` holds each order with a record once)."""
         kept: deque[Order] = deque()
-        seen: set[int] = set()
         for order in self.cancelled_orders:
             record = order.last_cancel
-            if record is None or order.order_id in seen:
+            if record is None:  # evicted just now: its record went to the map
                 continue
-            seen.add(order.order_id)
             if record.ts < before_ts:
                 order.last_cancel = None
             else:
