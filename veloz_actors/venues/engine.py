@@ -340,16 +340,14 @@ class Engine:
                 if type(request) is SubmitOrder:
                     command = request.command
                     venue = venues[command.symbol]
-                    try:
-                        reports = venue.submit(request)
-                    except Exception as exc:  # noqa: BLE001 - said in the reports
-                        reports = venue_failure(venue, venue.submit, request, command.ts, exc)
+                    call, ts = venue.submit, command.ts
                 else:
                     venue = venues[request.symbol]
-                    try:
-                        reports = venue.cancel(request)
-                    except Exception as exc:  # noqa: BLE001 - said in the reports
-                        reports = venue_failure(venue, venue.cancel, request, request.ts, exc)
+                    call, ts = venue.cancel, request.ts
+                try:
+                    reports = call(request)
+                except Exception as exc:  # noqa: BLE001 - said in the reports
+                    reports = venue_failure(venue, call, request, ts, exc)
                 for report in reports:
                     step(report, events)
 
