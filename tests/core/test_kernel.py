@@ -779,3 +779,18 @@ def test_an_order_of_a_snapshot_written_before_it_kept_its_cancel_has_none() -> 
     old = type(order).__new__(type(order))
     old.__setstate__(state)
     assert old.last_cancel is None and old.client_order_id == "c1" and old.history == order.history
+
+
+def test_an_order_of_a_snapshot_written_before_its_trail_keeps_its_history() -> None:
+    kernel = _kernel()
+    kernel.apply(place("c1", "BUY", "0.01", "59000", ts=T0))
+    kernel.apply(cancel("c1", ts=T0 + 1))
+    order = kernel.oms.get("main", "c1")
+    state = order.__reduce_ex__(2)[2]
+    state[1]["history"] = order.history  # as pickled when an order kept (status, ts) pairs
+    del state[1]["trail"]
+    old = type(order).__new__(type(order))
+    old.__setstate__(state)
+    assert old.history == [(OrderStatus.NEW, T0), (OrderStatus.SUBMITTED, T0), (OrderStatus.PENDING_CANCEL, T0 + 1)]
+    assert old.trail == order.trail and old.sent
+    assert [s.client_order_id for s in kernel.pending_requests()] == ["c1", "c1"]  # its order, then its cancel

@@ -617,7 +617,7 @@ class TradingKernel:
             if status is _S.SUBMITTED or (status is _S.PENDING_CANCEL and not order.venue_order_id):
                 out.append(_submit_request(order))
             if status is _S.PENDING_CANCEL:
-                ts = order.history[-1][1] if order.history else order.command.ts
+                ts: int = order.trail[-1]  # type: ignore[assignment]
                 out.append(
                     SubmitCancel(
                         client_order_id=order.client_order_id, account_id=order.account_id, symbol=order.symbol, ts=ts

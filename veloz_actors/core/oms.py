@@ -89,7 +89,7 @@ class Order:
     __slots__ = (
         "client_order_id", "order_id", "account_id", "symbol", "side", "order_type", "tif", "price", "qty",
         "quote_qty", "filled", "status", "reserved", "reserve_asset", "fee_numerator", "fees_paid", "notional_filled",
-        "history", "command", "protect_price", "venue_order_id", "closed_ts", "trade_keys", "last_cancel",
+        "trail", "command", "protect_price", "venue_order_id", "closed_ts", "trade_keys", "last_cancel",
     )  # fmt: skip
 
     def __init__(self, command: PlaceOrder, order_id: int) -> None:
@@ -110,7 +110,9 @@ class Order:
         self.fee_numerator = 0
         self.fees_paid = 0
         self.notional_filled = 0
-        self.history: list[tuple[OrderStatus, int]] = [(_S.NEW, command.ts)]
+        # the statuses it went through and when, flat (status, ts, status, ts, ...): no tuple per step to allocate,
+        # nor for the young collector to scan while the order rests (see :attr:`history`)
+        self.trail: list[OrderStatus | int] = [_S.NEW, command.ts]
         self.command = command
         self.protect_price: int | None = None
         self.venue_order_id = ""
@@ -124,7 +126,15 @@ class Order:
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         self.last_cancel = None  # an order of a snapshot written before: the kernel's map held its cancel's record
         for name, value in state[1].items():
+            if name == "history":  # a snapshot written before the trail: a list of (status, ts) pairs
+                name, value = "trail", [item for pair in value for item in pair]  # type: ignore[attr-defined]
             setattr(self, name, value)
+
+    @property
+    def history(self) -> list[tuple[OrderStatus, int]]:
+        """Each status the order went through and its time, oldest first."""
+        trail = self.trail
+        return list(zip(trail[::2], trail[1::2], strict=True))  # type: ignore[arg-type]
 
     @property
     def leaves(self) -> int:
@@ -138,14 +148,14 @@ class Order:
     @property
     def sent(self) -> bool:
         """Sent to its venue (the kernel's own rejections never are): only such an order can have venue reports."""
-        history = self.history
-        return len(history) > 1 and history[1][0] is _S.SUBMITTED
+        trail = self.trail
+        return len(trail) > 2 and trail[2] is _S.SUBMITTED
 
     def transition(self, to: OrderStatus, ts: int) -> None:
         if to not in TRANSITIONS[self.status]:
             raise IllegalTransition(f"order {self.client_order_id}: {self.status} -> {to} is not allowed")
         self.status = to
-        self.history.append((to, ts))
+        self.trail += (to, ts)
 
     def accepted_event(self, ts: int) -> OrderAccepted:
         """The event of an order the venue just accepted, with the quantity and price as ordered."""
