@@ -91,7 +91,7 @@ from .journal import (
     semantics_of,
     take_snapshot,
 )
-from .oms import OMS, TERMINAL, Order
+from .oms import OMS, TERMINAL, UNSENT, Order
 from .risk import RiskEngine, RiskLimits
 
 __all__ = ["KernelConfig", "TradingKernel", "gc_tuned", "replay_kernel", "tune_gc"]
@@ -174,8 +174,6 @@ def json_normal(data: dict[str, Any], risk: RiskLimits) -> dict[str, Any]:
 
 _MARKET_TYPES = frozenset({Trade, BookTop, BookDelta, Kline, Ticker, FundingRate, MarkPrice})
 _NOT_STATE = frozenset({"journal", "_handlers", "snapshot_path", "history_path"})  # never in a snapshot
-# the only states an order the kernel never sent can be in (asking these alone spares the working orders a call)
-_MAYBE_UNSENT = frozenset({OrderStatus.NEW, OrderStatus.REJECTED})
 _EVICT_EVERY = 4096  # steps between two looks for closed orders to evict
 # client order ids of evicted orders still refused as duplicates: a venue recognises re-sent requests among its latest
 # orders (the simulated venue's 200,000), so the kernel must not take an id it would still ignore for a new order
@@ -642,7 +640,7 @@ class TradingKernel:
         """The order a venue's report is about; None, said in an ``Error`` event, for an order the kernel does not know
         or never sent (one it rejected itself: no venue has it, so whatever the report says did not happen to it)."""
         order = self.oms.get(report.account_id, report.client_order_id)
-        if order is None or (order.status in _MAYBE_UNSENT and not order.sent):
+        if order is None or (order.status in UNSENT and not order.sent):  # (a working order is sent: no call to ask)
             what = "an unknown order" if order is None else "an order the kernel rejected and never sent"
             events.append(
                 Error(

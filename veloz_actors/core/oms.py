@@ -35,7 +35,7 @@ from ..messages import (
     members,
 )
 
-__all__ = ["OMS", "OPEN", "TERMINAL", "TRANSITIONS", "Order"]
+__all__ = ["OMS", "OPEN", "TERMINAL", "TRANSITIONS", "UNSENT", "Order"]
 
 # enum members read on the hot paths (messages.members: a module object's attributes, ~10x cheaper to read)
 _RejectReason = members(RejectReason)
@@ -48,6 +48,8 @@ _S = members(OrderStatus)
 # the statuses of OrderStatus.is_open and .is_terminal, as sets: an enum property read costs a call per order step
 OPEN = frozenset(s for s in OrderStatus if s.is_open)
 TERMINAL = frozenset(s for s in OrderStatus if s.is_terminal)
+# the only statuses an order never sent to its venue can be in: NEW leaves only for SUBMITTED (sent) or REJECTED
+UNSENT = frozenset({_S.NEW, _S.REJECTED})
 _WORKING = frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.PENDING_CANCEL, _S.UNKNOWN})
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     _S.NEW: frozenset({_S.SUBMITTED, _S.REJECTED}),
@@ -148,6 +150,8 @@ class Order:
     @property
     def sent(self) -> bool:
         """Sent to its venue (the kernel's own rejections never are): only such an order can have venue reports."""
+        if self.status not in UNSENT:
+            return True
         trail = self.trail
         return len(trail) > 2 and trail[2] is _S.SUBMITTED
 
