@@ -229,13 +229,25 @@ def _message(cls: type[_T]) -> type[_T]:
     constructor for the engine's hot paths. Behaviour is unchanged: the instance stays immutable, equality, hashing
     and ``dataclasses.replace`` are the dataclass's own.
     """
-    cls = dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    # The slots live on a plain base class of the message, ``_<Name>Fields``, whose attribute stores cost what a
+    # mutable object's do: the builders fill one of those, then make it the message by setting its class. The message
+    # class adds no slot of its own, so that costs one check of the two layouts (the same base), not a comparison of
+    # their slots, name by name, as between two unrelated classes of the same slots.
+    if cls.__bases__ != (object,):
+        raise TypeError(f"{cls.__name__}: a message declares all its fields itself, it derives from no other class")
+    names = [name for name, kind in cls.__dict__.get("__annotations__", {}).items() if "ClassVar" not in str(kind)]
+    fields = type(f"_{cls.__name__}Fields", (), {"__slots__": tuple(names), "__module__": __name__})
+    attrs = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    attrs["__qualname__"] = cls.__qualname__
+    cls = dataclass(frozen=True, slots=True, kw_only=True)(type(cls.__name__, (fields,), attrs))
+    if [f.name for f in dataclasses.fields(cls)] != names or cls.__slots__:  # type: ignore[arg-type, attr-defined]
+        raise TypeError(f"{cls.__name__}: its fields {names} must be the slots of its base, and only they")
     namespace: dict[str, Any] = {}
     params, body = [], []
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.default_factory is not dataclasses.MISSING:
             raise TypeError(f"{cls.__name__}.{f.name}: messages take plain defaults, not default factories")
-        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        namespace[f"_set_{f.name}"] = fields.__dict__[f.name].__set__
         if f.default is dataclasses.MISSING:
             params.append(f.name)
         else:
@@ -246,13 +258,8 @@ def _message(cls: type[_T]) -> type[_T]:
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[method-assign]
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    if cls.__slots__ != tuple(names):  # type: ignore[attr-defined]
-        raise TypeError(f"{cls.__name__}: slots {cls.__slots__} differ from its fields")  # type: ignore[attr-defined]
-    # The builders fill a plain class of the same slots, whose attribute stores cost what a mutable object's do, then
-    # make it the message (its class is swapped, its layout identical): a call through the class goes by a dict of
-    # keywords and a descriptor call per field, about 2.5x what this costs.
-    fields = type(f"_{cls.__name__}Fields", (), {"__slots__": tuple(names), "__module__": __name__})
+    # (a call through the class goes by a dict of keywords and a descriptor call per field, about 2.5x what a builder
+    # costs)
     maker, build = f"_make_{cls.__name__}", f"_build_{cls.__name__}"
     # (the fields class is called, not given to object.__new__: its own call costs ~30% less, and it has no __init__)
     namespace.update(_cls=cls, _fields=fields)

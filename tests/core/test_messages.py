@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -266,6 +267,16 @@ def test_builder_and_positional_make_the_message_the_class_makes(cls: type) -> N
                 setattr(made, next(iter(values)), None)
 
     check()
+
+
+def test_a_message_class_declares_its_own_fields_which_are_the_slots_of_its_base() -> None:
+    assert type(m.Tick(ts=1)).__slots__ == () and m.Tick.__mro__[1].__slots__ == ("ts",)  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="derives from no other class"):
+
+        @m._message
+        class Later(m.Tick):
+            TYPE: ClassVar[str] = "Later"
+            late: int = 0
 
 
 def test_builder_takes_the_class_keywords_and_defaults_and_no_strangers() -> None:
