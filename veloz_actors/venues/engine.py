@@ -305,12 +305,28 @@ class Engine:
                 self._market(message, events)
             except Exception as exc:  # noqa: BLE001 - an Error of the step, in the run and in every replay
                 events.append(self._market_failed(message, exc))
-        else:
+        else:  # a command or a report: the kernel's step, then its requests routed as _route does, inline (the order
+            # path's every step sends one: the call of _route cost 1.2 % of a place + cancel, callgrind)
             kernel = self.kernel
             events = []
-            kernel.step(message, events)
-            if kernel.outbox:
-                self._route(events)
+            step = kernel.step
+            step(message, events)
+            while kernel.outbox:
+                requests, kernel.outbox = kernel.outbox, []  # (its take_outbox, inline)
+                for request in requests:
+                    if type(request) is SubmitOrder:
+                        command = request.command
+                        venue = self.venues[command.symbol]
+                        call, ts = venue.submit, command.ts
+                    else:
+                        venue = self.venues[request.symbol]
+                        call, ts = venue.cancel, request.ts
+                    try:
+                        reports = call(request)
+                    except Exception as exc:  # noqa: BLE001 - said in the reports
+                        reports = venue_failure(venue, call, request, ts, exc)
+                    for report in reports:
+                        step(report, events)
         if journal is not None and self.snapshot_path is not None and self.seq % self.config.snapshot_every == 0:
             # after the whole step, its evictions included; a failure is an event of the step, never an exception
             error = take_snapshot(
