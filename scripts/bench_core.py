@@ -3,6 +3,16 @@
     .venv/bin/python scripts/bench_core.py [--orders 200000] [--json out.json]
     .venv/bin/python scripts/bench_core.py --soak 2000000      # memory over a long run, RSS every 100,000 orders
 
+Instructions instead of seconds (they repeat exactly run after run, where this VM's speed moves by 5 - 10 %): the
+place + cancel loops alone, counted by callgrind as the difference between a run with them and one without::
+
+    for body in run skip; do OPENBLAS_NUM_THREADS=1 PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+        --callgrind-out-file=/dev/null .venv/bin/python scripts/bench_core.py --count $body --orders 10000 2>&1 \\
+        | grep Collected; done
+    # (run - skip) / 10000 = instructions per place + cancel; add --journal off or --no-account-events to both
+    # to see what each costs. OPENBLAS_NUM_THREADS=1: numpy's BLAS worker threads otherwise spin under valgrind,
+    # a different amount each run (~1 %); with it the count repeats to the instruction.
+
 Reports:
 - resting limit orders and cancels per second through the kernel (risk + OMS + funds reservation), the venue
   (matching) and back (execution reports settled by the kernel), with the journal on (group fsync every 5 ms), and
@@ -177,13 +187,45 @@ def bench_soak(n: int, every: int = 100_000, open_orders: int = 1_000) -> dict[s
     }
 
 
+def count_body(n: int, run: bool, *, journal: bool = True, account_events: bool = True) -> None:
+    """The set-up of ``bench_rest_cancel(n, ...)`` (durability none: no flusher thread to count) and, if ``run``, its
+    two loops; the process then leaves at once (``os._exit``), so that tearing the engine down is not counted either.
+    Under callgrind, the run's instructions minus the skip's are the loops'."""
+    places, cancels = _commands(n)
+    config = _config() if account_events else replace(_config(), emit_account_updates=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(config, journal_path=Path(tmp) / "count.journal" if journal else None, durability="none")
+        _reference(engine)
+        gc.collect()
+        if run:
+            apply = engine.apply
+            for cmd in places:
+                apply(cmd)
+            for cmd in cancels:
+                apply(cmd)
+        engine.close()
+        assert not run or (len(engine.oms.open_orders()) == 0 and engine.ledger.conserved())
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--soak", type=int, default=0, metavar="N", help="only the soak: N orders and cancels")
+    parser.add_argument(
+        "--count", choices=("run", "skip"), help="only the resting loops (or their set-up), for callgrind"
+    )
+    parser.add_argument(
+        "--journal", choices=("on", "off"), default="on", help="with --count: the journal (durability none)"
+    )
+    parser.add_argument("--no-account-events", action="store_true", help="with --count: emit_account_updates off")
     args = parser.parse_args()
     tune_gc()  # as the engine's entry points do
+    if args.count:
+        count_body(args.orders, args.count == "run", journal=args.journal == "on",
+                   account_events=not args.no_account_events)  # fmt: skip
     if args.soak:
         results: dict = {"soak": bench_soak(args.soak)}
         for key, value in results["soak"].items():
