@@ -306,7 +306,8 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - an Error of the step, in the run and in every replay
                 events.append(self._market_failed(message, exc))
         else:  # a command or a report: the kernel's step, then its requests routed as _route does, inline (the order
-            # path's every step sends one: the call of _route cost 1.2 % of a place + cancel, callgrind)
+            # path's every step sends one: calling _route and take_outbox cost 1.9 % of a place + cancel's instructions,
+            # scripts/bench_core.py --count); the loop is _route's: keep the two the same
             kernel = self.kernel
             events = []
             step = kernel.step
@@ -346,7 +347,8 @@ class Engine:
         """Hand the kernel's requests to their venues and apply the reports, until nothing is left to send.
 
         As :func:`~veloz_actors.venues.base.guarded`, inline: a venue that raises answers with the reports of
-        :func:`~veloz_actors.venues.base.venue_failure`."""
+        :func:`~veloz_actors.venues.base.venue_failure`. For market data and clock ticks; :meth:`apply` runs the same
+        loop inline for commands and reports (the order path), so a change here is a change there too."""
         kernel = self.kernel
         venues = self.venues
         step = kernel.step
